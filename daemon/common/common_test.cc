@@ -1,0 +1,57 @@
+#include <catch2/catch.hpp>
+
+#include <cstring>
+
+#include "daemon/common/crc32c.h"
+#include "daemon/common/ids.h"
+#include "daemon/common/status.h"
+
+using namespace memfed;
+
+TEST_CASE("crc32c matches the standard check value")
+{
+	const char *s = "123456789";
+	REQUIRE(crc32c(s, 9) == 0xe3069283u);
+	// Incremental equals one-shot; odd lengths exercise the byte tail.
+	REQUIRE(crc32c(s + 4, 5, crc32c(s, 4)) == 0xe3069283u);
+	uint8_t zeros[4096] = {};
+	REQUIRE(crc32c(zeros, sizeof(zeros)) != 0);
+}
+
+TEST_CASE("module ids round-trip and reject malformed text")
+{
+	auto id = ModuleId::parse("02:00:00:00:00:01");
+	REQUIRE(id);
+	REQUIRE(id->value == 0x020000000001ull);
+	REQUIRE(id->to_string() == "02:00:00:00:00:01");
+	REQUIRE_FALSE(ModuleId::parse("02:00:00:00:00"));
+	REQUIRE_FALSE(ModuleId::parse("02-00-00-00-00-01"));
+	REQUIRE_FALSE(ModuleId::parse("0g:00:00:00:00:01"));
+	REQUIRE_FALSE(ModuleId::parse("00:00:00:00:00:00")); // zero is "none"
+	for (int i = 0; i < 100; i++) {
+		ModuleId r = ModuleId::random();
+		REQUIRE(r.valid());
+		REQUIRE(((r.value >> 40) & 0x03) == 0x02); // local, unicast
+		REQUIRE(ModuleId::parse(r.to_string())->value == r.value);
+	}
+}
+
+TEST_CASE("federated addresses have one text form")
+{
+	auto fa = FederatedAddress::parse("02:00:00:00:00:01/0x200000");
+	REQUIRE(fa);
+	REQUIRE(fa->offset == 0x200000);
+	REQUIRE(fa->to_string() == "02:00:00:00:00:01/0x200000");
+	REQUIRE_FALSE(FederatedAddress::parse("02:00:00:00:00:01/200000"));
+	REQUIRE_FALSE(FederatedAddress::parse("02:00:00:00:00:01/0x"));
+	REQUIRE_FALSE(FederatedAddress::parse("02:00:00:00:00:01/0x12345678901234567"));
+}
+
+TEST_CASE("status carries a code and a message")
+{
+	Status st = Status::from_errno(ENOENT, "opening pool /x");
+	REQUIRE(st.code() == Code::kNotFound);
+	REQUIRE(st.to_string() == std::string("not_found: opening pool /x: ") + std::strerror(ENOENT));
+	REQUIRE(code_from_name(code_name(Code::kNoSpace)) == Code::kNoSpace);
+	REQUIRE(Status().is_ok());
+}

@@ -1,0 +1,50 @@
+#include "daemon/common/log.h"
+
+#include <atomic>
+#include <cstdio>
+#include <cstring>
+#include <ctime>
+
+namespace memfed {
+
+static std::atomic<int> g_level{int(LogLevel::kInfo)};
+
+void set_log_level(LogLevel level) { g_level.store(int(level), std::memory_order_relaxed); }
+LogLevel log_level() { return LogLevel(g_level.load(std::memory_order_relaxed)); }
+
+bool parse_log_level(const char *name, LogLevel *out)
+{
+	static const struct {
+		const char *n;
+		LogLevel l;
+	} names[] = {{"debug", LogLevel::kDebug},
+		     {"info", LogLevel::kInfo},
+		     {"warn", LogLevel::kWarn},
+		     {"error", LogLevel::kError}};
+	for (const auto &e : names) {
+		if (std::strcmp(e.n, name) == 0) {
+			*out = e.l;
+			return true;
+		}
+	}
+	return false;
+}
+
+void log_line(LogLevel level, const char *component, const char *fmt, ...)
+{
+	static const char *tags[] = {"debug", "info", "warn", "error"};
+	char msg[1024];
+	va_list ap;
+	va_start(ap, fmt);
+	std::vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	struct tm tm;
+	gmtime_r(&ts.tv_sec, &tm);
+	// One fprintf call per line so concurrent threads never interleave.
+	std::fprintf(stderr, "%02d:%02d:%02d.%03ld %s %s: %s\n", tm.tm_hour, tm.tm_min,
+		     tm.tm_sec, ts.tv_nsec / 1000000, tags[int(level)], component, msg);
+}
+
+} // namespace memfed

@@ -1,0 +1,66 @@
+// Channel: a connection to one peer module, whatever carries it.
+//
+// Callers (the daemon's region service, the pager, relays) speak to modules
+// only through this interface. The TCP implementation (tcp_channel.h) sends
+// wire messages over an io_uring socket; an RDMA implementation can serve
+// read_pages/write_pages with one-sided operations into the module's
+// registered pool and implement call() over a send/recv queue pair, without
+// any caller changing.
+//
+// All methods run on the EventLoop thread the channel was created on, except
+// where stated. Completions are invoked on that thread. A Channel allows many
+// requests in flight; responses may complete out of order.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+
+#include "daemon/common/ids.h"
+#include "daemon/common/status.h"
+#include "daemon/wire/protocol.h"
+
+namespace memfed {
+
+// Receives the outcome of one request. Owned by the caller and must stay
+// alive until on_reply runs; no allocation happens per request.
+class Completion {
+public:
+	virtual ~Completion() = default;
+	// `st` is OK when the peer answered OK; otherwise the peer's error (code and
+	// message) or a transport failure (kUnavailable). `payload` is the response
+	// payload unless it was delivered into a caller buffer (read_pages).
+	virtual void on_reply(const Status &st, const wire::Header &resp,
+			      std::span<const uint8_t> payload) = 0;
+};
+
+struct PeerInfo {
+	ModuleId module;       // from the peer's HELLO
+	uint32_t capabilities = 0;
+	uint64_t capacity_bytes = 0;
+	uint8_t version = 0;
+	std::string endpoint;  // "host:port"
+};
+
+class Channel {
+public:
+	virtual ~Channel() = default;
+
+	virtual const PeerInfo &peer() const = 0;
+	virtual bool connected() const = 0;
+
+	// READ `count` pages at `fa_offset` of `region_id` straight into `dst`
+	// (count * kPageSize bytes, valid until completion).
+	virtual void read_pages(wire::TrafficClass tc, uint32_t region_id, uint64_t fa_offset,
+				uint32_t count, void *dst, Completion *done) = 0;
+	// WRITE `count` pages from `src` (valid until completion); completes when
+	// the module has made them durable.
+	virtual void write_pages(wire::TrafficClass tc, uint32_t region_id, uint64_t fa_offset,
+				 uint32_t count, const void *src, Completion *done) = 0;
+	// Any other request: `hdr` supplies type, tclass and type-specific fields;
+	// the channel fills magic, version, ids, lengths and checksums.
+	virtual void call(const wire::Header &hdr, std::span<const uint8_t> payload,
+			  Completion *done) = 0;
+};
+
+} // namespace memfed

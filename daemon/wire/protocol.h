@@ -1,0 +1,140 @@
+// The memfed wire protocol: binary, little-endian, versioned.
+//
+// Every message is a fixed 64-byte header followed by `payload_len` bytes.
+// A relay forwards on the header alone (dst_module, hop_limit); the offset is
+// applied only at the destination. Requests and responses share the header;
+// a response has kFlagResponse set, echoes request_id and type, and carries a
+// memfed::Code in `status` (0 = OK; otherwise the payload is a UTF-8 message).
+//
+//   off size field
+//     0  4   magic        kWireMagic ("MFW1")
+//     4  1   version      protocol version (kWireVersion)
+//     5  1   type         MsgType
+//     6  1   tclass       TrafficClass
+//     7  1   hop_limit    decremented by each relay; 0 is dropped
+//     8  2   flags        kFlag*
+//    10  2   status       response status (memfed::Code), 0 in requests
+//    12  4   payload_len  bytes after the header, <= kMaxPayload
+//    16  8   src_module   sender's module (or node) ID, low 48 bits
+//    24  8   dst_module   destination module ID, low 48 bits
+//    32  8   request_id   chosen by the requester, echoed in the response
+//    40  8   offset       READ/WRITE: FA offset (byte offset in the pool)
+//    48  4   count        READ/WRITE: number of pages
+//    52  4   region_id    READ/WRITE: region the pages belong to
+//    56  4   payload_crc  crc32c of the payload (0 if payload_len == 0)
+//    60  4   header_crc   crc32c of bytes 0..59
+//
+// Payloads, per type (all integers little-endian; "name" is u8 length + bytes):
+//   HELLO      req:  u16 min_version, u16 max_version, u32 capabilities
+//              resp: u16 version, u16 reserved, u32 capabilities,
+//                    u64 capacity_bytes, u32 page_size, u32 reserved
+//   READ       req:  none                   resp: count * kPageSize bytes
+//   WRITE      req:  count * kPageSize bytes resp: none, sent once durable
+//   REGION_CREATE req: WireRegionSpec       resp: WireRegion
+//   REGION_DELETE req: name                 resp: none
+//   REGION_LOOKUP req: name                 resp: WireRegion
+//   REGION_LIST   req: none                 resp: u32 n, n * WireRegion
+//   STAT          req: none                 resp: WireStat
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace memfed::wire {
+
+constexpr uint32_t kWireMagic = 0x3157464d; // "MFW1" little-endian
+constexpr uint8_t kWireVersion = 1;
+constexpr uint8_t kWireMinVersion = 1;
+constexpr size_t kHeaderSize = 64;
+constexpr uint32_t kPageSize = 4096;
+constexpr uint32_t kMaxPagesPerRequest = 256; // 1 MiB per READ/WRITE
+constexpr uint32_t kMaxPayload = kMaxPagesPerRequest * kPageSize;
+constexpr uint8_t kDefaultHopLimit = 16;
+constexpr size_t kMaxRegionName = 63;
+
+enum class MsgType : uint8_t {
+	kHello = 1,
+	kRead = 2,
+	kWrite = 3,
+	kRegionCreate = 4,
+	kRegionDelete = 5,
+	kRegionLookup = 6,
+	kRegionList = 7,
+	kStat = 8,
+};
+constexpr uint8_t kMsgTypeMax = 8;
+
+// Traffic classes, in priority order: a fault never waits behind bulk work.
+enum class TrafficClass : uint8_t {
+	kFault = 0,   // demand faults: latency first
+	kControl = 1, // region management, stats, hello
+	kBulk = 2,    // prefetch, write-back, replication, migration
+};
+constexpr uint8_t kTrafficClassMax = 2;
+
+constexpr uint16_t kFlagResponse = 1 << 0;
+constexpr uint16_t kFlagsKnown = kFlagResponse;
+
+// Capabilities announced at HELLO.
+constexpr uint32_t kCapModule = 1 << 0; // exports a pool
+constexpr uint32_t kCapRelay = 1 << 1;	// forwards for others
+constexpr uint32_t kCapRdma = 1 << 2;	// pool registered for one-sided RDMA
+
+struct Header {
+	uint32_t magic;
+	uint8_t version;
+	uint8_t type;
+	uint8_t tclass;
+	uint8_t hop_limit;
+	uint16_t flags;
+	uint16_t status;
+	uint32_t payload_len;
+	uint64_t src_module;
+	uint64_t dst_module;
+	uint64_t request_id;
+	uint64_t offset;
+	uint32_t count;
+	uint32_t region_id;
+	uint32_t payload_crc;
+	uint32_t header_crc;
+};
+static_assert(sizeof(Header) == kHeaderSize, "wire header must be 64 bytes");
+
+// REGION_CREATE request payload (fixed size).
+struct WireRegionSpec {
+	uint8_t name_len;
+	char name[kMaxRegionName];
+	uint64_t size_bytes;
+	uint32_t owner_uid;
+	uint32_t mode; // permission bits, like a file's (0600)
+};
+static_assert(sizeof(WireRegionSpec) == 80);
+
+// A region as the module describes it (fixed size).
+struct WireRegion {
+	uint32_t id;
+	uint32_t owner_uid;
+	uint32_t mode;
+	uint8_t name_len;
+	char name[kMaxRegionName];
+	uint64_t fa_offset;  // first byte of the region in the module's pool
+	uint64_t size_bytes; // multiple of kPageSize
+	uint64_t ctime_ns;   // creation time, CLOCK_REALTIME
+};
+static_assert(sizeof(WireRegion) == 104);
+
+struct WireStat {
+	uint64_t capacity_bytes; // data area of the pool
+	uint64_t used_bytes;
+	uint64_t free_bytes;
+	uint64_t largest_free_bytes;
+	uint32_t regions;
+	uint32_t page_size;
+	uint64_t reads;	       // pages read since start
+	uint64_t writes;       // pages written since start
+	uint64_t log_replays;  // redo-log records replayed at last open
+	uint64_t uptime_ns;
+};
+static_assert(sizeof(WireStat) == 72);
+
+} // namespace memfed::wire

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs every Debian package memfed needs to build, test, benchmark and run
+# its QEMU tier. Non-interactive and idempotent: packages already present are
+# skipped, so a warm machine pays one dpkg query.
+set -euo pipefail
+
+packages=(
+	# build
+	build-essential cmake pkg-config clang clang-format libclang-rt-14-dev
+	# libraries
+	liburing-dev libpmem2-dev libpmem2 libnl-3-dev libnl-genl-3-dev
+	nlohmann-json3-dev catch2 libmimalloc-dev libibverbs-dev librdmacm-dev
+	# test clients and tools
+	stress-ng sqlite3 python3 iproute2 procps util-linux kmod
+	# QEMU tier
+	qemu-system-x86 busybox-static cpio rdma-core ibverbs-providers
+	ibverbs-utils
+)
+
+missing=()
+for p in "${packages[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' ||
+		missing+=("$p")
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+	echo "deps: all ${#packages[@]} packages present"
+	exit 0
+fi
+
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+echo "deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+echo "deps: done"
