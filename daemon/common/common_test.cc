@@ -55,3 +55,24 @@ TEST_CASE("status carries a code and a message")
 	REQUIRE(code_from_name(code_name(Code::kNoSpace)) == Code::kNoSpace);
 	REQUIRE(Status().is_ok());
 }
+
+#include "daemon/common/size.h"
+
+TEST_CASE("sizes parse like people write them")
+{
+	REQUIRE(parse_size("4096") == 4096u);
+	REQUIRE(parse_size("64K") == 65536u);
+	REQUIRE(parse_size("512M") == 512ull << 20);
+	REQUIRE(parse_size("1GiB") == 1ull << 30);
+	REQUIRE(parse_size("2t") == 2ull << 40);
+	REQUIRE(parse_size("10B") == 10u);
+	REQUIRE_FALSE(parse_size(""));
+	REQUIRE_FALSE(parse_size("M"));
+	REQUIRE_FALSE(parse_size("12Q"));
+	REQUIRE_FALSE(parse_size("1GG"));
+	REQUIRE_FALSE(parse_size("99999999999999999999"));
+	REQUIRE_FALSE(parse_size("16777216T"));
+	REQUIRE(format_size(1ull << 30) == "1G");
+	REQUIRE(format_size(1536) == "1536");
+	REQUIRE(format_size(3ull << 20) == "3M");
+}

@@ -1,17 +1,20 @@
 // ControlServer: memfedd's Unix control socket.
 //
 // Components register the ops they serve ("region.create", "map", ...); the
-// server accepts connections, checks each peer's credentials (SO_PEERCRED)
-// and dispatches every request to its op's handler on the server's thread.
-// Handlers may block briefly (a request to a remote module), never forever.
+// server accepts connections, reads each peer's credentials (SO_PEERCRED)
+// and dispatches every request to its op's handler. Each connection has its
+// own thread, so a handler that waits on a remote module delays only its own
+// client; handlers must therefore be thread-safe.
 //
-// Thread-safety: add_op() before start(); everything else on the server
+// Thread-safety: add_op()/on_disconnect() before start(); stop() from any
 // thread.
 #pragma once
 
 #include <sys/types.h>
 
 #include <atomic>
+#include <condition_variable>
+#include <mutex>
 #include <functional>
 #include <map>
 #include <string>
@@ -50,7 +53,8 @@ public:
 	const std::string &path() const { return path_; }
 
 private:
-	void run();
+	void accept_loop();
+	void serve(int fd, Peer peer);
 	Message dispatch(const Peer &peer, Message &req);
 
 	std::string path_;
@@ -60,6 +64,11 @@ private:
 	std::vector<DisconnectHandler> disconnect_handlers_;
 	std::thread thread_;
 	std::atomic<bool> running_{false};
+	std::atomic<int> next_conn_id_{1};
+	std::mutex conns_mu_;
+	std::condition_variable conns_cv_;
+	std::map<int, int> conns_; // conn_id -> fd, for stop()
+	int active_ = 0;
 };
 
 } // namespace memfed::control

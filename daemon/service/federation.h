@@ -1,0 +1,56 @@
+// Federation: this daemon's view of the memory modules it can reach.
+//
+// It knows the local module (when this memfedd exports a pool) and the peers
+// from config, finds which module holds a region, and opens Channels to
+// modules. A channel to the local module is served in-process without a
+// socket; a channel to a remote module is a TcpChannel (later: RDMA).
+//
+// Thread-safety: locate_region() and modules() may be called from any thread
+// (they may block on a remote request); open_channel() runs on the thread of
+// the EventLoop it is given.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "daemon/common/ids.h"
+#include "daemon/common/status.h"
+#include "daemon/transport/channel.h"
+#include "daemon/transport/event_loop.h"
+
+namespace memfed {
+
+// Where a region lives and what it is.
+struct RegionLocation {
+	ModuleId module;
+	uint32_t region_id = 0;
+	std::string name;
+	uint64_t fa_offset = 0;	 // first byte of the region in the module's pool
+	uint64_t size_bytes = 0; // multiple of the page size
+	uint32_t owner_uid = 0;
+	uint32_t mode = 0;
+	uint64_t ctime_ns = 0;
+};
+
+struct ModuleEntry {
+	ModuleId module;
+	std::string endpoint; // "host:port", empty for the local module
+	bool local = false;
+	bool reachable = false;
+	uint64_t capacity_bytes = 0;
+	uint64_t free_bytes = 0;
+	uint32_t hops = 0; // 0: local, 1: direct peer
+};
+
+class Federation {
+public:
+	virtual ~Federation() = default;
+	virtual ModuleId self() const = 0;
+	// kNotFound "region 'x' not found on any module (memfedctl region ls)".
+	virtual Result<RegionLocation> locate_region(const std::string &name) = 0;
+	virtual std::vector<ModuleEntry> modules() = 0;
+	virtual Result<std::unique_ptr<Channel>> open_channel(EventLoop *loop, ModuleId module) = 0;
+};
+
+} // namespace memfed
