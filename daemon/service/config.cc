@@ -1,0 +1,348 @@
+#include "daemon/service/config.h"
+
+#include <nlohmann/json.hpp>
+
+#include <fstream>
+#include <functional>
+#include <map>
+#include <sstream>
+#include <unistd.h>
+
+#include "daemon/common/size.h"
+
+namespace memfed {
+
+using nlohmann::json;
+
+namespace {
+
+constexpr const char *kDefaultConfigPath = "/etc/memfed/memfedd.json";
+
+Status type_error(const std::string &origin, const std::string &key, const char *want)
+{
+	return Status(Code::kInvalidArgument,
+		      origin + ": key \"" + key + "\" must be " + want);
+}
+
+Status set_size(const std::string &origin, const std::string &key, const json &v, uint64_t *out)
+{
+	if (v.is_number_unsigned()) {
+		*out = v.get<uint64_t>();
+		return Status::ok();
+	}
+	if (v.is_string()) {
+		auto s = parse_size(v.get<std::string>());
+		if (s) {
+			*out = *s;
+			return Status::ok();
+		}
+	}
+	return type_error(origin, key, "a size (bytes, or a string like \"512M\")");
+}
+
+Status set_string(const std::string &origin, const std::string &key, const json &v, std::string *out)
+{
+	if (!v.is_string() || v.get<std::string>().empty())
+		return type_error(origin, key, "a non-empty string");
+	*out = v.get<std::string>();
+	return Status::ok();
+}
+
+Status set_endpoint(const std::string &origin, const std::string &key, const std::string &v,
+		    std::string *out)
+{
+	auto colon = v.rfind(':');
+	if (colon == std::string::npos || colon == 0 || colon + 1 == v.size())
+		return Status(Code::kInvalidArgument,
+			      origin + ": \"" + key + "\" value '" + v + "' is not HOST:PORT");
+	for (size_t i = colon + 1; i < v.size(); i++)
+		if (v[i] < '0' || v[i] > '9')
+			return Status(Code::kInvalidArgument, origin + ": \"" + key +
+								      "\" port in '" + v + "' is not a number");
+	if (std::stoul(v.substr(colon + 1, 6)) > 65535)
+		return Status(Code::kInvalidArgument,
+			      origin + ": \"" + key + "\" port in '" + v + "' is above 65535");
+	*out = v;
+	return Status::ok();
+}
+
+Status set_roles(const std::string &origin, const std::string &key,
+		 const std::vector<std::string> &roles, DaemonConfig *cfg)
+{
+	cfg->role_module = cfg->role_pager = false;
+	for (const auto &r : roles) {
+		if (r == "module")
+			cfg->role_module = true;
+		else if (r == "pager")
+			cfg->role_pager = true;
+		else
+			return Status(Code::kInvalidArgument, origin + ": \"" + key + "\" has unknown role '" +
+								      r + "' (known: module, pager)");
+	}
+	return Status::ok();
+}
+
+Status set_log_level(const std::string &origin, const std::string &key, const std::string &v,
+		     DaemonConfig *cfg)
+{
+	if (!parse_log_level(v.c_str(), &cfg->log_level))
+		return Status(Code::kInvalidArgument, origin + ": \"" + key + "\" value '" + v +
+							      "' is not one of debug, info, warn, error");
+	return Status::ok();
+}
+
+Status set_module_id(const std::string &origin, const std::string &key, const std::string &v,
+		     DaemonConfig *cfg)
+{
+	auto id = ModuleId::parse(v);
+	if (!id)
+		return Status(Code::kInvalidArgument, origin + ": \"" + key + "\" value '" + v +
+							      "' is not a module ID like 02:00:00:00:00:01");
+	cfg->module_id = *id;
+	return Status::ok();
+}
+
+Status set_kmod(const std::string &origin, const std::string &key, const std::string &v,
+		DaemonConfig *cfg)
+{
+	if (v != "auto" && v != "off")
+		return Status(Code::kInvalidArgument,
+			      origin + ": \"" + key + "\" must be \"auto\" or \"off\", not '" + v + "'");
+	cfg->kmod = v;
+	return Status::ok();
+}
+
+Status set_u32(const std::string &origin, const std::string &key, const json &v, uint32_t lo,
+	       uint32_t hi, uint32_t *out)
+{
+	if (!v.is_number_unsigned() || v.get<uint64_t>() < lo || v.get<uint64_t>() > hi)
+		return type_error(origin, key,
+				  ("an integer from " + std::to_string(lo) + " to " + std::to_string(hi))
+					  .c_str());
+	*out = uint32_t(v.get<uint64_t>());
+	return Status::ok();
+}
+
+} // namespace
+
+std::string config_usage()
+{
+	return R"(usage: memfedd [options]
+
+memfedd is the memfed node daemon: it exports this node's NVM pool as a memory
+module, and pages remote regions into local processes.
+
+Options (each has a config-file key; flags override the file):
+  --config FILE        JSON config (default /etc/memfed/memfedd.json if present)
+  --state-dir DIR      "state_dir"   state directory (default /var/lib/memfed)
+  --socket PATH        "socket"      control socket (default /run/memfed/memfedd.sock)
+  --roles LIST         "roles"       comma list of module,pager (default both)
+  --pool PATH          "pool.path"   pool file or DAX device (default STATE_DIR/pool.mfp)
+  --pool-size SIZE     "pool.size"   pool size, e.g. 1G (default 1G)
+  --module-id ID       "pool.module_id" ID for a newly formatted pool
+                                     (default: random, locally administered)
+  --listen HOST:PORT   "listen"      wire protocol endpoint (default 127.0.0.1:7700)
+  --peer HOST:PORT     "peers"       a module to federate with (repeatable)
+  --log-level LEVEL    "log_level"   debug, info, warn or error (default info)
+  --kmod MODE          "kmod"        auto (use memfed.ko when loaded) or off
+  --pager-budget SIZE  "pager.budget" default resident budget per mapping (256M)
+  --pager-prefetch N   "pager.prefetch_pages" max pages fetched ahead (64; 0 = off)
+  --pager-threads N    "pager.threads" fault-serving threads (1)
+  --help               this text
+
+Example config:
+  {"state_dir": "/var/lib/memfed", "pool": {"path": "/dev/dax0.0", "size": "16G"},
+   "listen": "10.0.0.2:7700", "peers": ["10.0.0.3:7700"], "roles": ["module", "pager"]}
+)";
+}
+
+Status apply_config_json(const std::string &text, const std::string &origin, DaemonConfig *cfg)
+{
+	json doc = json::parse(text, nullptr, false);
+	if (doc.is_discarded())
+		return Status(Code::kInvalidArgument, origin + ": not valid JSON");
+	if (!doc.is_object())
+		return Status(Code::kInvalidArgument, origin + ": must be a JSON object");
+
+	auto str = [&](const std::string &k, const json &v, std::function<Status(const std::string &)> f) {
+		if (!v.is_string())
+			return type_error(origin, k, "a string");
+		return f(v.get<std::string>());
+	};
+	for (auto &[key, v] : doc.items()) {
+		Status st;
+		if (key == "state_dir")
+			st = set_string(origin, key, v, &cfg->state_dir);
+		else if (key == "socket")
+			st = set_string(origin, key, v, &cfg->socket);
+		else if (key == "listen")
+			st = str(key, v, [&](const std::string &s) { return set_endpoint(origin, key, s, &cfg->listen); });
+		else if (key == "log_level")
+			st = str(key, v, [&](const std::string &s) { return set_log_level(origin, key, s, cfg); });
+		else if (key == "kmod")
+			st = str(key, v, [&](const std::string &s) { return set_kmod(origin, key, s, cfg); });
+		else if (key == "roles" || key == "peers") {
+			if (!v.is_array())
+				return type_error(origin, key, "an array of strings");
+			std::vector<std::string> items;
+			for (const auto &e : v) {
+				if (!e.is_string())
+					return type_error(origin, key, "an array of strings");
+				items.push_back(e.get<std::string>());
+			}
+			if (key == "roles") {
+				st = set_roles(origin, key, items, cfg);
+			} else {
+				cfg->peers.clear();
+				for (const auto &p : items) {
+					std::string ep;
+					MF_RETURN_IF_ERROR(set_endpoint(origin, key, p, &ep));
+					cfg->peers.push_back(ep);
+				}
+			}
+		} else if (key == "pool" || key == "pager") {
+			if (!v.is_object())
+				return type_error(origin, key, "an object");
+			for (auto &[sub, sv] : v.items()) {
+				std::string k = key + "." + sub;
+				if (k == "pool.path")
+					st = set_string(origin, k, sv, &cfg->pool_path);
+				else if (k == "pool.size")
+					st = set_size(origin, k, sv, &cfg->pool_size);
+				else if (k == "pool.module_id")
+					st = str(k, sv, [&](const std::string &s) { return set_module_id(origin, k, s, cfg); });
+				else if (k == "pager.budget")
+					st = set_size(origin, k, sv, &cfg->pager_budget);
+				else if (k == "pager.prefetch_pages")
+					st = set_u32(origin, k, sv, 0, 256, &cfg->pager_prefetch_pages);
+				else if (k == "pager.threads")
+					st = set_u32(origin, k, sv, 1, 64, &cfg->pager_threads);
+				else
+					return Status(Code::kInvalidArgument, origin + ": unknown key \"" + k +
+										      "\" (memfedd --help lists every key)");
+				MF_RETURN_IF_ERROR(st);
+			}
+		} else {
+			return Status(Code::kInvalidArgument, origin + ": unknown key \"" + key +
+								      "\" (memfedd --help lists every key)");
+		}
+		MF_RETURN_IF_ERROR(st);
+	}
+	return Status::ok();
+}
+
+Status load_config(int argc, char **argv, DaemonConfig *cfg, bool *help)
+{
+	*help = false;
+	std::string path;
+	for (int i = 1; i < argc; i++) {
+		std::string a = argv[i];
+		if (a == "--config" && i + 1 < argc)
+			path = argv[i + 1];
+		else if (a.rfind("--config=", 0) == 0)
+			path = a.substr(9);
+	}
+	bool explicit_path = !path.empty();
+	if (!explicit_path && access(kDefaultConfigPath, F_OK) == 0)
+		path = kDefaultConfigPath;
+	if (!path.empty()) {
+		std::ifstream f(path);
+		if (!f)
+			return Status(Code::kNotFound, "config file " + path + " cannot be read");
+		std::stringstream ss;
+		ss << f.rdbuf();
+		MF_RETURN_IF_ERROR(apply_config_json(ss.str(), path, cfg));
+		cfg->config_path = path;
+	}
+
+	bool peers_from_flags = false;
+	for (int i = 1; i < argc; i++) {
+		std::string a = argv[i], val;
+		if (a == "--help" || a == "-h") {
+			*help = true;
+			return Status::ok();
+		}
+		auto eq = a.find('=');
+		bool has_inline = a.rfind("--", 0) == 0 && eq != std::string::npos;
+		if (has_inline) {
+			val = a.substr(eq + 1);
+			a = a.substr(0, eq);
+		}
+		auto need = [&]() -> Status {
+			if (has_inline)
+				return Status::ok();
+			if (i + 1 >= argc)
+				return Status(Code::kInvalidArgument, "flag " + a + " needs a value");
+			val = argv[++i];
+			return Status::ok();
+		};
+		const std::string origin = "command line";
+		Status st;
+		if (a == "--config") {
+			st = need();
+		} else if (a == "--state-dir") {
+			MF_RETURN_IF_ERROR(need());
+			cfg->state_dir = val;
+		} else if (a == "--socket") {
+			MF_RETURN_IF_ERROR(need());
+			cfg->socket = val;
+		} else if (a == "--pool") {
+			MF_RETURN_IF_ERROR(need());
+			cfg->pool_path = val;
+		} else if (a == "--pool-size") {
+			MF_RETURN_IF_ERROR(need());
+			st = set_size(origin, a, json(val), &cfg->pool_size);
+		} else if (a == "--module-id") {
+			MF_RETURN_IF_ERROR(need());
+			st = set_module_id(origin, a, val, cfg);
+		} else if (a == "--listen") {
+			MF_RETURN_IF_ERROR(need());
+			st = set_endpoint(origin, a, val, &cfg->listen);
+		} else if (a == "--peer") {
+			MF_RETURN_IF_ERROR(need());
+			if (!peers_from_flags)
+				cfg->peers.clear();
+			peers_from_flags = true;
+			std::string ep;
+			st = set_endpoint(origin, a, val, &ep);
+			cfg->peers.push_back(ep);
+		} else if (a == "--roles") {
+			MF_RETURN_IF_ERROR(need());
+			std::vector<std::string> roles;
+			std::stringstream ss(val);
+			for (std::string r; std::getline(ss, r, ',');)
+				roles.push_back(r);
+			st = set_roles(origin, a, roles, cfg);
+		} else if (a == "--log-level") {
+			MF_RETURN_IF_ERROR(need());
+			st = set_log_level(origin, a, val, cfg);
+		} else if (a == "--kmod") {
+			MF_RETURN_IF_ERROR(need());
+			st = set_kmod(origin, a, val, cfg);
+		} else if (a == "--pager-budget") {
+			MF_RETURN_IF_ERROR(need());
+			st = set_size(origin, a, json(val), &cfg->pager_budget);
+		} else if (a == "--pager-prefetch" || a == "--pager-threads") {
+			MF_RETURN_IF_ERROR(need());
+			json n = json::parse(val, nullptr, false);
+			if (a == "--pager-prefetch")
+				st = set_u32(origin, a, n, 0, 256, &cfg->pager_prefetch_pages);
+			else
+				st = set_u32(origin, a, n, 1, 64, &cfg->pager_threads);
+		} else {
+			return Status(Code::kInvalidArgument,
+				      "unknown option '" + argv[i] + std::string("' (memfedd --help lists them)"));
+		}
+		MF_RETURN_IF_ERROR(st);
+	}
+	if (!cfg->role_module && !cfg->role_pager)
+		return Status(Code::kInvalidArgument, "no roles enabled: give --roles module, pager or both");
+	if (cfg->pool_path.empty())
+		cfg->pool_path = cfg->state_dir + "/pool.mfp";
+	if (cfg->pool_size < (uint64_t{16} << 20))
+		return Status(Code::kInvalidArgument, "pool size " + format_size(cfg->pool_size) +
+							      " is below the minimum of 16M (set pool.size)");
+	return Status::ok();
+}
+
+} // namespace memfed

@@ -1,0 +1,45 @@
+// DaemonConfig: everything memfedd can be told, from one JSON file plus
+// command-line flags (flags win). With neither, memfedd is a one-node
+// federation: module + pager, listening on loopback, pool under the state dir.
+//
+// Every key is listed in kConfigHelp, which `memfedd --help` prints. Unknown
+// keys and values of the wrong type are errors that name the key.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "daemon/common/ids.h"
+#include "daemon/common/log.h"
+#include "daemon/common/status.h"
+
+namespace memfed {
+
+struct DaemonConfig {
+	std::string config_path; // where it was read from, "" for built-in defaults
+	std::string state_dir = "/var/lib/memfed";
+	std::string socket = "/run/memfed/memfedd.sock";
+	bool role_module = true;
+	bool role_pager = true;
+	std::string pool_path;			 // default: <state_dir>/pool.mfp
+	uint64_t pool_size = uint64_t{1} << 30;	 // bytes
+	ModuleId module_id;			 // used when formatting a new pool
+	std::string listen = "127.0.0.1:7700";	 // wire protocol endpoint
+	std::vector<std::string> peers;		 // modules to reach, "host:port"
+	LogLevel log_level = LogLevel::kInfo;
+	std::string kmod = "auto";		 // "auto": use memfed.ko when loaded; "off"
+	uint64_t pager_budget = uint64_t{256} << 20; // default per-mapping budget
+	uint32_t pager_prefetch_pages = 64;	 // max pages fetched ahead per fault
+	uint32_t pager_threads = 1;
+};
+
+// Parses argv into `cfg`: reads --config FILE (or /etc/memfed/memfedd.json if
+// it exists and no --config is given), then applies flags. Sets *help when
+// --help was given (the caller prints usage and exits 0).
+Status load_config(int argc, char **argv, DaemonConfig *cfg, bool *help);
+// Applies one JSON document (exposed for tests).
+Status apply_config_json(const std::string &text, const std::string &origin, DaemonConfig *cfg);
+std::string config_usage();
+
+} // namespace memfed

@@ -1,0 +1,61 @@
+#include <catch2/catch.hpp>
+
+#include "daemon/service/config.h"
+
+using namespace memfed;
+
+static Status load(std::vector<const char *> args, DaemonConfig *cfg)
+{
+	args.insert(args.begin(), "memfedd");
+	bool help = false;
+	return load_config(int(args.size()), const_cast<char **>(args.data()), cfg, &help);
+}
+
+TEST_CASE("no config gives a one-node federation")
+{
+	DaemonConfig cfg;
+	REQUIRE(load({"--state-dir", "/tmp/x"}, &cfg));
+	REQUIRE(cfg.role_module);
+	REQUIRE(cfg.role_pager);
+	REQUIRE(cfg.pool_path == "/tmp/x/pool.mfp");
+	REQUIRE(cfg.listen == "127.0.0.1:7700");
+}
+
+TEST_CASE("config JSON sets every key and rejects unknown keys by name")
+{
+	DaemonConfig cfg;
+	REQUIRE(apply_config_json(R"({"state_dir":"/s","pool":{"size":"64M","module_id":"02:00:00:00:00:07"},
+		"peers":["127.0.0.1:7701"],"roles":["module"],"log_level":"warn","pager":{"budget":"1M"}})",
+				  "t.json", &cfg));
+	REQUIRE(cfg.pool_size == 64u << 20);
+	REQUIRE(cfg.module_id.value == 0x020000000007ull);
+	REQUIRE(cfg.peers.size() == 1);
+	REQUIRE_FALSE(cfg.role_pager);
+	REQUIRE(cfg.pager_budget == 1u << 20);
+
+	Status st = apply_config_json(R"({"pool":{"sise":"1G"}})", "t.json", &cfg);
+	REQUIRE(st.code() == Code::kInvalidArgument);
+	REQUIRE(st.message().find("\"pool.sise\"") != std::string::npos);
+	st = apply_config_json(R"({"listen": 7700})", "t.json", &cfg);
+	REQUIRE(st.message().find("\"listen\"") != std::string::npos);
+	st = apply_config_json(R"({"pool":{"size":"lots"}})", "t.json", &cfg);
+	REQUIRE(st.message().find("pool.size") != std::string::npos);
+	REQUIRE_FALSE(apply_config_json("[1]", "t.json", &cfg));
+	REQUIRE_FALSE(apply_config_json("{", "t.json", &cfg));
+	REQUIRE_FALSE(apply_config_json(R"({"roles":["relay-ish"]})", "t.json", &cfg));
+}
+
+TEST_CASE("flags override and are validated")
+{
+	DaemonConfig cfg;
+	REQUIRE(load({"--listen=0.0.0.0:9000", "--peer", "a:1", "--peer", "b:2", "--pool-size", "32M"}, &cfg));
+	REQUIRE(cfg.listen == "0.0.0.0:9000");
+	REQUIRE(cfg.peers.size() == 2);
+	DaemonConfig c2;
+	REQUIRE(load({"--bogus"}, &c2).message().find("--bogus") != std::string::npos);
+	REQUIRE(load({"--listen", "nope"}, &c2).code() == Code::kInvalidArgument);
+	REQUIRE(load({"--listen", "h:99999"}, &c2).code() == Code::kInvalidArgument);
+	REQUIRE(load({"--pool-size", "1M"}, &c2).message().find("minimum") != std::string::npos);
+	REQUIRE(load({"--config", "/nonexistent.json"}, &c2).code() == Code::kNotFound);
+	REQUIRE(load({"--pool-size"}, &c2).message().find("needs a value") != std::string::npos);
+}
