@@ -1,0 +1,171 @@
+// Map protocol: how a local process hands its page faults to memfedd's pager.
+//
+// Shared by the pager (daemon/pager) and the client library (libclient); this
+// comment is the whole contract. Both sides re-read it before relying on a
+// detail; a change is made here first and stays compatible with what is
+// already implemented.
+//
+// Transport: memfedd's control socket (daemon/control/message.h): Unix
+// SOCK_SEQPACKET, one JSON object [+ '\0' + binary] per packet, fds as
+// SCM_RIGHTS. Replies are {"ok":true,...} or {"ok":false,"code":..,"error":..}.
+// The server knows each peer's pid/uid/gid (SO_PEERCRED).
+//
+// Ops served by the pager
+// -----------------------
+//   "pager.hello"  {}
+//     -> {"uffd_features": u64   UFFD_FEATURE_* bits the client requests in
+//                                UFFDIO_API (exactly these; the pager probed
+//                                them on this kernel at start-up),
+//         "private_register_mode": u64  UFFDIO_REGISTER_MODE_* for kind
+//                                "private" (MISSING, | WP when "wp"),
+//         "shared_register_mode": u64   the same for kind "shared",
+//         "wp": bool             write-protect dirty tracking is in use,
+//         "minor_shmem": bool    kernel has MINOR faults on shmem (informative),
+//         "page_size": 4096,
+//         "version": 1}
+//     A non-root client creates its userfaultfd with UFFD_USER_MODE_ONLY and
+//     drops UFFD_FEATURE_EVENT_FORK from the set (the kernel reserves it for
+//     CAP_SYS_PTRACE); see "Fork" below.
+//
+//   "attach"  {"features": u64 (the features UFFDIO_API enabled on this fd),
+//              "budget": bytes (per-process resident limit, 0 = default)}
+//             + fds[0] = the process's userfaultfd
+//             + fds[1] = optional: the client's end of an evict channel (see
+//                        below); without it the pager cannot drop private
+//                        pages and does not enforce budgets on them.
+//     -> {"uffd_id": u64, "evict": bool (evict channel accepted)}
+//     One uffd per process. Its lifetime is the control connection: when the
+//     connection closes the pager writes back every dirty page it can still
+//     read and forgets the uffd (the client's registrations stay).
+//
+//   "map"  {"uffd_id", "region": name, "region_offset": bytes (page aligned),
+//           "addr": u64 (page aligned), "length": bytes (page multiple),
+//           "kind": "private"|"shared", "writable": bool,
+//           "register_mode": u64 (UFFDIO_REGISTER_MODE_* the client used),
+//           "budget": bytes (per-mapping resident limit, 0 = default),
+//           "prefetch": bool (default true)}
+//     Permission: the peer's uid is the region's owner or root, or the
+//     region's mode grants "other" read (4; then writable must be false) and
+//     for writable mappings write (2).
+//     kind "private": anonymous private memory (heap). The client mmaps
+//       MAP_PRIVATE|MAP_ANONYMOUS at addr, registers private_register_mode on
+//       its uffd, then sends "map". The pager resolves MISSING faults with
+//       UFFDIO_COPY (| COPY_MODE_WP for reads when "wp", so the first write
+//       raises a WP fault that marks the page dirty).
+//     kind "shared": file-like shared mapping. The reply carries fds[0] = a
+//       memfd (shmem) of the whole window [region_offset, +length) that the
+//       pager owns. The client mmaps it MAP_SHARED|MAP_FIXED at addr, offset
+//       0, registers shared_register_mode (MISSING, | WP when "wp"), then
+//       sends "map.ready" {"mapping_id"}. The pager resolves MISSING faults
+//       with UFFDIO_COPY (which fills the memfd's page cache) and evicts with
+//       fallocate(PUNCH_HOLE). Processes mapping the same window of a region
+//       get the same memfd: coherent, like a file. Dirty pages live in the
+//       memfd, so a killed client loses nothing it wrote.
+//     -> {"mapping_id": u64} (+ fds[0] for "shared")
+//     The pager issues UFFDIO_WAKE over the whole range after a map, so
+//     threads left blocked by a previous daemon retry their faults.
+//
+//   "map.ready"  {"mapping_id"}: (shared only) the client has mmapped and
+//     registered the memfd; until then the pager does not evict from it.
+//
+//   "unmap"  {"mapping_id"}: writes back every dirty page durably, then
+//     forgets the mapping; the client munmaps after the reply.
+//
+//   "sync"  {"mapping_id", "offset": bytes into the mapping, "length"}:
+//     msync semantics: replies once every page of the range that was dirty
+//     before the call is durable on its module.
+//
+//   "pager.stats"  {"pid": optional}
+//     -> {"regions": [{"region", "faults", "prefetch_hits", "evictions",
+//                      "writebacks", "resident_pages", "dirty_pages",
+//                      "fetch_us_log2": [count per bucket: bucket i holds
+//                                        latencies in [2^i, 2^(i+1)) us]}],
+//         "processes": [{"pid", "uffd_id", same counters}]}
+//
+// Evict channel (kind "private")
+// ------------------------------
+// The pager is a different process and the kernel does not let it drop
+// another process's anonymous pages (process_madvise rejects MADV_DONTNEED
+// for other processes; UFFDIO_MOVE is missing on 6.1 and refuses pages shared
+// after fork). So the client runs one evictor thread on its end of a
+// socketpair(AF_UNIX, SOCK_SEQPACKET) whose other end it passes in "attach":
+//   pager -> client: DropRequest (below), one per packet
+//   client: madvise(addr, length, MADV_DONTNEED) for each range, in order
+//   client -> pager: DropReply {seq, error = 0 or the first -errno}
+// Before a drop the pager has write-protected and written back the pages and
+// parks every fault on them until the reply, so nothing a program writes is
+// lost. The client validates magic and count and ignores (with a log line)
+// ranges outside its mappings. The thread exits when recv returns 0.
+//
+// Fork
+// ----
+// With EVENT_FORK (root clients) the pager receives the child's uffd from the
+// kernel and serves the child until it exits. The child's pages that were
+// resident at fork are its own copies; its missing pages are fetched from the
+// region as it is when they fault. Without EVENT_FORK the kernel unregisters
+// the child's ranges: the client library must re-register them in the child
+// (pthread_atfork) with a new uffd and "attach"/"map" again.
+//
+// Daemon restart
+// --------------
+// The client keeps its uffd (and memfds). On connection loss it reconnects
+// with backoff, re-sends "attach" with the same uffd (and a fresh evict
+// channel) and "map" for every mapping (for "shared", fds[0] = the client's
+// memfd, which the pager adopts instead of creating one). The pager treats
+// present pages as resident and dirty unless the kernel shows them
+// write-protected. While no daemon serves the uffd, faulting threads block in
+// the kernel; no fault is ever resolved with a zero page that should have
+// held data.
+#pragma once
+
+#include <cstdint>
+
+namespace memfed::pager
+{
+
+constexpr int kMapProtocolVersion = 1;
+
+// Op names.
+constexpr const char *kOpHello = "pager.hello";
+constexpr const char *kOpAttach = "attach";
+constexpr const char *kOpMap = "map";
+constexpr const char *kOpMapReady = "map.ready";
+constexpr const char *kOpUnmap = "unmap";
+constexpr const char *kOpSync = "sync";
+constexpr const char *kOpStats = "pager.stats";
+
+// Values of "kind".
+constexpr const char *kKindPrivate = "private";
+constexpr const char *kKindShared = "shared";
+
+// Evict channel records (little-endian, host layout; both ends are on one
+// machine).
+constexpr uint32_t kDropRequestMagic = 0x5244464d; // "MFDR"
+constexpr uint32_t kDropReplyMagic = 0x4144464d;   // "MFDA"
+constexpr uint32_t kMaxDropRanges = 256;
+
+struct DropRange {
+	uint64_t addr;   // page aligned
+	uint64_t length; // page multiple
+};
+
+struct DropRequest {
+	uint32_t magic; // kDropRequestMagic
+	uint32_t count; // ranges that follow, 1..kMaxDropRanges
+	uint64_t seq;
+	DropRange ranges[kMaxDropRanges]; // only `count` are sent
+};
+
+struct DropReply {
+	uint32_t magic; // kDropReplyMagic
+	int32_t error;  // 0 or the first -errno madvise returned
+	uint64_t seq;
+};
+
+// Size of a DropRequest carrying `count` ranges.
+constexpr uint64_t drop_request_size(uint32_t count)
+{
+	return 16 + uint64_t{count} * sizeof(DropRange);
+}
+
+} // namespace memfed::pager
