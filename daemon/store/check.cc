@@ -1,0 +1,150 @@
+#include "daemon/store/check.h"
+
+#include <algorithm>
+#include <cstring>
+#include <map>
+#include <set>
+
+#include "daemon/common/crc32c.h"
+#include "daemon/store/layout.h"
+#include "daemon/store/pool_file.h"
+#include "daemon/store/redo_log.h"
+#include "daemon/store/region_table.h"
+
+namespace memfed::store
+{
+
+namespace
+{
+
+std::string hex(uint64_t v)
+{
+	char buf[24];
+	snprintf(buf, sizeof(buf), "0x%llx", static_cast<unsigned long long>(v));
+	return buf;
+}
+
+} // namespace
+
+Result<CheckReport> check_pool(const std::string &path)
+{
+	auto fr = PoolFile::open(path, false, false);
+	if (!fr)
+		return fr.status();
+	PoolFile &f = **fr;
+	MF_RETURN_IF_ERROR(f.lock());
+	CheckReport rep;
+	auto done = [&rep]() -> Result<CheckReport> {
+		rep.clean = rep.problems.empty();
+		return rep;
+	};
+
+	auto sz = f.size();
+	if (!sz)
+		return sz.status();
+	PoolHeader h;
+	if (*sz < sizeof(h)) {
+		rep.problems.push_back("pool is " + std::to_string(*sz) +
+		                       " bytes, too short for a header");
+		return done();
+	}
+	MF_RETURN_IF_ERROR(f.read_at(&h, sizeof(h), 0));
+	Status hs = validate_header(h, path);
+	if (!hs.is_ok()) {
+		rep.problems.push_back(hs.message());
+		return done();
+	}
+	if (*sz != h.pool_bytes) {
+		rep.problems.push_back("pool is " + std::to_string(*sz) +
+		                       " bytes but its header says " +
+		                       std::to_string(h.pool_bytes));
+		return done();
+	}
+	MF_RETURN_IF_ERROR(f.map(false));
+	const uint8_t *base = f.base();
+	Geometry geo = geometry_of(h);
+
+	// Region table: entry checks, then duplicates and overlaps among the rest.
+	std::vector<RegionSlot> slots = RegionTable::read_all(base, geo, &rep.problems);
+	std::set<std::string> names;
+	std::map<uint64_t, const RegionSlot *> by_start; // live or deleting extents
+	std::vector<uint8_t> owner(geo.data_pages, 0);   // 1 = page in a live region
+	for (const RegionSlot &s : slots) {
+		if (s.state == kRegionFree)
+			continue;
+		if (s.state == kRegionLive) {
+			rep.regions_checked++;
+			if (!names.insert(s.info.name).second)
+				rep.problems.push_back("region name '" + s.info.name +
+				                       "' appears twice (slot " +
+				                       std::to_string(s.slot) + ")");
+		}
+		uint64_t first = geo.page_index(s.info.fa_offset),
+		         pages = s.info.size_bytes / kPageSize;
+		bool overlap = false;
+		for (uint64_t i = first; i < first + pages; i++)
+			if (owner[i] != 0)
+				overlap = true;
+		if (overlap)
+			rep.problems.push_back("region '" + s.info.name + "' (slot " +
+			                       std::to_string(s.slot) +
+			                       ") overlaps another region");
+		uint8_t mark = s.state == kRegionLive ? 1 : 2;
+		for (uint64_t i = first; i < first + pages; i++)
+			owner[i] = mark;
+	}
+
+	// Redo log: valid records are replayed at the next open; torn ones are
+	// the expected trace of a crash mid-write and are ignored.
+	RedoLog::ScanResult scan = RedoLog::scan(base, geo);
+	rep.log_records = scan.valid.size();
+	std::map<uint64_t, uint64_t> pending; // page index -> newest logged seq
+	for (const RedoLog::Record &r : scan.valid) {
+		if (r.fa_offset < geo.data_offset || r.fa_offset >= geo.data_end() ||
+		    (r.fa_offset - geo.data_offset) % kPageSize != 0) {
+			rep.problems.push_back("redo-log record seq " + std::to_string(r.seq) +
+			                       " (slot " + std::to_string(r.slot) + ") targets " +
+			                       hex(r.fa_offset) + ", outside the data area");
+			continue;
+		}
+		uint64_t idx = geo.page_index(r.fa_offset);
+		pending[idx] = std::max(pending[idx], r.seq);
+	}
+
+	// Pages: a written page matches its crc (unless a newer logged record will
+	// rewrite it) and lies in a region; an unwritten page is all zeros.
+	const uint32_t zero_crc = zero_page_crc();
+	const PageMeta *meta = reinterpret_cast<const PageMeta *>(base + geo.meta_offset);
+	for (uint64_t i = 0; i < geo.data_pages; i++) {
+		rep.pages_checked++;
+		const uint8_t *page = base + geo.page_fa(i);
+		PageMeta m = meta[i];
+		auto bad = [&](const std::string &why) {
+			rep.bad_pages++;
+			if (rep.bad_pages <= 100)
+				rep.problems.push_back("page " + hex(geo.page_fa(i)) + ": " + why);
+		};
+		if (m.version == 0) {
+			if (m.crc != 0 || !page_is_zero(page))
+				bad("never written but not zero");
+			continue;
+		}
+		rep.pages_written++;
+		if (owner[i] == 0) {
+			bad("written (version " + std::to_string(m.version) + ") but in no region");
+			continue;
+		}
+		auto p = pending.find(i);
+		if (p != pending.end() && p->second >= m.version)
+			continue; // the next open replays it
+		uint32_t crc = crc32c(page, kPageSize);
+		if (crc != m.crc && !(crc == zero_crc && owner[i] == 2))
+			bad("checksum mismatch (version " + std::to_string(m.version) + ")");
+	}
+	if (rep.bad_pages > 100)
+		rep.problems.push_back(std::to_string(rep.bad_pages - 100) +
+		                       " more bad pages not listed");
+	return done();
+}
+
+} // namespace memfed::store

@@ -1,0 +1,130 @@
+#include "daemon/store/layout.h"
+
+#include <cstring>
+
+#include "daemon/common/crc32c.h"
+
+namespace memfed::store
+{
+
+namespace
+{
+
+uint64_t round_up(uint64_t v, uint64_t to)
+{
+	return (v + to - 1) / to * to;
+}
+
+} // namespace
+
+Geometry compute_geometry(uint64_t pool_bytes)
+{
+	Geometry g;
+	g.pool_bytes = pool_bytes;
+	g.table_offset = kPageSize;
+	g.log_desc_offset =
+	        g.table_offset + round_up(uint64_t{kTableSlots} * sizeof(RegionEntry), kPageSize);
+	g.log_data_offset = g.log_desc_offset +
+	                    round_up(uint64_t{kLogSlots} * sizeof(LogDescriptor), kPageSize);
+	g.meta_offset = g.log_data_offset + uint64_t{kLogSlots} * kPageSize;
+	if (pool_bytes <= g.meta_offset) {
+		g.data_offset = g.meta_offset;
+		return g;
+	}
+	// Each data page costs kPageSize plus sizeof(PageMeta) of (page-rounded) meta.
+	uint64_t avail = pool_bytes - g.meta_offset;
+	uint64_t pages = avail / (kPageSize + sizeof(PageMeta));
+	while (pages > 0 &&
+	       round_up(pages * sizeof(PageMeta), kPageSize) + pages * kPageSize > avail)
+		pages--;
+	g.data_pages = pages;
+	g.data_offset = g.meta_offset + round_up(pages * sizeof(PageMeta), kPageSize);
+	return g;
+}
+
+Geometry geometry_of(const PoolHeader &h)
+{
+	Geometry g;
+	g.pool_bytes = h.pool_bytes;
+	g.table_offset = h.table_offset;
+	g.log_desc_offset = h.log_desc_offset;
+	g.log_data_offset = h.log_data_offset;
+	g.meta_offset = h.meta_offset;
+	g.data_offset = h.data_offset;
+	g.data_pages = h.data_pages;
+	return g;
+}
+
+uint64_t min_pool_bytes()
+{
+	Geometry g = compute_geometry(0);
+	return g.meta_offset + 2 * kPageSize;
+}
+
+uint32_t header_crc(const PoolHeader &h)
+{
+	PoolHeader c = h;
+	c.crc = 0;
+	return crc32c(&c, sizeof(c));
+}
+
+Status validate_header(const PoolHeader &h, const std::string &path)
+{
+	const std::string fix =
+	        "; run `memfedctl pool check " + path +
+	        "` for details, or `memfedctl pool format` to start over (destroys its data)";
+	if (memcmp(h.magic, kPoolMagic, sizeof(kPoolMagic)) != 0)
+		return Status(Code::kCorrupt,
+		              "pool " + path + " has no memfed pool header (bad magic)" + fix);
+	if (h.layout_version != kLayoutVersion)
+		return Status(Code::kCorrupt, "pool " + path + " has layout version " +
+		                                      std::to_string(h.layout_version) +
+		                                      ", this memfedd reads version " +
+		                                      std::to_string(kLayoutVersion) + fix);
+	if (h.crc != header_crc(h))
+		return Status(Code::kCorrupt, "pool " + path + " header checksum mismatch" + fix);
+	Geometry want = compute_geometry(h.pool_bytes);
+	if (h.page_size != kPageSize || h.table_slots != kTableSlots ||
+	    h.table_entry_size != sizeof(RegionEntry) || h.log_slots != kLogSlots ||
+	    h.log_desc_size != sizeof(LogDescriptor) || h.table_offset != want.table_offset ||
+	    h.log_desc_offset != want.log_desc_offset ||
+	    h.log_data_offset != want.log_data_offset || h.meta_offset != want.meta_offset ||
+	    h.data_offset != want.data_offset || h.data_pages != want.data_pages ||
+	    want.data_pages == 0)
+		return Status(Code::kCorrupt,
+		              "pool " + path + " header describes an inconsistent layout" + fix);
+	return Status::ok();
+}
+
+uint32_t entry_crc(const RegionEntry &e)
+{
+	RegionEntry c = e;
+	c.crc = 0;
+	// The state word changes without rewriting the body: leave it out.
+	return crc32c(reinterpret_cast<const uint8_t *>(&c) + sizeof(c.state_word),
+	              sizeof(c) - sizeof(c.state_word));
+}
+
+uint32_t descriptor_crc(const LogDescriptor &d)
+{
+	LogDescriptor c = d;
+	c.desc_crc = 0;
+	return crc32c(&c, sizeof(c));
+}
+
+uint32_t zero_page_crc()
+{
+	static const uint32_t crc = [] {
+		static const uint8_t zeros[kPageSize] = {};
+		return crc32c(zeros, sizeof(zeros));
+	}();
+	return crc;
+}
+
+bool page_is_zero(const uint8_t *page)
+{
+	static const uint8_t zeros[kPageSize] = {};
+	return memcmp(page, zeros, kPageSize) == 0;
+}
+
+} // namespace memfed::store

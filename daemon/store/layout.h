@@ -1,0 +1,141 @@
+// On-media layout of a memfed module pool: the structs that live in the pool
+// file or DAX device, and the geometry that places them.
+//
+// A pool is a sequence of 4 KiB pages, all offsets are bytes from the start of
+// the pool, and every area starts on a page boundary:
+//
+//   page 0         PoolHeader (checksummed, written once by format)
+//   table area     kTableSlots RegionEntry records (128 bytes each)
+//   log desc area  kLogSlots LogDescriptor records (64 bytes each)
+//   log data area  kLogSlots pages, the payload of each log record
+//   meta area      one PageMeta (16 bytes) per data page
+//   data area      data_pages pages; regions are contiguous extents of it
+//
+// A region's pages never move: the federated address (FA) offset of a page is
+// its byte offset in the pool, so an RDMA transport can read the pool directly.
+// All integers are little-endian (the only byte order memfed runs on).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "daemon/common/status.h"
+
+namespace memfed::store
+{
+
+constexpr uint64_t kPageSize = 4096;
+constexpr char kPoolMagic[8] = {'M', 'F', 'P', 'O', 'O', 'L', '0', '1'};
+constexpr uint32_t kLayoutVersion = 1;
+constexpr uint32_t kTableSlots = 1024;
+constexpr uint32_t kLogSlots = 256;
+constexpr size_t kMaxRegionName = 63;
+
+// Page 0. Immutable after format; `crc` is crc32c of the struct with crc = 0.
+struct PoolHeader {
+	char magic[8];
+	uint32_t layout_version;
+	uint32_t page_size;
+	uint64_t module_id;  // low 48 bits
+	uint64_t pool_bytes; // size of the file or device the pool was formatted on
+	uint64_t ctime_ns;   // CLOCK_REALTIME at format
+	uint64_t table_offset;
+	uint32_t table_slots;
+	uint32_t table_entry_size;
+	uint64_t log_desc_offset;
+	uint64_t log_data_offset;
+	uint32_t log_slots;
+	uint32_t log_desc_size;
+	uint64_t meta_offset;
+	uint64_t data_offset;
+	uint64_t data_pages;
+	uint32_t reserved;
+	uint32_t crc;
+};
+static_assert(sizeof(PoolHeader) == 112);
+
+// Region table slot states (low byte of RegionEntry::state_word).
+enum RegionState : uint8_t {
+	kRegionFree = 0,
+	kRegionLive = 1,
+	kRegionDeleting = 2, // delete in progress; finished by the next open
+};
+
+// One slot of the region table. `state_word` is changed only by single aligned
+// 8-byte stores, so it can never tear: low 8 bits RegionState, bits 8..31 the
+// slot's generation (incremented by each create). The body (everything after
+// state_word) is written while the slot is free and is covered by `crc`
+// (crc32c of the body with crc = 0), which detects media corruption.
+struct RegionEntry {
+	uint64_t state_word;
+	uint64_t fa_offset; // pool byte offset of the region's first page
+	uint64_t pages;
+	uint64_t ctime_ns;
+	uint32_t owner_uid;
+	uint32_t mode;
+	char name[64]; // NUL-terminated, at most kMaxRegionName bytes
+	uint8_t reserved[20];
+	uint32_t crc;
+};
+static_assert(sizeof(RegionEntry) == 128);
+
+// A redo-log record's descriptor; its payload page is the log data slot with
+// the same index. Valid when magic matches, desc_crc (crc32c of the struct with
+// desc_crc = 0) matches, and the payload's crc32c equals page_crc.
+constexpr uint64_t kLogMagic = 0x31474f4c4446454dULL; // "MEFDLOG1"
+struct LogDescriptor {
+	uint64_t magic;
+	uint64_t seq;       // global write sequence, strictly increasing
+	uint64_t fa_offset; // home page of the payload
+	uint32_t page_crc;
+	uint8_t reserved[32];
+	uint32_t desc_crc;
+};
+static_assert(sizeof(LogDescriptor) == 64);
+
+// Per data page: crc32c of the page content and the seq of the log record that
+// last wrote it. version 0 = never written (the page is all zeros, crc 0).
+// Written crc first, then version (each an aligned store).
+struct PageMeta {
+	uint64_t version;
+	uint32_t crc;
+	uint32_t reserved;
+};
+static_assert(sizeof(PageMeta) == 16);
+
+// Where every area lies for a pool of `pool_bytes`.
+struct Geometry {
+	uint64_t pool_bytes = 0;
+	uint64_t table_offset = 0;
+	uint64_t log_desc_offset = 0;
+	uint64_t log_data_offset = 0;
+	uint64_t meta_offset = 0;
+	uint64_t data_offset = 0;
+	uint64_t data_pages = 0;
+
+	uint64_t data_end() const { return data_offset + data_pages * kPageSize; }
+	// Index of the data page at pool byte offset `fa` (REQUIRES: inside data area).
+	uint64_t page_index(uint64_t fa) const { return (fa - data_offset) / kPageSize; }
+	uint64_t page_fa(uint64_t index) const { return data_offset + index * kPageSize; }
+	uint64_t meta_fa(uint64_t index) const { return meta_offset + index * sizeof(PageMeta); }
+};
+
+// Largest geometry that fits in pool_bytes; data_pages is 0 if nothing fits.
+Geometry compute_geometry(uint64_t pool_bytes);
+// Geometry recorded in a header (REQUIRES: header passed validate_header).
+Geometry geometry_of(const PoolHeader &h);
+// Smallest pool that holds one data page.
+uint64_t min_pool_bytes();
+
+uint32_t header_crc(const PoolHeader &h);
+// kCorrupt (naming `path` and the fix) unless `h` has our magic, layout
+// version, a matching crc and the geometry compute_geometry gives.
+Status validate_header(const PoolHeader &h, const std::string &path);
+uint32_t entry_crc(const RegionEntry &e);
+uint32_t descriptor_crc(const LogDescriptor &d);
+// crc32c of an all-zero page.
+uint32_t zero_page_crc();
+bool page_is_zero(const uint8_t *page);
+
+} // namespace memfed::store

@@ -1,0 +1,496 @@
+#include "daemon/store/pool.h"
+
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <ctime>
+
+#include "daemon/common/crc32c.h"
+#include "daemon/common/log.h"
+
+namespace memfed
+{
+
+using store::kPageSize;
+
+namespace
+{
+
+constexpr const char *kComp = "store";
+
+uint64_t realtime_ns()
+{
+	timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+// Aligned 8-byte stores that cannot tear (see layout.h PageMeta).
+void store_meta(store::PageMeta *m, uint32_t crc, uint64_t version)
+{
+	std::atomic_ref<uint32_t>(m->crc).store(crc, std::memory_order_relaxed);
+	std::atomic_ref<uint64_t>(m->version).store(version, std::memory_order_release);
+}
+
+std::string hex(uint64_t v)
+{
+	char buf[24];
+	snprintf(buf, sizeof(buf), "0x%llx", static_cast<unsigned long long>(v));
+	return buf;
+}
+
+} // namespace
+
+Status ModuleStore::format(const PoolOptions &opts)
+{
+	if (opts.module_id.value != 0 && !opts.module_id.valid())
+		return Status(Code::kInvalidArgument,
+		              "module id " + hex(opts.module_id.value) + " is not a 48-bit id");
+	auto fr = store::PoolFile::open(opts.path, true, true);
+	if (!fr)
+		return fr.status();
+	store::PoolFile &f = **fr;
+	MF_RETURN_IF_ERROR(f.lock());
+	uint64_t bytes = opts.size_bytes;
+	if (f.is_device()) {
+		auto sz = f.size();
+		if (!sz)
+			return sz.status();
+		bytes = *sz;
+	}
+	store::Geometry geo = store::compute_geometry(bytes);
+	if (geo.data_pages == 0)
+		return Status(Code::kInvalidArgument,
+		              "pool size " + std::to_string(bytes) + " bytes for " + opts.path +
+		                      " is too small; the minimum is " +
+		                      std::to_string(store::min_pool_bytes()) + " bytes");
+	if (!f.is_device())
+		MF_RETURN_IF_ERROR(f.reset_size(bytes));
+	MF_RETURN_IF_ERROR(f.map(true));
+	if (f.is_device()) {
+		// A file starts as zeros; a device must be cleared (free space and
+		// unwritten pages always read as zeros).
+		memset(f.base(), 0, bytes);
+		f.persist_fn()(f.base(), bytes);
+	}
+	store::PoolHeader h{};
+	memcpy(h.magic, store::kPoolMagic, sizeof(h.magic));
+	h.layout_version = store::kLayoutVersion;
+	h.page_size = kPageSize;
+	h.module_id = opts.module_id.value != 0 ? opts.module_id.value : ModuleId::random().value;
+	h.pool_bytes = bytes;
+	h.ctime_ns = realtime_ns();
+	h.table_offset = geo.table_offset;
+	h.table_slots = store::kTableSlots;
+	h.table_entry_size = sizeof(store::RegionEntry);
+	h.log_desc_offset = geo.log_desc_offset;
+	h.log_data_offset = geo.log_data_offset;
+	h.log_slots = store::kLogSlots;
+	h.log_desc_size = sizeof(store::LogDescriptor);
+	h.meta_offset = geo.meta_offset;
+	h.data_offset = geo.data_offset;
+	h.data_pages = geo.data_pages;
+	h.crc = store::header_crc(h);
+	memcpy(f.base(), &h, sizeof(h));
+	f.persist_fn()(f.base(), sizeof(h));
+	LOG_INFO(kComp, "formatted pool %s: module %s, %llu bytes, %llu data pages",
+	         opts.path.c_str(), ModuleId{h.module_id}.to_string().c_str(),
+	         static_cast<unsigned long long>(bytes),
+	         static_cast<unsigned long long>(geo.data_pages));
+	return Status::ok();
+}
+
+Result<std::unique_ptr<ModuleStore>> ModuleStore::open(const std::string &path,
+                                                       uint64_t expected_size)
+{
+	auto fr = store::PoolFile::open(path, true, false);
+	if (!fr)
+		return fr.status();
+	std::unique_ptr<store::PoolFile> file = std::move(*fr);
+	MF_RETURN_IF_ERROR(file->lock());
+	auto sz = file->size();
+	if (!sz)
+		return sz.status();
+	store::PoolHeader h;
+	if (*sz < sizeof(h))
+		return Status(
+		        Code::kCorrupt,
+		        "pool " + path + " is " + std::to_string(*sz) +
+		                " bytes, too short for a pool header; create it with `memfedctl "
+		                "pool format`");
+	MF_RETURN_IF_ERROR(file->read_at(&h, sizeof(h), 0));
+	MF_RETURN_IF_ERROR(store::validate_header(h, path));
+	if (*sz != h.pool_bytes)
+		return Status(Code::kInvalidArgument,
+		              "pool " + path + " is " + std::to_string(*sz) +
+		                      " bytes but its header says " + std::to_string(h.pool_bytes) +
+		                      "; it was truncated or extended: restore it or reformat");
+	if (expected_size != 0 && expected_size != *sz)
+		return Status(Code::kInvalidArgument,
+		              "pool " + path + " is " + std::to_string(*sz) +
+		                      " bytes but the configuration asks for " +
+		                      std::to_string(expected_size) +
+		                      "; set pool_size to match or reformat the pool");
+	MF_RETURN_IF_ERROR(file->map(true));
+	std::unique_ptr<ModuleStore> s(new ModuleStore(std::move(file)));
+	s->geo_ = store::geometry_of(h);
+	s->module_ = ModuleId{h.module_id};
+	s->ctime_ns_ = h.ctime_ns;
+	MF_RETURN_IF_ERROR(s->recover());
+	return s;
+}
+
+Status ModuleStore::recover()
+{
+	const std::string &path = file_->path();
+	uint8_t *base = file_->base();
+	store::PersistFn persist = file_->persist_fn();
+	table_ = std::make_unique<store::RegionTable>(base, geo_, persist);
+	alloc_ = std::make_unique<store::ExtentAllocator>(geo_.data_pages);
+	log_ = std::make_unique<store::RedoLog>(base, geo_, persist);
+	MF_RETURN_IF_ERROR(table_->load(path));
+
+	std::vector<store::RegionSlot> live, deleting = table_->deleting();
+	for (const RegionInfo &r : table_->list())
+		live.push_back(*table_->by_id(r.id));
+	for (const auto *set : {&live, &deleting})
+		for (const store::RegionSlot &s : *set) {
+			Status st = alloc_->reserve(geo_.page_index(s.info.fa_offset),
+			                            s.info.size_bytes / kPageSize);
+			if (!st.is_ok())
+				return Status(Code::kCorrupt,
+				              "pool " + path + ": region '" + s.info.name +
+				                      "': " + st.message() +
+				                      "; run `memfedctl pool check " + path + "`");
+		}
+	MF_RETURN_IF_ERROR(replay_log(live));
+
+	// Finish deletes a crash interrupted (the log is clear now).
+	for (const store::RegionSlot &s : deleting) {
+		uint64_t pages = s.info.size_bytes / kPageSize;
+		uint64_t first = geo_.page_index(s.info.fa_offset);
+		MF_RETURN_IF_ERROR(file_->zero(s.info.fa_offset, s.info.size_bytes));
+		memset(meta(first), 0, pages * sizeof(store::PageMeta));
+		persist(meta(first), pages * sizeof(store::PageMeta));
+		table_->mark_free(s.slot);
+		alloc_->release(first, pages);
+		LOG_INFO(kComp, "pool %s: finished the interrupted delete of region '%s'",
+		         path.c_str(), s.info.name.c_str());
+	}
+	return Status::ok();
+}
+
+Status ModuleStore::replay_log(const std::vector<store::RegionSlot> &live)
+{
+	uint8_t *base = file_->base();
+	store::PersistFn persist = file_->persist_fn();
+	store::RedoLog::ScanResult scan = store::RedoLog::scan(base, geo_);
+
+	// Live extents sorted by start, to find a record's region.
+	std::vector<std::pair<uint64_t, uint64_t>> extents;
+	for (const store::RegionSlot &s : live)
+		extents.emplace_back(s.info.fa_offset, s.info.fa_offset + s.info.size_bytes);
+	std::sort(extents.begin(), extents.end());
+	auto in_live_region = [&](uint64_t fa) {
+		auto it = std::upper_bound(extents.begin(), extents.end(),
+		                           std::make_pair(fa, UINT64_MAX));
+		return it != extents.begin() && fa < std::prev(it)->second;
+	};
+
+	uint64_t max_seq = 0, skipped = 0;
+	for (const store::RedoLog::Record &r : scan.valid) {
+		max_seq = std::max(max_seq, r.seq);
+		if (r.fa_offset < geo_.data_offset || r.fa_offset >= geo_.data_end() ||
+		    (r.fa_offset - geo_.data_offset) % kPageSize != 0 ||
+		    !in_live_region(r.fa_offset)) {
+			skipped++;
+			continue;
+		}
+		uint64_t idx = geo_.page_index(r.fa_offset);
+		store::PageMeta *m = meta(idx);
+		if (r.seq < m->version)
+			continue; // a newer write already reached the page
+		memcpy(base + r.fa_offset, store::RedoLog::payload(base, geo_, r.slot), kPageSize);
+		store_meta(m, r.page_crc, r.seq);
+		persist(base + r.fa_offset, kPageSize);
+		persist(m, sizeof(*m));
+		log_replays_++;
+	}
+	for (uint64_t i = 0; i < geo_.data_pages; i++)
+		max_seq = std::max(max_seq, meta(i)->version);
+	next_seq_ = max_seq + 1;
+	if (!scan.valid.empty() || scan.torn > 0 || !table_->deleting().empty())
+		log_->clear();
+	if (log_replays_ > 0 || scan.torn > 0 || skipped > 0)
+		LOG_INFO(kComp,
+		         "pool %s: redo log replayed %llu pages, ignored %llu torn and %llu stale "
+		         "records",
+		         file_->path().c_str(), static_cast<unsigned long long>(log_replays_),
+		         static_cast<unsigned long long>(scan.torn),
+		         static_cast<unsigned long long>(skipped));
+	return Status::ok();
+}
+
+Result<std::unique_ptr<ModuleStore>> ModuleStore::open_or_create(const PoolOptions &opts)
+{
+	struct stat st;
+	if (stat(opts.path.c_str(), &st) != 0) {
+		if (errno != ENOENT)
+			return Status::from_errno(errno, "stat pool " + opts.path);
+		MF_RETURN_IF_ERROR(format(opts));
+	}
+	auto r = open(opts.path, opts.size_bytes);
+	if (!r)
+		return r;
+	if (opts.module_id.value != 0 && !((*r)->module_id() == opts.module_id))
+		return Status(
+		        Code::kInvalidArgument,
+		        "pool " + opts.path + " belongs to module " +
+		                (*r)->module_id().to_string() + " but the configuration says " +
+		                opts.module_id.to_string() +
+		                "; remove module_id from the configuration or reformat the pool");
+	return r;
+}
+
+Result<CheckReport> ModuleStore::check(const std::string &path)
+{
+	return store::check_pool(path);
+}
+
+Result<PoolInfo> ModuleStore::inspect(const std::string &path)
+{
+	auto fr = store::PoolFile::open(path, false, false);
+	if (!fr)
+		return fr.status();
+	store::PoolFile &f = **fr;
+	store::PoolHeader h;
+	MF_RETURN_IF_ERROR(f.read_at(&h, sizeof(h), 0));
+	MF_RETURN_IF_ERROR(store::validate_header(h, path));
+	store::Geometry geo = store::geometry_of(h);
+	std::vector<uint8_t> table(uint64_t{store::kTableSlots} * sizeof(store::RegionEntry));
+	MF_RETURN_IF_ERROR(f.read_at(table.data(), table.size(), geo.table_offset));
+	// read_all addresses the table through geo.table_offset: point it at our copy.
+	store::Geometry local = geo;
+	local.table_offset = 0;
+	std::vector<std::string> problems;
+	store::ExtentAllocator alloc(geo.data_pages);
+	PoolInfo info;
+	for (const store::RegionSlot &s :
+	     store::RegionTable::read_all(table.data(), local, &problems)) {
+		if (s.state == store::kRegionFree)
+			continue;
+		if (s.state == store::kRegionLive)
+			info.regions++;
+		(void)alloc.reserve(geo.page_index(s.info.fa_offset),
+		                    s.info.size_bytes / kPageSize);
+	}
+	info.path = path;
+	info.module = ModuleId{h.module_id};
+	info.layout_version = h.layout_version;
+	info.pool_bytes = h.pool_bytes;
+	info.capacity_bytes = geo.data_pages * kPageSize;
+	info.free_bytes = alloc.free_pages() * kPageSize;
+	info.used_bytes = info.capacity_bytes - info.free_bytes;
+	info.largest_free_bytes = alloc.largest_free_pages() * kPageSize;
+	info.is_pmem = f.is_device();
+	info.data_offset = geo.data_offset;
+	info.ctime_ns = h.ctime_ns;
+	return info;
+}
+
+ModuleStore::~ModuleStore() = default;
+
+Result<RegionInfo> ModuleStore::create_region(const std::string &name, uint64_t size_bytes,
+                                              uint32_t owner_uid, uint32_t mode)
+{
+	MF_RETURN_IF_ERROR(validate_region_name(name));
+	const std::string what =
+	        "cannot create region '" + name + "' on module " + module_.to_string();
+	if (size_bytes == 0)
+		return Status(Code::kInvalidArgument, what + ": size is 0");
+	if (size_bytes > geo_.data_pages * kPageSize)
+		return Status(Code::kNoSpace,
+		              what + ": " + std::to_string(size_bytes) +
+		                      " bytes is larger than the whole pool capacity of " +
+		                      std::to_string(geo_.data_pages * kPageSize) + " bytes");
+	uint64_t pages = (size_bytes + kPageSize - 1) / kPageSize;
+	std::unique_lock lock(table_mu_);
+	if (table_->find(name) != nullptr)
+		return Status(Code::kAlreadyExists, "region '" + name +
+		                                            "' already exists on module " +
+		                                            module_.to_string());
+	auto start = alloc_->allocate(pages);
+	if (!start)
+		return Status(Code::kNoSpace, what + ": " + start.status().message());
+	RegionInfo info;
+	info.name = name;
+	info.fa_offset = geo_.page_fa(*start);
+	info.size_bytes = pages * kPageSize;
+	info.owner_uid = owner_uid;
+	info.mode = mode;
+	info.ctime_ns = realtime_ns();
+	Status st = table_->create(&info);
+	if (!st.is_ok()) {
+		alloc_->release(*start, pages);
+		return Status(st.code(), what + ": " + st.message());
+	}
+	LOG_INFO(kComp, "created region '%s' (id %u) of %llu bytes at %s", name.c_str(), info.id,
+	         static_cast<unsigned long long>(info.size_bytes),
+	         FederatedAddress{module_, info.fa_offset}.to_string().c_str());
+	return info;
+}
+
+Status ModuleStore::delete_region(const std::string &name)
+{
+	std::unique_lock lock(table_mu_);
+	const store::RegionSlot *s = table_->find(name);
+	if (s == nullptr)
+		return Status(Code::kNotFound,
+		              "region '" + name + "' not found on module " + module_.to_string());
+	store::RegionSlot r = *s;
+	uint64_t pages = r.info.size_bytes / kPageSize;
+	uint64_t first = geo_.page_index(r.info.fa_offset);
+	// No write is in flight (they hold table_mu_ shared), so every log record
+	// is applied: clearing the log keeps a replay from refilling the extent.
+	table_->mark_deleting(r.slot);
+	log_->clear();
+	MF_RETURN_IF_ERROR(file_->zero(r.info.fa_offset, r.info.size_bytes));
+	memset(meta(first), 0, pages * sizeof(store::PageMeta));
+	file_->persist_fn()(meta(first), pages * sizeof(store::PageMeta));
+	table_->mark_free(r.slot);
+	alloc_->release(first, pages);
+	LOG_INFO(kComp, "deleted region '%s' (id %u)", name.c_str(), r.info.id);
+	return Status::ok();
+}
+
+Result<RegionInfo> ModuleStore::lookup_region(const std::string &name) const
+{
+	std::shared_lock lock(table_mu_);
+	const store::RegionSlot *s = table_->find(name);
+	if (s == nullptr)
+		return Status(Code::kNotFound,
+		              "region '" + name + "' not found on module " + module_.to_string());
+	return s->info;
+}
+
+Result<RegionInfo> ModuleStore::region_by_id(uint32_t id) const
+{
+	std::shared_lock lock(table_mu_);
+	const store::RegionSlot *s = table_->by_id(id);
+	if (s == nullptr)
+		return Status(Code::kNotFound, "region id " + std::to_string(id) +
+		                                       " not found on module " +
+		                                       module_.to_string());
+	return s->info;
+}
+
+std::vector<RegionInfo> ModuleStore::list_regions() const
+{
+	std::shared_lock lock(table_mu_);
+	return table_->list();
+}
+
+Status ModuleStore::check_range(uint32_t region_id, uint64_t fa_offset, uint32_t count) const
+{
+	const store::RegionSlot *s = table_->by_id(region_id);
+	if (s == nullptr)
+		return Status(Code::kNotFound, "region id " + std::to_string(region_id) +
+		                                       " not found on module " +
+		                                       module_.to_string());
+	const RegionInfo &r = s->info;
+	uint64_t end = r.fa_offset + r.size_bytes;
+	if (fa_offset % kPageSize != 0 || fa_offset < r.fa_offset || fa_offset > end ||
+	    uint64_t{count} * kPageSize > end - fa_offset)
+		return Status(Code::kOutOfRange,
+		              "access of " + std::to_string(count) + " pages at " +
+		                      FederatedAddress{module_, fa_offset}.to_string() +
+		                      " is outside region '" + r.name + "' [" + hex(r.fa_offset) +
+		                      ", " + hex(end) + ") or not page-aligned");
+	return Status::ok();
+}
+
+Status ModuleStore::read_pages(uint32_t region_id, uint64_t fa_offset, uint32_t count, void *dst)
+{
+	std::shared_lock lock(table_mu_);
+	MF_RETURN_IF_ERROR(check_range(region_id, fa_offset, count));
+	const uint8_t *base = file_->base();
+	uint8_t *out = static_cast<uint8_t *>(dst);
+	uint64_t first = geo_.page_index(fa_offset);
+	for (uint32_t i = 0; i < count; i++) {
+		uint64_t idx = first + i;
+		const uint8_t *src = base + geo_.page_fa(idx);
+		std::shared_lock page_lock(stripe(idx));
+		memcpy(out + uint64_t{i} * kPageSize, src, kPageSize);
+		const store::PageMeta *m = meta(idx);
+		if (m->version != 0 && crc32c(out + uint64_t{i} * kPageSize, kPageSize) != m->crc)
+			return Status(
+			        Code::kCorrupt,
+			        "page at " +
+			                FederatedAddress{module_, geo_.page_fa(idx)}.to_string() +
+			                " fails its checksum; run `memfedctl pool check " +
+			                file_->path() + "`");
+	}
+	pages_read_.fetch_add(count, std::memory_order_relaxed);
+	return Status::ok();
+}
+
+Status ModuleStore::write_pages(uint32_t region_id, uint64_t fa_offset, uint32_t count,
+                                const void *src)
+{
+	std::shared_lock lock(table_mu_);
+	MF_RETURN_IF_ERROR(check_range(region_id, fa_offset, count));
+	std::lock_guard wlock(write_mu_);
+	uint8_t *base = file_->base();
+	store::PersistFn persist = file_->persist_fn();
+	const uint8_t *in = static_cast<const uint8_t *>(src);
+	uint32_t crcs[store::kLogSlots];
+	for (uint32_t done = 0; done < count;) {
+		uint32_t n = std::min(count - done, store::kLogSlots);
+		uint64_t fa = fa_offset + uint64_t{done} * kPageSize;
+		uint64_t seq = next_seq_;
+		next_seq_ += n;
+		log_->append(seq, fa, n, in + uint64_t{done} * kPageSize, crcs);
+		if (crash_after_log_for_test_)
+			return Status(
+			        Code::kInternal,
+			        "crash_after_log_for_test: records logged, pages not applied");
+		uint64_t first = geo_.page_index(fa);
+		for (uint32_t i = 0; i < n; i++) {
+			std::unique_lock page_lock(stripe(first + i));
+			memcpy(base + fa + uint64_t{i} * kPageSize,
+			       in + uint64_t{done + i} * kPageSize, kPageSize);
+			store_meta(meta(first + i), crcs[i], seq + i);
+		}
+		persist(base + fa, uint64_t{n} * kPageSize);
+		persist(meta(first), uint64_t{n} * sizeof(store::PageMeta));
+		done += n;
+	}
+	pages_written_.fetch_add(count, std::memory_order_relaxed);
+	return Status::ok();
+}
+
+PoolInfo ModuleStore::info() const
+{
+	std::shared_lock lock(table_mu_);
+	PoolInfo info;
+	info.path = file_->path();
+	info.module = module_;
+	info.layout_version = store::kLayoutVersion;
+	info.pool_bytes = geo_.pool_bytes;
+	info.capacity_bytes = geo_.data_pages * kPageSize;
+	info.free_bytes = alloc_->free_pages() * kPageSize;
+	info.used_bytes = info.capacity_bytes - info.free_bytes;
+	info.largest_free_bytes = alloc_->largest_free_pages() * kPageSize;
+	info.regions = table_->live_count();
+	info.pages_read = pages_read_.load(std::memory_order_relaxed);
+	info.pages_written = pages_written_.load(std::memory_order_relaxed);
+	info.log_replays = log_replays_;
+	info.is_pmem = file_->is_pmem();
+	info.data_offset = geo_.data_offset;
+	info.ctime_ns = ctime_ns_;
+	return info;
+}
+
+} // namespace memfed

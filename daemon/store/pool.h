@@ -1,0 +1,145 @@
+// ModuleStore: a memory module's persistent pool of named regions.
+//
+// The pool is a file (sparse, of the configured size) or a DAX device, mapped
+// with libpmem2 (layout in layout.h). Regions are contiguous extents of the
+// data area, addressed by federated-address offset == pool byte offset, and
+// their pages are written through a redo log (redo_log.h): a write is durable
+// when write_pages returns and each page is atomic across crashes. Only one
+// process can own a pool (flock). Freed space always reads as zeros.
+//
+// Region sizes are rounded up to whole 4 KiB pages; size 0 is an error.
+// Region ids are stable across restarts and never reused for another region.
+//
+// Thread-safety: all methods may be called concurrently. read_pages and
+// write_pages run in parallel with each other (a read never sees a half-written
+// page: per-page striped locks); region create/delete exclude them briefly.
+// Writes are serialised among themselves (one redo-log ring).
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <shared_mutex>
+#include <string>
+#include <vector>
+
+#include "daemon/common/ids.h"
+#include "daemon/common/status.h"
+#include "daemon/store/check.h"
+#include "daemon/store/extent_allocator.h"
+#include "daemon/store/layout.h"
+#include "daemon/store/pool_file.h"
+#include "daemon/store/redo_log.h"
+#include "daemon/store/region_table.h"
+
+namespace memfed
+{
+
+struct PoolOptions {
+	std::string path;
+	uint64_t size_bytes = 0; // ignored for a DAX device (its size is used)
+	ModuleId module_id{};    // 0 = random locally administered
+};
+
+struct PoolInfo {
+	std::string path;
+	ModuleId module;
+	uint32_t layout_version = 0;
+	uint64_t pool_bytes = 0;
+	uint64_t capacity_bytes = 0; // data area
+	uint64_t used_bytes = 0, free_bytes = 0, largest_free_bytes = 0;
+	uint32_t regions = 0;
+	uint64_t pages_read = 0, pages_written = 0, log_replays = 0;
+	bool is_pmem = false;
+	uint64_t data_offset = 0;
+	uint64_t ctime_ns = 0;
+};
+
+class ModuleStore
+{
+public:
+	// Creates (or overwrites) a pool at opts.path: the file is created if
+	// needed. kBusy if a daemon holds it; kInvalidArgument for a size below
+	// the minimum (named in the message).
+	static Status format(const PoolOptions &opts);
+	// Opens and recovers an existing pool (replays the redo log, finishes
+	// interrupted deletes). expected_size 0 accepts any size.
+	static Result<std::unique_ptr<ModuleStore>> open(const std::string &path,
+	                                                 uint64_t expected_size);
+	// Daemon start: format if the file is absent, then open. kInvalidArgument
+	// if opts.module_id is set and differs from the pool's.
+	static Result<std::unique_ptr<ModuleStore>> open_or_create(const PoolOptions &opts);
+	// fsck; see check.h. Never modifies the pool.
+	static Result<CheckReport> check(const std::string &path);
+	// Header and table summary of a pool without taking its lock (may run
+	// while a daemon owns the pool; counters are 0).
+	static Result<PoolInfo> inspect(const std::string &path);
+
+	~ModuleStore();
+	ModuleStore(const ModuleStore &) = delete;
+	ModuleStore &operator=(const ModuleStore &) = delete;
+
+	Result<RegionInfo> create_region(const std::string &name, uint64_t size_bytes,
+	                                 uint32_t owner_uid, uint32_t mode);
+	Status delete_region(const std::string &name);
+	Result<RegionInfo> lookup_region(const std::string &name) const;
+	Result<RegionInfo> region_by_id(uint32_t id) const;
+	std::vector<RegionInfo> list_regions() const;
+
+	// fa_offset must be page-aligned and [fa_offset, +count pages) inside
+	// region `region_id`; else kOutOfRange naming region and bounds. kNotFound
+	// for an unknown id. read_pages returns kCorrupt if a page fails its crc.
+	Status read_pages(uint32_t region_id, uint64_t fa_offset, uint32_t count, void *dst);
+	Status write_pages(uint32_t region_id, uint64_t fa_offset, uint32_t count, const void *src);
+
+	PoolInfo info() const;
+	ModuleId module_id() const { return module_; }
+	// For an RDMA transport: the mapping and its size.
+	uint8_t *base() const { return file_->base(); }
+	size_t mapped_bytes() const { return file_->mapped_bytes(); }
+
+	// Test only: when set, write_pages stops after the redo-log records are
+	// durable and returns kInternal without touching the home pages, which is
+	// the state a crash at that instant leaves behind.
+	void set_crash_after_log_for_test(bool on) { crash_after_log_for_test_ = on; }
+
+private:
+	explicit ModuleStore(std::unique_ptr<store::PoolFile> file) : file_(std::move(file)) {}
+	Status recover();
+	Status replay_log(const std::vector<store::RegionSlot> &live);
+	Status check_range(uint32_t region_id, uint64_t fa_offset, uint32_t count) const;
+	store::PageMeta *meta(uint64_t page_index) const
+	{
+		return reinterpret_cast<store::PageMeta *>(file_->base() +
+		                                           geo_.meta_fa(page_index));
+	}
+	std::shared_mutex &stripe(uint64_t page_index) const
+	{
+		return stripes_[page_index % stripes_.size()];
+	}
+
+	std::unique_ptr<store::PoolFile> file_;
+	store::Geometry geo_;
+	ModuleId module_;
+	uint64_t ctime_ns_ = 0;
+	std::unique_ptr<store::RegionTable> table_;
+	std::unique_ptr<store::ExtentAllocator> alloc_;
+	std::unique_ptr<store::RedoLog> log_;
+
+	// Exclusive for region create/delete; shared for reads and writes.
+	mutable std::shared_mutex table_mu_;
+	// Serialises writes (the redo-log ring and next_seq_).
+	std::mutex write_mu_;
+	// A page's content and meta change only under its stripe, exclusively.
+	mutable std::array<std::shared_mutex, 64> stripes_;
+	uint64_t next_seq_ = 1;
+	bool crash_after_log_for_test_ = false;
+
+	std::atomic<uint64_t> pages_read_{0};
+	std::atomic<uint64_t> pages_written_{0};
+	uint64_t log_replays_ = 0;
+};
+
+} // namespace memfed

@@ -1,0 +1,82 @@
+// RedoLog: the ring of page records that makes every page write atomic.
+//
+// Scheme (one write_pages call of k pages, k <= kLogSlots per round):
+//   1. Log: for each page, copy the new content into the next log data slot and
+//      fill its LogDescriptor {magic, seq, home fa_offset, page crc32c,
+//      descriptor crc32c}; seq is a global counter, strictly increasing.
+//      Persist the slots and descriptors.
+//   2. Apply: copy each page to its home location (its FA offset in the pool),
+//      set its PageMeta {crc, version = seq}, persist pages and meta.
+//   3. Return: the write is durable. Slots are reused round-robin by later
+//      writes; writes are serialised, so a slot is only overwritten after the
+//      record in it has been applied and persisted.
+// Recovery at open: scan(), take the valid records (magic, descriptor crc and
+// payload crc all match; a torn record fails one of them and is skipped) in
+// seq order and re-apply each whose seq >= the home page's PageMeta version.
+// The version test stops an old record from undoing a newer write whose own
+// record was since overwritten (possibly by a torn one). Re-applying is
+// idempotent. After replay the log is cleared; the next seq is one past the
+// largest seq in the log or in any PageMeta, so seqs never go backwards.
+// Deleting a region clears the log first, so no record can resurrect data in
+// a freed extent.
+//
+// So after a crash at any instant every page is its complete old content (no
+// valid record, or the record was torn: write_pages had not returned) or its
+// complete new content (the record was valid and is replayed).
+//
+// Thread-safety: none; ModuleStore holds its write lock around append/clear.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "daemon/store/layout.h"
+
+namespace memfed::store
+{
+
+// A persist function: makes [ptr, ptr+len) durable (pmem2_persist_fn).
+using PersistFn = void (*)(const void *ptr, size_t len);
+
+class RedoLog
+{
+public:
+	struct Record {
+		uint32_t slot;
+		uint64_t seq;
+		uint64_t fa_offset;
+		uint32_t page_crc;
+	};
+	struct ScanResult {
+		std::vector<Record> valid; // sorted by seq
+		uint64_t torn = 0;         // non-empty slots that failed a check
+	};
+
+	RedoLog(uint8_t *base, const Geometry &geo, PersistFn persist)
+	    : base_(base), geo_(geo), persist_(persist)
+	{
+	}
+
+	// Reads the log of a mapped pool (read-only; also used by check).
+	static ScanResult scan(const uint8_t *base, const Geometry &geo);
+	static const uint8_t *payload(const uint8_t *base, const Geometry &geo, uint32_t slot)
+	{
+		return base + geo.log_data_offset + uint64_t{slot} * kPageSize;
+	}
+
+	// Step 1 above for `count` pages of `src` whose homes are fa_first,
+	// fa_first + kPageSize, ...; record i gets seq first_seq + i and its page
+	// crc is stored in crcs[i]. Durable on return. REQUIRES: count <= kLogSlots.
+	void append(uint64_t first_seq, uint64_t fa_first, uint32_t count, const uint8_t *src,
+	            uint32_t *crcs);
+	// Invalidates every record (durable on return); the ring restarts at slot 0.
+	void clear();
+
+private:
+	uint8_t *base_;
+	Geometry geo_;
+	PersistFn persist_;
+	uint32_t head_ = 0; // next slot to write
+};
+
+} // namespace memfed::store
