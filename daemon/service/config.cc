@@ -331,7 +331,7 @@ Status load_config(int argc, char **argv, DaemonConfig *cfg, bool *help)
 				st = set_u32(origin, a, n, 1, 64, &cfg->pager_threads);
 		} else {
 			return Status(Code::kInvalidArgument,
-				      "unknown option '" + argv[i] + std::string("' (memfedd --help lists them)"));
+				      std::string("unknown option '") + argv[i] + "' (memfedd --help lists them)");
 		}
 		MF_RETURN_IF_ERROR(st);
 	}

@@ -1,0 +1,140 @@
+// memfedd: the memfed node daemon.
+//
+// Roles (config "roles"): module — exports the local pool over the wire
+// protocol (one io_uring loop thread); pager — serves page faults of local
+// processes. Both share the control socket, where memfedctl and libmemfed
+// talk to the daemon. SIGTERM/SIGINT stop it cleanly; SIGKILL is survivable:
+// the pool recovers from its redo log and clients reconnect.
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <pthread.h>
+#include <thread>
+#include <unistd.h>
+
+#include "daemon/common/log.h"
+#include "daemon/common/size.h"
+#include "daemon/control/server.h"
+#include "daemon/service/config.h"
+#include "daemon/service/control_ops.h"
+#include "daemon/service/module_service.h"
+#include "daemon/service/node_federation.h"
+#include "daemon/store/pool.h"
+#include "daemon/transport/event_loop.h"
+#include "daemon/transport/tcp_server.h"
+
+using namespace memfed;
+
+namespace {
+
+// Exit codes: the Status code of the failure (status.h), so scripts can tell
+// a busy port (9) from a corrupt pool (7) from a bad config (2).
+int die(const Status &st)
+{
+	LOG_ERROR("memfedd", "%s", st.message().c_str());
+	return st.exit_code();
+}
+
+Status ensure_dir(const std::string &path)
+{
+	std::error_code ec;
+	std::filesystem::create_directories(path, ec);
+	if (ec)
+		return Status(Code::kIo, "cannot create directory " + path + ": " + ec.message() +
+						 " (set --state-dir / --socket to writable paths)");
+	return Status::ok();
+}
+
+} // namespace
+
+int main(int argc, char **argv)
+{
+	DaemonConfig cfg;
+	bool help = false;
+	Status st = load_config(argc, argv, &cfg, &help);
+	if (help) {
+		std::fputs(config_usage().c_str(), stdout);
+		return 0;
+	}
+	if (!st) {
+		std::fprintf(stderr, "memfedd: %s\n", st.message().c_str());
+		return st.exit_code();
+	}
+	set_log_level(cfg.log_level);
+
+	// Block the stop signals in every thread; the main thread waits for them.
+	sigset_t stop_sigs;
+	sigemptyset(&stop_sigs);
+	sigaddset(&stop_sigs, SIGTERM);
+	sigaddset(&stop_sigs, SIGINT);
+	sigaddset(&stop_sigs, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &stop_sigs, nullptr);
+	std::signal(SIGPIPE, SIG_IGN);
+
+	if (!(st = ensure_dir(cfg.state_dir)))
+		return die(st);
+	if (!(st = ensure_dir(std::filesystem::path(cfg.socket).parent_path().string())))
+		return die(st);
+
+	// Module role: the pool and its wire server.
+	std::unique_ptr<ModuleStore> store;
+	std::unique_ptr<ModuleService> service;
+	std::unique_ptr<EventLoop> module_loop;
+	std::unique_ptr<TcpServer> server;
+	std::thread module_thread;
+	std::string listen_ep;
+	ModuleId self = cfg.module_id.valid() ? cfg.module_id : ModuleId::random();
+	if (cfg.role_module) {
+		PoolOptions po{cfg.pool_path, cfg.pool_size, cfg.module_id};
+		auto s = ModuleStore::open_or_create(po);
+		if (!s)
+			return die(s.status());
+		store = std::move(*s);
+		self = store->module_id();
+		service = std::make_unique<ModuleService>(store.get());
+		auto loop = EventLoop::create();
+		if (!loop)
+			return die(loop.status());
+		module_loop = std::move(*loop);
+		ServerIdentity id{self, wire::kCapModule, store->info().capacity_bytes};
+		auto srv = TcpServer::listen(module_loop.get(), cfg.listen, id, service.get());
+		if (!srv)
+			return die(srv.status());
+		server = std::move(*srv);
+		listen_ep = server->endpoint();
+		PoolInfo pi = store->info();
+		LOG_INFO("memfedd", "module %s: pool %s, %s capacity, %u regions, %lu log records replayed",
+			 self.to_string().c_str(), cfg.pool_path.c_str(),
+			 format_size(pi.capacity_bytes).c_str(), pi.regions,
+			 (unsigned long)pi.log_replays);
+	}
+
+	NodeFederation fed(store.get(), service.get(), self, cfg.peers);
+	control::Server control;
+	if (!(st = control.listen(cfg.socket)))
+		return die(st);
+	ControlOps ops(cfg, &fed, listen_ep);
+	ops.register_ops(control);
+	if (!(st = control.start()))
+		return die(st);
+
+	if (module_loop)
+		module_thread = std::thread([&] { module_loop->run(); });
+
+	LOG_INFO("memfedd", "ready: node %s, listen %s, socket %s, %zu peers", self.to_string().c_str(),
+		 listen_ep.empty() ? "(none)" : listen_ep.c_str(), cfg.socket.c_str(), cfg.peers.size());
+
+	int sig = 0;
+	sigwait(&stop_sigs, &sig);
+	LOG_INFO("memfedd", "signal %s: stopping", strsignal(sig));
+
+	control.stop();
+	if (module_loop) {
+		module_loop->stop();
+		module_thread.join();
+		server.reset();
+	}
+	LOG_INFO("memfedd", "stopped");
+	return 0;
+}

@@ -1,0 +1,319 @@
+#include "daemon/service/control_ops.h"
+
+#include <unistd.h>
+
+#include "daemon/common/log.h"
+#include "daemon/common/size.h"
+#include "daemon/wire/protocol.h"
+
+namespace memfed {
+
+using control::Message;
+using control::error_reply;
+using control::ok_reply;
+using nlohmann::json;
+
+namespace {
+
+constexpr uint64_t kPage = wire::kPageSize;
+
+// Required string / unsigned fields, with errors that name the field.
+Result<std::string> need_string(const json &b, const char *key)
+{
+	auto it = b.find(key);
+	if (it == b.end() || !it->is_string() || it->get<std::string>().empty())
+		return Status(Code::kInvalidArgument, std::string("request needs a non-empty string \"") + key + "\"");
+	return it->get<std::string>();
+}
+
+Result<uint64_t> need_u64(const json &b, const char *key, std::optional<uint64_t> dflt = std::nullopt)
+{
+	auto it = b.find(key);
+	if (it == b.end()) {
+		if (dflt)
+			return *dflt;
+		return Status(Code::kInvalidArgument, std::string("request needs an unsigned integer \"") + key + "\"");
+	}
+	if (!it->is_number_unsigned())
+		return Status(Code::kInvalidArgument, std::string("\"") + key + "\" must be an unsigned integer");
+	return it->get<uint64_t>();
+}
+
+} // namespace
+
+Status check_access(const RegionLocation &r, uid_t uid, Access want)
+{
+	if (uid == 0 || uid == r.owner_uid)
+		return Status::ok();
+	const char *what = "own";
+	bool ok = false;
+	if (want == Access::kRead) {
+		ok = (r.mode & 04) != 0;
+		what = "read";
+	} else if (want == Access::kWrite) {
+		ok = (r.mode & 02) != 0;
+		what = "write";
+	}
+	if (ok)
+		return Status::ok();
+	char mode[8];
+	std::snprintf(mode, sizeof(mode), "%04o", r.mode);
+	return Status(Code::kPermission, "uid " + std::to_string(uid) + " may not " + what + " region '" +
+						 r.name + "' (owner uid " + std::to_string(r.owner_uid) +
+						 ", mode " + mode + ")");
+}
+
+json region_json(const RegionLocation &r)
+{
+	return {{"name", r.name},
+		{"id", r.region_id},
+		{"module", r.module.to_string()},
+		{"fa", FederatedAddress{r.module, r.fa_offset}.to_string()},
+		{"size", r.size_bytes},
+		{"owner_uid", r.owner_uid},
+		{"mode", r.mode},
+		{"ctime_ns", r.ctime_ns}};
+}
+
+ControlOps::ControlOps(const DaemonConfig &cfg, NodeFederation *fed, std::string listen_endpoint)
+	: cfg_(cfg), fed_(fed), listen_(std::move(listen_endpoint))
+{
+}
+
+void ControlOps::register_ops(control::Server &server)
+{
+	using control::Peer;
+	server.add_op("hello", [this](const Peer &, Message &) {
+		return ok_reply({{"version", 1},
+				 {"module", fed_->has_local() ? fed_->self().to_string() : ""},
+				 {"node", fed_->self().to_string()},
+				 {"socket", cfg_.socket}});
+	});
+	server.add_op("status", [this](const Peer &, Message &) { return status(); });
+	server.add_op("stats", [this](const Peer &, Message &) { return stats(); });
+	server.add_op("module.list", [this](const Peer &, Message &) {
+		json mods = json::array();
+		for (const auto &m : fed_->modules())
+			mods.push_back({{"module", m.module.valid() ? m.module.to_string() : ""},
+					{"endpoint", m.endpoint},
+					{"local", m.local},
+					{"reachable", m.reachable},
+					{"capacity_bytes", m.capacity_bytes},
+					{"free_bytes", m.free_bytes},
+					{"hops", m.hops}});
+		return ok_reply({{"modules", mods}});
+	});
+	server.add_op("region.create", [this](const Peer &p, Message &m) { return region_create(p, m); });
+	server.add_op("region.delete", [this](const Peer &p, Message &m) { return region_delete(p, m); });
+	server.add_op("region.show", [this](const Peer &p, Message &m) { return region_show(p, m); });
+	server.add_op("region.list", [this](const Peer &, Message &) { return region_list(); });
+	server.add_op("region.read", [this](const Peer &p, Message &m) { return region_read(p, m); });
+	server.add_op("region.write", [this](const Peer &p, Message &m) { return region_write(p, m); });
+}
+
+Message ControlOps::status()
+{
+	json roles = json::array();
+	if (cfg_.role_module)
+		roles.push_back("module");
+	if (cfg_.role_pager)
+		roles.push_back("pager");
+	json b = {{"version", "0.1.0"},
+		  {"pid", getpid()},
+		  {"roles", roles},
+		  {"node", fed_->self().to_string()},
+		  {"module", fed_->has_local() ? json(fed_->self().to_string()) : json()},
+		  {"listen", listen_},
+		  {"socket", cfg_.socket},
+		  {"config", cfg_.config_path.empty() ? "(built-in defaults)" : cfg_.config_path},
+		  {"table_source", "daemon"}};
+	json mods = json::array();
+	for (const auto &m : fed_->modules()) {
+		json e = {{"module", m.module.valid() ? m.module.to_string() : ""},
+			  {"endpoint", m.endpoint},
+			  {"local", m.local},
+			  {"reachable", m.reachable},
+			  {"capacity_bytes", m.capacity_bytes},
+			  {"free_bytes", m.free_bytes},
+			  {"hops", m.hops}};
+		if (m.local) {
+			b["pool"] = {{"path", cfg_.pool_path},
+				     {"capacity_bytes", m.capacity_bytes},
+				     {"used_bytes", m.capacity_bytes - m.free_bytes}};
+		}
+		mods.push_back(e);
+	}
+	b["modules"] = mods;
+	if (b.contains("pool")) {
+		b["pool"]["regions"] = 0;
+		for (const auto &r : fed_->list_regions())
+			if (r.module == fed_->self())
+				b["pool"]["regions"] = b["pool"]["regions"].get<int>() + 1;
+	}
+	if (status_hook_)
+		status_hook_(b);
+	return ok_reply(b);
+}
+
+Message ControlOps::stats()
+{
+	json b = json::object();
+	for (const auto &m : fed_->modules()) {
+		if (!m.local)
+			continue;
+		b["module"] = {{"module", m.module.to_string()},
+			       {"capacity_bytes", m.capacity_bytes},
+			       {"free_bytes", m.free_bytes}};
+	}
+	if (pager_stats_)
+		b["pager"] = pager_stats_();
+	return ok_reply(b);
+}
+
+Message ControlOps::region_create(const control::Peer &peer, Message &req)
+{
+	auto name = need_string(req.body, "name");
+	if (!name)
+		return error_reply(name.status());
+	auto size = need_u64(req.body, "size");
+	if (!size)
+		return error_reply(size.status());
+	auto mode = need_u64(req.body, "mode", 0600);
+	if (!mode)
+		return error_reply(mode.status());
+	if (*mode > 0777)
+		return error_reply(Status(Code::kInvalidArgument, "mode must be permission bits (at most 0777)"));
+	std::optional<ModuleId> module;
+	if (req.body.contains("module")) {
+		auto m = need_string(req.body, "module");
+		auto id = m ? ModuleId::parse(*m) : std::nullopt;
+		if (!id)
+			return error_reply(Status(Code::kInvalidArgument,
+						  "\"module\" must be a module ID like 02:00:00:00:00:01"));
+		module = id;
+	}
+	auto r = fed_->create_region(*name, *size, peer.uid, uint32_t(*mode), module);
+	if (!r)
+		return error_reply(r.status());
+	LOG_INFO("control", "uid %u created region '%s' (%s) on %s", peer.uid, name->c_str(),
+		 format_size(r->size_bytes).c_str(), r->module.to_string().c_str());
+	return ok_reply({{"region", region_json(*r)}});
+}
+
+Message ControlOps::region_delete(const control::Peer &peer, Message &req)
+{
+	auto name = need_string(req.body, "name");
+	if (!name)
+		return error_reply(name.status());
+	auto loc = fed_->locate_region(*name);
+	if (!loc)
+		return error_reply(loc.status());
+	Status st = check_access(*loc, peer.uid, Access::kOwner);
+	if (st)
+		st = fed_->delete_region(*loc);
+	if (!st)
+		return error_reply(st);
+	LOG_INFO("control", "uid %u deleted region '%s'", peer.uid, name->c_str());
+	return ok_reply();
+}
+
+Message ControlOps::region_show(const control::Peer &peer, Message &req)
+{
+	auto name = need_string(req.body, "name");
+	if (!name)
+		return error_reply(name.status());
+	auto loc = fed_->locate_region(*name);
+	if (!loc)
+		return error_reply(loc.status());
+	Status st = check_access(*loc, peer.uid, Access::kRead);
+	if (!st)
+		return error_reply(st);
+	return ok_reply({{"region", region_json(*loc)}});
+}
+
+Message ControlOps::region_list()
+{
+	json list = json::array();
+	for (const auto &r : fed_->list_regions())
+		list.push_back(region_json(r));
+	return ok_reply({{"regions", list}});
+}
+
+// Byte-granular access for scripting: whole pages travel; a partial page at
+// either end of a write is read, patched and written back.
+Message ControlOps::region_read(const control::Peer &peer, Message &req)
+{
+	auto name = need_string(req.body, "name");
+	auto offset = need_u64(req.body, "offset", 0);
+	auto length = need_u64(req.body, "length");
+	for (const Status *s : {&name.status(), &offset.status(), &length.status()})
+		if (!s->is_ok())
+			return error_reply(*s);
+	if (*length > control::kMaxData)
+		return error_reply(Status(Code::kInvalidArgument, "\"length\" above " +
+									  std::to_string(control::kMaxData) +
+									  " bytes: read in chunks"));
+	auto loc = fed_->locate_region(*name);
+	if (!loc)
+		return error_reply(loc.status());
+	Status st = check_access(*loc, peer.uid, Access::kRead);
+	if (!st)
+		return error_reply(st);
+	if (*offset > loc->size_bytes)
+		return error_reply(Status(Code::kOutOfRange, "offset " + std::to_string(*offset) +
+								     " is past the end of region '" + *name +
+								     "' (" + std::to_string(loc->size_bytes) + " bytes)"));
+	uint64_t len = std::min(*length, loc->size_bytes - *offset);
+	Message reply = ok_reply({{"length", len}});
+	if (len == 0)
+		return reply;
+	uint64_t first = *offset / kPage, last = (*offset + len - 1) / kPage;
+	std::vector<uint8_t> pages((last - first + 1) * kPage);
+	st = fed_->read_pages(*loc, first, uint32_t(last - first + 1), pages.data());
+	if (!st)
+		return error_reply(st);
+	auto begin = pages.begin() + long(*offset - first * kPage);
+	reply.data.assign(begin, begin + long(len));
+	return reply;
+}
+
+Message ControlOps::region_write(const control::Peer &peer, Message &req)
+{
+	auto name = need_string(req.body, "name");
+	auto offset = need_u64(req.body, "offset", 0);
+	for (const Status *s : {&name.status(), &offset.status()})
+		if (!s->is_ok())
+			return error_reply(*s);
+	auto loc = fed_->locate_region(*name);
+	if (!loc)
+		return error_reply(loc.status());
+	Status st = check_access(*loc, peer.uid, Access::kWrite);
+	if (!st)
+		return error_reply(st);
+	uint64_t len = req.data.size();
+	if (len == 0)
+		return ok_reply({{"written", 0}});
+	if (*offset > loc->size_bytes || len > loc->size_bytes - *offset)
+		return error_reply(Status(Code::kOutOfRange,
+					  "writing " + std::to_string(len) + " bytes at offset " +
+						  std::to_string(*offset) + " runs past the end of region '" +
+						  *name + "' (" + std::to_string(loc->size_bytes) + " bytes)"));
+	uint64_t first = *offset / kPage, last = (*offset + len - 1) / kPage;
+	uint32_t count = uint32_t(last - first + 1);
+	std::vector<uint8_t> pages(count * kPage);
+	bool head_partial = *offset % kPage != 0;
+	bool tail_partial = (*offset + len) % kPage != 0;
+	if (head_partial)
+		st = fed_->read_pages(*loc, first, 1, pages.data());
+	if (st && tail_partial && (last != first || !head_partial))
+		st = fed_->read_pages(*loc, last, 1, pages.data() + (count - 1) * kPage);
+	if (!st)
+		return error_reply(st);
+	std::copy(req.data.begin(), req.data.end(), pages.begin() + long(*offset - first * kPage));
+	st = fed_->write_pages(*loc, first, count, pages.data());
+	if (!st)
+		return error_reply(st);
+	return ok_reply({{"written", len}});
+}
+
+} // namespace memfed

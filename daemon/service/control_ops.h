@@ -1,0 +1,57 @@
+// ControlOps: the daemon's own control-socket ops, served for memfedctl and
+// libmemfed: hello, status, stats, module.list and region.* (create, delete,
+// show, list, read, write). The pager and the kmod link register their own.
+//
+// Permissions follow a file's: a region belongs to the uid that created it;
+// the owner (and root) may do anything; others get the mode's "other" bits
+// (4: read and map read-only, 2: write). Deleting needs ownership.
+//
+// Thread-safety: handlers run on control connection threads concurrently;
+// everything they touch is thread-safe.
+#pragma once
+
+#include <functional>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "daemon/control/server.h"
+#include "daemon/service/config.h"
+#include "daemon/service/node_federation.h"
+
+namespace memfed {
+
+// Access a peer asks for, checked against a region's owner and mode.
+enum class Access { kRead, kWrite, kOwner };
+// OK or kPermission naming the region, the caller and what is missing.
+Status check_access(const RegionLocation &r, uid_t uid, Access want);
+// The JSON form of a region used by every op and by memfedctl -j.
+nlohmann::json region_json(const RegionLocation &r);
+
+class ControlOps {
+public:
+	// `extra_status` adds fields to "status" (the kmod link's table source);
+	// `pager_stats` supplies the "pager" part of "stats" (null: no pager).
+	ControlOps(const DaemonConfig &cfg, NodeFederation *fed, std::string listen_endpoint);
+	void set_status_hook(std::function<void(nlohmann::json &)> f) { status_hook_ = std::move(f); }
+	void set_pager_stats(std::function<nlohmann::json()> f) { pager_stats_ = std::move(f); }
+	void register_ops(control::Server &server);
+
+private:
+	control::Message status();
+	control::Message stats();
+	control::Message region_create(const control::Peer &peer, control::Message &req);
+	control::Message region_delete(const control::Peer &peer, control::Message &req);
+	control::Message region_show(const control::Peer &peer, control::Message &req);
+	control::Message region_list();
+	control::Message region_read(const control::Peer &peer, control::Message &req);
+	control::Message region_write(const control::Peer &peer, control::Message &req);
+
+	const DaemonConfig &cfg_;
+	NodeFederation *fed_;
+	std::string listen_;
+	std::function<void(nlohmann::json &)> status_hook_;
+	std::function<nlohmann::json()> pager_stats_;
+};
+
+} // namespace memfed

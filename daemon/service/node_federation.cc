@@ -1,0 +1,249 @@
+#include "daemon/service/node_federation.h"
+
+#include "daemon/common/log.h"
+#include "daemon/service/local_channel.h"
+#include "daemon/transport/tcp_channel.h"
+#include "daemon/wire/codec.h"
+
+namespace memfed {
+
+struct NodeFederation::Peer {
+	std::string endpoint;
+	std::mutex mu;
+	std::unique_ptr<SyncClient> client; // null while unreachable
+	ModuleId module;		    // learned at HELLO
+	uint64_t capacity = 0;
+};
+
+namespace {
+constexpr int kPeerTimeoutMs = 3000;
+}
+
+NodeFederation::NodeFederation(ModuleStore *store, ModuleService *service, ModuleId self,
+			       std::vector<std::string> peers)
+	: store_(store), service_(service), self_(self)
+{
+	for (auto &ep : peers) {
+		auto p = std::make_unique<Peer>();
+		p->endpoint = ep;
+		peers_.push_back(std::move(p));
+	}
+}
+
+NodeFederation::~NodeFederation() = default;
+
+template <typename Fn>
+auto NodeFederation::with_peer(Peer &p, Fn fn) -> decltype(fn(*(SyncClient *)nullptr))
+{
+	std::lock_guard<std::mutex> lk(p.mu);
+	for (int attempt = 0; attempt < 2; attempt++) {
+		if (!p.client) {
+			auto c = SyncClient::connect(p.endpoint, self_, kPeerTimeoutMs);
+			if (!c)
+				return c.status();
+			Status st = (*c)->hello();
+			if (!st)
+				return st;
+			p.module = (*c)->peer().module;
+			p.capacity = (*c)->peer().capacity_bytes;
+			p.client = std::move(*c);
+			LOG_INFO("federation", "peer %s is module %s", p.endpoint.c_str(),
+				 p.module.to_string().c_str());
+		}
+		auto r = fn(*p.client);
+		if (r.is_ok() || (r.status().code() != Code::kUnavailable &&
+				  r.status().code() != Code::kProtocol && r.status().code() != Code::kIo))
+			return r;
+		// The connection broke (peer restarted?): reconnect once.
+		p.client.reset();
+		if (attempt == 1)
+			return r;
+	}
+	return Status(Code::kInternal, "unreachable");
+}
+
+NodeFederation::Peer *NodeFederation::find_peer(ModuleId module)
+{
+	for (auto &p : peers_) {
+		if (!p->module.valid()) {
+			// Not yet met: say hello to learn its module ID.
+			(void)with_peer(*p, [](SyncClient &) -> Result<int> { return 0; });
+		}
+		if (p->module == module)
+			return p.get();
+	}
+	return nullptr;
+}
+
+RegionLocation NodeFederation::location(ModuleId module, const wire::WireRegion &r)
+{
+	RegionLocation l;
+	l.module = module;
+	l.region_id = r.id;
+	l.name = wire::region_name(r);
+	l.fa_offset = r.fa_offset;
+	l.size_bytes = r.size_bytes;
+	l.owner_uid = r.owner_uid;
+	l.mode = r.mode;
+	l.ctime_ns = r.ctime_ns;
+	return l;
+}
+
+Result<RegionLocation> NodeFederation::locate_region(const std::string &name)
+{
+	if (store_) {
+		auto r = store_->lookup_region(name);
+		if (r)
+			return location(store_->module_id(), to_wire(*r));
+		if (r.status().code() != Code::kNotFound)
+			return r.status();
+	}
+	for (auto &p : peers_) {
+		auto r = with_peer(*p, [&](SyncClient &c) { return c.region_lookup(name); });
+		if (r)
+			return location(p->module, *r);
+		if (r.status().code() != Code::kNotFound && r.status().code() != Code::kUnavailable)
+			return r.status();
+	}
+	return Status(Code::kNotFound, "region '" + name + "' not found on any module (memfedctl region ls)");
+}
+
+std::vector<ModuleEntry> NodeFederation::modules()
+{
+	std::vector<ModuleEntry> out;
+	if (store_) {
+		PoolInfo i = store_->info();
+		out.push_back({store_->module_id(), "", true, true, i.capacity_bytes, i.free_bytes, 0});
+	}
+	for (auto &p : peers_) {
+		ModuleEntry e;
+		e.endpoint = p->endpoint;
+		e.hops = 1;
+		auto st = with_peer(*p, [](SyncClient &c) { return c.stat(); });
+		e.module = p->module;
+		if (st) {
+			e.reachable = true;
+			e.capacity_bytes = st->capacity_bytes;
+			e.free_bytes = st->free_bytes;
+		}
+		out.push_back(e);
+	}
+	return out;
+}
+
+Result<std::unique_ptr<Channel>> NodeFederation::open_channel(EventLoop *loop, ModuleId module)
+{
+	if (store_ && module == store_->module_id())
+		return std::unique_ptr<Channel>(std::make_unique<LocalChannel>(store_, service_));
+	Peer *p = find_peer(module);
+	if (!p)
+		return Status(Code::kNotFound, "module " + module.to_string() +
+						       " is not among this node's peers (memfedctl module ls)");
+	auto ch = TcpChannel::connect(loop, p->endpoint, self_);
+	if (!ch)
+		return ch.status();
+	return std::unique_ptr<Channel>(std::move(*ch));
+}
+
+Result<RegionLocation> NodeFederation::create_region(const std::string &name, uint64_t size,
+						      uint32_t uid, uint32_t mode,
+						      std::optional<ModuleId> module)
+{
+	if (locate_region(name))
+		return Status(Code::kAlreadyExists, "region '" + name + "' already exists");
+	if (store_ && (!module || *module == store_->module_id())) {
+		auto r = store_->create_region(name, size, uid, mode);
+		if (!r)
+			return r.status();
+		return location(store_->module_id(), to_wire(*r));
+	}
+	auto spec = wire::make_region_spec(name, size, uid, mode);
+	if (!spec)
+		return spec.status();
+	Status last(Code::kUnavailable, "no module is reachable to hold region '" + name +
+						"' (memfedctl module ls)");
+	for (auto &p : peers_) {
+		if (module && p->module.valid() && !(p->module == *module))
+			continue;
+		auto r = with_peer(*p, [&](SyncClient &c) { return c.region_create(*spec); });
+		if (r)
+			return location(p->module, *r);
+		last = r.status();
+		if (module || last.code() != Code::kNoSpace)
+			break;
+	}
+	return last;
+}
+
+Status NodeFederation::delete_region(const RegionLocation &loc)
+{
+	if (store_ && loc.module == store_->module_id())
+		return store_->delete_region(loc.name);
+	Peer *p = find_peer(loc.module);
+	if (!p)
+		return Status(Code::kUnavailable, "module " + loc.module.to_string() + " is unreachable");
+	auto r = with_peer(*p, [&](SyncClient &c) -> Result<int> {
+		Status st = c.region_delete(loc.name);
+		if (!st)
+			return st;
+		return 0;
+	});
+	return r.status();
+}
+
+std::vector<RegionLocation> NodeFederation::list_regions()
+{
+	std::vector<RegionLocation> out;
+	if (store_)
+		for (const auto &r : store_->list_regions())
+			out.push_back(location(store_->module_id(), to_wire(r)));
+	for (auto &p : peers_) {
+		auto list = with_peer(*p, [](SyncClient &c) { return c.region_list(); });
+		if (!list) {
+			LOG_WARN("federation", "listing regions of peer %s: %s", p->endpoint.c_str(),
+				 list.status().to_string().c_str());
+			continue;
+		}
+		for (const auto &r : *list)
+			out.push_back(location(p->module, r));
+	}
+	return out;
+}
+
+Status NodeFederation::read_pages(const RegionLocation &loc, uint64_t first_page, uint32_t count,
+				  void *dst)
+{
+	uint64_t fa = loc.fa_offset + first_page * wire::kPageSize;
+	if (store_ && loc.module == store_->module_id())
+		return store_->read_pages(loc.region_id, fa, count, dst);
+	Peer *p = find_peer(loc.module);
+	if (!p)
+		return Status(Code::kUnavailable, "module " + loc.module.to_string() + " is unreachable");
+	return with_peer(*p, [&](SyncClient &c) -> Result<int> {
+		       Status st = c.read_pages(loc.region_id, fa, count, dst, wire::TrafficClass::kControl);
+		       if (!st)
+			       return st;
+		       return 0;
+	       })
+		.status();
+}
+
+Status NodeFederation::write_pages(const RegionLocation &loc, uint64_t first_page, uint32_t count,
+				   const void *src)
+{
+	uint64_t fa = loc.fa_offset + first_page * wire::kPageSize;
+	if (store_ && loc.module == store_->module_id())
+		return store_->write_pages(loc.region_id, fa, count, src);
+	Peer *p = find_peer(loc.module);
+	if (!p)
+		return Status(Code::kUnavailable, "module " + loc.module.to_string() + " is unreachable");
+	return with_peer(*p, [&](SyncClient &c) -> Result<int> {
+		       Status st = c.write_pages(loc.region_id, fa, count, src, wire::TrafficClass::kControl);
+		       if (!st)
+			       return st;
+		       return 0;
+	       })
+		.status();
+}
+
+} // namespace memfed

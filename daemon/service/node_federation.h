@@ -1,0 +1,65 @@
+// NodeFederation: the Federation of one memfedd: its own module (if it has
+// the module role) plus the peer modules named in config.
+//
+// Control-path requests to peers (region lookup, create, list, stat, and the
+// byte-granular region reads and writes of memfedctl) go over one blocking
+// SyncClient per peer, reconnected on demand; the data path (the pager) gets
+// its own io_uring Channels from open_channel().
+//
+// Thread-safety: every public method is thread-safe; requests to one peer are
+// serialised by that peer's lock.
+#pragma once
+
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "daemon/service/federation.h"
+#include "daemon/service/module_service.h"
+#include "daemon/transport/sync_client.h"
+
+namespace memfed {
+
+class NodeFederation : public Federation {
+public:
+	// `store`/`service` are null on a pager-only node. `self` is the local
+	// module's ID, or a node ID when there is no local module.
+	NodeFederation(ModuleStore *store, ModuleService *service, ModuleId self,
+		       std::vector<std::string> peers);
+	~NodeFederation() override;
+
+	ModuleId self() const override { return self_; }
+	Result<RegionLocation> locate_region(const std::string &name) override;
+	std::vector<ModuleEntry> modules() override;
+	Result<std::unique_ptr<Channel>> open_channel(EventLoop *loop, ModuleId module) override;
+
+	// Creates a region on `module` (unset: the local module, or else the first
+	// reachable peer with room).
+	Result<RegionLocation> create_region(const std::string &name, uint64_t size, uint32_t uid,
+					     uint32_t mode, std::optional<ModuleId> module);
+	Status delete_region(const RegionLocation &loc);
+	// Every region on every reachable module.
+	std::vector<RegionLocation> list_regions();
+	// Whole pages of a region, through the local store or the peer's SyncClient.
+	Status read_pages(const RegionLocation &loc, uint64_t first_page, uint32_t count, void *dst);
+	Status write_pages(const RegionLocation &loc, uint64_t first_page, uint32_t count,
+			   const void *src);
+	bool has_local() const { return store_ != nullptr; }
+
+private:
+	struct Peer;
+	// Runs fn(client) against the peer holding `module`, reconnecting once if
+	// the connection had gone stale.
+	template <typename Fn> auto with_peer(Peer &p, Fn fn) -> decltype(fn(*(SyncClient *)nullptr));
+	Peer *find_peer(ModuleId module);
+	static RegionLocation location(ModuleId module, const wire::WireRegion &r);
+
+	ModuleStore *store_;
+	ModuleService *service_;
+	ModuleId self_;
+	std::vector<std::unique_ptr<Peer>> peers_;
+};
+
+} // namespace memfed

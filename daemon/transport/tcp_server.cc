@@ -1,0 +1,444 @@
+#include "daemon/transport/tcp_server.h"
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "daemon/common/log.h"
+#include "daemon/transport/endpoint.h"
+#include "daemon/wire/codec.h"
+
+namespace memfed {
+
+namespace {
+constexpr const char *kComp = "tcp_server";
+// Receive chunk: many pipelined requests per recv.
+constexpr size_t kRecvChunk = 64 * 1024;
+// Stop reading a connection whose unsent replies exceed this; resume once
+// they are written (a peer that never reads cannot make us buffer forever).
+constexpr size_t kSendHighWater = 4 * 1024 * 1024;
+} // namespace
+
+std::span<uint8_t> Reply::payload_buffer(size_t len)
+{
+	out_->truncate(payload_at_);
+	uint8_t *p = out_->append(len);
+	payload_len_ = len;
+	return {p, len};
+}
+
+void Reply::set_payload(std::span<const uint8_t> bytes)
+{
+	auto dst = payload_buffer(bytes.size());
+	if (!bytes.empty())
+		std::memcpy(dst.data(), bytes.data(), bytes.size());
+}
+
+void Reply::fail(const Status &st)
+{
+	if (st.is_ok())
+		return;
+	code_ = st.code();
+	size_t n = std::min(st.message().size(), wire::kMaxErrorMessage);
+	set_payload({reinterpret_cast<const uint8_t *>(st.message().data()), n});
+}
+
+class TcpServer::AcceptOp : public IoOp {
+public:
+	explicit AcceptOp(TcpServer *s) : srv_(s) {}
+	void complete(int res, uint32_t) override { srv_->on_accept(res); }
+
+private:
+	TcpServer *srv_;
+};
+
+// One accepted connection. At most one recv and one send are in flight;
+// replies accumulate in tx_[fill_] while tx_[1 - fill_] is being sent.
+class TcpServer::Conn {
+public:
+	Conn(TcpServer *srv, int fd, uint64_t id) : srv_(srv), fd_(fd), recv_op_(this), send_op_(this)
+	{
+		info_.id = id;
+		info_.peer = peer_name(fd);
+	}
+	~Conn()
+	{
+		if (fd_ >= 0)
+			::close(fd_);
+	}
+
+	void start() { arm_recv(); }
+	// Stops all I/O; the server reaps the connection once its operations
+	// have completed.
+	void begin_close()
+	{
+		if (closing_)
+			return;
+		closing_ = true;
+		shutdown(fd_, SHUT_RDWR);
+	}
+	bool idle() const { return ops_ == 0; }
+
+private:
+	struct RecvOp : IoOp {
+		explicit RecvOp(Conn *c) : c(c) {}
+		void complete(int res, uint32_t) override { c->on_recv(res); }
+		Conn *c;
+	};
+	struct SendOp : IoOp {
+		explicit SendOp(Conn *c) : c(c) {}
+		void complete(int res, uint32_t) override { c->on_send(res); }
+		Conn *c;
+	};
+
+	std::string who() const
+	{
+		if (info_.module.valid())
+			return info_.peer + " (module " + info_.module.to_string() + ")";
+		return info_.peer;
+	}
+
+	void protocol_error(const Status &st)
+	{
+		LOG_WARN(kComp, "disconnecting %s: %s", who().c_str(), st.message().c_str());
+		begin_close();
+	}
+
+	bool backpressured() const { return tx_[fill_].readable() >= kSendHighWater; }
+
+	void arm_recv()
+	{
+		if (closing_ || draining_ || recv_armed_ || backpressured())
+			return;
+		size_t want = kRecvChunk;
+		if (have_hdr_ && hdr_.payload_len > rx_.readable())
+			want = std::max(want, size_t{hdr_.payload_len} - rx_.readable());
+		rx_.ensure_writable(want);
+		io_uring_sqe *s = srv_->loop_->sqe(&recv_op_);
+		io_uring_prep_recv(s, fd_, rx_.write_ptr(), rx_.writable(), 0);
+		recv_armed_ = true;
+		ops_++;
+	}
+
+	void on_recv(int res)
+	{
+		recv_armed_ = false;
+		ops_--;
+		if (!closing_) {
+			if (res == 0) {
+				LOG_DEBUG(kComp, "%s closed the connection", who().c_str());
+				// Half-close: answer what was received, then close.
+				draining_ = true;
+				flush();
+				if (!sending_)
+					begin_close();
+			} else if (res < 0) {
+				LOG_INFO(kComp, "connection from %s lost: %s", who().c_str(),
+					 strerror(-res));
+				begin_close();
+			} else {
+				rx_.commit(res);
+				process();
+				flush();
+				arm_recv();
+			}
+		}
+		settle();
+	}
+
+	void on_send(int res)
+	{
+		sending_ = false;
+		ops_--;
+		if (!closing_) {
+			if (res < 0) {
+				LOG_INFO(kComp, "sending to %s failed: %s", who().c_str(),
+					 strerror(-res));
+				begin_close();
+			} else {
+				sent_ += res;
+				ByteBuffer &b = tx_[1 - fill_];
+				if (sent_ < b.readable()) {
+					submit_send();
+				} else {
+					b.clear();
+					if (draining_) {
+						flush();
+						if (!sending_)
+							begin_close();
+					} else {
+						process();
+						flush();
+						arm_recv();
+					}
+				}
+			}
+		}
+		settle();
+	}
+
+	// Last statement of every completion: may delete this.
+	void settle()
+	{
+		if (closing_ && ops_ == 0)
+			srv_->reap(this);
+	}
+
+	void flush()
+	{
+		if (sending_ || closing_ || tx_[fill_].readable() == 0)
+			return;
+		fill_ = 1 - fill_;
+		sent_ = 0;
+		submit_send();
+	}
+
+	void submit_send()
+	{
+		ByteBuffer &b = tx_[1 - fill_];
+		io_uring_sqe *s = srv_->loop_->sqe(&send_op_);
+		io_uring_prep_send(s, fd_, b.read_ptr() + sent_, b.readable() - sent_, MSG_NOSIGNAL);
+		sending_ = true;
+		ops_++;
+	}
+
+	// Handles every complete request in rx_, in order.
+	void process()
+	{
+		while (!closing_ && !draining_ && !backpressured()) {
+			if (!have_hdr_) {
+				if (rx_.readable() < wire::kHeaderSize)
+					return;
+				Status st = wire::validate_header(
+					{rx_.read_ptr(), wire::kHeaderSize}, &hdr_);
+				if (!st.is_ok())
+					return protocol_error(st);
+				if (hdr_.flags & wire::kFlagResponse)
+					return protocol_error(Status(
+						Code::kProtocol,
+						std::string("sent a ") + wire::msg_type_name(hdr_.type) +
+							" response to a server"));
+				rx_.consume(wire::kHeaderSize);
+				have_hdr_ = true;
+			}
+			if (rx_.readable() < hdr_.payload_len)
+				return;
+			std::span<const uint8_t> payload(rx_.read_ptr(), hdr_.payload_len);
+			Status st = wire::check_payload(hdr_, payload);
+			if (!st.is_ok())
+				return protocol_error(st);
+			dispatch(payload);
+			if (closing_)
+				return;
+			rx_.consume(hdr_.payload_len);
+			have_hdr_ = false;
+		}
+	}
+
+	void dispatch(std::span<const uint8_t> payload)
+	{
+		bool hello = hdr_.type == static_cast<uint8_t>(wire::MsgType::kHello);
+		if (!hello_done_) {
+			if (!hello)
+				return protocol_error(Status(
+					Code::kProtocol, std::string("first message must be HELLO, got ") +
+								 wire::msg_type_name(hdr_.type)));
+			return do_hello(payload);
+		}
+		if (hello)
+			return protocol_error(Status(Code::kProtocol, "HELLO repeated"));
+		if (hdr_.version != info_.version)
+			return protocol_error(
+				Status(Code::kProtocol, "message with wire version " +
+								std::to_string(hdr_.version) +
+								" after negotiating version " +
+								std::to_string(info_.version)));
+		ByteBuffer &out = tx_[fill_];
+		size_t start = out.readable();
+		out.append(wire::kHeaderSize);
+		Reply reply(&out, start + wire::kHeaderSize);
+		reply.count = hdr_.count;
+		reply.offset = hdr_.offset;
+		reply.region_id = hdr_.region_id;
+		srv_->handler_->handle(info_, hdr_, payload, reply);
+		finish_reply(start, reply);
+	}
+
+	void finish_reply(size_t start, Reply &reply)
+	{
+		ByteBuffer &out = tx_[fill_];
+		wire::Header h{};
+		h.version = info_.version;
+		h.type = hdr_.type;
+		h.tclass = hdr_.tclass;
+		h.hop_limit = wire::kDefaultHopLimit;
+		h.flags = wire::kFlagResponse;
+		h.status = static_cast<uint16_t>(reply.code());
+		h.src_module = srv_->identity_.module.value;
+		h.dst_module = hdr_.src_module;
+		h.request_id = hdr_.request_id;
+		h.offset = reply.offset;
+		h.count = reply.count;
+		h.region_id = reply.region_id;
+		h.payload_len = static_cast<uint32_t>(reply.payload_len());
+		Status bad = wire::validate_fields(h);
+		if (!bad.is_ok() || reply.payload_len() > wire::kMaxPayload) {
+			// A handler bug must not put an invalid message on the wire.
+			LOG_ERROR(kComp, "handler built an invalid %s response: %s",
+				  wire::msg_type_name(hdr_.type), bad.message().c_str());
+			reply.fail(Status(Code::kInternal, "module built an invalid response"));
+			h.status = static_cast<uint16_t>(Code::kInternal);
+			h.payload_len = static_cast<uint32_t>(reply.payload_len());
+		}
+		uint8_t *base = out.read_ptr() + start;
+		std::span<const uint8_t> payload(base + wire::kHeaderSize, h.payload_len);
+		wire::encode_header(h, payload, base);
+	}
+
+	void do_hello(std::span<const uint8_t> payload)
+	{
+		auto req = wire::decode_hello_request(payload);
+		if (!req)
+			return protocol_error(req.status());
+		uint16_t lo = std::max<uint16_t>(req->min_version, wire::kWireMinVersion);
+		uint16_t hi = std::min<uint16_t>(req->max_version, wire::kWireVersion);
+		ByteBuffer &out = tx_[fill_];
+		size_t start = out.readable();
+		out.append(wire::kHeaderSize);
+		Reply reply(&out, start + wire::kHeaderSize);
+		info_.version = wire::kWireVersion;
+		if (lo > hi) {
+			std::string msg = "no common wire version: peer speaks " +
+					  std::to_string(req->min_version) + ".." +
+					  std::to_string(req->max_version) + ", this module " +
+					  std::to_string(wire::kWireMinVersion) + ".." +
+					  std::to_string(wire::kWireVersion);
+			LOG_WARN(kComp, "disconnecting %s: %s", who().c_str(), msg.c_str());
+			reply.fail(Status(Code::kProtocol, msg));
+			finish_reply(start, reply);
+			draining_ = true; // send the error, then close
+			return;
+		}
+		info_.version = static_cast<uint8_t>(hi);
+		info_.module = ModuleId{hdr_.src_module};
+		info_.capabilities = req->capabilities;
+		wire::HelloResponse resp;
+		resp.version = hi;
+		resp.capabilities = srv_->identity_.capabilities;
+		resp.capacity_bytes = srv_->identity_.capacity_bytes;
+		auto p = reply.payload_buffer(wire::kHelloResponseSize);
+		wire::encode_hello_response(resp, p.data());
+		finish_reply(start, reply);
+		hello_done_ = true;
+		LOG_DEBUG(kComp, "HELLO from %s, version %u", who().c_str(), info_.version);
+	}
+
+	TcpServer *srv_;
+	int fd_;
+	ConnInfo info_;
+	RecvOp recv_op_;
+	SendOp send_op_;
+	int ops_ = 0;
+	bool closing_ = false;
+	bool draining_ = false; // no more requests; close once replies are sent
+	bool hello_done_ = false;
+	bool recv_armed_ = false;
+	bool sending_ = false;
+	ByteBuffer rx_{kRecvChunk * 2};
+	bool have_hdr_ = false;
+	wire::Header hdr_{};
+	ByteBuffer tx_[2];
+	int fill_ = 0;
+	size_t sent_ = 0;
+};
+
+Result<std::unique_ptr<TcpServer>> TcpServer::listen(EventLoop *loop, const std::string &host_port,
+						     const ServerIdentity &identity,
+						     RequestHandler *handler)
+{
+	auto ep = Endpoint::parse(host_port);
+	if (!ep)
+		return ep.status();
+	auto fd = listen_tcp(*ep);
+	if (!fd)
+		return fd.status();
+	std::unique_ptr<TcpServer> s(new TcpServer(loop, identity, handler));
+	s->listen_fd_ = *fd;
+	s->host_ = ep->host;
+	s->port_ = local_port(*fd);
+	s->accept_op_ = std::make_unique<AcceptOp>(s.get());
+	s->arm_accept();
+	LOG_INFO(kComp, "listening on %s", s->endpoint().c_str());
+	return s;
+}
+
+std::string TcpServer::endpoint() const
+{
+	return Endpoint{host_, port_}.to_string();
+}
+
+TcpServer::~TcpServer()
+{
+	closing_ = true;
+	if (accept_armed_) {
+		io_uring_sqe *s = loop_->sqe(nullptr);
+		io_uring_prep_cancel(s, accept_op_.get(), 0);
+	}
+	for (auto &kv : conns_)
+		kv.second->begin_close();
+	// Reap every operation that points into this server before freeing it.
+	std::vector<Conn *> idle;
+	for (auto &kv : conns_)
+		if (kv.second->idle())
+			idle.push_back(kv.first);
+	for (Conn *c : idle)
+		conns_.erase(c);
+	while (accept_armed_ || !conns_.empty())
+		loop_->run_once(100);
+	if (listen_fd_ >= 0)
+		::close(listen_fd_);
+}
+
+void TcpServer::arm_accept()
+{
+	io_uring_sqe *s = loop_->sqe(accept_op_.get());
+	io_uring_prep_accept(s, listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+	accept_armed_ = true;
+}
+
+void TcpServer::on_accept(int res)
+{
+	accept_armed_ = false;
+	if (closing_) {
+		if (res >= 0)
+			::close(res);
+		return;
+	}
+	if (res < 0) {
+		if (res != -EINTR && res != -ECONNABORTED && res != -EAGAIN)
+			LOG_WARN(kComp, "accept on %s failed: %s", endpoint().c_str(),
+				 strerror(-res));
+	} else {
+		set_nodelay(res);
+		auto c = std::make_unique<Conn>(this, res, next_conn_id_++);
+		Conn *raw = c.get();
+		conns_.emplace(raw, std::move(c));
+		raw->start();
+	}
+	arm_accept();
+}
+
+void TcpServer::reap(Conn *c)
+{
+	conns_.erase(c);
+}
+
+TcpServer::TcpServer(EventLoop *loop, const ServerIdentity &id, RequestHandler *h)
+	: loop_(loop), identity_(id), handler_(h)
+{
+}
+
+} // namespace memfed

@@ -1,0 +1,142 @@
+// TcpServer: the module side of the TCP wire transport.
+//
+// Listens on host:port, accepts any number of connections and, per
+// connection, reads wire messages, validates each header and payload
+// (codec.h), and hands every valid request to a RequestHandler. Responses are
+// queued on the connection and written while the next requests are read
+// (pipelining); requests of one connection are handled in order, connections
+// are independent. A peer that breaks the protocol is disconnected with one
+// LOG_WARN naming the peer and the reason; a request that failed validation
+// never reaches the handler.
+//
+// HELLO is answered by the server itself from the ServerIdentity given at
+// construction: the first message on a connection must be a HELLO request;
+// the server picks the highest version both sides speak (none in common: an
+// error response, then close) and answers with the identity's module ID,
+// capabilities and capacity. Every later request must carry the negotiated
+// version. The handler sees every other request, with the peer's module ID
+// (the HELLO's src_module) in ConnInfo.
+//
+// Thread-safety: all methods, and all handler calls, run on the loop thread.
+// REQUIRES: destroyed on the loop thread or when the loop is not running
+// (the destructor drives the loop until the server's operations are reaped).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <unordered_map>
+
+#include "daemon/common/ids.h"
+#include "daemon/common/status.h"
+#include "daemon/transport/byte_buffer.h"
+#include "daemon/transport/event_loop.h"
+#include "daemon/wire/protocol.h"
+
+namespace memfed {
+
+// What the handler knows about the peer that sent a request.
+struct ConnInfo {
+	uint64_t id = 0;	   // connection number, unique per server
+	std::string peer;	   // "ip:port", for logs
+	ModuleId module;	   // src_module of the peer's HELLO
+	uint32_t capabilities = 0; // from the peer's HELLO
+	uint8_t version = 0;	   // negotiated wire version
+};
+
+// The response to one request, filled by the handler. Starts as OK with an
+// empty payload, count/offset/region_id echoing the request.
+//
+// The payload lives in the connection's send buffer, which is reused across
+// requests: a READ handler calls payload_buffer(count * kPageSize) and writes
+// the pages there, so the steady-state READ path allocates nothing.
+class Reply {
+public:
+	// A writable payload of exactly `len` bytes (<= kMaxPayload), replacing
+	// any earlier one. Valid until handle() returns.
+	std::span<uint8_t> payload_buffer(size_t len);
+	// Copies `bytes` as the payload.
+	void set_payload(std::span<const uint8_t> bytes);
+	// Fails the request: the payload becomes the status message (the
+	// code travels in the header's status field).
+	void fail(const Status &st);
+
+	bool ok() const { return code_ == Code::kOk; }
+	Code code() const { return code_; }
+	size_t payload_len() const { return payload_len_; }
+
+	uint32_t count = 0;
+	uint64_t offset = 0;
+	uint32_t region_id = 0;
+
+private:
+	friend class TcpServer;
+	friend class LocalChannel; // serves in-process requests through the same handler
+	Reply(ByteBuffer *out, size_t payload_at) : out_(out), payload_at_(payload_at) {}
+	ByteBuffer *out_;
+	size_t payload_at_; // offset of the payload in out_'s readable bytes
+	size_t payload_len_ = 0;
+	Code code_ = Code::kOk;
+};
+
+class RequestHandler {
+public:
+	virtual ~RequestHandler() = default;
+	// Called on the loop thread for each validated request (never HELLO).
+	// Fill `reply` (status, count, offset, payload). Must not block long.
+	virtual void handle(const ConnInfo &conn, const wire::Header &req,
+			    std::span<const uint8_t> payload, Reply &reply) = 0;
+};
+
+// What the server announces in its HELLO response.
+struct ServerIdentity {
+	ModuleId module;
+	uint32_t capabilities = wire::kCapModule;
+	uint64_t capacity_bytes = 0;
+};
+
+class TcpServer {
+public:
+	// Listens on `host_port` ("127.0.0.1:7700"; port 0 picks a free port,
+	// see port()). kBusy if the port is taken. `handler` must outlive the
+	// server.
+	static Result<std::unique_ptr<TcpServer>> listen(EventLoop *loop,
+							 const std::string &host_port,
+							 const ServerIdentity &identity,
+							 RequestHandler *handler);
+	~TcpServer();
+	TcpServer(const TcpServer &) = delete;
+	TcpServer &operator=(const TcpServer &) = delete;
+
+	uint16_t port() const { return port_; }
+	// "host:port" actually bound.
+	std::string endpoint() const;
+	size_t connections() const { return conns_.size(); }
+
+private:
+	class AcceptOp;
+	class Conn;
+	friend class Conn;
+	friend class AcceptOp;
+
+	// Out of line: the unique_ptr members need complete types.
+	TcpServer(EventLoop *loop, const ServerIdentity &id, RequestHandler *h);
+	void arm_accept();
+	void on_accept(int res);
+	void reap(Conn *c);
+
+	EventLoop *loop_;
+	ServerIdentity identity_;
+	RequestHandler *handler_;
+	std::string host_;
+	uint16_t port_ = 0;
+	int listen_fd_ = -1;
+	std::unique_ptr<AcceptOp> accept_op_;
+	bool accept_armed_ = false;
+	bool closing_ = false;
+	uint64_t next_conn_id_ = 1;
+	std::unordered_map<Conn *, std::unique_ptr<Conn>> conns_;
+};
+
+} // namespace memfed

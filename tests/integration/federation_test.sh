@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Two daemons on loopback: a module on one, a pager-only client node on the
+# other. Everything the client does reaches the module through the wire
+# protocol. Covers item 8 of the server-side issue: 64 MiB written and read
+# back, a module restart with data intact, and the error paths a user hits.
+. "$(dirname "$0")/lib.sh"
+
+start_daemon module --roles module --listen 127.0.0.1:0 --pool-size 256M \
+	--module-id 02:00:00:00:00:01
+MODULE_EP=$(listen_of module)
+start_daemon client --roles pager --listen 127.0.0.1:0 --peer "$MODULE_EP"
+ok "module at $MODULE_EP, client node peered with it"
+
+ctl client module ls | grep -q "02:00:00:00:00:01.*up" || fail "client does not see the module: $(ctl client module ls)"
+ok "client lists the module as up"
+
+ctl client region create data 64M >/dev/null
+ctl client -j region show data | grep -q '"fa": "02:00:00:00:00:01/0x' || fail "region not on the module"
+ok "region created on the remote module"
+
+head -c 64M /dev/urandom >"$T/in.bin"
+ctl client region write data <"$T/in.bin"
+ctl client region read data >"$T/out.bin"
+cmp "$T/in.bin" "$T/out.bin" || fail "64 MiB read back differs from what was written"
+ok "64 MiB written and read back through the protocol"
+
+# Unaligned access at both ends of a page.
+printf 'hello memfed' | ctl client region write data --offset 4090
+[ "$(ctl client region read data --offset 4090 --length 12)" = "hello memfed" ] || fail "unaligned write/read"
+head -c 4090 "$T/in.bin" | cmp - <(ctl client region read data --length 4090) || fail "bytes before an unaligned write changed"
+ok "unaligned writes keep neighbouring bytes"
+
+stop_daemon module TERM
+start_daemon module --roles module --listen "$MODULE_EP" --pool-size 256M
+dd if="$T/in.bin" bs=4090 count=1 status=none >"$T/expect.bin"
+printf 'hello memfed' >>"$T/expect.bin"
+tail -c +$((4090 + 12 + 1)) "$T/in.bin" >>"$T/expect.bin"
+ctl client region read data >"$T/out2.bin"
+cmp "$T/expect.bin" "$T/out2.bin" || fail "data changed across a module restart"
+ok "module restarted (clean stop), data intact, client reconnected by itself"
+
+stop_daemon module KILL
+start_daemon module --roles module --listen "$MODULE_EP" --pool-size 256M
+ctl client region read data | cmp - "$T/expect.bin" || fail "data changed across SIGKILL"
+ok "module SIGKILLed and restarted, data intact"
+
+# --- errors that name the thing and change nothing ---
+expect_exit 4 ctl client region create data 4K
+echo "$ERR" | grep -q "data" || fail "duplicate error does not name the region: $ERR"
+expect_exit 5 ctl client region create huge 1T
+echo "$ERR" | grep -qi "free" || fail "no-space error does not say what is free: $ERR"
+expect_exit 2 ctl client region create 'bad/name' 4K
+expect_exit 2 ctl client region create "$(printf 'n%.0s' $(seq 1 64))" 4K
+expect_exit 12 ctl client region read data --offset 65M --length 1
+expect_exit 12 sh -c "printf x | '$MEMFEDCTL' --socket '$T/client/sock' region write data --offset 67108864"
+expect_exit 3 ctl client region show nosuch
+echo "$ERR" | grep -q "nosuch" || fail "not-found error does not name the region: $ERR"
+ctl client region read data | cmp - "$T/expect.bin" || fail "a refused request changed data"
+ok "bad region requests refused with distinct exit codes, nothing changed"
+
+# A second daemon on the same pool, and on a port in use.
+expect_exit 9 "$MEMFEDD" --state-dir "$T/module" --socket "$T/second.sock" --roles module \
+	--listen 127.0.0.1:0 --pool-size 256M --kmod off
+echo "$ERR" | grep -q "in use" || fail "second daemon on one pool: $ERR"
+expect_exit 9 "$MEMFEDD" --state-dir "$T/other" --socket "$T/third.sock" --roles module \
+	--listen "$MODULE_EP" --pool-size 64M --kmod off
+echo "$ERR" | grep -q "in use" || fail "port in use: $ERR"
+expect_exit 2 "$MEMFEDD" --state-dir "$T/other" --pool-size 256M --kmod off --bogus
+echo '{"pool": {"size": "64M", "colour": "red"}}' >"$T/bad.json"
+expect_exit 2 "$MEMFEDD" --config "$T/bad.json" --state-dir "$T/other"
+echo "$ERR" | grep -q '"pool.colour"' || fail "unknown config key not named: $ERR"
+expect_exit 2 "$MEMFEDD" --state-dir "$T/module" --socket "$T/x.sock" --pool-size 128M --roles module --listen 127.0.0.1:0 --kmod off
+ok "second daemon on a pool, port in use, unknown flag/key, wrong pool size: refused"
+
+# Deleting frees the space for reuse, and reused space reads as zeros.
+ctl client region rm data
+ctl client region create fresh 64M >/dev/null
+[ "$(ctl client region read fresh | tr -d '\0' | wc -c)" -eq 0 ] || fail "reused space is not zeroed"
+ok "deleted space is reused and reads as zeros"
+
+stop_daemon client TERM
+stop_daemon module TERM
+"$MEMFEDCTL" pool check "$T/module/pool.mfp" >/dev/null || fail "pool check after the test: $("$MEMFEDCTL" pool check "$T/module/pool.mfp")"
+ok "pool check is clean"
+echo "$PASSED passed, 0 failed"

@@ -1,0 +1,76 @@
+# Helpers for memfed's shell integration tests. Source it; it expects
+# MEMFEDD and MEMFEDCTL to name the binaries under test.
+#
+# Each test gets a scratch dir ($T) removed at exit, along with every daemon
+# it started. Assertions print what they expected and what they got.
+
+set -euo pipefail
+: "${MEMFEDD:?set MEMFEDD to the memfedd binary}"
+: "${MEMFEDCTL:?set MEMFEDCTL to the memfedctl binary}"
+
+T=$(mktemp -d /tmp/memfed-test.XXXXXX)
+declare -A DAEMON_PID=()
+PASSED=0
+
+cleanup() {
+	local rc=$?
+	for name in "${!DAEMON_PID[@]}"; do
+		kill -9 "${DAEMON_PID[$name]}" 2>/dev/null || true
+	done
+	wait 2>/dev/null || true
+	if [ $rc -ne 0 ]; then
+		for log in "$T"/*.log; do
+			[ -f "$log" ] || continue
+			echo "--- $log (last 20 lines)"
+			tail -n 20 "$log"
+		done
+	fi
+	rm -rf "$T"
+	exit $rc
+}
+trap cleanup EXIT
+
+fail() { echo "FAIL: $*" >&2; exit 1; }
+ok() { PASSED=$((PASSED + 1)); echo "ok $PASSED - $*"; }
+
+# start_daemon NAME [memfedd flags...]: starts memfedd with its own state dir
+# and socket under $T/NAME and waits until its control socket answers.
+start_daemon() {
+	local name=$1; shift
+	mkdir -p "$T/$name"
+	"$MEMFEDD" --state-dir "$T/$name" --socket "$T/$name/sock" --kmod off "$@" \
+		>>"$T/$name.log" 2>&1 &
+	DAEMON_PID[$name]=$!
+	for _ in $(seq 1 200); do
+		if "$MEMFEDCTL" --socket "$T/$name/sock" status >/dev/null 2>&1; then
+			return 0
+		fi
+		kill -0 "${DAEMON_PID[$name]}" 2>/dev/null || fail "memfedd '$name' exited: $(tail -n 3 "$T/$name.log")"
+		sleep 0.05
+	done
+	fail "memfedd '$name' did not answer on $T/$name/sock"
+}
+
+# stop_daemon NAME [SIGNAL]
+stop_daemon() {
+	local name=$1 sig=${2:-TERM}
+	kill -s "$sig" "${DAEMON_PID[$name]}" 2>/dev/null || true
+	wait "${DAEMON_PID[$name]}" 2>/dev/null || true
+	unset "DAEMON_PID[$name]"
+}
+
+# ctl NAME ARGS...: memfedctl against daemon NAME.
+ctl() { local name=$1; shift; "$MEMFEDCTL" --socket "$T/$name/sock" "$@"; }
+
+# expect_exit CODE CMD...: runs CMD, asserts its exit code, keeps its stderr in $ERR.
+expect_exit() {
+	local want=$1; shift
+	set +e
+	ERR=$("$@" 2>&1 >/dev/null)
+	local got=$?
+	set -e
+	[ "$got" -eq "$want" ] || fail "'$*' exited $got, expected $want: $ERR"
+}
+
+# listen_of NAME: the wire endpoint daemon NAME actually bound.
+listen_of() { ctl "$1" -j status | python3 -c 'import json,sys; print(json.load(sys.stdin)["listen"])'; }

@@ -1,0 +1,15 @@
+// memfedctl's command groups. Each returns the process exit code.
+#pragma once
+
+#include "tools/memfedctl/cli.h"
+
+namespace memfed::ctl {
+
+int cmd_region(const Globals &g, Args &a);
+int cmd_pool(const Globals &g, Args &a);
+int cmd_status(const Globals &g, Args &a);
+int cmd_module(const Globals &g, Args &a);
+int cmd_stats(const Globals &g, Args &a);
+int cmd_top(const Globals &g, Args &a);
+
+} // namespace memfed::ctl

@@ -1,0 +1,200 @@
+// memfedctl region create|rm|ls|show|read|write
+#include <cerrno>
+#include <cstdio>
+#include <iostream>
+#include <unistd.h>
+
+#include "daemon/common/size.h"
+#include "tools/memfedctl/commands.h"
+
+namespace memfed::ctl {
+
+using nlohmann::json;
+
+namespace {
+
+constexpr const char *kUsage = R"(usage: memfedctl region COMMAND
+  create NAME SIZE [--mode OCTAL]   create a region (SIZE like 64M) on this node's module
+  rm NAME                           delete a region and its data
+  ls                                list regions on every reachable module
+  show NAME                         one region in detail
+  read NAME [--offset N] [--length N]   write region bytes to stdout
+  write NAME [--offset N]           store stdin at the offset
+  (-j: JSON output)
+)";
+
+Result<uint64_t> size_arg(const std::string &what, const std::string &v)
+{
+	auto s = parse_size(v);
+	if (!s)
+		return usage_error(what + " '" + v + "' is not a size (e.g. 4096, 64K, 1G)");
+	return *s;
+}
+
+void print_region(const json &r)
+{
+	std::printf("%-24s %8s  %s  owner %u mode %04o\n", r["name"].get<std::string>().c_str(),
+		    format_size(r["size"].get<uint64_t>()).c_str(),
+		    r["fa"].get<std::string>().c_str(), r["owner_uid"].get<unsigned>(),
+		    r["mode"].get<unsigned>());
+}
+
+int read_region(const Globals &g, control::Client &c, const std::string &name, uint64_t offset,
+		uint64_t length)
+{
+	uint64_t done = 0;
+	while (done < length) {
+		uint64_t chunk = std::min<uint64_t>(length - done, control::kMaxData);
+		auto r = call(c, "region.read", {{"name", name}, {"offset", offset + done}, {"length", chunk}});
+		if (!r)
+			return fail(g, r.status());
+		const auto &d = r->data;
+		if (d.empty())
+			break;
+		if (std::fwrite(d.data(), 1, d.size(), stdout) != d.size())
+			return fail(g, Status::from_errno(errno, "writing to stdout"));
+		done += d.size();
+	}
+	std::fflush(stdout);
+	return 0;
+}
+
+int write_region(const Globals &g, control::Client &c, const std::string &name, uint64_t offset)
+{
+	std::vector<uint8_t> buf(control::kMaxData);
+	uint64_t done = 0;
+	while (true) {
+		size_t have = 0;
+		while (have < buf.size()) {
+			ssize_t n = read(STDIN_FILENO, buf.data() + have, buf.size() - have);
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n < 0)
+				return fail(g, Status::from_errno(errno, "reading stdin"));
+			if (n == 0)
+				break;
+			have += size_t(n);
+		}
+		if (have == 0)
+			break;
+		control::Message m;
+		m.body = {{"op", "region.write"}, {"name", name}, {"offset", offset + done}};
+		m.data.assign(buf.begin(), buf.begin() + long(have));
+		auto r = c.call_ok(m);
+		if (!r)
+			return fail(g, r.status());
+		done += have;
+		if (have < buf.size())
+			break;
+	}
+	if (g.json)
+		return print_json({{"ok", true}, {"written", done}});
+	return 0;
+}
+
+} // namespace
+
+int cmd_region(const Globals &g, Args &a)
+{
+	if (a.empty() || a.peek() == "--help" || a.peek() == "-h") {
+		std::cout << kUsage;
+		return a.empty() ? 2 : 0;
+	}
+	std::string sub = a.next();
+	std::string mode_s, off_s, len_s;
+	bool has_mode = a.take_flag("--mode", &mode_s);
+	bool has_off = a.take_flag("--offset", &off_s);
+	bool has_len = a.take_flag("--length", &len_s);
+	uint64_t offset = 0, length = 0;
+	if (has_off) {
+		auto v = size_arg("offset", off_s);
+		if (!v)
+			return fail(g, v.status());
+		offset = *v;
+	}
+	if (has_len) {
+		auto v = size_arg("length", len_s);
+		if (!v)
+			return fail(g, v.status());
+		length = *v;
+	}
+
+	Status st;
+	if (sub == "create")
+		st = a.expect_positional(2, "memfedctl region create NAME SIZE [--mode OCTAL]");
+	else if (sub == "rm" || sub == "show" || sub == "write" || sub == "read")
+		st = a.expect_positional(1, ("memfedctl region " + sub + " NAME").c_str());
+	else if (sub == "ls")
+		st = a.expect_positional(0, "memfedctl region ls");
+	else
+		st = usage_error("unknown region command '" + sub + "' (memfedctl region --help)");
+	if (!st)
+		return fail(g, st);
+
+	auto c = connect(g);
+	if (!c)
+		return fail(g, c.status());
+
+	if (sub == "create") {
+		std::string name = a.next();
+		auto size = size_arg("size", a.next());
+		if (!size)
+			return fail(g, size.status());
+		json req = {{"name", name}, {"size", *size}};
+		if (has_mode) {
+			char *end = nullptr;
+			unsigned long m = std::strtoul(mode_s.c_str(), &end, 8);
+			if (mode_s.empty() || *end || m > 0777)
+				return fail(g, usage_error("mode '" + mode_s + "' is not octal permission bits like 0600"));
+			req["mode"] = m;
+		}
+		auto r = call(*c, "region.create", req);
+		if (!r)
+			return fail(g, r.status());
+		if (g.json)
+			return print_json(r->body["region"]);
+		print_region(r->body["region"]);
+		return 0;
+	}
+	if (sub == "rm") {
+		auto r = call(*c, "region.delete", {{"name", a.next()}});
+		if (!r)
+			return fail(g, r.status());
+		return g.json ? print_json({{"ok", true}}) : 0;
+	}
+	if (sub == "ls") {
+		auto r = call(*c, "region.list");
+		if (!r)
+			return fail(g, r.status());
+		if (g.json)
+			return print_json(r->body["regions"]);
+		for (const auto &reg : r->body["regions"])
+			print_region(reg);
+		return 0;
+	}
+	if (sub == "show") {
+		auto r = call(*c, "region.show", {{"name", a.next()}});
+		if (!r)
+			return fail(g, r.status());
+		const json &reg = r->body["region"];
+		if (g.json)
+			return print_json(reg);
+		for (auto &[k, v] : reg.items())
+			std::cout << k << ": " << (v.is_string() ? v.get<std::string>() : v.dump()) << "\n";
+		return 0;
+	}
+	std::string name = a.next();
+	if (sub == "read") {
+		if (!has_len) {
+			auto r = call(*c, "region.show", {{"name", name}});
+			if (!r)
+				return fail(g, r.status());
+			uint64_t size = r->body["region"]["size"].get<uint64_t>();
+			length = offset < size ? size - offset : 0;
+		}
+		return read_region(g, *c, name, offset, length);
+	}
+	return write_region(g, *c, name, offset);
+}
+
+} // namespace memfed::ctl

@@ -1,0 +1,207 @@
+// memfedctl status | module ls | stats | top
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <iostream>
+#include <thread>
+#include <unistd.h>
+
+#include "daemon/common/size.h"
+#include "tools/memfedctl/commands.h"
+
+namespace memfed::ctl {
+
+using nlohmann::json;
+
+namespace {
+
+std::string str_or(const json &j, const char *key, const char *dflt = "-")
+{
+	auto it = j.find(key);
+	if (it == j.end() || it->is_null())
+		return dflt;
+	return it->is_string() ? it->get<std::string>() : it->dump();
+}
+
+void print_modules(const json &mods)
+{
+	std::printf("%-17s %-21s %-9s %10s %10s %4s\n", "MODULE", "ENDPOINT", "STATE", "CAPACITY",
+		    "FREE", "HOPS");
+	for (const auto &m : mods)
+		std::printf("%-17s %-21s %-9s %10s %10s %4u\n", str_or(m, "module").c_str(),
+			    m.value("local", false) ? "(local)" : str_or(m, "endpoint").c_str(),
+			    m.value("reachable", false) ? "up" : "down",
+			    format_size(m.value("capacity_bytes", uint64_t{0})).c_str(),
+			    format_size(m.value("free_bytes", uint64_t{0})).c_str(),
+			    m.value("hops", 0u));
+}
+
+volatile sig_atomic_t g_interrupted = 0;
+
+} // namespace
+
+int cmd_status(const Globals &g, Args &a)
+{
+	if (a.take_switch("--help") || a.take_switch("-h")) {
+		std::cout << "usage: memfedctl status\n  the daemon's roles, module, pool, peers and "
+			     "table source (-j: JSON)\n";
+		return 0;
+	}
+	Status st = a.expect_positional(0, "memfedctl status");
+	if (!st)
+		return fail(g, st);
+	auto c = connect(g);
+	if (!c)
+		return fail(g, c.status());
+	auto r = call(*c, "status");
+	if (!r)
+		return fail(g, r.status());
+	json &b = r->body;
+	b.erase("ok");
+	if (g.json)
+		return print_json(b);
+	std::cout << "memfedd " << str_or(b, "version") << " pid " << str_or(b, "pid") << "\n";
+	std::cout << "  roles:   " << b.value("roles", json::array()).dump() << "\n";
+	std::cout << "  module:  " << str_or(b, "module", "(none: pager only)") << "\n";
+	std::cout << "  listen:  " << str_or(b, "listen") << "\n";
+	std::cout << "  socket:  " << str_or(b, "socket") << "\n";
+	std::cout << "  tables:  " << str_or(b, "table_source") << "\n";
+	if (b.contains("pool")) {
+		const json &p = b["pool"];
+		std::cout << "  pool:    " << str_or(p, "path") << ", "
+			  << format_size(p.value("capacity_bytes", uint64_t{0})) << " capacity, "
+			  << format_size(p.value("used_bytes", uint64_t{0})) << " used in "
+			  << p.value("regions", 0u) << " regions\n";
+	}
+	std::cout << "\n";
+	print_modules(b.value("modules", json::array()));
+	return 0;
+}
+
+int cmd_module(const Globals &g, Args &a)
+{
+	if (a.empty() || a.peek() == "--help" || a.peek() == "-h") {
+		std::cout << "usage: memfedctl module ls\n  every module this node knows (-j: JSON)\n";
+		return a.empty() ? 2 : 0;
+	}
+	std::string sub = a.next();
+	if (sub != "ls")
+		return fail(g, usage_error("unknown module command '" + sub + "' (memfedctl module --help)"));
+	Status st = a.expect_positional(0, "memfedctl module ls");
+	if (!st)
+		return fail(g, st);
+	auto c = connect(g);
+	if (!c)
+		return fail(g, c.status());
+	auto r = call(*c, "module.list");
+	if (!r)
+		return fail(g, r.status());
+	if (g.json)
+		return print_json(r->body["modules"]);
+	print_modules(r->body["modules"]);
+	return 0;
+}
+
+int cmd_stats(const Globals &g, Args &a)
+{
+	if (a.take_switch("--help") || a.take_switch("-h")) {
+		std::cout << "usage: memfedctl stats\n  module counters and pager counters per region "
+			     "and per process (-j: JSON)\n";
+		return 0;
+	}
+	Status st = a.expect_positional(0, "memfedctl stats");
+	if (!st)
+		return fail(g, st);
+	auto c = connect(g);
+	if (!c)
+		return fail(g, c.status());
+	auto r = call(*c, "stats");
+	if (!r)
+		return fail(g, r.status());
+	json &b = r->body;
+	b.erase("ok");
+	if (g.json)
+		return print_json(b);
+	if (b.contains("module"))
+		for (auto &[k, v] : b["module"].items())
+			std::cout << "module." << k << " " << v.dump() << "\n";
+	if (b.contains("pager")) {
+		for (auto &[k, v] : b["pager"].items()) {
+			if (v.is_array()) {
+				for (const auto &e : v) {
+					std::string id = e.contains("region") ? str_or(e, "region")
+									      : str_or(e, "pid");
+					for (auto &[ck, cv] : e.items())
+						std::cout << "pager." << k << "." << id << "." << ck << " "
+							  << cv.dump() << "\n";
+				}
+			} else {
+				std::cout << "pager." << k << " " << v.dump() << "\n";
+			}
+		}
+	}
+	return 0;
+}
+
+// A live view: one screen refreshed every --interval seconds; rates are the
+// difference between two samples. --iterations N stops after N screens.
+int cmd_top(const Globals &g, Args &a)
+{
+	if (a.take_switch("--help") || a.take_switch("-h")) {
+		std::cout << "usage: memfedctl top [--interval SECONDS] [--iterations N]\n"
+			     "  live per-region pager view; Ctrl-C quits\n";
+		return 0;
+	}
+	std::string iv_s = "1", it_s = "0";
+	a.take_flag("--interval", &iv_s);
+	a.take_flag("--iterations", &it_s);
+	Status st = a.expect_positional(0, "memfedctl top [--interval SECONDS] [--iterations N]");
+	if (!st)
+		return fail(g, st);
+	double interval = std::atof(iv_s.c_str());
+	long iterations = std::atol(it_s.c_str());
+	if (interval <= 0)
+		return fail(g, usage_error("--interval must be a positive number of seconds"));
+	auto c = connect(g);
+	if (!c)
+		return fail(g, c.status());
+	std::signal(SIGINT, [](int) { g_interrupted = 1; });
+	bool tty = isatty(STDOUT_FILENO);
+	json prev;
+	for (long n = 0; !g_interrupted && (iterations == 0 || n < iterations); n++) {
+		auto r = call(*c, "stats");
+		if (!r)
+			return fail(g, r.status());
+		json regions = r->body.contains("pager") ? r->body["pager"].value("regions", json::array())
+							  : json::array();
+		if (tty)
+			std::printf("\033[H\033[2J");
+		std::printf("memfed top  (every %.1fs)\n\n", interval);
+		std::printf("%-20s %9s %9s %9s %9s %9s %9s %9s\n", "REGION", "FAULTS/s", "PREF.HIT",
+			    "EVICT/s", "WBACK/s", "RESIDENT", "DIRTY", "P50us");
+		for (const auto &reg : regions) {
+			std::string name = str_or(reg, "region");
+			auto rate = [&](const char *k) {
+				uint64_t now = reg.value(k, uint64_t{0}), before = 0;
+				if (prev.is_array())
+					for (const auto &p : prev)
+						if (str_or(p, "region") == name)
+							before = p.value(k, uint64_t{0});
+				return double(now - std::min(now, before)) / interval;
+			};
+			std::printf("%-20s %9.0f %9lu %9.0f %9.0f %9s %9s %9s\n", name.c_str(), rate("faults"),
+				    (unsigned long)reg.value("prefetch_hits", uint64_t{0}), rate("evictions"),
+				    rate("writebacks"),
+				    format_size(reg.value("resident_pages", uint64_t{0}) * 4096).c_str(),
+				    format_size(reg.value("dirty_pages", uint64_t{0}) * 4096).c_str(),
+				    str_or(reg, "fetch_p50_us").c_str());
+		}
+		std::fflush(stdout);
+		prev = regions;
+		if (iterations == 0 || n + 1 < iterations)
+			std::this_thread::sleep_for(std::chrono::duration<double>(interval));
+	}
+	return 0;
+}
+
+} // namespace memfed::ctl
