@@ -1,0 +1,135 @@
+#include "daemon/store/check.h"
+
+#include <catch2/catch.hpp>
+
+#include <fstream>
+#include <iterator>
+#include <vector>
+
+#include "daemon/store/pool.h"
+#include "daemon/store/test_pool_dir.h"
+
+using namespace memfed;
+using store::kPageSize;
+using store::TestPoolDir;
+
+namespace
+{
+
+constexpr uint64_t kPoolSize = 4 << 20;
+
+std::vector<char> file_bytes(const std::string &path)
+{
+	std::ifstream in(path, std::ios::binary);
+	return std::vector<char>(std::istreambuf_iterator<char>(in), {});
+}
+
+bool any_problem_contains(const CheckReport &rep, const std::string &part)
+{
+	for (const std::string &p : rep.problems)
+		if (p.find(part) != std::string::npos)
+			return true;
+	return false;
+}
+
+struct Pool {
+	TestPoolDir dir;
+	std::string path = dir.path("pool");
+	store::Geometry geo = store::compute_geometry(kPoolSize);
+	RegionInfo a, b;
+
+	Pool()
+	{
+		REQUIRE(ModuleStore::format(PoolOptions{path, kPoolSize, {}}).is_ok());
+		auto s = std::move(*ModuleStore::open(path, 0));
+		a = *s->create_region("a", 4 * kPageSize, 0, 0600);
+		b = *s->create_region("b", 4 * kPageSize, 0, 0600);
+		std::vector<uint8_t> buf(3 * kPageSize, 0x5a);
+		REQUIRE(s->write_pages(a.id, a.fa_offset, 3, buf.data()).is_ok());
+		REQUIRE(s->write_pages(b.id, b.fa_offset + kPageSize, 1, buf.data()).is_ok());
+		s.reset();
+		// Reopening clears the redo log, whose records would otherwise
+		// repair a corrupted home page at the next open.
+		REQUIRE(ModuleStore::open(path, 0).is_ok());
+	}
+};
+
+} // namespace
+
+TEST_CASE("check of a healthy pool is clean and counts what it saw", "[store][check]")
+{
+	Pool p;
+	auto rep = ModuleStore::check(p.path);
+	REQUIRE(rep.is_ok());
+	INFO((rep->problems.empty() ? "" : rep->problems[0]));
+	REQUIRE(rep->clean);
+	REQUIRE(rep->regions_checked == 2);
+	REQUIRE(rep->pages_checked == p.geo.data_pages);
+	REQUIRE(rep->pages_written == 4);
+	REQUIRE(rep->bad_pages == 0);
+}
+
+TEST_CASE("check finds a corrupted page and does not modify the pool", "[store][check]")
+{
+	Pool p;
+	store::flip_byte(p.path, p.a.fa_offset + kPageSize + 17);
+	std::vector<char> before = file_bytes(p.path);
+	auto rep = ModuleStore::check(p.path);
+	REQUIRE(rep.is_ok());
+	REQUIRE_FALSE(rep->clean);
+	REQUIRE(rep->bad_pages == 1);
+	char fa[32];
+	snprintf(fa, sizeof(fa), "0x%llx",
+	         static_cast<unsigned long long>(p.a.fa_offset + kPageSize));
+	REQUIRE(any_problem_contains(*rep, fa));
+	REQUIRE(file_bytes(p.path) == before);
+
+	// The daemon refuses to serve the damaged page, and serves the others.
+	auto s = std::move(*ModuleStore::open(p.path, 0));
+	std::vector<uint8_t> buf(kPageSize);
+	REQUIRE(s->read_pages(p.a.id, p.a.fa_offset + kPageSize, 1, buf.data()).code() ==
+	        Code::kCorrupt);
+	REQUIRE(s->read_pages(p.a.id, p.a.fa_offset, 1, buf.data()).is_ok());
+}
+
+TEST_CASE("check finds garbage in never-written and free pages", "[store][check]")
+{
+	Pool p;
+	store::flip_byte(p.path, p.b.fa_offset + 5);    // in b, unwritten
+	store::flip_byte(p.path, p.geo.data_end() - 3); // free space
+	auto rep = ModuleStore::check(p.path);
+	REQUIRE(rep.is_ok());
+	REQUIRE(rep->bad_pages == 2);
+	REQUIRE(any_problem_contains(*rep, "never written but not zero"));
+}
+
+TEST_CASE("check finds a corrupted region table entry; open refuses it", "[store][check]")
+{
+	Pool p;
+	// Entry of slot 1 (region b): flip a byte of its name.
+	store::flip_byte(p.path, p.geo.table_offset + sizeof(store::RegionEntry) +
+	                                 offsetof(store::RegionEntry, name));
+	auto rep = ModuleStore::check(p.path);
+	REQUIRE(rep.is_ok());
+	REQUIRE_FALSE(rep->clean);
+	REQUIRE(any_problem_contains(*rep, "region table slot 1 fails its checksum"));
+	auto o = ModuleStore::open(p.path, 0);
+	REQUIRE(o.status().code() == Code::kCorrupt);
+	REQUIRE(o.status().message().find("slot 1") != std::string::npos);
+}
+
+TEST_CASE("check finds overlapping regions", "[store][check]")
+{
+	Pool p;
+	// Point b at a's extent and fix up b's crc, as a buggy writer would.
+	auto f = std::move(*store::PoolFile::open(p.path, true, false));
+	REQUIRE(f->map(true).is_ok());
+	auto *e = reinterpret_cast<store::RegionEntry *>(f->base() + p.geo.table_offset) + 1;
+	e->fa_offset = p.a.fa_offset + kPageSize;
+	e->crc = store::entry_crc(*e);
+	f.reset();
+	auto rep = ModuleStore::check(p.path);
+	REQUIRE(rep.is_ok());
+	REQUIRE(any_problem_contains(*rep, "overlaps"));
+	REQUIRE(ModuleStore::open(p.path, 0).status().code() == Code::kCorrupt);
+}

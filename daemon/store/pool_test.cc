@@ -1,0 +1,321 @@
+#include "daemon/store/pool.h"
+
+#include <catch2/catch.hpp>
+
+#include <atomic>
+#include <cstring>
+#include <thread>
+#include <vector>
+
+#include "daemon/store/test_pool_dir.h"
+
+using namespace memfed;
+using store::kPageSize;
+using store::TestPoolDir;
+
+namespace
+{
+
+constexpr uint64_t kPoolSize = 4 << 20;
+
+std::unique_ptr<ModuleStore> make_pool(const std::string &path, ModuleId id = {})
+{
+	REQUIRE(ModuleStore::format(PoolOptions{path, kPoolSize, id}).is_ok());
+	auto r = ModuleStore::open(path, kPoolSize);
+	INFO(r.status().to_string());
+	REQUIRE(r.is_ok());
+	return std::move(*r);
+}
+
+std::vector<uint8_t> pattern(uint32_t pages, uint8_t seed)
+{
+	std::vector<uint8_t> v(pages * kPageSize);
+	for (size_t i = 0; i < v.size(); i++)
+		v[i] = static_cast<uint8_t>(seed + i * 7 + i / kPageSize);
+	return v;
+}
+
+bool contains(const std::string &s, const std::string &part)
+{
+	return s.find(part) != std::string::npos;
+}
+
+} // namespace
+
+TEST_CASE("format, write, reopen: data and regions survive", "[store][pool]")
+{
+	TestPoolDir dir;
+	std::string path = dir.path("pool");
+	ModuleId id = *ModuleId::parse("02:00:00:00:00:07");
+	std::vector<uint8_t> data = pattern(3, 1);
+	uint32_t rid;
+	uint64_t fa;
+	{
+		auto s = make_pool(path, id);
+		REQUIRE(s->module_id() == id);
+		auto r = s->create_region("cfg", 5 * kPageSize, 1000, 0640);
+		REQUIRE(r.is_ok());
+		rid = r->id;
+		fa = r->fa_offset;
+		REQUIRE(fa % kPageSize == 0);
+		REQUIRE(fa >= s->info().data_offset);
+		REQUIRE(s->write_pages(rid, fa + kPageSize, 3, data.data()).is_ok());
+		PoolInfo info = s->info();
+		REQUIRE(info.pages_written == 3);
+		REQUIRE(info.regions == 1);
+		REQUIRE(info.used_bytes == 5 * kPageSize);
+		REQUIRE(info.used_bytes + info.free_bytes == info.capacity_bytes);
+		REQUIRE_FALSE(info.is_pmem);
+	}
+	auto r = ModuleStore::open(path, 0);
+	REQUIRE(r.is_ok());
+	auto &s = *r;
+	REQUIRE(s->module_id() == id);
+	auto reg = s->lookup_region("cfg");
+	REQUIRE(reg.is_ok());
+	REQUIRE(reg->id == rid);
+	REQUIRE(reg->fa_offset == fa);
+	REQUIRE(reg->owner_uid == 1000);
+	REQUIRE(reg->mode == 0640);
+	REQUIRE(reg->ctime_ns > 0);
+	std::vector<uint8_t> back(5 * kPageSize, 0xaa);
+	REQUIRE(s->read_pages(rid, fa, 5, back.data()).is_ok());
+	REQUIRE(std::all_of(back.begin(), back.begin() + kPageSize,
+	                    [](uint8_t b) { return b == 0; }));
+	REQUIRE(memcmp(back.data() + kPageSize, data.data(), data.size()) == 0);
+	REQUIRE(std::all_of(back.end() - kPageSize, back.end(), [](uint8_t b) { return b == 0; }));
+	REQUIRE(s->info().pages_read == 5);
+	// The mapping exposes the same bytes at FA offset == pool offset.
+	REQUIRE(memcmp(s->base() + fa + kPageSize, data.data(), data.size()) == 0);
+	REQUIRE(s->mapped_bytes() == kPoolSize);
+}
+
+TEST_CASE("a random module id is locally administered and persistent", "[store][pool]")
+{
+	TestPoolDir dir;
+	std::string path = dir.path("pool");
+	ModuleId first;
+	{
+		auto s = make_pool(path);
+		first = s->module_id();
+		REQUIRE(first.valid());
+		REQUIRE((first.value >> 40 & 0x3) == 0x2);
+	}
+	auto info = ModuleStore::inspect(path);
+	REQUIRE(info.is_ok());
+	REQUIRE(info->module == first);
+	REQUIRE(info->pool_bytes == kPoolSize);
+}
+
+TEST_CASE("open_or_create formats an absent pool and checks the module id", "[store][pool]")
+{
+	TestPoolDir dir;
+	PoolOptions opts{dir.path("pool"), kPoolSize, *ModuleId::parse("02:00:00:00:00:09")};
+	{
+		auto s = ModuleStore::open_or_create(opts);
+		REQUIRE(s.is_ok());
+		REQUIRE((*s)->create_region("a", 1, 0, 0600).is_ok());
+	}
+	{
+		auto s = ModuleStore::open_or_create(opts);
+		REQUIRE(s.is_ok());
+		REQUIRE((*s)->lookup_region("a").is_ok());
+	}
+	opts.module_id = *ModuleId::parse("02:00:00:00:00:0a");
+	auto s = ModuleStore::open_or_create(opts);
+	REQUIRE(s.status().code() == Code::kInvalidArgument);
+	REQUIRE(contains(s.status().message(), "02:00:00:00:00:09"));
+}
+
+TEST_CASE("wrong pool size is refused naming both sizes", "[store][pool]")
+{
+	TestPoolDir dir;
+	std::string path = dir.path("pool");
+	make_pool(path);
+	auto r = ModuleStore::open(path, 8 << 20);
+	REQUIRE(r.status().code() == Code::kInvalidArgument);
+	REQUIRE(contains(r.status().message(), std::to_string(kPoolSize)));
+	REQUIRE(contains(r.status().message(), std::to_string(8 << 20)));
+
+	REQUIRE(truncate(path.c_str(), kPoolSize - kPageSize) == 0);
+	r = ModuleStore::open(path, 0);
+	REQUIRE(r.status().code() == Code::kInvalidArgument);
+	REQUIRE(contains(r.status().message(), std::to_string(kPoolSize - kPageSize)));
+
+	REQUIRE(ModuleStore::format(PoolOptions{dir.path("tiny"), 64 << 10, {}}).code() ==
+	        Code::kInvalidArgument);
+	REQUIRE(ModuleStore::open(dir.path("absent"), 0).status().code() == Code::kNotFound);
+}
+
+TEST_CASE("a corrupt header is refused with the fix", "[store][pool]")
+{
+	TestPoolDir dir;
+	std::string path = dir.path("pool");
+	make_pool(path);
+	for (uint64_t off :
+	     {uint64_t{0}, uint64_t{20}, uint64_t{offsetof(store::PoolHeader, data_pages)}}) {
+		store::flip_byte(path, off);
+		auto r = ModuleStore::open(path, 0);
+		REQUIRE(r.status().code() == Code::kCorrupt);
+		REQUIRE(contains(r.status().message(), path));
+		REQUIRE(contains(r.status().message(), "memfedctl pool check"));
+		REQUIRE(ModuleStore::inspect(path).status().code() == Code::kCorrupt);
+		auto rep = ModuleStore::check(path);
+		REQUIRE(rep.is_ok());
+		REQUIRE_FALSE(rep->clean);
+		store::flip_byte(path, off); // repair
+		REQUIRE(ModuleStore::open(path, 0).is_ok());
+	}
+}
+
+TEST_CASE("a pool has one owner at a time", "[store][pool]")
+{
+	TestPoolDir dir;
+	std::string path = dir.path("pool");
+	auto s = make_pool(path);
+	auto second = ModuleStore::open(path, 0);
+	REQUIRE(second.status().code() == Code::kBusy);
+	REQUIRE(second.status().message() ==
+	        "pool " + path + " is in use by another memfedd (lock held)");
+	REQUIRE(ModuleStore::check(path).status().code() == Code::kBusy);
+	REQUIRE(ModuleStore::format(PoolOptions{path, kPoolSize, {}}).code() == Code::kBusy);
+	REQUIRE(ModuleStore::inspect(path).is_ok()); // read-only look needs no lock
+	s.reset();
+	REQUIRE(ModuleStore::open(path, 0).is_ok());
+}
+
+TEST_CASE("region names, sizes and bounds are validated", "[store][pool]")
+{
+	TestPoolDir dir;
+	auto s = make_pool(dir.path("pool"));
+	for (const char *bad : {"", ".hidden", "-x", "a/b", "sp ace", "ü"})
+		REQUIRE(s->create_region(bad, kPageSize, 0, 0600).status().code() ==
+		        Code::kInvalidArgument);
+	REQUIRE(s->create_region(std::string(64, 'a'), kPageSize, 0, 0600).status().code() ==
+	        Code::kInvalidArgument);
+	REQUIRE(s->create_region(std::string(63, 'a'), kPageSize, 0, 0600).is_ok());
+	REQUIRE(s->create_region("A-z_0.9", kPageSize, 0, 0600).is_ok());
+	REQUIRE(s->create_region("zero", 0, 0, 0600).status().code() == Code::kInvalidArgument);
+
+	auto r = s->create_region("r", kPageSize + 1, 0, 0600);
+	REQUIRE(r.is_ok());
+	REQUIRE(r->size_bytes == 2 * kPageSize); // rounded up to pages
+	auto dup = s->create_region("r", kPageSize, 0, 0600);
+	REQUIRE(dup.status().code() == Code::kAlreadyExists);
+	REQUIRE(contains(dup.status().message(), "'r'"));
+
+	auto big = s->create_region("big", 1ull << 40, 0, 0600);
+	REQUIRE(big.status().code() == Code::kNoSpace);
+	uint64_t free = s->info().free_bytes;
+	big = s->create_region("big", free + kPageSize, 0, 0600);
+	REQUIRE(big.status().code() == Code::kNoSpace);
+	REQUIRE(contains(big.status().message(), std::to_string(free) + " bytes free"));
+	REQUIRE(s->create_region("fill", free, 0, 0600).is_ok());
+	REQUIRE(s->info().free_bytes == 0);
+
+	std::vector<uint8_t> buf(3 * kPageSize);
+	auto past = s->write_pages(r->id, r->fa_offset + kPageSize, 2, buf.data());
+	REQUIRE(past.code() == Code::kOutOfRange);
+	REQUIRE(contains(past.message(), "'r'"));
+	REQUIRE(s->read_pages(r->id, r->fa_offset - kPageSize, 1, buf.data()).code() ==
+	        Code::kOutOfRange);
+	REQUIRE(s->read_pages(r->id, r->fa_offset + 1, 1, buf.data()).code() == Code::kOutOfRange);
+	REQUIRE(s->read_pages(r->id, r->fa_offset + 2 * kPageSize, 1, buf.data()).code() ==
+	        Code::kOutOfRange);
+	REQUIRE(s->read_pages(r->id, ~0ull - kPageSize + 1, 1, buf.data()).code() ==
+	        Code::kOutOfRange);
+	REQUIRE(s->read_pages(r->id ^ 0x400, r->fa_offset, 1, buf.data()).code() ==
+	        Code::kNotFound);
+	REQUIRE(s->read_pages(r->id, r->fa_offset, 2, buf.data()).is_ok());
+
+	REQUIRE(s->delete_region("nope").code() == Code::kNotFound);
+	REQUIRE(s->lookup_region("nope").status().code() == Code::kNotFound);
+}
+
+TEST_CASE("freed space reads as zeros and old ids stay dead", "[store][pool]")
+{
+	TestPoolDir dir;
+	std::string path = dir.path("pool");
+	auto s = make_pool(path);
+	auto a = s->create_region("a", 4 * kPageSize, 0, 0600);
+	REQUIRE(a.is_ok());
+	std::vector<uint8_t> data = pattern(4, 9);
+	REQUIRE(s->write_pages(a->id, a->fa_offset, 4, data.data()).is_ok());
+	REQUIRE(s->delete_region("a").is_ok());
+	REQUIRE(s->info().used_bytes == 0);
+
+	auto b = s->create_region("b", 4 * kPageSize, 0, 0600);
+	REQUIRE(b.is_ok());
+	REQUIRE(b->fa_offset == a->fa_offset); // the same extent, reused
+	REQUIRE(b->id != a->id);
+	std::vector<uint8_t> back(4 * kPageSize, 0xaa);
+	REQUIRE(s->read_pages(b->id, b->fa_offset, 4, back.data()).is_ok());
+	REQUIRE(std::all_of(back.begin(), back.end(), [](uint8_t x) { return x == 0; }));
+	REQUIRE(s->read_pages(a->id, a->fa_offset, 1, back.data()).code() == Code::kNotFound);
+	REQUIRE(s->region_by_id(b->id)->name == "b");
+
+	// Still zero after a restart (no redo record may refill the extent).
+	s.reset();
+	auto s2 = std::move(*ModuleStore::open(path, 0));
+	REQUIRE(s2->info().log_replays == 0);
+	REQUIRE(s2->read_pages(b->id, b->fa_offset, 4, back.data()).is_ok());
+	REQUIRE(std::all_of(back.begin(), back.end(), [](uint8_t x) { return x == 0; }));
+	s2.reset();
+	REQUIRE(ModuleStore::check(path)->clean);
+}
+
+TEST_CASE("list_regions and ids are stable across restarts", "[store][pool]")
+{
+	TestPoolDir dir;
+	std::string path = dir.path("pool");
+	std::vector<RegionInfo> before;
+	{
+		auto s = make_pool(path);
+		for (const char *n : {"x", "y", "z"})
+			REQUIRE(s->create_region(n, 2 * kPageSize, 0, 0600).is_ok());
+		REQUIRE(s->delete_region("y").is_ok());
+		before = s->list_regions();
+		REQUIRE(before.size() == 2);
+	}
+	auto s = std::move(*ModuleStore::open(path, 0));
+	std::vector<RegionInfo> after = s->list_regions();
+	REQUIRE(after.size() == 2);
+	for (size_t i = 0; i < after.size(); i++) {
+		REQUIRE(after[i].name == before[i].name);
+		REQUIRE(after[i].id == before[i].id);
+		REQUIRE(after[i].fa_offset == before[i].fa_offset);
+	}
+	PoolInfo info = s->info();
+	REQUIRE(info.used_bytes == 4 * kPageSize);
+	REQUIRE(info.largest_free_bytes < info.free_bytes); // the hole of y and the tail
+}
+
+TEST_CASE("a read racing writes of the same pages never sees a torn page", "[store][pool]")
+{
+	TestPoolDir dir;
+	auto s = make_pool(dir.path("pool"));
+	auto r = s->create_region("race", 4 * kPageSize, 0, 0600);
+	REQUIRE(r.is_ok());
+	std::atomic<bool> stop{false};
+	std::thread writer([&] {
+		std::vector<uint8_t> buf(4 * kPageSize);
+		for (uint32_t v = 1; !stop.load(); v++) {
+			memset(buf.data(), static_cast<int>(v & 0xff), buf.size());
+			if (!s->write_pages(r->id, r->fa_offset, 4, buf.data()).is_ok())
+				break;
+		}
+	});
+	std::vector<uint8_t> page(4 * kPageSize);
+	bool torn = false;
+	for (int i = 0; i < 3000 && !torn; i++) {
+		REQUIRE(s->read_pages(r->id, r->fa_offset, 4, page.data()).is_ok());
+		for (uint32_t p = 0; p < 4; p++) {
+			const uint8_t *pg = page.data() + p * kPageSize;
+			torn |= !std::all_of(pg, pg + kPageSize,
+			                     [&](uint8_t b) { return b == pg[0]; });
+		}
+	}
+	stop = true;
+	writer.join();
+	REQUIRE_FALSE(torn);
+}
