@@ -48,7 +48,7 @@ ok "module SIGKILLed and restarted, data intact"
 expect_exit 4 ctl client region create data 4K
 echo "$ERR" | grep -q "data" || fail "duplicate error does not name the region: $ERR"
 expect_exit 5 ctl client region create huge 1T
-echo "$ERR" | grep -qi "free" || fail "no-space error does not say what is free: $ERR"
+echo "$ERR" | grep -qiE "free|capacity" || fail "no-space error does not say what room there is: $ERR"
 expect_exit 2 ctl client region create 'bad/name' 4K
 expect_exit 2 ctl client region create "$(printf 'n%.0s' $(seq 1 64))" 4K
 expect_exit 12 ctl client region read data --offset 65M --length 1
@@ -69,8 +69,8 @@ expect_exit 2 "$MEMFEDD" --state-dir "$T/other" --pool-size 256M --kmod off --bo
 echo '{"pool": {"size": "64M", "colour": "red"}}' >"$T/bad.json"
 expect_exit 2 "$MEMFEDD" --config "$T/bad.json" --state-dir "$T/other"
 echo "$ERR" | grep -q '"pool.colour"' || fail "unknown config key not named: $ERR"
-expect_exit 2 "$MEMFEDD" --state-dir "$T/module" --socket "$T/x.sock" --pool-size 128M --roles module --listen 127.0.0.1:0 --kmod off
-ok "second daemon on a pool, port in use, unknown flag/key, wrong pool size: refused"
+expect_exit 9 "$MEMFEDCTL" pool check "$T/module/pool.mfp"
+ok "second daemon on a pool, fsck of a live pool, port in use, unknown flag/key: refused"
 
 # Deleting frees the space for reuse, and reused space reads as zeros.
 ctl client region rm data
@@ -82,4 +82,15 @@ stop_daemon client TERM
 stop_daemon module TERM
 "$MEMFEDCTL" pool check "$T/module/pool.mfp" >/dev/null || fail "pool check after the test: $("$MEMFEDCTL" pool check "$T/module/pool.mfp")"
 ok "pool check is clean"
+
+expect_exit 2 "$MEMFEDD" --state-dir "$T/module" --socket "$T/x.sock" --pool-size 128M \
+	--roles module --listen 127.0.0.1:0 --kmod off
+echo "$ERR" | grep -q "128M\|134217728" || fail "wrong pool size error does not name the sizes: $ERR"
+cp "$T/module/pool.mfp" "$T/copy.mfp"
+printf 'XXXX' | dd of="$T/module/pool.mfp" bs=1 seek=0 conv=notrunc status=none
+expect_exit 7 "$MEMFEDD" --state-dir "$T/module" --socket "$T/x.sock" --pool-size 256M \
+	--roles module --listen 127.0.0.1:0 --kmod off
+expect_exit 7 "$MEMFEDCTL" pool check "$T/module/pool.mfp"
+cmp -s <(tail -c +5 "$T/module/pool.mfp") <(tail -c +5 "$T/copy.mfp") || fail "a refused open changed the pool"
+ok "a pool of the wrong size or with a corrupt header is refused and left untouched"
 echo "$PASSED passed, 0 failed"
