@@ -3,7 +3,6 @@
 #include <catch2/catch.hpp>
 
 #include <fstream>
-#include <iterator>
 #include <vector>
 
 #include "daemon/store/pool.h"
@@ -20,8 +19,11 @@ constexpr uint64_t kPoolSize = 4 << 20;
 
 std::vector<char> file_bytes(const std::string &path)
 {
-	std::ifstream in(path, std::ios::binary);
-	return std::vector<char>(std::istreambuf_iterator<char>(in), {});
+	std::ifstream in(path, std::ios::binary | std::ios::ate);
+	std::vector<char> bytes(static_cast<size_t>(in.tellg()));
+	in.seekg(0);
+	in.read(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+	return bytes;
 }
 
 bool any_problem_contains(const CheckReport &rep, const std::string &part)

@@ -307,7 +307,7 @@ TEST_CASE("a read racing writes of the same pages never sees a torn page", "[sto
 	});
 	std::vector<uint8_t> page(4 * kPageSize);
 	bool torn = false;
-	for (int i = 0; i < 3000 && !torn; i++) {
+	for (int i = 0; i < 1000 && !torn; i++) {
 		REQUIRE(s->read_pages(r->id, r->fa_offset, 4, page.data()).is_ok());
 		for (uint32_t p = 0; p < 4; p++) {
 			const uint8_t *pg = page.data() + p * kPageSize;
