@@ -75,4 +75,7 @@ TEST_CASE("sizes parse like people write them")
 	REQUIRE(format_size(1ull << 30) == "1G");
 	REQUIRE(format_size(1536) == "1536");
 	REQUIRE(format_size(3ull << 20) == "3M");
+	REQUIRE(human_size(1068367872) == "1018.9M");
+	REQUIRE(human_size(4096) == "4K");
+	REQUIRE(human_size(100) == "100");
 }

@@ -1,5 +1,7 @@
 #include "daemon/common/size.h"
 
+#include <cstdio>
+
 namespace memfed {
 
 std::optional<uint64_t> parse_size(std::string_view t)
@@ -47,6 +49,25 @@ std::string format_size(uint64_t bytes)
 			return std::to_string(bytes >> shift) + units[i];
 	}
 	return std::to_string(bytes);
+}
+
+std::string human_size(uint64_t bytes)
+{
+	static const char units[] = {'K', 'M', 'G', 'T'};
+	if (bytes < 1024)
+		return std::to_string(bytes);
+	double v = double(bytes);
+	int u = -1;
+	while (v >= 1024 && u < 3) {
+		v /= 1024;
+		u++;
+	}
+	char buf[32];
+	if (v == double(uint64_t(v)))
+		std::snprintf(buf, sizeof(buf), "%llu%c", (unsigned long long)v, units[u]);
+	else
+		std::snprintf(buf, sizeof(buf), "%.1f%c", v, units[u]);
+	return buf;
 }
 
 } // namespace memfed

@@ -14,5 +14,7 @@ namespace memfed {
 std::optional<uint64_t> parse_size(std::string_view text);
 // The shortest exact form: 1073741824 -> "1G", 1536 -> "1536".
 std::string format_size(uint64_t bytes);
+// Rounded for people reading a table: 1068367872 -> "1018.9M", 4096 -> "4K".
+std::string human_size(uint64_t bytes);
 
 } // namespace memfed

@@ -34,7 +34,7 @@ Result<uint64_t> size_arg(const std::string &what, const std::string &v)
 void print_region(const json &r)
 {
 	std::printf("%-24s %8s  %s  owner %u mode %04o\n", r["name"].get<std::string>().c_str(),
-		    format_size(r["size"].get<uint64_t>()).c_str(),
+		    human_size(r["size"].get<uint64_t>()).c_str(),
 		    r["fa"].get<std::string>().c_str(), r["owner_uid"].get<unsigned>(),
 		    r["mode"].get<unsigned>());
 }

@@ -31,8 +31,8 @@ void print_modules(const json &mods)
 		std::printf("%-17s %-21s %-9s %10s %10s %4u\n", str_or(m, "module").c_str(),
 			    m.value("local", false) ? "(local)" : str_or(m, "endpoint").c_str(),
 			    m.value("reachable", false) ? "up" : "down",
-			    format_size(m.value("capacity_bytes", uint64_t{0})).c_str(),
-			    format_size(m.value("free_bytes", uint64_t{0})).c_str(),
+			    human_size(m.value("capacity_bytes", uint64_t{0})).c_str(),
+			    human_size(m.value("free_bytes", uint64_t{0})).c_str(),
 			    m.value("hops", 0u));
 }
 
@@ -69,8 +69,8 @@ int cmd_status(const Globals &g, Args &a)
 	if (b.contains("pool")) {
 		const json &p = b["pool"];
 		std::cout << "  pool:    " << str_or(p, "path") << ", "
-			  << format_size(p.value("capacity_bytes", uint64_t{0})) << " capacity, "
-			  << format_size(p.value("used_bytes", uint64_t{0})) << " used in "
+			  << human_size(p.value("capacity_bytes", uint64_t{0})) << " capacity, "
+			  << human_size(p.value("used_bytes", uint64_t{0})) << " used in "
 			  << p.value("regions", 0u) << " regions\n";
 	}
 	std::cout << "\n";
@@ -192,8 +192,8 @@ int cmd_top(const Globals &g, Args &a)
 			std::printf("%-20s %9.0f %9lu %9.0f %9.0f %9s %9s %9s\n", name.c_str(), rate("faults"),
 				    (unsigned long)reg.value("prefetch_hits", uint64_t{0}), rate("evictions"),
 				    rate("writebacks"),
-				    format_size(reg.value("resident_pages", uint64_t{0}) * 4096).c_str(),
-				    format_size(reg.value("dirty_pages", uint64_t{0}) * 4096).c_str(),
+				    human_size(reg.value("resident_pages", uint64_t{0}) * 4096).c_str(),
+				    human_size(reg.value("dirty_pages", uint64_t{0}) * 4096).c_str(),
 				    str_or(reg, "fetch_p50_us").c_str());
 		}
 		std::fflush(stdout);
