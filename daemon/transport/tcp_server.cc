@@ -11,9 +11,11 @@
 #include "daemon/transport/endpoint.h"
 #include "daemon/wire/codec.h"
 
-namespace memfed {
+namespace memfed
+{
 
-namespace {
+namespace
+{
 constexpr const char *kComp = "tcp_server";
 // Receive chunk: many pipelined requests per recv.
 constexpr size_t kRecvChunk = 64 * 1024;
@@ -46,7 +48,8 @@ void Reply::fail(const Status &st)
 	set_payload({reinterpret_cast<const uint8_t *>(st.message().data()), n});
 }
 
-class TcpServer::AcceptOp : public IoOp {
+class TcpServer::AcceptOp : public IoOp
+{
 public:
 	explicit AcceptOp(TcpServer *s) : srv_(s) {}
 	void complete(int res, uint32_t) override { srv_->on_accept(res); }
@@ -57,9 +60,11 @@ private:
 
 // One accepted connection. At most one recv and one send are in flight;
 // replies accumulate in tx_[fill_] while tx_[1 - fill_] is being sent.
-class TcpServer::Conn {
+class TcpServer::Conn
+{
 public:
-	Conn(TcpServer *srv, int fd, uint64_t id) : srv_(srv), fd_(fd), recv_op_(this), send_op_(this)
+	Conn(TcpServer *srv, int fd, uint64_t id)
+	    : srv_(srv), fd_(fd), recv_op_(this), send_op_(this)
 	{
 		info_.id = id;
 		info_.peer = peer_name(fd);
@@ -137,7 +142,7 @@ private:
 					begin_close();
 			} else if (res < 0) {
 				LOG_INFO(kComp, "connection from %s lost: %s", who().c_str(),
-					 strerror(-res));
+				         strerror(-res));
 				begin_close();
 			} else {
 				rx_.commit(res);
@@ -156,7 +161,7 @@ private:
 		if (!closing_) {
 			if (res < 0) {
 				LOG_INFO(kComp, "sending to %s failed: %s", who().c_str(),
-					 strerror(-res));
+				         strerror(-res));
 				begin_close();
 			} else {
 				sent_ += res;
@@ -200,7 +205,8 @@ private:
 	{
 		ByteBuffer &b = tx_[1 - fill_];
 		io_uring_sqe *s = srv_->loop_->sqe(&send_op_);
-		io_uring_prep_send(s, fd_, b.read_ptr() + sent_, b.readable() - sent_, MSG_NOSIGNAL);
+		io_uring_prep_send(s, fd_, b.read_ptr() + sent_, b.readable() - sent_,
+		                   MSG_NOSIGNAL);
 		sending_ = true;
 		ops_++;
 	}
@@ -213,14 +219,15 @@ private:
 				if (rx_.readable() < wire::kHeaderSize)
 					return;
 				Status st = wire::validate_header(
-					{rx_.read_ptr(), wire::kHeaderSize}, &hdr_);
+				        {rx_.read_ptr(), wire::kHeaderSize}, &hdr_);
 				if (!st.is_ok())
 					return protocol_error(st);
 				if (hdr_.flags & wire::kFlagResponse)
-					return protocol_error(Status(
-						Code::kProtocol,
-						std::string("sent a ") + wire::msg_type_name(hdr_.type) +
-							" response to a server"));
+					return protocol_error(
+					        Status(Code::kProtocol,
+					               std::string("sent a ") +
+					                       wire::msg_type_name(hdr_.type) +
+					                       " response to a server"));
 				rx_.consume(wire::kHeaderSize);
 				have_hdr_ = true;
 			}
@@ -243,19 +250,20 @@ private:
 		bool hello = hdr_.type == static_cast<uint8_t>(wire::MsgType::kHello);
 		if (!hello_done_) {
 			if (!hello)
-				return protocol_error(Status(
-					Code::kProtocol, std::string("first message must be HELLO, got ") +
-								 wire::msg_type_name(hdr_.type)));
+				return protocol_error(
+				        Status(Code::kProtocol,
+				               std::string("first message must be HELLO, got ") +
+				                       wire::msg_type_name(hdr_.type)));
 			return do_hello(payload);
 		}
 		if (hello)
 			return protocol_error(Status(Code::kProtocol, "HELLO repeated"));
 		if (hdr_.version != info_.version)
 			return protocol_error(
-				Status(Code::kProtocol, "message with wire version " +
-								std::to_string(hdr_.version) +
-								" after negotiating version " +
-								std::to_string(info_.version)));
+			        Status(Code::kProtocol, "message with wire version " +
+			                                        std::to_string(hdr_.version) +
+			                                        " after negotiating version " +
+			                                        std::to_string(info_.version)));
 		ByteBuffer &out = tx_[fill_];
 		size_t start = out.readable();
 		out.append(wire::kHeaderSize);
@@ -271,6 +279,7 @@ private:
 	{
 		ByteBuffer &out = tx_[fill_];
 		wire::Header h{};
+		h.magic = wire::kWireMagic;
 		h.version = info_.version;
 		h.type = hdr_.type;
 		h.tclass = hdr_.tclass;
@@ -288,7 +297,7 @@ private:
 		if (!bad.is_ok() || reply.payload_len() > wire::kMaxPayload) {
 			// A handler bug must not put an invalid message on the wire.
 			LOG_ERROR(kComp, "handler built an invalid %s response: %s",
-				  wire::msg_type_name(hdr_.type), bad.message().c_str());
+			          wire::msg_type_name(hdr_.type), bad.message().c_str());
 			reply.fail(Status(Code::kInternal, "module built an invalid response"));
 			h.status = static_cast<uint16_t>(Code::kInternal);
 			h.payload_len = static_cast<uint32_t>(reply.payload_len());
@@ -312,10 +321,10 @@ private:
 		info_.version = wire::kWireVersion;
 		if (lo > hi) {
 			std::string msg = "no common wire version: peer speaks " +
-					  std::to_string(req->min_version) + ".." +
-					  std::to_string(req->max_version) + ", this module " +
-					  std::to_string(wire::kWireMinVersion) + ".." +
-					  std::to_string(wire::kWireVersion);
+			                  std::to_string(req->min_version) + ".." +
+			                  std::to_string(req->max_version) + ", this module " +
+			                  std::to_string(wire::kWireMinVersion) + ".." +
+			                  std::to_string(wire::kWireVersion);
 			LOG_WARN(kComp, "disconnecting %s: %s", who().c_str(), msg.c_str());
 			reply.fail(Status(Code::kProtocol, msg));
 			finish_reply(start, reply);
@@ -356,8 +365,8 @@ private:
 };
 
 Result<std::unique_ptr<TcpServer>> TcpServer::listen(EventLoop *loop, const std::string &host_port,
-						     const ServerIdentity &identity,
-						     RequestHandler *handler)
+                                                     const ServerIdentity &identity,
+                                                     RequestHandler *handler)
 {
 	auto ep = Endpoint::parse(host_port);
 	if (!ep)
@@ -420,7 +429,7 @@ void TcpServer::on_accept(int res)
 	if (res < 0) {
 		if (res != -EINTR && res != -ECONNABORTED && res != -EAGAIN)
 			LOG_WARN(kComp, "accept on %s failed: %s", endpoint().c_str(),
-				 strerror(-res));
+			         strerror(-res));
 	} else {
 		set_nodelay(res);
 		auto c = std::make_unique<Conn>(this, res, next_conn_id_++);
@@ -437,7 +446,7 @@ void TcpServer::reap(Conn *c)
 }
 
 TcpServer::TcpServer(EventLoop *loop, const ServerIdentity &id, RequestHandler *h)
-	: loop_(loop), identity_(id), handler_(h)
+    : loop_(loop), identity_(id), handler_(h)
 {
 }
 

@@ -34,15 +34,16 @@
 #include "daemon/transport/event_loop.h"
 #include "daemon/wire/protocol.h"
 
-namespace memfed {
+namespace memfed
+{
 
 // What the handler knows about the peer that sent a request.
 struct ConnInfo {
-	uint64_t id = 0;	   // connection number, unique per server
-	std::string peer;	   // "ip:port", for logs
-	ModuleId module;	   // src_module of the peer's HELLO
+	uint64_t id = 0;           // connection number, unique per server
+	std::string peer;          // "ip:port", for logs
+	ModuleId module;           // src_module of the peer's HELLO
 	uint32_t capabilities = 0; // from the peer's HELLO
-	uint8_t version = 0;	   // negotiated wire version
+	uint8_t version = 0;       // negotiated wire version
 };
 
 // The response to one request, filled by the handler. Starts as OK with an
@@ -51,7 +52,8 @@ struct ConnInfo {
 // The payload lives in the connection's send buffer, which is reused across
 // requests: a READ handler calls payload_buffer(count * kPageSize) and writes
 // the pages there, so the steady-state READ path allocates nothing.
-class Reply {
+class Reply
+{
 public:
 	// A writable payload of exactly `len` bytes (<= kMaxPayload), replacing
 	// any earlier one. Valid until handle() returns.
@@ -80,13 +82,14 @@ private:
 	Code code_ = Code::kOk;
 };
 
-class RequestHandler {
+class RequestHandler
+{
 public:
 	virtual ~RequestHandler() = default;
 	// Called on the loop thread for each validated request (never HELLO).
 	// Fill `reply` (status, count, offset, payload). Must not block long.
 	virtual void handle(const ConnInfo &conn, const wire::Header &req,
-			    std::span<const uint8_t> payload, Reply &reply) = 0;
+	                    std::span<const uint8_t> payload, Reply &reply) = 0;
 };
 
 // What the server announces in its HELLO response.
@@ -96,15 +99,16 @@ struct ServerIdentity {
 	uint64_t capacity_bytes = 0;
 };
 
-class TcpServer {
+class TcpServer
+{
 public:
 	// Listens on `host_port` ("127.0.0.1:7700"; port 0 picks a free port,
 	// see port()). kBusy if the port is taken. `handler` must outlive the
 	// server.
 	static Result<std::unique_ptr<TcpServer>> listen(EventLoop *loop,
-							 const std::string &host_port,
-							 const ServerIdentity &identity,
-							 RequestHandler *handler);
+	                                                 const std::string &host_port,
+	                                                 const ServerIdentity &identity,
+	                                                 RequestHandler *handler);
 	~TcpServer();
 	TcpServer(const TcpServer &) = delete;
 	TcpServer &operator=(const TcpServer &) = delete;

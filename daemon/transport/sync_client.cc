@@ -1,0 +1,279 @@
+#include "daemon/transport/sync_client.h"
+
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "daemon/transport/endpoint.h"
+#include "daemon/wire/codec.h"
+
+namespace memfed
+{
+
+namespace
+{
+
+void set_timeouts(int fd, int timeout_ms)
+{
+	timeval tv{};
+	tv.tv_sec = timeout_ms / 1000;
+	tv.tv_usec = (timeout_ms % 1000) * 1000;
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+}
+
+} // namespace
+
+Result<std::unique_ptr<SyncClient>> SyncClient::connect(const std::string &host_port, ModuleId self,
+                                                        int timeout_ms)
+{
+	auto ep = Endpoint::parse(host_port);
+	if (!ep)
+		return ep.status();
+	auto fd = connect_tcp(*ep, timeout_ms);
+	if (!fd)
+		return fd.status();
+	set_timeouts(*fd, timeout_ms);
+	return std::unique_ptr<SyncClient>(new SyncClient(*fd, self, ep->to_string()));
+}
+
+SyncClient::SyncClient(int fd, ModuleId self, std::string endpoint) : fd_(fd), self_(self)
+{
+	peer_.endpoint = std::move(endpoint);
+}
+
+SyncClient::~SyncClient()
+{
+	if (fd_ >= 0)
+		close(fd_);
+}
+
+int SyncClient::release_fd()
+{
+	set_timeouts(fd_, 0); // no timeouts: the new owner decides
+	int fd = fd_;
+	fd_ = -1;
+	return fd;
+}
+
+Status SyncClient::send_all(const void *p, size_t n)
+{
+	const auto *b = static_cast<const uint8_t *>(p);
+	while (n > 0) {
+		ssize_t r = send(fd_, b, n, MSG_NOSIGNAL);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return Status(Code::kUnavailable,
+			              "sending to " + peer_.endpoint + ": " + strerror(errno));
+		b += r;
+		n -= r;
+	}
+	return Status::ok();
+}
+
+Status SyncClient::recv_all(void *p, size_t n)
+{
+	auto *b = static_cast<uint8_t *>(p);
+	while (n > 0) {
+		ssize_t r = recv(fd_, b, n, 0);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r == 0)
+			return Status(Code::kUnavailable,
+			              peer_.endpoint + " closed the connection");
+		if (r < 0) {
+			if (errno == EAGAIN || errno == EWOULDBLOCK)
+				return Status(Code::kUnavailable,
+				              "no reply from " + peer_.endpoint + " in time");
+			return Status(Code::kUnavailable,
+			              "receiving from " + peer_.endpoint + ": " + strerror(errno));
+		}
+		b += r;
+		n -= r;
+	}
+	return Status::ok();
+}
+
+Status SyncClient::send_raw(std::span<const uint8_t> bytes)
+{
+	if (fd_ < 0)
+		return Status(Code::kUnavailable, "client has no connection");
+	return send_all(bytes.data(), bytes.size());
+}
+
+Result<SyncClient::Response> SyncClient::exchange(wire::Header &h, std::span<const uint8_t> payload,
+                                                  void *pages_dst)
+{
+	if (fd_ < 0)
+		return Status(Code::kUnavailable, "client has no connection");
+	if (h.version == 0)
+		h.version = version_;
+	if (h.hop_limit == 0)
+		h.hop_limit = wire::kDefaultHopLimit;
+	h.flags = 0;
+	h.status = 0;
+	h.src_module = self_.value;
+	h.dst_module = peer_.module.value;
+	h.request_id = next_request_id_++;
+	uint8_t hb[wire::kHeaderSize];
+	wire::encode_header(h, payload, hb);
+	MF_RETURN_IF_ERROR(send_all(hb, sizeof(hb)));
+	if (!payload.empty())
+		MF_RETURN_IF_ERROR(send_all(payload.data(), payload.size()));
+
+	Response resp;
+	MF_RETURN_IF_ERROR(recv_all(hb, sizeof(hb)));
+	Status st = wire::validate_header({hb, sizeof(hb)}, &resp.header);
+	if (!st.is_ok())
+		return st;
+	const wire::Header &r = resp.header;
+	if (!(r.flags & wire::kFlagResponse) || r.request_id != h.request_id || r.type != h.type)
+		return Status(Code::kProtocol,
+		              peer_.endpoint + " answered request " + std::to_string(h.request_id) +
+		                      " (" + wire::msg_type_name(h.type) + ") with " +
+		                      wire::msg_type_name(r.type) + " for request " +
+		                      std::to_string(r.request_id));
+	std::span<const uint8_t> got;
+	if (pages_dst != nullptr && r.status == 0) {
+		if (r.payload_len != size_t{h.count} * wire::kPageSize)
+			return Status(Code::kProtocol,
+			              peer_.endpoint + " answered a READ of " +
+			                      std::to_string(h.count) + " pages with " +
+			                      std::to_string(r.payload_len) + " bytes");
+		MF_RETURN_IF_ERROR(recv_all(pages_dst, r.payload_len));
+		got = {static_cast<const uint8_t *>(pages_dst), r.payload_len};
+	} else {
+		resp.payload.resize(r.payload_len);
+		MF_RETURN_IF_ERROR(recv_all(resp.payload.data(), r.payload_len));
+		got = resp.payload;
+	}
+	MF_RETURN_IF_ERROR(wire::check_payload(r, got));
+	MF_RETURN_IF_ERROR(wire::response_status(r, got));
+	return resp;
+}
+
+Status SyncClient::hello(uint32_t capabilities)
+{
+	wire::Header h{};
+	h.version = wire::kWireMinVersion;
+	h.type = static_cast<uint8_t>(wire::MsgType::kHello);
+	h.tclass = static_cast<uint8_t>(wire::TrafficClass::kControl);
+	wire::HelloRequest req;
+	req.capabilities = capabilities;
+	uint8_t p[wire::kHelloRequestSize];
+	wire::encode_hello_request(req, p);
+	auto resp = exchange(h, p, nullptr);
+	if (!resp)
+		return resp.status();
+	auto hr = wire::decode_hello_response(resp->payload);
+	if (!hr)
+		return hr.status();
+	ModuleId module{resp->header.src_module};
+	version_ = static_cast<uint8_t>(hr->version);
+	peer_.module = module;
+	peer_.version = version_;
+	peer_.capabilities = hr->capabilities;
+	peer_.capacity_bytes = hr->capacity_bytes;
+	return Status::ok();
+}
+
+Result<SyncClient::Response> SyncClient::call(const wire::Header &hdr,
+                                              std::span<const uint8_t> payload)
+{
+	wire::Header h = hdr;
+	return exchange(h, payload, nullptr);
+}
+
+Status SyncClient::read_pages(uint32_t region_id, uint64_t fa_offset, uint32_t count, void *dst,
+                              wire::TrafficClass tc)
+{
+	wire::Header h{};
+	h.type = static_cast<uint8_t>(wire::MsgType::kRead);
+	h.tclass = static_cast<uint8_t>(tc);
+	h.region_id = region_id;
+	h.offset = fa_offset;
+	h.count = count;
+	auto r = exchange(h, {}, dst);
+	return r ? Status::ok() : r.status();
+}
+
+Status SyncClient::write_pages(uint32_t region_id, uint64_t fa_offset, uint32_t count,
+                               const void *src, wire::TrafficClass tc)
+{
+	wire::Header h{};
+	h.type = static_cast<uint8_t>(wire::MsgType::kWrite);
+	h.tclass = static_cast<uint8_t>(tc);
+	h.region_id = region_id;
+	h.offset = fa_offset;
+	h.count = count;
+	std::span<const uint8_t> p(static_cast<const uint8_t *>(src),
+	                           size_t{count} * wire::kPageSize);
+	auto r = exchange(h, p, nullptr);
+	return r ? Status::ok() : r.status();
+}
+
+namespace
+{
+wire::Header control_header(wire::MsgType t)
+{
+	wire::Header h{};
+	h.type = static_cast<uint8_t>(t);
+	h.tclass = static_cast<uint8_t>(wire::TrafficClass::kControl);
+	return h;
+}
+} // namespace
+
+Result<wire::WireRegion> SyncClient::region_create(const wire::WireRegionSpec &spec)
+{
+	uint8_t p[wire::kRegionSpecSize];
+	wire::encode_region_spec(spec, p);
+	wire::Header h = control_header(wire::MsgType::kRegionCreate);
+	auto r = exchange(h, p, nullptr);
+	if (!r)
+		return r.status();
+	return wire::decode_region(r->payload);
+}
+
+Status SyncClient::region_delete(const std::string &name)
+{
+	if (!wire::valid_region_name(name))
+		return Status(Code::kInvalidArgument, "region name '" + name + "' is invalid");
+	wire::Header h = control_header(wire::MsgType::kRegionDelete);
+	auto r = exchange(h, wire::encode_name(name), nullptr);
+	return r ? Status::ok() : r.status();
+}
+
+Result<wire::WireRegion> SyncClient::region_lookup(const std::string &name)
+{
+	if (!wire::valid_region_name(name))
+		return Status(Code::kInvalidArgument, "region name '" + name + "' is invalid");
+	wire::Header h = control_header(wire::MsgType::kRegionLookup);
+	auto r = exchange(h, wire::encode_name(name), nullptr);
+	if (!r)
+		return r.status();
+	return wire::decode_region(r->payload);
+}
+
+Result<std::vector<wire::WireRegion>> SyncClient::region_list()
+{
+	wire::Header h = control_header(wire::MsgType::kRegionList);
+	auto r = exchange(h, {}, nullptr);
+	if (!r)
+		return r.status();
+	return wire::decode_region_list(r->payload);
+}
+
+Result<wire::WireStat> SyncClient::stat()
+{
+	wire::Header h = control_header(wire::MsgType::kStat);
+	auto r = exchange(h, {}, nullptr);
+	if (!r)
+		return r.status();
+	return wire::decode_stat(r->payload);
+}
+
+} // namespace memfed

@@ -1,0 +1,82 @@
+// SyncClient: a blocking wire-protocol client (plain send/recv, no io_uring)
+// for control-path work and tests: region management on a remote module,
+// the daemon's control ops, crash tests. One request at a time.
+//
+// Thread-safety: none; use one client per thread.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "daemon/common/ids.h"
+#include "daemon/common/status.h"
+#include "daemon/transport/channel.h"
+#include "daemon/wire/protocol.h"
+
+namespace memfed
+{
+
+class SyncClient
+{
+public:
+	struct Response {
+		wire::Header header{};
+		std::vector<uint8_t> payload;
+	};
+
+	// Opens a TCP connection (no HELLO yet: call hello()). kUnavailable if
+	// nothing answers within `timeout_ms`; the same timeout bounds every
+	// later send and receive.
+	static Result<std::unique_ptr<SyncClient>> connect(const std::string &host_port,
+	                                                   ModuleId self, int timeout_ms = 5000);
+	~SyncClient();
+	SyncClient(const SyncClient &) = delete;
+	SyncClient &operator=(const SyncClient &) = delete;
+
+	// HELLO exchange; fills peer(). `capabilities`: what we announce.
+	Status hello(uint32_t capabilities = 0);
+	const PeerInfo &peer() const { return peer_; }
+
+	// Sends one request (`hdr` gives type, tclass and type-specific fields;
+	// magic, version, ids, lengths and checksums are filled in) and waits
+	// for its response. A response with an error status is returned as that
+	// Status (the peer's code and message).
+	Result<Response> call(const wire::Header &hdr, std::span<const uint8_t> payload);
+
+	// `dst`/`src`: count * kPageSize bytes.
+	Status read_pages(uint32_t region_id, uint64_t fa_offset, uint32_t count, void *dst,
+	                  wire::TrafficClass tc = wire::TrafficClass::kFault);
+	Status write_pages(uint32_t region_id, uint64_t fa_offset, uint32_t count, const void *src,
+	                   wire::TrafficClass tc = wire::TrafficClass::kBulk);
+
+	Result<wire::WireRegion> region_create(const wire::WireRegionSpec &spec);
+	Status region_delete(const std::string &name);
+	Result<wire::WireRegion> region_lookup(const std::string &name);
+	Result<std::vector<wire::WireRegion>> region_list();
+	Result<wire::WireStat> stat();
+
+	// Sends raw bytes, for tests that speak garbage to a server.
+	Status send_raw(std::span<const uint8_t> bytes);
+	// Gives up the socket (to hand it to another transport); the client is
+	// unusable afterwards.
+	int release_fd();
+	int fd() const { return fd_; }
+
+private:
+	SyncClient(int fd, ModuleId self, std::string endpoint);
+	Status send_all(const void *p, size_t n);
+	Status recv_all(void *p, size_t n);
+	Result<Response> exchange(wire::Header &h, std::span<const uint8_t> payload,
+	                          void *pages_dst);
+
+	int fd_;
+	ModuleId self_;
+	PeerInfo peer_;
+	uint8_t version_ = wire::kWireVersion;
+	uint64_t next_request_id_ = 1;
+};
+
+} // namespace memfed

@@ -1,0 +1,442 @@
+#include "daemon/transport/tcp_channel.h"
+
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <climits>
+#include <cstring>
+
+#include "daemon/common/crc32c.h"
+#include "daemon/common/log.h"
+#include "daemon/transport/sync_client.h"
+#include "daemon/wire/codec.h"
+
+namespace memfed
+{
+
+namespace
+{
+constexpr const char *kComp = "tcp_channel";
+constexpr size_t kRecvChunk = 64 * 1024;
+constexpr size_t kMaxIov = 1024; // IOV_MAX
+constexpr uint32_t kNoSlot = UINT32_MAX;
+} // namespace
+
+struct TcpChannel::Slot {
+	uint8_t hdr[wire::kHeaderSize];
+	std::vector<uint8_t> payload; // copy of a call() payload
+	const void *pages = nullptr;  // WRITE source
+	void *dst = nullptr;          // READ destination
+	size_t dst_len = 0;
+	size_t pages_len = 0;
+	Completion *done = nullptr;
+	uint64_t request_id = 0;
+	uint32_t gen = 0;
+	uint8_t type = 0;
+	bool in_use = false;
+};
+
+class TcpChannel::SendOp : public IoOp
+{
+public:
+	explicit SendOp(TcpChannel *c) : c_(c) {}
+	void complete(int res, uint32_t) override { c_->on_send(res); }
+	msghdr msg{};
+
+private:
+	TcpChannel *c_;
+};
+
+class TcpChannel::RecvOp : public IoOp
+{
+public:
+	explicit RecvOp(TcpChannel *c) : c_(c) {}
+	void complete(int res, uint32_t) override { c_->on_recv(res); }
+
+private:
+	TcpChannel *c_;
+};
+
+Result<std::unique_ptr<TcpChannel>>
+TcpChannel::connect(EventLoop *loop, const std::string &host_port, ModuleId self, Options opts)
+{
+	auto sc = SyncClient::connect(host_port, self, opts.connect_timeout_ms);
+	if (!sc)
+		return sc.status();
+	MF_RETURN_IF_ERROR((*sc)->hello(opts.capabilities));
+	PeerInfo peer = (*sc)->peer();
+	int fd = (*sc)->release_fd();
+	std::unique_ptr<TcpChannel> ch(
+	        new TcpChannel(loop, fd, peer, self, std::max(1u, opts.initial_slots)));
+	ch->arm_recv();
+	LOG_DEBUG(kComp, "connected to module %s at %s", peer.module.to_string().c_str(),
+	          peer.endpoint.c_str());
+	return ch;
+}
+
+TcpChannel::TcpChannel(EventLoop *loop, int fd, PeerInfo peer, ModuleId self, unsigned slots)
+    : loop_(loop), fd_(fd), peer_(std::move(peer)), self_(self), send_op_(new SendOp(this)),
+      recv_op_(new RecvOp(this)), rx_(kRecvChunk * 2)
+{
+	slots_.reserve(slots);
+	free_.reserve(slots);
+	for (unsigned i = 0; i < slots; i++) {
+		slots_.push_back(std::make_unique<Slot>());
+		free_.push_back(slots - 1 - i);
+	}
+	for (auto &q : queues_)
+		q.items.reserve(slots);
+	iov_.reserve(kMaxIov);
+}
+
+TcpChannel::~TcpChannel()
+{
+	close();
+	while (sending_ || recv_armed_)
+		loop_->run_once(100);
+	if (fd_ >= 0)
+		::close(fd_);
+}
+
+void TcpChannel::close()
+{
+	broken("channel closed by this side");
+}
+
+uint32_t TcpChannel::alloc_slot()
+{
+	if (free_.empty()) {
+		// Beyond the preallocated depth: grow (allocates, off the steady path).
+		size_t n = slots_.size();
+		for (size_t i = 0; i < n; i++) {
+			slots_.push_back(std::make_unique<Slot>());
+			free_.push_back(static_cast<uint32_t>(2 * n - 1 - i));
+		}
+		for (auto &q : queues_)
+			q.items.reserve(slots_.size());
+	}
+	uint32_t idx = free_.back();
+	free_.pop_back();
+	return idx;
+}
+
+void TcpChannel::fail_later(Completion *done, uint8_t type)
+{
+	std::string why = "connection to module " + peer_.module.to_string() + " at " +
+	                  peer_.endpoint + " is lost";
+	loop_->post([done, type, why]() {
+		wire::Header h{};
+		h.type = type;
+		h.flags = wire::kFlagResponse;
+		h.status = static_cast<uint16_t>(Code::kUnavailable);
+		done->on_reply(Status(Code::kUnavailable, why), h, {});
+	});
+}
+
+void TcpChannel::read_pages(wire::TrafficClass tc, uint32_t region_id, uint64_t fa_offset,
+                            uint32_t count, void *dst, Completion *done)
+{
+	wire::Header h{};
+	h.type = static_cast<uint8_t>(wire::MsgType::kRead);
+	h.tclass = static_cast<uint8_t>(tc);
+	h.region_id = region_id;
+	h.offset = fa_offset;
+	h.count = count;
+	enqueue(h, {}, nullptr, dst, done);
+}
+
+void TcpChannel::write_pages(wire::TrafficClass tc, uint32_t region_id, uint64_t fa_offset,
+                             uint32_t count, const void *src, Completion *done)
+{
+	wire::Header h{};
+	h.type = static_cast<uint8_t>(wire::MsgType::kWrite);
+	h.tclass = static_cast<uint8_t>(tc);
+	h.region_id = region_id;
+	h.offset = fa_offset;
+	h.count = count;
+	enqueue(h, {}, src, nullptr, done);
+}
+
+void TcpChannel::call(const wire::Header &hdr, std::span<const uint8_t> payload, Completion *done)
+{
+	wire::Header h = hdr;
+	enqueue(h, payload, nullptr, nullptr, done);
+}
+
+void TcpChannel::enqueue(wire::Header &h, std::span<const uint8_t> payload, const void *pages,
+                         void *dst, Completion *done)
+{
+	if (broken_ || fd_ < 0)
+		return fail_later(done, h.type);
+	uint32_t idx = alloc_slot();
+	Slot &s = *slots_[idx];
+	s.in_use = true;
+	s.done = done;
+	s.dst = dst;
+	s.pages = pages;
+	s.type = h.type;
+	s.request_id = (uint64_t{s.gen} << 32) | idx;
+	s.payload.assign(payload.begin(), payload.end());
+	s.pages_len = pages != nullptr ? size_t{h.count} * wire::kPageSize : 0;
+	s.dst_len = dst != nullptr ? size_t{h.count} * wire::kPageSize : 0;
+
+	h.version = peer_.version;
+	if (h.hop_limit == 0)
+		h.hop_limit = wire::kDefaultHopLimit;
+	h.flags = 0;
+	h.status = 0;
+	h.src_module = self_.value;
+	h.dst_module = peer_.module.value;
+	h.request_id = s.request_id;
+	if (pages != nullptr) {
+		h.payload_len = static_cast<uint32_t>(s.pages_len);
+		h.payload_crc = s.pages_len ? crc32c(pages, s.pages_len) : 0;
+		wire::encode_header_raw(h, s.hdr);
+	} else {
+		wire::encode_header(h, s.payload, s.hdr);
+	}
+	uint8_t tc = h.tclass <= wire::kTrafficClassMax ? h.tclass : wire::kTrafficClassMax;
+	queues_[tc].items.push_back(idx);
+	in_flight_++;
+	kick_send();
+}
+
+void TcpChannel::kick_send()
+{
+	if (sending_ || broken_)
+		return;
+	iov_.clear();
+	size_t bytes = 0;
+	// Fault class first, then control, then bulk.
+	for (auto &q : queues_) {
+		while (!q.empty() && bytes < kMaxBatchBytes && iov_.size() + 2 <= kMaxIov) {
+			Slot &s = *slots_[q.items[q.head++]];
+			iov_.push_back({s.hdr, wire::kHeaderSize});
+			bytes += wire::kHeaderSize;
+			if (s.pages_len) {
+				iov_.push_back({const_cast<void *>(s.pages), s.pages_len});
+				bytes += s.pages_len;
+			} else if (!s.payload.empty()) {
+				iov_.push_back({s.payload.data(), s.payload.size()});
+				bytes += s.payload.size();
+			}
+		}
+		if (q.empty())
+			q.items.clear(), q.head = 0;
+	}
+	if (iov_.empty())
+		return;
+	iov_at_ = 0;
+	send_op_->msg = msghdr{};
+	send_op_->msg.msg_iov = iov_.data();
+	send_op_->msg.msg_iovlen = iov_.size();
+	io_uring_sqe *sq = loop_->sqe(send_op_.get());
+	io_uring_prep_sendmsg(sq, fd_, &send_op_->msg, MSG_NOSIGNAL);
+	sending_ = true;
+}
+
+void TcpChannel::on_send(int res)
+{
+	sending_ = false;
+	if (broken_)
+		return maybe_finish_close();
+	if (res < 0)
+		return broken(std::string("send failed: ") + strerror(-res));
+	size_t n = res;
+	while (n > 0 && iov_at_ < iov_.size()) {
+		iovec &v = iov_[iov_at_];
+		if (n >= v.iov_len) {
+			n -= v.iov_len;
+			iov_at_++;
+		} else {
+			v.iov_base = static_cast<uint8_t *>(v.iov_base) + n;
+			v.iov_len -= n;
+			n = 0;
+		}
+	}
+	if (iov_at_ < iov_.size()) {
+		send_op_->msg = msghdr{};
+		send_op_->msg.msg_iov = iov_.data() + iov_at_;
+		send_op_->msg.msg_iovlen = iov_.size() - iov_at_;
+		io_uring_sqe *sq = loop_->sqe(send_op_.get());
+		io_uring_prep_sendmsg(sq, fd_, &send_op_->msg, MSG_NOSIGNAL);
+		sending_ = true;
+		return;
+	}
+	kick_send();
+}
+
+void TcpChannel::arm_recv()
+{
+	if (broken_ || recv_armed_)
+		return;
+	io_uring_sqe *sq = loop_->sqe(recv_op_.get());
+	if (direct_slot_ != kNoSlot) {
+		auto *dst = static_cast<uint8_t *>(slots_[direct_slot_]->dst);
+		io_uring_prep_recv(sq, fd_, dst + direct_done_,
+		                   direct_hdr_.payload_len - direct_done_, 0);
+	} else {
+		rx_.ensure_writable(kRecvChunk);
+		io_uring_prep_recv(sq, fd_, rx_.write_ptr(), rx_.writable(), 0);
+	}
+	recv_armed_ = true;
+}
+
+void TcpChannel::on_recv(int res)
+{
+	recv_armed_ = false;
+	if (broken_)
+		return maybe_finish_close();
+	if (res == 0)
+		return broken("module closed the connection");
+	if (res < 0)
+		return broken(std::string("receive failed: ") + strerror(-res));
+	if (direct_slot_ != kNoSlot) {
+		direct_done_ += res;
+		if (direct_done_ < direct_hdr_.payload_len)
+			return arm_recv();
+		uint32_t idx = direct_slot_;
+		direct_slot_ = kNoSlot;
+		std::span<const uint8_t> got(static_cast<const uint8_t *>(slots_[idx]->dst),
+		                             direct_hdr_.payload_len);
+		Status st = wire::check_payload(direct_hdr_, got);
+		if (!st.is_ok())
+			return broken(st.message());
+		finish(idx, Status::ok(), direct_hdr_, {});
+	} else {
+		rx_.commit(res);
+	}
+	if (!parse_responses())
+		return;
+	arm_recv();
+}
+
+// Completes every response fully in rx_. False if the channel broke.
+bool TcpChannel::parse_responses()
+{
+	while (!broken_ && direct_slot_ == kNoSlot) {
+		if (rx_.readable() < wire::kHeaderSize)
+			return true;
+		wire::Header h;
+		Status st = wire::validate_header({rx_.read_ptr(), wire::kHeaderSize}, &h);
+		if (!st.is_ok()) {
+			broken(st.message());
+			return false;
+		}
+		uint32_t idx = static_cast<uint32_t>(h.request_id);
+		if (!(h.flags & wire::kFlagResponse) || idx >= slots_.size() ||
+		    !slots_[idx]->in_use || slots_[idx]->request_id != h.request_id ||
+		    slots_[idx]->type != h.type) {
+			broken("unexpected " + std::string(wire::msg_type_name(h.type)) +
+			       ((h.flags & wire::kFlagResponse) ? " response" : " request") +
+			       " with request_id " + std::to_string(h.request_id));
+			return false;
+		}
+		Slot &s = *slots_[idx];
+		bool pages = h.type == static_cast<uint8_t>(wire::MsgType::kRead) && h.status == 0;
+		if (pages && s.dst != nullptr) {
+			if (h.payload_len != s.dst_len) {
+				broken("READ response carries " + std::to_string(h.payload_len) +
+				       " bytes for a request of " + std::to_string(s.dst_len));
+				return false;
+			}
+			size_t avail =
+			        std::min<size_t>(rx_.readable() - wire::kHeaderSize, h.payload_len);
+			if (avail < h.payload_len && h.payload_len - avail > kRecvChunk / 4) {
+				// Most of the pages are still on their way: receive them
+				// straight into the caller's buffer.
+				std::memcpy(s.dst, rx_.read_ptr() + wire::kHeaderSize, avail);
+				rx_.consume(wire::kHeaderSize + avail);
+				direct_slot_ = idx;
+				direct_hdr_ = h;
+				direct_done_ = avail;
+				return true;
+			}
+			if (avail < h.payload_len) {
+				rx_.ensure_writable(wire::kHeaderSize + h.payload_len -
+				                    rx_.readable());
+				return true;
+			}
+			std::span<const uint8_t> p(rx_.read_ptr() + wire::kHeaderSize,
+			                           h.payload_len);
+			st = wire::check_payload(h, p);
+			if (!st.is_ok()) {
+				broken(st.message());
+				return false;
+			}
+			std::memcpy(s.dst, p.data(), p.size());
+			rx_.consume(wire::kHeaderSize + h.payload_len);
+			finish(idx, Status::ok(), h, {});
+			continue;
+		}
+		if (rx_.readable() < wire::kHeaderSize + h.payload_len) {
+			rx_.ensure_writable(wire::kHeaderSize + h.payload_len - rx_.readable());
+			return true;
+		}
+		std::span<const uint8_t> p(rx_.read_ptr() + wire::kHeaderSize, h.payload_len);
+		st = wire::check_payload(h, p);
+		if (!st.is_ok()) {
+			broken(st.message());
+			return false;
+		}
+		// The payload stays in rx_ during the completion; consume after.
+		finish(idx, wire::response_status(h, p), h, p);
+		rx_.consume(wire::kHeaderSize + h.payload_len);
+	}
+	return !broken_;
+}
+
+void TcpChannel::finish(uint32_t idx, const Status &st, const wire::Header &h,
+                        std::span<const uint8_t> payload)
+{
+	Slot &s = *slots_[idx];
+	Completion *done = s.done;
+	s.in_use = false;
+	s.done = nullptr;
+	s.dst = nullptr;
+	s.pages = nullptr;
+	s.pages_len = 0;
+	s.gen++;
+	free_.push_back(idx);
+	in_flight_--;
+	done->on_reply(st, h, payload);
+}
+
+void TcpChannel::broken(const std::string &why)
+{
+	if (broken_)
+		return;
+	broken_ = true;
+	if (why != "channel closed by this side")
+		LOG_WARN(kComp, "connection to module %s at %s lost: %s",
+		         peer_.module.to_string().c_str(), peer_.endpoint.c_str(), why.c_str());
+	if (fd_ >= 0)
+		shutdown(fd_, SHUT_RDWR);
+	unavailable_why_ = why;
+	maybe_finish_close();
+}
+
+// Once no operation of ours is in the kernel (so no buffer of a caller is
+// still read or written), completes every pending request with kUnavailable.
+void TcpChannel::maybe_finish_close()
+{
+	if (sending_ || recv_armed_)
+		return;
+	direct_slot_ = kNoSlot;
+	for (auto &q : queues_)
+		q.items.clear(), q.head = 0;
+	Status st(Code::kUnavailable, "connection to module " + peer_.module.to_string() + " at " +
+	                                      peer_.endpoint + " lost: " + unavailable_why_);
+	for (uint32_t i = 0; i < slots_.size(); i++) {
+		if (!slots_[i]->in_use)
+			continue;
+		wire::Header h{};
+		h.type = slots_[i]->type;
+		h.flags = wire::kFlagResponse;
+		h.status = static_cast<uint16_t>(Code::kUnavailable);
+		h.request_id = slots_[i]->request_id;
+		finish(i, st, h, {});
+	}
+}
+
+} // namespace memfed

@@ -1,0 +1,129 @@
+// TcpChannel: a Channel (channel.h) to one module over TCP, driven by an
+// EventLoop's io_uring.
+//
+// connect() opens the socket (TCP_NODELAY) and does the HELLO exchange with
+// blocking I/O (a control-path step, bounded by a timeout); afterwards all
+// I/O goes through the loop. Requests get a slot in a preallocated table
+// (request_id = slot index + generation), so the steady path allocates
+// nothing. Each traffic class has its own send queue and every send batch
+// is filled fault-class first, so a fault never queues behind bulk work in
+// the channel (it can still wait for the one batch already in the kernel,
+// which is capped at kMaxBatchBytes).
+//
+// Responses are read into a receive buffer in large chunks; a READ
+// response's pages are copied from there into the caller's dst, and a page
+// payload not yet received when its header is parsed is received straight
+// into dst. The payload crc is checked before completion; on any error dst
+// holds unspecified bytes.
+//
+// On connection loss (peer closed, I/O error, protocol violation by the
+// peer) every pending request completes with kUnavailable and later requests
+// complete with kUnavailable on the next loop iteration.
+//
+// Thread-safety: connect() may run on any thread; everything else, including
+// destruction and all completions, runs on the loop thread. REQUIRES: the
+// destructor runs on the loop thread or while the loop is not running; it
+// completes pending requests with kUnavailable.
+#pragma once
+
+#include <sys/uio.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "daemon/transport/byte_buffer.h"
+#include "daemon/transport/channel.h"
+#include "daemon/transport/event_loop.h"
+
+namespace memfed
+{
+
+class TcpChannel : public Channel
+{
+public:
+	struct Options {
+		uint32_t capabilities = 0;    // announced in our HELLO
+		unsigned initial_slots = 256; // grows (allocating) if exceeded
+		int connect_timeout_ms = 5000;
+	};
+	static constexpr size_t kMaxBatchBytes = 256 * 1024;
+
+	static Result<std::unique_ptr<TcpChannel>>
+	connect(EventLoop *loop, const std::string &host_port, ModuleId self, Options opts);
+	static Result<std::unique_ptr<TcpChannel>>
+	connect(EventLoop *loop, const std::string &host_port, ModuleId self)
+	{
+		return connect(loop, host_port, self, Options());
+	}
+	~TcpChannel() override;
+
+	const PeerInfo &peer() const override { return peer_; }
+	bool connected() const override { return fd_ >= 0 && !broken_; }
+	void read_pages(wire::TrafficClass tc, uint32_t region_id, uint64_t fa_offset,
+	                uint32_t count, void *dst, Completion *done) override;
+	void write_pages(wire::TrafficClass tc, uint32_t region_id, uint64_t fa_offset,
+	                 uint32_t count, const void *src, Completion *done) override;
+	void call(const wire::Header &hdr, std::span<const uint8_t> payload,
+	          Completion *done) override;
+
+	// Requests sent or queued and not yet completed.
+	size_t in_flight() const { return in_flight_; }
+	// Closes the connection as if the peer had gone: pending requests
+	// complete with kUnavailable.
+	void close();
+
+private:
+	class SendOp;
+	class RecvOp;
+	struct Slot;
+
+	TcpChannel(EventLoop *loop, int fd, PeerInfo peer, ModuleId self, unsigned slots);
+	uint32_t alloc_slot();
+	void enqueue(wire::Header &h, std::span<const uint8_t> payload, const void *pages,
+	             void *dst, Completion *done);
+	void fail_later(Completion *done, uint8_t type);
+	void kick_send();
+	void on_send(int res);
+	void arm_recv();
+	void on_recv(int res);
+	bool parse_responses();
+	void finish(uint32_t idx, const Status &st, const wire::Header &h,
+	            std::span<const uint8_t> payload);
+	void broken(const std::string &why);
+	void maybe_finish_close();
+
+	EventLoop *loop_;
+	int fd_;
+	PeerInfo peer_;
+	ModuleId self_;
+	bool broken_ = false;
+	std::string unavailable_why_;
+	size_t in_flight_ = 0;
+
+	std::vector<std::unique_ptr<Slot>> slots_; // Slots never move
+	std::vector<uint32_t> free_;
+	// Per-class FIFO of slot indices waiting to be sent.
+	struct Queue {
+		std::vector<uint32_t> items;
+		size_t head = 0;
+		bool empty() const { return head == items.size(); }
+	};
+	Queue queues_[wire::kTrafficClassMax + 1];
+
+	std::unique_ptr<SendOp> send_op_;
+	bool sending_ = false;
+	std::vector<iovec> iov_;
+	size_t iov_at_ = 0;
+
+	std::unique_ptr<RecvOp> recv_op_;
+	bool recv_armed_ = false;
+	ByteBuffer rx_;
+	// Receiving a READ payload straight into the caller's buffer.
+	uint32_t direct_slot_ = UINT32_MAX;
+	wire::Header direct_hdr_{};
+	size_t direct_done_ = 0;
+};
+
+} // namespace memfed

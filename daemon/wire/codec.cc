@@ -1,0 +1,559 @@
+#include "daemon/wire/codec.h"
+
+#include <endian.h>
+
+#include <algorithm>
+#include <cinttypes>
+#include <cstdarg>
+#include <cstdio>
+#include <cstring>
+
+#include "daemon/common/crc32c.h"
+#include "daemon/common/ids.h"
+
+namespace memfed::wire
+{
+
+namespace
+{
+
+void put8(uint8_t *p, uint8_t v)
+{
+	*p = v;
+}
+void put16(uint8_t *p, uint16_t v)
+{
+	v = htole16(v);
+	std::memcpy(p, &v, 2);
+}
+void put32(uint8_t *p, uint32_t v)
+{
+	v = htole32(v);
+	std::memcpy(p, &v, 4);
+}
+void put64(uint8_t *p, uint64_t v)
+{
+	v = htole64(v);
+	std::memcpy(p, &v, 8);
+}
+uint16_t get16(const uint8_t *p)
+{
+	uint16_t v;
+	std::memcpy(&v, p, 2);
+	return le16toh(v);
+}
+uint32_t get32(const uint8_t *p)
+{
+	uint32_t v;
+	std::memcpy(&v, p, 4);
+	return le32toh(v);
+}
+uint64_t get64(const uint8_t *p)
+{
+	uint64_t v;
+	std::memcpy(&v, p, 8);
+	return le64toh(v);
+}
+
+Status proto(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+Status proto(const char *fmt, ...)
+{
+	char buf[256];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	return Status(Code::kProtocol, buf);
+}
+
+// Printable form of an untrusted name for an error message.
+std::string sanitize(std::string_view s)
+{
+	std::string out;
+	for (char c : s) {
+		if (c >= 0x20 && c < 0x7f)
+			out.push_back(c);
+		else
+			out.push_back('?');
+	}
+	return out;
+}
+
+constexpr size_t kCrcCovered = 60;
+
+} // namespace
+
+const char *msg_type_name(uint8_t type)
+{
+	switch (static_cast<MsgType>(type)) {
+	case MsgType::kHello:
+		return "HELLO";
+	case MsgType::kRead:
+		return "READ";
+	case MsgType::kWrite:
+		return "WRITE";
+	case MsgType::kRegionCreate:
+		return "REGION_CREATE";
+	case MsgType::kRegionDelete:
+		return "REGION_DELETE";
+	case MsgType::kRegionLookup:
+		return "REGION_LOOKUP";
+	case MsgType::kRegionList:
+		return "REGION_LIST";
+	case MsgType::kStat:
+		return "STAT";
+	}
+	return "UNKNOWN";
+}
+
+void encode_header_raw(Header &h, uint8_t *out)
+{
+	h.magic = kWireMagic;
+	if (h.version == 0)
+		h.version = kWireVersion;
+	put32(out + 0, h.magic);
+	put8(out + 4, h.version);
+	put8(out + 5, h.type);
+	put8(out + 6, h.tclass);
+	put8(out + 7, h.hop_limit);
+	put16(out + 8, h.flags);
+	put16(out + 10, h.status);
+	put32(out + 12, h.payload_len);
+	put64(out + 16, h.src_module);
+	put64(out + 24, h.dst_module);
+	put64(out + 32, h.request_id);
+	put64(out + 40, h.offset);
+	put32(out + 48, h.count);
+	put32(out + 52, h.region_id);
+	put32(out + 56, h.payload_crc);
+	h.header_crc = crc32c(out, kCrcCovered);
+	put32(out + 60, h.header_crc);
+}
+
+void encode_header(Header &h, std::span<const uint8_t> payload, uint8_t *out)
+{
+	h.payload_len = static_cast<uint32_t>(payload.size());
+	h.payload_crc = payload.empty() ? 0 : crc32c(payload.data(), payload.size());
+	encode_header_raw(h, out);
+}
+
+Header decode_header(const uint8_t *in)
+{
+	Header h{};
+	h.magic = get32(in + 0);
+	h.version = in[4];
+	h.type = in[5];
+	h.tclass = in[6];
+	h.hop_limit = in[7];
+	h.flags = get16(in + 8);
+	h.status = get16(in + 10);
+	h.payload_len = get32(in + 12);
+	h.src_module = get64(in + 16);
+	h.dst_module = get64(in + 24);
+	h.request_id = get64(in + 32);
+	h.offset = get64(in + 40);
+	h.count = get32(in + 48);
+	h.region_id = get32(in + 52);
+	h.payload_crc = get32(in + 56);
+	h.header_crc = get32(in + 60);
+	return h;
+}
+
+Status validate_fields(const Header &h)
+{
+	if (h.magic != kWireMagic)
+		return proto("bad magic 0x%08" PRIx32 " (expected 0x%08" PRIx32
+		             " \"MFW1\"): not a memfed peer",
+		             h.magic, kWireMagic);
+	if (h.type == 0 || h.type > kMsgTypeMax)
+		return proto("unknown message type %u", h.type);
+	bool hello = h.type == static_cast<uint8_t>(MsgType::kHello);
+	if (h.version == 0 || (!hello && (h.version < kWireMinVersion || h.version > kWireVersion)))
+		return proto("unsupported wire version %u (this side speaks %u..%u)", h.version,
+		             kWireMinVersion, kWireVersion);
+	if (h.tclass > kTrafficClassMax)
+		return proto("traffic class %u out of range (max %u)", h.tclass, kTrafficClassMax);
+	if (h.hop_limit == 0)
+		return proto("hop_limit 0: message expired");
+	if (h.flags & ~kFlagsKnown)
+		return proto("unknown flags 0x%04x", h.flags);
+	bool response = h.flags & kFlagResponse;
+	if (!response && h.status != 0)
+		return proto("request carries status %u (must be 0)", h.status);
+	if (h.status > static_cast<uint16_t>(Code::kInternal))
+		return proto("unknown status code %u", h.status);
+	if (h.src_module & ~kModuleIdMask)
+		return proto("src_module 0x%" PRIx64 " wider than 48 bits", h.src_module);
+	if (h.dst_module & ~kModuleIdMask)
+		return proto("dst_module 0x%" PRIx64 " wider than 48 bits", h.dst_module);
+	if (h.payload_len > kMaxPayload)
+		return proto("payload_len %" PRIu32 " exceeds the maximum %" PRIu32, h.payload_len,
+		             kMaxPayload);
+	if (h.count > kMaxPagesPerRequest)
+		return proto("count %" PRIu32 " exceeds the maximum %" PRIu32 " pages", h.count,
+		             kMaxPagesPerRequest);
+	if (h.payload_len == 0 && h.payload_crc != 0)
+		return proto("payload_crc 0x%08" PRIx32 " with an empty payload", h.payload_crc);
+	bool failed = response && h.status != 0;
+	if (failed) {
+		if (h.payload_len > kMaxErrorMessage)
+			return proto("error message of %" PRIu32 " bytes exceeds %zu",
+			             h.payload_len, kMaxErrorMessage);
+		return Status::ok();
+	}
+	auto type = static_cast<MsgType>(h.type);
+	if (type == MsgType::kRead || type == MsgType::kWrite) {
+		const char *name = msg_type_name(h.type);
+		if (h.count == 0)
+			return proto("%s with count 0", name);
+		if (h.offset % kPageSize != 0)
+			return proto("%s offset 0x%" PRIx64
+			             " is not a multiple of the page size %u",
+			             name, h.offset, kPageSize);
+		if (h.offset > UINT64_MAX - uint64_t{h.count} * kPageSize)
+			return proto("%s offset 0x%" PRIx64 " + %" PRIu32 " pages overflows", name,
+			             h.offset, h.count);
+		bool carries_pages = (type == MsgType::kRead) == response;
+		uint32_t want = carries_pages ? h.count * kPageSize : 0;
+		if (h.payload_len != want)
+			return proto("%s %s with count %" PRIu32 " has payload_len %" PRIu32
+			             " (expected %" PRIu32 ")",
+			             name, response ? "response" : "request", h.count,
+			             h.payload_len, want);
+	}
+	return Status::ok();
+}
+
+Status validate_header(std::span<const uint8_t> bytes, Header *out)
+{
+	if (bytes.size() < kHeaderSize)
+		return proto("truncated header: %zu bytes (need %zu)", bytes.size(), kHeaderSize);
+	Header h = decode_header(bytes.data());
+	// Magic first, so a stranger speaking another protocol is named as such.
+	if (h.magic != kWireMagic)
+		return validate_fields(h);
+	uint32_t crc = crc32c(bytes.data(), kCrcCovered);
+	if (crc != h.header_crc)
+		return proto("header crc 0x%08" PRIx32 " does not match computed 0x%08" PRIx32,
+		             h.header_crc, crc);
+	MF_RETURN_IF_ERROR(validate_fields(h));
+	*out = h;
+	return Status::ok();
+}
+
+Status check_payload(const Header &h, std::span<const uint8_t> payload)
+{
+	if (payload.size() != h.payload_len)
+		return proto("payload of %zu bytes, header says %" PRIu32, payload.size(),
+		             h.payload_len);
+	uint32_t crc = payload.empty() ? 0 : crc32c(payload.data(), payload.size());
+	if (crc != h.payload_crc)
+		return proto("%s payload crc 0x%08" PRIx32 " does not match computed 0x%08" PRIx32,
+		             msg_type_name(h.type), h.payload_crc, crc);
+	return Status::ok();
+}
+
+bool valid_region_name(std::string_view name)
+{
+	if (name.empty() || name.size() > kMaxRegionName)
+		return false;
+	for (size_t i = 0; i < name.size(); i++) {
+		char c = name[i];
+		bool alnum =
+		        (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+		if (!alnum && (i == 0 || (c != '.' && c != '_' && c != '-')))
+			return false;
+	}
+	return true;
+}
+
+namespace
+{
+
+Status check_size(const char *what, std::span<const uint8_t> p, size_t want)
+{
+	if (p.size() != want)
+		return proto("%s payload of %zu bytes (expected %zu)", what, p.size(), want);
+	return Status::ok();
+}
+
+// Decodes a u8 length + fixed 63-byte name field at `p`.
+Status decode_fixed_name(const char *what, const uint8_t *p, uint8_t *len_out, char *name_out)
+{
+	uint8_t len = p[0];
+	if (len == 0 || len > kMaxRegionName)
+		return proto("%s name_len %u out of range 1..%zu", what, len, kMaxRegionName);
+	std::string_view name(reinterpret_cast<const char *>(p + 1), len);
+	if (!valid_region_name(name))
+		return proto("%s name '%s' is not a valid region name ([A-Za-z0-9._-], starting "
+		             "with a letter or digit)",
+		             what, sanitize(name).c_str());
+	*len_out = len;
+	std::memset(name_out, 0, kMaxRegionName);
+	std::memcpy(name_out, name.data(), len);
+	return Status::ok();
+}
+
+void encode_fixed_name(uint8_t len, const char *name, uint8_t *out)
+{
+	if (len > kMaxRegionName)
+		len = kMaxRegionName;
+	out[0] = len;
+	std::memset(out + 1, 0, kMaxRegionName);
+	std::memcpy(out + 1, name, len);
+}
+
+} // namespace
+
+void encode_hello_request(const HelloRequest &r, uint8_t out[kHelloRequestSize])
+{
+	put16(out, r.min_version);
+	put16(out + 2, r.max_version);
+	put32(out + 4, r.capabilities);
+}
+
+Result<HelloRequest> decode_hello_request(std::span<const uint8_t> p)
+{
+	MF_RETURN_IF_ERROR(check_size("HELLO request", p, kHelloRequestSize));
+	HelloRequest r;
+	r.min_version = get16(p.data());
+	r.max_version = get16(p.data() + 2);
+	r.capabilities = get32(p.data() + 4);
+	if (r.min_version == 0 || r.min_version > r.max_version)
+		return proto("HELLO version range %u..%u is empty or starts at 0", r.min_version,
+		             r.max_version);
+	return r;
+}
+
+void encode_hello_response(const HelloResponse &r, uint8_t out[kHelloResponseSize])
+{
+	put16(out, r.version);
+	put16(out + 2, 0);
+	put32(out + 4, r.capabilities);
+	put64(out + 8, r.capacity_bytes);
+	put32(out + 16, r.page_size);
+	put32(out + 20, 0);
+}
+
+Result<HelloResponse> decode_hello_response(std::span<const uint8_t> p)
+{
+	MF_RETURN_IF_ERROR(check_size("HELLO response", p, kHelloResponseSize));
+	HelloResponse r;
+	r.version = get16(p.data());
+	r.capabilities = get32(p.data() + 4);
+	r.capacity_bytes = get64(p.data() + 8);
+	r.page_size = get32(p.data() + 16);
+	if (r.version < kWireMinVersion || r.version > kWireVersion)
+		return proto("HELLO response picked version %u (this side speaks %u..%u)",
+		             r.version, kWireMinVersion, kWireVersion);
+	if (r.page_size != kPageSize)
+		return proto("HELLO response page_size %" PRIu32 " (this side uses %u)",
+		             r.page_size, kPageSize);
+	return r;
+}
+
+// WireRegionSpec on the wire: u8 name_len, 63 name, u64 size, u32 uid, u32 mode.
+void encode_region_spec(const WireRegionSpec &s, uint8_t out[kRegionSpecSize])
+{
+	encode_fixed_name(s.name_len, s.name, out);
+	put64(out + 64, s.size_bytes);
+	put32(out + 72, s.owner_uid);
+	put32(out + 76, s.mode);
+}
+
+Result<WireRegionSpec> decode_region_spec(std::span<const uint8_t> p)
+{
+	MF_RETURN_IF_ERROR(check_size("REGION_CREATE", p, kRegionSpecSize));
+	WireRegionSpec s{};
+	MF_RETURN_IF_ERROR(decode_fixed_name("REGION_CREATE", p.data(), &s.name_len, s.name));
+	s.size_bytes = get64(p.data() + 64);
+	s.owner_uid = get32(p.data() + 72);
+	s.mode = get32(p.data() + 76);
+	if (s.size_bytes == 0)
+		return proto("REGION_CREATE size_bytes 0 for region '%s'", region_name(s).c_str());
+	if (s.mode & ~07777u)
+		return proto("REGION_CREATE mode 0%o has bits outside 07777", s.mode);
+	return s;
+}
+
+Result<WireRegionSpec> make_region_spec(std::string_view name, uint64_t size_bytes,
+                                        uint32_t owner_uid, uint32_t mode)
+{
+	if (!valid_region_name(name))
+		return Status(Code::kInvalidArgument,
+		              "region name '" + sanitize(name) +
+		                      "' is invalid: use 1..63 characters of [A-Za-z0-9._-], "
+		                      "starting with a letter or digit");
+	WireRegionSpec s{};
+	s.name_len = static_cast<uint8_t>(name.size());
+	std::memcpy(s.name, name.data(), name.size());
+	s.size_bytes = size_bytes;
+	s.owner_uid = owner_uid;
+	s.mode = mode;
+	return s;
+}
+
+// WireRegion on the wire: u32 id, u32 uid, u32 mode, u8 name_len, 63 name,
+// u64 fa_offset, u64 size, u64 ctime_ns.
+void encode_region(const WireRegion &r, uint8_t out[kRegionSize])
+{
+	put32(out, r.id);
+	put32(out + 4, r.owner_uid);
+	put32(out + 8, r.mode);
+	encode_fixed_name(r.name_len, r.name, out + 12);
+	put32(out + 76, 0); // the struct's 4 padding bytes, kept zero
+	put64(out + 80, r.fa_offset);
+	put64(out + 88, r.size_bytes);
+	put64(out + 96, r.ctime_ns);
+}
+
+Result<WireRegion> decode_region(std::span<const uint8_t> p)
+{
+	MF_RETURN_IF_ERROR(check_size("region", p, kRegionSize));
+	WireRegion r{};
+	r.id = get32(p.data());
+	r.owner_uid = get32(p.data() + 4);
+	r.mode = get32(p.data() + 8);
+	MF_RETURN_IF_ERROR(decode_fixed_name("region", p.data() + 12, &r.name_len, r.name));
+	r.fa_offset = get64(p.data() + 80);
+	r.size_bytes = get64(p.data() + 88);
+	r.ctime_ns = get64(p.data() + 96);
+	std::string name = region_name(r);
+	if (r.size_bytes == 0 || r.size_bytes % kPageSize != 0)
+		return proto("region '%s' size_bytes %" PRIu64
+		             " is not a non-zero multiple of the page size",
+		             name.c_str(), r.size_bytes);
+	if (r.fa_offset % kPageSize != 0)
+		return proto("region '%s' fa_offset 0x%" PRIx64 " is not page-aligned",
+		             name.c_str(), r.fa_offset);
+	if (r.fa_offset > UINT64_MAX - r.size_bytes)
+		return proto("region '%s' fa_offset 0x%" PRIx64 " + size overflows", name.c_str(),
+		             r.fa_offset);
+	if (r.mode & ~07777u)
+		return proto("region '%s' mode 0%o has bits outside 07777", name.c_str(), r.mode);
+	return r;
+}
+
+std::string region_name(const WireRegion &r)
+{
+	return std::string(r.name, std::min<size_t>(r.name_len, kMaxRegionName));
+}
+
+std::string region_name(const WireRegionSpec &s)
+{
+	return std::string(s.name, std::min<size_t>(s.name_len, kMaxRegionName));
+}
+
+std::vector<uint8_t> encode_region_list(std::span<const WireRegion> regions)
+{
+	std::vector<uint8_t> out(4 + regions.size() * kRegionSize);
+	put32(out.data(), static_cast<uint32_t>(regions.size()));
+	for (size_t i = 0; i < regions.size(); i++)
+		encode_region(regions[i], out.data() + 4 + i * kRegionSize);
+	return out;
+}
+
+Result<std::vector<WireRegion>> decode_region_list(std::span<const uint8_t> p)
+{
+	if (p.size() < 4)
+		return proto("REGION_LIST payload of %zu bytes (need at least 4)", p.size());
+	uint32_t n = get32(p.data());
+	if ((p.size() - 4) % kRegionSize != 0 || (p.size() - 4) / kRegionSize != n)
+		return proto("REGION_LIST says %" PRIu32 " regions but carries %zu bytes (expected "
+		             "%zu)",
+		             n, p.size() - 4, size_t{n} * kRegionSize);
+	std::vector<WireRegion> out;
+	out.reserve(n);
+	for (uint32_t i = 0; i < n; i++) {
+		auto r = decode_region(p.subspan(4 + size_t{i} * kRegionSize, kRegionSize));
+		if (!r)
+			return r.status();
+		out.push_back(*r);
+	}
+	return out;
+}
+
+void encode_stat(const WireStat &s, uint8_t out[kStatSize])
+{
+	put64(out, s.capacity_bytes);
+	put64(out + 8, s.used_bytes);
+	put64(out + 16, s.free_bytes);
+	put64(out + 24, s.largest_free_bytes);
+	put32(out + 32, s.regions);
+	put32(out + 36, s.page_size);
+	put64(out + 40, s.reads);
+	put64(out + 48, s.writes);
+	put64(out + 56, s.log_replays);
+	put64(out + 64, s.uptime_ns);
+}
+
+Result<WireStat> decode_stat(std::span<const uint8_t> p)
+{
+	MF_RETURN_IF_ERROR(check_size("STAT", p, kStatSize));
+	WireStat s{};
+	s.capacity_bytes = get64(p.data());
+	s.used_bytes = get64(p.data() + 8);
+	s.free_bytes = get64(p.data() + 16);
+	s.largest_free_bytes = get64(p.data() + 24);
+	s.regions = get32(p.data() + 32);
+	s.page_size = get32(p.data() + 36);
+	s.reads = get64(p.data() + 40);
+	s.writes = get64(p.data() + 48);
+	s.log_replays = get64(p.data() + 56);
+	s.uptime_ns = get64(p.data() + 64);
+	if (s.page_size != kPageSize)
+		return proto("STAT page_size %" PRIu32 " (expected %u)", s.page_size, kPageSize);
+	if (s.used_bytes > s.capacity_bytes || s.free_bytes > s.capacity_bytes ||
+	    s.largest_free_bytes > s.free_bytes)
+		return proto("STAT sizes inconsistent: capacity %" PRIu64 ", used %" PRIu64
+		             ", free %" PRIu64 ", largest free %" PRIu64,
+		             s.capacity_bytes, s.used_bytes, s.free_bytes, s.largest_free_bytes);
+	return s;
+}
+
+std::vector<uint8_t> encode_name(std::string_view name)
+{
+	std::vector<uint8_t> out(1 + name.size());
+	out[0] = static_cast<uint8_t>(name.size());
+	std::memcpy(out.data() + 1, name.data(), name.size());
+	return out;
+}
+
+Result<std::string> decode_name(std::span<const uint8_t> p)
+{
+	if (p.empty())
+		return proto("empty name payload (need u8 length + name)");
+	size_t len = p[0];
+	if (p.size() != 1 + len)
+		return proto("name payload of %zu bytes, name_len %zu says %zu", p.size(), len,
+		             1 + len);
+	std::string_view name(reinterpret_cast<const char *>(p.data() + 1), len);
+	if (!valid_region_name(name))
+		return proto("name '%s' is not a valid region name ([A-Za-z0-9._-], 1..63 "
+		             "characters, starting with a letter or digit)",
+		             sanitize(name).c_str());
+	return std::string(name);
+}
+
+Result<std::string> decode_error_message(std::span<const uint8_t> p)
+{
+	if (p.size() > kMaxErrorMessage)
+		return proto("error message of %zu bytes exceeds %zu", p.size(), kMaxErrorMessage);
+	if (std::memchr(p.data(), 0, p.size()) != nullptr)
+		return proto("error message contains a NUL byte");
+	return std::string(reinterpret_cast<const char *>(p.data()), p.size());
+}
+
+Status response_status(const Header &h, std::span<const uint8_t> payload)
+{
+	if (h.status == 0)
+		return Status::ok();
+	auto msg = decode_error_message(payload);
+	if (!msg)
+		return msg.status();
+	std::string text = msg->empty() ? std::string("peer reported an error without a message")
+	                                : sanitize(*msg);
+	return Status(static_cast<Code>(h.status), text);
+}
+
+} // namespace memfed::wire

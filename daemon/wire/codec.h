@@ -1,0 +1,111 @@
+// Wire codec: turns protocol.h's header and payloads into bytes and back.
+//
+// Everything on the wire is little-endian and encoded field by field (memcpy +
+// explicit byte-order conversion); the structs in protocol.h are only the
+// in-memory form. Decoders validate every field before anything else looks
+// at it and fail with Status(kProtocol, "...") naming the field and the value
+// received. Pure functions: thread-safe, no allocation except where a decoder
+// returns a std::string or std::vector.
+//
+// Version rule: a HELLO request is always sent with header version
+// kWireMinVersion-compatible layout and may carry any version >= 1 in its
+// header (its payload carries the sender's version range); every other
+// message must carry a version in [kWireMinVersion, kWireVersion].
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "daemon/common/status.h"
+#include "daemon/wire/protocol.h"
+
+namespace memfed::wire
+{
+
+// Longest error message carried in a response payload.
+constexpr size_t kMaxErrorMessage = 1024;
+constexpr size_t kHelloRequestSize = 8;
+constexpr size_t kHelloResponseSize = 24;
+constexpr size_t kRegionSpecSize = sizeof(WireRegionSpec);
+constexpr size_t kRegionSize = sizeof(WireRegion);
+constexpr size_t kStatSize = sizeof(WireStat);
+
+struct HelloRequest {
+	uint16_t min_version = kWireMinVersion;
+	uint16_t max_version = kWireVersion;
+	uint32_t capabilities = 0;
+};
+
+struct HelloResponse {
+	uint16_t version = kWireVersion;
+	uint32_t capabilities = 0;
+	uint64_t capacity_bytes = 0;
+	uint32_t page_size = kPageSize;
+};
+
+const char *msg_type_name(uint8_t type);
+
+// --- header ---
+
+// Writes `h` as kHeaderSize bytes to `out`, after setting h.magic,
+// h.payload_len, h.payload_crc (crc32c of `payload`) and h.header_crc.
+// h.version is kept if non-zero, else set to kWireVersion.
+void encode_header(Header &h, std::span<const uint8_t> payload, uint8_t *out);
+// Same, for a payload whose crc the caller computed (e.g. pages already
+// written in place); payload_len and payload_crc are taken from `h`.
+void encode_header_raw(Header &h, uint8_t *out);
+// Decodes kHeaderSize bytes without validating anything.
+Header decode_header(const uint8_t *in);
+// Decodes and validates a header: size, magic, version, type, tclass, flags,
+// status, hop limit, module ids, payload_len, count, offset alignment,
+// READ/WRITE length consistency and the header crc.
+Status validate_header(std::span<const uint8_t> bytes, Header *out);
+// Validates a decoded header (all checks of validate_header but the crc).
+Status validate_fields(const Header &h);
+// Checks that `payload` has h.payload_len bytes and matches h.payload_crc.
+Status check_payload(const Header &h, std::span<const uint8_t> payload);
+
+// --- payloads ---
+
+// Region names: 1..kMaxRegionName characters of [A-Za-z0-9._-], starting
+// with a letter or digit.
+bool valid_region_name(std::string_view name);
+
+void encode_hello_request(const HelloRequest &r, uint8_t out[kHelloRequestSize]);
+Result<HelloRequest> decode_hello_request(std::span<const uint8_t> p);
+void encode_hello_response(const HelloResponse &r, uint8_t out[kHelloResponseSize]);
+Result<HelloResponse> decode_hello_response(std::span<const uint8_t> p);
+
+void encode_region_spec(const WireRegionSpec &s, uint8_t out[kRegionSpecSize]);
+// Name valid, size_bytes > 0.
+Result<WireRegionSpec> decode_region_spec(std::span<const uint8_t> p);
+// Builds a spec from text fields; kInvalidArgument if the name is invalid.
+Result<WireRegionSpec> make_region_spec(std::string_view name, uint64_t size_bytes,
+                                        uint32_t owner_uid, uint32_t mode);
+
+void encode_region(const WireRegion &r, uint8_t out[kRegionSize]);
+// Name valid, size a non-zero multiple of kPageSize, fa_offset page-aligned.
+Result<WireRegion> decode_region(std::span<const uint8_t> p);
+std::string region_name(const WireRegion &r);
+std::string region_name(const WireRegionSpec &s);
+
+std::vector<uint8_t> encode_region_list(std::span<const WireRegion> regions);
+// u32 n then n regions; n must match the payload length exactly.
+Result<std::vector<WireRegion>> decode_region_list(std::span<const uint8_t> p);
+
+void encode_stat(const WireStat &s, uint8_t out[kStatSize]);
+Result<WireStat> decode_stat(std::span<const uint8_t> p);
+
+// u8 length + bytes; the name must be valid.
+std::vector<uint8_t> encode_name(std::string_view name);
+Result<std::string> decode_name(std::span<const uint8_t> p);
+
+// Error message of a failed response: <= kMaxErrorMessage bytes, no NUL.
+Result<std::string> decode_error_message(std::span<const uint8_t> p);
+// A failed response's status as a memfed::Status (code from h.status).
+Status response_status(const Header &h, std::span<const uint8_t> payload);
+
+} // namespace memfed::wire

@@ -1,0 +1,355 @@
+#include "daemon/wire/codec.h"
+
+#include <catch2/catch.hpp>
+
+#include <cstring>
+#include <vector>
+
+#include "daemon/common/crc32c.h"
+
+using namespace memfed;
+using namespace memfed::wire;
+
+namespace
+{
+
+Header read_request(uint32_t count = 2)
+{
+	Header h{};
+	h.type = static_cast<uint8_t>(MsgType::kRead);
+	h.tclass = static_cast<uint8_t>(TrafficClass::kFault);
+	h.hop_limit = kDefaultHopLimit;
+	h.src_module = 0x020000000002;
+	h.dst_module = 0x020000000001;
+	h.request_id = 0x1122334455667788;
+	h.offset = 0x200000;
+	h.count = count;
+	h.region_id = 3;
+	return h;
+}
+
+std::vector<uint8_t> bytes_of(Header h, std::span<const uint8_t> payload = {})
+{
+	std::vector<uint8_t> b(kHeaderSize);
+	encode_header(h, payload, b.data());
+	return b;
+}
+
+// Re-seals a header whose fields a test changed through `edit`, so only the
+// edited field is wrong.
+std::vector<uint8_t> edited(Header h, void (*edit)(Header &))
+{
+	auto b = bytes_of(h);
+	Header d = decode_header(b.data());
+	edit(d);
+	// encode_header_raw restores the magic and a zero version; put the
+	// edited ones back for tests of those fields.
+	uint32_t magic = d.magic;
+	uint8_t version = d.version;
+	encode_header_raw(d, b.data());
+	std::memcpy(b.data(), &magic, 4);
+	b[4] = version;
+	uint32_t crc = crc32c(b.data(), 60);
+	std::memcpy(b.data() + 60, &crc, 4);
+	return b;
+}
+
+std::string error_of(const std::vector<uint8_t> &b)
+{
+	Header out;
+	Status st = validate_header(b, &out);
+	if (st.is_ok())
+		return "ok";
+	CHECK(st.code() == Code::kProtocol);
+	return st.message();
+}
+
+bool contains(const std::string &s, const std::string &part)
+{
+	return s.find(part) != std::string::npos;
+}
+
+} // namespace
+
+TEST_CASE("header round-trips and is little-endian on the wire")
+{
+	Header h = read_request();
+	auto b = bytes_of(h);
+	// Fixed offsets of protocol.h, byte by byte.
+	CHECK(std::memcmp(b.data(), "MFW1", 4) == 0);
+	CHECK(b[4] == kWireVersion);
+	CHECK(b[5] == 2);
+	CHECK(b[32] == 0x88);
+	CHECK(b[39] == 0x11);
+	CHECK(b[48] == 2);
+	Header out;
+	REQUIRE(validate_header(b, &out).is_ok());
+	CHECK(out.request_id == h.request_id);
+	CHECK(out.offset == h.offset);
+	CHECK(out.count == 2);
+	CHECK(out.src_module == h.src_module);
+	CHECK(out.header_crc == crc32c(b.data(), 60));
+}
+
+TEST_CASE("header validation rejects each bad field with its name and value")
+{
+	Header h = read_request();
+	CHECK(error_of(bytes_of(h)) == "ok");
+	std::vector<uint8_t> truncated = bytes_of(h);
+	truncated.resize(40);
+	CHECK(contains(error_of(truncated), "truncated header: 40 bytes"));
+	CHECK(contains(error_of(std::vector<uint8_t>(64, 0xab)), "bad magic 0xabababab"));
+	CHECK(contains(error_of(edited(h, [](Header &d) { d.magic = 0x50545448; })), "bad magic"));
+	CHECK(contains(error_of(edited(h, [](Header &d) { d.version = 9; })),
+	               "unsupported wire version 9"));
+	CHECK(contains(error_of(edited(h, [](Header &d) { d.type = 0; })),
+	               "unknown message type 0"));
+	CHECK(contains(error_of(edited(h, [](Header &d) { d.type = 200; })),
+	               "unknown message type 200"));
+	CHECK(contains(error_of(edited(h, [](Header &d) { d.tclass = 3; })),
+	               "traffic class 3 out of range"));
+	CHECK(contains(error_of(edited(h, [](Header &d) { d.hop_limit = 0; })), "hop_limit 0"));
+	CHECK(contains(error_of(edited(h, [](Header &d) { d.flags = 0x80; })),
+	               "unknown flags 0x0080"));
+	CHECK(contains(error_of(edited(h, [](Header &d) { d.status = 3; })),
+	               "request carries status 3"));
+	CHECK(contains(error_of(edited(h,
+	                               [](Header &d) {
+		                               d.flags = kFlagResponse;
+		                               d.status = 999;
+	                               })),
+	               "unknown status code 999"));
+	CHECK(contains(error_of(edited(h, [](Header &d) { d.src_module = 1ull << 50; })),
+	               "src_module"));
+	CHECK(contains(error_of(edited(h, [](Header &d) { d.dst_module = ~0ull; })), "dst_module"));
+	CHECK(contains(error_of(edited(h, [](Header &d) { d.payload_len = kMaxPayload + 1; })),
+	               "payload_len 1048577 exceeds"));
+	CHECK(contains(error_of(edited(h, [](Header &d) { d.count = 257; })),
+	               "count 257 exceeds the maximum 256"));
+	CHECK(contains(error_of(edited(h, [](Header &d) { d.count = 0; })), "READ with count 0"));
+	CHECK(contains(error_of(edited(h, [](Header &d) { d.offset = 0x1001; })),
+	               "READ offset 0x1001 is not a multiple"));
+	CHECK(contains(error_of(edited(h, [](Header &d) { d.offset = ~0ull << 12; })),
+	               "overflows"));
+	CHECK(contains(error_of(edited(h, [](Header &d) { d.payload_len = 4096; })),
+	               "READ request with count 2 has payload_len 4096 (expected 0)"));
+	CHECK(contains(error_of(edited(h, [](Header &d) { d.payload_crc = 5; })),
+	               "payload_crc 0x00000005 with an empty payload"));
+
+	// A flipped bit anywhere in the first 60 bytes breaks the header crc.
+	for (size_t i = 0; i < 60; i += 7) {
+		auto b = bytes_of(h);
+		b[i] ^= 0x10;
+		std::string e = error_of(b);
+		INFO("byte " << i << ": " << e);
+		CHECK(e != "ok");
+	}
+	auto b = bytes_of(h);
+	b[61] ^= 1;
+	CHECK(contains(error_of(b), "header crc"));
+}
+
+TEST_CASE("READ/WRITE lengths follow count and direction")
+{
+	Header h = read_request(3);
+	h.type = static_cast<uint8_t>(MsgType::kWrite);
+	std::vector<uint8_t> pages(3 * kPageSize, 0x42);
+	Header out;
+	REQUIRE(validate_header(bytes_of(h, pages), &out).is_ok());
+	CHECK(check_payload(out, pages).is_ok());
+	CHECK(contains(error_of(bytes_of(h)), "WRITE request with count 3 has payload_len 0"));
+	std::vector<uint8_t> fewer(2 * kPageSize);
+	CHECK(contains(error_of(bytes_of(h, fewer)), "expected 12288"));
+
+	// WRITE response: empty. READ response: the pages.
+	h.flags = kFlagResponse;
+	CHECK(error_of(bytes_of(h)) == "ok");
+	h.type = static_cast<uint8_t>(MsgType::kRead);
+	CHECK(error_of(bytes_of(h, pages)) == "ok");
+	CHECK(contains(error_of(bytes_of(h)), "READ response with count 3 has payload_len 0"));
+	// A failed response carries a message instead, of bounded size.
+	h.status = static_cast<uint16_t>(Code::kNotFound);
+	std::string msg = "region 7 not found";
+	std::span<const uint8_t> m(reinterpret_cast<const uint8_t *>(msg.data()), msg.size());
+	REQUIRE(validate_header(bytes_of(h, m), &out).is_ok());
+	Status st = response_status(out, m);
+	CHECK(st.code() == Code::kNotFound);
+	CHECK(st.message() == msg);
+	std::vector<uint8_t> long_msg(kMaxErrorMessage + 1, 'x');
+	CHECK(contains(error_of(bytes_of(h, long_msg)), "error message of 1025 bytes"));
+}
+
+TEST_CASE("payload crc and length are checked")
+{
+	Header h = read_request(1);
+	h.type = static_cast<uint8_t>(MsgType::kWrite);
+	std::vector<uint8_t> page(kPageSize, 7);
+	Header out;
+	REQUIRE(validate_header(bytes_of(h, page), &out).is_ok());
+	CHECK(check_payload(out, page).is_ok());
+	page[4095] ^= 1;
+	Status st = check_payload(out, page);
+	CHECK(st.code() == Code::kProtocol);
+	CHECK(contains(st.message(), "WRITE payload crc"));
+	page.pop_back();
+	CHECK(contains(check_payload(out, page).message(),
+	               "payload of 4095 bytes, header says 4096"));
+}
+
+TEST_CASE("HELLO: any header version, payload range checked")
+{
+	Header h{};
+	h.type = static_cast<uint8_t>(MsgType::kHello);
+	h.tclass = 1;
+	h.hop_limit = 1;
+	h.version = 7; // a newer peer's HELLO is still readable
+	HelloRequest r{1, 3, kCapRelay};
+	uint8_t p[kHelloRequestSize];
+	encode_hello_request(r, p);
+	Header out;
+	REQUIRE(validate_header(bytes_of(h, p), &out).is_ok());
+	auto d = decode_hello_request(p);
+	REQUIRE(d.is_ok());
+	CHECK(d->min_version == 1);
+	CHECK(d->max_version == 3);
+	CHECK(d->capabilities == kCapRelay);
+	encode_hello_request(HelloRequest{4, 2, 0}, p);
+	CHECK(contains(decode_hello_request(p).status().message(), "4..2"));
+	CHECK(contains(decode_hello_request({p, 7}).status().message(), "7 bytes (expected 8)"));
+
+	HelloResponse resp;
+	resp.capabilities = kCapModule;
+	resp.capacity_bytes = 1ull << 40;
+	uint8_t q[kHelloResponseSize];
+	encode_hello_response(resp, q);
+	auto dr = decode_hello_response(q);
+	REQUIRE(dr.is_ok());
+	CHECK(dr->capacity_bytes == 1ull << 40);
+	CHECK(dr->version == kWireVersion);
+	q[16] = 0; // page_size 0x1000 becomes 0x2000
+	q[17] = 0x20;
+	CHECK(contains(decode_hello_response(q).status().message(), "page_size 8192"));
+}
+
+TEST_CASE("region spec, region, list, stat and name payloads")
+{
+	auto spec = make_region_spec("cfg.v2_a-b", 1 << 20, 1000, 0600);
+	REQUIRE(spec.is_ok());
+	uint8_t sb[kRegionSpecSize];
+	encode_region_spec(*spec, sb);
+	auto ds = decode_region_spec(sb);
+	REQUIRE(ds.is_ok());
+	CHECK(region_name(*ds) == "cfg.v2_a-b");
+	CHECK(ds->size_bytes == 1 << 20);
+	CHECK(ds->mode == 0600);
+	CHECK(make_region_spec("", 1, 0, 0).status().code() == Code::kInvalidArgument);
+	CHECK(make_region_spec(std::string(64, 'a'), 1, 0, 0).status().code() ==
+	      Code::kInvalidArgument);
+	CHECK_FALSE(valid_region_name("-x"));
+	CHECK_FALSE(valid_region_name("a/b"));
+	CHECK_FALSE(valid_region_name("a b"));
+	CHECK(valid_region_name(std::string(63, 'a')));
+
+	uint8_t bad[kRegionSpecSize];
+	std::memcpy(bad, sb, sizeof(bad));
+	bad[0] = 64;
+	CHECK(contains(decode_region_spec(bad).status().message(), "name_len 64 out of range"));
+	std::memcpy(bad, sb, sizeof(bad));
+	bad[3] = '/';
+	CHECK(contains(decode_region_spec(bad).status().message(), "'cf/.v2_a-b' is not a valid"));
+	std::memcpy(bad, sb, sizeof(bad));
+	std::memset(bad + 64, 0, 8);
+	CHECK(contains(decode_region_spec(bad).status().message(), "size_bytes 0"));
+	CHECK(contains(decode_region_spec({sb, 79}).status().message(), "79 bytes (expected 80)"));
+
+	WireRegion r{};
+	r.id = 4;
+	r.owner_uid = 1000;
+	r.mode = 0640;
+	r.name_len = 3;
+	std::memcpy(r.name, "cfg", 3);
+	r.fa_offset = 0x200000;
+	r.size_bytes = 16 * kPageSize;
+	r.ctime_ns = 123456789;
+	uint8_t rb[kRegionSize];
+	encode_region(r, rb);
+	auto dr = decode_region(rb);
+	REQUIRE(dr.is_ok());
+	CHECK(dr->id == 4);
+	CHECK(dr->fa_offset == 0x200000);
+	CHECK(dr->ctime_ns == 123456789);
+	CHECK(region_name(*dr) == "cfg");
+	r.size_bytes = 100;
+	encode_region(r, rb);
+	CHECK(contains(decode_region(rb).status().message(), "size_bytes 100"));
+	r.size_bytes = kPageSize;
+	r.fa_offset = 12;
+	encode_region(r, rb);
+	CHECK(contains(decode_region(rb).status().message(), "fa_offset 0xc"));
+	r.fa_offset = 0;
+
+	std::vector<WireRegion> list{r, r};
+	list[1].id = 5;
+	auto lb = encode_region_list(list);
+	auto dl = decode_region_list(lb);
+	REQUIRE(dl.is_ok());
+	REQUIRE(dl->size() == 2);
+	CHECK((*dl)[1].id == 5);
+	lb[0] = 3; // says 3, carries 2
+	CHECK(contains(decode_region_list(lb).status().message(), "says 3 regions"));
+	lb[0] = 0xff;
+	lb[3] = 0xff; // a huge n must not allocate or read past the end
+	CHECK_FALSE(decode_region_list(lb).is_ok());
+	CHECK(contains(decode_region_list({lb.data(), 3}).status().message(), "at least 4"));
+	auto empty = decode_region_list(encode_region_list({}));
+	REQUIRE(empty.is_ok());
+	CHECK(empty->empty());
+
+	WireStat s{};
+	s.capacity_bytes = 1 << 30;
+	s.used_bytes = 1 << 20;
+	s.free_bytes = (1 << 30) - (1 << 20);
+	s.largest_free_bytes = 1 << 29;
+	s.page_size = kPageSize;
+	s.uptime_ns = 77;
+	uint8_t stb[kStatSize];
+	encode_stat(s, stb);
+	auto dst = decode_stat(stb);
+	REQUIRE(dst.is_ok());
+	CHECK(dst->uptime_ns == 77);
+	CHECK(dst->free_bytes == s.free_bytes);
+	s.used_bytes = 2ull << 30;
+	encode_stat(s, stb);
+	CHECK(contains(decode_stat(stb).status().message(), "inconsistent"));
+
+	auto nb = encode_name("cfg");
+	CHECK(decode_name(nb).value() == "cfg");
+	nb.push_back('x');
+	CHECK(contains(decode_name(nb).status().message(), "name_len 3 says 4"));
+	CHECK_FALSE(decode_name({}).is_ok());
+	CHECK_FALSE(decode_name(encode_name("a\nb")).is_ok());
+
+	std::vector<uint8_t> nul{'a', 0, 'b'};
+	CHECK(contains(decode_error_message(nul).status().message(), "NUL"));
+}
+
+TEST_CASE("garbage never validates")
+{
+	// Deterministic pseudo-random bytes: a header crc match is 1 in 2^32.
+	uint64_t x = 88172645463325252ull;
+	int ok = 0;
+	for (int i = 0; i < 20000; i++) {
+		uint8_t b[kHeaderSize];
+		for (auto &c : b) {
+			x ^= x << 13;
+			x ^= x >> 7;
+			x ^= x << 17;
+			c = static_cast<uint8_t>(x);
+		}
+		if (i % 2)
+			std::memcpy(b, "MFW1", 4);
+		Header out;
+		ok += validate_header({b, sizeof(b)}, &out).is_ok();
+	}
+	CHECK(ok == 0);
+}
