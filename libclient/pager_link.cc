@@ -1,0 +1,745 @@
+#include "libclient/pager_link.h"
+
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include "daemon/common/log.h"
+#include "daemon/pager/map_protocol.h"
+#include "daemon/pager/uffd.h"
+
+namespace memfed::client
+{
+
+using control::Message;
+using nlohmann::json;
+
+namespace
+{
+
+constexpr uint64_t kPage = 4096;
+constexpr uint64_t kCopyChunk = control::kMaxData;
+
+// Every PagerLink that wants pthread_atfork handling. Fork handlers run on
+// one thread, so the list only needs a lock against concurrent open/close.
+std::mutex g_links_mu;
+std::vector<PagerLink *> g_links;
+
+void atfork_prepare()
+{
+	g_links_mu.lock();
+	for (auto *l : g_links)
+		l->fork_prepare();
+}
+
+void atfork_parent()
+{
+	for (auto *l : g_links)
+		l->fork_parent();
+	g_links_mu.unlock();
+}
+
+void atfork_child()
+{
+	for (auto *l : g_links)
+		l->fork_child();
+	g_links_mu.unlock();
+}
+
+Message request(const char *op, json fields = json::object())
+{
+	Message m;
+	m.body = std::move(fields);
+	m.body["op"] = op;
+	return m;
+}
+
+void close_fds(Message &m)
+{
+	for (int fd : m.fds)
+		close(fd);
+	m.fds.clear();
+}
+
+bool get_u64(const json &j, const char *key, uint64_t *out)
+{
+	auto it = j.find(key);
+	if (it == j.end() || !it->is_number_unsigned())
+		return false;
+	*out = it->get<uint64_t>();
+	return true;
+}
+
+bool all_zero(const std::vector<uint8_t> &d)
+{
+	return std::all_of(d.begin(), d.end(), [](uint8_t b) { return b == 0; });
+}
+
+} // namespace
+
+Result<std::unique_ptr<PagerLink>> PagerLink::open(const Options &opt)
+{
+	std::unique_ptr<PagerLink> link(new PagerLink(opt));
+	link->user_mode_only_ = geteuid() != 0;
+	link->stop_fd_ = eventfd(0, EFD_CLOEXEC);
+	if (link->stop_fd_ < 0)
+		return Status::from_errno(errno, "creating the pager link's eventfd");
+	{
+		std::unique_lock<std::mutex> lk(link->mu_);
+		MF_RETURN_IF_ERROR(link->establish());
+	}
+	MF_RETURN_IF_ERROR(link->start_monitor());
+	if (opt.handle_fork) {
+		static std::once_flag once;
+		std::call_once(once,
+		               [] { pthread_atfork(atfork_prepare, atfork_parent, atfork_child); });
+		std::lock_guard<std::mutex> lk(g_links_mu);
+		g_links.push_back(link.get());
+	}
+	return link;
+}
+
+PagerLink::~PagerLink()
+{
+	if (opt_.handle_fork) {
+		std::lock_guard<std::mutex> lk(g_links_mu);
+		g_links.erase(std::remove(g_links.begin(), g_links.end(), this), g_links.end());
+	}
+	stopping_ = true;
+	if (monitor_running_) {
+		uint64_t one = 1;
+		(void)!write(stop_fd_, &one, sizeof(one));
+		pthread_join(monitor_, nullptr);
+	}
+	{
+		std::lock_guard<std::mutex> lk(mu_);
+		ctl_ = control::Client(); // the pager writes back and forgets the uffd
+		connected_ = false;
+		cv_.notify_all();
+	}
+	stop_evictor();
+	for (auto &m : mappings_)
+		if (m->memfd >= 0)
+			close(m->memfd);
+	if (uffd_ >= 0)
+		close(uffd_);
+	if (stop_fd_ >= 0)
+		close(stop_fd_);
+}
+
+Status PagerLink::establish()
+{
+	auto c = control::Client::connect(opt_.socket_path);
+	if (!c)
+		return c.status();
+	auto hello = c->call_ok(request(pager::kOpHello));
+	if (!hello)
+		return hello.status();
+	uint64_t features = 0, pmode = 0, smode = 0;
+	if (!get_u64(hello->body, "uffd_features", &features) ||
+	    !get_u64(hello->body, "private_register_mode", &pmode) ||
+	    !get_u64(hello->body, "shared_register_mode", &smode))
+		return Status(Code::kProtocol, "pager.hello reply from " + opt_.socket_path +
+		                                       " lacks uffd_features or register modes "
+		                                       "(memfedd and libmemfed versions differ)");
+	// Forks are handled here (see the header): the child's ranges must stay
+	// with a uffd the child itself holds.
+	features &= ~uint64_t(UFFD_FEATURE_EVENT_FORK);
+	if (uffd_ < 0) {
+		auto fd = pager::open_uffd(features, user_mode_only_);
+		if (!fd)
+			return fd.status();
+		uffd_ = *fd;
+		features_ = features;
+		private_mode_ = pmode;
+		shared_mode_ = smode;
+	} else if (features != features_ || pmode != private_mode_ || smode != shared_mode_) {
+		LOG_WARN("libmemfed",
+		         "memfedd at %s asks for uffd features 0x%llx, this process's uffd has "
+		         "0x%llx; continuing with the existing uffd",
+		         opt_.socket_path.c_str(), (unsigned long long)features,
+		         (unsigned long long)features_);
+	}
+
+	int sv[2];
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+		return Status::from_errno(errno, "creating the evict channel");
+	Message att = request(pager::kOpAttach,
+	                      {{"features", features_}, {"budget", opt_.process_budget}});
+	att.fds = {uffd_, sv[1]};
+	auto ar = c->call_ok(att);
+	close(sv[1]);
+	if (!ar) {
+		close(sv[0]);
+		return ar.status();
+	}
+	close_fds(*ar);
+	uint64_t id = 0;
+	if (!get_u64(ar->body, "uffd_id", &id)) {
+		close(sv[0]);
+		return Status(Code::kProtocol, "attach reply lacks uffd_id");
+	}
+	stop_evictor();
+	MF_RETURN_IF_ERROR(start_evictor(sv[0]));
+	ctl_ = std::move(*c);
+	uffd_id_ = id;
+	connected_ = true;
+	for (auto &m : mappings_) {
+		Status st = send_map(*m, /*adopt=*/true);
+		if (!st) {
+			connected_ = false;
+			return st;
+		}
+	}
+	cv_.notify_all();
+	return Status::ok();
+}
+
+Status PagerLink::send_map(Mapping &m, bool adopt)
+{
+	Message req = request(pager::kOpMap,
+	                      {{"uffd_id", uffd_id_},
+	                       {"region", m.region},
+	                       {"region_offset", m.region_offset},
+	                       {"addr", m.addr},
+	                       {"length", m.length},
+	                       {"kind", m.shared ? pager::kKindShared : pager::kKindPrivate},
+	                       {"writable", m.writable},
+	                       {"register_mode", m.shared ? shared_mode_ : private_mode_},
+	                       {"budget", m.budget},
+	                       {"prefetch", m.prefetch}});
+	if (adopt && m.shared)
+		req.fds = {m.memfd};
+	auto r = ctl_.call(req);
+	if (!r)
+		return r.status();
+	Status st = control::reply_status(*r);
+	uint64_t id = 0;
+	if (st && !get_u64(r->body, "mapping_id", &id))
+		st = Status(Code::kProtocol, "map reply lacks mapping_id");
+	if (st && m.shared && !adopt) {
+		if (r->fds.empty())
+			st = Status(Code::kProtocol,
+			            "map reply for a shared mapping carries no memfd");
+		else {
+			m.memfd = r->fds[0];
+			r->fds.erase(r->fds.begin());
+		}
+	}
+	close_fds(*r);
+	if (!st)
+		return st;
+	m.mapping_id = id;
+	if (m.shared && !adopt) {
+		int prot = PROT_READ | (m.writable ? PROT_WRITE : 0);
+		void *p = mmap(reinterpret_cast<void *>(m.addr), m.length, prot,
+		               MAP_SHARED | MAP_FIXED, m.memfd, 0);
+		if (p == MAP_FAILED)
+			return Status::from_errno(errno,
+			                          "mapping the memfd of region '" + m.region + "'");
+		int rc = pager::uffd_register(uffd_, m.addr, m.length, shared_mode_);
+		if (rc < 0)
+			return Status::from_errno(-rc, "registering the mapping of region '" +
+			                                       m.region + "' with userfaultfd");
+	}
+	if (m.shared) {
+		auto rr = ctl_.call_ok(request(pager::kOpMapReady, {{"mapping_id", id}}));
+		if (!rr)
+			return rr.status();
+		close_fds(*rr);
+	}
+	return Status::ok();
+}
+
+Result<Message> PagerLink::call_locked(const Message &req)
+{
+	if (!connected_)
+		return Status(Code::kUnavailable,
+		              "memfedd at " + opt_.socket_path + " is away; reconnecting");
+	auto r = ctl_.call(req);
+	if (!r) {
+		connected_ = false;
+		return r.status();
+	}
+	return r;
+}
+
+Result<Message> PagerLink::call(const Message &req)
+{
+	std::unique_lock<std::mutex> lk(mu_);
+	return call_locked(req);
+}
+
+Result<Message> PagerLink::pager_call(std::unique_lock<std::mutex> &lk, const Message &req)
+{
+	for (;;) {
+		cv_.wait(lk, [this] { return connected_ || stopping_; });
+		if (stopping_)
+			return Status(Code::kUnavailable, "the pager link is closing");
+		auto r = ctl_.call(req);
+		if (r)
+			return r;
+		// The daemon went away mid-call: the monitor reconnects and
+		// re-maps; the request is sent again on the new connection.
+		connected_ = false;
+	}
+}
+
+Result<uint64_t> PagerLink::map_shared(const std::string &region, uint64_t offset, uint64_t length,
+                                       bool writable, uint64_t budget, bool prefetch, uint64_t hint)
+{
+	if (length == 0 || length % kPage || offset % kPage)
+		return Status(Code::kInvalidArgument, "mapping of region '" + region +
+		                                              "': offset and length must be "
+		                                              "page multiples and length non-zero");
+	void *res = mmap(reinterpret_cast<void *>(hint), length, PROT_NONE,
+	                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (res == MAP_FAILED)
+		return Status::from_errno(errno,
+		                          "reserving address space for region '" + region + "'");
+	auto m = std::make_unique<Mapping>();
+	m->region = region;
+	m->region_offset = offset;
+	m->addr = reinterpret_cast<uint64_t>(res);
+	m->length = length;
+	m->shared = true;
+	m->writable = writable;
+	m->budget = budget;
+	m->prefetch = prefetch;
+	std::unique_lock<std::mutex> lk(mu_);
+	cv_.wait(lk, [this] { return connected_ || stopping_; });
+	Status st = connected_ ? send_map(*m, false)
+	                       : Status(Code::kUnavailable, "the pager link is closing");
+	if (!st) {
+		if (m->mapping_id)
+			(void)call_locked(
+			        request(pager::kOpUnmap, {{"mapping_id", m->mapping_id}}));
+		if (m->memfd >= 0)
+			close(m->memfd);
+		munmap(res, length);
+		return st;
+	}
+	uint64_t addr = m->addr;
+	mappings_.push_back(std::move(m));
+	return addr;
+}
+
+Status PagerLink::map_private(const std::string &region, uint64_t addr, uint64_t length,
+                              uint64_t budget, PrivateForkHooks hooks)
+{
+	auto m = std::make_unique<Mapping>();
+	m->region = region;
+	m->addr = addr;
+	m->length = length;
+	m->writable = true;
+	m->budget = budget;
+	m->hooks = std::move(hooks);
+	std::unique_lock<std::mutex> lk(mu_);
+	int rc = pager::uffd_register(uffd_, addr, length, private_mode_);
+	if (rc < 0)
+		return Status::from_errno(-rc, "registering the memory backed by region '" +
+		                                       region + "' with userfaultfd");
+	cv_.wait(lk, [this] { return connected_ || stopping_; });
+	Status st = connected_ ? send_map(*m, false)
+	                       : Status(Code::kUnavailable, "the pager link is closing");
+	if (!st) {
+		pager::uffd_unregister(uffd_, addr, length);
+		return st;
+	}
+	mappings_.push_back(std::move(m));
+	publish_spans();
+	return Status::ok();
+}
+
+PagerLink::Mapping *PagerLink::find(uint64_t addr)
+{
+	for (auto &m : mappings_)
+		if (addr >= m->addr && addr < m->addr + m->length)
+			return m.get();
+	return nullptr;
+}
+
+const PagerLink::Mapping *PagerLink::find(uint64_t addr) const
+{
+	return const_cast<PagerLink *>(this)->find(addr);
+}
+
+Status PagerLink::unmap(uint64_t addr)
+{
+	std::unique_lock<std::mutex> lk(mu_);
+	Mapping *m = find(addr);
+	if (!m || m->addr != addr)
+		return Status(
+		        Code::kNotFound, "no memfed mapping starts at 0x" + [addr] {
+			        char b[32];
+			        snprintf(b, sizeof(b), "%llx", (unsigned long long)addr);
+			        return std::string(b);
+		        }());
+	for (;;) {
+		auto r = pager_call(lk, request(pager::kOpUnmap, {{"mapping_id", m->mapping_id}}));
+		if (!r)
+			return r.status();
+		close_fds(*r);
+		Status st = control::reply_status(*r);
+		// A mapping id from before a reconnection is unknown to the new
+		// daemon until the monitor has re-mapped it: ask again.
+		if (st.code() == Code::kNotFound && !connected_)
+			continue;
+		MF_RETURN_IF_ERROR(st);
+		break;
+	}
+	pager::uffd_unregister(uffd_, m->addr, m->length);
+	if (m->shared) {
+		munmap(reinterpret_cast<void *>(m->addr), m->length);
+		close(m->memfd);
+	}
+	mappings_.erase(std::find_if(mappings_.begin(), mappings_.end(),
+	                             [m](const auto &p) { return p.get() == m; }));
+	publish_spans();
+	return Status::ok();
+}
+
+Status PagerLink::sync(uint64_t addr, uint64_t length)
+{
+	std::unique_lock<std::mutex> lk(mu_);
+	Mapping *m = find(addr);
+	if (!m || addr + length > m->addr + m->length)
+		return Status(Code::kNotFound,
+		              "sync of a range that is not inside one memfed mapping");
+	uint64_t off = (addr - m->addr) & ~(kPage - 1);
+	uint64_t len = length == 0 ? m->length - off : (addr + length - m->addr) - off;
+	auto r = pager_call(
+	        lk, request(pager::kOpSync,
+	                    {{"mapping_id", m->mapping_id}, {"offset", off}, {"length", len}}));
+	if (!r)
+		return r.status();
+	close_fds(*r);
+	return control::reply_status(*r);
+}
+
+Result<std::pair<std::string, uint64_t>> PagerLink::locate(uint64_t addr) const
+{
+	std::lock_guard<std::mutex> lk(mu_);
+	const Mapping *m = find(addr);
+	if (!m)
+		return Status(Code::kNotFound, "address is not inside a memfed mapping");
+	return std::make_pair(m->region, m->region_offset + (addr - m->addr));
+}
+
+void PagerLink::publish_spans()
+{
+	std::lock_guard<std::mutex> lk(spans_mu_);
+	private_spans_.clear();
+	for (auto &m : mappings_)
+		if (!m->shared)
+			private_spans_.push_back({m->addr, m->length});
+}
+
+// ---- threads ----
+
+void *PagerLink::monitor_main(void *self)
+{
+	static_cast<PagerLink *>(self)->monitor_loop();
+	return nullptr;
+}
+
+void *PagerLink::evictor_main(void *self)
+{
+	auto *l = static_cast<PagerLink *>(self);
+	int sock;
+	{
+		std::lock_guard<std::mutex> lk(l->spans_mu_);
+		sock = l->evict_sock_;
+	}
+	l->evictor_loop(sock);
+	return nullptr;
+}
+
+Status PagerLink::start_monitor()
+{
+	int rc = pthread_create(&monitor_, nullptr, monitor_main, this);
+	if (rc != 0)
+		return Status::from_errno(rc, "starting the pager link's monitor thread");
+	monitor_running_ = true;
+	return Status::ok();
+}
+
+Status PagerLink::start_evictor(int sock)
+{
+	{
+		std::lock_guard<std::mutex> lk(spans_mu_);
+		evict_sock_ = sock;
+	}
+	int rc = pthread_create(&evictor_, nullptr, evictor_main, this);
+	if (rc != 0) {
+		close(sock);
+		evict_sock_ = -1;
+		return Status::from_errno(rc, "starting the evictor thread");
+	}
+	evictor_running_ = true;
+	return Status::ok();
+}
+
+void PagerLink::stop_evictor()
+{
+	if (!evictor_running_)
+		return;
+	shutdown(evict_sock_, SHUT_RDWR);
+	pthread_join(evictor_, nullptr);
+	close(evict_sock_);
+	evict_sock_ = -1;
+	evictor_running_ = false;
+}
+
+void PagerLink::monitor_loop()
+{
+	uint64_t backoff_ms = 10;
+	while (!stopping_) {
+		int fd;
+		bool up;
+		{
+			std::lock_guard<std::mutex> lk(mu_);
+			fd = ctl_.fd();
+			up = connected_;
+		}
+		if (up) {
+			// events = 0: report only hang-up and errors, so the
+			// replies other threads wait for are left alone.
+			pollfd p[2] = {{fd, 0, 0}, {stop_fd_, POLLIN, 0}};
+			int n = poll(p, 2, 1000);
+			if (n <= 0 || (p[1].revents & POLLIN))
+				continue;
+			if (!(p[0].revents & (POLLHUP | POLLERR | POLLNVAL)))
+				continue;
+			std::lock_guard<std::mutex> lk(mu_);
+			if (ctl_.fd() == fd && connected_) {
+				LOG_WARN("libmemfed", "lost memfedd at %s; reconnecting",
+				         opt_.socket_path.c_str());
+				connected_ = false;
+			}
+			continue;
+		}
+		Status st;
+		{
+			std::lock_guard<std::mutex> lk(mu_);
+			if (connected_)
+				continue;
+			st = establish();
+			if (st) {
+				reconnects_++;
+				backoff_ms = 10;
+				LOG_INFO("libmemfed", "reattached to memfedd at %s",
+				         opt_.socket_path.c_str());
+				continue;
+			}
+		}
+		LOG_DEBUG("libmemfed", "reconnect: %s", st.to_string().c_str());
+		pollfd p = {stop_fd_, POLLIN, 0};
+		poll(&p, 1, int(backoff_ms));
+		backoff_ms = std::min<uint64_t>(backoff_ms * 2, 500);
+	}
+}
+
+void PagerLink::evictor_loop(int sock)
+{
+	pager::DropRequest req;
+	for (;;) {
+		ssize_t n = recv(sock, &req, sizeof(req), 0);
+		if (n == 0 || (n < 0 && errno != EINTR))
+			return;
+		if (n < 0)
+			continue;
+		if (size_t(n) < pager::drop_request_size(0) ||
+		    req.magic != pager::kDropRequestMagic || req.count == 0 ||
+		    req.count > pager::kMaxDropRanges ||
+		    uint64_t(n) != pager::drop_request_size(req.count)) {
+			LOG_ERROR("libmemfed",
+			          "malformed drop request of %zd bytes from the pager; "
+			          "closing the evict channel",
+			          n);
+			return;
+		}
+		pager::DropReply rep{pager::kDropReplyMagic, 0, req.seq};
+		{
+			std::lock_guard<std::mutex> ek(evict_mu_);
+			std::lock_guard<std::mutex> sk(spans_mu_);
+			for (uint32_t i = 0; i < req.count; i++) {
+				const auto &r = req.ranges[i];
+				bool inside =
+				        r.addr % kPage == 0 && r.length % kPage == 0 &&
+				        std::any_of(private_spans_.begin(), private_spans_.end(),
+				                    [&r](const Span &s) {
+					                    return r.addr >= s.first &&
+					                           r.addr + r.length <=
+					                                   s.first + s.second &&
+					                           r.addr + r.length > r.addr;
+				                    });
+				if (!inside) {
+					LOG_WARN("libmemfed",
+					         "pager asked to drop 0x%llx+%llu outside "
+					         "every private mapping; ignored",
+					         (unsigned long long)r.addr,
+					         (unsigned long long)r.length);
+					continue;
+				}
+				if (syscall(SYS_madvise, r.addr, r.length, MADV_DONTNEED) < 0 &&
+				    rep.error == 0)
+					rep.error = -errno;
+			}
+		}
+		if (send(sock, &rep, sizeof(rep), MSG_NOSIGNAL) < 0)
+			return;
+	}
+}
+
+// ---- fork ----
+
+Status PagerLink::copy_for_child(Mapping &m)
+{
+	m.child_region = m.hooks.child_region_name ? m.hooks.child_region_name(m.region)
+	                                           : m.region + ".child";
+	auto shown = call_locked(request("region.show", {{"name", m.region}}));
+	if (!shown)
+		return shown.status();
+	MF_RETURN_IF_ERROR(control::reply_status(*shown));
+	uint64_t size = 0;
+	if (!shown->body.contains("region") || !get_u64(shown->body["region"], "size", &size))
+		return Status(Code::kProtocol, "region.show reply lacks region.size");
+	auto cr = call_locked(request("region.create",
+	                              {{"name", m.child_region}, {"size", size}, {"mode", 0600}}));
+	if (!cr)
+		return cr.status();
+	MF_RETURN_IF_ERROR(control::reply_status(*cr));
+
+	std::vector<Span> spans =
+	        m.hooks.live_spans ? m.hooks.live_spans() : std::vector<Span>{{0, m.length}};
+	std::vector<unsigned char> vec;
+	for (auto [off, len] : spans) {
+		if (len == 0 || off + len > m.length)
+			continue;
+		vec.resize(len / kPage);
+		if (mincore(reinterpret_cast<void *>(m.addr + off), len, vec.data()) < 0)
+			return Status::from_errno(errno, "mincore on a private mapping");
+		// Resident pages reach the child as copy-on-write pages; the others
+		// live only in the region and are copied to the child's.
+		uint64_t i = 0, pages = len / kPage;
+		while (i < pages) {
+			if (vec[i] & 1) {
+				i++;
+				continue;
+			}
+			uint64_t j = i;
+			while (j < pages && !(vec[j] & 1) && (j - i + 1) * kPage <= kCopyChunk)
+				j++;
+			uint64_t at = off + i * kPage, n = (j - i) * kPage;
+			auto rd = call_locked(
+			        request("region.read", {{"name", m.region},
+			                                {"offset", m.region_offset + at},
+			                                {"length", n}}));
+			if (!rd)
+				return rd.status();
+			MF_RETURN_IF_ERROR(control::reply_status(*rd));
+			if (rd->data.size() != n)
+				return Status(Code::kProtocol, "region.read returned a short read");
+			if (!all_zero(rd->data)) {
+				Message w = request("region.write",
+				                    {{"name", m.child_region}, {"offset", at}});
+				w.data = std::move(rd->data);
+				auto wr = call_locked(w);
+				if (!wr)
+					return wr.status();
+				MF_RETURN_IF_ERROR(control::reply_status(*wr));
+			}
+			i = j;
+		}
+	}
+	return Status::ok();
+}
+
+void PagerLink::fork_prepare()
+{
+	mu_.lock();
+	// Wait out a reconnection: the copy needs the daemon.
+	{
+		std::unique_lock<std::mutex> lk(mu_, std::adopt_lock);
+		cv_.wait(lk, [this] { return connected_ || stopping_; });
+		lk.release();
+	}
+	evict_mu_.lock();
+	fork_failed_ = false;
+	for (auto &m : mappings_) {
+		if (m->shared)
+			continue;
+		Status st = copy_for_child(*m);
+		if (!st) {
+			LOG_ERROR("libmemfed", "preparing the child's copy of region '%s': %s",
+			          m->region.c_str(), st.to_string().c_str());
+			fork_failed_ = true;
+		}
+	}
+	spans_mu_.lock();
+}
+
+void PagerLink::fork_parent()
+{
+	spans_mu_.unlock();
+	evict_mu_.unlock();
+	mu_.unlock();
+}
+
+void PagerLink::fork_child()
+{
+	// Only this thread exists; the monitor and evictor stayed in the parent.
+	if (fork_failed_) {
+		static const char msg[] = "memfed: the child's copy of its private memory could "
+		                          "not be made; exiting rather than reading zeroes\n";
+		(void)!write(2, msg, sizeof(msg) - 1);
+		_exit(70);
+	}
+	ctl_ = control::Client();
+	connected_ = false;
+	close(uffd_);
+	if (evict_sock_ >= 0)
+		close(evict_sock_);
+	evict_sock_ = -1;
+	evictor_running_ = false;
+	monitor_running_ = false;
+	auto fd = pager::open_uffd(features_, user_mode_only_);
+	if (!fd) {
+		fprintf(stderr, "memfed: %s\n", fd.status().to_string().c_str());
+		_exit(70);
+	}
+	uffd_ = *fd;
+	for (auto &m : mappings_) {
+		if (!m->shared)
+			m->region = m->child_region;
+		int rc = pager::uffd_register(uffd_, m->addr, m->length,
+		                              m->shared ? shared_mode_ : private_mode_);
+		if (rc < 0) {
+			fprintf(stderr, "memfed: registering 0x%llx in the child: %s\n",
+			        (unsigned long long)m->addr, strerror(-rc));
+			_exit(70);
+		}
+	}
+	spans_mu_.unlock();
+	evict_mu_.unlock();
+	Status st = establish();
+	mu_.unlock();
+	if (!st)
+		LOG_WARN("libmemfed", "child could not attach yet (%s); retrying",
+		         st.to_string().c_str());
+	Status ms = start_monitor();
+	if (!ms) {
+		fprintf(stderr, "memfed: %s\n", ms.to_string().c_str());
+		_exit(70);
+	}
+}
+
+} // namespace memfed::client

@@ -1,0 +1,168 @@
+// PagerLink: this process's side of the map protocol (daemon/pager/map_protocol.h).
+//
+// It owns the process's userfaultfd, the control connection that attached it
+// to memfedd's pager, the evict channel and the list of mappings. Three
+// duties beyond the ops themselves:
+//   - Eviction: an evictor thread drops the pages the pager asks it to drop
+//     (madvise MADV_DONTNEED on its own address space).
+//   - Daemon restart: a monitor thread notices the lost connection, reconnects
+//     with backoff, attaches the same uffd again and re-sends every mapping.
+//     Meanwhile faulting threads wait in the kernel; nothing is unregistered.
+//   - Fork (pthread_atfork): the link never asks for UFFD_FEATURE_EVENT_FORK,
+//     so the kernel unregisters the child's copy of each range. In the child
+//     the link registers every range on a fresh uffd and attaches again before
+//     fork() returns. A private mapping (heap) gets a copy of its region made
+//     in the parent while the parent's evictions are held, so parent and
+//     child diverge like ordinary private memory.
+//
+// Thread-safety: every public member may be called from any thread. Calls are
+// serialised on one connection; a call made while memfedd is away waits for
+// the reconnection.
+#pragma once
+
+#include <pthread.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "daemon/common/status.h"
+#include "daemon/control/client.h"
+
+namespace memfed::client
+{
+
+// A byte range [first, first + second) of a mapping.
+using Span = std::pair<uint64_t, uint64_t>;
+
+struct PrivateForkHooks {
+	// Name of the region that backs the child's copy of a private mapping.
+	std::function<std::string(const std::string &parent_region)> child_region_name;
+	// The parts of the mapping (offsets) that may hold data; the rest is not
+	// copied to the child's region. Called with the link's locks held.
+	std::function<std::vector<Span>()> live_spans;
+};
+
+class PagerLink
+{
+public:
+	struct Options {
+		std::string socket_path;     // memfedd's control socket
+		uint64_t process_budget = 0; // "attach" budget, 0 = daemon default
+		bool handle_fork = true;     // register pthread_atfork handlers
+	};
+
+	// Connects, asks "pager.hello", creates the uffd and attaches it.
+	static Result<std::unique_ptr<PagerLink>> open(const Options &opt);
+	// Unmaps nothing: the pager writes back and forgets when the connection
+	// closes. Mappings stay in the address space.
+	~PagerLink();
+	PagerLink(const PagerLink &) = delete;
+	PagerLink &operator=(const PagerLink &) = delete;
+
+	// Maps [offset, offset+length) of `region` shared (file-like) and returns
+	// the address. `hint` 0: anywhere.
+	Result<uint64_t> map_shared(const std::string &region, uint64_t offset, uint64_t length,
+	                            bool writable, uint64_t budget, bool prefetch, uint64_t hint);
+	// Registers [addr, addr+length), which the caller mmapped
+	// MAP_PRIVATE|MAP_ANONYMOUS, and backs it with `region` from offset 0.
+	Status map_private(const std::string &region, uint64_t addr, uint64_t length,
+	                   uint64_t budget, PrivateForkHooks hooks);
+	// Writes back and forgets the mapping that starts at `addr`; munmaps it
+	// if it is shared (the caller unmaps private ones).
+	Status unmap(uint64_t addr);
+	// msync semantics for [addr, addr+length) inside one mapping.
+	Status sync(uint64_t addr, uint64_t length);
+	// Region and region offset of `addr`; kNotFound outside every mapping.
+	Result<std::pair<std::string, uint64_t>> locate(uint64_t addr) const;
+
+	// One request on the link's connection (region ops and the like). Not
+	// retried after a reconnection.
+	Result<control::Message> call(const control::Message &req);
+
+	// How many times the link reconnected after losing memfedd (tests).
+	uint64_t reconnects() const { return reconnects_.load(); }
+
+	// pthread_atfork handlers (public for the atfork trampolines).
+	void fork_prepare();
+	void fork_parent();
+	void fork_child();
+
+private:
+	struct Mapping {
+		std::string region;
+		uint64_t region_offset = 0;
+		uint64_t addr = 0;
+		uint64_t length = 0;
+		bool shared = false;
+		bool writable = false;
+		uint64_t budget = 0;
+		bool prefetch = true;
+		int memfd = -1; // shared: our copy of the pager's memfd
+		uint64_t mapping_id = 0;
+		PrivateForkHooks hooks;
+		std::string child_region; // set by fork_prepare
+	};
+
+	explicit PagerLink(Options opt) : opt_(std::move(opt)) {}
+
+	// Connects, hello, attach, re-maps every mapping. REQUIRES: mu_ held.
+	Status establish();
+	Status send_map(Mapping &m, bool adopt);
+	// call() without taking mu_; REQUIRES: mu_ held.
+	Result<control::Message> call_locked(const control::Message &req);
+	// Sends a pager op, waiting out a reconnection if memfedd is away.
+	Result<control::Message> pager_call(std::unique_lock<std::mutex> &lk,
+	                                    const control::Message &req);
+	Status copy_for_child(Mapping &m);
+	Status start_monitor();
+	Status start_evictor(int sock);
+	void stop_evictor();
+	void publish_spans();
+	void monitor_loop();
+	void evictor_loop(int sock);
+	Mapping *find(uint64_t addr);
+	const Mapping *find(uint64_t addr) const;
+
+	static void *monitor_main(void *self);
+	static void *evictor_main(void *self);
+
+	Options opt_;
+	uint64_t features_ = 0; // UFFDIO_API features of uffd_
+	uint64_t private_mode_ = 0;
+	uint64_t shared_mode_ = 0;
+	bool user_mode_only_ = false;
+	int uffd_ = -1;
+	uint64_t uffd_id_ = 0;
+
+	// mu_ serialises requests and guards mappings_, ctl_ and connected_.
+	mutable std::mutex mu_;
+	std::condition_variable cv_;
+	control::Client ctl_;
+	bool connected_ = false;
+	std::vector<std::unique_ptr<Mapping>> mappings_;
+
+	// Held by the evictor while it drops pages; fork_prepare holds it from
+	// the region copy until fork returns, so no page leaves memory meanwhile.
+	std::mutex evict_mu_;
+	// The private mappings' address ranges, for the evictor's checks.
+	std::mutex spans_mu_;
+	std::vector<Span> private_spans_;
+	int evict_sock_ = -1; // our end of the current evict channel
+	pthread_t evictor_{};
+	bool evictor_running_ = false;
+	int stop_fd_ = -1; // eventfd that stops the monitor
+	pthread_t monitor_{};
+	bool monitor_running_ = false;
+	bool fork_failed_ = false;
+	std::atomic<uint64_t> reconnects_{0};
+	std::atomic<bool> stopping_{false};
+};
+
+} // namespace memfed::client
