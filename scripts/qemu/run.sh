@@ -1,0 +1,183 @@
+#!/usr/bin/env bash
+# Runs memfed's QEMU tier: builds memfed.ko against Debian's packaged kernel,
+# boots that kernel under TCG with an initramfs holding the module and the
+# guest test programs, and decides pass/fail from the markers the guest
+# prints (tests/qemu/init.sh), never from QEMU's exit code.
+#
+#   scripts/qemu/run.sh --bin-dir DIR [--fuzz N] [--seed S] [--timeout SECONDS]
+#
+#   --bin-dir   where memfed_kmod_test and memfed_nl_fuzz are (the CMake
+#               build's bin/); memfedd, memfedctl and the daemon test helpers
+#               are taken from there too when present
+#   --fuzz      random netlink messages in the fuzz test (default 20000)
+#   --seed      fuzz seed (default: from the clock; printed in the log)
+#   --timeout   host-side limit for the boot (default 240)
+#
+# Installs what it needs (scripts/deps.sh, linux-headers-$KVER) and caches
+# the kernel under build/qemu-cache/. MEMFED_QEMU_KVER overrides the kernel
+# ABI (default: what linux-image-amd64 depends on). Exit status 0 only if
+# every expected marker says PASS and the final marker arrived.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/../.." && pwd)
+bin_dir=""
+fuzz=20000
+seed=$(date +%s)
+timeout_s=240
+while [ $# -gt 0 ]; do
+	case "$1" in
+	--bin-dir) bin_dir=$2; shift 2 ;;
+	--fuzz) fuzz=$2; shift 2 ;;
+	--seed) seed=$2; shift 2 ;;
+	--timeout) timeout_s=$2; shift 2 ;;
+	-h | --help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	*) echo "run.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+	esac
+done
+if [ -z "$bin_dir" ] || [ ! -x "$bin_dir/memfed_kmod_test" ] || [ ! -x "$bin_dir/memfed_nl_fuzz" ]; then
+	echo "run.sh: --bin-dir must name the build's bin/ holding memfed_kmod_test and memfed_nl_fuzz (build them with make)" >&2
+	exit 2
+fi
+bin_dir=$(cd "$bin_dir" && pwd)
+
+cache=${MEMFED_QEMU_CACHE:-$root/build/qemu-cache}
+mkdir -p "$cache"
+t0=$(date +%s.%N)
+phase() { awk -v t0="$t0" -v now="$(date +%s.%N)" -v what="$1" 'BEGIN { printf "qemu: %-28s %6.1f s\n", what, now - t0 }'; }
+
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+
+# 1. Host tools.
+for tool in qemu-system-x86_64 cpio; do
+	command -v "$tool" >/dev/null || need_deps=1
+done
+[ -x /bin/busybox ] && ! ldd /bin/busybox >/dev/null 2>&1 || need_deps=1
+if [ -n "${need_deps:-}" ]; then
+	"$root/scripts/deps.sh"
+fi
+
+# 2. The kernel the tests boot: Debian's packaged one, never the host's.
+exec 9>"$cache/.lock"
+flock 9
+kver=${MEMFED_QEMU_KVER:-$(apt-cache depends linux-image-amd64 2>/dev/null |
+	sed -n 's/.*Depends: linux-image-\([0-9].*\)$/\1/p' | head -1)}
+if [ -z "$kver" ]; then
+	echo "run.sh: cannot resolve the kernel version from 'apt-cache depends linux-image-amd64'; run apt-get update or set MEMFED_QEMU_KVER" >&2
+	exit 1
+fi
+kdir=$cache/$kver
+if [ ! -f "$kdir/vmlinuz" ]; then
+	rm -rf "$kdir.tmp" && mkdir -p "$kdir.tmp"
+	(cd "$kdir.tmp" && apt-get download -q "linux-image-$kver" 2>&1 | grep -v '^W: Download is performed unsandboxed' || true)
+	deb=$(ls "$kdir.tmp"/linux-image-"$kver"_*.deb)
+	dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$kdir.tmp" "./boot/vmlinuz-$kver"
+	mkdir -p "$kdir"
+	mv "$kdir.tmp/boot/vmlinuz-$kver" "$kdir/vmlinuz"
+	rm -rf "$kdir.tmp"
+fi
+if [ ! -f "/lib/modules/$kver/build/Makefile" ]; then
+	echo "qemu: installing linux-headers-$kver"
+	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+		"linux-headers-$kver" >/dev/null
+fi
+flock -u 9
+phase "kernel $kver ready"
+
+# 3. memfed.ko, built out of the source tree.
+work=$(mktemp -d "$cache/run.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+mkdir -p "$work/kmod"
+cp -r "$root"/kmod/Kbuild "$root"/kmod/*.c "$root"/kmod/*.h "$root"/kmod/uapi "$work/kmod/"
+if ! make -s -C "/lib/modules/$kver/build" M="$work/kmod" modules -j2 >"$work/kbuild.log" 2>&1; then
+	cat "$work/kbuild.log"
+	echo "run.sh: memfed.ko does not build against $kver" >&2
+	exit 1
+fi
+if grep -q 'warning:' "$work/kbuild.log"; then
+	cat "$work/kbuild.log"
+	echo "run.sh: memfed.ko builds with warnings against $kver" >&2
+	exit 1
+fi
+phase "memfed.ko built"
+
+# 4. The initramfs: busybox, the test programs and their shared libraries.
+rd=$work/root
+mkdir -p "$rd"/{bin,proc,sys,dev,tmp,run,etc,var/lib}
+cp /bin/busybox "$rd/bin/"
+cp "$root/tests/qemu/init.sh" "$rd/init"
+cp "$work/kmod/memfed.ko" "$rd/memfed.ko"
+echo 'root:x:0:0:root:/:/bin/sh' >"$rd/etc/passwd"
+echo 'nobody:x:65534:65534:nobody:/:/bin/false' >>"$rd/etc/passwd"
+echo 'root:x:0:' >"$rd/etc/group"
+echo 'nogroup:x:65534:' >>"$rd/etc/group"
+
+copy_with_libs() {
+	local bin=$1 lib
+	cp "$bin" "$rd/bin/"
+	for lib in $(ldd "$bin" 2>/dev/null | grep -o '/[^ ]*'); do
+		[ -e "$rd$lib" ] && continue
+		mkdir -p "$rd$(dirname "$lib")"
+		cp -L "$lib" "$rd$lib"
+	done
+}
+progs=(memfed_kmod_test memfed_nl_fuzz)
+for p in memfedd memfedctl; do
+	[ -x "$bin_dir/$p" ] && progs+=("$p")
+done
+for p in "${progs[@]}"; do
+	copy_with_libs "$bin_dir/$p"
+done
+# Threads abort at exit without libgcc_s (pthread_exit unwinds through it).
+gcc_s=$(ldconfig -p | sed -n 's/.*libgcc_s.so.1 (libc6,x86-64) => //p' | head -1)
+mkdir -p "$rd$(dirname "$gcc_s")" && cp -L "$gcc_s" "$rd$gcc_s"
+if [ -x "$bin_dir/memfedd" ] && [ -f "$root/tests/qemu/daemon_tests.sh" ]; then
+	cp "$root/tests/qemu/daemon_tests.sh" "$rd/bin/memfed_daemon_tests.sh"
+fi
+(cd "$rd" && find . | cpio -o -H newc --quiet) >"$work/initramfs.cpio"
+phase "initramfs $(du -m "$work/initramfs.cpio" | cut -f1) MB"
+
+# 5. Boot. Markers come back on the serial console.
+log=$cache/last-serial.log
+echo "qemu: fuzz seed $seed, log in $log"
+set +e
+timeout --kill-after=10 "$timeout_s" qemu-system-x86_64 \
+	-accel tcg,thread=multi -cpu max -smp 2 -m 1G \
+	-no-reboot -display none -serial stdio -nodefaults \
+	-kernel "$kdir/vmlinuz" -initrd "$work/initramfs.cpio" \
+	-append "console=ttyS0 quiet panic=-1 oops=panic panic_on_warn=1 slub_debug=FZPU,kmalloc-* MEMFED_FUZZ=$fuzz MEMFED_SEED=$seed" \
+	</dev/null >"$log" 2>&1
+qemu_rc=$?
+set -e
+phase "guest finished (qemu rc $qemu_rc)"
+
+# 6. Verdict from the markers alone.
+expected=(insmod kmodlink-open layout netlink-modules netlink-routes netlink-windows
+	netlink-invalid-values netlink-events sysfs unprivileged netlink-malformed
+	netlink-fuzz tables-empty-no-leak populate rmmod-clean reload kernel-log-clean)
+if [ -f "$root/tests/qemu/daemon_tests.sh" ] && [ -x "$bin_dir/memfedd" ]; then
+	mapfile -t -O ${#expected[@]} expected < <(sed -n 's/^# expect: //p' "$root/tests/qemu/daemon_tests.sh")
+fi
+serial=$work/serial.txt
+tr -d '\r' <"$log" >"$serial"
+grep -E '^MEMFED-(TEST|DETAIL|INFO)' "$serial" || true
+fail=0
+for t in "${expected[@]}"; do
+	if ! grep -qx "MEMFED-TEST $t PASS" "$serial"; then
+		grep -q "^MEMFED-TEST $t " "$serial" || echo "qemu: no marker for test '$t'"
+		fail=1
+	fi
+done
+if grep -q '^MEMFED-TEST .* FAIL$' "$serial"; then
+	fail=1
+fi
+if ! grep -qx 'MEMFED-QEMU-DONE' "$serial"; then
+	echo "qemu: the guest never printed MEMFED-QEMU-DONE (panic, hang or timeout); last lines:"
+	tail -n 40 "$log"
+	fail=1
+fi
+if [ "$fail" -ne 0 ]; then
+	echo "qemu: FAIL (serial log: $log)"
+	exit 1
+fi
+echo "qemu: PASS, ${#expected[@]} tests"
