@@ -1,0 +1,40 @@
+// PagerConfig: the knobs of memfedd's pager role (from the daemon's config
+// file; every field has a working default).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+namespace memfed::pager
+{
+
+struct PagerConfig {
+	// Resident-page limits, bytes; 0 = no limit. A "map" or "attach" request
+	// may ask for a smaller or larger one.
+	uint64_t default_mapping_budget = 0;
+	uint64_t default_process_budget = 0;
+	// Fault-serving threads, each with its own io_uring; a process's faults
+	// are all served by one of them.
+	unsigned threads = 1;
+	// CPUs to pin the fault threads to (thread i -> cpus[i % size]); empty =
+	// no pinning. Faults are fastest when the faulting thread and its pager
+	// thread share a CPU (shared/notes/limits.md).
+	std::vector<int> cpus;
+	// Prefetch: pages kept ahead of a detected stream, and pages per bulk
+	// READ request.
+	bool prefetch = true;
+	uint32_t prefetch_window = 128;
+	uint32_t prefetch_chunk = 32;
+	// Eviction: pages evicted per round, and the free headroom (pages) the
+	// pager keeps under each budget so faults rarely wait for eviction.
+	uint32_t evict_batch = 64;
+	uint32_t evict_headroom = 32;
+	// Preallocated demand-fetch slots per thread (faults beyond this wait).
+	uint32_t fault_slots = 256;
+	// Preallocated bulk buffers (prefetch_chunk pages each) per thread.
+	uint32_t bulk_slots = 16;
+	// Control requests that wait for write-back (sync, unmap) give up after this.
+	int control_timeout_ms = 30000;
+};
+
+} // namespace memfed::pager

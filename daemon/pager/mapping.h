@@ -1,0 +1,90 @@
+// Mapping: one window of a region mapped into one process, and the pager's
+// state for each of its pages.
+//
+// A page is in exactly one State. Budgets count the pages that hold (or are
+// about to hold) local memory: Fetching, Held, Resident and Evicting.
+//
+//   Remote    content is on the module; a fault fetches it
+//   Zero      content is zero (the program dropped the page with
+//             MADV_DONTNEED/REMOVE); a fault installs zeroes, never the
+//             module's old content
+//   Fetching  a fetch is in flight; its completion installs the page
+//   Held      prefetched data waits in the pager (the stream's tripwire page,
+//             see prefetch.h); a fault installs it without a fetch
+//   Resident  installed in the process
+//   Evicting  write-protected and (if dirty) being written back, then dropped;
+//             faults on it are parked until the drop is done
+//   Gone      the program unmapped it
+//
+// Thread-safety: owned by one pager thread.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "daemon/pager/prefetch.h"
+#include "daemon/pager/stats.h"
+
+namespace memfed::pager
+{
+
+enum class PageState : uint8_t { kRemote, kZero, kFetching, kHeld, kResident, kEvicting, kGone };
+
+// Page flags.
+constexpr uint8_t kDirty = 1 << 0;        // written since its content was last durable
+constexpr uint8_t kRef = 1 << 1;          // recently used (CLOCK reference bit)
+constexpr uint8_t kParked = 1 << 2;       // a fault waits for the eviction to finish
+constexpr uint8_t kRemoved = 1 << 3;      // the program dropped it during a fetch/eviction
+constexpr uint8_t kRemovedTwice = 1 << 4; // ... once more than the evictor's own drop
+constexpr uint8_t kWriteFault = 1 << 5;   // the fetch serves a write: install writable
+constexpr uint8_t kWbInFlight = 1 << 6;   // a write-back of its snapshot is in flight
+constexpr uint8_t kPrefetched = 1 << 7;   // installed by prefetch, no fault seen since
+
+struct Page {
+	PageState state = PageState::kRemote;
+	uint8_t flags = 0;
+};
+
+struct ChannelSlot; // pager_thread.h
+struct Process;     // process.h
+
+struct Mapping {
+	uint64_t id = 0;
+	Process *proc = nullptr;
+	std::string region;
+	uint32_t region_id = 0;
+	uint64_t fa_base = 0; // FA offset of page 0 in the module's pool
+	uint64_t addr = 0;    // first byte in the process
+	uint32_t npages = 0;
+	bool writable = true;
+	bool wp = false; // registered with MODE_WP: reads install write-protected
+	bool prefetch = true;
+	uint64_t budget_pages = 0; // 0 = unlimited
+	ChannelSlot *chan = nullptr;
+
+	std::vector<Page> pages;
+	uint64_t resident = 0; // pages in Fetching/Held/Resident/Evicting
+	uint32_t clock_hand = 0;
+	StreamDetector streams;
+	std::vector<uint8_t> held; // one page per stream: its tripwire's data
+	PageStats stats;
+
+	// Operations in flight that point at this mapping; it is freed once it
+	// is dead and none remain.
+	uint32_t inflight = 0;
+	bool dead = false;
+
+	bool contains(uint64_t a) const { return a >= addr && a < addr + uint64_t{npages} * 4096; }
+	uint64_t page_addr(uint32_t i) const { return addr + uint64_t{i} * 4096; }
+	uint64_t page_fa(uint32_t i) const { return fa_base + uint64_t{i} * 4096; }
+	bool holds_memory(PageState s) const
+	{
+		return s == PageState::kFetching || s == PageState::kHeld ||
+		       s == PageState::kResident || s == PageState::kEvicting;
+	}
+	uint64_t count_dirty() const;
+};
+
+} // namespace memfed::pager

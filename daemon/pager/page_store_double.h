@@ -1,0 +1,176 @@
+// PageStoreDouble: a test double of a memory module for the pager's tests —
+// regions held in process memory, served through a Channel that completes
+// every request on the loop thread one iteration later (as a real channel
+// would), behind a Federation that knows only this one module.
+//
+// The pager's own mechanisms (userfaultfd, io_uring, process_vm_readv, the
+// evict channel) stay real; only the module is replaced. `set_down(true)`
+// makes every request fail with kUnavailable, like a lost connection.
+//
+// Thread-safety: regions are guarded by a mutex; the channel runs on its
+// loop thread.
+#pragma once
+
+#include <atomic>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "daemon/service/federation.h"
+#include "daemon/transport/channel.h"
+
+namespace memfed::pager
+{
+
+class PageStoreDouble : public Federation
+{
+public:
+	static constexpr uint64_t kRegionSpacing = uint64_t{1} << 34;
+
+	// Creates region `name` of `pages` pages whose page i is filled with
+	// pattern(name-id, i) (see pattern_byte).
+	void add_region(const std::string &name, uint32_t pages, uint32_t owner_uid = 0,
+	                uint32_t mode = 0600)
+	{
+		std::lock_guard<std::mutex> lk(mu_);
+		Region r;
+		r.loc.module = module_;
+		r.loc.region_id = uint32_t(regions_.size() + 1);
+		r.loc.name = name;
+		r.loc.fa_offset = r.loc.region_id * kRegionSpacing;
+		r.loc.size_bytes = uint64_t{pages} * 4096;
+		r.loc.owner_uid = owner_uid;
+		r.loc.mode = mode;
+		r.bytes.resize(r.loc.size_bytes);
+		for (uint32_t p = 0; p < pages; p++)
+			std::memset(r.bytes.data() + uint64_t{p} * 4096,
+			            pattern_byte(r.loc.region_id, p), 4096);
+		regions_[name] = std::move(r);
+	}
+	static uint8_t pattern_byte(uint32_t region_id, uint32_t page)
+	{
+		return uint8_t(1 + (region_id * 31 + page * 7) % 251); // never zero
+	}
+	// A copy of `len` bytes at `off` of region `name`.
+	std::vector<uint8_t> read(const std::string &name, uint64_t off, size_t len)
+	{
+		std::lock_guard<std::mutex> lk(mu_);
+		auto &b = regions_.at(name).bytes;
+		return std::vector<uint8_t>(b.begin() + long(off), b.begin() + long(off + len));
+	}
+	uint32_t region_id(const std::string &name)
+	{
+		std::lock_guard<std::mutex> lk(mu_);
+		return regions_.at(name).loc.region_id;
+	}
+	void set_down(bool down) { down_ = down; }
+	uint64_t reads() const { return reads_; }
+	uint64_t writes() const { return writes_; }
+
+	// Federation
+	ModuleId self() const override { return module_; }
+	Result<RegionLocation> locate_region(const std::string &name) override
+	{
+		std::lock_guard<std::mutex> lk(mu_);
+		auto it = regions_.find(name);
+		if (it == regions_.end())
+			return Status(Code::kNotFound, "region '" + name + "' not found");
+		return it->second.loc;
+	}
+	std::vector<ModuleEntry> modules() override { return {}; }
+	Result<std::unique_ptr<Channel>> open_channel(EventLoop *loop, ModuleId) override
+	{
+		return std::unique_ptr<Channel>(new DoubleChannel(this, loop));
+	}
+
+private:
+	struct Region {
+		RegionLocation loc;
+		std::vector<uint8_t> bytes;
+	};
+
+	// Copies pages between the store and `buf`; false if out of range.
+	bool transfer(uint32_t region_id, uint64_t fa, uint32_t count, void *buf, bool write)
+	{
+		std::lock_guard<std::mutex> lk(mu_);
+		for (auto &[name, r] : regions_) {
+			if (r.loc.region_id != region_id)
+				continue;
+			uint64_t off = fa - r.loc.fa_offset, len = uint64_t{count} * 4096;
+			if (fa < r.loc.fa_offset || off + len > r.bytes.size())
+				return false;
+			if (write)
+				std::memcpy(r.bytes.data() + off, buf, len);
+			else
+				std::memcpy(buf, r.bytes.data() + off, len);
+			return true;
+		}
+		return false;
+	}
+
+	class DoubleChannel : public Channel
+	{
+	public:
+		DoubleChannel(PageStoreDouble *s, EventLoop *loop) : s_(s), loop_(loop)
+		{
+			info_.module = s->module_;
+		}
+		const PeerInfo &peer() const override { return info_; }
+		bool connected() const override { return !s_->down_; }
+		void read_pages(wire::TrafficClass, uint32_t region_id, uint64_t fa, uint32_t count,
+		                void *dst, Completion *done) override
+		{
+			loop_->post([this, region_id, fa, count, dst, done] {
+				s_->reads_++;
+				finish(s_->down_ ? down()
+				       : s_->transfer(region_id, fa, count, dst, false)
+				               ? Status::ok()
+				               : range(),
+				       done);
+			});
+		}
+		void write_pages(wire::TrafficClass, uint32_t region_id, uint64_t fa,
+		                 uint32_t count, const void *src, Completion *done) override
+		{
+			loop_->post([this, region_id, fa, count, src, done] {
+				s_->writes_++;
+				finish(s_->down_ ? down()
+				       : s_->transfer(region_id, fa, count, const_cast<void *>(src),
+				                      true)
+				               ? Status::ok()
+				               : range(),
+				       done);
+			});
+		}
+		void call(const wire::Header &, std::span<const uint8_t>, Completion *done) override
+		{
+			loop_->post([done] {
+				wire::Header h{};
+				done->on_reply(Status(Code::kInvalidArgument, "not supported"), h,
+				               {});
+			});
+		}
+
+	private:
+		static Status down() { return Status(Code::kUnavailable, "module double is down"); }
+		static Status range() { return Status(Code::kOutOfRange, "outside the region"); }
+		static void finish(const Status &st, Completion *done)
+		{
+			wire::Header h{};
+			done->on_reply(st, h, {});
+		}
+		PageStoreDouble *s_;
+		EventLoop *loop_;
+		PeerInfo info_;
+	};
+
+	ModuleId module_{0x020000000001};
+	std::mutex mu_;
+	std::map<std::string, Region> regions_;
+	std::atomic<bool> down_{false};
+	std::atomic<uint64_t> reads_{0}, writes_{0};
+};
+
+} // namespace memfed::pager

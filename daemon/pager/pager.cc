@@ -1,0 +1,459 @@
+#include "daemon/pager/pager.h"
+
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <future>
+
+#include "daemon/common/log.h"
+#include "daemon/pager/map_protocol.h"
+
+namespace memfed::pager
+{
+
+namespace
+{
+
+constexpr const char *kLog = "pager";
+using control::Message;
+using nlohmann::json;
+
+Status bad(const std::string &op, const std::string &what)
+{
+	return Status(Code::kInvalidArgument, "'" + op + "' request: " + what);
+}
+
+// A non-negative integer field; `def` when absent and not required.
+Result<uint64_t> get_u64(const json &b, const char *op, const char *key, bool required,
+                         uint64_t def = 0)
+{
+	auto it = b.find(key);
+	if (it == b.end()) {
+		if (required)
+			return bad(op, std::string("missing field \"") + key + "\"");
+		return def;
+	}
+	if (!it->is_number_integer() ||
+	    (it->is_number_integer() && !it->is_number_unsigned() && it->get<int64_t>() < 0))
+		return bad(op, std::string("field \"") + key + "\" must be a non-negative integer");
+	return it->get<uint64_t>();
+}
+
+Result<bool> get_bool(const json &b, const char *op, const char *key, bool def)
+{
+	auto it = b.find(key);
+	if (it == b.end())
+		return def;
+	if (!it->is_boolean())
+		return bad(op, std::string("field \"") + key + "\" must be true or false");
+	return it->get<bool>();
+}
+
+bool is_userfaultfd(int fd)
+{
+	char path[64], target[64] = {};
+	std::snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	ssize_t n = readlink(path, target, sizeof(target) - 1);
+	return n > 0 && std::strstr(target, "userfaultfd") != nullptr;
+}
+
+bool is_seqpacket(int fd)
+{
+	int type = 0;
+	socklen_t len = sizeof(type);
+	return getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == 0 && type == SOCK_SEQPACKET;
+}
+
+void close_fds(Message &m)
+{
+	for (int fd : m.fds)
+		close(fd);
+	m.fds.clear();
+}
+
+} // namespace
+
+Pager::Pager(Federation &fed, PagerConfig cfg) : fed_(fed), cfg_(std::move(cfg))
+{
+	if (cfg_.threads == 0)
+		cfg_.threads = 1;
+}
+
+Pager::~Pager()
+{
+	stop();
+}
+
+void Pager::register_ops(control::Server &server)
+{
+	auto bind = [this](Message (Pager::*fn)(const control::Peer &, Message &)) {
+		return [this, fn](const control::Peer &peer, Message &req) {
+			if (!started_) {
+				close_fds(req);
+				return control::error_reply(
+				        Status(Code::kUnavailable,
+				               "the pager role is not running in "
+				               "this memfedd (enable it in the config)"));
+			}
+			return (this->*fn)(peer, req);
+		};
+	};
+	server.add_op(kOpHello, bind(&Pager::op_hello));
+	server.add_op(kOpAttach, bind(&Pager::op_attach));
+	server.add_op(kOpMap, bind(&Pager::op_map));
+	server.add_op(kOpMapReady, [](const control::Peer &, Message &req) {
+		close_fds(req);
+		return control::error_reply(Status(
+		        Code::kInvalidArgument, "\"map.ready\" is for kind \"shared\", which this "
+		                                "pager does not serve yet (use kind \"private\")"));
+	});
+	server.add_op(kOpUnmap, bind(&Pager::op_unmap));
+	server.add_op(kOpSync, bind(&Pager::op_sync));
+	server.add_op(kOpStats, bind(&Pager::op_stats));
+	server.on_disconnect([this](const control::Peer &peer) { on_disconnect(peer); });
+}
+
+Status Pager::start()
+{
+	auto caps = probe_uffd();
+	if (!caps)
+		return caps.status();
+	caps_ = *caps;
+	LOG_INFO(kLog, "userfaultfd features: %s; %u thread(s)", caps_.describe().c_str(),
+	         cfg_.threads);
+	for (unsigned i = 0; i < cfg_.threads; i++) {
+		auto t = std::make_unique<PagerThread>(fed_, cfg_, caps_, int(i), &ids_);
+		MF_RETURN_IF_ERROR(t->start());
+		threads_.push_back(std::move(t));
+	}
+	started_ = true;
+	return Status::ok();
+}
+
+void Pager::stop()
+{
+	if (!started_)
+		return;
+	started_ = false;
+	for (auto &t : threads_)
+		t->stop();
+	threads_.clear();
+	std::lock_guard<std::mutex> lk(mu_);
+	procs_.clear();
+	maps_.clear();
+}
+
+Status Pager::run_on(int t, std::function<void(std::function<void(Status)>)> fn)
+{
+	auto prom = std::make_shared<std::promise<Status>>();
+	auto fut = prom->get_future();
+	threads_[size_t(t)]->loop()->post([fn = std::move(fn), prom] {
+		fn([prom](Status st) { prom->set_value(std::move(st)); });
+	});
+	if (fut.wait_for(std::chrono::milliseconds(cfg_.control_timeout_ms)) !=
+	    std::future_status::ready)
+		return Status(Code::kUnavailable, "the pager did not finish in " +
+		                                          std::to_string(cfg_.control_timeout_ms) +
+		                                          " ms (is the module reachable?)");
+	return fut.get();
+}
+
+Message Pager::op_hello(const control::Peer &peer, Message &req)
+{
+	close_fds(req);
+	uint64_t features = caps_.client_features();
+	// The kernel reserves EVENT_FORK for CAP_SYS_PTRACE.
+	if (!peer.privileged())
+		features &= ~uint64_t(UFFD_FEATURE_EVENT_FORK);
+	return control::ok_reply({{"uffd_features", features},
+	                          {"private_register_mode", caps_.private_register_mode()},
+	                          {"shared_register_mode", caps_.shared_register_mode()},
+	                          {"wp", caps_.anon_wp},
+	                          {"minor_shmem", caps_.minor_shmem},
+	                          {"page_size", kPageSize},
+	                          {"version", kMapProtocolVersion}});
+}
+
+Message Pager::op_attach(const control::Peer &peer, Message &req)
+{
+	auto fail = [&req](Status st) {
+		close_fds(req);
+		return control::error_reply(st);
+	};
+	if (req.fds.empty() || req.fds.size() > 2)
+		return fail(bad(kOpAttach,
+		                "needs fds[0] = the process's userfaultfd (and optionally "
+		                "fds[1] = its evict channel)"));
+	if (!is_userfaultfd(req.fds[0]))
+		return fail(bad(kOpAttach, "fds[0] is not a userfaultfd"));
+	if (req.fds.size() == 2 && !is_seqpacket(req.fds[1]))
+		return fail(bad(kOpAttach, "fds[1] (the evict channel) must be a SOCK_SEQPACKET "
+		                           "socket"));
+	auto features = get_u64(req.body, kOpAttach, "features", false, caps_.client_features());
+	if (!features)
+		return fail(features.status());
+	auto budget = get_u64(req.body, kOpAttach, "budget", false, 0);
+	if (!budget)
+		return fail(budget.status());
+
+	auto p = std::make_unique<Process>();
+	p->uffd_id = ids_.fetch_add(1);
+	p->uffd = req.fds[0];
+	p->evict_fd = req.fds.size() == 2 ? req.fds[1] : -1;
+	req.fds.clear();
+	p->pid = peer.pid;
+	p->uid = peer.uid;
+	p->conn_id = peer.conn_id;
+	p->features = *features;
+	uint64_t b = *budget ? *budget : cfg_.default_process_budget;
+	p->budget_pages = (b + kPageSize - 1) / kPageSize;
+	bool evict = p->evict_fd >= 0;
+	uint64_t id = p->uffd_id;
+	int t = int(next_thread_.fetch_add(1) % threads_.size());
+	{
+		std::lock_guard<std::mutex> lk(mu_);
+		procs_[id] = {t, peer.conn_id, peer.pid, peer.uid};
+	}
+	Process *raw = p.release();
+	threads_[size_t(t)]->loop()->post(
+	        [this, t, raw] { threads_[size_t(t)]->adopt(std::unique_ptr<Process>(raw)); });
+	LOG_DEBUG(kLog, "pid %d attached uffd %lu (thread %d, evict channel: %s)", int(peer.pid),
+	          (unsigned long)id, t, evict ? "yes" : "no");
+	return control::ok_reply({{"uffd_id", id}, {"evict", evict}});
+}
+
+Message Pager::op_map(const control::Peer &peer, Message &req)
+{
+	close_fds(req);
+	const json &b = req.body;
+	auto err = [](Status st) { return control::error_reply(st); };
+	auto uffd_id = get_u64(b, kOpMap, "uffd_id", true);
+	auto offset = get_u64(b, kOpMap, "region_offset", false, 0);
+	auto addr = get_u64(b, kOpMap, "addr", true);
+	auto length = get_u64(b, kOpMap, "length", true);
+	auto mode = get_u64(b, kOpMap, "register_mode", false, caps_.private_register_mode());
+	auto budget = get_u64(b, kOpMap, "budget", false, 0);
+	auto writable = get_bool(b, kOpMap, "writable", true);
+	auto prefetch = get_bool(b, kOpMap, "prefetch", true);
+	for (const Status *st :
+	     {&uffd_id.status(), &offset.status(), &addr.status(), &length.status(), &mode.status(),
+	      &budget.status(), &writable.status(), &prefetch.status()})
+		if (!st->is_ok())
+			return err(*st);
+	auto region = b.find("region");
+	if (region == b.end() || !region->is_string() || region->get<std::string>().empty())
+		return err(bad(kOpMap, "missing field \"region\" (the region's name)"));
+	std::string kind = b.value("kind", std::string(kKindPrivate));
+	if (kind == kKindShared)
+		return err(Status(Code::kInvalidArgument,
+		                  "kind \"shared\" is not served by this pager yet; map with kind "
+		                  "\"private\""));
+	if (kind != kKindPrivate)
+		return err(bad(kOpMap, "\"kind\" must be \"private\" or \"shared\""));
+	if (*addr == 0 || *addr % kPageSize || *offset % kPageSize || *length == 0 ||
+	    *length % kPageSize)
+		return err(bad(kOpMap, "addr, region_offset and length must be page aligned (4096) "
+		                       "and addr, length non-zero"));
+	if (!(*mode & UFFDIO_REGISTER_MODE_MISSING))
+		return err(bad(kOpMap, "register_mode must include UFFDIO_REGISTER_MODE_MISSING"));
+	if (*length / kPageSize > UINT32_MAX)
+		return err(bad(kOpMap, "length too large"));
+
+	ProcInfo pi;
+	{
+		std::lock_guard<std::mutex> lk(mu_);
+		auto it = procs_.find(*uffd_id);
+		if (it == procs_.end() || it->second.conn_id != peer.conn_id)
+			return err(Status(
+			        Code::kNotFound,
+			        "uffd " + std::to_string(*uffd_id) +
+			                " is not attached on this connection (send \"attach\" "
+			                "first)"));
+		pi = it->second;
+	}
+	auto loc = fed_.locate_region(region->get<std::string>());
+	if (!loc)
+		return err(loc.status());
+	if (*offset > loc->size_bytes || *length > loc->size_bytes - *offset)
+		return err(Status(Code::kOutOfRange,
+		                  "region '" + loc->name + "' is " +
+		                          std::to_string(loc->size_bytes) + " bytes; window at " +
+		                          std::to_string(*offset) + " + " +
+		                          std::to_string(*length) + " runs past its end"));
+	if (peer.uid != 0 && peer.uid != loc->owner_uid) {
+		uint32_t need = *writable ? 06 : 04;
+		if ((loc->mode & need) != need)
+			return err(Status(Code::kPermission,
+			                  "uid " + std::to_string(peer.uid) +
+			                          " may not map region '" + loc->name + "' " +
+			                          (*writable ? "writable" : "read-only") +
+			                          " (owner uid " + std::to_string(loc->owner_uid) +
+			                          ", mode " + std::to_string(loc->mode) + ")"));
+	}
+
+	auto m = std::make_unique<Mapping>();
+	m->id = ids_.fetch_add(1);
+	m->region = loc->name;
+	m->region_id = loc->region_id;
+	m->fa_base = loc->fa_offset + *offset;
+	m->addr = *addr;
+	m->npages = uint32_t(*length / kPageSize);
+	m->writable = *writable;
+	m->wp = (*mode & UFFDIO_REGISTER_MODE_WP) && caps_.anon_wp;
+	m->prefetch = *prefetch;
+	uint64_t bud = *budget ? *budget : cfg_.default_mapping_budget;
+	m->budget_pages = (bud + kPageSize - 1) / kPageSize;
+	m->pages.resize(m->npages);
+	uint64_t id = m->id, pages = m->npages;
+	ModuleId module = loc->module;
+	auto shared = std::make_shared<std::unique_ptr<Mapping>>(std::move(m));
+	Status st = run_on(pi.thread, [this, t = pi.thread, uffd = *uffd_id, shared,
+	                               module](std::function<void(Status)> done) {
+		done(threads_[size_t(t)]->add_mapping(uffd, std::move(*shared), module));
+	});
+	if (!st)
+		return err(st);
+	{
+		std::lock_guard<std::mutex> lk(mu_);
+		maps_[id] = {*uffd_id, pi.thread, peer.conn_id, pages};
+	}
+	LOG_DEBUG(kLog, "pid %d mapped region '%s' +%lu (%lu pages) at 0x%lx as mapping %lu",
+	          int(peer.pid), loc->name.c_str(), (unsigned long)*offset, (unsigned long)pages,
+	          (unsigned long)*addr, (unsigned long)id);
+	return control::ok_reply({{"mapping_id", id}});
+}
+
+Result<Pager::MapInfo> Pager::find_mapping(const control::Peer &peer, uint64_t id)
+{
+	std::lock_guard<std::mutex> lk(mu_);
+	auto it = maps_.find(id);
+	if (it == maps_.end() || it->second.conn_id != peer.conn_id)
+		return Status(Code::kNotFound, "mapping " + std::to_string(id) +
+		                                       " is not mapped on this connection");
+	return it->second;
+}
+
+Message Pager::op_unmap(const control::Peer &peer, Message &req)
+{
+	close_fds(req);
+	auto id = get_u64(req.body, kOpUnmap, "mapping_id", true);
+	if (!id)
+		return control::error_reply(id.status());
+	auto mi = find_mapping(peer, *id);
+	if (!mi)
+		return control::error_reply(mi.status());
+	Status st = run_on(mi->thread, [this, t = mi->thread, mid = *id](auto done) {
+		threads_[size_t(t)]->unmap(mid, done);
+	});
+	if (!st)
+		return control::error_reply(st);
+	std::lock_guard<std::mutex> lk(mu_);
+	maps_.erase(*id);
+	return control::ok_reply();
+}
+
+Message Pager::op_sync(const control::Peer &peer, Message &req)
+{
+	close_fds(req);
+	auto id = get_u64(req.body, kOpSync, "mapping_id", true);
+	auto off = get_u64(req.body, kOpSync, "offset", false, 0);
+	auto len = get_u64(req.body, kOpSync, "length", false, UINT64_MAX);
+	for (const Status *st : {&id.status(), &off.status(), &len.status()})
+		if (!st->is_ok())
+			return control::error_reply(*st);
+	auto mi = find_mapping(peer, *id);
+	if (!mi)
+		return control::error_reply(mi.status());
+	uint64_t bytes = mi->pages * kPageSize;
+	if (*off >= bytes)
+		return control::error_reply(
+		        Status(Code::kOutOfRange, "sync offset " + std::to_string(*off) +
+		                                          " is past the mapping's end (" +
+		                                          std::to_string(bytes) + " bytes)"));
+	uint64_t end = *len > bytes - *off ? bytes : *off + *len;
+	uint32_t first = uint32_t(*off / kPageSize);
+	uint32_t count = uint32_t((end + kPageSize - 1) / kPageSize - first);
+	Status st = run_on(mi->thread, [this, t = mi->thread, mid = *id, first, count](auto done) {
+		threads_[size_t(t)]->sync(mid, first, count, done);
+	});
+	if (!st)
+		return control::error_reply(st);
+	return control::ok_reply();
+}
+
+nlohmann::json Pager::stats(pid_t pid)
+{
+	auto shared = std::make_shared<StatsSnapshot>();
+	for (size_t t = 0; t < threads_.size(); t++) {
+		Status st = run_on(int(t), [this, t, shared](auto done) {
+			threads_[t]->collect(shared.get());
+			done(Status::ok());
+		});
+		if (!st)
+			return {{"error", st.message()}};
+	}
+	const StatsSnapshot &snap = *shared;
+	json regions = json::array(), procs = json::array();
+	for (auto &[name, s] : snap.regions) {
+		json r = s.to_json();
+		r["region"] = name;
+		regions.push_back(r);
+	}
+	for (auto &p : snap.processes) {
+		if (pid != 0 && p.pid != pid)
+			continue;
+		json j = p.stats.to_json();
+		j["pid"] = p.pid;
+		j["uffd_id"] = p.uffd_id;
+		j["fork_child"] = p.fork_child;
+		procs.push_back(j);
+	}
+	return {{"regions", regions}, {"processes", procs}};
+}
+
+Message Pager::op_stats(const control::Peer &, Message &req)
+{
+	close_fds(req);
+	auto pid = get_u64(req.body, kOpStats, "pid", false, 0);
+	if (!pid)
+		return control::error_reply(pid.status());
+	json s = stats(pid_t(*pid));
+	if (s.contains("error"))
+		return control::error_reply(
+		        Status(Code::kUnavailable, s["error"].get<std::string>()));
+	return control::ok_reply(s);
+}
+
+void Pager::on_disconnect(const control::Peer &peer)
+{
+	if (!started_)
+		return;
+	std::vector<std::pair<uint64_t, int>> gone;
+	{
+		std::lock_guard<std::mutex> lk(mu_);
+		for (auto it = procs_.begin(); it != procs_.end();) {
+			if (it->second.conn_id == peer.conn_id) {
+				gone.emplace_back(it->first, it->second.thread);
+				it = procs_.erase(it);
+			} else {
+				++it;
+			}
+		}
+		for (auto it = maps_.begin(); it != maps_.end();)
+			it = it->second.conn_id == peer.conn_id ? maps_.erase(it) : std::next(it);
+	}
+	for (auto [id, t] : gone) {
+		Status st = run_on(t, [this, t = t, id = id](auto done) {
+			threads_[size_t(t)]->detach(id, [done] { done(Status::ok()); });
+		});
+		if (!st)
+			LOG_WARN(kLog, "detaching uffd %lu of pid %d: %s", (unsigned long)id,
+			         int(peer.pid), st.message().c_str());
+	}
+}
+
+} // namespace memfed::pager

@@ -1,0 +1,96 @@
+// Pager: memfedd's pager role. Local processes hand it their userfaultfds
+// over the control socket (map_protocol.h); it serves their page faults from
+// the modules that hold the regions, keeps each mapping and process within
+// its local-memory budget, and writes dirty pages back.
+//
+// Usage (memfedd's main):
+//   Pager pager(federation, config);
+//   pager.register_ops(server);   // before server.start()
+//   MF_RETURN_IF_ERROR(pager.start());
+//   ...
+//   pager.stop();                 // writes back what it can, detaches all
+//
+// The work is spread over PagerConfig::threads PagerThreads; a process and
+// everything it maps stays on one of them.
+//
+// Thread-safety: the op handlers run on the control server's connection
+// threads and are safe to call concurrently; start() and stop() are called
+// once each, from one thread.
+#pragma once
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "daemon/control/server.h"
+#include "daemon/pager/config.h"
+#include "daemon/pager/pager_thread.h"
+#include "daemon/pager/uffd.h"
+#include "daemon/service/federation.h"
+
+namespace memfed::pager
+{
+
+class Pager
+{
+public:
+	Pager(Federation &fed, PagerConfig cfg);
+	~Pager();
+	Pager(const Pager &) = delete;
+	Pager &operator=(const Pager &) = delete;
+
+	// Adds "pager.hello", "attach", "map", "map.ready", "unmap", "sync" and
+	// "pager.stats", and a disconnect handler that detaches the
+	// connection's processes.
+	void register_ops(control::Server &server);
+	// Probes the kernel's userfaultfd and starts the threads.
+	Status start();
+	void stop();
+
+	const UffdCaps &caps() const { return caps_; }
+	// The "pager.stats" reply body; pid 0 = every process.
+	nlohmann::json stats(pid_t pid);
+
+private:
+	struct ProcInfo {
+		int thread;
+		int conn_id;
+		pid_t pid;
+		uid_t uid;
+	};
+	struct MapInfo {
+		uint64_t uffd_id;
+		int thread;
+		int conn_id;
+		uint64_t pages;
+	};
+
+	control::Message op_hello(const control::Peer &peer, control::Message &req);
+	control::Message op_attach(const control::Peer &peer, control::Message &req);
+	control::Message op_map(const control::Peer &peer, control::Message &req);
+	control::Message op_unmap(const control::Peer &peer, control::Message &req);
+	control::Message op_sync(const control::Peer &peer, control::Message &req);
+	control::Message op_stats(const control::Peer &peer, control::Message &req);
+	void on_disconnect(const control::Peer &peer);
+	// Runs `fn` on thread `t`; waits for the Status it reports through its
+	// callback, at most the control timeout.
+	Status run_on(int t, std::function<void(std::function<void(Status)>)> fn);
+	Result<MapInfo> find_mapping(const control::Peer &peer, uint64_t id);
+
+	Federation &fed_;
+	PagerConfig cfg_;
+	UffdCaps caps_;
+	bool started_ = false;
+	std::atomic<uint64_t> ids_{1};
+	std::atomic<unsigned> next_thread_{0};
+	std::vector<std::unique_ptr<PagerThread>> threads_;
+	std::mutex mu_;
+	std::map<uint64_t, ProcInfo> procs_;
+	std::map<uint64_t, MapInfo> maps_;
+};
+
+} // namespace memfed::pager

@@ -1,0 +1,496 @@
+// Pager tests: real userfaultfd, io_uring, process_vm_readv and evict
+// channel; the module is PageStoreDouble. The test process is the client: it
+// maps regions into its own memory and the pager's threads serve its faults.
+#include "daemon/pager/pager.h"
+
+#include <catch2/catch.hpp>
+
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstring>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include "daemon/pager/page_store_double.h"
+#include "daemon/pager/test_client.h"
+
+using namespace memfed;
+using namespace memfed::pager;
+
+namespace
+{
+
+constexpr uint64_t kPage = 4096;
+
+struct PagerFixture {
+	explicit PagerFixture(PagerConfig cfg = PagerConfig())
+	{
+		static std::atomic<int> n{0};
+		path = "/tmp/memfed-pager-test-" + std::to_string(getpid()) + "-" +
+		       std::to_string(n++) + ".sock";
+		REQUIRE(server.listen(path).is_ok());
+		pager = std::make_unique<Pager>(store, cfg);
+		pager->register_ops(server);
+		Status st = pager->start();
+		INFO(st.to_string());
+		REQUIRE(st.is_ok());
+		REQUIRE(server.start().is_ok());
+	}
+	~PagerFixture()
+	{
+		server.stop();
+		pager->stop();
+	}
+	// Counters of the first process in pager.stats.
+	nlohmann::json proc_stats()
+	{
+		auto s = pager->stats(0);
+		REQUIRE(s["processes"].size() >= 1);
+		return s["processes"][0];
+	}
+
+	PageStoreDouble store;
+	control::Server server;
+	std::unique_ptr<Pager> pager;
+	std::string path;
+};
+
+uint8_t expected(PageStoreDouble &s, const std::string &region, uint32_t page)
+{
+	return PageStoreDouble::pattern_byte(s.region_id(region), page);
+}
+
+bool page_is(const uint8_t *p, uint8_t v)
+{
+	for (size_t i = 0; i < kPage; i++)
+		if (p[i] != v)
+			return false;
+	return true;
+}
+
+size_t resident_pages(const void *addr, size_t len)
+{
+	std::vector<unsigned char> v(len / kPage);
+	REQUIRE(mincore(const_cast<void *>(addr), len, v.data()) == 0);
+	size_t n = 0;
+	for (unsigned char c : v)
+		n += c & 1;
+	return n;
+}
+
+} // namespace
+
+TEST_CASE("pager.hello reports the features the kernel has", "[pager]")
+{
+	PagerFixture f;
+	TestClient c;
+	REQUIRE(c.attach(f.path).is_ok());
+	auto h = c.call({{"op", kOpHello}});
+	REQUIRE(h.is_ok());
+	uint64_t feats = h->body["uffd_features"].get<uint64_t>();
+	CHECK((feats & UFFD_FEATURE_EVENT_REMOVE) != 0);
+	CHECK((feats & UFFD_FEATURE_EVENT_UNMAP) != 0);
+	CHECK((feats & UFFD_FEATURE_EVENT_REMAP) != 0);
+	CHECK(h->body["page_size"].get<uint64_t>() == kPage);
+	CHECK(h->body["wp"].get<bool>() == f.pager->caps().anon_wp);
+	uint64_t mode = h->body["private_register_mode"].get<uint64_t>();
+	CHECK((mode & UFFDIO_REGISTER_MODE_MISSING) != 0);
+}
+
+TEST_CASE("a single fault is served from the module", "[pager]")
+{
+	PagerFixture f;
+	f.store.add_region("r", 16);
+	TestClient c;
+	REQUIRE(c.attach(f.path).is_ok());
+	auto m = c.map("r", 0, 16 * kPage, 0, false);
+	REQUIRE(m.is_ok());
+	CHECK(page_is(m->addr + 5 * kPage, expected(f.store, "r", 5)));
+	auto ps = f.proc_stats();
+	CHECK(ps["faults"].get<uint64_t>() == 1);
+	CHECK(ps["resident_pages"].get<uint64_t>() == 1);
+	CHECK(resident_pages(m->addr, m->length) == 1);
+	REQUIRE(c.unmap(*m).is_ok());
+}
+
+TEST_CASE("a window at an offset maps the right pages", "[pager]")
+{
+	PagerFixture f;
+	f.store.add_region("r", 64);
+	TestClient c;
+	REQUIRE(c.attach(f.path).is_ok());
+	auto m = c.map("r", 32 * kPage, 8 * kPage);
+	REQUIRE(m.is_ok());
+	for (uint32_t i = 0; i < 8; i++)
+		CHECK(page_is(m->addr + i * kPage, expected(f.store, "r", 32 + i)));
+	REQUIRE(c.unmap(*m).is_ok());
+}
+
+TEST_CASE("map validates its request", "[pager]")
+{
+	PagerFixture f;
+	f.store.add_region("r", 16);
+	f.store.add_region("private", 16, 12345, 0600);
+	TestClient c;
+	REQUIRE(c.attach(f.path).is_ok());
+	CHECK(c.map("nope", 0, kPage).status().code() == Code::kNotFound);
+	CHECK(c.map("r", 8 * kPage, 16 * kPage).status().code() == Code::kOutOfRange);
+	auto bad = c.call({{"op", kOpMap},
+	                   {"uffd_id", c.uffd_id()},
+	                   {"region", "r"},
+	                   {"addr", 4097},
+	                   {"length", kPage}});
+	CHECK(bad.status().code() == Code::kInvalidArgument);
+	auto other = c.call({{"op", kOpMap},
+	                     {"uffd_id", c.uffd_id() + 1000},
+	                     {"region", "r"},
+	                     {"addr", 1 << 20},
+	                     {"length", kPage}});
+	CHECK(other.status().code() == Code::kNotFound);
+	auto attach_nofd = c.call({{"op", kOpAttach}});
+	CHECK(attach_nofd.status().code() == Code::kInvalidArgument);
+}
+
+TEST_CASE("many threads fault on one mapping at once", "[pager]")
+{
+	PagerConfig cfg;
+	cfg.fault_slots = 8; // fewer slots than faulting threads: some wait
+	PagerFixture f(cfg);
+	constexpr uint32_t kPages = 2048;
+	f.store.add_region("r", kPages);
+	TestClient c;
+	REQUIRE(c.attach(f.path).is_ok());
+	auto m = c.map("r", 0, kPages * kPage);
+	REQUIRE(m.is_ok());
+	std::atomic<int> bad{0};
+	std::vector<std::thread> ts;
+	for (int t = 0; t < 12; t++) {
+		ts.emplace_back([&, t] {
+			std::mt19937 rng(t);
+			for (int i = 0; i < 600; i++) {
+				uint32_t p = rng() % kPages;
+				if (m->addr[p * kPage + (rng() % kPage)] !=
+				    PageStoreDouble::pattern_byte(1, p))
+					bad++;
+			}
+		});
+	}
+	for (auto &t : ts)
+		t.join();
+	CHECK(bad == 0);
+	for (uint32_t p = 0; p < kPages; p++)
+		if (!page_is(m->addr + p * kPage, expected(f.store, "r", p)))
+			bad++;
+	CHECK(bad == 0);
+	REQUIRE(c.unmap(*m).is_ok());
+}
+
+TEST_CASE("writes reach the module on sync and on unmap", "[pager]")
+{
+	PagerFixture f;
+	f.store.add_region("r", 32);
+	TestClient c;
+	REQUIRE(c.attach(f.path).is_ok());
+	auto m = c.map("r", 0, 32 * kPage);
+	REQUIRE(m.is_ok());
+	std::memset(m->addr + 3 * kPage, 0xA3, kPage); // write fault on a missing page
+	CHECK(m->addr[7 * kPage] == expected(f.store, "r", 7));
+	m->addr[7 * kPage + 100] = 0x77;                   // first write to a clean page
+	CHECK(f.store.read("r", 3 * kPage, 1)[0] != 0xA3); // not yet
+	REQUIRE(c.sync(m->id).is_ok());
+	CHECK(f.store.read("r", 3 * kPage, kPage) == std::vector<uint8_t>(kPage, 0xA3));
+	CHECK(f.store.read("r", 7 * kPage + 100, 1)[0] == 0x77);
+	CHECK(f.store.read("r", 7 * kPage, 1)[0] == expected(f.store, "r", 7));
+	auto ps = f.proc_stats();
+	CHECK(ps["dirty_pages"].get<uint64_t>() == 0);
+	CHECK(ps["writebacks"].get<uint64_t>() == 2);
+
+	// A write after the sync is dirty again, and unmap writes it back.
+	m->addr[7 * kPage + 200] = 0x55;
+	CHECK(f.proc_stats()["dirty_pages"].get<uint64_t>() == 1);
+	// sync of a range that does not hold it leaves it dirty.
+	REQUIRE(c.sync(m->id, 0, 4 * kPage).is_ok());
+	CHECK(f.store.read("r", 7 * kPage + 200, 1)[0] != 0x55);
+	REQUIRE(c.unmap(*m).is_ok());
+	CHECK(f.store.read("r", 7 * kPage + 200, 1)[0] == 0x55);
+}
+
+TEST_CASE("MADV_DONTNEED'd pages come back zero, never with old content", "[pager]")
+{
+	PagerFixture f;
+	f.store.add_region("r", 16);
+	TestClient c;
+	REQUIRE(c.attach(f.path).is_ok());
+	auto m = c.map("r", 0, 16 * kPage, 0, false);
+	REQUIRE(m.is_ok());
+	// Page 2 resident and clean, page 3 resident and dirty, page 4 never touched.
+	CHECK(m->addr[2 * kPage] == expected(f.store, "r", 2));
+	m->addr[3 * kPage] = 0x33;
+	REQUIRE(madvise(m->addr + 2 * kPage, 3 * kPage, MADV_DONTNEED) == 0);
+	CHECK(page_is(m->addr + 2 * kPage, 0));
+	CHECK(page_is(m->addr + 3 * kPage, 0));
+	CHECK(page_is(m->addr + 4 * kPage, 0));
+	CHECK(m->addr[5 * kPage] == expected(f.store, "r", 5));
+	// The zeroes are the mapping's content now: they reach the module too.
+	REQUIRE(c.unmap(*m).is_ok());
+	CHECK(f.store.read("r", 2 * kPage, 3 * kPage) == std::vector<uint8_t>(3 * kPage, 0));
+	CHECK(f.store.read("r", 5 * kPage, 1)[0] == expected(f.store, "r", 5));
+}
+
+TEST_CASE("a forked child sees the parent's data", "[pager]")
+{
+	PagerFixture f;
+	if (!f.pager->caps().event_fork) {
+		WARN("no UFFD_FEATURE_EVENT_FORK here");
+		return;
+	}
+	f.store.add_region("r", 64);
+	TestClient c;
+	REQUIRE(c.attach(f.path).is_ok());
+	auto m = c.map("r", 0, 64 * kPage, 0, false);
+	REQUIRE(m.is_ok());
+	std::memset(m->addr, 0xEE, kPage); // resident, dirty
+	CHECK(m->addr[kPage] == expected(f.store, "r", 1));
+	uint8_t e[64];
+	for (uint32_t i = 0; i < 64; i++)
+		e[i] = expected(f.store, "r", i);
+	pid_t child = fork();
+	REQUIRE(child >= 0);
+	if (child == 0) {
+		// Pages resident at fork are the child's copies; the rest fault
+		// into the child's own uffd, which the pager got from the kernel.
+		int bad = !page_is(m->addr, 0xEE);
+		for (uint32_t i = 1; i < 64; i++)
+			bad += !page_is(m->addr + i * kPage, e[i]);
+		m->addr[10 * kPage] = 0x10; // the child's write stays its own
+		_exit(bad == 0 && m->addr[10 * kPage] == 0x10 ? 0 : 1);
+	}
+	int status = 0;
+	REQUIRE(waitpid(child, &status, 0) == child);
+	CHECK(WIFEXITED(status));
+	CHECK(WEXITSTATUS(status) == 0);
+	CHECK(page_is(m->addr + 10 * kPage, e[10]));
+	REQUIRE(c.unmap(*m).is_ok());
+	CHECK(f.store.read("r", 10 * kPage, 1)[0] == e[10]);
+	CHECK(f.store.read("r", 0, 1)[0] == 0xEE);
+}
+
+TEST_CASE("mremap moves the pager's tracking with the pages", "[pager]")
+{
+	PagerFixture f;
+	f.store.add_region("r", 32);
+	TestClient c;
+	REQUIRE(c.attach(f.path).is_ok());
+	auto m = c.map("r", 0, 32 * kPage, 0, false);
+	REQUIRE(m.is_ok());
+	m->addr[0] = 0x01; // resident dirty
+	CHECK(m->addr[kPage] == expected(f.store, "r", 1));
+	// Reserve a destination, then move the whole mapping there.
+	void *dst = mmap(nullptr, 64 * kPage, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	REQUIRE(dst != MAP_FAILED);
+	void *moved = mremap(m->addr, 32 * kPage, 32 * kPage, MREMAP_MAYMOVE | MREMAP_FIXED, dst);
+	REQUIRE(moved == dst);
+	auto *a = static_cast<uint8_t *>(moved);
+	CHECK(a[0] == 0x01);
+	CHECK(page_is(a + kPage, expected(f.store, "r", 1)));
+	CHECK(page_is(a + 20 * kPage, expected(f.store, "r", 20)));
+
+	// Move only pages 8..15 elsewhere: both parts keep being served.
+	void *dst2 = static_cast<uint8_t *>(dst) + 40 * kPage;
+	munmap(dst2, 8 * kPage);
+	void *part =
+	        mremap(a + 8 * kPage, 8 * kPage, 8 * kPage, MREMAP_MAYMOVE | MREMAP_FIXED, dst2);
+	REQUIRE(part == dst2);
+	auto *b = static_cast<uint8_t *>(part);
+	for (uint32_t i = 0; i < 8; i++)
+		CHECK(page_is(b + i * kPage, expected(f.store, "r", 8 + i)));
+	CHECK(page_is(a + 16 * kPage, expected(f.store, "r", 16)));
+	CHECK(page_is(a + 30 * kPage, expected(f.store, "r", 30)));
+	b[kPage] = 0x99; // page 9 of the region, at its new address
+	m->addr = a;     // unmap() below sends "unmap" for the original mapping id
+	REQUIRE(c.sync(m->id).is_ok());
+	CHECK(f.store.read("r", 0, 1)[0] == 0x01);
+	auto s = f.pager->stats(0);
+	CHECK(s["regions"][0]["faults"].get<uint64_t>() >= 12);
+	munmap(dst, 64 * kPage);
+}
+
+TEST_CASE("the budget holds under pressure and eviction loses no write", "[pager]")
+{
+	PagerFixture f;
+	if (!f.pager->caps().anon_wp) {
+		WARN("no userfaultfd write-protect here: budgets are not enforced");
+		return;
+	}
+	constexpr uint32_t kPages = 1024, kBudget = 64;
+	f.store.add_region("r", kPages);
+	TestClient c;
+	REQUIRE(c.attach(f.path).is_ok());
+	auto m = c.map("r", 0, kPages * kPage, kBudget * kPage);
+	REQUIRE(m.is_ok());
+	size_t max_resident = 0;
+	// Write every page (dirtying it), then read everything back twice.
+	for (uint32_t p = 0; p < kPages; p++) {
+		m->addr[p * kPage + (p % kPage)] = uint8_t(p * 13 + 1);
+		if (p % 16 == 0)
+			max_resident = std::max(max_resident, resident_pages(m->addr, m->length));
+	}
+	int bad = 0;
+	for (int round = 0; round < 2; round++) {
+		for (uint32_t p = 0; p < kPages; p++) {
+			const uint8_t *pg = m->addr + p * kPage;
+			uint8_t want = expected(f.store, "r", p);
+			for (uint32_t i = 0; i < kPage; i += 512)
+				bad += pg[i] != (i == (p % kPage) ? uint8_t(p * 13 + 1) : want) &&
+				       i != (p % kPage);
+			bad += pg[p % kPage] != uint8_t(p * 13 + 1);
+			if (p % 16 == 0)
+				max_resident =
+				        std::max(max_resident, resident_pages(m->addr, m->length));
+		}
+	}
+	CHECK(bad == 0);
+	CHECK(max_resident <= kBudget);
+	auto ps = f.proc_stats();
+	CHECK(ps["evictions"].get<uint64_t>() > kPages);
+	CHECK(ps["writebacks"].get<uint64_t>() >= kPages - kBudget);
+	CHECK(ps["resident_pages"].get<uint64_t>() <= kBudget);
+	CHECK(c.drops() > 0);
+	REQUIRE(c.unmap(*m).is_ok());
+	for (uint32_t p = 0; p < kPages; p++)
+		bad += f.store.read("r", uint64_t(p) * kPage + (p % kPage), 1)[0] !=
+		       uint8_t(p * 13 + 1);
+	CHECK(bad == 0);
+}
+
+TEST_CASE("a process budget covers all its mappings", "[pager]")
+{
+	PagerFixture f;
+	if (!f.pager->caps().anon_wp)
+		return;
+	f.store.add_region("a", 256);
+	f.store.add_region("b", 256);
+	TestClient c;
+	REQUIRE(c.attach(f.path, 48 * kPage).is_ok());
+	auto ma = c.map("a", 0, 256 * kPage);
+	auto mb = c.map("b", 0, 256 * kPage);
+	REQUIRE(ma.is_ok());
+	REQUIRE(mb.is_ok());
+	size_t max_resident = 0;
+	int bad = 0;
+	for (uint32_t p = 0; p < 256; p++) {
+		bad += ma->addr[p * kPage] != expected(f.store, "a", p);
+		bad += mb->addr[p * kPage] != expected(f.store, "b", p);
+		max_resident = std::max(max_resident, resident_pages(ma->addr, ma->length) +
+		                                              resident_pages(mb->addr, mb->length));
+	}
+	CHECK(bad == 0);
+	CHECK(max_resident <= 48);
+	REQUIRE(c.unmap(*ma).is_ok());
+	REQUIRE(c.unmap(*mb).is_ok());
+}
+
+TEST_CASE("sequential access is prefetched", "[pager]")
+{
+	PagerFixture f;
+	constexpr uint32_t kPages = 2048;
+	f.store.add_region("r", kPages);
+	TestClient c;
+	REQUIRE(c.attach(f.path).is_ok());
+	auto m = c.map("r", 0, kPages * kPage);
+	REQUIRE(m.is_ok());
+	int bad = 0;
+	for (uint32_t p = 0; p < kPages; p++)
+		bad += !page_is(m->addr + p * kPage, expected(f.store, "r", p));
+	CHECK(bad == 0);
+	auto ps = f.proc_stats();
+	CHECK(ps["prefetched"].get<uint64_t>() > kPages / 2);
+	CHECK(ps["faults"].get<uint64_t>() < kPages / 4);
+	CHECK(ps["prefetch_hits"].get<uint64_t>() > kPages / 2);
+
+	// Strided: every 4th page.
+	auto m2 = c.map("r", 0, kPages * kPage);
+	REQUIRE(m2.is_ok());
+	for (uint32_t p = 0; p < kPages; p += 4)
+		bad += !page_is(m2->addr + p * kPage, expected(f.store, "r", p));
+	CHECK(bad == 0);
+	auto s = f.pager->stats(0);
+	CHECK(s["processes"][0]["prefetched"].get<uint64_t>() > ps["prefetched"].get<uint64_t>());
+	REQUIRE(c.unmap(*m).is_ok());
+	REQUIRE(c.unmap(*m2).is_ok());
+}
+
+TEST_CASE("a fault waits for an unreachable module instead of getting zeroes", "[pager]")
+{
+	PagerFixture f;
+	f.store.add_region("r", 16);
+	TestClient c;
+	REQUIRE(c.attach(f.path).is_ok());
+	auto m = c.map("r", 0, 16 * kPage, 0, false);
+	REQUIRE(m.is_ok());
+	f.store.set_down(true);
+	std::atomic<int> got{-1};
+	std::thread reader([&] { got = m->addr[6 * kPage]; });
+	usleep(300 * 1000);
+	CHECK(got == -1); // still blocked: no page was made up
+	f.store.set_down(false);
+	reader.join();
+	CHECK(got == expected(f.store, "r", 6));
+	REQUIRE(c.unmap(*m).is_ok());
+}
+
+TEST_CASE("a restarted pager takes over a uffd with faults blocked on it", "[pager]")
+{
+	PageStoreDouble store;
+	constexpr uint32_t kPages = 256;
+	store.add_region("r", kPages);
+	auto c = std::make_unique<TestClient>();
+	TestClient::Mapped m;
+	std::string path = "/tmp/memfed-pager-restart-" + std::to_string(getpid()) + ".sock";
+	{
+		control::Server server;
+		REQUIRE(server.listen(path).is_ok());
+		Pager pager(store, PagerConfig());
+		pager.register_ops(server);
+		REQUIRE(pager.start().is_ok());
+		REQUIRE(server.start().is_ok());
+		REQUIRE(c->attach(path).is_ok());
+		auto mm = c->map("r", 0, kPages * kPage, 0, false);
+		REQUIRE(mm.is_ok());
+		m = *mm;
+		m.addr[0] = 0xAB; // dirty, never written back before the "crash"
+		CHECK(m.addr[kPage] == PageStoreDouble::pattern_byte(1, 1));
+		// Stop without the client detaching first: what a killed
+		// daemon leaves behind is the client's uffd with registrations.
+		server.stop();
+		pager.stop();
+	}
+	// No daemon: a faulting thread blocks in the kernel.
+	std::atomic<int> got{-1};
+	std::thread reader([&] { got = m.addr[100 * kPage]; });
+	usleep(200 * 1000);
+	CHECK(got == -1);
+
+	control::Server server;
+	REQUIRE(server.listen(path).is_ok());
+	Pager pager(store, PagerConfig());
+	pager.register_ops(server);
+	REQUIRE(pager.start().is_ok());
+	REQUIRE(server.start().is_ok());
+	REQUIRE(c->reattach(path).is_ok());
+	auto id = c->map_at("r", 0, reinterpret_cast<uint64_t>(m.addr), kPages * kPage, 0, false);
+	REQUIRE(id.is_ok());
+	reader.join();
+	CHECK(got == PageStoreDouble::pattern_byte(1, 100));
+	CHECK(m.addr[0] == 0xAB); // the page the process had is still its data
+	m.id = *id;
+	REQUIRE(c->unmap(m).is_ok());
+	CHECK(store.read("r", 0, 1)[0] == 0xAB);
+	c.reset();
+	server.stop();
+	pager.stop();
+}

@@ -1,0 +1,233 @@
+// PagerThread: one fault-serving thread of the pager, with its own io_uring
+// EventLoop, the processes assigned to it, and its channels to modules.
+//
+// A fault is handled start to finish on this thread: the uffd message is read
+// when io_uring reports the uffd readable, the page is fetched on the thread's
+// channel in the fault traffic class, and UFFDIO_COPY resolves it when the
+// reply arrives. Nothing on that path allocates: fetch slots and buffers are
+// preallocated, faults that find no slot or no budget wait in a fixed ring.
+// Prefetch and write-back use the bulk traffic class and their own buffers,
+// so they never hold a fault's slot; the channel sends fault requests first.
+//
+// Eviction of private memory (the pager cannot drop another process's
+// anonymous pages itself; map_protocol.h): victims are chosen by CLOCK over
+// the pager's view of use (a page's reference bit is set when a fault
+// installs it and when it is first written; prefetched pages that no fault
+// touched go first); dirty victims are write-protected, copied out with
+// process_vm_readv and written back durably; then the client's evictor
+// drops them. Every fault on a victim is parked until the drop is done, so
+// no write is ever lost. WP_ASYNC is deliberately not used: its writes
+// complete without the pager, so one could land between the copy-out and the
+// drop and vanish.
+//
+// Thread-safety: the public methods marked "loop thread" must run on this
+// thread (Pager posts them); start(), stop() and loop() may be called from
+// any thread.
+#pragma once
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <functional>
+#include <map>
+#include <memory>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "daemon/pager/config.h"
+#include "daemon/pager/process.h"
+#include "daemon/pager/uffd.h"
+#include "daemon/service/federation.h"
+#include "daemon/transport/channel.h"
+#include "daemon/transport/event_loop.h"
+
+namespace memfed::pager
+{
+
+// This thread's channel to one module, reopened after a failure.
+struct ChannelSlot {
+	ModuleId module;
+	std::unique_ptr<Channel> channel;
+	bool broken = false;
+	uint64_t retry_at_ns = 0;
+};
+
+// Per-region and per-process counters gathered for "pager.stats".
+struct StatsSnapshot {
+	std::unordered_map<std::string, PageStats> regions;
+	struct Proc {
+		pid_t pid;
+		uint64_t uffd_id;
+		bool fork_child;
+		PageStats stats;
+	};
+	std::vector<Proc> processes;
+};
+
+class PagerThread
+{
+public:
+	// `ids` hands out uffd and mapping ids unique across threads (fork
+	// children get theirs here).
+	PagerThread(Federation &fed, const PagerConfig &cfg, const UffdCaps &caps, int index,
+	            std::atomic<uint64_t> *ids);
+	~PagerThread();
+	PagerThread(const PagerThread &) = delete;
+	PagerThread &operator=(const PagerThread &) = delete;
+
+	Status start();
+	// Writes back what it can (bounded by the control timeout), closes every
+	// uffd and joins the thread.
+	void stop();
+	EventLoop *loop() { return loop_.get(); }
+
+	// Loop thread: takes over a process (its uffd starts being read).
+	void adopt(std::unique_ptr<Process> p);
+	// Loop thread: adds a mapping to process `uffd_id`, marks pages the
+	// process already has as resident (a restarted daemon), wakes threads
+	// blocked on the range. `m` has pages sized and region fields set.
+	Status add_mapping(uint64_t uffd_id, std::unique_ptr<Mapping> m, ModuleId module);
+	// Loop thread: writes back the dirty pages of [first, first+count) of
+	// mapping `id` and calls done once they are durable (msync semantics).
+	void sync(uint64_t mapping_id, uint32_t first, uint32_t count,
+	          std::function<void(Status)> done);
+	// Loop thread: sync of the whole mapping, then forgets it.
+	void unmap(uint64_t mapping_id, std::function<void(Status)> done);
+	// Loop thread: writes back the process's dirty pages it can still read,
+	// then closes its uffd.
+	void detach(uint64_t uffd_id, std::function<void()> done);
+	// Loop thread: adds this thread's counters to `out`.
+	void collect(StatsSnapshot *out);
+
+private:
+	friend class ProcessOp;
+	struct FetchOp;
+	struct WriteOp;
+	class TickOp;
+	struct PendingFault {
+		Process *proc;
+		uint64_t addr;
+		uint32_t flags;
+		uint64_t since_ns;
+	};
+	// A fixed-capacity FIFO that never allocates after construction.
+	struct FaultRing {
+		std::vector<PendingFault> slots;
+		size_t head = 0, size = 0;
+		bool push(const PendingFault &f);
+		bool pop(PendingFault *f);
+	};
+	// A run of pages claimed for write-back (kWbInFlight set), waiting for
+	// a buffer or being written.
+	struct WbRun {
+		Mapping *m;
+		uint32_t first, count;
+		uint64_t id;
+	};
+	struct RunState {
+		uint32_t outstanding = 0; // WriteOps in flight
+		bool issued_all = false;
+	};
+	// Completes once every run claimed before it (id < end_id) is durable.
+	// A sync gets a second pass: pages that were being written when it
+	// started and were written to again must be written once more.
+	struct WbWaiter {
+		Mapping *m; // for the second pass; null: none
+		uint32_t first, count;
+		uint64_t end_id;
+		uint64_t failures_at_start;
+		bool second_pass_done;
+		std::function<void(Status)> done;
+	};
+
+	void run();
+	void arm(Process *p, ProcessOp *op, int kind);
+	void on_op(Process *p, int kind, int res, uint32_t flags);
+	void drain_uffd(Process *p);
+	void handle_msg(Process *p, const uffd_msg &msg);
+	void handle_fault(Process *p, uint64_t addr, uint32_t flags, uint32_t ptid, bool retry);
+	void handle_remove(Process *p, uint64_t start, uint64_t end);
+	void handle_unmap(Process *p, uint64_t start, uint64_t end);
+	void handle_remap(Process *p, uint64_t from, uint64_t to, uint64_t len);
+	void handle_fork(Process *parent, int child_uffd);
+	void learn_pid(Process *p, uint32_t ptid);
+
+	bool admit(Mapping *m) const;
+	ChannelSlot *channel(ModuleId module);
+	bool issue_fetch(Mapping *m, uint32_t idx, bool write, uint64_t t0);
+	void prefetch(Mapping *m, uint32_t idx);
+	void install_zero(Mapping *m, uint32_t idx, bool write);
+	void install_held(Mapping *m, uint32_t idx, int stream, bool write);
+	void on_fetch_done(FetchOp *op, const Status &st);
+	bool install_run(FetchOp *op);
+	void release_fetch(FetchOp *op);
+	void after_install(Mapping *m);
+	void retry_waiting();
+	void set_gone(Mapping *m, uint32_t i);
+	void drop_held(Mapping *m, uint32_t idx);
+
+	void maybe_evict(Process *p);
+	void check_eviction(Process *p);
+	void send_drop(Process *p);
+	void on_drop_reply(Process *p, int res);
+	void finish_eviction(Process *p, bool dropped);
+
+	// Claims the dirty pages of [first, first+count) and queues them.
+	void claim_writeback(Mapping *m, uint32_t first, uint32_t count);
+	void claim_run(Mapping *m, uint32_t first, uint32_t count);
+	void pump_writeback();
+	bool issue_write(const WbRun &run, uint32_t *first);
+	void on_write_done(WriteOp *op, const Status &st);
+	void finish_run(uint64_t id);
+	void add_waiter(Mapping *m, uint32_t first, uint32_t count, bool second_pass,
+	                std::function<void(Status)> done);
+	void check_waiters();
+
+	void tick();
+	void retire(Mapping *m);
+	void kill_process(Process *p, const char *why);
+	// Frees dead mappings and processes on the next tick (never while a
+	// caller may be iterating over them).
+	void reap();
+	void reap_now();
+	Process *find_process(uint64_t uffd_id);
+	Mapping *find_mapping(uint64_t mapping_id);
+
+	Federation &fed_;
+	const PagerConfig &cfg_;
+	const UffdCaps &caps_;
+	int index_;
+	std::unique_ptr<EventLoop> loop_;
+	std::thread thread_;
+	std::atomic<bool> running_{false};
+
+	std::vector<std::unique_ptr<Process>> procs_;
+	std::unordered_map<uint64_t, std::unique_ptr<ChannelSlot>> channels_;
+	std::vector<std::unique_ptr<Mapping>> dying_; // dead, ops still in flight
+	std::unordered_map<std::string, PageStats> retired_regions_;
+
+	std::vector<std::unique_ptr<FetchOp>> fetch_ops_;
+	FetchOp *free_fault_ = nullptr;
+	FetchOp *free_bulk_ = nullptr;
+	uint32_t free_fault_count_ = 0;
+	bool reap_pending_ = false;
+	std::vector<FetchOp *> copy_retry_; // installs that got EAGAIN
+	std::vector<std::unique_ptr<WriteOp>> write_ops_;
+	WriteOp *free_write_ = nullptr;
+	std::vector<WbRun> wb_queue_;
+	size_t wb_head_ = 0;
+	std::map<uint64_t, RunState> runs_; // unfinished runs
+	uint64_t next_run_id_ = 1;
+	uint64_t wb_failures_ = 0;
+	std::vector<WbWaiter> waiters_;
+	std::atomic<uint64_t> *ids_;
+	FaultRing waiting_; // admitted later: no slot or no budget
+	FaultRing orphans_; // no mapping (yet)
+	FaultRing retry_;   // fetch failed: retried on the tick
+	std::unique_ptr<TickOp> tick_op_;
+	std::vector<uint8_t> zero_;
+	uint64_t last_map_ns_ = 0;
+};
+
+} // namespace memfed::pager

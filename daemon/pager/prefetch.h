@@ -1,0 +1,71 @@
+// StreamDetector: finds sequential and strided fault streams in one mapping
+// and plans the prefetch that serves them.
+//
+// Every demand fault of the mapping is shown to the detector. Three faults
+// a constant forward stride apart (1 = sequential, up to kMaxStride pages)
+// make a stream; from then on each fault of the stream asks for the pages up
+// to `window` strides ahead that were not requested yet. For sequential
+// streams one page in the middle of each new window is a tripwire: the pager
+// keeps its data instead of installing it, so the program faults there
+// halfway through the window — cheaply, the data is local — and that fault
+// requests the next window while the second half is being consumed. Without
+// it the program would stall on a full fetch round trip at the end of every
+// window. Prefetch hits are the prefetched pages a stream has moved past.
+//
+// Thread-safety: owned by the mapping's pager thread.
+#pragma once
+
+#include <array>
+#include <cstdint>
+
+namespace memfed::pager
+{
+
+constexpr uint32_t kNoPage = UINT32_MAX;
+
+struct PrefetchPlan {
+	uint32_t first = 0;          // first page to fetch
+	uint32_t count = 0;          // pages to fetch
+	uint32_t stride = 1;         // 1: the run [first, first+count); else every stride-th page
+	uint32_t tripwire = kNoPage; // page whose data is held back, or kNoPage
+	int stream = -1;             // which stream slot (owns the tripwire buffer)
+};
+
+class StreamDetector
+{
+public:
+	static constexpr int kStreams = 4;
+	static constexpr uint32_t kMaxStride = 16;
+
+	// A demand fault (or tripwire fault) at page `idx` of a mapping of
+	// `npages`. Returns true with `plan` filled when pages should be
+	// prefetched; adds newly passed prefetched pages to *hits. If a stream
+	// slot is recycled while it still had a tripwire page, *released gets
+	// that page (the caller drops its held data); else kNoPage.
+	bool on_fault(uint32_t idx, uint32_t npages, uint32_t window, PrefetchPlan *plan,
+	              uint64_t *hits, uint32_t *released);
+	// The tripwire page of `stream`, or kNoPage.
+	uint32_t tripwire(int stream) const { return streams_[stream].trip; }
+	// Forgets the tripwire of `stream` (its page was installed or dropped).
+	void clear_tripwire(int stream) { streams_[stream].trip = kNoPage; }
+	// The pager requested pages of `stream` only up to `next` (it ran out of
+	// buffers or budget); later faults ask for the rest.
+	void requested_until(int stream, uint32_t next);
+	// The stream whose tripwire is `idx`, or -1.
+	int stream_of_tripwire(uint32_t idx) const;
+
+private:
+	struct Stream {
+		uint32_t last = kNoPage; // last fault
+		uint32_t stride = 0;     // 0: not known yet
+		uint32_t conf = 0;       // faults that matched the stride
+		uint32_t next = 0;       // first page not requested yet
+		uint32_t hit_mark = 0;   // first prefetched page not counted as a hit
+		uint32_t trip = kNoPage;
+		uint64_t used = 0; // for recycling the least recently used slot
+	};
+	std::array<Stream, kStreams> streams_{};
+	uint64_t clock_ = 0;
+};
+
+} // namespace memfed::pager

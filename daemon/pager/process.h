@@ -1,0 +1,88 @@
+// Process: one userfaultfd handed to the pager (one client process, or a
+// child the kernel reported through UFFD_EVENT_FORK), with its mappings and
+// its eviction in progress.
+//
+// Thread-safety: owned by one pager thread.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <memory>
+#include <utility>
+#include <vector>
+
+#include "daemon/pager/map_protocol.h"
+#include "daemon/pager/mapping.h"
+#include "daemon/transport/event_loop.h"
+
+namespace memfed::pager
+{
+
+class PagerThread;
+
+// Keeps one io_uring operation armed for a Process and routes its
+// completion back to the thread.
+class ProcessOp : public IoOp
+{
+public:
+	enum Kind { kUffdPoll, kEvictRecv, kPidPoll };
+	ProcessOp(PagerThread *t, Process *p, Kind k) : thread_(t), proc_(p), kind_(k) {}
+	void complete(int res, uint32_t flags) override;
+	bool armed = false;
+
+private:
+	PagerThread *thread_;
+	Process *proc_;
+	Kind kind_;
+};
+
+// One round of eviction: victims chosen, written back, dropped by the client.
+struct Eviction {
+	bool active = false;
+	bool drop_sent = false;
+	bool failed = false; // a victim's write-back failed: keep them all
+	uint64_t seq = 0;
+	uint64_t started_ns = 0;
+	std::vector<std::pair<Mapping *, uint32_t>> victims;
+	DropRequest request{};
+	DropReply reply{};
+};
+
+struct Process {
+	uint64_t uffd_id = 0;
+	int uffd = -1;
+	pid_t pid = 0; // 0 until known (fork children: learnt from a fault)
+	uid_t uid = 0;
+	int conn_id = -1;        // control connection; -1 for fork children
+	bool fork_child = false; // never writes back or evicts: its memory is private
+	uint64_t features = 0;
+	int evict_fd = -1;
+	int pidfd = -1;
+	uint64_t budget_pages = 0;
+	uint64_t resident = 0;
+
+	std::vector<std::unique_ptr<Mapping>> mappings;
+	Mapping *last_hit = nullptr;
+	Eviction evict;
+	PageStats retired; // counters of mappings that are gone
+	bool warned_no_evict = false;
+
+	std::unique_ptr<ProcessOp> uffd_op, evict_op, pid_op;
+	bool dead = false;
+
+	Mapping *find(uint64_t addr)
+	{
+		if (last_hit != nullptr && last_hit->contains(addr) &&
+		    last_hit->pages[(addr - last_hit->addr) / 4096].state != PageState::kGone)
+			return last_hit;
+		for (auto &m : mappings)
+			if (!m->dead && m->contains(addr) &&
+			    m->pages[(addr - m->addr) / 4096].state != PageState::kGone)
+				return last_hit = m.get();
+		return nullptr;
+	}
+	bool can_evict() const { return evict_fd >= 0 && !fork_child && pid > 0; }
+};
+
+} // namespace memfed::pager

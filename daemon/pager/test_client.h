@@ -1,0 +1,222 @@
+// TestClient: the client side of the map protocol (map_protocol.h) as the
+// pager's tests and benchmark need it — what libmemfed does for a program,
+// done with the same real mechanisms: a userfaultfd, anonymous memory
+// registered on it, an evict channel served by an evictor thread, and the
+// control socket.
+//
+// Thread-safety: one thread drives a TestClient; its evictor thread only
+// touches the evict socket and madvise.
+#pragma once
+
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <string>
+#include <thread>
+
+#include "daemon/control/client.h"
+#include "daemon/pager/map_protocol.h"
+#include "daemon/pager/uffd.h"
+
+namespace memfed::pager
+{
+
+class TestClient
+{
+public:
+	struct Mapped {
+		uint64_t id = 0;
+		uint8_t *addr = nullptr;
+		uint64_t length = 0;
+	};
+
+	~TestClient()
+	{
+		cli_ = control::Client();
+		if (evict_sock_ >= 0)
+			shutdown(evict_sock_, SHUT_RDWR);
+		if (evictor_.joinable())
+			evictor_.join();
+		if (evict_sock_ >= 0)
+			close(evict_sock_);
+		if (uffd_ >= 0)
+			close(uffd_);
+	}
+
+	// Connects, asks pager.hello, creates the uffd and attaches it.
+	Status attach(const std::string &socket, uint64_t budget = 0, bool evict = true)
+	{
+		auto c = control::Client::connect(socket);
+		if (!c)
+			return c.status();
+		cli_ = std::move(*c);
+		control::Message hello;
+		hello.body = {{"op", kOpHello}};
+		auto h = cli_.call_ok(hello);
+		if (!h)
+			return h.status();
+		features_ = h->body["uffd_features"].get<uint64_t>();
+		mode_ = h->body["private_register_mode"].get<uint64_t>();
+		if (uffd_ < 0) {
+			auto fd = open_uffd(features_, false);
+			if (!fd)
+				return fd.status();
+			uffd_ = *fd;
+		}
+		return send_attach(budget, evict);
+	}
+
+	// Attaches the same uffd again on a new connection (daemon restart).
+	Status reattach(const std::string &socket, uint64_t budget = 0, bool evict = true)
+	{
+		cli_ = control::Client();
+		auto c = control::Client::connect(socket);
+		if (!c)
+			return c.status();
+		cli_ = std::move(*c);
+		return send_attach(budget, evict);
+	}
+
+private:
+	Status send_attach(uint64_t budget, bool evict)
+	{
+		control::Message m;
+		m.body = {{"op", kOpAttach}, {"features", features_}, {"budget", budget}};
+		m.fds.push_back(uffd_);
+		int sv[2] = {-1, -1};
+		if (evict) {
+			if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+				return Status::from_errno(errno, "socketpair");
+			m.fds.push_back(sv[1]);
+		}
+		auto r = cli_.call_ok(m);
+		if (sv[1] >= 0)
+			close(sv[1]);
+		if (!r) {
+			if (sv[0] >= 0)
+				close(sv[0]);
+			return r.status();
+		}
+		uffd_id_ = r->body["uffd_id"].get<uint64_t>();
+		if (evict) {
+			if (evictor_.joinable()) {
+				shutdown(evict_sock_, SHUT_RDWR);
+				evictor_.join();
+				close(evict_sock_);
+			}
+			evict_sock_ = sv[0];
+			evictor_ = std::thread([this, fd = sv[0]] { evict_loop(fd); });
+		}
+		return Status::ok();
+	}
+
+public:
+	// Maps `length` bytes of `region` at `offset` into fresh anonymous memory.
+	Result<Mapped> map(const std::string &region, uint64_t offset, uint64_t length,
+	                   uint64_t budget = 0, bool prefetch = true)
+	{
+		void *p = mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+		               -1, 0);
+		if (p == MAP_FAILED)
+			return Status::from_errno(errno, "mmap");
+		madvise(p, length, MADV_NOHUGEPAGE);
+		auto a = reinterpret_cast<uint64_t>(p);
+		if (int r = uffd_register(uffd_, a, length, mode_); r < 0) {
+			munmap(p, length);
+			return Status::from_errno(-r, "UFFDIO_REGISTER");
+		}
+		auto id = map_at(region, offset, a, length, budget, prefetch);
+		if (!id) {
+			munmap(p, length);
+			return id.status();
+		}
+		return Mapped{*id, static_cast<uint8_t *>(p), length};
+	}
+
+	// Sends "map" for memory already registered at `addr`.
+	Result<uint64_t> map_at(const std::string &region, uint64_t offset, uint64_t addr,
+	                        uint64_t length, uint64_t budget = 0, bool prefetch = true)
+	{
+		control::Message m;
+		m.body = {{"op", kOpMap},           {"uffd_id", uffd_id_},
+		          {"region", region},       {"region_offset", offset},
+		          {"addr", addr},           {"length", length},
+		          {"kind", kKindPrivate},   {"writable", true},
+		          {"register_mode", mode_}, {"budget", budget},
+		          {"prefetch", prefetch}};
+		auto r = cli_.call_ok(m);
+		if (!r)
+			return r.status();
+		return r->body["mapping_id"].get<uint64_t>();
+	}
+
+	Status sync(uint64_t mapping_id, uint64_t offset = 0, uint64_t length = UINT64_MAX)
+	{
+		control::Message m;
+		m.body = {{"op", kOpSync}, {"mapping_id", mapping_id}, {"offset", offset}};
+		if (length != UINT64_MAX)
+			m.body["length"] = length;
+		return cli_.call_ok(m).status();
+	}
+
+	// "unmap", then munmap.
+	Status unmap(const Mapped &mp)
+	{
+		control::Message m;
+		m.body = {{"op", kOpUnmap}, {"mapping_id", mp.id}};
+		Status st = cli_.call_ok(m).status();
+		munmap(mp.addr, mp.length);
+		return st;
+	}
+
+	Result<control::Message> call(const nlohmann::json &body)
+	{
+		control::Message m;
+		m.body = body;
+		return cli_.call_ok(m);
+	}
+	// Drops the control connection (the pager detaches) but keeps the uffd.
+	void disconnect() { cli_ = control::Client(); }
+
+	int uffd() const { return uffd_; }
+	uint64_t uffd_id() const { return uffd_id_; }
+	uint64_t register_mode() const { return mode_; }
+	uint64_t drops() const { return drops_; }
+
+private:
+	void evict_loop(int fd)
+	{
+		DropRequest req;
+		while (true) {
+			ssize_t n = recv(fd, &req, sizeof(req), 0);
+			if (n <= 0)
+				return;
+			if (n < 16 || req.magic != kDropRequestMagic || req.count == 0 ||
+			    req.count > kMaxDropRanges ||
+			    uint64_t(n) != drop_request_size(req.count))
+				continue;
+			DropReply rep{kDropReplyMagic, 0, req.seq};
+			for (uint32_t i = 0; i < req.count; i++) {
+				if (madvise(reinterpret_cast<void *>(req.ranges[i].addr),
+				            req.ranges[i].length, MADV_DONTNEED) < 0 &&
+				    rep.error == 0)
+					rep.error = -errno;
+			}
+			drops_++;
+			if (send(fd, &rep, sizeof(rep), MSG_NOSIGNAL) < 0)
+				return;
+		}
+	}
+
+	control::Client cli_;
+	int uffd_ = -1;
+	uint64_t uffd_id_ = 0;
+	uint64_t features_ = 0, mode_ = 0;
+	int evict_sock_ = -1;
+	std::thread evictor_;
+	std::atomic<uint64_t> drops_{0};
+};
+
+} // namespace memfed::pager

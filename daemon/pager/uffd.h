@@ -1,0 +1,79 @@
+// Userfaultfd: feature detection and the ioctls the pager uses.
+//
+// Debian 12's uapi headers are Linux 6.1's; the host kernel is newer. The
+// constants newer kernels added are defined here when the headers lack them,
+// and probe_uffd() finds out at run time what this kernel really supports
+// (UFFDIO_API reports the features; registering a scratch anonymous page and a
+// scratch memfd page with MODE_WP proves write-protect works on each).
+//
+// The wrappers return negative errno (0 on success), because the fault path
+// branches on specific errnos (EEXIST, EAGAIN, ESRCH) and must not allocate.
+//
+// Thread-safety: all functions are safe from any thread.
+#pragma once
+
+#include <linux/userfaultfd.h>
+
+#include <cstdint>
+#include <string>
+
+#include "daemon/common/status.h"
+
+#ifndef UFFD_FEATURE_WP_UNPOPULATED
+#define UFFD_FEATURE_WP_UNPOPULATED (1 << 13)
+#endif
+#ifndef UFFD_FEATURE_POISON
+#define UFFD_FEATURE_POISON (1 << 14)
+#endif
+#ifndef UFFD_FEATURE_WP_ASYNC
+#define UFFD_FEATURE_WP_ASYNC (1 << 15)
+#endif
+#ifndef UFFD_FEATURE_MOVE
+#define UFFD_FEATURE_MOVE (1 << 16)
+#endif
+
+namespace memfed::pager
+{
+
+constexpr uint64_t kPageSize = 4096;
+
+// What this kernel's userfaultfd offers, and what the pager asks clients for.
+struct UffdCaps {
+	uint64_t kernel_features = 0; // everything UFFDIO_API reported
+	bool anon_wp = false;         // MODE_WP registers on private anonymous memory
+	bool shmem_wp = false;        // MODE_WP registers on a memfd mapping
+	bool minor_shmem = false;
+	bool event_fork = false;
+	bool wp_async = false; // detected, reported, not used (see pager.h)
+	bool move = false;     // detected, reported, not used (see pager.h)
+	bool poison = false;
+
+	// Features a client requests in UFFDIO_API.
+	uint64_t client_features() const;
+	// Register modes for "private" and "shared" mappings.
+	uint64_t private_register_mode() const;
+	uint64_t shared_register_mode() const;
+	// "WP_ASYNC MOVE ..." for logs and stats.
+	std::string describe() const;
+};
+
+// Opens a scratch userfaultfd and probes the kernel. Fails with a hint when
+// userfaultfd is unavailable (vm.unprivileged_userfaultfd, seccomp, ...).
+Result<UffdCaps> probe_uffd();
+
+// Creates a userfaultfd with `features` enabled (used by tests and the
+// benchmark, which play the client).
+Result<int> open_uffd(uint64_t features, bool user_mode_only);
+
+// Resolves [dst, dst+len) with the bytes at src. `*copied` gets the bytes
+// installed before any error (a page that exists already stops the copy
+// with -EEXIST).
+int uffd_copy(int uffd, uint64_t dst, const void *src, uint64_t len, bool wp, int64_t *copied);
+// Sets (wp = true) or clears write-protection; clearing wakes waiters unless
+// dontwake (the kernel rejects dontwake with wp = true).
+int uffd_writeprotect(int uffd, uint64_t addr, uint64_t len, bool wp, bool dontwake);
+int uffd_wake(int uffd, uint64_t addr, uint64_t len);
+int uffd_register(int uffd, uint64_t addr, uint64_t len, uint64_t mode);
+int uffd_unregister(int uffd, uint64_t addr, uint64_t len);
+
+} // namespace memfed::pager
