@@ -17,7 +17,7 @@ namespace memfed
 namespace
 {
 constexpr const char *kComp = "tcp_channel";
-constexpr size_t kRecvChunk = 64 * 1024;
+constexpr size_t kRecvChunk = 256 * 1024;
 constexpr size_t kMaxIov = 1024; // IOV_MAX
 constexpr uint32_t kNoSlot = UINT32_MAX;
 } // namespace
@@ -198,7 +198,9 @@ void TcpChannel::enqueue(wire::Header &h, std::span<const uint8_t> payload, cons
 	uint8_t tc = h.tclass <= wire::kTrafficClassMax ? h.tclass : wire::kTrafficClassMax;
 	queues_[tc].items.push_back(idx);
 	in_flight_++;
-	kick_send();
+	// Requests issued from completions of one receive leave in one batch.
+	if (!in_recv_)
+		kick_send();
 }
 
 void TcpChannel::kick_send()
@@ -291,24 +293,36 @@ void TcpChannel::on_recv(int res)
 		return broken("module closed the connection");
 	if (res < 0)
 		return broken(std::string("receive failed: ") + strerror(-res));
+	in_recv_ = true;
+	bool ok = deliver(res);
+	in_recv_ = false;
+	if (!ok)
+		return;
+	kick_send();
+	arm_recv();
+}
+
+// Completes what `n` newly received bytes finish. False if the channel broke.
+bool TcpChannel::deliver(size_t n)
+{
 	if (direct_slot_ != kNoSlot) {
-		direct_done_ += res;
+		direct_done_ += n;
 		if (direct_done_ < direct_hdr_.payload_len)
-			return arm_recv();
+			return true;
 		uint32_t idx = direct_slot_;
 		direct_slot_ = kNoSlot;
 		std::span<const uint8_t> got(static_cast<const uint8_t *>(slots_[idx]->dst),
 		                             direct_hdr_.payload_len);
 		Status st = wire::check_payload(direct_hdr_, got);
-		if (!st.is_ok())
-			return broken(st.message());
+		if (!st.is_ok()) {
+			broken(st.message());
+			return false;
+		}
 		finish(idx, Status::ok(), direct_hdr_, {});
 	} else {
-		rx_.commit(res);
+		rx_.commit(n);
 	}
-	if (!parse_responses())
-		return;
-	arm_recv();
+	return parse_responses();
 }
 
 // Completes every response fully in rx_. False if the channel broke.

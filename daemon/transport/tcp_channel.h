@@ -88,6 +88,7 @@ private:
 	void on_send(int res);
 	void arm_recv();
 	void on_recv(int res);
+	bool deliver(size_t n);
 	bool parse_responses();
 	void finish(uint32_t idx, const Status &st, const wire::Header &h,
 	            std::span<const uint8_t> payload);
@@ -119,6 +120,7 @@ private:
 
 	std::unique_ptr<RecvOp> recv_op_;
 	bool recv_armed_ = false;
+	bool in_recv_ = false; // completing responses: batch new sends
 	ByteBuffer rx_;
 	// Receiving a READ payload straight into the caller's buffer.
 	uint32_t direct_slot_ = UINT32_MAX;
