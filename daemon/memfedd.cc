@@ -20,6 +20,8 @@
 #include "daemon/service/control_ops.h"
 #include "daemon/service/module_service.h"
 #include "daemon/service/node_federation.h"
+#include "daemon/service/table_mirror.h"
+#include "daemon/service/window_table.h"
 #include "daemon/store/pool.h"
 #include "daemon/transport/event_loop.h"
 #include "daemon/transport/tcp_server.h"
@@ -116,11 +118,26 @@ int main(int argc, char **argv)
 		return die(st);
 	ControlOps ops(cfg, &fed, listen_ep);
 	ops.register_ops(control);
+
+	// The window table, mirrored into memfed.ko when it is loaded; a
+	// restarted daemon takes back the windows the kmod kept.
+	TableMirror mirror(cfg, &fed);
+	mirror.open();
+	WindowTable windows(mirror.va_bits());
+	windows.restore(mirror.saved_windows());
+	windows.on_change([&mirror](const Window &w) { mirror.window_changed(w); });
+	windows.register_ops(control, &fed);
+	ops.set_status_hook([&mirror, &windows](nlohmann::json &b) {
+		b["table_source"] = mirror.source();
+		b["va_bits"] = windows.va_bits();
+		b["windows"] = windows.list().size();
+	});
 	if (!(st = control.start()))
 		return die(st);
 
 	if (module_loop)
 		module_thread = std::thread([&] { module_loop->run(); });
+	mirror.start(windows);
 
 	LOG_INFO("memfedd", "ready: node %s, listen %s, socket %s, %zu peers", self.to_string().c_str(),
 		 listen_ep.empty() ? "(none)" : listen_ep.c_str(), cfg.socket.c_str(), cfg.peers.size());
@@ -130,6 +147,7 @@ int main(int argc, char **argv)
 	LOG_INFO("memfedd", "signal %s: stopping", strsignal(sig));
 
 	control.stop();
+	mirror.stop();
 	if (module_loop) {
 		module_loop->stop();
 		module_thread.join();

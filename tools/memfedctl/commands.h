@@ -11,5 +11,9 @@ int cmd_status(const Globals &g, Args &a);
 int cmd_module(const Globals &g, Args &a);
 int cmd_stats(const Globals &g, Args &a);
 int cmd_top(const Globals &g, Args &a);
+int cmd_addr(const Globals &g, Args &a);
+int cmd_window(const Globals &g, Args &a);
+int cmd_route(const Globals &g, Args &a);
+int cmd_watch(const Globals &g, Args &a);
 
 } // namespace memfed::ctl

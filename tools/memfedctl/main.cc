@@ -20,6 +20,9 @@ Commands:
   pool format|check|info PATH    offline pool operations and fsck
   stats                          module and pager counters
   top                            a live view of the pager
+  addr EVA                       explain an extended address
+  window ls | route ls           the window and route tables
+  watch                          memfed.ko's table changes as they happen
   -j, --json                     JSON output
   --socket PATH                  control socket (default $MEMFED_SOCKET or
                                  /run/memfed/memfedd.sock)
@@ -75,5 +78,13 @@ int main(int argc, char **argv)
 		return cmd_stats(g, a);
 	if (cmd == "top")
 		return cmd_top(g, a);
+	if (cmd == "addr")
+		return cmd_addr(g, a);
+	if (cmd == "window")
+		return cmd_window(g, a);
+	if (cmd == "route")
+		return cmd_route(g, a);
+	if (cmd == "watch")
+		return cmd_watch(g, a);
 	return fail(g, usage_error("unknown command '" + cmd + "' (memfedctl --help)"));
 }
