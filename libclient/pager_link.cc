@@ -433,6 +433,13 @@ Result<std::pair<std::string, uint64_t>> PagerLink::locate(uint64_t addr) const
 	return std::make_pair(m->region, m->region_offset + (addr - m->addr));
 }
 
+int PagerLink::memfd_at(uint64_t addr) const
+{
+	std::lock_guard<std::mutex> lk(mu_);
+	const Mapping *m = find(addr);
+	return m && m->shared ? m->memfd : -1;
+}
+
 void PagerLink::publish_spans()
 {
 	std::lock_guard<std::mutex> lk(spans_mu_);

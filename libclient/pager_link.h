@@ -82,6 +82,10 @@ public:
 	// Region and region offset of `addr`; kNotFound outside every mapping.
 	Result<std::pair<std::string, uint64_t>> locate(uint64_t addr) const;
 
+	// The memfd behind the shared mapping containing `addr` (owned by the
+	// link; valid while the mapping is), or -1.
+	int memfd_at(uint64_t addr) const;
+
 	// One request on the link's connection (region ops and the like). Not
 	// retried after a reconnection.
 	Result<control::Message> call(const control::Message &req);

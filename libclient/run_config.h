@@ -1,0 +1,49 @@
+// RunConfig: what `memfedctl run` tells libmemfed-preload.so, carried in the
+// one environment variable MEMFED_RUN as a JSON object:
+//   {"socket": path, "run_id": "1a2b3c4d", "heap_size": bytes,
+//    "heap_budget": bytes, "prefix": "/memfed",
+//    "maps": {"/abs/path": "region", ...}}
+// heap_size 0 leaves the heap alone (files only). Region names of the heaps
+// are "heap.<run_id>.<pid>[.<n>]", so `memfedctl run` can delete them after.
+//
+// Values only; no thread-safety concerns.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+
+#include "daemon/common/status.h"
+
+namespace memfed::client
+{
+
+constexpr const char *kRunEnv = "MEMFED_RUN";
+
+struct RunConfig {
+	std::string socket;
+	std::string run_id;
+	uint64_t heap_size = 0;
+	uint64_t heap_budget = 0;
+	std::string prefix = "/memfed";
+	std::map<std::string, std::string> maps; // absolute path -> region
+
+	std::string to_json() const;
+	static Result<RunConfig> from_json(const std::string &text);
+
+	// The region a path names: a --map entry, or <prefix>/NAME with NAME a
+	// valid region name. Relative paths are taken from `cwd`. nullopt for
+	// every other path.
+	std::optional<std::string> region_for(const std::string &path,
+	                                      const std::string &cwd) const;
+	// Prefix of every heap region of this run.
+	std::string heap_prefix() const { return "heap." + run_id + "."; }
+};
+
+// "/a//b/./c/" -> "/a/b/c"; ".." removes a component. Absolute input only.
+std::string normalize_path(const std::string &abs);
+// [A-Za-z0-9._-], 1..63 bytes, not starting with '.' or '-'.
+bool valid_region_name(const std::string &name);
+
+} // namespace memfed::client
