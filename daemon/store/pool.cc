@@ -149,7 +149,8 @@ Status ModuleStore::recover()
 	store::PersistFn persist = file_->persist_fn();
 	table_ = std::make_unique<store::RegionTable>(base, geo_, persist);
 	alloc_ = std::make_unique<store::ExtentAllocator>(geo_.data_pages);
-	log_ = std::make_unique<store::RedoLog>(base, geo_, persist);
+	log_ = std::make_unique<store::RedoLog>(base, geo_, persist, !file_->is_pmem());
+	unpersisted_.reserve(store::kLogSlots);
 	MF_RETURN_IF_ERROR(table_->load(path));
 
 	std::vector<store::RegionSlot> live, deleting = table_->deleting();
@@ -185,7 +186,6 @@ Status ModuleStore::recover()
 Status ModuleStore::replay_log(const std::vector<store::RegionSlot> &live)
 {
 	uint8_t *base = file_->base();
-	store::PersistFn persist = file_->persist_fn();
 	store::RedoLog::ScanResult scan = store::RedoLog::scan(base, geo_);
 
 	// Live extents sorted by start, to find a record's region.
@@ -214,13 +214,13 @@ Status ModuleStore::replay_log(const std::vector<store::RegionSlot> &live)
 			continue; // a newer write already reached the page
 		memcpy(base + r.fa_offset, store::RedoLog::payload(base, geo_, r.slot), kPageSize);
 		store_meta(m, r.page_crc, r.seq);
-		persist(base + r.fa_offset, kPageSize);
-		persist(m, sizeof(*m));
+		unpersisted_.push_back(idx);
 		log_replays_++;
 	}
 	for (uint64_t i = 0; i < geo_.data_pages; i++)
 		max_seq = std::max(max_seq, meta(i)->version);
 	next_seq_ = max_seq + 1;
+	checkpoint();
 	if (!scan.valid.empty() || scan.torn > 0 || !table_->deleting().empty())
 		log_->clear();
 	if (log_replays_ > 0 || scan.torn > 0 || skipped > 0)
@@ -300,7 +300,29 @@ Result<PoolInfo> ModuleStore::inspect(const std::string &path)
 	return info;
 }
 
-ModuleStore::~ModuleStore() = default;
+ModuleStore::~ModuleStore()
+{
+	if (log_)
+		checkpoint();
+}
+
+void ModuleStore::checkpoint()
+{
+	if (unpersisted_.empty())
+		return;
+	uint8_t *base = file_->base();
+	store::PersistFn persist = file_->persist_fn();
+	if (!file_->is_pmem()) {
+		// One msync over meta and data writes back just their dirty pages.
+		persist(base + geo_.meta_offset, geo_.data_end() - geo_.meta_offset);
+	} else {
+		for (uint64_t idx : unpersisted_) {
+			persist(base + geo_.page_fa(idx), kPageSize);
+			persist(meta(idx), sizeof(store::PageMeta));
+		}
+	}
+	unpersisted_.clear();
+}
 
 Result<RegionInfo> ModuleStore::create_region(const std::string &name, uint64_t size_bytes,
                                               uint32_t owner_uid, uint32_t mode)
@@ -353,8 +375,11 @@ Status ModuleStore::delete_region(const std::string &name)
 	uint64_t pages = r.info.size_bytes / kPageSize;
 	uint64_t first = geo_.page_index(r.info.fa_offset);
 	// No write is in flight (they hold table_mu_ shared), so every log record
-	// is applied: clearing the log keeps a replay from refilling the extent.
+	// is applied; once those pages are durable, clearing the log keeps a
+	// replay from refilling the extent.
+	std::lock_guard wlock(write_mu_);
 	table_->mark_deleting(r.slot);
+	checkpoint();
 	log_->clear();
 	MF_RETURN_IF_ERROR(file_->zero(r.info.fa_offset, r.info.size_bytes));
 	memset(meta(first), 0, pages * sizeof(store::PageMeta));
@@ -443,7 +468,6 @@ Status ModuleStore::write_pages(uint32_t region_id, uint64_t fa_offset, uint32_t
 	MF_RETURN_IF_ERROR(check_range(region_id, fa_offset, count));
 	std::lock_guard wlock(write_mu_);
 	uint8_t *base = file_->base();
-	store::PersistFn persist = file_->persist_fn();
 	const uint8_t *in = static_cast<const uint8_t *>(src);
 	uint32_t crcs[store::kLogSlots];
 	for (uint32_t done = 0; done < count;) {
@@ -451,6 +475,8 @@ Status ModuleStore::write_pages(uint32_t region_id, uint64_t fa_offset, uint32_t
 		uint64_t fa = fa_offset + uint64_t{done} * kPageSize;
 		uint64_t seq = next_seq_;
 		next_seq_ += n;
+		if (log_->wraps(n))
+			checkpoint();
 		log_->append(seq, fa, n, in + uint64_t{done} * kPageSize, crcs);
 		if (crash_after_log_for_test_)
 			return Status(
@@ -462,9 +488,8 @@ Status ModuleStore::write_pages(uint32_t region_id, uint64_t fa_offset, uint32_t
 			memcpy(base + fa + uint64_t{i} * kPageSize,
 			       in + uint64_t{done + i} * kPageSize, kPageSize);
 			store_meta(meta(first + i), crcs[i], seq + i);
+			unpersisted_.push_back(first + i);
 		}
-		persist(base + fa, uint64_t{n} * kPageSize);
-		persist(meta(first), uint64_t{n} * sizeof(store::PageMeta));
 		done += n;
 	}
 	pages_written_.fetch_add(count, std::memory_order_relaxed);

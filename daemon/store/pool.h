@@ -110,6 +110,9 @@ private:
 	Status recover();
 	Status replay_log(const std::vector<store::RegionSlot> &live);
 	Status check_range(uint32_t region_id, uint64_t fa_offset, uint32_t count) const;
+	// Persists every page (and its meta) applied since the last checkpoint.
+	// REQUIRES: write_mu_ held, or no concurrent writer (open, destructor).
+	void checkpoint();
 	store::PageMeta *meta(uint64_t page_index) const
 	{
 		return reinterpret_cast<store::PageMeta *>(file_->base() +
@@ -130,11 +133,12 @@ private:
 
 	// Exclusive for region create/delete; shared for reads and writes.
 	mutable std::shared_mutex table_mu_;
-	// Serialises writes (the redo-log ring and next_seq_).
+	// Serialises writes (the redo-log ring, next_seq_, unpersisted_).
 	std::mutex write_mu_;
 	// A page's content and meta change only under its stripe, exclusively.
 	mutable std::array<std::shared_mutex, 64> stripes_;
 	uint64_t next_seq_ = 1;
+	std::vector<uint64_t> unpersisted_; // data page indices applied since the last checkpoint
 	bool crash_after_log_for_test_ = false;
 
 	std::atomic<uint64_t> pages_read_{0};

@@ -34,7 +34,7 @@ void RedoLog::append(uint64_t first_seq, uint64_t fa_first, uint32_t count, cons
                      uint32_t *crcs)
 {
 	if (head_ + count > kLogSlots)
-		head_ = 0; // keep each append contiguous; every older record is applied
+		head_ = 0; // keep each append contiguous (the caller checkpointed)
 	uint8_t *data = base_ + geo_.log_data_offset + uint64_t{head_} * kPageSize;
 	uint8_t *desc = base_ + geo_.log_desc_offset + uint64_t{head_} * sizeof(LogDescriptor);
 	memcpy(data, src, uint64_t{count} * kPageSize);
@@ -48,8 +48,15 @@ void RedoLog::append(uint64_t first_seq, uint64_t fa_first, uint32_t count, cons
 		memcpy(desc + uint64_t{i} * sizeof(d), &d, sizeof(d));
 		crcs[i] = d.page_crc;
 	}
-	persist_(data, uint64_t{count} * kPageSize);
-	persist_(desc, uint64_t{count} * sizeof(LogDescriptor));
+	uint8_t *data_end = data + uint64_t{count} * kPageSize;
+	uint8_t *desc_end = desc + uint64_t{count} * sizeof(LogDescriptor);
+	if (page_granular_) {
+		persist_(desc,
+		         static_cast<size_t>(data_end - desc)); // desc area precedes data area
+	} else {
+		persist_(data, static_cast<size_t>(data_end - data));
+		persist_(desc, static_cast<size_t>(desc_end - desc));
+	}
 	head_ += count;
 }
 

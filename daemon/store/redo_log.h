@@ -4,21 +4,24 @@
 //   1. Log: for each page, copy the new content into the next log data slot and
 //      fill its LogDescriptor {magic, seq, home fa_offset, page crc32c,
 //      descriptor crc32c}; seq is a global counter, strictly increasing.
-//      Persist the slots and descriptors.
-//   2. Apply: copy each page to its home location (its FA offset in the pool),
-//      set its PageMeta {crc, version = seq}, persist pages and meta.
-//   3. Return: the write is durable. Slots are reused round-robin by later
-//      writes; writes are serialised, so a slot is only overwritten after the
-//      record in it has been applied and persisted.
+//      Persist the slots and descriptors (one persist call on a file pool).
+//      From here on the write is durable: recovery would apply it.
+//   2. Apply: copy each page to its home location (its FA offset in the pool)
+//      and set its PageMeta {crc, version = seq}, in memory only.
+//   3. Return (acknowledge).
+//   Checkpoint: before the ring wraps onto older records, before the log is
+//   cleared, and at close, every page applied since the last checkpoint is
+//   persisted with its meta. So a record is only overwritten once its home
+//   page is durable, and a write costs one persist, not two.
 // Recovery at open: scan(), take the valid records (magic, descriptor crc and
 // payload crc all match; a torn record fails one of them and is skipped) in
 // seq order and re-apply each whose seq >= the home page's PageMeta version.
 // The version test stops an old record from undoing a newer write whose own
 // record was since overwritten (possibly by a torn one). Re-applying is
-// idempotent. After replay the log is cleared; the next seq is one past the
+// idempotent. Then checkpoint and clear the log; the next seq is one past the
 // largest seq in the log or in any PageMeta, so seqs never go backwards.
-// Deleting a region clears the log first, so no record can resurrect data in
-// a freed extent.
+// Deleting a region checkpoints and clears the log first, so no record can
+// resurrect data in a freed extent.
 //
 // So after a crash at any instant every page is its complete old content (no
 // valid record, or the record was torn: write_pages had not returned) or its
@@ -52,8 +55,10 @@ public:
 		uint64_t torn = 0;         // non-empty slots that failed a check
 	};
 
-	RedoLog(uint8_t *base, const Geometry &geo, PersistFn persist)
-	    : base_(base), geo_(geo), persist_(persist)
+	// page_granular: persisting a range costs one call however large it is
+	// (msync on a file), so the log's two areas are persisted as one span.
+	RedoLog(uint8_t *base, const Geometry &geo, PersistFn persist, bool page_granular)
+	    : base_(base), geo_(geo), persist_(persist), page_granular_(page_granular)
 	{
 	}
 
@@ -69,6 +74,9 @@ public:
 	// crc is stored in crcs[i]. Durable on return. REQUIRES: count <= kLogSlots.
 	void append(uint64_t first_seq, uint64_t fa_first, uint32_t count, const uint8_t *src,
 	            uint32_t *crcs);
+	// True if appending `count` records now would overwrite older records
+	// (the ring wraps): checkpoint first.
+	bool wraps(uint32_t count) const { return head_ + count > kLogSlots; }
 	// Invalidates every record (durable on return); the ring restarts at slot 0.
 	void clear();
 
@@ -76,6 +84,7 @@ private:
 	uint8_t *base_;
 	Geometry geo_;
 	PersistFn persist_;
+	bool page_granular_;
 	uint32_t head_ = 0; // next slot to write
 };
 
