@@ -16,6 +16,7 @@
 #include "daemon/common/log.h"
 #include "daemon/common/size.h"
 #include "daemon/control/server.h"
+#include "daemon/pager/pager.h"
 #include "daemon/service/config.h"
 #include "daemon/service/control_ops.h"
 #include "daemon/service/module_service.h"
@@ -132,12 +133,30 @@ int main(int argc, char **argv)
 		b["va_bits"] = windows.va_bits();
 		b["windows"] = windows.list().size();
 	});
+	// Pager role: userfaultfds from local processes.
+	std::unique_ptr<pager::Pager> pager;
+	if (cfg.role_pager) {
+		pager::PagerConfig pc;
+		pc.default_mapping_budget = cfg.pager_budget;
+		pc.default_process_budget = cfg.pager_process_budget;
+		pc.threads = cfg.pager_threads;
+		pc.cpus = cfg.pager_cpus;
+		pc.prefetch = cfg.pager_prefetch_pages > 0;
+		if (pc.prefetch)
+			pc.prefetch_window = cfg.pager_prefetch_pages;
+		pager = std::make_unique<pager::Pager>(fed, pc);
+		pager->register_ops(control);
+		ops.set_pager_stats([&pager] { return pager->stats(0); });
+	}
+	if (pager && !(st = pager->start()))
+		return die(st);
 	if (!(st = control.start()))
 		return die(st);
 
 	if (module_loop)
 		module_thread = std::thread([&] { module_loop->run(); });
 	mirror.start(windows);
+
 
 	LOG_INFO("memfedd", "ready: node %s, listen %s, socket %s, %zu peers", self.to_string().c_str(),
 		 listen_ep.empty() ? "(none)" : listen_ep.c_str(), cfg.socket.c_str(), cfg.peers.size());
@@ -147,6 +166,8 @@ int main(int argc, char **argv)
 	LOG_INFO("memfedd", "signal %s: stopping", strsignal(sig));
 
 	control.stop();
+	if (pager)
+		pager->stop();
 	mirror.stop();
 	if (module_loop) {
 		module_loop->stop();

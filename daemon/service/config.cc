@@ -145,9 +145,14 @@ Options (each has a config-file key; flags override the file):
   --peer HOST:PORT     "peers"       a module to federate with (repeatable)
   --log-level LEVEL    "log_level"   debug, info, warn or error (default info)
   --kmod MODE          "kmod"        auto (use memfed.ko when loaded) or off
-  --pager-budget SIZE  "pager.budget" default resident budget per mapping (256M)
-  --pager-prefetch N   "pager.prefetch_pages" max pages fetched ahead (64; 0 = off)
+  --pager-budget SIZE  "pager.budget" default resident budget per mapping
+                                     (0 = none; clients may ask for one)
+  --pager-process-budget SIZE  "pager.process_budget" default per process (0 = none)
+  --pager-prefetch N   "pager.prefetch_pages" pages kept ahead of a detected
+                                     stream (128; 0 = no prefetch)
   --pager-threads N    "pager.threads" fault-serving threads (1)
+  --pager-cpus LIST    "pager.cpus"  CPUs to pin fault threads to, e.g. 0,1
+                                     (default: not pinned)
   --help               this text
 
 Example config:
@@ -213,8 +218,20 @@ Status apply_config_json(const std::string &text, const std::string &origin, Dae
 					st = str(k, sv, [&](const std::string &s) { return set_module_id(origin, k, s, cfg); });
 				else if (k == "pager.budget")
 					st = set_size(origin, k, sv, &cfg->pager_budget);
+				else if (k == "pager.process_budget")
+					st = set_size(origin, k, sv, &cfg->pager_process_budget);
 				else if (k == "pager.prefetch_pages")
-					st = set_u32(origin, k, sv, 0, 256, &cfg->pager_prefetch_pages);
+					st = set_u32(origin, k, sv, 0, 4096, &cfg->pager_prefetch_pages);
+				else if (k == "pager.cpus") {
+					if (!sv.is_array())
+						return type_error(origin, k, "an array of CPU numbers");
+					cfg->pager_cpus.clear();
+					for (const auto &c : sv) {
+						uint32_t cpu = 0;
+						MF_RETURN_IF_ERROR(set_u32(origin, k, c, 0, 4095, &cpu));
+						cfg->pager_cpus.push_back(int(cpu));
+					}
+				}
 				else if (k == "pager.threads")
 					st = set_u32(origin, k, sv, 1, 64, &cfg->pager_threads);
 				else
@@ -322,11 +339,23 @@ Status load_config(int argc, char **argv, DaemonConfig *cfg, bool *help)
 		} else if (a == "--pager-budget") {
 			MF_RETURN_IF_ERROR(need());
 			st = set_size(origin, a, json(val), &cfg->pager_budget);
+		} else if (a == "--pager-process-budget") {
+			MF_RETURN_IF_ERROR(need());
+			st = set_size(origin, a, json(val), &cfg->pager_process_budget);
+		} else if (a == "--pager-cpus") {
+			MF_RETURN_IF_ERROR(need());
+			cfg->pager_cpus.clear();
+			std::stringstream ss(val);
+			for (std::string c; std::getline(ss, c, ',');) {
+				uint32_t cpu = 0;
+				MF_RETURN_IF_ERROR(set_u32(origin, a, json::parse(c, nullptr, false), 0, 4095, &cpu));
+				cfg->pager_cpus.push_back(int(cpu));
+			}
 		} else if (a == "--pager-prefetch" || a == "--pager-threads") {
 			MF_RETURN_IF_ERROR(need());
 			json n = json::parse(val, nullptr, false);
 			if (a == "--pager-prefetch")
-				st = set_u32(origin, a, n, 0, 256, &cfg->pager_prefetch_pages);
+				st = set_u32(origin, a, n, 0, 4096, &cfg->pager_prefetch_pages);
 			else
 				st = set_u32(origin, a, n, 1, 64, &cfg->pager_threads);
 		} else {

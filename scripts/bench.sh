@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# make bench: every benchmark, each with its baseline measured in the same run.
+# Not a test: numbers vary with the machine's load; ratios are what to read.
+# Usage: scripts/bench.sh [BUILD_DIR]
+set -euo pipefail
+BUILD=${1:-build/release}
+BIN=$(cd "$BUILD/bin" && pwd)
+WORK=$(mktemp -d /tmp/memfed-bench.XXXXXX)
+PIDS=()
+cleanup() {
+	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+	wait 2>/dev/null || true
+	rm -rf "$WORK"
+}
+trap cleanup EXIT
+say() { printf '\n== %s\n' "$*"; }
+
+# A module daemon on vCPU 0, where the benchmark clients also run: a request
+# and its answer then never wait for the other vCPU to wake (notes/limits.md).
+start_module() {
+	local name=$1; shift
+	mkdir -p "$WORK/$name"
+	taskset -c 0 "$BIN/memfedd" --state-dir "$WORK/$name" --socket "$WORK/$name/sock" \
+		--listen 127.0.0.1:0 --kmod off --log-level warn "$@" >"$WORK/$name.log" 2>&1 &
+	PIDS+=($!)
+	for _ in $(seq 1 100); do
+		"$BIN/memfedctl" --socket "$WORK/$name/sock" status >/dev/null 2>&1 && return 0
+		sleep 0.05
+	done
+	echo "memfedd did not start: $(cat "$WORK/$name.log")" >&2
+	exit 1
+}
+ctl() { local name=$1; shift; "$BIN/memfedctl" --socket "$WORK/$name/sock" "$@"; }
+field() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
+
+say "wire: 4 KiB READ from a memfedd module vs raw io_uring ping-pong (loopback)"
+start_module wire --roles module --pool-size 512M
+ctl wire region create bench 64M >/dev/null
+head -c 64M /dev/urandom | ctl wire region write bench
+REGION_ID=$(ctl wire -j region show bench | field '["id"]')
+FA=$(ctl wire -j region show bench | field '["fa"]')
+EP=$(ctl wire -j status | field '["listen"]')
+"$BIN/memfed-bench-wire" --target "$EP" --region-id "$REGION_ID" --fa-offset "0x${FA##*/0x}" \
+	--span 16384 --seconds 2 --repeat 3
+
+if [ -x "$BIN/memfed-bench-pager" ]; then
+	say "pager: demand faults and scans through memfedd vs raw userfaultfd + io_uring limits"
+	"$BIN/memfed-bench-pager" --memfedd "$BIN/memfedd" --memfedctl "$BIN/memfedctl" --work "$WORK"
+fi
