@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * debugfs.c: /sys/kernel/debug/memfed/routes, the route table as text.
+ * /sys/kernel/debug/memfed/routes: the route table as text.
  *
  * One route per line: "<dest id> <class> <next hop id> <metric> <hops>
  * <age ms>", ordered by destination, then class. The route table is too large

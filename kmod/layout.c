@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * layout.c: the extended virtual address layout of this node.
+ * The extended virtual address layout of this node.
  *
  * va_bits is the number of user-space virtual address bits the running
  * kernel gives a process: fls64(TASK_SIZE_MAX), which is 47 with 4-level and

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * main.c: memfed.ko init and exit.
+ * memfed.ko init and exit.
  *
  * Init publishes sysfs and debugfs before the netlink family, so that the
  * first change a client makes has somewhere to appear. Exit unregisters the
@@ -11,6 +11,7 @@
 
 #include "memfed.h"
 
+/* Serialises every change and walk of the tables (see memfed.h). */
 DEFINE_MUTEX(memfed_lock);
 struct memfed_counters memfed_counters;
 

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * memfed.h: what the parts of memfed.ko share.
+ * What the parts of memfed.ko share.
  *
  * The module is the node's home of the federation tables. Files, one per
  * concept:
@@ -47,6 +47,7 @@ struct memfed_counters {
 	atomic64_t changes;
 	atomic64_t rejected;
 };
+
 extern struct memfed_counters memfed_counters;
 
 /* layout.c */
@@ -55,6 +56,7 @@ struct memfed_layout {
 	u32 ext_bits;
 	u32 index_max;
 };
+
 extern struct memfed_layout memfed_layout;
 void memfed_layout_init(void);
 void memfed_id_text(u64 id, char buf[MEMFED_ID_TEXT]);

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * modules.c: the module table, keyed by 48-bit module ID.
+ * The module table, keyed by 48-bit module ID.
  *
  * Each entry owns a kobject, /sys/kernel/memfed/modules/<id>/, whose release
  * frees it. Replacing an entry updates it in place, so its directory stays.

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * netlink.c: the generic-netlink family "memfed".
+ * The generic-netlink family "memfed".
  *
  * This file is the API boundary: the policies validate every attribute's
  * type, length and range; the handlers check what a policy cannot express
@@ -73,36 +73,40 @@ static const struct nla_policy memfed_policy[MEMFED_A_MAX + 1] = {
 		-EINVAL;                                                    \
 	})
 
-/* The nested attribute @type of the request, parsed into @tb. */
-#define PARSE_NEST(info, type, tb, policy, what)                              \
-	({                                                                  \
-		int __err = -EINVAL;                                        \
-									    \
-		if (!(info)->attrs[type]) {                                 \
-			NL_SET_ERR_ATTR_MISS((info)->extack, NULL, type);   \
-			NL_SET_ERR_MSG((info)->extack,                      \
-				       "missing " what " attribute");       \
-		} else {                                                    \
-			__err = nla_parse_nested(tb, ARRAY_SIZE(policy) - 1, \
-						 (info)->attrs[type], policy, \
-						 (info)->extack);           \
-		}                                                           \
-		__err;                                                      \
-	})
+/*
+ * Point extack at a message. @msg must be a string literal or otherwise
+ * static: the kernel sends it after the handler returns.
+ */
+static void set_msg(struct netlink_ext_ack *extack, const char *msg)
+{
+	if (extack)
+		extack->_msg = msg;
+}
 
-/* A required attribute @type inside the nest @type_nest. */
-#define REQUIRE(info, tb, nest_type, type, what)                              \
-	({                                                                  \
-		int __err = 0;                                              \
-									    \
-		if (!(tb)[type]) {                                          \
-			NL_SET_ERR_ATTR_MISS((info)->extack,                \
-					     (info)->attrs[nest_type], type); \
-			NL_SET_ERR_MSG((info)->extack, "missing " what);    \
-			__err = -EINVAL;                                    \
-		}                                                           \
-		__err;                                                      \
-	})
+/* The nested attribute @type of the request, parsed into @tb. */
+static int parse_nest(struct genl_info *info, int type, struct nlattr **tb,
+		      int maxtype, const struct nla_policy *policy,
+		      const char *missing)
+{
+	if (!info->attrs[type]) {
+		NL_SET_ERR_ATTR_MISS(info->extack, NULL, type);
+		set_msg(info->extack, missing);
+		return -EINVAL;
+	}
+	return nla_parse_nested(tb, maxtype, info->attrs[type], policy,
+				info->extack);
+}
+
+/* A required attribute @type inside the nest @nest_type. */
+static int require(struct genl_info *info, struct nlattr **tb, int nest_type,
+		   int type, const char *missing)
+{
+	if (tb[type])
+		return 0;
+	NL_SET_ERR_ATTR_MISS(info->extack, info->attrs[nest_type], type);
+	set_msg(info->extack, missing);
+	return -EINVAL;
+}
 
 static bool valid_id(u64 id)
 {
@@ -325,10 +329,11 @@ static int module_key(struct genl_info *info, struct nlattr **tb, u64 *id)
 {
 	int err;
 
-	err = PARSE_NEST(info, MEMFED_A_MODULE, tb, module_policy, "module");
+	err = parse_nest(info, MEMFED_A_MODULE, tb, MEMFED_MODULE_A_MAX,
+			 module_policy, "missing module attribute");
 	if (!err)
-		err = REQUIRE(info, tb, MEMFED_A_MODULE, MEMFED_MODULE_A_ID,
-			      "module ID");
+		err = require(info, tb, MEMFED_A_MODULE, MEMFED_MODULE_A_ID,
+			      "missing module ID");
 	if (err)
 		return err;
 	*id = nla_get_u64(tb[MEMFED_MODULE_A_ID]);
@@ -422,10 +427,11 @@ static int route_key(struct genl_info *info, struct nlattr **tb, u64 *dest,
 {
 	int err;
 
-	err = PARSE_NEST(info, MEMFED_A_ROUTE, tb, route_policy, "route");
+	err = parse_nest(info, MEMFED_A_ROUTE, tb, MEMFED_ROUTE_A_MAX,
+			 route_policy, "missing route attribute");
 	if (!err)
-		err = REQUIRE(info, tb, MEMFED_A_ROUTE, MEMFED_ROUTE_A_DEST,
-			      "route destination");
+		err = require(info, tb, MEMFED_A_ROUTE, MEMFED_ROUTE_A_DEST,
+			      "missing route destination");
 	if (err)
 		return err;
 	*dest = nla_get_u64(tb[MEMFED_ROUTE_A_DEST]);
@@ -446,8 +452,8 @@ static int set_route(struct sk_buff *skb, struct genl_info *info)
 
 	err = route_key(info, tb, &r.dest, &r.class);
 	if (!err)
-		err = REQUIRE(info, tb, MEMFED_A_ROUTE, MEMFED_ROUTE_A_NEXT_HOP,
-			      "route next hop");
+		err = require(info, tb, MEMFED_A_ROUTE, MEMFED_ROUTE_A_NEXT_HOP,
+			      "missing route next hop");
 	if (err)
 		return result(err, true);
 	r.next_hop = nla_get_u64(tb[MEMFED_ROUTE_A_NEXT_HOP]);
@@ -526,10 +532,11 @@ static int window_key(struct genl_info *info, struct nlattr **tb, u32 *index)
 {
 	int err;
 
-	err = PARSE_NEST(info, MEMFED_A_WINDOW, tb, window_policy, "window");
+	err = parse_nest(info, MEMFED_A_WINDOW, tb, MEMFED_WINDOW_A_MAX,
+			 window_policy, "missing window attribute");
 	if (!err)
-		err = REQUIRE(info, tb, MEMFED_A_WINDOW, MEMFED_WINDOW_A_INDEX,
-			      "window index");
+		err = require(info, tb, MEMFED_A_WINDOW, MEMFED_WINDOW_A_INDEX,
+			      "missing window index");
 	if (err)
 		return err;
 	*index = nla_get_u32(tb[MEMFED_WINDOW_A_INDEX]);
@@ -545,14 +552,14 @@ static int window_fields(struct genl_info *info, struct nlattr **tb,
 	u64 va_limit = 1ULL << memfed_layout.va_bits;
 	int err;
 
-	err = REQUIRE(info, tb, MEMFED_A_WINDOW, MEMFED_WINDOW_A_MODULE,
-		      "window module");
+	err = require(info, tb, MEMFED_A_WINDOW, MEMFED_WINDOW_A_MODULE,
+		      "missing window module");
 	if (!err)
-		err = REQUIRE(info, tb, MEMFED_A_WINDOW,
-			      MEMFED_WINDOW_A_OFFSET, "window offset");
+		err = require(info, tb, MEMFED_A_WINDOW, MEMFED_WINDOW_A_OFFSET,
+			      "missing window offset");
 	if (!err)
-		err = REQUIRE(info, tb, MEMFED_A_WINDOW,
-			      MEMFED_WINDOW_A_LENGTH, "window length");
+		err = require(info, tb, MEMFED_A_WINDOW, MEMFED_WINDOW_A_LENGTH,
+			      "missing window length");
 	if (err)
 		return err;
 	w->module = nla_get_u64(tb[MEMFED_WINDOW_A_MODULE]);

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * routes.c: the route table, keyed by (destination module, traffic class).
+ * The route table, keyed by (destination module, traffic class).
  *
  * The key is dest << 8 | class, so a walk visits routes by destination, then
  * class. Routes have no sysfs directories (there can be MEMFED_ROUTES_MAX of

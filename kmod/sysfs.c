@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * sysfs.c: /sys/kernel/memfed/, one value per file.
+ * /sys/kernel/memfed/, one value per file.
  *
  *   layout/{va_bits,ext_bits,index_max}
  *   limits/{modules_max,routes_max,windows_max}

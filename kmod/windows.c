@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * windows.c: the window table, keyed by extension index.
+ * The window table, keyed by extension index.
  *
  * A window maps the EVAs index << va_bits ... + length to an FA range. Each
  * entry owns a kobject, /sys/kernel/memfed/windows/<index>/, whose release

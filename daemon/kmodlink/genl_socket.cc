@@ -181,8 +181,8 @@ Status GenlSocket::transact(nl_msg *msg, const std::string &what,
 			return Status::from_errno(errno, what + ": netlink receive");
 		}
 		int len = static_cast<int>(n);
-		for (auto *h = reinterpret_cast<nlmsghdr *>(buf_.data()); NLMSG_OK(h, len);
-		     h = NLMSG_NEXT(h, len)) {
+		for (auto *h = reinterpret_cast<nlmsghdr *>(buf_.data()); nlmsg_ok(h, len);
+		     h = nlmsg_next(h, &len)) {
 			if (h->nlmsg_seq != seq)
 				continue;
 			if (h->nlmsg_type == NLMSG_ERROR) {

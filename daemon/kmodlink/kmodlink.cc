@@ -263,8 +263,8 @@ Result<std::vector<Event>> KmodWatch::read(int timeout_ms)
 		if (*got == 0)
 			return out;
 		int len = static_cast<int>(*got);
-		for (auto *h = reinterpret_cast<nlmsghdr *>(buf_.data()); NLMSG_OK(h, len);
-		     h = NLMSG_NEXT(h, len)) {
+		for (auto *h = reinterpret_cast<nlmsghdr *>(buf_.data()); nlmsg_ok(h, len);
+		     h = nlmsg_next(h, &len)) {
 			if (h->nlmsg_type < NLMSG_MIN_TYPE)
 				continue;
 			auto ev = codec::parse_event(h);

@@ -196,6 +196,7 @@ enum memfed_cmd {
 	MEMFED_CMD_DEL_WINDOW,
 	__MEMFED_CMD_LAST
 };
+
 #define MEMFED_CMD_MAX (__MEMFED_CMD_LAST - 1)
 
 enum memfed_attr {
@@ -206,6 +207,7 @@ enum memfed_attr {
 	MEMFED_A_WINDOW,
 	__MEMFED_A_LAST
 };
+
 #define MEMFED_A_MAX (__MEMFED_A_LAST - 1)
 
 enum memfed_layout_attr {
@@ -218,6 +220,7 @@ enum memfed_layout_attr {
 	MEMFED_LAYOUT_A_WINDOWS_MAX,
 	__MEMFED_LAYOUT_A_LAST
 };
+
 #define MEMFED_LAYOUT_A_MAX (__MEMFED_LAYOUT_A_LAST - 1)
 
 enum memfed_module_state {
@@ -227,6 +230,7 @@ enum memfed_module_state {
 	MEMFED_MODULE_STATE_DOWN,	/* "down": unreachable */
 	__MEMFED_MODULE_STATE_LAST
 };
+
 #define MEMFED_MODULE_STATE_MAX (__MEMFED_MODULE_STATE_LAST - 1)
 
 enum memfed_module_flags {
@@ -246,6 +250,7 @@ enum memfed_module_attr {
 	MEMFED_MODULE_A_PAD,
 	__MEMFED_MODULE_A_LAST
 };
+
 #define MEMFED_MODULE_A_MAX (__MEMFED_MODULE_A_LAST - 1)
 
 /* Same values as the wire protocol's traffic classes. */
@@ -255,6 +260,7 @@ enum memfed_traffic_class {
 	MEMFED_CLASS_BULK,	/* "bulk": prefetch, write-back, replication */
 	__MEMFED_CLASS_LAST
 };
+
 #define MEMFED_CLASS_MAX (__MEMFED_CLASS_LAST - 1)
 
 enum memfed_route_attr {
@@ -268,6 +274,7 @@ enum memfed_route_attr {
 	MEMFED_ROUTE_A_PAD,
 	__MEMFED_ROUTE_A_LAST
 };
+
 #define MEMFED_ROUTE_A_MAX (__MEMFED_ROUTE_A_LAST - 1)
 
 enum memfed_window_attr {
@@ -282,6 +289,7 @@ enum memfed_window_attr {
 	MEMFED_WINDOW_A_PAD,
 	__MEMFED_WINDOW_A_LAST
 };
+
 #define MEMFED_WINDOW_A_MAX (__MEMFED_WINDOW_A_LAST - 1)
 
 #endif /* _UAPI_MEMFED_NETLINK_H */

@@ -45,9 +45,6 @@ mkdir -p "$cache"
 t0=$(date +%s.%N)
 phase() { awk -v t0="$t0" -v now="$(date +%s.%N)" -v what="$1" 'BEGIN { printf "qemu: %-28s %6.1f s\n", what, now - t0 }'; }
 
-sudo=""
-[ "$(id -u)" -eq 0 ] || sudo="sudo"
-
 # 1. Host tools.
 for tool in qemu-system-x86_64 cpio; do
 	command -v "$tool" >/dev/null || need_deps=1
@@ -58,47 +55,29 @@ if [ -n "${need_deps:-}" ]; then
 fi
 
 # 2. The kernel the tests boot: Debian's packaged one, never the host's.
+. "$root/scripts/qemu/common.sh"
 exec 9>"$cache/.lock"
 flock 9
-kver=${MEMFED_QEMU_KVER:-$(apt-cache depends linux-image-amd64 2>/dev/null |
-	sed -n 's/.*Depends: linux-image-\([0-9].*\)$/\1/p' | head -1)}
-if [ -z "$kver" ]; then
-	echo "run.sh: cannot resolve the kernel version from 'apt-cache depends linux-image-amd64'; run apt-get update or set MEMFED_QEMU_KVER" >&2
-	exit 1
-fi
+kver=$(memfed_kver)
 kdir=$cache/$kver
 if [ ! -f "$kdir/vmlinuz" ]; then
 	rm -rf "$kdir.tmp" && mkdir -p "$kdir.tmp"
-	(cd "$kdir.tmp" && apt-get download -q "linux-image-$kver" 2>&1 | grep -v '^W: Download is performed unsandboxed' || true)
+	(cd "$kdir.tmp" && apt-get download -q "linux-image-$kver" 2>&1 |
+		grep -v '^W: Download is performed unsandboxed' || true)
 	deb=$(ls "$kdir.tmp"/linux-image-"$kver"_*.deb)
 	dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$kdir.tmp" "./boot/vmlinuz-$kver"
 	mkdir -p "$kdir"
 	mv "$kdir.tmp/boot/vmlinuz-$kver" "$kdir/vmlinuz"
 	rm -rf "$kdir.tmp"
 fi
-if [ ! -f "/lib/modules/$kver/build/Makefile" ]; then
-	echo "qemu: installing linux-headers-$kver"
-	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
-		"linux-headers-$kver" >/dev/null
-fi
+memfed_ensure_headers "$kver"
 flock -u 9
 phase "kernel $kver ready"
 
 # 3. memfed.ko, built out of the source tree.
 work=$(mktemp -d "$cache/run.XXXXXX")
 trap 'rm -rf "$work"' EXIT
-mkdir -p "$work/kmod"
-cp -r "$root"/kmod/Kbuild "$root"/kmod/*.c "$root"/kmod/*.h "$root"/kmod/uapi "$work/kmod/"
-if ! make -s -C "/lib/modules/$kver/build" M="$work/kmod" modules -j2 >"$work/kbuild.log" 2>&1; then
-	cat "$work/kbuild.log"
-	echo "run.sh: memfed.ko does not build against $kver" >&2
-	exit 1
-fi
-if grep -q 'warning:' "$work/kbuild.log"; then
-	cat "$work/kbuild.log"
-	echo "run.sh: memfed.ko builds with warnings against $kver" >&2
-	exit 1
-fi
+memfed_build_kmod "$root" "$kver" "$work/kmod"
 phase "memfed.ko built"
 
 # 4. The initramfs: busybox, the test programs and their shared libraries.

@@ -42,6 +42,21 @@ static size_t out_len;
 static uint64_t rx[65536 / 8];
 static char extack[256];
 
+/* NLMSG_OK/NLMSG_NEXT without their signed/unsigned comparison. */
+static int msg_ok(const struct nlmsghdr *h, int len)
+{
+	return len >= (int)sizeof(*h) && h->nlmsg_len >= sizeof(*h) &&
+	       h->nlmsg_len <= (unsigned int)len;
+}
+
+static struct nlmsghdr *msg_next(struct nlmsghdr *h, int *len)
+{
+	int step = (int)NLMSG_ALIGN(h->nlmsg_len);
+
+	*len -= step;
+	return (struct nlmsghdr *)((char *)h + step);
+}
+
 static void msg_begin(uint16_t type, uint16_t flags, uint8_t cmd)
 {
 	struct genlmsghdr *g;
@@ -120,7 +135,7 @@ static int transact(void)
 				continue;
 			return -1;
 		}
-		for (h = (struct nlmsghdr *)rx; NLMSG_OK(h, len); h = NLMSG_NEXT(h, len)) {
+		for (h = (struct nlmsghdr *)rx; msg_ok(h, len); h = msg_next(h, &len)) {
 			struct nlmsgerr *e;
 
 			if (h->nlmsg_seq != out.h.nlmsg_seq)
@@ -165,7 +180,7 @@ static int resolve_family(void)
 		return -1;
 	n = recv(sock_fd, rx, sizeof(rx), 0);
 	len = (int)n;
-	for (h = (struct nlmsghdr *)rx; n > 0 && NLMSG_OK(h, len); h = NLMSG_NEXT(h, len)) {
+	for (h = (struct nlmsghdr *)rx; n > 0 && msg_ok(h, len); h = msg_next(h, &len)) {
 		struct nlattr *a;
 		int rem;
 
