@@ -405,10 +405,12 @@ int main(int argc, char **argv)
 	stop_daemon(d, SIGTERM);
 	check_pool(env, "after the final clean stop");
 	std::filesystem::remove_all(env.dir);
-	std::printf("crash_test: %d kills, %llu writes acknowledged, %llu redo records replayed, "
-	            "%llu in-flight "
-	            "pages landed; all pages whole and every acknowledged write durable\n",
+	std::printf("crash_test: %d kills, %llu writes acknowledged, %llu redo records found by "
+	            "check and %llu "
+	            "replayed, %llu in-flight pages landed; all pages whole and every acknowledged "
+	            "write durable\n",
 	            rounds, static_cast<unsigned long long>(total_acked),
+	            static_cast<unsigned long long>(total_pending),
 	            static_cast<unsigned long long>(total_replays),
 	            static_cast<unsigned long long>(total_landed));
 	return 0;
