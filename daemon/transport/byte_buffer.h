@@ -57,7 +57,6 @@ public:
 	// Drops bytes at the end (undoes part of an append()).
 	void truncate(size_t readable_len) { tail_ = head_ + readable_len; }
 	void clear() { head_ = tail_ = 0; }
-	size_t capacity() const { return cap_; }
 
 private:
 	void grow(size_t want)

@@ -146,7 +146,9 @@ Result<int> connect_tcp(const Endpoint &ep, int timeout_ms)
 		int r = connect(fd, a->ai_addr, a->ai_addrlen);
 		if (r < 0 && errno == EINPROGRESS) {
 			pollfd pfd{fd, POLLOUT, 0};
-			r = poll(&pfd, 1, timeout_ms);
+			do
+				r = poll(&pfd, 1, timeout_ms);
+			while (r < 0 && errno == EINTR);
 			if (r == 0) {
 				errno = ETIMEDOUT;
 				r = -1;

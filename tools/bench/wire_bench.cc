@@ -524,7 +524,8 @@ int main(int argc, char **argv)
 	                  std::to_string(o.client_cpu))
 	                         .c_str());
 	if (!o.self_serve)
-		printf("  (the raw baseline runs on loopback on this machine)\n");
+		printf("  (the raw baseline runs on loopback on this machine; memfed's cpu us/pg "
+		       "counts this client only, not memfedd)\n");
 	printf("  %-24s %6s %9s %9s %12s %10s\n", "", "depth", "p50 us", "p99 us", "pages/s",
 	       "cpu us/pg");
 	Stats raw[2], mf[2];
