@@ -319,3 +319,39 @@ TEST_CASE("a read racing writes of the same pages never sees a torn page", "[sto
 	writer.join();
 	REQUIRE_FALSE(torn);
 }
+
+TEST_CASE("a delete interrupted by a crash is finished at the next open", "[store][pool]")
+{
+	TestPoolDir dir;
+	std::string path = dir.path("pool");
+	RegionInfo a, b;
+	{
+		auto s = make_pool(path);
+		a = *s->create_region("a", 4 * kPageSize, 0, 0600);
+		b = *s->create_region("b", 4 * kPageSize, 0, 0600);
+		std::vector<uint8_t> data = pattern(4, 3);
+		REQUIRE(s->write_pages(a.id, a.fa_offset, 4, data.data()).is_ok());
+	}
+	{
+		// The state a crash right after delete_region's first step leaves.
+		auto f = std::move(*store::PoolFile::open(path, true, false));
+		REQUIRE(f->map(true).is_ok());
+		store::Geometry geo = store::compute_geometry(kPoolSize);
+		auto *e = reinterpret_cast<store::RegionEntry *>(f->base() + geo.table_offset);
+		e->state_word = (e->state_word & ~uint64_t{0xff}) | store::kRegionDeleting;
+		f->persist_fn()(e, sizeof(*e));
+	}
+	REQUIRE(ModuleStore::check(path)->clean);
+	auto s = std::move(*ModuleStore::open(path, 0));
+	REQUIRE(s->lookup_region("a").status().code() == Code::kNotFound);
+	REQUIRE(s->list_regions().size() == 1);
+	REQUIRE(s->info().used_bytes == 4 * kPageSize);
+	auto c = s->create_region("c", 4 * kPageSize, 0, 0600);
+	REQUIRE(c.is_ok());
+	REQUIRE(c->fa_offset == a.fa_offset);
+	std::vector<uint8_t> back(4 * kPageSize, 0xaa);
+	REQUIRE(s->read_pages(c->id, c->fa_offset, 4, back.data()).is_ok());
+	REQUIRE(std::all_of(back.begin(), back.end(), [](uint8_t x) { return x == 0; }));
+	s.reset();
+	REQUIRE(ModuleStore::check(path)->clean);
+}
