@@ -21,9 +21,16 @@
 // complete with kUnavailable on the next loop iteration.
 //
 // Thread-safety: connect() may run on any thread; everything else, including
-// destruction and all completions, runs on the loop thread. REQUIRES: the
-// destructor runs on the loop thread or while the loop is not running; it
-// completes pending requests with kUnavailable.
+// destruction and all completions, runs on the loop thread.
+//
+// Destruction completes pending requests with kUnavailable. While the
+// channel still has I/O in the kernel, the destructor runs the loop
+// (run_once) until the kernel has let go of the channel's and the callers'
+// buffers, so other components' completions may run inside it. A broken
+// channel (connected() false, its requests completed) has nothing in flight
+// and is destroyed without running the loop. REQUIRES: destroyed on the loop
+// thread or while the loop is not running, never from one of its own
+// completions.
 #pragma once
 
 #include <sys/uio.h>

@@ -18,8 +18,10 @@
 // (the HELLO's src_module) in ConnInfo.
 //
 // Thread-safety: all methods, and all handler calls, run on the loop thread.
-// REQUIRES: destroyed on the loop thread or when the loop is not running
-// (the destructor drives the loop until the server's operations are reaped).
+// REQUIRES: destroyed on the loop thread or when the loop is not running,
+// not from a handler call (the destructor runs the loop until every
+// operation of the server has completed, so other components' completions
+// may run inside it).
 #pragma once
 
 #include <cstdint>

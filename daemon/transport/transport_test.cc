@@ -525,6 +525,12 @@ TEST_CASE("TcpChannel: connection loss completes pending requests with kUnavaila
 	CHECK_FALSE(w[64].done);
 	drive(loop->get(), [&] { return counter == 65; });
 	CHECK(w[64].status.code() == Code::kUnavailable);
+	// Nothing is in flight on a broken channel: destroying it does not run
+	// the loop (which would dispatch other components' work).
+	bool ran = false;
+	(*loop)->post([&] { ran = true; });
+	ch->reset();
+	CHECK_FALSE(ran);
 }
 
 TEST_CASE("TcpChannel: destroying the channel completes pending requests")
