@@ -7,8 +7,8 @@
 #   scripts/qemu/run.sh --bin-dir DIR [--fuzz N] [--seed S] [--timeout SECONDS]
 #
 #   --bin-dir   where memfed_kmod_test and memfed_nl_fuzz are (the CMake
-#               build's bin/); memfedd, memfedctl and the daemon test helpers
-#               are taken from there too when present
+#               build's bin/); the daemon tests (tests/qemu/daemon_tests.sh)
+#               run when memfedd, memfedctl and memfed_eva_test are there too
 #   --fuzz      random netlink messages in the fuzz test (default 20000)
 #   --seed      fuzz seed (default: from the clock; printed in the log)
 #   --timeout   host-side limit for the boot (default 240)
@@ -101,8 +101,13 @@ copy_with_libs() {
 	done
 }
 progs=(memfed_kmod_test memfed_nl_fuzz)
-for p in memfedd memfedctl; do
-	[ -x "$bin_dir/$p" ] && progs+=("$p")
+daemon_tests=1
+for p in memfedd memfedctl memfed_eva_test; do
+	if [ -x "$bin_dir/$p" ]; then
+		progs+=("$p")
+	else
+		daemon_tests=0
+	fi
 done
 for p in "${progs[@]}"; do
 	copy_with_libs "$bin_dir/$p"
@@ -110,8 +115,10 @@ done
 # Threads abort at exit without libgcc_s (pthread_exit unwinds through it).
 gcc_s=$(ldconfig -p | sed -n 's/.*libgcc_s.so.1 (libc6,x86-64) => //p' | head -1)
 mkdir -p "$rd$(dirname "$gcc_s")" && cp -L "$gcc_s" "$rd$gcc_s"
-if [ -x "$bin_dir/memfedd" ] && [ -f "$root/tests/qemu/daemon_tests.sh" ]; then
+if [ "$daemon_tests" -eq 1 ]; then
 	cp "$root/tests/qemu/daemon_tests.sh" "$rd/bin/memfed_daemon_tests.sh"
+else
+	echo "qemu: memfedd, memfedctl or memfed_eva_test missing in $bin_dir: daemon tests skipped"
 fi
 (cd "$rd" && find . | cpio -o -H newc --quiet) >"$work/initramfs.cpio"
 phase "initramfs $(du -m "$work/initramfs.cpio" | cut -f1) MB"
@@ -134,7 +141,7 @@ phase "guest finished (qemu rc $qemu_rc)"
 expected=(insmod kmodlink-open layout netlink-modules netlink-routes netlink-windows
 	netlink-invalid-values netlink-events sysfs unprivileged netlink-malformed
 	netlink-fuzz tables-empty-no-leak populate rmmod-clean reload kernel-log-clean)
-if [ -f "$root/tests/qemu/daemon_tests.sh" ] && [ -x "$bin_dir/memfedd" ]; then
+if [ "$daemon_tests" -eq 1 ]; then
 	mapfile -t -O ${#expected[@]} expected < <(sed -n 's/^# expect: //p' "$root/tests/qemu/daemon_tests.sh")
 fi
 serial=$work/serial.txt
