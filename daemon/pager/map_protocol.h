@@ -48,17 +48,25 @@
 //     region's mode grants "other" read (4; then writable must be false) and
 //     for writable mappings write (2).
 //     kind "private": anonymous private memory (heap). The client mmaps
-//       MAP_PRIVATE|MAP_ANONYMOUS at addr, registers private_register_mode on
-//       its uffd, then sends "map". The pager resolves MISSING faults with
-//       UFFDIO_COPY (| COPY_MODE_WP for reads when "wp", so the first write
-//       raises a WP fault that marks the page dirty).
+//       MAP_PRIVATE|MAP_ANONYMOUS at addr (MADV_NOHUGEPAGE advised: the pager
+//       installs 4 KiB pages), registers private_register_mode on its uffd,
+//       then sends "map". Pages present in the range already are the
+//       process's data: the pager counts them resident and dirty. The pager resolves MISSING faults
+//       with UFFDIO_COPY (| COPY_MODE_WP for reads when "wp", so the first write raises a WP fault
+//       that marks the page dirty).
 //     kind "shared": file-like shared mapping. The reply carries fds[0] = a
 //       memfd (shmem) of the whole window [region_offset, +length) that the
 //       pager owns. The client mmaps it MAP_SHARED|MAP_FIXED at addr, offset
 //       0, registers shared_register_mode (MISSING, | WP when "wp"), then
 //       sends "map.ready" {"mapping_id"}. The pager resolves MISSING faults
-//       with UFFDIO_COPY (which fills the memfd's page cache) and evicts with
-//       fallocate(PUNCH_HOLE). Processes mapping the same window of a region
+//       by writing the page into the memfd and waking the faulting threads
+//       of every mapper (they retry and map the page-cache page); it finds
+//       dirty pages by comparing each page's CRC with the module's copy, and
+//       evicts by write-protecting the pages in every mapper (WP is used only
+//       then), writing changed ones back and fallocate(PUNCH_HOLE). Windows
+//       are one window when (region, region_offset, length) are equal;
+//       overlapping unequal windows are not coherent with each other. No
+//       prefetch for shared windows yet. Processes mapping the same window of a region
 //       get the same memfd: coherent, like a file. Dirty pages live in the
 //       memfd, so a killed client loses nothing it wrote.
 //     -> {"mapping_id": u64} (+ fds[0] for "shared")
@@ -69,7 +77,10 @@
 //     registered the memfd; until then the pager does not evict from it.
 //
 //   "unmap"  {"mapping_id"}: writes back every dirty page durably, then
-//     forgets the mapping; the client munmaps after the reply.
+//     forgets the mapping; the client munmaps after the reply. A process's
+//     private memory is gone before its connection closes when it exits, so
+//     the client library sends "unmap" (or "sync") for private mappings from
+//     an exit hook; shared windows are flushed from the memfd on disconnect.
 //
 //   "sync"  {"mapping_id", "offset": bytes into the mapping, "length"}:
 //     msync semantics: replies once every page of the range that was dirty
@@ -112,10 +123,14 @@
 // with backoff, re-sends "attach" with the same uffd (and a fresh evict
 // channel) and "map" for every mapping (for "shared", fds[0] = the client's
 // memfd, which the pager adopts instead of creating one). The pager treats
-// present pages as resident and dirty unless the kernel shows them
-// write-protected. While no daemon serves the uffd, faulting threads block in
-// the kernel; no fault is ever resolved with a zero page that should have
-// held data.
+// present pages as resident and dirty. While no daemon serves the uffd,
+// faulting threads block in the kernel; no fault is ever resolved with a zero
+// page that should have held data. The non-cooperative events block too:
+// munmap, mremap, MADV_DONTNEED and fork of a registered range wait until a
+// pager reads them (or until every copy of the uffd is closed, which drops
+// the registrations). Faults on a registered range no "map" covers are held
+// until a map covers them, or zero-filled after 10 s without a new "map" or
+// "attach" (memory an mremap grew).
 #pragma once
 
 #include <cstdint>

@@ -49,6 +49,7 @@ struct Page {
 
 struct ChannelSlot; // pager_thread.h
 struct Process;     // process.h
+class SharedWindow; // shared_window.h
 
 struct Mapping {
 	uint64_t id = 0;
@@ -63,6 +64,11 @@ struct Mapping {
 	bool prefetch = true;
 	uint64_t budget_pages = 0; // 0 = unlimited
 	ChannelSlot *chan = nullptr;
+	// Kind "shared": the window whose pages these are; this mapping maps
+	// window pages [window_first, window_first + npages). Its own `pages`
+	// then only record which pages were unmapped (Gone).
+	std::shared_ptr<SharedWindow> window;
+	uint32_t window_first = 0;
 
 	std::vector<Page> pages;
 	uint64_t resident = 0; // pages in Fetching/Held/Resident/Evicting

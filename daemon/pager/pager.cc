@@ -105,12 +105,7 @@ void Pager::register_ops(control::Server &server)
 	server.add_op(kOpHello, bind(&Pager::op_hello));
 	server.add_op(kOpAttach, bind(&Pager::op_attach));
 	server.add_op(kOpMap, bind(&Pager::op_map));
-	server.add_op(kOpMapReady, [](const control::Peer &, Message &req) {
-		close_fds(req);
-		return control::error_reply(Status(
-		        Code::kInvalidArgument, "\"map.ready\" is for kind \"shared\", which this "
-		                                "pager does not serve yet (use kind \"private\")"));
-	});
+	server.add_op(kOpMapReady, bind(&Pager::op_map_ready));
 	server.add_op(kOpUnmap, bind(&Pager::op_unmap));
 	server.add_op(kOpSync, bind(&Pager::op_sync));
 	server.add_op(kOpStats, bind(&Pager::op_stats));
@@ -228,7 +223,21 @@ Message Pager::op_attach(const control::Peer &peer, Message &req)
 
 Message Pager::op_map(const control::Peer &peer, Message &req)
 {
+	// fds[0], for kind "shared" after a daemon restart: the client's memfd.
+	int client_memfd = -1;
+	if (req.fds.size() == 1) {
+		client_memfd = req.fds[0];
+		req.fds.clear();
+	}
 	close_fds(req);
+	struct FdGuard {
+		int &fd;
+		~FdGuard()
+		{
+			if (fd >= 0)
+				close(fd);
+		}
+	} guard{client_memfd};
 	const json &b = req.body;
 	auto err = [](Status st) { return control::error_reply(st); };
 	auto uffd_id = get_u64(b, kOpMap, "uffd_id", true);
@@ -247,12 +256,10 @@ Message Pager::op_map(const control::Peer &peer, Message &req)
 	auto region = b.find("region");
 	if (region == b.end() || !region->is_string() || region->get<std::string>().empty())
 		return err(bad(kOpMap, "missing field \"region\" (the region's name)"));
-	std::string kind = b.value("kind", std::string(kKindPrivate));
-	if (kind == kKindShared)
-		return err(Status(Code::kInvalidArgument,
-		                  "kind \"shared\" is not served by this pager yet; map with kind "
-		                  "\"private\""));
-	if (kind != kKindPrivate)
+	auto kind_it = b.find("kind");
+	std::string kind = kind_it != b.end() && kind_it->is_string() ? kind_it->get<std::string>()
+	                                                              : std::string(kKindPrivate);
+	if (kind != kKindPrivate && kind != kKindShared)
 		return err(bad(kOpMap, "\"kind\" must be \"private\" or \"shared\""));
 	if (*addr == 0 || *addr % kPageSize || *offset % kPageSize || *length == 0 ||
 	    *length % kPageSize)
@@ -308,6 +315,37 @@ Message Pager::op_map(const control::Peer &peer, Message &req)
 	uint64_t bud = *budget ? *budget : cfg_.default_mapping_budget;
 	m->budget_pages = (bud + kPageSize - 1) / kPageSize;
 	m->pages.resize(m->npages);
+	int reply_fd = -1;
+	if (kind == kKindShared) {
+		m->wp = (*mode & UFFDIO_REGISTER_MODE_WP) && caps_.shmem_wp;
+		m->prefetch = false;
+		std::string key =
+		        loc->name + "@" + std::to_string(*offset) + "+" + std::to_string(*length);
+		std::lock_guard<std::mutex> lk(mu_);
+		std::shared_ptr<SharedWindow> w = windows_[key].lock();
+		if (!w) {
+			int fd = -1;
+			if (client_memfd >= 0) {
+				Status st = SharedWindow::check_memfd(client_memfd, m->npages);
+				if (!st)
+					return err(st);
+				fd = client_memfd;
+				client_memfd = -1;
+			} else {
+				auto created = SharedWindow::create_memfd(loc->name, m->npages);
+				if (!created)
+					return err(created.status());
+				fd = *created;
+			}
+			w = std::make_shared<SharedWindow>(key, *m, fd);
+			w->budget_pages = m->budget_pages;
+			std::lock_guard<std::mutex> wl(w->mu);
+			w->adopt_present();
+			windows_[key] = w;
+		}
+		m->window = w;
+		reply_fd = w->memfd;
+	}
 	uint64_t id = m->id, pages = m->npages;
 	ModuleId module = loc->module;
 	auto shared = std::make_shared<std::unique_ptr<Mapping>>(std::move(m));
@@ -321,10 +359,32 @@ Message Pager::op_map(const control::Peer &peer, Message &req)
 		std::lock_guard<std::mutex> lk(mu_);
 		maps_[id] = {*uffd_id, pi.thread, peer.conn_id, pages};
 	}
-	LOG_DEBUG(kLog, "pid %d mapped region '%s' +%lu (%lu pages) at 0x%lx as mapping %lu",
+	LOG_DEBUG(kLog, "pid %d mapped region '%s' +%lu (%lu pages) at 0x%lx as %s mapping %lu",
 	          int(peer.pid), loc->name.c_str(), (unsigned long)*offset, (unsigned long)pages,
-	          (unsigned long)*addr, (unsigned long)id);
-	return control::ok_reply({{"mapping_id", id}});
+	          (unsigned long)*addr, kind.c_str(), (unsigned long)id);
+	Message reply = control::ok_reply({{"mapping_id", id}});
+	// The window keeps its memfd: the server sends a copy and does not
+	// close reply fds.
+	if (reply_fd >= 0)
+		reply.fds.push_back(reply_fd);
+	return reply;
+}
+
+Message Pager::op_map_ready(const control::Peer &peer, Message &req)
+{
+	close_fds(req);
+	auto id = get_u64(req.body, kOpMapReady, "mapping_id", true);
+	if (!id)
+		return control::error_reply(id.status());
+	auto mi = find_mapping(peer, *id);
+	if (!mi)
+		return control::error_reply(mi.status());
+	Status st = run_on(mi->thread, [this, t = mi->thread, mid = *id](auto done) {
+		done(threads_[size_t(t)]->mapping_ready(mid));
+	});
+	if (!st)
+		return control::error_reply(st);
+	return control::ok_reply();
 }
 
 Result<Pager::MapInfo> Pager::find_mapping(const control::Peer &peer, uint64_t id)

@@ -29,6 +29,7 @@
 #include "daemon/control/server.h"
 #include "daemon/pager/config.h"
 #include "daemon/pager/pager_thread.h"
+#include "daemon/pager/shared_window.h"
 #include "daemon/pager/uffd.h"
 #include "daemon/service/federation.h"
 
@@ -72,6 +73,7 @@ private:
 	control::Message op_hello(const control::Peer &peer, control::Message &req);
 	control::Message op_attach(const control::Peer &peer, control::Message &req);
 	control::Message op_map(const control::Peer &peer, control::Message &req);
+	control::Message op_map_ready(const control::Peer &peer, control::Message &req);
 	control::Message op_unmap(const control::Peer &peer, control::Message &req);
 	control::Message op_sync(const control::Peer &peer, control::Message &req);
 	control::Message op_stats(const control::Peer &peer, control::Message &req);
@@ -91,6 +93,8 @@ private:
 	std::mutex mu_;
 	std::map<uint64_t, ProcInfo> procs_;
 	std::map<uint64_t, MapInfo> maps_;
+	// Shared windows by key; a window lives while a mapping uses it.
+	std::map<std::string, std::weak_ptr<SharedWindow>> windows_;
 };
 
 } // namespace memfed::pager

@@ -494,3 +494,80 @@ TEST_CASE("a restarted pager takes over a uffd with faults blocked on it", "[pag
 	server.stop();
 	pager.stop();
 }
+
+TEST_CASE("shared mappings of one window are coherent across clients", "[pager][shared]")
+{
+	PagerFixture f;
+	f.store.add_region("r", 64);
+		TestClient a;
+	auto b = std::make_unique<TestClient>();
+	REQUIRE(a.attach(f.path).is_ok());
+	REQUIRE(b->attach(f.path).is_ok());
+	auto ma = a.map_shared("r", 0, 64 * kPage);
+	REQUIRE(ma.is_ok());
+	auto mb = b->map_shared("r", 0, 64 * kPage);
+	REQUIRE(mb.is_ok());
+	CHECK(page_is(ma->addr + 3 * kPage, expected(f.store, "r", 3)));
+	CHECK(page_is(mb->addr + 3 * kPage, expected(f.store, "r", 3)));
+	CHECK(page_is(mb->addr + 9 * kPage, expected(f.store, "r", 9)));
+	ma->addr[9 * kPage] = 0x99; // one copy of the page: b sees it
+	CHECK(mb->addr[9 * kPage] == 0x99);
+	std::memset(mb->addr + 20 * kPage, 0x20, kPage); // write fault on a missing page
+	CHECK(page_is(ma->addr + 20 * kPage, 0x20));
+	REQUIRE(a.sync(ma->id).is_ok());
+	CHECK(f.store.read("r", 9 * kPage, 1)[0] == 0x99);
+	CHECK(f.store.read("r", 20 * kPage, kPage) == std::vector<uint8_t>(kPage, 0x20));
+	CHECK(f.store.read("r", 3 * kPage, 1)[0] == expected(f.store, "r", 3));
+	auto s = f.pager->stats(0);
+	CHECK(s["regions"][0]["writebacks"].get<uint64_t>() == 2); // unchanged pages stay
+	// MADV_REMOVE punches the page for everyone: zero, never the old data.
+	REQUIRE(madvise(ma->addr + 3 * kPage, kPage, MADV_REMOVE) == 0);
+	CHECK(page_is(mb->addr + 3 * kPage, 0));
+	REQUIRE(a.unmap(*ma).is_ok());
+	// A writer that goes away without unmapping loses nothing: the data is
+	// in the pager's memfd and is written back when its connection closes.
+	mb->addr[40 * kPage] = 0x40;
+		b->disconnect();
+	for (int i = 0; i < 200 && f.store.read("r", 40 * kPage, 1)[0] != 0x40; i++)
+		usleep(10 * 1000);
+	CHECK(f.store.read("r", 40 * kPage, 1)[0] == 0x40);
+		CHECK(f.store.read("r", 3 * kPage, kPage) == std::vector<uint8_t>(kPage, 0));
+	// With no pager reading its uffd, munmap would wait for one (the UNMAP
+	// event): close the uffd first, as a client that gives up does.
+	b.reset();
+	munmap(mb->addr, mb->length);
+}
+
+TEST_CASE("a shared window stays within its budget", "[pager][shared]")
+{
+	PagerFixture f;
+	if (!f.pager->caps().shmem_wp) {
+		WARN("no write-protect on shmem here: shared budgets are not enforced");
+		return;
+	}
+	constexpr uint32_t kPages = 512, kBudget = 48;
+	f.store.add_region("r", kPages);
+	TestClient c;
+	REQUIRE(c.attach(f.path).is_ok());
+	auto m = c.map_shared("r", 0, kPages * kPage, kBudget * kPage);
+	REQUIRE(m.is_ok());
+	size_t max_resident = 0;
+	for (uint32_t p = 0; p < kPages; p++) {
+		m->addr[p * kPage + 1] = uint8_t(p * 3 + 1);
+		max_resident = std::max(max_resident, resident_pages(m->addr, m->length));
+	}
+	int bad = 0;
+	for (uint32_t p = 0; p < kPages; p++) {
+		bad += m->addr[p * kPage + 1] != uint8_t(p * 3 + 1);
+		bad += m->addr[p * kPage + 2] != expected(f.store, "r", p);
+		max_resident = std::max(max_resident, resident_pages(m->addr, m->length));
+	}
+	CHECK(bad == 0);
+	CHECK(max_resident <= kBudget);
+	auto s = f.pager->stats(0);
+	CHECK(s["regions"][0]["evictions"].get<uint64_t>() > kPages);
+	REQUIRE(c.unmap(*m).is_ok());
+	for (uint32_t p = 0; p < kPages; p++)
+		bad += f.store.read("r", uint64_t(p) * kPage + 1, 1)[0] != uint8_t(p * 3 + 1);
+	CHECK(bad == 0);
+}

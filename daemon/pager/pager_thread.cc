@@ -15,6 +15,7 @@
 #include <cstring>
 #include <ctime>
 
+#include "daemon/common/crc32c.h"
 #include "daemon/common/log.h"
 
 namespace memfed::pager
@@ -425,6 +426,10 @@ void PagerThread::handle_fault(Process *p, uint64_t addr, uint32_t flags, uint32
 			(void)uffd_wake(p->uffd, addr, kPageSize);
 		return;
 	}
+	if (m->window) {
+		shared_fault(m, idx, flags, retry);
+		return;
+	}
 	Page &pg = m->pages[idx];
 	bool write = flags & UFFD_PAGEFAULT_FLAG_WRITE;
 
@@ -653,6 +658,8 @@ void PagerThread::install_zero(Mapping *m, uint32_t idx, bool write)
 		         (unsigned long)m->page_addr(idx), std::strerror(-r));
 		return;
 	}
+	if (r == -EEXIST)
+		(void)uffd_wake(p->uffd, m->page_addr(idx), kPageSize);
 	pg.state = PageState::kResident;
 	pg.flags = kDirty | kRef; // the module still has the old content
 	m->resident++;
@@ -674,6 +681,8 @@ void PagerThread::install_held(Mapping *m, uint32_t idx, int stream, bool write)
 	m->streams.clear_tripwire(stream);
 	pg.state = PageState::kResident;
 	pg.flags = uint8_t(kRef | (wp ? 0 : kDirty));
+	if (r == -EEXIST)
+		(void)uffd_wake(p->uffd, m->page_addr(idx), kPageSize);
 	if (r < 0 && r != -EEXIST)
 		LOG_WARN(kLog, "installing prefetched page 0x%lx: %s",
 		         (unsigned long)m->page_addr(idx), std::strerror(-r));
@@ -695,6 +704,10 @@ void PagerThread::drop_held(Mapping *m, uint32_t idx)
 void PagerThread::on_fetch_done(FetchOp *op, const Status &st)
 {
 	Mapping *m = op->m;
+	if (m->window) {
+		shared_fetch_done(op, st);
+		return;
+	}
 	if (m->dead || m->proc->dead) {
 		release_fetch(op);
 		return;
@@ -774,6 +787,8 @@ bool PagerThread::install_run(FetchOp *op)
 			                  nullptr);
 			if (r == -EAGAIN)
 				return false;
+			if (r == -EEXIST)
+				(void)uffd_wake(p->uffd, m->page_addr(i), kPageSize);
 			pg.state = PageState::kResident;
 			pg.flags = kDirty | kRef;
 			op->done++;
@@ -805,9 +820,11 @@ bool PagerThread::install_run(FetchOp *op)
 			return false;
 		if (r == -EEXIST) {
 			// Present already (a race we cannot see): keep it, and
-			// since its content is unknown, treat it as written.
+			// since its content is unknown, treat it as written. A
+			// failed copy wakes nobody: wake the faulting threads.
 			bad.state = PageState::kResident;
 			bad.flags = kDirty | kRef;
+			(void)uffd_wake(p->uffd, m->page_addr(i + ok), kPageSize);
 		} else if (r == -ESRCH) {
 			kill_process(p, "address space gone");
 			return true;
@@ -886,7 +903,8 @@ void PagerThread::handle_remove(Process *p, uint64_t start, uint64_t end)
 	// kernel zaps them after this event is read.
 	for (auto &mp : p->mappings) {
 		Mapping *m = mp.get();
-		if (m->dead)
+		// Shared windows learn of MADV_REMOVE from the hole it leaves.
+		if (m->dead || m->window)
 			continue;
 		uint64_t mend = m->addr + uint64_t(m->npages) * kPageSize;
 		uint64_t a = std::max(start, m->addr), b = std::min(end, mend);
@@ -979,6 +997,16 @@ void PagerThread::handle_remap(Process *p, uint64_t from, uint64_t to, uint64_t 
 		n->chan = m->chan;
 		n->held.assign(m->held.size(), 0);
 		n->pages.assign(m->pages.begin() + first, m->pages.begin() + first + count);
+		if (m->window) {
+			n->window = m->window;
+			n->window_first = m->window_first + first;
+			std::lock_guard<std::mutex> lk(m->window->mu);
+			bool ready = true;
+			for (auto &mp2 : m->window->mappers)
+				if (mp2.mapping == m)
+					ready = mp2.ready;
+			m->window->mappers.push_back({p, n.get(), ready});
+		}
 		for (Page &pg : n->pages) {
 			// Work in flight belongs to the old object: let the
 			// new one start from what the module and process hold.
@@ -1033,6 +1061,15 @@ void PagerThread::handle_fork(Process *parent, int child_uffd)
 		n->chan = m->chan;
 		n->held.assign(m->held.size(), 0);
 		n->pages = m->pages;
+		if (m->window) {
+			// A shared mapping stays shared in the child.
+			n->window = m->window;
+			n->window_first = m->window_first;
+			std::lock_guard<std::mutex> lk(m->window->mu);
+			m->window->mappers.push_back({c.get(), n.get(), true});
+			c->mappings.push_back(std::move(n));
+			continue;
+		}
 		for (Page &pg : n->pages) {
 			// The child has its own copy of every page present at fork.
 			switch (pg.state) {
@@ -1061,6 +1098,368 @@ void PagerThread::handle_fork(Process *parent, int child_uffd)
 	LOG_DEBUG(kLog, "uffd %lu forked: child uffd %lu with %zu mappings",
 	          (unsigned long)parent->uffd_id, (unsigned long)c->uffd_id, c->mappings.size());
 	adopt(std::move(c));
+}
+
+// ---------------------------------------------------------------------------
+// Kind "shared": windows backed by a pager-owned memfd
+
+struct PagerThread::SharedJob {
+	std::shared_ptr<SharedWindow> w;
+	int outstanding = 1; // one for the issuing code itself
+	bool failed = false;
+	std::function<void(bool)> done;
+};
+
+struct PagerThread::SharedWrite final : Completion {
+	PagerThread *t = nullptr;
+	SharedJob *job = nullptr;
+	uint32_t first = 0, count = 0;
+	std::vector<uint8_t> buf;
+	std::vector<uint32_t> crcs;
+	void on_reply(const Status &st, const wire::Header &, std::span<const uint8_t>) override
+	{
+		t->on_shared_write(this, st);
+	}
+};
+
+void PagerThread::shared_fault(Mapping *m, uint32_t idx, uint32_t flags, bool retry)
+{
+	Process *p = m->proc;
+	SharedWindow &w = *m->window;
+	uint64_t addr = m->page_addr(idx);
+	uint32_t wi = m->window_first + idx;
+	std::unique_lock<std::mutex> lk(w.mu);
+	Page &pg = w.pages[wi];
+	if (flags & UFFD_PAGEFAULT_FLAG_WP) {
+		if (pg.state == PageState::kEvicting) {
+			pg.flags |= kParked;
+			return;
+		}
+		// Write-protection is only wanted while a page is evicted; a
+		// leftover marker (the page was punched and filled again) goes.
+		m->stats.wp_faults++;
+		(void)uffd_writeprotect(p->uffd, addr, kPageSize, false, false);
+		return;
+	}
+	if (!retry)
+		m->stats.faults++;
+	switch (pg.state) {
+	case PageState::kFetching:
+	case PageState::kEvicting:
+		pg.flags |= kParked; // every mapper is woken when it is done
+		return;
+	case PageState::kResident:
+		if (w.in_memfd(wi)) {
+			(void)uffd_wake(p->uffd, addr, kPageSize); // raced with the fill
+			return;
+		}
+		// A hole where the pager put a page: the program punched it
+		// (MADV_REMOVE). It reads as zero from now on.
+		pg.state = PageState::kZero;
+		w.resident--;
+		break;
+	default:
+		break;
+	}
+	if (w.budget_pages && w.resident >= w.budget_pages) {
+		lk.unlock();
+		if (!waiting_.push({p, addr, flags, now_ns()}))
+			(void)uffd_wake(p->uffd, addr, kPageSize);
+		maybe_evict_window(m);
+		return;
+	}
+	if (pg.state == PageState::kZero) {
+		int r = w.fill(wi, zero_.data(), 1);
+		if (r < 0)
+			LOG_WARN(kLog, "zero-filling page %u of window %s: %s", wi, w.key.c_str(),
+			         std::strerror(-r));
+		pg.state = PageState::kResident;
+		pg.flags = kRef;
+		w.crc[wi] = kCrcUnknown; // the module still has the old content
+		w.resident++;
+		w.wake_all(wi, 1);
+		return;
+	}
+	ChannelSlot *cs = m->chan;
+	FetchOp *op = free_fault_;
+	if (cs->broken || !cs->channel || op == nullptr) {
+		lk.unlock();
+		FaultRing &ring = (cs->broken || !cs->channel) ? retry_ : waiting_;
+		if (!ring.push({p, addr, flags, now_ns()}))
+			(void)uffd_wake(p->uffd, addr, kPageSize);
+		return;
+	}
+	free_fault_ = op->next;
+	free_fault_count_--;
+	pg.state = PageState::kFetching;
+	pg.flags = 0;
+	w.resident++;
+	lk.unlock();
+	op->bulk = false;
+	op->m = m;
+	op->first = wi;
+	op->count = 1;
+	op->done = 0;
+	op->t0 = now_ns();
+	op->tripwire = kNoPage;
+	op->stream = -1;
+	m->inflight++;
+	cs->channel->read_pages(wire::TrafficClass::kFault, w.region_id,
+	                        w.fa_base + uint64_t(wi) * kPageSize, 1, op->buf, op);
+}
+
+void PagerThread::shared_fetch_done(FetchOp *op, const Status &st)
+{
+	Mapping *m = op->m;
+	SharedWindow &w = *m->window;
+	{
+		std::lock_guard<std::mutex> lk(w.mu);
+		for (uint32_t k = 0; k < op->count; k++) {
+			uint32_t wi = op->first + k;
+			Page &pg = w.pages[wi];
+			if (pg.state != PageState::kFetching)
+				continue;
+			int r = st.is_ok() ? w.fill(wi, op->buf + size_t(k) * kPageSize, 1) : -EIO;
+			if (r == 0) {
+				pg.state = PageState::kResident;
+				pg.flags = kRef;
+				w.crc[wi] = crc32c(op->buf + size_t(k) * kPageSize, kPageSize);
+			} else {
+				if (st.is_ok())
+					LOG_WARN(kLog, "filling page %u of window %s: %s", wi,
+					         w.key.c_str(), std::strerror(-r));
+				pg.state = PageState::kRemote;
+				pg.flags = 0;
+				w.resident--;
+				uint64_t a = m->page_addr(wi - m->window_first);
+				if (!m->dead && !m->proc->dead &&
+				    !retry_.push({m->proc, a, 0u, now_ns()}))
+					(void)uffd_wake(m->proc->uffd, a, kPageSize);
+			}
+			w.wake_all(wi, 1);
+		}
+	}
+	if (st.is_ok()) {
+		m->stats.fetches++;
+		m->stats.add_latency(now_ns() - op->t0);
+	} else if (st.code() == Code::kUnavailable && !m->chan->broken) {
+		m->chan->broken = true;
+		m->chan->retry_at_ns = now_ns() + kChannelRetryNs;
+		LOG_WARN(kLog, "module %s unreachable (%s); faults wait for it",
+		         m->chan->module.to_string().c_str(), st.message().c_str());
+	}
+	release_fetch(op);
+	if (!m->dead)
+		maybe_evict_window(m);
+}
+
+void PagerThread::maybe_evict_window(Mapping *m)
+{
+	SharedWindow &w = *m->window;
+	std::vector<uint32_t> victims;
+	{
+		std::lock_guard<std::mutex> lk(w.mu);
+		if (w.evicting || w.budget_pages == 0 || !caps_.shmem_wp || !w.all_ready())
+			return;
+		uint64_t headroom = std::max<uint64_t>(
+		        1, std::min<uint64_t>(cfg_.evict_headroom, w.budget_pages / 4));
+		if (w.resident + headroom <= w.budget_pages)
+			return;
+		uint64_t want = std::min<uint64_t>(
+		        std::max<uint64_t>(w.resident + headroom - w.budget_pages, 8),
+		        cfg_.evict_batch);
+		for (uint64_t step = 0; step < 2ull * w.npages && victims.size() < want; step++) {
+			uint32_t i = w.clock_hand;
+			w.clock_hand = (w.clock_hand + 1) % w.npages;
+			Page &pg = w.pages[i];
+			if (pg.state != PageState::kResident)
+				continue;
+			if (pg.flags & kRef) {
+				pg.flags &= uint8_t(~kRef);
+				continue;
+			}
+			pg.state = PageState::kEvicting;
+			pg.flags = 0;
+			victims.push_back(i);
+		}
+		if (victims.empty())
+			return;
+		std::sort(victims.begin(), victims.end());
+		w.evicting = true;
+		// Writers are parked from here on, in every process.
+		bool ok = true;
+		for (size_t i = 0; i < victims.size();) {
+			size_t j = i + 1;
+			while (j < victims.size() && victims[j] == victims[j - 1] + 1)
+				j++;
+			ok &= w.write_protect_all(victims[i], uint32_t(j - i), true);
+			i = j;
+		}
+		if (!ok) {
+			LOG_WARN(kLog, "window %s: write-protect failed; eviction skipped",
+			         w.key.c_str());
+			for (uint32_t i : victims)
+				w.pages[i].state = PageState::kResident;
+			w.evicting = false;
+			return;
+		}
+	}
+	m->inflight++;
+	uint32_t first = victims.front(), count = victims.back() - victims.front() + 1;
+	shared_writeback(m, first, count, true, [this, m, victims](bool ok) {
+		finish_window_eviction(m, victims, ok);
+		m->inflight--;
+		if (m->dead && m->inflight == 0)
+			reap();
+	});
+}
+
+void PagerThread::finish_window_eviction(Mapping *m, const std::vector<uint32_t> &victims, bool ok)
+{
+	SharedWindow &w = *m->window;
+	{
+		std::lock_guard<std::mutex> lk(w.mu);
+		for (size_t i = 0; i < victims.size();) {
+			size_t j = i + 1;
+			while (j < victims.size() && victims[j] == victims[j - 1] + 1)
+				j++;
+			uint32_t a = victims[i], n = uint32_t(j - i);
+			int r = ok ? w.punch(a, n) : -EIO;
+			for (uint32_t k = a; k < a + n; k++) {
+				Page &pg = w.pages[k];
+				if (pg.state != PageState::kEvicting)
+					continue;
+				if (r == 0) {
+					pg.state = PageState::kRemote;
+					w.resident--;
+					w.stats.evictions++;
+				} else {
+					pg.state =
+					        PageState::kResident; // still write-protected: fine
+				}
+				pg.flags = 0;
+			}
+			w.wake_all(a, n);
+			i = j;
+		}
+		w.evicting = false;
+	}
+	retry_waiting();
+	if (!m->dead)
+		maybe_evict_window(m);
+}
+
+void PagerThread::shared_writeback(Mapping *m, uint32_t first, uint32_t count, bool victims,
+                                   std::function<void(bool)> done)
+{
+	SharedWindow &w = *m->window;
+	auto *job = new SharedJob;
+	job->w = m->window;
+	job->done = std::move(done);
+	std::vector<SharedWrite *> writes;
+	{
+		std::lock_guard<std::mutex> lk(w.mu);
+		uint32_t end = std::min(w.npages, first + count);
+		for (uint32_t i = first; i < end;) {
+			auto held = [&](uint32_t k) {
+				PageState s = w.pages[k].state;
+				return victims ? s == PageState::kEvicting
+				               : (s == PageState::kResident ||
+				                  s == PageState::kEvicting);
+			};
+			if (!held(i)) {
+				i++;
+				continue;
+			}
+			uint32_t j = i + 1;
+			while (j < end && j - i < kWritePages && held(j))
+				j++;
+			std::vector<uint8_t> buf(size_t(j - i) * kPageSize);
+			int r = w.read(i, buf.data(), j - i);
+			if (r < 0) {
+				LOG_WARN(kLog, "reading window %s: %s", w.key.c_str(),
+				         std::strerror(-r));
+				job->failed = true;
+				i = j;
+				continue;
+			}
+			// Changed pages only, in runs.
+			for (uint32_t k = i; k < j;) {
+				uint32_t c =
+				        crc32c(buf.data() + size_t(k - i) * kPageSize, kPageSize);
+				if (c == w.crc[k] && w.crc[k] != kCrcUnknown) {
+					k++;
+					continue;
+				}
+				auto *wr = new SharedWrite;
+				wr->t = this;
+				wr->job = job;
+				wr->first = k;
+				while (k < j) {
+					const uint8_t *pg = buf.data() + size_t(k - i) * kPageSize;
+					uint32_t ck = crc32c(pg, kPageSize);
+					if (ck == w.crc[k] && w.crc[k] != kCrcUnknown)
+						break;
+					wr->buf.insert(wr->buf.end(), pg, pg + kPageSize);
+					wr->crcs.push_back(ck);
+					k++;
+				}
+				wr->count = k - wr->first;
+				writes.push_back(wr);
+			}
+			i = j;
+		}
+	}
+	job->outstanding += int(writes.size());
+	for (SharedWrite *wr : writes) {
+		if (m->chan->broken || !m->chan->channel) {
+			on_shared_write(wr, Status(Code::kUnavailable, "module unreachable"));
+			continue;
+		}
+		m->chan->channel->write_pages(wire::TrafficClass::kBulk, w.region_id,
+		                              w.fa_base + uint64_t(wr->first) * kPageSize,
+		                              wr->count, wr->buf.data(), wr);
+	}
+	// Drop the issuing reference.
+	if (--job->outstanding == 0) {
+		job->done(!job->failed);
+		delete job;
+	}
+}
+
+void PagerThread::on_shared_write(SharedWrite *wr, const Status &st)
+{
+	SharedJob *job = wr->job;
+	SharedWindow &w = *job->w;
+	if (st.is_ok()) {
+		std::lock_guard<std::mutex> lk(w.mu);
+		for (uint32_t k = 0; k < wr->count; k++)
+			w.crc[wr->first + k] = wr->crcs[k];
+		w.stats.writebacks += wr->count;
+	} else {
+		job->failed = true;
+		wb_failures_++;
+		LOG_WARN(kLog, "writing back %u pages of window %s: %s", wr->count, w.key.c_str(),
+		         st.to_string().c_str());
+	}
+	delete wr;
+	if (--job->outstanding == 0) {
+		job->done(!job->failed);
+		delete job;
+	}
+}
+
+Status PagerThread::mapping_ready(uint64_t mapping_id)
+{
+	Mapping *m = find_mapping(mapping_id);
+	if (m == nullptr || !m->window)
+		return Status(Code::kNotFound,
+		              "shared mapping " + std::to_string(mapping_id) + " not found");
+	std::lock_guard<std::mutex> lk(m->window->mu);
+	for (auto &mp : m->window->mappers)
+		if (mp.mapping == m)
+			mp.ready = true;
+	return Status::ok();
 }
 
 // ---------------------------------------------------------------------------
@@ -1563,6 +1962,17 @@ Status PagerThread::add_mapping(uint64_t uffd_id, std::unique_ptr<Mapping> m, Mo
 	m->chan = cs;
 	m->proc = p;
 	m->held.assign(size_t(StreamDetector::kStreams) * kPageSize, 0);
+	if (m->window) {
+		Mapping *raw = m.get();
+		{
+			std::lock_guard<std::mutex> lk(raw->window->mu);
+			raw->window->mappers.push_back({p, raw, false});
+		}
+		p->mappings.push_back(std::move(m));
+		last_map_ns_ = now_ns();
+		(void)uffd_wake(p->uffd, raw->addr, len);
+		return Status::ok();
+	}
 	if ((m->budget_pages || p->budget_pages) && (!p->can_evict() || !m->wp) &&
 	    !p->warned_no_evict) {
 		p->warned_no_evict = true;
@@ -1626,8 +2036,28 @@ void PagerThread::sync(uint64_t mapping_id, uint32_t first, uint32_t count,
 		            "mapping " + std::to_string(mapping_id) + " not found"));
 		return;
 	}
-	claim_writeback(m, first, count);
-	add_waiter(m, first, count, true, std::move(done));
+	flush(m, first, count, std::move(done));
+}
+
+void PagerThread::flush(Mapping *m, uint32_t first, uint32_t count,
+                        std::function<void(Status)> done)
+{
+	if (!m->window) {
+		claim_writeback(m, first, count);
+		add_waiter(m, first, count, true, std::move(done));
+		return;
+	}
+	m->inflight++;
+	shared_writeback(m, m->window_first + first, std::min(count, m->npages - first), false,
+	                 [this, m, done](bool ok) {
+		                 m->inflight--;
+		                 if (m->dead && m->inflight == 0)
+			                 reap();
+		                 done(ok ? Status::ok()
+		                         : Status(Code::kUnavailable,
+		                                  "writing back to the module failed; the pages "
+		                                  "stay in the window (is the module reachable?)"));
+	                 });
 }
 
 void PagerThread::unmap(uint64_t mapping_id, std::function<void(Status)> done)
@@ -1653,17 +2083,28 @@ void PagerThread::detach(uint64_t uffd_id, std::function<void()> done)
 		done();
 		return;
 	}
-	for (auto &m : p->mappings)
-		if (!m->dead)
-			claim_writeback(m.get(), 0, m->npages);
-	add_waiter(nullptr, 0, 0, false, [this, uffd_id, done](Status st) {
+	auto pending = std::make_shared<int>(1);
+	auto finish = [this, uffd_id, done, pending](Status st) {
 		if (!st.is_ok())
 			LOG_WARN(kLog, "uffd %lu detached with pages not written back: %s",
 			         (unsigned long)uffd_id, st.message().c_str());
+		if (--*pending > 0)
+			return;
 		if (Process *pp = find_process(uffd_id))
 			kill_process(pp, "detached");
 		done();
-	});
+	};
+	for (auto &m : p->mappings) {
+		if (m->dead)
+			continue;
+		if (m->window) {
+			++*pending;
+			flush(m.get(), 0, m->npages, finish);
+		} else {
+			claim_writeback(m.get(), 0, m->npages);
+		}
+	}
+	add_waiter(nullptr, 0, 0, false, finish);
 }
 
 void PagerThread::collect(StatsSnapshot *out)
@@ -1678,6 +2119,21 @@ void PagerThread::collect(StatsSnapshot *out)
 			if (m->dead)
 				continue;
 			PageStats s = m->stats;
+			if (m->window) {
+				// A window's pages, evictions and write-backs are
+				// counted once per region, in the first mapper seen.
+				std::lock_guard<std::mutex> lk(m->window->mu);
+				s.resident = m->window->resident;
+				if (out->windows.insert(m->window.get()).second) {
+					PageStats ws = m->window->stats;
+					ws.resident = m->window->resident;
+					out->regions[m->region].add(ws);
+				}
+				ps.add(s);
+				s.resident = 0;
+				out->regions[m->region].add(s);
+				continue;
+			}
 			s.resident = m->resident;
 			s.dirty = m->count_dirty();
 			ps.add(s);
@@ -1764,6 +2220,14 @@ void PagerThread::retire(Mapping *m)
 		if (m->pages[i].state != PageState::kGone)
 			set_gone(m, i);
 	m->dead = true;
+	if (m->window) {
+		std::lock_guard<std::mutex> lk(m->window->mu);
+		auto &v = m->window->mappers;
+		v.erase(std::remove_if(
+		                v.begin(), v.end(),
+		                [m](const SharedWindow::Mapper &x) { return x.mapping == m; }),
+		        v.end());
+	}
 	m->proc->retired.add(m->stats);
 	retired_regions_[m->region].add(m->stats);
 	m->proc->last_hit = nullptr;

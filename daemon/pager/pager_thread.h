@@ -31,12 +31,14 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <set>
 #include <thread>
 #include <unordered_map>
 #include <vector>
 
 #include "daemon/pager/config.h"
 #include "daemon/pager/process.h"
+#include "daemon/pager/shared_window.h"
 #include "daemon/pager/uffd.h"
 #include "daemon/service/federation.h"
 #include "daemon/transport/channel.h"
@@ -63,6 +65,7 @@ struct StatsSnapshot {
 		PageStats stats;
 	};
 	std::vector<Proc> processes;
+	std::set<const SharedWindow *> windows; // counted already
 };
 
 class PagerThread
@@ -94,6 +97,8 @@ public:
 	          std::function<void(Status)> done);
 	// Loop thread: sync of the whole mapping, then forgets it.
 	void unmap(uint64_t mapping_id, std::function<void(Status)> done);
+	// Loop thread: the client registered shared mapping `id` ("map.ready").
+	Status mapping_ready(uint64_t mapping_id);
 	// Loop thread: writes back the process's dirty pages it can still read,
 	// then closes its uffd.
 	void detach(uint64_t uffd_id, std::function<void()> done);
@@ -104,6 +109,8 @@ private:
 	friend class ProcessOp;
 	struct FetchOp;
 	struct WriteOp;
+	struct SharedJob;
+	struct SharedWrite;
 	class TickOp;
 	struct PendingFault {
 		Process *proc;
@@ -166,6 +173,19 @@ private:
 	void retry_waiting();
 	void set_gone(Mapping *m, uint32_t i);
 	void drop_held(Mapping *m, uint32_t idx);
+
+	// Kind "shared" (shared_window.h).
+	void shared_fault(Mapping *m, uint32_t idx, uint32_t flags, bool retry);
+	void shared_fetch_done(FetchOp *op, const Status &st);
+	void maybe_evict_window(Mapping *m);
+	// Snapshots the changed pages of window pages [first, first+count) (only
+	// Evicting ones if `victims`) and writes them back; done(ok) after.
+	void shared_writeback(Mapping *m, uint32_t first, uint32_t count, bool victims,
+	                      std::function<void(bool)> done);
+	void on_shared_write(SharedWrite *w, const Status &st);
+	void finish_window_eviction(Mapping *m, const std::vector<uint32_t> &victims, bool ok);
+	// sync for either kind.
+	void flush(Mapping *m, uint32_t first, uint32_t count, std::function<void(Status)> done);
 
 	void maybe_evict(Process *p);
 	void check_eviction(Process *p);
