@@ -48,11 +48,25 @@ void Reply::fail(const Status &st)
 	set_payload({reinterpret_cast<const uint8_t *>(st.message().data()), n});
 }
 
+// The accept operation, or the pause before the next one when the process
+// is out of file descriptors.
 class TcpServer::AcceptOp : public IoOp
 {
 public:
 	explicit AcceptOp(TcpServer *s) : srv_(s) {}
-	void complete(int res, uint32_t) override { srv_->on_accept(res); }
+	void complete(int res, uint32_t) override
+	{
+		if (!pausing) {
+			srv_->on_accept(res);
+			return;
+		}
+		pausing = false;
+		srv_->accept_armed_ = false;
+		if (!srv_->closing_)
+			srv_->arm_accept();
+	}
+	bool pausing = false;
+	__kernel_timespec pause{0, 100 * 1000 * 1000};
 
 private:
 	TcpServer *srv_;
@@ -426,11 +440,27 @@ void TcpServer::on_accept(int res)
 			::close(res);
 		return;
 	}
+	if (res == -EMFILE || res == -ENFILE || res == -ENOBUFS || res == -ENOMEM) {
+		// Retrying at once would spin: pause, keep serving the connections
+		// we have.
+		if (!accept_starved_)
+			LOG_WARN(kComp,
+			         "accept on %s: %s; new connections wait (raise the open-files "
+			         "limit: ulimit -n, or LimitNOFILE= for the service)",
+			         endpoint().c_str(), strerror(-res));
+		accept_starved_ = true;
+		accept_op_->pausing = true;
+		io_uring_sqe *s = loop_->sqe(accept_op_.get());
+		io_uring_prep_timeout(s, &accept_op_->pause, 0, 0);
+		accept_armed_ = true;
+		return;
+	}
 	if (res < 0) {
 		if (res != -EINTR && res != -ECONNABORTED && res != -EAGAIN)
 			LOG_WARN(kComp, "accept on %s failed: %s", endpoint().c_str(),
 			         strerror(-res));
 	} else {
+		accept_starved_ = false;
 		set_nodelay(res);
 		auto c = std::make_unique<Conn>(this, res, next_conn_id_++);
 		Conn *raw = c.get();

@@ -140,6 +140,7 @@ private:
 	int listen_fd_ = -1;
 	std::unique_ptr<AcceptOp> accept_op_;
 	bool accept_armed_ = false;
+	bool accept_starved_ = false; // out of fds: warned, pausing between tries
 	bool closing_ = false;
 	uint64_t next_conn_id_ = 1;
 	std::unordered_map<Conn *, std::unique_ptr<Conn>> conns_;

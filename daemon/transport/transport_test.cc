@@ -3,13 +3,16 @@
 // sockets playing misbehaving peers.
 #include <catch2/catch.hpp>
 
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cstring>
+#include <filesystem>
 #include <functional>
 #include <future>
 #include <thread>
@@ -787,5 +790,61 @@ TEST_CASE("TcpServer: a peer that pipelines without reading is served in order")
 		uint32_t first = (i % 16) * kCount;
 		MemHandler::fill_page(want.data(), first, 0);
 		CHECK(std::memcmp(payload.data(), want.data(), kPageSize) == 0);
+	}
+}
+
+TEST_CASE("TcpServer: out of file descriptors, accepting pauses and serving goes on")
+{
+	ServerThread srv;
+	auto good = SyncClient::connect(srv.endpoint(), kClientId);
+	REQUIRE(good.is_ok());
+	REQUIRE((*good)->hello().is_ok());
+	std::vector<int> socks;
+	for (int i = 0; i < 4; i++) {
+		int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		REQUIRE(fd >= 0);
+		timeval tv{10, 0};
+		setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+		socks.push_back(fd);
+	}
+	// No fd can be created while the limit is at the highest one in use.
+	int highest = 0;
+	for (const auto &e : std::filesystem::directory_iterator("/proc/self/fd"))
+		highest = std::max(highest, std::stoi(e.path().filename().string()));
+	rlimit old{};
+	REQUIRE(getrlimit(RLIMIT_NOFILE, &old) == 0);
+	rlimit low = old;
+	low.rlim_cur = highest + 1;
+	REQUIRE(setrlimit(RLIMIT_NOFILE, &low) == 0);
+	std::vector<int> fillers; // take the free fd numbers below the limit
+	for (int fd; (fd = open("/dev/null", O_RDONLY | O_CLOEXEC)) >= 0;)
+		fillers.push_back(fd);
+	CHECK(errno == EMFILE);
+	sockaddr_in sa{};
+	sa.sin_family = AF_INET;
+	sa.sin_port = htons(srv.port);
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	for (int fd : socks)
+		CHECK(connect(fd, reinterpret_cast<sockaddr *>(&sa), sizeof(sa)) == 0);
+	std::vector<uint8_t> page(kPageSize), want(kPageSize);
+	Status st = (*good)->read_pages(kRegion, 5 * kPageSize, 1, page.data());
+	usleep(50 * 1000); // let the server try to accept while starved
+	for (int fd : fillers)
+		close(fd);
+	REQUIRE(setrlimit(RLIMIT_NOFILE, &old) == 0);
+	REQUIRE(st.is_ok());
+	MemHandler::fill_page(want.data(), 5, 0);
+	CHECK(page == want);
+	// Once fds are available again, the waiting connections are served.
+	for (int fd : socks) {
+		auto hello = hello_bytes();
+		REQUIRE(send(fd, hello.data(), hello.size(), MSG_NOSIGNAL) ==
+		        ssize_t(hello.size()));
+		uint8_t hb[wire::kHeaderSize];
+		REQUIRE(recv_full(fd, hb, sizeof(hb)));
+		wire::Header r;
+		REQUIRE(wire::validate_header({hb, sizeof(hb)}, &r).is_ok());
+		CHECK(r.status == 0);
+		close(fd);
 	}
 }
