@@ -13,6 +13,7 @@
 
 #include <atomic>
 #include <cstring>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <string>
@@ -66,6 +67,9 @@ public:
 		return regions_.at(name).loc.region_id;
 	}
 	void set_down(bool down) { down_ = down; }
+	// Complete requests inside read_pages/write_pages, as the daemon's
+	// in-process channel to its own module does.
+	void set_inline(bool in) { inline_ = in; }
 	uint64_t reads() const { return reads_; }
 	uint64_t writes() const { return writes_; }
 
@@ -122,7 +126,7 @@ private:
 		void read_pages(wire::TrafficClass, uint32_t region_id, uint64_t fa, uint32_t count,
 		                void *dst, Completion *done) override
 		{
-			loop_->post([this, region_id, fa, count, dst, done] {
+			run([this, region_id, fa, count, dst, done] {
 				s_->reads_++;
 				finish(s_->down_ ? down()
 				       : s_->transfer(region_id, fa, count, dst, false)
@@ -134,7 +138,7 @@ private:
 		void write_pages(wire::TrafficClass, uint32_t region_id, uint64_t fa,
 		                 uint32_t count, const void *src, Completion *done) override
 		{
-			loop_->post([this, region_id, fa, count, src, done] {
+			run([this, region_id, fa, count, src, done] {
 				s_->writes_++;
 				finish(s_->down_ ? down()
 				       : s_->transfer(region_id, fa, count, const_cast<void *>(src),
@@ -154,6 +158,13 @@ private:
 		}
 
 	private:
+		void run(std::function<void()> fn)
+		{
+			if (s_->inline_)
+				fn();
+			else
+				loop_->post(std::move(fn));
+		}
 		static Status down() { return Status(Code::kUnavailable, "module double is down"); }
 		static Status range() { return Status(Code::kOutOfRange, "outside the region"); }
 		static void finish(const Status &st, Completion *done)
@@ -170,6 +181,7 @@ private:
 	std::mutex mu_;
 	std::map<std::string, Region> regions_;
 	std::atomic<bool> down_{false};
+	std::atomic<bool> inline_{false};
 	std::atomic<uint64_t> reads_{0}, writes_{0};
 };
 

@@ -319,9 +319,10 @@ TEST_CASE("mremap moves the pager's tracking with the pages", "[pager]")
 	munmap(dst, 64 * kPage);
 }
 
-TEST_CASE("the budget holds under pressure and eviction loses no write", "[pager]")
+static void budget_under_pressure(bool inline_completions)
 {
 	PagerFixture f;
+	f.store.set_inline(inline_completions);
 	if (!f.pager->caps().anon_wp) {
 		WARN("no userfaultfd write-protect here: budgets are not enforced");
 		return;
@@ -365,6 +366,37 @@ TEST_CASE("the budget holds under pressure and eviction loses no write", "[pager
 		bad += f.store.read("r", uint64_t(p) * kPage + (p % kPage), 1)[0] !=
 		       uint8_t(p * 13 + 1);
 	CHECK(bad == 0);
+}
+
+TEST_CASE("the budget holds under pressure and eviction loses no write", "[pager]")
+{
+	budget_under_pressure(false);
+}
+
+TEST_CASE("a channel that completes inline (the local module) works too", "[pager]")
+{
+	budget_under_pressure(true);
+	PagerFixture f;
+	f.store.set_inline(true);
+	f.store.add_region("r", 1024);
+	TestClient c;
+	REQUIRE(c.attach(f.path).is_ok());
+	auto m = c.map("r", 0, 1024 * kPage);
+	REQUIRE(m.is_ok());
+	int bad = 0;
+	for (uint32_t p = 0; p < 1024; p++)
+		bad += !page_is(m->addr + p * kPage, expected(f.store, "r", p));
+	CHECK(bad == 0);
+	auto ms = c.map_shared("r", 0, 1024 * kPage, 64 * kPage);
+	REQUIRE(ms.is_ok());
+	for (uint32_t p = 0; p < 1024; p++) {
+		ms->addr[p * kPage + 8] = 0x5A;
+		bad += ms->addr[p * kPage] != expected(f.store, "r", p);
+	}
+	CHECK(bad == 0);
+	REQUIRE(c.unmap(*m).is_ok());
+	REQUIRE(c.unmap(*ms).is_ok());
+	CHECK(f.store.read("r", 1000 * kPage + 8, 1)[0] == 0x5A);
 }
 
 TEST_CASE("a process budget covers all its mappings", "[pager]")
@@ -499,7 +531,7 @@ TEST_CASE("shared mappings of one window are coherent across clients", "[pager][
 {
 	PagerFixture f;
 	f.store.add_region("r", 64);
-		TestClient a;
+	TestClient a;
 	auto b = std::make_unique<TestClient>();
 	REQUIRE(a.attach(f.path).is_ok());
 	REQUIRE(b->attach(f.path).is_ok());
@@ -527,11 +559,11 @@ TEST_CASE("shared mappings of one window are coherent across clients", "[pager][
 	// A writer that goes away without unmapping loses nothing: the data is
 	// in the pager's memfd and is written back when its connection closes.
 	mb->addr[40 * kPage] = 0x40;
-		b->disconnect();
+	b->disconnect();
 	for (int i = 0; i < 200 && f.store.read("r", 40 * kPage, 1)[0] != 0x40; i++)
 		usleep(10 * 1000);
 	CHECK(f.store.read("r", 40 * kPage, 1)[0] == 0x40);
-		CHECK(f.store.read("r", 3 * kPage, kPage) == std::vector<uint8_t>(kPage, 0));
+	CHECK(f.store.read("r", 3 * kPage, kPage) == std::vector<uint8_t>(kPage, 0));
 	// With no pager reading its uffd, munmap would wait for one (the UNMAP
 	// event): close the uffd first, as a client that gives up does.
 	b.reset();

@@ -869,12 +869,23 @@ void PagerThread::after_install(Mapping *m)
 
 void PagerThread::retry_waiting()
 {
-	size_t n = waiting_.size;
-	PendingFault f;
-	while (n-- > 0 && free_fault_ != nullptr && waiting_.pop(&f)) {
-		if (!f.proc->dead)
-			handle_fault(f.proc, f.addr, f.flags, 0, true);
+	// A channel may complete inline (the local module): a completion that
+	// lands here while this loop runs only asks it to go round again.
+	if (in_retry_) {
+		retry_again_ = true;
+		return;
 	}
+	in_retry_ = true;
+	do {
+		retry_again_ = false;
+		size_t n = waiting_.size;
+		PendingFault f;
+		while (n-- > 0 && free_fault_ != nullptr && waiting_.pop(&f)) {
+			if (!f.proc->dead)
+				handle_fault(f.proc, f.addr, f.flags, 0, true);
+		}
+	} while (retry_again_);
+	in_retry_ = false;
 }
 
 // ---------------------------------------------------------------------------
@@ -1712,13 +1723,29 @@ void PagerThread::claim_run(Mapping *m, uint32_t first, uint32_t count)
 
 void PagerThread::pump_writeback()
 {
+	if (in_pump_) { // re-entered from an inline completion
+		pump_again_ = true;
+		return;
+	}
+	in_pump_ = true;
+	do {
+		pump_again_ = false;
+		pump_once();
+	} while (pump_again_);
+	in_pump_ = false;
+}
+
+void PagerThread::pump_once()
+{
 	while (wb_head_ < wb_queue_.size() && free_write_ != nullptr) {
-		WbRun &run = wb_queue_[wb_head_];
+		// A copy: an inline completion may queue more runs (and move
+		// the vector) while this one is being issued.
+		WbRun run = wb_queue_[wb_head_];
 		uint32_t f = run.first;
 		bool all = issue_write(run, &f);
 		if (!all) {
-			run.count -= f - run.first;
-			run.first = f;
+			wb_queue_[wb_head_].count -= f - run.first;
+			wb_queue_[wb_head_].first = f;
 			break;
 		}
 		RunState &rs = runs_[run.id];

@@ -197,6 +197,7 @@ private:
 	void claim_writeback(Mapping *m, uint32_t first, uint32_t count);
 	void claim_run(Mapping *m, uint32_t first, uint32_t count);
 	void pump_writeback();
+	void pump_once();
 	bool issue_write(const WbRun &run, uint32_t *first);
 	void on_write_done(WriteOp *op, const Status &st);
 	void finish_run(uint64_t id);
@@ -232,6 +233,8 @@ private:
 	FetchOp *free_bulk_ = nullptr;
 	uint32_t free_fault_count_ = 0;
 	bool reap_pending_ = false;
+	bool in_retry_ = false, retry_again_ = false;
+	bool in_pump_ = false, pump_again_ = false;
 	std::vector<FetchOp *> copy_retry_; // installs that got EAGAIN
 	std::vector<std::unique_ptr<WriteOp>> write_ops_;
 	WriteOp *free_write_ = nullptr;

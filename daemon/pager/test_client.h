@@ -58,7 +58,7 @@ public:
 		if (!h)
 			return h.status();
 		features_ = h->body["uffd_features"].get<uint64_t>();
-				mode_ = h->body["private_register_mode"].get<uint64_t>();
+		mode_ = h->body["private_register_mode"].get<uint64_t>();
 		shared_mode_ = h->body["shared_register_mode"].get<uint64_t>();
 		if (uffd_ < 0) {
 			auto fd = open_uffd(features_, false);
@@ -153,20 +153,26 @@ public:
 		return r->body["mapping_id"].get<uint64_t>();
 	}
 
-		// Maps a window of `region` with kind "shared": the pager's memfd,
+	// Maps a window of `region` with kind "shared": the pager's memfd,
 	// mmapped MAP_SHARED, registered, then "map.ready".
 	Result<Mapped> map_shared(const std::string &region, uint64_t offset, uint64_t length,
-				  uint64_t budget = 0)
+	                          uint64_t budget = 0)
 	{
 		void *p = mmap(nullptr, length, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 		if (p == MAP_FAILED)
 			return Status::from_errno(errno, "mmap");
 		auto a = reinterpret_cast<uint64_t>(p);
 		control::Message m;
-		m.body = {{"op", kOpMap},	     {"uffd_id", uffd_id_}, {"region", region},
-			  {"region_offset", offset}, {"addr", a},	    {"length", length},
-			  {"kind", kKindShared},     {"writable", true},    {"register_mode", shared_mode_},
-			  {"budget", budget}};
+		m.body = {{"op", kOpMap},
+		          {"uffd_id", uffd_id_},
+		          {"region", region},
+		          {"region_offset", offset},
+		          {"addr", a},
+		          {"length", length},
+		          {"kind", kKindShared},
+		          {"writable", true},
+		          {"register_mode", shared_mode_},
+		          {"budget", budget}};
 		auto r = cli_.call_ok(m);
 		if (!r || r->fds.size() != 1) {
 			munmap(p, length);
@@ -247,7 +253,7 @@ private:
 	control::Client cli_;
 	int uffd_ = -1;
 	uint64_t uffd_id_ = 0;
-		uint64_t features_ = 0, mode_ = 0, shared_mode_ = 0;
+	uint64_t features_ = 0, mode_ = 0, shared_mode_ = 0;
 	int evict_sock_ = -1;
 	std::thread evictor_;
 	std::atomic<uint64_t> drops_{0};
