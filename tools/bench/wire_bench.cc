@@ -515,17 +515,17 @@ int main(int argc, char **argv)
 	}
 	printf("memfed-bench-wire: 4 KiB READ over TCP, median of %d runs of %.1f s per row\n",
 	       o.repeat, o.seconds);
-	printf("  target %s%s; threads %s\n", endpoint.c_str(),
-	       o.self_serve ? " (in-process TcpServer)" : "",
-	       !o.pin ? "unpinned"
-	       : o.server_cpu == o.client_cpu
-	               ? ("server and client on vCPU " + std::to_string(o.client_cpu)).c_str()
-	               : ("server on vCPU " + std::to_string(o.server_cpu) + ", client on vCPU " +
-	                  std::to_string(o.client_cpu))
-	                         .c_str());
+	std::string placement = "unpinned";
+	if (o.pin && o.server_cpu == o.client_cpu)
+		placement = "server and client on vCPU " + std::to_string(o.client_cpu);
+	else if (o.pin)
+		placement = "server on vCPU " + std::to_string(o.server_cpu) + ", client on vCPU " +
+		            std::to_string(o.client_cpu);
+	printf("  target %s%s; threads: %s\n", endpoint.c_str(),
+	       o.self_serve ? " (in-process TcpServer)" : "", placement.c_str());
 	if (!o.self_serve)
-		printf("  (the raw baseline runs on loopback on this machine; memfed's cpu us/pg "
-		       "counts this client only, not memfedd)\n");
+		printf("  (memfedd is placed by you, e.g. taskset -a -p -c N PID; the raw baseline "
+		       "runs on loopback here; memfed's cpu us/pg counts this client only)\n");
 	printf("  %-24s %6s %9s %9s %12s %10s\n", "", "depth", "p50 us", "p99 us", "pages/s",
 	       "cpu us/pg");
 	Stats raw[2], mf[2];
