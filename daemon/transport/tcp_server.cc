@@ -89,7 +89,19 @@ public:
 			::close(fd_);
 	}
 
-	void start() { arm_recv(); }
+	void start()
+	{
+		arm_recv();
+		int ms = srv_->hello_timeout_ms_;
+		if (ms > 0) {
+			hello_op_.ts.tv_sec = ms / 1000;
+			hello_op_.ts.tv_nsec = (ms % 1000) * 1000000LL;
+			io_uring_sqe *s = srv_->loop_->sqe(&hello_op_);
+			io_uring_prep_timeout(s, &hello_op_.ts, 0, 0);
+			hello_armed_ = true;
+			ops_++;
+		}
+	}
 	// Stops all I/O; the server reaps the connection once its operations
 	// have completed.
 	void begin_close()
@@ -98,6 +110,7 @@ public:
 			return;
 		closing_ = true;
 		shutdown(fd_, SHUT_RDWR);
+		disarm_hello_timer();
 	}
 	bool idle() const { return ops_ == 0; }
 
@@ -106,6 +119,12 @@ private:
 		explicit RecvOp(Conn *c) : c(c) {}
 		void complete(int res, uint32_t) override { c->on_recv(res); }
 		Conn *c;
+	};
+	struct HelloTimerOp : IoOp {
+		explicit HelloTimerOp(Conn *c) : c(c) {}
+		void complete(int res, uint32_t) override { c->on_hello_timer(res); }
+		Conn *c;
+		__kernel_timespec ts{};
 	};
 	struct SendOp : IoOp {
 		explicit SendOp(Conn *c) : c(c) {}
@@ -196,6 +215,28 @@ private:
 				}
 			}
 		}
+		settle();
+	}
+
+	void disarm_hello_timer()
+	{
+		if (!hello_armed_)
+			return;
+		io_uring_sqe *s = srv_->loop_->sqe(nullptr);
+		io_uring_prep_timeout_remove(s, reinterpret_cast<uint64_t>(&hello_op_), 0);
+		hello_armed_ = false; // its completion (-ECANCELED) is still counted in ops_
+	}
+
+	void on_hello_timer(int res)
+	{
+		ops_--;
+		if (res == -ETIME && hello_armed_ && !closing_ && !hello_done_) {
+			hello_armed_ = false;
+			LOG_WARN(kComp, "disconnecting %s: no HELLO within %d ms", who().c_str(),
+			         srv_->hello_timeout_ms_);
+			begin_close();
+		}
+		hello_armed_ = false;
 		settle();
 	}
 
@@ -356,6 +397,7 @@ private:
 		wire::encode_hello_response(resp, p.data());
 		finish_reply(start, reply);
 		hello_done_ = true;
+		disarm_hello_timer();
 		LOG_DEBUG(kComp, "HELLO from %s, version %u", who().c_str(), info_.version);
 	}
 
@@ -364,6 +406,8 @@ private:
 	ConnInfo info_;
 	RecvOp recv_op_;
 	SendOp send_op_;
+	HelloTimerOp hello_op_{this};
+	bool hello_armed_ = false;
 	int ops_ = 0;
 	bool closing_ = false;
 	bool draining_ = false; // no more requests; close once replies are sent

@@ -10,7 +10,8 @@
 // never reaches the handler.
 //
 // HELLO is answered by the server itself from the ServerIdentity given at
-// construction: the first message on a connection must be a HELLO request;
+// construction: the first message on a connection must be a HELLO request,
+// sent within the HELLO timeout;
 // the server picks the highest version both sides speak (none in common: an
 // error response, then close) and answers with the identity's module ID,
 // capabilities and capacity. Every later request must carry the negotiated
@@ -119,6 +120,9 @@ public:
 	// "host:port" actually bound.
 	std::string endpoint() const;
 	size_t connections() const { return conns_.size(); }
+	// A connection that has not sent its HELLO within `ms` (default 10 s)
+	// is closed with a warning; 0 disables. Applies to new connections.
+	void set_hello_timeout_ms(int ms) { hello_timeout_ms_ = ms; }
 
 private:
 	class AcceptOp;
@@ -143,6 +147,7 @@ private:
 	bool accept_starved_ = false; // out of fds: warned, pausing between tries
 	bool closing_ = false;
 	uint64_t next_conn_id_ = 1;
+	int hello_timeout_ms_ = 10000;
 	std::unordered_map<Conn *, std::unique_ptr<Conn>> conns_;
 };
 

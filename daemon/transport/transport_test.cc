@@ -92,11 +92,11 @@ public:
 class ServerThread
 {
 public:
-	ServerThread()
+	explicit ServerThread(int hello_timeout_ms = 10000)
 	{
 		std::promise<Status> started;
 		auto fut = started.get_future();
-		thread_ = std::thread([this, &started] {
+		thread_ = std::thread([this, &started, hello_timeout_ms] {
 			auto loop = EventLoop::create();
 			if (!loop) {
 				started.set_value(loop.status());
@@ -112,6 +112,7 @@ public:
 			}
 			port = (*srv)->port();
 			server = srv->get();
+			server->set_hello_timeout_ms(hello_timeout_ms);
 			started.set_value(Status::ok());
 			loop_->run();
 			srv->reset();
@@ -847,4 +848,19 @@ TEST_CASE("TcpServer: out of file descriptors, accepting pauses and serving goes
 		CHECK(r.status == 0);
 		close(fd);
 	}
+}
+
+TEST_CASE("TcpServer: a connection without HELLO is closed after the timeout")
+{
+	ServerThread srv(200);
+	auto silent = SyncClient::connect(srv.endpoint(), kClientId);
+	REQUIRE(silent.is_ok());
+	auto good = SyncClient::connect(srv.endpoint(), kClientId);
+	REQUIRE(good.is_ok());
+	REQUIRE((*good)->hello().is_ok());
+	CHECK(peer_closed((*silent)->fd())); // within the client's 5 s receive timeout
+	usleep(300 * 1000);
+	// A connection that said HELLO in time is not affected.
+	std::vector<uint8_t> page(kPageSize);
+	CHECK((*good)->read_pages(kRegion, 0, 1, page.data()).is_ok());
 }
