@@ -237,7 +237,7 @@ void PagerThread::stop()
 	std::atomic<bool> flushed{false};
 	loop_->post([this, &flushed] {
 		auto remaining = std::make_shared<size_t>(0);
-		auto finish = [this, &flushed, remaining] {
+		auto finish = [&flushed, remaining] {
 			if (--*remaining == 0)
 				flushed = true;
 		};
