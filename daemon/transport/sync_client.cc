@@ -119,6 +119,16 @@ Result<SyncClient::Response> SyncClient::exchange(wire::Header &h, std::span<con
 	h.src_module = self_.value;
 	h.dst_module = peer_.module.value;
 	h.request_id = next_request_id_++;
+	h.magic = wire::kWireMagic;
+	h.payload_len = static_cast<uint32_t>(payload.size());
+	h.payload_crc = 0;
+	// Never put a request on the wire that the peer must reject (it would
+	// close the connection).
+	Status bad = wire::validate_fields(h);
+	if (!bad.is_ok() || payload.size() > wire::kMaxPayload)
+		return Status(Code::kInvalidArgument,
+		              std::string(wire::msg_type_name(h.type)) +
+		                      " request not sent: " + bad.message());
 	uint8_t hb[wire::kHeaderSize];
 	wire::encode_header(h, payload, hb);
 	MF_RETURN_IF_ERROR(send_all(hb, sizeof(hb)));

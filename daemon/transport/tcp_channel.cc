@@ -120,16 +120,14 @@ uint32_t TcpChannel::alloc_slot()
 	return idx;
 }
 
-void TcpChannel::fail_later(Completion *done, uint8_t type)
+void TcpChannel::fail_later(Completion *done, uint8_t type, Status st)
 {
-	std::string why = "connection to module " + peer_.module.to_string() + " at " +
-	                  peer_.endpoint + " is lost";
-	loop_->post([done, type, why]() {
+	loop_->post([done, type, st]() {
 		wire::Header h{};
 		h.type = type;
 		h.flags = wire::kFlagResponse;
-		h.status = static_cast<uint16_t>(Code::kUnavailable);
-		done->on_reply(Status(Code::kUnavailable, why), h, {});
+		h.status = static_cast<uint16_t>(st.code());
+		done->on_reply(st, h, {});
 	});
 }
 
@@ -167,7 +165,29 @@ void TcpChannel::enqueue(wire::Header &h, std::span<const uint8_t> payload, cons
                          void *dst, Completion *done)
 {
 	if (broken_ || fd_ < 0)
-		return fail_later(done, h.type);
+		return fail_later(done, h.type,
+		                  Status(Code::kUnavailable,
+		                         "connection to module " + peer_.module.to_string() +
+		                                 " at " + peer_.endpoint + " is lost"));
+	h.magic = wire::kWireMagic;
+	h.version = peer_.version;
+	if (h.hop_limit == 0)
+		h.hop_limit = wire::kDefaultHopLimit;
+	h.flags = 0;
+	h.status = 0;
+	h.src_module = self_.value;
+	h.dst_module = peer_.module.value;
+	size_t pages_len = pages != nullptr ? size_t{h.count} * wire::kPageSize : 0;
+	h.payload_len = static_cast<uint32_t>(pages != nullptr ? pages_len : payload.size());
+	h.payload_crc = 0;
+	// A bad request from the caller must not reach the peer, which would
+	// drop the connection and every other request on it.
+	Status bad = wire::validate_fields(h);
+	if (!bad.is_ok() || (pages == nullptr && payload.size() > wire::kMaxPayload))
+		return fail_later(done, h.type,
+		                  Status(Code::kInvalidArgument,
+		                         std::string(wire::msg_type_name(h.type)) +
+		                                 " request not sent: " + bad.message()));
 	uint32_t idx = alloc_slot();
 	Slot &s = *slots_[idx];
 	s.in_use = true;
@@ -177,26 +197,16 @@ void TcpChannel::enqueue(wire::Header &h, std::span<const uint8_t> payload, cons
 	s.type = h.type;
 	s.request_id = (uint64_t{s.gen} << 32) | idx;
 	s.payload.assign(payload.begin(), payload.end());
-	s.pages_len = pages != nullptr ? size_t{h.count} * wire::kPageSize : 0;
+	s.pages_len = pages_len;
 	s.dst_len = dst != nullptr ? size_t{h.count} * wire::kPageSize : 0;
-
-	h.version = peer_.version;
-	if (h.hop_limit == 0)
-		h.hop_limit = wire::kDefaultHopLimit;
-	h.flags = 0;
-	h.status = 0;
-	h.src_module = self_.value;
-	h.dst_module = peer_.module.value;
 	h.request_id = s.request_id;
 	if (pages != nullptr) {
-		h.payload_len = static_cast<uint32_t>(s.pages_len);
-		h.payload_crc = s.pages_len ? crc32c(pages, s.pages_len) : 0;
+		h.payload_crc = pages_len ? crc32c(pages, pages_len) : 0;
 		wire::encode_header_raw(h, s.hdr);
 	} else {
 		wire::encode_header(h, s.payload, s.hdr);
 	}
-	uint8_t tc = h.tclass <= wire::kTrafficClassMax ? h.tclass : wire::kTrafficClassMax;
-	queues_[tc].items.push_back(idx);
+	queues_[h.tclass].items.push_back(idx);
 	in_flight_++;
 	// Requests issued from completions of one receive leave in one batch.
 	if (!in_recv_)

@@ -18,7 +18,10 @@
 //
 // On connection loss (peer closed, I/O error, protocol violation by the
 // peer) every pending request completes with kUnavailable and later requests
-// complete with kUnavailable on the next loop iteration.
+// complete with kUnavailable on the next loop iteration. A request the wire
+// protocol does not allow (count 0 or over kMaxPagesPerRequest, an unaligned
+// offset, an unknown type or class) is not sent: it completes with
+// kInvalidArgument on the next loop iteration and the connection stays up.
 //
 // Thread-safety: connect() may run on any thread; everything else, including
 // destruction and all completions, runs on the loop thread.
@@ -90,7 +93,7 @@ private:
 	uint32_t alloc_slot();
 	void enqueue(wire::Header &h, std::span<const uint8_t> payload, const void *pages,
 	             void *dst, Completion *done);
-	void fail_later(Completion *done, uint8_t type);
+	void fail_later(Completion *done, uint8_t type, Status st);
 	void kick_send();
 	void on_send(int res);
 	void arm_recv();

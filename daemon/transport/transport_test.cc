@@ -340,6 +340,11 @@ TEST_CASE("SyncClient: HELLO, page I/O, errors and stat against TcpServer")
 	REQUIRE(stat.is_ok());
 	CHECK(stat->writes == 1);
 	CHECK(stat->capacity_bytes == uint64_t{kPages} * kPageSize);
+	// Requests the protocol forbids are refused locally.
+	st = (*c)->read_pages(kRegion, 0, 0, page.data());
+	CHECK(st.code() == Code::kInvalidArgument);
+	CHECK(st.message() == "READ request not sent: READ with count 0");
+	CHECK((*c)->write_pages(kRegion, 1, 1, page.data()).code() == Code::kInvalidArgument);
 	// The connection survives error responses.
 	REQUIRE((*c)->read_pages(kRegion, 0, 1, page.data()).is_ok());
 }
@@ -408,6 +413,24 @@ TEST_CASE("TcpChannel: 64 reads in flight, then writes read back")
 	CHECK(w[1].status.code() == Code::kInvalidArgument);
 	CHECK(w[1].status.message() == "unsupported");
 	CHECK((*ch)->in_flight() == 0);
+
+	// Requests the protocol forbids fail locally; the connection stays up.
+	counter = 0;
+	(*ch)->read_pages(wire::TrafficClass::kFault, kRegion, 0, 0, bufs.data(), &w[0]);
+	(*ch)->read_pages(wire::TrafficClass::kFault, kRegion, 0, wire::kMaxPagesPerRequest + 1,
+	                  bufs.data(), &w[1]);
+	(*ch)->read_pages(wire::TrafficClass::kFault, kRegion, 100, 1, bufs.data(), &w[2]);
+	(*ch)->read_pages(wire::TrafficClass::kFault, kRegion, 7 * kPageSize, 1, bufs.data(),
+	                  &w[3]);
+	drive(loop->get(), [&] { return counter == 4; });
+	CHECK(w[0].status.code() == Code::kInvalidArgument);
+	CHECK(w[0].status.message() == "READ request not sent: READ with count 0");
+	CHECK(w[1].status.code() == Code::kInvalidArgument);
+	CHECK(w[2].status.code() == Code::kInvalidArgument);
+	REQUIRE(w[3].status.is_ok());
+	MemHandler::fill_page(want.data(), 7, 9); // as written above
+	CHECK(std::memcmp(bufs.data(), want.data(), kPageSize) == 0);
+	CHECK((*ch)->connected());
 }
 
 TEST_CASE("TcpChannel: responses out of order complete the right requests")
