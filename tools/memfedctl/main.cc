@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "tools/memfedctl/commands.h"
+#include "tools/memfedctl/run.h"
 
 namespace {
 
@@ -19,10 +20,15 @@ Commands:
                                  regions (memfedctl region --help)
   pool format|check|info PATH    offline pool operations and fsck
   stats                          module and pager counters
+  run [--map NAME=PATH] [--heap-budget SIZE] -- PROG ARGS
+                                 run an unmodified program on remote memory
+                                 (memfedctl run --help)
   top                            a live view of the pager
   addr EVA                       explain an extended address
   window ls | route ls           the window and route tables
   watch                          memfed.ko's table changes as they happen
+  run [--map NAME=PATH ...] [--heap-budget SIZE] -- PROG ARGS
+                                 run an unmodified program on remote memory
   -j, --json                     JSON output
   --socket PATH                  control socket (default $MEMFED_SOCKET or
                                  /run/memfed/memfedd.sock)
@@ -59,8 +65,11 @@ int main(int argc, char **argv)
 	std::string cmd = argv[i++];
 	for (; i < argc; i++) {
 		std::string a = argv[i];
+		// `run` passes everything to its program untouched.
+		if (cmd == "run")
+			args.push_back(a);
 		// -j is accepted after the command too ("memfedctl region ls -j").
-		if (a == "-j" || a == "--json")
+		else if (a == "-j" || a == "--json")
 			g.json = true;
 		else
 			args.push_back(a);
@@ -78,6 +87,8 @@ int main(int argc, char **argv)
 		return cmd_stats(g, a);
 	if (cmd == "top")
 		return cmd_top(g, a);
+	if (cmd == "run")
+		return cmd_run(g, a);
 	if (cmd == "addr")
 		return cmd_addr(g, a);
 	if (cmd == "window")
@@ -86,5 +97,7 @@ int main(int argc, char **argv)
 		return cmd_route(g, a);
 	if (cmd == "watch")
 		return cmd_watch(g, a);
+	if (cmd == "run")
+		return cmd_run(g, a);
 	return fail(g, usage_error("unknown command '" + cmd + "' (memfedctl --help)"));
 }
