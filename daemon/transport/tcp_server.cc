@@ -147,9 +147,17 @@ private:
 
 	bool backpressured() const { return tx_[fill_].readable() >= kSendHighWater; }
 
+	// After the peer's EOF: close once every complete request is answered
+	// and the answers are sent.
+	void close_if_done()
+	{
+		if (peer_eof_ && !closing_ && !sending_ && tx_[fill_].readable() == 0)
+			begin_close();
+	}
+
 	void arm_recv()
 	{
-		if (closing_ || draining_ || recv_armed_ || backpressured())
+		if (closing_ || draining_ || peer_eof_ || recv_armed_ || backpressured())
 			return;
 		size_t want = kRecvChunk;
 		if (have_hdr_ && hdr_.payload_len > rx_.readable())
@@ -168,11 +176,11 @@ private:
 		if (!closing_) {
 			if (res == 0) {
 				LOG_DEBUG(kComp, "%s closed the connection", who().c_str());
-				// Half-close: answer what was received, then close.
-				draining_ = true;
+				// Maybe a half-close: answer what was received, then close.
+				peer_eof_ = true;
+				process();
 				flush();
-				if (!sending_)
-					begin_close();
+				close_if_done();
 			} else if (res < 0) {
 				LOG_INFO(kComp, "connection from %s lost: %s", who().c_str(),
 				         strerror(-res));
@@ -211,6 +219,7 @@ private:
 						process();
 						flush();
 						arm_recv();
+						close_if_done();
 					}
 				}
 			}
@@ -411,6 +420,7 @@ private:
 	int ops_ = 0;
 	bool closing_ = false;
 	bool draining_ = false; // no more requests; close once replies are sent
+	bool peer_eof_ = false; // the peer sent FIN: finish what it sent, then close
 	bool hello_done_ = false;
 	bool recv_armed_ = false;
 	bool sending_ = false;

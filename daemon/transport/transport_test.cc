@@ -774,7 +774,7 @@ TEST_CASE("TcpChannel: 1 MiB READs and WRITEs (payload received straight into ds
 	CHECK(back == src);
 }
 
-TEST_CASE("TcpServer: a peer that pipelines without reading is served in order")
+TEST_CASE("TcpServer: a peer that pipelines without reading, then half-closes, is served in order")
 {
 	ServerThread srv;
 	auto c = SyncClient::connect(srv.endpoint(), kClientId);
@@ -800,6 +800,8 @@ TEST_CASE("TcpServer: a peer that pipelines without reading is served in order")
 		reqs.insert(reqs.end(), b.begin(), b.end());
 	}
 	REQUIRE((*c)->send_raw(reqs).is_ok());
+	// Half-close: the server must still answer everything it received.
+	REQUIRE(shutdown((*c)->fd(), SHUT_WR) == 0);
 	std::vector<uint8_t> payload(size_t{kCount} * kPageSize), want(kPageSize);
 	for (int i = 0; i < kN; i++) {
 		INFO("reply " << i);
@@ -815,6 +817,7 @@ TEST_CASE("TcpServer: a peer that pipelines without reading is served in order")
 		MemHandler::fill_page(want.data(), first, 0);
 		CHECK(std::memcmp(payload.data(), want.data(), kPageSize) == 0);
 	}
+	CHECK(peer_closed((*c)->fd()));
 }
 
 TEST_CASE("TcpServer: out of file descriptors, accepting pauses and serving goes on")
