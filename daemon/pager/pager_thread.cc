@@ -442,7 +442,12 @@ void PagerThread::handle_fault(Process *p, uint64_t addr, uint32_t flags, uint32
 			m->stats.wp_faults++;
 			pg.flags = uint8_t((pg.flags | kDirty | kRef) & ~kPrefetched);
 			int r = uffd_writeprotect(p->uffd, addr, kPageSize, false, false);
-			if (r < 0 && r != -ENOENT)
+			if (r == -EAGAIN)
+				// An address-space event is queued (e.g. the client's
+				// evictor MADV_DONTNEED): the thread faults again once
+				// it is read.
+				(void)uffd_wake(p->uffd, addr, kPageSize);
+			else if (r < 0 && r != -ENOENT)
 				LOG_WARN(kLog, "un-write-protecting 0x%lx: %s", (unsigned long)addr,
 				         std::strerror(-r));
 			return;
