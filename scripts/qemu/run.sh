@@ -8,7 +8,8 @@
 #
 #   --bin-dir   where memfed_kmod_test and memfed_nl_fuzz are (the CMake
 #               build's bin/); the daemon tests (tests/qemu/daemon_tests.sh)
-#               run when memfedd, memfedctl and memfed_eva_test are there too
+#               run when memfedd, memfedctl, memfed_eva_test and
+#               ../lib/libmemfed-preload.so are there too
 #   --fuzz      random netlink messages in the fuzz test (default 20000)
 #   --seed      fuzz seed (default: from the clock; printed in the log)
 #   --timeout   host-side limit for the boot (default 240)
@@ -91,9 +92,12 @@ echo 'nobody:x:65534:65534:nobody:/:/bin/false' >>"$rd/etc/passwd"
 echo 'root:x:0:' >"$rd/etc/group"
 echo 'nogroup:x:65534:' >>"$rd/etc/group"
 
+# copy_with_libs FILE [DEST]: FILE into the initramfs at DEST (default
+# /bin/), with every shared library ldd names at its own path.
 copy_with_libs() {
-	local bin=$1 lib
-	cp "$bin" "$rd/bin/"
+	local bin=$1 dest=${2:-/bin/} lib
+	mkdir -p "$rd$(dirname "$dest/x")"
+	cp "$bin" "$rd$dest"
 	for lib in $(ldd "$bin" 2>/dev/null | grep -o '/[^ ]*'); do
 		[ -e "$rd$lib" ] && continue
 		mkdir -p "$rd$(dirname "$lib")"
@@ -102,9 +106,9 @@ copy_with_libs() {
 }
 progs=(memfed_kmod_test memfed_nl_fuzz)
 daemon_tests=1
-for p in memfedd memfedctl memfed_eva_test; do
-	if [ -x "$bin_dir/$p" ]; then
-		progs+=("$p")
+for p in memfedd memfedctl memfed_eva_test ../lib/libmemfed-preload.so; do
+	if [ -e "$bin_dir/$p" ]; then
+		[[ $p == */* ]] || progs+=("$p")
 	else
 		daemon_tests=0
 	fi
@@ -112,13 +116,19 @@ done
 for p in "${progs[@]}"; do
 	copy_with_libs "$bin_dir/$p"
 done
+if [ "$daemon_tests" -eq 1 ]; then
+	# memfedctl run finds the shim in ../lib; the unmodified program is
+	# coreutils' sha256sum (dynamically linked, unlike busybox).
+	copy_with_libs "$bin_dir/../lib/libmemfed-preload.so" /lib/
+	copy_with_libs /usr/bin/sha256sum /usr/bin/
+fi
 # Threads abort at exit without libgcc_s (pthread_exit unwinds through it).
 gcc_s=$(ldconfig -p | sed -n 's/.*libgcc_s.so.1 (libc6,x86-64) => //p' | head -1)
 mkdir -p "$rd$(dirname "$gcc_s")" && cp -L "$gcc_s" "$rd$gcc_s"
 if [ "$daemon_tests" -eq 1 ]; then
 	cp "$root/tests/qemu/daemon_tests.sh" "$rd/bin/memfed_daemon_tests.sh"
 else
-	echo "qemu: memfedd, memfedctl or memfed_eva_test missing in $bin_dir: daemon tests skipped"
+	echo "qemu: memfedd, memfedctl, memfed_eva_test or ../lib/libmemfed-preload.so missing in $bin_dir: daemon tests skipped"
 fi
 (cd "$rd" && find . | cpio -o -H newc --quiet) >"$work/initramfs.cpio"
 phase "initramfs $(du -m "$work/initramfs.cpio" | cut -f1) MB"

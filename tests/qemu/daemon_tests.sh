@@ -7,6 +7,7 @@
 # The runner expects these markers:
 # expect: daemon-mirrors-tables
 # expect: daemon-serves-mapped-region
+# expect: unmodified-program-maps-region
 # expect: memfedctl-reads-kmod
 # expect: daemon-restart-keeps-tables
 # expect: daemon-restart-serves-faults
@@ -98,6 +99,20 @@ else
 	FA=$(cat $WIN/fa)
 fi
 result daemon-serves-mapped-region $ok
+
+# 2b. An unmodified, dynamically linked program (coreutils sha256sum) reads a
+# region as a file through libmemfed-preload.so: its pages fault in from the
+# module through the node daemon's pager.
+ok=0
+head -c 1048576 /dev/urandom >$D/file.in
+ctl region create file 1M >/dev/null && ctl region write file <$D/file.in ||
+	{ detail "region 'file' not written"; ok=1; }
+want=$(sha256sum <$D/file.in | cut -d' ' -f1)
+got=$(ctl run --map file=$D/file.bin -- /usr/bin/sha256sum $D/file.bin 2>$D/run.err | cut -d' ' -f1)
+[ "$got" = "$want" ] || { detail "sha256sum through the shim: '$got' $(cat $D/run.err), want $want"; ok=1; }
+faults=$(ctl stats | sed -n 's/^pager.regions.file.faults //p')
+[ "${faults:-0}" -gt 0 ] || { detail "no page faults served for region 'file': $(ctl stats | grep regions.file)"; ok=1; }
+result unmodified-program-maps-region $ok
 
 # 3. memfedctl reads the kmod, says so, explains the EVA and watches changes.
 ok=0
