@@ -149,7 +149,9 @@
  *    counters/objects                        live kernel objects (entries);
  *                                            0 after every table is emptied
  *    counters/changes                        SET and DEL requests applied
- *    counters/rejected                       requests refused
+ *    counters/rejected                       requests memfed's handlers
+ *                                            refused (the netlink core's
+ *                                            policy refusals not counted)
  *    modules/<id>/{state,capacity,endpoint,flags}
  *        <id> in text form "02:00:00:00:00:01"; state as its name ("up"),
  *        capacity in decimal bytes, flags as "0x%x"

@@ -134,8 +134,9 @@ fi
 phase "initramfs $(du -m "$work/initramfs.cpio" | cut -f1) MB"
 
 # 5. Boot. Markers come back on the serial console.
-log=$cache/last-serial.log
-echo "qemu: fuzz seed $seed, log in $log"
+log=$work/serial.log
+last=$cache/last-serial.log
+echo "qemu: fuzz seed $seed, log in $last"
 set +e
 timeout --kill-after=10 "$timeout_s" qemu-system-x86_64 \
 	-accel tcg,thread=multi -cpu max -smp 2 -m 1G \
@@ -145,6 +146,7 @@ timeout --kill-after=10 "$timeout_s" qemu-system-x86_64 \
 	</dev/null >"$log" 2>&1
 qemu_rc=$?
 set -e
+cp "$log" "$last.$$" && mv "$last.$$" "$last"
 phase "guest finished (qemu rc $qemu_rc)"
 
 # 6. Verdict from the markers alone.
@@ -173,7 +175,7 @@ if ! grep -qx 'MEMFED-QEMU-DONE' "$serial"; then
 	fail=1
 fi
 if [ "$fail" -ne 0 ]; then
-	echo "qemu: FAIL (serial log: $log)"
+	echo "qemu: FAIL (serial log: $last)"
 	exit 1
 fi
 echo "qemu: PASS, ${#expected[@]} tests"
