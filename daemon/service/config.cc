@@ -174,7 +174,10 @@ Status apply_config_json(const std::string &text, const std::string &origin, Dae
 			return type_error(origin, k, "a string");
 		return f(v.get<std::string>());
 	};
-	for (auto &[key, v] : doc.items()) {
+	for (auto &item : doc.items()) {
+		// Plain copies: clang 14 cannot capture structured bindings in lambdas.
+		const std::string key = item.key();
+		const json &v = item.value();
 		Status st;
 		if (key == "state_dir")
 			st = set_string(origin, key, v, &cfg->state_dir);
