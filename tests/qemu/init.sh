@@ -38,6 +38,7 @@ insmod /memfed.ko && [ -d /sys/kernel/memfed/layout ] &&
 result insmod $?
 
 memfed_kmod_test basic
+unshare -n memfed_kmod_test absent
 memfed_nl_fuzz "${MEMFED_FUZZ:-20000}" "${MEMFED_SEED:-1}"
 memfed_kmod_test empty
 

@@ -6,6 +6,8 @@
 //   memfed_kmod_test empty     empties every table, then checks that no
 //                              memfed object is left (counters, sysfs, slab)
 //   memfed_kmod_test populate  leaves a few entries for rmmod to clean up
+//   memfed_kmod_test absent    run in a new network namespace: the family is
+//                              not visible there and KmodLink says so
 //
 // Prints MEMFED-TEST markers (guest_check.h); exit status 0 unless a test
 // could not run at all.
@@ -13,6 +15,7 @@
 #include <cctype>
 #include <cstring>
 #include <dirent.h>
+#include <filesystem>
 #include <fstream>
 #include <grp.h>
 #include <sstream>
@@ -543,6 +546,17 @@ int run_populate()
 	return 0;
 }
 
+int run_absent()
+{
+	Check t("family-absent-in-other-netns");
+	t(std::filesystem::exists("/sys/module/memfed"), "memfed.ko is not loaded");
+	t(!KmodLink::available(), "available() in a non-initial network namespace");
+	auto link = KmodLink::open();
+	t(!link.is_ok() && link.status().code() == Code::kUnavailable,
+	  "open: " + why(link.status()));
+	return 0;
+}
+
 } // namespace
 
 int main(int argc, char **argv)
@@ -554,6 +568,8 @@ int main(int argc, char **argv)
 		return run_empty();
 	if (mode == "populate")
 		return run_populate();
-	std::fprintf(stderr, "usage: memfed_kmod_test basic|empty|populate\n");
+	if (mode == "absent")
+		return run_absent();
+	std::fprintf(stderr, "usage: memfed_kmod_test basic|empty|populate|absent\n");
 	return 2;
 }

@@ -424,6 +424,62 @@ static void random_attrs(int depth)
 	}
 }
 
+/* Width of each attribute of a nest: 4 (u32), 8 (u64) or 0 (string). */
+static const uint8_t module_widths[MEMFED_MODULE_A_MAX + 1] = {
+        [MEMFED_MODULE_A_ID] = 8,       [MEMFED_MODULE_A_STATE] = 4, [MEMFED_MODULE_A_CAPACITY] = 8,
+        [MEMFED_MODULE_A_ENDPOINT] = 0, [MEMFED_MODULE_A_FLAGS] = 4, [MEMFED_MODULE_A_PAD] = 8,
+};
+static const uint8_t route_widths[MEMFED_ROUTE_A_MAX + 1] = {
+        [MEMFED_ROUTE_A_DEST] = 8,   [MEMFED_ROUTE_A_CLASS] = 4, [MEMFED_ROUTE_A_NEXT_HOP] = 8,
+        [MEMFED_ROUTE_A_METRIC] = 4, [MEMFED_ROUTE_A_HOPS] = 4,  [MEMFED_ROUTE_A_AGE_MS] = 8,
+        [MEMFED_ROUTE_A_PAD] = 8,
+};
+static const uint8_t window_widths[MEMFED_WINDOW_A_MAX + 1] = {
+        [MEMFED_WINDOW_A_INDEX] = 4,  [MEMFED_WINDOW_A_MODULE] = 8, [MEMFED_WINDOW_A_OFFSET] = 8,
+        [MEMFED_WINDOW_A_LENGTH] = 8, [MEMFED_WINDOW_A_PID] = 4,    [MEMFED_WINDOW_A_ADDR] = 8,
+        [MEMFED_WINDOW_A_EVA] = 8,    [MEMFED_WINDOW_A_PAD] = 8,
+};
+
+/*
+ * A request whose nest matches its command and whose attributes have their
+ * types' widths, with values drawn from small sets so that SET, GET and DEL
+ * meet the same entries: these reach the tables and sysfs, not just the
+ * policy.
+ */
+static void typed_message(void)
+{
+	uint8_t cmd = (uint8_t)(MEMFED_CMD_GET_MODULE + rnd() % (MEMFED_CMD_MAX - 1));
+	const uint8_t *widths;
+	uint16_t nest, type, max;
+	size_t n;
+
+	if (cmd <= MEMFED_CMD_DEL_MODULE) {
+		nest = MEMFED_A_MODULE, widths = module_widths, max = MEMFED_MODULE_A_MAX;
+	} else if (cmd <= MEMFED_CMD_DEL_ROUTE) {
+		nest = MEMFED_A_ROUTE, widths = route_widths, max = MEMFED_ROUTE_A_MAX;
+	} else {
+		nest = MEMFED_A_WINDOW, widths = window_widths, max = MEMFED_WINDOW_A_MAX;
+	}
+	msg_begin(family, rnd() % 8 == 0 ? NLM_F_DUMP : NLM_F_ACK, cmd);
+	n = nest_begin(nest);
+	for (type = 1; type <= max; type++) {
+		uint64_t v;
+
+		if (rnd() % 8 == 0 || (type > 1 && rnd() % 4 == 0))
+			continue; /* the key is usually there, the rest often */
+		v = rnd() % 4 ? 0x020000000001ull + rnd() % 8 : value();
+		if (rnd() % 2)
+			v = rnd() % 2 ? (rnd() % 16) * 4096 : rnd() % 4;
+		if (widths[type] == 8)
+			attr_u64(type, v);
+		else if (widths[type] == 4)
+			attr_u32(type, (uint32_t)(rnd() % 4 ? v % 16 : v));
+		else
+			attr(type, "tcp:10.0.0.1:7070", 18);
+	}
+	nest_end(n);
+}
+
 /* Mostly well-formed requests with random values, sometimes garbage. */
 static void random_message(void)
 {
@@ -434,6 +490,10 @@ static void random_message(void)
 	size_t n;
 	int i, k;
 
+	if (rnd() % 2) {
+		typed_message();
+		return;
+	}
 	msg_begin(family, flags, cmd);
 	if (rnd() % 8 == 0) {
 		random_attrs(0);
