@@ -464,36 +464,95 @@ Status ModuleStore::read_pages(uint32_t region_id, uint64_t fa_offset, uint32_t 
 Status ModuleStore::write_pages(uint32_t region_id, uint64_t fa_offset, uint32_t count,
                                 const void *src)
 {
+	WriteOp op{region_id, fa_offset, count, src, Status::ok()};
+	write_pages_batch({&op, 1});
+	return op.status;
+}
+
+void ModuleStore::write_pages_batch(std::span<WriteOp> ops)
+{
 	std::shared_lock lock(table_mu_);
-	MF_RETURN_IF_ERROR(check_range(region_id, fa_offset, count));
+	for (WriteOp &op : ops)
+		op.status = check_range(op.region_id, op.fa_offset, op.count);
 	std::lock_guard wlock(write_mu_);
 	uint8_t *base = file_->base();
-	const uint8_t *in = static_cast<const uint8_t *>(src);
+	// A round: up to kLogSlots pages taken from consecutive ops (an op may
+	// span rounds), logged with one persist, then applied.
+	struct Chunk {
+		const WriteOp *op;
+		uint32_t first; // first page of the op in this chunk
+		uint32_t n;
+		uint64_t seq;
+	};
+	Chunk chunks[store::kLogSlots];
 	uint32_t crcs[store::kLogSlots];
-	for (uint32_t done = 0; done < count;) {
-		uint32_t n = std::min(count - done, store::kLogSlots);
-		uint64_t fa = fa_offset + uint64_t{done} * kPageSize;
-		uint64_t seq = next_seq_;
-		next_seq_ += n;
-		if (log_->wraps(n))
-			checkpoint();
-		log_->append(seq, fa, n, in + uint64_t{done} * kPageSize, crcs);
-		if (crash_after_log_for_test_)
-			return Status(
-			        Code::kInternal,
-			        "crash_after_log_for_test: records logged, pages not applied");
-		uint64_t first = geo_.page_index(fa);
-		for (uint32_t i = 0; i < n; i++) {
-			std::unique_lock page_lock(stripe(first + i));
-			memcpy(base + fa + uint64_t{i} * kPageSize,
-			       in + uint64_t{done + i} * kPageSize, kPageSize);
-			store_meta(meta(first + i), crcs[i], seq + i);
-			unpersisted_.push_back(first + i);
+	size_t next_op = 0;
+	uint32_t op_done = 0; // pages of ops[next_op] in earlier rounds
+	uint64_t written = 0;
+	for (;;) {
+		uint32_t round = 0;
+		size_t nchunks = 0;
+		while (next_op < ops.size() && round < store::kLogSlots) {
+			const WriteOp &op = ops[next_op];
+			if (!op.status.is_ok() || op.count == 0) {
+				next_op++;
+				continue;
+			}
+			uint32_t n = std::min(op.count - op_done, store::kLogSlots - round);
+			chunks[nchunks++] = Chunk{&op, op_done, n, 0};
+			round += n;
+			op_done += n;
+			if (op_done == op.count) {
+				next_op++;
+				op_done = 0;
+			}
 		}
-		done += n;
+		if (round == 0)
+			break;
+		if (log_->wraps(round)) {
+			checkpoint();
+			log_->rewind();
+		}
+		uint32_t at = 0;
+		for (size_t c = 0; c < nchunks; c++) {
+			Chunk &k = chunks[c];
+			k.seq = next_seq_;
+			next_seq_ += k.n;
+			log_->stage(k.seq, k.op->fa_offset + uint64_t{k.first} * kPageSize, k.n,
+			            static_cast<const uint8_t *>(k.op->src) +
+			                    uint64_t{k.first} * kPageSize,
+			            crcs + at);
+			at += k.n;
+		}
+		log_->persist_staged();
+		if (crash_after_log_for_test_) {
+			for (WriteOp &op : ops)
+				if (op.status.is_ok())
+					op.status =
+					        Status(Code::kInternal,
+					               "crash_after_log_for_test: records logged, "
+					               "pages not applied");
+			return;
+		}
+		at = 0;
+		for (size_t c = 0; c < nchunks; c++) {
+			const Chunk &k = chunks[c];
+			uint64_t fa = k.op->fa_offset + uint64_t{k.first} * kPageSize;
+			const uint8_t *in = static_cast<const uint8_t *>(k.op->src) +
+			                    uint64_t{k.first} * kPageSize;
+			uint64_t first = geo_.page_index(fa);
+			for (uint32_t i = 0; i < k.n; i++) {
+				std::unique_lock page_lock(stripe(first + i));
+				memcpy(base + fa + uint64_t{i} * kPageSize,
+				       in + uint64_t{i} * kPageSize, kPageSize);
+				store_meta(meta(first + i), crcs[at + i], k.seq + i);
+				unpersisted_.push_back(first + i);
+			}
+			at += k.n;
+			written += k.n;
+		}
 	}
-	pages_written_.fetch_add(count, std::memory_order_relaxed);
-	return Status::ok();
+	pages_written_.fetch_add(written, std::memory_order_relaxed);
 }
 
 PoolInfo ModuleStore::info() const
@@ -512,6 +571,7 @@ PoolInfo ModuleStore::info() const
 	info.pages_read = pages_read_.load(std::memory_order_relaxed);
 	info.pages_written = pages_written_.load(std::memory_order_relaxed);
 	info.log_replays = log_replays_;
+	info.log_persists = log_->persists();
 	info.is_pmem = file_->is_pmem();
 	info.data_offset = geo_.data_offset;
 	info.ctime_ns = ctime_ns_;

@@ -22,6 +22,7 @@
 #include <memory>
 #include <mutex>
 #include <shared_mutex>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -52,6 +53,7 @@ struct PoolInfo {
 	uint64_t used_bytes = 0, free_bytes = 0, largest_free_bytes = 0;
 	uint32_t regions = 0;
 	uint64_t pages_read = 0, pages_written = 0, log_replays = 0;
+	uint64_t log_persists = 0; // redo-log persists (one per group of writes)
 	bool is_pmem = false;
 	uint64_t data_offset = 0;
 	uint64_t ctime_ns = 0;
@@ -93,6 +95,21 @@ public:
 	// for an unknown id. read_pages returns kCorrupt if a page fails its crc.
 	Status read_pages(uint32_t region_id, uint64_t fa_offset, uint32_t count, void *dst);
 	Status write_pages(uint32_t region_id, uint64_t fa_offset, uint32_t count, const void *src);
+
+	// One write of a group commit.
+	struct WriteOp {
+		uint32_t region_id = 0;
+		uint64_t fa_offset = 0;
+		uint32_t count = 0;
+		const void *src = nullptr; // count * 4 KiB
+		Status status;             // set by write_pages_batch
+	};
+	// Group commit: the writes of `ops`, applied in order, with one redo-log
+	// persist per kLogSlots pages of the whole batch instead of at least one
+	// per write. Each op's status is what write_pages would have returned for
+	// it; every op whose status is OK is durable on return, and each page is
+	// atomic across crashes, exactly as with write_pages.
+	void write_pages_batch(std::span<WriteOp> ops);
 
 	PoolInfo info() const;
 	ModuleId module_id() const { return module_; }

@@ -355,3 +355,83 @@ TEST_CASE("a delete interrupted by a crash is finished at the next open", "[stor
 	s.reset();
 	REQUIRE(ModuleStore::check(path)->clean);
 }
+
+TEST_CASE("write_pages_batch: one persist per group, per-op status, durable", "[store][pool]")
+{
+	TestPoolDir dir;
+	std::string path = dir.path("pool");
+	uint32_t rid;
+	uint64_t fa;
+	// Op 2 is out of range, op 4 spans a round boundary (kLogSlots pages).
+	std::vector<uint8_t> a = pattern(2, 1), b = pattern(3, 2), c = pattern(1, 3),
+	                     d = pattern(store::kLogSlots, 4);
+	{
+		auto s = make_pool(path);
+		auto r = s->create_region("batch", (8 + store::kLogSlots) * kPageSize, 0, 0600);
+		REQUIRE(r.is_ok());
+		rid = r->id;
+		fa = r->fa_offset;
+		uint64_t before = s->info().log_persists;
+		ModuleStore::WriteOp ops[] = {
+		        {rid, fa, 2, a.data(), {}},
+		        {rid, fa + 2 * kPageSize, 3, b.data(), {}},
+		        {rid, fa + r->size_bytes, 1, c.data(), {}},
+		        {rid, fa + 5 * kPageSize, 1, c.data(), {}},
+		        {rid, fa + 8 * kPageSize, store::kLogSlots, d.data(), {}},
+		};
+		s->write_pages_batch(ops);
+		CHECK(ops[0].status.is_ok());
+		CHECK(ops[1].status.is_ok());
+		CHECK(ops[2].status.code() == Code::kOutOfRange);
+		CHECK(ops[3].status.is_ok());
+		CHECK(ops[4].status.is_ok());
+		// 6 pages + 256 pages = two rounds of the ring, not one persist per op.
+		CHECK(s->info().log_persists - before == 2);
+		CHECK(s->info().pages_written == 6 + store::kLogSlots);
+		// A later op on the same page wins (ops apply in order).
+		ModuleStore::WriteOp again[] = {{rid, fa, 1, c.data(), {}},
+		                                {rid, fa, 1, b.data(), {}}};
+		s->write_pages_batch(again);
+		REQUIRE(again[1].status.is_ok());
+	}
+	auto r = ModuleStore::open(path, 0);
+	REQUIRE(r.is_ok());
+	auto &s = *r;
+	std::vector<uint8_t> got((8 + store::kLogSlots) * kPageSize);
+	REQUIRE(s->read_pages(rid, fa, 8 + store::kLogSlots, got.data()).is_ok());
+	CHECK(std::memcmp(got.data(), b.data(), kPageSize) == 0);
+	CHECK(std::memcmp(got.data() + kPageSize, a.data() + kPageSize, kPageSize) == 0);
+	CHECK(std::memcmp(got.data() + 2 * kPageSize, b.data(), 3 * kPageSize) == 0);
+	CHECK(std::memcmp(got.data() + 5 * kPageSize, c.data(), kPageSize) == 0);
+	CHECK(std::memcmp(got.data() + 8 * kPageSize, d.data(), d.size()) == 0);
+}
+
+TEST_CASE("write_pages_batch: a crash after the group's log persist replays every write",
+          "[store][pool]")
+{
+	TestPoolDir dir;
+	std::string path = dir.path("pool");
+	std::vector<uint8_t> a = pattern(2, 9), b = pattern(1, 10);
+	uint32_t rid;
+	uint64_t fa;
+	{
+		auto s = make_pool(path);
+		auto r = s->create_region("crash", 4 * kPageSize, 0, 0600);
+		REQUIRE(r.is_ok());
+		rid = r->id;
+		fa = r->fa_offset;
+		s->set_crash_after_log_for_test(true);
+		ModuleStore::WriteOp ops[] = {{rid, fa, 2, a.data(), {}},
+		                              {rid, fa + 3 * kPageSize, 1, b.data(), {}}};
+		s->write_pages_batch(ops);
+		REQUIRE(ops[0].status.code() == Code::kInternal);
+		REQUIRE(ops[1].status.code() == Code::kInternal);
+	}
+	auto r = ModuleStore::open(path, 0);
+	REQUIRE(r.is_ok());
+	CHECK((*r)->info().log_replays == 3);
+	std::vector<uint8_t> got(4 * kPageSize);
+	REQUIRE((*r)->read_pages(rid, fa, 4, got.data()).is_ok());
+	CHECK(std::memcmp(got.data(), a.data(), 2 * kPageSize) == 0);
+	CHECK(std::memcmp(got.data() + 3 * kPageSize, b.data(), kPageSize) == 0);
+}

@@ -30,11 +30,15 @@ RedoLog::ScanResult RedoLog::scan(const uint8_t *base, const Geometry &geo)
 	return r;
 }
 
-void RedoLog::append(uint64_t first_seq, uint64_t fa_first, uint32_t count, const uint8_t *src,
-                     uint32_t *crcs)
+void RedoLog::stage(uint64_t first_seq, uint64_t fa_first, uint32_t count, const uint8_t *src,
+                    uint32_t *crcs)
 {
-	if (head_ + count > kLogSlots)
-		head_ = 0; // keep each append contiguous (the caller checkpointed)
+	if (!staged_) {
+		if (head_ + count > kLogSlots)
+			head_ = 0; // keep the staged records contiguous (the caller checkpointed)
+		staged_from_ = head_;
+		staged_ = true;
+	}
 	uint8_t *data = base_ + geo_.log_data_offset + uint64_t{head_} * kPageSize;
 	uint8_t *desc = base_ + geo_.log_desc_offset + uint64_t{head_} * sizeof(LogDescriptor);
 	memcpy(data, src, uint64_t{count} * kPageSize);
@@ -48,8 +52,19 @@ void RedoLog::append(uint64_t first_seq, uint64_t fa_first, uint32_t count, cons
 		memcpy(desc + uint64_t{i} * sizeof(d), &d, sizeof(d));
 		crcs[i] = d.page_crc;
 	}
-	uint8_t *data_end = data + uint64_t{count} * kPageSize;
-	uint8_t *desc_end = desc + uint64_t{count} * sizeof(LogDescriptor);
+	head_ += count;
+}
+
+void RedoLog::persist_staged()
+{
+	if (!staged_)
+		return;
+	uint32_t n = head_ - staged_from_;
+	uint8_t *data = base_ + geo_.log_data_offset + uint64_t{staged_from_} * kPageSize;
+	uint8_t *desc =
+	        base_ + geo_.log_desc_offset + uint64_t{staged_from_} * sizeof(LogDescriptor);
+	uint8_t *data_end = data + uint64_t{n} * kPageSize;
+	uint8_t *desc_end = desc + uint64_t{n} * sizeof(LogDescriptor);
 	if (page_granular_) {
 		persist_(desc,
 		         static_cast<size_t>(data_end - desc)); // desc area precedes data area
@@ -57,7 +72,8 @@ void RedoLog::append(uint64_t first_seq, uint64_t fa_first, uint32_t count, cons
 		persist_(data, static_cast<size_t>(data_end - data));
 		persist_(desc, static_cast<size_t>(desc_end - desc));
 	}
-	head_ += count;
+	persists_.fetch_add(1, std::memory_order_relaxed);
+	staged_ = false;
 }
 
 void RedoLog::clear()
@@ -66,6 +82,7 @@ void RedoLog::clear()
 	memset(desc, 0, uint64_t{kLogSlots} * sizeof(LogDescriptor));
 	persist_(desc, uint64_t{kLogSlots} * sizeof(LogDescriptor));
 	head_ = 0;
+	staged_ = false;
 }
 
 } // namespace memfed::store

@@ -1,6 +1,7 @@
 // RedoLog: the ring of page records that makes every page write atomic.
 //
-// Scheme (one write_pages call of k pages, k <= kLogSlots per round):
+// Scheme (one round of k pages, k <= kLogSlots, from one write_pages call or
+// from several writes of a write_pages_batch call: group commit):
 //   1. Log: for each page, copy the new content into the next log data slot and
 //      fill its LogDescriptor {magic, seq, home fa_offset, page crc32c,
 //      descriptor crc32c}; seq is a global counter, strictly increasing.
@@ -8,7 +9,7 @@
 //      From here on the write is durable: recovery would apply it.
 //   2. Apply: copy each page to its home location (its FA offset in the pool)
 //      and set its PageMeta {crc, version = seq}, in memory only.
-//   3. Return (acknowledge).
+//   3. Return (acknowledge every write of the round).
 //   Checkpoint: before the ring wraps onto older records, before the log is
 //   cleared, and at close, every page applied since the last checkpoint is
 //   persisted with its meta. So a record is only overwritten once its home
@@ -30,6 +31,7 @@
 // Thread-safety: none; ModuleStore holds its write lock around append/clear.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <vector>
 
@@ -73,10 +75,30 @@ public:
 	// fa_first + kPageSize, ...; record i gets seq first_seq + i and its page
 	// crc is stored in crcs[i]. Durable on return. REQUIRES: count <= kLogSlots.
 	void append(uint64_t first_seq, uint64_t fa_first, uint32_t count, const uint8_t *src,
-	            uint32_t *crcs);
+	            uint32_t *crcs)
+	{
+		stage(first_seq, fa_first, count, src, crcs);
+		persist_staged();
+	}
+	// Group commit: step 1 split in two, so that the records of several
+	// writes become durable with one persist. stage() writes records like
+	// append() but does not persist them; persist_staged() makes every record
+	// staged since the last persist durable. The records staged between two
+	// persists must fit in the ring: REQUIRES: !wraps(count) for each stage()
+	// after the first (the first restarts the ring at slot 0 if it must; the
+	// caller checkpointed).
+	void stage(uint64_t first_seq, uint64_t fa_first, uint32_t count, const uint8_t *src,
+	           uint32_t *crcs);
+	void persist_staged();
+	// Persist calls made so far (each makes a batch of records durable);
+	// any thread may read it.
+	uint64_t persists() const { return persists_.load(std::memory_order_relaxed); }
 	// True if appending `count` records now would overwrite older records
 	// (the ring wraps): checkpoint first.
 	bool wraps(uint32_t count) const { return head_ + count > kLogSlots; }
+	// Restarts the ring at slot 0. REQUIRES: every record is checkpointed,
+	// nothing is staged.
+	void rewind() { head_ = 0; }
 	// Invalidates every record (durable on return); the ring restarts at slot 0.
 	void clear();
 
@@ -85,7 +107,10 @@ private:
 	Geometry geo_;
 	PersistFn persist_;
 	bool page_granular_;
-	uint32_t head_ = 0; // next slot to write
+	uint32_t head_ = 0;        // next slot to write
+	uint32_t staged_from_ = 0; // first slot staged since the last persist
+	bool staged_ = false;      // records staged and not yet persisted
+	std::atomic<uint64_t> persists_{0};
 };
 
 } // namespace memfed::store
