@@ -152,8 +152,8 @@ phase "guest finished (qemu rc $qemu_rc)"
 # 6. Verdict from the markers alone.
 expected=(insmod kmodlink-open layout netlink-modules netlink-routes netlink-windows
 	netlink-invalid-values netlink-events sysfs unprivileged family-absent-in-other-netns
-	netlink-malformed
-	netlink-fuzz tables-empty-no-leak populate rmmod-clean reload kernel-log-clean)
+	netlink-malformed netlink-fuzz netlink-fuzz-unprivileged
+	unprivileged-fuzz-changed-nothing tables-empty-no-leak populate rmmod-clean reload kernel-log-clean)
 if [ "$daemon_tests" -eq 1 ]; then
 	mapfile -t -O ${#expected[@]} expected < <(sed -n 's/^# expect: //p' "$root/tests/qemu/daemon_tests.sh")
 fi

@@ -40,6 +40,10 @@ result insmod $?
 memfed_kmod_test basic
 unshare -n memfed_kmod_test absent
 memfed_nl_fuzz "${MEMFED_FUZZ:-20000}" "${MEMFED_SEED:-1}"
+changes=$(cat /sys/kernel/memfed/counters/changes)
+memfed_nl_fuzz "$((${MEMFED_FUZZ:-20000} / 4))" "${MEMFED_SEED:-1}" unprivileged
+[ "$(cat /sys/kernel/memfed/counters/changes)" = "$changes" ]
+result unprivileged-fuzz-changed-nothing $?
 memfed_kmod_test empty
 
 if [ -x /bin/memfed_daemon_tests.sh ]; then

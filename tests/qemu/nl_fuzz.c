@@ -2,7 +2,7 @@
  * memfed_nl_fuzz: malformed and random generic-netlink messages against
  * memfed.ko, run in the QEMU guest as root with memfed.ko loaded.
  *
- *   memfed_nl_fuzz ITERATIONS SEED
+ *   memfed_nl_fuzz ITERATIONS SEED [unprivileged]
  *
  * First a fixed list of malformed requests, each of which must be refused
  * with a given errno and extack message (test "netlink-malformed"); then
@@ -10,9 +10,13 @@
  * answer must be an ACK, a reply or an error with a plausible errno. Oopses
  * and WARNs are caught by the kernel (oops=panic, panic_on_warn=1): the guest
  * dies and the host sees no final marker. Raw sockets, no libnl, so that the
- * messages can be as broken as needed. Single-threaded.
+ * messages can be as broken as needed. With "unprivileged" the program drops
+ * to uid/gid 65534 first and runs only the fuzz (test
+ * "netlink-fuzz-unprivileged"): every change must be refused with EPERM.
+ * Single-threaded.
  */
 #include <errno.h>
+#include <grp.h>
 #include <linux/genetlink.h>
 #include <linux/netlink.h>
 #include <stdint.h>
@@ -521,18 +525,40 @@ static void random_message(void)
 		out_len -= rnd() % 8; /* truncate the last attribute */
 }
 
-static int fuzz(long iterations)
+static int is_change(uint8_t cmd)
+{
+	return cmd == MEMFED_CMD_SET_MODULE || cmd == MEMFED_CMD_DEL_MODULE ||
+	       cmd == MEMFED_CMD_SET_ROUTE || cmd == MEMFED_CMD_DEL_ROUTE ||
+	       cmd == MEMFED_CMD_SET_WINDOW || cmd == MEMFED_CMD_DEL_WINDOW;
+}
+
+/* Sends `iterations` random messages; as root EPERM is never a valid answer,
+ * without privileges it is the only answer a change may get. */
+static int fuzz(long iterations, int unprivileged, const char *test)
 {
 	long i, counts[5] = {0};
 
 	for (i = 0; i < iterations; i++) {
+		uint8_t cmd;
 		int err;
 
 		random_message();
+		cmd = ((struct genlmsghdr *)NLMSG_DATA(&out.h))->cmd;
 		err = transact();
+		if (unprivileged && err == 0 && is_change(cmd)) {
+			printf("MEMFED-DETAIL %s: message %ld: command %u accepted without "
+			       "CAP_NET_ADMIN\n",
+			       test, i, cmd);
+			return -1;
+		}
 		switch (err) {
 		case 0:
 			counts[0]++;
+			break;
+		case EPERM:
+			if (!unprivileged)
+				goto unexpected;
+			counts[4]++;
 			break;
 		case EINVAL:
 		case ERANGE:
@@ -547,15 +573,17 @@ static int fuzz(long iterations)
 			counts[3]++;
 			break;
 		default:
-			printf("MEMFED-DETAIL netlink-fuzz: message %ld: unexpected answer %d "
-			       "(%s)\n",
+		unexpected:
+			printf("MEMFED-DETAIL %s: message %ld: unexpected answer %d (%s)\n", test,
 			       i, err, extack);
 			return -1;
 		}
 	}
-	printf("MEMFED-INFO fuzz: %ld messages: %ld accepted, %ld EINVAL/ERANGE, "
-	       "%ld ENOENT, %ld other refusals\n",
-	       iterations, counts[0], counts[1], counts[2], counts[3]);
+	printf("MEMFED-INFO %s: %ld messages: %ld accepted, %ld EINVAL/ERANGE, "
+	       "%ld ENOENT, %ld EPERM, %ld other refusals\n",
+	       test, iterations, counts[0], counts[1], counts[2], counts[4], counts[3]);
+	if (unprivileged)
+		return counts[4] > 0 ? 0 : -1;
 	return counts[0] > 0 && counts[1] > 0 ? 0 : -1;
 }
 
@@ -565,9 +593,17 @@ int main(int argc, char **argv)
 	long iterations;
 	int one = 1;
 
-	if (argc != 3) {
-		fprintf(stderr, "usage: memfed_nl_fuzz ITERATIONS SEED\n");
+	int unprivileged = argc == 4 && !strcmp(argv[3], "unprivileged");
+	const char *test = unprivileged ? "netlink-fuzz-unprivileged" : "netlink-fuzz";
+
+	if (argc != 3 && !unprivileged) {
+		fprintf(stderr, "usage: memfed_nl_fuzz ITERATIONS SEED [unprivileged]\n");
 		return 2;
+	}
+	if (unprivileged && (setgroups(0, NULL) || setgid(65534) || setuid(65534))) {
+		printf("MEMFED-DETAIL %s: cannot drop to uid 65534\n", test);
+		printf("MEMFED-TEST %s FAIL\n", test);
+		return 1;
 	}
 	iterations = strtol(argv[1], NULL, 0);
 	rng_state = strtoull(argv[2], NULL, 0) | 1;
@@ -578,15 +614,16 @@ int main(int argc, char **argv)
 	    setsockopt(sock_fd, SOL_NETLINK, NETLINK_EXT_ACK, &one, sizeof(one)) ||
 	    setsockopt(sock_fd, SOL_NETLINK, NETLINK_CAP_ACK, &one, sizeof(one)) ||
 	    resolve_family()) {
-		printf("MEMFED-DETAIL netlink-malformed: cannot reach the memfed family\n");
-		printf("MEMFED-TEST netlink-malformed FAIL\n");
+		printf("MEMFED-DETAIL %s: cannot reach the memfed family\n", test);
+		printf("MEMFED-TEST %s FAIL\n", unprivileged ? test : "netlink-malformed");
 		return 1;
 	}
 
-	malformed();
-	printf("MEMFED-TEST netlink-malformed %s\n", failed_checks ? "FAIL" : "PASS");
-
-	printf("MEMFED-INFO fuzz seed %s\n", argv[2]);
-	printf("MEMFED-TEST netlink-fuzz %s\n", fuzz(iterations) ? "FAIL" : "PASS");
+	if (!unprivileged) {
+		malformed();
+		printf("MEMFED-TEST netlink-malformed %s\n", failed_checks ? "FAIL" : "PASS");
+	}
+	printf("MEMFED-INFO %s seed %s\n", test, argv[2]);
+	printf("MEMFED-TEST %s %s\n", test, fuzz(iterations, unprivileged, test) ? "FAIL" : "PASS");
 	return 0;
 }
