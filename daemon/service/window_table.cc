@@ -16,6 +16,11 @@ uint32_t detect_va_bits()
 	std::ifstream f("/proc/cpuinfo");
 	std::string line;
 	while (std::getline(f, line)) {
+		// A CPU with 5-level paging gives user space 56 bits (the kernel
+		// enables it whenever the CPU has it, as Debian's kernels do); this
+		// matches memfed.ko's fls64(TASK_SIZE_MAX).
+		if (line.rfind("flags", 0) == 0 && line.find(" la57") != std::string::npos)
+			return 56;
 		// "address sizes	: 46 bits physical, 48 bits virtual"
 		if (line.rfind("address sizes", 0) != 0)
 			continue;

@@ -49,8 +49,9 @@ struct Window {
 	int conn_id = 0;   // control connection that reported the mapping
 };
 
-// The user virtual-address width of this CPU, from /proc/cpuinfo's
-// "address sizes" (48 bits virtual -> 47 for user space). 47 if unknown.
+// The user virtual-address width of this CPU, from /proc/cpuinfo: 56 with
+// 5-level paging (flag la57), else from "address sizes" (48 bits virtual ->
+// 47 for user space); 47 if unknown. memfed.ko's layout, when loaded, wins.
 uint32_t detect_va_bits();
 
 class WindowTable {
