@@ -104,7 +104,8 @@ struct memfed_conn {
 	std::mutex mu;
 	memfed::control::Client ctl;
 	std::string socket;
-	std::vector<uint64_t> maps; // start addresses of our mappings
+	std::vector<uint64_t> maps;             // start addresses of our mappings
+	std::vector<uint64_t> unmapped_windows; // to report after unmapping
 	std::map<uint64_t, Window> windows;
 	int va_bits = 0;
 
@@ -359,9 +360,18 @@ int memfed_unmap(struct memfed_conn *m, void *addr)
 			               "memfed_unmap: no mapping of this connection starts there"));
 		m->maps.erase(it);
 		for (auto &[idx, w] : m->windows)
-			if (w.addr == a)
+			if (w.addr == a) {
 				w.addr = 0;
+				m->unmapped_windows.push_back(idx);
+			}
 	}
+	std::vector<uint64_t> gone;
+	{
+		std::lock_guard<std::mutex> lk(m->mu);
+		gone.swap(m->unmapped_windows);
+	}
+	for (uint64_t idx : gone)
+		(void)m->call("window.unmapped", {{"index", idx}});
 	auto link = process_link(m->socket);
 	if (!link)
 		return fail(link.status());
@@ -415,7 +425,7 @@ int memfed_eva_bits(struct memfed_conn *m)
 	std::lock_guard<std::mutex> lk(m->mu);
 	if (m->va_bits == 0) {
 		Message h;
-		h.body = {{"op", "hello"}};
+		h.body = {{"op", "window.layout"}};
 		auto r = m->ctl.call_ok(h);
 		if (!r)
 			return fail(r.status());
@@ -428,21 +438,19 @@ int memfed_eva_bits(struct memfed_conn *m)
 	return m->va_bits;
 }
 
-static Status parse_window(const json &body, uint64_t *index, Window *w)
+// W = {"index", "eva", "region", "fa", "length", "pid", "addr"} (see
+// daemon/service/window_table.h); a window spans its whole region.
+static Status parse_window(const json &j, uint64_t *index, Window *w)
 {
-	auto it = body.find("window");
-	if (it == body.end() || !it->is_object())
-		return Status(Code::kProtocol, "window reply lacks \"window\"");
-	const json &j = *it;
 	if (!j.contains("index") || !j["index"].is_number_unsigned() || !j.contains("length") ||
 	    !j["length"].is_number_unsigned() || !j.contains("region") || !j["region"].is_string())
 		return Status(Code::kProtocol, "window entry lacks index, length or region");
 	*index = j["index"].get<uint64_t>();
 	w->length = j["length"].get<uint64_t>();
 	w->region = j["region"].get<std::string>();
-	w->region_offset = j.value("region_offset", uint64_t{0});
-	if (*index == 0 || w->length == 0 || w->length % kPage || w->region_offset % kPage)
-		return Status(Code::kProtocol, "window entry has index 0 or an unaligned range");
+	w->region_offset = 0;
+	if (*index == 0 || w->length == 0 || w->length % kPage)
+		return Status(Code::kProtocol, "window entry has index 0 or an unaligned length");
 	return Status::ok();
 }
 
@@ -493,13 +501,13 @@ int memfed_eva_to_ptr(struct memfed_conn *m, uint64_t eva, void **ptr)
 			w = it->second;
 	}
 	if (!known) {
-		auto r = m->call("window.show", {{"index", index}});
+		auto r = m->call("window.get", {{"index", index}});
 		if (!r)
 			return fail(r.status());
 		uint64_t got;
 		Status st = parse_window(r->body, &got, &w);
 		if (st && got != index)
-			st = Status(Code::kProtocol, "window.show answered another window");
+			st = Status(Code::kProtocol, "window.get answered another window");
 		if (!st)
 			return fail(st);
 	}
@@ -536,6 +544,9 @@ int memfed_eva_to_ptr(struct memfed_conn *m, uint64_t eva, void **ptr)
 		}
 		if (extra)
 			(void)memfed_unmap(m, extra);
+		else
+			// Tell the table where this process put the window.
+			(void)m->call("window.mapped", {{"index", index}, {"addr", w.addr}});
 	}
 	*ptr = reinterpret_cast<void *>(w.addr + off);
 	return 0;

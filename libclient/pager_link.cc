@@ -1,5 +1,6 @@
 #include "libclient/pager_link.h"
 
+#include <fcntl.h>
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
@@ -608,19 +609,31 @@ void PagerLink::evictor_loop(int sock)
 
 // ---- fork ----
 
+// In the child: makes the child's region of a private mapping and copies into
+// it every page the child does not hold (resident pages reached the child as
+// copy-on-write copies; the others live only in the parent's region, which
+// stays as it was at fork because the parent's evictions are held).
+// REQUIRES: ctl_ connected (a connection of the child's own).
 Status PagerLink::copy_for_child(Mapping &m)
 {
-	m.child_region = m.hooks.child_region_name ? m.hooks.child_region_name(m.region)
-	                                           : m.region + ".child";
-	auto shown = call_locked(request("region.show", {{"name", m.region}}));
+	std::string child = m.hooks.child_region_name ? m.hooks.child_region_name(m.region)
+	                                              : m.region + "." + std::to_string(getpid());
+	auto shown = ctl_.call_ok(request("region.show", {{"name", m.region}}));
 	if (!shown)
 		return shown.status();
-	MF_RETURN_IF_ERROR(control::reply_status(*shown));
 	uint64_t size = 0;
 	if (!shown->body.contains("region") || !get_u64(shown->body["region"], "size", &size))
 		return Status(Code::kProtocol, "region.show reply lacks region.size");
-	auto cr = call_locked(request("region.create",
-	                              {{"name", m.child_region}, {"size", size}, {"mode", 0600}}));
+	auto make = [&] {
+		return ctl_.call(request("region.create",
+		                         {{"name", child}, {"size", size}, {"mode", 0600}}));
+	};
+	auto cr = make();
+	if (cr && control::reply_status(*cr).code() == Code::kAlreadyExists) {
+		// Left by a dead process that had this pid.
+		(void)ctl_.call(request("region.delete", {{"name", child}}));
+		cr = make();
+	}
 	if (!cr)
 		return cr.status();
 	MF_RETURN_IF_ERROR(control::reply_status(*cr));
@@ -634,8 +647,6 @@ Status PagerLink::copy_for_child(Mapping &m)
 		vec.resize(len / kPage);
 		if (mincore(reinterpret_cast<void *>(m.addr + off), len, vec.data()) < 0)
 			return Status::from_errno(errno, "mincore on a private mapping");
-		// Resident pages reach the child as copy-on-write pages; the others
-		// live only in the region and are copied to the child's.
 		uint64_t i = 0, pages = len / kPage;
 		while (i < pages) {
 			if (vec[i] & 1) {
@@ -646,56 +657,59 @@ Status PagerLink::copy_for_child(Mapping &m)
 			while (j < pages && !(vec[j] & 1) && (j - i + 1) * kPage <= kCopyChunk)
 				j++;
 			uint64_t at = off + i * kPage, n = (j - i) * kPage;
-			auto rd = call_locked(
+			auto rd = ctl_.call_ok(
 			        request("region.read", {{"name", m.region},
 			                                {"offset", m.region_offset + at},
 			                                {"length", n}}));
 			if (!rd)
 				return rd.status();
-			MF_RETURN_IF_ERROR(control::reply_status(*rd));
 			if (rd->data.size() != n)
 				return Status(Code::kProtocol, "region.read returned a short read");
 			if (!all_zero(rd->data)) {
-				Message w = request("region.write",
-				                    {{"name", m.child_region}, {"offset", at}});
+				Message w =
+				        request("region.write", {{"name", child}, {"offset", at}});
 				w.data = std::move(rd->data);
-				auto wr = call_locked(w);
+				auto wr = ctl_.call_ok(w);
 				if (!wr)
 					return wr.status();
-				MF_RETURN_IF_ERROR(control::reply_status(*wr));
 			}
 			i = j;
 		}
 	}
+	m.region = child;
+	m.region_offset = 0;
 	return Status::ok();
 }
 
 void PagerLink::fork_prepare()
 {
 	mu_.lock();
-	// Wait out a reconnection: the copy needs the daemon.
+	// Wait out a reconnection: the child's copy needs the daemon.
 	{
 		std::unique_lock<std::mutex> lk(mu_, std::adopt_lock);
 		cv_.wait(lk, [this] { return connected_ || stopping_; });
 		lk.release();
 	}
+	// No page leaves memory from here until the child has its copy.
 	evict_mu_.lock();
-	fork_failed_ = false;
-	for (auto &m : mappings_) {
-		if (m->shared)
-			continue;
-		Status st = copy_for_child(*m);
-		if (!st) {
-			LOG_ERROR("libmemfed", "preparing the child's copy of region '%s': %s",
-			          m->region.c_str(), st.to_string().c_str());
-			fork_failed_ = true;
-		}
-	}
 	spans_mu_.lock();
+	fork_pipe_[0] = fork_pipe_[1] = -1;
+	bool has_private = std::any_of(mappings_.begin(), mappings_.end(),
+	                               [](const auto &m) { return !m->shared; });
+	if (has_private && pipe2(fork_pipe_, O_CLOEXEC) < 0)
+		fork_pipe_[0] = fork_pipe_[1] = -1;
 }
 
 void PagerLink::fork_parent()
 {
+	if (fork_pipe_[0] >= 0) {
+		// Wait until the child has copied what it needs (or died).
+		close(fork_pipe_[1]);
+		char c;
+		while (read(fork_pipe_[0], &c, 1) < 0 && errno == EINTR) {
+		}
+		close(fork_pipe_[0]);
+	}
 	spans_mu_.unlock();
 	evict_mu_.unlock();
 	mu_.unlock();
@@ -704,12 +718,14 @@ void PagerLink::fork_parent()
 void PagerLink::fork_child()
 {
 	// Only this thread exists; the monitor and evictor stayed in the parent.
-	if (fork_failed_) {
-		static const char msg[] = "memfed: the child's copy of its private memory could "
-		                          "not be made; exiting rather than reading zeroes\n";
-		(void)!write(2, msg, sizeof(msg) - 1);
+	auto die = [](const std::string &what) {
+		std::string msg = "memfed: forked child " + std::to_string(getpid()) + ": " + what +
+		                  "; exiting rather than reading zeroes\n";
+		(void)!write(2, msg.data(), msg.size());
 		_exit(70);
-	}
+	};
+	if (fork_pipe_[0] >= 0)
+		close(fork_pipe_[0]);
 	ctl_ = control::Client();
 	connected_ = false;
 	close(uffd_);
@@ -719,34 +735,46 @@ void PagerLink::fork_child()
 	evictor_running_ = false;
 	monitor_running_ = false;
 	auto fd = pager::open_uffd(features_, user_mode_only_);
-	if (!fd) {
-		fprintf(stderr, "memfed: %s\n", fd.status().to_string().c_str());
-		_exit(70);
-	}
+	if (!fd)
+		die(fd.status().to_string());
 	uffd_ = *fd;
+	// Register first: from here a missing page waits for the pager instead
+	// of reading as zeroes.
 	for (auto &m : mappings_) {
-		if (!m->shared)
-			m->region = m->child_region;
 		int rc = pager::uffd_register(uffd_, m->addr, m->length,
 		                              m->shared ? shared_mode_ : private_mode_);
-		if (rc < 0) {
-			fprintf(stderr, "memfed: registering 0x%llx in the child: %s\n",
-			        (unsigned long long)m->addr, strerror(-rc));
-			_exit(70);
+		if (rc < 0)
+			die(std::string("registering its memory with userfaultfd: ") +
+			    strerror(-rc));
+	}
+	if (fork_pipe_[1] >= 0) {
+		auto c = control::Client::connect(opt_.socket_path);
+		if (!c)
+			die(c.status().to_string());
+		ctl_ = std::move(*c);
+		for (auto &m : mappings_) {
+			if (m->shared)
+				continue;
+			Status st = copy_for_child(*m);
+			if (!st)
+				die("copying its private memory: " + st.to_string());
 		}
+		ctl_ = control::Client();
+		char one = 1;
+		(void)!write(fork_pipe_[1], &one, 1);
+		close(fork_pipe_[1]);
 	}
 	spans_mu_.unlock();
 	evict_mu_.unlock();
 	Status st = establish();
 	mu_.unlock();
 	if (!st)
-		LOG_WARN("libmemfed", "child could not attach yet (%s); retrying",
+		LOG_WARN("libmemfed", "forked child could not attach yet (%s); retrying",
 		         st.to_string().c_str());
+	publish_spans();
 	Status ms = start_monitor();
-	if (!ms) {
-		fprintf(stderr, "memfed: %s\n", ms.to_string().c_str());
-		_exit(70);
-	}
+	if (!ms)
+		die(ms.to_string());
 }
 
 } // namespace memfed::client

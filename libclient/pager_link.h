@@ -11,9 +11,10 @@
 //   - Fork (pthread_atfork): the link never asks for UFFD_FEATURE_EVENT_FORK,
 //     so the kernel unregisters the child's copy of each range. In the child
 //     the link registers every range on a fresh uffd and attaches again before
-//     fork() returns. A private mapping (heap) gets a copy of its region made
-//     in the parent while the parent's evictions are held, so parent and
-//     child diverge like ordinary private memory.
+//     fork() returns. For a private mapping (heap) the child makes a region of
+//     its own and copies into it the pages it does not hold, while the parent
+//     waits in fork() with its evictions held; parent and child then diverge
+//     like ordinary private memory.
 //
 // Thread-safety: every public member may be called from any thread. Calls are
 // serialised on one connection; a call made while memfedd is away waits for
@@ -42,7 +43,8 @@ namespace memfed::client
 using Span = std::pair<uint64_t, uint64_t>;
 
 struct PrivateForkHooks {
-	// Name of the region that backs the child's copy of a private mapping.
+	// Name of the region that backs the child's copy of a private mapping;
+	// called in the child.
 	std::function<std::string(const std::string &parent_region)> child_region_name;
 	// The parts of the mapping (offsets) that may hold data; the rest is not
 	// copied to the child's region. Called with the link's locks held.
@@ -111,7 +113,6 @@ private:
 		int memfd = -1; // shared: our copy of the pager's memfd
 		uint64_t mapping_id = 0;
 		PrivateForkHooks hooks;
-		std::string child_region; // set by fork_prepare
 	};
 
 	explicit PagerLink(Options opt) : opt_(std::move(opt)) {}
@@ -164,7 +165,7 @@ private:
 	int stop_fd_ = -1; // eventfd that stops the monitor
 	pthread_t monitor_{};
 	bool monitor_running_ = false;
-	bool fork_failed_ = false;
+	int fork_pipe_[2] = {-1, -1}; // the child reports "copied" to the parent
 	std::atomic<uint64_t> reconnects_{0};
 	std::atomic<bool> stopping_{false};
 };

@@ -27,8 +27,8 @@ namespace
 {
 
 constexpr uint64_t kPage = 4096;
-constexpr int kHeapFlagsRejected = MAP_FIXED | MAP_FIXED_NOREPLACE | MAP_GROWSDOWN | MAP_STACK |
-                                   MAP_HUGETLB | MAP_32BIT | MAP_SHARED | MAP_SHARED_VALIDATE;
+constexpr int kHeapFlagsRejected =
+        MAP_FIXED | MAP_FIXED_NOREPLACE | MAP_GROWSDOWN | MAP_STACK | MAP_HUGETLB | MAP_32BIT;
 
 uint64_t page_up(uint64_t n)
 {

@@ -3,6 +3,7 @@
 #include "libclient/preload/shim.h"
 
 #include <pthread.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -30,14 +31,36 @@ std::vector<client::Span> live_spans()
 	return g_shim->ranges->used_spans();
 }
 
-std::string g_child_region; // name prepared for the next child's heap
-
+// Called in a forked child: its heap region is named after its own pid.
 std::string child_region_name(const std::string &)
 {
-	Shim *s = g_shim;
-	g_child_region =
-	        s->cfg.heap_prefix() + std::to_string(getpid()) + "." + std::to_string(++s->forks);
-	return g_child_region;
+	g_shim->heap_region = g_shim->cfg.heap_prefix() + std::to_string(getpid());
+	return g_shim->heap_region;
+}
+
+// Deletes the heap regions of this run whose processes are gone (a process
+// cannot delete its own region as it exits: the pager still maps it).
+void collect_dead_heaps(client::PagerLink *link, const std::string &prefix)
+{
+	control::Message list;
+	list.body = {{"op", "region.list"}};
+	auto r = link->call(list);
+	if (!r || !control::reply_status(*r))
+		return;
+	for (const auto &reg : r->body.value("regions", nlohmann::json::array())) {
+		std::string name = reg.value("name", "");
+		if (name.rfind(prefix, 0) != 0)
+			continue;
+		char *end = nullptr;
+		long pid = strtol(name.c_str() + prefix.size(), &end, 10);
+		if (pid <= 0 || *end != 0 || pid == getpid())
+			continue;
+		if (kill(pid_t(pid), 0) < 0 && errno == ESRCH) {
+			control::Message d;
+			d.body = {{"op", "region.delete"}, {"name", name}};
+			(void)link->call(d);
+		}
+	}
 }
 
 Status create_heap(Shim *s)
@@ -45,6 +68,7 @@ Status create_heap(Shim *s)
 	auto link = shim_link();
 	if (!link)
 		return link.status();
+	collect_dead_heaps(*link, s->cfg.heap_prefix());
 	s->heap_region = s->cfg.heap_prefix() + std::to_string(getpid());
 	auto make = [&]() {
 		control::Message m;
@@ -113,10 +137,8 @@ void fork_parent()
 void fork_child()
 {
 	internal_unlock_all();
-	if (g_shim->link) {
+	if (g_shim->link)
 		g_shim->link->fork_child();
-		g_shim->heap_region = g_child_region;
-	}
 	g_shim->heap_mu.unlock();
 	t_internal--;
 }

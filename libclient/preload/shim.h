@@ -33,7 +33,6 @@ struct Shim {
 	uint64_t heap_base = 0;
 	uint64_t heap_size = 0;
 	std::string heap_region;
-	uint64_t forks = 0;
 	std::mutex heap_mu;
 	std::optional<RangeAllocator> ranges;
 };

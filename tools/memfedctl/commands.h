@@ -2,6 +2,7 @@
 #pragma once
 
 #include "tools/memfedctl/cli.h"
+#include "tools/memfedctl/run.h"
 
 namespace memfed::ctl {
 

@@ -1,0 +1,48 @@
+// `memfedctl run`: starts an unmodified program on remote memory through
+// libmemfed-preload.so.
+//
+//   memfedctl run [--map NAME=PATH ...] [--heap-budget SIZE] [--heap-size SIZE]
+//                 [--prefix DIR] [--preload LIB] [--keep-heaps] -- PROG ARGS...
+//
+// The program (and every process it forks or execs) gets its heap in a region
+// of its own, paged by memfedd with at most --heap-budget resident, and sees
+// region NAME as the file PATH (and every region as <prefix>/NAME). When the
+// program exits, its heap regions are deleted and its exit status returned.
+//
+// Thread-safety: run_command() forks and waits; call it from a single-threaded
+// memfedctl.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "daemon/common/status.h"
+#include "tools/memfedctl/cli.h"
+
+namespace memfed::ctl
+{
+
+struct RunOptions {
+	std::string socket;
+	std::vector<std::pair<std::string, std::string>> maps; // (region, path)
+	uint64_t heap_budget = 0;                              // 0: heap stays local
+	uint64_t heap_size = 0;                                // 0: kDefaultHeapSize
+	std::string prefix = "/memfed";
+	std::string preload; // empty: found next to memfedctl or in the libdir
+	bool keep_heaps = false;
+	std::vector<std::string> argv;
+};
+
+constexpr uint64_t kDefaultHeapSize = uint64_t{1} << 30;
+
+// Parses the words after "run" (flags, then "--", then the program).
+Result<RunOptions> parse_run_options(const std::vector<std::string> &args);
+// Runs the program; returns its exit code (128 + signal if it was killed),
+// or a memfed exit code with a message on stderr if it could not start.
+int run_command(const RunOptions &opt, const Globals &g);
+// memfedctl's "run" command: parse_run_options + run_command.
+int cmd_run(const Globals &g, Args &a);
+
+} // namespace memfed::ctl
