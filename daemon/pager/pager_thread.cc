@@ -460,9 +460,13 @@ void PagerThread::handle_fault(Process *p, uint64_t addr, uint32_t flags, uint32
 		m->stats.faults++;
 	switch (pg.state) {
 	case PageState::kFetching:
-		if (write)
-			pg.flags |= kWriteFault;
-		return; // the copy that completes the fetch wakes this thread
+		// The copy that completes the fetch wakes this thread; kParked
+		// keeps a tripwire page from being held back instead.
+		pg.flags |= write ? (kWriteFault | kParked) : kParked;
+		// A stream that catches up with its prefetch asks for more.
+		if (m->prefetch && cfg_.prefetch)
+			prefetch(m, idx);
+		return;
 	case PageState::kEvicting:
 		pg.flags |= kParked;
 		return;
@@ -778,13 +782,16 @@ bool PagerThread::install_run(FetchOp *op)
 			continue;
 		}
 		const uint8_t *src = op->buf + size_t(op->done) * kPageSize;
-		if (i == op->tripwire && m->streams.tripwire(op->stream) == i &&
-		    !(pg.flags & (kRemoved | kWriteFault))) {
-			std::memcpy(m->held.data() + size_t(op->stream) * kPageSize, src,
-			            kPageSize);
-			pg.state = PageState::kHeld;
-			op->done++;
-			continue;
+		if (i == op->tripwire && m->streams.tripwire(op->stream) == i) {
+			if (!(pg.flags & (kRemoved | kWriteFault | kParked))) {
+				std::memcpy(m->held.data() + size_t(op->stream) * kPageSize, src,
+				            kPageSize);
+				pg.state = PageState::kHeld;
+				op->done++;
+				continue;
+			}
+			// The program got there first: install it like the rest.
+			m->streams.clear_tripwire(op->stream);
 		}
 		if (pg.flags & kRemoved) {
 			// Dropped by the program while being fetched: zeroes.
@@ -804,7 +811,8 @@ bool PagerThread::install_run(FetchOp *op)
 		while (op->done + n < op->count) {
 			const Page &q = m->pages[i + n];
 			if (q.state != PageState::kFetching || (q.flags & kRemoved) ||
-			    i + n == op->tripwire || (m->wp && !(q.flags & kWriteFault)) != wp)
+			    (i + n == op->tripwire && !(q.flags & kParked)) ||
+			    (m->wp && !(q.flags & kWriteFault)) != wp)
 				break;
 			n++;
 		}

@@ -1,0 +1,565 @@
+// memfed-bench-pager: demand paging through memfedd's pager against the raw
+// limits of the same mechanisms measured in the same run.
+//
+// memfed: a module memfedd holds region "bench"; a second memfedd (roles
+//   pager) federates with it over loopback and serves this process, which
+//   maps the region with kind "private" through the map protocol (the test
+//   client in daemon/pager/test_client.h) with budgets of 100 %, 50 % and
+//   10 % of the region, prefetch on and off, and measures
+//     - random: single-thread random 4 KiB reads; the latency of each access
+//       that faults (pages already resident are skipped), p50/p99;
+//     - scan: one 8-byte read per page from start to end, GB/s of pages.
+// limit (a): no memfed code — a raw userfaultfd handler thread that resolves
+//   each miss with one 4 KiB fetch over an io_uring TCP connection (loopback)
+//   from a raw page-server process, then UFFDIO_COPY. Same random reads.
+// limit (b): the same, fetching the missing page and the 127 after it in one
+//   pipelined request per miss, each copied as it arrives. Same scan.
+// Every thread and both daemons run on one CPU (--cpu, default 0): a fault
+// whose work crosses vCPUs pays 20-25 us per wake-up (shared/notes/limits.md).
+//
+// Usage: memfed-bench-pager --memfedd PATH --memfedctl PATH --work DIR
+//          [--region-mb 64] [--faults 3000] [--cpu 0] [--repeat 3]
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <liburing.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "daemon/pager/test_client.h"
+#include "daemon/pager/uffd.h"
+
+using namespace memfed;
+using namespace memfed::pager;
+using Clock = std::chrono::steady_clock;
+
+namespace
+{
+
+constexpr uint64_t kPage = 4096;
+
+struct Options {
+	std::string memfedd, memfedctl, work;
+	uint64_t region_mb = 64;
+	int faults = 3000;
+	int cpu = 0;
+	int repeat = 3;
+};
+
+// Word 0 of page p: what the region holds there.
+uint64_t word_of(uint64_t p)
+{
+	return p * 0x9E3779B97F4A7C15ull + 1;
+}
+
+void fill_pattern(uint8_t *buf, uint64_t first_page, uint64_t pages)
+{
+	for (uint64_t p = 0; p < pages; p++) {
+		auto *w = reinterpret_cast<uint64_t *>(buf + p * kPage);
+		for (uint64_t i = 0; i < kPage / 8; i++)
+			w[i] = word_of(first_page + p) + i;
+	}
+}
+
+void pin(int cpu)
+{
+	cpu_set_t set;
+	CPU_ZERO(&set);
+	CPU_SET(cpu, &set);
+	sched_setaffinity(0, sizeof(set), &set);
+}
+
+double now_s()
+{
+	return std::chrono::duration<double>(Clock::now().time_since_epoch()).count();
+}
+
+[[noreturn]] void die(const std::string &msg)
+{
+	std::fprintf(stderr, "memfed-bench-pager: %s\n", msg.c_str());
+	std::exit(1);
+}
+
+// ---------------------------------------------------------------------------
+// Daemons
+
+std::vector<pid_t> g_children;
+
+void kill_children()
+{
+	for (pid_t p : g_children)
+		kill(p, SIGTERM);
+	for (pid_t p : g_children)
+		waitpid(p, nullptr, 0);
+	g_children.clear();
+}
+
+pid_t spawn(const std::vector<std::string> &argv, int cpu, const std::string &log)
+{
+	pid_t pid = fork();
+	if (pid < 0)
+		die("fork failed");
+	if (pid == 0) {
+		pin(cpu);
+		int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+		if (fd >= 0) {
+			dup2(fd, 1);
+			dup2(fd, 2);
+		}
+		std::vector<char *> a;
+		for (auto &s : argv)
+			a.push_back(const_cast<char *>(s.c_str()));
+		a.push_back(nullptr);
+		execv(a[0], a.data());
+		_exit(127);
+	}
+	g_children.push_back(pid);
+	return pid;
+}
+
+std::string run(const std::string &cmd)
+{
+	std::string out;
+	FILE *f = popen(cmd.c_str(), "r");
+	if (f == nullptr)
+		die("cannot run " + cmd);
+	char buf[4096];
+	size_t n;
+	while ((n = fread(buf, 1, sizeof(buf), f)) > 0)
+		out.append(buf, n);
+	if (pclose(f) != 0)
+		die("failed: " + cmd + "\n" + out);
+	return out;
+}
+
+void wait_daemon(const Options &o, const std::string &sock, const std::string &log)
+{
+	for (int i = 0; i < 200; i++) {
+		std::string cmd = o.memfedctl + " --socket " + sock + " status >/dev/null 2>&1";
+		if (system(cmd.c_str()) == 0)
+			return;
+		usleep(50 * 1000);
+	}
+	die("memfedd did not start; see " + log);
+}
+
+// ---------------------------------------------------------------------------
+// Raw limits: a page server process and a userfaultfd handler, no memfed code
+
+struct RawRequest {
+	uint64_t page;
+	uint32_t count;
+	uint32_t pad;
+};
+
+// Serves pages of the pattern over TCP until the connection closes.
+void raw_server(int listen_fd, uint64_t pages)
+{
+	std::vector<uint8_t> mem(pages * kPage);
+	fill_pattern(mem.data(), 0, pages);
+	while (true) {
+		int c = accept(listen_fd, nullptr, nullptr);
+		if (c < 0)
+			_exit(0);
+		int one = 1;
+		setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		RawRequest r;
+		while (recv(c, &r, sizeof(r), MSG_WAITALL) == sizeof(r)) {
+			if (r.page >= pages || r.count == 0 || r.count > pages - r.page)
+				break;
+			size_t len = size_t(r.count) * kPage, off = 0;
+			while (off < len) {
+				ssize_t n =
+				        send(c, mem.data() + r.page * kPage + off, len - off, 0);
+				if (n <= 0)
+					break;
+				off += size_t(n);
+			}
+		}
+		close(c);
+	}
+}
+
+struct RawHandler {
+	int uffd = -1, sock = -1, stop_fd = -1;
+	uint8_t *base = nullptr;
+	uint64_t pages = 0;
+	uint32_t batch = 1; // pages fetched per miss
+	std::vector<uint8_t> installed;
+	io_uring ring{};
+	std::vector<uint8_t> buf;
+
+	// One request for `batch` pages; they are received in chunks of 32 and
+	// each chunk is copied in as it arrives, behind the first.
+	void serve_miss(uint64_t p)
+	{
+		if (installed[p]) {
+			(void)uffd_wake(uffd, uint64_t(base + p * kPage), kPage);
+			return;
+		}
+		uint32_t n = uint32_t(std::min<uint64_t>(batch, pages - p));
+		RawRequest req{p, n, 0};
+		io_uring_sqe *s = io_uring_get_sqe(&ring);
+		io_uring_prep_send(s, sock, &req, sizeof(req), 0);
+		io_uring_sqe_set_data64(s, 1);
+		s->flags |= IOSQE_IO_LINK;
+		uint32_t first = std::min<uint32_t>(n, 1); // the faulting page alone first
+		for (uint32_t done = 0; done < n;) {
+			uint32_t c = done == 0 ? first : std::min<uint32_t>(32, n - done);
+			s = io_uring_get_sqe(&ring);
+			io_uring_prep_recv(s, sock, buf.data(), size_t(c) * kPage, MSG_WAITALL);
+			io_uring_sqe_set_data64(s, 2);
+			io_uring_submit(&ring);
+			io_uring_cqe *cqe;
+			bool got = false;
+			while (!got && io_uring_wait_cqe(&ring, &cqe) == 0) {
+				if (io_uring_cqe_get_data64(cqe) == 2) {
+					if (cqe->res != int(c * kPage))
+						die("raw fetch: short receive");
+					got = true;
+				}
+				io_uring_cqe_seen(&ring, cqe);
+			}
+			int64_t copied = 0;
+			int r = uffd_copy(uffd, uint64_t(base + (p + done) * kPage), buf.data(),
+			                  uint64_t(c) * kPage, false, &copied);
+			if (r == -EEXIST) // some were there: copy the rest one by one
+				for (uint32_t k = 0; k < c; k++)
+					if (uffd_copy(uffd, uint64_t(base + (p + done + k) * kPage),
+					              buf.data() + size_t(k) * kPage, kPage, false,
+					              nullptr) == -EEXIST)
+						(void)uffd_wake(
+						        uffd,
+						        uint64_t(base + (p + done + k) * kPage),
+						        kPage);
+			for (uint32_t k = 0; k < c; k++)
+				installed[p + done + k] = 1;
+			done += c;
+		}
+	}
+
+	void loop(int cpu)
+	{
+		pin(cpu);
+		uffd_msg msgs[16];
+		while (true) {
+			pollfd pf[2] = {{uffd, POLLIN, 0}, {stop_fd, POLLIN, 0}};
+			if (poll(pf, 2, -1) < 0)
+				continue;
+			if (pf[1].revents)
+				return;
+			ssize_t n = read(uffd, msgs, sizeof(msgs));
+			for (ssize_t i = 0; i < n / ssize_t(sizeof(uffd_msg)); i++) {
+				if (msgs[i].event != UFFD_EVENT_PAGEFAULT)
+					continue;
+				uint64_t a = msgs[i].arg.pagefault.address & ~(kPage - 1);
+				serve_miss((a - uint64_t(base)) / kPage);
+			}
+		}
+	}
+};
+
+struct RawSetup {
+	uint16_t port = 0;
+};
+
+// A raw handler for `pages` pages fetching `batch` pages per miss, connected
+// to the raw server at `port`; runs `body(base)` on this thread (the
+// faulting thread), then tears everything down.
+template <typename Body>
+void with_raw(uint16_t port, uint64_t pages, uint32_t batch, int cpu, Body body)
+{
+	RawHandler h;
+	auto fd = open_uffd(0, false);
+	if (!fd)
+		die(fd.status().to_string());
+	h.uffd = *fd;
+	h.pages = pages;
+	h.batch = batch;
+	h.installed.assign(pages, 0);
+	h.buf.resize(32 * kPage);
+	void *p = mmap(nullptr, pages * kPage, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+	               -1, 0);
+	h.base = static_cast<uint8_t *>(p);
+	madvise(p, pages * kPage, MADV_NOHUGEPAGE);
+	if (uffd_register(h.uffd, uint64_t(p), pages * kPage, UFFDIO_REGISTER_MODE_MISSING) < 0)
+		die("UFFDIO_REGISTER failed");
+	h.sock = socket(AF_INET, SOCK_STREAM, 0);
+	sockaddr_in sa{};
+	sa.sin_family = AF_INET;
+	sa.sin_port = htons(port);
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (connect(h.sock, reinterpret_cast<sockaddr *>(&sa), sizeof(sa)) < 0)
+		die("connecting to the raw page server failed");
+	int one = 1;
+	setsockopt(h.sock, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	io_uring_queue_init(8, &h.ring, 0);
+	h.stop_fd = eventfd(0, EFD_CLOEXEC);
+	std::thread t([&h, cpu] { h.loop(cpu); });
+	body(h.base);
+	uint64_t v = 1;
+	(void)!write(h.stop_fd, &v, sizeof(v));
+	t.join();
+	io_uring_queue_exit(&h.ring);
+	close(h.sock);
+	close(h.stop_fd);
+	close(h.uffd);
+	munmap(p, pages * kPage);
+}
+
+// ---------------------------------------------------------------------------
+// The measurements, on any mapping of the pattern
+
+struct Lat {
+	double p50 = 0, p99 = 0;
+	size_t n = 0;
+};
+
+Lat percentiles(std::vector<double> v)
+{
+	Lat l;
+	l.n = v.size();
+	if (v.empty())
+		return l;
+	std::sort(v.begin(), v.end());
+	l.p50 = v[v.size() / 2];
+	l.p99 = v[std::min(v.size() - 1, v.size() * 99 / 100)];
+	return l;
+}
+
+bool resident(const uint8_t *page)
+{
+	unsigned char v = 0;
+	mincore(const_cast<uint8_t *>(page), kPage, &v);
+	return v & 1;
+}
+
+// Random reads of distinct pages; latency (us) of those that fault.
+Lat random_faults(const uint8_t *base, uint64_t pages, int faults, uint32_t seed)
+{
+	std::vector<uint64_t> order(pages);
+	for (uint64_t i = 0; i < pages; i++)
+		order[i] = i;
+	std::shuffle(order.begin(), order.end(), std::mt19937_64(seed));
+	std::vector<double> lat;
+	lat.reserve(size_t(faults));
+	for (uint64_t i = 0; i < pages && lat.size() < size_t(faults); i++) {
+		uint64_t p = order[i];
+		const uint8_t *pg = base + p * kPage;
+		if (resident(pg))
+			continue;
+		auto t0 = Clock::now();
+		uint64_t w = *reinterpret_cast<const volatile uint64_t *>(pg);
+		auto t1 = Clock::now();
+		if (w != word_of(p))
+			die("wrong data at page " + std::to_string(p));
+		lat.push_back(std::chrono::duration<double, std::micro>(t1 - t0).count());
+	}
+	return percentiles(lat);
+}
+
+// One read per page, first to last; GB/s of pages.
+double scan(const uint8_t *base, uint64_t pages)
+{
+	double t0 = now_s();
+	uint64_t bad = 0;
+	for (uint64_t p = 0; p < pages; p++)
+		bad += *reinterpret_cast<const volatile uint64_t *>(base + p * kPage) != word_of(p);
+	double t = now_s() - t0;
+	if (bad)
+		die(std::to_string(bad) + " pages with wrong data in a scan");
+	return double(pages * kPage) / t / 1e9;
+}
+
+double median(std::vector<double> v)
+{
+	std::sort(v.begin(), v.end());
+	return v[v.size() / 2];
+}
+
+} // namespace
+
+int main(int argc, char **argv)
+{
+	Options o;
+	for (int i = 1; i < argc; i++) {
+		std::string a = argv[i];
+		auto next = [&]() -> std::string {
+			if (i + 1 >= argc)
+				die(a + " needs a value");
+			return argv[++i];
+		};
+		if (a == "--memfedd")
+			o.memfedd = next();
+		else if (a == "--memfedctl")
+			o.memfedctl = next();
+		else if (a == "--work")
+			o.work = next();
+		else if (a == "--region-mb")
+			o.region_mb = std::stoull(next());
+		else if (a == "--faults")
+			o.faults = std::stoi(next());
+		else if (a == "--cpu")
+			o.cpu = std::stoi(next());
+		else if (a == "--repeat")
+			o.repeat = std::max(1, std::stoi(next()));
+		else
+			die("unknown option " + a +
+			    " (see the comment at the top of pager_bench.cc)");
+	}
+	if (o.memfedd.empty() || o.memfedctl.empty() || o.work.empty())
+		die("usage: memfed-bench-pager --memfedd PATH --memfedctl PATH --work DIR "
+		    "[--region-mb 64] [--faults 3000] [--cpu 0] [--repeat 3]");
+	const uint64_t pages = o.region_mb * 1024 * 1024 / kPage;
+	signal(SIGPIPE, SIG_IGN);
+	setvbuf(stdout, nullptr, _IOLBF, 0);
+
+	// The raw page server first, before this process has threads.
+	int lfd = socket(AF_INET, SOCK_STREAM, 0);
+	sockaddr_in sa{};
+	sa.sin_family = AF_INET;
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	socklen_t sl = sizeof(sa);
+	if (bind(lfd, reinterpret_cast<sockaddr *>(&sa), sizeof(sa)) < 0 || listen(lfd, 4) < 0 ||
+	    getsockname(lfd, reinterpret_cast<sockaddr *>(&sa), &sl) < 0)
+		die("raw server socket");
+	uint16_t raw_port = ntohs(sa.sin_port);
+	pid_t srv = fork();
+	if (srv == 0) {
+		pin(o.cpu);
+		raw_server(lfd, pages);
+	}
+	close(lfd);
+	g_children.push_back(srv);
+	atexit(kill_children);
+
+	// The module daemon and the pager daemon.
+	std::string m = o.work + "/pager-module", p = o.work + "/pager-pager";
+	run("rm -rf " + m + " " + p + " && mkdir -p " + m + " " + p);
+	spawn({o.memfedd, "--roles", "module", "--state-dir", m, "--socket", m + "/sock",
+	       "--listen", "127.0.0.1:0", "--kmod", "off", "--log-level", "warn", "--pool-size",
+	       std::to_string(o.region_mb * 2 + 64) + "M"},
+	      o.cpu, m + ".log");
+	wait_daemon(o, m + "/sock", m + ".log");
+	std::string ctl_m = o.memfedctl + " --socket " + m + "/sock";
+	auto status = nlohmann::json::parse(run(ctl_m + " -j status"));
+	std::string ep = status.at("listen").get<std::string>();
+	run(ctl_m + " region create bench " + std::to_string(o.region_mb) + "M >/dev/null");
+	{
+		FILE *f = popen((ctl_m + " region write bench >/dev/null").c_str(), "w");
+		std::vector<uint8_t> chunk(256 * kPage);
+		for (uint64_t q = 0; q < pages; q += 256) {
+			uint64_t n = std::min<uint64_t>(256, pages - q);
+			fill_pattern(chunk.data(), q, n);
+			fwrite(chunk.data(), 1, n * kPage, f);
+		}
+		if (pclose(f) != 0)
+			die("writing the region failed");
+	}
+	spawn({o.memfedd, "--roles", "pager", "--state-dir", p, "--socket", p + "/sock", "--kmod",
+	       "off", "--log-level", "warn", "--peer", ep, "--pager-cpus", std::to_string(o.cpu)},
+	      o.cpu, p + ".log");
+	wait_daemon(o, p + "/sock", p + ".log");
+
+	pin(o.cpu);
+	TestClient client;
+	Status st = client.attach(p + "/sock");
+	if (!st)
+		die("attaching to the pager: " + st.to_string());
+
+	std::printf("memfed pager benchmark: region %lu MiB (%lu pages) over loopback TCP, "
+	            "everything on cpu %d, median of %d runs\n",
+	            (unsigned long)o.region_mb, (unsigned long)pages, o.cpu, o.repeat);
+
+	// Limits first.
+	std::vector<double> a50, a99, bgbs;
+	for (int r = 0; r < o.repeat; r++) {
+		with_raw(raw_port, pages, 1, o.cpu, [&](uint8_t *base) {
+			Lat l = random_faults(base, pages, o.faults, 7 + r);
+			a50.push_back(l.p50);
+			a99.push_back(l.p99);
+		});
+		with_raw(raw_port, pages, 128, o.cpu,
+		         [&](uint8_t *base) { bgbs.push_back(scan(base, pages)); });
+	}
+	double lim_a = median(a50), lim_b = median(bgbs);
+	std::printf("\nlimit (a) raw uffd miss + one io_uring 4 KiB fetch:   p50 %7.1f us  p99 "
+	            "%7.1f us\n",
+	            lim_a, median(a99));
+	std::printf("limit (b) raw, 128 pages pipelined per miss, scan:    %7.3f GB/s\n", lim_b);
+
+	std::printf("\n%-8s %-9s %12s %12s %12s %10s %10s\n", "budget", "prefetch", "rand p50 us",
+	            "rand p99 us", "scan GB/s", "p50/(a)", "scan/(b)");
+	double rand100 = 0, scan10 = 0;
+	for (int pct : {100, 50, 10}) {
+		for (bool pf : {false, true}) {
+			uint64_t budget = pct == 100 ? 0 : pages * kPage * uint64_t(pct) / 100;
+			std::vector<double> r50, r99, sg;
+			for (int r = 0; r < o.repeat; r++) {
+				auto mp = client.map("bench", 0, pages * kPage, budget, pf);
+				if (!mp)
+					die("map: " + mp.status().to_string());
+				if (pct < 100) // fill the budget first: faults then evict
+					(void)scan(mp->addr, pages);
+				Lat l = random_faults(mp->addr, pages, o.faults, 100 + r);
+				r50.push_back(l.p50);
+				r99.push_back(l.p99);
+				if (!client.unmap(*mp))
+					die("unmap failed");
+				mp = client.map("bench", 0, pages * kPage, budget, pf);
+				if (!mp)
+					die("map: " + mp.status().to_string());
+				sg.push_back(scan(mp->addr, pages));
+				if (!client.unmap(*mp))
+					die("unmap failed");
+			}
+			double p50 = median(r50), g = median(sg);
+			if (pct == 100 && !pf)
+				rand100 = p50;
+			if (pct == 10 && pf)
+				scan10 = g;
+			std::printf("%6d %% %-9s %12.1f %12.1f %12.3f %10.2f %10.2f\n", pct,
+			            pf ? "on" : "off", p50, median(r99), g, p50 / lim_a, g / lim_b);
+		}
+	}
+	auto stats = client.call({{"op", kOpStats}});
+	if (stats) {
+		uint64_t faults = 0, prefetched = 0, hits = 0, evictions = 0;
+		for (auto &r : stats->body["regions"]) {
+			faults += r["faults"].get<uint64_t>();
+			prefetched += r["prefetched"].get<uint64_t>();
+			hits += r["prefetch_hits"].get<uint64_t>();
+			evictions += r["evictions"].get<uint64_t>();
+		}
+		std::printf("\npager.stats: %lu faults, %lu pages prefetched (%lu hits), %lu "
+		            "evictions\n",
+		            (unsigned long)faults, (unsigned long)prefetched, (unsigned long)hits,
+		            (unsigned long)evictions);
+	}
+	std::printf("\ntargets: random p50 within 1.3x of (a): %.2fx %s; scan at 10 %% budget with "
+	            "prefetch >= 0.8x of (b): %.2fx %s\n",
+	            rand100 / lim_a, rand100 / lim_a <= 1.3 ? "met" : "NOT met", scan10 / lim_b,
+	            scan10 / lim_b >= 0.8 ? "met" : "NOT met");
+	return 0;
+}
