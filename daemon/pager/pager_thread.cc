@@ -581,7 +581,7 @@ void PagerThread::prefetch(Mapping *m, uint32_t idx)
 	}
 	// Prefetch never takes the budget's last pages: faults need them.
 	uint64_t allowed = UINT64_MAX;
-	uint64_t reserve = cfg_.evict_headroom / 2 + 1;
+	uint64_t reserve = 8;
 	if (m->budget_pages)
 		allowed = m->budget_pages > m->resident + reserve
 		                  ? m->budget_pages - m->resident - reserve
@@ -1285,13 +1285,10 @@ void PagerThread::maybe_evict_window(Mapping *m)
 		std::lock_guard<std::mutex> lk(w.mu);
 		if (w.evicting || w.budget_pages == 0 || !caps_.shmem_wp || !w.all_ready())
 			return;
-		uint64_t headroom = std::max<uint64_t>(
-		        1, std::min<uint64_t>(cfg_.evict_headroom, w.budget_pages / 4));
-		if (w.resident + headroom <= w.budget_pages)
+		uint64_t want = std::min<uint64_t>(eviction_want(w.resident, w.budget_pages),
+		                                   cfg_.evict_batch);
+		if (want == 0)
 			return;
-		uint64_t want = std::min<uint64_t>(
-		        std::max<uint64_t>(w.resident + headroom - w.budget_pages, 8),
-		        cfg_.evict_batch);
 		for (uint64_t step = 0; step < 2ull * w.npages && victims.size() < want; step++) {
 			uint32_t i = w.clock_hand;
 			w.clock_hand = (w.clock_hand + 1) % w.npages;
@@ -1489,16 +1486,31 @@ Status PagerThread::mapping_ready(uint64_t mapping_id)
 // ---------------------------------------------------------------------------
 // Eviction
 
+uint64_t PagerThread::headroom(uint64_t budget) const
+{
+	uint64_t h = cfg_.evict_headroom;
+	if (cfg_.prefetch)
+		h = std::max<uint64_t>(h, cfg_.prefetch_window / 2);
+	return std::max<uint64_t>(1, std::min<uint64_t>(h, budget / 4));
+}
+
+uint64_t PagerThread::eviction_want(uint64_t resident, uint64_t budget) const
+{
+	// Past the high mark (budget - headroom), evict down to the low mark
+	// (budget - 2 * headroom): rounds are few and large, and faults and
+	// prefetch find room without waiting for one.
+	uint64_t h = headroom(budget);
+	if (budget == 0 || resident + h <= budget)
+		return 0;
+	uint64_t low = budget > 2 * h ? budget - 2 * h : budget / 2;
+	return resident > low ? resident - low : 0;
+}
+
 void PagerThread::maybe_evict(Process *p)
 {
 	if (p->evict.active || !p->can_evict())
 		return;
-	auto headroom = [this](uint64_t budget) {
-		return std::max<uint64_t>(1, std::min<uint64_t>(cfg_.evict_headroom, budget / 4));
-	};
-	uint64_t need_p = 0;
-	if (p->budget_pages && p->resident + headroom(p->budget_pages) > p->budget_pages)
-		need_p = p->resident + headroom(p->budget_pages) - p->budget_pages;
+	uint64_t need_p = eviction_want(p->resident, p->budget_pages);
 	auto &victims = p->evict.victims;
 	victims.clear();
 	// Mappings over their own budget first, then the largest for the process.
@@ -1508,15 +1520,13 @@ void PagerThread::maybe_evict(Process *p)
 			if (m->dead || !m->wp || m->npages == 0)
 				continue;
 			uint64_t want = 0;
-			if (pass == 0 && m->budget_pages &&
-			    m->resident + headroom(m->budget_pages) > m->budget_pages)
-				want = m->resident + headroom(m->budget_pages) - m->budget_pages;
+			if (pass == 0)
+				want = eviction_want(m->resident, m->budget_pages);
 			if (pass == 1 && need_p > victims.size())
 				want = need_p - victims.size();
 			if (want == 0)
 				continue;
-			want = std::min<uint64_t>(std::max<uint64_t>(want, 8),
-			                          cfg_.evict_batch - victims.size());
+			want = std::min<uint64_t>(want, cfg_.evict_batch - victims.size());
 			// CLOCK: a page with its reference bit set gets a second chance.
 			uint64_t taken = 0;
 			for (uint64_t step = 0; step < 2ull * m->npages && taken < want; step++) {

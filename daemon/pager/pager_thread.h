@@ -187,6 +187,9 @@ private:
 	// sync for either kind.
 	void flush(Mapping *m, uint32_t first, uint32_t count, std::function<void(Status)> done);
 
+	uint64_t headroom(uint64_t budget) const;
+	// Pages to evict now from `resident` under `budget` (0: none).
+	uint64_t eviction_want(uint64_t resident, uint64_t budget) const;
 	void maybe_evict(Process *p);
 	void check_eviction(Process *p);
 	void send_drop(Process *p);
