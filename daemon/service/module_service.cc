@@ -5,7 +5,8 @@
 #include "daemon/common/log.h"
 #include "daemon/wire/codec.h"
 
-namespace memfed {
+namespace memfed
+{
 
 wire::WireRegion to_wire(const RegionInfo &r)
 {
@@ -19,6 +20,108 @@ wire::WireRegion to_wire(const RegionInfo &r)
 	w.size_bytes = r.size_bytes;
 	w.ctime_ns = r.ctime_ns;
 	return w;
+}
+
+ModuleService::ModuleService(ModuleStore *store) : store_(store)
+{
+	pending_.reserve(1024);
+	writer_ = std::thread([this] { writer_main(); });
+}
+
+ModuleService::~ModuleService()
+{
+	{
+		std::lock_guard lk(mu_);
+		stopping_ = true;
+	}
+	cv_.notify_all();
+	writer_.join();
+}
+
+size_t ModuleService::queued() const
+{
+	std::lock_guard lk(mu_);
+	return queue_.size();
+}
+
+void ModuleService::enqueue(Job job)
+{
+	{
+		std::lock_guard lk(mu_);
+		queue_.push_back(std::move(job));
+	}
+	cv_.notify_one();
+}
+
+// [fa, fa + count pages) against the WRITEs queued and not yet applied;
+// forgets those the writer has applied.
+bool ModuleService::overlaps_pending_write(uint64_t fa, uint32_t count)
+{
+	if (pending_.empty())
+		return false;
+	uint64_t applied = applied_seq_.load(std::memory_order_acquire);
+	size_t done = 0;
+	while (done < pending_.size() && pending_[done].seq <= applied)
+		done++;
+	pending_.erase(pending_.begin(), pending_.begin() + long(done));
+	uint64_t len = uint64_t(count) * wire::kPageSize;
+	uint64_t end = fa > UINT64_MAX - len ? UINT64_MAX : fa + len;
+	for (const PendingRange &r : pending_)
+		if (r.begin < end && fa < r.end)
+			return true;
+	return false;
+}
+
+void ModuleService::writer_main()
+{
+	std::vector<Job> group;
+	for (;;) {
+		{
+			std::unique_lock lk(mu_);
+			cv_.wait(lk, [this] { return stopping_ || !queue_.empty(); });
+			if (queue_.empty())
+				return; // stopping, and every job is answered
+			while (!queue_.empty()) {
+				group.push_back(std::move(queue_.front()));
+				queue_.pop_front();
+			}
+		}
+		if (writer_hook_)
+			writer_hook_();
+		commit(group);
+		group.clear();
+	}
+}
+
+// One group: every WRITE with one persist, then the READs that waited for
+// them, then the answers.
+void ModuleService::commit(std::vector<Job> &group)
+{
+	std::vector<ModuleStore::WriteOp> ops;
+	uint64_t last_seq = 0;
+	for (Job &j : group) {
+		if (!j.is_write)
+			continue;
+		const wire::Header &h = j.reply.request();
+		ops.push_back({h.region_id, h.offset, h.count, j.pages.data(), Status::ok()});
+		last_seq = j.seq;
+	}
+	if (!ops.empty())
+		store_->write_pages_batch(ops);
+	if (last_seq != 0)
+		applied_seq_.store(last_seq, std::memory_order_release);
+	size_t k = 0;
+	std::vector<uint8_t> buf;
+	for (Job &j : group) {
+		if (j.is_write) {
+			j.reply.complete(ops[k++].status);
+			continue;
+		}
+		const wire::Header &h = j.reply.request();
+		buf.resize(size_t(h.count) * wire::kPageSize);
+		Status st = store_->read_pages(h.region_id, h.offset, h.count, buf.data());
+		j.reply.complete(st, buf);
+	}
 }
 
 wire::WireStat ModuleService::stat() const
@@ -35,24 +138,31 @@ wire::WireStat ModuleService::stat() const
 	s.writes = i.pages_written;
 	s.log_replays = i.log_replays;
 	s.uptime_ns = uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(
-				       std::chrono::steady_clock::now() - started_)
-				       .count());
+	                               std::chrono::steady_clock::now() - started_)
+	                               .count());
 	return s;
 }
 
 void ModuleService::handle(const ConnInfo &conn, const wire::Header &req,
-			   std::span<const uint8_t> payload, Reply &reply)
+                           std::span<const uint8_t> payload, Reply &reply)
 {
 	using wire::MsgType;
 	if (req.dst_module != 0 && req.dst_module != store_->module_id().value) {
 		// No relaying yet: a request for another module is refused, not guessed at.
-		reply.fail(Status(Code::kNotFound, "module " + ModuleId{req.dst_module}.to_string() +
-							   " is not served here (this is " +
-							   store_->module_id().to_string() + ")"));
+		reply.fail(Status(Code::kNotFound, "module " +
+		                                           ModuleId{req.dst_module}.to_string() +
+		                                           " is not served here (this is " +
+		                                           store_->module_id().to_string() + ")"));
 		return;
 	}
 	switch (MsgType(req.type)) {
 	case MsgType::kRead: {
+		if (reply.can_defer() && overlaps_pending_write(req.offset, req.count)) {
+			Job j;
+			j.reply = reply.defer();
+			enqueue(std::move(j));
+			return;
+		}
 		auto buf = reply.payload_buffer(size_t(req.count) * wire::kPageSize);
 		Status st = store_->read_pages(req.region_id, req.offset, req.count, buf.data());
 		if (!st)
@@ -60,7 +170,21 @@ void ModuleService::handle(const ConnInfo &conn, const wire::Header &req,
 		return;
 	}
 	case MsgType::kWrite: {
-		Status st = store_->write_pages(req.region_id, req.offset, req.count, payload.data());
+		if (reply.can_defer()) {
+			Job j;
+			j.reply = reply.defer();
+			j.is_write = true;
+			j.pages.assign(payload.begin(), payload.end());
+			j.seq = next_seq_++;
+			uint64_t len = uint64_t(req.count) * wire::kPageSize;
+			uint64_t end =
+			        req.offset > UINT64_MAX - len ? UINT64_MAX : req.offset + len;
+			pending_.push_back({req.offset, end, j.seq});
+			enqueue(std::move(j));
+			return;
+		}
+		Status st =
+		        store_->write_pages(req.region_id, req.offset, req.count, payload.data());
 		if (!st)
 			reply.fail(st);
 		return;
@@ -71,14 +195,15 @@ void ModuleService::handle(const ConnInfo &conn, const wire::Header &req,
 			reply.fail(spec.status());
 			return;
 		}
-		auto r = store_->create_region(wire::region_name(*spec), spec->size_bytes, spec->owner_uid,
-					       spec->mode);
+		auto r = store_->create_region(wire::region_name(*spec), spec->size_bytes,
+		                               spec->owner_uid, spec->mode);
 		if (!r) {
 			reply.fail(r.status());
 			return;
 		}
 		LOG_INFO("module", "region '%s' created by %s (%s), %lu bytes", r->name.c_str(),
-			 conn.module.to_string().c_str(), conn.peer.c_str(), (unsigned long)r->size_bytes);
+		         conn.module.to_string().c_str(), conn.peer.c_str(),
+		         (unsigned long)r->size_bytes);
 		auto out = reply.payload_buffer(wire::kRegionSize);
 		wire::encode_region(to_wire(*r), out.data());
 		return;
@@ -96,7 +221,7 @@ void ModuleService::handle(const ConnInfo &conn, const wire::Header &req,
 				reply.fail(st);
 			else
 				LOG_INFO("module", "region '%s' deleted by %s", name->c_str(),
-					 conn.peer.c_str());
+				         conn.peer.c_str());
 			return;
 		}
 		auto r = store_->lookup_region(*name);
@@ -122,8 +247,8 @@ void ModuleService::handle(const ConnInfo &conn, const wire::Header &req,
 	}
 	default:
 		reply.fail(Status(Code::kProtocol, std::string("message type ") +
-							   wire::msg_type_name(req.type) +
-							   " is not served by a module"));
+		                                           wire::msg_type_name(req.type) +
+		                                           " is not served by a module"));
 	}
 }
 

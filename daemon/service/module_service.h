@@ -1,34 +1,101 @@
 // ModuleService: the memory-module role on the wire. Serves READ, WRITE,
 // REGION_* and STAT requests from peers out of the local ModuleStore.
 //
+// Fault traffic never waits for persistence: a WRITE received from the TCP
+// server is deferred to the service's writer thread, which takes every write
+// queued meanwhile, commits them as one group (ModuleStore::write_pages_batch,
+// one redo-log persist for the group) and only then answers them, so each
+// acknowledgement still means durable. READs are answered at once on the loop
+// thread, except a READ that overlaps a write not yet applied: it is queued
+// behind that write and answered by the writer, so a READ always sees every
+// WRITE the module received before it. Requests from in-process callers
+// (LocalChannel, which needs its answer inline) are served synchronously.
+//
 // Regions created over the wire are owned by the uid in the request's spec;
 // the wire carries no credentials of its own, so a module trusts the nodes
 // that can reach its port (access control on the wire is a later step).
 //
-// Thread-safety: handle() runs on the module's EventLoop thread; the store is
-// thread-safe, so control ops may use it concurrently.
+// Thread-safety: handle() of deferrable requests runs on the one EventLoop
+// thread of the module's TcpServer; handle() of non-deferrable requests, and
+// stat() and queued(), may run on any thread. The store is thread-safe, so
+// control ops may use it concurrently. The destructor commits and answers
+// every queued write before it returns.
 #pragma once
 
+#include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
 
 #include "daemon/store/pool.h"
 #include "daemon/transport/tcp_server.h"
 
-namespace memfed {
+namespace memfed
+{
 
 // RegionInfo (store) -> WireRegion and back to the federation's view.
 wire::WireRegion to_wire(const RegionInfo &r);
 
-class ModuleService : public RequestHandler {
+class ModuleService : public RequestHandler
+{
 public:
-	explicit ModuleService(ModuleStore *store) : store_(store) {}
+	explicit ModuleService(ModuleStore *store);
+	~ModuleService() override;
+	ModuleService(const ModuleService &) = delete;
+	ModuleService &operator=(const ModuleService &) = delete;
+
 	void handle(const ConnInfo &conn, const wire::Header &req, std::span<const uint8_t> payload,
-		    Reply &reply) override;
+	            Reply &reply) override;
 	wire::WireStat stat() const;
+	// Requests waiting for the writer thread (not yet taken into a group).
+	size_t queued() const;
+
+	// Test only: the writer thread calls `hook` after taking a group and
+	// before committing it (a test holds the writer there to show that
+	// reads are served meanwhile). Set before the first request.
+	void set_writer_hook_for_test(std::function<void()> hook)
+	{
+		writer_hook_ = std::move(hook);
+	}
 
 private:
+	// A request for the writer: a WRITE, or a READ that waits for one.
+	struct Job {
+		DeferredReply reply;
+		bool is_write = false;
+		std::vector<uint8_t> pages; // a WRITE's payload
+		uint64_t seq = 0;           // a WRITE's place in the queue (1, 2, ...)
+	};
+	// The fa range of a WRITE not yet applied.
+	struct PendingRange {
+		uint64_t begin, end, seq;
+	};
+
+	void enqueue(Job job);
+	bool overlaps_pending_write(uint64_t fa, uint32_t count);
+	void writer_main();
+	void commit(std::vector<Job> &group);
+
 	ModuleStore *store_;
 	std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
+	std::function<void()> writer_hook_;
+
+	// Loop thread only.
+	std::vector<PendingRange> pending_; // in seq order
+	uint64_t next_seq_ = 1;
+	// Highest seq whose write the store has applied (written by the writer).
+	std::atomic<uint64_t> applied_seq_{0};
+
+	mutable std::mutex mu_;
+	std::condition_variable cv_;
+	std::deque<Job> queue_; // guarded by mu_
+	bool stopping_ = false; // guarded by mu_
+	std::thread writer_;
 };
 
 } // namespace memfed

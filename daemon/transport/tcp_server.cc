@@ -6,6 +6,8 @@
 
 #include <algorithm>
 #include <cstring>
+#include <mutex>
+#include <vector>
 
 #include "daemon/common/log.h"
 #include "daemon/transport/endpoint.h"
@@ -22,7 +24,80 @@ constexpr size_t kRecvChunk = 64 * 1024;
 // Stop reading a connection whose unsent replies exceed this; resume once
 // they are written (a peer that never reads cannot make us buffer forever).
 constexpr size_t kSendHighWater = 4 * 1024 * 1024;
+// Likewise for the requests of a connection deferred and not yet answered
+// (their payloads are held by the handler).
+constexpr size_t kDeferHighWater = 8 * 1024 * 1024;
+
+// What a deferred request holds against its connection's limit.
+size_t defer_cost(const wire::Header &req)
+{
+	size_t c = wire::kHeaderSize + req.payload_len;
+	if (req.type == static_cast<uint8_t>(wire::MsgType::kRead))
+		c += size_t{req.count} * wire::kPageSize;
+	return c;
+}
 } // namespace
+
+struct DeferredTarget {
+	std::mutex mu;
+	TcpServer *srv = nullptr; // null once the server is being destroyed
+	EventLoop *loop = nullptr;
+};
+
+DeferredReply Reply::defer()
+{
+	DeferredReply d;
+	d.target_ = *target_;
+	d.conn_id_ = conn_id_;
+	d.req_ = *req_;
+	deferred_ = true;
+	return d;
+}
+
+DeferredReply &DeferredReply::operator=(DeferredReply &&o) noexcept
+{
+	if (this != &o) {
+		if (valid())
+			complete(Status(Code::kInternal, "deferred request dropped by the module"));
+		target_ = std::move(o.target_);
+		conn_id_ = o.conn_id_;
+		req_ = o.req_;
+	}
+	return *this;
+}
+
+DeferredReply::~DeferredReply()
+{
+	if (valid())
+		complete(Status(Code::kInternal, "deferred request dropped by the module"));
+}
+
+void DeferredReply::complete(const Status &st, std::span<const uint8_t> payload)
+{
+	std::shared_ptr<DeferredTarget> t = std::move(target_);
+	if (!t)
+		return;
+	Code code = st.code();
+	std::vector<uint8_t> bytes;
+	if (code != Code::kOk) {
+		size_t n = std::min(st.message().size(), wire::kMaxErrorMessage);
+		bytes.assign(st.message().data(), st.message().data() + n);
+	} else {
+		bytes.assign(payload.begin(), payload.end());
+	}
+	std::lock_guard lk(t->mu);
+	if (t->srv == nullptr)
+		return;
+	t->loop->post([t, id = conn_id_, req = req_, code, bytes = std::move(bytes)] {
+		TcpServer *srv;
+		{
+			std::lock_guard lk2(t->mu);
+			srv = t->srv;
+		}
+		if (srv != nullptr)
+			srv->deliver(id, req, code, bytes);
+	});
+}
 
 std::span<uint8_t> Reply::payload_buffer(size_t len)
 {
@@ -113,6 +188,7 @@ public:
 		disarm_hello_timer();
 	}
 	bool idle() const { return ops_ == 0; }
+	uint64_t id() const { return info_.id; }
 
 private:
 	struct RecvOp : IoOp {
@@ -145,13 +221,18 @@ private:
 		begin_close();
 	}
 
-	bool backpressured() const { return tx_[fill_].readable() >= kSendHighWater; }
+	bool backpressured() const
+	{
+		return tx_[fill_].readable() >= kSendHighWater ||
+		       deferred_bytes_ >= kDeferHighWater;
+	}
 
 	// After the peer's EOF: close once every complete request is answered
 	// and the answers are sent.
 	void close_if_done()
 	{
-		if (peer_eof_ && !closing_ && !sending_ && tx_[fill_].readable() == 0)
+		if (peer_eof_ && !closing_ && !sending_ && tx_[fill_].readable() == 0 &&
+		    deferred_ == 0)
 			begin_close();
 	}
 
@@ -275,6 +356,33 @@ private:
 		ops_++;
 	}
 
+public:
+	// The response to a deferred request of this connection.
+	void deliver(const wire::Header &req, Code code, std::span<const uint8_t> payload)
+	{
+		deferred_--;
+		deferred_bytes_ -= defer_cost(req);
+		if (closing_)
+			return;
+		ByteBuffer &out = tx_[fill_];
+		size_t start = out.readable();
+		out.append(wire::kHeaderSize);
+		Reply reply(&out, start + wire::kHeaderSize);
+		reply.count = req.count;
+		reply.offset = req.offset;
+		reply.region_id = req.region_id;
+		if (code == Code::kOk)
+			reply.set_payload(payload);
+		else
+			reply.fail(Status(code, std::string(payload.begin(), payload.end())));
+		finish_reply(req, start, reply);
+		process();
+		flush();
+		arm_recv();
+		close_if_done();
+	}
+
+private:
 	// Handles every complete request in rx_, in order.
 	void process()
 	{
@@ -335,24 +443,33 @@ private:
 		reply.count = hdr_.count;
 		reply.offset = hdr_.offset;
 		reply.region_id = hdr_.region_id;
+		reply.target_ = &srv_->deferred_target_;
+		reply.conn_id_ = info_.id;
+		reply.req_ = &hdr_;
 		srv_->handler_->handle(info_, hdr_, payload, reply);
-		finish_reply(start, reply);
+		if (reply.deferred()) {
+			out.truncate(start);
+			deferred_++;
+			deferred_bytes_ += defer_cost(hdr_);
+			return;
+		}
+		finish_reply(hdr_, start, reply);
 	}
 
-	void finish_reply(size_t start, Reply &reply)
+	void finish_reply(const wire::Header &req, size_t start, Reply &reply)
 	{
 		ByteBuffer &out = tx_[fill_];
 		wire::Header h{};
 		h.magic = wire::kWireMagic;
 		h.version = info_.version;
-		h.type = hdr_.type;
-		h.tclass = hdr_.tclass;
+		h.type = req.type;
+		h.tclass = req.tclass;
 		h.hop_limit = wire::kDefaultHopLimit;
 		h.flags = wire::kFlagResponse;
 		h.status = static_cast<uint16_t>(reply.code());
 		h.src_module = srv_->identity_.module.value;
-		h.dst_module = hdr_.src_module;
-		h.request_id = hdr_.request_id;
+		h.dst_module = req.src_module;
+		h.request_id = req.request_id;
 		h.offset = reply.offset;
 		h.count = reply.count;
 		h.region_id = reply.region_id;
@@ -361,7 +478,7 @@ private:
 		if (!bad.is_ok() || reply.payload_len() > wire::kMaxPayload) {
 			// A handler bug must not put an invalid message on the wire.
 			LOG_ERROR(kComp, "handler built an invalid %s response: %s",
-			          wire::msg_type_name(hdr_.type), bad.message().c_str());
+			          wire::msg_type_name(req.type), bad.message().c_str());
 			reply.fail(Status(Code::kInternal, "module built an invalid response"));
 			h.status = static_cast<uint16_t>(Code::kInternal);
 			h.payload_len = static_cast<uint32_t>(reply.payload_len());
@@ -391,7 +508,7 @@ private:
 			                  std::to_string(wire::kWireVersion);
 			LOG_WARN(kComp, "disconnecting %s: %s", who().c_str(), msg.c_str());
 			reply.fail(Status(Code::kProtocol, msg));
-			finish_reply(start, reply);
+			finish_reply(hdr_, start, reply);
 			draining_ = true; // send the error, then close
 			return;
 		}
@@ -404,7 +521,7 @@ private:
 		resp.capacity_bytes = srv_->identity_.capacity_bytes;
 		auto p = reply.payload_buffer(wire::kHelloResponseSize);
 		wire::encode_hello_response(resp, p.data());
-		finish_reply(start, reply);
+		finish_reply(hdr_, start, reply);
 		hello_done_ = true;
 		disarm_hello_timer();
 		LOG_DEBUG(kComp, "HELLO from %s, version %u", who().c_str(), info_.version);
@@ -430,6 +547,8 @@ private:
 	ByteBuffer tx_[2];
 	int fill_ = 0;
 	size_t sent_ = 0;
+	size_t deferred_ = 0; // deferred requests not yet answered
+	size_t deferred_bytes_ = 0;
 };
 
 Result<std::unique_ptr<TcpServer>> TcpServer::listen(EventLoop *loop, const std::string &host_port,
@@ -459,6 +578,10 @@ std::string TcpServer::endpoint() const
 
 TcpServer::~TcpServer()
 {
+	{
+		std::lock_guard lk(deferred_target_->mu);
+		deferred_target_->srv = nullptr; // later deferred replies are dropped
+	}
 	closing_ = true;
 	if (accept_armed_) {
 		io_uring_sqe *s = loop_->sqe(nullptr);
@@ -472,7 +595,7 @@ TcpServer::~TcpServer()
 		if (kv.second->idle())
 			idle.push_back(kv.first);
 	for (Conn *c : idle)
-		conns_.erase(c);
+		reap(c);
 	while (accept_armed_ || !conns_.empty())
 		loop_->run_once(100);
 	if (listen_fd_ >= 0)
@@ -519,6 +642,7 @@ void TcpServer::on_accept(int res)
 		auto c = std::make_unique<Conn>(this, res, next_conn_id_++);
 		Conn *raw = c.get();
 		conns_.emplace(raw, std::move(c));
+		by_id_.emplace(next_conn_id_ - 1, raw);
 		raw->start();
 	}
 	arm_accept();
@@ -526,12 +650,23 @@ void TcpServer::on_accept(int res)
 
 void TcpServer::reap(Conn *c)
 {
+	by_id_.erase(c->id());
 	conns_.erase(c);
 }
 
-TcpServer::TcpServer(EventLoop *loop, const ServerIdentity &id, RequestHandler *h)
-    : loop_(loop), identity_(id), handler_(h)
+void TcpServer::deliver(uint64_t conn_id, const wire::Header &req, Code code,
+                        std::span<const uint8_t> payload)
 {
+	auto it = by_id_.find(conn_id);
+	if (it != by_id_.end())
+		it->second->deliver(req, code, payload);
+}
+
+TcpServer::TcpServer(EventLoop *loop, const ServerIdentity &id, RequestHandler *h)
+    : loop_(loop), identity_(id), handler_(h), deferred_target_(std::make_shared<DeferredTarget>())
+{
+	deferred_target_->srv = this;
+	deferred_target_->loop = loop;
 }
 
 } // namespace memfed

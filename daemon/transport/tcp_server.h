@@ -18,7 +18,15 @@
 // version. The handler sees every other request, with the peer's module ID
 // (the HELLO's src_module) in ConnInfo.
 //
-// Thread-safety: all methods, and all handler calls, run on the loop thread.
+// A handler may defer a request (Reply::defer(), e.g. a WRITE handed to a
+// thread that persists it) and answer it later from any thread through the
+// DeferredReply; the connection keeps reading and answering later requests
+// meanwhile, so responses may leave out of request order (clients match them
+// by request_id). Deferred requests count against the connection's
+// backpressure limit.
+//
+// Thread-safety: all methods, and all handler calls, run on the loop thread,
+// except DeferredReply::complete(), which any thread may call.
 // REQUIRES: destroyed on the loop thread or when the loop is not running,
 // not from a handler call (the destructor runs the loop until every
 // operation of the server has completed, so other components' completions
@@ -49,6 +57,40 @@ struct ConnInfo {
 	uint8_t version = 0;       // negotiated wire version
 };
 
+class TcpServer;
+
+// Shared by a TcpServer and its outstanding DeferredReplies: lets a reply
+// completed after the server is gone be dropped safely.
+struct DeferredTarget;
+
+// A request whose response is given later (Reply::defer()). Move-only. A
+// DeferredReply destroyed without complete() answers kInternal, so a request
+// is never left unanswered.
+class DeferredReply
+{
+public:
+	DeferredReply() = default;
+	DeferredReply(DeferredReply &&o) noexcept = default;
+	DeferredReply &operator=(DeferredReply &&o) noexcept;
+	DeferredReply(const DeferredReply &) = delete;
+	DeferredReply &operator=(const DeferredReply &) = delete;
+	~DeferredReply();
+
+	bool valid() const { return target_ != nullptr; }
+	const wire::Header &request() const { return req_; }
+	// Sends the response, from any thread: `st`'s code and message if it
+	// failed, else OK with `payload` (copied; <= kMaxPayload). Dropped if
+	// the connection or the server is gone by then. At most once; the
+	// DeferredReply is invalid afterwards.
+	void complete(const Status &st, std::span<const uint8_t> payload = {});
+
+private:
+	friend class Reply;
+	std::shared_ptr<DeferredTarget> target_;
+	uint64_t conn_id_ = 0;
+	wire::Header req_{};
+};
+
 // The response to one request, filled by the handler. Starts as OK with an
 // empty payload, count/offset/region_id echoing the request.
 //
@@ -67,6 +109,15 @@ public:
 	// code travels in the header's status field).
 	void fail(const Status &st);
 
+	// Whether defer() is allowed (false for in-process callers that need
+	// the answer inline).
+	bool can_defer() const { return target_ != nullptr; }
+	// Defers the response: handle() returns without one, and the request
+	// is answered when the returned DeferredReply completes. REQUIRES:
+	// can_defer(); nothing else is done with this Reply afterwards.
+	DeferredReply defer();
+	bool deferred() const { return deferred_; }
+
 	bool ok() const { return code_ == Code::kOk; }
 	Code code() const { return code_; }
 	size_t payload_len() const { return payload_len_; }
@@ -83,6 +134,11 @@ private:
 	size_t payload_at_; // offset of the payload in out_'s readable bytes
 	size_t payload_len_ = 0;
 	Code code_ = Code::kOk;
+	// Set by the TcpServer: where defer() sends the answer.
+	const std::shared_ptr<DeferredTarget> *target_ = nullptr;
+	uint64_t conn_id_ = 0;
+	const wire::Header *req_ = nullptr;
+	bool deferred_ = false;
 };
 
 class RequestHandler
@@ -135,6 +191,10 @@ private:
 	void arm_accept();
 	void on_accept(int res);
 	void reap(Conn *c);
+	// On the loop thread: sends a deferred request's response.
+	void deliver(uint64_t conn_id, const wire::Header &req, Code code,
+	             std::span<const uint8_t> payload);
+	friend class DeferredReply;
 
 	EventLoop *loop_;
 	ServerIdentity identity_;
@@ -149,6 +209,8 @@ private:
 	uint64_t next_conn_id_ = 1;
 	int hello_timeout_ms_ = 10000;
 	std::unordered_map<Conn *, std::unique_ptr<Conn>> conns_;
+	std::unordered_map<uint64_t, Conn *> by_id_; // for deferred replies
+	std::shared_ptr<DeferredTarget> deferred_target_;
 };
 
 } // namespace memfed

@@ -1,0 +1,272 @@
+#include "daemon/service/module_service.h"
+
+#include <catch2/catch.hpp>
+
+#include <atomic>
+#include <condition_variable>
+#include <cstring>
+#include <future>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "daemon/service/local_channel.h"
+#include "daemon/store/test_pool_dir.h"
+#include "daemon/transport/event_loop.h"
+#include "daemon/transport/sync_client.h"
+
+using namespace memfed;
+
+namespace
+{
+
+constexpr uint32_t kPage = wire::kPageSize;
+constexpr uint32_t kRegionPages = 16;
+const ModuleId kModule{0x020000000061};
+const ModuleId kClient{0x020000000062};
+
+// Holds the writer thread at its first group until released.
+class WriterGate
+{
+public:
+	void hook()
+	{
+		std::unique_lock lk(mu_);
+		if (calls_++ != 0)
+			return;
+		entered_ = true;
+		cv_.notify_all();
+		cv_.wait(lk, [this] { return released_; });
+	}
+	bool wait_entered()
+	{
+		std::unique_lock lk(mu_);
+		return cv_.wait_for(lk, std::chrono::seconds(20), [this] { return entered_; });
+	}
+	void release()
+	{
+		std::lock_guard lk(mu_);
+		released_ = true;
+		cv_.notify_all();
+	}
+
+private:
+	std::mutex mu_;
+	std::condition_variable cv_;
+	int calls_ = 0;
+	bool entered_ = false, released_ = false;
+};
+
+// A pool, a ModuleService whose writer waits at `gate`, and a TcpServer for
+// it on its own loop thread.
+class Module
+{
+public:
+	Module()
+	{
+		std::string path = dir_.path("pool");
+		REQUIRE(ModuleStore::format(PoolOptions{path, 4 << 20, kModule}).is_ok());
+		auto s = ModuleStore::open(path, 0);
+		REQUIRE(s.is_ok());
+		store = std::move(*s);
+		auto r = store->create_region("r", kRegionPages * kPage, 0, 0600);
+		REQUIRE(r.is_ok());
+		region = *r;
+		service = std::make_unique<ModuleService>(store.get());
+		service->set_writer_hook_for_test([this] { gate.hook(); });
+		auto loop = EventLoop::create();
+		REQUIRE(loop.is_ok());
+		loop_ = std::move(*loop);
+		auto srv = TcpServer::listen(loop_.get(), "127.0.0.1:0",
+		                             ServerIdentity{kModule, wire::kCapModule, 4 << 20},
+		                             service.get());
+		REQUIRE(srv.is_ok());
+		server_ = std::move(*srv);
+		endpoint = server_->endpoint();
+		thread_ = std::thread([this] { loop_->run(); });
+	}
+	~Module()
+	{
+		gate.release();
+		stop_server();
+	}
+	// Stops the loop and destroys the server (replies completed later are
+	// dropped).
+	void stop_server()
+	{
+		if (!server_)
+			return;
+		loop_->stop();
+		thread_.join();
+		server_.reset();
+	}
+	std::unique_ptr<SyncClient> client()
+	{
+		auto c = SyncClient::connect(endpoint, kClient, 20000);
+		REQUIRE(c.is_ok());
+		REQUIRE((*c)->hello().is_ok());
+		return std::move(*c);
+	}
+	uint64_t fa(uint32_t page) const { return region.fa_offset + uint64_t{page} * kPage; }
+
+	WriterGate gate;
+	std::unique_ptr<ModuleStore> store;
+	RegionInfo region;
+	std::unique_ptr<ModuleService> service;
+	std::string endpoint;
+
+private:
+	store::TestPoolDir dir_;
+	std::unique_ptr<EventLoop> loop_;
+	std::unique_ptr<TcpServer> server_;
+	std::thread thread_;
+};
+
+std::vector<uint8_t> pages(uint32_t n, uint8_t fill)
+{
+	return std::vector<uint8_t>(size_t{n} * kPage, fill);
+}
+
+// Polls `cond` (no timing assertion: a generous bound only ends a hung test).
+template <typename F> bool eventually(F cond)
+{
+	for (int i = 0; i < 20000; i++) {
+		if (cond())
+			return true;
+		std::this_thread::sleep_for(std::chrono::milliseconds(1));
+	}
+	return false;
+}
+
+} // namespace
+
+TEST_CASE("a READ is answered while a WRITE is being committed; an overlapping READ waits for it",
+          "[service]")
+{
+	Module m;
+	auto old_data = pages(kRegionPages, 0x11);
+	REQUIRE(m.store->write_pages(m.region.id, m.fa(0), kRegionPages, old_data.data()).is_ok());
+
+	// A bulk write of pages 0..7: the writer takes it and is held before it
+	// persists, so it cannot be acknowledged until the gate opens.
+	std::atomic<bool> write_acked{false};
+	Status write_st;
+	auto new_data = pages(8, 0x22);
+	std::thread writer([&] {
+		auto c = m.client();
+		write_st = c->write_pages(m.region.id, m.fa(0), 8, new_data.data());
+		write_acked = true;
+	});
+	REQUIRE(m.gate.wait_entered());
+
+	// A fault READ of other pages on another connection is answered now.
+	auto reader = m.client();
+	auto got = pages(8, 0);
+	REQUIRE(reader->read_pages(m.region.id, m.fa(8), 8, got.data()).is_ok());
+	CHECK(std::memcmp(got.data(), old_data.data(), got.size()) == 0);
+	CHECK_FALSE(write_acked.load());
+
+	// A READ of the pages being written is queued behind the write ...
+	Status overlap_st;
+	auto overlap = pages(2, 0);
+	std::thread overlapping([&] {
+		auto c = m.client();
+		overlap_st = c->read_pages(m.region.id, m.fa(6), 2, overlap.data());
+	});
+	REQUIRE(eventually([&] { return m.service->queued() == 1; }));
+	CHECK_FALSE(write_acked.load());
+
+	// ... and sees the new content once the write is committed.
+	m.gate.release();
+	writer.join();
+	overlapping.join();
+	REQUIRE(write_st.is_ok());
+	REQUIRE(overlap_st.is_ok());
+	CHECK(std::memcmp(overlap.data(), new_data.data(), overlap.size()) == 0);
+	REQUIRE(reader->read_pages(m.region.id, m.fa(0), 8, got.data()).is_ok());
+	CHECK(std::memcmp(got.data(), new_data.data(), got.size()) == 0);
+}
+
+TEST_CASE("concurrent WRITEs are committed as a group: fewer log persists than writes", "[service]")
+{
+	constexpr uint32_t kWriters = 8;
+	Module m;
+	std::vector<Status> st(kWriters);
+	std::vector<std::thread> threads;
+	auto write = [&](uint32_t i) {
+		auto c = m.client();
+		auto data = pages(1, uint8_t(0x40 + i));
+		st[i] = c->write_pages(m.region.id, m.fa(i), 1, data.data());
+	};
+	threads.emplace_back(write, 0);
+	REQUIRE(m.gate.wait_entered());
+	uint64_t persists_before = m.store->info().log_persists;
+	for (uint32_t i = 1; i < kWriters; i++)
+		threads.emplace_back(write, i);
+	REQUIRE(eventually([&] { return m.service->queued() == kWriters - 1; }));
+	m.gate.release();
+	for (auto &t : threads)
+		t.join();
+	for (uint32_t i = 0; i < kWriters; i++) {
+		INFO("writer " << i << ": " << st[i].to_string());
+		REQUIRE(st[i].is_ok());
+	}
+	// The held group (write 0) and one group for the other seven.
+	CHECK(m.store->info().log_persists - persists_before == 2);
+	CHECK(m.store->info().pages_written == kWriters);
+	auto c = m.client();
+	auto got = pages(kWriters, 0);
+	REQUIRE(c->read_pages(m.region.id, m.fa(0), kWriters, got.data()).is_ok());
+	for (uint32_t i = 0; i < kWriters; i++)
+		CHECK(got[size_t{i} * kPage] == uint8_t(0x40 + i));
+}
+
+TEST_CASE("a deferred WRITE completed after its server is gone is durable and dropped safely",
+          "[service]")
+{
+	Module m;
+	Status write_st;
+	auto data = pages(1, 0x5a);
+	std::thread writer([&] {
+		auto c = m.client();
+		write_st = c->write_pages(m.region.id, m.fa(3), 1, data.data());
+	});
+	REQUIRE(m.gate.wait_entered());
+	m.stop_server();
+	writer.join(); // the connection closed with the server
+	CHECK_FALSE(write_st.is_ok());
+	m.gate.release();
+	m.service.reset(); // commits the held group, then its reply has nowhere to go
+	auto got = pages(1, 0);
+	REQUIRE(m.store->read_pages(m.region.id, m.fa(3), 1, got.data()).is_ok());
+	CHECK(got == data);
+}
+
+TEST_CASE("in-process callers (LocalChannel) are served inline, not deferred", "[service]")
+{
+	Module m; // the writer gate stays closed: a deferred WRITE would not finish
+	LocalChannel local(m.store.get(), m.service.get());
+	struct Done : Completion {
+		void on_reply(const Status &s, const wire::Header &,
+		              std::span<const uint8_t>) override
+		{
+			called = true;
+			st = s;
+		}
+		bool called = false;
+		Status st;
+	} done;
+	auto data = pages(1, 0x33);
+	wire::Header w{};
+	w.type = uint8_t(wire::MsgType::kWrite);
+	w.region_id = m.region.id;
+	w.offset = m.fa(2);
+	w.count = 1;
+	local.call(w, data, &done);
+	REQUIRE(done.called);
+	REQUIRE(done.st.is_ok());
+	CHECK(m.service->queued() == 0);
+	auto got = pages(1, 0);
+	REQUIRE(m.store->read_pages(m.region.id, m.fa(2), 1, got.data()).is_ok());
+	CHECK(got == data);
+}
