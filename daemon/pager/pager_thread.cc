@@ -137,6 +137,21 @@ private:
 	__kernel_timespec ts_{};
 };
 
+class PagerThread::SoonOp : public IoOp
+{
+public:
+	explicit SoonOp(PagerThread *t) : t_(t) {}
+	void complete(int, uint32_t) override
+	{
+		armed = false;
+		t_->retry_copies();
+	}
+	bool armed = false;
+
+private:
+	PagerThread *t_;
+};
+
 bool PagerThread::FaultRing::push(const PendingFault &f)
 {
 	if (size == slots.size())
@@ -206,6 +221,7 @@ Status PagerThread::start()
 	retry_.slots.resize(kRingCapacity);
 	copy_retry_.reserve(cfg_.fault_slots + cfg_.bulk_slots);
 	tick_op_ = std::make_unique<TickOp>(this);
+	soon_op_ = std::make_unique<SoonOp>(this);
 
 	running_ = true;
 	thread_ = std::thread([this] { run(); });
@@ -361,6 +377,9 @@ void PagerThread::drain_uffd(Process *p)
 		size_t count = size_t(n) / sizeof(uffd_msg);
 		for (size_t i = 0; i < count && !p->dead; i++)
 			handle_msg(p, msgs[i]);
+		// A copy refused with EAGAIN waited for an event read just now.
+		if (!copy_retry_.empty())
+			retry_copies();
 		if (count < std::size(msgs))
 			return;
 	}
@@ -579,18 +598,16 @@ void PagerThread::prefetch(Mapping *m, uint32_t idx)
 		m->streams.requested_until(plan.stream, plan.first);
 		return;
 	}
-	// Prefetch never takes the budget's last pages: faults need them.
+	// Prefetch fills the budget only up to the eviction high mark: the
+	// headroom above it is for faults.
 	uint64_t allowed = UINT64_MAX;
-	uint64_t reserve = 8;
-	if (m->budget_pages)
-		allowed = m->budget_pages > m->resident + reserve
-		                  ? m->budget_pages - m->resident - reserve
-		                  : 0;
-	if (p->budget_pages)
-		allowed = std::min<uint64_t>(allowed,
-		                             p->budget_pages > p->resident + reserve
-		                                     ? p->budget_pages - p->resident - reserve
-		                                     : 0);
+	auto room = [this](uint64_t resident, uint64_t budget) -> uint64_t {
+		if (budget == 0)
+			return UINT64_MAX;
+		uint64_t high = budget - headroom(budget);
+		return high > resident ? high - resident : 0;
+	};
+	allowed = std::min(room(m->resident, m->budget_pages), room(p->resident, p->budget_pages));
 	bool trip_issued = false;
 	uint32_t end = plan.first + plan.count * plan.stride;
 	uint32_t i = plan.first;
@@ -762,6 +779,7 @@ void PagerThread::on_fetch_done(FetchOp *op, const Status &st)
 	}
 	if (!install_run(op)) {
 		copy_retry_.push_back(op); // reserved: never allocates
+		arm_soon();
 		return;
 	}
 	release_fetch(op);
@@ -1539,6 +1557,9 @@ void PagerThread::maybe_evict(Process *p)
 					pg.flags &= uint8_t(~kRef);
 					continue;
 				}
+				// Prefetched for a stream that has not got there yet.
+				if ((pg.flags & kPrefetched) && m->streams.ahead_of_stream(i))
+					continue;
 				pg.state = PageState::kEvicting;
 				pg.flags &= uint8_t(~(kParked | kRemoved | kRemovedTwice));
 				victims.emplace_back(m, i);
@@ -1659,6 +1680,7 @@ void PagerThread::on_drop_reply(Process *p, int res)
 		LOG_WARN(kLog, "pid %d: the client's evictor reported %s", int(p->pid),
 		         std::strerror(-ev.reply.error));
 	finish_eviction(p, true);
+	retry_copies(); // its madvise held copies off until now
 }
 
 void PagerThread::finish_eviction(Process *p, bool dropped)
@@ -2214,17 +2236,7 @@ void PagerThread::tick()
 			LOG_INFO(kLog, "module %s reachable again", cs->module.to_string().c_str());
 		}
 	}
-	for (size_t n = copy_retry_.size(); n > 0 && !copy_retry_.empty(); n--) {
-		FetchOp *op = copy_retry_.front();
-		copy_retry_.erase(copy_retry_.begin());
-		if (op->m->dead || op->m->proc->dead || install_run(op)) {
-			Mapping *m = op->m;
-			release_fetch(op);
-			after_install(m);
-		} else {
-			copy_retry_.push_back(op);
-		}
-	}
+	retry_copies();
 	PendingFault f;
 	for (size_t n = retry_.size; n > 0 && retry_.pop(&f); n--)
 		if (!f.proc->dead)
@@ -2260,6 +2272,35 @@ void PagerThread::tick()
 		}
 		maybe_evict(p.get());
 	}
+}
+
+void PagerThread::retry_copies()
+{
+	for (size_t n = copy_retry_.size(); n > 0 && !copy_retry_.empty(); n--) {
+		FetchOp *op = copy_retry_.front();
+		copy_retry_.erase(copy_retry_.begin());
+		if (op->m->dead || op->m->proc->dead || install_run(op)) {
+			Mapping *m = op->m;
+			release_fetch(op);
+			after_install(m);
+		} else {
+			copy_retry_.push_back(op);
+		}
+	}
+	if (!copy_retry_.empty())
+		arm_soon();
+}
+
+void PagerThread::arm_soon()
+{
+	// The thread whose event made the kernel refuse (EAGAIN) lets go of
+	// it right after running again: look again very soon, not at the tick.
+	if (soon_op_->armed)
+		return;
+	soon_op_->armed = true;
+	soon_ts_.tv_sec = 0;
+	soon_ts_.tv_nsec = 50'000;
+	io_uring_prep_timeout(loop_->sqe(soon_op_.get()), &soon_ts_, 0, 0);
 }
 
 void PagerThread::retire(Mapping *m)

@@ -112,6 +112,7 @@ private:
 	struct SharedJob;
 	struct SharedWrite;
 	class TickOp;
+	class SoonOp;
 	struct PendingFault {
 		Process *proc;
 		uint64_t addr;
@@ -169,6 +170,10 @@ private:
 	void on_fetch_done(FetchOp *op, const Status &st);
 	bool install_run(FetchOp *op);
 	void release_fetch(FetchOp *op);
+	// Installs that the kernel refused with EAGAIN while an address-space
+	// event was pending; retried once events are read.
+	void retry_copies();
+	void arm_soon();
 	void after_install(Mapping *m);
 	void retry_waiting();
 	void set_gone(Mapping *m, uint32_t i);
@@ -252,6 +257,8 @@ private:
 	FaultRing orphans_; // no mapping (yet)
 	FaultRing retry_;   // fetch failed: retried on the tick
 	std::unique_ptr<TickOp> tick_op_;
+	std::unique_ptr<SoonOp> soon_op_;
+	__kernel_timespec soon_ts_{};
 	std::vector<uint8_t> zero_;
 	uint64_t last_map_ns_ = 0;
 };

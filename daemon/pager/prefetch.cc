@@ -5,6 +5,14 @@
 namespace memfed::pager
 {
 
+bool StreamDetector::ahead_of_stream(uint32_t idx) const
+{
+	for (const Stream &s : streams_)
+		if (s.conf >= 2 && s.last != kNoPage && idx > s.last && idx < s.next)
+			return true;
+	return false;
+}
+
 int StreamDetector::stream_of_tripwire(uint32_t idx) const
 {
 	for (int i = 0; i < kStreams; i++)

@@ -51,6 +51,9 @@ public:
 	// The pager requested pages of `stream` only up to `next` (it ran out of
 	// buffers or budget); later faults ask for the rest.
 	void requested_until(int stream, uint32_t next);
+	// Whether `idx` lies ahead of an established stream, in what was
+	// prefetched for it and not consumed yet (eviction spares those).
+	bool ahead_of_stream(uint32_t idx) const;
 	// The stream whose tripwire is `idx`, or -1.
 	int stream_of_tripwire(uint32_t idx) const;
 

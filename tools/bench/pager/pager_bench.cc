@@ -546,12 +546,20 @@ int main(int argc, char **argv)
 	auto stats = client.call({{"op", kOpStats}});
 	if (stats) {
 		uint64_t faults = 0, prefetched = 0, hits = 0, evictions = 0;
+		std::vector<uint64_t> hist;
 		for (auto &r : stats->body["regions"]) {
 			faults += r["faults"].get<uint64_t>();
 			prefetched += r["prefetched"].get<uint64_t>();
 			hits += r["prefetch_hits"].get<uint64_t>();
 			evictions += r["evictions"].get<uint64_t>();
+			auto &h = r["fetch_us_log2"];
+			hist.resize(std::max(hist.size(), h.size()));
+			for (size_t i = 0; i < h.size(); i++)
+				hist[i] += h[i].get<uint64_t>();
 		}
+		std::printf("\npager fetch latency (us, log2 buckets):");
+		for (size_t i = 0; i < hist.size(); i++)
+			std::printf(" [%lu,%lu):%lu", 1ul << i, 2ul << i, (unsigned long)hist[i]);
 		std::printf("\npager.stats: %lu faults, %lu pages prefetched (%lu hits), %lu "
 		            "evictions\n",
 		            (unsigned long)faults, (unsigned long)prefetched, (unsigned long)hits,
