@@ -43,6 +43,9 @@ EP=$(ctl wire -j status | field '["listen"]')
 "$BIN/memfed-bench-wire" --target "$EP" --region-id "$REGION_ID" --fa-offset "0x${FA##*/0x}" \
 	--span 16384 --seconds 2 --repeat 3
 
+say "store: write_pages / read_pages vs pwrite+fdatasync / memcpy"
+"$BIN/memfed-bench-store" --dir "$WORK"
+
 if [ -x "$BIN/memfed-bench-pager" ]; then
 	say "pager: demand faults and scans through memfedd vs raw userfaultfd + io_uring limits"
 	"$BIN/memfed-bench-pager" --memfedd "$BIN/memfedd" --memfedctl "$BIN/memfedctl" --work "$WORK"

@@ -18,6 +18,24 @@ TEST_CASE("crc32c matches the standard check value")
 	REQUIRE(crc32c(zeros, sizeof(zeros)) != 0);
 }
 
+TEST_CASE("crc32c_combine gives the crc of the concatenation")
+{
+	uint8_t buf[3 * 4096 + 13];
+	for (size_t i = 0; i < sizeof(buf); i++)
+		buf[i] = uint8_t(i * 131 + (i >> 9));
+	// Whole pages (the table path) and other lengths (the generic path).
+	for (size_t split : {size_t{4096}, size_t{2 * 4096}, size_t{1}, size_t{777}}) {
+		size_t len_b = sizeof(buf) - split;
+		uint32_t a = crc32c(buf, split), b = crc32c(buf + split, len_b);
+		CHECK(crc32c_combine(a, b, len_b) == crc32c(buf, sizeof(buf)));
+	}
+	uint32_t c = 0;
+	for (size_t p = 0; p < 3; p++)
+		c = crc32c_combine(c, crc32c(buf + p * 4096, 4096), 4096);
+	CHECK(c == crc32c(buf, 3 * 4096));
+	CHECK(crc32c_combine(crc32c(buf, 10), 0, 0) == crc32c(buf, 10));
+}
+
 TEST_CASE("module ids round-trip and reject malformed text")
 {
 	auto id = ModuleId::parse("02:00:00:00:00:01");
@@ -51,7 +69,8 @@ TEST_CASE("status carries a code and a message")
 {
 	Status st = Status::from_errno(ENOENT, "opening pool /x");
 	REQUIRE(st.code() == Code::kNotFound);
-	REQUIRE(st.to_string() == std::string("not_found: opening pool /x: ") + std::strerror(ENOENT));
+	REQUIRE(st.to_string() ==
+	        std::string("not_found: opening pool /x: ") + std::strerror(ENOENT));
 	REQUIRE(code_from_name(code_name(Code::kNoSpace)) == Code::kNoSpace);
 	REQUIRE(Status().is_ok());
 }

@@ -3,9 +3,11 @@
 #include <array>
 #include <cstring>
 
-namespace memfed {
+namespace memfed
+{
 
-namespace {
+namespace
+{
 
 constexpr uint32_t kPoly = 0x82f63b78; // reflected Castagnoli polynomial
 
@@ -78,7 +80,7 @@ __attribute__((target("sse4.2"))) uint64_t crc_hw_1(uint64_t c, const uint8_t *p
 }
 
 __attribute__((target("sse4.2"))) uint64_t crc_hw_3(uint64_t c0, const uint8_t *p, size_t len,
-						     const ShiftTable &st)
+                                                    const ShiftTable &st)
 {
 	uint64_t c1 = 0, c2 = 0;
 	for (size_t i = 0; i < len; i += 8) {
@@ -115,6 +117,7 @@ __attribute__((target("sse4.2"))) uint32_t crc_hw(const uint8_t *p, size_t len, 
 }
 
 const bool kHaveHw = __builtin_cpu_supports("sse4.2");
+const ShiftTable kShiftPage = make_shift(4096);
 
 } // namespace
 
@@ -124,6 +127,18 @@ uint32_t crc32c(const void *data, size_t len, uint32_t crc)
 	crc = ~crc;
 	crc = kHaveHw ? crc_hw(p, len, crc) : crc_soft(p, len, crc);
 	return ~crc;
+}
+
+// The register of crc(A || B) is the register of crc(A) shifted over len_b
+// zero bytes, xor the register of crc(B) from a zero start; the pre- and
+// post-inversions cancel out, so the same holds for the final values.
+uint32_t crc32c_combine(uint32_t crc_a, uint32_t crc_b, size_t len_b)
+{
+	if (len_b == 4096)
+		return shift(kShiftPage, crc_a) ^ crc_b;
+	for (size_t i = 0; i < len_b; i++)
+		crc_a = kTable[crc_a & 0xff] ^ (crc_a >> 8);
+	return crc_a ^ crc_b;
 }
 
 } // namespace memfed

@@ -108,6 +108,7 @@ public:
 		return std::move(*c);
 	}
 	uint64_t fa(uint32_t page) const { return region.fa_offset + uint64_t{page} * kPage; }
+	std::string pool_path() const { return dir_.path("pool"); }
 
 	WriterGate gate;
 	std::unique_ptr<ModuleStore> store;
@@ -269,4 +270,24 @@ TEST_CASE("in-process callers (LocalChannel) are served inline, not deferred", "
 	auto got = pages(1, 0);
 	REQUIRE(m.store->read_pages(m.region.id, m.fa(2), 1, got.data()).is_ok());
 	CHECK(got == data);
+}
+
+TEST_CASE("a READ's payload crc comes from the stored page crcs: media corruption reaches the "
+          "client as a checksum failure",
+          "[service]")
+{
+	Module m;
+	m.gate.release();
+	auto data = pages(2, 0x7c);
+	auto c = m.client();
+	REQUIRE(c->write_pages(m.region.id, m.fa(4), 2, data.data()).is_ok());
+	auto got = pages(4, 0);
+	// Written and never-written pages alike carry a matching crc.
+	REQUIRE(c->read_pages(m.region.id, m.fa(3), 4, got.data()).is_ok());
+	CHECK(std::memcmp(got.data() + kPage, data.data(), data.size()) == 0);
+	store::flip_byte(m.pool_path(), m.fa(5) + 7);
+	Status st = c->read_pages(m.region.id, m.fa(4), 2, got.data());
+	INFO(st.to_string());
+	CHECK(st.code() == Code::kProtocol);
+	CHECK(st.message().find("crc") != std::string::npos);
 }

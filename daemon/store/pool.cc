@@ -461,6 +461,32 @@ Status ModuleStore::read_pages(uint32_t region_id, uint64_t fa_offset, uint32_t 
 	return Status::ok();
 }
 
+Status ModuleStore::read_pages_with_crc(uint32_t region_id, uint64_t fa_offset, uint32_t count,
+                                        void *dst, uint32_t *payload_crc)
+{
+	// A page never written is zeros (its meta says version 0, crc unset).
+	static const uint32_t kZeroPageCrc = [] {
+		static const uint8_t zeros[kPageSize] = {};
+		return crc32c(zeros, kPageSize);
+	}();
+	std::shared_lock lock(table_mu_);
+	MF_RETURN_IF_ERROR(check_range(region_id, fa_offset, count));
+	const uint8_t *base = file_->base();
+	uint8_t *out = static_cast<uint8_t *>(dst);
+	uint64_t first = geo_.page_index(fa_offset);
+	uint32_t crc = 0;
+	for (uint32_t i = 0; i < count; i++) {
+		uint64_t idx = first + i;
+		std::shared_lock page_lock(stripe(idx));
+		memcpy(out + uint64_t{i} * kPageSize, base + geo_.page_fa(idx), kPageSize);
+		const store::PageMeta *m = meta(idx);
+		crc = crc32c_combine(crc, m->version != 0 ? m->crc : kZeroPageCrc, kPageSize);
+	}
+	*payload_crc = crc;
+	pages_read_.fetch_add(count, std::memory_order_relaxed);
+	return Status::ok();
+}
+
 Status ModuleStore::write_pages(uint32_t region_id, uint64_t fa_offset, uint32_t count,
                                 const void *src)
 {

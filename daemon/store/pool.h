@@ -95,6 +95,13 @@ public:
 	// for an unknown id. read_pages returns kCorrupt if a page fails its crc.
 	Status read_pages(uint32_t region_id, uint64_t fa_offset, uint32_t count, void *dst);
 	Status write_pages(uint32_t region_id, uint64_t fa_offset, uint32_t count, const void *src);
+	// Like read_pages, but the pages' crcs are not checked here: *payload_crc
+	// is set to the crc32c of the `count` pages as they were written, combined
+	// from the crcs stored with them (crc32c_combine). A reader that checks
+	// its copy against it detects a page corrupted on the media or on the way,
+	// and the copy is the module's only pass over the bytes.
+	Status read_pages_with_crc(uint32_t region_id, uint64_t fa_offset, uint32_t count,
+	                           void *dst, uint32_t *payload_crc);
 
 	// One write of a group commit.
 	struct WriteOp {

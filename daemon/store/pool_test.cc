@@ -7,6 +7,7 @@
 #include <thread>
 #include <vector>
 
+#include "daemon/common/crc32c.h"
 #include "daemon/store/test_pool_dir.h"
 
 using namespace memfed;
@@ -434,4 +435,33 @@ TEST_CASE("write_pages_batch: a crash after the group's log persist replays ever
 	REQUIRE((*r)->read_pages(rid, fa, 4, got.data()).is_ok());
 	CHECK(std::memcmp(got.data(), a.data(), 2 * kPageSize) == 0);
 	CHECK(std::memcmp(got.data() + 3 * kPageSize, b.data(), kPageSize) == 0);
+}
+
+TEST_CASE("read_pages_with_crc: the stored crcs, combined, vouch for the copy", "[store][pool]")
+{
+	TestPoolDir dir;
+	std::string path = dir.path("pool");
+	std::vector<uint8_t> data = pattern(2, 5);
+	auto s = make_pool(path);
+	auto r = s->create_region("crc", 4 * kPageSize, 0, 0600);
+	REQUIRE(r.is_ok());
+	uint32_t rid = r->id;
+	uint64_t fa = r->fa_offset;
+	// Pages 1 and 2 written, 0 and 3 never (zeros).
+	REQUIRE(s->write_pages(rid, fa + kPageSize, 2, data.data()).is_ok());
+	std::vector<uint8_t> got(4 * kPageSize);
+	uint32_t crc = 0;
+	REQUIRE(s->read_pages_with_crc(rid, fa, 4, got.data(), &crc).is_ok());
+	CHECK(crc == crc32c(got.data(), got.size()));
+	CHECK(std::memcmp(got.data() + kPageSize, data.data(), data.size()) == 0);
+	REQUIRE(s->read_pages_with_crc(rid, fa + 2 * kPageSize, 1, got.data(), &crc).is_ok());
+	CHECK(crc == crc32c(data.data() + kPageSize, kPageSize));
+	CHECK(s->read_pages_with_crc(rid, fa + 4 * kPageSize, 1, got.data(), &crc).code() ==
+	      Code::kOutOfRange);
+	// A byte flipped on the media (the file is the mapping's backing): the
+	// copy no longer matches the crc.
+	store::flip_byte(path, fa + kPageSize + 100);
+	REQUIRE(s->read_pages_with_crc(rid, fa + kPageSize, 2, got.data(), &crc).is_ok());
+	CHECK(crc != crc32c(got.data(), 2 * kPageSize));
+	CHECK(s->read_pages(rid, fa + kPageSize, 2, got.data()).code() == Code::kCorrupt);
 }

@@ -104,6 +104,7 @@ std::span<uint8_t> Reply::payload_buffer(size_t len)
 	out_->truncate(payload_at_);
 	uint8_t *p = out_->append(len);
 	payload_len_ = len;
+	has_payload_crc_ = false;
 	return {p, len};
 }
 
@@ -484,6 +485,11 @@ private:
 			h.payload_len = static_cast<uint32_t>(reply.payload_len());
 		}
 		uint8_t *base = out.read_ptr() + start;
+		if (reply.has_payload_crc_ && h.status == static_cast<uint16_t>(Code::kOk)) {
+			h.payload_crc = h.payload_len == 0 ? 0 : reply.payload_crc_;
+			wire::encode_header_raw(h, base);
+			return;
+		}
 		std::span<const uint8_t> payload(base + wire::kHeaderSize, h.payload_len);
 		wire::encode_header(h, payload, base);
 	}

@@ -105,6 +105,15 @@ public:
 	std::span<uint8_t> payload_buffer(size_t len);
 	// Copies `bytes` as the payload.
 	void set_payload(std::span<const uint8_t> bytes);
+	// The crc32c of the final payload, when the handler knows it without
+	// reading the payload (e.g. combined from crcs stored with the pages):
+	// the server then does not compute it. A later payload_buffer(),
+	// set_payload() or fail() forgets it.
+	void set_payload_crc(uint32_t crc)
+	{
+		payload_crc_ = crc;
+		has_payload_crc_ = true;
+	}
 	// Fails the request: the payload becomes the status message (the
 	// code travels in the header's status field).
 	void fail(const Status &st);
@@ -134,6 +143,8 @@ private:
 	size_t payload_at_; // offset of the payload in out_'s readable bytes
 	size_t payload_len_ = 0;
 	Code code_ = Code::kOk;
+	uint32_t payload_crc_ = 0;
+	bool has_payload_crc_ = false;
 	// Set by the TcpServer: where defer() sends the answer.
 	const std::shared_ptr<DeferredTarget> *target_ = nullptr;
 	uint64_t conn_id_ = 0;
