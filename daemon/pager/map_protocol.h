@@ -87,11 +87,14 @@
 //     before the call is durable on its module.
 //
 //   "pager.stats"  {"pid": optional}
-//     -> {"regions": [{"region", "faults", "prefetch_hits", "evictions",
-//                      "writebacks", "resident_pages", "dirty_pages",
-//                      "fetch_us_log2": [count per bucket: bucket i holds
-//                                        latencies in [2^i, 2^(i+1)) us]}],
-//         "processes": [{"pid", "uffd_id", same counters}]}
+//     -> {"regions": [{"region", C...}], "processes": [{"pid", "uffd_id",
+//         "fork_child", C...}]} where the counters C are
+//         "faults" (missing-page faults), "wp_faults" (first writes to clean
+//         pages), "fetches" (demand fetches), "prefetched", "prefetch_hits"
+//         (prefetched pages a stream moved past), "evictions", "writebacks"
+//         (pages written back), "resident_pages", "dirty_pages" (private
+//         mappings only), "fetch_us_log2": [count per bucket: bucket i holds
+//         demand-fetch latencies in [2^i, 2^(i+1)) us; trailing zeroes cut].
 //
 // Evict channel (kind "private")
 // ------------------------------

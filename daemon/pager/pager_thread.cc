@@ -627,6 +627,12 @@ void PagerThread::prefetch(Mapping *m, uint32_t idx)
 		                                                         : nullptr;
 		if (op == nullptr || allowed == 0) {
 			m->streams.requested_until(plan.stream, i);
+			if (allowed == 0) {
+				// The budget stops the stream: make room now rather
+				// than when a fault finds the budget full.
+				p->evict_pressure = true;
+				maybe_evict(p);
+			}
 			break;
 		}
 		uint32_t s = i, n = 0;
@@ -1303,7 +1309,7 @@ void PagerThread::maybe_evict_window(Mapping *m)
 		std::lock_guard<std::mutex> lk(w.mu);
 		if (w.evicting || w.budget_pages == 0 || !caps_.shmem_wp || !w.all_ready())
 			return;
-		uint64_t want = std::min<uint64_t>(eviction_want(w.resident, w.budget_pages),
+		uint64_t want = std::min<uint64_t>(eviction_want(w.resident, w.budget_pages, false),
 		                                   cfg_.evict_batch);
 		if (want == 0)
 			return;
@@ -1512,13 +1518,14 @@ uint64_t PagerThread::headroom(uint64_t budget) const
 	return std::max<uint64_t>(1, std::min<uint64_t>(h, budget / 4));
 }
 
-uint64_t PagerThread::eviction_want(uint64_t resident, uint64_t budget) const
+uint64_t PagerThread::eviction_want(uint64_t resident, uint64_t budget, bool pressure) const
 {
-	// Past the high mark (budget - headroom), evict down to the low mark
-	// (budget - 2 * headroom): rounds are few and large, and faults and
-	// prefetch find room without waiting for one.
+	// Past the high mark (budget - headroom), or when prefetch is held up
+	// by the budget, evict down to the low mark (budget - 2 * headroom):
+	// rounds are few and large, and faults and prefetch find room without
+	// waiting for one.
 	uint64_t h = headroom(budget);
-	if (budget == 0 || resident + h <= budget)
+	if (budget == 0 || (resident + h <= budget && !pressure))
 		return 0;
 	uint64_t low = budget > 2 * h ? budget - 2 * h : budget / 2;
 	return resident > low ? resident - low : 0;
@@ -1528,7 +1535,9 @@ void PagerThread::maybe_evict(Process *p)
 {
 	if (p->evict.active || !p->can_evict())
 		return;
-	uint64_t need_p = eviction_want(p->resident, p->budget_pages);
+	bool pressure = p->evict_pressure;
+	p->evict_pressure = false;
+	uint64_t need_p = eviction_want(p->resident, p->budget_pages, pressure);
 	auto &victims = p->evict.victims;
 	victims.clear();
 	// Mappings over their own budget first, then the largest for the process.
@@ -1539,7 +1548,7 @@ void PagerThread::maybe_evict(Process *p)
 				continue;
 			uint64_t want = 0;
 			if (pass == 0)
-				want = eviction_want(m->resident, m->budget_pages);
+				want = eviction_want(m->resident, m->budget_pages, pressure);
 			if (pass == 1 && need_p > victims.size())
 				want = need_p - victims.size();
 			if (want == 0)

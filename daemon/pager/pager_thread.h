@@ -194,7 +194,7 @@ private:
 
 	uint64_t headroom(uint64_t budget) const;
 	// Pages to evict now from `resident` under `budget` (0: none).
-	uint64_t eviction_want(uint64_t resident, uint64_t budget) const;
+	uint64_t eviction_want(uint64_t resident, uint64_t budget, bool pressure) const;
 	void maybe_evict(Process *p);
 	void check_eviction(Process *p);
 	void send_drop(Process *p);

@@ -67,6 +67,7 @@ struct Process {
 	Eviction evict;
 	PageStats retired; // counters of mappings that are gone
 	bool warned_no_evict = false;
+	bool evict_pressure = false; // prefetch waits for room
 
 	std::unique_ptr<ProcessOp> uffd_op, evict_op, pid_op;
 	bool dead = false;
