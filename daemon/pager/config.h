@@ -27,7 +27,7 @@ struct PagerConfig {
 	uint32_t prefetch_chunk = 32;
 	// Eviction: pages evicted per round, and the free headroom (pages) the
 	// pager keeps under each budget so faults rarely wait for eviction.
-	uint32_t evict_batch = 64;
+	uint32_t evict_batch = 128;
 	uint32_t evict_headroom = 32;
 	// Preallocated demand-fetch slots per thread (faults beyond this wait).
 	uint32_t fault_slots = 256;

@@ -235,6 +235,11 @@ TEST_CASE("MADV_DONTNEED'd pages come back zero, never with old content", "[page
 	CHECK(page_is(m->addr + 3 * kPage, 0));
 	CHECK(page_is(m->addr + 4 * kPage, 0));
 	CHECK(m->addr[5 * kPage] == expected(f.store, "r", 5));
+	// The zeroes reach the module without a sync (a restarted daemon must
+	// not serve the old content either).
+	for (int i = 0; i < 200 && f.store.read("r", 4 * kPage, 1)[0] != 0; i++)
+		usleep(5000);
+	CHECK(f.store.read("r", 4 * kPage, kPage) == std::vector<uint8_t>(kPage, 0));
 	// The zeroes are the mapping's content now: they reach the module too.
 	REQUIRE(c.unmap(*m).is_ok());
 	CHECK(f.store.read("r", 2 * kPage, 3 * kPage) == std::vector<uint8_t>(3 * kPage, 0));

@@ -983,7 +983,12 @@ void PagerThread::handle_remove(Process *p, uint64_t start, uint64_t end)
 				break;
 			}
 		}
+		// The zeroes go to the module now, not at the next sync: a
+		// daemon restarted before then would serve the old content.
+		uint32_t first = uint32_t((a - m->addr) / kPageSize);
+		claim_writeback(m, first, uint32_t((b - a + kPageSize - 1) / kPageSize));
 	}
+	pump_writeback();
 }
 
 void PagerThread::handle_unmap(Process *p, uint64_t start, uint64_t end)
