@@ -125,12 +125,19 @@ PagerLink::~PagerLink()
 		connected_ = false;
 		cv_.notify_all();
 	}
-	stop_evictor();
+	retire_evictor();
+	// Closing the uffd releases an evictor blocked in madvise (its REMOVE
+	// event is dropped with the uffd).
+	if (uffd_ >= 0)
+		close(uffd_);
+	{
+		std::unique_lock<std::mutex> lk(spans_mu_);
+		evictors_cv_.wait_for(lk, std::chrono::seconds(5),
+		                      [this] { return evictors_live_ == 0; });
+	}
 	for (auto &m : mappings_)
 		if (m->memfd >= 0)
 			close(m->memfd);
-	if (uffd_ >= 0)
-		close(uffd_);
 	if (stop_fd_ >= 0)
 		close(stop_fd_);
 }
@@ -187,7 +194,9 @@ Status PagerLink::establish()
 		close(sv[0]);
 		return Status(Code::kProtocol, "attach reply lacks uffd_id");
 	}
-	stop_evictor();
+	// The old evictor may be blocked in madvise until the new pager reads
+	// its REMOVE event: it finishes on its own once this attach is done.
+	retire_evictor();
 	MF_RETURN_IF_ERROR(start_evictor(sv[0]));
 	ctl_ = std::move(*c);
 	uffd_id_ = id;
@@ -454,19 +463,38 @@ void PagerLink::publish_spans()
 
 void *PagerLink::monitor_main(void *self)
 {
-	static_cast<PagerLink *>(self)->monitor_loop();
+	auto *l = static_cast<PagerLink *>(self);
+	if (l->opt_.thread_init)
+		l->opt_.thread_init();
+	l->monitor_loop();
 	return nullptr;
 }
 
-void *PagerLink::evictor_main(void *self)
+namespace
 {
-	auto *l = static_cast<PagerLink *>(self);
+struct EvictorArg {
+	PagerLink *link;
 	int sock;
+};
+} // namespace
+
+void *PagerLink::evictor_main(void *arg)
+{
+	auto *a = static_cast<EvictorArg *>(arg);
+	PagerLink *l = a->link;
+	int sock = a->sock;
+	delete a;
+	if (l->opt_.thread_init)
+		l->opt_.thread_init();
+	l->evictor_loop(sock);
 	{
 		std::lock_guard<std::mutex> lk(l->spans_mu_);
-		sock = l->evict_sock_;
+		if (l->evict_sock_ == sock)
+			l->evict_sock_ = -1;
+		close(sock);
+		l->evictors_live_--;
 	}
-	l->evictor_loop(sock);
+	l->evictors_cv_.notify_all();
 	return nullptr;
 }
 
@@ -484,26 +512,32 @@ Status PagerLink::start_evictor(int sock)
 	{
 		std::lock_guard<std::mutex> lk(spans_mu_);
 		evict_sock_ = sock;
+		evictors_live_++;
 	}
-	int rc = pthread_create(&evictor_, nullptr, evictor_main, this);
+	pthread_attr_t attr;
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	pthread_t t;
+	int rc = pthread_create(&t, &attr, evictor_main, new EvictorArg{this, sock});
+	pthread_attr_destroy(&attr);
 	if (rc != 0) {
-		close(sock);
+		std::lock_guard<std::mutex> lk(spans_mu_);
 		evict_sock_ = -1;
+		evictors_live_--;
+		close(sock);
 		return Status::from_errno(rc, "starting the evictor thread");
 	}
-	evictor_running_ = true;
 	return Status::ok();
 }
 
-void PagerLink::stop_evictor()
+void PagerLink::retire_evictor()
 {
-	if (!evictor_running_)
-		return;
-	shutdown(evict_sock_, SHUT_RDWR);
-	pthread_join(evictor_, nullptr);
-	close(evict_sock_);
+	// Under spans_mu_, so the evictor cannot close (and the fd be reused)
+	// between the check and the shutdown.
+	std::lock_guard<std::mutex> lk(spans_mu_);
+	if (evict_sock_ >= 0)
+		shutdown(evict_sock_, SHUT_RDWR);
 	evict_sock_ = -1;
-	evictor_running_ = false;
 }
 
 void PagerLink::monitor_loop()
@@ -575,32 +609,40 @@ void PagerLink::evictor_loop(int sock)
 			return;
 		}
 		pager::DropReply rep{pager::kDropReplyMagic, 0, req.seq};
+		uint32_t keep = 0;
 		{
-			std::lock_guard<std::mutex> ek(evict_mu_);
+			// Only the check holds spans_mu_: madvise may wait for the
+			// pager to read its REMOVE event, maybe a pager that is
+			// still being attached under that lock.
 			std::lock_guard<std::mutex> sk(spans_mu_);
 			for (uint32_t i = 0; i < req.count; i++) {
 				const auto &r = req.ranges[i];
 				bool inside =
 				        r.addr % kPage == 0 && r.length % kPage == 0 &&
+				        r.addr + r.length > r.addr &&
 				        std::any_of(private_spans_.begin(), private_spans_.end(),
 				                    [&r](const Span &s) {
 					                    return r.addr >= s.first &&
 					                           r.addr + r.length <=
-					                                   s.first + s.second &&
-					                           r.addr + r.length > r.addr;
+					                                   s.first + s.second;
 				                    });
-				if (!inside) {
+				if (inside)
+					req.ranges[keep++] = r;
+				else
 					LOG_WARN("libmemfed",
-					         "pager asked to drop 0x%llx+%llu outside "
-					         "every private mapping; ignored",
+					         "pager asked to drop 0x%llx+%llu outside every "
+					         "private mapping; ignored",
 					         (unsigned long long)r.addr,
 					         (unsigned long long)r.length);
-					continue;
-				}
-				if (syscall(SYS_madvise, r.addr, r.length, MADV_DONTNEED) < 0 &&
+			}
+		}
+		{
+			std::lock_guard<std::mutex> ek(evict_mu_);
+			for (uint32_t i = 0; i < keep; i++)
+				if (syscall(SYS_madvise, req.ranges[i].addr, req.ranges[i].length,
+				            MADV_DONTNEED) < 0 &&
 				    rep.error == 0)
 					rep.error = -errno;
-			}
 		}
 		if (send(sock, &rep, sizeof(rep), MSG_NOSIGNAL) < 0)
 			return;
@@ -732,7 +774,7 @@ void PagerLink::fork_child()
 	if (evict_sock_ >= 0)
 		close(evict_sock_);
 	evict_sock_ = -1;
-	evictor_running_ = false;
+	evictors_live_ = 0; // they stayed in the parent
 	monitor_running_ = false;
 	auto fd = pager::open_uffd(features_, user_mode_only_);
 	if (!fd)

@@ -58,6 +58,9 @@ public:
 		std::string socket_path;     // memfedd's control socket
 		uint64_t process_budget = 0; // "attach" budget, 0 = daemon default
 		bool handle_fork = true;     // register pthread_atfork handlers
+		// Runs first on every thread the link starts (the preload shim
+		// routes those threads' allocations away from the remote heap).
+		void (*thread_init)() = nullptr;
 	};
 
 	// Connects, asks "pager.hello", creates the uffd and attaches it.
@@ -128,7 +131,8 @@ private:
 	Status copy_for_child(Mapping &m);
 	Status start_monitor();
 	Status start_evictor(int sock);
-	void stop_evictor();
+	// Shuts the current evict channel down; its thread exits on its own.
+	void retire_evictor();
 	void publish_spans();
 	void monitor_loop();
 	void evictor_loop(int sock);
@@ -156,12 +160,14 @@ private:
 	// Held by the evictor while it drops pages; fork_prepare holds it from
 	// the region copy until fork returns, so no page leaves memory meanwhile.
 	std::mutex evict_mu_;
-	// The private mappings' address ranges, for the evictor's checks.
+	// The private mappings' address ranges, for the evictor's checks; also
+	// guards evict_sock_ and evictors_live_.
 	std::mutex spans_mu_;
 	std::vector<Span> private_spans_;
+	// Evictor threads are detached; each closes its socket when it ends.
 	int evict_sock_ = -1; // our end of the current evict channel
-	pthread_t evictor_{};
-	bool evictor_running_ = false;
+	int evictors_live_ = 0;
+	std::condition_variable evictors_cv_;
 	int stop_fd_ = -1; // eventfd that stops the monitor
 	pthread_t monitor_{};
 	bool monitor_running_ = false;

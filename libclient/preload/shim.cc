@@ -192,6 +192,8 @@ Result<client::PagerLink *> shim_link()
 		        s->cfg.socket.empty() ? control::default_socket_path() : s->cfg.socket;
 		o.process_budget = s->cfg.heap_budget;
 		o.handle_fork = false; // the shim's own atfork handlers call it
+		// The link's threads run shim code only: never the remote heap.
+		o.thread_init = [] { t_internal++; };
 		auto l = client::PagerLink::open(o);
 		if (!l)
 			return l.status();
