@@ -608,3 +608,45 @@ TEST_CASE("a shared window stays within its budget", "[pager][shared]")
 		bad += f.store.read("r", uint64_t(p) * kPage + 1, 1)[0] != uint8_t(p * 3 + 1);
 	CHECK(bad == 0);
 }
+
+TEST_CASE("two pager threads serve two clients, one shared window between them", "[pager]")
+{
+	PagerConfig cfg;
+	cfg.threads = 2;
+	PagerFixture f(cfg);
+	f.store.add_region("r", 256);
+	TestClient a, b;
+	REQUIRE(a.attach(f.path).is_ok());
+	REQUIRE(b.attach(f.path).is_ok());
+	auto pa = a.map("r", 0, 256 * kPage);
+	auto pb = b.map("r", 0, 256 * kPage);
+	auto sa = a.map_shared("r", 0, 256 * kPage);
+	auto sb = b.map_shared("r", 0, 256 * kPage);
+	REQUIRE(pa.is_ok());
+	REQUIRE(pb.is_ok());
+	REQUIRE(sa.is_ok());
+	REQUIRE(sb.is_ok());
+	std::atomic<int> bad{0};
+	auto worker = [&](uint8_t *priv, uint8_t *shared, uint32_t seed) {
+		std::mt19937 rng(seed);
+		for (int i = 0; i < 2000; i++) {
+			uint32_t p = rng() % 256;
+			if (priv[p * kPage + 1] != PageStoreDouble::pattern_byte(1, p))
+				bad++;
+			if (shared[p * kPage + 2] != PageStoreDouble::pattern_byte(1, p))
+				bad++;
+		}
+	};
+	std::thread ta(worker, pa->addr, sa->addr, 1), tb(worker, pb->addr, sb->addr, 2);
+	ta.join();
+	tb.join();
+	CHECK(bad == 0);
+	sa->addr[17 * kPage] = 0x17;
+	CHECK(sb->addr[17 * kPage] == 0x17);
+	CHECK(f.pager->stats(0)["processes"].size() == 2);
+	REQUIRE(a.unmap(*pa).is_ok());
+	REQUIRE(b.unmap(*pb).is_ok());
+	REQUIRE(a.unmap(*sa).is_ok());
+	REQUIRE(b.unmap(*sb).is_ok());
+	CHECK(f.store.read("r", 17 * kPage, 1)[0] == 0x17);
+}
