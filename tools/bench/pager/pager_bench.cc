@@ -18,7 +18,7 @@
 // whose work crosses vCPUs pays 20-25 us per wake-up (shared/notes/limits.md).
 //
 // Usage: memfed-bench-pager --memfedd PATH --memfedctl PATH --work DIR
-//          [--region-mb 64] [--faults 3000] [--cpu 0] [--repeat 3]
+//          [--region-mb 64] [--faults 3000] [--cpu 0] [--repeat 3] [--prefetch N]
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <liburing.h>
@@ -65,6 +65,7 @@ struct Options {
 	int faults = 3000;
 	int cpu = 0;
 	int repeat = 3;
+	int prefetch = 0; // pager's prefetch window (--pager-prefetch); 0: its default
 };
 
 // Word 0 of page p: what the region holds there.
@@ -424,6 +425,8 @@ int main(int argc, char **argv)
 			o.cpu = std::stoi(next());
 		else if (a == "--repeat")
 			o.repeat = std::max(1, std::stoi(next()));
+		else if (a == "--prefetch")
+			o.prefetch = std::stoi(next());
 		else
 			die("unknown option " + a +
 			    " (see the comment at the top of pager_bench.cc)");
@@ -477,9 +480,15 @@ int main(int argc, char **argv)
 		if (pclose(f) != 0)
 			die("writing the region failed");
 	}
-	spawn({o.memfedd, "--roles", "pager", "--state-dir", p, "--socket", p + "/sock", "--kmod",
-	       "off", "--log-level", "warn", "--peer", ep, "--pager-cpus", std::to_string(o.cpu)},
-	      o.cpu, p + ".log");
+	std::vector<std::string> pargs = {
+	        o.memfedd,  "--roles",   "pager",  "--state-dir",  p,
+	        "--socket", p + "/sock", "--kmod", "off",          "--log-level",
+	        "warn",     "--peer",    ep,       "--pager-cpus", std::to_string(o.cpu)};
+	if (o.prefetch > 0) {
+		pargs.push_back("--pager-prefetch");
+		pargs.push_back(std::to_string(o.prefetch));
+	}
+	spawn(pargs, o.cpu, p + ".log");
 	wait_daemon(o, p + "/sock", p + ".log");
 
 	pin(o.cpu);
