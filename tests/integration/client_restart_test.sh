@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Daemon restart: memfedd is SIGKILLed while an unmodified program faults
+# heavily on its remote heap, then started again on the same pool and socket.
+# The program waits in the kernel meanwhile, its library reconnects and hands
+# the userfaultfd over again, and the result is the one a native run gives.
+source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/client_lib.sh"
+
+cat >"$T/hash.py" <<'PY'
+import hashlib, sys
+n = int(sys.argv[1])
+d = {i: ("v%d" % (i * 7919)) * 3 for i in range(n)}
+h = hashlib.sha256()
+for k in sorted(d):
+    h.update(d[k].encode())
+print(h.hexdigest())
+PY
+N=400000
+want=$(python3 "$T/hash.py" $N)
+
+start_pager a 8G
+run_on a --heap-budget 16M --heap-size 1G -- python3 "$T/hash.py" $N >"$T/out" 2>"$T/err" &
+prog=$!
+# Let it fault for a while, so pages are remote and others in flight.
+for _ in $(seq 1 40); do
+	[ "$(ctl a -j stats 2>/dev/null | python3 -c 'import json,sys; print(sum(p["evictions"] for p in json.load(sys.stdin)["pager"]["processes"]))' 2>/dev/null || echo 0)" -gt 2000 ] && break
+	sleep 0.1
+done
+stop_daemon a KILL
+kill -0 $prog 2>/dev/null || fail "the program ended while memfedd was down: $(cat "$T/err")"
+sleep 1
+kill -0 $prog 2>/dev/null || fail "the program ended while memfedd was down: $(cat "$T/err")"
+ok "with memfedd killed, the program waits"
+
+start_pager a 8G
+wait $prog || fail "the program failed after the restart: $(cat "$T/err")"
+got=$(cat "$T/out")
+[ "$got" = "$want" ] || fail "hash after restart '$got', native '$want'"
+grep -q "reattached" "$T/err" || fail "the library did not report reattaching: $(cat "$T/err")"
+ok "after the restart the program finished with the native result"

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Acceptance: python3 hashes a heap structure far larger than its budget;
+# the hash equals a native run's and the resident set stays within the
+# budget plus a small overhead (the interpreter, libraries, the shim).
+source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/client_lib.sh"
+
+cat >"$T/hash.py" <<'PY'
+import hashlib, sys
+n = int(sys.argv[1])
+d = {i: ("v%d" % (i * 7919)) * 3 for i in range(n)}
+h = hashlib.sha256()
+for k in sorted(d):
+    h.update(d[k].encode())
+print(h.hexdigest())
+PY
+N=400000
+BUDGET_MB=16
+OVERHEAD_MB=24
+want=$(python3 "$T/hash.py" $N)
+native_kb=$(/usr/bin/time -f %M python3 "$T/hash.py" $N 2>&1 >/dev/null)
+
+start_pager a 8G
+rss_watch '^python3$' "$T/rss" &
+watcher=$!
+got=$(run_on a --heap-budget ${BUDGET_MB}M --heap-size 1G -- python3 "$T/hash.py" $N) ||
+	fail "python3 under memfedctl run failed"
+kill $watcher; wait $watcher || true
+[ "$got" = "$want" ] || fail "hash '$got', native '$want'"
+ok "python3's hash of a $((native_kb / 1024)) MiB heap equals the native run's"
+
+max_kb=$(cat "$T/rss")
+echo "# VmRSS max ${max_kb} kB (native ${native_kb} kB), budget ${BUDGET_MB} MiB + ${OVERHEAD_MB} MiB"
+[ "$max_kb" -gt 0 ] || fail "no RSS sample taken"
+[ "$max_kb" -le $(((BUDGET_MB + OVERHEAD_MB) * 1024)) ] ||
+	fail "VmRSS reached $max_kb kB, above ${BUDGET_MB}M + ${OVERHEAD_MB}M"
+[ "$max_kb" -lt "$native_kb" ] || fail "VmRSS $max_kb kB is not below the native $native_kb kB"
+ok "resident set stayed within the budget plus ${OVERHEAD_MB} MiB"
