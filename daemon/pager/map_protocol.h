@@ -65,9 +65,8 @@
 //       evicts by write-protecting the pages in every mapper (WP is used only
 //       then), writing changed ones back and fallocate(PUNCH_HOLE). Windows
 //       are one window when (region, region_offset, length) are equal;
-//       overlapping unequal windows are not coherent with each other. No
-//       prefetch for shared windows yet. Processes mapping the same window of a region
-//       get the same memfd: coherent, like a file. Dirty pages live in the
+//       overlapping unequal windows are not coherent with each other. Processes mapping the same
+//       window of a region get the same memfd: coherent, like a file. Dirty pages live in the
 //       memfd, so a killed client loses nothing it wrote.
 //     -> {"mapping_id": u64} (+ fds[0] for "shared")
 //     The pager issues UFFDIO_WAKE over the whole range after a map, so

@@ -318,7 +318,6 @@ Message Pager::op_map(const control::Peer &peer, Message &req)
 	int reply_fd = -1;
 	if (kind == kKindShared) {
 		m->wp = (*mode & UFFDIO_REGISTER_MODE_WP) && caps_.shmem_wp;
-		m->prefetch = false;
 		std::string key =
 		        loc->name + "@" + std::to_string(*offset) + "+" + std::to_string(*length);
 		std::lock_guard<std::mutex> lk(mu_);

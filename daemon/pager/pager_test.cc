@@ -650,3 +650,40 @@ TEST_CASE("two pager threads serve two clients, one shared window between them",
 	REQUIRE(b.unmap(*sb).is_ok());
 	CHECK(f.store.read("r", 17 * kPage, 1)[0] == 0x17);
 }
+
+TEST_CASE("sequential access to a shared window is prefetched", "[pager][shared]")
+{
+	PagerFixture f;
+	constexpr uint32_t kPages = 2048;
+	f.store.add_region("r", kPages);
+	TestClient c;
+	REQUIRE(c.attach(f.path).is_ok());
+	auto m = c.map_shared("r", 0, kPages * kPage);
+	REQUIRE(m.is_ok());
+	int bad = 0;
+	for (uint32_t p = 0; p < kPages; p++)
+		bad += !page_is(m->addr + p * kPage, expected(f.store, "r", p));
+	CHECK(bad == 0);
+	auto ps = f.proc_stats();
+	CHECK(ps["prefetched"].get<uint64_t>() > kPages / 2);
+	CHECK(ps["faults"].get<uint64_t>() < kPages / 2);
+	REQUIRE(c.unmap(*m).is_ok());
+	if (!f.pager->caps().shmem_wp)
+		return;
+	// The same under a budget, writing as it goes: nothing is lost.
+	auto w = c.map_shared("r", 0, kPages * kPage, 64 * kPage);
+	REQUIRE(w.is_ok());
+	size_t max_resident = 0;
+	for (uint32_t p = 0; p < kPages; p++) {
+		bad += w->addr[p * kPage] != expected(f.store, "r", p);
+		w->addr[p * kPage + 3] = uint8_t(p + 1);
+		if (p % 32 == 0)
+			max_resident = std::max(max_resident, resident_pages(w->addr, w->length));
+	}
+	CHECK(bad == 0);
+	CHECK(max_resident <= 64);
+	REQUIRE(c.unmap(*w).is_ok());
+	for (uint32_t p = 0; p < kPages; p++)
+		bad += f.store.read("r", uint64_t(p) * kPage + 3, 1)[0] != uint8_t(p + 1);
+	CHECK(bad == 0);
+}

@@ -1198,8 +1198,13 @@ void PagerThread::shared_fault(Mapping *m, uint32_t idx, uint32_t flags, bool re
 		m->stats.faults++;
 	switch (pg.state) {
 	case PageState::kFetching:
-	case PageState::kEvicting:
 		pg.flags |= kParked; // every mapper is woken when it is done
+		lk.unlock();
+		if (m->prefetch && cfg_.prefetch)
+			shared_prefetch(m, idx); // a stream caught up with its prefetch
+		return;
+	case PageState::kEvicting:
+		pg.flags |= kParked;
 		return;
 	case PageState::kResident:
 		if (w.in_memfd(wi)) {
@@ -1259,6 +1264,8 @@ void PagerThread::shared_fault(Mapping *m, uint32_t idx, uint32_t flags, bool re
 	m->inflight++;
 	cs->channel->read_pages(wire::TrafficClass::kFault, w.region_id,
 	                        w.fa_base + uint64_t(wi) * kPageSize, 1, op->buf, op);
+	if (m->prefetch && cfg_.prefetch && !m->dead)
+		shared_prefetch(m, idx);
 }
 
 void PagerThread::shared_fetch_done(FetchOp *op, const Status &st)
@@ -1267,35 +1274,49 @@ void PagerThread::shared_fetch_done(FetchOp *op, const Status &st)
 	SharedWindow &w = *m->window;
 	{
 		std::lock_guard<std::mutex> lk(w.mu);
-		for (uint32_t k = 0; k < op->count; k++) {
-			uint32_t wi = op->first + k;
-			Page &pg = w.pages[wi];
-			if (pg.state != PageState::kFetching)
+		for (uint32_t k = 0; k < op->count;) {
+			if (w.pages[op->first + k].state != PageState::kFetching) {
+				k++;
 				continue;
-			int r = st.is_ok() ? w.fill(wi, op->buf + size_t(k) * kPageSize, 1) : -EIO;
-			if (r == 0) {
-				pg.state = PageState::kResident;
-				pg.flags = kRef;
-				w.crc[wi] = crc32c(op->buf + size_t(k) * kPageSize, kPageSize);
-			} else {
-				if (st.is_ok())
-					LOG_WARN(kLog, "filling page %u of window %s: %s", wi,
-					         w.key.c_str(), std::strerror(-r));
+			}
+			uint32_t e = k + 1;
+			while (e < op->count &&
+			       w.pages[op->first + e].state == PageState::kFetching)
+				e++;
+			uint32_t wi = op->first + k, n = e - k;
+			const uint8_t *src = op->buf + size_t(k) * kPageSize;
+			int r = st.is_ok() ? w.fill(wi, src, n) : -EIO;
+			for (uint32_t j = 0; j < n; j++) {
+				Page &pg = w.pages[wi + j];
+				if (r == 0) {
+					pg.state = PageState::kResident;
+					pg.flags = op->bulk ? kPrefetched : kRef;
+					w.crc[wi + j] =
+					        crc32c(src + size_t(j) * kPageSize, kPageSize);
+					continue;
+				}
 				pg.state = PageState::kRemote;
 				pg.flags = 0;
 				w.resident--;
-				uint64_t a = m->page_addr(wi - m->window_first);
+				if (op->bulk || wi + j < m->window_first ||
+				    wi + j >= m->window_first + m->npages)
+					continue; // the wake below lets waiters fault again
+				uint64_t a = m->page_addr(wi + j - m->window_first);
 				if (!m->dead && !m->proc->dead &&
 				    !retry_.push({m->proc, a, 0u, now_ns()}))
 					(void)uffd_wake(m->proc->uffd, a, kPageSize);
 			}
-			w.wake_all(wi, 1);
+			if (r != 0 && st.is_ok())
+				LOG_WARN(kLog, "filling pages %u+%u of window %s: %s", wi, n,
+				         w.key.c_str(), std::strerror(-r));
+			w.wake_all(wi, n);
+			k = e;
 		}
 	}
-	if (st.is_ok()) {
+	if (st.is_ok() && !op->bulk) {
 		m->stats.fetches++;
 		m->stats.add_latency(now_ns() - op->t0);
-	} else if (st.code() == Code::kUnavailable && !m->chan->broken) {
+	} else if (!st.is_ok() && st.code() == Code::kUnavailable && !m->chan->broken) {
 		m->chan->broken = true;
 		m->chan->retry_at_ns = now_ns() + kChannelRetryNs;
 		LOG_WARN(kLog, "module %s unreachable (%s); faults wait for it",
@@ -1304,6 +1325,85 @@ void PagerThread::shared_fetch_done(FetchOp *op, const Status &st)
 	release_fetch(op);
 	if (!m->dead)
 		maybe_evict_window(m);
+}
+
+void PagerThread::shared_prefetch(Mapping *m, uint32_t idx)
+{
+	PrefetchPlan plan;
+	uint64_t hits = 0;
+	uint32_t released = kNoPage;
+	bool go =
+	        m->streams.on_fault(idx, m->npages, cfg_.prefetch_window, &plan, &hits, &released);
+	m->stats.prefetch_hits += hits;
+	if (!go)
+		return;
+	// No tripwires here: a page filled into the memfd is mapped by the
+	// kernel without a fault, so streams advance on faults at in-flight
+	// pages and at the end of what was fetched.
+	if (plan.tripwire != kNoPage)
+		m->streams.clear_tripwire(plan.stream);
+	ChannelSlot *cs = m->chan;
+	if (plan.stride != 1 || cs->broken || !cs->channel) {
+		m->streams.requested_until(plan.stream, plan.first);
+		return;
+	}
+	SharedWindow &w = *m->window;
+	struct Run {
+		FetchOp *op;
+		uint32_t first, n;
+	};
+	constexpr int kMaxRuns = 16;
+	Run runs[kMaxRuns];
+	int nr = 0;
+	{
+		std::lock_guard<std::mutex> lk(w.mu);
+		uint64_t allowed = UINT64_MAX;
+		if (w.budget_pages) {
+			uint64_t high = w.budget_pages - headroom(w.budget_pages);
+			allowed = high > w.resident ? high - w.resident : 0;
+		}
+		uint32_t i = plan.first, end = plan.first + plan.count;
+		while (i < end) {
+			if (w.pages[m->window_first + i].state != PageState::kRemote) {
+				i++;
+				continue;
+			}
+			FetchOp *op = free_bulk_;
+			if (op == nullptr || allowed == 0 || nr == kMaxRuns) {
+				m->streams.requested_until(plan.stream, i);
+				break;
+			}
+			free_bulk_ = op->next;
+			uint32_t s0 = i, n = 0;
+			while (i < end && n < op->cap && n < allowed &&
+			       w.pages[m->window_first + i].state == PageState::kRemote) {
+				w.pages[m->window_first + i].state = PageState::kFetching;
+				w.pages[m->window_first + i].flags = 0;
+				n++;
+				i++;
+			}
+			allowed -= n;
+			w.resident += n;
+			runs[nr++] = {op, m->window_first + s0, n};
+		}
+	}
+	// Issued without the lock: a channel may complete inline.
+	for (int k = 0; k < nr; k++) {
+		FetchOp *op = runs[k].op;
+		op->bulk = true;
+		op->m = m;
+		op->first = runs[k].first;
+		op->count = runs[k].n;
+		op->done = 0;
+		op->t0 = now_ns();
+		op->tripwire = kNoPage;
+		op->stream = -1;
+		m->inflight++;
+		m->stats.prefetched += runs[k].n;
+		cs->channel->read_pages(wire::TrafficClass::kBulk, w.region_id,
+		                        w.fa_base + uint64_t(runs[k].first) * kPageSize, runs[k].n,
+		                        op->buf, op);
+	}
 }
 
 void PagerThread::maybe_evict_window(Mapping *m)
@@ -1328,6 +1428,11 @@ void PagerThread::maybe_evict_window(Mapping *m)
 				pg.flags &= uint8_t(~kRef);
 				continue;
 			}
+			// Prefetched for this mapper's stream, not reached yet.
+			if ((pg.flags & kPrefetched) && i >= m->window_first &&
+			    i < m->window_first + m->npages &&
+			    m->streams.ahead_of_stream(i - m->window_first))
+				continue;
 			pg.state = PageState::kEvicting;
 			pg.flags = 0;
 			victims.push_back(i);

@@ -182,6 +182,7 @@ private:
 	// Kind "shared" (shared_window.h).
 	void shared_fault(Mapping *m, uint32_t idx, uint32_t flags, bool retry);
 	void shared_fetch_done(FetchOp *op, const Status &st);
+	void shared_prefetch(Mapping *m, uint32_t idx);
 	void maybe_evict_window(Mapping *m);
 	// Snapshots the changed pages of window pages [first, first+count) (only
 	// Evicting ones if `victims`) and writes them back; done(ok) after.
