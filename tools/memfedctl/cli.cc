@@ -58,6 +58,14 @@ Result<control::Message> call(control::Client &c, const std::string &op, json fi
 	return c.call_ok(m);
 }
 
+Result<control::Message> request(const Globals &g, const std::string &op, json fields)
+{
+	auto c = connect(g);
+	if (!c)
+		return c.status();
+	return call(*c, op, std::move(fields));
+}
+
 int fail(const Globals &g, const Status &st)
 {
 	if (g.json)

@@ -46,6 +46,10 @@ Result<control::Client> connect(const Globals &g);
 Result<control::Message> call(control::Client &c, const std::string &op,
 			      nlohmann::json fields = nlohmann::json::object());
 
+// connect() and call() in one: a single request to the daemon.
+Result<control::Message> request(const Globals &g, const std::string &op,
+				 nlohmann::json fields = nlohmann::json::object());
+
 // Prints `st` as "memfedctl: <message>" (or JSON with -j) and returns its exit code.
 int fail(const Globals &g, const Status &st);
 // Prints a JSON document (pretty) to stdout; returns 0.

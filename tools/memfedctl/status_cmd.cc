@@ -50,10 +50,7 @@ int cmd_status(const Globals &g, Args &a)
 	Status st = a.expect_positional(0, "memfedctl status");
 	if (!st)
 		return fail(g, st);
-	auto c = connect(g);
-	if (!c)
-		return fail(g, c.status());
-	auto r = call(*c, "status");
+	auto r = request(g, "status");
 	if (!r)
 		return fail(g, r.status());
 	json &b = r->body;
@@ -90,10 +87,7 @@ int cmd_module(const Globals &g, Args &a)
 	Status st = a.expect_positional(0, "memfedctl module ls");
 	if (!st)
 		return fail(g, st);
-	auto c = connect(g);
-	if (!c)
-		return fail(g, c.status());
-	auto r = call(*c, "module.list");
+	auto r = request(g, "module.list");
 	if (!r)
 		return fail(g, r.status());
 	if (g.json)
@@ -112,10 +106,7 @@ int cmd_stats(const Globals &g, Args &a)
 	Status st = a.expect_positional(0, "memfedctl stats");
 	if (!st)
 		return fail(g, st);
-	auto c = connect(g);
-	if (!c)
-		return fail(g, c.status());
-	auto r = call(*c, "stats");
+	auto r = request(g, "stats");
 	if (!r)
 		return fail(g, r.status());
 	json &b = r->body;

@@ -161,6 +161,15 @@ void print_explanation(const json &j)
 		std::printf("local   not mapped by any process\n");
 }
 
+// The kmod link when memfed.ko is loaded and usable, else null.
+std::unique_ptr<kmod::KmodLink> open_kmod()
+{
+	if (!kmod::KmodLink::available())
+		return nullptr;
+	auto k = kmod::KmodLink::open();
+	return k ? std::move(*k) : nullptr;
+}
+
 volatile sig_atomic_t g_stop = 0;
 
 } // namespace
@@ -178,17 +187,9 @@ int cmd_addr(const Globals &g, Args &a)
 	auto eva = parse_eva(a.next());
 	if (!eva)
 		return fail(g, eva.status());
-	Result<json> j = Status(Code::kUnavailable, "");
-	const char *source = kDaemonSource;
-	if (kmod::KmodLink::available()) {
-		auto k = kmod::KmodLink::open();
-		if (k) {
-			j = explain_from_kmod(**k, *eva);
-			source = kKmodSource;
-		}
-	}
-	if (source == kDaemonSource)
-		j = explain_from_daemon(g, *eva);
+	auto k = open_kmod();
+	const char *source = k ? kKmodSource : kDaemonSource;
+	Result<json> j = k ? explain_from_kmod(*k, *eva) : explain_from_daemon(g, *eva);
 	if (!j)
 		return fail(g, j.status());
 	(*j)["source"] = source;
@@ -229,20 +230,16 @@ int cmd_window(const Globals &g, Args &a)
 		return fail(g, st);
 	json list = json::array();
 	const char *source = kDaemonSource;
-	auto k = kmod::KmodLink::available() ? kmod::KmodLink::open()
-					      : Result<std::unique_ptr<kmod::KmodLink>>(Status(Code::kUnavailable, ""));
+	auto k = open_kmod();
 	if (k) {
-		auto ws = (*k)->windows();
+		auto ws = k->windows();
 		if (!ws)
 			return fail(g, ws.status());
 		for (const auto &w : *ws)
 			list.push_back(window_json(w));
 		source = kKmodSource;
 	} else {
-		auto c = connect(g);
-		if (!c)
-			return fail(g, c.status());
-		auto r = call(*c, "window.list");
+		auto r = request(g, "window.list");
 		if (!r)
 			return fail(g, r.status());
 		list = r->body["windows"];
@@ -272,10 +269,9 @@ int cmd_route(const Globals &g, Args &a)
 		return fail(g, st);
 	json list = json::array();
 	const char *source = kDaemonSource;
-	auto k = kmod::KmodLink::available() ? kmod::KmodLink::open()
-					      : Result<std::unique_ptr<kmod::KmodLink>>(Status(Code::kUnavailable, ""));
+	auto k = open_kmod();
 	if (k) {
-		auto rs = (*k)->routes();
+		auto rs = k->routes();
 		if (!rs)
 			return fail(g, rs.status());
 		for (const auto &r : *rs)
@@ -284,10 +280,7 @@ int cmd_route(const Globals &g, Args &a)
 	} else {
 		// Without the kmod the daemon's module table is the routing table:
 		// every peer is a direct neighbour (multi-hop routing comes later).
-		auto c = connect(g);
-		if (!c)
-			return fail(g, c.status());
-		auto r = call(*c, "module.list");
+		auto r = request(g, "module.list");
 		if (!r)
 			return fail(g, r.status());
 		for (const auto &m : r->body["modules"])
