@@ -24,7 +24,7 @@ struct PagerConfig {
 	// READ request.
 	bool prefetch = true;
 	uint32_t prefetch_window = 128;
-	uint32_t prefetch_chunk = 32;
+	uint32_t prefetch_chunk = 64;
 	// Eviction: pages evicted per round, and the free headroom (pages) the
 	// pager keeps under each budget so faults rarely wait for eviction.
 	uint32_t evict_batch = 128;
