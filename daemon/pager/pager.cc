@@ -342,6 +342,13 @@ Message Pager::op_map(const control::Peer &peer, Message &req)
 			w->adopt_present();
 			windows_[key] = w;
 		}
+		{
+			// The smallest budget any mapper asked for holds.
+			std::lock_guard<std::mutex> wl(w->mu);
+			if (m->budget_pages &&
+			    (w->budget_pages == 0 || m->budget_pages < w->budget_pages))
+				w->budget_pages = m->budget_pages;
+		}
 		m->window = w;
 		reply_fd = w->memfd;
 	}

@@ -1610,10 +1610,14 @@ Status PagerThread::mapping_ready(uint64_t mapping_id)
 	if (m == nullptr || !m->window)
 		return Status(Code::kNotFound,
 		              "shared mapping " + std::to_string(mapping_id) + " not found");
-	std::lock_guard<std::mutex> lk(m->window->mu);
-	for (auto &mp : m->window->mappers)
-		if (mp.mapping == m)
-			mp.ready = true;
+	{
+		std::lock_guard<std::mutex> lk(m->window->mu);
+		for (auto &mp : m->window->mappers)
+			if (mp.mapping == m)
+				mp.ready = true;
+	}
+	// A window joined with a smaller budget may be over it already.
+	maybe_evict_window(m);
 	return Status::ok();
 }
 
@@ -2390,6 +2394,9 @@ void PagerThread::tick()
 			p->evict.started_ns = now;
 		}
 		maybe_evict(p.get());
+		for (auto &m : p->mappings)
+			if (m->window && !m->dead)
+				maybe_evict_window(m.get());
 	}
 }
 
