@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <signal.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -651,6 +652,33 @@ void PagerLink::evictor_loop(int sock)
 
 // ---- fork ----
 
+Status PagerLink::collect_dead_locked(const std::string &prefix)
+{
+	auto r = ctl_.call_ok(request("region.list"));
+	if (!r)
+		return r.status();
+	for (const auto &reg : r->body.value("regions", json::array())) {
+		std::string name = reg.value("name", "");
+		if (name.rfind(prefix, 0) != 0)
+			continue;
+		char *end = nullptr;
+		long pid = strtol(name.c_str() + prefix.size(), &end, 10);
+		if (pid <= 0 || *end != 0 || pid == getpid())
+			continue;
+		if (kill(pid_t(pid), 0) < 0 && errno == ESRCH)
+			(void)ctl_.call(request("region.delete", {{"name", name}}));
+	}
+	return Status::ok();
+}
+
+Status PagerLink::collect_dead(const std::string &prefix)
+{
+	std::unique_lock<std::mutex> lk(mu_);
+	if (!connected_)
+		return Status(Code::kUnavailable, "memfedd is away");
+	return collect_dead_locked(prefix);
+}
+
 // In the child: makes the child's region of a private mapping and copies into
 // it every page the child does not hold (resident pages reached the child as
 // copy-on-write copies; the others live only in the parent's region, which
@@ -660,6 +688,8 @@ Status PagerLink::copy_for_child(Mapping &m)
 {
 	std::string child = m.hooks.child_region_name ? m.hooks.child_region_name(m.region)
 	                                              : m.region + "." + std::to_string(getpid());
+	if (!m.hooks.dead_prefix.empty())
+		(void)collect_dead_locked(m.hooks.dead_prefix);
 	auto shown = ctl_.call_ok(request("region.show", {{"name", m.region}}));
 	if (!shown)
 		return shown.status();

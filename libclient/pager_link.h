@@ -49,6 +49,9 @@ struct PrivateForkHooks {
 	// The parts of the mapping (offsets) that may hold data; the rest is not
 	// copied to the child's region. Called with the link's locks held.
 	std::function<std::vector<Span>()> live_spans;
+	// If set, the regions "<dead_prefix><pid>" of processes that are gone
+	// are deleted before a child's region is made (forks would pile them up).
+	std::string dead_prefix;
 };
 
 class PagerLink
@@ -95,6 +98,9 @@ public:
 	// retried after a reconnection.
 	Result<control::Message> call(const control::Message &req);
 
+	// Deletes the regions named "<prefix><pid>" whose process is gone.
+	Status collect_dead(const std::string &prefix);
+
 	// How many times the link reconnected after losing memfedd (tests).
 	uint64_t reconnects() const { return reconnects_.load(); }
 
@@ -129,6 +135,7 @@ private:
 	Result<control::Message> pager_call(std::unique_lock<std::mutex> &lk,
 	                                    const control::Message &req);
 	Status copy_for_child(Mapping &m);
+	Status collect_dead_locked(const std::string &prefix);
 	Status start_monitor();
 	Status start_evictor(int sock);
 	// Shuts the current evict channel down; its thread exits on its own.

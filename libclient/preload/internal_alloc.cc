@@ -7,12 +7,37 @@
 #include <atomic>
 #include <cerrno>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 
 namespace memfed::preload
 {
 
 __thread int t_internal __attribute__((tls_model("initial-exec"))) = 0;
+
+namespace
+{
+// -1: not known yet; 1: MEMFED_RUN is set and the heap is not ready; 0: settled.
+std::atomic<int> g_pending{-1};
+} // namespace
+
+bool heap_pending()
+{
+	int v = g_pending.load(std::memory_order_acquire);
+	if (v < 0) {
+		const char *env = getenv("MEMFED_RUN");
+		v = env && *env ? 1 : 0;
+		int expected = -1;
+		g_pending.compare_exchange_strong(expected, v);
+		v = g_pending.load(std::memory_order_acquire);
+	}
+	return v == 1;
+}
+
+void heap_settled()
+{
+	g_pending.store(0, std::memory_order_release);
+}
 
 namespace
 {

@@ -22,6 +22,14 @@ namespace memfed::preload
 // Nesting depth of shim code on this thread; > 0 routes allocations here.
 extern __thread int t_internal __attribute__((tls_model("initial-exec")));
 
+// Allocations made before the remote heap exists (by ld.so, libc and the
+// libraries' constructors) are served here too: mimalloc would otherwise
+// take its first segment from local memory and keep filling it afterwards.
+// REQUIRES: heap_pending() is cheap; heap_settled() is called once the heap
+// is registered, or when this process has no remote heap.
+bool heap_pending();
+void heap_settled();
+
 struct InternalScope {
 	InternalScope() { t_internal++; }
 	~InternalScope() { t_internal--; }

@@ -3,7 +3,6 @@
 #include "libclient/preload/shim.h"
 
 #include <pthread.h>
-#include <signal.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -38,37 +37,14 @@ std::string child_region_name(const std::string &)
 	return g_shim->heap_region;
 }
 
-// Deletes the heap regions of this run whose processes are gone (a process
-// cannot delete its own region as it exits: the pager still maps it).
-void collect_dead_heaps(client::PagerLink *link, const std::string &prefix)
-{
-	control::Message list;
-	list.body = {{"op", "region.list"}};
-	auto r = link->call(list);
-	if (!r || !control::reply_status(*r))
-		return;
-	for (const auto &reg : r->body.value("regions", nlohmann::json::array())) {
-		std::string name = reg.value("name", "");
-		if (name.rfind(prefix, 0) != 0)
-			continue;
-		char *end = nullptr;
-		long pid = strtol(name.c_str() + prefix.size(), &end, 10);
-		if (pid <= 0 || *end != 0 || pid == getpid())
-			continue;
-		if (kill(pid_t(pid), 0) < 0 && errno == ESRCH) {
-			control::Message d;
-			d.body = {{"op", "region.delete"}, {"name", name}};
-			(void)link->call(d);
-		}
-	}
-}
-
 Status create_heap(Shim *s)
 {
 	auto link = shim_link();
 	if (!link)
 		return link.status();
-	collect_dead_heaps(*link, s->cfg.heap_prefix());
+	// A process cannot delete its own heap region as it exits (the pager
+	// still maps it): whoever starts next collects those of dead processes.
+	(void)(*link)->collect_dead(s->cfg.heap_prefix());
 	s->heap_region = s->cfg.heap_prefix() + std::to_string(getpid());
 	auto make = [&]() {
 		control::Message m;
@@ -102,7 +78,7 @@ Status create_heap(Shim *s)
 		raw_munmap(p, base - start);
 	if (start + kHeapAlign > base)
 		raw_munmap(reinterpret_cast<void *>(base + size), start + kHeapAlign - base);
-	client::PrivateForkHooks hooks{child_region_name, live_spans};
+	client::PrivateForkHooks hooks{child_region_name, live_spans, s->cfg.heap_prefix()};
 	Status st = (*link)->map_private(s->heap_region, base, size, s->cfg.heap_budget, hooks);
 	if (!st) {
 		raw_munmap(reinterpret_cast<void *>(base), size);
@@ -146,8 +122,10 @@ void fork_child()
 __attribute__((constructor)) void shim_init()
 {
 	const char *env = getenv(client::kRunEnv);
-	if (!env || !*env)
+	if (!env || !*env) {
+		heap_settled();
 		return;
+	}
 	InternalScope in;
 	auto cfg = client::RunConfig::from_json(env);
 	if (!cfg) {
@@ -158,8 +136,10 @@ __attribute__((constructor)) void shim_init()
 	s->cfg = std::move(*cfg);
 	g_shim = s;
 	pthread_atfork(fork_prepare, fork_parent, fork_child);
-	if (s->cfg.heap_size == 0)
+	if (s->cfg.heap_size == 0) {
+		heap_settled();
 		return;
+	}
 	Status st = create_heap(s);
 	if (!st) {
 		fprintf(stderr,
@@ -168,6 +148,7 @@ __attribute__((constructor)) void shim_init()
 		_exit(st.exit_code());
 	}
 	g_heap_ready.store(true, std::memory_order_release);
+	heap_settled();
 }
 
 } // namespace

@@ -38,7 +38,7 @@ with open(p, "rb") as f:                      # buffered I/O on a new fd
     assert f.read(len(payload)) == payload
 print("files ok")
 PY
-out=$(run_on a -- python3 "$T/files.py" /memfed/notes 2>&1) || fail "files.py: $out"
+out=$(run_on a -- $PY "$T/files.py" /memfed/notes 2>&1) || fail "files.py: $out"
 grep -q "files ok" <<<"$out" || fail "files.py said: $out"
 ok "python: read/write/pread/pwrite/lseek/fstat/mmap/msync/fsync agree on /memfed/notes"
 

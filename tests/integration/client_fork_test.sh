@@ -43,7 +43,7 @@ for t in threads: t.join()
 print(os.WEXITSTATUS(status), child, digest(data), len(outs))
 PY
 N=150000
-want=$(python3 - "$N" <<'PY'
+want=$($PY - "$N" <<'PY'
 import hashlib, sys
 n = int(sys.argv[1])
 def digest(xs):
@@ -57,7 +57,7 @@ for i in range(1, n, 2): p[i] = "parent"
 print(0, digest(c), digest(p), 3)
 PY
 )
-got=$(run_on a --heap-budget 8M --heap-size 1G -- python3 "$T/fork.py" "$N") || fail "fork.py failed: $got"
+got=$(run_on a --heap-budget 8M --heap-size 1G -- $PY "$T/fork.py" "$N") || fail "fork.py failed: $got"
 [ "$got" = "$want" ] || fail "fork.py printed '$got', expected '$want'"
 ok "parent and child each see their own heap after fork (heap budget 8M, threads running)"
 

@@ -9,18 +9,23 @@ start_pager() {
 # run_on NAME ARGS...: memfedctl run against daemon NAME.
 run_on() { local name=$1; shift; "$MEMFEDCTL" --socket "$T/$name/sock" run "$@"; }
 
-# rss_watch COMM_REGEX OUT: samples VmRSS (kB) of every process whose comm
-# matches until killed; writes the largest seen to OUT. Start it with &.
+# The Debian interpreter itself (a PATH shim that forks would only add noise).
+PY=/usr/bin/python3
+
+# rss_watch COMM OUT: samples VmRSS (kB) of every process named COMM (pgrep
+# -x, so "stress-ng.*" works too) until killed; keeps the largest in OUT.
+# Start it with &.
 rss_watch() {
-	local re=$1 out=$2 max=0 comm rss
+	local re=$1 out=$2 max=0 p k v
 	echo 0 >"$out"
-	trap 'echo $max >"$out"; exit 0' TERM
 	while :; do
-		for s in /proc/[0-9]*/status; do
-			comm=$(awk '/^Name:/{print $2; exit}' "$s" 2>/dev/null) || continue
-			[[ "$comm" =~ $re ]] || continue
-			rss=$(awk '/^VmRSS:/{print $2; exit}' "$s" 2>/dev/null)
-			[ -n "$rss" ] && [ "$rss" -gt "$max" ] && max=$rss && echo $max >"$out"
+		for p in $(pgrep -x "$re"); do
+			while read -r k v _; do
+				if [ "$k" = "VmRSS:" ]; then
+					[ "$v" -gt "$max" ] && max=$v && echo $max >"$out"
+					break
+				fi
+			done <"/proc/$p/status" 2>/dev/null || true
 		done
 		sleep 0.1
 	done

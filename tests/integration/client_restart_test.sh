@@ -16,10 +16,10 @@ for k in sorted(d):
 print(h.hexdigest())
 PY
 N=400000
-want=$(python3 "$T/hash.py" $N)
+want=$($PY "$T/hash.py" $N)
 
 start_pager a 8G
-run_on a --heap-budget 16M --heap-size 1G -- python3 "$T/hash.py" $N >"$T/out" 2>"$T/err" &
+run_on a --heap-budget 16M --heap-size 1G -- $PY "$T/hash.py" $N >"$T/out" 2>"$T/err" &
 prog=$!
 # Let it fault for a while, so pages are remote and others in flight.
 for _ in $(seq 1 40); do

@@ -16,14 +16,14 @@ print(h.hexdigest())
 PY
 N=400000
 BUDGET_MB=16
-OVERHEAD_MB=24
-want=$(python3 "$T/hash.py" $N)
-native_kb=$(/usr/bin/time -f %M python3 "$T/hash.py" $N 2>&1 >/dev/null)
+OVERHEAD_MB=16
+want=$($PY "$T/hash.py" $N)
+native_kb=$(/usr/bin/time -f %M $PY "$T/hash.py" $N 2>&1 >/dev/null)
 
 start_pager a 8G
-rss_watch '^python3$' "$T/rss" &
+rss_watch python3 "$T/rss" &
 watcher=$!
-got=$(run_on a --heap-budget ${BUDGET_MB}M --heap-size 1G -- python3 "$T/hash.py" $N) ||
+got=$(run_on a --heap-budget ${BUDGET_MB}M --heap-size 1G -- $PY "$T/hash.py" $N) ||
 	fail "python3 under memfedctl run failed"
 kill $watcher; wait $watcher || true
 [ "$got" = "$want" ] || fail "hash '$got', native '$want'"

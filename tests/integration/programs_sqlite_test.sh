@@ -20,7 +20,7 @@ native=$(sqlite3 :memory: <"$T/db.sql")
 native_kb=$(/usr/bin/time -f %M sqlite3 :memory: <"$T/db.sql" 2>&1 >/dev/null | tail -1)
 
 start_pager a 8G
-rss_watch '^sqlite3$' "$T/rss" &
+rss_watch sqlite3 "$T/rss" &
 watcher=$!
 got=$(run_on a --heap-budget 96M --heap-size 2G -- sqlite3 :memory: <"$T/db.sql") ||
 	fail "sqlite3 under memfedctl run failed"

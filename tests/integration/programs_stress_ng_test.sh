@@ -11,7 +11,7 @@ BUDGET_MB=64
 OVERHEAD_MB=16
 
 start_pager a 24G
-rss_watch '^stress-ng' "$T/rss" &
+rss_watch 'stress-ng.*' "$T/rss" &
 watcher=$!
 set +e
 out=$(run_on a --heap-budget ${BUDGET_MB}M --heap-size 1G -- \
