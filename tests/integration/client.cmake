@@ -6,8 +6,17 @@ list(APPEND MEMFED_TEST_ENV
   MEMFED_EXAMPLE_MAP=$<TARGET_FILE:memfed-example-map>
   MEMFED_EXAMPLE_EVA=$<TARGET_FILE:memfed-example-eva>)
 
-foreach(t client_api client_files client_fork client_restart
+memfed_shell_test(client_api client_api_test.sh)
+set_tests_properties(client_api PROPERTIES TIMEOUT 180)
+
+# These preload libmemfed-preload.so into uninstrumented programs, so they use
+# the non-sanitized binaries of ${MEMFED_TOOLS_DIR} (the release tree under
+# `make test`): a sanitized shim cannot load into python3 or sqlite3.
+set(MEMFED_PROGRAM_ENV ${MEMFED_TEST_ENV}
+  MEMFEDD=${MEMFED_TOOLS_DIR}/bin/memfedd
+  MEMFEDCTL=${MEMFED_TOOLS_DIR}/bin/memfedctl)
+foreach(t client_files client_fork client_restart
           programs_stress_ng programs_sqlite programs_python)
   memfed_shell_test(${t} ${t}_test.sh)
-  set_tests_properties(${t} PROPERTIES TIMEOUT 180)
+  set_tests_properties(${t} PROPERTIES TIMEOUT 180 ENVIRONMENT "${MEMFED_PROGRAM_ENV}")
 endforeach()
