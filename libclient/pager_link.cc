@@ -32,7 +32,9 @@ constexpr uint64_t kCopyChunk = control::kMaxData;
 // Every PagerLink that wants pthread_atfork handling. Fork handlers run on
 // one thread, so the list only needs a lock against concurrent open/close.
 std::mutex g_links_mu;
-std::vector<PagerLink *> g_links;
+// Never destroyed: links held by other static objects unregister themselves
+// during exit, after this file's statics would otherwise be gone.
+std::vector<PagerLink *> &g_links = *new std::vector<PagerLink *>;
 
 void atfork_prepare()
 {
