@@ -74,6 +74,10 @@
 //
 //   "map.ready"  {"mapping_id"}: (shared only) the client has mmapped and
 //     registered the memfd; until then the pager does not evict from it.
+//     The window may hold more pages than this mapping's budget (another
+//     mapper, or one that unmapped, left them in the memfd): the reply comes
+//     once the pager has evicted down to the budget (writing changed pages
+//     back first), or as far as eviction could get.
 //
 //   "unmap"  {"mapping_id"}: writes back every dirty page durably, then
 //     forgets the mapping; the client munmaps after the reply. A process's

@@ -386,7 +386,7 @@ Message Pager::op_map_ready(const control::Peer &peer, Message &req)
 	if (!mi)
 		return control::error_reply(mi.status());
 	Status st = run_on(mi->thread, [this, t = mi->thread, mid = *id](auto done) {
-		done(threads_[size_t(t)]->mapping_ready(mid));
+		threads_[size_t(t)]->mapping_ready(mid, std::move(done));
 	});
 	if (!st)
 		return control::error_reply(st);

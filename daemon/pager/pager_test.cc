@@ -609,6 +609,41 @@ TEST_CASE("a shared window stays within its budget", "[pager][shared]")
 	CHECK(bad == 0);
 }
 
+TEST_CASE("a mapping with a budget that joins a resident window trims it first", "[pager][shared]")
+{
+	PagerFixture f;
+	if (!f.pager->caps().shmem_wp) {
+		WARN("no write-protect on shmem here: shared budgets are not enforced");
+		return;
+	}
+	constexpr uint32_t kPages = 512, kBudget = 48;
+	f.store.add_region("r", kPages);
+	TestClient a, b;
+	REQUIRE(a.attach(f.path).is_ok());
+	REQUIRE(b.attach(f.path).is_ok());
+	auto ma = a.map_shared("r", 0, kPages * kPage);
+	REQUIRE(ma.is_ok());
+	// No budget: every page of the window is resident, and dirty.
+	for (uint32_t p = 0; p < kPages; p++)
+		ma->addr[p * kPage + 1] = uint8_t(p * 5 + 1);
+	CHECK(resident_pages(ma->addr, ma->length) == kPages);
+	auto mb = b.map_shared("r", 0, kPages * kPage, kBudget * kPage);
+	REQUIRE(mb.is_ok());
+	// Within b's budget before b touches a page, in both processes.
+	CHECK(resident_pages(mb->addr, mb->length) <= kBudget);
+	CHECK(resident_pages(ma->addr, ma->length) <= kBudget);
+	CHECK(f.pager->stats(0)["regions"][0]["evictions"].get<uint64_t>() >= kPages - kBudget);
+	// The evicted pages were written back first: a's writes come back.
+	int bad = 0;
+	for (uint32_t p = 0; p < kPages; p++) {
+		bad += mb->addr[p * kPage + 1] != uint8_t(p * 5 + 1);
+		bad += mb->addr[p * kPage + 2] != expected(f.store, "r", p);
+	}
+	CHECK(bad == 0);
+	REQUIRE(b.unmap(*mb).is_ok());
+	REQUIRE(a.unmap(*ma).is_ok());
+}
+
 TEST_CASE("two pager threads serve two clients, one shared window between them", "[pager]")
 {
 	PagerConfig cfg;

@@ -1502,6 +1502,7 @@ void PagerThread::finish_window_eviction(Mapping *m, const std::vector<uint32_t>
 	retry_waiting();
 	if (!m->dead)
 		maybe_evict_window(m);
+	check_trim_waiters(ok ? nullptr : &w);
 }
 
 void PagerThread::shared_writeback(Mapping *m, uint32_t first, uint32_t count, bool victims,
@@ -1604,21 +1605,63 @@ void PagerThread::on_shared_write(SharedWrite *wr, const Status &st)
 	}
 }
 
-Status PagerThread::mapping_ready(uint64_t mapping_id)
+void PagerThread::mapping_ready(uint64_t mapping_id, std::function<void(Status)> done)
 {
 	Mapping *m = find_mapping(mapping_id);
-	if (m == nullptr || !m->window)
-		return Status(Code::kNotFound,
-		              "shared mapping " + std::to_string(mapping_id) + " not found");
+	if (m == nullptr || !m->window) {
+		done(Status(Code::kNotFound,
+		            "shared mapping " + std::to_string(mapping_id) + " not found"));
+		return;
+	}
 	{
 		std::lock_guard<std::mutex> lk(m->window->mu);
 		for (auto &mp : m->window->mappers)
 			if (mp.mapping == m)
 				mp.ready = true;
 	}
-	// A window joined with a smaller budget may be over it already.
-	maybe_evict_window(m);
-	return Status::ok();
+	// A window joined with a smaller budget may be over it already (another
+	// mapper, or a previous one whose pages are still in the memfd): the
+	// client touches the mapping only after the reply, so it is trimmed
+	// first.
+	trim_waiters_.push_back({mapping_id, std::move(done)});
+	check_trim_waiters(nullptr);
+}
+
+void PagerThread::check_trim_waiters(const SharedWindow *failed)
+{
+	// Rounds may finish synchronously and call back in here.
+	std::vector<TrimWaiter> held;
+	held.swap(trim_waiters_);
+	for (TrimWaiter &tw : held) {
+		Mapping *m = find_mapping(tw.mapping_id);
+		bool answer = m == nullptr || !m->window;
+		if (!answer) {
+			SharedWindow &w = *m->window;
+			auto state = [&w](bool *over, bool *evicting) {
+				std::lock_guard<std::mutex> lk(w.mu);
+				*over = w.budget_pages != 0 && w.resident > w.budget_pages;
+				*evicting = w.evicting;
+			};
+			bool over, evicting;
+			state(&over, &evicting);
+			if (over && &w == failed) {
+				LOG_WARN(kLog,
+				         "window %s stays over its budget: writing back failed",
+				         w.key.c_str());
+				evicting = false;
+			} else if (over && !evicting) {
+				maybe_evict_window(m);
+				state(&over, &evicting);
+			}
+			// Over with no round running (none could start): as far as
+			// eviction gets.
+			answer = !over || !evicting;
+		}
+		if (answer)
+			tw.done(Status::ok());
+		else
+			trim_waiters_.push_back(std::move(tw));
+	}
 }
 
 // ---------------------------------------------------------------------------
@@ -2398,6 +2441,8 @@ void PagerThread::tick()
 			if (m->window && !m->dead)
 				maybe_evict_window(m.get());
 	}
+	// Rounds of other pager threads end without telling this one.
+	check_trim_waiters(nullptr);
 }
 
 void PagerThread::retry_copies()

@@ -98,7 +98,10 @@ public:
 	// Loop thread: sync of the whole mapping, then forgets it.
 	void unmap(uint64_t mapping_id, std::function<void(Status)> done);
 	// Loop thread: the client registered shared mapping `id` ("map.ready").
-	Status mapping_ready(uint64_t mapping_id);
+	// done once the window is within its budget (a mapping with a budget
+	// may join a window that is resident beyond it), or when eviction
+	// cannot bring it there.
+	void mapping_ready(uint64_t mapping_id, std::function<void(Status)> done);
 	// Loop thread: writes back the process's dirty pages it can still read,
 	// then closes its uffd.
 	void detach(uint64_t uffd_id, std::function<void()> done);
@@ -190,6 +193,10 @@ private:
 	                      std::function<void(bool)> done);
 	void on_shared_write(SharedWrite *w, const Status &st);
 	void finish_window_eviction(Mapping *m, const std::vector<uint32_t> &victims, bool ok);
+	// Answers the held "map.ready"s whose window is within its budget or
+	// cannot be trimmed further (`failed`: a window whose eviction round
+	// just failed), starting a round for the others where none runs.
+	void check_trim_waiters(const SharedWindow *failed);
 	// sync for either kind.
 	void flush(Mapping *m, uint32_t first, uint32_t count, std::function<void(Status)> done);
 
@@ -253,6 +260,12 @@ private:
 	uint64_t next_run_id_ = 1;
 	uint64_t wb_failures_ = 0;
 	std::vector<WbWaiter> waiters_;
+	// "map.ready" replies held until the window is trimmed to its budget.
+	struct TrimWaiter {
+		uint64_t mapping_id;
+		std::function<void(Status)> done;
+	};
+	std::vector<TrimWaiter> trim_waiters_;
 	std::atomic<uint64_t> *ids_;
 	FaultRing waiting_; // admitted later: no slot or no budget
 	FaultRing orphans_; // no mapping (yet)
