@@ -94,11 +94,21 @@ echo 'nogroup:x:65534:' >>"$rd/etc/group"
 
 # copy_with_libs FILE [DEST]: FILE into the initramfs at DEST (default
 # /bin/), with every shared library ldd names at its own path.
+multiarch=$(gcc -print-multiarch)
 copy_with_libs() {
 	local bin=$1 dest=${2:-/bin/} lib
 	mkdir -p "$rd$(dirname "$dest/x")"
 	cp "$bin" "$rd$dest"
 	for lib in $(ldd "$bin" 2>/dev/null | grep -o '/[^ ]*'); do
+		case $lib in
+		/lib/* | /lib64/* | /usr/*) ;;
+		# A library of the build tree (libmemfed) goes where libc is: its own
+		# path may be under /tmp, which the guest's init mounts over.
+		*) lib_dest=/lib/$multiarch/$(basename "$lib")
+		   mkdir -p "$rd/lib/$multiarch"
+		   [ -e "$rd$lib_dest" ] || cp -L "$lib" "$rd$lib_dest"
+		   continue ;;
+		esac
 		[ -e "$rd$lib" ] && continue
 		mkdir -p "$rd$(dirname "$lib")"
 		cp -L "$lib" "$rd$lib"
