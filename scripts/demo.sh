@@ -19,7 +19,7 @@ trap cleanup EXIT
 
 say "memfedd with built-in defaults (module + pager), state in $DEMO"
 "$BIN/memfedd" --state-dir "$DEMO" --socket "$MEMFED_SOCKET" --listen 127.0.0.1:0 \
-	--pool-size 1G >"$DEMO/memfedd.log" 2>&1 &
+	--pool-size 4G >"$DEMO/memfedd.log" 2>&1 &
 PID=$!
 for _ in $(seq 1 100); do ctl status >/dev/null 2>&1 && break; sleep 0.05; done
 cat "$DEMO/memfedd.log"
@@ -37,7 +37,7 @@ ctl region ls
 
 if [ -x "$BIN/memfedctl" ] && ctl run --help >/dev/null 2>&1 && command -v sqlite3 >/dev/null; then
 	say "an unmodified sqlite3 with its heap in remote memory (64M resident at most)"
-	ctl run --heap-budget 64M -- sqlite3 :memory: \
+	ctl run --heap-budget 64M --heap-size 512M -- sqlite3 :memory: \
 		"CREATE TABLE t(x); WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM c LIMIT 200000)
 		 INSERT INTO t SELECT randomblob(100) FROM c; SELECT count(*), sum(length(x)) FROM t; PRAGMA integrity_check;"
 fi
