@@ -39,6 +39,17 @@ Result<uint64_t> need_u64(const json &b, const char *key, std::optional<uint64_t
 	return it->get<uint64_t>();
 }
 
+json module_json(const ModuleEntry &m)
+{
+	return {{"module", m.module.valid() ? m.module.to_string() : ""},
+		{"endpoint", m.endpoint},
+		{"local", m.local},
+		{"reachable", m.reachable},
+		{"capacity_bytes", m.capacity_bytes},
+		{"free_bytes", m.free_bytes},
+		{"hops", m.hops}};
+}
+
 } // namespace
 
 Status check_access(const RegionLocation &r, uid_t uid, Access want)
@@ -94,13 +105,7 @@ void ControlOps::register_ops(control::Server &server)
 	server.add_op("module.list", [this](const Peer &, Message &) {
 		json mods = json::array();
 		for (const auto &m : fed_->modules())
-			mods.push_back({{"module", m.module.valid() ? m.module.to_string() : ""},
-					{"endpoint", m.endpoint},
-					{"local", m.local},
-					{"reachable", m.reachable},
-					{"capacity_bytes", m.capacity_bytes},
-					{"free_bytes", m.free_bytes},
-					{"hops", m.hops}});
+			mods.push_back(module_json(m));
 		return ok_reply({{"modules", mods}});
 	});
 	server.add_op("region.create", [this](const Peer &p, Message &m) { return region_create(p, m); });
@@ -129,13 +134,7 @@ Message ControlOps::status()
 		  {"table_source", "daemon"}};
 	json mods = json::array();
 	for (const auto &m : fed_->modules()) {
-		json e = {{"module", m.module.valid() ? m.module.to_string() : ""},
-			  {"endpoint", m.endpoint},
-			  {"local", m.local},
-			  {"reachable", m.reachable},
-			  {"capacity_bytes", m.capacity_bytes},
-			  {"free_bytes", m.free_bytes},
-			  {"hops", m.hops}};
+		json e = module_json(m);
 		if (m.local) {
 			b["pool"] = {{"path", cfg_.pool_path},
 				     {"capacity_bytes", m.capacity_bytes},
@@ -200,34 +199,38 @@ Message ControlOps::region_create(const control::Peer &peer, Message &req)
 	return ok_reply({{"region", region_json(*r)}});
 }
 
-Message ControlOps::region_delete(const control::Peer &peer, Message &req)
+Result<RegionLocation> ControlOps::find_region(const control::Peer &peer, const Message &req,
+					       Access want)
 {
 	auto name = need_string(req.body, "name");
 	if (!name)
-		return error_reply(name.status());
+		return name.status();
 	auto loc = fed_->locate_region(*name);
 	if (!loc)
+		return loc;
+	Status st = check_access(*loc, peer.uid, want);
+	if (!st)
+		return st;
+	return loc;
+}
+
+Message ControlOps::region_delete(const control::Peer &peer, Message &req)
+{
+	auto loc = find_region(peer, req, Access::kOwner);
+	if (!loc)
 		return error_reply(loc.status());
-	Status st = check_access(*loc, peer.uid, Access::kOwner);
-	if (st)
-		st = fed_->delete_region(*loc);
+	Status st = fed_->delete_region(*loc);
 	if (!st)
 		return error_reply(st);
-	LOG_INFO("control", "uid %u deleted region '%s'", peer.uid, name->c_str());
+	LOG_INFO("control", "uid %u deleted region '%s'", peer.uid, loc->name.c_str());
 	return ok_reply();
 }
 
 Message ControlOps::region_show(const control::Peer &peer, Message &req)
 {
-	auto name = need_string(req.body, "name");
-	if (!name)
-		return error_reply(name.status());
-	auto loc = fed_->locate_region(*name);
+	auto loc = find_region(peer, req, Access::kRead);
 	if (!loc)
 		return error_reply(loc.status());
-	Status st = check_access(*loc, peer.uid, Access::kRead);
-	if (!st)
-		return error_reply(st);
 	return ok_reply({{"region", region_json(*loc)}});
 }
 
@@ -253,12 +256,10 @@ Message ControlOps::region_read(const control::Peer &peer, Message &req)
 		return error_reply(Status(Code::kInvalidArgument, "\"length\" above " +
 									  std::to_string(control::kMaxData) +
 									  " bytes: read in chunks"));
-	auto loc = fed_->locate_region(*name);
+	auto loc = find_region(peer, req, Access::kRead);
 	if (!loc)
 		return error_reply(loc.status());
-	Status st = check_access(*loc, peer.uid, Access::kRead);
-	if (!st)
-		return error_reply(st);
+	Status st;
 	if (*offset > loc->size_bytes)
 		return error_reply(Status(Code::kOutOfRange, "offset " + std::to_string(*offset) +
 								     " is past the end of region '" + *name +
@@ -284,12 +285,10 @@ Message ControlOps::region_write(const control::Peer &peer, Message &req)
 	for (const Status *s : {&name.status(), &offset.status()})
 		if (!s->is_ok())
 			return error_reply(*s);
-	auto loc = fed_->locate_region(*name);
+	auto loc = find_region(peer, req, Access::kWrite);
 	if (!loc)
 		return error_reply(loc.status());
-	Status st = check_access(*loc, peer.uid, Access::kWrite);
-	if (!st)
-		return error_reply(st);
+	Status st;
 	uint64_t len = req.data.size();
 	if (len == 0)
 		return ok_reply({{"written", 0}});

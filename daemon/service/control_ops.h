@@ -40,6 +40,9 @@ public:
 private:
 	control::Message status();
 	control::Message stats();
+	// The request's "name" located and checked for `want` access.
+	Result<RegionLocation> find_region(const control::Peer &peer, const control::Message &req,
+					   Access want);
 	control::Message region_create(const control::Peer &peer, control::Message &req);
 	control::Message region_delete(const control::Peer &peer, control::Message &req);
 	control::Message region_show(const control::Peer &peer, control::Message &req);
