@@ -41,7 +41,7 @@ REGION_ID=$(ctl wire -j region show bench | field '["id"]')
 FA=$(ctl wire -j region show bench | field '["fa"]')
 EP=$(ctl wire -j status | field '["listen"]')
 "$BIN/memfed-bench-wire" --target "$EP" --region-id "$REGION_ID" --fa-offset "0x${FA##*/0x}" \
-	--span 16384 --seconds 2 --repeat 3
+	--span 16384 --seconds 2 --repeat 5
 
 say "store: write_pages / read_pages vs pwrite+fdatasync / memcpy"
 "$BIN/memfed-bench-store" --dir "$WORK"

@@ -1,6 +1,6 @@
 // CRC-32C (Castagnoli), the checksum of wire messages, pool headers, region
-// table entries, redo-log records and page contents. Uses the SSE4.2 crc32
-// instruction when the CPU has it, a table otherwise; both give equal results.
+// table entries, redo-log records and page contents. Computed by ISA-L
+// (libisal), which picks the fastest code the CPU runs.
 #pragma once
 
 #include <cstddef>

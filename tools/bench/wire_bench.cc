@@ -3,7 +3,12 @@
 //
 // raw:    a minimal io_uring ping-pong over loopback TCP, no memfed code: the
 //         client sends 64-byte requests, the server answers each with 64 +
-//         4096 bytes (the byte counts of a memfed READ of one page).
+//         4096 bytes (the byte counts of a memfed READ of one page), copied
+//         from a buffer of --span pages in the order memfed's READs take them,
+//         so both pay the same memory traffic. The server is a separate
+//         process when memfed's is (--target), a thread when it is one
+//         (--self-serve): a switch between processes costs more than one
+//         between threads.
 // memfed: READ of one page through TcpChannel, against a module given by
 //         --target (memfedd) or, with --self-serve, an in-process TcpServer
 //         whose handler copies pages from memory.
@@ -15,6 +20,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -24,6 +30,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <future>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -53,11 +60,13 @@ struct Options {
 	int client_cpu = 0;
 	bool pin = true;
 	int repeat = 3;
+	int depth = 0; // 0: both 1 and 64
+	bool raw_only = false, memfed_only = false;
 };
 
 struct Stats {
 	double p50_us = 0, p99_us = 0, pages_per_s = 0;
-	double cpu_us_per_page = 0; // both sides' CPU time (this process)
+	double cpu_us_per_page = 0; // this process: the client, and the server if a thread
 	uint64_t n = 0;
 };
 
@@ -121,8 +130,9 @@ void die(const char *what, int err)
 
 // ---- raw io_uring baseline ----
 
-// Answers every 64-byte request on one connection with kResp bytes.
-void raw_server(int lfd, const Options &o)
+// Answers every 64-byte request on one connection with kResp bytes, the
+// next of `pages` (span pages, cycled) after the request's 64.
+void raw_server(int lfd, const Options &o, const std::vector<uint8_t> &pages)
 {
 	pin_self(o, o.server_cpu);
 	fcntl(lfd, F_SETFL, fcntl(lfd, F_GETFL) & ~O_NONBLOCK);
@@ -137,7 +147,7 @@ void raw_server(int lfd, const Options &o)
 	std::vector<uint8_t> rx(256 * 1024), tx[2];
 	tx[0].reserve(8 << 20);
 	tx[1].reserve(8 << 20);
-	std::vector<uint8_t> page(4096, 0x5a);
+	uint64_t served = 0;
 	size_t rx_len = 0, sent = 0;
 	int fill = 0;
 	bool sending = false;
@@ -182,7 +192,8 @@ void raw_server(int lfd, const Options &o)
 					size_t at = b.size();
 					b.resize(at + kResp);
 					std::memcpy(&b[at], &rx[off], kReq);
-					std::memcpy(&b[at + kReq], page.data(), 4096);
+					std::memcpy(&b[at + kReq],
+					            &pages[(served++ % o.span) * 4096], 4096);
 				}
 				std::memmove(rx.data(), rx.data() + off, rx_len - off);
 				rx_len -= off;
@@ -216,7 +227,21 @@ Stats run_raw(const Options &o, unsigned depth)
 	if (!lfd)
 		die("raw listen", EADDRINUSE);
 	uint16_t port = local_port(*lfd);
-	std::thread srv([&] { raw_server(*lfd, o); });
+	std::vector<uint8_t> pages(size_t{o.span} * 4096, 0x5a);
+	std::thread srv;
+	pid_t child = -1;
+	if (o.self_serve) {
+		srv = std::thread([&] { raw_server(*lfd, o, pages); });
+	} else {
+		fflush(stdout);
+		child = fork();
+		if (child < 0)
+			die("fork", errno);
+		if (child == 0) {
+			raw_server(*lfd, o, pages);
+			_exit(0);
+		}
+	}
 	pin_self(o, o.client_cpu);
 	auto fd = connect_tcp(Endpoint{"127.0.0.1", port}, 5000);
 	if (!fd)
@@ -289,7 +314,10 @@ Stats run_raw(const Options &o, unsigned depth)
 	double secs = std::chrono::duration<double>(Clock::now() - start).count();
 	io_uring_queue_exit(&ring);
 	close(*fd);
-	srv.join();
+	if (srv.joinable())
+		srv.join();
+	if (child > 0)
+		waitpid(child, nullptr, 0);
 	close(*lfd);
 	return rec.finish(secs, completed);
 }
@@ -335,12 +363,21 @@ struct Run {
 	bool running = true;
 	Clock::time_point end;
 	Status error;
+	// Like the raw client, one clock read per batch: the replies one
+	// run_once() completes, and the requests they issue, share it.
+	std::optional<Clock::time_point> batch_now;
+	Clock::time_point now()
+	{
+		if (!batch_now)
+			batch_now = Clock::now();
+		return *batch_now;
+	}
 
 	void issue(Reader &r)
 	{
 		uint64_t off = o->fa_offset + (issued % o->span) * wire::kPageSize;
 		issued++;
-		r.sent = Clock::now();
+		r.sent = now();
 		ch->read_pages(wire::TrafficClass::kFault, o->region_id, off, 1,
 		               &bufs[size_t(r.slot) * wire::kPageSize], &r);
 	}
@@ -348,7 +385,7 @@ struct Run {
 
 void Reader::on_reply(const Status &st, const wire::Header &, std::span<const uint8_t>)
 {
-	auto now = Clock::now();
+	auto now = run->now();
 	if (!st.is_ok()) {
 		run->error = st;
 		run->running = false;
@@ -387,8 +424,10 @@ Stats run_memfed(const Options &o, const std::string &endpoint, unsigned depth)
 		run.readers[i].slot = i;
 		run.issue(run.readers[i]);
 	}
-	while (run.completed < run.issued)
+	while (run.completed < run.issued) {
+		run.batch_now.reset();
 		(*loop)->run_once(-1);
+	}
 	double secs = std::chrono::duration<double>(Clock::now() - start).count();
 	if (!run.error.is_ok()) {
 		fprintf(stderr, "memfed-bench-wire: READ failed: %s\n",
@@ -455,7 +494,9 @@ void usage()
 	        "  --client-cpu N    vCPU of the client threads (default 0: same vCPU)\n"
 	        "  --repeat N        runs per row; the run with the median pages/s is shown "
 	        "(default 3)\n"
-	        "  --no-pin          let the scheduler place the threads\n");
+	        "  --no-pin          let the scheduler place the threads\n"
+	        "  --depth N         only this depth (for profiling; no ratios)\n"
+	        "  --only raw|memfed only one side (for profiling; no ratios)\n");
 	exit(2);
 }
 
@@ -497,6 +538,15 @@ int main(int argc, char **argv)
 			o.repeat = std::max(1, std::stoi(next()));
 		else if (a == "--no-pin")
 			o.pin = false;
+		else if (a == "--depth")
+			o.depth = std::stoi(next());
+		else if (a == "--only") {
+			std::string w = next();
+			o.raw_only = w == "raw";
+			o.memfed_only = w == "memfed";
+			if (!o.raw_only && !o.memfed_only)
+				usage();
+		}
 		else
 			usage();
 	}
@@ -524,10 +574,26 @@ int main(int argc, char **argv)
 	printf("  target %s%s; threads: %s\n", endpoint.c_str(),
 	       o.self_serve ? " (in-process TcpServer)" : "", placement.c_str());
 	if (!o.self_serve)
-		printf("  (memfedd is placed by you, e.g. taskset -a -p -c N PID; the raw baseline "
-		       "runs on loopback here; memfed's cpu us/pg counts this client only)\n");
+		printf("  (memfedd is placed by you, e.g. taskset -a -p -c N PID; the raw server is a\n"
+		       "   child process on the server vCPU, serving the same %u-page span; cpu us/pg\n"
+		       "   counts the client only)\n",
+		       o.span);
 	printf("  %-24s %6s %9s %9s %12s %10s\n", "", "depth", "p50 us", "p99 us", "pages/s",
 	       "cpu us/pg");
+	if (o.depth || o.raw_only || o.memfed_only) {
+		// A profiling run: the rows asked for, no ratios.
+		for (unsigned d : {1u, 64u}) {
+			if (o.depth && unsigned(o.depth) != d)
+				continue;
+			for (int k = 0; k < o.repeat; k++) {
+				if (!o.memfed_only)
+					print_row("raw io_uring ping-pong", d, run_raw(o, d));
+				if (!o.raw_only)
+					print_row("memfed TcpChannel READ", d, run_memfed(o, endpoint, d));
+			}
+		}
+		return 0;
+	}
 	Stats raw[2], mf[2];
 	const unsigned depths[2] = {1, 64};
 	// The machine is shared: alternate raw and memfed runs, keep the median.
