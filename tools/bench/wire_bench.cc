@@ -546,8 +546,7 @@ int main(int argc, char **argv)
 			o.memfed_only = w == "memfed";
 			if (!o.raw_only && !o.memfed_only)
 				usage();
-		}
-		else
+		} else
 			usage();
 	}
 	if (o.self_serve == !o.target.empty())
@@ -574,8 +573,10 @@ int main(int argc, char **argv)
 	printf("  target %s%s; threads: %s\n", endpoint.c_str(),
 	       o.self_serve ? " (in-process TcpServer)" : "", placement.c_str());
 	if (!o.self_serve)
-		printf("  (memfedd is placed by you, e.g. taskset -a -p -c N PID; the raw server is a\n"
-		       "   child process on the server vCPU, serving the same %u-page span; cpu us/pg\n"
+		printf("  (memfedd is placed by you, e.g. taskset -a -p -c N PID; the raw server "
+		       "is a\n"
+		       "   child process on the server vCPU, serving the same %u-page span; cpu "
+		       "us/pg\n"
 		       "   counts the client only)\n",
 		       o.span);
 	printf("  %-24s %6s %9s %9s %12s %10s\n", "", "depth", "p50 us", "p99 us", "pages/s",
@@ -589,7 +590,8 @@ int main(int argc, char **argv)
 				if (!o.memfed_only)
 					print_row("raw io_uring ping-pong", d, run_raw(o, d));
 				if (!o.raw_only)
-					print_row("memfed TcpChannel READ", d, run_memfed(o, endpoint, d));
+					print_row("memfed TcpChannel READ", d,
+					          run_memfed(o, endpoint, d));
 			}
 		}
 		return 0;
