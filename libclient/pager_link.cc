@@ -133,11 +133,7 @@ PagerLink::~PagerLink()
 	// event is dropped with the uffd).
 	if (uffd_ >= 0)
 		close(uffd_);
-	{
-		std::unique_lock<std::mutex> lk(spans_mu_);
-		evictors_cv_.wait_for(lk, std::chrono::seconds(5),
-		                      [this] { return evictors_live_ == 0; });
-	}
+	(void)wait_for_evictors();
 	for (auto &m : mappings_)
 		if (m->memfd >= 0)
 			close(m->memfd);
@@ -197,9 +193,17 @@ Status PagerLink::establish()
 		close(sv[0]);
 		return Status(Code::kProtocol, "attach reply lacks uffd_id");
 	}
-	// The old evictor may be blocked in madvise until the new pager reads
-	// its REMOVE event: it finishes on its own once this attach is done.
+	// The old evictor may be in madvise for a drop the old pager asked for,
+	// blocked until the new pager reads its REMOVE event. That event must
+	// reach the new pager before any "map": with no mapping to apply it to,
+	// it is ignored, and the pages are missing at the map, so they are
+	// fetched (the old pager wrote them back before asking). After a map
+	// it would read as the program's own MADV_DONTNEED and turn the pages
+	// into zeroes. Retired, the evictor starts no other drop.
 	retire_evictor();
+	if (!wait_for_evictors())
+		LOG_WARN("libmemfed", "the previous evict channel's drop has not finished after "
+		                      "5 s; mapping again regardless");
 	MF_RETURN_IF_ERROR(start_evictor(sv[0]));
 	ctl_ = std::move(*c);
 	uffd_id_ = id;
@@ -533,6 +537,13 @@ Status PagerLink::start_evictor(int sock)
 	return Status::ok();
 }
 
+bool PagerLink::wait_for_evictors()
+{
+	std::unique_lock<std::mutex> lk(spans_mu_);
+	return evictors_cv_.wait_for(lk, std::chrono::seconds(5),
+	                             [this] { return evictors_live_ == 0; });
+}
+
 void PagerLink::retire_evictor()
 {
 	// Under spans_mu_, so the evictor cannot close (and the fd be reused)
@@ -618,6 +629,10 @@ void PagerLink::evictor_loop(int sock)
 			// pager to read its REMOVE event, maybe a pager that is
 			// still being attached under that lock.
 			std::lock_guard<std::mutex> sk(spans_mu_);
+			// Retired (its pager is gone): a drop now would reach the
+			// next pager as a REMOVE it cannot tell from the program's.
+			if (evict_sock_ != sock)
+				return;
 			for (uint32_t i = 0; i < req.count; i++) {
 				const auto &r = req.ranges[i];
 				bool inside =

@@ -140,6 +140,8 @@ private:
 	Status start_evictor(int sock);
 	// Shuts the current evict channel down; its thread exits on its own.
 	void retire_evictor();
+	// Waits (up to 5 s) until every evictor thread has exited; false on timeout.
+	bool wait_for_evictors();
 	void publish_spans();
 	void monitor_loop();
 	void evictor_loop(int sock);

@@ -128,7 +128,12 @@
 // The client keeps its uffd (and memfds). On connection loss it reconnects
 // with backoff, re-sends "attach" with the same uffd (and a fresh evict
 // channel) and "map" for every mapping (for "shared", fds[0] = the client's
-// memfd, which the pager adopts instead of creating one). The pager treats
+// memfd, which the pager adopts instead of creating one). Between "attach"
+// and the first "map" the client lets its old evictor finish the drop it is
+// in (its madvise waits until the new pager reads the REMOVE event; with no
+// mapping yet, the pager ignores it and the pages are missing at the map,
+// so they are fetched: the old pager wrote them back before asking) and
+// starts no other drop on the old channel. The pager treats
 // present pages as resident and dirty. While no daemon serves the uffd,
 // faulting threads block in the kernel; no fault is ever resolved with a zero
 // page that should have held data. The non-cooperative events block too:

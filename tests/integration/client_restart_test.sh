@@ -38,3 +38,24 @@ got=$(cat "$T/out")
 [ "$got" = "$want" ] || fail "hash after restart '$got', native '$want'"
 grep -q "reattached" "$T/err" || fail "the library did not report reattaching: $(cat "$T/err")"
 ok "after the restart the program finished with the native result"
+
+# Again, killed at random instants while the pager evicts hard (a 4 MiB
+# budget): a kill lands between a drop request and the client's madvise,
+# whose REMOVE event the next daemon must not take for the program's own
+# MADV_DONTNEED (that would turn written-back pages into zeroes).
+kills=0
+run_on a --heap-budget 4M --heap-size 1G -- $PY "$T/hash.py" $N >"$T/out" 2>"$T/err" &
+prog=$!
+while kill -0 $prog 2>/dev/null && [ $kills -lt 6 ]; do
+	sleep "0.$((RANDOM % 6 + 2))"
+	kill -0 $prog 2>/dev/null || break
+	stop_daemon a KILL
+	kills=$((kills + 1))
+	sleep 0.2
+	start_pager a 8G
+done
+wait $prog || fail "the program failed after $kills restarts: $(cat "$T/err")"
+[ $kills -ge 2 ] || fail "the program finished before two kills; the test proves nothing"
+got=$(cat "$T/out")
+[ "$got" = "$want" ] || fail "hash after $kills restarts under eviction '$got', native '$want'"
+ok "killed $kills times while evicting, the program finished with the native result"
