@@ -461,6 +461,46 @@ TEST_CASE("sequential access is prefetched", "[pager]")
 	REQUIRE(c.unmap(*m2).is_ok());
 }
 
+TEST_CASE("prefetched runs that cross vma boundaries are installed", "[pager]")
+{
+	// mprotect() splits the mapping into many vmas; one UFFDIO_COPY cannot
+	// cross a vma boundary, so the pager must split its runs there rather
+	// than drop the pages and leave a faulting thread waiting forever.
+	PagerFixture f;
+	constexpr uint32_t kPages = 2048;
+	f.store.add_region("r", kPages);
+	TestClient c;
+	REQUIRE(c.attach(f.path).is_ok());
+	auto m = c.map("r", 0, kPages * kPage);
+	REQUIRE(m.is_ok());
+	for (uint32_t p = 37; p < kPages; p += 61)
+		REQUIRE(mprotect(m->addr + p * kPage, kPage, PROT_READ) == 0);
+	std::atomic<int> bad{-1};
+	std::thread reader([&] {
+		// MADV_POPULATE_READ (Linux 5.14) faults the pages in from the
+		// kernel, back to back: the fastest sequential reader there is.
+		(void)madvise(m->addr, kPages * kPage, 22 /* MADV_POPULATE_READ */);
+		int b = 0;
+		for (uint32_t p = 0; p < kPages; p++)
+			b += !page_is(m->addr + p * kPage, expected(f.store, "r", p));
+		bad = b;
+	});
+	for (int i = 0; i < 300 && bad < 0; i++)
+		std::this_thread::sleep_for(std::chrono::milliseconds(100));
+	if (bad < 0) {
+		// A thread blocked in a userfaultfd fault cannot be joined.
+		FAIL_CHECK("a sequential read across vma boundaries still waits after 30 s");
+		std::abort();
+	}
+	reader.join();
+	CHECK(bad == 0);
+	// Installed, not dropped and fetched again by a fault of its own.
+	auto ps = f.proc_stats();
+	CHECK(ps["prefetched"].get<uint64_t>() > kPages / 2);
+	CHECK(ps["faults"].get<uint64_t>() < kPages / 4);
+	REQUIRE(c.unmap(*m).is_ok());
+}
+
 TEST_CASE("a fault waits for an unreachable module instead of getting zeroes", "[pager]")
 {
 	PagerFixture f;

@@ -798,6 +798,10 @@ bool PagerThread::install_run(FetchOp *op)
 {
 	Mapping *m = op->m;
 	Process *p = m->proc;
+	// A mapping may span several vmas (the program mprotect()s or madvise()s
+	// part of it) and one copy must stay within one: after ENOENT on a run,
+	// the rest goes page by page.
+	bool one_by_one = false;
 	while (op->done < op->count && !p->dead && !m->dead) {
 		uint32_t i = op->first + op->done;
 		Page &pg = m->pages[i];
@@ -832,7 +836,7 @@ bool PagerThread::install_run(FetchOp *op)
 		}
 		bool wp = m->wp && !(pg.flags & kWriteFault);
 		uint32_t n = 1;
-		while (op->done + n < op->count) {
+		while (!one_by_one && op->done + n < op->count) {
 			const Page &q = m->pages[i + n];
 			if (q.state != PageState::kFetching || (q.flags & kRemoved) ||
 			    (i + n == op->tripwire && !(q.flags & kParked)) ||
@@ -865,13 +869,19 @@ bool PagerThread::install_run(FetchOp *op)
 		} else if (r == -ESRCH) {
 			kill_process(p, "address space gone");
 			return true;
+		} else if (r == -ENOENT && n - ok > 1) {
+			// The run crosses a vma boundary.
+			one_by_one = true;
+			continue;
 		} else {
 			// No vma there any more (unmapped or moved): the
-			// UNMAP/REMAP event tells the rest.
+			// UNMAP/REMAP event tells the rest. A thread may still
+			// wait on the page: it retries and learns the same.
 			bad.state = PageState::kRemote;
 			bad.flags = 0;
 			m->resident--;
 			p->resident--;
+			(void)uffd_wake(p->uffd, m->page_addr(i + ok), kPageSize);
 			LOG_DEBUG(kLog, "copy to 0x%lx: %s", (unsigned long)m->page_addr(i + ok),
 			          std::strerror(-r));
 		}
@@ -1988,6 +1998,8 @@ bool PagerThread::issue_write(const WbRun &run, uint32_t *first)
 		Page &pg = m->pages[i];
 		bool live = !m->dead && !p->dead;
 		bool zero = pg.state == PageState::kZero;
+		if (p->mm_gone && !zero)
+			live = false;
 		bool readable =
 		        pg.state == PageState::kResident || pg.state == PageState::kEvicting;
 		if (pg.state == PageState::kEvicting && (pg.flags & kRemoved))
@@ -2017,6 +2029,14 @@ bool PagerThread::issue_write(const WbRun &run, uint32_t *first)
 			if (m->wp) {
 				int r = uffd_writeprotect(p->uffd, m->page_addr(i),
 				                          uint64_t(n) * kPageSize, true, false);
+				if (r == -ESRCH) {
+					// Exited: what it had not synced is gone with it.
+					LOG_DEBUG(kLog,
+					          "pid %d exited; dirty pages not written back",
+					          int(p->pid));
+					p->mm_gone = true;
+					continue;
+				}
 				if (r < 0 && r != -ENOENT)
 					LOG_WARN(kLog, "write-protecting 0x%lx+%u pages: %s",
 					         (unsigned long)m->page_addr(i), n,

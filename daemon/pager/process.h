@@ -71,6 +71,7 @@ struct Process {
 
 	std::unique_ptr<ProcessOp> uffd_op, evict_op, pid_op;
 	bool dead = false;
+	bool mm_gone = false; // the process exited: its memory cannot be read
 
 	Mapping *find(uint64_t addr)
 	{
