@@ -38,3 +38,13 @@ ok "each process's resident set stayed within ${BUDGET_MB} MiB + ${OVERHEAD_MB} 
 ops=$(awk '/metrc:.* vm /{print $5}' <<<"$out")
 [ "${ops:-0}" -gt 0 ] || fail "stress-ng completed no vm pass, so verified nothing: $out"
 ok "stress-ng verified $ops bogo ops of rand-set"
+
+# A buffer half again the budget, populated with MADV_POPULATE_READ and split
+# into vmas by stress-ng's madvise hints: whole passes under steady eviction.
+out=$(run_on a --heap-budget 16M --heap-size 1G -- \
+	stress-ng --vm 1 --vm-bytes 24M --vm-method rand-set --verify --vm-ops 4 \
+	--timeout 60s --metrics-brief 2>&1) || fail "the 24M run failed: $out"
+ops=$(awk '/metrc:.* vm /{print $5}' <<<"$out")
+[ "${ops:-0}" -ge 4 ] || fail "the 24M run completed ${ops:-0} of 4 passes: $out"
+! grep -qiE "fail|bit errors" <<<"$out" || fail "stress-ng reported a failure: $out"
+ok "stress-ng verified $ops passes of rand-set on a 24M buffer with a 16M budget"
