@@ -25,9 +25,10 @@ struct PagerConfig {
 	bool prefetch = true;
 	uint32_t prefetch_window = 128;
 	uint32_t prefetch_chunk = 64;
-	// Eviction: pages evicted per round, and the free headroom (pages) the
-	// pager keeps under each budget so faults rarely wait for eviction.
-	uint32_t evict_batch = 128;
+	// Eviction: at most this many pages per round, and the least free
+	// headroom (pages) the pager keeps under each budget so faults rarely
+	// wait for eviction (it keeps a sixteenth of the budget if that is more).
+	uint32_t evict_batch = 512;
 	uint32_t evict_headroom = 32;
 	// Preallocated demand-fetch slots per thread (faults beyond this wait).
 	uint32_t fault_slots = 256;

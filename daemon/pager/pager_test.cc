@@ -431,6 +431,45 @@ TEST_CASE("a process budget covers all its mappings", "[pager]")
 	REQUIRE(c.unmap(*mb).is_ok());
 }
 
+TEST_CASE("an eviction round of scattered pages fits one drop request", "[pager]")
+{
+	// Every other page resident: each victim is a range of its own, more
+	// than one drop request carries. What does not fit must stay resident
+	// in the pager's books as it does in the process.
+	PagerFixture f;
+	if (!f.pager->caps().anon_wp)
+		return;
+	constexpr uint32_t kPages = 32768, kBudget = 8192;
+	f.store.add_region("r", kPages);
+	TestClient c;
+	REQUIRE(c.attach(f.path).is_ok());
+	auto m = c.map("r", 0, kPages * kPage, kBudget * kPage, /*prefetch=*/false);
+	REQUIRE(m.is_ok());
+	int bad = 0;
+	size_t max_resident = 0;
+	for (uint32_t p = 0; p < kPages; p += 2) {
+		bad += m->addr[p * kPage] != expected(f.store, "r", p);
+		if (p % 1024 == 0)
+			max_resident = std::max(max_resident, resident_pages(m->addr, m->length));
+	}
+	CHECK(bad == 0);
+	CHECK(max_resident <= kBudget);
+	// The pager's count matches the process's page tables once the last
+	// round is over.
+	uint64_t counted = 0;
+	size_t present = 0;
+	for (int i = 0; i < 100; i++) {
+		counted = f.proc_stats()["resident_pages"].get<uint64_t>();
+		present = resident_pages(m->addr, m->length);
+		if (counted == present)
+			break;
+		std::this_thread::sleep_for(std::chrono::milliseconds(20));
+	}
+	CHECK(counted == present);
+	CHECK(present <= kBudget);
+	REQUIRE(c.unmap(*m).is_ok());
+}
+
 TEST_CASE("sequential access is prefetched", "[pager]")
 {
 	PagerFixture f;

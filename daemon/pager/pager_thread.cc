@@ -1679,7 +1679,9 @@ void PagerThread::check_trim_waiters(const SharedWindow *failed)
 
 uint64_t PagerThread::headroom(uint64_t budget) const
 {
-	uint64_t h = cfg_.evict_headroom;
+	// A sixteenth of the budget at least: rounds of an eighth of it pay the
+	// drop round trip (pager -> evictor -> REMOVE event -> pager) rarely.
+	uint64_t h = std::max<uint64_t>(cfg_.evict_headroom, budget / 16);
 	if (cfg_.prefetch)
 		h = std::max<uint64_t>(h, cfg_.prefetch_window / 2);
 	return std::max<uint64_t>(1, std::min<uint64_t>(h, budget / 4));
@@ -1754,6 +1756,22 @@ void PagerThread::maybe_evict(Process *p)
 	std::sort(victims.begin(), victims.end(), [](const auto &x, const auto &y) {
 		return x.first->page_addr(x.second) < y.first->page_addr(y.second);
 	});
+	// One drop request carries at most kMaxDropRanges ranges: victims past
+	// them stay resident for a later round.
+	uint32_t ranges = 0;
+	for (size_t k = 0; k < victims.size(); k++) {
+		auto [m, i] = victims[k];
+		bool joins = k > 0 &&
+		             victims[k - 1].first->page_addr(victims[k - 1].second) + kPageSize ==
+		                     m->page_addr(i);
+		if (!joins && ++ranges > kMaxDropRanges) {
+			for (size_t r = k; r < victims.size(); r++)
+				victims[r].first->pages[victims[r].second].state =
+				        PageState::kResident;
+			victims.resize(k);
+			break;
+		}
+	}
 	// Dirty victims are written back first, in runs.
 	for (size_t i = 0; i < victims.size();) {
 		Mapping *m = victims[i].first;
