@@ -53,9 +53,9 @@ void ModuleService::enqueue(Job job)
 	cv_.notify_one();
 }
 
-// [fa, fa + count pages) against the WRITEs queued and not yet applied;
-// forgets those the writer has applied.
-bool ModuleService::overlaps_pending_write(uint64_t fa, uint32_t count)
+// Whether a WRITE is queued and not yet applied; forgets those the writer
+// has applied.
+bool ModuleService::any_pending_write()
 {
 	if (pending_.empty())
 		return false;
@@ -64,6 +64,14 @@ bool ModuleService::overlaps_pending_write(uint64_t fa, uint32_t count)
 	while (done < pending_.size() && pending_[done].seq <= applied)
 		done++;
 	pending_.erase(pending_.begin(), pending_.begin() + long(done));
+	return !pending_.empty();
+}
+
+// [fa, fa + count pages) against the WRITEs queued and not yet applied.
+bool ModuleService::overlaps_pending_write(uint64_t fa, uint32_t count)
+{
+	if (!any_pending_write())
+		return false;
 	uint64_t len = uint64_t(count) * wire::kPageSize;
 	uint64_t end = fa > UINT64_MAX - len ? UINT64_MAX : fa + len;
 	for (const PendingRange &r : pending_)
@@ -93,14 +101,31 @@ void ModuleService::writer_main()
 	}
 }
 
-// One group: every WRITE with one persist, then the READs that waited for
-// them, then the answers.
+// One group, in queue order: a DELETE splits it in segments, so the WRITEs
+// queued before it are applied first and those after it find no region.
 void ModuleService::commit(std::vector<Job> &group)
+{
+	size_t from = 0;
+	for (size_t k = 0; k <= group.size(); k++) {
+		if (k < group.size() && group[k].kind != Job::Kind::kDelete)
+			continue;
+		commit_segment(std::span<Job>(group).subspan(from, k - from));
+		if (k < group.size()) {
+			Job &d = group[k];
+			d.reply.complete(delete_region(d.region, d.by));
+		}
+		from = k + 1;
+	}
+}
+
+// A segment: every WRITE with one persist, then the READs that waited for
+// them, then the answers.
+void ModuleService::commit_segment(std::span<Job> group)
 {
 	std::vector<ModuleStore::WriteOp> ops;
 	uint64_t last_seq = 0;
 	for (Job &j : group) {
-		if (!j.is_write)
+		if (j.kind != Job::Kind::kWrite)
 			continue;
 		const wire::Header &h = j.reply.request();
 		ops.push_back({h.region_id, h.offset, h.count, j.pages.data(), Status::ok()});
@@ -113,7 +138,7 @@ void ModuleService::commit(std::vector<Job> &group)
 	size_t k = 0;
 	std::vector<uint8_t> buf;
 	for (Job &j : group) {
-		if (j.is_write) {
+		if (j.kind == Job::Kind::kWrite) {
 			j.reply.complete(ops[k++].status);
 			continue;
 		}
@@ -122,6 +147,14 @@ void ModuleService::commit(std::vector<Job> &group)
 		Status st = store_->read_pages(h.region_id, h.offset, h.count, buf.data());
 		j.reply.complete(st, buf);
 	}
+}
+
+Status ModuleService::delete_region(const std::string &name, const std::string &by)
+{
+	Status st = store_->delete_region(name);
+	if (st)
+		LOG_INFO("module", "region '%s' deleted by %s", name.c_str(), by.c_str());
+	return st;
 }
 
 wire::WireStat ModuleService::stat() const
@@ -180,7 +213,7 @@ void ModuleService::handle(const ConnInfo &conn, const wire::Header &req,
 		if (reply.can_defer()) {
 			Job j;
 			j.reply = reply.defer();
-			j.is_write = true;
+			j.kind = Job::Kind::kWrite;
 			j.pages.assign(payload.begin(), payload.end());
 			j.seq = next_seq_++;
 			uint64_t len = uint64_t(req.count) * wire::kPageSize;
@@ -223,12 +256,18 @@ void ModuleService::handle(const ConnInfo &conn, const wire::Header &req,
 			return;
 		}
 		if (MsgType(req.type) == MsgType::kRegionDelete) {
-			Status st = store_->delete_region(*name);
+			if (reply.can_defer() && any_pending_write()) {
+				Job j;
+				j.reply = reply.defer();
+				j.kind = Job::Kind::kDelete;
+				j.region = *name;
+				j.by = conn.peer;
+				enqueue(std::move(j));
+				return;
+			}
+			Status st = delete_region(*name, conn.peer);
 			if (!st)
 				reply.fail(st);
-			else
-				LOG_INFO("module", "region '%s' deleted by %s", name->c_str(),
-				         conn.peer.c_str());
 			return;
 		}
 		auto r = store_->lookup_region(*name);

@@ -29,6 +29,8 @@
 #include <deque>
 #include <functional>
 #include <mutex>
+#include <span>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -64,12 +66,15 @@ public:
 	}
 
 private:
-	// A request for the writer: a WRITE, or a READ that waits for one.
+	// A request for the writer: a WRITE, a READ that waits for one, or a
+	// REGION_DELETE that must not overtake the WRITEs queued before it.
 	struct Job {
+		enum class Kind { kRead, kWrite, kDelete };
 		DeferredReply reply;
-		bool is_write = false;
+		Kind kind = Kind::kRead;
 		std::vector<uint8_t> pages; // a WRITE's payload
 		uint64_t seq = 0;           // a WRITE's place in the queue (1, 2, ...)
+		std::string region, by;     // a DELETE's region name and requester
 	};
 	// The fa range of a WRITE not yet applied.
 	struct PendingRange {
@@ -78,8 +83,11 @@ private:
 
 	void enqueue(Job job);
 	bool overlaps_pending_write(uint64_t fa, uint32_t count);
+	bool any_pending_write();
+	Status delete_region(const std::string &name, const std::string &by);
 	void writer_main();
 	void commit(std::vector<Job> &group);
+	void commit_segment(std::span<Job> jobs);
 
 	ModuleStore *store_;
 	std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();

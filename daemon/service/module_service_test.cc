@@ -222,6 +222,46 @@ TEST_CASE("concurrent WRITEs are committed as a group: fewer log persists than w
 		CHECK(got[size_t{i} * kPage] == uint8_t(0x40 + i));
 }
 
+TEST_CASE("a REGION_DELETE does not overtake the WRITEs queued before it", "[service]")
+{
+	Module m;
+	// A WRITE held in the writer, a second queued behind it, then DELETE.
+	Status first_st, second_st;
+	auto data = pages(1, 0x33);
+	std::thread first([&] {
+		auto c = m.client();
+		first_st = c->write_pages(m.region.id, m.fa(0), 1, data.data());
+	});
+	REQUIRE(m.gate.wait_entered());
+	std::thread second([&] {
+		auto c = m.client();
+		second_st = c->write_pages(m.region.id, m.fa(1), 1, data.data());
+	});
+	REQUIRE(eventually([&] { return m.service->queued() == 1; }));
+	std::atomic<bool> deleted{false};
+	Status delete_st;
+	std::thread deleter([&] {
+		auto c = m.client();
+		delete_st = c->region_delete("r");
+		deleted = true;
+	});
+	REQUIRE(eventually([&] { return m.service->queued() == 2; }));
+	CHECK_FALSE(deleted.load());
+	CHECK(m.store->lookup_region("r").is_ok());
+	m.gate.release();
+	first.join();
+	second.join();
+	deleter.join();
+	INFO(first_st.to_string() << " / " << second_st.to_string());
+	CHECK(first_st.is_ok());
+	CHECK(second_st.is_ok());
+	CHECK(delete_st.is_ok());
+	CHECK(m.store->lookup_region("r").status().code() == Code::kNotFound);
+	// A WRITE after the DELETE finds no region.
+	auto c = m.client();
+	CHECK(c->write_pages(m.region.id, m.fa(0), 1, data.data()).code() == Code::kNotFound);
+}
+
 TEST_CASE("a deferred WRITE completed after its server is gone is durable and dropped safely",
           "[service]")
 {
