@@ -95,7 +95,10 @@
 //         "faults" (missing-page faults), "wp_faults" (first writes to clean
 //         pages), "fetches" (demand fetches), "prefetched", "prefetch_hits"
 //         (prefetched pages a stream moved past), "evictions", "writebacks"
-//         (pages written back), "resident_pages", "dirty_pages" (private
+//         (pages written back), "poisoned" (pages a fault found damaged on
+//         the module, poisoned so that the program gets SIGBUS there as from
+//         a memory error; a kernel without UFFD_FEATURE_POISON leaves such a
+//         fault waiting), "resident_pages", "dirty_pages" (private
 //         mappings only), "fetch_us_log2": [count per bucket: bucket i holds
 //         demand-fetch latencies in [2^i, 2^(i+1)) us; trailing zeroes cut].
 //

@@ -67,6 +67,14 @@ public:
 		return regions_.at(name).loc.region_id;
 	}
 	void set_down(bool down) { down_ = down; }
+	// READs covering page `page` of `name` fail with kCorrupt, as a module
+	// reports a page that fails its checksum.
+	void set_damaged(const std::string &name, uint32_t page)
+	{
+		std::lock_guard<std::mutex> lk(mu_);
+		auto &r = regions_.at(name);
+		damaged_ = r.loc.fa_offset + uint64_t{page} * 4096;
+	}
 	// Complete requests inside read_pages/write_pages, as the daemon's
 	// in-process channel to its own module does.
 	void set_inline(bool in) { inline_ = in; }
@@ -128,7 +136,10 @@ private:
 		{
 			run([this, region_id, fa, count, dst, done] {
 				s_->reads_++;
+				bool damaged = s_->damaged_ >= fa &&
+				               s_->damaged_ < fa + uint64_t{count} * 4096;
 				finish(s_->down_ ? down()
+				       : damaged ? Status(Code::kCorrupt, "page fails its checksum")
 				       : s_->transfer(region_id, fa, count, dst, false)
 				               ? Status::ok()
 				               : range(),
@@ -181,6 +192,7 @@ private:
 	std::mutex mu_;
 	std::map<std::string, Region> regions_;
 	std::atomic<bool> down_{false};
+	std::atomic<uint64_t> damaged_{UINT64_MAX}; // fa of a page READs fail on
 	std::atomic<bool> inline_{false};
 	std::atomic<uint64_t> reads_{0}, writes_{0};
 };

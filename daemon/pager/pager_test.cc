@@ -5,6 +5,8 @@
 
 #include <catch2/catch.hpp>
 
+#include <setjmp.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -556,6 +558,50 @@ TEST_CASE("a fault waits for an unreachable module instead of getting zeroes", "
 	f.store.set_down(false);
 	reader.join();
 	CHECK(got == expected(f.store, "r", 6));
+	REQUIRE(c.unmap(*m).is_ok());
+}
+
+namespace
+{
+sigjmp_buf g_sigbus_jmp;
+void on_sigbus(int)
+{
+	siglongjmp(g_sigbus_jmp, 1);
+}
+} // namespace
+
+TEST_CASE("a page damaged on its module raises SIGBUS instead of zeroes or a hang", "[pager]")
+{
+	PagerFixture f;
+	if (!(f.pager->caps().kernel_features & UFFD_FEATURE_POISON)) {
+		WARN("SKIPPED: this kernel's userfaultfd has no UFFD_FEATURE_POISON; a fault on "
+		     "a damaged page waits instead");
+		return;
+	}
+	f.store.add_region("r", 64);
+	f.store.set_damaged("r", 5);
+	TestClient c;
+	REQUIRE(c.attach(f.path).is_ok());
+	auto m = c.map("r", 0, 64 * kPage, 0, /*prefetch=*/false);
+	REQUIRE(m.is_ok());
+	CHECK(page_is(m->addr + 4 * kPage, expected(f.store, "r", 4)));
+	struct sigaction sa {
+	}, old{};
+	sa.sa_handler = on_sigbus;
+	sigemptyset(&sa.sa_mask);
+	REQUIRE(sigaction(SIGBUS, &sa, &old) == 0);
+	volatile bool bus = false;
+	volatile uint8_t got = 0;
+	if (sigsetjmp(g_sigbus_jmp, 1) == 0)
+		got = m->addr[5 * kPage];
+	else
+		bus = true;
+	sigaction(SIGBUS, &old, nullptr);
+	CHECK(bus);
+	(void)got;
+	CHECK(f.proc_stats()["poisoned"].get<uint64_t>() == 1);
+	// The pages around it are fine.
+	CHECK(page_is(m->addr + 6 * kPage, expected(f.store, "r", 6)));
 	REQUIRE(c.unmap(*m).is_ok());
 }
 

@@ -27,6 +27,7 @@ namespace
 constexpr const char *kLog = "pager";
 constexpr int kTickMs = 20;
 constexpr uint64_t kChannelRetryNs = 500'000'000;
+constexpr uint64_t kErrorLogNs = 5'000'000'000ull; // a repeating error is logged this often
 // An orphan fault (no mapping covers it) is zero-filled only when no "map"
 // or "attach" arrived for this long: a restarted daemon first receives the
 // client's maps, and the client's blocked threads must wait for them.
@@ -751,10 +752,17 @@ void PagerThread::on_fetch_done(FetchOp *op, const Status &st)
 			m->chan->retry_at_ns = now_ns() + kChannelRetryNs;
 			LOG_WARN(kLog, "module %s unreachable (%s); faults wait for it",
 			         m->chan->module.to_string().c_str(), st.message().c_str());
-		} else if (st.code() != Code::kUnavailable) {
+		} else if (st.code() != Code::kUnavailable &&
+		           now_ns() - last_fetch_error_ns_ > kErrorLogNs) {
+			last_fetch_error_ns_ = now_ns();
 			LOG_WARN(kLog, "fetching %u pages of region '%s' at page %u: %s", op->count,
 			         m->region.c_str(), op->first, st.to_string().c_str());
 		}
+		// A page the module holds damaged, asked for by a fault: the
+		// program gets SIGBUS there, as from a hardware memory error,
+		// rather than wait forever (or get zeroes).
+		bool poison = st.code() == Code::kCorrupt && !op->bulk &&
+		              (p->features & UFFD_FEATURE_POISON);
 		for (uint32_t i = op->first; i < op->first + op->count; i++) {
 			Page &pg = m->pages[i];
 			if (pg.state != PageState::kFetching)
@@ -764,6 +772,16 @@ void PagerThread::on_fetch_done(FetchOp *op, const Status &st)
 			pg.flags = (pg.flags & kRemoved) ? kDirty : 0;
 			m->resident--;
 			p->resident--;
+			if (poison && pg.state == PageState::kRemote) {
+				int r = uffd_poison(p->uffd, m->page_addr(i), kPageSize);
+				LOG_ERROR(kLog,
+				          "pid %d: page %u of region '%s' is damaged on its module; "
+				          "poisoned, so the program gets SIGBUS there%s%s",
+				          int(p->pid), i, m->region.c_str(), r < 0 ? ": " : "",
+				          r < 0 ? std::strerror(-r) : "");
+				m->stats.poisoned++;
+				continue;
+			}
 			if (!op->bulk) {
 				if (!retry_.push({p, m->page_addr(i),
 				                  write ? UFFD_PAGEFAULT_FLAG_WRITE : 0u,

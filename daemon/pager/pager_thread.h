@@ -259,6 +259,7 @@ private:
 	std::map<uint64_t, RunState> runs_; // unfinished runs
 	uint64_t next_run_id_ = 1;
 	uint64_t wb_failures_ = 0;
+	uint64_t last_fetch_error_ns_ = 0;
 	std::vector<WbWaiter> waiters_;
 	// "map.ready" replies held until the window is trimmed to its budget.
 	struct TrimWaiter {

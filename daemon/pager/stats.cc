@@ -12,6 +12,7 @@ void PageStats::add(const PageStats &o)
 	prefetch_hits += o.prefetch_hits;
 	evictions += o.evictions;
 	writebacks += o.writebacks;
+	poisoned += o.poisoned;
 	resident += o.resident;
 	dirty += o.dirty;
 	for (int i = 0; i < kLatencyBuckets; i++)
@@ -34,6 +35,7 @@ nlohmann::json PageStats::to_json() const
 	        {"prefetch_hits", prefetch_hits},
 	        {"evictions", evictions},
 	        {"writebacks", writebacks},
+	        {"poisoned", poisoned},
 	        {"resident_pages", resident},
 	        {"dirty_pages", dirty},
 	        {"fetch_us_log2", hist}};

@@ -43,6 +43,8 @@ uint64_t UffdCaps::client_features() const
 		f |= UFFD_FEATURE_PAGEFAULT_FLAG_WP;
 	if (shmem_wp)
 		f |= UFFD_FEATURE_WP_HUGETLBFS_SHMEM;
+	if (poison)
+		f |= UFFD_FEATURE_POISON;
 	return f & kernel_features;
 }
 
@@ -176,6 +178,14 @@ int uffd_wake(int uffd, uint64_t addr, uint64_t len)
 {
 	uffdio_range r{addr, len};
 	return ioctl(uffd, UFFDIO_WAKE, &r) < 0 ? -errno : 0;
+}
+
+int uffd_poison(int uffd, uint64_t addr, uint64_t len)
+{
+	uffdio_poison r{};
+	r.range.start = addr;
+	r.range.len = len;
+	return ioctl(uffd, UFFDIO_POISON, &r) < 0 ? -errno : 0;
 }
 
 int uffd_register(int uffd, uint64_t addr, uint64_t len, uint64_t mode)

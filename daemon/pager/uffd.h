@@ -25,6 +25,14 @@
 #ifndef UFFD_FEATURE_POISON
 #define UFFD_FEATURE_POISON (1 << 14)
 #endif
+#ifndef UFFDIO_POISON
+struct uffdio_poison {
+	struct uffdio_range range;
+	__u64 mode;
+	__s64 updated;
+};
+#define UFFDIO_POISON _IOWR(UFFDIO, 0x08, struct uffdio_poison)
+#endif
 #ifndef UFFD_FEATURE_WP_ASYNC
 #define UFFD_FEATURE_WP_ASYNC (1 << 15)
 #endif
@@ -73,6 +81,9 @@ int uffd_copy(int uffd, uint64_t dst, const void *src, uint64_t len, bool wp, in
 // dontwake (the kernel rejects dontwake with wp = true).
 int uffd_writeprotect(int uffd, uint64_t addr, uint64_t len, bool wp, bool dontwake);
 int uffd_wake(int uffd, uint64_t addr, uint64_t len);
+// Resolves [addr, addr+len) with poisoned entries: an access there raises
+// SIGBUS, as a hardware memory error would (needs UFFD_FEATURE_POISON).
+int uffd_poison(int uffd, uint64_t addr, uint64_t len);
 int uffd_register(int uffd, uint64_t addr, uint64_t len, uint64_t mode);
 int uffd_unregister(int uffd, uint64_t addr, uint64_t len);
 

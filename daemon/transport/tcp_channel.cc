@@ -323,12 +323,7 @@ bool TcpChannel::deliver(size_t n)
 		direct_slot_ = kNoSlot;
 		std::span<const uint8_t> got(static_cast<const uint8_t *>(slots_[idx]->dst),
 		                             direct_hdr_.payload_len);
-		Status st = wire::check_payload(direct_hdr_, got);
-		if (!st.is_ok()) {
-			broken(st.message());
-			return false;
-		}
-		finish(idx, Status::ok(), direct_hdr_, {});
+		finish(idx, check_pages(direct_hdr_, got), direct_hdr_, {});
 	} else {
 		rx_.commit(n);
 	}
@@ -383,14 +378,10 @@ bool TcpChannel::parse_responses()
 			}
 			std::span<const uint8_t> p(rx_.read_ptr() + wire::kHeaderSize,
 			                           h.payload_len);
-			st = wire::check_payload(h, p);
-			if (!st.is_ok()) {
-				broken(st.message());
-				return false;
-			}
 			std::memcpy(s.dst, p.data(), p.size());
+			st = check_pages(h, p);
 			rx_.consume(wire::kHeaderSize + h.payload_len);
-			finish(idx, Status::ok(), h, {});
+			finish(idx, st, h, {});
 			continue;
 		}
 		if (rx_.readable() < wire::kHeaderSize + h.payload_len) {
@@ -408,6 +399,26 @@ bool TcpChannel::parse_responses()
 		rx_.consume(wire::kHeaderSize + h.payload_len);
 	}
 	return !broken_;
+}
+
+// The pages of a READ response against its payload crc. The header passed
+// its own crc, so the framing holds and only this READ fails: the module's
+// copy of a page is damaged (the module combines the crc from the ones
+// stored with the pages when they were written, so media corruption shows
+// here).
+Status TcpChannel::check_pages(const wire::Header &h, std::span<const uint8_t> pages)
+{
+	Status st = wire::check_payload(h, pages);
+	if (st.is_ok())
+		return st;
+	LOG_WARN(kComp, "module %s at %s: %s", peer_.module.to_string().c_str(),
+	         peer_.endpoint.c_str(), st.message().c_str());
+	return Status(Code::kCorrupt,
+	              "READ of " + std::to_string(h.count) + " pages at " +
+	                      FederatedAddress{peer_.module, h.offset}.to_string() +
+	                      " came back with a payload that fails its checksum: the module's "
+	                      "copy is damaged; run `memfedctl pool check` on module " +
+	                      peer_.module.to_string());
 }
 
 void TcpChannel::finish(uint32_t idx, const Status &st, const wire::Header &h,

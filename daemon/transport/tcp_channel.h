@@ -100,6 +100,7 @@ private:
 	void on_recv(int res);
 	bool deliver(size_t n);
 	bool parse_responses();
+	Status check_pages(const wire::Header &h, std::span<const uint8_t> pages);
 	void finish(uint32_t idx, const Status &st, const wire::Header &h,
 	            std::span<const uint8_t> payload);
 	void broken(const std::string &why);

@@ -474,6 +474,53 @@ TEST_CASE("TcpChannel: responses out of order complete the right requests")
 	ch->reset();
 }
 
+TEST_CASE("TcpChannel: a READ whose pages fail their crc fails alone with kCorrupt")
+{
+	// One page (parsed from the receive buffer) and 32 pages (received
+	// straight into the caller's buffer), each answered with one byte
+	// flipped after the crc was taken, then a good READ on the same channel.
+	RawModule mod([](int fd, std::vector<wire::Header> &reqs) {
+		for (int i = 0; i < 3; i++) {
+			wire::Header h;
+			if (!RawModule::read_request(fd, &h))
+				return;
+			reqs.push_back(h);
+			std::vector<uint8_t> pages(size_t{h.count} * kPageSize, 0x3c);
+			wire::Header r = h;
+			r.flags = wire::kFlagResponse;
+			r.src_module = kServerId.value;
+			r.dst_module = h.src_module;
+			auto b = encode(r, pages);
+			if (i < 2)
+				b[wire::kHeaderSize + 4000] ^= 0x10;
+			(void)!send(fd, b.data(), b.size(), MSG_NOSIGNAL);
+		}
+		peer_closed(fd);
+	});
+	auto loop = EventLoop::create();
+	REQUIRE(loop.is_ok());
+	auto ch = TcpChannel::connect(loop->get(), mod.endpoint(), kClientId);
+	REQUIRE(ch.is_ok());
+	std::vector<uint8_t> buf(32 * kPageSize);
+	for (uint32_t count : {1u, 32u, 2u}) {
+		Waiter w;
+		int counter = 0;
+		w.counter = &counter;
+		(*ch)->read_pages(wire::TrafficClass::kFault, 1, 7 * kPageSize, count, buf.data(),
+		                  &w);
+		drive(loop->get(), [&] { return counter == 1; });
+		INFO(count << " pages: " << w.status.to_string());
+		if (count != 2) {
+			CHECK(w.status.code() == Code::kCorrupt);
+			CHECK(w.status.message().find("pool check") != std::string::npos);
+		} else {
+			CHECK(w.status.is_ok());
+			CHECK(buf[kPageSize + 5] == 0x3c);
+		}
+	}
+	ch->reset();
+}
+
 TEST_CASE("TcpChannel: fault-class requests overtake queued bulk ones")
 {
 	std::vector<uint8_t> classes;
