@@ -30,6 +30,7 @@ cleanup() {
 			tail -n 20 "$log"
 		done
 	fi
+	[ -n "${MEMFED_KEEP_LOGS:-}" ] && cp "$T"/*.log "$MEMFED_KEEP_LOGS"/ 2>/dev/null
 	rm -rf "$T"
 	exit $rc
 }
