@@ -41,13 +41,16 @@ Result<uint64_t> need_u64(const json &b, const char *key, std::optional<uint64_t
 
 json module_json(const ModuleEntry &m)
 {
-	return {{"module", m.module.valid() ? m.module.to_string() : ""},
-		{"endpoint", m.endpoint},
-		{"local", m.local},
-		{"reachable", m.reachable},
-		{"capacity_bytes", m.capacity_bytes},
-		{"free_bytes", m.free_bytes},
-		{"hops", m.hops}};
+	json j = {{"module", m.module.valid() ? m.module.to_string() : ""},
+		  {"endpoint", m.endpoint},
+		  {"local", m.local},
+		  {"reachable", m.reachable},
+		  {"capacity_bytes", m.capacity_bytes},
+		  {"free_bytes", m.free_bytes},
+		  {"hops", m.hops}};
+	if (!m.error.empty())
+		j["error"] = m.error; // why it is unreachable
+	return j;
 }
 
 } // namespace

@@ -41,6 +41,7 @@ struct ModuleEntry {
 	uint64_t capacity_bytes = 0;
 	uint64_t free_bytes = 0;
 	uint32_t hops = 0; // 0: local, 1: direct peer
+	std::string error; // why it is unreachable, if it is
 };
 
 class Federation {

@@ -125,6 +125,8 @@ std::vector<ModuleEntry> NodeFederation::modules()
 			e.reachable = true;
 			e.capacity_bytes = st->capacity_bytes;
 			e.free_bytes = st->free_bytes;
+		} else {
+			e.error = st.status().message();
 		}
 		out.push_back(e);
 	}

@@ -111,8 +111,19 @@ Result<int> listen_tcp(const Endpoint &ep, int backlog)
 		}
 		int one = 1;
 		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-		if (bind(fd, a->ai_addr, a->ai_addrlen) < 0) {
-			int err = errno;
+		// A daemon killed a moment ago may still hold the port: the kernel
+		// tears its io_uring down after the process is gone, and the
+		// listening socket an accept was armed on goes with it. A restart
+		// waits that out before it calls the port taken.
+		int r = -1, err = 0;
+		for (int tries = 0; tries < 40; tries++) {
+			r = bind(fd, a->ai_addr, a->ai_addrlen);
+			err = errno;
+			if (r == 0 || err != EADDRINUSE || ep.port == 0)
+				break;
+			usleep(50'000);
+		}
+		if (r < 0) {
 			close(fd);
 			if (err == EADDRINUSE)
 				return Status(Code::kBusy,

@@ -161,7 +161,8 @@ Result<SyncClient::Response> SyncClient::exchange(wire::Header &h, std::span<con
 		MF_RETURN_IF_ERROR(recv_all(resp.payload.data(), r.payload_len));
 		got = resp.payload;
 	}
-	MF_RETURN_IF_ERROR(wire::check_payload(r, got));
+	MF_RETURN_IF_ERROR(pages_dst != nullptr && r.status == 0 ? wire::check_read_pages(r, got)
+	                                                         : wire::check_payload(r, got));
 	MF_RETURN_IF_ERROR(wire::response_status(r, got));
 	return resp;
 }

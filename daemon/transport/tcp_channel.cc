@@ -401,24 +401,14 @@ bool TcpChannel::parse_responses()
 	return !broken_;
 }
 
-// The pages of a READ response against its payload crc. The header passed
-// its own crc, so the framing holds and only this READ fails: the module's
-// copy of a page is damaged (the module combines the crc from the ones
-// stored with the pages when they were written, so media corruption shows
-// here).
+// The pages of a READ response: a damaged page fails this READ alone.
 Status TcpChannel::check_pages(const wire::Header &h, std::span<const uint8_t> pages)
 {
-	Status st = wire::check_payload(h, pages);
-	if (st.is_ok())
-		return st;
-	LOG_WARN(kComp, "module %s at %s: %s", peer_.module.to_string().c_str(),
-	         peer_.endpoint.c_str(), st.message().c_str());
-	return Status(Code::kCorrupt,
-	              "READ of " + std::to_string(h.count) + " pages at " +
-	                      FederatedAddress{peer_.module, h.offset}.to_string() +
-	                      " came back with a payload that fails its checksum: the module's "
-	                      "copy is damaged; run `memfedctl pool check` on module " +
-	                      peer_.module.to_string());
+	Status st = wire::check_read_pages(h, pages);
+	if (!st.is_ok())
+		LOG_WARN(kComp, "module %s at %s: %s", peer_.module.to_string().c_str(),
+		         peer_.endpoint.c_str(), st.message().c_str());
+	return st;
 }
 
 void TcpChannel::finish(uint32_t idx, const Status &st, const wire::Header &h,

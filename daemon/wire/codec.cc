@@ -253,6 +253,19 @@ Status check_payload(const Header &h, std::span<const uint8_t> payload)
 	return Status::ok();
 }
 
+Status check_read_pages(const Header &h, std::span<const uint8_t> pages)
+{
+	Status st = check_payload(h, pages);
+	if (st.is_ok())
+		return st;
+	ModuleId module{h.src_module};
+	return Status(Code::kCorrupt, "READ of " + std::to_string(h.count) + " pages at " +
+	                                      FederatedAddress{module, h.offset}.to_string() +
+	                                      ": the module's copy is damaged (" + st.message() +
+	                                      "); run `memfedctl pool check` on module " +
+	                                      module.to_string());
+}
+
 bool valid_region_name(std::string_view name)
 {
 	if (name.empty() || name.size() > kMaxRegionName)

@@ -67,6 +67,11 @@ Status validate_header(std::span<const uint8_t> bytes, Header *out);
 Status validate_fields(const Header &h);
 // Checks that `payload` has h.payload_len bytes and matches h.payload_crc.
 Status check_payload(const Header &h, std::span<const uint8_t> payload);
+// check_payload for the pages of a READ response, received whole (the header
+// passed its own crc, so the framing holds): a mismatch means the module's
+// copy is damaged (its payload crc comes from the crcs stored with the pages
+// when they were written) and is kCorrupt, naming the pages and the fix.
+Status check_read_pages(const Header &h, std::span<const uint8_t> pages);
 
 // --- payloads ---
 

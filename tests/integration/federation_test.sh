@@ -78,6 +78,25 @@ ctl client region create fresh 64M >/dev/null
 [ "$(ctl client region read fresh | tr -d '\0' | wc -c)" -eq 0 ] || fail "reused space is not zeroed"
 ok "deleted space is reused and reads as zeros"
 
+# A page damaged on the module's media fails the reads that cover it, with
+# "corrupt" (7) naming the fix; the connection and every other page are fine.
+head -c 12288 /dev/urandom >"$T/three.bin"
+ctl client region write fresh --offset 8192 <"$T/three.bin"
+FA_HEX=$(ctl client -j region show fresh | python3 -c 'import json,sys; print(json.load(sys.stdin)["fa"].split("/")[1])')
+AT=$((FA_HEX + 3 * 4096 + 100))
+orig=$(dd if="$T/module/pool.mfp" bs=1 skip=$AT count=1 status=none | od -An -tu1 | tr -d ' ')
+printf "\\$(printf %03o $(((orig + 1) % 256)))" | dd of="$T/module/pool.mfp" bs=1 seek=$AT conv=notrunc status=none
+expect_exit 7 "$MEMFEDCTL" --socket "$T/client/sock" region read fresh --offset 12288 --length 4096
+echo "$ERR" | grep -q "damaged" && echo "$ERR" | grep -q "pool check" ||
+	fail "a damaged page's error does not say so and name the fix: $ERR"
+ctl client region read fresh --offset 8192 --length 4096 | cmp - <(head -c 4096 "$T/three.bin") ||
+	fail "the page before the damaged one reads wrong"
+ctl client region read fresh --offset 16384 --length 4096 | cmp - <(tail -c 4096 "$T/three.bin") ||
+	fail "the page after the damaged one reads wrong"
+printf "\\$(printf %03o "$orig")" | dd of="$T/module/pool.mfp" bs=1 seek=$AT conv=notrunc status=none
+ctl client region read fresh --offset 8192 --length 12288 | cmp - "$T/three.bin" || fail "repaired page reads wrong"
+ok "a page damaged on the module fails its reads alone with 'corrupt'"
+
 stop_daemon client TERM
 stop_daemon module TERM
 "$MEMFEDCTL" pool check "$T/module/pool.mfp" >/dev/null || fail "pool check after the test: $("$MEMFEDCTL" pool check "$T/module/pool.mfp")"
