@@ -90,17 +90,6 @@ std::string normalize_path(const std::string &abs)
 	return out.empty() ? "/" : out;
 }
 
-bool valid_region_name(const std::string &name)
-{
-	if (name.empty() || name.size() > 63 || name[0] == '.' || name[0] == '-')
-		return false;
-	for (char c : name)
-		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-		      c == '.' || c == '_' || c == '-'))
-			return false;
-	return true;
-}
-
 std::optional<std::string> RunConfig::region_for(const std::string &path,
                                                  const std::string &cwd) const
 {

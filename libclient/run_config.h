@@ -14,6 +14,7 @@
 #include <optional>
 #include <string>
 
+#include "daemon/common/region_name.h"
 #include "daemon/common/status.h"
 
 namespace memfed::client
@@ -43,7 +44,5 @@ struct RunConfig {
 
 // "/a//b/./c/" -> "/a/b/c"; ".." removes a component. Absolute input only.
 std::string normalize_path(const std::string &abs);
-// [A-Za-z0-9._-], 1..63 bytes, not starting with '.' or '-'.
-bool valid_region_name(const std::string &name);
 
 } // namespace memfed::client

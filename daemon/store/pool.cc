@@ -327,7 +327,7 @@ void ModuleStore::checkpoint()
 Result<RegionInfo> ModuleStore::create_region(const std::string &name, uint64_t size_bytes,
                                               uint32_t owner_uid, uint32_t mode)
 {
-	MF_RETURN_IF_ERROR(validate_region_name(name));
+	MF_RETURN_IF_ERROR(check_region_name(name));
 	const std::string what =
 	        "cannot create region '" + name + "' on module " + module_.to_string();
 	if (size_bytes == 0)

@@ -6,31 +6,10 @@
 namespace memfed
 {
 
-Status validate_region_name(const std::string &name)
-{
-	if (name.empty())
-		return Status(Code::kInvalidArgument, "region name is empty");
-	if (name.size() > store::kMaxRegionName)
-		return Status(Code::kInvalidArgument,
-		              "region name '" + name + "' is " + std::to_string(name.size()) +
-		                      " bytes; the limit is " +
-		                      std::to_string(store::kMaxRegionName));
-	if (name[0] == '.' || name[0] == '-')
-		return Status(Code::kInvalidArgument,
-		              "region name '" + name + "' must not start with '.' or '-'");
-	for (char c : name) {
-		bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-		          (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
-		if (!ok)
-			return Status(Code::kInvalidArgument,
-			              "region name '" + name +
-			                      "' has a character outside [A-Za-z0-9._-]");
-	}
-	return Status::ok();
-}
-
 namespace store
 {
+
+static_assert(kMaxRegionName == memfed::kMaxRegionNameLen);
 
 uint32_t region_id(uint32_t slot, uint32_t generation)
 {
@@ -64,7 +43,7 @@ std::vector<RegionSlot> RegionTable::read_all(const uint8_t *base, const Geometr
 		}
 		e.name[sizeof(e.name) - 1] = '\0';
 		s.info.name = e.name;
-		Status ns = validate_region_name(s.info.name);
+		Status ns = check_region_name(s.info.name);
 		if (!ns.is_ok()) {
 			problems->push_back(where + ": " + ns.message());
 			continue;

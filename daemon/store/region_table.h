@@ -18,6 +18,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "daemon/common/region_name.h"
 #include "daemon/common/status.h"
 #include "daemon/store/layout.h"
 #include "daemon/store/redo_log.h"
@@ -34,10 +35,6 @@ struct RegionInfo {
 	uint32_t mode = 0; // permission bits
 	uint64_t ctime_ns = 0;
 };
-
-// ok if `name` is 1..63 bytes of [A-Za-z0-9._-] not starting with '.' or '-';
-// kInvalidArgument saying what is wrong otherwise.
-Status validate_region_name(const std::string &name);
 
 namespace store
 {

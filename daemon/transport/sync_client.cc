@@ -251,7 +251,7 @@ Result<wire::WireRegion> SyncClient::region_create(const wire::WireRegionSpec &s
 
 Status SyncClient::region_delete(const std::string &name)
 {
-	if (!wire::valid_region_name(name))
+	if (!valid_region_name(name))
 		return Status(Code::kInvalidArgument, "region name '" + name + "' is invalid");
 	wire::Header h = control_header(wire::MsgType::kRegionDelete);
 	auto r = exchange(h, wire::encode_name(name), nullptr);
@@ -260,7 +260,7 @@ Status SyncClient::region_delete(const std::string &name)
 
 Result<wire::WireRegion> SyncClient::region_lookup(const std::string &name)
 {
-	if (!wire::valid_region_name(name))
+	if (!valid_region_name(name))
 		return Status(Code::kInvalidArgument, "region name '" + name + "' is invalid");
 	wire::Header h = control_header(wire::MsgType::kRegionLookup);
 	auto r = exchange(h, wire::encode_name(name), nullptr);

@@ -14,6 +14,8 @@
 namespace memfed::wire
 {
 
+static_assert(kMaxRegionName == memfed::kMaxRegionNameLen);
+
 namespace
 {
 
@@ -264,20 +266,6 @@ Status check_read_pages(const Header &h, std::span<const uint8_t> pages)
 	                                      ": the module's copy is damaged (" + st.message() +
 	                                      "); run `memfedctl pool check` on module " +
 	                                      module.to_string());
-}
-
-bool valid_region_name(std::string_view name)
-{
-	if (name.empty() || name.size() > kMaxRegionName)
-		return false;
-	for (size_t i = 0; i < name.size(); i++) {
-		char c = name[i];
-		bool alnum =
-		        (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
-		if (!alnum && (i == 0 || (c != '.' && c != '_' && c != '-')))
-			return false;
-	}
-	return true;
 }
 
 namespace

@@ -19,6 +19,7 @@
 #include <string_view>
 #include <vector>
 
+#include "daemon/common/region_name.h"
 #include "daemon/common/status.h"
 #include "daemon/wire/protocol.h"
 
@@ -75,9 +76,7 @@ Status check_read_pages(const Header &h, std::span<const uint8_t> pages);
 
 // --- payloads ---
 
-// Region names: 1..kMaxRegionName characters of [A-Za-z0-9._-], starting
-// with a letter or digit.
-bool valid_region_name(std::string_view name);
+// Region names: valid_region_name() of daemon/common/region_name.h.
 
 void encode_hello_request(const HelloRequest &r, uint8_t out[kHelloRequestSize]);
 Result<HelloRequest> decode_hello_request(std::span<const uint8_t> p);

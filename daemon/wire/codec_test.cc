@@ -249,6 +249,10 @@ TEST_CASE("region spec, region, list, stat and name payloads")
 	CHECK_FALSE(valid_region_name("a/b"));
 	CHECK_FALSE(valid_region_name("a b"));
 	CHECK(valid_region_name(std::string(63, 'a')));
+	// One rule with the store's: a leading '_' is a name both accept.
+	CHECK(valid_region_name("_x"));
+	CHECK(check_region_name(std::string(64, 'a')).message().find("limit is 63") !=
+	      std::string::npos);
 
 	uint8_t bad[kRegionSpecSize];
 	std::memcpy(bad, sb, sizeof(bad));

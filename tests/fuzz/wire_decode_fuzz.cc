@@ -62,7 +62,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (auto r = decode_hello_response(p); r.is_ok())
 		round_trip<kHelloResponseSize>(*r, encode_hello_response, decode_hello_response);
 	if (auto r = decode_region_spec(p); r.is_ok()) {
-		check(valid_region_name(region_name(*r)));
+		check(memfed::valid_region_name(region_name(*r)));
 		round_trip<kRegionSpecSize>(*r, encode_region_spec, decode_region_spec);
 	}
 	if (auto r = decode_region(p); r.is_ok()) {
@@ -78,7 +78,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (auto r = decode_stat(p); r.is_ok())
 		round_trip<kStatSize>(*r, encode_stat, decode_stat);
 	if (auto r = decode_name(p); r.is_ok()) {
-		check(valid_region_name(*r));
+		check(memfed::valid_region_name(*r));
 		check(encode_name(*r) == std::vector<uint8_t>(p.begin(), p.end()));
 	}
 	if (auto r = decode_error_message(p); r.is_ok())

@@ -146,7 +146,7 @@ Result<RunOptions> parse_run_options(const std::vector<std::string> &args)
 			    v[eq + 1] != '/')
 				return usage_error("--map " + v + ": expected NAME=/absolute/path");
 			std::string name = v.substr(0, eq);
-			if (!client::valid_region_name(name))
+			if (!valid_region_name(name))
 				return usage_error(
 				        "--map " + v + ": '" + name +
 				        "' is not a region name ([A-Za-z0-9._-], 1..63)");
