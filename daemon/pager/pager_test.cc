@@ -74,6 +74,17 @@ bool page_is(const uint8_t *p, uint8_t v)
 	return true;
 }
 
+// Pages 0, step, 2*step, ... below `pages` of a mapping of `region` at
+// `addr` that do not hold the region's content (reading faults them in).
+int wrong_pages(PageStoreDouble &s, const std::string &region, const uint8_t *addr, uint32_t pages,
+                uint32_t step = 1)
+{
+	int bad = 0;
+	for (uint32_t p = 0; p < pages; p += step)
+		bad += !page_is(addr + p * kPage, expected(s, region, p));
+	return bad;
+}
+
 size_t resident_pages(const void *addr, size_t len)
 {
 	std::vector<unsigned char> v(len / kPage);
@@ -390,9 +401,7 @@ TEST_CASE("a channel that completes inline (the local module) works too", "[page
 	REQUIRE(c.attach(f.path).is_ok());
 	auto m = c.map("r", 0, 1024 * kPage);
 	REQUIRE(m.is_ok());
-	int bad = 0;
-	for (uint32_t p = 0; p < 1024; p++)
-		bad += !page_is(m->addr + p * kPage, expected(f.store, "r", p));
+	int bad = wrong_pages(f.store, "r", m->addr, 1024);
 	CHECK(bad == 0);
 	auto ms = c.map_shared("r", 0, 1024 * kPage, 64 * kPage);
 	REQUIRE(ms.is_ok());
@@ -481,9 +490,7 @@ TEST_CASE("sequential access is prefetched", "[pager]")
 	REQUIRE(c.attach(f.path).is_ok());
 	auto m = c.map("r", 0, kPages * kPage);
 	REQUIRE(m.is_ok());
-	int bad = 0;
-	for (uint32_t p = 0; p < kPages; p++)
-		bad += !page_is(m->addr + p * kPage, expected(f.store, "r", p));
+	int bad = wrong_pages(f.store, "r", m->addr, kPages);
 	CHECK(bad == 0);
 	auto ps = f.proc_stats();
 	CHECK(ps["prefetched"].get<uint64_t>() > kPages / 2);
@@ -493,8 +500,7 @@ TEST_CASE("sequential access is prefetched", "[pager]")
 	// Strided: every 4th page.
 	auto m2 = c.map("r", 0, kPages * kPage);
 	REQUIRE(m2.is_ok());
-	for (uint32_t p = 0; p < kPages; p += 4)
-		bad += !page_is(m2->addr + p * kPage, expected(f.store, "r", p));
+	bad += wrong_pages(f.store, "r", m2->addr, kPages, 4);
 	CHECK(bad == 0);
 	auto s = f.pager->stats(0);
 	CHECK(s["processes"][0]["prefetched"].get<uint64_t>() > ps["prefetched"].get<uint64_t>());
@@ -521,10 +527,7 @@ TEST_CASE("prefetched runs that cross vma boundaries are installed", "[pager]")
 		// MADV_POPULATE_READ (Linux 5.14) faults the pages in from the
 		// kernel, back to back: the fastest sequential reader there is.
 		(void)madvise(m->addr, kPages * kPage, 22 /* MADV_POPULATE_READ */);
-		int b = 0;
-		for (uint32_t p = 0; p < kPages; p++)
-			b += !page_is(m->addr + p * kPage, expected(f.store, "r", p));
-		bad = b;
+		bad = wrong_pages(f.store, "r", m->addr, kPages);
 	});
 	for (int i = 0; i < 300 && bad < 0; i++)
 		std::this_thread::sleep_for(std::chrono::milliseconds(100));
@@ -820,9 +823,7 @@ TEST_CASE("sequential access to a shared window is prefetched", "[pager][shared]
 	REQUIRE(c.attach(f.path).is_ok());
 	auto m = c.map_shared("r", 0, kPages * kPage);
 	REQUIRE(m.is_ok());
-	int bad = 0;
-	for (uint32_t p = 0; p < kPages; p++)
-		bad += !page_is(m->addr + p * kPage, expected(f.store, "r", p));
+	int bad = wrong_pages(f.store, "r", m->addr, kPages);
 	CHECK(bad == 0);
 	auto ps = f.proc_stats();
 	CHECK(ps["prefetched"].get<uint64_t>() > kPages / 2);

@@ -599,16 +599,8 @@ void PagerThread::prefetch(Mapping *m, uint32_t idx)
 		m->streams.requested_until(plan.stream, plan.first);
 		return;
 	}
-	// Prefetch fills the budget only up to the eviction high mark: the
-	// headroom above it is for faults.
-	uint64_t allowed = UINT64_MAX;
-	auto room = [this](uint64_t resident, uint64_t budget) -> uint64_t {
-		if (budget == 0)
-			return UINT64_MAX;
-		uint64_t high = budget - headroom(budget);
-		return high > resident ? high - resident : 0;
-	};
-	allowed = std::min(room(m->resident, m->budget_pages), room(p->resident, p->budget_pages));
+	uint64_t allowed = std::min(prefetch_room(m->resident, m->budget_pages),
+	                            prefetch_room(p->resident, p->budget_pages));
 	bool trip_issued = false;
 	uint32_t end = plan.first + plan.count * plan.stride;
 	uint32_t i = plan.first;
@@ -774,11 +766,12 @@ void PagerThread::on_fetch_done(FetchOp *op, const Status &st)
 			p->resident--;
 			if (poison && pg.state == PageState::kRemote) {
 				int r = uffd_poison(p->uffd, m->page_addr(i), kPageSize);
-				LOG_ERROR(kLog,
-				          "pid %d: page %u of region '%s' is damaged on its module; "
-				          "poisoned, so the program gets SIGBUS there%s%s",
-				          int(p->pid), i, m->region.c_str(), r < 0 ? ": " : "",
-				          r < 0 ? std::strerror(-r) : "");
+				LOG_ERROR(
+				        kLog,
+				        "pid %d: page %u of region '%s' is damaged on its module; "
+				        "poisoned, so the program gets SIGBUS there%s%s",
+				        int(p->pid), i, m->region.c_str(), r < 0 ? ": " : "",
+				        r < 0 ? std::strerror(-r) : "");
 				m->stats.poisoned++;
 				continue;
 			}
@@ -1385,11 +1378,7 @@ void PagerThread::shared_prefetch(Mapping *m, uint32_t idx)
 	int nr = 0;
 	{
 		std::lock_guard<std::mutex> lk(w.mu);
-		uint64_t allowed = UINT64_MAX;
-		if (w.budget_pages) {
-			uint64_t high = w.budget_pages - headroom(w.budget_pages);
-			allowed = high > w.resident ? high - w.resident : 0;
-		}
+		uint64_t allowed = prefetch_room(w.resident, w.budget_pages);
 		uint32_t i = plan.first, end = plan.first + plan.count;
 		while (i < end) {
 			if (w.pages[m->window_first + i].state != PageState::kRemote) {
@@ -1703,6 +1692,14 @@ uint64_t PagerThread::headroom(uint64_t budget) const
 	if (cfg_.prefetch)
 		h = std::max<uint64_t>(h, cfg_.prefetch_window / 2);
 	return std::max<uint64_t>(1, std::min<uint64_t>(h, budget / 4));
+}
+
+uint64_t PagerThread::prefetch_room(uint64_t resident, uint64_t budget) const
+{
+	if (budget == 0)
+		return UINT64_MAX;
+	uint64_t high = budget - headroom(budget);
+	return high > resident ? high - resident : 0;
 }
 
 uint64_t PagerThread::eviction_want(uint64_t resident, uint64_t budget, bool pressure) const

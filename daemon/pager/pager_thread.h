@@ -201,6 +201,9 @@ private:
 	void flush(Mapping *m, uint32_t first, uint32_t count, std::function<void(Status)> done);
 
 	uint64_t headroom(uint64_t budget) const;
+	// Pages prefetch may add to `resident` under `budget`: up to the
+	// eviction high mark; the headroom above it is for faults.
+	uint64_t prefetch_room(uint64_t resident, uint64_t budget) const;
 	// Pages to evict now from `resident` under `budget` (0: none).
 	uint64_t eviction_want(uint64_t resident, uint64_t budget, bool pressure) const;
 	void maybe_evict(Process *p);

@@ -365,13 +365,8 @@ public:
 		deferred_bytes_ -= defer_cost(req);
 		if (closing_)
 			return;
-		ByteBuffer &out = tx_[fill_];
-		size_t start = out.readable();
-		out.append(wire::kHeaderSize);
-		Reply reply(&out, start + wire::kHeaderSize);
-		reply.count = req.count;
-		reply.offset = req.offset;
-		reply.region_id = req.region_id;
+		size_t start;
+		Reply reply = begin_reply(req, &start);
 		if (code == Code::kOk)
 			reply.set_payload(payload);
 		else
@@ -437,24 +432,33 @@ private:
 			                                        std::to_string(hdr_.version) +
 			                                        " after negotiating version " +
 			                                        std::to_string(info_.version)));
-		ByteBuffer &out = tx_[fill_];
-		size_t start = out.readable();
-		out.append(wire::kHeaderSize);
-		Reply reply(&out, start + wire::kHeaderSize);
-		reply.count = hdr_.count;
-		reply.offset = hdr_.offset;
-		reply.region_id = hdr_.region_id;
+		size_t start;
+		Reply reply = begin_reply(hdr_, &start);
 		reply.target_ = &srv_->deferred_target_;
 		reply.conn_id_ = info_.id;
 		reply.req_ = &hdr_;
 		srv_->handler_->handle(info_, hdr_, payload, reply);
 		if (reply.deferred()) {
-			out.truncate(start);
+			tx_[fill_].truncate(start);
 			deferred_++;
 			deferred_bytes_ += defer_cost(hdr_);
 			return;
 		}
 		finish_reply(hdr_, start, reply);
+	}
+
+	// A reply to `req` at the end of the send buffer, echoing its pages;
+	// *start gets where its header goes (finish_reply writes it).
+	Reply begin_reply(const wire::Header &req, size_t *start)
+	{
+		ByteBuffer &out = tx_[fill_];
+		*start = out.readable();
+		out.append(wire::kHeaderSize);
+		Reply reply(&out, *start + wire::kHeaderSize);
+		reply.count = req.count;
+		reply.offset = req.offset;
+		reply.region_id = req.region_id;
+		return reply;
 	}
 
 	void finish_reply(const wire::Header &req, size_t start, Reply &reply)

@@ -12,6 +12,19 @@ run_on() { local name=$1; shift; "$MEMFEDCTL" --socket "$T/$name/sock" run "$@";
 # The Debian interpreter itself (a PATH shim that forks would only add noise).
 PY=/usr/bin/python3
 
+# $PY "$HASH_PY" N: builds a dict of N strings on the heap (about 100 bytes
+# each) and prints the sha256 of its values in key order.
+HASH_PY=$T/hash.py
+cat >"$HASH_PY" <<'PY'
+import hashlib, sys
+n = int(sys.argv[1])
+d = {i: ("v%d" % (i * 7919)) * 3 for i in range(n)}
+h = hashlib.sha256()
+for k in sorted(d):
+    h.update(d[k].encode())
+print(h.hexdigest())
+PY
+
 # rss_watch COMM OUT: samples VmRSS (kB) of every process named COMM (pgrep
 # -x, so "stress-ng.*" works too) until killed; keeps the largest in OUT.
 # Start it with &.

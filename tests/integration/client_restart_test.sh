@@ -6,20 +6,11 @@
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/client_lib.sh"
 
-cat >"$T/hash.py" <<'PY'
-import hashlib, sys
-n = int(sys.argv[1])
-d = {i: ("v%d" % (i * 7919)) * 3 for i in range(n)}
-h = hashlib.sha256()
-for k in sorted(d):
-    h.update(d[k].encode())
-print(h.hexdigest())
-PY
 N=400000
-want=$($PY "$T/hash.py" $N)
+want=$($PY "$HASH_PY" $N)
 
 start_pager a 8G
-run_on a --heap-budget 16M --heap-size 1G -- $PY "$T/hash.py" $N >"$T/out" 2>"$T/err" &
+run_on a --heap-budget 16M --heap-size 1G -- $PY "$HASH_PY" $N >"$T/out" 2>"$T/err" &
 prog=$!
 # Let it fault for a while, so pages are remote and others in flight.
 for _ in $(seq 1 40); do
@@ -44,7 +35,7 @@ ok "after the restart the program finished with the native result"
 # whose REMOVE event the next daemon must not take for the program's own
 # MADV_DONTNEED (that would turn written-back pages into zeroes).
 kills=0
-run_on a --heap-budget 4M --heap-size 1G -- $PY "$T/hash.py" $N >"$T/out" 2>"$T/err" &
+run_on a --heap-budget 4M --heap-size 1G -- $PY "$HASH_PY" $N >"$T/out" 2>"$T/err" &
 prog=$!
 while kill -0 $prog 2>/dev/null && [ $kills -lt 6 ]; do
 	sleep "0.$((RANDOM % 6 + 2))"

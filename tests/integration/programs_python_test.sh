@@ -5,25 +5,16 @@
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/client_lib.sh"
 
-cat >"$T/hash.py" <<'PY'
-import hashlib, sys
-n = int(sys.argv[1])
-d = {i: ("v%d" % (i * 7919)) * 3 for i in range(n)}
-h = hashlib.sha256()
-for k in sorted(d):
-    h.update(d[k].encode())
-print(h.hexdigest())
-PY
 N=400000
 BUDGET_MB=16
 OVERHEAD_MB=16
-want=$($PY "$T/hash.py" $N)
-native_kb=$(/usr/bin/time -f %M $PY "$T/hash.py" $N 2>&1 >/dev/null)
+want=$($PY "$HASH_PY" $N)
+native_kb=$(/usr/bin/time -f %M $PY "$HASH_PY" $N 2>&1 >/dev/null)
 
 start_pager a 8G
 rss_watch python3 "$T/rss" &
 watcher=$!
-got=$(run_on a --heap-budget ${BUDGET_MB}M --heap-size 1G -- $PY "$T/hash.py" $N) ||
+got=$(run_on a --heap-budget ${BUDGET_MB}M --heap-size 1G -- $PY "$HASH_PY" $N) ||
 	fail "python3 under memfedctl run failed"
 kill $watcher; wait $watcher || true
 [ "$got" = "$want" ] || fail "hash '$got', native '$want'"
