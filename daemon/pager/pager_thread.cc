@@ -581,17 +581,21 @@ bool PagerThread::issue_fetch(Mapping *m, uint32_t idx, bool write, uint64_t t0)
 	return true;
 }
 
-void PagerThread::prefetch(Mapping *m, uint32_t idx)
+bool PagerThread::plan_prefetch(Mapping *m, uint32_t idx, PrefetchPlan *plan)
 {
-	PrefetchPlan plan;
 	uint64_t hits = 0;
 	uint32_t released = kNoPage;
-	bool go =
-	        m->streams.on_fault(idx, m->npages, cfg_.prefetch_window, &plan, &hits, &released);
+	bool go = m->streams.on_fault(idx, m->npages, cfg_.prefetch_window, plan, &hits, &released);
 	m->stats.prefetch_hits += hits;
 	if (released != kNoPage)
 		drop_held(m, released);
-	if (!go)
+	return go;
+}
+
+void PagerThread::prefetch(Mapping *m, uint32_t idx)
+{
+	PrefetchPlan plan;
+	if (!plan_prefetch(m, idx, &plan))
 		return;
 	Process *p = m->proc;
 	ChannelSlot *cs = m->chan;
@@ -1351,12 +1355,7 @@ void PagerThread::shared_fetch_done(FetchOp *op, const Status &st)
 void PagerThread::shared_prefetch(Mapping *m, uint32_t idx)
 {
 	PrefetchPlan plan;
-	uint64_t hits = 0;
-	uint32_t released = kNoPage;
-	bool go =
-	        m->streams.on_fault(idx, m->npages, cfg_.prefetch_window, &plan, &hits, &released);
-	m->stats.prefetch_hits += hits;
-	if (!go)
+	if (!plan_prefetch(m, idx, &plan))
 		return;
 	// No tripwires here: a page filled into the memfd is mapped by the
 	// kernel without a fault, so streams advance on faults at in-flight

@@ -167,6 +167,10 @@ private:
 	bool admit(Mapping *m) const;
 	ChannelSlot *channel(ModuleId module);
 	bool issue_fetch(Mapping *m, uint32_t idx, bool write, uint64_t t0);
+	// Shows a fault at `idx` to the mapping's stream detector: true with
+	// `plan` filled when pages should be prefetched. Counts prefetch hits
+	// and drops what a recycled stream held for its tripwire.
+	bool plan_prefetch(Mapping *m, uint32_t idx, PrefetchPlan *plan);
 	void prefetch(Mapping *m, uint32_t idx);
 	void install_zero(Mapping *m, uint32_t idx, bool write);
 	void install_held(Mapping *m, uint32_t idx, int stream, bool write);
