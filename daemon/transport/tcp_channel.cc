@@ -19,6 +19,8 @@ namespace
 constexpr const char *kComp = "tcp_channel";
 constexpr size_t kRecvChunk = 256 * 1024;
 constexpr size_t kMaxIov = 1024; // IOV_MAX
+// Responses one landing receive scatters into (two iovecs each).
+constexpr size_t kMaxLanding = 64;
 constexpr uint32_t kNoSlot = UINT32_MAX;
 } // namespace
 
@@ -87,6 +89,8 @@ TcpChannel::TcpChannel(EventLoop *loop, int fd, PeerInfo peer, ModuleId self, un
 	for (auto &q : queues_)
 		q.items.reserve(slots);
 	iov_.reserve(kMaxIov);
+	landing_.reserve(kMaxLanding);
+	rx_iov_.reserve(2 * kMaxLanding);
 }
 
 TcpChannel::~TcpChannel()
@@ -222,7 +226,10 @@ void TcpChannel::kick_send()
 	// Fault class first, then control, then bulk.
 	for (auto &q : queues_) {
 		while (!q.empty() && bytes < kMaxBatchBytes && iov_.size() + 2 <= kMaxIov) {
-			Slot &s = *slots_[q.items[q.head++]];
+			uint32_t idx = q.items[q.head++];
+			Slot &s = *slots_[idx];
+			if (s.dst_len > 0)
+				sent_.push_back({idx, s.request_id});
 			iov_.push_back({s.hdr, wire::kHeaderSize});
 			bytes += wire::kHeaderSize;
 			if (s.pages_len) {
@@ -238,6 +245,14 @@ void TcpChannel::kick_send()
 	}
 	if (iov_.empty())
 		return;
+	// Live entries are bounded by the slots; drop answered ones when the
+	// queue outgrows that (responses parsed from rx_ are not removed).
+	if (sent_.size() - sent_head_ > 2 * slots_.size()) {
+		std::erase_if(sent_, [this](const Sent &e) {
+			return !slots_[e.idx]->in_use || slots_[e.idx]->request_id != e.request_id;
+		});
+		sent_head_ = 0;
+	}
 	iov_at_ = 0;
 	send_op_->msg = msghdr{};
 	send_op_->msg.msg_iov = iov_.data();
@@ -287,6 +302,12 @@ void TcpChannel::arm_recv()
 		auto *dst = static_cast<uint8_t *>(slots_[direct_slot_]->dst);
 		io_uring_prep_recv(sq, fd_, dst + direct_done_,
 		                   direct_hdr_.payload_len - direct_done_, 0);
+	} else if (plan_landing()) {
+		rx_msg_ = msghdr{};
+		rx_msg_.msg_iov = rx_iov_.data();
+		rx_msg_.msg_iovlen = rx_iov_.size();
+		io_uring_prep_recvmsg(sq, fd_, &rx_msg_, 0);
+		landing_recv_ = true;
 	} else {
 		rx_.ensure_writable(kRecvChunk);
 		io_uring_prep_recv(sq, fd_, rx_.write_ptr(), rx_.writable(), 0);
@@ -297,6 +318,8 @@ void TcpChannel::arm_recv()
 void TcpChannel::on_recv(int res)
 {
 	recv_armed_ = false;
+	bool landing = landing_recv_;
+	landing_recv_ = false;
 	if (broken_)
 		return maybe_finish_close();
 	if (res == 0)
@@ -304,7 +327,7 @@ void TcpChannel::on_recv(int res)
 	if (res < 0)
 		return broken(std::string("receive failed: ") + strerror(-res));
 	in_recv_ = true;
-	bool ok = deliver(res);
+	bool ok = landing ? land(res) : deliver(res);
 	in_recv_ = false;
 	if (!ok)
 		return;
@@ -312,11 +335,103 @@ void TcpChannel::on_recv(int res)
 	arm_recv();
 }
 
+// Extends the landing plan with the READs sent since, in order, and lays
+// out the next receive over it: the rest of each expected header, then the
+// rest of its pages. False when there is nothing to land or the receive
+// buffer holds bytes (they come first): receive into rx_.
+bool TcpChannel::plan_landing()
+{
+	if (rx_.readable() != 0)
+		return false;
+	landing_.erase(landing_.begin(), landing_.begin() + land_head_);
+	land_head_ = 0;
+	while (landing_.size() < kMaxLanding && sent_head_ < sent_.size()) {
+		Sent e = sent_[sent_head_++];
+		const Slot &s = *slots_[e.idx];
+		if (s.in_use && s.request_id == e.request_id)
+			landing_.push_back(
+			        Landing{e.idx, e.request_id, s.dst_len, 0, 0, false, {}});
+	}
+	if (sent_head_ == sent_.size())
+		sent_.clear(), sent_head_ = 0;
+	if (landing_.empty())
+		return false;
+	rx_iov_.clear();
+	for (Landing &l : landing_) {
+		if (l.hdr_done < wire::kHeaderSize)
+			rx_iov_.push_back({l.hdr + l.hdr_done, wire::kHeaderSize - l.hdr_done});
+		if (l.pay_done < l.len)
+			rx_iov_.push_back({static_cast<uint8_t *>(slots_[l.idx]->dst) + l.pay_done,
+			                   l.len - l.pay_done});
+	}
+	return true;
+}
+
+// Completes what `n` bytes of a landing receive finish. False if the
+// channel broke.
+bool TcpChannel::land(size_t n)
+{
+	for (size_t i = land_head_; n > 0 && i < landing_.size(); i++) {
+		Landing &l = landing_[i];
+		size_t h = std::min(n, wire::kHeaderSize - l.hdr_done);
+		l.hdr_done += h;
+		n -= h;
+		size_t p = std::min(n, l.len - l.pay_done);
+		l.pay_done += p;
+		n -= p;
+	}
+	while (!broken_ && land_head_ < landing_.size()) {
+		Landing &l = landing_[land_head_];
+		if (l.hdr_done < wire::kHeaderSize)
+			return true;
+		wire::Header h;
+		Status st = wire::validate_header({l.hdr, wire::kHeaderSize}, &h);
+		if (!st.is_ok()) {
+			broken(st.message());
+			return false;
+		}
+		if (!l.matched) {
+			l.matched = (h.flags & wire::kFlagResponse) &&
+			            h.request_id == l.request_id &&
+			            h.type == static_cast<uint8_t>(wire::MsgType::kRead) &&
+			            h.status == 0 && h.payload_len == l.len;
+			if (!l.matched) {
+				unland();
+				return parse_responses();
+			}
+		}
+		if (l.pay_done < l.len)
+			return true;
+		land_head_++;
+		bytes_into_dst_ += l.len;
+		std::span<const uint8_t> got(static_cast<const uint8_t *>(slots_[l.idx]->dst),
+		                             l.len);
+		finish(l.idx, check_pages(h, got), h, {});
+	}
+	return !broken_;
+}
+
+// A response arrived out of the planned order: the plan's bytes move to
+// rx_ in the order received (rx_ is empty while landing) and the plan ends.
+void TcpChannel::unland()
+{
+	for (size_t i = land_head_; i < landing_.size(); i++) {
+		const Landing &l = landing_[i];
+		if (l.hdr_done > 0)
+			std::memcpy(rx_.append(l.hdr_done), l.hdr, l.hdr_done);
+		if (l.pay_done > 0)
+			std::memcpy(rx_.append(l.pay_done), slots_[l.idx]->dst, l.pay_done);
+	}
+	landing_.clear();
+	land_head_ = 0;
+}
+
 // Completes what `n` newly received bytes finish. False if the channel broke.
 bool TcpChannel::deliver(size_t n)
 {
 	if (direct_slot_ != kNoSlot) {
 		direct_done_ += n;
+		bytes_into_dst_ += n;
 		if (direct_done_ < direct_hdr_.payload_len)
 			return true;
 		uint32_t idx = direct_slot_;
@@ -448,6 +563,10 @@ void TcpChannel::maybe_finish_close()
 	if (sending_ || recv_armed_)
 		return;
 	direct_slot_ = kNoSlot;
+	landing_.clear();
+	land_head_ = 0;
+	sent_.clear();
+	sent_head_ = 0;
 	for (auto &q : queues_)
 		q.items.clear(), q.head = 0;
 	Status st(Code::kUnavailable, "connection to module " + peer_.module.to_string() + " at " +

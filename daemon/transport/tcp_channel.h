@@ -10,11 +10,17 @@
 // the channel (it can still wait for the one batch already in the kernel,
 // which is capped at kMaxBatchBytes).
 //
-// Responses are read into a receive buffer in large chunks; a READ
-// response's pages are copied from there into the caller's dst, and a page
-// payload not yet received when its header is parsed is received straight
-// into dst. The payload crc is checked before completion; on any error dst
-// holds unspecified bytes.
+// READ responses normally arrive in the order the requests went out. While
+// they do, a receive scatters each expected response's header into a
+// buffer of its own and its pages straight into the caller's dst, so the
+// pages are never copied in user space ("landing"). A response that arrives
+// out of that order (deferred by the module, an error, a control reply)
+// ends the landing: the bytes received so far move to a receive buffer in
+// order, responses are parsed from there, and a READ's pages are copied
+// into dst (or, when most of a large payload is still on its way, received
+// into it). Landing resumes once that buffer is empty. The payload crc is
+// checked before completion; until a request completes successfully its dst
+// holds unspecified bytes (another response's bytes may land there first).
 //
 // On connection loss (peer closed, I/O error, protocol violation by the
 // peer) every pending request completes with kUnavailable and later requests
@@ -80,6 +86,9 @@ public:
 
 	// Requests sent or queued and not yet completed.
 	size_t in_flight() const { return in_flight_; }
+	// READ payload bytes received straight into callers' buffers (the rest
+	// were copied there from the receive buffer).
+	uint64_t bytes_received_into_dst() const { return bytes_into_dst_; }
 	// Closes the connection as if the peer had gone: pending requests
 	// complete with kUnavailable.
 	void close();
@@ -99,6 +108,9 @@ private:
 	void arm_recv();
 	void on_recv(int res);
 	bool deliver(size_t n);
+	bool plan_landing();
+	bool land(size_t n);
+	void unland();
 	bool parse_responses();
 	Status check_pages(const wire::Header &h, std::span<const uint8_t> pages);
 	void finish(uint32_t idx, const Status &st, const wire::Header &h,
@@ -137,6 +149,32 @@ private:
 	uint32_t direct_slot_ = UINT32_MAX;
 	wire::Header direct_hdr_{};
 	size_t direct_done_ = 0;
+	uint64_t bytes_into_dst_ = 0;
+
+	// READs on the wire, in the order sent (entries already answered are
+	// skipped when met): the order their responses are expected in.
+	struct Sent {
+		uint32_t idx;
+		uint64_t request_id;
+	};
+	std::vector<Sent> sent_;
+	size_t sent_head_ = 0;
+	// The landing plan: expected READ responses, oldest first, each with
+	// the bytes of it received so far.
+	struct Landing {
+		uint32_t idx;
+		uint64_t request_id;
+		size_t len;      // payload bytes expected
+		size_t hdr_done; // header bytes received into hdr
+		size_t pay_done; // payload bytes received into the slot's dst
+		bool matched;    // the header is this request's success response
+		uint8_t hdr[wire::kHeaderSize];
+	};
+	std::vector<Landing> landing_;
+	size_t land_head_ = 0;
+	bool landing_recv_ = false; // the armed receive scatters into landing_
+	std::vector<iovec> rx_iov_;
+	msghdr rx_msg_{};
 };
 
 } // namespace memfed

@@ -474,6 +474,126 @@ TEST_CASE("TcpChannel: responses out of order complete the right requests")
 	ch->reset();
 }
 
+// Answers `reqs` in the order given (swapping the entries named in `swap`),
+// READ pages tagged with their offset; response `corrupt` gets a flipped
+// byte after its crc was taken and response `failed` is an error. The
+// first response goes alone (the channel's receive armed before any request
+// takes it into its buffer); the rest follow in pieces of 1 to 9000 bytes.
+void answer_in_pieces(int fd, std::vector<wire::Header> reqs, std::pair<int, int> swap, int corrupt,
+                      int failed)
+{
+	if (swap.first >= 0)
+		std::swap(reqs[swap.first], reqs[swap.second]);
+	std::vector<uint8_t> stream;
+	size_t first_len = 0;
+	for (size_t i = 0; i < reqs.size(); i++) {
+		wire::Header r = reqs[i];
+		r.flags = wire::kFlagResponse;
+		r.src_module = kServerId.value;
+		r.dst_module = reqs[i].src_module;
+		std::vector<uint8_t> payload(size_t{r.count} * kPageSize);
+		for (uint32_t k = 0; k < r.count; k++)
+			MemHandler::fill_page(&payload[size_t{k} * kPageSize],
+			                      uint32_t(r.offset / kPageSize) + k, 1);
+		if (int(i) == failed) {
+			r.status = static_cast<uint16_t>(Code::kOutOfRange);
+			std::string why = "no such page";
+			payload.assign(why.begin(), why.end());
+		}
+		auto b = encode(r, payload);
+		if (int(i) == corrupt)
+			b[wire::kHeaderSize + 100] ^= 0x01;
+		stream.insert(stream.end(), b.begin(), b.end());
+		if (i == 0)
+			first_len = stream.size();
+	}
+	(void)!send(fd, stream.data(), first_len, MSG_NOSIGNAL);
+	std::this_thread::sleep_for(std::chrono::milliseconds(50));
+	uint32_t rnd = 12345;
+	for (size_t at = first_len; at < stream.size();) {
+		rnd = rnd * 1103515245 + 12345;
+		size_t n = std::min<size_t>(stream.size() - at, 1 + (rnd >> 8) % 9000);
+		(void)!send(fd, &stream[at], n, MSG_NOSIGNAL);
+		at += n;
+		if (rnd % 4 == 0)
+			std::this_thread::sleep_for(std::chrono::microseconds(200));
+	}
+}
+
+TEST_CASE("TcpChannel: READ responses in request order land straight in the callers' buffers")
+{
+	// 48 READs of 1 to 3 pages in flight. In order, every response after
+	// the first is received straight into its dst, however the stream is
+	// cut; a page damaged on the way fails its READ alone. Out of order (or
+	// with an error response among them), the channel falls back to its
+	// receive buffer and every READ still gets its own pages.
+	constexpr int kN = 48;
+	struct Case {
+		const char *what;
+		std::pair<int, int> swap;
+		int corrupt, failed;
+	};
+	for (Case c : {Case{"in order", {-1, -1}, 17, -1}, Case{"two swapped", {9, 30}, -1, -1},
+	               Case{"an error among them", {-1, -1}, -1, 12}}) {
+		SECTION(c.what)
+		{
+			RawModule mod([c](int fd, std::vector<wire::Header> &reqs) {
+				for (int i = 0; i < kN; i++) {
+					wire::Header h;
+					if (!RawModule::read_request(fd, &h))
+						return;
+					reqs.push_back(h);
+				}
+				answer_in_pieces(fd, reqs, c.swap, c.corrupt, c.failed);
+				peer_closed(fd);
+			});
+			auto loop = EventLoop::create();
+			REQUIRE(loop.is_ok());
+			auto ch = TcpChannel::connect(loop->get(), mod.endpoint(), kClientId);
+			REQUIRE(ch.is_ok());
+			std::vector<std::vector<uint8_t>> bufs(kN);
+			std::vector<Waiter> w(kN);
+			int counter = 0;
+			size_t pages_after_first = 0;
+			for (int i = 0; i < kN; i++) {
+				uint32_t count = 1 + i % 3;
+				bufs[i].assign(size_t{count} * kPageSize, 0);
+				w[i].counter = &counter;
+				(*ch)->read_pages(wire::TrafficClass::kFault, 1,
+				                  uint64_t(10 * i) * kPageSize, count,
+				                  bufs[i].data(), &w[i]);
+				if (i > 0)
+					pages_after_first += count;
+			}
+			drive(loop->get(), [&] { return counter == kN; });
+			std::vector<uint8_t> want(kPageSize);
+			for (int i = 0; i < kN; i++) {
+				INFO("READ " << i << ": " << w[i].status.to_string());
+				if (i == c.corrupt) {
+					CHECK(w[i].status.code() == Code::kCorrupt);
+					continue;
+				}
+				if (i == c.failed) {
+					CHECK(w[i].status.code() == Code::kOutOfRange);
+					continue;
+				}
+				REQUIRE(w[i].status.is_ok());
+				for (uint32_t k = 0; k < bufs[i].size() / kPageSize; k++) {
+					MemHandler::fill_page(want.data(), 10 * i + k, 1);
+					CHECK(std::memcmp(&bufs[i][size_t{k} * kPageSize],
+					                  want.data(), kPageSize) == 0);
+				}
+			}
+			uint64_t landed = (*ch)->bytes_received_into_dst();
+			if (c.swap.first < 0 && c.failed < 0)
+				CHECK(landed == pages_after_first * kPageSize);
+			else
+				CHECK(landed < pages_after_first * kPageSize);
+			ch->reset();
+		}
+	}
+}
+
 TEST_CASE("TcpChannel: a READ whose pages fail their crc fails alone with kCorrupt")
 {
 	// One page (parsed from the receive buffer) and 32 pages (received
