@@ -291,26 +291,52 @@ void TcpChannel::on_send(int res)
 		return;
 	}
 	kick_send();
+	if (recv_deferred_)
+		arm_recv();
+}
+
+bool TcpChannel::queued() const
+{
+	for (const Queue &q : queues_)
+		if (!q.empty())
+			return true;
+	return false;
 }
 
 void TcpChannel::arm_recv()
 {
 	if (broken_ || recv_armed_)
 		return;
+	recv_deferred_ = false;
+	bool land = direct_slot_ == kNoSlot && plan_landing();
+	if (!land && direct_slot_ == kNoSlot && rx_.readable() == 0 && sending_ && queued()) {
+		// Requests wait behind the send in the kernel: receive once
+		// they have gone out too, so that their responses land. on_send
+		// arms the receive.
+		recv_deferred_ = true;
+		return;
+	}
 	io_uring_sqe *sq = loop_->sqe(recv_op_.get());
 	if (direct_slot_ != kNoSlot) {
 		auto *dst = static_cast<uint8_t *>(slots_[direct_slot_]->dst);
 		io_uring_prep_recv(sq, fd_, dst + direct_done_,
 		                   direct_hdr_.payload_len - direct_done_, 0);
-	} else if (plan_landing()) {
+	} else if (land) {
 		rx_msg_ = msghdr{};
 		rx_msg_.msg_iov = rx_iov_.data();
 		rx_msg_.msg_iovlen = rx_iov_.size();
 		io_uring_prep_recvmsg(sq, fd_, &rx_msg_, 0);
 		landing_recv_ = true;
 	} else {
+		// Idle, this receive is armed before the next requests go out;
+		// by the time it runs their responses may all be queued. Taking
+		// one header and page at most leaves the rest to land (or a large
+		// READ payload to go straight to its dst).
 		rx_.ensure_writable(kRecvChunk);
-		io_uring_prep_recv(sq, fd_, rx_.write_ptr(), rx_.writable(), 0);
+		size_t want = rx_.readable() == 0 && in_flight_ == 0
+		                      ? wire::kHeaderSize + wire::kPageSize
+		                      : rx_.writable();
+		io_uring_prep_recv(sq, fd_, rx_.write_ptr(), want, 0);
 	}
 	recv_armed_ = true;
 }
@@ -476,8 +502,8 @@ bool TcpChannel::parse_responses()
 			}
 			size_t avail =
 			        std::min<size_t>(rx_.readable() - wire::kHeaderSize, h.payload_len);
-			if (avail < h.payload_len && h.payload_len - avail > kRecvChunk / 4) {
-				// Most of the pages are still on their way: receive them
+			if (avail < h.payload_len && h.payload_len - avail >= wire::kPageSize) {
+				// A page or more is still on its way: receive the rest
 				// straight into the caller's buffer.
 				std::memcpy(s.dst, rx_.read_ptr() + wire::kHeaderSize, avail);
 				rx_.consume(wire::kHeaderSize + avail);

@@ -108,6 +108,7 @@ private:
 	void arm_recv();
 	void on_recv(int res);
 	bool deliver(size_t n);
+	bool queued() const;
 	bool plan_landing();
 	bool land(size_t n);
 	void unland();
@@ -172,7 +173,8 @@ private:
 	};
 	std::vector<Landing> landing_;
 	size_t land_head_ = 0;
-	bool landing_recv_ = false; // the armed receive scatters into landing_
+	bool landing_recv_ = false;  // the armed receive scatters into landing_
+	bool recv_deferred_ = false; // on_send arms the receive
 	std::vector<iovec> rx_iov_;
 	msghdr rx_msg_{};
 };

@@ -594,6 +594,59 @@ TEST_CASE("TcpChannel: READ responses in request order land straight in the call
 	}
 }
 
+TEST_CASE("TcpChannel: after an idle spell, a large READ behind a small one still lands")
+{
+	// The receive armed while idle runs before the requests go out; the
+	// module answers both at once, so both responses are queued when it
+	// runs. It takes the first (one page, copied) and the 32 pages of the
+	// second land in their buffer.
+	RawModule mod([](int fd, std::vector<wire::Header> &reqs) {
+		for (int round = 0; round < 2; round++) {
+			reqs.clear();
+			for (int i = 0; i < 2; i++) {
+				wire::Header h;
+				if (!RawModule::read_request(fd, &h))
+					return;
+				reqs.push_back(h);
+			}
+			std::vector<uint8_t> stream;
+			for (const wire::Header &q : reqs) {
+				wire::Header r = q;
+				r.flags = wire::kFlagResponse;
+				r.src_module = kServerId.value;
+				r.dst_module = q.src_module;
+				std::vector<uint8_t> pages(size_t{q.count} * kPageSize,
+				                           uint8_t(q.count));
+				auto b = encode(r, pages);
+				stream.insert(stream.end(), b.begin(), b.end());
+			}
+			(void)!send(fd, stream.data(), stream.size(), MSG_NOSIGNAL);
+		}
+		peer_closed(fd);
+	});
+	auto loop = EventLoop::create();
+	REQUIRE(loop.is_ok());
+	auto ch = TcpChannel::connect(loop->get(), mod.endpoint(), kClientId);
+	REQUIRE(ch.is_ok());
+	std::vector<uint8_t> small(kPageSize), large(32 * kPageSize);
+	for (int round = 1; round <= 2; round++) {
+		Waiter w[2];
+		int counter = 0;
+		w[0].counter = w[1].counter = &counter;
+		(*ch)->read_pages(wire::TrafficClass::kFault, 1, 0, 1, small.data(), &w[0]);
+		(*ch)->read_pages(wire::TrafficClass::kBulk, 1, 64 * kPageSize, 32, large.data(),
+		                  &w[1]);
+		drive(loop->get(), [&] { return counter == 2; });
+		REQUIRE(w[0].status.is_ok());
+		REQUIRE(w[1].status.is_ok());
+		CHECK(small[kPageSize - 1] == 1);
+		CHECK(large[0] == 32);
+		CHECK(large[large.size() - 1] == 32);
+		CHECK((*ch)->bytes_received_into_dst() == uint64_t(round) * large.size());
+	}
+	ch->reset();
+}
+
 TEST_CASE("TcpChannel: a READ whose pages fail their crc fails alone with kCorrupt")
 {
 	// One page (parsed from the receive buffer) and 32 pages (received

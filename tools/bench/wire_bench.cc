@@ -357,7 +357,9 @@ struct Run {
 	TcpChannel *ch;
 	const Options *o;
 	std::vector<Reader> readers;
-	std::vector<uint8_t> bufs;
+	// Page-aligned, like the pager's fetch buffers: where a 4 KiB copy
+	// lands relative to a page changes its speed by up to 1.5x here.
+	std::unique_ptr<uint8_t, decltype(&free)> bufs{nullptr, &free};
 	Recorder rec;
 	uint64_t issued = 0, completed = 0;
 	bool running = true;
@@ -379,7 +381,7 @@ struct Run {
 		issued++;
 		r.sent = now();
 		ch->read_pages(wire::TrafficClass::kFault, o->region_id, off, 1,
-		               &bufs[size_t(r.slot) * wire::kPageSize], &r);
+		               bufs.get() + size_t(r.slot) * wire::kPageSize, &r);
 	}
 };
 
@@ -415,7 +417,8 @@ Stats run_memfed(const Options &o, const std::string &endpoint, unsigned depth)
 	run.ch = ch->get();
 	run.o = &o;
 	run.readers.resize(depth);
-	run.bufs.resize(size_t{depth} * wire::kPageSize);
+	run.bufs.reset(static_cast<uint8_t *>(
+	        aligned_alloc(wire::kPageSize, size_t{depth} * wire::kPageSize)));
 	auto start = Clock::now();
 	run.end = start + std::chrono::duration_cast<Clock::duration>(
 	                          std::chrono::duration<double>(o.seconds));
