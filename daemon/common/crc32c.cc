@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cstring>
 
 namespace memfed
 {
@@ -62,10 +63,38 @@ uint32_t shift(const ShiftTable &st, uint32_t c)
 
 const ShiftTable kShiftPage = make_shift(4096);
 
+#if defined(__x86_64__)
+// Message headers (60 bytes, four per request) are too short for ISA-L's
+// folding to pay for its set-up: the crc32 instruction, eight bytes at a
+// time, took 15 ns where ISA-L took 20.
+constexpr size_t kShortCrc = 128;
+
+__attribute__((target("sse4.2"))) uint32_t crc32c_short(const unsigned char *p, size_t len,
+                                                        uint32_t reg)
+{
+	uint64_t r = reg;
+	for (; len >= 8; p += 8, len -= 8) {
+		uint64_t v;
+		std::memcpy(&v, p, 8);
+		r = __builtin_ia32_crc32di(r, v);
+	}
+	uint32_t r32 = static_cast<uint32_t>(r);
+	for (; len > 0; p++, len--)
+		r32 = __builtin_ia32_crc32qi(r32, *p);
+	return r32;
+}
+
+const bool kHaveSse42 = __builtin_cpu_supports("sse4.2");
+#endif
+
 } // namespace
 
 uint32_t crc32c(const void *data, size_t len, uint32_t crc)
 {
+#if defined(__x86_64__)
+	if (len <= kShortCrc && kHaveSse42)
+		return ~crc32c_short(static_cast<const unsigned char *>(data), len, ~crc);
+#endif
 	// ISA-L picks the fastest code for this CPU at run time (carry-less
 	// multiply folding where there is PCLMULQDQ): measured 190 ns for a cold
 	// 4 KiB page, where three interleaved crc32 instruction streams took 720.

@@ -89,6 +89,7 @@ TcpChannel::TcpChannel(EventLoop *loop, int fd, PeerInfo peer, ModuleId self, un
 	for (auto &q : queues_)
 		q.items.reserve(slots);
 	iov_.reserve(kMaxIov);
+	hdr_batch_.reserve(kMaxIov * wire::kHeaderSize);
 	landing_.reserve(kMaxLanding);
 	rx_iov_.reserve(2 * kMaxLanding);
 }
@@ -222,16 +223,32 @@ void TcpChannel::kick_send()
 	if (sending_ || broken_)
 		return;
 	iov_.clear();
+	hdr_batch_.clear();
 	size_t bytes = 0;
 	// Fault class first, then control, then bulk.
 	for (auto &q : queues_) {
-		while (!q.empty() && bytes < kMaxBatchBytes && iov_.size() + 2 <= kMaxIov) {
+		while (!q.empty() && bytes < kMaxBatchBytes && iov_.size() + 2 <= kMaxIov &&
+		       hdr_batch_.size() < kMaxIov * wire::kHeaderSize) {
 			uint32_t idx = q.items[q.head++];
 			Slot &s = *slots_[idx];
 			if (s.dst_len > 0)
 				sent_.push_back({idx, s.request_id});
-			iov_.push_back({s.hdr, wire::kHeaderSize});
 			bytes += wire::kHeaderSize;
+			if (s.pages_len == 0 && s.payload.empty()) {
+				// Header-only requests (READs) go out of one
+				// contiguous buffer: fewer pieces for the kernel.
+				uint8_t *at = hdr_batch_.data() + hdr_batch_.size();
+				hdr_batch_.insert(hdr_batch_.end(), s.hdr,
+				                  s.hdr + wire::kHeaderSize);
+				iovec *last = iov_.empty() ? nullptr : &iov_.back();
+				if (last &&
+				    static_cast<uint8_t *>(last->iov_base) + last->iov_len == at)
+					last->iov_len += wire::kHeaderSize;
+				else
+					iov_.push_back({at, wire::kHeaderSize});
+				continue;
+			}
+			iov_.push_back({s.hdr, wire::kHeaderSize});
 			if (s.pages_len) {
 				iov_.push_back({const_cast<void *>(s.pages), s.pages_len});
 				bytes += s.pages_len;
@@ -375,8 +392,7 @@ bool TcpChannel::plan_landing()
 		Sent e = sent_[sent_head_++];
 		const Slot &s = *slots_[e.idx];
 		if (s.in_use && s.request_id == e.request_id)
-			landing_.push_back(
-			        Landing{e.idx, e.request_id, s.dst_len, 0, 0, false, {}});
+			landing_.emplace_back(e.idx, e.request_id, s.dst_len);
 	}
 	if (sent_head_ == sent_.size())
 		sent_.clear(), sent_head_ = 0;

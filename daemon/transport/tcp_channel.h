@@ -140,6 +140,9 @@ private:
 	std::unique_ptr<SendOp> send_op_;
 	bool sending_ = false;
 	std::vector<iovec> iov_;
+	// Header-only requests of the batch in the kernel, back to back
+	// (reserved for kMaxIov headers: never reallocates under a send).
+	std::vector<uint8_t> hdr_batch_;
 	size_t iov_at_ = 0;
 
 	std::unique_ptr<RecvOp> recv_op_;
@@ -163,13 +166,14 @@ private:
 	// The landing plan: expected READ responses, oldest first, each with
 	// the bytes of it received so far.
 	struct Landing {
+		Landing(uint32_t i, uint64_t id, size_t n) : idx(i), request_id(id), len(n) {}
 		uint32_t idx;
 		uint64_t request_id;
-		size_t len;      // payload bytes expected
-		size_t hdr_done; // header bytes received into hdr
-		size_t pay_done; // payload bytes received into the slot's dst
-		bool matched;    // the header is this request's success response
-		uint8_t hdr[wire::kHeaderSize];
+		size_t len;                     // payload bytes expected
+		size_t hdr_done = 0;            // header bytes received into hdr
+		size_t pay_done = 0;            // payload bytes received into the slot's dst
+		bool matched = false;           // the header is this request's success response
+		uint8_t hdr[wire::kHeaderSize]; // hdr_done bytes of it are valid
 	};
 	std::vector<Landing> landing_;
 	size_t land_head_ = 0;
