@@ -709,7 +709,11 @@ void PagerThread::install_held(Mapping *m, uint32_t idx, int stream, bool write)
 	}
 	m->streams.clear_tripwire(stream);
 	pg.state = PageState::kResident;
-	pg.flags = uint8_t(kRef | (wp ? 0 : kDirty));
+	// A stream passes through its tripwire like through the pages around
+	// it: no reference bit, so that CLOCK evicts the stream's pages as one
+	// run instead of sparing one page in every window (each spared page
+	// would later cost a drop of its own).
+	pg.flags = uint8_t(wp ? 0 : kDirty);
 	if (r == -EEXIST)
 		(void)uffd_wake(p->uffd, m->page_addr(idx), kPageSize);
 	if (r < 0 && r != -EEXIST)

@@ -224,6 +224,9 @@ public:
 	uint64_t uffd_id() const { return uffd_id_; }
 	uint64_t register_mode() const { return mode_; }
 	uint64_t drops() const { return drops_; }
+	// Ranges the evictor was asked to drop, and their pages.
+	uint64_t dropped_ranges() const { return dropped_ranges_; }
+	uint64_t dropped_pages() const { return dropped_pages_; }
 
 private:
 	void evict_loop(int fd)
@@ -243,7 +246,9 @@ private:
 				            req.ranges[i].length, MADV_DONTNEED) < 0 &&
 				    rep.error == 0)
 					rep.error = -errno;
+				dropped_pages_ += req.ranges[i].length / kPageSize;
 			}
+			dropped_ranges_ += req.count;
 			drops_++;
 			if (send(fd, &rep, sizeof(rep), MSG_NOSIGNAL) < 0)
 				return;
@@ -257,6 +262,8 @@ private:
 	int evict_sock_ = -1;
 	std::thread evictor_;
 	std::atomic<uint64_t> drops_{0};
+	std::atomic<uint64_t> dropped_ranges_{0};
+	std::atomic<uint64_t> dropped_pages_{0};
 };
 
 } // namespace memfed::pager
