@@ -253,13 +253,18 @@ public:
 			thread_.join();
 	}
 	std::string endpoint() const { return "127.0.0.1:" + std::to_string(port); }
-	static void reply(int fd, const wire::Header &req, std::span<const uint8_t> payload = {})
+	// The module's response to `req` (status and payload as given).
+	static wire::Header response(const wire::Header &req)
 	{
 		wire::Header h = req;
 		h.flags = wire::kFlagResponse;
 		h.src_module = kServerId.value;
 		h.dst_module = req.src_module;
-		auto b = encode(h, payload);
+		return h;
+	}
+	static void reply(int fd, const wire::Header &req, std::span<const uint8_t> payload = {})
+	{
+		auto b = encode(response(req), payload);
 		ssize_t r = send(fd, b.data(), b.size(), MSG_NOSIGNAL);
 		(void)r; // a short send shows up as a failure on the channel side
 	}
@@ -487,10 +492,7 @@ void answer_in_pieces(int fd, std::vector<wire::Header> reqs, std::pair<int, int
 	std::vector<uint8_t> stream;
 	size_t first_len = 0;
 	for (size_t i = 0; i < reqs.size(); i++) {
-		wire::Header r = reqs[i];
-		r.flags = wire::kFlagResponse;
-		r.src_module = kServerId.value;
-		r.dst_module = reqs[i].src_module;
+		wire::Header r = RawModule::response(reqs[i]);
 		std::vector<uint8_t> payload(size_t{r.count} * kPageSize);
 		for (uint32_t k = 0; k < r.count; k++)
 			MemHandler::fill_page(&payload[size_t{k} * kPageSize],
@@ -611,13 +613,9 @@ TEST_CASE("TcpChannel: after an idle spell, a large READ behind a small one stil
 			}
 			std::vector<uint8_t> stream;
 			for (const wire::Header &q : reqs) {
-				wire::Header r = q;
-				r.flags = wire::kFlagResponse;
-				r.src_module = kServerId.value;
-				r.dst_module = q.src_module;
 				std::vector<uint8_t> pages(size_t{q.count} * kPageSize,
 				                           uint8_t(q.count));
-				auto b = encode(r, pages);
+				auto b = encode(RawModule::response(q), pages);
 				stream.insert(stream.end(), b.begin(), b.end());
 			}
 			(void)!send(fd, stream.data(), stream.size(), MSG_NOSIGNAL);
@@ -659,11 +657,7 @@ TEST_CASE("TcpChannel: a READ whose pages fail their crc fails alone with kCorru
 				return;
 			reqs.push_back(h);
 			std::vector<uint8_t> pages(size_t{h.count} * kPageSize, 0x3c);
-			wire::Header r = h;
-			r.flags = wire::kFlagResponse;
-			r.src_module = kServerId.value;
-			r.dst_module = h.src_module;
-			auto b = encode(r, pages);
+			auto b = encode(RawModule::response(h), pages);
 			if (i < 2)
 				b[wire::kHeaderSize + 4000] ^= 0x10;
 			(void)!send(fd, b.data(), b.size(), MSG_NOSIGNAL);
