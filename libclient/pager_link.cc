@@ -27,7 +27,9 @@ namespace
 {
 
 constexpr uint64_t kPage = 4096;
-constexpr uint64_t kCopyChunk = control::kMaxData;
+// A forked child's copy of its parent's memory goes in requests of up to
+// this much, so that no one request holds the daemon's control thread long.
+constexpr uint64_t kCopyChunk = uint64_t{64} << 20;
 
 // Every PagerLink that wants pthread_atfork handling. Fork handlers run on
 // one thread, so the list only needs a lock against concurrent open/close.
@@ -79,11 +81,6 @@ bool get_u64(const json &j, const char *key, uint64_t *out)
 		return false;
 	*out = it->get<uint64_t>();
 	return true;
-}
-
-bool all_zero(const std::vector<uint8_t> &d)
-{
-	return std::all_of(d.begin(), d.end(), [](uint8_t b) { return b == 0; });
 }
 
 } // namespace
@@ -745,23 +742,18 @@ Status PagerLink::copy_for_child(Mapping &m)
 			uint64_t j = i;
 			while (j < pages && !(vec[j] & 1) && (j - i + 1) * kPage <= kCopyChunk)
 				j++;
+			// The daemon copies module to module; pages never written
+			// (zeros) stay unwritten in the new region.
 			uint64_t at = off + i * kPage, n = (j - i) * kPage;
-			auto rd = ctl_.call_ok(
-			        request("region.read", {{"name", m.region},
+			auto cp = ctl_.call_ok(
+			        request("region.copy", {{"name", m.region},
 			                                {"offset", m.region_offset + at},
-			                                {"length", n}}));
-			if (!rd)
-				return rd.status();
-			if (rd->data.size() != n)
-				return Status(Code::kProtocol, "region.read returned a short read");
-			if (!all_zero(rd->data)) {
-				Message w =
-				        request("region.write", {{"name", child}, {"offset", at}});
-				w.data = std::move(rd->data);
-				auto wr = ctl_.call_ok(w);
-				if (!wr)
-					return wr.status();
-			}
+			                                {"length", n},
+			                                {"to", child},
+			                                {"to_offset", at},
+			                                {"sparse", true}}));
+			if (!cp)
+				return cp.status();
 			i = j;
 		}
 	}

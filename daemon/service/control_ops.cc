@@ -2,6 +2,8 @@
 
 #include <unistd.h>
 
+#include <cstring>
+
 #include "daemon/common/log.h"
 #include "daemon/common/size.h"
 #include "daemon/wire/protocol.h"
@@ -117,6 +119,7 @@ void ControlOps::register_ops(control::Server &server)
 	server.add_op("region.list", [this](const Peer &, Message &) { return region_list(); });
 	server.add_op("region.read", [this](const Peer &p, Message &m) { return region_read(p, m); });
 	server.add_op("region.write", [this](const Peer &p, Message &m) { return region_write(p, m); });
+	server.add_op("region.copy", [this](const Peer &p, Message &m) { return region_copy(p, m); });
 }
 
 Message ControlOps::status()
@@ -203,9 +206,9 @@ Message ControlOps::region_create(const control::Peer &peer, Message &req)
 }
 
 Result<RegionLocation> ControlOps::find_region(const control::Peer &peer, const Message &req,
-					       Access want)
+					       Access want, const char *key)
 {
-	auto name = need_string(req.body, "name");
+	auto name = need_string(req.body, key);
 	if (!name)
 		return name.status();
 	auto loc = fed_->locate_region(*name);
@@ -316,6 +319,87 @@ Message ControlOps::region_write(const control::Peer &peer, Message &req)
 	if (!st)
 		return error_reply(st);
 	return ok_reply({{"written", len}});
+}
+
+namespace {
+
+bool page_is_zero(const uint8_t *p)
+{
+	uint64_t acc = 0;
+	for (size_t i = 0; i < kPage; i += sizeof(uint64_t)) {
+		uint64_t v;
+		std::memcpy(&v, p + i, sizeof(v));
+		acc |= v;
+	}
+	return acc == 0;
+}
+
+} // namespace
+
+// Whole pages from one region to another, through this daemon only (a
+// client sends the request, not the bytes): what a forked process's copy
+// of its parent's private memory takes. With "sparse", pages that are all
+// zeros are not written: the destination must read as zeros there already,
+// as a new region does.
+Message ControlOps::region_copy(const control::Peer &peer, Message &req)
+{
+	auto offset = need_u64(req.body, "offset", 0);
+	auto to_offset = need_u64(req.body, "to_offset", 0);
+	auto length = need_u64(req.body, "length");
+	for (const Status *s : {&offset.status(), &to_offset.status(), &length.status()})
+		if (!s->is_ok())
+			return error_reply(*s);
+	auto sp = req.body.find("sparse");
+	if (sp != req.body.end() && !sp->is_boolean())
+		return error_reply(Status(Code::kInvalidArgument, "\"sparse\" must be true or false"));
+	bool sparse = sp != req.body.end() && sp->get<bool>();
+	if (*offset % kPage || *to_offset % kPage || *length % kPage)
+		return error_reply(Status(Code::kInvalidArgument,
+					  "region.copy moves whole pages: \"offset\", \"to_offset\" and "
+					  "\"length\" must be multiples of 4096"));
+	auto src = find_region(peer, req, Access::kRead, "name");
+	if (!src)
+		return error_reply(src.status());
+	auto dst = find_region(peer, req, Access::kWrite, "to");
+	if (!dst)
+		return error_reply(dst.status());
+	for (auto [loc, at] : {std::pair{&*src, *offset}, std::pair{&*dst, *to_offset}})
+		if (at > loc->size_bytes || *length > loc->size_bytes - at)
+			return error_reply(Status(
+				Code::kOutOfRange, std::to_string(*length) + " bytes at offset " +
+							   std::to_string(at) + " run past the end of region '" +
+							   loc->name + "' (" + std::to_string(loc->size_bytes) +
+							   " bytes)"));
+	if (src->name == dst->name && *offset < *to_offset + *length && *to_offset < *offset + *length)
+		return error_reply(Status(Code::kInvalidArgument,
+					  "source and destination ranges of region '" + src->name + "' overlap"));
+	constexpr uint32_t kChunk = wire::kMaxPagesPerRequest;
+	std::vector<uint8_t> buf(size_t{kChunk} * kPage);
+	uint64_t pages = *length / kPage, from = *offset / kPage, to = *to_offset / kPage;
+	uint64_t written = 0;
+	for (uint64_t done = 0; done < pages;) {
+		uint32_t n = uint32_t(std::min<uint64_t>(kChunk, pages - done));
+		Status st = fed_->read_pages(*src, from + done, n, buf.data());
+		if (!st)
+			return error_reply(st);
+		// Runs of pages to write: all of them, or the non-zero ones.
+		for (uint32_t i = 0; i < n;) {
+			if (sparse && page_is_zero(&buf[size_t{i} * kPage])) {
+				i++;
+				continue;
+			}
+			uint32_t j = i + 1;
+			while (j < n && !(sparse && page_is_zero(&buf[size_t{j} * kPage])))
+				j++;
+			st = fed_->write_pages(*dst, to + done + i, j - i, &buf[size_t{i} * kPage]);
+			if (!st)
+				return error_reply(st);
+			written += uint64_t{j - i} * kPage;
+			i = j;
+		}
+		done += n;
+	}
+	return ok_reply({{"copied", *length}, {"written", written}});
 }
 
 } // namespace memfed

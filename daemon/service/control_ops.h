@@ -1,6 +1,7 @@
 // ControlOps: the daemon's own control-socket ops, served for memfedctl and
 // libmemfed: hello, status, stats, module.list and region.* (create, delete,
-// show, list, read, write). The pager and the kmod link register their own.
+// show, list, read, write, copy). The pager and the kmod link register their
+// own.
 //
 // Permissions follow a file's: a region belongs to the uid that created it;
 // the owner (and root) may do anything; others get the mode's "other" bits
@@ -40,15 +41,17 @@ public:
 private:
 	control::Message status();
 	control::Message stats();
-	// The request's "name" located and checked for `want` access.
+	// The region named by the request's `key` located and checked for
+	// `want` access.
 	Result<RegionLocation> find_region(const control::Peer &peer, const control::Message &req,
-					   Access want);
+					   Access want, const char *key = "name");
 	control::Message region_create(const control::Peer &peer, control::Message &req);
 	control::Message region_delete(const control::Peer &peer, control::Message &req);
 	control::Message region_show(const control::Peer &peer, control::Message &req);
 	control::Message region_list();
 	control::Message region_read(const control::Peer &peer, control::Message &req);
 	control::Message region_write(const control::Peer &peer, control::Message &req);
+	control::Message region_copy(const control::Peer &peer, control::Message &req);
 
 	const DaemonConfig &cfg_;
 	NodeFederation *fed_;

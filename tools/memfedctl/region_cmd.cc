@@ -1,4 +1,4 @@
-// memfedctl region create|rm|ls|show|read|write
+// memfedctl region create|rm|ls|show|read|write|copy
 #include <cerrno>
 #include <cstdio>
 #include <iostream>
@@ -20,6 +20,10 @@ constexpr const char *kUsage = R"(usage: memfedctl region COMMAND
   show NAME                         one region in detail
   read NAME [--offset N] [--length N]   write region bytes to stdout
   write NAME [--offset N]           store stdin at the offset
+  copy SRC DST [--offset N] [--to-offset N] [--length N] [--sparse]
+                                    copy whole pages from SRC to DST inside the
+                                    daemon (--sparse: leave all-zero pages unwritten,
+                                    for a DST that is zeros there, e.g. a new region)
   (-j: JSON output)
 )";
 
@@ -105,6 +109,16 @@ int cmd_region(const Globals &g, Args &a)
 	bool has_mode = a.take_flag("--mode", &mode_s);
 	bool has_off = a.take_flag("--offset", &off_s);
 	bool has_len = a.take_flag("--length", &len_s);
+	std::string to_off_s;
+	bool has_to_off = a.take_flag("--to-offset", &to_off_s);
+	bool sparse = a.take_switch("--sparse");
+	uint64_t to_offset = 0;
+	if (has_to_off) {
+		auto v = size_arg("to-offset", to_off_s);
+		if (!v)
+			return fail(g, v.status());
+		to_offset = *v;
+	}
 	uint64_t offset = 0, length = 0;
 	if (has_off) {
 		auto v = size_arg("offset", off_s);
@@ -122,6 +136,9 @@ int cmd_region(const Globals &g, Args &a)
 	Status st;
 	if (sub == "create")
 		st = a.expect_positional(2, "memfedctl region create NAME SIZE [--mode OCTAL]");
+	else if (sub == "copy")
+		st = a.expect_positional(2, "memfedctl region copy SRC DST [--offset N] [--to-offset N] "
+					    "[--length N] [--sparse]");
 	else if (sub == "rm" || sub == "show" || sub == "write" || sub == "read")
 		st = a.expect_positional(1, ("memfedctl region " + sub + " NAME").c_str());
 	else if (sub == "ls")
@@ -184,6 +201,27 @@ int cmd_region(const Globals &g, Args &a)
 		return 0;
 	}
 	std::string name = a.next();
+	if (sub == "copy") {
+		std::string to = a.next();
+		if (!has_len) {
+			auto r = call(*c, "region.show", {{"name", name}});
+			if (!r)
+				return fail(g, r.status());
+			uint64_t size = r->body["region"]["size"].get<uint64_t>();
+			length = offset < size ? size - offset : 0;
+		}
+		auto r = call(*c, "region.copy", {{"name", name}, {"offset", offset}, {"to", to},
+						  {"to_offset", to_offset}, {"length", length},
+						  {"sparse", sparse}});
+		if (!r)
+			return fail(g, r.status());
+		if (g.json)
+			return print_json(r->body);
+		std::printf("copied %s from '%s' to '%s' (%s written)\n",
+			    human_size(r->body["copied"].get<uint64_t>()).c_str(), name.c_str(), to.c_str(),
+			    human_size(r->body["written"].get<uint64_t>()).c_str());
+		return 0;
+	}
 	if (sub == "read") {
 		if (!has_len) {
 			auto r = call(*c, "region.show", {{"name", name}});
