@@ -308,31 +308,13 @@ void TcpChannel::on_send(int res)
 		return;
 	}
 	kick_send();
-	if (recv_deferred_)
-		arm_recv();
-}
-
-bool TcpChannel::queued() const
-{
-	for (const Queue &q : queues_)
-		if (!q.empty())
-			return true;
-	return false;
 }
 
 void TcpChannel::arm_recv()
 {
 	if (broken_ || recv_armed_)
 		return;
-	recv_deferred_ = false;
 	bool land = direct_slot_ == kNoSlot && plan_landing();
-	if (!land && direct_slot_ == kNoSlot && rx_.readable() == 0 && sending_ && queued()) {
-		// Requests wait behind the send in the kernel: receive once
-		// they have gone out too, so that their responses land. on_send
-		// arms the receive.
-		recv_deferred_ = true;
-		return;
-	}
 	io_uring_sqe *sq = loop_->sqe(recv_op_.get());
 	if (direct_slot_ != kNoSlot) {
 		auto *dst = static_cast<uint8_t *>(slots_[direct_slot_]->dst);
@@ -345,14 +327,16 @@ void TcpChannel::arm_recv()
 		io_uring_prep_recvmsg(sq, fd_, &rx_msg_, 0);
 		landing_recv_ = true;
 	} else {
-		// Idle, this receive is armed before the next requests go out;
-		// by the time it runs their responses may all be queued. Taking
-		// one header and page at most leaves the rest to land (or a large
-		// READ payload to go straight to its dst).
+		// Nothing to land: the next responses may be those of requests
+		// not sent yet (issued later, or queued behind the send in the
+		// kernel), and on one vCPU they may all be queued by the time
+		// this receive runs. Taking one header and page at most leaves
+		// the rest to land (or a large READ payload to go straight to its
+		// dst). Bytes already in rx_ mean a response is under way: take
+		// what is there.
 		rx_.ensure_writable(kRecvChunk);
-		size_t want = rx_.readable() == 0 && in_flight_ == 0
-		                      ? wire::kHeaderSize + wire::kPageSize
-		                      : rx_.writable();
+		size_t want =
+		        rx_.readable() == 0 ? wire::kHeaderSize + wire::kPageSize : rx_.writable();
 		io_uring_prep_recv(sq, fd_, rx_.write_ptr(), want, 0);
 	}
 	recv_armed_ = true;

@@ -108,7 +108,6 @@ private:
 	void arm_recv();
 	void on_recv(int res);
 	bool deliver(size_t n);
-	bool queued() const;
 	bool plan_landing();
 	bool land(size_t n);
 	void unland();
@@ -177,8 +176,7 @@ private:
 	};
 	std::vector<Landing> landing_;
 	size_t land_head_ = 0;
-	bool landing_recv_ = false;  // the armed receive scatters into landing_
-	bool recv_deferred_ = false; // on_send arms the receive
+	bool landing_recv_ = false; // the armed receive scatters into landing_
 	std::vector<iovec> rx_iov_;
 	msghdr rx_msg_{};
 };
