@@ -92,6 +92,8 @@ TcpChannel::TcpChannel(EventLoop *loop, int fd, PeerInfo peer, ModuleId self, un
 	hdr_batch_.reserve(kMaxIov * wire::kHeaderSize);
 	landing_.reserve(kMaxLanding);
 	rx_iov_.reserve(2 * kMaxLanding);
+	// At most twice the slots plus one batch before kick_send compacts it.
+	sent_.reserve(2 * size_t{slots} + kMaxIov);
 }
 
 TcpChannel::~TcpChannel()
@@ -265,6 +267,8 @@ void TcpChannel::kick_send()
 	// Live entries are bounded by the slots; drop answered ones when the
 	// queue outgrows that (responses parsed from rx_ are not removed).
 	if (sent_.size() - sent_head_ > 2 * slots_.size()) {
+		// Entries before sent_head_ were planned already: never again.
+		sent_.erase(sent_.begin(), sent_.begin() + long(sent_head_));
 		std::erase_if(sent_, [this](const Sent &e) {
 			return !slots_[e.idx]->in_use || slots_[e.idx]->request_id != e.request_id;
 		});
@@ -378,8 +382,12 @@ bool TcpChannel::plan_landing()
 		if (s.in_use && s.request_id == e.request_id)
 			landing_.emplace_back(e.idx, e.request_id, s.dst_len);
 	}
-	if (sent_head_ == sent_.size())
-		sent_.clear(), sent_head_ = 0;
+	if (sent_head_ == sent_.size() || sent_head_ >= kMaxIov) {
+		// Planned entries go: all of them, or a batch's worth at a time
+		// when sends keep ahead of the plans.
+		sent_.erase(sent_.begin(), sent_.begin() + long(sent_head_));
+		sent_head_ = 0;
+	}
 	if (landing_.empty())
 		return false;
 	rx_iov_.clear();
