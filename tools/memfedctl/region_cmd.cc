@@ -43,6 +43,16 @@ void print_region(const json &r)
 		    r["mode"].get<unsigned>());
 }
 
+// Bytes of region `name` from `offset` to its end (0 past the end).
+Result<uint64_t> rest_of_region(control::Client &c, const std::string &name, uint64_t offset)
+{
+	auto r = call(c, "region.show", {{"name", name}});
+	if (!r)
+		return r.status();
+	uint64_t size = r->body["region"]["size"].get<uint64_t>();
+	return offset < size ? size - offset : 0;
+}
+
 int read_region(const Globals &g, control::Client &c, const std::string &name, uint64_t offset,
 		uint64_t length)
 {
@@ -204,11 +214,10 @@ int cmd_region(const Globals &g, Args &a)
 	if (sub == "copy") {
 		std::string to = a.next();
 		if (!has_len) {
-			auto r = call(*c, "region.show", {{"name", name}});
-			if (!r)
-				return fail(g, r.status());
-			uint64_t size = r->body["region"]["size"].get<uint64_t>();
-			length = offset < size ? size - offset : 0;
+			auto rest = rest_of_region(*c, name, offset);
+			if (!rest)
+				return fail(g, rest.status());
+			length = *rest;
 		}
 		auto r = call(*c, "region.copy", {{"name", name}, {"offset", offset}, {"to", to},
 						  {"to_offset", to_offset}, {"length", length},
@@ -224,11 +233,10 @@ int cmd_region(const Globals &g, Args &a)
 	}
 	if (sub == "read") {
 		if (!has_len) {
-			auto r = call(*c, "region.show", {{"name", name}});
-			if (!r)
-				return fail(g, r.status());
-			uint64_t size = r->body["region"]["size"].get<uint64_t>();
-			length = offset < size ? size - offset : 0;
+			auto rest = rest_of_region(*c, name, offset);
+			if (!rest)
+				return fail(g, rest.status());
+			length = *rest;
 		}
 		return read_region(g, *c, name, offset, length);
 	}
