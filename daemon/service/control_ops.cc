@@ -2,10 +2,9 @@
 
 #include <unistd.h>
 
-#include <cstring>
-
 #include "daemon/common/log.h"
 #include "daemon/common/size.h"
+#include "daemon/store/layout.h"
 #include "daemon/wire/protocol.h"
 
 namespace memfed {
@@ -321,21 +320,6 @@ Message ControlOps::region_write(const control::Peer &peer, Message &req)
 	return ok_reply({{"written", len}});
 }
 
-namespace {
-
-bool page_is_zero(const uint8_t *p)
-{
-	uint64_t acc = 0;
-	for (size_t i = 0; i < kPage; i += sizeof(uint64_t)) {
-		uint64_t v;
-		std::memcpy(&v, p + i, sizeof(v));
-		acc |= v;
-	}
-	return acc == 0;
-}
-
-} // namespace
-
 // Whole pages from one region to another, through this daemon only (a
 // client sends the request, not the bytes): what a forked process's copy
 // of its parent's private memory takes. With "sparse", pages that are all
@@ -382,20 +366,18 @@ Message ControlOps::region_copy(const control::Peer &peer, Message &req)
 		Status st = fed_->read_pages(*src, from + done, n, buf.data());
 		if (!st)
 			return error_reply(st);
-		// Runs of pages to write: all of them, or the non-zero ones.
+		// Runs of pages to write: all of them, or those between zero pages.
 		for (uint32_t i = 0; i < n;) {
-			if (sparse && page_is_zero(&buf[size_t{i} * kPage])) {
-				i++;
-				continue;
-			}
-			uint32_t j = i + 1;
-			while (j < n && !(sparse && page_is_zero(&buf[size_t{j} * kPage])))
+			uint32_t j = i;
+			while (j < n && !(sparse && store::page_is_zero(&buf[size_t{j} * kPage])))
 				j++;
-			st = fed_->write_pages(*dst, to + done + i, j - i, &buf[size_t{i} * kPage]);
-			if (!st)
-				return error_reply(st);
-			written += uint64_t{j - i} * kPage;
-			i = j;
+			if (j > i) {
+				st = fed_->write_pages(*dst, to + done + i, j - i, &buf[size_t{i} * kPage]);
+				if (!st)
+					return error_reply(st);
+				written += uint64_t{j - i} * kPage;
+			}
+			i = j + 1; // past the zero page that ended the run (or the chunk)
 		}
 		done += n;
 	}

@@ -465,10 +465,7 @@ Status ModuleStore::read_pages_with_crc(uint32_t region_id, uint64_t fa_offset, 
                                         void *dst, uint32_t *payload_crc)
 {
 	// A page never written is zeros (its meta says version 0, crc unset).
-	static const uint32_t kZeroPageCrc = [] {
-		static const uint8_t zeros[kPageSize] = {};
-		return crc32c(zeros, kPageSize);
-	}();
+	const uint32_t zero_crc = store::zero_page_crc();
 	std::shared_lock lock(table_mu_);
 	MF_RETURN_IF_ERROR(check_range(region_id, fa_offset, count));
 	const uint8_t *base = file_->base();
@@ -480,7 +477,7 @@ Status ModuleStore::read_pages_with_crc(uint32_t region_id, uint64_t fa_offset, 
 		std::shared_lock page_lock(stripe(idx));
 		memcpy(out + uint64_t{i} * kPageSize, base + geo_.page_fa(idx), kPageSize);
 		const store::PageMeta *m = meta(idx);
-		crc = crc32c_combine(crc, m->version != 0 ? m->crc : kZeroPageCrc, kPageSize);
+		crc = crc32c_combine(crc, m->version != 0 ? m->crc : zero_crc, kPageSize);
 	}
 	*payload_crc = crc;
 	pages_read_.fetch_add(count, std::memory_order_relaxed);
