@@ -88,6 +88,7 @@ Status fill_info(const json &r, memfed_region_info *info)
 	info->owner_uid = uint32_t(num("owner_uid"));
 	info->mode = uint32_t(num("mode"));
 	info->ctime_ns = num("ctime_ns");
+	info->length = num("length");
 	return Status::ok();
 }
 

@@ -119,6 +119,7 @@ TEST_CASE("regions: create, open, stat, read, write, list, delete")
 	memfed_region_info st{};
 	REQUIRE(memfed_region_stat(r, &st) == 0);
 	CHECK(st.id == info.id);
+	CHECK(st.length == st.size); // never truncated as a file: all of it
 	memfed_region_close(r);
 
 	REQUIRE(memfed_region_create(m, "apitest-b", 4096, 0, nullptr) == 0);

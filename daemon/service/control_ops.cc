@@ -40,6 +40,16 @@ Result<uint64_t> need_u64(const json &b, const char *key, std::optional<uint64_t
 	return it->get<uint64_t>();
 }
 
+Result<bool> need_bool(const json &b, const char *key, bool dflt)
+{
+	auto it = b.find(key);
+	if (it == b.end())
+		return dflt;
+	if (!it->is_boolean())
+		return Status(Code::kInvalidArgument, std::string("\"") + key + "\" must be true or false");
+	return it->get<bool>();
+}
+
 json module_json(const ModuleEntry &m)
 {
 	json j = {{"module", m.module.valid() ? m.module.to_string() : ""},
@@ -85,6 +95,7 @@ json region_json(const RegionLocation &r)
 		{"module", r.module.to_string()},
 		{"fa", FederatedAddress{r.module, r.fa_offset}.to_string()},
 		{"size", r.size_bytes},
+		{"length", r.length},
 		{"owner_uid", r.owner_uid},
 		{"mode", r.mode},
 		{"ctime_ns", r.ctime_ns}};
@@ -115,6 +126,8 @@ void ControlOps::register_ops(control::Server &server)
 	server.add_op("region.create", [this](const Peer &p, Message &m) { return region_create(p, m); });
 	server.add_op("region.delete", [this](const Peer &p, Message &m) { return region_delete(p, m); });
 	server.add_op("region.show", [this](const Peer &p, Message &m) { return region_show(p, m); });
+	server.add_op("region.truncate",
+		      [this](const Peer &p, Message &m) { return region_truncate(p, m); });
 	server.add_op("region.list", [this](const Peer &, Message &) { return region_list(); });
 	server.add_op("region.read", [this](const Peer &p, Message &m) { return region_read(p, m); });
 	server.add_op("region.write", [this](const Peer &p, Message &m) { return region_write(p, m); });
@@ -187,6 +200,13 @@ Message ControlOps::region_create(const control::Peer &peer, Message &req)
 		return error_reply(mode.status());
 	if (*mode > 0777)
 		return error_reply(Status(Code::kInvalidArgument, "mode must be permission bits (at most 0777)"));
+	// "length": the region's length as a file (default: all of it).
+	auto length = need_u64(req.body, "length", UINT64_MAX);
+	if (!length)
+		return error_reply(length.status());
+	if (*length != UINT64_MAX && *length > *size)
+		return error_reply(Status(Code::kOutOfRange, "\"length\" " + std::to_string(*length) +
+								     " is beyond \"size\" " + std::to_string(*size)));
 	std::optional<ModuleId> module;
 	if (req.body.contains("module")) {
 		auto m = need_string(req.body, "module");
@@ -197,6 +217,8 @@ Message ControlOps::region_create(const control::Peer &peer, Message &req)
 		module = id;
 	}
 	auto r = fed_->create_region(*name, *size, peer.uid, uint32_t(*mode), module);
+	if (r && *length != UINT64_MAX)
+		r = fed_->set_length(*r, *length, false);
 	if (!r)
 		return error_reply(r.status());
 	LOG_INFO("control", "uid %u created region '%s' (%s) on %s", peer.uid, name->c_str(),
@@ -237,6 +259,24 @@ Message ControlOps::region_show(const control::Peer &peer, Message &req)
 	if (!loc)
 		return error_reply(loc.status());
 	return ok_reply({{"region", region_json(*loc)}});
+}
+
+// The region's length as a file, as ftruncate sets a file's: shrinking
+// zeroes what lies past the new end; "grow_only" never shrinks (appends).
+Message ControlOps::region_truncate(const control::Peer &peer, Message &req)
+{
+	auto length = need_u64(req.body, "length");
+	auto grow_only = need_bool(req.body, "grow_only", false);
+	for (const Status *s : {&length.status(), &grow_only.status()})
+		if (!s->is_ok())
+			return error_reply(*s);
+	auto loc = find_region(peer, req, Access::kWrite);
+	if (!loc)
+		return error_reply(loc.status());
+	auto r = fed_->set_length(*loc, *length, *grow_only);
+	if (!r)
+		return error_reply(r.status());
+	return ok_reply({{"region", region_json(*r)}});
 }
 
 Message ControlOps::region_list()
@@ -333,10 +373,9 @@ Message ControlOps::region_copy(const control::Peer &peer, Message &req)
 	for (const Status *s : {&offset.status(), &to_offset.status(), &length.status()})
 		if (!s->is_ok())
 			return error_reply(*s);
-	auto sp = req.body.find("sparse");
-	if (sp != req.body.end() && !sp->is_boolean())
-		return error_reply(Status(Code::kInvalidArgument, "\"sparse\" must be true or false"));
-	bool sparse = sp != req.body.end() && sp->get<bool>();
+	auto sparse = need_bool(req.body, "sparse", false);
+	if (!sparse)
+		return error_reply(sparse.status());
 	if (*offset % kPage || *to_offset % kPage || *length % kPage)
 		return error_reply(Status(Code::kInvalidArgument,
 					  "region.copy moves whole pages: \"offset\", \"to_offset\" and "
@@ -369,7 +408,7 @@ Message ControlOps::region_copy(const control::Peer &peer, Message &req)
 		// Runs of pages to write: all of them, or those between zero pages.
 		for (uint32_t i = 0; i < n;) {
 			uint32_t j = i;
-			while (j < n && !(sparse && store::page_is_zero(&buf[size_t{j} * kPage])))
+			while (j < n && !(*sparse && store::page_is_zero(&buf[size_t{j} * kPage])))
 				j++;
 			if (j > i) {
 				st = fed_->write_pages(*dst, to + done + i, j - i, &buf[size_t{i} * kPage]);

@@ -48,6 +48,7 @@ private:
 	control::Message region_create(const control::Peer &peer, control::Message &req);
 	control::Message region_delete(const control::Peer &peer, control::Message &req);
 	control::Message region_show(const control::Peer &peer, control::Message &req);
+	control::Message region_truncate(const control::Peer &peer, control::Message &req);
 	control::Message region_list();
 	control::Message region_read(const control::Peer &peer, control::Message &req);
 	control::Message region_write(const control::Peer &peer, control::Message &req);

@@ -31,6 +31,7 @@ struct RegionLocation {
 	uint32_t owner_uid = 0;
 	uint32_t mode = 0;
 	uint64_t ctime_ns = 0;
+	uint64_t length = 0; // as a file: bytes before end of file, <= size_bytes
 };
 
 struct ModuleEntry {

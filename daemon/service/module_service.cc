@@ -19,7 +19,19 @@ wire::WireRegion to_wire(const RegionInfo &r)
 	w.fa_offset = r.fa_offset;
 	w.size_bytes = r.size_bytes;
 	w.ctime_ns = r.ctime_ns;
+	w.length = r.length;
 	return w;
+}
+
+// A region answered as a WireRegion, or the error.
+static void reply_region(Result<RegionInfo> r, Reply &reply)
+{
+	if (!r) {
+		reply.fail(r.status());
+		return;
+	}
+	auto out = reply.payload_buffer(wire::kRegionSize);
+	wire::encode_region(to_wire(*r), out.data());
 }
 
 ModuleService::ModuleService(ModuleStore *store) : store_(store)
@@ -101,21 +113,38 @@ void ModuleService::writer_main()
 	}
 }
 
-// One group, in queue order: a DELETE splits it in segments, so the WRITEs
-// queued before it are applied first and those after it find no region.
+// One group, in queue order: a DELETE or SET_LENGTH splits it in segments,
+// so the WRITEs queued before it are applied first and those after it find
+// no region, or the region's new end.
 void ModuleService::commit(std::vector<Job> &group)
 {
 	size_t from = 0;
 	for (size_t k = 0; k <= group.size(); k++) {
-		if (k < group.size() && group[k].kind != Job::Kind::kDelete)
+		if (k < group.size() && group[k].kind != Job::Kind::kDelete &&
+		    group[k].kind != Job::Kind::kSetLength)
 			continue;
 		commit_segment(std::span<Job>(group).subspan(from, k - from));
 		if (k < group.size()) {
 			Job &d = group[k];
-			d.reply.complete(delete_region(d.region, d.by));
+			if (d.kind == Job::Kind::kDelete) {
+				d.reply.complete(delete_region(d.region, d.by));
+			} else {
+				auto r = set_length(d.set_length);
+				uint8_t out[wire::kRegionSize];
+				if (r)
+					wire::encode_region(to_wire(*r), out);
+				d.reply.complete(r.status(), r ? std::span<const uint8_t>(out)
+				                               : std::span<const uint8_t>());
+			}
 		}
 		from = k + 1;
 	}
+}
+
+Result<RegionInfo> ModuleService::set_length(const wire::WireSetLength &s)
+{
+	return store_->set_length(wire::region_name(s), s.length,
+	                          (s.flags & wire::kSetLengthGrowOnly) != 0);
 }
 
 // A segment: every WRITE with one persist, then the READs that waited for
@@ -270,13 +299,25 @@ void ModuleService::handle(const ConnInfo &conn, const wire::Header &req,
 				reply.fail(st);
 			return;
 		}
-		auto r = store_->lookup_region(*name);
-		if (!r) {
-			reply.fail(r.status());
+		reply_region(store_->lookup_region(*name), reply);
+		return;
+	}
+	case MsgType::kRegionSetLength: {
+		auto s = wire::decode_set_length(payload);
+		if (!s) {
+			reply.fail(s.status());
 			return;
 		}
-		auto out = reply.payload_buffer(wire::kRegionSize);
-		wire::encode_region(to_wire(*r), out.data());
+		// Ordered after the WRITEs queued before it, as a DELETE is.
+		if (reply.can_defer() && any_pending_write()) {
+			Job j;
+			j.reply = reply.defer();
+			j.kind = Job::Kind::kSetLength;
+			j.set_length = *s;
+			enqueue(std::move(j));
+			return;
+		}
+		reply_region(set_length(*s), reply);
 		return;
 	}
 	case MsgType::kRegionList: {

@@ -67,14 +67,16 @@ public:
 
 private:
 	// A request for the writer: a WRITE, a READ that waits for one, or a
-	// REGION_DELETE that must not overtake the WRITEs queued before it.
+	// REGION_DELETE or REGION_SET_LENGTH that must not overtake the WRITEs
+	// queued before it.
 	struct Job {
-		enum class Kind { kRead, kWrite, kDelete };
+		enum class Kind { kRead, kWrite, kDelete, kSetLength };
 		DeferredReply reply;
 		Kind kind = Kind::kRead;
 		std::vector<uint8_t> pages; // a WRITE's payload
 		uint64_t seq = 0;           // a WRITE's place in the queue (1, 2, ...)
 		std::string region, by;     // a DELETE's region name and requester
+		wire::WireSetLength set_length{};
 	};
 	// The fa range of a WRITE not yet applied.
 	struct PendingRange {
@@ -85,6 +87,7 @@ private:
 	bool overlaps_pending_write(uint64_t fa, uint32_t count);
 	bool any_pending_write();
 	Status delete_region(const std::string &name, const std::string &by);
+	Result<RegionInfo> set_length(const wire::WireSetLength &s);
 	void writer_main();
 	void commit(std::vector<Job> &group);
 	void commit_segment(std::span<Job> jobs);

@@ -1,5 +1,6 @@
 #include "daemon/service/module_service.h"
 
+#include <algorithm>
 #include <catch2/catch.hpp>
 
 #include <atomic>
@@ -139,6 +140,46 @@ template <typename F> bool eventually(F cond)
 	return false;
 }
 
+// One-page WRITEs of `data` at pages `a` and `b`: the first held in the
+// writer at the gate, the second queued behind it.
+class HeldWrites
+{
+public:
+	HeldWrites(Module &m, const std::vector<uint8_t> &data, uint32_t a, uint32_t b) : m_(m)
+	{
+		first_ = std::thread([&m, &data, a, this] {
+			first_st_ = m.client()->write_pages(m.region.id, m.fa(a), 1, data.data());
+		});
+		REQUIRE(m.gate.wait_entered());
+		second_ = std::thread([&m, &data, b, this] {
+			second_st_ = m.client()->write_pages(m.region.id, m.fa(b), 1, data.data());
+		});
+		REQUIRE(eventually([&] { return m.service->queued() == 1; }));
+	}
+	~HeldWrites()
+	{
+		m_.gate.release(); // a failed check must not leave a WRITE held
+		if (first_.joinable())
+			first_.join();
+		if (second_.joinable())
+			second_.join();
+	}
+	// After the gate is released: both WRITEs succeeded.
+	void join_ok()
+	{
+		first_.join();
+		second_.join();
+		INFO(first_st_.to_string() << " / " << second_st_.to_string());
+		CHECK(first_st_.is_ok());
+		CHECK(second_st_.is_ok());
+	}
+
+private:
+	Module &m_;
+	std::thread first_, second_;
+	Status first_st_, second_st_;
+};
+
 } // namespace
 
 TEST_CASE("a READ is answered while a WRITE is being committed; an overlapping READ waits for it",
@@ -226,18 +267,8 @@ TEST_CASE("a REGION_DELETE does not overtake the WRITEs queued before it", "[ser
 {
 	Module m;
 	// A WRITE held in the writer, a second queued behind it, then DELETE.
-	Status first_st, second_st;
 	auto data = pages(1, 0x33);
-	std::thread first([&] {
-		auto c = m.client();
-		first_st = c->write_pages(m.region.id, m.fa(0), 1, data.data());
-	});
-	REQUIRE(m.gate.wait_entered());
-	std::thread second([&] {
-		auto c = m.client();
-		second_st = c->write_pages(m.region.id, m.fa(1), 1, data.data());
-	});
-	REQUIRE(eventually([&] { return m.service->queued() == 1; }));
+	HeldWrites w(m, data, 0, 1);
 	std::atomic<bool> deleted{false};
 	Status delete_st;
 	std::thread deleter([&] {
@@ -249,17 +280,46 @@ TEST_CASE("a REGION_DELETE does not overtake the WRITEs queued before it", "[ser
 	CHECK_FALSE(deleted.load());
 	CHECK(m.store->lookup_region("r").is_ok());
 	m.gate.release();
-	first.join();
-	second.join();
+	w.join_ok();
 	deleter.join();
-	INFO(first_st.to_string() << " / " << second_st.to_string());
-	CHECK(first_st.is_ok());
-	CHECK(second_st.is_ok());
 	CHECK(delete_st.is_ok());
 	CHECK(m.store->lookup_region("r").status().code() == Code::kNotFound);
 	// A WRITE after the DELETE finds no region.
 	auto c = m.client();
 	CHECK(c->write_pages(m.region.id, m.fa(0), 1, data.data()).code() == Code::kNotFound);
+}
+
+TEST_CASE("a REGION_SET_LENGTH waits for the WRITEs queued before it, then zeroes past the end",
+          "[service]")
+{
+	Module m;
+	// A WRITE held in the writer, a second one queued past the new end.
+	auto data = pages(1, 0x44);
+	HeldWrites w(m, data, 0, 3);
+	Result<wire::WireRegion> set = Status(Code::kInternal, "not run");
+	std::thread setter([&] {
+		auto c = m.client();
+		set = c->region_set_length("r", kPage + 10, false);
+	});
+	REQUIRE(eventually([&] { return m.service->queued() == 2; }));
+	CHECK(m.store->lookup_region("r")->length == kRegionPages * kPage);
+	m.gate.release();
+	w.join_ok();
+	setter.join();
+	REQUIRE(set.is_ok());
+	CHECK(set->length == kPage + 10);
+	// The page written before the new end stays; the one past it is zeros.
+	auto back = pages(4, 0xaa);
+	REQUIRE(m.store->read_pages(m.region.id, m.fa(0), 4, back.data()).is_ok());
+	CHECK(std::all_of(back.begin(), back.begin() + kPage, [](uint8_t b) { return b == 0x44; }));
+	CHECK(std::all_of(back.begin() + 3 * kPage, back.end(), [](uint8_t b) { return b == 0; }));
+	// Over the wire: a grow-only length below the current one changes
+	// nothing, and a length past the region is refused with the reason.
+	auto c = m.client();
+	CHECK(c->region_set_length("r", 5, true)->length == kPage + 10);
+	auto big = c->region_set_length("r", kRegionPages * kPage + 1, false);
+	CHECK(big.status().code() == Code::kOutOfRange);
+	CHECK(big.status().message().find("cannot exceed its size") != std::string::npos);
 }
 
 TEST_CASE("a deferred WRITE completed after its server is gone is durable and dropped safely",

@@ -86,6 +86,7 @@ RegionLocation NodeFederation::location(ModuleId module, const wire::WireRegion 
 	l.owner_uid = r.owner_uid;
 	l.mode = r.mode;
 	l.ctime_ns = r.ctime_ns;
+	l.length = r.length;
 	return l;
 }
 
@@ -191,6 +192,26 @@ Status NodeFederation::delete_region(const RegionLocation &loc)
 		return 0;
 	});
 	return r.status();
+}
+
+Result<RegionLocation> NodeFederation::set_length(const RegionLocation &loc, uint64_t length,
+						  bool grow_only)
+{
+	if (store_ && loc.module == store_->module_id()) {
+		auto r = store_->set_length(loc.name, length, grow_only);
+		if (!r)
+			return r.status();
+		return location(loc.module, to_wire(*r));
+	}
+	Peer *p = find_peer(loc.module);
+	if (!p)
+		return Status(Code::kUnavailable, "module " + loc.module.to_string() + " is unreachable");
+	auto r = with_peer(*p, [&](SyncClient &c) {
+		return c.region_set_length(loc.name, length, grow_only);
+	});
+	if (!r)
+		return r.status();
+	return location(loc.module, *r);
 }
 
 std::vector<RegionLocation> NodeFederation::list_regions()

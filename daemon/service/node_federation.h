@@ -40,6 +40,9 @@ public:
 	Result<RegionLocation> create_region(const std::string &name, uint64_t size, uint32_t uid,
 					     uint32_t mode, std::optional<ModuleId> module);
 	Status delete_region(const RegionLocation &loc);
+	// Sets the region's length as a file (ModuleStore::set_length).
+	Result<RegionLocation> set_length(const RegionLocation &loc, uint64_t length,
+					  bool grow_only);
 	// Every region on every reachable module.
 	std::vector<RegionLocation> list_regions();
 	// Whole pages of a region, through the local store or the peer's SyncClient.

@@ -100,6 +100,7 @@ uint32_t entry_crc(const RegionEntry &e)
 {
 	RegionEntry c = e;
 	c.crc = 0;
+	c.length_word = 0;
 	// The state word changes without rewriting the body: leave it out.
 	return crc32c(reinterpret_cast<const uint8_t *>(&c) + sizeof(c.state_word),
 	              sizeof(c) - sizeof(c.state_word));

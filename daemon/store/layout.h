@@ -66,7 +66,11 @@ enum RegionState : uint8_t {
 // 8-byte stores, so it can never tear: low 8 bits RegionState, bits 8..31 the
 // slot's generation (incremented by each create). The body (everything after
 // state_word) is written while the slot is free and is covered by `crc`
-// (crc32c of the body with crc = 0), which detects media corruption.
+// (crc32c of the body with crc = 0 and length_word = 0), which detects media
+// corruption. `length_word` is the region's length as a file (the bytes a
+// read sees before end of file): 0 while never set, which reads as the whole
+// region, else kLengthSet | length. Like state_word it changes only by single
+// aligned 8-byte stores, so it is left out of the crc.
 struct RegionEntry {
 	uint64_t state_word;
 	uint64_t fa_offset; // pool byte offset of the region's first page
@@ -75,10 +79,13 @@ struct RegionEntry {
 	uint32_t owner_uid;
 	uint32_t mode;
 	char name[64]; // NUL-terminated, at most kMaxRegionName bytes
-	uint8_t reserved[20];
+	uint64_t length_word;
+	uint8_t reserved[12];
 	uint32_t crc;
 };
 static_assert(sizeof(RegionEntry) == 128);
+static_assert(offsetof(RegionEntry, length_word) % 8 == 0);
+constexpr uint64_t kLengthSet = uint64_t{1} << 63;
 
 // A redo-log record's descriptor; its payload page is the log data slot with
 // the same index. Valid when magic matches, desc_crc (crc32c of the struct with

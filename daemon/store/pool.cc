@@ -350,6 +350,7 @@ Result<RegionInfo> ModuleStore::create_region(const std::string &name, uint64_t 
 	info.name = name;
 	info.fa_offset = geo_.page_fa(*start);
 	info.size_bytes = pages * kPageSize;
+	info.length = info.size_bytes;
 	info.owner_uid = owner_uid;
 	info.mode = mode;
 	info.ctime_ns = realtime_ns();
@@ -388,6 +389,53 @@ Status ModuleStore::delete_region(const std::string &name)
 	alloc_->release(first, pages);
 	LOG_INFO(kComp, "deleted region '%s' (id %u)", name.c_str(), r.info.id);
 	return Status::ok();
+}
+
+Result<RegionInfo> ModuleStore::set_length(const std::string &name, uint64_t length, bool grow_only)
+{
+	auto r = lookup_region(name);
+	if (!r)
+		return r.status();
+	if (length > r->size_bytes)
+		return Status(Code::kOutOfRange,
+		              "length " + std::to_string(length) + " is beyond region '" + name +
+		                      "' of " + std::to_string(r->size_bytes) +
+		                      " bytes; a region's file length cannot exceed its size");
+	if (length == r->length || (grow_only && length < r->length))
+		return *r;
+	if (length < r->length && length % kPageSize != 0) {
+		// The tail of the page that ends the file reads as zero from now
+		// on: rewritten through the log, so a crash leaves it whole.
+		uint64_t fa = r->fa_offset + length / kPageSize * kPageSize;
+		std::vector<uint8_t> page(kPageSize);
+		MF_RETURN_IF_ERROR(read_pages(r->id, fa, 1, page.data()));
+		memset(page.data() + length % kPageSize, 0, kPageSize - length % kPageSize);
+		MF_RETURN_IF_ERROR(write_pages(r->id, fa, 1, page.data()));
+	}
+	std::unique_lock lock(table_mu_);
+	const store::RegionSlot *s = table_->find(name);
+	if (s == nullptr || s->info.id != r->id)
+		return Status(Code::kNotFound, "region '" + name + "' was deleted meanwhile");
+	if (grow_only && length <= s->info.length)
+		return s->info; // grown by someone else since the lookup
+	if (length < s->info.length) {
+		// Whole pages past the new end become zeros (a page of version 0),
+		// as delete clears an extent; a replay must not refill them.
+		uint64_t from = (length + kPageSize - 1) / kPageSize * kPageSize;
+		uint64_t to = (s->info.length + kPageSize - 1) / kPageSize * kPageSize;
+		if (from < to) {
+			std::lock_guard wlock(write_mu_);
+			checkpoint();
+			log_->clear();
+			MF_RETURN_IF_ERROR(file_->zero(s->info.fa_offset + from, to - from));
+			uint64_t first = geo_.page_index(s->info.fa_offset + from);
+			memset(meta(first), 0, (to - from) / kPageSize * sizeof(store::PageMeta));
+			file_->persist_fn()(meta(first),
+			                    (to - from) / kPageSize * sizeof(store::PageMeta));
+		}
+	}
+	table_->set_length(s->slot, length);
+	return s->info;
 }
 
 Result<RegionInfo> ModuleStore::lookup_region(const std::string &name) const

@@ -86,6 +86,11 @@ public:
 	Result<RegionInfo> create_region(const std::string &name, uint64_t size_bytes,
 	                                 uint32_t owner_uid, uint32_t mode);
 	Status delete_region(const std::string &name);
+	// Sets region `name`'s length as a file (<= its size, else kOutOfRange).
+	// Shrinking zeroes the bytes past the new end, durably, so a file grown
+	// again reads zeros there; with `grow_only`, a length below the current
+	// one changes nothing (appenders racing each other). Returns the region.
+	Result<RegionInfo> set_length(const std::string &name, uint64_t length, bool grow_only);
 	Result<RegionInfo> lookup_region(const std::string &name) const;
 	Result<RegionInfo> region_by_id(uint32_t id) const;
 	std::vector<RegionInfo> list_regions() const;

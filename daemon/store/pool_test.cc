@@ -265,6 +265,44 @@ TEST_CASE("freed space reads as zeros and old ids stay dead", "[store][pool]")
 	REQUIRE(ModuleStore::check(path)->clean);
 }
 
+TEST_CASE("a region's file length: set, grown, shrunk to zeros, durable", "[store][pool]")
+{
+	TestPoolDir dir;
+	std::string path = dir.path("pool");
+	auto s = make_pool(path);
+	auto r = s->create_region("f", 4 * kPageSize, 0, 0600);
+	REQUIRE(r.is_ok());
+	REQUIRE(r->length == 4 * kPageSize); // never set: the whole region
+	std::vector<uint8_t> data = pattern(4, 5);
+	REQUIRE(s->write_pages(r->id, r->fa_offset, 4, data.data()).is_ok());
+
+	// Shrinking into page 1 zeroes its tail and pages 2 and 3.
+	const uint64_t cut = kPageSize + 100;
+	auto t = s->set_length("f", cut, false);
+	REQUIRE(t.is_ok());
+	REQUIRE(t->length == cut);
+	// A grow-only length below the current one changes nothing ...
+	REQUIRE(s->set_length("f", 10, true)->length == cut);
+	// ... one above grows the file, and beyond the region is refused.
+	REQUIRE(s->set_length("f", 3 * kPageSize, true)->length == 3 * kPageSize);
+	auto big = s->set_length("f", 4 * kPageSize + 1, false);
+	REQUIRE(big.status().code() == Code::kOutOfRange);
+	REQUIRE(contains(big.status().message(), "cannot exceed its size"));
+	REQUIRE(s->lookup_region("f")->length == 3 * kPageSize);
+	REQUIRE(s->set_length("nope", 0, false).status().code() == Code::kNotFound);
+
+	s.reset();
+	auto s2 = std::move(*ModuleStore::open(path, 0));
+	auto back_r = s2->lookup_region("f");
+	REQUIRE(back_r->length == 3 * kPageSize);
+	std::vector<uint8_t> back(4 * kPageSize, 0xaa);
+	REQUIRE(s2->read_pages(r->id, r->fa_offset, 4, back.data()).is_ok());
+	REQUIRE(memcmp(back.data(), data.data(), cut) == 0);
+	REQUIRE(std::all_of(back.begin() + cut, back.end(), [](uint8_t x) { return x == 0; }));
+	s2.reset();
+	REQUIRE(ModuleStore::check(path)->clean);
+}
+
 TEST_CASE("list_regions and ids are stable across restarts", "[store][pool]")
 {
 	TestPoolDir dir;

@@ -66,6 +66,16 @@ std::vector<RegionSlot> RegionTable::read_all(const uint8_t *base, const Geometr
 		s.info.owner_uid = e.owner_uid;
 		s.info.mode = e.mode;
 		s.info.ctime_ns = e.ctime_ns;
+		s.info.length = s.info.size_bytes;
+		if (e.length_word != 0) {
+			uint64_t len = e.length_word & ~kLengthSet;
+			if (!(e.length_word & kLengthSet) || len > s.info.size_bytes) {
+				problems->push_back(where + " ('" + s.info.name +
+				                    "') has a file length beyond its size");
+				continue;
+			}
+			s.info.length = len;
+		}
 		out.push_back(s);
 	}
 	return out;
@@ -173,6 +183,14 @@ Status RegionTable::create(RegionInfo *info)
 	set_state(slot, kRegionLive, generation);
 	by_name_[info->name] = slot;
 	return Status::ok();
+}
+
+void RegionTable::set_length(uint32_t slot, uint64_t length)
+{
+	uint64_t word = kLengthSet | length;
+	std::atomic_ref<uint64_t>(entry(slot)->length_word).store(word, std::memory_order_release);
+	persist_(&entry(slot)->length_word, sizeof(uint64_t));
+	slots_[slot].info.length = length;
 }
 
 void RegionTable::mark_deleting(uint32_t slot)

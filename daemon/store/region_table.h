@@ -34,6 +34,9 @@ struct RegionInfo {
 	uint32_t owner_uid = 0;
 	uint32_t mode = 0; // permission bits
 	uint64_t ctime_ns = 0;
+	// The region as a file: the bytes before end of file, <= size_bytes.
+	// A region whose length was never set is a file of size_bytes.
+	uint64_t length = 0;
 };
 
 namespace store
@@ -78,6 +81,8 @@ public:
 	// Persists a new live region in a free slot; kNoSpace if the table is full.
 	// Fills in info->id.
 	Status create(RegionInfo *info);
+	// Persists a live region's file length (<= its size) with one atomic store.
+	void set_length(uint32_t slot, uint64_t length);
 	// Persists the state changes of a delete.
 	void mark_deleting(uint32_t slot);
 	void mark_free(uint32_t slot);

@@ -269,6 +269,21 @@ Result<wire::WireRegion> SyncClient::region_lookup(const std::string &name)
 	return wire::decode_region(r->payload);
 }
 
+Result<wire::WireRegion> SyncClient::region_set_length(const std::string &name, uint64_t length,
+                                                       bool grow_only)
+{
+	auto s = wire::make_set_length(name, length, grow_only);
+	if (!s)
+		return s.status();
+	uint8_t p[wire::kSetLengthSize];
+	wire::encode_set_length(*s, p);
+	wire::Header h = control_header(wire::MsgType::kRegionSetLength);
+	auto r = exchange(h, p, nullptr);
+	if (!r)
+		return r.status();
+	return wire::decode_region(r->payload);
+}
+
 Result<std::vector<wire::WireRegion>> SyncClient::region_list()
 {
 	wire::Header h = control_header(wire::MsgType::kRegionList);

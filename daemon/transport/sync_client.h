@@ -55,6 +55,8 @@ public:
 	Result<wire::WireRegion> region_create(const wire::WireRegionSpec &spec);
 	Status region_delete(const std::string &name);
 	Result<wire::WireRegion> region_lookup(const std::string &name);
+	Result<wire::WireRegion> region_set_length(const std::string &name, uint64_t length,
+	                                           bool grow_only);
 	Result<std::vector<wire::WireRegion>> region_list();
 	Result<wire::WireStat> stat();
 

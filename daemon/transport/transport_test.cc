@@ -180,7 +180,8 @@ std::vector<uint8_t> encode(wire::Header h, std::span<const uint8_t> payload = {
 	return out;
 }
 
-std::vector<uint8_t> hello_bytes(uint16_t minv = 1, uint16_t maxv = 1)
+std::vector<uint8_t> hello_bytes(uint16_t minv = wire::kWireMinVersion,
+                                 uint16_t maxv = wire::kWireVersion)
 {
 	wire::Header h{};
 	h.version = 1;
@@ -986,7 +987,7 @@ TEST_CASE("TcpServer: a garbage-sending peer is dropped, a good one keeps workin
 	{
 		auto bad = SyncClient::connect(srv.endpoint(), kClientId);
 		REQUIRE(bad.is_ok());
-		REQUIRE((*bad)->send_raw(hello_bytes(2, 5)).is_ok());
+		REQUIRE((*bad)->send_raw(hello_bytes(wire::kWireVersion + 1, 9)).is_ok());
 		uint8_t hb[wire::kHeaderSize];
 		REQUIRE(recv_full((*bad)->fd(), hb, sizeof(hb)));
 		wire::Header r;

@@ -104,6 +104,8 @@ const char *msg_type_name(uint8_t type)
 		return "REGION_LIST";
 	case MsgType::kStat:
 		return "STAT";
+	case MsgType::kRegionSetLength:
+		return "REGION_SET_LENGTH";
 	}
 	return "UNKNOWN";
 }
@@ -377,14 +379,21 @@ Result<WireRegionSpec> decode_region_spec(std::span<const uint8_t> p)
 	return s;
 }
 
+// A name given by a caller (not off the wire): kInvalidArgument with the rule.
+static Status check_name_argument(std::string_view name)
+{
+	if (valid_region_name(name))
+		return Status::ok();
+	return Status(Code::kInvalidArgument,
+	              "region name '" + sanitize(name) +
+	                      "' is invalid: use 1..63 characters of [A-Za-z0-9._-], "
+	                      "starting with a letter or digit");
+}
+
 Result<WireRegionSpec> make_region_spec(std::string_view name, uint64_t size_bytes,
                                         uint32_t owner_uid, uint32_t mode)
 {
-	if (!valid_region_name(name))
-		return Status(Code::kInvalidArgument,
-		              "region name '" + sanitize(name) +
-		                      "' is invalid: use 1..63 characters of [A-Za-z0-9._-], "
-		                      "starting with a letter or digit");
+	MF_RETURN_IF_ERROR(check_name_argument(name));
 	WireRegionSpec s{};
 	s.name_len = static_cast<uint8_t>(name.size());
 	std::memcpy(s.name, name.data(), name.size());
@@ -395,7 +404,7 @@ Result<WireRegionSpec> make_region_spec(std::string_view name, uint64_t size_byt
 }
 
 // WireRegion on the wire: u32 id, u32 uid, u32 mode, u8 name_len, 63 name,
-// u64 fa_offset, u64 size, u64 ctime_ns.
+// u64 fa_offset, u64 size, u64 ctime_ns, u64 length.
 void encode_region(const WireRegion &r, uint8_t out[kRegionSize])
 {
 	put32(out, r.id);
@@ -406,6 +415,7 @@ void encode_region(const WireRegion &r, uint8_t out[kRegionSize])
 	put64(out + 80, r.fa_offset);
 	put64(out + 88, r.size_bytes);
 	put64(out + 96, r.ctime_ns);
+	put64(out + 104, r.length);
 }
 
 Result<WireRegion> decode_region(std::span<const uint8_t> p)
@@ -419,6 +429,7 @@ Result<WireRegion> decode_region(std::span<const uint8_t> p)
 	r.fa_offset = get64(p.data() + 80);
 	r.size_bytes = get64(p.data() + 88);
 	r.ctime_ns = get64(p.data() + 96);
+	r.length = get64(p.data() + 104);
 	std::string name = region_name(r);
 	if (r.size_bytes == 0 || r.size_bytes % kPageSize != 0)
 		return proto("region '%s' size_bytes %" PRIu64
@@ -432,7 +443,52 @@ Result<WireRegion> decode_region(std::span<const uint8_t> p)
 		             r.fa_offset);
 	if (r.mode & ~07777u)
 		return proto("region '%s' mode 0%o has bits outside 07777", name.c_str(), r.mode);
+	if (r.length > r.size_bytes)
+		return proto("region '%s' length %" PRIu64 " exceeds its size_bytes %" PRIu64,
+		             name.c_str(), r.length, r.size_bytes);
 	return r;
+}
+
+// WireSetLength on the wire: u8 name_len, 63 name, u64 length, u32 flags,
+// u32 reserved.
+void encode_set_length(const WireSetLength &s, uint8_t out[kSetLengthSize])
+{
+	encode_fixed_name(s.name_len, s.name, out);
+	put64(out + 64, s.length);
+	put32(out + 72, s.flags);
+	put32(out + 76, 0);
+}
+
+Result<WireSetLength> decode_set_length(std::span<const uint8_t> p)
+{
+	MF_RETURN_IF_ERROR(check_size("REGION_SET_LENGTH", p, kSetLengthSize));
+	WireSetLength s{};
+	MF_RETURN_IF_ERROR(decode_fixed_name("REGION_SET_LENGTH", p.data(), &s.name_len, s.name));
+	s.length = get64(p.data() + 64);
+	s.flags = get32(p.data() + 72);
+	s.reserved = get32(p.data() + 76);
+	if (s.flags & ~kSetLengthGrowOnly)
+		return proto("REGION_SET_LENGTH flags 0x%" PRIx32 " has unknown bits", s.flags);
+	if (s.reserved != 0)
+		return proto("REGION_SET_LENGTH reserved field 0x%" PRIx32 " is not zero",
+		             s.reserved);
+	return s;
+}
+
+Result<WireSetLength> make_set_length(std::string_view name, uint64_t length, bool grow_only)
+{
+	MF_RETURN_IF_ERROR(check_name_argument(name));
+	WireSetLength s{};
+	s.name_len = static_cast<uint8_t>(name.size());
+	std::memcpy(s.name, name.data(), name.size());
+	s.length = length;
+	s.flags = grow_only ? kSetLengthGrowOnly : 0;
+	return s;
+}
+
+std::string region_name(const WireSetLength &s)
+{
+	return std::string(s.name, std::min<size_t>(s.name_len, kMaxRegionName));
 }
 
 std::string region_name(const WireRegion &r)

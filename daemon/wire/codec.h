@@ -32,6 +32,7 @@ constexpr size_t kHelloRequestSize = 8;
 constexpr size_t kHelloResponseSize = 24;
 constexpr size_t kRegionSpecSize = sizeof(WireRegionSpec);
 constexpr size_t kRegionSize = sizeof(WireRegion);
+constexpr size_t kSetLengthSize = sizeof(WireSetLength);
 constexpr size_t kStatSize = sizeof(WireStat);
 
 struct HelloRequest {
@@ -95,6 +96,13 @@ void encode_region(const WireRegion &r, uint8_t out[kRegionSize]);
 Result<WireRegion> decode_region(std::span<const uint8_t> p);
 std::string region_name(const WireRegion &r);
 std::string region_name(const WireRegionSpec &s);
+
+void encode_set_length(const WireSetLength &s, uint8_t out[kSetLengthSize]);
+// Name valid, only known flags, reserved zero.
+Result<WireSetLength> decode_set_length(std::span<const uint8_t> p);
+// Builds a request; kInvalidArgument if the name is invalid.
+Result<WireSetLength> make_set_length(std::string_view name, uint64_t length, bool grow_only);
+std::string region_name(const WireSetLength &s);
 
 std::vector<uint8_t> encode_region_list(std::span<const WireRegion> regions);
 // u32 n then n regions; n must match the payload length exactly.

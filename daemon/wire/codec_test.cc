@@ -275,10 +275,12 @@ TEST_CASE("region spec, region, list, stat and name payloads")
 	r.fa_offset = 0x200000;
 	r.size_bytes = 16 * kPageSize;
 	r.ctime_ns = 123456789;
+	r.length = 5 * kPageSize + 7;
 	uint8_t rb[kRegionSize];
 	encode_region(r, rb);
 	auto dr = decode_region(rb);
 	REQUIRE(dr.is_ok());
+	CHECK(dr->length == 5 * kPageSize + 7);
 	CHECK(dr->id == 4);
 	CHECK(dr->fa_offset == 0x200000);
 	CHECK(dr->ctime_ns == 123456789);
@@ -291,6 +293,28 @@ TEST_CASE("region spec, region, list, stat and name payloads")
 	encode_region(r, rb);
 	CHECK(contains(decode_region(rb).status().message(), "fa_offset 0xc"));
 	r.fa_offset = 0;
+	r.length = kPageSize + 1;
+	encode_region(r, rb);
+	CHECK(contains(decode_region(rb).status().message(),
+	               "length 4097 exceeds its size_bytes 4096"));
+	r.length = kPageSize;
+
+	auto sl = make_set_length("cfg", 12345, true);
+	REQUIRE(sl.is_ok());
+	uint8_t lb1[kSetLengthSize];
+	encode_set_length(*sl, lb1);
+	auto dsl = decode_set_length(lb1);
+	REQUIRE(dsl.is_ok());
+	CHECK(region_name(*dsl) == "cfg");
+	CHECK(dsl->length == 12345);
+	CHECK(dsl->flags == kSetLengthGrowOnly);
+	CHECK(make_set_length("a b", 0, false).status().code() == Code::kInvalidArgument);
+	lb1[72] = 6;
+	CHECK(contains(decode_set_length(lb1).status().message(), "flags 0x6 has unknown bits"));
+	lb1[72] = 0;
+	lb1[79] = 1;
+	CHECK(contains(decode_set_length(lb1).status().message(), "reserved field"));
+	CHECK(contains(decode_set_length({lb1, 12}).status().message(), "12 bytes (expected 80)"));
 
 	std::vector<WireRegion> list{r, r};
 	list[1].id = 5;

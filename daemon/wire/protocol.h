@@ -34,6 +34,7 @@
 //   REGION_DELETE req: name                 resp: none
 //   REGION_LOOKUP req: name                 resp: WireRegion
 //   REGION_LIST   req: none                 resp: u32 n, n * WireRegion
+//   REGION_SET_LENGTH req: WireSetLength    resp: WireRegion
 //   STAT          req: none                 resp: WireStat
 #pragma once
 
@@ -43,8 +44,9 @@
 namespace memfed::wire {
 
 constexpr uint32_t kWireMagic = 0x3157464d; // "MFW1" little-endian
-constexpr uint8_t kWireVersion = 1;
-constexpr uint8_t kWireMinVersion = 1;
+// Version 2: WireRegion carries the file length; REGION_SET_LENGTH.
+constexpr uint8_t kWireVersion = 2;
+constexpr uint8_t kWireMinVersion = 2;
 constexpr size_t kHeaderSize = 64;
 constexpr uint32_t kPageSize = 4096;
 constexpr uint32_t kMaxPagesPerRequest = 256; // 1 MiB per READ/WRITE
@@ -61,8 +63,9 @@ enum class MsgType : uint8_t {
 	kRegionLookup = 6,
 	kRegionList = 7,
 	kStat = 8,
+	kRegionSetLength = 9,
 };
-constexpr uint8_t kMsgTypeMax = 8;
+constexpr uint8_t kMsgTypeMax = 9;
 
 // Traffic classes, in priority order: a fault never waits behind bulk work.
 enum class TrafficClass : uint8_t {
@@ -120,8 +123,21 @@ struct WireRegion {
 	uint64_t fa_offset;  // first byte of the region in the module's pool
 	uint64_t size_bytes; // multiple of kPageSize
 	uint64_t ctime_ns;   // creation time, CLOCK_REALTIME
+	uint64_t length;     // as a file: bytes before end of file, <= size_bytes
 };
-static_assert(sizeof(WireRegion) == 104);
+static_assert(sizeof(WireRegion) == 112);
+
+// REGION_SET_LENGTH request payload (fixed size): the region's new length as
+// a file. Shrinking zeroes what lies past the new end.
+constexpr uint32_t kSetLengthGrowOnly = 1 << 0; // never shrink (appends)
+struct WireSetLength {
+	uint8_t name_len;
+	char name[kMaxRegionName];
+	uint64_t length;
+	uint32_t flags; // kSetLengthGrowOnly
+	uint32_t reserved;
+};
+static_assert(sizeof(WireSetLength) == 80);
 
 struct WireStat {
 	uint64_t capacity_bytes; // data area of the pool

@@ -82,6 +82,7 @@ struct memfed_region_info {
 	uint32_t owner_uid;
 	uint32_t mode;	   /* permission bits like a file's (0600) */
 	uint64_t ctime_ns; /* creation time, CLOCK_REALTIME */
+	uint64_t length;   /* as a file (memfedctl run): bytes before end of file */
 };
 
 /* Flags of memfed_map(). */

@@ -65,8 +65,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		check(memfed::valid_region_name(region_name(*r)));
 		round_trip<kRegionSpecSize>(*r, encode_region_spec, decode_region_spec);
 	}
+	if (auto r = decode_set_length(p); r.is_ok()) {
+		check(memfed::valid_region_name(region_name(*r)));
+		round_trip<kSetLengthSize>(*r, encode_set_length, decode_set_length);
+	}
 	if (auto r = decode_region(p); r.is_ok()) {
 		check(r->size_bytes % kPageSize == 0 && r->size_bytes > 0);
+		check(r->length <= r->size_bytes);
 		round_trip<kRegionSize>(*r, encode_region, decode_region);
 	}
 	if (auto r = decode_region_list(p); r.is_ok()) {

@@ -50,8 +50,26 @@ expect_exit 2 ctl client region copy data data --offset 0 --to-offset 4096 --len
 ctl client region rm copied; ctl client region rm sparse-src; ctl client region rm sparse-dst
 ok "region copy: a range lands where asked, --sparse writes only non-zero pages, bad ranges refused"
 
+# A region's length as a file, set on the remote module (REGION_SET_LENGTH):
+# a shorter end zeroes what lies past it, and the length outlives a restart.
+length_of() { ctl client -j region show "$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["length"])'; }
+ctl client region create f 64K >/dev/null
+[ "$(length_of f)" -eq 65536 ] || fail "a new region's length is $(length_of f), not its size"
+printf 'abcdefgh' | ctl client region write f --offset 8190
+ctl client region truncate f 8193 >/dev/null
+[ "$(length_of f)" -eq 8193 ] || fail "length after truncate is $(length_of f)"
+ctl client region truncate f 20000 >/dev/null
+got=$(ctl client region read f --offset 8190 --length 8 | od -An -c | tr -d ' \n')
+[ "$got" = 'abc\0\0\0\0\0' ] || fail "past the truncated end the region holds '$got'"
+expect_exit 12 ctl client region truncate f 65537
+expect_exit 3 ctl client region truncate nosuch 0
+expect_exit 2 ctl client region truncate f lots
+[ "$(length_of f)" -eq 20000 ] || fail "refused truncates changed the length to $(length_of f)"
+ok "region truncate on a remote module: zeros past a shorter end, bad lengths refused"
+
 stop_daemon module TERM
 start_daemon module --roles module --listen "$MODULE_EP" --pool-size 256M
+[ "$(length_of f)" -eq 20000 ] || fail "the length after a module restart is $(length_of f)"
 dd if="$T/in.bin" bs=4090 count=1 status=none >"$T/expect.bin"
 printf 'hello memfed' >>"$T/expect.bin"
 tail -c +$((4090 + 12 + 1)) "$T/in.bin" >>"$T/expect.bin"

@@ -1,4 +1,4 @@
-// memfedctl region create|rm|ls|show|read|write|copy
+// memfedctl region create|rm|ls|show|truncate|read|write|copy
 #include <cerrno>
 #include <cstdio>
 #include <iostream>
@@ -14,10 +14,15 @@ using nlohmann::json;
 namespace {
 
 constexpr const char *kUsage = R"(usage: memfedctl region COMMAND
-  create NAME SIZE [--mode OCTAL]   create a region (SIZE like 64M) on this node's module
+  create NAME SIZE [--mode OCTAL] [--length N]
+                                    create a region (SIZE like 64M) on this node's module;
+                                    --length: its length as a file (default SIZE; 0 for
+                                    an empty file that grows up to SIZE)
   rm NAME                           delete a region and its data
   ls                                list regions on every reachable module
   show NAME                         one region in detail
+  truncate NAME LENGTH              set the region's length as a file (at most
+                                    its size); bytes past a shorter end become zeros
   read NAME [--offset N] [--length N]   write region bytes to stdout
   write NAME [--offset N]           store stdin at the offset
   copy SRC DST [--offset N] [--to-offset N] [--length N] [--sparse]
@@ -37,10 +42,22 @@ Result<uint64_t> size_arg(const std::string &what, const std::string &v)
 
 void print_region(const json &r)
 {
-	std::printf("%-24s %8s  %s  owner %u mode %04o\n", r["name"].get<std::string>().c_str(),
-		    human_size(r["size"].get<uint64_t>()).c_str(),
+	std::printf("%-24s %8s  file %8s  %s  owner %u mode %04o\n",
+		    r["name"].get<std::string>().c_str(), human_size(r["size"].get<uint64_t>()).c_str(),
+		    human_size(r["length"].get<uint64_t>()).c_str(),
 		    r["fa"].get<std::string>().c_str(), r["owner_uid"].get<unsigned>(),
 		    r["mode"].get<unsigned>());
+}
+
+// A reply that carries one region: printed, or its error.
+int print_region_reply(const Globals &g, const Result<control::Message> &r)
+{
+	if (!r)
+		return fail(g, r.status());
+	if (g.json)
+		return print_json(r->body["region"]);
+	print_region(r->body["region"]);
+	return 0;
 }
 
 // Bytes of region `name` from `offset` to its end (0 past the end).
@@ -145,10 +162,12 @@ int cmd_region(const Globals &g, Args &a)
 
 	Status st;
 	if (sub == "create")
-		st = a.expect_positional(2, "memfedctl region create NAME SIZE [--mode OCTAL]");
+		st = a.expect_positional(2, "memfedctl region create NAME SIZE [--mode OCTAL] [--length N]");
 	else if (sub == "copy")
 		st = a.expect_positional(2, "memfedctl region copy SRC DST [--offset N] [--to-offset N] "
 					    "[--length N] [--sparse]");
+	else if (sub == "truncate")
+		st = a.expect_positional(2, "memfedctl region truncate NAME LENGTH");
 	else if (sub == "rm" || sub == "show" || sub == "write" || sub == "read")
 		st = a.expect_positional(1, ("memfedctl region " + sub + " NAME").c_str());
 	else if (sub == "ls")
@@ -168,6 +187,8 @@ int cmd_region(const Globals &g, Args &a)
 		if (!size)
 			return fail(g, size.status());
 		json req = {{"name", name}, {"size", *size}};
+		if (has_len)
+			req["length"] = length;
 		if (has_mode) {
 			char *end = nullptr;
 			unsigned long m = std::strtoul(mode_s.c_str(), &end, 8);
@@ -176,12 +197,7 @@ int cmd_region(const Globals &g, Args &a)
 			req["mode"] = m;
 		}
 		auto r = call(*c, "region.create", req);
-		if (!r)
-			return fail(g, r.status());
-		if (g.json)
-			return print_json(r->body["region"]);
-		print_region(r->body["region"]);
-		return 0;
+		return print_region_reply(g, r);
 	}
 	if (sub == "rm") {
 		auto r = call(*c, "region.delete", {{"name", a.next()}});
@@ -211,6 +227,13 @@ int cmd_region(const Globals &g, Args &a)
 		return 0;
 	}
 	std::string name = a.next();
+	if (sub == "truncate") {
+		auto length = size_arg("length", a.next());
+		if (!length)
+			return fail(g, length.status());
+		auto r = call(*c, "region.truncate", {{"name", name}, {"length", *length}});
+		return print_region_reply(g, r);
+	}
 	if (sub == "copy") {
 		std::string to = a.next();
 		if (!has_len) {
