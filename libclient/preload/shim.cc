@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "libclient/preload/file_hooks.h"
 #include "libclient/preload/internal_alloc.h"
 
 namespace memfed::preload
@@ -136,6 +137,7 @@ __attribute__((constructor)) void shim_init()
 	s->cfg = std::move(*cfg);
 	g_shim = s;
 	pthread_atfork(fork_prepare, fork_parent, fork_child);
+	file_adopt_inherited();
 	if (s->cfg.heap_size == 0) {
 		heap_settled();
 		return;

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Regions as files for programs that know nothing of memfed: /memfed/NAME and
-# --map NAME=PATH, through open/read/write/pread/pwrite/lseek/fstat/mmap/
-# msync/close, consistent between file I/O and mappings and across processes.
+# --map NAME=PATH, through open/read/write/pread/pwrite/lseek/fstat/ftruncate/
+# mmap/msync/close, consistent between file I/O and mappings and across
+# processes; a region is a regular file whose length grows, shrinks and
+# persists on the module, and sqlite keeps a database file in one.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/client_lib.sh"
 
@@ -9,7 +11,7 @@ start_pager a 1G
 ctl a region create notes 1M >/dev/null
 
 cat >"$T/files.py" <<'PY'
-import mmap, os, sys
+import errno, mmap, os, sys
 p = sys.argv[1]
 fd = os.open(p, os.O_RDWR)
 size = os.fstat(fd).st_size
@@ -23,14 +25,28 @@ assert m[100:112] == b"hello memfed"          # file write -> mapping
 m[4096:4101] = b"abcde"
 m.flush()                                     # msync
 assert os.pread(fd, 5, 4096) == b"abcde"       # mapping -> file read
+m[8192:8200] = b"DOOMED!!"
+m.flush()
+# ftruncate: the file ends where it says; what lay past a shorter end reads
+# as zeros once the file grows again, through read and through the mapping.
+os.ftruncate(fd, 8195)
+assert os.fstat(fd).st_size == 8195
+assert os.lseek(fd, 0, os.SEEK_END) == 8195
+assert os.pread(fd, 10, 8190) == bytes(2) + b"DOO", os.pread(fd, 10, 8190)
+assert os.pread(fd, 10, 8195) == b""
+os.ftruncate(fd, 5000)
+assert os.pread(fd, 5, 4096) == b"abcde"
+os.ftruncate(fd, 1 << 20)
+assert os.pread(fd, 8, 8192) == bytes(8), os.pread(fd, 8, 8192)
+assert m[8192:8200] == bytes(8)
+try:
+    os.ftruncate(fd, (1 << 20) + 1)
+    sys.exit("ftruncate past the region's size succeeded")
+except OSError as e:
+    assert e.errno == errno.EFBIG, e
 payload = bytes(range(256)) * 1024
 m[8192:8192 + len(payload)] = payload
 m.close()
-try:
-    os.ftruncate(fd, 12345)
-    sys.exit("ftruncate to another size succeeded")
-except OSError:
-    pass
 os.fsync(fd)
 os.close(fd)
 with open(p, "rb") as f:                      # buffered I/O on a new fd
@@ -58,3 +74,70 @@ ok "written bytes are on the module"
 out=$(run_on a -- sh -c 'cat /memfed/absent' 2>&1) && fail "cat of a missing region succeeded"
 grep -q "No such file" <<<"$out" || fail "missing region: $out"
 ok "a missing region is ENOENT"
+
+# A region as a regular file that starts empty: appends grow it, O_TRUNC
+# empties it, coreutils truncate and cp work, and the length is the module's.
+ctl a region create log 1M >/dev/null
+ctl a region truncate log 0 >/dev/null
+run_on a -- sh -c 'echo one >>/memfed/log; echo two >>/memfed/log' || fail "appends failed"
+got=$(run_on a -- cat /memfed/log)
+[ "$got" = "$(printf 'one\ntwo')" ] || fail "appended file reads '$got'"
+len=$(ctl a -j region show log | $PY -c 'import json,sys; print(json.load(sys.stdin)["length"])')
+[ "$len" -eq 8 ] || fail "the module has length $len after two appends, not 8"
+ok "appends grow the file, and the module keeps its length (8)"
+
+run_on a -- truncate -s 3 /memfed/log || fail "truncate -s 3 failed"
+got=$(run_on a -- cat /memfed/log)
+[ "$got" = "one" ] || fail "after truncate -s 3 the file reads '$got'"
+run_on a -- truncate -s 8 /memfed/log || fail "truncate -s 8 failed"
+got=$(run_on a -- od -An -c /memfed/log | tr -d ' \n')
+[ "$got" = 'one\0\0\0\0\0' ] || fail "grown again the file reads '$got', not one and zeros"
+ok "coreutils truncate shrinks and grows; the bytes past the old end are zeros"
+
+head -c 300000 /dev/urandom >"$T/blob"
+run_on a -- cp "$T/blob" /memfed/log || fail "cp into the region failed"
+run_on a -- cmp "$T/blob" /memfed/log || fail "cp'd file differs"
+run_on a -- cp /memfed/log "$T/blob.back" || fail "cp out of the region failed"
+cmp "$T/blob" "$T/blob.back" || fail "the copy out differs"
+size=$(run_on a -- sh -c 'wc -c </memfed/log')
+[ "$size" -eq 300000 ] || fail "wc -c of the copied file gave $size"
+ok "cp in and out (O_TRUNC, copy_file_range refused, read/write): 300000 bytes agree"
+
+# A shell's redirections hand the region's fd to the program it runs: the
+# program takes it over (stdio included), so its reads and writes reach the
+# region; dd seeks, truncates and writes; sha256sum reads stdin through stdio.
+run_on a -- sh -c 'head -c 5000 "$0" >/memfed/log' "$T/blob" || fail "head >/memfed/log failed"
+want=$(head -c 5000 "$T/blob" | sha256sum)
+got=$(run_on a -- sh -c 'sha256sum </memfed/log')
+[ "$got" = "$want" ] || fail "head's 5000 bytes read back as $got, not $want"
+run_on a -- dd if="$T/blob" of=/memfed/log bs=4096 count=3 seek=2 status=none || fail "dd failed"
+want=$( (head -c 5000 "$T/blob"; head -c 3192 /dev/zero; head -c 12288 "$T/blob") | sha256sum)
+got=$(run_on a -- sh -c 'exec 3</memfed/log; sha256sum <&3')
+[ "$got" = "$want" ] || fail "after dd seek=2 the file hashes to $got, not $want"
+ok "shell redirections: head and sha256sum through stdio, dd seek= truncating, exec 3< dup"
+
+out=$(run_on a -- sh -c 'head -c 2M /dev/zero >/memfed/log' 2>&1) && fail "2 MiB into a 1 MiB region succeeded"
+grep -q "File too large" <<<"$out" || fail "overfull region: $out"
+grep -q "create a larger region" <<<"$out" || fail "no hint at the fix: $out"
+ok "writing past the region's size is EFBIG, with the fix"
+
+# sqlite3 keeps a database file in a region (journal beside it on disk):
+# another process finds it intact, with the same contents as a native run.
+ctl a region create db 64M >/dev/null
+ctl a region truncate db 0 >/dev/null
+mkdir -p "$T/dbdir"
+SQL="CREATE TABLE t(k INTEGER PRIMARY KEY, v TEXT);
+WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM c WHERE i<20000)
+INSERT INTO t SELECT i, printf('%08x-%d', (i * 2654435761) % 4294967296, i) FROM c;
+DELETE FROM t WHERE k % 3 = 0;
+VACUUM;"
+CHECK="PRAGMA integrity_check; SELECT count(*), sum(k), sum(length(v)) FROM t;"
+run_on a --map db="$T/dbdir/test.db" -- sqlite3 "$T/dbdir/test.db" "$SQL" ||
+	fail "sqlite3 building a file database in a region failed"
+got=$(run_on a --map db="$T/dbdir/test.db" -- sqlite3 "$T/dbdir/test.db" "$CHECK")
+[ "$(head -1 <<<"$got")" = ok ] || fail "integrity_check: $got"
+sqlite3 "$T/native.db" "$SQL" && want=$(sqlite3 "$T/native.db" "$CHECK")
+[ "$got" = "$want" ] || fail "memfed database says '$got', a native one '$want'"
+len=$(ctl a -j region show db | $PY -c 'import json,sys; print(json.load(sys.stdin)["length"])')
+[ "$len" -gt 0 ] && [ $((len % 4096)) -eq 0 ] || fail "database length $len"
+ok "sqlite3: a file database in a region is intact in a new process and matches a native run ($len bytes)"
