@@ -201,7 +201,6 @@ Status PagerLink::establish()
 	if (!wait_for_evictors())
 		LOG_WARN("libmemfed", "the previous evict channel's drop has not finished after "
 		                      "5 s; mapping again regardless");
-	MF_RETURN_IF_ERROR(start_evictor(sv[0]));
 	ctl_ = std::move(*c);
 	uffd_id_ = id;
 	connected_ = true;
@@ -209,8 +208,18 @@ Status PagerLink::establish()
 		Status st = send_map(*m, /*adopt=*/true);
 		if (!st) {
 			connected_ = false;
+			close(sv[0]);
 			return st;
 		}
+	}
+	// Only now a thread: pthread_create may reuse a cached stack that lives
+	// in a mapping (the remote heap), and in a forked child a page of it
+	// that the parent had evicted can be served only once the pager has the
+	// child's map. (The pager holds a drop request until the evictor reads.)
+	Status ev = start_evictor(sv[0]);
+	if (!ev) {
+		connected_ = false;
+		return ev;
 	}
 	cv_.notify_all();
 	return Status::ok();

@@ -10,6 +10,14 @@ start_pager a 16G
 cat >"$T/fork.py" <<'PY'
 import hashlib, os, sys, threading
 n = int(sys.argv[1])
+# Threads that have come and gone leave their stacks in glibc's cache, in
+# the remote heap; the heap built next may evict them, and the child's first
+# thread reuses one: its pages must come from the pager, not read as zeroes
+# (seen as a hang, then zeroes, when the child started a thread before its
+# map reached the pager).
+gone = [threading.Thread(target=lambda: None) for _ in range(6)]
+for t in gone: t.start()
+for t in gone: t.join()
 data = [("v%d" % (i * 7919)) * 4 for i in range(n)]   # far more than the budget
 
 def digest(xs):
