@@ -1689,8 +1689,8 @@ void PagerThread::check_trim_waiters(const SharedWindow *failed)
 
 uint64_t PagerThread::headroom(uint64_t budget) const
 {
-	// A sixteenth of the budget at least: rounds of an eighth of it pay the
-	// drop round trip (pager -> evictor -> REMOVE event -> pager) rarely.
+	// A sixteenth of the budget at least, so faults and prefetch find room
+	// without waiting for a round.
 	uint64_t h = std::max<uint64_t>(cfg_.evict_headroom, budget / 16);
 	if (cfg_.prefetch)
 		h = std::max<uint64_t>(h, cfg_.prefetch_window / 2);
@@ -1708,13 +1708,16 @@ uint64_t PagerThread::prefetch_room(uint64_t resident, uint64_t budget) const
 uint64_t PagerThread::eviction_want(uint64_t resident, uint64_t budget, bool pressure) const
 {
 	// Past the high mark (budget - headroom), or when prefetch is held up
-	// by the budget, evict down to the low mark (budget - 2 * headroom):
-	// rounds are few and large, and faults and prefetch find room without
-	// waiting for one.
+	// by the budget, evict a round's worth below it: a quarter of the
+	// budget, up to a full batch. Each round pays the drop round trip
+	// (pager -> evictor -> REMOVE event -> pager), which costs about as much
+	// as dropping a hundred pages, so rounds are few and large; the budget
+	// stays used between the low mark and the high one.
 	uint64_t h = headroom(budget);
 	if (budget == 0 || (resident + h <= budget && !pressure))
 		return 0;
-	uint64_t low = budget > 2 * h ? budget - 2 * h : budget / 2;
+	uint64_t round = std::max<uint64_t>(h, std::min<uint64_t>(budget / 4, cfg_.evict_batch));
+	uint64_t low = budget > h + round ? budget - h - round : budget / 2;
 	return resident > low ? resident - low : 0;
 }
 
