@@ -21,10 +21,12 @@ struct PagerConfig {
 	// thread share a CPU (shared/notes/limits.md).
 	std::vector<int> cpus;
 	// Prefetch: pages kept ahead of a detected stream, and pages per bulk
-	// READ request.
+	// READ request. One request per window: fewer, larger requests cost
+	// the pager and the module less per page, and a larger window takes
+	// too much of a small budget (memfed-bench-pager --scan-only).
 	bool prefetch = true;
-	uint32_t prefetch_window = 128;
-	uint32_t prefetch_chunk = 64;
+	uint32_t prefetch_window = 256;
+	uint32_t prefetch_chunk = 256;
 	// Eviction: at most this many pages per round, and the least free
 	// headroom (pages) the pager keeps under each budget so faults rarely
 	// wait for eviction (it keeps a sixteenth of the budget if that is more).
@@ -32,7 +34,8 @@ struct PagerConfig {
 	uint32_t evict_headroom = 32;
 	// Preallocated demand-fetch slots per thread (faults beyond this wait).
 	uint32_t fault_slots = 256;
-	// Preallocated bulk buffers (prefetch_chunk pages each) per thread.
+	// Preallocated bulk buffers (prefetch_chunk pages each, 16 MiB in all)
+	// per thread: one per stream being prefetched.
 	uint32_t bulk_slots = 16;
 	// Control requests that wait for write-back (sync, unmap) give up after this.
 	int control_timeout_ms = 30000;

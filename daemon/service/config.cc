@@ -149,7 +149,7 @@ Options (each has a config-file key; flags override the file):
                                      (0 = none; clients may ask for one)
   --pager-process-budget SIZE  "pager.process_budget" default per process (0 = none)
   --pager-prefetch N   "pager.prefetch_pages" pages kept ahead of a detected
-                                     stream (128; 0 = no prefetch)
+                                     stream (256; 0 = no prefetch)
   --pager-threads N    "pager.threads" fault-serving threads (1)
   --pager-cpus LIST    "pager.cpus"  CPUs to pin fault threads to, e.g. 0,1
                                      (default: not pinned)

@@ -31,7 +31,7 @@ struct DaemonConfig {
 	std::string kmod = "auto";		 // "auto": use memfed.ko when loaded; "off"
 	uint64_t pager_budget = 0;	    // default resident budget per mapping, 0 = none
 	uint64_t pager_process_budget = 0;  // default resident budget per process, 0 = none
-	uint32_t pager_prefetch_pages = 128; // pages kept ahead of a stream, 0 = no prefetch
+	uint32_t pager_prefetch_pages = 256; // pages kept ahead of a stream, 0 = no prefetch
 	uint32_t pager_threads = 1;
 	std::vector<int> pager_cpus;	    // pin fault threads to these CPUs; empty = no pinning
 };
