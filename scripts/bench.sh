@@ -48,5 +48,8 @@ say "store: write_pages / read_pages vs pwrite+fdatasync / memcpy"
 
 if [ -x "$BIN/memfed-bench-pager" ]; then
 	say "pager: demand faults and scans through memfedd vs raw userfaultfd + io_uring limits"
-	"$BIN/memfed-bench-pager" --memfedd "$BIN/memfedd" --memfedctl "$BIN/memfedctl" --work "$WORK"
+	# Five pairs per row, as the wire rows: this machine's speed drifts
+	# within seconds, and three pairs let one slow spell move a median.
+	"$BIN/memfed-bench-pager" --memfedd "$BIN/memfedd" --memfedctl "$BIN/memfedctl" --work "$WORK" \
+		--repeat 5
 fi
