@@ -40,6 +40,11 @@ if [ -x "$BIN/memfedctl" ] && ctl run --help >/dev/null 2>&1 && command -v sqlit
 	ctl run --heap-budget 64M --heap-size 512M -- sqlite3 :memory: \
 		"CREATE TABLE t(x); WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM c LIMIT 200000)
 		 INSERT INTO t SELECT randomblob(100) FROM c; SELECT count(*), sum(length(x)) FROM t; PRAGMA integrity_check;"
+
+	say "a region as a file: an empty one that grows, for programs that know nothing of memfed"
+	ctl region create journal 1M --length 0
+	ctl run -- sh -c 'date -u >>/memfed/journal; echo "appended by $$" >>/memfed/journal; cat /memfed/journal; wc -c </memfed/journal'
+	ctl region show journal | grep '^length'
 fi
 
 say "memfedctl status"
