@@ -479,7 +479,15 @@ int hooked_open(int dirfd, const char *path, int flags, mode_t mode)
 		return int(syscall(SYS_openat, dirfd, path, flags, mode));
 	if (flags & O_DIRECTORY)
 		return set_errno(ENOTDIR);
+	// O_EXCL asks to create the file; a region is only ever opened here
+	// (it exists, or open_region fails with ENOENT).
+	bool excl = (flags & (O_CREAT | O_EXCL)) == (O_CREAT | O_EXCL);
 	int fd = open_region(*region, flags & ~O_PATH);
+	if (fd >= 0 && excl) {
+		forget_fd(fd);
+		syscall(SYS_close, fd);
+		return set_errno(EEXIST);
+	}
 	OpenRegion o;
 	if (fd >= 0 && (flags & O_TRUNC) && writable(flags) && lookup(fd, &o) &&
 	    truncate_to(fd, o, 0) < 0) {

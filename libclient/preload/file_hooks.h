@@ -21,7 +21,8 @@
 // killed before then leaves the module with the shorter length.
 //
 // Opening with O_CREAT a region that does not exist fails with ENOENT
-// (create it with memfedctl region create NAME SIZE).
+// (create it with memfedctl region create NAME SIZE --length 0), and with
+// O_CREAT|O_EXCL one that does with EEXIST; O_DIRECTORY gets ENOTDIR.
 //
 // Thread-safety: all hooks are thread-safe.
 #pragma once

@@ -20,6 +20,11 @@ assert os.pwrite(fd, b"hello memfed", 100) == 12
 os.lseek(fd, 96, os.SEEK_SET)
 assert os.read(fd, 16)[4:] == b"hello memfed"
 assert os.lseek(fd, 0, os.SEEK_CUR) == 112
+try:
+    os.open(p, os.O_RDWR | os.O_CREAT | os.O_EXCL)
+    sys.exit("O_CREAT|O_EXCL of an existing region succeeded")
+except FileExistsError:
+    pass
 m = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
 assert m[100:112] == b"hello memfed"          # file write -> mapping
 m[4096:4101] = b"abcde"
