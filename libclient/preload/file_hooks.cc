@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <functional>
 #include <map>
 #include <string>
 
@@ -23,6 +24,7 @@
 
 using namespace memfed::preload;
 using memfed::Code;
+using memfed::Result;
 using memfed::Status;
 
 #define EXPORT extern "C" __attribute__((visibility("default")))
@@ -77,10 +79,16 @@ struct OpenRegion {
 	RegionMeta meta;
 };
 
+// A program's fd of a region; its access mode cannot change after open.
+struct OpenFd {
+	std::string region;
+	int accmode = O_RDONLY; // O_RDONLY, O_WRONLY or O_RDWR
+};
+
 struct FileTable {
 	std::mutex mu;
 	std::map<std::string, OpenRegion> regions;
-	std::map<int, std::string> fds; // fd -> region
+	std::map<int, OpenFd> fds;
 	std::map<uint64_t, std::pair<uint64_t, uint64_t>>
 	        maps; // returned addr -> (whole addr, whole len)
 };
@@ -132,6 +140,83 @@ std::string cwd()
 	return getcwd(buf, sizeof(buf)) ? std::string(buf) : std::string("/");
 }
 
+// region.show: the region as the daemon describes it.
+Result<nlohmann::json> show_region(memfed::client::PagerLink *link, const std::string &name)
+{
+	memfed::control::Message show;
+	show.body = {{"op", "region.show"}, {"name", name}};
+	auto r = link->call(show);
+	Status st = r ? memfed::control::reply_status(*r) : r.status();
+	if (!st)
+		return st;
+	return r->body["region"];
+}
+
+// region.truncate: the module's length for the region (grow_only: raised
+// to `length` if shorter, never lowered).
+Status set_region_length(memfed::client::PagerLink *link, const std::string &name, uint64_t length,
+                         bool grow_only)
+{
+	memfed::control::Message m;
+	m.body = {{"op", "region.truncate"},
+	          {"name", name},
+	          {"length", length},
+	          {"grow_only", grow_only}};
+	auto r = link->call(m);
+	return r ? memfed::control::reply_status(*r) : r.status();
+}
+
+// The table's entry for region `name`, mapped writable if `want_write` (an
+// entry mapped read-only is mapped again). `new_length_fd(length)` makes the
+// length memfd of a region this process does not have open yet, or fails
+// with -1 and errno. REQUIRES: t.mu held, InternalScope.
+Result<OpenRegion *> region_entry(FileTable &t, memfed::client::PagerLink *link,
+                                  const std::string &name, bool want_write,
+                                  const std::function<int(uint64_t)> &new_length_fd)
+{
+	auto it = t.regions.find(name);
+	if (it != t.regions.end() && (it->second.writable || !want_write))
+		return &it->second;
+	auto reg = show_region(link, name);
+	if (!reg)
+		return reg.status();
+	uint64_t size = reg->value("size", uint64_t{0});
+	uint64_t length = reg->value("length", size);
+	if (size == 0 || size % kPage || length > size)
+		return Status(Code::kProtocol, "region.show of '" + name + "' gave size " +
+		                                       std::to_string(size) + " and length " +
+		                                       std::to_string(length));
+	auto a = link->map_shared(name, 0, size, want_write, 0, true, 0);
+	if (!a)
+		return a.status();
+	OpenRegion o{name, size, *a, want_write};
+	o.meta = meta_of(*reg);
+	if (it != t.regions.end()) {
+		(void)link->unmap(it->second.io_addr);
+		o.fds = it->second.fds;
+		o.length_fd = it->second.length_fd;
+		o.told = it->second.told;
+	} else {
+		o.length_fd = new_length_fd(length);
+		if (o.length_fd < 0) {
+			Status st = Status::from_errno(errno,
+			                               "the length memfd of region '" + name + "'");
+			(void)link->unmap(*a);
+			return st;
+		}
+		o.told = length;
+	}
+	return &t.regions.insert_or_assign(name, o).first->second;
+}
+
+// Records `fd` as one of region `o`'s. REQUIRES: t.mu held.
+void add_fd(FileTable &t, OpenRegion *o, int fd, int accmode)
+{
+	o->fds++;
+	t.fds[fd] = {o->name, accmode};
+	g_any.store(true, std::memory_order_release);
+}
+
 // Opens region `name` as a file; returns the fd or -1 with errno.
 int open_region(const std::string &name, int flags)
 {
@@ -140,75 +225,49 @@ int open_region(const std::string &name, int flags)
 		log_status(link.status());
 		return set_errno(errno_of(link.status()));
 	}
-	bool want_write = (flags & O_ACCMODE) != O_RDONLY;
 	FileTable &t = files();
 	std::lock_guard<std::mutex> lk(t.mu);
-	auto it = t.regions.find(name);
-	if (it == t.regions.end() || (want_write && !it->second.writable)) {
-		memfed::control::Message show;
-		show.body = {{"op", "region.show"}, {"name", name}};
-		auto r = (*link)->call(show);
-		Status st = r ? memfed::control::reply_status(*r) : r.status();
-		if (!st) {
-			if (st.code() == Code::kNotFound && (flags & O_CREAT))
-				shim_log(("region '" + name +
-				          "' does not exist; create it with memfedctl region "
-				          "create " +
-				          name + " SIZE")
-				                 .c_str());
-			return set_errno(errno_of(st));
-		}
-		uint64_t size = r->body["region"].value("size", uint64_t{0});
-		uint64_t length = r->body["region"].value("length", size);
-		if (size == 0 || size % kPage || length > size)
-			return set_errno(EIO);
-		auto a = (*link)->map_shared(name, 0, size, want_write, 0, true, 0);
-		if (!a) {
-			log_status(a.status());
-			return set_errno(errno_of(a.status()));
-		}
-		OpenRegion o{name, size, *a, want_write};
-		o.meta = meta_of(r->body["region"]);
-		if (it != t.regions.end()) {
-			(void)(*link)->unmap(it->second.io_addr);
-			o.fds = it->second.fds;
-			o.length_fd = it->second.length_fd;
-			o.told = it->second.told;
-		} else {
-			o.length_fd = int(syscall(SYS_memfd_create, ("memfed:" + name).c_str(),
-			                          MFD_CLOEXEC | MFD_ALLOW_SEALING));
-			// Sealed against writes: a write that misses the hooks (glibc's
-			// stdio writes without the PLT) fails loudly instead of landing
-			// in this empty stand-in.
-			if (o.length_fd < 0 ||
-			    syscall(SYS_ftruncate, o.length_fd, off_t(length)) < 0 ||
-			    syscall(SYS_fcntl, o.length_fd, F_ADD_SEALS, F_SEAL_WRITE) < 0) {
-				int err = errno;
-				if (o.length_fd >= 0)
-					syscall(SYS_close, o.length_fd);
-				(void)(*link)->unmap(*a);
-				return set_errno(err);
-			}
-			o.told = length;
-		}
-		it = t.regions.insert_or_assign(name, o).first;
+	// A new region's length memfd, sealed against writes: a write that
+	// misses the hooks (glibc's stdio writes without the PLT) fails loudly
+	// instead of landing in this empty stand-in.
+	auto o =
+	        region_entry(t, *link, name, (flags & O_ACCMODE) != O_RDONLY, [&](uint64_t length) {
+		        int m = int(syscall(SYS_memfd_create, ("memfed:" + name).c_str(),
+		                            MFD_CLOEXEC | MFD_ALLOW_SEALING));
+		        if (m >= 0 && (syscall(SYS_ftruncate, m, off_t(length)) < 0 ||
+		                       syscall(SYS_fcntl, m, F_ADD_SEALS, F_SEAL_WRITE) < 0)) {
+			        int err = errno;
+			        syscall(SYS_close, m);
+			        errno = err;
+			        return -1;
+		        }
+		        return m;
+	        });
+	if (!o) {
+		if (o.status().code() == Code::kNotFound && (flags & O_CREAT))
+			shim_log(("region '" + name +
+			          "' does not exist; create it with memfedctl region create " +
+			          name + " SIZE --length 0")
+			                 .c_str());
+		else if (o.status().code() != Code::kNotFound)
+			log_status(o.status());
+		return set_errno(errno_of(o.status()));
 	}
 	// The program's fd: the length memfd opened afresh, so it has its own
 	// file offset and flags while fstat, lseek and dup work natively.
 	char path[64];
-	snprintf(path, sizeof(path), "/proc/self/fd/%d", it->second.length_fd);
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", (*o)->length_fd);
 	int fd = int(syscall(SYS_openat, AT_FDCWD, path,
 	                     (flags & O_ACCMODE) | (flags & (O_CLOEXEC | O_APPEND | O_NONBLOCK))));
 	if (fd < 0)
 		return -1;
-	it->second.fds++;
-	t.fds[fd] = name;
-	g_any.store(true, std::memory_order_release);
+	add_fd(t, *o, fd, flags & O_ACCMODE);
 	return fd;
 }
 
-// The region of a memfed fd, copied out under the lock.
-bool lookup(int fd, OpenRegion *out)
+// The region of a memfed fd, copied out under the lock, and the fd's
+// access mode.
+bool lookup(int fd, OpenRegion *out, int *accmode = nullptr)
 {
 	if (!g_any.load(std::memory_order_acquire))
 		return false;
@@ -217,7 +276,9 @@ bool lookup(int fd, OpenRegion *out)
 	auto it = t.fds.find(fd);
 	if (it == t.fds.end())
 		return false;
-	*out = t.regions[it->second];
+	*out = t.regions[it->second.region];
+	if (accmode)
+		*accmode = it->second.accmode;
 	return true;
 }
 
@@ -297,12 +358,7 @@ Status tell_length(const std::string &name)
 	auto link = shim_link();
 	if (!link)
 		return link.status();
-	memfed::control::Message m;
-	m.body = {{"op", "region.truncate"}, {"name", name}, {"length", len}, {"grow_only", true}};
-	auto r = (*link)->call(m);
-	Status st = r ? memfed::control::reply_status(*r) : r.status();
-	if (!st)
-		return st;
+	MF_RETURN_IF_ERROR(set_region_length(*link, name, len, true));
 	lk.lock();
 	it = t.regions.find(name);
 	if (it != t.regions.end())
@@ -335,10 +391,7 @@ int truncate_to(int fd, const OpenRegion &o, uint64_t len)
 		                            off_t(page_end), off_t(cur_end - page_end)) < 0))
 			return set_errno(EIO);
 	}
-	memfed::control::Message m;
-	m.body = {{"op", "region.truncate"}, {"name", o.name}, {"length", len}};
-	auto r = (*link)->call(m);
-	Status st = r ? memfed::control::reply_status(*r) : r.status();
+	Status st = set_region_length(*link, o.name, len, false);
 	if (!st) {
 		log_status(st);
 		return set_errno(errno_of(st));
@@ -362,36 +415,15 @@ Status adopt_fd(int fd, const std::string &name)
 	auto link = shim_link();
 	if (!link)
 		return link.status();
-	memfed::control::Message show;
-	show.body = {{"op", "region.show"}, {"name", name}};
-	auto r = (*link)->call(show);
-	Status st = r ? memfed::control::reply_status(*r) : r.status();
-	if (!st)
-		return st;
-	bool want_write = writable(fd_flags(fd));
-	uint64_t size = r->body["region"].value("size", uint64_t{0});
+	int accmode = fd_flags(fd) & O_ACCMODE;
 	FileTable &t = files();
 	std::lock_guard<std::mutex> lk(t.mu);
-	auto it = t.regions.find(name);
-	if (it == t.regions.end() || (want_write && !it->second.writable)) {
-		auto a = (*link)->map_shared(name, 0, size, want_write, 0, true, 0);
-		if (!a)
-			return a.status();
-		OpenRegion o{name, size, *a, want_write};
-		o.meta = meta_of(r->body["region"]);
-		o.told = r->body["region"].value("length", size);
-		if (it != t.regions.end()) {
-			(void)(*link)->unmap(it->second.io_addr);
-			o.fds = it->second.fds;
-			o.length_fd = it->second.length_fd;
-		} else {
-			o.length_fd = int(syscall(SYS_fcntl, fd, F_DUPFD_CLOEXEC, 0));
-		}
-		it = t.regions.insert_or_assign(name, o).first;
-	}
-	it->second.fds++;
-	t.fds[fd] = name;
-	g_any.store(true, std::memory_order_release);
+	auto o = region_entry(t, *link, name, accmode != O_RDONLY, [fd](uint64_t) {
+		return int(syscall(SYS_fcntl, fd, F_DUPFD_CLOEXEC, 0));
+	});
+	if (!o)
+		return o.status();
+	add_fd(t, *o, fd, accmode);
 	return Status::ok();
 }
 
@@ -406,8 +438,8 @@ void forget_fd(int fd)
 		auto it = t.fds.find(fd);
 		if (it == t.fds.end())
 			return;
-		if (--t.regions[it->second].fds == 0)
-			last = it->second;
+		if (--t.regions[it->second.region].fds == 0)
+			last = it->second.region;
 		t.fds.erase(it);
 	}
 	if (last.empty())
@@ -449,14 +481,10 @@ int stat_region(const std::string &name, struct stat *st)
 		log_status(link.status());
 		return set_errno(errno_of(link.status()));
 	}
-	memfed::control::Message show;
-	show.body = {{"op", "region.show"}, {"name", name}};
-	auto r = (*link)->call(show);
-	Status status = r ? memfed::control::reply_status(*r) : r.status();
-	if (!status)
-		return set_errno(errno_of(status));
-	const auto &reg = r->body["region"];
-	uint64_t length = reg.value("length", uint64_t{0});
+	auto reg = show_region(*link, name);
+	if (!reg)
+		return set_errno(errno_of(reg.status()));
+	uint64_t length = reg->value("length", uint64_t{0});
 	{
 		// This process's own length, if it has the file open, is newer.
 		FileTable &t = files();
@@ -465,7 +493,7 @@ int stat_region(const std::string &name, struct stat *st)
 		if (it != t.regions.end())
 			length = file_length(it->second.length_fd);
 	}
-	fill_stat(st, meta_of(reg), length);
+	fill_stat(st, meta_of(*reg), length);
 	return 0;
 }
 
@@ -770,9 +798,10 @@ EXPORT FILE *fopen64(const char *path, const char *mode)
 EXPORT ssize_t read(int fd, void *buf, size_t n)
 {
 	OpenRegion o;
-	if (t_internal || !lookup(fd, &o))
+	int acc;
+	if (t_internal || !lookup(fd, &o, &acc))
 		return syscall(SYS_read, fd, buf, n);
-	if (!readable(fd_flags(fd)))
+	if (!readable(acc))
 		return set_errno(EBADF);
 	off_t pos = off_t(syscall(SYS_lseek, fd, 0, SEEK_CUR));
 	ssize_t r = do_pread(fd, o, buf, n, uint64_t(pos));
@@ -805,9 +834,10 @@ EXPORT ssize_t write(int fd, const void *buf, size_t n)
 EXPORT ssize_t pread(int fd, void *buf, size_t n, off_t pos)
 {
 	OpenRegion o;
-	if (t_internal || !lookup(fd, &o))
+	int acc;
+	if (t_internal || !lookup(fd, &o, &acc))
 		return syscall(SYS_pread64, fd, buf, n, pos);
-	if (!readable(fd_flags(fd)))
+	if (!readable(acc))
 		return set_errno(EBADF);
 	if (pos < 0)
 		return set_errno(EINVAL);
@@ -822,9 +852,10 @@ EXPORT ssize_t pread64(int fd, void *buf, size_t n, off_t pos)
 EXPORT ssize_t pwrite(int fd, const void *buf, size_t n, off_t pos)
 {
 	OpenRegion o;
-	if (t_internal || !lookup(fd, &o))
+	int acc;
+	if (t_internal || !lookup(fd, &o, &acc))
 		return syscall(SYS_pwrite64, fd, buf, n, pos);
-	if (!writable(fd_flags(fd)))
+	if (!writable(acc))
 		return set_errno(EBADF);
 	if (pos < 0)
 		return set_errno(EINVAL);
@@ -839,9 +870,10 @@ EXPORT ssize_t pwrite64(int fd, const void *buf, size_t n, off_t pos)
 EXPORT int ftruncate(int fd, off_t len)
 {
 	OpenRegion o;
-	if (t_internal || !lookup(fd, &o))
+	int acc;
+	if (t_internal || !lookup(fd, &o, &acc))
 		return int(syscall(SYS_ftruncate, fd, len));
-	if (len < 0 || !writable(fd_flags(fd)))
+	if (len < 0 || !writable(acc))
 		return set_errno(EINVAL); // as Linux answers both
 	return truncate_to(fd, o, uint64_t(len));
 }
@@ -972,10 +1004,8 @@ int adopt_dup(int oldfd, int newfd)
 	FileTable &t = files();
 	std::lock_guard<std::mutex> lk(t.mu);
 	auto it = t.fds.find(oldfd);
-	if (it != t.fds.end()) {
-		t.regions[it->second].fds++;
-		t.fds[newfd] = it->second;
-	}
+	if (it != t.fds.end())
+		add_fd(t, &t.regions[it->second.region], newfd, it->second.accmode);
 	return newfd;
 }
 
