@@ -43,6 +43,11 @@ EP=$(ctl wire -j status | field '["listen"]')
 "$BIN/memfed-bench-wire" --target "$EP" --region-id "$REGION_ID" --fa-offset "0x${FA##*/0x}" \
 	--span 16384 --seconds 2 --repeat 5
 
+say "wire, two vCPUs: the module (and the raw server) on vCPU 1, the client on vCPU 0, as on two nodes"
+taskset -a -p -c 1 "${PIDS[-1]}" >/dev/null
+"$BIN/memfed-bench-wire" --target "$EP" --region-id "$REGION_ID" --fa-offset "0x${FA##*/0x}" \
+	--span 16384 --seconds 2 --repeat 5 --depth 64 --server-cpu 1 --client-cpu 0
+
 say "store: write_pages / read_pages vs pwrite+fdatasync / memcpy"
 "$BIN/memfed-bench-store" --dir "$WORK"
 
