@@ -382,9 +382,7 @@ Status ModuleStore::delete_region(const std::string &name)
 	table_->mark_deleting(r.slot);
 	checkpoint();
 	log_->clear();
-	MF_RETURN_IF_ERROR(file_->zero(r.info.fa_offset, r.info.size_bytes));
-	memset(meta(first), 0, pages * sizeof(store::PageMeta));
-	file_->persist_fn()(meta(first), pages * sizeof(store::PageMeta));
+	MF_RETURN_IF_ERROR(zero_pages(first, pages));
 	table_->mark_free(r.slot);
 	alloc_->release(first, pages);
 	LOG_INFO(kComp, "deleted region '%s' (id %u)", name.c_str(), r.info.id);
@@ -401,16 +399,23 @@ Result<RegionInfo> ModuleStore::set_length(const std::string &name, uint64_t len
 		              "length " + std::to_string(length) + " is beyond region '" + name +
 		                      "' of " + std::to_string(r->size_bytes) +
 		                      " bytes; a region's file length cannot exceed its size");
-	if (length == r->length || (grow_only && length < r->length))
+	if (grow_only && length <= r->length)
 		return *r;
-	if (length < r->length && length % kPageSize != 0) {
-		// The tail of the page that ends the file reads as zero from now
-		// on: rewritten through the log, so a crash leaves it whole.
+	// Any other length is a truncate: every byte past it reads as zero from
+	// now on, wherever the length recorded here was. A file grows on its
+	// writer's node before the module hears of it (and a mapping may write
+	// past the end), so written pages can lie beyond that length.
+	if (!grow_only && length % kPageSize != 0) {
+		// The tail of the page that ends the file, rewritten through the
+		// log, so a crash leaves it whole.
 		uint64_t fa = r->fa_offset + length / kPageSize * kPageSize;
 		std::vector<uint8_t> page(kPageSize);
 		MF_RETURN_IF_ERROR(read_pages(r->id, fa, 1, page.data()));
-		memset(page.data() + length % kPageSize, 0, kPageSize - length % kPageSize);
-		MF_RETURN_IF_ERROR(write_pages(r->id, fa, 1, page.data()));
+		auto tail = page.begin() + long(length % kPageSize);
+		if (std::any_of(tail, page.end(), [](uint8_t b) { return b != 0; })) {
+			std::fill(tail, page.end(), 0);
+			MF_RETURN_IF_ERROR(write_pages(r->id, fa, 1, page.data()));
+		}
 	}
 	std::unique_lock lock(table_mu_);
 	const store::RegionSlot *s = table_->find(name);
@@ -418,24 +423,47 @@ Result<RegionInfo> ModuleStore::set_length(const std::string &name, uint64_t len
 		return Status(Code::kNotFound, "region '" + name + "' was deleted meanwhile");
 	if (grow_only && length <= s->info.length)
 		return s->info; // grown by someone else since the lookup
-	if (length < s->info.length) {
-		// Whole pages past the new end become zeros (a page of version 0),
-		// as delete clears an extent; a replay must not refill them.
-		uint64_t from = (length + kPageSize - 1) / kPageSize * kPageSize;
-		uint64_t to = (s->info.length + kPageSize - 1) / kPageSize * kPageSize;
-		if (from < to) {
-			std::lock_guard wlock(write_mu_);
-			checkpoint();
-			log_->clear();
-			MF_RETURN_IF_ERROR(file_->zero(s->info.fa_offset + from, to - from));
-			uint64_t first = geo_.page_index(s->info.fa_offset + from);
-			memset(meta(first), 0, (to - from) / kPageSize * sizeof(store::PageMeta));
-			file_->persist_fn()(meta(first),
-			                    (to - from) / kPageSize * sizeof(store::PageMeta));
-		}
-	}
+	if (!grow_only)
+		MF_RETURN_IF_ERROR(clear_pages_from(s->info, (length + kPageSize - 1) / kPageSize));
 	table_->set_length(s->slot, length);
 	return s->info;
+}
+
+// Every written page of `r` from page `first` on becomes zeros (a page of
+// version 0), as delete clears an extent; a replay must not refill them.
+// Pages never written are zeros already and are not touched.
+// REQUIRES: table_mu_ held exclusively.
+Status ModuleStore::clear_pages_from(const RegionInfo &r, uint64_t first)
+{
+	uint64_t pages = r.size_bytes / kPageSize;
+	if (first >= pages)
+		return Status::ok();
+	std::lock_guard wlock(write_mu_);
+	checkpoint(); // logged writes reach their pages and meta first
+	log_->clear();
+	uint64_t base = geo_.page_index(r.fa_offset);
+	for (uint64_t i = first; i < pages;) {
+		if (meta(base + i)->version == 0) {
+			i++;
+			continue;
+		}
+		uint64_t j = i + 1;
+		while (j < pages && meta(base + j)->version != 0)
+			j++;
+		MF_RETURN_IF_ERROR(zero_pages(base + i, j - i));
+		i = j;
+	}
+	return Status::ok();
+}
+
+// Pool pages [first, first + count) become zeros of version 0, durably.
+// REQUIRES: write_mu_ held, and no log record left for them.
+Status ModuleStore::zero_pages(uint64_t first, uint64_t count)
+{
+	MF_RETURN_IF_ERROR(file_->zero(geo_.page_fa(first), count * kPageSize));
+	memset(meta(first), 0, count * sizeof(store::PageMeta));
+	file_->persist_fn()(meta(first), count * sizeof(store::PageMeta));
+	return Status::ok();
 }
 
 Result<RegionInfo> ModuleStore::lookup_region(const std::string &name) const

@@ -87,9 +87,11 @@ public:
 	                                 uint32_t owner_uid, uint32_t mode);
 	Status delete_region(const std::string &name);
 	// Sets region `name`'s length as a file (<= its size, else kOutOfRange).
-	// Shrinking zeroes the bytes past the new end, durably, so a file grown
-	// again reads zeros there; with `grow_only`, a length below the current
-	// one changes nothing (appenders racing each other). Returns the region.
+	// Without `grow_only` it is a truncate: every byte past the new end is
+	// zeroed, durably, whatever length was recorded before (pages may have
+	// been written past it), so a file grown again reads zeros there. With
+	// `grow_only`, a length at or below the current one changes nothing
+	// (appenders racing each other). Returns the region.
 	Result<RegionInfo> set_length(const std::string &name, uint64_t length, bool grow_only);
 	Result<RegionInfo> lookup_region(const std::string &name) const;
 	Result<RegionInfo> region_by_id(uint32_t id) const;
@@ -142,6 +144,8 @@ private:
 	// Persists every page (and its meta) applied since the last checkpoint.
 	// REQUIRES: write_mu_ held, or no concurrent writer (open, destructor).
 	void checkpoint();
+	Status clear_pages_from(const RegionInfo &r, uint64_t first);
+	Status zero_pages(uint64_t first, uint64_t count);
 	store::PageMeta *meta(uint64_t page_index) const
 	{
 		return reinterpret_cast<store::PageMeta *>(file_->base() +

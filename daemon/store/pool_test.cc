@@ -303,6 +303,39 @@ TEST_CASE("a region's file length: set, grown, shrunk to zeros, durable", "[stor
 	REQUIRE(ModuleStore::check(path)->clean);
 }
 
+TEST_CASE("a truncate zeroes pages written past the length the module had", "[store][pool]")
+{
+	// A file grows on its writer's node and its pages are written back
+	// before the module hears the new length: a truncate must still clear
+	// them, whatever length the module had recorded.
+	TestPoolDir dir;
+	std::string path = dir.path("pool");
+	auto s = make_pool(path);
+	auto r = s->create_region("f", 8 * kPageSize, 0, 0600);
+	REQUIRE(s->set_length("f", 0, false).is_ok());
+	std::vector<uint8_t> data = pattern(6, 9);
+	REQUIRE(s->write_pages(r->id, r->fa_offset, 6, data.data()).is_ok());
+	REQUIRE(s->lookup_region("f")->length == 0); // never told
+
+	// To the length it already has (0), and within page 2 after a grow
+	// that was never told either.
+	REQUIRE(s->set_length("f", 0, false)->length == 0);
+	std::vector<uint8_t> back(8 * kPageSize, 0xaa);
+	REQUIRE(s->read_pages(r->id, r->fa_offset, 8, back.data()).is_ok());
+	REQUIRE(std::all_of(back.begin(), back.end(), [](uint8_t x) { return x == 0; }));
+	REQUIRE(s->write_pages(r->id, r->fa_offset, 6, data.data()).is_ok());
+	const uint64_t cut = 2 * kPageSize + 7;
+	REQUIRE(s->set_length("f", cut, false)->length == cut);
+
+	s.reset();
+	auto s2 = std::move(*ModuleStore::open(path, 0));
+	REQUIRE(s2->read_pages(r->id, r->fa_offset, 8, back.data()).is_ok());
+	REQUIRE(memcmp(back.data(), data.data(), cut) == 0);
+	REQUIRE(std::all_of(back.begin() + cut, back.end(), [](uint8_t x) { return x == 0; }));
+	s2.reset();
+	REQUIRE(ModuleStore::check(path)->clean);
+}
+
 TEST_CASE("list_regions and ids are stable across restarts", "[store][pool]")
 {
 	TestPoolDir dir;

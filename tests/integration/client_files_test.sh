@@ -146,3 +146,37 @@ sqlite3 "$T/native.db" "$SQL" && want=$(sqlite3 "$T/native.db" "$CHECK")
 len=$(ctl a -j region show db | $PY -c 'import json,sys; print(json.load(sys.stdin)["length"])')
 [ "$len" -gt 0 ] && [ $((len % 4096)) -eq 0 ] || fail "database length $len"
 ok "sqlite3: a file database in a region is intact in a new process and matches a native run ($len bytes)"
+
+# A file written far past what the module has heard of its length (the
+# length reaches it at fsync or close), under a budget small enough that
+# most pages are written back meanwhile, then truncated and grown again in
+# the same process: every byte past the cut reads as zero, here and on the
+# module.
+start_daemon small --pool-size 256M --listen 127.0.0.1:0 --pager-budget 1M
+ctl small region create grown 16M >/dev/null
+ctl small region truncate grown 0 >/dev/null
+cat >"$T/regrow.py" <<'PY'
+import os, sys
+fd = os.open(sys.argv[1], os.O_RDWR)
+size, chunk = 16 << 20, b"\xab" * (1 << 20)
+for rnd in range(2):
+    for off in range(0, size, len(chunk)):
+        os.pwrite(fd, chunk, off)
+    os.ftruncate(fd, 5000)
+    os.ftruncate(fd, size)
+    assert os.pread(fd, 5000, 0) == chunk[:5000], "round %d: the kept bytes changed" % rnd
+    for off in range(0, size, len(chunk)):
+        start = off or 5000
+        got = os.pread(fd, off + len(chunk) - start, start)
+        if any(got):
+            sys.exit("round %d: old bytes past the cut at offset %d" % (rnd, start + got.index(0xab)))
+os.close(fd)
+print("regrow ok")
+PY
+out=$(run_on small -- $PY "$T/regrow.py" /memfed/grown 2>&1) || fail "regrow.py: $out"
+grep -q "regrow ok" <<<"$out" || fail "regrow.py said: $out"
+ctl small region read grown --offset 0 --length 5000 | cmp -s - <(head -c 5000 /dev/zero | tr '\0' '\253') ||
+	fail "the module lost the 5000 bytes before the cut"
+ctl small region read grown --offset 5000 --length $((16 * 1048576 - 5000)) | cmp -s - <(head -c $((16 * 1048576 - 5000)) /dev/zero) ||
+	fail "the module holds old bytes past the cut"
+ok "a file written past the module's length, truncated and grown: zeros past the cut, in the process and on the module"
