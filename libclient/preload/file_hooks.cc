@@ -382,6 +382,18 @@ int truncate_to(int fd, const OpenRegion &o, uint64_t len)
 	std::lock_guard<std::mutex> lk(g_grow_mu);
 	uint64_t cur = file_length(fd);
 	if (len < cur) {
+		// Write-backs of these pages may still be on their way to the
+		// module, and the truncate travels apart from them: it could be
+		// applied first and the old bytes after it. A sync sends every
+		// page that differs from what the module was last known to hold
+		// behind them on the same channel, and returns once all are
+		// applied.
+		uint64_t first = len / kPage * kPage;
+		Status synced = (*link)->sync(o.io_addr + first, cur - first);
+		if (!synced) {
+			log_status(synced);
+			return set_errno(EIO);
+		}
 		uint64_t page_end = std::min((len + kPage - 1) / kPage * kPage, cur);
 		memset(reinterpret_cast<void *>(o.io_addr + len), 0, page_end - len);
 		uint64_t cur_end = (cur + kPage - 1) / kPage * kPage;
