@@ -54,6 +54,9 @@ TEST_CASE("addresses that are not module addresses name no module")
 	// A module address, but in another prefix.
 	in6_addr other = module_address(*MeshPrefix::parse("fd00::/64"), mid("02:00:00:00:00:01"));
 	CHECK_FALSE(module_of_address(p, other).has_value());
+	// A node's own address is never a module's.
+	CHECK(format_ipv6(node_address(p, mid("02:00:00:00:00:01"))) == "fd6d:6564::fe:fd00:1");
+	CHECK_FALSE(module_of_address(p, node_address(p, mid("02:00:00:00:00:01"))).has_value());
 	// ff:fe present but the ID would be zero.
 	CHECK_FALSE(module_of_address(p, *parse_ipv6("fd6d:6564::200:ff:fe00:0")).has_value());
 }

@@ -49,7 +49,10 @@ MeshPrefix default_mesh_prefix()
 	return *MeshPrefix::parse("fd6d:6564::/64");
 }
 
-in6_addr module_address(const MeshPrefix &prefix, ModuleId id)
+namespace
+{
+
+in6_addr interface_id(const MeshPrefix &prefix, ModuleId id, uint8_t mark0, uint8_t mark1)
 {
 	in6_addr a = prefix.net;
 	uint8_t mac[6];
@@ -58,12 +61,24 @@ in6_addr module_address(const MeshPrefix &prefix, ModuleId id)
 	a.s6_addr[8] = mac[0] ^ 0x02; // the universal/local bit, inverted
 	a.s6_addr[9] = mac[1];
 	a.s6_addr[10] = mac[2];
-	a.s6_addr[11] = 0xff;
-	a.s6_addr[12] = 0xfe;
+	a.s6_addr[11] = mark0;
+	a.s6_addr[12] = mark1;
 	a.s6_addr[13] = mac[3];
 	a.s6_addr[14] = mac[4];
 	a.s6_addr[15] = mac[5];
 	return a;
+}
+
+} // namespace
+
+in6_addr module_address(const MeshPrefix &prefix, ModuleId id)
+{
+	return interface_id(prefix, id, 0xff, 0xfe);
+}
+
+in6_addr node_address(const MeshPrefix &prefix, ModuleId node)
+{
+	return interface_id(prefix, node, 0xfe, 0xfd);
 }
 
 std::optional<ModuleId> module_of_address(const MeshPrefix &prefix, const in6_addr &a)
@@ -77,6 +92,17 @@ std::optional<ModuleId> module_of_address(const MeshPrefix &prefix, const in6_ad
 	if (!id.valid())
 		return std::nullopt;
 	return id;
+}
+
+std::string mesh_endpoint(const in6_addr &a, std::string_view port)
+{
+	std::string ep;
+	ep.reserve(INET6_ADDRSTRLEN + 8);
+	ep.push_back('[');
+	ep.append(format_ipv6(a));
+	ep.append("]:");
+	ep.append(port);
+	return ep;
 }
 
 std::string format_ipv6(const in6_addr &a)

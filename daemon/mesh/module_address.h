@@ -9,8 +9,8 @@
 // address names the module and nothing else: relays route on it alone.
 //
 // The mapping is reversible for addresses in the prefix that carry the ff:fe
-// marker; anything else in the prefix (a pager-only node's own address, say)
-// is not a module.
+// marker; anything else in the prefix (a pager-only node's own address,
+// node_address(), say) is not a module.
 #pragma once
 
 #include <netinet/in.h>
@@ -44,7 +44,14 @@ MeshPrefix default_mesh_prefix();
 in6_addr module_address(const MeshPrefix &prefix, ModuleId id);
 // The module whose address `a` is, if `a` is one in `prefix`.
 std::optional<ModuleId> module_of_address(const MeshPrefix &prefix, const in6_addr &a);
+// A node without a module (a pager-only node, a relay) still needs a
+// routable address of its own to originate connections from. It is made from
+// the node's ID like a module address, with fe:fd in place of ff:fe, so it is
+// never mistaken for a module's.
+in6_addr node_address(const MeshPrefix &prefix, ModuleId node);
 
+// "[addr]:port", the endpoint form of a mesh address.
+std::string mesh_endpoint(const in6_addr &a, std::string_view port);
 // Text forms of IPv6 addresses (inet_ntop / inet_pton).
 std::string format_ipv6(const in6_addr &a);
 std::optional<in6_addr> parse_ipv6(std::string_view text);

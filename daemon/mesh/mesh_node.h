@@ -1,0 +1,71 @@
+// MeshNode: this memfedd's membership of the mesh.
+//
+// Started by memfedd when the config names mesh interfaces. It checks the
+// interfaces, switches on IPv6 forwarding, puts the node's mesh addresses on
+// lo, starts babeld announcing exactly those (babeld_process.h) and follows
+// babeld's routes (babel_monitor.h) into a RouteTable. Every module that
+// joins, moves or leaves is reported to the owner's callback; that is how
+// the federation discovers modules: a module is known while a route to its
+// address exists. Everything is undone by the destructor: babeld stopped,
+// addresses removed.
+//
+// Thread-safety: routes() and set_listener() from any thread. The listener
+// runs on the monitor's thread (or in set_listener, for the replay), one
+// call at a time, under the table's lock: it must not call back into
+// MeshNode.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "daemon/common/status.h"
+#include "daemon/mesh/babel_monitor.h"
+#include "daemon/mesh/babeld_process.h"
+#include "daemon/mesh/node_addresses.h"
+#include "daemon/mesh/route_table.h"
+
+namespace memfed::mesh
+{
+
+struct MeshOptions {
+	std::vector<std::string> interfaces;
+	MeshPrefix prefix = default_mesh_prefix();
+	uint32_t hello_interval_ms = 100;
+	std::string babeld = "babeld";
+	std::string run_dir; // babeld's config, pid, state, socket and log go here
+};
+
+class MeshNode
+{
+public:
+	using ChangeFn = std::function<void(const RouteChange &, const std::string &why)>;
+
+	// `announce`: the node's own mesh addresses (module_address / node_address).
+	static Result<std::unique_ptr<MeshNode>> start(const MeshOptions &o,
+	                                               std::vector<in6_addr> announce);
+	// From now on every change goes to `f`; the modules already known are
+	// replayed to it first as joins, so nothing learnt before is missed.
+	void set_listener(ChangeFn f);
+	~MeshNode();
+
+	std::vector<ModuleRoute> routes();
+	const MeshOptions &options() const { return opts_; }
+
+private:
+	explicit MeshNode(const MeshOptions &o) : opts_(o), table_(o.prefix) {}
+	void event(const BabelEvent &ev);
+	void lost(const std::string &why);
+
+	MeshOptions opts_;
+	std::mutex mu_;
+	ChangeFn listener_; // guarded by mu_
+	RouteTable table_;  // guarded by mu_
+	NodeAddresses addresses_;
+	std::unique_ptr<BabeldProcess> babeld_;
+	std::unique_ptr<BabelMonitor> monitor_;
+};
+
+} // namespace memfed::mesh
