@@ -276,7 +276,7 @@ TEST_CASE("every failure class the daemon reports is its errno, with the daemon'
 	memfed_close(m);
 }
 
-TEST_CASE("-EACCES: a region's mode keeps other users out")
+TEST_CASE("a region's mode keeps other users out: -EACCES")
 {
 	if (geteuid() != 0) {
 		WARN("SKIPPED: only root can act as a second uid to be refused (run as root)");
