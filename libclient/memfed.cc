@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <climits>
 #include <cstring>
 #include <map>
 #include <memory>
@@ -179,7 +180,8 @@ const char *memfed_strerror(int err)
 	if (err < 0 && err == t_err && !t_errmsg.empty())
 		return t_errmsg.c_str();
 	// The GNU strerror_r: thread-safe, may return a static string instead.
-	return strerror_r(-err, t_strerror, sizeof(t_strerror));
+	// (-INT_MIN overflows; it is no errno value anyway.)
+	return strerror_r(err == INT_MIN ? INT_MAX : -err, t_strerror, sizeof(t_strerror));
 }
 
 int memfed_connect(const char *socket_path, struct memfed_conn **out)

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <climits>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -195,6 +196,7 @@ TEST_CASE("memfed_strerror gives the thread's last message for its value, else s
 	CHECK(other == sys_text(EINVAL));
 	// A value that is no negative errno still gets text.
 	CHECK(std::string(memfed_strerror(0)) == sys_text(0));
+	CHECK(std::string(memfed_strerror(INT_MIN)) == sys_text(INT_MAX));
 }
 
 TEST_CASE("every failure class the daemon reports is its errno, with the daemon's message")
