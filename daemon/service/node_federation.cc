@@ -1,5 +1,6 @@
 #include "daemon/service/node_federation.h"
 
+#include <algorithm>
 #include <chrono>
 
 #include "daemon/common/log.h"
@@ -234,8 +235,11 @@ Result<RegionLocation> NodeFederation::create_region(const std::string &name, ui
 						      uint32_t uid, uint32_t mode,
 						      std::optional<ModuleId> module)
 {
-	if (locate_region(name))
-		return Status(Code::kAlreadyExists, "region '" + name + "' already exists");
+	if (auto held = locate_region(name))
+		return Status(Code::kAlreadyExists, "region '" + name + "' already exists on module " +
+							    held->module.to_string() +
+							    " (memfedctl region ls; names are unique across the "
+							    "federation)");
 	if (store_ && (!module || *module == store_->module_id())) {
 		auto r = store_->create_region(name, size, uid, mode);
 		if (!r)
@@ -247,7 +251,16 @@ Result<RegionLocation> NodeFederation::create_region(const std::string &name, ui
 		return spec.status();
 	Status last(Code::kUnavailable, "no module is reachable to hold region '" + name +
 						"' (memfedctl module ls)");
-	for (Peer *p : peer_list(false)) {
+	// Nearest first: mesh peers by their route's metric; static peers,
+	// direct neighbours, before them in the order configured.
+	auto candidates = peer_list(false);
+	{
+		std::lock_guard<std::mutex> lk(peers_mu_);
+		std::stable_sort(candidates.begin(), candidates.end(), [](Peer *a, Peer *b) {
+			return (a->mesh ? a->metric : 0) < (b->mesh ? b->metric : 0);
+		});
+	}
+	for (Peer *p : candidates) {
 		if (module && p->module.valid() && !(p->module == *module))
 			continue;
 		auto r = with_peer(*p, [&](SyncClient &c) { return c.region_create(*spec); });

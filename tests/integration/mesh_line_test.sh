@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # A line of three nodes: a module on a lamp post (n1), a relay (n2) that only
-# forwards, and a car (n3) with a pager and no memory module of its own.
+# forwards, and a car (n3) with a pager and no memory module of its own;
+# later a second lamp post (n4) right beside the car.
 #
-#     n1 (module 02:00:00:00:00:01) --- n2 (relay) --- n3 (pager)
+#     n1 (module 02:00:00:00:00:01) --- n2 (relay) --- n3 (pager) --- n4 (module ...:04)
 #
 # n3 knows nothing of n1 beforehand: it finds the module by the route babeld
 # installs to the module's address, and reaches it through n2. Losing the
@@ -67,6 +68,25 @@ wait_for "n3 finds $M1 again" 15 module_is n3 $M1 up
 got=$(ctl n3 region read road --length 17)
 [ "$got" = "obstacle at km 12" ] || fail "after the relay's return n3 reads '$got'"
 ok "the relay's return brings the module back, data intact"
+
+# A second module joins right beside the car: new regions go to the nearest
+# module with room, and a name is unique across the federation.
+M4=02:00:00:00:00:04
+mesh_node n4
+mesh_link n3 n4
+# n3's daemon learns of its new link only through its babeld config: restart it.
+stop_daemon n3
+mesh_daemon n3 --roles pager
+mesh_daemon n4 --roles module --module-id $M4 --pool-size 64M
+wait_for "n3 discovers $M4 one hop away" 15 module_is n3 $M4 up
+wait_for "n3 still knows $M1" 15 module_is n3 $M1 up
+ctl n3 region create nearby 1M >/dev/null
+where=$(ctl n4 -j region show nearby | python3 -c 'import json,sys; print(json.load(sys.stdin)["module"])')
+[ "$where" = $M4 ] || fail "region 'nearby' went to $where, not the nearest module $M4"
+ok "a new region lands on the nearest module (lowest metric)"
+expect_exit 4 ctl n3 region create road 1M
+case "$ERR" in *"already exists on module $M1"*) ;; *) fail "duplicate name: $ERR" ;; esac
+ok "a name held by a module two hops away is refused, naming that module"
 
 # Clear errors for what an operator gets wrong.
 mkdir -p "$T/bad"
