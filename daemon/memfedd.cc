@@ -107,6 +107,10 @@ int main(int argc, char **argv)
 		return die(st);
 	const bool in_mesh = !cfg.mesh.interfaces.empty();
 	mesh::MeshPrefix mesh_prefix;
+	if (in_mesh && port_of(cfg.listen) == "0")
+		return die(Status(Code::kInvalidArgument,
+				  "the mesh needs a fixed port every node shares: --listen with a "
+				  "port, e.g. [::]:7700, not 0"));
 	if (in_mesh) {
 		auto p = mesh::MeshPrefix::parse(cfg.mesh.prefix);
 		if (!p)
@@ -123,6 +127,7 @@ int main(int argc, char **argv)
 		mo.hello_interval_ms = cfg.mesh.hello_interval_ms;
 		mo.babeld = cfg.mesh.babeld;
 		mo.run_dir = cfg.state_dir;
+		mo.port = uint16_t(std::stoul(port_of(cfg.listen)));
 		auto m = mesh::MeshNode::start(mo, {own});
 		if (!m)
 			return m.status();

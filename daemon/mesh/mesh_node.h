@@ -6,8 +6,9 @@
 // babeld's routes (babel_monitor.h) into a RouteTable. Every module that
 // joins, moves or leaves is reported to the owner's callback; that is how
 // the federation discovers modules: a module is known while a route to its
-// address exists. Everything is undone by the destructor: babeld stopped,
-// addresses removed.
+// address exists. The hops to each module are measured (hop_probe.h) once
+// its route is installed or moves, and reported as a route change too. Everything is undone by the
+// destructor: babeld stopped, addresses removed.
 //
 // Thread-safety: routes() and set_listener() from any thread. The listener
 // runs on the monitor's thread (or in set_listener, for the replay), one
@@ -15,6 +16,8 @@
 // MeshNode.
 #pragma once
 
+#include <condition_variable>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -24,6 +27,7 @@
 #include "daemon/common/status.h"
 #include "daemon/mesh/babel_monitor.h"
 #include "daemon/mesh/babeld_process.h"
+#include "daemon/mesh/hop_probe.h"
 #include "daemon/mesh/node_addresses.h"
 #include "daemon/mesh/route_table.h"
 
@@ -35,7 +39,8 @@ struct MeshOptions {
 	MeshPrefix prefix = default_mesh_prefix();
 	uint32_t hello_interval_ms = 100;
 	std::string babeld = "babeld";
-	std::string run_dir; // babeld's config, pid, state, socket and log go here
+	std::string run_dir;  // babeld's config, pid, state, socket and log go here
+	uint16_t port = 7700; // the mesh port: modules' wire protocol (TCP), hop probes (UDP)
 };
 
 class MeshNode
@@ -58,12 +63,20 @@ private:
 	explicit MeshNode(const MeshOptions &o) : opts_(o), table_(o.prefix) {}
 	void event(const BabelEvent &ev);
 	void lost(const std::string &why);
+	// REQUIRES: mu_ held. Reports `changes` and queues hop measurements.
+	void report(const std::vector<RouteChange> &changes, const std::string &why);
+	void probe_loop();
 
 	MeshOptions opts_;
 	std::mutex mu_;
-	ChangeFn listener_; // guarded by mu_
-	RouteTable table_;  // guarded by mu_
+	ChangeFn listener_;             // guarded by mu_
+	RouteTable table_;              // guarded by mu_
+	std::deque<ModuleId> to_probe_; // guarded by mu_
+	bool stopping_ = false;         // guarded by mu_
+	std::condition_variable probe_cv_;
+	std::thread prober_;
 	NodeAddresses addresses_;
+	std::unique_ptr<HopResponder> responder_;
 	std::unique_ptr<BabeldProcess> babeld_;
 	std::unique_ptr<BabelMonitor> monitor_;
 };

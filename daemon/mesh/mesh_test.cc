@@ -1,7 +1,10 @@
 #include <catch2/catch.hpp>
 
+#include <cstring>
+
 #include "daemon/mesh/babel_event.h"
 #include "daemon/mesh/babeld_config.h"
+#include "daemon/mesh/hop_probe.h"
 #include "daemon/mesh/module_address.h"
 #include "daemon/mesh/route_table.h"
 
@@ -243,4 +246,35 @@ TEST_CASE("the generated babeld config announces exactly the node's addresses")
 	REQUIRE(argv.size() >= 3);
 	CHECK(argv[1] == "-c");
 	CHECK(argv[2] == "/x/babeld.conf");
+}
+
+TEST_CASE("hop probe messages round-trip and anything else is dropped")
+{
+	uint8_t buf[kHopProbeSize];
+	encode_hop_probe({2, 63, 0x0102030405060708ull}, buf);
+	auto m = decode_hop_probe(buf, sizeof(buf));
+	REQUIRE(m.has_value());
+	CHECK(m->type == 2);
+	CHECK(m->received_hop_limit == 63);
+	CHECK(m->nonce == 0x0102030405060708ull);
+	CHECK_FALSE(decode_hop_probe(buf, sizeof(buf) - 1).has_value());
+	uint8_t bad[kHopProbeSize];
+	for (size_t i : {0, 4, 5, 7}) {
+		std::memcpy(bad, buf, sizeof(buf));
+		bad[i] ^= 0x40;
+		CHECK_FALSE(decode_hop_probe(bad, sizeof(bad)).has_value());
+	}
+	encode_hop_probe({1, 5, 1}, bad); // a probe never carries a hop limit
+	CHECK_FALSE(decode_hop_probe(bad, sizeof(bad)).has_value());
+}
+
+TEST_CASE("a module on this very node is one hop away, measured")
+{
+	auto fixed = HopResponder::start(47731);
+	REQUIRE(fixed.is_ok());
+	auto hops = measure_hops(in6addr_loopback, 47731, 1000);
+	REQUIRE(hops.has_value());
+	CHECK(*hops == 1);
+	// Nobody answers on another port: no figure, rather than a guess.
+	CHECK_FALSE(measure_hops(in6addr_loopback, 47732, 200).has_value());
 }

@@ -23,6 +23,15 @@ mesh_daemon n3 --roles pager
 wait_for "n3 discovers module $M1 two hops away" 15 module_is n3 $M1 up
 ok "the car discovers the lamp post's module through the relay, with no --peer"
 
+hops_of() {
+	ctl "$1" -j module ls | python3 -c '
+import json, sys
+print([m for m in json.load(sys.stdin) if m["module"] == sys.argv[1]][0]["hops"])' "$2"
+}
+hops_are() { [ "$(hops_of "$1" "$2")" = "$3" ]; }
+wait_for "n3 measures 2 hops to $M1" 10 hops_are n3 $M1 2
+ok "the hops to the module are measured: 2 (one relay between)"
+
 # The route the data path uses is babeld's: out of n3's only link, next hop n2.
 routes=$(ctl n3 -j route ls)
 python3 - "$routes" "$M1" <<'PY' || fail "route ls on n3: $routes"
@@ -80,6 +89,7 @@ mesh_daemon n3 --roles pager
 mesh_daemon n4 --roles module --module-id $M4 --pool-size 64M
 wait_for "n3 discovers $M4 one hop away" 15 module_is n3 $M4 up
 wait_for "n3 still knows $M1" 15 module_is n3 $M1 up
+wait_for "n3 measures 1 hop to $M4" 10 hops_are n3 $M4 1
 ctl n3 region create nearby 1M >/dev/null
 where=$(ctl n4 -j region show nearby | python3 -c 'import json,sys; print(json.load(sys.stdin)["module"])')
 [ "$where" = $M4 ] || fail "region 'nearby' went to $where, not the nearest module $M4"
