@@ -2,6 +2,8 @@
 
 #include <time.h>
 
+#include <algorithm>
+
 #include "daemon/common/log.h"
 
 namespace memfed::mesh
@@ -88,10 +90,21 @@ void MeshNode::set_listener(ChangeFn f)
 
 void MeshNode::report(const std::vector<RouteChange> &changes, const std::string &why)
 {
-	for (const auto &c : changes) {
+	for (RouteChange c : changes) {
+		if (c.kind == RouteChange::Kind::kLeft) {
+			// Gone only if no route is back within the grace.
+			leaving_[c.route.module] = {
+			        c, why,
+			        std::chrono::steady_clock::now() +
+			                std::chrono::milliseconds(opts_.leave_grace_ms)};
+			probe_cv_.notify_one();
+			continue;
+		}
+		if (c.kind == RouteChange::Kind::kJoined && leaving_.erase(c.route.module))
+			c.kind = RouteChange::Kind::kMoved;
 		if (listener_)
 			listener_(c, why);
-		if (c.kind != RouteChange::Kind::kLeft && c.route.hops == 0) {
+		if (c.route.hops == 0) {
 			to_probe_.push_back(c.route.module);
 			probe_cv_.notify_one();
 		}
@@ -102,9 +115,27 @@ void MeshNode::probe_loop()
 {
 	std::unique_lock<std::mutex> lk(mu_);
 	while (true) {
-		probe_cv_.wait(lk, [this] { return stopping_ || !to_probe_.empty(); });
+		auto next_leave = std::chrono::steady_clock::time_point::max();
+		for (const auto &[id, l] : leaving_)
+			next_leave = std::min(next_leave, l.deadline);
+		// Woken by stop, a module to probe or a new leave; the loop then
+		// looks again at what is due.
+		if (!stopping_ && to_probe_.empty())
+			probe_cv_.wait_until(lk, next_leave);
 		if (stopping_)
 			return;
+		auto now = std::chrono::steady_clock::now();
+		for (auto it = leaving_.begin(); it != leaving_.end();) {
+			if (it->second.deadline > now) {
+				++it;
+				continue;
+			}
+			if (listener_)
+				listener_(it->second.change, it->second.why);
+			it = leaving_.erase(it);
+		}
+		if (to_probe_.empty())
+			continue;
 		ModuleId id = to_probe_.front();
 		to_probe_.pop_front();
 		const ModuleRoute *r = table_.find(id);

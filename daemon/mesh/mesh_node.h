@@ -7,7 +7,13 @@
 // joins, moves or leaves is reported to the owner's callback; that is how
 // the federation discovers modules: a module is known while a route to its
 // address exists. The hops to each module are measured (hop_probe.h) once
-// its route is installed or moves, and reported as a route change too. Everything is undone by the
+// its route is installed or moves, and reported as a route change too.
+//
+// A module whose route goes is reported gone only when no route is back
+// within leave_grace_ms: when a link goes down babeld withdraws the route
+// through it before it installs the other way round (tens of ms), and a
+// module that is merely moving must not look gone to a program opening a
+// region on it. Connections ride the gap out by retransmitting. Everything is undone by the
 // destructor: babeld stopped, addresses removed.
 //
 // Thread-safety: routes() and set_listener() from any thread. The listener
@@ -16,9 +22,11 @@
 // MeshNode.
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -41,6 +49,7 @@ struct MeshOptions {
 	std::string babeld = "babeld";
 	std::string run_dir;  // babeld's config, pid, state, socket and log go here
 	uint16_t port = 7700; // the mesh port: modules' wire protocol (TCP), hop probes (UDP)
+	uint32_t leave_grace_ms = 1000;
 };
 
 class MeshNode
@@ -72,7 +81,13 @@ private:
 	ChangeFn listener_;             // guarded by mu_
 	RouteTable table_;              // guarded by mu_
 	std::deque<ModuleId> to_probe_; // guarded by mu_
-	bool stopping_ = false;         // guarded by mu_
+	struct PendingLeave {
+		RouteChange change;
+		std::string why;
+		std::chrono::steady_clock::time_point deadline;
+	};
+	std::map<ModuleId, PendingLeave> leaving_; // guarded by mu_
+	bool stopping_ = false;                    // guarded by mu_
 	std::condition_variable probe_cv_;
 	std::thread prober_;
 	NodeAddresses addresses_;

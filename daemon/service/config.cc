@@ -166,6 +166,8 @@ Options (each has a config-file key; flags override the file):
   --mesh-prefix P      "mesh.prefix" the mesh's ULA /64 (default fd6d:6564::/64)
   --mesh-hello-ms N    "mesh.hello_interval_ms" babel hello interval (100)
   --babeld PATH        "mesh.babeld" the babeld binary (default: babeld in PATH)
+                       "mesh.leave_grace_ms" how long a module's route may be
+                                     gone before the module is (1000)
   --help               this text
 
 Example config:
@@ -240,6 +242,8 @@ Status apply_config_json(const std::string &text, const std::string &origin, Dae
 					st = set_string(origin, k, sv, &cfg->mesh.prefix);
 				else if (k == "mesh.hello_interval_ms")
 					st = set_u32(origin, k, sv, 10, 60000, &cfg->mesh.hello_interval_ms);
+				else if (k == "mesh.leave_grace_ms")
+					st = set_u32(origin, k, sv, 0, 3600000, &cfg->mesh.leave_grace_ms);
 				else if (k == "mesh.babeld")
 					st = set_string(origin, k, sv, &cfg->mesh.babeld);
 				else

@@ -39,6 +39,7 @@ struct DaemonConfig {
 		std::vector<std::string> interfaces; // empty: not in a mesh
 		std::string prefix = "fd6d:6564::/64";
 		uint32_t hello_interval_ms = 100;
+		uint32_t leave_grace_ms = 1000;
 		std::string babeld = "babeld";
 	} mesh;
 };
