@@ -6,6 +6,8 @@
 // keys and values of the wrong type are errors that name the key.
 #pragma once
 
+#include <nlohmann/json.hpp>
+
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -34,6 +36,7 @@ struct DaemonConfig {
 	uint32_t pager_prefetch_pages = 256; // pages kept ahead of a stream, 0 = no prefetch
 	uint32_t pager_threads = 1;
 	std::vector<int> pager_cpus;	    // pin fault threads to these CPUs; empty = no pinning
+	bool print_config = false;          // --print-config: print config_to_json() and exit
 };
 
 // Parses argv into `cfg`: reads --config FILE (or /etc/memfed/memfedd.json if
@@ -43,5 +46,10 @@ Status load_config(int argc, char **argv, DaemonConfig *cfg, bool *help);
 // Applies one JSON document (exposed for tests).
 Status apply_config_json(const std::string &text, const std::string &origin, DaemonConfig *cfg);
 std::string config_usage();
+// The whole configuration as a config-file document: every key the file
+// accepts, with its value in `cfg`. It is also the file's schema:
+// apply_config_json() rejects any key this document does not have, so
+// `memfedd --print-config` lists every key (the man page test relies on it).
+nlohmann::json config_to_json(const DaemonConfig &cfg);
 
 } // namespace memfed
