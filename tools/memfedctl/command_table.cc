@@ -175,6 +175,33 @@ std::string top_usage()
 	return u;
 }
 
+std::string verb_usage(const Command &c, const Verb &v)
+{
+	std::string u = "usage: memfedctl " + c.name + (v.sub.empty() ? "" : " " + v.sub);
+	for (const auto &p : v.args)
+		u += " " + p.name;
+	u += v.options.empty() ? "\n" : " [options]\n";
+	u += "  " + v.summary + " (-j: JSON output)\n";
+	for (const auto &o : v.options) {
+		std::string line = "  " + o.name + (o.value.empty() ? "" : " " + o.value);
+		line += line.size() < 22 ? std::string(22 - line.size(), ' ')
+		                         : "\n" + std::string(22, ' ');
+		u += line + o.help + "\n";
+	}
+	return u;
+}
+
+const Verb *help_asked(const Command &c, const std::vector<std::string> &args)
+{
+	if (!c.has_subcommands() || args.empty())
+		return nullptr;
+	const Verb *v = c.find(args[0]);
+	for (size_t i = 1; v && i < args.size() && args[i] != "--"; i++)
+		if (args[i] == "--help" || args[i] == "-h")
+			return v;
+	return nullptr;
+}
+
 Status check_options(const Command &c, const std::vector<std::string> &args)
 {
 	size_t i = 0;

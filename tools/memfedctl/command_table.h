@@ -66,6 +66,10 @@ const Command *find_command(const std::string &name);
 
 // `memfedctl --help`, from the table.
 std::string top_usage();
+// `memfedctl region copy --help`: one subcommand's usage and options.
+std::string verb_usage(const Command &c, const Verb &v);
+// The subcommand whose --help (or -h) `args` asks for, else null.
+const Verb *help_asked(const Command &c, const std::vector<std::string> &args);
 
 // Checks the words after the command word against the table: every "--opt"
 // before "--" (and, for `run`, before the program) must be listed for that

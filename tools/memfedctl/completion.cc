@@ -79,6 +79,10 @@ _memfedctl() {
 		fi
 		if [[ -z $dashdash ]]; then
 			case $w in
+			--socket=*)
+				[[ -z $cmd ]] && ctl+=("$w")
+				continue
+				;;
 			-j | --json | -h | --help | --*=*) continue ;;
 			--)
 				dashdash=1

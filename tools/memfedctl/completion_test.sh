@@ -96,6 +96,21 @@ if [ "$mode" = table ]; then
 	# The hidden table dump is not offered.
 	complete_line "memfedctl __" | grep -q . && fail "'memfedctl __<TAB>' offers the hidden __commands"
 	ok "hidden commands are not offered"
+
+	# The CLI parses with the same table: an option listed for another
+	# subcommand is refused, and a subcommand's --help lists its options.
+	set +e
+	err=$("$MEMFEDCTL" region rm notes --mode 0644 2>&1)
+	rc=$?
+	set -e
+	[ $rc -eq 2 ] && grep -q -- "unknown option '--mode' for 'memfedctl region rm'" <<<"$err" ||
+		fail "'region rm notes --mode 0644' exited $rc: $err"
+	ok "'region rm --mode' is refused with exit 2, naming the option"
+	help=$("$MEMFEDCTL" region copy --help)
+	for o in $(options_of "region copy"); do
+		grep -q -- "$o" <<<"$help" || fail "'region copy --help' lacks $o: $help"
+	done
+	ok "'region copy --help' lists every option of the table"
 else
 	start_daemon a --roles module --listen 127.0.0.1:0 --pool-size 16M
 	ctl a region create notes 1M >/dev/null
@@ -103,6 +118,7 @@ else
 	ctl a region create other 1M >/dev/null
 	expect "memfedctl --socket $T/a/sock region show " backup notes other
 	expect "memfedctl --socket $T/a/sock region read n" notes
+	expect "memfedctl --socket=$T/a/sock -j region rm ba" backup
 	expect "memfedctl --socket $T/a/sock region copy notes b" backup
 	expect "memfedctl --socket $T/a/sock window open o" other
 	expect "memfedctl --socket $T/a/sock region create " # a new name: nothing to offer

@@ -53,6 +53,10 @@ int main(int argc, char **argv)
 	memfed::Status st = check_options(*c, args);
 	if (!st)
 		return fail(g, st);
+	if (const Verb *v = help_asked(*c, args)) {
+		std::cout << verb_usage(*c, *v);
+		return 0;
+	}
 	Args a(args);
 	return c->run(g, a);
 }
