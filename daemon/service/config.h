@@ -2,7 +2,9 @@
 // command-line flags (flags win). With neither, memfedd is a one-node
 // federation: module + pager, listening on loopback, pool under the state dir.
 //
-// Every key is listed in kConfigHelp, which `memfedd --help` prints. Unknown
+// Every key is listed in config_usage(), which `memfedd --help` prints, and
+// written by config_to_json(), which is the file's schema: a new key goes into
+// both, and into doc/man/memfed.json.5.scd (the man page test checks). Unknown
 // keys and values of the wrong type are errors that name the key.
 #pragma once
 

@@ -1,4 +1,6 @@
-// memfedctl's command groups. Each returns the process exit code.
+// memfedctl's command groups. Each returns the process exit code. A command,
+// subcommand or option is accepted only once it is in the command table
+// (command_table.cc), which also feeds --help, completion and the man page test.
 #pragma once
 
 #include "tools/memfedctl/cli.h"
