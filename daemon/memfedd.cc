@@ -90,6 +90,10 @@ int main(int argc, char **argv)
 		std::fprintf(stderr, "memfedd: %s\n", st.message().c_str());
 		return st.exit_code();
 	}
+	if (cfg.print_config) {
+		std::printf("%s\n", config_to_json(cfg).dump(2).c_str());
+		return 0;
+	}
 	set_log_level(cfg.log_level);
 
 	// Block the stop signals in every thread; the main thread waits for them.

@@ -6,7 +6,7 @@ set -euo pipefail
 
 packages=(
 	# build
-	build-essential cmake pkg-config clang clang-format libclang-rt-14-dev
+	build-essential cmake pkg-config clang clang-format libclang-rt-14-dev scdoc
 	# libraries
 	liburing-dev libpmem2-dev libpmem2 libnl-3-dev libnl-genl-3-dev libnl-route-3-dev
 	nlohmann-json3-dev catch2 libmimalloc-dev libisal-dev libibverbs-dev librdmacm-dev

@@ -168,12 +168,50 @@ Options (each has a config-file key; flags override the file):
   --babeld PATH        "mesh.babeld" the babeld binary (default: babeld in PATH)
                        "mesh.leave_grace_ms" how long a module's route may be
                                      gone before the module is (1000)
+  --print-config       print the configuration these flags and the config file
+                       give, as a config file with every key, and exit
   --help               this text
 
 Example config:
   {"state_dir": "/var/lib/memfed", "pool": {"path": "/dev/dax0.0", "size": "16G"},
    "listen": "10.0.0.2:7700", "peers": ["10.0.0.3:7700"], "roles": ["module", "pager"]}
 )";
+}
+
+json config_to_json(const DaemonConfig &cfg)
+{
+	static const char *const kLevels[] = {"debug", "info", "warn", "error"};
+	json roles = json::array();
+	if (cfg.role_module)
+		roles.push_back("module");
+	if (cfg.role_pager)
+		roles.push_back("pager");
+	if (cfg.role_relay)
+		roles.push_back("relay");
+	return {{"state_dir", cfg.state_dir},
+	        {"socket", cfg.socket},
+	        {"roles", roles},
+	        {"pool",
+	         {{"path", cfg.pool_path.empty() ? cfg.state_dir + "/pool.mfp" : cfg.pool_path},
+	          {"size", cfg.pool_size},
+	          {"module_id",
+	           cfg.module_id.valid() ? json(cfg.module_id.to_string()) : json(nullptr)}}},
+	        {"listen", cfg.listen},
+	        {"peers", cfg.peers},
+	        {"log_level", kLevels[int(cfg.log_level)]},
+	        {"kmod", cfg.kmod},
+	        {"pager",
+	         {{"budget", cfg.pager_budget},
+	          {"process_budget", cfg.pager_process_budget},
+	          {"prefetch_pages", cfg.pager_prefetch_pages},
+	          {"threads", cfg.pager_threads},
+	          {"cpus", cfg.pager_cpus}}},
+	        {"mesh",
+	         {{"interfaces", cfg.mesh.interfaces},
+	          {"prefix", cfg.mesh.prefix},
+	          {"hello_interval_ms", cfg.mesh.hello_interval_ms},
+	          {"leave_grace_ms", cfg.mesh.leave_grace_ms},
+	          {"babeld", cfg.mesh.babeld}}}};
 }
 
 Status apply_config_json(const std::string &text, const std::string &origin, DaemonConfig *cfg)
@@ -189,6 +227,22 @@ Status apply_config_json(const std::string &text, const std::string &origin, Dae
 			return type_error(origin, k, "a string");
 		return f(v.get<std::string>());
 	};
+	// Every key must be one config_to_json() writes: that document is the schema.
+	static const json schema = config_to_json(DaemonConfig{});
+	auto unknown = [&](const std::string &k) {
+		return Status(Code::kInvalidArgument,
+		              origin + ": unknown key \"" + k +
+		                      "\" (memfedd --help lists every key)");
+	};
+	for (auto &[key, v] : doc.items()) {
+		auto known = schema.find(key);
+		if (known == schema.end())
+			return unknown(key);
+		if (known->is_object() && v.is_object())
+			for (auto &[sub, sv] : v.items())
+				if (!known->contains(sub))
+					return unknown(key + "." + sub);
+	}
 	for (auto &item : doc.items()) {
 		// Plain copies: clang 14 cannot capture structured bindings in lambdas.
 		const std::string key = item.key();
@@ -260,6 +314,8 @@ Status apply_config_json(const std::string &text, const std::string &origin, Dae
 					st = set_string(origin, k, sv, &cfg->pool_path);
 				else if (k == "pool.size")
 					st = set_size(origin, k, sv, &cfg->pool_size);
+				else if (k == "pool.module_id" && sv.is_null())
+					cfg->module_id = ModuleId(); // a random ID
 				else if (k == "pool.module_id")
 					st = str(k, sv, [&](const std::string &s) { return set_module_id(origin, k, s, cfg); });
 				else if (k == "pager.budget")
@@ -343,6 +399,8 @@ Status load_config(int argc, char **argv, DaemonConfig *cfg, bool *help)
 		Status st;
 		if (a == "--config") {
 			st = need();
+		} else if (a == "--print-config") {
+			cfg->print_config = true;
 		} else if (a == "--state-dir") {
 			MF_RETURN_IF_ERROR(need());
 			cfg->state_dir = val;

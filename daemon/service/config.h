@@ -2,9 +2,13 @@
 // command-line flags (flags win). With neither, memfedd is a one-node
 // federation: module + pager, listening on loopback, pool under the state dir.
 //
-// Every key is listed in kConfigHelp, which `memfedd --help` prints. Unknown
+// Every key is listed in config_usage(), which `memfedd --help` prints, and
+// written by config_to_json(), which is the file's schema: a new key goes into
+// both, and into doc/man/memfed.json.5.scd (the man page test checks). Unknown
 // keys and values of the wrong type are errors that name the key.
 #pragma once
+
+#include <nlohmann/json.hpp>
 
 #include <cstdint>
 #include <string>
@@ -35,6 +39,7 @@ struct DaemonConfig {
 	uint32_t pager_prefetch_pages = 256; // pages kept ahead of a stream, 0 = no prefetch
 	uint32_t pager_threads = 1;
 	std::vector<int> pager_cpus;	    // pin fault threads to these CPUs; empty = no pinning
+	bool print_config = false;          // --print-config: print config_to_json() and exit
 	struct Mesh {
 		std::vector<std::string> interfaces; // empty: not in a mesh
 		std::string prefix = "fd6d:6564::/64";
@@ -51,5 +56,10 @@ Status load_config(int argc, char **argv, DaemonConfig *cfg, bool *help);
 // Applies one JSON document (exposed for tests).
 Status apply_config_json(const std::string &text, const std::string &origin, DaemonConfig *cfg);
 std::string config_usage();
+// The whole configuration as a config-file document: every key the file
+// accepts, with its value in `cfg`. It is also the file's schema:
+// apply_config_json() rejects any key this document does not have, so
+// `memfedd --print-config` lists every key (the man page test relies on it).
+nlohmann::json config_to_json(const DaemonConfig &cfg);
 
 } // namespace memfed

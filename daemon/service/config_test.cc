@@ -59,3 +59,35 @@ TEST_CASE("flags override and are validated")
 	REQUIRE(load({"--config", "/nonexistent.json"}, &c2).code() == Code::kNotFound);
 	REQUIRE(load({"--pool-size"}, &c2).message().find("needs a value") != std::string::npos);
 }
+
+TEST_CASE("the printed config is a config file that gives the same config back")
+{
+	DaemonConfig cfg;
+	REQUIRE(load({"--print-config", "--roles", "pager", "--peer", "10.0.0.2:7700",
+	              "--module-id", "02:00:00:00:00:09", "--pager-cpus", "0,1", "--log-level",
+	              "debug"},
+	             &cfg));
+	REQUIRE(cfg.print_config);
+	nlohmann::json printed = config_to_json(cfg);
+	DaemonConfig back;
+	REQUIRE(apply_config_json(printed.dump(), "printed", &back));
+	REQUIRE(config_to_json(back) == printed);
+	REQUIRE(printed["pool"]["module_id"] == "02:00:00:00:00:09");
+	REQUIRE(printed["pager"]["cpus"] == nlohmann::json::array({0, 1}));
+
+	// The defaults print too: a random module ID is null, and null reads back.
+	DaemonConfig dflt;
+	nlohmann::json d = config_to_json(dflt);
+	REQUIRE(d["pool"]["module_id"].is_null());
+	REQUIRE(apply_config_json(d.dump(), "defaults", &back));
+	REQUIRE_FALSE(back.module_id.valid());
+}
+
+TEST_CASE("a key the printed config does not have is unknown, nested or not")
+{
+	DaemonConfig cfg;
+	Status st = apply_config_json(R"({"pager":{"threads":2,"treads":2}})", "t.json", &cfg);
+	REQUIRE(st.message().find("unknown key \"pager.treads\"") != std::string::npos);
+	st = apply_config_json(R"({"sockett":"/x"})", "t.json", &cfg);
+	REQUIRE(st.message().find("unknown key \"sockett\"") != std::string::npos);
+}

@@ -1,4 +1,6 @@
-// memfedctl's command groups. Each returns the process exit code.
+// memfedctl's command groups. Each returns the process exit code. A command,
+// subcommand or option is accepted only once it is in the command table
+// (command_table.cc), which also feeds --help, completion and the man page test.
 #pragma once
 
 #include "tools/memfedctl/cli.h"
@@ -16,5 +18,8 @@ int cmd_addr(const Globals &g, Args &a);
 int cmd_window(const Globals &g, Args &a);
 int cmd_route(const Globals &g, Args &a);
 int cmd_watch(const Globals &g, Args &a);
+// completion.cc: `completion bash` and the hidden `__commands`.
+int cmd_completion(const Globals &g, Args &a);
+int cmd_commands(const Globals &g, Args &a);
 
 } // namespace memfed::ctl

@@ -2,40 +2,13 @@
 // with -j on every command, --help everywhere, distinct exit codes (see
 // daemon/common/status.h: 2 invalid argument, 3 not found, 4 exists, 5 no
 // space, 6 permission, 7 corrupt, 8 I/O, 9 busy, 10 unavailable, ...).
+// Commands are dispatched through the command table (command_table.h).
 #include <iostream>
 #include <string>
 #include <vector>
 
+#include "tools/memfedctl/command_table.h"
 #include "tools/memfedctl/commands.h"
-#include "tools/memfedctl/run.h"
-
-namespace {
-
-constexpr const char *kUsage = R"(usage: memfedctl [-j] [--socket PATH] COMMAND ...
-
-Commands:
-  status                         the daemon: roles, module, pool, peers
-  module ls                      every module this node can reach
-  region create|rm|ls|show|read|write ...
-                                 regions (memfedctl region --help)
-  pool format|check|info PATH    offline pool operations and fsck
-  stats                          module and pager counters
-  run [--map NAME=PATH] [--heap-budget SIZE] -- PROG ARGS
-                                 run an unmodified program on remote memory
-                                 (memfedctl run --help)
-  top                            a live view of the pager
-  addr EVA                       explain an extended address
-  window ls | route ls           the window and route tables
-  watch                          memfed.ko's table changes as they happen
-  run [--map NAME=PATH ...] [--heap-budget SIZE] -- PROG ARGS
-                                 run an unmodified program on remote memory
-  -j, --json                     JSON output
-  --socket PATH                  control socket (default $MEMFED_SOCKET or
-                                 /run/memfed/memfedd.sock)
-  --help                         this text; COMMAND --help for each command
-)";
-
-} // namespace
 
 int main(int argc, char **argv)
 {
@@ -53,13 +26,13 @@ int main(int argc, char **argv)
 		else if (a.rfind("--socket=", 0) == 0)
 			g.socket = a.substr(9);
 		else if (a == "--help" || a == "-h") {
-			std::cout << kUsage;
+			std::cout << top_usage();
 			return 0;
 		} else
 			break;
 	}
 	if (i >= argc) {
-		std::cerr << kUsage;
+		std::cerr << top_usage();
 		return 2;
 	}
 	std::string cmd = argv[i++];
@@ -74,30 +47,16 @@ int main(int argc, char **argv)
 		else
 			args.push_back(a);
 	}
+	const Command *c = find_command(cmd);
+	if (!c)
+		return fail(g, usage_error("unknown command '" + cmd + "' (memfedctl --help)"));
+	memfed::Status st = check_options(*c, args);
+	if (!st)
+		return fail(g, st);
+	if (const Verb *v = help_asked(*c, args)) {
+		std::cout << verb_usage(*c, *v);
+		return 0;
+	}
 	Args a(args);
-	if (cmd == "status")
-		return cmd_status(g, a);
-	if (cmd == "module")
-		return cmd_module(g, a);
-	if (cmd == "region")
-		return cmd_region(g, a);
-	if (cmd == "pool")
-		return cmd_pool(g, a);
-	if (cmd == "stats")
-		return cmd_stats(g, a);
-	if (cmd == "top")
-		return cmd_top(g, a);
-	if (cmd == "run")
-		return cmd_run(g, a);
-	if (cmd == "addr")
-		return cmd_addr(g, a);
-	if (cmd == "window")
-		return cmd_window(g, a);
-	if (cmd == "route")
-		return cmd_route(g, a);
-	if (cmd == "watch")
-		return cmd_watch(g, a);
-	if (cmd == "run")
-		return cmd_run(g, a);
-	return fail(g, usage_error("unknown command '" + cmd + "' (memfedctl --help)"));
+	return c->run(g, a);
 }
