@@ -4,6 +4,7 @@
 #include <charconv>
 #include <cmath>
 
+#include "daemon/common/json_count.h"
 #include "daemon/pager/stats.h"
 #include "daemon/wire/protocol.h"
 
@@ -12,36 +13,32 @@ namespace memfed
 
 using nlohmann::json;
 
-std::string prom_escape_label(std::string_view v)
+namespace
+{
+
+// Backslash and newline always; the double quote inside label values only.
+std::string escape(std::string_view v, bool quote)
 {
 	std::string out;
 	out.reserve(v.size());
 	for (char c : v) {
-		if (c == '\\')
-			out += "\\\\";
-		else if (c == '"')
-			out += "\\\"";
-		else if (c == '\n')
-			out += "\\n";
-		else
-			out += c;
+		if (c == '\\' || c == '\n' || (quote && c == '"'))
+			out += '\\';
+		out += c == '\n' ? 'n' : c;
 	}
 	return out;
 }
 
+} // namespace
+
+std::string prom_escape_label(std::string_view v)
+{
+	return escape(v, true);
+}
+
 std::string prom_escape_help(std::string_view v)
 {
-	std::string out;
-	out.reserve(v.size());
-	for (char c : v) {
-		if (c == '\\')
-			out += "\\\\";
-		else if (c == '\n')
-			out += "\\n";
-		else
-			out += c;
-	}
-	return out;
+	return escape(v, false);
 }
 
 std::string prom_float(double v)
@@ -112,26 +109,6 @@ void PromText::sample(std::string_view name, const Labels &l, uint64_t value)
 namespace
 {
 
-// A count: a non-negative integer, anything else 0.
-uint64_t count(const json &v)
-{
-	if (v.is_number_unsigned())
-		return v.get<uint64_t>();
-	return v.is_number_integer() && v.get<int64_t>() > 0 ? uint64_t(v.get<int64_t>()) : 0;
-}
-
-uint64_t u64(const json &j, const char *key)
-{
-	auto it = j.find(key);
-	return it != j.end() ? count(*it) : 0;
-}
-
-std::string str(const json &j, const char *key)
-{
-	auto it = j.find(key);
-	return it != j.end() && it->is_string() ? it->get<std::string>() : "";
-}
-
 struct Counter {
 	const char *key; // in the pager's per-region JSON
 	const char *name;
@@ -172,33 +149,34 @@ void pager_metrics(PromText &t, const json &pager)
 		for (const auto &r : pager["regions"])
 			regions.push_back(&r);
 	std::sort(regions.begin(), regions.end(), [](const json *a, const json *b) {
-		return str(*a, "region") < str(*b, "region");
+		return json_string(*a, "region") < json_string(*b, "region");
 	});
 
 	for (const Counter &c : kPagerCounters) {
 		t.family(c.name, c.type, c.help);
 		for (const json *r : regions)
-			t.sample(c.name, {{"region", str(*r, "region")}}, u64(*r, c.key) * c.scale);
+			t.sample(c.name, {{"region", json_string(*r, "region")}},
+			         json_count(*r, c.key) * c.scale);
 	}
 
 	t.family(kFaultHist, "histogram",
 	         "Time from a demand fault's arrival to its page fetched from the module.");
 	const std::string bucket = std::string(kFaultHist) + "_bucket";
 	for (const json *r : regions) {
-		std::string region = str(*r, "region");
+		std::string region = json_string(*r, "region");
 		const json empty = json::array();
 		const json &hist = r->contains("fetch_us_log2") ? (*r)["fetch_us_log2"] : empty;
 		uint64_t cumulative = 0;
 		for (int i = 0; i < pager::kLatencyBuckets; i++) {
 			if (size_t(i) < hist.size())
-				cumulative += count(hist[size_t(i)]);
+				cumulative += json_count(hist[size_t(i)]);
 			t.sample(bucket,
 			         {{"region", region},
 			          {"le", prom_float(fault_bucket_le_seconds(i))}},
 			         cumulative);
 		}
 		t.sample(std::string(kFaultHist) + "_sum", {{"region", region}},
-		         double(u64(*r, "fetch_ns_sum")) / 1e9);
+		         double(json_count(*r, "fetch_ns_sum")) / 1e9);
 		t.sample(std::string(kFaultHist) + "_count", {{"region", region}}, cumulative);
 	}
 }
@@ -214,17 +192,18 @@ void module_metrics(PromText &t, const json &modules)
 	}
 	t.family("memfed_module_capacity_bytes", "gauge", "Pool capacity of a reachable module.");
 	for (const json *m : reachable)
-		t.sample("memfed_module_capacity_bytes", {{"module", str(*m, "module")}},
-		         u64(*m, "capacity_bytes"));
+		t.sample("memfed_module_capacity_bytes", {{"module", json_string(*m, "module")}},
+		         json_count(*m, "capacity_bytes"));
 	t.family("memfed_module_free_bytes", "gauge",
 	         "Unallocated pool space of a reachable module.");
 	for (const json *m : reachable)
-		t.sample("memfed_module_free_bytes", {{"module", str(*m, "module")}},
-		         u64(*m, "free_bytes"));
+		t.sample("memfed_module_free_bytes", {{"module", json_string(*m, "module")}},
+		         json_count(*m, "free_bytes"));
 	t.family("memfed_peer_up", "gauge", "1 if the configured peer module answers, 0 if not.");
 	for (const json *m : peers)
 		t.sample("memfed_peer_up",
-		         {{"module", str(*m, "module")}, {"endpoint", str(*m, "endpoint")}},
+		         {{"module", json_string(*m, "module")},
+		          {"endpoint", json_string(*m, "endpoint")}},
 		         uint64_t(m->value("reachable", false) ? 1 : 0));
 }
 

@@ -12,6 +12,9 @@
 #include <cstring>
 #include <sstream>
 
+#include "daemon/common/json_count.h"
+#include "daemon/wire/protocol.h"
+
 extern char **environ;
 
 namespace memfed::ctl
@@ -23,27 +26,7 @@ namespace
 {
 
 constexpr size_t kMaxLatencyLines = 10; // regions drawn in the latency panel
-constexpr double kPageBytes = 4096;
-
-// A count: a non-negative integer, anything else 0.
-uint64_t count(const json &v)
-{
-	if (v.is_number_unsigned())
-		return v.get<uint64_t>();
-	return v.is_number_integer() && v.get<int64_t>() > 0 ? uint64_t(v.get<int64_t>()) : 0;
-}
-
-uint64_t u64(const json &j, const char *key)
-{
-	auto it = j.find(key);
-	return it != j.end() ? count(*it) : 0;
-}
-
-std::string str(const json &j, const char *key)
-{
-	auto it = j.find(key);
-	return it != j.end() && it->is_string() ? it->get<std::string>() : "";
-}
+constexpr double kPageBytes = wire::kPageSize;
 
 // A gnuplot double-quoted string: backslash and quote escaped.
 std::string quoted(const std::string &s)
@@ -65,7 +48,7 @@ void latency_panel(std::ostringstream &g, std::vector<const json *> regions)
 		uint64_t n = 0;
 		if (r->contains("fetch_us_log2"))
 			for (const auto &c : (*r)["fetch_us_log2"])
-				n += count(c);
+				n += json_count(c);
 		return n;
 	};
 	std::stable_sort(regions.begin(), regions.end(),
@@ -95,11 +78,11 @@ void latency_panel(std::ostringstream &g, std::vector<const json *> regions)
 		max_bucket = std::max(max_bucket, h.size());
 		g << "$lat" << k << " << EOD\n";
 		for (size_t i = 0; i < h.size(); i++)
-			g << (uint64_t{2} << i) << " " << count(h[i]) << "\n";
+			g << (uint64_t{2} << i) << " " << json_count(h[i]) << "\n";
 		g << "EOD\n";
 		plot += std::string(plot.empty() ? "plot " : ", ") + "$lat" + std::to_string(k) +
 		        " using 1:2 with linespoints lw 2 pt 7 ps 1.2 title " +
-		        quoted(str(*regions[k], "region"));
+		        quoted(json_string(*regions[k], "region"));
 	}
 	// From 1 us to a decade past the slowest bucket drawn.
 	double xmax = 10;
@@ -122,8 +105,8 @@ void memory_panel(std::ostringstream &g, const std::vector<const json *> &region
 {
 	uint64_t max_pages = 0;
 	for (const json *r : regions)
-		max_pages =
-		        std::max({max_pages, u64(*r, "resident_pages"), u64(*r, "dirty_pages")});
+		max_pages = std::max({max_pages, json_count(*r, "resident_pages"),
+		                      json_count(*r, "dirty_pages")});
 	// All zero (every mapping gone): a fixed range instead of gnuplot's warning.
 	const char *yrange = max_pages == 0 ? "[0:1]" : "[0:*]";
 	double max_bytes = double(max_pages) * kPageBytes;
@@ -153,9 +136,9 @@ void memory_panel(std::ostringstream &g, const std::vector<const json *> &region
 	     "set key top right box opaque\n"
 	     "$mem << EOD\n";
 	for (const json *r : regions)
-		g << quoted(str(*r, "region")) << " "
-		  << double(u64(*r, "resident_pages")) * kPageBytes / div << " "
-		  << double(u64(*r, "dirty_pages")) * kPageBytes / div << "\n";
+		g << quoted(json_string(*r, "region")) << " "
+		  << double(json_count(*r, "resident_pages")) * kPageBytes / div << " "
+		  << double(json_count(*r, "dirty_pages")) * kPageBytes / div << "\n";
 	g << "EOD\n"
 	     "plot $mem using 2:xtic(1) title \"resident\" lc rgb \"#4477aa\", "
 	     "'' using 3 title \"dirty\" lc rgb \"#ee6677\"\n";
@@ -184,10 +167,10 @@ Result<std::string> stats_plot_script(const json &stats, const std::string &png)
 		        "nothing to plot: the pager has mapped no region yet (memfedctl run, or "
 		        "memfed_map from libmemfed)");
 	std::sort(regions.begin(), regions.end(), [](const json *a, const json *b) {
-		return str(*a, "region") < str(*b, "region");
+		return json_string(*a, "region") < json_string(*b, "region");
 	});
 
-	std::string module = stats.contains("module") ? str(stats["module"], "module") : "";
+	std::string module = stats.contains("module") ? json_string(stats["module"], "module") : "";
 	std::ostringstream g;
 	g << "set encoding utf8\n"
 	     "set terminal pngcairo size 1100,1000 font \",11\" noenhanced\n"
