@@ -19,7 +19,8 @@ BARS = """set style data histograms
 set style histogram clustered gap 1
 set style fill solid 0.85 border -1
 set grid noxtics ytics
-set key outside top center horizontal
+set key below horizontal
+set bmargin 7
 set yrange [0:*]
 """
 
@@ -67,14 +68,16 @@ def wire(text, png, title):
         block("tput", tput) + """
 set multiplot layout 1,2 title "%s" font ",13"
 set title "Latency of a 4 KiB READ (median run)"
-set ylabel "latency (µs)"
+set ylabel "latency (µs, log scale)"
+set logscale y 10
+set yrange [*:*]
 set xlabel "requests in flight"
 plot $lat using 2:xtic(1) title "raw io_uring p50" lc rgb "#88aacc", \\
      '' using 3 title "memfed p50" lc rgb "#225588", \\
      '' using 4 title "raw io_uring p99" lc rgb "#ddbb88", \\
      '' using 5 title "memfed p99" lc rgb "#aa6611"
 set title "Throughput (median run)"
-set ylabel "thousand 4 KiB pages per second"
+set ylabel "thousand 4 KiB pages per second (log scale)"
 plot $tput using 2:xtic(1) title "raw io_uring ping-pong" lc rgb "#88aacc", \\
      '' using 3 title "memfed TcpChannel READ" lc rgb "#225588"
 unset multiplot
@@ -104,7 +107,8 @@ set ylabel "p50 time per call (µs, log scale)"
 set xlabel "operation and pages per call"
 set logscale y 10
 set yrange [*:*]
-set key outside top center horizontal
+set key below horizontal
+set bmargin 7
 plot $d using 2:xtic(1) title "baseline: pwrite+fdatasync / memcpy" lc rgb "#88aacc", \\
      '' using 3 title "memfed store: write_pages / read_pages" lc rgb "#225588"
 """ % title
@@ -151,8 +155,11 @@ plot $scan using 2:xtic(1) title "memfed, prefetch off" lc rgb "#88aacc", \\
         script += block("hist", [[h[0], h[1]] for h in hist]) + """
 set title "The pager's demand-fetch latency over the whole run (memfedctl stats buckets)"
 set xlabel "latency bucket (µs)"
-set ylabel "demand fetches"
+set ylabel "demand fetches (log scale)"
+set logscale y 10
+set yrange [0.8:*]
 set xtics rotate by -45
+set bmargin 8
 plot $hist using 2:xtic(1) notitle lc rgb "#225588"
 """
     script += "unset multiplot\n"
