@@ -116,6 +116,8 @@ int cmd_stats(const Globals &g, Args &a)
 	}
 	std::string png;
 	bool plot = a.take_flag("--plot", &png);
+	if (!plot && a.take_switch("--plot"))
+		return fail(g, usage_error("--plot needs a file name, e.g. --plot stats.png"));
 	Status st = a.expect_positional(0, "memfedctl stats [--plot FILE.png]");
 	if (!st)
 		return fail(g, st);
