@@ -70,6 +70,9 @@ magic=$(head -c 8 "$T/stats.png" | od -An -tx1 | tr -d ' \n')
 size=$(stat -c %s "$T/stats.png")
 [ "$size" -gt 20000 ] || fail "stats --plot wrote a ${size}-byte PNG, too small to hold two panels"
 ok "memfedctl stats --plot writes a PNG ($size bytes)"
+expect_exit 10 env PATH=/nonexistent "$MEMFEDCTL" --socket "$T/a/sock" stats --plot "$T/y.png"
+grep -q "gnuplot-nox" <<<"$ERR" || fail "plot without gnuplot: $ERR"
+ok "without gnuplot on PATH, stats --plot names the package to install (exit 10)"
 start_daemon empty --listen 127.0.0.1:0 --pool-size 16M
 expect_exit 3 ctl empty stats --plot "$T/empty.png"
 grep -q "no region" <<<"$ERR" || fail "plot with no regions: $ERR"
