@@ -8,11 +8,13 @@ packages=(
 	# build
 	build-essential cmake pkg-config clang clang-format libclang-rt-14-dev
 	# libraries
-	liburing-dev libpmem2-dev libpmem2 libnl-3-dev libnl-genl-3-dev
+	liburing-dev libpmem2-dev libpmem2 libnl-3-dev libnl-genl-3-dev libnl-route-3-dev
 	nlohmann-json3-dev catch2 libmimalloc-dev libisal-dev libibverbs-dev librdmacm-dev
 	libmicrohttpd-dev
 	# test clients and tools
 	stress-ng sqlite3 python3 iproute2 procps util-linux kmod
+	# the mesh
+	babeld
 	# metrics and pictures: the Prometheus text parser, gnuplot for PNGs
 	python3-prometheus-client gnuplot-nox
 	# QEMU tier
