@@ -20,6 +20,7 @@
 #include "daemon/pager/pager.h"
 #include "daemon/service/config.h"
 #include "daemon/service/control_ops.h"
+#include "daemon/service/metrics_server.h"
 #include "daemon/service/module_service.h"
 #include "daemon/service/node_federation.h"
 #include "daemon/service/table_mirror.h"
@@ -243,6 +244,15 @@ int main(int argc, char **argv)
 	}
 	if (pager && !(st = pager->start()))
 		return die(st);
+	// Prometheus endpoint (metrics_server.h), off unless configured.
+	std::unique_ptr<MetricsServer> metrics;
+	if (!cfg.metrics.empty()) {
+		auto m = MetricsServer::start(cfg.metrics, [&ops] { return ops.metrics_text(); });
+		if (!m)
+			return die(m.status());
+		metrics = std::move(*m);
+		ops.set_metrics_endpoint(metrics->endpoint());
+	}
 	if (!(st = control.start()))
 		return die(st);
 
@@ -258,6 +268,7 @@ int main(int argc, char **argv)
 	sigwait(&stop_sigs, &sig);
 	LOG_INFO("memfedd", "signal %s: stopping", strsignal(sig));
 
+	metrics.reset();
 	control.stop();
 	if (pager)
 		pager->stop();

@@ -2,9 +2,17 @@
 # make bench: every benchmark, each with its baseline measured in the same run.
 # Not a test: numbers vary with the machine's load; ratios are what to read.
 # Usage: scripts/bench.sh [BUILD_DIR]
+# Each section's table is kept as RESULTS/<section>.txt and drawn as
+# RESULTS/<section>.png (scripts/bench_plot.py); RESULTS is build/bench
+# beside BUILD_DIR unless MEMFED_BENCH_RESULTS names another directory.
 set -euo pipefail
 BUILD=${1:-build/release}
 BIN=$(cd "$BUILD/bin" && pwd)
+RESULTS=${MEMFED_BENCH_RESULTS:-$(dirname "$BUILD")/bench}
+mkdir -p "$RESULTS"
+RESULTS=$(cd "$RESULTS" && pwd)
+rm -f "$RESULTS"/*.txt "$RESULTS"/*.png
+echo "bench: tables and plots go to $RESULTS"
 WORK=$(mktemp -d /tmp/memfed-bench.XXXXXX)
 PIDS=()
 cleanup() {
@@ -41,20 +49,25 @@ REGION_ID=$(ctl wire -j region show bench | field '["id"]')
 FA=$(ctl wire -j region show bench | field '["fa"]')
 EP=$(ctl wire -j status | field '["listen"]')
 "$BIN/memfed-bench-wire" --target "$EP" --region-id "$REGION_ID" --fa-offset "0x${FA##*/0x}" \
-	--span 16384 --seconds 2 --repeat 5
+	--span 16384 --seconds 2 --repeat 5 | tee "$RESULTS/wire.txt"
 
 say "wire, two vCPUs: the module (and the raw server) on vCPU 1, the client on vCPU 0, as on two nodes"
 taskset -a -p -c 1 "${PIDS[-1]}" >/dev/null
 "$BIN/memfed-bench-wire" --target "$EP" --region-id "$REGION_ID" --fa-offset "0x${FA##*/0x}" \
-	--span 16384 --seconds 2 --repeat 5 --depth 64 --server-cpu 1 --client-cpu 0
+	--span 16384 --seconds 2 --repeat 5 --depth 64 --server-cpu 1 --client-cpu 0 |
+	tee "$RESULTS/wire-2cpu.txt"
 
 say "store: write_pages / read_pages vs pwrite+fdatasync / memcpy"
-"$BIN/memfed-bench-store" --dir "$WORK"
+"$BIN/memfed-bench-store" --dir "$WORK" | tee "$RESULTS/store.txt"
 
 if [ -x "$BIN/memfed-bench-pager" ]; then
 	say "pager: demand faults and scans through memfedd vs raw userfaultfd + io_uring limits"
 	# Five pairs per row, as the wire rows: this machine's speed drifts
 	# within seconds, and three pairs let one slow spell move a median.
 	"$BIN/memfed-bench-pager" --memfedd "$BIN/memfedd" --memfedctl "$BIN/memfedctl" --work "$WORK" \
-		--repeat 5
+		--repeat 5 | tee "$RESULTS/pager.txt"
 fi
+
+say "plots of the tables above"
+python3 "$(dirname "$0")/bench_plot.py" "$RESULTS"
+echo "bench: tables (*.txt) and plots (*.png) are in $RESULTS"

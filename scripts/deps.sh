@@ -10,10 +10,13 @@ packages=(
 	# libraries
 	liburing-dev libpmem2-dev libpmem2 libnl-3-dev libnl-genl-3-dev libnl-route-3-dev
 	nlohmann-json3-dev catch2 libmimalloc-dev libisal-dev libibverbs-dev librdmacm-dev
+	libmicrohttpd-dev
 	# test clients and tools
 	stress-ng sqlite3 python3 iproute2 procps util-linux kmod
 	# the mesh
 	babeld
+	# metrics and pictures: the Prometheus text parser, gnuplot for PNGs
+	python3-prometheus-client gnuplot-nox
 	# QEMU tier
 	qemu-system-x86 busybox-static cpio rdma-core ibverbs-providers
 	ibverbs-utils

@@ -100,7 +100,8 @@
 //         a memory error; a kernel without UFFD_FEATURE_POISON leaves such a
 //         fault waiting), "resident_pages", "dirty_pages" (private
 //         mappings only), "fetch_us_log2": [count per bucket: bucket i holds
-//         demand-fetch latencies in [2^i, 2^(i+1)) us; trailing zeroes cut].
+//         demand-fetch latencies in [2^i, 2^(i+1)) us; trailing zeroes cut],
+//         "fetch_ns_sum" (the sum of those latencies, ns).
 //
 // Evict channel (kind "private")
 // ------------------------------

@@ -17,6 +17,7 @@ void PageStats::add(const PageStats &o)
 	dirty += o.dirty;
 	for (int i = 0; i < kLatencyBuckets; i++)
 		fetch_us_log2[i] += o.fetch_us_log2[i];
+	fetch_ns_sum += o.fetch_ns_sum;
 }
 
 nlohmann::json PageStats::to_json() const
@@ -38,7 +39,8 @@ nlohmann::json PageStats::to_json() const
 	        {"poisoned", poisoned},
 	        {"resident_pages", resident},
 	        {"dirty_pages", dirty},
-	        {"fetch_us_log2", hist}};
+	        {"fetch_us_log2", hist},
+	        {"fetch_ns_sum", fetch_ns_sum}};
 }
 
 } // namespace memfed::pager

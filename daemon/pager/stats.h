@@ -27,10 +27,12 @@ struct PageStats {
 	uint64_t resident = 0;   // filled in when reporting
 	uint64_t dirty = 0;      // filled in when reporting
 	std::array<uint64_t, kLatencyBuckets> fetch_us_log2{};
+	uint64_t fetch_ns_sum = 0; // sum of the latencies in fetch_us_log2
 
 	// Records one demand fetch that took `ns`.
 	void add_latency(uint64_t ns)
 	{
+		fetch_ns_sum += ns;
 		uint64_t us = ns / 1000;
 		int b = 0;
 		while (us > 1 && b < kLatencyBuckets - 1) {

@@ -150,6 +150,8 @@ Options (each has a config-file key; flags override the file):
                                      (default: random, locally administered)
   --listen HOST:PORT   "listen"      wire protocol endpoint (default 127.0.0.1:7700)
   --peer HOST:PORT     "peers"       a module to federate with (repeatable)
+  --metrics HOST:PORT  "metrics"     serve Prometheus metrics at http://HOST:PORT/metrics
+                                     (default off; port 0 picks a free port)
   --log-level LEVEL    "log_level"   debug, info, warn or error (default info)
   --kmod MODE          "kmod"        auto (use memfed.ko when loaded) or off
   --pager-budget SIZE  "pager.budget" default resident budget per mapping
@@ -189,6 +191,7 @@ json config_to_json(const DaemonConfig &cfg)
 	if (cfg.role_relay)
 		roles.push_back("relay");
 	return {{"state_dir", cfg.state_dir},
+	        {"metrics", cfg.metrics.empty() ? json(nullptr) : json(cfg.metrics)},
 	        {"socket", cfg.socket},
 	        {"roles", roles},
 	        {"pool",
@@ -254,6 +257,10 @@ Status apply_config_json(const std::string &text, const std::string &origin, Dae
 			st = set_string(origin, key, v, &cfg->socket);
 		else if (key == "listen")
 			st = str(key, v, [&](const std::string &s) { return set_endpoint(origin, key, s, &cfg->listen); });
+		else if (key == "metrics" && v.is_null())
+			cfg->metrics.clear(); // off
+		else if (key == "metrics")
+			st = str(key, v, [&](const std::string &s) { return set_endpoint(origin, key, s, &cfg->metrics); });
 		else if (key == "log_level")
 			st = str(key, v, [&](const std::string &s) { return set_log_level(origin, key, s, cfg); });
 		else if (key == "kmod")
@@ -419,6 +426,9 @@ Status load_config(int argc, char **argv, DaemonConfig *cfg, bool *help)
 		} else if (a == "--listen") {
 			MF_RETURN_IF_ERROR(need());
 			st = set_endpoint(origin, a, val, &cfg->listen);
+		} else if (a == "--metrics") {
+			MF_RETURN_IF_ERROR(need());
+			st = set_endpoint(origin, a, val, &cfg->metrics);
 		} else if (a == "--peer") {
 			MF_RETURN_IF_ERROR(need());
 			if (!peers_from_flags)

@@ -32,6 +32,7 @@ struct DaemonConfig {
 	ModuleId module_id;			 // used when formatting a new pool
 	std::string listen = "127.0.0.1:7700";	 // wire protocol endpoint
 	std::vector<std::string> peers;		 // modules to reach, "host:port"
+	std::string metrics;			 // Prometheus endpoint "host:port", "" = off
 	LogLevel log_level = LogLevel::kInfo;
 	std::string kmod = "auto";		 // "auto": use memfed.ko when loaded; "off"
 	uint64_t pager_budget = 0;	    // default resident budget per mapping, 0 = none

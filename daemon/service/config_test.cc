@@ -91,3 +91,20 @@ TEST_CASE("a key the printed config does not have is unknown, nested or not")
 	st = apply_config_json(R"({"sockett":"/x"})", "t.json", &cfg);
 	REQUIRE(st.message().find("unknown key \"sockett\"") != std::string::npos);
 }
+
+TEST_CASE("the metrics endpoint is off by default and set by flag or key")
+{
+	DaemonConfig cfg;
+	REQUIRE(load({}, &cfg));
+	REQUIRE(cfg.metrics.empty());
+	REQUIRE(load({"--metrics", "127.0.0.1:0"}, &cfg));
+	REQUIRE(cfg.metrics == "127.0.0.1:0");
+	REQUIRE(apply_config_json(R"({"metrics": "[::1]:9477"})", "t.json", &cfg));
+	REQUIRE(cfg.metrics == "[::1]:9477");
+	DaemonConfig c2;
+	Status st = load({"--metrics", "9477"}, &c2);
+	REQUIRE(st.code() == Code::kInvalidArgument);
+	REQUIRE(st.message().find("--metrics") != std::string::npos);
+	REQUIRE(apply_config_json(R"({"metrics": 9477})", "t.json", &c2).message().find("\"metrics\"") !=
+		std::string::npos);
+}

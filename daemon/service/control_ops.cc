@@ -4,6 +4,7 @@
 
 #include "daemon/common/log.h"
 #include "daemon/common/size.h"
+#include "daemon/service/metrics_format.h"
 #include "daemon/store/layout.h"
 #include "daemon/wire/protocol.h"
 
@@ -122,12 +123,8 @@ void ControlOps::register_ops(control::Server &server)
 	});
 	server.add_op("status", [this](const Peer &, Message &) { return status(); });
 	server.add_op("stats", [this](const Peer &, Message &) { return stats(); });
-	server.add_op("module.list", [this](const Peer &, Message &) {
-		json mods = json::array();
-		for (const auto &m : fed_->modules())
-			mods.push_back(module_json(m));
-		return ok_reply({{"modules", mods}});
-	});
+	server.add_op("module.list",
+		      [this](const Peer &, Message &) { return ok_reply({{"modules", modules_body()}}); });
 	server.add_op("region.create", [this](const Peer &p, Message &m) { return region_create(p, m); });
 	server.add_op("region.delete", [this](const Peer &p, Message &m) { return region_delete(p, m); });
 	server.add_op("region.show", [this](const Peer &p, Message &m) { return region_show(p, m); });
@@ -152,6 +149,7 @@ Message ControlOps::status()
 		  {"node", fed_->self().to_string()},
 		  {"module", fed_->has_local() ? json(fed_->self().to_string()) : json()},
 		  {"listen", listen_},
+		  {"metrics", metrics_.empty() ? json() : json(metrics_)},
 		  {"socket", cfg_.socket},
 		  {"config", cfg_.config_path.empty() ? "(built-in defaults)" : cfg_.config_path},
 		  {"table_source", "daemon"}};
@@ -177,7 +175,29 @@ Message ControlOps::status()
 	return ok_reply(b);
 }
 
+json ControlOps::modules_body()
+{
+	json mods = json::array();
+	for (const auto &m : fed_->modules())
+		mods.push_back(module_json(m));
+	return mods;
+}
+
 Message ControlOps::stats()
+{
+	return ok_reply(stats_body());
+}
+
+Result<std::string> ControlOps::metrics_text()
+{
+	json stats = stats_body();
+	if (stats.contains("pager") && stats["pager"].contains("error"))
+		return Status(Code::kUnavailable,
+			      "pager: " + stats["pager"]["error"].get<std::string>());
+	return format_metrics(stats, modules_body());
+}
+
+json ControlOps::stats_body()
 {
 	json b = json::object();
 	for (const auto &m : fed_->modules()) {
@@ -189,7 +209,7 @@ Message ControlOps::stats()
 	}
 	if (pager_stats_)
 		b["pager"] = pager_stats_();
-	return ok_reply(b);
+	return b;
 }
 
 Message ControlOps::region_create(const control::Peer &peer, Message &req)

@@ -36,11 +36,19 @@ public:
 	ControlOps(const DaemonConfig &cfg, NodeFederation *fed, std::string listen_endpoint);
 	void set_status_hook(std::function<void(nlohmann::json &)> f) { status_hook_ = std::move(f); }
 	void set_pager_stats(std::function<nlohmann::json()> f) { pager_stats_ = std::move(f); }
+	// The bound Prometheus endpoint "host:port", shown by "status" as
+	// "metrics" (null while there is none).
+	void set_metrics_endpoint(std::string ep) { metrics_ = std::move(ep); }
 	void register_ops(control::Server &server);
+	// The "stats" body and the module table in the Prometheus text format
+	// (metrics_format.h); kUnavailable if the pager does not answer.
+	Result<std::string> metrics_text();
 
 private:
 	control::Message status();
 	control::Message stats();
+	nlohmann::json stats_body();
+	nlohmann::json modules_body();
 	// The region named by the request's `key` located and checked for
 	// `want` access.
 	Result<RegionLocation> find_region(const control::Peer &peer, const control::Message &req,
@@ -57,6 +65,7 @@ private:
 	const DaemonConfig &cfg_;
 	NodeFederation *fed_;
 	std::string listen_;
+	std::string metrics_;
 	std::function<void(nlohmann::json &)> status_hook_;
 	std::function<nlohmann::json()> pager_stats_;
 };

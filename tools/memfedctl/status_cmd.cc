@@ -1,4 +1,4 @@
-// memfedctl status | module ls | stats | top
+// memfedctl status | module ls | stats [--plot FILE.png] | top
 #include <chrono>
 #include <csignal>
 #include <cstdio>
@@ -8,6 +8,7 @@
 
 #include "daemon/common/size.h"
 #include "tools/memfedctl/commands.h"
+#include "tools/memfedctl/plot.h"
 
 namespace memfed::ctl {
 
@@ -64,6 +65,11 @@ int cmd_status(const Globals &g, Args &a)
 	std::cout << "  roles:   " << b.value("roles", json::array()).dump() << "\n";
 	std::cout << "  module:  " << str_or(b, "module", "(none: pager only)") << "\n";
 	std::cout << "  listen:  " << str_or(b, "listen") << "\n";
+	std::cout << "  metrics: "
+		  << (b.value("metrics", json()).is_string()
+			      ? "http://" + b["metrics"].get<std::string>() + "/metrics"
+			      : std::string("(off; memfedd --metrics HOST:PORT)"))
+		  << "\n";
 	std::cout << "  socket:  " << str_or(b, "socket") << "\n";
 	std::cout << "  tables:  " << str_or(b, "table_source") << "\n";
 	if (b.contains("pool")) {
@@ -102,11 +108,17 @@ int cmd_module(const Globals &g, Args &a)
 int cmd_stats(const Globals &g, Args &a)
 {
 	if (a.take_switch("--help") || a.take_switch("-h")) {
-		std::cout << "usage: memfedctl stats\n  module counters and pager counters per region "
-			     "and per process (-j: JSON)\n";
+		std::cout << "usage: memfedctl stats [--plot FILE.png]\n  module counters and pager counters "
+			     "per region and per process (-j: JSON)\n"
+			     "  --plot FILE.png  draw each region's fault-latency histogram and resident\n"
+			     "                   and dirty memory instead (needs gnuplot)\n";
 		return 0;
 	}
-	Status st = a.expect_positional(0, "memfedctl stats");
+	std::string png;
+	bool plot = a.take_flag("--plot", &png);
+	if (!plot && a.take_switch("--plot"))
+		return fail(g, usage_error("--plot needs a file name, e.g. --plot stats.png"));
+	Status st = a.expect_positional(0, "memfedctl stats [--plot FILE.png]");
 	if (!st)
 		return fail(g, st);
 	auto r = request(g, "stats");
@@ -114,6 +126,17 @@ int cmd_stats(const Globals &g, Args &a)
 		return fail(g, r.status());
 	json &b = r->body;
 	b.erase("ok");
+	if (plot) {
+		auto script = stats_plot_script(b, png);
+		if (!script)
+			return fail(g, script.status());
+		if (!(st = run_gnuplot(*script, png)))
+			return fail(g, st);
+		if (g.json)
+			return print_json({{"plot", png}});
+		std::cout << "wrote " << png << "\n";
+		return 0;
+	}
 	if (g.json)
 		return print_json(b);
 	if (b.contains("module"))

@@ -1,0 +1,193 @@
+#!/usr/bin/python3
+"""Draws `make bench`'s tables as PNG plots beside them.
+
+scripts/bench.sh keeps each section's output as DIR/<section>.txt; this reads
+those tables back and draws one DIR/<section>.png per section with gnuplot
+(Debian's gnuplot-nox, pngcairo terminal). A section whose text is missing is
+skipped with a note; a table that no longer parses is an error naming the
+file, because then this script and the benchmark have drifted apart.
+
+  scripts/bench_plot.py DIR
+"""
+import os
+import re
+import subprocess
+import sys
+
+TERMINAL = 'set encoding utf8\nset terminal pngcairo size 1200,{h} font ",11" noenhanced\n'
+BARS = """set style data histograms
+set style histogram clustered gap 1
+set style fill solid 0.85 border -1
+set grid noxtics ytics
+set key below horizontal
+set bmargin 7
+set yrange [0:*]
+"""
+
+
+def die(msg):
+    print("bench_plot: " + msg, file=sys.stderr)
+    sys.exit(1)
+
+
+def gnuplot(script, png):
+    if os.path.exists(png):
+        os.unlink(png)
+    try:
+        r = subprocess.run(["gnuplot"], input=script.encode(), capture_output=True)
+    except FileNotFoundError:
+        die("gnuplot is not installed: apt-get install gnuplot-nox (or make deps)")
+    if r.returncode != 0 or not os.path.exists(png):
+        die("gnuplot failed on %s:\n%s" % (png, r.stderr.decode()))
+    with open(png, "rb") as f:
+        if f.read(8) != b"\x89PNG\r\n\x1a\n":
+            die(png + " is not a PNG")
+    print("  " + png)
+
+
+def block(name, rows):
+    """A gnuplot datablock; the first column is a quoted label."""
+    lines = ['"%s" %s' % (r[0], " ".join("%g" % v for v in r[1:])) for r in rows]
+    return "$%s << EOD\n%s\nEOD\n" % (name, "\n".join(lines))
+
+
+def wire(text, png, title):
+    # "  raw io_uring ping-pong        1      18.2      30.1        50000       5.00"
+    rows = {}
+    for m in re.finditer(r"^  (raw io_uring ping-pong|memfed TcpChannel READ) +(\d+) +([\d.]+) +"
+                         r"([\d.]+) +([\d.]+) +([\d.]+)$", text, re.M):
+        side = "raw" if m.group(1).startswith("raw") else "memfed"
+        rows[(int(m.group(2)), side)] = [float(m.group(i)) for i in range(3, 7)]
+    depths = sorted({d for d, _ in rows})
+    if not depths or any((d, s) not in rows for d in depths for s in ("raw", "memfed")):
+        return False
+    lat = [["depth %d" % d, rows[(d, "raw")][0], rows[(d, "memfed")][0], rows[(d, "raw")][1],
+            rows[(d, "memfed")][1]] for d in depths]
+    tput = [["depth %d" % d, rows[(d, "raw")][2] / 1e3, rows[(d, "memfed")][2] / 1e3] for d in depths]
+    script = TERMINAL.format(h=600) + "set output '%s'\n" % png + BARS + block("lat", lat) + \
+        block("tput", tput) + """
+set multiplot layout 1,2 title "%s" font ",13"
+set title "Latency of a 4 KiB READ (median run)"
+set ylabel "latency (µs, log scale)"
+set logscale y 10
+set yrange [*:*]
+set xlabel "requests in flight"
+plot $lat using 2:xtic(1) title "raw io_uring p50" lc rgb "#88aacc", \\
+     '' using 3 title "memfed p50" lc rgb "#225588", \\
+     '' using 4 title "raw io_uring p99" lc rgb "#ddbb88", \\
+     '' using 5 title "memfed p99" lc rgb "#aa6611"
+set title "Throughput (median run)"
+set ylabel "thousand 4 KiB pages per second (log scale)"
+plot $tput using 2:xtic(1) title "raw io_uring ping-pong" lc rgb "#88aacc", \\
+     '' using 3 title "memfed TcpChannel READ" lc rgb "#225588"
+unset multiplot
+""" % title
+    gnuplot(script, png)
+    return True
+
+
+def store(text, png, title):
+    # "write_pages              1 pages  p50      12.0 us  p99      30.0 us     12.0 us/page  x0.50 ..."
+    rows = {}
+    for m in re.finditer(r"^(.+?) +(\d+) pages +p50 +([\d.]+) us +p99 +([\d.]+) us", text, re.M):
+        rows[(m.group(1), int(m.group(2)))] = (float(m.group(3)), float(m.group(4)))
+    pairs = [("write", "pwrite+fdatasync", "write_pages"), ("read", "memcpy from mapping", "read_pages")]
+    data = []
+    for what, base, ours in pairs:
+        for pages in sorted({p for (n, p) in rows if n == ours}):
+            if (base, pages) not in rows:
+                return False
+            data.append(["%s %d page%s" % (what, pages, "" if pages == 1 else "s"),
+                         rows[(base, pages)][0], rows[(ours, pages)][0]])
+    if not data:
+        return False
+    script = TERMINAL.format(h=650) + "set output '%s'\n" % png + BARS + block("d", data) + """
+set title "%s"
+set ylabel "p50 time per call (µs, log scale)"
+set xlabel "operation and pages per call"
+set logscale y 10
+set yrange [*:*]
+set key below horizontal
+set bmargin 7
+plot $d using 2:xtic(1) title "baseline: pwrite+fdatasync / memcpy" lc rgb "#88aacc", \\
+     '' using 3 title "memfed store: write_pages / read_pages" lc rgb "#225588"
+""" % title
+    gnuplot(script, png)
+    return True
+
+
+def pager(text, png, title):
+    # "   100 % off              30.1         50.2        0.150       1.10       0.50"
+    rows = [(int(m.group(1)), m.group(2), float(m.group(3)), float(m.group(4)), float(m.group(5)))
+            for m in re.finditer(r"^ *(\d+) % (on|off) +([\d.]+) +([\d.]+) +([\d.]+) +[\d.]+ +[\d.]+$",
+                                 text, re.M)]
+    la = re.search(r"^limit \(a\).*p50 +([\d.]+) us", text, re.M)
+    lb = re.search(r"^limit \(b\).*?([\d.]+) GB/s", text, re.M)
+    if not rows or not la or not lb:
+        return False
+    budgets = sorted({r[0] for r in rows}, reverse=True)
+    get = {(r[0], r[1]): r for r in rows}
+    nan = float("nan")
+    rand = [["%d %%" % b, get.get((b, "off"), (0, 0, nan))[2], get.get((b, "on"), (0, 0, nan))[2]]
+            for b in budgets]
+    scan = [["%d %%" % b, get.get((b, "off"), (0, 0, 0, 0, nan))[4],
+             get.get((b, "on"), (0, 0, 0, 0, nan))[4]] for b in budgets]
+    hist = [("[%d,%d)" % (int(m.group(1)), int(m.group(2))), int(m.group(3)))
+            for m in re.finditer(r"\[(\d+),(\d+)\):(\d+)", text)]
+    panels = 3 if hist else 2
+    script = TERMINAL.format(h=450 * panels) + "set output '%s'\n" % png + BARS + \
+        block("rand", rand) + block("scan", scan)
+    script += """
+set multiplot layout %d,1 title "%s" font ",13"
+set title "Random demand faults: p50 latency"
+set xlabel "local-memory budget (share of the region)"
+set ylabel "p50 fault latency (µs)"
+plot $rand using 2:xtic(1) title "memfed, prefetch off" lc rgb "#88aacc", \\
+     '' using 3 title "memfed, prefetch on" lc rgb "#225588", \\
+     %s with lines lw 2 dt 2 lc rgb "#aa3322" title "limit (a): raw uffd miss + one io_uring fetch"
+set title "Sequential scan: throughput"
+set ylabel "scan throughput (GB/s)"
+plot $scan using 2:xtic(1) title "memfed, prefetch off" lc rgb "#88aacc", \\
+     '' using 3 title "memfed, prefetch on" lc rgb "#225588", \\
+     %s with lines lw 2 dt 2 lc rgb "#aa3322" title "limit (b): raw, 128 pages pipelined per miss"
+""" % (panels, title, la.group(1), lb.group(1))
+    if hist:
+        script += block("hist", [[h[0], h[1]] for h in hist]) + """
+set title "The pager's demand-fetch latency over the whole run (memfedctl stats buckets)"
+set xlabel "latency bucket (µs)"
+set ylabel "demand fetches (log scale)"
+set logscale y 10
+set yrange [0.8:*]
+set xtics rotate by -45
+set bmargin 8
+plot $hist using 2:xtic(1) notitle lc rgb "#225588"
+"""
+    script += "unset multiplot\n"
+    gnuplot(script, png)
+    return True
+
+
+SECTIONS = [
+    ("wire", wire, "Wire: 4 KiB READ, module and client on one vCPU (memfed vs raw io_uring)"),
+    ("wire-2cpu", wire, "Wire: 4 KiB READ, module on vCPU 1, client on vCPU 0 (as on two nodes)"),
+    ("store", store, "Store: the module's pool vs pwrite+fdatasync and memcpy"),
+    ("pager", pager, "Pager: demand faults and scans through memfedd vs raw userfaultfd limits"),
+]
+
+
+def main():
+    if len(sys.argv) != 2:
+        die("usage: bench_plot.py DIR (holding bench.sh's <section>.txt tables)")
+    d = sys.argv[1]
+    for name, draw, title in SECTIONS:
+        txt = os.path.join(d, name + ".txt")
+        if not os.path.exists(txt):
+            print("  (no %s: section not run)" % txt)
+            continue
+        if not draw(open(txt).read(), os.path.join(d, name + ".png"), title):
+            die("%s: no table found that this script can read; update scripts/bench_plot.py "
+                "to the benchmark's output" % txt)
+
+
+if __name__ == "__main__":
+    main()
