@@ -155,6 +155,9 @@ Options (each has a config-file key; flags override the file):
                                      (default: not pinned)
   --help               this text
 
+SIGHUP (systemctl reload memfedd) re-reads the config file and applies
+"log_level" at once; other changed keys are logged and wait for a restart.
+
 Example config:
   {"state_dir": "/var/lib/memfed", "pool": {"path": "/dev/dax0.0", "size": "16G"},
    "listen": "10.0.0.2:7700", "peers": ["10.0.0.3:7700"], "roles": ["module", "pager"]}
@@ -249,6 +252,46 @@ Status apply_config_json(const std::string &text, const std::string &origin, Dae
 		MF_RETURN_IF_ERROR(st);
 	}
 	return Status::ok();
+}
+
+namespace {
+
+const char *level_name(LogLevel l)
+{
+	static const char *names[] = {"debug", "info", "warn", "error"};
+	return names[int(l)];
+}
+
+} // namespace
+
+ConfigReload plan_reload(const DaemonConfig &running, const DaemonConfig &fresh)
+{
+	ConfigReload r;
+	if (running.log_level != fresh.log_level)
+		r.applied.push_back(std::string("log_level ") + level_name(running.log_level) +
+		                    " -> " + level_name(fresh.log_level));
+	// Everything else is fixed while memfedd runs: the pool and its listener,
+	// the federation's peers and the pager's threads are built at start.
+	auto differs = [&r](bool changed, const char *key) {
+		if (changed)
+			r.need_restart.push_back(key);
+	};
+	differs(running.state_dir != fresh.state_dir, "state_dir");
+	differs(running.socket != fresh.socket, "socket");
+	differs(running.role_module != fresh.role_module || running.role_pager != fresh.role_pager,
+	        "roles");
+	differs(running.pool_path != fresh.pool_path, "pool.path");
+	differs(running.pool_size != fresh.pool_size, "pool.size");
+	differs(!(running.module_id == fresh.module_id), "pool.module_id");
+	differs(running.listen != fresh.listen, "listen");
+	differs(running.peers != fresh.peers, "peers");
+	differs(running.kmod != fresh.kmod, "kmod");
+	differs(running.pager_budget != fresh.pager_budget, "pager.budget");
+	differs(running.pager_process_budget != fresh.pager_process_budget, "pager.process_budget");
+	differs(running.pager_prefetch_pages != fresh.pager_prefetch_pages, "pager.prefetch_pages");
+	differs(running.pager_threads != fresh.pager_threads, "pager.threads");
+	differs(running.pager_cpus != fresh.pager_cpus, "pager.cpus");
+	return r;
 }
 
 Status load_config(int argc, char **argv, DaemonConfig *cfg, bool *help)

@@ -44,4 +44,14 @@ Status load_config(int argc, char **argv, DaemonConfig *cfg, bool *help);
 Status apply_config_json(const std::string &text, const std::string &origin, DaemonConfig *cfg);
 std::string config_usage();
 
+// What a reload (SIGHUP, `systemctl reload memfedd`) does with a freshly
+// loaded config. Keys that can change while memfedd runs are applied:
+// "log_level" (the only one so far). Every other key that differs is listed
+// in `need_restart`: it keeps its running value until memfedd restarts.
+struct ConfigReload {
+	std::vector<std::string> applied;      // "log_level info -> debug"
+	std::vector<std::string> need_restart; // config keys, e.g. "listen", "peers"
+};
+ConfigReload plan_reload(const DaemonConfig &running, const DaemonConfig &fresh);
+
 } // namespace memfed
