@@ -22,6 +22,7 @@
 #include "daemon/common/log.h"
 #include "daemon/common/size.h"
 #include "daemon/control/server.h"
+#include "daemon/mesh/mesh_node.h"
 #include "daemon/pager/pager.h"
 #include "daemon/service/config.h"
 #include "daemon/service/control_ops.h"
@@ -91,6 +92,31 @@ void reload(int argc, char **argv, DaemonConfig *running)
 	sd_notify(0, "READY=1");
 }
 
+// The port of a HOST:PORT endpoint ("7700" when it has none).
+std::string port_of(const std::string &endpoint)
+{
+	auto colon = endpoint.rfind(':');
+	return colon == std::string::npos ? "7700" : endpoint.substr(colon + 1);
+}
+
+// Routes as the mesh sees them, for "mesh.routes" (memfedctl route ls).
+nlohmann::json routes_json(mesh::MeshNode &m)
+{
+	timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	uint64_t now = uint64_t(ts.tv_sec) * 1000000000u + uint64_t(ts.tv_nsec);
+	nlohmann::json list = nlohmann::json::array();
+	for (const auto &r : m.routes())
+		list.push_back({{"dest", r.module.to_string()},
+				{"address", mesh::format_ipv6(r.address)},
+				{"next_hop", mesh::format_ipv6(r.via)},
+				{"interface", r.ifname},
+				{"metric", r.metric},
+				{"hops", r.hops},
+				{"age_ms", (now - r.since_ns) / 1000000}});
+	return list;
+}
+
 } // namespace
 
 int main(int argc, char **argv)
@@ -122,6 +148,35 @@ int main(int argc, char **argv)
 		return die(st);
 	if (!(st = ensure_dir(std::filesystem::path(cfg.socket).parent_path().string())))
 		return die(st);
+	const bool in_mesh = !cfg.mesh.interfaces.empty();
+	mesh::MeshPrefix mesh_prefix;
+	if (in_mesh && port_of(cfg.listen) == "0")
+		return die(Status(Code::kInvalidArgument,
+				  "the mesh needs a fixed port every node shares: --listen with a "
+				  "port, e.g. [::]:7700, not 0"));
+	if (in_mesh) {
+		auto p = mesh::MeshPrefix::parse(cfg.mesh.prefix);
+		if (!p)
+			return die(p.status());
+		mesh_prefix = *p;
+	}
+	// The mesh starts once the node's own address is known (its module's,
+	// from the pool); the federation, made later, then listens to it.
+	std::unique_ptr<mesh::MeshNode> mesh_node;
+	auto join_mesh = [&](const in6_addr &own) -> Status {
+		mesh::MeshOptions mo;
+		mo.interfaces = cfg.mesh.interfaces;
+		mo.prefix = mesh_prefix;
+		mo.hello_interval_ms = cfg.mesh.hello_interval_ms;
+		mo.babeld = cfg.mesh.babeld;
+		mo.run_dir = cfg.state_dir;
+		mo.port = uint16_t(std::stoul(port_of(cfg.listen)));
+		auto m = mesh::MeshNode::start(mo, {own});
+		if (!m)
+			return m.status();
+		mesh_node = std::move(*m);
+		return Status::ok();
+	};
 
 	// Module role: the pool and its wire server.
 	std::unique_ptr<ModuleStore> store;
@@ -143,8 +198,16 @@ int main(int argc, char **argv)
 		if (!loop)
 			return die(loop.status());
 		module_loop = std::move(*loop);
+		std::string listen = cfg.listen;
+		if (in_mesh) {
+			// In the mesh a module listens on its module address.
+			in6_addr own = mesh::module_address(mesh_prefix, self);
+			if (!(st = join_mesh(own)))
+				return die(st);
+			listen = mesh::mesh_endpoint(own, port_of(cfg.listen));
+		}
 		ServerIdentity id{self, wire::kCapModule, store->info().capacity_bytes};
-		auto srv = TcpServer::listen(module_loop.get(), cfg.listen, id, service.get());
+		auto srv = TcpServer::listen(module_loop.get(), listen, id, service.get());
 		if (!srv)
 			return die(srv.status());
 		server = std::move(*srv);
@@ -156,12 +219,37 @@ int main(int argc, char **argv)
 			 (unsigned long)pi.log_replays);
 	}
 
+	if (in_mesh && !mesh_node) {
+		// A pager-only node or a relay: its own address to originate from.
+		if (!(st = join_mesh(mesh::node_address(mesh_prefix, self))))
+			return die(st);
+	}
 	NodeFederation fed(store.get(), service.get(), self, cfg.peers);
+	// Stops the mesh before `fed` goes, on every way out of main().
+	struct MeshStopper {
+		std::unique_ptr<mesh::MeshNode> &node;
+		~MeshStopper() { node.reset(); }
+	} mesh_stopper{mesh_node};
+	if (mesh_node) {
+		// Every module in the mesh listens on the mesh port (this node's).
+		const std::string port = port_of(cfg.listen);
+		mesh_node->set_listener([&fed, port](const mesh::RouteChange &c, const std::string &why) {
+			fed.mesh_route(c.route.module, mesh::mesh_endpoint(c.route.address, port),
+				       c.kind != mesh::RouteChange::Kind::kLeft, c.route.metric,
+				       c.route.hops, why);
+		});
+	}
 	control::Server control;
 	if (!(st = control.listen(cfg.socket)))
 		return die(st);
 	ControlOps ops(cfg, &fed, listen_ep);
 	ops.register_ops(control);
+	control.add_op("mesh.routes", [&mesh_node](const control::Peer &, control::Message &) {
+		if (!mesh_node)
+			return control::error_reply(Status(
+				Code::kNotFound, "this node is not in a mesh (memfedd --mesh IFACE)"));
+		return control::ok_reply({{"routes", routes_json(*mesh_node)}});
+	});
 
 	// The window table, mirrored into memfed.ko when it is loaded; a
 	// restarted daemon takes back the windows the kmod kept.
@@ -223,6 +311,7 @@ int main(int argc, char **argv)
 		module_thread.join();
 		server.reset();
 	}
+	mesh_node.reset(); // babeld withdraws our routes as it goes
 	LOG_INFO("memfedd", "stopped");
 	return 0;
 }

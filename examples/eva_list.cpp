@@ -11,8 +11,10 @@
 #include <cstdint>
 #include <cstdio>
 #include <string>
+#include <system_error>
 
-namespace {
+namespace
+{
 
 struct Node {
 	uint64_t value;
@@ -37,7 +39,7 @@ int main(int argc, char **argv)
 	uint64_t base[2];
 	for (int i = 0; i < 2; i++) {
 		auto made = conn.create_region(names[i], 1 << 20);
-		if (!made && made.error().code() != MEMFED_EEXIST)
+		if (!made && made.error().code() != std::errc::file_exists)
 			must(std::move(made), "create");
 		base[i] = must(conn.window(names[i]), "window"); // EVA of byte 0
 	}

@@ -18,7 +18,9 @@
 static int check(int rc, const char *what)
 {
 	if (rc < 0) {
-		fprintf(stderr, "%s: %s: %s\n", what, memfed_code_name(rc), memfed_errmsg());
+		/* rc is a negative errno value; memfed_strerror() gives memfed's
+		 * message for it ("memfedd is not running at ..."). */
+		fprintf(stderr, "%s: %s\n", what, memfed_strerror(rc));
 		exit(1);
 	}
 	return rc;
@@ -35,7 +37,7 @@ int main(int argc, char **argv)
 
 	check(memfed_connect(socket, &m), "connect");
 	int rc = memfed_region_create(m, name, SIZE, 0600, &info);
-	if (rc != -MEMFED_EEXIST)
+	if (rc != -EEXIST) /* an existing region is fine: use it */
 		check(rc, "create");
 	check(memfed_region_open(m, name, &r), "open");
 	check(memfed_region_stat(r, &info), "stat");

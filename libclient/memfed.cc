@@ -2,6 +2,8 @@
 #include "libclient/include/memfed.h"
 
 #include <algorithm>
+#include <cerrno>
+#include <climits>
 #include <cstring>
 #include <map>
 #include <memory>
@@ -25,13 +27,51 @@ namespace
 constexpr uint64_t kPage = 4096;
 constexpr int kDefaultVaBits = 47;
 
+// The calling thread's last failure: the value returned and its message
+// (memfed_strerror()), and the buffer for strerror text.
+thread_local int t_err = 0;
 thread_local std::string t_errmsg;
+thread_local char t_strerror[128];
 
+// The errno value of each class of failure; memfed.h says why each was chosen.
+int errno_of(Code c)
+{
+	switch (c) {
+	case Code::kInvalidArgument:
+		return EINVAL;
+	case Code::kNotFound:
+		return ENOENT;
+	case Code::kAlreadyExists:
+		return EEXIST;
+	case Code::kNoSpace:
+		return ENOSPC;
+	case Code::kPermission:
+		return EACCES;
+	case Code::kCorrupt:
+		return EBADMSG;
+	case Code::kIo:
+		return EIO;
+	case Code::kBusy:
+		return EBUSY;
+	case Code::kUnavailable:
+		return ECONNREFUSED;
+	case Code::kProtocol:
+		return EPROTO;
+	case Code::kOutOfRange:
+		return ERANGE;
+	case Code::kOk: // a failure without a code is a bug too
+	case Code::kInternal:
+		break;
+	}
+	return ENOTRECOVERABLE;
+}
+
+// Records `st` as this thread's last failure; returns the negative errno.
 int fail(const Status &st)
 {
+	t_err = -errno_of(st.code());
 	t_errmsg = st.message();
-	int c = static_cast<int>(st.code());
-	return c == 0 ? -MEMFED_EINTERNAL : -c;
+	return t_err;
 }
 
 int invalid(const std::string &msg)
@@ -132,23 +172,16 @@ extern "C" {
 
 const char *memfed_version(void)
 {
-	return "0.1.0";
+	return MEMFED_LIB_VERSION;
 }
 
-const char *memfed_errmsg(void)
+const char *memfed_strerror(int err)
 {
-	return t_errmsg.c_str();
-}
-
-const char *memfed_code_name(int code)
-{
-	if (code < 0)
-		code = -code;
-	if (code == 0)
-		return "ok";
-	if (code < MEMFED_EINVAL || code > MEMFED_EINTERNAL)
-		return "unknown";
-	return memfed::code_name(static_cast<Code>(code));
+	if (err < 0 && err == t_err && !t_errmsg.empty())
+		return t_errmsg.c_str();
+	// The GNU strerror_r: thread-safe, may return a static string instead.
+	// (-INT_MIN overflows; it is no errno value anyway.)
+	return strerror_r(err == INT_MIN ? INT_MAX : -err, t_strerror, sizeof(t_strerror));
 }
 
 int memfed_connect(const char *socket_path, struct memfed_conn **out)
@@ -524,7 +557,7 @@ int memfed_eva_to_ptr(struct memfed_conn *m, uint64_t eva, void **ptr)
 			return rc;
 		void *a = nullptr;
 		rc = memfed_map(r, w.region_offset, w.length, MEMFED_MAP_WRITE, &a);
-		if (rc == -MEMFED_EPERM)
+		if (rc == -EACCES)
 			rc = memfed_map(r, w.region_offset, w.length, 0, &a);
 		memfed_region_close(r);
 		if (rc < 0)

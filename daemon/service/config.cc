@@ -69,16 +69,22 @@ Status set_endpoint(const std::string &origin, const std::string &key, const std
 Status set_roles(const std::string &origin, const std::string &key,
 		 const std::vector<std::string> &roles, DaemonConfig *cfg)
 {
-	cfg->role_module = cfg->role_pager = false;
+	cfg->role_module = cfg->role_pager = cfg->role_relay = false;
 	for (const auto &r : roles) {
 		if (r == "module")
 			cfg->role_module = true;
 		else if (r == "pager")
 			cfg->role_pager = true;
+		else if (r == "relay")
+			cfg->role_relay = true;
 		else
 			return Status(Code::kInvalidArgument, origin + ": \"" + key + "\" has unknown role '" +
-								      r + "' (known: module, pager)");
+								      r + "' (known: module, pager, relay)");
 	}
+	if (cfg->role_relay && (cfg->role_module || cfg->role_pager))
+		return Status(Code::kInvalidArgument,
+			      origin + ": \"" + key +
+				      "\": relay is a node that only forwards; it takes no other role");
 	return Status::ok();
 }
 
@@ -136,7 +142,8 @@ Options (each has a config-file key; flags override the file):
   --config FILE        JSON config (default /etc/memfed/memfedd.json if present)
   --state-dir DIR      "state_dir"   state directory (default /var/lib/memfed)
   --socket PATH        "socket"      control socket (default /run/memfed/memfedd.sock)
-  --roles LIST         "roles"       comma list of module,pager (default both)
+  --roles LIST         "roles"       comma list of module,pager (default both), or
+                                     relay: a mesh node that only forwards
   --pool PATH          "pool.path"   pool file or DAX device (default STATE_DIR/pool.mfp)
   --pool-size SIZE     "pool.size"   pool size, e.g. 1G (default 1G)
   --module-id ID       "pool.module_id" ID for a newly formatted pool
@@ -153,6 +160,12 @@ Options (each has a config-file key; flags override the file):
   --pager-threads N    "pager.threads" fault-serving threads (1)
   --pager-cpus LIST    "pager.cpus"  CPUs to pin fault threads to, e.g. 0,1
                                      (default: not pinned)
+  --mesh IFACES        "mesh.interfaces" join the mesh on these interfaces
+                                     (comma list): babeld routes, modules are
+                                     found by their routes
+  --mesh-prefix P      "mesh.prefix" the mesh's ULA /64 (default fd6d:6564::/64)
+  --mesh-hello-ms N    "mesh.hello_interval_ms" babel hello interval (100)
+  --babeld PATH        "mesh.babeld" the babeld binary (default: babeld in PATH)
   --help               this text
 
 SIGHUP (systemctl reload memfedd) re-reads the config file and applies
@@ -210,6 +223,32 @@ Status apply_config_json(const std::string &text, const std::string &origin, Dae
 					MF_RETURN_IF_ERROR(set_endpoint(origin, key, p, &ep));
 					cfg->peers.push_back(ep);
 				}
+			}
+		} else if (key == "mesh") {
+			if (!v.is_object())
+				return type_error(origin, key, "an object");
+			for (auto &[sub, sv] : v.items()) {
+				std::string k = key + "." + sub;
+				if (k == "mesh.interfaces") {
+					if (!sv.is_array())
+						return type_error(origin, k, "an array of interface names");
+					cfg->mesh.interfaces.clear();
+					for (const auto &e : sv) {
+						if (!e.is_string() || e.get<std::string>().empty())
+							return type_error(origin, k,
+									  "an array of interface names");
+						cfg->mesh.interfaces.push_back(e.get<std::string>());
+					}
+				} else if (k == "mesh.prefix")
+					st = set_string(origin, k, sv, &cfg->mesh.prefix);
+				else if (k == "mesh.hello_interval_ms")
+					st = set_u32(origin, k, sv, 10, 60000, &cfg->mesh.hello_interval_ms);
+				else if (k == "mesh.babeld")
+					st = set_string(origin, k, sv, &cfg->mesh.babeld);
+				else
+					return Status(Code::kInvalidArgument, origin + ": unknown key \"" + k +
+										      "\" (memfedd --help lists every key)");
+				MF_RETURN_IF_ERROR(st);
 			}
 		} else if (key == "pool" || key == "pager") {
 			if (!v.is_object())
@@ -278,7 +317,8 @@ ConfigReload plan_reload(const DaemonConfig &running, const DaemonConfig &fresh)
 	};
 	differs(running.state_dir != fresh.state_dir, "state_dir");
 	differs(running.socket != fresh.socket, "socket");
-	differs(running.role_module != fresh.role_module || running.role_pager != fresh.role_pager,
+	differs(running.role_module != fresh.role_module || running.role_pager != fresh.role_pager ||
+	                running.role_relay != fresh.role_relay,
 	        "roles");
 	differs(running.pool_path != fresh.pool_path, "pool.path");
 	differs(running.pool_size != fresh.pool_size, "pool.size");
@@ -291,6 +331,11 @@ ConfigReload plan_reload(const DaemonConfig &running, const DaemonConfig &fresh)
 	differs(running.pager_prefetch_pages != fresh.pager_prefetch_pages, "pager.prefetch_pages");
 	differs(running.pager_threads != fresh.pager_threads, "pager.threads");
 	differs(running.pager_cpus != fresh.pager_cpus, "pager.cpus");
+	differs(running.mesh.interfaces != fresh.mesh.interfaces, "mesh.interfaces");
+	differs(running.mesh.prefix != fresh.mesh.prefix, "mesh.prefix");
+	differs(running.mesh.hello_interval_ms != fresh.mesh.hello_interval_ms,
+	        "mesh.hello_interval_ms");
+	differs(running.mesh.babeld != fresh.mesh.babeld, "mesh.babeld");
 	return r;
 }
 
@@ -397,6 +442,24 @@ Status load_config(int argc, char **argv, DaemonConfig *cfg, bool *help)
 				MF_RETURN_IF_ERROR(set_u32(origin, a, json::parse(c, nullptr, false), 0, 4095, &cpu));
 				cfg->pager_cpus.push_back(int(cpu));
 			}
+		} else if (a == "--mesh") {
+			MF_RETURN_IF_ERROR(need());
+			cfg->mesh.interfaces.clear();
+			std::stringstream ss(val);
+			for (std::string i; std::getline(ss, i, ',');) {
+				if (!i.empty())
+					cfg->mesh.interfaces.push_back(i);
+			}
+		} else if (a == "--mesh-prefix") {
+			MF_RETURN_IF_ERROR(need());
+			cfg->mesh.prefix = val;
+		} else if (a == "--mesh-hello-ms") {
+			MF_RETURN_IF_ERROR(need());
+			st = set_u32(origin, a, json::parse(val, nullptr, false), 10, 60000,
+				     &cfg->mesh.hello_interval_ms);
+		} else if (a == "--babeld") {
+			MF_RETURN_IF_ERROR(need());
+			cfg->mesh.babeld = val;
 		} else if (a == "--pager-prefetch" || a == "--pager-threads") {
 			MF_RETURN_IF_ERROR(need());
 			json n = json::parse(val, nullptr, false);
@@ -410,8 +473,11 @@ Status load_config(int argc, char **argv, DaemonConfig *cfg, bool *help)
 		}
 		MF_RETURN_IF_ERROR(st);
 	}
-	if (!cfg->role_module && !cfg->role_pager)
+	if (!cfg->role_module && !cfg->role_pager && !cfg->role_relay)
 		return Status(Code::kInvalidArgument, "no roles enabled: give --roles module, pager or both");
+	if (cfg->role_relay && cfg->mesh.interfaces.empty())
+		return Status(Code::kInvalidArgument,
+			      "a relay forwards in the mesh: give it --mesh IFACE[,IFACE...]");
 	if (cfg->pool_path.empty())
 		cfg->pool_path = cfg->state_dir + "/pool.mfp";
 	if (cfg->pool_size < (uint64_t{16} << 20))

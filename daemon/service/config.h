@@ -22,6 +22,7 @@ struct DaemonConfig {
 	std::string socket = "/run/memfed/memfedd.sock";
 	bool role_module = true;
 	bool role_pager = true;
+	bool role_relay = false; // a mesh node that only forwards (no module, no pager)
 	std::string pool_path;			 // default: <state_dir>/pool.mfp
 	uint64_t pool_size = uint64_t{1} << 30;	 // bytes
 	ModuleId module_id;			 // used when formatting a new pool
@@ -34,6 +35,12 @@ struct DaemonConfig {
 	uint32_t pager_prefetch_pages = 256; // pages kept ahead of a stream, 0 = no prefetch
 	uint32_t pager_threads = 1;
 	std::vector<int> pager_cpus;	    // pin fault threads to these CPUs; empty = no pinning
+	struct Mesh {
+		std::vector<std::string> interfaces; // empty: not in a mesh
+		std::string prefix = "fd6d:6564::/64";
+		uint32_t hello_interval_ms = 100;
+		std::string babeld = "babeld";
+	} mesh;
 };
 
 // Parses argv into `cfg`: reads --config FILE (or /etc/memfed/memfedd.json if

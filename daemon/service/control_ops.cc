@@ -61,6 +61,11 @@ json module_json(const ModuleEntry &m)
 		  {"hops", m.hops}};
 	if (!m.error.empty())
 		j["error"] = m.error; // why it is unreachable
+	j["metric"] = m.metric;
+	if (m.mesh)
+		j["mesh"] = true;
+	if (m.down_since_unix_ms)
+		j["down_since_unix_ms"] = m.down_since_unix_ms;
 	return j;
 }
 

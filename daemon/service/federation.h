@@ -41,8 +41,11 @@ struct ModuleEntry {
 	bool reachable = false;
 	uint64_t capacity_bytes = 0;
 	uint64_t free_bytes = 0;
-	uint32_t hops = 0; // 0: local, 1: direct peer
+	uint32_t hops = 0; // 0: local, 1: direct peer; mesh peers: measured, 0 = not yet
 	std::string error; // why it is unreachable, if it is
+	bool mesh = false;		 // found by its route in the mesh
+	uint32_t metric = 0;		 // the mesh route's babel metric
+	uint64_t down_since_unix_ms = 0; // when its route went, if it did
 };
 
 class Federation {

@@ -1,5 +1,8 @@
 #include "daemon/service/node_federation.h"
 
+#include <algorithm>
+#include <chrono>
+
 #include "daemon/common/log.h"
 #include "daemon/service/local_channel.h"
 #include "daemon/transport/tcp_channel.h"
@@ -11,12 +14,77 @@ struct NodeFederation::Peer {
 	std::string endpoint;
 	std::mutex mu;
 	std::unique_ptr<SyncClient> client; // null while unreachable
-	ModuleId module;		    // learned at HELLO
+	ModuleId module;		    // learned at HELLO (mesh peers: known from the route)
 	uint64_t capacity = 0;
+	// Mesh peers only, guarded by peers_mu_: the route that makes it known.
+	bool mesh = false;
+	bool route_up = true;
+	uint32_t metric = 0;
+	uint32_t hops = 0;
+	std::string down_reason;
+	uint64_t down_since_unix_ms = 0;
 };
 
 namespace {
 constexpr int kPeerTimeoutMs = 3000;
+
+uint64_t unix_ms()
+{
+	return uint64_t(std::chrono::duration_cast<std::chrono::milliseconds>(
+				std::chrono::system_clock::now().time_since_epoch())
+				.count());
+}
+} // namespace
+
+std::vector<NodeFederation::Peer *> NodeFederation::peer_list(bool include_down)
+{
+	std::lock_guard<std::mutex> lk(peers_mu_);
+	std::vector<Peer *> out;
+	out.reserve(peers_.size());
+	for (auto &p : peers_) {
+		if (include_down || p->route_up)
+			out.push_back(p.get());
+	}
+	return out;
+}
+
+void NodeFederation::mesh_route(ModuleId module, const std::string &endpoint, bool up,
+				uint32_t metric, uint32_t hops, const std::string &why)
+{
+	if (store_ && module == store_->module_id())
+		return; // our own module's route, as seen from elsewhere
+	std::lock_guard<std::mutex> lk(peers_mu_);
+	Peer *peer = nullptr;
+	for (auto &p : peers_) {
+		if (p->mesh && p->module == module)
+			peer = p.get();
+	}
+	if (!peer) {
+		if (!up)
+			return;
+		auto p = std::make_unique<Peer>();
+		p->endpoint = endpoint;
+		p->module = module;
+		p->mesh = true;
+		peer = p.get();
+		peers_.push_back(std::move(p));
+	}
+	bool was_up = peer->route_up;
+	peer->route_up = up;
+	peer->metric = metric;
+	peer->hops = hops;
+	if (up) {
+		if (!was_up)
+			LOG_INFO("federation", "module %s reachable again at %s (metric %u)",
+				 module.to_string().c_str(), endpoint.c_str(), metric);
+		peer->down_reason.clear();
+		peer->down_since_unix_ms = 0;
+	} else {
+		peer->down_reason = why;
+		peer->down_since_unix_ms = unix_ms();
+		LOG_INFO("federation", "module %s unreachable: %s", module.to_string().c_str(),
+			 why.c_str());
+	}
 }
 
 NodeFederation::NodeFederation(ModuleStore *store, ModuleService *service, ModuleId self,
@@ -64,13 +132,13 @@ auto NodeFederation::with_peer(Peer &p, Fn fn) -> decltype(fn(*(SyncClient *)nul
 
 NodeFederation::Peer *NodeFederation::find_peer(ModuleId module)
 {
-	for (auto &p : peers_) {
+	for (Peer *p : peer_list(false)) {
 		if (!p->module.valid()) {
 			// Not yet met: say hello to learn its module ID.
 			(void)with_peer(*p, [](SyncClient &) -> Result<int> { return 0; });
 		}
 		if (p->module == module)
-			return p.get();
+			return p;
 	}
 	return nullptr;
 }
@@ -99,7 +167,7 @@ Result<RegionLocation> NodeFederation::locate_region(const std::string &name)
 		if (r.status().code() != Code::kNotFound)
 			return r.status();
 	}
-	for (auto &p : peers_) {
+	for (Peer *p : peer_list(false)) {
 		auto r = with_peer(*p, [&](SyncClient &c) { return c.region_lookup(name); });
 		if (r)
 			return location(p->module, *r);
@@ -116,10 +184,25 @@ std::vector<ModuleEntry> NodeFederation::modules()
 		PoolInfo i = store_->info();
 		out.push_back({store_->module_id(), "", true, true, i.capacity_bytes, i.free_bytes, 0});
 	}
-	for (auto &p : peers_) {
+	for (Peer *p : peer_list(true)) {
 		ModuleEntry e;
 		e.endpoint = p->endpoint;
 		e.hops = 1;
+		{
+			std::lock_guard<std::mutex> lk(peers_mu_);
+			e.mesh = p->mesh;
+			if (p->mesh) {
+				e.metric = p->metric;
+				e.hops = p->hops;
+				if (!p->route_up) {
+					e.module = p->module;
+					e.error = p->down_reason;
+					e.down_since_unix_ms = p->down_since_unix_ms;
+					out.push_back(e);
+					continue;
+				}
+			}
+		}
 		auto st = with_peer(*p, [](SyncClient &c) { return c.stat(); });
 		e.module = p->module;
 		if (st) {
@@ -152,8 +235,11 @@ Result<RegionLocation> NodeFederation::create_region(const std::string &name, ui
 						      uint32_t uid, uint32_t mode,
 						      std::optional<ModuleId> module)
 {
-	if (locate_region(name))
-		return Status(Code::kAlreadyExists, "region '" + name + "' already exists");
+	if (auto held = locate_region(name))
+		return Status(Code::kAlreadyExists, "region '" + name + "' already exists on module " +
+							    held->module.to_string() +
+							    " (memfedctl region ls; names are unique across the "
+							    "federation)");
 	if (store_ && (!module || *module == store_->module_id())) {
 		auto r = store_->create_region(name, size, uid, mode);
 		if (!r)
@@ -165,7 +251,16 @@ Result<RegionLocation> NodeFederation::create_region(const std::string &name, ui
 		return spec.status();
 	Status last(Code::kUnavailable, "no module is reachable to hold region '" + name +
 						"' (memfedctl module ls)");
-	for (auto &p : peers_) {
+	// Nearest first: mesh peers by their route's metric; static peers,
+	// direct neighbours, before them in the order configured.
+	auto candidates = peer_list(false);
+	{
+		std::lock_guard<std::mutex> lk(peers_mu_);
+		std::stable_sort(candidates.begin(), candidates.end(), [](Peer *a, Peer *b) {
+			return (a->mesh ? a->metric : 0) < (b->mesh ? b->metric : 0);
+		});
+	}
+	for (Peer *p : candidates) {
 		if (module && p->module.valid() && !(p->module == *module))
 			continue;
 		auto r = with_peer(*p, [&](SyncClient &c) { return c.region_create(*spec); });
@@ -220,7 +315,7 @@ std::vector<RegionLocation> NodeFederation::list_regions()
 	if (store_)
 		for (const auto &r : store_->list_regions())
 			out.push_back(location(store_->module_id(), to_wire(r)));
-	for (auto &p : peers_) {
+	for (Peer *p : peer_list(false)) {
 		auto list = with_peer(*p, [](SyncClient &c) { return c.region_list(); });
 		if (!list) {
 			LOG_WARN("federation", "listing regions of peer %s: %s", p->endpoint.c_str(),

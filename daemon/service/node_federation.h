@@ -50,6 +50,11 @@ public:
 	Status write_pages(const RegionLocation &loc, uint64_t first_page, uint32_t count,
 			   const void *src);
 	bool has_local() const { return store_ != nullptr; }
+	// The mesh found (up) or lost (down) the route to `module`, reachable at
+	// `endpoint`; a module first seen this way becomes a peer, and a lost
+	// one stays listed as unreachable with `why` and the time.
+	void mesh_route(ModuleId module, const std::string &endpoint, bool up, uint32_t metric,
+			uint32_t hops, const std::string &why);
 
 private:
 	struct Peer;
@@ -57,12 +62,16 @@ private:
 	// the connection had gone stale.
 	template <typename Fn> auto with_peer(Peer &p, Fn fn) -> decltype(fn(*(SyncClient *)nullptr));
 	Peer *find_peer(ModuleId module);
+	// The peers (mesh peers without a route only with include_down). Peers
+	// are never destroyed while the federation lives, so the pointers stay valid.
+	std::vector<Peer *> peer_list(bool include_down);
 	static RegionLocation location(ModuleId module, const wire::WireRegion &r);
 
 	ModuleStore *store_;
 	ModuleService *service_;
 	ModuleId self_;
-	std::vector<std::unique_ptr<Peer>> peers_;
+	std::mutex peers_mu_;
+	std::vector<std::unique_ptr<Peer>> peers_; // guarded by peers_mu_ (grows, never shrinks)
 };
 
 } // namespace memfed

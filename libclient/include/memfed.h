@@ -14,28 +14,60 @@
  * a pointer can be stored in federated memory and turned into a local pointer
  * by any process of the node with memfed_eva_to_ptr().
  *
- * Errors: every function that can fail returns 0 (or a count) on success and
- * a negative enum memfed_code on failure; memfed_errmsg() then gives a
- * one-line message naming the thing that failed and, where there is one, the
- * fix. Nothing is reported through errno.
+ * Errors follow liburing: every function that can fail returns 0 (or a
+ * count) on success and a negative errno value on failure; nothing is
+ * reported through errno (its value after a call means nothing). <errno.h> is
+ * included for the E* names. memfed_strerror() turns that value into memfed's one-line message
+ * naming the thing that failed and, where there is one, the fix. Each class of
+ * failure has one errno value, the same in every function:
  *
- * Thread-safety: a struct memfed_conn may be used by several threads at once
- * (calls are serialised inside). struct memfed_region handles are immutable
- * after memfed_region_open() and may be shared between threads. Each process
- * has at most one connection that maps memory (its userfaultfd is per
- * process); further connections may still manage regions.
+ *   -EINVAL          a bad argument (NULL pointer, bad name, unaligned offset)
+ *   -ENOENT          no such region, window or mapping
+ *   -EEXIST          a region of that name exists
+ *   -ENOSPC          no module has room (or the window table is full)
+ *   -EACCES          the region's owner or mode forbids it, as a file's mode
+ *                    bits do for open(2); memfed has no privileged operation
+ *                    that would call for -EPERM
+ *   -EBADMSG         data on a module failed its checksum: what Linux
+ *                    filesystems return for a bad checksum (the kernel's
+ *                    EFSBADCRC is EBADMSG); -EUCLEAN would claim the whole
+ *                    structure needs repair, and the pool's structure is
+ *                    checked when memfedd opens it, not by these calls
+ *   -EIO             a system call failed in memfedd or a module
+ *   -EBUSY           held by someone else
+ *   -ECONNREFUSED    nobody answered: memfedd is not running at the socket, it
+ *                    went away, or the module holding the region is
+ *                    unreachable; the one value for every "not there right
+ *                    now" case, worth retrying later
+ *   -EPROTO          memfedd broke the control protocol (a version mismatch)
+ *   -ERANGE          an access past the end of a region or window
+ *   -ENOTRECOVERABLE a bug in memfed; the message says where
+ *
+ * The ERRORS section of each function's man page lists the values it returns.
+ * (libmemfed.so.0 returned small MEMFED_E* codes that read as unrelated errno
+ * values; they, memfed_errmsg() and memfed_code_name() are gone since .so.1.)
+ *
+ * Thread-safety: every function may be called from any thread. The message of
+ * a failure is kept per thread (memfed_strerror()). A struct memfed_conn may
+ * be used by several threads at once (calls are serialised inside). struct
+ * memfed_region handles are immutable after memfed_region_open() and may be
+ * shared between threads. Each process has at most one connection that maps
+ * memory (its userfaultfd is per process); further connections may still
+ * manage regions.
  *
  * Daemon restarts: if memfedd stops while regions are mapped, threads that
  * touch a page that is not resident wait in the kernel; the library reconnects
  * on its own when memfedd comes back and the program continues. No page is
  * ever replaced by zeroes because the daemon was gone.
  *
- * Link with `pkg-config --libs memfed` or CMake `find_package(memfed)` and
- * target memfed::memfed.
+ * Link with `pkg-config --libs memfed` or CMake `find_package(memfed 1)` and
+ * target memfed::memfed. Man pages: libmemfed(3), and one per function
+ * (memfed_region_create(3), ...).
  */
 #ifndef MEMFED_H
 #define MEMFED_H
 
+#include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -45,27 +77,10 @@ extern "C" {
 
 #define MEMFED_API __attribute__((visibility("default")))
 
-/* Version of this header; memfed_version() gives the library's. */
-#define MEMFED_VERSION_MAJOR 0
-#define MEMFED_VERSION_MINOR 1
-
-/* Failure codes, returned negated. The values match memfedd's JSON "code"
- * names (memfed_code_name()) and memfedctl's exit codes. */
-enum memfed_code {
-	MEMFED_OK = 0,
-	MEMFED_EINVAL = 2,	 /* bad argument ("invalid_argument") */
-	MEMFED_ENOTFOUND = 3,	 /* no such region or window */
-	MEMFED_EEXIST = 4,	 /* a region of that name exists */
-	MEMFED_ENOSPC = 5,	 /* no module has room */
-	MEMFED_EPERM = 6,	 /* the region's owner or mode forbids it */
-	MEMFED_ECORRUPT = 7,	 /* data on a module failed its check */
-	MEMFED_EIO = 8,		 /* a system call failed */
-	MEMFED_EBUSY = 9,	 /* held by someone else */
-	MEMFED_EUNAVAILABLE = 10, /* memfedd not running, module unreachable */
-	MEMFED_EPROTO = 11,	 /* memfedd broke the control protocol */
-	MEMFED_ERANGE = 12,	 /* access past the end of a region */
-	MEMFED_EINTERNAL = 13,	 /* a bug; the message says where */
-};
+/* Version of this header; memfed_version() gives the library's. The major
+ * version is the library's soname (libmemfed.so.1). */
+#define MEMFED_VERSION_MAJOR 1
+#define MEMFED_VERSION_MINOR 0
 
 /* An open connection to memfedd. */
 struct memfed_conn;
@@ -96,38 +111,41 @@ struct memfed_map_opts {
 	void *addr_hint;  /* where to map; NULL: anywhere (never MAP_FIXED) */
 };
 
-/* Library version as "0.1.0". Never fails. */
+/* Library version as "1.0.0". Never fails. */
 MEMFED_API const char *memfed_version(void);
 
-/* The message of the calling thread's last failed memfed call ("" if none).
- * Valid until the thread's next memfed call. Never fails. */
-MEMFED_API const char *memfed_errmsg(void);
-
-/* Stable lower-case name of a code ("not_found"); accepts a negated code too.
- * Never fails: unknown values give "unknown". */
-MEMFED_API const char *memfed_code_name(int code);
+/* The text for `err`, a negative errno value returned by a memfed function.
+ * If `err` equals what the calling thread's last failed memfed call returned,
+ * that failure's own message, e.g. "region 'cfg' not found on any module
+ * (memfedctl region ls)"; otherwise strerror(-err), e.g. "No such file or
+ * directory". Each failing call replaces the thread's record; calls that
+ * succeed leave it (like errno). The string belongs to the library and stays
+ * valid until the calling thread's next failing memfed call or its next
+ * memfed_strerror() call. Never fails; never changes the record. */
+MEMFED_API const char *memfed_strerror(int err);
 
 /* Connects to memfedd's control socket at `socket_path`, or, if NULL, at
  * $MEMFED_SOCKET or /run/memfed/memfedd.sock. On success stores the
- * connection in *out and returns 0. Fails -MEMFED_EUNAVAILABLE when no
- * daemon listens there. */
+ * connection in *out and returns 0. Fails -ECONNREFUSED when no daemon
+ * listens there. */
 MEMFED_API int memfed_connect(const char *socket_path, struct memfed_conn **out);
 
 /* Unmaps every mapping made through `m` (writing back dirty pages, as
- * memfed_unmap()), then closes the connection and frees `m`. Regions opened
- * through `m` must be closed first or are closed here. NULL is ignored. */
+ * memfed_unmap()), then closes the connection and frees `m`. Close the
+ * region handles opened through `m` first: a handle is not usable after its
+ * connection is closed. NULL is ignored. */
 MEMFED_API void memfed_close(struct memfed_conn *m);
 
 /* Creates a region of `size` bytes (rounded up to the page size) owned by
  * the caller's uid, with permission `mode` (0 means 0600), on a module
  * chosen by memfedd. Its content reads as zeroes. If `info` is not NULL it
- * receives the new region's description. -MEMFED_EEXIST if the name is
- * taken, -MEMFED_ENOSPC if no module has room. Names: 1..63 bytes of
+ * receives the new region's description. -EEXIST if the name is taken,
+ * -ENOSPC if no module has room. Names: 1..63 bytes of
  * [A-Za-z0-9._-]. */
 MEMFED_API int memfed_region_create(struct memfed_conn *m, const char *name, uint64_t size,
 				    uint32_t mode, struct memfed_region_info *info);
 
-/* Deletes region `name`. Fails -MEMFED_EBUSY while a process maps it. */
+/* Deletes region `name` and its bytes. Only its owner (or root) may. */
 MEMFED_API int memfed_region_delete(struct memfed_conn *m, const char *name);
 
 /* Calls `fn(info, arg)` for every region the daemon knows of, in name order,
@@ -137,8 +155,8 @@ MEMFED_API int memfed_region_list(struct memfed_conn *m,
 				  int (*fn)(const struct memfed_region_info *info, void *arg),
 				  void *arg);
 
-/* Looks up region `name` and returns a handle in *out. -MEMFED_ENOTFOUND if
- * no module holds it. */
+/* Looks up region `name` and returns a handle in *out. -ENOENT if no
+ * module holds it, -EACCES if the caller may not read it. */
 MEMFED_API int memfed_region_open(struct memfed_conn *m, const char *name,
 				  struct memfed_region **out);
 
@@ -152,13 +170,13 @@ MEMFED_API int memfed_region_stat(struct memfed_region *r, struct memfed_region_
 
 /* Copies `length` bytes at `offset` of the region into `buf` through the
  * daemon, without mapping (like pread). Returns the bytes read (short at
- * the end of the region) or a negative code. */
+ * the end of the region) or a negative errno value. */
 MEMFED_API int64_t memfed_region_read(struct memfed_region *r, uint64_t offset, void *buf,
 				      uint64_t length);
 
 /* Copies `length` bytes from `buf` to `offset` of the region through the
  * daemon (like pwrite); durable on return. Returns the bytes written or a
- * negative code (-MEMFED_ERANGE past the end). */
+ * negative errno value (-ERANGE past the end). */
 MEMFED_API int64_t memfed_region_write(struct memfed_region *r, uint64_t offset,
 				       const void *buf, uint64_t length);
 
@@ -174,8 +192,7 @@ MEMFED_API int memfed_map_ex(struct memfed_region *r, uint64_t offset, uint64_t 
 			     const struct memfed_map_opts *opts, void **addr);
 
 /* Writes back the mapping's dirty pages and removes the mapping that starts
- * at `addr`. -MEMFED_ENOTFOUND if `addr` is not the start of a mapping of
- * `m`. */
+ * at `addr`. -ENOENT if `addr` is not the start of a mapping of `m`. */
 MEMFED_API int memfed_unmap(struct memfed_conn *m, void *addr);
 
 /* Makes every byte of [addr, addr+length) that was written before the call
@@ -184,7 +201,7 @@ MEMFED_API int memfed_unmap(struct memfed_conn *m, void *addr);
 MEMFED_API int memfed_sync(struct memfed_conn *m, void *addr, size_t length);
 
 /* The region and the offset in it that the mapped address `addr` shows.
- * -MEMFED_ENOTFOUND if no mapping of `m` contains `addr`. */
+ * -ENOENT if no mapping of `m` contains `addr`. */
 MEMFED_API int memfed_addr_info(struct memfed_conn *m, const void *addr,
 				struct memfed_region_info *info, uint64_t *offset);
 
@@ -198,8 +215,8 @@ MEMFED_API int memfed_window_open(struct memfed_conn *m, const char *name, uint6
 
 /* Turns an EVA into a pointer in this process. A plain pointer (window index
  * 0) is returned unchanged; otherwise the window's region is mapped
- * (writable if the caller may write it) on first use. -MEMFED_ENOTFOUND if
- * no window has that index, -MEMFED_ERANGE past the window's end. */
+ * (writable if the caller may write it) on first use. -ENOENT if no
+ * window has that index, -ERANGE past the window's end. */
 MEMFED_API int memfed_eva_to_ptr(struct memfed_conn *m, uint64_t eva, void **ptr);
 
 /* The inverse: the EVA of `ptr` if it lies in a window mapped by

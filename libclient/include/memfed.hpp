@@ -2,8 +2,9 @@
 //
 // Same model as the C API (connect, create/open regions, map them, sync, EVAs)
 // with RAII handles and errors as values: every fallible call returns a
-// memfed::api::Expected<T> (a T or an Error with code and message); nothing
-// throws. Link as for the C API (pkg-config memfed, or CMake memfed::memfed).
+// memfed::api::Expected<T> (a T or an Error with the errno value and memfed's
+// message); nothing throws. Link as for the C API (pkg-config memfed, or
+// CMake memfed::memfed). Man page: libmemfed(3).
 //
 // Thread-safety: as memfed.h. A Connection may be shared between threads;
 // Region and Mapping objects are used by one thread at a time, and must not
@@ -14,6 +15,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <system_error>
 #include <utility>
 #include <variant>
 #include <vector>
@@ -23,26 +25,34 @@
 namespace memfed::api
 {
 
-// Why a call failed: a memfed_code and the library's message.
+// Why a call failed: the errno value of the C call and memfed's message.
 class Error
 {
 public:
-	Error(int code, std::string message)
-	    : code_(code < 0 ? -code : code), msg_(std::move(message))
+	// `err`: the errno value, negative as a C call returns it or positive.
+	Error(int err, std::string message)
+	    : errnum_(err < 0 ? -err : err), msg_(std::move(message))
 	{
 	}
 	// The last failure of this thread (after a C call returned `rc` < 0).
-	static Error last(int rc) { return Error(rc, memfed_errmsg()); }
-	// MEMFED_E* value (positive).
-	int code() const { return code_; }
-	// "not_found", ...
-	const char *code_name() const { return memfed_code_name(code_); }
+	static Error last(int rc) { return Error(rc, memfed_strerror(rc)); }
+	// Positive errno value (ENOENT, ...); the C call returned its negation.
+	int errnum() const { return errnum_; }
+	// The same as a std::error_code, to compare with std::errc values:
+	// e.code() == std::errc::no_such_file_or_directory.
+	std::error_code code() const { return std::error_code(errnum_, std::generic_category()); }
+	// memfed's message ("region 'cfg' not found on any module (...)").
 	const std::string &message() const { return msg_; }
-	// "<code name>: <message>".
-	std::string to_string() const { return std::string(code_name()) + ": " + msg_; }
+	// "<message> (<strerror text>)", or the strerror text alone if the
+	// message is no more than that.
+	std::string to_string() const
+	{
+		std::string sys = code().message();
+		return msg_.empty() || msg_ == sys ? sys : msg_ + " (" + sys + ")";
+	}
 
 private:
-	int code_;
+	int errnum_;
 	std::string msg_;
 };
 

@@ -29,5 +29,5 @@ ok "C++ API: EVAs stored in federated memory resolve to local pointers"
 
 # Errors are values with messages naming the thing.
 expect_exit 1 "$MEMFED_EXAMPLE_MAP" "$T/nowhere.sock" x
-grep -q "unavailable" <<<"$ERR" || fail "no daemon: $ERR"
-ok "connecting to a missing daemon reports 'unavailable' with the socket"
+grep -qF "connect: memfedd is not running at $T/nowhere.sock" <<<"$ERR" || fail "no daemon: $ERR"
+ok "connecting to a missing daemon reports memfedd's message naming the socket"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The Debian packages as an operator gets them: `make deb` builds memfed,
-# libmemfed0, libmemfed-dev and memfed-dkms from the release tree; apt-get
+# libmemfedN, libmemfed-dev and memfed-dkms from the release tree; apt-get
 # installs them on this machine; the demo runs against the installed
 # /usr/sbin/memfedd and /usr/bin/memfedctl, a program is built against the
 # installed libmemfed-dev with pkg-config and run; DKMS builds memfed.ko from
@@ -16,7 +16,7 @@ skip() { echo "SKIPPED: $*" >&2; exit 77; }
 for tool in dpkg-buildpackage apt-get lintian; do
 	command -v $tool >/dev/null || skip "$tool is missing (make deps installs it)"
 done
-pkgs=(memfed libmemfed0 libmemfed-dev memfed-dkms)
+mapfile -t pkgs < <(sed -n "s/^Package: //p" "$src/debian/control") # libmemfedN follows the soname
 installed() { dpkg-query -W -f='${db:Status-Abbrev}' "$1" 2>/dev/null | grep -q '^[ir]'; }
 for p in "${pkgs[@]}"; do
 	installed "$p" && skip "package $p is already on this machine; the test would purge it"

@@ -30,9 +30,10 @@ static uint64_t pattern(uint64_t page, uint64_t word)
 	return 0x6d656d6665640000ull ^ (page << 16) ^ word;
 }
 
-static int fail(const char *what)
+/* rc: the negative errno value a memfed call returned. */
+static int fail(const char *what, int64_t rc)
 {
-	printf("FAIL %s: %s\n", what, memfed_errmsg());
+	printf("FAIL %s: %s\n", what, memfed_strerror((int)rc));
 	return 1;
 }
 
@@ -55,30 +56,39 @@ static int hold(struct memfed_conn *m, const char *name, uint64_t pages)
 {
 	struct memfed_region *r;
 	uint64_t buf[PAGE / 8], pg, w, eva;
+	int64_t n;
 	void *ptr;
 	char line[16];
+	int rc;
 
-	if (memfed_region_create(m, name, pages * PAGE, 0600, NULL) < 0)
-		return fail("region create");
-	if (memfed_region_open(m, name, &r) < 0)
-		return fail("region open");
+	rc = memfed_region_create(m, name, pages * PAGE, 0600, NULL);
+	if (rc < 0)
+		return fail("region create", rc);
+	rc = memfed_region_open(m, name, &r);
+	if (rc < 0)
+		return fail("region open", rc);
 	for (pg = 0; pg < pages; pg++) {
 		for (w = 0; w < PAGE / 8; w++)
 			buf[w] = pattern(pg, w);
-		if (memfed_region_write(r, pg * PAGE, buf, PAGE) != PAGE)
-			return fail("region write");
+		n = memfed_region_write(r, pg * PAGE, buf, PAGE);
+		if (n < 0)
+			return fail("region write", n);
 	}
 	memfed_region_close(r);
-	if (memfed_window_open(m, name, &eva) < 0)
-		return fail("window open");
-	if (memfed_eva_to_ptr(m, eva, &ptr) < 0)
-		return fail("eva to pointer");
+	rc = memfed_window_open(m, name, &eva);
+	if (rc < 0)
+		return fail("window open", rc);
+	rc = memfed_eva_to_ptr(m, eva, &ptr);
+	if (rc < 0)
+		return fail("eva to pointer", rc);
 	if (check_pages(ptr, 0, pages / 2))
 		return 1;
 	printf("EVA 0x%" PRIx64 "\n", eva);
 	fflush(stdout);
-	if (!fgets(line, sizeof(line), stdin))
-		return fail("stdin closed before the go-ahead");
+	if (!fgets(line, sizeof(line), stdin)) {
+		printf("FAIL stdin closed before the go-ahead\n");
+		return 1;
+	}
 	if (check_pages(ptr, pages / 2, pages))
 		return 1;
 	printf("HOLD PASS\n");
@@ -88,9 +98,11 @@ static int hold(struct memfed_conn *m, const char *name, uint64_t pages)
 static int check(struct memfed_conn *m, uint64_t eva, uint64_t pages)
 {
 	void *ptr;
+	int rc;
 
-	if (memfed_eva_to_ptr(m, eva, &ptr) < 0)
-		return fail("eva to pointer");
+	rc = memfed_eva_to_ptr(m, eva, &ptr);
+	if (rc < 0)
+		return fail("eva to pointer", rc);
 	if (check_pages(ptr, 0, pages))
 		return 1;
 	printf("CHECK PASS\n");
@@ -108,8 +120,9 @@ int main(int argc, char **argv)
 		                "       memfed_eva_test check SOCKET EVA PAGES\n");
 		return 2;
 	}
-	if (memfed_connect(argv[2], &m) < 0)
-		return fail("connect");
+	rc = memfed_connect(argv[2], &m);
+	if (rc < 0)
+		return fail("connect", rc);
 	if (!strcmp(argv[1], "hold"))
 		rc = hold(m, argv[3], strtoull(argv[4], NULL, 0));
 	else

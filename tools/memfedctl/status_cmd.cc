@@ -25,15 +25,15 @@ std::string str_or(const json &j, const char *key, const char *dflt = "-")
 
 void print_modules(const json &mods)
 {
-	std::printf("%-17s %-21s %-9s %10s %10s %4s\n", "MODULE", "ENDPOINT", "STATE", "CAPACITY",
-		    "FREE", "HOPS");
+	std::printf("%-17s %-33s %-5s %10s %10s %4s %6s\n", "MODULE", "ENDPOINT", "STATE", "CAPACITY",
+		    "FREE", "HOPS", "METRIC");
 	for (const auto &m : mods) {
-		std::printf("%-17s %-21s %-9s %10s %10s %4u\n", str_or(m, "module").c_str(),
+		std::printf("%-17s %-33s %-5s %10s %10s %4u %6u\n", str_or(m, "module").c_str(),
 			    m.value("local", false) ? "(local)" : str_or(m, "endpoint").c_str(),
 			    m.value("reachable", false) ? "up" : "down",
 			    human_size(m.value("capacity_bytes", uint64_t{0})).c_str(),
 			    human_size(m.value("free_bytes", uint64_t{0})).c_str(),
-			    m.value("hops", 0u));
+			    m.value("hops", 0u), m.value("metric", 0u));
 		if (m.contains("error"))
 			std::printf("  why: %s\n", str_or(m, "error").c_str());
 	}

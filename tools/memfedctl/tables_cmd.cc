@@ -277,26 +277,34 @@ int cmd_route(const Globals &g, Args &a)
 		for (const auto &r : *rs)
 			list.push_back(route_json(r));
 		source = kKmodSource;
+	} else if (auto mr = request(g, "mesh.routes")) {
+		// In a mesh: the routes babeld installed to module addresses.
+		for (const auto &r : mr->body["routes"]) {
+			json e = r;
+			e["class"] = "all";
+			list.push_back(e);
+		}
 	} else {
-		// Without the kmod the daemon's module table is the routing table:
-		// every peer is a direct neighbour (multi-hop routing comes later).
+		// Static peers: the daemon's module table is the routing table and
+		// every peer is a direct neighbour.
 		auto r = request(g, "module.list");
 		if (!r)
 			return fail(g, r.status());
 		for (const auto &m : r->body["modules"])
 			if (!m.value("local", false))
 				list.push_back({{"dest", m["module"]}, {"class", "all"}, {"next_hop", m["module"]},
-						{"metric", m["hops"]}, {"hops", m["hops"]}, {"age_ms", 0}});
+						{"interface", ""}, {"metric", m["hops"]}, {"hops", m["hops"]},
+						{"age_ms", 0}});
 	}
 	if (g.json)
 		return print_json({{"source", source}, {"routes", list}});
-	std::printf("# source: %s\n%-17s %-7s %-17s %6s %4s %8s\n", source, "DEST", "CLASS", "NEXT HOP",
-		    "METRIC", "HOPS", "AGE");
+	std::printf("# source: %s\n%-17s %-7s %-25s %-9s %6s %4s %8s\n", source, "DEST", "CLASS",
+		    "NEXT HOP", "IF", "METRIC", "HOPS", "AGE");
 	for (const auto &r : list)
-		std::printf("%-17s %-7s %-17s %6u %4u %7.1fs\n", r["dest"].get<std::string>().c_str(),
+		std::printf("%-17s %-7s %-25s %-9s %6u %4u %7.1fs\n", r["dest"].get<std::string>().c_str(),
 			    r["class"].get<std::string>().c_str(), r["next_hop"].get<std::string>().c_str(),
-			    r["metric"].get<unsigned>(), r["hops"].get<unsigned>(),
-			    double(r["age_ms"].get<uint64_t>()) / 1000);
+			    r.value("interface", std::string("-")).c_str(), r["metric"].get<unsigned>(),
+			    r["hops"].get<unsigned>(), double(r["age_ms"].get<uint64_t>()) / 1000);
 	return 0;
 }
 

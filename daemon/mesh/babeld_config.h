@@ -1,0 +1,37 @@
+// The babeld configuration memfedd generates for its node.
+//
+// memfedd never reuses a babeld config written by hand: it writes one file
+// per start, from its own settings, that makes babeld announce exactly the
+// node's own mesh addresses (its modules' addresses and, for a node without
+// a module, the node's own address) and nothing else: every other local
+// address and every kernel route is denied. babeld's pid file, state file and
+// local socket are given on its command line (babeld_argv), so several
+// daemons side by side (network namespaces in tests) never share them.
+#pragma once
+
+#include <netinet/in.h>
+
+#include <string>
+#include <vector>
+
+namespace memfed::mesh
+{
+
+struct BabeldOptions {
+	std::string babeld = "babeld"; // the binary (PATH is searched)
+	std::vector<std::string> interfaces;
+	std::vector<in6_addr> announce;   // the /128s this node originates
+	uint32_t hello_interval_ms = 100; // babel "hello-interval"
+	uint32_t update_interval_ms = 0;  // 0: babeld's default (4 × hello)
+	std::string config_path;          // where the generated config is written
+	std::string pid_path;
+	std::string state_path;
+	std::string socket_path; // the local interface (-G)
+};
+
+// The config file's text.
+std::string babeld_config_text(const BabeldOptions &o);
+// The command line that runs babeld in the foreground with that config.
+std::vector<std::string> babeld_argv(const BabeldOptions &o);
+
+} // namespace memfed::mesh

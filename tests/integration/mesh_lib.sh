@@ -1,0 +1,89 @@
+# Helpers for the mesh tests: nodes are network namespaces joined by veth
+# links, each running its own memfedd (and so its own babeld). Source it
+# after lib.sh. Everything is torn down at exit: daemons, then namespaces.
+#
+#   mesh_node n1                 a namespace for node n1 (lo up)
+#   mesh_link n1 n2              a veth link between them (n1-n2 / n2-n1)
+#   mesh_daemon n1 ARGS...       memfedd in n1's namespace, in the mesh on
+#                                every link n1 has, state and socket in $T/n1
+#   wait_for DESC SECONDS CMD... polls CMD until it succeeds or time is up
+
+[ "$(id -u)" -eq 0 ] || { echo "SKIP: the mesh tests need root (network namespaces)"; exit 77; }
+command -v babeld >/dev/null || [ -x /usr/sbin/babeld ] ||
+	fail "babeld is not installed (make deps installs it)"
+
+MESH_NS_PREFIX="mf$$"
+declare -A MESH_LINKS=()
+MESH_NODES=()
+
+mesh_cleanup() {
+	local rc=$?
+	for name in "${!DAEMON_PID[@]}"; do
+		kill -TERM "${DAEMON_PID[$name]}" 2>/dev/null || true
+	done
+	sleep 0.3
+	for name in "${!DAEMON_PID[@]}"; do
+		kill -9 "${DAEMON_PID[$name]}" 2>/dev/null || true
+	done
+	for n in "${MESH_NODES[@]}"; do
+		# babeld is a child of memfedd; if memfedd was SIGKILLed it lingers.
+		ip netns pids "$MESH_NS_PREFIX-$n" 2>/dev/null | xargs -r kill -9 2>/dev/null || true
+		ip netns del "$MESH_NS_PREFIX-$n" 2>/dev/null || true
+	done
+	set +e
+	(exit $rc)
+	cleanup
+}
+trap mesh_cleanup EXIT
+
+ns() { echo "$MESH_NS_PREFIX-$1"; }
+in_ns() { local n=$1; shift; ip netns exec "$(ns "$n")" "$@"; }
+
+mesh_node() {
+	ip netns add "$(ns "$1")"
+	MESH_NODES+=("$1")
+	in_ns "$1" ip link set lo up
+}
+
+mesh_link() {
+	local a=$1 b=$2
+	ip link add "$a-$b" netns "$(ns "$a")" type veth peer name "$b-$a" netns "$(ns "$b")"
+	in_ns "$a" ip link set "$a-$b" up
+	in_ns "$b" ip link set "$b-$a" up
+	MESH_LINKS[$a]="${MESH_LINKS[$a]:-}${MESH_LINKS[$a]:+,}$a-$b"
+	MESH_LINKS[$b]="${MESH_LINKS[$b]:-}${MESH_LINKS[$b]:+,}$b-$a"
+}
+
+mesh_daemon() {
+	local name=$1; shift
+	mkdir -p "$T/$name"
+	ip netns exec "$(ns "$name")" "$MEMFEDD" --state-dir "$T/$name" --socket "$T/$name/sock" \
+		--kmod off --mesh "${MESH_LINKS[$name]}" --mesh-hello-ms 100 "$@" \
+		>>"$T/$name.log" 2>&1 &
+	DAEMON_PID[$name]=$!
+	for _ in $(seq 1 200); do
+		"$MEMFEDCTL" --socket "$T/$name/sock" status >/dev/null 2>&1 && return 0
+		kill -0 "${DAEMON_PID[$name]}" 2>/dev/null ||
+			fail "memfedd '$name' exited: $(tail -n 3 "$T/$name.log")"
+		sleep 0.05
+	done
+	fail "memfedd '$name' did not answer on $T/$name/sock"
+}
+
+wait_for() {
+	local desc=$1 secs=$2; shift 2
+	local deadline=$((SECONDS + secs))
+	until "$@" >/dev/null 2>&1; do
+		[ $SECONDS -lt $deadline ] || fail "$desc: not within ${secs} s"
+		sleep 0.1
+	done
+}
+
+# module_state NODE MODULE: "up", "down" or "absent" in NODE's module table.
+module_state() {
+	ctl "$1" -j module ls | python3 -c '
+import json, sys
+mods = [m for m in json.load(sys.stdin) if m["module"] == sys.argv[1]]
+print("absent" if not mods else ("up" if mods[0]["reachable"] else "down"))' "$2"
+}
+module_is() { [ "$(module_state "$1" "$2")" = "$3" ]; }
