@@ -9,10 +9,11 @@
 JOBS       ?= $(shell nproc)
 RELEASE    := build/release
 ASAN       := build/asan
+DEB_DIR    := build/deb
 PREFIX     ?= /usr/local
 CTEST_ARGS ?=
 
-.PHONY: all deps release asan test test-unit bench demo install kmod format clean help
+.PHONY: all deps release asan test test-unit bench demo install deb kmod format clean help
 
 all: release
 
@@ -23,6 +24,7 @@ help:
 	@echo "make bench    deps + release build + benchmarks with their baselines"
 	@echo "make demo     deps + release build + a one-node federation demo"
 	@echo "make install  install to PREFIX=$(PREFIX) (DESTDIR honoured)"
+	@echo "make deb      Debian packages of the release build in $(DEB_DIR), checked by lintian"
 	@echo "make kmod     build kmod/memfed.ko against Debian's 6.1 headers"
 	@echo "make format   clang-format the C++ sources"
 
@@ -59,6 +61,15 @@ demo: deps release
 
 install: release
 	cmake --install $(RELEASE) --prefix $(PREFIX)
+
+# memfed, libmemfed0, libmemfed-dev and memfed-dkms from the release tree
+# (debian/rules says why it reuses it), into $(DEB_DIR) rather than ../.
+deb: release
+	rm -rf $(DEB_DIR) && mkdir -p $(DEB_DIR)
+	MEMFED_BUILD=$(RELEASE) MEMFED_DEB_DIR=$(CURDIR)/$(DEB_DIR) dpkg-buildpackage -us -uc -b \
+		--buildinfo-option=-u$(DEB_DIR) --buildinfo-file=$(DEB_DIR)/memfed.buildinfo \
+		--changes-option=-u$(DEB_DIR) --changes-file=$(DEB_DIR)/memfed.changes
+	lintian --fail-on error $(DEB_DIR)/memfed.changes
 
 kmod:
 	bash scripts/qemu/build-kmod.sh

@@ -4,12 +4,18 @@
 // protocol (one io_uring loop thread); pager — serves page faults of local
 // processes. Both share the control socket, where memfedctl and libmemfed
 // talk to the daemon. SIGTERM/SIGINT stop it cleanly; SIGKILL is survivable:
-// the pool recovers from its redo log and clients reconnect.
+// the pool recovers from its redo log and clients reconnect. SIGHUP re-reads
+// the config (plan_reload() says which keys apply at once).
+//
+// Under systemd (Type=notify, packaging/systemd/memfedd.service) it reports
+// READY=1 once the control socket answers, RELOADING=1 ... READY=1 around a
+// reload and STOPPING=1 on the way out; sd_notify is a no-op elsewhere.
 #include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <pthread.h>
+#include <systemd/sd-daemon.h>
 #include <thread>
 #include <unistd.h>
 
@@ -49,6 +55,42 @@ Status ensure_dir(const std::string &path)
 		return Status(Code::kIo, "cannot create directory " + path + ": " + ec.message() +
 						 " (set --state-dir / --socket to writable paths)");
 	return Status::ok();
+}
+
+// SIGHUP: loads the config again from the same file and flags, applies what
+// can change at run time and logs one line naming the rest.
+void reload(int argc, char **argv, DaemonConfig *running)
+{
+	timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%llu",
+	           (unsigned long long)now.tv_sec * 1000000ull +
+	                   (unsigned long long)now.tv_nsec / 1000);
+	DaemonConfig fresh;
+	bool help = false;
+	Status st = load_config(argc, argv, &fresh, &help);
+	if (!st) {
+		log_line(LogLevel::kError, "memfedd", "reload: %s; kept the running config",
+		         st.message().c_str());
+	} else {
+		ConfigReload r = plan_reload(*running, fresh);
+		set_log_level(fresh.log_level);
+		running->log_level = fresh.log_level;
+		std::string applied, restart;
+		for (const auto &a : r.applied)
+			applied += (applied.empty() ? "" : ", ") + a;
+		for (const auto &k : r.need_restart)
+			restart += (restart.empty() ? "" : ", ") + k;
+		// Always logged, whatever the level: an operator asked for it.
+		log_line(restart.empty() ? LogLevel::kInfo : LogLevel::kWarn, "memfedd",
+		         "reload from %s: %s%s%s",
+		         fresh.config_path.empty() ? "built-in defaults"
+		                                   : fresh.config_path.c_str(),
+		         applied.empty() ? "nothing to apply" : applied.c_str(),
+		         restart.empty() ? "" : "; changed but waiting for a restart: ",
+		         restart.c_str());
+	}
+	sd_notify(0, "READY=1");
 }
 
 // The port of a HOST:PORT endpoint ("7700" when it has none).
@@ -97,7 +139,8 @@ int main(int argc, char **argv)
 	}
 	set_log_level(cfg.log_level);
 
-	// Block the stop signals in every thread; the main thread waits for them.
+	// Block the stop and reload signals in every thread; the main thread
+	// waits for them.
 	sigset_t stop_sigs;
 	sigemptyset(&stop_sigs);
 	sigaddset(&stop_sigs, SIGTERM);
@@ -264,9 +307,15 @@ int main(int argc, char **argv)
 	LOG_INFO("memfedd", "ready: node %s, listen %s, socket %s, %zu peers", self.to_string().c_str(),
 		 listen_ep.empty() ? "(none)" : listen_ep.c_str(), cfg.socket.c_str(), cfg.peers.size());
 
+	sd_notifyf(0, "READY=1\nSTATUS=node %s, listen %s", self.to_string().c_str(),
+	           listen_ep.empty() ? "(none)" : listen_ep.c_str());
+
 	int sig = 0;
-	sigwait(&stop_sigs, &sig);
+	DaemonConfig running = cfg;
+	while (sigwait(&stop_sigs, &sig) == 0 && sig == SIGHUP)
+		reload(argc, argv, &running);
 	LOG_INFO("memfedd", "signal %s: stopping", strsignal(sig));
+	sd_notify(0, "STOPPING=1");
 
 	metrics.reset();
 	control.stop();

@@ -3,12 +3,19 @@
 # its built-in defaults), a region created, data written and read back, the
 # daemon's status, and an unmodified program running on remote memory.
 # Usage: scripts/demo.sh [BUILD_DIR]   (make demo passes build/release)
+#        scripts/demo.sh --installed   the installed /usr/sbin/memfedd and
+#                                      /usr/bin/memfedctl (the Debian package)
 set -euo pipefail
-BUILD=${1:-build/release}
-BIN=$(cd "$BUILD/bin" && pwd)
+if [ "${1:-}" = "--installed" ]; then
+	MEMFEDD=/usr/sbin/memfedd MEMFEDCTL=/usr/bin/memfedctl
+else
+	BIN=$(cd "${1:-build/release}/bin" && pwd)
+	MEMFEDD=$BIN/memfedd MEMFEDCTL=$BIN/memfedctl
+fi
+[ -x "$MEMFEDD" ] && [ -x "$MEMFEDCTL" ] || { echo "demo: $MEMFEDD or $MEMFEDCTL missing" >&2; exit 2; }
 DEMO=$(mktemp -d /tmp/memfed-demo.XXXXXX)
 export MEMFED_SOCKET=$DEMO/memfedd.sock
-ctl() { "$BIN/memfedctl" "$@"; }
+ctl() { "$MEMFEDCTL" "$@"; }
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 cleanup() {
@@ -18,7 +25,7 @@ cleanup() {
 trap cleanup EXIT
 
 say "memfedd with built-in defaults (module + pager), state in $DEMO"
-"$BIN/memfedd" --state-dir "$DEMO" --socket "$MEMFED_SOCKET" --listen 127.0.0.1:0 \
+"$MEMFEDD" --state-dir "$DEMO" --socket "$MEMFED_SOCKET" --listen 127.0.0.1:0 \
 	--pool-size 4G >"$DEMO/memfedd.log" 2>&1 &
 PID=$!
 for _ in $(seq 1 100); do ctl status >/dev/null 2>&1 && break; sleep 0.05; done
@@ -35,7 +42,7 @@ echo
 say "memfedctl region ls"
 ctl region ls
 
-if [ -x "$BIN/memfedctl" ] && ctl run --help >/dev/null 2>&1 && command -v sqlite3 >/dev/null; then
+if ctl run --help >/dev/null 2>&1 && command -v sqlite3 >/dev/null; then
 	say "an unmodified sqlite3 with its heap in remote memory (64M resident at most)"
 	ctl run --heap-budget 64M --heap-size 512M -- sqlite3 :memory: \
 		"CREATE TABLE t(x); WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM c LIMIT 200000)

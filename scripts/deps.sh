@@ -11,6 +11,9 @@ packages=(
 	liburing-dev libpmem2-dev libpmem2 libnl-3-dev libnl-genl-3-dev libnl-route-3-dev
 	nlohmann-json3-dev catch2 libmimalloc-dev libisal-dev libibverbs-dev librdmacm-dev
 	libmicrohttpd-dev
+	libsystemd-dev
+	# Debian packages (make deb) and the unit's check (systemd-analyze)
+	debhelper dh-dkms dpkg-dev lintian fakeroot systemd
 	# test clients and tools
 	stress-ng sqlite3 python3 iproute2 procps util-linux kmod
 	# the mesh

@@ -174,6 +174,9 @@ Options (each has a config-file key; flags override the file):
                        give, as a config file with every key, and exit
   --help               this text
 
+SIGHUP (systemctl reload memfedd) re-reads the config file and applies
+"log_level" at once; other changed keys are logged and wait for a restart.
+
 Example config:
   {"state_dir": "/var/lib/memfed", "pool": {"path": "/dev/dax0.0", "size": "16G"},
    "listen": "10.0.0.2:7700", "peers": ["10.0.0.3:7700"], "roles": ["module", "pager"]}
@@ -355,6 +358,52 @@ Status apply_config_json(const std::string &text, const std::string &origin, Dae
 		MF_RETURN_IF_ERROR(st);
 	}
 	return Status::ok();
+}
+
+namespace {
+
+const char *level_name(LogLevel l)
+{
+	static const char *names[] = {"debug", "info", "warn", "error"};
+	return names[int(l)];
+}
+
+} // namespace
+
+namespace
+{
+
+// {"pager": {"budget": 0}} -> "pager.budget": 0 (arrays are values).
+void flatten_config(const json &j, const std::string &prefix, std::map<std::string, json> *out)
+{
+	for (auto &[k, v] : j.items()) {
+		std::string key = prefix.empty() ? k : prefix + "." + k;
+		if (v.is_object())
+			flatten_config(v, key, out);
+		else
+			(*out)[key] = v;
+	}
+}
+
+} // namespace
+
+ConfigReload plan_reload(const DaemonConfig &running, const DaemonConfig &fresh)
+{
+	ConfigReload r;
+	if (running.log_level != fresh.log_level)
+		r.applied.push_back(std::string("log_level ") + level_name(running.log_level) +
+		                    " -> " + level_name(fresh.log_level));
+	// Everything else is fixed while memfedd runs: the pool and its listener,
+	// the federation's peers, the mesh and the pager's threads are built at
+	// start. The keys compared are the printed config's, the one schema.
+	std::map<std::string, json> before, after;
+	flatten_config(config_to_json(running), "", &before);
+	flatten_config(config_to_json(fresh), "", &after);
+	for (const auto &[key, v] : after) {
+		if (key != "log_level" && before[key] != v)
+			r.need_restart.push_back(key);
+	}
+	return r;
 }
 
 Status load_config(int argc, char **argv, DaemonConfig *cfg, bool *help)

@@ -63,4 +63,14 @@ std::string config_usage();
 // `memfedd --print-config` lists every key (the man page test relies on it).
 nlohmann::json config_to_json(const DaemonConfig &cfg);
 
+// What a reload (SIGHUP, `systemctl reload memfedd`) does with a freshly
+// loaded config. Keys that can change while memfedd runs are applied:
+// "log_level" (the only one so far). Every other key that differs is listed
+// in `need_restart`: it keeps its running value until memfedd restarts.
+struct ConfigReload {
+	std::vector<std::string> applied;      // "log_level info -> debug"
+	std::vector<std::string> need_restart; // config keys, e.g. "listen", "peers"
+};
+ConfigReload plan_reload(const DaemonConfig &running, const DaemonConfig &fresh);
+
 } // namespace memfed

@@ -108,3 +108,22 @@ TEST_CASE("the metrics endpoint is off by default and set by flag or key")
 	REQUIRE(apply_config_json(R"({"metrics": 9477})", "t.json", &c2).message().find("\"metrics\"") !=
 		std::string::npos);
 }
+
+TEST_CASE("a reload applies log_level and names every other changed key as needing a restart")
+{
+	DaemonConfig running;
+	REQUIRE(load({"--state-dir", "/tmp/x"}, &running));
+
+	DaemonConfig same = running;
+	ConfigReload none = plan_reload(running, same);
+	REQUIRE(none.applied.empty());
+	REQUIRE(none.need_restart.empty());
+
+	DaemonConfig fresh = running;
+	REQUIRE(apply_config_json(R"({"log_level": "debug", "listen": "0.0.0.0:7701",
+		"peers": ["10.0.0.3:7700"], "pager": {"budget": "64M"}})",
+	                          "test", &fresh));
+	ConfigReload r = plan_reload(running, fresh);
+	REQUIRE(r.applied == std::vector<std::string>{"log_level info -> debug"});
+	REQUIRE(r.need_restart == std::vector<std::string>{"listen", "pager.budget", "peers"});
+}
