@@ -256,6 +256,33 @@ int main(int argc, char **argv)
 				Code::kNotFound, "this node is not in a mesh (memfedd --mesh IFACE)"));
 		return control::ok_reply({{"routes", routes_json(*mesh_node)}});
 	});
+	// memfedctl watch without memfed.ko: the mesh's changes after "after".
+	control.add_op("mesh.events", [&mesh_node](const control::Peer &, control::Message &m) {
+		if (!mesh_node)
+			return control::error_reply(Status(
+				Code::kNotFound, "this node is not in a mesh (memfedd --mesh IFACE)"));
+		uint64_t after = 0;
+		auto it = m.body.find("after");
+		if (it != m.body.end() && !it->is_number_unsigned())
+			return control::error_reply(
+				Status(Code::kInvalidArgument, "\"after\" must be an event number"));
+		if (it != m.body.end())
+			after = it->get<uint64_t>();
+		uint64_t next = 0;
+		nlohmann::json list = nlohmann::json::array();
+		static const char *const kKinds[] = {"join", "leave", "move"};
+		for (const auto &e : mesh_node->events_after(after, &next))
+			list.push_back({{"seq", e.seq},
+					{"unix_ms", e.unix_ms},
+					{"event", kKinds[int(e.kind)]},
+					{"module", e.route.module.to_string()},
+					{"next_hop", mesh::format_ipv6(e.route.via)},
+					{"interface", e.route.ifname},
+					{"metric", e.route.metric},
+					{"hops", e.route.hops},
+					{"why", e.why}});
+		return control::ok_reply({{"events", list}, {"next", next}});
+	});
 
 	// The window table, mirrored into memfed.ko when it is loaded; a
 	// restarted daemon takes back the windows the kmod kept.

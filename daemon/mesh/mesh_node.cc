@@ -88,6 +88,35 @@ void MeshNode::set_listener(ChangeFn f)
 		listener_({RouteChange::Kind::kJoined, r}, "route found");
 }
 
+void MeshNode::tell(const RouteChange &c, const std::string &why)
+{
+	if (listener_)
+		listener_(c, why);
+	MeshEvent e;
+	e.seq = next_seq_++;
+	e.unix_ms = uint64_t(std::chrono::duration_cast<std::chrono::milliseconds>(
+				     std::chrono::system_clock::now().time_since_epoch())
+				     .count());
+	e.kind = c.kind;
+	e.route = c.route;
+	e.why = why;
+	events_.push_back(std::move(e));
+	if (events_.size() > 1024)
+		events_.pop_front();
+}
+
+std::vector<MeshEvent> MeshNode::events_after(uint64_t seq, uint64_t *next)
+{
+	std::lock_guard<std::mutex> lk(mu_);
+	std::vector<MeshEvent> out;
+	for (const auto &e : events_) {
+		if (e.seq > seq)
+			out.push_back(e);
+	}
+	*next = next_seq_ - 1;
+	return out;
+}
+
 void MeshNode::report(const std::vector<RouteChange> &changes, const std::string &why)
 {
 	for (RouteChange c : changes) {
@@ -102,8 +131,7 @@ void MeshNode::report(const std::vector<RouteChange> &changes, const std::string
 		}
 		if (c.kind == RouteChange::Kind::kJoined && leaving_.erase(c.route.module))
 			c.kind = RouteChange::Kind::kMoved;
-		if (listener_)
-			listener_(c, why);
+		tell(c, why);
 		if (c.route.hops == 0) {
 			to_probe_.push_back(c.route.module);
 			probe_cv_.notify_one();
@@ -130,8 +158,7 @@ void MeshNode::probe_loop()
 				++it;
 				continue;
 			}
-			if (listener_)
-				listener_(it->second.change, it->second.why);
+			tell(it->second.change, it->second.why);
 			it = leaving_.erase(it);
 		}
 		if (to_probe_.empty())
@@ -156,8 +183,7 @@ void MeshNode::probe_loop()
 			continue;
 		}
 		table_.set_hops(id, *hops);
-		if (listener_)
-			listener_({RouteChange::Kind::kMoved, *table_.find(id)}, "hops measured");
+		tell({RouteChange::Kind::kMoved, *table_.find(id)}, "hops measured");
 	}
 }
 

@@ -52,6 +52,15 @@ struct MeshOptions {
 	uint32_t leave_grace_ms = 1000;
 };
 
+// One change as `memfedctl watch` shows it.
+struct MeshEvent {
+	uint64_t seq = 0;
+	uint64_t unix_ms = 0;
+	RouteChange::Kind kind = RouteChange::Kind::kJoined;
+	ModuleRoute route;
+	std::string why;
+};
+
 class MeshNode
 {
 public:
@@ -66,6 +75,9 @@ public:
 	~MeshNode();
 
 	std::vector<ModuleRoute> routes();
+	// The changes after `seq` that are still remembered (the last 1024),
+	// and the sequence number to ask after next time.
+	std::vector<MeshEvent> events_after(uint64_t seq, uint64_t *next);
 	const MeshOptions &options() const { return opts_; }
 
 private:
@@ -75,6 +87,8 @@ private:
 	// REQUIRES: mu_ held. Reports `changes` and queues hop measurements.
 	void report(const std::vector<RouteChange> &changes, const std::string &why);
 	void probe_loop();
+	// REQUIRES: mu_ held. Tells the listener and remembers the event.
+	void tell(const RouteChange &c, const std::string &why);
 
 	MeshOptions opts_;
 	std::mutex mu_;
@@ -87,6 +101,8 @@ private:
 		std::chrono::steady_clock::time_point deadline;
 	};
 	std::map<ModuleId, PendingLeave> leaving_; // guarded by mu_
+	std::deque<MeshEvent> events_;		   // guarded by mu_
+	uint64_t next_seq_ = 1;			   // guarded by mu_
 	bool stopping_ = false;                    // guarded by mu_
 	std::condition_variable probe_cv_;
 	std::thread prober_;

@@ -60,6 +60,9 @@ got=$(ctl n3 region read road --length 17)
 ok "a region written from the car through the relay is on the module and reads back"
 
 # The relay goes: the route is withdrawn and the module is marked down, with why.
+ctl n3 -j watch >"$T/watch.out" 2>&1 &
+WATCH=$!
+sleep 0.5
 stop_daemon n2 KILL
 in_ns n2 ip link set n2-n1 down
 in_ns n2 ip link set n2-n3 down
@@ -73,6 +76,11 @@ gone_for_routing() { module_is n3 $M1 down && case "$(module_why $M1)" in *route
 wait_for "n3 marks $M1 gone for want of a route" 15 gone_for_routing
 why=$(module_why $M1)
 ok "the relay's loss withdraws the route and marks the module unreachable ($why)"
+kill $WATCH; wait $WATCH 2>/dev/null || true
+grep -q "\"event\":\"leave\".*\"module\":\"$M1\"" "$T/watch.out" ||
+	grep -q "\"module\":\"$M1\".*\"event\":\"leave\"" "$T/watch.out" ||
+	fail "memfedctl watch did not print $M1 leaving: $(cat "$T/watch.out")"
+ok "memfedctl watch printed the module leaving as it happened"
 
 in_ns n2 ip link set n2-n1 up
 in_ns n2 ip link set n2-n3 up

@@ -101,7 +101,7 @@ std::vector<Command> build_table()
 	         {{"",
 	           {},
 	           {{"--count", "N", K::kNone, "stop after N events (default: Ctrl-C)"}},
-	           "memfed.ko's table changes as they happen"}}},
+	           "table changes as they happen (memfed.ko's, or the mesh's)"}}},
 	        {"completion",
 	         cmd_completion,
 	         {{"bash", {}, {}, "print the bash completion script"}}},

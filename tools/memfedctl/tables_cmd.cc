@@ -5,6 +5,7 @@
 // ("source" in -j output, a "# source:" line otherwise).
 #include <cinttypes>
 #include <csignal>
+#include <unistd.h>
 #include <cstdio>
 #include <iostream>
 
@@ -308,11 +309,55 @@ int cmd_route(const Globals &g, Args &a)
 	return 0;
 }
 
+namespace
+{
+
+// Without memfed.ko: the mesh's joins, leaves and route changes, from the
+// daemon ("mesh.events"), polled five times a second.
+int watch_mesh(const Globals &g, long want)
+{
+	auto first = request(g, "mesh.events", {{"after", UINT64_MAX}});
+	if (!first)
+		return fail(g, first.status().code() == Code::kNotFound
+				       ? Status(Code::kUnavailable,
+						"nothing to watch: memfed.ko is not loaded and this node "
+						"is not in a mesh (memfedd --mesh IFACE)")
+				       : first.status());
+	uint64_t after = first->body.value("next", uint64_t{0});
+	long seen = 0;
+	std::signal(SIGINT, [](int) { g_stop = 1; });
+	std::setvbuf(stdout, nullptr, _IOLBF, 0);
+	while (!g_stop && (want == 0 || seen < want)) {
+		auto r = request(g, "mesh.events", {{"after", after}});
+		if (!r)
+			return fail(g, r.status());
+		after = r->body.value("next", after);
+		for (const auto &e : r->body["events"]) {
+			if (g.json)
+				std::cout << e.dump() << std::endl;
+			else
+				std::printf("%-5s %s via %s %s metric %u hops %u (%s)\n",
+					    e.value("event", "").c_str(), e.value("module", "").c_str(),
+					    e.value("next_hop", "").c_str(), e.value("interface", "").c_str(),
+					    e.value("metric", 0u), e.value("hops", 0u),
+					    e.value("why", "").c_str());
+			if (want && ++seen >= want)
+				break;
+		}
+		if (!g_stop && (want == 0 || seen < want))
+			usleep(200 * 1000);
+	}
+	return 0;
+}
+
+} // namespace
+
 int cmd_watch(const Globals &g, Args &a)
 {
 	if (a.take_switch("--help") || a.take_switch("-h")) {
 		std::cout << "usage: memfedctl watch [--count N]\n  print memfed.ko's table changes as they "
-			     "happen (Ctrl-C stops)\n";
+			     "happen, or without it the mesh's joins, leaves and route moves "
+			     "(Ctrl-C stops)\n";
 		return 0;
 	}
 	std::string count_s = "0";
@@ -322,9 +367,7 @@ int cmd_watch(const Globals &g, Args &a)
 		return fail(g, st);
 	long want = std::atol(count_s.c_str()), seen = 0;
 	if (!kmod::KmodLink::available())
-		return fail(g, Status(Code::kUnavailable,
-				      "memfed.ko is not loaded, so there are no change events to watch "
-				      "(modprobe memfed, or use memfedctl status)"));
+		return watch_mesh(g, want);
 	auto w = kmod::KmodWatch::open();
 	if (!w)
 		return fail(g, w.status());
