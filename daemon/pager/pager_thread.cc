@@ -145,6 +145,7 @@ public:
 	void complete(int, uint32_t) override
 	{
 		armed = false;
+		t_->fail_unsent_writes();
 		t_->retry_copies();
 	}
 	bool armed = false;
@@ -221,6 +222,7 @@ Status PagerThread::start()
 	orphans_.slots.resize(kRingCapacity);
 	retry_.slots.resize(kRingCapacity);
 	copy_retry_.reserve(cfg_.fault_slots + cfg_.bulk_slots);
+	failed_writes_.reserve(kWriteSlots);
 	tick_op_ = std::make_unique<TickOp>(this);
 	soon_op_ = std::make_unique<SoonOp>(this);
 
@@ -935,23 +937,12 @@ void PagerThread::after_install(Mapping *m)
 
 void PagerThread::retry_waiting()
 {
-	// A channel may complete inline (the local module): a completion that
-	// lands here while this loop runs only asks it to go round again.
-	if (in_retry_) {
-		retry_again_ = true;
-		return;
+	size_t n = waiting_.size;
+	PendingFault f;
+	while (n-- > 0 && free_fault_ != nullptr && waiting_.pop(&f)) {
+		if (!f.proc->dead)
+			handle_fault(f.proc, f.addr, f.flags, 0, true);
 	}
-	in_retry_ = true;
-	do {
-		retry_again_ = false;
-		size_t n = waiting_.size;
-		PendingFault f;
-		while (n-- > 0 && free_fault_ != nullptr && waiting_.pop(&f)) {
-			if (!f.proc->dead)
-				handle_fault(f.proc, f.addr, f.flags, 0, true);
-		}
-	} while (retry_again_);
-	in_retry_ = false;
 }
 
 // ---------------------------------------------------------------------------
@@ -1407,7 +1398,7 @@ void PagerThread::shared_prefetch(Mapping *m, uint32_t idx)
 			runs[nr++] = {op, m->window_first + s0, n};
 		}
 	}
-	// Issued without the lock: a channel may complete inline.
+	// Issued without the window's lock: the channel is this thread's own.
 	for (int k = 0; k < nr; k++) {
 		FetchOp *op = runs[k].op;
 		op->bulk = true;
@@ -1589,7 +1580,9 @@ void PagerThread::shared_writeback(Mapping *m, uint32_t first, uint32_t count, b
 	job->outstanding += int(writes.size());
 	for (SharedWrite *wr : writes) {
 		if (m->chan->broken || !m->chan->channel) {
-			on_shared_write(wr, Status(Code::kUnavailable, "module unreachable"));
+			// Fails at the next turn, as a channel's request would.
+			failed_shared_.push_back(wr);
+			arm_soon();
 			continue;
 		}
 		m->chan->channel->write_pages(wire::TrafficClass::kBulk, w.region_id,
@@ -1981,41 +1974,30 @@ void PagerThread::claim_run(Mapping *m, uint32_t first, uint32_t count)
 	wb_queue_.push_back({m, first, count, id});
 }
 
+// Issues queued runs while WriteOps are free. Completions never run inside
+// it (the Channel contract, and failed_writes_ for an unusable channel), so
+// nothing here is re-entered; waiters are checked once at the end.
 void PagerThread::pump_writeback()
 {
-	if (in_pump_) { // re-entered from an inline completion
-		pump_again_ = true;
-		return;
-	}
-	in_pump_ = true;
-	do {
-		pump_again_ = false;
-		pump_once();
-	} while (pump_again_);
-	in_pump_ = false;
-}
-
-void PagerThread::pump_once()
-{
+	bool finished = false;
 	while (wb_head_ < wb_queue_.size() && free_write_ != nullptr) {
-		// A copy: an inline completion may queue more runs (and move
-		// the vector) while this one is being issued.
-		WbRun run = wb_queue_[wb_head_];
+		WbRun &run = wb_queue_[wb_head_];
 		uint32_t f = run.first;
 		bool all = issue_write(run, &f);
 		if (!all) {
-			wb_queue_[wb_head_].count -= f - run.first;
-			wb_queue_[wb_head_].first = f;
+			run.count -= f - run.first;
+			run.first = f;
 			break;
 		}
 		RunState &rs = runs_[run.id];
 		rs.issued_all = true;
-		uint64_t id = run.id;
 		Mapping *m = run.m;
 		wb_head_++;
 		m->inflight--;
-		if (rs.outstanding == 0)
-			finish_run(id);
+		if (rs.outstanding == 0) {
+			runs_.erase(run.id);
+			finished = true;
+		}
 		if (m->dead && m->inflight == 0)
 			reap();
 	}
@@ -2023,6 +2005,8 @@ void PagerThread::pump_once()
 		wb_queue_.clear();
 		wb_head_ = 0;
 	}
+	if (finished)
+		check_waiters();
 }
 
 // Writes the claimed pages of `run` from *first on, one homogeneous piece
@@ -2106,9 +2090,9 @@ bool PagerThread::issue_write(const WbRun &run, uint32_t *first)
 		runs_[run.id].outstanding++;
 		*first = i + n;
 		if (m->chan->broken || !m->chan->channel) {
-			on_write_done(op, Status(Code::kUnavailable,
-			                         "module " + m->chan->module.to_string() +
-			                                 " unreachable"));
+			// Fails at the next turn, as a channel's request would.
+			failed_writes_.push_back(op); // reserved: never allocates
+			arm_soon();
 			continue;
 		}
 		m->chan->channel->write_pages(wire::TrafficClass::kBulk, m->region_id,
@@ -2149,19 +2133,15 @@ void PagerThread::on_write_done(WriteOp *op, const Status &st)
 	free_write_ = op;
 	m->inflight--;
 	auto it = runs_.find(id);
-	if (it != runs_.end() && --it->second.outstanding == 0 && it->second.issued_all)
-		finish_run(id);
+	if (it != runs_.end() && --it->second.outstanding == 0 && it->second.issued_all) {
+		runs_.erase(it);
+		check_waiters();
+	}
 	pump_writeback();
 	if (!m->proc->dead)
 		check_eviction(m->proc);
 	if (m->dead && m->inflight == 0)
 		reap();
-}
-
-void PagerThread::finish_run(uint64_t id)
-{
-	runs_.erase(id);
-	check_waiters();
 }
 
 void PagerThread::add_waiter(Mapping *m, uint32_t first, uint32_t count, bool second_pass,
@@ -2519,6 +2499,24 @@ void PagerThread::retry_copies()
 	}
 	if (!copy_retry_.empty())
 		arm_soon();
+}
+
+void PagerThread::fail_unsent_writes()
+{
+	// Swapped out first: failing one may queue more (for the next turn).
+	std::vector<WriteOp *> ops;
+	ops.swap(failed_writes_);
+	for (WriteOp *op : ops)
+		on_write_done(op,
+		              Status(Code::kUnavailable,
+		                     "module " + op->m->chan->module.to_string() + " unreachable"));
+	ops.clear();
+	if (failed_writes_.empty())
+		failed_writes_.swap(ops); // keeps the reserved capacity
+	std::vector<SharedWrite *> shared;
+	shared.swap(failed_shared_);
+	for (SharedWrite *wr : shared)
+		on_shared_write(wr, Status(Code::kUnavailable, "module unreachable"));
 }
 
 void PagerThread::arm_soon()

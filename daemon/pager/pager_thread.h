@@ -181,6 +181,7 @@ private:
 	// event was pending; retried once events are read.
 	void retry_copies();
 	void arm_soon();
+	void fail_unsent_writes();
 	void after_install(Mapping *m);
 	void retry_waiting();
 	void set_gone(Mapping *m, uint32_t i);
@@ -220,10 +221,8 @@ private:
 	void claim_writeback(Mapping *m, uint32_t first, uint32_t count);
 	void claim_run(Mapping *m, uint32_t first, uint32_t count);
 	void pump_writeback();
-	void pump_once();
 	bool issue_write(const WbRun &run, uint32_t *first);
 	void on_write_done(WriteOp *op, const Status &st);
-	void finish_run(uint64_t id);
 	void add_waiter(Mapping *m, uint32_t first, uint32_t count, bool second_pass,
 	                std::function<void(Status)> done);
 	void check_waiters();
@@ -256,9 +255,10 @@ private:
 	FetchOp *free_bulk_ = nullptr;
 	uint32_t free_fault_count_ = 0;
 	bool reap_pending_ = false;
-	bool in_retry_ = false, retry_again_ = false;
-	bool in_pump_ = false, pump_again_ = false;
 	std::vector<FetchOp *> copy_retry_; // installs that got EAGAIN
+	// Writes for a module whose channel is unusable: failed at the next turn.
+	std::vector<WriteOp *> failed_writes_;
+	std::vector<SharedWrite *> failed_shared_;
 	std::vector<std::unique_ptr<WriteOp>> write_ops_;
 	WriteOp *free_write_ = nullptr;
 	std::vector<WbRun> wb_queue_;
