@@ -26,7 +26,7 @@ void PagerThread::shared_fault(Mapping *m, uint32_t idx, uint32_t flags, bool re
 	SharedWindow &w = *m->window;
 	uint64_t addr = m->page_addr(idx);
 	uint32_t wi = m->window_first + idx;
-	std::unique_lock<std::mutex> lk(w.mu);
+	MutexLock lk(&w.mu);
 	Page &pg = w.pages[wi];
 	if (flags & UFFD_PAGEFAULT_FLAG_WP) {
 		if (pg.state == PageState::kEvicting) {
@@ -118,7 +118,7 @@ void PagerThread::shared_fetch_done(FetchOp *op, const Status &st)
 	Mapping *m = op->m;
 	SharedWindow &w = *m->window;
 	{
-		std::lock_guard<std::mutex> lk(w.mu);
+		MutexLock lk(&w.mu);
 		for (uint32_t k = 0; k < op->count;) {
 			if (w.pages[op->first + k].state != PageState::kFetching) {
 				k++;
@@ -193,14 +193,14 @@ void PagerThread::shared_prefetch(Mapping *m, uint32_t idx)
 	FetchOp *ops[kMaxRuns];
 	size_t nr = 0;
 	{
-		std::lock_guard<std::mutex> lk(w.mu);
+		MutexLock lk(&w.mu);
 		uint64_t allowed = policy_.prefetch_room(w.resident, w.budget_pages);
 		uint32_t next;
 		FetchStop stop;
 		nr = plan_fetch_runs(
 		        plan,
-		        [&](uint32_t i) {
-			        return w.pages[m->window_first + i].state == PageState::kRemote;
+		        [pages = w.pages.data() + m->window_first](uint32_t i) {
+			        return pages[i].state == PageState::kRemote;
 		        },
 		        allowed, bulk_cap_, std::min<size_t>(kMaxRuns, free_bulk_count_), runs,
 		        &next, &stop);
@@ -242,7 +242,7 @@ void PagerThread::maybe_evict_window(Mapping *m)
 	SharedWindow &w = *m->window;
 	SharedJob *job = nullptr;
 	{
-		std::lock_guard<std::mutex> lk(w.mu);
+		MutexLock lk(&w.mu);
 		if (w.evicting || w.budget_pages == 0 || !caps_.shmem_wp || !w.all_ready())
 			return;
 		uint64_t want = std::min<uint64_t>(
@@ -252,6 +252,7 @@ void PagerThread::maybe_evict_window(Mapping *m)
 		job = take_shared_job(m);
 		job->eviction = true;
 		std::vector<uint32_t> &victims = job->victims;
+		Page *pages = w.pages.data(); // for the lambdas: mu is held
 		clock_pick(
 		        std::span<Page>(w.pages.data(), w.npages), &w.clock_hand, want,
 		        [m](uint32_t i) {
@@ -259,9 +260,9 @@ void PagerThread::maybe_evict_window(Mapping *m)
 			        return i >= m->window_first && i < m->window_first + m->npages &&
 			               m->streams.ahead_of_stream(i - m->window_first);
 		        },
-		        [&w, &victims](uint32_t i) {
-			        w.pages[i].state = PageState::kEvicting;
-			        w.pages[i].flags = 0;
+		        [pages, &victims](uint32_t i) {
+			        pages[i].state = PageState::kEvicting;
+			        pages[i].flags = 0;
 			        victims.push_back(i);
 		        });
 		if (victims.empty()) {
@@ -298,7 +299,7 @@ void PagerThread::finish_window_eviction(Mapping *m, const std::vector<uint32_t>
 {
 	SharedWindow &w = *m->window;
 	{
-		std::lock_guard<std::mutex> lk(w.mu);
+		MutexLock lk(&w.mu);
 		for (size_t i = 0; i < victims.size();) {
 			size_t j = i + 1;
 			while (j < victims.size() && victims[j] == victims[j - 1] + 1)
@@ -388,11 +389,12 @@ void PagerThread::shared_writeback(SharedJob *job, uint32_t first, uint32_t coun
 	bool victims = job->eviction;
 	SharedWrite *head = nullptr, **tail = &head;
 	{
-		std::lock_guard<std::mutex> lk(w.mu);
+		MutexLock lk(&w.mu);
 		uint32_t end = std::min(w.npages, first + count);
+		const Page *pages = w.pages.data(); // for the lambda: mu is held
 		for (uint32_t i = first; i < end;) {
 			auto held = [&](uint32_t k) {
-				PageState s = w.pages[k].state;
+				PageState s = pages[k].state;
 				return victims ? s == PageState::kEvicting
 				               : (s == PageState::kResident ||
 				                  s == PageState::kEvicting);
@@ -465,7 +467,7 @@ void PagerThread::on_shared_write(SharedWrite *wr, const Status &st)
 	SharedJob *job = wr->job;
 	SharedWindow &w = *job->w;
 	if (st.is_ok()) {
-		std::lock_guard<std::mutex> lk(w.mu);
+		MutexLock lk(&w.mu);
 		for (uint32_t k = 0; k < wr->count; k++)
 			w.crc[wr->first + k] = wr->crcs[k];
 		w.stats.writebacks += wr->count;
@@ -506,7 +508,7 @@ void PagerThread::mapping_ready(uint64_t mapping_id, std::function<void(Status)>
 		return;
 	}
 	{
-		std::lock_guard<std::mutex> lk(m->window->mu);
+		MutexLock lk(&m->window->mu);
 		for (auto &mp : m->window->mappers)
 			if (mp.mapping == m)
 				mp.ready = true;
@@ -530,7 +532,7 @@ void PagerThread::check_trim_waiters(const SharedWindow *failed)
 		if (!answer) {
 			SharedWindow &w = *m->window;
 			auto state = [&w](bool *over, bool *evicting) {
-				std::lock_guard<std::mutex> lk(w.mu);
+				MutexLock lk(&w.mu);
 				*over = w.budget_pages != 0 && w.resident > w.budget_pages;
 				*evicting = w.evicting;
 			};
@@ -568,7 +570,7 @@ Status PagerThread::add_shared_mapping(Process *p, std::unique_ptr<Mapping> m)
 {
 	Mapping *raw = m.get();
 	{
-		std::lock_guard<std::mutex> lk(raw->window->mu);
+		MutexLock lk(&raw->window->mu);
 		raw->window->mappers.push_back({p, raw, false});
 	}
 	p->mappings.push_back(std::move(m));
@@ -581,7 +583,7 @@ void PagerThread::join_window(Mapping *n, Mapping *from, uint32_t window_first)
 {
 	n->window = from->window;
 	n->window_first = window_first;
-	std::lock_guard<std::mutex> lk(n->window->mu);
+	MutexLock lk(&n->window->mu);
 	// A part moved by mremap is as ready as its mapping; a fork child's
 	// copy is mapped already.
 	bool ready = true;
@@ -593,7 +595,7 @@ void PagerThread::join_window(Mapping *n, Mapping *from, uint32_t window_first)
 
 void PagerThread::leave_window(Mapping *m)
 {
-	std::lock_guard<std::mutex> lk(m->window->mu);
+	MutexLock lk(&m->window->mu);
 	auto &v = m->window->mappers;
 	v.erase(std::remove_if(v.begin(), v.end(),
 	                       [m](const SharedWindow::Mapper &x) { return x.mapping == m; }),
@@ -605,7 +607,7 @@ void PagerThread::collect_window(Mapping *m, StatsSnapshot *out, PageStats *ps)
 	// A window's pages, evictions and write-backs are counted once per
 	// region, in the first mapper seen.
 	PageStats s = m->stats;
-	std::lock_guard<std::mutex> lk(m->window->mu);
+	MutexLock lk(&m->window->mu);
 	s.resident = m->window->resident;
 	if (out->windows.insert(m->window.get()).second) {
 		PageStats ws = m->window->stats;

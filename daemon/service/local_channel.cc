@@ -89,7 +89,7 @@ LocalChannel::~LocalChannel()
 		loop_->run_once(100);
 	}
 	// The writer signals under mu_: once we hold it, it is done with us.
-	std::lock_guard lk(mu_);
+	MutexLock lk(&mu_);
 	close(wake_fd_);
 }
 
@@ -113,7 +113,7 @@ LocalChannel::Slot &LocalChannel::take_slot(Completion *done, const wire::Header
 		free_.push_back(s->idx);
 		slots_.push_back(std::move(s));
 		free_.reserve(slots_.capacity());
-		std::lock_guard lk(mu_);
+		MutexLock lk(&mu_);
 		ready_.reserve(slots_.capacity()); // delivering_: at the end of deliver()
 	}
 	Slot &s = *slots_[free_.back()];
@@ -263,7 +263,7 @@ void LocalChannel::serve_call(Slot &s)
 void LocalChannel::ready_from_loop(Slot &s)
 {
 	{
-		std::lock_guard lk(mu_);
+		MutexLock lk(&mu_);
 		ready_.push_back(s.idx); // reserved for the slots: no allocation
 	}
 	if (nop_armed_)
@@ -275,7 +275,7 @@ void LocalChannel::ready_from_loop(Slot &s)
 // On the writer thread.
 void LocalChannel::ready_from_writer(Slot &s)
 {
-	std::lock_guard lk(mu_);
+	MutexLock lk(&mu_);
 	ready_.push_back(s.idx);
 	// Under mu_: the destructor closes the fd only once it holds mu_.
 	uint64_t one = 1;
@@ -293,7 +293,7 @@ void LocalChannel::arm_wake()
 void LocalChannel::deliver()
 {
 	{
-		std::lock_guard lk(mu_);
+		MutexLock lk(&mu_);
 		delivering_.swap(ready_);
 	}
 	for (uint32_t idx : delivering_) {

@@ -30,9 +30,9 @@
 #pragma once
 
 #include <memory>
-#include <mutex>
 #include <vector>
 
+#include "daemon/common/thread_annotations.h"
 #include "daemon/service/module_service.h"
 #include "daemon/transport/byte_buffer.h"
 #include "daemon/transport/channel.h"
@@ -96,8 +96,8 @@ private:
 	std::vector<uint32_t> delivering_; // swapped with ready_
 
 	// Finished slots waiting for the loop; filled by both threads.
-	std::mutex mu_;
-	std::vector<uint32_t> ready_; // guarded by mu_
+	Mutex mu_;
+	std::vector<uint32_t> ready_ GUARDED_BY(mu_);
 };
 
 } // namespace memfed
