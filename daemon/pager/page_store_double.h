@@ -75,9 +75,6 @@ public:
 		auto &r = regions_.at(name);
 		damaged_ = r.loc.fa_offset + uint64_t{page} * 4096;
 	}
-	// Complete requests inside read_pages/write_pages, as the daemon's
-	// in-process channel to its own module does.
-	void set_inline(bool in) { inline_ = in; }
 	uint64_t reads() const { return reads_; }
 	uint64_t writes() const { return writes_; }
 
@@ -169,13 +166,8 @@ private:
 		}
 
 	private:
-		void run(std::function<void()> fn)
-		{
-			if (s_->inline_)
-				fn();
-			else
-				loop_->post(std::move(fn));
-		}
+		// Never inside the issuing call (the Channel contract).
+		void run(std::function<void()> fn) { loop_->post(std::move(fn)); }
 		static Status down() { return Status(Code::kUnavailable, "module double is down"); }
 		static Status range() { return Status(Code::kOutOfRange, "outside the region"); }
 		static void finish(const Status &st, Completion *done)
@@ -193,7 +185,6 @@ private:
 	std::map<std::string, Region> regions_;
 	std::atomic<bool> down_{false};
 	std::atomic<uint64_t> damaged_{UINT64_MAX}; // fa of a page READs fail on
-	std::atomic<bool> inline_{false};
 	std::atomic<uint64_t> reads_{0}, writes_{0};
 };
 

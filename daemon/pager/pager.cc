@@ -137,7 +137,7 @@ void Pager::stop()
 	for (auto &t : threads_)
 		t->stop();
 	threads_.clear();
-	std::lock_guard<std::mutex> lk(mu_);
+	MutexLock lk(&mu_);
 	procs_.clear();
 	maps_.clear();
 }
@@ -210,7 +210,7 @@ Message Pager::op_attach(const control::Peer &peer, Message &req)
 	uint64_t id = p->uffd_id;
 	int t = int(next_thread_.fetch_add(1) % threads_.size());
 	{
-		std::lock_guard<std::mutex> lk(mu_);
+		MutexLock lk(&mu_);
 		procs_[id] = {t, peer.conn_id, peer.pid, peer.uid};
 	}
 	Process *raw = p.release();
@@ -272,7 +272,7 @@ Message Pager::op_map(const control::Peer &peer, Message &req)
 
 	ProcInfo pi;
 	{
-		std::lock_guard<std::mutex> lk(mu_);
+		MutexLock lk(&mu_);
 		auto it = procs_.find(*uffd_id);
 		if (it == procs_.end() || it->second.conn_id != peer.conn_id)
 			return err(Status(
@@ -320,7 +320,7 @@ Message Pager::op_map(const control::Peer &peer, Message &req)
 		m->wp = (*mode & UFFDIO_REGISTER_MODE_WP) && caps_.shmem_wp;
 		std::string key =
 		        loc->name + "@" + std::to_string(*offset) + "+" + std::to_string(*length);
-		std::lock_guard<std::mutex> lk(mu_);
+		MutexLock lk(&mu_);
 		std::shared_ptr<SharedWindow> w = windows_[key].lock();
 		if (!w) {
 			int fd = -1;
@@ -337,14 +337,14 @@ Message Pager::op_map(const control::Peer &peer, Message &req)
 				fd = *created;
 			}
 			w = std::make_shared<SharedWindow>(key, *m, fd);
+			MutexLock wl(&w->mu);
 			w->budget_pages = m->budget_pages;
-			std::lock_guard<std::mutex> wl(w->mu);
 			w->adopt_present();
 			windows_[key] = w;
 		}
 		{
 			// The smallest budget any mapper asked for holds.
-			std::lock_guard<std::mutex> wl(w->mu);
+			MutexLock wl(&w->mu);
 			if (m->budget_pages &&
 			    (w->budget_pages == 0 || m->budget_pages < w->budget_pages))
 				w->budget_pages = m->budget_pages;
@@ -362,7 +362,7 @@ Message Pager::op_map(const control::Peer &peer, Message &req)
 	if (!st)
 		return err(st);
 	{
-		std::lock_guard<std::mutex> lk(mu_);
+		MutexLock lk(&mu_);
 		maps_[id] = {*uffd_id, pi.thread, peer.conn_id, pages};
 	}
 	LOG_DEBUG(kLog, "pid %d mapped region '%s' +%lu (%lu pages) at 0x%lx as %s mapping %lu",
@@ -395,7 +395,7 @@ Message Pager::op_map_ready(const control::Peer &peer, Message &req)
 
 Result<Pager::MapInfo> Pager::find_mapping(const control::Peer &peer, uint64_t id)
 {
-	std::lock_guard<std::mutex> lk(mu_);
+	MutexLock lk(&mu_);
 	auto it = maps_.find(id);
 	if (it == maps_.end() || it->second.conn_id != peer.conn_id)
 		return Status(Code::kNotFound, "mapping " + std::to_string(id) +
@@ -417,7 +417,7 @@ Message Pager::op_unmap(const control::Peer &peer, Message &req)
 	});
 	if (!st)
 		return control::error_reply(st);
-	std::lock_guard<std::mutex> lk(mu_);
+	MutexLock lk(&mu_);
 	maps_.erase(*id);
 	return control::ok_reply();
 }
@@ -500,7 +500,7 @@ void Pager::on_disconnect(const control::Peer &peer)
 		return;
 	std::vector<std::pair<uint64_t, int>> gone;
 	{
-		std::lock_guard<std::mutex> lk(mu_);
+		MutexLock lk(&mu_);
 		for (auto it = procs_.begin(); it != procs_.end();) {
 			if (it->second.conn_id == peer.conn_id) {
 				gone.emplace_back(it->first, it->second.thread);

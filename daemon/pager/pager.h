@@ -23,9 +23,9 @@
 #include <atomic>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <vector>
 
+#include "daemon/common/thread_annotations.h"
 #include "daemon/control/server.h"
 #include "daemon/pager/config.h"
 #include "daemon/pager/pager_thread.h"
@@ -90,11 +90,11 @@ private:
 	std::atomic<uint64_t> ids_{1};
 	std::atomic<unsigned> next_thread_{0};
 	std::vector<std::unique_ptr<PagerThread>> threads_;
-	std::mutex mu_;
-	std::map<uint64_t, ProcInfo> procs_;
-	std::map<uint64_t, MapInfo> maps_;
+	Mutex mu_; // control connections' threads share these
+	std::map<uint64_t, ProcInfo> procs_ GUARDED_BY(mu_);
+	std::map<uint64_t, MapInfo> maps_ GUARDED_BY(mu_);
 	// Shared windows by key; a window lives while a mapping uses it.
-	std::map<std::string, std::weak_ptr<SharedWindow>> windows_;
+	std::map<std::string, std::weak_ptr<SharedWindow>> windows_ GUARDED_BY(mu_);
 };
 
 } // namespace memfed::pager

@@ -337,10 +337,9 @@ TEST_CASE("mremap moves the pager's tracking with the pages", "[pager]")
 	munmap(dst, 64 * kPage);
 }
 
-static void budget_under_pressure(bool inline_completions)
+TEST_CASE("the budget holds under pressure and eviction loses no write", "[pager]")
 {
 	PagerFixture f;
-	f.store.set_inline(inline_completions);
 	if (!f.pager->caps().anon_wp) {
 		WARN("no userfaultfd write-protect here: budgets are not enforced");
 		return;
@@ -386,16 +385,9 @@ static void budget_under_pressure(bool inline_completions)
 	CHECK(bad == 0);
 }
 
-TEST_CASE("the budget holds under pressure and eviction loses no write", "[pager]")
+TEST_CASE("a private and a shared mapping of one region, the shared one under a budget", "[pager]")
 {
-	budget_under_pressure(false);
-}
-
-TEST_CASE("a channel that completes inline (the local module) works too", "[pager]")
-{
-	budget_under_pressure(true);
 	PagerFixture f;
-	f.store.set_inline(true);
 	f.store.add_region("r", 1024);
 	TestClient c;
 	REQUIRE(c.attach(f.path).is_ok());

@@ -20,6 +20,20 @@
 // complete without the pager, so one could land between the copy-out and the
 // drop and vanish.
 //
+// One class, one file per concept (each says what it owns at its top):
+//   pager_thread.cc       lifecycle, the thread, its pools and channels
+//   uffd_events.cc        reading each process's uffd and fds, dispatch
+//   private_faults.cc     faults, fetch, prefetch and install (private)
+//   address_events.cc     REMOVE, UNMAP, REMAP and FORK events
+//   shared_faults.cc      everything about shared windows
+//   eviction.cc           eviction rounds of private memory
+//   writeback.cc          write-back runs and sync waiters
+//   control_requests.cc   map, sync, unmap, detach, stats
+//   housekeeping.cc       the tick, retiring and reaping
+// with the policies as pure functions beside them (eviction_policy.h, and
+// the stream detector and run planning in prefetch.h) and the in-flight
+// operations in pager_thread_ops.h.
+//
 // Thread-safety: the public methods marked "loop thread" must run on this
 // thread (Pager posts them); start(), stop() and loop() may be called from
 // any thread.
@@ -29,7 +43,6 @@
 
 #include <atomic>
 #include <functional>
-#include <map>
 #include <memory>
 #include <set>
 #include <thread>
@@ -37,7 +50,9 @@
 #include <vector>
 
 #include "daemon/pager/config.h"
+#include "daemon/pager/eviction_policy.h"
 #include "daemon/pager/process.h"
+#include "daemon/pager/run_table.h"
 #include "daemon/pager/shared_window.h"
 #include "daemon/pager/uffd.h"
 #include "daemon/service/federation.h"
@@ -136,10 +151,6 @@ private:
 		uint32_t first, count;
 		uint64_t id;
 	};
-	struct RunState {
-		uint32_t outstanding = 0; // WriteOps in flight
-		bool issued_all = false;
-	};
 	// Completes once every run claimed before it (id < end_id) is durable.
 	// A sync gets a second pass: pages that were being written when it
 	// started and were written to again must be written once more.
@@ -181,6 +192,7 @@ private:
 	// event was pending; retried once events are read.
 	void retry_copies();
 	void arm_soon();
+	void fail_unsent_writes();
 	void after_install(Mapping *m);
 	void retry_waiting();
 	void set_gone(Mapping *m, uint32_t i);
@@ -191,11 +203,26 @@ private:
 	void shared_fetch_done(FetchOp *op, const Status &st);
 	void shared_prefetch(Mapping *m, uint32_t idx);
 	void maybe_evict_window(Mapping *m);
+	// A job from the pool for mapping `m` (counted in its inflight).
+	SharedJob *take_shared_job(Mapping *m);
+	void release_shared_job(SharedJob *job);
+	SharedWrite *take_shared_write();
 	// Snapshots the changed pages of window pages [first, first+count) (only
-	// Evicting ones if `victims`) and writes them back; done(ok) after.
-	void shared_writeback(Mapping *m, uint32_t first, uint32_t count, bool victims,
-	                      std::function<void(bool)> done);
+	// Evicting ones for an eviction job) and writes them back; the job
+	// finishes after (finish_shared_job).
+	void shared_writeback(SharedJob *job, uint32_t first, uint32_t count);
 	void on_shared_write(SharedWrite *w, const Status &st);
+	void finish_shared_job(SharedJob *job);
+	// The shared side of the entry points that serve both kinds; each
+	// chooses once, at its top.
+	void shared_flush(Mapping *m, uint32_t first, uint32_t count,
+	                  std::function<void(Status)> done);
+	Status add_shared_mapping(Process *p, std::unique_ptr<Mapping> m);
+	// `n` (proc set) maps the window of `from` from window page
+	// `window_first` on: a part moved by mremap, or a fork child's copy.
+	void join_window(Mapping *n, Mapping *from, uint32_t window_first);
+	void leave_window(Mapping *m);
+	void collect_window(Mapping *m, StatsSnapshot *out, PageStats *ps);
 	void finish_window_eviction(Mapping *m, const std::vector<uint32_t> &victims, bool ok);
 	// Answers the held "map.ready"s whose window is within its budget or
 	// cannot be trimmed further (`failed`: a window whose eviction round
@@ -204,12 +231,6 @@ private:
 	// sync for either kind.
 	void flush(Mapping *m, uint32_t first, uint32_t count, std::function<void(Status)> done);
 
-	uint64_t headroom(uint64_t budget) const;
-	// Pages prefetch may add to `resident` under `budget`: up to the
-	// eviction high mark; the headroom above it is for faults.
-	uint64_t prefetch_room(uint64_t resident, uint64_t budget) const;
-	// Pages to evict now from `resident` under `budget` (0: none).
-	uint64_t eviction_want(uint64_t resident, uint64_t budget, bool pressure) const;
 	void maybe_evict(Process *p);
 	void check_eviction(Process *p);
 	void send_drop(Process *p);
@@ -220,10 +241,8 @@ private:
 	void claim_writeback(Mapping *m, uint32_t first, uint32_t count);
 	void claim_run(Mapping *m, uint32_t first, uint32_t count);
 	void pump_writeback();
-	void pump_once();
 	bool issue_write(const WbRun &run, uint32_t *first);
 	void on_write_done(WriteOp *op, const Status &st);
-	void finish_run(uint64_t id);
 	void add_waiter(Mapping *m, uint32_t first, uint32_t count, bool second_pass,
 	                std::function<void(Status)> done);
 	void check_waiters();
@@ -242,6 +261,7 @@ private:
 	const PagerConfig &cfg_;
 	const UffdCaps &caps_;
 	int index_;
+	BudgetPolicy policy_;
 	std::unique_ptr<EventLoop> loop_;
 	std::thread thread_;
 	std::atomic<bool> running_{false};
@@ -255,16 +275,25 @@ private:
 	FetchOp *free_fault_ = nullptr;
 	FetchOp *free_bulk_ = nullptr;
 	uint32_t free_fault_count_ = 0;
+	uint32_t free_bulk_count_ = 0;
+	uint32_t bulk_cap_ = 0;          // pages a bulk FetchOp holds
+	std::vector<FetchRun> run_plan_; // prefetch runs being issued
 	bool reap_pending_ = false;
-	bool in_retry_ = false, retry_again_ = false;
-	bool in_pump_ = false, pump_again_ = false;
 	std::vector<FetchOp *> copy_retry_; // installs that got EAGAIN
+	// Writes for a module whose channel is unusable: failed at the next turn.
+	std::vector<WriteOp *> failed_writes_;
+	std::vector<SharedWrite *> failed_shared_;
+	// Shared windows' write-back pools (shared_faults.cc).
+	std::vector<std::unique_ptr<SharedJob>> shared_jobs_;
+	SharedJob *free_shared_jobs_ = nullptr;
+	std::vector<std::unique_ptr<SharedWrite>> shared_writes_;
+	SharedWrite *free_shared_writes_ = nullptr;
+	uint8_t *shared_scratch_ = nullptr; // kWritePages pages read from a window
 	std::vector<std::unique_ptr<WriteOp>> write_ops_;
 	WriteOp *free_write_ = nullptr;
 	std::vector<WbRun> wb_queue_;
 	size_t wb_head_ = 0;
-	std::map<uint64_t, RunState> runs_; // unfinished runs
-	uint64_t next_run_id_ = 1;
+	RunTable runs_; // unfinished runs
 	uint64_t wb_failures_ = 0;
 	uint64_t last_fetch_error_ns_ = 0;
 	std::vector<WbWaiter> waiters_;

@@ -15,7 +15,9 @@
 // Thread-safety: owned by the mapping's pager thread.
 #pragma once
 
+#include <algorithm>
 #include <array>
+#include <cstddef>
 #include <cstdint>
 
 namespace memfed::pager
@@ -30,6 +32,54 @@ struct PrefetchPlan {
 	uint32_t tripwire = kNoPage; // page whose data is held back, or kNoPage
 	int stream = -1;             // which stream slot (owns the tripwire buffer)
 };
+
+// A run of pages to fetch: `count` pages from `first`, `stride` apart.
+struct FetchRun {
+	uint32_t first = 0;
+	uint32_t count = 0;
+};
+
+// Why plan_fetch_runs stopped before the end of the plan.
+enum class FetchStop { kNone, kRuns, kBudget };
+
+// Cuts `plan` into fetch runs over a mapping's pages (`remote(i)`: page i
+// is on the module and not being fetched). Pages that are not remote are
+// skipped; a sequential plan (stride 1) gives runs of consecutive remote
+// pages of at most `max_run` pages, a strided plan one page per run. At most
+// `allowed` pages in all and `max_runs` runs (the buffers free). Writes the
+// runs to out[0..n) and returns n; *stop says why it stopped early and
+// *next is the first page of the plan not covered (the stream asks for the
+// rest later), or the plan's end. Pure: inputs in, decision out.
+template <typename Remote>
+size_t plan_fetch_runs(const PrefetchPlan &plan, Remote remote, uint64_t allowed, uint32_t max_run,
+                       size_t max_runs, FetchRun *out, uint32_t *next, FetchStop *stop)
+{
+	const uint32_t end = plan.first + plan.count * plan.stride;
+	if (plan.stride != 1)
+		max_run = 1;
+	size_t n = 0;
+	uint32_t i = plan.first;
+	*stop = FetchStop::kNone;
+	while (i < end) {
+		if (!remote(i)) {
+			i += plan.stride;
+			continue;
+		}
+		if (n == max_runs || allowed == 0) {
+			*stop = allowed == 0 ? FetchStop::kBudget : FetchStop::kRuns;
+			break;
+		}
+		FetchRun r{i, 0};
+		while (i < end && r.count < max_run && r.count < allowed && remote(i)) {
+			r.count++;
+			i += plan.stride;
+		}
+		allowed -= r.count;
+		out[n++] = r;
+	}
+	*next = std::min(i, end);
+	return n;
+}
 
 class StreamDetector
 {

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "daemon/common/status.h"
+#include "daemon/common/thread_annotations.h"
 #include "daemon/pager/mapping.h"
 
 namespace memfed::pager
@@ -57,24 +58,26 @@ public:
 	const uint32_t npages;
 	const int memfd;
 
-	std::mutex mu;
-	std::vector<Page> pages;     // GUARDED_BY(mu)
-	std::vector<uint32_t> crc;   // GUARDED_BY(mu): CRC of the module's copy
-	std::vector<Mapper> mappers; // GUARDED_BY(mu)
-	uint64_t resident = 0;       // GUARDED_BY(mu)
-	uint64_t budget_pages = 0;   // GUARDED_BY(mu); 0 = unlimited
-	PageStats stats;             // GUARDED_BY(mu): evictions and write-backs
-	bool evicting = false;       // GUARDED_BY(mu)
-	uint32_t clock_hand = 0;     // GUARDED_BY(mu)
+	// The pager threads of every mapper share the window: the compiler
+	// checks (-Wthread-safety) that what follows is touched under mu.
+	Mutex mu;
+	std::vector<Page> pages GUARDED_BY(mu);
+	std::vector<uint32_t> crc GUARDED_BY(mu); // CRC of the module's copy
+	std::vector<Mapper> mappers GUARDED_BY(mu);
+	uint64_t resident GUARDED_BY(mu) = 0;
+	uint64_t budget_pages GUARDED_BY(mu) = 0; // 0 = unlimited
+	PageStats stats GUARDED_BY(mu);           // evictions and write-backs
+	bool evicting GUARDED_BY(mu) = false;
+	uint32_t clock_hand GUARDED_BY(mu) = 0;
 
-	// REQUIRES: mu held. Wakes threads of every mapper waiting on window
-	// pages [first, first+count).
-	void wake_all(uint32_t first, uint32_t count);
-	// REQUIRES: mu held. Sets or clears write-protection in every mapper;
-	// false if some live mapper refused.
-	bool write_protect_all(uint32_t first, uint32_t count, bool wp);
-	// REQUIRES: mu held. Every mapper has registered its range.
-	bool all_ready() const;
+	// Wakes threads of every mapper waiting on window pages
+	// [first, first+count).
+	void wake_all(uint32_t first, uint32_t count) REQUIRES(mu);
+	// Sets or clears write-protection in every mapper; false if some live
+	// mapper refused.
+	bool write_protect_all(uint32_t first, uint32_t count, bool wp) REQUIRES(mu);
+	// Every mapper has registered its range.
+	bool all_ready() const REQUIRES(mu);
 	// Whether the memfd holds page `idx` (not a hole).
 	bool in_memfd(uint32_t idx) const;
 	// Writes `count` pages into the memfd at page `idx`.
@@ -83,9 +86,9 @@ public:
 	int read(uint32_t idx, void *dst, uint32_t count) const;
 	// Drops pages from the memfd and from every process mapping it.
 	int punch(uint32_t idx, uint32_t count) const;
-	// REQUIRES: mu held. Marks every page the memfd holds resident with
-	// unknown content (a memfd adopted after a daemon restart).
-	void adopt_present();
+	// Marks every page the memfd holds resident with unknown content (a
+	// memfd adopted after a daemon restart).
+	void adopt_present() REQUIRES(mu);
 };
 
 } // namespace memfed::pager

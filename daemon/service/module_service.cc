@@ -56,6 +56,24 @@ size_t ModuleService::queued() const
 	return queue_.size();
 }
 
+void ModuleService::submit_local(LocalRequest *r)
+{
+	Job j;
+	j.local = r;
+	switch (r->kind) {
+	case LocalRequest::Kind::kWrite:
+		j.kind = Job::Kind::kWrite;
+		break;
+	case LocalRequest::Kind::kRead:
+		j.kind = Job::Kind::kRead;
+		break;
+	case LocalRequest::Kind::kOrdered:
+		j.kind = Job::Kind::kLocalOrdered;
+		break;
+	}
+	enqueue(std::move(j));
+}
+
 void ModuleService::enqueue(Job job)
 {
 	{
@@ -101,10 +119,8 @@ void ModuleService::writer_main()
 			cv_.wait(lk, [this] { return stopping_ || !queue_.empty(); });
 			if (queue_.empty())
 				return; // stopping, and every job is answered
-			while (!queue_.empty()) {
-				group.push_back(std::move(queue_.front()));
-				queue_.pop_front();
-			}
+			// Swapped, not moved: both vectors keep their capacity.
+			group.swap(queue_);
 		}
 		if (writer_hook_)
 			writer_hook_();
@@ -121,12 +137,16 @@ void ModuleService::commit(std::vector<Job> &group)
 	size_t from = 0;
 	for (size_t k = 0; k <= group.size(); k++) {
 		if (k < group.size() && group[k].kind != Job::Kind::kDelete &&
-		    group[k].kind != Job::Kind::kSetLength)
+		    group[k].kind != Job::Kind::kSetLength &&
+		    group[k].kind != Job::Kind::kLocalOrdered)
 			continue;
 		commit_segment(std::span<Job>(group).subspan(from, k - from));
 		if (k < group.size()) {
 			Job &d = group[k];
-			if (d.kind == Job::Kind::kDelete) {
+			if (d.kind == Job::Kind::kLocalOrdered) {
+				d.local->status = Status::ok();
+				d.local->finished();
+			} else if (d.kind == Job::Kind::kDelete) {
 				d.reply.complete(delete_region(d.region, d.by));
 			} else {
 				auto r = set_length(d.set_length);
@@ -156,6 +176,11 @@ void ModuleService::commit_segment(std::span<Job> group)
 	for (Job &j : group) {
 		if (j.kind != Job::Kind::kWrite)
 			continue;
+		if (j.local != nullptr) {
+			const LocalRequest &r = *j.local;
+			ops.push_back({r.region_id, r.offset, r.count, r.src, Status::ok()});
+			continue;
+		}
 		const wire::Header &h = j.reply.request();
 		ops.push_back({h.region_id, h.offset, h.count, j.pages.data(), Status::ok()});
 		last_seq = j.seq;
@@ -167,6 +192,16 @@ void ModuleService::commit_segment(std::span<Job> group)
 	size_t k = 0;
 	std::vector<uint8_t> buf;
 	for (Job &j : group) {
+		if (j.local != nullptr) {
+			LocalRequest &r = *j.local;
+			if (j.kind == Job::Kind::kWrite)
+				r.status = ops[k++].status;
+			else
+				r.status =
+				        store_->read_pages(r.region_id, r.offset, r.count, r.dst);
+			r.finished();
+			continue;
+		}
 		if (j.kind == Job::Kind::kWrite) {
 			j.reply.complete(ops[k++].status);
 			continue;

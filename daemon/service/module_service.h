@@ -8,16 +8,19 @@
 // acknowledgement still means durable. READs are answered at once on the loop
 // thread, except a READ that overlaps a write not yet applied: it is queued
 // behind that write and answered by the writer, so a READ always sees every
-// WRITE the module received before it. Requests from in-process callers
-// (LocalChannel, which needs its answer inline) are served synchronously.
+// WRITE the module received before it. In-process callers (LocalChannel)
+// hand their WRITEs, and whatever must follow them, to the same writer
+// through submit_local(): they are committed in the same groups and answered
+// once durable, on the writer thread. Requests handled with a Reply that
+// cannot defer are served synchronously.
 //
 // Regions created over the wire are owned by the uid in the request's spec;
 // the wire carries no credentials of its own, so a module trusts the nodes
 // that can reach its port (access control on the wire is a later step).
 //
 // Thread-safety: handle() of deferrable requests runs on the one EventLoop
-// thread of the module's TcpServer; handle() of non-deferrable requests, and
-// stat() and queued(), may run on any thread. The store is thread-safe, so
+// thread of the module's TcpServer; handle() of non-deferrable requests,
+// submit_local(), stat() and queued() may run on any thread. The store is thread-safe, so
 // control ops may use it concurrently. The destructor commits and answers
 // every queued write before it returns.
 #pragma once
@@ -26,7 +29,6 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
-#include <deque>
 #include <functional>
 #include <mutex>
 #include <span>
@@ -43,6 +45,32 @@ namespace memfed
 // RegionInfo (store) -> WireRegion and back to the federation's view.
 wire::WireRegion to_wire(const RegionInfo &r);
 
+// A request of an in-process caller for the writer thread (submit_local).
+// Owned by the caller; must stay alive until finished() has run.
+class LocalRequest
+{
+public:
+	enum class Kind {
+		kWrite,   // `count` pages from `src` at `offset` of `region_id`
+		kRead,    // `count` pages into `dst`, after the WRITEs queued before it
+		kOrdered, // nothing: finished() runs after the WRITEs queued before it
+	};
+	Kind kind = Kind::kWrite;
+	uint32_t region_id = 0;
+	uint64_t offset = 0;
+	uint32_t count = 0;
+	const void *src = nullptr;
+	void *dst = nullptr;
+	// The outcome (kWrite: durable or failed; kRead: read or failed).
+	Status status;
+	// Runs on the writer thread once `status` is set (kOrdered: when its
+	// turn comes). The request is the caller's again from here on.
+	virtual void finished() = 0;
+
+protected:
+	~LocalRequest() = default;
+};
+
 class ModuleService : public RequestHandler
 {
 public:
@@ -54,6 +82,10 @@ public:
 	void handle(const ConnInfo &conn, const wire::Header &req, std::span<const uint8_t> payload,
 	            Reply &reply) override;
 	wire::WireStat stat() const;
+	// Queues `r` for the writer thread behind every request queued so far;
+	// r->finished() runs there. No allocation once the queue has grown to
+	// its working size.
+	void submit_local(LocalRequest *r);
 	// Requests waiting for the writer thread (not yet taken into a group).
 	size_t queued() const;
 
@@ -68,10 +100,11 @@ public:
 private:
 	// A request for the writer: a WRITE, a READ that waits for one, or a
 	// REGION_DELETE or REGION_SET_LENGTH that must not overtake the WRITEs
-	// queued before it.
+	// queued before it; from a connection (`reply`) or in-process (`local`).
 	struct Job {
-		enum class Kind { kRead, kWrite, kDelete, kSetLength };
+		enum class Kind { kRead, kWrite, kDelete, kSetLength, kLocalOrdered };
 		DeferredReply reply;
+		LocalRequest *local = nullptr;
 		Kind kind = Kind::kRead;
 		std::vector<uint8_t> pages; // a WRITE's payload
 		uint64_t seq = 0;           // a WRITE's place in the queue (1, 2, ...)
@@ -104,8 +137,8 @@ private:
 
 	mutable std::mutex mu_;
 	std::condition_variable cv_;
-	std::deque<Job> queue_; // guarded by mu_
-	bool stopping_ = false; // guarded by mu_
+	std::vector<Job> queue_; // guarded by mu_; swapped with the writer's group
+	bool stopping_ = false;  // guarded by mu_
 	std::thread writer_;
 };
 

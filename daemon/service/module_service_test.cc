@@ -15,6 +15,7 @@
 #include "daemon/store/test_pool_dir.h"
 #include "daemon/transport/event_loop.h"
 #include "daemon/transport/sync_client.h"
+#include "daemon/wire/codec.h"
 
 using namespace memfed;
 
@@ -343,33 +344,144 @@ TEST_CASE("a deferred WRITE completed after its server is gone is durable and dr
 	CHECK(got == data);
 }
 
-TEST_CASE("in-process callers (LocalChannel) are served inline, not deferred", "[service]")
+// Records whether on_reply ran while the test was inside an issuing call
+// (the Channel contract forbids it), and what it got.
+struct Reentry : Completion {
+	void on_reply(const Status &s, const wire::Header &h,
+	              std::span<const uint8_t> payload) override
+	{
+		calls++;
+		inside_issue |= *inside;
+		st = s;
+		resp = h;
+		data.assign(payload.begin(), payload.end());
+	}
+	bool *inside = nullptr;
+	int calls = 0;
+	bool inside_issue = false;
+	Status st;
+	wire::Header resp{};
+	std::vector<uint8_t> data;
+};
+
+std::unique_ptr<EventLoop> new_loop()
 {
-	Module m; // the writer gate stays closed: a deferred WRITE would not finish
-	LocalChannel local(m.store.get(), m.service.get());
-	struct Done : Completion {
-		void on_reply(const Status &s, const wire::Header &,
-		              std::span<const uint8_t>) override
-		{
-			called = true;
-			st = s;
-		}
-		bool called = false;
-		Status st;
-	} done;
+	auto loop = EventLoop::create();
+	REQUIRE(loop.is_ok());
+	return std::move(*loop);
+}
+
+template <typename F> void run_until(EventLoop *loop, F cond)
+{
+	for (int i = 0; i < 2000 && !cond(); i++)
+		loop->run_once(10);
+	REQUIRE(cond());
+}
+
+TEST_CASE("LocalChannel: a WRITE goes through the writer and completes, at a later loop turn, "
+          "only once durable",
+          "[service]")
+{
+	Module m; // the writer holds its first group at the gate
+	auto loop = new_loop();
+	LocalChannel local(loop.get(), m.store.get(), m.service.get());
+	bool inside = false;
+	Reentry w, r;
+	w.inside = r.inside = &inside;
 	auto data = pages(1, 0x33);
-	wire::Header w{};
-	w.type = uint8_t(wire::MsgType::kWrite);
-	w.region_id = m.region.id;
-	w.offset = m.fa(2);
-	w.count = 1;
-	local.call(w, data, &done);
-	REQUIRE(done.called);
-	REQUIRE(done.st.is_ok());
-	CHECK(m.service->queued() == 0);
+	inside = true;
+	local.write_pages(wire::TrafficClass::kBulk, m.region.id, m.fa(2), 1, data.data(), &w);
+	inside = false;
+	REQUIRE(m.gate.wait_entered());
+	// Held at the writer: the loop turns, the WRITE does not complete.
+	for (int i = 0; i < 5; i++)
+		loop->run_once(1);
+	CHECK(w.calls == 0);
+	CHECK(local.in_flight() == 1);
+	// A READ of the same page waits behind it and sees it.
 	auto got = pages(1, 0);
-	REQUIRE(m.store->read_pages(m.region.id, m.fa(2), 1, got.data()).is_ok());
+	inside = true;
+	local.read_pages(wire::TrafficClass::kFault, m.region.id, m.fa(2), 1, got.data(), &r);
+	inside = false;
+	CHECK(r.calls == 0);
+	m.gate.release();
+	run_until(loop.get(), [&] { return w.calls == 1 && r.calls == 1; });
+	REQUIRE(w.st.is_ok());
+	REQUIRE(r.st.is_ok());
 	CHECK(got == data);
+	CHECK_FALSE(w.inside_issue);
+	CHECK_FALSE(r.inside_issue);
+	CHECK(w.resp.type == uint8_t(wire::MsgType::kWrite));
+	CHECK((w.resp.flags & wire::kFlagResponse) != 0);
+	auto stored = pages(1, 0);
+	REQUIRE(m.store->read_pages(m.region.id, m.fa(2), 1, stored.data()).is_ok());
+	CHECK(stored == data);
+	CHECK(local.in_flight() == 0);
+}
+
+TEST_CASE("LocalChannel: no completion runs inside the call that issued it, errors included",
+          "[service]")
+{
+	Module m;
+	m.gate.release();
+	auto loop = new_loop();
+	LocalChannel local(loop.get(), m.store.get(), m.service.get());
+	bool inside = false;
+	std::vector<Reentry> r(9);
+	for (auto &x : r)
+		x.inside = &inside;
+	auto data = pages(2, 0x44);
+	auto got = pages(2, 0);
+	wire::Header stat{};
+	stat.type = uint8_t(wire::MsgType::kStat);
+	wire::Header bad{};
+	bad.type = uint8_t(wire::MsgType::kHello); // not served by a module
+	wire::Header write{};
+	write.type = uint8_t(wire::MsgType::kWrite);
+	write.region_id = m.region.id;
+	write.offset = m.fa(6);
+	write.count = 1;
+	inside = true;
+	local.read_pages(wire::TrafficClass::kFault, m.region.id, m.fa(0), 2, got.data(), &r[0]);
+	local.write_pages(wire::TrafficClass::kBulk, m.region.id, m.fa(4), 2, data.data(), &r[1]);
+	// Past the region's end: an error from the store, for each kind.
+	local.read_pages(wire::TrafficClass::kFault, m.region.id, m.fa(kRegionPages), 1, got.data(),
+	                 &r[2]);
+	local.write_pages(wire::TrafficClass::kBulk, m.region.id, m.fa(kRegionPages), 1,
+	                  data.data(), &r[3]);
+	local.call(stat, {}, &r[4]); // behind the WRITEs in flight
+	local.call(bad, {}, &r[5]);
+	local.call(write, std::span<const uint8_t>(data).first(kPage), &r[6]);
+	local.call(write, std::span<const uint8_t>(data).first(100), &r[7]); // short payload
+	inside = false;
+	for (auto &x : r)
+		CHECK(x.calls == 0);
+	run_until(loop.get(), [&] { return local.in_flight() == 0; });
+	// With nothing in flight, a control request is served on the loop thread.
+	inside = true;
+	local.call(stat, {}, &r[8]);
+	inside = false;
+	CHECK(r[8].calls == 0);
+	run_until(loop.get(), [&] { return r[8].calls == 1; });
+	for (auto &x : r) {
+		CHECK(x.calls == 1);
+		CHECK_FALSE(x.inside_issue);
+	}
+	CHECK(r[0].st.is_ok());
+	CHECK(r[1].st.is_ok());
+	CHECK(r[2].st.code() == Code::kOutOfRange);
+	CHECK(r[3].st.code() == Code::kOutOfRange);
+	REQUIRE(r[4].st.is_ok());
+	auto st = wire::decode_stat(r[4].data);
+	REQUIRE(st.is_ok());
+	CHECK(st->writes >= 2); // the WRITEs before it were applied first
+	CHECK(r[5].st.code() == Code::kProtocol);
+	CHECK(r[6].st.is_ok());
+	CHECK(r[7].st.code() == Code::kInvalidArgument);
+	REQUIRE(r[8].st.is_ok());
+	auto stored = pages(1, 0);
+	REQUIRE(m.store->read_pages(m.region.id, m.fa(6), 1, stored.data()).is_ok());
+	CHECK(std::memcmp(stored.data(), data.data(), kPage) == 0);
 }
 
 TEST_CASE("a READ's payload crc comes from the stored page crcs: media corruption reaches the "

@@ -220,7 +220,7 @@ std::vector<ModuleEntry> NodeFederation::modules()
 Result<std::unique_ptr<Channel>> NodeFederation::open_channel(EventLoop *loop, ModuleId module)
 {
 	if (store_ && module == store_->module_id())
-		return std::unique_ptr<Channel>(std::make_unique<LocalChannel>(store_, service_));
+		return std::unique_ptr<Channel>(std::make_unique<LocalChannel>(loop, store_, service_));
 	Peer *p = find_peer(module);
 	if (!p)
 		return Status(Code::kNotFound, "module " + module.to_string() +

@@ -8,8 +8,19 @@
 // any caller changing.
 //
 // All methods run on the EventLoop thread the channel was created on, except
-// where stated. Completions are invoked on that thread. A Channel allows many
-// requests in flight; responses may complete out of order.
+// where stated. A Channel allows many requests in flight; responses may
+// complete out of order.
+//
+// The completion contract, kept by every implementation: a completion never
+// runs inside the call that issued it. on_reply runs on the loop thread,
+// from the loop (EventLoop::run_once) at a later turn than the one that
+// issued the request: a request that fails at once (not allowed by the
+// protocol, a lost connection) or that is served in-process completes at
+// the next turn, never before read_pages/write_pages/call returns. So a
+// caller may issue requests in the middle of updating its own state, and
+// issue more from inside on_reply, without guarding against re-entry. (A
+// channel's destructor and TcpChannel::close() may complete pending
+// requests; they are not issuing calls.)
 #pragma once
 
 #include <cstdint>
@@ -20,29 +31,32 @@
 #include "daemon/common/status.h"
 #include "daemon/wire/protocol.h"
 
-namespace memfed {
+namespace memfed
+{
 
 // Receives the outcome of one request. Owned by the caller and must stay
 // alive until on_reply runs; no allocation happens per request.
-class Completion {
+class Completion
+{
 public:
 	virtual ~Completion() = default;
 	// `st` is OK when the peer answered OK; otherwise the peer's error (code and
 	// message) or a transport failure (kUnavailable). `payload` is the response
 	// payload unless it was delivered into a caller buffer (read_pages).
 	virtual void on_reply(const Status &st, const wire::Header &resp,
-			      std::span<const uint8_t> payload) = 0;
+	                      std::span<const uint8_t> payload) = 0;
 };
 
 struct PeerInfo {
-	ModuleId module;       // from the peer's HELLO
+	ModuleId module; // from the peer's HELLO
 	uint32_t capabilities = 0;
 	uint64_t capacity_bytes = 0;
 	uint8_t version = 0;
-	std::string endpoint;  // "host:port"
+	std::string endpoint; // "host:port"
 };
 
-class Channel {
+class Channel
+{
 public:
 	virtual ~Channel() = default;
 
@@ -52,15 +66,16 @@ public:
 	// READ `count` pages at `fa_offset` of `region_id` straight into `dst`
 	// (count * kPageSize bytes, valid until completion).
 	virtual void read_pages(wire::TrafficClass tc, uint32_t region_id, uint64_t fa_offset,
-				uint32_t count, void *dst, Completion *done) = 0;
+	                        uint32_t count, void *dst, Completion *done) = 0;
 	// WRITE `count` pages from `src` (valid until completion); completes when
-	// the module has made them durable.
+	// the module has made them durable. The issuing thread never waits for
+	// the persist.
 	virtual void write_pages(wire::TrafficClass tc, uint32_t region_id, uint64_t fa_offset,
-				 uint32_t count, const void *src, Completion *done) = 0;
+	                         uint32_t count, const void *src, Completion *done) = 0;
 	// Any other request: `hdr` supplies type, tclass and type-specific fields;
 	// the channel fills magic, version, ids, lengths and checksums.
 	virtual void call(const wire::Header &hdr, std::span<const uint8_t> payload,
-			  Completion *done) = 0;
+	                  Completion *done) = 0;
 };
 
 } // namespace memfed

@@ -901,6 +901,66 @@ TEST_CASE("TcpChannel: connection loss completes pending requests with kUnavaila
 	CHECK_FALSE(ran);
 }
 
+// Records whether on_reply ran while the test was inside an issuing call
+// (the Channel contract forbids it).
+struct Reentry : Completion {
+	void on_reply(const Status &st, const wire::Header &, std::span<const uint8_t>) override
+	{
+		calls++;
+		inside_issue |= *inside;
+		status = st;
+	}
+	bool *inside = nullptr;
+	int calls = 0;
+	bool inside_issue = false;
+	Status status;
+};
+
+TEST_CASE("TcpChannel: no completion runs inside the call that issued it, errors included")
+{
+	ServerThread srv;
+	auto loop = EventLoop::create();
+	REQUIRE(loop.is_ok());
+	auto ch = TcpChannel::connect(loop->get(), srv.endpoint(), kClientId);
+	REQUIRE(ch.is_ok());
+	bool inside = false;
+	std::vector<Reentry> r(8);
+	for (auto &x : r)
+		x.inside = &inside;
+	std::vector<uint8_t> buf(size_t{kPageSize}), src(size_t{kPageSize}, 0x5c);
+	wire::Header stat{};
+	stat.type = static_cast<uint8_t>(wire::MsgType::kStat);
+	stat.tclass = 1;
+	auto issue_all = [&](size_t from) {
+		inside = true;
+		(*ch)->read_pages(wire::TrafficClass::kFault, kRegion, 0, 1, buf.data(), &r[from]);
+		(*ch)->write_pages(wire::TrafficClass::kBulk, kRegion, kPageSize, 1, src.data(),
+		                   &r[from + 1]);
+		(*ch)->call(stat, {}, &r[from + 2]);
+		// Not sent (count 0): fails locally.
+		(*ch)->read_pages(wire::TrafficClass::kFault, kRegion, 0, 0, buf.data(),
+		                  &r[from + 3]);
+		inside = false;
+	};
+	issue_all(0);
+	drive(loop->get(), [&] { return r[0].calls && r[1].calls && r[2].calls && r[3].calls; });
+	for (int i = 0; i < 3; i++) {
+		INFO(i << ": " << r[i].status.to_string());
+		CHECK(r[i].status.is_ok());
+	}
+	CHECK(r[3].status.code() == Code::kInvalidArgument);
+	// A closed channel fails every request, later.
+	(*ch)->close();
+	issue_all(4);
+	drive(loop->get(), [&] { return r[4].calls && r[5].calls && r[6].calls && r[7].calls; });
+	for (int i = 4; i < 8; i++)
+		CHECK(r[i].status.code() == Code::kUnavailable);
+	for (auto &x : r) {
+		CHECK(x.calls == 1);
+		CHECK_FALSE(x.inside_issue);
+	}
+}
+
 TEST_CASE("TcpChannel: destroying the channel completes pending requests")
 {
 	RawModule mod([&](int fd, std::vector<wire::Header> &) { peer_closed(fd); });

@@ -1,0 +1,192 @@
+// Control requests from the Pager (posted to this thread): a new mapping,
+// sync, unmap, detach, and the counters for "pager.stats".
+//
+// Thread: the pager thread (the Pager posts each request to it).
+#include "daemon/pager/pager_thread.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <memory>
+
+#include "daemon/pager/pager_thread_ops.h"
+
+namespace memfed::pager
+{
+
+Status PagerThread::add_mapping(uint64_t uffd_id, std::unique_ptr<Mapping> m, ModuleId module)
+{
+	Process *p = find_process(uffd_id);
+	if (p == nullptr)
+		return Status(Code::kNotFound, "uffd " + std::to_string(uffd_id) +
+		                                       " is not attached (send \"attach\" first)");
+	uint64_t len = uint64_t(m->npages) * kPageSize;
+	for (auto &o : p->mappings) {
+		if (o->dead)
+			continue;
+		uint64_t oend = o->addr + uint64_t(o->npages) * kPageSize;
+		if (m->addr < oend && o->addr < m->addr + len)
+			return Status(Code::kAlreadyExists, "range overlaps mapping " +
+			                                            std::to_string(o->id) +
+			                                            " (unmap it first)");
+	}
+	ChannelSlot *cs = channel(module);
+	if (cs == nullptr)
+		return Status(Code::kUnavailable, "module " + module.to_string() +
+		                                          " holding region '" + m->region +
+		                                          "' is unreachable");
+	m->chan = cs;
+	m->proc = p;
+	m->held.assign(size_t(StreamDetector::kStreams) * kPageSize, 0);
+	if (m->window)
+		return add_shared_mapping(p, std::move(m));
+	if ((m->budget_pages || p->budget_pages) && (!p->can_evict() || !m->wp) &&
+	    !p->warned_no_evict) {
+		p->warned_no_evict = true;
+		LOG_WARN(kLog, "pid %d: budget not enforced (%s)", int(p->pid),
+		         !m->wp ? "no write-protect on this kernel"
+		                : "the client gave no evict channel");
+	}
+	if (!p->can_evict() || !m->wp)
+		m->budget_pages = 0;
+
+	// Pages the process has already (a restarted daemon; memory the client
+	// touched) are its data: resident, and dirty since nobody knows better.
+	if (p->pid > 0) {
+		char path[64];
+		std::snprintf(path, sizeof(path), "/proc/%d/pagemap", int(p->pid));
+		int fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (fd >= 0) {
+			std::vector<uint64_t> ent(std::min<uint32_t>(m->npages, 4096));
+			for (uint32_t base = 0; base < m->npages; base += uint32_t(ent.size())) {
+				uint32_t n =
+				        std::min<uint32_t>(uint32_t(ent.size()), m->npages - base);
+				off_t off = off_t((m->addr / kPageSize + base) * 8);
+				ssize_t r = pread(fd, ent.data(), n * 8, off);
+				if (r != ssize_t(n) * 8)
+					break;
+				for (uint32_t k = 0; k < n; k++) {
+					bool present = ent[k] & (1ull << 63),
+					     swapped = ent[k] & (1ull << 62);
+					if (present || swapped) {
+						m->pages[base + k].state = PageState::kResident;
+						m->pages[base + k].flags = kDirty | kRef;
+						m->resident++;
+					}
+				}
+			}
+			close(fd);
+		}
+	}
+	p->resident += m->resident;
+	Mapping *raw = m.get();
+	p->mappings.push_back(std::move(m));
+	last_map_ns_ = now_ns();
+	// Threads a previous daemon left blocked retry now.
+	(void)uffd_wake(p->uffd, raw->addr, len);
+	// Faults that arrived before this mapping was known.
+	size_t n = orphans_.size;
+	PendingFault f;
+	while (n-- > 0 && orphans_.pop(&f))
+		if (!f.proc->dead)
+			handle_fault(f.proc, f.addr, f.flags, 0, true);
+	maybe_evict(p);
+	return Status::ok();
+}
+
+void PagerThread::sync(uint64_t mapping_id, uint32_t first, uint32_t count,
+                       std::function<void(Status)> done)
+{
+	Mapping *m = find_mapping(mapping_id);
+	if (m == nullptr) {
+		done(Status(Code::kNotFound,
+		            "mapping " + std::to_string(mapping_id) + " not found"));
+		return;
+	}
+	flush(m, first, count, std::move(done));
+}
+
+void PagerThread::flush(Mapping *m, uint32_t first, uint32_t count,
+                        std::function<void(Status)> done)
+{
+	if (m->window)
+		return shared_flush(m, first, count, std::move(done));
+	claim_writeback(m, first, count);
+	add_waiter(m, first, count, true, std::move(done));
+}
+
+void PagerThread::unmap(uint64_t mapping_id, std::function<void(Status)> done)
+{
+	Mapping *m = find_mapping(mapping_id);
+	if (m == nullptr) {
+		done(Status(Code::kNotFound,
+		            "mapping " + std::to_string(mapping_id) + " not found"));
+		return;
+	}
+	sync(mapping_id, 0, m->npages, [this, mapping_id, done](Status st) {
+		Mapping *mm = find_mapping(mapping_id);
+		if (mm != nullptr && st.is_ok())
+			retire(mm);
+		done(st);
+	});
+}
+
+void PagerThread::detach(uint64_t uffd_id, std::function<void()> done)
+{
+	Process *p = find_process(uffd_id);
+	if (p == nullptr) {
+		done();
+		return;
+	}
+	auto pending = std::make_shared<int>(1);
+	auto finish = [this, uffd_id, done, pending](Status st) {
+		if (!st.is_ok())
+			LOG_WARN(kLog, "uffd %lu detached with pages not written back: %s",
+			         (unsigned long)uffd_id, st.message().c_str());
+		if (--*pending > 0)
+			return;
+		if (Process *pp = find_process(uffd_id))
+			kill_process(pp, "detached");
+		done();
+	};
+	for (auto &m : p->mappings) {
+		if (m->dead)
+			continue;
+		if (m->window) {
+			++*pending;
+			flush(m.get(), 0, m->npages, finish);
+		} else {
+			claim_writeback(m.get(), 0, m->npages);
+		}
+	}
+	add_waiter(nullptr, 0, 0, false, finish);
+}
+
+void PagerThread::collect(StatsSnapshot *out)
+{
+	for (auto &[name, st] : retired_regions_)
+		out->regions[name].add(st);
+	for (auto &p : procs_) {
+		if (p->dead)
+			continue;
+		PageStats ps = p->retired;
+		for (auto &m : p->mappings) {
+			if (m->dead)
+				continue;
+			if (m->window) {
+				collect_window(m.get(), out, &ps);
+				continue;
+			}
+			PageStats s = m->stats;
+			s.resident = m->resident;
+			s.dirty = m->count_dirty();
+			ps.add(s);
+			out->regions[m->region].add(s);
+		}
+		out->processes.push_back({p->pid, p->uffd_id, p->fork_child, ps});
+	}
+}
+
+} // namespace memfed::pager

@@ -1,0 +1,234 @@
+// Eviction of private memory: when a process or mapping is past its
+// budget, victims are chosen by CLOCK (eviction_policy.h), dirty ones are
+// written back (writeback.cc), and the client's evictor is asked to drop
+// them (map_protocol.h); faults on a victim are parked until the drop is
+// done, so no write is lost.
+//
+// Thread: the pager thread that owns the process.
+#include "daemon/pager/pager_thread.h"
+
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "daemon/pager/eviction_policy.h"
+#include "daemon/pager/pager_thread_ops.h"
+
+namespace memfed::pager
+{
+
+void PagerThread::maybe_evict(Process *p)
+{
+	if (p->evict.active || !p->can_evict())
+		return;
+	bool pressure = p->evict_pressure;
+	p->evict_pressure = false;
+	uint64_t need_p = policy_.eviction_want(p->resident, p->budget_pages, pressure);
+	auto &victims = p->evict.victims;
+	victims.clear();
+	// Mappings over their own budget first, then the largest for the process.
+	for (int pass = 0; pass < 2 && victims.size() < cfg_.evict_batch; pass++) {
+		for (auto &mp : p->mappings) {
+			Mapping *m = mp.get();
+			if (m->dead || !m->wp || m->npages == 0)
+				continue;
+			uint64_t want = 0;
+			if (pass == 0)
+				want = policy_.eviction_want(m->resident, m->budget_pages,
+				                             pressure);
+			if (pass == 1 && need_p > victims.size())
+				want = need_p - victims.size();
+			if (want == 0)
+				continue;
+			want = std::min<uint64_t>(want, cfg_.evict_batch - victims.size());
+			clock_pick(
+			        std::span<Page>(m->pages.data(), m->npages), &m->clock_hand, want,
+			        [m](uint32_t i) { return m->streams.ahead_of_stream(i); },
+			        [m, &victims](uint32_t i) {
+				        Page &pg = m->pages[i];
+				        pg.state = PageState::kEvicting;
+				        pg.flags &= uint8_t(~(kParked | kRemoved | kRemovedTwice));
+				        victims.emplace_back(m, i);
+			        });
+		}
+	}
+	if (victims.empty())
+		return;
+	Eviction &ev = p->evict;
+	ev.active = true;
+	ev.drop_sent = false;
+	ev.failed = false;
+	ev.seq++;
+	ev.started_ns = now_ns();
+	std::sort(victims.begin(), victims.end(), [](const auto &x, const auto &y) {
+		return x.first->page_addr(x.second) < y.first->page_addr(y.second);
+	});
+	// One drop request carries at most kMaxDropRanges ranges: victims past
+	// them stay resident for a later round.
+	uint32_t ranges = 0;
+	for (size_t k = 0; k < victims.size(); k++) {
+		auto [m, i] = victims[k];
+		bool joins = k > 0 &&
+		             victims[k - 1].first->page_addr(victims[k - 1].second) + kPageSize ==
+		                     m->page_addr(i);
+		if (!joins && ++ranges > kMaxDropRanges) {
+			for (size_t r = k; r < victims.size(); r++)
+				victims[r].first->pages[victims[r].second].state =
+				        PageState::kResident;
+			victims.resize(k);
+			break;
+		}
+	}
+	// Dirty victims are written back first, in runs.
+	for (size_t i = 0; i < victims.size();) {
+		Mapping *m = victims[i].first;
+		uint32_t a = victims[i].second;
+		if (!(m->pages[a].flags & kDirty)) {
+			i++;
+			continue;
+		}
+		size_t j = i + 1;
+		while (j < victims.size() && victims[j].first == m &&
+		       victims[j].second == victims[j - 1].second + 1 &&
+		       (m->pages[victims[j].second].flags & kDirty))
+			j++;
+		claim_run(m, a, uint32_t(j - i));
+		i = j;
+	}
+	pump_writeback();
+	check_eviction(p);
+}
+
+void PagerThread::check_eviction(Process *p)
+{
+	Eviction &ev = p->evict;
+	if (!ev.active || ev.drop_sent)
+		return;
+	if (ev.failed) {
+		finish_eviction(p, false);
+		return;
+	}
+	for (auto &[m, i] : ev.victims) {
+		const Page &pg = m->pages[i];
+		if (!m->dead && pg.state == PageState::kEvicting && (pg.flags & kWbInFlight))
+			return; // still being written
+	}
+	send_drop(p);
+}
+
+void PagerThread::send_drop(Process *p)
+{
+	Eviction &ev = p->evict;
+	DropRequest &req = ev.request;
+	req.magic = kDropRequestMagic;
+	req.seq = ev.seq;
+	req.count = 0;
+	for (auto &[m, i] : ev.victims) {
+		if (m->dead || m->pages[i].state != PageState::kEvicting)
+			continue;
+		uint64_t a = m->page_addr(i);
+		if (req.count > 0 &&
+		    req.ranges[req.count - 1].addr + req.ranges[req.count - 1].length == a)
+			req.ranges[req.count - 1].length += kPageSize;
+		else if (req.count < kMaxDropRanges)
+			req.ranges[req.count++] = {a, kPageSize};
+	}
+	if (req.count == 0) {
+		finish_eviction(p, true);
+		return;
+	}
+	ssize_t r =
+	        send(p->evict_fd, &req, drop_request_size(req.count), MSG_DONTWAIT | MSG_NOSIGNAL);
+	if (r < 0) {
+		LOG_WARN(kLog,
+		         "pid %d: sending a drop request to the client's evictor: %s; "
+		         "its budget is no longer enforced",
+		         int(p->pid), std::strerror(errno));
+		close(p->evict_fd);
+		p->evict_fd = -1;
+		finish_eviction(p, false);
+		return;
+	}
+	ev.drop_sent = true;
+}
+
+void PagerThread::on_drop_reply(Process *p, int res)
+{
+	Eviction &ev = p->evict;
+	bool valid = res == int(sizeof(DropReply)) && ev.reply.magic == kDropReplyMagic;
+	if (res <= 0 || (res > 0 && !valid)) {
+		// A client closes its end when it exits or detaches: normal.
+		if (res == 0 || res == -ECANCELED)
+			LOG_DEBUG(kLog, "pid %d: evict channel closed", int(p->pid));
+		else
+			LOG_WARN(kLog, "pid %d: evict channel %s; its budget is no longer enforced",
+			         int(p->pid),
+			         res < 0 ? std::strerror(-res) : "sent a malformed reply");
+		if (p->evict_fd >= 0)
+			close(p->evict_fd);
+		p->evict_fd = -1;
+		if (ev.active)
+			finish_eviction(p, ev.drop_sent);
+		return;
+	}
+	arm(p, p->evict_op.get(), ProcessOp::kEvictRecv);
+	if (!ev.active || !ev.drop_sent || ev.reply.seq != ev.seq) {
+		LOG_WARN(kLog, "pid %d: unexpected drop reply seq %lu ignored", int(p->pid),
+		         (unsigned long)ev.reply.seq);
+		return;
+	}
+	if (ev.reply.error != 0)
+		LOG_WARN(kLog, "pid %d: the client's evictor reported %s", int(p->pid),
+		         std::strerror(-ev.reply.error));
+	finish_eviction(p, true);
+	retry_copies(); // its madvise held copies off until now
+}
+
+void PagerThread::finish_eviction(Process *p, bool dropped)
+{
+	Eviction &ev = p->evict;
+	for (auto &[m, i] : ev.victims) {
+		if (m->dead)
+			continue;
+		Page &pg = m->pages[i];
+		if (pg.state != PageState::kEvicting)
+			continue;
+		int removes = (pg.flags & kRemovedTwice) ? 2 : (pg.flags & kRemoved) ? 1 : 0;
+		bool parked = pg.flags & kParked;
+		if (!dropped) {
+			// Not dropped by us: still present unless the program
+			// dropped it, in which case it reads as zero.
+			if (removes == 0) {
+				pg.state = PageState::kResident;
+				pg.flags &= uint8_t(kDirty | kWbInFlight);
+			} else {
+				set_gone(m, i);
+				pg.state = PageState::kZero;
+				pg.flags = kDirty;
+			}
+		} else {
+			set_gone(m, i);
+			if (removes >= 2) {
+				// The program dropped it too: zero, not the old data.
+				pg.state = PageState::kZero;
+				pg.flags = kDirty;
+			} else {
+				pg.state = PageState::kRemote;
+				pg.flags = 0;
+				m->stats.evictions++;
+			}
+		}
+		if (parked)
+			(void)uffd_wake(p->uffd, m->page_addr(i), kPageSize);
+	}
+	ev.victims.clear();
+	ev.active = false;
+	ev.drop_sent = false;
+	ev.failed = false;
+	retry_waiting();
+	maybe_evict(p);
+}
+
+} // namespace memfed::pager

@@ -1,0 +1,75 @@
+// Eviction policy of the pager, as pure functions: how many pages a budget
+// wants evicted, how much room prefetch may take, and which pages go (CLOCK).
+// Inputs in, decision out: no I/O, no clock, no lock. The pager thread that
+// owns the pages calls them (eviction.cc for private mappings,
+// shared_faults.cc for shared windows); eviction_policy_test.cc checks them
+// on page tables it builds.
+#pragma once
+
+#include <cstdint>
+#include <span>
+
+#include "daemon/pager/config.h"
+#include "daemon/pager/mapping.h"
+
+namespace memfed::pager
+{
+
+// The budget arithmetic, from the pager's configuration.
+class BudgetPolicy
+{
+public:
+	explicit BudgetPolicy(const PagerConfig &cfg)
+	    : evict_headroom_(cfg.evict_headroom), evict_batch_(cfg.evict_batch),
+	      prefetch_window_(cfg.prefetch ? cfg.prefetch_window : 0)
+	{
+	}
+	// Free pages kept under `budget` so faults and prefetch rarely wait for
+	// an eviction round: at least a sixteenth of the budget, at most a
+	// quarter, at least one.
+	uint64_t headroom(uint64_t budget) const;
+	// Pages prefetch may add to `resident` under `budget` (0: unlimited):
+	// up to the high mark, budget - headroom; the headroom is for faults.
+	uint64_t prefetch_room(uint64_t resident, uint64_t budget) const;
+	// Pages to evict now from `resident` under `budget` (0: none). Past the
+	// high mark, or under `pressure` (prefetch held up by the budget), a
+	// round brings it down to the low mark, a round's worth below.
+	uint64_t eviction_want(uint64_t resident, uint64_t budget, bool pressure) const;
+
+private:
+	uint32_t evict_headroom_, evict_batch_, prefetch_window_;
+};
+
+// CLOCK with second chance over `pages`, from *hand, at most two turns,
+// until `want` victims are found. A candidate is a Resident page that is not
+// being written back; if its reference bit is set it loses it and is passed
+// over; a page installed by prefetch that `ahead(i)` says a stream has not
+// reached yet is spared; any other candidate is a victim: take(i), in hand
+// order. Returns the number taken. Changes only reference bits and *hand;
+// take() applies the decision.
+template <typename Ahead, typename Take>
+uint64_t clock_pick(std::span<Page> pages, uint32_t *hand, uint64_t want, Ahead ahead, Take take)
+{
+	const uint32_t n = uint32_t(pages.size());
+	uint64_t taken = 0;
+	if (n == 0)
+		return 0;
+	for (uint64_t step = 0; step < 2ull * n && taken < want; step++) {
+		uint32_t i = *hand % n;
+		*hand = (i + 1) % n;
+		Page &pg = pages[i];
+		if (pg.state != PageState::kResident || (pg.flags & kWbInFlight))
+			continue;
+		if (pg.flags & kRef) {
+			pg.flags &= uint8_t(~kRef);
+			continue;
+		}
+		if ((pg.flags & kPrefetched) && ahead(i))
+			continue;
+		take(i);
+		taken++;
+	}
+	return taken;
+}
+
+} // namespace memfed::pager

@@ -1,0 +1,102 @@
+// Unit tests of the pager's eviction policy (eviction_policy.h): the budget
+// arithmetic and CLOCK's choice of victims, on page tables built here.
+#include "daemon/pager/eviction_policy.h"
+
+#include <catch2/catch.hpp>
+
+#include <vector>
+
+using namespace memfed::pager;
+
+namespace
+{
+
+std::vector<Page> resident(uint32_t n, uint8_t flags = 0)
+{
+	return std::vector<Page>(n, Page{PageState::kResident, flags});
+}
+
+std::vector<uint32_t> pick(std::vector<Page> &pages, uint32_t *hand, uint64_t want, auto ahead)
+{
+	std::vector<uint32_t> out;
+	// As the pager applies the decision: a victim is being evicted.
+	clock_pick(std::span<Page>(pages), hand, want, ahead, [&](uint32_t i) {
+		pages[i].state = PageState::kEvicting;
+		out.push_back(i);
+	});
+	return out;
+}
+
+auto never = [](uint32_t) { return false; };
+
+} // namespace
+
+TEST_CASE("budget: no eviction below the high mark, a round's worth down to the low mark above it",
+          "[pager][policy]")
+{
+	PagerConfig cfg;
+	cfg.prefetch = false;
+	cfg.evict_headroom = 32;
+	cfg.evict_batch = 512;
+	BudgetPolicy b(cfg);
+	CHECK(b.headroom(1024) == 64);                       // a sixteenth of the budget
+	CHECK(b.headroom(100) == 25);                        // at most a quarter
+	CHECK(b.headroom(2) == 1);                           // at least one
+	CHECK(b.eviction_want(500, 0, true) == 0);           // no budget: never
+	CHECK(b.eviction_want(1024 - 64, 1024, false) == 0); // at the high mark
+	// One past it: down to budget - headroom - round (a quarter, 256).
+	CHECK(b.eviction_want(1024 - 63, 1024, false) == 1024 - 63 - (1024 - 64 - 256));
+	// Under pressure, even below the high mark.
+	CHECK(b.eviction_want(900, 1024, true) == 900 - (1024 - 64 - 256));
+	CHECK(b.eviction_want(100, 1024, true) == 0); // already below the low mark
+	CHECK(b.prefetch_room(0, 0) == UINT64_MAX);
+	CHECK(b.prefetch_room(900, 1024) == 1024 - 64 - 900);
+	CHECK(b.prefetch_room(1000, 1024) == 0);
+	// Prefetch keeps half its window free as well.
+	cfg.prefetch = true;
+	cfg.prefetch_window = 256;
+	CHECK(BudgetPolicy(cfg).headroom(1024) == 128);
+}
+
+TEST_CASE("CLOCK: referenced pages get a second chance, the hand moves on", "[pager][policy]")
+{
+	auto pages = resident(8);
+	pages[0].flags = kRef;
+	pages[1].flags = kRef;
+	pages[3].state = PageState::kFetching; // not a candidate
+	pages[4].flags = kWbInFlight;          // being written back: not a candidate
+	uint32_t hand = 0;
+	CHECK(pick(pages, &hand, 3, never) == std::vector<uint32_t>{2, 5, 6});
+	CHECK(hand == 7);
+	// The passed-over pages lost their reference bit; nothing else changed.
+	CHECK(pages[0].flags == 0);
+	CHECK(pages[1].flags == 0);
+	CHECK(pages[4].flags == kWbInFlight);
+	// From the hand on, wrapping round: 7, then 0 and 1 (no bit any more).
+	CHECK(pick(pages, &hand, 3, never) == std::vector<uint32_t>{7, 0, 1});
+	CHECK(hand == 2);
+}
+
+TEST_CASE("CLOCK: all referenced takes a second turn; nothing eligible takes nothing",
+          "[pager][policy]")
+{
+	auto pages = resident(4, kRef);
+	uint32_t hand = 2;
+	CHECK(pick(pages, &hand, 2, never) == std::vector<uint32_t>{2, 3});
+	auto none = std::vector<Page>(4, Page{PageState::kRemote, 0});
+	hand = 1;
+	CHECK(pick(none, &hand, 4, never).empty());
+	CHECK(hand == 1); // two full turns
+	std::vector<Page> empty;
+	CHECK(pick(empty, &hand, 4, never).empty());
+}
+
+TEST_CASE("CLOCK: prefetched pages ahead of a stream are spared, others are not", "[pager][policy]")
+{
+	auto pages = resident(6, kPrefetched);
+	uint32_t hand = 0;
+	auto ahead = [](uint32_t i) { return i >= 3; }; // the stream is at page 2
+	CHECK(pick(pages, &hand, 6, ahead) == std::vector<uint32_t>{0, 1, 2});
+	// Once the stream has passed them, they go too.
+	CHECK(pick(pages, &hand, 6, never) == std::vector<uint32_t>{3, 4, 5});
+}

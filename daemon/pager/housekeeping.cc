@@ -1,0 +1,161 @@
+// Housekeeping on the pager thread's tick: reopening channels to modules
+// that were unreachable, retrying faults that wait, orphans and stalled
+// evictors; and retiring mappings and processes, freed once nothing in
+// flight points at them.
+//
+// Thread: the pager thread.
+#include "daemon/pager/pager_thread.h"
+
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+
+#include "daemon/pager/pager_thread_ops.h"
+
+namespace memfed::pager
+{
+
+void PagerThread::tick()
+{
+	if (reap_pending_)
+		reap_now();
+	uint64_t now = now_ns();
+	for (auto &[id, cs] : channels_) {
+		if (!cs->broken || now < cs->retry_at_ns)
+			continue;
+		cs->retry_at_ns = now + kChannelRetryNs;
+		auto old = std::move(cs->channel); // completes its requests (failed)
+		old.reset();
+		auto ch = fed_.open_channel(loop_.get(), cs->module);
+		if (ch) {
+			cs->channel = std::move(*ch);
+			cs->broken = false;
+			LOG_INFO(kLog, "module %s reachable again", cs->module.to_string().c_str());
+		}
+	}
+	retry_copies();
+	PendingFault f;
+	for (size_t n = retry_.size; n > 0 && retry_.pop(&f); n--)
+		if (!f.proc->dead)
+			handle_fault(f.proc, f.addr, f.flags, 0, true);
+	for (size_t n = orphans_.size; n > 0 && orphans_.pop(&f); n--) {
+		if (f.proc->dead)
+			continue;
+		Mapping *m = f.proc->find(f.addr);
+		if (m != nullptr &&
+		    m->pages[(f.addr - m->addr) / kPageSize].state != PageState::kGone) {
+			handle_fault(f.proc, f.addr, f.flags, 0, true);
+		} else if (now - std::max(f.since_ns, last_map_ns_) > kOrphanGraceNs) {
+			// Registered memory no mapping claims (an mremap grew it):
+			// plain anonymous memory, zero.
+			LOG_WARN(kLog,
+			         "uffd %lu: fault at 0x%lx outside every mapping; zero-filled",
+			         (unsigned long)f.proc->uffd_id, (unsigned long)f.addr);
+			(void)uffd_copy(f.proc->uffd, f.addr, zero_.data(), kPageSize, false,
+			                nullptr);
+		} else {
+			orphans_.push(f);
+		}
+	}
+	retry_waiting();
+	for (auto &p : procs_) {
+		if (p->dead)
+			continue;
+		if (p->evict.active && p->evict.drop_sent &&
+		    now - p->evict.started_ns > 5'000'000'000ull) {
+			LOG_WARN(kLog, "pid %d: the client's evictor has not answered for 5 s",
+			         int(p->pid));
+			p->evict.started_ns = now;
+		}
+		maybe_evict(p.get());
+		for (auto &m : p->mappings)
+			if (m->window && !m->dead)
+				maybe_evict_window(m.get());
+	}
+	// Rounds of other pager threads end without telling this one.
+	check_trim_waiters(nullptr);
+}
+
+void PagerThread::retire(Mapping *m)
+{
+	if (m->dead)
+		return;
+	for (uint32_t i = 0; i < m->npages; i++)
+		if (m->pages[i].state != PageState::kGone)
+			set_gone(m, i);
+	m->dead = true;
+	if (m->window)
+		leave_window(m);
+	m->proc->retired.add(m->stats);
+	retired_regions_[m->region].add(m->stats);
+	m->proc->last_hit = nullptr;
+	reap();
+}
+
+void PagerThread::kill_process(Process *p, const char *why)
+{
+	if (p->dead)
+		return;
+	LOG_DEBUG(kLog, "uffd %lu (pid %d): %s", (unsigned long)p->uffd_id, int(p->pid), why);
+	for (auto &m : p->mappings)
+		retire(m.get());
+	p->dead = true;
+	for (ProcessOp *op : {p->uffd_op.get(), p->evict_op.get(), p->pid_op.get()}) {
+		if (op->armed) {
+			io_uring_sqe *s = loop_->sqe(nullptr);
+			io_uring_prep_cancel(s, op, 0);
+		}
+	}
+	if (p->evict_fd >= 0)
+		shutdown(p->evict_fd, SHUT_RDWR);
+	reap();
+}
+
+void PagerThread::reap()
+{
+	reap_pending_ = true;
+}
+
+void PagerThread::reap_now()
+{
+	reap_pending_ = false;
+	// Mappings: freed once dead with nothing in flight.
+	for (auto &p : procs_) {
+		auto &ms = p->mappings;
+		for (size_t i = 0; i < ms.size();) {
+			if (ms[i]->dead && ms[i]->inflight == 0) {
+				ms.erase(ms.begin() + long(i));
+				p->last_hit = nullptr;
+			} else {
+				i++;
+			}
+		}
+	}
+	// Processes: freed once dead, mappings gone and no operation armed.
+	for (size_t i = 0; i < procs_.size();) {
+		Process *p = procs_[i].get();
+		bool busy = !p->mappings.empty() || p->uffd_op->armed || p->evict_op->armed ||
+		            p->pid_op->armed;
+		if (!p->dead || busy) {
+			i++;
+			continue;
+		}
+		// Faults of this process that still wait anywhere are dropped.
+		for (FaultRing *ring : {&waiting_, &orphans_, &retry_}) {
+			PendingFault f;
+			for (size_t n = ring->size; n > 0 && ring->pop(&f); n--)
+				if (f.proc != p)
+					ring->push(f);
+		}
+		if (p->uffd >= 0)
+			close(p->uffd);
+		if (p->evict_fd >= 0)
+			close(p->evict_fd);
+		if (p->pidfd >= 0)
+			close(p->pidfd);
+		procs_.erase(procs_.begin() + long(i));
+	}
+}
+
+} // namespace memfed::pager

@@ -1,0 +1,292 @@
+// Write-back of private mappings: dirty pages are claimed in runs, copied
+// out of the process (write-protected first) into preallocated buffers and
+// written to the module in the bulk class; sync waiters complete once every
+// run claimed before them is durable.
+//
+// Thread: the pager thread that owns the mappings.
+#include "daemon/pager/pager_thread.h"
+
+#include <sys/uio.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "daemon/pager/pager_thread_ops.h"
+
+namespace memfed::pager
+{
+
+void PagerThread::claim_writeback(Mapping *m, uint32_t first, uint32_t count)
+{
+	uint32_t end = std::min(m->npages, first + count);
+	for (uint32_t i = first; i < end;) {
+		const Page &pg = m->pages[i];
+		bool dirty = (pg.flags & kDirty) && !(pg.flags & kWbInFlight) &&
+		             pg.state != PageState::kGone && pg.state != PageState::kFetching;
+		if (!dirty) {
+			i++;
+			continue;
+		}
+		uint32_t j = i + 1;
+		while (j < end && j - i < kWritePages && (m->pages[j].flags & kDirty) &&
+		       !(m->pages[j].flags & kWbInFlight) &&
+		       m->pages[j].state != PageState::kGone &&
+		       m->pages[j].state != PageState::kFetching)
+			j++;
+		claim_run(m, i, j - i);
+		i = j;
+	}
+}
+
+void PagerThread::claim_run(Mapping *m, uint32_t first, uint32_t count)
+{
+	Process *p = m->proc;
+	if (p->fork_child || !m->writable)
+		return; // a child's private copy never goes back to the region
+	for (uint32_t i = first; i < first + count; i++)
+		m->pages[i].flags = uint8_t((m->pages[i].flags & ~kDirty) | kWbInFlight);
+	uint64_t id = runs_.add();
+	m->inflight++;
+	wb_queue_.push_back({m, first, count, id});
+}
+
+// Issues queued runs while WriteOps are free. Completions never run inside
+// it (the Channel contract, and failed_writes_ for an unusable channel), so
+// nothing here is re-entered; waiters are checked once at the end.
+void PagerThread::pump_writeback()
+{
+	bool finished = false;
+	while (wb_head_ < wb_queue_.size() && free_write_ != nullptr) {
+		WbRun &run = wb_queue_[wb_head_];
+		uint32_t f = run.first;
+		bool all = issue_write(run, &f);
+		if (!all) {
+			run.count -= f - run.first;
+			run.first = f;
+			break;
+		}
+		RunTable::Run *rs = runs_.find(run.id);
+		rs->issued_all = true;
+		Mapping *m = run.m;
+		wb_head_++;
+		m->inflight--;
+		if (rs->outstanding == 0) {
+			runs_.finish(run.id);
+			finished = true;
+		}
+		if (m->dead && m->inflight == 0)
+			reap();
+	}
+	if (wb_head_ == wb_queue_.size()) {
+		wb_queue_.clear();
+		wb_head_ = 0;
+	}
+	if (finished)
+		check_waiters();
+}
+
+// Writes the claimed pages of `run` from *first on, one homogeneous piece
+// per WriteOp; false (with *first advanced) when out of WriteOps.
+bool PagerThread::issue_write(const WbRun &run, uint32_t *first)
+{
+	Mapping *m = run.m;
+	Process *p = m->proc;
+	uint32_t end = run.first + run.count;
+	while (*first < end) {
+		uint32_t i = *first;
+		Page &pg = m->pages[i];
+		bool live = !m->dead && !p->dead;
+		bool zero = pg.state == PageState::kZero;
+		if (p->mm_gone && !zero)
+			live = false;
+		bool readable =
+		        pg.state == PageState::kResident || pg.state == PageState::kEvicting;
+		if (pg.state == PageState::kEvicting && (pg.flags & kRemoved))
+			readable = false; // the program dropped it: nothing to save
+		if (!live || !(pg.flags & kWbInFlight) || !(zero || readable)) {
+			pg.flags &= uint8_t(~kWbInFlight);
+			(*first)++;
+			continue;
+		}
+		WriteOp *op = free_write_;
+		if (op == nullptr)
+			return false;
+		uint32_t n = 1;
+		while (i + n < end && n < kWritePages) {
+			const Page &q = m->pages[i + n];
+			bool qzero = q.state == PageState::kZero;
+			bool qread = (q.state == PageState::kResident ||
+			              (q.state == PageState::kEvicting && !(q.flags & kRemoved)));
+			if (!(q.flags & kWbInFlight) || qzero != zero || (!qzero && !qread))
+				break;
+			n++;
+		}
+		const void *src = zero_.data();
+		if (!zero) {
+			// Write-protect, then copy out: a write after this point
+			// faults and marks the page dirty again.
+			if (m->wp) {
+				int r = uffd_writeprotect(p->uffd, m->page_addr(i),
+				                          uint64_t(n) * kPageSize, true, false);
+				if (r == -ESRCH) {
+					// Exited: what it had not synced is gone with it.
+					LOG_DEBUG(kLog,
+					          "pid %d exited; dirty pages not written back",
+					          int(p->pid));
+					p->mm_gone = true;
+					continue;
+				}
+				if (r < 0 && r != -ENOENT)
+					LOG_WARN(kLog, "write-protecting 0x%lx+%u pages: %s",
+					         (unsigned long)m->page_addr(i), n,
+					         std::strerror(-r));
+			}
+			iovec local{op->buf, size_t(n) * kPageSize};
+			iovec remote{reinterpret_cast<void *>(m->page_addr(i)),
+			             size_t(n) * kPageSize};
+			ssize_t r = process_vm_readv(p->pid, &local, 1, &remote, 1, 0);
+			uint32_t got = r > 0 ? uint32_t(size_t(r) / kPageSize) : 0;
+			if (got < n) {
+				// Unmapped under us, or the process is gone.
+				m->pages[i + got].flags &= uint8_t(~kWbInFlight);
+				if (got == 0) {
+					(*first)++;
+					continue;
+				}
+				n = got;
+			}
+			src = op->buf;
+		}
+		free_write_ = op->next;
+		op->m = m;
+		op->first = i;
+		op->count = n;
+		op->run = run.id;
+		m->inflight++;
+		runs_.find(run.id)->outstanding++;
+		*first = i + n;
+		if (m->chan->broken || !m->chan->channel) {
+			// Fails at the next turn, as a channel's request would.
+			failed_writes_.push_back(op); // reserved: never allocates
+			arm_soon();
+			continue;
+		}
+		m->chan->channel->write_pages(wire::TrafficClass::kBulk, m->region_id,
+		                              m->page_fa(i), n, src, op);
+	}
+	return true;
+}
+
+void PagerThread::on_write_done(WriteOp *op, const Status &st)
+{
+	Mapping *m = op->m;
+	bool ok = st.is_ok();
+	for (uint32_t i = op->first; i < op->first + op->count; i++) {
+		Page &pg = m->pages[i];
+		pg.flags &= uint8_t(~kWbInFlight);
+		if (!ok && pg.state != PageState::kGone) {
+			pg.flags |= kDirty;
+			if (pg.state == PageState::kEvicting && !m->proc->dead)
+				m->proc->evict.failed = true;
+		}
+		if (!m->wp && pg.state != PageState::kGone && pg.state != PageState::kZero)
+			pg.flags |= kDirty; // without write-protect nothing is ever clean
+	}
+	if (ok) {
+		m->stats.writebacks += op->count;
+	} else {
+		wb_failures_++;
+		LOG_WARN(kLog, "writing back %u pages of region '%s': %s", op->count,
+		         m->region.c_str(), st.to_string().c_str());
+		if (st.code() == Code::kUnavailable && !m->chan->broken) {
+			m->chan->broken = true;
+			m->chan->retry_at_ns = now_ns() + kChannelRetryNs;
+		}
+	}
+	uint64_t id = op->run;
+	op->m = nullptr;
+	op->next = free_write_;
+	free_write_ = op;
+	m->inflight--;
+	RunTable::Run *r = runs_.find(id);
+	if (r != nullptr && --r->outstanding == 0 && r->issued_all) {
+		runs_.finish(id);
+		check_waiters();
+	}
+	pump_writeback();
+	if (!m->proc->dead)
+		check_eviction(m->proc);
+	if (m->dead && m->inflight == 0)
+		reap();
+}
+
+void PagerThread::fail_unsent_writes()
+{
+	// Swapped out first: failing one may queue more (for the next turn).
+	std::vector<WriteOp *> ops;
+	ops.swap(failed_writes_);
+	for (WriteOp *op : ops)
+		on_write_done(op,
+		              Status(Code::kUnavailable,
+		                     "module " + op->m->chan->module.to_string() + " unreachable"));
+	ops.clear();
+	if (failed_writes_.empty())
+		failed_writes_.swap(ops); // keeps the reserved capacity
+	std::vector<SharedWrite *> shared;
+	shared.swap(failed_shared_);
+	for (SharedWrite *wr : shared)
+		on_shared_write(wr, Status(Code::kUnavailable, "module unreachable"));
+}
+
+void PagerThread::add_waiter(Mapping *m, uint32_t first, uint32_t count, bool second_pass,
+                             std::function<void(Status)> done)
+{
+	waiters_.push_back(
+	        {m, first, count, runs_.next_id(), wb_failures_, !second_pass, std::move(done)});
+	if (m != nullptr)
+		m->inflight++;
+	pump_writeback();
+	check_waiters();
+}
+
+void PagerThread::check_waiters()
+{
+	uint64_t lowest = runs_.lowest();
+	for (size_t i = 0; i < waiters_.size();) {
+		WbWaiter &w = waiters_[i];
+		if (w.end_id > lowest) {
+			i++;
+			continue;
+		}
+		if (!w.second_pass_done && w.m != nullptr && !w.m->dead) {
+			w.second_pass_done = true;
+			uint64_t before = runs_.next_id();
+			claim_writeback(w.m, w.first, w.count);
+			if (runs_.next_id() != before) {
+				w.end_id = runs_.next_id();
+				pump_writeback();
+				// pump may have finished runs and re-entered: restart.
+				lowest = runs_.lowest();
+				i = 0;
+				continue;
+			}
+		}
+		WbWaiter done = std::move(w);
+		waiters_.erase(waiters_.begin() + long(i));
+		if (done.m != nullptr)
+			done.m->inflight--;
+		Status st =
+		        wb_failures_ > done.failures_at_start
+		                ? Status(Code::kUnavailable,
+		                         "writing back to the module failed; dirty pages are kept "
+		                         "and written again later (is the module reachable?)")
+		                : Status::ok();
+		done.done(st);
+		if (done.m != nullptr && done.m->dead && done.m->inflight == 0)
+			reap();
+		lowest = runs_.lowest();
+		i = 0;
+	}
+}
+
+} // namespace memfed::pager
