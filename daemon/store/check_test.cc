@@ -146,9 +146,10 @@ TEST_CASE("check reads a table sized to the pool, past slot 1024", "[store][chec
 	REQUIRE(geo.table_slots == 2048);
 	{
 		auto s = std::move(*ModuleStore::open(path, 0));
-		for (int i = 0; i < 1100; i++)
-			REQUIRE(s->create_region("r" + std::to_string(i), kPageSize, 0, 0600)
-			                .is_ok());
+		for (int i = 0; i < 1100; i++) {
+			std::string name = std::to_string(i); // region i lands in slot i
+			REQUIRE(s->create_region(name, kPageSize, 0, 0600).is_ok());
+		}
 	}
 	auto rep = ModuleStore::check(path);
 	REQUIRE(rep->clean);
