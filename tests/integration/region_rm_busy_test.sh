@@ -11,9 +11,9 @@
 start_daemon node --roles module,pager --listen 127.0.0.1:0 --pool-size 512M
 ok "a module and pager"
 
-seq 1 300000 | shuf >"$T/in.txt"
+seq 1 500000 | shuf >"$T/in.txt"
 sort -n "$T/in.txt" >"$T/want.txt"
-ctl node run --heap-budget 8M --heap-size 256M -- sort -n -S 32M "$T/in.txt" >"$T/out.txt"
+ctl node run --heap-budget 8M --heap-size 256M -- sort -n -S 48M "$T/in.txt" >"$T/out.txt"
 cmp "$T/want.txt" "$T/out.txt" || fail "sort under a heap budget: output differs from a native run"
 [ -z "$(ctl node region ls)" ] || fail "memfedctl run left regions: $(ctl node region ls)"
 if grep -E "writing back .*not_found|detached with pages not written back" "$T/node.log" >"$T/wb.txt"; then
