@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "daemon/common/log.h"
+#include "daemon/common/region_name.h"
 #include "daemon/common/size.h"
 #include "daemon/store/layout.h"
 #include "daemon/wire/protocol.h"
@@ -316,11 +317,17 @@ Message ControlOps::region_list(Message &req)
 		return error_reply(limit.status());
 	if (*limit == 0 || *limit > kListPage)
 		*limit = kListPage;
+	if (!after.empty() && !valid_region_name(after))
+		return error_reply(Status(Code::kInvalidArgument,
+					  "\"after\" must be a region name (the \"next\" of the previous "
+					  "region.list reply)"));
 	// Every name that starts with the prefix sorts after the prefix less
 	// its last byte.
 	std::string cursor = after;
 	if (!prefix.empty() && cursor < prefix.substr(0, prefix.size() - 1))
 		cursor = prefix.substr(0, prefix.size() - 1);
+	if (!cursor.empty() && !valid_region_name(cursor))
+		return ok_reply({{"regions", json::array()}, {"more", false}}); // no name has it
 	json list = json::array();
 	size_t bytes = 0;
 	bool more = true;
