@@ -292,6 +292,13 @@ int main(int argc, char **argv)
 	windows.restore(mirror.saved_windows());
 	windows.on_change([&mirror](const Window &w) { mirror.window_changed(w); });
 	windows.register_ops(control, &fed);
+	ops.add_region_users([&windows](const std::string &r) {
+		std::vector<pid_t> pids;
+		for (const auto &w : windows.list())
+			if (w.region == r && w.pid != 0)
+				pids.push_back(pid_t(w.pid));
+		return pids;
+	});
 	ops.set_status_hook([&mirror, &windows](nlohmann::json &b) {
 		b["table_source"] = mirror.source();
 		b["va_bits"] = windows.va_bits();
@@ -311,6 +318,7 @@ int main(int argc, char **argv)
 		pager = std::make_unique<pager::Pager>(fed, pc);
 		pager->register_ops(control);
 		ops.set_pager_stats([&pager] { return pager->stats(0); });
+		ops.add_region_users([&pager](const std::string &r) { return pager->region_users(r); });
 	}
 	if (pager && !(st = pager->start()))
 		return die(st);

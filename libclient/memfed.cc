@@ -239,13 +239,15 @@ int memfed_region_list(struct memfed_conn *m, int (*fn)(const struct memfed_regi
 {
 	if (!m)
 		return invalid("memfed_region_list: connection is NULL");
-	auto r = m->call("region.list");
-	if (!r)
-		return fail(r.status());
-	auto it = r->body.find("regions");
-	if (it == r->body.end() || !it->is_array())
-		return fail(Status(Code::kProtocol, "region.list reply lacks \"regions\""));
-	std::vector<json> regions(it->begin(), it->end());
+	std::vector<json> regions;
+	Status listed;
+	{
+		std::lock_guard<std::mutex> lk(m->mu);
+		listed = memfed::control::for_each_region(
+		        m->ctl, "", [&](const json &j) { regions.push_back(j); });
+	}
+	if (!listed)
+		return fail(listed);
 	std::sort(regions.begin(), regions.end(), [](const json &a, const json &b) {
 		return a.value("name", "") < b.value("name", "");
 	});

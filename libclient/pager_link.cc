@@ -677,11 +677,10 @@ void PagerLink::evictor_loop(int sock)
 
 Status PagerLink::collect_dead_locked(const std::string &prefix)
 {
-	auto r = ctl_.call_ok(request("region.list"));
-	if (!r)
-		return r.status();
-	for (const auto &reg : r->body.value("regions", json::array())) {
-		std::string name = reg.value("name", "");
+	std::vector<std::string> names;
+	MF_RETURN_IF_ERROR(control::for_each_region(
+	        ctl_, prefix, [&](const json &reg) { names.push_back(reg.value("name", "")); }));
+	for (const std::string &name : names) {
 		if (name.rfind(prefix, 0) != 0)
 			continue;
 		char *end = nullptr;

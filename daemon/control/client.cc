@@ -79,4 +79,31 @@ Result<Message> Client::call_ok(const Message &req)
 	return r;
 }
 
+Status for_each_region(Client &c, const std::string &prefix,
+		       const std::function<void(const nlohmann::json &)> &fn)
+{
+	std::string after;
+	while (true) {
+		Message req;
+		req.body = {{"op", "region.list"}};
+		if (!prefix.empty())
+			req.body["prefix"] = prefix;
+		if (!after.empty())
+			req.body["after"] = after;
+		auto r = c.call_ok(req);
+		if (!r)
+			return r.status();
+		auto regions = r->body.find("regions");
+		if (regions == r->body.end() || !regions->is_array())
+			return Status(Code::kProtocol, "region.list reply lacks \"regions\"");
+		for (const auto &reg : *regions)
+			fn(reg);
+		auto next = r->body.find("next");
+		if (!r->body.value("more", false) || next == r->body.end() || !next->is_string() ||
+		    next->get<std::string>() <= after)
+			return Status::ok();
+		after = next->get<std::string>();
+	}
+}
+
 } // namespace memfed::control

@@ -3,6 +3,7 @@
 // client per thread or lock around call()).
 #pragma once
 
+#include <functional>
 #include <string>
 
 #include "daemon/control/message.h"
@@ -38,5 +39,11 @@ private:
 	int fd_ = -1;
 	std::string path_;
 };
+
+// Every region whose name starts with `prefix` (empty: every region), in
+// name order, through as many region.list pages as it takes; `fn` sees each
+// region's JSON (control_ops.h region_json). Stops at the first error.
+Status for_each_region(Client &c, const std::string &prefix,
+		       const std::function<void(const nlohmann::json &)> &fn);
 
 } // namespace memfed::control

@@ -150,12 +150,11 @@ void Server::serve(int fd, Peer peer)
 			}
 			break;
 		}
+		auto op_it = req->body.find("op");
+		std::string op = op_it != req->body.end() && op_it->is_string() ? op_it->get<std::string>() : "?";
 		Message reply = dispatch(peer, *req);
-		Status st = send_message(fd, reply);
-		if (!st) {
-			LOG_DEBUG("control", "conn %d: %s", peer.conn_id, st.to_string().c_str());
+		if (!send_reply(fd, peer, op, reply))
 			break;
-		}
 	}
 	for (auto &h : disconnect_handlers_)
 		h(peer);
@@ -164,6 +163,32 @@ void Server::serve(int fd, Peer peer)
 	close(fd);
 	active_--;
 	conns_cv_.notify_all();
+}
+
+bool Server::send_reply(int fd, const Peer &peer, const std::string &op, const Message &reply)
+{
+	auto pkt = encode_packet(reply);
+	if (!pkt) {
+		// A reply that outgrew the packet is a daemon bug: say so in the log
+		// and to the client, and keep the connection.
+		LOG_WARN("control", "conn %d (pid %d): reply to '%s' cannot be sent: %s", peer.conn_id,
+			 int(peer.pid), op.c_str(), pkt.status().message().c_str());
+		Message err = error_reply(Status(Code::kInternal, "memfedd could not send its reply to '" +
+									  op + "': " + pkt.status().message() +
+									  " (a memfedd bug: please report it)"));
+		return send_message(fd, err).is_ok();
+	}
+	Status st = send_message(fd, reply);
+	if (!st) {
+		int err = errno;
+		if (err == EPIPE || err == ECONNRESET) // the client went away
+			LOG_DEBUG("control", "conn %d: %s", peer.conn_id, st.to_string().c_str());
+		else
+			LOG_WARN("control", "conn %d (pid %d): reply to '%s' not sent: %s", peer.conn_id,
+				 int(peer.pid), op.c_str(), st.to_string().c_str());
+		return false;
+	}
+	return true;
 }
 
 Message Server::dispatch(const Peer &peer, Message &req)

@@ -56,6 +56,10 @@ private:
 	void accept_loop();
 	void serve(int fd, Peer peer);
 	Message dispatch(const Peer &peer, Message &req);
+	// Sends `reply`; one that cannot be encoded is logged (naming the op
+	// and the reason) and replaced by an error reply. false: drop the
+	// connection (a send failed, logged unless the client went away).
+	bool send_reply(int fd, const Peer &peer, const std::string &op, const Message &reply);
 
 	std::string path_;
 	int listen_fd_ = -1;

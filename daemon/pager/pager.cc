@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -363,7 +364,7 @@ Message Pager::op_map(const control::Peer &peer, Message &req)
 		return err(st);
 	{
 		MutexLock lk(&mu_);
-		maps_[id] = {*uffd_id, pi.thread, peer.conn_id, pages};
+		maps_[id] = {*uffd_id, pi.thread, peer.conn_id, pages, loc->name, pi.pid};
 	}
 	LOG_DEBUG(kLog, "pid %d mapped region '%s' +%lu (%lu pages) at 0x%lx as %s mapping %lu",
 	          int(peer.pid), loc->name.c_str(), (unsigned long)*offset, (unsigned long)pages,
@@ -509,8 +510,6 @@ void Pager::on_disconnect(const control::Peer &peer)
 				++it;
 			}
 		}
-		for (auto it = maps_.begin(); it != maps_.end();)
-			it = it->second.conn_id == peer.conn_id ? maps_.erase(it) : std::next(it);
 	}
 	for (auto [id, t] : gone) {
 		Status st = run_on(t, [this, t = t, id = id](auto done) {
@@ -520,6 +519,25 @@ void Pager::on_disconnect(const control::Peer &peer)
 			LOG_WARN(kLog, "detaching uffd %lu of pid %d: %s", (unsigned long)id,
 			         int(peer.pid), st.message().c_str());
 	}
+	// Only now: until the detach wrote the pages back, region_users()
+	// still names the process, so a delete waits for the write-back.
+	std::lock_guard<std::mutex> lk(mu_);
+	for (auto it = maps_.begin(); it != maps_.end();)
+		it = it->second.conn_id == peer.conn_id ? maps_.erase(it) : std::next(it);
+}
+
+std::vector<pid_t> Pager::region_users(const std::string &name)
+{
+	std::vector<pid_t> pids;
+	{
+		std::lock_guard<std::mutex> lk(mu_);
+		for (const auto &[id, mi] : maps_)
+			if (mi.region == name)
+				pids.push_back(mi.pid);
+	}
+	std::sort(pids.begin(), pids.end());
+	pids.erase(std::unique(pids.begin(), pids.end()), pids.end());
+	return pids;
 }
 
 } // namespace memfed::pager

@@ -55,6 +55,10 @@ public:
 	const UffdCaps &caps() const { return caps_; }
 	// The "pager.stats" reply body; pid 0 = every process.
 	nlohmann::json stats(pid_t pid);
+	// Pids of the processes that map region `name`, sorted, each once. A
+	// process whose connection closed counts until its pages are written
+	// back (detach), so a delete cannot race that write-back.
+	std::vector<pid_t> region_users(const std::string &name);
 
 private:
 	struct ProcInfo {
@@ -68,6 +72,8 @@ private:
 		int thread;
 		int conn_id;
 		uint64_t pages;
+		std::string region;
+		pid_t pid;
 	};
 
 	control::Message op_hello(const control::Peer &peer, control::Message &req);

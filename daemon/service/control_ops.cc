@@ -2,7 +2,10 @@
 
 #include <unistd.h>
 
+#include <algorithm>
+
 #include "daemon/common/log.h"
+#include "daemon/common/region_name.h"
 #include "daemon/common/size.h"
 #include "daemon/service/metrics_format.h"
 #include "daemon/store/layout.h"
@@ -130,7 +133,7 @@ void ControlOps::register_ops(control::Server &server)
 	server.add_op("region.show", [this](const Peer &p, Message &m) { return region_show(p, m); });
 	server.add_op("region.truncate",
 		      [this](const Peer &p, Message &m) { return region_truncate(p, m); });
-	server.add_op("region.list", [this](const Peer &, Message &) { return region_list(); });
+	server.add_op("region.list", [this](const Peer &, Message &m) { return region_list(m); });
 	server.add_op("region.read", [this](const Peer &p, Message &m) { return region_read(p, m); });
 	server.add_op("region.write", [this](const Peer &p, Message &m) { return region_write(p, m); });
 	server.add_op("region.copy", [this](const Peer &p, Message &m) { return region_copy(p, m); });
@@ -164,12 +167,8 @@ Message ControlOps::status()
 		mods.push_back(e);
 	}
 	b["modules"] = mods;
-	if (b.contains("pool")) {
-		b["pool"]["regions"] = 0;
-		for (const auto &r : fed_->list_regions())
-			if (r.module == fed_->self())
-				b["pool"]["regions"] = b["pool"]["regions"].get<int>() + 1;
-	}
+	if (b.contains("pool"))
+		b["pool"]["regions"] = fed_->local_region_count();
 	if (status_hook_)
 		status_hook_(b);
 	return ok_reply(b);
@@ -268,13 +267,36 @@ Result<RegionLocation> ControlOps::find_region(const control::Peer &peer, const 
 
 Message ControlOps::region_delete(const control::Peer &peer, Message &req)
 {
+	auto force = need_bool(req.body, "force", false);
+	if (!force)
+		return error_reply(force.status());
 	auto loc = find_region(peer, req, Access::kOwner);
 	if (!loc)
 		return error_reply(loc.status());
+	std::vector<pid_t> users;
+	for (const auto &f : region_users_)
+		for (pid_t pid : f(loc->name))
+			users.push_back(pid);
+	std::sort(users.begin(), users.end());
+	users.erase(std::unique(users.begin(), users.end()), users.end());
+	if (!users.empty() && !*force) {
+		std::string pids;
+		for (pid_t pid : users)
+			pids += (pids.empty() ? "" : ", ") + std::to_string(pid);
+		return error_reply(Status(Code::kBusy, "region '" + loc->name + "' is in use by pid" +
+							       (users.size() > 1 ? "s " : " ") + pids +
+							       "; stop " + (users.size() > 1 ? "them" : "it") +
+							       " first, or delete anyway with `memfedctl region rm "
+							       "--force " + loc->name + "`"));
+	}
 	Status st = fed_->delete_region(*loc);
 	if (!st)
 		return error_reply(st);
-	LOG_INFO("control", "uid %u deleted region '%s'", peer.uid, loc->name.c_str());
+	if (users.empty())
+		LOG_INFO("control", "uid %u deleted region '%s'", peer.uid, loc->name.c_str());
+	else
+		LOG_WARN("control", "uid %u deleted region '%s' by force, in use by %zu process(es)",
+			 peer.uid, loc->name.c_str(), users.size());
 	return ok_reply();
 }
 
@@ -304,12 +326,63 @@ Message ControlOps::region_truncate(const control::Peer &peer, Message &req)
 	return ok_reply({{"region", region_json(*r)}});
 }
 
-Message ControlOps::region_list()
+// One page of the region list, in name order, so no number of regions
+// outgrows a control packet. Request: "after" (continue after this name:
+// the previous reply's "next"), "prefix" (only names that start with it),
+// "limit" (at most this many; default and cap kListPage). Reply: "regions",
+// "more" (true: ask again with "after": "next").
+Message ControlOps::region_list(Message &req)
 {
+	constexpr size_t kListPage = 256;
+	constexpr size_t kListBytes = 96 * 1024; // of region JSON, well below kMaxPacket
+	auto after = req.body.value("after", std::string());
+	auto prefix = req.body.value("prefix", std::string());
+	auto limit = need_u64(req.body, "limit", kListPage);
+	if (!limit)
+		return error_reply(limit.status());
+	if (*limit == 0 || *limit > kListPage)
+		*limit = kListPage;
+	if (!after.empty() && !valid_region_name(after))
+		return error_reply(Status(Code::kInvalidArgument,
+					  "\"after\" must be a region name (the \"next\" of the previous "
+					  "region.list reply)"));
+	// Every name that starts with the prefix sorts after the prefix less
+	// its last byte.
+	std::string cursor = after;
+	if (!prefix.empty() && cursor < prefix.substr(0, prefix.size() - 1))
+		cursor = prefix.substr(0, prefix.size() - 1);
+	if (!cursor.empty() && !valid_region_name(cursor))
+		return ok_reply({{"regions", json::array()}, {"more", false}}); // no name has it
 	json list = json::array();
-	for (const auto &r : fed_->list_regions())
-		list.push_back(region_json(r));
-	return ok_reply({{"regions", list}});
+	size_t bytes = 0;
+	bool more = true;
+	std::string next;
+	while (more && list.size() < *limit && bytes < kListBytes) {
+		auto page = fed_->list_regions_page(cursor, *limit - list.size(), &more);
+		for (const auto &r : page) {
+			cursor = r.name;
+			if (r.name.compare(0, prefix.size(), prefix) != 0) {
+				if (r.name > prefix) { // past every name with the prefix
+					more = false;
+					break;
+				}
+				continue;
+			}
+			json j = region_json(r);
+			bytes += j.dump().size();
+			list.push_back(std::move(j));
+			if (bytes >= kListBytes && &r != &page.back()) {
+				more = true;
+				break;
+			}
+		}
+		if (page.empty())
+			more = false;
+	}
+	json b = {{"regions", list}, {"more", more}};
+	if (more)
+		b["next"] = cursor;
+	return ok_reply(b);
 }
 
 // Byte-granular access for scripting: whole pages travel; a partial page at

@@ -5,7 +5,9 @@
 //
 // Permissions follow a file's: a region belongs to the uid that created it;
 // the owner (and root) may do anything; others get the mode's "other" bits
-// (4: read and map read-only, 2: write). Deleting needs ownership.
+// (4: read and map read-only, 2: write). Deleting needs ownership, and a
+// region some local process maps (the pager's mappings, the window table's
+// mapped windows) is "busy" (kBusy naming the pids) unless "force" is set.
 //
 // Thread-safety: handlers run on control connection threads concurrently;
 // everything they touch is thread-safe.
@@ -13,6 +15,7 @@
 
 #include <functional>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -39,6 +42,12 @@ public:
 	// The bound Prometheus endpoint "host:port", shown by "status" as
 	// "metrics" (null while there is none).
 	void set_metrics_endpoint(std::string ep) { metrics_ = std::move(ep); }
+	// Adds a source of the pids that use a region (sorted, each once);
+	// region.delete refuses with kBusy while any names one.
+	void add_region_users(std::function<std::vector<pid_t>(const std::string &)> f)
+	{
+		region_users_.push_back(std::move(f));
+	}
 	void register_ops(control::Server &server);
 	// The "stats" body and the module table in the Prometheus text format
 	// (metrics_format.h); kUnavailable if the pager does not answer.
@@ -57,7 +66,7 @@ private:
 	control::Message region_delete(const control::Peer &peer, control::Message &req);
 	control::Message region_show(const control::Peer &peer, control::Message &req);
 	control::Message region_truncate(const control::Peer &peer, control::Message &req);
-	control::Message region_list();
+	control::Message region_list(control::Message &req);
 	control::Message region_read(const control::Peer &peer, control::Message &req);
 	control::Message region_write(const control::Peer &peer, control::Message &req);
 	control::Message region_copy(const control::Peer &peer, control::Message &req);
@@ -68,6 +77,7 @@ private:
 	std::string metrics_;
 	std::function<void(nlohmann::json &)> status_hook_;
 	std::function<nlohmann::json()> pager_stats_;
+	std::vector<std::function<std::vector<pid_t>(const std::string &)>> region_users_;
 };
 
 } // namespace memfed

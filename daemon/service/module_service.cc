@@ -356,8 +356,14 @@ void ModuleService::handle(const ConnInfo &conn, const wire::Header &req,
 		return;
 	}
 	case MsgType::kRegionList: {
+		auto q = wire::decode_list_request(payload);
+		if (!q) {
+			reply.fail(q.status());
+			return;
+		}
 		std::vector<wire::WireRegion> list;
-		for (const auto &r : store_->list_regions())
+		for (const auto &r :
+		     store_->list_regions(wire::list_after(*q), wire::list_limit(*q)))
 			list.push_back(to_wire(r));
 		reply.set_payload(wire::encode_region_list(list));
 		return;

@@ -328,6 +328,41 @@ std::vector<RegionLocation> NodeFederation::list_regions()
 	return out;
 }
 
+std::vector<RegionLocation> NodeFederation::list_regions_page(const std::string &after,
+							     size_t limit, bool *more)
+{
+	// Each module's first `limit` after the cursor, merged: the first
+	// `limit` of the merge are the page. Below one wire page, so no peer's
+	// answer is cut short of what the merge needs.
+	limit = std::clamp<size_t>(limit, 1, wire::kRegionListPage - 1);
+	std::vector<RegionLocation> out;
+	*more = false;
+	if (store_)
+		for (const auto &r : store_->list_regions(after, limit + 1))
+			out.push_back(location(store_->module_id(), to_wire(r)));
+	uint32_t want = uint32_t(std::min<size_t>(limit + 1, wire::kRegionListPage));
+	for (Peer *p : peer_list(false)) {
+		bool peer_more = false;
+		auto list = with_peer(*p, [&](SyncClient &c) {
+			return c.region_list_page(after, want, &peer_more);
+		});
+		if (!list) {
+			LOG_WARN("federation", "listing regions of peer %s: %s", p->endpoint.c_str(),
+				 list.status().to_string().c_str());
+			continue;
+		}
+		for (const auto &r : *list)
+			out.push_back(location(p->module, r));
+	}
+	std::sort(out.begin(), out.end(),
+		  [](const RegionLocation &a, const RegionLocation &b) { return a.name < b.name; });
+	if (out.size() > limit) {
+		out.resize(limit);
+		*more = true;
+	}
+	return out;
+}
+
 Status NodeFederation::read_pages(const RegionLocation &loc, uint64_t first_page, uint32_t count,
 				  void *dst)
 {

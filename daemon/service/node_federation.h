@@ -45,6 +45,12 @@ public:
 					  bool grow_only);
 	// Every region on every reachable module.
 	std::vector<RegionLocation> list_regions();
+	// One page of that list in name order: the regions whose names sort
+	// after `after` (empty: from the first), at most `limit` (> 0). *more is
+	// set when there may be more after the last one. A region name lives on
+	// one module (create refuses a name any module has).
+	std::vector<RegionLocation> list_regions_page(const std::string &after, size_t limit,
+						      bool *more);
 	// Whole pages of a region, through the local store or the peer's SyncClient.
 	Status read_pages(const RegionLocation &loc, uint64_t first_page, uint32_t count, void *dst);
 	Status write_pages(const RegionLocation &loc, uint64_t first_page, uint32_t count,
@@ -55,6 +61,8 @@ public:
 	// one stays listed as unreachable with `why` and the time.
 	void mesh_route(ModuleId module, const std::string &endpoint, bool up, uint32_t metric,
 			uint32_t hops, const std::string &why);
+	// Regions of the local module (0 without one).
+	uint32_t local_region_count() const { return store_ ? store_->info().regions : 0; }
 
 private:
 	struct Peer;

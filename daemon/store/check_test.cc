@@ -135,3 +135,29 @@ TEST_CASE("check finds overlapping regions", "[store][check]")
 	REQUIRE(any_problem_contains(*rep, "overlaps"));
 	REQUIRE(ModuleStore::open(p.path, 0).status().code() == Code::kCorrupt);
 }
+
+TEST_CASE("check reads a table sized to the pool, past slot 1024", "[store][check]")
+{
+	TestPoolDir dir(TestPoolDir::kInMemory);
+	std::string path = dir.path("pool");
+	const uint64_t size = 64 << 20; // 2048 slots
+	REQUIRE(ModuleStore::format(PoolOptions{path, size, {}}).is_ok());
+	store::Geometry geo = store::compute_geometry(size);
+	REQUIRE(geo.table_slots == 2048);
+	{
+		auto s = std::move(*ModuleStore::open(path, 0));
+		for (int i = 0; i < 1100; i++) {
+			std::string name = std::to_string(i); // region i lands in slot i
+			REQUIRE(s->create_region(name, kPageSize, 0, 0600).is_ok());
+		}
+	}
+	auto rep = ModuleStore::check(path);
+	REQUIRE(rep->clean);
+	REQUIRE(rep->regions_checked == 1100);
+	// Slot 1099 lies beyond a version-1 table: damage there is found too.
+	store::flip_byte(path, geo.table_offset + 1099 * sizeof(store::RegionEntry) +
+	                               offsetof(store::RegionEntry, name));
+	rep = ModuleStore::check(path);
+	REQUIRE_FALSE(rep->clean);
+	REQUIRE(any_problem_contains(*rep, "region table slot 1099 fails its checksum"));
+}

@@ -17,13 +17,23 @@ uint64_t round_up(uint64_t v, uint64_t to)
 
 } // namespace
 
-Geometry compute_geometry(uint64_t pool_bytes)
+uint32_t default_table_slots(uint64_t pool_bytes)
+{
+	uint64_t want = pool_bytes / kPoolBytesPerSlot;
+	uint32_t slots = kMinTableSlots;
+	while (slots < kMaxTableSlots && uint64_t{slots} * 2 <= want)
+		slots *= 2;
+	return slots;
+}
+
+Geometry compute_geometry(uint64_t pool_bytes, uint32_t table_slots)
 {
 	Geometry g;
 	g.pool_bytes = pool_bytes;
+	g.table_slots = table_slots != 0 ? table_slots : default_table_slots(pool_bytes);
 	g.table_offset = kPageSize;
 	g.log_desc_offset =
-	        g.table_offset + round_up(uint64_t{kTableSlots} * sizeof(RegionEntry), kPageSize);
+	        g.table_offset + round_up(uint64_t{g.table_slots} * sizeof(RegionEntry), kPageSize);
 	g.log_data_offset = g.log_desc_offset +
 	                    round_up(uint64_t{kLogSlots} * sizeof(LogDescriptor), kPageSize);
 	g.meta_offset = g.log_data_offset + uint64_t{kLogSlots} * kPageSize;
@@ -46,6 +56,7 @@ Geometry geometry_of(const PoolHeader &h)
 {
 	Geometry g;
 	g.pool_bytes = h.pool_bytes;
+	g.table_slots = h.table_slots;
 	g.table_offset = h.table_offset;
 	g.log_desc_offset = h.log_desc_offset;
 	g.log_data_offset = h.log_data_offset;
@@ -57,7 +68,7 @@ Geometry geometry_of(const PoolHeader &h)
 
 uint64_t min_pool_bytes()
 {
-	Geometry g = compute_geometry(0);
+	Geometry g = compute_geometry(0, kMinTableSlots);
 	return g.meta_offset + 2 * kPageSize;
 }
 
@@ -76,18 +87,32 @@ Status validate_header(const PoolHeader &h, const std::string &path)
 	if (memcmp(h.magic, kPoolMagic, sizeof(kPoolMagic)) != 0)
 		return Status(Code::kCorrupt,
 		              "pool " + path + " has no memfed pool header (bad magic)" + fix);
-	if (h.layout_version != kLayoutVersion)
-		return Status(Code::kCorrupt, "pool " + path + " has layout version " +
-		                                      std::to_string(h.layout_version) +
-		                                      ", this memfedd reads version " +
-		                                      std::to_string(kLayoutVersion) + fix);
+	if (h.layout_version != kLayoutVersion && h.layout_version != kLayoutVersionFixedTable)
+		return Status(Code::kCorrupt,
+		              "pool " + path + " has layout version " +
+		                      std::to_string(h.layout_version) +
+		                      ", this memfedd reads versions " +
+		                      std::to_string(kLayoutVersionFixedTable) + " and " +
+		                      std::to_string(kLayoutVersion) +
+		                      "; open it with the memfedd that formatted it, or run "
+		                      "`memfedctl pool format` to start over (destroys its data)");
 	if (h.crc != header_crc(h))
 		return Status(Code::kCorrupt, "pool " + path + " header checksum mismatch" + fix);
-	Geometry want = compute_geometry(h.pool_bytes);
-	if (h.page_size != kPageSize || h.table_slots != kTableSlots ||
-	    h.table_entry_size != sizeof(RegionEntry) || h.log_slots != kLogSlots ||
-	    h.log_desc_size != sizeof(LogDescriptor) || h.table_offset != want.table_offset ||
-	    h.log_desc_offset != want.log_desc_offset ||
+	bool slots_ok = h.layout_version == kLayoutVersionFixedTable
+	                        ? h.table_slots == kMinTableSlots
+	                        : h.table_slots >= kMinTableSlots &&
+	                                  h.table_slots <= kMaxTableSlots &&
+	                                  (h.table_slots & (h.table_slots - 1)) == 0;
+	if (!slots_ok)
+		return Status(Code::kCorrupt, "pool " + path + " header has a region table of " +
+		                                      std::to_string(h.table_slots) +
+		                                      " slots, which layout version " +
+		                                      std::to_string(h.layout_version) +
+		                                      " does not allow" + fix);
+	Geometry want = compute_geometry(h.pool_bytes, h.table_slots);
+	if (h.page_size != kPageSize || h.table_entry_size != sizeof(RegionEntry) ||
+	    h.log_slots != kLogSlots || h.log_desc_size != sizeof(LogDescriptor) ||
+	    h.table_offset != want.table_offset || h.log_desc_offset != want.log_desc_offset ||
 	    h.log_data_offset != want.log_data_offset || h.meta_offset != want.meta_offset ||
 	    h.data_offset != want.data_offset || h.data_pages != want.data_pages ||
 	    want.data_pages == 0)

@@ -5,11 +5,24 @@
 // the pool, and every area starts on a page boundary:
 //
 //   page 0         PoolHeader (checksummed, written once by format)
-//   table area     kTableSlots RegionEntry records (128 bytes each)
+//   table area     table_slots RegionEntry records (128 bytes each)
 //   log desc area  kLogSlots LogDescriptor records (64 bytes each)
 //   log data area  kLogSlots pages, the payload of each log record
 //   meta area      one PageMeta (16 bytes) per data page
 //   data area      data_pages pages; regions are contiguous extents of it
+//
+// The region table is sized from the pool at format time and never changes
+// size afterwards (so no crash can leave it half grown, and the redo-log rules
+// of redo_log.h need nothing new): default_table_slots() gives one slot per
+// kPoolBytesPerSlot of pool, a power of two between kMinTableSlots and
+// kMaxTableSlots, recorded in the header's table_slots. A region id packs the
+// slot into its low log2(table_slots) bits (region_table.h).
+//
+// Layout versions: 1 had a fixed 1024-slot table; version 2 records the
+// table's size. A version-1 pool is exactly a version-2 pool whose table has
+// 1024 slots, so it opens as it is, keeps its 1024-region limit (the "table
+// full" error names the fix: copy the regions out and reformat), and is never
+// rewritten to version 2 (an older memfedd can still open it).
 //
 // A region's pages never move: the federated address (FA) offset of a page is
 // its byte offset in the pool, so an RDMA transport can read the pool directly.
@@ -27,8 +40,11 @@ namespace memfed::store
 
 constexpr uint64_t kPageSize = 4096;
 constexpr char kPoolMagic[8] = {'M', 'F', 'P', 'O', 'O', 'L', '0', '1'};
-constexpr uint32_t kLayoutVersion = 1;
-constexpr uint32_t kTableSlots = 1024;
+constexpr uint32_t kLayoutVersion = 2;
+constexpr uint32_t kLayoutVersionFixedTable = 1; // table of kMinTableSlots
+constexpr uint32_t kMinTableSlots = 1024;
+constexpr uint32_t kMaxTableSlots = 1u << 20;
+constexpr uint64_t kPoolBytesPerSlot = 32 * 1024; // 0.4% of the pool for the table
 constexpr uint32_t kLogSlots = 256;
 constexpr size_t kMaxRegionName = 63;
 
@@ -114,6 +130,7 @@ static_assert(sizeof(PageMeta) == 16);
 // Where every area lies for a pool of `pool_bytes`.
 struct Geometry {
 	uint64_t pool_bytes = 0;
+	uint32_t table_slots = kMinTableSlots; // a power of two
 	uint64_t table_offset = 0;
 	uint64_t log_desc_offset = 0;
 	uint64_t log_data_offset = 0;
@@ -128,16 +145,22 @@ struct Geometry {
 	uint64_t meta_fa(uint64_t index) const { return meta_offset + index * sizeof(PageMeta); }
 };
 
-// Largest geometry that fits in pool_bytes; data_pages is 0 if nothing fits.
-Geometry compute_geometry(uint64_t pool_bytes);
+// Region table slots format gives a pool of `pool_bytes`: one per
+// kPoolBytesPerSlot, rounded down to a power of two, within
+// [kMinTableSlots, kMaxTableSlots].
+uint32_t default_table_slots(uint64_t pool_bytes);
+// Largest geometry that fits in pool_bytes with a table of `table_slots`
+// (default: default_table_slots(pool_bytes)); data_pages is 0 if nothing fits.
+Geometry compute_geometry(uint64_t pool_bytes, uint32_t table_slots = 0);
 // Geometry recorded in a header (REQUIRES: header passed validate_header).
 Geometry geometry_of(const PoolHeader &h);
-// Smallest pool that holds one data page.
+// Smallest pool that holds one data page (with a kMinTableSlots table).
 uint64_t min_pool_bytes();
 
 uint32_t header_crc(const PoolHeader &h);
-// kCorrupt (naming `path` and the fix) unless `h` has our magic, layout
-// version, a matching crc and the geometry compute_geometry gives.
+// kCorrupt (naming `path` and the fix) unless `h` has our magic, a layout
+// version we read (1 or 2), a matching crc, a table size we accept and the
+// geometry compute_geometry gives for it.
 Status validate_header(const PoolHeader &h, const std::string &path);
 uint32_t entry_crc(const RegionEntry &e);
 uint32_t descriptor_crc(const LogDescriptor &d);

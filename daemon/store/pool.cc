@@ -60,7 +60,16 @@ Status ModuleStore::format(const PoolOptions &opts)
 			return sz.status();
 		bytes = *sz;
 	}
-	store::Geometry geo = store::compute_geometry(bytes);
+	uint32_t slots = opts.table_slots;
+	if (slots != 0 && (slots < store::kMinTableSlots || slots > store::kMaxTableSlots ||
+	                   (slots & (slots - 1)) != 0))
+		return Status(Code::kInvalidArgument,
+		              "a region table of " + std::to_string(slots) +
+		                      " slots: give a power of two from " +
+		                      std::to_string(store::kMinTableSlots) + " to " +
+		                      std::to_string(store::kMaxTableSlots) +
+		                      ", or 0 to size it from the pool");
+	store::Geometry geo = store::compute_geometry(bytes, slots);
 	if (geo.data_pages == 0)
 		return Status(Code::kInvalidArgument,
 		              "pool size " + std::to_string(bytes) + " bytes for " + opts.path +
@@ -83,7 +92,7 @@ Status ModuleStore::format(const PoolOptions &opts)
 	h.pool_bytes = bytes;
 	h.ctime_ns = realtime_ns();
 	h.table_offset = geo.table_offset;
-	h.table_slots = store::kTableSlots;
+	h.table_slots = geo.table_slots;
 	h.table_entry_size = sizeof(store::RegionEntry);
 	h.log_desc_offset = geo.log_desc_offset;
 	h.log_data_offset = geo.log_data_offset;
@@ -95,10 +104,11 @@ Status ModuleStore::format(const PoolOptions &opts)
 	h.crc = store::header_crc(h);
 	memcpy(f.base(), &h, sizeof(h));
 	f.persist_fn()(f.base(), sizeof(h));
-	LOG_INFO(kComp, "formatted pool %s: module %s, %llu bytes, %llu data pages",
+	LOG_INFO(kComp,
+	         "formatted pool %s: module %s, %llu bytes, %llu data pages, %u region slots",
 	         opts.path.c_str(), ModuleId{h.module_id}.to_string().c_str(),
 	         static_cast<unsigned long long>(bytes),
-	         static_cast<unsigned long long>(geo.data_pages));
+	         static_cast<unsigned long long>(geo.data_pages), geo.table_slots);
 	return Status::ok();
 }
 
@@ -136,6 +146,7 @@ Result<std::unique_ptr<ModuleStore>> ModuleStore::open(const std::string &path,
 	MF_RETURN_IF_ERROR(file->map(true));
 	std::unique_ptr<ModuleStore> s(new ModuleStore(std::move(file)));
 	s->geo_ = store::geometry_of(h);
+	s->layout_version_ = h.layout_version;
 	s->module_ = ModuleId{h.module_id};
 	s->ctime_ns_ = h.ctime_ns;
 	MF_RETURN_IF_ERROR(s->recover());
@@ -269,23 +280,26 @@ Result<PoolInfo> ModuleStore::inspect(const std::string &path)
 	MF_RETURN_IF_ERROR(f.read_at(&h, sizeof(h), 0));
 	MF_RETURN_IF_ERROR(store::validate_header(h, path));
 	store::Geometry geo = store::geometry_of(h);
-	std::vector<uint8_t> table(uint64_t{store::kTableSlots} * sizeof(store::RegionEntry));
-	MF_RETURN_IF_ERROR(f.read_at(table.data(), table.size(), geo.table_offset));
-	// read_all addresses the table through geo.table_offset: point it at our copy.
-	store::Geometry local = geo;
-	local.table_offset = 0;
+	// The table in chunks, so a table of a million slots needs no 128 MiB copy.
+	constexpr uint32_t kChunkSlots = 4096;
+	std::vector<uint8_t> table(uint64_t{kChunkSlots} * sizeof(store::RegionEntry));
 	std::vector<std::string> problems;
 	store::ExtentAllocator alloc(geo.data_pages);
 	PoolInfo info;
-	for (const store::RegionSlot &s :
-	     store::RegionTable::read_all(table.data(), local, &problems)) {
-		if (s.state == store::kRegionFree)
-			continue;
-		if (s.state == store::kRegionLive)
-			info.regions++;
-		(void)alloc.reserve(geo.page_index(s.info.fa_offset),
-		                    s.info.size_bytes / kPageSize);
+	for (uint32_t first = 0; first < geo.table_slots; first += kChunkSlots) {
+		uint32_t n = std::min(kChunkSlots, geo.table_slots - first);
+		MF_RETURN_IF_ERROR(
+		        f.read_at(table.data(), uint64_t{n} * sizeof(store::RegionEntry),
+		                  geo.table_offset + uint64_t{first} * sizeof(store::RegionEntry)));
+		for (const store::RegionSlot &s :
+		     store::RegionTable::read_entries(table.data(), first, n, geo, &problems)) {
+			if (s.state == store::kRegionLive)
+				info.regions++;
+			(void)alloc.reserve(geo.page_index(s.info.fa_offset),
+			                    s.info.size_bytes / kPageSize);
+		}
 	}
+	info.table_slots = geo.table_slots;
 	info.path = path;
 	info.module = ModuleId{h.module_id};
 	info.layout_version = h.layout_version;
@@ -487,10 +501,10 @@ Result<RegionInfo> ModuleStore::region_by_id(uint32_t id) const
 	return s->info;
 }
 
-std::vector<RegionInfo> ModuleStore::list_regions() const
+std::vector<RegionInfo> ModuleStore::list_regions(const std::string &after, size_t limit) const
 {
 	std::shared_lock lock(table_mu_);
-	return table_->list();
+	return table_->list(after, limit);
 }
 
 Status ModuleStore::check_range(uint32_t region_id, uint64_t fa_offset, uint32_t count) const
@@ -660,7 +674,8 @@ PoolInfo ModuleStore::info() const
 	PoolInfo info;
 	info.path = file_->path();
 	info.module = module_;
-	info.layout_version = store::kLayoutVersion;
+	info.layout_version = layout_version_;
+	info.table_slots = geo_.table_slots;
 	info.pool_bytes = geo_.pool_bytes;
 	info.capacity_bytes = geo_.data_pages * kPageSize;
 	info.free_bytes = alloc_->free_pages() * kPageSize;

@@ -42,6 +42,9 @@ struct PoolOptions {
 	std::string path;
 	uint64_t size_bytes = 0; // ignored for a DAX device (its size is used)
 	ModuleId module_id{};    // 0 = random locally administered
+	// Region table slots, a power of two in [kMinTableSlots, kMaxTableSlots]
+	// (layout.h); 0 = sized from the pool (default_table_slots).
+	uint32_t table_slots = 0;
 };
 
 struct PoolInfo {
@@ -52,6 +55,7 @@ struct PoolInfo {
 	uint64_t capacity_bytes = 0; // data area
 	uint64_t used_bytes = 0, free_bytes = 0, largest_free_bytes = 0;
 	uint32_t regions = 0;
+	uint32_t table_slots = 0; // most regions the pool can hold (layout.h)
 	uint64_t pages_read = 0, pages_written = 0, log_replays = 0;
 	uint64_t log_persists = 0; // redo-log persists (one per group of writes)
 	bool is_pmem = false;
@@ -95,7 +99,9 @@ public:
 	Result<RegionInfo> set_length(const std::string &name, uint64_t length, bool grow_only);
 	Result<RegionInfo> lookup_region(const std::string &name) const;
 	Result<RegionInfo> region_by_id(uint32_t id) const;
-	std::vector<RegionInfo> list_regions() const;
+	// Regions in name order: those whose name sorts after `after` (empty:
+	// from the first), at most `limit` (0: all) — a page of a long list.
+	std::vector<RegionInfo> list_regions(const std::string &after = "", size_t limit = 0) const;
 
 	// fa_offset must be page-aligned and [fa_offset, +count pages) inside
 	// region `region_id`; else kOutOfRange naming region and bounds. kNotFound
@@ -158,6 +164,7 @@ private:
 
 	std::unique_ptr<store::PoolFile> file_;
 	store::Geometry geo_;
+	uint32_t layout_version_ = 0;
 	ModuleId module_;
 	uint64_t ctime_ns_ = 0;
 	std::unique_ptr<store::RegionTable> table_;

@@ -1,5 +1,6 @@
 #include "daemon/store/region_table.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 
@@ -11,26 +12,43 @@ namespace store
 
 static_assert(kMaxRegionName == memfed::kMaxRegionNameLen);
 
-uint32_t region_id(uint32_t slot, uint32_t generation)
+uint32_t slot_bits(uint32_t table_slots)
 {
-	return (generation << kSlotBits) | slot;
+	uint32_t bits = 0;
+	while ((1u << bits) < table_slots)
+		bits++;
+	return bits;
+}
+
+uint32_t max_generation(uint32_t table_slots)
+{
+	// The state word keeps 24 bits of generation; the id keeps 32 - slot_bits.
+	return (1u << std::min<uint32_t>(24, 32 - slot_bits(table_slots))) - 1;
 }
 
 std::vector<RegionSlot> RegionTable::read_all(const uint8_t *base, const Geometry &geo,
                                               std::vector<std::string> *problems)
 {
+	return read_entries(base + geo.table_offset, 0, geo.table_slots, geo, problems);
+}
+
+std::vector<RegionSlot> RegionTable::read_entries(const uint8_t *entries, uint32_t first_slot,
+                                                  uint32_t count, const Geometry &geo,
+                                                  std::vector<std::string> *problems)
+{
+	const uint32_t bits = slot_bits(geo.table_slots);
+	const uint32_t max_gen = max_generation(geo.table_slots);
 	std::vector<RegionSlot> out;
-	for (uint32_t slot = 0; slot < kTableSlots; slot++) {
+	for (uint32_t i = 0; i < count; i++) {
+		const uint32_t slot = first_slot + i;
 		RegionEntry e;
-		memcpy(&e, base + geo.table_offset + uint64_t{slot} * sizeof(e), sizeof(e));
+		memcpy(&e, entries + uint64_t{i} * sizeof(e), sizeof(e));
 		RegionSlot s;
 		s.slot = slot;
 		s.state = static_cast<RegionState>(e.state_word & 0xff);
-		s.generation = static_cast<uint32_t>(e.state_word >> 8) & kMaxGeneration;
-		if (s.state == kRegionFree) {
-			out.push_back(s);
+		s.generation = static_cast<uint32_t>(e.state_word >> 8) & max_gen;
+		if (s.state == kRegionFree)
 			continue;
-		}
 		std::string where = "region table slot " + std::to_string(slot);
 		if (s.state != kRegionLive && s.state != kRegionDeleting) {
 			problems->push_back(where + " has unknown state " +
@@ -60,7 +78,7 @@ std::vector<RegionSlot> RegionTable::read_all(const uint8_t *base, const Geometr
 			problems->push_back(where + " ('" + s.info.name + "') has generation 0");
 			continue;
 		}
-		s.info.id = region_id(slot, s.generation);
+		s.info.id = (s.generation << bits) | slot;
 		s.info.fa_offset = e.fa_offset;
 		s.info.size_bytes = e.pages * kPageSize;
 		s.info.owner_uid = e.owner_uid;
@@ -89,10 +107,16 @@ Status RegionTable::load(const std::string &path)
 		return Status(Code::kCorrupt, "pool " + path + ": " + problems.front() +
 		                                      "; run `memfedctl pool check " + path +
 		                                      "` for the full report");
-	slots_.assign(kTableSlots, RegionSlot{});
+	generation_.assign(geo_.table_slots, 0);
+	used_.clear();
 	by_name_.clear();
+	const RegionEntry *entries =
+	        reinterpret_cast<const RegionEntry *>(base_ + geo_.table_offset);
+	for (uint32_t slot = 0; slot < geo_.table_slots; slot++)
+		generation_[slot] =
+		        static_cast<uint32_t>(entries[slot].state_word >> 8) & max_generation_;
 	for (const RegionSlot &s : all) {
-		slots_[s.slot] = s;
+		used_[s.slot] = s;
 		if (s.state != kRegionLive)
 			continue;
 		if (!by_name_.emplace(s.info.name, s.slot).second)
@@ -103,37 +127,38 @@ Status RegionTable::load(const std::string &path)
 			                "check " +
 			                path + "`");
 	}
+	next_free_ = 0;
 	return Status::ok();
 }
 
 const RegionSlot *RegionTable::find(const std::string &name) const
 {
 	auto it = by_name_.find(name);
-	return it == by_name_.end() ? nullptr : &slots_[it->second];
+	return it == by_name_.end() ? nullptr : &used_.at(it->second);
 }
 
 const RegionSlot *RegionTable::by_id(uint32_t id) const
 {
-	uint32_t slot = id & (kTableSlots - 1);
-	const RegionSlot &s = slots_[slot];
-	if (s.state != kRegionLive || s.info.id != id)
+	uint32_t slot = id & (geo_.table_slots - 1);
+	auto it = used_.find(slot);
+	if (it == used_.end() || it->second.state != kRegionLive || it->second.info.id != id)
 		return nullptr;
-	return &s;
+	return &it->second;
 }
 
-std::vector<RegionInfo> RegionTable::list() const
+std::vector<RegionInfo> RegionTable::list(const std::string &after, size_t limit) const
 {
 	std::vector<RegionInfo> out;
-	for (const RegionSlot &s : slots_)
-		if (s.state == kRegionLive)
-			out.push_back(s.info);
+	auto it = after.empty() ? by_name_.begin() : by_name_.upper_bound(after);
+	for (; it != by_name_.end() && (limit == 0 || out.size() < limit); ++it)
+		out.push_back(used_.at(it->second).info);
 	return out;
 }
 
 std::vector<RegionSlot> RegionTable::deleting() const
 {
 	std::vector<RegionSlot> out;
-	for (const RegionSlot &s : slots_)
+	for (const auto &[slot, s] : used_)
 		if (s.state == kRegionDeleting)
 			out.push_back(s);
 	return out;
@@ -145,24 +170,37 @@ void RegionTable::set_state(uint32_t slot, RegionState state, uint32_t generatio
 	// One aligned 8-byte store: the state word can never be half written.
 	std::atomic_ref<uint64_t>(entry(slot)->state_word).store(word, std::memory_order_release);
 	persist_(&entry(slot)->state_word, sizeof(uint64_t));
-	slots_[slot].state = state;
-	slots_[slot].generation = generation;
+	generation_[slot] = generation;
+	if (state == kRegionFree) {
+		used_.erase(slot);
+		return;
+	}
+	RegionSlot &s = used_[slot];
+	s.slot = slot;
+	s.state = state;
+	s.generation = generation;
 }
 
 Status RegionTable::create(RegionInfo *info)
 {
-	uint32_t slot = kTableSlots;
-	for (uint32_t i = 0; i < kTableSlots; i++)
-		if (slots_[i].state == kRegionFree) {
-			slot = i;
-			break;
-		}
-	if (slot == kTableSlots)
-		return Status(Code::kNoSpace, "region table is full (" +
-		                                      std::to_string(kTableSlots) +
-		                                      " regions); delete a region first");
-	uint32_t generation =
-	        slots_[slot].generation >= kMaxGeneration ? 1 : slots_[slot].generation + 1;
+	const uint32_t n = geo_.table_slots;
+	if (used_.size() >= n)
+		return Status(
+		        Code::kNoSpace,
+		        "region table is full (" + std::to_string(n) +
+		                " regions); delete a region first" +
+		                (n == kMinTableSlots
+		                         ? std::string(", or copy the regions out and reformat "
+		                                       "the pool with a larger size (`memfedctl "
+		                                       "pool format`): its table is sized to the "
+		                                       "pool (layout.h)")
+		                         : std::string()));
+	// Next fit: the first free slot at or after the cursor, wrapping.
+	uint32_t slot = next_free_ % n;
+	while (used_.count(slot) != 0)
+		slot = (slot + 1) % n;
+	next_free_ = (slot + 1) % n;
+	uint32_t generation = generation_[slot] >= max_generation_ ? 1 : generation_[slot] + 1;
 	RegionEntry *e = entry(slot);
 	RegionEntry body{};
 	body.state_word = e->state_word; // unchanged until the body is durable
@@ -177,10 +215,9 @@ Status RegionTable::create(RegionInfo *info)
 	       reinterpret_cast<const uint8_t *>(&body) + sizeof(uint64_t),
 	       sizeof(body) - sizeof(uint64_t));
 	persist_(e, sizeof(*e));
-	info->id = region_id(slot, generation);
-	slots_[slot].info = *info;
-	slots_[slot].slot = slot;
+	info->id = id(slot, generation);
 	set_state(slot, kRegionLive, generation);
+	used_[slot].info = *info;
 	by_name_[info->name] = slot;
 	return Status::ok();
 }
@@ -190,19 +227,21 @@ void RegionTable::set_length(uint32_t slot, uint64_t length)
 	uint64_t word = kLengthSet | length;
 	std::atomic_ref<uint64_t>(entry(slot)->length_word).store(word, std::memory_order_release);
 	persist_(&entry(slot)->length_word, sizeof(uint64_t));
-	slots_[slot].info.length = length;
+	used_.at(slot).info.length = length;
 }
 
 void RegionTable::mark_deleting(uint32_t slot)
 {
-	by_name_.erase(slots_[slot].info.name);
-	set_state(slot, kRegionDeleting, slots_[slot].generation);
+	by_name_.erase(used_.at(slot).info.name);
+	set_state(slot, kRegionDeleting, generation_[slot]);
 }
 
 void RegionTable::mark_free(uint32_t slot)
 {
-	by_name_.erase(slots_[slot].info.name);
-	set_state(slot, kRegionFree, slots_[slot].generation);
+	auto it = used_.find(slot);
+	if (it != used_.end() && it->second.state == kRegionLive)
+		by_name_.erase(it->second.info.name);
+	set_state(slot, kRegionFree, generation_[slot]);
 }
 
 } // namespace store

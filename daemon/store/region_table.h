@@ -2,9 +2,17 @@
 // in-memory index by name and by id.
 //
 // A region is one contiguous extent of the data area. Its id is
-// (generation << 10) | slot: stable across restarts, and never the id of an
-// earlier region that lived in the same slot (the slot's generation counts the
-// creates), so a stale id fails instead of reaching someone else's data.
+// (generation << slot_bits) | slot, slot_bits = log2(table slots) (10 to 20,
+// fixed at format, layout.h): stable across restarts, and never the id of an
+// earlier region that lived in the same slot until the slot's generation
+// (which counts its creates, 2^(32 - slot_bits) - 1 of them) wraps, so a stale
+// id fails instead of reaching someone else's data. Creates take free slots
+// round robin (next fit), so the generations of a large table wrap only after
+// millions of creates.
+//
+// Memory: 4 bytes per slot plus an entry per live (or deleting) region, so a
+// table of a million mostly free slots costs 4 MiB. Live regions are indexed
+// by name in name order, which is the order of list() and of its pages.
 // Crash safety: a create writes the entry body while the slot is free, then
 // flips the state word; a delete flips it to kRegionDeleting and, once the
 // extent is zeroed, to kRegionFree (see layout.h RegionEntry).
@@ -13,6 +21,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <unordered_map>
@@ -42,9 +51,10 @@ struct RegionInfo {
 namespace store
 {
 
-constexpr uint32_t kSlotBits = 10;
-static_assert((1u << kSlotBits) == kTableSlots);
-constexpr uint32_t kMaxGeneration = (1u << (32 - kSlotBits)) - 1;
+// log2 of a table size (a power of two).
+uint32_t slot_bits(uint32_t table_slots);
+// Largest generation of a slot in a table of `table_slots`.
+uint32_t max_generation(uint32_t table_slots);
 
 struct RegionSlot {
 	uint32_t slot = 0;
@@ -57,26 +67,35 @@ class RegionTable
 {
 public:
 	RegionTable(uint8_t *base, const Geometry &geo, PersistFn persist)
-	    : base_(base), geo_(geo), persist_(persist)
+	    : base_(base), geo_(geo), persist_(persist), slot_bits_(slot_bits(geo.table_slots)),
+	      max_generation_(max_generation(geo.table_slots))
 	{
 	}
 
-	// Decodes every slot of a mapped pool (read-only; also used by check).
-	// Appends one line per bad non-free entry to `problems` (checksum, name,
-	// extent outside the data area) and leaves that entry out of the result.
+	// Decodes the slots in use (live or deleting) of a mapped pool
+	// (read-only; also used by check). Appends one line per bad non-free
+	// entry to `problems` (checksum, name, extent outside the data area) and
+	// leaves that entry out of the result.
 	static std::vector<RegionSlot> read_all(const uint8_t *base, const Geometry &geo,
 	                                        std::vector<std::string> *problems);
+	// The same for `count` entries starting at `entries`, which hold the
+	// table's slots first_slot.. (a copy of part of the table).
+	static std::vector<RegionSlot> read_entries(const uint8_t *entries, uint32_t first_slot,
+	                                            uint32_t count, const Geometry &geo,
+	                                            std::vector<std::string> *problems);
 
 	// Builds the index from media; kCorrupt naming the first bad entry.
 	Status load(const std::string &path);
 
 	const RegionSlot *find(const std::string &name) const;
 	const RegionSlot *by_id(uint32_t id) const;
-	// Live regions in slot order.
-	std::vector<RegionInfo> list() const;
+	// Live regions in name order: those whose name sorts after `after`
+	// (empty: from the first), at most `limit` of them (0: all).
+	std::vector<RegionInfo> list(const std::string &after = "", size_t limit = 0) const;
 	// Regions whose delete was interrupted by a crash.
 	std::vector<RegionSlot> deleting() const;
 	uint32_t live_count() const { return static_cast<uint32_t>(by_name_.size()); }
+	uint32_t slots() const { return geo_.table_slots; }
 
 	// Persists a new live region in a free slot; kNoSpace if the table is full.
 	// Fills in info->id.
@@ -93,15 +112,22 @@ private:
 		return reinterpret_cast<RegionEntry *>(base_ + geo_.table_offset) + slot;
 	}
 	void set_state(uint32_t slot, RegionState state, uint32_t generation);
+	uint32_t id(uint32_t slot, uint32_t generation) const
+	{
+		return (generation << slot_bits_) | slot;
+	}
 
 	uint8_t *base_;
 	Geometry geo_;
 	PersistFn persist_;
-	std::vector<RegionSlot> slots_;                     // kTableSlots, index = slot
-	std::unordered_map<std::string, uint32_t> by_name_; // live regions only
+	uint32_t slot_bits_;
+	uint32_t max_generation_;
+	// Per slot: its generation (the creates it has seen, mod max_generation_).
+	std::vector<uint32_t> generation_;
+	std::unordered_map<uint32_t, RegionSlot> used_; // live or deleting, by slot
+	std::map<std::string, uint32_t> by_name_;       // live regions only, name order
+	uint32_t next_free_ = 0;                        // where the next create looks first
 };
-
-uint32_t region_id(uint32_t slot, uint32_t generation);
 
 } // namespace store
 } // namespace memfed

@@ -16,10 +16,19 @@ namespace memfed::store
 class TestPoolDir
 {
 public:
-	TestPoolDir()
+	// `base`: where to make it. A test that makes thousands of regions
+	// (a durable msync each: milliseconds on a disk) uses kInMemory, and
+	// /tmp if that is missing.
+	static constexpr const char *kInMemory = "/dev/shm";
+	explicit TestPoolDir(const std::string &base = "/tmp")
 	{
-		char tmpl[] = "/tmp/memfed-store-test-XXXXXX";
-		dir_ = mkdtemp(tmpl);
+		std::string tmpl = base + "/memfed-store-test-XXXXXX";
+		char *d = mkdtemp(tmpl.data());
+		if (d == nullptr) {
+			tmpl = "/tmp/memfed-store-test-XXXXXX";
+			d = mkdtemp(tmpl.data());
+		}
+		dir_ = d != nullptr ? d : "";
 	}
 	~TestPoolDir() { std::filesystem::remove_all(dir_); }
 	std::string path(const std::string &name) const { return dir_ + "/" + name; }

@@ -4,6 +4,7 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -284,13 +285,52 @@ Result<wire::WireRegion> SyncClient::region_set_length(const std::string &name, 
 	return wire::decode_region(r->payload);
 }
 
-Result<std::vector<wire::WireRegion>> SyncClient::region_list()
+Result<std::vector<wire::WireRegion>> SyncClient::region_list_page(const std::string &after,
+                                                                   uint32_t limit, bool *more)
 {
+	if (!after.empty() && !valid_region_name(after))
+		return Status(Code::kInvalidArgument, "region name '" + after + "' is invalid");
+	uint32_t want = limit == 0 || limit > wire::kRegionListPage ? wire::kRegionListPage : limit;
 	wire::Header h = control_header(wire::MsgType::kRegionList);
-	auto r = exchange(h, {}, nullptr);
+	auto r = exchange(h, wire::encode_list_request(after, want), nullptr);
 	if (!r)
 		return r.status();
-	return wire::decode_region_list(r->payload);
+	auto list = wire::decode_region_list(r->payload);
+	if (!list)
+		return list.status();
+	// A module older than paging answers every region, in its own order.
+	std::vector<wire::WireRegion> out;
+	for (const wire::WireRegion &w : *list)
+		if (after.empty() || wire::region_name(w) > after)
+			out.push_back(w);
+	bool sorted = std::is_sorted(out.begin(), out.end(), [](const auto &a, const auto &b) {
+		return wire::region_name(a) < wire::region_name(b);
+	});
+	if (!sorted)
+		std::sort(out.begin(), out.end(), [](const auto &a, const auto &b) {
+			return wire::region_name(a) < wire::region_name(b);
+		});
+	*more = out.size() >= want;
+	if (out.size() > want)
+		out.resize(want);
+	return out;
+}
+
+Result<std::vector<wire::WireRegion>> SyncClient::region_list()
+{
+	std::vector<wire::WireRegion> all;
+	std::string after;
+	bool more = true;
+	while (more) {
+		auto page = region_list_page(after, 0, &more);
+		if (!page)
+			return page.status();
+		if (page->empty())
+			break;
+		after = wire::region_name(page->back());
+		all.insert(all.end(), page->begin(), page->end());
+	}
+	return all;
 }
 
 Result<wire::WireStat> SyncClient::stat()

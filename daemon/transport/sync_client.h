@@ -57,6 +57,12 @@ public:
 	Result<wire::WireRegion> region_lookup(const std::string &name);
 	Result<wire::WireRegion> region_set_length(const std::string &name, uint64_t length,
 	                                           bool grow_only);
+	// One page of the module's regions in name order: those after `after`
+	// (empty: from the first), at most `limit` (0: a whole wire page).
+	// *more is set when there may be more after the last one.
+	Result<std::vector<wire::WireRegion>> region_list_page(const std::string &after,
+	                                                       uint32_t limit, bool *more);
+	// Every region of the module, page by page.
 	Result<std::vector<wire::WireRegion>> region_list();
 	Result<wire::WireStat> stat();
 

@@ -501,6 +501,44 @@ std::string region_name(const WireRegionSpec &s)
 	return std::string(s.name, std::min<size_t>(s.name_len, kMaxRegionName));
 }
 
+std::vector<uint8_t> encode_list_request(std::string_view after, uint32_t limit)
+{
+	std::vector<uint8_t> out(1 + after.size() + 4);
+	out[0] = static_cast<uint8_t>(after.size());
+	std::memcpy(out.data() + 1, after.data(), after.size());
+	put32(out.data() + 1 + after.size(), limit);
+	return out;
+}
+
+Result<WireListRequest> decode_list_request(std::span<const uint8_t> p)
+{
+	WireListRequest r{};
+	if (p.empty())
+		return r;
+	size_t len = p[0];
+	if (p.size() != 1 + len + 4)
+		return proto("REGION_LIST request of %zu bytes, after_len %zu says %zu", p.size(),
+		             len, 1 + len + 4);
+	std::string_view after(reinterpret_cast<const char *>(p.data() + 1), len);
+	if (len > 0 && !valid_region_name(after))
+		return proto("REGION_LIST after '%s' is not a valid region name",
+		             sanitize(after).c_str());
+	r.after_len = static_cast<uint8_t>(len);
+	std::memcpy(r.after, after.data(), len);
+	r.limit = get32(p.data() + 1 + len);
+	return r;
+}
+
+std::string list_after(const WireListRequest &r)
+{
+	return std::string(r.after, std::min<size_t>(r.after_len, kMaxRegionName));
+}
+
+uint32_t list_limit(const WireListRequest &r)
+{
+	return r.limit == 0 || r.limit > kRegionListPage ? kRegionListPage : r.limit;
+}
+
 std::vector<uint8_t> encode_region_list(std::span<const WireRegion> regions)
 {
 	std::vector<uint8_t> out(4 + regions.size() * kRegionSize);

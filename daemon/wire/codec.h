@@ -104,6 +104,15 @@ Result<WireSetLength> decode_set_length(std::span<const uint8_t> p);
 Result<WireSetLength> make_set_length(std::string_view name, uint64_t length, bool grow_only);
 std::string region_name(const WireSetLength &s);
 
+// REGION_LIST request: `after` empty or a valid name; limit 0 = a whole page.
+std::vector<uint8_t> encode_list_request(std::string_view after, uint32_t limit);
+// Empty payload: from the first, a whole page. Else the name must be valid
+// (or empty) and the payload exactly 1 + after_len + 4 bytes.
+Result<WireListRequest> decode_list_request(std::span<const uint8_t> p);
+std::string list_after(const WireListRequest &r);
+// The page size a request asks for: its limit, capped at kRegionListPage.
+uint32_t list_limit(const WireListRequest &r);
+
 std::vector<uint8_t> encode_region_list(std::span<const WireRegion> regions);
 // u32 n then n regions; n must match the payload length exactly.
 Result<std::vector<WireRegion>> decode_region_list(std::span<const uint8_t> p);

@@ -333,6 +333,25 @@ TEST_CASE("region spec, region, list, stat and name payloads")
 	REQUIRE(empty.is_ok());
 	CHECK(empty->empty());
 
+	// REGION_LIST requests: none (from the first, a whole page) or after + limit.
+	auto all = decode_list_request({});
+	REQUIRE(all.is_ok());
+	CHECK(list_after(*all).empty());
+	CHECK(list_limit(*all) == kRegionListPage);
+	auto lq = encode_list_request("heap.1", 10);
+	REQUIRE(lq.size() == 1 + 6 + 4);
+	auto dq = decode_list_request(lq);
+	REQUIRE(dq.is_ok());
+	CHECK(list_after(*dq) == "heap.1");
+	CHECK(list_limit(*dq) == 10);
+	auto first = decode_list_request(encode_list_request("", kRegionListPage + 1));
+	REQUIRE(first.is_ok());
+	CHECK(list_after(*first).empty());
+	CHECK(list_limit(*first) == kRegionListPage);
+	CHECK(contains(decode_list_request({lq.data(), 5}).status().message(), "after_len 6"));
+	lq[1] = ' ';
+	CHECK(contains(decode_list_request(lq).status().message(), "not a valid region name"));
+
 	WireStat s{};
 	s.capacity_bytes = 1 << 30;
 	s.used_bytes = 1 << 20;

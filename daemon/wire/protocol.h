@@ -33,7 +33,14 @@
 //   REGION_CREATE req: WireRegionSpec       resp: WireRegion
 //   REGION_DELETE req: name                 resp: none
 //   REGION_LOOKUP req: name                 resp: WireRegion
-//   REGION_LIST   req: none                 resp: u32 n, n * WireRegion
+//   REGION_LIST   req: none, or WireListRequest
+//                 resp: u32 n, n * WireRegion, in name order: the regions
+//                 whose names sort (bytewise) after `after`, at most `limit`
+//                 of them (0 or above kRegionListPage: kRegionListPage). A
+//                 response with fewer than it asked for is the last page;
+//                 else ask again after the last name. (A module older than
+//                 paging ignores the request and answers every region; the
+//                 requester filters and stops when a page brings nothing new.)
 //   REGION_SET_LENGTH req: WireSetLength    resp: WireRegion
 //   STAT          req: none                 resp: WireStat
 #pragma once
@@ -53,6 +60,7 @@ constexpr uint32_t kMaxPagesPerRequest = 256; // 1 MiB per READ/WRITE
 constexpr uint32_t kMaxPayload = kMaxPagesPerRequest * kPageSize;
 constexpr uint8_t kDefaultHopLimit = 16;
 constexpr size_t kMaxRegionName = 63;
+constexpr uint32_t kRegionListPage = 4096; // 448 KiB of WireRegion per response
 
 enum class MsgType : uint8_t {
 	kHello = 1,
@@ -126,6 +134,14 @@ struct WireRegion {
 	uint64_t length;     // as a file: bytes before end of file, <= size_bytes
 };
 static_assert(sizeof(WireRegion) == 112);
+
+// REGION_LIST request payload: u8 after_len, after_len bytes of a region name
+// (0: from the first region), u32 limit.
+struct WireListRequest {
+	uint8_t after_len;
+	char after[kMaxRegionName];
+	uint32_t limit;
+};
 
 // REGION_SET_LENGTH request payload (fixed size): the region's new length as
 // a file. Shrinking zeroes what lies past the new end.

@@ -57,10 +57,18 @@ Status create_heap(Shim *s)
 	};
 	auto r = make();
 	if (r && control::reply_status(*r).code() == Code::kAlreadyExists) {
-		// Left by the image this process exec'd from (same pid): gone now.
+		// Left by the image this process exec'd from (same pid): gone now,
+		// but busy until the pager has let go of its pages; then by force.
 		control::Message d;
 		d.body = {{"op", "region.delete"}, {"name", s->heap_region}};
-		(void)(*link)->call(d);
+		for (int attempt = 0; attempt < 100; attempt++) {
+			auto del = (*link)->call(d);
+			if (!del || control::reply_status(*del).code() != Code::kBusy)
+				break;
+			if (attempt == 98)
+				d.body["force"] = true;
+			usleep(20 * 1000);
+		}
 		r = make();
 	}
 	if (!r)

@@ -33,6 +33,7 @@ json info_json(const PoolInfo &i)
 		{"free_bytes", i.free_bytes},
 		{"largest_free_bytes", i.largest_free_bytes},
 		{"regions", i.regions},
+		{"table_slots", i.table_slots},
 		{"is_pmem", i.is_pmem},
 		{"data_offset", i.data_offset}};
 }
@@ -104,7 +105,7 @@ int cmd_pool(const Globals &g, Args &a)
 				  << format_size(info->capacity_bytes) << " (" << info->capacity_bytes
 				  << " bytes)\n  used " << info->used_bytes << " free " << info->free_bytes
 				  << " largest free " << info->largest_free_bytes << "\n  regions "
-				  << info->regions << "\n";
+				  << info->regions << " of at most " << info->table_slots << "\n";
 			return 0;
 		}
 		auto rep = ModuleStore::check(path);

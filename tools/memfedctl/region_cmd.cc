@@ -18,7 +18,9 @@ constexpr const char *kUsage = R"(usage: memfedctl region COMMAND
                                     create a region (SIZE like 64M) on this node's module;
                                     --length: its length as a file (default SIZE; 0 for
                                     an empty file that grows up to SIZE)
-  rm NAME                           delete a region and its data
+  rm NAME [--force]                 delete a region and its data; a region that a
+                                    process maps is busy (exit 9, naming the pids)
+                                    unless --force
   ls                                list regions on every reachable module
   show NAME                         one region in detail
   truncate NAME LENGTH              set the region's length as a file (at most
@@ -139,6 +141,7 @@ int cmd_region(const Globals &g, Args &a)
 	std::string to_off_s;
 	bool has_to_off = a.take_flag("--to-offset", &to_off_s);
 	bool sparse = a.take_switch("--sparse");
+	bool force = a.take_switch("--force");
 	uint64_t to_offset = 0;
 	if (has_to_off) {
 		auto v = size_arg("to-offset", to_off_s);
@@ -168,12 +171,16 @@ int cmd_region(const Globals &g, Args &a)
 					    "[--length N] [--sparse]");
 	else if (sub == "truncate")
 		st = a.expect_positional(2, "memfedctl region truncate NAME LENGTH");
-	else if (sub == "rm" || sub == "show" || sub == "write" || sub == "read")
+	else if (sub == "rm")
+		st = a.expect_positional(1, "memfedctl region rm NAME [--force]");
+	else if (sub == "show" || sub == "write" || sub == "read")
 		st = a.expect_positional(1, ("memfedctl region " + sub + " NAME").c_str());
 	else if (sub == "ls")
 		st = a.expect_positional(0, "memfedctl region ls");
 	else
 		st = usage_error("unknown region command '" + sub + "' (memfedctl region --help)");
+	if (st && force && sub != "rm")
+		st = usage_error("--force is an option of `memfedctl region rm` only");
 	if (!st)
 		return fail(g, st);
 
@@ -200,20 +207,26 @@ int cmd_region(const Globals &g, Args &a)
 		return print_region_reply(g, r);
 	}
 	if (sub == "rm") {
-		auto r = call(*c, "region.delete", {{"name", a.next()}});
+		json req = {{"name", a.next()}};
+		if (force)
+			req["force"] = true;
+		auto r = call(*c, "region.delete", req);
 		if (!r)
 			return fail(g, r.status());
 		return g.json ? print_json({{"ok", true}}) : 0;
 	}
 	if (sub == "ls") {
-		auto r = call(*c, "region.list");
-		if (!r)
-			return fail(g, r.status());
-		if (g.json)
-			return print_json(r->body["regions"]);
-		for (const auto &reg : r->body["regions"])
-			print_region(reg);
-		return 0;
+		// Page by page: no number of regions outgrows a reply.
+		json all = json::array();
+		Status st = control::for_each_region(*c, "", [&](const json &reg) {
+			if (g.json)
+				all.push_back(reg);
+			else
+				print_region(reg);
+		});
+		if (!st)
+			return fail(g, st);
+		return g.json ? print_json(all) : 0;
 	}
 	if (sub == "show") {
 		auto r = call(*c, "region.show", {{"name", a.next()}});

@@ -83,31 +83,38 @@ std::string random_run_id()
 	return buf;
 }
 
-// Deletes the run's heap regions; a process that just exited may still be
-// detaching, so busy regions are retried for a while.
+// Deletes the run's heap regions. A process that just exited may still be
+// detaching (the pager writing its pages back): its region is busy until
+// then, so busy regions are retried for a while, and never forced.
 void delete_heaps(const Globals &g, const std::string &prefix)
 {
+	constexpr int kAttempts = 200; // 10 s
 	auto c = connect(g);
 	if (!c) {
 		std::cerr << "memfedctl: leaving heap regions " << prefix
 		          << "*: " << c.status().message() << "\n";
 		return;
 	}
-	for (int attempt = 0; attempt < 40; attempt++) {
-		auto list = call(*c, "region.list");
-		if (!list)
+	for (int attempt = 0; attempt < kAttempts; attempt++) {
+		std::vector<std::string> names;
+		Status st = control::for_each_region(*c, prefix, [&](const nlohmann::json &r) {
+			names.push_back(r.value("name", ""));
+		});
+		if (!st)
 			return;
-		bool busy = false;
-		for (const auto &r : list->body.value("regions", nlohmann::json::array())) {
-			std::string name = r.value("name", "");
+		Status busy;
+		for (const std::string &name : names) {
 			if (name.rfind(prefix, 0) != 0)
 				continue;
 			auto d = call(*c, "region.delete", {{"name", name}});
 			if (!d && d.status().code() == Code::kBusy)
-				busy = true;
+				busy = d.status();
 		}
-		if (!busy)
+		if (busy.is_ok())
 			return;
+		if (attempt == kAttempts - 1)
+			std::cerr << "memfedctl: leaving heap regions " << prefix
+			          << "*: " << busy.message() << "\n";
 		std::this_thread::sleep_for(std::chrono::milliseconds(50));
 	}
 }
