@@ -1,6 +1,7 @@
 #include "libclient/pager_link.h"
 
 #include <fcntl.h>
+#include <locale.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/eventfd.h>
@@ -72,6 +73,22 @@ void close_fds(Message &m)
 	for (int fd : m.fds)
 		close(fd);
 	m.fds.clear();
+}
+
+// First thing on every thread of the link. These threads must never touch the
+// program's memory: with memfedd away, a page of it that was evicted blocks
+// the thread that reconnects, and nothing else would. The program's own
+// allocations include libc's state for its locale (setlocale allocates the
+// locale data with malloc, which the preload serves from the remote heap),
+// and json's number formatting, strerror and printf read that state. The C
+// locale object is static in libc, so the thread uses it instead.
+void enter_link_thread(void (*thread_init)())
+{
+	if (thread_init)
+		thread_init();
+	locale_t c = newlocale(LC_ALL_MASK, "C", locale_t(0)); // glibc's static C locale
+	if (c != locale_t(0))
+		uselocale(c);
 }
 
 bool get_u64(const json &j, const char *key, uint64_t *out)
@@ -477,8 +494,7 @@ void PagerLink::publish_spans()
 void *PagerLink::monitor_main(void *self)
 {
 	auto *l = static_cast<PagerLink *>(self);
-	if (l->opt_.thread_init)
-		l->opt_.thread_init();
+	enter_link_thread(l->opt_.thread_init);
 	l->monitor_loop();
 	return nullptr;
 }
@@ -497,8 +513,7 @@ void *PagerLink::evictor_main(void *arg)
 	PagerLink *l = a->link;
 	int sock = a->sock;
 	delete a;
-	if (l->opt_.thread_init)
-		l->opt_.thread_init();
+	enter_link_thread(l->opt_.thread_init);
 	l->evictor_loop(sock);
 	{
 		std::lock_guard<std::mutex> lk(l->spans_mu_);
