@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <ctime>
 
 #include "daemon/common/log.h"
 #include "daemon/pager/map_protocol.h"
@@ -89,6 +90,13 @@ void enter_link_thread(void (*thread_init)())
 	locale_t c = newlocale(LC_ALL_MASK, "C", locale_t(0)); // glibc's static C locale
 	if (c != locale_t(0))
 		uselocale(c);
+}
+
+uint64_t monotonic_ms()
+{
+	timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return uint64_t(ts.tv_sec) * 1000 + uint64_t(ts.tv_nsec) / 1000000;
 }
 
 bool get_u64(const json &j, const char *key, uint64_t *out)
@@ -320,9 +328,9 @@ Result<Message> PagerLink::call(const Message &req)
 Result<Message> PagerLink::pager_call(std::unique_lock<std::mutex> &lk, const Message &req)
 {
 	for (;;) {
-		cv_.wait(lk, [this] { return connected_ || stopping_; });
-		if (stopping_)
-			return Status(Code::kUnavailable, "the pager link is closing");
+		wait_connected(lk);
+		if (!connected_)
+			return Status(Code::kUnavailable, closed_reason());
 		auto r = ctl_.call(req);
 		if (r)
 			return r;
@@ -354,9 +362,8 @@ Result<uint64_t> PagerLink::map_shared(const std::string &region, uint64_t offse
 	m->budget = budget;
 	m->prefetch = prefetch;
 	std::unique_lock<std::mutex> lk(mu_);
-	cv_.wait(lk, [this] { return connected_ || stopping_; });
-	Status st = connected_ ? send_map(*m, false)
-	                       : Status(Code::kUnavailable, "the pager link is closing");
+	wait_connected(lk);
+	Status st = connected_ ? send_map(*m, false) : Status(Code::kUnavailable, closed_reason());
 	if (!st) {
 		if (m->mapping_id)
 			(void)call_locked(
@@ -386,9 +393,8 @@ Status PagerLink::map_private(const std::string &region, uint64_t addr, uint64_t
 	if (rc < 0)
 		return Status::from_errno(-rc, "registering the memory backed by region '" +
 		                                       region + "' with userfaultfd");
-	cv_.wait(lk, [this] { return connected_ || stopping_; });
-	Status st = connected_ ? send_map(*m, false)
-	                       : Status(Code::kUnavailable, "the pager link is closing");
+	wait_connected(lk);
+	Status st = connected_ ? send_map(*m, false) : Status(Code::kUnavailable, closed_reason());
 	if (!st) {
 		pager::uffd_unregister(uffd_, addr, length);
 		return st;
@@ -578,6 +584,7 @@ void PagerLink::retire_evictor()
 void PagerLink::monitor_loop()
 {
 	uint64_t backoff_ms = 10;
+	uint64_t away_since = 0, last_away_log = 0; // monotonic ms; 0: attached
 	while (!stopping_) {
 		int fd;
 		bool up;
@@ -603,6 +610,9 @@ void PagerLink::monitor_loop()
 			}
 			continue;
 		}
+		uint64_t now = monotonic_ms();
+		if (away_since == 0)
+			away_since = last_away_log = now;
 		Status st;
 		{
 			std::lock_guard<std::mutex> lk(mu_);
@@ -612,15 +622,110 @@ void PagerLink::monitor_loop()
 			if (st) {
 				reconnects_++;
 				backoff_ms = 10;
-				LOG_INFO("libmemfed", "reattached to memfedd at %s",
-				         opt_.socket_path.c_str());
+				LOG_INFO("libmemfed", "reattached to memfedd at %s after %.1f s",
+				         opt_.socket_path.c_str(), double(now - away_since) / 1000);
+				away_since = 0;
 				continue;
 			}
 		}
 		LOG_DEBUG("libmemfed", "reconnect: %s", st.to_string().c_str());
+		uint64_t away = now - away_since;
+		if (opt_.soft_grace_ms && away >= opt_.soft_grace_ms) {
+			LOG_ERROR("libmemfed",
+			          "memfedd at %s has been away for %.1f s, past the soft grace of "
+			          "%.1f s; giving up its memory: every access to it raises SIGBUS "
+			          "(last error: %s)",
+			          opt_.socket_path.c_str(), double(away) / 1000,
+			          double(opt_.soft_grace_ms) / 1000, st.to_string().c_str());
+			{
+				std::lock_guard<std::mutex> lk(mu_);
+				given_up_ = true;
+				cv_.notify_all();
+			}
+			serve_sigbus();
+			return;
+		}
+		if (opt_.away_log_ms && now - last_away_log >= opt_.away_log_ms) {
+			last_away_log = now;
+			if (opt_.soft_grace_ms)
+				LOG_WARN("libmemfed",
+				         "memfedd at %s away for %.0f s; threads that touch its "
+				         "memory "
+				         "wait, and get SIGBUS in %.0f s (soft mode): %s",
+				         opt_.socket_path.c_str(), double(away) / 1000,
+				         double(opt_.soft_grace_ms - away) / 1000,
+				         st.to_string().c_str());
+			else
+				LOG_WARN("libmemfed",
+				         "memfedd at %s away for %.0f s; threads that touch its "
+				         "memory "
+				         "wait until it is back (hard mode): %s",
+				         opt_.socket_path.c_str(), double(away) / 1000,
+				         st.to_string().c_str());
+		}
 		pollfd p = {stop_fd_, POLLIN, 0};
 		poll(&p, 1, int(backoff_ms));
 		backoff_ms = std::min<uint64_t>(backoff_ms * 2, 500);
+	}
+}
+
+void PagerLink::wait_connected(std::unique_lock<std::mutex> &lk)
+{
+	cv_.wait(lk, [this] { return connected_ || stopping_ || given_up_; });
+}
+
+std::string PagerLink::closed_reason() const
+{
+	if (given_up_)
+		return "memfedd at " + opt_.socket_path +
+		       " stayed away past the soft grace; this process's memfed memory is "
+		       "given up";
+	return "the pager link is closing";
+}
+
+void PagerLink::serve_sigbus()
+{
+	// Threads the dead pager had read faults of wait on the uffd without a
+	// message queued: wake them, so they fault again and are seen here.
+	std::vector<Span> ranges;
+	{
+		std::lock_guard<std::mutex> lk(mu_);
+		for (auto &m : mappings_)
+			ranges.push_back({m->addr, m->length});
+	}
+	for (auto [addr, len] : ranges)
+		(void)pager::uffd_wake(uffd_, addr, len);
+	uint64_t raised = 0;
+	while (!stopping_) {
+		pollfd p[2] = {{uffd_, POLLIN, 0}, {stop_fd_, POLLIN, 0}};
+		int n = poll(p, 2, 1000);
+		if (n < 0 && errno != EINTR)
+			return;
+		if (n <= 0 || (p[1].revents & POLLIN))
+			continue;
+		uffd_msg msgs[16];
+		ssize_t got = read(uffd_, msgs, sizeof(msgs));
+		if (got < 0)
+			continue;
+		for (size_t i = 0; i < size_t(got) / sizeof(uffd_msg); i++) {
+			const uffd_msg &msg = msgs[i];
+			// Address-space events are acknowledged by the read: with
+			// the memory given up, there is nothing to keep in step.
+			if (msg.event != UFFD_EVENT_PAGEFAULT)
+				continue;
+			pid_t tid = pid_t(msg.arg.pagefault.feat.ptid);
+			if (raised++ == 0 || raised % 1000 == 0)
+				LOG_ERROR(
+				        "libmemfed",
+				        "SIGBUS to thread %d: it touched 0x%llx, memory of memfedd "
+				        "at %s, which is gone (soft mode)",
+				        int(tid), (unsigned long long)msg.arg.pagefault.address,
+				        opt_.socket_path.c_str());
+			// The thread is woken by the signal; without a thread id
+			// the whole process gets it.
+			if (tid <= 0 || syscall(SYS_tgkill, getpid(), tid, SIGBUS) < 0)
+				kill(getpid(), SIGBUS);
+		}
 	}
 }
 
@@ -792,7 +897,7 @@ void PagerLink::fork_prepare()
 	// Wait out a reconnection: the child's copy needs the daemon.
 	{
 		std::unique_lock<std::mutex> lk(mu_, std::adopt_lock);
-		cv_.wait(lk, [this] { return connected_ || stopping_; });
+		wait_connected(lk);
 		lk.release();
 	}
 	// No page leaves memory from here until the child has its copy.
@@ -850,7 +955,7 @@ void PagerLink::fork_child()
 		                              m->shared ? shared_mode_ : private_mode_);
 		if (rc < 0)
 			die(std::string("registering its memory with userfaultfd: ") +
-			    strerror(-rc));
+			    strerrordesc_np(-rc));
 	}
 	if (fork_pipe_[1] >= 0) {
 		auto c = control::Client::connect(opt_.socket_path);

@@ -8,6 +8,16 @@
 //   - Daemon restart: a monitor thread notices the lost connection, reconnects
 //     with backoff, attaches the same uffd again and re-sends every mapping.
 //     Meanwhile faulting threads wait in the kernel; nothing is unregistered.
+//     The link's own threads never touch the program's memory (they would
+//     wait for the daemon they are to reattach): their allocations go where
+//     thread_init sends them and they use libc's static C locale.
+//   - Daemon loss (Options::soft_grace_ms): in hard mode (the default) the
+//     link waits for memfedd forever, as an NFS hard mount does, and logs
+//     every away_log_ms while it waits. In soft mode, once memfedd has been
+//     away for the grace, the link gives its mappings up: the monitor reads
+//     the uffd itself and raises SIGBUS in every thread that faults on them
+//     (as from a memory error); calls fail with kUnavailable; no memfedd is
+//     attached again (the events it read are unknown to any daemon).
 //   - Fork (pthread_atfork): the link never asks for UFFD_FEATURE_EVENT_FORK,
 //     so the kernel unregisters the child's copy of each range. In the child
 //     the link registers every range on a fresh uffd and attaches again before
@@ -64,6 +74,10 @@ public:
 		// Runs first on every thread the link starts (the preload shim
 		// routes those threads' allocations away from the remote heap).
 		void (*thread_init)() = nullptr;
+		// 0: hard mode; else soft mode with this grace (see above).
+		uint64_t soft_grace_ms = 0;
+		// While memfedd is away, one log line this often.
+		uint64_t away_log_ms = 10000;
 	};
 
 	// Connects, asks "pager.hello", creates the uffd and attaches it.
@@ -103,6 +117,9 @@ public:
 
 	// How many times the link reconnected after losing memfedd (tests).
 	uint64_t reconnects() const { return reconnects_.load(); }
+	// Soft mode only: memfedd stayed away past the grace; the mappings are
+	// given up and every access to them raises SIGBUS.
+	bool given_up() const { return given_up_.load(); }
 
 	// pthread_atfork handlers (public for the atfork trampolines).
 	void fork_prepare();
@@ -144,6 +161,14 @@ private:
 	bool wait_for_evictors();
 	void publish_spans();
 	void monitor_loop();
+	// Soft mode past the grace: reads the uffd until the link closes,
+	// raising SIGBUS in each thread that faults.
+	void serve_sigbus();
+	// Waits until memfedd is attached, the link closes or is given up.
+	// REQUIRES: lk holds mu_.
+	void wait_connected(std::unique_lock<std::mutex> &lk);
+	// Why a call finds no memfedd: closing, or given up. REQUIRES: mu_ held.
+	std::string closed_reason() const;
 	void evictor_loop(int sock);
 	Mapping *find(uint64_t addr);
 	const Mapping *find(uint64_t addr) const;
@@ -183,6 +208,7 @@ private:
 	int fork_pipe_[2] = {-1, -1}; // the child reports "copied" to the parent
 	std::atomic<uint64_t> reconnects_{0};
 	std::atomic<bool> stopping_{false};
+	std::atomic<bool> given_up_{false};
 };
 
 } // namespace memfed::client

@@ -174,6 +174,7 @@ Result<client::PagerLink *> shim_link()
 		o.socket_path =
 		        s->cfg.socket.empty() ? control::default_socket_path() : s->cfg.socket;
 		o.process_budget = s->cfg.heap_budget;
+		o.soft_grace_ms = s->cfg.soft_grace_ms;
 		o.handle_fork = false; // the shim's own atfork handlers call it
 		// The link's threads run shim code only: never the remote heap.
 		o.thread_init = [] { t_internal++; };
