@@ -12,7 +12,7 @@ ASAN       := build/asan
 PREFIX     ?= /usr/local
 CTEST_ARGS ?=
 
-.PHONY: all deps release asan test test-unit bench demo install kmod format clean help
+.PHONY: all deps release asan test test-unit bench soak demo install kmod format clean help
 
 all: release
 
@@ -21,6 +21,7 @@ help:
 	@echo "make          release build in $(RELEASE)"
 	@echo "make test     deps + both builds + every test (unit, integration, fuzz, QEMU)"
 	@echo "make bench    deps + release build + benchmarks with their baselines"
+	@echo "make soak     deps + release build + long fault runs (daemon kills under programs)"
 	@echo "make demo     deps + release build + a one-node federation demo"
 	@echo "make install  install to PREFIX=$(PREFIX) (DESTDIR honoured)"
 	@echo "make kmod     build kmod/memfed.ko against Debian's 6.1 headers"
@@ -53,6 +54,10 @@ test-unit: asan
 
 bench: deps release
 	bash scripts/bench.sh $(RELEASE)
+
+# Long fault runs, not part of `make test` (scripts/soak.sh says what runs).
+soak: deps release
+	bash scripts/soak.sh $(RELEASE)
 
 demo: deps release
 	bash scripts/demo.sh $(RELEASE)
