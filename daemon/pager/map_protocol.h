@@ -43,7 +43,13 @@
 //           "kind": "private"|"shared", "writable": bool,
 //           "register_mode": u64 (UFFDIO_REGISTER_MODE_* the client used),
 //           "budget": bytes (per-mapping resident limit, 0 = default),
-//           "prefetch": bool (default true)}
+//           "prefetch": bool (default true),
+//           "removed": [[addr, length], ...] (optional, kind "private", at
+//                      most kMaxRemovedRanges: after a daemon restart, ranges
+//                      the program dropped with MADV_DONTNEED whose REMOVE
+//                      event a daemon may have read before this mapping was
+//                      known; their pages that are missing read as zero and
+//                      the zeroes are written back)}
 //     Permission: the peer's uid is the region's owner or root, or the
 //     region's mode grants "other" read (4; then writable must be false) and
 //     for writable mappings write (2).
@@ -166,6 +172,9 @@ constexpr const char *kOpStats = "pager.stats";
 // Values of "kind".
 constexpr const char *kKindPrivate = "private";
 constexpr const char *kKindShared = "shared";
+
+// Most "removed" ranges one "map" carries.
+constexpr uint32_t kMaxRemovedRanges = 4096;
 
 // Evict channel records (little-endian, host layout; both ends are on one
 // machine).
