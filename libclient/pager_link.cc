@@ -222,21 +222,48 @@ Status PagerLink::establish()
 	// fetched (the old pager wrote them back before asking). After a map
 	// it would read as the program's own MADV_DONTNEED and turn the pages
 	// into zeroes. Retired, the evictor starts no other drop.
+	// The program's own drops in flight finish the same way, and are
+	// reported in the maps ("removed"), so those pages read as zero; new
+	// ones wait until the maps are sent (remove_begin).
+	{
+		std::lock_guard<std::mutex> lk(removes_mu_);
+		attaches_++;
+		remapping_ = true;
+	}
+	auto reopen = [this] {
+		std::lock_guard<std::mutex> lk(removes_mu_);
+		remapping_ = false;
+		removes_cv_.notify_all();
+	};
 	retire_evictor();
-	if (!wait_for_evictors())
-		LOG_WARN("libmemfed", "the previous evict channel's drop has not finished after "
-		                      "5 s; mapping again regardless");
+	if (!wait_for_drops(c->fd())) {
+		reopen();
+		close(sv[0]);
+		return Status(Code::kUnavailable,
+		              "memfedd at " + opt_.socket_path + " went away while reattaching");
+	}
+	std::vector<Span> removed;
+	{
+		std::lock_guard<std::mutex> lk(removes_mu_);
+		removed = removes_unsent_;
+	}
 	ctl_ = std::move(*c);
 	uffd_id_ = id;
 	connected_ = true;
 	for (auto &m : mappings_) {
-		Status st = send_map(*m, /*adopt=*/true);
+		Status st = send_map(*m, /*adopt=*/true, removed);
 		if (!st) {
 			connected_ = false;
+			reopen();
 			close(sv[0]);
 			return st;
 		}
 	}
+	{
+		std::lock_guard<std::mutex> lk(removes_mu_);
+		removes_unsent_.clear();
+	}
+	reopen();
 	// Only now a thread: pthread_create may reuse a cached stack that lives
 	// in a mapping (the remote heap), and in a forked child a page of it
 	// that the parent had evicted can be served only once the pager has the
@@ -250,7 +277,7 @@ Status PagerLink::establish()
 	return Status::ok();
 }
 
-Status PagerLink::send_map(Mapping &m, bool adopt)
+Status PagerLink::send_map(Mapping &m, bool adopt, const std::vector<Span> &removed)
 {
 	Message req = request(pager::kOpMap,
 	                      {{"uffd_id", uffd_id_},
@@ -265,6 +292,18 @@ Status PagerLink::send_map(Mapping &m, bool adopt)
 	                       {"prefetch", m.prefetch}});
 	if (adopt && m.shared)
 		req.fds = {m.memfd};
+	if (!m.shared) {
+		json rm = json::array();
+		for (auto [a, n] : removed) {
+			uint64_t lo = std::max(a & ~(kPage - 1), m.addr);
+			uint64_t hi =
+			        std::min((a + n + kPage - 1) & ~(kPage - 1), m.addr + m.length);
+			if (lo < hi && rm.size() < pager::kMaxRemovedRanges)
+				rm.push_back({lo, hi - lo});
+		}
+		if (!rm.empty())
+			req.body["removed"] = std::move(rm);
+	}
 	auto r = ctl_.call(req);
 	if (!r)
 		return r.status();
@@ -562,6 +601,57 @@ Status PagerLink::start_evictor(int sock)
 		return Status::from_errno(rc, "starting the evictor thread");
 	}
 	return Status::ok();
+}
+
+uint64_t PagerLink::remove_begin(uint64_t addr, uint64_t length)
+{
+	std::unique_lock<std::mutex> lk(removes_mu_);
+	removes_cv_.wait(lk, [this] { return !remapping_; });
+	removes_inflight_.push_back({addr, length});
+	return attaches_;
+}
+
+void PagerLink::remove_end(uint64_t addr, uint64_t length, uint64_t token)
+{
+	std::lock_guard<std::mutex> lk(removes_mu_);
+	auto it = std::find(removes_inflight_.begin(), removes_inflight_.end(), Span{addr, length});
+	if (it != removes_inflight_.end())
+		removes_inflight_.erase(it);
+	// A pager attached meanwhile may have read the event before its map.
+	if (attaches_ != token || remapping_)
+		removes_unsent_.push_back({addr, length});
+	removes_cv_.notify_all();
+}
+
+bool PagerLink::wait_for_drops(int fd)
+{
+	uint64_t start = monotonic_ms();
+	bool logged = false;
+	for (;;) {
+		{
+			std::unique_lock<std::mutex> lk(spans_mu_);
+			if (evictors_live_ == 0) {
+				lk.unlock();
+				std::unique_lock<std::mutex> rk(removes_mu_);
+				if (removes_cv_.wait_for(
+				            rk, std::chrono::milliseconds(100),
+				            [this] { return removes_inflight_.empty(); }))
+					return true;
+			} else {
+				evictors_cv_.wait_for(lk, std::chrono::milliseconds(100));
+			}
+		}
+		pollfd p = {fd, 0, 0};
+		if (poll(&p, 1, 0) > 0)
+			return false; // hung up
+		if (!logged && monotonic_ms() - start > 5000) {
+			logged = true;
+			LOG_WARN("libmemfed",
+			         "reattaching to memfedd at %s: drops of memory from before "
+			         "are still waiting for their events to be read",
+			         opt_.socket_path.c_str());
+		}
+	}
 }
 
 bool PagerLink::wait_for_evictors()
@@ -903,6 +993,7 @@ void PagerLink::fork_prepare()
 	// No page leaves memory from here until the child has its copy.
 	evict_mu_.lock();
 	spans_mu_.lock();
+	removes_mu_.lock();
 	fork_pipe_[0] = fork_pipe_[1] = -1;
 	bool has_private = std::any_of(mappings_.begin(), mappings_.end(),
 	                               [](const auto &m) { return !m->shared; });
@@ -920,6 +1011,7 @@ void PagerLink::fork_parent()
 		}
 		close(fork_pipe_[0]);
 	}
+	removes_mu_.unlock();
 	spans_mu_.unlock();
 	evict_mu_.unlock();
 	mu_.unlock();
@@ -942,8 +1034,14 @@ void PagerLink::fork_child()
 	if (evict_sock_ >= 0)
 		close(evict_sock_);
 	evict_sock_ = -1;
-	evictors_live_ = 0; // they stayed in the parent
+	evictors_live_ = 0;        // they stayed in the parent
+	removes_inflight_.clear(); // so did the threads that were dropping
+	removes_mu_.unlock();
 	monitor_running_ = false;
+	// This thread is the program's: for the link's work, the static C
+	// locale (see enter_link_thread); the program's is restored at the end.
+	locale_t c_locale = newlocale(LC_ALL_MASK, "C", locale_t(0));
+	locale_t program_locale = c_locale != locale_t(0) ? uselocale(c_locale) : locale_t(0);
 	auto fd = pager::open_uffd(features_, user_mode_only_);
 	if (!fd)
 		die(fd.status().to_string());
@@ -958,16 +1056,43 @@ void PagerLink::fork_child()
 			    strerrordesc_np(-rc));
 	}
 	if (fork_pipe_[1] >= 0) {
-		auto c = control::Client::connect(opt_.socket_path);
-		if (!c)
-			die(c.status().to_string());
-		ctl_ = std::move(*c);
-		for (auto &m : mappings_) {
-			if (m->shared)
-				continue;
-			Status st = copy_for_child(*m);
-			if (!st)
-				die("copying its private memory: " + st.to_string());
+		// memfedd may die during the copy (or be away): the copy starts
+		// again on a new connection, as the hard or soft mode says. An
+		// error that memfedd replies with ends the child.
+		std::vector<bool> copied(mappings_.size(), false);
+		uint64_t backoff_ms = 10, since = monotonic_ms(), last_log = since;
+		for (;;) {
+			Status st;
+			auto c = control::Client::connect(opt_.socket_path);
+			if (c) {
+				ctl_ = std::move(*c);
+				for (size_t i = 0; i < mappings_.size() && st; i++) {
+					if (mappings_[i]->shared || copied[i])
+						continue;
+					st = copy_for_child(*mappings_[i]);
+					copied[i] = st.is_ok();
+				}
+				if (st)
+					break;
+				pollfd hup = {ctl_.fd(), 0, 0};
+				if (poll(&hup, 1, 0) == 0)
+					die("copying its private memory: " + st.to_string());
+			} else {
+				st = c.status();
+			}
+			uint64_t now = monotonic_ms();
+			if (opt_.soft_grace_ms && now - since >= opt_.soft_grace_ms)
+				die("memfedd stayed away past the soft grace: " + st.to_string());
+			if (opt_.away_log_ms && now - last_log >= opt_.away_log_ms) {
+				last_log = now;
+				LOG_WARN("libmemfed",
+				         "forked child %d waits for memfedd at %s to copy its "
+				         "memory (%s)",
+				         int(getpid()), opt_.socket_path.c_str(),
+				         st.to_string().c_str());
+			}
+			usleep(useconds_t(backoff_ms * 1000));
+			backoff_ms = std::min<uint64_t>(backoff_ms * 2, 500);
 		}
 		ctl_ = control::Client();
 		char one = 1;
@@ -985,6 +1110,8 @@ void PagerLink::fork_child()
 	Status ms = start_monitor();
 	if (!ms)
 		die(ms.to_string());
+	if (program_locale != locale_t(0))
+		uselocale(program_locale);
 }
 
 } // namespace memfed::client

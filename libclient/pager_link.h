@@ -117,6 +117,16 @@ public:
 
 	// How many times the link reconnected after losing memfedd (tests).
 	uint64_t reconnects() const { return reconnects_.load(); }
+	// The program drops [addr, addr+length) of a private mapping with
+	// MADV_DONTNEED: remove_begin before the madvise, remove_end with its
+	// token after. A drop whose REMOVE event a restarted memfedd may have
+	// read before the mapping was sent to it again (and so ignored) is
+	// reported in the next "map" ("removed"), so its pages read as zero,
+	// not as the module's old content. remove_begin waits while the link
+	// re-sends the mappings. Any thread but the link's own.
+	uint64_t remove_begin(uint64_t addr, uint64_t length);
+	void remove_end(uint64_t addr, uint64_t length, uint64_t token);
+
 	// Soft mode only: memfedd stayed away past the grace; the mappings are
 	// given up and every access to them raises SIGBUS.
 	bool given_up() const { return given_up_.load(); }
@@ -145,7 +155,8 @@ private:
 
 	// Connects, hello, attach, re-maps every mapping. REQUIRES: mu_ held.
 	Status establish();
-	Status send_map(Mapping &m, bool adopt);
+	// `removed`: program drops to report (remove_end), private only.
+	Status send_map(Mapping &m, bool adopt, const std::vector<Span> &removed = {});
 	// call() without taking mu_; REQUIRES: mu_ held.
 	Result<control::Message> call_locked(const control::Message &req);
 	// Sends a pager op, waiting out a reconnection if memfedd is away.
@@ -157,6 +168,10 @@ private:
 	Status start_evictor(int sock);
 	// Shuts the current evict channel down; its thread exits on its own.
 	void retire_evictor();
+	// Waits until every retired evictor has exited and every program drop
+	// in flight has returned (their events reach the new pager before any
+	// "map"), while the connection `fd` stays up; false if it went down.
+	bool wait_for_drops(int fd);
 	// Waits (up to 5 s) until every evictor thread has exited; false on timeout.
 	bool wait_for_evictors();
 	void publish_spans();
@@ -206,6 +221,15 @@ private:
 	pthread_t monitor_{};
 	bool monitor_running_ = false;
 	int fork_pipe_[2] = {-1, -1}; // the child reports "copied" to the parent
+	// Program drops (remove_begin/end): those in flight, and those to
+	// report in the next maps. attaches_ counts pagers attached;
+	// remapping_ is set from an attach until its last map.
+	std::mutex removes_mu_;
+	std::condition_variable removes_cv_;
+	std::vector<Span> removes_inflight_;
+	std::vector<Span> removes_unsent_;
+	uint64_t attaches_ = 0;
+	bool remapping_ = false;
 	std::atomic<uint64_t> reconnects_{0};
 	std::atomic<bool> stopping_{false};
 	std::atomic<bool> given_up_{false};
