@@ -72,14 +72,28 @@ await_program() {
 	return $rc
 }
 
+# attached_processes DAEMON: how many processes the pager serves.
+attached_processes() {
+	ctl "$1" -j stats 2>/dev/null |
+		python3 -c 'import json,sys; print(len(json.load(sys.stdin)["pager"]["processes"]))' \
+			2>/dev/null || echo 0
+}
+
 # kill_while_running PID DAEMON KILLS START_FLAGS...: SIGKILLs memfedd NAME
 # at random instants while PID runs, KILLS times at most, restarting it
-# (after a random pause of up to 1 s) with the same flags each time.
+# (after a random pause of up to 1 s) with the same flags each time. The
+# first kill waits until the program has attached (a program that cannot
+# reach memfedd as it starts fails to start, which is not what is tested).
 # Sets KILLED to the number of kills that landed while PID was running.
 kill_while_running() {
 	local pid=$1 name=$2 kills=$3
 	shift 3
 	KILLED=0
+	for _ in $(seq 1 200); do
+		[ "$(attached_processes "$name")" -gt 0 ] && break
+		kill -0 "$pid" 2>/dev/null || return 0
+		sleep 0.1
+	done
 	while [ $KILLED -lt "$kills" ]; do
 		sleep "$((RANDOM % 3)).$((RANDOM % 10))"
 		kill -0 "$pid" 2>/dev/null || break
