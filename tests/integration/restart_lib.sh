@@ -72,11 +72,15 @@ await_program() {
 	return $rc
 }
 
-# attached_processes DAEMON: how many processes the pager serves.
-attached_processes() {
-	ctl "$1" -j stats 2>/dev/null |
-		python3 -c 'import json,sys; print(len(json.load(sys.stdin)["pager"]["processes"]))' \
-			2>/dev/null || echo 0
+# attached PID: true once a process in PID's tree runs libmemfed's link
+# (the preload is mapped and its monitor and evictor threads run).
+attached() {
+	local p
+	for p in $(tree_pids "$1"); do
+		grep -q libmemfed-preload "/proc/$p/maps" 2>/dev/null &&
+			[ "$(ls "/proc/$p/task" 2>/dev/null | wc -l)" -ge 3 ] && return 0
+	done
+	return 1
 }
 
 # kill_while_running PID DAEMON KILLS START_FLAGS...: SIGKILLs memfedd NAME
@@ -90,12 +94,12 @@ kill_while_running() {
 	shift 3
 	KILLED=0
 	for _ in $(seq 1 200); do
-		[ "$(attached_processes "$name")" -gt 0 ] && break
+		attached "$pid" && break
 		kill -0 "$pid" 2>/dev/null || return 0
-		sleep 0.1
+		sleep 0.05
 	done
 	while [ $KILLED -lt "$kills" ]; do
-		sleep "$((RANDOM % 3)).$((RANDOM % 10))"
+		sleep "$((RANDOM % 2)).$((RANDOM % 10))"
 		kill -0 "$pid" 2>/dev/null || break
 		stop_daemon "$name" KILL
 		KILLED=$((KILLED + 1))
