@@ -142,7 +142,11 @@
 // in (its madvise waits until the new pager reads the REMOVE event; with no
 // mapping yet, the pager ignores it and the pages are missing at the map,
 // so they are fetched: the old pager wrote them back before asking) and
-// starts no other drop on the old channel. The pager treats
+// starts no other drop on the old channel. The program's own drops
+// (MADV_DONTNEED of its heap) in flight across the restart finish the same
+// way, before any "map", and the client reports them in "removed", so those
+// pages read as zero and not as the module's old content; new drops wait
+// until the maps are sent. The pager treats
 // present pages as resident and dirty. While no daemon serves the uffd,
 // faulting threads block in the kernel; no fault is ever resolved with a zero
 // page that should have held data. The non-cooperative events block too:
