@@ -70,7 +70,7 @@ check_program() {
 			fail "$what: hash '$(cat "$T/out")', native '$hash_want'"
 		;;
 	stress)
-		grep -q "successful run completed" "$T/out" ||
+		grep -qE "\] successful run completed" "$T/out" ||
 			fail "$what: stress-ng did not report success: $(tail -n 5 "$T/out")"
 		# stress-ng's own lines (libmemfed's log lines share the stream).
 		! grep '^stress-ng:' "$T/out" | grep -qiE "fail|bit errors|detected" ||
