@@ -13,7 +13,7 @@ DEB_DIR    := build/deb
 PREFIX     ?= /usr/local
 CTEST_ARGS ?=
 
-.PHONY: all deps release asan test test-unit bench demo install deb kmod format clean help
+.PHONY: all deps release asan test test-unit bench soak demo install deb kmod format clean help
 
 all: release
 
@@ -22,6 +22,7 @@ help:
 	@echo "make          release build in $(RELEASE)"
 	@echo "make test     deps + both builds + every test (unit, integration, fuzz, QEMU)"
 	@echo "make bench    deps + release build + benchmarks with their baselines"
+	@echo "make soak     deps + release build + long fault runs (daemon kills under programs)"
 	@echo "make demo     deps + release build + a one-node federation demo"
 	@echo "make install  install to PREFIX=$(PREFIX) (DESTDIR honoured)"
 	@echo "make deb      Debian packages of the release build in $(DEB_DIR), checked by lintian"
@@ -55,6 +56,10 @@ test-unit: asan
 
 bench: deps release
 	bash scripts/bench.sh $(RELEASE)
+
+# Long fault runs, not part of `make test` (scripts/soak.sh says what runs).
+soak: deps release
+	bash scripts/soak.sh $(RELEASE)
 
 demo: deps release
 	bash scripts/demo.sh $(RELEASE)

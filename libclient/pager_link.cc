@@ -1,6 +1,7 @@
 #include "libclient/pager_link.h"
 
 #include <fcntl.h>
+#include <locale.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/eventfd.h>
@@ -12,6 +13,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <ctime>
 
 #include "daemon/common/log.h"
 #include "daemon/pager/map_protocol.h"
@@ -72,6 +74,29 @@ void close_fds(Message &m)
 	for (int fd : m.fds)
 		close(fd);
 	m.fds.clear();
+}
+
+// First thing on every thread of the link. These threads must never touch the
+// program's memory: with memfedd away, a page of it that was evicted blocks
+// the thread that reconnects, and nothing else would. The program's own
+// allocations include libc's state for its locale (setlocale allocates the
+// locale data with malloc, which the preload serves from the remote heap),
+// and json's number formatting, strerror and printf read that state. The C
+// locale object is static in libc, so the thread uses it instead.
+void enter_link_thread(void (*thread_init)())
+{
+	if (thread_init)
+		thread_init();
+	locale_t c = newlocale(LC_ALL_MASK, "C", locale_t(0)); // glibc's static C locale
+	if (c != locale_t(0))
+		uselocale(c);
+}
+
+uint64_t monotonic_ms()
+{
+	timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return uint64_t(ts.tv_sec) * 1000 + uint64_t(ts.tv_nsec) / 1000000;
 }
 
 bool get_u64(const json &j, const char *key, uint64_t *out)
@@ -197,21 +222,48 @@ Status PagerLink::establish()
 	// fetched (the old pager wrote them back before asking). After a map
 	// it would read as the program's own MADV_DONTNEED and turn the pages
 	// into zeroes. Retired, the evictor starts no other drop.
+	// The program's own drops in flight finish the same way, and are
+	// reported in the maps ("removed"), so those pages read as zero; new
+	// ones wait until the maps are sent (remove_begin).
+	{
+		std::lock_guard<std::mutex> lk(removes_mu_);
+		attaches_++;
+		remapping_ = true;
+	}
+	auto reopen = [this] {
+		std::lock_guard<std::mutex> lk(removes_mu_);
+		remapping_ = false;
+		removes_cv_.notify_all();
+	};
 	retire_evictor();
-	if (!wait_for_evictors())
-		LOG_WARN("libmemfed", "the previous evict channel's drop has not finished after "
-		                      "5 s; mapping again regardless");
+	if (!wait_for_drops(c->fd())) {
+		reopen();
+		close(sv[0]);
+		return Status(Code::kUnavailable,
+		              "memfedd at " + opt_.socket_path + " went away while reattaching");
+	}
+	std::vector<Span> removed;
+	{
+		std::lock_guard<std::mutex> lk(removes_mu_);
+		removed = removes_unsent_;
+	}
 	ctl_ = std::move(*c);
 	uffd_id_ = id;
 	connected_ = true;
 	for (auto &m : mappings_) {
-		Status st = send_map(*m, /*adopt=*/true);
+		Status st = send_map(*m, /*adopt=*/true, removed);
 		if (!st) {
 			connected_ = false;
+			reopen();
 			close(sv[0]);
 			return st;
 		}
 	}
+	{
+		std::lock_guard<std::mutex> lk(removes_mu_);
+		removes_unsent_.clear();
+	}
+	reopen();
 	// Only now a thread: pthread_create may reuse a cached stack that lives
 	// in a mapping (the remote heap), and in a forked child a page of it
 	// that the parent had evicted can be served only once the pager has the
@@ -225,7 +277,7 @@ Status PagerLink::establish()
 	return Status::ok();
 }
 
-Status PagerLink::send_map(Mapping &m, bool adopt)
+Status PagerLink::send_map(Mapping &m, bool adopt, const std::vector<Span> &removed)
 {
 	Message req = request(pager::kOpMap,
 	                      {{"uffd_id", uffd_id_},
@@ -240,6 +292,18 @@ Status PagerLink::send_map(Mapping &m, bool adopt)
 	                       {"prefetch", m.prefetch}});
 	if (adopt && m.shared)
 		req.fds = {m.memfd};
+	if (!m.shared) {
+		json rm = json::array();
+		for (auto [a, n] : removed) {
+			uint64_t lo = std::max(a & ~(kPage - 1), m.addr);
+			uint64_t hi =
+			        std::min((a + n + kPage - 1) & ~(kPage - 1), m.addr + m.length);
+			if (lo < hi && rm.size() < pager::kMaxRemovedRanges)
+				rm.push_back({lo, hi - lo});
+		}
+		if (!rm.empty())
+			req.body["removed"] = std::move(rm);
+	}
 	auto r = ctl_.call(req);
 	if (!r)
 		return r.status();
@@ -303,9 +367,9 @@ Result<Message> PagerLink::call(const Message &req)
 Result<Message> PagerLink::pager_call(std::unique_lock<std::mutex> &lk, const Message &req)
 {
 	for (;;) {
-		cv_.wait(lk, [this] { return connected_ || stopping_; });
-		if (stopping_)
-			return Status(Code::kUnavailable, "the pager link is closing");
+		wait_connected(lk);
+		if (!connected_)
+			return Status(Code::kUnavailable, closed_reason());
 		auto r = ctl_.call(req);
 		if (r)
 			return r;
@@ -337,9 +401,8 @@ Result<uint64_t> PagerLink::map_shared(const std::string &region, uint64_t offse
 	m->budget = budget;
 	m->prefetch = prefetch;
 	std::unique_lock<std::mutex> lk(mu_);
-	cv_.wait(lk, [this] { return connected_ || stopping_; });
-	Status st = connected_ ? send_map(*m, false)
-	                       : Status(Code::kUnavailable, "the pager link is closing");
+	wait_connected(lk);
+	Status st = connected_ ? send_map(*m, false) : Status(Code::kUnavailable, closed_reason());
 	if (!st) {
 		if (m->mapping_id)
 			(void)call_locked(
@@ -369,9 +432,8 @@ Status PagerLink::map_private(const std::string &region, uint64_t addr, uint64_t
 	if (rc < 0)
 		return Status::from_errno(-rc, "registering the memory backed by region '" +
 		                                       region + "' with userfaultfd");
-	cv_.wait(lk, [this] { return connected_ || stopping_; });
-	Status st = connected_ ? send_map(*m, false)
-	                       : Status(Code::kUnavailable, "the pager link is closing");
+	wait_connected(lk);
+	Status st = connected_ ? send_map(*m, false) : Status(Code::kUnavailable, closed_reason());
 	if (!st) {
 		pager::uffd_unregister(uffd_, addr, length);
 		return st;
@@ -477,8 +539,7 @@ void PagerLink::publish_spans()
 void *PagerLink::monitor_main(void *self)
 {
 	auto *l = static_cast<PagerLink *>(self);
-	if (l->opt_.thread_init)
-		l->opt_.thread_init();
+	enter_link_thread(l->opt_.thread_init);
 	l->monitor_loop();
 	return nullptr;
 }
@@ -497,8 +558,7 @@ void *PagerLink::evictor_main(void *arg)
 	PagerLink *l = a->link;
 	int sock = a->sock;
 	delete a;
-	if (l->opt_.thread_init)
-		l->opt_.thread_init();
+	enter_link_thread(l->opt_.thread_init);
 	l->evictor_loop(sock);
 	{
 		std::lock_guard<std::mutex> lk(l->spans_mu_);
@@ -543,6 +603,57 @@ Status PagerLink::start_evictor(int sock)
 	return Status::ok();
 }
 
+uint64_t PagerLink::remove_begin(uint64_t addr, uint64_t length)
+{
+	std::unique_lock<std::mutex> lk(removes_mu_);
+	removes_cv_.wait(lk, [this] { return !remapping_; });
+	removes_inflight_.push_back({addr, length});
+	return attaches_;
+}
+
+void PagerLink::remove_end(uint64_t addr, uint64_t length, uint64_t token)
+{
+	std::lock_guard<std::mutex> lk(removes_mu_);
+	auto it = std::find(removes_inflight_.begin(), removes_inflight_.end(), Span{addr, length});
+	if (it != removes_inflight_.end())
+		removes_inflight_.erase(it);
+	// A pager attached meanwhile may have read the event before its map.
+	if (attaches_ != token || remapping_)
+		removes_unsent_.push_back({addr, length});
+	removes_cv_.notify_all();
+}
+
+bool PagerLink::wait_for_drops(int fd)
+{
+	uint64_t start = monotonic_ms();
+	bool logged = false;
+	for (;;) {
+		{
+			std::unique_lock<std::mutex> lk(spans_mu_);
+			if (evictors_live_ == 0) {
+				lk.unlock();
+				std::unique_lock<std::mutex> rk(removes_mu_);
+				if (removes_cv_.wait_for(
+				            rk, std::chrono::milliseconds(100),
+				            [this] { return removes_inflight_.empty(); }))
+					return true;
+			} else {
+				evictors_cv_.wait_for(lk, std::chrono::milliseconds(100));
+			}
+		}
+		pollfd p = {fd, 0, 0};
+		if (poll(&p, 1, 0) > 0)
+			return false; // hung up
+		if (!logged && monotonic_ms() - start > 5000) {
+			logged = true;
+			LOG_WARN("libmemfed",
+			         "reattaching to memfedd at %s: drops of memory from before "
+			         "are still waiting for their events to be read",
+			         opt_.socket_path.c_str());
+		}
+	}
+}
+
 bool PagerLink::wait_for_evictors()
 {
 	std::unique_lock<std::mutex> lk(spans_mu_);
@@ -563,6 +674,7 @@ void PagerLink::retire_evictor()
 void PagerLink::monitor_loop()
 {
 	uint64_t backoff_ms = 10;
+	uint64_t away_since = 0, last_away_log = 0; // monotonic ms; 0: attached
 	while (!stopping_) {
 		int fd;
 		bool up;
@@ -588,6 +700,9 @@ void PagerLink::monitor_loop()
 			}
 			continue;
 		}
+		uint64_t now = monotonic_ms();
+		if (away_since == 0)
+			away_since = last_away_log = now;
 		Status st;
 		{
 			std::lock_guard<std::mutex> lk(mu_);
@@ -597,15 +712,110 @@ void PagerLink::monitor_loop()
 			if (st) {
 				reconnects_++;
 				backoff_ms = 10;
-				LOG_INFO("libmemfed", "reattached to memfedd at %s",
-				         opt_.socket_path.c_str());
+				LOG_INFO("libmemfed", "reattached to memfedd at %s after %.1f s",
+				         opt_.socket_path.c_str(), double(now - away_since) / 1000);
+				away_since = 0;
 				continue;
 			}
 		}
 		LOG_DEBUG("libmemfed", "reconnect: %s", st.to_string().c_str());
+		uint64_t away = now - away_since;
+		if (opt_.soft_grace_ms && away >= opt_.soft_grace_ms) {
+			LOG_ERROR("libmemfed",
+			          "memfedd at %s has been away for %.1f s, past the soft grace of "
+			          "%.1f s; giving up its memory: every access to it raises SIGBUS "
+			          "(last error: %s)",
+			          opt_.socket_path.c_str(), double(away) / 1000,
+			          double(opt_.soft_grace_ms) / 1000, st.to_string().c_str());
+			{
+				std::lock_guard<std::mutex> lk(mu_);
+				given_up_ = true;
+				cv_.notify_all();
+			}
+			serve_sigbus();
+			return;
+		}
+		if (opt_.away_log_ms && now - last_away_log >= opt_.away_log_ms) {
+			last_away_log = now;
+			if (opt_.soft_grace_ms)
+				LOG_WARN("libmemfed",
+				         "memfedd at %s away for %.0f s; threads that touch its "
+				         "memory "
+				         "wait, and get SIGBUS in %.0f s (soft mode): %s",
+				         opt_.socket_path.c_str(), double(away) / 1000,
+				         double(opt_.soft_grace_ms - away) / 1000,
+				         st.to_string().c_str());
+			else
+				LOG_WARN("libmemfed",
+				         "memfedd at %s away for %.0f s; threads that touch its "
+				         "memory "
+				         "wait until it is back (hard mode): %s",
+				         opt_.socket_path.c_str(), double(away) / 1000,
+				         st.to_string().c_str());
+		}
 		pollfd p = {stop_fd_, POLLIN, 0};
 		poll(&p, 1, int(backoff_ms));
 		backoff_ms = std::min<uint64_t>(backoff_ms * 2, 500);
+	}
+}
+
+void PagerLink::wait_connected(std::unique_lock<std::mutex> &lk)
+{
+	cv_.wait(lk, [this] { return connected_ || stopping_ || given_up_; });
+}
+
+std::string PagerLink::closed_reason() const
+{
+	if (given_up_)
+		return "memfedd at " + opt_.socket_path +
+		       " stayed away past the soft grace; this process's memfed memory is "
+		       "given up";
+	return "the pager link is closing";
+}
+
+void PagerLink::serve_sigbus()
+{
+	// Threads the dead pager had read faults of wait on the uffd without a
+	// message queued: wake them, so they fault again and are seen here.
+	std::vector<Span> ranges;
+	{
+		std::lock_guard<std::mutex> lk(mu_);
+		for (auto &m : mappings_)
+			ranges.push_back({m->addr, m->length});
+	}
+	for (auto [addr, len] : ranges)
+		(void)pager::uffd_wake(uffd_, addr, len);
+	uint64_t raised = 0;
+	while (!stopping_) {
+		pollfd p[2] = {{uffd_, POLLIN, 0}, {stop_fd_, POLLIN, 0}};
+		int n = poll(p, 2, 1000);
+		if (n < 0 && errno != EINTR)
+			return;
+		if (n <= 0 || (p[1].revents & POLLIN))
+			continue;
+		uffd_msg msgs[16];
+		ssize_t got = read(uffd_, msgs, sizeof(msgs));
+		if (got < 0)
+			continue;
+		for (size_t i = 0; i < size_t(got) / sizeof(uffd_msg); i++) {
+			const uffd_msg &msg = msgs[i];
+			// Address-space events are acknowledged by the read: with
+			// the memory given up, there is nothing to keep in step.
+			if (msg.event != UFFD_EVENT_PAGEFAULT)
+				continue;
+			pid_t tid = pid_t(msg.arg.pagefault.feat.ptid);
+			if (raised++ == 0 || raised % 1000 == 0)
+				LOG_ERROR(
+				        "libmemfed",
+				        "SIGBUS to thread %d: it touched 0x%llx, memory of memfedd "
+				        "at %s, which is gone (soft mode)",
+				        int(tid), (unsigned long long)msg.arg.pagefault.address,
+				        opt_.socket_path.c_str());
+			// The thread is woken by the signal; without a thread id
+			// the whole process gets it.
+			if (tid <= 0 || syscall(SYS_tgkill, getpid(), tid, SIGBUS) < 0)
+				kill(getpid(), SIGBUS);
+		}
 	}
 }
 
@@ -776,12 +986,13 @@ void PagerLink::fork_prepare()
 	// Wait out a reconnection: the child's copy needs the daemon.
 	{
 		std::unique_lock<std::mutex> lk(mu_, std::adopt_lock);
-		cv_.wait(lk, [this] { return connected_ || stopping_; });
+		wait_connected(lk);
 		lk.release();
 	}
 	// No page leaves memory from here until the child has its copy.
 	evict_mu_.lock();
 	spans_mu_.lock();
+	removes_mu_.lock();
 	fork_pipe_[0] = fork_pipe_[1] = -1;
 	bool has_private = std::any_of(mappings_.begin(), mappings_.end(),
 	                               [](const auto &m) { return !m->shared; });
@@ -799,6 +1010,7 @@ void PagerLink::fork_parent()
 		}
 		close(fork_pipe_[0]);
 	}
+	removes_mu_.unlock();
 	spans_mu_.unlock();
 	evict_mu_.unlock();
 	mu_.unlock();
@@ -821,8 +1033,14 @@ void PagerLink::fork_child()
 	if (evict_sock_ >= 0)
 		close(evict_sock_);
 	evict_sock_ = -1;
-	evictors_live_ = 0; // they stayed in the parent
+	evictors_live_ = 0;        // they stayed in the parent
+	removes_inflight_.clear(); // so did the threads that were dropping
+	removes_mu_.unlock();
 	monitor_running_ = false;
+	// This thread is the program's: for the link's work, the static C
+	// locale (see enter_link_thread); the program's is restored at the end.
+	locale_t c_locale = newlocale(LC_ALL_MASK, "C", locale_t(0));
+	locale_t program_locale = c_locale != locale_t(0) ? uselocale(c_locale) : locale_t(0);
 	auto fd = pager::open_uffd(features_, user_mode_only_);
 	if (!fd)
 		die(fd.status().to_string());
@@ -834,19 +1052,46 @@ void PagerLink::fork_child()
 		                              m->shared ? shared_mode_ : private_mode_);
 		if (rc < 0)
 			die(std::string("registering its memory with userfaultfd: ") +
-			    strerror(-rc));
+			    strerrordesc_np(-rc));
 	}
 	if (fork_pipe_[1] >= 0) {
-		auto c = control::Client::connect(opt_.socket_path);
-		if (!c)
-			die(c.status().to_string());
-		ctl_ = std::move(*c);
-		for (auto &m : mappings_) {
-			if (m->shared)
-				continue;
-			Status st = copy_for_child(*m);
-			if (!st)
-				die("copying its private memory: " + st.to_string());
+		// memfedd may die during the copy (or be away): the copy starts
+		// again on a new connection, as the hard or soft mode says. An
+		// error that memfedd replies with ends the child.
+		std::vector<bool> copied(mappings_.size(), false);
+		uint64_t backoff_ms = 10, since = monotonic_ms(), last_log = since;
+		for (;;) {
+			Status st;
+			auto c = control::Client::connect(opt_.socket_path);
+			if (c) {
+				ctl_ = std::move(*c);
+				for (size_t i = 0; i < mappings_.size() && st; i++) {
+					if (mappings_[i]->shared || copied[i])
+						continue;
+					st = copy_for_child(*mappings_[i]);
+					copied[i] = st.is_ok();
+				}
+				if (st)
+					break;
+				pollfd hup = {ctl_.fd(), 0, 0};
+				if (poll(&hup, 1, 0) == 0)
+					die("copying its private memory: " + st.to_string());
+			} else {
+				st = c.status();
+			}
+			uint64_t now = monotonic_ms();
+			if (opt_.soft_grace_ms && now - since >= opt_.soft_grace_ms)
+				die("memfedd stayed away past the soft grace: " + st.to_string());
+			if (opt_.away_log_ms && now - last_log >= opt_.away_log_ms) {
+				last_log = now;
+				LOG_WARN("libmemfed",
+				         "forked child %d waits for memfedd at %s to copy its "
+				         "memory (%s)",
+				         int(getpid()), opt_.socket_path.c_str(),
+				         st.to_string().c_str());
+			}
+			usleep(useconds_t(backoff_ms * 1000));
+			backoff_ms = std::min<uint64_t>(backoff_ms * 2, 500);
 		}
 		ctl_ = control::Client();
 		char one = 1;
@@ -864,6 +1109,8 @@ void PagerLink::fork_child()
 	Status ms = start_monitor();
 	if (!ms)
 		die(ms.to_string());
+	if (program_locale != locale_t(0))
+		uselocale(program_locale);
 }
 
 } // namespace memfed::client

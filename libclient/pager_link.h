@@ -8,6 +8,16 @@
 //   - Daemon restart: a monitor thread notices the lost connection, reconnects
 //     with backoff, attaches the same uffd again and re-sends every mapping.
 //     Meanwhile faulting threads wait in the kernel; nothing is unregistered.
+//     The link's own threads never touch the program's memory (they would
+//     wait for the daemon they are to reattach): their allocations go where
+//     thread_init sends them and they use libc's static C locale.
+//   - Daemon loss (Options::soft_grace_ms): in hard mode (the default) the
+//     link waits for memfedd forever, as an NFS hard mount does, and logs
+//     every away_log_ms while it waits. In soft mode, once memfedd has been
+//     away for the grace, the link gives its mappings up: the monitor reads
+//     the uffd itself and raises SIGBUS in every thread that faults on them
+//     (as from a memory error); calls fail with kUnavailable; no memfedd is
+//     attached again (the events it read are unknown to any daemon).
 //   - Fork (pthread_atfork): the link never asks for UFFD_FEATURE_EVENT_FORK,
 //     so the kernel unregisters the child's copy of each range. In the child
 //     the link registers every range on a fresh uffd and attaches again before
@@ -64,6 +74,10 @@ public:
 		// Runs first on every thread the link starts (the preload shim
 		// routes those threads' allocations away from the remote heap).
 		void (*thread_init)() = nullptr;
+		// 0: hard mode; else soft mode with this grace (see above).
+		uint64_t soft_grace_ms = 0;
+		// While memfedd is away, one log line this often.
+		uint64_t away_log_ms = 10000;
 	};
 
 	// Connects, asks "pager.hello", creates the uffd and attaches it.
@@ -103,6 +117,19 @@ public:
 
 	// How many times the link reconnected after losing memfedd (tests).
 	uint64_t reconnects() const { return reconnects_.load(); }
+	// The program drops [addr, addr+length) of a private mapping with
+	// MADV_DONTNEED: remove_begin before the madvise, remove_end with its
+	// token after. A drop whose REMOVE event a restarted memfedd may have
+	// read before the mapping was sent to it again (and so ignored) is
+	// reported in the next "map" ("removed"), so its pages read as zero,
+	// not as the module's old content. remove_begin waits while the link
+	// re-sends the mappings. Any thread but the link's own.
+	uint64_t remove_begin(uint64_t addr, uint64_t length);
+	void remove_end(uint64_t addr, uint64_t length, uint64_t token);
+
+	// Soft mode only: memfedd stayed away past the grace; the mappings are
+	// given up and every access to them raises SIGBUS.
+	bool given_up() const { return given_up_.load(); }
 
 	// pthread_atfork handlers (public for the atfork trampolines).
 	void fork_prepare();
@@ -128,7 +155,8 @@ private:
 
 	// Connects, hello, attach, re-maps every mapping. REQUIRES: mu_ held.
 	Status establish();
-	Status send_map(Mapping &m, bool adopt);
+	// `removed`: program drops to report (remove_end), private only.
+	Status send_map(Mapping &m, bool adopt, const std::vector<Span> &removed = {});
 	// call() without taking mu_; REQUIRES: mu_ held.
 	Result<control::Message> call_locked(const control::Message &req);
 	// Sends a pager op, waiting out a reconnection if memfedd is away.
@@ -140,10 +168,22 @@ private:
 	Status start_evictor(int sock);
 	// Shuts the current evict channel down; its thread exits on its own.
 	void retire_evictor();
+	// Waits until every retired evictor has exited and every program drop
+	// in flight has returned (their events reach the new pager before any
+	// "map"), while the connection `fd` stays up; false if it went down.
+	bool wait_for_drops(int fd);
 	// Waits (up to 5 s) until every evictor thread has exited; false on timeout.
 	bool wait_for_evictors();
 	void publish_spans();
 	void monitor_loop();
+	// Soft mode past the grace: reads the uffd until the link closes,
+	// raising SIGBUS in each thread that faults.
+	void serve_sigbus();
+	// Waits until memfedd is attached, the link closes or is given up.
+	// REQUIRES: lk holds mu_.
+	void wait_connected(std::unique_lock<std::mutex> &lk);
+	// Why a call finds no memfedd: closing, or given up. REQUIRES: mu_ held.
+	std::string closed_reason() const;
 	void evictor_loop(int sock);
 	Mapping *find(uint64_t addr);
 	const Mapping *find(uint64_t addr) const;
@@ -181,8 +221,18 @@ private:
 	pthread_t monitor_{};
 	bool monitor_running_ = false;
 	int fork_pipe_[2] = {-1, -1}; // the child reports "copied" to the parent
+	// Program drops (remove_begin/end): those in flight, and those to
+	// report in the next maps. attaches_ counts pagers attached;
+	// remapping_ is set from an attach until its last map.
+	std::mutex removes_mu_;
+	std::condition_variable removes_cv_;
+	std::vector<Span> removes_inflight_;
+	std::vector<Span> removes_unsent_;
+	uint64_t attaches_ = 0;
+	bool remapping_ = false;
 	std::atomic<uint64_t> reconnects_{0};
 	std::atomic<bool> stopping_{false};
+	std::atomic<bool> given_up_{false};
 };
 
 } // namespace memfed::client

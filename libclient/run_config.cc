@@ -13,6 +13,8 @@ std::string RunConfig::to_json() const
 {
 	json j = {{"socket", socket},           {"run_id", run_id}, {"heap_size", heap_size},
 	          {"heap_budget", heap_budget}, {"prefix", prefix}, {"maps", maps}};
+	if (soft_grace_ms)
+		j["soft_grace_ms"] = soft_grace_ms;
 	return j.dump();
 }
 
@@ -43,10 +45,12 @@ Result<RunConfig> RunConfig::from_json(const std::string &text)
 		return true;
 	};
 	if (!str("socket", &c.socket) || !str("run_id", &c.run_id) || !str("prefix", &c.prefix) ||
-	    !num("heap_size", &c.heap_size) || !num("heap_budget", &c.heap_budget))
-		return Status(Code::kInvalidArgument,
-		              std::string(kRunEnv) + ": socket, run_id and prefix must be "
-		                                     "strings, heap_size and heap_budget numbers");
+	    !num("heap_size", &c.heap_size) || !num("heap_budget", &c.heap_budget) ||
+	    !num("soft_grace_ms", &c.soft_grace_ms))
+		return Status(Code::kInvalidArgument, std::string(kRunEnv) +
+		                                              ": socket, run_id and prefix must be "
+		                                              "strings, heap_size, heap_budget and "
+		                                              "soft_grace_ms numbers");
 	auto maps = j.find("maps");
 	if (maps != j.end()) {
 		if (!maps->is_object())

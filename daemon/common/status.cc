@@ -1,28 +1,31 @@
 #include "daemon/common/status.h"
 
 #include <cstring>
+#include <string>
 
-namespace memfed {
+namespace memfed
+{
 
-namespace {
+namespace
+{
 struct CodeName {
 	Code code;
 	const char *name;
 };
 constexpr CodeName kNames[] = {
-	{Code::kOk, "ok"},
-	{Code::kInvalidArgument, "invalid_argument"},
-	{Code::kNotFound, "not_found"},
-	{Code::kAlreadyExists, "already_exists"},
-	{Code::kNoSpace, "no_space"},
-	{Code::kPermission, "permission"},
-	{Code::kCorrupt, "corrupt"},
-	{Code::kIo, "io"},
-	{Code::kBusy, "busy"},
-	{Code::kUnavailable, "unavailable"},
-	{Code::kProtocol, "protocol"},
-	{Code::kOutOfRange, "out_of_range"},
-	{Code::kInternal, "internal"},
+        {Code::kOk, "ok"},
+        {Code::kInvalidArgument, "invalid_argument"},
+        {Code::kNotFound, "not_found"},
+        {Code::kAlreadyExists, "already_exists"},
+        {Code::kNoSpace, "no_space"},
+        {Code::kPermission, "permission"},
+        {Code::kCorrupt, "corrupt"},
+        {Code::kIo, "io"},
+        {Code::kBusy, "busy"},
+        {Code::kUnavailable, "unavailable"},
+        {Code::kProtocol, "protocol"},
+        {Code::kOutOfRange, "out_of_range"},
+        {Code::kInternal, "internal"},
 };
 } // namespace
 
@@ -76,7 +79,12 @@ Status Status::from_errno(int err, const std::string &what)
 	default:
 		break;
 	}
-	return Status(c, what + ": " + std::strerror(err));
+	// strerrordesc_np, not strerror: the English text without gettext,
+	// whose lookup reads the program's translation bindings. A preloaded
+	// program keeps those on remote memory, and libmemfed's reconnecting
+	// thread must not touch it (libclient/pager_link.cc).
+	const char *desc = strerrordesc_np(err);
+	return Status(c, what + ": " + (desc ? desc : "errno " + std::to_string(err)));
 }
 
 std::string Status::to_string() const

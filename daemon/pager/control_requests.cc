@@ -84,6 +84,22 @@ Status PagerThread::add_mapping(uint64_t uffd_id, std::unique_ptr<Mapping> m, Mo
 	Mapping *raw = m.get();
 	p->mappings.push_back(std::move(m));
 	last_map_ns_ = now_ns();
+	// Pages the client reported dropped while no daemon had the mapping
+	// ("removed") and that are still missing read as zero: the zeroes go to
+	// the module now, as handle_remove's do.
+	for (uint32_t i = 0; i < raw->npages;) {
+		if (raw->pages[i].state != PageState::kZero || !(raw->pages[i].flags & kDirty)) {
+			i++;
+			continue;
+		}
+		uint32_t j = i + 1;
+		while (j < raw->npages && raw->pages[j].state == PageState::kZero &&
+		       (raw->pages[j].flags & kDirty))
+			j++;
+		claim_writeback(raw, i, j - i);
+		i = j;
+	}
+	pump_writeback();
 	// Threads a previous daemon left blocked retry now.
 	(void)uffd_wake(p->uffd, raw->addr, len);
 	// Faults that arrived before this mapping was known.

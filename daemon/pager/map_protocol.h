@@ -43,7 +43,13 @@
 //           "kind": "private"|"shared", "writable": bool,
 //           "register_mode": u64 (UFFDIO_REGISTER_MODE_* the client used),
 //           "budget": bytes (per-mapping resident limit, 0 = default),
-//           "prefetch": bool (default true)}
+//           "prefetch": bool (default true),
+//           "removed": [[addr, length], ...] (optional, kind "private", at
+//                      most kMaxRemovedRanges: after a daemon restart, ranges
+//                      the program dropped with MADV_DONTNEED whose REMOVE
+//                      event a daemon may have read before this mapping was
+//                      known; their pages that are missing read as zero and
+//                      the zeroes are written back)}
 //     Permission: the peer's uid is the region's owner or root, or the
 //     region's mode grants "other" read (4; then writable must be false) and
 //     for writable mappings write (2).
@@ -137,7 +143,11 @@
 // in (its madvise waits until the new pager reads the REMOVE event; with no
 // mapping yet, the pager ignores it and the pages are missing at the map,
 // so they are fetched: the old pager wrote them back before asking) and
-// starts no other drop on the old channel. The pager treats
+// starts no other drop on the old channel. The program's own drops
+// (MADV_DONTNEED of its heap) in flight across the restart finish the same
+// way, before any "map", and the client reports them in "removed", so those
+// pages read as zero and not as the module's old content; new drops wait
+// until the maps are sent. The pager treats
 // present pages as resident and dirty. While no daemon serves the uffd,
 // faulting threads block in the kernel; no fault is ever resolved with a zero
 // page that should have held data. The non-cooperative events block too:
@@ -167,6 +177,9 @@ constexpr const char *kOpStats = "pager.stats";
 // Values of "kind".
 constexpr const char *kKindPrivate = "private";
 constexpr const char *kKindShared = "shared";
+
+// Most "removed" ranges one "map" carries.
+constexpr uint32_t kMaxRemovedRanges = 4096;
 
 // Evict channel records (little-endian, host layout; both ends are on one
 // machine).

@@ -316,6 +316,31 @@ Message Pager::op_map(const control::Peer &peer, Message &req)
 	uint64_t bud = *budget ? *budget : cfg_.default_mapping_budget;
 	m->budget_pages = (bud + kPageSize - 1) / kPageSize;
 	m->pages.resize(m->npages);
+	// "removed": ranges the program dropped (MADV_DONTNEED) while no daemon
+	// had this mapping; they read as zero unless present again (add_mapping).
+	if (auto rm = b.find("removed"); rm != b.end()) {
+		if (kind != kKindPrivate || !rm->is_array() || rm->size() > kMaxRemovedRanges)
+			return err(bad(kOpMap,
+			               "\"removed\" must be an array of at most " +
+			                       std::to_string(kMaxRemovedRanges) +
+			                       " [addr, length] pairs, kind \"private\" only"));
+		for (const auto &r : *rm) {
+			if (!r.is_array() || r.size() != 2 || !r[0].is_number_unsigned() ||
+			    !r[1].is_number_unsigned())
+				return err(
+				        bad(kOpMap, "\"removed\" entries must be [addr, length]"));
+			uint64_t a = r[0].get<uint64_t>(), n = r[1].get<uint64_t>();
+			if (a % kPageSize || n % kPageSize || a < *addr || n > *length ||
+			    a - *addr > *length - n)
+				return err(bad(kOpMap, "a \"removed\" range is not page aligned "
+				                       "inside the mapping"));
+			for (uint64_t i = (a - *addr) / kPageSize; i < (a - *addr + n) / kPageSize;
+			     i++) {
+				m->pages[i].state = PageState::kZero;
+				m->pages[i].flags = kDirty;
+			}
+		}
+	}
 	int reply_fd = -1;
 	if (kind == kKindShared) {
 		m->wp = (*mode & UFFDIO_REGISTER_MODE_WP) && caps_.shmem_wp;

@@ -675,6 +675,60 @@ TEST_CASE("a restarted pager takes over a uffd with faults blocked on it", "[pag
 	pager.stop();
 }
 
+TEST_CASE("a drop the restarted pager read before the map reads as zero when reported", "[pager]")
+{
+	PageStoreDouble store;
+	constexpr uint32_t kPages = 64;
+	store.add_region("r", kPages);
+	auto c = std::make_unique<TestClient>();
+	TestClient::Mapped m;
+	std::string path = "/tmp/memfed-pager-removed-" + std::to_string(getpid()) + ".sock";
+	auto start = [&](control::Server &server, Pager &pager) {
+		REQUIRE(server.listen(path).is_ok());
+		pager.register_ops(server);
+		REQUIRE(pager.start().is_ok());
+		REQUIRE(server.start().is_ok());
+	};
+	{
+		control::Server server;
+		Pager pager(store, PagerConfig());
+		start(server, pager);
+		REQUIRE(c->attach(path).is_ok());
+		auto mm = c->map("r", 0, kPages * kPage, 0, false);
+		REQUIRE(mm.is_ok());
+		m = *mm;
+		CHECK(m.addr[5 * kPage] == PageStoreDouble::pattern_byte(1, 5));
+		CHECK(m.addr[6 * kPage] == PageStoreDouble::pattern_byte(1, 6));
+		server.stop();
+		pager.stop();
+	}
+	// The program drops pages 5 and 6 while no daemon runs: its madvise
+	// waits until the next pager reads the REMOVE event, before any map.
+	std::thread dropper([&] { madvise(m.addr + 5 * kPage, 2 * kPage, MADV_DONTNEED); });
+	control::Server server;
+	Pager pager(store, PagerConfig());
+	start(server, pager);
+	REQUIRE(c->reattach(path).is_ok());
+	dropper.join();
+	// Page 5 is reported, page 6 is not (what the client could not know).
+	auto id = c->map_at(
+	        "r", 0, reinterpret_cast<uint64_t>(m.addr), kPages * kPage, 0, false,
+	        nlohmann::json::array({{reinterpret_cast<uint64_t>(m.addr) + 5 * kPage, kPage}}));
+	REQUIRE(id.is_ok());
+	CHECK(m.addr[5 * kPage] == 0);
+	CHECK(m.addr[6 * kPage] == PageStoreDouble::pattern_byte(1, 6));
+	m.id = *id;
+	REQUIRE(c->unmap(m).is_ok());
+	CHECK(store.read("r", 5 * kPage, 1)[0] == 0); // the zeroes reached the module
+	auto bad =
+	        c->map_at("r", 0, reinterpret_cast<uint64_t>(m.addr), kPages * kPage, 0, false,
+	                  nlohmann::json::array({{reinterpret_cast<uint64_t>(m.addr) + 1, kPage}}));
+	CHECK(bad.status().code() == Code::kInvalidArgument);
+	c.reset();
+	server.stop();
+	pager.stop();
+}
+
 TEST_CASE("shared mappings of one window are coherent across clients", "[pager][shared]")
 {
 	PagerFixture f;

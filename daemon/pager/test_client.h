@@ -137,8 +137,10 @@ public:
 	}
 
 	// Sends "map" for memory already registered at `addr`.
+	// `removed`: [addr, length] pairs the map reports dropped ("removed").
 	Result<uint64_t> map_at(const std::string &region, uint64_t offset, uint64_t addr,
-	                        uint64_t length, uint64_t budget = 0, bool prefetch = true)
+	                        uint64_t length, uint64_t budget = 0, bool prefetch = true,
+	                        const nlohmann::json &removed = nullptr)
 	{
 		control::Message m;
 		m.body = {{"op", kOpMap},           {"uffd_id", uffd_id_},
@@ -147,6 +149,8 @@ public:
 		          {"kind", kKindPrivate},   {"writable", true},
 		          {"register_mode", mode_}, {"budget", budget},
 		          {"prefetch", prefetch}};
+		if (!removed.is_null())
+			m.body["removed"] = removed;
 		auto r = cli_.call_ok(m);
 		if (!r)
 			return r.status();

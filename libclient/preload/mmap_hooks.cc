@@ -41,13 +41,29 @@ bool in_heap(uint64_t addr, uint64_t len)
 	return s && s->heap_size && addr < s->heap_base + s->heap_size && addr + len > s->heap_base;
 }
 
+// MADV_DONTNEED on heap memory, told to the pager link, so that a memfedd
+// restarted meanwhile still learns that those pages are zero now
+// (PagerLink::remove_begin).
+int heap_discard(uint64_t addr, uint64_t len)
+{
+	Shim *s = shim();
+	memfed::client::PagerLink *link = s ? s->link.get() : nullptr;
+	uint64_t token = link ? link->remove_begin(addr, len) : 0;
+	int rc = raw_madvise(reinterpret_cast<void *>(addr), len, MADV_DONTNEED);
+	int err = errno;
+	if (link)
+		link->remove_end(addr, len, token);
+	errno = err;
+	return rc;
+}
+
 // Discards the heap pages of [addr, addr+len) and gives them back.
 void heap_release(uint64_t addr, uint64_t len)
 {
 	Shim *s = shim();
 	uint64_t lo = std::max(addr, s->heap_base);
 	uint64_t hi = std::min(addr + len, s->heap_base + s->heap_size);
-	raw_madvise(reinterpret_cast<void *>(lo), hi - lo, MADV_DONTNEED);
+	heap_discard(lo, hi - lo);
 	raw_mprotect(reinterpret_cast<void *>(lo), hi - lo, PROT_READ | PROT_WRITE);
 	std::lock_guard<std::mutex> lk(s->heap_mu);
 	s->ranges->release(lo, hi - lo);
@@ -102,7 +118,7 @@ EXPORT void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off
 		// A fresh private anonymous mapping over heap memory: fresh
 		// zero pages with the new protection, still in the heap.
 		uint64_t n = page_up(len);
-		raw_madvise(addr, n, MADV_DONTNEED);
+		heap_discard(a, n);
 		if (raw_mprotect(addr, n, prot) < 0)
 			return MAP_FAILED;
 		std::lock_guard<std::mutex> lk(s->heap_mu);
@@ -189,5 +205,7 @@ EXPORT int madvise(void *addr, size_t len, int advice)
 	// the heap make it definite, so the pager and the program agree.
 	if (advice == MADV_FREE && !t_internal && heap_ready() && in_heap(a, len))
 		advice = MADV_DONTNEED;
+	if (advice == MADV_DONTNEED && heap_ready() && in_heap(a, len))
+		return heap_discard(a, len);
 	return raw_madvise(addr, len, advice);
 }

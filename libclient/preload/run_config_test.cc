@@ -13,13 +13,24 @@ TEST_CASE("run config round-trips through MEMFED_RUN's JSON")
 	c.heap_size = 1 << 30;
 	c.heap_budget = 64 << 20;
 	c.maps["/data/db"] = "db";
+	c.soft_grace_ms = 2500;
 	auto back = RunConfig::from_json(c.to_json());
 	REQUIRE(back);
+	CHECK(back->soft_grace_ms == 2500);
 	CHECK(back->socket == c.socket);
 	CHECK(back->heap_size == c.heap_size);
 	CHECK(back->heap_budget == c.heap_budget);
 	CHECK(back->maps == c.maps);
 	CHECK(back->heap_prefix() == "heap.ab12.");
+}
+
+TEST_CASE("run config without soft_grace_ms is hard mode")
+{
+	auto c = RunConfig::from_json("{\"run_id\":\"a\"}");
+	REQUIRE(c);
+	CHECK(c->soft_grace_ms == 0);
+	CHECK(c->to_json().find("soft_grace_ms") == std::string::npos);
+	CHECK_FALSE(RunConfig::from_json("{\"run_id\":\"a\",\"soft_grace_ms\":-1}"));
 }
 
 TEST_CASE("run config rejects garbage with a message naming MEMFED_RUN")

@@ -151,6 +151,23 @@ __attribute__((constructor)) void shim_init()
 		return;
 	}
 	Status st = create_heap(s);
+	// memfedd away as the program starts (dying, restarting): wait as the
+	// run's hard or soft mode says, like a program already running.
+	uint64_t waited_ms = 0, backoff_ms = 10, next_log_ms = 10000;
+	while (st.code() == Code::kUnavailable &&
+	       (s->cfg.soft_grace_ms == 0 || waited_ms < s->cfg.soft_grace_ms)) {
+		if (waited_ms >= next_log_ms) {
+			next_log_ms += 10000;
+			char msg[256];
+			snprintf(msg, sizeof(msg), "pid %d waits for memfedd to start its heap: %s",
+			         getpid(), st.message().c_str());
+			shim_log(msg);
+		}
+		usleep(useconds_t(backoff_ms * 1000));
+		waited_ms += backoff_ms;
+		backoff_ms = backoff_ms < 500 ? backoff_ms * 2 : 500;
+		st = create_heap(s);
+	}
 	if (!st) {
 		fprintf(stderr,
 		        "memfed preload: cannot put the heap of pid %d in remote memory: %s\n",
@@ -182,6 +199,7 @@ Result<client::PagerLink *> shim_link()
 		o.socket_path =
 		        s->cfg.socket.empty() ? control::default_socket_path() : s->cfg.socket;
 		o.process_budget = s->cfg.heap_budget;
+		o.soft_grace_ms = s->cfg.soft_grace_ms;
 		o.handle_fork = false; // the shim's own atfork handlers call it
 		// The link's threads run shim code only: never the remote heap.
 		o.thread_init = [] { t_internal++; };

@@ -5,11 +5,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <iostream>
+#include <optional>
 #include <thread>
 
 #include "daemon/common/size.h"
@@ -23,7 +25,8 @@ namespace
 
 constexpr const char *kRunUsage =
         R"(usage: memfedctl run [--map NAME=PATH ...] [--heap-budget SIZE] [--heap-size SIZE]
-                     [--prefix DIR] [--preload LIB] [--keep-heaps] -- PROG [ARGS...]
+                     [--prefix DIR] [--preload LIB] [--keep-heaps] [--hard | --soft GRACE]
+                     -- PROG [ARGS...]
 
 Runs PROG, unmodified, on federated memory:
   --heap-budget SIZE  put every process's heap (malloc, anonymous mmap) in a
@@ -35,6 +38,12 @@ Runs PROG, unmodified, on federated memory:
   --preload LIB       the shim to preload (default: libmemfed-preload.so next
                       to memfedctl's lib dir)
   --keep-heaps        leave the heap regions after the program exits
+  --hard              if memfedd dies, the program waits for it to come back,
+                      however long, as on an NFS hard mount; libmemfed logs
+                      every 10 s while it waits (the default)
+  --soft GRACE        if memfedd dies and is not back within GRACE (like 30s,
+                      500ms, 2m; a bare number is seconds), every access to
+                      the program's remote memory raises SIGBUS
 The exit code is PROG's (128 + N if signal N killed it).
 )";
 
@@ -71,6 +80,25 @@ Result<std::string> find_preload(const RunOptions &opt)
 	return Status(Code::kNotFound, "libmemfed-preload.so not found (looked in " +
 	                                       candidates.front() +
 	                                       " and the install libdir; give --preload LIB)");
+}
+
+// "30s", "500ms", "2m", "30" (seconds) -> milliseconds.
+std::optional<uint64_t> parse_duration_ms(const std::string &text)
+{
+	size_t digits = 0;
+	while (digits < text.size() && isdigit((unsigned char)text[digits]))
+		digits++;
+	if (digits == 0 || digits > 9)
+		return std::nullopt;
+	uint64_t n = std::stoull(text.substr(0, digits));
+	std::string unit = text.substr(digits);
+	if (unit == "ms")
+		return n;
+	if (unit.empty() || unit == "s")
+		return n * 1000;
+	if (unit == "m")
+		return n * 60 * 1000;
+	return std::nullopt;
 }
 
 std::string random_run_id()
@@ -178,6 +206,16 @@ Result<RunOptions> parse_run_options(const std::vector<std::string> &args)
 			o.preload = v;
 		} else if (a == "--keep-heaps") {
 			o.keep_heaps = true;
+		} else if (a == "--hard") {
+			o.soft_grace_ms = 0;
+		} else if (is("--soft")) {
+			MF_RETURN_IF_ERROR(value("--soft", &v));
+			auto ms = parse_duration_ms(v);
+			if (!ms || *ms == 0)
+				return usage_error(
+				        "--soft " + v +
+				        ": expected a grace like 30s, 500ms or 2m (above 0)");
+			o.soft_grace_ms = *ms;
 		} else if (a == "--help" || a == "-h") {
 			return Status(Code::kOk, kRunUsage);
 		} else if (!a.empty() && a[0] == '-') {
@@ -220,6 +258,7 @@ int run_command(const RunOptions &opt, const Globals &g)
 	cfg.heap_size = opt.heap_budget ? opt.heap_size : 0;
 	cfg.heap_budget = opt.heap_budget;
 	cfg.prefix = opt.prefix;
+	cfg.soft_grace_ms = opt.soft_grace_ms;
 	for (const auto &[name, path] : opt.maps) {
 		auto r = call(*c, "region.show", {{"name", name}});
 		if (!r)

@@ -2,7 +2,8 @@
 // libmemfed-preload.so.
 //
 //   memfedctl run [--map NAME=PATH ...] [--heap-budget SIZE] [--heap-size SIZE]
-//                 [--prefix DIR] [--preload LIB] [--keep-heaps] -- PROG ARGS...
+//                 [--prefix DIR] [--preload LIB] [--keep-heaps] [--hard | --soft GRACE]
+//                 -- PROG ARGS...
 //
 // The program (and every process it forks or execs) gets its heap in a region
 // of its own, paged by memfedd with at most --heap-budget resident, and sees
@@ -32,6 +33,7 @@ struct RunOptions {
 	std::string prefix = "/memfed";
 	std::string preload; // empty: found next to memfedctl or in the libdir
 	bool keep_heaps = false;
+	uint64_t soft_grace_ms = 0; // 0: hard mode (client::RunConfig)
 	std::vector<std::string> argv;
 };
 

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# make soak: the long fault runs that `make test` only samples. Not part of
+# `make test` (minutes, not seconds). Today: memfedd SIGKILLed under real
+# programs (tests/integration/restart_pressure_test.sh) at the probe's full
+# size first, then at least MEMFED_SOAK_KILLS (default 20) kills in a row
+# while sort, a python heap hash and stress-ng --verify run under tight
+# budgets; every program must end with the native output, none may hang.
+# Usage: scripts/soak.sh [BUILD_DIR]
+set -euo pipefail
+BUILD=${1:-build/release}
+BIN=$(cd "$BUILD/bin" && pwd)
+HERE=$(cd "$(dirname "$0")" && pwd)
+
+echo "== memfedd killed under running programs: the probe's scenario, then ${MEMFED_SOAK_KILLS:-20} kills in a row"
+MEMFEDD=$BIN/memfedd MEMFEDCTL=$BIN/memfedctl \
+	MEMFED_RESTART_PROBE=full MEMFED_RESTART_KILLS=3 \
+	MEMFED_RESTART_TOTAL=${MEMFED_SOAK_KILLS:-20} \
+	bash "$HERE/../tests/integration/restart_pressure_test.sh"
