@@ -546,7 +546,7 @@ void Pager::on_disconnect(const control::Peer &peer)
 	}
 	// Only now: until the detach wrote the pages back, region_users()
 	// still names the process, so a delete waits for the write-back.
-	std::lock_guard<std::mutex> lk(mu_);
+	MutexLock lk(&mu_);
 	for (auto it = maps_.begin(); it != maps_.end();)
 		it = it->second.conn_id == peer.conn_id ? maps_.erase(it) : std::next(it);
 }
@@ -555,7 +555,7 @@ std::vector<pid_t> Pager::region_users(const std::string &name)
 {
 	std::vector<pid_t> pids;
 	{
-		std::lock_guard<std::mutex> lk(mu_);
+		MutexLock lk(&mu_);
 		for (const auto &[id, mi] : maps_)
 			if (mi.region == name)
 				pids.push_back(mi.pid);
