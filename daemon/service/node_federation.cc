@@ -160,6 +160,30 @@ RegionLocation NodeFederation::location(ModuleId module, const wire::WireRegion 
 
 Result<RegionLocation> NodeFederation::locate_region(const std::string &name)
 {
+	// NAME@MODULE: that module only ('@' is never part of a region name).
+	if (auto at = name.find('@'); at != std::string::npos) {
+		std::string region = name.substr(0, at), id_text = name.substr(at + 1);
+		auto id = ModuleId::parse(id_text);
+		if (!id)
+			return Status(Code::kInvalidArgument,
+				      "'" + id_text + "' in '" + name +
+					      "' is not a module ID like 02:00:00:00:00:01 (NAME@MODULE)");
+		if (store_ && *id == store_->module_id()) {
+			auto r = store_->lookup_region(region);
+			if (!r)
+				return r.status();
+			return location(*id, to_wire(*r));
+		}
+		Peer *p = find_peer(*id);
+		if (!p)
+			return Status(Code::kUnavailable, "module " + id->to_string() +
+								  " is not reachable from here (memfedctl "
+								  "module ls)");
+		auto r = with_peer(*p, [&](SyncClient &c) { return c.region_lookup(region); });
+		if (!r)
+			return r.status();
+		return location(*id, *r);
+	}
 	if (store_) {
 		auto r = store_->lookup_region(name);
 		if (r)

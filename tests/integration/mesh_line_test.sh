@@ -110,6 +110,13 @@ expect_exit 4 ctl n3 region create road 1M
 case "$ERR" in *"already exists on module $M1"*) ;; *) fail "duplicate name: $ERR" ;; esac
 ok "a name held by a module two hops away is refused, naming that module"
 
+# NAME@MODULE addresses a region on that module only.
+got=$(ctl n3 region read "road@$M1" --length 17)
+[ "$got" = "obstacle at km 12" ] || fail "road@$M1 reads '$got'"
+expect_exit 3 ctl n3 region show "road@$M4"
+expect_exit 2 ctl n3 region show "road@nonsense"
+ok "NAME@MODULE reads a region from the module named, and only there"
+
 # Clear errors for what an operator gets wrong.
 mkdir -p "$T/bad"
 expect_exit 3 in_ns n1 "$MEMFEDD" --state-dir "$T/bad" --socket "$T/bad/sock" --kmod off \
