@@ -59,6 +59,8 @@ int errno_of(Code c)
 		return EPROTO;
 	case Code::kOutOfRange:
 		return ERANGE;
+	case Code::kQuota:
+		return EDQUOT;
 	case Code::kOk: // a failure without a code is a bug too
 	case Code::kInternal:
 		break;

@@ -26,6 +26,7 @@ constexpr CodeName kNames[] = {
         {Code::kProtocol, "protocol"},
         {Code::kOutOfRange, "out_of_range"},
         {Code::kInternal, "internal"},
+        {Code::kQuota, "quota"},
 };
 } // namespace
 

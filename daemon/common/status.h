@@ -25,6 +25,7 @@ enum class Code : int {
 	kProtocol = 11,	   // a peer broke the wire or control protocol
 	kOutOfRange = 12,  // access past the end of a region
 	kInternal = 13,
+	kQuota = 14,	   // a per-uid (or per-node) quota would be exceeded
 };
 
 // Stable lower-case name of a code, used in JSON output and logs.

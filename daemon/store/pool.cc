@@ -339,7 +339,8 @@ void ModuleStore::checkpoint()
 }
 
 Result<RegionInfo> ModuleStore::create_region(const std::string &name, uint64_t size_bytes,
-                                              uint32_t owner_uid, uint32_t mode)
+                                              uint32_t owner_uid, uint32_t mode,
+                                              const AdmitFn &admit)
 {
 	MF_RETURN_IF_ERROR(check_region_name(name));
 	const std::string what =
@@ -357,6 +358,8 @@ Result<RegionInfo> ModuleStore::create_region(const std::string &name, uint64_t 
 		return Status(Code::kAlreadyExists, "region '" + name +
 		                                            "' already exists on module " +
 		                                            module_.to_string());
+	if (admit)
+		MF_RETURN_IF_ERROR(admit(table_->usage_of(owner_uid), pages * kPageSize));
 	auto start = alloc_->allocate(pages);
 	if (!start)
 		return Status(Code::kNoSpace, what + ": " + start.status().message());
@@ -478,6 +481,18 @@ Status ModuleStore::zero_pages(uint64_t first, uint64_t count)
 	memset(meta(first), 0, count * sizeof(store::PageMeta));
 	file_->persist_fn()(meta(first), count * sizeof(store::PageMeta));
 	return Status::ok();
+}
+
+OwnerUsage ModuleStore::usage_of(uint32_t owner_uid) const
+{
+	std::shared_lock lock(table_mu_);
+	return table_->usage_of(owner_uid);
+}
+
+std::map<uint32_t, OwnerUsage> ModuleStore::usage_by_owner() const
+{
+	std::shared_lock lock(table_mu_);
+	return table_->usage_by_owner();
 }
 
 Result<RegionInfo> ModuleStore::lookup_region(const std::string &name) const

@@ -5,7 +5,17 @@
 // data area, addressed by federated-address offset == pool byte offset, and
 // their pages are written through a redo log (redo_log.h): a write is durable
 // when write_pages returns and each page is atomic across crashes. Only one
-// process can own a pool (flock). Freed space always reads as zeros.
+// process can own a pool (flock).
+//
+// Freed space always reads as zeros, so a region never shows its next owner
+// what an earlier one wrote. The zeroing happens on free, durably, before the
+// extent returns to the allocator: a delete marks the slot "deleting", zeroes
+// the extent (a punched hole in a pool file, memset + persist on a DAX
+// device) and its page metadata, then frees the slot; a crash in between is
+// finished at the next open. A truncate zeroes every written page past the
+// new end the same way. Zeroing on free rather than on allocate keeps create
+// cheap, returns a file pool's space to the filesystem at once, and leaves no
+// window in which freed data waits on the media for its next owner.
 //
 // Region sizes are rounded up to whole 4 KiB pages; size 0 is an error.
 // Region ids are stable across restarts and never reused for another region.
@@ -19,6 +29,8 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <shared_mutex>
@@ -87,8 +99,20 @@ public:
 	ModuleStore(const ModuleStore &) = delete;
 	ModuleStore &operator=(const ModuleStore &) = delete;
 
+	// Decides whether `owner_uid`, holding `usage`, may create a region of
+	// `size_bytes` more (rounded up to whole pages): OK, or the refusal that
+	// create_region returns. It runs under the table lock, so creates that
+	// race each other are admitted one at a time against usage that counts
+	// every earlier one (the quota of memfedd's control socket).
+	using AdmitFn = std::function<Status(const OwnerUsage &usage, uint64_t size_bytes)>;
+	// `admit` (optional) is asked before any space is taken.
 	Result<RegionInfo> create_region(const std::string &name, uint64_t size_bytes,
-	                                 uint32_t owner_uid, uint32_t mode);
+	                                 uint32_t owner_uid, uint32_t mode,
+	                                 const AdmitFn &admit = nullptr);
+	// What `owner_uid` holds in the pool (regions live or being deleted).
+	OwnerUsage usage_of(uint32_t owner_uid) const;
+	// Every owner that holds a region, by uid.
+	std::map<uint32_t, OwnerUsage> usage_by_owner() const;
 	Status delete_region(const std::string &name);
 	// Sets region `name`'s length as a file (<= its size, else kOutOfRange).
 	// Without `grow_only` it is a truncate: every byte past the new end is

@@ -712,3 +712,54 @@ TEST_CASE("a header with a table size its layout does not allow is refused", "[s
 	REQUIRE(ModuleStore::format(PoolOptions{dir.path("p2"), kPoolSize, {}, 3000}).code() ==
 	        Code::kInvalidArgument);
 }
+
+TEST_CASE("each owner's usage is counted, admitted under the lock, and survives a restart",
+          "[store][pool]")
+{
+	TestPoolDir dir;
+	std::string path = dir.path("pool");
+	auto s = make_pool(path);
+	REQUIRE(s->create_region("a1", 3 * kPageSize, 1000, 0600).is_ok());
+	REQUIRE(s->create_region("a2", 100, 1000, 0600).is_ok()); // rounded up to a page
+	REQUIRE(s->create_region("b1", kPageSize, 2000, 0600).is_ok());
+	CHECK(s->usage_of(1000).regions == 2);
+	CHECK(s->usage_of(1000).bytes == 4 * kPageSize);
+	CHECK(s->usage_of(3000).regions == 0);
+	CHECK(s->usage_of(3000).bytes == 0);
+
+	// The admit function sees the owner's usage and the rounded size; its
+	// refusal is create_region's, and nothing is taken.
+	OwnerUsage seen;
+	uint64_t asked = 0;
+	auto refuse = [&](const OwnerUsage &u, uint64_t bytes) {
+		seen = u;
+		asked = bytes;
+		return Status(Code::kQuota, "over quota");
+	};
+	uint64_t free_before = s->info().free_bytes;
+	auto r = s->create_region("a3", 5000, 1000, 0600, refuse);
+	REQUIRE(r.status().code() == Code::kQuota);
+	CHECK(r.status().message() == "over quota");
+	CHECK(seen.regions == 2);
+	CHECK(seen.bytes == 4 * kPageSize);
+	CHECK(asked == 2 * kPageSize);
+	CHECK(s->info().free_bytes == free_before);
+	CHECK(s->info().regions == 3);
+	CHECK(s->lookup_region("a3").status().code() == Code::kNotFound);
+	// An existing name is refused before the quota is asked.
+	CHECK(s->create_region("a1", kPageSize, 1000, 0600, refuse).status().code() ==
+	      Code::kAlreadyExists);
+
+	REQUIRE(s->delete_region("a1").is_ok());
+	CHECK(s->usage_of(1000).regions == 1);
+	CHECK(s->usage_of(1000).bytes == kPageSize);
+	REQUIRE(s->delete_region("b1").is_ok());
+	CHECK(s->usage_by_owner().count(2000) == 0); // an owner without regions is not listed
+
+	s.reset();
+	auto s2 = std::move(*ModuleStore::open(path, 0));
+	auto all = s2->usage_by_owner();
+	REQUIRE(all.size() == 1);
+	CHECK(all[1000].regions == 1);
+	CHECK(all[1000].bytes == kPageSize);
+}

@@ -110,6 +110,7 @@ Status RegionTable::load(const std::string &path)
 	generation_.assign(geo_.table_slots, 0);
 	used_.clear();
 	by_name_.clear();
+	by_owner_.clear();
 	const RegionEntry *entries =
 	        reinterpret_cast<const RegionEntry *>(base_ + geo_.table_offset);
 	for (uint32_t slot = 0; slot < geo_.table_slots; slot++)
@@ -117,6 +118,7 @@ Status RegionTable::load(const std::string &path)
 		        static_cast<uint32_t>(entries[slot].state_word >> 8) & max_generation_;
 	for (const RegionSlot &s : all) {
 		used_[s.slot] = s;
+		add_usage(s.info, true);
 		if (s.state != kRegionLive)
 			continue;
 		if (!by_name_.emplace(s.info.name, s.slot).second)
@@ -172,6 +174,9 @@ void RegionTable::set_state(uint32_t slot, RegionState state, uint32_t generatio
 	persist_(&entry(slot)->state_word, sizeof(uint64_t));
 	generation_[slot] = generation;
 	if (state == kRegionFree) {
+		auto it = used_.find(slot);
+		if (it != used_.end())
+			add_usage(it->second.info, false);
 		used_.erase(slot);
 		return;
 	}
@@ -219,7 +224,27 @@ Status RegionTable::create(RegionInfo *info)
 	set_state(slot, kRegionLive, generation);
 	used_[slot].info = *info;
 	by_name_[info->name] = slot;
+	add_usage(*info, true);
 	return Status::ok();
+}
+
+OwnerUsage RegionTable::usage_of(uint32_t owner) const
+{
+	auto it = by_owner_.find(owner);
+	return it == by_owner_.end() ? OwnerUsage{} : it->second;
+}
+
+void RegionTable::add_usage(const RegionInfo &info, bool add)
+{
+	OwnerUsage &u = by_owner_[info.owner_uid];
+	if (add) {
+		u.bytes += info.size_bytes;
+		u.regions++;
+		return;
+	}
+	u.bytes -= info.size_bytes;
+	if (--u.regions == 0)
+		by_owner_.erase(info.owner_uid);
 }
 
 void RegionTable::set_length(uint32_t slot, uint64_t length)

@@ -48,6 +48,13 @@ struct RegionInfo {
 	uint64_t length = 0;
 };
 
+// What one owner (uid) holds in a pool: the regions it owns, live or being
+// deleted, and their sizes (a region's whole size is reserved at create).
+struct OwnerUsage {
+	uint64_t bytes = 0;
+	uint32_t regions = 0;
+};
+
 namespace store
 {
 
@@ -95,6 +102,10 @@ public:
 	// Regions whose delete was interrupted by a crash.
 	std::vector<RegionSlot> deleting() const;
 	uint32_t live_count() const { return static_cast<uint32_t>(by_name_.size()); }
+	// What `owner` holds (zeros for an owner without regions), and every
+	// owner that holds a region. Kept with the index: no table scan.
+	OwnerUsage usage_of(uint32_t owner) const;
+	const std::map<uint32_t, OwnerUsage> &usage_by_owner() const { return by_owner_; }
 	uint32_t slots() const { return geo_.table_slots; }
 
 	// Persists a new live region in a free slot; kNoSpace if the table is full.
@@ -112,6 +123,8 @@ private:
 		return reinterpret_cast<RegionEntry *>(base_ + geo_.table_offset) + slot;
 	}
 	void set_state(uint32_t slot, RegionState state, uint32_t generation);
+	// Counts `info` in (add) or out of its owner's usage.
+	void add_usage(const RegionInfo &info, bool add);
 	uint32_t id(uint32_t slot, uint32_t generation) const
 	{
 		return (generation << slot_bits_) | slot;
@@ -126,6 +139,7 @@ private:
 	std::vector<uint32_t> generation_;
 	std::unordered_map<uint32_t, RegionSlot> used_; // live or deleting, by slot
 	std::map<std::string, uint32_t> by_name_;       // live regions only, name order
+	std::map<uint32_t, OwnerUsage> by_owner_;       // live or deleting, by owner uid
 	uint32_t next_free_ = 0;                        // where the next create looks first
 };
 

@@ -41,6 +41,8 @@
  *                    now" case, worth retrying later
  *   -EPROTO          memfedd broke the control protocol (a version mismatch)
  *   -ERANGE          an access past the end of a region or window
+ *   -EDQUOT          creating the region would put the calling user over
+ *                    their quota on the module (memfedctl quota shows it)
  *   -ENOTRECOVERABLE a bug in memfed; the message says where
  *
  * The ERRORS section of each function's man page lists the values it returns.

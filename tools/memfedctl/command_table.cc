@@ -184,7 +184,7 @@ std::string top_usage()
 	}
 	u += "\nExit codes: 0 ok, 2 invalid argument, 3 not found, 4 already exists, 5 no space,\n"
 	     "6 permission, 7 corrupt, 8 I/O, 9 busy, 10 unavailable, 11 protocol, 12 out of "
-	     "range.\n";
+	     "range,\n13 internal, 14 quota.\n";
 	return u;
 }
 
