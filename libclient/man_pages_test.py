@@ -18,7 +18,7 @@ import sys
 
 # The errno values of the C API's convention (memfed.h, libmemfed(3)).
 CONVENTION = {"EINVAL", "ENOENT", "EEXIST", "ENOSPC", "EACCES", "EBADMSG", "EIO",
-              "EBUSY", "ECONNREFUSED", "EPROTO", "ERANGE", "ENOTRECOVERABLE"}
+              "EBUSY", "ECONNREFUSED", "EPROTO", "ERANGE", "EDQUOT", "ENOTRECOVERABLE"}
 # Named in libmemfed(3) as values that are NOT returned, or as kernel names.
 MENTIONED_ONLY = {"EPERM", "EUCLEAN", "EFSBADCRC"}
 

@@ -170,6 +170,15 @@ Options (each has a config-file key; flags override the file):
   --babeld PATH        "mesh.babeld" the babeld binary (default: babeld in PATH)
                        "mesh.leave_grace_ms" how long a module's route may be
                                      gone before the module is (1000)
+                       "quota.uid_bytes" bytes one local user (uid) may hold on
+                                     this node's module: a size, "N%" of the
+                                     pool, or null for no limit (default "50%")
+                       "quota.uid_regions" regions one uid may hold: a number,
+                                     "N%" of the region table, or null ("50%")
+                       "quota.root_exempt" uid 0 has no quota (default true)
+                       "quota.node_bytes", "quota.node_regions" the same for each
+                                     remote node, once peers are authenticated
+                                     (not enforced yet; default "50%")
   --print-config       print the configuration these flags and the config file
                        give, as a config file with every key, and exit
   --help               this text
@@ -217,7 +226,13 @@ json config_to_json(const DaemonConfig &cfg)
 	          {"prefix", cfg.mesh.prefix},
 	          {"hello_interval_ms", cfg.mesh.hello_interval_ms},
 	          {"leave_grace_ms", cfg.mesh.leave_grace_ms},
-	          {"babeld", cfg.mesh.babeld}}}};
+	          {"babeld", cfg.mesh.babeld}}},
+	        {"quota",
+	         {{"uid_bytes", cfg.quota.uid_bytes.to_json()},
+	          {"uid_regions", cfg.quota.uid_regions.to_json()},
+	          {"node_bytes", cfg.quota.node_bytes.to_json()},
+	          {"node_regions", cfg.quota.node_regions.to_json()},
+	          {"root_exempt", cfg.quota.root_exempt}}}};
 }
 
 Status apply_config_json(const std::string &text, const std::string &origin, DaemonConfig *cfg)
@@ -310,6 +325,28 @@ Status apply_config_json(const std::string &text, const std::string &origin, Dae
 					st = set_u32(origin, k, sv, 0, 3600000, &cfg->mesh.leave_grace_ms);
 				else if (k == "mesh.babeld")
 					st = set_string(origin, k, sv, &cfg->mesh.babeld);
+				else
+					return Status(Code::kInvalidArgument, origin + ": unknown key \"" + k +
+										      "\" (memfedd --help lists every key)");
+				MF_RETURN_IF_ERROR(st);
+			}
+		} else if (key == "quota") {
+			if (!v.is_object())
+				return type_error(origin, key, "an object");
+			for (auto &[sub, sv] : v.items()) {
+				std::string k = key + "." + sub;
+				if (k == "quota.uid_bytes")
+					st = parse_quota_limit(origin, k, sv, true, &cfg->quota.uid_bytes);
+				else if (k == "quota.uid_regions")
+					st = parse_quota_limit(origin, k, sv, false, &cfg->quota.uid_regions);
+				else if (k == "quota.node_bytes")
+					st = parse_quota_limit(origin, k, sv, true, &cfg->quota.node_bytes);
+				else if (k == "quota.node_regions")
+					st = parse_quota_limit(origin, k, sv, false, &cfg->quota.node_regions);
+				else if (k == "quota.root_exempt" && sv.is_boolean())
+					cfg->quota.root_exempt = sv.get<bool>();
+				else if (k == "quota.root_exempt")
+					st = type_error(origin, k, "true or false");
 				else
 					return Status(Code::kInvalidArgument, origin + ": unknown key \"" + k +
 										      "\" (memfedd --help lists every key)");

@@ -17,6 +17,7 @@
 #include "daemon/common/ids.h"
 #include "daemon/common/log.h"
 #include "daemon/common/status.h"
+#include "daemon/service/quota.h"
 
 namespace memfed {
 
@@ -48,6 +49,7 @@ struct DaemonConfig {
 		uint32_t leave_grace_ms = 1000;
 		std::string babeld = "babeld";
 	} mesh;
+	QuotaConfig quota; // what one uid (or node) may hold on this module (quota.h)
 };
 
 // Parses argv into `cfg`: reads --config FILE (or /etc/memfed/memfedd.json if

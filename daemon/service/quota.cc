@@ -1,0 +1,144 @@
+// Quota limits: parsing, resolving against a module, and the admission check
+// with its message (see quota.h).
+#include "daemon/service/quota.h"
+
+#include "daemon/common/size.h"
+
+namespace memfed
+{
+
+using nlohmann::json;
+
+uint64_t QuotaLimit::resolve(uint64_t whole) const
+{
+	switch (kind) {
+	case Kind::kNone:
+		return kNoLimit;
+	case Kind::kAmount:
+		return value;
+	case Kind::kPercent:
+		// No overflow: whole is at most a pool's bytes, well below 2^57.
+		return whole / 100 * value + whole % 100 * value / 100;
+	}
+	return kNoLimit;
+}
+
+json QuotaLimit::to_json() const
+{
+	switch (kind) {
+	case Kind::kNone:
+		return nullptr;
+	case Kind::kAmount:
+		return value;
+	case Kind::kPercent:
+		return std::to_string(value) + "%";
+	}
+	return nullptr;
+}
+
+Status parse_quota_limit(const std::string &origin, const std::string &key, const json &v,
+                         bool bytes, QuotaLimit *out)
+{
+	auto bad = [&] {
+		return Status(Code::kInvalidArgument,
+		              origin + ": key \"" + key + "\" must be " +
+		                      (bytes ? "a size (bytes, or a string like \"512M\")"
+		                             : "a number of regions") +
+		                      ", a percentage like \"50%\" of the module's " +
+		                      (bytes ? "pool" : "region table") + ", or null (no limit)");
+	};
+	if (v.is_null()) {
+		*out = QuotaLimit::none();
+		return Status::ok();
+	}
+	if (v.is_number_integer() && v.get<int64_t>() >= 0) {
+		*out = QuotaLimit::amount(v.get<uint64_t>());
+		return Status::ok();
+	}
+	if (!v.is_string())
+		return bad();
+	std::string s = v.get<std::string>();
+	if (!s.empty() && s.back() == '%') {
+		std::string digits = s.substr(0, s.size() - 1);
+		if (digits.empty() || digits.size() > 3 ||
+		    digits.find_first_not_of("0123456789") != std::string::npos)
+			return bad();
+		uint64_t p = std::stoull(digits);
+		if (p < 1 || p > 100)
+			return Status(Code::kInvalidArgument, origin + ": key \"" + key +
+			                                              "\": percentage '" + s +
+			                                              "' is not from 1% to 100%");
+		*out = QuotaLimit::percent(p);
+		return Status::ok();
+	}
+	if (bytes) {
+		if (auto n = parse_size(s)) {
+			*out = QuotaLimit::amount(*n);
+			return Status::ok();
+		}
+	}
+	return bad();
+}
+
+UidLimits uid_limits(const QuotaConfig &q, uint32_t uid, const ModuleSize &size)
+{
+	UidLimits l;
+	if (uid == 0 && q.root_exempt) {
+		l.exempt = true;
+		return l;
+	}
+	l.bytes = q.uid_bytes.resolve(size.capacity_bytes);
+	l.regions = q.uid_regions.resolve(size.table_slots);
+	return l;
+}
+
+namespace
+{
+
+// How a limit was set, for the message: "\"50%\" of this module's 1G pool".
+std::string setting(const QuotaLimit &l, const std::string &of)
+{
+	std::string s = l.to_json().dump();
+	return l.kind == QuotaLimit::Kind::kPercent ? s + " of " + of : s;
+}
+
+std::string regions_text(uint64_t n)
+{
+	return std::to_string(n) + (n == 1 ? " region" : " regions");
+}
+
+} // namespace
+
+Status admit_region(const QuotaConfig &q, uint32_t uid, const OwnerUsage &usage,
+                    const std::string &name, uint64_t bytes, const std::string &module,
+                    const ModuleSize &size, const std::string &config_path)
+{
+	UidLimits l = uid_limits(q, uid, size);
+	const std::string who = "uid " + std::to_string(uid);
+	const std::string file = config_path.empty() ? "/etc/memfed/memfedd.json" : config_path;
+	const std::string holds = who + " holds " + regions_text(usage.regions) + " of " +
+	                          format_size(usage.bytes) + " on module " + module;
+	const std::string fix = "; delete regions it no longer needs (memfedctl quota shows "
+	                        "usage and limits), or raise ";
+	if (l.regions != kNoLimit && uint64_t{usage.regions} + 1 > l.regions)
+		return Status(Code::kQuota,
+		              "cannot create region '" + name + "': " + holds +
+		                      ", and its quota is " + regions_text(l.regions) +
+		                      " (\"quota.uid_regions\": " +
+		                      setting(q.uid_regions,
+		                              "the module's " + std::to_string(size.table_slots) +
+		                                      "-region table") +
+		                      ")" + fix + "\"quota.uid_regions\" in " + file);
+	if (l.bytes != kNoLimit && (bytes > l.bytes || usage.bytes > l.bytes - bytes))
+		return Status(Code::kQuota,
+		              "cannot create region '" + name + "' of " + format_size(bytes) +
+		                      ": " + holds + ", and its quota is " + format_size(l.bytes) +
+		                      " (\"quota.uid_bytes\": " +
+		                      setting(q.uid_bytes,
+		                              "the module's " + format_size(size.capacity_bytes) +
+		                                      " pool") +
+		                      ")" + fix + "\"quota.uid_bytes\" in " + file);
+	return Status::ok();
+}
+
+} // namespace memfed
