@@ -59,7 +59,7 @@ Status ensure_dir(const std::string &path)
 
 // SIGHUP: loads the config again from the same file and flags, applies what
 // can change at run time and logs one line naming the rest.
-void reload(int argc, char **argv, DaemonConfig *running)
+void reload(int argc, char **argv, DaemonConfig *running, ControlOps *ops)
 {
 	timespec now;
 	clock_gettime(CLOCK_MONOTONIC, &now);
@@ -76,6 +76,8 @@ void reload(int argc, char **argv, DaemonConfig *running)
 		ConfigReload r = plan_reload(*running, fresh);
 		set_log_level(fresh.log_level);
 		running->log_level = fresh.log_level;
+		ops->set_quota(fresh.quota);
+		running->quota = fresh.quota;
 		std::string applied, restart;
 		for (const auto &a : r.applied)
 			applied += (applied.empty() ? "" : ", ") + a;
@@ -348,7 +350,7 @@ int main(int argc, char **argv)
 	int sig = 0;
 	DaemonConfig running = cfg;
 	while (sigwait(&stop_sigs, &sig) == 0 && sig == SIGHUP)
-		reload(argc, argv, &running);
+		reload(argc, argv, &running, &ops);
 	LOG_INFO("memfedd", "signal %s: stopping", strsignal(sig));
 	sd_notify(0, "STOPPING=1");
 

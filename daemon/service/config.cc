@@ -184,7 +184,8 @@ Options (each has a config-file key; flags override the file):
   --help               this text
 
 SIGHUP (systemctl reload memfedd) re-reads the config file and applies
-"log_level" at once; other changed keys are logged and wait for a restart.
+"log_level" and "quota.*" at once; other changed keys are logged and wait for
+a restart.
 
 Example config:
   {"state_dir": "/var/lib/memfed", "pool": {"path": "/dev/dax0.0", "size": "16G"},
@@ -436,8 +437,13 @@ ConfigReload plan_reload(const DaemonConfig &running, const DaemonConfig &fresh)
 	std::map<std::string, json> before, after;
 	flatten_config(config_to_json(running), "", &before);
 	flatten_config(config_to_json(fresh), "", &after);
+	// The quotas are read at each region create, so they apply at once too.
 	for (const auto &[key, v] : after) {
-		if (key != "log_level" && before[key] != v)
+		if (key == "log_level" || before[key] == v)
+			continue;
+		if (key.rfind("quota.", 0) == 0)
+			r.applied.push_back(key + " " + before[key].dump() + " -> " + v.dump());
+		else
 			r.need_restart.push_back(key);
 	}
 	return r;

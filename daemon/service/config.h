@@ -67,7 +67,7 @@ nlohmann::json config_to_json(const DaemonConfig &cfg);
 
 // What a reload (SIGHUP, `systemctl reload memfedd`) does with a freshly
 // loaded config. Keys that can change while memfedd runs are applied:
-// "log_level" (the only one so far). Every other key that differs is listed
+// "log_level" and the "quota.*" keys. Every other key that differs is listed
 // in `need_restart`: it keeps its running value until memfedd restarts.
 struct ConfigReload {
 	std::vector<std::string> applied;      // "log_level info -> debug"

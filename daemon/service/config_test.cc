@@ -126,4 +126,12 @@ TEST_CASE("a reload applies log_level and names every other changed key as needi
 	ConfigReload r = plan_reload(running, fresh);
 	REQUIRE(r.applied == std::vector<std::string>{"log_level info -> debug"});
 	REQUIRE(r.need_restart == std::vector<std::string>{"listen", "pager.budget", "peers"});
+
+	DaemonConfig quota = running;
+	REQUIRE(apply_config_json(R"({"quota": {"uid_bytes": "8M", "uid_regions": null}})", "test",
+	                          &quota));
+	r = plan_reload(running, quota);
+	REQUIRE(r.applied == std::vector<std::string>{"quota.uid_bytes \"50%\" -> 8388608",
+	                                              "quota.uid_regions \"50%\" -> null"});
+	REQUIRE(r.need_restart.empty());
 }

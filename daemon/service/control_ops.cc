@@ -111,8 +111,20 @@ json region_json(const RegionLocation &r)
 }
 
 ControlOps::ControlOps(const DaemonConfig &cfg, NodeFederation *fed, std::string listen_endpoint)
-	: cfg_(cfg), fed_(fed), listen_(std::move(listen_endpoint))
+	: cfg_(cfg), fed_(fed), listen_(std::move(listen_endpoint)), quota_(cfg.quota)
 {
+}
+
+void ControlOps::set_quota(const QuotaConfig &q)
+{
+	std::lock_guard<std::mutex> lk(quota_mu_);
+	quota_ = q;
+}
+
+QuotaConfig ControlOps::quota() const
+{
+	std::lock_guard<std::mutex> lk(quota_mu_);
+	return quota_;
 }
 
 void ControlOps::register_ops(control::Server &server)
@@ -133,7 +145,8 @@ void ControlOps::register_ops(control::Server &server)
 	server.add_op("region.show", [this](const Peer &p, Message &m) { return region_show(p, m); });
 	server.add_op("region.truncate",
 		      [this](const Peer &p, Message &m) { return region_truncate(p, m); });
-	server.add_op("region.list", [this](const Peer &, Message &m) { return region_list(m); });
+	server.add_op("region.list", [this](const Peer &p, Message &m) { return region_list(p, m); });
+	server.add_op("quota.show", [this](const Peer &p, Message &) { return quota_show(p); });
 	server.add_op("region.read", [this](const Peer &p, Message &m) { return region_read(p, m); });
 	server.add_op("region.write", [this](const Peer &p, Message &m) { return region_write(p, m); });
 	server.add_op("region.copy", [this](const Peer &p, Message &m) { return region_copy(p, m); });
@@ -240,7 +253,18 @@ Message ControlOps::region_create(const control::Peer &peer, Message &req)
 						  "\"module\" must be a module ID like 02:00:00:00:00:01"));
 		module = id;
 	}
-	auto r = fed_->create_region(*name, *size, peer.uid, uint32_t(*mode), module);
+	// The caller's quota on this node's module, checked under the store's
+	// table lock; a peer module decides its own.
+	ModuleStore::AdmitFn admit;
+	const bool local = fed_->has_local() && (!module || *module == fed_->self());
+	if (local) {
+		admit = [this, uid = peer.uid, q = quota(), size = fed_->local_size(),
+			 module = fed_->self().to_string(),
+			 name = *name](const OwnerUsage &usage, uint64_t bytes) {
+			return admit_region(q, uid, usage, name, bytes, module, size, cfg_.config_path);
+		};
+	}
+	auto r = fed_->create_region(*name, *size, peer.uid, uint32_t(*mode), module, admit);
 	if (r && *length != UINT64_MAX)
 		r = fed_->set_length(*r, *length, false);
 	if (!r)
@@ -330,11 +354,14 @@ Message ControlOps::region_truncate(const control::Peer &peer, Message &req)
 // outgrows a control packet. Request: "after" (continue after this name:
 // the previous reply's "next"), "prefix" (only names that start with it),
 // "limit" (at most this many; default and cap kListPage). Reply: "regions",
-// "more" (true: ask again with "after": "next").
-Message ControlOps::region_list(Message &req)
+// "more" (true: ask again with "after": "next"). Only the regions the caller
+// may read are listed; one request looks at no more than kListScan regions,
+// so a page may hold fewer than "limit" (even none) and still have "more".
+Message ControlOps::region_list(const control::Peer &peer, Message &req)
 {
 	constexpr size_t kListPage = 256;
 	constexpr size_t kListBytes = 96 * 1024; // of region JSON, well below kMaxPacket
+	constexpr size_t kListScan = 1024;	 // regions looked at per request
 	auto after = req.body.value("after", std::string());
 	auto prefix = req.body.value("prefix", std::string());
 	auto limit = need_u64(req.body, "limit", kListPage);
@@ -356,9 +383,13 @@ Message ControlOps::region_list(Message &req)
 	json list = json::array();
 	size_t bytes = 0;
 	bool more = true;
-	std::string next;
-	while (more && list.size() < *limit && bytes < kListBytes) {
-		auto page = fed_->list_regions_page(cursor, *limit - list.size(), &more);
+	size_t scanned = 0;
+	while (more && list.size() < *limit && bytes < kListBytes && scanned < kListScan) {
+		// A caller who may not see every region asks for whole pages: much
+		// of what comes back may be hidden from them.
+		size_t want = peer.privileged() ? *limit - list.size() : kListPage;
+		auto page = fed_->list_regions_page(cursor, want, &more);
+		scanned += page.size();
 		for (const auto &r : page) {
 			cursor = r.name;
 			if (r.name.compare(0, prefix.size(), prefix) != 0) {
@@ -368,10 +399,12 @@ Message ControlOps::region_list(Message &req)
 				}
 				continue;
 			}
+			if (!check_access(r, peer.uid, Access::kRead))
+				continue; // not the caller's to see
 			json j = region_json(r);
 			bytes += j.dump().size();
 			list.push_back(std::move(j));
-			if (bytes >= kListBytes && &r != &page.back()) {
+			if ((bytes >= kListBytes || list.size() >= *limit) && &r != &page.back()) {
 				more = true;
 				break;
 			}
@@ -383,6 +416,43 @@ Message ControlOps::region_list(Message &req)
 	if (more)
 		b["next"] = cursor;
 	return ok_reply(b);
+}
+
+// The caller's usage and limits on this node's module; root gets every
+// uid that holds a region there (and its own). Reply: "module" (null
+// without a local module), "capacity_bytes", "table_slots", "config" (the
+// quota keys as configured), "uids": [{"uid", "regions", "bytes",
+// "regions_limit", "bytes_limit" (null: no limit), "exempt"}].
+Message ControlOps::quota_show(const control::Peer &peer)
+{
+	QuotaConfig q = quota();
+	DaemonConfig with;
+	with.quota = q;
+	json config = config_to_json(with)["quota"];
+	if (!fed_->has_local())
+		return ok_reply({{"module", nullptr}, {"config", config}, {"uids", json::array()}});
+	ModuleSize size = fed_->local_size();
+	auto usage = fed_->local_usage();
+	if (!peer.privileged())
+		usage = {{peer.uid, usage[peer.uid]}};
+	else
+		usage.try_emplace(peer.uid);
+	auto limit = [](uint64_t l) { return l == kNoLimit ? json(nullptr) : json(l); };
+	json uids = json::array();
+	for (const auto &[uid, u] : usage) {
+		UidLimits l = uid_limits(q, uid, size);
+		uids.push_back({{"uid", uid},
+				{"regions", u.regions},
+				{"bytes", u.bytes},
+				{"regions_limit", limit(l.regions)},
+				{"bytes_limit", limit(l.bytes)},
+				{"exempt", l.exempt}});
+	}
+	return ok_reply({{"module", fed_->self().to_string()},
+			 {"capacity_bytes", size.capacity_bytes},
+			 {"table_slots", size.table_slots},
+			 {"config", config},
+			 {"uids", uids}});
 }
 
 // Byte-granular access for scripting: whole pages travel; a partial page at

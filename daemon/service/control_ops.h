@@ -9,11 +9,19 @@
 // region some local process maps (the pager's mappings, the window table's
 // mapped windows) is "busy" (kBusy naming the pids) unless "force" is set.
 //
+// Quotas (quota.h): a region.create on this node's module is admitted only
+// within the caller's quota ("quota.uid_bytes", "quota.uid_regions"; root is
+// exempt by default), checked under the store's table lock; "quota.show" gives
+// a user their usage and limits (root: every uid's). region.list shows a user
+// only the regions they may read (their own, and those whose mode lets others
+// read); root sees every region.
+//
 // Thread-safety: handlers run on control connection threads concurrently;
 // everything they touch is thread-safe.
 #pragma once
 
 #include <functional>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -49,6 +57,8 @@ public:
 		region_users_.push_back(std::move(f));
 	}
 	void register_ops(control::Server &server);
+	// The quotas in force from now on (a reload); they start as cfg.quota.
+	void set_quota(const QuotaConfig &q);
 	// The "stats" body and the module table in the Prometheus text format
 	// (metrics_format.h); kUnavailable if the pager does not answer.
 	Result<std::string> metrics_text();
@@ -66,7 +76,9 @@ private:
 	control::Message region_delete(const control::Peer &peer, control::Message &req);
 	control::Message region_show(const control::Peer &peer, control::Message &req);
 	control::Message region_truncate(const control::Peer &peer, control::Message &req);
-	control::Message region_list(control::Message &req);
+	control::Message region_list(const control::Peer &peer, control::Message &req);
+	control::Message quota_show(const control::Peer &peer);
+	QuotaConfig quota() const;
 	control::Message region_read(const control::Peer &peer, control::Message &req);
 	control::Message region_write(const control::Peer &peer, control::Message &req);
 	control::Message region_copy(const control::Peer &peer, control::Message &req);
@@ -78,6 +90,8 @@ private:
 	std::function<void(nlohmann::json &)> status_hook_;
 	std::function<nlohmann::json()> pager_stats_;
 	std::vector<std::function<std::vector<pid_t>(const std::string &)>> region_users_;
+	mutable std::mutex quota_mu_;
+	QuotaConfig quota_; // guarded by quota_mu_
 };
 
 } // namespace memfed

@@ -255,9 +255,23 @@ Result<std::unique_ptr<Channel>> NodeFederation::open_channel(EventLoop *loop, M
 	return std::unique_ptr<Channel>(std::move(*ch));
 }
 
+ModuleSize NodeFederation::local_size() const
+{
+	if (!store_)
+		return {};
+	PoolInfo i = store_->info();
+	return {i.capacity_bytes, i.table_slots};
+}
+
+std::map<uint32_t, OwnerUsage> NodeFederation::local_usage() const
+{
+	return store_ ? store_->usage_by_owner() : std::map<uint32_t, OwnerUsage>{};
+}
+
 Result<RegionLocation> NodeFederation::create_region(const std::string &name, uint64_t size,
 						      uint32_t uid, uint32_t mode,
-						      std::optional<ModuleId> module)
+						      std::optional<ModuleId> module,
+						      const ModuleStore::AdmitFn &admit)
 {
 	if (auto held = locate_region(name))
 		return Status(Code::kAlreadyExists, "region '" + name + "' already exists on module " +
@@ -265,7 +279,7 @@ Result<RegionLocation> NodeFederation::create_region(const std::string &name, ui
 							    " (memfedctl region ls; names are unique across the "
 							    "federation)");
 	if (store_ && (!module || *module == store_->module_id())) {
-		auto r = store_->create_region(name, size, uid, mode);
+		auto r = store_->create_region(name, size, uid, mode, admit);
 		if (!r)
 			return r.status();
 		return location(store_->module_id(), to_wire(*r));

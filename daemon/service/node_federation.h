@@ -10,6 +10,7 @@
 // serialised by that peer's lock.
 #pragma once
 
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -18,6 +19,7 @@
 
 #include "daemon/service/federation.h"
 #include "daemon/service/module_service.h"
+#include "daemon/service/quota.h"
 #include "daemon/transport/sync_client.h"
 
 namespace memfed {
@@ -36,9 +38,11 @@ public:
 	Result<std::unique_ptr<Channel>> open_channel(EventLoop *loop, ModuleId module) override;
 
 	// Creates a region on `module` (unset: the local module, or else the first
-	// reachable peer with room).
+	// reachable peer with room). `admit` decides a create on the local module
+	// (ModuleStore::AdmitFn: the control socket's quota); a peer decides its own.
 	Result<RegionLocation> create_region(const std::string &name, uint64_t size, uint32_t uid,
-					     uint32_t mode, std::optional<ModuleId> module);
+					     uint32_t mode, std::optional<ModuleId> module,
+					     const ModuleStore::AdmitFn &admit = nullptr);
 	Status delete_region(const RegionLocation &loc);
 	// Sets the region's length as a file (ModuleStore::set_length).
 	Result<RegionLocation> set_length(const RegionLocation &loc, uint64_t length,
@@ -63,6 +67,10 @@ public:
 			uint32_t hops, const std::string &why);
 	// Regions of the local module (0 without one).
 	uint32_t local_region_count() const { return store_ ? store_->info().regions : 0; }
+	// The local module's pool capacity and region table slots (zeros without one).
+	ModuleSize local_size() const;
+	// What each owner holds on the local module (empty without one).
+	std::map<uint32_t, OwnerUsage> local_usage() const;
 
 private:
 	struct Peer;
