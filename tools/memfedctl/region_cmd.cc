@@ -21,7 +21,8 @@ constexpr const char *kUsage = R"(usage: memfedctl region COMMAND
   rm NAME [--force]                 delete a region and its data; a region that a
                                     process maps is busy (exit 9, naming the pids)
                                     unless --force
-  ls                                list regions on every reachable module
+  ls                                list regions on every reachable module: all of
+                                    them for root, else those you may read
   show NAME                         one region in detail
   truncate NAME LENGTH              set the region's length as a file (at most
                                     its size); bytes past a shorter end become zeros
