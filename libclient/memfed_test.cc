@@ -31,18 +31,28 @@ namespace
 class Daemon
 {
 public:
-	Daemon()
+	// `config`: the JSON of a config file to start it with (empty: none).
+	explicit Daemon(const std::string &config = "")
 	{
 		char tmpl[] = "/tmp/memfed-libclient.XXXXXX";
 		dir_ = mkdtemp(tmpl);
 		sock_ = dir_ + "/sock";
+		std::string config_path = dir_ + "/memfedd.json";
+		if (!config.empty()) {
+			FILE *f = fopen(config_path.c_str(), "w");
+			REQUIRE(f);
+			fputs(config.c_str(), f);
+			fclose(f);
+		}
 		pid_ = fork();
 		if (pid_ == 0) {
 			std::string log = dir_ + "/memfedd.log";
 			freopen(log.c_str(), "w", stderr);
+			// Without a config, the null in its place ends the argument list.
+			const char *with_config = config.empty() ? nullptr : "--config";
 			execl(MEMFEDD_BIN, MEMFEDD_BIN, "--state-dir", dir_.c_str(), "--socket",
 			      sock_.c_str(), "--kmod", "off", "--pool-size", "256M", "--listen",
-			      "127.0.0.1:0", (char *)nullptr);
+			      "127.0.0.1:0", with_config, config_path.c_str(), (char *)nullptr);
 			_exit(127);
 		}
 		for (int i = 0; i < 400; i++) {
@@ -326,6 +336,55 @@ TEST_CASE("a region's mode keeps other users out: -EACCES")
 	CHECK(rc[1] == -EACCES); // may read, may not delete (not the owner)
 	CHECK(rc[2] == -EACCES);
 	CHECK(contains(msg, "uid 65534 may not read region 'private'"));
+}
+
+TEST_CASE("a region past the user's quota: -EDQUOT naming the quota")
+{
+	if (geteuid() != 0) {
+		WARN("SKIPPED: root is exempt from quotas; only root can act as a second uid");
+		return;
+	}
+	Daemon d(R"({"quota": {"uid_regions": 1}})");
+	REQUIRE(chmod(d.dir().c_str(), 0755) == 0); // let the other uid reach the socket
+	int p[2];
+	REQUIRE(pipe(p) == 0);
+	pid_t pid = fork();
+	if (pid == 0) {
+		close(p[0]);
+		int rc[3] = {1, 1, 1};
+		memfed_conn *c = nullptr;
+		if (setgid(65534) != 0 || setuid(65534) != 0)
+			_exit(2);
+		if ((rc[0] = memfed_connect(d.sock().c_str(), &c)) == 0) {
+			rc[1] = memfed_region_create(c, "first", 4096, 0600, nullptr);
+			rc[2] = memfed_region_create(c, "second", 4096, 0600, nullptr);
+		}
+		std::string msg = memfed_strerror(rc[2]);
+		(void)!write(p[1], rc, sizeof(rc));
+		(void)!write(p[1], msg.data(), msg.size());
+		_exit(0);
+	}
+	close(p[1]);
+	int rc[3] = {1, 1, 1};
+	REQUIRE(read(p[0], rc, sizeof(rc)) == ssize_t(sizeof(rc)));
+	char msg[1024] = {};
+	(void)!read(p[0], msg, sizeof(msg) - 1);
+	close(p[0]);
+	int status = 0;
+	waitpid(pid, &status, 0);
+	REQUIRE(WIFEXITED(status));
+	REQUIRE(WEXITSTATUS(status) == 0);
+	CHECK(rc[0] == 0);
+	CHECK(rc[1] == 0);
+	CHECK(rc[2] == -EDQUOT);
+	CHECK(contains(msg, "uid 65534 holds 1 region"));
+	CHECK(contains(msg, "\"quota.uid_regions\""));
+	// Root is exempt.
+	memfed_conn *m = nullptr;
+	REQUIRE(memfed_connect(d.sock().c_str(), &m) == 0);
+	CHECK(memfed_region_create(m, "root1", 4096, 0600, nullptr) == 0);
+	CHECK(memfed_region_create(m, "root2", 4096, 0600, nullptr) == 0);
+	memfed_close(m);
 }
 
 TEST_CASE("replies a correct daemon never sends: -EPROTO, and the codes of a failing disk or a bug")
