@@ -95,9 +95,12 @@ UidLimits uid_limits(const QuotaConfig &q, uint32_t uid, const ModuleSize &size)
 namespace
 {
 
-// How a limit was set, for the message: "\"50%\" of this module's 1G pool".
-std::string setting(const QuotaLimit &l, const std::string &of)
+// How a limit was set, as the config file could say it, for the message:
+// "\"50%\" of the module's 1G pool", "\"8M\"", "3".
+std::string setting(const QuotaLimit &l, bool bytes, const std::string &of)
 {
+	if (bytes && l.kind == QuotaLimit::Kind::kAmount)
+		return "\"" + format_size(l.value) + "\"";
 	std::string s = l.to_json().dump();
 	return l.kind == QuotaLimit::Kind::kPercent ? s + " of " + of : s;
 }
@@ -125,7 +128,7 @@ Status admit_region(const QuotaConfig &q, uint32_t uid, const OwnerUsage &usage,
 		              "cannot create region '" + name + "': " + holds +
 		                      ", and its quota is " + regions_text(l.regions) +
 		                      " (\"quota.uid_regions\": " +
-		                      setting(q.uid_regions,
+		                      setting(q.uid_regions, false,
 		                              "the module's " + std::to_string(size.table_slots) +
 		                                      "-region table") +
 		                      ")" + fix + "\"quota.uid_regions\" in " + file);
@@ -134,7 +137,7 @@ Status admit_region(const QuotaConfig &q, uint32_t uid, const OwnerUsage &usage,
 		              "cannot create region '" + name + "' of " + format_size(bytes) +
 		                      ": " + holds + ", and its quota is " + format_size(l.bytes) +
 		                      " (\"quota.uid_bytes\": " +
-		                      setting(q.uid_bytes,
+		                      setting(q.uid_bytes, true,
 		                              "the module's " + format_size(size.capacity_bytes) +
 		                                      " pool") +
 		                      ")" + fix + "\"quota.uid_bytes\" in " + file);

@@ -106,7 +106,7 @@ TEST_CASE("a create over quota is refused naming the quota, the usage and the ke
 	CHECK(st.code() == Code::kQuota);
 	CHECK(st.message() ==
 	      "cannot create region 'big' of 3M: uid 1000 holds 2 regions of 6M on module "
-	      "02:00:00:00:00:01, and its quota is 8M (\"quota.uid_bytes\": 8388608); delete "
+	      "02:00:00:00:00:01, and its quota is 8M (\"quota.uid_bytes\": \"8M\"); delete "
 	      "regions it no longer needs (memfedctl quota shows usage and limits), or raise "
 	      "\"quota.uid_bytes\" in /etc/m.json");
 

@@ -22,6 +22,14 @@ std::string limit_text(const json &v, bool bytes)
 	return bytes ? human_size(v.get<uint64_t>()) : std::to_string(v.get<uint64_t>());
 }
 
+// A configured key as printed: "50%", 8M, 100, null.
+std::string setting_text(const json &v, bool bytes)
+{
+	if (bytes && v.is_number_unsigned())
+		return format_size(v.get<uint64_t>());
+	return v.dump();
+}
+
 } // namespace
 
 int cmd_quota(const Globals &g, Args &a)
@@ -52,7 +60,8 @@ int cmd_quota(const Globals &g, Args &a)
 	            b["module"].get<std::string>().c_str(),
 	            human_size(b["capacity_bytes"].get<uint64_t>()).c_str(),
 	            (unsigned long long)b["table_slots"].get<uint64_t>(),
-	            c["uid_bytes"].dump().c_str(), c["uid_regions"].dump().c_str(),
+	            setting_text(c["uid_bytes"], true).c_str(),
+	            setting_text(c["uid_regions"], false).c_str(),
 	            c["root_exempt"].get<bool>() ? ", root exempt" : "");
 	std::printf("%-10s %8s %8s %10s %10s\n", "UID", "REGIONS", "LIMIT", "BYTES", "LIMIT");
 	for (const auto &u : b["uids"]) {
