@@ -100,7 +100,7 @@ namespace
 std::string setting(const QuotaLimit &l, bool bytes, const std::string &of)
 {
 	if (bytes && l.kind == QuotaLimit::Kind::kAmount)
-		return "\"" + format_size(l.value) + "\"";
+		return json(format_size(l.value)).dump(); // quoted, as the file writes it
 	std::string s = l.to_json().dump();
 	return l.kind == QuotaLimit::Kind::kPercent ? s + " of " + of : s;
 }
