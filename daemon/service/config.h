@@ -17,6 +17,7 @@
 #include "daemon/common/ids.h"
 #include "daemon/common/log.h"
 #include "daemon/common/status.h"
+#include "daemon/trust/trusted_peers.h"
 
 namespace memfed {
 
@@ -48,6 +49,13 @@ struct DaemonConfig {
 		uint32_t leave_grace_ms = 1000;
 		std::string babeld = "babeld";
 	} mesh;
+	// Trust between nodes: this node's key and the keys it talks to.
+	struct Trust {
+		std::string key_file;                   // default: <state_dir>/node.key
+		std::vector<trust::TrustedPeer> peers;  // `memfedctl peer add` edits these
+		uint32_t rekey_seconds = 120;           // new session keys this often...
+		uint64_t rekey_bytes = uint64_t{1} << 36; // ...or after this many bytes (64 GiB)
+	} trust;
 };
 
 // Parses argv into `cfg`: reads --config FILE (or /etc/memfed/memfedd.json if

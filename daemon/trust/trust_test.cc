@@ -8,6 +8,7 @@
 #include <fstream>
 
 #include "daemon/trust/node_key.h"
+#include "daemon/trust/trusted_peers.h"
 
 using namespace memfed;
 using namespace memfed::trust;
@@ -103,4 +104,21 @@ TEST_CASE("the key file is created 0600, reloaded, and refused when loose", "[tr
 	auto missing = load_node_key(path);
 	CHECK(missing.status().code() == Code::kNotFound);
 	rmdir(dir.c_str());
+}
+
+TEST_CASE("the trusted set finds keys, names them, and is replaced whole", "[trust]")
+{
+	auto a = generate_node_key();
+	auto b = generate_node_key();
+	REQUIRE(a);
+	REQUIRE(b);
+	TrustedPeers peers({{a->pub, "lamp-7", "10.0.0.7:7700"}});
+	CHECK(peers.contains(a->pub));
+	CHECK_FALSE(peers.contains(b->pub));
+	CHECK(peers.describe(a->pub) == "lamp-7 (" + encode_key(a->pub) + ")");
+	CHECK(peers.describe(b->pub) == encode_key(b->pub));
+	peers.replace({{b->pub, "", ""}});
+	CHECK_FALSE(peers.contains(a->pub));
+	CHECK(peers.contains(b->pub));
+	CHECK(peers.size() == 1);
 }
