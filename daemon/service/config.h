@@ -70,6 +70,11 @@ std::string config_usage();
 // apply_config_json() rejects any key this document does not have, so
 // `memfedd --print-config` lists every key (the man page test relies on it).
 nlohmann::json config_to_json(const DaemonConfig &cfg);
+// "trust.peers" as the config file writes it, and parsed back (errors name
+// `origin` and `key`).
+nlohmann::json trusted_peers_json(const std::vector<trust::TrustedPeer> &peers);
+Status parse_trusted_peers(const nlohmann::json &v, const std::string &origin,
+                           const std::string &key, std::vector<trust::TrustedPeer> *out);
 
 // What a reload (SIGHUP, `systemctl reload memfedd`) does with a freshly
 // loaded config. Keys that can change while memfedd runs are applied:
