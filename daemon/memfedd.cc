@@ -34,6 +34,8 @@
 #include "daemon/store/pool.h"
 #include "daemon/transport/event_loop.h"
 #include "daemon/transport/tcp_server.h"
+#include "daemon/trust/node_key.h"
+#include "daemon/trust/trusted_peers.h"
 
 using namespace memfed;
 
@@ -155,6 +157,17 @@ int main(int argc, char **argv)
 		return die(st);
 	if (!(st = ensure_dir(std::filesystem::path(cfg.socket).parent_path().string())))
 		return die(st);
+	// The node's identity, and the keys it talks to.
+	if (cfg.trust.key_file.empty())
+		cfg.trust.key_file = cfg.state_dir + "/node.key";
+	bool key_created = false;
+	auto node_key = trust::load_or_create_node_key(cfg.trust.key_file, &key_created);
+	if (!node_key)
+		return die(node_key.status());
+	auto trusted = std::make_shared<trust::TrustedPeers>(cfg.trust.peers);
+	LOG_INFO("memfedd", "node key %s (%s %s), %zu trusted peers",
+	         trust::encode_key(node_key->pub).c_str(), key_created ? "created in" : "from",
+	         cfg.trust.key_file.c_str(), trusted->size());
 	const bool in_mesh = !cfg.mesh.interfaces.empty();
 	mesh::MeshPrefix mesh_prefix;
 	if (in_mesh && port_of(cfg.listen) == "0")

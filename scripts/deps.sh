@@ -12,6 +12,8 @@ packages=(
 	nlohmann-json3-dev catch2 libmimalloc-dev libisal-dev libibverbs-dev librdmacm-dev
 	libmicrohttpd-dev
 	libsystemd-dev
+	# node keys and TLS between nodes
+	libssl-dev
 	# Debian packages (make deb) and the unit's check (systemd-analyze)
 	debhelper dh-dkms dpkg-dev lintian fakeroot systemd
 	# test clients and tools

@@ -170,6 +170,15 @@ Options (each has a config-file key; flags override the file):
   --babeld PATH        "mesh.babeld" the babeld binary (default: babeld in PATH)
                        "mesh.leave_grace_ms" how long a module's route may be
                                      gone before the module is (1000)
+  --key-file PATH      "trust.key_file" this node's private key (default
+                                     STATE_DIR/node.key, created on first start)
+  --trust KEY[@HOST:PORT]  "trust.peers" trust the node with this public key,
+                                     and dial it at HOST:PORT (repeatable)
+                       "trust.peers" entries: {"key": KEY, "name": NAME,
+                                     "endpoint": "HOST:PORT"}; name and
+                                     endpoint are optional
+                       "trust.rekey_seconds" new session keys this often (120)
+                       "trust.rekey_bytes" ...or after this many bytes (64G)
                        "quota.uid_bytes" bytes one local user (uid) may hold on
                                      this node's module: a size, "N%" of the
                                      pool, or null for no limit (default "50%")
@@ -191,6 +200,60 @@ Example config:
   {"state_dir": "/var/lib/memfed", "pool": {"path": "/dev/dax0.0", "size": "16G"},
    "listen": "10.0.0.2:7700", "peers": ["10.0.0.3:7700"], "roles": ["module", "pager"]}
 )";
+}
+
+json trusted_peers_json(const std::vector<trust::TrustedPeer> &peers)
+{
+	json out = json::array();
+	for (const auto &p : peers) {
+		json e = {{"key", trust::encode_key(p.key)}};
+		if (!p.name.empty())
+			e["name"] = p.name;
+		if (!p.endpoint.empty())
+			e["endpoint"] = p.endpoint;
+		out.push_back(e);
+	}
+	return out;
+}
+
+Status parse_trusted_peers(const json &v, const std::string &origin, const std::string &key,
+                           std::vector<trust::TrustedPeer> *out)
+{
+	const char *want = "an array of {\"key\": KEY, \"name\": NAME, \"endpoint\": "
+	                   "\"HOST:PORT\"} (name and endpoint optional)";
+	if (!v.is_array())
+		return type_error(origin, key, want);
+	std::vector<trust::TrustedPeer> peers;
+	for (const auto &e : v) {
+		if (!e.is_object() || !e.contains("key") || !e["key"].is_string())
+			return type_error(origin, key, want);
+		trust::TrustedPeer p;
+		for (auto &[field, fv] : e.items()) {
+			std::string k = key + "." + field;
+			if (field == "key") {
+				auto pk = trust::decode_public_key(fv.get<std::string>(),
+				                                   origin + ": " + key + " key");
+				if (!pk)
+					return pk.status();
+				p.key = *pk;
+			} else if (field == "name") {
+				MF_RETURN_IF_ERROR(set_string(origin, k, fv, &p.name));
+			} else if (field == "endpoint") {
+				std::string ep;
+				if (!fv.is_string())
+					return type_error(origin, k, "a string \"HOST:PORT\"");
+				MF_RETURN_IF_ERROR(set_endpoint(origin, k, fv.get<std::string>(), &ep));
+				p.endpoint = ep;
+			} else {
+				return Status(Code::kInvalidArgument,
+				              origin + ": unknown key \"" + k +
+				                      "\" (a trusted peer has key, name and endpoint)");
+			}
+		}
+		peers.push_back(std::move(p));
+	}
+	*out = std::move(peers);
+	return Status::ok();
 }
 
 json config_to_json(const DaemonConfig &cfg)
@@ -233,7 +296,13 @@ json config_to_json(const DaemonConfig &cfg)
 	          {"uid_regions", cfg.quota.uid_regions.to_json()},
 	          {"node_bytes", cfg.quota.node_bytes.to_json()},
 	          {"node_regions", cfg.quota.node_regions.to_json()},
-	          {"root_exempt", cfg.quota.root_exempt}}}};
+	          {"root_exempt", cfg.quota.root_exempt}}},
+	        {"trust",
+	         {{"key_file", cfg.trust.key_file.empty() ? cfg.state_dir + "/node.key"
+	                                                  : cfg.trust.key_file},
+	          {"peers", trusted_peers_json(cfg.trust.peers)},
+	          {"rekey_seconds", cfg.trust.rekey_seconds},
+	          {"rekey_bytes", cfg.trust.rekey_bytes}}}};
 }
 
 Status apply_config_json(const std::string &text, const std::string &origin, DaemonConfig *cfg)
@@ -351,6 +420,21 @@ Status apply_config_json(const std::string &text, const std::string &origin, Dae
 				else
 					return Status(Code::kInvalidArgument, origin + ": unknown key \"" + k +
 										      "\" (memfedd --help lists every key)");
+				MF_RETURN_IF_ERROR(st);
+			}
+		} else if (key == "trust") {
+			if (!v.is_object())
+				return type_error(origin, key, "an object");
+			for (auto &[sub, sv] : v.items()) {
+				std::string k = key + "." + sub;
+				if (k == "trust.key_file")
+					st = set_string(origin, k, sv, &cfg->trust.key_file);
+				else if (k == "trust.peers")
+					st = parse_trusted_peers(sv, origin, k, &cfg->trust.peers);
+				else if (k == "trust.rekey_seconds")
+					st = set_u32(origin, k, sv, 1, 86400, &cfg->trust.rekey_seconds);
+				else if (k == "trust.rekey_bytes")
+					st = set_size(origin, k, sv, &cfg->trust.rekey_bytes);
 				MF_RETURN_IF_ERROR(st);
 			}
 		} else if (key == "pool" || key == "pager") {
@@ -474,6 +558,7 @@ Status load_config(int argc, char **argv, DaemonConfig *cfg, bool *help)
 	}
 
 	bool peers_from_flags = false;
+	bool trust_from_flags = false;
 	for (int i = 1; i < argc; i++) {
 		std::string a = argv[i], val;
 		if (a == "--help" || a == "-h") {
@@ -529,6 +614,23 @@ Status load_config(int argc, char **argv, DaemonConfig *cfg, bool *help)
 			std::string ep;
 			st = set_endpoint(origin, a, val, &ep);
 			cfg->peers.push_back(ep);
+		} else if (a == "--key-file") {
+			MF_RETURN_IF_ERROR(need());
+			cfg->trust.key_file = val;
+		} else if (a == "--trust") {
+			MF_RETURN_IF_ERROR(need());
+			if (!trust_from_flags)
+				cfg->trust.peers.clear();
+			trust_from_flags = true;
+			trust::TrustedPeer p;
+			auto at = val.find('@');
+			auto pk = trust::decode_public_key(val.substr(0, at), "--trust key");
+			if (!pk)
+				return pk.status();
+			p.key = *pk;
+			if (at != std::string::npos)
+				st = set_endpoint(origin, a, val.substr(at + 1), &p.endpoint);
+			cfg->trust.peers.push_back(std::move(p));
 		} else if (a == "--roles") {
 			MF_RETURN_IF_ERROR(need());
 			std::vector<std::string> roles;

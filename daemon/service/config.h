@@ -18,6 +18,7 @@
 #include "daemon/common/log.h"
 #include "daemon/common/status.h"
 #include "daemon/service/quota.h"
+#include "daemon/trust/trusted_peers.h"
 
 namespace memfed {
 
@@ -50,6 +51,13 @@ struct DaemonConfig {
 		std::string babeld = "babeld";
 	} mesh;
 	QuotaConfig quota; // what one uid (or node) may hold on this module (quota.h)
+	// Trust between nodes: this node's key and the keys it talks to.
+	struct Trust {
+		std::string key_file;                   // default: <state_dir>/node.key
+		std::vector<trust::TrustedPeer> peers;  // `memfedctl peer add` edits these
+		uint32_t rekey_seconds = 120;           // new session keys this often...
+		uint64_t rekey_bytes = uint64_t{1} << 36; // ...or after this many bytes (64 GiB)
+	} trust;
 };
 
 // Parses argv into `cfg`: reads --config FILE (or /etc/memfed/memfedd.json if
@@ -64,6 +72,11 @@ std::string config_usage();
 // apply_config_json() rejects any key this document does not have, so
 // `memfedd --print-config` lists every key (the man page test relies on it).
 nlohmann::json config_to_json(const DaemonConfig &cfg);
+// "trust.peers" as the config file writes it, and parsed back (errors name
+// `origin` and `key`).
+nlohmann::json trusted_peers_json(const std::vector<trust::TrustedPeer> &peers);
+Status parse_trusted_peers(const nlohmann::json &v, const std::string &origin,
+                           const std::string &key, std::vector<trust::TrustedPeer> *out);
 
 // What a reload (SIGHUP, `systemctl reload memfedd`) does with a freshly
 // loaded config. Keys that can change while memfedd runs are applied:

@@ -135,3 +135,47 @@ TEST_CASE("a reload applies log_level and names every other changed key as needi
 	                                              "quota.uid_regions \"50%\" -> null"});
 	REQUIRE(r.need_restart.empty());
 }
+
+TEST_CASE("trust: peers from the file and from --trust, bad keys named", "[config]")
+{
+	auto key = memfed::trust::generate_node_key();
+	REQUIRE(key);
+	std::string b64 = memfed::trust::encode_key(key->pub);
+	DaemonConfig cfg;
+	REQUIRE(apply_config_json(R"({"trust": {"peers": [{"key": ")" + b64 +
+	                                  R"(", "name": "lamp-7", "endpoint": "10.0.0.7:7700"}],
+	                                  "rekey_seconds": 30, "rekey_bytes": "1G"}})",
+	                          "t.json", &cfg)
+	                .is_ok());
+	REQUIRE(cfg.trust.peers.size() == 1);
+	CHECK(cfg.trust.peers[0].key == key->pub);
+	CHECK(cfg.trust.peers[0].name == "lamp-7");
+	CHECK(cfg.trust.peers[0].endpoint == "10.0.0.7:7700");
+	CHECK(cfg.trust.rekey_seconds == 30);
+	CHECK(cfg.trust.rekey_bytes == (uint64_t{1} << 30));
+
+	// The printed config reads back to the same peers.
+	DaemonConfig again;
+	REQUIRE(apply_config_json(config_to_json(cfg).dump(), "printed", &again).is_ok());
+	CHECK(again.trust.peers == cfg.trust.peers);
+	CHECK(config_to_json(again)["trust"]["key_file"] == cfg.state_dir + "/node.key");
+
+	Status bad = apply_config_json(R"({"trust": {"peers": [{"key": "nope"}]}})", "t.json", &cfg);
+	CHECK(bad.code() == Code::kInvalidArgument);
+	CHECK(bad.message().find("trust.peers key") != std::string::npos);
+	bad = apply_config_json(R"({"trust": {"peers": [{"key": ")" + b64 + R"(", "port": 1}]}})",
+	                        "t.json", &cfg);
+	CHECK(bad.message().find("trust.peers.port") != std::string::npos);
+
+	std::string flag = "--trust=" + b64 + "@127.0.0.1:7701";
+	std::vector<std::string> args = {"memfedd", flag, "--key-file", "/tmp/k"};
+	std::vector<char *> argv;
+	for (auto &a : args)
+		argv.push_back(a.data());
+	DaemonConfig fromflags;
+	bool help = false;
+	REQUIRE(load_config(int(argv.size()), argv.data(), &fromflags, &help).is_ok());
+	REQUIRE(fromflags.trust.peers.size() == 1);
+	CHECK(fromflags.trust.peers[0].endpoint == "127.0.0.1:7701");
+	CHECK(fromflags.trust.key_file == "/tmp/k");
+}
