@@ -7,7 +7,8 @@
 #   - per-uid quotas: bytes and regions, a refusal that names the quota, the
 #     usage and the key (exit 14), root exempt, `memfedctl quota` (-j);
 #   - `region ls` shows a user only the regions they may read, page by page,
-#     among more hidden regions than one request looks at.
+#     among more hidden regions than one request looks at;
+#   - a reload (SIGHUP) applies changed quotas at once.
 . "$(dirname "$0")/lib.sh"
 
 [ "$(id -u)" -eq 0 ] || { echo "SKIPPED: acting as other uids needs root (setpriv)" >&2; exit 77; }
@@ -163,5 +164,17 @@ done
 [ "$(ctl m -j region ls | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')" -eq 1108 ] ||
 	fail "root does not list all 1,108 regions"
 ok "region.list pages stay whole and in order for uid $A among 1,100 hidden regions"
+
+# --- A reload (SIGHUP) applies new quotas at once.
+echo '{"quota": {"uid_bytes": "8M", "uid_regions": 5}}' >"$T/m.json"
+kill -HUP "${DAEMON_PID[m]}"
+for _ in $(seq 1 100); do
+	grep -q 'reload from .*quota.uid_regions 4 -> 5' "$T/m.log" && break
+	sleep 0.05
+done
+grep -q 'reload from .*quota.uid_regions 4 -> 5' "$T/m.log" || fail "no reload logged: $(tail -n 2 "$T/m.log")"
+actl $A region create a5 4K >/dev/null
+expect_exit 14 actl $A region create a6 4K
+ok "a reload raises uid $A's quota to 5 regions at once"
 
 echo "PASS ($PASSED checks)"
