@@ -7,7 +7,8 @@
 // the owner (and root) may do anything; others get the mode's "other" bits
 // (4: read and map read-only, 2: write). Deleting needs ownership, and a
 // region some local process maps (the pager's mappings, the window table's
-// mapped windows) is "busy" (kBusy naming the pids) unless "force" is set.
+// mapped windows) is "busy" (kBusy naming the pids) unless "force" is set;
+// forced, the pager poisons its mappings (SIGBUS on their next access).
 //
 // Thread-safety: handlers run on control connection threads concurrently;
 // everything they touch is thread-safe.
@@ -48,6 +49,11 @@ public:
 	{
 		region_users_.push_back(std::move(f));
 	}
+	// Called once a region is deleted (the pager poisons its mappings).
+	void on_region_deleted(std::function<void(const RegionLocation &)> f)
+	{
+		region_deleted_ = std::move(f);
+	}
 	void register_ops(control::Server &server);
 	// The "stats" body and the module table in the Prometheus text format
 	// (metrics_format.h); kUnavailable if the pager does not answer.
@@ -78,6 +84,7 @@ private:
 	std::function<void(nlohmann::json &)> status_hook_;
 	std::function<nlohmann::json()> pager_stats_;
 	std::vector<std::function<std::vector<pid_t>(const std::string &)>> region_users_;
+	std::function<void(const RegionLocation &)> region_deleted_;
 };
 
 } // namespace memfed
