@@ -138,6 +138,7 @@ private:
 	struct WriteOp;
 	struct SharedJob;
 	struct SharedWrite;
+	struct ProbeOp;
 	class TickOp;
 	class SoonOp;
 	struct PendingFault {
@@ -249,6 +250,12 @@ private:
 	void poison_fault(Mapping *m, uint64_t addr);
 	// The pages of `op` not yet installed go back to Remote, uninstalled.
 	void abandon_fetch(FetchOp *op);
+	// A delete elsewhere (on a remote module, or on this node's module by
+	// another node) shows only in a module's answer: every second, one page
+	// of each region this thread maps with pages resident is read, so that
+	// mappings that never fault (no budget) learn of it too.
+	void probe_regions();
+	void on_probe_done(ProbeOp *op, const Status &st);
 	// sync for either kind.
 	void flush(Mapping *m, uint32_t first, uint32_t count, std::function<void(Status)> done);
 
@@ -333,6 +340,9 @@ private:
 	__kernel_timespec soon_ts_{};
 	std::vector<uint8_t> zero_;
 	uint64_t last_map_ns_ = 0;
+	// Region probes (region_deletion.cc): a pool, grown on the tick.
+	std::vector<std::unique_ptr<ProbeOp>> probes_;
+	uint64_t next_probe_ns_ = 0;
 };
 
 } // namespace memfed::pager

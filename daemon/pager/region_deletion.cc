@@ -6,7 +6,9 @@
 // from every mapper at once), and every fault on it from then on is
 // answered with UFFDIO_POISON, so the program gets SIGBUS there, as from a
 // memory error, instead of waiting or seeing the deleted bytes. Nothing of a
-// deleted region is fetched, installed or written back again.
+// deleted region is fetched, installed or written back again. A delete this
+// node did not make shows in a module's kNotFound: for a fetch, a write-back,
+// or the probe read every second of each region mapped with pages resident.
 //
 // Thread: the pager thread that owns the mappings; a window's state is
 // shared with other pager threads and guarded by its mutex.
@@ -177,6 +179,69 @@ void PagerThread::abandon_fetch(FetchOp *op)
 	op->done = op->count;
 	if (op->tripwire != kNoPage && m->streams.tripwire(op->stream) == op->tripwire)
 		m->streams.clear_tripwire(op->stream);
+}
+
+void PagerThread::probe_regions()
+{
+	for (auto &p : procs_) {
+		if (p->dead)
+			continue;
+		for (auto &mp : p->mappings) {
+			Mapping *m = mp.get();
+			if (m->dead || m->region_gone || m->chan->broken || !m->chan->channel)
+				continue;
+			if (m->window) {
+				MutexLock lk(&m->window->mu);
+				if (m->window->resident == 0)
+					continue; // its next fault will tell
+			} else if (m->resident == 0) {
+				continue;
+			}
+			bool asked = false, free_op = false;
+			ProbeOp *op = nullptr;
+			for (auto &q : probes_) {
+				if (q->busy) {
+					asked |= q->module == m->chan->module &&
+					         q->region_id == m->region_id;
+				} else if (!free_op) {
+					op = q.get();
+					free_op = true;
+				}
+			}
+			if (asked)
+				continue;
+			if (op == nullptr) {
+				probes_.push_back(std::make_unique<ProbeOp>());
+				op = probes_.back().get();
+				op->t = this;
+				op->buf = alloc_pages(1);
+			}
+			op->busy = true;
+			op->module = m->chan->module;
+			op->region_id = m->region_id;
+			uint64_t fa = m->window ? m->window->fa_base : m->fa_base;
+			m->chan->channel->read_pages(wire::TrafficClass::kBulk, m->region_id, fa, 1,
+			                             op->buf, op);
+		}
+	}
+}
+
+void PagerThread::on_probe_done(ProbeOp *op, const Status &st)
+{
+	op->busy = false;
+	if (st.code() != Code::kNotFound)
+		return;
+	for (auto &p : procs_) {
+		if (p->dead)
+			continue;
+		for (auto &m : p->mappings) {
+			if (!m->dead && !m->region_gone && m->region_id == op->region_id &&
+			    m->chan->module == op->module) {
+				region_gone_found(m.get());
+				return;
+			}
+		}
+	}
 }
 
 } // namespace memfed::pager

@@ -7,8 +7,9 @@
 # seeing the deleted bytes. Now every mapping gets SIGBUS on its next
 # access, the pager's counters stand still, it logs one line for the
 # region, and a new region in the same place reads as zeros to everyone.
-# Three runs: the budget, no budget, and a region on a remote module
-# deleted there by that module's own node.
+# Runs: the budget, no budget, a region on a remote module deleted there
+# by that module's own node (with and without a budget), and a program's
+# heap region (private memory) deleted under it.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/client_lib.sh"
 
@@ -162,8 +163,37 @@ start_daemon budget --roles module,pager --listen 127.0.0.1:0 --pool-size 64M --
 forced_rm budget budget budget
 stop_daemon budget
 
-start_daemon nobudget --roles module,pager --listen 127.0.0.1:0 --pool-size 64M
+start_daemon nobudget --roles module,pager --listen 127.0.0.1:0 --pool-size 256M
 forced_rm nobudget nobudget nobudget
+
+# Private memory: python's heap in a region of its own, under a budget so
+# that its pages are evicted and fetched again, deleted under it.
+cat >"$T/heap.py" <<'PY'
+data = [bytes([i % 251]) * 4096 for i in range(4096)] # 16 MiB, 4M budget
+print("heap ok", flush=True)
+while True:
+    for i, b in enumerate(data):
+        if b[100] != i % 251:
+            print("heap byte changed", flush=True)
+            raise SystemExit(3)
+PY
+run_on nobudget --heap-budget 4M --heap-size 64M --keep-heaps -- $PY "$T/heap.py" >"$T/heap.out" 2>&1 &
+HEAP_RUN=$!
+BG+=($HEAP_RUN)
+wait_line "$T/heap.out" "heap ok" $HEAP_RUN
+HEAP=$(ctl nobudget region ls | awk '/^heap\./ {print $1}')
+[ -n "$HEAP" ] || fail "the heap region of python did not appear"
+ctl nobudget region rm --force "$HEAP"
+wait_exit $HEAP_RUN "python on its deleted heap"
+[ $RC -eq 135 ] || fail "python on its deleted heap exited $RC, expected 135 (SIGBUS): $(cat "$T/heap.out")"
+ok "heap: python whose heap region is deleted under it dies of SIGBUS"
+f1=$(faults nobudget)
+sleep 1
+f2=$(faults nobudget)
+[ $((f2 - f1)) -le 20 ] || fail "heap: the pager counted $((f2 - f1)) faults in a second with nothing running"
+n=$(grep -c "region '$HEAP'.*poisoned" "$T/nobudget.log" || true)
+[ "$n" -eq 1 ] || fail "heap: $n pager log lines poisoning '$HEAP', expected 1"
+ok "heap: the pager does not spin afterwards ($f1 then $f2 faults) and logged one line"
 stop_daemon nobudget
 
 # The region on node "module", mapped through node "car"'s pager, deleted by
@@ -171,3 +201,7 @@ stop_daemon nobudget
 start_daemon module --roles module --listen 127.0.0.1:0 --pool-size 64M --module-id 02:00:00:00:00:01
 start_daemon car --roles pager --listen 127.0.0.1:0 --peer "$(listen_of module)" --pager-budget 16K
 forced_rm remote car module
+# With no budget the reader never faults again: the pager's probe of the
+# regions it maps finds the delete.
+start_daemon car2 --roles pager --listen 127.0.0.1:0 --peer "$(listen_of module)"
+forced_rm remote-nobudget car2 module
