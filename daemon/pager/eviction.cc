@@ -33,7 +33,7 @@ void PagerThread::maybe_evict(Process *p)
 	// (region_deletion.cc).
 	for (auto &mp : p->mappings) {
 		Mapping *m = mp.get();
-		if (m->dead || !m->region_gone || m->window)
+		if (m->dead || !m->region_gone || m->window || m->resident == 0)
 			continue;
 		for (uint32_t i = 0; i < m->npages && victims.size() < cfg_.evict_batch; i++) {
 			Page &pg = m->pages[i];

@@ -636,9 +636,10 @@ void Pager::on_region_gone(ModuleId module, uint32_t id, const std::string &name
 	std::vector<pid_t> pids;
 	{
 		MutexLock lk(&mu_);
-		if (!gone_.insert({module, id}).second)
+		bool first = gone_.insert({module, id}).second;
+		pids = mark_gone(module, id); // a mapping made since, too
+		if (!first)
 			return; // reported already
-		pids = mark_gone(module, id);
 	}
 	for (size_t t = 0; t < threads_.size(); t++) {
 		if (int(t) == from)
