@@ -605,6 +605,16 @@ bool sigbus_on_read(const uint8_t *p)
 	return bus;
 }
 
+// False, with a loud skip, on a kernel without UFFDIO_POISON: `instead` says
+// what happens there.
+bool has_poison(PagerFixture &f, const char *instead)
+{
+	if (f.pager->caps().kernel_features & UFFD_FEATURE_POISON)
+		return true;
+	WARN("SKIPPED: this kernel's userfaultfd has no UFFD_FEATURE_POISON; " << instead);
+	return false;
+}
+
 // Polls `cond` (no timing assertion: a generous bound only ends a hung test).
 template <typename F> bool eventually(F cond)
 {
@@ -620,11 +630,8 @@ template <typename F> bool eventually(F cond)
 TEST_CASE("a page damaged on its module raises SIGBUS instead of zeroes or a hang", "[pager]")
 {
 	PagerFixture f;
-	if (!(f.pager->caps().kernel_features & UFFD_FEATURE_POISON)) {
-		WARN("SKIPPED: this kernel's userfaultfd has no UFFD_FEATURE_POISON; a fault on "
-		     "a damaged page waits instead");
+	if (!has_poison(f, "a fault on a damaged page waits instead"))
 		return;
-	}
 	f.store.add_region("r", 64);
 	f.store.set_damaged("r", 5);
 	TestClient c;
@@ -644,11 +651,8 @@ TEST_CASE("a region deleted while mapped: SIGBUS on the next access, resident pa
           "[pager]")
 {
 	PagerFixture f;
-	if (!(f.pager->caps().kernel_features & UFFD_FEATURE_POISON)) {
-		WARN("SKIPPED: this kernel's userfaultfd has no UFFD_FEATURE_POISON; a deleted "
-		     "region's faults get zeroes instead");
+	if (!has_poison(f, "a deleted region's faults get zeroes instead"))
 		return;
-	}
 	f.store.add_region("here", 16);
 	f.store.add_region("there", 16);
 	TestClient c;

@@ -248,6 +248,9 @@ private:
 	void gone_fault(Mapping *m, uint32_t idx, uint32_t flags);
 	// SIGBUS for the thread that faulted at `addr` (UFFDIO_POISON).
 	void poison_fault(Mapping *m, uint64_t addr);
+	// Lets a fault on a page that is still present retry (a WP fault
+	// gets the protection lifted); never leaves the thread waiting.
+	void let_through(Process *p, uint64_t addr, uint32_t flags);
 	// The pages of `op` not yet installed go back to Remote, uninstalled.
 	void abandon_fetch(FetchOp *op);
 	// A delete elsewhere (on a remote module, or on this node's module by

@@ -113,11 +113,7 @@ void PagerThread::gone_fault(Mapping *m, uint32_t idx, uint32_t flags)
 	case PageState::kResident:
 		// Still present (the drop has not happened, or cannot: no
 		// evict channel): let the access through.
-		if (flags & UFFD_PAGEFAULT_FLAG_WP)
-			(void)uffd_writeprotect(m->proc->uffd, m->page_addr(idx), kPageSize, false,
-			                        false);
-		else
-			(void)uffd_wake(m->proc->uffd, m->page_addr(idx), kPageSize);
+		let_through(m->proc, m->page_addr(idx), flags);
 		return;
 	case PageState::kHeld:
 		drop_held(m, idx);
@@ -126,6 +122,17 @@ void PagerThread::gone_fault(Mapping *m, uint32_t idx, uint32_t flags)
 		break;
 	}
 	poison_fault(m, m->page_addr(idx));
+}
+
+void PagerThread::let_through(Process *p, uint64_t addr, uint32_t flags)
+{
+	// A write to a write-protected page: lift the protection (which wakes
+	// the thread). If that fails (EAGAIN: an address-space event such as
+	// the evictor's drop is queued), wake it anyway, or it waits for good;
+	// it faults again if it must.
+	if (!(flags & UFFD_PAGEFAULT_FLAG_WP) ||
+	    uffd_writeprotect(p->uffd, addr, kPageSize, false, false) < 0)
+		(void)uffd_wake(p->uffd, addr, kPageSize);
 }
 
 void PagerThread::poison_fault(Mapping *m, uint64_t addr)
@@ -150,15 +157,14 @@ void PagerThread::poison_fault(Mapping *m, uint64_t addr)
 		m->stats.poisoned++;
 		return;
 	}
-	if (r == -EEXIST || r == -EAGAIN) {
-		// Present after all, or an address-space event is queued: the
-		// thread runs again and faults again if it must.
-		(void)uffd_wake(p->uffd, addr, kPageSize);
-		return;
-	}
-	if (r != -ENOENT && r != -ESRCH)
+	if (r == -ESRCH)
+		return; // the process is gone
+	if (r != -EEXIST && r != -EAGAIN && r != -ENOENT)
 		LOG_WARN(kLog, "pid %d: poisoning 0x%lx of deleted region '%s': %s", int(p->pid),
 		         (unsigned long)addr, m->region.c_str(), std::strerror(-r));
+	// Present after all, an address-space event is queued, or the memory
+	// was unmapped: the thread runs again and faults again if it must.
+	(void)uffd_wake(p->uffd, addr, kPageSize);
 }
 
 void PagerThread::abandon_fetch(FetchOp *op)

@@ -38,7 +38,7 @@ void PagerThread::shared_fault(Mapping *m, uint32_t idx, uint32_t flags, bool re
 		}
 		lk.unlock();
 		if (flags & UFFD_PAGEFAULT_FLAG_WP)
-			(void)uffd_writeprotect(p->uffd, addr, kPageSize, false, false);
+			let_through(p, addr, flags);
 		else
 			poison_fault(m, addr);
 		return;

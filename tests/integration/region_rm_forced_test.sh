@@ -42,27 +42,24 @@ while True:
         print("saw other bytes (%d non-zero)" % (len(got) - got.count(0)), flush=True)
         sys.exit(3)
 PY
-# The holder: maps the region and touches every page, then sleeps until
-# $2 exists, then reads the region once more (must get SIGBUS, exit 135).
+# holder.py REGION: maps the region, reads it, says how many bytes are
+# not zero (a new region: must be none). holder.py REGION GO: then waits
+# until the file GO exists and reads the region once more (the deleted
+# region: must get SIGBUS, exit 135).
 cat >"$T/holder.py" <<'PY'
 import mmap, os, sys, time
 fd = os.open(sys.argv[1], os.O_RDONLY)
 m = mmap.mmap(fd, 65536, mmap.MAP_SHARED, mmap.PROT_READ)
-x = m[:]
+got = m[:]
+if len(sys.argv) < 3:
+    print("fresh %d non-zero" % (len(got) - got.count(0)), flush=True)
+    sys.exit(0)
 print("holding", flush=True)
 while not os.path.exists(sys.argv[2]):
     time.sleep(0.02)
 got = m[:]
 print("read %d non-zero bytes after the delete" % (len(got) - got.count(0)), flush=True)
 sys.exit(3)
-PY
-# The new reader: the region must read as all zeros.
-cat >"$T/fresh.py" <<'PY'
-import mmap, os, sys
-fd = os.open(sys.argv[1], os.O_RDONLY)
-m = mmap.mmap(fd, 65536, mmap.MAP_SHARED, mmap.PROT_READ)
-got = m[:]
-print("fresh %d non-zero" % (len(got) - got.count(0)), flush=True)
 PY
 
 # faults NAME: the pager's fault counters of daemon NAME, summed.
@@ -90,7 +87,11 @@ wait_exit() {
 		sleep 0.05
 	done
 	if kill -0 "$1" 2>/dev/null; then
-		grep -h "" /proc/"$1"/task/*/wchan 2>/dev/null | sort | uniq -c >&2 || true
+		local c
+		for c in $(cat /proc/"$1"/task/*/children 2>/dev/null); do
+			echo "--- kernel stacks of pid $c" >&2
+			cat /proc/"$c"/task/*/stack >&2 2>/dev/null || true
+		done
 		fail "$2 still runs 20 s after region rm --force (frozen on its fault?)"
 	fi
 	set +e
@@ -148,7 +149,7 @@ forced_rm() {
 	[ "$(ctl "$node" region read "$region" | tr -d '\0' | wc -c)" -eq 0 ] ||
 		fail "$label: the new region reads non-zero bytes through the module"
 	local got
-	got=$(run_on "$node" -- $PY "$T/fresh.py" "/memfed/$region" 2>&1) || fail "$label: fresh.py: $got"
+	got=$(run_on "$node" -- $PY "$T/holder.py" "/memfed/$region" 2>&1) || fail "$label: holder.py: $got"
 	[ "$got" = "fresh 0 non-zero" ] || fail "$label: a new mapping of the new region: $got"
 	ok "$label: the new '$region' at $nfa reads as zeros, mapped and through the module"
 
