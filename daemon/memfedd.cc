@@ -334,6 +334,7 @@ int main(int argc, char **argv)
 		pager->register_ops(control);
 		ops.set_pager_stats([&pager] { return pager->stats(0); });
 		ops.add_region_users([&pager](const std::string &r) { return pager->region_users(r); });
+		ops.on_region_deleted([&pager](const RegionLocation &loc) { pager->region_deleted(loc); });
 	}
 	if (pager && !(st = pager->start()))
 		return die(st);

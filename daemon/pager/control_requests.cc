@@ -121,6 +121,12 @@ void PagerThread::sync(uint64_t mapping_id, uint32_t first, uint32_t count,
 		            "mapping " + std::to_string(mapping_id) + " not found"));
 		return;
 	}
+	if (m->region_gone) {
+		done(Status(Code::kNotFound, "region '" + m->region +
+		                                     "' was deleted while mapped; nothing of it "
+		                                     "can be written back"));
+		return;
+	}
 	flush(m, first, count, std::move(done));
 }
 
@@ -141,7 +147,8 @@ void PagerThread::unmap(uint64_t mapping_id, std::function<void(Status)> done)
 		            "mapping " + std::to_string(mapping_id) + " not found"));
 		return;
 	}
-	sync(mapping_id, 0, m->npages, [this, mapping_id, done](Status st) {
+	// A deleted region's pages are dropped: its flush writes nothing.
+	flush(m, 0, m->npages, [this, mapping_id, done](Status st) {
 		Mapping *mm = find_mapping(mapping_id);
 		if (mm != nullptr && st.is_ok())
 			retire(mm);

@@ -28,11 +28,27 @@ void PagerThread::maybe_evict(Process *p)
 	uint64_t need_p = policy_.eviction_want(p->resident, p->budget_pages, pressure);
 	auto &victims = p->evict.victims;
 	victims.clear();
+	// Every resident page of a deleted region first, clean (never written
+	// back): it must not go on showing the deleted bytes
+	// (region_deletion.cc).
+	for (auto &mp : p->mappings) {
+		Mapping *m = mp.get();
+		if (m->dead || !m->region_gone || m->window || m->resident == 0)
+			continue;
+		for (uint32_t i = 0; i < m->npages && victims.size() < cfg_.evict_batch; i++) {
+			Page &pg = m->pages[i];
+			if (pg.state != PageState::kResident)
+				continue;
+			pg.state = PageState::kEvicting;
+			pg.flags &= uint8_t(~(kParked | kRemoved | kRemovedTwice | kDirty));
+			victims.emplace_back(m, i);
+		}
+	}
 	// Mappings over their own budget first, then the largest for the process.
 	for (int pass = 0; pass < 2 && victims.size() < cfg_.evict_batch; pass++) {
 		for (auto &mp : p->mappings) {
 			Mapping *m = mp.get();
-			if (m->dead || !m->wp || m->npages == 0)
+			if (m->dead || !m->wp || m->npages == 0 || m->region_gone)
 				continue;
 			uint64_t want = 0;
 			if (pass == 0)

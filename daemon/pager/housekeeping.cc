@@ -75,6 +75,10 @@ void PagerThread::tick()
 	}
 	// Rounds of other pager threads end without telling this one.
 	check_trim_waiters(nullptr);
+	if (now >= next_probe_ns_) {
+		next_probe_ns_ = now + kRegionProbeNs;
+		probe_regions();
+	}
 }
 
 void PagerThread::retire(Mapping *m)

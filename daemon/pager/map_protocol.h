@@ -102,9 +102,10 @@
 //         pages), "fetches" (demand fetches), "prefetched", "prefetch_hits"
 //         (prefetched pages a stream moved past), "evictions", "writebacks"
 //         (pages written back), "poisoned" (pages a fault found damaged on
-//         the module, poisoned so that the program gets SIGBUS there as from
-//         a memory error; a kernel without UFFD_FEATURE_POISON leaves such a
-//         fault waiting), "resident_pages", "dirty_pages" (private
+//         the module, or of a region deleted while mapped, poisoned so that
+//         the program gets SIGBUS there as from a memory error; a kernel
+//         without UFFD_FEATURE_POISON leaves a damaged page's fault waiting
+//         and gives a deleted region's zeroes), "resident_pages", "dirty_pages" (private
 //         mappings only), "fetch_us_log2": [count per bucket: bucket i holds
 //         demand-fetch latencies in [2^i, 2^(i+1)) us; trailing zeroes cut],
 //         "fetch_ns_sum" (the sum of those latencies, ns).
@@ -156,6 +157,17 @@
 // the registrations). Faults on a registered range no "map" covers are held
 // until a map covers them, or zero-filled after 10 s without a new "map" or
 // "attach" (memory an mremap grew).
+//
+// Region deleted while mapped
+// ---------------------------
+// (`region rm --force` through this daemon, or a delete on the region's
+// module by another node, which the pager learns from the module's
+// kNotFound within about a second.) The pager drops the region's pages from
+// the process (private: through the evict channel, with no write-back;
+// shared: punched out of the memfd) and answers every later fault on the
+// mapping with UFFDIO_POISON, so the program gets SIGBUS there. "sync" of
+// such a mapping fails with not_found; "unmap" succeeds. The client does
+// nothing of its own.
 #pragma once
 
 #include <cstdint>

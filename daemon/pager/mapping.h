@@ -81,6 +81,9 @@ struct Mapping {
 	// is dead and none remain.
 	uint32_t inflight = 0;
 	bool dead = false;
+	// The region was deleted (region_deletion.cc): faults are poisoned and
+	// nothing is fetched, installed or written back.
+	bool region_gone = false;
 
 	bool contains(uint64_t a) const { return a >= addr && a < addr + uint64_t{npages} * 4096; }
 	uint64_t page_addr(uint32_t i) const { return addr + uint64_t{i} * 4096; }

@@ -5,7 +5,9 @@
 //
 // The pager's own mechanisms (userfaultfd, io_uring, process_vm_readv, the
 // evict channel) stay real; only the module is replaced. `set_down(true)`
-// makes every request fail with kUnavailable, like a lost connection.
+// makes every request fail with kUnavailable, like a lost connection;
+// `remove_region` makes a region's requests fail with kNotFound, like a
+// delete on the module by another node.
 //
 // Thread-safety: regions are guarded by a mutex; the channel runs on its
 // loop thread.
@@ -67,6 +69,13 @@ public:
 		return regions_.at(name).loc.region_id;
 	}
 	void set_down(bool down) { down_ = down; }
+	// Deletes region `name`: READs and WRITEs of it fail with kNotFound
+	// from now on, as a module answers for a region id it no longer has.
+	void remove_region(const std::string &name)
+	{
+		std::lock_guard<std::mutex> lk(mu_);
+		regions_.erase(name);
+	}
 	// READs covering page `page` of `name` fail with kCorrupt, as a module
 	// reports a page that fails its checksum.
 	void set_damaged(const std::string &name, uint32_t page)
@@ -100,8 +109,9 @@ private:
 		std::vector<uint8_t> bytes;
 	};
 
-	// Copies pages between the store and `buf`; false if out of range.
-	bool transfer(uint32_t region_id, uint64_t fa, uint32_t count, void *buf, bool write)
+	// Copies pages between the store and `buf`: kOutOfRange outside the
+	// region, kNotFound for a region id it does not have.
+	Status transfer(uint32_t region_id, uint64_t fa, uint32_t count, void *buf, bool write)
 	{
 		std::lock_guard<std::mutex> lk(mu_);
 		for (auto &[name, r] : regions_) {
@@ -109,14 +119,15 @@ private:
 				continue;
 			uint64_t off = fa - r.loc.fa_offset, len = uint64_t{count} * 4096;
 			if (fa < r.loc.fa_offset || off + len > r.bytes.size())
-				return false;
+				return Status(Code::kOutOfRange, "outside the region");
 			if (write)
 				std::memcpy(r.bytes.data() + off, buf, len);
 			else
 				std::memcpy(buf, r.bytes.data() + off, len);
-			return true;
+			return Status::ok();
 		}
-		return false;
+		return Status(Code::kNotFound, "region id " + std::to_string(region_id) +
+		                                       " not found on the module double");
 	}
 
 	class DoubleChannel : public Channel
@@ -137,9 +148,7 @@ private:
 				               s_->damaged_ < fa + uint64_t{count} * 4096;
 				finish(s_->down_ ? down()
 				       : damaged ? Status(Code::kCorrupt, "page fails its checksum")
-				       : s_->transfer(region_id, fa, count, dst, false)
-				               ? Status::ok()
-				               : range(),
+				                 : s_->transfer(region_id, fa, count, dst, false),
 				       done);
 			});
 		}
@@ -149,10 +158,8 @@ private:
 			run([this, region_id, fa, count, src, done] {
 				s_->writes_++;
 				finish(s_->down_ ? down()
-				       : s_->transfer(region_id, fa, count, const_cast<void *>(src),
-				                      true)
-				               ? Status::ok()
-				               : range(),
+				                 : s_->transfer(region_id, fa, count,
+				                                const_cast<void *>(src), true),
 				       done);
 			});
 		}
@@ -169,7 +176,6 @@ private:
 		// Never inside the issuing call (the Channel contract).
 		void run(std::function<void()> fn) { loop_->post(std::move(fn)); }
 		static Status down() { return Status(Code::kUnavailable, "module double is down"); }
-		static Status range() { return Status(Code::kOutOfRange, "outside the region"); }
 		static void finish(const Status &st, Completion *done)
 		{
 			wire::Header h{};

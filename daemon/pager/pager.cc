@@ -123,6 +123,8 @@ Status Pager::start()
 	         cfg_.threads);
 	for (unsigned i = 0; i < cfg_.threads; i++) {
 		auto t = std::make_unique<PagerThread>(fed_, cfg_, caps_, int(i), &ids_);
+		t->on_region_gone = [this](ModuleId module, uint32_t id, const std::string &name,
+		                           int from) { on_region_gone(module, id, name, from); };
 		MF_RETURN_IF_ERROR(t->start());
 		threads_.push_back(std::move(t));
 	}
@@ -344,8 +346,8 @@ Message Pager::op_map(const control::Peer &peer, Message &req)
 	int reply_fd = -1;
 	if (kind == kKindShared) {
 		m->wp = (*mode & UFFDIO_REGISTER_MODE_WP) && caps_.shmem_wp;
-		std::string key =
-		        loc->name + "@" + std::to_string(*offset) + "+" + std::to_string(*length);
+		std::string key = loc->name + "#" + std::to_string(loc->region_id) + "@" +
+		                  std::to_string(*offset) + "+" + std::to_string(*length);
 		MutexLock lk(&mu_);
 		std::shared_ptr<SharedWindow> w = windows_[key].lock();
 		if (!w) {
@@ -389,7 +391,15 @@ Message Pager::op_map(const control::Peer &peer, Message &req)
 		return err(st);
 	{
 		MutexLock lk(&mu_);
-		maps_[id] = {*uffd_id, pi.thread, peer.conn_id, pages, loc->name, pi.pid};
+		maps_[id] = {.uffd_id = *uffd_id,
+		             .thread = pi.thread,
+		             .conn_id = peer.conn_id,
+		             .pages = pages,
+		             .region = loc->name,
+		             .pid = pi.pid,
+		             .module = loc->module,
+		             .region_id = loc->region_id,
+		             .gone = false};
 	}
 	LOG_DEBUG(kLog, "pid %d mapped region '%s' +%lu (%lu pages) at 0x%lx as %s mapping %lu",
 	          int(peer.pid), loc->name.c_str(), (unsigned long)*offset, (unsigned long)pages,
@@ -557,12 +567,90 @@ std::vector<pid_t> Pager::region_users(const std::string &name)
 	{
 		MutexLock lk(&mu_);
 		for (const auto &[id, mi] : maps_)
-			if (mi.region == name)
+			if (mi.region == name && !mi.gone)
 				pids.push_back(mi.pid);
 	}
 	std::sort(pids.begin(), pids.end());
 	pids.erase(std::unique(pids.begin(), pids.end()), pids.end());
 	return pids;
+}
+
+std::vector<pid_t> Pager::mark_gone(ModuleId module, uint32_t id)
+{
+	std::vector<pid_t> pids;
+	for (auto &[mid, mi] : maps_) {
+		if (mi.module != module || mi.region_id != id || mi.gone)
+			continue;
+		mi.gone = true;
+		pids.push_back(mi.pid);
+	}
+	std::sort(pids.begin(), pids.end());
+	pids.erase(std::unique(pids.begin(), pids.end()), pids.end());
+	return pids;
+}
+
+namespace
+{
+
+std::string pid_list(const std::vector<pid_t> &pids)
+{
+	std::string s;
+	for (pid_t pid : pids)
+		s += (s.empty() ? "" : ", ") + std::to_string(pid);
+	return s.empty() ? "no process" : (pids.size() > 1 ? "pids " : "pid ") + s;
+}
+
+} // namespace
+
+void Pager::region_deleted(const RegionLocation &loc)
+{
+	if (!started_)
+		return;
+	std::vector<pid_t> pids;
+	{
+		MutexLock lk(&mu_);
+		pids = mark_gone(loc.module, loc.region_id);
+		// Nobody maps it (or a fetch found it gone first and said so).
+		if (pids.empty())
+			return;
+		gone_.insert({loc.module, loc.region_id});
+	}
+	for (size_t t = 0; t < threads_.size(); t++) {
+		Status st = run_on(int(t),
+		                   [this, t, module = loc.module, id = loc.region_id](auto done) {
+			                   threads_[t]->poison_region(module, id, nullptr);
+			                   done(Status::ok());
+		                   });
+		if (!st)
+			LOG_WARN(kLog, "poisoning the mappings of deleted region '%s': %s",
+			         loc.name.c_str(), st.message().c_str());
+	}
+	LOG_WARN(kLog,
+	         "region '%s' (id %u) deleted while %s mapped it: poisoned its mappings; "
+	         "their next access gets SIGBUS",
+	         loc.name.c_str(), loc.region_id, pid_list(pids).c_str());
+}
+
+void Pager::on_region_gone(ModuleId module, uint32_t id, const std::string &name, int from)
+{
+	std::vector<pid_t> pids;
+	{
+		MutexLock lk(&mu_);
+		bool first = gone_.insert({module, id}).second;
+		pids = mark_gone(module, id); // a mapping made since, too
+		if (!first)
+			return; // reported already
+	}
+	for (size_t t = 0; t < threads_.size(); t++) {
+		if (int(t) == from)
+			continue;
+		threads_[t]->loop()->post(
+		        [this, t, module, id] { threads_[t]->poison_region(module, id, nullptr); });
+	}
+	LOG_WARN(kLog,
+	         "region '%s' (id %u) on module %s is gone (deleted there) while %s mapped it: "
+	         "poisoned its mappings; their next access gets SIGBUS",
+	         name.c_str(), id, module.to_string().c_str(), pid_list(pids).c_str());
 }
 
 } // namespace memfed::pager

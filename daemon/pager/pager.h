@@ -23,6 +23,8 @@
 #include <atomic>
 #include <map>
 #include <memory>
+#include <set>
+#include <utility>
 #include <vector>
 
 #include "daemon/common/thread_annotations.h"
@@ -59,6 +61,12 @@ public:
 	// process whose connection closed counts until its pages are written
 	// back (detach), so a delete cannot race that write-back.
 	std::vector<pid_t> region_users(const std::string &name);
+	// Region `loc` was deleted through this node (region.delete, forced
+	// when mapped): every mapping of it is poisoned, so that its next
+	// access gets SIGBUS and the deleted bytes are dropped from the
+	// processes; one log line names the region and the pids. A delete
+	// elsewhere is found by the fetches (kNotFound) and handled alike.
+	void region_deleted(const RegionLocation &loc);
 
 private:
 	struct ProcInfo {
@@ -74,6 +82,9 @@ private:
 		uint64_t pages;
 		std::string region;
 		pid_t pid;
+		ModuleId module;
+		uint32_t region_id;
+		bool gone; // the region was deleted; the mapping is poisoned
 	};
 
 	control::Message op_hello(const control::Peer &peer, control::Message &req);
@@ -88,6 +99,12 @@ private:
 	// callback, at most the control timeout.
 	Status run_on(int t, std::function<void(std::function<void(Status)>)> fn);
 	Result<MapInfo> find_mapping(const control::Peer &peer, uint64_t id);
+	// A pager thread (`from`) found region `id` of `module` deleted and
+	// poisoned its own mappings of it: the others follow, and the first
+	// report is logged.
+	void on_region_gone(ModuleId module, uint32_t id, const std::string &name, int from);
+	// Marks the mappings of the region gone; their pids, sorted, each once.
+	std::vector<pid_t> mark_gone(ModuleId module, uint32_t id) REQUIRES(mu_);
 
 	Federation &fed_;
 	PagerConfig cfg_;
@@ -101,6 +118,8 @@ private:
 	std::map<uint64_t, MapInfo> maps_ GUARDED_BY(mu_);
 	// Shared windows by key; a window lives while a mapping uses it.
 	std::map<std::string, std::weak_ptr<SharedWindow>> windows_ GUARDED_BY(mu_);
+	// Deleted regions whose mappings were poisoned (module, region id).
+	std::set<std::pair<ModuleId, uint32_t>> gone_ GUARDED_BY(mu_);
 };
 
 } // namespace memfed::pager

@@ -30,6 +30,7 @@
 //   writeback.cc          write-back runs and sync waiters
 //   control_requests.cc   map, sync, unmap, detach, stats
 //   housekeeping.cc       the tick, retiring and reaping
+//   region_deletion.cc    poisoning the mappings of a deleted region
 // with the policies as pure functions beside them (eviction_policy.h, and
 // the stream detector and run planning in prefetch.h) and the in-flight
 // operations in pager_thread_ops.h.
@@ -122,6 +123,14 @@ public:
 	void detach(uint64_t uffd_id, std::function<void()> done);
 	// Loop thread: adds this thread's counters to `out`.
 	void collect(StatsSnapshot *out);
+	// Loop thread: region `region_id` of `module` was deleted: poisons
+	// every mapping of it (region_deletion.cc); adds the pids of the
+	// processes that mapped it to `pids` (may be null).
+	void poison_region(ModuleId module, uint32_t region_id, std::vector<pid_t> *pids);
+	// Called on this thread when a fetch or write-back finds a region
+	// deleted (kNotFound) and its mappings here are poisoned: module,
+	// region id, name, this thread's index. Set before start().
+	std::function<void(ModuleId, uint32_t, const std::string &, int)> on_region_gone;
 
 private:
 	friend class ProcessOp;
@@ -129,6 +138,7 @@ private:
 	struct WriteOp;
 	struct SharedJob;
 	struct SharedWrite;
+	struct ProbeOp;
 	class TickOp;
 	class SoonOp;
 	struct PendingFault {
@@ -228,6 +238,27 @@ private:
 	// cannot be trimmed further (`failed`: a window whose eviction round
 	// just failed), starting a round for the others where none runs.
 	void check_trim_waiters(const SharedWindow *failed);
+	// Region deletion (region_deletion.cc).
+	void poison_mapping(Mapping *m);
+	// Empties the window of a deleted region; false if it was already.
+	bool window_gone(SharedWindow &w) REQUIRES(w.mu);
+	// A module answered kNotFound for mapping m's region.
+	void region_gone_found(Mapping *m);
+	// A fault on a private mapping of a deleted region.
+	void gone_fault(Mapping *m, uint32_t idx, uint32_t flags);
+	// SIGBUS for the thread that faulted at `addr` (UFFDIO_POISON).
+	void poison_fault(Mapping *m, uint64_t addr);
+	// Lets a fault on a page that is still present retry (a WP fault
+	// gets the protection lifted); never leaves the thread waiting.
+	void let_through(Process *p, uint64_t addr, uint32_t flags);
+	// The pages of `op` not yet installed go back to Remote, uninstalled.
+	void abandon_fetch(FetchOp *op);
+	// A delete elsewhere (on a remote module, or on this node's module by
+	// another node) shows only in a module's answer: every second, one page
+	// of each region this thread maps with pages resident is read, so that
+	// mappings that never fault (no budget) learn of it too.
+	void probe_regions();
+	void on_probe_done(ProbeOp *op, const Status &st);
 	// sync for either kind.
 	void flush(Mapping *m, uint32_t first, uint32_t count, std::function<void(Status)> done);
 
@@ -312,6 +343,9 @@ private:
 	__kernel_timespec soon_ts_{};
 	std::vector<uint8_t> zero_;
 	uint64_t last_map_ns_ = 0;
+	// Region probes (region_deletion.cc): a pool, grown on the tick.
+	std::vector<std::unique_ptr<ProbeOp>> probes_;
+	uint64_t next_probe_ns_ = 0;
 };
 
 } // namespace memfed::pager

@@ -32,6 +32,8 @@ inline constexpr uint64_t kOrphanGraceNs = 10'000'000'000ull;
 inline constexpr uint32_t kWritePages = 64;
 inline constexpr unsigned kWriteSlots = 8;
 inline constexpr size_t kRingCapacity = 8192;
+// How often each mapped region is asked for (a delete elsewhere).
+inline constexpr uint64_t kRegionProbeNs = 1'000'000'000ull;
 
 // Zeroed, page-aligned buffers for `pages` pages (start-up and pool growth;
 // aborts without memory). Freed with free().
@@ -81,6 +83,21 @@ struct PagerThread::WriteOp final : Completion {
 	void on_reply(const Status &st, const wire::Header &, std::span<const uint8_t>) override
 	{
 		t->on_write_done(this, st);
+	}
+};
+
+// A one-page read that asks a module whether a mapped region still exists
+// (region_deletion.cc). From a pool, grown on the tick.
+struct PagerThread::ProbeOp final : Completion {
+	PagerThread *t = nullptr;
+	bool busy = false;
+	ModuleId module;
+	uint32_t region_id = 0;
+	uint8_t *buf = nullptr; // one page
+	~ProbeOp() override { free(buf); }
+	void on_reply(const Status &st, const wire::Header &, std::span<const uint8_t>) override
+	{
+		t->on_probe_done(this, st);
 	}
 };
 

@@ -40,6 +40,10 @@ void PagerThread::handle_fault(Process *p, uint64_t addr, uint32_t flags, uint32
 		shared_fault(m, idx, flags, retry);
 		return;
 	}
+	if (m->region_gone) {
+		gone_fault(m, idx, flags);
+		return;
+	}
 	Page &pg = m->pages[idx];
 	bool write = flags & UFFD_PAGEFAULT_FLAG_WRITE;
 
@@ -311,6 +315,16 @@ void PagerThread::on_fetch_done(FetchOp *op, const Status &st)
 		return;
 	}
 	Process *p = m->proc;
+	if (m->region_gone || st.code() == Code::kNotFound) {
+		// The region was deleted (its id is never reused): nothing is
+		// installed, and the faults waiting here run again and are
+		// poisoned, never retried.
+		abandon_fetch(op);
+		if (!m->region_gone)
+			region_gone_found(m);
+		release_fetch(op);
+		return;
+	}
 	if (!st.is_ok()) {
 		if (st.code() == Code::kUnavailable && !m->chan->broken) {
 			m->chan->broken = true;
@@ -386,6 +400,8 @@ bool PagerThread::install_run(FetchOp *op)
 	// part of it) and one copy must stay within one: after ENOENT on a run,
 	// the rest goes page by page.
 	bool one_by_one = false;
+	if (m->region_gone && !p->dead && !m->dead)
+		abandon_fetch(op); // deleted while the copy waited
 	while (op->done < op->count && !p->dead && !m->dead) {
 		uint32_t i = op->first + op->done;
 		Page &pg = m->pages[i];

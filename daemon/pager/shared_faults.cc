@@ -28,6 +28,21 @@ void PagerThread::shared_fault(Mapping *m, uint32_t idx, uint32_t flags, bool re
 	uint32_t wi = m->window_first + idx;
 	MutexLock lk(&w.mu);
 	Page &pg = w.pages[wi];
+	if (w.region_gone) {
+		// Deleted (region_deletion.cc): the memfd holds none of it, so
+		// the access faults here and gets SIGBUS. Pages still being
+		// fetched or evicted wake their waiters when they settle.
+		if (pg.state == PageState::kFetching || pg.state == PageState::kEvicting) {
+			pg.flags |= kParked;
+			return;
+		}
+		lk.unlock();
+		if (flags & UFFD_PAGEFAULT_FLAG_WP)
+			let_through(p, addr, flags);
+		else
+			poison_fault(m, addr);
+		return;
+	}
 	if (flags & UFFD_PAGEFAULT_FLAG_WP) {
 		if (pg.state == PageState::kEvicting) {
 			pg.flags |= kParked;
@@ -117,8 +132,12 @@ void PagerThread::shared_fetch_done(FetchOp *op, const Status &st)
 {
 	Mapping *m = op->m;
 	SharedWindow &w = *m->window;
+	bool found_gone = false;
 	{
 		MutexLock lk(&w.mu);
+		if (st.code() == Code::kNotFound)
+			found_gone = window_gone(w);
+		bool gone = w.region_gone; // nothing is filled, nothing retried
 		for (uint32_t k = 0; k < op->count;) {
 			if (w.pages[op->first + k].state != PageState::kFetching) {
 				k++;
@@ -130,7 +149,7 @@ void PagerThread::shared_fetch_done(FetchOp *op, const Status &st)
 				e++;
 			uint32_t wi = op->first + k, n = e - k;
 			const uint8_t *src = op->buf + size_t(k) * kPageSize;
-			int r = st.is_ok() ? w.fill(wi, src, n) : -EIO;
+			int r = gone ? -ENOENT : st.is_ok() ? w.fill(wi, src, n) : -EIO;
 			for (uint32_t j = 0; j < n; j++) {
 				Page &pg = w.pages[wi + j];
 				if (r == 0) {
@@ -143,7 +162,7 @@ void PagerThread::shared_fetch_done(FetchOp *op, const Status &st)
 				pg.state = PageState::kRemote;
 				pg.flags = 0;
 				w.resident--;
-				if (op->bulk || wi + j < m->window_first ||
+				if (gone || op->bulk || wi + j < m->window_first ||
 				    wi + j >= m->window_first + m->npages)
 					continue; // the wake below lets waiters fault again
 				uint64_t a = m->page_addr(wi + j - m->window_first);
@@ -151,7 +170,7 @@ void PagerThread::shared_fetch_done(FetchOp *op, const Status &st)
 				    !retry_.push({m->proc, a, 0u, now_ns()}))
 					(void)uffd_wake(m->proc->uffd, a, kPageSize);
 			}
-			if (r != 0 && st.is_ok())
+			if (r != 0 && st.is_ok() && !gone)
 				LOG_WARN(kLog, "filling pages %u+%u of window %s: %s", wi, n,
 				         w.key.c_str(), std::strerror(-r));
 			w.wake_all(wi, n);
@@ -167,6 +186,8 @@ void PagerThread::shared_fetch_done(FetchOp *op, const Status &st)
 		LOG_WARN(kLog, "module %s unreachable (%s); faults wait for it",
 		         m->chan->module.to_string().c_str(), st.message().c_str());
 	}
+	if (found_gone && !m->dead && !m->proc->dead)
+		region_gone_found(m);
 	release_fetch(op);
 	if (!m->dead)
 		maybe_evict_window(m);
@@ -243,7 +264,8 @@ void PagerThread::maybe_evict_window(Mapping *m)
 	SharedJob *job = nullptr;
 	{
 		MutexLock lk(&w.mu);
-		if (w.evicting || w.budget_pages == 0 || !caps_.shmem_wp || !w.all_ready())
+		if (w.evicting || w.budget_pages == 0 || !caps_.shmem_wp || !w.all_ready() ||
+		    w.region_gone)
 			return;
 		uint64_t want = std::min<uint64_t>(
 		        policy_.eviction_want(w.resident, w.budget_pages, false), cfg_.evict_batch);
@@ -305,7 +327,8 @@ void PagerThread::finish_window_eviction(Mapping *m, const std::vector<uint32_t>
 			while (j < victims.size() && victims[j] == victims[j - 1] + 1)
 				j++;
 			uint32_t a = victims[i], n = uint32_t(j - i);
-			int r = ok ? w.punch(a, n) : -EIO;
+			// A deleted region's pages were punched already.
+			int r = w.region_gone ? 0 : ok ? w.punch(a, n) : -EIO;
 			for (uint32_t k = a; k < a + n; k++) {
 				Page &pg = w.pages[k];
 				if (pg.state != PageState::kEvicting)
@@ -390,7 +413,8 @@ void PagerThread::shared_writeback(SharedJob *job, uint32_t first, uint32_t coun
 	SharedWrite *head = nullptr, **tail = &head;
 	{
 		MutexLock lk(&w.mu);
-		uint32_t end = std::min(w.npages, first + count);
+		// Nothing goes back to a deleted region.
+		uint32_t end = w.region_gone ? first : std::min(w.npages, first + count);
 		const Page *pages = w.pages.data(); // for the lambda: mu is held
 		for (uint32_t i = first; i < end;) {
 			auto held = [&](uint32_t k) {
@@ -466,11 +490,16 @@ void PagerThread::on_shared_write(SharedWrite *wr, const Status &st)
 {
 	SharedJob *job = wr->job;
 	SharedWindow &w = *job->w;
+	bool found_gone = false;
 	if (st.is_ok()) {
 		MutexLock lk(&w.mu);
 		for (uint32_t k = 0; k < wr->count; k++)
 			w.crc[wr->first + k] = wr->crcs[k];
 		w.stats.writebacks += wr->count;
+	} else if (st.code() == Code::kNotFound) {
+		// Deleted: nothing to keep these pages for.
+		MutexLock lk(&w.mu);
+		found_gone = window_gone(w);
 	} else {
 		job->failed = true;
 		wb_failures_++;
@@ -480,6 +509,8 @@ void PagerThread::on_shared_write(SharedWrite *wr, const Status &st)
 	wr->job = nullptr;
 	wr->next = free_shared_writes_;
 	free_shared_writes_ = wr;
+	if (found_gone && !job->m->dead && !job->m->proc->dead)
+		region_gone_found(job->m);
 	if (--job->outstanding == 0)
 		finish_shared_job(job);
 }

@@ -50,7 +50,8 @@ public:
 	// handing back its copy after a daemon restart).
 	static Status check_memfd(int fd, uint32_t pages);
 
-	// "<region>@<offset>+<length>": windows with equal keys are one window.
+	// "<region>#<region id>@<offset>+<length>": windows with equal keys are
+	// one window (the id tells a deleted region from a new one of its name).
 	const std::string key;
 	const std::string region;
 	const uint32_t region_id;
@@ -69,6 +70,9 @@ public:
 	PageStats stats GUARDED_BY(mu);           // evictions and write-backs
 	bool evicting GUARDED_BY(mu) = false;
 	uint32_t clock_hand GUARDED_BY(mu) = 0;
+	// The region was deleted: the memfd is emptied, faults are poisoned,
+	// nothing is filled or written back (region_deletion.cc).
+	bool region_gone GUARDED_BY(mu) = false;
 
 	// Wakes threads of every mapper waiting on window pages
 	// [first, first+count).

@@ -41,8 +41,9 @@ void PagerThread::claim_writeback(Mapping *m, uint32_t first, uint32_t count)
 void PagerThread::claim_run(Mapping *m, uint32_t first, uint32_t count)
 {
 	Process *p = m->proc;
-	if (p->fork_child || !m->writable)
-		return; // a child's private copy never goes back to the region
+	if (p->fork_child || !m->writable || m->region_gone)
+		return; // a child's private copy never goes back to the region, nor
+		        // anything to a deleted one
 	for (uint32_t i = first; i < first + count; i++)
 		m->pages[i].flags = uint8_t((m->pages[i].flags & ~kDirty) | kWbInFlight);
 	uint64_t id = runs_.add();
@@ -95,7 +96,7 @@ bool PagerThread::issue_write(const WbRun &run, uint32_t *first)
 	while (*first < end) {
 		uint32_t i = *first;
 		Page &pg = m->pages[i];
-		bool live = !m->dead && !p->dead;
+		bool live = !m->dead && !p->dead && !m->region_gone;
 		bool zero = pg.state == PageState::kZero;
 		if (p->mm_gone && !zero)
 			live = false;
@@ -181,9 +182,13 @@ void PagerThread::on_write_done(WriteOp *op, const Status &st)
 {
 	Mapping *m = op->m;
 	bool ok = st.is_ok();
+	// The region was deleted: there is nothing to keep the pages for.
+	bool gone = m->region_gone || st.code() == Code::kNotFound;
 	for (uint32_t i = op->first; i < op->first + op->count; i++) {
 		Page &pg = m->pages[i];
 		pg.flags &= uint8_t(~kWbInFlight);
+		if (gone)
+			continue;
 		if (!ok && pg.state != PageState::kGone) {
 			pg.flags |= kDirty;
 			if (pg.state == PageState::kEvicting && !m->proc->dead)
@@ -194,6 +199,9 @@ void PagerThread::on_write_done(WriteOp *op, const Status &st)
 	}
 	if (ok) {
 		m->stats.writebacks += op->count;
+	} else if (gone) {
+		if (!m->region_gone && !m->dead && !m->proc->dead)
+			region_gone_found(m);
 	} else {
 		wb_failures_++;
 		LOG_WARN(kLog, "writing back %u pages of region '%s': %s", op->count,

@@ -316,6 +316,8 @@ Message ControlOps::region_delete(const control::Peer &peer, Message &req)
 	Status st = fed_->delete_region(*loc);
 	if (!st)
 		return error_reply(st);
+	if (region_deleted_)
+		region_deleted_(*loc);
 	if (users.empty())
 		LOG_INFO("control", "uid %u deleted region '%s'", peer.uid, loc->name.c_str());
 	else

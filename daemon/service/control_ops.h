@@ -7,7 +7,8 @@
 // the owner (and root) may do anything; others get the mode's "other" bits
 // (4: read and map read-only, 2: write). Deleting needs ownership, and a
 // region some local process maps (the pager's mappings, the window table's
-// mapped windows) is "busy" (kBusy naming the pids) unless "force" is set.
+// mapped windows) is "busy" (kBusy naming the pids) unless "force" is set;
+// forced, the pager poisons its mappings (SIGBUS on their next access).
 //
 // Quotas (quota.h): a region.create on this node's module is admitted only
 // within the caller's quota ("quota.uid_bytes", "quota.uid_regions"; root is
@@ -56,6 +57,11 @@ public:
 	{
 		region_users_.push_back(std::move(f));
 	}
+	// Called once a region is deleted (the pager poisons its mappings).
+	void on_region_deleted(std::function<void(const RegionLocation &)> f)
+	{
+		region_deleted_ = std::move(f);
+	}
 	void register_ops(control::Server &server);
 	// The quotas in force from now on (a reload); they start as cfg.quota.
 	void set_quota(const QuotaConfig &q);
@@ -92,6 +98,7 @@ private:
 	std::vector<std::function<std::vector<pid_t>(const std::string &)>> region_users_;
 	mutable std::mutex quota_mu_;
 	QuotaConfig quota_; // guarded by quota_mu_
+	std::function<void(const RegionLocation &)> region_deleted_;
 };
 
 } // namespace memfed

@@ -349,19 +349,18 @@ Result<RegionLocation> NodeFederation::set_length(const RegionLocation &loc, uin
 
 std::vector<RegionLocation> NodeFederation::list_regions()
 {
+	// Page by page, as region.list does: no number of regions on a module
+	// outgrows one wire response (REGION_LIST with a WireListRequest).
 	std::vector<RegionLocation> out;
-	if (store_)
-		for (const auto &r : store_->list_regions())
-			out.push_back(location(store_->module_id(), to_wire(r)));
-	for (Peer *p : peer_list(false)) {
-		auto list = with_peer(*p, [](SyncClient &c) { return c.region_list(); });
-		if (!list) {
-			LOG_WARN("federation", "listing regions of peer %s: %s", p->endpoint.c_str(),
-				 list.status().to_string().c_str());
-			continue;
-		}
-		for (const auto &r : *list)
-			out.push_back(location(p->module, r));
+	std::string after;
+	bool more = true;
+	while (more) {
+		auto page = list_regions_page(after, wire::kRegionListPage, &more);
+		if (page.empty())
+			break;
+		after = page.back().name;
+		out.insert(out.end(), std::make_move_iterator(page.begin()),
+			   std::make_move_iterator(page.end()));
 	}
 	return out;
 }

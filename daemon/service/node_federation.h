@@ -47,7 +47,8 @@ public:
 	// Sets the region's length as a file (ModuleStore::set_length).
 	Result<RegionLocation> set_length(const RegionLocation &loc, uint64_t length,
 					  bool grow_only);
-	// Every region on every reachable module.
+	// Every region on every reachable module, in name order (fetched page
+	// by page with list_regions_page).
 	std::vector<RegionLocation> list_regions();
 	// One page of that list in name order: the regions whose names sort
 	// after `after` (empty: from the first), at most `limit` (> 0). *more is

@@ -62,6 +62,11 @@ std::vector<Window> TableMirror::saved_windows()
 		LOG_WARN("kmod", "reading windows back: %s", ws.status().to_string().c_str());
 		return out;
 	}
+	// The kmod stores FA ranges, not names: find the regions again (one
+	// listing for every window).
+	std::vector<RegionLocation> regions;
+	if (!ws->empty())
+		regions = fed_->list_regions();
 	for (const auto &k : *ws) {
 		Window w;
 		w.index = k.index;
@@ -69,8 +74,7 @@ std::vector<Window> TableMirror::saved_windows()
 		w.length = k.length;
 		w.pid = k.pid;
 		w.addr = k.addr;
-		// The kmod stores FA ranges, not names: find the region again.
-		for (const auto &r : fed_->list_regions())
+		for (const auto &r : regions)
 			if (r.module == k.fa.module && r.fa_offset == k.fa.offset)
 				w.region = r.name;
 		out.push_back(w);
