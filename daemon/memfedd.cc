@@ -10,6 +10,7 @@
 // Under systemd (Type=notify, packaging/systemd/memfedd.service) it reports
 // READY=1 once the control socket answers, RELOADING=1 ... READY=1 around a
 // reload and STOPPING=1 on the way out; sd_notify is a no-op elsewhere.
+#include <algorithm>
 #include <csignal>
 #include <cstdio>
 #include <cstring>
@@ -35,6 +36,7 @@
 #include "daemon/transport/event_loop.h"
 #include "daemon/transport/tcp_server.h"
 #include "daemon/trust/node_key.h"
+#include "daemon/trust/tls_context.h"
 #include "daemon/trust/trusted_peers.h"
 
 using namespace memfed;
@@ -166,6 +168,11 @@ int main(int argc, char **argv)
 	LOG_INFO("memfedd", "node key %s (%s %s), %zu trusted peers",
 	         trust::encode_key(node_key->pub).c_str(), key_created ? "created in" : "from",
 	         cfg.trust.key_file.c_str(), trusted->size());
+	// Every connection between nodes, both ways, is TLS 1.3 with these keys.
+	auto tls = trust::TlsContext::create(
+	        *node_key, trusted, {cfg.trust.rekey_bytes, cfg.trust.rekey_seconds});
+	if (!tls)
+		return die(tls.status());
 	const bool in_mesh = !cfg.mesh.interfaces.empty();
 	mesh::MeshPrefix mesh_prefix;
 	if (in_mesh && port_of(cfg.listen) == "0")
@@ -225,7 +232,7 @@ int main(int argc, char **argv)
 				return die(st);
 			listen = mesh::mesh_endpoint(own, port_of(cfg.listen));
 		}
-		ServerIdentity id{self, wire::kCapModule, store->info().capacity_bytes};
+		ServerIdentity id{self, wire::kCapModule, store->info().capacity_bytes, *tls};
 		auto srv = TcpServer::listen(module_loop.get(), listen, id, service.get());
 		if (!srv)
 			return die(srv.status());
@@ -243,7 +250,14 @@ int main(int argc, char **argv)
 		if (!(st = join_mesh(mesh::node_address(mesh_prefix, self))))
 			return die(st);
 	}
-	NodeFederation fed(store.get(), service.get(), self, cfg.peers);
+	// The modules to dial: the configured endpoints, and those of trusted
+	// peers that have one.
+	std::vector<std::string> dial = cfg.peers;
+	for (const auto &p : cfg.trust.peers)
+		if (!p.endpoint.empty() &&
+		    std::find(dial.begin(), dial.end(), p.endpoint) == dial.end())
+			dial.push_back(p.endpoint);
+	NodeFederation fed(store.get(), service.get(), self, dial, *tls);
 	// Stops the mesh before `fed` goes, on every way out of main().
 	struct MeshStopper {
 		std::unique_ptr<mesh::MeshNode> &node;
