@@ -79,7 +79,7 @@ void reload(int argc, char **argv, DaemonConfig *running, TrustOps *trust_ops)
 		ConfigReload r = plan_reload(*running, fresh);
 		set_log_level(fresh.log_level);
 		running->log_level = fresh.log_level;
-		trust_ops->reload(fresh.trust.file_peers);
+		trust_ops->reload(fresh.trust);
 		running->trust.peers = fresh.trust.peers;
 		running->trust.file_peers = fresh.trust.file_peers;
 		running->trust.rekey_seconds = fresh.trust.rekey_seconds;
@@ -269,8 +269,7 @@ int main(int argc, char **argv)
 		return die(st);
 	ControlOps ops(cfg, &fed, listen_ep);
 	ops.register_ops(control);
-	TrustOps trust_ops(node_key->pub, cfg.trust.key_file, cfg.config_file, trusted,
-	                   cfg.trust.file_peers, cfg.trust.flag_peers);
+	TrustOps trust_ops(node_key->pub, cfg, trusted);
 	trust_ops.register_ops(control);
 	control.add_op("mesh.routes", [&mesh_node](const control::Peer &, control::Message &) {
 		if (!mesh_node)

@@ -42,12 +42,11 @@ bool same_key(const trust::TrustedPeer &a, const trust::PublicKey &k)
 
 } // namespace
 
-TrustOps::TrustOps(trust::PublicKey self, std::string key_file, std::string config_file,
-                   std::shared_ptr<trust::TrustedPeers> live,
-                   std::vector<trust::TrustedPeer> file_peers,
-                   std::vector<trust::TrustedPeer> flag_peers)
-    : self_(self), key_file_(std::move(key_file)), config_file_(std::move(config_file)),
-      live_(std::move(live)), file_peers_(std::move(file_peers)), flag_peers_(std::move(flag_peers))
+TrustOps::TrustOps(trust::PublicKey self, const DaemonConfig &cfg,
+                   std::shared_ptr<trust::TrustedPeers> live)
+    : self_(self), key_file_(cfg.trust.key_file), config_file_(cfg.config_file),
+      live_(std::move(live)), file_peers_(cfg.trust.file_peers), flag_peers_(cfg.trust.flag_peers),
+      rekey_seconds_(cfg.trust.rekey_seconds), rekey_bytes_(cfg.trust.rekey_bytes)
 {
 }
 
@@ -60,11 +59,19 @@ void TrustOps::register_ops(control::Server &server)
 	server.add_op("peer.rm", [this](const Peer &p, Message &m) { return peer_rm(p, m); });
 }
 
-void TrustOps::reload(std::vector<trust::TrustedPeer> file_peers)
+void TrustOps::reload(const DaemonConfig::Trust &fresh)
 {
-	MutexLock lk(&mu_);
-	file_peers_ = std::move(file_peers);
-	publish();
+	{
+		MutexLock lk(&mu_);
+		file_peers_ = fresh.file_peers;
+		publish();
+	}
+	if (fresh.rekey_seconds == rekey_seconds_ && fresh.rekey_bytes == rekey_bytes_)
+		return;
+	rekey_seconds_ = fresh.rekey_seconds;
+	rekey_bytes_ = fresh.rekey_bytes;
+	if (rekey_listener_)
+		rekey_listener_(rekey_seconds_, rekey_bytes_);
 }
 
 void TrustOps::publish()

@@ -19,12 +19,14 @@
 // file.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "daemon/common/thread_annotations.h"
 #include "daemon/control/server.h"
+#include "daemon/service/config.h"
 #include "daemon/trust/node_key.h"
 #include "daemon/trust/trusted_peers.h"
 
@@ -34,15 +36,19 @@ namespace memfed
 class TrustOps
 {
 public:
-	// `config_file` is where "trust.peers" is written (DaemonConfig::config_file).
-	TrustOps(trust::PublicKey self, std::string key_file, std::string config_file,
-	         std::shared_ptr<trust::TrustedPeers> live,
-	         std::vector<trust::TrustedPeer> file_peers,
-	         std::vector<trust::TrustedPeer> flag_peers);
+	// `cfg` gives the key file, the config file "trust.peers" is written to,
+	// the file's and the flags' peers, and the rekey limits at start.
+	TrustOps(trust::PublicKey self, const DaemonConfig &cfg,
+	         std::shared_ptr<trust::TrustedPeers> live);
 	void register_ops(control::Server &server);
-	// A reload read the config file again: its "trust.peers" replaces the
-	// file's list, and the live set becomes it plus the --trust keys.
-	void reload(std::vector<trust::TrustedPeer> file_peers);
+	// Called by reload() with new rekey limits (trust.rekey_seconds,
+	// trust.rekey_bytes) for the sessions keyed from then on.
+	using RekeyListener = std::function<void(uint32_t seconds, uint64_t bytes)>;
+	void on_rekey_limits(RekeyListener f) { rekey_listener_ = std::move(f); }
+	// A reload read the config again: its "trust.peers" replaces the file's
+	// list, the live set becomes it plus the --trust keys, and changed rekey
+	// limits go to the listener.
+	void reload(const DaemonConfig::Trust &fresh);
 
 private:
 	control::Message key_show();
@@ -59,6 +65,9 @@ private:
 	Mutex mu_;
 	std::vector<trust::TrustedPeer> file_peers_ GUARDED_BY(mu_);
 	const std::vector<trust::TrustedPeer> flag_peers_;
+	RekeyListener rekey_listener_; // set before the ops serve
+	uint32_t rekey_seconds_;       // the limits in force, main thread only
+	uint64_t rekey_bytes_;
 };
 
 } // namespace memfed
