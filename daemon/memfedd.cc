@@ -76,6 +76,8 @@ void reload(int argc, char **argv, DaemonConfig *running, TrustOps *trust_ops)
 		log_line(LogLevel::kError, "memfedd", "reload: %s; kept the running config",
 		         st.message().c_str());
 	} else {
+		// `peer add` and `peer rm` may have changed the set since the start.
+		running->trust.peers = trust_ops->trusted();
 		ConfigReload r = plan_reload(*running, fresh);
 		set_log_level(fresh.log_level);
 		running->log_level = fresh.log_level;

@@ -74,6 +74,12 @@ void TrustOps::reload(const DaemonConfig::Trust &fresh)
 		rekey_listener_(rekey_seconds_, rekey_bytes_);
 }
 
+std::vector<trust::TrustedPeer> TrustOps::trusted()
+{
+	MutexLock lk(&mu_);
+	return merge_trusted_peers(file_peers_, flag_peers_);
+}
+
 void TrustOps::publish()
 {
 	live_->replace(merge_trusted_peers(file_peers_, flag_peers_));

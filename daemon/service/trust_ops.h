@@ -41,6 +41,9 @@ public:
 	TrustOps(trust::PublicKey self, const DaemonConfig &cfg,
 	         std::shared_ptr<trust::TrustedPeers> live);
 	void register_ops(control::Server &server);
+	// The trusted set as the config lists it (the file's peers, then the
+	// --trust keys), after every peer add and rm so far.
+	std::vector<trust::TrustedPeer> trusted();
 	// Called by reload() with new rekey limits (trust.rekey_seconds,
 	// trust.rekey_bytes) for the sessions keyed from then on.
 	using RekeyListener = std::function<void(uint32_t seconds, uint64_t bytes)>;

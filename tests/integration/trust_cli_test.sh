@@ -149,6 +149,19 @@ ctl a peer add "$k2"
 	fail "a --trust key was written to the config file: $(cat "$T/a.json")"
 ok "--trust keys join the file's, are never written to it, and peer rm names the flag"
 
+# A reload after peer add finds nothing new to apply: the daemon's own
+# change is already in force and in the file.
+reloads=$(grep -c "reload from" "$T/a.log" || true)
+kill -HUP "${DAEMON_PID[a]}"
+for _ in $(seq 1 200); do
+	[ "$(grep -c "reload from" "$T/a.log")" -gt "$reloads" ] && break
+	sleep 0.05
+done
+last=$(grep "reload from" "$T/a.log" | tail -n 1)
+[[ $last == *"nothing to apply"* ]] || fail "SIGHUP after peer add: $last"
+[ "$(peers_of a | grep -c .)" = 3 ] || fail "SIGHUP after peer add changed the set: $(peers_of a)"
+ok "SIGHUP after peer add: nothing to apply, the set unchanged"
+
 ! grep -qF "$secret" "$T/a.log" || fail "after the peer changes and reloads, the log holds the private key"
 ok "the log still holds no private key after every change above"
 
