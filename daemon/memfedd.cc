@@ -31,6 +31,7 @@
 #include "daemon/service/module_service.h"
 #include "daemon/service/node_federation.h"
 #include "daemon/service/table_mirror.h"
+#include "daemon/service/trust_ops.h"
 #include "daemon/service/window_table.h"
 #include "daemon/store/pool.h"
 #include "daemon/transport/event_loop.h"
@@ -63,7 +64,7 @@ Status ensure_dir(const std::string &path)
 
 // SIGHUP: loads the config again from the same file and flags, applies what
 // can change at run time and logs one line naming the rest.
-void reload(int argc, char **argv, DaemonConfig *running)
+void reload(int argc, char **argv, DaemonConfig *running, TrustOps *trust_ops)
 {
 	timespec now;
 	clock_gettime(CLOCK_MONOTONIC, &now);
@@ -77,9 +78,16 @@ void reload(int argc, char **argv, DaemonConfig *running)
 		log_line(LogLevel::kError, "memfedd", "reload: %s; kept the running config",
 		         st.message().c_str());
 	} else {
+		// `peer add` and `peer rm` may have changed the set since the start.
+		running->trust.peers = trust_ops->trusted();
 		ConfigReload r = plan_reload(*running, fresh);
 		set_log_level(fresh.log_level);
 		running->log_level = fresh.log_level;
+		trust_ops->reload(fresh.trust);
+		running->trust.peers = fresh.trust.peers;
+		running->trust.file_peers = fresh.trust.file_peers;
+		running->trust.rekey_seconds = fresh.trust.rekey_seconds;
+		running->trust.rekey_bytes = fresh.trust.rekey_bytes;
 		std::string applied, restart;
 		for (const auto &a : r.applied)
 			applied += (applied.empty() ? "" : ", ") + a;
@@ -277,6 +285,8 @@ int main(int argc, char **argv)
 		return die(st);
 	ControlOps ops(cfg, &fed, listen_ep);
 	ops.register_ops(control);
+	TrustOps trust_ops(node_key->pub, cfg, trusted);
+	trust_ops.register_ops(control);
 	control.add_op("mesh.routes", [&mesh_node](const control::Peer &, control::Message &) {
 		if (!mesh_node)
 			return control::error_reply(Status(
@@ -375,7 +385,7 @@ int main(int argc, char **argv)
 	int sig = 0;
 	DaemonConfig running = cfg;
 	while (sigwait(&stop_sigs, &sig) == 0 && sig == SIGHUP)
-		reload(argc, argv, &running);
+		reload(argc, argv, &running, &trust_ops);
 	LOG_INFO("memfedd", "signal %s: stopping", strsignal(sig));
 	sd_notify(0, "STOPPING=1");
 
