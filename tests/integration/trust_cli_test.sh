@@ -26,7 +26,14 @@ pub=$("$MEMFEDCTL" key generate "$T/gen.key")
 [ "$("$MEMFEDCTL" key show "$T/gen.key")" = "$pub" ] || fail "key show disagrees with key generate"
 [ "$("$MEMFEDCTL" -j key show "$T/gen.key" | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')" = "$pub" ] ||
 	fail "key show -j disagrees with key generate"
-ok "key generate writes a 0600 key and prints the public key key show reads back"
+[ "$("$MEMFEDCTL" key pub <"$T/gen.key")" = "$pub" ] || fail "key pub disagrees with key generate"
+set +e
+out=$(echo "not-a-secret-key-but-echo-me" | "$MEMFEDCTL" key pub 2>&1)
+rc=$?
+set -e
+[ $rc = 2 ] || fail "key pub of garbage exited $rc, expected 2: $out"
+[[ $out != *echo-me* ]] || fail "key pub echoed its malformed input: $out"
+ok "key generate writes a 0600 key and prints the public key key show and key pub read back"
 
 before=$(cat "$T/gen.key")
 expect_exit 4 "$MEMFEDCTL" key generate "$T/gen.key"
