@@ -39,12 +39,17 @@ trap cleanup EXIT
 fail() { echo "FAIL: $*" >&2; exit 1; }
 ok() { PASSED=$((PASSED + 1)); echo "ok $PASSED - $*"; }
 
-# start_daemon NAME [memfedd flags...]: starts memfedd with its own state dir
-# and socket under $T/NAME and waits until its control socket answers.
+# start_daemon NAME [memfedd flags...]: starts memfedd with its own state dir,
+# socket and config file ($T/NAME/memfedd.json, "{}" unless the test wrote
+# one; a --config in the flags wins) under $T/NAME and waits until its control
+# socket answers. The config file keeps the host's /etc/memfed out of tests,
+# and is where `memfedctl peer add` writes.
 start_daemon() {
 	local name=$1; shift
 	mkdir -p "$T/$name"
-	"$MEMFEDD" --state-dir "$T/$name" --socket "$T/$name/sock" --kmod off "$@" \
+	[ -f "$T/$name/memfedd.json" ] || echo '{}' >"$T/$name/memfedd.json"
+	"$MEMFEDD" --config "$T/$name/memfedd.json" --state-dir "$T/$name" --socket "$T/$name/sock" \
+		--kmod off "$@" \
 		>>"$T/$name.log" 2>&1 &
 	DAEMON_PID[$name]=$!
 	for _ in $(seq 1 200); do
