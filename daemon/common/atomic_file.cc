@@ -43,7 +43,9 @@ Status write_file_atomic(const std::string &path, std::string_view content, cons
 	::unlink(tmp.c_str());
 	int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (fd < 0)
-		return Status::from_errno(errno, "creating " + what + " " + tmp);
+		return Status::from_errno(errno, "writing " + what + " " + path +
+		                                         " (creating its temporary file " + tmp +
+		                                         ")");
 	bool ok = ::fchmod(fd, mode) == 0;
 	if (ok && uid != uid_t(-1) && (uid != ::geteuid() || gid != ::getegid()))
 		ok = ::fchown(fd, uid, gid) == 0;

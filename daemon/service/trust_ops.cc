@@ -178,6 +178,10 @@ Message TrustOps::peer_rm(const control::Peer &caller, Message &req)
 		return key ? p.key == *key : p.name == which;
 	};
 	std::vector<trust::TrustedPeer> next = file_peers_;
+	if (!key && std::count_if(next.begin(), next.end(), matches) > 1)
+		return error_reply(Status(Code::kInvalidArgument,
+		                          "more than one trusted peer is named " + which +
+		                                  "; remove one by its key (memfedctl peer ls)"));
 	auto gone = std::find_if(next.begin(), next.end(), matches);
 	if (gone == next.end()) {
 		if (std::any_of(flag_peers_.begin(), flag_peers_.end(), matches))

@@ -69,15 +69,20 @@ key_of() {
 	if [ -f "$T/keys/$1.pub" ]; then cat "$T/keys/$1.pub"; else ctl "$1" key show; fi
 }
 
-# start_daemon NAME [memfedd flags...]: starts memfedd with its own state dir
-# and socket under $T/NAME and waits until its control socket answers.
-# MEMFEDD_WRAP (e.g. "ip netns exec NS") runs it inside something.
+# start_daemon NAME [memfedd flags...]: starts memfedd with its own state dir,
+# socket and config file ($T/NAME/memfedd.json, "{}" unless the test wrote
+# one; a --config in the flags wins) under $T/NAME and waits until its control
+# socket answers. The config file keeps the host's /etc/memfed out of tests,
+# and is where `memfedctl peer add` writes. MEMFEDD_WRAP (e.g. "ip netns exec
+# NS") runs memfedd inside something.
 start_daemon() {
 	local name=$1; shift
 	mkdir -p "$T/$name"
+	[ -f "$T/$name/memfedd.json" ] || echo '{}' >"$T/$name/memfedd.json"
 	# shellcheck disable=SC2046 # trust_flags prints whole words
-	${MEMFEDD_WRAP:-} "$MEMFEDD" --state-dir "$T/$name" --socket "$T/$name/sock" --kmod off \
-		$(trust_flags "$name") "$@" >>"$T/$name.log" 2>&1 &
+	${MEMFEDD_WRAP:-} "$MEMFEDD" --config "$T/$name/memfedd.json" --state-dir "$T/$name" \
+		--socket "$T/$name/sock" --kmod off $(trust_flags "$name") "$@" \
+		>>"$T/$name.log" 2>&1 &
 	DAEMON_PID[$name]=$!
 	for _ in $(seq 1 200); do
 		if "$MEMFEDCTL" --socket "$T/$name/sock" status >/dev/null 2>&1; then

@@ -11,8 +11,11 @@ source "$(dirname "$0")/lib.sh"
 
 # json_get FILE EXPR: a python expression over the JSON document `d` in FILE.
 json_get() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print($2)" "$1"; }
-# peers_of NAME: "key name endpoint source" of each trusted peer, sorted.
-peers_of() {
+# peers_of NAME: "key name endpoint source" of each trusted peer, sorted
+# ("-" for no name or endpoint), from `peer ls`.
+peers_of() { ctl "$1" peer ls | awk 'NR > 1 { print $1, $2, $3, $4 }' | sort; }
+# peers_json_of NAME: the same from `peer ls -j`.
+peers_json_of() {
 	ctl "$1" -j peer ls | python3 -c '
 import json, sys
 for p in sorted(json.load(sys.stdin), key=lambda p: p["key"]):
@@ -26,7 +29,14 @@ pub=$("$MEMFEDCTL" key generate "$T/gen.key")
 [ "$("$MEMFEDCTL" key show "$T/gen.key")" = "$pub" ] || fail "key show disagrees with key generate"
 [ "$("$MEMFEDCTL" -j key show "$T/gen.key" | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')" = "$pub" ] ||
 	fail "key show -j disagrees with key generate"
-ok "key generate writes a 0600 key and prints the public key key show reads back"
+[ "$("$MEMFEDCTL" key pub <"$T/gen.key")" = "$pub" ] || fail "key pub disagrees with key generate"
+set +e
+out=$(echo "not-a-secret-key-but-echo-me" | "$MEMFEDCTL" key pub 2>&1)
+rc=$?
+set -e
+[ $rc = 2 ] || fail "key pub of garbage exited $rc, expected 2: $out"
+[[ $out != *echo-me* ]] || fail "key pub echoed its malformed input: $out"
+ok "key generate writes a 0600 key and prints the public key key show and key pub read back"
 
 before=$(cat "$T/gen.key")
 expect_exit 4 "$MEMFEDCTL" key generate "$T/gen.key"
@@ -70,8 +80,9 @@ k2=$("$MEMFEDCTL" key generate "$T/k2.key")
 ctl a peer add "$k1" --name lamp --endpoint 127.0.0.1:7801
 ctl a peer add "$k2"
 want=$(printf '%s\n' "$k1 lamp 127.0.0.1:7801 config" "$k2 - - config" | sort)
-[ "$(peers_of a)" = "$want" ] || fail "peer ls -j: expected [$want], got [$(peers_of a)]"
-ok "peer add twice, peer ls -j shows both with name and endpoint"
+[ "$(peers_json_of a)" = "$want" ] || fail "peer ls -j: expected [$want], got [$(peers_json_of a)]"
+[ "$(peers_of a)" = "$want" ] || fail "peer ls: expected [$want], got [$(peers_of a)]"
+ok "peer add twice, peer ls and ls -j show both with name and endpoint"
 
 ctl a peer add "$k1" --name lamp --endpoint 127.0.0.1:7802
 [ "$(peers_of a | grep -c .)" = 2 ] || fail "adding a key again added a second entry: $(peers_of a)"

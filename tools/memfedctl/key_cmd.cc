@@ -2,7 +2,11 @@
 // `generate` writes a new private key file (0600, never over an existing one)
 // and prints its public key; `show PATH` reads a key file without a daemon;
 // `show` alone asks the running daemon ("key.show"), which answers with the
-// public key only. Only public keys are ever printed.
+// public key only; `pub` turns a private key on stdin into its public key.
+// Only public keys are ever printed.
+#include <openssl/crypto.h>
+
+#include <cstdio>
 #include <filesystem>
 #include <iostream>
 
@@ -25,6 +29,8 @@ constexpr const char *kUsage = R"(usage: memfedctl key COMMAND
                     /var/lib/memfed/node.key)
   show [PATH]       print the public key of the key file PATH, or without PATH,
                     of the running memfedd
+  pub               read a private key on stdin, print its public key
+                    (as `wg pubkey` does)
   (-j: JSON output)
 )";
 
@@ -38,6 +44,31 @@ Result<std::string> daemon_key_file()
 	char *argv[] = {name, nullptr};
 	MF_RETURN_IF_ERROR(load_config(1, argv, &cfg, &help));
 	return cfg.trust.key_file.empty() ? cfg.state_dir + "/node.key" : cfg.trust.key_file;
+}
+
+// The public key of the private key on stdin (one line of base64). The
+// input is never echoed, even when malformed.
+Result<std::string> public_key_of_stdin()
+{
+	char buf[128];
+	size_t n = std::fread(buf, 1, sizeof(buf), stdin);
+	std::string_view text(buf, n);
+	while (!text.empty() && (text.back() == '\n' || text.back() == '\r'))
+		text.remove_suffix(1);
+	auto seed = trust::decode_public_key(text);
+	OPENSSL_cleanse(buf, sizeof(buf));
+	if (!seed)
+		return Status(Code::kInvalidArgument,
+		              "stdin is not a memfed private key (one line of 44 base64 "
+		              "characters, as a key file holds)");
+	std::array<uint8_t, trust::kKeySize> s;
+	std::copy(seed->begin(), seed->end(), s.begin());
+	OPENSSL_cleanse(seed->data(), seed->size());
+	auto k = trust::node_key_from_seed(s);
+	OPENSSL_cleanse(s.data(), s.size());
+	if (!k)
+		return k.status();
+	return trust::encode_key(k->pub);
 }
 
 int print_key(const Globals &g, const std::string &pub, const std::string &path)
@@ -61,6 +92,15 @@ int cmd_key(const Globals &g, Args &a)
 		return a.empty() ? 2 : 0;
 	}
 	std::string sub = a.next();
+	if (sub == "pub") {
+		Status st = a.expect_positional(0, "memfedctl key pub < PRIVATE_KEY");
+		if (!st)
+			return fail(g, st);
+		auto k = public_key_of_stdin();
+		if (!k)
+			return fail(g, k.status());
+		return print_key(g, *k, "");
+	}
 	if (sub != "generate" && sub != "show")
 		return fail(
 		        g, usage_error("unknown key command '" + sub + "' (memfedctl key --help)"));
