@@ -128,10 +128,17 @@ auto NodeFederation::with_peer(Peer &p, Fn fn) -> decltype(fn(*(SyncClient *)nul
 					       : trust::TrustedPeers::describe(info.key, p.key_name).c_str());
 		}
 		auto r = fn(*p.client);
-		if (r.is_ok() || (r.status().code() != Code::kUnavailable &&
-				  r.status().code() != Code::kProtocol && r.status().code() != Code::kIo))
+		// kCorrupt: a TLS record failed its tag (altered in transit) or a
+		// page its checksum; either way a fresh connection may answer.
+		Code c = r.status().code();
+		if (r.is_ok() || (c != Code::kUnavailable && c != Code::kProtocol && c != Code::kIo &&
+				  c != Code::kCorrupt))
 			return r;
-		// The connection broke (peer restarted?): reconnect once.
+		// The connection broke (peer restarted? bytes altered?): reconnect once.
+		log_line(c == Code::kCorrupt ? LogLevel::kWarn : LogLevel::kInfo, "federation",
+			 "connection to module %s at %s broke: %s; reconnecting",
+			 p.module.to_string().c_str(), p.endpoint.c_str(),
+			 r.status().message().c_str());
 		p.client.reset();
 		if (attempt == 1)
 			return r;

@@ -47,11 +47,13 @@ ok "a trusted key from another endpoint and state dir is accepted"
 
 # The plaintext wire protocol, as any local user could speak it.
 HOST=${MODULE_EP%:*} PORT=${MODULE_EP##*:}
-setpriv --reuid=65534 --regid=65534 --clear-groups $RAW hostile "$HOST" "$PORT" "$T/hostile.bin" >"$T/hostile.out"
+mkdir -p "$T/nobody" && chmod 711 "$T" && chmod 777 "$T/nobody"
+setpriv --reuid=65534 --regid=65534 --clear-groups /usr/bin/python3 "$(dirname "$0")/wire_raw.py" \
+	hostile "$HOST" "$PORT" "$T/nobody/hostile.bin" >"$T/hostile.out"
 cat "$T/hostile.out"
 grep -q "v2 hello: HELLO answered, status=11; message='.*version 2.*upgrade" "$T/hostile.out" ||
 	fail "an old (v2) client is not told that its wire version is refused: $(cat "$T/hostile.out")"
-if grep -q "TOPSECRET" "$T/hostile.bin"; then fail "a plaintext client read region bytes"; fi
+if grep -q "TOPSECRET" "$T/nobody/hostile.bin"; then fail "a plaintext client read region bytes"; fi
 grep -q "REGION_LIST gave 0 regions" "$T/hostile.out" || fail "a plaintext client listed regions"
 ok "a plaintext client gets no region byte and no region list; an old one is told to upgrade"
 
