@@ -10,6 +10,7 @@
 // Under systemd (Type=notify, packaging/systemd/memfedd.service) it reports
 // READY=1 once the control socket answers, RELOADING=1 ... READY=1 around a
 // reload and STOPPING=1 on the way out; sd_notify is a no-op elsewhere.
+#include <algorithm>
 #include <csignal>
 #include <cstdio>
 #include <cstring>
@@ -30,11 +31,13 @@
 #include "daemon/service/module_service.h"
 #include "daemon/service/node_federation.h"
 #include "daemon/service/table_mirror.h"
+#include "daemon/service/trust_ops.h"
 #include "daemon/service/window_table.h"
 #include "daemon/store/pool.h"
 #include "daemon/transport/event_loop.h"
 #include "daemon/transport/tcp_server.h"
 #include "daemon/trust/node_key.h"
+#include "daemon/trust/tls_context.h"
 #include "daemon/trust/trusted_peers.h"
 
 using namespace memfed;
@@ -61,7 +64,8 @@ Status ensure_dir(const std::string &path)
 
 // SIGHUP: loads the config again from the same file and flags, applies what
 // can change at run time and logs one line naming the rest.
-void reload(int argc, char **argv, DaemonConfig *running, ControlOps *ops)
+void reload(int argc, char **argv, DaemonConfig *running, ControlOps *ops,
+            TrustOps *trust_ops)
 {
 	timespec now;
 	clock_gettime(CLOCK_MONOTONIC, &now);
@@ -75,11 +79,18 @@ void reload(int argc, char **argv, DaemonConfig *running, ControlOps *ops)
 		log_line(LogLevel::kError, "memfedd", "reload: %s; kept the running config",
 		         st.message().c_str());
 	} else {
+		// `peer add` and `peer rm` may have changed the set since the start.
+		running->trust.peers = trust_ops->trusted();
 		ConfigReload r = plan_reload(*running, fresh);
 		set_log_level(fresh.log_level);
 		running->log_level = fresh.log_level;
 		ops->set_quota(fresh.quota);
 		running->quota = fresh.quota;
+		trust_ops->reload(fresh.trust);
+		running->trust.peers = fresh.trust.peers;
+		running->trust.file_peers = fresh.trust.file_peers;
+		running->trust.rekey_seconds = fresh.trust.rekey_seconds;
+		running->trust.rekey_bytes = fresh.trust.rekey_bytes;
 		std::string applied, restart;
 		for (const auto &a : r.applied)
 			applied += (applied.empty() ? "" : ", ") + a;
@@ -168,6 +179,11 @@ int main(int argc, char **argv)
 	LOG_INFO("memfedd", "node key %s (%s %s), %zu trusted peers",
 	         trust::encode_key(node_key->pub).c_str(), key_created ? "created in" : "from",
 	         cfg.trust.key_file.c_str(), trusted->size());
+	// Every connection between nodes, both ways, is TLS 1.3 with these keys.
+	auto tls = trust::TlsContext::create(
+	        *node_key, trusted, {cfg.trust.rekey_bytes, cfg.trust.rekey_seconds});
+	if (!tls)
+		return die(tls.status());
 	const bool in_mesh = !cfg.mesh.interfaces.empty();
 	mesh::MeshPrefix mesh_prefix;
 	if (in_mesh && port_of(cfg.listen) == "0")
@@ -227,7 +243,7 @@ int main(int argc, char **argv)
 				return die(st);
 			listen = mesh::mesh_endpoint(own, port_of(cfg.listen));
 		}
-		ServerIdentity id{self, wire::kCapModule, store->info().capacity_bytes};
+		ServerIdentity id{self, wire::kCapModule, store->info().capacity_bytes, *tls};
 		auto srv = TcpServer::listen(module_loop.get(), listen, id, service.get());
 		if (!srv)
 			return die(srv.status());
@@ -245,7 +261,14 @@ int main(int argc, char **argv)
 		if (!(st = join_mesh(mesh::node_address(mesh_prefix, self))))
 			return die(st);
 	}
-	NodeFederation fed(store.get(), service.get(), self, cfg.peers);
+	// The modules to dial: the configured endpoints, and those of trusted
+	// peers that have one.
+	std::vector<std::string> dial = cfg.peers;
+	for (const auto &p : cfg.trust.peers)
+		if (!p.endpoint.empty() &&
+		    std::find(dial.begin(), dial.end(), p.endpoint) == dial.end())
+			dial.push_back(p.endpoint);
+	NodeFederation fed(store.get(), service.get(), self, dial, *tls);
 	// Stops the mesh before `fed` goes, on every way out of main().
 	struct MeshStopper {
 		std::unique_ptr<mesh::MeshNode> &node;
@@ -265,6 +288,8 @@ int main(int argc, char **argv)
 		return die(st);
 	ControlOps ops(cfg, &fed, listen_ep);
 	ops.register_ops(control);
+	TrustOps trust_ops(node_key->pub, cfg, trusted);
+	trust_ops.register_ops(control);
 	control.add_op("mesh.routes", [&mesh_node](const control::Peer &, control::Message &) {
 		if (!mesh_node)
 			return control::error_reply(Status(
@@ -364,7 +389,7 @@ int main(int argc, char **argv)
 	int sig = 0;
 	DaemonConfig running = cfg;
 	while (sigwait(&stop_sigs, &sig) == 0 && sig == SIGHUP)
-		reload(argc, argv, &running, &ops);
+		reload(argc, argv, &running, &ops, &trust_ops);
 	LOG_INFO("memfedd", "signal %s: stopping", strsignal(sig));
 	sd_notify(0, "STOPPING=1");
 

@@ -2,6 +2,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <fstream>
 #include <functional>
 #include <map>
@@ -172,8 +173,9 @@ Options (each has a config-file key; flags override the file):
                                      gone before the module is (1000)
   --key-file PATH      "trust.key_file" this node's private key (default
                                      STATE_DIR/node.key, created on first start)
-  --trust KEY[@HOST:PORT]  "trust.peers" trust the node with this public key,
-                                     and dial it at HOST:PORT (repeatable)
+  --trust KEY[@HOST:PORT]  trust the node with this public key, and dial
+                                     it at HOST:PORT (repeatable); added to the
+                                     file's "trust.peers", never written to it
                        "trust.peers" entries: {"key": KEY, "name": NAME,
                                      "endpoint": "HOST:PORT"}; name and
                                      endpoint are optional
@@ -193,8 +195,10 @@ Options (each has a config-file key; flags override the file):
   --help               this text
 
 SIGHUP (systemctl reload memfedd) re-reads the config file and applies
-"log_level" and "quota.*" at once; other changed keys are logged and wait for
-a restart.
+"log_level", "quota.*", "trust.peers" and "trust.rekey_*" at once; other
+changed keys are logged and wait for a restart. `memfedctl peer add|rm` change
+the trusted peers at once and write "trust.peers" into the config file
+(--config FILE, else /etc/memfed/memfedd.json, created if missing).
 
 Example config:
   {"state_dir": "/var/lib/memfed", "pool": {"path": "/dev/dax0.0", "size": "16G"},
@@ -254,6 +258,20 @@ Status parse_trusted_peers(const json &v, const std::string &origin, const std::
 	}
 	*out = std::move(peers);
 	return Status::ok();
+}
+
+std::vector<trust::TrustedPeer> merge_trusted_peers(std::vector<trust::TrustedPeer> file,
+                                                    const std::vector<trust::TrustedPeer> &flags)
+{
+	for (const auto &f : flags) {
+		auto same = std::find_if(file.begin(), file.end(),
+		                         [&](const trust::TrustedPeer &p) { return p.key == f.key; });
+		if (same == file.end())
+			file.push_back(f);
+		else if (!f.endpoint.empty())
+			same->endpoint = f.endpoint;
+	}
+	return file;
 }
 
 json config_to_json(const DaemonConfig &cfg)
@@ -429,8 +447,10 @@ Status apply_config_json(const std::string &text, const std::string &origin, Dae
 				std::string k = key + "." + sub;
 				if (k == "trust.key_file")
 					st = set_string(origin, k, sv, &cfg->trust.key_file);
-				else if (k == "trust.peers")
-					st = parse_trusted_peers(sv, origin, k, &cfg->trust.peers);
+				else if (k == "trust.peers") {
+					st = parse_trusted_peers(sv, origin, k, &cfg->trust.file_peers);
+					cfg->trust.peers = cfg->trust.file_peers;
+				}
 				else if (k == "trust.rekey_seconds")
 					st = set_u32(origin, k, sv, 1, 86400, &cfg->trust.rekey_seconds);
 				else if (k == "trust.rekey_bytes")
@@ -515,6 +535,18 @@ ConfigReload plan_reload(const DaemonConfig &running, const DaemonConfig &fresh)
 	if (running.log_level != fresh.log_level)
 		r.applied.push_back(std::string("log_level ") + level_name(running.log_level) +
 		                    " -> " + level_name(fresh.log_level));
+	if (running.trust.peers != fresh.trust.peers)
+		r.applied.push_back("trust.peers " + std::to_string(running.trust.peers.size()) +
+		                    " -> " + std::to_string(fresh.trust.peers.size()) + " keys");
+	if (running.trust.rekey_seconds != fresh.trust.rekey_seconds)
+		r.applied.push_back("trust.rekey_seconds " +
+		                    std::to_string(running.trust.rekey_seconds) + " -> " +
+		                    std::to_string(fresh.trust.rekey_seconds));
+	if (running.trust.rekey_bytes != fresh.trust.rekey_bytes)
+		r.applied.push_back("trust.rekey_bytes " + format_size(running.trust.rekey_bytes) +
+		                    " -> " + format_size(fresh.trust.rekey_bytes));
+	static const char *const kLive[] = {"log_level", "trust.peers", "trust.rekey_seconds",
+	                                    "trust.rekey_bytes"};
 	// Everything else is fixed while memfedd runs: the pool and its listener,
 	// the federation's peers, the mesh and the pager's threads are built at
 	// start. The keys compared are the printed config's, the one schema.
@@ -523,7 +555,8 @@ ConfigReload plan_reload(const DaemonConfig &running, const DaemonConfig &fresh)
 	flatten_config(config_to_json(fresh), "", &after);
 	// The quotas are read at each region create, so they apply at once too.
 	for (const auto &[key, v] : after) {
-		if (key == "log_level" || before[key] == v)
+		bool live = std::find(std::begin(kLive), std::end(kLive), key) != std::end(kLive);
+		if (live || before[key] == v)
 			continue;
 		if (key.rfind("quota.", 0) == 0)
 			r.applied.push_back(key + " " + before[key].dump() + " -> " + v.dump());
@@ -545,6 +578,7 @@ Status load_config(int argc, char **argv, DaemonConfig *cfg, bool *help)
 			path = a.substr(9);
 	}
 	bool explicit_path = !path.empty();
+	cfg->config_file = explicit_path ? path : kDefaultConfigPath;
 	if (!explicit_path && access(kDefaultConfigPath, F_OK) == 0)
 		path = kDefaultConfigPath;
 	if (!path.empty()) {
@@ -558,7 +592,6 @@ Status load_config(int argc, char **argv, DaemonConfig *cfg, bool *help)
 	}
 
 	bool peers_from_flags = false;
-	bool trust_from_flags = false;
 	for (int i = 1; i < argc; i++) {
 		std::string a = argv[i], val;
 		if (a == "--help" || a == "-h") {
@@ -619,9 +652,6 @@ Status load_config(int argc, char **argv, DaemonConfig *cfg, bool *help)
 			cfg->trust.key_file = val;
 		} else if (a == "--trust") {
 			MF_RETURN_IF_ERROR(need());
-			if (!trust_from_flags)
-				cfg->trust.peers.clear();
-			trust_from_flags = true;
 			trust::TrustedPeer p;
 			auto at = val.find('@');
 			auto pk = trust::decode_public_key(val.substr(0, at), "--trust key");
@@ -630,7 +660,7 @@ Status load_config(int argc, char **argv, DaemonConfig *cfg, bool *help)
 			p.key = *pk;
 			if (at != std::string::npos)
 				st = set_endpoint(origin, a, val.substr(at + 1), &p.endpoint);
-			cfg->trust.peers.push_back(std::move(p));
+			cfg->trust.flag_peers.push_back(std::move(p));
 		} else if (a == "--roles") {
 			MF_RETURN_IF_ERROR(need());
 			std::vector<std::string> roles;
@@ -690,6 +720,7 @@ Status load_config(int argc, char **argv, DaemonConfig *cfg, bool *help)
 		}
 		MF_RETURN_IF_ERROR(st);
 	}
+	cfg->trust.peers = merge_trusted_peers(cfg->trust.file_peers, cfg->trust.flag_peers);
 	if (!cfg->role_module && !cfg->role_pager && !cfg->role_relay)
 		return Status(Code::kInvalidArgument, "no roles enabled: give --roles module, pager or both");
 	if (cfg->role_relay && cfg->mesh.interfaces.empty())

@@ -24,6 +24,9 @@ namespace memfed {
 
 struct DaemonConfig {
 	std::string config_path; // where it was read from, "" for built-in defaults
+	// The file memfedd reads and `memfedctl peer add` writes: --config FILE,
+	// else /etc/memfed/memfedd.json, whether or not it exists yet.
+	std::string config_file;
 	std::string state_dir = "/var/lib/memfed";
 	std::string socket = "/run/memfed/memfedd.sock";
 	bool role_module = true;
@@ -54,7 +57,11 @@ struct DaemonConfig {
 	// Trust between nodes: this node's key and the keys it talks to.
 	struct Trust {
 		std::string key_file;                   // default: <state_dir>/node.key
-		std::vector<trust::TrustedPeer> peers;  // `memfedctl peer add` edits these
+		// The keys this node trusts: the config file's list, then the
+		// --trust flags (a flag's endpoint wins for a key in both).
+		std::vector<trust::TrustedPeer> peers;
+		std::vector<trust::TrustedPeer> file_peers; // "trust.peers": `peer add` edits these
+		std::vector<trust::TrustedPeer> flag_peers; // --trust KEY[@HOST:PORT]
 		uint32_t rekey_seconds = 120;           // new session keys this often...
 		uint64_t rekey_bytes = uint64_t{1} << 36; // ...or after this many bytes (64 GiB)
 	} trust;
@@ -77,11 +84,24 @@ nlohmann::json config_to_json(const DaemonConfig &cfg);
 nlohmann::json trusted_peers_json(const std::vector<trust::TrustedPeer> &peers);
 Status parse_trusted_peers(const nlohmann::json &v, const std::string &origin,
                            const std::string &key, std::vector<trust::TrustedPeer> *out);
+// The trusted set from the file's list and the flags': the file's entries in
+// order, a flag's key added or, when the file has it too, given the flag's
+// endpoint.
+std::vector<trust::TrustedPeer> merge_trusted_peers(std::vector<trust::TrustedPeer> file,
+                                                    const std::vector<trust::TrustedPeer> &flags);
+// Writes `peers` as "trust.peers" into the config file at `path`, keeping
+// every other key and their order: the file is read, changed, checked to load
+// as a config, and replaced atomically with its mode and owner. A missing
+// file (and its directory) is created, holding only the trust section. A
+// file that does not parse is left alone (kInvalidArgument naming it).
+Status save_trusted_peers(const std::string &path, const std::vector<trust::TrustedPeer> &peers);
 
 // What a reload (SIGHUP, `systemctl reload memfedd`) does with a freshly
 // loaded config. Keys that can change while memfedd runs are applied:
-// "log_level" and the "quota.*" keys. Every other key that differs is listed
-// in `need_restart`: it keeps its running value until memfedd restarts.
+// "log_level", the "quota.*" keys, "trust.peers" (the next handshake sees the
+// new set) and "trust.rekey_seconds"/"trust.rekey_bytes" (sessions keyed
+// after the reload use them). Every other key that differs is listed in
+// `need_restart`: it keeps its running value until memfedd restarts.
 struct ConfigReload {
 	std::vector<std::string> applied;      // "log_level info -> debug"
 	std::vector<std::string> need_restart; // config keys, e.g. "listen", "peers"

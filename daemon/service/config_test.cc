@@ -1,5 +1,11 @@
 #include <catch2/catch.hpp>
 
+#include <sys/stat.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
 #include "daemon/service/config.h"
 
 using namespace memfed;
@@ -24,9 +30,10 @@ TEST_CASE("no config gives a one-node federation")
 TEST_CASE("config JSON sets every key and rejects unknown keys by name")
 {
 	DaemonConfig cfg;
-	REQUIRE(apply_config_json(R"({"state_dir":"/s","pool":{"size":"64M","module_id":"02:00:00:00:00:07"},
+	REQUIRE(apply_config_json(
+	        R"({"state_dir":"/s","pool":{"size":"64M","module_id":"02:00:00:00:00:07"},
 		"peers":["127.0.0.1:7701"],"roles":["module"],"log_level":"warn","pager":{"budget":"1M"}})",
-				  "t.json", &cfg));
+	        "t.json", &cfg));
 	REQUIRE(cfg.pool_size == 64u << 20);
 	REQUIRE(cfg.module_id.value == 0x020000000007ull);
 	REQUIRE(cfg.peers.size() == 1);
@@ -48,7 +55,9 @@ TEST_CASE("config JSON sets every key and rejects unknown keys by name")
 TEST_CASE("flags override and are validated")
 {
 	DaemonConfig cfg;
-	REQUIRE(load({"--listen=0.0.0.0:9000", "--peer", "a:1", "--peer", "b:2", "--pool-size", "32M"}, &cfg));
+	REQUIRE(load(
+	        {"--listen=0.0.0.0:9000", "--peer", "a:1", "--peer", "b:2", "--pool-size", "32M"},
+	        &cfg));
 	REQUIRE(cfg.listen == "0.0.0.0:9000");
 	REQUIRE(cfg.peers.size() == 2);
 	DaemonConfig c2;
@@ -105,8 +114,9 @@ TEST_CASE("the metrics endpoint is off by default and set by flag or key")
 	Status st = load({"--metrics", "9477"}, &c2);
 	REQUIRE(st.code() == Code::kInvalidArgument);
 	REQUIRE(st.message().find("--metrics") != std::string::npos);
-	REQUIRE(apply_config_json(R"({"metrics": 9477})", "t.json", &c2).message().find("\"metrics\"") !=
-		std::string::npos);
+	REQUIRE(apply_config_json(R"({"metrics": 9477})", "t.json", &c2)
+	                .message()
+	                .find("\"metrics\"") != std::string::npos);
 }
 
 TEST_CASE("a reload applies log_level and names every other changed key as needing a restart")
@@ -160,7 +170,8 @@ TEST_CASE("trust: peers from the file and from --trust, bad keys named", "[confi
 	CHECK(again.trust.peers == cfg.trust.peers);
 	CHECK(config_to_json(again)["trust"]["key_file"] == cfg.state_dir + "/node.key");
 
-	Status bad = apply_config_json(R"({"trust": {"peers": [{"key": "nope"}]}})", "t.json", &cfg);
+	Status bad =
+	        apply_config_json(R"({"trust": {"peers": [{"key": "nope"}]}})", "t.json", &cfg);
 	CHECK(bad.code() == Code::kInvalidArgument);
 	CHECK(bad.message().find("trust.peers key") != std::string::npos);
 	bad = apply_config_json(R"({"trust": {"peers": [{"key": ")" + b64 + R"(", "port": 1}]}})",
@@ -178,4 +189,153 @@ TEST_CASE("trust: peers from the file and from --trust, bad keys named", "[confi
 	REQUIRE(fromflags.trust.peers.size() == 1);
 	CHECK(fromflags.trust.peers[0].endpoint == "127.0.0.1:7701");
 	CHECK(fromflags.trust.key_file == "/tmp/k");
+}
+
+namespace
+{
+
+trust::TrustedPeer fresh_peer(const std::string &name, const std::string &endpoint = "")
+{
+	auto k = trust::generate_node_key();
+	REQUIRE(k);
+	return {k->pub, name, endpoint};
+}
+
+std::string read_text(const std::string &path)
+{
+	std::ifstream f(path);
+	std::stringstream ss;
+	ss << f.rdbuf();
+	return ss.str();
+}
+
+// A scratch directory, removed with everything in it.
+struct ScratchDir {
+	std::string path;
+	ScratchDir()
+	{
+		char tmpl[] = "/tmp/memfed-config-test.XXXXXX";
+		REQUIRE(mkdtemp(tmpl) != nullptr);
+		path = tmpl;
+	}
+	~ScratchDir() { std::filesystem::remove_all(path); }
+};
+
+} // namespace
+
+TEST_CASE("a reload applies trust.peers and the rekey limits, not only log_level", "[config]")
+{
+	DaemonConfig running;
+	REQUIRE(load({"--state-dir", "/tmp/x"}, &running));
+	DaemonConfig fresh = running;
+	fresh.trust.peers = {fresh_peer("a"), fresh_peer("b")};
+	fresh.trust.rekey_seconds = 30;
+	fresh.trust.rekey_bytes = uint64_t{1} << 30;
+	fresh.listen = "0.0.0.0:7701";
+	ConfigReload r = plan_reload(running, fresh);
+	CHECK(r.applied == std::vector<std::string>{"trust.peers 0 -> 2 keys",
+	                                            "trust.rekey_seconds 120 -> 30",
+	                                            "trust.rekey_bytes 64G -> 1G"});
+	CHECK(r.need_restart == std::vector<std::string>{"listen"});
+
+	// A changed name or endpoint of the same key is a change too.
+	DaemonConfig renamed = fresh;
+	renamed.trust.peers[0].endpoint = "10.0.0.9:7700";
+	r = plan_reload(fresh, renamed);
+	CHECK(r.applied == std::vector<std::string>{"trust.peers 2 -> 2 keys"});
+	CHECK(r.need_restart.empty());
+}
+
+TEST_CASE("--trust adds to the file's trust.peers; the flag's endpoint wins", "[config]")
+{
+	ScratchDir dir;
+	trust::TrustedPeer a = fresh_peer("a", "10.0.0.1:7700"), b = fresh_peer("b");
+	trust::TrustedPeer c = fresh_peer("");
+	std::string file = dir.path + "/memfedd.json";
+	std::ofstream(file)
+	        << nlohmann::json{{"trust", {{"peers", trusted_peers_json({a, b})}}}}.dump();
+	std::string flag_a = trust::encode_key(a.key) + "@10.0.0.2:7700";
+	std::string flag_c = trust::encode_key(c.key);
+	DaemonConfig cfg;
+	REQUIRE(load(
+	        {"--config", file.c_str(), "--trust", flag_a.c_str(), "--trust", flag_c.c_str()},
+	        &cfg));
+	CHECK(cfg.config_file == file);
+	CHECK(cfg.trust.file_peers == std::vector<trust::TrustedPeer>{a, b});
+	REQUIRE(cfg.trust.flag_peers.size() == 2);
+	REQUIRE(cfg.trust.peers.size() == 3);
+	CHECK(cfg.trust.peers[0].key == a.key);
+	CHECK(cfg.trust.peers[0].name == "a");
+	CHECK(cfg.trust.peers[0].endpoint == "10.0.0.2:7700");
+	CHECK(cfg.trust.peers[1] == b);
+	CHECK(cfg.trust.peers[2].key == c.key);
+
+	// Without --config the file to write is the default one.
+	DaemonConfig plain;
+	REQUIRE(load({}, &plain));
+	CHECK(plain.config_file == "/etc/memfed/memfedd.json");
+}
+
+TEST_CASE("save_trusted_peers keeps every other key, their order and the file's mode", "[config]")
+{
+	ScratchDir dir;
+	std::string file = dir.path + "/memfedd.json";
+	const std::string original = R"({
+  "state_dir": "/srv/memfed",
+  "pool": {"size": "64M"},
+  "trust": {"rekey_seconds": 30, "key_file": "/srv/memfed/k"},
+  "log_level": "debug"
+})";
+	std::ofstream(file) << original;
+	REQUIRE(chmod(file.c_str(), 0640) == 0);
+	trust::TrustedPeer a = fresh_peer("a", "10.0.0.1:7700");
+	REQUIRE(save_trusted_peers(file, {a}));
+
+	auto doc = nlohmann::ordered_json::parse(read_text(file));
+	std::vector<std::string> keys;
+	for (auto &[k, v] : doc.items())
+		keys.push_back(k);
+	CHECK(keys == std::vector<std::string>{"state_dir", "pool", "trust", "log_level"});
+	CHECK(doc["pool"]["size"] == "64M");
+	CHECK(doc["log_level"] == "debug");
+	CHECK(doc["trust"]["rekey_seconds"] == 30);
+	CHECK(doc["trust"]["key_file"] == "/srv/memfed/k");
+	DaemonConfig back;
+	REQUIRE(apply_config_json(read_text(file), file, &back));
+	CHECK(back.trust.file_peers == std::vector<trust::TrustedPeer>{a});
+	CHECK(back.state_dir == "/srv/memfed");
+	struct stat st;
+	REQUIRE(stat(file.c_str(), &st) == 0);
+	CHECK((st.st_mode & 07777) == 0640);
+	CHECK(!std::filesystem::exists(file + ".tmp"));
+
+	// Emptied, the list stays as an empty array.
+	REQUIRE(save_trusted_peers(file, {}));
+	CHECK(nlohmann::json::parse(read_text(file))["trust"]["peers"] == nlohmann::json::array());
+}
+
+TEST_CASE("save_trusted_peers creates a missing file and refuses to clobber a broken one",
+          "[config]")
+{
+	ScratchDir dir;
+	std::string file = dir.path + "/etc/memfed/memfedd.json";
+	trust::TrustedPeer a = fresh_peer("a");
+	REQUIRE(save_trusted_peers(file, {a}));
+	auto doc = nlohmann::json::parse(read_text(file));
+	CHECK(doc.size() == 1);
+	CHECK(doc["trust"]["peers"] == trusted_peers_json({a}));
+
+	std::string broken = dir.path + "/broken.json";
+	std::ofstream(broken) << "{\"log_level\": \"info\",";
+	Status st = save_trusted_peers(broken, {a});
+	CHECK(st.code() == Code::kInvalidArgument);
+	CHECK(st.message().find(broken) != std::string::npos);
+	CHECK(read_text(broken) == "{\"log_level\": \"info\",");
+
+	// A file whose other keys do not load is not written either.
+	std::string bad_key = dir.path + "/bad_key.json";
+	std::ofstream(bad_key) << R"({"pool": {"sise": 1}})";
+	st = save_trusted_peers(bad_key, {a});
+	CHECK(st.code() == Code::kInvalidArgument);
+	CHECK(st.message().find("pool.sise") != std::string::npos);
 }

@@ -70,6 +70,10 @@ json module_json(const ModuleEntry &m)
 		j["mesh"] = true;
 	if (m.down_since_unix_ms)
 		j["down_since_unix_ms"] = m.down_since_unix_ms;
+	if (!m.key.empty())
+		j["key"] = m.key; // the module's node, as TLS authenticated it
+	if (!m.key_name.empty())
+		j["key_name"] = m.key_name;
 	return j;
 }
 

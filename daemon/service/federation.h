@@ -46,6 +46,8 @@ struct ModuleEntry {
 	bool mesh = false;		 // found by its route in the mesh
 	uint32_t metric = 0;		 // the mesh route's babel metric
 	uint64_t down_since_unix_ms = 0; // when its route went, if it did
+	std::string key;		 // its node's authenticated public key, "" if unknown
+	std::string key_name;		 // that key's name among the trusted peers
 };
 
 class Federation {

@@ -16,6 +16,8 @@ struct NodeFederation::Peer {
 	std::unique_ptr<SyncClient> client; // null while unreachable
 	ModuleId module;		    // learned at HELLO (mesh peers: known from the route)
 	uint64_t capacity = 0;
+	std::string key;      // its authenticated public key (base64), once connected
+	std::string key_name; // that key's name among the trusted peers
 	// Mesh peers only, guarded by peers_mu_: the route that makes it known.
 	bool mesh = false;
 	bool route_up = true;
@@ -88,8 +90,9 @@ void NodeFederation::mesh_route(ModuleId module, const std::string &endpoint, bo
 }
 
 NodeFederation::NodeFederation(ModuleStore *store, ModuleService *service, ModuleId self,
-			       std::vector<std::string> peers)
-	: store_(store), service_(service), self_(self)
+			       std::vector<std::string> peers,
+			       std::shared_ptr<trust::TlsContext> tls)
+	: store_(store), service_(service), self_(self), tls_(std::move(tls))
 {
 	for (auto &ep : peers) {
 		auto p = std::make_unique<Peer>();
@@ -106,23 +109,36 @@ auto NodeFederation::with_peer(Peer &p, Fn fn) -> decltype(fn(*(SyncClient *)nul
 	std::lock_guard<std::mutex> lk(p.mu);
 	for (int attempt = 0; attempt < 2; attempt++) {
 		if (!p.client) {
-			auto c = SyncClient::connect(p.endpoint, self_, kPeerTimeoutMs);
+			auto c = SyncClient::connect(p.endpoint, self_, kPeerTimeoutMs, tls_);
 			if (!c)
 				return c.status();
 			Status st = (*c)->hello();
 			if (!st)
 				return st;
-			p.module = (*c)->peer().module;
-			p.capacity = (*c)->peer().capacity_bytes;
+			const PeerInfo &info = (*c)->peer();
+			p.module = info.module;
+			p.capacity = info.capacity_bytes;
+			p.key = info.authenticated ? trust::encode_key(info.key) : std::string();
+			p.key_name = info.key_name;
 			p.client = std::move(*c);
-			LOG_INFO("federation", "peer %s is module %s", p.endpoint.c_str(),
-				 p.module.to_string().c_str());
+			LOG_INFO("federation", "peer %s is module %s%s%s", p.endpoint.c_str(),
+				 p.module.to_string().c_str(),
+				 p.key.empty() ? " (not authenticated)" : ", key ",
+				 p.key.empty() ? ""
+					       : trust::TrustedPeers::describe(info.key, p.key_name).c_str());
 		}
 		auto r = fn(*p.client);
-		if (r.is_ok() || (r.status().code() != Code::kUnavailable &&
-				  r.status().code() != Code::kProtocol && r.status().code() != Code::kIo))
+		// kCorrupt: a TLS record failed its tag (altered in transit) or a
+		// page its checksum; either way a fresh connection may answer.
+		Code c = r.status().code();
+		if (r.is_ok() || (c != Code::kUnavailable && c != Code::kProtocol && c != Code::kIo &&
+				  c != Code::kCorrupt))
 			return r;
-		// The connection broke (peer restarted?): reconnect once.
+		// The connection broke (peer restarted? bytes altered?): reconnect once.
+		log_line(c == Code::kCorrupt ? LogLevel::kWarn : LogLevel::kInfo, "federation",
+			 "connection to module %s at %s broke: %s; reconnecting",
+			 p.module.to_string().c_str(), p.endpoint.c_str(),
+			 r.status().message().c_str());
 		p.client.reset();
 		if (attempt == 1)
 			return r;
@@ -229,6 +245,11 @@ std::vector<ModuleEntry> NodeFederation::modules()
 		}
 		auto st = with_peer(*p, [](SyncClient &c) { return c.stat(); });
 		e.module = p->module;
+		{
+			std::lock_guard<std::mutex> lk(p->mu);
+			e.key = p->key;
+			e.key_name = p->key_name;
+		}
 		if (st) {
 			e.reachable = true;
 			e.capacity_bytes = st->capacity_bytes;
@@ -249,7 +270,9 @@ Result<std::unique_ptr<Channel>> NodeFederation::open_channel(EventLoop *loop, M
 	if (!p)
 		return Status(Code::kNotFound, "module " + module.to_string() +
 						       " is not among this node's peers (memfedctl module ls)");
-	auto ch = TcpChannel::connect(loop, p->endpoint, self_);
+	TcpChannel::Options opts;
+	opts.tls = tls_;
+	auto ch = TcpChannel::connect(loop, p->endpoint, self_, opts);
 	if (!ch)
 		return ch.status();
 	return std::unique_ptr<Channel>(std::move(*ch));

@@ -28,8 +28,11 @@ class NodeFederation : public Federation {
 public:
 	// `store`/`service` are null on a pager-only node. `self` is the local
 	// module's ID, or a node ID when there is no local module.
+	// `tls`: how this node authenticates and encrypts its connections to
+	// modules (null: plaintext, for tests only; memfedd always has one).
 	NodeFederation(ModuleStore *store, ModuleService *service, ModuleId self,
-		       std::vector<std::string> peers);
+		       std::vector<std::string> peers,
+		       std::shared_ptr<trust::TlsContext> tls = nullptr);
 	~NodeFederation() override;
 
 	ModuleId self() const override { return self_; }
@@ -87,6 +90,7 @@ private:
 	ModuleStore *store_;
 	ModuleService *service_;
 	ModuleId self_;
+	std::shared_ptr<trust::TlsContext> tls_;
 	std::mutex peers_mu_;
 	std::vector<std::unique_ptr<Peer>> peers_; // guarded by peers_mu_ (grows, never shrinks)
 };

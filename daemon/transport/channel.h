@@ -29,6 +29,7 @@
 
 #include "daemon/common/ids.h"
 #include "daemon/common/status.h"
+#include "daemon/trust/node_key.h"
 #include "daemon/wire/protocol.h"
 
 namespace memfed
@@ -53,6 +54,10 @@ struct PeerInfo {
 	uint64_t capacity_bytes = 0;
 	uint8_t version = 0;
 	std::string endpoint; // "host:port"
+	// Over TLS: the module's authenticated key and its name in TrustedPeers.
+	bool authenticated = false;
+	trust::PublicKey key{};
+	std::string key_name;
 };
 
 class Channel

@@ -2,6 +2,7 @@
 
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -29,7 +30,8 @@ void set_timeouts(int fd, int timeout_ms)
 } // namespace
 
 Result<std::unique_ptr<SyncClient>> SyncClient::connect(const std::string &host_port, ModuleId self,
-                                                        int timeout_ms)
+                                                        int timeout_ms,
+                                                        std::shared_ptr<trust::TlsContext> tls)
 {
 	auto ep = Endpoint::parse(host_port);
 	if (!ep)
@@ -38,7 +40,9 @@ Result<std::unique_ptr<SyncClient>> SyncClient::connect(const std::string &host_
 	if (!fd)
 		return fd.status();
 	set_timeouts(*fd, timeout_ms);
-	return std::unique_ptr<SyncClient>(new SyncClient(*fd, self, ep->to_string()));
+	std::unique_ptr<SyncClient> c(new SyncClient(*fd, self, ep->to_string()));
+	c->tls_ctx_ = std::move(tls);
+	return c;
 }
 
 SyncClient::SyncClient(int fd, ModuleId self, std::string endpoint) : fd_(fd), self_(self)
@@ -62,6 +66,85 @@ int SyncClient::release_fd()
 
 Status SyncClient::send_all(const void *p, size_t n)
 {
+	if (tls_ && tls_->established()) {
+		MF_RETURN_IF_ERROR(tls_->encrypt({static_cast<const uint8_t *>(p), n}));
+		return send_tls_output();
+	}
+	return sock_send_all(p, n);
+}
+
+Status SyncClient::send_tls_output()
+{
+	ByteBuffer &out = tls_->output();
+	Status st = sock_send_all(out.read_ptr(), out.readable());
+	out.clear();
+	return st;
+}
+
+Status SyncClient::recv_all(void *p, size_t n)
+{
+	if (!tls_ || !tls_->established()) {
+		auto *b = static_cast<uint8_t *>(p);
+		while (n > 0) {
+			ssize_t r = recv(fd_, b, n, 0);
+			if (r < 0 && errno == EINTR)
+				continue;
+			if (r == 0)
+				return Status(Code::kUnavailable,
+				              peer_.endpoint + " closed the connection");
+			if (r < 0) {
+				if (errno == EAGAIN || errno == EWOULDBLOCK)
+					return Status(Code::kUnavailable, "no reply from " +
+					                                          peer_.endpoint +
+					                                          " in time");
+				return Status(Code::kUnavailable, "receiving from " +
+				                                          peer_.endpoint + ": " +
+				                                          strerror(errno));
+			}
+			b += r;
+			n -= r;
+		}
+		return Status::ok();
+	}
+	auto *b = static_cast<uint8_t *>(p);
+	while (n > 0) {
+		auto got = tls_->decrypt(b, n);
+		if (!got)
+			return got.status();
+		b += *got;
+		n -= *got;
+		if (tls_->output_pending()) // a KeyUpdate answer
+			MF_RETURN_IF_ERROR(send_tls_output());
+		if (n > 0 && *got == 0)
+			MF_RETURN_IF_ERROR(sock_recv_some(tls_->input()));
+	}
+	return Status::ok();
+}
+
+Status SyncClient::sock_recv_some(ByteBuffer &buf)
+{
+	buf.ensure_writable(64 * 1024);
+	for (;;) {
+		ssize_t r = recv(fd_, buf.write_ptr(), buf.writable(), 0);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r == 0)
+			return Status(Code::kUnavailable,
+			              peer_.endpoint + " closed the connection");
+		if (r < 0) {
+			if (errno == EAGAIN || errno == EWOULDBLOCK)
+				return Status(Code::kUnavailable,
+				              "no reply from " + peer_.endpoint + " in time");
+			return Status(Code::kUnavailable,
+			              "receiving from " + peer_.endpoint + ": " + strerror(errno));
+		}
+		buf.commit(r);
+		return Status::ok();
+	}
+}
+
+Status SyncClient::sock_send_all(const void *p, size_t n)
+{
 	const auto *b = static_cast<const uint8_t *>(p);
 	while (n > 0) {
 		ssize_t r = send(fd_, b, n, MSG_NOSIGNAL);
@@ -76,34 +159,11 @@ Status SyncClient::send_all(const void *p, size_t n)
 	return Status::ok();
 }
 
-Status SyncClient::recv_all(void *p, size_t n)
-{
-	auto *b = static_cast<uint8_t *>(p);
-	while (n > 0) {
-		ssize_t r = recv(fd_, b, n, 0);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r == 0)
-			return Status(Code::kUnavailable,
-			              peer_.endpoint + " closed the connection");
-		if (r < 0) {
-			if (errno == EAGAIN || errno == EWOULDBLOCK)
-				return Status(Code::kUnavailable,
-				              "no reply from " + peer_.endpoint + " in time");
-			return Status(Code::kUnavailable,
-			              "receiving from " + peer_.endpoint + ": " + strerror(errno));
-		}
-		b += r;
-		n -= r;
-	}
-	return Status::ok();
-}
-
 Status SyncClient::send_raw(std::span<const uint8_t> bytes)
 {
 	if (fd_ < 0)
 		return Status(Code::kUnavailable, "client has no connection");
-	return send_all(bytes.data(), bytes.size());
+	return sock_send_all(bytes.data(), bytes.size());
 }
 
 Result<SyncClient::Response> SyncClient::exchange(wire::Header &h, std::span<const uint8_t> payload,
@@ -132,9 +192,17 @@ Result<SyncClient::Response> SyncClient::exchange(wire::Header &h, std::span<con
 		                      " request not sent: " + bad.message());
 	uint8_t hb[wire::kHeaderSize];
 	wire::encode_header(h, payload, hb);
-	MF_RETURN_IF_ERROR(send_all(hb, sizeof(hb)));
-	if (!payload.empty())
-		MF_RETURN_IF_ERROR(send_all(payload.data(), payload.size()));
+	if (tls_ && tls_->established()) {
+		// One batch of records for header and payload.
+		iovec v[2] = {{hb, sizeof(hb)},
+		              {const_cast<uint8_t *>(payload.data()), payload.size()}};
+		MF_RETURN_IF_ERROR(tls_->encrypt(v, payload.empty() ? 1 : 2));
+		MF_RETURN_IF_ERROR(send_tls_output());
+	} else {
+		MF_RETURN_IF_ERROR(send_all(hb, sizeof(hb)));
+		if (!payload.empty())
+			MF_RETURN_IF_ERROR(send_all(payload.data(), payload.size()));
+	}
 
 	Response resp;
 	MF_RETURN_IF_ERROR(recv_all(hb, sizeof(hb)));
@@ -168,8 +236,60 @@ Result<SyncClient::Response> SyncClient::exchange(wire::Header &h, std::span<con
 	return resp;
 }
 
+Status SyncClient::tls_handshake()
+{
+	tls_ = std::make_unique<trust::TlsSession>(tls_ctx_, trust::TlsRole::kClient,
+	                                           peer_.endpoint);
+	for (;;) {
+		trust::TlsStep step = tls_->handshake();
+		if (tls_->output_pending())
+			MF_RETURN_IF_ERROR(send_tls_output());
+		if (step == trust::TlsStep::kDone)
+			return Status::ok();
+		if (step == trust::TlsStep::kFailed)
+			return tls_->status();
+		Status st = sock_recv_some(tls_->input());
+		if (!st.is_ok())
+			return Status(st.code(), "TLS handshake with " + peer_.endpoint +
+			                                 " did not finish: " + st.message());
+	}
+}
+
 Status SyncClient::hello(uint32_t capabilities)
 {
+	if (tls_ctx_ && !tls_) {
+		// The version gate, in plaintext.
+		wire::Header g{};
+		g.version = wire::kWireMinVersion;
+		g.type = static_cast<uint8_t>(wire::MsgType::kHello);
+		g.tclass = static_cast<uint8_t>(wire::TrafficClass::kControl);
+		uint8_t gp[wire::kHelloRequestSize];
+		wire::encode_hello_request(wire::HelloRequest{}, gp);
+		auto gate = exchange(g, gp, nullptr);
+		if (!gate) {
+			if (gate.status().message().find("no common wire version") !=
+			    std::string::npos)
+				return Status(
+				        Code::kProtocol,
+				        "module at " + peer_.endpoint +
+				                " speaks wire version 2, before authentication; "
+				                "upgrade it (it said: " +
+				                gate.status().message() + ")");
+			return gate.status();
+		}
+		auto gr = wire::decode_hello_response(gate->payload);
+		if (!gr)
+			return gr.status();
+		if (!(gr->capabilities & wire::kCapTls))
+			return Status(Code::kProtocol,
+			              "module at " + peer_.endpoint +
+			                      " does not offer TLS (it runs without a node key); "
+			                      "refusing to talk to it in plaintext");
+		MF_RETURN_IF_ERROR(tls_handshake());
+		peer_.authenticated = true;
+		peer_.key = tls_->peer_key();
+		peer_.key_name = tls_->peer_name();
+	}
 	wire::Header h{};
 	h.version = wire::kWireMinVersion;
 	h.type = static_cast<uint8_t>(wire::MsgType::kHello);
@@ -190,6 +310,11 @@ Status SyncClient::hello(uint32_t capabilities)
 	peer_.version = version_;
 	peer_.capabilities = hr->capabilities;
 	peer_.capacity_bytes = hr->capacity_bytes;
+	if (!tls_ && (hr->capabilities & wire::kCapTls))
+		return Status(Code::kPermission,
+		              "module at " + peer_.endpoint +
+		                      " requires authenticated, encrypted connections: this client "
+		                      "has no node key (give it a TlsContext)");
 	return Status::ok();
 }
 

@@ -2,6 +2,13 @@
 // for control-path work and tests: region management on a remote module,
 // the daemon's control ops, crash tests. One request at a time.
 //
+// With a TlsContext, hello() runs protocol.h's whole sequence: the
+// plaintext version gate, the TLS 1.3 handshake (the module's key must be
+// trusted) and the HELLO inside TLS; every later message is encrypted. A
+// module that does not offer TLS is refused (no downgrade), and one that
+// speaks only wire version 2 is named as such. Without a TlsContext the
+// client speaks plaintext and refuses a module that requires TLS.
+//
 // Thread-safety: none; use one client per thread.
 #pragma once
 
@@ -14,6 +21,7 @@
 #include "daemon/common/ids.h"
 #include "daemon/common/status.h"
 #include "daemon/transport/channel.h"
+#include "daemon/trust/tls_session.h"
 #include "daemon/wire/protocol.h"
 
 namespace memfed
@@ -29,14 +37,19 @@ public:
 
 	// Opens a TCP connection (no HELLO yet: call hello()). kUnavailable if
 	// nothing answers within `timeout_ms`; the same timeout bounds every
-	// later send and receive.
-	static Result<std::unique_ptr<SyncClient>> connect(const std::string &host_port,
-	                                                   ModuleId self, int timeout_ms = 5000);
+	// later send and receive, the TLS handshake included. `tls`: this
+	// node's TLS (null: plaintext).
+	static Result<std::unique_ptr<SyncClient>>
+	connect(const std::string &host_port, ModuleId self, int timeout_ms = 5000,
+	        std::shared_ptr<trust::TlsContext> tls = nullptr);
 	~SyncClient();
 	SyncClient(const SyncClient &) = delete;
 	SyncClient &operator=(const SyncClient &) = delete;
 
-	// HELLO exchange; fills peer(). `capabilities`: what we announce.
+	// HELLO exchange (over TLS: gate, handshake, HELLO); fills peer().
+	// `capabilities`: what we announce. Errors: kPermission when a key is
+	// refused (either side's; the message names the key and the fix),
+	// kProtocol for a module of another wire version or without TLS.
 	Status hello(uint32_t capabilities = 0);
 	const PeerInfo &peer() const { return peer_; }
 
@@ -71,12 +84,20 @@ public:
 	// Gives up the socket (to hand it to another transport); the client is
 	// unusable afterwards.
 	int release_fd();
+	// Gives up the TLS session (null in plaintext), with release_fd().
+	std::unique_ptr<trust::TlsSession> release_session() { return std::move(tls_); }
 	int fd() const { return fd_; }
 
 private:
 	SyncClient(int fd, ModuleId self, std::string endpoint);
+	// Through TLS once the session is established.
 	Status send_all(const void *p, size_t n);
 	Status recv_all(void *p, size_t n);
+	Status sock_send_all(const void *p, size_t n);
+	// Some bytes into `b` (at least one), or an error.
+	Status sock_recv_some(ByteBuffer &b);
+	Status send_tls_output();
+	Status tls_handshake();
 	Result<Response> exchange(wire::Header &h, std::span<const uint8_t> payload,
 	                          void *pages_dst);
 
@@ -85,6 +106,8 @@ private:
 	PeerInfo peer_;
 	uint8_t version_ = wire::kWireVersion;
 	uint64_t next_request_id_ = 1;
+	std::shared_ptr<trust::TlsContext> tls_ctx_;
+	std::unique_ptr<trust::TlsSession> tls_;
 };
 
 } // namespace memfed

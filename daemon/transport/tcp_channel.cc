@@ -62,23 +62,25 @@ private:
 Result<std::unique_ptr<TcpChannel>>
 TcpChannel::connect(EventLoop *loop, const std::string &host_port, ModuleId self, Options opts)
 {
-	auto sc = SyncClient::connect(host_port, self, opts.connect_timeout_ms);
+	auto sc = SyncClient::connect(host_port, self, opts.connect_timeout_ms, opts.tls);
 	if (!sc)
 		return sc.status();
 	MF_RETURN_IF_ERROR((*sc)->hello(opts.capabilities));
 	PeerInfo peer = (*sc)->peer();
+	std::unique_ptr<trust::TlsSession> tls = (*sc)->release_session();
 	int fd = (*sc)->release_fd();
-	std::unique_ptr<TcpChannel> ch(
-	        new TcpChannel(loop, fd, peer, self, std::max(1u, opts.initial_slots)));
+	std::unique_ptr<TcpChannel> ch(new TcpChannel(
+	        loop, fd, peer, self, std::max(1u, opts.initial_slots), std::move(tls)));
 	ch->arm_recv();
 	LOG_DEBUG(kComp, "connected to module %s at %s", peer.module.to_string().c_str(),
 	          peer.endpoint.c_str());
 	return ch;
 }
 
-TcpChannel::TcpChannel(EventLoop *loop, int fd, PeerInfo peer, ModuleId self, unsigned slots)
+TcpChannel::TcpChannel(EventLoop *loop, int fd, PeerInfo peer, ModuleId self, unsigned slots,
+                       std::unique_ptr<trust::TlsSession> tls)
     : loop_(loop), fd_(fd), peer_(std::move(peer)), self_(self), send_op_(new SendOp(this)),
-      recv_op_(new RecvOp(this)), rx_(kRecvChunk * 2)
+      recv_op_(new RecvOp(this)), tls_(std::move(tls)), rx_(kRecvChunk * 2)
 {
 	slots_.reserve(slots);
 	free_.reserve(slots);
@@ -233,7 +235,7 @@ void TcpChannel::kick_send()
 		       hdr_batch_.size() < kMaxIov * wire::kHeaderSize) {
 			uint32_t idx = q.items[q.head++];
 			Slot &s = *slots_[idx];
-			if (s.dst_len > 0)
+			if (s.dst_len > 0 && !tls_)
 				sent_.push_back({idx, s.request_id});
 			bytes += wire::kHeaderSize;
 			if (s.pages_len == 0 && s.payload.empty()) {
@@ -262,6 +264,10 @@ void TcpChannel::kick_send()
 		if (q.empty())
 			q.items.clear(), q.head = 0;
 	}
+	if (tls_) {
+		tls_send();
+		return;
+	}
 	if (iov_.empty())
 		return;
 	// Live entries are bounded by the slots; drop answered ones when the
@@ -283,6 +289,29 @@ void TcpChannel::kick_send()
 	sending_ = true;
 }
 
+// Encrypts the batch in iov_ (if any) and sends it with whatever else the
+// session has queued. False if the channel broke.
+bool TcpChannel::tls_send()
+{
+	if (!iov_.empty()) {
+		Status st = tls_->encrypt(iov_.data(), iov_.size());
+		iov_.clear();
+		if (!st.is_ok()) {
+			broken(st.message());
+			return false;
+		}
+	}
+	tls_tx_.clear();
+	tls_->take_output(tls_tx_);
+	if (tls_tx_.readable() == 0)
+		return true;
+	tls_sent_ = 0;
+	io_uring_sqe *sq = loop_->sqe(send_op_.get());
+	io_uring_prep_send(sq, fd_, tls_tx_.read_ptr(), tls_tx_.readable(), MSG_NOSIGNAL);
+	sending_ = true;
+	return true;
+}
+
 void TcpChannel::on_send(int res)
 {
 	sending_ = false;
@@ -290,6 +319,18 @@ void TcpChannel::on_send(int res)
 		return maybe_finish_close();
 	if (res < 0)
 		return broken(std::string("send failed: ") + strerror(-res));
+	if (tls_) {
+		tls_sent_ += res;
+		if (tls_sent_ < tls_tx_.readable()) {
+			io_uring_sqe *sq = loop_->sqe(send_op_.get());
+			io_uring_prep_send(sq, fd_, tls_tx_.read_ptr() + tls_sent_,
+			                   tls_tx_.readable() - tls_sent_, MSG_NOSIGNAL);
+			sending_ = true;
+			return;
+		}
+		tls_tx_.clear();
+		return kick_send();
+	}
 	size_t n = res;
 	while (n > 0 && iov_at_ < iov_.size()) {
 		iovec &v = iov_[iov_at_];
@@ -318,6 +359,14 @@ void TcpChannel::arm_recv()
 {
 	if (broken_ || recv_armed_)
 		return;
+	if (tls_) {
+		ByteBuffer &in = tls_->input();
+		in.ensure_writable(kRecvChunk);
+		io_uring_sqe *sq = loop_->sqe(recv_op_.get());
+		io_uring_prep_recv(sq, fd_, in.write_ptr(), in.writable(), 0);
+		recv_armed_ = true;
+		return;
+	}
 	bool land = direct_slot_ == kNoSlot && plan_landing();
 	io_uring_sqe *sq = loop_->sqe(recv_op_.get());
 	if (direct_slot_ != kNoSlot) {
@@ -358,12 +407,32 @@ void TcpChannel::on_recv(int res)
 	if (res < 0)
 		return broken(std::string("receive failed: ") + strerror(-res));
 	in_recv_ = true;
-	bool ok = landing ? land(res) : deliver(res);
+	bool ok = tls_ ? tls_receive(res) : landing ? land(res) : deliver(res);
 	in_recv_ = false;
 	if (!ok)
 		return;
 	kick_send();
 	arm_recv();
+}
+
+// Decrypts `n` newly received bytes of ciphertext into rx_ and completes
+// the responses they finish. A record that fails (tampered, an alert)
+// breaks the channel before anything more is parsed. False if it broke.
+bool TcpChannel::tls_receive(size_t n)
+{
+	tls_->input().commit(n);
+	for (;;) {
+		rx_.ensure_writable(kRecvChunk);
+		auto got = tls_->decrypt(rx_.write_ptr(), rx_.writable());
+		if (!got) {
+			broken(got.status().message());
+			return false;
+		}
+		if (*got == 0)
+			break;
+		rx_.commit(*got);
+	}
+	return parse_responses();
 }
 
 // Extends the landing plan with the READs sent since, in order, and lays
@@ -510,7 +579,8 @@ bool TcpChannel::parse_responses()
 			}
 			size_t avail =
 			        std::min<size_t>(rx_.readable() - wire::kHeaderSize, h.payload_len);
-			if (avail < h.payload_len && h.payload_len - avail >= wire::kPageSize) {
+			if (!tls_ && avail < h.payload_len &&
+			    h.payload_len - avail >= wire::kPageSize) {
 				// A page or more is still on its way: receive the rest
 				// straight into the caller's buffer.
 				std::memcpy(s.dst, rx_.read_ptr() + wire::kHeaderSize, avail);

@@ -22,6 +22,18 @@
 // checked before completion; until a request completes successfully its dst
 // holds unspecified bytes (another response's bytes may land there first).
 //
+// Over TLS (Options::tls; the normal case between nodes): connect() runs
+// the version gate, the TLS 1.3 handshake and the HELLO through SyncClient,
+// then the channel takes over the session. Each send batch is encrypted as
+// a whole (small pieces gathered into full records) into one send buffer;
+// received records are decrypted into the receive buffer and responses
+// parsed from there, so landing is off under TLS: a READ's pages are
+// decrypted into the receive buffer, then copied into dst. A record that
+// fails its authentication tag (bytes altered in transit) breaks the
+// connection: every pending request completes with kUnavailable, and no
+// page of a damaged record ever reaches a caller. The session rekeys on its
+// byte and time limits (tls_context.h).
+//
 // On connection loss (peer closed, I/O error, protocol violation by the
 // peer) every pending request completes with kUnavailable and later requests
 // complete with kUnavailable on the next loop iteration. A request the wire
@@ -52,6 +64,7 @@
 #include "daemon/transport/byte_buffer.h"
 #include "daemon/transport/channel.h"
 #include "daemon/transport/event_loop.h"
+#include "daemon/trust/tls_session.h"
 
 namespace memfed
 {
@@ -63,6 +76,8 @@ public:
 		uint32_t capabilities = 0;    // announced in our HELLO
 		unsigned initial_slots = 256; // grows (allocating) if exceeded
 		int connect_timeout_ms = 5000;
+		// This node's TLS; null: plaintext (tests, benchmark baseline).
+		std::shared_ptr<trust::TlsContext> tls;
 	};
 	static constexpr size_t kMaxBatchBytes = 256 * 1024;
 
@@ -98,7 +113,10 @@ private:
 	class RecvOp;
 	struct Slot;
 
-	TcpChannel(EventLoop *loop, int fd, PeerInfo peer, ModuleId self, unsigned slots);
+	TcpChannel(EventLoop *loop, int fd, PeerInfo peer, ModuleId self, unsigned slots,
+	           std::unique_ptr<trust::TlsSession> tls);
+	bool tls_send();
+	bool tls_receive(size_t n);
 	uint32_t alloc_slot();
 	void enqueue(wire::Header &h, std::span<const uint8_t> payload, const void *pages,
 	             void *dst, Completion *done);
@@ -146,7 +164,10 @@ private:
 
 	std::unique_ptr<RecvOp> recv_op_;
 	bool recv_armed_ = false;
-	bool in_recv_ = false; // completing responses: batch new sends
+	bool in_recv_ = false;                   // completing responses: batch new sends
+	std::unique_ptr<trust::TlsSession> tls_; // null: plaintext
+	ByteBuffer tls_tx_;                      // records being sent
+	size_t tls_sent_ = 0;
 	ByteBuffer rx_;
 	// Receiving a READ payload straight into the caller's buffer.
 	uint32_t direct_slot_ = UINT32_MAX;

@@ -11,6 +11,7 @@
 
 #include "daemon/common/log.h"
 #include "daemon/transport/endpoint.h"
+#include "daemon/trust/tls_session.h"
 #include "daemon/wire/codec.h"
 
 namespace memfed
@@ -35,6 +36,19 @@ size_t defer_cost(const wire::Header &req)
 	if (req.type == static_cast<uint8_t>(wire::MsgType::kRead))
 		c += size_t{req.count} * wire::kPageSize;
 	return c;
+}
+
+// What a peer whose HELLO offers no version this module speaks is told.
+std::string version_refusal(const wire::HelloRequest &req)
+{
+	if (req.max_version < wire::kWireMinVersion)
+		return "wire version " + std::to_string(req.max_version) +
+		       " is refused: this module requires version " +
+		       std::to_string(wire::kWireMinVersion) +
+		       " (authenticated and encrypted); upgrade the peer";
+	return "no common wire version: peer speaks " + std::to_string(req.min_version) + ".." +
+	       std::to_string(req.max_version) + ", this module " +
+	       std::to_string(wire::kWireMinVersion) + ".." + std::to_string(wire::kWireVersion);
 }
 } // namespace
 
@@ -211,10 +225,16 @@ private:
 
 	std::string who() const
 	{
+		std::string w = info_.peer;
 		if (info_.module.valid())
-			return info_.peer + " (module " + info_.module.to_string() + ")";
-		return info_.peer;
+			w += " (module " + info_.module.to_string() + ")";
+		if (info_.authenticated)
+			w += " key " +
+			     trust::TrustedPeers::describe(info_.peer_key, info_.peer_name);
+		return w;
 	}
+
+	bool tls_mode() const { return srv_->identity_.tls != nullptr; }
 
 	void protocol_error(const Status &st)
 	{
@@ -233,7 +253,7 @@ private:
 	void close_if_done()
 	{
 		if (peer_eof_ && !closing_ && !sending_ && tx_[fill_].readable() == 0 &&
-		    deferred_ == 0)
+		    deferred_ == 0 && !(tls_ && tls_->output_pending()))
 			begin_close();
 	}
 
@@ -241,12 +261,19 @@ private:
 	{
 		if (closing_ || draining_ || peer_eof_ || recv_armed_ || backpressured())
 			return;
-		size_t want = kRecvChunk;
-		if (have_hdr_ && hdr_.payload_len > rx_.readable())
-			want = std::max(want, size_t{hdr_.payload_len} - rx_.readable());
-		rx_.ensure_writable(want);
 		io_uring_sqe *s = srv_->loop_->sqe(&recv_op_);
-		io_uring_prep_recv(s, fd_, rx_.write_ptr(), rx_.writable(), 0);
+		if (tls_) {
+			// Ciphertext, into the session's input.
+			ByteBuffer &in = tls_->input();
+			in.ensure_writable(kRecvChunk);
+			io_uring_prep_recv(s, fd_, in.write_ptr(), in.writable(), 0);
+		} else {
+			size_t want = kRecvChunk;
+			if (have_hdr_ && hdr_.payload_len > rx_.readable())
+				want = std::max(want, size_t{hdr_.payload_len} - rx_.readable());
+			rx_.ensure_writable(want);
+			io_uring_prep_recv(s, fd_, rx_.write_ptr(), rx_.writable(), 0);
+		}
 		recv_armed_ = true;
 		ops_++;
 	}
@@ -267,6 +294,11 @@ private:
 				LOG_INFO(kComp, "connection from %s lost: %s", who().c_str(),
 				         strerror(-res));
 				begin_close();
+			} else if (tls_) {
+				tls_->input().commit(res);
+				drive_tls();
+				flush();
+				arm_recv();
 			} else {
 				rx_.commit(res);
 				process();
@@ -323,8 +355,13 @@ private:
 		ops_--;
 		if (res == -ETIME && hello_armed_ && !closing_ && !hello_done_) {
 			hello_armed_ = false;
-			LOG_WARN(kComp, "disconnecting %s: no HELLO within %d ms", who().c_str(),
-			         srv_->hello_timeout_ms_);
+			LOG_WARN(kComp, "disconnecting %s: no HELLO within %d ms%s", who().c_str(),
+			         srv_->hello_timeout_ms_,
+			         !gate_done_ || !tls_mode()
+			                 ? ""
+			                 : (tls_ && tls_->established()
+			                            ? " (after the TLS handshake)"
+			                            : " (TLS handshake unfinished)"));
 			begin_close();
 		}
 		hello_armed_ = false;
@@ -340,7 +377,28 @@ private:
 
 	void flush()
 	{
-		if (sending_ || closing_ || tx_[fill_].readable() == 0)
+		if (sending_ || closing_)
+			return;
+		if (tls_) {
+			// Replies are encrypted as they leave: tx_[fill_] holds
+			// plaintext, tx_[1 - fill_] the records being sent.
+			ByteBuffer &plain = tx_[fill_];
+			if (plain.readable() > 0 && tls_->established()) {
+				Status st = tls_->encrypt({plain.read_ptr(), plain.readable()});
+				if (!st.is_ok())
+					return protocol_error(st);
+			}
+			plain.clear();
+			ByteBuffer &out = tx_[1 - fill_];
+			out.clear();
+			tls_->take_output(out);
+			if (out.readable() == 0)
+				return;
+			sent_ = 0;
+			submit_send();
+			return;
+		}
+		if (tx_[fill_].readable() == 0)
 			return;
 		fill_ = 1 - fill_;
 		sent_ = 0;
@@ -410,7 +468,68 @@ private:
 				return;
 			rx_.consume(hdr_.payload_len);
 			have_hdr_ = false;
+			if (gate_done_ && !tls_ && tls_mode() && !draining_)
+				return start_tls();
 		}
+	}
+
+	// The version gate passed: what follows is TLS, including any bytes
+	// the peer sent right behind its gate HELLO.
+	void start_tls()
+	{
+		tls_ = std::make_unique<trust::TlsSession>(srv_->identity_.tls,
+		                                           trust::TlsRole::kServer, info_.peer);
+		if (rx_.readable() > 0) {
+			std::memcpy(tls_->input().append(rx_.readable()), rx_.read_ptr(),
+			            rx_.readable());
+			rx_.clear();
+		}
+		drive_tls();
+	}
+
+	// Advances the handshake with the ciphertext received, then decrypts
+	// what it can into rx_ and handles the requests there.
+	void drive_tls()
+	{
+		if (!tls_->established()) {
+			trust::TlsStep step = tls_->handshake();
+			if (step == trust::TlsStep::kFailed)
+				return tls_failed();
+			if (step == trust::TlsStep::kWantRead)
+				return;
+			info_.authenticated = true;
+			info_.peer_key = tls_->peer_key();
+			info_.peer_name = tls_->peer_name();
+			LOG_DEBUG(kComp, "TLS with %s established", who().c_str());
+		}
+		for (;;) {
+			rx_.ensure_writable(kRecvChunk);
+			auto n = tls_->decrypt(rx_.write_ptr(), rx_.writable());
+			if (!n)
+				return tls_failed();
+			if (*n == 0)
+				break;
+			rx_.commit(*n);
+		}
+		process();
+	}
+
+	// The session failed (refused key, tampering, not TLS, ...): send what
+	// it has queued (an alert), then close. The session has logged a key
+	// it refused; anything else is logged here.
+	void tls_failed()
+	{
+		const Status &st = tls_->status();
+		if (tls_->refused_peer())
+			LOG_DEBUG(kComp, "closing %s: %s", who().c_str(), st.message().c_str());
+		else
+			LOG_WARN(kComp, "disconnecting %s: %s", who().c_str(),
+			         st.message().c_str());
+		draining_ = true;
+		tx_[fill_].clear();
+		flush();
+		if (!sending_)
+			begin_close();
 	}
 
 	void dispatch(std::span<const uint8_t> payload)
@@ -422,6 +541,8 @@ private:
 				        Status(Code::kProtocol,
 				               std::string("first message must be HELLO, got ") +
 				                       wire::msg_type_name(hdr_.type)));
+			if (tls_mode() && !gate_done_)
+				return do_gate(payload);
 			return do_hello(payload);
 		}
 		if (hello)
@@ -498,6 +619,40 @@ private:
 		wire::encode_header(h, payload, base);
 	}
 
+	// The plaintext version gate (protocol.h): only a version check, then
+	// TLS. Nothing of the module is told before the peer is authenticated.
+	void do_gate(std::span<const uint8_t> payload)
+	{
+		auto req = wire::decode_hello_request(payload);
+		if (!req)
+			return protocol_error(req.status());
+		ByteBuffer &out = tx_[fill_];
+		size_t start = out.readable();
+		out.append(wire::kHeaderSize);
+		Reply reply(&out, start + wire::kHeaderSize);
+		if (req->min_version > wire::kWireVersion ||
+		    req->max_version < wire::kWireMinVersion) {
+			std::string msg = version_refusal(*req);
+			LOG_WARN(kComp, "disconnecting %s: %s", who().c_str(), msg.c_str());
+			// In the header version the peer sent, so an old peer can
+			// read it (HELLO headers may carry any version).
+			info_.version = hdr_.version;
+			reply.fail(Status(Code::kProtocol, msg));
+			finish_reply(hdr_, start, reply);
+			draining_ = true; // send the error, then close
+			return;
+		}
+		info_.version = wire::kWireVersion;
+		wire::HelloResponse resp;
+		resp.version = wire::kWireVersion;
+		resp.capabilities = wire::kCapTls;
+		auto p = reply.payload_buffer(wire::kHelloResponseSize);
+		wire::encode_hello_response(resp, p.data());
+		finish_reply(hdr_, start, reply);
+		flush(); // in plaintext: the session starts after this
+		gate_done_ = true;
+	}
+
 	void do_hello(std::span<const uint8_t> payload)
 	{
 		auto req = wire::decode_hello_request(payload);
@@ -511,11 +666,7 @@ private:
 		Reply reply(&out, start + wire::kHeaderSize);
 		info_.version = wire::kWireVersion;
 		if (lo > hi) {
-			std::string msg = "no common wire version: peer speaks " +
-			                  std::to_string(req->min_version) + ".." +
-			                  std::to_string(req->max_version) + ", this module " +
-			                  std::to_string(wire::kWireMinVersion) + ".." +
-			                  std::to_string(wire::kWireVersion);
+			std::string msg = version_refusal(*req);
 			LOG_WARN(kComp, "disconnecting %s: %s", who().c_str(), msg.c_str());
 			reply.fail(Status(Code::kProtocol, msg));
 			finish_reply(hdr_, start, reply);
@@ -549,6 +700,8 @@ private:
 	bool draining_ = false; // no more requests; close once replies are sent
 	bool peer_eof_ = false; // the peer sent FIN: finish what it sent, then close
 	bool hello_done_ = false;
+	bool gate_done_ = false;                 // TLS mode: the version gate was answered
+	std::unique_ptr<trust::TlsSession> tls_; // from the gate on (TLS mode)
 	bool recv_armed_ = false;
 	bool sending_ = false;
 	ByteBuffer rx_{kRecvChunk * 2};

@@ -9,9 +9,21 @@
 // LOG_WARN naming the peer and the reason; a request that failed validation
 // never reaches the handler.
 //
+// With a TlsContext in the ServerIdentity (the normal case between nodes),
+// a connection follows protocol.h's sequence: the plaintext version gate
+// (a HELLO answered with kCapTls; a peer older than wire version 3 gets an
+// error naming the upgrade, then the connection closes), the TLS 1.3
+// handshake (the peer's key must be trusted, tls_context.h), then
+// everything below inside TLS: received records are decrypted into the
+// receive buffer and parsed as in plaintext, responses are encrypted as
+// they are sent. No request is served outside TLS. Without a TlsContext
+// the connection is plaintext from the first byte (framing tests, the
+// benchmark's baseline).
+//
 // HELLO is answered by the server itself from the ServerIdentity given at
 // construction: the first message on a connection must be a HELLO request,
-// sent within the HELLO timeout;
+// sent within the HELLO timeout (which bounds the gate and the TLS
+// handshake too);
 // the server picks the highest version both sides speak (none in common: an
 // error response, then close) and answers with the identity's module ID,
 // capabilities and capacity. Every later request must carry the negotiated
@@ -43,6 +55,7 @@
 #include "daemon/common/status.h"
 #include "daemon/transport/byte_buffer.h"
 #include "daemon/transport/event_loop.h"
+#include "daemon/trust/tls_context.h"
 #include "daemon/wire/protocol.h"
 
 namespace memfed
@@ -55,6 +68,11 @@ struct ConnInfo {
 	ModuleId module;           // src_module of the peer's HELLO
 	uint32_t capabilities = 0; // from the peer's HELLO
 	uint8_t version = 0;       // negotiated wire version
+	// Over TLS: the peer's authenticated key and its name in TrustedPeers
+	// ("" if none, or for this node's own key). Authorize by these.
+	bool authenticated = false;
+	trust::PublicKey peer_key{};
+	std::string peer_name;
 };
 
 class TcpServer;
@@ -167,6 +185,8 @@ struct ServerIdentity {
 	ModuleId module;
 	uint32_t capabilities = wire::kCapModule;
 	uint64_t capacity_bytes = 0;
+	// TLS for every connection; null: plaintext (tests, benchmark baseline).
+	std::shared_ptr<trust::TlsContext> tls;
 };
 
 class TcpServer

@@ -1,6 +1,8 @@
 // Ed25519 node keys through OpenSSL's EVP interface; see node_key.h.
 #include "daemon/trust/node_key.h"
 
+#include "daemon/common/atomic_file.h"
+
 #include <fcntl.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -142,32 +144,22 @@ Result<NodeKey> load_node_key(const std::string &path)
 
 Status save_node_key(const std::string &path, const NodeKey &key, bool overwrite)
 {
-	if (!overwrite && ::access(path.c_str(), F_OK) == 0)
-		return Status(Code::kAlreadyExists,
-		              "node key " + path +
-		                      " exists; it is this node's identity and is not "
-		                      "replaced (remove it first to make a new one)");
-	std::string tmp = path + ".tmp";
-	::unlink(tmp.c_str());
-	int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-	if (fd < 0)
-		return Status::from_errno(errno, "creating node key " + tmp);
 	PublicKey seed_as_key;
 	std::copy(key.seed.begin(), key.seed.end(), seed_as_key.begin());
 	std::string line = encode_key(seed_as_key) + "\n";
 	OPENSSL_cleanse(seed_as_key.data(), seed_as_key.size());
-	bool ok = ::write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size()) &&
-	          ::fsync(fd) == 0;
-	int e = errno;
+	AtomicWrite how;
+	how.mode = 0600;
+	how.replace = overwrite;
+	how.keep_owner = false; // a key file is always 0600
+	Status st = write_file_atomic(path, line, how, "node key");
 	OPENSSL_cleanse(line.data(), line.size());
-	::close(fd);
-	if (!ok || ::rename(tmp.c_str(), path.c_str()) != 0) {
-		if (ok)
-			e = errno;
-		::unlink(tmp.c_str());
-		return Status::from_errno(e, "writing node key " + path);
-	}
-	return Status::ok();
+	if (st.code() == Code::kAlreadyExists)
+		return Status(Code::kAlreadyExists,
+		              "node key " + path +
+		                      " exists; it is this node's identity and is not "
+		                      "replaced (remove it first to make a new one)");
+	return st;
 }
 
 Result<NodeKey> load_or_create_node_key(const std::string &path, bool *created)

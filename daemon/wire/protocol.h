@@ -1,5 +1,22 @@
 // The memfed wire protocol: binary, little-endian, versioned.
 //
+// A connection between nodes (wire version 3), client = the connecting side:
+//   1. Version gate, in plaintext: the client sends a HELLO request with
+//      min = max = 3; the module answers a HELLO response carrying kCapTls
+//      ("TLS 1.3 follows") and nothing else of note. A client older than
+//      version 3 gets an error response saying version 2 is refused and the
+//      peer must be upgraded, then the connection closes: it never gets a
+//      byte of any region. A client with a node key refuses a module that
+//      does not offer kCapTls (no downgrade).
+//   2. The TLS 1.3 handshake (daemon/trust/tls_context.h): both sides show a
+//      self-signed Ed25519 certificate and accept only keys they trust.
+//   3. Inside TLS, the HELLO exchange below (module ID, capabilities,
+//      capacity), then requests, each side's messages in order.
+// The module serves no request outside TLS. Only a module started without
+// a TlsContext (unit tests of the framing, the benchmark's plaintext
+// baseline) skips steps 1 and 2: its first HELLO is the real one, with no
+// kCapTls.
+//
 // Every message is a fixed 64-byte header followed by `payload_len` bytes.
 // A relay forwards on the header alone (dst_module, hop_limit); the offset is
 // applied only at the destination. Requests and responses share the header;
@@ -48,12 +65,14 @@
 #include <cstddef>
 #include <cstdint>
 
-namespace memfed::wire {
+namespace memfed::wire
+{
 
 constexpr uint32_t kWireMagic = 0x3157464d; // "MFW1" little-endian
 // Version 2: WireRegion carries the file length; REGION_SET_LENGTH.
-constexpr uint8_t kWireVersion = 2;
-constexpr uint8_t kWireMinVersion = 2;
+// Version 3: the plaintext version gate, then TLS 1.3 (see the top).
+constexpr uint8_t kWireVersion = 3;
+constexpr uint8_t kWireMinVersion = 3;
 constexpr size_t kHeaderSize = 64;
 constexpr uint32_t kPageSize = 4096;
 constexpr uint32_t kMaxPagesPerRequest = 256; // 1 MiB per READ/WRITE
@@ -88,8 +107,9 @@ constexpr uint16_t kFlagsKnown = kFlagResponse;
 
 // Capabilities announced at HELLO.
 constexpr uint32_t kCapModule = 1 << 0; // exports a pool
-constexpr uint32_t kCapRelay = 1 << 1;	// forwards for others
-constexpr uint32_t kCapRdma = 1 << 2;	// pool registered for one-sided RDMA
+constexpr uint32_t kCapRelay = 1 << 1;  // forwards for others
+constexpr uint32_t kCapRdma = 1 << 2;   // pool registered for one-sided RDMA
+constexpr uint32_t kCapTls = 1 << 3;    // (version gate only) TLS 1.3 follows
 
 struct Header {
 	uint32_t magic;
@@ -162,9 +182,9 @@ struct WireStat {
 	uint64_t largest_free_bytes;
 	uint32_t regions;
 	uint32_t page_size;
-	uint64_t reads;	       // pages read since start
-	uint64_t writes;       // pages written since start
-	uint64_t log_replays;  // redo-log records replayed at last open
+	uint64_t reads;       // pages read since start
+	uint64_t writes;      // pages written since start
+	uint64_t log_replays; // redo-log records replayed at last open
 	uint64_t uptime_ns;
 };
 static_assert(sizeof(WireStat) == 72);

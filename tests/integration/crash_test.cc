@@ -32,6 +32,8 @@
 #include "daemon/common/crc32c.h"
 #include "daemon/common/ids.h"
 #include "daemon/transport/sync_client.h"
+#include "daemon/trust/node_key.h"
+#include "daemon/trust/tls_context.h"
 #include "daemon/wire/protocol.h"
 
 using namespace memfed;
@@ -141,7 +143,21 @@ struct Env {
 struct Daemon {
 	pid_t pid = -1;
 	std::string endpoint;
+	std::string key_file; // its node key, made on its first start
 };
+
+// This test's own node key: the daemon trusts it (--trust), and the test
+// trusts the daemon's key (read from its key file once it has started).
+const trust::NodeKey &client_key()
+{
+	static const trust::NodeKey key = [] {
+		auto k = trust::generate_node_key();
+		if (!k)
+			die("node key: " + k.status().to_string());
+		return *k;
+	}();
+	return key;
+}
 
 std::string log_tail(const Env &env)
 {
@@ -154,7 +170,8 @@ Daemon start_daemon(const Env &env)
 	std::vector<std::string> args = {
 	        env.memfedd,   "--state-dir", env.state(), "--socket",    env.sock(),
 	        "--kmod",      "off",         "--roles",   "module",      "--listen",
-	        "127.0.0.1:0", "--pool-size", "16M",       "--module-id", kModule.to_string()};
+	        "127.0.0.1:0", "--pool-size", "16M",       "--module-id", kModule.to_string(),
+	        "--trust",     trust::encode_key(client_key().pub)};
 	pid_t pid = fork();
 	if (pid < 0)
 		die("fork");
@@ -169,7 +186,7 @@ Daemon start_daemon(const Env &env)
 		execv(argv[0], argv.data());
 		_exit(127);
 	}
-	Daemon d{pid, {}};
+	Daemon d{pid, {}, env.state() + "/node.key"};
 	g_daemon = pid;
 	g_log = env.log();
 	for (int i = 0; i < 400; i++) {
@@ -209,7 +226,19 @@ uint64_t check_pool(const Env &env, const std::string &when)
 
 std::unique_ptr<SyncClient> connect(const Daemon &d)
 {
-	auto c = SyncClient::connect(d.endpoint, ModuleId{0x020000000099}, 5000);
+	static std::shared_ptr<trust::TlsContext> tls;
+	if (!tls) {
+		auto daemon_key = trust::load_node_key(d.key_file);
+		if (!daemon_key)
+			die("the daemon's key: " + daemon_key.status().to_string());
+		auto peers = std::make_shared<trust::TrustedPeers>(
+		        std::vector<trust::TrustedPeer>{{daemon_key->pub, "module", d.endpoint}});
+		auto ctx = trust::TlsContext::create(client_key(), peers);
+		if (!ctx)
+			die("TLS: " + ctx.status().to_string());
+		tls = *ctx;
+	}
+	auto c = SyncClient::connect(d.endpoint, ModuleId{0x020000000099}, 5000, tls);
 	if (!c)
 		die("connect to " + d.endpoint + ": " + c.status().to_string());
 	Status st = (*c)->hello();

@@ -5,6 +5,7 @@
 # back, a module restart with data intact, and the error paths a user hits.
 . "$(dirname "$0")/lib.sh"
 
+trust_all module client
 start_daemon module --roles module --listen 127.0.0.1:0 --pool-size 256M \
 	--module-id 02:00:00:00:00:01
 MODULE_EP=$(listen_of module)

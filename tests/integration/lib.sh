@@ -39,12 +39,49 @@ trap cleanup EXIT
 fail() { echo "FAIL: $*" >&2; exit 1; }
 ok() { PASSED=$((PASSED + 1)); echo "ok $PASSED - $*"; }
 
-# start_daemon NAME [memfedd flags...]: starts memfedd with its own state dir
-# and socket under $T/NAME and waits until its control socket answers.
+# trust_all NAME...: makes a key for each of these nodes, and every daemon
+# started afterwards under one of the names uses its key and trusts the
+# others' (keys of $T/keys/*.pub). A daemon not named here makes its own key
+# on first start and trusts nobody.
+trust_all() {
+	mkdir -p "$T/keys"
+	local name
+	for name in "$@"; do
+		[ -f "$T/keys/$name.key" ] && continue
+		"$MEMFEDCTL" key generate "$T/keys/$name.key" >"$T/keys/$name.pub" ||
+			fail "memfedctl key generate for '$name' failed"
+	done
+}
+
+# trust_flags NAME: the memfedd flags that give node NAME its key and trust in
+# every other key of trust_all.
+trust_flags() {
+	local name=$1 pub
+	[ -f "$T/keys/$name.key" ] || return 0
+	echo "--key-file $T/keys/$name.key"
+	for pub in "$T"/keys/*.pub; do
+		[ "$pub" = "$T/keys/$name.pub" ] || echo "--trust $(cat "$pub")"
+	done
+}
+
+# key_of NAME: node NAME's public key.
+key_of() {
+	if [ -f "$T/keys/$1.pub" ]; then cat "$T/keys/$1.pub"; else ctl "$1" key show; fi
+}
+
+# start_daemon NAME [memfedd flags...]: starts memfedd with its own state dir,
+# socket and config file ($T/NAME/memfedd.json, "{}" unless the test wrote
+# one; a --config in the flags wins) under $T/NAME and waits until its control
+# socket answers. The config file keeps the host's /etc/memfed out of tests,
+# and is where `memfedctl peer add` writes. MEMFEDD_WRAP (e.g. "ip netns exec
+# NS") runs memfedd inside something.
 start_daemon() {
 	local name=$1; shift
 	mkdir -p "$T/$name"
-	"$MEMFEDD" --state-dir "$T/$name" --socket "$T/$name/sock" --kmod off "$@" \
+	[ -f "$T/$name/memfedd.json" ] || echo '{}' >"$T/$name/memfedd.json"
+	# shellcheck disable=SC2046 # trust_flags prints whole words
+	${MEMFEDD_WRAP:-} "$MEMFEDD" --config "$T/$name/memfedd.json" --state-dir "$T/$name" \
+		--socket "$T/$name/sock" --kmod off $(trust_flags "$name") "$@" \
 		>>"$T/$name.log" 2>&1 &
 	DAEMON_PID[$name]=$!
 	for _ in $(seq 1 200); do

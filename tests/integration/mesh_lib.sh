@@ -57,7 +57,10 @@ mesh_link() {
 mesh_daemon() {
 	local name=$1; shift
 	mkdir -p "$T/$name"
-	ip netns exec "$(ns "$name")" "$MEMFEDD" --state-dir "$T/$name" --socket "$T/$name/sock" \
+	[ -f "$T/$name/memfedd.json" ] || echo '{}' >"$T/$name/memfedd.json"
+	# shellcheck disable=SC2046 # trust_flags prints whole words
+	ip netns exec "$(ns "$name")" "$MEMFEDD" --config "$T/$name/memfedd.json" \
+		--state-dir "$T/$name" --socket "$T/$name/sock" $(trust_flags "$name") \
 		--kmod off --mesh "${MESH_LINKS[$name]}" --mesh-hello-ms 100 "$@" \
 		>>"$T/$name.log" 2>&1 &
 	DAEMON_PID[$name]=$!

@@ -13,6 +13,7 @@ source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/mesh_lib.sh"
 
 M1=02:00:00:00:00:01
+trust_all n1 n2 n3 n4
 mesh_node n1; mesh_node n2; mesh_node n3
 mesh_link n1 n2; mesh_link n2 n3
 

@@ -16,6 +16,7 @@ source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/mesh_lib.sh"
 
 M1=02:00:00:00:00:01
+trust_all n1 n2 n3 n4
 for n in n1 n2 n3 n4; do mesh_node $n; done
 mesh_link n1 n2; mesh_link n2 n3; mesh_link n3 n4; mesh_link n4 n1
 

@@ -18,6 +18,7 @@ ctl plain status | grep -q "metrics: (off" || fail "status without --metrics: $(
 ok "the endpoint is off by default, and status says so"
 stop_daemon plain
 
+trust_all peer a
 start_daemon peer --roles module --listen 127.0.0.1:0 --pool-size 64M
 PEER=$(listen_of peer)
 start_daemon a --pool-size 1G --listen 127.0.0.1:0 --metrics 127.0.0.1:0 --peer "$PEER"

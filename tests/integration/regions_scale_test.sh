@@ -8,6 +8,7 @@
 
 N=20000
 # A 1 GiB pool gets a table of 32,768 regions (one per 32 KiB of pool).
+trust_all module client
 start_daemon module --roles module,pager --listen 127.0.0.1:0 --pool-size 1G \
 	--module-id 02:00:00:00:00:01
 start_daemon client --roles pager --listen 127.0.0.1:0 --peer "$(listen_of module)"

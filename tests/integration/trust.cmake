@@ -4,3 +4,15 @@
 # Included by tests/integration/CMakeLists.txt.
 memfed_shell_test(quota quota_test.sh)
 set_tests_properties(quota PROPERTIES TIMEOUT 120 SKIP_RETURN_CODE 77)
+
+# Trust from the command line: node keys (memfedctl key) and trusted peers
+# (memfedctl peer), written to the config file and reloaded on SIGHUP.
+# Included by tests/integration/CMakeLists.txt.
+memfed_shell_test(trust_cli trust_cli_test.sh)
+set_tests_properties(trust_cli PROPERTIES TIMEOUT 120)
+
+# Trust on the wire between daemons: untrusted keys refused, keys not
+# addresses, no byte to a plaintext client, a tampering relay in another
+# network namespace detected (that part needs root, and says so without it).
+memfed_shell_test(trust_wire trust_wire_test.sh)
+set_tests_properties(trust_wire PROPERTIES TIMEOUT 180)

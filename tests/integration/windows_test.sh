@@ -5,6 +5,7 @@
 # name no window or run past its end.
 . "$(dirname "$0")/lib.sh"
 
+trust_all module node
 start_daemon module --roles module --listen 127.0.0.1:0 --pool-size 64M --module-id 02:00:00:00:00:0a
 start_daemon node --roles pager --listen 127.0.0.1:0 --peer "$(listen_of module)"
 ctl node region create win 1M >/dev/null

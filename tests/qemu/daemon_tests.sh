@@ -41,8 +41,15 @@ wait_for() {
 
 ctl() { memfedctl --socket $D/node/sock "$@"; }
 
+# The two nodes trust each other's keys: every connection between nodes is
+# TLS with pinned keys.
+mkdir -p $D/mod $D/node
+MOD_KEY=$(memfedctl key generate $D/mod.key)
+NODE_KEY=$(memfedctl key generate $D/node.key)
+
 start_module() {
 	memfedd --roles module --kmod off --state-dir $D/mod --socket $D/mod/sock \
+		--key-file $D/mod.key --trust $NODE_KEY \
 		--listen 127.0.0.1:7700 --pool-size 64M --module-id $MOD_ID >>$D/mod.log 2>&1 &
 	MOD_PID=$!
 	wait_for 60 memfedctl --socket $D/mod/sock status
@@ -51,6 +58,7 @@ start_module() {
 start_node() {
 	rm -f $D/node/sock
 	memfedd --roles pager --state-dir $D/node --socket $D/node/sock \
+		--key-file $D/node.key --trust $MOD_KEY \
 		--peer 127.0.0.1:7700 >>$D/node.log 2>&1 &
 	NODE_PID=$!
 	wait_for 60 ctl status

@@ -19,6 +19,9 @@ int cmd_window(const Globals &g, Args &a);
 int cmd_route(const Globals &g, Args &a);
 int cmd_watch(const Globals &g, Args &a);
 int cmd_quota(const Globals &g, Args &a);
+// key_cmd.cc: `key generate|show`; peer_cmd.cc: `peer add|rm|ls`.
+int cmd_key(const Globals &g, Args &a);
+int cmd_peer(const Globals &g, Args &a);
 // completion.cc: `completion bash` and the hidden `__commands`.
 int cmd_completion(const Globals &g, Args &a);
 int cmd_commands(const Globals &g, Args &a);

@@ -35,6 +35,10 @@ void print_modules(const json &mods)
 			    human_size(m.value("capacity_bytes", uint64_t{0})).c_str(),
 			    human_size(m.value("free_bytes", uint64_t{0})).c_str(),
 			    m.value("hops", 0u), m.value("metric", 0u));
+		if (m.contains("key"))
+			std::printf("  key: %s%s%s%s\n", str_or(m, "key_name").c_str(),
+			            m.contains("key_name") ? " (" : "", str_or(m, "key").c_str(),
+			            m.contains("key_name") ? ")" : "");
 		if (m.contains("error"))
 			std::printf("  why: %s\n", str_or(m, "error").c_str());
 	}
