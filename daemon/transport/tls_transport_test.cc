@@ -434,8 +434,7 @@ TEST_CASE("TLS transport: an untrusted client key is refused by the module, logg
 		auto c = SyncClient::connect(srv.endpoint(), kClientId, 5000, stranger_tls);
 		REQUIRE(c);
 		st = (*c)->hello();
-		eventually(
-		        [&] { return cap.text().find("memfedctl peer add") != std::string::npos; });
+		// The module logs before it sends the alert the client read.
 		log = cap.text();
 	}
 	CHECK(st.code() == Code::kPermission);
