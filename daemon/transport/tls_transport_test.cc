@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <cstring>
 #include <fstream>
 #include <future>
@@ -327,6 +328,8 @@ std::vector<uint8_t> read_to_eof(int fd, bool *eof = nullptr)
 	uint8_t buf[4096];
 	for (;;) {
 		ssize_t n = recv(fd, buf, sizeof(buf), 0);
+		if (n < 0 && errno == EINTR)
+			continue;
 		if (n <= 0) {
 			if (eof != nullptr)
 				*eof = n == 0 || errno == ECONNRESET;
