@@ -92,7 +92,7 @@ TlsContext::create(const NodeKey &key, std::shared_ptr<TrustedPeers> peers, TlsL
 	if (SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION) != 1 ||
 	    SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION) != 1)
 		return ossl_error("restricting to TLS 1.3");
-	if (SSL_CTX_set_ciphersuites(ctx, "TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256") != 1)
+	if (SSL_CTX_set_ciphersuites(ctx, "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384") != 1)
 		return ossl_error("setting the cipher suites");
 	if (SSL_CTX_set1_groups_list(ctx, "X25519") != 1)
 		return ossl_error("setting the key exchange group X25519");

@@ -176,7 +176,7 @@ bool TlsSession::check_peer_certificate(void *x509)
 	if (pk == nullptr || EVP_PKEY_get_id(pk) != EVP_PKEY_ED25519 ||
 	    EVP_PKEY_get_raw_public_key(pk, key.data(), &n) != 1 || n != key.size()) {
 		refusal_ = "its certificate does not carry an Ed25519 key (not a memfed node)";
-		if (!refused_peer_)
+		if (!refused_peer_ && role_ == TlsRole::kServer)
 			LOG_WARN(kComp, "refusing %s: %s", peer_.c_str(), refusal_.c_str());
 		refused_peer_ = true;
 		return false;
@@ -193,7 +193,7 @@ bool TlsSession::check_peer_certificate(void *x509)
 		return true;
 	}
 	refusal_ = "key " + encode_key(key) + " is not trusted; to trust it: " + fix_for(key);
-	if (!refused_peer_)
+	if (!refused_peer_ && role_ == TlsRole::kServer)
 		LOG_WARN(kComp, "refusing %s: %s", peer_.c_str(), refusal_.c_str());
 	refused_peer_ = true;
 	return false;
@@ -234,7 +234,7 @@ Status TlsSession::error_status(int ret, const char *what)
 	ERR_clear_error();
 	std::string own = encode_key(ctx_->own_key());
 	if (refused_peer_)
-		return Status(Code::kPermission, peer_ + " refused: " + refusal_);
+		return Status(Code::kPermission, "refusing " + peer_ + ": " + refusal_);
 	if (e == SSL_ERROR_ZERO_RETURN)
 		return Status(Code::kUnavailable, peer_ + " closed the TLS session");
 	if (e == SSL_ERROR_SYSCALL && code == 0)
@@ -289,7 +289,8 @@ TlsStep TlsSession::handshake()
 		if (cert == nullptr || !have_peer_key_ || !check_peer_certificate(cert)) {
 			if (refusal_.empty())
 				refusal_ = "it presented no certificate";
-			(void)fail(Status(Code::kPermission, peer_ + " refused: " + refusal_));
+			(void)fail(
+			        Status(Code::kPermission, "refusing " + peer_ + ": " + refusal_));
 			return TlsStep::kFailed;
 		}
 		established_ = true;

@@ -23,9 +23,11 @@
 // its authentication tag (kCorrupt: bytes altered in transit), the peer
 // sent an alert (kPermission when it refused our key, naming the fix;
 // else kProtocol), the bytes are not TLS 1.3 (kProtocol), the peer closed
-// the session (kUnavailable). When this side refused the peer's key it has
-// logged that already (refused_peer() is true): the caller need not log
-// again.
+// the session (kUnavailable). refused_peer() tells that this side refused
+// the peer's key. A server-side session logs that refusal itself (one
+// line: the peer's endpoint, its key, the command that trusts it), so the
+// server need not log it again; a client-side session leaves it to its
+// caller, whose Status carries the same words.
 //
 // Thread-safety: none; one thread at a time.
 #pragma once

@@ -65,8 +65,7 @@
 #include <cstddef>
 #include <cstdint>
 
-namespace memfed::wire
-{
+namespace memfed::wire {
 
 constexpr uint32_t kWireMagic = 0x3157464d; // "MFW1" little-endian
 // Version 2: WireRegion carries the file length; REGION_SET_LENGTH.
@@ -107,9 +106,9 @@ constexpr uint16_t kFlagsKnown = kFlagResponse;
 
 // Capabilities announced at HELLO.
 constexpr uint32_t kCapModule = 1 << 0; // exports a pool
-constexpr uint32_t kCapRelay = 1 << 1;  // forwards for others
-constexpr uint32_t kCapRdma = 1 << 2;   // pool registered for one-sided RDMA
-constexpr uint32_t kCapTls = 1 << 3;    // (version gate only) TLS 1.3 follows
+constexpr uint32_t kCapRelay = 1 << 1;	// forwards for others
+constexpr uint32_t kCapRdma = 1 << 2;	// pool registered for one-sided RDMA
+constexpr uint32_t kCapTls = 1 << 3;	// (version gate only) TLS 1.3 follows
 
 struct Header {
 	uint32_t magic;
@@ -182,9 +181,9 @@ struct WireStat {
 	uint64_t largest_free_bytes;
 	uint32_t regions;
 	uint32_t page_size;
-	uint64_t reads;       // pages read since start
-	uint64_t writes;      // pages written since start
-	uint64_t log_replays; // redo-log records replayed at last open
+	uint64_t reads;	       // pages read since start
+	uint64_t writes;       // pages written since start
+	uint64_t log_replays;  // redo-log records replayed at last open
 	uint64_t uptime_ns;
 };
 static_assert(sizeof(WireStat) == 72);
