@@ -289,6 +289,9 @@ int main(int argc, char **argv)
 	ControlOps ops(cfg, &fed, listen_ep);
 	ops.register_ops(control);
 	TrustOps trust_ops(node_key->pub, cfg, trusted);
+	trust_ops.on_rekey_limits([tls = *tls](uint32_t seconds, uint64_t bytes) {
+		tls->set_limits({bytes, seconds});
+	});
 	trust_ops.register_ops(control);
 	control.add_op("mesh.routes", [&mesh_node](const control::Peer &, control::Message &) {
 		if (!mesh_node)

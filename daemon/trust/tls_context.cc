@@ -75,7 +75,7 @@ TlsContext::create(const NodeKey &key, std::shared_ptr<TrustedPeers> peers, TlsL
 	std::shared_ptr<TlsContext> c(new TlsContext());
 	c->own_ = key.pub;
 	c->peers_ = std::move(peers);
-	c->limits_ = limits;
+	c->set_limits(limits);
 	ERR_clear_error();
 	std::unique_ptr<EVP_PKEY, PkeyFree> pk(EVP_PKEY_new_raw_private_key(
 	        EVP_PKEY_ED25519, nullptr, key.seed.data(), key.seed.size()));

@@ -57,7 +57,14 @@ public:
 
 	const PublicKey &own_key() const { return own_; }
 	TrustedPeers &peers() const { return *peers_; }
-	const TlsLimits &limits() const { return limits_; }
+	// The rekey limits in force; set_limits() (a config reload) applies to
+	// every session from its next send.
+	TlsLimits limits() const { return {rekey_bytes_.load(), rekey_seconds_.load()}; }
+	void set_limits(TlsLimits l)
+	{
+		rekey_bytes_.store(l.rekey_bytes);
+		rekey_seconds_.store(l.rekey_seconds);
+	}
 
 	// KeyUpdate messages sent and received by all sessions of this
 	// context (for tests and stats).
@@ -71,7 +78,8 @@ private:
 	ssl_ctx_st *ctx_ = nullptr;
 	PublicKey own_{};
 	std::shared_ptr<TrustedPeers> peers_;
-	TlsLimits limits_;
+	std::atomic<uint64_t> rekey_bytes_{0};
+	std::atomic<uint32_t> rekey_seconds_{0};
 	std::atomic<uint64_t> key_updates_sent_{0};
 	std::atomic<uint64_t> key_updates_received_{0};
 };

@@ -308,7 +308,7 @@ TlsStep TlsSession::handshake()
 
 void TlsSession::maybe_rekey()
 {
-	const TlsLimits &lim = ctx_->limits();
+	const TlsLimits lim = ctx_->limits();
 	bool due = bytes_since_rekey_ >= lim.rekey_bytes;
 	auto now = std::chrono::steady_clock::now();
 	if (!due && lim.rekey_seconds > 0)

@@ -338,3 +338,29 @@ TEST_CASE("TLS: a tiny rekey byte limit rekeys both sides many times; data stays
 	CHECK(server.key_updates_received() >= 40);
 	CHECK(ca->key_updates_sent() == client.key_updates_sent());
 }
+
+TEST_CASE("TLS: rekey limits set on a running context (a reload) apply to its sessions")
+{
+	NodeKey a = key(), b = key();
+	auto ca = context(a, {b.pub}, TlsLimits{});
+	auto cb = context(b, {a.pub}, TlsLimits{});
+	TlsSession client(ca, TlsRole::kClient, "s");
+	TlsSession server(cb, TlsRole::kServer, "c");
+	REQUIRE(handshake(client, server));
+	auto exchange = [&](int rounds) {
+		for (int round = 0; round < rounds; round++) {
+			std::string m(1500, static_cast<char>('a' + round % 26));
+			REQUIRE(client.encrypt({reinterpret_cast<const uint8_t *>(m.data()), m.size()})
+			                .is_ok());
+			auto got = transfer(client, server);
+			REQUIRE(got);
+			REQUIRE(*got == m);
+		}
+	};
+	exchange(10);
+	CHECK(client.key_updates_sent() == 0);
+	ca->set_limits({1000, 120});
+	exchange(10);
+	CHECK(client.key_updates_sent() >= 8);
+	CHECK(server.key_updates_received() == client.key_updates_sent());
+}
