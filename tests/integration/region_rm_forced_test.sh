@@ -199,6 +199,7 @@ stop_daemon nobudget
 
 # The region on node "module", mapped through node "car"'s pager, deleted by
 # "module" itself: car's pager hears of it only from the module.
+trust_all module car car2
 start_daemon module --roles module --listen 127.0.0.1:0 --pool-size 64M --module-id 02:00:00:00:00:01
 start_daemon car --roles pager --listen 127.0.0.1:0 --peer "$(listen_of module)" --pager-budget 16K
 forced_rm remote car module

@@ -125,7 +125,10 @@ while :; do
 		landed=$((landed + KILLED))
 		ok "$kind with memfedd killed $KILLED times matches the native run ($landed kills so far)"
 	done
-	[ "$landed" -ge "$TOTAL" ] && break
+	# A program may finish before a kill lands (the instants are random):
+	# go round again until enough kills have landed, within a bound.
+	[ "$landed" -ge "$TOTAL" ] && [ "$landed" -ge 2 ] && break
+	[ "$round" -ge 30 ] && break
 done
 [ "$landed" -ge 2 ] || fail "only $landed kills landed while programs ran; the test proves nothing"
 ok "$landed kills of memfedd under running programs: none hung, none wrong"
