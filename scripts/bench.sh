@@ -57,6 +57,14 @@ taskset -a -p -c 1 "${PIDS[-1]}" >/dev/null
 	--span 16384 --seconds 2 --repeat 5 --depth 64 --server-cpu 1 --client-cpu 0 |
 	tee "$RESULTS/wire-2cpu.txt"
 
+say "wire over TLS 1.3 vs plaintext, one vCPU (targets: depth-1 p50 <= 1.15x, depth-64 pages/s >= 0.7x)"
+"$BIN/memfed-bench-wire" --self-serve --tls --span 256 --seconds 1 --repeat 3 |
+	tee "$RESULTS/wire-tls.txt"
+
+say "wire over TLS 1.3 vs plaintext, two vCPUs: the module on vCPU 1, the client on vCPU 0"
+"$BIN/memfed-bench-wire" --self-serve --tls --span 256 --seconds 1 --repeat 3 \
+	--server-cpu 1 --client-cpu 0 | tee "$RESULTS/wire-tls-2cpu.txt"
+
 say "store: write_pages / read_pages vs pwrite+fdatasync / memcpy"
 "$BIN/memfed-bench-store" --dir "$WORK" | tee "$RESULTS/store.txt"
 

@@ -51,12 +51,13 @@ def block(name, rows):
     return "$%s << EOD\n%s\nEOD\n" % (name, "\n".join(lines))
 
 
-def wire(text, png, title):
+def wire(text, png, title, base="raw io_uring ping-pong", subj="memfed TcpChannel READ",
+         base_short="raw io_uring", subj_short="memfed"):
     # "  raw io_uring ping-pong        1      18.2      30.1        50000       5.00"
     rows = {}
-    for m in re.finditer(r"^  (raw io_uring ping-pong|memfed TcpChannel READ) +(\d+) +([\d.]+) +"
+    for m in re.finditer(r"^  (%s|%s) +(\d+) +([\d.]+) +" % (re.escape(base), re.escape(subj)) +
                          r"([\d.]+) +([\d.]+) +([\d.]+)$", text, re.M):
-        side = "raw" if m.group(1).startswith("raw") else "memfed"
+        side = "raw" if m.group(1) == base else "memfed"
         rows[(int(m.group(2)), side)] = [float(m.group(i)) for i in range(3, 7)]
     depths = sorted({d for d, _ in rows})
     if not depths or any((d, s) not in rows for d in depths for s in ("raw", "memfed")):
@@ -72,16 +73,16 @@ set ylabel "latency (µs, log scale)"
 set logscale y 10
 set yrange [*:*]
 set xlabel "requests in flight"
-plot $lat using 2:xtic(1) title "raw io_uring p50" lc rgb "#88aacc", \\
-     '' using 3 title "memfed p50" lc rgb "#225588", \\
-     '' using 4 title "raw io_uring p99" lc rgb "#ddbb88", \\
-     '' using 5 title "memfed p99" lc rgb "#aa6611"
+plot $lat using 2:xtic(1) title "%s p50" lc rgb "#88aacc", \\
+     '' using 3 title "%s p50" lc rgb "#225588", \\
+     '' using 4 title "%s p99" lc rgb "#ddbb88", \\
+     '' using 5 title "%s p99" lc rgb "#aa6611"
 set title "Throughput (median run)"
 set ylabel "thousand 4 KiB pages per second (log scale)"
-plot $tput using 2:xtic(1) title "raw io_uring ping-pong" lc rgb "#88aacc", \\
-     '' using 3 title "memfed TcpChannel READ" lc rgb "#225588"
+plot $tput using 2:xtic(1) title "%s" lc rgb "#88aacc", \\
+     '' using 3 title "%s" lc rgb "#225588"
 unset multiplot
-""" % title
+""" % (title, base_short, subj_short, base_short, subj_short, base, subj)
     gnuplot(script, png)
     return True
 
@@ -170,6 +171,12 @@ plot $hist using 2:xtic(1) notitle lc rgb "#225588"
 SECTIONS = [
     ("wire", wire, "Wire: 4 KiB READ, module and client on one vCPU (memfed vs raw io_uring)"),
     ("wire-2cpu", wire, "Wire: 4 KiB READ, module on vCPU 1, client on vCPU 0 (as on two nodes)"),
+    ("wire-tls", lambda t, p, ti: wire(t, p, ti, "memfed plaintext READ", "memfed TLS 1.3 READ",
+                                       "plaintext", "TLS 1.3"),
+     "Wire: 4 KiB READ over TLS 1.3 vs plaintext, module and client on one vCPU"),
+    ("wire-tls-2cpu", lambda t, p, ti: wire(t, p, ti, "memfed plaintext READ", "memfed TLS 1.3 READ",
+                                            "plaintext", "TLS 1.3"),
+     "Wire: 4 KiB READ over TLS 1.3 vs plaintext, module on vCPU 1, client on vCPU 0"),
     ("store", store, "Store: the module's pool vs pwrite+fdatasync and memcpy"),
     ("pager", pager, "Pager: demand faults and scans through memfedd vs raw userfaultfd limits"),
 ]

@@ -415,24 +415,61 @@ void TcpChannel::on_recv(int res)
 	arm_recv();
 }
 
-// Decrypts `n` newly received bytes of ciphertext into rx_ and completes
-// the responses they finish. A record that fails (tampered, an alert)
-// breaks the channel before anything more is parsed. False if it broke.
+// Decrypts `n` newly received bytes of ciphertext and completes the
+// responses they finish. Headers (and non-READ payloads) are decrypted into
+// rx_, no further than the response they belong to; once a READ response's
+// header is parsed, its pages are decrypted straight into the caller's dst
+// (OpenSSL verifies a record's tag before SSL_read gives any of its bytes,
+// so only authenticated bytes reach dst). A record that fails (tampered, an
+// alert) breaks the channel before anything more is parsed, and completes
+// the READ whose pages it carried with kUnavailable. False if it broke.
 bool TcpChannel::tls_receive(size_t n)
 {
 	tls_->input().commit(n);
-	for (;;) {
-		rx_.ensure_writable(kRecvChunk);
-		auto got = tls_->decrypt(rx_.write_ptr(), rx_.writable());
+	while (!broken_) {
+		if (direct_slot_ != kNoSlot) {
+			auto *dst = static_cast<uint8_t *>(slots_[direct_slot_]->dst);
+			auto got = tls_->decrypt(dst + direct_done_,
+			                         direct_hdr_.payload_len - direct_done_);
+			if (!got) {
+				broken(got.status().message());
+				return false;
+			}
+			if (*got == 0)
+				return true;
+			direct_done_ += *got;
+			bytes_into_dst_ += *got;
+			if (direct_done_ < direct_hdr_.payload_len)
+				continue;
+			uint32_t idx = direct_slot_;
+			direct_slot_ = kNoSlot;
+			std::span<const uint8_t> pages(
+			        static_cast<const uint8_t *>(slots_[idx]->dst),
+			        direct_hdr_.payload_len);
+			finish(idx, check_pages(direct_hdr_, pages), direct_hdr_, {});
+			continue;
+		}
+		// The rest of the next header, or of the response it starts.
+		size_t want = wire::kHeaderSize - std::min(rx_.readable(), wire::kHeaderSize);
+		if (want == 0) {
+			wire::Header h;
+			if (!wire::validate_header({rx_.read_ptr(), wire::kHeaderSize}, &h).is_ok())
+				return parse_responses(); // breaks the channel, naming why
+			want = wire::kHeaderSize + h.payload_len - rx_.readable();
+		}
+		rx_.ensure_writable(want);
+		auto got = tls_->decrypt(rx_.write_ptr(), want);
 		if (!got) {
 			broken(got.status().message());
 			return false;
 		}
 		if (*got == 0)
-			break;
+			return true;
 		rx_.commit(*got);
+		if (!parse_responses())
+			return false;
 	}
-	return parse_responses();
+	return false;
 }
 
 // Extends the landing plan with the READs sent since, in order, and lays
@@ -579,10 +616,11 @@ bool TcpChannel::parse_responses()
 			}
 			size_t avail =
 			        std::min<size_t>(rx_.readable() - wire::kHeaderSize, h.payload_len);
-			if (!tls_ && avail < h.payload_len &&
-			    h.payload_len - avail >= wire::kPageSize) {
-				// A page or more is still on its way: receive the rest
-				// straight into the caller's buffer.
+			if (avail < h.payload_len &&
+			    (tls_ || h.payload_len - avail >= wire::kPageSize)) {
+				// A page or more is still on its way (under TLS: any
+				// of it): receive (decrypt) the rest straight into
+				// the caller's buffer.
 				std::memcpy(s.dst, rx_.read_ptr() + wire::kHeaderSize, avail);
 				rx_.consume(wire::kHeaderSize + avail);
 				direct_slot_ = idx;

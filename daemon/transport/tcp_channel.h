@@ -25,10 +25,12 @@
 // Over TLS (Options::tls; the normal case between nodes): connect() runs
 // the version gate, the TLS 1.3 handshake and the HELLO through SyncClient,
 // then the channel takes over the session. Each send batch is encrypted as
-// a whole (small pieces gathered into full records) into one send buffer;
-// received records are decrypted into the receive buffer and responses
-// parsed from there, so landing is off under TLS: a READ's pages are
-// decrypted into the receive buffer, then copied into dst. A record that
+// a whole (small pieces gathered into full records) into one send buffer.
+// Received records are decrypted a response at a time: headers (and
+// control payloads) into the receive buffer, and once a READ response's
+// header is parsed, its pages straight into dst (OpenSSL verifies a
+// record's tag before it gives out any of its bytes). Landing is off under
+// TLS (ciphertext cannot be scattered by the kernel). A record that
 // fails its authentication tag (bytes altered in transit) breaks the
 // connection: every pending request completes with kUnavailable, and no
 // page of a damaged record ever reaches a caller. The session rekeys on its

@@ -17,6 +17,22 @@
 // baseline) skips steps 1 and 2: its first HELLO is the real one, with no
 // kCapTls.
 //
+// The payload crc under TLS (decided: kept). AES-GCM's tag already proves
+// that the bytes of a record are the bytes the peer's TLS layer sent, so as
+// a check of the wire alone the crc is redundant there. But a READ
+// response's payload_crc is not computed over the bytes sent: the module
+// combines it from the crcs stored with the pages when they were written
+// (daemon/service/module_service.cc, read_pages_with_crc), so the client's
+// check covers the module's media, its copy out of the pool and the send
+// path end to end, which the tag (computed after all that) cannot; a
+// WRITE's crc, computed by the client over its source pages, is stored
+// with the pages on the same terms. It is also the only check on the
+// plaintext framing (tests, the benchmark's baseline). Its cost is small
+// beside the cipher's: memfed-bench-wire --tls prints crc32c (ISA-L) of a
+// 4 KiB page, ~0.08 us here, against 0.8-1.2 us for AES-128-GCM of it per
+// side (OpenSSL 3.0 on this machine's loaded vCPUs). The header_crc stays for the same framing
+// reasons and costs nothing measurable.
+//
 // Every message is a fixed 64-byte header followed by `payload_len` bytes.
 // A relay forwards on the header alone (dst_module, hop_limit); the offset is
 // applied only at the destination. Requests and responses share the header;
