@@ -41,19 +41,22 @@ start_module() {
 ctl() { local name=$1; shift; "$BIN/memfedctl" --socket "$WORK/$name/sock" "$@"; }
 field() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
 
-say "wire: 4 KiB READ from a memfedd module vs raw io_uring ping-pong (loopback)"
-start_module wire --roles module --pool-size 512M
+say "wire: 4 KiB READ from a memfedd module (TLS 1.3) vs raw io_uring ping-pong (loopback)"
+# memfedd speaks only TLS with keys it trusts: the benchmark has its own.
+BENCH_KEY=$("$BIN/memfedctl" key generate "$WORK/bench.key")
+start_module wire --roles module --pool-size 512M --trust "$BENCH_KEY"
+WIRE_TLS=(--key-file "$WORK/bench.key" --trust "$(ctl wire key show)")
 ctl wire region create bench 64M >/dev/null
 head -c 64M /dev/urandom | ctl wire region write bench
 REGION_ID=$(ctl wire -j region show bench | field '["id"]')
 FA=$(ctl wire -j region show bench | field '["fa"]')
 EP=$(ctl wire -j status | field '["listen"]')
-"$BIN/memfed-bench-wire" --target "$EP" --region-id "$REGION_ID" --fa-offset "0x${FA##*/0x}" \
+"$BIN/memfed-bench-wire" --target "$EP" "${WIRE_TLS[@]}" --region-id "$REGION_ID" --fa-offset "0x${FA##*/0x}" \
 	--span 16384 --seconds 2 --repeat 5 | tee "$RESULTS/wire.txt"
 
 say "wire, two vCPUs: the module (and the raw server) on vCPU 1, the client on vCPU 0, as on two nodes"
 taskset -a -p -c 1 "${PIDS[-1]}" >/dev/null
-"$BIN/memfed-bench-wire" --target "$EP" --region-id "$REGION_ID" --fa-offset "0x${FA##*/0x}" \
+"$BIN/memfed-bench-wire" --target "$EP" "${WIRE_TLS[@]}" --region-id "$REGION_ID" --fa-offset "0x${FA##*/0x}" \
 	--span 16384 --seconds 2 --repeat 5 --depth 64 --server-cpu 1 --client-cpu 0 |
 	tee "$RESULTS/wire-2cpu.txt"
 

@@ -80,6 +80,9 @@ struct Options {
 	int depth = 0; // 0: both 1 and 64
 	bool raw_only = false, memfed_only = false;
 	bool tls = false; // memfed over TLS against memfed plaintext
+	// A memfedd target speaks only TLS: this key, and the target's key.
+	std::string key_file, trust_key;
+	std::shared_ptr<trust::TlsContext> target_tls;
 };
 
 struct Stats {
@@ -607,7 +610,9 @@ void usage()
 	        "  --depth N         only this depth (1 or 64)\n"
 	        "  --only raw|memfed only one side (for profiling; no ratios)\n"
 	        "  --tls             memfed over TLS 1.3 against memfed plaintext (needs "
-	        "--self-serve)\n");
+	        "--self-serve)\n"
+	        "  --key-file PATH   this benchmark's node key, which the --target trusts\n"
+	        "  --trust KEY       the --target's public key (memfedctl key show)\n");
 	exit(2);
 }
 
@@ -649,6 +654,10 @@ int main(int argc, char **argv)
 			o.repeat = std::max(1, std::stoi(next()));
 		else if (a == "--tls")
 			o.tls = true;
+		else if (a == "--key-file")
+			o.key_file = next();
+		else if (a == "--trust")
+			o.trust_key = next();
 		else if (a == "--no-pin")
 			o.pin = false;
 		else if (a == "--depth")
@@ -673,6 +682,29 @@ int main(int argc, char **argv)
 		fprintf(stderr, "memfed-bench-wire: --tls compares memfed with memfed; drop "
 		                "--only raw\n");
 		exit(2);
+	}
+	if (!o.target.empty()) {
+		// memfedd speaks only TLS 1.3 with keys it trusts.
+		if (o.key_file.empty() || o.trust_key.empty()) {
+			fprintf(stderr, "memfed-bench-wire: a --target needs --key-file (a key it "
+			                "trusts: memfedd --trust) and --trust (its key)\n");
+			exit(2);
+		}
+		auto key = trust::load_node_key(o.key_file);
+		auto theirs = trust::decode_public_key(o.trust_key, "--trust key");
+		if (!key || !theirs) {
+			fprintf(stderr, "memfed-bench-wire: %s\n",
+			        (!key ? key.status() : theirs.status()).message().c_str());
+			exit(2);
+		}
+		auto peers = std::make_shared<trust::TrustedPeers>(
+		        std::vector<trust::TrustedPeer>{{*theirs, "target", o.target}});
+		auto ctx = trust::TlsContext::create(*key, peers);
+		if (!ctx) {
+			fprintf(stderr, "memfed-bench-wire: %s\n", ctx.status().message().c_str());
+			exit(2);
+		}
+		o.target_tls = *ctx;
 	}
 	set_log_level(LogLevel::kWarn);
 
@@ -727,7 +759,7 @@ int main(int argc, char **argv)
 					          run_memfed(o, tls_endpoint, d, tls.client));
 				else if (!o.raw_only)
 					print_row("memfed TcpChannel READ", d,
-					          run_memfed(o, endpoint, d));
+					          run_memfed(o, endpoint, d, o.target_tls));
 			}
 		}
 		return 0;
@@ -741,7 +773,7 @@ int main(int argc, char **argv)
 	};
 	auto run_subj = [&](unsigned d) {
 		return o.tls ? run_memfed(o, tls_endpoint, d, tls.client)
-		             : run_memfed(o, endpoint, d);
+		             : run_memfed(o, endpoint, d, o.target_tls);
 	};
 	const double p50_target = o.tls ? 1.15 : 1.3;
 	const double tput_target = o.tls ? 0.7 : 0.8;
