@@ -243,6 +243,7 @@ void PagerThread::finish_eviction(Process *p, bool dropped)
 	ev.active = false;
 	ev.drop_sent = false;
 	ev.failed = false;
+	reap(); // mappings that died during the round can go now
 	retry_waiting();
 	maybe_evict(p);
 }

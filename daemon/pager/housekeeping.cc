@@ -124,8 +124,12 @@ void PagerThread::reap()
 void PagerThread::reap_now()
 {
 	reap_pending_ = false;
-	// Mappings: freed once dead with nothing in flight.
+	// Mappings: freed once dead with nothing in flight, and not while an
+	// eviction round of their process holds victims in them (it ends in
+	// finish_eviction, which reaps again).
 	for (auto &p : procs_) {
+		if (p->evict.active)
+			continue;
 		auto &ms = p->mappings;
 		for (size_t i = 0; i < ms.size();) {
 			if (ms[i]->dead && ms[i]->inflight == 0) {
