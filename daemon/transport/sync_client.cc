@@ -83,30 +83,17 @@ Status SyncClient::send_tls_output()
 
 Status SyncClient::recv_all(void *p, size_t n)
 {
+	auto *b = static_cast<uint8_t *>(p);
 	if (!tls_ || !tls_->established()) {
-		auto *b = static_cast<uint8_t *>(p);
 		while (n > 0) {
-			ssize_t r = recv(fd_, b, n, 0);
-			if (r < 0 && errno == EINTR)
-				continue;
-			if (r == 0)
-				return Status(Code::kUnavailable,
-				              peer_.endpoint + " closed the connection");
-			if (r < 0) {
-				if (errno == EAGAIN || errno == EWOULDBLOCK)
-					return Status(Code::kUnavailable, "no reply from " +
-					                                          peer_.endpoint +
-					                                          " in time");
-				return Status(Code::kUnavailable, "receiving from " +
-				                                          peer_.endpoint + ": " +
-				                                          strerror(errno));
-			}
-			b += r;
-			n -= r;
+			auto got = sock_recv(b, n);
+			if (!got)
+				return got.status();
+			b += *got;
+			n -= *got;
 		}
 		return Status::ok();
 	}
-	auto *b = static_cast<uint8_t *>(p);
 	while (n > 0) {
 		auto got = tls_->decrypt(b, n);
 		if (!got)
@@ -121,11 +108,10 @@ Status SyncClient::recv_all(void *p, size_t n)
 	return Status::ok();
 }
 
-Status SyncClient::sock_recv_some(ByteBuffer &buf)
+Result<size_t> SyncClient::sock_recv(void *p, size_t cap)
 {
-	buf.ensure_writable(64 * 1024);
 	for (;;) {
-		ssize_t r = recv(fd_, buf.write_ptr(), buf.writable(), 0);
+		ssize_t r = recv(fd_, p, cap, 0);
 		if (r < 0 && errno == EINTR)
 			continue;
 		if (r == 0)
@@ -138,9 +124,18 @@ Status SyncClient::sock_recv_some(ByteBuffer &buf)
 			return Status(Code::kUnavailable,
 			              "receiving from " + peer_.endpoint + ": " + strerror(errno));
 		}
-		buf.commit(r);
-		return Status::ok();
+		return size_t(r);
 	}
+}
+
+Status SyncClient::sock_recv_some(ByteBuffer &buf)
+{
+	buf.ensure_writable(64 * 1024);
+	auto got = sock_recv(buf.write_ptr(), buf.writable());
+	if (!got)
+		return got.status();
+	buf.commit(*got);
+	return Status::ok();
 }
 
 Status SyncClient::sock_send_all(const void *p, size_t n)

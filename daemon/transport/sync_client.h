@@ -96,6 +96,8 @@ private:
 	Status sock_send_all(const void *p, size_t n);
 	// Some bytes into `b` (at least one), or an error.
 	Status sock_recv_some(ByteBuffer &b);
+	// Some bytes (at least one) into [p, p + cap), or why none came.
+	Result<size_t> sock_recv(void *p, size_t cap);
 	Status send_tls_output();
 	Status tls_handshake();
 	Result<Response> exchange(wire::Header &h, std::span<const uint8_t> payload,
