@@ -155,6 +155,9 @@ Options (each has a config-file key; flags override the file):
                                      (default off; port 0 picks a free port)
   --log-level LEVEL    "log_level"   debug, info, warn or error (default info)
   --kmod MODE          "kmod"        auto (use memfed.ko when loaded) or off
+  --replicas N         "replicas"    copies a new region gets, on distinct nodes
+                                     (1 to 8, default 1; memfedctl region create
+                                     --replicas overrides it)
   --pager-budget SIZE  "pager.budget" default resident budget per mapping
                                      (0 = none; clients may ask for one)
   --pager-process-budget SIZE  "pager.process_budget" default per process (0 = none)
@@ -297,6 +300,7 @@ json config_to_json(const DaemonConfig &cfg)
 	        {"peers", cfg.peers},
 	        {"log_level", kLevels[int(cfg.log_level)]},
 	        {"kmod", cfg.kmod},
+	        {"replicas", cfg.replicas},
 	        {"pager",
 	         {{"budget", cfg.pager_budget},
 	          {"process_budget", cfg.pager_process_budget},
@@ -371,6 +375,8 @@ Status apply_config_json(const std::string &text, const std::string &origin, Dae
 			st = str(key, v, [&](const std::string &s) { return set_log_level(origin, key, s, cfg); });
 		else if (key == "kmod")
 			st = str(key, v, [&](const std::string &s) { return set_kmod(origin, key, s, cfg); });
+		else if (key == "replicas")
+			st = set_u32(origin, key, v, 1, 8, &cfg->replicas);
 		else if (key == "roles" || key == "peers") {
 			if (!v.is_array())
 				return type_error(origin, key, "an array of strings");
@@ -674,6 +680,10 @@ Status load_config(int argc, char **argv, DaemonConfig *cfg, bool *help)
 		} else if (a == "--kmod") {
 			MF_RETURN_IF_ERROR(need());
 			st = set_kmod(origin, a, val, cfg);
+		} else if (a == "--replicas") {
+			MF_RETURN_IF_ERROR(need());
+			st = set_u32(origin, a, json::parse(val, nullptr, false), 1, 8,
+				     &cfg->replicas);
 		} else if (a == "--pager-budget") {
 			MF_RETURN_IF_ERROR(need());
 			st = set_size(origin, a, json(val), &cfg->pager_budget);

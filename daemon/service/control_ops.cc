@@ -101,17 +101,49 @@ Status check_access(const RegionLocation &r, uid_t uid, Access want)
 						 ", mode " + mode + ")");
 }
 
-json region_json(const RegionLocation &r)
+// A region as the control socket describes it. A replicated one also has
+// "replicas" (copies wanted), "in_sync", "degraded" and "copies": each copy's
+// module, state ("in sync", "catching up", "lost"), why, since (unix ms),
+// catch-up progress (pages checked of pages to check) and pages copied in.
+json region_json(const RegionLocation &r, NodeFederation *fed)
 {
-	return {{"name", r.name},
-		{"id", r.region_id},
-		{"module", r.module.to_string()},
-		{"fa", FederatedAddress{r.module, r.fa_offset}.to_string()},
-		{"size", r.size_bytes},
-		{"length", r.length},
-		{"owner_uid", r.owner_uid},
-		{"mode", r.mode},
-		{"ctime_ns", r.ctime_ns}};
+	json j = {{"name", r.name},
+		  {"id", r.region_id},
+		  {"module", r.module.to_string()},
+		  {"fa", FederatedAddress{r.module, r.fa_offset}.to_string()},
+		  {"size", r.size_bytes},
+		  {"length", r.length},
+		  {"owner_uid", r.owner_uid},
+		  {"mode", r.mode},
+		  {"ctime_ns", r.ctime_ns}};
+	if (r.replica_group == 0 || r.replicas <= 1)
+		return j;
+	j["replicas"] = r.replicas;
+	auto set = fed->replica_set(r.replica_group);
+	json copies = json::array();
+	unsigned in_sync = 0;
+	if (set) {
+		for (const auto &c : set->snapshot()) {
+			in_sync += c.state == ReplicaSet::State::kInSync;
+			copies.push_back({{"module", c.loc.module.to_string()},
+					  {"state", ReplicaSet::state_name(c.state)},
+					  {"why", c.why},
+					  {"since_unix_ms", c.since_unix_ms},
+					  {"pages_checked", c.pages_checked},
+					  {"pages_to_check", c.pages_to_check},
+					  {"pages_copied", c.pages_copied}});
+		}
+		auto k = set->counters();
+		j["counters"] = {{"writes", k.writes},
+				 {"reads_retried", k.reads_retried},
+				 {"pages_caught_up", k.pages_caught_up},
+				 {"pages_repaired", k.pages_repaired},
+				 {"copies_lost", k.replicas_lost}};
+	}
+	j["copies"] = copies;
+	j["in_sync"] = in_sync;
+	j["degraded"] = in_sync < r.replicas;
+	return j;
 }
 
 ControlOps::ControlOps(const DaemonConfig &cfg, NodeFederation *fed, std::string listen_endpoint)
@@ -186,6 +218,8 @@ Message ControlOps::status()
 	b["modules"] = mods;
 	if (b.contains("pool"))
 		b["pool"]["regions"] = fed_->local_region_count();
+	// Replicated regions met here with fewer copies in sync than wanted.
+	b["regions_degraded"] = fed_->degraded_regions();
 	if (status_hook_)
 		status_hook_(b);
 	return ok_reply(b);
@@ -257,6 +291,37 @@ Message ControlOps::region_create(const control::Peer &peer, Message &req)
 						  "\"module\" must be a module ID like 02:00:00:00:00:01"));
 		module = id;
 	}
+	// "replicas": copies on distinct nodes (default: the config's
+	// "replicas"); "replicas_min": fewer allowed; "on": [module IDs].
+	NodeFederation::Placement placement;
+	auto replicas = need_u64(req.body, "replicas", cfg_.replicas);
+	if (!replicas)
+		return error_reply(replicas.status());
+	auto replicas_min = need_u64(req.body, "replicas_min", 0);
+	if (!replicas_min)
+		return error_reply(replicas_min.status());
+	if (*replicas < 1 || *replicas > kMaxReplicas || *replicas_min > *replicas)
+		return error_reply(Status(Code::kInvalidArgument,
+					  "\"replicas\" must be 1 to " + std::to_string(kMaxReplicas) +
+						  " and \"replicas_min\" at most \"replicas\""));
+	placement.replicas = unsigned(*replicas);
+	placement.replicas_min = unsigned(*replicas_min);
+	if (auto on = req.body.find("on"); on != req.body.end()) {
+		if (!on->is_array())
+			return error_reply(Status(Code::kInvalidArgument,
+						  "\"on\" must be a list of module IDs"));
+		for (const auto &m : *on) {
+			auto id = m.is_string() ? ModuleId::parse(m.get<std::string>()) : std::nullopt;
+			if (!id)
+				return error_reply(Status(Code::kInvalidArgument,
+							  "\"on\" must hold module IDs like 02:00:00:00:00:01"));
+			placement.on.push_back(*id);
+		}
+		if (placement.on.size() == 1 && placement.replicas == 1 && !module) {
+			module = placement.on[0];
+			placement.on.clear();
+		}
+	}
 	// The caller's quota on this node's module, checked under the store's
 	// table lock; a peer module decides its own.
 	ModuleStore::AdmitFn admit;
@@ -268,14 +333,15 @@ Message ControlOps::region_create(const control::Peer &peer, Message &req)
 			return admit_region(q, uid, usage, name, bytes, module, size, cfg_.config_path);
 		};
 	}
-	auto r = fed_->create_region(*name, *size, peer.uid, uint32_t(*mode), module, admit);
+	auto r = fed_->create_region(*name, *size, peer.uid, uint32_t(*mode), module, admit,
+				     placement);
 	if (r && *length != UINT64_MAX)
 		r = fed_->set_length(*r, *length, false);
 	if (!r)
 		return error_reply(r.status());
 	LOG_INFO("control", "uid %u created region '%s' (%s) on %s", peer.uid, name->c_str(),
 		 format_size(r->size_bytes).c_str(), r->module.to_string().c_str());
-	return ok_reply({{"region", region_json(*r)}});
+	return ok_reply({{"region", region_json(*r, fed_)}});
 }
 
 Result<RegionLocation> ControlOps::find_region(const control::Peer &peer, const Message &req,
@@ -335,7 +401,7 @@ Message ControlOps::region_show(const control::Peer &peer, Message &req)
 	auto loc = find_region(peer, req, Access::kRead);
 	if (!loc)
 		return error_reply(loc.status());
-	return ok_reply({{"region", region_json(*loc)}});
+	return ok_reply({{"region", region_json(*loc, fed_)}});
 }
 
 // The region's length as a file, as ftruncate sets a file's: shrinking
@@ -353,7 +419,7 @@ Message ControlOps::region_truncate(const control::Peer &peer, Message &req)
 	auto r = fed_->set_length(*loc, *length, *grow_only);
 	if (!r)
 		return error_reply(r.status());
-	return ok_reply({{"region", region_json(*r)}});
+	return ok_reply({{"region", region_json(*r, fed_)}});
 }
 
 // One page of the region list, in name order, so no number of regions
@@ -407,7 +473,7 @@ Message ControlOps::region_list(const control::Peer &peer, Message &req)
 			}
 			if (!check_access(r, peer.uid, Access::kRead))
 				continue; // not the caller's to see
-			json j = region_json(r);
+			json j = region_json(r, fed_);
 			bytes += j.dump().size();
 			list.push_back(std::move(j));
 			if ((bytes >= kListBytes || list.size() >= *limit) && &r != &page.back()) {

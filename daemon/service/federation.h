@@ -16,6 +16,7 @@
 
 #include "daemon/common/ids.h"
 #include "daemon/common/status.h"
+#include "daemon/service/replica_set.h"
 #include "daemon/transport/channel.h"
 #include "daemon/transport/event_loop.h"
 
@@ -32,6 +33,12 @@ struct RegionLocation {
 	uint32_t mode = 0;
 	uint64_t ctime_ns = 0;
 	uint64_t length = 0; // as a file: bytes before end of file, <= size_bytes
+	// A replicated region (replica_set.h): `module` is its replica set's
+	// virtual module, the region starts at fa_offset 0 there, and `copies`
+	// lists the copies found; `replicas` is how many it should have.
+	uint64_t replica_group = 0; // 0: an ordinary region, on `module`
+	uint8_t replicas = 0;
+	std::vector<ReplicaLocation> copies;
 };
 
 struct ModuleEntry {

@@ -5,6 +5,7 @@
 
 #include "daemon/common/log.h"
 #include "daemon/service/local_channel.h"
+#include "daemon/service/replicated_channel.h"
 #include "daemon/transport/tcp_channel.h"
 #include "daemon/wire/codec.h"
 
@@ -171,7 +172,93 @@ RegionLocation NodeFederation::location(ModuleId module, const wire::WireRegion 
 	l.mode = r.mode;
 	l.ctime_ns = r.ctime_ns;
 	l.length = r.length;
+	l.replica_group = r.replica_group;
+	l.replicas = r.replicas;
 	return l;
+}
+
+uint32_t NodeFederation::preference_of(ModuleId module)
+{
+	if (store_ && module == store_->module_id())
+		return 0;
+	std::lock_guard<std::mutex> lk(peers_mu_);
+	for (auto &p : peers_)
+		if (p->module == module)
+			return 1 + (p->mesh ? p->metric : 0);
+	return UINT32_MAX;
+}
+
+RegionLocation NodeFederation::with_copies(RegionLocation first)
+{
+	if (first.replica_group == 0 || first.replicas <= 1 || is_replica_set(first.module))
+		return first;
+	std::vector<ReplicaLocation> found{
+		{first.module, first.region_id, first.fa_offset, preference_of(first.module)}};
+	auto consider = [&](ModuleId m, const wire::WireRegion &r) {
+		if (r.replica_group == first.replica_group && r.size_bytes == first.size_bytes)
+			found.push_back({m, r.id, r.fa_offset, preference_of(m)});
+	};
+	if (store_ && !(first.module == store_->module_id()))
+		if (auto r = store_->lookup_region(first.name))
+			consider(store_->module_id(), to_wire(*r));
+	for (Peer *p : peer_list(false)) {
+		if (p->module == first.module)
+			continue;
+		auto r = with_peer(*p, [&](SyncClient &c) { return c.region_lookup(first.name); });
+		if (r)
+			consider(p->module, *r);
+	}
+	std::shared_ptr<ReplicaSet> set;
+	{
+		std::lock_guard<std::mutex> lk(sets_mu_);
+		auto &slot = sets_[first.replica_group];
+		if (!slot || slot->size_bytes() != first.size_bytes || slot->name() != first.name)
+			slot = std::make_shared<ReplicaSet>(first.replica_group, first.name,
+							    first.size_bytes, first.replicas);
+		set = slot;
+	}
+	set->merge(found);
+	RegionLocation v = std::move(first);
+	v.module = set->module();
+	v.region_id = replica_set_region_id(v.replica_group);
+	v.fa_offset = 0;
+	v.copies = std::move(found);
+	return v;
+}
+
+std::shared_ptr<ReplicaSet> NodeFederation::replica_set(uint64_t group)
+{
+	std::lock_guard<std::mutex> lk(sets_mu_);
+	auto it = sets_.find(group);
+	return it == sets_.end() ? nullptr : it->second;
+}
+
+unsigned NodeFederation::degraded_regions()
+{
+	std::lock_guard<std::mutex> lk(sets_mu_);
+	unsigned n = 0;
+	for (auto &[g, set] : sets_)
+		n += set->degraded();
+	return n;
+}
+
+Status NodeFederation::on_copy(const ReplicaLocation &copy,
+			       const std::function<Status(ModuleStore &)> &local,
+			       const std::function<Status(SyncClient &)> &remote)
+{
+	if (store_ && copy.module == store_->module_id())
+		return local(*store_);
+	Peer *p = find_peer(copy.module);
+	if (!p)
+		return Status(Code::kUnavailable,
+			      "module " + copy.module.to_string() + " is unreachable");
+	return with_peer(*p, [&](SyncClient &c) -> Result<int> {
+		       Status st = remote(c);
+		       if (!st)
+			       return st;
+		       return 0;
+	       })
+		.status();
 }
 
 Result<RegionLocation> NodeFederation::locate_region(const std::string &name)
@@ -203,14 +290,14 @@ Result<RegionLocation> NodeFederation::locate_region(const std::string &name)
 	if (store_) {
 		auto r = store_->lookup_region(name);
 		if (r)
-			return location(store_->module_id(), to_wire(*r));
+			return with_copies(location(store_->module_id(), to_wire(*r)));
 		if (r.status().code() != Code::kNotFound)
 			return r.status();
 	}
 	for (Peer *p : peer_list(false)) {
 		auto r = with_peer(*p, [&](SyncClient &c) { return c.region_lookup(name); });
 		if (r)
-			return location(p->module, *r);
+			return with_copies(location(p->module, *r));
 		if (r.status().code() != Code::kNotFound && r.status().code() != Code::kUnavailable)
 			return r.status();
 	}
@@ -264,6 +351,20 @@ std::vector<ModuleEntry> NodeFederation::modules()
 
 Result<std::unique_ptr<Channel>> NodeFederation::open_channel(EventLoop *loop, ModuleId module)
 {
+	if (is_replica_set(module)) {
+		std::shared_ptr<ReplicaSet> set;
+		{
+			std::lock_guard<std::mutex> lk(sets_mu_);
+			for (auto &[g, s] : sets_)
+				if (s->module() == module)
+					set = s;
+		}
+		if (!set)
+			return Status(Code::kNotFound, "no replicated region of replica set " +
+							       module.to_string() +
+							       " was looked up on this node");
+		return std::unique_ptr<Channel>(std::make_unique<ReplicatedChannel>(loop, set, this));
+	}
 	if (store_ && module == store_->module_id())
 		return std::unique_ptr<Channel>(std::make_unique<LocalChannel>(loop, store_, service_));
 	Peer *p = find_peer(module);
@@ -294,8 +395,18 @@ std::map<uint32_t, OwnerUsage> NodeFederation::local_usage() const
 Result<RegionLocation> NodeFederation::create_region(const std::string &name, uint64_t size,
 						      uint32_t uid, uint32_t mode,
 						      std::optional<ModuleId> module,
-						      const ModuleStore::AdmitFn &admit)
+						      const ModuleStore::AdmitFn &admit,
+						      const Placement &placement)
 {
+	if (placement.replicas > 1 || !placement.on.empty()) {
+		if (auto held = locate_region(name))
+			return Status(Code::kAlreadyExists,
+				      "region '" + name + "' already exists on module " +
+					      held->module.to_string() +
+					      " (memfedctl region ls; names are unique across the "
+					      "federation)");
+		return create_replicated(name, size, uid, mode, admit, placement);
+	}
 	if (auto held = locate_region(name))
 		return Status(Code::kAlreadyExists, "region '" + name + "' already exists on module " +
 							    held->module.to_string() +
@@ -334,8 +445,157 @@ Result<RegionLocation> NodeFederation::create_region(const std::string &name, ui
 	return last;
 }
 
+Result<RegionLocation> NodeFederation::create_replicated(const std::string &name, uint64_t size,
+							 uint32_t uid, uint32_t mode,
+							 const ModuleStore::AdmitFn &admit,
+							 const Placement &placement)
+{
+	unsigned want = std::clamp(placement.replicas, 1u, kMaxReplicas);
+	unsigned need = placement.replicas_min ? std::min(placement.replicas_min, want) : want;
+	uint64_t group = new_replica_group();
+	auto spec = wire::make_region_spec(name, size, uid, mode);
+	if (!spec)
+		return spec.status();
+	spec->replica_group = group;
+	spec->replicas = uint8_t(want);
+	// Candidates, nearest first: this node's module, then reachable peers by
+	// their route's metric (static peers before mesh ones at equal cost).
+	struct Candidate {
+		ModuleId module;
+		Peer *peer = nullptr; // null: the local module
+		uint32_t preference = 0;
+	};
+	std::vector<Candidate> candidates;
+	if (store_)
+		candidates.push_back({store_->module_id(), nullptr, 0});
+	for (Peer *p : peer_list(false)) {
+		if (!p->module.valid())
+			(void)with_peer(*p, [](SyncClient &) -> Result<int> { return 0; });
+		if (p->module.valid())
+			candidates.push_back({p->module, p, preference_of(p->module)});
+	}
+	if (!placement.on.empty()) {
+		std::vector<Candidate> chosen;
+		for (ModuleId m : placement.on) {
+			auto it = std::find_if(candidates.begin(), candidates.end(),
+					       [&](const Candidate &c) { return c.module == m; });
+			if (it == candidates.end())
+				return Status(Code::kUnavailable,
+					      "module " + m.to_string() +
+						      " (--on) is not reachable from here (memfedctl "
+						      "module ls)");
+			chosen.push_back(*it);
+		}
+		candidates = std::move(chosen);
+	} else {
+		std::stable_sort(candidates.begin(), candidates.end(),
+				 [](const Candidate &a, const Candidate &b) {
+					 return a.preference < b.preference;
+				 });
+	}
+	// One copy per node: a node is its key (modules served by one node
+	// share it); a peer whose key is unknown counts as its own node.
+	std::vector<std::string> node_keys;
+	std::vector<ReplicaLocation> made;
+	std::string refusals;
+	unsigned eligible = 0;
+	for (const Candidate &c : candidates) {
+		if (made.size() >= want)
+			break;
+		std::string key;
+		if (c.peer) {
+			std::lock_guard<std::mutex> lk(c.peer->mu);
+			key = c.peer->key;
+		} else {
+			key = "(this node)";
+		}
+		if (!key.empty() &&
+		    std::find(node_keys.begin(), node_keys.end(), key) != node_keys.end())
+			continue;
+		eligible++;
+		Result<wire::WireRegion> r = Status(Code::kInternal, "");
+		if (!c.peer) {
+			auto info = store_->create_region(name, size, uid, mode, admit,
+							  ReplicaSpec{group, uint8_t(want)});
+			r = info ? Result<wire::WireRegion>(to_wire(*info))
+				 : Result<wire::WireRegion>(info.status());
+		} else {
+			r = with_peer(*c.peer, [&](SyncClient &cl) { return cl.region_create(*spec); });
+		}
+		if (!r) {
+			refusals += "; module " + c.module.to_string() + ": " + r.status().message();
+			continue;
+		}
+		node_keys.push_back(key);
+		made.push_back({c.module, r->id, r->fa_offset, c.preference});
+	}
+	if (made.size() < need) {
+		for (const auto &copy : made)
+			(void)on_copy(
+				copy, [&](ModuleStore &st) { return st.delete_region(name); },
+				[&](SyncClient &cl) { return cl.region_delete(name); });
+		return Status(Code::kNoSpace,
+			      "region '" + name + "' needs " + std::to_string(need) +
+				      " copies on distinct nodes, but only " + std::to_string(eligible) +
+				      " module(s) were eligible and " + std::to_string(made.size()) +
+				      " took one" + refusals +
+				      " (memfedctl module ls; --replicas-min allows fewer)");
+	}
+	if (made.size() < want)
+		LOG_WARN("federation",
+			 "region '%s' has %zu of %u copies: degraded from the start (--replicas-min %u)",
+			 name.c_str(), made.size(), want, need);
+	RegionLocation first;
+	first.module = made[0].module;
+	first.region_id = made[0].region_id;
+	first.fa_offset = made[0].fa_offset;
+	first.name = name;
+	first.size_bytes = (size + wire::kPageSize - 1) / wire::kPageSize * wire::kPageSize;
+	first.owner_uid = uid;
+	first.mode = mode;
+	first.replica_group = group;
+	first.replicas = uint8_t(want);
+	// Newly made, every copy is all zeros at version 0: in sync.
+	auto loc = with_copies(first);
+	if (auto set = replica_set(group))
+		for (const auto &copy : made)
+			set->set_state(copy.module, ReplicaSet::State::kInSync, "");
+	LOG_INFO("federation", "region '%s' created with %zu copies", name.c_str(), made.size());
+	return loc;
+}
+
 Status NodeFederation::delete_region(const RegionLocation &loc)
 {
+	if (is_replica_set(loc.module)) {
+		std::vector<ReplicaLocation> copies = loc.copies;
+		if (auto set = replica_set(loc.replica_group))
+			for (const auto &r : set->snapshot())
+				if (std::none_of(copies.begin(), copies.end(), [&](const ReplicaLocation &c) {
+					    return c.module == r.loc.module;
+				    }))
+					copies.push_back(r.loc);
+		Status first_error = Status::ok();
+		unsigned deleted = 0;
+		for (const auto &copy : copies) {
+			Status st = on_copy(
+				copy, [&](ModuleStore &s) { return s.delete_region(loc.name); },
+				[&](SyncClient &c) { return c.region_delete(loc.name); });
+			if (st || st.code() == Code::kNotFound) {
+				deleted++;
+				continue;
+			}
+			LOG_WARN("federation", "region '%s': the copy on module %s was not deleted: %s",
+				 loc.name.c_str(), copy.module.to_string().c_str(),
+				 st.message().c_str());
+			if (first_error.is_ok())
+				first_error = st;
+		}
+		if (deleted == 0 && !first_error.is_ok())
+			return first_error;
+		std::lock_guard<std::mutex> lk(sets_mu_);
+		sets_.erase(loc.replica_group);
+		return Status::ok();
+	}
 	if (store_ && loc.module == store_->module_id())
 		return store_->delete_region(loc.name);
 	Peer *p = find_peer(loc.module);
@@ -353,6 +613,45 @@ Status NodeFederation::delete_region(const RegionLocation &loc)
 Result<RegionLocation> NodeFederation::set_length(const RegionLocation &loc, uint64_t length,
 						  bool grow_only)
 {
+	if (is_replica_set(loc.module)) {
+		auto set = replica_set(loc.replica_group);
+		if (!set)
+			return Status(Code::kNotFound, "region '" + loc.name + "' was not looked up");
+		RegionLocation out = loc;
+		Status last(Code::kUnavailable, "no copy of region '" + loc.name + "' is reachable");
+		bool any = false;
+		for (const auto &r : set->snapshot()) {
+			if (r.state == ReplicaSet::State::kLost)
+				continue;
+			uint64_t got = 0;
+			Status st = on_copy(
+				r.loc,
+				[&](ModuleStore &s) -> Status {
+					auto x = s.set_length(loc.name, length, grow_only);
+					if (x)
+						got = x->length;
+					return x.status();
+				},
+				[&](SyncClient &c) -> Status {
+					auto x = c.region_set_length(loc.name, length, grow_only);
+					if (x)
+						got = x->length;
+					return x.status();
+				});
+			if (!st) {
+				set->set_state(r.loc.module, ReplicaSet::State::kLost, st.message());
+				last = st;
+				continue;
+			}
+			out.length = std::max(out.length, got);
+			if (!any)
+				out.length = got;
+			any = true;
+		}
+		if (!any)
+			return last;
+		return out;
+	}
 	if (store_ && loc.module == store_->module_id()) {
 		auto r = store_->set_length(loc.name, length, grow_only);
 		if (!r)
@@ -416,6 +715,38 @@ std::vector<RegionLocation> NodeFederation::list_regions_page(const std::string 
 	}
 	std::sort(out.begin(), out.end(),
 		  [](const RegionLocation &a, const RegionLocation &b) { return a.name < b.name; });
+	// A replicated region is one entry, reached through its set, whatever
+	// number of its copies answered.
+	std::vector<RegionLocation> merged;
+	for (auto &r : out) {
+		if (r.replica_group != 0 && r.replicas > 1 && !merged.empty() &&
+		    merged.back().name == r.name && merged.back().replica_group == r.replica_group) {
+			merged.back().copies.push_back(
+				{r.module, r.region_id, r.fa_offset, preference_of(r.module)});
+			continue;
+		}
+		if (r.replica_group != 0 && r.replicas > 1)
+			r.copies.push_back({r.module, r.region_id, r.fa_offset, preference_of(r.module)});
+		merged.push_back(std::move(r));
+	}
+	for (auto &r : merged) {
+		if (r.copies.empty())
+			continue;
+		std::shared_ptr<ReplicaSet> set;
+		{
+			std::lock_guard<std::mutex> lk(sets_mu_);
+			auto &slot = sets_[r.replica_group];
+			if (!slot)
+				slot = std::make_shared<ReplicaSet>(r.replica_group, r.name, r.size_bytes,
+								    r.replicas);
+			set = slot;
+		}
+		set->merge(r.copies);
+		r.module = set->module();
+		r.region_id = replica_set_region_id(r.replica_group);
+		r.fa_offset = 0;
+	}
+	out = std::move(merged);
 	if (out.size() > limit) {
 		out.resize(limit);
 		*more = true;
@@ -426,6 +757,33 @@ std::vector<RegionLocation> NodeFederation::list_regions_page(const std::string 
 Status NodeFederation::read_pages(const RegionLocation &loc, uint64_t first_page, uint32_t count,
 				  void *dst)
 {
+	if (is_replica_set(loc.module)) {
+		auto set = replica_set(loc.replica_group);
+		if (!set)
+			return Status(Code::kNotFound, "region '" + loc.name + "' was not looked up");
+		Status last(Code::kUnavailable,
+			    "no copy of region '" + loc.name + "' in sync is reachable");
+		for (const auto &r : set->snapshot()) {
+			if (r.state != ReplicaSet::State::kInSync)
+				continue;
+			uint64_t at = r.loc.fa_offset + first_page * wire::kPageSize;
+			Status st = on_copy(
+				r.loc,
+				[&](ModuleStore &s) {
+					return s.read_pages(r.loc.region_id, at, count, dst);
+				},
+				[&](SyncClient &c) {
+					return c.read_pages(r.loc.region_id, at, count, dst,
+							    wire::TrafficClass::kControl);
+				});
+			if (st)
+				return st;
+			if (st.code() != Code::kCorrupt)
+				set->set_state(r.loc.module, ReplicaSet::State::kLost, st.message());
+			last = st;
+		}
+		return last;
+	}
 	uint64_t fa = loc.fa_offset + first_page * wire::kPageSize;
 	if (store_ && loc.module == store_->module_id())
 		return store_->read_pages(loc.region_id, fa, count, dst);
@@ -444,6 +802,43 @@ Status NodeFederation::read_pages(const RegionLocation &loc, uint64_t first_page
 Status NodeFederation::write_pages(const RegionLocation &loc, uint64_t first_page, uint32_t count,
 				   const void *src)
 {
+	if (loc.replica_group != 0 && !is_replica_set(loc.module))
+		return Status(Code::kInvalidArgument,
+			      "region '" + loc.name + "' has " + std::to_string(loc.replicas) +
+				      " copies: write it by its name, not one copy at NAME@MODULE");
+	if (is_replica_set(loc.module)) {
+		auto set = replica_set(loc.replica_group);
+		if (!set)
+			return Status(Code::kNotFound, "region '" + loc.name + "' was not looked up");
+		uint64_t version = set->next_version();
+		unsigned ok_in_sync = 0;
+		Status last(Code::kUnavailable,
+			    "no copy of region '" + loc.name + "' in sync is reachable");
+		for (const auto &r : set->snapshot()) {
+			if (r.state == ReplicaSet::State::kLost)
+				continue;
+			uint64_t at = r.loc.fa_offset + first_page * wire::kPageSize;
+			uint32_t applied = 0;
+			Status st = on_copy(
+				r.loc,
+				[&](ModuleStore &s) {
+					return s.write_pages_versioned(r.loc.region_id, at, count, src,
+								       version, VersionedMode::kNewer,
+								       &applied);
+				},
+				[&](SyncClient &c) {
+					return c.write_pages_versioned(r.loc.region_id, at, count, src,
+								       version, false, &applied);
+				});
+			if (!st) {
+				set->set_state(r.loc.module, ReplicaSet::State::kLost, st.message());
+				last = st;
+				continue;
+			}
+			ok_in_sync += r.state == ReplicaSet::State::kInSync;
+		}
+		return ok_in_sync > 0 ? Status::ok() : last;
+	}
 	uint64_t fa = loc.fa_offset + first_page * wire::kPageSize;
 	if (store_ && loc.module == store_->module_id())
 		return store_->write_pages(loc.region_id, fa, count, src);

@@ -10,6 +10,7 @@
 // serialised by that peer's lock.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -40,12 +41,27 @@ public:
 	std::vector<ModuleEntry> modules() override;
 	Result<std::unique_ptr<Channel>> open_channel(EventLoop *loop, ModuleId module) override;
 
+	// How many copies a new region gets, and where.
+	struct Placement {
+		unsigned replicas = 1;	   // copies, on modules of distinct nodes
+		unsigned replicas_min = 0; // fewer allowed (degraded from the start); 0: none
+		std::vector<ModuleId> on;  // only these modules, in this order (empty: any)
+	};
 	// Creates a region on `module` (unset: the local module, or else the first
 	// reachable peer with room). `admit` decides a create on the local module
 	// (ModuleStore::AdmitFn: the control socket's quota); a peer decides its own.
+	// With placement.replicas > 1 the region is replicated: one copy on each
+	// of that many modules, nearest first (the local module, then peers by
+	// metric), each on a distinct node.
 	Result<RegionLocation> create_region(const std::string &name, uint64_t size, uint32_t uid,
 					     uint32_t mode, std::optional<ModuleId> module,
-					     const ModuleStore::AdmitFn &admit = nullptr);
+					     const ModuleStore::AdmitFn &admit = nullptr,
+					     const Placement &placement = {});
+	// The copies of a replicated region and their states as this node sees
+	// them (null: no replicated region of that group was met).
+	std::shared_ptr<ReplicaSet> replica_set(uint64_t group);
+	// Replicated regions met whose copies in sync are fewer than wanted.
+	unsigned degraded_regions();
 	Status delete_region(const RegionLocation &loc);
 	// Sets the region's length as a file (ModuleStore::set_length).
 	Result<RegionLocation> set_length(const RegionLocation &loc, uint64_t length,
@@ -85,7 +101,18 @@ private:
 	// The peers (mesh peers without a route only with include_down). Peers
 	// are never destroyed while the federation lives, so the pointers stay valid.
 	std::vector<Peer *> peer_list(bool include_down);
-	static RegionLocation location(ModuleId module, const wire::WireRegion &r);
+	RegionLocation location(ModuleId module, const wire::WireRegion &r);
+	// A replicated region found on one module, completed with its other
+	// copies (every reachable module is asked) and reached through its set.
+	RegionLocation with_copies(RegionLocation first);
+	uint32_t preference_of(ModuleId module);
+	Result<RegionLocation> create_replicated(const std::string &name, uint64_t size, uint32_t uid,
+						 uint32_t mode, const ModuleStore::AdmitFn &admit,
+						 const Placement &placement);
+	// Runs fn on the copy's module: fn(store) locally, fn(client) on a peer.
+	Status on_copy(const ReplicaLocation &copy,
+		       const std::function<Status(ModuleStore &)> &local,
+		       const std::function<Status(SyncClient &)> &remote);
 
 	ModuleStore *store_;
 	ModuleService *service_;
@@ -93,6 +120,8 @@ private:
 	std::shared_ptr<trust::TlsContext> tls_;
 	std::mutex peers_mu_;
 	std::vector<std::unique_ptr<Peer>> peers_; // guarded by peers_mu_ (grows, never shrinks)
+	std::mutex sets_mu_;
+	std::map<uint64_t, std::shared_ptr<ReplicaSet>> sets_; // by group, guarded by sets_mu_
 };
 
 } // namespace memfed

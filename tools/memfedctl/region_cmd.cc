@@ -2,6 +2,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <iostream>
+#include <sstream>
 #include <unistd.h>
 
 #include "daemon/common/size.h"
@@ -45,11 +46,34 @@ Result<uint64_t> size_arg(const std::string &what, const std::string &v)
 
 void print_region(const json &r)
 {
-	std::printf("%-24s %8s  file %8s  %s  owner %u mode %04o\n",
+	std::string copies;
+	if (r.contains("replicas"))
+		copies = "  " + std::to_string(r["in_sync"].get<unsigned>()) + "/" +
+		         std::to_string(r["replicas"].get<unsigned>()) + " copies in sync" +
+		         (r["degraded"].get<bool>() ? " (degraded)" : "");
+	std::printf("%-24s %8s  file %8s  %s  owner %u mode %04o%s\n",
 		    r["name"].get<std::string>().c_str(), human_size(r["size"].get<uint64_t>()).c_str(),
 		    human_size(r["length"].get<uint64_t>()).c_str(),
 		    r["fa"].get<std::string>().c_str(), r["owner_uid"].get<unsigned>(),
-		    r["mode"].get<unsigned>());
+		    r["mode"].get<unsigned>(), copies.c_str());
+}
+
+// The copies of a replicated region, one line each.
+void print_copies(const json &r)
+{
+	std::printf("%-17s %-12s %-22s %s\n", "COPY ON MODULE", "STATE", "PROGRESS", "WHY");
+	for (const auto &c : r["copies"]) {
+		std::string progress;
+		uint64_t to_check = c["pages_to_check"].get<uint64_t>();
+		if (to_check)
+			progress = std::to_string(c["pages_checked"].get<uint64_t>() * 100 / to_check) +
+			           "% compared";
+		if (uint64_t n = c["pages_copied"].get<uint64_t>())
+			progress += (progress.empty() ? "" : ", ") + std::to_string(n) + " pages copied";
+		std::printf("%-17s %-12s %-22s %s\n", c["module"].get<std::string>().c_str(),
+		            c["state"].get<std::string>().c_str(), progress.c_str(),
+		            c["why"].get<std::string>().c_str());
+	}
 }
 
 // A reply that carries one region: printed, or its error.
@@ -143,6 +167,10 @@ int cmd_region(const Globals &g, Args &a)
 	bool has_to_off = a.take_flag("--to-offset", &to_off_s);
 	bool sparse = a.take_switch("--sparse");
 	bool force = a.take_switch("--force");
+	std::string replicas_s, replicas_min_s, on_s;
+	bool has_replicas = a.take_flag("--replicas", &replicas_s);
+	bool has_replicas_min = a.take_flag("--replicas-min", &replicas_min_s);
+	bool has_on = a.take_flag("--on", &on_s);
 	uint64_t to_offset = 0;
 	if (has_to_off) {
 		auto v = size_arg("to-offset", to_off_s);
@@ -166,7 +194,8 @@ int cmd_region(const Globals &g, Args &a)
 
 	Status st;
 	if (sub == "create")
-		st = a.expect_positional(2, "memfedctl region create NAME SIZE [--mode OCTAL] [--length N]");
+		st = a.expect_positional(2, "memfedctl region create NAME SIZE [--mode OCTAL] [--length N] "
+		                            "[--replicas K] [--replicas-min M] [--on MODULE,...]");
 	else if (sub == "copy")
 		st = a.expect_positional(2, "memfedctl region copy SRC DST [--offset N] [--to-offset N] "
 					    "[--length N] [--sparse]");
@@ -182,6 +211,9 @@ int cmd_region(const Globals &g, Args &a)
 		st = usage_error("unknown region command '" + sub + "' (memfedctl region --help)");
 	if (st && force && sub != "rm")
 		st = usage_error("--force is an option of `memfedctl region rm` only");
+	if (st && (has_replicas || has_replicas_min || has_on) && sub != "create")
+		st = usage_error("--replicas, --replicas-min and --on are options of `memfedctl "
+		                 "region create` only");
 	if (!st)
 		return fail(g, st);
 
@@ -203,6 +235,32 @@ int cmd_region(const Globals &g, Args &a)
 			if (mode_s.empty() || *end || m > 0777)
 				return fail(g, usage_error("mode '" + mode_s + "' is not octal permission bits like 0600"));
 			req["mode"] = m;
+		}
+		auto count = [&](const char *flag, const std::string &v) -> Result<unsigned> {
+			char *end = nullptr;
+			unsigned long n = std::strtoul(v.c_str(), &end, 10);
+			if (v.empty() || *end || n < 1 || n > 8)
+				return usage_error(std::string(flag) + " '" + v + "' is not a number from 1 to 8");
+			return unsigned(n);
+		};
+		if (has_replicas) {
+			auto n = count("--replicas", replicas_s);
+			if (!n)
+				return fail(g, n.status());
+			req["replicas"] = *n;
+		}
+		if (has_replicas_min) {
+			auto n = count("--replicas-min", replicas_min_s);
+			if (!n)
+				return fail(g, n.status());
+			req["replicas_min"] = *n;
+		}
+		if (has_on) {
+			json on = json::array();
+			std::stringstream ss(on_s);
+			for (std::string m; std::getline(ss, m, ',');)
+				on.push_back(m);
+			req["on"] = on;
 		}
 		auto r = call(*c, "region.create", req);
 		return print_region_reply(g, r);
@@ -237,7 +295,14 @@ int cmd_region(const Globals &g, Args &a)
 		if (g.json)
 			return print_json(reg);
 		for (auto &[k, v] : reg.items())
-			std::cout << k << ": " << (v.is_string() ? v.get<std::string>() : v.dump()) << "\n";
+			if (k != "copies" && k != "counters")
+				std::cout << k << ": " << (v.is_string() ? v.get<std::string>() : v.dump())
+				          << "\n";
+		if (reg.contains("counters"))
+			for (auto &[k, v] : reg["counters"].items())
+				std::cout << k << ": " << v.dump() << "\n";
+		if (reg.contains("copies"))
+			print_copies(reg);
 		return 0;
 	}
 	std::string name = a.next();

@@ -1,0 +1,218 @@
+// ReplicaSet: the states of one replicated region's copies (replica_set.h).
+#include "daemon/service/replica_set.h"
+
+#include <sys/random.h>
+
+#include <algorithm>
+#include <chrono>
+
+#include "daemon/common/log.h"
+
+namespace memfed
+{
+
+namespace
+{
+constexpr uint64_t kGroupMask = (uint64_t{1} << 40) - 1;
+// First octet 0x03: locally administered, and the group (multicast) bit set.
+constexpr uint64_t kSetPrefix = uint64_t{0x03} << 40;
+
+uint64_t unix_ms()
+{
+	return uint64_t(std::chrono::duration_cast<std::chrono::milliseconds>(
+	                        std::chrono::system_clock::now().time_since_epoch())
+	                        .count());
+}
+
+uint64_t realtime_ns()
+{
+	return uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(
+	                        std::chrono::system_clock::now().time_since_epoch())
+	                        .count());
+}
+} // namespace
+
+ModuleId replica_set_module(uint64_t group)
+{
+	return ModuleId{kSetPrefix | (group & kGroupMask)};
+}
+
+bool is_replica_set(ModuleId module)
+{
+	return module.valid() && (module.value >> 40 & 0x01) != 0;
+}
+
+uint64_t new_replica_group()
+{
+	uint64_t v = 0;
+	while (v == 0)
+		if (getrandom(&v, sizeof(v), 0) == sizeof(v))
+			v &= kGroupMask;
+	return v;
+}
+
+const char *ReplicaSet::state_name(State s)
+{
+	switch (s) {
+	case State::kInSync:
+		return "in sync";
+	case State::kCatchingUp:
+		return "catching up";
+	case State::kLost:
+		return "lost";
+	}
+	return "?";
+}
+
+ReplicaSet::ReplicaSet(uint64_t group, std::string name, uint64_t size_bytes, unsigned wanted)
+    : group_(group & kGroupMask), name_(std::move(name)), size_bytes_(size_bytes),
+      wanted_(std::clamp(wanted, 1u, kMaxReplicas))
+{
+}
+
+uint64_t ReplicaSet::next_version()
+{
+	uint64_t now = realtime_ns();
+	uint64_t last = clock_.load(std::memory_order_relaxed);
+	uint64_t next;
+	do {
+		next = std::max(now, last + 1);
+	} while (!clock_.compare_exchange_weak(last, next, std::memory_order_relaxed));
+	return next;
+}
+
+void ReplicaSet::observe_version(uint64_t v)
+{
+	uint64_t last = clock_.load(std::memory_order_relaxed);
+	while (last < v && !clock_.compare_exchange_weak(last, v, std::memory_order_relaxed)) {
+	}
+}
+
+ReplicaSet::Replica *ReplicaSet::find(ModuleId module)
+{
+	for (auto &r : replicas_)
+		if (r.loc.module == module)
+			return &r;
+	return nullptr;
+}
+
+void ReplicaSet::merge(const std::vector<ReplicaLocation> &found)
+{
+	MutexLock lk(&mu_);
+	bool changed = false;
+	for (const auto &loc : found) {
+		Replica *r = find(loc.module);
+		if (r) {
+			if (r->loc.region_id != loc.region_id || r->loc.fa_offset != loc.fa_offset) {
+				// The region was made anew on that module: compare it afresh.
+				r->loc = loc;
+				r->state = State::kCatchingUp;
+				r->why = "a new copy on this module";
+				r->since_unix_ms = unix_ms();
+				changed = true;
+			}
+			r->loc.preference = loc.preference;
+			continue;
+		}
+		if (replicas_.size() >= kMaxReplicas)
+			break;
+		Replica n;
+		n.loc = loc;
+		// The first copy met is taken as it is; every other one is compared
+		// with it before it is read from (see the top of replica_set.h).
+		n.state = replicas_.empty() ? State::kInSync : State::kCatchingUp;
+		n.why = replicas_.empty() ? "" : "not yet compared";
+		n.since_unix_ms = unix_ms();
+		replicas_.push_back(std::move(n));
+		changed = true;
+	}
+	std::stable_sort(replicas_.begin(), replicas_.end(), [](const Replica &a, const Replica &b) {
+		return a.loc.preference < b.loc.preference;
+	});
+	if (changed)
+		gen_.fetch_add(1, std::memory_order_acq_rel);
+}
+
+std::vector<ReplicaSet::Replica> ReplicaSet::snapshot() const
+{
+	MutexLock lk(&mu_);
+	return replicas_;
+}
+
+void ReplicaSet::set_state(ModuleId module, State s, const std::string &why)
+{
+	MutexLock lk(&mu_);
+	Replica *r = find(module);
+	if (!r || r->state == s)
+		return;
+	State was = r->state;
+	r->state = s;
+	r->why = why;
+	r->since_unix_ms = unix_ms();
+	if (s == State::kLost)
+		replicas_lost_++;
+	if (s != State::kCatchingUp) {
+		r->pages_to_check = 0;
+		r->pages_checked = 0;
+	}
+	unsigned live = 0;
+	for (const auto &x : replicas_)
+		live += x.state == State::kInSync;
+	log_line(s == State::kLost ? LogLevel::kWarn : LogLevel::kInfo, "replica",
+	         "region '%s': the copy on module %s is %s (was %s)%s%s; %u of %u in sync",
+	         name_.c_str(), module.to_string().c_str(), state_name(s), state_name(was),
+	         why.empty() ? "" : ": ", why.c_str(), live, wanted_);
+	gen_.fetch_add(1, std::memory_order_acq_rel);
+}
+
+void ReplicaSet::set_progress(ModuleId module, uint64_t to_check, uint64_t checked)
+{
+	MutexLock lk(&mu_);
+	if (Replica *r = find(module)) {
+		r->pages_to_check = to_check;
+		r->pages_checked = checked;
+	}
+}
+
+void ReplicaSet::add_copied(ModuleId module, uint64_t pages, bool repair)
+{
+	MutexLock lk(&mu_);
+	if (Replica *r = find(module))
+		r->pages_copied += pages;
+	(repair ? pages_repaired_ : pages_caught_up_) += pages;
+}
+
+bool ReplicaSet::claim_catch_up(const void *owner)
+{
+	const void *none = nullptr;
+	return catch_up_owner_.compare_exchange_strong(none, owner) || none == owner;
+}
+
+void ReplicaSet::release_catch_up(const void *owner)
+{
+	const void *o = owner;
+	catch_up_owner_.compare_exchange_strong(o, nullptr);
+}
+
+unsigned ReplicaSet::in_sync() const
+{
+	MutexLock lk(&mu_);
+	unsigned n = 0;
+	for (const auto &r : replicas_)
+		n += r.state == State::kInSync;
+	return n;
+}
+
+ReplicaSet::Counters ReplicaSet::counters() const
+{
+	MutexLock lk(&mu_);
+	Counters c;
+	c.writes = writes_.load(std::memory_order_relaxed);
+	c.reads_retried = reads_retried_.load(std::memory_order_relaxed);
+	c.pages_repaired = pages_repaired_;
+	c.pages_caught_up = pages_caught_up_;
+	c.replicas_lost = replicas_lost_;
+	return c;
+}
+
+} // namespace memfed
