@@ -208,22 +208,86 @@ RegionLocation NodeFederation::with_copies(RegionLocation first)
 		if (r)
 			consider(p->module, *r);
 	}
-	std::shared_ptr<ReplicaSet> set;
-	{
-		std::lock_guard<std::mutex> lk(sets_mu_);
-		auto &slot = sets_[first.replica_group];
-		if (!slot || slot->size_bytes() != first.size_bytes || slot->name() != first.name)
-			slot = std::make_shared<ReplicaSet>(first.replica_group, first.name,
-							    first.size_bytes, first.replicas);
-		set = slot;
-	}
-	set->merge(found);
+	auto set = set_for(first, found);
 	RegionLocation v = std::move(first);
 	v.module = set->module();
 	v.region_id = replica_set_region_id(v.replica_group);
 	v.fa_offset = 0;
 	v.copies = std::move(found);
 	return v;
+}
+
+std::shared_ptr<ReplicaSet> NodeFederation::set_for(const RegionLocation &r,
+						    const std::vector<ReplicaLocation> &copies)
+{
+	std::shared_ptr<ReplicaSet> set;
+	bool made = false;
+	{
+		std::lock_guard<std::mutex> lk(sets_mu_);
+		auto &slot = sets_[r.replica_group];
+		if (!slot || slot->size_bytes() != r.size_bytes || slot->name() != r.name) {
+			slot = std::make_shared<ReplicaSet>(r.replica_group, r.name, r.size_bytes,
+							    r.replicas);
+			made = true;
+		}
+		set = slot;
+		if (!keeper_)
+			keeper_ = std::make_unique<ReplicaKeeper>(this, [this] { sweep_deleted(); });
+		if (made)
+			keeper_->watch(set);
+	}
+	set->merge(copies);
+	return set;
+}
+
+bool NodeFederation::is_deleted(uint64_t group)
+{
+	std::lock_guard<std::mutex> lk(sets_mu_);
+	return group != 0 && deleted_.count(group) != 0;
+}
+
+void NodeFederation::sweep_deleted()
+{
+	std::map<uint64_t, Deleted> todo;
+	{
+		std::lock_guard<std::mutex> lk(sets_mu_);
+		todo = deleted_;
+	}
+	for (auto &[group, d] : todo) {
+		std::vector<ReplicaLocation> left;
+		for (const auto &copy : d.copies) {
+			// Only the copy of that group: the name may since be another region's.
+			Status st = on_copy(
+				copy,
+				[&](ModuleStore &s) -> Status {
+					auto r = s.lookup_region(d.name);
+					if (!r)
+						return r.status();
+					return r->replica_group == group ? s.delete_region(d.name)
+									 : Status(Code::kNotFound, "");
+				},
+				[&](SyncClient &c) -> Status {
+					auto r = c.region_lookup(d.name);
+					if (!r)
+						return r.status();
+					return r->replica_group == group ? c.region_delete(d.name)
+									 : Status(Code::kNotFound, "");
+				});
+			if (st || st.code() == Code::kNotFound) {
+				if (st)
+					LOG_INFO("federation",
+						 "region '%s': the copy left on module %s is deleted now",
+						 d.name.c_str(), copy.module.to_string().c_str());
+				continue;
+			}
+			left.push_back(copy);
+		}
+		std::lock_guard<std::mutex> lk(sets_mu_);
+		if (left.empty())
+			deleted_.erase(group);
+		else
+			deleted_[group].copies = std::move(left);
+	}
 }
 
 std::shared_ptr<ReplicaSet> NodeFederation::replica_set(uint64_t group)
@@ -289,13 +353,15 @@ Result<RegionLocation> NodeFederation::locate_region(const std::string &name)
 	}
 	if (store_) {
 		auto r = store_->lookup_region(name);
-		if (r)
+		if (r && !is_deleted(r->replica_group))
 			return with_copies(location(store_->module_id(), to_wire(*r)));
-		if (r.status().code() != Code::kNotFound)
+		if (!r && r.status().code() != Code::kNotFound)
 			return r.status();
 	}
 	for (Peer *p : peer_list(false)) {
 		auto r = with_peer(*p, [&](SyncClient &c) { return c.region_lookup(name); });
+		if (r && is_deleted(r->replica_group))
+			continue;
 		if (r)
 			return with_copies(location(p->module, *r));
 		if (r.status().code() != Code::kNotFound && r.status().code() != Code::kUnavailable)
@@ -576,6 +642,7 @@ Status NodeFederation::delete_region(const RegionLocation &loc)
 					copies.push_back(r.loc);
 		Status first_error = Status::ok();
 		unsigned deleted = 0;
+		std::vector<ReplicaLocation> unreached;
 		for (const auto &copy : copies) {
 			Status st = on_copy(
 				copy, [&](ModuleStore &s) { return s.delete_region(loc.name); },
@@ -584,9 +651,12 @@ Status NodeFederation::delete_region(const RegionLocation &loc)
 				deleted++;
 				continue;
 			}
-			LOG_WARN("federation", "region '%s': the copy on module %s was not deleted: %s",
+			LOG_WARN("federation",
+				 "region '%s': the copy on module %s is not deleted yet (%s); it will "
+				 "be when the module is back",
 				 loc.name.c_str(), copy.module.to_string().c_str(),
 				 st.message().c_str());
+			unreached.push_back(copy);
 			if (first_error.is_ok())
 				first_error = st;
 		}
@@ -594,6 +664,13 @@ Status NodeFederation::delete_region(const RegionLocation &loc)
 			return first_error;
 		std::lock_guard<std::mutex> lk(sets_mu_);
 		sets_.erase(loc.replica_group);
+		if (!unreached.empty()) {
+			deleted_[loc.replica_group] = {loc.name, unreached};
+			if (!keeper_)
+				keeper_ = std::make_unique<ReplicaKeeper>(this, [this] { sweep_deleted(); });
+		}
+		if (keeper_)
+			keeper_->forget(loc.replica_group);
 		return Status::ok();
 	}
 	if (store_ && loc.module == store_->module_id())
@@ -719,6 +796,8 @@ std::vector<RegionLocation> NodeFederation::list_regions_page(const std::string 
 	// number of its copies answered.
 	std::vector<RegionLocation> merged;
 	for (auto &r : out) {
+		if (is_deleted(r.replica_group))
+			continue;
 		if (r.replica_group != 0 && r.replicas > 1 && !merged.empty() &&
 		    merged.back().name == r.name && merged.back().replica_group == r.replica_group) {
 			merged.back().copies.push_back(
@@ -732,16 +811,7 @@ std::vector<RegionLocation> NodeFederation::list_regions_page(const std::string 
 	for (auto &r : merged) {
 		if (r.copies.empty())
 			continue;
-		std::shared_ptr<ReplicaSet> set;
-		{
-			std::lock_guard<std::mutex> lk(sets_mu_);
-			auto &slot = sets_[r.replica_group];
-			if (!slot)
-				slot = std::make_shared<ReplicaSet>(r.replica_group, r.name, r.size_bytes,
-								    r.replicas);
-			set = slot;
-		}
-		set->merge(r.copies);
+		auto set = set_for(r, r.copies);
 		r.module = set->module();
 		r.region_id = replica_set_region_id(r.replica_group);
 		r.fa_offset = 0;
@@ -754,6 +824,62 @@ std::vector<RegionLocation> NodeFederation::list_regions_page(const std::string 
 	return out;
 }
 
+void NodeFederation::repair_copy(ReplicaSet &set, const ReplicaLocation &good,
+				 const ReplicaLocation &bad, uint64_t first_page, uint32_t count)
+{
+	// The good copy's pages with their versions, rewritten on the bad copy
+	// at those versions (kRepair: applied over the same version, never over
+	// a newer one), one write per run of pages at one version.
+	std::vector<uint64_t> versions(count);
+	std::vector<uint8_t> pages(size_t{count} * wire::kPageSize);
+	uint64_t from = good.fa_offset + first_page * wire::kPageSize;
+	Status st = on_copy(
+		good,
+		[&](ModuleStore &s) {
+			uint32_t crc = 0;
+			return s.read_pages_versioned(good.region_id, from, count, pages.data(),
+						      versions.data(), &crc);
+		},
+		[&](SyncClient &c) {
+			return c.read_pages_versioned(good.region_id, from, count, pages.data(),
+						      versions.data());
+		});
+	uint32_t repaired = 0;
+	for (uint32_t k = 0; st && k < count;) {
+		uint32_t e = k + 1;
+		while (e < count && versions[e] == versions[k])
+			e++;
+		if (versions[k] == 0) {
+			k = e;
+			continue;
+		}
+		uint64_t to = bad.fa_offset + (first_page + k) * wire::kPageSize;
+		const uint8_t *src = pages.data() + size_t{k} * wire::kPageSize;
+		uint32_t applied = 0;
+		st = on_copy(
+			bad,
+			[&](ModuleStore &s) {
+				return s.write_pages_versioned(bad.region_id, to, e - k, src, versions[k],
+							       VersionedMode::kRepair, &applied);
+			},
+			[&](SyncClient &c) {
+				return c.write_pages_versioned(bad.region_id, to, e - k, src, versions[k],
+							       true, &applied);
+			});
+		repaired += applied;
+		k = e;
+	}
+	if (!st) {
+		LOG_WARN("replica", "region '%s': repairing pages on module %s failed: %s",
+			 set.name().c_str(), bad.module.to_string().c_str(), st.message().c_str());
+		return;
+	}
+	set.add_copied(bad.module, repaired, true);
+	LOG_INFO("replica", "region '%s': %u damaged page(s) on module %s rewritten from module %s",
+		 set.name().c_str(), repaired, bad.module.to_string().c_str(),
+		 good.module.to_string().c_str());
+}
+
 Status NodeFederation::read_pages(const RegionLocation &loc, uint64_t first_page, uint32_t count,
 				  void *dst)
 {
@@ -763,6 +889,7 @@ Status NodeFederation::read_pages(const RegionLocation &loc, uint64_t first_page
 			return Status(Code::kNotFound, "region '" + loc.name + "' was not looked up");
 		Status last(Code::kUnavailable,
 			    "no copy of region '" + loc.name + "' in sync is reachable");
+		std::vector<ReplicaLocation> damaged; // copies whose pages failed their crc
 		for (const auto &r : set->snapshot()) {
 			if (r.state != ReplicaSet::State::kInSync)
 				continue;
@@ -776,9 +903,14 @@ Status NodeFederation::read_pages(const RegionLocation &loc, uint64_t first_page
 					return c.read_pages(r.loc.region_id, at, count, dst,
 							    wire::TrafficClass::kControl);
 				});
-			if (st)
+			if (st) {
+				for (const auto &b : damaged)
+					repair_copy(*set, r.loc, b, first_page, count);
 				return st;
-			if (st.code() != Code::kCorrupt)
+			}
+			if (st.code() == Code::kCorrupt)
+				damaged.push_back(r.loc);
+			else
 				set->set_state(r.loc.module, ReplicaSet::State::kLost, st.message());
 			last = st;
 		}

@@ -21,6 +21,7 @@
 #include "daemon/service/federation.h"
 #include "daemon/service/module_service.h"
 #include "daemon/service/quota.h"
+#include "daemon/service/replica_keeper.h"
 #include "daemon/transport/sync_client.h"
 
 namespace memfed {
@@ -106,6 +107,15 @@ private:
 	// copies (every reachable module is asked) and reached through its set.
 	RegionLocation with_copies(RegionLocation first);
 	uint32_t preference_of(ModuleId module);
+	bool is_deleted(uint64_t group);
+	// Rewrites pages [first_page, +count) of copy `bad` from copy `good`.
+	void repair_copy(ReplicaSet &set, const ReplicaLocation &good, const ReplicaLocation &bad,
+			 uint64_t first_page, uint32_t count);
+	void sweep_deleted();
+	// The set of replicated region `r` (made, and watched by the keeper, the
+	// first time), with `copies` merged in.
+	std::shared_ptr<ReplicaSet> set_for(const RegionLocation &r,
+					    const std::vector<ReplicaLocation> &copies);
 	Result<RegionLocation> create_replicated(const std::string &name, uint64_t size, uint32_t uid,
 						 uint32_t mode, const ModuleStore::AdmitFn &admit,
 						 const Placement &placement);
@@ -122,6 +132,17 @@ private:
 	std::vector<std::unique_ptr<Peer>> peers_; // guarded by peers_mu_ (grows, never shrinks)
 	std::mutex sets_mu_;
 	std::map<uint64_t, std::shared_ptr<ReplicaSet>> sets_; // by group, guarded by sets_mu_
+	// Copies of deleted replicated regions whose modules were unreachable at
+	// the delete: deleted when their module is back (sweep_deleted), and
+	// never listed or looked up meanwhile. Guarded by sets_mu_.
+	struct Deleted {
+		std::string name;
+		std::vector<ReplicaLocation> copies;
+	};
+	std::map<uint64_t, Deleted> deleted_;
+	// Started with the first replicated region met; declared last, so it
+	// stops before anything it uses goes.
+	std::unique_ptr<ReplicaKeeper> keeper_; // guarded by sets_mu_
 };
 
 } // namespace memfed

@@ -59,6 +59,9 @@ public:
 	                 uint32_t count, const void *src, Completion *done) override;
 	void call(const wire::Header &hdr, std::span<const uint8_t> payload,
 	          Completion *done) override;
+	// Retries lost copies that are due and moves catch-up along; requests do
+	// it too, and ReplicaKeeper calls it once a second.
+	void maintain() { refresh(); }
 
 private:
 	struct Sub;

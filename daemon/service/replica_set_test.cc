@@ -1,0 +1,91 @@
+// ReplicaSet: virtual module IDs, the version clock and the copies' states.
+#include "daemon/service/replica_set.h"
+
+#include <catch2/catch.hpp>
+
+namespace memfed
+{
+
+TEST_CASE("a replica set's virtual module is never a module's ID")
+{
+	for (int i = 0; i < 1000; i++) {
+		uint64_t g = new_replica_group();
+		REQUIRE(g != 0);
+		REQUIRE(g < (uint64_t{1} << 40));
+		ModuleId v = replica_set_module(g);
+		CHECK(v.valid());
+		CHECK(is_replica_set(v));
+		CHECK_FALSE(is_replica_set(ModuleId::random()));
+		CHECK(replica_set_region_id(g) != 0);
+	}
+	CHECK(replica_set_module(0x0102030405).to_string() == "03:01:02:03:04:05");
+	CHECK_FALSE(is_replica_set(ModuleId{}));
+}
+
+TEST_CASE("versions strictly grow and pass every version observed")
+{
+	ReplicaSet set(7, "r", 1 << 20, 3);
+	uint64_t last = set.next_version();
+	CHECK(last != 0);
+	for (int i = 0; i < 10000; i++) {
+		uint64_t v = set.next_version();
+		REQUIRE(v > last);
+		last = v;
+	}
+	// A version from a writer whose clock runs ahead.
+	uint64_t ahead = last + (uint64_t{1} << 40);
+	set.observe_version(ahead);
+	CHECK(set.next_version() > ahead);
+	set.observe_version(5); // an old one changes nothing
+	CHECK(set.next_version() > ahead);
+}
+
+TEST_CASE("the first copy met is in sync, the others are compared first")
+{
+	ReplicaSet set(9, "r", 8 * 4096, 3);
+	ModuleId a{0x020000000001}, b{0x020000000002}, c{0x020000000003};
+	uint64_t g0 = set.generation();
+	set.merge({{b, 5, 4096 * 10, 2}, {a, 6, 4096 * 20, 0}});
+	CHECK(set.generation() != g0);
+	auto s = set.snapshot();
+	REQUIRE(s.size() == 2);
+	// Nearest first, whatever the order found.
+	CHECK(s[0].loc.module == a);
+	CHECK(s[1].loc.module == b);
+	CHECK(s[1].state == ReplicaSet::State::kInSync); // b was met first
+	CHECK(s[0].state == ReplicaSet::State::kCatchingUp);
+	CHECK(set.in_sync() == 1);
+	CHECK(set.degraded());
+
+	// Met again: nothing changes; a copy made anew is compared again.
+	uint64_t g1 = set.generation();
+	set.merge({{a, 6, 4096 * 20, 0}});
+	CHECK(set.generation() == g1);
+	set.set_state(a, ReplicaSet::State::kInSync, "");
+	set.merge({{c, 1, 0, 1}});
+	CHECK(set.in_sync() == 2);
+	set.merge({{a, 7, 4096 * 30, 0}});
+	s = set.snapshot();
+	CHECK(s[0].loc.region_id == 7);
+	CHECK(s[0].state == ReplicaSet::State::kCatchingUp);
+
+	set.set_state(b, ReplicaSet::State::kLost, "connection lost");
+	CHECK(set.counters().replicas_lost == 1);
+	s = set.snapshot();
+	CHECK(s[2].why == "connection lost");
+}
+
+TEST_CASE("one channel at a time catches copies up")
+{
+	ReplicaSet set(1, "r", 4096, 2);
+	int x, y;
+	CHECK(set.claim_catch_up(&x));
+	CHECK(set.claim_catch_up(&x));
+	CHECK_FALSE(set.claim_catch_up(&y));
+	set.release_catch_up(&y); // not the owner: nothing
+	CHECK_FALSE(set.claim_catch_up(&y));
+	set.release_catch_up(&x);
+	CHECK(set.claim_catch_up(&y));
+}
+
+} // namespace memfed
