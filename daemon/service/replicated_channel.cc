@@ -16,6 +16,8 @@ namespace
 constexpr uint64_t kRetryNs = 2'000'000'000;	     // a lost copy is tried again after
 constexpr uint64_t kGraveyardNs = 1'000'000'000;     // a replaced channel is freed after
 constexpr uint32_t kVersionChunk = 65536;	     // pages compared per READ_VERSIONS
+constexpr uint64_t kSettleNs = 1'000'000'000;	     // see the top of replicated_channel.h
+constexpr unsigned kMaxPasses = 8;
 constexpr const char *kLog = "replica";
 
 uint64_t mono_ns()
@@ -458,8 +460,14 @@ void ReplicatedChannel::pump()
 		return;
 	if (!copying_ && !copies_.empty())
 		copy_next();
-	if (cu_.active)
+	if (cu_.active) {
+		// A pass waiting for writes from before the copy came back to settle.
+		if (cu_.wait_until_ns && mono_ns() >= cu_.wait_until_ns && !copying_) {
+			cu_.wait_until_ns = 0;
+			start_chunk();
+		}
 		return;
+	}
 	int source = pick(0);
 	if (source < 0)
 		return;
@@ -472,6 +480,8 @@ void ReplicatedChannel::pump()
 		cu_.active = true;
 		cu_.target = i;
 		cu_.source = size_t(source);
+		cu_.pass = 1;
+		cu_.began_ns = mono_ns();
 		LOG_INFO(kLog, "region '%s': comparing the copy on module %s with module %s's",
 		         set_->name().c_str(), subs_[i]->loc.module.to_string().c_str(),
 		         subs_[size_t(source)]->loc.module.to_string().c_str());
@@ -484,8 +494,24 @@ void ReplicatedChannel::start_chunk()
 {
 	uint64_t pages = set_->pages();
 	set_->set_progress(subs_[cu_.target]->loc.module, pages, cu_.next_page);
-	if (cu_.next_page >= pages)
-		return end_catch_up(true, "");
+	if (cu_.next_page >= pages) {
+		uint64_t now = mono_ns();
+		bool settled = now - cu_.began_ns >= kSettleNs;
+		if (cu_.pass > 1 && cu_.differed == 0 && settled)
+			return end_catch_up(true, "");
+		if (cu_.pass >= kMaxPasses)
+			return end_catch_up(false, "pages still differ after " +
+			                                   std::to_string(kMaxPasses) + " passes");
+		// Another pass, once the first's writes have settled.
+		cu_.pass++;
+		cu_.differed = 0;
+		cu_.next_page = 0;
+		if (!settled) {
+			cu_.wait_until_ns = cu_.began_ns + kSettleNs;
+			return;
+		}
+		return start_chunk();
+	}
 	cu_.chunk_first = cu_.next_page;
 	cu_.chunk_pages = uint32_t(std::min<uint64_t>(kVersionChunk, pages - cu_.next_page));
 	cu_.versions_pending = 2;
@@ -550,6 +576,7 @@ void ReplicatedChannel::compare_chunk()
 		j.first_page = cu_.chunk_first + p;
 		j.count = q - p;
 		copies_.push_back(j);
+		cu_.differed += j.count;
 		p = q;
 	}
 	set_->observe_version(newest);

@@ -19,8 +19,12 @@
 // (READ_VERSIONS), and every run of pages whose versions differ is copied
 // from the newer side to the older one (READ_VERSIONED, then
 // WRITE_VERSIONED, applied only where still newer, so a write racing the
-// copy always wins). When the last chunk is done the copy is in sync. One
-// channel of the set does this at a time (ReplicaSet::claim_catch_up).
+// copy always wins). The copy is in sync after a pass that found nothing to
+// copy and began at least kSettleNs after the first: a write issued before
+// the copy came back (so not sent to it) may still have been on its way to
+// the source when the first pass compared that chunk, and the later pass
+// sees it. One channel of the set does this at a time
+// (ReplicaSet::claim_catch_up).
 //
 // A lost copy is retried every few seconds, when a request comes: its
 // channel is opened again and it starts catching up.
@@ -133,6 +137,10 @@ private:
 		uint32_t chunk_pages = 0;
 		int versions_pending = 0;
 		bool versions_failed = false;
+		unsigned pass = 0;	   // passes over the region begun
+		uint64_t differed = 0;	   // pages that differed in this pass
+		uint64_t began_ns = 0;	   // when the first pass began
+		uint64_t wait_until_ns = 0; // the next pass waits until then
 		std::vector<uint64_t> src, tgt;
 	} cu_;
 	std::unique_ptr<CopyStep> cu_src_read_, cu_tgt_read_;
