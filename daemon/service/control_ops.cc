@@ -293,7 +293,7 @@ Message ControlOps::region_create(const control::Peer &peer, Message &req)
 	}
 	// "replicas": copies on distinct nodes (default: the config's
 	// "replicas"); "replicas_min": fewer allowed; "on": [module IDs].
-	NodeFederation::Placement placement;
+	Placement placement;
 	auto replicas = need_u64(req.body, "replicas", cfg_.replicas);
 	if (!replicas)
 		return error_reply(replicas.status());

@@ -253,7 +253,10 @@ void NodeFederation::sweep_deleted()
 		std::lock_guard<std::mutex> lk(sets_mu_);
 		todo = deleted_;
 	}
-	for (auto &[group, d] : todo) {
+	for (auto &entry : todo) {
+		// Plain copies: clang 14 cannot capture structured bindings in lambdas.
+		const uint64_t group = entry.first;
+		const Deleted &d = entry.second;
 		std::vector<ReplicaLocation> left;
 		for (const auto &copy : d.copies) {
 			// Only the copy of that group: the name may since be another region's.

@@ -26,6 +26,13 @@
 
 namespace memfed {
 
+// How many copies a new region gets, and where.
+struct Placement {
+	unsigned replicas = 1;	   // copies, on modules of distinct nodes
+	unsigned replicas_min = 0; // fewer allowed (degraded from the start); 0: none
+	std::vector<ModuleId> on;  // only these modules, in this order (empty: any)
+};
+
 class NodeFederation : public Federation {
 public:
 	// `store`/`service` are null on a pager-only node. `self` is the local
@@ -42,12 +49,6 @@ public:
 	std::vector<ModuleEntry> modules() override;
 	Result<std::unique_ptr<Channel>> open_channel(EventLoop *loop, ModuleId module) override;
 
-	// How many copies a new region gets, and where.
-	struct Placement {
-		unsigned replicas = 1;	   // copies, on modules of distinct nodes
-		unsigned replicas_min = 0; // fewer allowed (degraded from the start); 0: none
-		std::vector<ModuleId> on;  // only these modules, in this order (empty: any)
-	};
 	// Creates a region on `module` (unset: the local module, or else the first
 	// reachable peer with room). `admit` decides a create on the local module
 	// (ModuleStore::AdmitFn: the control socket's quota); a peer decides its own.

@@ -27,10 +27,19 @@ uint64_t mono_ns()
 	return uint64_t(ts.tv_sec) * 1'000'000'000 + uint64_t(ts.tv_nsec);
 }
 
-// Failures that say the copy cannot be relied on until it is compared again.
-bool loses_copy(Code c)
+// The error a request reports when no copy answered it: kNotFound (the
+// region is gone: the pager poisons its mappings) only when every copy said
+// so; a copy that could not be asked makes it kUnavailable (faults wait).
+Status worse(const Status &so_far, const Status &st, bool first)
 {
-	return c != Code::kOk;
+	if (first)
+		return st;
+	if (so_far.code() == Code::kNotFound && st.code() != Code::kNotFound)
+		return st.code() == Code::kCorrupt ? st : Status(Code::kUnavailable, st.message());
+	if (st.code() == Code::kNotFound && so_far.code() != Code::kNotFound)
+		return so_far.code() == Code::kCorrupt ? so_far
+		                                       : Status(Code::kUnavailable, so_far.message());
+	return st;
 }
 
 wire::Header reply_header(uint8_t type, const Status &st)
@@ -81,7 +90,7 @@ struct ReplicatedChannel::WriteOp {
 	std::vector<uint8_t> payload; // WireVersionedWrite, then the pages
 	Part parts[kMaxReplicas];
 	bool was_in_sync[kMaxReplicas] = {};
-	unsigned pending = 0, ok_in_sync = 0;
+	unsigned pending = 0, ok_in_sync = 0, failures = 0;
 	Status last;
 };
 
@@ -324,7 +333,7 @@ void ReplicatedChannel::read_done(ReadOp *op, size_t i, const Status &st,
 	} else {
 		failed(i, st);
 	}
-	op->last = st;
+	op->last = worse(op->last, st, op->tried == (1u << i));
 	issue_read(op);
 }
 
@@ -349,7 +358,7 @@ void ReplicatedChannel::write_pages(wire::TrafficClass tc, uint32_t, uint64_t fa
 	op->ch = this;
 	op->done = done;
 	op->count = count;
-	op->pending = op->ok_in_sync = 0;
+	op->pending = op->ok_in_sync = op->failures = 0;
 	op->last = Status(Code::kUnavailable, "no copy of region '" + set_->name() +
 	                                              "' in sync is reachable to take a write "
 	                                              "(memfedctl region show " +
@@ -410,7 +419,7 @@ void ReplicatedChannel::part_done(WriteOp *op, size_t i, const Status &st,
 			         set_->name().c_str(), subs_[i]->loc.module.to_string().c_str(),
 			         op->count - applied, op->count);
 	} else {
-		op->last = st;
+		op->last = worse(op->last, st, op->failures++ == 0);
 		failed(i, st);
 	}
 	if (--op->pending > 0)
