@@ -119,7 +119,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			check(r->size() == size_t{count} * kPageSize);
 			std::vector<uint8_t> again(count * 8);
 			encode_versions(v, again.data());
-			check(std::memcmp(again.data(), p.data(), again.size()) == 0);
+			check(std::equal(again.begin(), again.end(), p.begin()));
 		}
 	}
 	if (auto r = decode_error_message(p); r.is_ok())
