@@ -258,17 +258,6 @@ void ModuleService::commit_segment(std::span<Job> group)
 			buf.resize(read_versioned_size(h.count));
 			uint32_t crc = 0;
 			st = read_versioned(h, buf, &crc);
-			// The reply's crc is computed over these bytes: check them
-			// against the stored crcs first, as read_pages does.
-			if (st && crc32c(buf.data(), buf.size()) != crc)
-				st = Status(
-				        Code::kCorrupt,
-				        "READ_VERSIONED of " + std::to_string(h.count) +
-				                " pages at " +
-				                FederatedAddress{store_->module_id(), h.offset}
-				                        .to_string() +
-				                ": a page fails its checksum; run `memfedctl pool "
-				                "check`");
 			break;
 		}
 		case wire::MsgType::kReadVersions:
@@ -290,6 +279,17 @@ Status ModuleService::read_versioned(const wire::Header &req, std::span<uint8_t>
 	MF_RETURN_IF_ERROR(store_->read_pages_versioned(req.region_id, req.offset, req.count,
 	                                                out.data() + vbytes, versions, crc));
 	wire::encode_versions({versions, req.count}, out.data());
+	// Checked here, unlike READ: a damaged page fails this request alone as
+	// kCorrupt on every channel (a TcpChannel treats a call() payload that
+	// fails its crc as a broken connection), at one pass over the bytes on
+	// a path that serves catch-up and repair, not faults.
+	if (crc32c(out.data(), out.size()) != *crc)
+		return Status(
+		        Code::kCorrupt,
+		        "READ_VERSIONED of " + std::to_string(req.count) + " pages at " +
+		                FederatedAddress{store_->module_id(), req.offset}.to_string() +
+		                ": a page fails its checksum on this module's media; repair it "
+		                "from another replica or run `memfedctl pool check`");
 	return Status::ok();
 }
 

@@ -134,7 +134,8 @@ private:
 	void defer_write(const wire::Header &req, std::span<const uint8_t> pages, uint64_t version,
 	                 VersionedMode mode, Reply &reply);
 	// READ_VERSIONED / READ_VERSIONS of `req` into `out` (exactly the
-	// response payload); *crc: READ_VERSIONED's payload crc (stored crcs).
+	// response payload); *crc: READ_VERSIONED's payload crc (stored crcs,
+	// checked against the copy: kCorrupt if a page is damaged).
 	Status read_versioned(const wire::Header &req, std::span<uint8_t> out, uint32_t *crc);
 	Status read_versions(const wire::Header &req, std::span<uint8_t> out);
 	bool overlaps_pending_write(uint64_t fa, uint32_t count);

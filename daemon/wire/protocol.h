@@ -91,7 +91,8 @@
 //                       page with its version read under the page's lock;
 //                       payload_crc = crc32c of the versions combined with
 //                       the crcs stored with the pages (the media check of
-//                       READ holds)
+//                       READ holds); the module also checks its copy against
+//                       it and answers kCorrupt for a damaged page
 //   READ_VERSIONS    (header offset, count <= kMaxVersionsPerRequest, region_id)
 //                 req:  none               resp: count * u64 page versions
 #pragma once
