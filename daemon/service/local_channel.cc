@@ -23,10 +23,15 @@ struct LocalChannel::Slot final : LocalRequest {
 	bool is_call = false;       // resp and out are set by serve_call
 	bool at_writer = false;     // handed to the ModuleService's writer
 	bool pending_write = false; // a WRITE counted in pending_writes_
+	bool versioned = false;     // a WRITE_VERSIONED: `out` is its answer
 	void finished() override
 	{
 		if (kind == Kind::kOrdered)
 			ch->serve_call(*this); // its turn after the WRITEs before it
+		if (versioned && status.is_ok()) {
+			out.resize(wire::kAppliedSize); // no allocation once grown
+			wire::encode_applied(applied, out.data());
+		}
 		ch->ready_from_writer(*this);
 	}
 };
@@ -125,6 +130,10 @@ LocalChannel::Slot &LocalChannel::take_slot(Completion *done, const wire::Header
 	s.is_call = false;
 	s.at_writer = false;
 	s.pending_write = false;
+	s.versioned = false;
+	s.version = 0;
+	s.mode = VersionedMode::kNewer;
+	s.applied = 0;
 	s.src = nullptr;
 	s.dst = nullptr;
 	s.region_id = req.region_id;
@@ -226,6 +235,23 @@ void LocalChannel::call(const wire::Header &hdr, std::span<const uint8_t> payloa
 		pending_writes_++;
 		return submit(s);
 	}
+	if (hdr.type == uint8_t(wire::MsgType::kWriteVersioned)) {
+		auto w = wire::decode_versioned_write(hdr.count, s.in);
+		if (!w) {
+			s.status = Status(Code::kInvalidArgument, w.status().message());
+			return ready_from_loop(s);
+		}
+		// A versioned WRITE: the same path, answered with the pages applied.
+		s.kind = LocalRequest::Kind::kWrite;
+		s.src = w->pages.data();
+		s.version = w->prefix.version;
+		s.mode = (w->prefix.flags & wire::kVersionedRepair) ? VersionedMode::kRepair
+		                                                    : VersionedMode::kNewer;
+		s.versioned = true;
+		s.pending_write = true;
+		pending_writes_++;
+		return submit(s);
+	}
 	if (pending_writes_ > 0) {
 		// Served on the writer after this channel's WRITEs in flight.
 		s.kind = LocalRequest::Kind::kOrdered;
@@ -308,9 +334,10 @@ void LocalChannel::deliver()
 			s.resp = reply_header(s.req, s.status.code());
 		// The slot is freed after on_reply, which may issue requests
 		// (they take other slots) but never destroys the channel.
+		bool has_out = (s.is_call || s.versioned) && s.status.is_ok();
 		s.done->on_reply(s.status, s.resp,
-		                 s.is_call && s.status.is_ok() ? std::span<const uint8_t>(s.out)
-		                                               : std::span<const uint8_t>());
+		                 has_out ? std::span<const uint8_t>(s.out)
+		                         : std::span<const uint8_t>());
 		s.in_use = false;
 		free_.push_back(idx);
 	}

@@ -12,7 +12,8 @@
 //   - A READ that overlaps a WRITE of this channel not yet completed is
 //     queued behind it on the writer, so it sees that WRITE; any other READ
 //     copies the pages at once and completes at the next loop turn.
-//   - call(): a WRITE travels as above (its payload copied); any other
+//   - call(): a WRITE or WRITE_VERSIONED travels as above (its payload
+//     copied; a WRITE_VERSIONED answers the pages it applied); any other
 //     request is handled by the ModuleService's handler at once, or on the
 //     writer after this channel's WRITEs in flight when there are any (so a
 //     REGION_SET_LENGTH or REGION_DELETE never overtakes them); it completes

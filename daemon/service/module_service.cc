@@ -2,6 +2,7 @@
 
 #include <cstring>
 
+#include "daemon/common/crc32c.h"
 #include "daemon/common/log.h"
 #include "daemon/wire/codec.h"
 
@@ -20,8 +21,32 @@ wire::WireRegion to_wire(const RegionInfo &r)
 	w.size_bytes = r.size_bytes;
 	w.ctime_ns = r.ctime_ns;
 	w.length = r.length;
+	w.replica_group = r.replica_group;
+	w.replicas = r.replicas;
 	return w;
 }
+
+namespace
+{
+
+// The response payload of a request of `count` pages/versions, checked here
+// because in-process callers (LocalChannel) reach handle() without the
+// socket path's validate_fields.
+Status check_versioned_count(const wire::Header &req, uint32_t max)
+{
+	if (req.count == 0 || req.count > max)
+		return Status(Code::kProtocol, std::string(wire::msg_type_name(req.type)) +
+		                                       " count " + std::to_string(req.count) +
+		                                       " out of range 1.." + std::to_string(max));
+	return Status::ok();
+}
+
+size_t read_versioned_size(uint32_t count)
+{
+	return size_t(count) * (sizeof(uint64_t) + wire::kPageSize);
+}
+
+} // namespace
 
 // A region answered as a WireRegion, or the error.
 static void reply_region(Result<RegionInfo> r, Reply &reply)
@@ -63,6 +88,8 @@ void ModuleService::submit_local(LocalRequest *r)
 	switch (r->kind) {
 	case LocalRequest::Kind::kWrite:
 		j.kind = Job::Kind::kWrite;
+		j.version = r->version;
+		j.mode = r->mode;
 		break;
 	case LocalRequest::Kind::kRead:
 		j.kind = Job::Kind::kRead;
@@ -176,14 +203,24 @@ void ModuleService::commit_segment(std::span<Job> group)
 	for (Job &j : group) {
 		if (j.kind != Job::Kind::kWrite)
 			continue;
+		ModuleStore::WriteOp op;
 		if (j.local != nullptr) {
 			const LocalRequest &r = *j.local;
-			ops.push_back({r.region_id, r.offset, r.count, r.src, Status::ok()});
-			continue;
+			op.region_id = r.region_id;
+			op.fa_offset = r.offset;
+			op.count = r.count;
+			op.src = r.src;
+		} else {
+			const wire::Header &h = j.reply.request();
+			op.region_id = h.region_id;
+			op.fa_offset = h.offset;
+			op.count = h.count;
+			op.src = j.pages.data();
+			last_seq = j.seq;
 		}
-		const wire::Header &h = j.reply.request();
-		ops.push_back({h.region_id, h.offset, h.count, j.pages.data(), Status::ok()});
-		last_seq = j.seq;
+		op.version = j.version;
+		op.mode = j.mode;
+		ops.push_back(op);
 	}
 	if (!ops.empty())
 		store_->write_pages_batch(ops);
@@ -194,23 +231,96 @@ void ModuleService::commit_segment(std::span<Job> group)
 	for (Job &j : group) {
 		if (j.local != nullptr) {
 			LocalRequest &r = *j.local;
-			if (j.kind == Job::Kind::kWrite)
+			if (j.kind == Job::Kind::kWrite) {
+				r.applied = ops[k].applied;
 				r.status = ops[k++].status;
-			else
+			} else
 				r.status =
 				        store_->read_pages(r.region_id, r.offset, r.count, r.dst);
 			r.finished();
 			continue;
 		}
 		if (j.kind == Job::Kind::kWrite) {
-			j.reply.complete(ops[k++].status);
+			const ModuleStore::WriteOp &op = ops[k++];
+			if (j.version == 0 || !op.status) {
+				j.reply.complete(op.status);
+				continue;
+			}
+			uint8_t applied[wire::kAppliedSize];
+			wire::encode_applied(op.applied, applied);
+			j.reply.complete(op.status, applied);
 			continue;
 		}
 		const wire::Header &h = j.reply.request();
-		buf.resize(size_t(h.count) * wire::kPageSize);
-		Status st = store_->read_pages(h.region_id, h.offset, h.count, buf.data());
+		Status st;
+		switch (wire::MsgType(h.type)) {
+		case wire::MsgType::kReadVersioned: {
+			buf.resize(read_versioned_size(h.count));
+			uint32_t crc = 0;
+			st = read_versioned(h, buf, &crc);
+			break;
+		}
+		case wire::MsgType::kReadVersions:
+			buf.resize(size_t(h.count) * sizeof(uint64_t));
+			st = read_versions(h, buf);
+			break;
+		default:
+			buf.resize(size_t(h.count) * wire::kPageSize);
+			st = store_->read_pages(h.region_id, h.offset, h.count, buf.data());
+		}
 		j.reply.complete(st, buf);
 	}
+}
+
+Status ModuleService::read_versioned(const wire::Header &req, std::span<uint8_t> out, uint32_t *crc)
+{
+	uint64_t versions[wire::kMaxPagesPerRequest];
+	size_t vbytes = size_t(req.count) * sizeof(uint64_t);
+	MF_RETURN_IF_ERROR(store_->read_pages_versioned(req.region_id, req.offset, req.count,
+	                                                out.data() + vbytes, versions, crc));
+	wire::encode_versions({versions, req.count}, out.data());
+	// Checked here, unlike READ: a damaged page fails this request alone as
+	// kCorrupt on every channel (a TcpChannel treats a call() payload that
+	// fails its crc as a broken connection), at one pass over the bytes on
+	// a path that serves catch-up and repair, not faults.
+	if (crc32c(out.data(), out.size()) != *crc)
+		return Status(
+		        Code::kCorrupt,
+		        "READ_VERSIONED of " + std::to_string(req.count) + " pages at " +
+		                FederatedAddress{store_->module_id(), req.offset}.to_string() +
+		                ": a page fails its checksum on this module's media; repair it "
+		                "from another replica or run `memfedctl pool check`");
+	return Status::ok();
+}
+
+Status ModuleService::read_versions(const wire::Header &req, std::span<uint8_t> out)
+{
+	// In chunks through a small array: no allocation for up to 64 Ki versions.
+	constexpr uint32_t kChunk = 512;
+	uint64_t versions[kChunk];
+	for (uint32_t at = 0; at < req.count; at += kChunk) {
+		uint32_t n = std::min(kChunk, req.count - at);
+		MF_RETURN_IF_ERROR(store_->read_versions(
+		        req.region_id, req.offset + uint64_t(at) * wire::kPageSize, n, versions));
+		wire::encode_versions({versions, n}, out.data() + size_t(at) * sizeof(uint64_t));
+	}
+	return Status::ok();
+}
+
+void ModuleService::defer_write(const wire::Header &req, std::span<const uint8_t> pages,
+                                uint64_t version, VersionedMode mode, Reply &reply)
+{
+	Job j;
+	j.reply = reply.defer();
+	j.kind = Job::Kind::kWrite;
+	j.pages.assign(pages.begin(), pages.end());
+	j.version = version;
+	j.mode = mode;
+	j.seq = next_seq_++;
+	uint64_t len = uint64_t(req.count) * wire::kPageSize;
+	uint64_t end = req.offset > UINT64_MAX - len ? UINT64_MAX : req.offset + len;
+	pending_.push_back({req.offset, end, j.seq});
+	enqueue(std::move(j));
 }
 
 Status ModuleService::delete_region(const std::string &name, const std::string &by)
@@ -274,23 +384,65 @@ void ModuleService::handle(const ConnInfo &conn, const wire::Header &req,
 		return;
 	}
 	case MsgType::kWrite: {
-		if (reply.can_defer()) {
-			Job j;
-			j.reply = reply.defer();
-			j.kind = Job::Kind::kWrite;
-			j.pages.assign(payload.begin(), payload.end());
-			j.seq = next_seq_++;
-			uint64_t len = uint64_t(req.count) * wire::kPageSize;
-			uint64_t end =
-			        req.offset > UINT64_MAX - len ? UINT64_MAX : req.offset + len;
-			pending_.push_back({req.offset, end, j.seq});
-			enqueue(std::move(j));
-			return;
-		}
+		if (reply.can_defer())
+			return defer_write(req, payload, 0, VersionedMode::kNewer, reply);
 		Status st =
 		        store_->write_pages(req.region_id, req.offset, req.count, payload.data());
 		if (!st)
 			reply.fail(st);
+		return;
+	}
+	case MsgType::kWriteVersioned: {
+		auto w = wire::decode_versioned_write(req.count, payload);
+		if (!w) {
+			reply.fail(w.status());
+			return;
+		}
+		VersionedMode mode = (w->prefix.flags & wire::kVersionedRepair)
+		                             ? VersionedMode::kRepair
+		                             : VersionedMode::kNewer;
+		if (reply.can_defer())
+			return defer_write(req, w->pages, w->prefix.version, mode, reply);
+		uint32_t applied = 0;
+		Status st = store_->write_pages_versioned(req.region_id, req.offset, req.count,
+		                                          w->pages.data(), w->prefix.version, mode,
+		                                          &applied);
+		if (!st) {
+			reply.fail(st);
+			return;
+		}
+		wire::encode_applied(applied, reply.payload_buffer(wire::kAppliedSize).data());
+		return;
+	}
+	case MsgType::kReadVersioned:
+	case MsgType::kReadVersions: {
+		bool pages = MsgType(req.type) == MsgType::kReadVersioned;
+		Status st = check_versioned_count(req, pages ? wire::kMaxPagesPerRequest
+		                                             : wire::kMaxVersionsPerRequest);
+		if (!st) {
+			reply.fail(st);
+			return;
+		}
+		if (reply.can_defer() && overlaps_pending_write(req.offset, req.count)) {
+			Job j;
+			j.reply = reply.defer();
+			enqueue(std::move(j));
+			return;
+		}
+		if (!pages) {
+			auto buf = reply.payload_buffer(size_t(req.count) * sizeof(uint64_t));
+			st = read_versions(req, buf);
+			if (!st)
+				reply.fail(st);
+			return;
+		}
+		auto buf = reply.payload_buffer(read_versioned_size(req.count));
+		uint32_t crc = 0;
+		st = read_versioned(req, buf, &crc);
+		if (!st)
+			reply.fail(st);
+		else
+			reply.set_payload_crc(crc);
 		return;
 	}
 	case MsgType::kRegionCreate: {
@@ -300,7 +452,8 @@ void ModuleService::handle(const ConnInfo &conn, const wire::Header &req,
 			return;
 		}
 		auto r = store_->create_region(wire::region_name(*spec), spec->size_bytes,
-		                               spec->owner_uid, spec->mode);
+		                               spec->owner_uid, spec->mode, nullptr,
+		                               ReplicaSpec{spec->replica_group, spec->replicas});
 		if (!r) {
 			reply.fail(r.status());
 			return;

@@ -1,5 +1,10 @@
 // ModuleService: the memory-module role on the wire. Serves READ, WRITE,
-// REGION_* and STAT requests from peers out of the local ModuleStore.
+// REGION_*, STAT and the versioned messages of replicated regions
+// (WRITE_VERSIONED, READ_VERSIONED, READ_VERSIONS) from peers out of the
+// local ModuleStore. A WRITE_VERSIONED takes the WRITE path below (deferred,
+// group-committed, answered once durable, with the pages it applied); a
+// READ_VERSIONED or READ_VERSIONS is ordered against queued WRITEs as a
+// READ is.
 //
 // Fault traffic never waits for persistence: a WRITE received from the TCP
 // server is deferred to the service's writer thread, which takes every write
@@ -51,7 +56,8 @@ class LocalRequest
 {
 public:
 	enum class Kind {
-		kWrite,   // `count` pages from `src` at `offset` of `region_id`
+		kWrite,   // `count` pages from `src` at `offset` of `region_id`;
+		          // versioned if `version` != 0 (ModuleStore::write_pages_versioned)
 		kRead,    // `count` pages into `dst`, after the WRITEs queued before it
 		kOrdered, // nothing: finished() runs after the WRITEs queued before it
 	};
@@ -61,6 +67,11 @@ public:
 	uint32_t count = 0;
 	const void *src = nullptr;
 	void *dst = nullptr;
+	// A versioned kWrite: the page version, the mode, and (set with
+	// `status`) the pages applied.
+	uint64_t version = 0;
+	VersionedMode mode = VersionedMode::kNewer;
+	uint32_t applied = 0;
 	// The outcome (kWrite: durable or failed; kRead: read or failed).
 	Status status;
 	// Runs on the writer thread once `status` is set (kOrdered: when its
@@ -106,9 +117,11 @@ private:
 		DeferredReply reply;
 		LocalRequest *local = nullptr;
 		Kind kind = Kind::kRead;
-		std::vector<uint8_t> pages; // a WRITE's payload
-		uint64_t seq = 0;           // a WRITE's place in the queue (1, 2, ...)
-		std::string region, by;     // a DELETE's region name and requester
+		std::vector<uint8_t> pages; // a WRITE's payload (WRITE_VERSIONED: its pages)
+		uint64_t version = 0;       // a WRITE_VERSIONED's version and mode
+		VersionedMode mode = VersionedMode::kNewer;
+		uint64_t seq = 0;       // a WRITE's place in the queue (1, 2, ...)
+		std::string region, by; // a DELETE's region name and requester
 		wire::WireSetLength set_length{};
 	};
 	// The fa range of a WRITE not yet applied.
@@ -117,6 +130,14 @@ private:
 	};
 
 	void enqueue(Job job);
+	// A WRITE or WRITE_VERSIONED from a connection: deferred to the writer.
+	void defer_write(const wire::Header &req, std::span<const uint8_t> pages, uint64_t version,
+	                 VersionedMode mode, Reply &reply);
+	// READ_VERSIONED / READ_VERSIONS of `req` into `out` (exactly the
+	// response payload); *crc: READ_VERSIONED's payload crc (stored crcs,
+	// checked against the copy: kCorrupt if a page is damaged).
+	Status read_versioned(const wire::Header &req, std::span<uint8_t> out, uint32_t *crc);
+	Status read_versions(const wire::Header &req, std::span<uint8_t> out);
 	bool overlaps_pending_write(uint64_t fa, uint32_t count);
 	bool any_pending_write();
 	Status delete_region(const std::string &name, const std::string &by);

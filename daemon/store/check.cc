@@ -115,6 +115,11 @@ Result<CheckReport> check_pool(const std::string &path)
 	// rewrite it) and lies in a region; an unwritten page is all zeros.
 	const uint32_t zero_crc = zero_page_crc();
 	const PageMeta *meta = reinterpret_cast<const PageMeta *>(base + geo.meta_offset);
+	// Layout 3: each page's writer version; a page outside every region has
+	// none (delete zeroes it with the meta).
+	const uint64_t *wversions =
+	        geo.has_versions() ? reinterpret_cast<const uint64_t *>(base + geo.version_offset)
+	                           : nullptr;
 	for (uint64_t i = 0; i < geo.data_pages; i++) {
 		rep.pages_checked++;
 		const uint8_t *page = base + geo.page_fa(i);
@@ -124,6 +129,11 @@ Result<CheckReport> check_pool(const std::string &path)
 			if (rep.bad_pages <= 100)
 				rep.problems.push_back("page " + hex(geo.page_fa(i)) + ": " + why);
 		};
+		if (wversions != nullptr && wversions[i] != 0 && owner[i] == 0) {
+			bad("has page version " + std::to_string(wversions[i]) +
+			    " but is in no region");
+			continue;
+		}
 		if (m.version == 0) {
 			if (m.crc != 0 || !page_is_zero(page))
 				bad("never written but not zero");

@@ -161,3 +161,18 @@ TEST_CASE("check reads a table sized to the pool, past slot 1024", "[store][chec
 	REQUIRE_FALSE(rep->clean);
 	REQUIRE(any_problem_contains(*rep, "region table slot 1099 fails its checksum"));
 }
+
+TEST_CASE("check finds a page version on a page in no region", "[store][check][versioned]")
+{
+	Pool p;
+	REQUIRE(p.geo.has_versions());
+	REQUIRE(ModuleStore::check(p.path)->clean);
+	// The last data page lies in no region.
+	uint64_t last = p.geo.data_pages - 1;
+	store::flip_byte(p.path, p.geo.version_fa(last));
+	auto rep = ModuleStore::check(p.path);
+	REQUIRE(rep.is_ok());
+	REQUIRE_FALSE(rep->clean);
+	REQUIRE(rep->bad_pages == 1);
+	REQUIRE(any_problem_contains(*rep, "has page version 255 but is in no region"));
+}

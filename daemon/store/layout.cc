@@ -26,8 +26,9 @@ uint32_t default_table_slots(uint64_t pool_bytes)
 	return slots;
 }
 
-Geometry compute_geometry(uint64_t pool_bytes, uint32_t table_slots)
+Geometry compute_geometry(uint64_t pool_bytes, uint32_t table_slots, uint32_t layout_version)
 {
+	const bool versions = layout_version >= 3;
 	Geometry g;
 	g.pool_bytes = pool_bytes;
 	g.table_slots = table_slots != 0 ? table_slots : default_table_slots(pool_bytes);
@@ -41,14 +42,22 @@ Geometry compute_geometry(uint64_t pool_bytes, uint32_t table_slots)
 		g.data_offset = g.meta_offset;
 		return g;
 	}
-	// Each data page costs kPageSize plus sizeof(PageMeta) of (page-rounded) meta.
+	// Each data page costs kPageSize plus sizeof(PageMeta) of (page-rounded)
+	// meta, plus 8 bytes of (page-rounded) version area from layout 3 on.
+	const uint64_t version_bytes = versions ? sizeof(uint64_t) : 0;
+	auto overhead = [&](uint64_t pages) {
+		return round_up(pages * sizeof(PageMeta), kPageSize) +
+		       round_up(pages * version_bytes, kPageSize);
+	};
 	uint64_t avail = pool_bytes - g.meta_offset;
-	uint64_t pages = avail / (kPageSize + sizeof(PageMeta));
-	while (pages > 0 &&
-	       round_up(pages * sizeof(PageMeta), kPageSize) + pages * kPageSize > avail)
+	uint64_t pages = avail / (kPageSize + sizeof(PageMeta) + version_bytes);
+	while (pages > 0 && overhead(pages) + pages * kPageSize > avail)
 		pages--;
 	g.data_pages = pages;
-	g.data_offset = g.meta_offset + round_up(pages * sizeof(PageMeta), kPageSize);
+	uint64_t meta_end = g.meta_offset + round_up(pages * sizeof(PageMeta), kPageSize);
+	if (versions)
+		g.version_offset = meta_end;
+	g.data_offset = meta_end + round_up(pages * version_bytes, kPageSize);
 	return g;
 }
 
@@ -61,6 +70,9 @@ Geometry geometry_of(const PoolHeader &h)
 	g.log_desc_offset = h.log_desc_offset;
 	g.log_data_offset = h.log_data_offset;
 	g.meta_offset = h.meta_offset;
+	if (h.layout_version >= 3)
+		g.version_offset =
+		        h.meta_offset + round_up(h.data_pages * sizeof(PageMeta), kPageSize);
 	g.data_offset = h.data_offset;
 	g.data_pages = h.data_pages;
 	return g;
@@ -87,12 +99,12 @@ Status validate_header(const PoolHeader &h, const std::string &path)
 	if (memcmp(h.magic, kPoolMagic, sizeof(kPoolMagic)) != 0)
 		return Status(Code::kCorrupt,
 		              "pool " + path + " has no memfed pool header (bad magic)" + fix);
-	if (h.layout_version != kLayoutVersion && h.layout_version != kLayoutVersionFixedTable)
+	if (h.layout_version < kLayoutVersionFixedTable || h.layout_version > kLayoutVersion)
 		return Status(Code::kCorrupt,
 		              "pool " + path + " has layout version " +
 		                      std::to_string(h.layout_version) +
 		                      ", this memfedd reads versions " +
-		                      std::to_string(kLayoutVersionFixedTable) + " and " +
+		                      std::to_string(kLayoutVersionFixedTable) + " to " +
 		                      std::to_string(kLayoutVersion) +
 		                      "; open it with the memfedd that formatted it, or run "
 		                      "`memfedctl pool format` to start over (destroys its data)");
@@ -109,7 +121,7 @@ Status validate_header(const PoolHeader &h, const std::string &path)
 		                                      " slots, which layout version " +
 		                                      std::to_string(h.layout_version) +
 		                                      " does not allow" + fix);
-	Geometry want = compute_geometry(h.pool_bytes, h.table_slots);
+	Geometry want = compute_geometry(h.pool_bytes, h.table_slots, h.layout_version);
 	if (h.page_size != kPageSize || h.table_entry_size != sizeof(RegionEntry) ||
 	    h.log_slots != kLogSlots || h.log_desc_size != sizeof(LogDescriptor) ||
 	    h.table_offset != want.table_offset || h.log_desc_offset != want.log_desc_offset ||

@@ -9,6 +9,9 @@
 //   log desc area  kLogSlots LogDescriptor records (64 bytes each)
 //   log data area  kLogSlots pages, the payload of each log record
 //   meta area      one PageMeta (16 bytes) per data page
+//   version area   (layout 3) one uint64_t per data page: the writer's page
+//                  version of replicated regions (0 = never written by a
+//                  versioned write)
 //   data area      data_pages pages; regions are contiguous extents of it
 //
 // The region table is sized from the pool at format time and never changes
@@ -23,6 +26,12 @@
 // 1024 slots, so it opens as it is, keeps its 1024-region limit (the "table
 // full" error names the fix: copy the regions out and reformat), and is never
 // rewritten to version 2 (an older memfedd can still open it).
+// Version 3 adds the version area between the meta and data areas (its offset
+// follows from the header's meta_offset and data_pages); a region entry's
+// replica fields and a log record's wversion exist in every version (they
+// were reserved zeros before). Version 1 and 2 pools open as they are, have no
+// version area, and so cannot hold replicated regions (create refuses them,
+// naming the fix: a pool formatted by this version).
 //
 // A region's pages never move: the federated address (FA) offset of a page is
 // its byte offset in the pool, so an RDMA transport can read the pool directly.
@@ -40,7 +49,8 @@ namespace memfed::store
 
 constexpr uint64_t kPageSize = 4096;
 constexpr char kPoolMagic[8] = {'M', 'F', 'P', 'O', 'O', 'L', '0', '1'};
-constexpr uint32_t kLayoutVersion = 2;
+constexpr uint32_t kLayoutVersion = 3;
+constexpr uint32_t kLayoutVersionTableSize = 2;  // sized table, no version area
 constexpr uint32_t kLayoutVersionFixedTable = 1; // table of kMinTableSlots
 constexpr uint32_t kMinTableSlots = 1024;
 constexpr uint32_t kMaxTableSlots = 1u << 20;
@@ -96,10 +106,16 @@ struct RegionEntry {
 	uint32_t mode;
 	char name[64]; // NUL-terminated, at most kMaxRegionName bytes
 	uint64_t length_word;
-	uint8_t reserved[12];
+	// Replicated regions: the group the region's K copies share (chosen by
+	// the federation) and K; both 0 for an ordinary region. Zeros in pools
+	// written before replication existed, so every layout version reads them.
+	uint64_t replica_group;
+	uint8_t replicas;
+	uint8_t reserved[3];
 	uint32_t crc;
 };
 static_assert(sizeof(RegionEntry) == 128);
+static_assert(offsetof(RegionEntry, replica_group) == 112);
 static_assert(offsetof(RegionEntry, length_word) % 8 == 0);
 constexpr uint64_t kLengthSet = uint64_t{1} << 63;
 
@@ -112,9 +128,16 @@ struct LogDescriptor {
 	uint64_t seq;       // global write sequence, strictly increasing
 	uint64_t fa_offset; // home page of the payload
 	uint32_t page_crc;
-	uint8_t reserved[32];
+	uint32_t reserved0;
+	// The writer's page version of a versioned write (stored in the version
+	// area when the record is applied, so page and version are atomic across
+	// a crash); 0 for an unversioned write and in records of older pools
+	// (whose 32 reserved bytes from page_crc on are zeros).
+	uint64_t wversion;
+	uint8_t reserved[20];
 	uint32_t desc_crc;
 };
+static_assert(offsetof(LogDescriptor, wversion) == 32);
 static_assert(sizeof(LogDescriptor) == 64);
 
 // Per data page: crc32c of the page content and the seq of the log record that
@@ -135,23 +158,33 @@ struct Geometry {
 	uint64_t log_desc_offset = 0;
 	uint64_t log_data_offset = 0;
 	uint64_t meta_offset = 0;
+	uint64_t version_offset = 0; // 0: no version area (layout 1 and 2)
 	uint64_t data_offset = 0;
 	uint64_t data_pages = 0;
+
+	bool has_versions() const { return version_offset != 0; }
 
 	uint64_t data_end() const { return data_offset + data_pages * kPageSize; }
 	// Index of the data page at pool byte offset `fa` (REQUIRES: inside data area).
 	uint64_t page_index(uint64_t fa) const { return (fa - data_offset) / kPageSize; }
 	uint64_t page_fa(uint64_t index) const { return data_offset + index * kPageSize; }
 	uint64_t meta_fa(uint64_t index) const { return meta_offset + index * sizeof(PageMeta); }
+	// REQUIRES: has_versions().
+	uint64_t version_fa(uint64_t index) const
+	{
+		return version_offset + index * sizeof(uint64_t);
+	}
 };
 
 // Region table slots format gives a pool of `pool_bytes`: one per
 // kPoolBytesPerSlot, rounded down to a power of two, within
 // [kMinTableSlots, kMaxTableSlots].
 uint32_t default_table_slots(uint64_t pool_bytes);
-// Largest geometry that fits in pool_bytes with a table of `table_slots`
-// (default: default_table_slots(pool_bytes)); data_pages is 0 if nothing fits.
-Geometry compute_geometry(uint64_t pool_bytes, uint32_t table_slots = 0);
+// Largest geometry of layout `layout_version` that fits in pool_bytes with a
+// table of `table_slots` (default: default_table_slots(pool_bytes)); data_pages
+// is 0 if nothing fits. Only version 3 has a version area.
+Geometry compute_geometry(uint64_t pool_bytes, uint32_t table_slots = 0,
+                          uint32_t layout_version = kLayoutVersion);
 // Geometry recorded in a header (REQUIRES: header passed validate_header).
 Geometry geometry_of(const PoolHeader &h);
 // Smallest pool that holds one data page (with a kMinTableSlots table).
@@ -159,7 +192,7 @@ uint64_t min_pool_bytes();
 
 uint32_t header_crc(const PoolHeader &h);
 // kCorrupt (naming `path` and the fix) unless `h` has our magic, a layout
-// version we read (1 or 2), a matching crc, a table size we accept and the
+// version we read (1, 2 or 3), a matching crc, a table size we accept and the
 // geometry compute_geometry gives for it.
 Status validate_header(const PoolHeader &h, const std::string &path);
 uint32_t entry_crc(const RegionEntry &e);

@@ -184,8 +184,7 @@ Status ModuleStore::recover()
 		uint64_t pages = s.info.size_bytes / kPageSize;
 		uint64_t first = geo_.page_index(s.info.fa_offset);
 		MF_RETURN_IF_ERROR(file_->zero(s.info.fa_offset, s.info.size_bytes));
-		memset(meta(first), 0, pages * sizeof(store::PageMeta));
-		persist(meta(first), pages * sizeof(store::PageMeta));
+		clear_page_meta(first, pages);
 		table_->mark_free(s.slot);
 		alloc_->release(first, pages);
 		LOG_INFO(kComp, "pool %s: finished the interrupted delete of region '%s'",
@@ -225,6 +224,9 @@ Status ModuleStore::replay_log(const std::vector<store::RegionSlot> &live)
 			continue; // a newer write already reached the page
 		memcpy(base + r.fa_offset, store::RedoLog::payload(base, geo_, r.slot), kPageSize);
 		store_meta(m, r.page_crc, r.seq);
+		if (r.wversion != 0 && geo_.has_versions())
+			std::atomic_ref<uint64_t>(*wversion(idx))
+			        .store(r.wversion, std::memory_order_relaxed);
 		unpersisted_.push_back(idx);
 		log_replays_++;
 	}
@@ -333,6 +335,8 @@ void ModuleStore::checkpoint()
 		for (uint64_t idx : unpersisted_) {
 			persist(base + geo_.page_fa(idx), kPageSize);
 			persist(meta(idx), sizeof(store::PageMeta));
+			if (geo_.has_versions())
+				persist(wversion(idx), sizeof(uint64_t));
 		}
 	}
 	unpersisted_.clear();
@@ -340,18 +344,16 @@ void ModuleStore::checkpoint()
 
 Result<RegionInfo> ModuleStore::create_region(const std::string &name, uint64_t size_bytes,
                                               uint32_t owner_uid, uint32_t mode,
-                                              const AdmitFn &admit)
+                                              const AdmitFn &admit, ReplicaSpec replica)
 {
 	MF_RETURN_IF_ERROR(check_region_name(name));
 	const std::string what =
 	        "cannot create region '" + name + "' on module " + module_.to_string();
 	if (size_bytes == 0)
 		return Status(Code::kInvalidArgument, what + ": size is 0");
-	if (size_bytes > geo_.data_pages * kPageSize)
-		return Status(Code::kNoSpace,
-		              what + ": " + std::to_string(size_bytes) +
-		                      " bytes is larger than the whole pool capacity of " +
-		                      std::to_string(geo_.data_pages * kPageSize) + " bytes");
+	if (replica.replicas > 1)
+		MF_RETURN_IF_ERROR(require_versions(
+		        what + " with " + std::to_string(replica.replicas) + " replicas"));
 	uint64_t pages = (size_bytes + kPageSize - 1) / kPageSize;
 	std::unique_lock lock(table_mu_);
 	if (table_->find(name) != nullptr)
@@ -371,6 +373,8 @@ Result<RegionInfo> ModuleStore::create_region(const std::string &name, uint64_t 
 	info.owner_uid = owner_uid;
 	info.mode = mode;
 	info.ctime_ns = realtime_ns();
+	info.replica_group = replica.group;
+	info.replicas = replica.replicas;
 	Status st = table_->create(&info);
 	if (!st.is_ok()) {
 		alloc_->release(*start, pages);
@@ -478,9 +482,32 @@ Status ModuleStore::clear_pages_from(const RegionInfo &r, uint64_t first)
 Status ModuleStore::zero_pages(uint64_t first, uint64_t count)
 {
 	MF_RETURN_IF_ERROR(file_->zero(geo_.page_fa(first), count * kPageSize));
-	memset(meta(first), 0, count * sizeof(store::PageMeta));
-	file_->persist_fn()(meta(first), count * sizeof(store::PageMeta));
+	clear_page_meta(first, count);
 	return Status::ok();
+}
+
+void ModuleStore::clear_page_meta(uint64_t first, uint64_t count)
+{
+	store::PersistFn persist = file_->persist_fn();
+	memset(meta(first), 0, count * sizeof(store::PageMeta));
+	persist(meta(first), count * sizeof(store::PageMeta));
+	if (geo_.has_versions()) {
+		memset(wversion(first), 0, count * sizeof(uint64_t));
+		persist(wversion(first), count * sizeof(uint64_t));
+	}
+}
+
+Status ModuleStore::require_versions(const std::string &what) const
+{
+	if (geo_.has_versions())
+		return Status::ok();
+	return Status(Code::kInvalidArgument,
+	              what + ": pool " + file_->path() + " has layout version " +
+	                      std::to_string(layout_version_) +
+	                      ", which has no page-version area; replicated regions need a "
+	                      "pool formatted by this memfedd (layout version " +
+	                      std::to_string(store::kLayoutVersion) +
+	                      "): copy the regions out and run `memfedctl pool format`");
 }
 
 OwnerUsage ModuleStore::usage_of(uint32_t owner_uid) const
@@ -597,15 +624,82 @@ Status ModuleStore::write_pages(uint32_t region_id, uint64_t fa_offset, uint32_t
 	return op.status;
 }
 
+Status ModuleStore::write_pages_versioned(uint32_t region_id, uint64_t fa_offset, uint32_t count,
+                                          const void *src, uint64_t version, VersionedMode mode,
+                                          uint32_t *applied)
+{
+	*applied = 0;
+	if (version == 0)
+		return Status(Code::kInvalidArgument,
+		              "a versioned write needs a nonzero page version (0 means never "
+		              "written); region id " +
+		                      std::to_string(region_id));
+	WriteOp op;
+	op.region_id = region_id;
+	op.fa_offset = fa_offset;
+	op.count = count;
+	op.src = src;
+	op.version = version;
+	op.mode = mode;
+	write_pages_batch({&op, 1});
+	*applied = op.applied;
+	return op.status;
+}
+
+Status ModuleStore::read_versions(uint32_t region_id, uint64_t fa_offset, uint32_t count,
+                                  uint64_t *versions)
+{
+	MF_RETURN_IF_ERROR(require_versions("cannot read page versions"));
+	std::shared_lock lock(table_mu_);
+	MF_RETURN_IF_ERROR(check_range(region_id, fa_offset, count));
+	uint64_t first = geo_.page_index(fa_offset);
+	for (uint32_t i = 0; i < count; i++)
+		versions[i] = std::atomic_ref<uint64_t>(*wversion(first + i))
+		                      .load(std::memory_order_relaxed);
+	return Status::ok();
+}
+
+Status ModuleStore::read_pages_versioned(uint32_t region_id, uint64_t fa_offset, uint32_t count,
+                                         void *dst, uint64_t *versions, uint32_t *payload_crc)
+{
+	MF_RETURN_IF_ERROR(require_versions("cannot read versioned pages"));
+	const uint32_t zero_crc = store::zero_page_crc();
+	std::shared_lock lock(table_mu_);
+	MF_RETURN_IF_ERROR(check_range(region_id, fa_offset, count));
+	const uint8_t *base = file_->base();
+	uint8_t *out = static_cast<uint8_t *>(dst);
+	uint64_t first = geo_.page_index(fa_offset);
+	uint32_t pages_crc = 0;
+	for (uint32_t i = 0; i < count; i++) {
+		uint64_t idx = first + i;
+		std::shared_lock page_lock(stripe(idx));
+		memcpy(out + uint64_t{i} * kPageSize, base + geo_.page_fa(idx), kPageSize);
+		const store::PageMeta *m = meta(idx);
+		pages_crc =
+		        crc32c_combine(pages_crc, m->version != 0 ? m->crc : zero_crc, kPageSize);
+		versions[i] = *wversion(idx);
+	}
+	// The wire sends the versions first, then the pages.
+	*payload_crc = crc32c_combine(crc32c(versions, uint64_t{count} * sizeof(uint64_t)),
+	                              pages_crc, uint64_t{count} * kPageSize);
+	pages_read_.fetch_add(count, std::memory_order_relaxed);
+	return Status::ok();
+}
+
 void ModuleStore::write_pages_batch(std::span<WriteOp> ops)
 {
 	std::shared_lock lock(table_mu_);
-	for (WriteOp &op : ops)
+	for (WriteOp &op : ops) {
+		op.applied = 0;
 		op.status = check_range(op.region_id, op.fa_offset, op.count);
+		if (op.status.is_ok() && op.version != 0)
+			op.status = require_versions("cannot write versioned pages");
+	}
 	std::lock_guard wlock(write_mu_);
 	uint8_t *base = file_->base();
 	// A round: up to kLogSlots pages taken from consecutive ops (an op may
-	// span rounds), logged with one persist, then applied.
+	// span rounds), logged with one persist, then applied. A versioned op
+	// contributes only the pages its version wins, as runs of pages.
 	struct Chunk {
 		const WriteOp *op;
 		uint32_t first; // first page of the op in this chunk
@@ -614,22 +708,58 @@ void ModuleStore::write_pages_batch(std::span<WriteOp> ops)
 	};
 	Chunk chunks[store::kLogSlots];
 	uint32_t crcs[store::kLogSlots];
+	// Versions of the pages this round will apply (not yet in the version
+	// area), so a later op of the round compares against them.
+	std::vector<std::pair<uint64_t, uint64_t>> round_versions;
+	auto stored_version = [&](uint64_t idx) {
+		for (auto it = round_versions.rbegin(); it != round_versions.rend(); ++it)
+			if (it->first == idx)
+				return it->second;
+		return *wversion(idx);
+	};
 	size_t next_op = 0;
 	uint32_t op_done = 0; // pages of ops[next_op] in earlier rounds
 	uint64_t written = 0;
 	for (;;) {
 		uint32_t round = 0;
 		size_t nchunks = 0;
+		round_versions.clear();
 		while (next_op < ops.size() && round < store::kLogSlots) {
-			const WriteOp &op = ops[next_op];
+			WriteOp &op = ops[next_op];
 			if (!op.status.is_ok() || op.count == 0) {
 				next_op++;
 				continue;
 			}
-			uint32_t n = std::min(op.count - op_done, store::kLogSlots - round);
-			chunks[nchunks++] = Chunk{&op, op_done, n, 0};
-			round += n;
-			op_done += n;
+			if (op.version == 0) {
+				uint32_t n = std::min(op.count - op_done, store::kLogSlots - round);
+				chunks[nchunks++] = Chunk{&op, op_done, n, 0};
+				round += n;
+				op_done += n;
+			} else {
+				// Page by page: the pages whose version wins, in runs.
+				uint64_t first = geo_.page_index(op.fa_offset);
+				while (op_done < op.count && round < store::kLogSlots) {
+					uint64_t idx = first + op_done;
+					uint64_t have = stored_version(idx);
+					bool wins = op.mode == VersionedMode::kRepair
+					                    ? op.version >= have
+					                    : op.version > have;
+					if (wins) {
+						Chunk *last = nchunks > 0 ? &chunks[nchunks - 1]
+						                          : nullptr;
+						if (last != nullptr && last->op == &op &&
+						    last->first + last->n == op_done)
+							last->n++;
+						else
+							chunks[nchunks++] =
+							        Chunk{&op, op_done, 1, 0};
+						round_versions.emplace_back(idx, op.version);
+						op.applied++;
+						round++;
+					}
+					op_done++;
+				}
+			}
 			if (op_done == op.count) {
 				next_op++;
 				op_done = 0;
@@ -649,7 +779,7 @@ void ModuleStore::write_pages_batch(std::span<WriteOp> ops)
 			log_->stage(k.seq, k.op->fa_offset + uint64_t{k.first} * kPageSize, k.n,
 			            static_cast<const uint8_t *>(k.op->src) +
 			                    uint64_t{k.first} * kPageSize,
-			            crcs + at);
+			            crcs + at, k.op->version);
 			at += k.n;
 		}
 		log_->persist_staged();
@@ -674,6 +804,9 @@ void ModuleStore::write_pages_batch(std::span<WriteOp> ops)
 				memcpy(base + fa + uint64_t{i} * kPageSize,
 				       in + uint64_t{i} * kPageSize, kPageSize);
 				store_meta(meta(first + i), crcs[at + i], k.seq + i);
+				if (k.op->version != 0)
+					std::atomic_ref<uint64_t>(*wversion(first + i))
+					        .store(k.op->version, std::memory_order_relaxed);
 				unpersisted_.push_back(first + i);
 			}
 			at += k.n;

@@ -17,6 +17,15 @@
 // cheap, returns a file pool's space to the filesystem at once, and leaves no
 // window in which freed data waits on the media for its next owner.
 //
+// Replicated regions (layout 3 pools): a region's copies on K modules are
+// kept by one writer that gives each write-back a 64-bit page version. A
+// versioned write applies a page only if its version is newer than the one
+// stored in the page's version-area entry (or, to repair a damaged copy, at
+// least as new); the compare and the apply are one step (writes are
+// serialised), and page and version reach the media through the same redo-log
+// record, so they are atomic across a crash. Unversioned writes leave the
+// version area alone; delete and truncate zero it with the pages.
+//
 // Region sizes are rounded up to whole 4 KiB pages; size 0 is an error.
 // Region ids are stable across restarts and never reused for another region.
 //
@@ -57,6 +66,19 @@ struct PoolOptions {
 	// Region table slots, a power of two in [kMinTableSlots, kMaxTableSlots]
 	// (layout.h); 0 = sized from the pool (default_table_slots).
 	uint32_t table_slots = 0;
+};
+
+// A replicated region's copy: the group its K copies share, and K. Both 0 for
+// an ordinary region.
+struct ReplicaSpec {
+	uint64_t group = 0;
+	uint8_t replicas = 0;
+};
+
+// How a versioned write compares its version with the stored one.
+enum class VersionedMode {
+	kNewer,  // apply a page iff version > stored (replication, catch-up)
+	kRepair, // apply iff version >= stored (rewrite a damaged copy of the same version)
 };
 
 struct PoolInfo {
@@ -105,10 +127,13 @@ public:
 	// race each other are admitted one at a time against usage that counts
 	// every earlier one (the quota of memfedd's control socket).
 	using AdmitFn = std::function<Status(const OwnerUsage &usage, uint64_t size_bytes)>;
-	// `admit` (optional) is asked before any space is taken.
+	// `admit` (optional) is asked before any space is taken. `replica` is
+	// stored in the region's entry; replica.replicas > 1 needs a pool with a
+	// version area (layout 3), else kInvalidArgument naming the pool, its
+	// layout version and the fix.
 	Result<RegionInfo> create_region(const std::string &name, uint64_t size_bytes,
 	                                 uint32_t owner_uid, uint32_t mode,
-	                                 const AdmitFn &admit = nullptr);
+	                                 const AdmitFn &admit = nullptr, ReplicaSpec replica = {});
 	// What `owner_uid` holds in the pool (regions live or being deleted).
 	OwnerUsage usage_of(uint32_t owner_uid) const;
 	// Every owner that holds a region, by uid.
@@ -140,6 +165,27 @@ public:
 	Status read_pages_with_crc(uint32_t region_id, uint64_t fa_offset, uint32_t count,
 	                           void *dst, uint32_t *payload_crc);
 
+	// Versioned write (see the top of this file): each page of `src` is
+	// applied iff `version` is newer than the page's stored version (kNewer)
+	// or at least as new (kRepair); the others are skipped, which is not an
+	// error. *applied = the pages applied. Durable on return and atomic per
+	// page like write_pages. kInvalidArgument for version 0, or on a pool
+	// without a version area (naming the pool, its layout and the fix).
+	Status write_pages_versioned(uint32_t region_id, uint64_t fa_offset, uint32_t count,
+	                             const void *src, uint64_t version, VersionedMode mode,
+	                             uint32_t *applied);
+	// The stored versions of `count` pages (0: never written by a versioned
+	// write); any count the range allows. Same errors as read_pages, and
+	// kInvalidArgument on a pool without a version area.
+	Status read_versions(uint32_t region_id, uint64_t fa_offset, uint32_t count,
+	                     uint64_t *versions);
+	// read_pages_with_crc plus each page's version, read under the page's lock
+	// with its bytes (no write lands between the two). *payload_crc covers
+	// what the wire sends: crc32c of versions[0..count) followed by the pages
+	// as written (their stored crcs combined).
+	Status read_pages_versioned(uint32_t region_id, uint64_t fa_offset, uint32_t count,
+	                            void *dst, uint64_t *versions, uint32_t *payload_crc);
+
 	// One write of a group commit.
 	struct WriteOp {
 		uint32_t region_id = 0;
@@ -147,12 +193,18 @@ public:
 		uint32_t count = 0;
 		const void *src = nullptr; // count * 4 KiB
 		Status status;             // set by write_pages_batch
+		// Nonzero: a versioned write (write_pages_versioned) in `mode`;
+		// `applied` is set to the pages it applied.
+		uint64_t version = 0;
+		VersionedMode mode = VersionedMode::kNewer;
+		uint32_t applied = 0;
 	};
 	// Group commit: the writes of `ops`, applied in order, with one redo-log
 	// persist per kLogSlots pages of the whole batch instead of at least one
 	// per write. Each op's status is what write_pages would have returned for
 	// it; every op whose status is OK is durable on return, and each page is
-	// atomic across crashes, exactly as with write_pages.
+	// atomic across crashes, exactly as with write_pages. A versioned op
+	// compares against the versions left by the ops before it.
 	void write_pages_batch(std::span<WriteOp> ops);
 
 	PoolInfo info() const;
@@ -176,10 +228,19 @@ private:
 	void checkpoint();
 	Status clear_pages_from(const RegionInfo &r, uint64_t first);
 	Status zero_pages(uint64_t first, uint64_t count);
+	// Zeroes (durably) the metas and version entries of `count` pages.
+	void clear_page_meta(uint64_t first, uint64_t count);
+	// kInvalidArgument naming the pool and the fix unless it has a version area.
+	Status require_versions(const std::string &what) const;
 	store::PageMeta *meta(uint64_t page_index) const
 	{
 		return reinterpret_cast<store::PageMeta *>(file_->base() +
 		                                           geo_.meta_fa(page_index));
+	}
+	// The page's version-area entry. REQUIRES: geo_.has_versions().
+	uint64_t *wversion(uint64_t page_index) const
+	{
+		return reinterpret_cast<uint64_t *>(file_->base() + geo_.version_fa(page_index));
 	}
 	std::shared_mutex &stripe(uint64_t page_index) const
 	{

@@ -23,7 +23,7 @@ RedoLog::ScanResult RedoLog::scan(const uint8_t *base, const Geometry &geo)
 			r.torn++;
 			continue;
 		}
-		r.valid.push_back(Record{slot, d.seq, d.fa_offset, d.page_crc});
+		r.valid.push_back(Record{slot, d.seq, d.fa_offset, d.page_crc, d.wversion});
 	}
 	std::sort(r.valid.begin(), r.valid.end(),
 	          [](const Record &a, const Record &b) { return a.seq < b.seq; });
@@ -31,7 +31,7 @@ RedoLog::ScanResult RedoLog::scan(const uint8_t *base, const Geometry &geo)
 }
 
 void RedoLog::stage(uint64_t first_seq, uint64_t fa_first, uint32_t count, const uint8_t *src,
-                    uint32_t *crcs)
+                    uint32_t *crcs, uint64_t wversion)
 {
 	if (!staged_) {
 		if (head_ + count > kLogSlots)
@@ -48,6 +48,7 @@ void RedoLog::stage(uint64_t first_seq, uint64_t fa_first, uint32_t count, const
 		d.seq = first_seq + i;
 		d.fa_offset = fa_first + uint64_t{i} * kPageSize;
 		d.page_crc = crc32c(data + uint64_t{i} * kPageSize, kPageSize);
+		d.wversion = wversion;
 		d.desc_crc = descriptor_crc(d);
 		memcpy(desc + uint64_t{i} * sizeof(d), &d, sizeof(d));
 		crcs[i] = d.page_crc;

@@ -4,11 +4,14 @@
 // from several writes of a write_pages_batch call: group commit):
 //   1. Log: for each page, copy the new content into the next log data slot and
 //      fill its LogDescriptor {magic, seq, home fa_offset, page crc32c,
-//      descriptor crc32c}; seq is a global counter, strictly increasing.
+//      wversion, descriptor crc32c}; seq is a global counter, strictly
+//      increasing; wversion is the writer's page version of a versioned write
+//      (0 for an unversioned one).
 //      Persist the slots and descriptors (one persist call on a file pool).
 //      From here on the write is durable: recovery would apply it.
 //   2. Apply: copy each page to its home location (its FA offset in the pool)
-//      and set its PageMeta {crc, version = seq}, in memory only.
+//      and set its PageMeta {crc, version = seq} and, for a versioned write,
+//      its version-area entry = wversion, in memory only.
 //   3. Return (acknowledge every write of the round).
 //   Checkpoint: before the ring wraps onto older records, before the log is
 //   cleared, and at close, every page applied since the last checkpoint is
@@ -16,7 +19,8 @@
 //   page is durable, and a write costs one persist, not two.
 // Recovery at open: scan(), take the valid records (magic, descriptor crc and
 // payload crc all match; a torn record fails one of them and is skipped) in
-// seq order and re-apply each whose seq >= the home page's PageMeta version.
+// seq order and re-apply each whose seq >= the home page's PageMeta version
+// (with its wversion, if any, so a page and its version are atomic).
 // The version test stops an old record from undoing a newer write whose own
 // record was since overwritten (possibly by a torn one). Re-applying is
 // idempotent. Then checkpoint and clear the log; the next seq is one past the
@@ -51,6 +55,7 @@ public:
 		uint64_t seq;
 		uint64_t fa_offset;
 		uint32_t page_crc;
+		uint64_t wversion; // 0: an unversioned write
 	};
 	struct ScanResult {
 		std::vector<Record> valid; // sorted by seq
@@ -73,11 +78,12 @@ public:
 
 	// Step 1 above for `count` pages of `src` whose homes are fa_first,
 	// fa_first + kPageSize, ...; record i gets seq first_seq + i and its page
-	// crc is stored in crcs[i]. Durable on return. REQUIRES: count <= kLogSlots.
+	// crc is stored in crcs[i]; every record carries `wversion` (0: an
+	// unversioned write). Durable on return. REQUIRES: count <= kLogSlots.
 	void append(uint64_t first_seq, uint64_t fa_first, uint32_t count, const uint8_t *src,
-	            uint32_t *crcs)
+	            uint32_t *crcs, uint64_t wversion = 0)
 	{
-		stage(first_seq, fa_first, count, src, crcs);
+		stage(first_seq, fa_first, count, src, crcs, wversion);
 		persist_staged();
 	}
 	// Group commit: step 1 split in two, so that the records of several
@@ -88,7 +94,7 @@ public:
 	// after the first (the first restarts the ring at slot 0 if it must; the
 	// caller checkpointed).
 	void stage(uint64_t first_seq, uint64_t fa_first, uint32_t count, const uint8_t *src,
-	           uint32_t *crcs);
+	           uint32_t *crcs, uint64_t wversion = 0);
 	void persist_staged();
 	// Persist calls made so far (each makes a batch of records durable);
 	// any thread may read it.

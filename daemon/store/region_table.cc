@@ -84,6 +84,8 @@ std::vector<RegionSlot> RegionTable::read_entries(const uint8_t *entries, uint32
 		s.info.owner_uid = e.owner_uid;
 		s.info.mode = e.mode;
 		s.info.ctime_ns = e.ctime_ns;
+		s.info.replica_group = e.replica_group;
+		s.info.replicas = e.replicas;
 		s.info.length = s.info.size_bytes;
 		if (e.length_word != 0) {
 			uint64_t len = e.length_word & ~kLengthSet;
@@ -214,6 +216,8 @@ Status RegionTable::create(RegionInfo *info)
 	body.ctime_ns = info->ctime_ns;
 	body.owner_uid = info->owner_uid;
 	body.mode = info->mode;
+	body.replica_group = info->replica_group;
+	body.replicas = info->replicas;
 	memcpy(body.name, info->name.data(), info->name.size());
 	body.crc = entry_crc(body);
 	memcpy(reinterpret_cast<uint8_t *>(e) + sizeof(uint64_t),

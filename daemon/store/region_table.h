@@ -46,6 +46,10 @@ struct RegionInfo {
 	// The region as a file: the bytes before end of file, <= size_bytes.
 	// A region whose length was never set is a file of size_bytes.
 	uint64_t length = 0;
+	// A replicated region: the group its copies share and their number K;
+	// both 0 for an ordinary region (layout.h RegionEntry).
+	uint64_t replica_group = 0;
+	uint8_t replicas = 0;
 };
 
 // What one owner (uid) holds in a pool: the regions it owns, live or being

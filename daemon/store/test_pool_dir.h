@@ -10,6 +10,9 @@
 #include <filesystem>
 #include <string>
 
+#include "daemon/store/layout.h"
+#include "daemon/store/pool_file.h"
+
 namespace memfed::store
 {
 
@@ -47,6 +50,29 @@ inline void flip_byte(const std::string &path, uint64_t offset)
 		(void)!pwrite(fd, &b, 1, static_cast<off_t>(offset));
 	}
 	close(fd);
+}
+
+// Rewrites the header of the freshly formatted, still empty pool at `path` as
+// layout `version` (1 or 2) would have written it: that layout's geometry
+// (no version area) for the same size and table. True on success. An empty
+// pool is zeros past its header, so the result is a valid older pool.
+// REQUIRES for version 1: formatted with table_slots kMinTableSlots.
+inline bool make_old_layout(const std::string &path, uint32_t version)
+{
+	auto fr = PoolFile::open(path, true, false);
+	if (!fr || !(*fr)->map(true).is_ok())
+		return false;
+	auto *h = reinterpret_cast<PoolHeader *>((*fr)->base());
+	if (version == kLayoutVersionFixedTable && h->table_slots != kMinTableSlots)
+		return false;
+	Geometry g = compute_geometry(h->pool_bytes, h->table_slots, version);
+	h->layout_version = version;
+	h->meta_offset = g.meta_offset;
+	h->data_offset = g.data_offset;
+	h->data_pages = g.data_pages;
+	h->crc = header_crc(*h);
+	(*fr)->persist_fn()(h, sizeof(*h));
+	return true;
 }
 
 } // namespace memfed::store

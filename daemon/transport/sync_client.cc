@@ -225,8 +225,11 @@ Result<SyncClient::Response> SyncClient::exchange(wire::Header &h, std::span<con
 		MF_RETURN_IF_ERROR(recv_all(resp.payload.data(), r.payload_len));
 		got = resp.payload;
 	}
-	MF_RETURN_IF_ERROR(pages_dst != nullptr && r.status == 0 ? wire::check_read_pages(r, got)
-	                                                         : wire::check_payload(r, got));
+	// The payload crc of READ and READ_VERSIONED comes from the crcs stored
+	// with the pages: a mismatch is the module's media (kCorrupt).
+	bool media = r.status == 0 &&
+	             (pages_dst != nullptr || r.type == uint8_t(wire::MsgType::kReadVersioned));
+	MF_RETURN_IF_ERROR(media ? wire::check_read_pages(r, got) : wire::check_payload(r, got));
 	MF_RETURN_IF_ERROR(wire::response_status(r, got));
 	return resp;
 }
@@ -264,12 +267,12 @@ Status SyncClient::hello(uint32_t capabilities)
 		if (!gate) {
 			if (gate.status().message().find("no common wire version") !=
 			    std::string::npos)
-				return Status(
-				        Code::kProtocol,
-				        "module at " + peer_.endpoint +
-				                " speaks wire version 2, before authentication; "
-				                "upgrade it (it said: " +
-				                gate.status().message() + ")");
+				return Status(Code::kProtocol,
+				              "module at " + peer_.endpoint +
+				                      " speaks an older wire version than " +
+				                      std::to_string(wire::kWireMinVersion) +
+				                      "; upgrade it (it said: " +
+				                      gate.status().message() + ")");
 			return gate.status();
 		}
 		auto gr = wire::decode_hello_response(gate->payload);
@@ -346,6 +349,74 @@ Status SyncClient::write_pages(uint32_t region_id, uint64_t fa_offset, uint32_t 
 	                           size_t{count} * wire::kPageSize);
 	auto r = exchange(h, p, nullptr);
 	return r ? Status::ok() : r.status();
+}
+
+Status SyncClient::write_pages_versioned(uint32_t region_id, uint64_t fa_offset, uint32_t count,
+                                         const void *src, uint64_t version, bool repair,
+                                         uint32_t *applied, wire::TrafficClass tc)
+{
+	*applied = 0;
+	if (version == 0)
+		return Status(
+		        Code::kInvalidArgument,
+		        "WRITE_VERSIONED needs a nonzero page version (0 means never written)");
+	if (count == 0 || count > wire::kMaxPagesPerRequest)
+		return Status(Code::kInvalidArgument,
+		              "WRITE_VERSIONED of " + std::to_string(count) + " pages: give 1.." +
+		                      std::to_string(wire::kMaxPagesPerRequest));
+	wire::Header h{};
+	h.type = static_cast<uint8_t>(wire::MsgType::kWriteVersioned);
+	h.tclass = static_cast<uint8_t>(tc);
+	h.region_id = region_id;
+	h.offset = fa_offset;
+	h.count = count;
+	std::vector<uint8_t> p(wire::kVersionedWriteSize + size_t{count} * wire::kPageSize);
+	wire::encode_versioned_write(
+	        wire::WireVersionedWrite{version, repair ? wire::kVersionedRepair : 0, 0},
+	        p.data());
+	std::memcpy(p.data() + wire::kVersionedWriteSize, src, size_t{count} * wire::kPageSize);
+	auto r = exchange(h, p, nullptr);
+	if (!r)
+		return r.status();
+	auto n = wire::decode_applied(count, r->payload);
+	if (!n)
+		return n.status();
+	*applied = *n;
+	return Status::ok();
+}
+
+Status SyncClient::read_pages_versioned(uint32_t region_id, uint64_t fa_offset, uint32_t count,
+                                        void *dst, uint64_t *versions, wire::TrafficClass tc)
+{
+	wire::Header h{};
+	h.type = static_cast<uint8_t>(wire::MsgType::kReadVersioned);
+	h.tclass = static_cast<uint8_t>(tc);
+	h.region_id = region_id;
+	h.offset = fa_offset;
+	h.count = count;
+	auto r = exchange(h, {}, nullptr); // checks payload_crc (kCorrupt on a mismatch)
+	if (!r)
+		return r.status();
+	auto pages = wire::decode_read_versioned(count, r->payload, versions);
+	if (!pages)
+		return pages.status();
+	std::memcpy(dst, pages->data(), pages->size());
+	return Status::ok();
+}
+
+Status SyncClient::read_versions(uint32_t region_id, uint64_t fa_offset, uint32_t count,
+                                 uint64_t *versions, wire::TrafficClass tc)
+{
+	wire::Header h{};
+	h.type = static_cast<uint8_t>(wire::MsgType::kReadVersions);
+	h.tclass = static_cast<uint8_t>(tc);
+	h.region_id = region_id;
+	h.offset = fa_offset;
+	h.count = count;
+	auto r = exchange(h, {}, nullptr);
+	if (!r)
+		return r.status();
+	return wire::decode_versions(count, r->payload, versions);
 }
 
 namespace

@@ -6,7 +6,7 @@
 // plaintext version gate, the TLS 1.3 handshake (the module's key must be
 // trusted) and the HELLO inside TLS; every later message is encrypted. A
 // module that does not offer TLS is refused (no downgrade), and one that
-// speaks only wire version 2 is named as such. Without a TlsContext the
+// speaks only an older wire version is named as such. Without a TlsContext the
 // client speaks plaintext and refuses a module that requires TLS.
 //
 // Thread-safety: none; use one client per thread.
@@ -64,6 +64,24 @@ public:
 	                  wire::TrafficClass tc = wire::TrafficClass::kFault);
 	Status write_pages(uint32_t region_id, uint64_t fa_offset, uint32_t count, const void *src,
 	                   wire::TrafficClass tc = wire::TrafficClass::kBulk);
+
+	// Replicated regions (wire version 4). WRITE_VERSIONED of `count` pages
+	// (1..kMaxPagesPerRequest) at page version `version` (nonzero): each page
+	// is applied iff newer than the module's (`repair`: at least as new);
+	// *applied = the pages applied. Durable on return.
+	Status write_pages_versioned(uint32_t region_id, uint64_t fa_offset, uint32_t count,
+	                             const void *src, uint64_t version, bool repair,
+	                             uint32_t *applied,
+	                             wire::TrafficClass tc = wire::TrafficClass::kBulk);
+	// READ_VERSIONED: the pages into `dst` and their versions into
+	// versions[0..count); the payload crc is checked as read_pages does
+	// (kCorrupt when the module's copy is damaged).
+	Status read_pages_versioned(uint32_t region_id, uint64_t fa_offset, uint32_t count,
+	                            void *dst, uint64_t *versions,
+	                            wire::TrafficClass tc = wire::TrafficClass::kBulk);
+	// READ_VERSIONS: the versions of `count` pages (<= kMaxVersionsPerRequest).
+	Status read_versions(uint32_t region_id, uint64_t fa_offset, uint32_t count,
+	                     uint64_t *versions, wire::TrafficClass tc = wire::TrafficClass::kBulk);
 
 	Result<wire::WireRegion> region_create(const wire::WireRegionSpec &spec);
 	Status region_delete(const std::string &name);

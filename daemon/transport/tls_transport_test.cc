@@ -366,7 +366,7 @@ TEST_CASE("TLS transport: SyncClient and TcpChannel round-trips with mutual auth
 	CHECK((*c)->peer().key == keys.server_key.pub);
 	CHECK((*c)->peer().key_name == "lamp");
 	CHECK((*c)->peer().module == kServerId);
-	CHECK((*c)->peer().version == 3);
+	CHECK((*c)->peer().version == wire::kWireVersion);
 	std::vector<uint8_t> page(2 * kPageSize);
 	fill_page(page.data(), 1000, 3);
 	fill_page(page.data() + kPageSize, 1001, 3);
@@ -507,30 +507,32 @@ TEST_CASE("TLS transport: a trusted key from another address and port still work
 	CHECK(peers[1].find("::1") != std::string::npos);
 }
 
-TEST_CASE("TLS transport: a version 2 client gets the refusal and no region byte")
+TEST_CASE("TLS transport: a version 2 or 3 client gets the refusal and no region byte")
 {
+	const uint8_t old = GENERATE(uint8_t{2}, uint8_t{3});
+	INFO("peer speaks wire version " << int(old));
 	Pair keys;
 	ServerThread srv(keys.server_tls);
 	auto fd = connect_tcp(Endpoint{"127.0.0.1", srv.port}, 2000);
 	REQUIRE(fd);
-	// HELLO as a version 2 peer sends it, and a READ right behind it.
+	// HELLO as an older peer sends it, and a READ right behind it.
 	wire::Header h{};
-	h.version = 2;
+	h.version = old;
 	h.type = static_cast<uint8_t>(wire::MsgType::kHello);
 	h.tclass = 1;
 	h.hop_limit = 4;
 	h.src_module = kClientId.value;
 	h.request_id = 1;
 	wire::HelloRequest r;
-	r.min_version = 2;
-	r.max_version = 2;
+	r.min_version = old;
+	r.max_version = old;
 	uint8_t p[wire::kHelloRequestSize];
 	wire::encode_hello_request(r, p);
 	std::vector<uint8_t> out(wire::kHeaderSize + sizeof(p));
 	wire::encode_header(h, p, out.data());
 	std::memcpy(out.data() + wire::kHeaderSize, p, sizeof(p));
 	wire::Header rd{};
-	rd.version = 2;
+	rd.version = old;
 	rd.type = static_cast<uint8_t>(wire::MsgType::kRead);
 	rd.tclass = 0;
 	rd.hop_limit = 4;
@@ -548,13 +550,13 @@ TEST_CASE("TLS transport: a version 2 client gets the refusal and no region byte
 	REQUIRE(got.size() >= wire::kHeaderSize);
 	wire::Header resp = wire::decode_header(got.data());
 	CHECK(resp.type == static_cast<uint8_t>(wire::MsgType::kHello));
-	CHECK(resp.version == 2); // readable by the old peer
+	CHECK(resp.version == old); // readable by the old peer
 	CHECK(resp.status == static_cast<uint16_t>(Code::kProtocol));
 	// Exactly one response, then the connection closed.
 	REQUIRE(got.size() == wire::kHeaderSize + resp.payload_len);
 	std::string msg(got.begin() + wire::kHeaderSize, got.end());
-	CHECK_THAT(msg, Catch::Contains("wire version 2 is refused"));
-	CHECK_THAT(msg, Catch::Contains("requires version 3 (authenticated and encrypted)"));
+	CHECK_THAT(msg, Catch::Contains("wire version " + std::to_string(old) + " is refused"));
+	CHECK_THAT(msg, Catch::Contains("requires version 4 (authenticated and encrypted)"));
 	CHECK_THAT(msg, Catch::Contains("upgrade the peer"));
 	CHECK(srv.requests() == 0);
 }
@@ -593,10 +595,10 @@ TEST_CASE("TLS transport: a peer that passes the gate and stalls is closed by th
 	CHECK(srv.requests() == 0);
 }
 
-TEST_CASE("TLS transport: a version 3 client names a version 2 module")
+TEST_CASE("TLS transport: a version 4 client names a version 3 module")
 {
-	// A stand-in for a version 2 module (that code is gone): it answers any
-	// HELLO as a version 2 module did, with its exact error text.
+	// A stand-in for a version 3 module (that code is gone): it answers a
+	// version 4 HELLO as a version 3 module did, with its exact error text.
 	auto lfd = listen_tcp(Endpoint{"127.0.0.1", 0});
 	REQUIRE(lfd);
 	uint16_t port = local_port(*lfd);
@@ -615,9 +617,9 @@ TEST_CASE("TLS transport: a version 3 client names a version 2 module")
 			got += n;
 		}
 		wire::Header req = wire::decode_header(in);
-		std::string msg = "no common wire version: peer speaks 3..3, this module 2..2";
+		std::string msg = "no common wire version: peer speaks 4..4, this module 3..3";
 		wire::Header h{};
-		h.version = 2;
+		h.version = 3;
 		h.type = req.type;
 		h.tclass = req.tclass;
 		h.hop_limit = 16;
@@ -643,7 +645,7 @@ TEST_CASE("TLS transport: a version 3 client names a version 2 module")
 	::close(*lfd);
 	CHECK(st.code() == Code::kProtocol);
 	CHECK_THAT(st.message(),
-	           Catch::Contains("speaks wire version 2, before authentication; upgrade it"));
+	           Catch::Contains("speaks an older wire version than 4; upgrade it"));
 }
 
 TEST_CASE("TLS transport: no downgrade either way between TLS and plaintext")

@@ -106,6 +106,12 @@ const char *msg_type_name(uint8_t type)
 		return "STAT";
 	case MsgType::kRegionSetLength:
 		return "REGION_SET_LENGTH";
+	case MsgType::kWriteVersioned:
+		return "WRITE_VERSIONED";
+	case MsgType::kReadVersioned:
+		return "READ_VERSIONED";
+	case MsgType::kReadVersions:
+		return "READ_VERSIONS";
 	}
 	return "UNKNOWN";
 }
@@ -193,9 +199,12 @@ Status validate_fields(const Header &h)
 	if (h.payload_len > kMaxPayload)
 		return proto("payload_len %" PRIu32 " exceeds the maximum %" PRIu32, h.payload_len,
 		             kMaxPayload);
-	if (h.count > kMaxPagesPerRequest)
-		return proto("count %" PRIu32 " exceeds the maximum %" PRIu32 " pages", h.count,
-		             kMaxPagesPerRequest);
+	auto type = static_cast<MsgType>(h.type);
+	const uint32_t max_count =
+	        type == MsgType::kReadVersions ? kMaxVersionsPerRequest : kMaxPagesPerRequest;
+	if (h.count > max_count)
+		return proto("%s count %" PRIu32 " exceeds the maximum %" PRIu32 " pages",
+		             msg_type_name(h.type), h.count, max_count);
 	if (h.payload_len == 0 && h.payload_crc != 0)
 		return proto("payload_crc 0x%08" PRIx32 " with an empty payload", h.payload_crc);
 	bool failed = response && h.status != 0;
@@ -205,8 +214,10 @@ Status validate_fields(const Header &h)
 			             h.payload_len, kMaxErrorMessage);
 		return Status::ok();
 	}
-	auto type = static_cast<MsgType>(h.type);
-	if (type == MsgType::kRead || type == MsgType::kWrite) {
+	bool paged = type == MsgType::kRead || type == MsgType::kWrite ||
+	             type == MsgType::kWriteVersioned || type == MsgType::kReadVersioned ||
+	             type == MsgType::kReadVersions;
+	if (paged) {
 		const char *name = msg_type_name(h.type);
 		if (h.count == 0)
 			return proto("%s with count 0", name);
@@ -217,8 +228,26 @@ Status validate_fields(const Header &h)
 		if (h.offset > UINT64_MAX - uint64_t{h.count} * kPageSize)
 			return proto("%s offset 0x%" PRIx64 " + %" PRIu32 " pages overflows", name,
 			             h.offset, h.count);
-		bool carries_pages = (type == MsgType::kRead) == response;
-		uint32_t want = carries_pages ? h.count * kPageSize : 0;
+		// Every product below is at most kMaxPayload (count checked above).
+		uint32_t want = 0;
+		switch (type) {
+		case MsgType::kRead:
+			want = response ? h.count * kPageSize : 0;
+			break;
+		case MsgType::kWrite:
+			want = response ? 0 : h.count * kPageSize;
+			break;
+		case MsgType::kWriteVersioned:
+			want = response ? uint32_t(kAppliedSize)
+			                : kVersionedWriteSize + h.count * kPageSize;
+			break;
+		case MsgType::kReadVersioned:
+			want = response ? h.count * uint32_t(sizeof(uint64_t) + kPageSize) : 0;
+			break;
+		default: // kReadVersions
+			want = response ? h.count * uint32_t(sizeof(uint64_t)) : 0;
+			break;
+		}
 		if (h.payload_len != want)
 			return proto("%s %s with count %" PRIu32 " has payload_len %" PRIu32
 			             " (expected %" PRIu32 ")",
@@ -263,15 +292,20 @@ Status check_read_pages(const Header &h, std::span<const uint8_t> pages)
 	if (st.is_ok())
 		return st;
 	ModuleId module{h.src_module};
-	return Status(Code::kCorrupt, "READ of " + std::to_string(h.count) + " pages at " +
-	                                      FederatedAddress{module, h.offset}.to_string() +
-	                                      ": the module's copy is damaged (" + st.message() +
-	                                      "); run `memfedctl pool check` on module " +
-	                                      module.to_string());
+	return Status(Code::kCorrupt,
+	              std::string(msg_type_name(h.type)) + " of " + std::to_string(h.count) +
+	                      " pages at " + FederatedAddress{module, h.offset}.to_string() +
+	                      ": the module's copy is damaged (" + st.message() +
+	                      "); run `memfedctl pool check` on module " + module.to_string());
 }
 
 namespace
 {
+
+bool all_zero(std::span<const uint8_t> p)
+{
+	return std::all_of(p.begin(), p.end(), [](uint8_t b) { return b == 0; });
+}
 
 Status check_size(const char *what, std::span<const uint8_t> p, size_t want)
 {
@@ -355,13 +389,17 @@ Result<HelloResponse> decode_hello_response(std::span<const uint8_t> p)
 	return r;
 }
 
-// WireRegionSpec on the wire: u8 name_len, 63 name, u64 size, u32 uid, u32 mode.
+// WireRegionSpec on the wire: u8 name_len, 63 name, u64 size, u32 uid, u32 mode,
+// u64 replica_group, u8 replicas, 7 reserved.
 void encode_region_spec(const WireRegionSpec &s, uint8_t out[kRegionSpecSize])
 {
 	encode_fixed_name(s.name_len, s.name, out);
 	put64(out + 64, s.size_bytes);
 	put32(out + 72, s.owner_uid);
 	put32(out + 76, s.mode);
+	put64(out + 80, s.replica_group);
+	put8(out + 88, s.replicas);
+	std::memset(out + 89, 0, 7);
 }
 
 Result<WireRegionSpec> decode_region_spec(std::span<const uint8_t> p)
@@ -372,8 +410,12 @@ Result<WireRegionSpec> decode_region_spec(std::span<const uint8_t> p)
 	s.size_bytes = get64(p.data() + 64);
 	s.owner_uid = get32(p.data() + 72);
 	s.mode = get32(p.data() + 76);
+	s.replica_group = get64(p.data() + 80);
+	s.replicas = p[88];
 	if (s.size_bytes == 0)
 		return proto("REGION_CREATE size_bytes 0 for region '%s'", region_name(s).c_str());
+	if (!all_zero(p.subspan(89, 7)))
+		return proto("REGION_CREATE reserved bytes after replicas are not zero");
 	if (s.mode & ~07777u)
 		return proto("REGION_CREATE mode 0%o has bits outside 07777", s.mode);
 	return s;
@@ -391,7 +433,8 @@ static Status check_name_argument(std::string_view name)
 }
 
 Result<WireRegionSpec> make_region_spec(std::string_view name, uint64_t size_bytes,
-                                        uint32_t owner_uid, uint32_t mode)
+                                        uint32_t owner_uid, uint32_t mode, uint64_t replica_group,
+                                        uint8_t replicas)
 {
 	MF_RETURN_IF_ERROR(check_name_argument(name));
 	WireRegionSpec s{};
@@ -400,11 +443,14 @@ Result<WireRegionSpec> make_region_spec(std::string_view name, uint64_t size_byt
 	s.size_bytes = size_bytes;
 	s.owner_uid = owner_uid;
 	s.mode = mode;
+	s.replica_group = replica_group;
+	s.replicas = replicas;
 	return s;
 }
 
 // WireRegion on the wire: u32 id, u32 uid, u32 mode, u8 name_len, 63 name,
-// u64 fa_offset, u64 size, u64 ctime_ns, u64 length.
+// u64 fa_offset, u64 size, u64 ctime_ns, u64 length, u64 replica_group,
+// u8 replicas, 7 reserved.
 void encode_region(const WireRegion &r, uint8_t out[kRegionSize])
 {
 	put32(out, r.id);
@@ -416,6 +462,9 @@ void encode_region(const WireRegion &r, uint8_t out[kRegionSize])
 	put64(out + 88, r.size_bytes);
 	put64(out + 96, r.ctime_ns);
 	put64(out + 104, r.length);
+	put64(out + 112, r.replica_group);
+	put8(out + 120, r.replicas);
+	std::memset(out + 121, 0, 7);
 }
 
 Result<WireRegion> decode_region(std::span<const uint8_t> p)
@@ -430,7 +479,12 @@ Result<WireRegion> decode_region(std::span<const uint8_t> p)
 	r.size_bytes = get64(p.data() + 88);
 	r.ctime_ns = get64(p.data() + 96);
 	r.length = get64(p.data() + 104);
+	r.replica_group = get64(p.data() + 112);
+	r.replicas = p[120];
 	std::string name = region_name(r);
+	if (!all_zero(p.subspan(121, 7)))
+		return proto("region '%s' reserved bytes after replicas are not zero",
+		             name.c_str());
 	if (r.size_bytes == 0 || r.size_bytes % kPageSize != 0)
 		return proto("region '%s' size_bytes %" PRIu64
 		             " is not a non-zero multiple of the page size",
@@ -566,6 +620,78 @@ Result<std::vector<WireRegion>> decode_region_list(std::span<const uint8_t> p)
 		out.push_back(*r);
 	}
 	return out;
+}
+
+void encode_versioned_write(const WireVersionedWrite &w, uint8_t out[kVersionedWriteSize])
+{
+	put64(out, w.version);
+	put32(out + 8, w.flags);
+	put32(out + 12, 0);
+}
+
+Result<VersionedWrite> decode_versioned_write(uint32_t count, std::span<const uint8_t> p)
+{
+	if (count == 0 || count > kMaxPagesPerRequest)
+		return proto("WRITE_VERSIONED count %" PRIu32 " out of range 1..%" PRIu32, count,
+		             kMaxPagesPerRequest);
+	MF_RETURN_IF_ERROR(
+	        check_size("WRITE_VERSIONED", p, kVersionedWriteSize + size_t{count} * kPageSize));
+	VersionedWrite w;
+	w.prefix.version = get64(p.data());
+	w.prefix.flags = get32(p.data() + 8);
+	w.prefix.reserved = get32(p.data() + 12);
+	if (w.prefix.version == 0)
+		return proto(
+		        "WRITE_VERSIONED version 0 (a versioned write needs a nonzero version)");
+	if (w.prefix.flags & ~kVersionedRepair)
+		return proto("WRITE_VERSIONED flags 0x%" PRIx32 " has unknown bits",
+		             w.prefix.flags);
+	if (w.prefix.reserved != 0)
+		return proto("WRITE_VERSIONED reserved field 0x%" PRIx32 " is not zero",
+		             w.prefix.reserved);
+	w.pages = p.subspan(kVersionedWriteSize);
+	return w;
+}
+
+void encode_applied(uint32_t applied, uint8_t out[kAppliedSize])
+{
+	put32(out, applied);
+}
+
+Result<uint32_t> decode_applied(uint32_t count, std::span<const uint8_t> p)
+{
+	MF_RETURN_IF_ERROR(check_size("WRITE_VERSIONED response", p, kAppliedSize));
+	uint32_t applied = get32(p.data());
+	if (applied > count)
+		return proto("WRITE_VERSIONED response says %" PRIu32 " of %" PRIu32
+		             " pages applied",
+		             applied, count);
+	return applied;
+}
+
+void encode_versions(std::span<const uint64_t> versions, uint8_t *out)
+{
+	for (size_t i = 0; i < versions.size(); i++)
+		put64(out + i * sizeof(uint64_t), versions[i]);
+}
+
+Status decode_versions(uint32_t count, std::span<const uint8_t> p, uint64_t *versions)
+{
+	MF_RETURN_IF_ERROR(
+	        check_size("READ_VERSIONS response", p, size_t{count} * sizeof(uint64_t)));
+	for (uint32_t i = 0; i < count; i++)
+		versions[i] = get64(p.data() + size_t{i} * sizeof(uint64_t));
+	return Status::ok();
+}
+
+Result<std::span<const uint8_t>> decode_read_versioned(uint32_t count, std::span<const uint8_t> p,
+                                                       uint64_t *versions)
+{
+	MF_RETURN_IF_ERROR(check_size("READ_VERSIONED response", p,
+	                              size_t{count} * (sizeof(uint64_t) + kPageSize)));
+	for (uint32_t i = 0; i < count; i++)
+		versions[i] = get64(p.data() + size_t{i} * sizeof(uint64_t));
+	return p.subspan(size_t{count} * sizeof(uint64_t));
 }
 
 void encode_stat(const WireStat &s, uint8_t out[kStatSize])

@@ -34,6 +34,7 @@ constexpr size_t kRegionSpecSize = sizeof(WireRegionSpec);
 constexpr size_t kRegionSize = sizeof(WireRegion);
 constexpr size_t kSetLengthSize = sizeof(WireSetLength);
 constexpr size_t kStatSize = sizeof(WireStat);
+constexpr size_t kAppliedSize = 4; // WRITE_VERSIONED response: u32 applied
 
 struct HelloRequest {
 	uint16_t min_version = kWireMinVersion;
@@ -62,14 +63,15 @@ void encode_header_raw(Header &h, uint8_t *out);
 // Decodes kHeaderSize bytes without validating anything.
 Header decode_header(const uint8_t *in);
 // Decodes and validates a header: size, magic, version, type, tclass, flags,
-// status, hop limit, module ids, payload_len, count, offset alignment,
-// READ/WRITE length consistency and the header crc.
+// status, hop limit, module ids, payload_len, count (per type), offset
+// alignment, the payload length of READ/WRITE and the versioned messages
+// against their count, and the header crc.
 Status validate_header(std::span<const uint8_t> bytes, Header *out);
 // Validates a decoded header (all checks of validate_header but the crc).
 Status validate_fields(const Header &h);
 // Checks that `payload` has h.payload_len bytes and matches h.payload_crc.
 Status check_payload(const Header &h, std::span<const uint8_t> payload);
-// check_payload for the pages of a READ response, received whole (the header
+// check_payload for the pages of a READ (or READ_VERSIONED) response, received whole (the header
 // passed its own crc, so the framing holds): a mismatch means the module's
 // copy is damaged (its payload crc comes from the crcs stored with the pages
 // when they were written) and is kCorrupt, naming the pages and the fix.
@@ -88,11 +90,14 @@ void encode_region_spec(const WireRegionSpec &s, uint8_t out[kRegionSpecSize]);
 // Name valid, size_bytes > 0.
 Result<WireRegionSpec> decode_region_spec(std::span<const uint8_t> p);
 // Builds a spec from text fields; kInvalidArgument if the name is invalid.
+// replica_group/replicas: see WireRegionSpec (0, 0: an ordinary region).
 Result<WireRegionSpec> make_region_spec(std::string_view name, uint64_t size_bytes,
-                                        uint32_t owner_uid, uint32_t mode);
+                                        uint32_t owner_uid, uint32_t mode,
+                                        uint64_t replica_group = 0, uint8_t replicas = 0);
 
 void encode_region(const WireRegion &r, uint8_t out[kRegionSize]);
-// Name valid, size a non-zero multiple of kPageSize, fa_offset page-aligned.
+// Name valid, size a non-zero multiple of kPageSize, fa_offset page-aligned,
+// reserved bytes zero.
 Result<WireRegion> decode_region(std::span<const uint8_t> p);
 std::string region_name(const WireRegion &r);
 std::string region_name(const WireRegionSpec &s);
@@ -116,6 +121,30 @@ uint32_t list_limit(const WireListRequest &r);
 std::vector<uint8_t> encode_region_list(std::span<const WireRegion> regions);
 // u32 n then n regions; n must match the payload length exactly.
 Result<std::vector<WireRegion>> decode_region_list(std::span<const uint8_t> p);
+
+// --- replicated regions (wire version 4) ---
+
+// A WRITE_VERSIONED request payload: the prefix and the pages after it.
+struct VersionedWrite {
+	WireVersionedWrite prefix{};
+	std::span<const uint8_t> pages; // count * kPageSize bytes of the payload
+};
+void encode_versioned_write(const WireVersionedWrite &w, uint8_t out[kVersionedWriteSize]);
+// The payload of a WRITE_VERSIONED of `count` pages: count in
+// 1..kMaxPagesPerRequest, exactly kVersionedWriteSize + count * kPageSize
+// bytes, version nonzero, only known flags, reserved zero.
+Result<VersionedWrite> decode_versioned_write(uint32_t count, std::span<const uint8_t> p);
+void encode_applied(uint32_t applied, uint8_t out[kAppliedSize]);
+// A WRITE_VERSIONED response: 4 bytes, applied <= count.
+Result<uint32_t> decode_applied(uint32_t count, std::span<const uint8_t> p);
+// `versions` as u64 each, little-endian (versions.size() * 8 bytes at out).
+void encode_versions(std::span<const uint64_t> versions, uint8_t *out);
+// A READ_VERSIONS response of `count` versions: exactly count * 8 bytes.
+Status decode_versions(uint32_t count, std::span<const uint8_t> p, uint64_t *versions);
+// A READ_VERSIONED response of `count` pages: exactly count * (8 +
+// kPageSize) bytes; fills versions[0..count) and returns the pages.
+Result<std::span<const uint8_t>> decode_read_versioned(uint32_t count, std::span<const uint8_t> p,
+                                                       uint64_t *versions);
 
 void encode_stat(const WireStat &s, uint8_t out[kStatSize]);
 Result<WireStat> decode_stat(std::span<const uint8_t> p);

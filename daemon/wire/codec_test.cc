@@ -123,7 +123,7 @@ TEST_CASE("header validation rejects each bad field with its name and value")
 	               "src_module"));
 	CHECK(contains(error_of(edited(h, [](Header &d) { d.dst_module = ~0ull; })), "dst_module"));
 	CHECK(contains(error_of(edited(h, [](Header &d) { d.payload_len = kMaxPayload + 1; })),
-	               "payload_len 1048577 exceeds"));
+	               "payload_len " + std::to_string(kMaxPayload + 1) + " exceeds"));
 	CHECK(contains(error_of(edited(h, [](Header &d) { d.count = 257; })),
 	               "count 257 exceeds the maximum 256"));
 	CHECK(contains(error_of(edited(h, [](Header &d) { d.count = 0; })), "READ with count 0"));
@@ -264,7 +264,19 @@ TEST_CASE("region spec, region, list, stat and name payloads")
 	std::memcpy(bad, sb, sizeof(bad));
 	std::memset(bad + 64, 0, 8);
 	CHECK(contains(decode_region_spec(bad).status().message(), "size_bytes 0"));
-	CHECK(contains(decode_region_spec({sb, 79}).status().message(), "79 bytes (expected 80)"));
+	CHECK(contains(decode_region_spec({sb, 95}).status().message(), "95 bytes (expected 96)"));
+	// The replica fields round-trip; the reserved bytes after them must be zero.
+	auto rs = make_region_spec("rep", 1 << 20, 0, 0600, 0x1122334455667788, 3);
+	REQUIRE(rs.is_ok());
+	encode_region_spec(*rs, sb);
+	CHECK(sb[80] == 0x88);
+	CHECK(sb[88] == 3);
+	ds = decode_region_spec(sb);
+	REQUIRE(ds.is_ok());
+	CHECK(ds->replica_group == 0x1122334455667788);
+	CHECK(ds->replicas == 3);
+	sb[95] = 1;
+	CHECK(contains(decode_region_spec(sb).status().message(), "reserved bytes"));
 
 	WireRegion r{};
 	r.id = 4;
@@ -285,6 +297,19 @@ TEST_CASE("region spec, region, list, stat and name payloads")
 	CHECK(dr->fa_offset == 0x200000);
 	CHECK(dr->ctime_ns == 123456789);
 	CHECK(region_name(*dr) == "cfg");
+	CHECK(dr->replicas == 0);
+	r.replica_group = 42;
+	r.replicas = 2;
+	encode_region(r, rb);
+	CHECK(rb[112] == 42);
+	CHECK(rb[120] == 2);
+	dr = decode_region(rb);
+	REQUIRE(dr.is_ok());
+	CHECK(dr->replica_group == 42);
+	CHECK(dr->replicas == 2);
+	rb[127] = 9;
+	CHECK(contains(decode_region(rb).status().message(), "reserved bytes"));
+	CHECK(contains(decode_region({rb, 112}).status().message(), "112 bytes (expected 128)"));
 	r.size_bytes = 100;
 	encode_region(r, rb);
 	CHECK(contains(decode_region(rb).status().message(), "size_bytes 100"));
@@ -427,4 +452,118 @@ TEST_CASE("crc32c agrees with a bitwise reference across its block boundaries")
 				CHECK(crc32c(b.data() + off, len, seed) ==
 				      ref(b.data() + off, len, seed));
 			}
+}
+
+TEST_CASE("versioned messages: lengths follow count, type and direction")
+{
+	Header h = read_request(3);
+	Header out;
+	// WRITE_VERSIONED request: the 16-byte prefix, then the pages.
+	h.type = static_cast<uint8_t>(MsgType::kWriteVersioned);
+	std::vector<uint8_t> p(kVersionedWriteSize + 3 * kPageSize, 0x42);
+	encode_versioned_write(WireVersionedWrite{7, kVersionedRepair, 0}, p.data());
+	REQUIRE(validate_header(bytes_of(h, p), &out).is_ok());
+	CHECK(contains(error_of(bytes_of(h, std::span(p).first(3 * kPageSize))),
+	               "WRITE_VERSIONED request with count 3 has payload_len 12288 (expected "
+	               "12304)"));
+	CHECK(contains(error_of(edited(h, [](Header &d) { d.count = 257; })),
+	               "WRITE_VERSIONED count 257 exceeds the maximum 256"));
+	CHECK(contains(error_of(edited(h, [](Header &d) { d.offset = 0x10; })),
+	               "WRITE_VERSIONED offset 0x10 is not a multiple"));
+	// Its response: u32 applied.
+	h.flags = kFlagResponse;
+	uint8_t a[kAppliedSize];
+	encode_applied(2, a);
+	CHECK(error_of(bytes_of(h, a)) == "ok");
+	CHECK(contains(error_of(bytes_of(h)), "WRITE_VERSIONED response with count 3 has "
+	                                      "payload_len 0 (expected 4)"));
+
+	// READ_VERSIONED: an empty request; the response is versions then pages.
+	h = read_request(2);
+	h.type = static_cast<uint8_t>(MsgType::kReadVersioned);
+	CHECK(error_of(bytes_of(h)) == "ok");
+	CHECK(contains(error_of(bytes_of(h, a)), "READ_VERSIONED request with count 2"));
+	h.flags = kFlagResponse;
+	std::vector<uint8_t> rv(2 * (8 + kPageSize));
+	CHECK(error_of(bytes_of(h, rv)) == "ok");
+	CHECK(contains(error_of(bytes_of(h, std::span(rv).first(2 * kPageSize))), "expected 8208"));
+
+	// READ_VERSIONS: up to kMaxVersionsPerRequest, the response 8 bytes each.
+	h = read_request(kMaxVersionsPerRequest);
+	h.type = static_cast<uint8_t>(MsgType::kReadVersions);
+	CHECK(error_of(bytes_of(h)) == "ok");
+	CHECK(contains(error_of(edited(h, [](Header &d) { d.count = kMaxVersionsPerRequest + 1; })),
+	               "READ_VERSIONS count 65537 exceeds the maximum 65536"));
+	CHECK(contains(error_of(edited(h, [](Header &d) { d.count = 0; })),
+	               "READ_VERSIONS with count 0"));
+	h.flags = kFlagResponse;
+	std::vector<uint8_t> vs(size_t{kMaxVersionsPerRequest} * 8);
+	CHECK(error_of(bytes_of(h, vs)) == "ok");
+	vs.pop_back();
+	CHECK(contains(error_of(bytes_of(h, vs)), "expected 524288"));
+	// Other types keep the page limit.
+	h = read_request(kMaxPagesPerRequest + 1);
+	h.type = static_cast<uint8_t>(MsgType::kStat);
+	CHECK(contains(error_of(bytes_of(h)), "STAT count 257 exceeds the maximum 256"));
+	// The largest payload fits: a full READ_VERSIONED response.
+	CHECK(kMaxPayload >= kMaxPagesPerRequest * (kPageSize + 8));
+	CHECK(kMaxPayload >= kVersionedWriteSize + kMaxPagesPerRequest * kPageSize);
+	CHECK(std::string(msg_type_name(10)) == "WRITE_VERSIONED");
+	CHECK(std::string(msg_type_name(12)) == "READ_VERSIONS");
+	CHECK(contains(error_of(edited(h, [](Header &d) { d.type = kMsgTypeMax + 1; })),
+	               "unknown message type 13"));
+}
+
+TEST_CASE("versioned payloads: encode, decode and every malformed length")
+{
+	std::vector<uint8_t> p(kVersionedWriteSize + 2 * kPageSize, 0x5a);
+	encode_versioned_write(WireVersionedWrite{0x0102030405060708, kVersionedRepair, 0},
+	                       p.data());
+	CHECK(p[0] == 0x08); // little-endian
+	CHECK(p[8] == 1);
+	auto w = decode_versioned_write(2, p);
+	REQUIRE(w.is_ok());
+	CHECK(w->prefix.version == 0x0102030405060708);
+	CHECK(w->prefix.flags == kVersionedRepair);
+	CHECK(w->pages.size() == 2 * kPageSize);
+	CHECK(w->pages.data() == p.data() + kVersionedWriteSize);
+	CHECK(contains(decode_versioned_write(3, p).status().message(),
+	               "WRITE_VERSIONED payload of 8208 bytes (expected 12304)"));
+	CHECK(contains(decode_versioned_write(0, {}).status().message(), "count 0 out of range"));
+	CHECK(contains(decode_versioned_write(257, p).status().message(), "out of range"));
+	CHECK(decode_versioned_write(1, std::span(p).first(10)).status().code() == Code::kProtocol);
+	std::vector<uint8_t> bad = p;
+	encode_versioned_write(WireVersionedWrite{0, 0, 0}, bad.data());
+	CHECK(contains(decode_versioned_write(2, bad).status().message(), "version 0"));
+	encode_versioned_write(WireVersionedWrite{1, 6, 0}, bad.data());
+	CHECK(contains(decode_versioned_write(2, bad).status().message(), "flags 0x6"));
+	encode_versioned_write(WireVersionedWrite{1, 0, 0}, bad.data());
+	bad[12] = 1;
+	CHECK(contains(decode_versioned_write(2, bad).status().message(), "reserved"));
+
+	uint8_t a[kAppliedSize];
+	encode_applied(3, a);
+	CHECK(*decode_applied(3, a) == 3);
+	CHECK(contains(decode_applied(2, a).status().message(), "3 of 2 pages applied"));
+	CHECK(contains(decode_applied(3, {a, 3}).status().message(), "3 bytes (expected 4)"));
+
+	const uint64_t v[3] = {1, 0xfedcba9876543210, 0};
+	std::vector<uint8_t> vb(sizeof(v));
+	encode_versions(v, vb.data());
+	CHECK(vb[8] == 0x10);
+	uint64_t got[3] = {};
+	REQUIRE(decode_versions(3, vb, got).is_ok());
+	CHECK(got[1] == v[1]);
+	CHECK(contains(decode_versions(2, vb, got).message(), "24 bytes (expected 16)"));
+
+	std::vector<uint8_t> rv(sizeof(v) + 3 * kPageSize, 0x11);
+	encode_versions(v, rv.data());
+	auto pages = decode_read_versioned(3, rv, got);
+	REQUIRE(pages.is_ok());
+	CHECK(pages->size() == 3 * kPageSize);
+	CHECK((*pages)[0] == 0x11);
+	CHECK(got[1] == v[1]);
+	rv.pop_back();
+	CHECK(contains(decode_read_versioned(3, rv, got).status().message(),
+	               "READ_VERSIONED response payload of 12311 bytes (expected 12312)"));
 }

@@ -1,12 +1,12 @@
 // The memfed wire protocol: binary, little-endian, versioned.
 //
-// A connection between nodes (wire version 3), client = the connecting side:
+// A connection between nodes (wire version 4), client = the connecting side:
 //   1. Version gate, in plaintext: the client sends a HELLO request with
-//      min = max = 3; the module answers a HELLO response carrying kCapTls
+//      min = max = 4; the module answers a HELLO response carrying kCapTls
 //      ("TLS 1.3 follows") and nothing else of note. A client older than
-//      version 3 gets an error response saying version 2 is refused and the
-//      peer must be upgraded, then the connection closes: it never gets a
-//      byte of any region. A client with a node key refuses a module that
+//      version 4 gets an error response saying its version (2 or 3) is
+//      refused and the peer must be upgraded, then the connection closes:
+//      it never gets a byte of any region. A client with a node key refuses a module that
 //      does not offer kCapTls (no downgrade).
 //   2. The TLS 1.3 handshake (daemon/trust/tls_context.h): both sides show a
 //      self-signed Ed25519 certificate and accept only keys they trust.
@@ -51,9 +51,10 @@
 //    16  8   src_module   sender's module (or node) ID, low 48 bits
 //    24  8   dst_module   destination module ID, low 48 bits
 //    32  8   request_id   chosen by the requester, echoed in the response
-//    40  8   offset       READ/WRITE: FA offset (byte offset in the pool)
-//    48  4   count        READ/WRITE: number of pages
-//    52  4   region_id    READ/WRITE: region the pages belong to
+//    40  8   offset       READ/WRITE/*_VERSION*: FA offset (byte offset in the pool)
+//    48  4   count        READ/WRITE/*_VERSION*: number of pages (<= kMaxPagesPerRequest;
+//                         READ_VERSIONS: <= kMaxVersionsPerRequest)
+//    52  4   region_id    READ/WRITE/*_VERSION*: region the pages belong to
 //    56  4   payload_crc  crc32c of the payload (0 if payload_len == 0)
 //    60  4   header_crc   crc32c of bytes 0..59
 //
@@ -76,22 +77,48 @@
 //                 requester filters and stops when a page brings nothing new.)
 //   REGION_SET_LENGTH req: WireSetLength    resp: WireRegion
 //   STAT          req: none                 resp: WireStat
+//   WRITE_VERSIONED  (replicated regions; header as WRITE)
+//                 req:  WireVersionedWrite (16 bytes), then count * kPageSize
+//                       bytes; each page is applied iff `version` is newer
+//                       than the page's stored version (kVersionedRepair:
+//                       at least as new), atomically per page
+//                 resp: u32 applied (pages applied; the others were not
+//                       newer), sent once durable
+//   READ_VERSIONED   (header as READ)
+//                 req:  none
+//                 resp: count * u64 page versions (0: never written by a
+//                       versioned write), then count * kPageSize bytes, each
+//                       page with its version read under the page's lock;
+//                       payload_crc = crc32c of the versions combined with
+//                       the crcs stored with the pages (the media check of
+//                       READ holds); the module also checks its copy against
+//                       it and answers kCorrupt for a damaged page
+//   READ_VERSIONS    (header offset, count <= kMaxVersionsPerRequest, region_id)
+//                 req:  none               resp: count * u64 page versions
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 
-namespace memfed::wire {
+namespace memfed::wire
+{
 
 constexpr uint32_t kWireMagic = 0x3157464d; // "MFW1" little-endian
 // Version 2: WireRegion carries the file length; REGION_SET_LENGTH.
 // Version 3: the plaintext version gate, then TLS 1.3 (see the top).
-constexpr uint8_t kWireVersion = 3;
-constexpr uint8_t kWireMinVersion = 3;
+// Version 4: replicated regions: WireRegionSpec and WireRegion carry
+// replica_group and replicas; WRITE_VERSIONED, READ_VERSIONED, READ_VERSIONS.
+constexpr uint8_t kWireVersion = 4;
+constexpr uint8_t kWireMinVersion = 4;
 constexpr size_t kHeaderSize = 64;
 constexpr uint32_t kPageSize = 4096;
-constexpr uint32_t kMaxPagesPerRequest = 256; // 1 MiB per READ/WRITE
-constexpr uint32_t kMaxPayload = kMaxPagesPerRequest * kPageSize;
+constexpr uint32_t kMaxPagesPerRequest = 256;      // 1 MiB per READ/WRITE
+constexpr uint32_t kMaxVersionsPerRequest = 65536; // 512 KiB per READ_VERSIONS
+constexpr uint32_t kVersionedWriteSize = 16;       // sizeof(WireVersionedWrite)
+// The largest payload: a READ_VERSIONED response (1 MiB of pages and 2 KiB of
+// versions), with room for a WRITE_VERSIONED's 16-byte prefix.
+constexpr uint32_t kMaxPayload =
+        kMaxPagesPerRequest * (kPageSize + sizeof(uint64_t)) + kVersionedWriteSize;
 constexpr uint8_t kDefaultHopLimit = 16;
 constexpr size_t kMaxRegionName = 63;
 constexpr uint32_t kRegionListPage = 4096; // 448 KiB of WireRegion per response
@@ -106,8 +133,12 @@ enum class MsgType : uint8_t {
 	kRegionList = 7,
 	kStat = 8,
 	kRegionSetLength = 9,
+	kWriteVersioned = 10,
+	kReadVersioned = 11,
+	kReadVersions = 12,
+	// 13 and up: RDMA messages (another branch).
 };
-constexpr uint8_t kMsgTypeMax = 9;
+constexpr uint8_t kMsgTypeMax = 12;
 
 // Traffic classes, in priority order: a fault never waits behind bulk work.
 enum class TrafficClass : uint8_t {
@@ -122,9 +153,9 @@ constexpr uint16_t kFlagsKnown = kFlagResponse;
 
 // Capabilities announced at HELLO.
 constexpr uint32_t kCapModule = 1 << 0; // exports a pool
-constexpr uint32_t kCapRelay = 1 << 1;	// forwards for others
-constexpr uint32_t kCapRdma = 1 << 2;	// pool registered for one-sided RDMA
-constexpr uint32_t kCapTls = 1 << 3;	// (version gate only) TLS 1.3 follows
+constexpr uint32_t kCapRelay = 1 << 1;  // forwards for others
+constexpr uint32_t kCapRdma = 1 << 2;   // pool registered for one-sided RDMA
+constexpr uint32_t kCapTls = 1 << 3;    // (version gate only) TLS 1.3 follows
 
 struct Header {
 	uint32_t magic;
@@ -153,8 +184,14 @@ struct WireRegionSpec {
 	uint64_t size_bytes;
 	uint32_t owner_uid;
 	uint32_t mode; // permission bits, like a file's (0600)
+	// A replicated region's copy: the group its copies share and their
+	// number K (both 0: an ordinary region). K > 1 needs a module whose pool
+	// has a page-version area (layout 3).
+	uint64_t replica_group;
+	uint8_t replicas;
+	uint8_t reserved[7]; // zero
 };
-static_assert(sizeof(WireRegionSpec) == 80);
+static_assert(sizeof(WireRegionSpec) == 96);
 
 // A region as the module describes it (fixed size).
 struct WireRegion {
@@ -163,12 +200,15 @@ struct WireRegion {
 	uint32_t mode;
 	uint8_t name_len;
 	char name[kMaxRegionName];
-	uint64_t fa_offset;  // first byte of the region in the module's pool
-	uint64_t size_bytes; // multiple of kPageSize
-	uint64_t ctime_ns;   // creation time, CLOCK_REALTIME
-	uint64_t length;     // as a file: bytes before end of file, <= size_bytes
+	uint64_t fa_offset;     // first byte of the region in the module's pool
+	uint64_t size_bytes;    // multiple of kPageSize
+	uint64_t ctime_ns;      // creation time, CLOCK_REALTIME
+	uint64_t length;        // as a file: bytes before end of file, <= size_bytes
+	uint64_t replica_group; // 0: an ordinary region
+	uint8_t replicas;       // K copies of a replicated region, else 0
+	uint8_t reserved[7];    // zero
 };
-static_assert(sizeof(WireRegion) == 112);
+static_assert(sizeof(WireRegion) == 128);
 
 // REGION_LIST request payload: u8 after_len, after_len bytes of a region name
 // (0: from the first region), u32 limit.
@@ -190,6 +230,15 @@ struct WireSetLength {
 };
 static_assert(sizeof(WireSetLength) == 80);
 
+// WRITE_VERSIONED request payload prefix (fixed size), followed by the pages.
+constexpr uint32_t kVersionedRepair = 1 << 0; // apply at an equal version too
+struct WireVersionedWrite {
+	uint64_t version; // the writer's page version, nonzero
+	uint32_t flags;   // kVersionedRepair
+	uint32_t reserved;
+};
+static_assert(sizeof(WireVersionedWrite) == kVersionedWriteSize);
+
 struct WireStat {
 	uint64_t capacity_bytes; // data area of the pool
 	uint64_t used_bytes;
@@ -197,9 +246,9 @@ struct WireStat {
 	uint64_t largest_free_bytes;
 	uint32_t regions;
 	uint32_t page_size;
-	uint64_t reads;	       // pages read since start
-	uint64_t writes;       // pages written since start
-	uint64_t log_replays;  // redo-log records replayed at last open
+	uint64_t reads;       // pages read since start
+	uint64_t writes;      // pages written since start
+	uint64_t log_replays; // redo-log records replayed at last open
 	uint64_t uptime_ns;
 };
 static_assert(sizeof(WireStat) == 72);

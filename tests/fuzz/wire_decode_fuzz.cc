@@ -5,6 +5,7 @@
 // go through each payload decoder, so decoders are exercised without the
 // fuzzer having to forge a header crc. Whatever decodes must re-encode to
 // something that decodes to the same encoding.
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -85,6 +86,41 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (auto r = decode_name(p); r.is_ok()) {
 		check(memfed::valid_region_name(*r));
 		check(encode_name(*r) == std::vector<uint8_t>(p.begin(), p.end()));
+	}
+	// The versioned payloads (wire version 4), with the count the payload's
+	// length implies (and, for decode_applied, the first byte as the count).
+	if (p.size() >= kVersionedWriteSize) {
+		auto count = uint32_t((p.size() - kVersionedWriteSize) / kPageSize);
+		if (auto r = decode_versioned_write(count, p); r.is_ok()) {
+			check(r->prefix.version != 0);
+			check(r->pages.size() == size_t{count} * kPageSize);
+			uint8_t again[kVersionedWriteSize];
+			encode_versioned_write(r->prefix, again);
+			check(std::memcmp(again, p.data(), kVersionedWriteSize) == 0);
+		}
+	}
+	if (auto r = decode_applied(data[0], p); r.is_ok()) {
+		check(*r <= data[0]);
+		uint8_t again[kAppliedSize];
+		encode_applied(*r, again);
+		check(std::memcmp(again, p.data(), kAppliedSize) == 0);
+	}
+	{
+		auto count = uint32_t(std::min<size_t>(p.size() / 8, kMaxVersionsPerRequest));
+		std::vector<uint64_t> v(count);
+		if (decode_versions(count, p, v.data()).is_ok()) {
+			std::vector<uint8_t> again(p.size());
+			encode_versions(v, again.data());
+			check(again == std::vector<uint8_t>(p.begin(), p.end()));
+		}
+		count = uint32_t(std::min<size_t>(p.size() / (8 + kPageSize), kMaxPagesPerRequest));
+		v.resize(count);
+		if (auto r = decode_read_versioned(count, p, v.data()); r.is_ok()) {
+			check(r->size() == size_t{count} * kPageSize);
+			std::vector<uint8_t> again(count * 8);
+			encode_versions(v, again.data());
+			check(std::equal(again.begin(), again.end(), p.begin()));
+		}
 	}
 	if (auto r = decode_error_message(p); r.is_ok())
 		check(r->size() == p.size());

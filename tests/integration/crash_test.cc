@@ -6,7 +6,10 @@
 //     it died: acknowledged writes are durable, pages are never torn.
 // Each page written carries its own stamp (magic, page index, version, crc32c
 // of the rest) and a body derived from (page, version), so a mixed or stale
-// page cannot pass.
+// page cannot pass. The second writer uses versioned writes (WRITE_VERSIONED,
+// the version in the stamp): after every kill each of its pages' stored page
+// version must equal the version in its content (page and version are atomic
+// across a crash), and the first writer's pages must have none.
 //
 // usage: crash_test --memfedd PATH --memfedctl PATH [--rounds N] [--seed S]
 // Prints one "ok" line per round; exits 1 with a reason on the first failure.
@@ -46,6 +49,8 @@ constexpr uint32_t kPage = wire::kPageSize;
 constexpr uint32_t kRegionPages = 512; // 2 MiB, small enough to overwrite often
 constexpr uint32_t kWriters = 2;       // each owns a contiguous half of the region
 constexpr uint32_t kMaxPagesPerWrite = 16;
+// The last writer's half, written with WRITE_VERSIONED.
+constexpr uint32_t kVersionedFirst = (kWriters - 1) * kRegionPages / kWriters;
 constexpr uint64_t kStampMagic = 0x504d415453485243ULL; // "CRHSTAMP"
 const char *kRegion = "storm";
 const ModuleId kModule{0x020000000042};
@@ -167,11 +172,23 @@ std::string log_tail(const Env &env)
 Daemon start_daemon(const Env &env)
 {
 	std::filesystem::create_directories(env.state());
-	std::vector<std::string> args = {
-	        env.memfedd,   "--state-dir", env.state(), "--socket",    env.sock(),
-	        "--kmod",      "off",         "--roles",   "module",      "--listen",
-	        "127.0.0.1:0", "--pool-size", "16M",       "--module-id", kModule.to_string(),
-	        "--trust",     trust::encode_key(client_key().pub)};
+	std::vector<std::string> args = {env.memfedd,
+	                                 "--state-dir",
+	                                 env.state(),
+	                                 "--socket",
+	                                 env.sock(),
+	                                 "--kmod",
+	                                 "off",
+	                                 "--roles",
+	                                 "module",
+	                                 "--listen",
+	                                 "127.0.0.1:0",
+	                                 "--pool-size",
+	                                 "16M",
+	                                 "--module-id",
+	                                 kModule.to_string(),
+	                                 "--trust",
+	                                 trust::encode_key(client_key().pub)};
 	pid_t pid = fork();
 	if (pid < 0)
 		die("fork");
@@ -266,21 +283,36 @@ struct StormResult {
 std::atomic<bool> g_killing{false};
 
 // One writer: random runs of pages in [first, end) until a write fails.
+// `versioned`: WRITE_VERSIONED, one version per write, greater than every
+// version of the writer's pages so far (each must be applied whole).
 void writer(SyncClient *c, uint32_t region_id, uint64_t fa, uint32_t first, uint32_t end,
-            uint64_t seed, Model *m, std::atomic<uint64_t> *acks, StormResult *res)
+            bool versioned, uint64_t seed, Model *m, std::atomic<uint64_t> *acks, StormResult *res)
 {
 	std::mt19937_64 rng(seed);
 	std::vector<uint8_t> buf(kMaxPagesPerWrite * kPage);
+	uint64_t wv = *std::max_element(m->issued.begin() + first, m->issued.begin() + end);
 	for (;;) {
 		uint32_t start = first + static_cast<uint32_t>(rng() % (end - first));
 		uint32_t count = std::min<uint32_t>(1 + rng() % kMaxPagesPerWrite, end - start);
+		wv++;
 		for (uint32_t i = 0; i < count; i++) {
 			uint32_t p = start + i;
-			m->issued[p]++;
+			m->issued[p] = versioned ? wv : m->issued[p] + 1;
 			make_page(p, m->issued[p], buf.data() + i * kPage);
 		}
-		Status st =
-		        c->write_pages(region_id, fa + uint64_t{start} * kPage, count, buf.data());
+		Status st;
+		if (versioned) {
+			uint32_t applied = 0;
+			st = c->write_pages_versioned(region_id, fa + uint64_t{start} * kPage,
+			                              count, buf.data(), wv, false, &applied);
+			if (st && applied != count)
+				die("a WRITE_VERSIONED of " + std::to_string(count) +
+				    " pages at a new version " + std::to_string(wv) + " applied " +
+				    std::to_string(applied));
+		} else {
+			st = c->write_pages(region_id, fa + uint64_t{start} * kPage, count,
+			                    buf.data());
+		}
 		if (!st) {
 			res->error = st.to_string();
 			res->before_kill = !g_killing.load();
@@ -308,13 +340,23 @@ Verify verify(const Daemon &d, uint32_t region_id, uint64_t fa, Model *m)
 		die("stat: " + stat.status().to_string());
 	v.replays = stat->log_replays;
 	std::vector<uint8_t> buf(64 * kPage);
+	uint64_t stored[64];
 	for (uint32_t p0 = 0; p0 < kRegionPages; p0 += 64) {
-		Status st = c->read_pages(region_id, fa + uint64_t{p0} * kPage, 64, buf.data());
+		Status st = c->read_pages_versioned(region_id, fa + uint64_t{p0} * kPage, 64,
+		                                    buf.data(), stored);
 		if (!st)
 			die("read pages at " + std::to_string(p0) + ": " + st.to_string());
 		for (uint32_t i = 0; i < 64; i++) {
 			uint32_t p = p0 + i;
 			uint64_t got = page_version(p, buf.data() + i * kPage);
+			// The versioned writer's half: the stored page version is the
+			// content's; the other half was never written versioned.
+			uint64_t want = p >= kVersionedFirst ? got : 0;
+			if (stored[i] != want)
+				die("page " + std::to_string(p) + " holds content version " +
+				    std::to_string(got) + " but its stored page version is " +
+				    std::to_string(stored[i]) + " (expected " +
+				    std::to_string(want) + ")");
 			if (got != m->acked[p] && got != m->issued[p])
 				die("page " + std::to_string(p) + " holds version " +
 				    std::to_string(got) + "; acknowledged " +
@@ -389,7 +431,8 @@ int main(int argc, char **argv)
 			uint32_t first = w * kRegionPages / kWriters,
 			         end = (w + 1) * kRegionPages / kWriters;
 			threads.emplace_back(writer, clients[w].get(), region_id, fa, first, end,
-			                     rng(), &model, &acks, &res[w]);
+			                     first >= kVersionedFirst, rng(), &model, &acks,
+			                     &res[w]);
 		}
 		// Let the storm get going, then kill at a random instant.
 		for (int i = 0; acks.load() < 4; i++) {

@@ -4,8 +4,8 @@
   wire_raw.py hostile HOST PORT OUT
       Speaks memfed's wire protocol in plaintext, as an unauthenticated
       client would: a version-2 HELLO (before authentication existed), a
-      version-3 HELLO followed by READs without TLS, and READs with no HELLO
-      at all. Every byte the module sends back is appended to OUT; one line
+      version-3 HELLO (before replicated regions), a version-4 (current)
+      HELLO followed by READs without TLS, and READs with no HELLO at all. Every byte the module sends back is appended to OUT; one line
       per attempt on stdout says how the module answered.
 
   wire_raw.py relay LISTEN_PORT UP_HOST UP_PORT [--flip-at N] [--listen HOST]
@@ -108,8 +108,8 @@ def attempt(host, port, version, out, label):
             if status == 0 and len(r[1]) >= 4:
                 (n,) = struct.unpack_from("<I", r[1], 0)
                 for i in range(n):
-                    e = r[1][4 + 112 * i: 4 + 112 * (i + 1)]
-                    if len(e) < 112:
+                    e = r[1][4 + 128 * i: 4 + 128 * (i + 1)]  # WireRegion
+                    if len(e) < 128:
                         break
                     rid = struct.unpack_from("<I", e, 0)[0]
                     fa, size = struct.unpack_from("<QQ", e, 80)
@@ -139,7 +139,8 @@ def attempt(host, port, version, out, label):
 def hostile(host, port, out_path):
     with open(out_path, "ab") as out:
         attempt(host, port, 2, out, "v2 hello")
-        attempt(host, port, 3, out, "v3 hello, then plaintext")
+        attempt(host, port, 3, out, "v3 hello")
+        attempt(host, port, 4, out, "v4 hello, then plaintext")
         attempt(host, port, None, out, "no hello")
 
 
