@@ -356,8 +356,9 @@ for prog, limit in order:
     ratio = "%.2fx" % (m / s) if m is not None and s is not None else "-"
     print("%-7s %6s %9s %9s %9s %12s %10s %9s %9s" % (
         prog, limit, fmt(median(nat)), fmt(m), fmt(s), ratio, oom, checks(mf), checks(sw)))
-print("(ok: output equal to the native run's -- sort's md5, redis's DEBUG DIGEST --"
-      " or stress-ng's own verification passed; OOM: runs the kernel's OOM killer ended)")
+print("(ok: output equal to the native run's -- sort's md5, redis's key count and every"
+      " 100th value -- or stress-ng's own verification passed; OOM: runs the kernel's OOM"
+      " killer ended; a time is the median of the ok runs)")
 
 rows = defaultdict(list)
 for line in open(counters):
