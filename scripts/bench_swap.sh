@@ -69,10 +69,10 @@ setup_swap() {
 	if [ -w /sys/class/zram-control/hot_add ]; then
 		ZRAM_ID=$(cat /sys/class/zram-control/hot_add)
 		local z=/sys/block/zram$ZRAM_ID
-		grep -qw lz4 $z/comp_algorithm && echo lz4 >$z/comp_algorithm
-		echo 2G >$z/disksize
+		grep -qw lz4 "$z/comp_algorithm" && echo lz4 >"$z/comp_algorithm"
+		echo 2G >"$z/disksize"
 		SWAP_DEV=/dev/zram$ZRAM_ID
-		SWAP_KIND="zram ($(grep -o '\[[^]]*\]' $z/comp_algorithm | tr -d '[]'), 2 GiB, /dev/zram$ZRAM_ID)"
+		SWAP_KIND="zram ($(grep -o '\[[^]]*\]' "$z/comp_algorithm" | tr -d '[]'), 2 GiB, /dev/zram$ZRAM_ID)"
 	else
 		loud "swap: this kernel has no zram (no /sys/class/zram-control; modprobe zram is not possible here)." \
 			"The kernel-swap column uses a 2 GiB SWAP FILE ON DISK ($(stat -f -c %T "$WORK") at $WORK) instead: slower than zram."
@@ -171,6 +171,7 @@ for r in json.load(sys.stdin).get("pager", {}).get("regions", []):
 in_mode() {
 	local mode=$1 limit=$2
 	shift 2
+	# shellcheck disable=SC2016 # swap: $$ is the inner shell's, which then execs CMD
 	case $mode in
 	native) timeout "$RUN_TIMEOUT" "$@" ;;
 	memfed) timeout "$RUN_TIMEOUT" "$BIN/memfedctl" --socket "$POOL_DIR/sock" run \
