@@ -12,7 +12,10 @@ RESULTS=${MEMFED_BENCH_RESULTS:-$(dirname "$BUILD")/bench}
 mkdir -p "$RESULTS"
 RESULTS=$(cd "$RESULTS" && pwd)
 # BENCH=swap (make bench BENCH=swap): the swap section alone, other tables kept.
-[ "${BENCH:-}" != swap ] || exec bash "$(dirname "$0")/bench_swap.sh" "$BUILD" "$RESULTS"
+if [ "${BENCH:-}" = swap ]; then
+	bash "$(dirname "$0")/bench_swap.sh" "$BUILD" "$RESULTS"
+	exec python3 "$(dirname "$0")/bench_plot.py" "$RESULTS"
+fi
 rm -f "$RESULTS"/*.txt "$RESULTS"/*.png
 echo "bench: tables and plots go to $RESULTS"
 WORK=$(mktemp -d /tmp/memfed-bench.XXXXXX)
