@@ -8,6 +8,9 @@ endforeach()
 
 # The ring runs an unmodified program under the preload shim: the release
 # tree's binaries, as the client tests use (client.cmake).
-memfed_shell_test(mesh_ring mesh_ring_test.sh)
-set_tests_properties(mesh_ring PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 300
-  ENVIRONMENT "${MEMFED_PROGRAM_ENV}")
+# mesh_relay_kill is the ring with the relay killed instead of a link cut.
+foreach(t mesh_ring mesh_relay_kill)
+  memfed_shell_test(${t} ${t}_test.sh)
+  set_tests_properties(${t} PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 300
+    ENVIRONMENT "${MEMFED_PROGRAM_ENV}")
+endforeach()
