@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "daemon/common/log.h"
+#include "daemon/transport/dscp.h"
 #include "daemon/transport/endpoint.h"
 #include "daemon/trust/tls_session.h"
 #include "daemon/wire/codec.h"
@@ -643,6 +644,7 @@ private:
 			return;
 		}
 		info_.version = wire::kWireVersion;
+		mark_connection();
 		wire::HelloResponse resp;
 		resp.version = wire::kWireVersion;
 		resp.capabilities = wire::kCapTls;
@@ -651,6 +653,16 @@ private:
 		finish_reply(hdr_, start, reply);
 		flush(); // in plaintext: the session starts after this
 		gate_done_ = true;
+	}
+
+	// Our side of the connection carries the DSCP of the class its HELLO
+	// names (dscp.h), like the peer's side.
+	void mark_connection()
+	{
+		auto tc = static_cast<wire::TrafficClass>(hdr_.tclass);
+		if (Status st = mark_socket(fd_, tc); !st)
+			LOG_WARN(kComp, "%s: %s; its replies go unmarked", who().c_str(),
+			         st.message().c_str());
 	}
 
 	// A peer whose HELLO says it is this module, from another node's key:
@@ -697,6 +709,7 @@ private:
 		}
 		info_.version = static_cast<uint8_t>(hi);
 		info_.module = ModuleId{hdr_.src_module};
+		mark_connection();
 		if (std::string dup = duplicate_module(); !dup.empty()) {
 			reply.fail(Status(Code::kAlreadyExists, dup));
 			finish_reply(hdr_, start, reply);

@@ -9,8 +9,9 @@ endforeach()
 # The ring runs an unmodified program under the preload shim: the release
 # tree's binaries, as the client tests use (client.cmake).
 # mesh_relay_kill is the ring with the relay killed instead of a link cut;
-# mesh_partition runs python3 through a partition and its heal.
-foreach(t mesh_ring mesh_relay_kill mesh_partition)
+# mesh_partition runs python3 through a partition and its heal; mesh_dscp
+# counts the DSCP marks of control and fault traffic at a relay.
+foreach(t mesh_ring mesh_relay_kill mesh_partition mesh_dscp)
   memfed_shell_test(${t} ${t}_test.sh)
   set_tests_properties(${t} PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 300
     ENVIRONMENT "${MEMFED_PROGRAM_ENV}")
