@@ -214,8 +214,18 @@ Status NodeFederation::admit_identity(Peer &p, const PeerInfo &info)
 		          fix;
 	} else if (!key.empty()) {
 		auto [it, fresh] = identities_.try_emplace(
-		        info.module, Identity{key, info.key_name, p.endpoint});
-		const Identity &pinned = it->second;
+		        info.module, Identity{key, info.key_name, p.endpoint, info.key});
+		Identity &pinned = it->second;
+		if (!fresh && pinned.key != key && tls_ && !tls_->peers().contains(pinned.raw)) {
+			// The key met first is no longer trusted (`peer rm`): the
+			// node was given a new key, and the new one is the module.
+			LOG_INFO("federation",
+			         "module %s now answers with key %s at %s; the key met before (%s) "
+			         "is no longer trusted",
+			         id.c_str(), describe_key(key, info.key_name).c_str(),
+			         p.endpoint.c_str(), pinned.key.c_str());
+			pinned = Identity{key, info.key_name, p.endpoint, info.key};
+		}
 		if (!fresh && pinned.key != key)
 			refused = "module ID " + id + " is served by two pools: first by key " +
 			          describe_key(pinned.key, pinned.key_name) + " at " +

@@ -15,7 +15,8 @@
 // A module answering as this node's own module ID is refused the same way.
 // (The pool's ctime would tell pools apart too, but HELLO does not carry
 // it, and the key is authenticated while a ctime is only claimed.) The pins
-// live as long as the daemon.
+// live as long as the daemon; a pinned key that is no longer trusted (`peer
+// rm`, as when a node gets a new key) gives way to the key that answers now.
 //
 // Thread-safety: every public method is thread-safe; requests to one peer are
 // serialised by that peer's lock.
@@ -106,6 +107,7 @@ private:
 		std::string key; // base64, as trust::encode_key
 		std::string key_name;
 		std::string endpoint;
+		trust::PublicKey raw{};
 	};
 
 	ModuleStore *store_;

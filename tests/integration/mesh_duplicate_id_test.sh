@@ -16,6 +16,8 @@ source "$(dirname "$0")/mesh_lib.sh"
 
 M=02:00:00:00:00:01
 trust_all n1 n2 n3 s1 s2
+# s3 trusts through its config file (peer add/rm), the others trust it.
+"$MEMFEDCTL" key generate "$T/s3.key" >"$T/keys/s3.pub"
 mesh_node n1; mesh_node n2; mesh_node n3
 mesh_link n1 n2; mesh_link n2 n3
 
@@ -98,5 +100,23 @@ case "$why" in
 esac
 grep -q "two pools share one module ID" "$T/s1.log" || fail "s1 did not log the refusal"
 ok "a module refuses, at HELLO, a node whose pool has its module ID; both keys named"
+
+# A pager that met s1 finds s2's pool at s1's endpoint: the same ID, another
+# key; refused. Once the operator no longer trusts s1's key (peer rm: the
+# node was given a new key), the key answering now is the module.
+S1_EP=$(listen_of s1)
+start_daemon s3 --roles pager --peer "$S1_EP" --key-file "$T/s3.key"
+ctl s3 peer add "$(key_of s1)" >/dev/null
+ctl s3 peer add "$(key_of s2)" >/dev/null
+wait_for "s3 meets s1" 15 module_is s3 02:00:00:00:00:09 up
+stop_daemon s1
+stop_daemon s2
+start_daemon s2 --listen "$S1_EP" --pool-size 64M
+s3_conflict() { ctl s3 -j module ls | grep -q '"conflict"'; }
+wait_for "s3 refuses s2's pool at s1's endpoint" 15 s3_conflict
+ctl s3 peer rm "$(key_of s1)" >/dev/null
+wait_for "s3 takes s2's key for 02:00:00:00:00:09 once s1's is untrusted" 15 \
+	module_is s3 02:00:00:00:00:09 up
+ok "a second key at a module's endpoint is refused until the first key is no longer trusted"
 
 echo "$PASSED passed, 0 failed"
