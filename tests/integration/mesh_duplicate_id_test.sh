@@ -36,6 +36,17 @@ ok "n2 meets module $M served by n1's key, and writes to its pool"
 # The second pool with the same ID joins beside the pager, and the first
 # one's link to n2 goes: the route to the ID's address moves to n3.
 mesh_daemon n3 --roles module --module-id $M --pool-size 64M
+# n2, between the two, hears the address from two babel routers: a second
+# node claims the ID even before anyone greets it.
+two_originators() {
+	ctl n2 -j route ls | python3 -c '
+import json, sys
+r = [x for x in json.load(sys.stdin)["routes"] if x["dest"] == sys.argv[1]]
+assert r and len(r[0]["originators"]) == 2, r' $M
+}
+wait_for "n2's route ls shows two routers announcing $M" 15 two_originators
+wait_for "n2 logs the two routers" 5 grep -q "announced by 2 babel routers" "$T/n2.log"
+ok "n2 sees $M's address announced by two babel routers, and says so"
 in_ns n1 ip link set n1-n2 down
 in_ns n2 ip link set n2-n1 down
 route_via_n3() { in_ns n2 ip -6 route show fd6d:6564::ff:fe00:1/128 | grep -q "dev n2-n3"; }
