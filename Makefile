@@ -55,6 +55,7 @@ test-unit: asan
 	ctest --test-dir $(ASAN) --output-on-failure -L unit $(CTEST_ARGS)
 
 bench: deps release
+	bash scripts/deps.sh bench
 	bash scripts/bench.sh $(RELEASE)
 
 # Long fault runs, not part of `make test` (scripts/soak.sh says what runs).

@@ -124,12 +124,13 @@ nlohmann::json routes_json(mesh::MeshNode &m)
 	nlohmann::json list = nlohmann::json::array();
 	for (const auto &r : m.routes())
 		list.push_back({{"dest", r.module.to_string()},
-				{"address", mesh::format_ipv6(r.address)},
-				{"next_hop", mesh::format_ipv6(r.via)},
-				{"interface", r.ifname},
-				{"metric", r.metric},
-				{"hops", r.hops},
-				{"age_ms", (now - r.since_ns) / 1000000}});
+		                {"address", mesh::format_ipv6(r.address)},
+		                {"next_hop", mesh::format_ipv6(r.via)},
+		                {"interface", r.ifname},
+		                {"metric", r.metric},
+		                {"hops", r.hops},
+		                {"originators", r.originators},
+		                {"age_ms", (now - r.since_ns) / 1000000}});
 	return list;
 }
 

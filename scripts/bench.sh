@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # make bench: every benchmark, each with its baseline measured in the same run.
 # Not a test: numbers vary with the machine's load; ratios are what to read.
-# Usage: scripts/bench.sh [BUILD_DIR]
+# Usage: scripts/bench.sh [BUILD_DIR]; BENCH=swap runs scripts/bench_swap.sh alone.
 # Each section's table is kept as RESULTS/<section>.txt and drawn as
 # RESULTS/<section>.png (scripts/bench_plot.py); RESULTS is build/bench
 # beside BUILD_DIR unless MEMFED_BENCH_RESULTS names another directory.
@@ -11,6 +11,11 @@ BIN=$(cd "$BUILD/bin" && pwd)
 RESULTS=${MEMFED_BENCH_RESULTS:-$(dirname "$BUILD")/bench}
 mkdir -p "$RESULTS"
 RESULTS=$(cd "$RESULTS" && pwd)
+# BENCH=swap (make bench BENCH=swap): the swap section alone, other tables kept.
+if [ "${BENCH:-}" = swap ]; then
+	bash "$(dirname "$0")/bench_swap.sh" "$BUILD" "$RESULTS"
+	exec python3 "$(dirname "$0")/bench_plot.py" "$RESULTS"
+fi
 rm -f "$RESULTS"/*.txt "$RESULTS"/*.png
 echo "bench: tables and plots go to $RESULTS"
 WORK=$(mktemp -d /tmp/memfed-bench.XXXXXX)
@@ -78,6 +83,9 @@ if [ -x "$BIN/memfed-bench-pager" ]; then
 	"$BIN/memfed-bench-pager" --memfedd "$BIN/memfedd" --memfedctl "$BIN/memfedctl" --work "$WORK" \
 		--repeat 5 | tee "$RESULTS/pager.txt"
 fi
+
+say "swap: sort, stress-ng, redis at 1/3 and 1/6 of their footprint, memfed vs kernel swap on zram"
+bash "$(dirname "$0")/bench_swap.sh" "$BUILD" "$RESULTS"
 
 say "plots of the tables above"
 python3 "$(dirname "$0")/bench_plot.py" "$RESULTS"

@@ -168,6 +168,28 @@ plot $hist using 2:xtic(1) notitle lc rgb "#225588"
     return True
 
 
+def swap(text, png, title):
+    # "sort      115M     13.93     43.23     45.92        0.94x        0/2       2/2       2/2"
+    nan = float("nan")
+    num = lambda v: nan if v == "-" else float(v)
+    rows = [["%s %s" % (m.group(1), m.group(2)), num(m.group(3)), num(m.group(4)), num(m.group(5))]
+            for m in re.finditer(r"^(\w+) +(\d+M) +([\d.]+|-) +([\d.]+|-) +([\d.]+|-) +\S+ +\S+ +\S+ +\S+$",
+                                 text, re.M)]
+    if not rows:
+        return False
+    kind = re.search(r"^swap: kernel swap is (.*?);", text, re.M)
+    script = TERMINAL.format(h=600) + "set output '%s'\n" % png + BARS + block("t", rows) + """
+set title "%s\\nkernel swap: %s (no bar: every run OOM-killed or wrong)"
+set ylabel "seconds (median run)"
+set xlabel "program and memory limit (1/3 and 1/6 of its native footprint)"
+plot $t using 2:xtic(1) title "native, no limit" lc rgb "#bbbbbb", \\
+     '' using 3 title "memfedctl run --heap-budget LIMIT" lc rgb "#225588", \\
+     '' using 4 title "memory cgroup at LIMIT, kernel swap" lc rgb "#aa6611"
+""" % (title, kind.group(1) if kind else "?")
+    gnuplot(script, png)
+    return True
+
+
 SECTIONS = [
     ("wire", wire, "Wire: 4 KiB READ, module and client on one vCPU (memfed vs raw io_uring)"),
     ("wire-2cpu", wire, "Wire: 4 KiB READ, module on vCPU 1, client on vCPU 0 (as on two nodes)"),
@@ -179,6 +201,7 @@ SECTIONS = [
      "Wire: 4 KiB READ over TLS 1.3 vs plaintext, module on vCPU 1, client on vCPU 0"),
     ("store", store, "Store: the module's pool vs pwrite+fdatasync and memcpy"),
     ("pager", pager, "Pager: demand faults and scans through memfedd vs raw userfaultfd limits"),
+    ("swap", swap, "Real programs under a memory limit: memfed vs the kernel's swap"),
 ]
 
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs every Debian package memfed needs to build, test, benchmark and run
-# its QEMU tier. Non-interactive and idempotent: packages already present are
+# its QEMU tier (with the argument "bench": what only `make bench` adds). Non-interactive and idempotent: packages already present are
 # skipped, so a warm machine pays one dpkg query.
 set -euo pipefail
 
@@ -26,6 +26,13 @@ packages=(
 	qemu-system-x86 busybox-static cpio rdma-core ibverbs-providers
 	ibverbs-utils
 )
+
+# `scripts/deps.sh bench` (make bench): the programs only the benchmarks run,
+# kept out of `make test`'s install. Debian's redis-server also enables its
+# own service on 127.0.0.1:6379; the benchmark starts a server of its own.
+if [ "${1:-}" = bench ]; then
+	packages=(redis-server redis-tools)
+fi
 
 missing=()
 for p in "${packages[@]}"; do

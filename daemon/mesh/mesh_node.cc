@@ -193,6 +193,30 @@ void MeshNode::event(const BabelEvent &ev)
 	std::vector<RouteChange> changes;
 	table_.apply(ev, now_ns(), &changes);
 	report(changes, why_of(ev));
+	if (ev.object != BabelEvent::Object::kRoute)
+		return;
+	// Two routers originating one module's address: two nodes claim its
+	// ID. Said once while it lasts; whoever meets both refuses the second
+	// at HELLO (NodeFederation), and route ls shows the originators.
+	for (const auto &r : table_.modules()) {
+		if (r.originators.size() < 2) {
+			twins_.erase(r.module);
+			continue;
+		}
+		if (!twins_.insert(r.module).second)
+			continue;
+		std::string ids;
+		for (const auto &o : r.originators)
+			ids += (ids.empty() ? "" : ", ") + o;
+		LOG_ERROR(
+		        "mesh",
+		        "module ID %s: its address %s is announced by %zu babel routers (%s): two "
+		        "nodes claim this module ID. The one met second is refused at HELLO "
+		        "(memfedctl module ls shows DUP); give one of them a new pool with its own "
+		        "ID (memfedd --pool NEW_FILE --module-id ID)",
+		        r.module.to_string().c_str(), format_ipv6(r.address).c_str(),
+		        r.originators.size(), ids.c_str());
+	}
 }
 
 void MeshNode::lost(const std::string &why)

@@ -29,6 +29,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -101,6 +102,7 @@ private:
 		std::chrono::steady_clock::time_point deadline;
 	};
 	std::map<ModuleId, PendingLeave> leaving_; // guarded by mu_
+	std::set<ModuleId> twins_; // guarded by mu_: announced by 2+ routers, logged
 	std::deque<MeshEvent> events_;		   // guarded by mu_
 	uint64_t next_seq_ = 1;			   // guarded by mu_
 	bool stopping_ = false;                    // guarded by mu_

@@ -194,6 +194,32 @@ TEST_CASE("the route table follows installed module routes: join, move, leave")
 	CHECK(t.modules().empty());
 }
 
+TEST_CASE("a module address with routes from two routers has two originators")
+{
+	RouteTable t(default_mesh_prefix());
+	std::vector<RouteChange> ch;
+	std::string dst = "fd6d:6564::ff:fe00:1/128";
+	// Two routes through two neighbours from one router: one originator.
+	t.apply(line("add route a prefix " + dst +
+	             " installed yes id 02:aa metric 192 via fe80::1 if v1"),
+	        10, &ch);
+	t.apply(line("add route b prefix " + dst +
+	             " installed no id 02:aa metric 288 via fe80::2 if v2"),
+	        10, &ch);
+	REQUIRE(t.modules().size() == 1);
+	CHECK(t.modules()[0].originators == std::vector<std::string>{"02:aa"});
+	// A second router announces the same address: two nodes claim the ID.
+	t.apply(line("add route c prefix " + dst +
+	             " installed no id 02:bb metric 96 via fe80::3 if v3"),
+	        20, &ch);
+	CHECK(t.modules()[0].originators == std::vector<std::string>{"02:aa", "02:bb"});
+	// Its route retracted (infinite metric): one again.
+	t.apply(line("change route c prefix " + dst +
+	             " installed no id 02:bb metric 65535 via fe80::3 if v3"),
+	        30, &ch);
+	CHECK(t.originators(mid("02:00:00:00:00:01")) == std::vector<std::string>{"02:aa"});
+}
+
 TEST_CASE("routes to addresses that are not modules stay out of the module view")
 {
 	RouteTable t(default_mesh_prefix());

@@ -1,5 +1,6 @@
 #include "daemon/mesh/route_table.h"
 
+#include <algorithm>
 #include <cstring>
 
 namespace memfed::mesh
@@ -86,8 +87,21 @@ std::vector<ModuleRoute> RouteTable::modules() const
 {
 	std::vector<ModuleRoute> out;
 	out.reserve(installed_.size());
-	for (const auto &[id, r] : installed_)
+	for (const auto &[id, r] : installed_) {
 		out.push_back(r);
+		out.back().originators = originators(id);
+	}
+	return out;
+}
+
+std::vector<std::string> RouteTable::originators(ModuleId id) const
+{
+	std::vector<std::string> out;
+	for (const auto &[handle, r] : routes_)
+		if (r.module == id && r.ev.metric < kBabelInfinity)
+			out.push_back(r.ev.router_id);
+	std::sort(out.begin(), out.end());
+	out.erase(std::unique(out.begin(), out.end()), out.end());
 	return out;
 }
 

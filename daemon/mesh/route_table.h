@@ -39,6 +39,9 @@ struct ModuleRoute {
 	uint32_t metric = kBabelInfinity;
 	uint32_t hops = 0;     // measured; 0 = not measured yet
 	uint64_t since_ns = 0; // when this next hop/metric was installed (CLOCK_MONOTONIC)
+	// The babel router IDs with a live route to the address, sorted (modules()
+	// fills it). Two or more: two nodes announce the module's ID.
+	std::vector<std::string> originators;
 };
 
 struct RouteChange {
@@ -60,6 +63,8 @@ public:
 	// The installed route to each reachable module, ordered by module ID.
 	std::vector<ModuleRoute> modules() const;
 	const ModuleRoute *find(ModuleId id) const;
+	// The distinct router IDs of the routes to `id` with a finite metric.
+	std::vector<std::string> originators(ModuleId id) const;
 	void set_hops(ModuleId id, uint32_t hops);
 	const MeshPrefix &prefix() const { return prefix_; }
 

@@ -74,6 +74,11 @@ json module_json(const ModuleEntry &m)
 		j["key"] = m.key; // the module's node, as TLS authenticated it
 	if (!m.key_name.empty())
 		j["key_name"] = m.key_name;
+	if (!m.conflict_key.empty() || !m.conflict_endpoint.empty())
+		// Two pools answer for this module ID: the one met first (`key`)
+		// and the one refused at HELLO.
+		j["conflict"] = {{"keys", {m.key, m.conflict_key}},
+		                 {"endpoints", {m.pinned_endpoint, m.conflict_endpoint}}};
 	return j;
 }
 

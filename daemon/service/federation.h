@@ -55,6 +55,11 @@ struct ModuleEntry {
 	uint64_t down_since_unix_ms = 0; // when its route went, if it did
 	std::string key;		 // its node's authenticated public key, "" if unknown
 	std::string key_name;		 // that key's name among the trusted peers
+	// Two pools answer for this module ID (NodeFederation's identity
+	// check): the refused one's key and endpoint; `key` is the one pinned.
+	std::string conflict_key;
+	std::string conflict_endpoint;
+	std::string pinned_endpoint;
 };
 
 class Federation {

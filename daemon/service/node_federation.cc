@@ -26,6 +26,11 @@ struct NodeFederation::Peer {
 	uint32_t hops = 0;
 	std::string down_reason;
 	uint64_t down_since_unix_ms = 0;
+	// Guarded by peers_mu_: set while its last HELLO was refused
+	// (admit_identity), with the refused key and where it answered.
+	std::string conflict;
+	std::string conflict_key;
+	std::string conflict_endpoint;
 };
 
 namespace {
@@ -114,9 +119,22 @@ auto NodeFederation::with_peer(Peer &p, Fn fn) -> decltype(fn(*(SyncClient *)nul
 			if (!c)
 				return c.status();
 			Status st = (*c)->hello();
+			if (st.code() == Code::kAlreadyExists) {
+				// The module refused us as a second pool of its ID
+				// (ours): shown as a conflict, its message says why.
+				std::lock_guard<std::mutex> lk(peers_mu_);
+				p.conflict = st.message();
+				p.conflict_endpoint = p.endpoint;
+				if ((*c)->peer().authenticated)
+					p.conflict_key = trust::encode_key((*c)->peer().key);
+				if (store_ && !p.mesh)
+					p.module = store_->module_id();
+			}
 			if (!st)
 				return st;
 			const PeerInfo &info = (*c)->peer();
+			if (Status id = admit_identity(p, info); !id)
+				return id;
 			p.module = info.module;
 			p.capacity = info.capacity_bytes;
 			p.key = info.authenticated ? trust::encode_key(info.key) : std::string();
@@ -154,10 +172,87 @@ NodeFederation::Peer *NodeFederation::find_peer(ModuleId module)
 			// Not yet met: say hello to learn its module ID.
 			(void)with_peer(*p, [](SyncClient &) -> Result<int> { return 0; });
 		}
-		if (p->module == module)
-			return p;
+		if (p->module == module) {
+			// A static peer refused as a second pool of this ID is not
+			// it; a mesh peer is, and its requests say why they fail.
+			std::lock_guard<std::mutex> lk(peers_mu_);
+			if (p->mesh || p->conflict.empty())
+				return p;
+		}
 	}
 	return nullptr;
+}
+
+namespace
+{
+std::string describe_key(const std::string &key, const std::string &name)
+{
+	return name.empty() ? key : name + " (" + key + ")";
+}
+} // namespace
+
+Status NodeFederation::admit_identity(Peer &p, const PeerInfo &info)
+{
+	const std::string id = info.module.to_string();
+	const std::string key = info.authenticated ? trust::encode_key(info.key) : std::string();
+	const std::string fix =
+	        "give one of the two pools its own module ID: the ID lives in the pool, so "
+	        "start that node on a new pool with another ID (memfedd --pool NEW_FILE "
+	        "--module-id ID) and copy its regions over";
+	std::string refused;
+	std::lock_guard<std::mutex> lk(peers_mu_);
+	if (p.mesh && !(info.module == p.module)) {
+		refused = "the module at " + p.endpoint + " (the address of module " +
+		          p.module.to_string() + ") answered HELLO as module " + id +
+		          "; refused: a module listens on the address of its own ID";
+	} else if (store_ && info.module == store_->module_id() && !key.empty()) {
+		std::string own = tls_ ? trust::encode_key(tls_->own_key()) : std::string();
+		refused = "module ID " + id + " is this node's own module's (key " + own +
+		          "), but the module at " + p.endpoint + " (key " +
+		          describe_key(key, info.key_name) +
+		          ") answers as it too: two pools share one module ID; refused at HELLO, "
+		          "never merged. To fix it, " +
+		          fix;
+	} else if (!key.empty()) {
+		auto [it, fresh] = identities_.try_emplace(
+		        info.module, Identity{key, info.key_name, p.endpoint, info.key});
+		Identity &pinned = it->second;
+		if (!fresh && pinned.key != key && tls_ && !tls_->peers().contains(pinned.raw)) {
+			// The key met first is no longer trusted (`peer rm`): the
+			// node was given a new key, and the new one is the module.
+			LOG_INFO("federation",
+			         "module %s now answers with key %s at %s; the key met before (%s) "
+			         "is no longer trusted",
+			         id.c_str(), describe_key(key, info.key_name).c_str(),
+			         p.endpoint.c_str(), pinned.key.c_str());
+			pinned = Identity{key, info.key_name, p.endpoint, info.key};
+		}
+		if (!fresh && pinned.key != key)
+			refused = "module ID " + id + " is served by two pools: first by key " +
+			          describe_key(pinned.key, pinned.key_name) + " at " +
+			          pinned.endpoint + ", now by key " +
+			          describe_key(key, info.key_name) + " at " + p.endpoint +
+			          "; the second is refused at HELLO, never merged. To fix it, " +
+			          fix;
+	}
+	if (refused.empty()) {
+		p.conflict.clear();
+		p.conflict_key.clear();
+		p.conflict_endpoint.clear();
+		return Status::ok();
+	}
+	// Logged once per module ID and refused key, however often it answers.
+	auto &logged = conflicts_logged_[info.module];
+	if (logged != key) {
+		logged = key;
+		LOG_ERROR("federation", "%s", refused.c_str());
+	}
+	p.conflict = refused;
+	p.conflict_key = key;
+	p.conflict_endpoint = p.endpoint;
+	if (!p.mesh)
+		p.module = info.module; // known, and skipped by find_peer while refused
+	return Status(Code::kAlreadyExists, refused);
 }
 
 RegionLocation NodeFederation::location(ModuleId module, const wire::WireRegion &r)
@@ -406,6 +501,28 @@ std::vector<ModuleEntry> NodeFederation::modules()
 			e.key = p->key;
 			e.key_name = p->key_name;
 		}
+		{
+			std::lock_guard<std::mutex> lk(peers_mu_);
+			if (!p->conflict.empty()) {
+				// Shown as a conflict: the key met first and the refused one.
+				e.module = p->module;
+				e.conflict_key = p->conflict_key;
+				e.conflict_endpoint = p->conflict_endpoint;
+				if (auto it = identities_.find(p->module);
+				    it != identities_.end()) {
+					e.key = it->second.key;
+					e.key_name = it->second.key_name;
+					e.pinned_endpoint = it->second.endpoint;
+				} else if (store_ && p->module == store_->module_id() && tls_) {
+					e.key = trust::encode_key(tls_->own_key()); // ours
+					e.key_name.clear();
+					e.pinned_endpoint = "(local)";
+				}
+				e.error = p->conflict;
+				out.push_back(e);
+				continue;
+			}
+		}
 		if (st) {
 			e.reachable = true;
 			e.capacity_bytes = st->capacity_bytes;
@@ -445,6 +562,10 @@ Result<std::unique_ptr<Channel>> NodeFederation::open_channel(EventLoop *loop, M
 	auto ch = TcpChannel::connect(loop, p->endpoint, self_, opts);
 	if (!ch)
 		return ch.status();
+	// The pager's own connection meets whoever answers at the endpoint now
+	// (the route may have moved): the same check as the control path's.
+	if (Status id = admit_identity(*p, (*ch)->peer()); !id)
+		return id;
 	return std::unique_ptr<Channel>(std::move(*ch));
 }
 

@@ -6,6 +6,18 @@
 // SyncClient per peer, reconnected on demand; the data path (the pager) gets
 // its own io_uring Channels from open_channel().
 //
+// Who a module is (decided): a module ID and the node key that TLS
+// authenticated for it. The first HELLO from a module ID pins the key that
+// answered; a later HELLO for the same ID from another key (a second pool
+// announcing the ID, or the mesh route to the ID moving to another node) is
+// refused, logged once, and shown by `memfedctl module ls` as a conflict
+// naming both keys and endpoints: the two are never merged into one module.
+// A module answering as this node's own module ID is refused the same way.
+// (The pool's ctime would tell pools apart too, but HELLO does not carry
+// it, and the key is authenticated while a ctime is only claimed.) The pins
+// live as long as the daemon; a pinned key that is no longer trusted (`peer
+// rm`, as when a node gets a new key) gives way to the key that answers now.
+//
 // Thread-safety: every public method is thread-safe; requests to one peer are
 // serialised by that peer's lock.
 #pragma once
@@ -124,6 +136,17 @@ private:
 	Status on_copy(const ReplicaLocation &copy,
 		       const std::function<Status(ModuleStore &)> &local,
 		       const std::function<Status(SyncClient &)> &remote);
+	// Checks who answered a HELLO of `p` (see the top): pins a first key
+	// for its module ID, refuses (kAlreadyExists) another key for it, an
+	// answer as another module than the mesh route's, or as our own module.
+	Status admit_identity(Peer &p, const PeerInfo &info);
+
+	struct Identity {
+		std::string key; // base64, as trust::encode_key
+		std::string key_name;
+		std::string endpoint;
+		trust::PublicKey raw{};
+	};
 
 	ModuleStore *store_;
 	ModuleService *service_;
@@ -144,6 +167,9 @@ private:
 	// Started with the first replicated region met; declared last, so it
 	// stops before anything it uses goes.
 	std::unique_ptr<ReplicaKeeper> keeper_; // guarded by sets_mu_
+	std::map<ModuleId, Identity> identities_;  // guarded by peers_mu_: the pinned keys
+	std::map<ModuleId, std::string>
+	        conflicts_logged_; // guarded by peers_mu_: refused key, logged
 };
 
 } // namespace memfed

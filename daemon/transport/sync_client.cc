@@ -9,6 +9,8 @@
 #include <cerrno>
 #include <cstring>
 
+#include "daemon/common/log.h"
+#include "daemon/transport/dscp.h"
 #include "daemon/transport/endpoint.h"
 #include "daemon/wire/codec.h"
 
@@ -31,7 +33,8 @@ void set_timeouts(int fd, int timeout_ms)
 
 Result<std::unique_ptr<SyncClient>> SyncClient::connect(const std::string &host_port, ModuleId self,
                                                         int timeout_ms,
-                                                        std::shared_ptr<trust::TlsContext> tls)
+                                                        std::shared_ptr<trust::TlsContext> tls,
+                                                        wire::TrafficClass conn_class)
 {
 	auto ep = Endpoint::parse(host_port);
 	if (!ep)
@@ -40,8 +43,12 @@ Result<std::unique_ptr<SyncClient>> SyncClient::connect(const std::string &host_
 	if (!fd)
 		return fd.status();
 	set_timeouts(*fd, timeout_ms);
+	if (Status st = mark_socket(*fd, conn_class); !st)
+		LOG_WARN("sync_client", "%s; the connection to %s goes unmarked",
+		         st.message().c_str(), ep->to_string().c_str());
 	std::unique_ptr<SyncClient> c(new SyncClient(*fd, self, ep->to_string()));
 	c->tls_ctx_ = std::move(tls);
+	c->conn_class_ = conn_class;
 	return c;
 }
 
@@ -260,7 +267,7 @@ Status SyncClient::hello(uint32_t capabilities)
 		wire::Header g{};
 		g.version = wire::kWireMinVersion;
 		g.type = static_cast<uint8_t>(wire::MsgType::kHello);
-		g.tclass = static_cast<uint8_t>(wire::TrafficClass::kControl);
+		g.tclass = static_cast<uint8_t>(conn_class_); // the module marks its side so
 		uint8_t gp[wire::kHelloRequestSize];
 		wire::encode_hello_request(wire::HelloRequest{}, gp);
 		auto gate = exchange(g, gp, nullptr);
@@ -291,7 +298,7 @@ Status SyncClient::hello(uint32_t capabilities)
 	wire::Header h{};
 	h.version = wire::kWireMinVersion;
 	h.type = static_cast<uint8_t>(wire::MsgType::kHello);
-	h.tclass = static_cast<uint8_t>(wire::TrafficClass::kControl);
+	h.tclass = static_cast<uint8_t>(conn_class_);
 	wire::HelloRequest req;
 	req.capabilities = capabilities;
 	uint8_t p[wire::kHelloRequestSize];

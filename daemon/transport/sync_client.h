@@ -38,10 +38,13 @@ public:
 	// Opens a TCP connection (no HELLO yet: call hello()). kUnavailable if
 	// nothing answers within `timeout_ms`; the same timeout bounds every
 	// later send and receive, the TLS handshake included. `tls`: this
-	// node's TLS (null: plaintext).
+	// node's TLS (null: plaintext). `conn_class`: the traffic class the
+	// connection serves: its packets carry that class's DSCP (dscp.h), and
+	// its HELLO names it so the module marks its replies the same.
 	static Result<std::unique_ptr<SyncClient>>
 	connect(const std::string &host_port, ModuleId self, int timeout_ms = 5000,
-	        std::shared_ptr<trust::TlsContext> tls = nullptr);
+	        std::shared_ptr<trust::TlsContext> tls = nullptr,
+	        wire::TrafficClass conn_class = wire::TrafficClass::kControl);
 	~SyncClient();
 	SyncClient(const SyncClient &) = delete;
 	SyncClient &operator=(const SyncClient &) = delete;
@@ -123,6 +126,7 @@ private:
 
 	int fd_;
 	ModuleId self_;
+	wire::TrafficClass conn_class_ = wire::TrafficClass::kControl; // named in HELLO
 	PeerInfo peer_;
 	uint8_t version_ = wire::kWireVersion;
 	uint64_t next_request_id_ = 1;

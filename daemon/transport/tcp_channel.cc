@@ -62,7 +62,8 @@ private:
 Result<std::unique_ptr<TcpChannel>>
 TcpChannel::connect(EventLoop *loop, const std::string &host_port, ModuleId self, Options opts)
 {
-	auto sc = SyncClient::connect(host_port, self, opts.connect_timeout_ms, opts.tls);
+	auto sc = SyncClient::connect(host_port, self, opts.connect_timeout_ms, opts.tls,
+	                              opts.conn_class);
 	if (!sc)
 		return sc.status();
 	MF_RETURN_IF_ERROR((*sc)->hello(opts.capabilities));

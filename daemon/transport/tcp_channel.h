@@ -80,6 +80,9 @@ public:
 		int connect_timeout_ms = 5000;
 		// This node's TLS; null: plaintext (tests, benchmark baseline).
 		std::shared_ptr<trust::TlsContext> tls;
+		// The DSCP the connection's packets carry, both ways (dscp.h).
+		// One connection serves every class today: marked for faults.
+		wire::TrafficClass conn_class = wire::TrafficClass::kFault;
 	};
 	static constexpr size_t kMaxBatchBytes = 256 * 1024;
 

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "daemon/common/log.h"
+#include "daemon/transport/dscp.h"
 #include "daemon/transport/endpoint.h"
 #include "daemon/trust/tls_session.h"
 #include "daemon/wire/codec.h"
@@ -643,6 +644,7 @@ private:
 			return;
 		}
 		info_.version = wire::kWireVersion;
+		mark_connection();
 		wire::HelloResponse resp;
 		resp.version = wire::kWireVersion;
 		resp.capabilities = wire::kCapTls;
@@ -651,6 +653,38 @@ private:
 		finish_reply(hdr_, start, reply);
 		flush(); // in plaintext: the session starts after this
 		gate_done_ = true;
+	}
+
+	// Our side of the connection carries the DSCP of the class its HELLO
+	// names (dscp.h), like the peer's side.
+	void mark_connection()
+	{
+		auto tc = static_cast<wire::TrafficClass>(hdr_.tclass);
+		if (Status st = mark_socket(fd_, tc); !st)
+			LOG_WARN(kComp, "%s: %s; its replies go unmarked", who().c_str(),
+			         st.message().c_str());
+	}
+
+	// A peer whose HELLO says it is this module, from another node's key:
+	// a second pool with this module ID. Refused, never served; logged once
+	// per key. "" when the peer is not that.
+	std::string duplicate_module()
+	{
+		const auto &tls = srv_->identity_.tls;
+		if (!tls || !info_.authenticated || !(info_.module == srv_->identity_.module) ||
+		    info_.peer_key == tls->own_key())
+			return "";
+		std::string msg =
+		        "module ID " + info_.module.to_string() + " is this module's (key " +
+		        trust::encode_key(tls->own_key()) + "), but the node at " + info_.peer +
+		        " (key " + trust::TrustedPeers::describe(info_.peer_key, info_.peer_name) +
+		        ") says it is that module too: two pools share one module ID; refused at "
+		        "HELLO, never merged. Give one of them its own ID: start that node on a "
+		        "new "
+		        "pool (memfedd --pool NEW_FILE --module-id ID)";
+		if (srv_->duplicates_logged_.insert(trust::encode_key(info_.peer_key)).second)
+			LOG_ERROR(kComp, "%s", msg.c_str());
+		return msg;
 	}
 
 	void do_hello(std::span<const uint8_t> payload)
@@ -675,6 +709,13 @@ private:
 		}
 		info_.version = static_cast<uint8_t>(hi);
 		info_.module = ModuleId{hdr_.src_module};
+		mark_connection();
+		if (std::string dup = duplicate_module(); !dup.empty()) {
+			reply.fail(Status(Code::kAlreadyExists, dup));
+			finish_reply(hdr_, start, reply);
+			draining_ = true; // send the error, then close
+			return;
+		}
 		info_.capabilities = req->capabilities;
 		wire::HelloResponse resp;
 		resp.version = hi;

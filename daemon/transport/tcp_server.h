@@ -47,6 +47,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <set>
 #include <span>
 #include <string>
 #include <unordered_map>
@@ -229,6 +230,7 @@ private:
 
 	EventLoop *loop_;
 	ServerIdentity identity_;
+	std::set<std::string> duplicates_logged_; // keys refused as a second pool of our ID
 	RequestHandler *handler_;
 	std::string host_;
 	uint16_t port_ = 0;

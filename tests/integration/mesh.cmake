@@ -1,13 +1,18 @@
 # The mesh tests: nodes in network namespaces joined by veth links, each with
 # its own memfedd and babeld. They need root; without it they skip (77),
 # saying so.
-foreach(t mesh_line)
+foreach(t mesh_line mesh_duplicate_id)
   memfed_shell_test(${t} ${t}_test.sh)
   set_tests_properties(${t} PROPERTIES SKIP_RETURN_CODE 77)
 endforeach()
 
 # The ring runs an unmodified program under the preload shim: the release
 # tree's binaries, as the client tests use (client.cmake).
-memfed_shell_test(mesh_ring mesh_ring_test.sh)
-set_tests_properties(mesh_ring PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 300
-  ENVIRONMENT "${MEMFED_PROGRAM_ENV}")
+# mesh_relay_kill is the ring with the relay killed instead of a link cut;
+# mesh_partition runs python3 through a partition and its heal; mesh_dscp
+# counts the DSCP marks of control and fault traffic at a relay.
+foreach(t mesh_ring mesh_relay_kill mesh_partition mesh_dscp)
+  memfed_shell_test(${t} ${t}_test.sh)
+  set_tests_properties(${t} PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 300
+    ENVIRONMENT "${MEMFED_PROGRAM_ENV}")
+endforeach()

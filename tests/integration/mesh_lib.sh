@@ -7,6 +7,15 @@
 #   mesh_daemon n1 ARGS...       memfedd in n1's namespace, in the mesh on
 #                                every link n1 has, state and socket in $T/n1
 #   wait_for DESC SECONDS CMD... polls CMD until it succeeds or time is up
+#   route_if NODE MODULE         the interface of NODE's route to MODULE as
+#                                `memfedctl route ls` shows it ("none")
+#   kernel_if NODE ADDR          the interface of NODE's kernel route to ADDR
+#   mesh_reader NODE REGION      an unmodified program (sha256sum) reading
+#                                REGION's file on NODE, again and again, one
+#                                hash a line in $T/hashes, until $T/stop
+#   hashes_all WANT              every hash in $T/hashes is WANT
+#   mesh_kill_node NODE          the node dies: its processes killed, its
+#                                namespace (and so its links) gone
 
 [ "$(id -u)" -eq 0 ] || { echo "SKIP: the mesh tests need root (network namespaces)"; exit 77; }
 command -v babeld >/dev/null || [ -x /usr/sbin/babeld ] ||
@@ -90,3 +99,41 @@ mods = [m for m in json.load(sys.stdin) if m["module"] == sys.argv[1]]
 print("absent" if not mods else ("up" if mods[0]["reachable"] else "down"))' "$2"
 }
 module_is() { [ "$(module_state "$1" "$2")" = "$3" ]; }
+
+route_if() {
+	ctl "$1" -j route ls | python3 -c '
+import json, sys
+r = [x for x in json.load(sys.stdin)["routes"] if x["dest"] == sys.argv[1]]
+print(r[0]["interface"] if r else "none")' "$2"
+}
+
+kernel_if() { in_ns "$1" ip -6 route show "$2/128" | sed -n 's/.* dev \([^ ]*\).*/\1/p'; }
+
+mesh_reader() {
+	local node=$1 region=$2 out
+	while [ ! -e "$T/stop" ]; do
+		if out=$("$MEMFEDCTL" --socket "$T/$node/sock" run --map "$region=$T/$region.file" -- \
+			sha256sum "$T/$region.file" 2>"$T/reader.err"); then
+			echo "${out%% *}" >>"$T/hashes"
+		else
+			echo "failed: $(tail -n 2 "$T/reader.err")" >>"$T/hashes"
+			touch "$T/stop"
+		fi
+	done
+}
+# passes_since N BEFORE: N more passes than BEFORE are in $T/hashes.
+passes() { if [ -e "$T/hashes" ]; then wc -l <"$T/hashes"; else echo 0; fi; }
+passes_since() { [ "$(passes)" -ge $(($2 + $1)) ]; }
+
+hashes_all() {
+	local bad total
+	bad=$(grep -vc "^$1$" "$T/hashes" || true)
+	total=$(wc -l <"$T/hashes")
+	[ "$bad" -eq 0 ] || fail "$bad of $total passes read wrong bytes: $(sort "$T/hashes" | uniq -c)"
+}
+
+mesh_kill_node() {
+	ip netns pids "$(ns "$1")" | xargs -r kill -9
+	unset "DAEMON_PID[$1]"
+	ip netns del "$(ns "$1")"
+}

@@ -30,15 +30,20 @@ void print_modules(const json &mods)
 		    "FREE", "HOPS", "METRIC");
 	for (const auto &m : mods) {
 		std::printf("%-17s %-33s %-5s %10s %10s %4u %6u\n", str_or(m, "module").c_str(),
-			    m.value("local", false) ? "(local)" : str_or(m, "endpoint").c_str(),
-			    m.value("reachable", false) ? "up" : "down",
-			    human_size(m.value("capacity_bytes", uint64_t{0})).c_str(),
-			    human_size(m.value("free_bytes", uint64_t{0})).c_str(),
-			    m.value("hops", 0u), m.value("metric", 0u));
+		            m.value("local", false) ? "(local)" : str_or(m, "endpoint").c_str(),
+		            m.contains("conflict")        ? "DUP"
+		            : m.value("reachable", false) ? "up"
+		                                          : "down",
+		            human_size(m.value("capacity_bytes", uint64_t{0})).c_str(),
+		            human_size(m.value("free_bytes", uint64_t{0})).c_str(),
+		            m.value("hops", 0u), m.value("metric", 0u));
 		if (m.contains("key"))
 			std::printf("  key: %s%s%s%s\n", str_or(m, "key_name").c_str(),
 			            m.contains("key_name") ? " (" : "", str_or(m, "key").c_str(),
 			            m.contains("key_name") ? ")" : "");
+		if (m.contains("conflict"))
+			std::printf("  refused key: %s\n",
+			            m["conflict"]["keys"].at(1).get<std::string>().c_str());
 		if (m.contains("error"))
 			std::printf("  why: %s\n", str_or(m, "error").c_str());
 	}
