@@ -596,6 +596,14 @@ Status ModuleStore::read_pages(uint32_t region_id, uint64_t fa_offset, uint32_t 
 Status ModuleStore::read_pages_with_crc(uint32_t region_id, uint64_t fa_offset, uint32_t count,
                                         void *dst, uint32_t *payload_crc)
 {
+	return copy_pages(region_id, fa_offset, count, dst, nullptr, payload_crc);
+}
+
+// read_pages_with_crc, and each page's version (if `versions`) under the
+// same page lock.
+Status ModuleStore::copy_pages(uint32_t region_id, uint64_t fa_offset, uint32_t count, void *dst,
+                               uint64_t *versions, uint32_t *payload_crc)
+{
 	// A page never written is zeros (its meta says version 0, crc unset).
 	const uint32_t zero_crc = store::zero_page_crc();
 	std::shared_lock lock(table_mu_);
@@ -610,6 +618,8 @@ Status ModuleStore::read_pages_with_crc(uint32_t region_id, uint64_t fa_offset, 
 		memcpy(out + uint64_t{i} * kPageSize, base + geo_.page_fa(idx), kPageSize);
 		const store::PageMeta *m = meta(idx);
 		crc = crc32c_combine(crc, m->version != 0 ? m->crc : zero_crc, kPageSize);
+		if (versions != nullptr)
+			versions[i] = *wversion(idx);
 	}
 	*payload_crc = crc;
 	pages_read_.fetch_add(count, std::memory_order_relaxed);
@@ -663,26 +673,11 @@ Status ModuleStore::read_pages_versioned(uint32_t region_id, uint64_t fa_offset,
                                          void *dst, uint64_t *versions, uint32_t *payload_crc)
 {
 	MF_RETURN_IF_ERROR(require_versions("cannot read versioned pages"));
-	const uint32_t zero_crc = store::zero_page_crc();
-	std::shared_lock lock(table_mu_);
-	MF_RETURN_IF_ERROR(check_range(region_id, fa_offset, count));
-	const uint8_t *base = file_->base();
-	uint8_t *out = static_cast<uint8_t *>(dst);
-	uint64_t first = geo_.page_index(fa_offset);
 	uint32_t pages_crc = 0;
-	for (uint32_t i = 0; i < count; i++) {
-		uint64_t idx = first + i;
-		std::shared_lock page_lock(stripe(idx));
-		memcpy(out + uint64_t{i} * kPageSize, base + geo_.page_fa(idx), kPageSize);
-		const store::PageMeta *m = meta(idx);
-		pages_crc =
-		        crc32c_combine(pages_crc, m->version != 0 ? m->crc : zero_crc, kPageSize);
-		versions[i] = *wversion(idx);
-	}
+	MF_RETURN_IF_ERROR(copy_pages(region_id, fa_offset, count, dst, versions, &pages_crc));
 	// The wire sends the versions first, then the pages.
 	*payload_crc = crc32c_combine(crc32c(versions, uint64_t{count} * sizeof(uint64_t)),
 	                              pages_crc, uint64_t{count} * kPageSize);
-	pages_read_.fetch_add(count, std::memory_order_relaxed);
 	return Status::ok();
 }
 

@@ -223,6 +223,8 @@ private:
 	Status recover();
 	Status replay_log(const std::vector<store::RegionSlot> &live);
 	Status check_range(uint32_t region_id, uint64_t fa_offset, uint32_t count) const;
+	Status copy_pages(uint32_t region_id, uint64_t fa_offset, uint32_t count, void *dst,
+	                  uint64_t *versions, uint32_t *payload_crc);
 	// Persists every page (and its meta) applied since the last checkpoint.
 	// REQUIRES: write_mu_ held, or no concurrent writer (open, destructor).
 	void checkpoint();

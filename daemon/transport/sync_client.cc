@@ -330,15 +330,26 @@ Result<SyncClient::Response> SyncClient::call(const wire::Header &hdr,
 	return exchange(h, payload, nullptr);
 }
 
-Status SyncClient::read_pages(uint32_t region_id, uint64_t fa_offset, uint32_t count, void *dst,
-                              wire::TrafficClass tc)
+namespace
+{
+// A request about `count` pages at `fa_offset` of `region_id`.
+wire::Header page_header(wire::MsgType t, wire::TrafficClass tc, uint32_t region_id,
+                         uint64_t fa_offset, uint32_t count)
 {
 	wire::Header h{};
-	h.type = static_cast<uint8_t>(wire::MsgType::kRead);
+	h.type = static_cast<uint8_t>(t);
 	h.tclass = static_cast<uint8_t>(tc);
 	h.region_id = region_id;
 	h.offset = fa_offset;
 	h.count = count;
+	return h;
+}
+} // namespace
+
+Status SyncClient::read_pages(uint32_t region_id, uint64_t fa_offset, uint32_t count, void *dst,
+                              wire::TrafficClass tc)
+{
+	wire::Header h = page_header(wire::MsgType::kRead, tc, region_id, fa_offset, count);
 	auto r = exchange(h, {}, dst);
 	return r ? Status::ok() : r.status();
 }
@@ -346,12 +357,7 @@ Status SyncClient::read_pages(uint32_t region_id, uint64_t fa_offset, uint32_t c
 Status SyncClient::write_pages(uint32_t region_id, uint64_t fa_offset, uint32_t count,
                                const void *src, wire::TrafficClass tc)
 {
-	wire::Header h{};
-	h.type = static_cast<uint8_t>(wire::MsgType::kWrite);
-	h.tclass = static_cast<uint8_t>(tc);
-	h.region_id = region_id;
-	h.offset = fa_offset;
-	h.count = count;
+	wire::Header h = page_header(wire::MsgType::kWrite, tc, region_id, fa_offset, count);
 	std::span<const uint8_t> p(static_cast<const uint8_t *>(src),
 	                           size_t{count} * wire::kPageSize);
 	auto r = exchange(h, p, nullptr);
@@ -371,12 +377,8 @@ Status SyncClient::write_pages_versioned(uint32_t region_id, uint64_t fa_offset,
 		return Status(Code::kInvalidArgument,
 		              "WRITE_VERSIONED of " + std::to_string(count) + " pages: give 1.." +
 		                      std::to_string(wire::kMaxPagesPerRequest));
-	wire::Header h{};
-	h.type = static_cast<uint8_t>(wire::MsgType::kWriteVersioned);
-	h.tclass = static_cast<uint8_t>(tc);
-	h.region_id = region_id;
-	h.offset = fa_offset;
-	h.count = count;
+	wire::Header h =
+	        page_header(wire::MsgType::kWriteVersioned, tc, region_id, fa_offset, count);
 	std::vector<uint8_t> p(wire::kVersionedWriteSize + size_t{count} * wire::kPageSize);
 	wire::encode_versioned_write(
 	        wire::WireVersionedWrite{version, repair ? wire::kVersionedRepair : 0, 0},
@@ -395,12 +397,8 @@ Status SyncClient::write_pages_versioned(uint32_t region_id, uint64_t fa_offset,
 Status SyncClient::read_pages_versioned(uint32_t region_id, uint64_t fa_offset, uint32_t count,
                                         void *dst, uint64_t *versions, wire::TrafficClass tc)
 {
-	wire::Header h{};
-	h.type = static_cast<uint8_t>(wire::MsgType::kReadVersioned);
-	h.tclass = static_cast<uint8_t>(tc);
-	h.region_id = region_id;
-	h.offset = fa_offset;
-	h.count = count;
+	wire::Header h =
+	        page_header(wire::MsgType::kReadVersioned, tc, region_id, fa_offset, count);
 	auto r = exchange(h, {}, nullptr); // checks payload_crc (kCorrupt on a mismatch)
 	if (!r)
 		return r.status();
@@ -414,12 +412,7 @@ Status SyncClient::read_pages_versioned(uint32_t region_id, uint64_t fa_offset, 
 Status SyncClient::read_versions(uint32_t region_id, uint64_t fa_offset, uint32_t count,
                                  uint64_t *versions, wire::TrafficClass tc)
 {
-	wire::Header h{};
-	h.type = static_cast<uint8_t>(wire::MsgType::kReadVersions);
-	h.tclass = static_cast<uint8_t>(tc);
-	h.region_id = region_id;
-	h.offset = fa_offset;
-	h.count = count;
+	wire::Header h = page_header(wire::MsgType::kReadVersions, tc, region_id, fa_offset, count);
 	auto r = exchange(h, {}, nullptr);
 	if (!r)
 		return r.status();
