@@ -98,9 +98,9 @@ ok "a page damaged in a's pool: kCorrupt read alone, read from another copy and 
 # A real program whose heap has three copies; modules b and then c killed
 # under it: the output equals a native run. Each kill must land while it
 # runs, so the input is big enough to take seconds at this budget.
-seq 1 1000000 | shuf >"$T/in.txt"
+seq 1 400000 | shuf >"$T/in.txt"
 sort -n "$T/in.txt" >"$T/want.txt"
-run_on client --heap-budget 4M --heap-size 192M -- sort -n -S 80M "$T/in.txt" >"$T/out.txt" &
+run_on client --heap-budget 4M --heap-size 128M -- sort -n -S 40M "$T/in.txt" >"$T/out.txt" &
 RUN=$!
 for _ in $(seq 1 200); do
 	ctl client region ls | grep -q '^heap' && break
