@@ -106,6 +106,10 @@ const char *msg_type_name(uint8_t type)
 		return "STAT";
 	case MsgType::kRegionSetLength:
 		return "REGION_SET_LENGTH";
+	case MsgType::kRdmaConnect:
+		return "RDMA_CONNECT";
+	case MsgType::kRdmaRegion:
+		return "RDMA_REGION";
 	}
 	return "UNKNOWN";
 }
