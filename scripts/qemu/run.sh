@@ -9,7 +9,8 @@
 #   --bin-dir   where memfed_kmod_test and memfed_nl_fuzz are (the CMake
 #               build's bin/); the daemon tests (tests/qemu/daemon_tests.sh)
 #               run when memfedd, memfedctl, memfed_eva_test and
-#               ../lib/libmemfed-preload.so are there too
+#               ../lib/libmemfed-preload.so are there too, the RDMA tests
+#               (tests/qemu/rdma_tests.sh, soft-RoCE) when memfed_rdma_test is
 #   --fuzz      random netlink messages in the fuzz test (default 20000)
 #   --seed      fuzz seed (default: from the clock; printed in the log)
 #   --timeout   host-side limit for the boot (default 240)
@@ -61,13 +62,21 @@ exec 9>"$cache/.lock"
 flock 9
 kver=$(memfed_kver)
 kdir=$cache/$kver
-if [ ! -f "$kdir/vmlinuz" ]; then
+# With it, soft-RoCE's modules (and what they need) for the RDMA tests.
+rdma_mods="configfs udp_tunnel ip6_udp_tunnel crc32_generic ib_core ib_uverbs iw_cm ib_cm rdma_cm rdma_ucm rdma_rxe dummy"
+if [ ! -f "$kdir/vmlinuz" ] || [ ! -f "$kdir/rdma/.complete" ]; then
 	rm -rf "$kdir.tmp" && mkdir -p "$kdir.tmp"
 	(cd "$kdir.tmp" && apt-get download -q "linux-image-$kver" 2>&1 |
 		grep -v '^W: Download is performed unsandboxed' || true)
 	deb=$(ls "$kdir.tmp"/linux-image-"$kver"_*.deb)
-	dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$kdir.tmp" "./boot/vmlinuz-$kver"
-	mkdir -p "$kdir"
+	dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$kdir.tmp" --wildcards "./boot/vmlinuz-$kver" \
+		$(for m in $rdma_mods; do echo "*/$m.ko"; done)
+	mkdir -p "$kdir/rdma"
+	for m in $rdma_mods; do
+		find "$kdir.tmp/lib" -name "$m.ko" -exec cp {} "$kdir/rdma/" \;
+		[ -f "$kdir/rdma/$m.ko" ] || { echo "run.sh: $m.ko is not in linux-image-$kver" >&2; exit 1; }
+	done
+	touch "$kdir/rdma/.complete"
 	mv "$kdir.tmp/boot/vmlinuz-$kver" "$kdir/vmlinuz"
 	rm -rf "$kdir.tmp"
 fi
@@ -140,6 +149,22 @@ if [ "$daemon_tests" -eq 1 ]; then
 else
 	echo "qemu: memfedd, memfedctl, memfed_eva_test or ../lib/libmemfed-preload.so missing in $bin_dir: daemon tests skipped"
 fi
+rdma_tests=0
+if [ -x "$bin_dir/memfed_rdma_test" ]; then
+	# Soft-RoCE: its modules, iproute2's ip and rdma, and the rxe provider
+	# that libibverbs dlopens (with the driver file that names it).
+	rdma_tests=1
+	copy_with_libs "$bin_dir/memfed_rdma_test"
+	mkdir -p "$rd/rdma" "$rd/etc/libibverbs.d"
+	cp "$kdir"/rdma/*.ko "$rd/rdma/"
+	copy_with_libs /usr/sbin/ip /usr/sbin/
+	copy_with_libs /usr/bin/rdma /usr/bin/
+	copy_with_libs "/usr/lib/$multiarch/libibverbs/librxe-rdmav34.so" "/usr/lib/$multiarch/libibverbs/"
+	cp /etc/libibverbs.d/rxe.driver "$rd/etc/libibverbs.d/"
+	cp "$root/tests/qemu/rdma_tests.sh" "$rd/bin/memfed_rdma_tests.sh"
+else
+	echo "qemu: memfed_rdma_test missing in $bin_dir (rdma-core not installed when built?): RDMA tests skipped"
+fi
 (cd "$rd" && find . | cpio -o -H newc --quiet) >"$work/initramfs.cpio"
 phase "initramfs $(du -m "$work/initramfs.cpio" | cut -f1) MB"
 
@@ -166,6 +191,9 @@ expected=(insmod kmodlink-open layout netlink-modules netlink-routes netlink-win
 	unprivileged-fuzz-changed-nothing tables-empty-no-leak populate rmmod-clean reload kernel-log-clean)
 if [ "$daemon_tests" -eq 1 ]; then
 	mapfile -t -O ${#expected[@]} expected < <(sed -n 's/^# expect: //p' "$root/tests/qemu/daemon_tests.sh")
+fi
+if [ "$rdma_tests" -eq 1 ]; then
+	mapfile -t -O ${#expected[@]} expected < <(sed -n 's/^# expect: //p' "$root/tests/qemu/rdma_tests.sh")
 fi
 serial=$work/serial.txt
 tr -d '\r' <"$log" >"$serial"

@@ -50,6 +50,10 @@ if [ -x /bin/memfed_daemon_tests.sh ]; then
 	/bin/memfed_daemon_tests.sh
 fi
 
+if [ -x /bin/memfed_rdma_tests.sh ]; then
+	/bin/memfed_rdma_tests.sh
+fi
+
 # rmmod with entries in every table: the module's exit path frees them (and
 # WARNs, which panics here, if its object count does not reach zero).
 memfed_kmod_test populate
