@@ -275,6 +275,8 @@ Result<std::unique_ptr<Channel>> NodeFederation::open_channel(EventLoop *loop, M
 	auto ch = TcpChannel::connect(loop, p->endpoint, self_, opts);
 	if (!ch)
 		return ch.status();
+	if (wrap_channel_)
+		return wrap_channel_(loop, std::move(*ch));
 	return std::unique_ptr<Channel>(std::move(*ch));
 }
 
