@@ -109,6 +109,14 @@ RdmaChannel::RdmaChannel(EventLoop *loop, std::unique_ptr<TcpChannel> tcp, Optio
 
 RdmaChannel::~RdmaChannel()
 {
+	if (counters_.connects != 0)
+		LOG_INFO("rdma",
+		         "module %s: %lu reads, %lu pages over RDMA; %lu torn-read retries, %lu "
+		         "fallbacks to TCP, %lu RDMA failures, %lu reads refused",
+		         peer().module.to_string().c_str(), (unsigned long)counters_.reads,
+		         (unsigned long)counters_.pages, (unsigned long)counters_.torn_retries,
+		         (unsigned long)counters_.fallbacks, (unsigned long)counters_.errors,
+		         (unsigned long)counters_.refused);
 	teardown();
 	// The kernel may still hold the poll (until its cancel is reaped), and
 	// the TcpChannel may still answer our control requests: both point here.

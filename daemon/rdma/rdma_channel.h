@@ -114,6 +114,8 @@ public:
 	// Why RDMA is not in use ("" while it is, or before the first try).
 	const std::string &rdma_why() const { return why_; }
 	const Counters &counters() const { return counters_; }
+	// Whether reads of `region_id` may go over RDMA (its extent is known).
+	bool knows_region(uint32_t region_id) const { return extents_.count(region_id) != 0; }
 	TcpChannel *tcp() { return tcp_.get(); }
 	// Test only: use `rkey` for the pool instead of the module's key.
 	void set_rkey_for_test(uint32_t rkey) { rkey_ = rkey; }

@@ -36,7 +36,9 @@
 // authenticated peer holding it can read any region's pages (the reader
 // checks extents; the module does not check per region); a region freed
 // through the module node's own control socket (not through ModuleService)
-// does not re-register; RoCE packets are neither encrypted nor
+// does not re-register (its punched pages stay pinned with their old bytes,
+// which fail the readers' crc check against the zeroed or rewritten meta,
+// so those reads end on TCP); RoCE packets are neither encrypted nor
 // authenticated, so RDMA is for networks where that is acceptable.
 //
 // Thread-safety: handle() runs on the TcpServer's loop thread; the rdma_cm
