@@ -194,6 +194,9 @@ if [ "$daemon_tests" -eq 1 ]; then
 fi
 if [ "$rdma_tests" -eq 1 ]; then
 	mapfile -t -O ${#expected[@]} expected < <(sed -n 's/^# expect: //p' "$root/tests/qemu/rdma_tests.sh")
+	if [ "$daemon_tests" -eq 1 ]; then
+		mapfile -t -O ${#expected[@]} expected < <(sed -n 's/^# expect-with-daemons: //p' "$root/tests/qemu/rdma_tests.sh")
+	fi
 fi
 serial=$work/serial.txt
 tr -d '\r' <"$log" >"$serial"

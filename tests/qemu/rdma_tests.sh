@@ -11,6 +11,8 @@
 # expect: rdma-stale-region-refused
 # expect: rdma-bad-token-refused
 # expect: rdma-torn-read
+# and, when the daemon tests run too (memfedd, memfedctl and the shim are there):
+# expect-with-daemons: rdma-program-sha256
 ADDR=10.77.0.1
 
 result() {
@@ -41,3 +43,53 @@ fi
 result rdma-rxe-up $ok
 
 memfed_rdma_test $ADDR
+
+# An unmodified program on a region over RDMA: a module daemon serving RDMA
+# on the rxe device and a pager node daemon with --transport rdma; coreutils'
+# sha256sum of a region file through the preload shim equals the native sum,
+# and the node's channel says the pages came over RDMA.
+if [ -x /bin/memfedd ] && [ -x /bin/memfedctl ]; then
+	D=/tmp/rdma-daemons
+	mkdir -p $D/mod $D/node
+	detail() { echo "MEMFED-DETAIL $*"; }
+	wait_for() {
+		n=$(($1 * 10))
+		shift
+		while [ $n -gt 0 ]; do
+			"$@" >/dev/null 2>&1 && return 0
+			sleep 0.1
+			n=$((n - 1))
+		done
+		return 1
+	}
+	ctl() { memfedctl --socket $D/node/sock "$@"; }
+	ok=0
+	MOD_KEY=$(memfedctl key generate $D/mod.key)
+	NODE_KEY=$(memfedctl key generate $D/node.key)
+	memfedd --roles module --kmod off --state-dir $D/mod --socket $D/mod/sock \
+		--key-file $D/mod.key --trust $NODE_KEY --listen $ADDR:7710 \
+		--rdma-listen $ADDR:7810 --pool-size 64M >$D/mod.log 2>&1 &
+	MOD_PID=$!
+	wait_for 60 memfedctl --socket $D/mod/sock status || { detail "rdma module daemon did not start: $(tail -3 $D/mod.log)"; ok=1; }
+	memfedd --roles pager --kmod off --state-dir $D/node --socket $D/node/sock \
+		--key-file $D/node.key --trust $MOD_KEY --peer $ADDR:7710 \
+		--transport rdma >$D/node.log 2>&1 &
+	NODE_PID=$!
+	wait_for 60 ctl status || { detail "rdma node daemon did not start: $(tail -3 $D/node.log)"; ok=1; }
+	head -c 1048576 /dev/urandom >$D/file.in
+	wait_for 30 ctl region create file 1M && ctl region write file <$D/file.in ||
+		{ detail "region 'file' not written"; ok=1; }
+	want=$(sha256sum <$D/file.in | cut -d' ' -f1)
+	got=$(ctl run --map file=$D/file.bin -- /usr/bin/sha256sum $D/file.bin 2>$D/run.err | cut -d' ' -f1)
+	[ "$got" = "$want" ] || { detail "sha256sum over RDMA: '$got' $(cat $D/run.err), want $want"; ok=1; }
+	kill $NODE_PID
+	wait $NODE_PID 2>/dev/null
+	grep -q 'page reads over RDMA from' $D/node.log ||
+		{ detail "the node never read over RDMA: $(grep rdma $D/node.log)"; ok=1; }
+	pages=$(sed -n 's/.* reads, \([0-9]*\) pages over RDMA.*/\1/p' $D/node.log | head -1)
+	[ "${pages:-0}" -gt 0 ] || { detail "no pages over RDMA: $(grep rdma $D/node.log)"; ok=1; }
+	grep 'rdma' $D/node.log | sed 's/^/MEMFED-INFO rdma node: /'
+	kill $MOD_PID
+	wait $MOD_PID 2>/dev/null
+	result rdma-program-sha256 $ok
+fi
