@@ -79,6 +79,12 @@ if [ -x "$BIN/memfed-bench-pager" ]; then
 		--repeat 5 | tee "$RESULTS/pager.txt"
 fi
 
+if [ -x "$BIN/memfed_rdma_test" ]; then
+	say "rdma: READ latency over soft-RoCE (one-sided) vs TCP (TLS) in the QEMU guest (TCG: functional figures, not performance)"
+	"$(dirname "$0")/qemu/run.sh" --bin-dir "$BIN" --rdma-bench --timeout 400 | grep '^MEMFED-BENCH' |
+		sed 's/^MEMFED-BENCH //' | tee "$RESULTS/rdma-guest.txt"
+fi
+
 say "plots of the tables above"
 python3 "$(dirname "$0")/bench_plot.py" "$RESULTS"
 echo "bench: tables (*.txt) and plots (*.png) are in $RESULTS"

@@ -231,7 +231,8 @@ Status RdmaChannel::setup(const wire::WireRdmaConnect &c)
 		return Status(Code::kUnavailable,
 		              std::string("rdma_create_qp: ") + strerror(errno));
 	staging_.assign(size_t{opts_.slots} * kSlotBytes, 0);
-	mr_ = ibv_reg_mr(pd_, staging_.data(), staging_.size(), IBV_ACCESS_LOCAL_WRITE);
+	int access = IBV_ACCESS_LOCAL_WRITE; // an int: see RdmaServer::register_pool
+	mr_ = ibv_reg_mr(pd_, staging_.data(), staging_.size(), access);
 	if (mr_ == nullptr)
 		return Status(Code::kUnavailable, std::string("registering the staging buffer: ") +
 		                                          strerror(errno) + " (ulimit -l)");
@@ -268,7 +269,6 @@ void RdmaChannel::arm_poll()
 	io_uring_sqe *sqe = loop_->sqe(poll_op_.get());
 	io_uring_prep_poll_add(sqe, comp_->fd, POLLIN);
 	poll_armed_ = true;
-	poll_fd_ = comp_->fd;
 }
 
 void RdmaChannel::on_poll(int res)

@@ -185,7 +185,6 @@ private:
 	std::unique_ptr<PollOp> poll_op_;
 	std::unique_ptr<CancelOp> cancel_op_;
 	bool poll_armed_ = false;
-	int poll_fd_ = -1; // the fd the armed poll watches
 };
 
 } // namespace memfed

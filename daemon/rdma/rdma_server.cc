@@ -110,7 +110,9 @@ Status RdmaServer::register_pool()
 	uint8_t *first = base_ + geo_.meta_offset;
 	size_t len = geo_.data_end() - geo_.meta_offset;
 	// Remote read only: never remote write, never atomics.
-	ibv_mr *mr = ibv_reg_mr(pd_, first, len, IBV_ACCESS_REMOTE_READ);
+	// (An int, not the enum: verbs.h's ibv_reg_mr macro mixes two enum types.)
+	int access = IBV_ACCESS_REMOTE_READ;
+	ibv_mr *mr = ibv_reg_mr(pd_, first, len, access);
 	if (mr == nullptr)
 		return Status(Code::kUnavailable,
 		              "rdma: cannot register the pool for remote read (" +

@@ -10,12 +10,15 @@
 // and came over RDMA; reads outside a region's extent are refused; a forged
 // key breaks RDMA, the read is served over TCP and RDMA comes back; a
 // deleted region's key is revoked (re-registration) and its read fails
-// over TCP; a bad connect token is refused; torn reads: a writer rewrites
-// pages while one-sided reads run, and every delivered page is one version.
+// over TCP; a bad connect token is refused; a module that does not offer
+// RDMA is read over TCP; the key is refused without TLS; torn reads: a
+// writer rewrites pages while one-sided reads run, and every delivered page
+// is one version.
 #include <rdma/rdma_cma.h>
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <future>
@@ -65,7 +68,7 @@ struct Module {
 	std::unique_ptr<RdmaServer> rdma;
 	std::thread thread;
 	EventLoop *loop = nullptr;
-	uint16_t port = 0;
+	uint16_t port = 0, plain_port = 0, notls_port = 0;
 
 	Status start(const std::string &addr, std::shared_ptr<trust::TlsContext> tls)
 	{
@@ -90,12 +93,24 @@ struct Module {
 			ServerIdentity id{kModuleId, wire::kCapModule | wire::kCapRdma,
 			                  store->info().capacity_bytes, tls};
 			auto srv = TcpServer::listen(loop, "127.0.0.1:0", id, rdma.get());
-			if (!srv)
-				return started.set_value(srv.status());
+			// The same pool without RDMA, and with RDMA but without TLS.
+			ServerIdentity plain_id{kModuleId, wire::kCapModule,
+			                        store->info().capacity_bytes, tls};
+			auto plain =
+			        TcpServer::listen(loop, "127.0.0.1:0", plain_id, service.get());
+			ServerIdentity notls_id{kModuleId, wire::kCapModule | wire::kCapRdma,
+			                        store->info().capacity_bytes, nullptr};
+			auto notls = TcpServer::listen(loop, "127.0.0.1:0", notls_id, rdma.get());
+			if (!srv || !plain || !notls)
+				return started.set_value(Status(Code::kUnavailable, "tcp listen"));
 			port = (*srv)->port();
+			plain_port = (*plain)->port();
+			notls_port = (*notls)->port();
 			started.set_value(Status::ok());
 			loop->run();
 			srv->reset();
+			plain->reset();
+			notls->reset();
 		});
 		return fut.get();
 	}
@@ -239,13 +254,43 @@ bool connect_rejected(const std::string &endpoint, const void *priv, uint8_t len
 	return rejected;
 }
 
+// make bench (functional figures: TCG is no performance figure): `n`
+// READs of `pages` pages, one at a time, through `ch`; prints the p50 and
+// p99 latency and the page rate as one MEMFED-BENCH line.
+void bench_reads(EventLoop *loop, RdmaChannel *ch, const RegionInfo &r, const char *path,
+                 uint32_t pages, int n)
+{
+	std::vector<uint8_t> buf(size_t{pages} * kPageSize);
+	std::vector<double> us;
+	std::mt19937_64 rng(1);
+	uint64_t span = r.size_bytes / kPageSize - pages;
+	auto t0 = std::chrono::steady_clock::now();
+	for (int i = 0; i < n; i++) {
+		auto s = std::chrono::steady_clock::now();
+		Status st = read(loop, ch, r.id, r.fa_offset + (rng() % span) * kPageSize, pages,
+		                 buf.data());
+		if (!st) {
+			std::printf("MEMFED-BENCH %s failed: %s\n", path, st.to_string().c_str());
+			return;
+		}
+		us.push_back(std::chrono::duration<double, std::micro>(
+		                     std::chrono::steady_clock::now() - s)
+		                     .count());
+	}
+	double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+	std::sort(us.begin(), us.end());
+	std::printf("MEMFED-BENCH %-5s %3u-page READ: p50 %8.1f us  p99 %8.1f us  %8.0f pages/s\n",
+	            path, pages, us[us.size() / 2], us[us.size() * 99 / 100], n * pages / secs);
+}
+
 } // namespace
 
 int main(int argc, char **argv)
 {
-	if (argc != 2) {
-		std::fprintf(stderr,
-		             "usage: memfed_rdma_test ADDR (an address of the rxe device)\n");
+	bool bench = argc == 3 && std::string(argv[2]) == "--bench";
+	if (argc != 2 && !bench) {
+		std::fprintf(stderr, "usage: memfed_rdma_test ADDR [--bench]  (ADDR: an address of "
+		                     "the rxe device)\n");
 		return 2;
 	}
 	std::string addr = argv[1];
@@ -313,6 +358,29 @@ int main(int argc, char **argv)
 		c(k.fallbacks == 0 && k.errors == 0 && k.torn_retries == 0,
 		  "fallbacks, errors or torn reads without a writer: " + counters(*ch));
 		std::printf("MEMFED-INFO rdma-read-random: %s\n", counters(*ch).c_str());
+	}
+	if (bench) {
+		// The same module over TCP (TLS): a second channel with RDMA off.
+		TcpChannel::Options o;
+		o.tls = *pager_tls;
+		auto tcp = TcpChannel::connect(loop.get(), "127.0.0.1:" + std::to_string(m.port),
+		                               kPagerId, o);
+		if (!tcp) {
+			std::printf("MEMFED-BENCH no TCP channel: %s\n",
+			            tcp.status().to_string().c_str());
+			return 1;
+		}
+		RdmaChannel::Options off;
+		off.mode = RdmaChannel::Mode::kTcp;
+		auto tcp_ch = RdmaChannel::wrap(loop.get(), std::move(*tcp), off);
+		for (uint32_t pages : {1u, 16u}) {
+			bench_reads(loop.get(), ch.get(), *a, "rdma", pages,
+			            pages == 1 ? 2000 : 500);
+			bench_reads(loop.get(), tcp_ch.get(), *a, "tcp", pages,
+			            pages == 1 ? 2000 : 500);
+		}
+		std::printf("MEMFED-BENCH (RDMA path: %s)\n", counters(*ch).c_str());
+		return 0;
 	}
 	{
 		Lap lap("rdma-read-outside-extent-refused");
@@ -392,6 +460,46 @@ int main(int argc, char **argv)
 		c(connect_rejected(m.rdma->endpoint(), junk, sizeof(junk)), "junk hello accepted");
 		c(connect_rejected(m.rdma->endpoint(), nullptr, 0), "empty hello accepted");
 		c(m.rdma->counters().refused == refused + 3, "refusals not counted");
+	}
+	{
+		Lap lap("rdma-auto-without-rdma");
+		Check c("rdma-auto-without-rdma");
+		TcpChannel::Options o;
+		o.tls = *pager_tls;
+		auto tcp = TcpChannel::connect(
+		        loop.get(), "127.0.0.1:" + std::to_string(m.plain_port), kPagerId, o);
+		if (c(tcp.is_ok(), "tcp: " + tcp.status().to_string())) {
+			auto plain = RdmaChannel::wrap(loop.get(), std::move(*tcp), {});
+			random_reads(loop.get(), plain.get(), store, *a, 5, c);
+			c(!plain->rdma_up() && !plain->rdma_connecting() &&
+			          plain->counters().connects == 0 && plain->counters().reads == 0,
+			  "RDMA used with a module that does not offer it: " + counters(*plain));
+		}
+	}
+	{
+		Lap lap("rdma-key-needs-authentication");
+		Check c("rdma-key-needs-authentication");
+		uint64_t refused = m.rdma->counters().refused;
+		auto tcp = TcpChannel::connect(
+		        loop.get(), "127.0.0.1:" + std::to_string(m.notls_port), kPagerId);
+		if (c(tcp.is_ok(), "tcp: " + tcp.status().to_string())) {
+			Waiter w;
+			wire::Header h{};
+			h.type = uint8_t(wire::MsgType::kRdmaConnect);
+			h.tclass = uint8_t(wire::TrafficClass::kControl);
+			(*tcp)->call(h, {}, &w);
+			c(drive(loop.get(), [&] { return w.done; }) &&
+			          w.status.code() == Code::kPermission,
+			  "RDMA_CONNECT without TLS: " + w.status.to_string());
+			h.type = uint8_t(wire::MsgType::kRdmaRegion);
+			h.region_id = a->id;
+			Waiter w2;
+			(*tcp)->call(h, {}, &w2);
+			c(drive(loop.get(), [&] { return w2.done; }) &&
+			          w2.status.code() == Code::kPermission,
+			  "RDMA_REGION without TLS: " + w2.status.to_string());
+			c(m.rdma->counters().refused == refused + 2, "refusals not counted");
+		}
 	}
 	{
 		Lap lap("rdma-torn-read");

@@ -10,6 +10,8 @@
 # expect: rdma-forged-key-refused
 # expect: rdma-stale-region-refused
 # expect: rdma-bad-token-refused
+# expect: rdma-auto-without-rdma
+# expect: rdma-key-needs-authentication
 # expect: rdma-torn-read
 # and, when the daemon tests run too (memfedd, memfedctl and the shim are there):
 # expect-with-daemons: rdma-program-sha256
@@ -42,6 +44,10 @@ if [ $ok -ne 0 ]; then
 fi
 result rdma-rxe-up $ok
 
+if [ "${MEMFED_RDMA_BENCH:-0}" = 1 ]; then
+	memfed_rdma_test $ADDR --bench
+	exit 0
+fi
 memfed_rdma_test $ADDR
 
 # An unmodified program on a region over RDMA: a module daemon serving RDMA
