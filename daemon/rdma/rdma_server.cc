@@ -135,6 +135,17 @@ Status RdmaServer::reregister()
 	if (st) {
 		std::lock_guard lk(mu_);
 		counters_.reregistrations++;
+	} else {
+		// Revocation comes first: the old keys die even if no new
+		// registration could be made (RDMA_CONNECT is refused until then).
+		ibv_mr *old;
+		{
+			std::lock_guard lk(mu_);
+			old = mr_;
+			mr_ = nullptr;
+		}
+		if (old != nullptr)
+			ibv_dereg_mr(old);
 	}
 	LOG_INFO("rdma", "pool registered again after a free: earlier keys revoked (%s)",
 	         st ? "ok" : st.message().c_str());
@@ -144,7 +155,7 @@ Status RdmaServer::reregister()
 uint32_t RdmaServer::rkey() const
 {
 	std::lock_guard lk(mu_);
-	return mr_->rkey;
+	return mr_ != nullptr ? mr_->rkey : 0;
 }
 
 RdmaServer::Counters RdmaServer::counters() const
@@ -185,6 +196,11 @@ void RdmaServer::handle(const ConnInfo &conn, const wire::Header &req,
 			if (tokens_.size() >= kMaxTokens)
 				return reply.fail(
 				        Status(Code::kBusy, "too many RDMA connects pending"));
+			if (mr_ == nullptr)
+				return reply.fail(
+				        Status(Code::kUnavailable,
+				               "the pool is not registered for RDMA now "
+				               "(a registration failed; see the module's log)"));
 			tokens_[t] = now + kTokenLife;
 			c.rkey = mr_->rkey;
 		}

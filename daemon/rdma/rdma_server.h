@@ -92,7 +92,7 @@ public:
 	Status reregister();
 
 	std::string endpoint() const { return endpoint_; }
-	uint32_t rkey() const;
+	uint32_t rkey() const; // 0 while the pool is not registered
 	Counters counters() const;
 
 private:

@@ -459,7 +459,23 @@ int main(int argc, char **argv)
 		uint8_t junk[7] = {1, 2, 3, 4, 5, 6, 7};
 		c(connect_rejected(m.rdma->endpoint(), junk, sizeof(junk)), "junk hello accepted");
 		c(connect_rejected(m.rdma->endpoint(), nullptr, 0), "empty hello accepted");
-		c(m.rdma->counters().refused == refused + 3, "refusals not counted");
+		// Random private data of random lengths (rdma_cm carries up to 56
+		// bytes): every one refused, and the server keeps serving.
+		std::mt19937 rng(11);
+		constexpr int kFuzz = 20;
+		for (int i = 0; i < kFuzz && c.ok(); i++) {
+			uint8_t blob[56];
+			for (auto &b : blob)
+				b = uint8_t(rng());
+			if (i % 2 == 0) // a well-formed hello with a guessed token
+				std::memcpy(blob, &h, 8);
+			c(connect_rejected(m.rdma->endpoint(), blob, uint8_t(1 + rng() % 56)),
+			  "random private data accepted (case " + std::to_string(i) + ")");
+		}
+		c(m.rdma->counters().refused == refused + 3 + kFuzz, "refusals not counted");
+		usleep(150 * 1000);
+		c(ch->rdma_up() || rdma_comes_up(loop.get(), ch.get()),
+		  "RDMA not up after the refusals: " + ch->rdma_why());
 	}
 	{
 		Lap lap("rdma-auto-without-rdma");
