@@ -209,6 +209,14 @@ Status RdmaChannel::setup(const wire::WireRdmaConnect &c)
 		return Status(Code::kUnavailable,
 		              std::string("rdma_resolve_route: ") + strerror(errno));
 	MF_RETURN_IF_ERROR(wait_cm_event(RDMA_CM_EVENT_ROUTE_RESOLVED, "resolving the RDMA route"));
+	// A finite ACK timeout (4.096 us * 2^16 = 268 ms, 7 retries): without
+	// one a READ to a module that died is never answered nor failed (RoCE
+	// paths may carry a timeout of 0, which means forever).
+	uint8_t ack_timeout = 16;
+	if (rdma_set_option(id_, RDMA_OPTION_ID, RDMA_OPTION_ID_ACK_TIMEOUT, &ack_timeout,
+	                    sizeof(ack_timeout)) != 0)
+		return Status(Code::kUnavailable,
+		              std::string("rdma_set_option(ACK_TIMEOUT): ") + strerror(errno));
 
 	pd_ = ibv_alloc_pd(id_->verbs);
 	comp_ = pd_ ? ibv_create_comp_channel(id_->verbs) : nullptr;

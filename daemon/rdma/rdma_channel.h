@@ -31,7 +31,8 @@
 // caller's buffers are not registered).
 //
 // Failures. A work completion in error (a revoked or forged key: remote
-// access error; a QP error; a lost peer: retry exceeded; a removed device)
+// access error; a QP error; a lost peer: retry exceeded, within about 2 s
+// thanks to the QP's ACK timeout; a removed device)
 // marks the RDMA side broken: the reason is logged once, every read in
 // flight over RDMA is issued again over TCP (reads are idempotent; nothing
 // is lost, and writes never went over RDMA, so nothing is applied twice), the

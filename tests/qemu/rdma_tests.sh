@@ -15,6 +15,7 @@
 # expect: rdma-torn-read
 # and, when the daemon tests run too (memfedd, memfedctl and the shim are there):
 # expect-with-daemons: rdma-program-sha256
+# expect-with-daemons: rdma-program-module-restart
 ADDR=10.77.0.1
 
 result() {
@@ -72,10 +73,14 @@ if [ -x /bin/memfedd ] && [ -x /bin/memfedctl ]; then
 	ok=0
 	MOD_KEY=$(memfedctl key generate $D/mod.key)
 	NODE_KEY=$(memfedctl key generate $D/node.key)
-	memfedd --roles module --kmod off --state-dir $D/mod --socket $D/mod/sock \
-		--key-file $D/mod.key --trust $NODE_KEY --listen $ADDR:7710 \
-		--rdma-listen $ADDR:7810 --pool-size 64M >$D/mod.log 2>&1 &
-	MOD_PID=$!
+	start_rdma_module() {
+		rm -f $D/mod/sock
+		memfedd --roles module --kmod off --state-dir $D/mod --socket $D/mod/sock \
+			--key-file $D/mod.key --trust $NODE_KEY --listen $ADDR:7710 \
+			--rdma-listen $ADDR:7810 --pool-size 64M >>$D/mod.log 2>&1 &
+		MOD_PID=$!
+	}
+	start_rdma_module
 	wait_for 60 memfedctl --socket $D/mod/sock status || { detail "rdma module daemon did not start: $(tail -3 $D/mod.log)"; ok=1; }
 	memfedd --roles pager --kmod off --state-dir $D/node --socket $D/node/sock \
 		--key-file $D/node.key --trust $MOD_KEY --peer $ADDR:7710 \
@@ -88,6 +93,27 @@ if [ -x /bin/memfedd ] && [ -x /bin/memfedctl ]; then
 	want=$(sha256sum <$D/file.in | cut -d' ' -f1)
 	got=$(ctl run --map file=$D/file.bin -- /usr/bin/sha256sum $D/file.bin 2>$D/run.err | cut -d' ' -f1)
 	[ "$got" = "$want" ] || { detail "sha256sum over RDMA: '$got' $(cat $D/run.err), want $want"; ok=1; }
+
+	# SIGKILL the module under a program reading over RDMA, start it again:
+	# the program finishes with the right sum (over RDMA again, or TCP).
+	rok=0
+	head -c 8388608 /dev/urandom >$D/big.in
+	ctl region create big 8M >/dev/null && ctl region write big <$D/big.in ||
+		{ detail "region 'big' not written"; rok=1; }
+	bwant=$(sha256sum <$D/big.in | cut -d' ' -f1)
+	ctl run --map big=$D/big.bin -- /usr/bin/sha256sum $D/big.bin >$D/big.out 2>$D/big.err &
+	RUN_PID=$!
+	sleep 1
+	kill -9 $MOD_PID
+	wait $MOD_PID 2>/dev/null
+	start_rdma_module
+	wait_for 60 memfedctl --socket $D/mod/sock status || { detail "module did not restart: $(tail -3 $D/mod.log)"; rok=1; }
+	wait_for 120 sh -c "! kill -0 $RUN_PID" || { detail "program still running"; kill -9 $RUN_PID; rok=1; }
+	wait $RUN_PID
+	bgot=$(cut -d' ' -f1 $D/big.out)
+	[ "$bgot" = "$bwant" ] || { detail "sha256sum across a module SIGKILL: '$bgot' $(cat $D/big.err), want $bwant"; rok=1; }
+	result rdma-program-module-restart $rok
+
 	kill $NODE_PID
 	wait $NODE_PID 2>/dev/null
 	grep -q 'page reads over RDMA from' $D/node.log ||
