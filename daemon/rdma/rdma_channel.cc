@@ -49,6 +49,16 @@ private:
 	RdmaChannel *c_;
 };
 
+class RdmaChannel::TimerOp : public IoOp
+{
+public:
+	explicit TimerOp(RdmaChannel *c) : c_(c) {}
+	void complete(int res, uint32_t) override { c_->on_timer(res); }
+
+private:
+	RdmaChannel *c_;
+};
+
 class RdmaChannel::CancelOp : public IoOp
 {
 public:
@@ -95,7 +105,8 @@ std::unique_ptr<RdmaChannel> RdmaChannel::wrap(EventLoop *loop, std::unique_ptr<
 RdmaChannel::RdmaChannel(EventLoop *loop, std::unique_ptr<TcpChannel> tcp, Options opts)
     : loop_(loop), tcp_(std::move(tcp)), opts_(opts),
       connect_reply_(std::make_unique<ConnectReply>(this)),
-      poll_op_(std::make_unique<PollOp>(this)), cancel_op_(std::make_unique<CancelOp>())
+      poll_op_(std::make_unique<PollOp>(this)), cancel_op_(std::make_unique<CancelOp>()),
+      timer_op_(std::make_unique<TimerOp>(this))
 {
 	if (opts_.slots == 0)
 		opts_.slots = 1;
@@ -120,7 +131,7 @@ RdmaChannel::~RdmaChannel()
 	teardown();
 	// The kernel may still hold the poll (until its cancel is reaped), and
 	// the TcpChannel may still answer our control requests: both point here.
-	while (poll_armed_)
+	while (poll_armed_ || timer_armed_)
 		loop_->run_once(100);
 	tcp_.reset();
 }
@@ -359,6 +370,34 @@ void RdmaChannel::post(unsigned slot)
 		return;
 	}
 	counters_.bytes += uint64_t{s.count} * (kPageSize + 2 * sizeof(store::PageMeta));
+	s.posted = std::chrono::steady_clock::now();
+	arm_timer();
+}
+
+void RdmaChannel::arm_timer()
+{
+	if (timer_armed_)
+		return;
+	io_uring_sqe *sqe = loop_->sqe(timer_op_.get());
+	io_uring_prep_timeout(sqe, &tick_, 0, 0);
+	timer_armed_ = true;
+}
+
+// A READ to a module that died may never complete (nor fail) on some
+// devices: the TLS connection's loss, or a READ unanswered for
+// kReadTimeout, breaks the RDMA side, and its reads go to TCP.
+void RdmaChannel::on_timer(int)
+{
+	timer_armed_ = false;
+	if (busy_ == 0 || cq_ == nullptr)
+		return;
+	if (!tcp_->connected())
+		return fail("the TLS connection to the module is lost");
+	auto now = std::chrono::steady_clock::now();
+	for (const Slot &s : slots_)
+		if (s.busy && now - s.posted > kReadTimeout)
+			return fail("an RDMA READ got no answer in 5 s");
+	arm_timer();
 }
 
 void RdmaChannel::finish_slot(unsigned slot)

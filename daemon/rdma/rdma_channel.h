@@ -75,6 +75,7 @@ public:
 		int retry_ms = 5000; // after an RDMA failure
 	};
 	static constexpr unsigned kTornRetries = 8;
+	static constexpr auto kReadTimeout = std::chrono::seconds(5);
 
 	struct Counters {
 		uint64_t reads = 0;        // READ requests served over RDMA
@@ -135,8 +136,10 @@ private:
 		uint32_t count = 0;
 		void *dst = nullptr;
 		Completion *done = nullptr;
+		std::chrono::steady_clock::time_point posted{};
 	};
 	class PollOp;
+	class TimerOp;
 	class CancelOp;
 	class ConnectReply;
 	class RegionReply;
@@ -149,6 +152,8 @@ private:
 	Status wait_cm_event(rdma_cm_event_type want, const char *step);
 	void arm_poll();
 	void on_poll(int res);
+	void arm_timer();
+	void on_timer(int res);
 	void post(unsigned slot);
 	void finish_slot(unsigned slot);
 	void to_tcp(unsigned slot);
@@ -186,6 +191,11 @@ private:
 	std::unique_ptr<PollOp> poll_op_;
 	std::unique_ptr<CancelOp> cancel_op_;
 	bool poll_armed_ = false;
+	// While READs are in flight: a 1 s tick that fails the RDMA side when
+	// the TLS connection is gone or a READ has waited kReadTimeout.
+	std::unique_ptr<TimerOp> timer_op_;
+	bool timer_armed_ = false;
+	__kernel_timespec tick_{1, 0};
 };
 
 } // namespace memfed
