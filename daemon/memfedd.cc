@@ -39,6 +39,10 @@
 #include "daemon/trust/node_key.h"
 #include "daemon/trust/tls_context.h"
 #include "daemon/trust/trusted_peers.h"
+#ifdef MEMFED_HAVE_RDMA
+#include "daemon/rdma/rdma_channel.h"
+#include "daemon/rdma/rdma_server.h"
+#endif
 
 using namespace memfed;
 
@@ -218,6 +222,10 @@ int main(int argc, char **argv)
 
 	// Module role: the pool and its wire server.
 	std::unique_ptr<ModuleStore> store;
+#ifdef MEMFED_HAVE_RDMA
+	// Destroyed after the service, whose writer may still call on_freed.
+	std::unique_ptr<RdmaServer> rdma_server;
+#endif
 	std::unique_ptr<ModuleService> service;
 	std::unique_ptr<EventLoop> module_loop;
 	std::unique_ptr<TcpServer> server;
@@ -245,7 +253,24 @@ int main(int argc, char **argv)
 			listen = mesh::mesh_endpoint(own, port_of(cfg.listen));
 		}
 		ServerIdentity id{self, wire::kCapModule, store->info().capacity_bytes, *tls};
-		auto srv = TcpServer::listen(module_loop.get(), listen, id, service.get());
+		RequestHandler *handler = service.get();
+		if (!cfg.rdma_listen.empty()) {
+#ifdef MEMFED_HAVE_RDMA
+			// One-sided reads of the pool; HELLO offers them (kCapRdma).
+			auto r = RdmaServer::listen(cfg.rdma_listen, store.get(), service.get());
+			if (!r)
+				return die(r.status());
+			rdma_server = std::move(*r);
+			service->set_on_freed([rs = rdma_server.get()] { (void)rs->reregister(); });
+			id.capabilities |= wire::kCapRdma;
+			handler = rdma_server.get();
+#else
+			return die(Status(Code::kInvalidArgument,
+					  "--rdma-listen: this memfedd was built without RDMA (rdma-core "
+					  "was missing at build time: make deps, then rebuild)"));
+#endif
+		}
+		auto srv = TcpServer::listen(module_loop.get(), listen, id, handler);
 		if (!srv)
 			return die(srv.status());
 		server = std::move(*srv);
@@ -270,6 +295,20 @@ int main(int argc, char **argv)
 		    std::find(dial.begin(), dial.end(), p.endpoint) == dial.end())
 			dial.push_back(p.endpoint);
 	NodeFederation fed(store.get(), service.get(), self, dial, *tls);
+	if (cfg.transport != "tcp") {
+#ifdef MEMFED_HAVE_RDMA
+		RdmaChannel::Options ro;
+		ro.mode = cfg.transport == "rdma" ? RdmaChannel::Mode::kRdma : RdmaChannel::Mode::kAuto;
+		fed.set_channel_wrapper([ro](EventLoop *loop, std::unique_ptr<TcpChannel> tcp) {
+			return std::unique_ptr<Channel>(RdmaChannel::wrap(loop, std::move(tcp), ro));
+		});
+#else
+		if (cfg.transport == "rdma")
+			return die(Status(Code::kInvalidArgument,
+					  "--transport rdma: this memfedd was built without RDMA (rdma-core "
+					  "was missing at build time: make deps, then rebuild)"));
+#endif
+	}
 	// Stops the mesh before `fed` goes, on every way out of main().
 	struct MeshStopper {
 		std::unique_ptr<mesh::MeshNode> &node;

@@ -87,6 +87,12 @@ fi
 say "swap: sort, stress-ng, redis at 1/3 and 1/6 of their footprint, memfed vs kernel swap on zram"
 bash "$(dirname "$0")/bench_swap.sh" "$BUILD" "$RESULTS"
 
+if [ -x "$BIN/memfed_rdma_test" ]; then
+	say "rdma: READ latency over soft-RoCE (one-sided) vs TCP (TLS) in the QEMU guest (TCG: functional figures, not performance)"
+	"$(dirname "$0")/qemu/run.sh" --bin-dir "$BIN" --rdma-bench --timeout 400 | grep '^MEMFED-BENCH' |
+		sed 's/^MEMFED-BENCH //' | tee "$RESULTS/rdma-guest.txt"
+fi
+
 say "plots of the tables above"
 python3 "$(dirname "$0")/bench_plot.py" "$RESULTS"
 echo "bench: tables (*.txt) and plots (*.png) are in $RESULTS"

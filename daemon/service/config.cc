@@ -119,6 +119,16 @@ Status set_kmod(const std::string &origin, const std::string &key, const std::st
 	return Status::ok();
 }
 
+Status set_transport(const std::string &origin, const std::string &key, const std::string &v,
+		     DaemonConfig *cfg)
+{
+	if (v != "auto" && v != "tcp" && v != "rdma")
+		return Status(Code::kInvalidArgument,
+			      origin + ": \"" + key + "\" must be \"auto\", \"tcp\" or \"rdma\", not '" + v + "'");
+	cfg->transport = v;
+	return Status::ok();
+}
+
 Status set_u32(const std::string &origin, const std::string &key, const json &v, uint32_t lo,
 	       uint32_t hi, uint32_t *out)
 {
@@ -153,6 +163,12 @@ Options (each has a config-file key; flags override the file):
   --peer HOST:PORT     "peers"       a module to federate with (repeatable)
   --metrics HOST:PORT  "metrics"     serve Prometheus metrics at http://HOST:PORT/metrics
                                      (default off; port 0 picks a free port)
+  --rdma-listen HOST:PORT  "rdma.listen" module: serve one-sided RDMA reads of
+                                     the pool via rdma_cm on this address of an
+                                     RDMA device (default off)
+  --transport MODE     "transport"   pager: auto (RDMA reads where a module
+                                     offers them, else TCP), tcp or rdma
+                                     (default auto)
   --log-level LEVEL    "log_level"   debug, info, warn or error (default info)
   --kmod MODE          "kmod"        auto (use memfed.ko when loaded) or off
   --replicas N         "replicas"    copies a new region gets, on distinct nodes
@@ -297,6 +313,8 @@ json config_to_json(const DaemonConfig &cfg)
 	          {"module_id",
 	           cfg.module_id.valid() ? json(cfg.module_id.to_string()) : json(nullptr)}}},
 	        {"listen", cfg.listen},
+	        {"rdma", {{"listen", cfg.rdma_listen.empty() ? json(nullptr) : json(cfg.rdma_listen)}}},
+	        {"transport", cfg.transport},
 	        {"peers", cfg.peers},
 	        {"log_level", kLevels[int(cfg.log_level)]},
 	        {"kmod", cfg.kmod},
@@ -377,6 +395,23 @@ Status apply_config_json(const std::string &text, const std::string &origin, Dae
 			st = str(key, v, [&](const std::string &s) { return set_kmod(origin, key, s, cfg); });
 		else if (key == "replicas")
 			st = set_u32(origin, key, v, 1, 8, &cfg->replicas);
+		else if (key == "transport")
+			st = str(key, v, [&](const std::string &s) { return set_transport(origin, key, s, cfg); });
+		else if (key == "rdma") {
+			if (!v.is_object())
+				return type_error(origin, key, "an object");
+			for (auto &[sub, sv] : v.items()) {
+				std::string k = key + "." + sub;
+				if (k == "rdma.listen" && sv.is_null())
+					cfg->rdma_listen.clear();
+				else if (k == "rdma.listen")
+					st = str(k, sv, [&](const std::string &s) { return set_endpoint(origin, k, s, &cfg->rdma_listen); });
+				else
+					return Status(Code::kInvalidArgument, origin + ": unknown key \"" + k +
+										      "\" (memfedd --help lists every key)");
+				MF_RETURN_IF_ERROR(st);
+			}
+		}
 		else if (key == "roles" || key == "peers") {
 			if (!v.is_array())
 				return type_error(origin, key, "an array of strings");
@@ -645,6 +680,12 @@ Status load_config(int argc, char **argv, DaemonConfig *cfg, bool *help)
 		} else if (a == "--metrics") {
 			MF_RETURN_IF_ERROR(need());
 			st = set_endpoint(origin, a, val, &cfg->metrics);
+		} else if (a == "--rdma-listen") {
+			MF_RETURN_IF_ERROR(need());
+			st = set_endpoint(origin, a, val, &cfg->rdma_listen);
+		} else if (a == "--transport") {
+			MF_RETURN_IF_ERROR(need());
+			st = set_transport(origin, a, val, cfg);
 		} else if (a == "--peer") {
 			MF_RETURN_IF_ERROR(need());
 			if (!peers_from_flags)

@@ -38,6 +38,8 @@ struct DaemonConfig {
 	std::string listen = "127.0.0.1:7700";	 // wire protocol endpoint
 	std::vector<std::string> peers;		 // modules to reach, "host:port"
 	std::string metrics;			 // Prometheus endpoint "host:port", "" = off
+	std::string rdma_listen;		 // module: rdma_cm endpoint, "" = no RDMA
+	std::string transport = "auto";		 // pager: auto, tcp or rdma (daemon/rdma/)
 	LogLevel log_level = LogLevel::kInfo;
 	std::string kmod = "auto";		 // "auto": use memfed.ko when loaded; "off"
 	uint32_t replicas = 1;			 // copies a new region gets (1..8)

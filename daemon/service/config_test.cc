@@ -119,6 +119,29 @@ TEST_CASE("the metrics endpoint is off by default and set by flag or key")
 	                .find("\"metrics\"") != std::string::npos);
 }
 
+TEST_CASE("RDMA: rdma.listen off by default, transport auto; both set by flag or key", "[config]")
+{
+	DaemonConfig cfg;
+	REQUIRE(load({}, &cfg));
+	REQUIRE(cfg.rdma_listen.empty());
+	REQUIRE(cfg.transport == "auto");
+	REQUIRE(load({"--rdma-listen", "10.0.0.2:7800", "--transport", "rdma"}, &cfg));
+	REQUIRE(cfg.rdma_listen == "10.0.0.2:7800");
+	REQUIRE(cfg.transport == "rdma");
+	REQUIRE(apply_config_json(R"({"rdma": {"listen": null}, "transport": "tcp"})", "t.json",
+	                          &cfg));
+	REQUIRE(cfg.rdma_listen.empty());
+	REQUIRE(cfg.transport == "tcp");
+	DaemonConfig c2;
+	Status st = load({"--transport", "infiniband"}, &c2);
+	REQUIRE(st.code() == Code::kInvalidArgument);
+	REQUIRE(st.message().find("\"auto\", \"tcp\" or \"rdma\"") != std::string::npos);
+	st = apply_config_json(R"({"rdma": {"port": 1}})", "t.json", &c2);
+	REQUIRE(st.message().find("\"rdma.port\"") != std::string::npos);
+	st = load({"--rdma-listen", "7800"}, &c2);
+	REQUIRE(st.message().find("--rdma-listen") != std::string::npos);
+}
+
 TEST_CASE("a reload applies log_level and names every other changed key as needing a restart")
 {
 	DaemonConfig running;

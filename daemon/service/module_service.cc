@@ -190,8 +190,11 @@ void ModuleService::commit(std::vector<Job> &group)
 
 Result<RegionInfo> ModuleService::set_length(const wire::WireSetLength &s)
 {
-	return store_->set_length(wire::region_name(s), s.length,
-	                          (s.flags & wire::kSetLengthGrowOnly) != 0);
+	bool grow_only = (s.flags & wire::kSetLengthGrowOnly) != 0;
+	auto r = store_->set_length(wire::region_name(s), s.length, grow_only);
+	if (r && !grow_only && on_freed_)
+		on_freed_();
+	return r;
 }
 
 // A segment: every WRITE with one persist, then the READs that waited for
@@ -326,8 +329,11 @@ void ModuleService::defer_write(const wire::Header &req, std::span<const uint8_t
 Status ModuleService::delete_region(const std::string &name, const std::string &by)
 {
 	Status st = store_->delete_region(name);
-	if (st)
+	if (st) {
 		LOG_INFO("module", "region '%s' deleted by %s", name.c_str(), by.c_str());
+		if (on_freed_)
+			on_freed_();
+	}
 	return st;
 }
 

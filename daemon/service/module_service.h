@@ -100,6 +100,12 @@ public:
 	// Requests waiting for the writer thread (not yet taken into a group).
 	size_t queued() const;
 
+	// Runs after a region was deleted or truncated through this service, once
+	// its freed pages are zeroed (on the thread that did it): the RDMA
+	// server registers the pool again there (daemon/rdma/rdma_server.h).
+	// Set before the first request.
+	void set_on_freed(std::function<void()> fn) { on_freed_ = std::move(fn); }
+
 	// Test only: the writer thread calls `hook` after taking a group and
 	// before committing it (a test holds the writer there to show that
 	// reads are served meanwhile). Set before the first request.
@@ -149,6 +155,7 @@ private:
 	ModuleStore *store_;
 	std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
 	std::function<void()> writer_hook_;
+	std::function<void()> on_freed_;
 
 	// Loop thread only.
 	std::vector<PendingRange> pending_; // in seq order

@@ -566,6 +566,8 @@ Result<std::unique_ptr<Channel>> NodeFederation::open_channel(EventLoop *loop, M
 	// (the route may have moved): the same check as the control path's.
 	if (Status id = admit_identity(*p, (*ch)->peer()); !id)
 		return id;
+	if (wrap_channel_)
+		return wrap_channel_(loop, std::move(*ch));
 	return std::unique_ptr<Channel>(std::move(*ch));
 }
 

@@ -35,6 +35,7 @@
 #include "daemon/service/quota.h"
 #include "daemon/service/replica_keeper.h"
 #include "daemon/transport/sync_client.h"
+#include "daemon/transport/tcp_channel.h"
 
 namespace memfed {
 
@@ -60,6 +61,12 @@ public:
 	Result<RegionLocation> locate_region(const std::string &name) override;
 	std::vector<ModuleEntry> modules() override;
 	Result<std::unique_ptr<Channel>> open_channel(EventLoop *loop, ModuleId module) override;
+	// How open_channel() turns a connected TcpChannel into the Channel it
+	// returns (memfedd --transport: an RdmaChannel around it); unset: as is.
+	// Set before the first open_channel().
+	using ChannelWrapper =
+		std::function<std::unique_ptr<Channel>(EventLoop *, std::unique_ptr<TcpChannel>)>;
+	void set_channel_wrapper(ChannelWrapper w) { wrap_channel_ = std::move(w); }
 
 	// Creates a region on `module` (unset: the local module, or else the first
 	// reachable peer with room). `admit` decides a create on the local module
@@ -152,6 +159,7 @@ private:
 	ModuleService *service_;
 	ModuleId self_;
 	std::shared_ptr<trust::TlsContext> tls_;
+	ChannelWrapper wrap_channel_;
 	std::mutex peers_mu_;
 	std::vector<std::unique_ptr<Peer>> peers_; // guarded by peers_mu_ (grows, never shrinks)
 	std::mutex sets_mu_;

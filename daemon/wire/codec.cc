@@ -112,6 +112,10 @@ const char *msg_type_name(uint8_t type)
 		return "READ_VERSIONED";
 	case MsgType::kReadVersions:
 		return "READ_VERSIONS";
+	case MsgType::kRdmaConnect:
+		return "RDMA_CONNECT";
+	case MsgType::kRdmaRegion:
+		return "RDMA_REGION";
 	}
 	return "UNKNOWN";
 }

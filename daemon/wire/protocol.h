@@ -95,6 +95,13 @@
 //                       it and answers kCorrupt for a damaged page
 //   READ_VERSIONS    (header offset, count <= kMaxVersionsPerRequest, region_id)
 //                 req:  none               resp: count * u64 page versions
+//   RDMA_CONNECT  req: none                 resp: WireRdmaConnect
+//                 Only to an authenticated peer (over TLS) of a module
+//                 that listens for RDMA (kCapRdma): where to connect with
+//                 rdma_cm, a one-time token to present there, and the pool's
+//                 read-only memory registration (daemon/rdma/rdma_server.h).
+//   RDMA_REGION   req: none, region in header.region_id
+//                 resp: WireRdmaRegion (the region's extent and the key)
 #pragma once
 
 #include <cstddef>
@@ -136,9 +143,10 @@ enum class MsgType : uint8_t {
 	kWriteVersioned = 10,
 	kReadVersioned = 11,
 	kReadVersions = 12,
-	// 13 and up: RDMA messages (another branch).
+	kRdmaConnect = 13,
+	kRdmaRegion = 14,
 };
-constexpr uint8_t kMsgTypeMax = 12;
+constexpr uint8_t kMsgTypeMax = 14;
 
 // Traffic classes, in priority order: a fault never waits behind bulk work.
 enum class TrafficClass : uint8_t {
@@ -252,5 +260,42 @@ struct WireStat {
 	uint64_t uptime_ns;
 };
 static_assert(sizeof(WireStat) == 72);
+
+// RDMA_CONNECT response payload (fixed size). The module's pool is
+// registered once, for remote read only, from the start of its meta area to
+// the end of its data area: the page at pool byte offset `fa` lies at remote
+// address `pool_addr + fa`, its PageMeta at `pool_addr + meta_offset +
+// 16 * ((fa - data_offset) / kPageSize)`.
+constexpr size_t kRdmaEndpointMax = 63;
+constexpr size_t kRdmaTokenSize = 16;
+struct WireRdmaConnect {
+	char endpoint[kRdmaEndpointMax + 1]; // "ip:port", NUL-terminated
+	uint8_t token[kRdmaTokenSize];       // rdma_cm private data (WireRdmaHello)
+	uint64_t pool_addr;                  // remote address of pool byte 0
+	uint32_t rkey;
+	uint32_t reserved;
+	uint64_t meta_offset; // pool byte offsets (daemon/store/layout.h)
+	uint64_t data_offset;
+	uint64_t data_pages;
+};
+static_assert(sizeof(WireRdmaConnect) == 120);
+
+// RDMA_REGION response payload (fixed size): the extent a reader may read.
+struct WireRdmaRegion {
+	uint32_t region_id;
+	uint32_t rkey;
+	uint64_t fa_offset;
+	uint64_t size_bytes;
+};
+static_assert(sizeof(WireRdmaRegion) == 24);
+
+// rdma_cm connect private data: the token of an RDMA_CONNECT response.
+constexpr uint32_t kRdmaHelloMagic = 0x31524d46; // "FMR1"
+struct WireRdmaHello {
+	uint32_t magic;
+	uint32_t version; // kWireVersion
+	uint8_t token[kRdmaTokenSize];
+};
+static_assert(sizeof(WireRdmaHello) == 24);
 
 } // namespace memfed::wire

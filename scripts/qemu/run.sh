@@ -9,10 +9,14 @@
 #   --bin-dir   where memfed_kmod_test and memfed_nl_fuzz are (the CMake
 #               build's bin/); the daemon tests (tests/qemu/daemon_tests.sh)
 #               run when memfedd, memfedctl, memfed_eva_test and
-#               ../lib/libmemfed-preload.so are there too
+#               ../lib/libmemfed-preload.so are there too, the RDMA tests
+#               (tests/qemu/rdma_tests.sh, soft-RoCE) when memfed_rdma_test is
 #   --fuzz      random netlink messages in the fuzz test (default 20000)
 #   --seed      fuzz seed (default: from the clock; printed in the log)
 #   --timeout   host-side limit for the boot (default 240)
+#   --rdma-bench  boot for the RDMA benchmark only (make bench): prints its
+#               MEMFED-BENCH lines, 4 KiB and 64 KiB READ latency over RDMA
+#               and over TCP in the same boot (TCG: functional figures only)
 #
 # Installs what it needs (scripts/deps.sh, linux-headers-$KVER) and caches
 # the kernel under build/qemu-cache/. MEMFED_QEMU_KVER overrides the kernel
@@ -25,12 +29,14 @@ bin_dir=""
 fuzz=20000
 seed=$(date +%s)
 timeout_s=240
+rdma_bench=0
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--bin-dir) bin_dir=$2; shift 2 ;;
 	--fuzz) fuzz=$2; shift 2 ;;
 	--seed) seed=$2; shift 2 ;;
 	--timeout) timeout_s=$2; shift 2 ;;
+	--rdma-bench) rdma_bench=1; shift ;;
 	-h | --help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 	*) echo "run.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
 	esac
@@ -61,13 +67,21 @@ exec 9>"$cache/.lock"
 flock 9
 kver=$(memfed_kver)
 kdir=$cache/$kver
-if [ ! -f "$kdir/vmlinuz" ]; then
+# With it, soft-RoCE's modules (and what they need) for the RDMA tests.
+rdma_mods="configfs udp_tunnel ip6_udp_tunnel crc32_generic ib_core ib_uverbs iw_cm ib_cm rdma_cm rdma_ucm rdma_rxe dummy"
+if [ ! -f "$kdir/vmlinuz" ] || [ ! -f "$kdir/rdma/.complete" ]; then
 	rm -rf "$kdir.tmp" && mkdir -p "$kdir.tmp"
 	(cd "$kdir.tmp" && apt-get download -q "linux-image-$kver" 2>&1 |
 		grep -v '^W: Download is performed unsandboxed' || true)
 	deb=$(ls "$kdir.tmp"/linux-image-"$kver"_*.deb)
-	dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$kdir.tmp" "./boot/vmlinuz-$kver"
-	mkdir -p "$kdir"
+	dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$kdir.tmp" --wildcards "./boot/vmlinuz-$kver" \
+		$(for m in $rdma_mods; do echo "*/$m.ko"; done)
+	mkdir -p "$kdir/rdma"
+	for m in $rdma_mods; do
+		find "$kdir.tmp/lib" -name "$m.ko" -exec cp {} "$kdir/rdma/" \;
+		[ -f "$kdir/rdma/$m.ko" ] || { echo "run.sh: $m.ko is not in linux-image-$kver" >&2; exit 1; }
+	done
+	touch "$kdir/rdma/.complete"
 	mv "$kdir.tmp/boot/vmlinuz-$kver" "$kdir/vmlinuz"
 	rm -rf "$kdir.tmp"
 fi
@@ -140,6 +154,22 @@ if [ "$daemon_tests" -eq 1 ]; then
 else
 	echo "qemu: memfedd, memfedctl, memfed_eva_test or ../lib/libmemfed-preload.so missing in $bin_dir: daemon tests skipped"
 fi
+rdma_tests=0
+if [ -x "$bin_dir/memfed_rdma_test" ]; then
+	# Soft-RoCE: its modules, iproute2's ip and rdma, and the rxe provider
+	# that libibverbs dlopens (with the driver file that names it).
+	rdma_tests=1
+	copy_with_libs "$bin_dir/memfed_rdma_test"
+	mkdir -p "$rd/rdma" "$rd/etc/libibverbs.d"
+	cp "$kdir"/rdma/*.ko "$rd/rdma/"
+	copy_with_libs /usr/sbin/ip /usr/sbin/
+	copy_with_libs /usr/bin/rdma /usr/bin/
+	copy_with_libs "/usr/lib/$multiarch/libibverbs/librxe-rdmav34.so" "/usr/lib/$multiarch/libibverbs/"
+	cp /etc/libibverbs.d/rxe.driver "$rd/etc/libibverbs.d/"
+	cp "$root/tests/qemu/rdma_tests.sh" "$rd/bin/memfed_rdma_tests.sh"
+else
+	echo "qemu: memfed_rdma_test missing in $bin_dir (rdma-core not installed when built?): RDMA tests skipped"
+fi
 (cd "$rd" && find . | cpio -o -H newc --quiet) >"$work/initramfs.cpio"
 phase "initramfs $(du -m "$work/initramfs.cpio" | cut -f1) MB"
 
@@ -152,12 +182,18 @@ timeout --kill-after=10 "$timeout_s" qemu-system-x86_64 \
 	-accel tcg,thread=multi -cpu max -smp 2 -m 1G \
 	-no-reboot -display none -serial stdio -nodefaults \
 	-kernel "$kdir/vmlinuz" -initrd "$work/initramfs.cpio" \
-	-append "console=ttyS0 quiet panic=-1 oops=panic panic_on_warn=1 slub_debug=FZPU,kmalloc-* MEMFED_FUZZ=$fuzz MEMFED_SEED=$seed" \
+	-append "console=ttyS0 quiet panic=-1 oops=panic panic_on_warn=1 slub_debug=FZPU,kmalloc-* MEMFED_FUZZ=$fuzz MEMFED_SEED=$seed MEMFED_RDMA_BENCH=$rdma_bench" \
 	</dev/null >"$log" 2>&1
 qemu_rc=$?
 set -e
 cp "$log" "$last.$$" && mv "$last.$$" "$last"
 phase "guest finished (qemu rc $qemu_rc)"
+
+if [ "$rdma_bench" -eq 1 ]; then
+	tr -d '\r' <"$log" | grep -E '^MEMFED-(BENCH|DETAIL)' || true
+	tr -d '\r' <"$log" | grep -q '^MEMFED-BENCH tcp .*pages/s' || { echo "qemu: no RDMA benchmark figures (serial log: $last)"; exit 1; }
+	exit 0
+fi
 
 # 6. Verdict from the markers alone.
 expected=(insmod kmodlink-open layout netlink-modules netlink-routes netlink-windows
@@ -166,6 +202,12 @@ expected=(insmod kmodlink-open layout netlink-modules netlink-routes netlink-win
 	unprivileged-fuzz-changed-nothing tables-empty-no-leak populate rmmod-clean reload kernel-log-clean)
 if [ "$daemon_tests" -eq 1 ]; then
 	mapfile -t -O ${#expected[@]} expected < <(sed -n 's/^# expect: //p' "$root/tests/qemu/daemon_tests.sh")
+fi
+if [ "$rdma_tests" -eq 1 ]; then
+	mapfile -t -O ${#expected[@]} expected < <(sed -n 's/^# expect: //p' "$root/tests/qemu/rdma_tests.sh")
+	if [ "$daemon_tests" -eq 1 ]; then
+		mapfile -t -O ${#expected[@]} expected < <(sed -n 's/^# expect-with-daemons: //p' "$root/tests/qemu/rdma_tests.sh")
+	fi
 fi
 serial=$work/serial.txt
 tr -d '\r' <"$log" >"$serial"

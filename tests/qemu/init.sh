@@ -3,7 +3,8 @@
 # prints one "MEMFED-TEST <name> PASS|FAIL" line per test, then
 # "MEMFED-QEMU-DONE" and powers off. The host (scripts/qemu/run.sh) decides
 # from these lines alone. Settings come from the kernel command line as
-# environment variables: MEMFED_FUZZ (messages), MEMFED_SEED.
+# environment variables: MEMFED_FUZZ (messages), MEMFED_SEED,
+# MEMFED_RDMA_BENCH (1: only the RDMA benchmark).
 export PATH=/bin
 /bin/busybox --install -s /bin
 mount -t proc proc /proc
@@ -13,6 +14,13 @@ mount -t debugfs debugfs /sys/kernel/debug
 mount -t tmpfs tmpfs /tmp
 mount -t tmpfs tmpfs /run
 echo "MEMFED-QEMU-BOOTED $(uname -r)"
+
+# make bench: only the RDMA benchmark (scripts/qemu/run.sh --rdma-bench).
+if [ "${MEMFED_RDMA_BENCH:-0}" = 1 ]; then
+	/bin/memfed_rdma_tests.sh
+	echo MEMFED-QEMU-DONE
+	poweroff -f
+fi
 
 # result NAME STATUS: a marker from a shell check's exit status.
 result() {
@@ -48,6 +56,10 @@ memfed_kmod_test empty
 
 if [ -x /bin/memfed_daemon_tests.sh ]; then
 	/bin/memfed_daemon_tests.sh
+fi
+
+if [ -x /bin/memfed_rdma_tests.sh ]; then
+	/bin/memfed_rdma_tests.sh
 fi
 
 # rmmod with entries in every table: the module's exit path frees them (and

@@ -1,0 +1,561 @@
+#include "daemon/rdma/rdma_channel.h"
+
+#include <fcntl.h>
+#include <poll.h>
+
+#include <cstring>
+
+#include "daemon/common/crc32c.h"
+#include "daemon/common/log.h"
+#include "daemon/rdma/rdma_address.h"
+#include "daemon/store/layout.h"
+
+namespace memfed
+{
+
+namespace
+{
+using wire::kPageSize;
+constexpr size_t kMetaBytes = wire::kMaxPagesPerRequest * sizeof(store::PageMeta);
+constexpr size_t kSlotBytes = 2 * kMetaBytes + size_t{wire::kMaxPagesPerRequest} * kPageSize;
+constexpr unsigned kInitiatorDepth = 16;
+
+// wr_id: slot index and which of the three READs of its request.
+uint64_t wr_id(unsigned slot, unsigned which)
+{
+	return uint64_t{slot} << 2 | which;
+}
+
+wire::Header read_response(uint32_t region_id, uint64_t fa, uint32_t count, Code code)
+{
+	wire::Header h{};
+	h.type = uint8_t(wire::MsgType::kRead);
+	h.flags = wire::kFlagResponse;
+	h.status = uint16_t(code);
+	h.region_id = region_id;
+	h.offset = fa;
+	h.count = count;
+	return h;
+}
+} // namespace
+
+class RdmaChannel::PollOp : public IoOp
+{
+public:
+	explicit PollOp(RdmaChannel *c) : c_(c) {}
+	void complete(int res, uint32_t) override { c_->on_poll(res); }
+
+private:
+	RdmaChannel *c_;
+};
+
+class RdmaChannel::TimerOp : public IoOp
+{
+public:
+	explicit TimerOp(RdmaChannel *c) : c_(c) {}
+	void complete(int res, uint32_t) override { c_->on_timer(res); }
+
+private:
+	RdmaChannel *c_;
+};
+
+class RdmaChannel::CancelOp : public IoOp
+{
+public:
+	void complete(int, uint32_t) override {}
+};
+
+class RdmaChannel::ConnectReply : public Completion
+{
+public:
+	explicit ConnectReply(RdmaChannel *c) : c_(c) {}
+	void on_reply(const Status &st, const wire::Header &, std::span<const uint8_t> p) override
+	{
+		c_->on_connect_reply(st, p);
+	}
+
+private:
+	RdmaChannel *c_;
+};
+
+class RdmaChannel::RegionReply : public Completion
+{
+public:
+	RegionReply(RdmaChannel *c, uint32_t id, uint64_t epoch) : c_(c), id_(id), epoch_(epoch) {}
+	void on_reply(const Status &st, const wire::Header &, std::span<const uint8_t> p) override
+	{
+		if (epoch_ == c_->epoch_)
+			c_->on_region_reply(id_, st, p);
+		done = true;
+	}
+	bool done = false;
+
+private:
+	RdmaChannel *c_;
+	uint32_t id_;
+	uint64_t epoch_;
+};
+
+std::unique_ptr<RdmaChannel> RdmaChannel::wrap(EventLoop *loop, std::unique_ptr<TcpChannel> tcp,
+                                               Options opts)
+{
+	return std::unique_ptr<RdmaChannel>(new RdmaChannel(loop, std::move(tcp), opts));
+}
+
+RdmaChannel::RdmaChannel(EventLoop *loop, std::unique_ptr<TcpChannel> tcp, Options opts)
+    : loop_(loop), tcp_(std::move(tcp)), opts_(opts),
+      connect_reply_(std::make_unique<ConnectReply>(this)),
+      poll_op_(std::make_unique<PollOp>(this)), cancel_op_(std::make_unique<CancelOp>()),
+      timer_op_(std::make_unique<TimerOp>(this))
+{
+	if (opts_.slots == 0)
+		opts_.slots = 1;
+	slots_.resize(opts_.slots);
+	if (opts_.mode == Mode::kRdma && (peer().capabilities & wire::kCapRdma) == 0)
+		LOG_ERROR("rdma",
+		          "module %s at %s does not offer RDMA (start it with --rdma-listen): "
+		          "its pages come over TCP",
+		          peer().module.to_string().c_str(), peer().endpoint.c_str());
+}
+
+RdmaChannel::~RdmaChannel()
+{
+	if (counters_.connects != 0)
+		LOG_INFO("rdma",
+		         "module %s: %lu reads, %lu pages over RDMA; %lu torn-read retries, %lu "
+		         "fallbacks to TCP, %lu RDMA failures, %lu reads refused",
+		         peer().module.to_string().c_str(), (unsigned long)counters_.reads,
+		         (unsigned long)counters_.pages, (unsigned long)counters_.torn_retries,
+		         (unsigned long)counters_.fallbacks, (unsigned long)counters_.errors,
+		         (unsigned long)counters_.refused);
+	teardown();
+	// The kernel may still hold the poll (until its cancel is reaped), and
+	// the TcpChannel may still answer our control requests: both point here.
+	while (poll_armed_ || timer_armed_)
+		loop_->run_once(100);
+	tcp_.reset();
+}
+
+void RdmaChannel::try_rdma()
+{
+	if (state_ != State::kIdle || opts_.mode == Mode::kTcp || !tcp_->connected() ||
+	    (peer().capabilities & wire::kCapRdma) == 0 || !peer().authenticated)
+		return;
+	if (std::chrono::steady_clock::now() < next_try_)
+		return;
+	state_ = State::kAsking;
+	wire::Header h{};
+	h.type = uint8_t(wire::MsgType::kRdmaConnect);
+	h.tclass = uint8_t(wire::TrafficClass::kControl);
+	tcp_->call(h, {}, connect_reply_.get());
+}
+
+void RdmaChannel::on_connect_reply(const Status &st, std::span<const uint8_t> payload)
+{
+	if (!st)
+		return fail("module refused RDMA_CONNECT: " + st.message());
+	wire::WireRdmaConnect c{};
+	if (payload.size() != sizeof(c))
+		return fail("RDMA_CONNECT answer of " + std::to_string(payload.size()) +
+		            " bytes, expected " + std::to_string(sizeof(c)));
+	std::memcpy(&c, payload.data(), sizeof(c));
+	if (std::memchr(c.endpoint, 0, sizeof(c.endpoint)) == nullptr || c.data_pages == 0 ||
+	    c.meta_offset >= c.data_offset ||
+	    c.data_offset - c.meta_offset < c.data_pages * sizeof(store::PageMeta) ||
+	    c.data_pages > (UINT64_MAX - c.data_offset) / kPageSize)
+		return fail("RDMA_CONNECT answer with an impossible pool geometry or endpoint");
+	Status s = setup(c);
+	if (!s)
+		return fail(s.message());
+	state_ = State::kUp;
+	why_.clear();
+	counters_.connects++;
+	LOG_INFO("rdma", "module %s: page reads over RDMA from %s",
+	         peer().module.to_string().c_str(), c.endpoint);
+}
+
+Status RdmaChannel::wait_cm_event(rdma_cm_event_type want, const char *step)
+{
+	pollfd p{events_->fd, POLLIN, 0};
+	int n = poll(&p, 1, opts_.connect_timeout_ms);
+	if (n <= 0)
+		return Status(Code::kUnavailable, std::string(step) + ": no answer within " +
+		                                          std::to_string(opts_.connect_timeout_ms) +
+		                                          " ms");
+	rdma_cm_event *ev = nullptr;
+	if (rdma_get_cm_event(events_, &ev) != 0)
+		return Status(Code::kUnavailable,
+		              std::string(step) + ": rdma_get_cm_event: " + strerror(errno));
+	rdma_cm_event_type got = ev->event;
+	int status = ev->status;
+	rdma_ack_cm_event(ev);
+	if (got != want)
+		return Status(Code::kUnavailable, std::string(step) + ": " + rdma_event_str(got) +
+		                                          " (status " + std::to_string(status) +
+		                                          ")");
+	return Status::ok();
+}
+
+Status RdmaChannel::setup(const wire::WireRdmaConnect &c)
+{
+	auto addr = resolve_rdma_address(c.endpoint, "module RDMA endpoint");
+	if (!addr)
+		return addr.status();
+	events_ = rdma_create_event_channel();
+	if (events_ == nullptr)
+		return Status(Code::kUnavailable,
+		              std::string("no rdma_cm here (") + strerror(errno) + ")");
+	fcntl(events_->fd, F_SETFL, fcntl(events_->fd, F_GETFL) | O_NONBLOCK);
+	if (rdma_create_id(events_, &id_, nullptr, RDMA_PS_TCP) != 0)
+		return Status(Code::kUnavailable,
+		              std::string("rdma_create_id: ") + strerror(errno));
+	if (rdma_resolve_addr(id_, nullptr, reinterpret_cast<sockaddr *>(&addr->ss),
+	                      opts_.connect_timeout_ms) != 0)
+		return Status(Code::kUnavailable, std::string("rdma_resolve_addr ") + c.endpoint +
+		                                          ": " + strerror(errno));
+	MF_RETURN_IF_ERROR(wait_cm_event(RDMA_CM_EVENT_ADDR_RESOLVED,
+	                                 "resolving the module's RDMA address (no local RDMA "
+	                                 "device reaches it?)"));
+	if (rdma_resolve_route(id_, opts_.connect_timeout_ms) != 0)
+		return Status(Code::kUnavailable,
+		              std::string("rdma_resolve_route: ") + strerror(errno));
+	MF_RETURN_IF_ERROR(wait_cm_event(RDMA_CM_EVENT_ROUTE_RESOLVED, "resolving the RDMA route"));
+	// A finite ACK timeout (4.096 us * 2^16 = 268 ms, 7 retries): without
+	// one a READ to a module that died is never answered nor failed (RoCE
+	// paths may carry a timeout of 0, which means forever).
+	uint8_t ack_timeout = 16;
+	if (rdma_set_option(id_, RDMA_OPTION_ID, RDMA_OPTION_ID_ACK_TIMEOUT, &ack_timeout,
+	                    sizeof(ack_timeout)) != 0)
+		return Status(Code::kUnavailable,
+		              std::string("rdma_set_option(ACK_TIMEOUT): ") + strerror(errno));
+
+	pd_ = ibv_alloc_pd(id_->verbs);
+	comp_ = pd_ ? ibv_create_comp_channel(id_->verbs) : nullptr;
+	unsigned wrs = opts_.slots * 3 + 4;
+	cq_ = comp_ ? ibv_create_cq(id_->verbs, int(wrs), nullptr, comp_, 0) : nullptr;
+	if (cq_ == nullptr)
+		return Status(Code::kUnavailable,
+		              std::string("RDMA device resources (pd, cq): ") + strerror(errno));
+	fcntl(comp_->fd, F_SETFL, fcntl(comp_->fd, F_GETFL) | O_NONBLOCK);
+	ibv_qp_init_attr qa{};
+	qa.send_cq = cq_;
+	qa.recv_cq = cq_;
+	qa.qp_type = IBV_QPT_RC;
+	qa.sq_sig_all = 0;
+	qa.cap.max_send_wr = wrs;
+	qa.cap.max_recv_wr = 1;
+	qa.cap.max_send_sge = 1;
+	qa.cap.max_recv_sge = 1;
+	if (rdma_create_qp(id_, pd_, &qa) != 0)
+		return Status(Code::kUnavailable,
+		              std::string("rdma_create_qp: ") + strerror(errno));
+	staging_.assign(size_t{opts_.slots} * kSlotBytes, 0);
+	int access = IBV_ACCESS_LOCAL_WRITE; // an int: see RdmaServer::register_pool
+	mr_ = ibv_reg_mr(pd_, staging_.data(), staging_.size(), access);
+	if (mr_ == nullptr)
+		return Status(Code::kUnavailable, std::string("registering the staging buffer: ") +
+		                                          strerror(errno) + " (ulimit -l)");
+
+	wire::WireRdmaHello hello{};
+	hello.magic = wire::kRdmaHelloMagic;
+	hello.version = wire::kWireVersion;
+	std::memcpy(hello.token, c.token, sizeof(hello.token));
+	rdma_conn_param p{};
+	p.private_data = &hello;
+	p.private_data_len = sizeof(hello);
+	p.initiator_depth = kInitiatorDepth;
+	p.responder_resources = 0;
+	p.retry_count = 7;
+	p.rnr_retry_count = 7;
+	if (rdma_connect(id_, &p) != 0)
+		return Status(Code::kUnavailable, std::string("rdma_connect: ") + strerror(errno));
+	MF_RETURN_IF_ERROR(wait_cm_event(RDMA_CM_EVENT_ESTABLISHED, "RDMA connect"));
+	if (ibv_req_notify_cq(cq_, 0) != 0)
+		return Status(Code::kUnavailable, "ibv_req_notify_cq failed");
+	pool_addr_ = c.pool_addr;
+	rkey_ = c.rkey;
+	meta_offset_ = c.meta_offset;
+	data_offset_ = c.data_offset;
+	data_pages_ = c.data_pages;
+	arm_poll();
+	return Status::ok();
+}
+
+void RdmaChannel::arm_poll()
+{
+	if (poll_armed_ || comp_ == nullptr)
+		return;
+	io_uring_sqe *sqe = loop_->sqe(poll_op_.get());
+	io_uring_prep_poll_add(sqe, comp_->fd, POLLIN);
+	poll_armed_ = true;
+}
+
+void RdmaChannel::on_poll(int res)
+{
+	poll_armed_ = false;
+	if (cq_ == nullptr)
+		return; // cancelled by a teardown
+	if (res < 0)
+		return arm_poll(); // a cancelled poll of an earlier connection
+	void *ctx = nullptr;
+	ibv_cq *cq = nullptr;
+	while (ibv_get_cq_event(comp_, &cq, &ctx) == 0)
+		ibv_ack_cq_events(cq, 1);
+	ibv_req_notify_cq(cq_, 0);
+	ibv_wc wc[16];
+	for (;;) {
+		if (cq_ == nullptr)
+			return; // torn down by a failure below
+		int n = ibv_poll_cq(cq_, 16, wc);
+		if (n < 0)
+			return fail("ibv_poll_cq failed");
+		if (n == 0)
+			break;
+		for (int i = 0; i < n; i++) {
+			if (cq_ == nullptr)
+				return;
+			unsigned slot = unsigned(wc[i].wr_id >> 2);
+			if (wc[i].status != IBV_WC_SUCCESS) {
+				fail(std::string("RDMA READ failed: ") +
+				     ibv_wc_status_str(wc[i].status) +
+				     (wc[i].status == IBV_WC_REM_ACCESS_ERR
+				              ? " (the module refused the key: revoked or forged)"
+				              : ""));
+				return;
+			}
+			if ((wc[i].wr_id & 3) == 2 && slot < slots_.size() && slots_[slot].busy)
+				finish_slot(slot);
+		}
+	}
+	arm_poll();
+}
+
+uint8_t *RdmaChannel::slot_base(unsigned slot) const
+{
+	return const_cast<uint8_t *>(staging_.data()) + size_t{slot} * kSlotBytes;
+}
+
+void RdmaChannel::post(unsigned slot)
+{
+	Slot &s = slots_[slot];
+	uint64_t first = (s.fa - data_offset_) / kPageSize;
+	uint64_t meta_remote = pool_addr_ + meta_offset_ + first * sizeof(store::PageMeta);
+	uint32_t meta_len = s.count * uint32_t(sizeof(store::PageMeta));
+	uint8_t *b = slot_base(slot);
+	ibv_sge sge[3] = {
+	        {reinterpret_cast<uint64_t>(b), meta_len, mr_->lkey},
+	        {reinterpret_cast<uint64_t>(b + 2 * kMetaBytes), s.count * kPageSize, mr_->lkey},
+	        {reinterpret_cast<uint64_t>(b + kMetaBytes), meta_len, mr_->lkey},
+	};
+	uint64_t remote[3] = {meta_remote, pool_addr_ + s.fa, meta_remote};
+	ibv_send_wr wr[3]{};
+	for (unsigned k = 0; k < 3; k++) {
+		wr[k].wr_id = wr_id(slot, k);
+		wr[k].sg_list = &sge[k];
+		wr[k].num_sge = 1;
+		wr[k].opcode = IBV_WR_RDMA_READ;
+		// Each READ starts after the one before has completed.
+		wr[k].send_flags = k == 0 ? 0 : IBV_SEND_FENCE;
+		wr[k].wr.rdma.remote_addr = remote[k];
+		wr[k].wr.rdma.rkey = rkey_;
+		wr[k].next = k < 2 ? &wr[k + 1] : nullptr;
+	}
+	wr[2].send_flags |= IBV_SEND_SIGNALED;
+	ibv_send_wr *bad = nullptr;
+	if (ibv_post_send(id_->qp, wr, &bad) != 0) {
+		// Nothing of it was started: this request goes over TCP now, and the
+		// failure breaks the RDMA side for the rest.
+		to_tcp(slot);
+		fail(std::string("ibv_post_send: ") + strerror(errno));
+		return;
+	}
+	counters_.bytes += uint64_t{s.count} * (kPageSize + 2 * sizeof(store::PageMeta));
+	s.posted = std::chrono::steady_clock::now();
+	arm_timer();
+}
+
+void RdmaChannel::arm_timer()
+{
+	if (timer_armed_)
+		return;
+	io_uring_sqe *sqe = loop_->sqe(timer_op_.get());
+	io_uring_prep_timeout(sqe, &tick_, 0, 0);
+	timer_armed_ = true;
+}
+
+// A READ to a module that died may never complete (nor fail) on some
+// devices: the TLS connection's loss, or a READ unanswered for
+// kReadTimeout, breaks the RDMA side, and its reads go to TCP.
+void RdmaChannel::on_timer(int)
+{
+	timer_armed_ = false;
+	if (busy_ == 0 || cq_ == nullptr)
+		return;
+	if (!tcp_->connected())
+		return fail("the TLS connection to the module is lost");
+	auto now = std::chrono::steady_clock::now();
+	for (const Slot &s : slots_)
+		if (s.busy && now - s.posted > kReadTimeout)
+			return fail("an RDMA READ got no answer in 5 s");
+	arm_timer();
+}
+
+void RdmaChannel::finish_slot(unsigned slot)
+{
+	Slot &s = slots_[slot];
+	uint8_t *b = slot_base(slot);
+	const auto *before = reinterpret_cast<const store::PageMeta *>(b);
+	const auto *after = reinterpret_cast<const store::PageMeta *>(b + kMetaBytes);
+	const uint8_t *pages = b + 2 * kMetaBytes;
+	bool whole = true;
+	for (uint32_t i = 0; i < s.count && whole; i++) {
+		const uint8_t *pg = pages + size_t{i} * kPageSize;
+		whole = before[i].version == after[i].version &&
+		        (crc32c(pg, kPageSize) == before[i].crc ||
+		         (before[i].version == 0 && store::page_is_zero(pg)));
+	}
+	if (!whole) {
+		counters_.torn_retries++;
+		if (++s.tries <= kTornRetries)
+			return post(slot);
+		return to_tcp(slot);
+	}
+	std::memcpy(s.dst, pages, size_t{s.count} * kPageSize);
+	counters_.reads++;
+	counters_.pages += s.count;
+	Slot done = s;
+	s = Slot{};
+	busy_--;
+	done.done->on_reply(Status::ok(),
+	                    read_response(done.region_id, done.fa, done.count, Code::kOk), {});
+}
+
+void RdmaChannel::to_tcp(unsigned slot)
+{
+	Slot s = slots_[slot];
+	slots_[slot] = Slot{};
+	busy_--;
+	counters_.fallbacks++;
+	tcp_->read_pages(s.tc, s.region_id, s.fa, s.count, s.dst, s.done);
+}
+
+void RdmaChannel::read_pages(wire::TrafficClass tc, uint32_t region_id, uint64_t fa_offset,
+                             uint32_t count, void *dst, Completion *done)
+{
+	try_rdma();
+	if (state_ != State::kUp || !tcp_->connected() || count == 0 ||
+	    count > wire::kMaxPagesPerRequest || fa_offset % kPageSize != 0)
+		return tcp_->read_pages(tc, region_id, fa_offset, count, dst, done);
+	auto it = extents_.find(region_id);
+	if (it == extents_.end()) {
+		auto &q = asking_[region_id];
+		if (!q || q->done) {
+			q = std::make_unique<RegionReply>(this, region_id, epoch_);
+			wire::Header h{};
+			h.type = uint8_t(wire::MsgType::kRdmaRegion);
+			h.tclass = uint8_t(wire::TrafficClass::kControl);
+			h.region_id = region_id;
+			tcp_->call(h, {}, q.get());
+		}
+		return tcp_->read_pages(tc, region_id, fa_offset, count, dst, done);
+	}
+	uint64_t len = uint64_t{count} * kPageSize;
+	const Extent &e = it->second;
+	if (fa_offset < e.fa || fa_offset - e.fa > e.size || len > e.size - (fa_offset - e.fa) ||
+	    fa_offset < data_offset_ ||
+	    (fa_offset - data_offset_) / kPageSize + count > data_pages_) {
+		counters_.refused++;
+		Status st(Code::kOutOfRange,
+		          "read of " + std::to_string(count) + " pages at FA offset " +
+		                  std::to_string(fa_offset) + " lies outside region " +
+		                  std::to_string(region_id) + " [" + std::to_string(e.fa) + ", " +
+		                  std::to_string(e.fa + e.size) + "): refused");
+		loop_->post([done, region_id, fa_offset, count, st] {
+			done->on_reply(st, read_response(region_id, fa_offset, count, st.code()),
+			               {});
+		});
+		return;
+	}
+	unsigned slot = 0;
+	while (slot < slots_.size() && slots_[slot].busy)
+		slot++;
+	if (slot == slots_.size())
+		return tcp_->read_pages(tc, region_id, fa_offset, count, dst, done);
+	slots_[slot] = Slot{true, 0, tc, region_id, fa_offset, count, dst, done};
+	busy_++;
+	post(slot);
+}
+
+void RdmaChannel::on_region_reply(uint32_t region_id, const Status &st,
+                                  std::span<const uint8_t> payload)
+{
+	wire::WireRdmaRegion r{};
+	if (!st || payload.size() != sizeof(r))
+		return; // unknown region (its reads fail over TCP) or refused
+	std::memcpy(&r, payload.data(), sizeof(r));
+	if (r.region_id != region_id || r.size_bytes % kPageSize != 0 ||
+	    r.fa_offset > UINT64_MAX - r.size_bytes)
+		return;
+	extents_[region_id] = Extent{r.fa_offset, r.size_bytes};
+}
+
+void RdmaChannel::fail(const std::string &why)
+{
+	counters_.errors += state_ == State::kUp ? 1 : 0;
+	bool was = state_ != State::kIdle;
+	state_ = State::kIdle;
+	why_ = why;
+	next_try_ = std::chrono::steady_clock::now() + std::chrono::milliseconds(opts_.retry_ms);
+	if (was)
+		LOG_WARN("rdma", "module %s: RDMA off, reads over TCP, retry in %d ms: %s",
+		         peer().module.to_string().c_str(), opts_.retry_ms, why.c_str());
+	// Every read in flight over RDMA is issued again over TCP (idempotent);
+	// the teardown below destroys the QP first, so no late RDMA lands in a
+	// slot.
+	std::vector<Slot> redo;
+	for (Slot &s : slots_)
+		if (s.busy)
+			redo.push_back(s);
+	teardown();
+	for (Slot &s : redo) {
+		counters_.fallbacks++;
+		tcp_->read_pages(s.tc, s.region_id, s.fa, s.count, s.dst, s.done);
+	}
+}
+
+void RdmaChannel::teardown()
+{
+	epoch_++;
+	extents_.clear();
+	if (poll_armed_) {
+		io_uring_sqe *sqe = loop_->sqe(cancel_op_.get());
+		io_uring_prep_poll_remove(sqe, reinterpret_cast<uint64_t>(poll_op_.get()));
+	}
+	if (id_ != nullptr && id_->qp != nullptr) {
+		rdma_disconnect(id_);
+		rdma_destroy_qp(id_);
+	}
+	if (mr_ != nullptr)
+		ibv_dereg_mr(mr_);
+	mr_ = nullptr;
+	if (cq_ != nullptr)
+		ibv_destroy_cq(cq_);
+	cq_ = nullptr;
+	if (comp_ != nullptr)
+		ibv_destroy_comp_channel(comp_);
+	comp_ = nullptr;
+	if (pd_ != nullptr)
+		ibv_dealloc_pd(pd_);
+	pd_ = nullptr;
+	if (id_ != nullptr)
+		rdma_destroy_id(id_);
+	id_ = nullptr;
+	if (events_ != nullptr)
+		rdma_destroy_event_channel(events_);
+	events_ = nullptr;
+	for (Slot &s : slots_)
+		s = Slot{};
+	busy_ = 0;
+}
+
+} // namespace memfed

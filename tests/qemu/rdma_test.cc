@@ -1,0 +1,587 @@
+// RDMA transport tests, run inside the QEMU guest over soft-RoCE (rdma_rxe on
+// a dummy device; rdma_cm does not work over lo): a module store with its
+// ModuleService and RdmaServer behind a TLS TcpServer on a thread, and an
+// RdmaChannel (over a TLS TcpChannel) on this thread. Prints one
+// "MEMFED-TEST rdma-... PASS|FAIL" marker per case (guest_check.h).
+//
+//   memfed_rdma_test ADDR     ADDR: an IPv4 address of the rxe device
+//
+// Cases: the RDMA connection comes up; random reads equal the store's bytes
+// and came over RDMA; reads outside a region's extent are refused; a forged
+// key breaks RDMA, the read is served over TCP and RDMA comes back; a
+// deleted region's key is revoked (re-registration) and its read fails
+// over TCP; a bad connect token is refused; a module that does not offer
+// RDMA is read over TCP; the key is refused without TLS; torn reads: a
+// writer rewrites pages while one-sided reads run, and every delivered page
+// is one version.
+#include <rdma/rdma_cma.h>
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <future>
+#include <random>
+#include <thread>
+
+#include "daemon/common/log.h"
+#include "daemon/rdma/rdma_address.h"
+#include "daemon/rdma/rdma_channel.h"
+#include "daemon/rdma/rdma_server.h"
+#include "daemon/service/module_service.h"
+#include "daemon/trust/tls_context.h"
+#include "tests/qemu/guest_check.h"
+
+using namespace memfed;
+using guest::Check;
+using wire::kPageSize;
+
+namespace
+{
+
+const ModuleId kModuleId{0x020000000001};
+const ModuleId kPagerId{0x020000000002};
+
+struct Waiter : Completion {
+	void on_reply(const Status &st, const wire::Header &, std::span<const uint8_t>) override
+	{
+		done = true;
+		status = st;
+	}
+	bool done = false;
+	Status status;
+};
+
+// Every 8-byte word of page `p` at version `v`: one version is one pattern.
+void fill(uint8_t *page, uint64_t p, uint64_t v)
+{
+	uint64_t w = p << 32 | v;
+	for (size_t i = 0; i < kPageSize; i += 8)
+		std::memcpy(page + i, &w, 8);
+}
+
+// The module: store, service, RDMA server and TLS TCP server on a thread.
+struct Module {
+	std::unique_ptr<ModuleStore> store;
+	std::unique_ptr<ModuleService> service;
+	std::unique_ptr<RdmaServer> rdma;
+	std::thread thread;
+	EventLoop *loop = nullptr;
+	uint16_t port = 0, plain_port = 0, notls_port = 0;
+
+	Status start(const std::string &addr, std::shared_ptr<trust::TlsContext> tls)
+	{
+		unlink("/tmp/rdma-test.mfp");
+		auto s = ModuleStore::open_or_create({"/tmp/rdma-test.mfp", 32 << 20, kModuleId});
+		if (!s)
+			return s.status();
+		store = std::move(*s);
+		service = std::make_unique<ModuleService>(store.get());
+		auto r = RdmaServer::listen(addr + ":0", store.get(), service.get());
+		if (!r)
+			return r.status();
+		rdma = std::move(*r);
+		service->set_on_freed([this] { (void)rdma->reregister(); });
+		std::promise<Status> started;
+		auto fut = started.get_future();
+		thread = std::thread([&] {
+			auto l = EventLoop::create();
+			if (!l)
+				return started.set_value(l.status());
+			loop = l->get();
+			ServerIdentity id{kModuleId, wire::kCapModule | wire::kCapRdma,
+			                  store->info().capacity_bytes, tls};
+			auto srv = TcpServer::listen(loop, "127.0.0.1:0", id, rdma.get());
+			// The same pool without RDMA, and with RDMA but without TLS.
+			ServerIdentity plain_id{kModuleId, wire::kCapModule,
+			                        store->info().capacity_bytes, tls};
+			auto plain =
+			        TcpServer::listen(loop, "127.0.0.1:0", plain_id, service.get());
+			ServerIdentity notls_id{kModuleId, wire::kCapModule | wire::kCapRdma,
+			                        store->info().capacity_bytes, nullptr};
+			auto notls = TcpServer::listen(loop, "127.0.0.1:0", notls_id, rdma.get());
+			if (!srv || !plain || !notls)
+				return started.set_value(Status(Code::kUnavailable, "tcp listen"));
+			port = (*srv)->port();
+			plain_port = (*plain)->port();
+			notls_port = (*notls)->port();
+			started.set_value(Status::ok());
+			loop->run();
+			srv->reset();
+			plain->reset();
+			notls->reset();
+		});
+		return fut.get();
+	}
+	~Module()
+	{
+		if (thread.joinable()) {
+			loop->stop();
+			thread.join();
+		}
+	}
+};
+
+template <typename Pred> bool drive(EventLoop *loop, Pred pred)
+{
+	for (int i = 0; i < 3000 && !pred(); i++)
+		loop->run_once(10);
+	return pred();
+}
+
+// One read through the channel, driven to completion.
+Status read(EventLoop *loop, RdmaChannel *ch, uint32_t region, uint64_t fa, uint32_t count,
+            void *dst)
+{
+	Waiter w;
+	ch->read_pages(wire::TrafficClass::kFault, region, fa, count, dst, &w);
+	if (!drive(loop, [&] { return w.done; }))
+		return Status(Code::kUnavailable, "read never completed");
+	return w.status;
+}
+
+// Waits for the RDMA side to come up (or to give up).
+bool rdma_comes_up(EventLoop *loop, RdmaChannel *ch)
+{
+	ch->try_rdma();
+	return drive(loop, [&] { return !ch->rdma_connecting(); }) && ch->rdma_up();
+}
+
+// Reads of random pages, several in flight, each compared with the store.
+void random_reads(EventLoop *loop, RdmaChannel *ch, ModuleStore *store, const RegionInfo &r,
+                  int rounds, Check &check)
+{
+	std::mt19937_64 rng(42);
+	uint64_t pages = r.size_bytes / kPageSize;
+	for (int round = 0; round < rounds && check.ok(); round++) {
+		constexpr int kInFlight = 6;
+		Waiter w[kInFlight];
+		std::vector<uint8_t> got[kInFlight];
+		uint64_t first[kInFlight];
+		uint32_t count[kInFlight];
+		for (int k = 0; k < kInFlight; k++) {
+			count[k] = uint32_t(1 + rng() % 16);
+			first[k] = rng() % (pages - count[k] + 1);
+			got[k].resize(size_t{count[k]} * kPageSize);
+			ch->read_pages(wire::TrafficClass::kFault, r.id,
+			               r.fa_offset + first[k] * kPageSize, count[k], got[k].data(),
+			               &w[k]);
+		}
+		check(drive(loop,
+		            [&] {
+			            for (auto &x : w)
+				            if (!x.done)
+					            return false;
+			            return true;
+		            }),
+		      "reads never completed");
+		for (int k = 0; k < kInFlight; k++) {
+			std::vector<uint8_t> want(got[k].size());
+			check(store->read_pages(r.id, r.fa_offset + first[k] * kPageSize, count[k],
+			                        want.data())
+			              .is_ok(),
+			      "store read");
+			check(w[k].status.is_ok(), "read failed: " + w[k].status.to_string());
+			check(got[k] == want,
+			      "pages differ from the store's at page " + std::to_string(first[k]));
+		}
+	}
+}
+
+// Prints how long a case took (TCG makes the guest slow: keep them short).
+struct Lap {
+	explicit Lap(const char *n) : name(n) {}
+	~Lap()
+	{
+		std::printf("MEMFED-INFO %s took %.1f s\n", name,
+		            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
+		                    .count());
+	}
+	const char *name;
+	std::chrono::steady_clock::time_point t0 = std::chrono::steady_clock::now();
+};
+
+std::string counters(const RdmaChannel &ch)
+{
+	const auto &c = ch.counters();
+	return "reads " + std::to_string(c.reads) + " pages " + std::to_string(c.pages) +
+	       " bytes " + std::to_string(c.bytes) + " torn_retries " +
+	       std::to_string(c.torn_retries) + " fallbacks " + std::to_string(c.fallbacks) +
+	       " errors " + std::to_string(c.errors) + " refused " + std::to_string(c.refused) +
+	       " connects " + std::to_string(c.connects);
+}
+
+// A raw rdma_cm connect with `priv` as private data: true if rejected.
+bool connect_rejected(const std::string &endpoint, const void *priv, uint8_t len)
+{
+	auto addr = resolve_rdma_address(endpoint, "endpoint");
+	if (!addr)
+		return false;
+	rdma_event_channel *ec = rdma_create_event_channel();
+	rdma_cm_id *id = nullptr;
+	bool rejected = false;
+	auto next = [&](rdma_cm_event_type want) {
+		rdma_cm_event *ev = nullptr;
+		if (rdma_get_cm_event(ec, &ev) != 0)
+			return false;
+		bool ok = ev->event == want;
+		rejected = ev->event == RDMA_CM_EVENT_REJECTED;
+		rdma_ack_cm_event(ev);
+		return ok;
+	};
+	ibv_qp_init_attr qa{};
+	qa.qp_type = IBV_QPT_RC;
+	qa.cap.max_send_wr = qa.cap.max_recv_wr = 1;
+	qa.cap.max_send_sge = qa.cap.max_recv_sge = 1;
+	rdma_conn_param p{};
+	p.private_data = priv;
+	p.private_data_len = len;
+	p.initiator_depth = 1;
+	if (ec && rdma_create_id(ec, &id, nullptr, RDMA_PS_TCP) == 0 &&
+	    rdma_resolve_addr(id, nullptr, reinterpret_cast<sockaddr *>(&addr->ss), 2000) == 0 &&
+	    next(RDMA_CM_EVENT_ADDR_RESOLVED) && rdma_resolve_route(id, 2000) == 0 &&
+	    next(RDMA_CM_EVENT_ROUTE_RESOLVED) && rdma_create_qp(id, nullptr, &qa) == 0 &&
+	    rdma_connect(id, &p) == 0)
+		next(RDMA_CM_EVENT_ESTABLISHED);
+	if (id) {
+		if (id->qp)
+			rdma_destroy_qp(id);
+		rdma_destroy_id(id);
+	}
+	if (ec)
+		rdma_destroy_event_channel(ec);
+	return rejected;
+}
+
+// make bench (functional figures: TCG is no performance figure): `n`
+// READs of `pages` pages, one at a time, through `ch`; prints the p50 and
+// p99 latency and the page rate as one MEMFED-BENCH line.
+void bench_reads(EventLoop *loop, RdmaChannel *ch, const RegionInfo &r, const char *path,
+                 uint32_t pages, int n)
+{
+	std::vector<uint8_t> buf(size_t{pages} * kPageSize);
+	std::vector<double> us;
+	std::mt19937_64 rng(1);
+	uint64_t span = r.size_bytes / kPageSize - pages;
+	auto t0 = std::chrono::steady_clock::now();
+	for (int i = 0; i < n; i++) {
+		auto s = std::chrono::steady_clock::now();
+		Status st = read(loop, ch, r.id, r.fa_offset + (rng() % span) * kPageSize, pages,
+		                 buf.data());
+		if (!st) {
+			std::printf("MEMFED-BENCH %s failed: %s\n", path, st.to_string().c_str());
+			return;
+		}
+		us.push_back(std::chrono::duration<double, std::micro>(
+		                     std::chrono::steady_clock::now() - s)
+		                     .count());
+	}
+	double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+	std::sort(us.begin(), us.end());
+	std::printf("MEMFED-BENCH %-5s %3u-page READ: p50 %8.1f us  p99 %8.1f us  %8.0f pages/s\n",
+	            path, pages, us[us.size() / 2], us[us.size() * 99 / 100], n * pages / secs);
+}
+
+} // namespace
+
+int main(int argc, char **argv)
+{
+	bool bench = argc == 3 && std::string(argv[2]) == "--bench";
+	if (argc != 2 && !bench) {
+		std::fprintf(stderr, "usage: memfed_rdma_test ADDR [--bench]  (ADDR: an address of "
+		                     "the rxe device)\n");
+		return 2;
+	}
+	std::string addr = argv[1];
+	auto t0 = std::chrono::steady_clock::now();
+	set_log_level(LogLevel::kWarn);
+
+	auto mod_key = trust::generate_node_key();
+	auto pager_key = trust::generate_node_key();
+	auto mod_tls = trust::TlsContext::create(
+	        *mod_key, std::make_shared<trust::TrustedPeers>(
+	                          std::vector<trust::TrustedPeer>{{pager_key->pub, "pager", ""}}));
+	auto pager_tls = trust::TlsContext::create(
+	        *pager_key, std::make_shared<trust::TrustedPeers>(
+	                            std::vector<trust::TrustedPeer>{{mod_key->pub, "module", ""}}));
+	Module m;
+	std::unique_ptr<EventLoop> loop;
+	std::unique_ptr<RdmaChannel> ch;
+	{
+		Lap lap("rdma-connect");
+		Check c("rdma-connect");
+		Status st = m.start(addr, *mod_tls);
+		if (c(st.is_ok(), "module: " + st.to_string())) {
+			auto l = EventLoop::create();
+			loop = std::move(*l);
+			TcpChannel::Options o;
+			o.tls = *pager_tls;
+			auto tcp = TcpChannel::connect(
+			        loop.get(), "127.0.0.1:" + std::to_string(m.port), kPagerId, o);
+			if (c(tcp.is_ok(), "tcp: " + tcp.status().to_string())) {
+				RdmaChannel::Options ro;
+				ro.mode = RdmaChannel::Mode::kRdma;
+				ro.retry_ms = 100;
+				ch = RdmaChannel::wrap(loop.get(), std::move(*tcp), ro);
+				c(rdma_comes_up(loop.get(), ch.get()),
+				  "RDMA did not come up: " + ch->rdma_why());
+			}
+		}
+	}
+	if (!ch || !ch->rdma_up()) {
+		std::printf("MEMFED-DETAIL rdma: no RDMA channel, the other RDMA cases fail\n");
+		return 1;
+	}
+	ModuleStore *store = m.store.get();
+	auto a = store->create_region("a", 1024 * kPageSize, 0, 0600);
+	{
+		Lap lap("rdma-read-random");
+		Check c("rdma-read-random");
+		std::vector<uint8_t> page(4 * kPageSize);
+		// Runs of 4 written pages, each followed by a never-written (zero) one.
+		for (uint64_t p = 0; p + 4 < 1024; p += 5) {
+			for (uint64_t k = 0; k < 4; k++)
+				fill(page.data() + k * kPageSize, p + k, 1);
+			c(store->write_pages(a->id, a->fa_offset + p * kPageSize, 4, page.data())
+			          .is_ok(),
+			  "store write");
+		}
+		page.resize(kPageSize);
+		// The first read asks for the region's extent (and goes over TCP).
+		c(read(loop.get(), ch.get(), a->id, a->fa_offset, 1, page.data()).is_ok(),
+		  "first read");
+		c(drive(loop.get(), [&] { return ch->knows_region(a->id); }), "extent never known");
+		random_reads(loop.get(), ch.get(), store, *a, 100, c);
+		const auto &k = ch->counters();
+		c(k.reads > 50 && k.pages > k.reads, "too few reads over RDMA: " + counters(*ch));
+		c(k.fallbacks == 0 && k.errors == 0 && k.torn_retries == 0,
+		  "fallbacks, errors or torn reads without a writer: " + counters(*ch));
+		std::printf("MEMFED-INFO rdma-read-random: %s\n", counters(*ch).c_str());
+	}
+	if (bench) {
+		// The same module over TCP (TLS): a second channel with RDMA off.
+		TcpChannel::Options o;
+		o.tls = *pager_tls;
+		auto tcp = TcpChannel::connect(loop.get(), "127.0.0.1:" + std::to_string(m.port),
+		                               kPagerId, o);
+		if (!tcp) {
+			std::printf("MEMFED-BENCH no TCP channel: %s\n",
+			            tcp.status().to_string().c_str());
+			return 1;
+		}
+		RdmaChannel::Options off;
+		off.mode = RdmaChannel::Mode::kTcp;
+		auto tcp_ch = RdmaChannel::wrap(loop.get(), std::move(*tcp), off);
+		for (uint32_t pages : {1u, 16u}) {
+			bench_reads(loop.get(), ch.get(), *a, "rdma", pages,
+			            pages == 1 ? 2000 : 500);
+			bench_reads(loop.get(), tcp_ch.get(), *a, "tcp", pages,
+			            pages == 1 ? 2000 : 500);
+		}
+		std::printf("MEMFED-BENCH (RDMA path: %s)\n", counters(*ch).c_str());
+		return 0;
+	}
+	{
+		Lap lap("rdma-read-outside-extent-refused");
+		Check c("rdma-read-outside-extent-refused");
+		std::vector<uint8_t> buf(2 * kPageSize);
+		uint64_t refused = ch->counters().refused;
+		Status st = read(loop.get(), ch.get(), a->id,
+		                 a->fa_offset + a->size_bytes - kPageSize, 2, buf.data());
+		c(st.code() == Code::kOutOfRange, "past the end: " + st.to_string());
+		st = read(loop.get(), ch.get(), a->id, a->fa_offset - kPageSize, 1, buf.data());
+		c(st.code() == Code::kOutOfRange, "before the start: " + st.to_string());
+		c(ch->counters().refused == refused + 2, "not counted: " + counters(*ch));
+	}
+	{
+		Lap lap("rdma-forged-key-refused");
+		Check c("rdma-forged-key-refused");
+		uint64_t errors = ch->counters().errors;
+		uint64_t reads = ch->counters().reads;
+		uint32_t real = m.rdma->rkey();
+		ch->set_rkey_for_test(real ^ 0x00a5a500);
+		std::vector<uint8_t> got(4 * kPageSize), want(4 * kPageSize);
+		Status st = read(loop.get(), ch.get(), a->id, a->fa_offset + 8 * kPageSize, 4,
+		                 got.data());
+		c(store->read_pages(a->id, a->fa_offset + 8 * kPageSize, 4, want.data()).is_ok(),
+		  "store read");
+		c(st.is_ok() && got == want, "read not served over TCP: " + st.to_string());
+		c(ch->counters().errors == errors + 1 && ch->counters().reads == reads &&
+		          !ch->rdma_up(),
+		  "the forged key was not refused: " + counters(*ch));
+		usleep(150 * 1000);
+		c(rdma_comes_up(loop.get(), ch.get()), "RDMA did not come back: " + ch->rdma_why());
+		random_reads(loop.get(), ch.get(), store, *a, 20, c);
+		c(ch->counters().reads > reads,
+		  "no RDMA reads after reconnecting: " + counters(*ch));
+	}
+	{
+		Lap lap("rdma-stale-region-refused");
+		Check c("rdma-stale-region-refused");
+		auto b = store->create_region("b", 64 * kPageSize, 0, 0600);
+		std::vector<uint8_t> page(kPageSize);
+		fill(page.data(), 7, 1);
+		c(store->write_pages(b->id, b->fa_offset, 1, page.data()).is_ok(), "store write");
+		c(read(loop.get(), ch.get(), b->id, b->fa_offset, 1, page.data()).is_ok(),
+		  "read b");
+		c(drive(loop.get(), [&] { return ch->knows_region(b->id); }), "extent never known");
+		uint64_t reads = ch->counters().reads;
+		c(read(loop.get(), ch.get(), b->id, b->fa_offset, 1, page.data()).is_ok() &&
+		          ch->counters().reads == reads + 1,
+		  "region b not read over RDMA: " + counters(*ch));
+		// Deleted over the wire: the module registers its pool again.
+		Waiter w;
+		wire::Header h{};
+		h.type = uint8_t(wire::MsgType::kRegionDelete);
+		h.tclass = uint8_t(wire::TrafficClass::kControl);
+		uint8_t name[2] = {1, 'b'};
+		ch->call(h, name, &w);
+		c(drive(loop.get(), [&] { return w.done; }) && w.status.is_ok(),
+		  "delete: " + w.status.to_string());
+		c(m.rdma->counters().reregistrations == 1, "the pool was not registered again");
+		uint64_t errors = ch->counters().errors;
+		Status st = read(loop.get(), ch.get(), b->id, b->fa_offset, 1, page.data());
+		c(st.code() == Code::kNotFound, "read of a deleted region: " + st.to_string());
+		c(ch->counters().errors == errors + 1,
+		  "the old key still worked: " + counters(*ch));
+		usleep(150 * 1000);
+		c(rdma_comes_up(loop.get(), ch.get()), "RDMA did not come back: " + ch->rdma_why());
+		random_reads(loop.get(), ch.get(), store, *a, 10, c);
+	}
+	{
+		Lap lap("rdma-bad-token-refused");
+		Check c("rdma-bad-token-refused");
+		uint64_t refused = m.rdma->counters().refused;
+		wire::WireRdmaHello h{wire::kRdmaHelloMagic, wire::kWireVersion, {}};
+		std::memset(h.token, 0x42, sizeof(h.token));
+		c(connect_rejected(m.rdma->endpoint(), &h, sizeof(h)), "forged token accepted");
+		uint8_t junk[7] = {1, 2, 3, 4, 5, 6, 7};
+		c(connect_rejected(m.rdma->endpoint(), junk, sizeof(junk)), "junk hello accepted");
+		c(connect_rejected(m.rdma->endpoint(), nullptr, 0), "empty hello accepted");
+		// Random private data of random lengths (rdma_cm carries up to 56
+		// bytes): every one refused, and the server keeps serving.
+		std::mt19937 rng(11);
+		constexpr int kFuzz = 20;
+		for (int i = 0; i < kFuzz && c.ok(); i++) {
+			uint8_t blob[56];
+			for (auto &b : blob)
+				b = uint8_t(rng());
+			if (i % 2 == 0) // a well-formed hello with a guessed token
+				std::memcpy(blob, &h, 8);
+			c(connect_rejected(m.rdma->endpoint(), blob, uint8_t(1 + rng() % 56)),
+			  "random private data accepted (case " + std::to_string(i) + ")");
+		}
+		c(m.rdma->counters().refused == refused + 3 + kFuzz, "refusals not counted");
+		usleep(150 * 1000);
+		c(ch->rdma_up() || rdma_comes_up(loop.get(), ch.get()),
+		  "RDMA not up after the refusals: " + ch->rdma_why());
+	}
+	{
+		Lap lap("rdma-auto-without-rdma");
+		Check c("rdma-auto-without-rdma");
+		TcpChannel::Options o;
+		o.tls = *pager_tls;
+		auto tcp = TcpChannel::connect(
+		        loop.get(), "127.0.0.1:" + std::to_string(m.plain_port), kPagerId, o);
+		if (c(tcp.is_ok(), "tcp: " + tcp.status().to_string())) {
+			auto plain = RdmaChannel::wrap(loop.get(), std::move(*tcp), {});
+			random_reads(loop.get(), plain.get(), store, *a, 5, c);
+			c(!plain->rdma_up() && !plain->rdma_connecting() &&
+			          plain->counters().connects == 0 && plain->counters().reads == 0,
+			  "RDMA used with a module that does not offer it: " + counters(*plain));
+		}
+	}
+	{
+		Lap lap("rdma-key-needs-authentication");
+		Check c("rdma-key-needs-authentication");
+		uint64_t refused = m.rdma->counters().refused;
+		auto tcp = TcpChannel::connect(
+		        loop.get(), "127.0.0.1:" + std::to_string(m.notls_port), kPagerId);
+		if (c(tcp.is_ok(), "tcp: " + tcp.status().to_string())) {
+			Waiter w;
+			wire::Header h{};
+			h.type = uint8_t(wire::MsgType::kRdmaConnect);
+			h.tclass = uint8_t(wire::TrafficClass::kControl);
+			(*tcp)->call(h, {}, &w);
+			c(drive(loop.get(), [&] { return w.done; }) &&
+			          w.status.code() == Code::kPermission,
+			  "RDMA_CONNECT without TLS: " + w.status.to_string());
+			h.type = uint8_t(wire::MsgType::kRdmaRegion);
+			h.region_id = a->id;
+			Waiter w2;
+			(*tcp)->call(h, {}, &w2);
+			c(drive(loop.get(), [&] { return w2.done; }) &&
+			          w2.status.code() == Code::kPermission,
+			  "RDMA_REGION without TLS: " + w2.status.to_string());
+			c(m.rdma->counters().refused == refused + 2, "refusals not counted");
+		}
+	}
+	{
+		Lap lap("rdma-torn-read");
+		Check c("rdma-torn-read");
+		constexpr uint64_t kPages = 16;
+		auto t = store->create_region("t", kPages * kPageSize, 0, 0600);
+		std::vector<uint8_t> page(kPageSize);
+		for (uint64_t p = 0; p < kPages; p++) {
+			fill(page.data(), p, 1);
+			c(store->write_pages(t->id, t->fa_offset + p * kPageSize, 1, page.data())
+			          .is_ok(),
+			  "store write");
+		}
+		c(read(loop.get(), ch.get(), t->id, t->fa_offset, 1, page.data()).is_ok(),
+		  "read t");
+		c(drive(loop.get(), [&] { return ch->knows_region(t->id); }), "extent never known");
+		std::atomic<bool> stop{false};
+		std::atomic<uint64_t> writes{0};
+		std::thread writer([&] {
+			std::vector<uint8_t> buf(kPageSize);
+			uint64_t v = 2;
+			while (!stop.load()) {
+				uint64_t p = v % kPages;
+				fill(buf.data(), p, v++);
+				if (!store->write_pages(t->id, t->fa_offset + p * kPageSize, 1,
+				                        buf.data()))
+					break;
+				writes++;
+			}
+		});
+		uint64_t torn0 = ch->counters().torn_retries, reads0 = ch->counters().reads;
+		std::mt19937 rng(7);
+		for (int i = 0; i < 400 && c.ok(); i++) {
+			uint32_t n = 1 + rng() % 4;
+			uint64_t first = rng() % (kPages - n + 1);
+			std::vector<uint8_t> got(n * kPageSize);
+			Status st = read(loop.get(), ch.get(), t->id,
+			                 t->fa_offset + first * kPageSize, n, got.data());
+			c(st.is_ok(), "read: " + st.to_string());
+			for (uint32_t k = 0; k < n && c.ok(); k++) {
+				uint64_t w0;
+				std::memcpy(&w0, &got[k * kPageSize], 8);
+				c(w0 >> 32 == first + k, "page " + std::to_string(first + k) +
+				                                 " holds another page's pattern");
+				for (size_t o = 8; o < kPageSize && c.ok(); o += 8) {
+					uint64_t w;
+					std::memcpy(&w, &got[k * kPageSize + o], 8);
+					c(w == w0, "torn page " + std::to_string(first + k) +
+					                   " delivered: versions " +
+					                   std::to_string(w0 & 0xffffffff) +
+					                   " and " +
+					                   std::to_string(w & 0xffffffff));
+				}
+			}
+		}
+		stop = true;
+		writer.join();
+		c(ch->counters().reads > reads0, "no reads over RDMA: " + counters(*ch));
+		std::printf("MEMFED-INFO rdma-torn-read: %lu writes meanwhile, %lu torn-read "
+		            "retries; %s\n",
+		            (unsigned long)writes.load(),
+		            (unsigned long)(ch->counters().torn_retries - torn0),
+		            counters(*ch).c_str());
+	}
+	ch.reset();
+	std::printf("MEMFED-INFO rdma: the RDMA cases took %.1f s\n",
+	            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+	return 0;
+}
