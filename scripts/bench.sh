@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # make bench: every benchmark, each with its baseline measured in the same run.
 # Not a test: numbers vary with the machine's load; ratios are what to read.
-# Usage: scripts/bench.sh [BUILD_DIR]; BENCH=swap runs scripts/bench_swap.sh alone.
+# Usage: scripts/bench.sh [BUILD_DIR]; BENCH=swap runs scripts/bench_swap.sh alone,
+# BENCH=replication scripts/bench_replication.sh.
 # Each section's table is kept as RESULTS/<section>.txt and drawn as
 # RESULTS/<section>.png (scripts/bench_plot.py); RESULTS is build/bench
 # beside BUILD_DIR unless MEMFED_BENCH_RESULTS names another directory.
@@ -11,9 +12,9 @@ BIN=$(cd "$BUILD/bin" && pwd)
 RESULTS=${MEMFED_BENCH_RESULTS:-$(dirname "$BUILD")/bench}
 mkdir -p "$RESULTS"
 RESULTS=$(cd "$RESULTS" && pwd)
-# BENCH=swap (make bench BENCH=swap): the swap section alone, other tables kept.
-if [ "${BENCH:-}" = swap ]; then
-	bash "$(dirname "$0")/bench_swap.sh" "$BUILD" "$RESULTS"
+# BENCH=swap (make bench BENCH=swap): that section alone, other tables kept.
+if [ "${BENCH:-}" = swap ] || [ "${BENCH:-}" = replication ]; then
+	bash "$(dirname "$0")/bench_$BENCH.sh" "$BUILD" "$RESULTS"
 	exec python3 "$(dirname "$0")/bench_plot.py" "$RESULTS"
 fi
 rm -f "$RESULTS"/*.txt "$RESULTS"/*.png
@@ -92,6 +93,9 @@ if [ -x "$BIN/memfed_rdma_test" ]; then
 	"$(dirname "$0")/qemu/run.sh" --bin-dir "$BIN" --rdma-bench --timeout 400 | grep '^MEMFED-BENCH' |
 		sed 's/^MEMFED-BENCH //' | tee "$RESULTS/rdma-guest.txt"
 fi
+
+say "replication: K = 1, 2, 3 copies, a lost copy noticed and caught up, vs region copy"
+bash "$(dirname "$0")/bench_replication.sh" "$BUILD" "$RESULTS"
 
 say "plots of the tables above"
 python3 "$(dirname "$0")/bench_plot.py" "$RESULTS"
