@@ -165,17 +165,27 @@ private:
 		}
 		void call(const wire::Header &, std::span<const uint8_t>, Completion *done) override
 		{
-			loop_->post([done] {
-				wire::Header h{};
-				done->on_reply(Status(Code::kInvalidArgument, "not supported"), h,
-				               {});
-			});
+			unsupported(done);
+		}
+		void write_versioned(wire::TrafficClass, uint32_t, uint64_t, uint32_t,
+		                     const wire::WireVersionedWrite &, const void *,
+		                     Completion *done) override
+		{
+			unsupported(done);
 		}
 
 	private:
 		// Never inside the issuing call (the Channel contract).
 		void run(std::function<void()> fn) { loop_->post(std::move(fn)); }
 		static Status down() { return Status(Code::kUnavailable, "module double is down"); }
+		void unsupported(Completion *done)
+		{
+			loop_->post([done] {
+				wire::Header h{};
+				done->on_reply(Status(Code::kInvalidArgument, "not supported"), h,
+				               {});
+			});
+		}
 		static void finish(const Status &st, Completion *done)
 		{
 			wire::Header h{};

@@ -107,6 +107,13 @@ public:
 	{
 		tcp_->call(hdr, payload, done);
 	}
+	// Writes stay on TLS (the module's redo-log path).
+	void write_versioned(wire::TrafficClass tc, uint32_t region_id, uint64_t fa_offset,
+	                     uint32_t count, const wire::WireVersionedWrite &prefix,
+	                     const void *src, Completion *done) override
+	{
+		tcp_->write_versioned(tc, region_id, fa_offset, count, prefix, src, done);
+	}
 
 	// Starts setting RDMA up now if it is due (read_pages does so too).
 	void try_rdma();

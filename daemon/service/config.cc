@@ -169,6 +169,11 @@ Options (each has a config-file key; flags override the file):
   --transport MODE     "transport"   pager: auto (RDMA reads where a module
                                      offers them, else TCP), tcp or rdma
                                      (default auto)
+  --request-timeout MS "request_timeout_ms" a module that leaves requests
+                                     unanswered this long (stopped, hung,
+                                     unreachable) loses its connection, which
+                                     is then dialled again (15000; 0 = wait
+                                     forever)
   --log-level LEVEL    "log_level"   debug, info, warn or error (default info)
   --kmod MODE          "kmod"        auto (use memfed.ko when loaded) or off
   --replicas N         "replicas"    copies a new region gets, on distinct nodes
@@ -315,6 +320,7 @@ json config_to_json(const DaemonConfig &cfg)
 	        {"listen", cfg.listen},
 	        {"rdma", {{"listen", cfg.rdma_listen.empty() ? json(nullptr) : json(cfg.rdma_listen)}}},
 	        {"transport", cfg.transport},
+	        {"request_timeout_ms", cfg.request_timeout_ms},
 	        {"peers", cfg.peers},
 	        {"log_level", kLevels[int(cfg.log_level)]},
 	        {"kmod", cfg.kmod},
@@ -395,6 +401,8 @@ Status apply_config_json(const std::string &text, const std::string &origin, Dae
 			st = str(key, v, [&](const std::string &s) { return set_kmod(origin, key, s, cfg); });
 		else if (key == "replicas")
 			st = set_u32(origin, key, v, 1, 8, &cfg->replicas);
+		else if (key == "request_timeout_ms")
+			st = set_u32(origin, key, v, 0, 3600000, &cfg->request_timeout_ms);
 		else if (key == "transport")
 			st = str(key, v, [&](const std::string &s) { return set_transport(origin, key, s, cfg); });
 		else if (key == "rdma") {
@@ -721,6 +729,10 @@ Status load_config(int argc, char **argv, DaemonConfig *cfg, bool *help)
 		} else if (a == "--kmod") {
 			MF_RETURN_IF_ERROR(need());
 			st = set_kmod(origin, a, val, cfg);
+		} else if (a == "--request-timeout") {
+			MF_RETURN_IF_ERROR(need());
+			st = set_u32(origin, a, json::parse(val, nullptr, false), 0, 3600000,
+				     &cfg->request_timeout_ms);
 		} else if (a == "--replicas") {
 			MF_RETURN_IF_ERROR(need());
 			st = set_u32(origin, a, json::parse(val, nullptr, false), 1, 8,

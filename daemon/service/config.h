@@ -40,6 +40,7 @@ struct DaemonConfig {
 	std::string metrics;			 // Prometheus endpoint "host:port", "" = off
 	std::string rdma_listen;		 // module: rdma_cm endpoint, "" = no RDMA
 	std::string transport = "auto";		 // pager: auto, tcp or rdma (daemon/rdma/)
+	uint32_t request_timeout_ms = 15000;	 // silence that loses a module's connection
 	LogLevel log_level = LogLevel::kInfo;
 	std::string kmod = "auto";		 // "auto": use memfed.ko when loaded; "off"
 	uint32_t replicas = 1;			 // copies a new region gets (1..8)

@@ -241,16 +241,7 @@ void LocalChannel::call(const wire::Header &hdr, std::span<const uint8_t> payloa
 			s.status = Status(Code::kInvalidArgument, w.status().message());
 			return ready_from_loop(s);
 		}
-		// A versioned WRITE: the same path, answered with the pages applied.
-		s.kind = LocalRequest::Kind::kWrite;
-		s.src = w->pages.data();
-		s.version = w->prefix.version;
-		s.mode = (w->prefix.flags & wire::kVersionedRepair) ? VersionedMode::kRepair
-		                                                    : VersionedMode::kNewer;
-		s.versioned = true;
-		s.pending_write = true;
-		pending_writes_++;
-		return submit(s);
+		return submit_versioned(s, w->prefix, w->pages.data());
 	}
 	if (pending_writes_ > 0) {
 		// Served on the writer after this channel's WRITEs in flight.
@@ -259,6 +250,40 @@ void LocalChannel::call(const wire::Header &hdr, std::span<const uint8_t> payloa
 	}
 	serve_call(s);
 	ready_from_loop(s);
+}
+
+void LocalChannel::write_versioned(wire::TrafficClass tc, uint32_t region_id, uint64_t fa_offset,
+                                   uint32_t count, const wire::WireVersionedWrite &prefix,
+                                   const void *src, Completion *done)
+{
+	wire::Header req{};
+	req.type = uint8_t(wire::MsgType::kWriteVersioned);
+	req.tclass = uint8_t(tc);
+	req.region_id = region_id;
+	req.offset = fa_offset;
+	req.count = count;
+	Slot &s = take_slot(done, req);
+	s.in.clear();
+	if (closing_) {
+		s.status = Status(Code::kUnavailable, "channel to the local module is closing");
+		return ready_from_loop(s);
+	}
+	submit_versioned(s, prefix, src);
+}
+
+// A versioned WRITE: the WRITE path, answered with the pages applied.
+void LocalChannel::submit_versioned(Slot &s, const wire::WireVersionedWrite &prefix,
+                                    const void *pages)
+{
+	s.kind = LocalRequest::Kind::kWrite;
+	s.src = pages;
+	s.version = prefix.version;
+	s.mode = (prefix.flags & wire::kVersionedRepair) ? VersionedMode::kRepair
+	                                                 : VersionedMode::kNewer;
+	s.versioned = true;
+	s.pending_write = true;
+	pending_writes_++;
+	submit(s);
 }
 
 // On the loop thread, or on the writer for a kOrdered slot.

@@ -56,6 +56,9 @@ public:
 	                uint32_t count, void *dst, Completion *done) override;
 	void write_pages(wire::TrafficClass tc, uint32_t region_id, uint64_t fa_offset,
 	                 uint32_t count, const void *src, Completion *done) override;
+	void write_versioned(wire::TrafficClass tc, uint32_t region_id, uint64_t fa_offset,
+	                     uint32_t count, const wire::WireVersionedWrite &prefix,
+	                     const void *src, Completion *done) override;
 	void call(const wire::Header &hdr, std::span<const uint8_t> payload,
 	          Completion *done) override;
 
@@ -69,6 +72,7 @@ private:
 	Slot &take_slot(Completion *done, const wire::Header &req);
 	void submit(Slot &s);
 	void serve_call(Slot &s);
+	void submit_versioned(Slot &s, const wire::WireVersionedWrite &prefix, const void *pages);
 	bool overlaps_pending_write(uint64_t fa, uint32_t count) const;
 	// Queues a finished slot for completion at the next loop turn: from
 	// the loop thread through a NOP, from the writer through the eventfd.

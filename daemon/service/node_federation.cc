@@ -559,6 +559,7 @@ Result<std::unique_ptr<Channel>> NodeFederation::open_channel(EventLoop *loop, M
 						       " is not among this node's peers (memfedctl module ls)");
 	TcpChannel::Options opts;
 	opts.tls = tls_;
+	opts.request_timeout_ms = request_timeout_ms_;
 	auto ch = TcpChannel::connect(loop, p->endpoint, self_, opts);
 	if (!ch)
 		return ch.status();

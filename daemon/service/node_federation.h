@@ -67,6 +67,10 @@ public:
 	using ChannelWrapper =
 		std::function<std::unique_ptr<Channel>(EventLoop *, std::unique_ptr<TcpChannel>)>;
 	void set_channel_wrapper(ChannelWrapper w) { wrap_channel_ = std::move(w); }
+	// A module that leaves open_channel()'s requests unanswered this long
+	// loses the channel (TcpChannel::Options::request_timeout_ms; 0: never).
+	// Set before the first open_channel().
+	void set_request_timeout_ms(unsigned ms) { request_timeout_ms_ = ms; }
 
 	// Creates a region on `module` (unset: the local module, or else the first
 	// reachable peer with room). `admit` decides a create on the local module
@@ -160,6 +164,7 @@ private:
 	ModuleId self_;
 	std::shared_ptr<trust::TlsContext> tls_;
 	ChannelWrapper wrap_channel_;
+	unsigned request_timeout_ms_ = 0;
 	std::mutex peers_mu_;
 	std::vector<std::unique_ptr<Peer>> peers_; // guarded by peers_mu_ (grows, never shrinks)
 	std::mutex sets_mu_;

@@ -719,4 +719,14 @@ void ReplicatedChannel::end_catch_up(bool ok, const std::string &why)
 	}
 }
 
+void ReplicatedChannel::write_versioned(wire::TrafficClass, uint32_t, uint64_t, uint32_t,
+                                        const wire::WireVersionedWrite &, const void *,
+                                        Completion *done)
+{
+	fail_later(done, uint8_t(wire::MsgType::kWriteVersioned),
+	           Status(Code::kInvalidArgument, "a write to replicated region '" +
+	                                                  set_->name() +
+	                                                  "' goes through write_pages"));
+}
+
 } // namespace memfed

@@ -63,6 +63,10 @@ public:
 	                 uint32_t count, const void *src, Completion *done) override;
 	void call(const wire::Header &hdr, std::span<const uint8_t> payload,
 	          Completion *done) override;
+	// Refused: the set's own clock versions its writes (write_pages).
+	void write_versioned(wire::TrafficClass tc, uint32_t region_id, uint64_t fa_offset,
+	                     uint32_t count, const wire::WireVersionedWrite &prefix,
+	                     const void *src, Completion *done) override;
 	// Retries lost copies that are due and moves catch-up along; requests do
 	// it too, and ReplicaKeeper calls it once a second.
 	void maintain() { refresh(); }

@@ -81,6 +81,14 @@ public:
 	// the channel fills magic, version, ids, lengths and checksums.
 	virtual void call(const wire::Header &hdr, std::span<const uint8_t> payload,
 	                  Completion *done) = 0;
+	// WRITE_VERSIONED (protocol.h): `count` pages from `src` (valid until
+	// completion) behind `prefix`, without copying the pages into a
+	// payload. Completes when durable; the reply's payload is the count of
+	// pages applied.
+	virtual void write_versioned(wire::TrafficClass tc, uint32_t region_id,
+	                             uint64_t fa_offset, uint32_t count,
+	                             const wire::WireVersionedWrite &prefix, const void *src,
+	                             Completion *done) = 0;
 };
 
 } // namespace memfed

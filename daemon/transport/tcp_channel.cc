@@ -5,6 +5,7 @@
 
 #include <climits>
 #include <cstring>
+#include <ctime>
 
 #include "daemon/common/crc32c.h"
 #include "daemon/common/log.h"
@@ -22,12 +23,19 @@ constexpr size_t kMaxIov = 1024; // IOV_MAX
 // Responses one landing receive scatters into (two iovecs each).
 constexpr size_t kMaxLanding = 64;
 constexpr uint32_t kNoSlot = UINT32_MAX;
+
+uint64_t mono_ns()
+{
+	timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return uint64_t(ts.tv_sec) * 1000000000u + uint64_t(ts.tv_nsec);
+}
 } // namespace
 
 struct TcpChannel::Slot {
 	uint8_t hdr[wire::kHeaderSize];
-	std::vector<uint8_t> payload; // copy of a call() payload
-	const void *pages = nullptr;  // WRITE source
+	std::vector<uint8_t> payload; // copy of a call() payload, or a prefix
+	const void *pages = nullptr;  // WRITE source, sent after the payload
 	void *dst = nullptr;          // READ destination
 	size_t dst_len = 0;
 	size_t pages_len = 0;
@@ -59,6 +67,20 @@ private:
 	TcpChannel *c_;
 };
 
+// The silence timer. Its CQEs (the timeout's, and a timeout-remove's when
+// the channel breaks first) are counted, so that the channel completes its
+// requests, and can be destroyed, only once the kernel holds none of them.
+class TcpChannel::TimerOp : public IoOp
+{
+public:
+	explicit TimerOp(TcpChannel *c) : c_(c) {}
+	void complete(int res, uint32_t) override { c_->on_timer(res); }
+	__kernel_timespec ts{};
+
+private:
+	TcpChannel *c_;
+};
+
 Result<std::unique_ptr<TcpChannel>>
 TcpChannel::connect(EventLoop *loop, const std::string &host_port, ModuleId self, Options opts)
 {
@@ -70,8 +92,9 @@ TcpChannel::connect(EventLoop *loop, const std::string &host_port, ModuleId self
 	PeerInfo peer = (*sc)->peer();
 	std::unique_ptr<trust::TlsSession> tls = (*sc)->release_session();
 	int fd = (*sc)->release_fd();
-	std::unique_ptr<TcpChannel> ch(new TcpChannel(
-	        loop, fd, peer, self, std::max(1u, opts.initial_slots), std::move(tls)));
+	std::unique_ptr<TcpChannel> ch(new TcpChannel(loop, fd, peer, self,
+	                                              std::max(1u, opts.initial_slots),
+	                                              std::move(tls), opts.request_timeout_ms));
 	ch->arm_recv();
 	LOG_DEBUG(kComp, "connected to module %s at %s", peer.module.to_string().c_str(),
 	          peer.endpoint.c_str());
@@ -79,9 +102,11 @@ TcpChannel::connect(EventLoop *loop, const std::string &host_port, ModuleId self
 }
 
 TcpChannel::TcpChannel(EventLoop *loop, int fd, PeerInfo peer, ModuleId self, unsigned slots,
-                       std::unique_ptr<trust::TlsSession> tls)
+                       std::unique_ptr<trust::TlsSession> tls, unsigned request_timeout_ms)
     : loop_(loop), fd_(fd), peer_(std::move(peer)), self_(self), send_op_(new SendOp(this)),
-      recv_op_(new RecvOp(this)), tls_(std::move(tls)), rx_(kRecvChunk * 2)
+      recv_op_(new RecvOp(this)), timer_op_(new TimerOp(this)),
+      timeout_ns_(uint64_t{request_timeout_ms} * 1000000u), tls_(std::move(tls)),
+      rx_(kRecvChunk * 2)
 {
 	slots_.reserve(slots);
 	free_.reserve(slots);
@@ -102,7 +127,7 @@ TcpChannel::TcpChannel(EventLoop *loop, int fd, PeerInfo peer, ModuleId self, un
 TcpChannel::~TcpChannel()
 {
 	close();
-	while (sending_ || recv_armed_)
+	while (sending_ || recv_armed_ || timer_cqes_ > 0)
 		loop_->run_once(100);
 	if (fd_ >= 0)
 		::close(fd_);
@@ -171,6 +196,20 @@ void TcpChannel::call(const wire::Header &hdr, std::span<const uint8_t> payload,
 	enqueue(h, payload, nullptr, nullptr, done);
 }
 
+void TcpChannel::write_versioned(wire::TrafficClass tc, uint32_t region_id, uint64_t fa_offset,
+                                 uint32_t count, const wire::WireVersionedWrite &prefix,
+                                 const void *src, Completion *done)
+{
+	wire::Header h{};
+	h.type = static_cast<uint8_t>(wire::MsgType::kWriteVersioned);
+	h.tclass = static_cast<uint8_t>(tc);
+	h.region_id = region_id;
+	h.offset = fa_offset;
+	h.count = count;
+	auto *p = reinterpret_cast<const uint8_t *>(&prefix);
+	enqueue(h, {p, sizeof(prefix)}, src, nullptr, done);
+}
+
 void TcpChannel::enqueue(wire::Header &h, std::span<const uint8_t> payload, const void *pages,
                          void *dst, Completion *done)
 {
@@ -188,12 +227,13 @@ void TcpChannel::enqueue(wire::Header &h, std::span<const uint8_t> payload, cons
 	h.src_module = self_.value;
 	h.dst_module = peer_.module.value;
 	size_t pages_len = pages != nullptr ? size_t{h.count} * wire::kPageSize : 0;
-	h.payload_len = static_cast<uint32_t>(pages != nullptr ? pages_len : payload.size());
+	// A payload and pages: the payload is a prefix, sent before them.
+	h.payload_len = static_cast<uint32_t>(payload.size() + pages_len);
 	h.payload_crc = 0;
 	// A bad request from the caller must not reach the peer, which would
 	// drop the connection and every other request on it.
 	Status bad = wire::validate_fields(h);
-	if (!bad.is_ok() || (pages == nullptr && payload.size() > wire::kMaxPayload))
+	if (!bad.is_ok() || payload.size() + pages_len > wire::kMaxPayload)
 		return fail_later(done, h.type,
 		                  Status(Code::kInvalidArgument,
 		                         std::string(wire::msg_type_name(h.type)) +
@@ -211,13 +251,19 @@ void TcpChannel::enqueue(wire::Header &h, std::span<const uint8_t> payload, cons
 	s.dst_len = dst != nullptr ? size_t{h.count} * wire::kPageSize : 0;
 	h.request_id = s.request_id;
 	if (pages != nullptr) {
-		h.payload_crc = pages_len ? crc32c(pages, pages_len) : 0;
+		uint32_t crc = s.payload.empty() ? 0 : crc32c(s.payload.data(), s.payload.size());
+		h.payload_crc = pages_len ? crc32c(pages, pages_len, crc) : crc;
 		wire::encode_header_raw(h, s.hdr);
 	} else {
 		wire::encode_header(h, s.payload, s.hdr);
 	}
 	queues_[h.tclass].items.push_back(idx);
-	in_flight_++;
+	if (in_flight_++ == 0 && timeout_ns_ > 0) {
+		// The silence counts from the first request waiting.
+		last_heard_ns_ = mono_ns();
+		if (!timer_armed_)
+			arm_timer(timeout_ns_);
+	}
 	// Requests issued from completions of one receive leave in one batch.
 	if (!in_recv_)
 		kick_send();
@@ -254,12 +300,13 @@ void TcpChannel::kick_send()
 				continue;
 			}
 			iov_.push_back({s.hdr, wire::kHeaderSize});
+			if (!s.payload.empty()) {
+				iov_.push_back({s.payload.data(), s.payload.size()});
+				bytes += s.payload.size();
+			}
 			if (s.pages_len) {
 				iov_.push_back({const_cast<void *>(s.pages), s.pages_len});
 				bytes += s.pages_len;
-			} else if (!s.payload.empty()) {
-				iov_.push_back({s.payload.data(), s.payload.size()});
-				bytes += s.payload.size();
 			}
 		}
 		if (q.empty())
@@ -407,6 +454,8 @@ void TcpChannel::on_recv(int res)
 		return broken("module closed the connection");
 	if (res < 0)
 		return broken(std::string("receive failed: ") + strerror(-res));
+	if (timeout_ns_ > 0)
+		last_heard_ns_ = mono_ns();
 	in_recv_ = true;
 	bool ok = tls_ ? tls_receive(res) : landing ? land(res) : deliver(res);
 	in_recv_ = false;
@@ -685,11 +734,45 @@ void TcpChannel::finish(uint32_t idx, const Status &st, const wire::Header &h,
 	done->on_reply(st, h, payload);
 }
 
+void TcpChannel::arm_timer(uint64_t in_ns)
+{
+	timer_op_->ts.tv_sec = int64_t(in_ns / 1000000000u);
+	timer_op_->ts.tv_nsec = int64_t(in_ns % 1000000000u);
+	io_uring_sqe *sq = loop_->sqe(timer_op_.get());
+	io_uring_prep_timeout(sq, &timer_op_->ts, 0, 0);
+	timer_armed_ = true;
+	timer_cqes_++;
+}
+
+void TcpChannel::on_timer(int res)
+{
+	(void)res; // -ETIME, or the remove's outcome once broken
+	timer_cqes_--;
+	if (broken_)
+		return maybe_finish_close(); // broken() cleared timer_armed_
+	timer_armed_ = false;
+	if (in_flight_ == 0)
+		return; // idle: armed again by the next request
+	uint64_t silent = mono_ns() - last_heard_ns_;
+	if (silent < timeout_ns_)
+		return arm_timer(timeout_ns_ - silent);
+	broken("no answer for " + std::to_string(silent / 1000000u) + " ms while " +
+	       std::to_string(in_flight_) +
+	       " request(s) waited (request_timeout_ms; the module is stopped, hung or "
+	       "unreachable)");
+}
+
 void TcpChannel::broken(const std::string &why)
 {
 	if (broken_)
 		return;
 	broken_ = true;
+	if (timer_armed_) {
+		io_uring_sqe *sq = loop_->sqe(timer_op_.get());
+		io_uring_prep_timeout_remove(sq, reinterpret_cast<uint64_t>(timer_op_.get()), 0);
+		timer_armed_ = false;
+		timer_cqes_++;
+	}
 	if (why != "channel closed by this side")
 		LOG_WARN(kComp, "connection to module %s at %s lost: %s",
 		         peer_.module.to_string().c_str(), peer_.endpoint.c_str(), why.c_str());
@@ -703,7 +786,7 @@ void TcpChannel::broken(const std::string &why)
 // still read or written), completes every pending request with kUnavailable.
 void TcpChannel::maybe_finish_close()
 {
-	if (sending_ || recv_armed_)
+	if (sending_ || recv_armed_ || timer_cqes_ > 0)
 		return;
 	direct_slot_ = kNoSlot;
 	landing_.clear();

@@ -36,8 +36,14 @@
 // page of a damaged record ever reaches a caller. The session rekeys on its
 // byte and time limits (tls_context.h).
 //
+// A module that stops answering without closing the connection (stopped,
+// hung, a path that drops everything) is found by Options::request_timeout_ms:
+// when requests wait and nothing at all has been received for that long, the
+// connection is treated as lost. It is a silence timer for the connection,
+// not a deadline per request: a module answering slowly is not cut off.
+//
 // On connection loss (peer closed, I/O error, protocol violation by the
-// peer) every pending request completes with kUnavailable and later requests
+// peer, the silence timer) every pending request completes with kUnavailable and later requests
 // complete with kUnavailable on the next loop iteration. A request the wire
 // protocol does not allow (count 0 or over kMaxPagesPerRequest, an unaligned
 // offset, an unknown type or class) is not sent: it completes with
@@ -83,6 +89,9 @@ public:
 		// The DSCP the connection's packets carry, both ways (dscp.h).
 		// One connection serves every class today: marked for faults.
 		wire::TrafficClass conn_class = wire::TrafficClass::kFault;
+		// Requests wait and nothing is received for this long: the
+		// connection is lost. 0: wait forever.
+		unsigned request_timeout_ms = 0;
 	};
 	static constexpr size_t kMaxBatchBytes = 256 * 1024;
 
@@ -103,6 +112,9 @@ public:
 	                 uint32_t count, const void *src, Completion *done) override;
 	void call(const wire::Header &hdr, std::span<const uint8_t> payload,
 	          Completion *done) override;
+	void write_versioned(wire::TrafficClass tc, uint32_t region_id, uint64_t fa_offset,
+	                     uint32_t count, const wire::WireVersionedWrite &prefix,
+	                     const void *src, Completion *done) override;
 
 	// Requests sent or queued and not yet completed.
 	size_t in_flight() const { return in_flight_; }
@@ -116,15 +128,18 @@ public:
 private:
 	class SendOp;
 	class RecvOp;
+	class TimerOp;
 	struct Slot;
 
 	TcpChannel(EventLoop *loop, int fd, PeerInfo peer, ModuleId self, unsigned slots,
-	           std::unique_ptr<trust::TlsSession> tls);
+	           std::unique_ptr<trust::TlsSession> tls, unsigned request_timeout_ms);
 	bool tls_send();
 	bool tls_receive(size_t n);
 	uint32_t alloc_slot();
 	void enqueue(wire::Header &h, std::span<const uint8_t> payload, const void *pages,
 	             void *dst, Completion *done);
+	void arm_timer(uint64_t in_ns);
+	void on_timer(int res);
 	void fail_later(Completion *done, uint8_t type, Status st);
 	void kick_send();
 	void on_send(int res);
@@ -169,6 +184,13 @@ private:
 
 	std::unique_ptr<RecvOp> recv_op_;
 	bool recv_armed_ = false;
+
+	// The silence timer (request_timeout_ms): armed while requests wait.
+	std::unique_ptr<TimerOp> timer_op_;
+	uint64_t timeout_ns_;
+	unsigned timer_cqes_ = 0;    // timeout and timeout-remove CQEs to come
+	bool timer_armed_ = false;   // a timeout is in the kernel, not removed
+	uint64_t last_heard_ns_ = 0; // the last receive, or the wait's start
 	bool in_recv_ = false;                   // completing responses: batch new sends
 	std::unique_ptr<trust::TlsSession> tls_; // null: plaintext
 	ByteBuffer tls_tx_;                      // records being sent

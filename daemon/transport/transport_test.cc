@@ -20,6 +20,7 @@
 #include <thread>
 #include <vector>
 
+#include "daemon/common/crc32c.h"
 #include "daemon/transport/endpoint.h"
 #include "daemon/transport/sync_client.h"
 #include "daemon/transport/tcp_channel.h"
@@ -271,7 +272,7 @@ public:
 		ssize_t r = send(fd, b.data(), b.size(), MSG_NOSIGNAL);
 		(void)r; // a short send shows up as a failure on the channel side
 	}
-	static bool read_request(int fd, wire::Header *h)
+	static bool read_request(int fd, wire::Header *h, std::vector<uint8_t> *payload = nullptr)
 	{
 		uint8_t hb[wire::kHeaderSize];
 		if (!recv_full(fd, hb, sizeof(hb)))
@@ -279,7 +280,11 @@ public:
 		if (!wire::validate_header({hb, sizeof(hb)}, h).is_ok())
 			return false;
 		std::vector<uint8_t> p(h->payload_len);
-		return recv_full(fd, p.data(), p.size());
+		if (!recv_full(fd, p.data(), p.size()))
+			return false;
+		if (payload)
+			*payload = std::move(p);
+		return true;
 	}
 	uint16_t port = 0;
 
@@ -899,6 +904,142 @@ TEST_CASE("TcpChannel: connection loss completes pending requests with kUnavaila
 	(*loop)->post([&] { ran = true; });
 	ch->reset();
 	CHECK_FALSE(ran);
+}
+
+TEST_CASE("TcpChannel: a module that goes silent is cut off after request_timeout_ms")
+{
+	// The module answers two READs, then reads six more and says nothing,
+	// keeping the connection open (a stopped or hung process).
+	RawModule mod([](int fd, std::vector<wire::Header> &) {
+		for (int i = 0; i < 8; i++) {
+			wire::Header h;
+			if (!RawModule::read_request(fd, &h))
+				return;
+			if (i < 2)
+				RawModule::reply(fd, h, std::vector<uint8_t>(kPageSize, uint8_t(i)));
+		}
+		peer_closed(fd);
+	});
+	auto loop = EventLoop::create();
+	REQUIRE(loop.is_ok());
+	TcpChannel::Options opts;
+	opts.request_timeout_ms = 300;
+	auto ch = TcpChannel::connect(loop->get(), mod.endpoint(), kClientId, opts);
+	REQUIRE(ch.is_ok());
+	std::vector<uint8_t> bufs(8 * size_t{kPageSize});
+	std::vector<Waiter> w(8);
+	int counter = 0;
+	for (int i = 0; i < 8; i++) {
+		w[i].counter = &counter;
+		(*ch)->read_pages(wire::TrafficClass::kFault, 1, uint64_t(i) * kPageSize, 1,
+		                  &bufs[size_t(i) * kPageSize], &w[i]);
+	}
+	drive(loop->get(), [&] { return counter == 8; });
+	for (int i = 0; i < 2; i++)
+		CHECK(w[i].status.is_ok());
+	for (int i = 2; i < 8; i++) {
+		CHECK(w[i].status.code() == Code::kUnavailable);
+		CHECK(w[i].status.message().find("no answer for") != std::string::npos);
+	}
+	CHECK_FALSE((*ch)->connected());
+	ch->reset(); // closes the connection: the module's thread ends
+}
+
+TEST_CASE("TcpChannel: a slow module that keeps answering, or an idle one, is not cut off")
+{
+	// 40 answers 50 ms apart take 2 s, more than the 1 s of silence the
+	// channel allows: progress, not the age of a request, is what counts.
+	constexpr int kN = 40;
+	RawModule mod([](int fd, std::vector<wire::Header> &reqs) {
+		for (int i = 0; i < kN + 1; i++) {
+			wire::Header h;
+			if (!RawModule::read_request(fd, &h))
+				return;
+			reqs.push_back(h);
+			if (i == kN) // after the idle spell
+				RawModule::reply(fd, h, std::vector<uint8_t>(kPageSize, 7));
+			if (i != kN - 1)
+				continue;
+			for (auto &r : reqs) {
+				std::this_thread::sleep_for(std::chrono::milliseconds(50));
+				RawModule::reply(fd, r, std::vector<uint8_t>(kPageSize, 1));
+			}
+		}
+		peer_closed(fd);
+	});
+	auto loop = EventLoop::create();
+	REQUIRE(loop.is_ok());
+	TcpChannel::Options opts;
+	opts.request_timeout_ms = 1000;
+	auto ch = TcpChannel::connect(loop->get(), mod.endpoint(), kClientId, opts);
+	REQUIRE(ch.is_ok());
+	std::vector<uint8_t> bufs((kN + 1) * size_t{kPageSize});
+	std::vector<Waiter> w(kN + 1);
+	int counter = 0;
+	for (int i = 0; i < kN; i++) {
+		w[i].counter = &counter;
+		(*ch)->read_pages(wire::TrafficClass::kFault, 1, 0, 1, &bufs[size_t(i) * kPageSize],
+		                  &w[i]);
+	}
+	drive(loop->get(), [&] { return counter == kN; });
+	for (int i = 0; i < kN; i++)
+		CHECK(w[i].status.is_ok());
+	// Idle for three times the timeout: nothing waits, nothing is cut.
+	auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(3000);
+	while (std::chrono::steady_clock::now() < until)
+		(*loop)->run_once(100);
+	REQUIRE((*ch)->connected());
+	w[kN].counter = &counter;
+	(*ch)->read_pages(wire::TrafficClass::kFault, 1, 0, 1, &bufs[size_t(kN) * kPageSize],
+	                  &w[kN]);
+	drive(loop->get(), [&] { return counter == kN + 1; });
+	CHECK(w[kN].status.is_ok());
+	CHECK(bufs[size_t(kN) * kPageSize] == 7);
+	ch->reset();
+}
+
+TEST_CASE("TcpChannel: write_versioned sends the prefix and the caller's pages as one payload")
+{
+	std::vector<uint8_t> pages(3 * size_t{kPageSize});
+	for (size_t i = 0; i < pages.size(); i++)
+		pages[i] = uint8_t(i * 7 + 3);
+	wire::Header got{};
+	std::vector<uint8_t> got_payload;
+	RawModule mod([&](int fd, std::vector<wire::Header> &) {
+		if (!RawModule::read_request(fd, &got, &got_payload))
+			return;
+		uint8_t applied[wire::kAppliedSize];
+		wire::encode_applied(3, applied);
+		RawModule::reply(fd, got, applied);
+		peer_closed(fd);
+	});
+	auto loop = EventLoop::create();
+	REQUIRE(loop.is_ok());
+	auto ch = TcpChannel::connect(loop->get(), mod.endpoint(), kClientId);
+	REQUIRE(ch.is_ok());
+	wire::WireVersionedWrite vw{};
+	vw.version = 0x1122334455667788ull;
+	vw.flags = wire::kVersionedRepair;
+	Waiter w;
+	int counter = 0;
+	w.counter = &counter;
+	(*ch)->write_versioned(wire::TrafficClass::kBulk, 9, 5 * kPageSize, 3, vw, pages.data(), &w);
+	drive(loop->get(), [&] { return counter == 1; });
+	REQUIRE(w.status.is_ok());
+	CHECK(*wire::decode_applied(3, w.data) == 3);
+	ch->reset(); // the module's thread ends at the close
+	mod.join();
+	CHECK(got.type == uint8_t(wire::MsgType::kWriteVersioned));
+	CHECK(got.region_id == 9);
+	CHECK(got.offset == 5 * kPageSize);
+	CHECK(got.count == 3);
+	REQUIRE(got_payload.size() == sizeof(vw) + pages.size());
+	CHECK(got.payload_crc == crc32c(got_payload.data(), got_payload.size()));
+	auto w2 = wire::decode_versioned_write(3, got_payload);
+	REQUIRE(w2.is_ok());
+	CHECK(w2->prefix.version == vw.version);
+	CHECK(w2->prefix.flags == wire::kVersionedRepair);
+	CHECK(std::memcmp(w2->pages.data(), pages.data(), pages.size()) == 0);
 }
 
 // Records whether on_reply ran while the test was inside an issuing call
