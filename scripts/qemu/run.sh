@@ -149,6 +149,7 @@ fi
 # Threads abort at exit without libgcc_s (pthread_exit unwinds through it).
 gcc_s=$(ldconfig -p | sed -n 's/.*libgcc_s.so.1 (libc6,x86-64) => //p' | head -1)
 mkdir -p "$rd$(dirname "$gcc_s")" && cp -L "$gcc_s" "$rd$gcc_s"
+cp "$root/tests/qemu/guest_lib.sh" "$rd/bin/memfed_guest_lib.sh"
 if [ "$daemon_tests" -eq 1 ]; then
 	cp "$root/tests/qemu/daemon_tests.sh" "$rd/bin/memfed_daemon_tests.sh"
 else

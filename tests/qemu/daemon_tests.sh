@@ -18,28 +18,7 @@ PAGES=64
 mkdir -p $D
 ip link set lo up
 
-result() {
-	if [ "$2" -eq 0 ]; then
-		echo "MEMFED-TEST $1 PASS"
-	else
-		echo "MEMFED-TEST $1 FAIL"
-	fi
-}
-detail() { echo "MEMFED-DETAIL $*"; }
-
-# wait_for SECONDS CMD...: runs CMD every 0.1 s until it succeeds.
-wait_for() {
-	n=$(($1 * 10))
-	shift
-	while [ $n -gt 0 ]; do
-		"$@" >/dev/null 2>&1 && return 0
-		sleep 0.1
-		n=$((n - 1))
-	done
-	return 1
-}
-
-ctl() { memfedctl --socket $D/node/sock "$@"; }
+. /bin/memfed_guest_lib.sh
 
 # The two nodes trust each other's keys: every connection between nodes is
 # TLS with pinned keys.

@@ -22,14 +22,7 @@ if [ "${MEMFED_RDMA_BENCH:-0}" = 1 ]; then
 	poweroff -f
 fi
 
-# result NAME STATUS: a marker from a shell check's exit status.
-result() {
-	if [ "$2" -eq 0 ]; then
-		echo "MEMFED-TEST $1 PASS"
-	else
-		echo "MEMFED-TEST $1 FAIL"
-	fi
-}
+. /bin/memfed_guest_lib.sh
 
 gone() {
 	for p in "$@"; do

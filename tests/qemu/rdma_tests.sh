@@ -18,13 +18,7 @@
 # expect-with-daemons: rdma-program-module-restart
 ADDR=10.77.0.1
 
-result() {
-	if [ "$2" -eq 0 ]; then
-		echo "MEMFED-TEST $1 PASS"
-	else
-		echo "MEMFED-TEST $1 FAIL"
-	fi
-}
+. /bin/memfed_guest_lib.sh
 
 ok=0
 for m in configfs udp_tunnel ip6_udp_tunnel crc32_generic ib_core ib_uverbs iw_cm ib_cm \
@@ -58,18 +52,6 @@ memfed_rdma_test $ADDR
 if [ -x /bin/memfedd ] && [ -x /bin/memfedctl ]; then
 	D=/tmp/rdma-daemons
 	mkdir -p $D/mod $D/node
-	detail() { echo "MEMFED-DETAIL $*"; }
-	wait_for() {
-		n=$(($1 * 10))
-		shift
-		while [ $n -gt 0 ]; do
-			"$@" >/dev/null 2>&1 && return 0
-			sleep 0.1
-			n=$((n - 1))
-		done
-		return 1
-	}
-	ctl() { memfedctl --socket $D/node/sock "$@"; }
 	ok=0
 	MOD_KEY=$(memfedctl key generate $D/mod.key)
 	NODE_KEY=$(memfedctl key generate $D/node.key)
