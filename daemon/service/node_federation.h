@@ -34,17 +34,11 @@
 #include "daemon/service/module_service.h"
 #include "daemon/service/quota.h"
 #include "daemon/service/replica_keeper.h"
+#include "daemon/service/replicated_regions.h"
 #include "daemon/transport/sync_client.h"
 #include "daemon/transport/tcp_channel.h"
 
 namespace memfed {
-
-// How many copies a new region gets, and where.
-struct Placement {
-	unsigned replicas = 1;	   // copies, on modules of distinct nodes
-	unsigned replicas_min = 0; // fewer allowed (degraded from the start); 0: none
-	std::vector<ModuleId> on;  // only these modules, in this order (empty: any)
-};
 
 class NodeFederation : public Federation {
 public:
@@ -127,14 +121,21 @@ private:
 	// are never destroyed while the federation lives, so the pointers stay valid.
 	std::vector<Peer *> peer_list(bool include_down);
 	RegionLocation location(ModuleId module, const wire::WireRegion &r);
+	uint32_t preference_of(ModuleId module);
+	// Runs fn on the copy's module: fn(store) locally, fn(client) on a peer.
+	Status on_copy(const ReplicaLocation &copy,
+		       const std::function<Status(ModuleStore &)> &local,
+		       const std::function<Status(SyncClient &)> &remote);
+
+	// ---- Replicated regions (replicated_regions.cc) ----
 	// A replicated region found on one module, completed with its other
 	// copies (every reachable module is asked) and reached through its set.
 	RegionLocation with_copies(RegionLocation first);
-	uint32_t preference_of(ModuleId module);
 	bool is_deleted(uint64_t group);
 	// Rewrites pages [first_page, +count) of copy `bad` from copy `good`.
 	void repair_copy(ReplicaSet &set, const ReplicaLocation &good, const ReplicaLocation &bad,
 			 uint64_t first_page, uint32_t count);
+	// Deletes the copies left on modules that were unreachable (keeper thread).
 	void sweep_deleted();
 	// The set of replicated region `r` (made, and watched by the keeper, the
 	// first time), with `copies` merged in.
@@ -143,10 +144,20 @@ private:
 	Result<RegionLocation> create_replicated(const std::string &name, uint64_t size, uint32_t uid,
 						 uint32_t mode, const ModuleStore::AdmitFn &admit,
 						 const Placement &placement);
-	// Runs fn on the copy's module: fn(store) locally, fn(client) on a peer.
-	Status on_copy(const ReplicaLocation &copy,
-		       const std::function<Status(ModuleStore &)> &local,
-		       const std::function<Status(SyncClient &)> &remote);
+	// The replicated cases of open_channel, delete_region, set_length,
+	// read_pages and write_pages: every copy, through the region's set.
+	Result<std::unique_ptr<Channel>> open_replicated_channel(EventLoop *loop, ModuleId module);
+	Status delete_replicated(const RegionLocation &loc);
+	Result<RegionLocation> set_length_replicated(const RegionLocation &loc, uint64_t length,
+						     bool grow_only);
+	Status read_replicated(const RegionLocation &loc, uint64_t first_page, uint32_t count,
+			       void *dst);
+	Status write_replicated(const RegionLocation &loc, uint64_t first_page, uint32_t count,
+				const void *src);
+	// Regions listed by every module, in name order: the copies of each
+	// replicated region become one entry reached through its set.
+	std::vector<RegionLocation> merge_copies(std::vector<RegionLocation> sorted);
+
 	// Checks who answered a HELLO of `p` (see the top): pins a first key
 	// for its module ID, refuses (kAlreadyExists) another key for it, an
 	// answer as another module than the mesh route's, or as our own module.
@@ -170,13 +181,9 @@ private:
 	std::mutex sets_mu_;
 	std::map<uint64_t, std::shared_ptr<ReplicaSet>> sets_; // by group, guarded by sets_mu_
 	// Copies of deleted replicated regions whose modules were unreachable at
-	// the delete: deleted when their module is back (sweep_deleted), and
-	// never listed or looked up meanwhile. Guarded by sets_mu_.
-	struct Deleted {
-		std::string name;
-		std::vector<ReplicaLocation> copies;
-	};
-	std::map<uint64_t, Deleted> deleted_;
+	// the delete, by group: deleted when their module is back
+	// (sweep_deleted), and never listed or looked up meanwhile.
+	std::map<uint64_t, DeletedCopies> deleted_; // guarded by sets_mu_
 	// Started with the first replicated region met; declared last, so it
 	// stops before anything it uses goes.
 	std::unique_ptr<ReplicaKeeper> keeper_; // guarded by sets_mu_

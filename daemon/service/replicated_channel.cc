@@ -13,10 +13,10 @@ namespace memfed
 
 namespace
 {
-constexpr uint64_t kRetryNs = 2'000'000'000;	     // a lost copy is tried again after
-constexpr uint64_t kGraveyardNs = 1'000'000'000;     // a replaced channel is freed after
-constexpr uint32_t kVersionChunk = 65536;	     // pages compared per READ_VERSIONS
-constexpr uint64_t kSettleNs = 1'000'000'000;	     // see the top of replicated_channel.h
+constexpr uint64_t kRetryNs = 2'000'000'000;     // a lost copy is tried again after
+constexpr uint64_t kGraveyardNs = 1'000'000'000; // a replaced channel is freed after
+constexpr uint32_t kVersionChunk = 65536;        // pages compared per READ_VERSIONS
+constexpr uint64_t kSettleNs = 1'000'000'000;    // see the top of replicated_channel.h
 constexpr unsigned kMaxPasses = 8;
 constexpr const char *kLog = "replica";
 
@@ -37,8 +37,9 @@ Status worse(const Status &so_far, const Status &st, bool first)
 	if (so_far.code() == Code::kNotFound && st.code() != Code::kNotFound)
 		return st.code() == Code::kCorrupt ? st : Status(Code::kUnavailable, st.message());
 	if (st.code() == Code::kNotFound && so_far.code() != Code::kNotFound)
-		return so_far.code() == Code::kCorrupt ? so_far
-		                                       : Status(Code::kUnavailable, so_far.message());
+		return so_far.code() == Code::kCorrupt
+		               ? so_far
+		               : Status(Code::kUnavailable, so_far.message());
 	return st;
 }
 
@@ -247,6 +248,13 @@ int ReplicatedChannel::pick(uint32_t tried)
 	return -1;
 }
 
+Status ReplicatedChannel::no_copy_in_sync(const char *to_do) const
+{
+	return Status(Code::kUnavailable, "no copy of region '" + set_->name() +
+	                                          "' in sync is reachable" + to_do +
+	                                          " (memfedctl region show " + set_->name() + ")");
+}
+
 void ReplicatedChannel::fail_later(Completion *done, uint8_t type, Status st)
 {
 	loop_->post([done, type, st]() { done->on_reply(st, reply_header(type, st), {}); });
@@ -259,8 +267,8 @@ void ReplicatedChannel::read_pages(wire::TrafficClass tc, uint32_t, uint64_t fa_
 	if (fa_offset % wire::kPageSize || fa_offset > set_->size_bytes() ||
 	    uint64_t{count} * wire::kPageSize > set_->size_bytes() - fa_offset)
 		return fail_later(done, uint8_t(wire::MsgType::kRead),
-		                  Status(Code::kOutOfRange, "pages past the end of region '" +
-		                                                    set_->name() + "'"));
+		                  Status(Code::kOutOfRange,
+		                         "pages past the end of region '" + set_->name() + "'"));
 	ReadOp *op;
 	if (free_reads_.empty())
 		op = new ReadOp;
@@ -275,14 +283,11 @@ void ReplicatedChannel::read_pages(wire::TrafficClass tc, uint32_t, uint64_t fa_
 	op->count = count;
 	op->dst = dst;
 	op->tried = op->corrupt = 0;
-	op->last = Status(Code::kUnavailable, "no copy of region '" + set_->name() +
-	                                              "' in sync is reachable (memfedctl region "
-	                                              "show " + set_->name() + ")");
+	op->last = Status::ok(); // no copy has failed it yet
 	int i = pick(0);
 	if (i < 0) {
-		Status st = op->last;
 		free_reads_.emplace_back(op);
-		return fail_later(done, uint8_t(wire::MsgType::kRead), st);
+		return fail_later(done, uint8_t(wire::MsgType::kRead), no_copy_in_sync(""));
 	}
 	op->cur = size_t(i);
 	op->tried = 1u << i;
@@ -295,7 +300,7 @@ void ReplicatedChannel::issue_read(ReadOp *op)
 	int i = pick(op->tried);
 	if (i < 0) {
 		Completion *done = op->done;
-		Status st = op->last;
+		Status st = op->last.is_ok() ? no_copy_in_sync("") : op->last;
 		free_reads_.emplace_back(op);
 		done->on_reply(st, reply_header(uint8_t(wire::MsgType::kRead), st), {});
 		return;
@@ -307,8 +312,8 @@ void ReplicatedChannel::issue_read(ReadOp *op)
 	s.ch->read_pages(op->tc, s.loc.region_id, s.loc.fa_offset + op->fa, op->count, op->dst, op);
 }
 
-void ReplicatedChannel::read_done(ReadOp *op, size_t i, const Status &st,
-                                  const wire::Header &resp, std::span<const uint8_t> payload)
+void ReplicatedChannel::read_done(ReadOp *op, size_t i, const Status &st, const wire::Header &resp,
+                                  std::span<const uint8_t> payload)
 {
 	if (st.is_ok() || closing_ || st.code() == Code::kOutOfRange ||
 	    st.code() == Code::kInvalidArgument) {
@@ -316,7 +321,8 @@ void ReplicatedChannel::read_done(ReadOp *op, size_t i, const Status &st,
 		if (st.is_ok())
 			for (size_t b = 0; b < subs_.size(); b++)
 				if (op->corrupt >> b & 1)
-					copies_.push_back({i, b, op->fa / wire::kPageSize, op->count, true});
+					copies_.push_back(
+					        {i, b, op->fa / wire::kPageSize, op->count, true});
 		Completion *done = op->done;
 		free_reads_.emplace_back(op);
 		done->on_reply(st, resp, payload);
@@ -326,8 +332,9 @@ void ReplicatedChannel::read_done(ReadOp *op, size_t i, const Status &st,
 	}
 	if (st.code() == Code::kCorrupt) {
 		op->corrupt |= 1u << i;
-		LOG_WARN(kLog, "region '%s': pages at +0x%lx failed their checksum on module %s; "
-		               "reading another copy and repairing this one",
+		LOG_WARN(kLog,
+		         "region '%s': pages at +0x%lx failed their checksum on module %s; "
+		         "reading another copy and repairing this one",
 		         set_->name().c_str(), (unsigned long)op->fa,
 		         i < subs_.size() ? subs_[i]->loc.module.to_string().c_str() : "?");
 	} else {
@@ -345,9 +352,9 @@ void ReplicatedChannel::write_pages(wire::TrafficClass tc, uint32_t, uint64_t fa
 	if (fa_offset % wire::kPageSize || fa_offset > set_->size_bytes() ||
 	    uint64_t{count} * wire::kPageSize > set_->size_bytes() - fa_offset || count == 0 ||
 	    count > wire::kMaxPagesPerRequest)
-		return fail_later(done, kType,
-		                  Status(Code::kOutOfRange, "a write outside region '" +
-		                                                    set_->name() + "'"));
+		return fail_later(
+		        done, kType,
+		        Status(Code::kOutOfRange, "a write outside region '" + set_->name() + "'"));
 	WriteOp *op;
 	if (free_writes_.empty())
 		op = new WriteOp;
@@ -359,10 +366,7 @@ void ReplicatedChannel::write_pages(wire::TrafficClass tc, uint32_t, uint64_t fa
 	op->done = done;
 	op->count = count;
 	op->pending = op->ok_in_sync = op->failures = 0;
-	op->last = Status(Code::kUnavailable, "no copy of region '" + set_->name() +
-	                                              "' in sync is reachable to take a write "
-	                                              "(memfedctl region show " +
-	                                              set_->name() + ")");
+	op->last = Status::ok(); // no copy has failed it yet
 	wire::WireVersionedWrite vw{};
 	vw.version = set_->next_version();
 	size_t bytes = size_t{count} * wire::kPageSize;
@@ -371,23 +375,24 @@ void ReplicatedChannel::write_pages(wire::TrafficClass tc, uint32_t, uint64_t fa
 	std::memcpy(op->payload.data() + sizeof(vw), src, bytes);
 	set_->count_write();
 	// Count every part first: none completes inside call(), but a copy
-	// with no channel is left out before any is sent.
-	std::vector<size_t> targets;
+	// with no channel is left out before any is sent. (A bit per copy: no
+	// allocation on the way.)
+	uint32_t targets = 0;
+	bool any_in_sync = false;
 	for (size_t i = 0; i < subs_.size() && i < kMaxReplicas; i++) {
 		if (subs_[i]->state == ReplicaSet::State::kLost || open(i) == nullptr)
 			continue;
-		targets.push_back(i);
-	}
-	bool any_in_sync = false;
-	for (size_t i : targets)
+		targets |= 1u << i;
+		op->pending++;
 		any_in_sync |= subs_[i]->state == ReplicaSet::State::kInSync;
-	if (!any_in_sync) {
-		Status st = op->last;
-		free_writes_.emplace_back(op);
-		return fail_later(done, kType, st);
 	}
-	op->pending = unsigned(targets.size());
-	for (size_t i : targets) {
+	if (!any_in_sync) {
+		free_writes_.emplace_back(op);
+		return fail_later(done, kType, no_copy_in_sync(" to take a write"));
+	}
+	for (size_t i = 0; i < subs_.size() && i < kMaxReplicas; i++) {
+		if (!(targets >> i & 1))
+			continue;
 		Sub &s = *subs_[i];
 		op->was_in_sync[i] = s.state == ReplicaSet::State::kInSync;
 		op->parts[i].op = op;
@@ -413,9 +418,10 @@ void ReplicatedChannel::part_done(WriteOp *op, size_t i, const Status &st,
 		if (applied < op->count)
 			// A newer version is already there: another writer, or
 			// this node's clock went back. Its pages stand.
-			LOG_WARN(kLog, "region '%s': module %s kept %u of %u pages at a newer "
-			               "version than this write's (a second writer, or a clock "
-			               "set back?)",
+			LOG_WARN(kLog,
+			         "region '%s': module %s kept %u of %u pages at a newer "
+			         "version than this write's (a second writer, or a clock "
+			         "set back?)",
 			         set_->name().c_str(), subs_[i]->loc.module.to_string().c_str(),
 			         op->count - applied, op->count);
 	} else {
@@ -425,7 +431,9 @@ void ReplicatedChannel::part_done(WriteOp *op, size_t i, const Status &st,
 	if (--op->pending > 0)
 		return;
 	Completion *done = op->done;
-	Status result = op->ok_in_sync > 0 && !closing_ ? Status::ok() : op->last;
+	Status result = Status::ok();
+	if (op->ok_in_sync == 0 || closing_)
+		result = op->last.is_ok() ? no_copy_in_sync(" to take a write") : op->last;
 	free_writes_.emplace_back(op);
 	done->on_reply(result, reply_header(uint8_t(wire::MsgType::kWrite), result), {});
 }
@@ -436,9 +444,7 @@ void ReplicatedChannel::call(const wire::Header &hdr, std::span<const uint8_t> p
 	refresh();
 	int i = pick(0);
 	if (i < 0)
-		return fail_later(done, hdr.type,
-		                  Status(Code::kUnavailable, "no copy of region '" + set_->name() +
-		                                                     "' in sync is reachable"));
+		return fail_later(done, hdr.type, no_copy_in_sync(""));
 	const Sub &s = *subs_[size_t(i)];
 	wire::Header h = hdr;
 	switch (wire::MsgType(hdr.type)) {
@@ -545,11 +551,13 @@ void ReplicatedChannel::versions_done(size_t i, const Status &st, std::span<cons
 		return;
 	size_t want = size_t{cu_.chunk_pages} * sizeof(uint64_t);
 	if (st.is_ok() && payload.size() == want) {
-		std::memcpy(i == cu_.source ? cu_.src.data() : cu_.tgt.data(), payload.data(), want);
+		std::memcpy(i == cu_.source ? cu_.src.data() : cu_.tgt.data(), payload.data(),
+		            want);
 	} else {
 		cu_.versions_failed = true;
 		if (st.is_ok())
-			LOG_WARN(kLog, "region '%s': module %s answered %zu bytes of versions, not %zu",
+			LOG_WARN(kLog,
+			         "region '%s': module %s answered %zu bytes of versions, not %zu",
 			         set_->name().c_str(), subs_[i]->loc.module.to_string().c_str(),
 			         payload.size(), want);
 		else
@@ -604,8 +612,8 @@ void ReplicatedChannel::copy_next()
 			continue;
 		Sub &from = *subs_[current_.from];
 		Sub &to = *subs_[current_.to];
-		if (from.state == ReplicaSet::State::kLost || to.state == ReplicaSet::State::kLost ||
-		    !from.ch || !to.ch)
+		if (from.state == ReplicaSet::State::kLost ||
+		    to.state == ReplicaSet::State::kLost || !from.ch || !to.ch)
 			continue;
 		copying_ = true;
 		copy_failed_ = false;
@@ -629,12 +637,15 @@ void ReplicatedChannel::copy_read_done(const Status &st, std::span<const uint8_t
 	size_t want = n * (sizeof(uint64_t) + wire::kPageSize);
 	if (!st.is_ok() || payload.size() != want) {
 		copying_ = false;
-		Status why = st.is_ok() ? Status(Code::kProtocol, "a short READ_VERSIONED answer") : st;
+		Status why =
+		        st.is_ok() ? Status(Code::kProtocol, "a short READ_VERSIONED answer") : st;
 		if (st.code() != Code::kCorrupt)
 			failed(current_.from, why);
 		else
-			LOG_WARN(kLog, "region '%s': the copy source on module %s is damaged too: %s",
-			         set_->name().c_str(), subs_[current_.from]->loc.module.to_string().c_str(),
+			LOG_WARN(kLog,
+			         "region '%s': the copy source on module %s is damaged too: %s",
+			         set_->name().c_str(),
+			         subs_[current_.from]->loc.module.to_string().c_str(),
 			         st.message().c_str());
 		if (cu_.active && st.code() == Code::kCorrupt)
 			end_catch_up(false, why.message());

@@ -57,8 +57,8 @@ public:
 
 	const PeerInfo &peer() const override { return peer_; }
 	bool connected() const override;
-	void read_pages(wire::TrafficClass tc, uint32_t region_id, uint64_t fa_offset, uint32_t count,
-	                void *dst, Completion *done) override;
+	void read_pages(wire::TrafficClass tc, uint32_t region_id, uint64_t fa_offset,
+	                uint32_t count, void *dst, Completion *done) override;
 	void write_pages(wire::TrafficClass tc, uint32_t region_id, uint64_t fa_offset,
 	                 uint32_t count, const void *src, Completion *done) override;
 	void call(const wire::Header &hdr, std::span<const uint8_t> payload,
@@ -87,6 +87,10 @@ private:
 	// The nearest copy in sync with a channel, not in `tried` (a bit per copy).
 	int pick(uint32_t tried);
 	void fail_later(Completion *done, uint8_t type, Status st);
+	// The error of a request no copy in sync could take, built only when
+	// one fails (never on the fault path's way in). `to_do`: " to take a
+	// write", or "".
+	Status no_copy_in_sync(const char *to_do) const;
 
 	void issue_read(ReadOp *op);
 	void read_done(ReadOp *op, size_t i, const Status &st, const wire::Header &resp,
@@ -108,8 +112,8 @@ private:
 	Federation *fed_;
 	PeerInfo peer_;
 	uint64_t gen_seen_ = 0;
-	std::vector<std::unique_ptr<Sub>> subs_; // only grows: requests hold indexes
-	std::vector<size_t> order_;		 // subs_ nearest first
+	std::vector<std::unique_ptr<Sub>> subs_;          // only grows: requests hold indexes
+	std::vector<size_t> order_;                       // subs_ nearest first
 	std::vector<std::unique_ptr<Channel>> graveyard_; // replaced channels, freed later
 	uint64_t graveyard_at_ns_ = 0;
 	std::vector<std::unique_ptr<ReadOp>> free_reads_;
@@ -141,9 +145,9 @@ private:
 		uint32_t chunk_pages = 0;
 		int versions_pending = 0;
 		bool versions_failed = false;
-		unsigned pass = 0;	   // passes over the region begun
-		uint64_t differed = 0;	   // pages that differed in this pass
-		uint64_t began_ns = 0;	   // when the first pass began
+		unsigned pass = 0;          // passes over the region begun
+		uint64_t differed = 0;      // pages that differed in this pass
+		uint64_t began_ns = 0;      // when the first pass began
 		uint64_t wait_until_ns = 0; // the next pass waits until then
 		std::vector<uint64_t> src, tgt;
 	} cu_;

@@ -1,0 +1,98 @@
+// The parts of NodeFederation that both of its source files use: a peer
+// module as the federation knows it, and with_peer(), which runs a request
+// against one over its SyncClient. Private to node_federation.cc and
+// replicated_regions.cc; nothing else includes it.
+#pragma once
+
+#include <mutex>
+
+#include "daemon/common/log.h"
+#include "daemon/service/node_federation.h"
+#include "daemon/trust/trusted_peers.h"
+
+namespace memfed
+{
+
+// How long a control-path request to a peer may take.
+constexpr int kPeerTimeoutMs = 3000;
+
+struct NodeFederation::Peer {
+	std::string endpoint;
+	std::mutex mu;
+	std::unique_ptr<SyncClient> client; // null while unreachable
+	ModuleId module;                    // learned at HELLO (mesh peers: known from the route)
+	uint64_t capacity = 0;
+	std::string key;      // its authenticated public key (base64), once connected
+	std::string key_name; // that key's name among the trusted peers
+	// Mesh peers only, guarded by peers_mu_: the route that makes it known.
+	bool mesh = false;
+	bool route_up = true;
+	uint32_t metric = 0;
+	uint32_t hops = 0;
+	std::string down_reason;
+	uint64_t down_since_unix_ms = 0;
+	// Guarded by peers_mu_: set while its last HELLO was refused
+	// (admit_identity), with the refused key and where it answered.
+	std::string conflict;
+	std::string conflict_key;
+	std::string conflict_endpoint;
+};
+
+template <typename Fn>
+auto NodeFederation::with_peer(Peer &p, Fn fn) -> decltype(fn(*(SyncClient *)nullptr))
+{
+	std::lock_guard<std::mutex> lk(p.mu);
+	for (int attempt = 0; attempt < 2; attempt++) {
+		if (!p.client) {
+			auto c = SyncClient::connect(p.endpoint, self_, kPeerTimeoutMs, tls_);
+			if (!c)
+				return c.status();
+			Status st = (*c)->hello();
+			if (st.code() == Code::kAlreadyExists) {
+				// The module refused us as a second pool of its ID
+				// (ours): shown as a conflict, its message says why.
+				std::lock_guard<std::mutex> lk(peers_mu_);
+				p.conflict = st.message();
+				p.conflict_endpoint = p.endpoint;
+				if ((*c)->peer().authenticated)
+					p.conflict_key = trust::encode_key((*c)->peer().key);
+				if (store_ && !p.mesh)
+					p.module = store_->module_id();
+			}
+			if (!st)
+				return st;
+			const PeerInfo &info = (*c)->peer();
+			if (Status id = admit_identity(p, info); !id)
+				return id;
+			p.module = info.module;
+			p.capacity = info.capacity_bytes;
+			p.key = info.authenticated ? trust::encode_key(info.key) : std::string();
+			p.key_name = info.key_name;
+			p.client = std::move(*c);
+			LOG_INFO("federation", "peer %s is module %s%s%s", p.endpoint.c_str(),
+			         p.module.to_string().c_str(),
+			         p.key.empty() ? " (not authenticated)" : ", key ",
+			         p.key.empty() ? ""
+			                       : trust::TrustedPeers::describe(info.key, p.key_name)
+			                                 .c_str());
+		}
+		auto r = fn(*p.client);
+		// kCorrupt: a TLS record failed its tag (altered in transit) or a
+		// page its checksum; either way a fresh connection may answer.
+		Code c = r.status().code();
+		if (r.is_ok() || (c != Code::kUnavailable && c != Code::kProtocol &&
+		                  c != Code::kIo && c != Code::kCorrupt))
+			return r;
+		// The connection broke (peer restarted? bytes altered?): reconnect once.
+		log_line(c == Code::kCorrupt ? LogLevel::kWarn : LogLevel::kInfo, "federation",
+		         "connection to module %s at %s broke: %s; reconnecting",
+		         p.module.to_string().c_str(), p.endpoint.c_str(),
+		         r.status().message().c_str());
+		p.client.reset();
+		if (attempt == 1)
+			return r;
+	}
+	return Status(Code::kInternal, "unreachable");
+}
+
+} // namespace memfed
