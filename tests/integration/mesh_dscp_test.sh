@@ -14,10 +14,8 @@
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/mesh_lib.sh"
 
-M1=02:00:00:00:00:01
 trust_all n1 n2 n3
-mesh_node n1; mesh_node n2; mesh_node n3
-mesh_link n1 n2; mesh_link n2 n3
+mesh_line_of_three --pager-budget 1M
 
 for dev in n2-n1 n2-n3; do
 	in_ns n2 tc qdisc add dev $dev root handle 1: htb default 40 r2q 1000
@@ -27,11 +25,6 @@ for dev in n2-n1 n2-n3; do
 done
 # sent DEV CLASS: bytes the relay forwarded out of DEV in htb class 1:CLASS.
 sent() { in_ns n2 tc -s class show dev "$1" | awk -v c="1:$2" '$1 == "class" && $3 == c { getline; print $2 }'; }
-
-mesh_daemon n1 --roles module --module-id $M1 --pool-size 64M
-mesh_daemon n2 --roles relay
-mesh_daemon n3 --roles pager --pager-budget 1M
-wait_for "n3 discovers $M1" 15 module_is n3 $M1 up
 
 # Control: 2 MiB written through memfedctl (SyncClient) crosses as CS2
 # toward the module; its replies come back CS2 too.

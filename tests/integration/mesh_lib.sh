@@ -91,6 +91,19 @@ wait_for() {
 	done
 }
 
+# mesh_line_of_three [PAGER FLAGS...]: the line most mesh tests start from,
+#     n1 (module $M1) --- n2 (relay) --- n3 (pager, with these flags)
+# once n3 has found the module through n2. Call trust_all with n1 n2 n3 first.
+M1=02:00:00:00:00:01
+mesh_line_of_three() {
+	mesh_node n1; mesh_node n2; mesh_node n3
+	mesh_link n1 n2; mesh_link n2 n3
+	mesh_daemon n1 --roles module --module-id $M1 --pool-size 64M
+	mesh_daemon n2 --roles relay
+	mesh_daemon n3 --roles pager "$@"
+	wait_for "n3 discovers $M1 through n2" 15 module_is n3 $M1 up
+}
+
 # module_state NODE MODULE: "up", "down" or "absent" in NODE's module table.
 module_state() {
 	ctl "$1" -j module ls | python3 -c '

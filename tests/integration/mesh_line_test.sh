@@ -12,16 +12,8 @@
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/mesh_lib.sh"
 
-M1=02:00:00:00:00:01
 trust_all n1 n2 n3 n4
-mesh_node n1; mesh_node n2; mesh_node n3
-mesh_link n1 n2; mesh_link n2 n3
-
-mesh_daemon n1 --roles module --module-id $M1 --pool-size 64M
-mesh_daemon n2 --roles relay
-mesh_daemon n3 --roles pager
-
-wait_for "n3 discovers module $M1 two hops away" 15 module_is n3 $M1 up
+mesh_line_of_three
 ok "the car discovers the lamp post's module through the relay, with no --peer"
 
 hops_of() {

@@ -15,15 +15,8 @@
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/mesh_lib.sh"
 
-M1=02:00:00:00:00:01
 trust_all n1 n2 n3
-mesh_node n1; mesh_node n2; mesh_node n3
-mesh_link n1 n2; mesh_link n2 n3
-
-mesh_daemon n1 --roles module --module-id $M1 --pool-size 64M
-mesh_daemon n2 --roles relay
-mesh_daemon n3 --roles pager --pager-budget 1M
-wait_for "n3 discovers $M1" 15 module_is n3 $M1 up
+mesh_line_of_three --pager-budget 1M
 
 # Two versions of the region, the second written last: a stale copy of the
 # first, or a zero page, would show in the hash.
