@@ -1,22 +1,14 @@
 #include "daemon/mesh/mesh_node.h"
 
-#include <time.h>
-
 #include <algorithm>
 
+#include "daemon/common/clock.h"
 #include "daemon/common/log.h"
 
 namespace memfed::mesh
 {
 namespace
 {
-
-uint64_t now_ns()
-{
-	timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return uint64_t(ts.tv_sec) * 1000000000u + uint64_t(ts.tv_nsec);
-}
 
 const char *why_of(const BabelEvent &ev)
 {
@@ -191,7 +183,7 @@ void MeshNode::event(const BabelEvent &ev)
 {
 	std::lock_guard<std::mutex> lk(mu_);
 	std::vector<RouteChange> changes;
-	table_.apply(ev, now_ns(), &changes);
+	table_.apply(ev, mono_ns(), &changes);
 	report(changes, why_of(ev));
 	if (ev.object != BabelEvent::Object::kRoute)
 		return;

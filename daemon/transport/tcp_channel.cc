@@ -5,8 +5,8 @@
 
 #include <climits>
 #include <cstring>
-#include <ctime>
 
+#include "daemon/common/clock.h"
 #include "daemon/common/crc32c.h"
 #include "daemon/common/log.h"
 #include "daemon/transport/sync_client.h"
@@ -23,13 +23,6 @@ constexpr size_t kMaxIov = 1024; // IOV_MAX
 // Responses one landing receive scatters into (two iovecs each).
 constexpr size_t kMaxLanding = 64;
 constexpr uint32_t kNoSlot = UINT32_MAX;
-
-uint64_t mono_ns()
-{
-	timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return uint64_t(ts.tv_sec) * 1000000000u + uint64_t(ts.tv_nsec);
-}
 } // namespace
 
 struct TcpChannel::Slot {
