@@ -85,6 +85,20 @@ NodeFederation::NodeFederation(ModuleStore *store, ModuleService *service, Modul
 
 NodeFederation::~NodeFederation() = default;
 
+Status NodeFederation::Peer::failed(uint64_t started_ms, Status st)
+{
+	uint64_t now = mono_ms();
+	if (st.code() != Code::kUnavailable || now - started_ms < uint64_t(kPeerTimeoutMs))
+		return st; // refused or closed at once: nothing to wait out next time
+	quiet_for_ms = std::clamp<uint64_t>(quiet_for_ms * 2, 2000, 30000);
+	quiet_until_ms = now + quiet_for_ms;
+	quiet_why = st.message();
+	LOG_INFO("federation", "module %s at %s did not answer in time (%s); not asked again for %llu s",
+		 module.to_string().c_str(), endpoint.c_str(), quiet_why.c_str(),
+		 (unsigned long long)(quiet_for_ms / 1000));
+	return st;
+}
+
 NodeFederation::Peer *NodeFederation::find_peer(ModuleId module)
 {
 	for (Peer *p : peer_list(false)) {

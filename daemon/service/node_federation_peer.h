@@ -6,6 +6,7 @@
 
 #include <mutex>
 
+#include "daemon/common/clock.h"
 #include "daemon/common/log.h"
 #include "daemon/service/node_federation.h"
 #include "daemon/trust/trusted_peers.h"
@@ -36,17 +37,35 @@ struct NodeFederation::Peer {
 	std::string conflict;
 	std::string conflict_key;
 	std::string conflict_endpoint;
+	// Guarded by mu: a peer that let a request run out of time (stopped,
+	// hung, a path that drops everything) is not asked again until
+	// quiet_until_ms, so that every control request does not wait out the
+	// timeout again; the wait doubles while it stays silent (2 s to 30 s).
+	uint64_t quiet_until_ms = 0;
+	uint64_t quiet_for_ms = 0;
+	std::string quiet_why;
+
+	// A request to the peer, begun at `started_ms`, failed with `st`: if it
+	// failed by running out of time, the peer goes quiet. Returns `st`.
+	Status failed(uint64_t started_ms, Status st);
 };
 
 template <typename Fn>
 auto NodeFederation::with_peer(Peer &p, Fn fn) -> decltype(fn(*(SyncClient *)nullptr))
 {
 	std::lock_guard<std::mutex> lk(p.mu);
+	uint64_t started = mono_ms();
+	if (started < p.quiet_until_ms)
+		return Status(Code::kUnavailable,
+		              "module " + p.module.to_string() + " at " + p.endpoint +
+		                      " did not answer in time (" + p.quiet_why +
+		                      "); not asked again for " +
+		                      std::to_string(p.quiet_until_ms - started) + " ms");
 	for (int attempt = 0; attempt < 2; attempt++) {
 		if (!p.client) {
 			auto c = SyncClient::connect(p.endpoint, self_, kPeerTimeoutMs, tls_);
 			if (!c)
-				return c.status();
+				return p.failed(started, c.status());
 			Status st = (*c)->hello();
 			if (st.code() == Code::kAlreadyExists) {
 				// The module refused us as a second pool of its ID
@@ -60,7 +79,7 @@ auto NodeFederation::with_peer(Peer &p, Fn fn) -> decltype(fn(*(SyncClient *)nul
 					p.module = store_->module_id();
 			}
 			if (!st)
-				return st;
+				return p.failed(started, st);
 			const PeerInfo &info = (*c)->peer();
 			if (Status id = admit_identity(p, info); !id)
 				return id;
@@ -80,6 +99,8 @@ auto NodeFederation::with_peer(Peer &p, Fn fn) -> decltype(fn(*(SyncClient *)nul
 		// kCorrupt: a TLS record failed its tag (altered in transit) or a
 		// page its checksum; either way a fresh connection may answer.
 		Code c = r.status().code();
+		if (r.is_ok())
+			p.quiet_for_ms = 0;
 		if (r.is_ok() || (c != Code::kUnavailable && c != Code::kProtocol &&
 		                  c != Code::kIo && c != Code::kCorrupt))
 			return r;
@@ -90,7 +111,7 @@ auto NodeFederation::with_peer(Peer &p, Fn fn) -> decltype(fn(*(SyncClient *)nul
 		         r.status().message().c_str());
 		p.client.reset();
 		if (attempt == 1)
-			return r;
+			return p.failed(started, r.status());
 	}
 	return Status(Code::kInternal, "unreachable");
 }

@@ -4,8 +4,8 @@
 
 #include <algorithm>
 #include <cstring>
-#include <ctime>
 
+#include "daemon/common/clock.h"
 #include "daemon/common/log.h"
 
 namespace memfed
@@ -19,13 +19,6 @@ constexpr uint32_t kVersionChunk = 65536;        // pages compared per READ_VERS
 constexpr uint64_t kSettleNs = 1'000'000'000;    // see the top of replicated_channel.h
 constexpr unsigned kMaxPasses = 8;
 constexpr const char *kLog = "replica";
-
-uint64_t mono_ns()
-{
-	timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return uint64_t(ts.tv_sec) * 1'000'000'000 + uint64_t(ts.tv_nsec);
-}
 
 // The error a request reports when no copy answered it: kNotFound (the
 // region is gone: the pager poisons its mappings) only when every copy said
@@ -53,11 +46,26 @@ wire::Header reply_header(uint8_t type, const Status &st)
 }
 } // namespace
 
+// A STAT sent to a lost copy's module: only an answer makes the copy
+// catching up again. A channel that was merely idle when its module stopped
+// still looks connected, and must not bring the copy back by itself.
+struct ReplicatedChannel::Probe : Completion {
+	ReplicatedChannel *ch = nullptr;
+	size_t i = 0;
+	bool busy = false;
+	void on_reply(const Status &st, const wire::Header &, std::span<const uint8_t>) override
+	{
+		busy = false;
+		ch->probe_done(i, st);
+	}
+};
+
 struct ReplicatedChannel::Sub {
 	ReplicaLocation loc;
 	ReplicaSet::State state = ReplicaSet::State::kCatchingUp;
 	std::unique_ptr<Channel> ch;
 	uint64_t retry_at_ns = 0;
+	Probe probe;
 };
 
 struct ReplicatedChannel::ReadOp : Completion {
@@ -88,7 +96,6 @@ struct ReplicatedChannel::WriteOp {
 	ReplicatedChannel *ch = nullptr;
 	Completion *done = nullptr;
 	uint32_t count = 0;
-	std::vector<uint8_t> payload; // WireVersionedWrite, then the pages
 	Part parts[kMaxReplicas];
 	bool was_in_sync[kMaxReplicas] = {};
 	unsigned pending = 0, ok_in_sync = 0, failures = 0;
@@ -191,13 +198,38 @@ void ReplicatedChannel::refresh()
 	}
 	for (size_t i = 0; i < subs_.size(); i++) {
 		Sub &s = *subs_[i];
-		if (s.state != ReplicaSet::State::kLost || now < s.retry_at_ns)
+		if (s.state != ReplicaSet::State::kLost || now < s.retry_at_ns || s.probe.busy)
 			continue;
-		if (open(i) != nullptr)
-			set_->set_state(s.loc.module, ReplicaSet::State::kCatchingUp,
-			                "reachable again; comparing page versions");
+		Channel *c = open(i);
+		if (c == nullptr)
+			continue;
+		s.retry_at_ns = now + kRetryNs;
+		s.probe.ch = this;
+		s.probe.i = i;
+		s.probe.busy = true;
+		wire::Header h{};
+		h.type = uint8_t(wire::MsgType::kStat);
+		h.tclass = uint8_t(wire::TrafficClass::kControl);
+		c->call(h, {}, &s.probe);
 	}
 	pump();
+}
+
+void ReplicatedChannel::probe_done(size_t i, const Status &st)
+{
+	if (closing_)
+		return;
+	Sub &s = *subs_[i];
+	if (!st) {
+		LOG_DEBUG(kLog, "region '%s': module %s still does not answer: %s",
+		          set_->name().c_str(), s.loc.module.to_string().c_str(),
+		          st.message().c_str());
+		return;
+	}
+	if (s.state == ReplicaSet::State::kLost)
+		set_->set_state(s.loc.module, ReplicaSet::State::kCatchingUp,
+		                "answering again; comparing page versions");
+	refresh();
 }
 
 Channel *ReplicatedChannel::open(size_t i)
@@ -367,12 +399,10 @@ void ReplicatedChannel::write_pages(wire::TrafficClass tc, uint32_t, uint64_t fa
 	op->count = count;
 	op->pending = op->ok_in_sync = op->failures = 0;
 	op->last = Status::ok(); // no copy has failed it yet
+	// Every copy's write sends the caller's pages (valid until `done`,
+	// which runs after the last part): never copied here.
 	wire::WireVersionedWrite vw{};
 	vw.version = set_->next_version();
-	size_t bytes = size_t{count} * wire::kPageSize;
-	op->payload.resize(sizeof(vw) + bytes);
-	std::memcpy(op->payload.data(), &vw, sizeof(vw));
-	std::memcpy(op->payload.data() + sizeof(vw), src, bytes);
 	set_->count_write();
 	// Count every part first: none completes inside call(), but a copy
 	// with no channel is left out before any is sent. (A bit per copy: no
@@ -397,13 +427,8 @@ void ReplicatedChannel::write_pages(wire::TrafficClass tc, uint32_t, uint64_t fa
 		op->was_in_sync[i] = s.state == ReplicaSet::State::kInSync;
 		op->parts[i].op = op;
 		op->parts[i].replica = i;
-		wire::Header h{};
-		h.type = uint8_t(wire::MsgType::kWriteVersioned);
-		h.tclass = uint8_t(tc);
-		h.region_id = s.loc.region_id;
-		h.offset = s.loc.fa_offset + fa_offset;
-		h.count = count;
-		s.ch->call(h, op->payload, &op->parts[i]);
+		s.ch->write_versioned(tc, s.loc.region_id, s.loc.fa_offset + fa_offset, count, vw,
+		                      src, &op->parts[i]);
 	}
 }
 
@@ -658,7 +683,9 @@ void ReplicatedChannel::copy_read_done(const Status &st, std::span<const uint8_t
 		std::memcpy(&v, versions + k * sizeof(v), sizeof(v));
 		return v;
 	};
-	// One WRITE_VERSIONED per run of pages at one version.
+	// One WRITE_VERSIONED per run of pages at one version, from one copy
+	// of the pages that lives until the last of them completes.
+	copy_buf_.assign(pages, pages + n * wire::kPageSize);
 	Sub &to = *subs_[current_.to];
 	copy_writes_pending_ = 0;
 	size_t k = 0, step = 0;
@@ -677,18 +704,11 @@ void ReplicatedChannel::copy_read_done(const Status &st, std::span<const uint8_t
 		wire::WireVersionedWrite vw{};
 		vw.version = v;
 		vw.flags = current_.repair ? wire::kVersionedRepair : 0;
-		copy_buf_.resize(sizeof(vw) + (e - k) * wire::kPageSize);
-		std::memcpy(copy_buf_.data(), &vw, sizeof(vw));
-		std::memcpy(copy_buf_.data() + sizeof(vw), pages + k * wire::kPageSize,
-		            (e - k) * wire::kPageSize);
-		wire::Header h{};
-		h.type = uint8_t(wire::MsgType::kWriteVersioned);
-		h.tclass = uint8_t(wire::TrafficClass::kBulk);
-		h.region_id = to.loc.region_id;
-		h.offset = to.loc.fa_offset + (current_.first_page + k) * wire::kPageSize;
-		h.count = uint32_t(e - k);
 		copy_writes_pending_++;
-		to.ch->call(h, copy_buf_, copy_writes_[step++].get()); // call() copies the payload
+		to.ch->write_versioned(wire::TrafficClass::kBulk, to.loc.region_id,
+		                       to.loc.fa_offset + (current_.first_page + k) * wire::kPageSize,
+		                       uint32_t(e - k), vw, copy_buf_.data() + k * wire::kPageSize,
+		                       copy_writes_[step++].get());
 		k = e;
 	}
 	if (copy_writes_pending_ == 0) {

@@ -73,6 +73,7 @@ public:
 
 private:
 	struct Sub;
+	struct Probe;
 	struct ReadOp;
 	struct WriteOp;
 	struct Part;
@@ -82,6 +83,8 @@ private:
 	void refresh();
 	// The channel to copy i, or null while it has none.
 	Channel *open(size_t i);
+	// The STAT sent to lost copy i's module (refresh) came back with `st`.
+	void probe_done(size_t i, const Status &st);
 	// Copy i failed a request with `st`: lost, if the failure says it is gone.
 	void failed(size_t i, const Status &st);
 	// The nearest copy in sync with a channel, not in `tried` (a bit per copy).
@@ -131,7 +134,7 @@ private:
 	std::deque<CopyJob> copies_;
 	bool copying_ = false;
 	CopyJob current_;
-	std::vector<uint8_t> copy_buf_; // versions then pages of current_
+	std::vector<uint8_t> copy_buf_; // the pages of current_ being written
 	uint32_t copy_writes_pending_ = 0;
 	bool copy_failed_ = false;
 	std::unique_ptr<CopyStep> copy_read_;
