@@ -295,6 +295,7 @@ int main(int argc, char **argv)
 		    std::find(dial.begin(), dial.end(), p.endpoint) == dial.end())
 			dial.push_back(p.endpoint);
 	NodeFederation fed(store.get(), service.get(), self, dial, *tls);
+	fed.set_replica_grace_seconds(cfg.replica_grace_seconds);
 	if (cfg.transport != "tcp") {
 #ifdef MEMFED_HAVE_RDMA
 		RdmaChannel::Options ro;

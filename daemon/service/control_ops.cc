@@ -109,7 +109,9 @@ Status check_access(const RegionLocation &r, uid_t uid, Access want)
 // A region as the control socket describes it. A replicated one also has
 // "replicas" (copies wanted), "in_sync", "degraded" and "copies": each copy's
 // module, state ("in sync", "catching up", "lost"), why, since (unix ms),
-// catch-up progress (pages checked of pages to check) and pages copied in.
+// catch-up progress (pages checked of pages to check), pages copied in, and
+// since when it is out of sync (0 in sync). "rebuild" says why a lost copy
+// cannot be rebuilt elsewhere.
 json region_json(const RegionLocation &r, NodeFederation *fed)
 {
 	json j = {{"name", r.name},
@@ -136,14 +138,18 @@ json region_json(const RegionLocation &r, NodeFederation *fed)
 					  {"since_unix_ms", c.since_unix_ms},
 					  {"pages_checked", c.pages_checked},
 					  {"pages_to_check", c.pages_to_check},
-					  {"pages_copied", c.pages_copied}});
+					  {"pages_copied", c.pages_copied},
+					  {"out_of_sync_since_unix_ms", c.out_of_sync_since_unix_ms}});
 		}
 		auto k = set->counters();
 		j["counters"] = {{"writes", k.writes},
 				 {"reads_retried", k.reads_retried},
 				 {"pages_caught_up", k.pages_caught_up},
 				 {"pages_repaired", k.pages_repaired},
-				 {"copies_lost", k.replicas_lost}};
+				 {"copies_lost", k.replicas_lost},
+				 {"copies_replaced", k.replicas_replaced}};
+		if (std::string note = set->rebuild_note(); !note.empty() && set->degraded())
+			j["rebuild"] = note;
 	}
 	j["copies"] = copies;
 	j["in_sync"] = in_sync;

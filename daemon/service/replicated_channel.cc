@@ -58,6 +58,9 @@ struct ReplicatedChannel::Sub {
 	ReplicaSet::State state = ReplicaSet::State::kCatchingUp;
 	std::unique_ptr<Channel> ch;
 	uint64_t retry_at_ns = 0;
+	// It left the set (replaced by a copy elsewhere): never asked again;
+	// its slot is reused only when the set is full.
+	bool gone = false;
 };
 
 struct ReplicatedChannel::ReadOp : Completion {
@@ -168,17 +171,43 @@ void ReplicatedChannel::refresh()
 		gen_seen_ = gen;
 		// subs_ only grows, so the indexes held by requests in flight stay
 		// valid; order_ ranks them nearest first.
-		for (const auto &r : set_->snapshot()) {
+		auto snap = set_->snapshot();
+		for (size_t i = 0; i < subs_.size(); i++) {
+			Sub &s = *subs_[i];
+			bool listed = std::any_of(snap.begin(), snap.end(), [&](const auto &r) {
+				return r.loc.module == s.loc.module;
+			});
+			if (listed || s.gone)
+				continue;
+			s.gone = true;
+			s.state = ReplicaSet::State::kLost;
+			if (s.ch) {
+				graveyard_.push_back(std::move(s.ch));
+				graveyard_at_ns_ = now;
+			}
+			if (cu_.active && (i == cu_.target || i == cu_.source))
+				end_catch_up(false, "the copy on module " +
+				                            s.loc.module.to_string() +
+				                            " left the set");
+		}
+		for (const auto &r : snap) {
 			Sub *sub = nullptr;
 			for (auto &s : subs_)
 				if (s->loc.module == r.loc.module)
 					sub = s.get();
-			if (!sub) {
-				if (subs_.size() >= kMaxReplicas)
-					continue;
+			if (!sub && subs_.size() < kMaxReplicas) {
 				subs_.push_back(std::make_unique<Sub>());
 				sub = subs_.back().get();
 			}
+			for (size_t i = 0; !sub && i < subs_.size(); i++)
+				if (subs_[i]->gone && !subs_[i]->ch &&
+				    !(cu_.active && (i == cu_.target || i == cu_.source)))
+					sub = subs_[i].get();
+			if (!sub)
+				continue;
+			if (sub->gone || sub->loc.region_id != r.loc.region_id)
+				sub->retry_at_ns = 0; // a new copy: open it now
+			sub->gone = false;
 			sub->loc = r.loc;
 			sub->state = r.state;
 		}
@@ -191,11 +220,37 @@ void ReplicatedChannel::refresh()
 	}
 	for (size_t i = 0; i < subs_.size(); i++) {
 		Sub &s = *subs_[i];
-		if (s.state != ReplicaSet::State::kLost || now < s.retry_at_ns)
+		if (s.gone || s.state != ReplicaSet::State::kLost || now < s.retry_at_ns)
 			continue;
 		if (open(i) != nullptr)
 			set_->set_state(s.loc.module, ReplicaSet::State::kCatchingUp,
 			                "reachable again; comparing page versions");
+	}
+	pump();
+}
+
+void ReplicatedChannel::maintain()
+{
+	refresh();
+	probe();
+}
+
+void ReplicatedChannel::probe()
+{
+	for (size_t i = 0; i < subs_.size(); i++) {
+		Sub &s = *subs_[i];
+		if (s.gone || s.state == ReplicaSet::State::kLost || (s.ch && s.ch->connected()))
+			continue;
+		bool reconnect = s.ch != nullptr;
+		if (open(i) == nullptr) {
+			failed(i, Status(Code::kUnavailable, "module " + s.loc.module.to_string() +
+			                                             " does not answer"));
+		} else if (reconnect && s.state == ReplicaSet::State::kInSync) {
+			s.state = ReplicaSet::State::kCatchingUp;
+			set_->set_state(
+			        s.loc.module, ReplicaSet::State::kCatchingUp,
+			        "its connection broke and came back; comparing page versions");
+		}
 	}
 	pump();
 }
@@ -229,7 +284,7 @@ void ReplicatedChannel::failed(size_t i, const Status &st)
 		return;
 	Sub &s = *subs_[i];
 	s.retry_at_ns = mono_ns() + kRetryNs;
-	if (s.state == ReplicaSet::State::kLost)
+	if (s.gone || s.state == ReplicaSet::State::kLost)
 		return;
 	s.state = ReplicaSet::State::kLost;
 	set_->set_state(s.loc.module, ReplicaSet::State::kLost, st.message());

@@ -63,9 +63,12 @@ public:
 	                 uint32_t count, const void *src, Completion *done) override;
 	void call(const wire::Header &hdr, std::span<const uint8_t> payload,
 	          Completion *done) override;
-	// Retries lost copies that are due and moves catch-up along; requests do
-	// it too, and ReplicaKeeper calls it once a second.
-	void maintain() { refresh(); }
+	// Retries lost copies that are due and moves catch-up along (requests do
+	// that too), and checks that every other copy is still reachable: a copy
+	// whose module does not answer is lost, and one whose connection broke
+	// and came back is compared again (its module may have restarted on a
+	// fresh pool). ReplicaKeeper calls it once a second.
+	void maintain();
 
 private:
 	struct Sub;
@@ -76,6 +79,8 @@ private:
 
 	// Rereads the set's states when they changed; retries lost copies that are due.
 	void refresh();
+	// The reachability check of maintain().
+	void probe();
 	// The channel to copy i, or null while it has none.
 	Channel *open(size_t i);
 	// Copy i failed a request with `st`: lost, if the failure says it is gone.
