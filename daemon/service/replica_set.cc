@@ -111,6 +111,7 @@ void ReplicaSet::merge(const std::vector<ReplicaLocation> &found)
 				r->why = "a new copy on this module";
 				r->since_unix_ms = unix_ms();
 				r->out_of_sync_since_unix_ms = r->since_unix_ms;
+				r->pages_missed = r->pages_to_copy = 0;
 				changed = true;
 			}
 			r->loc.preference = loc.preference;
@@ -158,10 +159,12 @@ void ReplicaSet::set_state(ModuleId module, State s, const std::string &why)
 	if (s != State::kCatchingUp) {
 		r->pages_to_check = 0;
 		r->pages_checked = 0;
+		r->pages_to_copy = 0;
 	}
-	// Out of sync from when it first left sync until it is back in sync.
+	// The lag: from when it first left sync until it is back in sync.
 	if (s == State::kInSync) {
 		r->out_of_sync_since_unix_ms = 0;
+		r->pages_missed = 0;
 	} else if (r->out_of_sync_since_unix_ms == 0) {
 		r->out_of_sync_since_unix_ms = r->since_unix_ms;
 	}
@@ -175,13 +178,22 @@ void ReplicaSet::set_state(ModuleId module, State s, const std::string &why)
 	gen_.fetch_add(1, std::memory_order_acq_rel);
 }
 
-void ReplicaSet::set_progress(ModuleId module, uint64_t to_check, uint64_t checked)
+void ReplicaSet::set_progress(ModuleId module, uint64_t to_check, uint64_t checked,
+                              uint64_t to_copy)
 {
 	MutexLock lk(&mu_);
 	if (Replica *r = find(module)) {
 		r->pages_to_check = to_check;
 		r->pages_checked = checked;
+		r->pages_to_copy = to_copy;
 	}
+}
+
+void ReplicaSet::add_missed(ModuleId module, uint64_t pages)
+{
+	MutexLock lk(&mu_);
+	if (Replica *r = find(module))
+		r->pages_missed += pages;
 }
 
 void ReplicaSet::replace(ModuleId lost, const ReplicaLocation &fresh, const std::string &why)
@@ -198,6 +210,7 @@ void ReplicaSet::replace(ModuleId lost, const ReplicaLocation &fresh, const std:
 	r->why = why;
 	r->since_unix_ms = r->out_of_sync_since_unix_ms = unix_ms();
 	r->pages_to_check = r->pages_checked = r->pages_copied = 0;
+	r->pages_missed = r->pages_to_copy = 0;
 	std::stable_sort(replicas_.begin(), replicas_.end(),
 	                 [](const Replica &a, const Replica &b) {
 		                 return a.loc.preference < b.loc.preference;

@@ -85,9 +85,14 @@ public:
 		uint64_t pages_to_check = 0; // catch-up: pages whose versions are compared
 		uint64_t pages_checked = 0;
 		uint64_t pages_copied = 0; // catch-up and repair copies into it
-		// Since when it is out of sync (0 while in sync): a lost copy is
-		// rebuilt elsewhere once this is older than the grace.
+		// Its lag: since when it is out of sync (0 while in sync), the
+		// pages written meanwhile that it could not take (it was lost: an
+		// upper bound of what it lacks, a page written twice counts twice),
+		// and, while catching up, the pages found to differ and not yet
+		// copied.
 		uint64_t out_of_sync_since_unix_ms = 0;
+		uint64_t pages_missed = 0;
+		uint64_t pages_to_copy = 0;
 	};
 	struct Counters {
 		uint64_t writes = 0;         // fanned-out write requests
@@ -122,9 +127,12 @@ public:
 
 	// State changes; each logs one line and bumps the generation.
 	void set_state(ModuleId module, State s, const std::string &why);
-	// Catch-up progress of `module`.
-	void set_progress(ModuleId module, uint64_t to_check, uint64_t checked);
+	// Catch-up progress of `module`: pages compared of pages to compare,
+	// and pages found to differ and not yet copied.
+	void set_progress(ModuleId module, uint64_t to_check, uint64_t checked, uint64_t to_copy);
 	void add_copied(ModuleId module, uint64_t pages, bool repair);
+	// A write of `pages` pages that `module` could not take (it is lost).
+	void add_missed(ModuleId module, uint64_t pages);
 
 	// Re-replication (NodeFederation, on the keeper's thread): the copy on
 	// `lost` leaves the set, and `fresh`, a new empty copy on another

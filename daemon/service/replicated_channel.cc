@@ -435,6 +435,8 @@ void ReplicatedChannel::write_pages(wire::TrafficClass tc, uint32_t, uint64_t fa
 	uint32_t targets = 0;
 	bool any_in_sync = false;
 	for (size_t i = 0; i < subs_.size() && i < kMaxReplicas; i++) {
+		if (subs_[i]->state == ReplicaSet::State::kLost && !subs_[i]->gone)
+			set_->add_missed(subs_[i]->loc.module, count); // its lag
 		if (subs_[i]->state == ReplicaSet::State::kLost || open(i) == nullptr)
 			continue;
 		targets |= 1u << i;
@@ -563,7 +565,7 @@ void ReplicatedChannel::pump()
 void ReplicatedChannel::start_chunk()
 {
 	uint64_t pages = set_->pages();
-	set_->set_progress(subs_[cu_.target]->loc.module, pages, cu_.next_page);
+	set_->set_progress(subs_[cu_.target]->loc.module, pages, cu_.next_page, cu_.to_copy);
 	if (cu_.next_page >= pages) {
 		uint64_t now = mono_ns();
 		bool settled = now - cu_.began_ns >= kSettleNs;
@@ -649,6 +651,7 @@ void ReplicatedChannel::compare_chunk()
 		j.count = q - p;
 		copies_.push_back(j);
 		cu_.differed += j.count;
+		cu_.to_copy += j.count;
 		p = q;
 	}
 	set_->observe_version(newest);
@@ -663,6 +666,11 @@ void ReplicatedChannel::copy_next()
 	while (!copying_ && !copies_.empty()) {
 		current_ = copies_.front();
 		copies_.pop_front();
+		if (!current_.repair && cu_.active) {
+			cu_.to_copy -= std::min<uint64_t>(cu_.to_copy, current_.count);
+			set_->set_progress(subs_[cu_.target]->loc.module, set_->pages(),
+			                   cu_.next_page, cu_.to_copy);
+		}
 		if (current_.from >= subs_.size() || current_.to >= subs_.size())
 			continue;
 		Sub &from = *subs_[current_.from];

@@ -148,6 +148,7 @@ private:
 		bool versions_failed = false;
 		unsigned pass = 0;          // passes over the region begun
 		uint64_t differed = 0;      // pages that differed in this pass
+		uint64_t to_copy = 0;       // of those, not yet copied
 		uint64_t began_ns = 0;      // when the first pass began
 		uint64_t wait_until_ns = 0; // the next pass waits until then
 		std::vector<uint64_t> src, tgt;

@@ -808,8 +808,10 @@ Status NodeFederation::write_replicated(const RegionLocation &loc, uint64_t firs
 	Status last(Code::kUnavailable,
 	            "no copy of region '" + loc.name + "' in sync is reachable");
 	for (const auto &r : set->snapshot()) {
-		if (r.state == ReplicaSet::State::kLost)
+		if (r.state == ReplicaSet::State::kLost) {
+			set->add_missed(r.loc.module, count); // its lag
 			continue;
+		}
 		uint64_t at = r.loc.fa_offset + first_page * wire::kPageSize;
 		uint32_t applied = 0;
 		Status st = on_copy(
