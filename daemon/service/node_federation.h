@@ -148,6 +148,17 @@ private:
 	void rebuild_lost();
 	void rebuild_copy(ReplicaSet &set, const ReplicaSet::Replica &lost,
 			  const std::vector<ReplicaSet::Replica> &copies, uint64_t lost_for_ms);
+	// A module that may take a copy: the local one first, then every
+	// reachable peer (met first if not yet), unsorted.
+	struct CopyCandidate {
+		ModuleId module;
+		Peer *peer = nullptr; // null: the local module
+		uint32_t preference = 0;
+	};
+	std::vector<CopyCandidate> copy_candidates();
+	// Creates copy `spec` on candidate `c` (`admit`: the local module's quota).
+	Result<wire::WireRegion> create_copy(const CopyCandidate &c, const wire::WireRegionSpec &spec,
+					     const ModuleStore::AdmitFn &admit);
 	// The node a module belongs to, as its authenticated key ("(this
 	// node)" for the local module, "" if not yet known).
 	std::string node_key_of(ModuleId module);

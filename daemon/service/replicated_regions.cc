@@ -217,6 +217,34 @@ std::string NodeFederation::node_key_of(ModuleId module)
 	return peer->key;
 }
 
+std::vector<NodeFederation::CopyCandidate> NodeFederation::copy_candidates()
+{
+	std::vector<CopyCandidate> out;
+	if (store_)
+		out.push_back({store_->module_id(), nullptr, 0});
+	for (Peer *p : peer_list(false)) {
+		if (!p->module.valid())
+			(void)with_peer(*p, [](SyncClient &) -> Result<int> { return 0; });
+		if (p->module.valid())
+			out.push_back({p->module, p, preference_of(p->module)});
+	}
+	return out;
+}
+
+Result<wire::WireRegion> NodeFederation::create_copy(const CopyCandidate &c,
+                                                     const wire::WireRegionSpec &spec,
+                                                     const ModuleStore::AdmitFn &admit)
+{
+	if (c.peer)
+		return with_peer(*c.peer, [&](SyncClient &cl) { return cl.region_create(spec); });
+	auto info = store_->create_region(wire::region_name(spec), spec.size_bytes, spec.owner_uid,
+	                                  spec.mode, admit,
+	                                  ReplicaSpec{spec.replica_group, spec.replicas});
+	if (!info)
+		return info.status();
+	return to_wire(*info);
+}
+
 void NodeFederation::rebuild_lost()
 {
 	const uint64_t grace_ms = uint64_t{replica_grace_s_.load()} * 1000;
@@ -311,26 +339,14 @@ void NodeFederation::rebuild_copy(ReplicaSet &set, const ReplicaSet::Replica &lo
 		if (!(r.loc.module == lost.loc.module))
 			if (std::string k = node_key_of(r.loc.module); !k.empty())
 				taken_keys.push_back(k);
-	struct Candidate {
-		ModuleId module;
-		Peer *peer = nullptr; // null: the local module
-		uint32_t preference = 0;
-	};
-	std::vector<Candidate> candidates;
-	if (store_)
-		candidates.push_back({store_->module_id(), nullptr, 0});
-	for (Peer *p : peer_list(false)) {
-		if (!p->module.valid())
-			(void)with_peer(*p, [](SyncClient &) -> Result<int> { return 0; });
-		if (p->module.valid())
-			candidates.push_back({p->module, p, preference_of(p->module)});
-	}
-	std::stable_sort(
-	        candidates.begin(), candidates.end(),
-	        [](const Candidate &a, const Candidate &b) { return a.preference < b.preference; });
+	std::vector<CopyCandidate> candidates = copy_candidates();
+	std::stable_sort(candidates.begin(), candidates.end(),
+	                 [](const CopyCandidate &a, const CopyCandidate &b) {
+		                 return a.preference < b.preference;
+	                 });
 	unsigned reachable = 0;
 	std::string refusals;
-	for (const Candidate &c : candidates) {
+	for (const CopyCandidate &c : candidates) {
 		bool holds = std::any_of(copies.begin(), copies.end(),
 		                         [&](const auto &r) { return r.loc.module == c.module; });
 		bool dropped_here;
@@ -369,17 +385,7 @@ void NodeFederation::rebuild_copy(ReplicaSet &set, const ReplicaSet::Replica &lo
 		    (!key.empty() &&
 		     std::find(taken_keys.begin(), taken_keys.end(), key) != taken_keys.end()))
 			continue;
-		Result<wire::WireRegion> made = Status(Code::kInternal, "");
-		if (!c.peer) {
-			auto info = store_->create_region(
-			        name, facts->size_bytes, facts->owner_uid, facts->mode, nullptr,
-			        ReplicaSpec{set.group(), uint8_t(set.wanted())});
-			made = info ? Result<wire::WireRegion>(to_wire(*info))
-			            : Result<wire::WireRegion>(info.status());
-		} else {
-			made = with_peer(*c.peer,
-			                 [&](SyncClient &cl) { return cl.region_create(*spec); });
-		}
+		Result<wire::WireRegion> made = create_copy(c, *spec, nullptr);
 		if (!made) {
 			refusals +=
 			        "; module " + c.module.to_string() + ": " + made.status().message();
@@ -463,25 +469,13 @@ Result<RegionLocation> NodeFederation::create_replicated(const std::string &name
 	spec->replicas = uint8_t(want);
 	// Candidates, nearest first: this node's module, then reachable peers by
 	// their route's metric (static peers before mesh ones at equal cost).
-	struct Candidate {
-		ModuleId module;
-		Peer *peer = nullptr; // null: the local module
-		uint32_t preference = 0;
-	};
-	std::vector<Candidate> candidates;
-	if (store_)
-		candidates.push_back({store_->module_id(), nullptr, 0});
-	for (Peer *p : peer_list(false)) {
-		if (!p->module.valid())
-			(void)with_peer(*p, [](SyncClient &) -> Result<int> { return 0; });
-		if (p->module.valid())
-			candidates.push_back({p->module, p, preference_of(p->module)});
-	}
+	std::vector<CopyCandidate> candidates = copy_candidates();
 	if (!placement.on.empty()) {
-		std::vector<Candidate> chosen;
+		std::vector<CopyCandidate> chosen;
 		for (ModuleId m : placement.on) {
-			auto it = std::find_if(candidates.begin(), candidates.end(),
-			                       [&](const Candidate &c) { return c.module == m; });
+			auto it =
+			        std::find_if(candidates.begin(), candidates.end(),
+			                     [&](const CopyCandidate &c) { return c.module == m; });
 			if (it == candidates.end())
 				return Status(
 				        Code::kUnavailable,
@@ -493,7 +487,7 @@ Result<RegionLocation> NodeFederation::create_replicated(const std::string &name
 		candidates = std::move(chosen);
 	} else {
 		std::stable_sort(candidates.begin(), candidates.end(),
-		                 [](const Candidate &a, const Candidate &b) {
+		                 [](const CopyCandidate &a, const CopyCandidate &b) {
 			                 return a.preference < b.preference;
 		                 });
 	}
@@ -503,7 +497,7 @@ Result<RegionLocation> NodeFederation::create_replicated(const std::string &name
 	std::vector<ReplicaLocation> made;
 	std::string refusals;
 	unsigned eligible = 0;
-	for (const Candidate &c : candidates) {
+	for (const CopyCandidate &c : candidates) {
 		if (made.size() >= want)
 			break;
 		std::string key;
@@ -517,16 +511,7 @@ Result<RegionLocation> NodeFederation::create_replicated(const std::string &name
 		    std::find(node_keys.begin(), node_keys.end(), key) != node_keys.end())
 			continue;
 		eligible++;
-		Result<wire::WireRegion> r = Status(Code::kInternal, "");
-		if (!c.peer) {
-			auto info = store_->create_region(name, size, uid, mode, admit,
-			                                  ReplicaSpec{group, uint8_t(want)});
-			r = info ? Result<wire::WireRegion>(to_wire(*info))
-			         : Result<wire::WireRegion>(info.status());
-		} else {
-			r = with_peer(*c.peer,
-			              [&](SyncClient &cl) { return cl.region_create(*spec); });
-		}
+		Result<wire::WireRegion> r = create_copy(c, *spec, admit);
 		if (!r) {
 			refusals +=
 			        "; module " + c.module.to_string() + ": " + r.status().message();
