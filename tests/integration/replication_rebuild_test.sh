@@ -18,20 +18,11 @@
 . "$(dirname "$0")/client_lib.sh"
 . "$(dirname "$0")/replication_lib.sh"
 
-trust_all a b c client
-declare -A EP ID=([a]=02:00:00:00:00:0a [b]=02:00:00:00:00:0b [c]=02:00:00:00:00:0c)
-for m in a b c; do
-	start_daemon $m --roles module --listen 127.0.0.1:0 --pool-size 512M --module-id "${ID[$m]}"
-	EP[$m]=$(listen_of $m)
-done
+start_modules
 start_daemon client --roles pager --listen 127.0.0.1:0 --replicas 2 --replica-grace 2 \
 	--peer "${EP[a]}" --peer "${EP[b]}" --peer "${EP[c]}"
 ok "three modules and a client: two copies per region, lost copies rebuilt after 2 s"
 
-# restart NAME: memfedd NAME again, on its pool (if still there) and endpoint.
-restart() {
-	start_daemon "$1" --roles module --listen "${EP[$1]}" --pool-size 512M --module-id "${ID[$1]}"
-}
 # name_of MODULE_ID: the test's name of that module.
 name_of() { for m in a b c; do [ "${ID[$m]}" = "$1" ] && echo $m; done; return 0; }
 # copies_in_sync NAME: the modules of NAME's copies in sync, sorted, one line.

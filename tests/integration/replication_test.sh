@@ -10,20 +10,10 @@
 . "$(dirname "$0")/client_lib.sh"
 . "$(dirname "$0")/replication_lib.sh"
 
-trust_all a b c client
-declare -A EP ID=([a]=02:00:00:00:00:0a [b]=02:00:00:00:00:0b [c]=02:00:00:00:00:0c)
-for m in a b c; do
-	start_daemon $m --roles module --listen 127.0.0.1:0 --pool-size 512M --module-id "${ID[$m]}"
-	EP[$m]=$(listen_of $m)
-done
+start_modules
 start_daemon client --roles pager --listen 127.0.0.1:0 --replicas 3 \
 	--peer "${EP[a]}" --peer "${EP[b]}" --peer "${EP[c]}"
 ok "three modules and a client whose regions get three copies"
-
-# restart NAME: memfedd NAME again, on its pool and endpoint.
-restart() {
-	start_daemon "$1" --roles module --listen "${EP[$1]}" --pool-size 512M --module-id "${ID[$1]}"
-}
 
 ctl client region create data 8M >/dev/null
 [ "$(show_field data 'sorted(c["module"] for c in r["copies"])')" = \
