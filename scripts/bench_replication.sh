@@ -25,6 +25,7 @@ export MEMFEDD=$BUILD_BIN/memfedd MEMFEDCTL=$BUILD_BIN/memfedctl
 # a scratch dir on tmpfs, every daemon killed and the dir removed at exit.
 . "$(dirname "$0")/../tests/integration/lib.sh"
 . "$(dirname "$0")/../tests/integration/client_lib.sh"
+. "$(dirname "$0")/../tests/integration/replication_lib.sh"
 OUT=$RESULTS/replication.txt
 : >"$OUT"
 # say LINE: to the terminal and to the table.
@@ -47,16 +48,7 @@ for k in 1 2 3; do
 	start_daemon k$k --roles pager --listen 127.0.0.1:0 --replicas $k --log-level warn \
 		--peer "${EP[a]}" --peer "${EP[b]}" --peer "${EP[c]}"
 done
-show_field() {
-	ctl k3 -j region show "$1" | $PY -c "import json,sys; r=json.load(sys.stdin); print($2)"
-}
-wait_in_sync() {
-	for _ in $(seq 1 600); do
-		[ "$(show_field "$1" 'r["in_sync"]')" = "$2" ] && return 0
-		sleep 0.1
-	done
-	fail "region '$1' has $(show_field "$1" 'r["in_sync"]') copies in sync, not $2"
-}
+REPL_NODE=k3
 # watch_copy REGION MODULE T0 UNTIL: polls `region show` on k3 every 10 ms
 # (one python, no interpreter start per poll) until MODULE's copy of REGION is
 # in state UNTIL; prints, in ms since T0 (a unix time), when its state first

@@ -179,6 +179,9 @@ Options (each has a config-file key; flags override the file):
   --replicas N         "replicas"    copies a new region gets, on distinct nodes
                                      (1 to 8, default 1; memfedctl region create
                                      --replicas overrides it)
+  --replica-grace S    "replica_grace_seconds" a copy lost for longer than S
+                                     seconds is rebuilt on another module
+                                     (0 = never, at most 86400; default 60)
   --pager-budget SIZE  "pager.budget" default resident budget per mapping
                                      (0 = none; clients may ask for one)
   --pager-process-budget SIZE  "pager.process_budget" default per process (0 = none)
@@ -325,6 +328,7 @@ json config_to_json(const DaemonConfig &cfg)
 	        {"log_level", kLevels[int(cfg.log_level)]},
 	        {"kmod", cfg.kmod},
 	        {"replicas", cfg.replicas},
+	        {"replica_grace_seconds", cfg.replica_grace_seconds},
 	        {"pager",
 	         {{"budget", cfg.pager_budget},
 	          {"process_budget", cfg.pager_process_budget},
@@ -403,6 +407,8 @@ Status apply_config_json(const std::string &text, const std::string &origin, Dae
 			st = set_u32(origin, key, v, 1, 8, &cfg->replicas);
 		else if (key == "request_timeout_ms")
 			st = set_u32(origin, key, v, 0, 3600000, &cfg->request_timeout_ms);
+		else if (key == "replica_grace_seconds")
+			st = set_u32(origin, key, v, 0, 86400, &cfg->replica_grace_seconds);
 		else if (key == "transport")
 			st = str(key, v, [&](const std::string &s) { return set_transport(origin, key, s, cfg); });
 		else if (key == "rdma") {
@@ -737,6 +743,10 @@ Status load_config(int argc, char **argv, DaemonConfig *cfg, bool *help)
 			MF_RETURN_IF_ERROR(need());
 			st = set_u32(origin, a, json::parse(val, nullptr, false), 1, 8,
 				     &cfg->replicas);
+		} else if (a == "--replica-grace") {
+			MF_RETURN_IF_ERROR(need());
+			st = set_u32(origin, a, json::parse(val, nullptr, false), 0, 86400,
+				     &cfg->replica_grace_seconds);
 		} else if (a == "--pager-budget") {
 			MF_RETURN_IF_ERROR(need());
 			st = set_size(origin, a, json(val), &cfg->pager_budget);

@@ -44,6 +44,7 @@ struct DaemonConfig {
 	LogLevel log_level = LogLevel::kInfo;
 	std::string kmod = "auto";		 // "auto": use memfed.ko when loaded; "off"
 	uint32_t replicas = 1;			 // copies a new region gets (1..8)
+	uint32_t replica_grace_seconds = 60;	 // a copy lost longer is rebuilt elsewhere; 0 = never
 	uint64_t pager_budget = 0;	    // default resident budget per mapping, 0 = none
 	uint64_t pager_process_budget = 0;  // default resident budget per process, 0 = none
 	uint32_t pager_prefetch_pages = 256; // pages kept ahead of a stream, 0 = no prefetch

@@ -109,7 +109,10 @@ Status check_access(const RegionLocation &r, uid_t uid, Access want)
 // A region as the control socket describes it. A replicated one also has
 // "replicas" (copies wanted), "in_sync", "degraded" and "copies": each copy's
 // module, state ("in sync", "catching up", "lost"), why, since (unix ms),
-// catch-up progress (pages checked of pages to check) and pages copied in.
+// catch-up progress (pages checked of pages to check) and pages copied in,
+// and its lag: since when it is out of sync and for how long (0 in sync),
+// pages written that it could not take, and pages found to differ and not
+// yet copied. "rebuild" says why a lost copy cannot be rebuilt elsewhere.
 json region_json(const RegionLocation &r, NodeFederation *fed)
 {
 	json j = {{"name", r.name},
@@ -128,6 +131,7 @@ json region_json(const RegionLocation &r, NodeFederation *fed)
 	json copies = json::array();
 	unsigned in_sync = 0;
 	if (set) {
+		const uint64_t now = unix_ms();
 		for (const auto &c : set->snapshot()) {
 			in_sync += c.state == ReplicaSet::State::kInSync;
 			copies.push_back({{"module", c.loc.module.to_string()},
@@ -136,14 +140,23 @@ json region_json(const RegionLocation &r, NodeFederation *fed)
 					  {"since_unix_ms", c.since_unix_ms},
 					  {"pages_checked", c.pages_checked},
 					  {"pages_to_check", c.pages_to_check},
-					  {"pages_copied", c.pages_copied}});
+					  {"pages_copied", c.pages_copied},
+					  {"out_of_sync_since_unix_ms", c.out_of_sync_since_unix_ms},
+					  {"behind_ms", c.out_of_sync_since_unix_ms
+								? now - std::min(now, c.out_of_sync_since_unix_ms)
+								: 0},
+					  {"pages_missed", c.pages_missed},
+					  {"pages_to_copy", c.pages_to_copy}});
 		}
 		auto k = set->counters();
 		j["counters"] = {{"writes", k.writes},
 				 {"reads_retried", k.reads_retried},
 				 {"pages_caught_up", k.pages_caught_up},
 				 {"pages_repaired", k.pages_repaired},
-				 {"copies_lost", k.replicas_lost}};
+				 {"copies_lost", k.replicas_lost},
+				 {"copies_replaced", k.replicas_replaced}};
+		if (std::string note = set->rebuild_note(); !note.empty() && set->degraded())
+			j["rebuild"] = note;
 	}
 	j["copies"] = copies;
 	j["in_sync"] = in_sync;

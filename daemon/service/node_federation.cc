@@ -11,15 +11,6 @@
 
 namespace memfed {
 
-namespace {
-uint64_t unix_ms()
-{
-	return uint64_t(std::chrono::duration_cast<std::chrono::milliseconds>(
-				std::chrono::system_clock::now().time_since_epoch())
-				.count());
-}
-} // namespace
-
 std::vector<NodeFederation::Peer *> NodeFederation::peer_list(bool include_down)
 {
 	std::lock_guard<std::mutex> lk(peers_mu_);

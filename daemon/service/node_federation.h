@@ -22,6 +22,7 @@
 // serialised by that peer's lock.
 #pragma once
 
+#include <atomic>
 #include <functional>
 #include <map>
 #include <memory>
@@ -81,6 +82,9 @@ public:
 	std::shared_ptr<ReplicaSet> replica_set(uint64_t group);
 	// Replicated regions met whose copies in sync are fewer than wanted.
 	unsigned degraded_regions();
+	// A copy lost for longer than this is rebuilt on another module
+	// (memfedd --replica-grace; 0: never). Default 60 s.
+	void set_replica_grace_seconds(uint32_t s) { replica_grace_s_.store(s); }
 	Status delete_region(const RegionLocation &loc);
 	// Sets the region's length as a file (ModuleStore::set_length).
 	Result<RegionLocation> set_length(const RegionLocation &loc, uint64_t length,
@@ -135,8 +139,33 @@ private:
 	// Rewrites pages [first_page, +count) of copy `bad` from copy `good`.
 	void repair_copy(ReplicaSet &set, const ReplicaLocation &good, const ReplicaLocation &bad,
 			 uint64_t first_page, uint32_t count);
+	// What the keeper does once a second, on its thread: the sweeps below,
+	// then rebuild_lost().
+	void keep_copies();
 	// Deletes the copies left on modules that were unreachable (keeper thread).
 	void sweep_deleted();
+	// Deletes dropped copies whose modules answer again (keeper thread).
+	void sweep_dropped();
+	bool is_dropped(uint64_t group, ModuleId module, uint32_t region_id);
+	// Replaces each copy lost for longer than the grace by a new copy on
+	// another eligible module (keeper thread); see replicated_regions.cc.
+	void rebuild_lost();
+	void rebuild_copy(ReplicaSet &set, const ReplicaSet::Replica &lost,
+			  const std::vector<ReplicaSet::Replica> &copies, uint64_t lost_for_ms);
+	// A module that may take a copy: the local one first, then every
+	// reachable peer (met first if not yet), unsorted.
+	struct CopyCandidate {
+		ModuleId module;
+		Peer *peer = nullptr; // null: the local module
+		uint32_t preference = 0;
+	};
+	std::vector<CopyCandidate> copy_candidates();
+	// Creates copy `spec` on candidate `c` (`admit`: the local module's quota).
+	Result<wire::WireRegion> create_copy(const CopyCandidate &c, const wire::WireRegionSpec &spec,
+					     const ModuleStore::AdmitFn &admit);
+	// The node a module belongs to, as its authenticated key ("(this
+	// node)" for the local module, "" if not yet known).
+	std::string node_key_of(ModuleId module);
 	// The set of replicated region `r` (made, and watched by the keeper, the
 	// first time), with `copies` merged in.
 	std::shared_ptr<ReplicaSet> set_for(const RegionLocation &r,
@@ -184,6 +213,8 @@ private:
 	// the delete, by group: deleted when their module is back
 	// (sweep_deleted), and never listed or looked up meanwhile.
 	std::map<uint64_t, DeletedCopies> deleted_; // guarded by sets_mu_
+	std::vector<DroppedCopy> dropped_;	    // guarded by sets_mu_
+	std::atomic<uint32_t> replica_grace_s_{60};
 	// Started with the first replicated region met; declared last, so it
 	// stops before anything it uses goes.
 	std::unique_ptr<ReplicaKeeper> keeper_; // guarded by sets_mu_

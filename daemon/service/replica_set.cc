@@ -17,13 +17,6 @@ constexpr uint64_t kGroupMask = (uint64_t{1} << 40) - 1;
 // First octet 0x03: locally administered, and the group (multicast) bit set.
 constexpr uint64_t kSetPrefix = uint64_t{0x03} << 40;
 
-uint64_t unix_ms()
-{
-	return uint64_t(std::chrono::duration_cast<std::chrono::milliseconds>(
-	                        std::chrono::system_clock::now().time_since_epoch())
-	                        .count());
-}
-
 uint64_t realtime_ns()
 {
 	return uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(
@@ -31,6 +24,13 @@ uint64_t realtime_ns()
 	                        .count());
 }
 } // namespace
+
+uint64_t unix_ms()
+{
+	return uint64_t(std::chrono::duration_cast<std::chrono::milliseconds>(
+	                        std::chrono::system_clock::now().time_since_epoch())
+	                        .count());
+}
 
 ModuleId replica_set_module(uint64_t group)
 {
@@ -103,12 +103,15 @@ void ReplicaSet::merge(const std::vector<ReplicaLocation> &found)
 	for (const auto &loc : found) {
 		Replica *r = find(loc.module);
 		if (r) {
-			if (r->loc.region_id != loc.region_id || r->loc.fa_offset != loc.fa_offset) {
+			if (r->loc.region_id != loc.region_id ||
+			    r->loc.fa_offset != loc.fa_offset) {
 				// The region was made anew on that module: compare it afresh.
 				r->loc = loc;
 				r->state = State::kCatchingUp;
 				r->why = "a new copy on this module";
 				r->since_unix_ms = unix_ms();
+				r->out_of_sync_since_unix_ms = r->since_unix_ms;
+				r->pages_missed = r->pages_to_copy = 0;
 				changed = true;
 			}
 			r->loc.preference = loc.preference;
@@ -123,12 +126,14 @@ void ReplicaSet::merge(const std::vector<ReplicaLocation> &found)
 		n.state = replicas_.empty() ? State::kInSync : State::kCatchingUp;
 		n.why = replicas_.empty() ? "" : "not yet compared";
 		n.since_unix_ms = unix_ms();
+		n.out_of_sync_since_unix_ms = replicas_.empty() ? 0 : n.since_unix_ms;
 		replicas_.push_back(std::move(n));
 		changed = true;
 	}
-	std::stable_sort(replicas_.begin(), replicas_.end(), [](const Replica &a, const Replica &b) {
-		return a.loc.preference < b.loc.preference;
-	});
+	std::stable_sort(replicas_.begin(), replicas_.end(),
+	                 [](const Replica &a, const Replica &b) {
+		                 return a.loc.preference < b.loc.preference;
+	                 });
 	if (changed)
 		gen_.fetch_add(1, std::memory_order_acq_rel);
 }
@@ -154,6 +159,14 @@ void ReplicaSet::set_state(ModuleId module, State s, const std::string &why)
 	if (s != State::kCatchingUp) {
 		r->pages_to_check = 0;
 		r->pages_checked = 0;
+		r->pages_to_copy = 0;
+	}
+	// The lag: from when it first left sync until it is back in sync.
+	if (s == State::kInSync) {
+		r->out_of_sync_since_unix_ms = 0;
+		r->pages_missed = 0;
+	} else if (r->out_of_sync_since_unix_ms == 0) {
+		r->out_of_sync_since_unix_ms = r->since_unix_ms;
 	}
 	unsigned live = 0;
 	for (const auto &x : replicas_)
@@ -165,13 +178,62 @@ void ReplicaSet::set_state(ModuleId module, State s, const std::string &why)
 	gen_.fetch_add(1, std::memory_order_acq_rel);
 }
 
-void ReplicaSet::set_progress(ModuleId module, uint64_t to_check, uint64_t checked)
+void ReplicaSet::set_progress(ModuleId module, uint64_t to_check, uint64_t checked,
+                              uint64_t to_copy)
 {
 	MutexLock lk(&mu_);
 	if (Replica *r = find(module)) {
 		r->pages_to_check = to_check;
 		r->pages_checked = checked;
+		r->pages_to_copy = to_copy;
 	}
+}
+
+void ReplicaSet::add_missed(ModuleId module, uint64_t pages)
+{
+	MutexLock lk(&mu_);
+	if (Replica *r = find(module))
+		r->pages_missed += pages;
+}
+
+void ReplicaSet::replace(ModuleId lost, const ReplicaLocation &fresh, const std::string &why)
+{
+	MutexLock lk(&mu_);
+	std::erase_if(replicas_, [&](const Replica &r) { return r.loc.module == lost; });
+	Replica *r = find(fresh.module);
+	if (!r) {
+		replicas_.push_back(Replica{});
+		r = &replicas_.back();
+	}
+	r->loc = fresh;
+	r->state = State::kCatchingUp;
+	r->why = why;
+	r->since_unix_ms = r->out_of_sync_since_unix_ms = unix_ms();
+	r->pages_to_check = r->pages_checked = r->pages_copied = 0;
+	r->pages_missed = r->pages_to_copy = 0;
+	std::stable_sort(replicas_.begin(), replicas_.end(),
+	                 [](const Replica &a, const Replica &b) {
+		                 return a.loc.preference < b.loc.preference;
+	                 });
+	replicas_replaced_++;
+	rebuild_note_.clear();
+	gen_.fetch_add(1, std::memory_order_acq_rel);
+}
+
+void ReplicaSet::set_rebuild_note(const std::string &why)
+{
+	MutexLock lk(&mu_);
+	if (why == rebuild_note_)
+		return;
+	rebuild_note_ = why;
+	if (!why.empty())
+		LOG_WARN("replica", "region '%s' stays degraded: %s", name_.c_str(), why.c_str());
+}
+
+std::string ReplicaSet::rebuild_note() const
+{
+	MutexLock lk(&mu_);
+	return rebuild_note_;
 }
 
 void ReplicaSet::add_copied(ModuleId module, uint64_t pages, bool repair)
@@ -212,6 +274,7 @@ ReplicaSet::Counters ReplicaSet::counters() const
 	c.pages_repaired = pages_repaired_;
 	c.pages_caught_up = pages_caught_up_;
 	c.replicas_lost = replicas_lost_;
+	c.replicas_replaced = replicas_replaced_;
 	return c;
 }
 

@@ -50,11 +50,16 @@ namespace memfed
 // The virtual module of replica group `group` (its low 40 bits).
 ModuleId replica_set_module(uint64_t group);
 // The region id a replicated region has at its virtual module (nonzero).
-inline uint32_t replica_set_region_id(uint64_t group) { return uint32_t(group) | 1; }
+inline uint32_t replica_set_region_id(uint64_t group)
+{
+	return uint32_t(group) | 1;
+}
 // True for a replica set's virtual module, false for a real module's ID.
 bool is_replica_set(ModuleId module);
 // A fresh random replica group (40 bits, nonzero).
 uint64_t new_replica_group();
+// Now, in ms since the epoch: the clock of the copies' "since" times.
+uint64_t unix_ms();
 // The largest number of copies a region may have.
 constexpr unsigned kMaxReplicas = 8;
 
@@ -75,18 +80,27 @@ public:
 	struct Replica {
 		ReplicaLocation loc;
 		State state = State::kCatchingUp;
-		std::string why;	      // why it is lost or catching up
-		uint64_t since_unix_ms = 0;   // when it entered that state
-		uint64_t pages_to_check = 0;  // catch-up: pages whose versions are compared
+		std::string why;             // why it is lost or catching up
+		uint64_t since_unix_ms = 0;  // when it entered that state
+		uint64_t pages_to_check = 0; // catch-up: pages whose versions are compared
 		uint64_t pages_checked = 0;
-		uint64_t pages_copied = 0;    // catch-up and repair copies into it
+		uint64_t pages_copied = 0; // catch-up and repair copies into it
+		// Its lag: since when it is out of sync (0 while in sync), the
+		// pages written meanwhile that it could not take (it was lost: an
+		// upper bound of what it lacks, a page written twice counts twice),
+		// and, while catching up, the pages found to differ and not yet
+		// copied.
+		uint64_t out_of_sync_since_unix_ms = 0;
+		uint64_t pages_missed = 0;
+		uint64_t pages_to_copy = 0;
 	};
 	struct Counters {
-		uint64_t writes = 0;	     // fanned-out write requests
+		uint64_t writes = 0;         // fanned-out write requests
 		uint64_t reads_retried = 0;  // reads answered by another replica after a failure
 		uint64_t pages_repaired = 0; // damaged pages rewritten from a good copy
 		uint64_t pages_caught_up = 0;
-		uint64_t replicas_lost = 0; // transitions to lost
+		uint64_t replicas_lost = 0;     // transitions to lost
+		uint64_t replicas_replaced = 0; // lost copies rebuilt on another module
 	};
 
 	ReplicaSet(uint64_t group, std::string name, uint64_t size_bytes, unsigned wanted);
@@ -113,9 +127,21 @@ public:
 
 	// State changes; each logs one line and bumps the generation.
 	void set_state(ModuleId module, State s, const std::string &why);
-	// Catch-up progress of `module`.
-	void set_progress(ModuleId module, uint64_t to_check, uint64_t checked);
+	// Catch-up progress of `module`: pages compared of pages to compare,
+	// and pages found to differ and not yet copied.
+	void set_progress(ModuleId module, uint64_t to_check, uint64_t checked, uint64_t to_copy);
 	void add_copied(ModuleId module, uint64_t pages, bool repair);
+	// A write of `pages` pages that `module` could not take (it is lost).
+	void add_missed(ModuleId module, uint64_t pages);
+
+	// Re-replication (NodeFederation, on the keeper's thread): the copy on
+	// `lost` leaves the set, and `fresh`, a new empty copy on another
+	// module, joins it catching up (a whole-region catch-up fills it).
+	void replace(ModuleId lost, const ReplicaLocation &fresh, const std::string &why);
+	// Why a lost copy cannot be rebuilt elsewhere ("" once it can, or is):
+	// logged when it changes; region show shows it.
+	void set_rebuild_note(const std::string &why);
+	std::string rebuild_note() const;
 
 	// Claims the job of catching replicas up (one channel does it at a time);
 	// false if another holds it. `owner` is any unique token.
@@ -144,6 +170,8 @@ private:
 	uint64_t pages_repaired_ GUARDED_BY(mu_) = 0;
 	uint64_t pages_caught_up_ GUARDED_BY(mu_) = 0;
 	uint64_t replicas_lost_ GUARDED_BY(mu_) = 0;
+	uint64_t replicas_replaced_ GUARDED_BY(mu_) = 0;
+	std::string rebuild_note_ GUARDED_BY(mu_);
 };
 
 } // namespace memfed

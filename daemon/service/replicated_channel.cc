@@ -66,6 +66,9 @@ struct ReplicatedChannel::Sub {
 	std::unique_ptr<Channel> ch;
 	uint64_t retry_at_ns = 0;
 	Probe probe;
+	// It left the set (replaced by a copy elsewhere): never asked again;
+	// its slot is reused only when the set is full.
+	bool gone = false;
 };
 
 struct ReplicatedChannel::ReadOp : Completion {
@@ -175,17 +178,43 @@ void ReplicatedChannel::refresh()
 		gen_seen_ = gen;
 		// subs_ only grows, so the indexes held by requests in flight stay
 		// valid; order_ ranks them nearest first.
-		for (const auto &r : set_->snapshot()) {
+		auto snap = set_->snapshot();
+		for (size_t i = 0; i < subs_.size(); i++) {
+			Sub &s = *subs_[i];
+			bool listed = std::any_of(snap.begin(), snap.end(), [&](const auto &r) {
+				return r.loc.module == s.loc.module;
+			});
+			if (listed || s.gone)
+				continue;
+			s.gone = true;
+			s.state = ReplicaSet::State::kLost;
+			if (s.ch) {
+				graveyard_.push_back(std::move(s.ch));
+				graveyard_at_ns_ = now;
+			}
+			if (cu_.active && (i == cu_.target || i == cu_.source))
+				end_catch_up(false, "the copy on module " +
+				                            s.loc.module.to_string() +
+				                            " left the set");
+		}
+		for (const auto &r : snap) {
 			Sub *sub = nullptr;
 			for (auto &s : subs_)
 				if (s->loc.module == r.loc.module)
 					sub = s.get();
-			if (!sub) {
-				if (subs_.size() >= kMaxReplicas)
-					continue;
+			if (!sub && subs_.size() < kMaxReplicas) {
 				subs_.push_back(std::make_unique<Sub>());
 				sub = subs_.back().get();
 			}
+			for (size_t i = 0; !sub && i < subs_.size(); i++)
+				if (subs_[i]->gone && !subs_[i]->ch &&
+				    !(cu_.active && (i == cu_.target || i == cu_.source)))
+					sub = subs_[i].get();
+			if (!sub)
+				continue;
+			if (sub->gone || sub->loc.region_id != r.loc.region_id)
+				sub->retry_at_ns = 0; // a new copy: open it now
+			sub->gone = false;
 			sub->loc = r.loc;
 			sub->state = r.state;
 		}
@@ -198,7 +227,8 @@ void ReplicatedChannel::refresh()
 	}
 	for (size_t i = 0; i < subs_.size(); i++) {
 		Sub &s = *subs_[i];
-		if (s.state != ReplicaSet::State::kLost || now < s.retry_at_ns || s.probe.busy)
+		if (s.gone || s.state != ReplicaSet::State::kLost || now < s.retry_at_ns ||
+		    s.probe.busy)
 			continue;
 		Channel *c = open(i);
 		if (c == nullptr)
@@ -232,6 +262,32 @@ void ReplicatedChannel::probe_done(size_t i, const Status &st)
 	refresh();
 }
 
+void ReplicatedChannel::maintain()
+{
+	refresh();
+	check_reachable();
+}
+
+void ReplicatedChannel::check_reachable()
+{
+	for (size_t i = 0; i < subs_.size(); i++) {
+		Sub &s = *subs_[i];
+		if (s.gone || s.state == ReplicaSet::State::kLost || (s.ch && s.ch->connected()))
+			continue;
+		bool reconnect = s.ch != nullptr;
+		if (open(i) == nullptr) {
+			failed(i, Status(Code::kUnavailable, "module " + s.loc.module.to_string() +
+			                                             " does not answer"));
+		} else if (reconnect && s.state == ReplicaSet::State::kInSync) {
+			s.state = ReplicaSet::State::kCatchingUp;
+			set_->set_state(
+			        s.loc.module, ReplicaSet::State::kCatchingUp,
+			        "its connection broke and came back; comparing page versions");
+		}
+	}
+	pump();
+}
+
 Channel *ReplicatedChannel::open(size_t i)
 {
 	Sub &s = *subs_[i];
@@ -261,7 +317,7 @@ void ReplicatedChannel::failed(size_t i, const Status &st)
 		return;
 	Sub &s = *subs_[i];
 	s.retry_at_ns = mono_ns() + kRetryNs;
-	if (s.state == ReplicaSet::State::kLost)
+	if (s.gone || s.state == ReplicaSet::State::kLost)
 		return;
 	s.state = ReplicaSet::State::kLost;
 	set_->set_state(s.loc.module, ReplicaSet::State::kLost, st.message());
@@ -410,6 +466,8 @@ void ReplicatedChannel::write_pages(wire::TrafficClass tc, uint32_t, uint64_t fa
 	uint32_t targets = 0;
 	bool any_in_sync = false;
 	for (size_t i = 0; i < subs_.size() && i < kMaxReplicas; i++) {
+		if (subs_[i]->state == ReplicaSet::State::kLost && !subs_[i]->gone)
+			set_->add_missed(subs_[i]->loc.module, count); // its lag
 		if (subs_[i]->state == ReplicaSet::State::kLost || open(i) == nullptr)
 			continue;
 		targets |= 1u << i;
@@ -533,7 +591,7 @@ void ReplicatedChannel::pump()
 void ReplicatedChannel::start_chunk()
 {
 	uint64_t pages = set_->pages();
-	set_->set_progress(subs_[cu_.target]->loc.module, pages, cu_.next_page);
+	set_->set_progress(subs_[cu_.target]->loc.module, pages, cu_.next_page, cu_.to_copy);
 	if (cu_.next_page >= pages) {
 		uint64_t now = mono_ns();
 		bool settled = now - cu_.began_ns >= kSettleNs;
@@ -619,6 +677,7 @@ void ReplicatedChannel::compare_chunk()
 		j.count = q - p;
 		copies_.push_back(j);
 		cu_.differed += j.count;
+		cu_.to_copy += j.count;
 		p = q;
 	}
 	set_->observe_version(newest);
@@ -633,6 +692,11 @@ void ReplicatedChannel::copy_next()
 	while (!copying_ && !copies_.empty()) {
 		current_ = copies_.front();
 		copies_.pop_front();
+		if (!current_.repair && cu_.active) {
+			cu_.to_copy -= std::min<uint64_t>(cu_.to_copy, current_.count);
+			set_->set_progress(subs_[cu_.target]->loc.module, set_->pages(),
+			                   cu_.next_page, cu_.to_copy);
+		}
 		if (current_.from >= subs_.size() || current_.to >= subs_.size())
 			continue;
 		Sub &from = *subs_[current_.from];

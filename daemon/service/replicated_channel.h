@@ -67,9 +67,12 @@ public:
 	void write_versioned(wire::TrafficClass tc, uint32_t region_id, uint64_t fa_offset,
 	                     uint32_t count, const wire::WireVersionedWrite &prefix,
 	                     const void *src, Completion *done) override;
-	// Retries lost copies that are due and moves catch-up along; requests do
-	// it too, and ReplicaKeeper calls it once a second.
-	void maintain() { refresh(); }
+	// Retries lost copies that are due and moves catch-up along (requests do
+	// that too), and checks that every other copy is still reachable: a copy
+	// whose module does not answer is lost, and one whose connection broke
+	// and came back is compared again (its module may have restarted on a
+	// fresh pool). ReplicaKeeper calls it once a second.
+	void maintain();
 
 private:
 	struct Sub;
@@ -81,6 +84,8 @@ private:
 
 	// Rereads the set's states when they changed; retries lost copies that are due.
 	void refresh();
+	// The reachability check of maintain().
+	void check_reachable();
 	// The channel to copy i, or null while it has none.
 	Channel *open(size_t i);
 	// The STAT sent to lost copy i's module (refresh) came back with `st`.
@@ -150,6 +155,7 @@ private:
 		bool versions_failed = false;
 		unsigned pass = 0;          // passes over the region begun
 		uint64_t differed = 0;      // pages that differed in this pass
+		uint64_t to_copy = 0;       // of those, not yet copied
 		uint64_t began_ns = 0;      // when the first pass began
 		uint64_t wait_until_ns = 0; // the next pass waits until then
 		std::vector<uint64_t> src, tgt;

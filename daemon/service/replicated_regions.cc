@@ -13,6 +13,8 @@
 // sets, the records and the keeper are guarded by sets_mu_; a request to a
 // copy's module takes that peer's lock only (never sets_mu_ with it).
 #include <algorithm>
+#include <cstdio>
+#include <optional>
 
 #include "daemon/common/log.h"
 #include "daemon/service/node_federation.h"
@@ -27,10 +29,15 @@ RegionLocation NodeFederation::with_copies(RegionLocation first)
 {
 	if (first.replica_group == 0 || first.replicas <= 1 || is_replica_set(first.module))
 		return first;
-	std::vector<ReplicaLocation> found{
-	        {first.module, first.region_id, first.fa_offset, preference_of(first.module)}};
+	// A copy dropped from the set (rebuilt elsewhere) is not one of them,
+	// even while its module still has it.
+	std::vector<ReplicaLocation> found;
+	if (!is_dropped(first.replica_group, first.module, first.region_id))
+		found.push_back({first.module, first.region_id, first.fa_offset,
+		                 preference_of(first.module)});
 	auto consider = [&](ModuleId m, const wire::WireRegion &r) {
-		if (r.replica_group == first.replica_group && r.size_bytes == first.size_bytes)
+		if (r.replica_group == first.replica_group && r.size_bytes == first.size_bytes &&
+		    !is_dropped(r.replica_group, m, r.id))
 			found.push_back({m, r.id, r.fa_offset, preference_of(m)});
 	};
 	if (store_ && !(first.module == store_->module_id()))
@@ -67,8 +74,7 @@ std::shared_ptr<ReplicaSet> NodeFederation::set_for(const RegionLocation &r,
 		}
 		set = slot;
 		if (!keeper_)
-			keeper_ =
-			        std::make_unique<ReplicaKeeper>(this, [this] { sweep_deleted(); });
+			keeper_ = std::make_unique<ReplicaKeeper>(this, [this] { keep_copies(); });
 		if (made)
 			keeper_->watch(set);
 	}
@@ -132,6 +138,306 @@ void NodeFederation::sweep_deleted()
 	}
 }
 
+void NodeFederation::keep_copies()
+{
+	sweep_deleted();
+	sweep_dropped();
+	rebuild_lost();
+}
+
+bool NodeFederation::is_dropped(uint64_t group, ModuleId module, uint32_t region_id)
+{
+	if (group == 0)
+		return false;
+	std::lock_guard<std::mutex> lk(sets_mu_);
+	return std::any_of(dropped_.begin(), dropped_.end(), [&](const DroppedCopy &d) {
+		return d.group == group && d.copy.module == module && d.copy.region_id == region_id;
+	});
+}
+
+void NodeFederation::sweep_dropped()
+{
+	std::vector<DroppedCopy> todo;
+	{
+		std::lock_guard<std::mutex> lk(sets_mu_);
+		todo = dropped_;
+	}
+	for (const DroppedCopy &d : todo) {
+		// Only that region entry: the name may since be another region's,
+		// or a newer copy of the same region's on the same module.
+		auto ours = [&](const wire::WireRegion &r) {
+			return r.replica_group == d.group && r.id == d.copy.region_id;
+		};
+		Status st = on_copy(
+		        d.copy,
+		        [&](ModuleStore &s) -> Status {
+			        auto r = s.lookup_region(d.name);
+			        if (!r)
+				        return r.status();
+			        return ours(to_wire(*r)) ? s.delete_region(d.name)
+			                                 : Status(Code::kNotFound, "");
+		        },
+		        [&](SyncClient &c) -> Status {
+			        auto r = c.region_lookup(d.name);
+			        if (!r)
+				        return r.status();
+			        return ours(*r) ? c.region_delete(d.name)
+			                        : Status(Code::kNotFound, "");
+		        });
+		if (!st && st.code() != Code::kNotFound)
+			continue; // still unreachable: next time
+		if (st)
+			LOG_INFO("replica",
+			         "region '%s': the copy dropped from module %s (rebuilt elsewhere "
+			         "while "
+			         "it was lost) is deleted there now",
+			         d.name.c_str(), d.copy.module.to_string().c_str());
+		std::lock_guard<std::mutex> lk(sets_mu_);
+		std::erase_if(dropped_, [&](const DroppedCopy &x) {
+			return x.group == d.group && x.copy.module == d.copy.module &&
+			       x.copy.region_id == d.copy.region_id;
+		});
+	}
+}
+
+std::string NodeFederation::node_key_of(ModuleId module)
+{
+	if (store_ && module == store_->module_id())
+		return "(this node)";
+	Peer *peer = nullptr;
+	{
+		std::lock_guard<std::mutex> lk(peers_mu_);
+		for (auto &p : peers_)
+			if (p->module == module && p->conflict.empty())
+				peer = p.get();
+	}
+	if (!peer)
+		return "";
+	std::lock_guard<std::mutex> lk(peer->mu);
+	return peer->key;
+}
+
+std::vector<NodeFederation::CopyCandidate> NodeFederation::copy_candidates()
+{
+	std::vector<CopyCandidate> out;
+	if (store_)
+		out.push_back({store_->module_id(), nullptr, 0});
+	for (Peer *p : peer_list(false)) {
+		if (!p->module.valid())
+			(void)with_peer(*p, [](SyncClient &) -> Result<int> { return 0; });
+		if (p->module.valid())
+			out.push_back({p->module, p, preference_of(p->module)});
+	}
+	return out;
+}
+
+Result<wire::WireRegion> NodeFederation::create_copy(const CopyCandidate &c,
+                                                     const wire::WireRegionSpec &spec,
+                                                     const ModuleStore::AdmitFn &admit)
+{
+	if (c.peer)
+		return with_peer(*c.peer, [&](SyncClient &cl) { return cl.region_create(spec); });
+	auto info = store_->create_region(wire::region_name(spec), spec.size_bytes, spec.owner_uid,
+	                                  spec.mode, admit,
+	                                  ReplicaSpec{spec.replica_group, spec.replicas});
+	if (!info)
+		return info.status();
+	return to_wire(*info);
+}
+
+void NodeFederation::rebuild_lost()
+{
+	const uint64_t grace_ms = uint64_t{replica_grace_s_.load()} * 1000;
+	if (grace_ms == 0)
+		return; // --replica-grace 0: lost copies wait for their modules
+	std::vector<std::shared_ptr<ReplicaSet>> sets;
+	{
+		std::lock_guard<std::mutex> lk(sets_mu_);
+		for (auto &entry : sets_)
+			sets.push_back(entry.second);
+	}
+	const uint64_t now = unix_ms();
+	for (auto &set : sets) {
+		auto copies = set->snapshot();
+		unsigned live = 0, in_sync = 0;
+		const ReplicaSet::Replica *oldest = nullptr; // lost longest, past the grace
+		for (const auto &r : copies) {
+			live += r.state != ReplicaSet::State::kLost;
+			in_sync += r.state == ReplicaSet::State::kInSync;
+			uint64_t since = r.out_of_sync_since_unix_ms;
+			if (r.state == ReplicaSet::State::kLost && since != 0 &&
+			    now - since >= grace_ms &&
+			    (!oldest || since < oldest->out_of_sync_since_unix_ms))
+				oldest = &r;
+		}
+		if (!oldest || live >= set->wanted()) {
+			set->set_rebuild_note(""); // nothing to rebuild (any more)
+			continue;
+		}
+		if (in_sync == 0) {
+			set->set_rebuild_note(
+			        "the copy lost on module " + oldest->loc.module.to_string() +
+			        " cannot be rebuilt: no copy is in sync to fill a new one from");
+			continue;
+		}
+		rebuild_copy(*set, *oldest, copies, now - oldest->out_of_sync_since_unix_ms);
+	}
+}
+
+// A lost copy's replacement: a new, empty region of the same name, group
+// and size on an eligible module (reachable, holding no copy of the set,
+// on a node holding none: distinct authenticated keys), nearest first. It
+// joins the set catching up, so the catch-up pass (replicated_channel.h)
+// copies every page written so far into it from a copy in sync; the lost
+// copy leaves the set and is deleted if its module answers again.
+void NodeFederation::rebuild_copy(ReplicaSet &set, const ReplicaSet::Replica &lost,
+                                  const std::vector<ReplicaSet::Replica> &copies,
+                                  uint64_t lost_for_ms)
+{
+	const std::string &name = set.name();
+	const std::string lost_on = lost.loc.module.to_string();
+	// The region's owner, mode and length, from a copy in sync.
+	std::optional<wire::WireRegion> facts;
+	ModuleId source;
+	for (const auto &r : copies) {
+		if (r.state != ReplicaSet::State::kInSync || facts)
+			continue;
+		Status st = on_copy(
+		        r.loc,
+		        [&](ModuleStore &s) -> Status {
+			        auto x = s.lookup_region(name);
+			        if (x)
+				        facts = to_wire(*x);
+			        return x.status();
+		        },
+		        [&](SyncClient &c) -> Status {
+			        auto x = c.region_lookup(name);
+			        if (x)
+				        facts = *x;
+			        return x.status();
+		        });
+		if (st)
+			source = r.loc.module;
+	}
+	if (!facts) {
+		set.set_rebuild_note("the copy lost on module " + lost_on +
+		                     " cannot be rebuilt yet: no copy in sync answered a lookup");
+		return;
+	}
+	auto spec = wire::make_region_spec(name, facts->size_bytes, facts->owner_uid, facts->mode);
+	if (!spec) {
+		set.set_rebuild_note("the copy lost on module " + lost_on +
+		                     " cannot be rebuilt: " + spec.status().message());
+		return;
+	}
+	spec->replica_group = set.group();
+	spec->replicas = uint8_t(set.wanted());
+
+	// The nodes that hold the copies staying in the set.
+	std::vector<std::string> taken_keys;
+	for (const auto &r : copies)
+		if (!(r.loc.module == lost.loc.module))
+			if (std::string k = node_key_of(r.loc.module); !k.empty())
+				taken_keys.push_back(k);
+	std::vector<CopyCandidate> candidates = copy_candidates();
+	std::stable_sort(candidates.begin(), candidates.end(),
+	                 [](const CopyCandidate &a, const CopyCandidate &b) {
+		                 return a.preference < b.preference;
+	                 });
+	unsigned reachable = 0;
+	std::string refusals;
+	for (const CopyCandidate &c : candidates) {
+		bool holds = std::any_of(copies.begin(), copies.end(),
+		                         [&](const auto &r) { return r.loc.module == c.module; });
+		bool dropped_here;
+		{
+			std::lock_guard<std::mutex> lk(sets_mu_);
+			dropped_here =
+			        std::any_of(dropped_.begin(), dropped_.end(), [&](const auto &d) {
+				        return d.group == set.group() && d.copy.module == c.module;
+			        });
+		}
+		if (c.peer) {
+			std::lock_guard<std::mutex> lk(peers_mu_);
+			if (!c.peer->conflict.empty())
+				continue;
+		}
+		reachable++;
+		// The lost copy's own module is eligible again once it answers
+		// without that copy (a pool made anew under the same module ID).
+		bool gone_here = false;
+		if (c.module == lost.loc.module) {
+			Status there = on_copy(
+			        lost.loc,
+			        [&](ModuleStore &s) { return s.lookup_region(name).status(); },
+			        [&](SyncClient &cl) -> Status {
+				        auto x = cl.region_lookup(name);
+				        if (x && (x->replica_group != set.group() ||
+				                  x->id != lost.loc.region_id))
+					        return Status(Code::kNotFound, "another region");
+				        return x.status();
+			        });
+			gone_here = there.code() == Code::kNotFound;
+			holds = !gone_here;
+		}
+		std::string key = node_key_of(c.module);
+		if (holds || dropped_here ||
+		    (!key.empty() &&
+		     std::find(taken_keys.begin(), taken_keys.end(), key) != taken_keys.end()))
+			continue;
+		Result<wire::WireRegion> made = create_copy(c, *spec, nullptr);
+		if (!made) {
+			refusals +=
+			        "; module " + c.module.to_string() + ": " + made.status().message();
+			continue;
+		}
+		ReplicaLocation fresh{c.module, made->id, made->fa_offset, c.preference};
+		if (facts->length != 0) {
+			Status st = on_copy(
+			        fresh,
+			        [&](ModuleStore &s) {
+				        return s.set_length(name, facts->length, false).status();
+			        },
+			        [&](SyncClient &cl) {
+				        return cl.region_set_length(name, facts->length, false)
+				                .status();
+			        });
+			if (!st) {
+				(void)on_copy(
+				        fresh,
+				        [&](ModuleStore &s) { return s.delete_region(name); },
+				        [&](SyncClient &cl) { return cl.region_delete(name); });
+				refusals += "; module " + c.module.to_string() +
+				            ": setting its length: " + st.message();
+				continue;
+			}
+		}
+		if (!gone_here) { // else nothing is left of it to delete
+			std::lock_guard<std::mutex> lk(sets_mu_);
+			dropped_.push_back({set.group(), name, lost.loc});
+		}
+		char why[160];
+		std::snprintf(why, sizeof(why),
+		              "new, replacing the copy lost on module %s for %.0f s",
+		              lost_on.c_str(), double(lost_for_ms) / 1000.0);
+		set.replace(lost.loc.module, fresh, why);
+		LOG_WARN("replica",
+		         "region '%s': the copy on module %s was lost for %.0f s (grace %u s): a "
+		         "new "
+		         "copy on module %s replaces it and is filled from module %s's; the old "
+		         "copy is deleted if its module returns",
+		         name.c_str(), lost_on.c_str(), double(lost_for_ms) / 1000.0,
+		         replica_grace_s_.load(), c.module.to_string().c_str(),
+		         source.to_string().c_str());
+		return;
+	}
+	set.set_rebuild_note("the copy lost on module " + lost_on +
+	                     " cannot be rebuilt elsewhere: no eligible module (" +
+	                     std::to_string(reachable) +
+	                     " reachable, each holding a copy or on a node that holds one" +
+	                     refusals + "; memfedctl module ls)");
+}
+
 std::shared_ptr<ReplicaSet> NodeFederation::replica_set(uint64_t group)
 {
 	std::lock_guard<std::mutex> lk(sets_mu_);
@@ -163,25 +469,13 @@ Result<RegionLocation> NodeFederation::create_replicated(const std::string &name
 	spec->replicas = uint8_t(want);
 	// Candidates, nearest first: this node's module, then reachable peers by
 	// their route's metric (static peers before mesh ones at equal cost).
-	struct Candidate {
-		ModuleId module;
-		Peer *peer = nullptr; // null: the local module
-		uint32_t preference = 0;
-	};
-	std::vector<Candidate> candidates;
-	if (store_)
-		candidates.push_back({store_->module_id(), nullptr, 0});
-	for (Peer *p : peer_list(false)) {
-		if (!p->module.valid())
-			(void)with_peer(*p, [](SyncClient &) -> Result<int> { return 0; });
-		if (p->module.valid())
-			candidates.push_back({p->module, p, preference_of(p->module)});
-	}
+	std::vector<CopyCandidate> candidates = copy_candidates();
 	if (!placement.on.empty()) {
-		std::vector<Candidate> chosen;
+		std::vector<CopyCandidate> chosen;
 		for (ModuleId m : placement.on) {
-			auto it = std::find_if(candidates.begin(), candidates.end(),
-			                       [&](const Candidate &c) { return c.module == m; });
+			auto it =
+			        std::find_if(candidates.begin(), candidates.end(),
+			                     [&](const CopyCandidate &c) { return c.module == m; });
 			if (it == candidates.end())
 				return Status(
 				        Code::kUnavailable,
@@ -193,7 +487,7 @@ Result<RegionLocation> NodeFederation::create_replicated(const std::string &name
 		candidates = std::move(chosen);
 	} else {
 		std::stable_sort(candidates.begin(), candidates.end(),
-		                 [](const Candidate &a, const Candidate &b) {
+		                 [](const CopyCandidate &a, const CopyCandidate &b) {
 			                 return a.preference < b.preference;
 		                 });
 	}
@@ -203,7 +497,7 @@ Result<RegionLocation> NodeFederation::create_replicated(const std::string &name
 	std::vector<ReplicaLocation> made;
 	std::string refusals;
 	unsigned eligible = 0;
-	for (const Candidate &c : candidates) {
+	for (const CopyCandidate &c : candidates) {
 		if (made.size() >= want)
 			break;
 		std::string key;
@@ -217,16 +511,7 @@ Result<RegionLocation> NodeFederation::create_replicated(const std::string &name
 		    std::find(node_keys.begin(), node_keys.end(), key) != node_keys.end())
 			continue;
 		eligible++;
-		Result<wire::WireRegion> r = Status(Code::kInternal, "");
-		if (!c.peer) {
-			auto info = store_->create_region(name, size, uid, mode, admit,
-			                                  ReplicaSpec{group, uint8_t(want)});
-			r = info ? Result<wire::WireRegion>(to_wire(*info))
-			         : Result<wire::WireRegion>(info.status());
-		} else {
-			r = with_peer(*c.peer,
-			              [&](SyncClient &cl) { return cl.region_create(*spec); });
-		}
+		Result<wire::WireRegion> r = create_copy(c, *spec, admit);
 		if (!r) {
 			refusals +=
 			        "; module " + c.module.to_string() + ": " + r.status().message();
@@ -380,8 +665,7 @@ Status NodeFederation::delete_replicated(const RegionLocation &loc)
 	if (!unreached.empty()) {
 		deleted_[loc.replica_group] = {loc.name, unreached};
 		if (!keeper_)
-			keeper_ =
-			        std::make_unique<ReplicaKeeper>(this, [this] { sweep_deleted(); });
+			keeper_ = std::make_unique<ReplicaKeeper>(this, [this] { keep_copies(); });
 	}
 	if (keeper_)
 		keeper_->forget(loc.replica_group);
@@ -436,7 +720,8 @@ std::vector<RegionLocation> NodeFederation::merge_copies(std::vector<RegionLocat
 	// number of its copies answered.
 	std::vector<RegionLocation> merged;
 	for (auto &r : out) {
-		if (is_deleted(r.replica_group))
+		if (is_deleted(r.replica_group) ||
+		    is_dropped(r.replica_group, r.module, r.region_id))
 			continue;
 		if (r.replica_group != 0 && r.replicas > 1 && !merged.empty() &&
 		    merged.back().name == r.name &&
@@ -508,8 +793,10 @@ Status NodeFederation::write_replicated(const RegionLocation &loc, uint64_t firs
 	Status last(Code::kUnavailable,
 	            "no copy of region '" + loc.name + "' in sync is reachable");
 	for (const auto &r : set->snapshot()) {
-		if (r.state == ReplicaSet::State::kLost)
+		if (r.state == ReplicaSet::State::kLost) {
+			set->add_missed(r.loc.module, count); // its lag
 			continue;
+		}
 		uint64_t at = r.loc.fa_offset + first_page * wire::kPageSize;
 		uint32_t applied = 0;
 		Status st = on_copy(

@@ -28,4 +28,14 @@ struct DeletedCopies {
 	std::vector<ReplicaLocation> copies;
 };
 
+// A copy dropped from its region's set, replaced by a new copy elsewhere
+// after it was lost for longer than the grace: deleted if its module ever
+// answers again (only that region entry: same name, group and region id),
+// and never counted as a copy meanwhile.
+struct DroppedCopy {
+	uint64_t group = 0;
+	std::string name;
+	ReplicaLocation copy;
+};
+
 } // namespace memfed

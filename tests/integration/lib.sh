@@ -117,19 +117,3 @@ expect_exit() {
 
 # listen_of NAME: the wire endpoint daemon NAME actually bound.
 listen_of() { ctl "$1" -j status | python3 -c 'import json,sys; print(json.load(sys.stdin)["listen"])'; }
-
-# region_field NODE NAME EXPR: a python expression over the JSON (r) of
-# `memfedctl region show NAME` on daemon NODE.
-region_field() {
-	ctl "$1" -j region show "$2" | python3 -c "import json,sys; r=json.load(sys.stdin); print($3)"
-}
-
-# wait_in_sync NODE NAME N: until N copies of region NAME are in sync, as
-# daemon NODE sees them (60 s at most).
-wait_in_sync() {
-	for _ in $(seq 1 600); do
-		[ "$(region_field "$1" "$2" 'r["in_sync"]')" = "$3" ] && return 0
-		sleep 0.1
-	done
-	fail "region '$2' has $(region_field "$1" "$2" 'r["in_sync"]') copies in sync, not $3: $(ctl "$1" region show "$2")"
-}

@@ -9,11 +9,11 @@
 #   pager dials it again, and ends with the native output once it resumes.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/client_lib.sh"
+. "$(dirname "$0")/replication_lib.sh"
 
 trust_all a b client solo
-declare -A EP ID=([a]=02:00:00:00:00:0a [b]=02:00:00:00:00:0b)
 for m in a b; do
-	start_daemon $m --roles module --listen 127.0.0.1:0 --pool-size 512M --module-id "${ID[$m]}"
+	restart $m 127.0.0.1:0
 	EP[$m]=$(listen_of $m)
 done
 start_daemon client --roles pager --listen 127.0.0.1:0 --replicas 2 --request-timeout 1000 \
@@ -22,7 +22,7 @@ start_daemon client --roles pager --listen 127.0.0.1:0 --replicas 2 --request-ti
 ctl client region create data 4M >/dev/null
 head -c 4M /dev/urandom >"$T/v1.bin"
 ctl client region write data <"$T/v1.bin"
-wait_in_sync client data 2
+wait_in_sync data 2
 
 # Module a stops: the write must not wait for it.
 kill -STOP "${DAEMON_PID[a]}"
@@ -36,16 +36,16 @@ ctl client region read data | cmp - "$T/v2.bin" || fail "a write with module a s
 # brings a copy back.
 copy_a='[c for c in r["copies"] if c["module"].endswith("0a")][0]'
 for _ in 1 2 3; do
-	[ "$(region_field client data "$copy_a[\"state\"]")" = lost ] ||
+	[ "$(show_field data "$copy_a[\"state\"]")" = lost ] ||
 		fail "module a's copy is not lost while a is stopped: $(ctl client region show data)"
 	sleep 1
 done
-region_field client data "$copy_a[\"why\"]" | grep -Eq "no reply from .* in time|no answer for" ||
+show_field data "$copy_a[\"why\"]" | grep -Eq "no reply from .* in time|no answer for" ||
 	fail "the lost copy does not say module a did not answer: $(ctl client region show data)"
 ok "module a stopped: the write completes on b, a's copy is lost because a did not answer, and stays lost"
 
 kill -CONT "${DAEMON_PID[a]}"
-wait_in_sync client data 2
+wait_in_sync data 2
 ctl client region read "data@${ID[a]}" | cmp - "$T/v2.bin" || fail "module a's copy did not catch up after it resumed"
 ok "module a resumed: its copy caught up and equals what was written"
 

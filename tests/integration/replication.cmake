@@ -6,3 +6,10 @@
 # Included by tests/integration/CMakeLists.txt.
 memfed_shell_test(replication replication_test.sh)
 set_tests_properties(replication PROPERTIES TIMEOUT 300 ENVIRONMENT "${MEMFED_PROGRAM_ENV}")
+
+# Lost copies rebuilt elsewhere after a 2 s grace (--replica-grace): a module
+# killed for good, a module restarted on a fresh pool, the per-copy lag, a
+# region with nowhere to go, and python3's heap hash with a copy's module
+# killed mid-run (so the release binaries too).
+memfed_shell_test(replication_rebuild replication_rebuild_test.sh)
+set_tests_properties(replication_rebuild PROPERTIES TIMEOUT 300 ENVIRONMENT "${MEMFED_PROGRAM_ENV}")

@@ -8,33 +8,12 @@
 # says how many modules were eligible.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/client_lib.sh"
+. "$(dirname "$0")/replication_lib.sh"
 
-trust_all a b c client
-declare -A EP ID=([a]=02:00:00:00:00:0a [b]=02:00:00:00:00:0b [c]=02:00:00:00:00:0c)
-for m in a b c; do
-	start_daemon $m --roles module --listen 127.0.0.1:0 --pool-size 512M --module-id "${ID[$m]}"
-	EP[$m]=$(listen_of $m)
-done
+start_modules
 start_daemon client --roles pager --listen 127.0.0.1:0 --replicas 3 \
 	--peer "${EP[a]}" --peer "${EP[b]}" --peer "${EP[c]}"
 ok "three modules and a client whose regions get three copies"
-
-# show_field NAME EXPR: a python expression over region NAME's JSON (r).
-show_field() {
-	ctl client -j region show "$1" | $PY -c "import json,sys; r=json.load(sys.stdin); print($2)"
-}
-# wait_in_sync NAME N: until N copies of NAME are in sync (30 s at most).
-wait_in_sync() {
-	for _ in $(seq 1 300); do
-		[ "$(show_field "$1" 'r["in_sync"]')" = "$2" ] && return 0
-		sleep 0.1
-	done
-	fail "region '$1' has $(show_field "$1" 'r["in_sync"]') copies in sync, not $2: $(ctl client region show "$1")"
-}
-# restart NAME: memfedd NAME again, on its pool and endpoint.
-restart() {
-	start_daemon "$1" --roles module --listen "${EP[$1]}" --pool-size 512M --module-id "${ID[$1]}"
-}
 
 ctl client region create data 8M >/dev/null
 [ "$(show_field data 'sorted(c["module"] for c in r["copies"])')" = \

@@ -58,10 +58,13 @@ void print_region(const json &r)
 		    r["mode"].get<unsigned>(), copies.c_str());
 }
 
-// The copies of a replicated region, one line each.
+// The copies of a replicated region, one line each. LAG: how long it has
+// been out of sync, the pages written that it could not take (an upper
+// bound) and, while catching up, the pages found to differ not yet copied.
 void print_copies(const json &r)
 {
-	std::printf("%-17s %-12s %-22s %s\n", "COPY ON MODULE", "STATE", "PROGRESS", "WHY");
+	std::printf("%-17s %-12s %-22s %-28s %s\n", "COPY ON MODULE", "STATE", "PROGRESS", "LAG",
+	            "WHY");
 	for (const auto &c : r["copies"]) {
 		std::string progress;
 		uint64_t to_check = c["pages_to_check"].get<uint64_t>();
@@ -70,8 +73,18 @@ void print_copies(const json &r)
 			           "% compared";
 		if (uint64_t n = c["pages_copied"].get<uint64_t>())
 			progress += (progress.empty() ? "" : ", ") + std::to_string(n) + " pages copied";
-		std::printf("%-17s %-12s %-22s %s\n", c["module"].get<std::string>().c_str(),
-		            c["state"].get<std::string>().c_str(), progress.c_str(),
+		std::string lag = "-";
+		if (uint64_t ms = c.value("behind_ms", uint64_t{0})) {
+			char text[32];
+			std::snprintf(text, sizeof(text), "%.1f s", double(ms) / 1000.0);
+			lag = text;
+			if (uint64_t n = c.value("pages_missed", uint64_t{0}))
+				lag += ", " + std::to_string(n) + " pages missed";
+			if (uint64_t n = c.value("pages_to_copy", uint64_t{0}))
+				lag += ", " + std::to_string(n) + " to copy";
+		}
+		std::printf("%-17s %-12s %-22s %-28s %s\n", c["module"].get<std::string>().c_str(),
+		            c["state"].get<std::string>().c_str(), progress.c_str(), lag.c_str(),
 		            c["why"].get<std::string>().c_str());
 	}
 }
