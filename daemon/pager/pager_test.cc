@@ -385,6 +385,81 @@ TEST_CASE("the budget holds under pressure and eviction loses no write", "[pager
 	CHECK(bad == 0);
 }
 
+TEST_CASE("threads writing without pause while eviction runs lose no write (shadow copy)",
+          "[pager]")
+{
+	// In the style of the kernel's uffd-stress: each thread owns every
+	// kThreads-th page, stamps a whole page with a new value, keeps the
+	// value in a shadow copy, and checks a page of its own against the
+	// shadow before every stamp, while a tight budget evicts all the time
+	// A write that slipped between a victim's copy-out and its drop would
+	// come back old.
+	PagerFixture f;
+	if (!f.pager->caps().anon_wp) {
+		WARN("no userfaultfd write-protect here: budgets are not enforced");
+		return;
+	}
+	constexpr uint32_t kPages = 512, kBudget = 48, kThreads = 3, kOps = 6000;
+	f.store.add_region("r", kPages);
+	TestClient c;
+	REQUIRE(c.attach(f.path).is_ok());
+	auto m = c.map("r", 0, kPages * kPage, kBudget * kPage, /*prefetch=*/false);
+	REQUIRE(m.is_ok());
+	std::vector<uint64_t> shadow(kPages, 0);
+	std::atomic<uint64_t> bad{0};
+	auto words = [&](uint32_t p) {
+		return reinterpret_cast<volatile uint64_t *>(m->addr + p * kPage);
+	};
+	std::vector<std::thread> ts;
+	for (uint32_t t = 0; t < kThreads; t++) {
+		ts.emplace_back([&, t] {
+			std::mt19937 rng(t + 1);
+			uint32_t mine = kPages / kThreads;
+			for (uint32_t op = 1; op <= kOps; op++) {
+				uint32_t p = t + kThreads * uint32_t(rng() % mine);
+				volatile uint64_t *w = words(p);
+				uint64_t want = shadow[p];
+				for (uint32_t i = 0; i < kPage / 8; i += 61)
+					if (want != 0 && w[i] != want)
+						bad++;
+				uint64_t v = (uint64_t(t) << 48) | (uint64_t(p) << 24) | op;
+				for (uint32_t i = 0; i < kPage / 8; i++)
+					w[i] = v;
+				shadow[p] = v;
+			}
+		});
+	}
+	for (auto &th : ts)
+		th.join();
+	CHECK(bad == 0);
+	// Every page against the shadow, through the pager (most are evicted).
+	uint64_t wrong = 0;
+	for (uint32_t p = 0; p < kPages; p++) {
+		if (shadow[p] == 0)
+			continue;
+		volatile uint64_t *w = words(p);
+		for (uint32_t i = 0; i < kPage / 8; i++)
+			wrong += w[i] != shadow[p];
+	}
+	CHECK(wrong == 0);
+	auto ps = f.proc_stats();
+	INFO(ps.dump());
+	CHECK(ps["evictions"].get<uint64_t>() > kPages);
+	// And on the module once written back.
+	REQUIRE(c.unmap(*m).is_ok());
+	for (uint32_t p = 0; p < kPages; p++) {
+		if (shadow[p] == 0)
+			continue;
+		auto got = f.store.read("r", uint64_t(p) * kPage, kPage);
+		for (uint32_t i = 0; i < kPage; i += 8) {
+			uint64_t v;
+			std::memcpy(&v, got.data() + i, 8);
+			wrong += v != shadow[p];
+		}
+	}
+	CHECK(wrong == 0);
+}
+
 TEST_CASE("a private and a shared mapping of one region, the shared one under a budget", "[pager]")
 {
 	PagerFixture f;

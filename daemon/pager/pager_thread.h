@@ -18,7 +18,8 @@
 // drops them. Every fault on a victim is parked until the drop is done, so
 // no write is ever lost. WP_ASYNC is deliberately not used: its writes
 // complete without the pager, so one could land between the copy-out and the
-// drop and vanish.
+// drop and vanish. Nor is UFFDIO_MOVE, which would take a victim out in one
+// atomic step: the kernel lets only the uffd's own process issue it (uffd.h).
 //
 // One class, one file per concept (each says what it owns at its top):
 //   pager_thread.cc       lifecycle, the thread, its pools and channels

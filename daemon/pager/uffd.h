@@ -53,7 +53,11 @@ struct UffdCaps {
 	bool minor_shmem = false;
 	bool event_fork = false;
 	bool wp_async = false; // detected, reported, not used (see pager.h)
-	bool move = false;     // detected, reported, not used (see pager.h)
+	// Detected and reported, not used: the kernel refuses UFFDIO_MOVE
+	// issued from any process but the uffd's own ("cross-mm", EINVAL;
+	// seen on 6.18), so the pager cannot move a client's page out. Only a
+	// thread of the client could (its evictor: still a round trip).
+	bool move = false;
 	bool poison = false;
 
 	// Features a client requests in UFFDIO_API.
