@@ -132,6 +132,7 @@ public:
 		armed = false;
 		t_->fail_unsent_writes();
 		t_->retry_copies();
+		t_->pump_writeback(); // a write-protect refused with EAGAIN
 	}
 	bool armed = false;
 

@@ -87,7 +87,8 @@ void PagerThread::pump_writeback()
 }
 
 // Writes the claimed pages of `run` from *first on, one homogeneous piece
-// per WriteOp; false (with *first advanced) when out of WriteOps.
+// per WriteOp; false (with *first advanced) when out of WriteOps, or when
+// the kernel refused to write-protect (EAGAIN): pump_writeback runs again soon.
 bool PagerThread::issue_write(const WbRun &run, uint32_t *first)
 {
 	Mapping *m = run.m;
@@ -136,6 +137,14 @@ bool PagerThread::issue_write(const WbRun &run, uint32_t *first)
 					          int(p->pid));
 					p->mm_gone = true;
 					continue;
+				}
+				if (r == -EAGAIN) {
+					// An address-space event is pending (the program's
+					// MADV_DONTNEED, a fork): unprotected, the page could
+					// change after the copy and the change be lost with
+					// the drop. Again once the event is read.
+					arm_soon();
+					return false;
 				}
 				if (r < 0 && r != -ENOENT)
 					LOG_WARN(kLog, "write-protecting 0x%lx+%u pages: %s",
