@@ -657,7 +657,8 @@ Result<RegionLocation> NodeFederation::create_region(const std::string &name, ui
 		if (r)
 			return location(p->module, *r);
 		last = r.status();
-		if (module || last.code() != Code::kNoSpace)
+		// A module full, or full for this node (its node quota): the next.
+		if (module || (last.code() != Code::kNoSpace && last.code() != Code::kQuota))
 			break;
 	}
 	return last;

@@ -366,11 +366,18 @@ Result<RegionInfo> ModuleStore::create_region(const std::string &name, uint64_t 
 		                                            module_.to_string());
 	if (admit)
 		MF_RETURN_IF_ERROR(admit(table_->usage_of(owner_uid), pages * kPageSize));
-	if (admit_node)
-		MF_RETURN_IF_ERROR(admit_node(table_->usage_of_node(owner_key), pages * kPageSize));
 	auto start = alloc_->allocate(pages);
 	if (!start)
 		return Status(Code::kNoSpace, what + ": " + start.status().message());
+	// A node's quota refuses only what would fit: a module without room says
+	// so (kNoSpace), so the node tries another.
+	if (admit_node) {
+		Status st = admit_node(table_->usage_of_node(owner_key), pages * kPageSize);
+		if (!st.is_ok()) {
+			alloc_->release(*start, pages);
+			return st;
+		}
+	}
 	RegionInfo info;
 	info.name = name;
 	info.fa_offset = geo_.page_fa(*start);

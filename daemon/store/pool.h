@@ -128,8 +128,9 @@ public:
 	// every earlier one (the quota of memfedd's control socket).
 	using AdmitFn = std::function<Status(const OwnerUsage &usage, uint64_t size_bytes)>;
 	// `admit` (optional) is asked before any space is taken, with what
-	// owner_uid holds; `admit_node` (optional) likewise with what owner_key's
-	// node holds. `replica` is stored in the region's entry; replica.replicas
+	// owner_uid holds; `admit_node` (optional) with what owner_key's node
+	// holds, once the space is found (a pool without room answers kNoSpace
+	// whatever the node holds). `replica` is stored in the region's entry; replica.replicas
 	// > 1 needs a pool with a version area (layout 3), else kInvalidArgument
 	// naming the pool, its layout version and the fix. `owner_key` is the
 	// node that owns the region (zeros: the node that runs the module); a

@@ -131,10 +131,10 @@ TEST_CASE("a region's owner node and grants survive reopen and pool check", "[st
 	// that was there do not come back.
 	REQUIRE(s->delete_region("theirs").is_ok());
 	REQUIRE(s->delete_region("ours").is_ok());
-	for (int i = 0; i < 2; i++)
-		REQUIRE(s->create_region("n" + std::to_string(i), kPage, 1, 0600).is_ok());
-	for (int i = 0; i < 2; i++)
-		REQUIRE(s->region_access("n" + std::to_string(i))->grants.empty());
+	for (const char *name : {"n0", "n1"})
+		REQUIRE(s->create_region(name, kPage, 1, 0600).is_ok());
+	for (const char *name : {"n0", "n1"})
+		REQUIRE(s->region_access(name)->grants.empty());
 }
 
 TEST_CASE("a torn grant update leaves the grants as they were", "[store][access]")
