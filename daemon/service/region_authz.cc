@@ -44,19 +44,26 @@ std::string want_text(uint8_t want)
 Status refusal(const RegionInfo &r, ModuleId module, const std::string &owner, const Requester &q,
                uint8_t want)
 {
-	const std::string key = trust::encode_key(q.key);
-	const std::string who = "node " + trust::TrustedPeers::describe(q.key, q.key_name) +
-	                        (q.uid_known ? " uid " + std::to_string(q.uid) : std::string());
-	std::string msg = who + " may not " + want_text(want) + " region '" + r.name +
-	                  "' on module " + module.to_string() + " (owner: node " + owner + " uid " +
-	                  std::to_string(r.owner_uid) + ")";
+	// Built by appending (g++ 12 warns falsely on some "literal" + string).
+	std::string uid;
+	if (q.uid_known)
+		uid = std::to_string(q.uid);
+	std::string msg = "node ";
+	msg += trust::TrustedPeers::describe(q.key, q.key_name);
+	if (q.uid_known)
+		msg.append(" uid ").append(uid);
+	msg.append(" may not ").append(want_text(want)).append(" region '").append(r.name);
+	msg.append("' on module ").append(module.to_string()).append(" (owner: node ");
+	msg.append(owner).append(" uid ").append(std::to_string(r.owner_uid)).append(")");
 	if (want & wire::kAccessAdmin)
 		return Status(Code::kPermission,
 		              msg + "; only its owner may delete it or change its grants");
-	return Status(Code::kPermission,
-	              msg + "; its owner can allow it with `memfedctl region grant " + r.name +
-	                      " " + key + (q.uid_known ? ":" + std::to_string(q.uid) : "") +
-	                      ((want & wire::kAccessWrite) ? " write`" : " read`"));
+	msg.append("; its owner can allow it with `memfedctl region grant ").append(r.name);
+	msg.append(" ").append(trust::encode_key(q.key));
+	if (q.uid_known)
+		msg.append(":").append(uid);
+	msg.append((want & wire::kAccessWrite) ? " write`" : " read`");
+	return Status(Code::kPermission, msg);
 }
 
 } // namespace memfed
