@@ -82,6 +82,9 @@ struct StatsSnapshot {
 	};
 	std::vector<Proc> processes;
 	std::set<const SharedWindow *> windows; // counted already
+	// Pages whose write-back was dropped because their region had been
+	// deleted (sent and answered not_found, or never sent).
+	uint64_t writebacks_dropped = 0;
 };
 
 class PagerThread
@@ -326,6 +329,7 @@ private:
 	size_t wb_head_ = 0;
 	RunTable runs_; // unfinished runs
 	uint64_t wb_failures_ = 0;
+	uint64_t wb_dropped_ = 0; // StatsSnapshot::writebacks_dropped, this thread's
 	uint64_t last_fetch_error_ns_ = 0;
 	std::vector<WbWaiter> waiters_;
 	// "map.ready" replies held until the window is trimmed to its budget.
