@@ -686,6 +686,8 @@ void Pager::region_deleted(const RegionLocation &loc)
 {
 	if (!started_)
 		return;
+	for (auto &t : threads_)
+		t->loop()->post([t = t.get(), name = loc.name] { t->forget_region_stats(name); });
 	std::vector<pid_t> pids;
 	{
 		MutexLock lk(&mu_);

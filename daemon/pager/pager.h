@@ -73,7 +73,8 @@ public:
 	// when mapped): every mapping of it is poisoned, so that its next
 	// access gets SIGBUS and the deleted bytes are dropped from the
 	// processes; one log line names the region and the pids. A delete
-	// elsewhere is found by the fetches (kNotFound) and handled alike.
+	// elsewhere is found by the fetches (kNotFound) and handled alike. The
+	// counters kept for the region's ended mappings are dropped.
 	void region_deleted(const RegionLocation &loc);
 	// How many deleted regions the pager remembers (to report each once):
 	// only those some mapping still refers to.

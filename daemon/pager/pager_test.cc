@@ -760,6 +760,16 @@ TEST_CASE("pager.stats pages through every region and process, each once, in ord
 
 	for (size_t i = 0; i < maps.size(); i++)
 		REQUIRE(clients[i / 3]->unmap(maps[i]).is_ok());
+	// The counters of ended mappings stay for their region until it is
+	// deleted (a program's heap is a region of its own: kept forever, they
+	// would grow with every program run).
+	CHECK(f.pager->stats(0)["regions"].size() == kRegions);
+	auto loc = f.store.locate_region(region_name(0));
+	REQUIRE(loc.is_ok());
+	f.store.remove_region(region_name(0));
+	f.pager->region_deleted(*loc);
+	REQUIRE(eventually([&] { return f.pager->stats(0)["regions"].size() == kRegions - 1; }));
+	CHECK(f.pager->stats(0)["regions"][0]["region"] == region_name(1));
 }
 
 TEST_CASE("a restarted pager takes over a uffd with faults blocked on it", "[pager]")

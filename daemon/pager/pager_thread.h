@@ -126,6 +126,10 @@ public:
 	void detach(uint64_t uffd_id, std::function<void()> done);
 	// Loop thread: adds this thread's counters to `out`.
 	void collect(StatsSnapshot *out);
+	// Loop thread: region `name` was deleted: the counters of its ended
+	// mappings are dropped (each program's heap is a region of its own: kept,
+	// they would grow the daemon and its stats with every program run).
+	void forget_region_stats(const std::string &name) { retired_regions_.erase(name); }
 	// Loop thread: region `region_id` of `module` was deleted: poisons
 	// every mapping of it (region_deletion.cc); adds the pids of the
 	// processes that mapped it to `pids` (may be null).
