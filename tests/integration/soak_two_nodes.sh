@@ -79,11 +79,23 @@ rss() {
 }
 
 # soak_await PID LOG: waits for program PID; a hang (no CPU time for STALL_S
-# s) dumps the stacks into LOG, kills the tree and returns 124.
+# s, or still running after PROGRAM_MAX_S s: libmemfed's reconnecting thread
+# uses a little CPU at every daemon restart, so a program frozen in
+# handle_userfault under kills every few seconds never stalls for STALL_S;
+# the first hour-long soak ran into exactly that) dumps the stacks into LOG,
+# kills the tree and returns 124.
+PROGRAM_MAX_S=${MEMFED_SOAK_PROGRAM_MAX_S:-600}
 soak_await() {
-	local pid=$1 log=$2 last="" now still=0
+	local pid=$1 log=$2 last="" now still=0 began=$SECONDS
 	while kill -0 "$pid" 2>/dev/null; do
 		now=$(tree_cpu "$pid")
+		if [ $((SECONDS - began)) -ge "$PROGRAM_MAX_S" ]; then
+			echo "--- still running after $PROGRAM_MAX_S s" >>"$log"
+			dump_stuck "$pid" pager 2>>"$log"
+			kill -9 $(tree_pids "$pid") 2>/dev/null || true
+			wait "$pid" 2>/dev/null || true
+			return 124
+		fi
 		if [ "$now" = "$last" ]; then
 			still=$((still + 1))
 			if [ $still -ge "$STALL_S" ]; then
