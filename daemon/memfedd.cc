@@ -407,7 +407,9 @@ int main(int argc, char **argv)
 			pc.prefetch_window = cfg.pager_prefetch_pages;
 		pager = std::make_unique<pager::Pager>(fed, pc);
 		pager->register_ops(control);
-		ops.set_pager_stats([&pager] { return pager->stats(0); });
+		ops.set_pager_stats([&pager](const std::string &after, size_t max_bytes) {
+			return pager->stats(0, after, max_bytes);
+		});
 		ops.add_region_users([&pager](const std::string &r) { return pager->region_users(r); });
 		ops.on_region_deleted([&pager](const RegionLocation &loc) { pager->region_deleted(loc); });
 	}

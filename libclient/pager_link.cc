@@ -1055,9 +1055,11 @@ void PagerLink::fork_child()
 			    strerrordesc_np(-rc));
 	}
 	if (fork_pipe_[1] >= 0) {
-		// memfedd may die during the copy (or be away): the copy starts
-		// again on a new connection, as the hard or soft mode says. An
-		// error that memfedd replies with ends the child.
+		// memfedd may die during the copy (or be away), or reply that the
+		// module holding the region is away (unavailable: a module daemon
+		// restarting): the copy starts again on a new connection, as the
+		// hard or soft mode says. Any other error memfedd replies with
+		// ends the child.
 		std::vector<bool> copied(mappings_.size(), false);
 		uint64_t backoff_ms = 10, since = monotonic_ms(), last_log = since;
 		for (;;) {
@@ -1074,7 +1076,7 @@ void PagerLink::fork_child()
 				if (st)
 					break;
 				pollfd hup = {ctl_.fd(), 0, 0};
-				if (poll(&hup, 1, 0) == 0)
+				if (poll(&hup, 1, 0) == 0 && st.code() != Code::kUnavailable)
 					die("copying its private memory: " + st.to_string());
 			} else {
 				st = c.status();

@@ -5,6 +5,11 @@
 # size first, then at least MEMFED_SOAK_KILLS (default 20) kills in a row
 # while sort, a python heap hash and stress-ng --verify run under tight
 # budgets; every program must end with the native output, none may hang.
+# Then the hour (MEMFED_SOAK_SECONDS, default 3600) of
+# tests/integration/soak_two_nodes.sh: a module node and a pager node,
+# programs looping under budgets, random SIGKILLs of both daemons and forced
+# deletes of idle regions; it prints programs run, kills survived, wrong
+# outputs, hangs and the daemons' RSS, and fails past its bounds.
 # Usage: scripts/soak.sh [BUILD_DIR]
 set -euo pipefail
 BUILD=${1:-build/release}
@@ -16,3 +21,8 @@ MEMFEDD=$BIN/memfedd MEMFEDCTL=$BIN/memfedctl \
 	MEMFED_RESTART_PROBE=full MEMFED_RESTART_KILLS=3 \
 	MEMFED_RESTART_TOTAL=${MEMFED_SOAK_KILLS:-20} \
 	bash "$HERE/../tests/integration/restart_pressure_test.sh"
+
+echo "== two nodes for ${MEMFED_SOAK_SECONDS:-3600} s: programs under budgets, module and pager daemons SIGKILLed, idle regions force-deleted"
+MEMFEDD=$BIN/memfedd MEMFEDCTL=$BIN/memfedctl \
+	MEMFED_SOAK_SECONDS=${MEMFED_SOAK_SECONDS:-3600} \
+	bash "$HERE/../tests/integration/soak_two_nodes.sh"

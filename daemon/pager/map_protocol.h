@@ -97,7 +97,10 @@
 //
 //   "pager.stats"  {"pid": optional}
 //     -> {"regions": [{"region", C...}], "processes": [{"pid", "uffd_id",
-//         "fork_child", C...}]} where the counters C are
+//         "fork_child", C...}], "writebacks_dropped": N} where N counts the
+//         dirty pages whose write-back was dropped because their region had
+//         been deleted (answered not_found, or not sent: never logged),
+//         since the daemon started, and the counters C are
 //         "faults" (missing-page faults), "wp_faults" (first writes to clean
 //         pages), "fetches" (demand fetches), "prefetched", "prefetch_hits"
 //         (prefetched pages a stream moved past), "evictions", "writebacks"

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <future>
 
@@ -455,6 +456,7 @@ Message Pager::op_unmap(const control::Peer &peer, Message &req)
 		return control::error_reply(st);
 	MutexLock lk(&mu_);
 	maps_.erase(*id);
+	forget_gone_if_unmapped(mi->module, mi->region_id);
 	return control::ok_reply();
 }
 
@@ -487,8 +489,18 @@ Message Pager::op_sync(const control::Peer &peer, Message &req)
 	return control::ok_reply();
 }
 
-nlohmann::json Pager::stats(pid_t pid)
+nlohmann::json Pager::stats(pid_t pid, const std::string &after, size_t max_bytes)
 {
+	// The cursor: "r:NAME" (regions after NAME), "p:ID" (regions done,
+	// processes after uffd ID).
+	bool in_procs = after.rfind("p:", 0) == 0;
+	std::string region_after = after.rfind("r:", 0) == 0 ? after.substr(2) : "";
+	uint64_t proc_after = 0;
+	if (in_procs)
+		proc_after = std::strtoull(after.c_str() + 2, nullptr, 10);
+	else if (!after.empty() && region_after.empty())
+		return {{"error", "\"after\" must be the \"next\" of the previous stats reply"},
+		        {"bad_cursor", true}};
 	auto shared = std::make_shared<StatsSnapshot>();
 	for (size_t t = 0; t < threads_.size(); t++) {
 		Status st = run_on(int(t), [this, t, shared](auto done) {
@@ -498,23 +510,58 @@ nlohmann::json Pager::stats(pid_t pid)
 		if (!st)
 			return {{"error", st.message()}};
 	}
-	const StatsSnapshot &snap = *shared;
+	StatsSnapshot &snap = *shared;
 	json regions = json::array(), procs = json::array();
-	for (auto &[name, s] : snap.regions) {
-		json r = s.to_json();
-		r["region"] = name;
-		regions.push_back(r);
+	size_t bytes = 0;
+	std::string next;
+	// Always at least one entry a page, so that every page moves on.
+	auto full = [&] { return bytes >= max_bytes && !(regions.empty() && procs.empty()); };
+	if (!in_procs) {
+		std::vector<const std::string *> names;
+		for (auto &[name, s] : snap.regions)
+			if (name > region_after)
+				names.push_back(&name);
+		std::sort(names.begin(), names.end(),
+		          [](const std::string *a, const std::string *b) { return *a < *b; });
+		for (const std::string *name : names) {
+			if (full()) {
+				next = "r:" + regions.back()["region"].get<std::string>();
+				break;
+			}
+			json r = snap.regions[*name].to_json();
+			r["region"] = *name;
+			bytes += r.dump().size();
+			regions.push_back(std::move(r));
+		}
 	}
-	for (auto &p : snap.processes) {
-		if (pid != 0 && p.pid != pid)
-			continue;
-		json j = p.stats.to_json();
-		j["pid"] = p.pid;
-		j["uffd_id"] = p.uffd_id;
-		j["fork_child"] = p.fork_child;
-		procs.push_back(j);
+	if (next.empty()) {
+		std::sort(snap.processes.begin(), snap.processes.end(),
+		          [](const auto &a, const auto &b) { return a.uffd_id < b.uffd_id; });
+		for (auto &p : snap.processes) {
+			if ((pid != 0 && p.pid != pid) || (in_procs && p.uffd_id <= proc_after))
+				continue;
+			if (full()) {
+				next = procs.empty()
+				               ? "r:" + regions.back()["region"].get<std::string>()
+				               : "p:" + std::to_string(procs.back()["uffd_id"]
+				                                               .get<uint64_t>());
+				break;
+			}
+			json j = p.stats.to_json();
+			j["pid"] = p.pid;
+			j["uffd_id"] = p.uffd_id;
+			j["fork_child"] = p.fork_child;
+			bytes += j.dump().size();
+			procs.push_back(std::move(j));
+		}
 	}
-	return {{"regions", regions}, {"processes", procs}};
+	json b = {{"regions", regions},
+	          {"processes", procs},
+	          {"writebacks_dropped", snap.writebacks_dropped},
+	          {"more", !next.empty()}};
+	if (!next.empty())
+		b["next"] = next;
+	return b;
 }
 
 Message Pager::op_stats(const control::Peer &, Message &req)
@@ -523,10 +570,17 @@ Message Pager::op_stats(const control::Peer &, Message &req)
 	auto pid = get_u64(req.body, kOpStats, "pid", false, 0);
 	if (!pid)
 		return control::error_reply(pid.status());
-	json s = stats(pid_t(*pid));
+	auto after = req.body.find("after");
+	if (after != req.body.end() && !after->is_string())
+		return control::error_reply(Status(Code::kInvalidArgument,
+		                                   "\"after\" must be the \"next\" string of the "
+		                                   "previous pager.stats reply"));
+	json s = stats(pid_t(*pid), after != req.body.end() ? after->get<std::string>() : "",
+	               kStatsPageBytes);
 	if (s.contains("error"))
-		return control::error_reply(
-		        Status(Code::kUnavailable, s["error"].get<std::string>()));
+		return control::error_reply(Status(s.contains("bad_cursor") ? Code::kInvalidArgument
+		                                                            : Code::kUnavailable,
+		                                   s["error"].get<std::string>()));
 	return control::ok_reply(s);
 }
 
@@ -557,8 +611,34 @@ void Pager::on_disconnect(const control::Peer &peer)
 	// Only now: until the detach wrote the pages back, region_users()
 	// still names the process, so a delete waits for the write-back.
 	MutexLock lk(&mu_);
-	for (auto it = maps_.begin(); it != maps_.end();)
-		it = it->second.conn_id == peer.conn_id ? maps_.erase(it) : std::next(it);
+	std::set<std::pair<ModuleId, uint32_t>> unmapped;
+	for (auto it = maps_.begin(); it != maps_.end();) {
+		if (it->second.conn_id != peer.conn_id) {
+			++it;
+			continue;
+		}
+		unmapped.insert({it->second.module, it->second.region_id});
+		it = maps_.erase(it);
+	}
+	for (auto [module, id] : unmapped)
+		forget_gone_if_unmapped(module, id);
+}
+
+void Pager::forget_gone_if_unmapped(ModuleId module, uint32_t id)
+{
+	auto it = gone_.find({module, id});
+	if (it == gone_.end())
+		return;
+	for (const auto &[mid, mi] : maps_)
+		if (mi.module == module && mi.region_id == id)
+			return;
+	gone_.erase(it);
+}
+
+size_t Pager::deleted_regions_remembered()
+{
+	MutexLock lk(&mu_);
+	return gone_.size();
 }
 
 std::vector<pid_t> Pager::region_users(const std::string &name)
@@ -606,6 +686,8 @@ void Pager::region_deleted(const RegionLocation &loc)
 {
 	if (!started_)
 		return;
+	for (auto &t : threads_)
+		t->loop()->post([t = t.get(), name = loc.name] { t->forget_region_stats(name); });
 	std::vector<pid_t> pids;
 	{
 		MutexLock lk(&mu_);
@@ -638,6 +720,8 @@ void Pager::on_region_gone(ModuleId module, uint32_t id, const std::string &name
 		MutexLock lk(&mu_);
 		bool first = gone_.insert({module, id}).second;
 		pids = mark_gone(module, id); // a mapping made since, too
+		// Its mappings may all have ended while the report was on its way.
+		forget_gone_if_unmapped(module, id);
 		if (!first)
 			return; // reported already
 	}

@@ -55,8 +55,16 @@ public:
 	void stop();
 
 	const UffdCaps &caps() const { return caps_; }
-	// The "pager.stats" reply body; pid 0 = every process.
-	nlohmann::json stats(pid_t pid);
+	// The "pager.stats" reply body; pid 0 = every process. Paged so that no
+	// number of regions and processes outgrows a control packet: regions
+	// in name order, then processes in uffd order, continuing after the
+	// cursor `after` (the previous page's "next"; "" = from the start),
+	// until about `max_bytes` of JSON; "more" says whether a "next" page
+	// follows. The default gives everything at once (metrics, tests).
+	nlohmann::json stats(pid_t pid, const std::string &after = "", size_t max_bytes = SIZE_MAX);
+	// The page size of the "pager.stats" and "stats" replies: well below
+	// control::kMaxPacket.
+	static constexpr size_t kStatsPageBytes = 96 * 1024;
 	// Pids of the processes that map region `name`, sorted, each once. A
 	// process whose connection closed counts until its pages are written
 	// back (detach), so a delete cannot race that write-back.
@@ -65,8 +73,12 @@ public:
 	// when mapped): every mapping of it is poisoned, so that its next
 	// access gets SIGBUS and the deleted bytes are dropped from the
 	// processes; one log line names the region and the pids. A delete
-	// elsewhere is found by the fetches (kNotFound) and handled alike.
+	// elsewhere is found by the fetches (kNotFound) and handled alike. The
+	// counters kept for the region's ended mappings are dropped.
 	void region_deleted(const RegionLocation &loc);
+	// How many deleted regions the pager remembers (to report each once):
+	// only those some mapping still refers to.
+	size_t deleted_regions_remembered();
 
 private:
 	struct ProcInfo {
@@ -105,6 +117,10 @@ private:
 	void on_region_gone(ModuleId module, uint32_t id, const std::string &name, int from);
 	// Marks the mappings of the region gone; their pids, sorted, each once.
 	std::vector<pid_t> mark_gone(ModuleId module, uint32_t id) REQUIRES(mu_);
+	// Forgets deleted region (module, id) once no mapping refers to it: a
+	// report after that has nobody to poison, and the module may hand the
+	// id to a new region.
+	void forget_gone_if_unmapped(ModuleId module, uint32_t id) REQUIRES(mu_);
 
 	Federation &fed_;
 	PagerConfig cfg_;
@@ -118,7 +134,8 @@ private:
 	std::map<uint64_t, MapInfo> maps_ GUARDED_BY(mu_);
 	// Shared windows by key; a window lives while a mapping uses it.
 	std::map<std::string, std::weak_ptr<SharedWindow>> windows_ GUARDED_BY(mu_);
-	// Deleted regions whose mappings were poisoned (module, region id).
+	// Deleted regions whose mappings were poisoned (module, region id), while
+	// a mapping refers to them (forget_gone_if_unmapped).
 	std::set<std::pair<ModuleId, uint32_t>> gone_ GUARDED_BY(mu_);
 };
 

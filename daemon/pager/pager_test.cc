@@ -765,10 +765,86 @@ TEST_CASE("a region deleted while mapped: SIGBUS on the next access, resident pa
 	uint64_t faults = st["faults"].get<uint64_t>();
 	usleep(100 * 1000);
 	CHECK(f.proc_stats()["faults"].get<uint64_t>() == faults);
-	// The dirty pages never went back to the deleted regions; unmap works.
+	// The dirty pages never went back to the deleted regions, and were
+	// counted as dropped; unmap works.
+	CHECK(f.pager->stats(0)["writebacks_dropped"].get<uint64_t>() >= 2);
+	// Both deleted regions are remembered while mapped, and forgotten
+	// once unmapped: the set does not grow with every delete.
+	REQUIRE(eventually([&] { return f.pager->deleted_regions_remembered() == 2; }));
 	REQUIRE(c.unmap(*here).is_ok());
+	CHECK(f.pager->deleted_regions_remembered() == 1);
 	REQUIRE(c.unmap(*there).is_ok());
+	CHECK(f.pager->deleted_regions_remembered() == 0);
 	CHECK(f.store.writes() == 0);
+}
+
+TEST_CASE("pager.stats pages through every region and process, each once, in order", "[pager]")
+{
+	PagerFixture f;
+	constexpr int kRegions = 9;
+	// One digit: name order is index order.
+	auto region_name = [](int i) { return std::string(1, char('0' + i)); };
+	std::vector<std::unique_ptr<TestClient>> clients;
+	std::vector<TestClient::Mapped> maps;
+	for (int i = 0; i < kRegions; i++) {
+		std::string name = region_name(i);
+		f.store.add_region(name, 4);
+		// Three processes, three regions each.
+		if (i % 3 == 0) {
+			clients.push_back(std::make_unique<TestClient>());
+			REQUIRE(clients.back()->attach(f.path).is_ok());
+		}
+		auto m = clients.back()->map(name, 0, 4 * kPage, 0, /*prefetch=*/false);
+		REQUIRE(m.is_ok());
+		CHECK(page_is(m->addr, expected(f.store, name, 0)));
+		maps.push_back(*m);
+	}
+	auto whole = f.pager->stats(0);
+	CHECK(whole["more"] == false);
+	CHECK(whole["regions"].size() == kRegions);
+	CHECK(whole["processes"].size() == 3);
+
+	// A byte budget of 1: one entry a page, regions first, then processes.
+	std::vector<std::string> regions;
+	std::vector<uint64_t> uffds;
+	std::string after;
+	int pages = 0;
+	for (;;) {
+		auto page = f.pager->stats(0, after, 1);
+		REQUIRE(!page.contains("error"));
+		CHECK(page["regions"].size() + page["processes"].size() == 1);
+		for (auto &r : page["regions"])
+			regions.push_back(r["region"]);
+		for (auto &p : page["processes"])
+			uffds.push_back(p["uffd_id"]);
+		pages++;
+		REQUIRE(pages <= kRegions + 3);
+		if (!page["more"].get<bool>())
+			break;
+		after = page["next"].get<std::string>();
+	}
+	CHECK(pages == kRegions + 3);
+	REQUIRE(regions.size() == kRegions);
+	for (int i = 0; i < kRegions; i++)
+		CHECK(regions[size_t(i)] == region_name(i));
+	REQUIRE(uffds.size() == 3);
+	CHECK(uffds[0] < uffds[1]);
+	CHECK(uffds[1] < uffds[2]);
+	// A cursor that no page handed out is refused, not read as "from the start".
+	CHECK(f.pager->stats(0, "bogus", 1).contains("bad_cursor"));
+
+	for (size_t i = 0; i < maps.size(); i++)
+		REQUIRE(clients[i / 3]->unmap(maps[i]).is_ok());
+	// The counters of ended mappings stay for their region until it is
+	// deleted (a program's heap is a region of its own: kept forever, they
+	// would grow with every program run).
+	CHECK(f.pager->stats(0)["regions"].size() == kRegions);
+	auto loc = f.store.locate_region(region_name(0));
+	REQUIRE(loc.is_ok());
+	f.store.remove_region(region_name(0));
+	f.pager->region_deleted(*loc);
+	REQUIRE(eventually([&] { return f.pager->stats(0)["regions"].size() == kRegions - 1; }));
+	CHECK(f.pager->stats(0)["regions"][0]["region"] == region_name(1));
 }
 
 TEST_CASE("a restarted pager takes over a uffd with faults blocked on it", "[pager]")

@@ -83,6 +83,9 @@ struct StatsSnapshot {
 	};
 	std::vector<Proc> processes;
 	std::set<const SharedWindow *> windows; // counted already
+	// Pages whose write-back was dropped because their region had been
+	// deleted (sent and answered not_found, or never sent).
+	uint64_t writebacks_dropped = 0;
 };
 
 class PagerThread
@@ -124,6 +127,10 @@ public:
 	void detach(uint64_t uffd_id, std::function<void()> done);
 	// Loop thread: adds this thread's counters to `out`.
 	void collect(StatsSnapshot *out);
+	// Loop thread: region `name` was deleted: the counters of its ended
+	// mappings are dropped (each program's heap is a region of its own: kept,
+	// they would grow the daemon and its stats with every program run).
+	void forget_region_stats(const std::string &name) { retired_regions_.erase(name); }
 	// Loop thread: region `region_id` of `module` was deleted: poisons
 	// every mapping of it (region_deletion.cc); adds the pids of the
 	// processes that mapped it to `pids` (may be null).
@@ -327,6 +334,7 @@ private:
 	size_t wb_head_ = 0;
 	RunTable runs_; // unfinished runs
 	uint64_t wb_failures_ = 0;
+	uint64_t wb_dropped_ = 0; // StatsSnapshot::writebacks_dropped, this thread's
 	uint64_t last_fetch_error_ns_ = 0;
 	std::vector<WbWaiter> waiters_;
 	// "map.ready" replies held until the window is trimmed to its budget.

@@ -50,6 +50,8 @@ void PagerThread::poison_mapping(Mapping *m)
 	}
 	for (uint32_t i = 0; i < m->npages; i++) {
 		Page &pg = m->pages[i];
+		if (pg.flags & kDirty)
+			wb_dropped_++;
 		pg.flags &= uint8_t(~kDirty); // nothing of it is written back
 		if (pg.state == PageState::kHeld)
 			drop_held(m, i);

@@ -498,6 +498,7 @@ void PagerThread::on_shared_write(SharedWrite *wr, const Status &st)
 		w.stats.writebacks += wr->count;
 	} else if (st.code() == Code::kNotFound) {
 		// Deleted: nothing to keep these pages for.
+		wb_dropped_ += wr->count;
 		MutexLock lk(&w.mu);
 		found_gone = window_gone(w);
 	} else {

@@ -106,6 +106,8 @@ bool PagerThread::issue_write(const WbRun &run, uint32_t *first)
 		if (pg.state == PageState::kEvicting && (pg.flags & kRemoved))
 			readable = false; // the program dropped it: nothing to save
 		if (!live || !(pg.flags & kWbInFlight) || !(zero || readable)) {
+			if (m->region_gone && (pg.flags & kWbInFlight))
+				wb_dropped_++;
 			pg.flags &= uint8_t(~kWbInFlight);
 			(*first)++;
 			continue;
@@ -209,6 +211,7 @@ void PagerThread::on_write_done(WriteOp *op, const Status &st)
 	if (ok) {
 		m->stats.writebacks += op->count;
 	} else if (gone) {
+		wb_dropped_ += op->count; // dropped, counted, not logged
 		if (!m->region_gone && !m->dead && !m->proc->dead)
 			region_gone_found(m);
 	} else {

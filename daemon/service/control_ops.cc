@@ -217,7 +217,7 @@ void ControlOps::register_ops(control::Server &server)
 				 {"socket", cfg_.socket}});
 	});
 	server.add_op("status", [this](const Peer &, Message &) { return status(); });
-	server.add_op("stats", [this](const Peer &, Message &) { return stats(); });
+	server.add_op("stats", [this](const Peer &, Message &m) { return stats(m); });
 	server.add_op("module.list",
 		      [this](const Peer &, Message &) { return ok_reply({{"modules", modules_body()}}); });
 	server.add_op("region.create", [this](const Peer &p, Message &m) { return region_create(p, m); });
@@ -281,21 +281,35 @@ json ControlOps::modules_body()
 	return mods;
 }
 
-Message ControlOps::stats()
+// The module's counters and a page of the pager's (Pager::stats): a reply
+// with "pager": {"more": true, "next": N} is continued by asking again with
+// "after": N, until "more" is false. memfedctl stats does that.
+Message ControlOps::stats(Message &req)
 {
-	return ok_reply(stats_body());
+	constexpr size_t kPagerPageBytes = 96 * 1024; // well below kMaxPacket
+	auto after = req.body.find("after");
+	if (after != req.body.end() && !after->is_string())
+		return error_reply(Status(Code::kInvalidArgument,
+					  "\"after\" must be the pager's \"next\" string of the "
+					  "previous stats reply"));
+	json b = stats_body(after != req.body.end() ? after->get<std::string>() : "",
+			    kPagerPageBytes);
+	if (b.contains("pager") && b["pager"].contains("bad_cursor"))
+		return error_reply(Status(Code::kInvalidArgument,
+					  b["pager"]["error"].get<std::string>()));
+	return ok_reply(b);
 }
 
 Result<std::string> ControlOps::metrics_text()
 {
-	json stats = stats_body();
+	json stats = stats_body("", SIZE_MAX);
 	if (stats.contains("pager") && stats["pager"].contains("error"))
 		return Status(Code::kUnavailable,
 			      "pager: " + stats["pager"]["error"].get<std::string>());
 	return format_metrics(stats, modules_body());
 }
 
-json ControlOps::stats_body()
+json ControlOps::stats_body(const std::string &after, size_t max_bytes)
 {
 	json b = json::object();
 	for (const auto &m : fed_->modules()) {
@@ -306,7 +320,7 @@ json ControlOps::stats_body()
 			       {"free_bytes", m.free_bytes}};
 	}
 	if (pager_stats_)
-		b["pager"] = pager_stats_();
+		b["pager"] = pager_stats_(after, max_bytes);
 	return b;
 }
 

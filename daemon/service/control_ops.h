@@ -58,7 +58,12 @@ public:
 	// `pager_stats` supplies the "pager" part of "stats" (null: no pager).
 	ControlOps(const DaemonConfig &cfg, NodeFederation *fed, std::string listen_endpoint);
 	void set_status_hook(std::function<void(nlohmann::json &)> f) { status_hook_ = std::move(f); }
-	void set_pager_stats(std::function<nlohmann::json()> f) { pager_stats_ = std::move(f); }
+	// It is paged (Pager::stats): called with the request's "after" (the
+	// previous page's "next") and a byte budget for the page.
+	void set_pager_stats(std::function<nlohmann::json(const std::string &after, size_t max_bytes)> f)
+	{
+		pager_stats_ = std::move(f);
+	}
 	// The bound Prometheus endpoint "host:port", shown by "status" as
 	// "metrics" (null while there is none).
 	void set_metrics_endpoint(std::string ep) { metrics_ = std::move(ep); }
@@ -88,8 +93,8 @@ public:
 
 private:
 	control::Message status();
-	control::Message stats();
-	nlohmann::json stats_body();
+	control::Message stats(control::Message &req);
+	nlohmann::json stats_body(const std::string &after, size_t max_bytes);
 	nlohmann::json modules_body();
 	// The region named by the request's `key` located and checked for
 	// `want` access.
@@ -117,7 +122,7 @@ private:
 	std::string listen_;
 	std::string metrics_;
 	std::function<void(nlohmann::json &)> status_hook_;
-	std::function<nlohmann::json()> pager_stats_;
+	std::function<nlohmann::json(const std::string &, size_t)> pager_stats_;
 	std::vector<std::function<std::vector<pid_t>(const std::string &)>> region_users_;
 	mutable std::mutex quota_mu_;
 	QuotaConfig quota_; // guarded by quota_mu_

@@ -78,7 +78,9 @@ class Federation {
 public:
 	virtual ~Federation() = default;
 	virtual ModuleId self() const = 0;
-	// kNotFound "region 'x' not found on any module (memfedctl region ls)".
+	// kNotFound "region 'x' not found on any module (memfedctl region ls)";
+	// kUnavailable when it is on no module that answers but a module did
+	// not answer.
 	virtual Result<RegionLocation> locate_region(const std::string &name) = 0;
 	virtual std::vector<ModuleEntry> modules() = 0;
 	virtual Result<std::unique_ptr<Channel>> open_channel(EventLoop *loop, ModuleId module) = 0;

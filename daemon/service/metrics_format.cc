@@ -159,6 +159,11 @@ void pager_metrics(PromText &t, const json &pager)
 			         json_count(*r, c.key) * c.scale);
 	}
 
+	t.family("memfed_pager_writebacks_dropped_pages_total", "counter",
+	         "Dirty pages whose write-back was dropped because their region had been deleted.");
+	t.sample("memfed_pager_writebacks_dropped_pages_total", {},
+	         json_count(pager, "writebacks_dropped"));
+
 	t.family(kFaultHist, "histogram",
 	         "Time from a demand fault's arrival to its page fetched from the module.");
 	const std::string bucket = std::string(kFaultHist) + "_bucket";

@@ -286,15 +286,25 @@ Result<RegionLocation> NodeFederation::locate(const std::string &name, const Ask
 		if (!r && r.status().code() != Code::kNotFound)
 			return r.status();
 	}
+	// A module that does not answer may hold it (a module daemon
+	// restarting): then the answer is "unavailable", which callers wait out,
+	// not "not found", which ends them.
+	std::string away;
 	for (Peer *p : peer_list(false)) {
 		auto r = with_peer(*p, [&](SyncClient &c) { return lookup(c, name, asker); });
 		if (r && is_deleted(r->replica_group))
 			continue;
 		if (r)
 			return with_copies(location(p->module, *r));
-		if (r.status().code() != Code::kNotFound && r.status().code() != Code::kUnavailable)
+		if (r.status().code() == Code::kUnavailable)
+			away += (away.empty() ? "" : ", ") + r.status().message();
+		else if (r.status().code() != Code::kNotFound)
 			return r.status();
 	}
+	if (!away.empty())
+		return Status(Code::kUnavailable, "region '" + name +
+							  "' is on no module that answers; not reachable: " +
+							  away + " (memfedctl module ls)");
 	return Status(Code::kNotFound, "region '" + name + "' not found on any module (memfedctl region ls)");
 }
 

@@ -69,6 +69,9 @@ import json, sys
 p = json.load(sys.stdin).get("pager", {})
 print(sum(r.get("faults", 0) + r.get("wp_faults", 0) for r in p.get("regions", [])))'
 }
+# dropped NAME: the pages whose write-back daemon NAME's pager dropped
+# because their region had been deleted.
+dropped() { ctl "$1" -j stats | python3 -c 'import json,sys; print(json.load(sys.stdin)["pager"]["writebacks_dropped"])'; }
 fa_of() { ctl "$1" -j region show "$2" | python3 -c 'import json,sys; print(json.load(sys.stdin)["fa"])'; }
 # wait_line FILE TEXT PID: until FILE has a line with TEXT (PID must live).
 wait_line() {
@@ -184,6 +187,7 @@ BG+=($HEAP_RUN)
 wait_line "$T/heap.out" "heap ok" $HEAP_RUN
 HEAP=$(ctl nobudget region ls | awk '/^heap\./ {print $1}')
 [ -n "$HEAP" ] || fail "the heap region of python did not appear"
+dropped_before=$(dropped nobudget)
 ctl nobudget region rm --force "$HEAP"
 wait_exit $HEAP_RUN "python on its deleted heap"
 [ $RC -eq 135 ] || fail "python on its deleted heap exited $RC, expected 135 (SIGBUS): $(cat "$T/heap.out")"
@@ -195,6 +199,17 @@ f2=$(faults nobudget)
 n=$(grep -c "region '$HEAP'.*poisoned" "$T/nobudget.log" || true)
 [ "$n" -eq 1 ] || fail "heap: $n pager log lines poisoning '$HEAP', expected 1"
 ok "heap: the pager does not spin afterwards ($f1 then $f2 faults) and logged one line"
+# python writes to its heap all the time (reference counts): dirty pages were
+# resident when the region went. Their write-backs are dropped and counted,
+# not sent to the deleted region and not logged as failures.
+dropped_after=$(dropped nobudget)
+[ "$dropped_after" -gt "$dropped_before" ] ||
+	fail "heap: writebacks_dropped stayed at $dropped_after across the forced delete of a dirty heap"
+ctl nobudget stats | grep -qx "pager.writebacks_dropped $dropped_after" ||
+	fail "heap: memfedctl stats does not show pager.writebacks_dropped $dropped_after: $(ctl nobudget stats | grep dropped)"
+! grep -E "writing back .*(not_found|deleted)" "$T/nobudget.log" ||
+	fail "heap: write-backs to the deleted region were logged as failures (above)"
+ok "heap: $((dropped_after - dropped_before)) dirty pages of the deleted heap dropped and counted (pager.writebacks_dropped), none logged"
 stop_daemon nobudget
 
 # The region on node "module", mapped through node "car"'s pager, deleted by

@@ -81,6 +81,58 @@ ok "region.list answers pages of at most 256, after a name, with a prefix"
 [ "$(ctl module region ls | wc -l)" -eq $N ] || fail "memfedctl run left its heap region behind"
 ok "memfedctl run --heap-budget works beside $N regions and deletes its heap"
 
+# pager.stats grows with every region mapped (a region's counters outlive its
+# mappings): a program maps M of them one after another, and "stats" must
+# still answer, in pages that each fit a control packet, and memfedctl stats
+# must show every region.
+M=2000
+cat >"$T/mapper.py" <<'EOF'
+import mmap, os, sys
+for i in range(int(sys.argv[1])):
+    fd = os.open("/memfed/r%05d" % i, os.O_RDONLY)
+    m = mmap.mmap(fd, 4096, mmap.MAP_SHARED, mmap.PROT_READ)
+    if m[0] != 0:
+        sys.exit("r%05d does not read as zeros" % i)
+    m.close()
+    os.close(fd)
+print("mapped", sys.argv[1])
+EOF
+[ "$(ctl module run -- python3 "$T/mapper.py" $M)" = "mapped $M" ] || fail "mapping $M regions in turn"
+cat >"$T/stats_pages.py" <<'EOF'
+import json, socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+s.connect(sys.argv[1])
+after, pages, names, biggest = None, 0, [], 0
+while True:
+    req = {"op": "stats"}
+    if after is not None:
+        req["after"] = after
+    s.send(json.dumps(req).encode())
+    raw = s.recv(1 << 20)
+    biggest = max(biggest, len(raw))
+    reply = json.loads(raw)
+    if not reply.get("ok"):
+        sys.exit("stats: %s" % reply.get("error"))
+    pager = reply["pager"]
+    names += [r["region"] for r in pager["regions"]]
+    pages += 1
+    if not pager["more"]:
+        break
+    after = pager["next"]
+if len(names) != len(set(names)) or names != sorted(names):
+    sys.exit("the pages repeat or reorder regions")
+print(pages, len(names), biggest)
+EOF
+read -r pages got biggest < <(python3 "$T/stats_pages.py" "$T/module/sock")
+[ "$pages" -gt 1 ] && [ "$got" -ge $M ] ||
+	fail "stats came in $pages pages with $got regions; expected several pages, $M regions or more"
+[ "$biggest" -le 163840 ] || fail "a stats page of $biggest bytes outgrows the 160 KiB control packet"
+[ "$(ctl module stats | grep -c '^pager\.regions\.r[0-9]*\.faults ')" -ge $M ] ||
+	fail "memfedctl stats does not show the $M regions' counters"
+[ "$(ctl module -j stats | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["pager"]["regions"]))')" -ge $M ] ||
+	fail "memfedctl -j stats does not hold the $M regions"
+ok "stats of $M mapped regions: $pages pages of at most $biggest bytes; memfedctl stats (text and -j) shows them all"
+
 start=$(date +%s%N)
 python3 "$T/regions.py" delete $N "$T/module/sock"
 echo "# deleted $N regions in $((($(date +%s%N) - start) / 1000000)) ms"

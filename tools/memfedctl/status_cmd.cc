@@ -16,6 +16,40 @@ using nlohmann::json;
 
 namespace {
 
+// "stats", the pager's part gathered through as many pages as it takes
+// (the daemon pages it by size, so that thousands of mapped regions fit):
+// one body with every region and process.
+Result<json> stats_all(control::Client &c)
+{
+	auto r = call(c, "stats");
+	if (!r)
+		return r.status();
+	json b = std::move(r->body);
+	b.erase("ok");
+	if (!b.contains("pager") || !b["pager"].is_object())
+		return b;
+	json &pager = b["pager"];
+	while (pager.value("more", false)) {
+		std::string next = pager.value("next", "");
+		auto page = call(c, "stats", {{"after", next}});
+		if (!page)
+			return page.status();
+		json &p = page->body["pager"];
+		for (const char *k : {"regions", "processes"})
+			if (p.contains(k) && p[k].is_array())
+				for (auto &e : p[k])
+					pager[k].push_back(std::move(e));
+		pager["more"] = p.value("more", false);
+		pager["next"] = p.value("next", "");
+		if (pager["more"].get<bool>() && pager["next"].get<std::string>() == next)
+			return Status(Code::kProtocol, "stats reply's \"next\" does not move on from '" +
+							       next + "'");
+	}
+	pager.erase("more");
+	pager.erase("next");
+	return b;
+}
+
 std::string str_or(const json &j, const char *key, const char *dflt = "-")
 {
 	auto it = j.find(key);
@@ -130,11 +164,13 @@ int cmd_stats(const Globals &g, Args &a)
 	Status st = a.expect_positional(0, "memfedctl stats [--plot FILE.png]");
 	if (!st)
 		return fail(g, st);
-	auto r = request(g, "stats");
+	auto c = connect(g);
+	if (!c)
+		return fail(g, c.status());
+	auto r = stats_all(*c);
 	if (!r)
 		return fail(g, r.status());
-	json &b = r->body;
-	b.erase("ok");
+	json &b = *r;
 	if (plot) {
 		auto script = stats_plot_script(b, png);
 		if (!script)
@@ -195,11 +231,11 @@ int cmd_top(const Globals &g, Args &a)
 	bool tty = isatty(STDOUT_FILENO);
 	json prev;
 	for (long n = 0; !g_interrupted && (iterations == 0 || n < iterations); n++) {
-		auto r = call(*c, "stats");
+		auto r = stats_all(*c);
 		if (!r)
 			return fail(g, r.status());
-		json regions = r->body.contains("pager") ? r->body["pager"].value("regions", json::array())
-							  : json::array();
+		json regions = r->contains("pager") ? (*r)["pager"].value("regions", json::array())
+						     : json::array();
 		if (tty)
 			std::printf("\033[H\033[2J");
 		std::printf("memfed top  (every %.1fs)\n\n", interval);
