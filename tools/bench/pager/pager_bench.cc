@@ -475,9 +475,18 @@ int main(int argc, char **argv)
 	// The module daemon and the pager daemon.
 	std::string m = o.work + "/pager-module", p = o.work + "/pager-pager";
 	run("rm -rf " + m + " " + p + " && mkdir -p " + m + " " + p);
+	// Nodes speak only to keys they trust: each gets a key and trusts the other's.
+	auto key_of = [&](const std::string &dir) {
+		std::string pub = run(o.memfedctl + " key generate " + dir + "/node.key");
+		while (!pub.empty() && (pub.back() == '\n' || pub.back() == ' '))
+			pub.pop_back();
+		return pub;
+	};
+	std::string m_pub = key_of(m), p_pub = key_of(p);
 	spawn({o.memfedd, "--roles", "module", "--state-dir", m, "--socket", m + "/sock",
 	       "--listen", "127.0.0.1:0", "--kmod", "off", "--log-level", "warn", "--pool-size",
-	       std::to_string(o.region_mb * 2 + 64) + "M"},
+	       std::to_string(o.region_mb * 2 + 64) + "M", "--key-file", m + "/node.key", "--trust",
+	       p_pub},
 	      o.cpu, m + ".log");
 	wait_daemon(o, m + "/sock", m + ".log");
 	std::string ctl_m = o.memfedctl + " --socket " + m + "/sock";
@@ -498,7 +507,8 @@ int main(int argc, char **argv)
 	std::vector<std::string> pargs = {
 	        o.memfedd,  "--roles",   "pager",  "--state-dir",  p,
 	        "--socket", p + "/sock", "--kmod", "off",          "--log-level",
-	        "warn",     "--peer",    ep,       "--pager-cpus", std::to_string(o.cpu)};
+	        "warn",     "--peer",    ep,       "--pager-cpus", std::to_string(o.cpu),
+	        "--key-file", p + "/node.key", "--trust", m_pub};
 	if (o.prefetch > 0) {
 		pargs.push_back("--pager-prefetch");
 		pargs.push_back(std::to_string(o.prefetch));
