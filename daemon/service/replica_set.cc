@@ -109,6 +109,7 @@ void ReplicaSet::merge(const std::vector<ReplicaLocation> &found)
 				r->loc = loc;
 				r->state = State::kCatchingUp;
 				r->why = "a new copy on this module";
+				r->last_in_sync = false; // what it held is gone
 				r->since_unix_ms = unix_ms();
 				r->out_of_sync_since_unix_ms = r->since_unix_ms;
 				r->pages_missed = r->pages_to_copy = 0;
@@ -151,8 +152,22 @@ void ReplicaSet::set_state(ModuleId module, State s, const std::string &why)
 	if (!r || r->state == s)
 		return;
 	State was = r->state;
+	unsigned others_in_sync = 0;
+	for (const auto &x : replicas_)
+		others_in_sync += &x != r && x.state == State::kInSync;
+	std::string reason = why;
+	if (s == State::kCatchingUp && r->last_in_sync && others_in_sync == 0) {
+		// Nothing to catch up from, and nothing it lacks: see last_in_sync.
+		s = State::kInSync;
+		reason = "the last copy in sync answers again: it holds every acknowledged write";
+	}
+	if (s == State::kLost && was == State::kInSync && others_in_sync == 0)
+		r->last_in_sync = true;
+	if (s == State::kInSync)
+		for (auto &x : replicas_)
+			x.last_in_sync = false;
 	r->state = s;
-	r->why = why;
+	r->why = reason;
 	r->since_unix_ms = unix_ms();
 	if (s == State::kLost)
 		replicas_lost_++;
@@ -174,7 +189,7 @@ void ReplicaSet::set_state(ModuleId module, State s, const std::string &why)
 	log_line(s == State::kLost ? LogLevel::kWarn : LogLevel::kInfo, "replica",
 	         "region '%s': the copy on module %s is %s (was %s)%s%s; %u of %u in sync",
 	         name_.c_str(), module.to_string().c_str(), state_name(s), state_name(was),
-	         why.empty() ? "" : ": ", why.c_str(), live, wanted_);
+	         reason.empty() ? "" : ": ", reason.c_str(), live, wanted_);
 	gen_.fetch_add(1, std::memory_order_acq_rel);
 }
 

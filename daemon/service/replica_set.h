@@ -93,6 +93,11 @@ public:
 		uint64_t out_of_sync_since_unix_ms = 0;
 		uint64_t pages_missed = 0;
 		uint64_t pages_to_copy = 0;
+		// It left sync when no other copy was in sync, so it holds every
+		// acknowledged write (a write is acknowledged only once a copy in
+		// sync has it, and there has been none since): when it answers
+		// again it is in sync at once, and the others catch up from it.
+		bool last_in_sync = false;
 	};
 	struct Counters {
 		uint64_t writes = 0;         // fanned-out write requests

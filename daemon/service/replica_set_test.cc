@@ -75,6 +75,53 @@ TEST_CASE("the first copy met is in sync, the others are compared first")
 	CHECK(s[2].why == "connection lost");
 }
 
+TEST_CASE("the last copy to leave sync comes back in sync, and only that one")
+{
+	ReplicaSet set(9, "r", 8 * 4096, 3);
+	ModuleId a{0x020000000001}, b{0x020000000002}, c{0x020000000003};
+	set.merge({{a, 1, 0, 0}, {b, 2, 0, 1}, {c, 3, 0, 2}});
+	set.set_state(b, ReplicaSet::State::kInSync, "");
+	set.set_state(c, ReplicaSet::State::kInSync, "");
+	REQUIRE(set.in_sync() == 3);
+	// a, then c, then b (the last in sync) stop answering: none is in sync.
+	set.set_state(a, ReplicaSet::State::kLost, "gone");
+	set.set_state(c, ReplicaSet::State::kLost, "gone");
+	set.set_state(b, ReplicaSet::State::kLost, "gone");
+	REQUIRE(set.in_sync() == 0);
+	// a and c answer first: they may lack writes b took, so they wait.
+	set.set_state(a, ReplicaSet::State::kCatchingUp, "answering again");
+	set.set_state(c, ReplicaSet::State::kCatchingUp, "answering again");
+	CHECK(set.in_sync() == 0);
+	// b answers: it holds every acknowledged write, so it is in sync.
+	set.set_state(b, ReplicaSet::State::kCatchingUp, "answering again");
+	CHECK(set.in_sync() == 1);
+	auto s = set.snapshot();
+	for (const auto &r : s) {
+		if (r.loc.module == b) {
+			CHECK(r.state == ReplicaSet::State::kInSync);
+			CHECK(r.why.find("last copy in sync") != std::string::npos);
+		} else {
+			CHECK(r.state == ReplicaSet::State::kCatchingUp);
+		}
+	}
+	// Lost again while a is in sync: not the last, so it catches up.
+	set.set_state(a, ReplicaSet::State::kInSync, "");
+	set.set_state(b, ReplicaSet::State::kLost, "gone");
+	set.set_state(b, ReplicaSet::State::kCatchingUp, "answering again");
+	for (const auto &r : set.snapshot())
+		if (r.loc.module == b)
+			CHECK(r.state == ReplicaSet::State::kCatchingUp);
+	// The last one in sync made anew on its module (a fresh pool) held
+	// nothing: it is compared like any other.
+	set.set_state(b, ReplicaSet::State::kInSync, "");
+	set.set_state(c, ReplicaSet::State::kLost, "gone");
+	set.set_state(a, ReplicaSet::State::kLost, "gone");
+	set.set_state(b, ReplicaSet::State::kLost, "gone");
+	set.merge({{b, 9, 4096, 1}});
+	set.set_state(b, ReplicaSet::State::kCatchingUp, "answering again");
+	CHECK(set.in_sync() == 0);
+}
+
 TEST_CASE("one channel at a time catches copies up")
 {
 	ReplicaSet set(1, "r", 4096, 2);
