@@ -16,6 +16,8 @@ namespace memfed
 
 // How long a control-path request to a peer may take.
 constexpr int kPeerTimeoutMs = 3000;
+// How long a quiet peer (below) gets to answer a HELLO.
+constexpr int kQuietTryMs = 500;
 
 struct NodeFederation::Peer {
 	std::string endpoint;
@@ -38,9 +40,10 @@ struct NodeFederation::Peer {
 	std::string conflict_key;
 	std::string conflict_endpoint;
 	// Guarded by mu: a peer that let a request run out of time (stopped,
-	// hung, a path that drops everything) is not asked again until
-	// quiet_until_ms, so that every control request does not wait out the
-	// timeout again; the wait doubles while it stays silent (2 s to 30 s).
+	// hung, a path that drops everything) is quiet until quiet_until_ms:
+	// requests give it only a brief HELLO (kQuietTryMs), so that each does
+	// not wait out the whole timeout again; the quiet doubles while it
+	// stays silent (2 s to 30 s).
 	uint64_t quiet_until_ms = 0;
 	uint64_t quiet_for_ms = 0;
 	std::string quiet_why;
@@ -55,12 +58,21 @@ auto NodeFederation::with_peer(Peer &p, Fn fn) -> decltype(fn(*(SyncClient *)nul
 {
 	std::lock_guard<std::mutex> lk(p.mu);
 	uint64_t started = mono_ms();
-	if (started < p.quiet_until_ms)
-		return Status(Code::kUnavailable,
-		              "module " + p.module.to_string() + " at " + p.endpoint +
-		                      " did not answer in time (" + p.quiet_why +
-		                      "); not asked again for " +
-		                      std::to_string(p.quiet_until_ms - started) + " ms");
+	if (started < p.quiet_until_ms) {
+		// Quiet: one brief HELLO instead of the whole timeout. An answer
+		// ends the quiet at once (the module is back); none fails fast.
+		p.client.reset();
+		auto c = SyncClient::connect(p.endpoint, self_, kQuietTryMs, tls_);
+		if (!c || !(*c)->hello())
+			return Status(Code::kUnavailable,
+			              "module " + p.module.to_string() + " at " + p.endpoint +
+			                      " did not answer in time (" + p.quiet_why +
+			                      "), nor a brief HELLO since");
+		LOG_INFO("federation", "module %s at %s answers again", p.module.to_string().c_str(),
+		         p.endpoint.c_str());
+		p.quiet_until_ms = 0;
+		started = mono_ms();
+	}
 	for (int attempt = 0; attempt < 2; attempt++) {
 		if (!p.client) {
 			auto c = SyncClient::connect(p.endpoint, self_, kPeerTimeoutMs, tls_);

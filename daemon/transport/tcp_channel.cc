@@ -1,5 +1,6 @@
 #include "daemon/transport/tcp_channel.h"
 
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -23,6 +24,7 @@ constexpr size_t kMaxIov = 1024; // IOV_MAX
 // Responses one landing receive scatters into (two iovecs each).
 constexpr size_t kMaxLanding = 64;
 constexpr uint32_t kNoSlot = UINT32_MAX;
+constexpr uint64_t kConfirmNs = 50'000'000; // a silence is checked twice, this far apart
 } // namespace
 
 struct TcpChannel::Slot {
@@ -744,11 +746,29 @@ void TcpChannel::on_timer(int res)
 	if (broken_)
 		return maybe_finish_close(); // broken() cleared timer_armed_
 	timer_armed_ = false;
-	if (in_flight_ == 0)
+	if (in_flight_ == 0) {
+		confirming_ = false;
 		return; // idle: armed again by the next request
-	uint64_t silent = mono_ns() - last_heard_ns_;
-	if (silent < timeout_ns_)
+	}
+	uint64_t now = mono_ns();
+	// Bytes already waiting in the socket mean the module did answer: this
+	// thread was the one held up (a long step elsewhere on the loop), so
+	// the silence is ours, not the module's.
+	int queued = 0;
+	if (now - last_heard_ns_ >= timeout_ns_ && ioctl(fd_, FIONREAD, &queued) == 0 && queued > 0)
+		last_heard_ns_ = now;
+	uint64_t silent = now - last_heard_ns_;
+	if (silent < timeout_ns_) {
+		confirming_ = false;
 		return arm_timer(timeout_ns_ - silent);
+	}
+	if (!confirming_) {
+		// Once more, shortly: a receive that completed while this loop
+		// was held up may be queued behind this timer's completion.
+		confirming_ = true;
+		return arm_timer(kConfirmNs);
+	}
+	confirming_ = false;
 	broken("no answer for " + std::to_string(silent / 1000000u) + " ms while " +
 	       std::to_string(in_flight_) +
 	       " request(s) waited (request_timeout_ms; the module is stopped, hung or "

@@ -191,6 +191,7 @@ private:
 	unsigned timer_cqes_ = 0;    // timeout and timeout-remove CQEs to come
 	bool timer_armed_ = false;   // a timeout is in the kernel, not removed
 	uint64_t last_heard_ns_ = 0; // the last receive, or the wait's start
+	bool confirming_ = false;    // a silence seen once, checked again
 	bool in_recv_ = false;                   // completing responses: batch new sends
 	std::unique_ptr<trust::TlsSession> tls_; // null: plaintext
 	ByteBuffer tls_tx_;                      // records being sent
