@@ -167,6 +167,20 @@ json region_json(const RegionLocation &r, NodeFederation *fed)
 ControlOps::ControlOps(const DaemonConfig &cfg, NodeFederation *fed, std::string listen_endpoint)
 	: cfg_(cfg), fed_(fed), listen_(std::move(listen_endpoint)), quota_(cfg.quota)
 {
+	// A copy the federation rebuilds on this node's module is charged to
+	// the region's owner like a create of theirs here.
+	fed_->set_local_admit([this](uint32_t uid, const std::string &name) -> ModuleStore::AdmitFn {
+		return [q = quota(), uid, name, size = fed_->local_size(),
+			module = fed_->self().to_string(),
+			path = cfg_.config_path](const OwnerUsage &usage, uint64_t bytes) {
+			return admit_region(q, uid, usage, name, bytes, module, size, path);
+		};
+	});
+}
+
+ControlOps::~ControlOps()
+{
+	fed_->set_local_admit(nullptr);
 }
 
 void ControlOps::set_quota(const QuotaConfig &q)

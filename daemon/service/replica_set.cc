@@ -235,6 +235,18 @@ void ReplicaSet::replace(ModuleId lost, const ReplicaLocation &fresh, const std:
 	gen_.fetch_add(1, std::memory_order_acq_rel);
 }
 
+bool ReplicaSet::drop(ModuleId lost, const std::string &why)
+{
+	MutexLock lk(&mu_);
+	if (std::erase_if(replicas_, [&](const Replica &r) { return r.loc.module == lost; }) == 0)
+		return false;
+	LOG_INFO("replica", "region '%s': the copy on module %s leaves the set: %s", name_.c_str(),
+	         lost.to_string().c_str(), why.c_str());
+	rebuild_note_.clear();
+	gen_.fetch_add(1, std::memory_order_acq_rel);
+	return true;
+}
+
 void ReplicaSet::set_rebuild_note(const std::string &why)
 {
 	MutexLock lk(&mu_);

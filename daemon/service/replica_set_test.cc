@@ -122,6 +122,24 @@ TEST_CASE("the last copy to leave sync comes back in sync, and only that one")
 	CHECK(set.in_sync() == 0);
 }
 
+TEST_CASE("a copy another node replaced leaves the set without a new one")
+{
+	ReplicaSet set(11, "r", 8 * 4096, 2);
+	ModuleId a{0x020000000001}, b{0x020000000002}, c{0x020000000003};
+	set.merge({{a, 1, 0, 1}, {b, 2, 0, 1}});
+	set.set_state(b, ReplicaSet::State::kLost, "connection lost");
+	set.merge({{c, 3, 0, 1}}); // the copy another node made in b's stead
+	uint64_t g0 = set.generation();
+	CHECK(set.drop(b, "replaced by another node"));
+	CHECK(set.generation() != g0);
+	auto s = set.snapshot();
+	REQUIRE(s.size() == 2);
+	CHECK(s[0].loc.module == a);
+	CHECK(s[1].loc.module == c);
+	CHECK(set.counters().replicas_replaced == 0); // this node replaced nothing
+	CHECK_FALSE(set.drop(b, "again"));
+}
+
 TEST_CASE("one channel at a time catches copies up")
 {
 	ReplicaSet set(1, "r", 4096, 2);
