@@ -205,6 +205,29 @@ void ControlOps::register_ops(control::Server &server)
 				 {"socket", cfg_.socket}});
 	});
 	server.add_op("status", [this](const Peer &, Message &) { return status(); });
+	// memfedctl watch --replicas: the copies' state changes after "after".
+	server.add_op("replica.events", [this](const Peer &, Message &m) {
+		uint64_t after = 0;
+		auto it = m.body.find("after");
+		if (it != m.body.end() && !it->is_number_unsigned())
+			return error_reply(
+				Status(Code::kInvalidArgument, "\"after\" must be an event number"));
+		if (it != m.body.end())
+			after = it->get<uint64_t>();
+		uint64_t next = 0;
+		json list = json::array();
+		for (const auto &e : fed_->replica_events().after(after, &next))
+			list.push_back({{"seq", e.seq},
+					{"unix_ms", e.unix_ms},
+					{"region", e.region},
+					{"module", e.module.to_string()},
+					{"event", e.event},
+					{"was", e.was},
+					{"why", e.why},
+					{"in_sync", e.in_sync},
+					{"wanted", e.wanted}});
+		return ok_reply({{"events", list}, {"next", next}});
+	});
 	server.add_op("stats", [this](const Peer &, Message &m) { return stats(m); });
 	server.add_op("module.list",
 		      [this](const Peer &, Message &) { return ok_reply({{"modules", modules_body()}}); });

@@ -80,6 +80,8 @@ public:
 	// The copies of a replicated region and their states as this node sees
 	// them (null: no replicated region of that group was met).
 	std::shared_ptr<ReplicaSet> replica_set(uint64_t group);
+	// The recent state changes of the copies of replicated regions met.
+	const ReplicaEvents &replica_events() const { return replica_events_; }
 	// Replicated regions met whose copies in sync are fewer than wanted.
 	unsigned degraded_regions();
 	// A copy lost for longer than this is rebuilt on another module
@@ -237,6 +239,7 @@ private:
 	unsigned request_timeout_ms_ = 0;
 	std::mutex peers_mu_;
 	std::vector<std::unique_ptr<Peer>> peers_; // guarded by peers_mu_ (grows, never shrinks)
+	ReplicaEvents replica_events_; // before sets_: outlives them
 	std::mutex sets_mu_;
 	std::map<uint64_t, std::shared_ptr<ReplicaSet>> sets_; // by group, guarded by sets_mu_
 	// Copies of deleted replicated regions whose modules were unreachable at

@@ -43,6 +43,7 @@
 
 #include "daemon/common/ids.h"
 #include "daemon/common/thread_annotations.h"
+#include "daemon/service/replica_events.h"
 
 namespace memfed
 {
@@ -108,7 +109,9 @@ public:
 		uint64_t replicas_replaced = 0; // lost copies rebuilt on another module
 	};
 
-	ReplicaSet(uint64_t group, std::string name, uint64_t size_bytes, unsigned wanted);
+	// `events` (optional, outliving the set) gets each state change.
+	ReplicaSet(uint64_t group, std::string name, uint64_t size_bytes, unsigned wanted,
+	           ReplicaEvents *events = nullptr);
 
 	uint64_t group() const { return group_; }
 	ModuleId module() const { return replica_set_module(group_); }
@@ -172,11 +175,14 @@ public:
 
 private:
 	Replica *find(ModuleId module) REQUIRES(mu_);
+	void note_event(const char *event, ModuleId module, const char *was, const std::string &why)
+	        REQUIRES(mu_);
 
 	const uint64_t group_;
 	const std::string name_;
 	const uint64_t size_bytes_;
 	const unsigned wanted_;
+	ReplicaEvents *const events_;
 	std::atomic<uint64_t> clock_{0};
 	std::atomic<uint64_t> gen_{1};
 	std::atomic<const void *> catch_up_owner_{nullptr};

@@ -107,7 +107,7 @@ std::shared_ptr<ReplicaSet> NodeFederation::set_for(const RegionLocation &r,
 		auto &slot = sets_[r.replica_group];
 		if (!slot || slot->size_bytes() != r.size_bytes || slot->name() != r.name) {
 			slot = std::make_shared<ReplicaSet>(r.replica_group, r.name, r.size_bytes,
-			                                    r.replicas);
+			                                    r.replicas, &replica_events_);
 			made = true;
 		}
 		set = slot;

@@ -122,6 +122,9 @@ start_daemon q --listen 127.0.0.1:0 --pool-size 64M --module-id "${ID[q]}" --rep
 ctl q region create qr 2M --on "${ID[a]},${ID[b]}" >/dev/null
 head -c 2M /dev/urandom | ctl q region write qr
 REPL_NODE=q wait_in_sync qr 2
+ctl q -j watch --replicas >"$T/watch.out" &
+WATCH=$!
+sleep 0.5 # it starts from the events after its first request
 stop_daemon b KILL
 for _ in $(seq 1 300); do
 	[ "$(REPL_NODE=q show_field qr 'r["counters"]["copies_replaced"], r["in_sync"]')" = "1 2" ] && break
@@ -132,6 +135,24 @@ done
 on=$(modules_of q qr)
 grep -qw "${ID[q]}" <<<"$on" && fail "'qr' was rebuilt on q's own module beyond its quota: $on"
 ok "q's own module, nearest but over the owner's quota there, is passed over: 'qr' rebuilt on $on"
+new=${on/${ID[a]}/}
+new=${new// /}
+for _ in $(seq 1 50); do
+	grep -q "\"module\":\"$new\".*\"event\":\"in sync\"\|\"event\":\"in sync\".*\"module\":\"$new\"" "$T/watch.out" && break
+	sleep 0.1
+done
+kill $WATCH
+wait $WATCH 2>/dev/null || true
+# The events of 'qr', in order, as (event, module).
+got=$($PY -c '
+import json, sys
+for l in open(sys.argv[1]):
+    e = json.loads(l)
+    if e["region"] == "qr":
+        print(e["event"], e["module"])' "$T/watch.out" | uniq | tr '\n' ';')
+want="lost ${ID[b]};replaced ${ID[b]};catching up $new;in sync $new;"
+[ "$got" = "$want" ] || fail "watch --replicas showed '$got', not '$want': $(cat "$T/watch.out")"
+ok "memfedctl watch --replicas: qr's copy on b lost, replaced, the new one on $new catching up, then in sync"
 
 # Nowhere else to go: the note names the quota.
 ctl q region create q3 2M --replicas 3 --on "${ID[a]},${ID[c]},${ID[d]}" >/dev/null
