@@ -1,6 +1,7 @@
 #include "libclient/pager_link.h"
 
 #include <fcntl.h>
+#include <langinfo.h>
 #include <locale.h>
 #include <poll.h>
 #include <signal.h>
@@ -90,6 +91,18 @@ void enter_link_thread(void (*thread_init)())
 	locale_t c = newlocale(LC_ALL_MASK, "C", locale_t(0)); // glibc's static C locale
 	if (c != locale_t(0))
 		uselocale(c);
+}
+
+// Reads what a new thread's start reads of the global locale (glibc's
+// __ctype_init: the LC_CTYPE tables' pointers), so that a page of it in the
+// remote heap is faulted in here, where a fault waits only for the pager.
+void touch_global_ctype()
+{
+	locale_t mine = uselocale(LC_GLOBAL_LOCALE);
+	for (nl_item item : {_NL_CTYPE_CLASS, _NL_CTYPE_TOUPPER, _NL_CTYPE_TOLOWER})
+		(void)nl_langinfo(item);
+	if (mine != locale_t(0))
+		uselocale(mine);
 }
 
 uint64_t monotonic_ms()
@@ -272,7 +285,8 @@ Status PagerLink::establish()
 	// the process for good (the hour soak found one). At the first attach
 	// the program's main() has not run, so its locale is glibc's static
 	// one. A forked child has no threads: its evictor is made only now, so
-	// that the pages its start touches are served by the child's maps.
+	// that the pages its start touches are served by the child's maps, and
+	// just after those pages were touched here (start_evictor).
 	Status ev = start_evictor(sv[0]);
 	if (!ev) {
 		connected_ = false;
@@ -606,6 +620,7 @@ Status PagerLink::start_evictor(int sock)
 		evictor_running_ = true;
 		evictor_stop_ = false;
 	}
+	touch_global_ctype();
 	pthread_attr_t attr;
 	pthread_attr_init(&attr);
 	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);

@@ -13,10 +13,7 @@ start_pager a 8G
 run_on a --heap-budget 16M --heap-size 1G -- $PY "$HASH_PY" $N >"$T/out" 2>"$T/err" &
 prog=$!
 # Let it fault for a while, so pages are remote and others in flight.
-for _ in $(seq 1 40); do
-	[ "$(ctl a -j stats 2>/dev/null | python3 -c 'import json,sys; print(sum(p["evictions"] for p in json.load(sys.stdin)["pager"]["processes"]))' 2>/dev/null || echo 0)" -gt 2000 ] && break
-	sleep 0.1
-done
+wait_evicting a 2000
 # The program's threads (python's own one and libmemfed's monitor and
 # evictor), by tid.
 py=$(pgrep -n -f "^$PY $HASH_PY" || true)
@@ -60,6 +57,9 @@ fi
 kills=0
 run_on a --heap-budget 4M --heap-size 1G -- $PY "$HASH_PY" $N >"$T/out" 2>"$T/err" &
 prog=$!
+# Kills from the first eviction on: one before the program has attached
+# would test memfedctl run's start-up, not a reattach.
+wait_evicting a 0
 while kill -0 $prog 2>/dev/null && [ $kills -lt 6 ]; do
 	sleep "0.$((RANDOM % 6 + 2))"
 	kill -0 $prog 2>/dev/null || break
