@@ -84,8 +84,34 @@ json module_json(const ModuleEntry &m)
 
 } // namespace
 
+uint8_t access_bits(Access want)
+{
+	switch (want) {
+	case Access::kRead:
+		return wire::kAccessRead;
+	case Access::kWrite:
+		return wire::kAccessWrite;
+	case Access::kOwner:
+		break;
+	}
+	return wire::kAccessAdmin;
+}
+
 Status check_access(const RegionLocation &r, uid_t uid, Access want)
 {
+	if (r.access != 0) {
+		// The module holding it decided, by owner node and grants.
+		uint8_t need = access_bits(want);
+		if ((r.access & need) == need)
+			return Status::ok();
+		return Status(Code::kPermission, "uid " + std::to_string(uid) + " may not " +
+							 (want == Access::kRead    ? "read"
+							  : want == Access::kWrite ? "write"
+										   : "own") +
+							 " region '" + r.name + "' (module " +
+							 r.module.to_string() + " gives it only '" +
+							 rights_text(r.access & 3) + "')");
+	}
 	if (uid == 0 || uid == r.owner_uid)
 		return Status::ok();
 	const char *what = "own";
@@ -204,6 +230,10 @@ void ControlOps::register_ops(control::Server &server)
 	server.add_op("region.read", [this](const Peer &p, Message &m) { return region_read(p, m); });
 	server.add_op("region.write", [this](const Peer &p, Message &m) { return region_write(p, m); });
 	server.add_op("region.copy", [this](const Peer &p, Message &m) { return region_copy(p, m); });
+	server.add_op("region.grant",
+		      [this](const Peer &p, Message &m) { return region_grant(p, m, true); });
+	server.add_op("region.revoke",
+		      [this](const Peer &p, Message &m) { return region_grant(p, m, false); });
 }
 
 Message ControlOps::status()
@@ -382,7 +412,7 @@ Result<RegionLocation> ControlOps::find_region(const control::Peer &peer, const 
 	auto name = need_string(req.body, key);
 	if (!name)
 		return name.status();
-	auto loc = fed_->locate_region(*name);
+	auto loc = fed_->locate_region(*name, Asker{peer.uid, access_bits(want)});
 	if (!loc)
 		return loc;
 	Status st = check_access(*loc, peer.uid, want);
@@ -433,7 +463,11 @@ Message ControlOps::region_show(const control::Peer &peer, Message &req)
 	auto loc = find_region(peer, req, Access::kRead);
 	if (!loc)
 		return error_reply(loc.status());
-	return ok_reply({{"region", region_json(*loc, fed_)}});
+	json region = region_json(*loc, fed_);
+	json access = access_json(*loc, peer.uid);
+	if (!access.is_null())
+		region.update(access);
+	return ok_reply({{"region", region}});
 }
 
 // The region's length as a file, as ftruncate sets a file's: shrinking
@@ -552,11 +586,31 @@ Message ControlOps::quota_show(const control::Peer &peer)
 				{"bytes_limit", limit(l.bytes)},
 				{"exempt", l.exempt}});
 	}
+	// Other nodes' regions here, by node key (for root and the daemon's own
+	// user: they are not another local user's business).
+	json nodes = json::array();
+	if (peer.privileged() || peer.uid == geteuid()) {
+		NodeLimits nl = node_limits(q, size);
+		for (const auto &[key, u] : fed_->local_node_usage()) {
+			if (is_zero_key(key))
+				continue; // this node's own users: their uid quotas
+			json n = {{"key", trust::encode_key(key)},
+				  {"regions", u.regions},
+				  {"bytes", u.bytes},
+				  {"regions_limit", limit(nl.regions)},
+				  {"bytes_limit", limit(nl.bytes)}};
+			std::string name = key_name(key);
+			if (!name.empty())
+				n["name"] = name;
+			nodes.push_back(n);
+		}
+	}
 	return ok_reply({{"module", fed_->self().to_string()},
 			 {"capacity_bytes", size.capacity_bytes},
 			 {"table_slots", size.table_slots},
 			 {"config", config},
-			 {"uids", uids}});
+			 {"uids", uids},
+			 {"nodes", nodes}});
 }
 
 // Byte-granular access for scripting: whole pages travel; a partial page at

@@ -54,6 +54,21 @@ public:
 
 	ModuleId self() const override { return self_; }
 	Result<RegionLocation> locate_region(const std::string &name) override;
+	// The same for local user asker.uid needing asker.want: the module
+	// holding the region (this one too) decides by the region's owner and
+	// grants and refuses naming the grant that would allow it
+	// (region_authz.h); the location's `access` is what it gives.
+	Result<RegionLocation> locate_region(const std::string &name, const Asker &asker);
+	// REGION_ACCESS (show, grant, revoke; wire::WireAccessRequest) of local
+	// user `asker_uid` on the module holding `loc` (on every copy of a
+	// replicated region: the first copy's answer is returned).
+	Result<wire::WireAccessList> region_access(const RegionLocation &loc, uint32_t asker_uid,
+						   wire::AccessOp op, const AccessGrant &g);
+	// What each node (by key; zeros: this one) holds on the local module.
+	std::map<NodeKeyBytes, OwnerUsage> local_node_usage() const
+	{
+		return store_ ? store_->usage_by_node() : std::map<NodeKeyBytes, OwnerUsage>{};
+	}
 	std::vector<ModuleEntry> modules() override;
 	Result<std::unique_ptr<Channel>> open_channel(EventLoop *loop, ModuleId module) override;
 	// How open_channel() turns a connected TcpChannel into the Channel it
@@ -130,6 +145,11 @@ private:
 	Status on_copy(const ReplicaLocation &copy,
 		       const std::function<Status(ModuleStore &)> &local,
 		       const std::function<Status(SyncClient &)> &remote);
+
+	Result<RegionLocation> locate(const std::string &name, const Asker *asker);
+	// REGION_LOOKUP on a peer, asked for `asker` if set.
+	static Result<wire::WireRegion> lookup(SyncClient &c, const std::string &name,
+					       const Asker *asker);
 
 	// ---- Replicated regions (replicated_regions.cc) ----
 	// A replicated region found on one module, completed with its other

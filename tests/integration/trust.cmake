@@ -16,3 +16,8 @@ set_tests_properties(trust_cli PROPERTIES TIMEOUT 120)
 # network namespace detected (that part needs root, and says so without it).
 memfed_shell_test(trust_wire trust_wire_test.sh)
 set_tests_properties(trust_wire PROPERTIES TIMEOUT 180)
+
+# Authorization by (node key, uid) between three nodes: refusals naming the
+# grant, read and write grants, revoke at the next request, node quotas.
+memfed_shell_test(authz authz_test.sh)
+set_tests_properties(authz PROPERTIES TIMEOUT 120)
