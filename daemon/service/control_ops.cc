@@ -318,6 +318,11 @@ json ControlOps::stats_body(const std::string &after, size_t max_bytes)
 		b["module"] = {{"module", m.module.to_string()},
 			       {"capacity_bytes", m.capacity_bytes},
 			       {"free_bytes", m.free_bytes}};
+		if (auto n = fed_->refusals())
+			b["module"]["refusals"] = {{"read", n->read},
+						   {"write", n->write},
+						   {"admin", n->admin},
+						   {"node_quota", n->node_quota}};
 	}
 	if (pager_stats_)
 		b["pager"] = pager_stats_(after, max_bytes);
@@ -526,7 +531,11 @@ Message ControlOps::region_list(const control::Peer &peer, Message &req)
 		// A caller who may not see every region asks for whole pages: much
 		// of what comes back may be hidden from them.
 		size_t want = peer.privileged() ? *limit - list.size() : kListPage;
-		auto page = fed_->list_regions_page(cursor, want, &more);
+		// The modules say what an unprivileged caller may read, by each
+		// region's owner node and grants (root sees every region).
+		auto page = fed_->list_regions_page(
+			cursor, want, &more,
+			peer.privileged() ? std::nullopt : std::optional<uint32_t>(peer.uid));
 		scanned += page.size();
 		for (const auto &r : page) {
 			cursor = r.name;

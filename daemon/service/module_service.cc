@@ -48,9 +48,15 @@ std::string ModuleService::owner_text(const NodeKeyBytes &owner) const
 	return trust::encode_key(is_zero_key(owner) ? own_key_ : owner);
 }
 
-void ModuleService::log_refusal(const Status &st)
+RefusalCounts ModuleService::refusals() const
 {
-	refusals_.fetch_add(1, std::memory_order_relaxed);
+	auto n = [this](Refusal r) { return refusals_[size_t(r)].load(std::memory_order_relaxed); };
+	return {n(Refusal::kRead), n(Refusal::kWrite), n(Refusal::kAdmin), n(Refusal::kNodeQuota)};
+}
+
+void ModuleService::log_refusal(const Status &st, Refusal why)
+{
+	refusals_[size_t(why)].fetch_add(1, std::memory_order_relaxed);
 	auto now = std::chrono::steady_clock::now();
 	std::lock_guard lk(log_mu_);
 	if (last_refusal_log_ != std::chrono::steady_clock::time_point{} &&
@@ -73,7 +79,9 @@ Status ModuleService::authorize(const Requester &q, const RegionInfo &r, const R
 	if (q.local || (rights_of(r, normalized(a), q) & want) == want)
 		return Status::ok();
 	Status st = refusal(r, store_->module_id(), owner_text(a.owner_key), q, want);
-	log_refusal(st);
+	log_refusal(st, (want & wire::kAccessAdmin)   ? Refusal::kAdmin
+	                : (want & wire::kAccessWrite) ? Refusal::kWrite
+	                                              : Refusal::kRead);
 	return st;
 }
 
@@ -121,7 +129,7 @@ void ModuleService::region_create(const ConnInfo &conn, const Requester &q,
 	                               q.local ? NodeKeyBytes{} : q.key, admit_node);
 	if (!r) {
 		if (r.status().code() == Code::kQuota)
-			log_refusal(r.status());
+			log_refusal(r.status(), Refusal::kNodeQuota);
 		reply.fail(r.status());
 		return;
 	}
@@ -198,6 +206,14 @@ Result<uint8_t> ModuleService::local_user_rights(const std::string &name, uint32
 	RegionAccess n = normalized(*a);
 	MF_RETURN_IF_ERROR(authorize(q, *r, n, want));
 	return rights_of(*r, n, q);
+}
+
+uint8_t ModuleService::rights_for(const NodeKeyBytes &key, uint32_t uid, const RegionInfo &r)
+{
+	auto a = store_->region_access(r.id);
+	if (!a)
+		return 0; // deleted meanwhile: nothing to see
+	return rights_of(r, normalized(*a), Requester{false, key, "", true, uid});
 }
 
 Result<wire::WireAccessList> ModuleService::local_access(const wire::WireAccessRequest &req)
@@ -783,15 +799,20 @@ void ModuleService::handle(const ConnInfo &conn, const wire::Header &req,
 		return;
 	}
 	case MsgType::kRegionList: {
-		auto q = wire::decode_list_request(payload);
-		if (!q) {
-			reply.fail(q.status());
+		auto lr = wire::decode_list_request(payload);
+		if (!lr) {
+			reply.fail(lr.status());
 			return;
 		}
 		std::vector<wire::WireRegion> list;
 		for (const auto &r :
-		     store_->list_regions(wire::list_after(*q), wire::list_limit(*q)))
-			list.push_back(to_wire(r));
+		     store_->list_regions(wire::list_after(*lr), wire::list_limit(*lr))) {
+			wire::WireRegion w = to_wire(r);
+			if (lr->asked) // what this node's vouched uid may do with it
+				w.access = wire::kAccessAnswered |
+				           rights_for(q.local ? own_key_ : q.key, lr->uid, r);
+			list.push_back(w);
+		}
 		reply.set_payload(wire::encode_region_list(list));
 		return;
 	}

@@ -27,9 +27,12 @@
 // reads need read, WRITE, WRITE_VERSIONED and REGION_SET_LENGTH write,
 // REGION_DELETE and grant changes admin; an asked REGION_LOOKUP checks the
 // uid the node vouches for. REGION_LIST and STAT are open to every trusted
-// node. A refusal is a kPermission naming the region, the key, the uid and
-// the grant that would allow it; refusals are counted and logged (at most
-// one line a second, with the number left out since the last line).
+// node; an asked REGION_LIST says what the uid it names may do with each
+// region, so the node can show its user only those they may read. A
+// refusal is a kPermission naming the region, the key, the uid and the grant
+// that would allow it; refusals are counted by reason (read, write, admin,
+// node quota: memfedctl stats, memfed_module_refusals_total) and logged (at
+// most one line a second, with the number left out since the last line).
 //
 // Thread-safety: handle() of deferrable requests runs on the one EventLoop
 // thread of the module's TcpServer; handle() of non-deferrable requests,
@@ -56,6 +59,18 @@
 
 namespace memfed
 {
+
+// Why the module refused a request: its authorization lacked the read, write
+// or administer (delete, grant, revoke) right it needed, or a create would
+// exceed the asking node's quota.
+enum class Refusal { kRead, kWrite, kAdmin, kNodeQuota, kCount };
+// Refusals counted per reason (ModuleService::refusals).
+struct RefusalCounts {
+	uint64_t read = 0;
+	uint64_t write = 0;
+	uint64_t admin = 0;
+	uint64_t node_quota = 0;
+};
 
 // RegionInfo (store) -> WireRegion and back to the federation's view.
 wire::WireRegion to_wire(const RegionInfo &r);
@@ -129,10 +144,17 @@ public:
 	// node owns gives this node's users only what was granted to this
 	// node); a refusal when `want` is not all held, counted and logged.
 	Result<uint8_t> local_user_rights(const std::string &name, uint32_t uid, uint8_t want);
+	// The wire::kAccess* rights of user `uid` of node `key` (this node's
+	// own key: a local user) on region `r`, without counting a refusal:
+	// what an asked REGION_LIST shows (region ls).
+	uint8_t rights_for(const NodeKeyBytes &key, uint32_t uid, const RegionInfo &r);
+	// This node's key (set_node_key).
+	const NodeKeyBytes &node_key() const { return own_key_; }
 	// REGION_ACCESS (show, grant, revoke) of this node's user req.asker_uid.
 	Result<wire::WireAccessList> local_access(const wire::WireAccessRequest &req);
-	// Requests refused by authorization since the start.
-	uint64_t refusals() const { return refusals_.load(std::memory_order_relaxed); }
+	// Requests refused since the start, by reason: authorization (what
+	// was wanted: read, write, administer) and node quotas.
+	RefusalCounts refusals() const;
 
 	// Test only: the writer thread calls `hook` after taking a group and
 	// before committing it (a test holds the writer there to show that
@@ -180,7 +202,7 @@ private:
 	Status authorize(const Requester &q, const RegionInfo &r, const RegionAccess &a,
 	                 uint8_t want);
 	std::string owner_text(const NodeKeyBytes &owner) const;
-	void log_refusal(const Status &st);
+	void log_refusal(const Status &st, Refusal why);
 	void region_create(const ConnInfo &conn, const Requester &q,
 	                   std::span<const uint8_t> payload, Reply &reply);
 	void region_lookup(const Requester &q, std::span<const uint8_t> payload, Reply &reply);
@@ -204,7 +226,7 @@ private:
 	mutable std::mutex quota_mu_;
 	QuotaConfig quota_;       // guarded by quota_mu_
 	std::string config_path_; // guarded by quota_mu_
-	std::atomic<uint64_t> refusals_{0};
+	std::atomic<uint64_t> refusals_[size_t(Refusal::kCount)] = {};
 	std::mutex log_mu_;
 	std::chrono::steady_clock::time_point last_refusal_log_{}; // guarded by log_mu_
 	uint64_t refusals_unlogged_ = 0;                           // guarded by log_mu_

@@ -526,7 +526,8 @@ std::vector<RegionLocation> NodeFederation::list_regions()
 }
 
 std::vector<RegionLocation> NodeFederation::list_regions_page(const std::string &after,
-							     size_t limit, bool *more)
+							     size_t limit, bool *more,
+							     std::optional<uint32_t> asker_uid)
 {
 	// Each module's first `limit` after the cursor, merged: the first
 	// `limit` of the merge are the page. Below one wire page, so no peer's
@@ -535,13 +536,18 @@ std::vector<RegionLocation> NodeFederation::list_regions_page(const std::string 
 	std::vector<RegionLocation> out;
 	*more = false;
 	if (store_)
-		for (const auto &r : store_->list_regions(after, limit + 1))
-			out.push_back(location(store_->module_id(), to_wire(r)));
+		for (const auto &r : store_->list_regions(after, limit + 1)) {
+			auto w = to_wire(r);
+			if (asker_uid && service_)
+				w.access = wire::kAccessAnswered |
+					   service_->rights_for(service_->node_key(), *asker_uid, r);
+			out.push_back(location(store_->module_id(), w));
+		}
 	uint32_t want = uint32_t(std::min<size_t>(limit + 1, wire::kRegionListPage));
 	for (Peer *p : peer_list(false)) {
 		bool peer_more = false;
 		auto list = with_peer(*p, [&](SyncClient &c) {
-			return c.region_list_page(after, want, &peer_more);
+			return c.region_list_page(after, want, &peer_more, asker_uid);
 		});
 		if (!list) {
 			LOG_WARN("federation", "listing regions of peer %s: %s", p->endpoint.c_str(),

@@ -69,6 +69,11 @@ public:
 	{
 		return store_ ? store_->usage_by_node() : std::map<NodeKeyBytes, OwnerUsage>{};
 	}
+	// The local module's refusals by reason (nullopt: no module role here).
+	std::optional<RefusalCounts> refusals() const
+	{
+		return service_ ? std::optional(service_->refusals()) : std::nullopt;
+	}
 	std::vector<ModuleEntry> modules() override;
 	Result<std::unique_ptr<Channel>> open_channel(EventLoop *loop, ModuleId module) override;
 	// How open_channel() turns a connected TcpChannel into the Channel it
@@ -110,9 +115,13 @@ public:
 	// One page of that list in name order: the regions whose names sort
 	// after `after` (empty: from the first), at most `limit` (> 0). *more is
 	// set when there may be more after the last one. A region name lives on
-	// one module (create refuses a name any module has).
+	// one module (create refuses a name any module has). Asked for local
+	// user `asker_uid`, each region's `access` is what its module gives that
+	// user (wire::kAccessAnswered and the rights, maybe none; region_authz.h),
+	// so check_access() decides by its owner and grants.
 	std::vector<RegionLocation> list_regions_page(const std::string &after, size_t limit,
-						      bool *more);
+						      bool *more,
+						      std::optional<uint32_t> asker_uid = std::nullopt);
 	// Whole pages of a region, through the local store or the peer's SyncClient.
 	Status read_pages(const RegionLocation &loc, uint64_t first_page, uint32_t count, void *dst);
 	Status write_pages(const RegionLocation &loc, uint64_t first_page, uint32_t count,

@@ -493,7 +493,7 @@ Result<WireRegion> decode_region(std::span<const uint8_t> p)
 	std::string name = region_name(r);
 	if (!all_zero(p.subspan(122, 6)))
 		return proto("region '%s' reserved bytes after access are not zero", name.c_str());
-	if (r.access & ~kAccessKnown)
+	if (r.access & ~(kAccessKnown | kAccessAnswered))
 		return proto("region '%s' access 0x%x has unknown bits", name.c_str(), r.access);
 	if (r.size_bytes == 0 || r.size_bytes % kPageSize != 0)
 		return proto("region '%s' size_bytes %" PRIu64
@@ -574,15 +574,35 @@ std::vector<uint8_t> encode_list_request(std::string_view after, uint32_t limit)
 	return out;
 }
 
+std::vector<uint8_t> encode_asked_list_request(std::string_view after, uint32_t limit, uint32_t uid)
+{
+	std::vector<uint8_t> out = encode_list_request(after, limit);
+	size_t at = out.size();
+	out.resize(at + kAskerSize);
+	put32(out.data() + at, uid);
+	put8(out.data() + at + 4, kAccessRead);
+	return out;
+}
+
 Result<WireListRequest> decode_list_request(std::span<const uint8_t> p)
 {
 	WireListRequest r{};
 	if (p.empty())
 		return r;
 	size_t len = p[0];
+	if (p.size() == 1 + len + 4 + kAskerSize) {
+		const uint8_t *a = p.data() + 1 + len + 4;
+		if (a[4] != kAccessRead)
+			return proto("REGION_LIST asker wants access 0x%x (a list asks read, 0x%x)",
+			             a[4], kAccessRead);
+		r.asked = true;
+		r.uid = get32(a);
+		p = p.first(1 + len + 4);
+	}
 	if (p.size() != 1 + len + 4)
-		return proto("REGION_LIST request of %zu bytes, after_len %zu says %zu", p.size(),
-		             len, 1 + len + 4);
+		return proto("REGION_LIST request of %zu bytes, after_len %zu says %zu (or %zu "
+		             "with an asker)",
+		             p.size(), len, 1 + len + 4, 1 + len + 4 + kAskerSize);
 	std::string_view after(reinterpret_cast<const char *>(p.data() + 1), len);
 	if (len > 0 && !valid_region_name(after))
 		return proto("REGION_LIST after '%s' is not a valid region name",

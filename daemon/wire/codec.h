@@ -111,8 +111,12 @@ std::string region_name(const WireSetLength &s);
 
 // REGION_LIST request: `after` empty or a valid name; limit 0 = a whole page.
 std::vector<uint8_t> encode_list_request(std::string_view after, uint32_t limit);
+// The same asked for `uid` (followed by a WireAsker wanting kAccessRead).
+std::vector<uint8_t> encode_asked_list_request(std::string_view after, uint32_t limit,
+                                               uint32_t uid);
 // Empty payload: from the first, a whole page. Else the name must be valid
-// (or empty) and the payload exactly 1 + after_len + 4 bytes.
+// (or empty) and the payload exactly 1 + after_len + 4 bytes, or that and a
+// WireAsker wanting kAccessRead.
 Result<WireListRequest> decode_list_request(std::span<const uint8_t> p);
 std::string list_after(const WireListRequest &r);
 // The page size a request asks for: its limit, capped at kRegionListPage.

@@ -307,6 +307,16 @@ TEST_CASE("region spec, region, list, stat and name payloads")
 	REQUIRE(dr.is_ok());
 	CHECK(dr->replica_group == 42);
 	CHECK(dr->replicas == 2);
+	// An asked list's answer, even one of no rights, is marked answered.
+	r.access = kAccessAnswered;
+	encode_region(r, rb);
+	dr = decode_region(rb);
+	REQUIRE(dr.is_ok());
+	CHECK(dr->access == kAccessAnswered);
+	rb[121] = 0x40;
+	CHECK(contains(decode_region(rb).status().message(), "access 0x40 has unknown bits"));
+	r.access = 0;
+	encode_region(r, rb);
 	rb[127] = 9;
 	CHECK(contains(decode_region(rb).status().message(), "reserved bytes"));
 	CHECK(contains(decode_region({rb, 112}).status().message(), "112 bytes (expected 128)"));
@@ -373,7 +383,21 @@ TEST_CASE("region spec, region, list, stat and name payloads")
 	REQUIRE(first.is_ok());
 	CHECK(list_after(*first).empty());
 	CHECK(list_limit(*first) == kRegionListPage);
+	CHECK_FALSE(dq->asked);
 	CHECK(contains(decode_list_request({lq.data(), 5}).status().message(), "after_len 6"));
+	// An asked list: the uid the node vouches for, wanting read.
+	auto aq = encode_asked_list_request("heap.1", 10, 1000);
+	REQUIRE(aq.size() == 1 + 6 + 4 + kAskerSize);
+	auto da = decode_list_request(aq);
+	REQUIRE(da.is_ok());
+	CHECK(da->asked);
+	CHECK(da->uid == 1000);
+	CHECK(list_after(*da) == "heap.1");
+	CHECK(list_limit(*da) == 10);
+	aq.back() = kAccessWrite;
+	CHECK(contains(decode_list_request(aq).status().message(), "a list asks read"));
+	aq.pop_back();
+	CHECK(contains(decode_list_request(aq).status().message(), "or 16 with an asker"));
 	lq[1] = ' ';
 	CHECK(contains(decode_list_request(lq).status().message(), "not a valid region name"));
 

@@ -73,7 +73,9 @@
 //                      the module gives that (node key, uid), which holds
 //                      `want` (else kPermission naming the grant that would
 //                      allow it)
-//   REGION_LIST   req: none, or WireListRequest
+//   REGION_LIST   req: none, or WireListRequest, optionally followed by a
+//                      WireAsker (want kAccessRead): the uid the requesting
+//                      node vouches for (an "asked list")
 //                 resp: u32 n, n * WireRegion, in name order: the regions
 //                 whose names sort (bytewise) after `after`, at most `limit`
 //                 of them (0 or above kRegionListPage: kRegionListPage). A
@@ -81,6 +83,10 @@
 //                 else ask again after the last name. (A module older than
 //                 paging ignores the request and answers every region; the
 //                 requester filters and stops when a page brings nothing new.)
+//                 In an asked list every region's `access` is kAccessAnswered
+//                 with what the module gives that (node key, uid) (maybe
+//                 nothing), so the node shows its user only what they may
+//                 read.
 //   REGION_SET_LENGTH req: WireSetLength    resp: WireRegion
 //   STAT          req: none                 resp: WireStat
 //   WRITE_VERSIONED  (replicated regions; header as WRITE)
@@ -231,7 +237,7 @@ struct WireRegion {
 	uint64_t length;        // as a file: bytes before end of file, <= size_bytes
 	uint64_t replica_group; // 0: an ordinary region
 	uint8_t replicas;       // K copies of a replicated region, else 0
-	uint8_t access;         // answer to an asked REGION_LOOKUP: kAccess*, else 0
+	uint8_t access;         // answer to an asked REGION_LOOKUP or LIST: kAccess*, else 0
 	uint8_t reserved[6];    // zero
 };
 static_assert(sizeof(WireRegion) == 128);
@@ -241,6 +247,9 @@ constexpr uint8_t kAccessRead = 1 << 0;
 constexpr uint8_t kAccessWrite = 1 << 1;
 constexpr uint8_t kAccessAdmin = 1 << 2; // delete, grant, revoke: the owner
 constexpr uint8_t kAccessKnown = kAccessRead | kAccessWrite | kAccessAdmin;
+// In an asked REGION_LIST's WireRegion: `access` is the module's answer for
+// the asker, with or without rights (an unasked region's access is 0).
+constexpr uint8_t kAccessAnswered = 1 << 7;
 constexpr uint32_t kAskerSize = 5; // u32 uid, u8 want
 
 // A REGION_LOOKUP request as decoded: the name and, if asked, who asks.
@@ -278,11 +287,13 @@ struct WireAccessList {
 };
 
 // REGION_LIST request payload: u8 after_len, after_len bytes of a region name
-// (0: from the first region), u32 limit.
+// (0: from the first region), u32 limit; an asked list then has a WireAsker.
 struct WireListRequest {
 	uint8_t after_len;
 	char after[kMaxRegionName];
 	uint32_t limit;
+	bool asked;
+	uint32_t uid; // asked: the uid the requesting node vouches for
 };
 
 // REGION_SET_LENGTH request payload (fixed size): the region's new length as

@@ -6,7 +6,8 @@
 # the `memfedctl region grant` that would allow it (and C logs the refusal);
 # a read grant lets B read but not write; a write grant lets it write; a
 # revoke takes effect at B's next request; a grant to another uid of B does
-# not cover B's own; C enforces quota.node_regions on A's creates by A's key.
+# not cover B's own; C enforces quota.node_regions on A's creates by A's key;
+# C counts its refusals by reason (memfedctl stats, its /metrics endpoint).
 . "$(dirname "$0")/lib.sh"
 
 ME=$(id -u)
@@ -16,7 +17,7 @@ cat >"$T/c.json" <<JSON
 {"quota": {"node_regions": 3}}
 JSON
 start_daemon c --config "$T/c.json" --roles module --listen 127.0.0.1:0 --pool-size 64M \
-	--module-id 02:00:00:00:00:31
+	--module-id 02:00:00:00:00:31 --metrics 127.0.0.1:0
 C_EP=$(listen_of c)
 start_daemon a --roles pager --listen 127.0.0.1:0 --peer "$C_EP"
 start_daemon b --roles pager --listen 127.0.0.1:0 --peer "$C_EP"
@@ -99,6 +100,25 @@ assert nodes[sys.argv[3]]["regions"] == 1, nodes
 PY
 ctl c quota | grep -q "$KEY_A .* 3 .* 3 " || fail "memfedctl quota: $(ctl c quota)"
 ok "C refuses A's fourth region by A's node quota, not B's; memfedctl quota shows both nodes"
+
+# Every refusal above, counted by reason: B's three reads and two writes,
+# its grant and its delete (administer), A's create over its node quota.
+ctl c -j stats >"$T/stats.json"
+python3 - "$T/stats.json" <<'PY' || fail "C's refusal counters: $(cat "$T/stats.json")"
+import json, sys
+r = json.load(open(sys.argv[1]))["module"]["refusals"]
+assert r == {"read": 3, "write": 2, "admin": 2, "node_quota": 1}, r
+PY
+ctl c stats | grep -qx "module.refusals.write 2" || fail "memfedctl stats: $(ctl c stats)"
+METRICS=$(ctl c -j status | python3 -c 'import json,sys; print(json.load(sys.stdin)["metrics"])')
+python3 -c 'import sys, urllib.request
+print(urllib.request.urlopen("http://%s/metrics" % sys.argv[1], timeout=30).read().decode(), end="")' \
+	"$METRICS" >"$T/scrape.txt"
+for want in read=3 write=2 admin=2 node_quota=1; do
+	grep -qxF "memfed_module_refusals_total{module=\"02:00:00:00:00:31\",reason=\"${want%=*}\"} ${want#*=}" \
+		"$T/scrape.txt" || fail "no refusal count $want in C's metrics: $(grep refusals "$T/scrape.txt")"
+done
+ok "C counts its refusals by reason (read 3, write 2, admin 2, node_quota 1): memfedctl stats and /metrics"
 
 # The owner's grants survive a restart of the module.
 ctl a region grant shared "$KEY_B" read >/dev/null
