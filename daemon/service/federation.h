@@ -82,6 +82,16 @@ public:
 	// kUnavailable when it is on no module that answers but a module did
 	// not answer.
 	virtual Result<RegionLocation> locate_region(const std::string &name) = 0;
+	// The same for local user asker.uid needing asker.want (wire::kAccess*):
+	// the module holding the region decides by its owner node and grants
+	// (region_authz.h), refuses naming the grant that would allow it, and
+	// the location's `access` is what it gives. A federation that cannot
+	// ask (a test's) locates as above, `access` 0: owner uid and mode decide.
+	virtual Result<RegionLocation> locate_region(const std::string &name, const Asker &asker)
+	{
+		(void)asker;
+		return locate_region(name);
+	}
 	virtual std::vector<ModuleEntry> modules() = 0;
 	virtual Result<std::unique_ptr<Channel>> open_channel(EventLoop *loop, ModuleId module) = 0;
 };

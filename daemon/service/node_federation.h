@@ -58,7 +58,7 @@ public:
 	// holding the region (this one too) decides by the region's owner and
 	// grants and refuses naming the grant that would allow it
 	// (region_authz.h); the location's `access` is what it gives.
-	Result<RegionLocation> locate_region(const std::string &name, const Asker &asker);
+	Result<RegionLocation> locate_region(const std::string &name, const Asker &asker) override;
 	// REGION_ACCESS (show, grant, revoke; wire::WireAccessRequest) of local
 	// user `asker_uid` on the module holding `loc` (on every copy of a
 	// replicated region: the first copy's answer is returned).
