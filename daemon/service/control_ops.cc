@@ -432,6 +432,24 @@ Message ControlOps::region_delete(const control::Peer &peer, Message &req)
 	if (!force)
 		return error_reply(force.status());
 	auto loc = find_region(peer, req, Access::kOwner);
+	std::string owner_node; // set when root deletes another node's region here
+	if (!loc && loc.status().code() == Code::kPermission && peer.privileged()) {
+		// Root of the node that runs the module may delete a region another
+		// node owns there, but only with --force, and it is logged: the pool
+		// is this node's (space a departed node left behind must be
+		// recoverable), the data is not (a slip must not destroy it).
+		auto held = fed_->local_region_owner(req.body.value("name", std::string()));
+		if (!held)
+			return error_reply(loc.status());
+		if (!*force)
+			return error_reply(Status(Code::kPermission,
+						  loc.status().message() + "; root of this module's node "
+									   "may delete it anyway with "
+									   "`memfedctl region rm --force " +
+							  held->first.name + "`"));
+		owner_node = trust::encode_key(held->second);
+		loc = held->first;
+	}
 	if (!loc)
 		return error_reply(loc.status());
 	std::vector<pid_t> users;
@@ -455,7 +473,12 @@ Message ControlOps::region_delete(const control::Peer &peer, Message &req)
 		return error_reply(st);
 	if (region_deleted_)
 		region_deleted_(*loc);
-	if (users.empty())
+	if (!owner_node.empty())
+		LOG_WARN("control",
+			 "root deleted region '%s' of node %s uid %u on this module by force "
+			 "(memfedctl region rm --force)",
+			 loc->name.c_str(), owner_node.c_str(), loc->owner_uid);
+	else if (users.empty())
 		LOG_INFO("control", "uid %u deleted region '%s'", peer.uid, loc->name.c_str());
 	else
 		LOG_WARN("control", "uid %u deleted region '%s' by force, in use by %zu process(es)",

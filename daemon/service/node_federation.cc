@@ -611,6 +611,23 @@ Status NodeFederation::write_pages(const RegionLocation &loc, uint64_t first_pag
 		.status();
 }
 
+Result<std::pair<RegionLocation, NodeKeyBytes>>
+NodeFederation::local_region_owner(const std::string &name)
+{
+	if (!store_ || !service_)
+		return Status(Code::kNotFound, "no module on this node");
+	auto r = store_->lookup_region(name);
+	if (!r)
+		return r.status();
+	auto a = store_->region_access(name);
+	if (!a)
+		return a.status();
+	if (r->replica_group != 0 || is_zero_key(a->owner_key) ||
+	    a->owner_key == service_->node_key())
+		return Status(Code::kNotFound, "region '" + name + "' is not another node's here");
+	return std::make_pair(location(store_->module_id(), to_wire(*r)), a->owner_key);
+}
+
 Result<wire::WireRegion> NodeFederation::lookup(SyncClient &c, const std::string &name,
 						 const Asker *asker)
 {

@@ -64,6 +64,9 @@ public:
 	// replicated region: the first copy's answer is returned).
 	Result<wire::WireAccessList> region_access(const RegionLocation &loc, uint32_t asker_uid,
 						   wire::AccessOp op, const AccessGrant &g);
+	// A region another node owns on the local module (not replicated): its
+	// location and owner key; kNotFound when there is no such region here.
+	Result<std::pair<RegionLocation, NodeKeyBytes>> local_region_owner(const std::string &name);
 	// What each node (by key; zeros: this one) holds on the local module.
 	std::map<NodeKeyBytes, OwnerUsage> local_node_usage() const
 	{

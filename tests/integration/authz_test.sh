@@ -7,7 +7,8 @@
 # a read grant lets B read but not write; a write grant lets it write; a
 # revoke takes effect at B's next request; a grant to another uid of B does
 # not cover B's own; C enforces quota.node_regions on A's creates by A's key;
-# C counts its refusals by reason (memfedctl stats, its /metrics endpoint).
+# C counts its refusals by reason (memfedctl stats, its /metrics endpoint);
+# root on C deletes A's region there only with --force, and it is logged.
 . "$(dirname "$0")/lib.sh"
 
 ME=$(id -u)
@@ -119,6 +120,18 @@ for want in read=3 write=2 admin=2 node_quota=1; do
 		"$T/scrape.txt" || fail "no refusal count $want in C's metrics: $(grep refusals "$T/scrape.txt")"
 done
 ok "C counts its refusals by reason (read 3, write 2, admin 2, node_quota 1): memfedctl stats and /metrics"
+
+# Root on C, the module's node, deleting A's region there: refused without
+# --force (naming it), done with --force and logged with A's key and uid.
+expect_exit 6 ctl c region rm q1
+[[ $ERR == *"region rm --force q1"* ]] || fail "root on C's refused delete does not name --force: $ERR"
+ctl a region show q1 >/dev/null || fail "root on C deleted A's region without --force"
+ctl c region rm --force q1 >/dev/null
+expect_exit 3 ctl a region show q1
+grep -q "root deleted region 'q1' of node $KEY_A uid $ME on this module by force" "$T/c.log" ||
+	fail "C did not log the forced delete: $(tail -n 5 "$T/c.log")"
+expect_exit 6 ctl b region rm --force q2
+ok "root on C deletes A's region there only with --force, logged with A's key and uid; B's root may not"
 
 # The owner's grants survive a restart of the module.
 ctl a region grant shared "$KEY_B" read >/dev/null

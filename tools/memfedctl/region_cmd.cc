@@ -21,7 +21,8 @@ constexpr const char *kUsage = R"(usage: memfedctl region COMMAND
                                     an empty file that grows up to SIZE)
   rm NAME [--force]                 delete a region and its data; a region that a
                                     process maps is busy (exit 9, naming the pids)
-                                    unless --force
+                                    unless --force; root on a module's node may
+                                    delete another node's region there with --force
   ls                                list regions on every reachable module: all of
                                     them for root, else those you may read
   show NAME                         one region in detail, with its owner node and
