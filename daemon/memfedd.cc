@@ -69,7 +69,7 @@ Status ensure_dir(const std::string &path)
 // SIGHUP: loads the config again from the same file and flags, applies what
 // can change at run time and logs one line naming the rest.
 void reload(int argc, char **argv, DaemonConfig *running, ControlOps *ops,
-            TrustOps *trust_ops)
+            TrustOps *trust_ops, ModuleService *service)
 {
 	timespec now;
 	clock_gettime(CLOCK_MONOTONIC, &now);
@@ -89,6 +89,8 @@ void reload(int argc, char **argv, DaemonConfig *running, ControlOps *ops,
 		set_log_level(fresh.log_level);
 		running->log_level = fresh.log_level;
 		ops->set_quota(fresh.quota);
+		if (service)
+			service->set_quota(fresh.quota, running->config_path);
 		running->quota = fresh.quota;
 		trust_ops->reload(fresh.trust);
 		running->trust.peers = fresh.trust.peers;
@@ -240,6 +242,8 @@ int main(int argc, char **argv)
 		store = std::move(*s);
 		self = store->module_id();
 		service = std::make_unique<ModuleService>(store.get());
+		service->set_node_key(node_key->pub);
+		service->set_quota(cfg.quota, cfg.config_path);
 		auto loop = EventLoop::create();
 		if (!loop)
 			return die(loop.status());
@@ -330,6 +334,7 @@ int main(int argc, char **argv)
 	if (!(st = control.listen(cfg.socket)))
 		return die(st);
 	ControlOps ops(cfg, &fed, listen_ep);
+	ops.set_trusted_peers(trusted);
 	ops.register_ops(control);
 	TrustOps trust_ops(node_key->pub, cfg, trusted);
 	trust_ops.on_rekey_limits([tls = *tls](uint32_t seconds, uint64_t bytes) {
@@ -437,7 +442,7 @@ int main(int argc, char **argv)
 	int sig = 0;
 	DaemonConfig running = cfg;
 	while (sigwait(&stop_sigs, &sig) == 0 && sig == SIGHUP)
-		reload(argc, argv, &running, &ops, &trust_ops);
+		reload(argc, argv, &running, &ops, &trust_ops, service.get());
 	LOG_INFO("memfedd", "signal %s: stopping", strsignal(sig));
 	sd_notify(0, "STOPPING=1");
 

@@ -1,6 +1,7 @@
 #include "libclient/pager_link.h"
 
 #include <fcntl.h>
+#include <langinfo.h>
 #include <locale.h>
 #include <poll.h>
 #include <signal.h>
@@ -92,6 +93,18 @@ void enter_link_thread(void (*thread_init)())
 		uselocale(c);
 }
 
+// Reads what a new thread's start reads of the global locale (glibc's
+// __ctype_init: the LC_CTYPE tables' pointers), so that a page of it in the
+// remote heap is faulted in here, where a fault waits only for the pager.
+void touch_global_ctype()
+{
+	locale_t mine = uselocale(LC_GLOBAL_LOCALE);
+	for (nl_item item : {_NL_CTYPE_CLASS, _NL_CTYPE_TOUPPER, _NL_CTYPE_TOLOWER})
+		(void)nl_langinfo(item);
+	if (mine != locale_t(0))
+		uselocale(mine);
+}
+
 uint64_t monotonic_ms()
 {
 	timespec ts;
@@ -155,7 +168,7 @@ PagerLink::~PagerLink()
 	// event is dropped with the uffd).
 	if (uffd_ >= 0)
 		close(uffd_);
-	(void)wait_for_evictors();
+	(void)stop_evictor();
 	for (auto &m : mappings_)
 		if (m->memfd >= 0)
 			close(m->memfd);
@@ -264,10 +277,16 @@ Status PagerLink::establish()
 		removes_unsent_.clear();
 	}
 	reopen();
-	// Only now a thread: pthread_create may reuse a cached stack that lives
-	// in a mapping (the remote heap), and in a forked child a page of it
-	// that the parent had evicted can be served only once the pager has the
-	// child's map. (The pager holds a drop request until the evictor reads.)
+	// The evictor thread is made once, here at the first attach, and then
+	// serves every later channel. A thread's start reads the global locale
+	// (glibc's __ctype_init), which the program's setlocale() put in the
+	// remote heap; a new evictor whose start faults on a page while the
+	// pager, at its budget, waits for that evictor to drop pages would hang
+	// the process for good (the hour soak found one). At the first attach
+	// the program's main() has not run, so its locale is glibc's static
+	// one. A forked child has no threads: its evictor is made only now, so
+	// that the pages its start touches are served by the child's maps, and
+	// just after those pages were touched here (start_evictor).
 	Status ev = start_evictor(sv[0]);
 	if (!ev) {
 		connected_ = false;
@@ -544,31 +563,40 @@ void *PagerLink::monitor_main(void *self)
 	return nullptr;
 }
 
-namespace
+void *PagerLink::evictor_main(void *self)
 {
-struct EvictorArg {
-	PagerLink *link;
-	int sock;
-};
-} // namespace
-
-void *PagerLink::evictor_main(void *arg)
-{
-	auto *a = static_cast<EvictorArg *>(arg);
-	PagerLink *l = a->link;
-	int sock = a->sock;
-	delete a;
+	auto *l = static_cast<PagerLink *>(self);
 	enter_link_thread(l->opt_.thread_init);
-	l->evictor_loop(sock);
-	{
-		std::lock_guard<std::mutex> lk(l->spans_mu_);
-		if (l->evict_sock_ == sock)
-			l->evict_sock_ = -1;
-		close(sock);
-		l->evictors_live_--;
-	}
-	l->evictors_cv_.notify_all();
+	l->evictor_serve();
 	return nullptr;
+}
+
+void PagerLink::evictor_serve()
+{
+	int sock = -1;
+	std::unique_lock<std::mutex> lk(spans_mu_);
+	for (;;) {
+		if (sock >= 0) {
+			// The channel ended: its pager went away, or it was retired.
+			if (evict_sock_ == sock) {
+				evict_sock_ = -1;
+				evict_sock_taken_ = false;
+			}
+			close(sock);
+		}
+		evictor_cv_.wait(lk, [this] {
+			return evictor_stop_ || (evict_sock_ >= 0 && !evict_sock_taken_);
+		});
+		if (evictor_stop_)
+			break;
+		sock = evict_sock_;
+		evict_sock_taken_ = true;
+		lk.unlock();
+		evictor_loop(sock);
+		lk.lock();
+	}
+	evictor_running_ = false;
+	evictors_cv_.notify_all();
 }
 
 Status PagerLink::start_monitor()
@@ -585,18 +613,25 @@ Status PagerLink::start_evictor(int sock)
 	{
 		std::lock_guard<std::mutex> lk(spans_mu_);
 		evict_sock_ = sock;
-		evictors_live_++;
+		evict_sock_taken_ = false;
+		evictor_cv_.notify_all();
+		if (evictor_running_)
+			return Status::ok();
+		evictor_running_ = true;
+		evictor_stop_ = false;
 	}
+	touch_global_ctype();
 	pthread_attr_t attr;
 	pthread_attr_init(&attr);
 	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
 	pthread_t t;
-	int rc = pthread_create(&t, &attr, evictor_main, new EvictorArg{this, sock});
+	int rc = pthread_create(&t, &attr, evictor_main, this);
 	pthread_attr_destroy(&attr);
 	if (rc != 0) {
 		std::lock_guard<std::mutex> lk(spans_mu_);
 		evict_sock_ = -1;
-		evictors_live_--;
+		evict_sock_taken_ = false;
+		evictor_running_ = false;
 		close(sock);
 		return Status::from_errno(rc, "starting the evictor thread");
 	}
@@ -630,7 +665,7 @@ bool PagerLink::wait_for_drops(int fd)
 	for (;;) {
 		{
 			std::unique_lock<std::mutex> lk(spans_mu_);
-			if (evictors_live_ == 0) {
+			if (drops_inflight_ == 0) {
 				lk.unlock();
 				std::unique_lock<std::mutex> rk(removes_mu_);
 				if (removes_cv_.wait_for(
@@ -654,11 +689,13 @@ bool PagerLink::wait_for_drops(int fd)
 	}
 }
 
-bool PagerLink::wait_for_evictors()
+bool PagerLink::stop_evictor()
 {
 	std::unique_lock<std::mutex> lk(spans_mu_);
+	evictor_stop_ = true;
+	evictor_cv_.notify_all();
 	return evictors_cv_.wait_for(lk, std::chrono::seconds(5),
-	                             [this] { return evictors_live_ == 0; });
+	                             [this] { return !evictor_running_; });
 }
 
 void PagerLink::retire_evictor()
@@ -666,9 +703,13 @@ void PagerLink::retire_evictor()
 	// Under spans_mu_, so the evictor cannot close (and the fd be reused)
 	// between the check and the shutdown.
 	std::lock_guard<std::mutex> lk(spans_mu_);
-	if (evict_sock_ >= 0)
+	if (evict_sock_ >= 0) {
 		shutdown(evict_sock_, SHUT_RDWR);
+		if (!evict_sock_taken_)
+			close(evict_sock_); // the evictor never saw it
+	}
 	evict_sock_ = -1;
+	evict_sock_taken_ = false;
 }
 
 void PagerLink::monitor_loop()
@@ -849,6 +890,7 @@ void PagerLink::evictor_loop(int sock)
 			// next pager as a REMOVE it cannot tell from the program's.
 			if (evict_sock_ != sock)
 				return;
+			drops_inflight_++;
 			for (uint32_t i = 0; i < req.count; i++) {
 				const auto &r = req.ranges[i];
 				bool inside =
@@ -878,6 +920,11 @@ void PagerLink::evictor_loop(int sock)
 				    rep.error == 0)
 					rep.error = -errno;
 		}
+		{
+			std::lock_guard<std::mutex> sk(spans_mu_);
+			drops_inflight_--;
+		}
+		evictors_cv_.notify_all();
 		if (send(sock, &rep, sizeof(rep), MSG_NOSIGNAL) < 0)
 			return;
 	}
@@ -1033,7 +1080,9 @@ void PagerLink::fork_child()
 	if (evict_sock_ >= 0)
 		close(evict_sock_);
 	evict_sock_ = -1;
-	evictors_live_ = 0;        // they stayed in the parent
+	evict_sock_taken_ = false;
+	evictor_running_ = false; // it stayed in the parent, with its drops
+	drops_inflight_ = 0;
 	removes_inflight_.clear(); // so did the threads that were dropping
 	removes_mu_.unlock();
 	monitor_running_ = false;

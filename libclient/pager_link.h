@@ -165,15 +165,20 @@ private:
 	Status copy_for_child(Mapping &m);
 	Status collect_dead_locked(const std::string &prefix);
 	Status start_monitor();
+	// Hands the evict channel `sock` to the evictor thread, starting the
+	// thread if this process has none yet.
 	Status start_evictor(int sock);
-	// Shuts the current evict channel down; its thread exits on its own.
+	// Shuts the current evict channel down; the evictor closes it and waits
+	// for the next one.
 	void retire_evictor();
-	// Waits until every retired evictor has exited and every program drop
-	// in flight has returned (their events reach the new pager before any
-	// "map"), while the connection `fd` stays up; false if it went down.
+	// Waits until no drop of a retired evictor is in madvise and every
+	// program drop in flight has returned (their events reach the new pager
+	// before any "map"), while the connection `fd` stays up; false if it
+	// went down.
 	bool wait_for_drops(int fd);
-	// Waits (up to 5 s) until every evictor thread has exited; false on timeout.
-	bool wait_for_evictors();
+	// Stops the evictor thread and waits (up to 5 s) until it has exited;
+	// false on timeout.
+	bool stop_evictor();
 	void publish_spans();
 	void monitor_loop();
 	// Soft mode past the grace: reads the uffd until the link closes,
@@ -184,6 +189,8 @@ private:
 	void wait_connected(std::unique_lock<std::mutex> &lk);
 	// Why a call finds no memfedd: closing, or given up. REQUIRES: mu_ held.
 	std::string closed_reason() const;
+	// Serves evict channels one after another until stop_evictor().
+	void evictor_serve();
 	void evictor_loop(int sock);
 	Mapping *find(uint64_t addr);
 	const Mapping *find(uint64_t addr) const;
@@ -210,14 +217,20 @@ private:
 	// the region copy until fork returns, so no page leaves memory meanwhile.
 	std::mutex evict_mu_;
 	// The private mappings' address ranges, for the evictor's checks; also
-	// guards evict_sock_ and evictors_live_.
+	// guards the evictor's state below.
 	std::mutex spans_mu_;
 	std::vector<Span> private_spans_;
-	// Evictor threads are detached; each closes its socket when it ends.
-	int evict_sock_ = -1; // our end of the current evict channel
-	int evictors_live_ = 0;
-	std::condition_variable evictors_cv_;
-	int stop_fd_ = -1; // eventfd that stops the monitor
+	// One evictor thread per process, detached, made at the first attach
+	// and kept: see establish() for why it is never made again. It closes
+	// each channel it took once the channel ends.
+	int evict_sock_ = -1;           // our end of the current evict channel
+	bool evict_sock_taken_ = false; // the evictor serves evict_sock_
+	bool evictor_running_ = false;
+	bool evictor_stop_ = false;
+	int drops_inflight_ = 0;              // drops between the retired check and madvise's end
+	std::condition_variable evictor_cv_;  // wakes the evictor: a channel, or stop
+	std::condition_variable evictors_cv_; // drops_inflight_ or evictor_running_ fell
+	int stop_fd_ = -1;                    // eventfd that stops the monitor
 	pthread_t monitor_{};
 	bool monitor_running_ = false;
 	int fork_pipe_[2] = {-1, -1}; // the child reports "copied" to the parent

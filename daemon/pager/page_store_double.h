@@ -89,6 +89,7 @@ public:
 
 	// Federation
 	ModuleId self() const override { return module_; }
+	using Federation::locate_region; // the asked one: by owner uid and mode here
 	Result<RegionLocation> locate_region(const std::string &name) override
 	{
 		std::lock_guard<std::mutex> lk(mu_);

@@ -13,6 +13,7 @@
 
 #include "daemon/common/log.h"
 #include "daemon/pager/map_protocol.h"
+#include "daemon/wire/protocol.h"
 
 namespace memfed::pager
 {
@@ -286,7 +287,11 @@ Message Pager::op_map(const control::Peer &peer, Message &req)
 			                "first)"));
 		pi = it->second;
 	}
-	auto loc = fed_.locate_region(region->get<std::string>());
+	// Asked for the mapping uid: its module decides by the region's owner
+	// node and grants, not only its owner uid and mode (a uid here is not
+	// the same user as that uid on the node that owns the region).
+	const uint8_t want = *writable ? wire::kAccessRead | wire::kAccessWrite : wire::kAccessRead;
+	auto loc = fed_.locate_region(region->get<std::string>(), Asker{peer.uid, want});
 	if (!loc)
 		return err(loc.status());
 	if (*offset > loc->size_bytes || *length > loc->size_bytes - *offset)
@@ -295,7 +300,17 @@ Message Pager::op_map(const control::Peer &peer, Message &req)
 		                          std::to_string(loc->size_bytes) + " bytes; window at " +
 		                          std::to_string(*offset) + " + " +
 		                          std::to_string(*length) + " runs past its end"));
-	if (peer.uid != 0 && peer.uid != loc->owner_uid) {
+	if (loc->access != 0 && (loc->access & want) != want)
+		return err(Status(Code::kPermission,
+		                  "uid " + std::to_string(peer.uid) + " may not map region '" +
+		                          loc->name + "' " +
+		                          (*writable ? "writable" : "read-only") + " (module " +
+		                          loc->module.to_string() + " gives it only " +
+		                          ((loc->access & wire::kAccessWrite)  ? "read and write"
+		                           : (loc->access & wire::kAccessRead) ? "read"
+		                                                               : "nothing") +
+		                          ")"));
+	if (loc->access == 0 && peer.uid != 0 && peer.uid != loc->owner_uid) {
 		uint32_t need = *writable ? 06 : 04;
 		if ((loc->mode & need) != need)
 			return err(Status(Code::kPermission,

@@ -84,8 +84,34 @@ json module_json(const ModuleEntry &m)
 
 } // namespace
 
+uint8_t access_bits(Access want)
+{
+	switch (want) {
+	case Access::kRead:
+		return wire::kAccessRead;
+	case Access::kWrite:
+		return wire::kAccessWrite;
+	case Access::kOwner:
+		break;
+	}
+	return wire::kAccessAdmin;
+}
+
 Status check_access(const RegionLocation &r, uid_t uid, Access want)
 {
+	if (r.access != 0) {
+		// The module holding it decided, by owner node and grants.
+		uint8_t need = access_bits(want);
+		if ((r.access & need) == need)
+			return Status::ok();
+		return Status(Code::kPermission, "uid " + std::to_string(uid) + " may not " +
+							 (want == Access::kRead    ? "read"
+							  : want == Access::kWrite ? "write"
+										   : "own") +
+							 " region '" + r.name + "' (module " +
+							 r.module.to_string() + " gives it only '" +
+							 rights_text(r.access & 3) + "')");
+	}
 	if (uid == 0 || uid == r.owner_uid)
 		return Status::ok();
 	const char *what = "own";
@@ -241,6 +267,10 @@ void ControlOps::register_ops(control::Server &server)
 	server.add_op("region.read", [this](const Peer &p, Message &m) { return region_read(p, m); });
 	server.add_op("region.write", [this](const Peer &p, Message &m) { return region_write(p, m); });
 	server.add_op("region.copy", [this](const Peer &p, Message &m) { return region_copy(p, m); });
+	server.add_op("region.grant",
+		      [this](const Peer &p, Message &m) { return region_grant(p, m, true); });
+	server.add_op("region.revoke",
+		      [this](const Peer &p, Message &m) { return region_grant(p, m, false); });
 }
 
 Message ControlOps::status()
@@ -325,6 +355,11 @@ json ControlOps::stats_body(const std::string &after, size_t max_bytes)
 		b["module"] = {{"module", m.module.to_string()},
 			       {"capacity_bytes", m.capacity_bytes},
 			       {"free_bytes", m.free_bytes}};
+		if (auto n = fed_->refusals())
+			b["module"]["refusals"] = {{"read", n->read},
+						   {"write", n->write},
+						   {"admin", n->admin},
+						   {"node_quota", n->node_quota}};
 	}
 	if (pager_stats_)
 		b["pager"] = pager_stats_(after, max_bytes);
@@ -419,7 +454,7 @@ Result<RegionLocation> ControlOps::find_region(const control::Peer &peer, const 
 	auto name = need_string(req.body, key);
 	if (!name)
 		return name.status();
-	auto loc = fed_->locate_region(*name);
+	auto loc = fed_->locate_region(*name, Asker{peer.uid, access_bits(want)});
 	if (!loc)
 		return loc;
 	Status st = check_access(*loc, peer.uid, want);
@@ -434,6 +469,24 @@ Message ControlOps::region_delete(const control::Peer &peer, Message &req)
 	if (!force)
 		return error_reply(force.status());
 	auto loc = find_region(peer, req, Access::kOwner);
+	std::string owner_node; // set when root deletes another node's region here
+	if (!loc && loc.status().code() == Code::kPermission && peer.privileged()) {
+		// Root of the node that runs the module may delete a region another
+		// node owns there, but only with --force, and it is logged: the pool
+		// is this node's (space a departed node left behind must be
+		// recoverable), the data is not (a slip must not destroy it).
+		auto held = fed_->local_region_owner(req.body.value("name", std::string()));
+		if (!held)
+			return error_reply(loc.status());
+		if (!*force)
+			return error_reply(Status(Code::kPermission,
+						  loc.status().message() + "; root of this module's node "
+									   "may delete it anyway with "
+									   "`memfedctl region rm --force " +
+							  held->first.name + "`"));
+		owner_node = trust::encode_key(held->second);
+		loc = held->first;
+	}
 	if (!loc)
 		return error_reply(loc.status());
 	std::vector<pid_t> users;
@@ -457,7 +510,12 @@ Message ControlOps::region_delete(const control::Peer &peer, Message &req)
 		return error_reply(st);
 	if (region_deleted_)
 		region_deleted_(*loc);
-	if (users.empty())
+	if (!owner_node.empty())
+		LOG_WARN("control",
+			 "root deleted region '%s' of node %s uid %u on this module by force "
+			 "(memfedctl region rm --force)",
+			 loc->name.c_str(), owner_node.c_str(), loc->owner_uid);
+	else if (users.empty())
 		LOG_INFO("control", "uid %u deleted region '%s'", peer.uid, loc->name.c_str());
 	else
 		LOG_WARN("control", "uid %u deleted region '%s' by force, in use by %zu process(es)",
@@ -470,7 +528,11 @@ Message ControlOps::region_show(const control::Peer &peer, Message &req)
 	auto loc = find_region(peer, req, Access::kRead);
 	if (!loc)
 		return error_reply(loc.status());
-	return ok_reply({{"region", region_json(*loc, fed_)}});
+	json region = region_json(*loc, fed_);
+	json access = access_json(*loc, peer.uid);
+	if (!access.is_null())
+		region.update(access);
+	return ok_reply({{"region", region}});
 }
 
 // The region's length as a file, as ftruncate sets a file's: shrinking
@@ -529,7 +591,11 @@ Message ControlOps::region_list(const control::Peer &peer, Message &req)
 		// A caller who may not see every region asks for whole pages: much
 		// of what comes back may be hidden from them.
 		size_t want = peer.privileged() ? *limit - list.size() : kListPage;
-		auto page = fed_->list_regions_page(cursor, want, &more);
+		// The modules say what an unprivileged caller may read, by each
+		// region's owner node and grants (root sees every region).
+		auto page = fed_->list_regions_page(
+			cursor, want, &more,
+			peer.privileged() ? std::nullopt : std::optional<uint32_t>(peer.uid));
 		scanned += page.size();
 		for (const auto &r : page) {
 			cursor = r.name;
@@ -589,11 +655,31 @@ Message ControlOps::quota_show(const control::Peer &peer)
 				{"bytes_limit", limit(l.bytes)},
 				{"exempt", l.exempt}});
 	}
+	// Other nodes' regions here, by node key (for root and the daemon's own
+	// user: they are not another local user's business).
+	json nodes = json::array();
+	if (peer.privileged() || peer.uid == geteuid()) {
+		NodeLimits nl = node_limits(q, size);
+		for (const auto &[key, u] : fed_->local_node_usage()) {
+			if (is_zero_key(key))
+				continue; // this node's own users: their uid quotas
+			json n = {{"key", trust::encode_key(key)},
+				  {"regions", u.regions},
+				  {"bytes", u.bytes},
+				  {"regions_limit", limit(nl.regions)},
+				  {"bytes_limit", limit(nl.bytes)}};
+			std::string name = key_name(key);
+			if (!name.empty())
+				n["name"] = name;
+			nodes.push_back(n);
+		}
+	}
 	return ok_reply({{"module", fed_->self().to_string()},
 			 {"capacity_bytes", size.capacity_bytes},
 			 {"table_slots", size.table_slots},
 			 {"config", config},
-			 {"uids", uids}});
+			 {"uids", uids},
+			 {"nodes", nodes}});
 }
 
 // Byte-granular access for scripting: whole pages travel; a partial page at

@@ -17,6 +17,13 @@
 // only the regions they may read (their own, and those whose mode lets others
 // read); root sees every region.
 //
+// Authorization by node (region_authz.h): a region is located for the
+// caller's uid and the access it needs, and the module holding it (this one
+// too) decides by the region's owner node and grants; region.grant and
+// region.revoke change those grants on that module ("peer": a trusted key,
+// or a trusted peer's name, with ":UID" for one user; "rights": "read" or
+// "write"), and region.show lists them.
+//
 // Thread-safety: handlers run on control connection threads concurrently;
 // everything they touch is thread-safe.
 #pragma once
@@ -31,12 +38,16 @@
 #include "daemon/control/server.h"
 #include "daemon/service/config.h"
 #include "daemon/service/node_federation.h"
+#include "daemon/trust/trusted_peers.h"
 
 namespace memfed {
 
 // Access a peer asks for, checked against a region's owner and mode.
 enum class Access { kRead, kWrite, kOwner };
-// OK or kPermission naming the region, the caller and what is missing.
+// wire::kAccess* bits of `want`.
+uint8_t access_bits(Access want);
+// OK or kPermission naming the region, the caller and what is missing: by
+// the module's answer (r.access) when it gave one, else by owner and mode.
 Status check_access(const RegionLocation &r, uid_t uid, Access want);
 // The JSON form of a region used by every op and by memfedctl -j.
 nlohmann::json region_json(const RegionLocation &r);
@@ -59,6 +70,12 @@ public:
 	// The bound Prometheus endpoint "host:port", shown by "status" as
 	// "metrics" (null while there is none).
 	void set_metrics_endpoint(std::string ep) { metrics_ = std::move(ep); }
+	// The trusted peers, to name grantees by a peer's name and to show
+	// keys by their names. Set before register_ops().
+	void set_trusted_peers(std::shared_ptr<trust::TrustedPeers> peers)
+	{
+		trusted_ = std::move(peers);
+	}
 	// Adds a source of the pids that use a region (sorted, each once);
 	// region.delete refuses with kBusy while any names one.
 	void add_region_users(std::function<std::vector<pid_t>(const std::string &)> f)
@@ -92,6 +109,12 @@ private:
 	control::Message region_truncate(const control::Peer &peer, control::Message &req);
 	control::Message region_list(const control::Peer &peer, control::Message &req);
 	control::Message quota_show(const control::Peer &peer);
+	// region.grant and region.revoke (grant_ops.cc).
+	control::Message region_grant(const control::Peer &peer, control::Message &req, bool grant);
+	// The region's owner node and grants as region.show lists them (null
+	// when the module cannot say).
+	nlohmann::json access_json(const RegionLocation &loc, uint32_t uid);
+	std::string key_name(const trust::PublicKey &key) const;
 	QuotaConfig quota() const;
 	control::Message region_read(const control::Peer &peer, control::Message &req);
 	control::Message region_write(const control::Peer &peer, control::Message &req);
@@ -107,6 +130,7 @@ private:
 	mutable std::mutex quota_mu_;
 	QuotaConfig quota_; // guarded by quota_mu_
 	std::function<void(const RegionLocation &)> region_deleted_;
+	std::shared_ptr<trust::TrustedPeers> trusted_;
 };
 
 } // namespace memfed

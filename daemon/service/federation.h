@@ -33,12 +33,24 @@ struct RegionLocation {
 	uint32_t mode = 0;
 	uint64_t ctime_ns = 0;
 	uint64_t length = 0; // as a file: bytes before end of file, <= size_bytes
+	// Located for a local user (NodeFederation::locate_region with an
+	// Asker): the rights (wire::kAccess*) the module holding it gives that
+	// user, decided by its owner and grants (region_authz.h); 0 when not
+	// asked, and the region's owner uid and mode decide.
+	uint8_t access = 0;
 	// A replicated region (replica_set.h): `module` is its replica set's
 	// virtual module, the region starts at fa_offset 0 there, and `copies`
 	// lists the copies found; `replicas` is how many it should have.
 	uint64_t replica_group = 0; // 0: an ordinary region, on `module`
 	uint8_t replicas = 0;
 	std::vector<ReplicaLocation> copies;
+};
+
+// A local user (the control socket's SO_PEERCRED uid) locating a region, and
+// the access it needs (wire::kAccess*).
+struct Asker {
+	uint32_t uid = 0;
+	uint8_t want = 0;
 };
 
 struct ModuleEntry {
@@ -70,6 +82,16 @@ public:
 	// kUnavailable when it is on no module that answers but a module did
 	// not answer.
 	virtual Result<RegionLocation> locate_region(const std::string &name) = 0;
+	// The same for local user asker.uid needing asker.want (wire::kAccess*):
+	// the module holding the region decides by its owner node and grants
+	// (region_authz.h), refuses naming the grant that would allow it, and
+	// the location's `access` is what it gives. A federation that cannot
+	// ask (a test's) locates as above, `access` 0: owner uid and mode decide.
+	virtual Result<RegionLocation> locate_region(const std::string &name, const Asker &asker)
+	{
+		(void)asker;
+		return locate_region(name);
+	}
 	virtual std::vector<ModuleEntry> modules() = 0;
 	virtual Result<std::unique_ptr<Channel>> open_channel(EventLoop *loop, ModuleId module) = 0;
 };

@@ -212,6 +212,21 @@ void module_metrics(PromText &t, const json &modules)
 		         uint64_t(m->value("reachable", false) ? 1 : 0));
 }
 
+// The local module's refusals by reason ("stats" "module" "refusals").
+void refusal_metrics(PromText &t, const json &module)
+{
+	auto r = module.find("refusals");
+	if (r == module.end() || !r->is_object())
+		return;
+	t.family("memfed_module_refusals_total", "counter",
+	         "Requests this node's module refused: reason read, write or admin (its "
+	         "authorization lacked that right), node_quota (the asking node's quota).");
+	for (const char *reason : {"read", "write", "admin", "node_quota"})
+		t.sample("memfed_module_refusals_total",
+		         {{"module", json_string(module, "module")}, {"reason", reason}},
+		         json_count(*r, reason));
+}
+
 } // namespace
 
 std::string format_metrics(const json &stats, const json &modules)
@@ -220,6 +235,8 @@ std::string format_metrics(const json &stats, const json &modules)
 	if (stats.contains("pager") && stats["pager"].is_object())
 		pager_metrics(t, stats["pager"]);
 	module_metrics(t, modules.is_array() ? modules : json::array());
+	if (stats.contains("module") && stats["module"].is_object())
+		refusal_metrics(t, stats["module"]);
 	return t.text();
 }
 

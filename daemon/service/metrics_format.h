@@ -20,6 +20,8 @@
 //   memfed_module_capacity_bytes{module}          every reachable module
 //   memfed_module_free_bytes{module}
 //   memfed_peer_up{module,endpoint}               1 connected, 0 not
+//   memfed_module_refusals_total{module,reason}   requests this node's module
+//       refused: reason read, write, admin (authorization), node_quota
 //
 // Per-process counters are left out on purpose: a pid label makes a new
 // series for every process that ever faulted.

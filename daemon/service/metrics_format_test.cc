@@ -141,3 +141,24 @@ TEST_CASE("modules' space and peers' state; no pager role means no pager familie
 	// The local module is not a peer.
 	REQUIRE(count_prefix(text, "memfed_peer_up{") == 2);
 }
+
+TEST_CASE("the local module's refusals per reason; none without a module role")
+{
+	json stats = {
+	        {"module",
+	         {{"module", "02:00:00:00:00:31"},
+	          {"refusals", {{"read", 3}, {"write", 2}, {"admin", 0}, {"node_quota", 1}}}}}};
+	std::string text = format_metrics(stats, json::array());
+	REQUIRE(has_line(text, "# TYPE memfed_module_refusals_total counter"));
+	REQUIRE(has_line(text, "memfed_module_refusals_total{module=\"02:00:00:00:00:31\","
+	                       "reason=\"read\"} 3"));
+	REQUIRE(has_line(text, "memfed_module_refusals_total{module=\"02:00:00:00:00:31\","
+	                       "reason=\"write\"} 2"));
+	REQUIRE(has_line(text, "memfed_module_refusals_total{module=\"02:00:00:00:00:31\","
+	                       "reason=\"admin\"} 0"));
+	REQUIRE(has_line(text, "memfed_module_refusals_total{module=\"02:00:00:00:00:31\","
+	                       "reason=\"node_quota\"} 1"));
+	REQUIRE(count_prefix(text, "memfed_module_refusals_total{") == 4);
+	REQUIRE(format_metrics(json::object(), json::array()).find("refusals") ==
+	        std::string::npos);
+}

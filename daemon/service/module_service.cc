@@ -4,6 +4,7 @@
 
 #include "daemon/common/crc32c.h"
 #include "daemon/common/log.h"
+#include "daemon/trust/node_key.h"
 #include "daemon/wire/codec.h"
 
 namespace memfed
@@ -24,6 +25,256 @@ wire::WireRegion to_wire(const RegionInfo &r)
 	w.replica_group = r.replica_group;
 	w.replicas = r.replicas;
 	return w;
+}
+
+void ModuleService::set_quota(const QuotaConfig &q, const std::string &config_path)
+{
+	std::lock_guard lk(quota_mu_);
+	quota_ = q;
+	config_path_ = config_path;
+}
+
+Requester ModuleService::requester_of(const ConnInfo &conn) const
+{
+	Requester q;
+	q.local = !conn.authenticated || conn.peer_key == own_key_;
+	q.key = conn.peer_key;
+	q.key_name = conn.peer_name;
+	return q;
+}
+
+std::string ModuleService::owner_text(const NodeKeyBytes &owner) const
+{
+	return trust::encode_key(is_zero_key(owner) ? own_key_ : owner);
+}
+
+RefusalCounts ModuleService::refusals() const
+{
+	auto n = [this](Refusal r) { return refusals_[size_t(r)].load(std::memory_order_relaxed); };
+	return {n(Refusal::kRead), n(Refusal::kWrite), n(Refusal::kAdmin), n(Refusal::kNodeQuota)};
+}
+
+void ModuleService::log_refusal(const Status &st, Refusal why)
+{
+	refusals_[size_t(why)].fetch_add(1, std::memory_order_relaxed);
+	auto now = std::chrono::steady_clock::now();
+	std::lock_guard lk(log_mu_);
+	if (last_refusal_log_ != std::chrono::steady_clock::time_point{} &&
+	    now - last_refusal_log_ < std::chrono::seconds(1)) {
+		refusals_unlogged_++;
+		return;
+	}
+	if (refusals_unlogged_ > 0)
+		LOG_WARN("module", "refused: %s (and %llu more refusals since the last line)",
+		         st.message().c_str(), (unsigned long long)refusals_unlogged_);
+	else
+		LOG_WARN("module", "refused: %s", st.message().c_str());
+	last_refusal_log_ = now;
+	refusals_unlogged_ = 0;
+}
+
+Status ModuleService::authorize(const Requester &q, const RegionInfo &r, const RegionAccess &a,
+                                uint8_t want)
+{
+	if (q.local || (rights_of(r, normalized(a), q) & want) == want)
+		return Status::ok();
+	Status st = refusal(r, store_->module_id(), owner_text(a.owner_key), q, want);
+	log_refusal(st, (want & wire::kAccessAdmin)   ? Refusal::kAdmin
+	                : (want & wire::kAccessWrite) ? Refusal::kWrite
+	                                              : Refusal::kRead);
+	return st;
+}
+
+Status ModuleService::authorize(const Requester &q, uint32_t region_id, uint8_t want)
+{
+	if (q.local)
+		return Status::ok();
+	auto r = store_->region_by_id(region_id);
+	auto a = store_->region_access(region_id);
+	if (!r || !a)
+		return r ? a.status() : r.status(); // the request fails as it would anyway
+	return authorize(q, *r, *a, want);
+}
+
+void ModuleService::region_create(const ConnInfo &conn, const Requester &q,
+                                  std::span<const uint8_t> payload, Reply &reply)
+{
+	auto spec = wire::decode_region_spec(payload);
+	if (!spec) {
+		reply.fail(spec.status());
+		return;
+	}
+	const std::string name = wire::region_name(*spec);
+	ModuleStore::AdmitFn admit_node;
+	if (!q.local) {
+		QuotaConfig quota;
+		std::string config_path;
+		{
+			std::lock_guard lk(quota_mu_);
+			quota = quota_;
+			config_path = config_path_;
+		}
+		PoolInfo info = store_->info();
+		ModuleSize size{info.capacity_bytes, info.table_slots};
+		std::string node = trust::TrustedPeers::describe(q.key, q.key_name);
+		std::string module = store_->module_id().to_string();
+		admit_node = [quota, config_path, size, node, module, name](const OwnerUsage &usage,
+		                                                            uint64_t bytes) {
+			return admit_node_region(quota, node, usage, name, bytes, module, size,
+			                         config_path);
+		};
+	}
+	auto r = store_->create_region(name, spec->size_bytes, spec->owner_uid, spec->mode, nullptr,
+	                               ReplicaSpec{spec->replica_group, spec->replicas},
+	                               q.local ? NodeKeyBytes{} : q.key, admit_node);
+	if (!r) {
+		if (r.status().code() == Code::kQuota)
+			log_refusal(r.status(), Refusal::kNodeQuota);
+		reply.fail(r.status());
+		return;
+	}
+	LOG_INFO("module", "region '%s' created by %s (%s) for uid %u, %lu bytes", r->name.c_str(),
+	         q.local ? conn.module.to_string().c_str()
+	                 : trust::TrustedPeers::describe(q.key, q.key_name).c_str(),
+	         conn.peer.c_str(), r->owner_uid, (unsigned long)r->size_bytes);
+	auto out = reply.payload_buffer(wire::kRegionSize);
+	wire::encode_region(to_wire(*r), out.data());
+}
+
+void ModuleService::region_lookup(const Requester &asker, std::span<const uint8_t> payload,
+                                  Reply &reply)
+{
+	auto l = wire::decode_lookup(payload);
+	if (!l) {
+		reply.fail(l.status());
+		return;
+	}
+	auto r = store_->lookup_region(l->name);
+	auto a = store_->region_access(l->name);
+	if (!r || !a) {
+		reply.fail(r ? a.status() : r.status());
+		return;
+	}
+	Requester q = asker;
+	q.uid_known = l->asked;
+	q.uid = l->uid;
+	uint8_t want = l->asked ? l->want : wire::kAccessRead;
+	Status st = authorize(q, *r, *a, want);
+	if (!st) {
+		reply.fail(st);
+		return;
+	}
+	wire::WireRegion w = to_wire(*r);
+	if (l->asked)
+		w.access = q.local ? wire::kAccessKnown : rights_of(*r, normalized(*a), q);
+	wire::encode_region(w, reply.payload_buffer(wire::kRegionSize).data());
+}
+
+void ModuleService::region_access(const Requester &asker, std::span<const uint8_t> payload,
+                                  Reply &reply)
+{
+	auto req = wire::decode_access_request(payload);
+	if (!req) {
+		reply.fail(req.status());
+		return;
+	}
+	auto list = access_op(asker, *req);
+	if (!list) {
+		reply.fail(list.status());
+		return;
+	}
+	reply.set_payload(wire::encode_access_list(*list));
+}
+
+RegionAccess ModuleService::normalized(RegionAccess a) const
+{
+	if (is_zero_key(a.owner_key))
+		a.owner_key = own_key_;
+	return a;
+}
+
+Result<uint8_t> ModuleService::local_user_rights(const std::string &name, uint32_t uid,
+                                                 uint8_t want)
+{
+	auto r = store_->lookup_region(name);
+	if (!r)
+		return r.status();
+	auto a = store_->region_access(name);
+	if (!a)
+		return a.status();
+	Requester q{false, own_key_, "", true, uid};
+	RegionAccess n = normalized(*a);
+	MF_RETURN_IF_ERROR(authorize(q, *r, n, want));
+	return rights_of(*r, n, q);
+}
+
+uint8_t ModuleService::rights_for(const NodeKeyBytes &key, uint32_t uid, const RegionInfo &r)
+{
+	auto a = store_->region_access(r.id);
+	if (!a)
+		return 0; // deleted meanwhile: nothing to see
+	return rights_of(r, normalized(*a), Requester{false, key, "", true, uid});
+}
+
+Result<wire::WireAccessList> ModuleService::local_access(const wire::WireAccessRequest &req)
+{
+	return access_op(Requester{false, own_key_, "", true, req.asker_uid}, req);
+}
+
+Result<wire::WireAccessList> ModuleService::access_op(const Requester &asker,
+                                                      const wire::WireAccessRequest &req)
+{
+	const std::string name = wire::region_name(req);
+	auto r = store_->lookup_region(name);
+	if (!r)
+		return r.status();
+	auto a = store_->region_access(name);
+	if (!a)
+		return a.status();
+	Requester q = asker;
+	q.uid_known = true;
+	q.uid = req.asker_uid;
+	auto op = wire::AccessOp(req.op);
+	RegionAccess now = normalized(*a);
+	MF_RETURN_IF_ERROR(authorize(
+	        q, *r, now, op == wire::AccessOp::kShow ? wire::kAccessRead : wire::kAccessAdmin));
+	if (op != wire::AccessOp::kShow) {
+		AccessGrant g;
+		std::memcpy(g.key.data(), req.key, g.key.size());
+		g.uid = req.uid;
+		g.rights = op == wire::AccessOp::kRevoke
+		                   ? 0
+		                   : uint8_t(((req.rights & wire::kAccessRead) ? kRightRead : 0) |
+		                             ((req.rights & wire::kAccessWrite) ? kRightWrite : 0));
+		if (g.key == now.owner_key || is_zero_key(g.key))
+			return Status(Code::kInvalidArgument,
+			              "node " + trust::encode_key(now.owner_key) +
+			                      " owns region '" + name +
+			                      "': its users follow the region's mode (owner uid " +
+			                      std::to_string(r->owner_uid) + "), not grants");
+		auto changed = store_->set_grant(name, g);
+		if (!changed)
+			return changed.status();
+		now = normalized(*changed);
+		const std::string uid_text =
+		        g.uid == kAnyUid ? "every uid" : "uid " + std::to_string(g.uid);
+		LOG_INFO("module", "region '%s': %s node %s %s%s%s", name.c_str(),
+		         g.rights ? "granted" : "revoked the grant of",
+		         trust::encode_key(g.key).c_str(), uid_text.c_str(), g.rights ? " " : "",
+		         g.rights ? rights_text(g.rights).c_str() : "");
+	}
+	wire::WireAccessList list{};
+	std::memcpy(list.owner_key, now.owner_key.data(), now.owner_key.size());
+	list.owner_uid = r->owner_uid;
+	for (const AccessGrant &g : now.grants) {
+		wire::WireGrant w{};
+		std::memcpy(w.key, g.key.data(), g.key.size());
+		w.uid = g.uid;
+		w.rights = uint8_t(((g.rights & kRightRead) ? wire::kAccessRead : 0) |
+		                   ((g.rights & kRightWrite) ? wire::kAccessWrite : 0));
+		list.grants.push_back(w);
+	}
+	return list;
 }
 
 namespace
@@ -368,6 +619,31 @@ void ModuleService::handle(const ConnInfo &conn, const wire::Header &req,
 		                                           store_->module_id().to_string() + ")"));
 		return;
 	}
+	const Requester q = requester_of(conn);
+	if (!q.local) {
+		// Page requests name their region by id: checked before anything else.
+		uint8_t want = 0;
+		switch (MsgType(req.type)) {
+		case MsgType::kRead:
+		case MsgType::kReadVersioned:
+		case MsgType::kReadVersions:
+			want = wire::kAccessRead;
+			break;
+		case MsgType::kWrite:
+		case MsgType::kWriteVersioned:
+			want = wire::kAccessWrite;
+			break;
+		default:
+			break;
+		}
+		if (want != 0) {
+			Status st = authorize(q, req.region_id, want);
+			if (!st) {
+				reply.fail(st);
+				return;
+			}
+		}
+	}
 	switch (MsgType(req.type)) {
 	case MsgType::kRead: {
 		if (reply.can_defer() && overlaps_pending_write(req.offset, req.count)) {
@@ -451,34 +727,33 @@ void ModuleService::handle(const ConnInfo &conn, const wire::Header &req,
 			reply.set_payload_crc(crc);
 		return;
 	}
-	case MsgType::kRegionCreate: {
-		auto spec = wire::decode_region_spec(payload);
-		if (!spec) {
-			reply.fail(spec.status());
-			return;
-		}
-		auto r = store_->create_region(wire::region_name(*spec), spec->size_bytes,
-		                               spec->owner_uid, spec->mode, nullptr,
-		                               ReplicaSpec{spec->replica_group, spec->replicas});
-		if (!r) {
-			reply.fail(r.status());
-			return;
-		}
-		LOG_INFO("module", "region '%s' created by %s (%s), %lu bytes", r->name.c_str(),
-		         conn.module.to_string().c_str(), conn.peer.c_str(),
-		         (unsigned long)r->size_bytes);
-		auto out = reply.payload_buffer(wire::kRegionSize);
-		wire::encode_region(to_wire(*r), out.data());
+	case MsgType::kRegionCreate:
+		region_create(conn, q, payload, reply);
 		return;
-	}
-	case MsgType::kRegionDelete:
-	case MsgType::kRegionLookup: {
+	case MsgType::kRegionLookup:
+		region_lookup(q, payload, reply);
+		return;
+	case MsgType::kRegionAccess:
+		region_access(q, payload, reply);
+		return;
+	case MsgType::kRegionDelete: {
 		auto name = wire::decode_name(payload);
 		if (!name) {
 			reply.fail(name.status());
 			return;
 		}
-		if (MsgType(req.type) == MsgType::kRegionDelete) {
+		if (!q.local) {
+			auto r = store_->lookup_region(*name);
+			auto a = store_->region_access(*name);
+			Status st = !r   ? r.status()
+			            : !a ? a.status()
+			                 : authorize(q, *r, *a, wire::kAccessAdmin);
+			if (!st) {
+				reply.fail(st);
+				return;
+			}
+		}
+		{
 			if (reply.can_defer() && any_pending_write()) {
 				Job j;
 				j.reply = reply.defer();
@@ -493,14 +768,23 @@ void ModuleService::handle(const ConnInfo &conn, const wire::Header &req,
 				reply.fail(st);
 			return;
 		}
-		reply_region(store_->lookup_region(*name), reply);
-		return;
 	}
 	case MsgType::kRegionSetLength: {
 		auto s = wire::decode_set_length(payload);
 		if (!s) {
 			reply.fail(s.status());
 			return;
+		}
+		if (!q.local) {
+			auto r = store_->lookup_region(wire::region_name(*s));
+			auto a = store_->region_access(wire::region_name(*s));
+			Status st = !r   ? r.status()
+			            : !a ? a.status()
+			                 : authorize(q, *r, *a, wire::kAccessWrite);
+			if (!st) {
+				reply.fail(st);
+				return;
+			}
 		}
 		// Ordered after the WRITEs queued before it, as a DELETE is.
 		if (reply.can_defer() && any_pending_write()) {
@@ -515,15 +799,20 @@ void ModuleService::handle(const ConnInfo &conn, const wire::Header &req,
 		return;
 	}
 	case MsgType::kRegionList: {
-		auto q = wire::decode_list_request(payload);
-		if (!q) {
-			reply.fail(q.status());
+		auto lr = wire::decode_list_request(payload);
+		if (!lr) {
+			reply.fail(lr.status());
 			return;
 		}
 		std::vector<wire::WireRegion> list;
 		for (const auto &r :
-		     store_->list_regions(wire::list_after(*q), wire::list_limit(*q)))
-			list.push_back(to_wire(r));
+		     store_->list_regions(wire::list_after(*lr), wire::list_limit(*lr))) {
+			wire::WireRegion w = to_wire(r);
+			if (lr->asked) // what this node's vouched uid may do with it
+				w.access = wire::kAccessAnswered |
+				           rights_for(q.local ? own_key_ : q.key, lr->uid, r);
+			list.push_back(w);
+		}
 		reply.set_payload(wire::encode_region_list(list));
 		return;
 	}

@@ -19,9 +19,20 @@
 // once durable, on the writer thread. Requests handled with a Reply that
 // cannot defer are served synchronously.
 //
-// Regions created over the wire are owned by the uid in the request's spec;
-// the wire carries no credentials of its own, so a module trusts the nodes
-// that can reach its port (access control on the wire is a later step).
+// Authorization (region_authz.h): a region created over the wire belongs to
+// the node whose key TLS authenticated for the connection and the uid in the
+// request's spec; that node's creates count against its node quota
+// ("quota.node_*", quota.h). Every request naming a region is checked
+// against its owner and grants before it is served: READ and the versioned
+// reads need read, WRITE, WRITE_VERSIONED and REGION_SET_LENGTH write,
+// REGION_DELETE and grant changes admin; an asked REGION_LOOKUP checks the
+// uid the node vouches for. REGION_LIST and STAT are open to every trusted
+// node; an asked REGION_LIST says what the uid it names may do with each
+// region, so the node can show its user only those they may read. A
+// refusal is a kPermission naming the region, the key, the uid and the grant
+// that would allow it; refusals are counted by reason (read, write, admin,
+// node quota: memfedctl stats, memfed_module_refusals_total) and logged (at
+// most one line a second, with the number left out since the last line).
 //
 // Thread-safety: handle() of deferrable requests runs on the one EventLoop
 // thread of the module's TcpServer; handle() of non-deferrable requests,
@@ -41,11 +52,25 @@
 #include <thread>
 #include <vector>
 
+#include "daemon/service/quota.h"
+#include "daemon/service/region_authz.h"
 #include "daemon/store/pool.h"
 #include "daemon/transport/tcp_server.h"
 
 namespace memfed
 {
+
+// Why the module refused a request: its authorization lacked the read, write
+// or administer (delete, grant, revoke) right it needed, or a create would
+// exceed the asking node's quota.
+enum class Refusal { kRead, kWrite, kAdmin, kNodeQuota, kCount };
+// Refusals counted per reason (ModuleService::refusals).
+struct RefusalCounts {
+	uint64_t read = 0;
+	uint64_t write = 0;
+	uint64_t admin = 0;
+	uint64_t node_quota = 0;
+};
 
 // RegionInfo (store) -> WireRegion and back to the federation's view.
 wire::WireRegion to_wire(const RegionInfo &r);
@@ -106,6 +131,31 @@ public:
 	// Set before the first request.
 	void set_on_freed(std::function<void()> fn) { on_freed_ = std::move(fn); }
 
+	// This node's key: connections authenticated with it are this node's
+	// own (region_authz.h), and regions with a zero owner key are shown as
+	// owned by it. Set before the first request.
+	void set_node_key(const NodeKeyBytes &key) { own_key_ = key; }
+	// The node quotas in force (a reload may change them); `config_path`
+	// is named in refusals.
+	void set_quota(const QuotaConfig &q, const std::string &config_path);
+	// For this node's own user `uid` (the control socket's SO_PEERCRED):
+	// the wire::kAccess* rights it has on local region `name`, decided as for
+	// a request of this node's key vouching for `uid` (so a region another
+	// node owns gives this node's users only what was granted to this
+	// node); a refusal when `want` is not all held, counted and logged.
+	Result<uint8_t> local_user_rights(const std::string &name, uint32_t uid, uint8_t want);
+	// The wire::kAccess* rights of user `uid` of node `key` (this node's
+	// own key: a local user) on region `r`, without counting a refusal:
+	// what an asked REGION_LIST shows (region ls).
+	uint8_t rights_for(const NodeKeyBytes &key, uint32_t uid, const RegionInfo &r);
+	// This node's key (set_node_key).
+	const NodeKeyBytes &node_key() const { return own_key_; }
+	// REGION_ACCESS (show, grant, revoke) of this node's user req.asker_uid.
+	Result<wire::WireAccessList> local_access(const wire::WireAccessRequest &req);
+	// Requests refused since the start, by reason: authorization (what
+	// was wanted: read, write, administer) and node quotas.
+	RefusalCounts refusals() const;
+
 	// Test only: the writer thread calls `hook` after taking a group and
 	// before committing it (a test holds the writer there to show that
 	// reads are served meanwhile). Set before the first request.
@@ -145,6 +195,22 @@ private:
 	Status read_versioned(const wire::Header &req, std::span<uint8_t> out, uint32_t *crc);
 	Status read_versions(const wire::Header &req, std::span<uint8_t> out);
 	bool overlaps_pending_write(uint64_t fa, uint32_t count);
+	Requester requester_of(const ConnInfo &conn) const;
+	// OK if `q` has `want` on the region (by id or by name), else the
+	// refusal, counted and logged.
+	Status authorize(const Requester &q, uint32_t region_id, uint8_t want);
+	Status authorize(const Requester &q, const RegionInfo &r, const RegionAccess &a,
+	                 uint8_t want);
+	std::string owner_text(const NodeKeyBytes &owner) const;
+	void log_refusal(const Status &st, Refusal why);
+	void region_create(const ConnInfo &conn, const Requester &q,
+	                   std::span<const uint8_t> payload, Reply &reply);
+	void region_lookup(const Requester &q, std::span<const uint8_t> payload, Reply &reply);
+	void region_access(const Requester &q, std::span<const uint8_t> payload, Reply &reply);
+	Result<wire::WireAccessList> access_op(const Requester &asker,
+	                                       const wire::WireAccessRequest &req);
+	// `a` with a zero owner key (this module's node) replaced by own_key_.
+	RegionAccess normalized(RegionAccess a) const;
 	bool any_pending_write();
 	Status delete_region(const std::string &name, const std::string &by);
 	Result<RegionInfo> set_length(const wire::WireSetLength &s);
@@ -156,6 +222,14 @@ private:
 	std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
 	std::function<void()> writer_hook_;
 	std::function<void()> on_freed_;
+	NodeKeyBytes own_key_{};
+	mutable std::mutex quota_mu_;
+	QuotaConfig quota_;       // guarded by quota_mu_
+	std::string config_path_; // guarded by quota_mu_
+	std::atomic<uint64_t> refusals_[size_t(Refusal::kCount)] = {};
+	std::mutex log_mu_;
+	std::chrono::steady_clock::time_point last_refusal_log_{}; // guarded by log_mu_
+	uint64_t refusals_unlogged_ = 0;                           // guarded by log_mu_
 
 	// Loop thread only.
 	std::vector<PendingRange> pending_; // in seq order

@@ -194,6 +194,7 @@ RegionLocation NodeFederation::location(ModuleId module, const wire::WireRegion 
 	l.length = r.length;
 	l.replica_group = r.replica_group;
 	l.replicas = r.replicas;
+	l.access = r.access;
 	return l;
 }
 
@@ -229,6 +230,16 @@ Status NodeFederation::on_copy(const ReplicaLocation &copy,
 
 Result<RegionLocation> NodeFederation::locate_region(const std::string &name)
 {
+	return locate(name, nullptr);
+}
+
+Result<RegionLocation> NodeFederation::locate_region(const std::string &name, const Asker &asker)
+{
+	return locate(name, &asker);
+}
+
+Result<RegionLocation> NodeFederation::locate(const std::string &name, const Asker *asker)
+{
 	// NAME@MODULE: that module only ('@' is never part of a region name).
 	if (auto at = name.find('@'); at != std::string::npos) {
 		std::string region = name.substr(0, at), id_text = name.substr(at + 1);
@@ -241,22 +252,37 @@ Result<RegionLocation> NodeFederation::locate_region(const std::string &name)
 			auto r = store_->lookup_region(region);
 			if (!r)
 				return r.status();
-			return location(*id, to_wire(*r));
+			auto w = to_wire(*r);
+			if (asker && service_) {
+				auto rights = service_->local_user_rights(region, asker->uid, asker->want);
+				if (!rights)
+					return rights.status();
+				w.access = *rights;
+			}
+			return location(*id, w);
 		}
 		Peer *p = find_peer(*id);
 		if (!p)
 			return Status(Code::kUnavailable, "module " + id->to_string() +
 								  " is not reachable from here (memfedctl "
 								  "module ls)");
-		auto r = with_peer(*p, [&](SyncClient &c) { return c.region_lookup(region); });
+		auto r = with_peer(*p, [&](SyncClient &c) { return lookup(c, region, asker); });
 		if (!r)
 			return r.status();
 		return location(*id, *r);
 	}
 	if (store_) {
 		auto r = store_->lookup_region(name);
-		if (r && !is_deleted(r->replica_group))
-			return with_copies(location(store_->module_id(), to_wire(*r)));
+		if (r && !is_deleted(r->replica_group)) {
+			auto w = to_wire(*r);
+			if (asker && service_) {
+				auto rights = service_->local_user_rights(name, asker->uid, asker->want);
+				if (!rights)
+					return rights.status();
+				w.access = *rights;
+			}
+			return with_copies(location(store_->module_id(), w));
+		}
 		if (!r && r.status().code() != Code::kNotFound)
 			return r.status();
 	}
@@ -265,7 +291,7 @@ Result<RegionLocation> NodeFederation::locate_region(const std::string &name)
 	// not "not found", which ends them.
 	std::string away;
 	for (Peer *p : peer_list(false)) {
-		auto r = with_peer(*p, [&](SyncClient &c) { return c.region_lookup(name); });
+		auto r = with_peer(*p, [&](SyncClient &c) { return lookup(c, name, asker); });
 		if (r && is_deleted(r->replica_group))
 			continue;
 		if (r)
@@ -434,7 +460,8 @@ Result<RegionLocation> NodeFederation::create_region(const std::string &name, ui
 		if (r)
 			return location(p->module, *r);
 		last = r.status();
-		if (module || last.code() != Code::kNoSpace)
+		// A module full, or full for this node (its node quota): the next.
+		if (module || (last.code() != Code::kNoSpace && last.code() != Code::kQuota))
 			break;
 	}
 	return last;
@@ -499,7 +526,8 @@ std::vector<RegionLocation> NodeFederation::list_regions()
 }
 
 std::vector<RegionLocation> NodeFederation::list_regions_page(const std::string &after,
-							     size_t limit, bool *more)
+							     size_t limit, bool *more,
+							     std::optional<uint32_t> asker_uid)
 {
 	// Each module's first `limit` after the cursor, merged: the first
 	// `limit` of the merge are the page. Below one wire page, so no peer's
@@ -508,13 +536,18 @@ std::vector<RegionLocation> NodeFederation::list_regions_page(const std::string 
 	std::vector<RegionLocation> out;
 	*more = false;
 	if (store_)
-		for (const auto &r : store_->list_regions(after, limit + 1))
-			out.push_back(location(store_->module_id(), to_wire(r)));
+		for (const auto &r : store_->list_regions(after, limit + 1)) {
+			auto w = to_wire(r);
+			if (asker_uid && service_)
+				w.access = wire::kAccessAnswered |
+					   service_->rights_for(service_->node_key(), *asker_uid, r);
+			out.push_back(location(store_->module_id(), w));
+		}
 	uint32_t want = uint32_t(std::min<size_t>(limit + 1, wire::kRegionListPage));
 	for (Peer *p : peer_list(false)) {
 		bool peer_more = false;
 		auto list = with_peer(*p, [&](SyncClient &c) {
-			return c.region_list_page(after, want, &peer_more);
+			return c.region_list_page(after, want, &peer_more, asker_uid);
 		});
 		if (!list) {
 			LOG_WARN("federation", "listing regions of peer %s: %s", p->endpoint.c_str(),
@@ -576,6 +609,92 @@ Status NodeFederation::write_pages(const RegionLocation &loc, uint64_t first_pag
 		       return 0;
 	       })
 		.status();
+}
+
+Result<std::pair<RegionLocation, NodeKeyBytes>>
+NodeFederation::local_region_owner(const std::string &name)
+{
+	if (!store_ || !service_)
+		return Status(Code::kNotFound, "no module on this node");
+	auto r = store_->lookup_region(name);
+	if (!r)
+		return r.status();
+	auto a = store_->region_access(name);
+	if (!a)
+		return a.status();
+	if (r->replica_group != 0 || is_zero_key(a->owner_key) ||
+	    a->owner_key == service_->node_key())
+		return Status(Code::kNotFound, "region '" + name + "' is not another node's here");
+	return std::make_pair(location(store_->module_id(), to_wire(*r)), a->owner_key);
+}
+
+Result<wire::WireRegion> NodeFederation::lookup(SyncClient &c, const std::string &name,
+						 const Asker *asker)
+{
+	if (!asker)
+		return c.region_lookup(name);
+	wire::Header h{};
+	h.type = uint8_t(wire::MsgType::kRegionLookup);
+	h.tclass = uint8_t(wire::TrafficClass::kControl);
+	auto resp = c.call(h, wire::encode_asked_lookup(name, asker->uid, asker->want));
+	if (!resp)
+		return resp.status();
+	return wire::decode_region(resp->payload);
+}
+
+Result<wire::WireAccessList> NodeFederation::region_access(const RegionLocation &loc,
+							   uint32_t asker_uid, wire::AccessOp op,
+							   const AccessGrant &g)
+{
+	wire::WireAccessRequest req{};
+	req.name_len = uint8_t(std::min(loc.name.size(), wire::kMaxRegionName));
+	std::memcpy(req.name, loc.name.data(), req.name_len);
+	req.op = uint8_t(op);
+	if (op == wire::AccessOp::kGrant)
+		req.rights = uint8_t(((g.rights & kRightRead) ? wire::kAccessRead : 0) |
+				     ((g.rights & kRightWrite) ? wire::kAccessWrite : 0));
+	req.asker_uid = asker_uid;
+	std::memcpy(req.key, g.key.data(), sizeof(req.key));
+	req.uid = g.uid;
+	std::vector<ModuleId> modules;
+	if (loc.replica_group != 0)
+		for (const ReplicaLocation &c : loc.copies)
+			modules.push_back(c.module);
+	if (modules.empty())
+		modules.push_back(loc.module);
+	std::optional<Result<wire::WireAccessList>> first;
+	for (ModuleId m : modules) {
+		Result<wire::WireAccessList> r = Status(Code::kInternal, "not asked");
+		if (store_ && m == store_->module_id() && service_) {
+			r = service_->local_access(req);
+		} else if (Peer *p = find_peer(m)) {
+			uint8_t payload[wire::kAccessRequestSize];
+			wire::encode_access_request(req, payload);
+			r = with_peer(*p, [&](SyncClient &c) -> Result<wire::WireAccessList> {
+				wire::Header h{};
+				h.type = uint8_t(wire::MsgType::kRegionAccess);
+				h.tclass = uint8_t(wire::TrafficClass::kControl);
+				auto resp = c.call(h, payload);
+				if (!resp)
+					return resp.status();
+				return wire::decode_access_list(resp->payload);
+			});
+		} else {
+			r = Status(Code::kUnavailable,
+				   "module " + m.to_string() + " is not reachable from here (memfedctl "
+							   "module ls)");
+		}
+		if (!r)
+			return Status(r.status().code(),
+				      modules.size() > 1 ? "the copy of region '" + loc.name + "' on module " +
+								   m.to_string() + ": " + r.status().message()
+							 : r.status().message());
+		if (!first)
+			first = std::move(r);
+		if (op == wire::AccessOp::kShow)
+			break;
+	}
+	return std::move(*first);
 }
 
 } // namespace memfed

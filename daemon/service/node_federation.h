@@ -54,6 +54,29 @@ public:
 
 	ModuleId self() const override { return self_; }
 	Result<RegionLocation> locate_region(const std::string &name) override;
+	// The same for local user asker.uid needing asker.want: the module
+	// holding the region (this one too) decides by the region's owner and
+	// grants and refuses naming the grant that would allow it
+	// (region_authz.h); the location's `access` is what it gives.
+	Result<RegionLocation> locate_region(const std::string &name, const Asker &asker) override;
+	// REGION_ACCESS (show, grant, revoke; wire::WireAccessRequest) of local
+	// user `asker_uid` on the module holding `loc` (on every copy of a
+	// replicated region: the first copy's answer is returned).
+	Result<wire::WireAccessList> region_access(const RegionLocation &loc, uint32_t asker_uid,
+						   wire::AccessOp op, const AccessGrant &g);
+	// A region another node owns on the local module (not replicated): its
+	// location and owner key; kNotFound when there is no such region here.
+	Result<std::pair<RegionLocation, NodeKeyBytes>> local_region_owner(const std::string &name);
+	// What each node (by key; zeros: this one) holds on the local module.
+	std::map<NodeKeyBytes, OwnerUsage> local_node_usage() const
+	{
+		return store_ ? store_->usage_by_node() : std::map<NodeKeyBytes, OwnerUsage>{};
+	}
+	// The local module's refusals by reason (nullopt: no module role here).
+	std::optional<RefusalCounts> refusals() const
+	{
+		return service_ ? std::optional(service_->refusals()) : std::nullopt;
+	}
 	std::vector<ModuleEntry> modules() override;
 	Result<std::unique_ptr<Channel>> open_channel(EventLoop *loop, ModuleId module) override;
 	// How open_channel() turns a connected TcpChannel into the Channel it
@@ -110,9 +133,13 @@ public:
 	// One page of that list in name order: the regions whose names sort
 	// after `after` (empty: from the first), at most `limit` (> 0). *more is
 	// set when there may be more after the last one. A region name lives on
-	// one module (create refuses a name any module has).
+	// one module (create refuses a name any module has). Asked for local
+	// user `asker_uid`, each region's `access` is what its module gives that
+	// user (wire::kAccessAnswered and the rights, maybe none; region_authz.h),
+	// so check_access() decides by its owner and grants.
 	std::vector<RegionLocation> list_regions_page(const std::string &after, size_t limit,
-						      bool *more);
+						      bool *more,
+						      std::optional<uint32_t> asker_uid = std::nullopt);
 	// Whole pages of a region, through the local store or the peer's SyncClient.
 	Status read_pages(const RegionLocation &loc, uint64_t first_page, uint32_t count, void *dst);
 	Status write_pages(const RegionLocation &loc, uint64_t first_page, uint32_t count,
@@ -145,6 +172,11 @@ private:
 	Status on_copy(const ReplicaLocation &copy,
 		       const std::function<Status(ModuleStore &)> &local,
 		       const std::function<Status(SyncClient &)> &remote);
+
+	Result<RegionLocation> locate(const std::string &name, const Asker *asker);
+	// REGION_LOOKUP on a peer, asked for `asker` if set.
+	static Result<wire::WireRegion> lookup(SyncClient &c, const std::string &name,
+					       const Asker *asker);
 
 	// ---- Replicated regions (replicated_regions.cc) ----
 	// A replicated region found on one module, completed with its other

@@ -112,36 +112,70 @@ std::string regions_text(uint64_t n)
 
 } // namespace
 
-Status admit_region(const QuotaConfig &q, uint32_t uid, const OwnerUsage &usage,
-                    const std::string &name, uint64_t bytes, const std::string &module,
-                    const ModuleSize &size, const std::string &config_path)
+namespace
 {
-	UidLimits l = uid_limits(q, uid, size);
-	const std::string who = "uid " + std::to_string(uid);
+
+// The check both quotas share: `who` (named in the message) holding `usage`
+// may take one more region of `bytes` within `regions_limit` / `bytes_limit`
+// (set from `regions_key` / `bytes_key` of the config).
+Status admit(const QuotaLimit &regions_set, uint64_t regions_limit, const char *regions_key,
+             const QuotaLimit &bytes_set, uint64_t bytes_limit, const char *bytes_key,
+             const std::string &who, const OwnerUsage &usage, const std::string &name,
+             uint64_t bytes, const std::string &module, const ModuleSize &size,
+             const std::string &config_path)
+{
 	const std::string file = config_path.empty() ? "/etc/memfed/memfedd.json" : config_path;
 	const std::string holds = who + " holds " + regions_text(usage.regions) + " of " +
 	                          format_size(usage.bytes) + " on module " + module;
 	const std::string fix = "; delete regions it no longer needs (memfedctl quota shows "
 	                        "usage and limits), or raise ";
-	if (l.regions != kNoLimit && uint64_t{usage.regions} + 1 > l.regions)
+	if (regions_limit != kNoLimit && uint64_t{usage.regions} + 1 > regions_limit)
 		return Status(Code::kQuota,
 		              "cannot create region '" + name + "': " + holds +
-		                      ", and its quota is " + regions_text(l.regions) +
-		                      " (\"quota.uid_regions\": " +
-		                      setting(q.uid_regions, false,
+		                      ", and its quota is " + regions_text(regions_limit) + " (\"" +
+		                      regions_key + "\": " +
+		                      setting(regions_set, false,
 		                              "the module's " + std::to_string(size.table_slots) +
 		                                      "-region table") +
-		                      ")" + fix + "\"quota.uid_regions\" in " + file);
-	if (l.bytes != kNoLimit && (bytes > l.bytes || usage.bytes > l.bytes - bytes))
+		                      ")" + fix + "\"" + regions_key + "\" in " + file);
+	if (bytes_limit != kNoLimit && (bytes > bytes_limit || usage.bytes > bytes_limit - bytes))
 		return Status(Code::kQuota,
 		              "cannot create region '" + name + "' of " + format_size(bytes) +
-		                      ": " + holds + ", and its quota is " + format_size(l.bytes) +
-		                      " (\"quota.uid_bytes\": " +
-		                      setting(q.uid_bytes, true,
+		                      ": " + holds + ", and its quota is " +
+		                      format_size(bytes_limit) + " (\"" + bytes_key + "\": " +
+		                      setting(bytes_set, true,
 		                              "the module's " + format_size(size.capacity_bytes) +
 		                                      " pool") +
-		                      ")" + fix + "\"quota.uid_bytes\" in " + file);
+		                      ")" + fix + "\"" + bytes_key + "\" in " + file);
 	return Status::ok();
+}
+
+} // namespace
+
+Status admit_region(const QuotaConfig &q, uint32_t uid, const OwnerUsage &usage,
+                    const std::string &name, uint64_t bytes, const std::string &module,
+                    const ModuleSize &size, const std::string &config_path)
+{
+	UidLimits l = uid_limits(q, uid, size);
+	return admit(q.uid_regions, l.regions, "quota.uid_regions", q.uid_bytes, l.bytes,
+	             "quota.uid_bytes", "uid " + std::to_string(uid), usage, name, bytes, module,
+	             size, config_path);
+}
+
+NodeLimits node_limits(const QuotaConfig &q, const ModuleSize &size)
+{
+	return {q.node_bytes.resolve(size.capacity_bytes),
+	        q.node_regions.resolve(size.table_slots)};
+}
+
+Status admit_node_region(const QuotaConfig &q, const std::string &node, const OwnerUsage &usage,
+                         const std::string &name, uint64_t bytes, const std::string &module,
+                         const ModuleSize &size, const std::string &config_path)
+{
+	NodeLimits l = node_limits(q, size);
+	return admit(q.node_regions, l.regions, "quota.node_regions", q.node_bytes, l.bytes,
+	             "quota.node_bytes", "node " + node, usage, name, bytes, module, size,
+	             config_path);
 }
 
 } // namespace memfed

@@ -15,11 +15,12 @@
 // size is charged at create (its extent is reserved then; a truncate changes
 // only its length as a file, within that size), so create is the one place a
 // quota is checked, under the store's table lock (ModuleStore::AdmitFn).
-// Regions a local user creates on another module count against that module's
-// quota for this node ("quota.node_bytes", "quota.node_regions"), which
-// applies once peers are authenticated: today a peer's module ID is whatever
-// its HELLO claims, so a quota keyed on it would be evaded by claiming a new
-// one, and the pool does not record which node created a region.
+// Regions another node creates on this module count against that node's
+// quota ("quota.node_bytes", "quota.node_regions"), keyed on the node key TLS
+// authenticated and recorded with each region (the pool's access area,
+// daemon/store/region_access.h), so a node cannot evade it by claiming a new
+// module ID. The module's own node is not limited by it (its users have
+// their uid quotas).
 //
 // Thread-safety: plain values and pure functions.
 #pragma once
@@ -62,7 +63,7 @@ Status parse_quota_limit(const std::string &origin, const std::string &key, cons
 struct QuotaConfig {
 	QuotaLimit uid_bytes = QuotaLimit::percent(50);
 	QuotaLimit uid_regions = QuotaLimit::percent(50);
-	QuotaLimit node_bytes = QuotaLimit::percent(50);   // applies once peers are authenticated
+	QuotaLimit node_bytes = QuotaLimit::percent(50);   // per other node, by its key
 	QuotaLimit node_regions = QuotaLimit::percent(50); // likewise
 	bool root_exempt = true;
 };
@@ -87,5 +88,19 @@ UidLimits uid_limits(const QuotaConfig &q, uint32_t uid, const ModuleSize &size)
 Status admit_region(const QuotaConfig &q, uint32_t uid, const OwnerUsage &usage,
                     const std::string &name, uint64_t bytes, const std::string &module,
                     const ModuleSize &size, const std::string &config_path);
+
+// The limits each other node has on a module of `size` (kNoLimit: none).
+struct NodeLimits {
+	uint64_t bytes = kNoLimit;
+	uint64_t regions = kNoLimit;
+};
+NodeLimits node_limits(const QuotaConfig &q, const ModuleSize &size);
+
+// admit_region for another node (`node`: its key as the message shows it),
+// holding `usage` on this module, against "quota.node_bytes" and
+// "quota.node_regions".
+Status admit_node_region(const QuotaConfig &q, const std::string &node, const OwnerUsage &usage,
+                         const std::string &name, uint64_t bytes, const std::string &module,
+                         const ModuleSize &size, const std::string &config_path);
 
 } // namespace memfed

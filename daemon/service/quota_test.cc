@@ -127,3 +127,24 @@ TEST_CASE("a create over quota is refused naming the quota, the usage and the ke
 	u = {};
 	CHECK(admit_region(q, 1000, u, "huge", UINT64_MAX, mod, m, "").code() == Code::kQuota);
 }
+
+TEST_CASE("another node's creates are admitted within the node quota, root or not", "[quota]")
+{
+	QuotaConfig q;
+	q.node_bytes = QuotaLimit::percent(25);
+	q.node_regions = QuotaLimit::amount(2);
+	ModuleSize m{64 * kMiB, 1024};
+	const std::string mod = "02:00:00:00:00:01";
+	NodeLimits l = node_limits(q, m);
+	CHECK(l.bytes == 16 * kMiB);
+	CHECK(l.regions == 2);
+	CHECK(admit_node_region(q, "KEY=", OwnerUsage{kMiB, 1}, "r", kMiB, mod, m, ""));
+	Status st =
+	        admit_node_region(q, "KEY=", OwnerUsage{kMiB, 2}, "r3", kMiB, mod, m, "/m.json");
+	CHECK(st.code() == Code::kQuota);
+	CHECK(contains(st.message(),
+	               "node KEY= holds 2 regions of 1M on module 02:00:00:00:00:01"));
+	CHECK(contains(st.message(), "raise \"quota.node_regions\" in /m.json"));
+	st = admit_node_region(q, "KEY=", OwnerUsage{15 * kMiB, 1}, "big", 2 * kMiB, mod, m, "");
+	CHECK(contains(st.message(), "(\"quota.node_bytes\": \"25%\" of the module's 64M pool)"));
+}

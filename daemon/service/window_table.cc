@@ -196,7 +196,7 @@ void WindowTable::register_ops(control::Server &server, NodeFederation *fed)
 		auto it = m.body.find("region");
 		if (it == m.body.end() || !it->is_string())
 			return error_reply(Status(Code::kInvalidArgument, "request needs a \"region\" name"));
-		auto loc = fed->locate_region(it->get<std::string>());
+		auto loc = fed->locate_region(it->get<std::string>(), Asker{p.uid, wire::kAccessRead});
 		if (!loc)
 			return error_reply(loc.status());
 		Status st = check_access(*loc, p.uid, Access::kRead);

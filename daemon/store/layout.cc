@@ -15,6 +15,11 @@ uint64_t round_up(uint64_t v, uint64_t to)
 	return (v + to - 1) / to * to;
 }
 
+uint64_t access_area_bytes(uint32_t table_slots)
+{
+	return round_up(uint64_t{table_slots} * 2 * sizeof(AccessRecord), kPageSize);
+}
+
 } // namespace
 
 uint32_t default_table_slots(uint64_t pool_bytes)
@@ -28,13 +33,17 @@ uint32_t default_table_slots(uint64_t pool_bytes)
 
 Geometry compute_geometry(uint64_t pool_bytes, uint32_t table_slots, uint32_t layout_version)
 {
-	const bool versions = layout_version >= 3;
+	const bool versions = layout_version >= kLayoutVersionVersions;
 	Geometry g;
 	g.pool_bytes = pool_bytes;
 	g.table_slots = table_slots != 0 ? table_slots : default_table_slots(pool_bytes);
 	g.table_offset = kPageSize;
 	g.log_desc_offset =
 	        g.table_offset + round_up(uint64_t{g.table_slots} * sizeof(RegionEntry), kPageSize);
+	if (layout_version >= 4) {
+		g.access_offset = g.log_desc_offset;
+		g.log_desc_offset = g.access_offset + access_area_bytes(g.table_slots);
+	}
 	g.log_data_offset = g.log_desc_offset +
 	                    round_up(uint64_t{kLogSlots} * sizeof(LogDescriptor), kPageSize);
 	g.meta_offset = g.log_data_offset + uint64_t{kLogSlots} * kPageSize;
@@ -67,10 +76,14 @@ Geometry geometry_of(const PoolHeader &h)
 	g.pool_bytes = h.pool_bytes;
 	g.table_slots = h.table_slots;
 	g.table_offset = h.table_offset;
+	if (h.layout_version >= 4)
+		g.access_offset =
+		        h.table_offset +
+		        round_up(uint64_t{h.table_slots} * sizeof(RegionEntry), kPageSize);
 	g.log_desc_offset = h.log_desc_offset;
 	g.log_data_offset = h.log_data_offset;
 	g.meta_offset = h.meta_offset;
-	if (h.layout_version >= 3)
+	if (h.layout_version >= kLayoutVersionVersions)
 		g.version_offset =
 		        h.meta_offset + round_up(h.data_pages * sizeof(PageMeta), kPageSize);
 	g.data_offset = h.data_offset;

@@ -6,6 +6,9 @@
 //
 //   page 0         PoolHeader (checksummed, written once by format)
 //   table area     table_slots RegionEntry records (128 bytes each)
+//   access area    (layout 4) per table slot two AccessRecord copies (256
+//                  bytes each): who owns the region in the slot and whom
+//                  its owner granted access (region_access.h)
 //   log desc area  kLogSlots LogDescriptor records (64 bytes each)
 //   log data area  kLogSlots pages, the payload of each log record
 //   meta area      one PageMeta (16 bytes) per data page
@@ -32,6 +35,12 @@
 // were reserved zeros before). Version 1 and 2 pools open as they are, have no
 // version area, and so cannot hold replicated regions (create refuses them,
 // naming the fix: a pool formatted by this version).
+// Version 4 adds the access area right after the table (so the log areas and
+// everything after them move by its size): each region records the node key
+// that owns it and its grants. Version 1 to 3 pools open as they are; they
+// cannot record an owner node, so every region in them belongs to the node
+// that runs the module, and grants and creates from other nodes are refused
+// there, naming the fix (a pool formatted by this version).
 //
 // A region's pages never move: the federated address (FA) offset of a page is
 // its byte offset in the pool, so an RDMA transport can read the pool directly.
@@ -49,7 +58,8 @@ namespace memfed::store
 
 constexpr uint64_t kPageSize = 4096;
 constexpr char kPoolMagic[8] = {'M', 'F', 'P', 'O', 'O', 'L', '0', '1'};
-constexpr uint32_t kLayoutVersion = 3;
+constexpr uint32_t kLayoutVersion = 4;
+constexpr uint32_t kLayoutVersionVersions = 3;   // version area, no access area
 constexpr uint32_t kLayoutVersionTableSize = 2;  // sized table, no version area
 constexpr uint32_t kLayoutVersionFixedTable = 1; // table of kMinTableSlots
 constexpr uint32_t kMinTableSlots = 1024;
@@ -140,6 +150,33 @@ struct LogDescriptor {
 static_assert(offsetof(LogDescriptor, wversion) == 32);
 static_assert(sizeof(LogDescriptor) == 64);
 
+// Layout 4, per region table slot, two of these (copy 0 and copy 1): the
+// region's owner node and its grants. The valid copy (crc matches, seq != 0,
+// generation == the slot's) with the higher seq is current. An update writes
+// the other copy with seq + 1 and persists it, so a crash leaves the old
+// copy or the new one, never a torn mix. A create writes copy 0 (seq 1) and
+// zeroes copy 1 before the slot turns live. `crc` is crc32c of the record
+// with crc = 0. An all-zero owner_key means the node that runs the module.
+constexpr uint32_t kMaxGrants = 5;
+struct AccessGrantEntry {
+	uint8_t key[32]; // the grantee node's Ed25519 public key
+	uint32_t uid;    // the grantee's uid on that node (kAnyUid: every user)
+	uint8_t rights;  // kRightRead | kRightWrite (region_access.h)
+	uint8_t reserved[3];
+};
+static_assert(sizeof(AccessGrantEntry) == 40);
+struct AccessRecord {
+	uint64_t seq;
+	uint32_t generation; // the table slot's generation this record belongs to
+	uint8_t grant_count; // <= kMaxGrants
+	uint8_t reserved0[3];
+	uint8_t owner_key[32];
+	AccessGrantEntry grants[kMaxGrants];
+	uint32_t reserved1;
+	uint32_t crc;
+};
+static_assert(sizeof(AccessRecord) == 256);
+
 // Per data page: crc32c of the page content and the seq of the log record that
 // last wrote it. version 0 = never written (the page is all zeros, crc 0).
 // Written crc first, then version (each an aligned store).
@@ -155,6 +192,7 @@ struct Geometry {
 	uint64_t pool_bytes = 0;
 	uint32_t table_slots = kMinTableSlots; // a power of two
 	uint64_t table_offset = 0;
+	uint64_t access_offset = 0; // 0: no access area (layout 1 to 3)
 	uint64_t log_desc_offset = 0;
 	uint64_t log_data_offset = 0;
 	uint64_t meta_offset = 0;
@@ -163,6 +201,12 @@ struct Geometry {
 	uint64_t data_pages = 0;
 
 	bool has_versions() const { return version_offset != 0; }
+	bool has_access() const { return access_offset != 0; }
+	// Copy `copy` (0 or 1) of `slot`'s access record. REQUIRES: has_access().
+	uint64_t access_fa(uint32_t slot, int copy) const
+	{
+		return access_offset + (uint64_t{slot} * 2 + uint64_t(copy)) * sizeof(AccessRecord);
+	}
 
 	uint64_t data_end() const { return data_offset + data_pages * kPageSize; }
 	// Index of the data page at pool byte offset `fa` (REQUIRES: inside data area).
@@ -182,7 +226,8 @@ struct Geometry {
 uint32_t default_table_slots(uint64_t pool_bytes);
 // Largest geometry of layout `layout_version` that fits in pool_bytes with a
 // table of `table_slots` (default: default_table_slots(pool_bytes)); data_pages
-// is 0 if nothing fits. Only version 3 has a version area.
+// is 0 if nothing fits. Versions from 3 on have a version area, from 4 on an
+// access area.
 Geometry compute_geometry(uint64_t pool_bytes, uint32_t table_slots = 0,
                           uint32_t layout_version = kLayoutVersion);
 // Geometry recorded in a header (REQUIRES: header passed validate_header).
@@ -192,7 +237,7 @@ uint64_t min_pool_bytes();
 
 uint32_t header_crc(const PoolHeader &h);
 // kCorrupt (naming `path` and the fix) unless `h` has our magic, a layout
-// version we read (1, 2 or 3), a matching crc, a table size we accept and the
+// version we read (1 to 4), a matching crc, a table size we accept and the
 // geometry compute_geometry gives for it.
 Status validate_header(const PoolHeader &h, const std::string &path);
 uint32_t entry_crc(const RegionEntry &e);

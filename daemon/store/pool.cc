@@ -344,7 +344,9 @@ void ModuleStore::checkpoint()
 
 Result<RegionInfo> ModuleStore::create_region(const std::string &name, uint64_t size_bytes,
                                               uint32_t owner_uid, uint32_t mode,
-                                              const AdmitFn &admit, ReplicaSpec replica)
+                                              const AdmitFn &admit, ReplicaSpec replica,
+                                              const NodeKeyBytes &owner_key,
+                                              const AdmitFn &admit_node)
 {
 	MF_RETURN_IF_ERROR(check_region_name(name));
 	const std::string what =
@@ -354,6 +356,8 @@ Result<RegionInfo> ModuleStore::create_region(const std::string &name, uint64_t 
 	if (replica.replicas > 1)
 		MF_RETURN_IF_ERROR(require_versions(
 		        what + " with " + std::to_string(replica.replicas) + " replicas"));
+	if (!is_zero_key(owner_key))
+		MF_RETURN_IF_ERROR(require_access(what + " for another node"));
 	uint64_t pages = (size_bytes + kPageSize - 1) / kPageSize;
 	std::unique_lock lock(table_mu_);
 	if (table_->find(name) != nullptr)
@@ -365,12 +369,22 @@ Result<RegionInfo> ModuleStore::create_region(const std::string &name, uint64_t 
 	auto start = alloc_->allocate(pages);
 	if (!start)
 		return Status(Code::kNoSpace, what + ": " + start.status().message());
+	// A node's quota refuses only what would fit: a module without room says
+	// so (kNoSpace), so the node tries another.
+	if (admit_node) {
+		Status st = admit_node(table_->usage_of_node(owner_key), pages * kPageSize);
+		if (!st.is_ok()) {
+			alloc_->release(*start, pages);
+			return st;
+		}
+	}
 	RegionInfo info;
 	info.name = name;
 	info.fa_offset = geo_.page_fa(*start);
 	info.size_bytes = pages * kPageSize;
 	info.length = info.size_bytes;
 	info.owner_uid = owner_uid;
+	info.owner_key = owner_key;
 	info.mode = mode;
 	info.ctime_ns = realtime_ns();
 	info.replica_group = replica.group;
@@ -508,6 +522,67 @@ Status ModuleStore::require_versions(const std::string &what) const
 	                      "pool formatted by this memfedd (layout version " +
 	                      std::to_string(store::kLayoutVersion) +
 	                      "): copy the regions out and run `memfedctl pool format`");
+}
+
+Status ModuleStore::require_access(const std::string &what) const
+{
+	if (geo_.has_access())
+		return Status::ok();
+	return Status(Code::kInvalidArgument,
+	              what + ": pool " + file_->path() + " has layout version " +
+	                      std::to_string(layout_version_) +
+	                      ", which cannot record which node owns a region or whom it "
+	                      "granted access (its regions belong to this module's node); "
+	                      "that needs a pool formatted by this memfedd (layout version " +
+	                      std::to_string(store::kLayoutVersion) +
+	                      "): copy the regions out and run `memfedctl pool format`");
+}
+
+OwnerUsage ModuleStore::usage_of_node(const NodeKeyBytes &key) const
+{
+	std::shared_lock lock(table_mu_);
+	return table_->usage_of_node(key);
+}
+
+std::map<NodeKeyBytes, OwnerUsage> ModuleStore::usage_by_node() const
+{
+	std::shared_lock lock(table_mu_);
+	return table_->usage_by_node();
+}
+
+Result<RegionAccess> ModuleStore::region_access(const std::string &name) const
+{
+	std::shared_lock lock(table_mu_);
+	const store::RegionSlot *s = table_->find(name);
+	if (s == nullptr)
+		return Status(Code::kNotFound,
+		              "region '" + name + "' not found on module " + module_.to_string());
+	return s->access;
+}
+
+Result<RegionAccess> ModuleStore::region_access(uint32_t id) const
+{
+	std::shared_lock lock(table_mu_);
+	const store::RegionSlot *s = table_->by_id(id);
+	if (s == nullptr)
+		return Status(Code::kNotFound, "region id " + std::to_string(id) +
+		                                       " not found on module " +
+		                                       module_.to_string());
+	return s->access;
+}
+
+Result<RegionAccess> ModuleStore::set_grant(const std::string &name, const AccessGrant &g)
+{
+	MF_RETURN_IF_ERROR(require_access("cannot change the grants of region '" + name + "'"));
+	std::unique_lock lock(table_mu_);
+	const store::RegionSlot *s = table_->find(name);
+	if (s == nullptr)
+		return Status(Code::kNotFound,
+		              "region '" + name + "' not found on module " + module_.to_string());
+	RegionAccess a = s->access;
+	MF_RETURN_IF_ERROR(apply_grant(&a, name, g));
+	table_->set_access(s->slot, a);
+	return a;
 }
 
 OwnerUsage ModuleStore::usage_of(uint32_t owner_uid) const

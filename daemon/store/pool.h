@@ -127,17 +127,39 @@ public:
 	// race each other are admitted one at a time against usage that counts
 	// every earlier one (the quota of memfedd's control socket).
 	using AdmitFn = std::function<Status(const OwnerUsage &usage, uint64_t size_bytes)>;
-	// `admit` (optional) is asked before any space is taken. `replica` is
-	// stored in the region's entry; replica.replicas > 1 needs a pool with a
-	// version area (layout 3), else kInvalidArgument naming the pool, its
-	// layout version and the fix.
+	// `admit` (optional) is asked before any space is taken, with what
+	// owner_uid holds; `admit_node` (optional) with what owner_key's node
+	// holds, once the space is found (a pool without room answers kNoSpace
+	// whatever the node holds). `replica` is stored in the region's entry; replica.replicas
+	// > 1 needs a pool with a version area (layout 3), else kInvalidArgument
+	// naming the pool, its layout version and the fix. `owner_key` is the
+	// node that owns the region (zeros: the node that runs the module); a
+	// nonzero one needs a pool with an access area (layout 4), else
+	// kInvalidArgument naming the pool, its layout and the fix.
 	Result<RegionInfo> create_region(const std::string &name, uint64_t size_bytes,
 	                                 uint32_t owner_uid, uint32_t mode,
-	                                 const AdmitFn &admit = nullptr, ReplicaSpec replica = {});
+	                                 const AdmitFn &admit = nullptr, ReplicaSpec replica = {},
+	                                 const NodeKeyBytes &owner_key = {},
+	                                 const AdmitFn &admit_node = nullptr);
 	// What `owner_uid` holds in the pool (regions live or being deleted).
 	OwnerUsage usage_of(uint32_t owner_uid) const;
 	// Every owner that holds a region, by uid.
 	std::map<uint32_t, OwnerUsage> usage_by_owner() const;
+	// The same by owner node key (zeros: the module's own node).
+	OwnerUsage usage_of_node(const NodeKeyBytes &key) const;
+	std::map<NodeKeyBytes, OwnerUsage> usage_by_node() const;
+
+	// Whether the pool records owner nodes and grants (layout 4).
+	bool has_access_area() const { return geo_.has_access(); }
+	// A live region's owner and grants (an older layout: owner zeros, no
+	// grants). kNotFound as lookup_region / region_by_id.
+	Result<RegionAccess> region_access(const std::string &name) const;
+	Result<RegionAccess> region_access(uint32_t id) const;
+	// Sets (rights != 0) or revokes (rights 0) region `name`'s grant for
+	// (g.key, g.uid), durably (apply_grant's errors); returns the new
+	// access. kInvalidArgument on a pool without an access area, naming it,
+	// its layout and the fix.
+	Result<RegionAccess> set_grant(const std::string &name, const AccessGrant &g);
 	Status delete_region(const std::string &name);
 	// Sets region `name`'s length as a file (<= its size, else kOutOfRange).
 	// Without `grow_only` it is a truncate: every byte past the new end is
@@ -234,6 +256,8 @@ private:
 	void clear_page_meta(uint64_t first, uint64_t count);
 	// kInvalidArgument naming the pool and the fix unless it has a version area.
 	Status require_versions(const std::string &what) const;
+	// The same for the access area (layout 4).
+	Status require_access(const std::string &what) const;
 	store::PageMeta *meta(uint64_t page_index) const
 	{
 		return reinterpret_cast<store::PageMeta *>(file_->base() +

@@ -689,13 +689,13 @@ TEST_CASE("a header with a table size its layout does not allow is refused", "[s
 	REQUIRE_FALSE(ModuleStore::check(path)->clean);
 	patch(1, 2048); // version 1 had 1024 slots
 	REQUIRE(ModuleStore::open(path, 0).status().code() == Code::kCorrupt);
-	patch(4, 1024); // a version from the future
+	patch(5, 1024); // a version from the future
 	r = ModuleStore::open(path, 0);
 	REQUIRE(r.status().code() == Code::kCorrupt);
-	REQUIRE(contains(r.status().message(), "layout version 4"));
-	patch(2, 1024); // version 2 has no version area: the geometry disagrees
+	REQUIRE(contains(r.status().message(), "layout version 5"));
+	patch(3, 1024); // version 3 has no access area: the geometry disagrees
 	REQUIRE(ModuleStore::open(path, 0).status().code() == Code::kCorrupt);
-	patch(3, 1024);
+	patch(4, 1024);
 	REQUIRE(ModuleStore::open(path, 0).is_ok());
 	REQUIRE(ModuleStore::format(PoolOptions{dir.path("p2"), kPoolSize, {}, 3000}).code() ==
 	        Code::kInvalidArgument);

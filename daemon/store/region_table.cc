@@ -29,7 +29,30 @@ uint32_t max_generation(uint32_t table_slots)
 std::vector<RegionSlot> RegionTable::read_all(const uint8_t *base, const Geometry &geo,
                                               std::vector<std::string> *problems)
 {
-	return read_entries(base + geo.table_offset, 0, geo.table_slots, geo, problems);
+	std::vector<RegionSlot> slots =
+	        read_entries(base + geo.table_offset, 0, geo.table_slots, geo, problems);
+	if (!geo.has_access())
+		return slots;
+	std::vector<RegionSlot> out;
+	out.reserve(slots.size());
+	for (RegionSlot &s : slots) {
+		AccessRecord copies[2];
+		memcpy(&copies[0], base + geo.access_fa(s.slot, 0), sizeof(copies[0]));
+		memcpy(&copies[1], base + geo.access_fa(s.slot, 1), sizeof(copies[1]));
+		auto cur = current_access(copies, s.generation);
+		if (!cur) {
+			problems->push_back("region table slot " + std::to_string(s.slot) + " ('" +
+			                    s.info.name +
+			                    "') has no valid access record (owner and grants)");
+			continue;
+		}
+		s.access = std::move(cur->access);
+		s.access_copy = cur->copy;
+		s.access_seq = cur->seq;
+		s.info.owner_key = s.access.owner_key;
+		out.push_back(std::move(s));
+	}
+	return out;
 }
 
 std::vector<RegionSlot> RegionTable::read_entries(const uint8_t *entries, uint32_t first_slot,
@@ -113,6 +136,7 @@ Status RegionTable::load(const std::string &path)
 	used_.clear();
 	by_name_.clear();
 	by_owner_.clear();
+	by_node_.clear();
 	const RegionEntry *entries =
 	        reinterpret_cast<const RegionEntry *>(base_ + geo_.table_offset);
 	for (uint32_t slot = 0; slot < geo_.table_slots; slot++)
@@ -224,9 +248,23 @@ Status RegionTable::create(RegionInfo *info)
 	       reinterpret_cast<const uint8_t *>(&body) + sizeof(uint64_t),
 	       sizeof(body) - sizeof(uint64_t));
 	persist_(e, sizeof(*e));
+	RegionAccess access;
+	if (geo_.has_access()) {
+		// Copy 0 of seq 1, copy 1 zeroed (a record of an earlier region in
+		// the slot must not outrank it), durable before the slot is live.
+		access.owner_key = info->owner_key;
+		*access_record(slot, 0) = encode_access(access, 1, generation);
+		*access_record(slot, 1) = AccessRecord{};
+		persist_(access_record(slot, 0), 2 * sizeof(AccessRecord));
+	} else {
+		info->owner_key = {};
+	}
 	info->id = id(slot, generation);
 	set_state(slot, kRegionLive, generation);
 	used_[slot].info = *info;
+	used_[slot].access = std::move(access);
+	used_[slot].access_copy = 0;
+	used_[slot].access_seq = 1;
 	by_name_[info->name] = slot;
 	add_usage(*info, true);
 	return Status::ok();
@@ -238,17 +276,51 @@ OwnerUsage RegionTable::usage_of(uint32_t owner) const
 	return it == by_owner_.end() ? OwnerUsage{} : it->second;
 }
 
-void RegionTable::add_usage(const RegionInfo &info, bool add)
+OwnerUsage RegionTable::usage_of_node(const NodeKeyBytes &key) const
 {
-	OwnerUsage &u = by_owner_[info.owner_uid];
+	auto it = by_node_.find(key);
+	return it == by_node_.end() ? OwnerUsage{} : it->second;
+}
+
+void RegionTable::set_access(uint32_t slot, const RegionAccess &a)
+{
+	RegionSlot &s = used_.at(slot);
+	int copy = 1 - s.access_copy;
+	*access_record(slot, copy) = encode_access(a, s.access_seq + 1, s.generation);
+	persist_(access_record(slot, copy), sizeof(AccessRecord));
+	s.access = a;
+	s.access_copy = copy;
+	s.access_seq++;
+	if (s.info.owner_key != a.owner_key) {
+		add_usage(s.info, false);
+		s.info.owner_key = a.owner_key;
+		add_usage(s.info, true);
+	}
+}
+
+namespace
+{
+
+template <typename K>
+void count_usage(std::map<K, OwnerUsage> &m, const K &k, uint64_t bytes, bool add)
+{
+	OwnerUsage &u = m[k];
 	if (add) {
-		u.bytes += info.size_bytes;
+		u.bytes += bytes;
 		u.regions++;
 		return;
 	}
-	u.bytes -= info.size_bytes;
+	u.bytes -= bytes;
 	if (--u.regions == 0)
-		by_owner_.erase(info.owner_uid);
+		m.erase(k);
+}
+
+} // namespace
+
+void RegionTable::add_usage(const RegionInfo &info, bool add)
+{
+	count_usage(by_owner_, info.owner_uid, info.size_bytes, add);
+	count_usage(by_node_, info.owner_key, info.size_bytes, add);
 }
 
 void RegionTable::set_length(uint32_t slot, uint64_t length)

@@ -31,6 +31,7 @@
 #include "daemon/common/status.h"
 #include "daemon/store/layout.h"
 #include "daemon/store/redo_log.h"
+#include "daemon/store/region_access.h"
 
 namespace memfed
 {
@@ -41,6 +42,9 @@ struct RegionInfo {
 	uint64_t fa_offset = 0; // pool byte offset of the first page
 	uint64_t size_bytes = 0;
 	uint32_t owner_uid = 0;
+	// The node that owns the region (with owner_uid, the uid it vouched
+	// for); zeros: the node that runs the module (region_access.h).
+	NodeKeyBytes owner_key{};
 	uint32_t mode = 0; // permission bits
 	uint64_t ctime_ns = 0;
 	// The region as a file: the bytes before end of file, <= size_bytes.
@@ -72,6 +76,11 @@ struct RegionSlot {
 	RegionState state = kRegionFree;
 	uint32_t generation = 0;
 	RegionInfo info; // meaningful unless state == kRegionFree
+	// Layout 4: the owner and grants (info.owner_key is access.owner_key),
+	// and which copy of the slot's access record holds them, of what seq.
+	RegionAccess access;
+	int access_copy = 0;
+	uint64_t access_seq = 0;
 };
 
 class RegionTable
@@ -84,13 +93,15 @@ public:
 	}
 
 	// Decodes the slots in use (live or deleting) of a mapped pool
-	// (read-only; also used by check). Appends one line per bad non-free
-	// entry to `problems` (checksum, name, extent outside the data area) and
+	// (read-only; also used by check), with their access records (layout
+	// 4). Appends one line per bad non-free entry to `problems` (checksum,
+	// name, extent outside the data area, no valid access record) and
 	// leaves that entry out of the result.
 	static std::vector<RegionSlot> read_all(const uint8_t *base, const Geometry &geo,
 	                                        std::vector<std::string> *problems);
 	// The same for `count` entries starting at `entries`, which hold the
-	// table's slots first_slot.. (a copy of part of the table).
+	// table's slots first_slot.. (a copy of part of the table), without
+	// their access records.
 	static std::vector<RegionSlot> read_entries(const uint8_t *entries, uint32_t first_slot,
 	                                            uint32_t count, const Geometry &geo,
 	                                            std::vector<std::string> *problems);
@@ -110,11 +121,19 @@ public:
 	// owner that holds a region. Kept with the index: no table scan.
 	OwnerUsage usage_of(uint32_t owner) const;
 	const std::map<uint32_t, OwnerUsage> &usage_by_owner() const { return by_owner_; }
+	// The same by owner node key (zeros: the module's own node).
+	OwnerUsage usage_of_node(const NodeKeyBytes &key) const;
+	const std::map<NodeKeyBytes, OwnerUsage> &usage_by_node() const { return by_node_; }
 	uint32_t slots() const { return geo_.table_slots; }
 
 	// Persists a new live region in a free slot; kNoSpace if the table is full.
-	// Fills in info->id.
+	// Fills in info->id. Layout 4: its access record (owner info->owner_key,
+	// no grants) is durable before the slot turns live.
 	Status create(RegionInfo *info);
+	// Persists a live region's access (owner and grants) as the slot's next
+	// access record (layout.h AccessRecord). REQUIRES: the geometry has an
+	// access area, a.grants.size() <= kMaxGrants.
+	void set_access(uint32_t slot, const RegionAccess &a);
 	// Persists a live region's file length (<= its size) with one atomic store.
 	void set_length(uint32_t slot, uint64_t length);
 	// Persists the state changes of a delete.
@@ -127,6 +146,10 @@ private:
 		return reinterpret_cast<RegionEntry *>(base_ + geo_.table_offset) + slot;
 	}
 	void set_state(uint32_t slot, RegionState state, uint32_t generation);
+	AccessRecord *access_record(uint32_t slot, int copy)
+	{
+		return reinterpret_cast<AccessRecord *>(base_ + geo_.access_fa(slot, copy));
+	}
 	// Counts `info` in (add) or out of its owner's usage.
 	void add_usage(const RegionInfo &info, bool add);
 	uint32_t id(uint32_t slot, uint32_t generation) const
@@ -144,6 +167,7 @@ private:
 	std::unordered_map<uint32_t, RegionSlot> used_; // live or deleting, by slot
 	std::map<std::string, uint32_t> by_name_;       // live regions only, name order
 	std::map<uint32_t, OwnerUsage> by_owner_;       // live or deleting, by owner uid
+	std::map<NodeKeyBytes, OwnerUsage> by_node_;    // the same by owner node key
 	uint32_t next_free_ = 0;                        // where the next create looks first
 };
 

@@ -53,8 +53,8 @@ inline void flip_byte(const std::string &path, uint64_t offset)
 }
 
 // Rewrites the header of the freshly formatted, still empty pool at `path` as
-// layout `version` (1 or 2) would have written it: that layout's geometry
-// (no version area) for the same size and table. True on success. An empty
+// layout `version` (1, 2 or 3) would have written it: that layout's geometry
+// (no access area; from 3 on a version area) for the same size and table. True on success. An empty
 // pool is zeros past its header, so the result is a valid older pool.
 // REQUIRES for version 1: formatted with table_slots kMinTableSlots.
 inline bool make_old_layout(const std::string &path, uint32_t version)
@@ -67,6 +67,8 @@ inline bool make_old_layout(const std::string &path, uint32_t version)
 		return false;
 	Geometry g = compute_geometry(h->pool_bytes, h->table_slots, version);
 	h->layout_version = version;
+	h->log_desc_offset = g.log_desc_offset;
+	h->log_data_offset = g.log_data_offset;
 	h->meta_offset = g.meta_offset;
 	h->data_offset = g.data_offset;
 	h->data_pages = g.data_pages;

@@ -476,14 +476,18 @@ Result<wire::WireRegion> SyncClient::region_set_length(const std::string &name, 
 	return wire::decode_region(r->payload);
 }
 
-Result<std::vector<wire::WireRegion>> SyncClient::region_list_page(const std::string &after,
-                                                                   uint32_t limit, bool *more)
+Result<std::vector<wire::WireRegion>>
+SyncClient::region_list_page(const std::string &after, uint32_t limit, bool *more,
+                             std::optional<uint32_t> asker_uid)
 {
 	if (!after.empty() && !valid_region_name(after))
 		return Status(Code::kInvalidArgument, "region name '" + after + "' is invalid");
 	uint32_t want = limit == 0 || limit > wire::kRegionListPage ? wire::kRegionListPage : limit;
 	wire::Header h = control_header(wire::MsgType::kRegionList);
-	auto r = exchange(h, wire::encode_list_request(after, want), nullptr);
+	auto r = exchange(h,
+	                  asker_uid ? wire::encode_asked_list_request(after, want, *asker_uid)
+	                            : wire::encode_list_request(after, want),
+	                  nullptr);
 	if (!r)
 		return r.status();
 	auto list = wire::decode_region_list(r->payload);

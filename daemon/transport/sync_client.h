@@ -14,6 +14,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -93,9 +94,12 @@ public:
 	                                           bool grow_only);
 	// One page of the module's regions in name order: those after `after`
 	// (empty: from the first), at most `limit` (0: a whole wire page).
-	// *more is set when there may be more after the last one.
-	Result<std::vector<wire::WireRegion>> region_list_page(const std::string &after,
-	                                                       uint32_t limit, bool *more);
+	// *more is set when there may be more after the last one. Asked for
+	// `asker_uid` (this node's user), each region's `access` is the module's
+	// answer for that user (wire::kAccessAnswered, protocol.h).
+	Result<std::vector<wire::WireRegion>>
+	region_list_page(const std::string &after, uint32_t limit, bool *more,
+	                 std::optional<uint32_t> asker_uid = std::nullopt);
 	// Every region of the module, page by page.
 	Result<std::vector<wire::WireRegion>> region_list();
 	Result<wire::WireStat> stat();

@@ -116,6 +116,8 @@ const char *msg_type_name(uint8_t type)
 		return "RDMA_CONNECT";
 	case MsgType::kRdmaRegion:
 		return "RDMA_REGION";
+	case MsgType::kRegionAccess:
+		return "REGION_ACCESS";
 	}
 	return "UNKNOWN";
 }
@@ -194,7 +196,8 @@ Status validate_fields(const Header &h)
 	bool response = h.flags & kFlagResponse;
 	if (!response && h.status != 0)
 		return proto("request carries status %u (must be 0)", h.status);
-	if (h.status > static_cast<uint16_t>(Code::kInternal))
+	// kQuota is the last code: a node quota refusal crosses the wire.
+	if (h.status > static_cast<uint16_t>(Code::kQuota))
 		return proto("unknown status code %u", h.status);
 	if (h.src_module & ~kModuleIdMask)
 		return proto("src_module 0x%" PRIx64 " wider than 48 bits", h.src_module);
@@ -468,7 +471,8 @@ void encode_region(const WireRegion &r, uint8_t out[kRegionSize])
 	put64(out + 104, r.length);
 	put64(out + 112, r.replica_group);
 	put8(out + 120, r.replicas);
-	std::memset(out + 121, 0, 7);
+	put8(out + 121, r.access);
+	std::memset(out + 122, 0, 6);
 }
 
 Result<WireRegion> decode_region(std::span<const uint8_t> p)
@@ -485,10 +489,12 @@ Result<WireRegion> decode_region(std::span<const uint8_t> p)
 	r.length = get64(p.data() + 104);
 	r.replica_group = get64(p.data() + 112);
 	r.replicas = p[120];
+	r.access = p[121];
 	std::string name = region_name(r);
-	if (!all_zero(p.subspan(121, 7)))
-		return proto("region '%s' reserved bytes after replicas are not zero",
-		             name.c_str());
+	if (!all_zero(p.subspan(122, 6)))
+		return proto("region '%s' reserved bytes after access are not zero", name.c_str());
+	if (r.access & ~(kAccessKnown | kAccessAnswered))
+		return proto("region '%s' access 0x%x has unknown bits", name.c_str(), r.access);
 	if (r.size_bytes == 0 || r.size_bytes % kPageSize != 0)
 		return proto("region '%s' size_bytes %" PRIu64
 		             " is not a non-zero multiple of the page size",
@@ -568,15 +574,35 @@ std::vector<uint8_t> encode_list_request(std::string_view after, uint32_t limit)
 	return out;
 }
 
+std::vector<uint8_t> encode_asked_list_request(std::string_view after, uint32_t limit, uint32_t uid)
+{
+	std::vector<uint8_t> out = encode_list_request(after, limit);
+	size_t at = out.size();
+	out.resize(at + kAskerSize);
+	put32(out.data() + at, uid);
+	put8(out.data() + at + 4, kAccessRead);
+	return out;
+}
+
 Result<WireListRequest> decode_list_request(std::span<const uint8_t> p)
 {
 	WireListRequest r{};
 	if (p.empty())
 		return r;
 	size_t len = p[0];
+	if (p.size() == 1 + len + 4 + kAskerSize) {
+		const uint8_t *a = p.data() + 1 + len + 4;
+		if (a[4] != kAccessRead)
+			return proto("REGION_LIST asker wants access 0x%x (a list asks read, 0x%x)",
+			             a[4], kAccessRead);
+		r.asked = true;
+		r.uid = get32(a);
+		p = p.first(1 + len + 4);
+	}
 	if (p.size() != 1 + len + 4)
-		return proto("REGION_LIST request of %zu bytes, after_len %zu says %zu", p.size(),
-		             len, 1 + len + 4);
+		return proto("REGION_LIST request of %zu bytes, after_len %zu says %zu (or %zu "
+		             "with an asker)",
+		             p.size(), len, 1 + len + 4, 1 + len + 4 + kAskerSize);
 	std::string_view after(reinterpret_cast<const char *>(p.data() + 1), len);
 	if (len > 0 && !valid_region_name(after))
 		return proto("REGION_LIST after '%s' is not a valid region name",
@@ -779,6 +805,120 @@ Status response_status(const Header &h, std::span<const uint8_t> payload)
 	std::string text = msg->empty() ? std::string("peer reported an error without a message")
 	                                : sanitize(*msg);
 	return Status(static_cast<Code>(h.status), text);
+}
+
+std::vector<uint8_t> encode_asked_lookup(std::string_view name, uint32_t uid, uint8_t want)
+{
+	std::vector<uint8_t> out = encode_name(name);
+	size_t at = out.size();
+	out.resize(at + kAskerSize);
+	put32(out.data() + at, uid);
+	put8(out.data() + at + 4, want);
+	return out;
+}
+
+Result<WireLookup> decode_lookup(std::span<const uint8_t> p)
+{
+	WireLookup l;
+	if (!p.empty() && p.size() == size_t{1} + p[0] + kAskerSize) {
+		const uint8_t *a = p.data() + 1 + p[0];
+		l.asked = true;
+		l.uid = get32(a);
+		l.want = a[4];
+		if (l.want == 0 || (l.want & ~kAccessKnown) != 0)
+			return proto(
+			        "REGION_LOOKUP wants access 0x%x (known bits 0x%x, at least one)",
+			        l.want, kAccessKnown);
+		p = p.first(p.size() - kAskerSize);
+	}
+	auto name = decode_name(p);
+	if (!name)
+		return name.status();
+	l.name = std::move(*name);
+	return l;
+}
+
+// WireAccessRequest on the wire: u8 name_len, 63 name, u8 op, u8 rights,
+// 2 reserved, u32 asker_uid, 32 key, u32 uid, 4 reserved.
+void encode_access_request(const WireAccessRequest &r, uint8_t out[kAccessRequestSize])
+{
+	encode_fixed_name(r.name_len, r.name, out);
+	put8(out + 64, r.op);
+	put8(out + 65, r.rights);
+	put8(out + 66, 0);
+	put8(out + 67, 0);
+	put32(out + 68, r.asker_uid);
+	std::memcpy(out + 72, r.key, sizeof(r.key));
+	put32(out + 104, r.uid);
+	put32(out + 108, 0);
+}
+
+Result<WireAccessRequest> decode_access_request(std::span<const uint8_t> p)
+{
+	MF_RETURN_IF_ERROR(check_size("REGION_ACCESS", p, kAccessRequestSize));
+	WireAccessRequest r{};
+	MF_RETURN_IF_ERROR(decode_fixed_name("REGION_ACCESS", p.data(), &r.name_len, r.name));
+	r.op = p[64];
+	r.rights = p[65];
+	r.asker_uid = get32(p.data() + 68);
+	std::memcpy(r.key, p.data() + 72, sizeof(r.key));
+	r.uid = get32(p.data() + 104);
+	if (!all_zero(p.subspan(66, 2)) || !all_zero(p.subspan(108, 4)))
+		return proto("REGION_ACCESS reserved bytes are not zero");
+	if (r.op > static_cast<uint8_t>(AccessOp::kRevoke))
+		return proto("REGION_ACCESS op %u is unknown (0 show, 1 grant, 2 revoke)", r.op);
+	if (r.op == static_cast<uint8_t>(AccessOp::kGrant) && r.rights != kAccessRead &&
+	    r.rights != (kAccessRead | kAccessWrite))
+		return proto("REGION_ACCESS grants rights 0x%x (read 0x1 or read+write 0x3)",
+		             r.rights);
+	if (r.op != static_cast<uint8_t>(AccessOp::kGrant) && r.rights != 0)
+		return proto("REGION_ACCESS op %u with rights 0x%x (only a grant has rights)", r.op,
+		             r.rights);
+	return r;
+}
+
+std::string region_name(const WireAccessRequest &r)
+{
+	return std::string(r.name, std::min<size_t>(r.name_len, kMaxRegionName));
+}
+
+// WireAccessList: 32 owner key, u32 owner uid, u8 n, 3 reserved, then n *
+// (32 key, u32 uid, u8 rights, 3 reserved).
+std::vector<uint8_t> encode_access_list(const WireAccessList &l)
+{
+	std::vector<uint8_t> out(40 + l.grants.size() * 40, 0);
+	std::memcpy(out.data(), l.owner_key, 32);
+	put32(out.data() + 32, l.owner_uid);
+	put8(out.data() + 36, static_cast<uint8_t>(l.grants.size()));
+	for (size_t i = 0; i < l.grants.size(); i++) {
+		uint8_t *g = out.data() + 40 + i * 40;
+		std::memcpy(g, l.grants[i].key, 32);
+		put32(g + 32, l.grants[i].uid);
+		put8(g + 36, l.grants[i].rights);
+	}
+	return out;
+}
+
+Result<WireAccessList> decode_access_list(std::span<const uint8_t> p)
+{
+	if (p.size() < 40 || p.size() != 40 + size_t{p[36]} * 40)
+		return proto("REGION_ACCESS response of %zu bytes does not hold its %u grants",
+		             p.size(), p.size() < 40 ? 0u : unsigned{p[36]});
+	WireAccessList l{};
+	std::memcpy(l.owner_key, p.data(), 32);
+	l.owner_uid = get32(p.data() + 32);
+	for (size_t i = 0; i < p[36]; i++) {
+		const uint8_t *g = p.data() + 40 + i * 40;
+		WireGrant w{};
+		std::memcpy(w.key, g, 32);
+		w.uid = get32(g + 32);
+		w.rights = g[36];
+		if (w.rights == 0 || (w.rights & ~(kAccessRead | kAccessWrite)) != 0)
+			return proto("REGION_ACCESS response grant %zu has rights 0x%x", i,
+			             w.rights);
+		l.grants.push_back(w);
+	}
+	return l;
 }
 
 } // namespace memfed::wire

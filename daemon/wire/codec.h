@@ -111,8 +111,12 @@ std::string region_name(const WireSetLength &s);
 
 // REGION_LIST request: `after` empty or a valid name; limit 0 = a whole page.
 std::vector<uint8_t> encode_list_request(std::string_view after, uint32_t limit);
+// The same asked for `uid` (followed by a WireAsker wanting kAccessRead).
+std::vector<uint8_t> encode_asked_list_request(std::string_view after, uint32_t limit,
+                                               uint32_t uid);
 // Empty payload: from the first, a whole page. Else the name must be valid
-// (or empty) and the payload exactly 1 + after_len + 4 bytes.
+// (or empty) and the payload exactly 1 + after_len + 4 bytes, or that and a
+// WireAsker wanting kAccessRead.
 Result<WireListRequest> decode_list_request(std::span<const uint8_t> p);
 std::string list_after(const WireListRequest &r);
 // The page size a request asks for: its limit, capped at kRegionListPage.
@@ -152,6 +156,17 @@ Result<WireStat> decode_stat(std::span<const uint8_t> p);
 // u8 length + bytes; the name must be valid.
 std::vector<uint8_t> encode_name(std::string_view name);
 Result<std::string> decode_name(std::span<const uint8_t> p);
+// REGION_LOOKUP with a WireAsker: the name, then u32 uid, u8 want.
+std::vector<uint8_t> encode_asked_lookup(std::string_view name, uint32_t uid, uint8_t want);
+// A REGION_LOOKUP payload: a name, with or without a WireAsker.
+Result<WireLookup> decode_lookup(std::span<const uint8_t> p);
+
+constexpr size_t kAccessRequestSize = sizeof(WireAccessRequest);
+void encode_access_request(const WireAccessRequest &r, uint8_t out[kAccessRequestSize]);
+Result<WireAccessRequest> decode_access_request(std::span<const uint8_t> p);
+std::string region_name(const WireAccessRequest &r);
+std::vector<uint8_t> encode_access_list(const WireAccessList &l);
+Result<WireAccessList> decode_access_list(std::span<const uint8_t> p);
 
 // Error message of a failed response: <= kMaxErrorMessage bytes, no NUL.
 Result<std::string> decode_error_message(std::span<const uint8_t> p);

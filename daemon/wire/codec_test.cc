@@ -307,6 +307,16 @@ TEST_CASE("region spec, region, list, stat and name payloads")
 	REQUIRE(dr.is_ok());
 	CHECK(dr->replica_group == 42);
 	CHECK(dr->replicas == 2);
+	// An asked list's answer, even one of no rights, is marked answered.
+	r.access = kAccessAnswered;
+	encode_region(r, rb);
+	dr = decode_region(rb);
+	REQUIRE(dr.is_ok());
+	CHECK(dr->access == kAccessAnswered);
+	rb[121] = 0x40;
+	CHECK(contains(decode_region(rb).status().message(), "access 0x40 has unknown bits"));
+	r.access = 0;
+	encode_region(r, rb);
 	rb[127] = 9;
 	CHECK(contains(decode_region(rb).status().message(), "reserved bytes"));
 	CHECK(contains(decode_region({rb, 112}).status().message(), "112 bytes (expected 128)"));
@@ -373,7 +383,21 @@ TEST_CASE("region spec, region, list, stat and name payloads")
 	REQUIRE(first.is_ok());
 	CHECK(list_after(*first).empty());
 	CHECK(list_limit(*first) == kRegionListPage);
+	CHECK_FALSE(dq->asked);
 	CHECK(contains(decode_list_request({lq.data(), 5}).status().message(), "after_len 6"));
+	// An asked list: the uid the node vouches for, wanting read.
+	auto aq = encode_asked_list_request("heap.1", 10, 1000);
+	REQUIRE(aq.size() == 1 + 6 + 4 + kAskerSize);
+	auto da = decode_list_request(aq);
+	REQUIRE(da.is_ok());
+	CHECK(da->asked);
+	CHECK(da->uid == 1000);
+	CHECK(list_after(*da) == "heap.1");
+	CHECK(list_limit(*da) == 10);
+	aq.back() = kAccessWrite;
+	CHECK(contains(decode_list_request(aq).status().message(), "a list asks read"));
+	aq.pop_back();
+	CHECK(contains(decode_list_request(aq).status().message(), "or 16 with an asker"));
 	lq[1] = ' ';
 	CHECK(contains(decode_list_request(lq).status().message(), "not a valid region name"));
 
@@ -566,4 +590,57 @@ TEST_CASE("versioned payloads: encode, decode and every malformed length")
 	rv.pop_back();
 	CHECK(contains(decode_read_versioned(3, rv, got).status().message(),
 	               "READ_VERSIONED response payload of 12311 bytes (expected 12312)"));
+}
+
+TEST_CASE("region access payloads: asked lookups, grant requests and grant lists", "[wire]")
+{
+	// A lookup with and without an asker.
+	auto plain = decode_lookup(encode_name("shared"));
+	REQUIRE(plain.is_ok());
+	CHECK_FALSE(plain->asked);
+	CHECK(plain->name == "shared");
+	auto asked = decode_lookup(encode_asked_lookup("shared", 1000, kAccessWrite));
+	REQUIRE(asked.is_ok());
+	CHECK(asked->asked);
+	CHECK(asked->uid == 1000);
+	CHECK(asked->want == kAccessWrite);
+	CHECK(contains(decode_lookup(encode_asked_lookup("shared", 1, 0x40)).status().message(),
+	               "wants access 0x40"));
+
+	WireAccessRequest r{};
+	r.name_len = 6;
+	std::memcpy(r.name, "shared", 6);
+	r.op = uint8_t(AccessOp::kGrant);
+	r.rights = kAccessRead | kAccessWrite;
+	r.asker_uid = 7;
+	r.key[0] = 0xaa;
+	r.uid = 0xffffffff;
+	uint8_t buf[kAccessRequestSize];
+	encode_access_request(r, buf);
+	auto back = decode_access_request(buf);
+	REQUIRE(back.is_ok());
+	CHECK(region_name(*back) == "shared");
+	CHECK(back->rights == r.rights);
+	CHECK(back->asker_uid == 7);
+	CHECK(back->key[0] == 0xaa);
+	CHECK(back->uid == 0xffffffff);
+	buf[65] = kAccessWrite; // write without read is no grant
+	CHECK(contains(decode_access_request(buf).status().message(), "grants rights 0x2"));
+	buf[64] = uint8_t(AccessOp::kShow);
+	CHECK(contains(decode_access_request(buf).status().message(), "only a grant has rights"));
+
+	WireAccessList l{};
+	l.owner_key[31] = 9;
+	l.owner_uid = 1000;
+	l.grants.push_back(WireGrant{{1}, 1001, kAccessRead});
+	auto enc = encode_access_list(l);
+	CHECK(enc.size() == 80);
+	auto lb = decode_access_list(enc);
+	REQUIRE(lb.is_ok());
+	CHECK(lb->owner_key[31] == 9);
+	CHECK(lb->owner_uid == 1000);
+	REQUIRE(lb->grants.size() == 1);
+	CHECK(lb->grants[0].uid == 1001);
+	enc.pop_back();
+	CHECK_FALSE(decode_access_list(enc).is_ok());
 }

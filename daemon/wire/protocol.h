@@ -66,8 +66,16 @@
 //   WRITE      req:  count * kPageSize bytes resp: none, sent once durable
 //   REGION_CREATE req: WireRegionSpec       resp: WireRegion
 //   REGION_DELETE req: name                 resp: none
-//   REGION_LOOKUP req: name                 resp: WireRegion
-//   REGION_LIST   req: none, or WireListRequest
+//   REGION_LOOKUP req: name, optionally followed by WireAsker (u32 uid, u8
+//                      want): the uid the requesting node vouches for and
+//                      the access it needs (kAccess*)
+//                 resp: WireRegion; to an asked lookup its `access` is what
+//                      the module gives that (node key, uid), which holds
+//                      `want` (else kPermission naming the grant that would
+//                      allow it)
+//   REGION_LIST   req: none, or WireListRequest, optionally followed by a
+//                      WireAsker (want kAccessRead): the uid the requesting
+//                      node vouches for (an "asked list")
 //                 resp: u32 n, n * WireRegion, in name order: the regions
 //                 whose names sort (bytewise) after `after`, at most `limit`
 //                 of them (0 or above kRegionListPage: kRegionListPage). A
@@ -75,6 +83,10 @@
 //                 else ask again after the last name. (A module older than
 //                 paging ignores the request and answers every region; the
 //                 requester filters and stops when a page brings nothing new.)
+//                 In an asked list every region's `access` is kAccessAnswered
+//                 with what the module gives that (node key, uid) (maybe
+//                 nothing), so the node shows its user only what they may
+//                 read.
 //   REGION_SET_LENGTH req: WireSetLength    resp: WireRegion
 //   STAT          req: none                 resp: WireStat
 //   WRITE_VERSIONED  (replicated regions; header as WRITE)
@@ -102,10 +114,20 @@
 //                 read-only memory registration (daemon/rdma/rdma_server.h).
 //   RDMA_REGION   req: none, region in header.region_id
 //                 resp: WireRdmaRegion (the region's extent and the key)
+//   REGION_ACCESS req: WireAccessRequest: show a region's owner node and
+//                      grants (op kAccessShow; the asker needs read), or set
+//                      or revoke a grant (kAccessGrant / kAccessRevoke; only
+//                      the owner node, for the owner uid or root)
+//                 resp: WireAccessList: u8 owner_key[32] (zeros: the
+//                      module's own node), u32 owner_uid, u8 n, 3 reserved,
+//                      then n * (u8 key[32], u32 uid, u8 rights, 3
+//                      reserved); uid 0xffffffff: every user of that node
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
+#include <vector>
 
 namespace memfed::wire
 {
@@ -145,8 +167,9 @@ enum class MsgType : uint8_t {
 	kReadVersions = 12,
 	kRdmaConnect = 13,
 	kRdmaRegion = 14,
+	kRegionAccess = 15,
 };
-constexpr uint8_t kMsgTypeMax = 14;
+constexpr uint8_t kMsgTypeMax = 15;
 
 // Traffic classes, in priority order: a fault never waits behind bulk work.
 enum class TrafficClass : uint8_t {
@@ -214,16 +237,63 @@ struct WireRegion {
 	uint64_t length;        // as a file: bytes before end of file, <= size_bytes
 	uint64_t replica_group; // 0: an ordinary region
 	uint8_t replicas;       // K copies of a replicated region, else 0
-	uint8_t reserved[7];    // zero
+	uint8_t access;         // answer to an asked REGION_LOOKUP or LIST: kAccess*, else 0
+	uint8_t reserved[6];    // zero
 };
 static_assert(sizeof(WireRegion) == 128);
 
+// Access to a region (REGION_LOOKUP's WireAsker and answer, REGION_ACCESS).
+constexpr uint8_t kAccessRead = 1 << 0;
+constexpr uint8_t kAccessWrite = 1 << 1;
+constexpr uint8_t kAccessAdmin = 1 << 2; // delete, grant, revoke: the owner
+constexpr uint8_t kAccessKnown = kAccessRead | kAccessWrite | kAccessAdmin;
+// In an asked REGION_LIST's WireRegion: `access` is the module's answer for
+// the asker, with or without rights (an unasked region's access is 0).
+constexpr uint8_t kAccessAnswered = 1 << 7;
+constexpr uint32_t kAskerSize = 5; // u32 uid, u8 want
+
+// A REGION_LOOKUP request as decoded: the name and, if asked, who asks.
+struct WireLookup {
+	std::string name;
+	bool asked = false;
+	uint32_t uid = 0;
+	uint8_t want = 0;
+};
+
+// REGION_ACCESS request payload (fixed size).
+enum class AccessOp : uint8_t { kShow = 0, kGrant = 1, kRevoke = 2 };
+struct WireAccessRequest {
+	uint8_t name_len;
+	char name[kMaxRegionName];
+	uint8_t op;     // AccessOp
+	uint8_t rights; // kGrant: kAccessRead, or kAccessRead | kAccessWrite
+	uint8_t reserved[2];
+	uint32_t asker_uid; // the uid the requesting node vouches for
+	uint8_t key[32];    // kGrant / kRevoke: the grantee node's key
+	uint32_t uid;       // the grantee's uid there (0xffffffff: every user)
+	uint32_t reserved2;
+};
+static_assert(sizeof(WireAccessRequest) == 112);
+
+struct WireGrant {
+	uint8_t key[32];
+	uint32_t uid;
+	uint8_t rights;
+};
+struct WireAccessList {
+	uint8_t owner_key[32];
+	uint32_t owner_uid;
+	std::vector<WireGrant> grants;
+};
+
 // REGION_LIST request payload: u8 after_len, after_len bytes of a region name
-// (0: from the first region), u32 limit.
+// (0: from the first region), u32 limit; an asked list then has a WireAsker.
 struct WireListRequest {
 	uint8_t after_len;
 	char after[kMaxRegionName];
 	uint32_t limit;
+	bool asked;
+	uint32_t uid; // asked: the uid the requesting node vouches for
 };
 
 // REGION_SET_LENGTH request payload (fixed size): the region's new length as

@@ -9,7 +9,7 @@ source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/client_lib.sh"
 
 trust_all module pager
-start_daemon module --roles module --listen 127.0.0.1:0 --pool-size 1G --module-id 02:00:00:00:00:01
+start_daemon module --roles module --listen 127.0.0.1:0 --pool-size 2G --module-id 02:00:00:00:00:01
 EP=$(listen_of module)
 start_daemon pager --roles pager --listen 127.0.0.1:0 --peer "$EP"
 
@@ -43,7 +43,7 @@ stop_daemon module KILL
 touch "$T/go"
 sleep 11 # past libmemfed's 10 s "waits for memfedd" log interval
 kill -0 $PROG 2>/dev/null || fail "the program ended while the module was away: $(cat "$T/out" "$T/err")"
-start_daemon module --roles module --listen "$EP" --pool-size 1G --module-id 02:00:00:00:00:01
+start_daemon module --roles module --listen "$EP" --pool-size 2G --module-id 02:00:00:00:00:01
 rc=0
 wait $PROG || rc=$?
 [ $rc -eq 0 ] || fail "the program exited $rc: $(cat "$T/out" "$T/err")"

@@ -9,6 +9,19 @@ start_pager() {
 # run_on NAME ARGS...: memfedctl run against daemon NAME.
 run_on() { local name=$1; shift; "$MEMFEDCTL" --socket "$T/$name/sock" run "$@"; }
 
+# wait_evicting NAME N: waits (up to 30 s) until daemon NAME's pager has
+# evicted more than N pages of its programs: a program under memfedctl run
+# has attached and is under pressure.
+wait_evicting() {
+	local name=$1 n=$2 got=0
+	for _ in $(seq 1 300); do
+		got=$(ctl "$name" -j stats 2>/dev/null | python3 -c 'import json,sys; print(sum(p["evictions"] for p in json.load(sys.stdin)["pager"]["processes"]))' 2>/dev/null || echo 0)
+		[ "$got" -gt "$n" ] && return 0
+		sleep 0.1
+	done
+	fail "the pager of '$name' evicted $got pages in 30 s, expected more than $n"
+}
+
 # The Debian interpreter itself (a PATH shim that forks would only add noise).
 PY=/usr/bin/python3
 

@@ -13,10 +13,13 @@ start_pager a 8G
 run_on a --heap-budget 16M --heap-size 1G -- $PY "$HASH_PY" $N >"$T/out" 2>"$T/err" &
 prog=$!
 # Let it fault for a while, so pages are remote and others in flight.
-for _ in $(seq 1 40); do
-	[ "$(ctl a -j stats 2>/dev/null | python3 -c 'import json,sys; print(sum(p["evictions"] for p in json.load(sys.stdin)["pager"]["processes"]))' 2>/dev/null || echo 0)" -gt 2000 ] && break
-	sleep 0.1
-done
+wait_evicting a 2000
+# The program's threads (python's own one and libmemfed's monitor and
+# evictor), by tid.
+py=$(pgrep -n -f "^$PY $HASH_PY" || true)
+[ -n "$py" ] || fail "found no python3 under memfedctl run (pid $prog)"
+tids() { { ls "/proc/$py/task" 2>/dev/null || true; } | sort -n | paste -sd' '; }
+tids_before=$(tids)
 stop_daemon a KILL
 kill -0 $prog 2>/dev/null || fail "the program ended while memfedd was down: $(cat "$T/err")"
 sleep 1
@@ -24,11 +27,28 @@ kill -0 $prog 2>/dev/null || fail "the program ended while memfedd was down: $(c
 ok "with memfedd killed, the program waits"
 
 start_pager a 8G
+for _ in $(seq 1 300); do
+	grep -q "reattached" "$T/err" && break
+	sleep 0.1
+done
+tids_after=$(tids)
 wait $prog || fail "the program failed after the restart: $(cat "$T/err")"
 got=$(cat "$T/out")
 [ "$got" = "$want" ] || fail "hash after restart '$got', native '$want'"
 grep -q "reattached" "$T/err" || fail "the library did not report reattaching: $(cat "$T/err")"
 ok "after the restart the program finished with the native result"
+
+# A reattach makes no thread: a thread's start reads the program's locale,
+# which lives in the remote heap, and an evictor made then could wait on a
+# page while its pager waits on it.
+[ -n "$tids_before" ] || fail "python3 (pid $py) had ended before memfedd was killed"
+if [ -z "$tids_after" ]; then
+	echo "# SKIP thread check: the program ended before its threads could be listed after the reattach"
+else
+	[ "$tids_after" = "$tids_before" ] ||
+		fail "the reattach changed the program's threads: before the kill '$tids_before', after '$tids_after'"
+	ok "the reattach reused libmemfed's threads ($tids_after)"
+fi
 
 # Again, killed at random instants while the pager evicts hard (a 4 MiB
 # budget): a kill lands between a drop request and the client's madvise,
@@ -37,6 +57,9 @@ ok "after the restart the program finished with the native result"
 kills=0
 run_on a --heap-budget 4M --heap-size 1G -- $PY "$HASH_PY" $N >"$T/out" 2>"$T/err" &
 prog=$!
+# Kills from the first eviction on: one before the program has attached
+# would test memfedctl run's start-up, not a reattach.
+wait_evicting a 0
 while kill -0 $prog 2>/dev/null && [ $kills -lt 6 ]; do
 	sleep "0.$((RANDOM % 6 + 2))"
 	kill -0 $prog 2>/dev/null || break

@@ -17,11 +17,21 @@ T=$(mktemp -d "$TEST_ROOT/memfed-test.XXXXXX")
 declare -A DAEMON_PID=()
 PASSED=0
 
+# kill_tree PID: SIGKILLs PID and every process below it.
+kill_tree() {
+	local c
+	for c in $(pgrep -P "$1"); do kill_tree "$c"; done
+	kill -9 "$1" 2>/dev/null || true
+}
+
 cleanup() {
-	local rc=$?
+	local rc=$? job
 	for name in "${!DAEMON_PID[@]}"; do
 		kill -9 "${DAEMON_PID[$name]}" 2>/dev/null || true
 	done
+	# Programs still running (a test that failed while one waited for a
+	# daemon in hard mode) would keep the wait below, and ctest, waiting.
+	for job in $(jobs -p); do kill_tree "$job"; done
 	wait 2>/dev/null || true
 	if [ $rc -ne 0 ]; then
 		for log in "$T"/*.log; do

@@ -41,8 +41,10 @@ in_ns n3 ip -6 route get fd6d:6564::ff:fe00:1 | grep -q "dev n3-n2" ||
 ok "route ls shows the kernel's route to the module: via n2's link-local address, two links' metric"
 
 # A region created on the car lands on the only module, and its bytes cross
-# the relay both ways.
+# the relay both ways. It belongs to the car's node: the lamp post's own
+# users read it once the car grants them that.
 ctl n3 region create road 1M >/dev/null
+ctl n3 region grant road "$(key_of n1)" read >/dev/null
 [ "$(ctl n1 -j region show road | python3 -c 'import json,sys; print(json.load(sys.stdin)["module"])')" = $M1 ] ||
 	fail "region 'road' is not on $M1"
 echo "obstacle at km 12" | ctl n3 region write road
@@ -96,7 +98,7 @@ wait_for "n3 discovers $M4 one hop away" 15 module_is n3 $M4 up
 wait_for "n3 still knows $M1" 15 module_is n3 $M1 up
 wait_for "n3 measures 1 hop to $M4" 10 hops_are n3 $M4 1
 ctl n3 region create nearby 1M >/dev/null
-where=$(ctl n4 -j region show nearby | python3 -c 'import json,sys; print(json.load(sys.stdin)["module"])')
+where=$(ctl n3 -j region show nearby | python3 -c 'import json,sys; print(json.load(sys.stdin)["module"])')
 [ "$where" = $M4 ] || fail "region 'nearby' went to $where, not the nearest module $M4"
 ok "a new region lands on the nearest module (lowest metric)"
 expect_exit 4 ctl n3 region create road 1M

@@ -107,7 +107,10 @@ wait_exit() {
 # holder running on PAGER_NODE, the delete issued on DELETING_NODE.
 forced_rm() {
 	local label=$1 node=$2 deleter=$3 region=doomed-$1
-	ctl "$node" region create "$region" 64K >/dev/null
+	# Only the owner's node may delete a region: the deleting node creates
+	# it and lets the pager node write it.
+	ctl "$deleter" region create "$region" 64K >/dev/null
+	[ "$deleter" = "$node" ] || ctl "$deleter" region grant "$region" "$(key_of "$node")" write >/dev/null
 	head -c 64K /dev/urandom >"$T/old-$label.bin"
 	ctl "$node" region write "$region" <"$T/old-$label.bin"
 	local fa

@@ -18,6 +18,13 @@
 . "$(dirname "$0")/client_lib.sh"
 . "$(dirname "$0")/replication_lib.sh"
 
+# These modules lend their pools to one client, so each says so: another
+# node may hold all of its pool ("quota.node_bytes", half a pool by default,
+# would refuse a copy of the 384M heap of (c) on a 512M module).
+for m in a b c; do
+	mkdir -p "$T/$m"
+	echo '{"quota": {"node_bytes": "100%"}}' >"$T/$m/memfedd.json"
+done
 start_modules
 start_daemon client --roles pager --listen 127.0.0.1:0 --replicas 2 --replica-grace 2 \
 	--peer "${EP[a]}" --peer "${EP[b]}" --peer "${EP[c]}"

@@ -16,3 +16,17 @@ set_tests_properties(trust_cli PROPERTIES TIMEOUT 120)
 # network namespace detected (that part needs root, and says so without it).
 memfed_shell_test(trust_wire trust_wire_test.sh)
 set_tests_properties(trust_wire PROPERTIES TIMEOUT 180)
+
+# Authorization by (node key, uid) between three nodes: refusals naming the
+# grant, read and write grants, revoke at the next request, node quotas.
+memfed_shell_test(authz authz_test.sh)
+set_tests_properties(authz PROPERTIES TIMEOUT 120)
+
+# Authorization for a node's own users, as real other uids (setpriv; exit 77
+# without root): region ls filtered by owner node and grants, and the pager's
+# map check, probed by a program that speaks the map protocol itself.
+add_executable(memfed-test-map-probe ${CMAKE_CURRENT_SOURCE_DIR}/map_probe.cc)
+target_link_libraries(memfed-test-map-probe PRIVATE memfed_client_core)
+memfed_shell_test(authz_users authz_users_test.sh)
+set_tests_properties(authz_users PROPERTIES TIMEOUT 120 SKIP_RETURN_CODE 77 ENVIRONMENT
+  "${MEMFED_TEST_ENV};MEMFED_MAP_PROBE=$<TARGET_FILE:memfed-test-map-probe>")

@@ -14,6 +14,12 @@
 // RDMA is read over TCP; the key is refused without TLS; torn reads: a
 // writer rewrites pages while one-sided reads run, and every delivered page
 // is one version.
+//
+// Authorization (daemon/service/region_authz.h) holds here as in memfedd:
+// the regions the test writes through the store belong to the module's node,
+// which grants the pager's node read (as `memfedctl region grant` would);
+// region "b", which the pager deletes over the wire, is created as the
+// pager's node's own (only an owner's node may delete a region).
 #include <rdma/rdma_cma.h>
 
 #include <unistd.h>
@@ -70,7 +76,8 @@ struct Module {
 	EventLoop *loop = nullptr;
 	uint16_t port = 0, plain_port = 0, notls_port = 0;
 
-	Status start(const std::string &addr, std::shared_ptr<trust::TlsContext> tls)
+	Status start(const std::string &addr, std::shared_ptr<trust::TlsContext> tls,
+	             const NodeKeyBytes &node_key)
 	{
 		unlink("/tmp/rdma-test.mfp");
 		auto s = ModuleStore::open_or_create({"/tmp/rdma-test.mfp", 32 << 20, kModuleId});
@@ -78,6 +85,7 @@ struct Module {
 			return s.status();
 		store = std::move(*s);
 		service = std::make_unique<ModuleService>(store.get());
+		service->set_node_key(node_key);
 		auto r = RdmaServer::listen(addr + ":0", store.get(), service.get());
 		if (!r)
 			return r.status();
@@ -122,6 +130,12 @@ struct Module {
 		}
 	}
 };
+
+// The module's node grants node `key` (every uid) read of region `name`.
+Status grant_read(ModuleStore *store, const std::string &name, const NodeKeyBytes &key)
+{
+	return store->set_grant(name, AccessGrant{key, kAnyUid, kRightRead}).status();
+}
 
 template <typename Pred> bool drive(EventLoop *loop, Pred pred)
 {
@@ -311,7 +325,7 @@ int main(int argc, char **argv)
 	{
 		Lap lap("rdma-connect");
 		Check c("rdma-connect");
-		Status st = m.start(addr, *mod_tls);
+		Status st = m.start(addr, *mod_tls, mod_key->pub);
 		if (c(st.is_ok(), "module: " + st.to_string())) {
 			auto l = EventLoop::create();
 			loop = std::move(*l);
@@ -335,6 +349,11 @@ int main(int argc, char **argv)
 	}
 	ModuleStore *store = m.store.get();
 	auto a = store->create_region("a", 1024 * kPageSize, 0, 0600);
+	if (!a || !grant_read(store, "a", pager_key->pub)) {
+		std::printf(
+		        "MEMFED-DETAIL rdma: region 'a' not created and granted to the pager\n");
+		return 1;
+	}
 	{
 		Lap lap("rdma-read-random");
 		Check c("rdma-read-random");
@@ -419,7 +438,9 @@ int main(int argc, char **argv)
 	{
 		Lap lap("rdma-stale-region-refused");
 		Check c("rdma-stale-region-refused");
-		auto b = store->create_region("b", 64 * kPageSize, 0, 0600);
+		auto b = store->create_region("b", 64 * kPageSize, 0, 0600, nullptr, {},
+		                              pager_key->pub);
+		c(b.is_ok(), "create b: " + b.status().to_string());
 		std::vector<uint8_t> page(kPageSize);
 		fill(page.data(), 7, 1);
 		c(store->write_pages(b->id, b->fa_offset, 1, page.data()).is_ok(), "store write");
@@ -522,6 +543,8 @@ int main(int argc, char **argv)
 		Check c("rdma-torn-read");
 		constexpr uint64_t kPages = 16;
 		auto t = store->create_region("t", kPages * kPageSize, 0, 0600);
+		c(t.is_ok() && grant_read(store, "t", pager_key->pub).is_ok(),
+		  "create and grant t: " + t.status().to_string());
 		std::vector<uint8_t> page(kPageSize);
 		for (uint64_t p = 0; p < kPages; p++) {
 			fill(page.data(), p, 1);

@@ -1,5 +1,6 @@
 // memfedctl quota: the regions and bytes the calling user holds on this node's
-// module and the quota that limits them (root: every uid that holds any).
+// module and the quota that limits them (root: every uid that holds any, and
+// every other node, by key, that holds regions here, with its node quota).
 #include <cstdio>
 #include <iostream>
 
@@ -36,8 +37,8 @@ int cmd_quota(const Globals &g, Args &a)
 {
 	if (a.take_switch("--help") || a.take_switch("-h")) {
 		std::cout << "usage: memfedctl quota\n  regions and bytes each uid holds on this "
-		             "node's "
-		             "module, and its quota (-j: JSON)\n";
+		             "node's module, and its quota; for root also each other node "
+		             "(by key) and its node quota (-j: JSON)\n";
 		return 0;
 	}
 	Status st = a.expect_positional(0, "memfedctl quota");
@@ -72,6 +73,20 @@ int cmd_quota(const Globals &g, Args &a)
 		            limit_text(u["bytes_limit"], true).c_str(),
 		            u["exempt"].get<bool>() ? "  (exempt)" : "");
 	}
+	if (!b.contains("nodes") || b["nodes"].empty())
+		return 0;
+	std::printf("other nodes: quota.node_bytes %s, quota.node_regions %s\n",
+	            setting_text(c["node_bytes"], true).c_str(),
+	            setting_text(c["node_regions"], false).c_str());
+	std::printf("%-44s %8s %8s %10s %10s  %s\n", "NODE KEY", "REGIONS", "LIMIT", "BYTES",
+	            "LIMIT", "NAME");
+	for (const auto &n : b["nodes"])
+		std::printf("%-44s %8u %8s %10s %10s  %s\n", n["key"].get<std::string>().c_str(),
+		            n["regions"].get<unsigned>(),
+		            limit_text(n["regions_limit"], false).c_str(),
+		            human_size(n["bytes"].get<uint64_t>()).c_str(),
+		            limit_text(n["bytes_limit"], true).c_str(),
+		            n.value("name", std::string()).c_str());
 	return 0;
 }
 

@@ -1,4 +1,4 @@
-// memfedctl region create|rm|ls|show|truncate|read|write|copy
+// memfedctl region create|rm|ls|show|grant|revoke|truncate|read|write|copy
 #include <cerrno>
 #include <cstdio>
 #include <iostream>
@@ -21,10 +21,17 @@ constexpr const char *kUsage = R"(usage: memfedctl region COMMAND
                                     an empty file that grows up to SIZE)
   rm NAME [--force]                 delete a region and its data; a region that a
                                     process maps is busy (exit 9, naming the pids)
-                                    unless --force
+                                    unless --force; root on a module's node may
+                                    delete another node's region there with --force
   ls                                list regions on every reachable module: all of
                                     them for root, else those you may read
-  show NAME                         one region in detail
+  show NAME                         one region in detail, with its owner node and
+                                    the grants other nodes hold
+  grant NAME PEER[:UID] read|write  let a user of another node (PEER: a trusted
+                                    peer's name or key; every user of it without
+                                    :UID) read, or read and write, the region;
+                                    only its owner may
+  revoke NAME PEER[:UID]            take that grant back (from the next request on)
   truncate NAME LENGTH              set the region's length as a file (at most
                                     its size); bytes past a shorter end become zeros
   read NAME [--offset N] [--length N]   write region bytes to stdout
@@ -87,6 +94,30 @@ void print_copies(const json &r)
 		            c["state"].get<std::string>().c_str(), progress.c_str(), lag.c_str(),
 		            c["why"].get<std::string>().c_str());
 	}
+}
+
+// A key as shown: "name (KEY)" or "KEY".
+std::string key_text(const json &j)
+{
+	std::string key = j["key"].get<std::string>();
+	return j.contains("name") ? j["name"].get<std::string>() + " (" + key + ")" : key;
+}
+
+// The owner node and grants of region.show / region.grant.
+void print_access(const json &r)
+{
+	if (r.contains("owner"))
+		std::printf("owner node: %s uid %u\n", key_text(r["owner"]).c_str(),
+		            r["owner"]["uid"].get<unsigned>());
+	if (!r.contains("grants"))
+		return;
+	if (r["grants"].empty())
+		std::printf("grants: none (other nodes get no access)\n");
+	for (const auto &gr : r["grants"])
+		std::printf("grant: %s %s %s\n", key_text(gr).c_str(),
+		            gr["uid"].is_null() ? "every uid"
+		                                : ("uid " + std::to_string(gr["uid"].get<unsigned>())).c_str(),
+		            gr["rights"].get<std::string>().c_str());
 }
 
 // A reply that carries one region: printed, or its error.
@@ -220,6 +251,10 @@ int cmd_region(const Globals &g, Args &a)
 		st = a.expect_positional(1, ("memfedctl region " + sub + " NAME").c_str());
 	else if (sub == "ls")
 		st = a.expect_positional(0, "memfedctl region ls");
+	else if (sub == "grant")
+		st = a.expect_positional(3, "memfedctl region grant NAME PEER[:UID] read|write");
+	else if (sub == "revoke")
+		st = a.expect_positional(2, "memfedctl region revoke NAME PEER[:UID]");
 	else
 		st = usage_error("unknown region command '" + sub + "' (memfedctl region --help)");
 	if (st && force && sub != "rm")
@@ -300,6 +335,18 @@ int cmd_region(const Globals &g, Args &a)
 			return fail(g, st);
 		return g.json ? print_json(all) : 0;
 	}
+	if (sub == "grant" || sub == "revoke") {
+		json req = {{"name", a.next()}, {"peer", a.next()}};
+		if (sub == "grant")
+			req["rights"] = a.next();
+		auto r = call(*c, "region." + sub, req);
+		if (!r)
+			return fail(g, r.status());
+		if (g.json)
+			return print_json(r->body["region"]);
+		print_access(r->body["region"]);
+		return 0;
+	}
 	if (sub == "show") {
 		auto r = call(*c, "region.show", {{"name", a.next()}});
 		if (!r)
@@ -308,12 +355,13 @@ int cmd_region(const Globals &g, Args &a)
 		if (g.json)
 			return print_json(reg);
 		for (auto &[k, v] : reg.items())
-			if (k != "copies" && k != "counters")
+			if (k != "copies" && k != "counters" && k != "owner" && k != "grants")
 				std::cout << k << ": " << (v.is_string() ? v.get<std::string>() : v.dump())
 				          << "\n";
 		if (reg.contains("counters"))
 			for (auto &[k, v] : reg["counters"].items())
 				std::cout << k << ": " << v.dump() << "\n";
+		print_access(reg);
 		if (reg.contains("copies"))
 			print_copies(reg);
 		return 0;

@@ -185,8 +185,14 @@ int cmd_stats(const Globals &g, Args &a)
 	if (g.json)
 		return print_json(b);
 	if (b.contains("module"))
-		for (auto &[k, v] : b["module"].items())
-			std::cout << "module." << k << " " << v.dump() << "\n";
+		for (auto &[k, v] : b["module"].items()) {
+			if (!v.is_object()) {
+				std::cout << "module." << k << " " << v.dump() << "\n";
+				continue;
+			}
+			for (auto &[ck, cv] : v.items()) // module.refusals.read 3
+				std::cout << "module." << k << "." << ck << " " << cv.dump() << "\n";
+		}
 	if (b.contains("pager")) {
 		for (auto &[k, v] : b["pager"].items()) {
 			if (v.is_array()) {
