@@ -22,6 +22,7 @@
 
 #include "daemon/common/atomic_file.h"
 #include "daemon/common/log.h"
+#include "daemon/service/module_service.h"
 #include "daemon/service/node_federation.h"
 #include "daemon/service/node_federation_peer.h"
 #include "daemon/service/replica_tombstones.h"
@@ -540,8 +541,13 @@ void NodeFederation::rebuild_copy(ReplicaSet &set, const ReplicaSet::Replica los
 {
 	const std::string &name = set.name();
 	const std::string lost_on = lost.loc.module.to_string();
-	// The region's owner, mode and length, from a copy in sync.
+	// The region's owner, mode and length, from a copy in sync, and
+	// whether this node owns it. Only the owner's node rebuilds: a copy is
+	// owned by the node that creates it (region_authz.h), so a copy another
+	// node made would refuse the owner. Asked as root for admin, a module
+	// answers with the rights only the owner's node has.
 	std::optional<wire::WireRegion> facts;
+	bool owner_here = false;
 	ModuleId source;
 	for (const auto &r : copies) {
 		if (r.state != ReplicaSet::State::kInSync || facts)
@@ -550,15 +556,30 @@ void NodeFederation::rebuild_copy(ReplicaSet &set, const ReplicaSet::Replica los
 		        r.loc,
 		        [&](ModuleStore &s) -> Status {
 			        auto x = s.lookup_region(name);
-			        if (x)
-				        facts = to_wire(*x);
-			        return x.status();
+			        if (!x)
+				        return x.status();
+			        auto a = s.region_access(name);
+			        if (!a)
+				        return a.status();
+			        facts = to_wire(*x);
+			        owner_here = is_zero_key(a->owner_key) ||
+			                     (service_ && a->owner_key == service_->node_key());
+			        return Status::ok();
 		        },
 		        [&](SyncClient &c) -> Status {
-			        auto x = c.region_lookup(name);
-			        if (x)
+			        Asker root{0, wire::kAccessAdmin};
+			        auto x = lookup(c, name, &root);
+			        if (x) {
 				        facts = *x;
-			        return x.status();
+				        owner_here = (x->access & wire::kAccessAdmin) != 0;
+				        return Status::ok();
+			        }
+			        if (x.status().code() != Code::kPermission)
+				        return x.status();
+			        auto y = c.region_lookup(name);
+			        if (y)
+				        facts = *y;
+			        return y.status();
 		        });
 		if (st)
 			source = r.loc.module;
@@ -566,6 +587,11 @@ void NodeFederation::rebuild_copy(ReplicaSet &set, const ReplicaSet::Replica los
 	if (!facts) {
 		set.set_rebuild_note("the copy lost on module " + lost_on +
 		                     " cannot be rebuilt yet: no copy in sync answered a lookup");
+		return;
+	}
+	if (!owner_here) {
+		set.set_rebuild_note("the copy lost on module " + lost_on +
+		                     " is rebuilt by the region's owner node, not this one");
 		return;
 	}
 	auto spec = wire::make_region_spec(name, facts->size_bytes, facts->owner_uid, facts->mode);
