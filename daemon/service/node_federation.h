@@ -183,6 +183,8 @@ private:
 	// copies (every reachable module is asked) and reached through its set.
 	RegionLocation with_copies(RegionLocation first);
 	bool is_deleted(uint64_t group);
+	// Gives the copy of `name` on `to` the grants of its copy on `from`.
+	Status copy_grants(const std::string &name, ModuleId from, ModuleId to);
 	// Rewrites pages [first_page, +count) of copy `bad` from copy `good`.
 	void repair_copy(ReplicaSet &set, const ReplicaLocation &good, const ReplicaLocation &bad,
 			 uint64_t first_page, uint32_t count);

@@ -14,6 +14,7 @@
 // copy's module takes that peer's lock only (never sets_mu_ with it).
 #include <algorithm>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -536,6 +537,32 @@ void NodeFederation::release_rebuild(const ReplicaSet &set, const ReplicaLocatio
 // joins the set catching up, so the catch-up pass (replicated_channel.h)
 // copies every page written so far into it from a copy in sync; the lost
 // copy leaves the set and is deleted if its module answers again.
+// The grants of the copy on `from` given to the new copy on `to`, so that
+// the nodes the owner granted reach the new copy as they did the lost one.
+Status NodeFederation::copy_grants(const std::string &name, ModuleId from, ModuleId to)
+{
+	RegionLocation src;
+	src.module = from;
+	src.name = name;
+	auto list = region_access(src, 0, wire::AccessOp::kShow, AccessGrant{});
+	if (!list)
+		return list.status();
+	RegionLocation dst;
+	dst.module = to;
+	dst.name = name;
+	for (const wire::WireGrant &w : list->grants) {
+		AccessGrant g;
+		std::memcpy(g.key.data(), w.key, g.key.size());
+		g.uid = w.uid;
+		g.rights = uint8_t(((w.rights & wire::kAccessRead) ? kRightRead : 0) |
+		                   ((w.rights & wire::kAccessWrite) ? kRightWrite : 0));
+		auto r = region_access(dst, 0, wire::AccessOp::kGrant, g);
+		if (!r)
+			return r.status();
+	}
+	return Status::ok();
+}
+
 void NodeFederation::rebuild_copy(ReplicaSet &set, const ReplicaSet::Replica lost,
                                   std::vector<ReplicaSet::Replica> copies, uint64_t lost_for_ms)
 {
@@ -612,10 +639,11 @@ void NodeFederation::rebuild_copy(ReplicaSet &set, const ReplicaSet::Replica los
 	// the group's copies again before it acts, so a copy another node made
 	// meanwhile is found, and then makes the new copy, and only then
 	// releases the claim: a node that claims later finds that copy.
-	// Not "the owner node rebuilds": that node may be the one gone, and no
-	// node knows which others met the region. Nodes that see different
-	// copies in sync (a partition) may pick different modules, and each
-	// rebuild one.
+	// Only the owner's node gets here (above), so under authorization the
+	// claim guards against two daemons run with one node key; without
+	// authorization (every region the module node's own) against every
+	// node that met the region. Nodes that see different copies in sync (a
+	// partition) may pick different modules, and each rebuild one.
 	const ReplicaSet::Replica *anchor = nullptr;
 	for (const auto &r : copies)
 		if (r.state == ReplicaSet::State::kInSync &&
@@ -718,6 +746,15 @@ void NodeFederation::rebuild_copy(ReplicaSet &set, const ReplicaSet::Replica los
 			continue;
 		}
 		ReplicaLocation fresh{c.module, made->id, made->fa_offset, c.preference};
+		Status granted = copy_grants(name, source, c.module);
+		if (!granted) {
+			(void)on_copy(
+			        fresh, [&](ModuleStore &s) { return s.delete_region(name); },
+			        [&](SyncClient &cl) { return cl.region_delete(name); });
+			refusals += "; module " + c.module.to_string() +
+			            ": giving it the region's grants: " + granted.message();
+			continue;
+		}
 		if (facts->length != 0) {
 			Status st = on_copy(
 			        fresh,
