@@ -301,6 +301,7 @@ int main(int argc, char **argv)
 	NodeFederation fed(store.get(), service.get(), self, dial, *tls);
 	fed.set_request_timeout_ms(cfg.request_timeout_ms);
 	fed.set_replica_grace_seconds(cfg.replica_grace_seconds);
+	fed.keep_tombstones_in(cfg.state_dir);
 	if (cfg.transport != "tcp") {
 #ifdef MEMFED_HAVE_RDMA
 		RdmaChannel::Options ro;

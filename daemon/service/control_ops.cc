@@ -193,6 +193,20 @@ json region_json(const RegionLocation &r, NodeFederation *fed)
 ControlOps::ControlOps(const DaemonConfig &cfg, NodeFederation *fed, std::string listen_endpoint)
 	: cfg_(cfg), fed_(fed), listen_(std::move(listen_endpoint)), quota_(cfg.quota)
 {
+	// A copy the federation rebuilds on this node's module is charged to
+	// the region's owner like a create of theirs here.
+	fed_->set_local_admit([this](uint32_t uid, const std::string &name) -> ModuleStore::AdmitFn {
+		return [q = quota(), uid, name, size = fed_->local_size(),
+			module = fed_->self().to_string(),
+			path = cfg_.config_path](const OwnerUsage &usage, uint64_t bytes) {
+			return admit_region(q, uid, usage, name, bytes, module, size, path);
+		};
+	});
+}
+
+ControlOps::~ControlOps()
+{
+	fed_->set_local_admit(nullptr);
 }
 
 void ControlOps::set_quota(const QuotaConfig &q)
@@ -217,6 +231,29 @@ void ControlOps::register_ops(control::Server &server)
 				 {"socket", cfg_.socket}});
 	});
 	server.add_op("status", [this](const Peer &, Message &) { return status(); });
+	// memfedctl watch --replicas: the copies' state changes after "after".
+	server.add_op("replica.events", [this](const Peer &, Message &m) {
+		uint64_t after = 0;
+		auto it = m.body.find("after");
+		if (it != m.body.end() && !it->is_number_unsigned())
+			return error_reply(
+				Status(Code::kInvalidArgument, "\"after\" must be an event number"));
+		if (it != m.body.end())
+			after = it->get<uint64_t>();
+		uint64_t next = 0;
+		json list = json::array();
+		for (const auto &e : fed_->replica_events().after(after, &next))
+			list.push_back({{"seq", e.seq},
+					{"unix_ms", e.unix_ms},
+					{"region", e.region},
+					{"module", e.module.to_string()},
+					{"event", e.event},
+					{"was", e.was},
+					{"why", e.why},
+					{"in_sync", e.in_sync},
+					{"wanted", e.wanted}});
+		return ok_reply({{"events", list}, {"next", next}});
+	});
 	server.add_op("stats", [this](const Peer &, Message &m) { return stats(m); });
 	server.add_op("module.list",
 		      [this](const Peer &, Message &) { return ok_reply({{"modules", modules_body()}}); });

@@ -56,7 +56,10 @@ class ControlOps {
 public:
 	// `extra_status` adds fields to "status" (the kmod link's table source);
 	// `pager_stats` supplies the "pager" part of "stats" (null: no pager).
+	// It lets the federation's rebuilds of lost copies on the local module
+	// ask the quotas in force (NodeFederation::set_local_admit) while it lives.
 	ControlOps(const DaemonConfig &cfg, NodeFederation *fed, std::string listen_endpoint);
+	~ControlOps();
 	void set_status_hook(std::function<void(nlohmann::json &)> f) { status_hook_ = std::move(f); }
 	// It is paged (Pager::stats): called with the request's "after" (the
 	// previous page's "next") and a byte budget for the page.

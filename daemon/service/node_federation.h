@@ -103,11 +103,26 @@ public:
 	// The copies of a replicated region and their states as this node sees
 	// them (null: no replicated region of that group was met).
 	std::shared_ptr<ReplicaSet> replica_set(uint64_t group);
+	// The recent state changes of the copies of replicated regions met.
+	const ReplicaEvents &replica_events() const { return replica_events_; }
 	// Replicated regions met whose copies in sync are fewer than wanted.
 	unsigned degraded_regions();
 	// A copy lost for longer than this is rebuilt on another module
 	// (memfedd --replica-grace; 0: never). Default 60 s.
 	void set_replica_grace_seconds(uint32_t s) { replica_grace_s_.store(s); }
+	// Keeps the copies still to delete (replica_tombstones.h) in
+	// `state_dir`/replica-tombstones.json: loads what a previous run left
+	// there, and rewrites the file at each change. Without it they live in
+	// memory only. Call before the federation is used.
+	void keep_tombstones_in(const std::string &state_dir);
+	// What decides whether a copy of region `name` that the federation
+	// makes on the local module in a rebuild may be made, charged to `uid`
+	// (the region's owner): the control socket's quota, as for a create of
+	// theirs here. A refusal sends the copy to another module, or into
+	// region show's "rebuild" note. Unset (null): admitted.
+	using LocalAdmitFn =
+		std::function<ModuleStore::AdmitFn(uint32_t uid, const std::string &name)>;
+	void set_local_admit(LocalAdmitFn fn);
 	Status delete_region(const RegionLocation &loc);
 	// Sets the region's length as a file (ModuleStore::set_length).
 	Result<RegionLocation> set_length(const RegionLocation &loc, uint64_t length,
@@ -168,6 +183,8 @@ private:
 	// copies (every reachable module is asked) and reached through its set.
 	RegionLocation with_copies(RegionLocation first);
 	bool is_deleted(uint64_t group);
+	// Gives the copy of `name` on `to` the grants of its copy on `from`.
+	Status copy_grants(const std::string &name, ModuleId from, ModuleId to);
 	// Rewrites pages [first_page, +count) of copy `bad` from copy `good`.
 	void repair_copy(ReplicaSet &set, const ReplicaLocation &good, const ReplicaLocation &bad,
 			 uint64_t first_page, uint32_t count);
@@ -179,11 +196,28 @@ private:
 	// Deletes dropped copies whose modules answer again (keeper thread).
 	void sweep_dropped();
 	bool is_dropped(uint64_t group, ModuleId module, uint32_t region_id);
+	// Rewrites the tombstone file (if kept) after deleted_ or dropped_
+	// changed; call without sets_mu_.
+	void save_tombstones();
 	// Replaces each copy lost for longer than the grace by a new copy on
 	// another eligible module (keeper thread); see replicated_regions.cc.
 	void rebuild_lost();
-	void rebuild_copy(ReplicaSet &set, const ReplicaSet::Replica &lost,
-			  const std::vector<ReplicaSet::Replica> &copies, uint64_t lost_for_ms);
+	void rebuild_copy(ReplicaSet &set, ReplicaSet::Replica lost,
+			  std::vector<ReplicaSet::Replica> copies, uint64_t lost_for_ms);
+	// The copy `copy`, lost, leaves `set` and is deleted if its module
+	// answers again (another node replaced it).
+	void drop_copy(ReplicaSet &set, const ReplicaLocation &copy, const std::string &why);
+	// The copies of group `group` (region `name` of `size_bytes`) that the
+	// reachable modules but `skip` hold, dropped ones left out.
+	std::vector<ReplicaLocation> look_up_copies(const std::string &name, uint64_t group,
+						    uint64_t size_bytes, ModuleId skip);
+	// Claims the rebuild of `set`'s lost copy on module `anchor` (a copy's
+	// module): the claim region's id, or kAlreadyExists while another node
+	// holds it (a stale claim is deleted then, for the next try).
+	Result<uint32_t> claim_rebuild(const ReplicaSet &set, const ReplicaLocation &anchor,
+				       uint32_t uid);
+	// Deletes the claim of id `id` (0: whichever is there).
+	void release_rebuild(const ReplicaSet &set, const ReplicaLocation &anchor, uint32_t id);
 	// A module that may take a copy: the local one first, then every
 	// reachable peer (met first if not yet), unsorted.
 	struct CopyCandidate {
@@ -239,6 +273,7 @@ private:
 	unsigned request_timeout_ms_ = 0;
 	std::mutex peers_mu_;
 	std::vector<std::unique_ptr<Peer>> peers_; // guarded by peers_mu_ (grows, never shrinks)
+	ReplicaEvents replica_events_; // before sets_: outlives them
 	std::mutex sets_mu_;
 	std::map<uint64_t, std::shared_ptr<ReplicaSet>> sets_; // by group, guarded by sets_mu_
 	// Copies of deleted replicated regions whose modules were unreachable at
@@ -247,6 +282,10 @@ private:
 	std::map<uint64_t, DeletedCopies> deleted_; // guarded by sets_mu_
 	std::vector<DroppedCopy> dropped_;	    // guarded by sets_mu_
 	std::atomic<uint32_t> replica_grace_s_{60};
+	std::string tombstone_path_; // set before use; "": not kept
+	std::mutex admit_mu_;
+	LocalAdmitFn local_admit_; // guarded by admit_mu_
+	std::mutex tombstone_file_mu_; // one rewrite at a time, the newest last
 	// Started with the first replicated region met; declared last, so it
 	// stops before anything it uses goes.
 	std::unique_ptr<ReplicaKeeper> keeper_; // guarded by sets_mu_

@@ -64,10 +64,28 @@ const char *ReplicaSet::state_name(State s)
 	return "?";
 }
 
-ReplicaSet::ReplicaSet(uint64_t group, std::string name, uint64_t size_bytes, unsigned wanted)
+ReplicaSet::ReplicaSet(uint64_t group, std::string name, uint64_t size_bytes, unsigned wanted,
+                       ReplicaEvents *events)
     : group_(group & kGroupMask), name_(std::move(name)), size_bytes_(size_bytes),
-      wanted_(std::clamp(wanted, 1u, kMaxReplicas))
+      wanted_(std::clamp(wanted, 1u, kMaxReplicas)), events_(events)
 {
+}
+
+void ReplicaSet::note_event(const char *event, ModuleId module, const char *was,
+                            const std::string &why)
+{
+	if (!events_)
+		return;
+	ReplicaEvent e;
+	e.region = name_;
+	e.module = module;
+	e.event = event;
+	e.was = was;
+	e.why = why;
+	for (const auto &x : replicas_)
+		e.in_sync += x.state == State::kInSync;
+	e.wanted = wanted_;
+	events_->push(std::move(e));
 }
 
 uint64_t ReplicaSet::next_version()
@@ -190,6 +208,7 @@ void ReplicaSet::set_state(ModuleId module, State s, const std::string &why)
 	         "region '%s': the copy on module %s is %s (was %s)%s%s; %u of %u in sync",
 	         name_.c_str(), module.to_string().c_str(), state_name(s), state_name(was),
 	         reason.empty() ? "" : ": ", reason.c_str(), live, wanted_);
+	note_event(state_name(s), module, state_name(was), reason);
 	gen_.fetch_add(1, std::memory_order_acq_rel);
 }
 
@@ -232,7 +251,22 @@ void ReplicaSet::replace(ModuleId lost, const ReplicaLocation &fresh, const std:
 	                 });
 	replicas_replaced_++;
 	rebuild_note_.clear();
+	note_event("replaced", lost, "", "by a new copy on module " + fresh.module.to_string());
+	note_event(state_name(State::kCatchingUp), fresh.module, "", why);
 	gen_.fetch_add(1, std::memory_order_acq_rel);
+}
+
+bool ReplicaSet::drop(ModuleId lost, const std::string &why)
+{
+	MutexLock lk(&mu_);
+	if (std::erase_if(replicas_, [&](const Replica &r) { return r.loc.module == lost; }) == 0)
+		return false;
+	LOG_INFO("replica", "region '%s': the copy on module %s leaves the set: %s", name_.c_str(),
+	         lost.to_string().c_str(), why.c_str());
+	note_event("dropped", lost, "", why);
+	rebuild_note_.clear();
+	gen_.fetch_add(1, std::memory_order_acq_rel);
+	return true;
 }
 
 void ReplicaSet::set_rebuild_note(const std::string &why)

@@ -43,6 +43,7 @@
 
 #include "daemon/common/ids.h"
 #include "daemon/common/thread_annotations.h"
+#include "daemon/service/replica_events.h"
 
 namespace memfed
 {
@@ -108,7 +109,9 @@ public:
 		uint64_t replicas_replaced = 0; // lost copies rebuilt on another module
 	};
 
-	ReplicaSet(uint64_t group, std::string name, uint64_t size_bytes, unsigned wanted);
+	// `events` (optional, outliving the set) gets each state change.
+	ReplicaSet(uint64_t group, std::string name, uint64_t size_bytes, unsigned wanted,
+	           ReplicaEvents *events = nullptr);
 
 	uint64_t group() const { return group_; }
 	ModuleId module() const { return replica_set_module(group_); }
@@ -143,9 +146,20 @@ public:
 	// `lost` leaves the set, and `fresh`, a new empty copy on another
 	// module, joins it catching up (a whole-region catch-up fills it).
 	void replace(ModuleId lost, const ReplicaLocation &fresh, const std::string &why);
+	// The lost copy on `lost` leaves the set without a new one joining it:
+	// another node replaced it (the set has its K copies without it).
+	// Logs `why`; false if the set has no copy there.
+	bool drop(ModuleId lost, const std::string &why);
 	// Why a lost copy cannot be rebuilt elsewhere ("" once it can, or is):
 	// logged when it changes; region show shows it.
 	void set_rebuild_note(const std::string &why);
+	// When this node last asked the modules for the set's copies (the
+	// keeper, while a copy is lost).
+	uint64_t last_reread_unix_ms() const { return last_reread_ms_.load(); }
+	void set_last_reread_unix_ms(uint64_t ms) { last_reread_ms_.store(ms); }
+	// When this node last tried to rebuild a lost copy of the set.
+	uint64_t last_rebuild_try_unix_ms() const { return last_rebuild_try_ms_.load(); }
+	void set_last_rebuild_try_unix_ms(uint64_t ms) { last_rebuild_try_ms_.store(ms); }
 	std::string rebuild_note() const;
 
 	// Claims the job of catching replicas up (one channel does it at a time);
@@ -161,14 +175,18 @@ public:
 
 private:
 	Replica *find(ModuleId module) REQUIRES(mu_);
+	void note_event(const char *event, ModuleId module, const char *was, const std::string &why)
+	        REQUIRES(mu_);
 
 	const uint64_t group_;
 	const std::string name_;
 	const uint64_t size_bytes_;
 	const unsigned wanted_;
+	ReplicaEvents *const events_;
 	std::atomic<uint64_t> clock_{0};
 	std::atomic<uint64_t> gen_{1};
 	std::atomic<const void *> catch_up_owner_{nullptr};
+	std::atomic<uint64_t> last_reread_ms_{0}, last_rebuild_try_ms_{0};
 	std::atomic<uint64_t> writes_{0}, reads_retried_{0};
 	mutable Mutex mu_;
 	std::vector<Replica> replicas_ GUARDED_BY(mu_);

@@ -122,6 +122,63 @@ TEST_CASE("the last copy to leave sync comes back in sync, and only that one")
 	CHECK(set.in_sync() == 0);
 }
 
+TEST_CASE("a copy another node replaced leaves the set without a new one")
+{
+	ReplicaSet set(11, "r", 8 * 4096, 2);
+	ModuleId a{0x020000000001}, b{0x020000000002}, c{0x020000000003};
+	set.merge({{a, 1, 0, 1}, {b, 2, 0, 1}});
+	set.set_state(b, ReplicaSet::State::kLost, "connection lost");
+	set.merge({{c, 3, 0, 1}}); // the copy another node made in b's stead
+	uint64_t g0 = set.generation();
+	CHECK(set.drop(b, "replaced by another node"));
+	CHECK(set.generation() != g0);
+	auto s = set.snapshot();
+	REQUIRE(s.size() == 2);
+	CHECK(s[0].loc.module == a);
+	CHECK(s[1].loc.module == c);
+	CHECK(set.counters().replicas_replaced == 0); // this node replaced nothing
+	CHECK_FALSE(set.drop(b, "again"));
+}
+
+TEST_CASE("copy state changes are numbered events for watch")
+{
+	ReplicaEvents events;
+	uint64_t next = 0;
+	CHECK(events.after(UINT64_MAX, &next).empty());
+	CHECK(next == 0);
+	ReplicaSet set(12, "ev", 8 * 4096, 2, &events);
+	ModuleId a{0x020000000001}, b{0x020000000002}, c{0x020000000003};
+	set.merge({{a, 1, 0, 1}, {b, 2, 0, 1}});
+	auto first = events.after(0, &next);
+	set.set_state(b, ReplicaSet::State::kLost, "connection lost");
+	set.replace(b, {c, 3, 0, 1}, "new");
+	set.set_state(c, ReplicaSet::State::kInSync, "");
+	uint64_t mark = next;
+	auto e = events.after(mark, &next);
+	REQUIRE(e.size() == 4);
+	CHECK(e[0].event == "lost");
+	CHECK(e[0].was == "catching up");
+	CHECK(e[0].module == b);
+	CHECK(e[0].region == "ev");
+	CHECK(e[0].in_sync == 1);
+	CHECK(e[1].event == "replaced");
+	CHECK(e[1].module == b);
+	CHECK(e[2].event == "catching up");
+	CHECK(e[2].module == c);
+	CHECK(e[3].event == "in sync");
+	CHECK(e[3].in_sync == 2);
+	CHECK(e[3].seq == next);
+	for (size_t i = 1; i < e.size(); i++)
+		CHECK(e[i].seq == e[i - 1].seq + 1);
+	CHECK(events.after(next, &next).empty());
+	// A number from an earlier memfedd (above any here): all are new.
+	CHECK(events.after(next + 100, &next).size() == first.size() + 4);
+	// Only the last kKeep are kept.
+	for (size_t i = 0; i < ReplicaEvents::kKeep + 10; i++)
+		events.push({});
+	CHECK(events.after(0, &next).size() == ReplicaEvents::kKeep);
+}
+
 TEST_CASE("one channel at a time catches copies up")
 {
 	ReplicaSet set(1, "r", 4096, 2);

@@ -14,42 +14,82 @@
 // copy's module takes that peer's lock only (never sets_mu_ with it).
 #include <algorithm>
 #include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
 #include <optional>
+#include <sstream>
 
+#include "daemon/common/atomic_file.h"
 #include "daemon/common/log.h"
+#include "daemon/service/module_service.h"
 #include "daemon/service/node_federation.h"
 #include "daemon/service/node_federation_peer.h"
+#include "daemon/service/replica_tombstones.h"
 #include "daemon/service/replicated_channel.h"
 #include "daemon/wire/codec.h"
 
 namespace memfed
 {
 
+namespace
+{
+// How often a set with a lost copy asks the modules for its copies again.
+constexpr uint64_t kRereadEveryMs = 3000;
+// How often a rebuild that found no module to go to is tried again.
+constexpr uint64_t kRetryRebuildMs = 10'000;
+// The claim of a group's rebuild (see rebuild_copy): a one-page region of
+// this name on the module of the copy in sync with the lowest module ID.
+constexpr const char *kClaimPrefix = "memfed-rebuild.";
+// A claim older than this was left by a node that died while rebuilding: it
+// is deleted, and the rebuild claimed anew. A rebuild holds its claim only
+// while it makes the new copy (the copy is filled afterwards), seconds.
+constexpr uint64_t kClaimStaleMs = 60'000;
+
+std::string claim_name(uint64_t group)
+{
+	char buf[48];
+	std::snprintf(buf, sizeof(buf), "%s%010llx", kClaimPrefix, (unsigned long long)group);
+	return buf;
+}
+} // namespace
+
+std::vector<ReplicaLocation> NodeFederation::look_up_copies(const std::string &name, uint64_t group,
+                                                            uint64_t size_bytes, ModuleId skip)
+{
+	// A copy dropped from the set (rebuilt elsewhere) is not one of them,
+	// even while its module still has it.
+	std::vector<ReplicaLocation> found;
+	auto consider = [&](ModuleId m, const wire::WireRegion &r) {
+		if (r.replica_group == group && r.size_bytes == size_bytes &&
+		    !is_dropped(r.replica_group, m, r.id))
+			found.push_back({m, r.id, r.fa_offset, preference_of(m)});
+	};
+	if (store_ && !(store_->module_id() == skip))
+		if (auto r = store_->lookup_region(name))
+			consider(store_->module_id(), to_wire(*r));
+	for (Peer *p : peer_list(false)) {
+		if (p->module.valid() && p->module == skip)
+			continue;
+		auto r = with_peer(*p, [&](SyncClient &c) { return c.region_lookup(name); });
+		if (r)
+			consider(p->module, *r);
+	}
+	return found;
+}
+
 RegionLocation NodeFederation::with_copies(RegionLocation first)
 {
 	if (first.replica_group == 0 || first.replicas <= 1 || is_replica_set(first.module))
 		return first;
-	// A copy dropped from the set (rebuilt elsewhere) is not one of them,
-	// even while its module still has it.
 	std::vector<ReplicaLocation> found;
 	if (!is_dropped(first.replica_group, first.module, first.region_id))
 		found.push_back({first.module, first.region_id, first.fa_offset,
 		                 preference_of(first.module)});
-	auto consider = [&](ModuleId m, const wire::WireRegion &r) {
-		if (r.replica_group == first.replica_group && r.size_bytes == first.size_bytes &&
-		    !is_dropped(r.replica_group, m, r.id))
-			found.push_back({m, r.id, r.fa_offset, preference_of(m)});
-	};
-	if (store_ && !(first.module == store_->module_id()))
-		if (auto r = store_->lookup_region(first.name))
-			consider(store_->module_id(), to_wire(*r));
-	for (Peer *p : peer_list(false)) {
-		if (p->module == first.module)
-			continue;
-		auto r = with_peer(*p, [&](SyncClient &c) { return c.region_lookup(first.name); });
-		if (r)
-			consider(p->module, *r);
-	}
+	for (auto &c :
+	     look_up_copies(first.name, first.replica_group, first.size_bytes, first.module))
+		found.push_back(c);
 	auto set = set_for(first, found);
 	RegionLocation v = std::move(first);
 	v.module = set->module();
@@ -69,7 +109,7 @@ std::shared_ptr<ReplicaSet> NodeFederation::set_for(const RegionLocation &r,
 		auto &slot = sets_[r.replica_group];
 		if (!slot || slot->size_bytes() != r.size_bytes || slot->name() != r.name) {
 			slot = std::make_shared<ReplicaSet>(r.replica_group, r.name, r.size_bytes,
-			                                    r.replicas);
+			                                    r.replicas, &replica_events_);
 			made = true;
 		}
 		set = slot;
@@ -130,12 +170,83 @@ void NodeFederation::sweep_deleted()
 			}
 			left.push_back(copy);
 		}
-		std::lock_guard<std::mutex> lk(sets_mu_);
-		if (left.empty())
-			deleted_.erase(group);
-		else
-			deleted_[group].copies = std::move(left);
+		if (left.size() == d.copies.size())
+			continue;
+		{
+			std::lock_guard<std::mutex> lk(sets_mu_);
+			if (left.empty())
+				deleted_.erase(group);
+			else
+				deleted_[group].copies = std::move(left);
+		}
+		save_tombstones();
 	}
+}
+
+void NodeFederation::keep_tombstones_in(const std::string &state_dir)
+{
+	const std::string path = state_dir + "/replica-tombstones.json";
+	tombstone_path_ = path; // before the keeper starts: it rewrites the file
+	std::ifstream in(path);
+	if (in) {
+		std::stringstream text;
+		text << in.rdbuf();
+		auto t = tombstones_from_json(text.str(), path);
+		if (!t) {
+			std::error_code ec;
+			std::filesystem::rename(path, path + ".corrupt", ec);
+			LOG_WARN("replica", "%s; moved to %s.corrupt", t.status().message().c_str(),
+			         path.c_str());
+		} else if (tombstone_count(*t) > 0) {
+			LOG_INFO("replica",
+			         "%zu copies of replicated regions still to delete when their "
+			         "modules "
+			         "answer (from %s)",
+			         tombstone_count(*t), path.c_str());
+			std::lock_guard<std::mutex> lk(sets_mu_);
+			deleted_ = std::move(t->deleted);
+			dropped_ = std::move(t->dropped);
+			if (!keeper_)
+				keeper_ = std::make_unique<ReplicaKeeper>(
+				        this, [this] { keep_copies(); });
+		}
+	}
+}
+
+void NodeFederation::set_local_admit(LocalAdmitFn fn)
+{
+	std::lock_guard<std::mutex> lk(admit_mu_);
+	local_admit_ = std::move(fn);
+}
+
+void NodeFederation::save_tombstones()
+{
+	if (tombstone_path_.empty())
+		return;
+	std::lock_guard<std::mutex> file_lk(tombstone_file_mu_);
+	ReplicaTombstones t;
+	std::vector<std::string> forgotten;
+	{
+		std::lock_guard<std::mutex> lk(sets_mu_);
+		t.deleted = deleted_;
+		t.dropped = dropped_;
+		forgotten = bound_tombstones(&t);
+		if (!forgotten.empty()) {
+			deleted_ = t.deleted;
+			dropped_ = t.dropped;
+		}
+	}
+	for (const auto &f : forgotten)
+		LOG_WARN("replica",
+		         "more than %zu copies to delete are recorded: the oldest record is "
+		         "forgotten, and the copy of %s is left there (memfedctl region rm it "
+		         "when the module is back)",
+		         kMaxTombstones, f.c_str());
+	Status st = write_file_atomic(tombstone_path_, tombstones_to_json(t), {.mode = 0600},
+	                              "replica tombstone file");
+	if (!st)
+		LOG_WARN("replica", "%s: the copies still to delete are kept in memory only",
+		         st.message().c_str());
 }
 
 void NodeFederation::keep_copies()
@@ -192,11 +303,14 @@ void NodeFederation::sweep_dropped()
 			         "while "
 			         "it was lost) is deleted there now",
 			         d.name.c_str(), d.copy.module.to_string().c_str());
-		std::lock_guard<std::mutex> lk(sets_mu_);
-		std::erase_if(dropped_, [&](const DroppedCopy &x) {
-			return x.group == d.group && x.copy.module == d.copy.module &&
-			       x.copy.region_id == d.copy.region_id;
-		});
+		{
+			std::lock_guard<std::mutex> lk(sets_mu_);
+			std::erase_if(dropped_, [&](const DroppedCopy &x) {
+				return x.group == d.group && x.copy.module == d.copy.module &&
+				       x.copy.region_id == d.copy.region_id;
+			});
+		}
+		save_tombstones();
 	}
 }
 
@@ -248,8 +362,6 @@ Result<wire::WireRegion> NodeFederation::create_copy(const CopyCandidate &c,
 void NodeFederation::rebuild_lost()
 {
 	const uint64_t grace_ms = uint64_t{replica_grace_s_.load()} * 1000;
-	if (grace_ms == 0)
-		return; // --replica-grace 0: lost copies wait for their modules
 	std::vector<std::shared_ptr<ReplicaSet>> sets;
 	{
 		std::lock_guard<std::mutex> lk(sets_mu_);
@@ -259,6 +371,19 @@ void NodeFederation::rebuild_lost()
 	const uint64_t now = unix_ms();
 	for (auto &set : sets) {
 		auto copies = set->snapshot();
+		bool any_lost = std::any_of(copies.begin(), copies.end(), [](const auto &r) {
+			return r.state == ReplicaSet::State::kLost;
+		});
+		// Another node may have replaced a copy this node sees lost: the
+		// modules are asked again for the group's copies (every few seconds
+		// while one is lost), so its new copy joins this node's set too,
+		// and this node's writes reach it.
+		if (any_lost && now - set->last_reread_unix_ms() >= kRereadEveryMs) {
+			set->set_last_reread_unix_ms(now);
+			set->merge(
+			        look_up_copies(set->name(), set->group(), set->size_bytes(), {}));
+			copies = set->snapshot();
+		}
 		unsigned live = 0, in_sync = 0;
 		const ReplicaSet::Replica *oldest = nullptr; // lost longest, past the grace
 		for (const auto &r : copies) {
@@ -270,8 +395,24 @@ void NodeFederation::rebuild_lost()
 			    (!oldest || since < oldest->out_of_sync_since_unix_ms))
 				oldest = &r;
 		}
-		if (!oldest || live >= set->wanted()) {
+		if (live >= set->wanted()) {
+			// K copies without the lost ones: another node replaced them.
+			// They leave this set too, and are deleted if their modules
+			// answer again (this node keeps the record as well, in case
+			// the node that replaced them is gone by then).
+			for (const auto &r : copies)
+				if (r.state == ReplicaSet::State::kLost)
+					drop_copy(*set, r.loc,
+					          "the set has its " +
+					                  std::to_string(set->wanted()) +
+					                  " copies without it (another "
+					                  "node replaced it)");
 			set->set_rebuild_note(""); // nothing to rebuild (any more)
+			continue;
+		}
+		if (grace_ms == 0 || !oldest) {
+			// --replica-grace 0: lost copies wait for their modules
+			set->set_rebuild_note("");
 			continue;
 		}
 		if (in_sync == 0) {
@@ -280,8 +421,114 @@ void NodeFederation::rebuild_lost()
 			        " cannot be rebuilt: no copy is in sync to fill a new one from");
 			continue;
 		}
+		// A try that found no module (each claims the rebuild, a region
+		// made and deleted on a module) is repeated only now and then.
+		if (!set->rebuild_note().empty() &&
+		    now - set->last_rebuild_try_unix_ms() < kRetryRebuildMs)
+			continue;
+		set->set_last_rebuild_try_unix_ms(now);
 		rebuild_copy(*set, *oldest, copies, now - oldest->out_of_sync_since_unix_ms);
 	}
+}
+
+void NodeFederation::drop_copy(ReplicaSet &set, const ReplicaLocation &copy, const std::string &why)
+{
+	{
+		std::lock_guard<std::mutex> lk(sets_mu_);
+		bool known = std::any_of(dropped_.begin(), dropped_.end(), [&](const auto &d) {
+			return d.group == set.group() && d.copy.module == copy.module &&
+			       d.copy.region_id == copy.region_id;
+		});
+		if (!known)
+			dropped_.push_back({set.group(), set.name(), copy});
+	}
+	save_tombstones();
+	set.drop(copy.module, why);
+}
+
+bool is_rebuild_claim(const std::string &region_name)
+{
+	return region_name.rfind(kClaimPrefix, 0) == 0;
+}
+
+Result<uint32_t> NodeFederation::claim_rebuild(const ReplicaSet &set, const ReplicaLocation &anchor,
+                                               uint32_t uid)
+{
+	const std::string name = claim_name(set.group());
+	auto spec = wire::make_region_spec(name, wire::kPageSize, uid, 0600);
+	if (!spec)
+		return spec.status();
+	uint32_t id = 0;
+	Status st = on_copy(
+	        anchor,
+	        [&](ModuleStore &s) -> Status {
+		        auto r = s.create_region(name, wire::kPageSize, uid, 0600);
+		        if (r)
+			        id = r->id;
+		        return r.status();
+	        },
+	        [&](SyncClient &c) -> Status {
+		        auto r = c.region_create(*spec);
+		        if (r)
+			        id = r->id;
+		        return r.status();
+	        });
+	if (st)
+		return id;
+	if (st.code() != Code::kAlreadyExists)
+		return st;
+	// Held: by a node rebuilding now, or left by one that died meanwhile.
+	uint64_t ctime_ns = 0;
+	(void)on_copy(
+	        anchor,
+	        [&](ModuleStore &s) -> Status {
+		        auto r = s.lookup_region(name);
+		        if (r)
+			        ctime_ns = r->ctime_ns;
+		        return r.status();
+	        },
+	        [&](SyncClient &c) -> Status {
+		        auto r = c.region_lookup(name);
+		        if (r)
+			        ctime_ns = r->ctime_ns;
+		        return r.status();
+	        });
+	if (ctime_ns != 0 && unix_ms() > ctime_ns / 1'000'000 + kClaimStaleMs) {
+		LOG_WARN("replica",
+		         "region '%s': the rebuild claim on module %s is %llu s old (its node "
+		         "died while rebuilding?): deleted, the rebuild is claimed anew",
+		         set.name().c_str(), anchor.module.to_string().c_str(),
+		         (unsigned long long)((unix_ms() - ctime_ns / 1'000'000) / 1000));
+		release_rebuild(set, anchor, 0);
+	}
+	return st;
+}
+
+void NodeFederation::release_rebuild(const ReplicaSet &set, const ReplicaLocation &anchor,
+                                     uint32_t id)
+{
+	// Only our claim (id), or any (0: a stale one).
+	const std::string name = claim_name(set.group());
+	Status st = on_copy(
+	        anchor,
+	        [&](ModuleStore &s) -> Status {
+		        auto r = s.lookup_region(name);
+		        if (!r)
+			        return r.status();
+		        return id == 0 || r->id == id ? s.delete_region(name) : Status::ok();
+	        },
+	        [&](SyncClient &c) -> Status {
+		        auto r = c.region_lookup(name);
+		        if (!r)
+			        return r.status();
+		        return id == 0 || r->id == id ? c.region_delete(name) : Status::ok();
+	        });
+	if (!st && st.code() != Code::kNotFound)
+		LOG_WARN("replica",
+		         "region '%s': the rebuild claim on module %s is not released (%s); it "
+		         "goes stale in %llu s",
+		         set.name().c_str(), anchor.module.to_string().c_str(),
+		         st.message().c_str(), (unsigned long long)(kClaimStaleMs / 1000));
 }
 
 // A lost copy's replacement: a new, empty region of the same name, group
@@ -290,14 +537,44 @@ void NodeFederation::rebuild_lost()
 // joins the set catching up, so the catch-up pass (replicated_channel.h)
 // copies every page written so far into it from a copy in sync; the lost
 // copy leaves the set and is deleted if its module answers again.
-void NodeFederation::rebuild_copy(ReplicaSet &set, const ReplicaSet::Replica &lost,
-                                  const std::vector<ReplicaSet::Replica> &copies,
-                                  uint64_t lost_for_ms)
+// The grants of the copy on `from` given to the new copy on `to`, so that
+// the nodes the owner granted reach the new copy as they did the lost one.
+Status NodeFederation::copy_grants(const std::string &name, ModuleId from, ModuleId to)
+{
+	RegionLocation src;
+	src.module = from;
+	src.name = name;
+	auto list = region_access(src, 0, wire::AccessOp::kShow, AccessGrant{});
+	if (!list)
+		return list.status();
+	RegionLocation dst;
+	dst.module = to;
+	dst.name = name;
+	for (const wire::WireGrant &w : list->grants) {
+		AccessGrant g;
+		std::memcpy(g.key.data(), w.key, g.key.size());
+		g.uid = w.uid;
+		g.rights = uint8_t(((w.rights & wire::kAccessRead) ? kRightRead : 0) |
+		                   ((w.rights & wire::kAccessWrite) ? kRightWrite : 0));
+		auto r = region_access(dst, 0, wire::AccessOp::kGrant, g);
+		if (!r)
+			return r.status();
+	}
+	return Status::ok();
+}
+
+void NodeFederation::rebuild_copy(ReplicaSet &set, const ReplicaSet::Replica lost,
+                                  std::vector<ReplicaSet::Replica> copies, uint64_t lost_for_ms)
 {
 	const std::string &name = set.name();
 	const std::string lost_on = lost.loc.module.to_string();
-	// The region's owner, mode and length, from a copy in sync.
+	// The region's owner, mode and length, from a copy in sync, and
+	// whether this node owns it. Only the owner's node rebuilds: a copy is
+	// owned by the node that creates it (region_authz.h), so a copy another
+	// node made would refuse the owner. Asked as root for admin, a module
+	// answers with the rights only the owner's node has.
 	std::optional<wire::WireRegion> facts;
+	bool owner_here = false;
 	ModuleId source;
 	for (const auto &r : copies) {
 		if (r.state != ReplicaSet::State::kInSync || facts)
@@ -306,15 +583,30 @@ void NodeFederation::rebuild_copy(ReplicaSet &set, const ReplicaSet::Replica &lo
 		        r.loc,
 		        [&](ModuleStore &s) -> Status {
 			        auto x = s.lookup_region(name);
-			        if (x)
-				        facts = to_wire(*x);
-			        return x.status();
+			        if (!x)
+				        return x.status();
+			        auto a = s.region_access(name);
+			        if (!a)
+				        return a.status();
+			        facts = to_wire(*x);
+			        owner_here = is_zero_key(a->owner_key) ||
+			                     (service_ && a->owner_key == service_->node_key());
+			        return Status::ok();
 		        },
 		        [&](SyncClient &c) -> Status {
-			        auto x = c.region_lookup(name);
-			        if (x)
+			        Asker root{0, wire::kAccessAdmin};
+			        auto x = lookup(c, name, &root);
+			        if (x) {
 				        facts = *x;
-			        return x.status();
+				        owner_here = (x->access & wire::kAccessAdmin) != 0;
+				        return Status::ok();
+			        }
+			        if (x.status().code() != Code::kPermission)
+				        return x.status();
+			        auto y = c.region_lookup(name);
+			        if (y)
+				        facts = *y;
+			        return y.status();
 		        });
 		if (st)
 			source = r.loc.module;
@@ -322,6 +614,11 @@ void NodeFederation::rebuild_copy(ReplicaSet &set, const ReplicaSet::Replica &lo
 	if (!facts) {
 		set.set_rebuild_note("the copy lost on module " + lost_on +
 		                     " cannot be rebuilt yet: no copy in sync answered a lookup");
+		return;
+	}
+	if (!owner_here) {
+		set.set_rebuild_note("the copy lost on module " + lost_on +
+		                     " is rebuilt by the region's owner node, not this one");
 		return;
 	}
 	auto spec = wire::make_region_spec(name, facts->size_bytes, facts->owner_uid, facts->mode);
@@ -332,6 +629,55 @@ void NodeFederation::rebuild_copy(ReplicaSet &set, const ReplicaSet::Replica &lo
 	}
 	spec->replica_group = set.group();
 	spec->replicas = uint8_t(set.wanted());
+
+	// One node rebuilds a lost copy, not every node that met the region
+	// (else two could each make a new copy, and leave K+1): the rebuild is
+	// claimed by creating the group's claim region on the module of the
+	// copy in sync with the lowest module ID (every node that sees the
+	// same copies picks the same module; a module creates one region of a
+	// name, atomically). The node holding the claim asks every module for
+	// the group's copies again before it acts, so a copy another node made
+	// meanwhile is found, and then makes the new copy, and only then
+	// releases the claim: a node that claims later finds that copy.
+	// Only the owner's node gets here (above), so under authorization the
+	// claim guards against two daemons run with one node key; without
+	// authorization (every region the module node's own) against every
+	// node that met the region. Nodes that see different copies in sync (a
+	// partition) may pick different modules, and each rebuild one.
+	const ReplicaSet::Replica *anchor = nullptr;
+	for (const auto &r : copies)
+		if (r.state == ReplicaSet::State::kInSync &&
+		    (!anchor || r.loc.module.value < anchor->loc.module.value))
+			anchor = &r;
+	if (!anchor)
+		return; // rebuild_lost calls only with a copy in sync
+	const ReplicaLocation anchor_loc = anchor->loc;
+	auto claim = claim_rebuild(set, anchor_loc, facts->owner_uid);
+	if (!claim) {
+		if (claim.status().code() != Code::kAlreadyExists)
+			set.set_rebuild_note(
+			        "the copy lost on module " + lost_on +
+			        " cannot be rebuilt yet: claiming the rebuild on module " +
+			        anchor_loc.module.to_string() +
+			        " failed: " + claim.status().message());
+		return; // else another node rebuilds it now
+	}
+	struct Release {
+		std::function<void()> fn;
+		~Release() { fn(); }
+	} release{[&] { release_rebuild(set, anchor_loc, *claim); }};
+	set.merge(look_up_copies(name, set.group(), set.size_bytes(), {}));
+	copies = set.snapshot();
+	unsigned live = 0;
+	bool still_lost = false;
+	for (const auto &r : copies) {
+		live += r.state != ReplicaSet::State::kLost;
+		still_lost |= r.loc.module == lost.loc.module &&
+		              r.loc.region_id == lost.loc.region_id &&
+		              r.state == ReplicaSet::State::kLost;
+	}
+	if (live >= set.wanted() || !still_lost)
+		return; // another node rebuilt it (its copy joined this set), or it is back
 
 	// The nodes that hold the copies staying in the set.
 	std::vector<std::string> taken_keys;
@@ -385,13 +731,30 @@ void NodeFederation::rebuild_copy(ReplicaSet &set, const ReplicaSet::Replica &lo
 		    (!key.empty() &&
 		     std::find(taken_keys.begin(), taken_keys.end(), key) != taken_keys.end()))
 			continue;
-		Result<wire::WireRegion> made = create_copy(c, *spec, nullptr);
+		// The local module takes it within the owner's quota there; a
+		// peer's module decides for itself.
+		ModuleStore::AdmitFn admit;
+		if (!c.peer) {
+			std::lock_guard<std::mutex> lk(admit_mu_);
+			if (local_admit_)
+				admit = local_admit_(facts->owner_uid, name);
+		}
+		Result<wire::WireRegion> made = create_copy(c, *spec, admit);
 		if (!made) {
 			refusals +=
 			        "; module " + c.module.to_string() + ": " + made.status().message();
 			continue;
 		}
 		ReplicaLocation fresh{c.module, made->id, made->fa_offset, c.preference};
+		Status granted = copy_grants(name, source, c.module);
+		if (!granted) {
+			(void)on_copy(
+			        fresh, [&](ModuleStore &s) { return s.delete_region(name); },
+			        [&](SyncClient &cl) { return cl.region_delete(name); });
+			refusals += "; module " + c.module.to_string() +
+			            ": giving it the region's grants: " + granted.message();
+			continue;
+		}
 		if (facts->length != 0) {
 			Status st = on_copy(
 			        fresh,
@@ -413,8 +776,11 @@ void NodeFederation::rebuild_copy(ReplicaSet &set, const ReplicaSet::Replica &lo
 			}
 		}
 		if (!gone_here) { // else nothing is left of it to delete
-			std::lock_guard<std::mutex> lk(sets_mu_);
-			dropped_.push_back({set.group(), name, lost.loc});
+			{
+				std::lock_guard<std::mutex> lk(sets_mu_);
+				dropped_.push_back({set.group(), name, lost.loc});
+			}
+			save_tombstones();
 		}
 		char why[160];
 		std::snprintf(why, sizeof(why),
@@ -660,15 +1026,20 @@ Status NodeFederation::delete_replicated(const RegionLocation &loc)
 	}
 	if (deleted == 0 && !first_error.is_ok())
 		return first_error;
-	std::lock_guard<std::mutex> lk(sets_mu_);
-	sets_.erase(loc.replica_group);
-	if (!unreached.empty()) {
-		deleted_[loc.replica_group] = {loc.name, unreached};
-		if (!keeper_)
-			keeper_ = std::make_unique<ReplicaKeeper>(this, [this] { keep_copies(); });
+	{
+		std::lock_guard<std::mutex> lk(sets_mu_);
+		sets_.erase(loc.replica_group);
+		if (!unreached.empty()) {
+			deleted_[loc.replica_group] = {loc.name, unreached};
+			if (!keeper_)
+				keeper_ = std::make_unique<ReplicaKeeper>(
+				        this, [this] { keep_copies(); });
+		}
+		if (keeper_)
+			keeper_->forget(loc.replica_group);
 	}
-	if (keeper_)
-		keeper_->forget(loc.replica_group);
+	if (!unreached.empty())
+		save_tombstones();
 	return Status::ok();
 }
 
@@ -720,7 +1091,7 @@ std::vector<RegionLocation> NodeFederation::merge_copies(std::vector<RegionLocat
 	// number of its copies answered.
 	std::vector<RegionLocation> merged;
 	for (auto &r : out) {
-		if (is_deleted(r.replica_group) ||
+		if (is_rebuild_claim(r.name) || is_deleted(r.replica_group) ||
 		    is_dropped(r.replica_group, r.module, r.region_id))
 			continue;
 		if (r.replica_group != 0 && r.replicas > 1 && !merged.empty() &&

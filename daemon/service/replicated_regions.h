@@ -38,4 +38,9 @@ struct DroppedCopy {
 	ReplicaLocation copy;
 };
 
+// True for the name of a rebuild's claim region (replicated_regions.cc):
+// a module holds one while a node makes a new copy of a replicated region;
+// region listings leave it out.
+bool is_rebuild_claim(const std::string &region_name);
+
 } // namespace memfed

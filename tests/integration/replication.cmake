@@ -13,3 +13,9 @@ set_tests_properties(replication PROPERTIES TIMEOUT 300 ENVIRONMENT "${MEMFED_PR
 # killed mid-run (so the release binaries too).
 memfed_shell_test(replication_rebuild replication_rebuild_test.sh)
 set_tests_properties(replication_rebuild PROPERTIES TIMEOUT 300 ENVIRONMENT "${MEMFED_PROGRAM_ENV}")
+
+# Two pagers that both know a region whose copy's module dies: one new copy
+# only (the rebuild is claimed); the dropped copy's tombstone survives a
+# restart of both pagers and the copy is deleted when its module returns.
+memfed_shell_test(replication_once replication_once_test.sh)
+set_tests_properties(replication_once PROPERTIES TIMEOUT 120)

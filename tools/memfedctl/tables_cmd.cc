@@ -5,6 +5,7 @@
 // ("source" in -j output, a "# source:" line otherwise).
 #include <cinttypes>
 #include <csignal>
+#include <functional>
 #include <unistd.h>
 #include <cstdio>
 #include <iostream>
@@ -314,21 +315,23 @@ namespace
 
 // Without memfed.ko: the mesh's joins, leaves and route changes, from the
 // daemon ("mesh.events"), polled five times a second.
-int watch_mesh(const Globals &g, long want)
+// Follows control op `op`'s numbered events ("after", "next") until
+// Ctrl-C or `want` of them, printing each with `print` (JSON with -j).
+// `none` is the error when memfedd has no such events.
+int watch_events(const Globals &g, const char *op, long want, const std::string &none,
+		 const std::function<void(const json &)> &print)
 {
-	auto first = request(g, "mesh.events", {{"after", UINT64_MAX}});
+	auto first = request(g, op, {{"after", UINT64_MAX}});
 	if (!first)
 		return fail(g, first.status().code() == Code::kNotFound
-				       ? Status(Code::kUnavailable,
-						"nothing to watch: memfed.ko is not loaded and this node "
-						"is not in a mesh (memfedd --mesh IFACE)")
+				       ? Status(Code::kUnavailable, none)
 				       : first.status());
 	uint64_t after = first->body.value("next", uint64_t{0});
 	long seen = 0;
 	std::signal(SIGINT, [](int) { g_stop = 1; });
 	std::setvbuf(stdout, nullptr, _IOLBF, 0);
 	while (!g_stop && (want == 0 || seen < want)) {
-		auto r = request(g, "mesh.events", {{"after", after}});
+		auto r = request(g, op, {{"after", after}});
 		if (!r)
 			return fail(g, r.status());
 		after = r->body.value("next", after);
@@ -336,11 +339,7 @@ int watch_mesh(const Globals &g, long want)
 			if (g.json)
 				std::cout << e.dump() << std::endl;
 			else
-				std::printf("%-5s %s via %s %s metric %u hops %u (%s)\n",
-					    e.value("event", "").c_str(), e.value("module", "").c_str(),
-					    e.value("next_hop", "").c_str(), e.value("interface", "").c_str(),
-					    e.value("metric", 0u), e.value("hops", 0u),
-					    e.value("why", "").c_str());
+				print(e);
 			if (want && ++seen >= want)
 				break;
 		}
@@ -350,22 +349,58 @@ int watch_mesh(const Globals &g, long want)
 	return 0;
 }
 
+int watch_mesh(const Globals &g, long want)
+{
+	return watch_events(g, "mesh.events", want,
+			    "nothing to watch: memfed.ko is not loaded and this node is not in a "
+			    "mesh (memfedd --mesh IFACE)",
+			    [](const json &e) {
+				    std::printf("%-5s %s via %s %s metric %u hops %u (%s)\n",
+						e.value("event", "").c_str(),
+						e.value("module", "").c_str(),
+						e.value("next_hop", "").c_str(),
+						e.value("interface", "").c_str(), e.value("metric", 0u),
+						e.value("hops", 0u), e.value("why", "").c_str());
+			    });
+}
+
+// The copies of replicated regions: lost, catching up, in sync, replaced.
+int watch_replicas(const Globals &g, long want)
+{
+	return watch_events(g, "replica.events", want, "this memfedd has no replicated regions",
+			    [](const json &e) {
+				    std::string was = e.value("was", "");
+				    std::string why = e.value("why", "");
+				    std::printf("%s %s on %s%s%s (%u of %u in sync)%s%s\n",
+						e.value("region", "").c_str(),
+						e.value("event", "").c_str(),
+						e.value("module", "").c_str(),
+						was.empty() ? "" : ", was ", was.c_str(),
+						e.value("in_sync", 0u), e.value("wanted", 0u),
+						why.empty() ? "" : ": ", why.c_str());
+			    });
+}
+
 } // namespace
 
 int cmd_watch(const Globals &g, Args &a)
 {
 	if (a.take_switch("--help") || a.take_switch("-h")) {
-		std::cout << "usage: memfedctl watch [--count N]\n  print memfed.ko's table changes as they "
-			     "happen, or without it the mesh's joins, leaves and route moves "
-			     "(Ctrl-C stops)\n";
+		std::cout << "usage: memfedctl watch [--count N] [--replicas]\n  print memfed.ko's table "
+			     "changes as they happen, or without it the mesh's joins, leaves and "
+			     "route moves; with --replicas the copies of replicated regions going "
+			     "lost, catching up, in sync, replaced or dropped (Ctrl-C stops)\n";
 		return 0;
 	}
 	std::string count_s = "0";
 	a.take_flag("--count", &count_s);
-	Status st = a.expect_positional(0, "memfedctl watch [--count N]");
+	bool replicas = a.take_switch("--replicas");
+	Status st = a.expect_positional(0, "memfedctl watch [--count N] [--replicas]");
 	if (!st)
 		return fail(g, st);
 	long want = std::atol(count_s.c_str()), seen = 0;
+	if (replicas)
+		return watch_replicas(g, want);
 	if (!kmod::KmodLink::available())
 		return watch_mesh(g, want);
 	auto w = kmod::KmodWatch::open();
