@@ -28,6 +28,29 @@ void NodeFederation::mesh_route(ModuleId module, const std::string &endpoint, bo
 {
 	if (store_ && module == store_->module_id())
 		return; // our own module's route, as seen from elsewhere
+	if (mesh_route_locked(module, endpoint, up, metric, hops, why))
+		lose_copies_on(module, "route withdrawn (" + why + ")");
+}
+
+// A module whose route is withdrawn cannot be reached: its copies are lost
+// now, as on a failed request, not at the first request that times out
+// (reads go to the nearest copy and may never try it). A copy comes back
+// when its module answers again (the keeper's probe).
+void NodeFederation::lose_copies_on(ModuleId module, const std::string &why)
+{
+	std::vector<std::shared_ptr<ReplicaSet>> sets;
+	{
+		std::lock_guard<std::mutex> lk(sets_mu_);
+		for (auto &[group, set] : sets_)
+			sets.push_back(set);
+	}
+	for (auto &set : sets)
+		set->set_state(module, ReplicaSet::State::kLost, why);
+}
+
+bool NodeFederation::mesh_route_locked(ModuleId module, const std::string &endpoint, bool up,
+				       uint32_t metric, uint32_t hops, const std::string &why)
+{
 	std::lock_guard<std::mutex> lk(peers_mu_);
 	Peer *peer = nullptr;
 	for (auto &p : peers_) {
@@ -36,7 +59,7 @@ void NodeFederation::mesh_route(ModuleId module, const std::string &endpoint, bo
 	}
 	if (!peer) {
 		if (!up)
-			return;
+			return false;
 		auto p = std::make_unique<Peer>();
 		p->endpoint = endpoint;
 		p->module = module;
@@ -60,6 +83,7 @@ void NodeFederation::mesh_route(ModuleId module, const std::string &endpoint, bo
 		LOG_INFO("federation", "module %s unreachable: %s", module.to_string().c_str(),
 			 why.c_str());
 	}
+	return was_up && !up;
 }
 
 NodeFederation::NodeFederation(ModuleStore *store, ModuleService *service, ModuleId self,

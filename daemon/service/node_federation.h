@@ -183,6 +183,11 @@ private:
 	// copies (every reachable module is asked) and reached through its set.
 	RegionLocation with_copies(RegionLocation first);
 	bool is_deleted(uint64_t group);
+	// mesh_route's update of the peer table; true if the route went down.
+	bool mesh_route_locked(ModuleId module, const std::string &endpoint, bool up,
+			       uint32_t metric, uint32_t hops, const std::string &why);
+	// Marks every copy on `module` lost, in every replica set.
+	void lose_copies_on(ModuleId module, const std::string &why);
 	// Gives the copy of `name` on `to` the grants of its copy on `from`.
 	Status copy_grants(const std::string &name, ModuleId from, ModuleId to);
 	// Rewrites pages [first_page, +count) of copy `bad` from copy `good`.

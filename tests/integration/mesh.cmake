@@ -11,7 +11,8 @@ endforeach()
 # mesh_relay_kill is the ring with the relay killed instead of a link cut;
 # mesh_partition runs python3 through a partition and its heal; mesh_dscp
 # counts the DSCP marks of control and fault traffic at a relay.
-foreach(t mesh_ring mesh_relay_kill mesh_partition mesh_dscp)
+# mesh_replica_cut: a relay's death cuts one copy of a replicated region off.
+foreach(t mesh_ring mesh_relay_kill mesh_partition mesh_dscp mesh_replica_cut)
   memfed_shell_test(${t} ${t}_test.sh)
   set_tests_properties(${t} PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 300
     ENVIRONMENT "${MEMFED_PROGRAM_ENV}")
