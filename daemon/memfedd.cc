@@ -225,7 +225,8 @@ int main(int argc, char **argv)
 	// Module role: the pool and its wire server.
 	std::unique_ptr<ModuleStore> store;
 #ifdef MEMFED_HAVE_RDMA
-	// Destroyed after the service, whose writer may still call on_freed.
+	// Destroyed after the service, whose writer may still change regions
+	// (the store calls the RDMA server when a region's keys must die).
 	std::unique_ptr<RdmaServer> rdma_server;
 #endif
 	std::unique_ptr<ModuleService> service;
@@ -265,7 +266,6 @@ int main(int argc, char **argv)
 			if (!r)
 				return die(r.status());
 			rdma_server = std::move(*r);
-			service->set_on_freed([rs = rdma_server.get()] { (void)rs->reregister(); });
 			id.capabilities |= wire::kCapRdma;
 			handler = rdma_server.get();
 #else

@@ -159,11 +159,8 @@ void RdmaChannel::on_connect_reply(const Status &st, std::span<const uint8_t> pa
 		return fail("RDMA_CONNECT answer of " + std::to_string(payload.size()) +
 		            " bytes, expected " + std::to_string(sizeof(c)));
 	std::memcpy(&c, payload.data(), sizeof(c));
-	if (std::memchr(c.endpoint, 0, sizeof(c.endpoint)) == nullptr || c.data_pages == 0 ||
-	    c.meta_offset >= c.data_offset ||
-	    c.data_offset - c.meta_offset < c.data_pages * sizeof(store::PageMeta) ||
-	    c.data_pages > (UINT64_MAX - c.data_offset) / kPageSize)
-		return fail("RDMA_CONNECT answer with an impossible pool geometry or endpoint");
+	if (std::memchr(c.endpoint, 0, sizeof(c.endpoint)) == nullptr)
+		return fail("RDMA_CONNECT answer with an unterminated endpoint");
 	Status s = setup(c);
 	if (!s)
 		return fail(s.message());
@@ -272,11 +269,6 @@ Status RdmaChannel::setup(const wire::WireRdmaConnect &c)
 	MF_RETURN_IF_ERROR(wait_cm_event(RDMA_CM_EVENT_ESTABLISHED, "RDMA connect"));
 	if (ibv_req_notify_cq(cq_, 0) != 0)
 		return Status(Code::kUnavailable, "ibv_req_notify_cq failed");
-	pool_addr_ = c.pool_addr;
-	rkey_ = c.rkey;
-	meta_offset_ = c.meta_offset;
-	data_offset_ = c.data_offset;
-	data_pages_ = c.data_pages;
 	arm_poll();
 	return Status::ok();
 }
@@ -338,8 +330,12 @@ uint8_t *RdmaChannel::slot_base(unsigned slot) const
 void RdmaChannel::post(unsigned slot)
 {
 	Slot &s = slots_[slot];
-	uint64_t first = (s.fa - data_offset_) / kPageSize;
-	uint64_t meta_remote = pool_addr_ + meta_offset_ + first * sizeof(store::PageMeta);
+	auto it = extents_.find(s.region_id);
+	if (it == extents_.end())
+		return to_tcp(slot); // not reached: extents go only with the slots
+	const Extent &e = it->second;
+	uint64_t first = (s.fa - e.fa) / kPageSize; // within the region
+	uint64_t meta_remote = e.meta_addr + first * sizeof(store::PageMeta);
 	uint32_t meta_len = s.count * uint32_t(sizeof(store::PageMeta));
 	uint8_t *b = slot_base(slot);
 	ibv_sge sge[3] = {
@@ -347,7 +343,8 @@ void RdmaChannel::post(unsigned slot)
 	        {reinterpret_cast<uint64_t>(b + 2 * kMetaBytes), s.count * kPageSize, mr_->lkey},
 	        {reinterpret_cast<uint64_t>(b + kMetaBytes), meta_len, mr_->lkey},
 	};
-	uint64_t remote[3] = {meta_remote, pool_addr_ + s.fa, meta_remote};
+	uint64_t remote[3] = {meta_remote, e.data_addr + (s.fa - e.fa), meta_remote};
+	uint32_t rkey[3] = {e.meta_rkey, e.data_rkey, e.meta_rkey};
 	ibv_send_wr wr[3]{};
 	for (unsigned k = 0; k < 3; k++) {
 		wr[k].wr_id = wr_id(slot, k);
@@ -357,7 +354,7 @@ void RdmaChannel::post(unsigned slot)
 		// Each READ starts after the one before has completed.
 		wr[k].send_flags = k == 0 ? 0 : IBV_SEND_FENCE;
 		wr[k].wr.rdma.remote_addr = remote[k];
-		wr[k].wr.rdma.rkey = rkey_;
+		wr[k].wr.rdma.rkey = rkey[k];
 		wr[k].next = k < 2 ? &wr[k + 1] : nullptr;
 	}
 	wr[2].send_flags |= IBV_SEND_SIGNALED;
@@ -449,7 +446,11 @@ void RdmaChannel::read_pages(wire::TrafficClass tc, uint32_t region_id, uint64_t
 	auto it = extents_.find(region_id);
 	if (it == extents_.end()) {
 		auto &q = asking_[region_id];
-		if (!q || q->done) {
+		auto refused = refused_until_.find(region_id);
+		if (refused != refused_until_.end() &&
+		    std::chrono::steady_clock::now() >= refused->second)
+			refused_until_.erase(refused), refused = refused_until_.end();
+		if ((!q || q->done) && refused == refused_until_.end()) {
 			q = std::make_unique<RegionReply>(this, region_id, epoch_);
 			wire::Header h{};
 			h.type = uint8_t(wire::MsgType::kRdmaRegion);
@@ -461,9 +462,7 @@ void RdmaChannel::read_pages(wire::TrafficClass tc, uint32_t region_id, uint64_t
 	}
 	uint64_t len = uint64_t{count} * kPageSize;
 	const Extent &e = it->second;
-	if (fa_offset < e.fa || fa_offset - e.fa > e.size || len > e.size - (fa_offset - e.fa) ||
-	    fa_offset < data_offset_ ||
-	    (fa_offset - data_offset_) / kPageSize + count > data_pages_) {
+	if (fa_offset < e.fa || fa_offset - e.fa > e.size || len > e.size - (fa_offset - e.fa)) {
 		counters_.refused++;
 		Status st(Code::kOutOfRange,
 		          "read of " + std::to_string(count) + " pages at FA offset " +
@@ -490,13 +489,22 @@ void RdmaChannel::on_region_reply(uint32_t region_id, const Status &st,
                                   std::span<const uint8_t> payload)
 {
 	wire::WireRdmaRegion r{};
-	if (!st || payload.size() != sizeof(r))
-		return; // unknown region (its reads fail over TCP) or refused
-	std::memcpy(&r, payload.data(), sizeof(r));
-	if (r.region_id != region_id || r.size_bytes % kPageSize != 0 ||
-	    r.fa_offset > UINT64_MAX - r.size_bytes)
+	if (!st || payload.size() != sizeof(r)) {
+		// Unknown (its reads fail over TCP), or refused: the node may not
+		// read it (TCP says so, authoritatively) or it could not be
+		// registered. Its reads go over TCP; asked again after retry_ms.
+		refused_until_[region_id] = std::chrono::steady_clock::now() +
+		                            std::chrono::milliseconds(opts_.retry_ms);
 		return;
-	extents_[region_id] = Extent{r.fa_offset, r.size_bytes};
+	}
+	std::memcpy(&r, payload.data(), sizeof(r));
+	uint64_t meta_len = r.size_bytes / kPageSize * sizeof(store::PageMeta);
+	if (r.region_id != region_id || r.size_bytes == 0 || r.size_bytes % kPageSize != 0 ||
+	    r.fa_offset > UINT64_MAX - r.size_bytes || r.data_addr > UINT64_MAX - r.size_bytes ||
+	    r.meta_addr > UINT64_MAX - meta_len)
+		return;
+	extents_[region_id] = Extent{r.fa_offset, r.size_bytes, r.data_addr,
+	                             r.meta_addr, r.data_rkey,  r.meta_rkey};
 }
 
 void RdmaChannel::fail(const std::string &why)
@@ -527,6 +535,7 @@ void RdmaChannel::teardown()
 {
 	epoch_++;
 	extents_.clear();
+	refused_until_.clear();
 	if (poll_armed_) {
 		io_uring_sqe *sqe = loop_->sqe(cancel_op_.get());
 		io_uring_prep_poll_remove(sqe, reinterpret_cast<uint64_t>(poll_op_.get()));

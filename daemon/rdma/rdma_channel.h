@@ -8,14 +8,19 @@
 // RDMA. read_pages() goes over RDMA when all of these hold:
 //   1. The module offered kCapRdma at HELLO and answered RDMA_CONNECT over
 //      TLS (it does so only to an authenticated peer) with its rdma_cm
-//      endpoint, a one-time token, the pool's remote address and key and its
-//      geometry; the channel then connected an RC queue pair with rdma_cm,
-//      presenting the token as private data (blocking, on the loop thread,
-//      bounded by Options::connect_timeout_ms: a control-path step).
-//   2. The region's extent is known (RDMA_REGION over TLS; the first reads of
+//      endpoint and a one-time token; the channel then connected an RC queue
+//      pair with rdma_cm, presenting the token as private data (blocking, on
+//      the loop thread, bounded by Options::connect_timeout_ms: a
+//      control-path step).
+//   2. The region's extent and keys are known (RDMA_REGION over TLS: the
+//      region's extent and the remote addresses and keys of its pages and
+//      their PageMetas, registered for that region only; the first reads of
 //      a region go over TCP while it is asked for) and the read lies inside
 //      it. A read outside a known extent is refused here (kOutOfRange, counted
-//      as refused) and never reaches the network.
+//      as refused) and never reaches the network. A region the module
+//      refuses to give keys for (the node may not read it) is read over TCP,
+//      whose answer is authoritative, and asked for again after
+//      Options::retry_ms.
 //   3. A staging slot is free (Options::slots; else TCP).
 // A READ posts three RDMA READs into the slot of the channel's registered
 // staging buffer, fenced so each starts after the one before has finished:
@@ -30,8 +35,8 @@
 // copied into the caller's dst (one pass over them beside the crc; the
 // caller's buffers are not registered).
 //
-// Failures. A work completion in error (a revoked or forged key: remote
-// access error; a QP error; a lost peer: retry exceeded, within about 2 s
+// Failures. A work completion in error (a revoked or forged key, or a key
+// of another region: remote access error; a QP error; a lost peer: retry exceeded, within about 2 s
 // thanks to the QP's ACK timeout; a removed device)
 // marks the RDMA side broken: the reason is logged once, every read in
 // flight over RDMA is issued again over TCP (reads are idempotent; nothing
@@ -126,14 +131,29 @@ public:
 	// Whether reads of `region_id` may go over RDMA (its extent is known).
 	bool knows_region(uint32_t region_id) const { return extents_.count(region_id) != 0; }
 	TcpChannel *tcp() { return tcp_.get(); }
-	// Test only: use `rkey` for the pool instead of the module's key.
-	void set_rkey_for_test(uint32_t rkey) { rkey_ = rkey; }
+	// A region's extent and its registration as the module handed it out.
+	struct Extent {
+		uint64_t fa = 0, size = 0;
+		uint64_t data_addr = 0, meta_addr = 0; // remote addresses of the first page, meta
+		uint32_t data_rkey = 0, meta_rkey = 0;
+	};
+	// The extent and keys known for `region_id` (nullptr: none).
+	const Extent *extent(uint32_t region_id) const
+	{
+		auto it = extents_.find(region_id);
+		return it == extents_.end() ? nullptr : &it->second;
+	}
+	// Test only: read region `region_id` with these keys instead of the
+	// module's (a forged key, or another region's).
+	void set_keys_for_test(uint32_t region_id, uint32_t data_rkey, uint32_t meta_rkey)
+	{
+		auto it = extents_.find(region_id);
+		if (it != extents_.end())
+			it->second.data_rkey = data_rkey, it->second.meta_rkey = meta_rkey;
+	}
 
 private:
 	enum class State { kIdle, kAsking, kUp };
-	struct Extent {
-		uint64_t fa = 0, size = 0;
-	};
 	struct Slot {
 		bool busy = false;
 		unsigned tries = 0;
@@ -179,12 +199,9 @@ private:
 	std::unique_ptr<ConnectReply> connect_reply_;
 	std::unordered_map<uint32_t, Extent> extents_;
 	std::unordered_map<uint32_t, std::unique_ptr<RegionReply>> asking_; // by region
+	// Regions whose keys the module refused: not asked again before then.
+	std::unordered_map<uint32_t, std::chrono::steady_clock::time_point> refused_until_;
 	uint64_t epoch_ = 0; // bumped by each teardown: answers from before are dropped
-
-	// The module's pool registration (WireRdmaConnect).
-	uint64_t pool_addr_ = 0;
-	uint32_t rkey_ = 0;
-	uint64_t meta_offset_ = 0, data_offset_ = 0, data_pages_ = 0;
 
 	rdma_event_channel *events_ = nullptr;
 	rdma_cm_id *id_ = nullptr;

@@ -11,6 +11,7 @@
 
 #include "daemon/common/log.h"
 #include "daemon/rdma/rdma_address.h"
+#include "daemon/trust/trusted_peers.h"
 
 namespace memfed
 {
@@ -22,11 +23,11 @@ constexpr size_t kMaxTokens = 1024;
 } // namespace
 
 Result<std::unique_ptr<RdmaServer>> RdmaServer::listen(const std::string &host_port,
-                                                       ModuleStore *store, RequestHandler *inner)
+                                                       ModuleStore *store, ModuleService *service)
 {
 	std::unique_ptr<RdmaServer> s(new RdmaServer());
 	s->store_ = store;
-	s->inner_ = inner;
+	s->service_ = service;
 	s->base_ = store->base();
 	store::PoolHeader h;
 	std::memcpy(&h, s->base_, sizeof(h));
@@ -67,32 +68,38 @@ Result<std::unique_ptr<RdmaServer>> RdmaServer::listen(const std::string &host_p
 	if (s->cq_ == nullptr)
 		return Status(Code::kUnavailable,
 		              std::string("rdma listen: ibv_create_cq: ") + strerror(errno));
-	MF_RETURN_IF_ERROR(s->register_pool());
 	s->stop_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (s->stop_fd_ < 0)
 		return Status(Code::kInternal, std::string("eventfd: ") + strerror(errno));
 	int fl = fcntl(s->events_->fd, F_GETFL);
 	fcntl(s->events_->fd, F_SETFL, fl | O_NONBLOCK);
+	int afd = s->listen_id_->verbs->async_fd;
+	fcntl(afd, F_SETFL, fcntl(afd, F_GETFL) | O_NONBLOCK);
+	store->set_on_access_lost([p = s.get()](uint32_t region_id) { p->revoke(region_id); });
 	s->thread_ = std::thread([p = s.get()] { p->cm_main(); });
-	LOG_INFO("rdma", "listening for RDMA on %s (device %s), pool registered for remote read",
+	LOG_INFO("rdma",
+	         "listening for RDMA on %s (device %s); regions are registered for remote read "
+	         "as peers that may read them ask",
 	         s->endpoint_.c_str(), ibv_get_device_name(s->listen_id_->verbs->device));
 	return s;
 }
 
 RdmaServer::~RdmaServer()
 {
+	if (store_ != nullptr)
+		store_->set_on_access_lost(nullptr);
 	if (thread_.joinable()) {
 		uint64_t one = 1;
 		(void)!write(stop_fd_, &one, sizeof(one));
 		thread_.join();
 	}
-	for (rdma_cm_id *id : conns_) {
+	for (auto &[id, c] : conns_) {
 		if (id->qp != nullptr)
 			rdma_destroy_qp(id);
 		rdma_destroy_id(id);
 	}
-	if (mr_ != nullptr)
-		ibv_dereg_mr(mr_);
+	for (auto &[region, m] : mrs_)
+		deregister(m);
 	if (cq_ != nullptr)
 		ibv_destroy_cq(cq_);
 	if (pd_ != nullptr)
@@ -105,57 +112,107 @@ RdmaServer::~RdmaServer()
 		close(stop_fd_);
 }
 
-Status RdmaServer::register_pool()
+void RdmaServer::deregister(RegionMrs m)
 {
-	uint8_t *first = base_ + geo_.meta_offset;
-	size_t len = geo_.data_end() - geo_.meta_offset;
-	// Remote read only: never remote write, never atomics.
-	// (An int, not the enum: verbs.h's ibv_reg_mr macro mixes two enum types.)
-	int access = IBV_ACCESS_REMOTE_READ;
-	ibv_mr *mr = ibv_reg_mr(pd_, first, len, access);
-	if (mr == nullptr)
-		return Status(Code::kUnavailable,
-		              "rdma: cannot register the pool for remote read (" +
-		                      std::string(strerror(errno)) +
-		                      "; the locked-memory limit, ulimit -l, must cover the pool)");
-	ibv_mr *old;
-	{
-		std::lock_guard lk(mu_);
-		old = mr_;
-		mr_ = mr;
-	}
-	if (old != nullptr)
-		ibv_dereg_mr(old);
-	return Status::ok();
+	if (m.data != nullptr)
+		ibv_dereg_mr(m.data);
+	if (m.meta != nullptr)
+		ibv_dereg_mr(m.meta);
 }
 
-Status RdmaServer::reregister()
+namespace
 {
-	Status st = register_pool();
-	if (st) {
-		std::lock_guard lk(mu_);
-		counters_.reregistrations++;
-	} else {
-		// Revocation comes first: the old keys die even if no new
-		// registration could be made (RDMA_CONNECT is refused until then).
-		ibv_mr *old;
+RdmaServer::RegionKeys keys_of(ibv_mr *data, ibv_mr *meta)
+{
+	return {reinterpret_cast<uint64_t>(data->addr), reinterpret_cast<uint64_t>(meta->addr),
+	        data->rkey, meta->rkey};
+}
+} // namespace
+
+Result<RdmaServer::RegionKeys> RdmaServer::region_keys(uint32_t region_id, RegionInfo *info)
+{
+	// The store is asked without mu_ held (its access-lost callback takes
+	// mu_ under the store's lock); a revoke() that runs meanwhile bumps the
+	// epoch, and a registration made across it is dropped, not handed out.
+	for (int attempt = 0; attempt < 3; attempt++) {
+		uint64_t epoch;
 		{
 			std::lock_guard lk(mu_);
-			old = mr_;
-			mr_ = nullptr;
+			auto it = mrs_.find(region_id);
+			if (it != mrs_.end()) {
+				auto r = store_->region_by_id(region_id);
+				if (!r)
+					return r.status();
+				*info = *r;
+				return keys_of(it->second.data, it->second.meta);
+			}
+			epoch = revoke_epoch_;
 		}
-		if (old != nullptr)
-			ibv_dereg_mr(old);
+		auto r = store_->region_by_id(region_id);
+		if (!r)
+			return r.status();
+		*info = *r;
+		uint64_t pages = r->size_bytes / wire::kPageSize;
+		uint64_t first = geo_.page_index(r->fa_offset);
+		// Remote read only: never remote write, never atomics. (An int, not
+		// the enum: verbs.h's ibv_reg_mr macro mixes two enum types.)
+		int access = IBV_ACCESS_REMOTE_READ;
+		RegionMrs m;
+		m.data = ibv_reg_mr(pd_, base_ + r->fa_offset, r->size_bytes, access);
+		if (m.data != nullptr)
+			m.meta = ibv_reg_mr(pd_, base_ + geo_.meta_fa(first),
+			                    pages * sizeof(store::PageMeta), access);
+		if (m.meta == nullptr) {
+			int e = errno;
+			deregister(m);
+			return Status(Code::kUnavailable,
+			              "rdma: cannot register region '" + r->name +
+			                      "' for remote read (" + strerror(e) +
+			                      "; the locked-memory limit, ulimit -l, must cover "
+			                      "the regions read over RDMA): read it over TCP");
+		}
+		{
+			std::lock_guard lk(mu_);
+			if (revoke_epoch_ == epoch) {
+				mrs_[region_id] = m;
+				counters_.registrations++;
+				return keys_of(m.data, m.meta);
+			}
+		}
+		deregister(m); // the region changed meanwhile: look again
 	}
-	LOG_INFO("rdma", "pool registered again after a free: earlier keys revoked (%s)",
-	         st ? "ok" : st.message().c_str());
-	return st;
+	return Status(Code::kBusy, "region " + std::to_string(region_id) +
+	                                   " keeps changing while it is registered for RDMA: "
+	                                   "read it over TCP");
 }
 
-uint32_t RdmaServer::rkey() const
+void RdmaServer::revoke(uint32_t region_id)
+{
+	RegionMrs m;
+	{
+		std::lock_guard lk(mu_);
+		revoke_epoch_++;
+		auto it = mrs_.find(region_id);
+		if (it == mrs_.end())
+			return;
+		m = it->second;
+		mrs_.erase(it);
+		counters_.revocations++;
+	}
+	deregister(m);
+	LOG_INFO("rdma",
+	         "region %u: its RDMA keys revoked (deleted, truncated or a grant taken "
+	         "away); readers that may still read it ask again",
+	         region_id);
+}
+
+std::optional<RdmaServer::RegionKeys> RdmaServer::keys(uint32_t region_id) const
 {
 	std::lock_guard lk(mu_);
-	return mr_ != nullptr ? mr_->rkey : 0;
+	auto it = mrs_.find(region_id);
+	if (it == mrs_.end())
+		return std::nullopt;
+	return keys_of(it->second.data, it->second.meta);
 }
 
 RdmaServer::Counters RdmaServer::counters() const
@@ -169,7 +226,7 @@ void RdmaServer::handle(const ConnInfo &conn, const wire::Header &req,
 {
 	auto type = wire::MsgType(req.type);
 	if (type != wire::MsgType::kRdmaConnect && type != wire::MsgType::kRdmaRegion)
-		return inner_->handle(conn, req, payload, reply);
+		return service_->handle(conn, req, payload, reply);
 	if (!conn.authenticated) {
 		{
 			std::lock_guard lk(mu_);
@@ -192,53 +249,101 @@ void RdmaServer::handle(const ConnInfo &conn, const wire::Header &req,
 		{
 			std::lock_guard lk(mu_);
 			auto now = std::chrono::steady_clock::now();
-			std::erase_if(tokens_, [&](const auto &e) { return e.second < now; });
+			std::erase_if(tokens_,
+			              [&](const auto &e) { return e.second.expires < now; });
 			if (tokens_.size() >= kMaxTokens)
 				return reply.fail(
 				        Status(Code::kBusy, "too many RDMA connects pending"));
-			if (mr_ == nullptr)
-				return reply.fail(
-				        Status(Code::kUnavailable,
-				               "the pool is not registered for RDMA now "
-				               "(a registration failed; see the module's log)"));
-			tokens_[t] = now + kTokenLife;
-			c.rkey = mr_->rkey;
+			tokens_[t] = Token{now + kTokenLife,
+			                   "node " +
+			                           trust::TrustedPeers::describe(conn.peer_key,
+			                                                         conn.peer_name) +
+			                           " at " + conn.peer};
 		}
-		c.pool_addr = reinterpret_cast<uint64_t>(base_);
-		c.meta_offset = geo_.meta_offset;
-		c.data_offset = geo_.data_offset;
-		c.data_pages = geo_.data_pages;
 		auto out = reply.payload_buffer(sizeof(c));
 		std::memcpy(out.data(), &c, sizeof(c));
 		return;
 	}
-	auto r = store_->region_by_id(req.region_id);
-	if (!r)
-		return reply.fail(r.status());
+	// RDMA_REGION: the keys of a region only to a peer that may READ it
+	// (the READ path's own check; a refusal is counted and logged there).
+	Status allowed = service_->authorize_read(conn, req.region_id);
+	if (!allowed)
+		return reply.fail(allowed);
+	RegionInfo r;
+	auto k = region_keys(req.region_id, &r);
+	if (!k)
+		return reply.fail(k.status());
 	wire::WireRdmaRegion w{};
-	w.region_id = r->id;
-	w.fa_offset = r->fa_offset;
-	w.size_bytes = r->size_bytes;
-	w.rkey = rkey();
+	w.region_id = r.id;
+	w.fa_offset = r.fa_offset;
+	w.size_bytes = r.size_bytes;
+	w.data_addr = k->data_addr;
+	w.meta_addr = k->meta_addr;
+	w.data_rkey = k->data_rkey;
+	w.meta_rkey = k->meta_rkey;
 	auto out = reply.payload_buffer(sizeof(w));
 	std::memcpy(out.data(), &w, sizeof(w));
 }
 
-bool RdmaServer::take_token(const uint8_t *token)
+std::optional<std::string> RdmaServer::take_token(const uint8_t *token)
 {
 	std::array<uint8_t, wire::kRdmaTokenSize> t;
 	std::memcpy(t.data(), token, t.size());
 	std::lock_guard lk(mu_);
 	auto it = tokens_.find(t);
-	if (it == tokens_.end() || it->second < std::chrono::steady_clock::now())
-		return false;
+	if (it == tokens_.end() || it->second.expires < std::chrono::steady_clock::now())
+		return std::nullopt;
+	std::string peer = std::move(it->second.peer);
 	tokens_.erase(it);
-	return true;
+	return peer;
+}
+
+void RdmaServer::count_key_refusal(rdma_cm_id *id, const char *how)
+{
+	auto it = conns_.find(id);
+	if (it == conns_.end() || it->second.counted)
+		return;
+	it->second.counted = true;
+	{
+		std::lock_guard lk(mu_);
+		counters_.key_errors++;
+	}
+	service_->count_refusal(
+	        Refusal::kRdmaKey,
+	        Status(Code::kPermission,
+	               "a one-sided RDMA read by " + it->second.peer +
+	                       " came with a key that is not good for the address it read "
+	                       "(forged, or revoked by a delete, truncate or grant change): "
+	                       "the device refused it (" +
+	                       how + ")"));
+}
+
+void RdmaServer::on_async_event()
+{
+	ibv_context *ctx = listen_id_->verbs;
+	ibv_async_event ev;
+	while (ibv_get_async_event(ctx, &ev) == 0) {
+		ibv_event_type t = ev.event_type;
+		bool qp_error = t == IBV_EVENT_QP_ACCESS_ERR || t == IBV_EVENT_QP_REQ_ERR ||
+		                t == IBV_EVENT_QP_FATAL;
+		ibv_qp *qp = qp_error ? ev.element.qp : nullptr;
+		ibv_ack_async_event(&ev);
+		if (t == IBV_EVENT_DEVICE_FATAL)
+			LOG_WARN("rdma", "RDMA device fatal error: readers fall back to TCP");
+		if (qp == nullptr)
+			continue;
+		// The context is shared by every rdma_cm id of the device in this
+		// process: only the module's passive QPs are counted here.
+		for (auto &[id, c] : conns_)
+			if (id->qp == qp)
+				count_key_refusal(id, ibv_event_type_str(t));
+	}
 }
 
 void RdmaServer::on_connect_request(rdma_cm_id *id, const void *data, uint8_t len)
 {
 	const char *why = nullptr;
+	std::optional<std::string> peer;
 	wire::WireRdmaHello h{};
 	// rdma_cm pads private data; the hello is its first bytes.
 	if (data == nullptr || len < sizeof(h)) {
@@ -249,7 +354,7 @@ void RdmaServer::on_connect_request(rdma_cm_id *id, const void *data, uint8_t le
 			why = "bad hello magic";
 		else if (h.version != wire::kWireVersion)
 			why = "wrong wire version";
-		else if (!take_token(h.token))
+		else if (!(peer = take_token(h.token)))
 			why = "unknown, used or expired token (ask RDMA_CONNECT over TLS)";
 	}
 	if (why != nullptr) {
@@ -286,20 +391,24 @@ void RdmaServer::on_connect_request(rdma_cm_id *id, const void *data, uint8_t le
 		rdma_destroy_id(id);
 		return;
 	}
-	conns_.insert(id);
+	conns_[id] = Conn{std::move(*peer), false};
 }
 
 void RdmaServer::cm_main()
 {
 	for (;;) {
-		pollfd fds[2] = {{events_->fd, POLLIN, 0}, {stop_fd_, POLLIN, 0}};
-		if (poll(fds, 2, -1) < 0) {
+		pollfd fds[3] = {{events_->fd, POLLIN, 0},
+		                 {stop_fd_, POLLIN, 0},
+		                 {listen_id_->verbs->async_fd, POLLIN, 0}};
+		if (poll(fds, 3, -1) < 0) {
 			if (errno == EINTR)
 				continue;
 			return;
 		}
 		if (fds[1].revents != 0)
 			return;
+		if (fds[2].revents != 0)
+			on_async_event();
 		rdma_cm_event *ev = nullptr;
 		while (rdma_get_cm_event(events_, &ev) == 0) {
 			rdma_cm_event e = *ev;
@@ -324,10 +433,23 @@ void RdmaServer::cm_main()
 			case RDMA_CM_EVENT_REJECTED:
 			case RDMA_CM_EVENT_CONNECT_ERROR:
 			case RDMA_CM_EVENT_UNREACHABLE:
-				if (conns_.erase(e.id) != 0) {
-					rdma_destroy_qp(e.id);
-					rdma_destroy_id(e.id);
+				if (conns_.count(e.id) == 0)
+					break;
+				on_async_event(); // an event for this QP is counted first
+				if (e.id->qp != nullptr) {
+					// A device that raises no async event for a bad key
+					// still leaves the responder's QP in the error state.
+					ibv_qp_attr a{};
+					ibv_qp_init_attr ia{};
+					if (ibv_query_qp(e.id->qp, &a, IBV_QP_STATE, &ia) == 0 &&
+					    a.qp_state == IBV_QPS_ERR)
+						count_key_refusal(e.id,
+						                  "its queue pair was found in "
+						                  "the error state");
 				}
+				conns_.erase(e.id);
+				rdma_destroy_qp(e.id);
+				rdma_destroy_id(e.id);
 				break;
 			case RDMA_CM_EVENT_DEVICE_REMOVAL:
 				LOG_WARN("rdma", "RDMA device removed: readers fall back to TCP");

@@ -359,7 +359,8 @@ json ControlOps::stats_body(const std::string &after, size_t max_bytes)
 			b["module"]["refusals"] = {{"read", n->read},
 						   {"write", n->write},
 						   {"admin", n->admin},
-						   {"node_quota", n->node_quota}};
+						   {"node_quota", n->node_quota},
+						   {"rdma_key", n->rdma_key}};
 	}
 	if (pager_stats_)
 		b["pager"] = pager_stats_(after, max_bytes);

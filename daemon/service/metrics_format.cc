@@ -220,8 +220,9 @@ void refusal_metrics(PromText &t, const json &module)
 		return;
 	t.family("memfed_module_refusals_total", "counter",
 	         "Requests this node's module refused: reason read, write or admin (its "
-	         "authorization lacked that right), node_quota (the asking node's quota).");
-	for (const char *reason : {"read", "write", "admin", "node_quota"})
+	         "authorization lacked that right), node_quota (the asking node's quota), "
+	         "rdma_key (a one-sided RDMA read with a forged, stale or misused key).");
+	for (const char *reason : {"read", "write", "admin", "node_quota", "rdma_key"})
 		t.sample("memfed_module_refusals_total",
 		         {{"module", json_string(module, "module")}, {"reason", reason}},
 		         json_count(*r, reason));

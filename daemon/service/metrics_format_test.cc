@@ -144,10 +144,14 @@ TEST_CASE("modules' space and peers' state; no pager role means no pager familie
 
 TEST_CASE("the local module's refusals per reason; none without a module role")
 {
-	json stats = {
-	        {"module",
-	         {{"module", "02:00:00:00:00:31"},
-	          {"refusals", {{"read", 3}, {"write", 2}, {"admin", 0}, {"node_quota", 1}}}}}};
+	json stats = {{"module",
+	               {{"module", "02:00:00:00:00:31"},
+	                {"refusals",
+	                 {{"read", 3},
+	                  {"write", 2},
+	                  {"admin", 0},
+	                  {"node_quota", 1},
+	                  {"rdma_key", 4}}}}}};
 	std::string text = format_metrics(stats, json::array());
 	REQUIRE(has_line(text, "# TYPE memfed_module_refusals_total counter"));
 	REQUIRE(has_line(text, "memfed_module_refusals_total{module=\"02:00:00:00:00:31\","
@@ -158,7 +162,9 @@ TEST_CASE("the local module's refusals per reason; none without a module role")
 	                       "reason=\"admin\"} 0"));
 	REQUIRE(has_line(text, "memfed_module_refusals_total{module=\"02:00:00:00:00:31\","
 	                       "reason=\"node_quota\"} 1"));
-	REQUIRE(count_prefix(text, "memfed_module_refusals_total{") == 4);
+	REQUIRE(has_line(text, "memfed_module_refusals_total{module=\"02:00:00:00:00:31\","
+	                       "reason=\"rdma_key\"} 4"));
+	REQUIRE(count_prefix(text, "memfed_module_refusals_total{") == 5);
 	REQUIRE(format_metrics(json::object(), json::array()).find("refusals") ==
 	        std::string::npos);
 }

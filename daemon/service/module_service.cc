@@ -51,7 +51,13 @@ std::string ModuleService::owner_text(const NodeKeyBytes &owner) const
 RefusalCounts ModuleService::refusals() const
 {
 	auto n = [this](Refusal r) { return refusals_[size_t(r)].load(std::memory_order_relaxed); };
-	return {n(Refusal::kRead), n(Refusal::kWrite), n(Refusal::kAdmin), n(Refusal::kNodeQuota)};
+	return {n(Refusal::kRead), n(Refusal::kWrite), n(Refusal::kAdmin), n(Refusal::kNodeQuota),
+	        n(Refusal::kRdmaKey)};
+}
+
+Status ModuleService::authorize_read(const ConnInfo &conn, uint32_t region_id)
+{
+	return authorize(requester_of(conn), region_id, wire::kAccessRead);
 }
 
 void ModuleService::log_refusal(const Status &st, Refusal why)
@@ -442,10 +448,7 @@ void ModuleService::commit(std::vector<Job> &group)
 Result<RegionInfo> ModuleService::set_length(const wire::WireSetLength &s)
 {
 	bool grow_only = (s.flags & wire::kSetLengthGrowOnly) != 0;
-	auto r = store_->set_length(wire::region_name(s), s.length, grow_only);
-	if (r && !grow_only && on_freed_)
-		on_freed_();
-	return r;
+	return store_->set_length(wire::region_name(s), s.length, grow_only);
 }
 
 // A segment: every WRITE with one persist, then the READs that waited for
@@ -580,11 +583,8 @@ void ModuleService::defer_write(const wire::Header &req, std::span<const uint8_t
 Status ModuleService::delete_region(const std::string &name, const std::string &by)
 {
 	Status st = store_->delete_region(name);
-	if (st) {
+	if (st)
 		LOG_INFO("module", "region '%s' deleted by %s", name.c_str(), by.c_str());
-		if (on_freed_)
-			on_freed_();
-	}
 	return st;
 }
 

@@ -61,15 +61,18 @@ namespace memfed
 {
 
 // Why the module refused a request: its authorization lacked the read, write
-// or administer (delete, grant, revoke) right it needed, or a create would
-// exceed the asking node's quota.
-enum class Refusal { kRead, kWrite, kAdmin, kNodeQuota, kCount };
+// or administer (delete, grant, revoke) right it needed, a create would
+// exceed the asking node's quota, or a one-sided RDMA read came with a key
+// that is not (or no longer) good for the address it read (the RDMA server
+// learns of it from the device: daemon/rdma/rdma_server.h).
+enum class Refusal { kRead, kWrite, kAdmin, kNodeQuota, kRdmaKey, kCount };
 // Refusals counted per reason (ModuleService::refusals).
 struct RefusalCounts {
 	uint64_t read = 0;
 	uint64_t write = 0;
 	uint64_t admin = 0;
 	uint64_t node_quota = 0;
+	uint64_t rdma_key = 0;
 };
 
 // RegionInfo (store) -> WireRegion and back to the federation's view.
@@ -125,12 +128,6 @@ public:
 	// Requests waiting for the writer thread (not yet taken into a group).
 	size_t queued() const;
 
-	// Runs after a region was deleted or truncated through this service, once
-	// its freed pages are zeroed (on the thread that did it): the RDMA
-	// server registers the pool again there (daemon/rdma/rdma_server.h).
-	// Set before the first request.
-	void set_on_freed(std::function<void()> fn) { on_freed_ = std::move(fn); }
-
 	// This node's key: connections authenticated with it are this node's
 	// own (region_authz.h), and regions with a zero owner key are shown as
 	// owned by it. Set before the first request.
@@ -153,8 +150,15 @@ public:
 	// REGION_ACCESS (show, grant, revoke) of this node's user req.asker_uid.
 	Result<wire::WireAccessList> local_access(const wire::WireAccessRequest &req);
 	// Requests refused since the start, by reason: authorization (what
-	// was wanted: read, write, administer) and node quotas.
+	// was wanted: read, write, administer), node quotas and RDMA keys.
 	RefusalCounts refusals() const;
+	// Whether the peer of `conn` may read region `region_id`, decided, and
+	// a refusal counted and logged, exactly as for its READ (the RDMA
+	// server's RDMA_REGION: daemon/rdma/rdma_server.h).
+	Status authorize_read(const ConnInfo &conn, uint32_t region_id);
+	// Counts and logs (rate-limited, as every refusal) a refusal made
+	// outside this service: `why` kRdmaKey, described by `st`.
+	void count_refusal(Refusal why, const Status &st) { log_refusal(st, why); }
 
 	// Test only: the writer thread calls `hook` after taking a group and
 	// before committing it (a test holds the writer there to show that
@@ -221,7 +225,6 @@ private:
 	ModuleStore *store_;
 	std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
 	std::function<void()> writer_hook_;
-	std::function<void()> on_freed_;
 	NodeKeyBytes own_key_{};
 	mutable std::mutex quota_mu_;
 	QuotaConfig quota_;       // guarded by quota_mu_

@@ -414,6 +414,9 @@ Status ModuleStore::delete_region(const std::string &name)
 	// is applied; once those pages are durable, clearing the log keeps a
 	// replay from refilling the extent.
 	std::lock_guard wlock(write_mu_);
+	// Keys handed out for the region die before its pages can be reused.
+	if (on_access_lost_)
+		on_access_lost_(r.info.id);
 	table_->mark_deleting(r.slot);
 	checkpoint();
 	log_->clear();
@@ -458,8 +461,13 @@ Result<RegionInfo> ModuleStore::set_length(const std::string &name, uint64_t len
 		return Status(Code::kNotFound, "region '" + name + "' was deleted meanwhile");
 	if (grow_only && length <= s->info.length)
 		return s->info; // grown by someone else since the lookup
-	if (!grow_only)
-		MF_RETURN_IF_ERROR(clear_pages_from(s->info, (length + kPageSize - 1) / kPageSize));
+	if (!grow_only) {
+		Status cleared = clear_pages_from(s->info, (length + kPageSize - 1) / kPageSize);
+		// Registrations made before the clear may still hold the old pages.
+		if (on_access_lost_)
+			on_access_lost_(s->info.id);
+		MF_RETURN_IF_ERROR(cleared);
+	}
 	table_->set_length(s->slot, length);
 	return s->info;
 }
@@ -579,10 +587,25 @@ Result<RegionAccess> ModuleStore::set_grant(const std::string &name, const Acces
 	if (s == nullptr)
 		return Status(Code::kNotFound,
 		              "region '" + name + "' not found on module " + module_.to_string());
-	RegionAccess a = s->access;
+	const RegionAccess before = s->access;
+	RegionAccess a = before;
 	MF_RETURN_IF_ERROR(apply_grant(&a, name, g));
 	table_->set_access(s->slot, a);
+	// A grant revoked or narrowed: whatever it let a node read is withdrawn.
+	bool lost = std::any_of(before.grants.begin(), before.grants.end(),
+	                        [&](const AccessGrant &was) {
+		                        return was.key == g.key && was.uid == g.uid &&
+		                               (was.rights & ~g.rights) != 0;
+	                        });
+	if (lost && on_access_lost_)
+		on_access_lost_(s->info.id);
 	return a;
+}
+
+void ModuleStore::set_on_access_lost(AccessLostFn fn)
+{
+	std::unique_lock lock(table_mu_);
+	on_access_lost_ = std::move(fn);
 }
 
 OwnerUsage ModuleStore::usage_of(uint32_t owner_uid) const

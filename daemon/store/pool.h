@@ -234,6 +234,16 @@ public:
 	// For an RDMA transport: the mapping and its size.
 	uint8_t *base() const { return file_->base(); }
 	size_t mapped_bytes() const { return file_->mapped_bytes(); }
+	// For an RDMA transport (daemon/rdma/rdma_server.h): `fn` runs with a
+	// region's id whenever what was handed out for reading it must stop
+	// working, whoever asked for the change (a peer over the wire, this
+	// node's control socket, replication): a delete, before the region's
+	// pages are freed; a truncate, after the pages past the new end were
+	// zeroed; a grant change that took a right away. It runs on the thread
+	// that made the change with the table lock held, so it must not call
+	// into this store. Empty: nothing runs.
+	using AccessLostFn = std::function<void(uint32_t region_id)>;
+	void set_on_access_lost(AccessLostFn fn);
 
 	// Test only: when set, write_pages stops after the redo-log records are
 	// durable and returns kInternal without touching the home pages, which is
@@ -291,6 +301,7 @@ private:
 	uint64_t next_seq_ = 1;
 	std::vector<uint64_t> unpersisted_; // data page indices applied since the last checkpoint
 	bool crash_after_log_for_test_ = false;
+	AccessLostFn on_access_lost_; // guarded by table_mu_ (set exclusively)
 
 	std::atomic<uint64_t> pages_read_{0};
 	std::atomic<uint64_t> pages_written_{0};

@@ -110,10 +110,13 @@
 //   RDMA_CONNECT  req: none                 resp: WireRdmaConnect
 //                 Only to an authenticated peer (over TLS) of a module
 //                 that listens for RDMA (kCapRdma): where to connect with
-//                 rdma_cm, a one-time token to present there, and the pool's
-//                 read-only memory registration (daemon/rdma/rdma_server.h).
+//                 rdma_cm and a one-time token to present there
+//                 (daemon/rdma/rdma_server.h). No key: keys are per region.
 //   RDMA_REGION   req: none, region in header.region_id
-//                 resp: WireRdmaRegion (the region's extent and the key)
+//                 resp: WireRdmaRegion (the region's extent, and the remote
+//                 addresses and read-only keys of its pages and PageMetas);
+//                 only to an authenticated peer that may READ the region
+//                 (the same check as READ, refused and counted as one)
 //   REGION_ACCESS req: WireAccessRequest: show a region's owner node and
 //                      grants (op kAccessShow; the asker needs read), or set
 //                      or revoke a grant (kAccessGrant / kAccessRevoke; only
@@ -331,33 +334,34 @@ struct WireStat {
 };
 static_assert(sizeof(WireStat) == 72);
 
-// RDMA_CONNECT response payload (fixed size). The module's pool is
-// registered once, for remote read only, from the start of its meta area to
-// the end of its data area: the page at pool byte offset `fa` lies at remote
-// address `pool_addr + fa`, its PageMeta at `pool_addr + meta_offset +
-// 16 * ((fa - data_offset) / kPageSize)`.
+// RDMA_CONNECT response payload (fixed size): where to connect, and the
+// token to connect with. Keys come per region, with RDMA_REGION.
 constexpr size_t kRdmaEndpointMax = 63;
 constexpr size_t kRdmaTokenSize = 16;
 struct WireRdmaConnect {
 	char endpoint[kRdmaEndpointMax + 1]; // "ip:port", NUL-terminated
 	uint8_t token[kRdmaTokenSize];       // rdma_cm private data (WireRdmaHello)
-	uint64_t pool_addr;                  // remote address of pool byte 0
-	uint32_t rkey;
-	uint32_t reserved;
-	uint64_t meta_offset; // pool byte offsets (daemon/store/layout.h)
-	uint64_t data_offset;
-	uint64_t data_pages;
 };
-static_assert(sizeof(WireRdmaConnect) == 120);
+static_assert(sizeof(WireRdmaConnect) == 80);
 
-// RDMA_REGION response payload (fixed size): the extent a reader may read.
+// RDMA_REGION response payload (fixed size): the extent a reader may read and
+// the region's two read-only registrations: its pages (the page at FA offset
+// `fa` lies at remote address `data_addr + (fa - fa_offset)`, under
+// `data_rkey`) and their PageMeta entries (the page's 16-byte PageMeta at
+// `meta_addr + 16 * ((fa - fa_offset) / kPageSize)`, under `meta_rkey`).
+// The keys work for this region only, until it is deleted, truncated or a
+// grant is revoked; then the reader asks again.
 struct WireRdmaRegion {
 	uint32_t region_id;
-	uint32_t rkey;
+	uint32_t reserved;
 	uint64_t fa_offset;
 	uint64_t size_bytes;
+	uint64_t data_addr;
+	uint64_t meta_addr;
+	uint32_t data_rkey;
+	uint32_t meta_rkey;
 };
-static_assert(sizeof(WireRdmaRegion) == 24);
+static_assert(sizeof(WireRdmaRegion) == 48);
 
 // rdma_cm connect private data: the token of an RDMA_CONNECT response.
 constexpr uint32_t kRdmaHelloMagic = 0x31524d46; // "FMR1"

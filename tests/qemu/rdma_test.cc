@@ -8,18 +8,22 @@
 //
 // Cases: the RDMA connection comes up; random reads equal the store's bytes
 // and came over RDMA; reads outside a region's extent are refused; a forged
-// key breaks RDMA, the read is served over TCP and RDMA comes back; a
-// deleted region's key is revoked (re-registration) and its read fails
-// over TCP; a bad connect token is refused; a module that does not offer
-// RDMA is read over TCP; the key is refused without TLS; torn reads: a
-// writer rewrites pages while one-sided reads run, and every delivered page
-// is one version.
+// key breaks RDMA, the read is served over TCP, the module counts the bad
+// key and RDMA comes back; a key of one region used at another's address is
+// refused by the device; a deleted region's keys die with it (and a
+// truncate's), its read fails over TCP, and a region made in its space gets
+// new keys and reads its own bytes; RDMA_REGION needs the right to READ the
+// region, and a revoked grant kills the keys handed out; a bad connect
+// token is refused; a module that does not offer RDMA is read over TCP;
+// keys are refused without TLS; torn reads: a writer rewrites pages while
+// one-sided reads run, and every delivered page is one version.
 //
 // Authorization (daemon/service/region_authz.h) holds here as in memfedd:
 // the regions the test writes through the store belong to the module's node,
-// which grants the pager's node read (as `memfedctl region grant` would);
-// region "b", which the pager deletes over the wire, is created as the
-// pager's node's own (only an owner's node may delete a region).
+// which grants the pager's node read through the store (the path of
+// `memfedctl region grant` on the module's node); region "b", which the
+// pager deletes over the wire, is created as the pager's node's own (only an
+// owner's node may delete a region).
 #include <rdma/rdma_cma.h>
 
 #include <unistd.h>
@@ -90,7 +94,6 @@ struct Module {
 		if (!r)
 			return r.status();
 		rdma = std::move(*r);
-		service->set_on_freed([this] { (void)rdma->reregister(); });
 		std::promise<Status> started;
 		auto fut = started.get_future();
 		thread = std::thread([&] {
@@ -160,6 +163,33 @@ bool rdma_comes_up(EventLoop *loop, RdmaChannel *ch)
 {
 	ch->try_rdma();
 	return drive(loop, [&] { return !ch->rdma_connecting(); }) && ch->rdma_up();
+}
+
+// After an RDMA failure: waits out the channel's retry_ms (100 ms), then
+// for the RDMA side to come up again.
+bool rdma_comes_back(EventLoop *loop, RdmaChannel *ch)
+{
+	usleep(150 * 1000);
+	return ch->rdma_up() || rdma_comes_up(loop, ch);
+}
+
+// Reads a region's first page until its extent and keys are known.
+bool learn_region(EventLoop *loop, RdmaChannel *ch, const RegionInfo &r)
+{
+	std::vector<uint8_t> page(kPageSize);
+	for (int i = 0; i < 50 && !ch->knows_region(r.id); i++) {
+		(void)read(loop, ch, r.id, r.fa_offset, 1, page.data());
+		drive(loop, [&] { return ch->knows_region(r.id); });
+	}
+	return ch->knows_region(r.id);
+}
+
+// The module's bad-key refusals (ModuleService reason rdma_key), waited for
+// until there are at least `n`: the module learns of them from its device,
+// on its own thread, once the reader has disconnected.
+bool key_refusals_reach(EventLoop *loop, Module &m, uint64_t n)
+{
+	return drive(loop, [&] { return m.service->refusals().rdma_key >= n; });
 }
 
 // Reads of random pages, several in flight, each compared with the store.
@@ -418,8 +448,11 @@ int main(int argc, char **argv)
 		Check c("rdma-forged-key-refused");
 		uint64_t errors = ch->counters().errors;
 		uint64_t reads = ch->counters().reads;
-		uint32_t real = m.rdma->rkey();
-		ch->set_rkey_for_test(real ^ 0x00a5a500);
+		uint64_t key_refusals = m.service->refusals().rdma_key;
+		const RdmaChannel::Extent *e = ch->extent(a->id);
+		if (c(e != nullptr, "region a not known"))
+			ch->set_keys_for_test(a->id, e->data_rkey ^ 0x00a5a500,
+			                      e->meta_rkey ^ 0x00a5a500);
 		std::vector<uint8_t> got(4 * kPageSize), want(4 * kPageSize);
 		Status st = read(loop.get(), ch.get(), a->id, a->fa_offset + 8 * kPageSize, 4,
 		                 got.data());
@@ -429,29 +462,104 @@ int main(int argc, char **argv)
 		c(ch->counters().errors == errors + 1 && ch->counters().reads == reads &&
 		          !ch->rdma_up(),
 		  "the forged key was not refused: " + counters(*ch));
-		usleep(150 * 1000);
-		c(rdma_comes_up(loop.get(), ch.get()), "RDMA did not come back: " + ch->rdma_why());
+		c(key_refusals_reach(loop.get(), m, key_refusals + 1),
+		  "the module did not count the forged key (rdma_key refusals " +
+		          std::to_string(m.service->refusals().rdma_key) + ")");
+		c(rdma_comes_back(loop.get(), ch.get()),
+		  "RDMA did not come back: " + ch->rdma_why());
 		random_reads(loop.get(), ch.get(), store, *a, 20, c);
 		c(ch->counters().reads > reads,
 		  "no RDMA reads after reconnecting: " + counters(*ch));
 	}
 	{
-		Lap lap("rdma-stale-region-refused");
-		Check c("rdma-stale-region-refused");
+		// Keys are per region: region k's keys at region a's addresses are
+		// refused by the device, although both are the pager's to read.
+		Lap lap("rdma-key-per-region");
+		Check c("rdma-key-per-region");
+		auto k = store->create_region("k", 16 * kPageSize, 0, 0600);
+		c(k.is_ok() && grant_read(store, "k", pager_key->pub).is_ok(),
+		  "create and grant k: " + k.status().to_string());
+		c(learn_region(loop.get(), ch.get(), *k) && learn_region(loop.get(), ch.get(), *a),
+		  "extents never known");
+		const RdmaChannel::Extent *ek = ch->extent(k->id);
+		const RdmaChannel::Extent *ea = ch->extent(a->id);
+		if (c(ek != nullptr && ea != nullptr, "no keys")) {
+			c(ek->data_rkey != ea->data_rkey && ek->meta_rkey != ea->meta_rkey,
+			  "two regions share a key");
+			auto mk = m.rdma->keys(k->id);
+			c(mk && mk->data_rkey == ek->data_rkey && mk->data_addr == ek->data_addr,
+			  "the module's registration of k is not the one handed out");
+			ch->set_keys_for_test(a->id, ek->data_rkey, ek->meta_rkey);
+		}
+		uint64_t errors = ch->counters().errors, reads = ch->counters().reads;
+		uint64_t key_refusals = m.service->refusals().rdma_key;
+		std::vector<uint8_t> got(2 * kPageSize, 0xee), want(2 * kPageSize);
+		Status st = read(loop.get(), ch.get(), a->id, a->fa_offset + 3 * kPageSize, 2,
+		                 got.data());
+		c(store->read_pages(a->id, a->fa_offset + 3 * kPageSize, 2, want.data()).is_ok(),
+		  "store read");
+		// Nothing came by RDMA: the read was answered by TCP.
+		c(ch->counters().errors == errors + 1 && ch->counters().reads == reads,
+		  "region k's key read region a: " + counters(*ch));
+		c(st.is_ok() && got == want, "read not served over TCP: " + st.to_string());
+		c(key_refusals_reach(loop.get(), m, key_refusals + 1),
+		  "the module did not count the misused key");
+		c(rdma_comes_back(loop.get(), ch.get()),
+		  "RDMA did not come back: " + ch->rdma_why());
+		random_reads(loop.get(), ch.get(), store, *a, 5, c);
+	}
+	{
+		Lap lap("rdma-stale-key-after-delete");
+		Check c("rdma-stale-key-after-delete");
 		auto b = store->create_region("b", 64 * kPageSize, 0, 0600, nullptr, {},
 		                              pager_key->pub);
 		c(b.is_ok(), "create b: " + b.status().to_string());
-		std::vector<uint8_t> page(kPageSize);
+		std::vector<uint8_t> page(kPageSize), got(kPageSize);
 		fill(page.data(), 7, 1);
 		c(store->write_pages(b->id, b->fa_offset, 1, page.data()).is_ok(), "store write");
-		c(read(loop.get(), ch.get(), b->id, b->fa_offset, 1, page.data()).is_ok(),
-		  "read b");
-		c(drive(loop.get(), [&] { return ch->knows_region(b->id); }), "extent never known");
+		c(store->write_pages(b->id, b->fa_offset + 9 * kPageSize, 1, page.data()).is_ok(),
+		  "store write");
+		c(learn_region(loop.get(), ch.get(), *b), "extent never known");
 		uint64_t reads = ch->counters().reads;
-		c(read(loop.get(), ch.get(), b->id, b->fa_offset, 1, page.data()).is_ok() &&
-		          ch->counters().reads == reads + 1,
+		c(read(loop.get(), ch.get(), b->id, b->fa_offset, 1, got.data()).is_ok() &&
+		          ch->counters().reads == reads + 1 && got == page,
 		  "region b not read over RDMA: " + counters(*ch));
-		// Deleted over the wire: the module registers its pool again.
+
+		// A truncate (here the module node's own, through the store, as
+		// its control socket does) revokes b's keys: the page past the end
+		// reads zeros, over TCP after the old key failed, then over RDMA
+		// with the new keys.
+		uint64_t errors = ch->counters().errors;
+		uint64_t key_refusals = m.service->refusals().rdma_key;
+		auto known = [&](uint32_t id) {
+			const RdmaChannel::Extent *e = ch->extent(id);
+			return e != nullptr ? *e : RdmaChannel::Extent{};
+		};
+		RdmaChannel::Extent old = known(b->id);
+		c(store->set_length("b", 4 * kPageSize, false).is_ok(), "truncate b");
+		c(!m.rdma->keys(b->id), "b's keys outlived its truncate");
+		Status st = read(loop.get(), ch.get(), b->id, b->fa_offset + 9 * kPageSize, 1,
+		                 got.data());
+		c(st.is_ok() && store::page_is_zero(got.data()),
+		  "page past the truncate: " + st.to_string());
+		c(ch->counters().errors == errors + 1, "the pre-truncate key still worked");
+		c(key_refusals_reach(loop.get(), m, key_refusals + 1),
+		  "the module did not count the stale key");
+		c(rdma_comes_back(loop.get(), ch.get()),
+		  "RDMA did not come back: " + ch->rdma_why());
+		c(learn_region(loop.get(), ch.get(), *b), "extent never known again");
+		const RdmaChannel::Extent *now = ch->extent(b->id);
+		c(now != nullptr &&
+		          (now->data_rkey != old.data_rkey || now->meta_rkey != old.meta_rkey),
+		  "no new keys after the truncate");
+		reads = ch->counters().reads;
+		c(read(loop.get(), ch.get(), b->id, b->fa_offset, 1, got.data()).is_ok() &&
+		          ch->counters().reads == reads + 1 && got == page,
+		  "region b not read over RDMA with its new keys: " + counters(*ch));
+
+		// Deleted over the wire: its keys die at once.
+		old = known(b->id);
+		uint64_t revocations = m.rdma->counters().revocations;
 		Waiter w;
 		wire::Header h{};
 		h.type = uint8_t(wire::MsgType::kRegionDelete);
@@ -460,15 +568,101 @@ int main(int argc, char **argv)
 		ch->call(h, name, &w);
 		c(drive(loop.get(), [&] { return w.done; }) && w.status.is_ok(),
 		  "delete: " + w.status.to_string());
-		c(m.rdma->counters().reregistrations == 1, "the pool was not registered again");
-		uint64_t errors = ch->counters().errors;
-		Status st = read(loop.get(), ch.get(), b->id, b->fa_offset, 1, page.data());
+		c(m.rdma->counters().revocations == revocations + 1 && !m.rdma->keys(b->id),
+		  "b's keys outlived its delete");
+		errors = ch->counters().errors;
+		key_refusals = m.service->refusals().rdma_key;
+		st = read(loop.get(), ch.get(), b->id, b->fa_offset, 1, got.data());
 		c(st.code() == Code::kNotFound, "read of a deleted region: " + st.to_string());
 		c(ch->counters().errors == errors + 1,
 		  "the old key still worked: " + counters(*ch));
-		usleep(150 * 1000);
-		c(rdma_comes_up(loop.get(), ch.get()), "RDMA did not come back: " + ch->rdma_why());
-		random_reads(loop.get(), ch.get(), store, *a, 10, c);
+		c(key_refusals_reach(loop.get(), m, key_refusals + 1),
+		  "the module did not count the dead key");
+		c(rdma_comes_back(loop.get(), ch.get()),
+		  "RDMA did not come back: " + ch->rdma_why());
+
+		// A region made in the same space: new keys, its own zeros, then
+		// its own bytes.
+		auto n = store->create_region("n", 64 * kPageSize, 0, 0600, nullptr, {},
+		                              pager_key->pub);
+		c(n.is_ok(), "create n: " + n.status().to_string());
+		if (n && n->fa_offset != old.fa)
+			std::printf("MEMFED-INFO rdma-stale-key-after-delete: region n at FA %lu, "
+			            "not b's %lu\n",
+			            (unsigned long)n->fa_offset, (unsigned long)old.fa);
+		c(learn_region(loop.get(), ch.get(), *n), "extent of n never known");
+		const RdmaChannel::Extent *en = ch->extent(n->id);
+		c(en != nullptr && en->data_rkey != old.data_rkey && en->meta_rkey != old.meta_rkey,
+		  "region n got b's keys");
+		reads = ch->counters().reads;
+		std::vector<uint8_t> ten(10 * kPageSize, 0xee);
+		c(read(loop.get(), ch.get(), n->id, n->fa_offset, 10, ten.data()).is_ok() &&
+		          ch->counters().reads == reads + 1,
+		  "region n not read over RDMA: " + counters(*ch));
+		c(std::all_of(ten.begin(), ten.end(), [](uint8_t x) { return x == 0; }),
+		  "region n shows bytes it never had");
+		fill(page.data(), 11, 3);
+		c(store->write_pages(n->id, n->fa_offset + 9 * kPageSize, 1, page.data()).is_ok(),
+		  "store write n");
+		c(read(loop.get(), ch.get(), n->id, n->fa_offset + 9 * kPageSize, 1, got.data())
+		                  .is_ok() &&
+		          ch->counters().reads == reads + 2 && got == page,
+		  "region n's bytes not read over RDMA: " + counters(*ch));
+	}
+	{
+		// RDMA_REGION gives a region's keys only to a node that may READ it,
+		// refused and counted as a READ; a revoked grant kills the keys.
+		Lap lap("rdma-region-needs-read-right");
+		Check c("rdma-region-needs-read-right");
+		auto g = store->create_region("g", 16 * kPageSize, 0, 0600);
+		c(g.is_ok(), "create g: " + g.status().to_string());
+		std::vector<uint8_t> page(kPageSize), got(kPageSize);
+		fill(page.data(), 5, 9);
+		c(store->write_pages(g->id, g->fa_offset, 1, page.data()).is_ok(), "store write");
+		uint64_t read_refusals = m.service->refusals().read;
+		uint64_t refused_here = m.rdma->counters().refused;
+		Waiter w;
+		wire::Header h{};
+		h.type = uint8_t(wire::MsgType::kRdmaRegion);
+		h.tclass = uint8_t(wire::TrafficClass::kControl);
+		h.region_id = g->id;
+		ch->call(h, {}, &w);
+		c(drive(loop.get(), [&] { return w.done; }) && w.status.code() == Code::kPermission,
+		  "RDMA_REGION without a grant: " + w.status.to_string());
+		c(m.service->refusals().read == read_refusals + 1,
+		  "the refusal was not counted as a read refusal");
+		c(m.rdma->counters().refused == refused_here && !m.rdma->keys(g->id),
+		  "a refused region was registered");
+		// Through the channel: the read goes over TCP, which refuses it.
+		Status st = read(loop.get(), ch.get(), g->id, g->fa_offset, 1, got.data());
+		c(st.code() == Code::kPermission, "read without a grant: " + st.to_string());
+		drive(loop.get(), [&] { return m.service->refusals().read >= read_refusals + 3; });
+		c(!ch->knows_region(g->id), "keys given without a grant");
+
+		c(grant_read(store, "g", pager_key->pub).is_ok(), "grant");
+		usleep(150 * 1000); // the channel asks a refused region again after retry_ms
+		c(learn_region(loop.get(), ch.get(), *g), "no keys after the grant");
+		uint64_t reads = ch->counters().reads;
+		c(read(loop.get(), ch.get(), g->id, g->fa_offset, 1, got.data()).is_ok() &&
+		          ch->counters().reads == reads + 1 && got == page,
+		  "g not read over RDMA after the grant: " + counters(*ch));
+
+		uint64_t errors = ch->counters().errors;
+		uint64_t key_refusals = m.service->refusals().rdma_key;
+		c(store->set_grant("g", AccessGrant{pager_key->pub, kAnyUid, 0}).is_ok(), "revoke");
+		c(!m.rdma->keys(g->id), "g's keys outlived the revoke");
+		st = read(loop.get(), ch.get(), g->id, g->fa_offset, 1, got.data());
+		c(st.code() == Code::kPermission, "read after the revoke: " + st.to_string());
+		c(ch->counters().errors == errors + 1 && ch->counters().reads == reads + 1,
+		  "the revoked key still worked: " + counters(*ch));
+		c(key_refusals_reach(loop.get(), m, key_refusals + 1),
+		  "the module did not count the revoked key");
+		c(rdma_comes_back(loop.get(), ch.get()),
+		  "RDMA did not come back: " + ch->rdma_why());
+		st = read(loop.get(), ch.get(), g->id, g->fa_offset, 1, got.data());
+		c(st.code() == Code::kPermission, "read after the revoke: " + st.to_string());
+		c(!ch->knows_region(g->id) && !m.rdma->keys(g->id), "keys given after the revoke");
+		random_reads(loop.get(), ch.get(), store, *a, 5, c);
 	}
 	{
 		Lap lap("rdma-bad-token-refused");
@@ -494,8 +688,7 @@ int main(int argc, char **argv)
 			  "random private data accepted (case " + std::to_string(i) + ")");
 		}
 		c(m.rdma->counters().refused == refused + 3 + kFuzz, "refusals not counted");
-		usleep(150 * 1000);
-		c(ch->rdma_up() || rdma_comes_up(loop.get(), ch.get()),
+		c(rdma_comes_back(loop.get(), ch.get()),
 		  "RDMA not up after the refusals: " + ch->rdma_why());
 	}
 	{

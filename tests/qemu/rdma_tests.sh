@@ -8,7 +8,9 @@
 # expect: rdma-read-random
 # expect: rdma-read-outside-extent-refused
 # expect: rdma-forged-key-refused
-# expect: rdma-stale-region-refused
+# expect: rdma-key-per-region
+# expect: rdma-stale-key-after-delete
+# expect: rdma-region-needs-read-right
 # expect: rdma-bad-token-refused
 # expect: rdma-auto-without-rdma
 # expect: rdma-key-needs-authentication
