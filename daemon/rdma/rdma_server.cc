@@ -136,22 +136,24 @@ Result<RdmaServer::RegionKeys> RdmaServer::region_keys(uint32_t region_id, Regio
 	// epoch, and a registration made across it is dropped, not handed out.
 	for (int attempt = 0; attempt < 3; attempt++) {
 		uint64_t epoch;
+		std::optional<RegionKeys> had;
 		{
 			std::lock_guard lk(mu_);
-			auto it = mrs_.find(region_id);
-			if (it != mrs_.end()) {
-				auto r = store_->region_by_id(region_id);
-				if (!r)
-					return r.status();
-				*info = *r;
-				return keys_of(it->second.data, it->second.meta);
-			}
 			epoch = revoke_epoch_;
+			auto it = mrs_.find(region_id);
+			if (it != mrs_.end())
+				had = keys_of(it->second.data, it->second.meta);
 		}
 		auto r = store_->region_by_id(region_id);
 		if (!r)
 			return r.status();
 		*info = *r;
+		if (had) {
+			std::lock_guard lk(mu_);
+			if (revoke_epoch_ == epoch)
+				return *had;
+			continue; // revoked meanwhile: look again
+		}
 		uint64_t pages = r->size_bytes / wire::kPageSize;
 		uint64_t first = geo_.page_index(r->fa_offset);
 		// Remote read only: never remote write, never atomics. (An int, not
@@ -171,14 +173,16 @@ Result<RdmaServer::RegionKeys> RdmaServer::region_keys(uint32_t region_id, Regio
 			                      "; the locked-memory limit, ulimit -l, must cover "
 			                      "the regions read over RDMA): read it over TCP");
 		}
+		std::optional<RegionKeys> made;
 		{
 			std::lock_guard lk(mu_);
-			if (revoke_epoch_ == epoch) {
-				mrs_[region_id] = m;
+			if (revoke_epoch_ == epoch && mrs_.emplace(region_id, m).second) {
 				counters_.registrations++;
-				return keys_of(m.data, m.meta);
+				made = keys_of(m.data, m.meta);
 			}
 		}
+		if (made)
+			return *made;
 		deregister(m); // the region changed meanwhile: look again
 	}
 	return Status(Code::kBusy, "region " + std::to_string(region_id) +

@@ -203,3 +203,36 @@ TEST_CASE("a layout-version-3 pool opens as it is; its regions belong to its own
 	REQUIRE(s->read_pages(r->id, r->fa_offset, 1, got.data()).is_ok());
 	REQUIRE(got[17] == 0x5a);
 }
+
+TEST_CASE("access-lost runs at a delete, a truncate and a grant narrowed, not otherwise",
+          "[store][access]")
+{
+	// What the RDMA server revokes keys by (daemon/rdma/rdma_server.h),
+	// whatever path changed the region.
+	TestPoolDir dir;
+	std::string path = dir.path("pool");
+	REQUIRE(ModuleStore::format(PoolOptions{path, kPoolSize, {}}).is_ok());
+	auto s = std::move(*ModuleStore::open(path, 0));
+	std::vector<uint32_t> lost;
+	s->set_on_access_lost([&](uint32_t id) { lost.push_back(id); });
+	auto r = s->create_region("r", 4 * kPage, 1, 0600, nullptr, {}, key_of(5));
+	REQUIRE(r);
+	REQUIRE(s->set_grant("r", {key_of(6), 2, kRightRead | kRightWrite}).is_ok());
+	REQUIRE(s->set_grant("r", {key_of(7), kAnyUid, kRightRead}).is_ok());
+	REQUIRE(s->set_length("r", 3 * kPage, true).is_ok()); // a grow
+	REQUIRE(lost.empty());
+	REQUIRE(s->set_grant("r", {key_of(6), 2, kRightRead}).is_ok()); // write taken away
+	REQUIRE(lost == std::vector<uint32_t>{r->id});
+	REQUIRE(s->set_grant("r", {key_of(6), 2, kRightRead | kRightWrite}).is_ok()); // widened
+	REQUIRE(lost.size() == 1);
+	REQUIRE(s->set_grant("r", {key_of(7), kAnyUid, 0}).is_ok()); // revoked
+	REQUIRE(lost.size() == 2);
+	REQUIRE(s->set_length("r", kPage, false).is_ok()); // a truncate
+	REQUIRE(lost.size() == 3);
+	REQUIRE(s->delete_region("r").is_ok());
+	REQUIRE(lost == std::vector<uint32_t>(4, r->id));
+	s->set_on_access_lost(nullptr);
+	REQUIRE(s->create_region("q", kPage, 1, 0600).is_ok());
+	REQUIRE(s->delete_region("q").is_ok());
+	REQUIRE(lost.size() == 4);
+}
