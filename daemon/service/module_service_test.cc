@@ -742,3 +742,47 @@ TEST_CASE("a WRITE_VERSIONED whose payload length disagrees with its count close
 	REQUIRE(c->read_pages(m.region.id, m.fa(0), 1, got.data()).is_ok());
 	CHECK(got == pages(1, 0));
 }
+
+TEST_CASE("RDMA_REGION's right is READ's: authorize_read refuses and counts as a READ would",
+          "[service][authz]")
+{
+	// The RDMA server (daemon/rdma/rdma_server.h) hands a region's keys out
+	// only after this check; it needs no RDMA device.
+	store::TestPoolDir dir;
+	std::string path = dir.path("pool");
+	REQUIRE(ModuleStore::format(PoolOptions{path, 4 << 20, kModule}).is_ok());
+	auto s = std::move(*ModuleStore::open(path, 0));
+	auto r = s->create_region("r", kRegionPages * kPage, 0, 0600);
+	REQUIRE(r.is_ok());
+	ModuleService service(s.get());
+	NodeKeyBytes own{}, peer{};
+	own.fill(1);
+	peer.fill(2);
+	service.set_node_key(own);
+	ConnInfo conn;
+	conn.authenticated = true;
+	conn.peer_key = peer;
+	conn.peer_name = "p";
+
+	Status st = service.authorize_read(conn, r->id);
+	REQUIRE(st.code() == Code::kPermission);
+	REQUIRE(st.message().find("may not read region 'r'") != std::string::npos);
+	REQUIRE(service.refusals().read == 1);
+	REQUIRE(service.authorize_read(conn, r->id + 100).code() == Code::kNotFound);
+	REQUIRE(service.refusals().read == 1);
+
+	REQUIRE(s->set_grant("r", AccessGrant{peer, kAnyUid, kRightRead}).is_ok());
+	REQUIRE(service.authorize_read(conn, r->id).is_ok());
+	REQUIRE(s->set_grant("r", AccessGrant{peer, kAnyUid, 0}).is_ok());
+	REQUIRE(service.authorize_read(conn, r->id).code() == Code::kPermission);
+	REQUIRE(service.refusals().read == 2);
+
+	conn.peer_key = own; // this node's own connection
+	REQUIRE(service.authorize_read(conn, r->id).is_ok());
+
+	service.count_refusal(Refusal::kRdmaKey, Status(Code::kPermission, "a bad key"));
+	RefusalCounts n = service.refusals();
+	REQUIRE(n.rdma_key == 1);
+	REQUIRE(n.read == 2);
+	REQUIRE(n.write == 0);
+}
