@@ -77,7 +77,7 @@ int main(int argc, char **argv)
 	double secs = (now_us() - t0) / 1e6;
 	printf("fault_probe: random %zu p50 %.1f us p99 %.1f us sequential %zu pages %.3f s "
 	       "%.0f pages/s sum %llu\n",
-	       half, us[half / 2], us[half * 99 / 100], pages - half, secs,
-	       (pages - half) / secs, (unsigned long long)sum);
+	       half, us[half / 2], us[half * 99 / 100], pages - half, secs, (pages - half) / secs,
+	       (unsigned long long)sum);
 	return 0;
 }

@@ -128,9 +128,8 @@ std::string counters(const RdmaChannel &ch)
 	const auto &c = ch.counters();
 	return "reads " + std::to_string(c.reads) + " pages " + std::to_string(c.pages) +
 	       " torn_retries " + std::to_string(c.torn_retries) + " fallbacks " +
-	       std::to_string(c.fallbacks) + " errors " + std::to_string(c.errors) +
-	       " refused " + std::to_string(c.refused) + " connects " +
-	       std::to_string(c.connects);
+	       std::to_string(c.fallbacks) + " errors " + std::to_string(c.errors) + " refused " +
+	       std::to_string(c.refused) + " connects " + std::to_string(c.connects);
 }
 
 // One read of a test: where, its buffer and its completion.
@@ -162,9 +161,8 @@ std::unique_ptr<Read> random_read(const std::vector<Region> &regions, std::mt199
 void issue(Channel *ch, const std::vector<Region> &regions, Read *r, std::mt19937_64 &rng)
 {
 	const RegionInfo &info = regions[r->region].info;
-	ch->read_pages(rng() % 2 ? wire::TrafficClass::kFault : wire::TrafficClass::kBulk,
-	               info.id, info.fa_offset + r->first * kPageSize, r->count, r->buf.data(),
-	               &r->done);
+	ch->read_pages(rng() % 2 ? wire::TrafficClass::kFault : wire::TrafficClass::kBulk, info.id,
+	               info.fa_offset + r->first * kPageSize, r->count, r->buf.data(), &r->done);
 }
 
 bool same_bytes(const std::vector<Region> &regions, const Read &r)
@@ -218,7 +216,9 @@ void random_order(const RdmaChannelCaseEnv &env, RdmaChannel *ch, std::vector<Re
 				uint64_t w = rng();
 				std::memcpy(page + i, &w, 8);
 			}
-			c(env.store->write_pages(g.info.id, g.info.fa_offset + p * kPageSize, 1, page)
+			c(env.store
+			          ->write_pages(g.info.id, g.info.fa_offset + p * kPageSize, 1,
+			                        page)
 			          .is_ok(),
 			  "store write");
 		}
@@ -254,7 +254,8 @@ void errors(const RdmaChannelCaseEnv &env, RdmaChannel *ch, const RegionInfo &a)
 	};
 	std::vector<uint8_t> buf(size_t{wire::kMaxPagesPerRequest + 1} * kPageSize);
 	for (const Case &k : cases) {
-		Status over_tcp = read_one(env.loop, tcp.get(), k.region, k.fa, k.count, buf.data());
+		Status over_tcp =
+		        read_one(env.loop, tcp.get(), k.region, k.fa, k.count, buf.data());
 		Status over_rdma = read_one(env.loop, ch, k.region, k.fa, k.count, buf.data());
 		c(!over_tcp.is_ok(), std::string(k.what) + ": TCP read succeeded");
 		c(over_rdma.code() == over_tcp.code(),
@@ -362,7 +363,8 @@ void random_cuts(const RdmaChannelCaseEnv &env, const std::vector<Region> &regio
 				if (cut == kCloseTls)
 					ch->tcp()->close();
 				else if (cut == kForgedKey)
-					ch->set_rkey_for_test(0x5a000000u | uint32_t(rng() & 0xffffff));
+					ch->set_rkey_for_test(0x5a000000u |
+					                      uint32_t(rng() & 0xffffff));
 				else
 					ch.reset(); // completes what is pending, inside
 				continue;
@@ -371,8 +373,8 @@ void random_cuts(const RdmaChannelCaseEnv &env, const std::vector<Region> &regio
 			issue(ch.get(), regions, reads.back().get(), rng);
 			i++;
 		}
-		std::string tag = "round " + std::to_string(round) + " (" + cut_names[cut] + " after " +
-		                  std::to_string(cut_at) + " reads)";
+		std::string tag = "round " + std::to_string(round) + " (" + cut_names[cut] +
+		                  " after " + std::to_string(cut_at) + " reads)";
 		if (cut == kDestroy) {
 			// Nothing is left to answer them: give the loop a moment only.
 			for (int k = 0; k < 20 && pending() != 0; k++)
@@ -388,9 +390,8 @@ void random_cuts(const RdmaChannelCaseEnv &env, const std::vector<Region> &regio
 		for (auto &r : reads) {
 			if (r->done.calls == 0)
 				continue; // reported above
-			c(r->done.calls == 1,
-			  tag + ": " + where(regions, *r) + " completed " +
-			          std::to_string(r->done.calls) + " times");
+			c(r->done.calls == 1, tag + ": " + where(regions, *r) + " completed " +
+			                              std::to_string(r->done.calls) + " times");
 			if (r->done.status.is_ok()) {
 				ok++;
 				c(same_bytes(regions, *r),

@@ -15,9 +15,9 @@ namespace memfed::guest
 {
 
 struct RdmaChannelCaseEnv {
-	EventLoop *loop = nullptr;    // the channels' loop (this thread's)
-	ModuleStore *store = nullptr; // the module's store, behind an RdmaServer
-	NodeKeyBytes pager_key{};     // the channels' node key (granted read here)
+	EventLoop *loop = nullptr;              // the channels' loop (this thread's)
+	ModuleStore *store = nullptr;           // the module's store, behind an RdmaServer
+	NodeKeyBytes pager_key{};               // the channels' node key (granted read here)
 	std::shared_ptr<trust::TlsContext> tls; // the channels' node TLS
 	std::string endpoint;                   // the module's TLS TcpServer
 	ModuleId self;                          // the channels' module id
