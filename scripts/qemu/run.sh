@@ -16,7 +16,9 @@
 #   --timeout   host-side limit for the boot (default 240)
 #   --rdma-bench  boot for the RDMA benchmark only (make bench): prints its
 #               MEMFED-BENCH lines, 4 KiB and 64 KiB READ latency over RDMA
-#               and over TCP in the same boot (TCG: functional figures only)
+#               and over TCP in the same boot, and a mapped region's fault
+#               p50, scan rate and the module daemon's CPU per page through
+#               a pager node over each (TCG: functional figures only)
 #
 # Installs what it needs (scripts/deps.sh, linux-headers-$KVER) and caches
 # the kernel under build/qemu-cache/. MEMFED_QEMU_KVER overrides the kernel
