@@ -182,7 +182,7 @@ ok=0
 : >$D/node.log
 start_node $D/node $D/node.key rdma || { detail "node did not start: $(tail -3 $D/node.log)"; ok=1; }
 ctl region create big 8M >/dev/null && ctl region write big <$D/big.in || { detail "region 'big' not written"; ok=1; }
-# RDMA up first (a read racing the removal's start may block in rdma_cm).
+# RDMA up first: the removal meets a connected channel, not a connect.
 start_reader
 reader_right "before the removal" || ok=1
 wait_more 0 'page reads over RDMA from' $D/node.log || { detail "RDMA never came up"; ok=1; }
