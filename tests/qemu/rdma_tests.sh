@@ -13,6 +13,11 @@
 # expect: rdma-auto-without-rdma
 # expect: rdma-key-needs-authentication
 # expect: rdma-torn-read
+# expect: rdma-channel-random-order
+# expect: rdma-channel-errors
+# expect: rdma-channel-damaged-page
+# expect: rdma-channel-random-cuts
+# expect: rdma-channel-destroy-completes
 # and, when the daemon tests run too (memfedd, memfedctl and the shim are there):
 # expect-with-daemons: rdma-program-sha256
 # expect-with-daemons: rdma-program-module-restart
@@ -41,6 +46,7 @@ result rdma-rxe-up $ok
 
 if [ "${MEMFED_RDMA_BENCH:-0}" = 1 ]; then
 	memfed_rdma_test $ADDR --bench
+	[ -x /bin/memfed_rdma_program_tests.sh ] && /bin/memfed_rdma_program_tests.sh --bench
 	exit 0
 fi
 memfed_rdma_test $ADDR
@@ -107,3 +113,7 @@ if [ -x /bin/memfedd ] && [ -x /bin/memfedctl ]; then
 	wait $MOD_PID 2>/dev/null
 	result rdma-program-sha256 $ok
 fi
+
+# Programs over RDMA, the device removed and rdma_rxe unloaded (last: it
+# takes soft-RoCE down).
+[ -x /bin/memfed_rdma_program_tests.sh ] && /bin/memfed_rdma_program_tests.sh
