@@ -81,6 +81,13 @@ if [ -x /bin/memfedd ] && [ -x /bin/memfedctl ]; then
 	want=$(sha256sum <$D/file.in | cut -d' ' -f1)
 	got=$(ctl run --map file=$D/file.bin -- /usr/bin/sha256sum $D/file.bin 2>$D/run.err | cut -d' ' -f1)
 	[ "$got" = "$want" ] || { detail "sha256sum over RDMA: '$got' $(cat $D/run.err), want $want"; ok=1; }
+	# The node says so itself: module ls shows the transport in use, and
+	# stats count the pages read by RDMA.
+	ctl -j module ls | grep -q '"transport": *"rdma"' ||
+		{ detail "module ls does not show transport rdma: $(ctl module ls)"; ok=1; }
+	rpages=$(ctl stats | sed -n 's/^rdma\.pages //p')
+	[ "${rpages:-0}" -gt 0 ] ||
+		{ detail "stats count ${rpages:-no} pages over RDMA: $(ctl stats | grep '^rdma')"; ok=1; }
 
 	# SIGKILL the module under a program reading over RDMA, start it again:
 	# the program finishes with the right sum (over RDMA again, or TCP).
