@@ -4,11 +4,14 @@
 #include <poll.h>
 
 #include <cstring>
+#include <set>
 
 #include "daemon/common/crc32c.h"
 #include "daemon/common/log.h"
+#include "daemon/common/thread_annotations.h"
 #include "daemon/rdma/rdma_address.h"
 #include "daemon/store/layout.h"
+#include "daemon/wire/rdma_codec.h"
 
 namespace memfed
 {
@@ -96,6 +99,59 @@ private:
 	uint64_t epoch_;
 };
 
+namespace
+{
+// Every live channel's counters, and the sums of those gone.
+struct CounterList {
+	Mutex mu;
+	std::set<const RdmaChannel::Counters *> live GUARDED_BY(mu);
+	RdmaChannel::Counters retired GUARDED_BY(mu);
+};
+
+CounterList &counter_list()
+{
+	static CounterList *list = new CounterList; // never destroyed: channels may outlive statics
+	return *list;
+}
+} // namespace
+
+void RdmaChannel::Counters::add(const Counters &o)
+{
+	reads += o.reads;
+	pages += o.pages;
+	bytes += o.bytes;
+	torn_retries += o.torn_retries;
+	fallbacks += o.fallbacks;
+	errors += o.errors;
+	refused += o.refused;
+	connects += o.connects;
+}
+
+RdmaChannel::Counters RdmaChannel::totals()
+{
+	CounterList &l = counter_list();
+	MutexLock lk(&l.mu);
+	Counters sum = l.retired;
+	for (const Counters *c : l.live)
+		sum.add(*c);
+	return sum;
+}
+
+RdmaChannel::Listed::Listed(const Counters *c) : c_(c)
+{
+	CounterList &l = counter_list();
+	MutexLock lk(&l.mu);
+	l.live.insert(c_);
+}
+
+RdmaChannel::Listed::~Listed()
+{
+	CounterList &l = counter_list();
+	MutexLock lk(&l.mu);
+	l.live.erase(c_);
+	l.retired.add(*c_);
+}
+
 std::unique_ptr<RdmaChannel> RdmaChannel::wrap(EventLoop *loop, std::unique_ptr<TcpChannel> tcp,
                                                Options opts)
 {
@@ -154,21 +210,17 @@ void RdmaChannel::on_connect_reply(const Status &st, std::span<const uint8_t> pa
 {
 	if (!st)
 		return fail("module refused RDMA_CONNECT: " + st.message());
-	wire::WireRdmaConnect c{};
-	if (payload.size() != sizeof(c))
-		return fail("RDMA_CONNECT answer of " + std::to_string(payload.size()) +
-		            " bytes, expected " + std::to_string(sizeof(c)));
-	std::memcpy(&c, payload.data(), sizeof(c));
-	if (std::memchr(c.endpoint, 0, sizeof(c.endpoint)) == nullptr)
-		return fail("RDMA_CONNECT answer with an unterminated endpoint");
-	Status s = setup(c);
+	auto c = wire::decode_rdma_connect(payload);
+	if (!c)
+		return fail(c.status().message());
+	Status s = setup(*c);
 	if (!s)
 		return fail(s.message());
 	state_ = State::kUp;
 	why_.clear();
 	counters_.connects++;
 	LOG_INFO("rdma", "module %s: page reads over RDMA from %s",
-	         peer().module.to_string().c_str(), c.endpoint);
+	         peer().module.to_string().c_str(), c->endpoint);
 }
 
 Status RdmaChannel::wait_cm_event(rdma_cm_event_type want, const char *step)
@@ -488,8 +540,9 @@ void RdmaChannel::read_pages(wire::TrafficClass tc, uint32_t region_id, uint64_t
 void RdmaChannel::on_region_reply(uint32_t region_id, const Status &st,
                                   std::span<const uint8_t> payload)
 {
-	wire::WireRdmaRegion r{};
-	if (!st || payload.size() != sizeof(r)) {
+	auto r = st ? wire::decode_rdma_region(payload, region_id)
+	            : Result<wire::WireRdmaRegion>(st);
+	if (!r) {
 		// Unknown (its reads fail over TCP), or refused: the node may not
 		// read it (TCP says so, authoritatively) or it could not be
 		// registered. Its reads go over TCP; asked again after retry_ms.
@@ -497,14 +550,8 @@ void RdmaChannel::on_region_reply(uint32_t region_id, const Status &st,
 		                            std::chrono::milliseconds(opts_.retry_ms);
 		return;
 	}
-	std::memcpy(&r, payload.data(), sizeof(r));
-	uint64_t meta_len = r.size_bytes / kPageSize * sizeof(store::PageMeta);
-	if (r.region_id != region_id || r.size_bytes == 0 || r.size_bytes % kPageSize != 0 ||
-	    r.fa_offset > UINT64_MAX - r.size_bytes || r.data_addr > UINT64_MAX - r.size_bytes ||
-	    r.meta_addr > UINT64_MAX - meta_len)
-		return;
-	extents_[region_id] = Extent{r.fa_offset, r.size_bytes, r.data_addr,
-	                             r.meta_addr, r.data_rkey,  r.meta_rkey};
+	extents_[region_id] = Extent{r->fa_offset, r->size_bytes, r->data_addr,
+	                             r->meta_addr, r->data_rkey,  r->meta_rkey};
 }
 
 void RdmaChannel::fail(const std::string &why)

@@ -312,14 +312,13 @@ void RdmaServer::count_key_refusal(rdma_cm_id *id, const char *how)
 		std::lock_guard lk(mu_);
 		counters_.key_errors++;
 	}
-	service_->count_refusal(
-	        Refusal::kRdmaKey,
-	        Status(Code::kPermission,
-	               "a one-sided RDMA read by " + it->second.peer +
-	                       " came with a key that is not good for the address it read "
-	                       "(forged, or revoked by a delete, truncate or grant change): "
-	                       "the device refused it (" +
-	                       how + ")"));
+	service_->log_refusal(Status(Code::kPermission,
+	                             "a one-sided RDMA read by " + it->second.peer +
+	                                     " came with a key that is not good for the address "
+	                                     "it read (forged, or revoked by a delete, truncate "
+	                                     "or grant change): the device refused it (" +
+	                                     how + ")"),
+	                      Refusal::kRdmaKey);
 }
 
 void RdmaServer::on_async_event()

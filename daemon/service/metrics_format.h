@@ -22,7 +22,10 @@
 //   memfed_peer_up{module,endpoint}               1 connected, 0 not
 //   memfed_module_refusals_total{module,reason}   requests this node's module
 //       refused: reason read, write, admin (authorization), node_quota,
-//       rdma_key (a one-sided read with a bad key, daemon/rdma/rdma_server.h)
+//       uid_quota, rdma_key (a one-sided read with a bad key,
+//       daemon/rdma/rdma_server.h)
+//   memfed_rdma_{reads,pages,read_bytes,torn_retries,fallbacks,errors}_total
+//       the RDMA transport's reads (memfedctl stats rdma.*), where built in
 //
 // Per-process counters are left out on purpose: a pid label makes a new
 // series for every process that ever faulted.

@@ -51,8 +51,8 @@ std::string ModuleService::owner_text(const NodeKeyBytes &owner) const
 RefusalCounts ModuleService::refusals() const
 {
 	auto n = [this](Refusal r) { return refusals_[size_t(r)].load(std::memory_order_relaxed); };
-	return {n(Refusal::kRead), n(Refusal::kWrite), n(Refusal::kAdmin), n(Refusal::kNodeQuota),
-	        n(Refusal::kRdmaKey)};
+	return {n(Refusal::kRead),      n(Refusal::kWrite),    n(Refusal::kAdmin),
+	        n(Refusal::kNodeQuota), n(Refusal::kUidQuota), n(Refusal::kRdmaKey)};
 }
 
 Status ModuleService::authorize_read(const ConnInfo &conn, uint32_t region_id)

@@ -62,16 +62,18 @@ namespace memfed
 
 // Why the module refused a request: its authorization lacked the read, write
 // or administer (delete, grant, revoke) right it needed, a create would
-// exceed the asking node's quota, or a one-sided RDMA read came with a key
-// that is not (or no longer) good for the address it read (the RDMA server
-// learns of it from the device: daemon/rdma/rdma_server.h).
-enum class Refusal { kRead, kWrite, kAdmin, kNodeQuota, kRdmaKey, kCount };
+// exceed the asking node's quota or (asked through this node's control
+// socket) the local user's uid quota, or a one-sided RDMA read came with a
+// key that is not (or no longer) good for the address it read (the RDMA
+// server learns of it from the device: daemon/rdma/rdma_server.h).
+enum class Refusal { kRead, kWrite, kAdmin, kNodeQuota, kUidQuota, kRdmaKey, kCount };
 // Refusals counted per reason (ModuleService::refusals).
 struct RefusalCounts {
 	uint64_t read = 0;
 	uint64_t write = 0;
 	uint64_t admin = 0;
 	uint64_t node_quota = 0;
+	uint64_t uid_quota = 0;
 	uint64_t rdma_key = 0;
 };
 
@@ -156,9 +158,9 @@ public:
 	// a refusal counted and logged, exactly as for its READ (the RDMA
 	// server's RDMA_REGION: daemon/rdma/rdma_server.h).
 	Status authorize_read(const ConnInfo &conn, uint32_t region_id);
-	// Counts and logs (rate-limited, as every refusal) a refusal made
-	// outside this service: `why` kRdmaKey, described by `st`.
-	void count_refusal(Refusal why, const Status &st) { log_refusal(st, why); }
+	// Counts a refusal and logs it, rate-limited (at most a line a second,
+	// with how many were not logged).
+	void log_refusal(const Status &st, Refusal why);
 
 	// Test only: the writer thread calls `hook` after taking a group and
 	// before committing it (a test holds the writer there to show that
@@ -206,7 +208,6 @@ private:
 	Status authorize(const Requester &q, const RegionInfo &r, const RegionAccess &a,
 	                 uint8_t want);
 	std::string owner_text(const NodeKeyBytes &owner) const;
-	void log_refusal(const Status &st, Refusal why);
 	void region_create(const ConnInfo &conn, const Requester &q,
 	                   std::span<const uint8_t> payload, Reply &reply);
 	void region_lookup(const Requester &q, std::span<const uint8_t> payload, Reply &reply);

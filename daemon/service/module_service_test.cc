@@ -780,7 +780,7 @@ TEST_CASE("RDMA_REGION's right is READ's: authorize_read refuses and counts as a
 	conn.peer_key = own; // this node's own connection
 	REQUIRE(service.authorize_read(conn, r->id).is_ok());
 
-	service.count_refusal(Refusal::kRdmaKey, Status(Code::kPermission, "a bad key"));
+	service.log_refusal(Status(Code::kPermission, "a bad key"), Refusal::kRdmaKey);
 	RefusalCounts n = service.refusals();
 	REQUIRE(n.rdma_key == 1);
 	REQUIRE(n.read == 2);

@@ -42,6 +42,7 @@
 #include "daemon/service/module_service.h"
 #include "daemon/trust/tls_context.h"
 #include "tests/qemu/guest_check.h"
+#include "tests/qemu/rdma_channel_cases.h"
 
 using namespace memfed;
 using guest::Check;
@@ -796,6 +797,8 @@ int main(int argc, char **argv)
 		            (unsigned long)(ch->counters().torn_retries - torn0),
 		            counters(*ch).c_str());
 	}
+	guest::run_rdma_channel_cases({loop.get(), store, pager_key->pub, *pager_tls,
+	                               "127.0.0.1:" + std::to_string(m.port), kPagerId});
 	ch.reset();
 	std::printf("MEMFED-INFO rdma: the RDMA cases took %.1f s\n",
 	            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
