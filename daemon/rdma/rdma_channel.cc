@@ -184,7 +184,15 @@ RdmaChannel::~RdmaChannel()
 		         (unsigned long)counters_.pages, (unsigned long)counters_.torn_retries,
 		         (unsigned long)counters_.fallbacks, (unsigned long)counters_.errors,
 		         (unsigned long)counters_.refused);
+	// Reads in flight over RDMA go to the TLS channel, whose destruction
+	// below completes every request it holds (the Channel contract).
+	std::vector<Slot> redo;
+	for (const Slot &s : slots_)
+		if (s.busy)
+			redo.push_back(s);
 	teardown();
+	for (const Slot &s : redo)
+		tcp_->read_pages(s.tc, s.region_id, s.fa, s.count, s.dst, s.done);
 	// The kernel may still hold the poll (until its cancel is reaped), and
 	// the TcpChannel may still answer our control requests: both point here.
 	while (poll_armed_ || timer_armed_)
