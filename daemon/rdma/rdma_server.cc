@@ -68,6 +68,10 @@ Result<std::unique_ptr<RdmaServer>> RdmaServer::listen(const std::string &host_p
 		return Status(Code::kUnavailable,
 		              std::string("rdma listen: ibv_create_cq: ") + strerror(errno));
 	MF_RETURN_IF_ERROR(s->register_pool());
+	auto w = RdmaWriteReceiver::create(s->listen_id_->verbs, s->pd_, store->module_id(), inner);
+	if (!w)
+		return w.status();
+	s->writes_ = std::move(*w);
 	s->stop_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (s->stop_fd_ < 0)
 		return Status(Code::kInternal, std::string("eventfd: ") + strerror(errno));
@@ -87,10 +91,10 @@ RdmaServer::~RdmaServer()
 		thread_.join();
 	}
 	for (rdma_cm_id *id : conns_) {
-		if (id->qp != nullptr)
-			rdma_destroy_qp(id);
+		writes_->detach(id);
 		rdma_destroy_id(id);
 	}
+	writes_.reset();
 	if (mr_ != nullptr)
 		ibv_dereg_mr(mr_);
 	if (cq_ != nullptr)
@@ -161,14 +165,17 @@ uint32_t RdmaServer::rkey() const
 RdmaServer::Counters RdmaServer::counters() const
 {
 	std::lock_guard lk(mu_);
-	return counters_;
+	Counters c = counters_;
+	c.writes = writes_->counters();
+	return c;
 }
 
 void RdmaServer::handle(const ConnInfo &conn, const wire::Header &req,
                         std::span<const uint8_t> payload, Reply &reply)
 {
 	auto type = wire::MsgType(req.type);
-	if (type != wire::MsgType::kRdmaConnect && type != wire::MsgType::kRdmaRegion)
+	if (type != wire::MsgType::kRdmaConnect && type != wire::MsgType::kRdmaRegion &&
+	    type != wire::MsgType::kRdmaFence)
 		return inner_->handle(conn, req, payload, reply);
 	if (!conn.authenticated) {
 		{
@@ -182,8 +189,14 @@ void RdmaServer::handle(const ConnInfo &conn, const wire::Header &req,
 		                         "RDMA access is given only over an authenticated (TLS) "
 		                         "connection"));
 	}
+	if (type == wire::MsgType::kRdmaFence)
+		return writes_->fence(conn);
 	if (type == wire::MsgType::kRdmaConnect) {
+		// The queue pair this token connects writes as this connection,
+		// its messages handled on this connection's loop.
+		RdmaWriteReceiver::Identity who{conn, EventLoop::current()};
 		wire::WireRdmaConnect c{};
+		c.write_depth = who.loop != nullptr ? RdmaWriteReceiver::kDepth : 0;
 		std::snprintf(c.endpoint, sizeof(c.endpoint), "%s", endpoint_.c_str());
 		if (getrandom(c.token, sizeof(c.token), 0) != ssize_t(sizeof(c.token)))
 			return reply.fail(Status(Code::kInternal, "getrandom failed"));
@@ -192,7 +205,8 @@ void RdmaServer::handle(const ConnInfo &conn, const wire::Header &req,
 		{
 			std::lock_guard lk(mu_);
 			auto now = std::chrono::steady_clock::now();
-			std::erase_if(tokens_, [&](const auto &e) { return e.second < now; });
+			std::erase_if(tokens_,
+			              [&](const auto &e) { return e.second.expires < now; });
 			if (tokens_.size() >= kMaxTokens)
 				return reply.fail(
 				        Status(Code::kBusy, "too many RDMA connects pending"));
@@ -201,7 +215,7 @@ void RdmaServer::handle(const ConnInfo &conn, const wire::Header &req,
 				        Status(Code::kUnavailable,
 				               "the pool is not registered for RDMA now "
 				               "(a registration failed; see the module's log)"));
-			tokens_[t] = now + kTokenLife;
+			tokens_[t] = Token{now + kTokenLife, std::move(who)};
 			c.rkey = mr_->rkey;
 		}
 		c.pool_addr = reinterpret_cast<uint64_t>(base_);
@@ -224,21 +238,23 @@ void RdmaServer::handle(const ConnInfo &conn, const wire::Header &req,
 	std::memcpy(out.data(), &w, sizeof(w));
 }
 
-bool RdmaServer::take_token(const uint8_t *token)
+std::optional<RdmaWriteReceiver::Identity> RdmaServer::take_token(const uint8_t *token)
 {
 	std::array<uint8_t, wire::kRdmaTokenSize> t;
 	std::memcpy(t.data(), token, t.size());
 	std::lock_guard lk(mu_);
 	auto it = tokens_.find(t);
-	if (it == tokens_.end() || it->second < std::chrono::steady_clock::now())
-		return false;
+	if (it == tokens_.end() || it->second.expires < std::chrono::steady_clock::now())
+		return std::nullopt;
+	RdmaWriteReceiver::Identity who = std::move(it->second.who);
 	tokens_.erase(it);
-	return true;
+	return who;
 }
 
 void RdmaServer::on_connect_request(rdma_cm_id *id, const void *data, uint8_t len)
 {
 	const char *why = nullptr;
+	std::optional<RdmaWriteReceiver::Identity> who;
 	wire::WireRdmaHello h{};
 	// rdma_cm pads private data; the hello is its first bytes.
 	if (data == nullptr || len < sizeof(h)) {
@@ -249,7 +265,7 @@ void RdmaServer::on_connect_request(rdma_cm_id *id, const void *data, uint8_t le
 			why = "bad hello magic";
 		else if (h.version != wire::kWireVersion)
 			why = "wrong wire version";
-		else if (!take_token(h.token))
+		else if (!(who = take_token(h.token)))
 			why = "unknown, used or expired token (ask RDMA_CONNECT over TLS)";
 	}
 	if (why != nullptr) {
@@ -266,12 +282,16 @@ void RdmaServer::on_connect_request(rdma_cm_id *id, const void *data, uint8_t le
 	qa.send_cq = cq_;
 	qa.recv_cq = cq_;
 	qa.qp_type = IBV_QPT_RC;
-	qa.cap.max_send_wr = 1;
-	qa.cap.max_recv_wr = 1;
-	qa.cap.max_send_sge = 1;
-	qa.cap.max_recv_sge = 1;
+	writes_->init_qp_attr(&qa); // the receives and answers of write-back
 	if (rdma_create_qp(id, pd_, &qa) != 0) {
 		LOG_WARN("rdma", "RDMA connect refused: rdma_create_qp: %s", strerror(errno));
+		rdma_reject(id, nullptr, 0);
+		rdma_destroy_id(id);
+		return;
+	}
+	if (Status st = writes_->attach(id, std::move(*who)); !st) {
+		LOG_WARN("rdma", "RDMA connect refused: %s", st.message().c_str());
+		writes_->detach(id);
 		rdma_reject(id, nullptr, 0);
 		rdma_destroy_id(id);
 		return;
@@ -282,7 +302,7 @@ void RdmaServer::on_connect_request(rdma_cm_id *id, const void *data, uint8_t le
 	p.rnr_retry_count = 7;
 	if (rdma_accept(id, &p) != 0) {
 		LOG_WARN("rdma", "rdma_accept: %s", strerror(errno));
-		rdma_destroy_qp(id);
+		writes_->detach(id);
 		rdma_destroy_id(id);
 		return;
 	}
@@ -325,7 +345,7 @@ void RdmaServer::cm_main()
 			case RDMA_CM_EVENT_CONNECT_ERROR:
 			case RDMA_CM_EVENT_UNREACHABLE:
 				if (conns_.erase(e.id) != 0) {
-					rdma_destroy_qp(e.id);
+					writes_->detach(e.id);
 					rdma_destroy_id(e.id);
 				}
 				break;

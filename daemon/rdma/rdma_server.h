@@ -7,9 +7,9 @@
 //     meta area to the end of its data area (daemon/store/layout.h), with
 //     IBV_ACCESS_REMOTE_READ only. Nothing is ever registered for remote
 //     write or atomics: every write goes through the module's durable
-//     redo-log path over TLS. Pages never move, so the remote address of a
-//     page is fixed (pool_addr + FA offset) and its PageMeta (version, crc)
-//     lies in the same registration, for the reader's torn-read check.
+//     redo-log path (over TLS, or SENT on the queue pair: below). Pages never move, so the remote
+//     address of a page is fixed (pool_addr + FA offset) and its PageMeta (version, crc) lies in
+//     the same registration, for the reader's torn-read check.
 //   - Hand-out: the key, the pool's address and geometry and a one-time
 //     connect token go out only in answer to RDMA_CONNECT over TLS, and
 //     only to an authenticated peer (ConnInfo::authenticated); the extent
@@ -18,7 +18,8 @@
 //     request's private data must be a WireRdmaHello carrying an unexpired
 //     token this server handed out (each token works once, for 30 s);
 //     anything else (wrong size, magic, version, unknown token) is rejected
-//     and counted. The QP is passive: the module posts nothing on it.
+//     and counted. The module posts on it only the receives and answers
+//     of write-back (below).
 //   - Revocation by deregistration, not memory windows: after a region is
 //     deleted or shrunk (reregister(), called by ModuleService once the
 //     freed pages are zeroed) the whole pool is registered again and the
@@ -41,6 +42,13 @@
 // so those reads end on TCP); RoCE packets are neither encrypted nor
 // authenticated, so RDMA is for networks where that is acceptable.
 //
+// Write-back over RDMA (issue 12, item 4): the queue pairs also carry
+// two-sided writes, received and applied through the ModuleService by the
+// RdmaWriteReceiver (rdma_write_receiver.h); a token remembers the TLS
+// connection (and its loop) that got it, and the queue pair connected with
+// it keeps that identity. RDMA_FENCE from a connection fences its queue
+// pairs. Still nothing is registered for remote write.
+//
 // Thread-safety: handle() runs on the TcpServer's loop thread; the rdma_cm
 // events are handled on this server's own thread; reregister() and the
 // accessors may run on any thread.
@@ -55,10 +63,12 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
 
+#include "daemon/rdma/rdma_write_receiver.h"
 #include "daemon/store/layout.h"
 #include "daemon/store/pool.h"
 #include "daemon/transport/tcp_server.h"
@@ -73,6 +83,7 @@ public:
 		uint64_t connections = 0; // accepted
 		uint64_t refused = 0;     // connect requests or key requests refused
 		uint64_t reregistrations = 0;
+		RdmaWriteReceiver::Counters writes; // write-back over RDMA
 	};
 
 	// Listens with rdma_cm on `host_port` (an address of an RDMA device; port
@@ -100,7 +111,12 @@ private:
 	Status register_pool();
 	void cm_main();
 	void on_connect_request(rdma_cm_id *id, const void *data, uint8_t len);
-	bool take_token(const uint8_t *token);
+	// The identity the token was handed to; nullopt if unknown, used or expired.
+	std::optional<RdmaWriteReceiver::Identity> take_token(const uint8_t *token);
+	struct Token {
+		std::chrono::steady_clock::time_point expires;
+		RdmaWriteReceiver::Identity who;
+	};
 
 	ModuleStore *store_ = nullptr;
 	RequestHandler *inner_ = nullptr;
@@ -116,9 +132,9 @@ private:
 	std::thread thread_;
 
 	mutable std::mutex mu_;
-	ibv_mr *mr_ = nullptr; // guarded by mu_
-	std::map<std::array<uint8_t, wire::kRdmaTokenSize>, std::chrono::steady_clock::time_point>
-	        tokens_;               // guarded by mu_
+	ibv_mr *mr_ = nullptr;                                              // guarded by mu_
+	std::map<std::array<uint8_t, wire::kRdmaTokenSize>, Token> tokens_; // guarded by mu_
+	std::unique_ptr<RdmaWriteReceiver> writes_;
 	std::set<rdma_cm_id *> conns_; // cm thread only
 	Counters counters_;            // guarded by mu_
 };

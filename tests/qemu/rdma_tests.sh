@@ -13,6 +13,9 @@
 # expect: rdma-auto-without-rdma
 # expect: rdma-key-needs-authentication
 # expect: rdma-torn-read
+# expect: rdma-write-back
+# expect: rdma-write-malformed-refused
+# expect: rdma-write-fallback
 # and, when the daemon tests run too (memfedd, memfedctl and the shim are there):
 # expect-with-daemons: rdma-program-sha256
 # expect-with-daemons: rdma-program-module-restart
@@ -75,6 +78,20 @@ if [ -x /bin/memfedd ] && [ -x /bin/memfedctl ]; then
 	want=$(sha256sum <$D/file.in | cut -d' ' -f1)
 	got=$(ctl run --map file=$D/file.bin -- /usr/bin/sha256sum $D/file.bin 2>$D/run.err | cut -d' ' -f1)
 	[ "$got" = "$want" ] || { detail "sha256sum over RDMA: '$got' $(cat $D/run.err), want $want"; ok=1; }
+	# Write-back over RDMA: coreutils' dd writes a region file through the
+	# shim; the node's pager writes the pages back (counted below), and the
+	# module's copy, read over TLS, holds them.
+	head -c 1048576 /dev/urandom >$D/wb.in
+	if ctl region create wb 1M >/dev/null; then
+		ctl run --map wb=$D/wb.bin -- /usr/bin/dd if=$D/wb.in of=$D/wb.bin bs=65536 \
+			conv=notrunc,fsync 2>$D/wb.err ||
+			{ detail "dd over RDMA failed: $(tail -2 $D/wb.err)"; ok=1; }
+		wbgot=$(ctl region read wb | sha256sum | cut -d' ' -f1)
+		wbwant=$(sha256sum <$D/wb.in | cut -d' ' -f1)
+		[ "$wbgot" = "$wbwant" ] || { detail "region written by dd: '$wbgot', want $wbwant"; ok=1; }
+	else
+		detail "region 'wb' not created"; ok=1
+	fi
 
 	# SIGKILL the module under a program reading over RDMA, start it again:
 	# the program finishes with the right sum (over RDMA again, or TCP).
@@ -102,6 +119,9 @@ if [ -x /bin/memfedd ] && [ -x /bin/memfedctl ]; then
 		{ detail "the node never read over RDMA: $(grep rdma $D/node.log)"; ok=1; }
 	pages=$(sed -n 's/.* reads, \([0-9]*\) pages over RDMA.*/\1/p' $D/node.log | head -1)
 	[ "${pages:-0}" -gt 0 ] || { detail "no pages over RDMA: $(grep rdma $D/node.log)"; ok=1; }
+	wpages=$(sed -n 's/.* writes, \([0-9]*\) pages written over RDMA.*/\1/p' $D/node.log |
+		awk '{ n += $1 } END { print n + 0 }')
+	[ "${wpages:-0}" -gt 0 ] || { detail "no pages written back over RDMA: $(grep rdma $D/node.log)"; ok=1; }
 	grep 'rdma' $D/node.log | sed 's/^/MEMFED-INFO rdma node: /'
 	kill $MOD_PID
 	wait $MOD_PID 2>/dev/null
