@@ -34,9 +34,10 @@
 // thanks to the QP's ACK timeout; a removed device)
 // marks the RDMA side broken: the reason is logged once, every read in
 // flight over RDMA is issued again over TCP (reads are idempotent; nothing
-// is lost, and writes never went over RDMA, so nothing is applied twice), the
-// queue pair, buffers and device context are torn down, the region extents
-// forgotten, and RDMA is tried again after Options::retry_ms.
+// is lost), every unanswered write too (below: fenced first, so nothing is
+// applied after its copy), the queue pair, buffers and device context are
+// torn down, the region extents forgotten, and RDMA is tried again after
+// Options::retry_ms.
 //
 // Write-back over RDMA (issue 12, items 4 and 5). write_pages() and
 // write_versioned() SEND the whole wire message (header + [prefix] + pages,

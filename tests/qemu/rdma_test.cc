@@ -999,6 +999,20 @@ int main(int argc, char **argv)
 		c(store->read_pages(wreg->id, fa + 200 * kPageSize, 1, pg.data()).is_ok() &&
 		          std::memcmp(pg.data(), wmodel.data() + 200 * kPageSize, kPageSize) == 0,
 		  "the good write was not applied");
+		// Longer than any receive buffer: the device refuses it (the queue
+		// pair breaks), the module counts it, applies nothing and serves on.
+		auto huge = write_message(wreg->id, fa, 1, 1006, 0x55);
+		huge.resize(wire::kRdmaWriteMessageMax + 64, 0x55);
+		auto before_huge = m.rdma->counters().writes;
+		c(!q.exchange(huge, &ans, &text).is_ok(),
+		  "a SEND longer than a message was answered");
+		for (int i = 0;
+		     i < 200 && m.rdma->counters().writes.malformed == before_huge.malformed; i++)
+			usleep(20 * 1000);
+		auto after_huge = m.rdma->counters().writes;
+		c(after_huge.malformed == before_huge.malformed + 1 &&
+		          after_huge.writes == before_huge.writes,
+		  "the long SEND was not refused and counted: " + write_counters(*ch, *m.rdma));
 	}
 	{
 		Lap lap("rdma-write-fallback");

@@ -110,7 +110,8 @@ if [ -x /bin/memfedd ] && [ -x /bin/memfedctl ]; then
 	wait_for 120 sh -c "! kill -0 $RUN_PID" || { detail "program still running"; kill -9 $RUN_PID; rok=1; }
 	wait $RUN_PID
 	bgot=$(cut -d' ' -f1 $D/big.out)
-	[ "$bgot" = "$bwant" ] || { detail "sha256sum across a module SIGKILL: '$bgot' $(cat $D/big.err), want $bwant"; rok=1; }
+	[ "$bgot" = "$bwant" ] || { detail "sha256sum across a module SIGKILL: '$bgot' $(cat $D/big.err), want $bwant"; rok=1;
+		tail -25 $D/node.log | sed 's/^/MEMFED-INFO rdma node log: /'; }
 	result rdma-program-module-restart $rok
 
 	kill $NODE_PID
