@@ -197,19 +197,20 @@ RdmaWriteReceiver::Counters RdmaWriteReceiver::counters() const
 	return counters_;
 }
 
-void RdmaWriteReceiver::refused(const char *what, const std::string &why)
+void RdmaWriteReceiver::refused(const char *what, const std::string &why, bool device)
 {
 	auto now = std::chrono::steady_clock::now();
 	uint64_t before;
 	{
 		std::lock_guard lk(mu_);
-		if (now - last_log_ < std::chrono::seconds(1)) {
-			unlogged_++;
+		Limit &l = limits_[device ? 1 : 0];
+		if (now - l.last < std::chrono::seconds(1)) {
+			l.unlogged++;
 			return;
 		}
-		last_log_ = now;
-		before = unlogged_;
-		unlogged_ = 0;
+		l.last = now;
+		before = l.unlogged;
+		l.unlogged = 0;
 	}
 	LOG_WARN("rdma", "%s: %s (%lu more not logged since the last line)", what, why.c_str(),
 	         (unsigned long)before);
@@ -254,18 +255,25 @@ void RdmaWriteReceiver::on_wc(const ibv_wc &wc)
 		}
 		if (wc.status == IBV_WC_WR_FLUSH_ERR)
 			return; // the queue pair is going down: its posted work is flushed
+		// A SEND longer than the receive buffer: a local length error
+		// (soft-RoCE fails the receive with a local QP operation error, or
+		// with the invalid request it NAKs).
+		bool too_long = !send && (wc.status == IBV_WC_LOC_LEN_ERR ||
+		                          wc.status == IBV_WC_LOC_QP_OP_ERR ||
+		                          wc.status == IBV_WC_REM_INV_REQ_ERR);
 		{
 			std::lock_guard lk(mu_);
 			counters_.qp_errors++;
-			counters_.malformed += wc.status == IBV_WC_LOC_LEN_ERR;
+			counters_.malformed += too_long;
 		}
 		refused(send ? "RDMA write answer failed" : "RDMA write receive failed",
-		        std::string(ibv_wc_status_str(wc.status)) + " on the queue pair of " +
+		        std::string(ibv_wc_status_str(wc.status)) + " (status " +
+		                std::to_string(int(wc.status)) + ") on the queue pair of " +
 		                c->who.conn.peer +
-		                (wc.status == IBV_WC_LOC_LEN_ERR
-		                         ? " (a SEND longer than a write message: refused, the "
-		                           "queue pair breaks, the peer falls back to TLS)"
-		                         : ""));
+		                (too_long ? " (a SEND longer than a write message: refused, the "
+		                            "queue pair breaks, the peer falls back to TLS)"
+		                          : ""),
+		        true);
 		return;
 	}
 	if (send) {
@@ -428,7 +436,8 @@ void RdmaWriteReceiver::send_locked(Conn &c, std::vector<uint8_t> msg)
 			counters_.qp_errors++;
 		}
 		refused("RDMA write answer not sent",
-		        std::string(strerror(errno)) + " on the queue pair of " + c.who.conn.peer);
+		        std::string(strerror(errno)) + " on the queue pair of " + c.who.conn.peer,
+		        true);
 	}
 }
 

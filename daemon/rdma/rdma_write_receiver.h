@@ -114,7 +114,9 @@ private:
 	void answer(uint64_t serial, const wire::Header &req, Code code,
 	            std::span<const uint8_t> payload);
 	void send_locked(Conn &c, std::vector<uint8_t> msg);
-	void refused(const char *what, const std::string &why);
+	// Logs at most one line a second per kind (a message refused by
+	// validation; a device-level error), counting the lines left out.
+	void refused(const char *what, const std::string &why, bool device = false);
 	std::shared_ptr<Conn> find(uint64_t serial);
 
 	RequestHandler *inner_ = nullptr;
@@ -134,11 +136,14 @@ private:
 	std::shared_ptr<Alive> alive_ = std::make_shared<Alive>();
 
 	mutable std::mutex mu_;
-	uint64_t next_serial_ = 1;                         // guarded by mu_
-	std::map<uint64_t, std::shared_ptr<Conn>> conns_;  // by serial; guarded by mu_
-	Counters counters_;                                // guarded by mu_
-	std::chrono::steady_clock::time_point last_log_{}; // guarded by mu_
-	uint64_t unlogged_ = 0;                            // guarded by mu_
+	uint64_t next_serial_ = 1;                        // guarded by mu_
+	std::map<uint64_t, std::shared_ptr<Conn>> conns_; // by serial; guarded by mu_
+	Counters counters_;                               // guarded by mu_
+	struct Limit {
+		std::chrono::steady_clock::time_point last{};
+		uint64_t unlogged = 0;
+	};
+	Limit limits_[2]; // guarded by mu_: [0] refused messages, [1] device errors
 };
 
 } // namespace memfed
