@@ -105,6 +105,8 @@ public:
 	std::string endpoint() const { return endpoint_; }
 	uint32_t rkey() const; // 0 while the pool is not registered
 	Counters counters() const;
+	// Test only: the write receiver (its test hook).
+	RdmaWriteReceiver *writes_for_test() { return writes_.get(); }
 
 private:
 	RdmaServer() = default;

@@ -197,6 +197,12 @@ RdmaWriteReceiver::Counters RdmaWriteReceiver::counters() const
 	return counters_;
 }
 
+void RdmaWriteReceiver::set_receive_hook_for_test(std::function<void()> hook)
+{
+	std::lock_guard lk(mu_);
+	receive_hook_ = std::move(hook);
+}
+
 void RdmaWriteReceiver::refused(const char *what, const std::string &why, bool device)
 {
 	auto now = std::chrono::steady_clock::now();
@@ -288,25 +294,34 @@ void RdmaWriteReceiver::on_wc(const ibv_wc &wc)
 	}
 	if (idx >= kDepth || c->who.loop == nullptr)
 		return;
+	std::function<void()> hook;
+	{
+		std::lock_guard lk(mu_);
+		hook = receive_hook_;
+	}
+	if (hook)
+		hook();
 	uint32_t len = wc.byte_len;
 	c->who.loop->post([this, c, idx, len] { process(c, idx, len); });
 }
 
 void RdmaWriteReceiver::process(const std::shared_ptr<Conn> &c, uint32_t idx, uint32_t len)
 {
+	bool gone;
 	{
 		std::lock_guard lk(c->mu);
-		if (c->qp == nullptr)
-			return; // disconnected: its peer has given up on it
+		gone = c->qp == nullptr;
 	}
-	if (c->fenced) {
+	if (gone || c->fenced) {
 		{
 			std::lock_guard lk(mu_);
-			counters_.fenced++;
+			counters_.dropped++;
 		}
-		refused("RDMA write dropped",
-		        "its queue pair was fenced by " + c->who.conn.peer +
-		                " (RDMA_FENCE): the peer re-issues it over TLS");
+		refused("RDMA write dropped, not applied",
+		        gone ? "its queue pair of " + c->who.conn.peer +
+		                        " is disconnected: the peer re-issues or fails it"
+		             : "its queue pair was fenced by " + c->who.conn.peer +
+		                        " (RDMA_FENCE): the peer re-issues it over TLS");
 		return repost(*c, idx);
 	}
 	std::span<const uint8_t> msg(c->recv_buf(idx), len);

@@ -36,10 +36,11 @@
 // that TLS connection before it re-issues its unanswered writes over TCP.
 // fence() (on that loop) marks every queue pair of the connection fenced;
 // a message of a fenced queue pair that reaches the loop after that is
-// dropped, never applied. A message handed to the handler before the fence
-// is queued on the writer before the re-issued copy, which rewrites the same
-// bytes. So a write is applied once in effect either way: never after the
-// re-issued copy or a newer write that follows it (rdma_channel.h).
+// dropped, never applied (so is one whose queue pair is gone: its peer
+// re-issues or fails every write it has no answer for). A message handed to the handler before the
+// fence is queued on the writer before the re-issued copy, which rewrites the same bytes. So a
+// write is applied once in effect either way: never after the re-issued copy or a newer write that
+// follows it (rdma_channel.h).
 //
 // Thread-safety: attach(), detach() on the RdmaServer's cm thread; fence()
 // on a TLS connection's loop; the receiver's own thread polls the
@@ -53,6 +54,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -81,7 +83,7 @@ public:
 		uint64_t pages = 0;     // their pages
 		uint64_t failed = 0;    // answered with an error by the write path
 		uint64_t malformed = 0; // refused by validation (kProtocol), or too long
-		uint64_t fenced = 0;    // dropped: their queue pair was fenced
+		uint64_t dropped = 0;   // not applied: their queue pair was fenced or is gone
 		uint64_t qp_errors = 0; // receives or answers that failed in the device
 	};
 
@@ -102,6 +104,10 @@ public:
 	// RDMA_FENCE from `conn` (on its loop): its queue pairs are fenced.
 	void fence(const ConnInfo &conn);
 	Counters counters() const;
+	// Test only: runs on the receiver's thread before each received
+	// message is handed to its loop (a test holds messages there to show
+	// that a fence drops them).
+	void set_receive_hook_for_test(std::function<void()> hook);
 
 private:
 	struct Conn;
@@ -139,6 +145,7 @@ private:
 	uint64_t next_serial_ = 1;                        // guarded by mu_
 	std::map<uint64_t, std::shared_ptr<Conn>> conns_; // by serial; guarded by mu_
 	Counters counters_;                               // guarded by mu_
+	std::function<void()> receive_hook_;              // guarded by mu_
 	struct Limit {
 		std::chrono::steady_clock::time_point last{};
 		uint64_t unlogged = 0;

@@ -26,8 +26,10 @@
 
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
 #include <cstring>
 #include <future>
+#include <mutex>
 #include <random>
 #include <thread>
 
@@ -352,6 +354,22 @@ bool all_done(const std::vector<std::unique_ptr<TestWrite>> &ws)
 			return false;
 	return true;
 }
+// Breaks the channel's queue pair while `ws` are in flight (a READ of `r`
+// over RDMA with a forged key) and drives every write to its end.
+void break_with_writes_in_flight(EventLoop *loop, RdmaChannel *ch, const RdmaServer &srv,
+                                 const RegionInfo &r, std::vector<std::unique_ptr<TestWrite>> &ws,
+                                 Check &c)
+{
+	c(ch->knows_region(r.id), "the extent of the region is not known");
+	ch->set_rkey_for_test(srv.rkey() ^ 0x00a5a500);
+	std::vector<uint8_t> one(kPageSize);
+	Waiter rw;
+	ch->read_pages(wire::TrafficClass::kFault, r.id, r.fa_offset, 1, one.data(), &rw);
+	c(drive(loop, [&] { return all_done(ws) && rw.done; }), "writes never completed");
+	for (auto &t : ws)
+		c(t->w.status.is_ok(), "write failed: " + t->w.status.to_string());
+}
+
 std::string write_counters(const RdmaChannel &ch, const RdmaServer &srv)
 {
 	const auto &c = ch.counters();
@@ -361,8 +379,9 @@ std::string write_counters(const RdmaChannel &ch, const RdmaServer &srv)
 	       std::to_string(c.write_fallbacks) + " fences " + std::to_string(c.fences) +
 	       " errors " + std::to_string(c.errors) + "; module writes " +
 	       std::to_string(m.writes) + " pages " + std::to_string(m.pages) + " failed " +
-	       std::to_string(m.failed) + " malformed " + std::to_string(m.malformed) + " fenced " +
-	       std::to_string(m.fenced) + " qp_errors " + std::to_string(m.qp_errors);
+	       std::to_string(m.failed) + " malformed " + std::to_string(m.malformed) +
+	       " dropped " + std::to_string(m.dropped) + " qp_errors " +
+	       std::to_string(m.qp_errors);
 }
 
 // A queue pair of its own to the module's RDMA endpoint, connected with a
@@ -1044,16 +1063,7 @@ int main(int argc, char **argv)
 		issue_writes(ch.get(), *wreg, ws, wmodel, wversions);
 		// Writes are in flight: a READ with a forged key breaks the queue pair.
 		c(ch->writes_in_flight_rdma() > 0, "no write in flight over RDMA");
-		ch->set_rkey_for_test(m.rdma->rkey() ^ 0x00a5a500);
-		std::vector<uint8_t> one(kPageSize);
-		Waiter rw;
-		c(ch->knows_region(wreg->id), "the extent of w is not known");
-		ch->read_pages(wire::TrafficClass::kFault, wreg->id, wreg->fa_offset, 1, one.data(),
-		               &rw);
-		c(drive(loop.get(), [&] { return all_done(ws) && rw.done; }),
-		  "writes never completed");
-		for (auto &t : ws)
-			c(t->w.status.is_ok(), "write failed: " + t->w.status.to_string());
+		break_with_writes_in_flight(loop.get(), ch.get(), *m.rdma, *wreg, ws, c);
 		auto k = ch->counters();
 		c(k.errors > before.errors && k.fences > before.fences &&
 		          k.write_fallbacks > before.write_fallbacks,
@@ -1088,6 +1098,65 @@ int main(int argc, char **argv)
 		c(drive(loop.get(), [&] { return all_done(more); }), "writes never completed");
 		c(ch->counters().writes == w0 + 4,
 		  "writes not over RDMA after reconnecting: " + write_counters(*ch, *m.rdma));
+	}
+	{
+		// A write the module received but had not handed to its write path
+		// when the pager's fence came is dropped, never applied after the
+		// re-issued copy (the module's receiver holds the messages here).
+		Lap lap("rdma-write-fence-drops");
+		Check c("rdma-write-fence-drops");
+		std::vector<uint8_t> one(kPageSize);
+		c(read(loop.get(), ch.get(), wreg->id, wreg->fa_offset, 1, one.data()).is_ok(),
+		  "read of w");
+		c(drive(loop.get(), [&] { return ch->knows_region(wreg->id); }),
+		  "extent never known");
+		c(ch->rdma_writes(), "writes not over RDMA");
+		std::mutex gate_mu;
+		std::condition_variable gate_cv;
+		bool open = false;
+		std::atomic<int> held{0};
+		RdmaWriteReceiver *rx = m.rdma->writes_for_test();
+		rx->set_receive_hook_for_test([&] {
+			held++;
+			std::unique_lock lk(gate_mu);
+			gate_cv.wait_for(lk, std::chrono::seconds(30), [&] { return open; });
+		});
+		auto before = m.rdma->counters().writes;
+		auto kb = ch->counters();
+		std::vector<std::unique_ptr<TestWrite>> ws;
+		for (uint64_t k = 0; k < 4; k++) {
+			auto t = std::make_unique<TestWrite>();
+			t->first = 32 + 8 * k;
+			t->count = 2;
+			t->bytes.resize(2 * kPageSize);
+			for (uint32_t i = 0; i < 2; i++)
+				fill(t->bytes.data() + i * kPageSize, t->first + i, 9000 + k);
+			ws.push_back(std::move(t));
+		}
+		issue_writes(ch.get(), *wreg, ws, wmodel, wversions);
+		c(drive(loop.get(), [&] { return held.load() > 0; }),
+		  "the module never got a write");
+		break_with_writes_in_flight(loop.get(), ch.get(), *m.rdma, *wreg, ws, c);
+		c(ch->counters().fences > kb.fences &&
+		          ch->counters().write_fallbacks >= kb.write_fallbacks + 4,
+		  "the writes were not fenced and re-issued: " + write_counters(*ch, *m.rdma));
+		{
+			std::lock_guard lk(gate_mu);
+			open = true;
+		}
+		gate_cv.notify_all();
+		for (int i = 0; i < 500 && m.rdma->counters().writes.dropped == before.dropped; i++)
+			usleep(20 * 1000);
+		rx->set_receive_hook_for_test(nullptr);
+		auto after = m.rdma->counters().writes;
+		c(after.dropped > before.dropped && after.writes == before.writes,
+		  "the held write was not dropped: " + write_counters(*ch, *m.rdma));
+		std::vector<uint8_t> got(256 * kPageSize);
+		c(store->read_pages(wreg->id, wreg->fa_offset, 256, got.data()).is_ok() &&
+		          got == wmodel,
+		  "the pages are not the last writes'");
+		std::printf("MEMFED-INFO rdma-write-fence-drops: %s\n",
+		            write_counters(*ch, *m.rdma).c_str());
 	}
 	ch.reset();
 	if (write_back) {

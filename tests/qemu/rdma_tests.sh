@@ -16,6 +16,7 @@
 # expect: rdma-write-back
 # expect: rdma-write-malformed-refused
 # expect: rdma-write-fallback
+# expect: rdma-write-fence-drops
 # and, when the daemon tests run too (memfedd, memfedctl and the shim are there):
 # expect-with-daemons: rdma-program-sha256
 # expect-with-daemons: rdma-program-module-restart
@@ -78,20 +79,6 @@ if [ -x /bin/memfedd ] && [ -x /bin/memfedctl ]; then
 	want=$(sha256sum <$D/file.in | cut -d' ' -f1)
 	got=$(ctl run --map file=$D/file.bin -- /usr/bin/sha256sum $D/file.bin 2>$D/run.err | cut -d' ' -f1)
 	[ "$got" = "$want" ] || { detail "sha256sum over RDMA: '$got' $(cat $D/run.err), want $want"; ok=1; }
-	# Write-back over RDMA: coreutils' dd writes a region file through the
-	# shim; the node's pager writes the pages back (counted below), and the
-	# module's copy, read over TLS, holds them.
-	head -c 1048576 /dev/urandom >$D/wb.in
-	if ctl region create wb 1M >/dev/null; then
-		ctl run --map wb=$D/wb.bin -- /usr/bin/dd if=$D/wb.in of=$D/wb.bin bs=65536 \
-			conv=notrunc,fsync 2>$D/wb.err ||
-			{ detail "dd over RDMA failed: $(tail -2 $D/wb.err)"; ok=1; }
-		wbgot=$(ctl region read wb | sha256sum | cut -d' ' -f1)
-		wbwant=$(sha256sum <$D/wb.in | cut -d' ' -f1)
-		[ "$wbgot" = "$wbwant" ] || { detail "region written by dd: '$wbgot', want $wbwant"; ok=1; }
-	else
-		detail "region 'wb' not created"; ok=1
-	fi
 
 	# SIGKILL the module under a program reading over RDMA, start it again:
 	# the program finishes with the right sum (over RDMA again, or TCP).
@@ -113,6 +100,22 @@ if [ -x /bin/memfedd ] && [ -x /bin/memfedctl ]; then
 	[ "$bgot" = "$bwant" ] || { detail "sha256sum across a module SIGKILL: '$bgot' $(cat $D/big.err), want $bwant"; rok=1;
 		tail -25 $D/node.log | sed 's/^/MEMFED-INFO rdma node log: /'; }
 	result rdma-program-module-restart $rok
+
+	# Write-back over RDMA (after the restart, on the new connection):
+	# coreutils' dd writes a region file through the shim; the node's pager
+	# writes the pages back (counted below), and the module's copy, read
+	# over TLS, holds them.
+	head -c 1048576 /dev/urandom >$D/wb.in
+	if ctl region create wb 1M >/dev/null; then
+		ctl run --map wb=$D/wb.bin -- /usr/bin/dd if=$D/wb.in of=$D/wb.bin bs=65536 \
+			conv=notrunc,fsync 2>$D/wb.err ||
+			{ detail "dd over RDMA failed: $(tail -2 $D/wb.err)"; ok=1; }
+		wbgot=$(ctl region read wb | sha256sum | cut -d' ' -f1)
+		wbwant=$(sha256sum <$D/wb.in | cut -d' ' -f1)
+		[ "$wbgot" = "$wbwant" ] || { detail "region written by dd: '$wbgot', want $wbwant"; ok=1; }
+	else
+		detail "region 'wb' not created"; ok=1
+	fi
 
 	kill $NODE_PID
 	wait $NODE_PID 2>/dev/null
