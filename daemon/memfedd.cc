@@ -302,20 +302,30 @@ int main(int argc, char **argv)
 	fed.set_request_timeout_ms(cfg.request_timeout_ms);
 	fed.set_replica_grace_seconds(cfg.replica_grace_seconds);
 	fed.keep_tombstones_in(cfg.state_dir);
-	if (cfg.transport != "tcp") {
 #ifdef MEMFED_HAVE_RDMA
+	// The transport to a module: its node's "transport" in trust.peers (read
+	// at each connection, so `peer add --transport` applies to the next
+	// one), else this node's.
+	fed.set_channel_wrapper([trusted, node_transport = cfg.transport](
+					EventLoop *loop, std::unique_ptr<TcpChannel> tcp) {
+		std::string t = node_transport;
+		if (auto p = trusted->find(tcp->peer().key); p && !p->transport.empty())
+			t = p->transport;
+		if (t == "tcp")
+			return std::unique_ptr<Channel>(std::move(tcp));
 		RdmaChannel::Options ro;
-		ro.mode = cfg.transport == "rdma" ? RdmaChannel::Mode::kRdma : RdmaChannel::Mode::kAuto;
-		fed.set_channel_wrapper([ro](EventLoop *loop, std::unique_ptr<TcpChannel> tcp) {
-			return std::unique_ptr<Channel>(RdmaChannel::wrap(loop, std::move(tcp), ro));
-		});
+		ro.mode = t == "rdma" ? RdmaChannel::Mode::kRdma : RdmaChannel::Mode::kAuto;
+		return std::unique_ptr<Channel>(RdmaChannel::wrap(loop, std::move(tcp), ro));
+	});
 #else
-		if (cfg.transport == "rdma")
-			return die(Status(Code::kInvalidArgument,
-					  "--transport rdma: this memfedd was built without RDMA (rdma-core "
-					  "was missing at build time: make deps, then rebuild)"));
+	bool rdma_asked = cfg.transport == "rdma";
+	for (const auto &p : cfg.trust.peers)
+		rdma_asked = rdma_asked || p.transport == "rdma";
+	if (rdma_asked)
+		return die(Status(Code::kInvalidArgument,
+				  "transport rdma: this memfedd was built without RDMA (rdma-core "
+				  "was missing at build time: make deps, then rebuild)"));
 #endif
-	}
 	// Stops the mesh before `fed` goes, on every way out of main().
 	struct MeshStopper {
 		std::unique_ptr<mesh::MeshNode> &node;
@@ -411,6 +421,24 @@ int main(int argc, char **argv)
 		ops.set_pager_stats([&pager](const std::string &after, size_t max_bytes) {
 			return pager->stats(0, after, max_bytes);
 		});
+		ops.set_transport_states([&pager] { return pager->transport_states(); });
+#ifdef MEMFED_HAVE_RDMA
+		ops.set_rdma_stats([] {
+			RdmaChannel::Counters c = RdmaChannel::totals();
+			return nlohmann::json{{"reads", c.reads.load()},
+					      {"pages", c.pages.load()},
+					      {"bytes", c.bytes.load()},
+					      {"torn_retries", c.torn_retries.load()},
+					      {"fallbacks", c.fallbacks.load()},
+					      {"errors", c.errors.load()},
+					      {"refused", c.refused.load()},
+					      {"connects", c.connects.load()},
+					      {"writes", c.writes.load()},
+					      {"pages_written", c.pages_written.load()},
+					      {"write_fallbacks", c.write_fallbacks.load()},
+					      {"fences", c.fences.load()}};
+		});
+#endif
 		ops.add_region_users([&pager](const std::string &r) { return pager->region_users(r); });
 		ops.on_region_deleted([&pager](const RegionLocation &loc) { pager->region_deleted(loc); });
 	}

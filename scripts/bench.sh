@@ -89,7 +89,7 @@ say "swap: sort, stress-ng, redis at 1/3 and 1/6 of their footprint, memfed vs k
 bash "$(dirname "$0")/bench_swap.sh" "$BUILD" "$RESULTS"
 
 if [ -x "$BIN/memfed_rdma_test" ]; then
-	say "rdma: READ latency over soft-RoCE (one-sided) vs TCP (TLS) in the QEMU guest (TCG: functional figures, not performance)"
+	say "rdma: READ latency over soft-RoCE (one-sided) vs TCP (TLS), and a mapped region's fault p50, scan rate and module CPU per page through a pager node over each, in the QEMU guest (TCG: functional figures, not performance)"
 	"$(dirname "$0")/qemu/run.sh" --bin-dir "$BIN" --rdma-bench --timeout 400 | grep '^MEMFED-BENCH' |
 		sed 's/^MEMFED-BENCH //' | tee "$RESULTS/rdma-guest.txt"
 fi

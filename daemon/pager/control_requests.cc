@@ -187,11 +187,19 @@ void PagerThread::detach(uint64_t uffd_id, std::function<void()> done)
 	add_waiter(nullptr, 0, 0, false, finish);
 }
 
+void PagerThread::collect_transports(std::vector<TransportState> *out) const
+{
+	for (const auto &[id, cs] : channels_)
+		if (cs->channel && !cs->broken)
+			cs->channel->transport_states(out);
+}
+
 void PagerThread::collect(StatsSnapshot *out)
 {
 	for (auto &[name, st] : retired_regions_)
 		out->regions[name].add(st);
 	out->writebacks_dropped += wb_dropped_;
+	collect_transports(&out->transports);
 	for (auto &p : procs_) {
 		if (p->dead)
 			continue;

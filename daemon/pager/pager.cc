@@ -579,6 +579,20 @@ nlohmann::json Pager::stats(pid_t pid, const std::string &after, size_t max_byte
 	return b;
 }
 
+std::vector<TransportState> Pager::transport_states()
+{
+	auto shared = std::make_shared<StatsSnapshot>();
+	for (size_t t = 0; t < threads_.size(); t++) {
+		Status st = run_on(int(t), [this, t, shared](auto done) {
+			threads_[t]->collect_transports(&shared->transports);
+			done(Status::ok());
+		});
+		if (!st)
+			return {};
+	}
+	return std::move(shared->transports);
+}
+
 Message Pager::op_stats(const control::Peer &, Message &req)
 {
 	close_fds(req);

@@ -62,6 +62,8 @@ public:
 	// until about `max_bytes` of JSON; "more" says whether a "next" page
 	// follows. The default gives everything at once (metrics, tests).
 	nlohmann::json stats(pid_t pid, const std::string &after = "", size_t max_bytes = SIZE_MAX);
+	// How the pager threads' channels reach each module (module ls).
+	std::vector<TransportState> transport_states();
 	// The page size of the "pager.stats" and "stats" replies: well below
 	// control::kMaxPacket.
 	static constexpr size_t kStatsPageBytes = 96 * 1024;

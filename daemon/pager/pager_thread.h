@@ -86,6 +86,7 @@ struct StatsSnapshot {
 	// Pages whose write-back was dropped because their region had been
 	// deleted (sent and answered not_found, or never sent).
 	uint64_t writebacks_dropped = 0;
+	std::vector<TransportState> transports; // of the threads' channels
 };
 
 class PagerThread
@@ -127,6 +128,8 @@ public:
 	void detach(uint64_t uffd_id, std::function<void()> done);
 	// Loop thread: adds this thread's counters to `out`.
 	void collect(StatsSnapshot *out);
+	// Loop thread: how this thread's channels reach their modules.
+	void collect_transports(std::vector<TransportState> *out) const;
 	// Loop thread: region `name` was deleted: the counters of its ended
 	// mappings are dropped (each program's heap is a region of its own: kept,
 	// they would grow the daemon and its stats with every program run).

@@ -5,9 +5,11 @@
 
 #include <algorithm>
 #include <cstring>
+#include <set>
 
 #include "daemon/common/crc32c.h"
 #include "daemon/common/log.h"
+#include "daemon/common/thread_annotations.h"
 #include "daemon/rdma/rdma_address.h"
 #include "daemon/store/layout.h"
 #include "daemon/wire/codec.h"
@@ -149,6 +151,63 @@ private:
 	uint32_t id_;
 	uint64_t epoch_;
 };
+
+namespace
+{
+// Every live channel's counters, and the sums of those gone.
+struct CounterList {
+	Mutex mu;
+	std::set<const RdmaChannel::Counters *> live GUARDED_BY(mu);
+	RdmaChannel::Counters retired GUARDED_BY(mu);
+};
+
+CounterList &counter_list()
+{
+	static CounterList *list = new CounterList; // never destroyed: channels may outlive statics
+	return *list;
+}
+} // namespace
+
+void RdmaChannel::Counters::add(const Counters &o)
+{
+	reads += o.reads;
+	pages += o.pages;
+	bytes += o.bytes;
+	torn_retries += o.torn_retries;
+	fallbacks += o.fallbacks;
+	errors += o.errors;
+	refused += o.refused;
+	connects += o.connects;
+	writes += o.writes;
+	pages_written += o.pages_written;
+	write_fallbacks += o.write_fallbacks;
+	fences += o.fences;
+}
+
+RdmaChannel::Counters RdmaChannel::totals()
+{
+	CounterList &l = counter_list();
+	MutexLock lk(&l.mu);
+	Counters sum = l.retired;
+	for (const Counters *c : l.live)
+		sum.add(*c);
+	return sum;
+}
+
+RdmaChannel::Listed::Listed(const Counters *c) : c_(c)
+{
+	CounterList &l = counter_list();
+	MutexLock lk(&l.mu);
+	l.live.insert(c_);
+}
+
+RdmaChannel::Listed::~Listed()
+{
+	CounterList &l = counter_list();
+	MutexLock lk(&l.mu);
+	l.live.erase(c_);
+	l.retired.add(*c_);
+}
 
 std::unique_ptr<RdmaChannel> RdmaChannel::wrap(EventLoop *loop, std::unique_ptr<TcpChannel> tcp,
                                                Options opts)

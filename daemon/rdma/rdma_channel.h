@@ -102,6 +102,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "daemon/common/relaxed_counter.h"
 #include "daemon/transport/tcp_channel.h"
 
 namespace memfed
@@ -128,20 +129,25 @@ public:
 	// A durable answer can take a group commit under load: generous.
 	static constexpr auto kWriteTimeout = std::chrono::seconds(30);
 
+	// Bumped on the loop thread, read from any (totals()).
 	struct Counters {
-		uint64_t reads = 0;           // READ requests served over RDMA
-		uint64_t pages = 0;           // pages served over RDMA
-		uint64_t bytes = 0;           // bytes read by RDMA (pages and meta)
-		uint64_t torn_retries = 0;    // requests read again after a torn page
-		uint64_t fallbacks = 0;       // READs issued over RDMA, finished over TCP
-		uint64_t errors = 0;          // times the RDMA side broke
-		uint64_t refused = 0;         // reads outside a region's extent
-		uint64_t connects = 0;        // RDMA connections made
-		uint64_t writes = 0;          // WRITE/WRITE_VERSIONED answered over RDMA
-		uint64_t pages_written = 0;   // their pages
-		uint64_t write_fallbacks = 0; // writes sent over RDMA, re-issued over TCP
-		uint64_t fences = 0;          // RDMA_FENCEs sent before such re-issues
+		RelaxedCounter reads;        // READ requests served over RDMA
+		RelaxedCounter pages;        // pages served over RDMA
+		RelaxedCounter bytes;        // bytes read by RDMA (pages and meta)
+		RelaxedCounter torn_retries; // requests read again after a torn page
+		RelaxedCounter fallbacks;    // READs issued over RDMA, finished over TCP
+		RelaxedCounter errors;       // times the RDMA side broke
+		RelaxedCounter refused;      // reads outside a region's extent
+		RelaxedCounter connects;     // RDMA connections made
+		RelaxedCounter writes;          // WRITE/WRITE_VERSIONED answered over RDMA
+		RelaxedCounter pages_written;   // their pages
+		RelaxedCounter write_fallbacks; // writes sent over RDMA, re-issued over TCP
+		RelaxedCounter fences;          // RDMA_FENCEs sent before such re-issues
+		void add(const Counters &o);
 	};
+	// The sums over every RdmaChannel of this process, past and present
+	// (memfedctl stats, metrics): they only grow.
+	static Counters totals();
 
 	// Wraps a connected TLS channel; RDMA is set up lazily (at the first read).
 	static std::unique_ptr<RdmaChannel> wrap(EventLoop *loop, std::unique_ptr<TcpChannel> tcp,
@@ -150,6 +156,10 @@ public:
 
 	const PeerInfo &peer() const override { return tcp_->peer(); }
 	bool connected() const override { return tcp_->connected(); }
+	void transport_states(std::vector<TransportState> *out) const override
+	{
+		out->push_back({peer().module, rdma_up() ? "rdma" : "tcp", why_});
+	}
 	void read_pages(wire::TrafficClass tc, uint32_t region_id, uint64_t fa_offset,
 	                uint32_t count, void *dst, Completion *done) override;
 	void write_pages(wire::TrafficClass tc, uint32_t region_id, uint64_t fa_offset,
@@ -261,6 +271,21 @@ private:
 	std::chrono::steady_clock::time_point next_try_{};
 	std::string why_;
 	Counters counters_;
+	// Lists counters_ for totals() while this channel lives, and adds them
+	// to the retired sum when it goes (declared after counters_, so
+	// destroyed before it: after the destructor's last count).
+	class Listed
+	{
+	public:
+		explicit Listed(const Counters *c);
+		~Listed();
+		Listed(const Listed &) = delete;
+		Listed &operator=(const Listed &) = delete;
+
+	private:
+		const Counters *c_;
+	};
+	Listed listed_{&counters_};
 
 	std::unique_ptr<ConnectReply> connect_reply_;
 	std::unordered_map<uint32_t, Extent> extents_;

@@ -119,12 +119,22 @@ Status set_kmod(const std::string &origin, const std::string &key, const std::st
 	return Status::ok();
 }
 
+bool valid_transport(const std::string &v)
+{
+	return v == "auto" || v == "tcp" || v == "rdma";
+}
+
+Status transport_error(const std::string &origin, const std::string &key, const std::string &v)
+{
+	return Status(Code::kInvalidArgument,
+		      origin + ": \"" + key + "\" must be \"auto\", \"tcp\" or \"rdma\", not '" + v + "'");
+}
+
 Status set_transport(const std::string &origin, const std::string &key, const std::string &v,
 		     DaemonConfig *cfg)
 {
-	if (v != "auto" && v != "tcp" && v != "rdma")
-		return Status(Code::kInvalidArgument,
-			      origin + ": \"" + key + "\" must be \"auto\", \"tcp\" or \"rdma\", not '" + v + "'");
+	if (!valid_transport(v))
+		return transport_error(origin, key, v);
 	cfg->transport = v;
 	return Status::ok();
 }
@@ -242,6 +252,8 @@ json trusted_peers_json(const std::vector<trust::TrustedPeer> &peers)
 			e["name"] = p.name;
 		if (!p.endpoint.empty())
 			e["endpoint"] = p.endpoint;
+		if (!p.transport.empty())
+			e["transport"] = p.transport;
 		out.push_back(e);
 	}
 	return out;
@@ -251,7 +263,8 @@ Status parse_trusted_peers(const json &v, const std::string &origin, const std::
                            std::vector<trust::TrustedPeer> *out)
 {
 	const char *want = "an array of {\"key\": KEY, \"name\": NAME, \"endpoint\": "
-	                   "\"HOST:PORT\"} (name and endpoint optional)";
+	                   "\"HOST:PORT\", \"transport\": \"auto|tcp|rdma\"} (all but key "
+	                   "optional)";
 	if (!v.is_array())
 		return type_error(origin, key, want);
 	std::vector<trust::TrustedPeer> peers;
@@ -275,10 +288,15 @@ Status parse_trusted_peers(const json &v, const std::string &origin, const std::
 					return type_error(origin, k, "a string \"HOST:PORT\"");
 				MF_RETURN_IF_ERROR(set_endpoint(origin, k, fv.get<std::string>(), &ep));
 				p.endpoint = ep;
+			} else if (field == "transport") {
+				MF_RETURN_IF_ERROR(set_string(origin, k, fv, &p.transport));
+				if (!valid_transport(p.transport))
+					return transport_error(origin, k, p.transport);
 			} else {
 				return Status(Code::kInvalidArgument,
 				              origin + ": unknown key \"" + k +
-				                      "\" (a trusted peer has key, name and endpoint)");
+				                      "\" (a trusted peer has key, name, endpoint and "
+				                      "transport)");
 			}
 		}
 		peers.push_back(std::move(p));

@@ -176,7 +176,8 @@ TEST_CASE("trust: peers from the file and from --trust, bad keys named", "[confi
 	std::string b64 = memfed::trust::encode_key(key->pub);
 	DaemonConfig cfg;
 	REQUIRE(apply_config_json(R"({"trust": {"peers": [{"key": ")" + b64 +
-	                                  R"(", "name": "lamp-7", "endpoint": "10.0.0.7:7700"}],
+	                                  R"(", "name": "lamp-7", "endpoint": "10.0.0.7:7700",
+	                                  "transport": "tcp"}],
 	                                  "rekey_seconds": 30, "rekey_bytes": "1G"}})",
 	                          "t.json", &cfg)
 	                .is_ok());
@@ -184,6 +185,7 @@ TEST_CASE("trust: peers from the file and from --trust, bad keys named", "[confi
 	CHECK(cfg.trust.peers[0].key == key->pub);
 	CHECK(cfg.trust.peers[0].name == "lamp-7");
 	CHECK(cfg.trust.peers[0].endpoint == "10.0.0.7:7700");
+	CHECK(cfg.trust.peers[0].transport == "tcp");
 	CHECK(cfg.trust.rekey_seconds == 30);
 	CHECK(cfg.trust.rekey_bytes == (uint64_t{1} << 30));
 
@@ -197,6 +199,12 @@ TEST_CASE("trust: peers from the file and from --trust, bad keys named", "[confi
 	        apply_config_json(R"({"trust": {"peers": [{"key": "nope"}]}})", "t.json", &cfg);
 	CHECK(bad.code() == Code::kInvalidArgument);
 	CHECK(bad.message().find("trust.peers key") != std::string::npos);
+	bad = apply_config_json(
+	        R"({"trust": {"peers": [{"key": ")" + b64 + R"(", "transport": "ib"}]}})", "t.json",
+	        &cfg);
+	CHECK(bad.code() == Code::kInvalidArgument);
+	CHECK(bad.message().find("\"trust.peers.transport\" must be \"auto\", \"tcp\" or \"rdma\"") !=
+	      std::string::npos);
 	bad = apply_config_json(R"({"trust": {"peers": [{"key": ")" + b64 + R"(", "port": 1}]}})",
 	                        "t.json", &cfg);
 	CHECK(bad.message().find("trust.peers.port") != std::string::npos);

@@ -3,6 +3,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <map>
+#include <set>
 
 #include "daemon/common/log.h"
 #include "daemon/common/region_name.h"
@@ -300,6 +302,7 @@ Message ControlOps::status()
 		}
 		mods.push_back(e);
 	}
+	add_transports(mods);
 	b["modules"] = mods;
 	if (b.contains("pool"))
 		b["pool"]["regions"] = fed_->local_region_count();
@@ -315,7 +318,36 @@ json ControlOps::modules_body()
 	json mods = json::array();
 	for (const auto &m : fed_->modules())
 		mods.push_back(module_json(m));
+	add_transports(mods);
 	return mods;
+}
+
+void ControlOps::add_transports(json &mods)
+{
+	if (!transport_states_)
+		return;
+	// A module's channels (one per pager thread, and per copy of a
+	// replicated region) usually agree; "rdma+tcp" while they do not.
+	std::map<std::string, std::pair<std::set<std::string>, std::string>> by_module;
+	for (const auto &t : transport_states_()) {
+		auto &[kinds, why] = by_module[t.module.to_string()];
+		kinds.insert(t.transport);
+		if (why.empty())
+			why = t.why;
+	}
+	for (auto &m : mods) {
+		auto it = by_module.find(m.value("module", ""));
+		if (it == by_module.end())
+			continue;
+		const auto &[kinds, why] = it->second;
+		std::string joined;
+		for (const char *k : {"rdma", "tcp", "local"})
+			if (kinds.count(k))
+				joined.append(joined.empty() ? "" : "+").append(k);
+		m["transport"] = joined;
+		if (!why.empty())
+			m["transport_why"] = why;
+	}
 }
 
 // The module's counters and a page of the pager's (Pager::stats): a reply
@@ -359,10 +391,13 @@ json ControlOps::stats_body(const std::string &after, size_t max_bytes)
 			b["module"]["refusals"] = {{"read", n->read},
 						   {"write", n->write},
 						   {"admin", n->admin},
-						   {"node_quota", n->node_quota}};
+						   {"node_quota", n->node_quota},
+						   {"uid_quota", n->uid_quota}};
 	}
 	if (pager_stats_)
 		b["pager"] = pager_stats_(after, max_bytes);
+	if (rdma_stats_)
+		b["rdma"] = rdma_stats_();
 	return b;
 }
 
@@ -441,6 +476,8 @@ Message ControlOps::region_create(const control::Peer &peer, Message &req)
 				     placement);
 	if (r && *length != UINT64_MAX)
 		r = fed_->set_length(*r, *length, false);
+	if (!r && local && placement.replicas == 1 && r.status().code() == Code::kQuota)
+		fed_->count_refusal(r.status(), Refusal::kUidQuota); // admit_region's answer
 	if (!r)
 		return error_reply(r.status());
 	LOG_INFO("control", "uid %u created region '%s' (%s) on %s", peer.uid, name->c_str(),

@@ -67,6 +67,14 @@ public:
 	{
 		pager_stats_ = std::move(f);
 	}
+	// How the pager's channels reach each module ("transport" in module ls
+	// and status).
+	void set_transport_states(std::function<std::vector<TransportState>()> f)
+	{
+		transport_states_ = std::move(f);
+	}
+	// The RDMA transport's counters ("rdma" in stats); unset: no RDMA.
+	void set_rdma_stats(std::function<nlohmann::json()> f) { rdma_stats_ = std::move(f); }
 	// The bound Prometheus endpoint "host:port", shown by "status" as
 	// "metrics" (null while there is none).
 	void set_metrics_endpoint(std::string ep) { metrics_ = std::move(ep); }
@@ -99,6 +107,8 @@ private:
 	control::Message stats(control::Message &req);
 	nlohmann::json stats_body(const std::string &after, size_t max_bytes);
 	nlohmann::json modules_body();
+	// Adds each module's "transport" (and "transport_why") to `mods`.
+	void add_transports(nlohmann::json &mods);
 	// The region named by the request's `key` located and checked for
 	// `want` access.
 	Result<RegionLocation> find_region(const control::Peer &peer, const control::Message &req,
@@ -126,6 +136,8 @@ private:
 	std::string metrics_;
 	std::function<void(nlohmann::json &)> status_hook_;
 	std::function<nlohmann::json(const std::string &, size_t)> pager_stats_;
+	std::function<std::vector<TransportState>()> transport_states_;
+	std::function<nlohmann::json()> rdma_stats_;
 	std::vector<std::function<std::vector<pid_t>(const std::string &)>> region_users_;
 	mutable std::mutex quota_mu_;
 	QuotaConfig quota_; // guarded by quota_mu_

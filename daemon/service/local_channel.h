@@ -52,6 +52,10 @@ public:
 
 	const PeerInfo &peer() const override { return peer_; }
 	bool connected() const override { return true; }
+	void transport_states(std::vector<TransportState> *out) const override
+	{
+		out->push_back({peer_.module, "local", ""});
+	}
 	void read_pages(wire::TrafficClass tc, uint32_t region_id, uint64_t fa_offset,
 	                uint32_t count, void *dst, Completion *done) override;
 	void write_pages(wire::TrafficClass tc, uint32_t region_id, uint64_t fa_offset,

@@ -220,11 +220,39 @@ void refusal_metrics(PromText &t, const json &module)
 		return;
 	t.family("memfed_module_refusals_total", "counter",
 	         "Requests this node's module refused: reason read, write or admin (its "
-	         "authorization lacked that right), node_quota (the asking node's quota).");
-	for (const char *reason : {"read", "write", "admin", "node_quota"})
+	         "authorization lacked that right), node_quota (the asking node's quota), "
+	         "uid_quota (a local user's quota).");
+	for (const char *reason : {"read", "write", "admin", "node_quota", "uid_quota"})
 		t.sample("memfed_module_refusals_total",
 		         {{"module", json_string(module, "module")}, {"reason", reason}},
 		         json_count(*r, reason));
+}
+
+// The RDMA transport's counters ("stats" "rdma"), when it is built in.
+void rdma_metrics(PromText &t, const json &rdma)
+{
+	static constexpr struct {
+		const char *key, *name, *help;
+	} kRdma[] = {
+	        {"reads", "memfed_rdma_reads_total", "READ requests served by one-sided RDMA."},
+	        {"pages", "memfed_rdma_pages_total", "Pages served by one-sided RDMA READs."},
+	        {"bytes", "memfed_rdma_read_bytes_total",
+	         "Bytes read by RDMA: pages and their version and checksum entries."},
+	        {"torn_retries", "memfed_rdma_torn_retries_total",
+	         "RDMA reads done again because a page changed while it was read."},
+	        {"fallbacks", "memfed_rdma_fallbacks_total",
+	         "Reads begun over RDMA and finished over TCP."},
+	        {"errors", "memfed_rdma_errors_total", "Times an RDMA connection broke."},
+	        {"writes", "memfed_rdma_writes_total",
+	         "Writes sent over RDMA and answered durable by the module."},
+	        {"pages_written", "memfed_rdma_pages_written_total", "Pages of those writes."},
+	        {"write_fallbacks", "memfed_rdma_write_fallbacks_total",
+	         "Writes sent over RDMA and re-issued over TCP after the connection broke."},
+	};
+	for (const auto &c : kRdma) {
+		t.family(c.name, "counter", c.help);
+		t.sample(c.name, {}, json_count(rdma, c.key));
+	}
 }
 
 } // namespace
@@ -237,6 +265,8 @@ std::string format_metrics(const json &stats, const json &modules)
 	module_metrics(t, modules.is_array() ? modules : json::array());
 	if (stats.contains("module") && stats["module"].is_object())
 		refusal_metrics(t, stats["module"]);
+	if (stats.contains("rdma") && stats["rdma"].is_object())
+		rdma_metrics(t, stats["rdma"]);
 	return t.text();
 }
 

@@ -21,7 +21,12 @@
 //   memfed_module_free_bytes{module}
 //   memfed_peer_up{module,endpoint}               1 connected, 0 not
 //   memfed_module_refusals_total{module,reason}   requests this node's module
-//       refused: reason read, write, admin (authorization), node_quota
+//       refused: reason read, write, admin (authorization), node_quota,
+//       uid_quota
+//   memfed_rdma_{reads,pages,read_bytes,torn_retries,fallbacks,errors}_total,
+//   memfed_rdma_{writes,pages_written,write_fallbacks}_total
+//       the RDMA transport's reads and writes (memfedctl stats rdma.*), where
+//       built in
 //
 // Per-process counters are left out on purpose: a pid label makes a new
 // series for every process that ever faulted.

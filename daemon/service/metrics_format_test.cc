@@ -147,7 +147,7 @@ TEST_CASE("the local module's refusals per reason; none without a module role")
 	json stats = {
 	        {"module",
 	         {{"module", "02:00:00:00:00:31"},
-	          {"refusals", {{"read", 3}, {"write", 2}, {"admin", 0}, {"node_quota", 1}}}}}};
+	          {"refusals", {{"read", 3}, {"write", 2}, {"admin", 0}, {"node_quota", 1}, {"uid_quota", 4}}}}}};
 	std::string text = format_metrics(stats, json::array());
 	REQUIRE(has_line(text, "# TYPE memfed_module_refusals_total counter"));
 	REQUIRE(has_line(text, "memfed_module_refusals_total{module=\"02:00:00:00:00:31\","
@@ -158,7 +158,32 @@ TEST_CASE("the local module's refusals per reason; none without a module role")
 	                       "reason=\"admin\"} 0"));
 	REQUIRE(has_line(text, "memfed_module_refusals_total{module=\"02:00:00:00:00:31\","
 	                       "reason=\"node_quota\"} 1"));
-	REQUIRE(count_prefix(text, "memfed_module_refusals_total{") == 4);
+	REQUIRE(has_line(text, "memfed_module_refusals_total{module=\"02:00:00:00:00:31\","
+	                       "reason=\"uid_quota\"} 4"));
+	REQUIRE(count_prefix(text, "memfed_module_refusals_total{") == 5);
 	REQUIRE(format_metrics(json::object(), json::array()).find("refusals") ==
+	        std::string::npos);
+}
+
+TEST_CASE("the RDMA transport's counters, only where it is built in")
+{
+	json stats = {{"rdma",
+	               {{"reads", 7},
+	                {"pages", 90},
+	                {"bytes", 380000},
+	                {"torn_retries", 2},
+	                {"fallbacks", 1},
+	                {"errors", 1},
+	                {"refused", 0},
+	                {"connects", 1}}}};
+	std::string text = format_metrics(stats, json::array());
+	REQUIRE(has_line(text, "# TYPE memfed_rdma_reads_total counter"));
+	REQUIRE(has_line(text, "memfed_rdma_reads_total 7"));
+	REQUIRE(has_line(text, "memfed_rdma_pages_total 90"));
+	REQUIRE(has_line(text, "memfed_rdma_read_bytes_total 380000"));
+	REQUIRE(has_line(text, "memfed_rdma_torn_retries_total 2"));
+	REQUIRE(has_line(text, "memfed_rdma_fallbacks_total 1"));
+	REQUIRE(has_line(text, "memfed_rdma_errors_total 1"));
+	REQUIRE(format_metrics(json::object(), json::array()).find("memfed_rdma") ==
 	        std::string::npos);
 }

@@ -51,7 +51,8 @@ std::string ModuleService::owner_text(const NodeKeyBytes &owner) const
 RefusalCounts ModuleService::refusals() const
 {
 	auto n = [this](Refusal r) { return refusals_[size_t(r)].load(std::memory_order_relaxed); };
-	return {n(Refusal::kRead), n(Refusal::kWrite), n(Refusal::kAdmin), n(Refusal::kNodeQuota)};
+	return {n(Refusal::kRead), n(Refusal::kWrite), n(Refusal::kAdmin), n(Refusal::kNodeQuota),
+	        n(Refusal::kUidQuota)};
 }
 
 void ModuleService::log_refusal(const Status &st, Refusal why)

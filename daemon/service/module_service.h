@@ -62,14 +62,16 @@ namespace memfed
 
 // Why the module refused a request: its authorization lacked the read, write
 // or administer (delete, grant, revoke) right it needed, or a create would
-// exceed the asking node's quota.
-enum class Refusal { kRead, kWrite, kAdmin, kNodeQuota, kCount };
+// exceed the asking node's quota, or (asked through this node's control
+// socket) the local user's uid quota.
+enum class Refusal { kRead, kWrite, kAdmin, kNodeQuota, kUidQuota, kCount };
 // Refusals counted per reason (ModuleService::refusals).
 struct RefusalCounts {
 	uint64_t read = 0;
 	uint64_t write = 0;
 	uint64_t admin = 0;
 	uint64_t node_quota = 0;
+	uint64_t uid_quota = 0;
 };
 
 // RegionInfo (store) -> WireRegion and back to the federation's view.
@@ -155,6 +157,9 @@ public:
 	// Requests refused since the start, by reason: authorization (what
 	// was wanted: read, write, administer) and node quotas.
 	RefusalCounts refusals() const;
+	// Counts a refusal and logs it, rate-limited (at most a line a second,
+	// with how many were not logged).
+	void log_refusal(const Status &st, Refusal why);
 
 	// Test only: the writer thread calls `hook` after taking a group and
 	// before committing it (a test holds the writer there to show that
@@ -202,7 +207,6 @@ private:
 	Status authorize(const Requester &q, const RegionInfo &r, const RegionAccess &a,
 	                 uint8_t want);
 	std::string owner_text(const NodeKeyBytes &owner) const;
-	void log_refusal(const Status &st, Refusal why);
 	void region_create(const ConnInfo &conn, const Requester &q,
 	                   std::span<const uint8_t> payload, Reply &reply);
 	void region_lookup(const Requester &q, std::span<const uint8_t> payload, Reply &reply);

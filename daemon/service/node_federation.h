@@ -77,6 +77,12 @@ public:
 	{
 		return service_ ? std::optional(service_->refusals()) : std::nullopt;
 	}
+	// Counts (and logs) a refusal of the local module's (no module: nothing).
+	void count_refusal(const Status &st, Refusal why)
+	{
+		if (service_)
+			service_->log_refusal(st, why);
+	}
 	std::vector<ModuleEntry> modules() override;
 	Result<std::unique_ptr<Channel>> open_channel(EventLoop *loop, ModuleId module) override;
 	// How open_channel() turns a connected TcpChannel into the Channel it

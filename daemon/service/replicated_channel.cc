@@ -71,6 +71,13 @@ struct ReplicatedChannel::Sub {
 	bool gone = false;
 };
 
+void ReplicatedChannel::transport_states(std::vector<TransportState> *out) const
+{
+	for (const auto &s : subs_)
+		if (s->ch && !s->gone)
+			s->ch->transport_states(out);
+}
+
 struct ReplicatedChannel::ReadOp : Completion {
 	ReplicatedChannel *ch = nullptr;
 	Completion *done = nullptr;

@@ -32,6 +32,7 @@ json peer_json(const trust::TrustedPeer &p, const char *source)
 	return {{"key", trust::encode_key(p.key)},
 	        {"name", p.name},
 	        {"endpoint", p.endpoint},
+	        {"transport", p.transport},
 	        {"source", source}};
 }
 
@@ -110,7 +111,7 @@ Message TrustOps::peer_add(const control::Peer &caller, Message &req)
 	// The request's fields as one "trust.peers" entry: the config's own
 	// checks, with errors naming the field.
 	json entry = json::object();
-	for (const char *field : {"key", "name", "endpoint"}) {
+	for (const char *field : {"key", "name", "endpoint", "transport"}) {
 		auto it = req.body.find(field);
 		if (it != req.body.end() && !(it->is_string() && it->get<std::string>().empty()))
 			entry[field] = *it;

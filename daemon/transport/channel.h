@@ -26,6 +26,7 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "daemon/common/ids.h"
 #include "daemon/common/status.h"
@@ -48,6 +49,16 @@ public:
 	                      std::span<const uint8_t> payload) = 0;
 };
 
+// How a channel carries requests to one module, for `memfedctl module ls`
+// and `status`: "tcp", "rdma" (one-sided reads up) or "local" (this
+// memfedd's own module); `why` says why RDMA is not in use where it was
+// wanted.
+struct TransportState {
+	ModuleId module;
+	std::string transport;
+	std::string why;
+};
+
 struct PeerInfo {
 	ModuleId module; // from the peer's HELLO
 	uint32_t capabilities = 0;
@@ -67,6 +78,12 @@ public:
 
 	virtual const PeerInfo &peer() const = 0;
 	virtual bool connected() const = 0;
+	// Appends how this channel reaches its module(s) (a replicated
+	// region's channel: each copy's).
+	virtual void transport_states(std::vector<TransportState> *out) const
+	{
+		out->push_back({peer().module, "tcp", ""});
+	}
 
 	// READ `count` pages at `fa_offset` of `region_id` straight into `dst`
 	// (count * kPageSize bytes, valid until completion).

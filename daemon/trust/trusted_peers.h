@@ -23,6 +23,9 @@ struct TrustedPeer {
 	PublicKey key{};
 	std::string name;     // for logs and `peer ls`; "" if none was given
 	std::string endpoint; // "host:port" to dial, "" if it only dials us
+	// How the pager reaches this peer's module: "auto", "tcp" or "rdma";
+	// "" = the node's own "transport".
+	std::string transport;
 	bool operator==(const TrustedPeer &) const = default;
 };
 

@@ -16,7 +16,9 @@
 #   --timeout   host-side limit for the boot (default 240)
 #   --rdma-bench  boot for the RDMA benchmark only (make bench): prints its
 #               MEMFED-BENCH lines, 4 KiB and 64 KiB READ latency over RDMA
-#               and over TCP in the same boot (TCG: functional figures only)
+#               and over TCP in the same boot, and a mapped region's fault
+#               p50, scan rate and the module daemon's CPU per page through
+#               a pager node over each (TCG: functional figures only)
 #
 # Installs what it needs (scripts/deps.sh, linux-headers-$KVER) and caches
 # the kernel under build/qemu-cache/. MEMFED_QEMU_KVER overrides the kernel
@@ -37,7 +39,7 @@ while [ $# -gt 0 ]; do
 	--seed) seed=$2; shift 2 ;;
 	--timeout) timeout_s=$2; shift 2 ;;
 	--rdma-bench) rdma_bench=1; shift ;;
-	-h | --help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	-h | --help) sed -n '2,/^set -euo/{/^#/p}' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 	*) echo "run.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
 	esac
 done
@@ -156,6 +158,32 @@ if [ "$daemon_tests" -eq 1 ]; then
 else
 	echo "qemu: memfedd, memfedctl, memfed_eva_test or ../lib/libmemfed-preload.so missing in $bin_dir: daemon tests skipped"
 fi
+# The programs over RDMA (tests/qemu/rdma_program_tests.sh): the fault
+# probe, and python3 with only the stdlib files the test's script loads
+# (found with python3 -v), not the whole stdlib.
+copy_rdma_program_tests() {
+	cp "$root/tests/qemu/rdma_program_tests.sh" "$rd/bin/memfed_rdma_program_tests.sh"
+	copy_with_libs "$bin_dir/memfed_fault_probe"
+	local py f
+	py=$(readlink -f /usr/bin/python3 2>/dev/null) || return 0
+	[ -x "$py" ] || return 0
+	copy_with_libs "$py" /usr/bin/
+	ln -sf "$(basename "$py")" "$rd/usr/bin/python3"
+	printf 'import hashlib, sys\nprint(hashlib.sha256(b"x").hexdigest())\n' >"$work/probe.py"
+	for f in $("$py" -I -S -v "$work/probe.py" 2>&1 |
+		sed -n "s/^# code object from '\(.*\)'\$/\1/p; s/^# extension module .* loaded from '\(.*\)'\$/\1/p") \
+		"$("$py" -I -S -c 'import sys; print(sys.prefix)')/lib/$(basename "$py")/os.py"; do
+		case $f in
+		*.so) copy_with_libs "$f" "$(dirname "$f")/" ;;
+		*/__pycache__/*.pyc) # the cached code and its source beside it
+			mkdir -p "$rd$(dirname "$f")"
+			cp "$f" "$rd$f"
+			src=$(dirname "$(dirname "$f")")/$(basename "$f" | sed 's/\.cpython-[0-9]*\.pyc$/.py/')
+			cp "$src" "$rd$src" ;;
+		*) mkdir -p "$rd$(dirname "$f")" && cp "$f" "$rd$f" ;;
+		esac
+	done
+}
 rdma_tests=0
 if [ -x "$bin_dir/memfed_rdma_test" ]; then
 	# Soft-RoCE: its modules, iproute2's ip and rdma, and the rxe provider
@@ -169,6 +197,9 @@ if [ -x "$bin_dir/memfed_rdma_test" ]; then
 	copy_with_libs "/usr/lib/$multiarch/libibverbs/librxe-rdmav34.so" "/usr/lib/$multiarch/libibverbs/"
 	cp /etc/libibverbs.d/rxe.driver "$rd/etc/libibverbs.d/"
 	cp "$root/tests/qemu/rdma_tests.sh" "$rd/bin/memfed_rdma_tests.sh"
+	if [ "$daemon_tests" -eq 1 ] && [ -x "$bin_dir/memfed_fault_probe" ]; then
+		copy_rdma_program_tests
+	fi
 else
 	echo "qemu: memfed_rdma_test missing in $bin_dir (rdma-core not installed when built?): RDMA tests skipped"
 fi
@@ -209,6 +240,9 @@ if [ "$rdma_tests" -eq 1 ]; then
 	mapfile -t -O ${#expected[@]} expected < <(sed -n 's/^# expect: //p' "$root/tests/qemu/rdma_tests.sh")
 	if [ "$daemon_tests" -eq 1 ]; then
 		mapfile -t -O ${#expected[@]} expected < <(sed -n 's/^# expect-with-daemons: //p' "$root/tests/qemu/rdma_tests.sh")
+		if [ -x "$bin_dir/memfed_fault_probe" ]; then
+			mapfile -t -O ${#expected[@]} expected < <(sed -n 's/^# expect-with-daemons: //p' "$root/tests/qemu/rdma_program_tests.sh")
+		fi
 	fi
 fi
 serial=$work/serial.txt

@@ -108,7 +108,7 @@ ctl c -j stats >"$T/stats.json"
 python3 - "$T/stats.json" <<'PY' || fail "C's refusal counters: $(cat "$T/stats.json")"
 import json, sys
 r = json.load(open(sys.argv[1]))["module"]["refusals"]
-assert r == {"read": 3, "write": 2, "admin": 2, "node_quota": 1}, r
+assert r == {"read": 3, "write": 2, "admin": 2, "node_quota": 1, "uid_quota": 0}, r
 PY
 ctl c stats | grep -qx "module.refusals.write 2" || fail "memfedctl stats: $(ctl c stats)"
 METRICS=$(ctl c -j status | python3 -c 'import json,sys; print(json.load(sys.stdin)["metrics"])')

@@ -17,11 +17,20 @@ T=$(mktemp -d "$TEST_ROOT/memfed-test.XXXXXX")
 declare -A DAEMON_PID=()
 PASSED=0
 
-# kill_tree PID: SIGKILLs PID and every process below it.
+# tree_pids PID: PID and all its descendants.
+tree_pids() {
+	local p=$1 c
+	echo "$p"
+	for c in $(pgrep -P "$p" 2>/dev/null); do
+		tree_pids "$c"
+	done
+}
+
+# kill_tree PID: SIGKILLs PID and every process below it (all listed
+# before the first kill, so none escapes by being re-parented).
 kill_tree() {
-	local c
-	for c in $(pgrep -P "$1"); do kill_tree "$c"; done
-	kill -9 "$1" 2>/dev/null || true
+	local p
+	for p in $(tree_pids "$1"); do kill -9 "$p" 2>/dev/null || true; done
 }
 
 cleanup() {

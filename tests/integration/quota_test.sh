@@ -86,6 +86,11 @@ done
 actl $B region create b1 4K >/dev/null # another user's quota is their own
 ok "uid $A is refused a fifth region (exit 14); uid $B still creates"
 
+# The three refusals above (a3 twice, a5), counted by reason.
+n=$(ctl m -j stats | python3 -c 'import json,sys; print(json.load(sys.stdin)["module"]["refusals"]["uid_quota"])')
+[ "$n" = 3 ] || fail "uid_quota refusals counted: $n, want 3 ($(ctl m stats | grep refusals))"
+ok "the module counts the 3 uid-quota refusals (module.refusals.uid_quota)"
+
 # --- Root is exempt.
 ctl m region create r-big 16M >/dev/null
 ctl m region create r-private 4K >/dev/null

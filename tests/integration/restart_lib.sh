@@ -9,15 +9,6 @@
 
 STALL_S=${MEMFED_STALL_S:-60}
 
-# tree_pids PID: PID and all its descendants.
-tree_pids() {
-	local p=$1 c
-	echo "$p"
-	for c in $(pgrep -P "$p" 2>/dev/null); do
-		tree_pids "$c"
-	done
-}
-
 # tree_cpu PID: utime+stime (ticks) summed over the tree; the set of pids is
 # part of the answer, so a new process counts as progress.
 tree_cpu() {

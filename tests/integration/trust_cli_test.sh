@@ -13,7 +13,7 @@ source "$(dirname "$0")/lib.sh"
 json_get() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print($2)" "$1"; }
 # peers_of NAME: "key name endpoint source" of each trusted peer, sorted
 # ("-" for no name or endpoint), from `peer ls`.
-peers_of() { ctl "$1" peer ls | awk 'NR > 1 { print $1, $2, $3, $4 }' | sort; }
+peers_of() { ctl "$1" peer ls | awk 'NR > 1 { print $1, $2, $3, $5 }' | sort; }
 # peers_json_of NAME: the same from `peer ls -j`.
 peers_json_of() {
 	ctl "$1" -j peer ls | python3 -c '
@@ -96,6 +96,18 @@ ok "peer add of a trusted key updates its endpoint"
 	"('info', '16M', 60, ['log_level', 'pool', 'trust'])" ] || fail "the config file lost other keys: $(cat "$T/a.json")"
 [ "$(stat -c %a "$T/a.json")" = 640 ] || fail "the config file's mode changed to $(stat -c %a "$T/a.json")"
 ok "peer add wrote trust.peers into the config file, kept every other key and the mode"
+
+# A peer's own transport: shown by peer ls (column 4) and -j, kept in the
+# config file, and refused when it is none of auto, tcp, rdma.
+ctl a peer add "$k2" --transport tcp
+[ "$(ctl a peer ls | awk -v k="$k2" '$1 == k { print $4 }')" = tcp ] || fail "peer ls does not show k2's transport: $(ctl a peer ls)"
+[ "$(ctl a -j peer ls | python3 -c 'import json,sys; print([p["transport"] for p in json.load(sys.stdin) if p["key"] == sys.argv[1]])' "$k2")" = "['tcp']" ] ||
+	fail "peer ls -j does not show k2's transport: $(ctl a -j peer ls)"
+[ "$(json_get "$T/a.json" '[p.get("transport") for p in d["trust"]["peers"] if p["key"] == "'"$k2"'"]')" = "['tcp']" ] ||
+	fail "the config file does not keep k2's transport: $(cat "$T/a.json")"
+expect_exit 2 ctl a peer add "$k2" --transport infiniband
+[[ $ERR == *'"auto", "tcp" or "rdma"'* ]] || fail "a bad transport's error: $ERR"
+ok "peer add --transport: shown by peer ls and -j, written to the config file, a bad one refused naming the choices"
 
 expect_exit 2 ctl a peer add "not-a-key"
 [[ $ERR == *"is not a memfed key"* ]] || fail "a bad key's error: $ERR"

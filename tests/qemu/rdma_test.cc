@@ -42,6 +42,7 @@
 #include "daemon/trust/tls_context.h"
 #include "daemon/wire/codec.h"
 #include "tests/qemu/guest_check.h"
+#include "tests/qemu/rdma_channel_cases.h"
 
 using namespace memfed;
 using guest::Check;
@@ -1158,6 +1159,8 @@ int main(int argc, char **argv)
 		std::printf("MEMFED-INFO rdma-write-fence-drops: %s\n",
 		            write_counters(*ch, *m.rdma).c_str());
 	}
+	guest::run_rdma_channel_cases({loop.get(), store, pager_key->pub, *pager_tls,
+	                               "127.0.0.1:" + std::to_string(m.port), kPagerId});
 	ch.reset();
 	if (write_back) {
 		// The pool, closed, passes its consistency check.

@@ -17,6 +17,11 @@
 # expect: rdma-write-malformed-refused
 # expect: rdma-write-fallback
 # expect: rdma-write-fence-drops
+# expect: rdma-channel-random-order
+# expect: rdma-channel-errors
+# expect: rdma-channel-damaged-page
+# expect: rdma-channel-random-cuts
+# expect: rdma-channel-destroy-completes
 # and, when the daemon tests run too (memfedd, memfedctl and the shim are there):
 # expect-with-daemons: rdma-program-sha256
 # expect-with-daemons: rdma-program-module-restart
@@ -45,6 +50,7 @@ result rdma-rxe-up $ok
 
 if [ "${MEMFED_RDMA_BENCH:-0}" = 1 ]; then
 	memfed_rdma_test $ADDR --bench
+	[ -x /bin/memfed_rdma_program_tests.sh ] && /bin/memfed_rdma_program_tests.sh --bench
 	exit 0
 fi
 memfed_rdma_test $ADDR
@@ -79,6 +85,13 @@ if [ -x /bin/memfedd ] && [ -x /bin/memfedctl ]; then
 	want=$(sha256sum <$D/file.in | cut -d' ' -f1)
 	got=$(ctl run --map file=$D/file.bin -- /usr/bin/sha256sum $D/file.bin 2>$D/run.err | cut -d' ' -f1)
 	[ "$got" = "$want" ] || { detail "sha256sum over RDMA: '$got' $(cat $D/run.err), want $want"; ok=1; }
+	# The node says so itself: module ls shows the transport in use, and
+	# stats count the pages read by RDMA.
+	ctl -j module ls | grep -q '"transport": *"rdma"' ||
+		{ detail "module ls does not show transport rdma: $(ctl module ls)"; ok=1; }
+	rpages=$(ctl stats | sed -n 's/^rdma\.pages //p')
+	[ "${rpages:-0}" -gt 0 ] ||
+		{ detail "stats count ${rpages:-no} pages over RDMA: $(ctl stats | grep '^rdma')"; ok=1; }
 
 	# SIGKILL the module under a program reading over RDMA, start it again:
 	# the program finishes with the right sum (over RDMA again, or TCP).
@@ -116,6 +129,9 @@ if [ -x /bin/memfedd ] && [ -x /bin/memfedctl ]; then
 	else
 		detail "region 'wb' not created"; ok=1
 	fi
+	wst=$(ctl stats | sed -n 's/^rdma\.pages_written //p')
+	[ "${wst:-0}" -gt 0 ] ||
+		{ detail "stats count ${wst:-no} pages written over RDMA: $(ctl stats | grep '^rdma')"; ok=1; }
 
 	kill $NODE_PID
 	wait $NODE_PID 2>/dev/null
@@ -131,3 +147,7 @@ if [ -x /bin/memfedd ] && [ -x /bin/memfedctl ]; then
 	wait $MOD_PID 2>/dev/null
 	result rdma-program-sha256 $ok
 fi
+
+# Programs over RDMA, the device removed and rdma_rxe unloaded (last: it
+# takes soft-RoCE down).
+[ -x /bin/memfed_rdma_program_tests.sh ] && /bin/memfed_rdma_program_tests.sh

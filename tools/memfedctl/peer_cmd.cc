@@ -15,12 +15,14 @@ namespace
 {
 
 constexpr const char *kUsage = R"(usage: memfedctl peer COMMAND
-  add KEY [--endpoint HOST:PORT] [--name NAME]
+  add KEY [--endpoint HOST:PORT] [--name NAME] [--transport auto|tcp|rdma]
                     trust the node with public key KEY (as `memfedctl key show`
-                    prints it), dialled at HOST:PORT; adding a key again updates
-                    its name and endpoint (root only)
+                    prints it), dialled at HOST:PORT; --transport: how this
+                    node's pager reaches that peer's module, instead of memfedd's
+                    --transport; adding a key again updates its name, endpoint
+                    and transport (root only)
   rm KEY|NAME       trust it no more (root only; exit 3 if no such peer)
-  ls                the trusted keys: key, name, endpoint, and whether the config
+  ls                the trusted keys: key, name, endpoint, transport, and whether the config
                     file or a --trust flag of memfedd gives it
   add and rm apply at once and are written to memfedd's config file.
   (-j: JSON output)
@@ -42,11 +44,12 @@ int cmd_peer(const Globals &g, Args &a)
 	}
 	std::string sub = a.next();
 	if (sub == "add") {
-		std::string endpoint, name;
+		std::string endpoint, name, transport;
 		bool has_ep = a.take_flag("--endpoint", &endpoint);
 		bool has_name = a.take_flag("--name", &name);
-		Status st = a.expect_positional(
-		        1, "memfedctl peer add KEY [--endpoint HOST:PORT] [--name NAME]");
+		bool has_transport = a.take_flag("--transport", &transport);
+		Status st = a.expect_positional(1, "memfedctl peer add KEY [--endpoint HOST:PORT] "
+		                                   "[--name NAME] [--transport auto|tcp|rdma]");
 		if (!st)
 			return fail(g, st);
 		json req = {{"key", a.next()}};
@@ -54,6 +57,8 @@ int cmd_peer(const Globals &g, Args &a)
 			req["endpoint"] = endpoint;
 		if (has_name)
 			req["name"] = name;
+		if (has_transport)
+			req["transport"] = transport;
 		auto r = request(g, "peer.add", req);
 		if (!r)
 			return fail(g, r.status());
@@ -89,11 +94,11 @@ int cmd_peer(const Globals &g, Args &a)
 	const json &peers = r->body["peers"];
 	if (g.json)
 		return print_json(peers);
-	std::printf("%-44s %-16s %-24s %s\n", "KEY", "NAME", "ENDPOINT", "FROM");
+	std::printf("%-44s %-16s %-24s %-9s %s\n", "KEY", "NAME", "ENDPOINT", "TRANSPORT", "FROM");
 	for (const auto &p : peers)
-		std::printf("%-44s %-16s %-24s %s\n", or_dash(p, "key").c_str(),
+		std::printf("%-44s %-16s %-24s %-9s %s\n", or_dash(p, "key").c_str(),
 		            or_dash(p, "name").c_str(), or_dash(p, "endpoint").c_str(),
-		            or_dash(p, "source").c_str());
+		            or_dash(p, "transport").c_str(), or_dash(p, "source").c_str());
 	return 0;
 }
 

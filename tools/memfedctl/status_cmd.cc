@@ -60,17 +60,20 @@ std::string str_or(const json &j, const char *key, const char *dflt = "-")
 
 void print_modules(const json &mods)
 {
-	std::printf("%-17s %-33s %-5s %10s %10s %4s %6s\n", "MODULE", "ENDPOINT", "STATE", "CAPACITY",
-		    "FREE", "HOPS", "METRIC");
+	std::printf("%-17s %-33s %-5s %10s %10s %4s %6s %s\n", "MODULE", "ENDPOINT", "STATE",
+		    "CAPACITY", "FREE", "HOPS", "METRIC", "TRANSPORT");
 	for (const auto &m : mods) {
-		std::printf("%-17s %-33s %-5s %10s %10s %4u %6u\n", str_or(m, "module").c_str(),
+		std::printf("%-17s %-33s %-5s %10s %10s %4u %6u %s\n", str_or(m, "module").c_str(),
 		            m.value("local", false) ? "(local)" : str_or(m, "endpoint").c_str(),
 		            m.contains("conflict")        ? "DUP"
 		            : m.value("reachable", false) ? "up"
 		                                          : "down",
 		            human_size(m.value("capacity_bytes", uint64_t{0})).c_str(),
 		            human_size(m.value("free_bytes", uint64_t{0})).c_str(),
-		            m.value("hops", 0u), m.value("metric", 0u));
+		            m.value("hops", 0u), m.value("metric", 0u),
+		            str_or(m, "transport").c_str());
+		if (m.contains("transport_why"))
+			std::printf("  rdma: %s\n", str_or(m, "transport_why").c_str());
 		if (m.contains("key"))
 			std::printf("  key: %s%s%s%s\n", str_or(m, "key_name").c_str(),
 			            m.contains("key_name") ? " (" : "", str_or(m, "key").c_str(),
@@ -193,6 +196,9 @@ int cmd_stats(const Globals &g, Args &a)
 			for (auto &[ck, cv] : v.items()) // module.refusals.read 3
 				std::cout << "module." << k << "." << ck << " " << cv.dump() << "\n";
 		}
+	if (b.contains("rdma"))
+		for (auto &[k, v] : b["rdma"].items()) // rdma.reads 1200
+			std::cout << "rdma." << k << " " << v.dump() << "\n";
 	if (b.contains("pager")) {
 		for (auto &[k, v] : b["pager"].items()) {
 			if (v.is_array()) {
