@@ -244,13 +244,21 @@ RdmaChannel::~RdmaChannel()
 		         (unsigned long)counters_.torn_retries, (unsigned long)counters_.fallbacks,
 		         (unsigned long)counters_.write_fallbacks, (unsigned long)counters_.errors,
 		         (unsigned long)counters_.refused);
-	// Unanswered writes go to the TCP channel behind a fence, as after a
-	// failure, then the queued ones; its close answers or fails them all.
+	// Reads in flight over RDMA, and unanswered writes (behind a fence, as
+	// after a failure), then the queued ones, go to the TCP channel, whose
+	// close answers or fails them all: every request completes (the
+	// Channel contract).
+	std::vector<Slot> redo;
+	for (Slot &s : slots_)
+		if (s.busy)
+			redo.push_back(s);
 	std::vector<WriteSlot> unanswered;
 	for (WriteSlot &w : wslots_)
 		if (w.busy)
 			unanswered.push_back(w);
 	teardown();
+	for (Slot &s : redo)
+		tcp_->read_pages(s.tc, s.region_id, s.fa, s.count, s.dst, s.done);
 	writes_to_tcp(std::move(unanswered));
 	closing_ = true;
 	for (const Write &w : wq_)
