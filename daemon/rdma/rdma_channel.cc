@@ -679,7 +679,8 @@ void RdmaChannel::fail(const std::string &why)
 	why_ = why;
 	next_try_ = std::chrono::steady_clock::now() + std::chrono::milliseconds(opts_.retry_ms);
 	if (was)
-		LOG_WARN("rdma", "module %s: RDMA off, reads and writes over TCP, retry in %d ms: %s",
+		LOG_WARN("rdma",
+		         "module %s: RDMA off, reads and writes over TCP, retry in %d ms: %s",
 		         peer().module.to_string().c_str(), opts_.retry_ms, why.c_str());
 	// Every read in flight over RDMA is issued again over TCP (idempotent);
 	// the teardown below destroys the QP first, so no late RDMA lands in a

@@ -131,14 +131,14 @@ public:
 
 	// Bumped on the loop thread, read from any (totals()).
 	struct Counters {
-		RelaxedCounter reads;        // READ requests served over RDMA
-		RelaxedCounter pages;        // pages served over RDMA
-		RelaxedCounter bytes;        // bytes read by RDMA (pages and meta)
-		RelaxedCounter torn_retries; // requests read again after a torn page
-		RelaxedCounter fallbacks;    // READs issued over RDMA, finished over TCP
-		RelaxedCounter errors;       // times the RDMA side broke
-		RelaxedCounter refused;      // reads outside a region's extent
-		RelaxedCounter connects;     // RDMA connections made
+		RelaxedCounter reads;           // READ requests served over RDMA
+		RelaxedCounter pages;           // pages served over RDMA
+		RelaxedCounter bytes;           // bytes read by RDMA (pages and meta)
+		RelaxedCounter torn_retries;    // requests read again after a torn page
+		RelaxedCounter fallbacks;       // READs issued over RDMA, finished over TCP
+		RelaxedCounter errors;          // times the RDMA side broke
+		RelaxedCounter refused;         // reads outside a region's extent
+		RelaxedCounter connects;        // RDMA connections made
 		RelaxedCounter writes;          // WRITE/WRITE_VERSIONED answered over RDMA
 		RelaxedCounter pages_written;   // their pages
 		RelaxedCounter write_fallbacks; // writes sent over RDMA, re-issued over TCP
