@@ -432,7 +432,11 @@ int main(int argc, char **argv)
 					      {"fallbacks", c.fallbacks.load()},
 					      {"errors", c.errors.load()},
 					      {"refused", c.refused.load()},
-					      {"connects", c.connects.load()}};
+					      {"connects", c.connects.load()},
+					      {"writes", c.writes.load()},
+					      {"pages_written", c.pages_written.load()},
+					      {"write_fallbacks", c.write_fallbacks.load()},
+					      {"fences", c.fences.load()}};
 		});
 #endif
 		ops.add_region_users([&pager](const std::string &r) { return pager->region_users(r); });

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <poll.h>
 
+#include <algorithm>
 #include <cstring>
 #include <set>
 
@@ -11,6 +12,7 @@
 #include "daemon/common/thread_annotations.h"
 #include "daemon/rdma/rdma_address.h"
 #include "daemon/store/layout.h"
+#include "daemon/wire/codec.h"
 #include "daemon/wire/rdma_codec.h"
 
 namespace memfed
@@ -22,11 +24,26 @@ using wire::kPageSize;
 constexpr size_t kMetaBytes = wire::kMaxPagesPerRequest * sizeof(store::PageMeta);
 constexpr size_t kSlotBytes = 2 * kMetaBytes + size_t{wire::kMaxPagesPerRequest} * kPageSize;
 constexpr unsigned kInitiatorDepth = 16;
+constexpr size_t kWriteBytes = wire::kRdmaWriteMessageMax;
+constexpr size_t kAckBytes = wire::kRdmaAckMax;
 
-// wr_id: slot index and which of the three READs of its request.
+// wr_id: what it is (top byte), then for a READ its slot and which of the
+// three READs of its request, for a write SEND its write slot, for a
+// receive its answer buffer.
+constexpr uint64_t kKindShift = 56;
+constexpr uint64_t kWriteSend = 1, kAckRecv = 2;
 uint64_t wr_id(unsigned slot, unsigned which)
 {
 	return uint64_t{slot} << 2 | which;
+}
+uint64_t wr_id_of(uint64_t kind, unsigned index)
+{
+	return kind << kKindShift | index;
+}
+
+bool overlap(uint64_t a, uint32_t an, uint64_t b, uint32_t bn)
+{
+	return a < b + uint64_t{bn} * kPageSize && b < a + uint64_t{an} * kPageSize;
 }
 
 wire::Header read_response(uint32_t region_id, uint64_t fa, uint32_t count, Code code)
@@ -81,6 +98,43 @@ private:
 	RdmaChannel *c_;
 };
 
+// A write of this channel in flight over TCP: counted, so that the channel
+// switches to RDMA only once they are answered.
+class RdmaChannel::TcpWrite : public Completion
+{
+public:
+	explicit TcpWrite(RdmaChannel *c) : c_(c) {}
+	void on_reply(const Status &st, const wire::Header &h, std::span<const uint8_t> p) override
+	{
+		Completion *d = done;
+		RdmaChannel *c = c_;
+		c->tcp_writes_--;
+		c->free_tcp_writes_.push_back(this);
+		if (!c->closing_)
+			c->pump_writes();
+		d->on_reply(st, h, p);
+	}
+	Completion *done = nullptr;
+
+private:
+	RdmaChannel *c_;
+};
+
+class RdmaChannel::FenceReply : public Completion
+{
+public:
+	explicit FenceReply(RdmaChannel *c) : c_(c) {}
+	void on_reply(const Status &st, const wire::Header &, std::span<const uint8_t>) override
+	{
+		if (!st)
+			LOG_WARN("rdma", "module %s: RDMA_FENCE failed: %s",
+			         c_->peer().module.to_string().c_str(), st.message().c_str());
+	}
+
+private:
+	RdmaChannel *c_;
+};
+
 class RdmaChannel::RegionReply : public Completion
 {
 public:
@@ -125,6 +179,10 @@ void RdmaChannel::Counters::add(const Counters &o)
 	errors += o.errors;
 	refused += o.refused;
 	connects += o.connects;
+	writes += o.writes;
+	pages_written += o.pages_written;
+	write_fallbacks += o.write_fallbacks;
+	fences += o.fences;
 }
 
 RdmaChannel::Counters RdmaChannel::totals()
@@ -162,7 +220,7 @@ RdmaChannel::RdmaChannel(EventLoop *loop, std::unique_ptr<TcpChannel> tcp, Optio
     : loop_(loop), tcp_(std::move(tcp)), opts_(opts),
       connect_reply_(std::make_unique<ConnectReply>(this)),
       poll_op_(std::make_unique<PollOp>(this)), cancel_op_(std::make_unique<CancelOp>()),
-      timer_op_(std::make_unique<TimerOp>(this))
+      timer_op_(std::make_unique<TimerOp>(this)), fence_reply_(std::make_unique<FenceReply>(this))
 {
 	if (opts_.slots == 0)
 		opts_.slots = 1;
@@ -178,21 +236,35 @@ RdmaChannel::~RdmaChannel()
 {
 	if (counters_.connects != 0)
 		LOG_INFO("rdma",
-		         "module %s: %lu reads, %lu pages over RDMA; %lu torn-read retries, %lu "
-		         "fallbacks to TCP, %lu RDMA failures, %lu reads refused",
+		         "module %s: %lu reads, %lu pages over RDMA; %lu writes, %lu pages written "
+		         "over RDMA; %lu torn-read retries, %lu read and %lu write fallbacks to "
+		         "TCP, %lu RDMA failures, %lu reads refused",
 		         peer().module.to_string().c_str(), (unsigned long)counters_.reads,
-		         (unsigned long)counters_.pages, (unsigned long)counters_.torn_retries,
-		         (unsigned long)counters_.fallbacks, (unsigned long)counters_.errors,
+		         (unsigned long)counters_.pages, (unsigned long)counters_.writes,
+		         (unsigned long)counters_.pages_written,
+		         (unsigned long)counters_.torn_retries, (unsigned long)counters_.fallbacks,
+		         (unsigned long)counters_.write_fallbacks, (unsigned long)counters_.errors,
 		         (unsigned long)counters_.refused);
-	// Reads in flight over RDMA go to the TLS channel, whose destruction
-	// below completes every request it holds (the Channel contract).
+	// Reads in flight over RDMA, and unanswered writes (behind a fence, as
+	// after a failure), then the queued ones, go to the TCP channel, whose
+	// close answers or fails them all: every request completes (the
+	// Channel contract).
 	std::vector<Slot> redo;
-	for (const Slot &s : slots_)
+	for (Slot &s : slots_)
 		if (s.busy)
 			redo.push_back(s);
+	std::vector<WriteSlot> unanswered;
+	for (WriteSlot &w : wslots_)
+		if (w.busy)
+			unanswered.push_back(w);
 	teardown();
-	for (const Slot &s : redo)
+	for (Slot &s : redo)
 		tcp_->read_pages(s.tc, s.region_id, s.fa, s.count, s.dst, s.done);
+	writes_to_tcp(std::move(unanswered));
+	closing_ = true;
+	for (const Write &w : wq_)
+		write_over_tcp(w, false);
+	wq_.clear();
 	// The kernel may still hold the poll (until its cancel is reaped), and
 	// the TcpChannel may still answer our control requests: both point here.
 	while (poll_armed_ || timer_armed_)
@@ -227,8 +299,13 @@ void RdmaChannel::on_connect_reply(const Status &st, std::span<const uint8_t> pa
 	state_ = State::kUp;
 	why_.clear();
 	counters_.connects++;
-	LOG_INFO("rdma", "module %s: page reads over RDMA from %s",
-	         peer().module.to_string().c_str(), c->endpoint);
+	LOG_INFO("rdma", "module %s: page reads over RDMA from %s, %s",
+	         peer().module.to_string().c_str(), c->endpoint,
+	         write_depth_ > 0
+	                 ? ("writes over RDMA (" + std::to_string(write_depth_) + " in flight)")
+	                           .c_str()
+	                 : "writes over TLS (the module takes none over RDMA)");
+	pump_writes();
 }
 
 Status RdmaChannel::wait_cm_event(rdma_cm_event_type want, const char *step)
@@ -286,10 +363,12 @@ Status RdmaChannel::setup(const wire::WireRdmaConnect &c)
 		return Status(Code::kUnavailable,
 		              std::string("rdma_set_option(ACK_TIMEOUT): ") + strerror(errno));
 
+	write_depth_ = std::min<unsigned>(c.write_depth, opts_.write_slots);
 	pd_ = ibv_alloc_pd(id_->verbs);
 	comp_ = pd_ ? ibv_create_comp_channel(id_->verbs) : nullptr;
-	unsigned wrs = opts_.slots * 3 + 4;
-	cq_ = comp_ ? ibv_create_cq(id_->verbs, int(wrs), nullptr, comp_, 0) : nullptr;
+	unsigned wrs = opts_.slots * 3 + write_depth_ + 4;
+	unsigned recvs = std::max(1u, write_depth_);
+	cq_ = comp_ ? ibv_create_cq(id_->verbs, int(wrs + recvs), nullptr, comp_, 0) : nullptr;
 	if (cq_ == nullptr)
 		return Status(Code::kUnavailable,
 		              std::string("RDMA device resources (pd, cq): ") + strerror(errno));
@@ -300,18 +379,34 @@ Status RdmaChannel::setup(const wire::WireRdmaConnect &c)
 	qa.qp_type = IBV_QPT_RC;
 	qa.sq_sig_all = 0;
 	qa.cap.max_send_wr = wrs;
-	qa.cap.max_recv_wr = 1;
+	qa.cap.max_recv_wr = recvs;
 	qa.cap.max_send_sge = 1;
 	qa.cap.max_recv_sge = 1;
 	if (rdma_create_qp(id_, pd_, &qa) != 0)
 		return Status(Code::kUnavailable,
 		              std::string("rdma_create_qp: ") + strerror(errno));
-	staging_.assign(size_t{opts_.slots} * kSlotBytes, 0);
+	// Read slots, then write messages, then the write answers' buffers.
+	staging_.assign(size_t{opts_.slots} * kSlotBytes + write_depth_ * (kWriteBytes + kAckBytes),
+	                0);
 	int access = IBV_ACCESS_LOCAL_WRITE; // an int: see RdmaServer::register_pool
 	mr_ = ibv_reg_mr(pd_, staging_.data(), staging_.size(), access);
 	if (mr_ == nullptr)
 		return Status(Code::kUnavailable, std::string("registering the staging buffer: ") +
 		                                          strerror(errno) + " (ulimit -l)");
+	wslots_.assign(write_depth_, WriteSlot{});
+	for (unsigned i = 0; i < write_depth_; i++) {
+		ibv_sge sge{reinterpret_cast<uint64_t>(ack_base(i)), uint32_t(kAckBytes),
+		            mr_->lkey};
+		ibv_recv_wr wr{};
+		wr.wr_id = wr_id_of(kAckRecv, i);
+		wr.sg_list = &sge;
+		wr.num_sge = 1;
+		ibv_recv_wr *bad = nullptr;
+		if (ibv_post_recv(id_->qp, &wr, &bad) != 0)
+			return Status(Code::kUnavailable,
+			              std::string("posting write answer receives: ") +
+			                      strerror(errno));
+	}
 
 	wire::WireRdmaHello hello{};
 	hello.magic = wire::kRdmaHelloMagic;
@@ -366,15 +461,26 @@ void RdmaChannel::on_poll(int res)
 		for (int i = 0; i < n; i++) {
 			if (cq_ == nullptr)
 				return;
+			uint64_t kind = wc[i].wr_id >> kKindShift;
+			auto index = unsigned(wc[i].wr_id & ((uint64_t{1} << kKindShift) - 1));
 			unsigned slot = unsigned(wc[i].wr_id >> 2);
 			if (wc[i].status != IBV_WC_SUCCESS) {
-				fail(std::string("RDMA READ failed: ") +
-				     ibv_wc_status_str(wc[i].status) +
+				const char *what = kind == kWriteSend ? "RDMA write SEND failed: "
+				                   : kind == kAckRecv ? "RDMA write answer failed: "
+				                                      : "RDMA READ failed: ";
+				fail(std::string(what) + ibv_wc_status_str(wc[i].status) +
 				     (wc[i].status == IBV_WC_REM_ACCESS_ERR
 				              ? " (the module refused the key: revoked or forged)"
 				              : ""));
 				return;
 			}
+			if (kind == kAckRecv) {
+				if (index < write_depth_)
+					on_ack(index, wc[i].byte_len);
+				continue;
+			}
+			if (kind == kWriteSend)
+				continue; // the answer completes the write
 			if ((wc[i].wr_id & 3) == 2 && slot < slots_.size() && slots_[slot].busy)
 				finish_slot(slot);
 		}
@@ -446,7 +552,7 @@ void RdmaChannel::arm_timer()
 void RdmaChannel::on_timer(int)
 {
 	timer_armed_ = false;
-	if (busy_ == 0 || cq_ == nullptr)
+	if ((busy_ == 0 && wbusy_ == 0) || cq_ == nullptr)
 		return;
 	if (!tcp_->connected())
 		return fail("the TLS connection to the module is lost");
@@ -454,6 +560,9 @@ void RdmaChannel::on_timer(int)
 	for (const Slot &s : slots_)
 		if (s.busy && now - s.posted > kReadTimeout)
 			return fail("an RDMA READ got no answer in 5 s");
+	for (const WriteSlot &w : wslots_)
+		if (w.busy && now - w.posted > kWriteTimeout)
+			return fail("an RDMA write got no durable answer in 30 s");
 	arm_timer();
 }
 
@@ -570,7 +679,8 @@ void RdmaChannel::fail(const std::string &why)
 	why_ = why;
 	next_try_ = std::chrono::steady_clock::now() + std::chrono::milliseconds(opts_.retry_ms);
 	if (was)
-		LOG_WARN("rdma", "module %s: RDMA off, reads over TCP, retry in %d ms: %s",
+		LOG_WARN("rdma",
+		         "module %s: RDMA off, reads and writes over TCP, retry in %d ms: %s",
 		         peer().module.to_string().c_str(), opts_.retry_ms, why.c_str());
 	// Every read in flight over RDMA is issued again over TCP (idempotent);
 	// the teardown below destroys the QP first, so no late RDMA lands in a
@@ -579,11 +689,16 @@ void RdmaChannel::fail(const std::string &why)
 	for (Slot &s : slots_)
 		if (s.busy)
 			redo.push_back(s);
+	std::vector<WriteSlot> unanswered;
+	for (WriteSlot &w : wslots_)
+		if (w.busy)
+			unanswered.push_back(w);
 	teardown();
 	for (Slot &s : redo) {
 		counters_.fallbacks++;
 		tcp_->read_pages(s.tc, s.region_id, s.fa, s.count, s.dst, s.done);
 	}
+	writes_to_tcp(std::move(unanswered));
 }
 
 void RdmaChannel::teardown()
@@ -620,6 +735,192 @@ void RdmaChannel::teardown()
 	for (Slot &s : slots_)
 		s = Slot{};
 	busy_ = 0;
+	for (WriteSlot &w : wslots_)
+		w = WriteSlot{};
+	wbusy_ = 0;
+	write_depth_ = 0;
+}
+
+// --- write-back over RDMA ---
+
+uint8_t *RdmaChannel::write_base(unsigned slot) const
+{
+	return slot_base(unsigned(slots_.size())) + size_t{slot} * kWriteBytes;
+}
+
+uint8_t *RdmaChannel::ack_base(unsigned i) const
+{
+	return write_base(unsigned(wslots_.size())) + size_t{i} * kAckBytes;
+}
+
+void RdmaChannel::write_pages(wire::TrafficClass tc, uint32_t region_id, uint64_t fa_offset,
+                              uint32_t count, const void *src, Completion *done)
+{
+	try_rdma();
+	wq_.push_back(Write{false, tc, region_id, fa_offset, count, {}, src, done});
+	pump_writes();
+}
+
+void RdmaChannel::write_versioned(wire::TrafficClass tc, uint32_t region_id, uint64_t fa_offset,
+                                  uint32_t count, const wire::WireVersionedWrite &prefix,
+                                  const void *src, Completion *done)
+{
+	try_rdma();
+	wq_.push_back(Write{true, tc, region_id, fa_offset, count, prefix, src, done});
+	pump_writes();
+}
+
+bool RdmaChannel::write_fits_rdma(const Write &w) const
+{
+	return w.count > 0 && w.count <= wire::kMaxPagesPerRequest && w.fa % kPageSize == 0 &&
+	       w.fa <= UINT64_MAX - uint64_t{w.count} * kPageSize;
+}
+
+bool RdmaChannel::overlaps_rdma_write(const Write &w) const
+{
+	for (const WriteSlot &s : wslots_)
+		if (s.busy && overlap(s.w.fa, s.w.count, w.fa, w.count))
+			return true;
+	return false;
+}
+
+void RdmaChannel::pump_writes()
+{
+	while (!wq_.empty() && !closing_) {
+		const Write &head = wq_.front();
+		if (rdma_writes() && tcp_writes_ == 0 && tcp_->connected() &&
+		    write_fits_rdma(head)) {
+			if (wbusy_ == write_depth_ || overlaps_rdma_write(head))
+				return; // its turn comes with an answer
+			Write w = head;
+			wq_.pop_front();
+			post_write(w);
+			continue;
+		}
+		if (wbusy_ > 0)
+			return; // TCP only once the RDMA side is drained
+		Write w = head;
+		wq_.pop_front();
+		write_over_tcp(w, false);
+	}
+}
+
+void RdmaChannel::post_write(const Write &w)
+{
+	unsigned j = 0;
+	while (wslots_[j].busy)
+		j++;
+	WriteSlot &s = wslots_[j];
+	s = WriteSlot{true, w, next_write_id_++, std::chrono::steady_clock::now()};
+	wbusy_++;
+	uint8_t *b = write_base(j);
+	size_t prefix = w.versioned ? wire::kVersionedWriteSize : 0;
+	if (w.versioned)
+		wire::encode_versioned_write(w.prefix, b + wire::kHeaderSize);
+	std::memcpy(b + wire::kHeaderSize + prefix, w.src, size_t{w.count} * kPageSize);
+	wire::Header h{};
+	h.version = peer().version;
+	h.type = uint8_t(w.versioned ? wire::MsgType::kWriteVersioned : wire::MsgType::kWrite);
+	h.tclass = uint8_t(w.tc);
+	h.hop_limit = wire::kDefaultHopLimit;
+	h.request_id = s.request_id;
+	h.offset = w.fa;
+	h.count = w.count;
+	h.region_id = w.region_id;
+	size_t payload = prefix + size_t{w.count} * kPageSize;
+	wire::encode_header(h, {b + wire::kHeaderSize, payload}, b);
+	ibv_sge sge{reinterpret_cast<uint64_t>(b), uint32_t(wire::kHeaderSize + payload),
+	            mr_->lkey};
+	ibv_send_wr wr{};
+	wr.wr_id = wr_id_of(kWriteSend, j);
+	wr.sg_list = &sge;
+	wr.num_sge = 1;
+	wr.opcode = IBV_WR_SEND;
+	wr.send_flags = IBV_SEND_SIGNALED;
+	ibv_send_wr *bad = nullptr;
+	if (ibv_post_send(id_->qp, &wr, &bad) != 0)
+		// It is in its slot: the failure re-issues it over TCP with the rest.
+		return fail(std::string("ibv_post_send (write): ") + strerror(errno));
+	arm_timer();
+}
+
+void RdmaChannel::on_ack(unsigned i, uint32_t len)
+{
+	std::span<const uint8_t> msg(ack_base(i), std::min<size_t>(len, kAckBytes));
+	wire::Header h{};
+	Status st = msg.size() < wire::kHeaderSize
+	                    ? Status(Code::kProtocol, "shorter than a header")
+	                    : wire::validate_header(msg.first(wire::kHeaderSize), &h);
+	if (st && !(h.flags & wire::kFlagResponse))
+		st = Status(Code::kProtocol, "not a response");
+	if (st)
+		st = wire::check_payload(h, msg.subspan(wire::kHeaderSize));
+	if (!st)
+		return fail("malformed answer to an RDMA write: " + st.message());
+	unsigned j = 0;
+	while (j < wslots_.size() && !(wslots_[j].busy && wslots_[j].request_id == h.request_id))
+		j++;
+	if (j == wslots_.size())
+		return fail("answer to no RDMA write in flight (request id " +
+		            std::to_string(h.request_id) + ")");
+	std::vector<uint8_t> payload(msg.begin() + wire::kHeaderSize, msg.end());
+	// The buffer takes the next answer.
+	ibv_sge sge{reinterpret_cast<uint64_t>(ack_base(i)), uint32_t(kAckBytes), mr_->lkey};
+	ibv_recv_wr wr{};
+	wr.wr_id = wr_id_of(kAckRecv, i);
+	wr.sg_list = &sge;
+	wr.num_sge = 1;
+	ibv_recv_wr *bad = nullptr;
+	bool reposted = ibv_post_recv(id_->qp, &wr, &bad) == 0;
+	Write w = wslots_[j].w;
+	wslots_[j] = WriteSlot{};
+	wbusy_--;
+	counters_.writes++;
+	counters_.pages_written += w.count;
+	if (!reposted)
+		fail(std::string("ibv_post_recv (write answer): ") + strerror(errno));
+	else
+		pump_writes();
+	w.done->on_reply(wire::response_status(h, payload), h, payload);
+}
+
+void RdmaChannel::write_over_tcp(const Write &w, bool repair)
+{
+	if (free_tcp_writes_.empty()) {
+		tcp_write_pool_.push_back(std::make_unique<TcpWrite>(this));
+		free_tcp_writes_.push_back(tcp_write_pool_.back().get());
+	}
+	TcpWrite *t = free_tcp_writes_.back();
+	free_tcp_writes_.pop_back();
+	t->done = w.done;
+	tcp_writes_++;
+	if (!w.versioned)
+		return tcp_->write_pages(w.tc, w.region_id, w.fa, w.count, w.src, t);
+	wire::WireVersionedWrite prefix = w.prefix;
+	if (repair)
+		prefix.flags |= wire::kVersionedRepair;
+	tcp_->write_versioned(w.tc, w.region_id, w.fa, w.count, prefix, w.src, t);
+}
+
+void RdmaChannel::writes_to_tcp(std::vector<WriteSlot> unanswered)
+{
+	if (!unanswered.empty() && tcp_->connected()) {
+		// First the fence, then the copies: the module handles them in
+		// this order (see the top of rdma_channel.h).
+		wire::Header h{};
+		h.type = uint8_t(wire::MsgType::kRdmaFence);
+		h.tclass = uint8_t(wire::TrafficClass::kControl);
+		tcp_->call(h, {}, fence_reply_.get());
+		counters_.fences++;
+	}
+	std::sort(unanswered.begin(), unanswered.end(), [](const WriteSlot &a, const WriteSlot &b) {
+		return a.request_id < b.request_id;
+	});
+	for (const WriteSlot &s : unanswered) {
+		counters_.write_fallbacks++;
+		write_over_tcp(s.w, true);
+	}
+	pump_writes();
 }
 
 } // namespace memfed

@@ -2,10 +2,9 @@
 // with one-sided RDMA READs and everything else over TLS (issue 12, step 1).
 //
 // Hybrid by design. The channel owns the authenticated TLS TcpChannel to the
-// module: call() (control), write_pages() (write-back) and every read the
-// RDMA side cannot take go there unchanged. Write-back stays on the module's
-// durable redo-log path over TCP in this step: nothing is ever written by
-// RDMA. read_pages() goes over RDMA when all of these hold:
+// module: call() (control) and every read or write the RDMA side cannot
+// take go there unchanged. Nothing is ever written by one-sided RDMA.
+// read_pages() goes over RDMA when all of these hold:
 //   1. The module offered kCapRdma at HELLO and answered RDMA_CONNECT over
 //      TLS (it does so only to an authenticated peer) with its rdma_cm
 //      endpoint and a one-time token; the channel then connected an RC queue
@@ -40,9 +39,55 @@
 // thanks to the QP's ACK timeout; a removed device)
 // marks the RDMA side broken: the reason is logged once, every read in
 // flight over RDMA is issued again over TCP (reads are idempotent; nothing
-// is lost, and writes never went over RDMA, so nothing is applied twice), the
-// queue pair, buffers and device context are torn down, the region extents
-// forgotten, and RDMA is tried again after Options::retry_ms.
+// is lost), every unanswered write too (below: fenced first, so nothing is
+// applied after its copy), the queue pair, buffers and device context are
+// torn down, the region extents forgotten, and RDMA is tried again after
+// Options::retry_ms.
+//
+// Write-back over RDMA (issue 12, items 4 and 5). write_pages() and
+// write_versioned() SEND the whole wire message (header + [prefix] + pages,
+// copied into one of Options::write_slots registered send buffers, at most
+// the module's WireRdmaConnect::write_depth) on the same queue pair; the
+// module applies it through its redo-log path and SENDs back the response
+// once durable (protocol.h, rdma_write_receiver.h), and only then does the
+// write complete, with that response. Writes wait in the channel's queue,
+// in issue order, when no send buffer is free.
+//
+// Exactly once in effect. A write whose answer never came (the queue pair
+// broke, the TLS connection was lost, no answer in kWriteTimeout) may or may
+// not have been applied by the module. On such a failure the channel, in
+// this order: tears the queue pair down; sends RDMA_FENCE over TLS, so the
+// module drops every message of that queue pair it has not yet handed to
+// its write path; re-issues the unanswered writes over TCP (oldest first),
+// then the queued ones. The module handles the fence and the re-issued
+// writes in the order they came on the TLS connection, so each unanswered
+// write was either handed to the write path before the fence (then its
+// re-issued copy, queued behind it, writes the same bytes again) or is
+// dropped (then the copy is its only application). Re-applying is harmless
+// only if no newer write of those pages came between, and the channel makes
+// sure none did, rather than relying on its callers: the pager does keep
+// one write-back of a page in flight per mapping (kWbInFlight), but two
+// mappings of one region, a remap that re-dirties a page in flight
+// (address_events.cc) or a shared window may write a page twice. So:
+//   - a write never goes over RDMA while a write of overlapping pages is
+//     unanswered on the queue pair (it waits, and so does everything
+//     queued behind it);
+//   - the channel switches paths only when the other is drained: writes go
+//     over TCP while a write of this channel is in flight over TCP, and
+//     wait while one is in flight over RDMA unless RDMA is up.
+// So when the unanswered writes are re-issued, no later write of their
+// pages has been issued yet. A re-issued WRITE_VERSIONED carries
+// kVersionedRepair: if the lost attempt was applied, the copy (same version,
+// same bytes) is applied again and counts as applied instead of looking
+// like a newer version's win; a strictly newer version still stands.
+// Named limits: ordering holds per channel (writes of one page from two
+// nodes were never ordered); a control call() or a read over TCP is not held
+// back behind writes in flight over RDMA (reads over RDMA never were
+// ordered against writes over TCP either); when the TLS connection itself
+// is lost, the writes fail back to the caller (kUnavailable) and no fence
+// can be sent, so a message still in the module's completion queue could in
+// principle be applied after the caller's retry on a new connection (the
+// window is the new connection's TLS handshake).
 //
 // Completions keep the Channel contract: RDMA completions run from the
 // loop's poll of the completion channel, TCP ones from the TcpChannel; a
@@ -56,6 +101,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -79,20 +125,29 @@ public:
 		unsigned slots = 8; // RDMA READ requests in flight (1 MiB of staging each)
 		int connect_timeout_ms = 3000;
 		int retry_ms = 5000; // after an RDMA failure
+		// RDMA write SENDs in flight (1 MiB of send buffer each); the module's
+		// write_depth caps it; 0: writes over TCP only.
+		unsigned write_slots = 4;
 	};
 	static constexpr unsigned kTornRetries = 8;
 	static constexpr auto kReadTimeout = std::chrono::seconds(5);
+	// A durable answer can take a group commit under load: generous.
+	static constexpr auto kWriteTimeout = std::chrono::seconds(30);
 
 	// Bumped on the loop thread, read from any (totals()).
 	struct Counters {
-		RelaxedCounter reads;        // READ requests served over RDMA
-		RelaxedCounter pages;        // pages served over RDMA
-		RelaxedCounter bytes;        // bytes read by RDMA (pages and meta)
-		RelaxedCounter torn_retries; // requests read again after a torn page
-		RelaxedCounter fallbacks;    // READs issued over RDMA, finished over TCP
-		RelaxedCounter errors;       // times the RDMA side broke
-		RelaxedCounter refused;      // reads outside a region's extent
-		RelaxedCounter connects;     // RDMA connections made
+		RelaxedCounter reads;           // READ requests served over RDMA
+		RelaxedCounter pages;           // pages served over RDMA
+		RelaxedCounter bytes;           // bytes read by RDMA (pages and meta)
+		RelaxedCounter torn_retries;    // requests read again after a torn page
+		RelaxedCounter fallbacks;       // READs issued over RDMA, finished over TCP
+		RelaxedCounter errors;          // times the RDMA side broke
+		RelaxedCounter refused;         // reads outside a region's extent
+		RelaxedCounter connects;        // RDMA connections made
+		RelaxedCounter writes;          // WRITE/WRITE_VERSIONED answered over RDMA
+		RelaxedCounter pages_written;   // their pages
+		RelaxedCounter write_fallbacks; // writes sent over RDMA, re-issued over TCP
+		RelaxedCounter fences;          // RDMA_FENCEs sent before such re-issues
 		void add(const Counters &o);
 	};
 	// The sums over every RdmaChannel of this process, past and present
@@ -113,26 +168,25 @@ public:
 	void read_pages(wire::TrafficClass tc, uint32_t region_id, uint64_t fa_offset,
 	                uint32_t count, void *dst, Completion *done) override;
 	void write_pages(wire::TrafficClass tc, uint32_t region_id, uint64_t fa_offset,
-	                 uint32_t count, const void *src, Completion *done) override
-	{
-		tcp_->write_pages(tc, region_id, fa_offset, count, src, done);
-	}
+	                 uint32_t count, const void *src, Completion *done) override;
 	void call(const wire::Header &hdr, std::span<const uint8_t> payload,
 	          Completion *done) override
 	{
 		tcp_->call(hdr, payload, done);
 	}
-	// Writes stay on TLS (the module's redo-log path).
 	void write_versioned(wire::TrafficClass tc, uint32_t region_id, uint64_t fa_offset,
 	                     uint32_t count, const wire::WireVersionedWrite &prefix,
-	                     const void *src, Completion *done) override
-	{
-		tcp_->write_versioned(tc, region_id, fa_offset, count, prefix, src, done);
-	}
+	                     const void *src, Completion *done) override;
 
 	// Starts setting RDMA up now if it is due (read_pages does so too).
 	void try_rdma();
 	bool rdma_up() const { return state_ == State::kUp; }
+	// Whether writes go over RDMA while it is up (the module takes them).
+	bool rdma_writes() const { return state_ == State::kUp && write_depth_ > 0; }
+	// Writes waiting in the channel, and in flight over RDMA and over TCP.
+	size_t writes_queued() const { return wq_.size(); }
+	unsigned writes_in_flight_rdma() const { return wbusy_; }
+	unsigned writes_in_flight_tcp() const { return tcp_writes_; }
 	// An RDMA_CONNECT is on its way (its answer sets RDMA up or fails).
 	bool rdma_connecting() const { return state_ == State::kAsking; }
 	// Why RDMA is not in use ("" while it is, or before the first try).
@@ -175,11 +229,30 @@ private:
 		Completion *done = nullptr;
 		std::chrono::steady_clock::time_point posted{};
 	};
+	// A write as the caller issued it.
+	struct Write {
+		bool versioned = false;
+		wire::TrafficClass tc{};
+		uint32_t region_id = 0;
+		uint64_t fa = 0;
+		uint32_t count = 0;
+		wire::WireVersionedWrite prefix{};
+		const void *src = nullptr;
+		Completion *done = nullptr;
+	};
+	struct WriteSlot {
+		bool busy = false;
+		Write w;
+		uint64_t request_id = 0;
+		std::chrono::steady_clock::time_point posted{};
+	};
 	class PollOp;
 	class TimerOp;
 	class CancelOp;
 	class ConnectReply;
 	class RegionReply;
+	class TcpWrite;
+	class FenceReply;
 
 	RdmaChannel(EventLoop *loop, std::unique_ptr<TcpChannel> tcp, Options opts);
 	void on_connect_reply(const Status &st, std::span<const uint8_t> payload);
@@ -197,6 +270,19 @@ private:
 	void fail(const std::string &why);
 	void teardown();
 	uint8_t *slot_base(unsigned slot) const;
+	uint8_t *write_base(unsigned slot) const;
+	uint8_t *ack_base(unsigned i) const;
+	// Issues queued writes while the rules above allow.
+	void pump_writes();
+	bool write_fits_rdma(const Write &w) const;
+	bool overlaps_rdma_write(const Write &w) const;
+	void post_write(const Write &w);
+	void post_ack_recv(unsigned i);
+	void on_ack(unsigned i, uint32_t len);
+	void write_over_tcp(const Write &w, bool repair);
+	void on_tcp_write_done(TcpWrite *t);
+	// After a failure: fence, then every write of the RDMA side over TCP.
+	void writes_to_tcp(std::vector<WriteSlot> unanswered);
 
 	EventLoop *loop_;
 	std::unique_ptr<TcpChannel> tcp_;
@@ -244,6 +330,18 @@ private:
 	// the TLS connection is gone or a READ has waited kReadTimeout.
 	std::unique_ptr<TimerOp> timer_op_;
 	bool timer_armed_ = false;
+
+	// Write-back over RDMA.
+	unsigned write_depth_ = 0; // min(module's write_depth, Options::write_slots)
+	std::deque<Write> wq_;     // waiting, in issue order
+	std::vector<WriteSlot> wslots_;
+	unsigned wbusy_ = 0;
+	uint64_t next_write_id_ = 1;
+	unsigned tcp_writes_ = 0; // this channel's writes in flight over TCP
+	std::vector<std::unique_ptr<TcpWrite>> tcp_write_pool_; // owns them all
+	std::vector<TcpWrite *> free_tcp_writes_;
+	std::unique_ptr<FenceReply> fence_reply_;
+	bool closing_ = false; // in the destructor: queue nothing more
 	__kernel_timespec tick_{1, 0};
 };
 

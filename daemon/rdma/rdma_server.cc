@@ -68,6 +68,10 @@ Result<std::unique_ptr<RdmaServer>> RdmaServer::listen(const std::string &host_p
 	if (s->cq_ == nullptr)
 		return Status(Code::kUnavailable,
 		              std::string("rdma listen: ibv_create_cq: ") + strerror(errno));
+	auto w = RdmaWriteReceiver::create(s->listen_id_->verbs, s->pd_, store->module_id(), service);
+	if (!w)
+		return w.status();
+	s->writes_ = std::move(*w);
 	s->stop_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (s->stop_fd_ < 0)
 		return Status(Code::kInternal, std::string("eventfd: ") + strerror(errno));
@@ -94,10 +98,10 @@ RdmaServer::~RdmaServer()
 		thread_.join();
 	}
 	for (auto &[id, c] : conns_) {
-		if (id->qp != nullptr)
-			rdma_destroy_qp(id);
+		writes_->detach(id);
 		rdma_destroy_id(id);
 	}
+	writes_.reset();
 	for (auto &[region, m] : mrs_)
 		deregister(m);
 	if (cq_ != nullptr)
@@ -222,14 +226,17 @@ std::optional<RdmaServer::RegionKeys> RdmaServer::keys(uint32_t region_id) const
 RdmaServer::Counters RdmaServer::counters() const
 {
 	std::lock_guard lk(mu_);
-	return counters_;
+	Counters c = counters_;
+	c.writes = writes_->counters();
+	return c;
 }
 
 void RdmaServer::handle(const ConnInfo &conn, const wire::Header &req,
                         std::span<const uint8_t> payload, Reply &reply)
 {
 	auto type = wire::MsgType(req.type);
-	if (type != wire::MsgType::kRdmaConnect && type != wire::MsgType::kRdmaRegion)
+	if (type != wire::MsgType::kRdmaConnect && type != wire::MsgType::kRdmaRegion &&
+	    type != wire::MsgType::kRdmaFence)
 		return service_->handle(conn, req, payload, reply);
 	if (!conn.authenticated) {
 		{
@@ -243,8 +250,14 @@ void RdmaServer::handle(const ConnInfo &conn, const wire::Header &req,
 		                         "RDMA access is given only over an authenticated (TLS) "
 		                         "connection"));
 	}
+	if (type == wire::MsgType::kRdmaFence)
+		return writes_->fence(conn);
 	if (type == wire::MsgType::kRdmaConnect) {
+		// The queue pair this token connects writes as this connection,
+		// its messages handled on this connection's loop.
+		RdmaWriteReceiver::Identity who{conn, EventLoop::current()};
 		wire::WireRdmaConnect c{};
+		c.write_depth = who.loop != nullptr ? RdmaWriteReceiver::kDepth : 0;
 		std::snprintf(c.endpoint, sizeof(c.endpoint), "%s", endpoint_.c_str());
 		if (getrandom(c.token, sizeof(c.token), 0) != ssize_t(sizeof(c.token)))
 			return reply.fail(Status(Code::kInternal, "getrandom failed"));
@@ -262,7 +275,8 @@ void RdmaServer::handle(const ConnInfo &conn, const wire::Header &req,
 			                   "node " +
 			                           trust::TrustedPeers::describe(conn.peer_key,
 			                                                         conn.peer_name) +
-			                           " at " + conn.peer};
+			                           " at " + conn.peer,
+			                   std::move(who)};
 		}
 		auto out = reply.payload_buffer(sizeof(c));
 		std::memcpy(out.data(), &c, sizeof(c));
@@ -289,7 +303,7 @@ void RdmaServer::handle(const ConnInfo &conn, const wire::Header &req,
 	std::memcpy(out.data(), &w, sizeof(w));
 }
 
-std::optional<std::string> RdmaServer::take_token(const uint8_t *token)
+std::optional<RdmaServer::Token> RdmaServer::take_token(const uint8_t *token)
 {
 	std::array<uint8_t, wire::kRdmaTokenSize> t;
 	std::memcpy(t.data(), token, t.size());
@@ -297,9 +311,9 @@ std::optional<std::string> RdmaServer::take_token(const uint8_t *token)
 	auto it = tokens_.find(t);
 	if (it == tokens_.end() || it->second.expires < std::chrono::steady_clock::now())
 		return std::nullopt;
-	std::string peer = std::move(it->second.peer);
+	Token got = std::move(it->second);
 	tokens_.erase(it);
-	return peer;
+	return got;
 }
 
 void RdmaServer::count_key_refusal(rdma_cm_id *id, const char *how)
@@ -346,7 +360,7 @@ void RdmaServer::on_async_event()
 void RdmaServer::on_connect_request(rdma_cm_id *id, const void *data, uint8_t len)
 {
 	const char *why = nullptr;
-	std::optional<std::string> peer;
+	std::optional<Token> token;
 	wire::WireRdmaHello h{};
 	// rdma_cm pads private data; the hello is its first bytes.
 	if (data == nullptr || len < sizeof(h)) {
@@ -357,7 +371,7 @@ void RdmaServer::on_connect_request(rdma_cm_id *id, const void *data, uint8_t le
 			why = "bad hello magic";
 		else if (h.version != wire::kWireVersion)
 			why = "wrong wire version";
-		else if (!(peer = take_token(h.token)))
+		else if (!(token = take_token(h.token)))
 			why = "unknown, used or expired token (ask RDMA_CONNECT over TLS)";
 	}
 	if (why != nullptr) {
@@ -374,12 +388,16 @@ void RdmaServer::on_connect_request(rdma_cm_id *id, const void *data, uint8_t le
 	qa.send_cq = cq_;
 	qa.recv_cq = cq_;
 	qa.qp_type = IBV_QPT_RC;
-	qa.cap.max_send_wr = 1;
-	qa.cap.max_recv_wr = 1;
-	qa.cap.max_send_sge = 1;
-	qa.cap.max_recv_sge = 1;
+	writes_->init_qp_attr(&qa); // the receives and answers of write-back
 	if (rdma_create_qp(id, pd_, &qa) != 0) {
 		LOG_WARN("rdma", "RDMA connect refused: rdma_create_qp: %s", strerror(errno));
+		rdma_reject(id, nullptr, 0);
+		rdma_destroy_id(id);
+		return;
+	}
+	if (Status st = writes_->attach(id, std::move(token->who)); !st) {
+		LOG_WARN("rdma", "RDMA connect refused: %s", st.message().c_str());
+		writes_->detach(id);
 		rdma_reject(id, nullptr, 0);
 		rdma_destroy_id(id);
 		return;
@@ -390,11 +408,11 @@ void RdmaServer::on_connect_request(rdma_cm_id *id, const void *data, uint8_t le
 	p.rnr_retry_count = 7;
 	if (rdma_accept(id, &p) != 0) {
 		LOG_WARN("rdma", "rdma_accept: %s", strerror(errno));
-		rdma_destroy_qp(id);
+		writes_->detach(id);
 		rdma_destroy_id(id);
 		return;
 	}
-	conns_[id] = Conn{std::move(*peer), false};
+	conns_[id] = Conn{std::move(token->peer), false};
 }
 
 void RdmaServer::cm_main()
@@ -451,7 +469,7 @@ void RdmaServer::cm_main()
 						                  "the error state");
 				}
 				conns_.erase(e.id);
-				rdma_destroy_qp(e.id);
+				writes_->detach(e.id);
 				rdma_destroy_id(e.id);
 				break;
 			case RDMA_CM_EVENT_DEVICE_REMOVAL:

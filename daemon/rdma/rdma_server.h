@@ -9,7 +9,8 @@
 //     slice of the meta area holding its pages' PageMeta entries (version,
 //     crc; the reader's torn-read check), both IBV_ACCESS_REMOTE_READ only.
 //     Nothing is ever registered for remote write or atomics: every write
-//     goes through the module's durable redo-log path over TLS. Pages never
+//     goes through the module's durable redo-log path (over TLS, or SENT
+//     on the queue pair: below). Pages never
 //     move, so a page's remote address is fixed while its region lives. A
 //     key is good for its region's bytes only: the device checks every READ
 //     against the bounds of the MR its key names, so a key of region A used
@@ -26,7 +27,8 @@
 //     request's private data must be a WireRdmaHello carrying an unexpired
 //     token this server handed out (each token works once, for 30 s);
 //     anything else (wrong size, magic, version, unknown token) is rejected
-//     and counted. The QP is passive: the module posts nothing on it.
+//     and counted. The module posts on it only the receives and answers
+//     of write-back (below).
 //   - Revocation by deregistration: ModuleStore::set_on_access_lost runs
 //     for a region whatever path changes it (a peer over the wire, this
 //     node's control socket, replication): at a delete before its pages are
@@ -59,6 +61,12 @@
 //     (soft-RoCE in Linux 6.1 moves the QP to the error state without an
 //     event), from the QP found in the error state when the reader
 //     disconnects. One count per connection: its QP is dead after the first.
+// Write-back over RDMA (issue 12, item 4): the queue pairs also carry
+// two-sided writes, received and applied through the ModuleService by the
+// RdmaWriteReceiver (rdma_write_receiver.h); a token remembers the TLS
+// connection (and its loop) that got it, and the queue pair connected with
+// it keeps that identity. RDMA_FENCE from a connection fences its queue
+// pairs. Still nothing is registered for remote write.
 // Limitation, named: RoCE packets are neither encrypted nor authenticated,
 // so RDMA is for networks where that is acceptable.
 //
@@ -80,6 +88,7 @@
 #include <string>
 #include <thread>
 
+#include "daemon/rdma/rdma_write_receiver.h"
 #include "daemon/service/module_service.h"
 #include "daemon/store/layout.h"
 #include "daemon/store/pool.h"
@@ -97,6 +106,7 @@ public:
 		uint64_t registrations = 0; // regions registered (each: two MRs)
 		uint64_t revocations = 0;   // regions whose registration was dropped
 		uint64_t key_errors = 0;    // QPs broken by a bad key (also rdma_key refusals)
+		RdmaWriteReceiver::Counters writes; // write-back over RDMA
 	};
 	// A region's registration as RDMA_REGION hands it out.
 	struct RegionKeys {
@@ -121,6 +131,8 @@ public:
 	// Region `region_id`'s registration, if it has one now.
 	std::optional<RegionKeys> keys(uint32_t region_id) const;
 	Counters counters() const;
+	// Test only: the write receiver (its test hook).
+	RdmaWriteReceiver *writes_for_test() { return writes_.get(); }
 
 private:
 	struct RegionMrs {
@@ -128,7 +140,8 @@ private:
 	};
 	struct Token {
 		std::chrono::steady_clock::time_point expires;
-		std::string peer; // who it was handed to, for logs
+		std::string peer;             // who it was handed to, for logs
+		RdmaWriteReceiver::Identity who; // its connection, for write-back
 	};
 	struct Conn {
 		std::string peer;
@@ -146,8 +159,8 @@ private:
 	// Counts and logs a bad-key refusal on `id`'s QP, once per connection.
 	void count_key_refusal(rdma_cm_id *id, const char *how);
 	void on_connect_request(rdma_cm_id *id, const void *data, uint8_t len);
-	// The peer the token was handed to; nullopt if unknown, used or expired.
-	std::optional<std::string> take_token(const uint8_t *token);
+	// What the token was handed with; nullopt if unknown, used or expired.
+	std::optional<Token> take_token(const uint8_t *token);
 
 	ModuleStore *store_ = nullptr;
 	ModuleService *service_ = nullptr;
@@ -167,6 +180,7 @@ private:
 	// Bumped by each revoke(): a registration made while one ran is dropped.
 	uint64_t revoke_epoch_ = 0;                                         // guarded by mu_
 	std::map<std::array<uint8_t, wire::kRdmaTokenSize>, Token> tokens_; // guarded by mu_
+	std::unique_ptr<RdmaWriteReceiver> writes_;
 	std::map<rdma_cm_id *, Conn> conns_;                                // cm thread only
 	Counters counters_;                                                 // guarded by mu_
 };

@@ -244,6 +244,11 @@ void rdma_metrics(PromText &t, const json &rdma)
 	        {"fallbacks", "memfed_rdma_fallbacks_total",
 	         "Reads begun over RDMA and finished over TCP."},
 	        {"errors", "memfed_rdma_errors_total", "Times an RDMA connection broke."},
+	        {"writes", "memfed_rdma_writes_total",
+	         "Writes sent over RDMA and answered durable by the module."},
+	        {"pages_written", "memfed_rdma_pages_written_total", "Pages of those writes."},
+	        {"write_fallbacks", "memfed_rdma_write_fallbacks_total",
+	         "Writes sent over RDMA and re-issued over TCP after the connection broke."},
 	};
 	for (const auto &c : kRdma) {
 		t.family(c.name, "counter", c.help);

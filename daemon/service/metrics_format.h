@@ -24,8 +24,10 @@
 //       refused: reason read, write, admin (authorization), node_quota,
 //       uid_quota, rdma_key (a one-sided read with a bad key,
 //       daemon/rdma/rdma_server.h)
-//   memfed_rdma_{reads,pages,read_bytes,torn_retries,fallbacks,errors}_total
-//       the RDMA transport's reads (memfedctl stats rdma.*), where built in
+//   memfed_rdma_{reads,pages,read_bytes,torn_retries,fallbacks,errors}_total,
+//   memfed_rdma_{writes,pages_written,write_fallbacks}_total
+//       the RDMA transport's reads and writes (memfedctl stats rdma.*), where
+//       built in
 //
 // Per-process counters are left out on purpose: a pid label makes a new
 // series for every process that ever faulted.

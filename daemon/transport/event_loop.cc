@@ -57,8 +57,15 @@ Result<std::unique_ptr<EventLoop>> EventLoop::create(unsigned entries)
 	return loop;
 }
 
+namespace
+{
+thread_local EventLoop *t_current = nullptr;
+}
+
 EventLoop::~EventLoop()
 {
+	if (t_current == this)
+		t_current = nullptr;
 	// Closing the ring cancels outstanding operations; their IoOps are not
 	// called back.
 	if (ring_ok_)
@@ -80,8 +87,14 @@ io_uring_sqe *EventLoop::sqe(IoOp *op)
 	return s;
 }
 
+EventLoop *EventLoop::current()
+{
+	return t_current;
+}
+
 int EventLoop::run_once(int timeout_ms)
 {
+	t_current = this;
 	io_uring_cqe *cqe = nullptr;
 	int r;
 	if (timeout_ms < 0) {

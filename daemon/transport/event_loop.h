@@ -55,6 +55,9 @@ public:
 	void post(std::function<void()> fn);
 
 	io_uring *ring() { return &ring_; }
+	// The loop this thread last ran (run_once), or null: lets a handler
+	// called from a loop's completion learn which loop it runs on.
+	static EventLoop *current();
 
 private:
 	EventLoop() = default;

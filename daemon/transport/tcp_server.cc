@@ -57,7 +57,15 @@ struct DeferredTarget {
 	std::mutex mu;
 	TcpServer *srv = nullptr; // null once the server is being destroyed
 	EventLoop *loop = nullptr;
+	DeferredSink sink; // set: answers go there instead (make_deferred_sink)
 };
+
+std::shared_ptr<DeferredTarget> make_deferred_sink(DeferredSink sink)
+{
+	auto t = std::make_shared<DeferredTarget>();
+	t->sink = std::move(sink);
+	return t;
+}
 
 DeferredReply Reply::defer()
 {
@@ -100,6 +108,8 @@ void DeferredReply::complete(const Status &st, std::span<const uint8_t> payload)
 	} else {
 		bytes.assign(payload.begin(), payload.end());
 	}
+	if (t->sink)
+		return t->sink(conn_id_, req_, code, bytes);
 	std::lock_guard lk(t->mu);
 	if (t->srv == nullptr)
 		return;

@@ -46,6 +46,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <set>
 #include <span>
@@ -81,6 +82,15 @@ class TcpServer;
 // Shared by a TcpServer and its outstanding DeferredReplies: lets a reply
 // completed after the server is gone be dropped safely.
 struct DeferredTarget;
+
+// A server other than TcpServer that hands requests to a RequestHandler
+// (the RDMA write receiver, daemon/rdma/rdma_write_receiver.h) gets its
+// deferred answers through a sink: called on the thread that completes the
+// DeferredReply, with the connection id the Reply was made with, the
+// request, and the answer (the status message if it failed).
+using DeferredSink = std::function<void(uint64_t conn_id, const wire::Header &req, Code code,
+                                        std::span<const uint8_t> payload)>;
+std::shared_ptr<DeferredTarget> make_deferred_sink(DeferredSink sink);
 
 // A request whose response is given later (Reply::defer()). Move-only. A
 // DeferredReply destroyed without complete() answers kInternal, so a request
@@ -156,7 +166,8 @@ public:
 
 private:
 	friend class TcpServer;
-	friend class LocalChannel; // serves in-process requests through the same handler
+	friend class LocalChannel;      // serves in-process requests through the same handler
+	friend class RdmaWriteReceiver; // serves RDMA write SENDs through the same handler
 	Reply(ByteBuffer *out, size_t payload_at) : out_(out), payload_at_(payload_at) {}
 	ByteBuffer *out_;
 	size_t payload_at_; // offset of the payload in out_'s readable bytes

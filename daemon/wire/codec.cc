@@ -118,6 +118,8 @@ const char *msg_type_name(uint8_t type)
 		return "RDMA_REGION";
 	case MsgType::kRegionAccess:
 		return "REGION_ACCESS";
+	case MsgType::kRdmaFence:
+		return "RDMA_FENCE";
 	}
 	return "UNKNOWN";
 }
@@ -784,6 +786,26 @@ Result<std::string> decode_name(std::span<const uint8_t> p)
 		             "characters, starting with a letter or digit)",
 		             sanitize(name).c_str());
 	return std::string(name);
+}
+
+Status decode_rdma_write(std::span<const uint8_t> msg, Header *h, std::span<const uint8_t> *payload)
+{
+	if (msg.size() < kHeaderSize)
+		return proto("RDMA write message of %zu bytes is shorter than a header (%zu)",
+		             msg.size(), kHeaderSize);
+	if (msg.size() > kRdmaWriteMessageMax)
+		return proto("RDMA write message of %zu bytes exceeds %" PRIu32, msg.size(),
+		             kRdmaWriteMessageMax);
+	Status st = validate_header(msg.first(kHeaderSize), h);
+	if (!st.is_ok())
+		return st;
+	if (h->flags & kFlagResponse)
+		return proto("RDMA write message is a %s response", msg_type_name(h->type));
+	if (h->type != uint8_t(MsgType::kWrite) && h->type != uint8_t(MsgType::kWriteVersioned))
+		return proto("RDMA write message of type %s (only WRITE and WRITE_VERSIONED)",
+		             msg_type_name(h->type));
+	*payload = msg.subspan(kHeaderSize);
+	return check_payload(*h, *payload);
 }
 
 Result<std::string> decode_error_message(std::span<const uint8_t> p)

@@ -168,6 +168,17 @@ std::string region_name(const WireAccessRequest &r);
 std::vector<uint8_t> encode_access_list(const WireAccessList &l);
 Result<WireAccessList> decode_access_list(std::span<const uint8_t> p);
 
+// --- write-back over RDMA (protocol.h) ---
+
+static_assert(kRdmaAckMax == kHeaderSize + kMaxErrorMessage);
+// One received RDMA write message (`msg`: exactly the bytes the SEND
+// carried): a valid request header (validate_header) of type WRITE or
+// WRITE_VERSIONED, a payload of exactly payload_len bytes after it (a
+// longer or truncated message is refused) matching payload_crc. On success
+// *h is the header and *payload the bytes after it.
+Status decode_rdma_write(std::span<const uint8_t> msg, Header *h,
+                         std::span<const uint8_t> *payload);
+
 // Error message of a failed response: <= kMaxErrorMessage bytes, no NUL.
 Result<std::string> decode_error_message(std::span<const uint8_t> p);
 // A failed response's status as a memfed::Status (code from h.status).

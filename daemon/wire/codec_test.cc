@@ -644,3 +644,68 @@ TEST_CASE("region access payloads: asked lookups, grant requests and grant lists
 	enc.pop_back();
 	CHECK_FALSE(decode_access_list(enc).is_ok());
 }
+
+TEST_CASE("RDMA write messages: a whole WRITE decodes, anything else is refused", "[wire]")
+{
+	STATIC_REQUIRE(kRdmaWriteMessageMax ==
+	               kHeaderSize + kVersionedWriteSize + size_t{kMaxPagesPerRequest} * kPageSize);
+	STATIC_REQUIRE(kRdmaAckMax == kHeaderSize + kMaxErrorMessage);
+	STATIC_REQUIRE(sizeof(WireRdmaConnect) == 88);
+	auto message = [](Header h, std::span<const uint8_t> payload) {
+		std::vector<uint8_t> m = bytes_of(h, payload);
+		m.insert(m.end(), payload.begin(), payload.end());
+		return m;
+	};
+	Header w = read_request(2);
+	w.type = uint8_t(MsgType::kWrite);
+	std::vector<uint8_t> pages(2 * kPageSize, 0x5a);
+	std::vector<uint8_t> m = message(w, pages);
+	Header h{};
+	std::span<const uint8_t> payload;
+	REQUIRE(decode_rdma_write(m, &h, &payload).is_ok());
+	CHECK(h.type == uint8_t(MsgType::kWrite));
+	CHECK(h.request_id == w.request_id);
+	CHECK(payload.size() == pages.size());
+	CHECK(payload.data() == m.data() + kHeaderSize);
+
+	// WRITE_VERSIONED: prefix and pages.
+	Header v = w;
+	v.type = uint8_t(MsgType::kWriteVersioned);
+	std::vector<uint8_t> vp(kVersionedWriteSize + 2 * kPageSize, 1);
+	REQUIRE(decode_rdma_write(message(v, vp), &h, &payload).is_ok());
+	CHECK(payload.size() == vp.size());
+
+	auto refused = [&](std::span<const uint8_t> bytes, const std::string &why) {
+		Status st = decode_rdma_write(bytes, &h, &payload);
+		CHECK(st.code() == Code::kProtocol);
+		CHECK_THAT(st.message(), Catch::Contains(why));
+	};
+	// Truncated: short of a header, short of the payload, one byte over.
+	refused({m.data(), kHeaderSize - 1}, "shorter than a header");
+	refused({m.data(), m.size() - 1}, "payload of");
+	std::vector<uint8_t> longer = m;
+	longer.push_back(0);
+	refused(longer, "payload of");
+	// A payload byte changed: the crc.
+	std::vector<uint8_t> bad = m;
+	bad.back() ^= 1;
+	refused(bad, "payload crc");
+	// A header byte changed: the header crc.
+	bad = m;
+	bad[40] ^= 1;
+	refused(bad, "crc");
+	// Count and payload disagree (sealed, so only that is wrong).
+	Header c = w;
+	c.count = 3;
+	refused(message(c, pages), "payload_len");
+	// Not a write; a response.
+	Header r = read_request(2);
+	refused(message(r, {}), "only WRITE and WRITE_VERSIONED");
+	Header resp = w;
+	resp.flags = kFlagResponse;
+	refused(message(resp, {}), "response");
+	// Larger than any receive buffer.
+	std::vector<uint8_t> huge(kRdmaWriteMessageMax + 1);
+	refused(huge, "exceeds");
+	CHECK(std::string(msg_type_name(uint8_t(MsgType::kRdmaFence))) == "RDMA_FENCE");
+}

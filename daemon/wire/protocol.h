@@ -117,6 +117,13 @@
 //                 addresses and read-only keys of its pages and PageMetas);
 //                 only to an authenticated peer that may READ the region
 //                 (the same check as READ, refused and counted as one)
+//   RDMA_FENCE    req: none                 resp: none
+//                 Sent over TLS by a pager whose RDMA side broke, before it
+//                 re-issues over TCP the writes it had sent over RDMA: every
+//                 queue pair connected with a token this TLS connection got
+//                 is fenced, so a write SENT on one of them that the module
+//                 has not yet handed to its write path is refused, never
+//                 applied after the re-issued copy (rdma_write_receiver.h).
 //   REGION_ACCESS req: WireAccessRequest: show a region's owner node and
 //                      grants (op kAccessShow; the asker needs read), or set
 //                      or revoke a grant (kAccessGrant / kAccessRevoke; only
@@ -171,8 +178,9 @@ enum class MsgType : uint8_t {
 	kRdmaConnect = 13,
 	kRdmaRegion = 14,
 	kRegionAccess = 15,
+	kRdmaFence = 16,
 };
-constexpr uint8_t kMsgTypeMax = 15;
+constexpr uint8_t kMsgTypeMax = 16;
 
 // Traffic classes, in priority order: a fault never waits behind bulk work.
 enum class TrafficClass : uint8_t {
@@ -341,8 +349,13 @@ constexpr size_t kRdmaTokenSize = 16;
 struct WireRdmaConnect {
 	char endpoint[kRdmaEndpointMax + 1]; // "ip:port", NUL-terminated
 	uint8_t token[kRdmaTokenSize];       // rdma_cm private data (WireRdmaHello)
+	// Write-back over RDMA (below): the WRITE SENDs the module has receives
+	// posted for on each queue pair; 0: writes go over TLS only.
+	uint16_t write_depth;
+	uint16_t reserved;
+	uint32_t reserved2;
 };
-static_assert(sizeof(WireRdmaConnect) == 80);
+static_assert(sizeof(WireRdmaConnect) == 88);
 
 // RDMA_REGION response payload (fixed size): the extent a reader may read and
 // the region's two read-only registrations: its pages (the page at FA offset
@@ -371,5 +384,21 @@ struct WireRdmaHello {
 	uint8_t token[kRdmaTokenSize];
 };
 static_assert(sizeof(WireRdmaHello) == 24);
+
+// Write-back over RDMA (two-sided, on the reader's RC queue pair). A pager
+// SENDs a whole wire message, exactly as it would send it over TCP: a
+// request Header (WRITE or WRITE_VERSIONED, header and payload crcs set)
+// followed by its payload (WRITE_VERSIONED: the WireVersionedWrite prefix,
+// then the pages), at most kRdmaWriteMessageMax bytes, into one of the
+// module's posted receive buffers. The module validates it
+// (codec.h: decode_rdma_write), applies it through the same path as a TCP
+// request and SENDs back the response message (Header, then the payload of
+// a TCP response: nothing for WRITE, u32 applied for WRITE_VERSIONED, the
+// error message of a failure), at most kRdmaAckMax bytes, once durable.
+// A pager keeps at most WireRdmaConnect::write_depth writes unanswered.
+constexpr uint32_t kRdmaWriteMessageMax =
+        uint32_t(kHeaderSize) + kVersionedWriteSize + kMaxPagesPerRequest * kPageSize;
+constexpr uint32_t kRdmaAckMax = uint32_t(kHeaderSize) + 1024; // + codec.h kMaxErrorMessage
+static_assert(kRdmaWriteMessageMax == 64 + 16 + 256 * 4096);
 
 } // namespace memfed::wire

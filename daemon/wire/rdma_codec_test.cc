@@ -57,7 +57,7 @@ TEST_CASE("decode_rdma_connect: a module's answer decodes, impossible ones are r
 
 	auto b = bytes(good_connect());
 	b.pop_back();
-	CHECK(refused(decode_rdma_connect(b).status(), "bytes, expected 80"));
+	CHECK(refused(decode_rdma_connect(b).status(), "bytes, expected 88"));
 	auto c = good_connect();
 	std::memset(c.endpoint, 'x', sizeof(c.endpoint));
 	CHECK(refused(decode_rdma_connect(bytes(c)).status(), "NUL-terminated"));

@@ -143,10 +143,11 @@ for p in "${progs[@]}"; do
 	copy_with_libs "$bin_dir/$p"
 done
 if [ "$daemon_tests" -eq 1 ]; then
-	# memfedctl run finds the shim in ../lib; the unmodified program is
-	# coreutils' sha256sum (dynamically linked, unlike busybox).
+	# memfedctl run finds the shim in ../lib; the unmodified programs are
+	# coreutils' sha256sum and dd (dynamically linked, unlike busybox).
 	copy_with_libs "$bin_dir/../lib/libmemfed-preload.so" /lib/
 	copy_with_libs /usr/bin/sha256sum /usr/bin/
+	copy_with_libs /usr/bin/dd /usr/bin/ # writes through the shim (rdma_tests.sh)
 fi
 # Threads abort at exit without libgcc_s (pthread_exit unwinds through it).
 gcc_s=$(ldconfig -p | sed -n 's/.*libgcc_s.so.1 (libc6,x86-64) => //p' | head -1)

@@ -55,6 +55,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			check(std::memcmp(again, data, kHeaderSize) == 0);
 		}
 	}
+	// A received RDMA write message: the whole input, as the SEND carried it.
+	{
+		Header w;
+		std::span<const uint8_t> wp;
+		if (decode_rdma_write(in, &w, &wp).is_ok()) {
+			check(w.type == uint8_t(MsgType::kWrite) ||
+			      w.type == uint8_t(MsgType::kWriteVersioned));
+			check(wp.size() == w.payload_len && size == kHeaderSize + wp.size());
+		}
+	}
 	if (size == 0)
 		return 0;
 	auto p = in.subspan(1);

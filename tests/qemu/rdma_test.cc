@@ -30,8 +30,10 @@
 
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
 #include <cstring>
 #include <future>
+#include <mutex>
 #include <random>
 #include <thread>
 
@@ -40,7 +42,9 @@
 #include "daemon/rdma/rdma_channel.h"
 #include "daemon/rdma/rdma_server.h"
 #include "daemon/service/module_service.h"
+#include "daemon/store/check.h"
 #include "daemon/trust/tls_context.h"
+#include "daemon/wire/codec.h"
 #include "tests/qemu/guest_check.h"
 #include "tests/qemu/rdma_channel_cases.h"
 
@@ -126,13 +130,18 @@ struct Module {
 		});
 		return fut.get();
 	}
-	~Module()
+	// Stops serving and closes the pool (so ModuleStore::check may take it).
+	void stop()
 	{
 		if (thread.joinable()) {
 			loop->stop();
 			thread.join();
 		}
+		service.reset(); // answers its queued writes, through the RDMA server too
+		rdma.reset();
+		store.reset();
 	}
+	~Module() { stop(); }
 };
 
 // The module's node grants node `key` (every uid) read of region `name`.
@@ -326,6 +335,239 @@ void bench_reads(EventLoop *loop, RdmaChannel *ch, const RegionInfo &r, const ch
 	std::sort(us.begin(), us.end());
 	std::printf("MEMFED-BENCH %-5s %3u-page READ: p50 %8.1f us  p99 %8.1f us  %8.0f pages/s\n",
 	            path, pages, us[us.size() / 2], us[us.size() * 99 / 100], n * pages / secs);
+}
+
+// Issues every write of `ws` at once (overlapping ones included: the channel
+// orders them) and drives them to completion; applies them, in issue
+// order, to `model` (pages from `base`) and `versions`.
+struct TestWrite {
+	uint64_t first = 0; // page index in the region
+	uint32_t count = 0;
+	uint64_t version = 0; // 0: a plain WRITE
+	std::vector<uint8_t> bytes;
+	Waiter w;
+};
+void issue_writes(RdmaChannel *ch, const RegionInfo &r, std::vector<std::unique_ptr<TestWrite>> &ws,
+                  std::vector<uint8_t> &model, std::vector<uint64_t> &versions)
+{
+	for (auto &t : ws) {
+		uint64_t fa = r.fa_offset + t->first * kPageSize;
+		if (t->version == 0) {
+			ch->write_pages(wire::TrafficClass::kBulk, r.id, fa, t->count,
+			                t->bytes.data(), &t->w);
+		} else {
+			wire::WireVersionedWrite vw{t->version, 0, 0};
+			ch->write_versioned(wire::TrafficClass::kBulk, r.id, fa, t->count, vw,
+			                    t->bytes.data(), &t->w);
+			for (uint32_t k = 0; k < t->count; k++)
+				versions[t->first + k] =
+				        std::max(versions[t->first + k], t->version);
+		}
+		std::memcpy(model.data() + t->first * kPageSize, t->bytes.data(), t->bytes.size());
+	}
+}
+std::unique_ptr<TestWrite> random_write(std::mt19937_64 &rng, uint64_t pages, uint64_t version,
+                                        uint32_t max_count, uint64_t tag)
+{
+	auto t = std::make_unique<TestWrite>();
+	t->count = uint32_t(1 + rng() % max_count);
+	t->first = rng() % (pages - t->count + 1);
+	t->version = version;
+	t->bytes.resize(size_t{t->count} * kPageSize);
+	for (uint32_t k = 0; k < t->count; k++)
+		fill(t->bytes.data() + size_t{k} * kPageSize, t->first + k, tag);
+	return t;
+}
+bool all_done(const std::vector<std::unique_ptr<TestWrite>> &ws)
+{
+	for (auto &t : ws)
+		if (!t->w.done)
+			return false;
+	return true;
+}
+// Breaks the channel's queue pair while `ws` are in flight (a READ of `r`
+// over RDMA with a forged key) and drives every write to its end.
+void break_with_writes_in_flight(EventLoop *loop, RdmaChannel *ch, const RegionInfo &r,
+                                 std::vector<std::unique_ptr<TestWrite>> &ws, Check &c)
+{
+	const RdmaChannel::Extent *e = ch->extent(r.id);
+	c(e != nullptr, "the extent of the region is not known");
+	if (e != nullptr)
+		ch->set_keys_for_test(r.id, e->data_rkey ^ 0x00a5a500, e->meta_rkey ^ 0x00a5a500);
+	std::vector<uint8_t> one(kPageSize);
+	Waiter rw;
+	ch->read_pages(wire::TrafficClass::kFault, r.id, r.fa_offset, 1, one.data(), &rw);
+	c(drive(loop, [&] { return all_done(ws) && rw.done; }), "writes never completed");
+	for (auto &t : ws)
+		c(t->w.status.is_ok(), "write failed: " + t->w.status.to_string());
+}
+
+std::string write_counters(const RdmaChannel &ch, const RdmaServer &srv)
+{
+	const auto &c = ch.counters();
+	auto m = srv.counters().writes;
+	return "channel writes " + std::to_string(c.writes) + " pages " +
+	       std::to_string(c.pages_written) + " write_fallbacks " +
+	       std::to_string(c.write_fallbacks) + " fences " + std::to_string(c.fences) +
+	       " errors " + std::to_string(c.errors) + "; module writes " +
+	       std::to_string(m.writes) + " pages " + std::to_string(m.pages) + " failed " +
+	       std::to_string(m.failed) + " malformed " + std::to_string(m.malformed) +
+	       " dropped " + std::to_string(m.dropped) + " qp_errors " +
+	       std::to_string(m.qp_errors);
+}
+
+// A queue pair of its own to the module's RDMA endpoint, connected with a
+// token from RDMA_CONNECT over `tcp` (TLS): for SENDs the channel would
+// never make.
+struct RawQp {
+	rdma_event_channel *ec = nullptr;
+	rdma_cm_id *id = nullptr;
+	ibv_pd *pd = nullptr;
+	ibv_cq *cq = nullptr;
+	ibv_mr *mr = nullptr;
+	std::vector<uint8_t> buf; // [send kRdmaWriteMessageMax + 1][4 answers]
+	static constexpr size_t kSend = wire::kRdmaWriteMessageMax + 4096;
+	~RawQp()
+	{
+		if (id && id->qp)
+			rdma_destroy_qp(id);
+		if (mr)
+			ibv_dereg_mr(mr);
+		if (cq)
+			ibv_destroy_cq(cq);
+		if (pd)
+			ibv_dealloc_pd(pd);
+		if (id)
+			rdma_destroy_id(id);
+		if (ec)
+			rdma_destroy_event_channel(ec);
+	}
+	uint8_t *answer(unsigned i) { return buf.data() + kSend + size_t{i} * wire::kRdmaAckMax; }
+	bool post_answer(unsigned i)
+	{
+		ibv_sge sge{reinterpret_cast<uint64_t>(answer(i)), wire::kRdmaAckMax, mr->lkey};
+		ibv_recv_wr wr{};
+		wr.wr_id = 100 + i;
+		wr.sg_list = &sge;
+		wr.num_sge = 1;
+		ibv_recv_wr *bad = nullptr;
+		return ibv_post_recv(id->qp, &wr, &bad) == 0;
+	}
+	Status connect(const wire::WireRdmaConnect &c)
+	{
+		auto addr = resolve_rdma_address(c.endpoint, "endpoint");
+		if (!addr)
+			return addr.status();
+		ec = rdma_create_event_channel();
+		auto next = [&](rdma_cm_event_type want) {
+			rdma_cm_event *ev = nullptr;
+			if (rdma_get_cm_event(ec, &ev) != 0)
+				return false;
+			bool ok = ev->event == want;
+			rdma_ack_cm_event(ev);
+			return ok;
+		};
+		if (!ec || rdma_create_id(ec, &id, nullptr, RDMA_PS_TCP) != 0 ||
+		    rdma_resolve_addr(id, nullptr, reinterpret_cast<sockaddr *>(&addr->ss), 2000) !=
+		            0 ||
+		    !next(RDMA_CM_EVENT_ADDR_RESOLVED) || rdma_resolve_route(id, 2000) != 0 ||
+		    !next(RDMA_CM_EVENT_ROUTE_RESOLVED))
+			return Status(Code::kUnavailable, "resolve");
+		pd = ibv_alloc_pd(id->verbs);
+		cq = pd ? ibv_create_cq(id->verbs, 32, nullptr, nullptr, 0) : nullptr;
+		if (!cq)
+			return Status(Code::kUnavailable, "pd/cq");
+		ibv_qp_init_attr qa{};
+		qa.qp_type = IBV_QPT_RC;
+		qa.send_cq = qa.recv_cq = cq;
+		qa.cap.max_send_wr = qa.cap.max_recv_wr = 8;
+		qa.cap.max_send_sge = qa.cap.max_recv_sge = 1;
+		if (rdma_create_qp(id, pd, &qa) != 0)
+			return Status(Code::kUnavailable, "qp");
+		buf.assign(kSend + 4 * wire::kRdmaAckMax, 0);
+		int access = IBV_ACCESS_LOCAL_WRITE; // an int: verbs.h's macro mixes enum types
+		mr = ibv_reg_mr(pd, buf.data(), buf.size(), access);
+		if (!mr)
+			return Status(Code::kUnavailable, "mr");
+		for (unsigned i = 0; i < 4; i++)
+			if (!post_answer(i))
+				return Status(Code::kUnavailable, "post recv");
+		wire::WireRdmaHello h{wire::kRdmaHelloMagic, wire::kWireVersion, {}};
+		std::memcpy(h.token, c.token, sizeof(h.token));
+		rdma_conn_param p{};
+		p.private_data = &h;
+		p.private_data_len = sizeof(h);
+		p.initiator_depth = 1;
+		p.retry_count = 7;
+		p.rnr_retry_count = 7;
+		if (rdma_connect(id, &p) != 0 || !next(RDMA_CM_EVENT_ESTABLISHED))
+			return Status(Code::kUnavailable, "connect");
+		return Status::ok();
+	}
+	// SENDs `msg` and waits for the module's answer: its header and payload.
+	Status exchange(std::span<const uint8_t> msg, wire::Header *h, std::string *text)
+	{
+		std::memcpy(buf.data(), msg.data(), msg.size());
+		ibv_sge sge{reinterpret_cast<uint64_t>(buf.data()), uint32_t(msg.size()), mr->lkey};
+		ibv_send_wr wr{};
+		wr.wr_id = 1;
+		wr.sg_list = &sge;
+		wr.num_sge = 1;
+		wr.opcode = IBV_WR_SEND;
+		wr.send_flags = IBV_SEND_SIGNALED;
+		ibv_send_wr *bad = nullptr;
+		if (ibv_post_send(id->qp, &wr, &bad) != 0)
+			return Status(Code::kUnavailable, "post send");
+		bool sent = false, answered = false;
+		auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+		while ((!sent || !answered) && std::chrono::steady_clock::now() < deadline) {
+			ibv_wc wc;
+			int n = ibv_poll_cq(cq, 1, &wc);
+			if (n == 0) {
+				usleep(1000);
+				continue;
+			}
+			if (n < 0 || wc.status != IBV_WC_SUCCESS)
+				return Status(Code::kUnavailable,
+				              std::string("completion: ") +
+				                      ibv_wc_status_str(wc.status));
+			if (wc.wr_id == 1) {
+				sent = true;
+				continue;
+			}
+			unsigned i = unsigned(wc.wr_id - 100);
+			std::span<const uint8_t> a(answer(i), wc.byte_len);
+			Status st = a.size() >= wire::kHeaderSize
+			                    ? wire::validate_header(a.first(wire::kHeaderSize), h)
+			                    : Status(Code::kProtocol, "short answer");
+			if (st)
+				st = wire::check_payload(*h, a.subspan(wire::kHeaderSize));
+			text->assign(a.begin() + wire::kHeaderSize, a.end());
+			post_answer(i);
+			if (!st)
+				return st;
+			answered = true;
+		}
+		return answered ? Status::ok() : Status(Code::kUnavailable, "no answer in 20 s");
+	}
+};
+
+// A WRITE message of `count` pages of `fill_byte`, sealed.
+std::vector<uint8_t> write_message(uint32_t region, uint64_t fa, uint32_t count, uint64_t id,
+                                   uint8_t fill_byte)
+{
+	wire::Header h{};
+	h.type = uint8_t(wire::MsgType::kWrite);
+	h.tclass = uint8_t(wire::TrafficClass::kBulk);
+	h.hop_limit = wire::kDefaultHopLimit;
+	h.request_id = id;
+	h.offset = fa;
+	h.count = count;
+	h.region_id = region;
+	std::vector<uint8_t> m(wire::kHeaderSize + size_t{count} * kPageSize, fill_byte);
+	wire::encode_header(h, {m.data() + wire::kHeaderSize, m.size() - wire::kHeaderSize},
+	                    m.data());
+	return m;
 }
 
 } // namespace
@@ -797,9 +1039,335 @@ int main(int argc, char **argv)
 		            (unsigned long)(ch->counters().torn_retries - torn0),
 		            counters(*ch).c_str());
 	}
+	// Write-back over RDMA: region "w" belongs to the pager's node.
+	auto wreg =
+	        store->create_region("w", 256 * kPageSize, 0, 0600, nullptr, {}, pager_key->pub);
+	std::vector<uint8_t> wmodel(256 * kPageSize, 0);
+	std::vector<uint64_t> wversions(256, 0);
+	std::unique_ptr<Check> write_back; // its last check is the pool's, at the end
+	{
+		Lap lap("rdma-write-back");
+		write_back = std::make_unique<Check>("rdma-write-back");
+		Check &c = *write_back;
+		c(wreg.is_ok(), "create w: " + wreg.status().to_string());
+		usleep(150 * 1000);
+		c(ch->rdma_up() || rdma_comes_up(loop.get(), ch.get()),
+		  "RDMA not up: " + ch->rdma_why());
+		c(ch->rdma_writes(), "the module takes no writes over RDMA");
+		uint64_t w0 = ch->counters().writes, mw0 = m.rdma->counters().writes.writes;
+		std::mt19937_64 rng(5);
+		uint64_t issued = 0;
+		for (int round = 0; round < 25 && c.ok(); round++) {
+			std::vector<std::unique_ptr<TestWrite>> ws;
+			for (int k = 0; k < 8; k++)
+				ws.push_back(
+				        random_write(rng, 256, 0, 16, uint64_t(round) * 8 + k + 1));
+			issue_writes(ch.get(), *wreg, ws, wmodel, wversions);
+			issued += ws.size();
+			c(drive(loop.get(), [&] { return all_done(ws); }),
+			  "writes never completed");
+			for (auto &t : ws)
+				c(t->w.status.is_ok(), "write failed: " + t->w.status.to_string());
+		}
+		c(ch->counters().writes - w0 == issued && ch->counters().write_fallbacks == 0,
+		  "not every write went over RDMA: " + write_counters(*ch, *m.rdma));
+		c(m.rdma->counters().writes.writes - mw0 == issued,
+		  "the module did not count them as RDMA writes: " + write_counters(*ch, *m.rdma));
+		// Read back over RDMA (once the extent is known), over TCP, and from the store.
+		std::vector<uint8_t> got(256 * kPageSize);
+		c(read(loop.get(), ch.get(), wreg->id, wreg->fa_offset, 1, got.data()).is_ok(),
+		  "first read of w");
+		c(drive(loop.get(), [&] { return ch->knows_region(wreg->id); }),
+		  "extent never known");
+		uint64_t reads = ch->counters().reads;
+		Status st = read(loop.get(), ch.get(), wreg->id, wreg->fa_offset, 256, got.data());
+		c(st.is_ok() && ch->counters().reads == reads + 1,
+		  "read over RDMA: " + st.to_string());
+		c(got == wmodel, "bytes read over RDMA differ from the last writes");
+		Waiter tw;
+		std::fill(got.begin(), got.end(), 0);
+		ch->tcp()->read_pages(wire::TrafficClass::kFault, wreg->id, wreg->fa_offset, 256,
+		                      got.data(), &tw);
+		c(drive(loop.get(), [&] { return tw.done; }) && tw.status.is_ok(),
+		  "read over TCP: " + tw.status.to_string());
+		c(got == wmodel, "bytes read over TCP differ from the last writes");
+		std::printf("MEMFED-INFO rdma-write-back: %lu writes; %s\n", (unsigned long)issued,
+		            write_counters(*ch, *m.rdma).c_str());
+	}
+	{
+		Lap lap("rdma-write-malformed-refused");
+		Check c("rdma-write-malformed-refused");
+		TcpChannel::Options o;
+		o.tls = *pager_tls;
+		auto tcp = TcpChannel::connect(loop.get(), "127.0.0.1:" + std::to_string(m.port),
+		                               kPagerId, o);
+		wire::WireRdmaConnect rc{};
+		if (c(tcp.is_ok(), "tcp: " + tcp.status().to_string())) {
+			struct : Completion {
+				void on_reply(const Status &st, const wire::Header &,
+				              std::span<const uint8_t> p) override
+				{
+					done = true;
+					status = st;
+					bytes.assign(p.begin(), p.end());
+				}
+				bool done = false;
+				Status status;
+				std::vector<uint8_t> bytes;
+			} w;
+			wire::Header h{};
+			h.type = uint8_t(wire::MsgType::kRdmaConnect);
+			h.tclass = uint8_t(wire::TrafficClass::kControl);
+			(*tcp)->call(h, {}, &w);
+			c(drive(loop.get(), [&] { return w.done; }) && w.status.is_ok() &&
+			          w.bytes.size() == sizeof(rc),
+			  "RDMA_CONNECT: " + w.status.to_string());
+			if (w.bytes.size() == sizeof(rc))
+				std::memcpy(&rc, w.bytes.data(), sizeof(rc));
+			c(rc.write_depth > 0, "the module offers no RDMA writes");
+		}
+		RawQp q;
+		Status st = c.ok() ? q.connect(rc) : Status(Code::kUnavailable, "no token");
+		c(st.is_ok(), "raw queue pair: " + st.to_string());
+		auto before = m.rdma->counters().writes;
+		std::vector<uint8_t> snapshot(16 * kPageSize);
+		c(store->read_pages(wreg->id, wreg->fa_offset, 16, snapshot.data()).is_ok(),
+		  "store");
+		uint64_t fa = wreg->fa_offset;
+		struct Bad {
+			const char *what;
+			std::vector<uint8_t> msg;
+			Code want;
+		};
+		std::vector<Bad> bad;
+		auto good = write_message(wreg->id, fa, 2, 1001, 0xee);
+		bad.push_back(
+		        {"truncated header", {good.begin(), good.begin() + 40}, Code::kProtocol});
+		bad.push_back(
+		        {"truncated payload", {good.begin(), good.end() - 100}, Code::kProtocol});
+		auto longer = good;
+		longer.resize(longer.size() + 512, 0xee);
+		bad.push_back({"longer than its header says", longer, Code::kProtocol});
+		auto crc = good;
+		crc[wire::kHeaderSize + 7] ^= 0xff;
+		bad.push_back({"payload crc", crc, Code::kProtocol});
+		auto hdr = good;
+		hdr[48] = 3; // count 3 with 2 pages: the header crc fails first
+		bad.push_back({"count against payload (header crc)", hdr, Code::kProtocol});
+		{
+			// Count 3, sealed, with 2 pages of payload.
+			wire::Header h = wire::decode_header(good.data());
+			h.count = 3;
+			auto m2 = good;
+			wire::encode_header_raw(h, m2.data());
+			bad.push_back({"count against payload", m2, Code::kProtocol});
+		}
+		{
+			wire::Header h = wire::decode_header(good.data());
+			h.type = uint8_t(wire::MsgType::kRegionDelete);
+			h.count = 0;
+			std::vector<uint8_t> m2(wire::kHeaderSize);
+			wire::encode_header(h, {}, m2.data());
+			bad.push_back({"not a write", m2, Code::kProtocol});
+		}
+		bad.push_back({"unknown region", write_message(9999, fa, 2, 1002, 0xee),
+		               Code::kNotFound});
+		bad.push_back(
+		        {"outside the region",
+		         write_message(wreg->id, fa + wreg->size_bytes - kPageSize, 2, 1003, 0xee),
+		         Code::kOutOfRange});
+		bad.push_back({"another region's pages",
+		               write_message(wreg->id, a->fa_offset, 1, 1004, 0xee),
+		               Code::kOutOfRange});
+		for (auto &b : bad) {
+			if (!c.ok())
+				break;
+			wire::Header ans{};
+			std::string text;
+			Status x = q.exchange(b.msg, &ans, &text);
+			c(x.is_ok(), std::string(b.what) + ": no answer: " + x.to_string());
+			c(ans.status != 0, std::string(b.what) + ": accepted");
+			if (b.want == Code::kProtocol)
+				c(ans.status == uint16_t(b.want),
+				  std::string(b.what) + ": status " + std::to_string(ans.status) +
+				          " (" + text + ")");
+			std::printf("MEMFED-INFO rdma-write-malformed-refused: %s: status %u: %s\n",
+			            b.what, ans.status, text.c_str());
+		}
+		auto after = m.rdma->counters().writes;
+		c(after.malformed - before.malformed == 7,
+		  "malformed not counted: " + write_counters(*ch, *m.rdma));
+		c(after.writes == before.writes, "a malformed write was applied");
+		std::vector<uint8_t> now(16 * kPageSize);
+		c(store->read_pages(wreg->id, wreg->fa_offset, 16, now.data()).is_ok() &&
+		          now == snapshot,
+		  "the pages changed");
+		// The queue pair and the server still serve: a good write is applied.
+		wire::Header ans{};
+		std::string text;
+		auto ok_msg = write_message(wreg->id, fa + 200 * kPageSize, 1, 1005, 0x77);
+		c(q.exchange(ok_msg, &ans, &text).is_ok() && ans.status == 0 &&
+		          ans.request_id == 1005,
+		  "a good write after the bad ones: " + text);
+		std::memset(wmodel.data() + 200 * kPageSize, 0x77, kPageSize);
+		std::vector<uint8_t> pg(kPageSize);
+		c(store->read_pages(wreg->id, fa + 200 * kPageSize, 1, pg.data()).is_ok() &&
+		          std::memcmp(pg.data(), wmodel.data() + 200 * kPageSize, kPageSize) == 0,
+		  "the good write was not applied");
+		// Longer than any receive buffer: the device refuses it (the queue
+		// pair breaks), the module counts it, applies nothing and serves on.
+		auto huge = write_message(wreg->id, fa, 1, 1006, 0x55);
+		huge.resize(wire::kRdmaWriteMessageMax + 64, 0x55);
+		auto before_huge = m.rdma->counters().writes;
+		c(!q.exchange(huge, &ans, &text).is_ok(),
+		  "a SEND longer than a message was answered");
+		// Counted as malformed (a length error) or as a device error,
+		// whichever status the device gives the module's receive.
+		auto refused_huge = [&] {
+			auto n = m.rdma->counters().writes;
+			return n.malformed > before_huge.malformed ||
+			       n.qp_errors > before_huge.qp_errors;
+		};
+		for (int i = 0; i < 200 && !refused_huge(); i++)
+			usleep(20 * 1000);
+		c(refused_huge() && m.rdma->counters().writes.writes == before_huge.writes,
+		  "the long SEND was not refused and counted: " + write_counters(*ch, *m.rdma));
+	}
+	{
+		Lap lap("rdma-write-fallback");
+		Check c("rdma-write-fallback");
+		usleep(150 * 1000);
+		c(ch->rdma_up() || rdma_comes_up(loop.get(), ch.get()),
+		  "RDMA not up: " + ch->rdma_why());
+		auto before = ch->counters();
+		std::mt19937_64 rng(9);
+		std::vector<std::unique_ptr<TestWrite>> ws;
+		// Plain writes to pages 0..127, versioned ones to 128..255, with
+		// overlaps; the version grows with the issue order.
+		uint64_t version = 1000;
+		for (int k = 0; k < 40; k++) {
+			bool versioned = k % 2 == 1;
+			auto t = random_write(rng, 128, versioned ? ++version : 0, 8, 5000 + k);
+			if (versioned) {
+				t->first += 128;
+				for (uint32_t i = 0; i < t->count; i++)
+					fill(t->bytes.data() + size_t{i} * kPageSize, t->first + i,
+					     5000 + k);
+			}
+			ws.push_back(std::move(t));
+		}
+		issue_writes(ch.get(), *wreg, ws, wmodel, wversions);
+		// Writes are in flight: a READ with a forged key breaks the queue pair.
+		c(ch->writes_in_flight_rdma() > 0, "no write in flight over RDMA");
+		break_with_writes_in_flight(loop.get(), ch.get(), *wreg, ws, c);
+		auto k = ch->counters();
+		c(k.errors > before.errors && k.fences > before.fences &&
+		          k.write_fallbacks > before.write_fallbacks,
+		  "the queue pair did not break with writes in flight: " +
+		          write_counters(*ch, *m.rdma));
+		std::vector<uint8_t> got(256 * kPageSize);
+		c(store->read_pages(wreg->id, wreg->fa_offset, 256, got.data()).is_ok(),
+		  "store read");
+		for (uint64_t p = 0; p < 256 && c.ok(); p++)
+			c(std::memcmp(got.data() + p * kPageSize, wmodel.data() + p * kPageSize,
+			              kPageSize) == 0,
+			  "page " + std::to_string(p) + " is not its last write's");
+		std::vector<uint64_t> vs(128);
+		c(store->read_versions(wreg->id, wreg->fa_offset + 128 * kPageSize, 128, vs.data())
+		          .is_ok(),
+		  "read versions");
+		for (uint64_t p = 0; p < 128 && c.ok(); p++)
+			c(vs[p] == wversions[128 + p],
+			  "page " + std::to_string(128 + p) + " at version " +
+			          std::to_string(vs[p]) + ", its last write's is " +
+			          std::to_string(wversions[128 + p]));
+		std::printf("MEMFED-INFO rdma-write-fallback: %s\n",
+		            write_counters(*ch, *m.rdma).c_str());
+		// RDMA comes back, and writes go over it again.
+		usleep(150 * 1000);
+		c(rdma_comes_up(loop.get(), ch.get()), "RDMA did not come back: " + ch->rdma_why());
+		uint64_t w0 = ch->counters().writes;
+		std::vector<std::unique_ptr<TestWrite>> more;
+		for (int i = 0; i < 4; i++)
+			more.push_back(random_write(rng, 128, 0, 4, 7000 + i));
+		issue_writes(ch.get(), *wreg, more, wmodel, wversions);
+		c(drive(loop.get(), [&] { return all_done(more); }), "writes never completed");
+		c(ch->counters().writes == w0 + 4,
+		  "writes not over RDMA after reconnecting: " + write_counters(*ch, *m.rdma));
+	}
+	{
+		// A write the module received but had not handed to its write path
+		// when the pager's fence came is dropped, never applied after the
+		// re-issued copy (the module's receiver holds the messages here).
+		Lap lap("rdma-write-fence-drops");
+		Check c("rdma-write-fence-drops");
+		std::vector<uint8_t> one(kPageSize);
+		c(read(loop.get(), ch.get(), wreg->id, wreg->fa_offset, 1, one.data()).is_ok(),
+		  "read of w");
+		c(drive(loop.get(), [&] { return ch->knows_region(wreg->id); }),
+		  "extent never known");
+		c(ch->rdma_writes(), "writes not over RDMA");
+		std::mutex gate_mu;
+		std::condition_variable gate_cv;
+		bool open = false;
+		std::atomic<int> held{0};
+		RdmaWriteReceiver *rx = m.rdma->writes_for_test();
+		rx->set_receive_hook_for_test([&] {
+			held++;
+			std::unique_lock lk(gate_mu);
+			gate_cv.wait_for(lk, std::chrono::seconds(30), [&] { return open; });
+		});
+		auto before = m.rdma->counters().writes;
+		auto kb = ch->counters();
+		std::vector<std::unique_ptr<TestWrite>> ws;
+		for (uint64_t k = 0; k < 4; k++) {
+			auto t = std::make_unique<TestWrite>();
+			t->first = 32 + 8 * k;
+			t->count = 2;
+			t->bytes.resize(2 * kPageSize);
+			for (uint32_t i = 0; i < 2; i++)
+				fill(t->bytes.data() + i * kPageSize, t->first + i, 9000 + k);
+			ws.push_back(std::move(t));
+		}
+		issue_writes(ch.get(), *wreg, ws, wmodel, wversions);
+		c(drive(loop.get(), [&] { return held.load() > 0; }),
+		  "the module never got a write");
+		break_with_writes_in_flight(loop.get(), ch.get(), *wreg, ws, c);
+		c(ch->counters().fences > kb.fences &&
+		          ch->counters().write_fallbacks >= kb.write_fallbacks + 4,
+		  "the writes were not fenced and re-issued: " + write_counters(*ch, *m.rdma));
+		{
+			std::lock_guard lk(gate_mu);
+			open = true;
+		}
+		gate_cv.notify_all();
+		for (int i = 0; i < 500 && m.rdma->counters().writes.dropped == before.dropped; i++)
+			usleep(20 * 1000);
+		rx->set_receive_hook_for_test(nullptr);
+		auto after = m.rdma->counters().writes;
+		c(after.dropped > before.dropped && after.writes == before.writes,
+		  "the held write was not dropped: " + write_counters(*ch, *m.rdma));
+		std::vector<uint8_t> got(256 * kPageSize);
+		c(store->read_pages(wreg->id, wreg->fa_offset, 256, got.data()).is_ok() &&
+		          got == wmodel,
+		  "the pages are not the last writes'");
+		std::printf("MEMFED-INFO rdma-write-fence-drops: %s\n",
+		            write_counters(*ch, *m.rdma).c_str());
+	}
 	guest::run_rdma_channel_cases({loop.get(), store, pager_key->pub, *pager_tls,
 	                               "127.0.0.1:" + std::to_string(m.port), kPagerId});
 	ch.reset();
+	if (write_back) {
+		// The pool, closed, passes its consistency check.
+		m.stop();
+		auto rep = ModuleStore::check("/tmp/rdma-test.mfp");
+		(*write_back)(rep.is_ok() && rep->clean,
+		              "pool check: " +
+		                      (rep.is_ok() ? (rep->problems.empty() ? std::string("?")
+		                                                            : rep->problems.front())
+		                                   : rep.status().to_string()));
+		write_back.reset();
+	}
 	std::printf("MEMFED-INFO rdma: the RDMA cases took %.1f s\n",
 	            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
 	return 0;

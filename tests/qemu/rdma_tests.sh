@@ -15,6 +15,10 @@
 # expect: rdma-auto-without-rdma
 # expect: rdma-key-needs-authentication
 # expect: rdma-torn-read
+# expect: rdma-write-back
+# expect: rdma-write-malformed-refused
+# expect: rdma-write-fallback
+# expect: rdma-write-fence-drops
 # expect: rdma-channel-random-order
 # expect: rdma-channel-errors
 # expect: rdma-channel-damaged-page
@@ -108,8 +112,28 @@ if [ -x /bin/memfedd ] && [ -x /bin/memfedctl ]; then
 	wait_for 120 sh -c "! kill -0 $RUN_PID" || { detail "program still running"; kill -9 $RUN_PID; rok=1; }
 	wait $RUN_PID
 	bgot=$(cut -d' ' -f1 $D/big.out)
-	[ "$bgot" = "$bwant" ] || { detail "sha256sum across a module SIGKILL: '$bgot' $(cat $D/big.err), want $bwant"; rok=1; }
+	[ "$bgot" = "$bwant" ] || { detail "sha256sum across a module SIGKILL: '$bgot' $(cat $D/big.err), want $bwant"; rok=1;
+		tail -25 $D/node.log | sed 's/^/MEMFED-INFO rdma node log: /'; }
 	result rdma-program-module-restart $rok
+
+	# Write-back over RDMA (after the restart, on the new connection):
+	# coreutils' dd writes a region file through the shim; the node's pager
+	# writes the pages back (counted below), and the module's copy, read
+	# over TLS, holds them.
+	head -c 1048576 /dev/urandom >$D/wb.in
+	if ctl region create wb 1M >/dev/null; then
+		ctl run --map wb=$D/wb.bin -- /usr/bin/dd if=$D/wb.in of=$D/wb.bin bs=65536 \
+			conv=notrunc,fsync 2>$D/wb.err ||
+			{ detail "dd over RDMA failed: $(tail -2 $D/wb.err)"; ok=1; }
+		wbgot=$(ctl region read wb | sha256sum | cut -d' ' -f1)
+		wbwant=$(sha256sum <$D/wb.in | cut -d' ' -f1)
+		[ "$wbgot" = "$wbwant" ] || { detail "region written by dd: '$wbgot', want $wbwant"; ok=1; }
+	else
+		detail "region 'wb' not created"; ok=1
+	fi
+	wst=$(ctl stats | sed -n 's/^rdma\.pages_written //p')
+	[ "${wst:-0}" -gt 0 ] ||
+		{ detail "stats count ${wst:-no} pages written over RDMA: $(ctl stats | grep '^rdma')"; ok=1; }
 
 	kill $NODE_PID
 	wait $NODE_PID 2>/dev/null
@@ -117,6 +141,9 @@ if [ -x /bin/memfedd ] && [ -x /bin/memfedctl ]; then
 		{ detail "the node never read over RDMA: $(grep rdma $D/node.log)"; ok=1; }
 	pages=$(sed -n 's/.* reads, \([0-9]*\) pages over RDMA.*/\1/p' $D/node.log | head -1)
 	[ "${pages:-0}" -gt 0 ] || { detail "no pages over RDMA: $(grep rdma $D/node.log)"; ok=1; }
+	wpages=$(sed -n 's/.* writes, \([0-9]*\) pages written over RDMA.*/\1/p' $D/node.log |
+		awk '{ n += $1 } END { print n + 0 }')
+	[ "${wpages:-0}" -gt 0 ] || { detail "no pages written back over RDMA: $(grep rdma $D/node.log)"; ok=1; }
 	grep 'rdma' $D/node.log | sed 's/^/MEMFED-INFO rdma node: /'
 	kill $MOD_PID
 	wait $MOD_PID 2>/dev/null
