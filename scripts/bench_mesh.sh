@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# make bench, section "mesh": what a hop costs a demand fault (issue 11,
+# item 9). A line of network namespaces joined by veth links, each node a
+# memfedd in the mesh (babeld routing):
+#
+#     n0 (pager only) --- n1 (module) --- n2 (module) --- n3 (module) --- n4 (module)
+#
+# so n0 reaches the module of node k over k hops (IP forwarding in n1..n(k-1)).
+#   1. memfed at k hops: memfed_fault_probe (tests/qemu/fault_probe.c) under
+#      `memfedctl run --map` on n0 touches every page of one half of a 16 MiB
+#      region on node k's module once, in a random order, prefetch off
+#      (--pager-prefetch 0): each touch a demand fault served over k hops
+#      (userfaultfd, TLS 1.3 on every link); p50 and p99.
+#   2. raw at k hops, same run: memfed-bench-hops (tools/bench/hops_bench.cc),
+#      a 64-byte request and a 4096-byte answer over plain TCP from n0's mesh
+#      address to node k's, the route babeld installed for memfed; p50, p99.
+#   Raw and memfed alternate for each k, for several rounds, so the machine's
+#   drift hits both; the table has the medians over rounds of each p50/p99.
+#   3. convergence on the line: n1's link to n2 set down, the time until n0's
+#      `memfedctl route ls` no longer has a route to n4's module (polled every
+#      10 ms); set up again, the time until it has it back. Several repeats,
+#      medians; babeld's hello interval is memfedd's --mesh-hello-ms 100.
+# Every process runs on one vCPU (MESH_BENCH_CPU, default 0), as the pager
+# section's: a round trip that wakes another vCPU pays 20-25 us more.
+#
+# Usage: scripts/bench_mesh.sh BUILD_DIR RESULTS_DIR   (as root)
+set -euo pipefail
+BUILD_BIN=$(cd "$1/bin" && pwd)
+RESULTS=$2
+mkdir -p "$RESULTS"
+RESULTS=$(cd "$RESULTS" && pwd)
+ROUNDS=${MESH_BENCH_ROUNDS:-3}
+REPEATS=${MESH_BENCH_REPEATS:-5}
+PORT=7788
+PY=/usr/bin/python3
+OUT=$RESULTS/mesh-hops.txt
+CONV=$RESULTS/mesh-convergence.txt
+if [ "$(id -u)" -ne 0 ]; then
+	echo "mesh: skipped, it needs root (network namespaces)" | tee "$OUT"
+	exit 0
+fi
+for b in memfed-bench-hops memfed_fault_probe; do
+	[ -x "$BUILD_BIN/$b" ] || { echo "mesh: $BUILD_BIN/$b is missing (make release)" >&2; exit 1; }
+done
+taskset -p -c "${MESH_BENCH_CPU:-0}" $$ >/dev/null
+export MEMFEDD=$BUILD_BIN/memfedd MEMFEDCTL=$BUILD_BIN/memfedctl
+# The integration tests' helpers: nodes, links, daemons in the mesh with keys
+# that trust each other; all of it torn down at exit.
+. "$(dirname "$0")/../tests/integration/lib.sh"
+. "$(dirname "$0")/../tests/integration/mesh_lib.sh"
+
+trust_all n0 n1 n2 n3 n4
+for n in n0 n1 n2 n3 n4; do mesh_node $n; done
+mesh_link n0 n1; mesh_link n1 n2; mesh_link n2 n3; mesh_link n3 n4
+declare -A MOD ADDR
+for k in 1 2 3 4; do
+	MOD[$k]=02:00:00:00:00:0$k
+	ADDR[$k]=fd6d:6564::ff:fe00:$k
+	mesh_daemon n$k --roles module --module-id "${MOD[$k]}" --pool-size 64M --log-level warn
+done
+mesh_daemon n0 --roles pager --pager-prefetch 0 --log-level warn
+
+# hops_to MODULE: the hops n0 measured to MODULE (module ls), "-" before it has.
+hops_to() {
+	ctl n0 -j module ls | $PY -c '
+import json, sys
+m = [m for m in json.load(sys.stdin) if m["module"] == sys.argv[1] and m["reachable"]]
+print(m[0]["hops"] if m else "-")' "$1"
+}
+hops_are() { [ "$(hops_to "$1")" = "$2" ]; }
+for k in 1 2 3 4; do
+	wait_for "n0 reaches ${MOD[$k]} over $k hops" 30 hops_are "${MOD[$k]}" $k
+done
+# n0's own mesh address, the raw client's source (the far side routes back to it).
+SRC=$(in_ns n0 ip -6 -o addr show dev lo scope global | awk '{sub("/.*", "", $4); print $4; exit}')
+[ -n "$SRC" ] || fail "n0 has no global address on lo to send from"
+
+for k in 1 2 3 4; do
+	ctl n0 region create "hop$k" 16M --on "${MOD[$k]}" >/dev/null
+	head -c 16M /dev/urandom | ctl n0 region write "hop$k"
+	in_ns n$k "$BUILD_BIN/memfed-bench-hops" --serve $PORT &
+done
+# The servers listen once they answer.
+for k in 1 2 3 4; do
+	wait_for "the raw server on n$k" 10 in_ns n0 "$BUILD_BIN/memfed-bench-hops" \
+		--client "[${ADDR[$k]}]:$PORT" --bind "$SRC" --count 1 --warmup 0
+done
+
+# One row of samples a line: k kind p50 p99.
+SAMPLES=$T/samples
+: >"$SAMPLES"
+for r in $(seq 1 "$ROUNDS"); do
+	for k in 1 2 3 4; do
+		line=$(in_ns n0 "$BUILD_BIN/memfed-bench-hops" --client "[${ADDR[$k]}]:$PORT" --bind "$SRC" \
+			--count 2000)
+		echo "$k raw $(echo "$line" | awk '{print $6, $9}')" >>"$SAMPLES"
+		# A fresh copy of the file name each run: the pager's mapping, and so
+		# every page, starts cold.
+		line=$(ctl n0 run --map "hop$k=$T/hop$k.file" -- "$BUILD_BIN/memfed_fault_probe" "$T/hop$k.file" | grep "^fault_probe:")
+		echo "$k memfed $(echo "$line" | awk '{print $5, $8}')" >>"$SAMPLES"
+		echo "round $r, $k hops: $(tail -n 2 "$SAMPLES" | tr '\n' ' ')"
+	done
+done
+
+LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
+$PY - "$SAMPLES" "$ROUNDS" "$LOAD" <<'PY' | tee "$OUT"
+import statistics, sys
+path, rounds, load = sys.argv[1], sys.argv[2], sys.argv[3]
+s = {}
+for line in open(path):
+    k, kind, p50, p99 = line.split()
+    s.setdefault((int(k), kind), []).append((float(p50), float(p99)))
+med = lambda k, kind, i: statistics.median(x[i] for x in s[(k, kind)])
+print("mesh hops: a 4 KiB demand fault from n0's pager on a module k hops away (TLS 1.3 on")
+print("every link, userfaultfd, prefetch off) vs raw: 64 B request, 4096 B answer over plain")
+print("TCP between the same two mesh addresses. Medians over %s rounds, raw and memfed" % rounds)
+print("alternating; one vCPU; load average %s. Target: memfed p50 <= 1.3x raw p50." % load)
+print("%4s %13s %16s %8s %8s %13s %16s" % ("hops", "raw p50 us", "memfed p50 us", "ratio",
+                                            "target", "raw p99 us", "memfed p99 us"))
+for k in sorted({k for k, _ in s}):
+    raw, mem = med(k, "raw", 0), med(k, "memfed", 0)
+    ratio = mem / raw
+    print("%4d %13.1f %16.1f %7.2fx %8s %13.1f %16.1f" % (
+        k, raw, mem, ratio, "met" if ratio <= 1.3 else "MISSED",
+        med(k, "raw", 1), med(k, "memfed", 1)))
+PY
