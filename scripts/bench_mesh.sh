@@ -52,7 +52,7 @@ export MEMFEDD=$BUILD_BIN/memfedd MEMFEDCTL=$BUILD_BIN/memfedctl
 trust_all n0 n1 n2 n3 n4
 for n in n0 n1 n2 n3 n4; do mesh_node $n; done
 mesh_link n0 n1; mesh_link n1 n2; mesh_link n2 n3; mesh_link n3 n4
-declare -A MOD ADDR
+declare -A MOD ADDR RID FA
 for k in 1 2 3 4; do
 	MOD[$k]=02:00:00:00:00:0$k
 	ADDR[$k]=fd6d:6564::ff:fe00:$k
@@ -74,11 +74,18 @@ done
 # n0's own mesh address, the raw client's source (the far side routes back to it).
 SRC=$(in_ns n0 ip -6 -o addr show dev lo scope global | awk '{sub("/.*", "", $4); print $4; exit}')
 [ -n "$SRC" ] || fail "n0 has no global address on lo to send from"
+# Every mesh node listens on the port of --listen, on its module address.
+MPORT=$(listen_of n1)
+MPORT=${MPORT##*:}
 
 for k in 1 2 3 4; do
 	ctl n0 region create "hop$k" 16M --on "${MOD[$k]}" >/dev/null
 	head -c 16M /dev/urandom | ctl n0 region write "hop$k"
-	in_ns n$k "$BUILD_BIN/memfed-bench-hops" --serve $PORT &
+	RID[$k]=$(ctl n0 -j region show "hop$k" | $PY -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+	FA[$k]=$(ctl n0 -j region show "hop$k" | $PY -c 'import json,sys; print(json.load(sys.stdin)["fa"])')
+	FA[$k]=0x${FA[$k]##*/0x}
+	# Not this shell's child: killed with n$k's namespace at exit.
+	(in_ns n$k "$BUILD_BIN/memfed-bench-hops" --serve $PORT &)
 done
 # The servers listen once they answer.
 for k in 1 2 3 4; do
@@ -98,7 +105,13 @@ for r in $(seq 1 "$ROUNDS"); do
 		# every page, starts cold.
 		line=$(ctl n0 run --map "hop$k=$T/hop$k.file" -- "$BUILD_BIN/memfed_fault_probe" "$T/hop$k.file" | grep "^fault_probe:")
 		echo "$k memfed $(echo "$line" | awk '{print $5, $8}')" >>"$SAMPLES"
-		echo "round $r, $k hops: $(tail -n 2 "$SAMPLES" | tr '\n' ' ')"
+		# memfed's wire alone: READs of one page from the module, TLS 1.3, no pager.
+		line=$(in_ns n0 "$BUILD_BIN/memfed-bench-wire" --target "[${ADDR[$k]}]:$MPORT" \
+			--key-file "$T/keys/n0.key" --trust "$(key_of n$k)" --region-id "${RID[$k]}" \
+			--fa-offset "${FA[$k]}" --span 4096 --depth 1 --only memfed --seconds 1 --repeat 1 |
+			grep -E '^  memfed TcpChannel READ +1 ')
+		echo "$k wire $(echo "$line" | awk '{print $5, $6}')" >>"$SAMPLES"
+		echo "round $r, $k hops: $(tail -n 3 "$SAMPLES" | tr '\n' ' ')"
 	done
 done
 
@@ -115,12 +128,56 @@ print("mesh hops: a 4 KiB demand fault from n0's pager on a module k hops away (
 print("every link, userfaultfd, prefetch off) vs raw: 64 B request, 4096 B answer over plain")
 print("TCP between the same two mesh addresses. Medians over %s rounds, raw and memfed" % rounds)
 print("alternating; one vCPU; load average %s. Target: memfed p50 <= 1.3x raw p50." % load)
-print("%4s %13s %16s %8s %8s %13s %16s" % ("hops", "raw p50 us", "memfed p50 us", "ratio",
-                                            "target", "raw p99 us", "memfed p99 us"))
+print("wire: memfed-bench-wire's READ of one page from the same module over the same")
+print("hops, TLS 1.3, no pager: how much of a fault is the wire and how much the pager.")
+print("%4s %10s %13s %7s %8s %11s %10s %13s %11s" % (
+    "hops", "raw p50", "memfed p50", "ratio", "target", "wire p50", "raw p99",
+    "memfed p99", "wire p99"))
 for k in sorted({k for k, _ in s}):
     raw, mem = med(k, "raw", 0), med(k, "memfed", 0)
     ratio = mem / raw
-    print("%4d %13.1f %16.1f %7.2fx %8s %13.1f %16.1f" % (
-        k, raw, mem, ratio, "met" if ratio <= 1.3 else "MISSED",
-        med(k, "raw", 1), med(k, "memfed", 1)))
+    print("%4d %7.1f us %10.1f us %6.2fx %8s %8.1f us %7.1f us %10.1f us %8.1f us" % (
+        k, raw, mem, ratio, "met" if ratio <= 1.3 else "MISSED", med(k, "wire", 0),
+        med(k, "raw", 1), med(k, "memfed", 1), med(k, "wire", 1)))
+PY
+
+# Convergence on the line: n1's link to n2 down, then up again. From the
+# moment `ip link set` returns, n0's `route ls` is polled every 10 ms until
+# the route to n4's module is gone (down), or back (up).
+# route_poll WANT T0: ms from T0 (a unix time) to the first poll whose answer
+# has (WANT=present) or has not (WANT=absent) a route to n4's module.
+route_poll() {
+	$PY - "$MEMFEDCTL" "$T/n0/sock" "${MOD[4]}" "$@" <<'PY'
+import json, subprocess, sys, time
+ctl, sock, module, want, t0 = sys.argv[1:]
+for _ in range(3000):
+    out = subprocess.run([ctl, "--socket", sock, "-j", "route", "ls"], capture_output=True,
+                         check=True).stdout
+    present = any(r["dest"] == module for r in json.loads(out)["routes"])
+    if present == (want == "present"):
+        print("%.0f" % ((time.time() - float(t0)) * 1000))
+        sys.exit(0)
+    time.sleep(0.01)
+sys.exit("route to %s still not %s after 3000 polls" % (module, want))
+PY
+}
+: >"$T/conv"
+for r in $(seq 1 "$REPEATS"); do
+	in_ns n1 ip link set n1-n2 down
+	down=$(route_poll absent "$(date +%s.%N)")
+	in_ns n1 ip link set n1-n2 up
+	up=$(route_poll present "$(date +%s.%N)")
+	echo "$down $up" >>"$T/conv"
+	echo "link down $r: route gone after $down ms, back after $up ms"
+	wait_for "n0 reaches ${MOD[4]} again" 30 hops_are "${MOD[4]}" 4
+done
+$PY - "$T/conv" "$REPEATS" <<'PY' | tee "$CONV"
+import statistics, sys
+rows = [list(map(float, l.split())) for l in open(sys.argv[1])]
+print("mesh convergence on the line n0 - n1 - n2 - n3 - n4 (babeld hello 100 ms): n1's")
+print("link to n2 set down, then up; n0's `memfedctl route ls` polled every 10 ms for the")
+print("route to n4's module. Median (min, max) of %s repeats." % sys.argv[2])
+for i, what in ((0, "link down -> route gone"), (1, "link up   -> route back")):
+    v = [r[i] for r in rows]
+    print("  %s %8.0f ms  (%.0f, %.0f)" % (what, statistics.median(v), min(v), max(v)))
 PY
