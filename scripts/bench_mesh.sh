@@ -20,8 +20,9 @@
 #      `memfedctl route ls` no longer has a route to n4's module (polled every
 #      10 ms); set up again, the time until it has it back. Several repeats,
 #      medians; babeld's hello interval is memfedd's --mesh-hello-ms 100.
-# Every process runs on one vCPU (MESH_BENCH_CPU, default 0), as the pager
-# section's: a round trip that wakes another vCPU pays 20-25 us more.
+# Every process runs on one vCPU (MESH_BENCH_CPU, default 0; "any" for no
+# pinning), as in the pager section: a round trip that wakes another vCPU
+# pays 20-25 us more.
 #
 # Usage: scripts/bench_mesh.sh BUILD_DIR RESULTS_DIR   (as root)
 set -euo pipefail
@@ -42,7 +43,8 @@ fi
 for b in memfed-bench-hops memfed_fault_probe; do
 	[ -x "$BUILD_BIN/$b" ] || { echo "mesh: $BUILD_BIN/$b is missing (make release)" >&2; exit 1; }
 done
-taskset -p -c "${MESH_BENCH_CPU:-0}" $$ >/dev/null
+# MESH_BENCH_CPU=any: no pinning, the scheduler places every thread.
+[ "${MESH_BENCH_CPU:-0}" = any ] || taskset -p -c "${MESH_BENCH_CPU:-0}" $$ >/dev/null
 export MEMFEDD=$BUILD_BIN/memfedd MEMFEDCTL=$BUILD_BIN/memfedctl
 # The integration tests' helpers: nodes, links, daemons in the mesh with keys
 # that trust each other; all of it torn down at exit.
@@ -84,8 +86,9 @@ for k in 1 2 3 4; do
 	RID[$k]=$(ctl n0 -j region show "hop$k" | $PY -c 'import json,sys; print(json.load(sys.stdin)["id"])')
 	FA[$k]=$(ctl n0 -j region show "hop$k" | $PY -c 'import json,sys; print(json.load(sys.stdin)["fa"])')
 	FA[$k]=0x${FA[$k]##*/0x}
-	# Not this shell's child: killed with n$k's namespace at exit.
-	(in_ns n$k "$BUILD_BIN/memfed-bench-hops" --serve $PORT &)
+	# Not a child of this shell (nor of a function's subshell, which would say
+	# "Killed"): killed with n$k's namespace at exit.
+	(exec ip netns exec "$(ns n$k)" "$BUILD_BIN/memfed-bench-hops" --serve $PORT &)
 done
 # The servers listen once they answer.
 for k in 1 2 3 4; do
@@ -101,8 +104,8 @@ for r in $(seq 1 "$ROUNDS"); do
 		line=$(in_ns n0 "$BUILD_BIN/memfed-bench-hops" --client "[${ADDR[$k]}]:$PORT" --bind "$SRC" \
 			--count 2000)
 		echo "$k raw $(echo "$line" | awk '{print $6, $9}')" >>"$SAMPLES"
-		# A fresh copy of the file name each run: the pager's mapping, and so
-		# every page, starts cold.
+		# Every run maps the region anew and its first touches fault: rounds
+		# after the first measure as the first did (nothing stays on n0).
 		line=$(ctl n0 run --map "hop$k=$T/hop$k.file" -- "$BUILD_BIN/memfed_fault_probe" "$T/hop$k.file" | grep "^fault_probe:")
 		echo "$k memfed $(echo "$line" | awk '{print $5, $8}')" >>"$SAMPLES"
 		# memfed's wire alone: READs of one page from the module, TLS 1.3, no pager.
@@ -116,9 +119,9 @@ for r in $(seq 1 "$ROUNDS"); do
 done
 
 LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
-$PY - "$SAMPLES" "$ROUNDS" "$LOAD" <<'PY' | tee "$OUT"
+$PY - "$SAMPLES" "$ROUNDS" "$LOAD" "${MESH_BENCH_CPU:-0}" <<'PY' | tee "$OUT"
 import statistics, sys
-path, rounds, load = sys.argv[1], sys.argv[2], sys.argv[3]
+path, rounds, load, cpu = sys.argv[1:5]
 s = {}
 for line in open(path):
     k, kind, p50, p99 = line.split()
@@ -127,7 +130,7 @@ med = lambda k, kind, i: statistics.median(x[i] for x in s[(k, kind)])
 print("mesh hops: a 4 KiB demand fault from n0's pager on a module k hops away (TLS 1.3 on")
 print("every link, userfaultfd, prefetch off) vs raw: 64 B request, 4096 B answer over plain")
 print("TCP between the same two mesh addresses. Medians over %s rounds, raw and memfed" % rounds)
-print("alternating; one vCPU; load average %s. Target: memfed p50 <= 1.3x raw p50." % load)
+print("alternating; vCPU %s; load average %s. Target: memfed p50 <= 1.3x raw p50." % (cpu, load))
 print("wire: memfed-bench-wire's READ of one page from the same module over the same")
 print("hops, TLS 1.3, no pager: how much of a fault is the wire and how much the pager.")
 print("%4s %10s %13s %7s %8s %11s %10s %13s %11s" % (
