@@ -18,8 +18,11 @@
 #   drift hits both; the table has the medians over rounds of each p50/p99.
 #   3. convergence on the line: n1's link to n2 set down, the time until n0's
 #      `memfedctl route ls` no longer has a route to n4's module (polled every
-#      10 ms); set up again, the time until it has it back. Several repeats,
-#      medians; babeld's hello interval is memfedd's --mesh-hello-ms 100.
+#      10 ms); set up again, the time until it has it back. Then on a ring (a
+#      link n1 - n4 added): that link down, the time until n0's route to n4's
+#      module has the metric of the four hops round, and of two when it is up.
+#      Several repeats, medians; babeld's hello interval is memfedd's
+#      --mesh-hello-ms 100 (mesh_lib.sh).
 # Every process runs on one vCPU (MESH_BENCH_CPU, default 0; "any" for no
 # pinning), as in the pager section: a round trip that wakes another vCPU
 # pays 20-25 us more.
@@ -32,6 +35,8 @@ mkdir -p "$RESULTS"
 RESULTS=$(cd "$RESULTS" && pwd)
 ROUNDS=${MESH_BENCH_ROUNDS:-3}
 REPEATS=${MESH_BENCH_REPEATS:-5}
+# On the ring the way back to the short route takes babeld tens of seconds.
+RING_REPEATS=${MESH_BENCH_RING_REPEATS:-3}
 PORT=7788
 PY=/usr/bin/python3
 OUT=$RESULTS/mesh-hops.txt
@@ -144,11 +149,11 @@ for k in sorted({k for k, _ in s}):
         med(k, "raw", 1), med(k, "memfed", 1), med(k, "wire", 1)))
 PY
 
-# Convergence on the line: n1's link to n2 down, then up again. From the
-# moment `ip link set` returns, n0's `route ls` is polled every 10 ms until
-# the route to n4's module is gone (down), or back (up).
+# Convergence. From the moment `ip link set` returns, n0's `route ls` is polled
+# every 10 ms until its route to n4's module is as wanted.
 # route_poll WANT T0: ms from T0 (a unix time) to the first poll whose answer
-# has (WANT=present) or has not (WANT=absent) a route to n4's module.
+# has no route to n4's module (WANT=absent), has one (present), or has one of
+# babeld metric N (WANT=metric:N; a wired hop costs 96).
 route_poll() {
 	$PY - "$MEMFEDCTL" "$T/n0/sock" "${MOD[4]}" "$@" <<'PY'
 import json, subprocess, sys, time
@@ -156,31 +161,60 @@ ctl, sock, module, want, t0 = sys.argv[1:]
 for _ in range(3000):
     out = subprocess.run([ctl, "--socket", sock, "-j", "route", "ls"], capture_output=True,
                          check=True).stdout
-    present = any(r["dest"] == module for r in json.loads(out)["routes"])
-    if present == (want == "present"):
+    r = [r for r in json.loads(out)["routes"] if r["dest"] == module]
+    got = "absent" if not r else "metric:%d" % r[0]["metric"]
+    if got == want or (want == "present" and r):
         print("%.0f" % ((time.time() - float(t0)) * 1000))
         sys.exit(0)
     time.sleep(0.01)
 sys.exit("route to %s still not %s after 3000 polls" % (module, want))
 PY
 }
-: >"$T/conv"
-for r in $(seq 1 "$REPEATS"); do
-	in_ns n1 ip link set n1-n2 down
-	down=$(route_poll absent "$(date +%s.%N)")
-	in_ns n1 ip link set n1-n2 up
-	up=$(route_poll present "$(date +%s.%N)")
-	echo "$down $up" >>"$T/conv"
-	echo "link down $r: route gone after $down ms, back after $up ms"
-	wait_for "n0 reaches ${MOD[4]} again" 30 hops_are "${MOD[4]}" 4
+# flap NAME NODE IFACE GONE BACK N: IFACE of NODE down, then up, N times;
+# the ms until n0's route to n4's module is GONE, then BACK, one line each in
+# $T/conv.NAME.
+flap() {
+	local name=$1 node=$2 iface=$3 gone=$4 back=$5 n=$6 r down up
+	: >"$T/conv.$name"
+	for r in $(seq 1 "$n"); do
+		in_ns "$node" ip link set "$iface" down
+		down=$(route_poll "$gone" "$(date +%s.%N)")
+		in_ns "$node" ip link set "$iface" up
+		up=$(route_poll "$back" "$(date +%s.%N)")
+		echo "$down $up" >>"$T/conv.$name"
+		echo "$name, $iface down $r: route $gone after $down ms, $back after $up ms"
+		wait_for "n0 reaches ${MOD[4]} again" 30 module_is n0 "${MOD[4]}" up
+		sleep 0.5
+	done
+}
+# The line: n1's link to n2 goes; n4's module has no other path.
+flap line n1 n1-n2 absent present "$REPEATS"
+# The ring: a link n1 - n4 closes n1..n4 into a ring, n0 hanging off n1; n0
+# reaches n4's module through n1 in two hops, and in four the way round when
+# that link goes. The daemons at its ends learn of a new link only at start:
+# both restart (modules only: n0's pager keeps running).
+mesh_link n1 n4
+for k in 4 1; do
+	stop_daemon n$k
+	mesh_daemon n$k --roles module --module-id "${MOD[$k]}" --pool-size 64M --log-level warn
 done
-$PY - "$T/conv" "$REPEATS" <<'PY' | tee "$CONV"
+wait_for "n0 reaches ${MOD[4]} in two hops" 30 route_poll metric:192 "$(date +%s.%N)"
+flap ring n1 n1-n4 metric:384 metric:192 "$RING_REPEATS"
+
+$PY - "$T/conv.line" "$T/conv.ring" <<'PY' | tee "$CONV"
 import statistics, sys
-rows = [list(map(float, l.split())) for l in open(sys.argv[1])]
-print("mesh convergence on the line n0 - n1 - n2 - n3 - n4 (babeld hello 100 ms): n1's")
-print("link to n2 set down, then up; n0's `memfedctl route ls` polled every 10 ms for the")
-print("route to n4's module. Median (min, max) of %s repeats." % sys.argv[2])
-for i, what in ((0, "link down -> route gone"), (1, "link up   -> route back")):
-    v = [r[i] for r in rows]
-    print("  %s %8.0f ms  (%.0f, %.0f)" % (what, statistics.median(v), min(v), max(v)))
+print("mesh convergence (babeld hello 100 ms): a link set down, then up; n0's `memfedctl")
+print("route ls` polled every 10 ms for its route to n4's module; median (min, max, runs).")
+what = {
+    0: (["line n0-n1-n2-n3-n4, n1-n2 down: route gone",
+         "line n0-n1-n2-n3-n4, n1-n2 up:   route back"]),
+    1: (["ring n1-n2-n3-n4-n1, n1-n4 down: route 4 hops round",
+         "ring n1-n2-n3-n4-n1, n1-n4 up:   route 2 hops again"]),
+}
+for f, path in enumerate(sys.argv[1:3]):
+    rows = [list(map(float, l.split())) for l in open(path)]
+    for i in (0, 1):
+        v = [r[i] for r in rows]
+        print("  %-55s %6.0f ms  (%.0f, %.0f, %d)" % (what[f][i], statistics.median(v), min(v),
+                                                       max(v), len(v)))
 PY
