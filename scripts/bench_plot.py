@@ -190,6 +190,25 @@ plot $t using 2:xtic(1) title "native, no limit" lc rgb "#bbbbbb", \\
     return True
 
 
+def mesh_hops(text, png, title):
+    # "   1    18.8 us      109.0 us   5.80x   MISSED     38.0 us   181.5 us ..."
+    rows = [[m.group(1), float(m.group(2)), float(m.group(4)), float(m.group(3))]
+            for m in re.finditer(r"^ +(\d) +([\d.]+) us +([\d.]+) us +[\d.]+x +\S+ +([\d.]+) us",
+                                 text, re.M)]
+    if not rows:
+        return False
+    script = TERMINAL.format(h=600) + "set output '%s'\n" % png + BARS + block("t", rows) + """
+set title "%s"
+set ylabel "p50 latency, us (median of rounds)"
+set xlabel "hops from the pager node to the module"
+plot $t using 2:xtic(1) title "raw: 64 B request, 4 KiB answer, plain TCP" lc rgb "#bbbbbb", \\
+     '' using 3 title "memfed wire READ, TLS 1.3" lc rgb "#aa6611", \\
+     '' using 4 title "memfed demand fault (userfaultfd + pager + wire)" lc rgb "#225588"
+""" % title
+    gnuplot(script, png)
+    return True
+
+
 SECTIONS = [
     ("wire", wire, "Wire: 4 KiB READ, module and client on one vCPU (memfed vs raw io_uring)"),
     ("wire-2cpu", wire, "Wire: 4 KiB READ, module on vCPU 1, client on vCPU 0 (as on two nodes)"),
@@ -202,6 +221,7 @@ SECTIONS = [
     ("store", store, "Store: the module's pool vs pwrite+fdatasync and memcpy"),
     ("pager", pager, "Pager: demand faults and scans through memfedd vs raw userfaultfd limits"),
     ("swap", swap, "Real programs under a memory limit: memfed vs the kernel's swap"),
+    ("mesh-hops", mesh_hops, "Mesh: a 4 KiB demand fault at k hops vs raw TCP over the same hops"),
 ]
 
 
