@@ -18,6 +18,10 @@ namespace memfed::pager
 
 void PagerThread::tick()
 {
+	// After stop() has left the loop, a tick still completes while the
+	// channels' destructors run the loop: it must not touch them.
+	if (!running_.load())
+		return;
 	if (reap_pending_)
 		reap_now();
 	uint64_t now = now_ns();

@@ -190,8 +190,12 @@ void PagerThread::stop()
 		p->uffd = p->evict_fd = p->pidfd = -1;
 	}
 	// The ring goes away with the loop, cancelling what is still queued;
-	// channels must go first (their destructors complete requests).
+	// channels must go first (their destructors complete requests, and run
+	// the loop to do so). They leave channels_ before they are destroyed,
+	// so nothing those completions reach finds one half gone.
+	auto channels = std::move(channels_);
 	channels_.clear();
+	channels.clear();
 }
 
 ChannelSlot *PagerThread::channel(ModuleId module)

@@ -493,6 +493,8 @@ int main(int argc, char **argv)
 	auto status = nlohmann::json::parse(run(ctl_m + " -j status"));
 	std::string ep = status.at("listen").get<std::string>();
 	run(ctl_m + " region create bench " + std::to_string(o.region_mb) + "M >/dev/null");
+	// The region is the module node's; the pager node maps it by grant.
+	run(ctl_m + " region grant bench " + p_pub + " write >/dev/null");
 	{
 		FILE *f = popen((ctl_m + " region write bench >/dev/null").c_str(), "w");
 		std::vector<uint8_t> chunk(256 * kPage);
