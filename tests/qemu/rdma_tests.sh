@@ -104,7 +104,10 @@ if [ -x /bin/memfedd ] && [ -x /bin/memfedctl ]; then
 	bwant=$(sha256sum <$D/big.in | cut -d' ' -f1)
 	ctl run --map big=$D/big.bin -- /usr/bin/sha256sum $D/big.bin >$D/big.out 2>$D/big.err &
 	RUN_PID=$!
-	sleep 1
+	# Kill only once the program is reading: a kill before `memfedctl run`
+	# has mapped the region tests start-up, not a restart under reads.
+	big_faulting() { ctl stats 2>/dev/null | grep -q '^pager\.regions\.big\.faults [1-9]'; }
+	wait_for 60 big_faulting || { detail "the program never faulted on 'big': $(cat $D/big.err)"; rok=1; }
 	kill -9 $MOD_PID
 	wait $MOD_PID 2>/dev/null
 	start_rdma_module
