@@ -436,7 +436,8 @@ int main(int argc, char **argv)
 					      {"writes", c.writes.load()},
 					      {"pages_written", c.pages_written.load()},
 					      {"write_fallbacks", c.write_fallbacks.load()},
-					      {"fences", c.fences.load()}};
+					      {"fences", c.fences.load()},
+					      {"bulk_to_tcp", c.bulk_to_tcp.load()}};
 		});
 #endif
 		ops.add_region_users([&pager](const std::string &r) { return pager->region_users(r); });

@@ -183,6 +183,7 @@ void RdmaChannel::Counters::add(const Counters &o)
 	pages_written += o.pages_written;
 	write_fallbacks += o.write_fallbacks;
 	fences += o.fences;
+	bulk_to_tcp += o.bulk_to_tcp;
 }
 
 RdmaChannel::Counters RdmaChannel::totals()
@@ -643,6 +644,18 @@ void RdmaChannel::read_pages(wire::TrafficClass tc, uint32_t region_id, uint64_t
 			               {});
 		});
 		return;
+	}
+	// Faults go before bulk work: the last kFaultSlots slots are a fault's
+	// only, so bulk reads (prefetch, catch-up) never take every slot, and
+	// a fault finds one free unless faults alone fill them. What finds none
+	// goes over TCP at once (never queued here behind other reads).
+	unsigned usable = unsigned(slots_.size());
+	if (tc != wire::TrafficClass::kFault)
+		usable = usable > kFaultSlots ? usable - kFaultSlots : 0;
+	if (busy_ >= usable) {
+		if (tc != wire::TrafficClass::kFault)
+			counters_.bulk_to_tcp++;
+		return tcp_->read_pages(tc, region_id, fa_offset, count, dst, done);
 	}
 	unsigned slot = 0;
 	while (slot < slots_.size() && slots_[slot].busy)

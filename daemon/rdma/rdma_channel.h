@@ -130,6 +130,8 @@ public:
 		unsigned write_slots = 4;
 	};
 	static constexpr unsigned kTornRetries = 8;
+	// Read slots only a fault may take (faults go before bulk work).
+	static constexpr unsigned kFaultSlots = 2;
 	static constexpr auto kReadTimeout = std::chrono::seconds(5);
 	// A durable answer can take a group commit under load: generous.
 	static constexpr auto kWriteTimeout = std::chrono::seconds(30);
@@ -148,6 +150,7 @@ public:
 		RelaxedCounter pages_written;   // their pages
 		RelaxedCounter write_fallbacks; // writes sent over RDMA, re-issued over TCP
 		RelaxedCounter fences;          // RDMA_FENCEs sent before such re-issues
+		RelaxedCounter bulk_to_tcp;     // bulk reads sent over TCP: slots kept for faults
 		void add(const Counters &o);
 	};
 	// The sums over every RdmaChannel of this process, past and present

@@ -651,6 +651,48 @@ int main(int argc, char **argv)
 		  "fallbacks, errors or torn reads without a writer: " + counters(*ch));
 		std::printf("MEMFED-INFO rdma-read-random: %s\n", counters(*ch).c_str());
 	}
+	{
+		// Faults go before bulk work: 8 bulk reads issued at once take the
+		// slots a bulk read may (all but kFaultSlots) and the rest go over
+		// TCP; a fault issued after them still finds an RDMA slot.
+		Lap lap("rdma-faults-before-bulk");
+		Check c("rdma-faults-before-bulk");
+		uint64_t reads = ch->counters().reads, to_tcp = ch->counters().bulk_to_tcp;
+		const unsigned bulk_rdma = RdmaChannel::Options{}.slots - RdmaChannel::kFaultSlots;
+		constexpr unsigned kBulk = 8, kRun = 128;
+		std::vector<uint8_t> bulk(size_t{kBulk} * kRun * kPageSize), fault(kPageSize);
+		std::vector<Waiter> bw(kBulk);
+		for (unsigned i = 0; i < kBulk; i++)
+			ch->read_pages(wire::TrafficClass::kBulk, a->id,
+			               a->fa_offset + uint64_t{i} * kRun * kPageSize, kRun,
+			               bulk.data() + size_t{i} * kRun * kPageSize, &bw[i]);
+		Waiter fw;
+		ch->read_pages(wire::TrafficClass::kFault, a->id, a->fa_offset + 1000 * kPageSize, 1,
+		               fault.data(), &fw);
+		c(drive(loop.get(),
+		        [&] {
+			        return fw.done && std::all_of(bw.begin(), bw.end(),
+			                                      [](const Waiter &w) { return w.done; });
+		        }),
+		  "reads never completed");
+		for (const Waiter &w : bw)
+			c(w.status.is_ok(), "bulk read: " + w.status.to_string());
+		c(fw.status.is_ok(), "fault read: " + fw.status.to_string());
+		std::vector<uint8_t> want(bulk.size());
+		c(store->read_pages(a->id, a->fa_offset, kBulk * kRun, want.data()).is_ok() &&
+		          want == bulk,
+		  "bulk bytes differ from the store's");
+		want.resize(kPageSize);
+		c(store->read_pages(a->id, a->fa_offset + 1000 * kPageSize, 1, want.data()).is_ok() &&
+		          want == fault,
+		  "fault bytes differ from the store's");
+		c(ch->counters().reads - reads == bulk_rdma + 1 &&
+		          ch->counters().bulk_to_tcp - to_tcp == kBulk - bulk_rdma,
+		  "want " + std::to_string(bulk_rdma) + " bulk reads and the fault over RDMA, " +
+		          std::to_string(kBulk - bulk_rdma) + " bulk reads over TCP: " +
+		          counters(*ch) + " bulk_to_tcp " +
+		          std::to_string(ch->counters().bulk_to_tcp - to_tcp));
+	}
 	if (bench) {
 		// The same module over TCP (TLS): a second channel with RDMA off.
 		TcpChannel::Options o;

@@ -6,6 +6,7 @@
 # expect: rdma-rxe-up
 # expect: rdma-connect
 # expect: rdma-read-random
+# expect: rdma-faults-before-bulk
 # expect: rdma-read-outside-extent-refused
 # expect: rdma-forged-key-refused
 # expect: rdma-key-per-region
