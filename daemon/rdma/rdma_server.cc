@@ -12,6 +12,7 @@
 #include "daemon/common/log.h"
 #include "daemon/rdma/rdma_address.h"
 #include "daemon/trust/trusted_peers.h"
+#include "daemon/wire/rdma_codec.h"
 
 namespace memfed
 {
@@ -361,19 +362,14 @@ void RdmaServer::on_connect_request(rdma_cm_id *id, const void *data, uint8_t le
 {
 	const char *why = nullptr;
 	std::optional<Token> token;
-	wire::WireRdmaHello h{};
 	// rdma_cm pads private data; the hello is its first bytes.
-	if (data == nullptr || len < sizeof(h)) {
-		why = "private data too short for a hello";
-	} else {
-		std::memcpy(&h, data, sizeof(h));
-		if (h.magic != wire::kRdmaHelloMagic)
-			why = "bad hello magic";
-		else if (h.version != wire::kWireVersion)
-			why = "wrong wire version";
-		else if (!(token = take_token(h.token)))
-			why = "unknown, used or expired token (ask RDMA_CONNECT over TLS)";
-	}
+	auto h = wire::decode_rdma_hello(
+	        std::span(static_cast<const uint8_t *>(data), data != nullptr ? len : 0));
+	std::string bad = h ? "" : h.status().message();
+	if (h && !(token = take_token(h->token)))
+		why = "unknown, used or expired token (ask RDMA_CONNECT over TLS)";
+	else if (!h)
+		why = bad.c_str();
 	if (why != nullptr) {
 		{
 			std::lock_guard lk(mu_);
