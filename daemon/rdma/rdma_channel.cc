@@ -250,18 +250,7 @@ RdmaChannel::~RdmaChannel()
 	// after a failure), then the queued ones, go to the TCP channel, whose
 	// close answers or fails them all: every request completes (the
 	// Channel contract).
-	std::vector<Slot> redo;
-	for (Slot &s : slots_)
-		if (s.busy)
-			redo.push_back(s);
-	std::vector<WriteSlot> unanswered;
-	for (WriteSlot &w : wslots_)
-		if (w.busy)
-			unanswered.push_back(w);
-	teardown();
-	for (Slot &s : redo)
-		tcp_->read_pages(s.tc, s.region_id, s.fa, s.count, s.dst, s.done);
-	writes_to_tcp(std::move(unanswered));
+	in_flight_to_tcp();
 	closing_ = true;
 	for (const Write &w : wq_)
 		write_over_tcp(w, false);
@@ -695,9 +684,13 @@ void RdmaChannel::fail(const std::string &why)
 		LOG_WARN("rdma",
 		         "module %s: RDMA off, reads and writes over TCP, retry in %d ms: %s",
 		         peer().module.to_string().c_str(), opts_.retry_ms, why.c_str());
+	in_flight_to_tcp();
+}
+
+void RdmaChannel::in_flight_to_tcp()
+{
 	// Every read in flight over RDMA is issued again over TCP (idempotent);
-	// the teardown below destroys the QP first, so no late RDMA lands in a
-	// slot.
+	// the teardown destroys the QP first, so no late RDMA lands in a slot.
 	std::vector<Slot> redo;
 	for (Slot &s : slots_)
 		if (s.busy)

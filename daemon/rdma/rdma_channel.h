@@ -272,6 +272,9 @@ private:
 	void to_tcp(unsigned slot);
 	void fail(const std::string &why);
 	void teardown();
+	// Tears the RDMA side down and hands its reads in flight and its
+	// unanswered writes (behind a fence) to the TCP channel.
+	void in_flight_to_tcp();
 	uint8_t *slot_base(unsigned slot) const;
 	uint8_t *write_base(unsigned slot) const;
 	uint8_t *ack_base(unsigned i) const;
