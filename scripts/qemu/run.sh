@@ -163,14 +163,14 @@ fi
 # (found with python3 -v), not the whole stdlib.
 copy_rdma_program_tests() {
 	cp "$root/tests/qemu/rdma_program_tests.sh" "$rd/bin/memfed_rdma_program_tests.sh"
+	cp "$root/tests/heap_hash.py" "$rd/bin/memfed_heap_hash.py"
 	copy_with_libs "$bin_dir/memfed_fault_probe"
 	local py f
 	py=$(readlink -f /usr/bin/python3 2>/dev/null) || return 0
 	[ -x "$py" ] || return 0
 	copy_with_libs "$py" /usr/bin/
 	ln -sf "$(basename "$py")" "$rd/usr/bin/python3"
-	printf 'import hashlib, sys\nprint(hashlib.sha256(b"x").hexdigest())\n' >"$work/probe.py"
-	for f in $("$py" -I -S -v "$work/probe.py" 2>&1 |
+	for f in $("$py" -I -S -v "$root/tests/heap_hash.py" 1 2>&1 |
 		sed -n "s/^# code object from '\(.*\)'\$/\1/p; s/^# extension module .* loaded from '\(.*\)'\$/\1/p") \
 		"$("$py" -I -S -c 'import sys; print(sys.prefix)')/lib/$(basename "$py")/os.py"; do
 		case $f in

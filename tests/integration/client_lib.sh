@@ -27,16 +27,7 @@ PY=/usr/bin/python3
 
 # $PY "$HASH_PY" N: builds a dict of N strings on the heap (about 100 bytes
 # each) and prints the sha256 of its values in key order.
-HASH_PY=$T/hash.py
-cat >"$HASH_PY" <<'PY'
-import hashlib, sys
-n = int(sys.argv[1])
-d = {i: ("v%d" % (i * 7919)) * 3 for i in range(n)}
-h = hashlib.sha256()
-for k in sorted(d):
-    h.update(d[k].encode())
-print(h.hexdigest())
-PY
+HASH_PY=$(realpath "$(dirname "${BASH_SOURCE[0]}")/../heap_hash.py")
 
 # rss_watch COMM OUT: samples VmRSS (kB) of every process named COMM (pgrep
 # -x, so "stress-ng.*" works too) until killed; keeps the largest in OUT.

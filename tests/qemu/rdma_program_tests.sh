@@ -110,21 +110,12 @@ fi
 ok=0
 start_module || { detail "rdma module daemon did not start: $(tail -3 $D/mod.log)"; ok=1; }
 start_node $D/node $D/node.key rdma || { detail "rdma node did not start: $(tail -3 $D/node.log)"; ok=1; }
-cat >$D/hash.py <<'PY'
-import hashlib, sys
-n = int(sys.argv[1])
-d = {i: ("v%d" % (i * 7919)) * 3 for i in range(n)}
-h = hashlib.sha256()
-for k in sorted(d):
-    h.update(d[k].encode())
-print(h.hexdigest())
-PY
 N=20000
 if [ -x /usr/bin/python3 ]; then
-	want=$(/usr/bin/python3 -I -S $D/hash.py $N)
+	want=$(/usr/bin/python3 -I -S /bin/memfed_heap_hash.py $N)
 	t0=$(date +%s)
 	got=$(memfedctl --socket $D/node/sock run --heap-budget 4M --heap-size 64M -- \
-		/usr/bin/python3 -I -S $D/hash.py $N 2>$D/py.err)
+		/usr/bin/python3 -I -S /bin/memfed_heap_hash.py $N 2>$D/py.err)
 	echo "MEMFED-INFO rdma-program-python-heap: $N entries, took $(($(date +%s) - t0)) s"
 	[ -n "$want" ] && [ "$got" = "$want" ] ||
 		{ detail "python3 hash over RDMA '$got' ($(tail -3 $D/py.err)), native '$want'"; ok=1; }
