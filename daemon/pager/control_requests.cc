@@ -199,7 +199,6 @@ void PagerThread::collect(StatsSnapshot *out)
 	for (auto &[name, st] : retired_regions_)
 		out->regions[name].add(st);
 	out->writebacks_dropped += wb_dropped_;
-	collect_transports(&out->transports);
 	for (auto &p : procs_) {
 		if (p->dead)
 			continue;

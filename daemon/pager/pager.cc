@@ -581,16 +581,16 @@ nlohmann::json Pager::stats(pid_t pid, const std::string &after, size_t max_byte
 
 std::vector<TransportState> Pager::transport_states()
 {
-	auto shared = std::make_shared<StatsSnapshot>();
+	auto all = std::make_shared<std::vector<TransportState>>();
 	for (size_t t = 0; t < threads_.size(); t++) {
-		Status st = run_on(int(t), [this, t, shared](auto done) {
-			threads_[t]->collect_transports(&shared->transports);
+		Status st = run_on(int(t), [this, t, all](auto done) {
+			threads_[t]->collect_transports(all.get());
 			done(Status::ok());
 		});
 		if (!st)
 			return {};
 	}
-	return std::move(shared->transports);
+	return std::move(*all);
 }
 
 Message Pager::op_stats(const control::Peer &, Message &req)

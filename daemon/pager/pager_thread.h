@@ -86,7 +86,6 @@ struct StatsSnapshot {
 	// Pages whose write-back was dropped because their region had been
 	// deleted (sent and answered not_found, or never sent).
 	uint64_t writebacks_dropped = 0;
-	std::vector<TransportState> transports; // of the threads' channels
 };
 
 class PagerThread
