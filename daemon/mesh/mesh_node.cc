@@ -87,8 +87,8 @@ void MeshNode::tell(const RouteChange &c, const std::string &why)
 	MeshEvent e;
 	e.seq = next_seq_++;
 	e.unix_ms = uint64_t(std::chrono::duration_cast<std::chrono::milliseconds>(
-				     std::chrono::system_clock::now().time_since_epoch())
-				     .count());
+	                             std::chrono::system_clock::now().time_since_epoch())
+	                             .count());
 	e.kind = c.kind;
 	e.route = c.route;
 	e.why = why;
@@ -124,7 +124,7 @@ void MeshNode::report(const std::vector<RouteChange> &changes, const std::string
 		if (c.kind == RouteChange::Kind::kJoined && leaving_.erase(c.route.module))
 			c.kind = RouteChange::Kind::kMoved;
 		tell(c, why);
-		if (c.route.hops == 0) {
+		if (c.route.hops == 0 || c.route.hops_stale) {
 			to_probe_.push_back(c.route.module);
 			probe_cv_.notify_one();
 		}
@@ -158,7 +158,7 @@ void MeshNode::probe_loop()
 		ModuleId id = to_probe_.front();
 		to_probe_.pop_front();
 		const ModuleRoute *r = table_.find(id);
-		if (!r || r->hops != 0)
+		if (!r || (r->hops != 0 && !r->hops_stale))
 			continue;
 		in6_addr dst = r->address;
 		lk.unlock();

@@ -162,7 +162,8 @@ TEST_CASE("the route table follows installed module routes: join, move, leave")
 	CHECK(ch[0].route.since_ns == 20);
 	t.set_hops(mid("02:00:00:00:00:01"), 2);
 
-	// Same next hop, new metric: reported, hop count kept.
+	// Same next hop, new metric: reported, hop count kept on show but to be
+	// measured again (the path behind the neighbour may have changed).
 	ch.clear();
 	t.apply(line("change route b prefix " + dst +
 	             " installed yes metric 200 via fe80::1 if v1"),
@@ -170,7 +171,11 @@ TEST_CASE("the route table follows installed module routes: join, move, leave")
 	REQUIRE(ch.size() == 1);
 	CHECK(ch[0].kind == RouteChange::Kind::kMoved);
 	CHECK(ch[0].route.hops == 2);
+	CHECK(ch[0].route.hops_stale);
 	CHECK(ch[0].route.since_ns == 20);
+	t.set_hops(mid("02:00:00:00:00:01"), 4);
+	CHECK(t.find(mid("02:00:00:00:00:01"))->hops == 4);
+	CHECK_FALSE(t.find(mid("02:00:00:00:00:01"))->hops_stale);
 
 	// The link goes: babeld installs the other route, then flushes the first.
 	ch.clear();

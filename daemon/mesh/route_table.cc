@@ -68,8 +68,12 @@ void RouteTable::reselect(ModuleId id, uint64_t now_ns, std::vector<RouteChange>
 	bool moved = std::memcmp(&old.via, &r.via, sizeof(r.via)) != 0 || old.ifname != r.ifname;
 	if (!moved && old.metric == r.metric)
 		return;
-	// A metric change on the same next hop keeps the measured hop count.
+	// A metric change on the same next hop keeps the measured hop count on
+	// show until it is measured again: the neighbour's own route may have
+	// changed length (measured on a 4 x 4 grid: a route 3 hops long shown as
+	// 5, its length when babeld first installed it).
 	r.hops = moved ? 0 : old.hops;
+	r.hops_stale = !moved && old.hops != 0;
 	r.since_ns = moved ? now_ns : old.since_ns;
 	old = r;
 	changes->push_back({RouteChange::Kind::kMoved, r});
@@ -114,8 +118,10 @@ const ModuleRoute *RouteTable::find(ModuleId id) const
 void RouteTable::set_hops(ModuleId id, uint32_t hops)
 {
 	auto it = installed_.find(id);
-	if (it != installed_.end())
+	if (it != installed_.end()) {
 		it->second.hops = hops;
+		it->second.hops_stale = false;
+	}
 }
 
 } // namespace memfed::mesh

@@ -37,7 +37,11 @@ struct ModuleRoute {
 	in6_addr via{};     // next hop (link-local)
 	std::string ifname;
 	uint32_t metric = kBabelInfinity;
-	uint32_t hops = 0;     // measured; 0 = not measured yet
+	uint32_t hops = 0; // measured; 0 = not measured yet
+	// The metric changed on the same next hop: the path behind that
+	// neighbour may have grown or shrunk, so `hops` (still shown) is to be
+	// measured again.
+	bool hops_stale = false;
 	uint64_t since_ns = 0; // when this next hop/metric was installed (CLOCK_MONOTONIC)
 	// The babel router IDs with a live route to the address, sorted (modules()
 	// fills it). Two or more: two nodes announce the module's ID.

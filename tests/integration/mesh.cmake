@@ -17,3 +17,13 @@ foreach(t mesh_ring mesh_relay_kill mesh_partition mesh_dscp mesh_replica_cut)
   set_tests_properties(${t} PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 300
     ENVIRONMENT "${MEMFED_PROGRAM_ENV}")
 endforeach()
+
+# mesh_grid: a 4 x 4 grid of modules; mesh_random: 32 nodes on a random
+# connected graph (MESH_SEED). Both check every route against the kernel's,
+# loop-free, with measured hop counts, and use the farthest module.
+memfed_shell_test(mesh_grid mesh_topology_test.sh)
+set_tests_properties(mesh_grid PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 400
+  ENVIRONMENT "${MEMFED_TEST_ENV};MESH_TOPOLOGY=grid")
+memfed_shell_test(mesh_random mesh_topology_test.sh)
+set_tests_properties(mesh_random PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 400
+  ENVIRONMENT "${MEMFED_TEST_ENV};MESH_TOPOLOGY=random")

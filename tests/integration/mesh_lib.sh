@@ -6,6 +6,7 @@
 #   mesh_link n1 n2              a veth link between them (n1-n2 / n2-n1)
 #   mesh_daemon n1 ARGS...       memfedd in n1's namespace, in the mesh on
 #                                every link n1 has, state and socket in $T/n1
+#                                (mesh_daemon_start, then mesh_daemon_ready)
 #   wait_for DESC SECONDS CMD... polls CMD until it succeeds or time is up
 #   route_if NODE MODULE         the interface of NODE's route to MODULE as
 #                                `memfedctl route ls` shows it ("none")
@@ -64,6 +65,13 @@ mesh_link() {
 }
 
 mesh_daemon() {
+	mesh_daemon_start "$@"
+	mesh_daemon_ready "$1"
+}
+
+# mesh_daemon_start NAME ARGS...: starts it without waiting, so that many
+# nodes can start at once; mesh_daemon_ready NAME then waits for it.
+mesh_daemon_start() {
 	local name=$1; shift
 	mkdir -p "$T/$name"
 	[ -f "$T/$name/memfedd.json" ] || echo '{}' >"$T/$name/memfedd.json"
@@ -73,13 +81,17 @@ mesh_daemon() {
 		--kmod off --mesh "${MESH_LINKS[$name]}" --mesh-hello-ms 100 "$@" \
 		>>"$T/$name.log" 2>&1 &
 	DAEMON_PID[$name]=$!
-	for _ in $(seq 1 200); do
+}
+
+mesh_daemon_ready() {
+	local name=$1 deadline=$((SECONDS + 30))
+	while [ $SECONDS -lt $deadline ]; do
 		"$MEMFEDCTL" --socket "$T/$name/sock" status >/dev/null 2>&1 && return 0
 		kill -0 "${DAEMON_PID[$name]}" 2>/dev/null ||
 			fail "memfedd '$name' exited: $(tail -n 3 "$T/$name.log")"
 		sleep 0.05
 	done
-	fail "memfedd '$name' did not answer on $T/$name/sock"
+	fail "memfedd '$name' did not answer on $T/$name/sock within 30 s"
 }
 
 wait_for() {
