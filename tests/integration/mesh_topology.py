@@ -4,6 +4,7 @@
   mesh_topology.py grid N             the links of an N x N grid
   mesh_topology.py random N SEED      the links of a connected random graph
   mesh_topology.py check DIR          checks a snapshot of the mesh's routes
+  mesh_topology.py same DIR1 DIR2     whether two snapshots hold the same routes
 
 A topology is printed one link a line, "a b", with nodes named n1..nK; the
 random one is a random tree (every node joins one of the nodes before it, so
@@ -140,6 +141,25 @@ def check(snap):
     print("%d routes walked, loop-free, each equal in the kernel and in memfedctl route ls" % walks)
 
 
+def same(a, b):
+    """Exits 1 naming the first node whose routes differ (ages aside)."""
+    nodes = sorted(f[:-len(".kernel")] for f in os.listdir(a) if f.endswith(".kernel"))
+    for node in nodes:
+        ka, kb = (kernel_routes(os.path.join(d, node + ".kernel")) for d in (a, b))
+        if ka != kb:
+            print("%s's kernel routes changed: %s -> %s" %
+                  (node, sorted(set(ka.items()) - set(kb.items())),
+                   sorted(set(kb.items()) - set(ka.items()))))
+            sys.exit(1)
+        la, lb = (set((r["dest"], r["next_hop"], r["interface"], r["hops"])
+                      for r in json.load(open(os.path.join(d, node + ".routes.json")))["routes"])
+                  for d in (a, b))
+        if la != lb:
+            print("%s's memfedctl route ls changed: %s -> %s" %
+                  (node, sorted(la - lb), sorted(lb - la)))
+            sys.exit(1)
+
+
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "grid":
         grid(int(sys.argv[2]))
@@ -147,5 +167,7 @@ if __name__ == "__main__":
         random_graph(int(sys.argv[2]), int(sys.argv[3]))
     elif len(sys.argv) == 3 and sys.argv[1] == "check":
         check(sys.argv[2])
+    elif len(sys.argv) == 4 and sys.argv[1] == "same":
+        same(sys.argv[2], sys.argv[3])
     else:
-        fail("usage: mesh_topology.py grid N | random N SEED | check DIR")
+        fail("usage: mesh_topology.py grid N | random N SEED | check DIR | same DIR1 DIR2")
