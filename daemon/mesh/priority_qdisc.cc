@@ -9,6 +9,7 @@
 #include <netlink/route/class.h>
 #include <netlink/route/classifier.h>
 #include <netlink/route/cls/u32.h>
+#include <netlink/route/link.h>
 #include <netlink/route/qdisc.h>
 #include <netlink/route/qdisc/htb.h>
 
@@ -161,6 +162,38 @@ int add_filter(nl_sock *sk, int ifindex, bool v6, uint32_t prio, int dscp, uint3
 	return err;
 }
 
+// The most segments one GSO packet of `ifindex` may carry, read.
+int get_gso_max_segs(nl_sock *sk, int ifindex, uint32_t *segs)
+{
+	rtnl_link *l = nullptr;
+	int err = rtnl_link_get_kernel(sk, ifindex, nullptr, &l);
+	if (err < 0)
+		return err;
+	err = rtnl_link_get_gso_max_segs(l, segs);
+	rtnl_link_put(l);
+	return err;
+}
+
+// ... and set (libnl has no setter: RTM_NEWLINK with IFLA_GSO_MAX_SEGS).
+int set_gso_max_segs(nl_sock *sk, int ifindex, uint32_t segs)
+{
+	nl_msg *msg = nlmsg_alloc_simple(RTM_NEWLINK, NLM_F_REQUEST | NLM_F_ACK);
+	if (!msg)
+		return -NLE_NOMEM;
+	ifinfomsg ifi{};
+	ifi.ifi_family = AF_UNSPEC;
+	ifi.ifi_index = ifindex;
+	int err = nlmsg_append(msg, &ifi, sizeof(ifi), NLMSG_ALIGNTO);
+	if (err == 0)
+		err = nla_put_u32(msg, IFLA_GSO_MAX_SEGS, segs);
+	if (err == 0)
+		err = nl_send_auto(sk, msg);
+	if (err >= 0)
+		err = nl_wait_for_ack(sk);
+	nlmsg_free(msg);
+	return err < 0 ? err : 0;
+}
+
 } // namespace
 
 Result<std::unique_ptr<PriorityQdisc>> PriorityQdisc::install(const std::string &iface,
@@ -221,6 +254,17 @@ Result<std::unique_ptr<PriorityQdisc>> PriorityQdisc::install(const std::string 
 				return nl_error(iface, std::string("u32 filter for ") + l.what,
 				                err);
 	}
+	// One segment per packet: a GSO packet of 64 KiB, taken from a bulk
+	// class at once, would hold a shaped link for as long (17 ms at
+	// 30 Mbit/s) and a fault behind it. Restored on exit.
+	uint32_t segs = 0;
+	if (int err = get_gso_max_segs(s.sk, ifindex, &segs); err < 0)
+		return nl_error(iface, "reading its GSO limit", err);
+	if (segs != 1) {
+		if (int err = set_gso_max_segs(s.sk, ifindex, 1); err < 0)
+			return nl_error(iface, "limiting GSO to one segment", err);
+		q->gso_max_segs_ = segs;
+	}
 	LOG_INFO("mesh", "priority qdisc on %s: EF > CS2, unmarked > CS1, at %llu Mbit/s",
 	         iface.c_str(), (unsigned long long)(o.rate_bps / 1'000'000));
 	return q;
@@ -230,6 +274,8 @@ PriorityQdisc::~PriorityQdisc()
 {
 	Sock s;
 	int err = s.sk ? nl_connect(s.sk, NETLINK_ROUTE) : -NLE_NOMEM;
+	if (err == 0 && gso_max_segs_ != 0)
+		(void)set_gso_max_segs(s.sk, ifindex_, gso_max_segs_);
 	if (err == 0)
 		err = delete_root(s.sk, ifindex_);
 	// The interface may be gone with its qdisc (a veth whose peer left).

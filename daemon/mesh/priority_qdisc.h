@@ -21,6 +21,12 @@
 // exceeded, and priority acts only on a queue this qdisc holds. The
 // default, 10 gbit/s, suits a veth or a fast LAN.
 //
+// The interface sends one TCP segment per packet while the qdisc is on
+// (IFLA_GSO_MAX_SEGS 1; the old limit is restored on exit): htb takes a
+// GSO packet as a whole, and 64 KiB of bulk taken at once would hold a
+// shaped link (17 ms at 30 Mbit/s) with every fault behind it. Connections
+// made before install() keep their larger packets.
+//
 // install() refuses an interface whose root qdisc someone else put there
 // (a handle other than ours or the kernel's default): it names it and the
 // way out. A root qdisc with our handle is a leftover of a memfedd that
@@ -62,6 +68,7 @@ private:
 	}
 	std::string iface_;
 	int ifindex_;
+	uint32_t gso_max_segs_ = 0; // to restore; 0: not changed
 };
 
 } // namespace memfed::mesh
