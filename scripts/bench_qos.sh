@@ -14,12 +14,16 @@
 #          and over: a write-back storm on the pager's bulk connection (CS1)
 #          along the same 3 hops, with no reads of its own (its pages stay
 #          resident; a rewrite is a write-protect fault, served locally).
-# Two modes, alternating for QOS_BENCH_ROUNDS rounds:
-#   on   memfedd's priority qdisc on every mesh interface
-#        (daemon/mesh/priority_qdisc.h: htb classes by DSCP, u32 filters),
-#        shaping at the link rate (--mesh-qos-rate-mbit).
-#   off  --no-mesh-qos; every interface shaped by a plain htb of one class
-#        at the same rate (one FIFO: what a link without the qdisc does).
+# Three modes, in turn for QOS_BENCH_ROUNDS rounds:
+#   on    memfedd's priority qdisc on every mesh interface
+#         (daemon/mesh/priority_qdisc.h: htb classes by DSCP, u32 filters,
+#         one segment per packet), shaping at the link rate
+#         (--mesh-qos-rate-mbit).
+#   off   --no-mesh-qos; every interface shaped by a plain htb of one class
+#         at the same rate (one FIFO: what a link without the qdisc does).
+#   fifo1 as off, but with one segment per packet (gso_max_segs 1) as the
+#         qdisc sets it: how much of the difference is priority and how
+#         much the size of what a FIFO holds.
 # In each: the probe idle, then during the storm. Target (issue 11): with
 # the qdisc on, storm p99 <= 1.5x idle p99.
 #
@@ -61,12 +65,13 @@ hops_are() { [ "$(hops_to "$1")" = "$2" ]; }
 # shaper), n0 reaching n3's module over 3 hops.
 start() {
 	local qos=(--mesh-qos-rate-mbit "$MBIT")
-	if [ "$1" = off ]; then
+	if [ "$1" != on ]; then
 		qos=(--no-mesh-qos)
 		for nd in $IFACES; do
 			in_ns "${nd%%:*}" tc qdisc add dev "${nd#*:}" root handle 1: htb default 1
 			in_ns "${nd%%:*}" tc class add dev "${nd#*:}" parent 1: classid 1:1 \
 				htb rate "${MBIT}mbit" ceil "${MBIT}mbit" quantum 6056
+			[ "$1" = off ] || in_ns "${nd%%:*}" ip link set dev "${nd#*:}" gso_max_segs 1
 		done
 	fi
 	mesh_daemon n3 --roles module --module-id $M3 --pool-size 64M --log-level warn "${qos[@]}"
@@ -82,7 +87,10 @@ start() {
 }
 stop() {
 	for n in n0 n1 n2 n3; do stop_daemon $n; done
-	for nd in $IFACES; do in_ns "${nd%%:*}" tc qdisc del dev "${nd#*:}" root 2>/dev/null || true; done
+	for nd in $IFACES; do
+		in_ns "${nd%%:*}" tc qdisc del dev "${nd#*:}" root 2>/dev/null || true
+		in_ns "${nd%%:*}" ip link set dev "${nd#*:}" gso_max_segs 65535
+	done
 }
 
 # probe: "p50 p99" of one fault-probe run.
@@ -93,18 +101,18 @@ probe() {
 storm_start() {
 	rm -f "$T/storm.stop"
 	ctl n0 run --map "storm=$T/storm.file" -- $PY -c '
-import mmap, os, sys
+import mmap, os, sys, time
 path, stop = sys.argv[1:3]
 size = 4 << 20
 with open(path, "r+b") as f:
     m = mmap.mmap(f.fileno(), size)
     data = [os.urandom(size), os.urandom(size)]
-    n = 0
+    n, t0 = 0, time.monotonic()
     while not os.path.exists(stop):
         m[:] = data[n & 1]
         m.flush()
         n += 1
-    print(n)' "$T/storm.file" "$T/storm.stop" >"$T/storm.out" 2>&1 &
+    print(n, time.monotonic() - t0)' "$T/storm.file" "$T/storm.stop" >"$T/storm.out" 2>&1 &
 	STORM_PID=$!
 	sleep 2 # the storm under way: the bulk queue full
 }
@@ -121,14 +129,16 @@ SAMPLES=$T/samples
 : >"$SAMPLES"
 first=1
 for r in $(seq 1 "$ROUNDS"); do
-	for mode in on off; do
+	for mode in on off fifo1; do
 		[ "$first" = 1 ] || start $mode
 		first=0
 		for _ in 1 2; do echo "$mode idle $(probe)" >>"$SAMPLES"; done
 		storm_start
 		for _ in 1 2; do echo "$mode storm $(probe)" >>"$SAMPLES"; done
 		storm_stop
-		echo "round $r, qdisc $mode: $(tail -n 4 "$SAMPLES" | tr '\n' ' ') storm: $(cat "$T/storm.out") passes of 4 MiB"
+		read -r passes secs <"$T/storm.out"
+		echo "$mode rate $($PY -c "print($passes * 4.194304 / $secs)") 0" >>"$SAMPLES"
+		echo "round $r, qdisc $mode: $(tail -n 5 "$SAMPLES" | tr '\n' ' ')"
 		stop
 	done
 done
@@ -147,12 +157,14 @@ print("during a write-back storm from the same pager (4 MiB rewritten and msynce
 print("over: bulk class, CS1). qdisc on: memfedd's DSCP priority qdisc (htb + u32); off: one")
 print("FIFO at the same rate. Medians over %s rounds x 2 probe runs of 256 random faults;" % rounds)
 print("load average %s. Target: storm p99 <= 1.5x idle p99 with the qdisc on." % load)
-print("%6s %11s %11s %12s %12s %12s %8s" % ("qdisc", "idle p50", "idle p99", "storm p50",
-                                              "storm p99", "p99 ratio", "target"))
-for mode in ("on", "off"):
+print("fifo1: one FIFO, one segment per packet (as the qdisc sets it). storm: its write-back")
+print("rate in MB/s (4 MiB passes msynced, over the whole storm).")
+print("%6s %11s %11s %12s %12s %10s %8s %10s" % ("qdisc", "idle p50", "idle p99", "storm p50",
+                                               "storm p99", "p99 ratio", "target", "storm"))
+for mode in ("on", "off", "fifo1"):
     ratio = med(mode, "storm", 1) / med(mode, "idle", 1)
     target = ("met" if ratio <= 1.5 else "MISSED") if mode == "on" else "-"
-    print("%6s %8.0f us %8.0f us %9.0f us %9.0f us %11.2fx %8s" % (
+    print("%6s %8.0f us %8.0f us %9.0f us %9.0f us %9.2fx %8s %5.2f MB/s" % (
         mode, med(mode, "idle", 0), med(mode, "idle", 1), med(mode, "storm", 0),
-        med(mode, "storm", 1), ratio, target))
+        med(mode, "storm", 1), ratio, target, med(mode, "rate", 0)))
 PY

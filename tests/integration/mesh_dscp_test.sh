@@ -25,7 +25,9 @@ for nd in n1:n1-n2 n2:n2-n1 n2:n2-n3 n3:n3-n2; do
 	in_ns "${nd%%:*}" tc qdisc show dev "${nd#*:}" | grep -q "^qdisc htb 6d66: root" ||
 		fail "no priority qdisc on ${nd#*:}: $(in_ns "${nd%%:*}" tc qdisc show dev "${nd#*:}")"
 done
-ok "memfedd put its priority qdisc (htb 6d66:) on every mesh interface"
+gso_segs() { in_ns "$1" ip -d link show dev "$2" | sed -n 's/.* gso_max_segs \([0-9]*\).*/\1/p'; }
+[ "$(gso_segs n2 n2-n1)" = 1 ] || fail "n2-n1 sends $(gso_segs n2 n2-n1) segments per packet, not 1"
+ok "memfedd put its priority qdisc (htb 6d66:) on every mesh interface, one segment a packet"
 
 # sent DEV CLASS: bytes the relay forwarded out of DEV in class 6d66:CLASS.
 sent() { in_ns n2 tc -s class show dev "$1" | awk -v c="6d66:$2" '$1 == "class" && $3 == c { getline; print $2 }'; }
@@ -89,6 +91,7 @@ for dev in n2-n1 n2-n3; do
 	! in_ns n2 tc qdisc show dev $dev | grep -q "6d66:" ||
 		fail "the priority qdisc stayed on $dev after memfedd exited"
 done
-ok "the priority qdisc is removed when memfedd exits"
+[ "$(gso_segs n2 n2-n1)" -gt 1 ] || fail "n2-n1 still sends one segment per packet after memfedd exited"
+ok "the priority qdisc is removed when memfedd exits, and the GSO limit restored"
 
 echo "$PASSED passed, 0 failed"
