@@ -132,13 +132,13 @@ for r in $(seq 1 "$ROUNDS"); do
 	for mode in on off fifo1; do
 		[ "$first" = 1 ] || start $mode
 		first=0
-		for _ in 1 2; do echo "$mode idle $(probe)" >>"$SAMPLES"; done
+		for _ in 1 2 3; do echo "$mode idle $(probe)" >>"$SAMPLES"; done
 		storm_start
-		for _ in 1 2; do echo "$mode storm $(probe)" >>"$SAMPLES"; done
+		for _ in 1 2 3; do echo "$mode storm $(probe)" >>"$SAMPLES"; done
 		storm_stop
 		read -r passes secs <"$T/storm.out"
 		echo "$mode rate $($PY -c "print($passes * 4.194304 / $secs)") 0" >>"$SAMPLES"
-		echo "round $r, qdisc $mode: $(tail -n 5 "$SAMPLES" | tr '\n' ' ')"
+		echo "round $r, qdisc $mode: $(tail -n 7 "$SAMPLES" | tr '\n' ' ')"
 		stop
 	done
 done
@@ -155,7 +155,7 @@ med = lambda mode, phase, i: statistics.median(x[i] for x in s[(mode, phase)])
 print("mesh qos: demand-fault latency over 3 hops, every link shaped to %s Mbit/s, idle and" % mbit)
 print("during a write-back storm from the same pager (4 MiB rewritten and msynced, over and")
 print("over: bulk class, CS1). qdisc on: memfedd's DSCP priority qdisc (htb + u32); off: one")
-print("FIFO at the same rate. Medians over %s rounds x 2 probe runs of 256 random faults;" % rounds)
+print("FIFO at the same rate. Medians over %s rounds x 3 probe runs of 256 random faults;" % rounds)
 print("load average %s. Target: storm p99 <= 1.5x idle p99 with the qdisc on." % load)
 print("fifo1: one FIFO, one segment per packet (as the qdisc sets it). storm: its write-back")
 print("rate in MB/s (4 MiB passes msynced, over the whole storm).")
