@@ -213,6 +213,8 @@ int main(int argc, char **argv)
 		mo.hello_interval_ms = cfg.mesh.hello_interval_ms;
 		mo.leave_grace_ms = cfg.mesh.leave_grace_ms;
 		mo.babeld = cfg.mesh.babeld;
+		mo.qos = cfg.mesh.qos;
+		mo.qos_rate_bps = uint64_t{cfg.mesh.qos_rate_mbit} * 1'000'000;
 		mo.run_dir = cfg.state_dir;
 		mo.port = uint16_t(std::stoul(port_of(cfg.listen)));
 		auto m = mesh::MeshNode::start(mo, {own});

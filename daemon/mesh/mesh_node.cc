@@ -39,6 +39,17 @@ Result<std::unique_ptr<MeshNode>> MeshNode::start(const MeshOptions &o,
 		return bin.status();
 	MF_RETURN_IF_ERROR(enable_ipv6_forwarding());
 	MF_RETURN_IF_ERROR(n->addresses_.add(announce));
+	for (const auto &i : o.interfaces) {
+		if (!o.qos)
+			break;
+		auto q = PriorityQdisc::install(i, {o.qos_rate_bps});
+		if (!q) {
+			LOG_WARN("mesh", "no traffic-class priority on %s: %s", i.c_str(),
+			         q.status().message().c_str());
+			continue;
+		}
+		n->qdiscs_.push_back(std::move(*q));
+	}
 	auto responder = HopResponder::start(o.port);
 	if (!responder)
 		return responder.status();

@@ -13,8 +13,10 @@
 // within leave_grace_ms: when a link goes down babeld withdraws the route
 // through it before it installs the other way round (tens of ms), and a
 // module that is merely moving must not look gone to a program opening a
-// region on it. Connections ride the gap out by retransmitting. Everything is undone by the
-// destructor: babeld stopped, addresses removed.
+// region on it. Connections ride the gap out by retransmitting. Unless
+// MeshOptions::qos is off, each interface gets a priority qdisc keyed on
+// DSCP (priority_qdisc.h). Everything is undone by the destructor: babeld
+// stopped, qdiscs and addresses removed.
 //
 // Thread-safety: routes() and set_listener() from any thread. The listener
 // runs on the monitor's thread (or in set_listener, for the replay), one
@@ -38,6 +40,7 @@
 #include "daemon/mesh/babeld_process.h"
 #include "daemon/mesh/hop_probe.h"
 #include "daemon/mesh/node_addresses.h"
+#include "daemon/mesh/priority_qdisc.h"
 #include "daemon/mesh/route_table.h"
 
 namespace memfed::mesh
@@ -51,6 +54,10 @@ struct MeshOptions {
 	std::string run_dir;  // babeld's config, pid, state, socket and log go here
 	uint16_t port = 7700; // the mesh port: modules' wire protocol (TCP), hop probes (UDP)
 	uint32_t leave_grace_ms = 1000;
+	// A DSCP priority qdisc on each interface (priority_qdisc.h); one that
+	// cannot be installed is a warning naming the cause, not a failure.
+	bool qos = true;
+	uint64_t qos_rate_bps = PriorityQdisc::kDefaultRateBps;
 };
 
 // One change as `memfedctl watch` shows it.
@@ -109,6 +116,7 @@ private:
 	std::condition_variable probe_cv_;
 	std::thread prober_;
 	NodeAddresses addresses_;
+	std::vector<std::unique_ptr<PriorityQdisc>> qdiscs_; // removed on exit
 	std::unique_ptr<HopResponder> responder_;
 	std::unique_ptr<BabeldProcess> babeld_;
 	std::unique_ptr<BabelMonitor> monitor_;

@@ -206,6 +206,11 @@ Options (each has a config-file key; flags override the file):
   --mesh-prefix P      "mesh.prefix" the mesh's ULA /64 (default fd6d:6564::/64)
   --mesh-hello-ms N    "mesh.hello_interval_ms" babel hello interval (100)
   --babeld PATH        "mesh.babeld" the babeld binary (default: babeld in PATH)
+  --no-mesh-qos        "mesh.qos" put a priority qdisc keyed on DSCP (faults
+                                     first, bulk last) on each mesh interface,
+                                     removed on exit (true)
+  --mesh-qos-rate-mbit N  "mesh.qos_rate_mbit" the rate that qdisc shapes to:
+                                     the link's rate (10000)
                        "mesh.leave_grace_ms" how long a module's route may be
                                      gone before the module is (1000)
   --key-file PATH      "trust.key_file" this node's private key (default
@@ -358,7 +363,9 @@ json config_to_json(const DaemonConfig &cfg)
 	          {"prefix", cfg.mesh.prefix},
 	          {"hello_interval_ms", cfg.mesh.hello_interval_ms},
 	          {"leave_grace_ms", cfg.mesh.leave_grace_ms},
-	          {"babeld", cfg.mesh.babeld}}},
+	          {"babeld", cfg.mesh.babeld},
+	          {"qos", cfg.mesh.qos},
+	          {"qos_rate_mbit", cfg.mesh.qos_rate_mbit}}},
 	        {"quota",
 	         {{"uid_bytes", cfg.quota.uid_bytes.to_json()},
 	          {"uid_regions", cfg.quota.uid_regions.to_json()},
@@ -486,6 +493,12 @@ Status apply_config_json(const std::string &text, const std::string &origin, Dae
 					st = set_u32(origin, k, sv, 0, 3600000, &cfg->mesh.leave_grace_ms);
 				else if (k == "mesh.babeld")
 					st = set_string(origin, k, sv, &cfg->mesh.babeld);
+				else if (k == "mesh.qos" && sv.is_boolean())
+					cfg->mesh.qos = sv.get<bool>();
+				else if (k == "mesh.qos")
+					st = type_error(origin, k, "true or false");
+				else if (k == "mesh.qos_rate_mbit")
+					st = set_u32(origin, k, sv, 1, 1000000, &cfg->mesh.qos_rate_mbit);
 				else
 					return Status(Code::kInvalidArgument, origin + ": unknown key \"" + k +
 										      "\" (memfedd --help lists every key)");
@@ -795,6 +808,12 @@ Status load_config(int argc, char **argv, DaemonConfig *cfg, bool *help)
 			MF_RETURN_IF_ERROR(need());
 			st = set_u32(origin, a, json::parse(val, nullptr, false), 10, 60000,
 				     &cfg->mesh.hello_interval_ms);
+		} else if (a == "--no-mesh-qos") {
+			cfg->mesh.qos = false;
+		} else if (a == "--mesh-qos-rate-mbit") {
+			MF_RETURN_IF_ERROR(need());
+			st = set_u32(origin, a, json::parse(val, nullptr, false), 1, 1000000,
+				     &cfg->mesh.qos_rate_mbit);
 		} else if (a == "--babeld") {
 			MF_RETURN_IF_ERROR(need());
 			cfg->mesh.babeld = val;

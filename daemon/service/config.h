@@ -57,6 +57,10 @@ struct DaemonConfig {
 		uint32_t hello_interval_ms = 100;
 		uint32_t leave_grace_ms = 1000;
 		std::string babeld = "babeld";
+		// A DSCP priority qdisc on each mesh interface (priority_qdisc.h),
+		// shaping at qos_rate_mbit (the link's rate).
+		bool qos = true;
+		uint32_t qos_rate_mbit = 10000;
 	} mesh;
 	QuotaConfig quota; // what one uid (or node) may hold on this module (quota.h)
 	// Trust between nodes: this node's key and the keys it talks to.

@@ -6,6 +6,7 @@
 
 #include "daemon/common/log.h"
 #include "daemon/service/local_channel.h"
+#include "daemon/transport/class_channel.h"
 #include "daemon/transport/tcp_channel.h"
 #include "daemon/wire/codec.h"
 
@@ -409,19 +410,30 @@ Result<std::unique_ptr<Channel>> NodeFederation::open_channel(EventLoop *loop, M
 	if (!p)
 		return Status(Code::kNotFound, "module " + module.to_string() +
 						       " is not among this node's peers (memfedctl module ls)");
-	TcpChannel::Options opts;
-	opts.tls = tls_;
-	opts.request_timeout_ms = request_timeout_ms_;
-	auto ch = TcpChannel::connect(loop, p->endpoint, self_, opts);
-	if (!ch)
-		return ch.status();
-	// The pager's own connection meets whoever answers at the endpoint now
-	// (the route may have moved): the same check as the control path's.
-	if (Status id = admit_identity(*p, (*ch)->peer()); !id)
-		return id;
-	if (wrap_channel_)
-		return wrap_channel_(loop, std::move(*ch));
-	return std::unique_ptr<Channel>(std::move(*ch));
+	// One connection per traffic class, each marked with its DSCP
+	// (class_channel.h): faults never queue behind bulk work on any hop.
+	std::unique_ptr<Channel> conns[2];
+	for (int i = 0; i < 2; i++) {
+		TcpChannel::Options opts;
+		opts.tls = tls_;
+		opts.request_timeout_ms = request_timeout_ms_;
+		opts.conn_class = i == ClassChannel::kFaultConn ? wire::TrafficClass::kFault
+								: wire::TrafficClass::kBulk;
+		auto ch = TcpChannel::connect(loop, p->endpoint, self_, opts);
+		if (!ch)
+			return ch.status();
+		// The pager's own connections meet whoever answers at the endpoint
+		// now (the route may have moved): the same check as the control
+		// path's.
+		if (Status id = admit_identity(*p, (*ch)->peer()); !id)
+			return id;
+		if (wrap_channel_)
+			conns[i] = wrap_channel_(loop, std::move(*ch));
+		else
+			conns[i] = std::move(*ch);
+	}
+	return std::unique_ptr<Channel>(std::make_unique<ClassChannel>(
+		std::move(conns[ClassChannel::kFaultConn]), std::move(conns[ClassChannel::kBulkConn])));
 }
 
 ModuleSize NodeFederation::local_size() const

@@ -11,9 +11,9 @@
 // TcpChannel through it); the module marks its side of the connection with
 // the class the peer's HELLO header names (TcpServer), so replies carry it
 // too. A HELLO's `tclass` is thus the class of the connection it opens.
-// A pager's TcpChannel serves faults and write-back on one connection today
-// and is marked fault; splitting it per class is what remains of issue 11's
-// item 5.
+// A pager's channel to a module is a ClassChannel (class_channel.h): one
+// connection for faults (EF), one for bulk work (CS1); the control path
+// (SyncClient) has its own (CS2).
 #pragma once
 
 #include <cstdint>

@@ -87,7 +87,8 @@ public:
 		// This node's TLS; null: plaintext (tests, benchmark baseline).
 		std::shared_ptr<trust::TlsContext> tls;
 		// The DSCP the connection's packets carry, both ways (dscp.h).
-		// One connection serves every class today: marked for faults.
+		// A pager opens one connection per class (class_channel.h); a
+		// TcpChannel still carries requests of any class it is given.
 		wire::TrafficClass conn_class = wire::TrafficClass::kFault;
 		// Requests wait and nothing is received for this long: the
 		// connection is lost. 0: wait forever.

@@ -10,7 +10,8 @@ endforeach()
 # tree's binaries, as the client tests use (client.cmake).
 # mesh_relay_kill is the ring with the relay killed instead of a link cut;
 # mesh_partition runs python3 through a partition and its heal; mesh_dscp
-# counts the DSCP marks of control and fault traffic at a relay.
+# counts the DSCP marks of control, fault and bulk traffic at a relay, in the
+# priority qdisc memfedd puts on its mesh interfaces.
 # mesh_replica_cut: a relay's death cuts one copy of a replicated region off.
 foreach(t mesh_ring mesh_relay_kill mesh_partition mesh_dscp mesh_replica_cut)
   memfed_shell_test(${t} ${t}_test.sh)
