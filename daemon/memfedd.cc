@@ -484,7 +484,7 @@ int main(int argc, char **argv)
 
 	if (module_loop)
 		module_thread = std::thread([&] { module_loop->run(); });
-	mirror.start(windows);
+	mirror.start(windows, int(cfg.kmod_refresh_ms));
 
 
 	LOG_INFO("memfedd", "ready: node %s, listen %s, socket %s, %zu peers", self.to_string().c_str(),
