@@ -3,8 +3,9 @@
  * /sys/kernel/debug/memfed/routes: the route table as text.
  *
  * One route per line: "<dest id> <class> <next hop id> <metric> <hops>
- * <age ms> <via> <dev>", ordered by destination, then class. The route table is too large
- * for one sysfs directory per route; netlink dumps it too.
+ * <age ms> <via> <dev>", ordered by destination, then class; via is the next
+ * hop's IPv6 address ("::" if not known), dev its interface ("-"). The route
+ * table is too large for one sysfs directory per route; netlink dumps it too.
  */
 #include <linux/debugfs.h>
 #include <linux/seq_file.h>
