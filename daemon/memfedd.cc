@@ -333,13 +333,23 @@ int main(int argc, char **argv)
 		std::unique_ptr<mesh::MeshNode> &node;
 		~MeshStopper() { node.reset(); }
 	} mesh_stopper{mesh_node};
+	// Mesh changes wake the kmod mirror, which exists further down; it is
+	// unset again before the mirror goes (mirror_wake_guard).
+	struct MirrorWake {
+		std::mutex mu;
+		TableMirror *mirror = nullptr;
+	} mirror_wake;
 	if (mesh_node) {
 		// Every module in the mesh listens on the mesh port (this node's).
 		const std::string port = port_of(cfg.listen);
-		mesh_node->set_listener([&fed, port](const mesh::RouteChange &c, const std::string &why) {
+		mesh_node->set_listener([&fed, &mirror_wake, port](const mesh::RouteChange &c,
+								   const std::string &why) {
 			fed.mesh_route(c.route.module, mesh::mesh_endpoint(c.route.address, port),
 				       c.kind != mesh::RouteChange::Kind::kLeft, c.route.metric,
 				       c.route.hops, why);
+			std::lock_guard<std::mutex> lk(mirror_wake.mu);
+			if (mirror_wake.mirror)
+				mirror_wake.mirror->kick();
 		});
 	}
 	control::Server control;
@@ -391,6 +401,21 @@ int main(int argc, char **argv)
 	// restarted daemon takes back the windows the kmod kept.
 	TableMirror mirror(cfg, &fed);
 	mirror.open();
+	if (mesh_node)
+		mirror.set_mesh_routes([&mesh_node] { return mesh_node->routes(); });
+	struct MirrorWakeGuard {
+		MirrorWake &wake;
+		MirrorWakeGuard(MirrorWake &w, TableMirror *m) : wake(w)
+		{
+			std::lock_guard<std::mutex> lk(wake.mu);
+			wake.mirror = m;
+		}
+		~MirrorWakeGuard()
+		{
+			std::lock_guard<std::mutex> lk(wake.mu);
+			wake.mirror = nullptr;
+		}
+	} mirror_wake_guard(mirror_wake, &mirror);
 	WindowTable windows(mirror.va_bits());
 	windows.restore(mirror.saved_windows());
 	windows.on_change([&mirror](const Window &w) { mirror.window_changed(w); });
@@ -461,7 +486,7 @@ int main(int argc, char **argv)
 
 	if (module_loop)
 		module_thread = std::thread([&] { module_loop->run(); });
-	mirror.start(windows);
+	mirror.start(windows, int(cfg.kmod_refresh_ms));
 
 
 	LOG_INFO("memfedd", "ready: node %s, listen %s, socket %s, %zu peers", self.to_string().c_str(),

@@ -3,8 +3,9 @@
  * /sys/kernel/debug/memfed/routes: the route table as text.
  *
  * One route per line: "<dest id> <class> <next hop id> <metric> <hops>
- * <age ms>", ordered by destination, then class. The route table is too large
- * for one sysfs directory per route; netlink dumps it too.
+ * <age ms> <via> <dev>", ordered by destination, then class; via is the next
+ * hop's IPv6 address ("::" if not known), dev its interface ("-"). The route
+ * table is too large for one sysfs directory per route; netlink dumps it too.
  */
 #include <linux/debugfs.h>
 #include <linux/seq_file.h>
@@ -23,9 +24,9 @@ static int routes_show(struct seq_file *s, void *unused)
 	while (!memfed_route_next(&pos, &r)) {
 		memfed_id_text(r.dest, dest);
 		memfed_id_text(r.next_hop, next);
-		seq_printf(s, "%s %s %s %u %u %llu\n", dest,
+		seq_printf(s, "%s %s %s %u %u %llu %pI6c %s\n", dest,
 			   memfed_class_name(r.class), next, r.metric, r.hops,
-			   r.age_ms);
+			   r.age_ms, r.via, r.dev[0] ? r.dev : "-");
 		pos++;
 	}
 	mutex_unlock(&memfed_lock);

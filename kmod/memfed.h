@@ -23,6 +23,7 @@
 #define MEMFED_H
 
 #include <linux/atomic.h>
+#include <linux/if.h>
 #include <linux/kobject.h>
 #include <linux/mutex.h>
 #include <linux/spinlock.h>
@@ -68,6 +69,7 @@ struct memfed_module_info {
 	u32 state;
 	u32 flags;
 	char endpoint[MEMFED_ENDPOINT_MAX];
+	char reason[MEMFED_REASON_MAX];
 };
 
 struct memfed_module {
@@ -93,6 +95,8 @@ struct memfed_route_info {
 	u32 class;
 	u32 metric;
 	u32 hops;
+	u8 via[MEMFED_VIA_LEN]; /* IPv6 address, all zeroes if not known */
+	char dev[IFNAMSIZ];
 };
 
 const char *memfed_class_name(u32 class);

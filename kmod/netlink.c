@@ -31,6 +31,8 @@ static const struct nla_policy module_policy[MEMFED_MODULE_A_MAX + 1] = {
 	[MEMFED_MODULE_A_FLAGS] = NLA_POLICY_MASK(NLA_U32, MEMFED_MODULE_F_ALL),
 	[MEMFED_MODULE_A_PAD] = { .type = NLA_REJECT,
 				  .reject_message = "padding is output only" },
+	[MEMFED_MODULE_A_REASON] = { .type = NLA_NUL_STRING,
+				     .len = MEMFED_REASON_MAX - 1 },
 };
 
 static const struct nla_policy route_policy[MEMFED_ROUTE_A_MAX + 1] = {
@@ -43,6 +45,8 @@ static const struct nla_policy route_policy[MEMFED_ROUTE_A_MAX + 1] = {
 				    .reject_message = "route age is read-only" },
 	[MEMFED_ROUTE_A_PAD] = { .type = NLA_REJECT,
 				 .reject_message = "padding is output only" },
+	[MEMFED_ROUTE_A_VIA] = NLA_POLICY_EXACT_LEN(MEMFED_VIA_LEN),
+	[MEMFED_ROUTE_A_DEV] = { .type = NLA_NUL_STRING, .len = IFNAMSIZ - 1 },
 };
 
 static const struct nla_policy window_policy[MEMFED_WINDOW_A_MAX + 1] = {
@@ -136,7 +140,8 @@ static int fill_module(struct sk_buff *skb, const struct memfed_module_info *m)
 	    nla_put_u64_64bit(skb, MEMFED_MODULE_A_CAPACITY, m->capacity,
 			      MEMFED_MODULE_A_PAD) ||
 	    nla_put_string(skb, MEMFED_MODULE_A_ENDPOINT, m->endpoint) ||
-	    nla_put_u32(skb, MEMFED_MODULE_A_FLAGS, m->flags)) {
+	    nla_put_u32(skb, MEMFED_MODULE_A_FLAGS, m->flags) ||
+	    nla_put_string(skb, MEMFED_MODULE_A_REASON, m->reason)) {
 		nla_nest_cancel(skb, nest);
 		return -EMSGSIZE;
 	}
@@ -158,7 +163,9 @@ static int fill_route(struct sk_buff *skb, const struct memfed_route_info *r)
 	    nla_put_u32(skb, MEMFED_ROUTE_A_METRIC, r->metric) ||
 	    nla_put_u32(skb, MEMFED_ROUTE_A_HOPS, r->hops) ||
 	    nla_put_u64_64bit(skb, MEMFED_ROUTE_A_AGE_MS, r->age_ms,
-			      MEMFED_ROUTE_A_PAD)) {
+			      MEMFED_ROUTE_A_PAD) ||
+	    nla_put(skb, MEMFED_ROUTE_A_VIA, MEMFED_VIA_LEN, r->via) ||
+	    nla_put_string(skb, MEMFED_ROUTE_A_DEV, r->dev)) {
 		nla_nest_cancel(skb, nest);
 		return -EMSGSIZE;
 	}
@@ -361,6 +368,9 @@ static int set_module(struct sk_buff *skb, struct genl_info *info)
 			    sizeof(m.endpoint));
 	if (tb[MEMFED_MODULE_A_FLAGS])
 		m.flags = nla_get_u32(tb[MEMFED_MODULE_A_FLAGS]);
+	if (tb[MEMFED_MODULE_A_REASON])
+		nla_strscpy(m.reason, tb[MEMFED_MODULE_A_REASON],
+			    sizeof(m.reason));
 
 	mutex_lock(&memfed_lock);
 	err = memfed_module_set(&m);
@@ -465,6 +475,10 @@ static int set_route(struct sk_buff *skb, struct genl_info *info)
 		r.metric = nla_get_u32(tb[MEMFED_ROUTE_A_METRIC]);
 	if (tb[MEMFED_ROUTE_A_HOPS])
 		r.hops = nla_get_u32(tb[MEMFED_ROUTE_A_HOPS]);
+	if (tb[MEMFED_ROUTE_A_VIA])
+		nla_memcpy(r.via, tb[MEMFED_ROUTE_A_VIA], sizeof(r.via));
+	if (tb[MEMFED_ROUTE_A_DEV])
+		nla_strscpy(r.dev, tb[MEMFED_ROUTE_A_DEV], sizeof(r.dev));
 
 	mutex_lock(&memfed_lock);
 	err = memfed_route_set(&r);

@@ -5,7 +5,7 @@
  *   layout/{va_bits,ext_bits,index_max}
  *   limits/{modules_max,routes_max,windows_max}
  *   counters/{modules,routes,windows,objects,changes,rejected}
- *   modules/<id>/{state,capacity,endpoint,flags}
+ *   modules/<id>/{state,capacity,endpoint,flags,reason}
  *   windows/<index>/{module,offset,length,fa,eva,pid,addr,mapped}
  *
  * The format of each file is documented in uapi/memfed_netlink.h.
@@ -124,12 +124,14 @@ MODULE_FIELD(state, "%s", memfed_module_state_name(info.state));
 MODULE_FIELD(capacity, "%llu", info.capacity);
 MODULE_FIELD(endpoint, "%s", info.endpoint);
 MODULE_FIELD(flags, "0x%x", info.flags);
+MODULE_FIELD(reason, "%s", info.reason);
 
 static struct attribute *memfed_module_attrs[] = {
 	&module_state_attr.attr,
 	&module_capacity_attr.attr,
 	&module_endpoint_attr.attr,
 	&module_flags_attr.attr,
+	&module_reason_attr.attr,
 	NULL,
 };
 ATTRIBUTE_GROUPS(memfed_module);

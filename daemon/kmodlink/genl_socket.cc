@@ -5,7 +5,9 @@
 #include <sys/socket.h>
 
 #include <netlink/attr.h>
+#include <netlink/cache.h>
 #include <netlink/genl/ctrl.h>
+#include <netlink/genl/family.h>
 #include <netlink/genl/genl.h>
 #include <netlink/socket.h>
 
@@ -110,6 +112,17 @@ Result<std::unique_ptr<GenlSocket>> GenlSocket::open()
 		              "generic-netlink family '" MEMFED_GENL_NAME
 		              "' not found: load memfed.ko (insmod memfed.ko); it is "
 		              "visible only in the initial network namespace");
+	// The family's version says which attributes the kmod knows
+	// (memfed_netlink.h, "Versions"); 1 when it cannot be read.
+	s->version_ = 1;
+	nl_cache *cache = nullptr;
+	if (genl_ctrl_alloc_cache(s->sock_, &cache) == 0) {
+		if (genl_family *f = genl_ctrl_search_by_name(cache, MEMFED_GENL_NAME)) {
+			s->version_ = genl_family_get_version(f);
+			genl_family_put(f);
+		}
+		nl_cache_free(cache);
+	}
 	s->buf_.resize(kBufWords);
 	return s;
 }

@@ -31,6 +31,8 @@ public:
 	GenlSocket &operator=(const GenlSocket &) = delete;
 
 	int fd() const;
+	// The family's version (MEMFED_GENL_VERSION of the loaded kmod).
+	int version() const { return version_; }
 	// Multicast group ID of the family's group `name`.
 	Result<int> group(const char *name);
 	// Join a multicast group; the socket then also receives events.
@@ -51,6 +53,7 @@ private:
 	GenlSocket() = default;
 	struct nl_sock *sock_ = nullptr;
 	int family_ = 0;
+	int version_ = 1;
 	std::vector<uint64_t> buf_;
 };
 

@@ -2,6 +2,8 @@
 
 #include <cstring>
 
+#include <net/if.h>
+
 #include <netlink/attr.h>
 #include <netlink/genl/genl.h>
 
@@ -47,7 +49,9 @@ bool put_module_key(nl_msg *msg, ModuleId id)
 	return nla_nest_end(msg, nest) == 0;
 }
 
-bool put_module(nl_msg *msg, const ModuleEntry &m)
+static_assert(kCodecVersion == MEMFED_GENL_VERSION, "the codec speaks the uapi's version");
+
+bool put_module(nl_msg *msg, const ModuleEntry &m, int version)
 {
 	nlattr *nest = nla_nest_start(msg, MEMFED_A_MODULE);
 	if (!nest || nla_put_u64(msg, MEMFED_MODULE_A_ID, m.id.value) < 0 ||
@@ -55,6 +59,10 @@ bool put_module(nl_msg *msg, const ModuleEntry &m)
 	    nla_put_u64(msg, MEMFED_MODULE_A_CAPACITY, m.capacity) < 0 ||
 	    nla_put_string(msg, MEMFED_MODULE_A_ENDPOINT, m.endpoint.c_str()) < 0 ||
 	    nla_put_u32(msg, MEMFED_MODULE_A_FLAGS, m.flags) < 0)
+		return false;
+	if (version >= 2 && !m.reason.empty() &&
+	    nla_put_string(msg, MEMFED_MODULE_A_REASON,
+	                   m.reason.substr(0, MEMFED_REASON_MAX - 1).c_str()) < 0)
 		return false;
 	return nla_nest_end(msg, nest) == 0;
 }
@@ -68,7 +76,7 @@ bool put_route_key(nl_msg *msg, ModuleId dest, uint32_t tclass)
 	return nla_nest_end(msg, nest) == 0;
 }
 
-bool put_route(nl_msg *msg, const RouteEntry &r)
+bool put_route(nl_msg *msg, const RouteEntry &r, int version)
 {
 	nlattr *nest = nla_nest_start(msg, MEMFED_A_ROUTE);
 	if (!nest || nla_put_u64(msg, MEMFED_ROUTE_A_DEST, r.dest.value) < 0 ||
@@ -76,6 +84,10 @@ bool put_route(nl_msg *msg, const RouteEntry &r)
 	    nla_put_u64(msg, MEMFED_ROUTE_A_NEXT_HOP, r.next_hop.value) < 0 ||
 	    nla_put_u32(msg, MEMFED_ROUTE_A_METRIC, r.metric) < 0 ||
 	    nla_put_u32(msg, MEMFED_ROUTE_A_HOPS, r.hops) < 0)
+		return false;
+	if (version >= 2 &&
+	    (nla_put(msg, MEMFED_ROUTE_A_VIA, sizeof(r.via), &r.via) < 0 ||
+	     (!r.dev.empty() && nla_put_string(msg, MEMFED_ROUTE_A_DEV, r.dev.c_str()) < 0)))
 		return false;
 	return nla_nest_end(msg, nest) == 0;
 }
@@ -134,6 +146,8 @@ Result<ModuleEntry> parse_module(nlmsghdr *hdr)
 	pol[MEMFED_MODULE_A_ENDPOINT].type = NLA_STRING;
 	pol[MEMFED_MODULE_A_ENDPOINT].maxlen = MEMFED_ENDPOINT_MAX;
 	pol[MEMFED_MODULE_A_FLAGS].type = NLA_U32;
+	pol[MEMFED_MODULE_A_REASON].type = NLA_STRING;
+	pol[MEMFED_MODULE_A_REASON].maxlen = MEMFED_REASON_MAX;
 	nlattr *tb[MEMFED_MODULE_A_MAX + 1];
 	if (!parse_nest(hdr, MEMFED_A_MODULE, pol, tb) ||
 	    !has_all(tb, {MEMFED_MODULE_A_ID, MEMFED_MODULE_A_STATE, MEMFED_MODULE_A_CAPACITY,
@@ -150,6 +164,10 @@ Result<ModuleEntry> parse_module(nlmsghdr *hdr)
 	const char *ep = static_cast<const char *>(nla_data(tb[MEMFED_MODULE_A_ENDPOINT]));
 	m.endpoint.assign(ep, strnlen(ep, nla_len(tb[MEMFED_MODULE_A_ENDPOINT])));
 	m.flags = nla_get_u32(tb[MEMFED_MODULE_A_FLAGS]);
+	if (tb[MEMFED_MODULE_A_REASON]) { // a version 1 kmod has none
+		const char *why = static_cast<const char *>(nla_data(tb[MEMFED_MODULE_A_REASON]));
+		m.reason.assign(why, strnlen(why, nla_len(tb[MEMFED_MODULE_A_REASON])));
+	}
 	return m;
 }
 
@@ -162,6 +180,10 @@ Result<RouteEntry> parse_route(nlmsghdr *hdr)
 	pol[MEMFED_ROUTE_A_METRIC].type = NLA_U32;
 	pol[MEMFED_ROUTE_A_HOPS].type = NLA_U32;
 	pol[MEMFED_ROUTE_A_AGE_MS].type = NLA_U64;
+	pol[MEMFED_ROUTE_A_VIA].minlen = MEMFED_VIA_LEN;
+	pol[MEMFED_ROUTE_A_VIA].maxlen = MEMFED_VIA_LEN;
+	pol[MEMFED_ROUTE_A_DEV].type = NLA_STRING;
+	pol[MEMFED_ROUTE_A_DEV].maxlen = IFNAMSIZ;
 	nlattr *tb[MEMFED_ROUTE_A_MAX + 1];
 	if (!parse_nest(hdr, MEMFED_A_ROUTE, pol, tb) ||
 	    !has_all(tb, {MEMFED_ROUTE_A_DEST, MEMFED_ROUTE_A_CLASS, MEMFED_ROUTE_A_NEXT_HOP,
@@ -174,6 +196,13 @@ Result<RouteEntry> parse_route(nlmsghdr *hdr)
 	r.metric = nla_get_u32(tb[MEMFED_ROUTE_A_METRIC]);
 	r.hops = nla_get_u32(tb[MEMFED_ROUTE_A_HOPS]);
 	r.age_ms = nla_get_u64(tb[MEMFED_ROUTE_A_AGE_MS]);
+	// A version 1 kmod sends neither.
+	if (tb[MEMFED_ROUTE_A_VIA])
+		memcpy(&r.via, nla_data(tb[MEMFED_ROUTE_A_VIA]), sizeof(r.via));
+	if (tb[MEMFED_ROUTE_A_DEV]) {
+		const char *dev = static_cast<const char *>(nla_data(tb[MEMFED_ROUTE_A_DEV]));
+		r.dev.assign(dev, strnlen(dev, nla_len(tb[MEMFED_ROUTE_A_DEV])));
+	}
 	if (!r.dest.valid() || !r.next_hop.valid() || r.tclass > MEMFED_CLASS_MAX)
 		return bad("route entry");
 	return r;

@@ -15,11 +15,15 @@
 namespace memfed::kmod::codec
 {
 
+// The newest family version this codec speaks (MEMFED_GENL_VERSION).
+constexpr int kCodecVersion = 2;
+
 // Append one nest to msg. The *_key forms carry only the key attributes.
-// Return false when msg is full.
-bool put_module(nl_msg *msg, const ModuleEntry &m);
+// `version` is the kmod family's: attributes newer than it are left out
+// (memfed_netlink.h, "Versions"). Return false when msg is full.
+bool put_module(nl_msg *msg, const ModuleEntry &m, int version = kCodecVersion);
 bool put_module_key(nl_msg *msg, ModuleId id);
-bool put_route(nl_msg *msg, const RouteEntry &r);
+bool put_route(nl_msg *msg, const RouteEntry &r, int version = kCodecVersion);
 bool put_route_key(nl_msg *msg, ModuleId dest, uint32_t tclass);
 bool put_window(nl_msg *msg, const WindowEntry &w);
 bool put_window_key(nl_msg *msg, uint32_t index);

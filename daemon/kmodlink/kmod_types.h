@@ -6,6 +6,8 @@
 // Values only; no thread-safety concerns.
 #pragma once
 
+#include <netinet/in.h>
+
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -54,6 +56,7 @@ struct ModuleEntry {
 	uint64_t capacity = 0; // pool bytes, 0 if unknown
 	std::string endpoint;  // how to reach it, the daemon's text; < 128 bytes
 	uint32_t flags = 0;    // kModule* bits
+	std::string reason;    // why it is down or degraded; < 128 bytes (version 2)
 };
 
 // Traffic class of a route; same values as wire::TrafficClass.
@@ -67,6 +70,8 @@ struct RouteEntry {
 	uint32_t metric = 0;
 	uint32_t hops = 1;
 	uint64_t age_ms = 0; // read back only: time since the last set
+	in6_addr via{};      // next hop's address, all zeroes if not known (version 2)
+	std::string dev;     // interface to the next hop, < 16 bytes (version 2)
 };
 
 struct WindowEntry {

@@ -104,7 +104,7 @@ Status KmodLink::set_module(const ModuleEntry &m)
 {
 	std::string what = module_what("set", m.id);
 	nl_msg *msg = sock_->request(MEMFED_CMD_SET_MODULE, false);
-	if (msg && !codec::put_module(msg, m)) {
+	if (msg && !codec::put_module(msg, m, sock_->version())) {
 		nlmsg_free(msg);
 		return no_room(what);
 	}
@@ -143,7 +143,7 @@ Status KmodLink::set_route(const RouteEntry &r)
 {
 	std::string what = route_what("set", r.dest, r.tclass);
 	nl_msg *msg = sock_->request(MEMFED_CMD_SET_ROUTE, false);
-	if (msg && !codec::put_route(msg, r)) {
+	if (msg && !codec::put_route(msg, r, sock_->version())) {
 		nlmsg_free(msg);
 		return no_room(what);
 	}

@@ -4,6 +4,9 @@
 // run in the QEMU tier (tests/qemu/).
 #include <catch2/catch.hpp>
 
+#include <arpa/inet.h>
+
+#include <cstring>
 #include <filesystem>
 
 #include <netlink/genl/genl.h>
@@ -82,6 +85,69 @@ TEST_CASE("A module entry survives encoding and decoding")
 	REQUIRE(ev.is_ok());
 	CHECK(ev->kind == Event::Kind::kModuleSet);
 	CHECK(ev->module.endpoint == m.endpoint);
+}
+
+TEST_CASE("The version 2 attributes go only to a kmod that knows them")
+{
+	SECTION("a module's reason")
+	{
+		ModuleEntry m;
+		m.id = *ModuleId::parse("02:00:00:00:00:07");
+		m.state = ModuleState::kDown;
+		m.reason = "route withdrawn (babeld: route gone)";
+		Msg v2(MEMFED_CMD_SET_MODULE);
+		REQUIRE(codec::put_module(v2.msg, m, 2));
+		auto back = codec::parse_module(v2.hdr());
+		REQUIRE(back.is_ok());
+		CHECK(back->reason == m.reason);
+		Msg v1(MEMFED_CMD_SET_MODULE);
+		REQUIRE(codec::put_module(v1.msg, m, 1));
+		back = codec::parse_module(v1.hdr());
+		REQUIRE(back.is_ok());
+		CHECK(back->reason.empty()); // a version 1 kmod would refuse it
+	}
+	SECTION("a route's next-hop address and interface")
+	{
+		RouteEntry r;
+		r.dest.value = 0x020000000001;
+		r.next_hop.value = 0x020000000002;
+		REQUIRE(inet_pton(AF_INET6, "fe80::1:2", &r.via) == 1);
+		r.dev = "veth-b";
+		// The request carries them to a version 2 kmod, not to a version 1 one.
+		auto attrs = [&](int version, int type) {
+			Msg m(MEMFED_CMD_SET_ROUTE);
+			REQUIRE(codec::put_route(m.msg, r, version));
+			nlattr *top[MEMFED_A_MAX + 1];
+			REQUIRE(genlmsg_parse(m.hdr(), 0, top, MEMFED_A_MAX, nullptr) == 0);
+			nlattr *tb[MEMFED_ROUTE_A_MAX + 1];
+			REQUIRE(nla_parse_nested(tb, MEMFED_ROUTE_A_MAX, top[MEMFED_A_ROUTE],
+			                         nullptr) == 0);
+			return tb[type] != nullptr;
+		};
+		CHECK(attrs(2, MEMFED_ROUTE_A_VIA));
+		CHECK(attrs(2, MEMFED_ROUTE_A_DEV));
+		CHECK(attrs(1, MEMFED_ROUTE_A_NEXT_HOP));
+		CHECK_FALSE(attrs(1, MEMFED_ROUTE_A_VIA));
+		CHECK_FALSE(attrs(1, MEMFED_ROUTE_A_DEV));
+
+		// A reply (the kmod adds the age) decodes to the same route.
+		Msg reply(MEMFED_CMD_GET_ROUTE);
+		nlattr *nest = nla_nest_start(reply.msg, MEMFED_A_ROUTE);
+		nla_put_u64(reply.msg, MEMFED_ROUTE_A_DEST, r.dest.value);
+		nla_put_u32(reply.msg, MEMFED_ROUTE_A_CLASS, 0);
+		nla_put_u64(reply.msg, MEMFED_ROUTE_A_NEXT_HOP, r.next_hop.value);
+		nla_put_u32(reply.msg, MEMFED_ROUTE_A_METRIC, 7);
+		nla_put_u32(reply.msg, MEMFED_ROUTE_A_HOPS, 2);
+		nla_put_u64(reply.msg, MEMFED_ROUTE_A_AGE_MS, 5);
+		nla_put(reply.msg, MEMFED_ROUTE_A_VIA, sizeof(r.via), &r.via);
+		nla_put_string(reply.msg, MEMFED_ROUTE_A_DEV, "veth-b");
+		nla_nest_end(reply.msg, nest);
+		auto back = codec::parse_route(reply.hdr());
+		REQUIRE(back.is_ok());
+		CHECK(memcmp(&back->via, &r.via, sizeof(r.via)) == 0);
+		CHECK(back->dev == "veth-b");
+		CHECK(back->hops == 2);
+	}
 }
 
 TEST_CASE("The decoder refuses entries the kmod never sends")

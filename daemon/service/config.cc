@@ -186,6 +186,8 @@ Options (each has a config-file key; flags override the file):
                                      forever)
   --log-level LEVEL    "log_level"   debug, info, warn or error (default info)
   --kmod MODE          "kmod"        auto (use memfed.ko when loaded) or off
+                       "kmod_refresh_ms" sync with memfed.ko at least this
+                                     often; mesh changes at once (3000)
   --replicas N         "replicas"    copies a new region gets, on distinct nodes
                                      (1 to 8, default 1; memfedctl region create
                                      --replicas overrides it)
@@ -350,6 +352,7 @@ json config_to_json(const DaemonConfig &cfg)
 	        {"peers", cfg.peers},
 	        {"log_level", kLevels[int(cfg.log_level)]},
 	        {"kmod", cfg.kmod},
+	        {"kmod_refresh_ms", cfg.kmod_refresh_ms},
 	        {"replicas", cfg.replicas},
 	        {"replica_grace_seconds", cfg.replica_grace_seconds},
 	        {"pager",
@@ -428,6 +431,8 @@ Status apply_config_json(const std::string &text, const std::string &origin, Dae
 			st = str(key, v, [&](const std::string &s) { return set_log_level(origin, key, s, cfg); });
 		else if (key == "kmod")
 			st = str(key, v, [&](const std::string &s) { return set_kmod(origin, key, s, cfg); });
+		else if (key == "kmod_refresh_ms")
+			st = set_u32(origin, key, v, 100, 3600000, &cfg->kmod_refresh_ms);
 		else if (key == "replicas")
 			st = set_u32(origin, key, v, 1, 8, &cfg->replicas);
 		else if (key == "request_timeout_ms")

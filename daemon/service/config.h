@@ -43,6 +43,7 @@ struct DaemonConfig {
 	uint32_t request_timeout_ms = 15000;	 // silence that loses a module's connection
 	LogLevel log_level = LogLevel::kInfo;
 	std::string kmod = "auto";		 // "auto": use memfed.ko when loaded; "off"
+	uint32_t kmod_refresh_ms = 3000;	 // tables synced with memfed.ko at least this often
 	uint32_t replicas = 1;			 // copies a new region gets (1..8)
 	uint32_t replica_grace_seconds = 60;	 // a copy lost longer is rebuilt elsewhere; 0 = never
 	uint64_t pager_budget = 0;	    // default resident budget per mapping, 0 = none

@@ -1,17 +1,17 @@
 #include "daemon/service/table_mirror.h"
 
-#include <set>
-
 #include "daemon/common/log.h"
 #include "daemon/wire/protocol.h"
 
-namespace memfed {
-
-TableMirror::TableMirror(const DaemonConfig &cfg, NodeFederation *fed) : cfg_(cfg), fed_(fed)
+namespace memfed
 {
-}
 
-TableMirror::~TableMirror() { stop(); }
+TableMirror::TableMirror(const DaemonConfig &cfg, NodeFederation *fed) : cfg_(cfg), fed_(fed) {}
+
+TableMirror::~TableMirror()
+{
+	stop();
+}
 
 void TableMirror::open()
 {
@@ -22,8 +22,10 @@ void TableMirror::open()
 		return;
 	auto l = kmod::KmodLink::open();
 	if (!l) {
-		LOG_WARN("kmod", "memfed.ko is loaded but cannot be used (%s): keeping tables in the daemon",
-			 l.status().to_string().c_str());
+		LOG_WARN(
+		        "kmod",
+		        "memfed.ko is loaded but cannot be used (%s): keeping tables in the daemon",
+		        l.status().to_string().c_str());
 		return;
 	}
 	link_ = std::move(*l);
@@ -99,39 +101,73 @@ void TableMirror::window_changed(const Window &w)
 		LOG_WARN("kmod", "mirroring window %u: %s", w.index, st.to_string().c_str());
 }
 
-void TableMirror::push_modules_and_routes()
+void TableMirror::read_back_held()
 {
 	std::lock_guard<std::mutex> lk(mu_);
-	std::set<uint64_t> live;
-	for (const auto &m : fed_->modules()) {
-		if (!m.module.valid())
-			continue; // a peer never reached: no ID to file it under
-		live.insert(m.module.value);
-		kmod::ModuleEntry e;
-		e.id = m.module;
-		e.state = m.reachable ? kmod::ModuleState::kUp : kmod::ModuleState::kDown;
-		e.capacity = m.capacity_bytes;
-		e.endpoint = m.local ? "local" : "tcp:" + m.endpoint;
-		e.flags = m.local ? kmod::kModuleLocal : 0;
-		Status st = link_->set_module(e);
-		if (!st)
-			LOG_WARN("kmod", "mirroring module %s: %s", m.module.to_string().c_str(),
-				 st.to_string().c_str());
-		if (m.local)
-			continue; // served in-process: nothing to route
-		for (uint32_t tc = 0; tc <= wire::kTrafficClassMax; tc++) {
-			kmod::RouteEntry r;
-			r.dest = m.module;
-			r.tclass = tc;
-			r.next_hop = m.module;
-			r.metric = m.reachable ? m.hops : UINT32_MAX / 2;
-			r.hops = std::max<uint32_t>(1, m.hops);
-			st = link_->set_route(r);
-			if (!st)
-				LOG_WARN("kmod", "mirroring route to %s: %s", m.module.to_string().c_str(),
-					 st.to_string().c_str());
-		}
+	held_ = {};
+	if (auto ms = link_->modules())
+		for (auto &m : *ms)
+			held_.modules[m.id] = std::move(m);
+	else
+		LOG_WARN("kmod", "reading modules back: %s", ms.status().to_string().c_str());
+	if (auto rs = link_->routes())
+		for (auto &r : *rs)
+			held_.routes[{r.dest, r.tclass}] = std::move(r);
+	else
+		LOG_WARN("kmod", "reading routes back: %s", rs.status().to_string().c_str());
+}
+
+void TableMirror::sync_modules_and_routes()
+{
+	// Asked outside mu_: the federation may wait on a peer.
+	std::vector<mesh::ModuleRoute> routes;
+	if (mesh_routes_)
+		routes = mesh_routes_();
+	MirrorTables want = want_tables(fed_->modules(), routes, wire::kTrafficClassMax + 1);
+	std::lock_guard<std::mutex> lk(mu_);
+	MirrorChanges c = diff_tables(held_, want);
+	// A failed change stays out of held_ and is tried again next time.
+	for (const auto &key : c.del_routes) {
+		Status st = link_->del_route(key.first, key.second);
+		if (st || st.code() == Code::kNotFound)
+			held_.routes.erase(key);
+		else
+			LOG_WARN("kmod", "deleting the route to %s: %s",
+			         key.first.to_string().c_str(), st.to_string().c_str());
 	}
+	for (const auto &id : c.del_modules) {
+		Status st = link_->del_module(id);
+		if (st || st.code() == Code::kNotFound)
+			held_.modules.erase(id);
+		else
+			LOG_WARN("kmod", "deleting module %s: %s", id.to_string().c_str(),
+			         st.to_string().c_str());
+	}
+	for (const auto &m : c.set_modules) {
+		Status st = link_->set_module(m);
+		if (st)
+			held_.modules[m.id] = m;
+		else
+			LOG_WARN("kmod", "mirroring module %s: %s", m.id.to_string().c_str(),
+			         st.to_string().c_str());
+	}
+	for (const auto &r : c.set_routes) {
+		Status st = link_->set_route(r);
+		if (st)
+			held_.routes[{r.dest, r.tclass}] = r;
+		else
+			LOG_WARN("kmod", "mirroring the route to %s: %s",
+			         r.dest.to_string().c_str(), st.to_string().c_str());
+	}
+}
+
+void TableMirror::kick()
+{
+	{
+		std::lock_guard<std::mutex> lk(stop_mu_);
+		kicked_ = true;
+	}
+	stop_cv_.notify_all();
 }
 
 void TableMirror::start(const WindowTable &windows, int period_ms)
@@ -140,16 +176,22 @@ void TableMirror::start(const WindowTable &windows, int period_ms)
 		return;
 	for (const auto &w : windows.list())
 		window_changed(w);
-	push_modules_and_routes();
+	read_back_held();
+	sync_modules_and_routes();
 	thread_ = std::thread([this, period_ms] { refresh_loop(period_ms); });
 }
 
 void TableMirror::refresh_loop(int period_ms)
 {
 	std::unique_lock<std::mutex> lk(stop_mu_);
-	while (!stop_cv_.wait_for(lk, std::chrono::milliseconds(period_ms), [this] { return stopping_; })) {
+	for (;;) {
+		stop_cv_.wait_for(lk, std::chrono::milliseconds(period_ms),
+		                  [this] { return stopping_ || kicked_; });
+		if (stopping_)
+			return;
+		kicked_ = false;
 		lk.unlock();
-		push_modules_and_routes();
+		sync_modules_and_routes();
 		lk.lock();
 	}
 }

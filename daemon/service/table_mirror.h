@@ -6,29 +6,39 @@
 // out before the restart keep their meaning. Without the kmod everything runs
 // from the daemon's own tables and source() says so.
 //
-// Module reachability changes without an event of ours (a peer dies), so a
-// refresh thread re-reads the federation every few seconds and pushes what
-// changed.
+// The module and route tables are synced by a refresh thread: it builds what
+// the kmod should hold (mirror_plan.h: in a mesh, babeld's routes with their
+// next hops) and sends only the differences, so each change is announced on
+// the kmod's "events" group once and a route's age is the time since it
+// changed. It runs at once when kick() says the mesh changed (a route came,
+// moved or went), and every few seconds anyway, since a static peer's
+// reachability changes without an event of ours. At start the kmod's tables
+// are read back, so entries an earlier daemon left are corrected or deleted.
 //
-// Thread-safety: window_changed() may be called from any thread; the rest
-// from the daemon's main thread.
+// Thread-safety: window_changed() and kick() may be called from any thread;
+// the rest from the daemon's main thread.
 #pragma once
 
 #include <atomic>
 #include <condition_variable>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
 
 #include "daemon/kmodlink/kmodlink.h"
+#include "daemon/mesh/route_table.h"
 #include "daemon/service/config.h"
+#include "daemon/service/mirror_plan.h"
 #include "daemon/service/node_federation.h"
 #include "daemon/service/window_table.h"
 
-namespace memfed {
+namespace memfed
+{
 
-class TableMirror {
+class TableMirror
+{
 public:
 	TableMirror(const DaemonConfig &cfg, NodeFederation *fed);
 	~TableMirror();
@@ -48,9 +58,18 @@ public:
 	void start(const WindowTable &windows, int period_ms = 3000);
 	void stop();
 	void window_changed(const Window &w);
+	// In a mesh: where the installed module routes come from. Before start().
+	void set_mesh_routes(std::function<std::vector<mesh::ModuleRoute>()> f)
+	{
+		mesh_routes_ = std::move(f);
+	}
+	// The mesh changed: sync modules and routes now, not at the next period.
+	// Cheap, never blocks on the kmod.
+	void kick();
 
 private:
-	void push_modules_and_routes();
+	void read_back_held();
+	void sync_modules_and_routes();
 	void refresh_loop(int period_ms);
 
 	const DaemonConfig &cfg_;
@@ -61,7 +80,10 @@ private:
 	std::thread thread_;
 	std::mutex stop_mu_;
 	std::condition_variable stop_cv_;
-	bool stopping_ = false;
+	bool stopping_ = false; // guarded by stop_mu_
+	bool kicked_ = false;   // guarded by stop_mu_
+	std::function<std::vector<mesh::ModuleRoute>()> mesh_routes_;
+	MirrorTables held_; // guarded by mu_: what the kmod holds, as far as we know
 };
 
 } // namespace memfed

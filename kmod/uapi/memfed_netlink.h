@@ -67,6 +67,11 @@
  *                                  MEMFED_ENDPOINT_MAX - 1 bytes), default ""
  *        MEMFED_MODULE_A_FLAGS: NLA_U32, optional, MEMFED_MODULE_F_* bits,
  *                               default 0
+ *        MEMFED_MODULE_A_REASON: NLA_NUL_STRING, optional (version 2), why
+ *                                the module is down or degraded, e.g.
+ *                                "route withdrawn", at most
+ *                                MEMFED_REASON_MAX - 1 bytes, default ""
+ *        MEMFED_MODULE_A_PAD: padding for 64-bit attributes, ignore
  *
  * MEMFED_CMD_GET_MODULE: doit with MEMFED_A_MODULE holding
  * MEMFED_MODULE_A_ID replies with that entry (ENOENT if absent) in the
@@ -86,7 +91,9 @@
  *        MEMFED_ROUTE_A_CLASS: NLA_U32, optional, enum memfed_traffic_class,
  *                              default MEMFED_CLASS_FAULT; part of the key
  *        MEMFED_ROUTE_A_NEXT_HOP: NLA_U64, required, ID of the neighbour to
- *                                 forward to (== DEST for a direct route)
+ *                                 forward to (== DEST for a direct route,
+ *                                 and when the neighbour runs no module of
+ *                                 its own: VIA names it then)
  *        MEMFED_ROUTE_A_METRIC: NLA_U32, optional, cost, lower is better,
  *                               default 0
  *        MEMFED_ROUTE_A_HOPS: NLA_U32, optional, hop count to DEST, 1 to
@@ -94,6 +101,13 @@
  *        MEMFED_ROUTE_A_AGE_MS: NLA_U64, read-only (refused in requests),
  *                               milliseconds since the last SET of this route
  *        MEMFED_ROUTE_A_PAD: padding for 64-bit attributes, ignore
+ *        MEMFED_ROUTE_A_VIA: NLA_BINARY, exactly 16 bytes, optional
+ *                            (version 2), the next hop's IPv6 address (the
+ *                            mesh's link-local address of the neighbour),
+ *                            default all zeroes (not known)
+ *        MEMFED_ROUTE_A_DEV: NLA_NUL_STRING, optional (version 2), the
+ *                            interface to the next hop, at most IFNAMSIZ - 1
+ *                            (15) bytes, default ""
  *
  * MEMFED_CMD_GET_ROUTE: doit with MEMFED_A_ROUTE holding DEST and optionally
  * CLASS replies with that route (ENOENT if absent); as a dump sends every
@@ -127,6 +141,17 @@
  * MEMFED_CMD_DEL_WINDOW: MEMFED_A_WINDOW holding INDEX removes that window,
  * ENOENT if absent. Needs CAP_NET_ADMIN.
  *
+ * Versions
+ * --------
+ *
+ * The family's version (CTRL_ATTR_VERSION of the controller's reply) says
+ * which attributes a kmod knows. Version 2 added MEMFED_MODULE_A_REASON,
+ * MEMFED_ROUTE_A_VIA and MEMFED_ROUTE_A_DEV, numbered after the version 1
+ * attributes. A version 1 kmod refuses them (EINVAL, unknown attribute), so
+ * a client sends them only to a kmod of version 2 or later. Replies always
+ * carry every attribute the kmod knows; a client built for version 1 skips
+ * the ones after its own last attribute.
+ *
  * Change events
  * -------------
  *
@@ -152,9 +177,9 @@
  *    counters/rejected                       requests memfed's handlers
  *                                            refused (the netlink core's
  *                                            policy refusals not counted)
- *    modules/<id>/{state,capacity,endpoint,flags}
+ *    modules/<id>/{state,capacity,endpoint,flags,reason}
  *        <id> in text form "02:00:00:00:00:01"; state as its name ("up"),
- *        capacity in decimal bytes, flags as "0x%x"
+ *        capacity in decimal bytes, flags as "0x%x", reason as given
  *    windows/<index>/{module,offset,length,fa,eva,pid,addr,mapped}
  *        <index> decimal; module as its ID text, offset/length/eva/addr as
  *        "0x%llx", fa as "<id>/0x<offset>", pid and mapped (0/1) decimal,
@@ -165,7 +190,10 @@
  * one route per line, in /sys/kernel/debug/memfed/routes (when debugfs is
  * mounted):
  *
- *    <dest id> <class name> <next hop id> <metric> <hops> <age ms>
+ *    <dest id> <class name> <next hop id> <metric> <hops> <age ms> <via> <dev>
+ *
+ * via is the next hop's IPv6 address in compressed form ("::" when not
+ * known) and dev the interface ("-" when not known).
  */
 #ifndef _UAPI_MEMFED_NETLINK_H
 #define _UAPI_MEMFED_NETLINK_H
@@ -173,13 +201,15 @@
 #include <linux/types.h>
 
 #define MEMFED_GENL_NAME "memfed"
-#define MEMFED_GENL_VERSION 1
+#define MEMFED_GENL_VERSION 2
 #define MEMFED_MCGRP_EVENTS "events"
 
 #define MEMFED_MODULES_MAX 1024
 #define MEMFED_ROUTES_MAX 4096
 #define MEMFED_WINDOWS_MAX 1024
 #define MEMFED_ENDPOINT_MAX 128
+#define MEMFED_REASON_MAX 128
+#define MEMFED_VIA_LEN 16
 #define MEMFED_HOPS_MAX 255
 #define MEMFED_WINDOW_ALIGN 4096
 #define MEMFED_MODULE_ID_MASK ((1ULL << 48) - 1)
@@ -250,6 +280,7 @@ enum memfed_module_attr {
 	MEMFED_MODULE_A_ENDPOINT,
 	MEMFED_MODULE_A_FLAGS,
 	MEMFED_MODULE_A_PAD,
+	MEMFED_MODULE_A_REASON, /* version 2 */
 	__MEMFED_MODULE_A_LAST
 };
 
@@ -274,6 +305,8 @@ enum memfed_route_attr {
 	MEMFED_ROUTE_A_HOPS,
 	MEMFED_ROUTE_A_AGE_MS,
 	MEMFED_ROUTE_A_PAD,
+	MEMFED_ROUTE_A_VIA, /* version 2 */
+	MEMFED_ROUTE_A_DEV, /* version 2 */
 	__MEMFED_ROUTE_A_LAST
 };
 

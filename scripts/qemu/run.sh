@@ -10,7 +10,9 @@
 #               build's bin/); the daemon tests (tests/qemu/daemon_tests.sh)
 #               run when memfedd, memfedctl, memfed_eva_test and
 #               ../lib/libmemfed-preload.so are there too, the RDMA tests
-#               (tests/qemu/rdma_tests.sh, soft-RoCE) when memfed_rdma_test is
+#               (tests/qemu/rdma_tests.sh, soft-RoCE) when memfed_rdma_test is,
+#               the mesh tests (tests/qemu/mesh_tests.sh) with the daemon
+#               tests when babeld is installed
 #   --fuzz      random netlink messages in the fuzz test (default 20000)
 #   --seed      fuzz seed (default: from the clock; printed in the log)
 #   --timeout   host-side limit for the boot (default 240)
@@ -69,9 +71,10 @@ exec 9>"$cache/.lock"
 flock 9
 kver=$(memfed_kver)
 kdir=$cache/$kver
-# With it, soft-RoCE's modules (and what they need) for the RDMA tests.
-rdma_mods="configfs udp_tunnel ip6_udp_tunnel crc32_generic ib_core ib_uverbs iw_cm ib_cm rdma_cm rdma_ucm rdma_rxe dummy"
-if [ ! -f "$kdir/vmlinuz" ] || [ ! -f "$kdir/rdma/.complete" ]; then
+# With it, soft-RoCE's modules (and what they need) for the RDMA tests, and
+# veth for the mesh tests.
+rdma_mods="configfs udp_tunnel ip6_udp_tunnel crc32_generic ib_core ib_uverbs iw_cm ib_cm rdma_cm rdma_ucm rdma_rxe dummy veth"
+if [ ! -f "$kdir/vmlinuz" ] || [ ! -f "$kdir/rdma/.complete" ] || [ ! -f "$kdir/rdma/veth.ko" ]; then
 	rm -rf "$kdir.tmp" && mkdir -p "$kdir.tmp"
 	(cd "$kdir.tmp" && apt-get download -q "linux-image-$kver" 2>&1 |
 		grep -v '^W: Download is performed unsandboxed' || true)
@@ -203,6 +206,20 @@ if [ -x "$bin_dir/memfed_rdma_test" ]; then
 else
 	echo "qemu: memfed_rdma_test missing in $bin_dir (rdma-core not installed when built?): RDMA tests skipped"
 fi
+# The mesh tests (tests/qemu/mesh_tests.sh): babeld, iproute2's ip for the
+# namespaces and veth links, and veth.ko.
+mesh_tests=0
+babeld=$(command -v babeld || echo /usr/sbin/babeld)
+if [ "$daemon_tests" -eq 1 ] && [ -x "$babeld" ]; then
+	mesh_tests=1
+	copy_with_libs "$babeld" /bin/
+	copy_with_libs /usr/sbin/ip /usr/sbin/
+	mkdir -p "$rd/rdma" "$rd/var/run"
+	cp "$kdir/rdma/veth.ko" "$rd/rdma/"
+	cp "$root/tests/qemu/mesh_tests.sh" "$rd/bin/memfed_mesh_tests.sh"
+elif [ "$daemon_tests" -eq 1 ]; then
+	echo "qemu: babeld is not installed (make deps installs it): mesh tests skipped"
+fi
 (cd "$rd" && find . | cpio -o -H newc --quiet) >"$work/initramfs.cpio"
 phase "initramfs $(du -m "$work/initramfs.cpio" | cut -f1) MB"
 
@@ -235,6 +252,9 @@ expected=(insmod kmodlink-open layout netlink-modules netlink-routes netlink-win
 	unprivileged-fuzz-changed-nothing tables-empty-no-leak populate rmmod-clean reload kernel-log-clean)
 if [ "$daemon_tests" -eq 1 ]; then
 	mapfile -t -O ${#expected[@]} expected < <(sed -n 's/^# expect: //p' "$root/tests/qemu/daemon_tests.sh")
+fi
+if [ "$mesh_tests" -eq 1 ]; then
+	mapfile -t -O ${#expected[@]} expected < <(sed -n 's/^# expect: //p' "$root/tests/qemu/mesh_tests.sh")
 fi
 if [ "$rdma_tests" -eq 1 ]; then
 	mapfile -t -O ${#expected[@]} expected < <(sed -n 's/^# expect: //p' "$root/tests/qemu/rdma_tests.sh")

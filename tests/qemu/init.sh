@@ -51,6 +51,10 @@ if [ -x /bin/memfed_daemon_tests.sh ]; then
 	/bin/memfed_daemon_tests.sh
 fi
 
+if [ -x /bin/memfed_mesh_tests.sh ]; then
+	/bin/memfed_mesh_tests.sh
+fi
+
 if [ -x /bin/memfed_rdma_tests.sh ]; then
 	/bin/memfed_rdma_tests.sh
 fi

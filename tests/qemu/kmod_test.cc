@@ -11,6 +11,8 @@
 //
 // Prints MEMFED-TEST markers (guest_check.h); exit status 0 unless a test
 // could not run at all.
+#include <arpa/inet.h>
+
 #include <algorithm>
 #include <cctype>
 #include <cstring>
@@ -149,9 +151,12 @@ void test_modules(KmodLink &k)
 
 	ModuleEntry changed = module(2, ModuleState::kDown);
 	changed.endpoint = "";
+	changed.reason = "route withdrawn";
 	t(k.set_module(changed).is_ok(), "replace module 2");
 	got = k.get_module(id(2));
-	t(got.is_ok() && same(*got, changed), "replaced module 2 reads back");
+	t(got.is_ok() && same(*got, changed) && got->reason == changed.reason,
+	  "replaced module 2 reads back with its reason");
+	t(slurp(kSys + "modules/02:00:00:00:00:02/reason") == "route withdrawn", "sysfs reason");
 	t(slurp(kSys + "counters/modules") == "3", "replace keeps the count");
 
 	t(k.del_module(id(3)).is_ok(), "delete module 3");
@@ -186,6 +191,18 @@ void test_routes(KmodLink &k, const Layout &l)
 	got = k.get_route(id(5), 0);
 	t(got.is_ok() && got->next_hop == id(5) && got->hops == 1, "get fault route");
 	t(has(k.get_route(id(5), 1).status(), Code::kNotFound, "no route"), "no control route");
+	// Version 2: the next hop's address and interface.
+	RouteEntry via = r;
+	inet_pton(AF_INET6, "fe80::4:1", &via.via);
+	via.dev = "veth-m1";
+	t(k.set_route(via).is_ok(), "set route with next-hop address");
+	got = k.get_route(id(5), 2);
+	t(got.is_ok() && memcmp(&got->via, &via.via, sizeof(via.via)) == 0 && got->dev == "veth-m1",
+	  "next-hop address and interface read back: " + why(got.status()));
+	std::string line = slurp("/sys/kernel/debug/memfed/routes");
+	t(line.find(" fe80::4:1 veth-m1") != std::string::npos, "debugfs shows via and dev: " + line);
+	via.dev = "an-interface-name-too-long";
+	t(has(k.set_route(via), Code::kInvalidArgument, ""), "interface name over 15 bytes refused");
 	t(k.del_route(id(5), 0).is_ok() && k.del_route(id(5), 2).is_ok(), "delete routes");
 
 	// Fill the table: the dump spans many netlink messages, in key order.

@@ -428,15 +428,19 @@ static void random_attrs(int depth)
 	}
 }
 
-/* Width of each attribute of a nest: 4 (u32), 8 (u64) or 0 (string). */
+/*
+ * Width of each attribute of a nest: 4 (u32), 8 (u64), 16 (an IPv6 address)
+ * or 0 (string).
+ */
 static const uint8_t module_widths[MEMFED_MODULE_A_MAX + 1] = {
         [MEMFED_MODULE_A_ID] = 8,       [MEMFED_MODULE_A_STATE] = 4, [MEMFED_MODULE_A_CAPACITY] = 8,
         [MEMFED_MODULE_A_ENDPOINT] = 0, [MEMFED_MODULE_A_FLAGS] = 4, [MEMFED_MODULE_A_PAD] = 8,
+        [MEMFED_MODULE_A_REASON] = 0,
 };
 static const uint8_t route_widths[MEMFED_ROUTE_A_MAX + 1] = {
         [MEMFED_ROUTE_A_DEST] = 8,   [MEMFED_ROUTE_A_CLASS] = 4, [MEMFED_ROUTE_A_NEXT_HOP] = 8,
         [MEMFED_ROUTE_A_METRIC] = 4, [MEMFED_ROUTE_A_HOPS] = 4,  [MEMFED_ROUTE_A_AGE_MS] = 8,
-        [MEMFED_ROUTE_A_PAD] = 8,
+        [MEMFED_ROUTE_A_PAD] = 8,    [MEMFED_ROUTE_A_VIA] = 16,  [MEMFED_ROUTE_A_DEV] = 0,
 };
 static const uint8_t window_widths[MEMFED_WINDOW_A_MAX + 1] = {
         [MEMFED_WINDOW_A_INDEX] = 4,  [MEMFED_WINDOW_A_MODULE] = 8, [MEMFED_WINDOW_A_OFFSET] = 8,
@@ -478,6 +482,11 @@ static void typed_message(void)
 			attr_u64(type, v);
 		else if (widths[type] == 4)
 			attr_u32(type, (uint32_t)(rnd() % 4 ? v % 16 : v));
+		else if (widths[type] == 16)
+			attr(type, "\xfe\x80\0\0\0\0\0\0\0\0\0\0\0\0\0\x02",
+			     rnd() % 4 ? 16 : rnd() % 20);
+		else if (nest == MEMFED_A_ROUTE)
+			attr(type, "veth0", 6); /* an interface name: 15 bytes at most */
 		else
 			attr(type, "tcp:10.0.0.1:7070", 18);
 	}

@@ -6,6 +6,7 @@
 #include <cinttypes>
 #include <csignal>
 #include <functional>
+#include <arpa/inet.h>
 #include <unistd.h>
 #include <cstdio>
 #include <iostream>
@@ -35,14 +36,22 @@ json module_json(const kmod::ModuleEntry &m)
 		{"state", kmod::module_state_name(m.state)},
 		{"capacity_bytes", m.capacity},
 		{"endpoint", m.endpoint},
-		{"local", (m.flags & kmod::kModuleLocal) != 0}};
+		{"local", (m.flags & kmod::kModuleLocal) != 0},
+		{"reason", m.reason}};
 }
 
 json route_json(const kmod::RouteEntry &r)
 {
-	return {{"dest", r.dest.to_string()},	     {"class", kmod::traffic_class_name(r.tclass)},
-		{"next_hop", r.next_hop.to_string()}, {"metric", r.metric},
-		{"hops", r.hops},		     {"age_ms", r.age_ms}};
+	char via[INET6_ADDRSTRLEN] = "";
+	inet_ntop(AF_INET6, &r.via, via, sizeof(via));
+	return {{"dest", r.dest.to_string()},
+		{"class", kmod::traffic_class_name(r.tclass)},
+		{"next_hop", r.next_hop.to_string()},
+		{"via", via},
+		{"interface", r.dev.empty() ? "-" : r.dev},
+		{"metric", r.metric},
+		{"hops", r.hops},
+		{"age_ms", r.age_ms}};
 }
 
 Result<uint64_t> parse_eva(const std::string &s)
