@@ -47,6 +47,7 @@ struct MeshOptions {
 	std::vector<std::string> interfaces;
 	MeshPrefix prefix = default_mesh_prefix();
 	uint32_t hello_interval_ms = 100;
+	uint32_t smoothing_half_life_s = 0; // babeld's default is 4
 	std::string babeld = "babeld";
 	std::string run_dir;  // babeld's config, pid, state, socket and log go here
 	uint16_t port = 7700; // the mesh port: modules' wire protocol (TCP), hop probes (UDP)
@@ -102,10 +103,10 @@ private:
 		std::chrono::steady_clock::time_point deadline;
 	};
 	std::map<ModuleId, PendingLeave> leaving_; // guarded by mu_
-	std::set<ModuleId> twins_; // guarded by mu_: announced by 2+ routers, logged
-	std::deque<MeshEvent> events_;		   // guarded by mu_
-	uint64_t next_seq_ = 1;			   // guarded by mu_
-	bool stopping_ = false;                    // guarded by mu_
+	std::set<ModuleId> twins_;     // guarded by mu_: announced by 2+ routers, logged
+	std::deque<MeshEvent> events_; // guarded by mu_
+	uint64_t next_seq_ = 1;        // guarded by mu_
+	bool stopping_ = false;        // guarded by mu_
 	std::condition_variable probe_cv_;
 	std::thread prober_;
 	NodeAddresses addresses_;
