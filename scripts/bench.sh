@@ -2,7 +2,8 @@
 # make bench: every benchmark, each with its baseline measured in the same run.
 # Not a test: numbers vary with the machine's load; ratios are what to read.
 # Usage: scripts/bench.sh [BUILD_DIR]; BENCH=swap runs scripts/bench_swap.sh alone,
-# BENCH=replication scripts/bench_replication.sh, BENCH=mesh scripts/bench_mesh.sh.
+# BENCH=replication scripts/bench_replication.sh, BENCH=mesh scripts/bench_mesh.sh,
+# BENCH=car scripts/bench_car.sh.
 # Each section's table is kept as RESULTS/<section>.txt and drawn as
 # RESULTS/<section>.png (scripts/bench_plot.py); RESULTS is build/bench
 # beside BUILD_DIR unless MEMFED_BENCH_RESULTS names another directory.
@@ -13,7 +14,8 @@ RESULTS=${MEMFED_BENCH_RESULTS:-$(dirname "$BUILD")/bench}
 mkdir -p "$RESULTS"
 RESULTS=$(cd "$RESULTS" && pwd)
 # BENCH=swap (make bench BENCH=swap): that section alone, other tables kept.
-if [ "${BENCH:-}" = swap ] || [ "${BENCH:-}" = replication ] || [ "${BENCH:-}" = mesh ]; then
+if [ "${BENCH:-}" = swap ] || [ "${BENCH:-}" = replication ] || [ "${BENCH:-}" = mesh ] ||
+	[ "${BENCH:-}" = car ]; then
 	bash "$(dirname "$0")/bench_$BENCH.sh" "$BUILD" "$RESULTS"
 	exec python3 "$(dirname "$0")/bench_plot.py" "$RESULTS"
 fi
@@ -99,6 +101,9 @@ bash "$(dirname "$0")/bench_replication.sh" "$BUILD" "$RESULTS"
 
 say "mesh: a demand fault at 1-4 hops vs raw TCP over the same hops; convergence after a link down"
 bash "$(dirname "$0")/bench_mesh.sh" "$BUILD" "$RESULTS"
+
+say "car: reads of obstacle records from lamp posts by a car driving past at 6-120 km/h"
+bash "$(dirname "$0")/bench_car.sh" "$BUILD" "$RESULTS"
 
 say "plots of the tables above"
 python3 "$(dirname "$0")/bench_plot.py" "$RESULTS"

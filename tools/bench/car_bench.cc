@@ -370,7 +370,8 @@ int drive(const Args &a)
 
 	// The reader: one record at a time from the lamp post ahead.
 	uint64_t reads = 0, wrong = 0, unavailable = 0;
-	double stall_ms = 0;
+	double stall_ms = 0, stall_at_s = 0;
+	int stall_lamp = -1;
 	std::vector<double> lat_us;
 	std::thread reader([&] {
 		auto last_ok = Clock::now();
@@ -406,9 +407,13 @@ int drive(const Args &a)
 			reads++;
 			lat_us.push_back(
 			        std::chrono::duration<double, std::micro>(end - start).count());
-			stall_ms = std::max(
-			        stall_ms,
-			        std::chrono::duration<double, std::milli>(end - last_ok).count());
+			double gap =
+			        std::chrono::duration<double, std::milli>(end - last_ok).count();
+			if (gap > stall_ms) {
+				stall_ms = gap;
+				stall_at_s = std::chrono::duration<double>(end - t0).count();
+				stall_lamp = lamp;
+			}
 			last_ok = end;
 		}
 	});
@@ -441,10 +446,12 @@ int drive(const Args &a)
 	double p50 = lat_us.empty() ? 0 : lat_us[lat_us.size() / 2];
 	std::printf(
 	        "car: %.0f km/h reads %llu reads/s %.0f failed %llu wrong %llu unavailable %llu "
-	        "stall_ms %.1f handovers %d read_p50_us %.0f seconds %.1f\n",
+	        "stall_ms %.1f handovers %d read_p50_us %.0f seconds %.1f stall_end_s %.1f "
+	        "stall_lamp %d\n",
 	        a.speed_kmh, (unsigned long long)reads, double(reads) / elapsed,
 	        (unsigned long long)(wrong + unavailable), (unsigned long long)wrong,
-	        (unsigned long long)unavailable, stall_ms, handovers, p50, elapsed);
+	        (unsigned long long)unavailable, stall_ms, handovers, p50, elapsed, stall_at_s,
+	        stall_lamp);
 	// Leave every link up: the mesh whole again for the next run.
 	for (const auto &l : a.links)
 		set_link(l, true);

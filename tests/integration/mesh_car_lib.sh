@@ -1,0 +1,78 @@
+# The road of the mobility benchmark and test (issue 11, item 7): lamp posts
+# in a line, each a memory module, and a car with a radio link to every lamp
+# post, which memfed-bench-car (tools/bench/car_bench.cc) brings up and down
+# as the car drives past. Source after lib.sh and mesh_lib.sh.
+#
+#     l0 (module) --- l1 (module) --- ... --- l(N-1) (module)
+#       \              |                     /
+#        +------------ car (pager only) ----+    car-l0 ... car-l(N-1)
+#
+#   road_build N                 namespaces and links for N lamp posts
+#   road_start [FLAGS...]        memfedd on every node with FLAGS (e.g. the
+#                                hello interval), waits until the car reaches
+#                                every module; again after road_stop
+#   road_stop                    stops every daemon (the pools stay)
+#   road_regions                 region obst<i> on lamp post i's module, filled
+#                                with its obstacle records (memfed-bench-car)
+# After road_build: ROAD_LINKS (the car's links, comma-separated, in road
+# order), ROAD_REGIONS (likewise), ROAD_MOD[i], and after road_start
+# ROAD_ADDR[i] (lamp post i's module address) and ROAD_SRC (the car's).
+: "${CAR_BIN:?set CAR_BIN to memfed-bench-car}"
+declare -A ROAD_MOD=() ROAD_ADDR=()
+ROAD_N=0
+ROAD_LINKS=
+ROAD_REGIONS=
+ROAD_SRC=
+
+road_build() {
+	ROAD_N=$1
+	local i
+	trust_all car $(for i in $(seq 0 $((ROAD_N - 1))); do echo "l$i"; done)
+	mesh_node car
+	for i in $(seq 0 $((ROAD_N - 1))); do
+		mesh_node "l$i"
+		ROAD_MOD[$i]=02:00:00:00:01:$(printf %02x "$i")
+		ROAD_LINKS="$ROAD_LINKS${ROAD_LINKS:+,}car-l$i"
+		ROAD_REGIONS="$ROAD_REGIONS${ROAD_REGIONS:+,}obst$i"
+	done
+	for i in $(seq 1 $((ROAD_N - 1))); do mesh_link "l$((i - 1))" "l$i"; done
+	for i in $(seq 0 $((ROAD_N - 1))); do mesh_link car "l$i"; done
+}
+
+road_module_address() {
+	ctl car -j route ls | python3 -c '
+import json, sys
+r = [x for x in json.load(sys.stdin)["routes"] if x["dest"] == sys.argv[1]]
+print(r[0]["address"] if r else "")' "$1"
+}
+
+road_start() {
+	local i
+	for i in $(seq 0 $((ROAD_N - 1))); do
+		mesh_daemon "l$i" --roles module --module-id "${ROAD_MOD[$i]}" --pool-size 16M \
+			--log-level warn "$@"
+	done
+	mesh_daemon car --roles pager --log-level warn "$@"
+	for i in $(seq 0 $((ROAD_N - 1))); do
+		wait_for "the car reaches ${ROAD_MOD[$i]}" 30 module_is car "${ROAD_MOD[$i]}" up
+		ROAD_ADDR[$i]=$(road_module_address "${ROAD_MOD[$i]}")
+		[ -n "${ROAD_ADDR[$i]}" ] || fail "the car has no route to ${ROAD_MOD[$i]}"
+	done
+	ROAD_SRC=$(in_ns car ip -6 -o addr show dev lo scope global | awk '{sub("/.*", "", $4); print $4; exit}')
+	[ -n "$ROAD_SRC" ] || fail "the car has no mesh address on lo"
+}
+
+road_stop() {
+	local n
+	for n in car $(for i in $(seq 0 $((ROAD_N - 1))); do echo "l$i"; done); do
+		stop_daemon "$n"
+	done
+}
+
+road_regions() {
+	local i
+	for i in $(seq 0 $((ROAD_N - 1))); do
+		ctl car region create "obst$i" 64K --on "${ROAD_MOD[$i]}" >/dev/null
+	done
+	"$CAR_BIN" --write --socket "$T/car/sock" --regions "$ROAD_REGIONS"
+}
