@@ -76,6 +76,7 @@ for hello in $HELLOS; do
 		--bind "$ROAD_SRC" --port "$port" --repeat "$REPEATS" |
 		sed "s/^/$hello nothing /" | tee -a "$SAMPLES"
 	for i in $(seq 0 $((LAMPS - 1))); do in_ns car ip link set "car-l$i" up; done
+	road_reachable
 	for v in $SPEEDS; do
 		in_ns car "$CAR_BIN" --drive --socket "$T/car/sock" --regions "$ROAD_REGIONS" \
 			--links "$ROAD_LINKS" --speed-kmh "$v" --spacing-m "$SPACING" --range-m "$RANGE" |

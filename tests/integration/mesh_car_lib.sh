@@ -11,6 +11,7 @@
 #   road_start [FLAGS...]        memfedd on every node with FLAGS (e.g. the
 #                                hello interval), waits until the car reaches
 #                                every module; again after road_stop
+#   road_reachable               waits until the car reaches every module
 #   road_stop                    stops every daemon (the pools stay)
 #   road_regions                 region obst<i> on lamp post i's module, filled
 #                                with its obstacle records (memfed-bench-car)
@@ -53,13 +54,20 @@ road_start() {
 			--log-level warn "$@"
 	done
 	mesh_daemon car --roles pager --log-level warn "$@"
+	road_reachable
 	for i in $(seq 0 $((ROAD_N - 1))); do
-		wait_for "the car reaches ${ROAD_MOD[$i]}" 30 module_is car "${ROAD_MOD[$i]}" up
 		ROAD_ADDR[$i]=$(road_module_address "${ROAD_MOD[$i]}")
 		[ -n "${ROAD_ADDR[$i]}" ] || fail "the car has no route to ${ROAD_MOD[$i]}"
 	done
 	ROAD_SRC=$(in_ns car ip -6 -o addr show dev lo scope global | awk '{sub("/.*", "", $4); print $4; exit}')
 	[ -n "$ROAD_SRC" ] || fail "the car has no mesh address on lo"
+}
+
+road_reachable() {
+	local i
+	for i in $(seq 0 $((ROAD_N - 1))); do
+		wait_for "the car reaches ${ROAD_MOD[$i]}" 30 module_is car "${ROAD_MOD[$i]}" up
+	done
 }
 
 road_stop() {

@@ -305,8 +305,15 @@ std::vector<memfed_region *> open_regions(memfed_conn *m, const Args &a)
 		usage("--regions names one region per lamp post");
 	std::vector<memfed_region *> out;
 	for (const auto &name : a.regions) {
+		// A module the mesh just found again may not answer lookups yet.
 		memfed_region *r = nullptr;
-		if (int rc = memfed_region_open(m, name.c_str(), &r); rc < 0)
+		int rc = 0;
+		for (int tries = 0; tries < 100; tries++) {
+			if ((rc = memfed_region_open(m, name.c_str(), &r)) == 0)
+				break;
+			std::this_thread::sleep_for(std::chrono::milliseconds(100));
+		}
+		if (rc < 0)
 			die("region " + name + ": " + memfed_strerror(rc));
 		out.push_back(r);
 	}
