@@ -37,7 +37,24 @@ road_build() {
 		ROAD_REGIONS="$ROAD_REGIONS${ROAD_REGIONS:+,}obst$i"
 	done
 	for i in $(seq 1 $((ROAD_N - 1))); do mesh_link "l$((i - 1))" "l$i"; done
-	for i in $(seq 0 $((ROAD_N - 1))); do mesh_link car "l$i"; done
+	for i in $(seq 0 $((ROAD_N - 1))); do road_radio "$i"; done
+}
+
+# road_radio I: the car's link to lamp post I, as mesh_link makes links but
+# with interface indexes of their own (100 + I in the car, 200 + I on the lamp
+# post). The kernel holds back the carrier change of a device whose index
+# equals its peer's (linkwatch takes it for a non-stacked device and batches
+# its events, up to 1 s), and in namespaces built alike the two ends of a veth
+# often have the same index: then a lamp post saw the car arrive and leave up
+# to a second late, which no radio does.
+road_radio() {
+	local i=$1
+	ip link add "car-l$i" index $((100 + i)) netns "$(ns car)" type veth \
+		peer name "l$i-car" index $((200 + i)) netns "$(ns "l$i")"
+	in_ns car ip link set "car-l$i" up
+	in_ns "l$i" ip link set "l$i-car" up
+	MESH_LINKS[car]="${MESH_LINKS[car]:-}${MESH_LINKS[car]:+,}car-l$i"
+	MESH_LINKS[l$i]="${MESH_LINKS[l$i]:-}${MESH_LINKS[l$i]:+,}l$i-car"
 }
 
 road_module_address() {
