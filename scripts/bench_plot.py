@@ -241,6 +241,23 @@ unset multiplot
     return True
 
 
+def mesh_scale(text, png, title):
+    # "100 ms     12.3 s    63    63    63   120   130   140        0.50 %        32.0 %"
+    rows = [["hello %s ms" % m.group(1), float(m.group(4)), float(m.group(2))]
+            for m in re.finditer(r"^ *(\d+) ms +([\d.]+) s +(?:\d+ +){6}([\d.]+) % +([\d.]+) %$",
+                                 text, re.M)]
+    if not rows:
+        return False
+    script = TERMINAL.format(h=600) + "set output '%s'\n" % png + BARS + block("t", rows) + """
+set title "%s"
+set ylabel "CPU of all babelds, %% of one vCPU / seconds"
+plot $t using 2:xtic(1) title "CPU of all 64 babelds at rest (%% of one vCPU)" lc rgb "#225588", \\
+     '' using 3 title "seconds until every node routes to all others" lc rgb "#bbbbbb"
+""" % title
+    gnuplot(script, png)
+    return True
+
+
 SECTIONS = [
     ("wire", wire, "Wire: 4 KiB READ, module and client on one vCPU (memfed vs raw io_uring)"),
     ("wire-2cpu", wire, "Wire: 4 KiB READ, module on vCPU 1, client on vCPU 0 (as on two nodes)"),
@@ -254,6 +271,7 @@ SECTIONS = [
     ("pager", pager, "Pager: demand faults and scans through memfedd vs raw userfaultfd limits"),
     ("swap", swap, "Real programs under a memory limit: memfed vs the kernel's swap"),
     ("mesh-hops", mesh_hops, "Mesh: a 4 KiB demand fault at k hops vs raw TCP over the same hops"),
+    ("mesh-scale", mesh_scale, "Mesh at 64 nodes (8 x 8 grid): babeld's CPU and convergence"),
     ("car", car, "Mobility: a car reading obstacle records from the lamp posts it drives past"),
 ]
 
