@@ -78,7 +78,7 @@ for hello in $HELLOS; do
 	for i in $(seq 0 $((LAMPS - 1))); do in_ns car ip link set "car-l$i" up; done
 	road_reachable
 	for v in $SPEEDS; do
-		in_ns car "$CAR_BIN" --drive --socket "$T/car/sock" --regions "$ROAD_REGIONS" \
+		in_ns car "$CAR_BIN" --drive --socket "$T/car/sock" --regions "$ROAD_AT" \
 			--links "$ROAD_LINKS" --speed-kmh "$v" --spacing-m "$SPACING" --range-m "$RANGE" |
 			sed "s/^/$hello /" | tee -a "$SAMPLES"
 	done

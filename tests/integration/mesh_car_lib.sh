@@ -16,13 +16,18 @@
 #   road_regions                 region obst<i> on lamp post i's module, filled
 #                                with its obstacle records (memfed-bench-car)
 # After road_build: ROAD_LINKS (the car's links, comma-separated, in road
-# order), ROAD_REGIONS (likewise), ROAD_MOD[i], and after road_start
+# order), ROAD_REGIONS (likewise), ROAD_AT (the same regions as NAME@MODULE,
+# which is how the car reads them: it knows which lamp post holds which
+# obstacles, and a plain name has memfedd ask the modules in turn, the lamp
+# post just left behind among them, which for a moment has no route back to
+# the car), ROAD_MOD[i], and after road_start
 # ROAD_ADDR[i] (lamp post i's module address) and ROAD_SRC (the car's).
 : "${CAR_BIN:?set CAR_BIN to memfed-bench-car}"
 declare -A ROAD_MOD=() ROAD_ADDR=()
 ROAD_N=0
 ROAD_LINKS=
 ROAD_REGIONS=
+ROAD_AT=
 ROAD_SRC=
 
 road_build() {
@@ -35,6 +40,7 @@ road_build() {
 		ROAD_MOD[$i]=02:00:00:00:01:$(printf %02x "$i")
 		ROAD_LINKS="$ROAD_LINKS${ROAD_LINKS:+,}car-l$i"
 		ROAD_REGIONS="$ROAD_REGIONS${ROAD_REGIONS:+,}obst$i"
+		ROAD_AT="$ROAD_AT${ROAD_AT:+,}obst$i@${ROAD_MOD[$i]}"
 	done
 	for i in $(seq 1 $((ROAD_N - 1))); do mesh_link "l$((i - 1))" "l$i"; done
 	for i in $(seq 0 $((ROAD_N - 1))); do road_radio "$i"; done

@@ -37,7 +37,7 @@ in_ns car "$CAR_BIN" --converge --link car-l1 --via car-l0 --addr "${ROAD_ADDR[1
 	fail "the route to l1 never went out of car-l1 after it came up: $(cat "$T/converge")"
 ok "on l0, the car takes the direct route to l1 once l1 comes into range ($(cat "$T/converge"))"
 
-in_ns car "$CAR_BIN" --drive --socket "$T/car/sock" --regions "$ROAD_REGIONS" \
+in_ns car "$CAR_BIN" --drive --socket "$T/car/sock" --regions "$ROAD_AT" \
 	--links "$ROAD_LINKS" --speed-kmh 6 --spacing-m 10 --range-m 8 --seconds 6 >"$T/drive" ||
 	fail "the car's program failed: $(cat "$T/drive")"
 cat "$T/drive"
