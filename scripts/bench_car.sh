@@ -17,7 +17,12 @@
 # it, and the car reads those of the lamp post ahead, one or two hops away
 # through the line); the car reads one record at a time through its memfedd
 # (memfed_region_read: a 4 KiB READ from the module each time, nothing kept
-# on the car) and checks every byte. Per speed: reads/s, failed reads (wrong
+# on the car) and checks every byte. It names each region NAME@MODULE: a
+# plain name has memfedd ask the modules in turn, the lamp post just left
+# behind among them, which has no route back to the car for a few hundred ms
+# (babel's feasibility condition: its route through the next lamp post must
+# wait for a new sequence number), and such a read waited out TCP's SYN
+# retransmissions, 3 s. Per speed: reads/s, failed reads (wrong
 # bytes or an error) and the worst stall (the longest time between two good
 # reads). Each speed runs long enough to pass two lamp posts, 10 s at least.
 #
