@@ -74,11 +74,13 @@ babeld_routes() {
 import socket, sys, time
 s = socket.socket(socket.AF_UNIX)
 s.connect(sys.argv[1])
-s.settimeout(0.5)
+s.settimeout(5)
 s.sendall(b"dump\n")
 out = b""
+# babeld greets with a header ending in "ok", then answers the dump with
+# another "ok".
 try:
-    while not out.endswith(b"ok\n"):
+    while out.count(b"ok\n") < 2:
         d = s.recv(65536)
         if not d:
             break
