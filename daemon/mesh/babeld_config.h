@@ -29,7 +29,7 @@ struct BabeldOptions {
 	// car keeps the two-hop route through the lamp post behind it for tens
 	// of seconds after it reached the next one. 0 turns smoothing off.
 	uint32_t smoothing_half_life_s = 0;
-	std::string config_path; // where the generated config is written
+	std::string config_path;          // where the generated config is written
 	std::string pid_path;
 	std::string state_path;
 	std::string socket_path; // the local interface (-G)

@@ -90,8 +90,8 @@ void MeshNode::tell(const RouteChange &c, const std::string &why)
 	MeshEvent e;
 	e.seq = next_seq_++;
 	e.unix_ms = uint64_t(std::chrono::duration_cast<std::chrono::milliseconds>(
-	                             std::chrono::system_clock::now().time_since_epoch())
-	                             .count());
+				     std::chrono::system_clock::now().time_since_epoch())
+				     .count());
 	e.kind = c.kind;
 	e.route = c.route;
 	e.why = why;

@@ -103,10 +103,10 @@ private:
 		std::chrono::steady_clock::time_point deadline;
 	};
 	std::map<ModuleId, PendingLeave> leaving_; // guarded by mu_
-	std::set<ModuleId> twins_;     // guarded by mu_: announced by 2+ routers, logged
-	std::deque<MeshEvent> events_; // guarded by mu_
-	uint64_t next_seq_ = 1;        // guarded by mu_
-	bool stopping_ = false;        // guarded by mu_
+	std::set<ModuleId> twins_; // guarded by mu_: announced by 2+ routers, logged
+	std::deque<MeshEvent> events_;		   // guarded by mu_
+	uint64_t next_seq_ = 1;			   // guarded by mu_
+	bool stopping_ = false;                    // guarded by mu_
 	std::condition_variable probe_cv_;
 	std::thread prober_;
 	NodeAddresses addresses_;
