@@ -336,6 +336,8 @@ int write_records(const Args &a)
 	}
 	std::printf("car: wrote %u obstacle records to each of %zu regions\n", kRecords,
 	            regions.size());
+	for (auto *r : regions)
+		memfed_region_close(r);
 	memfed_close(m);
 	return 0;
 }
