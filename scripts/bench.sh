@@ -3,7 +3,8 @@
 # Not a test: numbers vary with the machine's load; ratios are what to read.
 # Usage: scripts/bench.sh [BUILD_DIR]; BENCH=swap runs scripts/bench_swap.sh alone,
 # BENCH=replication scripts/bench_replication.sh, BENCH=mesh scripts/bench_mesh.sh,
-# BENCH=qos scripts/bench_qos.sh.
+# BENCH=qos scripts/bench_qos.sh, BENCH=car scripts/bench_car.sh,
+# BENCH=meshscale scripts/bench_meshscale.sh.
 # Each section's table is kept as RESULTS/<section>.txt and drawn as
 # RESULTS/<section>.png (scripts/bench_plot.py); RESULTS is build/bench
 # beside BUILD_DIR unless MEMFED_BENCH_RESULTS names another directory.
@@ -15,7 +16,7 @@ mkdir -p "$RESULTS"
 RESULTS=$(cd "$RESULTS" && pwd)
 # BENCH=swap (make bench BENCH=swap): that section alone, other tables kept.
 if [ "${BENCH:-}" = swap ] || [ "${BENCH:-}" = replication ] || [ "${BENCH:-}" = mesh ] ||
-	[ "${BENCH:-}" = qos ]; then
+	[ "${BENCH:-}" = qos ] || [ "${BENCH:-}" = car ] || [ "${BENCH:-}" = meshscale ]; then
 	bash "$(dirname "$0")/bench_$BENCH.sh" "$BUILD" "$RESULTS"
 	exec python3 "$(dirname "$0")/bench_plot.py" "$RESULTS"
 fi
@@ -104,6 +105,12 @@ bash "$(dirname "$0")/bench_mesh.sh" "$BUILD" "$RESULTS"
 
 say "qos: demand-fault p99 over 3 shaped hops, idle and during a write-back storm, DSCP priority qdisc on and off"
 bash "$(dirname "$0")/bench_qos.sh" "$BUILD" "$RESULTS"
+
+say "car: reads of obstacle records from lamp posts by a car driving past at 6-120 km/h"
+bash "$(dirname "$0")/bench_car.sh" "$BUILD" "$RESULTS"
+
+say "mesh at 64 nodes: babeld's route table and CPU in an 8 x 8 grid"
+bash "$(dirname "$0")/bench_meshscale.sh" "$BUILD" "$RESULTS"
 
 say "plots of the tables above"
 python3 "$(dirname "$0")/bench_plot.py" "$RESULTS"

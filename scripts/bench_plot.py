@@ -209,6 +209,55 @@ plot $t using 2:xtic(1) title "raw: 64 B request, 4 KiB answer, plain TCP" lc rg
     return True
 
 
+def car(text, png, title):
+    # "100 ms      6      1906       0      0        0     1400.3 ms          2     159 us"
+    rows = {}
+    for m in re.finditer(r"^ *(\d+) ms +(\d+) +(\d+) +(\d+) +\d+ +\d+ +([\d.]+) ms", text, re.M):
+        rows.setdefault(int(m.group(1)), []).append(
+            [m.group(2), float(m.group(3)), float(m.group(5)), float(m.group(4))])
+    if not rows:
+        return False
+    data = "".join(block("h%d" % h, r) for h, r in rows.items())
+    colors = ["#bbbbbb", "#225588", "#aa6611", "#448844"]
+    plots = lambda col: ", \\\n     ".join(
+        "$h%d using 0:%d:xtic(1) with linespoints lw 2 pt 7 lc rgb '%s' title 'babel hello %d ms'"
+        % (h, col, colors[i % len(colors)], h) for i, h in enumerate(rows))
+    failed = sum(r[3] for rs in rows.values() for r in rs)
+    script = TERMINAL.format(h=900) + "set output '%s'\n" % png + data + """
+set multiplot layout 2,1 title "%s\\nfailed reads (wrong or unavailable) in all runs: %d"
+set grid
+set key top right
+set xlabel "car speed, km/h"
+set ylabel "good reads/s"
+set yrange [0:*]
+plot %s
+set ylabel "worst stall, ms (log)"
+set logscale y
+set yrange [*:*]
+plot %s
+unset multiplot
+""" % (title, failed, plots(2), plots(3))
+    gnuplot(script, png)
+    return True
+
+
+def mesh_scale(text, png, title):
+    # "100 ms     12.3 s    63    63    63   120   130   140        0.50 %        32.0 %"
+    rows = [["hello %s ms" % m.group(1), float(m.group(4)), float(m.group(2))]
+            for m in re.finditer(r"^ *(\d+) ms +([\d.]+) s +(?:\d+ +){6}([\d.]+) % +([\d.]+) %$",
+                                 text, re.M)]
+    if not rows:
+        return False
+    script = TERMINAL.format(h=600) + "set output '%s'\n" % png + BARS + block("t", rows) + """
+set title "%s"
+set ylabel "CPU of all babelds, %% of one vCPU / seconds"
+plot $t using 2:xtic(1) title "CPU of all 64 babelds at rest (%% of one vCPU)" lc rgb "#225588", \\
+     '' using 3 title "seconds until every node routes to all others" lc rgb "#bbbbbb"
+""" % title
+    gnuplot(script, png)
+    return True
+
+
 SECTIONS = [
     ("wire", wire, "Wire: 4 KiB READ, module and client on one vCPU (memfed vs raw io_uring)"),
     ("wire-2cpu", wire, "Wire: 4 KiB READ, module on vCPU 1, client on vCPU 0 (as on two nodes)"),
@@ -222,6 +271,8 @@ SECTIONS = [
     ("pager", pager, "Pager: demand faults and scans through memfedd vs raw userfaultfd limits"),
     ("swap", swap, "Real programs under a memory limit: memfed vs the kernel's swap"),
     ("mesh-hops", mesh_hops, "Mesh: a 4 KiB demand fault at k hops vs raw TCP over the same hops"),
+    ("mesh-scale", mesh_scale, "Mesh at 64 nodes (8 x 8 grid): babeld's CPU and convergence"),
+    ("car", car, "Mobility: a car reading obstacle records from the lamp posts it drives past"),
 ]
 
 

@@ -23,6 +23,7 @@ std::string babeld_config_text(const BabeldOptions &o)
 {
 	std::string t = "# Written by memfedd at each start; edits are lost.\n";
 	t += "default hello-interval " + seconds(o.hello_interval_ms) + "\n";
+	t += "smoothing-half-life " + std::to_string(o.smoothing_half_life_s) + "\n";
 	if (o.update_interval_ms)
 		t += "default update-interval " + seconds(o.update_interval_ms) + "\n";
 	for (const auto &ifname : o.interfaces)

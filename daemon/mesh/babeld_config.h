@@ -23,6 +23,12 @@ struct BabeldOptions {
 	std::vector<in6_addr> announce;   // the /128s this node originates
 	uint32_t hello_interval_ms = 100; // babel "hello-interval"
 	uint32_t update_interval_ms = 0;  // 0: babeld's default (4 × hello)
+	// babel "smoothing-half-life": babeld moves to a better route only once
+	// the better route's smoothed metric (which starts at infinity for a
+	// route just learnt) is below the installed one's; with babeld's 4 s a
+	// car keeps the two-hop route through the lamp post behind it for tens
+	// of seconds after it reached the next one. 0 turns smoothing off.
+	uint32_t smoothing_half_life_s = 0;
 	std::string config_path;          // where the generated config is written
 	std::string pid_path;
 	std::string state_path;

@@ -30,6 +30,7 @@ Result<std::unique_ptr<MeshNode>> MeshNode::start(const MeshOptions &o,
 	bo.interfaces = o.interfaces;
 	bo.announce = announce;
 	bo.hello_interval_ms = o.hello_interval_ms;
+	bo.smoothing_half_life_s = o.smoothing_half_life_s;
 	bo.config_path = o.run_dir + "/babeld.conf";
 	bo.pid_path = o.run_dir + "/babeld.pid";
 	bo.state_path = o.run_dir + "/babeld.state";
@@ -38,6 +39,8 @@ Result<std::unique_ptr<MeshNode>> MeshNode::start(const MeshOptions &o,
 	if (!bin)
 		return bin.status();
 	MF_RETURN_IF_ERROR(enable_ipv6_forwarding());
+	if (Status st = link_local_at_once(o.interfaces); !st)
+		LOG_WARN("mesh", "%s", st.message().c_str());
 	MF_RETURN_IF_ERROR(n->addresses_.add(announce));
 	for (const auto &i : o.interfaces) {
 		if (!o.qos)

@@ -266,6 +266,8 @@ TEST_CASE("the generated babeld config announces exactly the node's addresses")
 	o.config_path = "/x/babeld.conf";
 	std::string t = babeld_config_text(o);
 	CHECK(t.find("default hello-interval 0.050\n") != std::string::npos);
+	// No metric smoothing by default: a better route is taken at once.
+	CHECK(t.find("smoothing-half-life 0\n") != std::string::npos);
 	CHECK(t.find("interface v1\n") != std::string::npos);
 	CHECK(t.find("interface v2\n") != std::string::npos);
 	CHECK(t.find("redistribute local ip fd6d:6564::ff:fe00:1/128 allow\n") !=

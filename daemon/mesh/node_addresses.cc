@@ -60,6 +60,22 @@ Status check_interfaces(const std::vector<std::string> &interfaces)
 	return Status::ok();
 }
 
+Status link_local_at_once(const std::vector<std::string> &interfaces)
+{
+	for (const auto &i : interfaces) {
+		std::string path = "/proc/sys/net/ipv6/conf/" + i + "/accept_dad";
+		std::ofstream f(path);
+		f << "0\n";
+		f.close();
+		if (!f)
+			return Status(Code::kPermission,
+			              "cannot set " + path + ": routes over " + i +
+			                      " come back 1-2 s late each time it comes up "
+			                      "(duplicate address detection)");
+	}
+	return Status::ok();
+}
+
 Status enable_ipv6_forwarding()
 {
 	const char *path = "/proc/sys/net/ipv6/conf/all/forwarding";

@@ -21,6 +21,16 @@ namespace memfed::mesh
 // kNotFound naming the interface and the fix when one is missing.
 Status check_interfaces(const std::vector<std::string> &interfaces);
 Status enable_ipv6_forwarding();
+// Lets babeld speak on a mesh interface as soon as it comes up: no duplicate
+// address detection on it (accept_dad 0), so the link-local address a link
+// gets again when it comes up is usable at once rather than after the 1-2 s
+// of DAD, during which babeld's hellos fail ("send: Cannot assign requested
+// address") and a car that reached a new lamp post stays unrouted. Optimistic
+// DAD (RFC 4429) was tried and did not help: babeld still waited out DAD.
+// A link-local address is the interface's MAC in EUI-64 form, unique as the
+// MAC is; the mesh's own addresses (module IDs) have their duplicates refused
+// at HELLO.
+Status link_local_at_once(const std::vector<std::string> &interfaces);
 
 // Adds `addrs` as /128s on lo (an address already there is fine) and removes
 // them when destroyed.

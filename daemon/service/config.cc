@@ -207,6 +207,10 @@ Options (each has a config-file key; flags override the file):
                                      found by their routes
   --mesh-prefix P      "mesh.prefix" the mesh's ULA /64 (default fd6d:6564::/64)
   --mesh-hello-ms N    "mesh.hello_interval_ms" babel hello interval (100)
+  --mesh-smoothing-s N "mesh.smoothing_half_life_s" babeld's metric smoothing
+                                     half-life; 0 (default) takes a better
+                                     route at once (a car reaching a new
+                                     lamp post), babeld's own default is 4
   --babeld PATH        "mesh.babeld" the babeld binary (default: babeld in PATH)
   --no-mesh-qos        "mesh.qos" put a priority qdisc keyed on DSCP (faults
                                      first, bulk last) on each mesh interface,
@@ -365,6 +369,7 @@ json config_to_json(const DaemonConfig &cfg)
 	         {{"interfaces", cfg.mesh.interfaces},
 	          {"prefix", cfg.mesh.prefix},
 	          {"hello_interval_ms", cfg.mesh.hello_interval_ms},
+	          {"smoothing_half_life_s", cfg.mesh.smoothing_half_life_s},
 	          {"leave_grace_ms", cfg.mesh.leave_grace_ms},
 	          {"babeld", cfg.mesh.babeld},
 	          {"qos", cfg.mesh.qos},
@@ -494,6 +499,8 @@ Status apply_config_json(const std::string &text, const std::string &origin, Dae
 					st = set_string(origin, k, sv, &cfg->mesh.prefix);
 				else if (k == "mesh.hello_interval_ms")
 					st = set_u32(origin, k, sv, 10, 60000, &cfg->mesh.hello_interval_ms);
+				else if (k == "mesh.smoothing_half_life_s")
+					st = set_u32(origin, k, sv, 0, 3600, &cfg->mesh.smoothing_half_life_s);
 				else if (k == "mesh.leave_grace_ms")
 					st = set_u32(origin, k, sv, 0, 3600000, &cfg->mesh.leave_grace_ms);
 				else if (k == "mesh.babeld")
@@ -819,6 +826,10 @@ Status load_config(int argc, char **argv, DaemonConfig *cfg, bool *help)
 			MF_RETURN_IF_ERROR(need());
 			st = set_u32(origin, a, json::parse(val, nullptr, false), 1, 1000000,
 				     &cfg->mesh.qos_rate_mbit);
+		} else if (a == "--mesh-smoothing-s") {
+			MF_RETURN_IF_ERROR(need());
+			st = set_u32(origin, a, json::parse(val, nullptr, false), 0, 3600,
+				     &cfg->mesh.smoothing_half_life_s);
 		} else if (a == "--babeld") {
 			MF_RETURN_IF_ERROR(need());
 			cfg->mesh.babeld = val;

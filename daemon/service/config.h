@@ -56,6 +56,8 @@ struct DaemonConfig {
 		std::vector<std::string> interfaces; // empty: not in a mesh
 		std::string prefix = "fd6d:6564::/64";
 		uint32_t hello_interval_ms = 100;
+		// babeld's smoothing-half-life: 0 switches to a better route at once
+		uint32_t smoothing_half_life_s = 0;
 		uint32_t leave_grace_ms = 1000;
 		std::string babeld = "babeld";
 		// A DSCP priority qdisc on each mesh interface (priority_qdisc.h),

@@ -28,3 +28,9 @@ set_tests_properties(mesh_grid PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 400
 memfed_shell_test(mesh_random mesh_topology_test.sh)
 set_tests_properties(mesh_random PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 400
   ENVIRONMENT "${MEMFED_TEST_ENV};MESH_TOPOLOGY=random")
+# The seed's car (issue 11, item 7), small: one handover at 6 km/h along
+# three lamp posts, every record read and checked (mesh_car_lib.sh; the
+# benchmark is scripts/bench_car.sh).
+memfed_shell_test(mesh_car mesh_car_test.sh)
+set_tests_properties(mesh_car PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 300
+  ENVIRONMENT "${MEMFED_TEST_ENV};CAR_BIN=$<TARGET_FILE:memfed-bench-car>")
