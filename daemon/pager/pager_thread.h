@@ -283,7 +283,9 @@ private:
 	void claim_run(Mapping *m, uint32_t first, uint32_t count);
 	void pump_writeback();
 	bool issue_write(const WbRun &run, uint32_t *first);
-	void on_write_done(WriteOp *op, const Status &st);
+	// `sent`: false for a write failed by the pager itself, never sent
+	// because its channel was broken when it was made (fail_unsent_writes).
+	void on_write_done(WriteOp *op, const Status &st, bool sent = true);
 	void add_waiter(Mapping *m, uint32_t first, uint32_t count, bool second_pass,
 	                std::function<void(Status)> done);
 	void check_waiters();

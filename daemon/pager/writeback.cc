@@ -189,7 +189,7 @@ bool PagerThread::issue_write(const WbRun &run, uint32_t *first)
 	return true;
 }
 
-void PagerThread::on_write_done(WriteOp *op, const Status &st)
+void PagerThread::on_write_done(WriteOp *op, const Status &st, bool sent)
 {
 	Mapping *m = op->m;
 	bool ok = st.is_ok();
@@ -218,7 +218,13 @@ void PagerThread::on_write_done(WriteOp *op, const Status &st)
 		wb_failures_++;
 		LOG_WARN(kLog, "writing back %u pages of region '%s': %s", op->count,
 		         m->region.c_str(), st.to_string().c_str());
-		if (st.code() == Code::kUnavailable && !m->chan->broken) {
+		// Only the channel's own failure says the channel is broken. A write
+		// failed unsent was made while an earlier channel was broken; the
+		// one reopened since must not be torn down for it (that cycle, a
+		// new channel every half second and never a write through it, hung
+		// module_stopped once the bulk connection's writes began to fail at
+		// the reopening instead of with the fault connection's timeout).
+		if (sent && st.code() == Code::kUnavailable && !m->chan->broken) {
 			m->chan->broken = true;
 			m->chan->retry_at_ns = now_ns() + kChannelRetryNs;
 		}
@@ -248,7 +254,8 @@ void PagerThread::fail_unsent_writes()
 	for (WriteOp *op : ops)
 		on_write_done(op,
 		              Status(Code::kUnavailable,
-		                     "module " + op->m->chan->module.to_string() + " unreachable"));
+		                     "module " + op->m->chan->module.to_string() + " unreachable"),
+		              false);
 	ops.clear();
 	if (failed_writes_.empty())
 		failed_writes_.swap(ops); // keeps the reserved capacity
