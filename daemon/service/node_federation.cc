@@ -29,8 +29,47 @@ void NodeFederation::mesh_route(ModuleId module, const std::string &endpoint, bo
 {
 	if (store_ && module == store_->module_id())
 		return; // our own module's route, as seen from elsewhere
-	if (mesh_route_locked(module, endpoint, up, metric, hops, why))
+	if (mesh_route_locked(module, endpoint, up, metric, hops, why)) {
 		lose_copies_on(module, "route withdrawn (" + why + ")");
+		std::lock_guard<std::mutex> lk(where_mu_);
+		std::erase_if(where_, [&](const auto &e) { return e.second == module; });
+	}
+}
+
+// Plain-name hints kept at most (about 100 bytes each).
+constexpr size_t kWhereEntries = 65536;
+
+std::vector<NodeFederation::Peer *> NodeFederation::peers_nearest_first()
+{
+	auto peers = peer_list(false);
+	std::lock_guard<std::mutex> lk(peers_mu_);
+	std::stable_sort(peers.begin(), peers.end(), [](Peer *a, Peer *b) {
+		return (a->mesh ? a->metric : 0) < (b->mesh ? b->metric : 0);
+	});
+	return peers;
+}
+
+std::optional<ModuleId> NodeFederation::where_is(const std::string &name)
+{
+	std::lock_guard<std::mutex> lk(where_mu_);
+	auto it = where_.find(name);
+	if (it == where_.end())
+		return std::nullopt;
+	return it->second;
+}
+
+void NodeFederation::remember_where(const std::string &name, ModuleId module)
+{
+	std::lock_guard<std::mutex> lk(where_mu_);
+	if (where_.size() >= kWhereEntries)
+		where_.clear(); // a hint: losing it costs one search
+	where_[name] = module;
+}
+
+void NodeFederation::forget_where(const std::string &name)
+{
+	std::lock_guard<std::mutex> lk(where_mu_);
+	where_.erase(name);
 }
 
 // A module whose route is withdrawn cannot be reached: its copies are lost
@@ -311,16 +350,38 @@ Result<RegionLocation> NodeFederation::locate(const std::string &name, const Ask
 		if (!r && r.status().code() != Code::kNotFound)
 			return r.status();
 	}
-	// A module that does not answer may hold it (a module daemon
-	// restarting): then the answer is "unavailable", which callers wait out,
-	// not "not found", which ends them.
+	auto peers = peers_nearest_first();
+	if (auto hint = where_is(name)) {
+		auto it = std::find_if(peers.begin(), peers.end(),
+		                       [&](Peer *p) { return p->module == *hint; });
+		if (it != peers.end()) {
+			Peer *p = *it;
+			auto r = with_peer(*p,
+			                   [&](SyncClient &c) { return lookup(c, name, asker); });
+			if (r && !is_deleted(r->replica_group))
+				return with_copies(location(p->module, *r));
+			if (r || r.status().code() == Code::kNotFound)
+				forget_where(name); // gone from there: search
+			else if (r.status().code() != Code::kUnavailable)
+				return r.status(); // refused (access): that is the answer
+		}
+	}
+	// Every reachable module at once, the nearest found first. A module
+	// that does not answer may hold it (a module daemon restarting): then
+	// the answer is "unavailable", which callers wait out, not "not found",
+	// which ends them.
+	auto answers = ask_peers(peers, [&](Peer &p) {
+		return with_peer(p, [&](SyncClient &c) { return lookup(c, name, asker); });
+	});
 	std::string away;
-	for (Peer *p : peer_list(false)) {
-		auto r = with_peer(*p, [&](SyncClient &c) { return lookup(c, name, asker); });
+	for (size_t i = 0; i < peers.size(); i++) {
+		auto &r = *answers[i];
 		if (r && is_deleted(r->replica_group))
 			continue;
-		if (r)
-			return with_copies(location(p->module, *r));
+		if (r) {
+			remember_where(name, peers[i]->module);
+			return with_copies(location(peers[i]->module, *r));
+		}
 		if (r.status().code() == Code::kUnavailable)
 			away += (away.empty() ? "" : ", ") + r.status().message();
 		else if (r.status().code() != Code::kNotFound)
@@ -340,7 +401,22 @@ std::vector<ModuleEntry> NodeFederation::modules()
 		PoolInfo i = store_->info();
 		out.push_back({store_->module_id(), "", true, true, i.capacity_bytes, i.free_bytes, 0});
 	}
-	for (Peer *p : peer_list(true)) {
+	// Every reachable module's STAT at once: a silent module costs its
+	// timeout once, not once more for each module listed after it.
+	auto peers = peer_list(true);
+	auto stats = ask_peers(peers, [&](Peer &p) {
+		bool down;
+		{
+			std::lock_guard<std::mutex> lk(peers_mu_);
+			down = p.mesh && !p.route_up;
+		}
+		using StatResult = decltype(std::declval<SyncClient &>().stat());
+		if (down)
+			return StatResult(Status(Code::kUnavailable, "no route"));
+		return with_peer(p, [](SyncClient &c) { return c.stat(); });
+	});
+	for (size_t i = 0; i < peers.size(); i++) {
+		Peer *p = peers[i];
 		ModuleEntry e;
 		e.endpoint = p->endpoint;
 		e.hops = 1;
@@ -359,7 +435,7 @@ std::vector<ModuleEntry> NodeFederation::modules()
 				}
 			}
 		}
-		auto st = with_peer(*p, [](SyncClient &c) { return c.stat(); });
+		auto &st = *stats[i];
 		e.module = p->module;
 		{
 			std::lock_guard<std::mutex> lk(p->mu);
@@ -480,21 +556,14 @@ Result<RegionLocation> NodeFederation::create_region(const std::string &name, ui
 		return spec.status();
 	Status last(Code::kUnavailable, "no module is reachable to hold region '" + name +
 						"' (memfedctl module ls)");
-	// Nearest first: mesh peers by their route's metric; static peers,
-	// direct neighbours, before them in the order configured.
-	auto candidates = peer_list(false);
-	{
-		std::lock_guard<std::mutex> lk(peers_mu_);
-		std::stable_sort(candidates.begin(), candidates.end(), [](Peer *a, Peer *b) {
-			return (a->mesh ? a->metric : 0) < (b->mesh ? b->metric : 0);
-		});
-	}
-	for (Peer *p : candidates) {
+	for (Peer *p : peers_nearest_first()) {
 		if (module && p->module.valid() && !(p->module == *module))
 			continue;
 		auto r = with_peer(*p, [&](SyncClient &c) { return c.region_create(*spec); });
-		if (r)
+		if (r) {
+			remember_where(name, p->module);
 			return location(p->module, *r);
+		}
 		last = r.status();
 		// A module full, or full for this node (its node quota): the next.
 		if (module || (last.code() != Code::kNoSpace && last.code() != Code::kQuota))
@@ -505,6 +574,7 @@ Result<RegionLocation> NodeFederation::create_region(const std::string &name, ui
 
 Status NodeFederation::delete_region(const RegionLocation &loc)
 {
+	forget_where(loc.name);
 	if (is_replica_set(loc.module))
 		return delete_replicated(loc);
 	if (store_ && loc.module == store_->module_id())
@@ -580,18 +650,22 @@ std::vector<RegionLocation> NodeFederation::list_regions_page(const std::string 
 			out.push_back(location(store_->module_id(), w));
 		}
 	uint32_t want = uint32_t(std::min<size_t>(limit + 1, wire::kRegionListPage));
-	for (Peer *p : peer_list(false)) {
-		bool peer_more = false;
-		auto list = with_peer(*p, [&](SyncClient &c) {
+	auto peers = peer_list(false);
+	auto lists = ask_peers(peers, [&](Peer &p) {
+		bool peer_more = false; // each page is cut at `want`; merged below
+		return with_peer(p, [&](SyncClient &c) {
 			return c.region_list_page(after, want, &peer_more, asker_uid);
 		});
+	});
+	for (size_t i = 0; i < peers.size(); i++) {
+		auto &list = *lists[i];
 		if (!list) {
-			LOG_WARN("federation", "listing regions of peer %s: %s", p->endpoint.c_str(),
-				 list.status().to_string().c_str());
+			LOG_WARN("federation", "listing regions of peer %s: %s",
+			         peers[i]->endpoint.c_str(), list.status().to_string().c_str());
 			continue;
 		}
 		for (const auto &r : *list)
-			out.push_back(location(p->module, r));
+			out.push_back(location(peers[i]->module, r));
 	}
 	std::sort(out.begin(), out.end(),
 		  [](const RegionLocation &a, const RegionLocation &b) { return a.name < b.name; });

@@ -169,6 +169,17 @@ private:
 	// the connection had gone stale.
 	template <typename Fn> auto with_peer(Peer &p, Fn fn) -> decltype(fn(*(SyncClient *)nullptr));
 	Peer *find_peer(ModuleId module);
+	template <typename Fn>
+	auto ask_peers(const std::vector<Peer *> &peers, Fn fn)
+	        -> std::vector<std::optional<decltype(fn(*(Peer *)nullptr))>>;
+	// The reachable peers, nearest first: mesh peers by their route's
+	// metric; static peers, direct neighbours, before them in the order
+	// configured.
+	std::vector<Peer *> peers_nearest_first();
+	// The module a plain-name lookup last found `name` on, if any.
+	std::optional<ModuleId> where_is(const std::string &name);
+	void remember_where(const std::string &name, ModuleId module);
+	void forget_where(const std::string &name);
 	// The peers (mesh peers without a route only with include_down). Peers
 	// are never destroyed while the federation lives, so the pointers stay valid.
 	std::vector<Peer *> peer_list(bool include_down);
@@ -296,6 +307,13 @@ private:
 	std::string tombstone_path_; // set before use; "": not kept
 	std::mutex admit_mu_;
 	LocalAdmitFn local_admit_; // guarded by admit_mu_
+	// Where each region found by its plain name lives: a lookup asks that
+	// module alone before it searches the federation. A hint, not an answer:
+	// the module is asked every time, so a stale entry costs one request and
+	// never a wrong result. An entry goes when the region is not found there,
+	// is deleted through this node, or its module's route is withdrawn.
+	std::mutex where_mu_;
+	std::map<std::string, ModuleId> where_; // guarded by where_mu_
 	std::mutex tombstone_file_mu_; // one rewrite at a time, the newest last
 	// Started with the first replicated region met; declared last, so it
 	// stops before anything it uses goes.

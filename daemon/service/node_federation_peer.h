@@ -5,6 +5,9 @@
 #pragma once
 
 #include <mutex>
+#include <optional>
+#include <thread>
+#include <vector>
 
 #include "daemon/common/clock.h"
 #include "daemon/common/log.h"
@@ -52,6 +55,29 @@ struct NodeFederation::Peer {
 	// failed by running out of time, the peer goes quiet. Returns `st`.
 	Status failed(uint64_t started_ms, Status st);
 };
+
+// Runs fn(*peer) for every peer at once, a thread each, and returns what each
+// gave, in the peers' order. A search of the federation then costs its
+// slowest peer's time (a silent one waits out kPeerTimeoutMs), not the sum
+// of every peer's. fn must be safe to run concurrently for distinct peers
+// (with_peer is: it holds only that peer's lock).
+template <typename Fn>
+auto NodeFederation::ask_peers(const std::vector<Peer *> &peers, Fn fn)
+        -> std::vector<std::optional<decltype(fn(*(Peer *)nullptr))>>
+{
+	std::vector<std::optional<decltype(fn(*(Peer *)nullptr))>> out(peers.size());
+	if (peers.size() == 1) {
+		out[0].emplace(fn(*peers[0]));
+		return out;
+	}
+	std::vector<std::thread> threads;
+	threads.reserve(peers.size());
+	for (size_t i = 0; i < peers.size(); i++)
+		threads.emplace_back([&, i] { out[i].emplace(fn(*peers[i])); });
+	for (auto &t : threads)
+		t.join();
+	return out;
+}
 
 template <typename Fn>
 auto NodeFederation::with_peer(Peer &p, Fn fn) -> decltype(fn(*(SyncClient *)nullptr))

@@ -1,14 +1,24 @@
-// NodeFederation's view of a peer module over the wire protocol: the whole
+// NodeFederation's view of peer modules over the wire protocol: the whole
 // region list (what the kmod table mirror uses) comes page by page, so a
 // peer with more regions than one REGION_LIST response holds is listed
-// whole, merged with the local module's in name order.
+// whole, merged with the local module's in name order; a plain-name lookup
+// asks every module at once and then remembers where the name lives.
 #include "daemon/service/node_federation.h"
 
 #include <catch2/catch.hpp>
 
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
 #include <cstdio>
 #include <set>
 #include <thread>
+#include <vector>
 
 #include "daemon/service/module_service.h"
 #include "daemon/store/test_pool_dir.h"
@@ -65,7 +75,131 @@ private:
 	std::thread thread_;
 };
 
+// A module that accepts connections and never answers (stopped, hung): it
+// counts the connections it accepted, and how many were open at once across
+// every SilentModule sharing `open` and `max_open`.
+class SilentModule
+{
+public:
+	SilentModule(std::atomic<int> *open, std::atomic<int> *max_open)
+	    : open_(open), max_open_(max_open)
+	{
+		lfd_ = socket(AF_INET, SOCK_STREAM, 0);
+		REQUIRE(lfd_ >= 0);
+		sockaddr_in a{};
+		a.sin_family = AF_INET;
+		a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		REQUIRE(bind(lfd_, reinterpret_cast<sockaddr *>(&a), sizeof(a)) == 0);
+		REQUIRE(listen(lfd_, 16) == 0);
+		socklen_t len = sizeof(a);
+		REQUIRE(getsockname(lfd_, reinterpret_cast<sockaddr *>(&a), &len) == 0);
+		endpoint = "127.0.0.1:" + std::to_string(ntohs(a.sin_port));
+		stop_ = eventfd(0, 0);
+		REQUIRE(stop_ >= 0);
+		thread_ = std::thread([this] { run(); });
+	}
+	~SilentModule()
+	{
+		uint64_t one = 1;
+		(void)!write(stop_, &one, sizeof(one));
+		thread_.join();
+		close(stop_);
+		close(lfd_);
+	}
+	std::string endpoint;
+	std::atomic<int> accepted{0};
+
+private:
+	void run()
+	{
+		std::vector<int> held;
+		for (;;) {
+			std::vector<pollfd> fds{{stop_, POLLIN, 0}, {lfd_, POLLIN, 0}};
+			for (int fd : held)
+				fds.push_back({fd, POLLIN, 0});
+			if (poll(fds.data(), fds.size(), -1) < 0)
+				continue;
+			if (fds[0].revents)
+				break;
+			if (fds[1].revents & POLLIN) {
+				int fd = accept(lfd_, nullptr, nullptr);
+				if (fd >= 0) {
+					held.push_back(fd);
+					accepted++;
+					int now = ++*open_;
+					int seen = max_open_->load();
+					while (now > seen &&
+					       !max_open_->compare_exchange_weak(seen, now)) {
+					}
+				}
+			}
+			for (size_t i = 2; i < fds.size(); i++) {
+				if (!fds[i].revents)
+					continue;
+				char buf[4096];
+				ssize_t n = recv(fds[i].fd, buf, sizeof(buf), 0);
+				if (n <= 0) { // the client gave up on us
+					close(fds[i].fd);
+					held.erase(std::find(held.begin(), held.end(), fds[i].fd));
+					--*open_;
+				}
+			}
+		}
+		for (int fd : held)
+			close(fd);
+	}
+
+	std::atomic<int> *open_;
+	std::atomic<int> *max_open_;
+	int lfd_ = -1;
+	int stop_ = -1;
+	std::thread thread_;
+};
+
 } // namespace
+
+TEST_CASE("locate_region: a plain name is searched on every module at once, then asked of the "
+          "module that held it alone",
+          "[service]")
+{
+	store::TestPoolDir dir(store::TestPoolDir::kInMemory);
+	auto peer_store = make_store(dir.path("peer"), 16 << 20, kPeerModule);
+	REQUIRE(peer_store->create_region("far", wire::kPageSize, 0, 0600).is_ok());
+	auto local = make_store(dir.path("local"), 4 << 20, kLocalModule);
+	PeerModule peer(peer_store.get());
+	std::atomic<int> open{0}, max_open{0};
+	SilentModule silent1(&open, &max_open), silent2(&open, &max_open);
+
+	NodeFederation fed(local.get(), nullptr, kLocalModule,
+	                   {silent1.endpoint, silent2.endpoint, peer.endpoint});
+	auto first = fed.locate_region("far");
+	REQUIRE(first.is_ok());
+	CHECK(first->module == kPeerModule);
+	CHECK(silent1.accepted == 1);
+	CHECK(silent2.accepted == 1);
+	// Asked one after the other, the second silent module would be dialled
+	// only after the first had been given up on.
+	CHECK(max_open == 2);
+
+	// Known now: the silent modules are not asked again (each would get at
+	// least a brief HELLO).
+	auto again = fed.locate_region("far");
+	REQUIRE(again.is_ok());
+	CHECK(again->module == kPeerModule);
+	CHECK(again->region_id == first->region_id);
+	CHECK(silent1.accepted == 1);
+	CHECK(silent2.accepted == 1);
+
+	// Gone from there (deleted behind this node's back): the hint is
+	// dropped and the federation searched again, which cannot say "not
+	// found" while two modules do not answer.
+	REQUIRE(peer_store->delete_region("far").is_ok());
+	auto gone = fed.locate_region("far");
+	REQUIRE(!gone.is_ok());
+	CHECK(gone.status().code() == Code::kUnavailable);
+	CHECK(silent1.accepted == 2);
+	CHECK(silent2.accepted == 2);
+}
 
 TEST_CASE("list_regions: a peer with more regions than one REGION_LIST response, listed whole "
           "and merged with the local module's in name order",
