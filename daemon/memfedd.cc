@@ -211,6 +211,7 @@ int main(int argc, char **argv)
 		mo.interfaces = cfg.mesh.interfaces;
 		mo.prefix = mesh_prefix;
 		mo.hello_interval_ms = cfg.mesh.hello_interval_ms;
+		mo.interface_hello_ms = cfg.mesh.interface_hello_ms;
 		mo.smoothing_half_life_s = cfg.mesh.smoothing_half_life_s;
 		mo.leave_grace_ms = cfg.mesh.leave_grace_ms;
 		mo.babeld = cfg.mesh.babeld;

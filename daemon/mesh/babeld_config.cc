@@ -26,8 +26,12 @@ std::string babeld_config_text(const BabeldOptions &o)
 	t += "smoothing-half-life " + std::to_string(o.smoothing_half_life_s) + "\n";
 	if (o.update_interval_ms)
 		t += "default update-interval " + seconds(o.update_interval_ms) + "\n";
-	for (const auto &ifname : o.interfaces)
-		t += "interface " + ifname + "\n";
+	for (const auto &ifname : o.interfaces) {
+		t += "interface " + ifname;
+		if (auto it = o.interface_hello_ms.find(ifname); it != o.interface_hello_ms.end())
+			t += " hello-interval " + seconds(it->second);
+		t += "\n";
+	}
 	// Exactly this node's mesh addresses, and nothing else.
 	for (const auto &a : o.announce)
 		t += "redistribute local ip " + format_ipv6(a) + "/128 allow\n";

@@ -11,6 +11,7 @@
 
 #include <netinet/in.h>
 
+#include <map>
 #include <string>
 #include <vector>
 
@@ -22,6 +23,10 @@ struct BabeldOptions {
 	std::vector<std::string> interfaces;
 	std::vector<in6_addr> announce;   // the /128s this node originates
 	uint32_t hello_interval_ms = 100; // babel "hello-interval"
+	// Interfaces whose hellos go at another interval than the default: a
+	// radio link to something that moves wants fast hellos (the car's
+	// 20 ms), a wired backbone can keep the default.
+	std::map<std::string, uint32_t> interface_hello_ms;
 	uint32_t update_interval_ms = 0;  // 0: babeld's default (4 × hello)
 	// babel "smoothing-half-life": babeld moves to a better route only once
 	// the better route's smoothed metric (which starts at infinity for a

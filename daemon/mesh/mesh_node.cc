@@ -30,6 +30,7 @@ Result<std::unique_ptr<MeshNode>> MeshNode::start(const MeshOptions &o,
 	bo.interfaces = o.interfaces;
 	bo.announce = announce;
 	bo.hello_interval_ms = o.hello_interval_ms;
+	bo.interface_hello_ms = o.interface_hello_ms;
 	bo.smoothing_half_life_s = o.smoothing_half_life_s;
 	bo.config_path = o.run_dir + "/babeld.conf";
 	bo.pid_path = o.run_dir + "/babeld.pid";

@@ -50,6 +50,7 @@ struct MeshOptions {
 	std::vector<std::string> interfaces;
 	MeshPrefix prefix = default_mesh_prefix();
 	uint32_t hello_interval_ms = 100;
+	std::map<std::string, uint32_t> interface_hello_ms; // BabeldOptions says
 	uint32_t smoothing_half_life_s = 0; // babeld's default is 4
 	std::string babeld = "babeld";
 	std::string run_dir;  // babeld's config, pid, state, socket and log go here

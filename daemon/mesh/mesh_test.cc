@@ -270,6 +270,10 @@ TEST_CASE("the generated babeld config announces exactly the node's addresses")
 	CHECK(t.find("smoothing-half-life 0\n") != std::string::npos);
 	CHECK(t.find("interface v1\n") != std::string::npos);
 	CHECK(t.find("interface v2\n") != std::string::npos);
+	o.interface_hello_ms = {{"v2", 20}};
+	t = babeld_config_text(o);
+	CHECK(t.find("interface v1\n") != std::string::npos);
+	CHECK(t.find("interface v2 hello-interval 0.020\n") != std::string::npos);
 	CHECK(t.find("redistribute local ip fd6d:6564::ff:fe00:1/128 allow\n") !=
 	      std::string::npos);
 	// The denies come after the allows: babeld takes the first match.

@@ -207,6 +207,11 @@ Options (each has a config-file key; flags override the file):
                                      found by their routes
   --mesh-prefix P      "mesh.prefix" the mesh's ULA /64 (default fd6d:6564::/64)
   --mesh-hello-ms N    "mesh.hello_interval_ms" babel hello interval (100)
+  --mesh-iface-hello IFACE=N
+                       "mesh.interface_hello_ms" {"IFACE": N}: the hello
+                                     interval on one mesh interface (a
+                                     radio link to a moving node: 20);
+                                     repeat for more
   --mesh-smoothing-s N "mesh.smoothing_half_life_s" babeld's metric smoothing
                                      half-life; 0 (default) takes a better
                                      route at once (a car reaching a new
@@ -350,7 +355,8 @@ json config_to_json(const DaemonConfig &cfg)
 	          {"module_id",
 	           cfg.module_id.valid() ? json(cfg.module_id.to_string()) : json(nullptr)}}},
 	        {"listen", cfg.listen},
-	        {"rdma", {{"listen", cfg.rdma_listen.empty() ? json(nullptr) : json(cfg.rdma_listen)}}},
+	        {"rdma",
+	         {{"listen", cfg.rdma_listen.empty() ? json(nullptr) : json(cfg.rdma_listen)}}},
 	        {"transport", cfg.transport},
 	        {"request_timeout_ms", cfg.request_timeout_ms},
 	        {"peers", cfg.peers},
@@ -369,6 +375,7 @@ json config_to_json(const DaemonConfig &cfg)
 	         {{"interfaces", cfg.mesh.interfaces},
 	          {"prefix", cfg.mesh.prefix},
 	          {"hello_interval_ms", cfg.mesh.hello_interval_ms},
+	          {"interface_hello_ms", cfg.mesh.interface_hello_ms},
 	          {"smoothing_half_life_s", cfg.mesh.smoothing_half_life_s},
 	          {"leave_grace_ms", cfg.mesh.leave_grace_ms},
 	          {"babeld", cfg.mesh.babeld},
@@ -381,8 +388,8 @@ json config_to_json(const DaemonConfig &cfg)
 	          {"node_regions", cfg.quota.node_regions.to_json()},
 	          {"root_exempt", cfg.quota.root_exempt}}},
 	        {"trust",
-	         {{"key_file", cfg.trust.key_file.empty() ? cfg.state_dir + "/node.key"
-	                                                  : cfg.trust.key_file},
+	         {{"key_file",
+	           cfg.trust.key_file.empty() ? cfg.state_dir + "/node.key" : cfg.trust.key_file},
 	          {"peers", trusted_peers_json(cfg.trust.peers)},
 	          {"rekey_seconds", cfg.trust.rekey_seconds},
 	          {"rekey_bytes", cfg.trust.rekey_bytes}}}};
@@ -499,7 +506,19 @@ Status apply_config_json(const std::string &text, const std::string &origin, Dae
 					st = set_string(origin, k, sv, &cfg->mesh.prefix);
 				else if (k == "mesh.hello_interval_ms")
 					st = set_u32(origin, k, sv, 10, 60000, &cfg->mesh.hello_interval_ms);
-				else if (k == "mesh.smoothing_half_life_s")
+				else if (k == "mesh.interface_hello_ms") {
+					if (!sv.is_object())
+						return type_error(
+						        origin, k,
+						        "an object of interface: milliseconds");
+					cfg->mesh.interface_hello_ms.clear();
+					for (auto &[ifname, ms] : sv.items()) {
+						uint32_t v = 0;
+						MF_RETURN_IF_ERROR(set_u32(origin, k + "." + ifname,
+						                           ms, 10, 60000, &v));
+						cfg->mesh.interface_hello_ms[ifname] = v;
+					}
+				} else if (k == "mesh.smoothing_half_life_s")
 					st = set_u32(origin, k, sv, 0, 3600, &cfg->mesh.smoothing_half_life_s);
 				else if (k == "mesh.leave_grace_ms")
 					st = set_u32(origin, k, sv, 0, 3600000, &cfg->mesh.leave_grace_ms);
@@ -820,6 +839,18 @@ Status load_config(int argc, char **argv, DaemonConfig *cfg, bool *help)
 			MF_RETURN_IF_ERROR(need());
 			st = set_u32(origin, a, json::parse(val, nullptr, false), 10, 60000,
 				     &cfg->mesh.hello_interval_ms);
+		} else if (a == "--mesh-iface-hello") {
+			MF_RETURN_IF_ERROR(need());
+			size_t eq = val.find('=');
+			if (eq == 0 || eq == std::string::npos)
+				return Status(Code::kInvalidArgument,
+				              origin + ": --mesh-iface-hello '" + val +
+				                      "' is not IFACE=MS (e.g. wlan0=20)");
+			uint32_t ms = 0;
+			st = set_u32(origin, a, json::parse(val.substr(eq + 1), nullptr, false), 10,
+			             60000, &ms);
+			if (st)
+				cfg->mesh.interface_hello_ms[val.substr(0, eq)] = ms;
 		} else if (a == "--no-mesh-qos") {
 			cfg->mesh.qos = false;
 		} else if (a == "--mesh-qos-rate-mbit") {
@@ -852,6 +883,14 @@ Status load_config(int argc, char **argv, DaemonConfig *cfg, bool *help)
 	if (cfg->role_relay && cfg->mesh.interfaces.empty())
 		return Status(Code::kInvalidArgument,
 			      "a relay forwards in the mesh: give it --mesh IFACE[,IFACE...]");
+	for (const auto &[ifname, ms] : cfg->mesh.interface_hello_ms)
+		if (std::find(cfg->mesh.interfaces.begin(), cfg->mesh.interfaces.end(), ifname) ==
+		    cfg->mesh.interfaces.end())
+			return Status(
+			        Code::kInvalidArgument,
+			        "mesh.interface_hello_ms names '" + ifname +
+			                "', which is not a mesh interface (add it to "
+			                "mesh.interfaces / --mesh, or drop its hello interval)");
 	if (cfg->pool_path.empty())
 		cfg->pool_path = cfg->state_dir + "/pool.mfp";
 	if (cfg->pool_size < (uint64_t{16} << 20))

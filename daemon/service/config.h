@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -56,6 +57,8 @@ struct DaemonConfig {
 		std::vector<std::string> interfaces; // empty: not in a mesh
 		std::string prefix = "fd6d:6564::/64";
 		uint32_t hello_interval_ms = 100;
+		// Interfaces whose babel hellos go at their own interval (ms).
+		std::map<std::string, uint32_t> interface_hello_ms;
 		// babeld's smoothing-half-life: 0 switches to a better route at once
 		uint32_t smoothing_half_life_s = 0;
 		uint32_t leave_grace_ms = 1000;

@@ -69,6 +69,39 @@ TEST_CASE("flags override and are validated")
 	REQUIRE(load({"--pool-size"}, &c2).message().find("needs a value") != std::string::npos);
 }
 
+TEST_CASE("a mesh interface's own hello interval, by flag or key, only on a mesh interface",
+          "[config]")
+{
+	DaemonConfig cfg;
+	REQUIRE(load({"--mesh", "radio,wire", "--mesh-iface-hello", "radio=20"}, &cfg));
+	REQUIRE(cfg.mesh.interface_hello_ms.size() == 1);
+	CHECK(cfg.mesh.interface_hello_ms.at("radio") == 20);
+	CHECK(cfg.mesh.hello_interval_ms == 100);
+
+	DaemonConfig c2;
+	REQUIRE(apply_config_json(R"({"mesh":{"interfaces":["radio","wire"],
+		"interface_hello_ms":{"radio":20,"wire":400}}})",
+	                          "t.json", &c2));
+	CHECK(c2.mesh.interface_hello_ms.at("wire") == 400);
+
+	DaemonConfig c3;
+	Status st = load({"--mesh", "wire", "--mesh-iface-hello", "radio=20"}, &c3);
+	REQUIRE(st.code() == Code::kInvalidArgument);
+	CHECK(st.message().find("'radio'") != std::string::npos);
+	CHECK(st.message().find("mesh.interfaces") != std::string::npos);
+	DaemonConfig c4;
+	CHECK(load({"--mesh", "radio", "--mesh-iface-hello", "radio"}, &c4)
+	              .message()
+	              .find("IFACE=MS") != std::string::npos);
+	DaemonConfig c5;
+	CHECK(load({"--mesh", "radio", "--mesh-iface-hello", "radio=5"}, &c5).code() ==
+	      Code::kInvalidArgument);
+	DaemonConfig c6;
+	st = apply_config_json(R"({"mesh":{"interface_hello_ms":{"radio":"fast"}}})", "t.json",
+	                       &c6);
+	CHECK(st.message().find("mesh.interface_hello_ms.radio") != std::string::npos);
+}
+
 TEST_CASE("the printed config is a config file that gives the same config back")
 {
 	DaemonConfig cfg;
