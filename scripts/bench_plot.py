@@ -191,10 +191,12 @@ plot $t using 2:xtic(1) title "native, no limit" lc rgb "#bbbbbb", \\
 
 
 def mesh_hops(text, png, title):
-    # "   1    18.8 us      109.0 us   5.80x   MISSED     38.0 us   181.5 us ..."
-    rows = [[m.group(1), float(m.group(2)), float(m.group(4)), float(m.group(3))]
-            for m in re.finditer(r"^ +(\d) +([\d.]+) us +([\d.]+) us +[\d.]+x +\S+ +([\d.]+) us",
-                                 text, re.M)]
+    # "   1    18.8 us      109.0 us   5.80x   MISSED     95.1 us     38.0 us   1.15x ..."
+    # (hops, raw, memfed, ratio, target, uffd, wire, ...)
+    rows = [[m.group(1), float(m.group(2)), float(m.group(4)), float(m.group(5)),
+             float(m.group(3))]
+            for m in re.finditer(r"^ +(\d) +([\d.]+) us +([\d.]+) us +[\d.]+x +\S+ +([\d.]+) us"
+                                 r" +([\d.]+) us", text, re.M)]
     if not rows:
         return False
     script = TERMINAL.format(h=600) + "set output '%s'\n" % png + BARS + block("t", rows) + """
@@ -202,8 +204,28 @@ set title "%s"
 set ylabel "p50 latency, us (median of rounds)"
 set xlabel "hops from the pager node to the module"
 plot $t using 2:xtic(1) title "raw: 64 B request, 4 KiB answer, plain TCP" lc rgb "#bbbbbb", \\
-     '' using 3 title "memfed wire READ, TLS 1.3" lc rgb "#aa6611", \\
-     '' using 4 title "memfed demand fault (userfaultfd + pager + wire)" lc rgb "#225588"
+     '' using 3 title "raw fetch serving a userfaultfd miss (no memfed code)" lc rgb "#777777", \\
+     '' using 4 title "memfed wire READ, TLS 1.3" lc rgb "#aa6611", \\
+     '' using 5 title "memfed demand fault (userfaultfd + pager + wire)" lc rgb "#225588"
+""" % title
+    gnuplot(script, png)
+    return True
+
+
+def mesh_qos(text, png, title):
+    # "    on      812 us     1403 us      897 us      1335 us      0.95x      met  1.23 MB/s"
+    rows = [[m.group(1), float(m.group(2)), float(m.group(3))]
+            for m in re.finditer(r"^ *(on|off|fifo1) +[\d.]+ us +([\d.]+) us +[\d.]+ us +([\d.]+) us",
+                                 text, re.M)]
+    if not rows:
+        return False
+    script = TERMINAL.format(h=600) + "set output '%s'\n" % png + BARS + block("t", rows) + """
+set title "%s"
+set ylabel "demand-fault p99, us (median of rounds; log)"
+set logscale y
+set xlabel "memfedd's DSCP priority qdisc on the 3 shaped hops"
+plot $t using 2:xtic(1) title "idle" lc rgb "#bbbbbb", \\
+     '' using 3 title "during a write-back storm" lc rgb "#225588"
 """ % title
     gnuplot(script, png)
     return True
@@ -271,6 +293,7 @@ SECTIONS = [
     ("pager", pager, "Pager: demand faults and scans through memfedd vs raw userfaultfd limits"),
     ("swap", swap, "Real programs under a memory limit: memfed vs the kernel's swap"),
     ("mesh-hops", mesh_hops, "Mesh: a 4 KiB demand fault at k hops vs raw TCP over the same hops"),
+    ("mesh-qos", mesh_qos, "Mesh: demand-fault p99 over 3 shaped hops, idle and under a write-back storm"),
     ("mesh-scale", mesh_scale, "Mesh at 64 nodes (8 x 8 grid): babeld's CPU and convergence"),
     ("car", car, "Mobility: a car reading obstacle records from the lamp posts it drives past"),
 ]

@@ -9,11 +9,23 @@
 //       answers every connection, one at a time, until killed
 //   memfed-bench-hops --client [ADDR]:PORT [--bind ADDR] [--count N] [--warmup N]
 //       prints one line: raw: N round trips p50 US us p99 US us
+//   memfed-bench-hops --client [ADDR]:PORT --uffd [--bind ...] [--count N] [--warmup N]
+//       each round trip serves a userfaultfd miss, as a pager's demand fault
+//       does with no pager code: a thread touches pages of a registered
+//       anonymous mapping in a random order; a handler thread reads each
+//       fault, fetches 4 KiB over the connection and installs it with
+//       UFFDIO_COPY; the toucher times each touch. Prints
+//       raw-uffd: N faults p50 US us p99 US us
+// The --uffd line is the floor of any userfaultfd pager over those hops:
+// what a fault costs this kernel plus the network's round trip.
 // ADDR is IPv6 (the mesh's addresses are); --bind picks the source address
 // (a node's own mesh address, which the far side can route back to).
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -22,8 +34,13 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <numeric>
+#include <random>
 #include <string>
+#include <thread>
 #include <vector>
+
+#include "daemon/pager/uffd.h"
 
 namespace
 {
@@ -43,7 +60,7 @@ constexpr size_t kPage = 4096;
 	             "memfed-bench-hops: %s\n"
 	             "usage: memfed-bench-hops --serve PORT\n"
 	             "       memfed-bench-hops --client [ADDR]:PORT [--bind ADDR] [--count N] "
-	             "[--warmup N]\n",
+	             "[--warmup N] [--uffd]\n",
 	             why.c_str());
 	std::exit(2);
 }
@@ -111,8 +128,74 @@ int serve(unsigned long port)
 	}
 }
 
+void print_percentiles(const char *what, const char *unit, std::vector<double> us)
+{
+	std::sort(us.begin(), us.end());
+	std::printf("%s: %zu %s p50 %.1f us p99 %.1f us\n", what, us.size(), unit,
+	            us[us.size() / 2], us[us.size() * 99 / 100]);
+}
+
+// Each fault of `pages` fresh pages fetched over `fd` by a handler thread and
+// installed with UFFDIO_COPY; the touching thread times each touch.
+void uffd_faults(int fd, unsigned long count, unsigned long warmup)
+{
+	using namespace memfed::pager;
+	const uint64_t pages = count + warmup;
+	auto uffd = open_uffd(0, false);
+	if (!uffd)
+		die("userfaultfd: " + uffd.status().to_string());
+	void *m = ::mmap(nullptr, pages * kPage, PROT_READ | PROT_WRITE,
+	                 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (m == MAP_FAILED)
+		die("mmap");
+	::madvise(m, pages * kPage, MADV_NOHUGEPAGE);
+	auto *base = static_cast<char *>(m);
+	if (uffd_register(*uffd, uint64_t(base), pages * kPage, UFFDIO_REGISTER_MODE_MISSING) < 0)
+		die("UFFDIO_REGISTER");
+	int stop = ::eventfd(0, EFD_CLOEXEC);
+	std::thread handler([&] {
+		std::vector<char> req(kRequest, 'r'), page(kPage);
+		for (;;) {
+			pollfd pf[2] = {{*uffd, POLLIN, 0}, {stop, POLLIN, 0}};
+			if (::poll(pf, 2, -1) < 0)
+				continue;
+			if (pf[1].revents)
+				return;
+			uffd_msg msg;
+			if (::read(*uffd, &msg, sizeof(msg)) != sizeof(msg) ||
+			    msg.event != UFFD_EVENT_PAGEFAULT)
+				continue;
+			uint64_t a = msg.arg.pagefault.address & ~(kPage - 1);
+			if (!io_all(fd, req.data(), kRequest, true) ||
+			    !io_all(fd, page.data(), kPage, false))
+				die("fetch for a fault");
+			if (uffd_copy(*uffd, a, page.data(), kPage, false, nullptr) < 0)
+				(void)uffd_wake(*uffd, a, kPage);
+		}
+	});
+	std::vector<uint64_t> order(pages);
+	std::iota(order.begin(), order.end(), 0);
+	std::shuffle(order.begin(), order.end(), std::mt19937_64(7));
+	std::vector<double> us;
+	us.reserve(count);
+	for (uint64_t i = 0; i < pages; i++) {
+		auto t0 = std::chrono::steady_clock::now();
+		*static_cast<volatile char *>(base + order[i] * kPage);
+		std::chrono::duration<double, std::micro> d = std::chrono::steady_clock::now() - t0;
+		if (i >= warmup)
+			us.push_back(d.count());
+	}
+	uint64_t one = 1;
+	(void)!::write(stop, &one, sizeof(one));
+	handler.join();
+	::close(stop);
+	::close(*uffd);
+	::munmap(m, pages * kPage);
+	print_percentiles("raw-uffd", "faults", std::move(us));
+}
+
 int client(const std::string &target, const std::string &bind_to, unsigned long count,
-           unsigned long warmup)
+           unsigned long warmup, bool uffd)
 {
 	size_t colon = target.rfind(':');
 	if (colon == std::string::npos)
@@ -132,6 +215,11 @@ int client(const std::string &target, const std::string &bind_to, unsigned long 
 	if (::connect(fd, reinterpret_cast<sockaddr *>(&to), sizeof(to)) != 0)
 		die("connect to " + target);
 	no_delay(fd);
+	if (uffd) {
+		uffd_faults(fd, count, warmup);
+		::close(fd);
+		return 0;
+	}
 	std::vector<char> req(kRequest, 'r'), page(kPage);
 	std::vector<double> us;
 	us.reserve(count);
@@ -145,9 +233,7 @@ int client(const std::string &target, const std::string &bind_to, unsigned long 
 			us.push_back(d.count());
 	}
 	::close(fd);
-	std::sort(us.begin(), us.end());
-	std::printf("raw: %lu round trips p50 %.1f us p99 %.1f us\n", count, us[us.size() / 2],
-	            us[us.size() * 99 / 100]);
+	print_percentiles("raw", "round trips", std::move(us));
 	return 0;
 }
 
@@ -157,8 +243,13 @@ int main(int argc, char **argv)
 {
 	std::string serve_port, target, bind_to;
 	unsigned long count = 2000, warmup = 100;
+	bool uffd = false;
 	for (int i = 1; i < argc; i++) {
 		std::string a = argv[i];
+		if (a == "--uffd") {
+			uffd = true;
+			continue;
+		}
 		if (i + 1 >= argc)
 			usage(a + " needs a value");
 		const char *v = argv[++i];
@@ -181,5 +272,5 @@ int main(int argc, char **argv)
 		return serve(number("--serve", serve_port.c_str()));
 	if (count == 0)
 		usage("--count must be at least 1");
-	return client(target, bind_to, count, warmup);
+	return client(target, bind_to, count, warmup, uffd);
 }
