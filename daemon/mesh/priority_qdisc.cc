@@ -14,6 +14,7 @@
 #include <netlink/route/qdisc/htb.h>
 
 #include <algorithm>
+#include <memory>
 
 #include "daemon/common/log.h"
 
@@ -78,33 +79,40 @@ int root_qdisc(nl_sock *sk, int ifindex, uint32_t *h, std::string *kind)
 	return 0;
 }
 
+// The root qdisc of `ifindex` with memfedd's handle, as delete_root and
+// add_htb_root address it.
+struct QdiscPut {
+	void operator()(rtnl_qdisc *q) const { rtnl_qdisc_put(q); }
+};
+using QdiscPtr = std::unique_ptr<rtnl_qdisc, QdiscPut>;
+
+QdiscPtr our_root(int ifindex)
+{
+	QdiscPtr q(rtnl_qdisc_alloc());
+	if (q) {
+		rtnl_tc_set_ifindex(TC_CAST(q.get()), ifindex);
+		rtnl_tc_set_parent(TC_CAST(q.get()), TC_H_ROOT);
+		rtnl_tc_set_handle(TC_CAST(q.get()), handle(0));
+	}
+	return q;
+}
+
 int delete_root(nl_sock *sk, int ifindex)
 {
-	rtnl_qdisc *q = rtnl_qdisc_alloc();
-	if (!q)
-		return -NLE_NOMEM;
-	rtnl_tc_set_ifindex(TC_CAST(q), ifindex);
-	rtnl_tc_set_parent(TC_CAST(q), TC_H_ROOT);
-	rtnl_tc_set_handle(TC_CAST(q), handle(0));
-	int err = rtnl_qdisc_delete(sk, q);
-	rtnl_qdisc_put(q);
-	return err;
+	QdiscPtr q = our_root(ifindex);
+	return q ? rtnl_qdisc_delete(sk, q.get()) : -NLE_NOMEM;
 }
 
 int add_htb_root(nl_sock *sk, int ifindex)
 {
-	rtnl_qdisc *q = rtnl_qdisc_alloc();
+	QdiscPtr q = our_root(ifindex);
 	if (!q)
 		return -NLE_NOMEM;
-	rtnl_tc_set_ifindex(TC_CAST(q), ifindex);
-	rtnl_tc_set_parent(TC_CAST(q), TC_H_ROOT);
-	rtnl_tc_set_handle(TC_CAST(q), handle(0));
-	int err = rtnl_tc_set_kind(TC_CAST(q), "htb");
+	int err = rtnl_tc_set_kind(TC_CAST(q.get()), "htb");
 	if (err == 0)
-		err = rtnl_htb_set_defcls(q, handle(0x40));
+		err = rtnl_htb_set_defcls(q.get(), handle(0x40));
 	if (err == 0)
-		err = rtnl_qdisc_add(sk, q, NLM_F_CREATE | NLM_F_EXCL);
-	rtnl_qdisc_put(q);
+		err = rtnl_qdisc_add(sk, q.get(), NLM_F_CREATE | NLM_F_EXCL);
 	return err;
 }
 
