@@ -32,7 +32,7 @@ for _ in $(seq 1 300); do
 	sleep 0.1
 done
 tids_after=$(tids)
-wait $prog || fail "the program failed after the restart: $(cat "$T/err")"
+wait $prog || fail "the program failed after the restart (exit $?; 128+N: signal N): $(cat "$T/err")"
 got=$(cat "$T/out")
 [ "$got" = "$want" ] || fail "hash after restart '$got', native '$want'"
 grep -q "reattached" "$T/err" || fail "the library did not report reattaching: $(cat "$T/err")"
@@ -68,7 +68,7 @@ while kill -0 $prog 2>/dev/null && [ $kills -lt 6 ]; do
 	sleep 0.2
 	start_pager a 8G
 done
-wait $prog || fail "the program failed after $kills restarts: $(cat "$T/err")"
+wait $prog || fail "the program failed after $kills restarts (exit $?; 128+N: signal N): $(cat "$T/err")"
 [ $kills -ge 2 ] || fail "the program finished before two kills; the test proves nothing"
 got=$(cat "$T/out")
 [ "$got" = "$want" ] || fail "hash after $kills restarts under eviction '$got', native '$want'"
