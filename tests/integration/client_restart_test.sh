@@ -17,7 +17,11 @@ wait_evicting a 2000
 # The program's threads (python's own one and libmemfed's monitor and
 # evictor), by tid.
 py=$(pgrep -n -f "^$PY $HASH_PY" || true)
-[ -n "$py" ] || fail "found no python3 under memfedctl run (pid $prog)"
+if [ -z "$py" ]; then
+	st=0
+	kill -0 $prog 2>/dev/null || wait $prog || st=$?
+	fail "found no python3 under memfedctl run (pid $prog; exit $st if it ended): $(cat "$T/err")"
+fi
 tids() { { ls "/proc/$py/task" 2>/dev/null || true; } | sort -n | paste -sd' '; }
 tids_before=$(tids)
 stop_daemon a KILL
@@ -68,6 +72,22 @@ while kill -0 $prog 2>/dev/null && [ $kills -lt 6 ]; do
 	sleep 0.2
 	start_pager a 8G
 done
+# Bounded: a program that hangs after a reattach is the failure this finds;
+# say where its threads wait and what the pager holds, then fail.
+for _ in $(seq 1 900); do
+	kill -0 $prog 2>/dev/null || break
+	sleep 0.1
+done
+if kill -0 $prog 2>/dev/null; then
+	for py in $(pgrep -f "^$PY $HASH_PY"); do
+		for t in /proc/$py/task/*; do
+			echo "# thread ${t##*/}: $(cat "$t/wchan" 2>/dev/null) $(head -c 300 "$t/stack" 2>/dev/null | tr '\n' ' ')"
+		done
+	done
+	ctl a -j stats 2>&1 | head -c 3000
+	echo
+	fail "the program hangs 90 s after the last of $kills restarts: $(cat "$T/err")"
+fi
 wait $prog || fail "the program failed after $kills restarts (exit $?; 128+N: signal N): $(cat "$T/err")"
 [ $kills -ge 2 ] || fail "the program finished before two kills; the test proves nothing"
 got=$(cat "$T/out")
