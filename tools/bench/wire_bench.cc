@@ -908,7 +908,7 @@ int main(int argc, char **argv)
 				printf("  on two vCPUs, pages/s >= 0.7x gives each side %.3f us "
 				       "per "
 				       "page; the busier\n  side's plaintext work and the cipher "
-				       "alone take %.3f: %s\n",
+				       "alone take %.3f:\n  %s\n",
 				       per_page, floor,
 				       floor > per_page
 				               ? "the target is out of reach at this cipher speed"
