@@ -3,8 +3,9 @@
 //
 // Built from the node's Ed25519 key and its TrustedPeers. It holds one
 // OpenSSL SSL_CTX: TLS 1.3 only, cipher suites TLS_AES_128_GCM_SHA256 then
-// TLS_AES_256_GCM_SHA384 (OpenSSL uses the CPU's AES-NI/VAES; AES-128-GCM
-// goes first: 1.4x the speed of AES-256 on 4 KiB here), key exchange
+// TLS_AES_256_GCM_SHA384 (OpenSSL uses the CPU's AES-NI and PCLMULQDQ;
+// its VAES path needs AVX-512, which these vCPUs lack; AES-128-GCM goes
+// first: 1.4x the speed of AES-256 on 4 KiB here), key exchange
 // X25519, signatures Ed25519, no session tickets, no resumption and no early
 // data (so no 0-RTT replay), and a self-signed X.509 certificate made in
 // memory from the node key (subject CN = the base64 public key).

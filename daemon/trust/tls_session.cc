@@ -401,6 +401,11 @@ Result<size_t> TlsSession::decrypt(uint8_t *dst, size_t cap)
 		return Status(Code::kInternal, "TLS session with " + peer_ + " is not established");
 	if (cap == 0)
 		return size_t{0};
+	// Nothing received and nothing buffered inside OpenSSL: SSL_read would
+	// only say so (want read) at the cost of a full call and
+	// SSL_get_error. Callers decrypt until 0, so this is once per receive.
+	if (in_.readable() == 0 && SSL_has_pending(ssl_) == 0)
+		return size_t{0};
 	size_t got = 0;
 	clear_errors_if_any();
 	int r = SSL_read_ex(ssl_, dst, cap, &got);

@@ -40,6 +40,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -76,6 +77,7 @@ struct Options {
 	int server_cpu = 0;
 	int client_cpu = 0;
 	bool pin = true;
+	bool realtime = false; // SCHED_FIFO: builds sharing the vCPUs cannot preempt
 	int repeat = 3;
 	int depth = 0; // 0: both 1 and 64
 	bool raw_only = false, memfed_only = false;
@@ -87,15 +89,27 @@ struct Options {
 
 struct Stats {
 	double p50_us = 0, p99_us = 0, pages_per_s = 0;
-	double cpu_us_per_page = 0; // this process: the client, and the server if a thread
+	double cpu_us_per_page = 0;    // this process: the client, and the server if a thread
+	double client_us_per_page = 0; // the client's thread alone
 	uint64_t n = 0;
 };
 
-double process_cpu_s()
+double cpu_s(clockid_t clock)
 {
 	timespec ts;
-	clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+	clock_gettime(clock, &ts);
 	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+double process_cpu_s()
+{
+	return cpu_s(CLOCK_PROCESS_CPUTIME_ID);
+}
+
+// The calling thread's CPU time.
+double thread_cpu_s()
+{
+	return cpu_s(CLOCK_THREAD_CPUTIME_ID);
 }
 
 void pin_self(const Options &o, int cpu)
@@ -109,11 +123,15 @@ void pin_self(const Options &o, int cpu)
 		fprintf(stderr, "warning: cannot pin to cpu %d\n", cpu);
 }
 
-// Latency samples in ns, preallocated.
+// Latency samples in ns, preallocated. Made and finished on the client's
+// thread.
 class Recorder
 {
 public:
-	Recorder() : cpu0_(process_cpu_s()) { ns_.reserve(20'000'000); }
+	Recorder() : cpu0_(process_cpu_s()), thread_cpu0_(thread_cpu_s())
+	{
+		ns_.reserve(20'000'000);
+	}
 	void add(Clock::duration d)
 	{
 		if (ns_.size() < ns_.capacity())
@@ -126,6 +144,7 @@ public:
 		s.n = ns_.size();
 		s.pages_per_s = pages / seconds;
 		s.cpu_us_per_page = pages ? (process_cpu_s() - cpu0_) * 1e6 / pages : 0;
+		s.client_us_per_page = pages ? (thread_cpu_s() - thread_cpu0_) * 1e6 / pages : 0;
 		if (ns_.empty())
 			return s;
 		auto pct = [&](double q) {
@@ -140,7 +159,7 @@ public:
 
 private:
 	std::vector<int64_t> ns_;
-	double cpu0_;
+	double cpu0_, thread_cpu0_;
 };
 
 void die(const char *what, int err)
@@ -607,6 +626,10 @@ void usage()
 	        "  --repeat N        runs per row; the run with the median pages/s is shown "
 	        "(default 3)\n"
 	        "  --no-pin          let the scheduler place the threads\n"
+	        "  --realtime        run every thread SCHED_FIFO (needs CAP_SYS_NICE): on a "
+	        "shared\n"
+	        "                    machine, other work then cannot preempt the pinned "
+	        "threads\n"
 	        "  --depth N         only this depth (1 or 64)\n"
 	        "  --only raw|memfed only one side (for profiling; no ratios)\n"
 	        "  --tls             memfed over TLS 1.3 against memfed plaintext (needs "
@@ -658,6 +681,8 @@ int main(int argc, char **argv)
 			o.key_file = next();
 		else if (a == "--trust")
 			o.trust_key = next();
+		else if (a == "--realtime")
+			o.realtime = true;
 		else if (a == "--no-pin")
 			o.pin = false;
 		else if (a == "--depth")
@@ -707,6 +732,16 @@ int main(int argc, char **argv)
 		o.target_tls = *ctx;
 	}
 	set_log_level(LogLevel::kWarn);
+	if (o.realtime) {
+		// Before any thread starts: they inherit the policy.
+		sched_param sp{};
+		sp.sched_priority = 10;
+		if (sched_setscheduler(0, SCHED_FIFO, &sp) != 0) {
+			fprintf(stderr, "memfed-bench-wire: --realtime: %s; running SCHED_OTHER\n",
+			        strerror(errno));
+			o.realtime = false;
+		}
+	}
 
 	std::unique_ptr<SelfServer> self, self_tls;
 	TlsPair tls;
@@ -731,6 +766,8 @@ int main(int argc, char **argv)
 	else if (o.pin)
 		placement = "server on vCPU " + std::to_string(o.server_cpu) + ", client on vCPU " +
 		            std::to_string(o.client_cpu);
+	if (o.realtime)
+		placement += " (SCHED_FIFO)";
 	printf("  target %s%s; threads: %s\n", endpoint.c_str(),
 	       o.self_serve ? " (in-process TcpServer)" : "", placement.c_str());
 	if (o.tls)
@@ -832,6 +869,15 @@ int main(int argc, char **argv)
 		       "twice\n"
 		       "  per page (the module encrypts, the client decrypts)\n",
 		       gcm);
+		if (one_cpu && mf[0].n) {
+			// On one vCPU a READ's latency is mostly both sides' CPU
+			// time for it, one after the other.
+			printf("  depth 1 on one vCPU: p50 <= 1.15x allows TLS %.1f us over "
+			       "plaintext (it adds %.1f);\n  it adds %.1f us of CPU per READ, of "
+			       "which the cipher on the page takes %.1f\n",
+			       raw[0].p50_us * 0.15, mf[0].p50_us - raw[0].p50_us,
+			       mf[0].cpu_us_per_page - raw[0].cpu_us_per_page, 2 * gcm);
+		}
 		if (one_cpu && mf[1].n) {
 			// pages/s >= 0.7x  <=>  TLS cpu/page <= plaintext's / 0.7.
 			double budget = raw[1].cpu_us_per_page * (1 / 0.7 - 1);
@@ -841,6 +887,33 @@ int main(int argc, char **argv)
 			       budget, mf[1].cpu_us_per_page - raw[1].cpu_us_per_page, 2 * gcm,
 			       2 * gcm > budget ? "the target is out of reach at this cipher speed"
 			                        : "within reach");
+		}
+		if (mf[1].n) {
+			// Each side's share (median runs): the client's thread,
+			// and the rest of the process (the module's thread).
+			double ps = raw[1].cpu_us_per_page - raw[1].client_us_per_page;
+			double pc = raw[1].client_us_per_page;
+			double ts = mf[1].cpu_us_per_page - mf[1].client_us_per_page;
+			double tc = mf[1].client_us_per_page;
+			printf("  depth 64, CPU per page of the module / the client: plaintext "
+			       "%.2f / %.2f us,\n  TLS %.2f / %.2f us\n",
+			       ps, pc, ts, tc);
+			if (o.pin && !one_cpu) {
+				// Each side on its own vCPU: pages/s >= 0.7x needs
+				// each to finish a page within 1 / (0.7 x plaintext's
+				// pages/s), and under TLS each does its plaintext
+				// work plus the cipher at least.
+				double per_page = 1e6 / (0.7 * raw[1].pages_per_s);
+				double floor = std::max(ps, pc) + gcm;
+				printf("  on two vCPUs, pages/s >= 0.7x gives each side %.3f us "
+				       "per "
+				       "page; the busier\n  side's plaintext work and the cipher "
+				       "alone take %.3f:\n  %s\n",
+				       per_page, floor,
+				       floor > per_page
+				               ? "the target is out of reach at this cipher speed"
+				               : "within reach");
+			}
 		}
 		double crc = crc_us_per_page(o);
 		printf("  crc32c of one 4 KiB page: %.3f us (checked once per page by the client;\n"
