@@ -21,6 +21,10 @@
 //          [--region-mb 64] [--faults 3000] [--cpu 0] [--repeat 3] [--prefetch N]
 //          [--budget PCT ...]   (rows to measure; default 100, 50 and 10)
 //          [--scan-only]        (only scans with prefetch, and limit (b): to profile)
+//          [--budget-mb N]      (one row, at a budget of N MiB, instead of --budget)
+//          [--peer-scan CMD --peer-name NAME]
+//                               (a peer's scan of the same pattern, run as CMD
+//                               after each memfed scan; CMD prints "GBPS <x>")
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <liburing.h>
@@ -71,6 +75,8 @@ struct Options {
 	int prefetch = 0;         // pager's prefetch window (--pager-prefetch); 0: its default
 	std::vector<int> budgets; // --budget PCT, repeatable; default 100, 50, 10
 	bool scan_only = false;   // --scan-only: scans with prefetch and limit (b), for profiling
+	uint64_t budget_mb = 0;   // --budget-mb: one row at this budget instead of percentages
+	std::string peer_scan, peer_name = "peer"; // --peer-scan CMD, --peer-name NAME
 };
 
 // Word 0 of page p: what the region holds there.
@@ -439,6 +445,12 @@ int main(int argc, char **argv)
 			o.budgets.push_back(std::clamp(std::stoi(next()), 1, 100));
 		else if (a == "--scan-only")
 			o.scan_only = true;
+		else if (a == "--budget-mb")
+			o.budget_mb = std::stoull(next());
+		else if (a == "--peer-scan")
+			o.peer_scan = next();
+		else if (a == "--peer-name")
+			o.peer_name = next();
 		else
 			die("unknown option " + a +
 			    " (see the comment at the top of pager_bench.cc)");
@@ -447,7 +459,9 @@ int main(int argc, char **argv)
 		die("usage: memfed-bench-pager --memfedd PATH --memfedctl PATH --work DIR "
 		    "[--region-mb 64] [--faults 3000] [--cpu 0] [--repeat 3] [--prefetch N] "
 		    "[--budget PCT ...] [--scan-only]");
-	if (o.budgets.empty())
+	if (o.budget_mb > 0)
+		o.budgets = {0}; // one row, at budget_mb
+	else if (o.budgets.empty())
 		o.budgets = {100, 50, 10};
 	const uint64_t pages = o.region_mb * 1024 * 1024 / kPage;
 	signal(SIGPIPE, SIG_IGN);
@@ -507,9 +521,9 @@ int main(int argc, char **argv)
 			die("writing the region failed");
 	}
 	std::vector<std::string> pargs = {
-	        o.memfedd,  "--roles",   "pager",  "--state-dir",  p,
-	        "--socket", p + "/sock", "--kmod", "off",          "--log-level",
-	        "warn",     "--peer",    ep,       "--pager-cpus", std::to_string(o.cpu),
+	        o.memfedd,    "--roles",       "pager",   "--state-dir",  p,
+	        "--socket",   p + "/sock",     "--kmod",  "off",          "--log-level",
+	        "warn",       "--peer",        ep,        "--pager-cpus", std::to_string(o.cpu),
 	        "--key-file", p + "/node.key", "--trust", m_pub};
 	if (o.prefetch > 0) {
 		pargs.push_back("--pager-prefetch");
@@ -544,7 +558,16 @@ int main(int argc, char **argv)
 		         [&](uint8_t *base) { g = scan(base, pages); });
 		return g;
 	};
-	std::vector<double> a50, a99, bgbs;
+	// A peer's scan of the same pattern (its own program): GB/s from the
+	// "GBPS <x>" line it prints.
+	auto peer_scan = [&]() {
+		std::string out = run(o.peer_scan);
+		size_t at = out.find("GBPS ");
+		if (at == std::string::npos)
+			die("--peer-scan printed no \"GBPS <x>\" line: " + out);
+		return std::stod(out.substr(at + 5));
+	};
+	std::vector<double> a50, a99, bgbs, peer_gbs, peer_ratio;
 	std::printf("\n%-8s %-9s %12s %12s %12s %10s %10s\n", "budget", "prefetch", "rand p50 us",
 	            "rand p99 us", "scan GB/s", "p50/(a)", "scan/(b)");
 	double rand100 = -1, scan10 = -1;
@@ -553,6 +576,8 @@ int main(int argc, char **argv)
 			if (o.scan_only && !pf)
 				continue;
 			uint64_t budget = pct == 100 ? 0 : pages * kPage * uint64_t(pct) / 100;
+			if (o.budget_mb > 0)
+				budget = o.budget_mb << 20;
 			std::vector<double> r50, r99, sg, ra, rb;
 			for (int r = 0; r < o.repeat; r++) {
 				if (!o.scan_only) {
@@ -581,14 +606,27 @@ int main(int argc, char **argv)
 				rb.push_back(g / lb);
 				if (!client.unmap(*mp))
 					die("unmap failed");
+				if (!o.peer_scan.empty()) {
+					double pg = peer_scan();
+					peer_gbs.push_back(pg);
+					peer_ratio.push_back(g / pg);
+					std::printf("  run %d: memfed %.3f GB/s, %s %.3f GB/s, "
+					            "ratio %.2f\n",
+					            r + 1, g, o.peer_name.c_str(), pg, g / pg);
+				}
 			}
 			double p50 = median(r50), g = median(sg), qa = median(ra), qb = median(rb);
 			if (pct == 100 && !pf)
 				rand100 = qa;
 			if (pct == 10 && pf)
 				scan10 = qb;
-			std::printf("%6d %% %-9s %12.1f %12.1f %12.3f %10.2f %10.2f\n", pct,
-			            pf ? "on" : "off", p50, median(r99), g, qa, qb);
+			if (o.budget_mb > 0)
+				std::printf("%4lu MiB %-9s %12.1f %12.1f %12.3f %10.2f %10.2f\n",
+				            (unsigned long)o.budget_mb, pf ? "on" : "off", p50,
+				            median(r99), g, qa, qb);
+			else
+				std::printf("%6d %% %-9s %12.1f %12.1f %12.3f %10.2f %10.2f\n", pct,
+				            pf ? "on" : "off", p50, median(r99), g, qa, qb);
 		}
 	}
 	std::printf("\nlimit (a) raw uffd miss + one io_uring 4 KiB fetch:   p50 %7.1f us  p99 "
@@ -597,6 +635,11 @@ int main(int argc, char **argv)
 	std::printf("limit (b) raw, 128 pages pipelined per miss, scan:    %7.3f GB/s     (median "
 	            "of %zu runs)\n",
 	            median(bgbs), bgbs.size());
+	if (!peer_gbs.empty())
+		std::printf("%s scan, run after each memfed scan:    %7.3f GB/s     (median of %zu "
+		            "runs); memfed/%s %.2f (median of the pairs' ratios)\n",
+		            o.peer_name.c_str(), median(peer_gbs), peer_gbs.size(),
+		            o.peer_name.c_str(), median(peer_ratio));
 	auto stats = client.call({{"op", kOpStats}});
 	if (stats) {
 		uint64_t faults = 0, prefetched = 0, hits = 0, evictions = 0;
