@@ -21,6 +21,8 @@
 //          [--region-mb 64] [--faults 3000] [--cpu 0] [--repeat 3] [--prefetch N]
 //          [--budget PCT ...]   (rows to measure; default 100, 50 and 10)
 //          [--scan-only]        (only scans with prefetch, and limit (b): to profile)
+//          [--module-cpu N]     (the module daemon and raw server on cpu N, as
+//                               on another node; default: --cpu)
 //          [--budget-mb N]      (one row, at a budget of N MiB, instead of --budget)
 //          [--peer-scan CMD --peer-name NAME]
 //                               (a peer's scan of the same pattern, run as CMD
@@ -71,6 +73,7 @@ struct Options {
 	uint64_t region_mb = 64;
 	int faults = 3000;
 	int cpu = 0;
+	int module_cpu = -1; // --module-cpu: the module daemon (and raw server) there; -1: cpu
 	int repeat = 3;
 	int prefetch = 0;         // pager's prefetch window (--pager-prefetch); 0: its default
 	std::vector<int> budgets; // --budget PCT, repeatable; default 100, 50, 10
@@ -404,6 +407,28 @@ double scan(const uint8_t *base, uint64_t pages)
 	return double(pages * kPage) / t / 1e9;
 }
 
+// CPU seconds (user + system) that process `pid` has used, from /proc.
+double cpu_s_of(pid_t pid)
+{
+	std::string path = "/proc/" + std::to_string(pid) + "/stat";
+	FILE *f = std::fopen(path.c_str(), "r");
+	if (f == nullptr)
+		return 0;
+	char buf[1024];
+	size_t n = std::fread(buf, 1, sizeof(buf) - 1, f);
+	std::fclose(f);
+	buf[n] = 0;
+	// Fields after the command (which may hold spaces): state is field 3,
+	// utime 14 and stime 15.
+	const char *p = std::strrchr(buf, ')');
+	unsigned long ut = 0, st = 0;
+	if (p == nullptr ||
+	    std::sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) !=
+	            2)
+		return 0;
+	return double(ut + st) / double(sysconf(_SC_CLK_TCK));
+}
+
 // NaN for no values (a row not measured).
 double median(std::vector<double> v)
 {
@@ -437,6 +462,8 @@ int main(int argc, char **argv)
 			o.faults = std::stoi(next());
 		else if (a == "--cpu")
 			o.cpu = std::stoi(next());
+		else if (a == "--module-cpu")
+			o.module_cpu = std::stoi(next());
 		else if (a == "--repeat")
 			o.repeat = std::max(1, std::stoi(next()));
 		else if (a == "--prefetch")
@@ -459,6 +486,8 @@ int main(int argc, char **argv)
 		die("usage: memfed-bench-pager --memfedd PATH --memfedctl PATH --work DIR "
 		    "[--region-mb 64] [--faults 3000] [--cpu 0] [--repeat 3] [--prefetch N] "
 		    "[--budget PCT ...] [--scan-only]");
+	if (o.module_cpu < 0)
+		o.module_cpu = o.cpu;
 	if (o.budget_mb > 0)
 		o.budgets = {0}; // one row, at budget_mb
 	else if (o.budgets.empty())
@@ -479,7 +508,7 @@ int main(int argc, char **argv)
 	uint16_t raw_port = ntohs(sa.sin_port);
 	pid_t srv = fork();
 	if (srv == 0) {
-		pin(o.cpu);
+		pin(o.module_cpu);
 		raw_server(lfd, pages);
 	}
 	close(lfd);
@@ -497,11 +526,12 @@ int main(int argc, char **argv)
 		return pub;
 	};
 	std::string m_pub = key_of(m), p_pub = key_of(p);
-	spawn({o.memfedd, "--roles", "module", "--state-dir", m, "--socket", m + "/sock",
-	       "--listen", "127.0.0.1:0", "--kmod", "off", "--log-level", "warn", "--pool-size",
-	       std::to_string(o.region_mb * 2 + 64) + "M", "--key-file", m + "/node.key", "--trust",
-	       p_pub},
-	      o.cpu, m + ".log");
+	pid_t mod_pid =
+	        spawn({o.memfedd, "--roles", "module", "--state-dir", m, "--socket", m + "/sock",
+	               "--listen", "127.0.0.1:0", "--kmod", "off", "--log-level", "warn",
+	               "--pool-size", std::to_string(o.region_mb * 2 + 64) + "M", "--key-file",
+	               m + "/node.key", "--trust", p_pub},
+	              o.module_cpu, m + ".log");
 	wait_daemon(o, m + "/sock", m + ".log");
 	std::string ctl_m = o.memfedctl + " --socket " + m + "/sock";
 	auto status = nlohmann::json::parse(run(ctl_m + " -j status"));
@@ -529,7 +559,7 @@ int main(int argc, char **argv)
 		pargs.push_back("--pager-prefetch");
 		pargs.push_back(std::to_string(o.prefetch));
 	}
-	spawn(pargs, o.cpu, p + ".log");
+	pid_t pager_pid = spawn(pargs, o.cpu, p + ".log");
 	wait_daemon(o, p + "/sock", p + ".log");
 
 	pin(o.cpu);
@@ -538,9 +568,16 @@ int main(int argc, char **argv)
 	if (!st)
 		die("attaching to the pager: " + st.to_string());
 
-	std::printf("memfed pager benchmark: region %lu MiB (%lu pages) over loopback TCP, "
-	            "everything on cpu %d, median of %d runs\n",
-	            (unsigned long)o.region_mb, (unsigned long)pages, o.cpu, o.repeat);
+	if (o.module_cpu == o.cpu)
+		std::printf("memfed pager benchmark: region %lu MiB (%lu pages) over loopback TCP, "
+		            "everything on cpu %d, median of %d runs\n",
+		            (unsigned long)o.region_mb, (unsigned long)pages, o.cpu, o.repeat);
+	else
+		std::printf("memfed pager benchmark: region %lu MiB (%lu pages) over loopback TCP, "
+		            "module (and raw server) on cpu %d, the rest on cpu %d, median of %d "
+		            "runs\n",
+		            (unsigned long)o.region_mb, (unsigned long)pages, o.module_cpu, o.cpu,
+		            o.repeat);
 
 	// The machine is shared and its speed drifts within seconds: each memfed
 	// measurement is paired with a limit measured just before it, and a
@@ -567,7 +604,7 @@ int main(int argc, char **argv)
 			die("--peer-scan printed no \"GBPS <x>\" line: " + out);
 		return std::stod(out.substr(at + 5));
 	};
-	std::vector<double> a50, a99, bgbs, peer_gbs, peer_ratio;
+	std::vector<double> a50, a99, bgbs, peer_gbs, peer_ratio, cpu_gb;
 	std::printf("\n%-8s %-9s %12s %12s %12s %10s %10s\n", "budget", "prefetch", "rand p50 us",
 	            "rand p99 us", "scan GB/s", "p50/(a)", "scan/(b)");
 	double rand100 = -1, scan10 = -1;
@@ -601,7 +638,15 @@ int main(int argc, char **argv)
 				auto mp = client.map("bench", 0, pages * kPage, budget, pf);
 				if (!mp)
 					die("map: " + mp.status().to_string());
+				// The CPU all of memfed spends on the scan (module,
+				// pager, this process faulting): per GB it does not
+				// depend on what else the machine runs.
+				double c0 = cpu_s_of(mod_pid) + cpu_s_of(pager_pid) +
+				            cpu_s_of(getpid());
 				double g = scan(mp->addr, pages);
+				double c1 = cpu_s_of(mod_pid) + cpu_s_of(pager_pid) +
+				            cpu_s_of(getpid());
+				cpu_gb.push_back((c1 - c0) / (double(pages * kPage) / 1e9));
 				sg.push_back(g);
 				rb.push_back(g / lb);
 				if (!client.unmap(*mp))
@@ -635,6 +680,9 @@ int main(int argc, char **argv)
 	std::printf("limit (b) raw, 128 pages pipelined per miss, scan:    %7.3f GB/s     (median "
 	            "of %zu runs)\n",
 	            median(bgbs), bgbs.size());
+	std::printf("memfed CPU per GB scanned (module + pager + faulting process):  %.2f s "
+	            "(median of %zu scans)\n",
+	            median(cpu_gb), cpu_gb.size());
 	if (!peer_gbs.empty())
 		std::printf("%s scan, run after each memfed scan:    %7.3f GB/s     (median of %zu "
 		            "runs); memfed/%s %.2f (median of the pairs' ratios)\n",
