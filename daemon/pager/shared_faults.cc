@@ -196,7 +196,13 @@ void PagerThread::shared_fetch_done(FetchOp *op, const Status &st)
 void PagerThread::shared_prefetch(Mapping *m, uint32_t idx)
 {
 	PrefetchPlan plan;
-	if (!plan_prefetch(m, idx, &plan))
+	SharedWindow &w = *m->window;
+	uint64_t budget;
+	{
+		MutexLock lk(&w.mu);
+		budget = w.budget_pages;
+	}
+	if (!plan_prefetch(m, idx, policy_.stream_window_max(budget, 0), &plan))
 		return;
 	// No tripwires here: a page filled into the memfd is mapped by the
 	// kernel without a fault, so streams advance on faults at in-flight
@@ -208,7 +214,6 @@ void PagerThread::shared_prefetch(Mapping *m, uint32_t idx)
 		m->streams.requested_until(plan.stream, plan.first);
 		return;
 	}
-	SharedWindow &w = *m->window;
 	constexpr size_t kMaxRuns = 16;
 	FetchRun runs[kMaxRuns];
 	FetchOp *ops[kMaxRuns];
