@@ -681,7 +681,7 @@ int main(int argc, char **argv)
 	            "of %zu runs)\n",
 	            median(bgbs), bgbs.size());
 	std::printf("memfed CPU per GB scanned (module + pager + faulting process):  %.2f s "
-	            "(median of %zu scans)\n",
+	            "(median of all %zu scans above, every row)\n",
 	            median(cpu_gb), cpu_gb.size());
 	if (!peer_gbs.empty())
 		std::printf("%s scan, run after each memfed scan:    %7.3f GB/s     (median of %zu "
