@@ -21,6 +21,8 @@
 //          [--region-mb 64] [--faults 3000] [--cpu 0] [--repeat 3] [--prefetch N]
 //          [--budget PCT ...]   (rows to measure; default 100, 50 and 10)
 //          [--scan-only]        (only scans with prefetch, and limit (b): to profile)
+//          [--cpu any]          (no pinning at all: the scheduler places every
+//                               thread, as it does a peer's)
 //          [--module-cpu N]     (the module daemon and raw server on cpu N, as
 //                               on another node; default: --cpu)
 //          [--budget-mb N]      (one row, at a budget of N MiB, instead of --budget)
@@ -97,8 +99,11 @@ void fill_pattern(uint8_t *buf, uint64_t first_page, uint64_t pages)
 	}
 }
 
+// cpu < 0 (--cpu any): no pinning, the scheduler places every thread.
 void pin(int cpu)
 {
+	if (cpu < 0)
+		return;
 	cpu_set_t set;
 	CPU_ZERO(&set);
 	CPU_SET(cpu, &set);
@@ -460,9 +465,10 @@ int main(int argc, char **argv)
 			o.region_mb = std::stoull(next());
 		else if (a == "--faults")
 			o.faults = std::stoi(next());
-		else if (a == "--cpu")
-			o.cpu = std::stoi(next());
-		else if (a == "--module-cpu")
+		else if (a == "--cpu") {
+			std::string v = next();
+			o.cpu = v == "any" ? -1 : std::stoi(v);
+		} else if (a == "--module-cpu")
 			o.module_cpu = std::stoi(next());
 		else if (a == "--repeat")
 			o.repeat = std::max(1, std::stoi(next()));
@@ -551,10 +557,13 @@ int main(int argc, char **argv)
 			die("writing the region failed");
 	}
 	std::vector<std::string> pargs = {
-	        o.memfedd,    "--roles",       "pager",   "--state-dir",  p,
-	        "--socket",   p + "/sock",     "--kmod",  "off",          "--log-level",
-	        "warn",       "--peer",        ep,        "--pager-cpus", std::to_string(o.cpu),
-	        "--key-file", p + "/node.key", "--trust", m_pub};
+	        o.memfedd,   "--roles",    "pager",         "--state-dir", p,      "--socket",
+	        p + "/sock", "--kmod",     "off",           "--log-level", "warn", "--peer",
+	        ep,          "--key-file", p + "/node.key", "--trust",     m_pub};
+	if (o.cpu >= 0) {
+		pargs.push_back("--pager-cpus");
+		pargs.push_back(std::to_string(o.cpu));
+	}
 	if (o.prefetch > 0) {
 		pargs.push_back("--pager-prefetch");
 		pargs.push_back(std::to_string(o.prefetch));
@@ -568,7 +577,11 @@ int main(int argc, char **argv)
 	if (!st)
 		die("attaching to the pager: " + st.to_string());
 
-	if (o.module_cpu == o.cpu)
+	if (o.cpu < 0)
+		std::printf("memfed pager benchmark: region %lu MiB (%lu pages) over loopback TCP, "
+		            "no pinning, median of %d runs\n",
+		            (unsigned long)o.region_mb, (unsigned long)pages, o.repeat);
+	else if (o.module_cpu == o.cpu)
 		std::printf("memfed pager benchmark: region %lu MiB (%lu pages) over loopback TCP, "
 		            "everything on cpu %d, median of %d runs\n",
 		            (unsigned long)o.region_mb, (unsigned long)pages, o.cpu, o.repeat);
