@@ -4,7 +4,7 @@
 # Usage: scripts/bench.sh [BUILD_DIR]; BENCH=swap runs scripts/bench_swap.sh alone,
 # BENCH=replication scripts/bench_replication.sh, BENCH=mesh scripts/bench_mesh.sh,
 # BENCH=qos scripts/bench_qos.sh, BENCH=car scripts/bench_car.sh,
-# BENCH=meshscale scripts/bench_meshscale.sh.
+# BENCH=meshscale scripts/bench_meshscale.sh, BENCH=stream scripts/bench_stream.sh.
 # Each section's table is kept as RESULTS/<section>.txt and drawn as
 # RESULTS/<section>.png (scripts/bench_plot.py); RESULTS is build/bench
 # beside BUILD_DIR unless MEMFED_BENCH_RESULTS names another directory.
@@ -16,7 +16,8 @@ mkdir -p "$RESULTS"
 RESULTS=$(cd "$RESULTS" && pwd)
 # BENCH=swap (make bench BENCH=swap): that section alone, other tables kept.
 if [ "${BENCH:-}" = swap ] || [ "${BENCH:-}" = replication ] || [ "${BENCH:-}" = mesh ] ||
-	[ "${BENCH:-}" = qos ] || [ "${BENCH:-}" = car ] || [ "${BENCH:-}" = meshscale ]; then
+	[ "${BENCH:-}" = qos ] || [ "${BENCH:-}" = car ] || [ "${BENCH:-}" = meshscale ] ||
+	[ "${BENCH:-}" = stream ]; then
 	bash "$(dirname "$0")/bench_$BENCH.sh" "$BUILD" "$RESULTS"
 	exec python3 "$(dirname "$0")/bench_plot.py" "$RESULTS"
 fi
@@ -99,6 +100,9 @@ if [ -x "$BIN/memfed_rdma_test" ]; then
 	"$(dirname "$0")/qemu/run.sh" --bin-dir "$BIN" --rdma-bench --timeout 400 | grep '^MEMFED-BENCH' |
 		sed 's/^MEMFED-BENCH //' | tee "$RESULTS/rdma-guest.txt"
 fi
+
+say "stream: a 1 GiB scan at a 64 MiB budget vs LLNL umap, a 256 MiB lazy load vs CRIU lazy-pages"
+bash "$(dirname "$0")/bench_stream.sh" "$BUILD" "$RESULTS"
 
 say "replication: K = 1, 2, 3 copies, a lost copy noticed and caught up, vs region copy"
 bash "$(dirname "$0")/bench_replication.sh" "$BUILD" "$RESULTS"

@@ -280,6 +280,46 @@ plot $t using 2:xtic(1) title "CPU of all 64 babelds at rest (%% of one vCPU)" l
     return True
 
 
+def stream_scan(text, png, title):
+    # "  run 1: memfed 0.512 GB/s, umap-64K 0.910 GB/s, ratio 0.56"; without
+    # a peer only the row "  64 MiB on   ...   0.512   ..." is there.
+    rows = [["run %s" % m.group(1), float(m.group(2)), float(m.group(4))]
+            for m in re.finditer(r"^  run (\d+): memfed ([\d.]+) GB/s, (\S+) ([\d.]+) GB/s", text, re.M)]
+    peer = re.search(r"^  run \d+: memfed [\d.]+ GB/s, (\S+)", text, re.M)
+    if not rows:
+        m = re.search(r"^ *\d+ MiB on +[\d.na]+ +[\d.na]+ +([\d.]+)", text, re.M)
+        if not m:
+            return False
+        rows = [["median", float(m.group(1)), 0]]
+    script = TERMINAL.format(h=600) + "set output '%s'\n" % png + BARS + block("t", rows) + """
+set title "%s"
+set ylabel "scan GB/s (one read per 4 KiB page)"
+plot $t using 2:xtic(1) title "memfed (pager + module over loopback TCP, TLS 1.3)" lc rgb "#225588", \\
+     '' using 3 title "%s" lc rgb "#bbbbbb"
+""" % (title, peer.group(1) + " on a tmpfs file" if peer else "umap: not built (skipped)")
+    gnuplot(script, png)
+    return True
+
+
+def stream_lazy(text, png, title):
+    # "memfed runs: 0.61 0.60" / "criu runs:   0.40 0.41" (or "skipped")
+    mf = re.search(r"^memfed runs: ([\d. ]+)$", text, re.M)
+    cr = re.search(r"^criu runs: +([\d. ]+|skipped)$", text, re.M)
+    if not mf or not cr:
+        return False
+    m = [float(x) for x in mf.group(1).split()]
+    c = [float(x) for x in cr.group(1).split()] if cr.group(1) != "skipped" else [0] * len(m)
+    rows = [["run %d" % (i + 1), m[i], c[i] if i < len(c) else 0] for i in range(len(m))]
+    script = TERMINAL.format(h=600) + "set output '%s'\n" % png + BARS + block("t", rows) + """
+set title "%s"
+set ylabel "seconds from start to checksum done"
+plot $t using 2:xtic(1) title "memfed: memfedctl run --map, pager + module over loopback TCP" lc rgb "#225588", \\
+     '' using 3 title "CRIU 4.2: restore --lazy-pages from its page server%s" lc rgb "#bbbbbb"
+""" % (title, "" if cr.group(1) != "skipped" else " (not built: skipped)")
+    gnuplot(script, png)
+    return True
+
+
 SECTIONS = [
     ("wire", wire, "Wire: 4 KiB READ, module and client on one vCPU (memfed vs raw io_uring)"),
     ("wire-2cpu", wire, "Wire: 4 KiB READ, module on vCPU 1, client on vCPU 0 (as on two nodes)"),
@@ -295,6 +335,8 @@ SECTIONS = [
     ("mesh-hops", mesh_hops, "Mesh: a 4 KiB demand fault at k hops vs raw TCP over the same hops"),
     ("mesh-qos", mesh_qos, "Mesh: demand-fault p99 over 3 shaped hops, idle and under a write-back storm"),
     ("mesh-scale", mesh_scale, "Mesh at 64 nodes (8 x 8 grid): babeld's CPU and convergence"),
+    ("stream-scan", stream_scan, "Streaming: a 1 GiB scan at a 64 MiB budget, memfed vs LLNL umap (64 KiB pages)"),
+    ("stream-lazy", stream_lazy, "Streaming: a 256 MiB lazy load plus checksum, memfed vs CRIU lazy-pages restore"),
     ("car", car, "Mobility: a car reading obstacle records from the lamp posts it drives past"),
 ]
 

@@ -35,4 +35,14 @@ uint64_t BudgetPolicy::eviction_want(uint64_t resident, uint64_t budget, bool pr
 	return resident > low ? resident - low : 0;
 }
 
+uint32_t BudgetPolicy::stream_window_max(uint64_t a, uint64_t b) const
+{
+	uint64_t w = std::min<uint64_t>(uint64_t{prefetch_window_} * 8, bulk_pages_ / 2);
+	if (a != 0)
+		w = std::min(w, a / 8);
+	if (b != 0)
+		w = std::min(w, b / 8);
+	return uint32_t(std::max<uint64_t>(w, prefetch_window_));
+}
+
 } // namespace memfed::pager

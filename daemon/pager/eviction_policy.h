@@ -21,7 +21,8 @@ class BudgetPolicy
 public:
 	explicit BudgetPolicy(const PagerConfig &cfg)
 	    : evict_headroom_(cfg.evict_headroom), evict_batch_(cfg.evict_batch),
-	      prefetch_window_(cfg.prefetch ? cfg.prefetch_window : 0)
+	      prefetch_window_(cfg.prefetch ? cfg.prefetch_window : 0),
+	      bulk_pages_(uint64_t{cfg.bulk_slots} * cfg.prefetch_chunk)
 	{
 	}
 	// Free pages kept under `budget` so faults and prefetch rarely wait for
@@ -35,9 +36,15 @@ public:
 	// high mark, or under `pressure` (prefetch held up by the budget), a
 	// round brings it down to the low mark, a round's worth below.
 	uint64_t eviction_want(uint64_t resident, uint64_t budget, bool pressure) const;
+	// The window a sequential stream may grow to under budgets `a` and `b`
+	// (0: unlimited): eight times the configured window, at most an eighth
+	// of the smaller budget and half the bulk buffers (room for a second
+	// stream), never less than the configured window.
+	uint32_t stream_window_max(uint64_t a, uint64_t b) const;
 
 private:
 	uint32_t evict_headroom_, evict_batch_, prefetch_window_;
+	uint64_t bulk_pages_;
 };
 
 // CLOCK with second chance over `pages`, from *hand, at most two turns,

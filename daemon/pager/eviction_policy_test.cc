@@ -58,6 +58,24 @@ TEST_CASE("budget: no eviction below the high mark, a round's worth down to the 
 	CHECK(BudgetPolicy(cfg).headroom(1024) == 128);
 }
 
+TEST_CASE("budget: a stream's window grows to 8x, within an eighth of the budget and half the bulk "
+          "buffers",
+          "[pager][policy]")
+{
+	PagerConfig cfg;
+	cfg.prefetch_window = 256;
+	cfg.prefetch_chunk = 256;
+	cfg.bulk_slots = 16; // 4096 pages of bulk buffers
+	BudgetPolicy b(cfg);
+	CHECK(b.stream_window_max(0, 0) == 2048);       // half the bulk buffers
+	CHECK(b.stream_window_max(16384, 0) == 2048);   // a 64 MiB budget
+	CHECK(b.stream_window_max(0, 8192) == 1024);    // an eighth of 32 MiB
+	CHECK(b.stream_window_max(16384, 4096) == 512); // the smaller budget
+	CHECK(b.stream_window_max(1638, 0) == 256);     // never below the window
+	cfg.bulk_slots = 64;
+	CHECK(BudgetPolicy(cfg).stream_window_max(0, 0) == 2048); // eight windows
+}
+
 TEST_CASE("CLOCK: referenced pages get a second chance, the hand moves on", "[pager][policy]")
 {
 	auto pages = resident(8);

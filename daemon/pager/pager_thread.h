@@ -201,7 +201,7 @@ private:
 	// Shows a fault at `idx` to the mapping's stream detector: true with
 	// `plan` filled when pages should be prefetched. Counts prefetch hits
 	// and drops what a recycled stream held for its tripwire.
-	bool plan_prefetch(Mapping *m, uint32_t idx, PrefetchPlan *plan);
+	bool plan_prefetch(Mapping *m, uint32_t idx, uint32_t max_window, PrefetchPlan *plan);
 	void prefetch(Mapping *m, uint32_t idx);
 	void install_zero(Mapping *m, uint32_t idx, bool write);
 	void install_held(Mapping *m, uint32_t idx, int stream, bool write);

@@ -30,8 +30,8 @@ void StreamDetector::requested_until(int stream, uint32_t next)
 		s.trip = kNoPage;
 }
 
-bool StreamDetector::on_fault(uint32_t idx, uint32_t npages, uint32_t window, PrefetchPlan *plan,
-                              uint64_t *hits, uint32_t *released)
+bool StreamDetector::on_fault(uint32_t idx, uint32_t npages, uint32_t window, uint32_t max_window,
+                              PrefetchPlan *plan, uint64_t *hits, uint32_t *released)
 {
 	*released = kNoPage;
 	clock_++;
@@ -64,7 +64,7 @@ bool StreamDetector::on_fault(uint32_t idx, uint32_t npages, uint32_t window, Pr
 			if (streams_[i].used < streams_[victim].used)
 				victim = i;
 		*released = streams_[victim].trip;
-		streams_[victim] = Stream{idx, 0, 0, idx + 1, idx + 1, kNoPage, clock_};
+		streams_[victim] = Stream{idx, 0, 0, idx + 1, idx + 1, kNoPage, 0, clock_};
 		return false;
 	}
 	Stream &s = streams_[match];
@@ -80,6 +80,8 @@ bool StreamDetector::on_fault(uint32_t idx, uint32_t npages, uint32_t window, Pr
 
 	// Ask for everything up to `window` strides ahead not requested yet,
 	// but not in dribbles: wait until a quarter of the window is free.
+	if (s.stride == 1)
+		window = std::max(window, s.win);
 	uint64_t end =
 	        uint64_t{idx} + uint64_t{s.stride} * (s.stride == 1 ? window : window / 4 + 1);
 	end = std::min<uint64_t>(end, npages);
@@ -99,6 +101,9 @@ bool StreamDetector::on_fault(uint32_t idx, uint32_t npages, uint32_t window, Pr
 		s.trip = plan->tripwire;
 	}
 	s.next = plan->first + count * s.stride;
+	if (s.stride == 1)
+		s.win = uint32_t(
+		        std::min<uint64_t>(std::max(window, max_window), uint64_t{window} * 2));
 	return true;
 }
 

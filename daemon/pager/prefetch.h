@@ -12,6 +12,13 @@
 // it the program would stall on a full fetch round trip at the end of every
 // window. Prefetch hits are the prefetched pages a stream has moved past.
 //
+// A sequential stream's window starts at `window` and doubles with every
+// request it makes, up to `max_window` (the caller bounds it by the budget
+// and the bulk buffers): a stream that goes on keeps several bulk reads in
+// flight, so the module sends the next run while the pager installs this
+// one, as CRIU's page server pushes 2 MiB chunks behind the faults; a short
+// run of sequential faults still fetches only a window ahead.
+//
 // Thread-safety: owned by the mapping's pager thread.
 #pragma once
 
@@ -91,9 +98,11 @@ public:
 	// `npages`. Returns true with `plan` filled when pages should be
 	// prefetched; adds newly passed prefetched pages to *hits. If a stream
 	// slot is recycled while it still had a tripwire page, *released gets
-	// that page (the caller drops its held data); else kNoPage.
-	bool on_fault(uint32_t idx, uint32_t npages, uint32_t window, PrefetchPlan *plan,
-	              uint64_t *hits, uint32_t *released);
+	// that page (the caller drops its held data); else kNoPage. A
+	// sequential stream's window grows from `window` to `max_window`
+	// (taken as `window` when smaller).
+	bool on_fault(uint32_t idx, uint32_t npages, uint32_t window, uint32_t max_window,
+	              PrefetchPlan *plan, uint64_t *hits, uint32_t *released);
 	// The tripwire page of `stream`, or kNoPage.
 	uint32_t tripwire(int stream) const { return streams_[stream].trip; }
 	// Forgets the tripwire of `stream` (its page was installed or dropped).
@@ -115,6 +124,7 @@ private:
 		uint32_t next = 0;       // first page not requested yet
 		uint32_t hit_mark = 0;   // first prefetched page not counted as a hit
 		uint32_t trip = kNoPage;
+		uint32_t win = 0;  // a sequential stream's window now; 0: not grown yet
 		uint64_t used = 0; // for recycling the least recently used slot
 	};
 	std::array<Stream, kStreams> streams_{};

@@ -4,6 +4,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <vector>
 
 using namespace memfed::pager;
@@ -39,9 +40,9 @@ TEST_CASE("a sequential stream is found on its third fault and asks for a window
 	PrefetchPlan plan;
 	uint64_t hits = 0;
 	uint32_t released = kNoPage;
-	CHECK_FALSE(d.on_fault(10, 1000, 64, &plan, &hits, &released));
-	CHECK_FALSE(d.on_fault(11, 1000, 64, &plan, &hits, &released));
-	REQUIRE(d.on_fault(12, 1000, 64, &plan, &hits, &released));
+	CHECK_FALSE(d.on_fault(10, 1000, 64, 64, &plan, &hits, &released));
+	CHECK_FALSE(d.on_fault(11, 1000, 64, 64, &plan, &hits, &released));
+	REQUIRE(d.on_fault(12, 1000, 64, 64, &plan, &hits, &released));
 	CHECK(plan.stride == 1);
 	CHECK(plan.first == 13);
 	CHECK(plan.count > 0);
@@ -53,6 +54,41 @@ TEST_CASE("a sequential stream is found on its third fault and asks for a window
 	CHECK_FALSE(d.ahead_of_stream(5));
 }
 
+TEST_CASE("a sequential stream's window doubles with each request, up to its maximum",
+          "[pager][policy]")
+{
+	StreamDetector d;
+	PrefetchPlan plan;
+	uint64_t hits = 0;
+	uint32_t released = kNoPage;
+	CHECK_FALSE(d.on_fault(0, 100000, 64, 256, &plan, &hits, &released));
+	CHECK_FALSE(d.on_fault(1, 100000, 64, 256, &plan, &hits, &released));
+	REQUIRE(d.on_fault(2, 100000, 64, 256, &plan, &hits, &released));
+	CHECK(plan.first + plan.count == 2 + 64); // the first request: one window
+	// The program follows the stream: each request reaches further ahead
+	// of the fault that makes it, 128 then 256 pages, and no further.
+	std::vector<uint32_t> reach;
+	for (uint32_t p = 3; p < 4000; p++) {
+		PrefetchPlan next;
+		if (d.on_fault(p, 100000, 64, 256, &next, &hits, &released)) {
+			CHECK(next.first == plan.first + plan.count); // no gap, no overlap
+			reach.push_back(next.first + next.count - p);
+			plan = next;
+		}
+	}
+	REQUIRE(reach.size() >= 4);
+	CHECK(reach[0] == 128);
+	CHECK(reach[1] == 256);
+	CHECK(*std::max_element(reach.begin(), reach.end()) == 256);
+	// A strided stream keeps its window.
+	StreamDetector s;
+	bool go = false;
+	for (uint32_t p = 0; p < 40 && !go; p += 4)
+		go = s.on_fault(p, 100000, 32, 256, &plan, &hits, &released);
+	REQUIRE(go);
+	CHECK(plan.count <= 32 / 4 + 1);
+}
+
 TEST_CASE("a strided stream asks for every stride-th page", "[pager][policy]")
 {
 	StreamDetector d;
@@ -61,7 +97,7 @@ TEST_CASE("a strided stream asks for every stride-th page", "[pager][policy]")
 	uint32_t released = kNoPage;
 	bool go = false;
 	for (uint32_t p = 0; p < 4 * 5 && !go; p += 5)
-		go = d.on_fault(p, 1000, 32, &plan, &hits, &released);
+		go = d.on_fault(p, 1000, 32, 32, &plan, &hits, &released);
 	REQUIRE(go);
 	CHECK(plan.stride == 5);
 	CHECK(plan.first % 5 == 0);

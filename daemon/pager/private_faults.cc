@@ -156,11 +156,12 @@ bool PagerThread::issue_fetch(Mapping *m, uint32_t idx, bool write, uint64_t t0)
 	return true;
 }
 
-bool PagerThread::plan_prefetch(Mapping *m, uint32_t idx, PrefetchPlan *plan)
+bool PagerThread::plan_prefetch(Mapping *m, uint32_t idx, uint32_t max_window, PrefetchPlan *plan)
 {
 	uint64_t hits = 0;
 	uint32_t released = kNoPage;
-	bool go = m->streams.on_fault(idx, m->npages, cfg_.prefetch_window, plan, &hits, &released);
+	bool go = m->streams.on_fault(idx, m->npages, cfg_.prefetch_window, max_window, plan, &hits,
+	                              &released);
 	m->stats.prefetch_hits += hits;
 	if (released != kNoPage)
 		drop_held(m, released);
@@ -170,9 +171,10 @@ bool PagerThread::plan_prefetch(Mapping *m, uint32_t idx, PrefetchPlan *plan)
 void PagerThread::prefetch(Mapping *m, uint32_t idx)
 {
 	PrefetchPlan plan;
-	if (!plan_prefetch(m, idx, &plan))
-		return;
 	Process *p = m->proc;
+	if (!plan_prefetch(m, idx, policy_.stream_window_max(m->budget_pages, p->budget_pages),
+	                   &plan))
+		return;
 	ChannelSlot *cs = m->chan;
 	if (cs->broken || !cs->channel) {
 		m->streams.requested_until(plan.stream, plan.first);

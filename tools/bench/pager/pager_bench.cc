@@ -21,6 +21,14 @@
 //          [--region-mb 64] [--faults 3000] [--cpu 0] [--repeat 3] [--prefetch N]
 //          [--budget PCT ...]   (rows to measure; default 100, 50 and 10)
 //          [--scan-only]        (only scans with prefetch, and limit (b): to profile)
+//          [--cpu any]          (no pinning at all: the scheduler places every
+//                               thread, as it does a peer's)
+//          [--module-cpu N]     (the module daemon and raw server on cpu N, as
+//                               on another node; default: --cpu)
+//          [--budget-mb N]      (one row, at a budget of N MiB, instead of --budget)
+//          [--peer-scan CMD --peer-name NAME]
+//                               (a peer's scan of the same pattern, run as CMD
+//                               after each memfed scan; CMD prints "GBPS <x>")
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <liburing.h>
@@ -67,10 +75,13 @@ struct Options {
 	uint64_t region_mb = 64;
 	int faults = 3000;
 	int cpu = 0;
+	int module_cpu = -1; // --module-cpu: the module daemon (and raw server) there; -1: cpu
 	int repeat = 3;
 	int prefetch = 0;         // pager's prefetch window (--pager-prefetch); 0: its default
 	std::vector<int> budgets; // --budget PCT, repeatable; default 100, 50, 10
 	bool scan_only = false;   // --scan-only: scans with prefetch and limit (b), for profiling
+	uint64_t budget_mb = 0;   // --budget-mb: one row at this budget instead of percentages
+	std::string peer_scan, peer_name = "peer"; // --peer-scan CMD, --peer-name NAME
 };
 
 // Word 0 of page p: what the region holds there.
@@ -88,8 +99,11 @@ void fill_pattern(uint8_t *buf, uint64_t first_page, uint64_t pages)
 	}
 }
 
+// cpu < 0 (--cpu any): no pinning, the scheduler places every thread.
 void pin(int cpu)
 {
+	if (cpu < 0)
+		return;
 	cpu_set_t set;
 	CPU_ZERO(&set);
 	CPU_SET(cpu, &set);
@@ -398,6 +412,28 @@ double scan(const uint8_t *base, uint64_t pages)
 	return double(pages * kPage) / t / 1e9;
 }
 
+// CPU seconds (user + system) that process `pid` has used, from /proc.
+double cpu_s_of(pid_t pid)
+{
+	std::string path = "/proc/" + std::to_string(pid) + "/stat";
+	FILE *f = std::fopen(path.c_str(), "r");
+	if (f == nullptr)
+		return 0;
+	char buf[1024];
+	size_t n = std::fread(buf, 1, sizeof(buf) - 1, f);
+	std::fclose(f);
+	buf[n] = 0;
+	// Fields after the command (which may hold spaces): state is field 3,
+	// utime 14 and stime 15.
+	const char *p = std::strrchr(buf, ')');
+	unsigned long ut = 0, st = 0;
+	if (p == nullptr ||
+	    std::sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) !=
+	            2)
+		return 0;
+	return double(ut + st) / double(sysconf(_SC_CLK_TCK));
+}
+
 // NaN for no values (a row not measured).
 double median(std::vector<double> v)
 {
@@ -429,8 +465,11 @@ int main(int argc, char **argv)
 			o.region_mb = std::stoull(next());
 		else if (a == "--faults")
 			o.faults = std::stoi(next());
-		else if (a == "--cpu")
-			o.cpu = std::stoi(next());
+		else if (a == "--cpu") {
+			std::string v = next();
+			o.cpu = v == "any" ? -1 : std::stoi(v);
+		} else if (a == "--module-cpu")
+			o.module_cpu = std::stoi(next());
 		else if (a == "--repeat")
 			o.repeat = std::max(1, std::stoi(next()));
 		else if (a == "--prefetch")
@@ -439,6 +478,12 @@ int main(int argc, char **argv)
 			o.budgets.push_back(std::clamp(std::stoi(next()), 1, 100));
 		else if (a == "--scan-only")
 			o.scan_only = true;
+		else if (a == "--budget-mb")
+			o.budget_mb = std::stoull(next());
+		else if (a == "--peer-scan")
+			o.peer_scan = next();
+		else if (a == "--peer-name")
+			o.peer_name = next();
 		else
 			die("unknown option " + a +
 			    " (see the comment at the top of pager_bench.cc)");
@@ -447,7 +492,11 @@ int main(int argc, char **argv)
 		die("usage: memfed-bench-pager --memfedd PATH --memfedctl PATH --work DIR "
 		    "[--region-mb 64] [--faults 3000] [--cpu 0] [--repeat 3] [--prefetch N] "
 		    "[--budget PCT ...] [--scan-only]");
-	if (o.budgets.empty())
+	if (o.module_cpu < 0)
+		o.module_cpu = o.cpu;
+	if (o.budget_mb > 0)
+		o.budgets = {0}; // one row, at budget_mb
+	else if (o.budgets.empty())
 		o.budgets = {100, 50, 10};
 	const uint64_t pages = o.region_mb * 1024 * 1024 / kPage;
 	signal(SIGPIPE, SIG_IGN);
@@ -465,7 +514,7 @@ int main(int argc, char **argv)
 	uint16_t raw_port = ntohs(sa.sin_port);
 	pid_t srv = fork();
 	if (srv == 0) {
-		pin(o.cpu);
+		pin(o.module_cpu);
 		raw_server(lfd, pages);
 	}
 	close(lfd);
@@ -483,11 +532,12 @@ int main(int argc, char **argv)
 		return pub;
 	};
 	std::string m_pub = key_of(m), p_pub = key_of(p);
-	spawn({o.memfedd, "--roles", "module", "--state-dir", m, "--socket", m + "/sock",
-	       "--listen", "127.0.0.1:0", "--kmod", "off", "--log-level", "warn", "--pool-size",
-	       std::to_string(o.region_mb * 2 + 64) + "M", "--key-file", m + "/node.key", "--trust",
-	       p_pub},
-	      o.cpu, m + ".log");
+	pid_t mod_pid =
+	        spawn({o.memfedd, "--roles", "module", "--state-dir", m, "--socket", m + "/sock",
+	               "--listen", "127.0.0.1:0", "--kmod", "off", "--log-level", "warn",
+	               "--pool-size", std::to_string(o.region_mb * 2 + 64) + "M", "--key-file",
+	               m + "/node.key", "--trust", p_pub},
+	              o.module_cpu, m + ".log");
 	wait_daemon(o, m + "/sock", m + ".log");
 	std::string ctl_m = o.memfedctl + " --socket " + m + "/sock";
 	auto status = nlohmann::json::parse(run(ctl_m + " -j status"));
@@ -507,15 +557,18 @@ int main(int argc, char **argv)
 			die("writing the region failed");
 	}
 	std::vector<std::string> pargs = {
-	        o.memfedd,  "--roles",   "pager",  "--state-dir",  p,
-	        "--socket", p + "/sock", "--kmod", "off",          "--log-level",
-	        "warn",     "--peer",    ep,       "--pager-cpus", std::to_string(o.cpu),
-	        "--key-file", p + "/node.key", "--trust", m_pub};
+	        o.memfedd,   "--roles",    "pager",         "--state-dir", p,      "--socket",
+	        p + "/sock", "--kmod",     "off",           "--log-level", "warn", "--peer",
+	        ep,          "--key-file", p + "/node.key", "--trust",     m_pub};
+	if (o.cpu >= 0) {
+		pargs.push_back("--pager-cpus");
+		pargs.push_back(std::to_string(o.cpu));
+	}
 	if (o.prefetch > 0) {
 		pargs.push_back("--pager-prefetch");
 		pargs.push_back(std::to_string(o.prefetch));
 	}
-	spawn(pargs, o.cpu, p + ".log");
+	pid_t pager_pid = spawn(pargs, o.cpu, p + ".log");
 	wait_daemon(o, p + "/sock", p + ".log");
 
 	pin(o.cpu);
@@ -524,9 +577,20 @@ int main(int argc, char **argv)
 	if (!st)
 		die("attaching to the pager: " + st.to_string());
 
-	std::printf("memfed pager benchmark: region %lu MiB (%lu pages) over loopback TCP, "
-	            "everything on cpu %d, median of %d runs\n",
-	            (unsigned long)o.region_mb, (unsigned long)pages, o.cpu, o.repeat);
+	if (o.cpu < 0)
+		std::printf("memfed pager benchmark: region %lu MiB (%lu pages) over loopback TCP, "
+		            "no pinning, median of %d runs\n",
+		            (unsigned long)o.region_mb, (unsigned long)pages, o.repeat);
+	else if (o.module_cpu == o.cpu)
+		std::printf("memfed pager benchmark: region %lu MiB (%lu pages) over loopback TCP, "
+		            "everything on cpu %d, median of %d runs\n",
+		            (unsigned long)o.region_mb, (unsigned long)pages, o.cpu, o.repeat);
+	else
+		std::printf("memfed pager benchmark: region %lu MiB (%lu pages) over loopback TCP, "
+		            "module (and raw server) on cpu %d, the rest on cpu %d, median of %d "
+		            "runs\n",
+		            (unsigned long)o.region_mb, (unsigned long)pages, o.module_cpu, o.cpu,
+		            o.repeat);
 
 	// The machine is shared and its speed drifts within seconds: each memfed
 	// measurement is paired with a limit measured just before it, and a
@@ -544,7 +608,16 @@ int main(int argc, char **argv)
 		         [&](uint8_t *base) { g = scan(base, pages); });
 		return g;
 	};
-	std::vector<double> a50, a99, bgbs;
+	// A peer's scan of the same pattern (its own program): GB/s from the
+	// "GBPS <x>" line it prints.
+	auto peer_scan = [&]() {
+		std::string out = run(o.peer_scan);
+		size_t at = out.find("GBPS ");
+		if (at == std::string::npos)
+			die("--peer-scan printed no \"GBPS <x>\" line: " + out);
+		return std::stod(out.substr(at + 5));
+	};
+	std::vector<double> a50, a99, bgbs, peer_gbs, peer_ratio, cpu_gb;
 	std::printf("\n%-8s %-9s %12s %12s %12s %10s %10s\n", "budget", "prefetch", "rand p50 us",
 	            "rand p99 us", "scan GB/s", "p50/(a)", "scan/(b)");
 	double rand100 = -1, scan10 = -1;
@@ -553,6 +626,8 @@ int main(int argc, char **argv)
 			if (o.scan_only && !pf)
 				continue;
 			uint64_t budget = pct == 100 ? 0 : pages * kPage * uint64_t(pct) / 100;
+			if (o.budget_mb > 0)
+				budget = o.budget_mb << 20;
 			std::vector<double> r50, r99, sg, ra, rb;
 			for (int r = 0; r < o.repeat; r++) {
 				if (!o.scan_only) {
@@ -576,19 +651,40 @@ int main(int argc, char **argv)
 				auto mp = client.map("bench", 0, pages * kPage, budget, pf);
 				if (!mp)
 					die("map: " + mp.status().to_string());
+				// The CPU all of memfed spends on the scan (module,
+				// pager, this process faulting): per GB it does not
+				// depend on what else the machine runs.
+				double c0 = cpu_s_of(mod_pid) + cpu_s_of(pager_pid) +
+				            cpu_s_of(getpid());
 				double g = scan(mp->addr, pages);
+				double c1 = cpu_s_of(mod_pid) + cpu_s_of(pager_pid) +
+				            cpu_s_of(getpid());
+				cpu_gb.push_back((c1 - c0) / (double(pages * kPage) / 1e9));
 				sg.push_back(g);
 				rb.push_back(g / lb);
 				if (!client.unmap(*mp))
 					die("unmap failed");
+				if (!o.peer_scan.empty()) {
+					double pg = peer_scan();
+					peer_gbs.push_back(pg);
+					peer_ratio.push_back(g / pg);
+					std::printf("  run %d: memfed %.3f GB/s, %s %.3f GB/s, "
+					            "ratio %.2f\n",
+					            r + 1, g, o.peer_name.c_str(), pg, g / pg);
+				}
 			}
 			double p50 = median(r50), g = median(sg), qa = median(ra), qb = median(rb);
 			if (pct == 100 && !pf)
 				rand100 = qa;
 			if (pct == 10 && pf)
 				scan10 = qb;
-			std::printf("%6d %% %-9s %12.1f %12.1f %12.3f %10.2f %10.2f\n", pct,
-			            pf ? "on" : "off", p50, median(r99), g, qa, qb);
+			if (o.budget_mb > 0)
+				std::printf("%4lu MiB %-9s %12.1f %12.1f %12.3f %10.2f %10.2f\n",
+				            (unsigned long)o.budget_mb, pf ? "on" : "off", p50,
+				            median(r99), g, qa, qb);
+			else
+				std::printf("%6d %% %-9s %12.1f %12.1f %12.3f %10.2f %10.2f\n", pct,
+				            pf ? "on" : "off", p50, median(r99), g, qa, qb);
 		}
 	}
 	std::printf("\nlimit (a) raw uffd miss + one io_uring 4 KiB fetch:   p50 %7.1f us  p99 "
@@ -597,6 +693,14 @@ int main(int argc, char **argv)
 	std::printf("limit (b) raw, 128 pages pipelined per miss, scan:    %7.3f GB/s     (median "
 	            "of %zu runs)\n",
 	            median(bgbs), bgbs.size());
+	std::printf("memfed CPU per GB scanned (module + pager + faulting process):  %.2f s "
+	            "(median of all %zu scans above, every row)\n",
+	            median(cpu_gb), cpu_gb.size());
+	if (!peer_gbs.empty())
+		std::printf("%s scan, run after each memfed scan:    %7.3f GB/s     (median of %zu "
+		            "runs); memfed/%s %.2f (median of the pairs' ratios)\n",
+		            o.peer_name.c_str(), median(peer_gbs), peer_gbs.size(),
+		            o.peer_name.c_str(), median(peer_ratio));
 	auto stats = client.call({{"op", kOpStats}});
 	if (stats) {
 		uint64_t faults = 0, prefetched = 0, hits = 0, evictions = 0;
