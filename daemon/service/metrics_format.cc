@@ -292,9 +292,10 @@ std::string format_metrics(const json &stats, const json &modules)
 	if (stats.contains("pager") && stats["pager"].is_object())
 		pager_metrics(t, stats["pager"]);
 	module_metrics(t, modules.is_array() ? modules : json::array());
-	if (stats.contains("module") && stats["module"].is_object())
+	if (stats.contains("module") && stats["module"].is_object()) {
 		refusal_metrics(t, stats["module"]);
-	session_metrics(t, stats["module"]);
+		session_metrics(t, stats["module"]);
+	}
 	if (stats.contains("rdma") && stats["rdma"].is_object())
 		rdma_metrics(t, stats["rdma"]);
 	return t.text();

@@ -218,7 +218,8 @@ void TcpChannel::send_write(wire::Header &h, std::span<const uint8_t> prefix, co
 	// The sequence, then the type's own prefix; the pages follow from src.
 	uint8_t p[wire::kSequenceSize + wire::kVersionedWriteSize];
 	wire::encode_sequence({session_->id(), seq != 0 ? seq : session_->next_seq()}, p);
-	std::memcpy(p + wire::kSequenceSize, prefix.data(), prefix.size());
+	if (!prefix.empty())
+		std::memcpy(p + wire::kSequenceSize, prefix.data(), prefix.size());
 	h.flags = wire::kFlagSequenced | (retry ? wire::kFlagRetry : 0);
 	enqueue(h, {p, wire::kSequenceSize + prefix.size()}, src, nullptr, done);
 }
