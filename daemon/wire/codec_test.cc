@@ -715,6 +715,8 @@ TEST_CASE("sequenced writes: the sequence prefix is counted, split off and check
           "[wire]")
 {
 	Header w = read_request(1);
+	w.magic = kWireMagic;
+	w.version = kWireVersion;
 	w.type = uint8_t(MsgType::kWrite);
 	w.flags = kFlagSequenced | kFlagRetry;
 	w.payload_len = kSequenceSize + kPageSize;
@@ -754,8 +756,10 @@ TEST_CASE("sequenced writes: the sequence prefix is counted, split off and check
 	r.flags = kFlagRetry;
 	r.payload_len = kPageSize;
 	CHECK(contains(validate_fields(r).message(), "without flag sequenced"));
-	Header rd = read_request(1);
+	Header rd = w;
+	rd.type = uint8_t(MsgType::kRead);
 	rd.flags = kFlagSequenced;
+	rd.payload_len = 0;
 	CHECK(contains(validate_fields(rd).message(), "flag sequenced on a READ request"));
 	Header resp = w;
 	resp.flags = kFlagResponse | kFlagSequenced;
