@@ -820,11 +820,23 @@ void RdmaChannel::post_write(const Write &w)
 	s = WriteSlot{true, w, next_write_id_++, std::chrono::steady_clock::now()};
 	wbusy_++;
 	uint8_t *b = write_base(j);
-	size_t prefix = w.versioned ? wire::kVersionedWriteSize : 0;
-	if (w.versioned)
-		wire::encode_versioned_write(w.prefix, b + wire::kHeaderSize);
-	std::memcpy(b + wire::kHeaderSize + prefix, w.src, size_t{w.count} * kPageSize);
 	wire::Header h{};
+	// Numbered in the TCP channel's write session, as its own writes are:
+	// a re-issue over TCP is then a retry the module recognises
+	// (session_cache.h), and a SEND still queued on the module when the
+	// TLS connection is lost is refused once the session has moved on.
+	size_t prefix = 0;
+	if (RequestSession *session = tcp_->session()) {
+		s.w.seq = session->next_seq();
+		wire::encode_sequence({session->id(), s.w.seq}, b + wire::kHeaderSize);
+		h.flags = wire::kFlagSequenced;
+		prefix += wire::kSequenceSize;
+	}
+	if (w.versioned) {
+		wire::encode_versioned_write(w.prefix, b + wire::kHeaderSize + prefix);
+		prefix += wire::kVersionedWriteSize;
+	}
+	std::memcpy(b + wire::kHeaderSize + prefix, w.src, size_t{w.count} * kPageSize);
 	h.version = peer().version;
 	h.type = uint8_t(w.versioned ? wire::MsgType::kWriteVersioned : wire::MsgType::kWrite);
 	h.tclass = uint8_t(w.tc);
@@ -900,11 +912,16 @@ void RdmaChannel::write_over_tcp(const Write &w, bool repair)
 	free_tcp_writes_.pop_back();
 	t->done = w.done;
 	tcp_writes_++;
-	if (!w.versioned)
-		return tcp_->write_pages(w.tc, w.region_id, w.fa, w.count, w.src, t);
 	wire::WireVersionedWrite prefix = w.prefix;
 	if (repair)
 		prefix.flags |= wire::kVersionedRepair;
+	if (w.seq != 0)
+		// Sent over RDMA, unanswered: the same write again, which the
+		// module applies only if the SEND never was.
+		return tcp_->retry_write(w.seq, w.tc, w.region_id, w.fa, w.count,
+		                         w.versioned ? &prefix : nullptr, w.src, t);
+	if (!w.versioned)
+		return tcp_->write_pages(w.tc, w.region_id, w.fa, w.count, w.src, t);
 	tcp_->write_versioned(w.tc, w.region_id, w.fa, w.count, prefix, w.src, t);
 }
 

@@ -80,14 +80,21 @@
 // kVersionedRepair: if the lost attempt was applied, the copy (same version,
 // same bytes) is applied again and counts as applied instead of looking
 // like a newer version's win; a strictly newer version still stands.
-// Named limits: ordering holds per channel (writes of one page from two
-// nodes were never ordered); a control call() or a read over TCP is not held
-// back behind writes in flight over RDMA (reads over RDMA never were
-// ordered against writes over TCP either); when the TLS connection itself
-// is lost, the writes fail back to the caller (kUnavailable) and no fence
-// can be sent, so a message still in the module's completion queue could in
-// principle be applied after the caller's retry on a new connection (the
-// window is the new connection's TLS handshake).
+//
+// Sequenced (wire version 5). When the TLS channel carries a write session
+// (TcpChannel::Options::session), every write SENT over RDMA is numbered in
+// it, and a re-issue over TCP is a retry of that number (kFlagRetry): the
+// module answers it from its session cache when the SEND was applied, so
+// nothing is applied twice, and applies it when the SEND was fenced. When
+// the TLS connection itself is lost, the writes fail back to the caller
+// (kUnavailable) and no fence can be sent; the session passes to the next
+// channel, and a SEND still in the module's completion queue (the module
+// gives it the TLS connection's identity) is refused once the session's
+// writes come on the newer connection (daemon/service/session_cache.h), or
+// applied before them. Named limits: ordering holds per channel (writes of
+// one page from two nodes were never ordered); a control call() or a read
+// over TCP is not held back behind writes in flight over RDMA (reads over
+// RDMA never were ordered against writes over TCP either).
 //
 // Completions keep the Channel contract: RDMA completions run from the
 // loop's poll of the completion channel, TCP ones from the TcpChannel; a
@@ -242,6 +249,7 @@ private:
 		wire::WireVersionedWrite prefix{};
 		const void *src = nullptr;
 		Completion *done = nullptr;
+		uint64_t seq = 0; // sent over RDMA as this write of the TCP channel's session
 	};
 	struct WriteSlot {
 		bool busy = false;

@@ -394,6 +394,14 @@ json ControlOps::stats_body(const std::string &after, size_t max_bytes)
 						   {"node_quota", n->node_quota},
 						   {"uid_quota", n->uid_quota},
 						   {"rdma_key", n->rdma_key}};
+		if (auto n = fed_->sessions())
+			b["module"]["sessions"] = {{"sequenced", n->sequenced},
+						   {"retries_answered", n->retries_answered},
+						   {"refused_superseded", n->refused_superseded},
+						   {"refused_in_progress", n->refused_in_progress},
+						   {"refused_unknown", n->refused_unknown},
+						   {"sessions", n->sessions},
+						   {"expired", n->expired}};
 	}
 	if (pager_stats_)
 		b["pager"] = pager_stats_(after, max_bytes);

@@ -229,6 +229,34 @@ void refusal_metrics(PromText &t, const json &module)
 		         json_count(*r, reason));
 }
 
+// The local module's sequenced writes ("stats" "module" "sessions",
+// session_cache.h).
+void session_metrics(PromText &t, const json &module)
+{
+	auto s = module.find("sessions");
+	if (s == module.end() || !s->is_object())
+		return;
+	std::string mod = json_string(module, "module");
+	t.family("memfed_module_sequenced_writes_total", "counter",
+	         "Sequenced writes this node's module admitted and applied.");
+	t.sample("memfed_module_sequenced_writes_total", {{"module", mod}},
+	         json_count(*s, "sequenced"));
+	t.family("memfed_module_session_retries_answered_total", "counter",
+	         "Retried writes answered from the session cache, not applied again.");
+	t.sample("memfed_module_session_retries_answered_total", {{"module", mod}},
+	         json_count(*s, "retries_answered"));
+	t.family("memfed_module_session_refused_total", "counter",
+	         "Sequenced writes refused, never applied: reason superseded (late, from a "
+	         "connection the writer had left), in_progress (asked again while being "
+	         "applied), unknown (a retry of a forgotten session or of an overtaken write).");
+	for (const char *reason : {"superseded", "in_progress", "unknown"})
+		t.sample("memfed_module_session_refused_total",
+		         {{"module", mod}, {"reason", reason}},
+		         json_count(*s, ("refused_" + std::string(reason)).c_str()));
+	t.family("memfed_module_sessions", "gauge", "Writer sessions the module remembers.");
+	t.sample("memfed_module_sessions", {{"module", mod}}, json_count(*s, "sessions"));
+}
+
 // The RDMA transport's counters ("stats" "rdma"), when it is built in.
 void rdma_metrics(PromText &t, const json &rdma)
 {
@@ -264,8 +292,10 @@ std::string format_metrics(const json &stats, const json &modules)
 	if (stats.contains("pager") && stats["pager"].is_object())
 		pager_metrics(t, stats["pager"]);
 	module_metrics(t, modules.is_array() ? modules : json::array());
-	if (stats.contains("module") && stats["module"].is_object())
+	if (stats.contains("module") && stats["module"].is_object()) {
 		refusal_metrics(t, stats["module"]);
+		session_metrics(t, stats["module"]);
+	}
 	if (stats.contains("rdma") && stats["rdma"].is_object())
 		rdma_metrics(t, stats["rdma"]);
 	return t.text();

@@ -172,6 +172,31 @@ TEST_CASE("the local module's refusals per reason; none without a module role")
 	        std::string::npos);
 }
 
+TEST_CASE("the local module's sequenced writes: admitted, answered from the session cache, "
+          "refused by reason")
+{
+	json stats = {{"module",
+	               {{"module", "02:00:00:00:00:31"},
+	                {"sessions",
+	                 {{"sequenced", 9},
+	                  {"retries_answered", 2},
+	                  {"refused_superseded", 1},
+	                  {"refused_in_progress", 0},
+	                  {"refused_unknown", 3},
+	                  {"sessions", 4},
+	                  {"expired", 0}}}}}};
+	std::string text = format_metrics(stats, json::array());
+	const std::string m = "{module=\"02:00:00:00:00:31\"";
+	REQUIRE(has_line(text, "memfed_module_sequenced_writes_total" + m + "} 9"));
+	REQUIRE(has_line(text, "memfed_module_session_retries_answered_total" + m + "} 2"));
+	REQUIRE(has_line(text,
+	                 "memfed_module_session_refused_total" + m + ",reason=\"superseded\"} 1"));
+	REQUIRE(has_line(text,
+	                 "memfed_module_session_refused_total" + m + ",reason=\"unknown\"} 3"));
+	REQUIRE(has_line(text, "memfed_module_sessions" + m + "} 4"));
+	REQUIRE(format_metrics(json::object(), json::array()).find("session") == std::string::npos);
+}
+
 TEST_CASE("the RDMA transport's counters, only where it is built in")
 {
 	json stats = {{"rdma",

@@ -2,6 +2,7 @@
 
 #include <cstring>
 
+#include "daemon/common/clock.h"
 #include "daemon/common/crc32c.h"
 #include "daemon/common/log.h"
 #include "daemon/trust/node_key.h"
@@ -499,6 +500,11 @@ void ModuleService::commit_segment(std::span<Job> group)
 		}
 		if (j.kind == Job::Kind::kWrite) {
 			const ModuleStore::WriteOp &op = ops[k++];
+			// Recorded before it is answered: a retry that follows the
+			// answer finds it done.
+			if (j.wire_seq != 0)
+				sessions_.record(j.session, j.wire_seq, op.status.code(),
+				                 op.applied);
 			if (j.version == 0 || !op.status) {
 				j.reply.complete(op.status);
 				continue;
@@ -564,10 +570,52 @@ Status ModuleService::read_versions(const wire::Header &req, std::span<uint8_t> 
 	return Status::ok();
 }
 
+void ModuleService::write(const wire::Header &req, std::span<const uint8_t> payload,
+                          const SessionCache::Key &session, uint64_t seq, Reply &reply)
+{
+	bool versioned = req.type == uint8_t(wire::MsgType::kWriteVersioned);
+	std::span<const uint8_t> pages = payload;
+	uint64_t version = 0;
+	VersionedMode mode = VersionedMode::kNewer;
+	if (versioned) {
+		auto w = wire::decode_versioned_write(req.count, payload);
+		if (!w) {
+			if (seq != 0)
+				sessions_.record(session, seq, w.status().code(), 0);
+			reply.fail(w.status());
+			return;
+		}
+		pages = w->pages;
+		version = w->prefix.version;
+		mode = (w->prefix.flags & wire::kVersionedRepair) ? VersionedMode::kRepair
+		                                                  : VersionedMode::kNewer;
+	}
+	if (reply.can_defer()) {
+		defer_write(req, pages, version, mode, session, seq, reply);
+		return;
+	}
+	uint32_t applied = 0;
+	Status st =
+	        versioned ? store_->write_pages_versioned(req.region_id, req.offset, req.count,
+	                                                  pages.data(), version, mode, &applied)
+	                  : store_->write_pages(req.region_id, req.offset, req.count, pages.data());
+	if (seq != 0)
+		sessions_.record(session, seq, st.code(), applied);
+	if (!st) {
+		reply.fail(st);
+		return;
+	}
+	if (versioned)
+		wire::encode_applied(applied, reply.payload_buffer(wire::kAppliedSize).data());
+}
+
 void ModuleService::defer_write(const wire::Header &req, std::span<const uint8_t> pages,
-                                uint64_t version, VersionedMode mode, Reply &reply)
+                                uint64_t version, VersionedMode mode,
+                                const SessionCache::Key &session, uint64_t wire_seq, Reply &reply)
 {
 	Job j;
+	j.session = session;
+	j.wire_seq = wire_seq;
 	j.reply = reply.defer();
 	j.kind = Job::Kind::kWrite;
 	j.pages.assign(pages.begin(), pages.end());
@@ -665,36 +713,36 @@ void ModuleService::handle(const ConnInfo &conn, const wire::Header &req,
 			reply.set_payload_crc(crc);
 		return;
 	}
-	case MsgType::kWrite: {
-		if (reply.can_defer())
-			return defer_write(req, payload, 0, VersionedMode::kNewer, reply);
-		Status st =
-		        store_->write_pages(req.region_id, req.offset, req.count, payload.data());
-		if (!st)
-			reply.fail(st);
-		return;
-	}
+	case MsgType::kWrite:
 	case MsgType::kWriteVersioned: {
-		auto w = wire::decode_versioned_write(req.count, payload);
-		if (!w) {
-			reply.fail(w.status());
+		wire::WireSequence seq;
+		auto rest = wire::split_sequence(req, payload, &seq);
+		if (!rest) {
+			reply.fail(rest.status());
 			return;
 		}
-		VersionedMode mode = (w->prefix.flags & wire::kVersionedRepair)
-		                             ? VersionedMode::kRepair
-		                             : VersionedMode::kNewer;
-		if (reply.can_defer())
-			return defer_write(req, w->pages, w->prefix.version, mode, reply);
-		uint32_t applied = 0;
-		Status st = store_->write_pages_versioned(req.region_id, req.offset, req.count,
-		                                          w->pages.data(), w->prefix.version, mode,
-		                                          &applied);
-		if (!st) {
-			reply.fail(st);
-			return;
+		SessionCache::Key key{conn.peer_key, seq.session};
+		if (seq.seq != 0) {
+			auto a = sessions_.admit(key, seq.seq, (req.flags & wire::kFlagRetry) != 0,
+			                         conn.id, mono_ns());
+			using V = SessionCache::Admission::Verdict;
+			if (a.verdict == V::kRefused) {
+				LOG_DEBUG("module", "%s from %s: %s", wire::msg_type_name(req.type),
+				          conn.peer.c_str(), a.status.message().c_str());
+				reply.fail(a.status);
+				return;
+			}
+			if (a.verdict == V::kAnswered) {
+				if (!a.status)
+					reply.fail(a.status);
+				else if (req.type == uint8_t(MsgType::kWriteVersioned))
+					wire::encode_applied(
+					        a.applied,
+					        reply.payload_buffer(wire::kAppliedSize).data());
+				return;
+			}
 		}
-		wire::encode_applied(applied, reply.payload_buffer(wire::kAppliedSize).data());
-		return;
+		return write(req, *rest, key, seq.seq, reply);
 	}
 	case MsgType::kReadVersioned:
 	case MsgType::kReadVersions: {

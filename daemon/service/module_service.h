@@ -34,6 +34,13 @@
 // node quota: memfedctl stats, memfed_module_refusals_total) and logged (at
 // most one line a second, with the number left out since the last line).
 //
+// Sequenced writes (protocol.h, kFlagSequenced) pass the session cache
+// (session_cache.h) before anything else is done with them: a retry of a
+// write already applied is answered with its recorded result, a late one
+// of a connection its writer has left is refused, and only a write the
+// cache admits is applied. Its answer is recorded once durable, before the
+// writer answers it.
+//
 // Thread-safety: handle() of deferrable requests runs on the one EventLoop
 // thread of the module's TcpServer; handle() of non-deferrable requests,
 // submit_local(), stat() and queued() may run on any thread. The store is thread-safe, so
@@ -54,6 +61,7 @@
 
 #include "daemon/service/quota.h"
 #include "daemon/service/region_authz.h"
+#include "daemon/service/session_cache.h"
 #include "daemon/store/pool.h"
 #include "daemon/transport/tcp_server.h"
 
@@ -154,6 +162,9 @@ public:
 	// Requests refused since the start, by reason: authorization (what
 	// was wanted: read, write, administer), node quotas and RDMA keys.
 	RefusalCounts refusals() const;
+	// Sequenced writes (session_cache.h): admitted, answered from the
+	// cache, refused; sessions remembered.
+	SessionCounts sessions() const { return sessions_.counts(); }
 	// Whether the peer of `conn` may read region `region_id`, decided, and
 	// a refusal counted and logged, exactly as for its READ (the RDMA
 	// server's RDMA_REGION: daemon/rdma/rdma_server.h).
@@ -182,7 +193,10 @@ private:
 		std::vector<uint8_t> pages; // a WRITE's payload (WRITE_VERSIONED: its pages)
 		uint64_t version = 0;       // a WRITE_VERSIONED's version and mode
 		VersionedMode mode = VersionedMode::kNewer;
-		uint64_t seq = 0;       // a WRITE's place in the queue (1, 2, ...)
+		uint64_t seq = 0; // a WRITE's place in the queue (1, 2, ...)
+		// A sequenced WRITE (wire_seq != 0): where its answer is recorded.
+		SessionCache::Key session;
+		uint64_t wire_seq = 0;
 		std::string region, by; // a DELETE's region name and requester
 		wire::WireSetLength set_length{};
 	};
@@ -194,7 +208,13 @@ private:
 	void enqueue(Job job);
 	// A WRITE or WRITE_VERSIONED from a connection: deferred to the writer.
 	void defer_write(const wire::Header &req, std::span<const uint8_t> pages, uint64_t version,
-	                 VersionedMode mode, Reply &reply);
+	                 VersionedMode mode, const SessionCache::Key &session, uint64_t wire_seq,
+	                 Reply &reply);
+	// A WRITE or WRITE_VERSIONED (its payload without the sequence), once
+	// admitted: deferred to the writer, or applied here if `reply` cannot
+	// defer; a sequenced one's answer is recorded in sessions_.
+	void write(const wire::Header &req, std::span<const uint8_t> payload,
+	           const SessionCache::Key &session, uint64_t seq, Reply &reply);
 	// READ_VERSIONED / READ_VERSIONS of `req` into `out` (exactly the
 	// response payload); *crc: READ_VERSIONED's payload crc (stored crcs,
 	// checked against the copy: kCorrupt if a page is damaged).
@@ -231,6 +251,7 @@ private:
 	QuotaConfig quota_;       // guarded by quota_mu_
 	std::string config_path_; // guarded by quota_mu_
 	std::atomic<uint64_t> refusals_[size_t(Refusal::kCount)] = {};
+	SessionCache sessions_;
 	std::mutex log_mu_;
 	std::chrono::steady_clock::time_point last_refusal_log_{}; // guarded by log_mu_
 	uint64_t refusals_unlogged_ = 0;                           // guarded by log_mu_

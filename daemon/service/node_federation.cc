@@ -495,9 +495,18 @@ Result<std::unique_ptr<Channel>> NodeFederation::open_channel(EventLoop *loop, M
 		opts.request_timeout_ms = request_timeout_ms_;
 		opts.conn_class = i == ClassChannel::kFaultConn ? wire::TrafficClass::kFault
 								: wire::TrafficClass::kBulk;
+		// Every write goes on the bulk connection: sequenced in a session
+		// that outlives the connection (request_session.h), so a write is
+		// never applied twice, nor a late one after a newer write.
+		if (i == ClassChannel::kBulkConn)
+			opts.session = RequestSessions::process().acquire(module);
+		std::shared_ptr<RequestSession> session = opts.session;
 		auto ch = TcpChannel::connect(loop, p->endpoint, self_, opts);
-		if (!ch)
+		if (!ch) {
+			if (session)
+				session->release();
 			return ch.status();
+		}
 		// The pager's own connections meet whoever answers at the endpoint
 		// now (the route may have moved): the same check as the control
 		// path's.

@@ -77,6 +77,11 @@ public:
 	{
 		return service_ ? std::optional(service_->refusals()) : std::nullopt;
 	}
+	// The local module's sequenced-write counters (nullopt: no module role).
+	std::optional<SessionCounts> sessions() const
+	{
+		return service_ ? std::optional(service_->sessions()) : std::nullopt;
+	}
 	// Counts (and logs) a refusal of the local module's (no module: nothing).
 	void count_refusal(const Status &st, Refusal why)
 	{

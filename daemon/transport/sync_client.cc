@@ -177,7 +177,7 @@ Result<SyncClient::Response> SyncClient::exchange(wire::Header &h, std::span<con
 		h.version = version_;
 	if (h.hop_limit == 0)
 		h.hop_limit = wire::kDefaultHopLimit;
-	h.flags = 0;
+	h.flags &= wire::kFlagSequenced | wire::kFlagRetry; // a sequenced write's, else 0
 	h.status = 0;
 	h.src_module = self_.value;
 	h.dst_module = peer_.module.value;

@@ -87,9 +87,9 @@ TcpChannel::connect(EventLoop *loop, const std::string &host_port, ModuleId self
 	PeerInfo peer = (*sc)->peer();
 	std::unique_ptr<trust::TlsSession> tls = (*sc)->release_session();
 	int fd = (*sc)->release_fd();
-	std::unique_ptr<TcpChannel> ch(new TcpChannel(loop, fd, peer, self,
-	                                              std::max(1u, opts.initial_slots),
-	                                              std::move(tls), opts.request_timeout_ms));
+	std::unique_ptr<TcpChannel> ch(
+	        new TcpChannel(loop, fd, peer, self, std::max(1u, opts.initial_slots),
+	                       std::move(tls), opts.request_timeout_ms, std::move(opts.session)));
 	ch->arm_recv();
 	LOG_DEBUG(kComp, "connected to module %s at %s", peer.module.to_string().c_str(),
 	          peer.endpoint.c_str());
@@ -97,9 +97,10 @@ TcpChannel::connect(EventLoop *loop, const std::string &host_port, ModuleId self
 }
 
 TcpChannel::TcpChannel(EventLoop *loop, int fd, PeerInfo peer, ModuleId self, unsigned slots,
-                       std::unique_ptr<trust::TlsSession> tls, unsigned request_timeout_ms)
-    : loop_(loop), fd_(fd), peer_(std::move(peer)), self_(self), send_op_(new SendOp(this)),
-      recv_op_(new RecvOp(this)), timer_op_(new TimerOp(this)),
+                       std::unique_ptr<trust::TlsSession> tls, unsigned request_timeout_ms,
+                       std::shared_ptr<RequestSession> session)
+    : loop_(loop), fd_(fd), peer_(std::move(peer)), session_(std::move(session)), self_(self),
+      send_op_(new SendOp(this)), recv_op_(new RecvOp(this)), timer_op_(new TimerOp(this)),
       timeout_ns_(uint64_t{request_timeout_ms} * 1000000u), tls_(std::move(tls)),
       rx_(kRecvChunk * 2)
 {
@@ -182,7 +183,45 @@ void TcpChannel::write_pages(wire::TrafficClass tc, uint32_t region_id, uint64_t
 	h.region_id = region_id;
 	h.offset = fa_offset;
 	h.count = count;
-	enqueue(h, {}, src, nullptr, done);
+	send_write(h, {}, src, 0, false, done);
+}
+
+void TcpChannel::retry_write(uint64_t seq, wire::TrafficClass tc, uint32_t region_id,
+                             uint64_t fa_offset, uint32_t count,
+                             const wire::WireVersionedWrite *prefix, const void *src,
+                             Completion *done)
+{
+	auto type = prefix != nullptr ? wire::MsgType::kWriteVersioned : wire::MsgType::kWrite;
+	if (!session_ || seq == 0 || seq > session_->last_seq())
+		return fail_later(done, uint8_t(type),
+		                  Status(broken_ ? Code::kUnavailable : Code::kInvalidArgument,
+		                         "retry of write " + std::to_string(seq) +
+		                                 " not sent: the channel carries no session that "
+		                                 "sent it"));
+	wire::Header h{};
+	h.type = static_cast<uint8_t>(type);
+	h.tclass = static_cast<uint8_t>(tc);
+	h.region_id = region_id;
+	h.offset = fa_offset;
+	h.count = count;
+	uint8_t p[wire::kVersionedWriteSize];
+	if (prefix != nullptr)
+		wire::encode_versioned_write(*prefix, p);
+	send_write(h, {p, prefix != nullptr ? sizeof(p) : 0}, src, seq, true, done);
+}
+
+void TcpChannel::send_write(wire::Header &h, std::span<const uint8_t> prefix, const void *src,
+                            uint64_t seq, bool retry, Completion *done)
+{
+	if (!session_ || broken_)
+		return enqueue(h, prefix, src, nullptr, done);
+	// The sequence, then the type's own prefix; the pages follow from src.
+	uint8_t p[wire::kSequenceSize + wire::kVersionedWriteSize];
+	wire::encode_sequence({session_->id(), seq != 0 ? seq : session_->next_seq()}, p);
+	if (!prefix.empty())
+		std::memcpy(p + wire::kSequenceSize, prefix.data(), prefix.size());
+	h.flags = wire::kFlagSequenced | (retry ? wire::kFlagRetry : 0);
+	enqueue(h, {p, wire::kSequenceSize + prefix.size()}, src, nullptr, done);
 }
 
 void TcpChannel::call(const wire::Header &hdr, std::span<const uint8_t> payload, Completion *done)
@@ -201,8 +240,9 @@ void TcpChannel::write_versioned(wire::TrafficClass tc, uint32_t region_id, uint
 	h.region_id = region_id;
 	h.offset = fa_offset;
 	h.count = count;
-	auto *p = reinterpret_cast<const uint8_t *>(&prefix);
-	enqueue(h, {p, sizeof(prefix)}, src, nullptr, done);
+	uint8_t p[wire::kVersionedWriteSize];
+	wire::encode_versioned_write(prefix, p);
+	send_write(h, p, src, 0, false, done);
 }
 
 void TcpChannel::enqueue(wire::Header &h, std::span<const uint8_t> payload, const void *pages,
@@ -217,7 +257,7 @@ void TcpChannel::enqueue(wire::Header &h, std::span<const uint8_t> payload, cons
 	h.version = peer_.version;
 	if (h.hop_limit == 0)
 		h.hop_limit = wire::kDefaultHopLimit;
-	h.flags = 0;
+	h.flags &= wire::kFlagSequenced | wire::kFlagRetry; // a sequenced write's, else 0
 	h.status = 0;
 	h.src_module = self_.value;
 	h.dst_module = peer_.module.value;
@@ -780,6 +820,11 @@ void TcpChannel::broken(const std::string &why)
 	if (broken_)
 		return;
 	broken_ = true;
+	// Nothing more is sent: the next channel to the module continues the
+	// write session (request_session.h).
+	if (session_)
+		session_->release();
+	session_.reset();
 	if (timer_armed_) {
 		io_uring_sqe *sq = loop_->sqe(timer_op_.get());
 		io_uring_prep_timeout_remove(sq, reinterpret_cast<uint64_t>(timer_op_.get()), 0);

@@ -49,6 +49,12 @@
 // offset, an unknown type or class) is not sent: it completes with
 // kInvalidArgument on the next loop iteration and the connection stays up.
 //
+// Sequenced writes (Options::session, request_session.h): each WRITE and
+// WRITE_VERSIONED carries the session's next sequence number (a
+// WireSequence before its payload), so the module never applies it twice
+// and refuses it if it arrives after the session moved to a newer
+// connection (daemon/service/session_cache.h). Reads are never sequenced.
+//
 // Thread-safety: connect() may run on any thread; everything else, including
 // destruction and all completions, runs on the loop thread.
 //
@@ -72,6 +78,7 @@
 #include "daemon/transport/byte_buffer.h"
 #include "daemon/transport/channel.h"
 #include "daemon/transport/event_loop.h"
+#include "daemon/transport/request_session.h"
 #include "daemon/trust/tls_session.h"
 
 namespace memfed
@@ -93,6 +100,11 @@ public:
 		// Requests wait and nothing is received for this long: the
 		// connection is lost. 0: wait forever.
 		unsigned request_timeout_ms = 0;
+		// The write session (request_session.h) this connection carries:
+		// every WRITE and WRITE_VERSIONED is sent sequenced in it. Given
+		// back (RequestSession::release) when the channel breaks or is
+		// destroyed. Null: writes go unsequenced.
+		std::shared_ptr<RequestSession> session;
 	};
 	static constexpr size_t kMaxBatchBytes = 256 * 1024;
 
@@ -125,6 +137,19 @@ public:
 	// Closes the connection as if the peer had gone: pending requests
 	// complete with kUnavailable.
 	void close();
+	// The write session it carries (Options::session; null once broken).
+	// Another path to the same module that this channel's writes are
+	// ordered with (RdmaChannel's write SENDs) may number writes in it.
+	RequestSession *session() const { return session_.get(); }
+	// Sends a write again as `seq` of the session, with kFlagRetry: WRITE
+	// of `count` pages from `src`, or WRITE_VERSIONED if `prefix` is not
+	// null. The module answers it from its session cache if it applied it
+	// before, and applies it only if it never did and nothing newer of the
+	// session was applied since (session_cache.h). REQUIRES: session()
+	// sent `seq` (else it completes with kInvalidArgument).
+	void retry_write(uint64_t seq, wire::TrafficClass tc, uint32_t region_id,
+	                 uint64_t fa_offset, uint32_t count, const wire::WireVersionedWrite *prefix,
+	                 const void *src, Completion *done);
 
 private:
 	class SendOp;
@@ -133,7 +158,12 @@ private:
 	struct Slot;
 
 	TcpChannel(EventLoop *loop, int fd, PeerInfo peer, ModuleId self, unsigned slots,
-	           std::unique_ptr<trust::TlsSession> tls, unsigned request_timeout_ms);
+	           std::unique_ptr<trust::TlsSession> tls, unsigned request_timeout_ms,
+	           std::shared_ptr<RequestSession> session);
+	// Sends a WRITE (prefix empty) or WRITE_VERSIONED, sequenced as `seq`
+	// (0: the session's next) when the channel carries a session.
+	void send_write(wire::Header &h, std::span<const uint8_t> prefix, const void *src,
+	                uint64_t seq, bool retry, Completion *done);
 	bool tls_send();
 	bool tls_receive(size_t n);
 	uint32_t alloc_slot();
@@ -160,6 +190,7 @@ private:
 	EventLoop *loop_;
 	int fd_;
 	PeerInfo peer_;
+	std::shared_ptr<RequestSession> session_;
 	ModuleId self_;
 	bool broken_ = false;
 	std::string unavailable_why_;
@@ -189,10 +220,10 @@ private:
 	// The silence timer (request_timeout_ms): armed while requests wait.
 	std::unique_ptr<TimerOp> timer_op_;
 	uint64_t timeout_ns_;
-	unsigned timer_cqes_ = 0;    // timeout and timeout-remove CQEs to come
-	bool timer_armed_ = false;   // a timeout is in the kernel, not removed
-	uint64_t last_heard_ns_ = 0; // the last receive, or the wait's start
-	bool confirming_ = false;    // a silence seen once, checked again
+	unsigned timer_cqes_ = 0;                // timeout and timeout-remove CQEs to come
+	bool timer_armed_ = false;               // a timeout is in the kernel, not removed
+	uint64_t last_heard_ns_ = 0;             // the last receive, or the wait's start
+	bool confirming_ = false;                // a silence seen once, checked again
 	bool in_recv_ = false;                   // completing responses: batch new sends
 	std::unique_ptr<trust::TlsSession> tls_; // null: plaintext
 	ByteBuffer tls_tx_;                      // records being sent

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <mutex>
 #include <vector>
@@ -853,10 +854,14 @@ void TcpServer::on_accept(int res)
 	} else {
 		accept_starved_ = false;
 		set_nodelay(res);
-		auto c = std::make_unique<Conn>(this, res, next_conn_id_++);
+		// Numbered process-wide, growing: a module's session cache tells
+		// a late request of an older connection by it (session_cache.h).
+		static std::atomic<uint64_t> next_conn_id{1};
+		uint64_t id = next_conn_id.fetch_add(1, std::memory_order_relaxed);
+		auto c = std::make_unique<Conn>(this, res, id);
 		Conn *raw = c.get();
 		conns_.emplace(raw, std::move(c));
-		by_id_.emplace(next_conn_id_ - 1, raw);
+		by_id_.emplace(id, raw);
 		raw->start();
 	}
 	arm_accept();

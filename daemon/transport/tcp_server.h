@@ -65,7 +65,9 @@ namespace memfed
 
 // What the handler knows about the peer that sent a request.
 struct ConnInfo {
-	uint64_t id = 0;           // connection number, unique per server
+	// Connection number, unique in the process and growing: a connection
+	// accepted later (by any TcpServer of the process) has a larger one.
+	uint64_t id = 0;
 	std::string peer;          // "ip:port", for logs
 	ModuleId module;           // src_module of the peer's HELLO
 	uint32_t capabilities = 0; // from the peer's HELLO
@@ -250,7 +252,6 @@ private:
 	bool accept_armed_ = false;
 	bool accept_starved_ = false; // out of fds: warned, pausing between tries
 	bool closing_ = false;
-	uint64_t next_conn_id_ = 1;
 	int hello_timeout_ms_ = 10000;
 	std::unordered_map<Conn *, std::unique_ptr<Conn>> conns_;
 	std::unordered_map<uint64_t, Conn *> by_id_; // for deferred replies

@@ -507,9 +507,9 @@ TEST_CASE("TLS transport: a trusted key from another address and port still work
 	CHECK(peers[1].find("::1") != std::string::npos);
 }
 
-TEST_CASE("TLS transport: a version 2 or 3 client gets the refusal and no region byte")
+TEST_CASE("TLS transport: a version 2, 3 or 4 client gets the refusal and no region byte")
 {
-	const uint8_t old = GENERATE(uint8_t{2}, uint8_t{3});
+	const uint8_t old = GENERATE(uint8_t{2}, uint8_t{3}, uint8_t{4});
 	INFO("peer speaks wire version " << int(old));
 	Pair keys;
 	ServerThread srv(keys.server_tls);
@@ -556,7 +556,7 @@ TEST_CASE("TLS transport: a version 2 or 3 client gets the refusal and no region
 	REQUIRE(got.size() == wire::kHeaderSize + resp.payload_len);
 	std::string msg(got.begin() + wire::kHeaderSize, got.end());
 	CHECK_THAT(msg, Catch::Contains("wire version " + std::to_string(old) + " is refused"));
-	CHECK_THAT(msg, Catch::Contains("requires version 4 (authenticated and encrypted)"));
+	CHECK_THAT(msg, Catch::Contains("requires version 5 (authenticated and encrypted)"));
 	CHECK_THAT(msg, Catch::Contains("upgrade the peer"));
 	CHECK(srv.requests() == 0);
 }
@@ -595,10 +595,10 @@ TEST_CASE("TLS transport: a peer that passes the gate and stalls is closed by th
 	CHECK(srv.requests() == 0);
 }
 
-TEST_CASE("TLS transport: a version 4 client names a version 3 module")
+TEST_CASE("TLS transport: a version 5 client names a version 4 module")
 {
-	// A stand-in for a version 3 module (that code is gone): it answers a
-	// version 4 HELLO as a version 3 module did, with its exact error text.
+	// A stand-in for a version 4 module (that code is gone): it answers a
+	// version 5 HELLO as a version 4 module did, with its exact error text.
 	auto lfd = listen_tcp(Endpoint{"127.0.0.1", 0});
 	REQUIRE(lfd);
 	uint16_t port = local_port(*lfd);
@@ -617,9 +617,9 @@ TEST_CASE("TLS transport: a version 4 client names a version 3 module")
 			got += n;
 		}
 		wire::Header req = wire::decode_header(in);
-		std::string msg = "no common wire version: peer speaks 4..4, this module 3..3";
+		std::string msg = "no common wire version: peer speaks 5..5, this module 4..4";
 		wire::Header h{};
-		h.version = 3;
+		h.version = 4;
 		h.type = req.type;
 		h.tclass = req.tclass;
 		h.hop_limit = 16;
@@ -645,7 +645,7 @@ TEST_CASE("TLS transport: a version 4 client names a version 3 module")
 	::close(*lfd);
 	CHECK(st.code() == Code::kProtocol);
 	CHECK_THAT(st.message(),
-	           Catch::Contains("speaks an older wire version than 4; upgrade it"));
+	           Catch::Contains("speaks an older wire version than 5; upgrade it"));
 }
 
 TEST_CASE("TLS transport: no downgrade either way between TLS and plaintext")

@@ -196,6 +196,14 @@ Status validate_fields(const Header &h)
 	if (h.flags & ~kFlagsKnown)
 		return proto("unknown flags 0x%04x", h.flags);
 	bool response = h.flags & kFlagResponse;
+	bool sequenced = h.flags & kFlagSequenced;
+	if ((h.flags & kFlagRetry) && !sequenced)
+		return proto("flag retry (0x%04x) without flag sequenced", kFlagRetry);
+	if (sequenced && (response || (h.type != static_cast<uint8_t>(MsgType::kWrite) &&
+	                               h.type != static_cast<uint8_t>(MsgType::kWriteVersioned))))
+		return proto("flag sequenced on a %s %s (only WRITE and WRITE_VERSIONED requests "
+		             "are sequenced)",
+		             msg_type_name(h.type), response ? "response" : "request");
 	if (!response && h.status != 0)
 		return proto("request carries status %u (must be 0)", h.status);
 	// kQuota is the last code: a node quota refusal crosses the wire.
@@ -257,6 +265,8 @@ Status validate_fields(const Header &h)
 			want = response ? h.count * uint32_t(sizeof(uint64_t)) : 0;
 			break;
 		}
+		if (sequenced)
+			want += kSequenceSize;
 		if (h.payload_len != want)
 			return proto("%s %s with count %" PRIu32 " has payload_len %" PRIu32
 			             " (expected %" PRIu32 ")",
@@ -652,6 +662,31 @@ Result<std::vector<WireRegion>> decode_region_list(std::span<const uint8_t> p)
 		out.push_back(*r);
 	}
 	return out;
+}
+
+void encode_sequence(const WireSequence &s, uint8_t out[kSequenceSize])
+{
+	put64(out, s.session);
+	put64(out + 8, s.seq);
+}
+
+Result<std::span<const uint8_t>> split_sequence(const Header &h, std::span<const uint8_t> payload,
+                                                WireSequence *seq)
+{
+	*seq = {};
+	if (!(h.flags & kFlagSequenced))
+		return payload;
+	if (payload.size() < kSequenceSize)
+		return proto("%s payload of %zu bytes is shorter than its sequence (%" PRIu32
+		             " bytes)",
+		             msg_type_name(h.type), payload.size(), kSequenceSize);
+	seq->session = get64(payload.data());
+	seq->seq = get64(payload.data() + 8);
+	if (seq->session == 0 || seq->seq == 0)
+		return proto("%s sequence (session 0x%" PRIx64 ", seq %" PRIu64
+		             ") has a zero field (both must be nonzero)",
+		             msg_type_name(h.type), seq->session, seq->seq);
+	return payload.subspan(kSequenceSize);
 }
 
 void encode_versioned_write(const WireVersionedWrite &w, uint8_t out[kVersionedWriteSize])

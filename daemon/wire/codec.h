@@ -126,6 +126,15 @@ std::vector<uint8_t> encode_region_list(std::span<const WireRegion> regions);
 // u32 n then n regions; n must match the payload length exactly.
 Result<std::vector<WireRegion>> decode_region_list(std::span<const uint8_t> p);
 
+// --- sequenced writes (wire version 5, protocol.h) ---
+
+void encode_sequence(const WireSequence &s, uint8_t out[kSequenceSize]);
+// The payload of request `h` (validated) without its WireSequence, which goes
+// to *seq; a request without kFlagSequenced: the payload as it is and *seq
+// zero. Session and seq must be nonzero.
+Result<std::span<const uint8_t>> split_sequence(const Header &h, std::span<const uint8_t> payload,
+                                                WireSequence *seq);
+
 // --- replicated regions (wire version 4) ---
 
 // A WRITE_VERSIONED request payload: the prefix and the pages after it.

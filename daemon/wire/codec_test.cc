@@ -647,8 +647,8 @@ TEST_CASE("region access payloads: asked lookups, grant requests and grant lists
 
 TEST_CASE("RDMA write messages: a whole WRITE decodes, anything else is refused", "[wire]")
 {
-	STATIC_REQUIRE(kRdmaWriteMessageMax ==
-	               kHeaderSize + kVersionedWriteSize + size_t{kMaxPagesPerRequest} * kPageSize);
+	STATIC_REQUIRE(kRdmaWriteMessageMax == kHeaderSize + kSequenceSize + kVersionedWriteSize +
+	                                               size_t{kMaxPagesPerRequest} * kPageSize);
 	STATIC_REQUIRE(kRdmaAckMax == kHeaderSize + kMaxErrorMessage);
 	STATIC_REQUIRE(sizeof(WireRdmaConnect) == 88);
 	auto message = [](Header h, std::span<const uint8_t> payload) {
@@ -708,4 +708,61 @@ TEST_CASE("RDMA write messages: a whole WRITE decodes, anything else is refused"
 	std::vector<uint8_t> huge(kRdmaWriteMessageMax + 1);
 	refused(huge, "exceeds");
 	CHECK(std::string(msg_type_name(uint8_t(MsgType::kRdmaFence))) == "RDMA_FENCE");
+}
+
+TEST_CASE("sequenced writes: the sequence prefix is counted, split off and checked; only "
+          "WRITE and WRITE_VERSIONED requests carry it",
+          "[wire]")
+{
+	Header w = read_request(1);
+	w.magic = kWireMagic;
+	w.version = kWireVersion;
+	w.type = uint8_t(MsgType::kWrite);
+	w.flags = kFlagSequenced | kFlagRetry;
+	w.payload_len = kSequenceSize + kPageSize;
+	CHECK(validate_fields(w).is_ok());
+	// The prefix is counted in payload_len: a plain WRITE's length is refused.
+	Header shorter = w;
+	shorter.payload_len = kPageSize;
+	CHECK(contains(validate_fields(shorter).message(), "expected 4112"));
+	std::vector<uint8_t> payload(kSequenceSize + kPageSize, 0x33);
+	encode_sequence({0xfeedf00d12345678, 7}, payload.data());
+	WireSequence seq;
+	auto pages = split_sequence(w, payload, &seq);
+	REQUIRE(pages.is_ok());
+	CHECK(seq.session == 0xfeedf00d12345678);
+	CHECK(seq.seq == 7);
+	CHECK(pages->size() == kPageSize);
+	CHECK(pages->data() == payload.data() + kSequenceSize);
+	// Zero session or seq.
+	encode_sequence({0, 7}, payload.data());
+	CHECK(contains(split_sequence(w, payload, &seq).status().message(), "zero field"));
+	encode_sequence({1, 0}, payload.data());
+	CHECK(contains(split_sequence(w, payload, &seq).status().message(), "zero field"));
+	// Not sequenced: the payload as it is.
+	Header plain = w;
+	plain.flags = 0;
+	auto all = split_sequence(plain, payload, &seq);
+	REQUIRE(all.is_ok());
+	CHECK(all->size() == payload.size());
+	CHECK(seq.session == 0);
+	// A sequenced WRITE_VERSIONED: both prefixes.
+	Header v = w;
+	v.type = uint8_t(MsgType::kWriteVersioned);
+	v.payload_len = kSequenceSize + kVersionedWriteSize + kPageSize;
+	CHECK(validate_fields(v).is_ok());
+	// Retry without sequenced, sequenced on a READ or on a response.
+	Header r = w;
+	r.flags = kFlagRetry;
+	r.payload_len = kPageSize;
+	CHECK(contains(validate_fields(r).message(), "without flag sequenced"));
+	Header rd = w;
+	rd.type = uint8_t(MsgType::kRead);
+	rd.flags = kFlagSequenced;
+	rd.payload_len = 0;
+	CHECK(contains(validate_fields(rd).message(), "flag sequenced on a READ request"));
+	Header resp = w;
+	resp.flags = kFlagResponse | kFlagSequenced;
+	resp.payload_len = 0;
+	CHECK(contains(validate_fields(resp).message(), "flag sequenced on a WRITE response"));
 }

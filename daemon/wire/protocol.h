@@ -1,10 +1,10 @@
 // The memfed wire protocol: binary, little-endian, versioned.
 //
-// A connection between nodes (wire version 4), client = the connecting side:
+// A connection between nodes (wire version 5), client = the connecting side:
 //   1. Version gate, in plaintext: the client sends a HELLO request with
-//      min = max = 4; the module answers a HELLO response carrying kCapTls
+//      min = max = 5; the module answers a HELLO response carrying kCapTls
 //      ("TLS 1.3 follows") and nothing else of note. A client older than
-//      version 4 gets an error response saying its version (2 or 3) is
+//      version 5 gets an error response saying its version (2 to 4) is
 //      refused and the peer must be upgraded, then the connection closes:
 //      it never gets a byte of any region. A client with a node key refuses a module that
 //      does not offer kCapTls (no downgrade).
@@ -57,6 +57,22 @@
 //    52  4   region_id    READ/WRITE/*_VERSION*: region the pages belong to
 //    56  4   payload_crc  crc32c of the payload (0 if payload_len == 0)
 //    60  4   header_crc   crc32c of bytes 0..59
+//
+// Sequenced writes (wire version 5). A WRITE or WRITE_VERSIONED request may
+// carry kFlagSequenced: its payload then starts with a WireSequence (u64
+// session, u64 seq; both nonzero) before the payload described below, and
+// payload_len counts it. The session is chosen at random by the writer and
+// kept across its connections to the module; seq numbers the session's
+// writes. kFlagRetry (only with kFlagSequenced) says the writer sent this
+// (session, seq) before and never got the answer. The module remembers
+// each session's recent sequences (daemon/service/session_cache.h) and
+// never applies one twice: a retry of an applied write is answered with
+// the recorded result, a request that arrives on a connection its session
+// has left (a late one of a dropped connection) is refused, and a retry the
+// module cannot place (its session forgotten, or a newer write of the
+// session accepted since) is refused (kBusy), never guessed at. A
+// response never carries kFlagSequenced. Reads are idempotent and are never
+// sequenced.
 //
 // Payloads, per type (all integers little-endian; "name" is u8 length + bytes):
 //   HELLO      req:  u16 min_version, u16 max_version, u32 capabilities
@@ -147,17 +163,21 @@ constexpr uint32_t kWireMagic = 0x3157464d; // "MFW1" little-endian
 // Version 3: the plaintext version gate, then TLS 1.3 (see the top).
 // Version 4: replicated regions: WireRegionSpec and WireRegion carry
 // replica_group and replicas; WRITE_VERSIONED, READ_VERSIONED, READ_VERSIONS.
-constexpr uint8_t kWireVersion = 4;
-constexpr uint8_t kWireMinVersion = 4;
+// Version 5: sequenced writes (kFlagSequenced, kFlagRetry, WireSequence). A
+// version 4 peer is refused at HELLO: it could not be told apart from a
+// writer that re-sends what was applied.
+constexpr uint8_t kWireVersion = 5;
+constexpr uint8_t kWireMinVersion = 5;
 constexpr size_t kHeaderSize = 64;
 constexpr uint32_t kPageSize = 4096;
 constexpr uint32_t kMaxPagesPerRequest = 256;      // 1 MiB per READ/WRITE
 constexpr uint32_t kMaxVersionsPerRequest = 65536; // 512 KiB per READ_VERSIONS
 constexpr uint32_t kVersionedWriteSize = 16;       // sizeof(WireVersionedWrite)
+constexpr uint32_t kSequenceSize = 16;             // sizeof(WireSequence)
 // The largest payload: a READ_VERSIONED response (1 MiB of pages and 2 KiB of
-// versions), with room for a WRITE_VERSIONED's 16-byte prefix.
+// versions), with room for a sequenced WRITE_VERSIONED's two 16-byte prefixes.
 constexpr uint32_t kMaxPayload =
-        kMaxPagesPerRequest * (kPageSize + sizeof(uint64_t)) + kVersionedWriteSize;
+        kMaxPagesPerRequest * (kPageSize + sizeof(uint64_t)) + kVersionedWriteSize + kSequenceSize;
 constexpr uint8_t kDefaultHopLimit = 16;
 constexpr size_t kMaxRegionName = 63;
 constexpr uint32_t kRegionListPage = 4096; // 448 KiB of WireRegion per response
@@ -191,7 +211,9 @@ enum class TrafficClass : uint8_t {
 constexpr uint8_t kTrafficClassMax = 2;
 
 constexpr uint16_t kFlagResponse = 1 << 0;
-constexpr uint16_t kFlagsKnown = kFlagResponse;
+constexpr uint16_t kFlagSequenced = 1 << 1; // WRITE/WRITE_VERSIONED request: WireSequence first
+constexpr uint16_t kFlagRetry = 1 << 2;     // with kFlagSequenced: a re-send of that sequence
+constexpr uint16_t kFlagsKnown = kFlagResponse | kFlagSequenced | kFlagRetry;
 
 // Capabilities announced at HELLO.
 constexpr uint32_t kCapModule = 1 << 0; // exports a pool
@@ -319,6 +341,13 @@ struct WireSetLength {
 };
 static_assert(sizeof(WireSetLength) == 80);
 
+// A sequenced request's payload prefix (kFlagSequenced; fixed size).
+struct WireSequence {
+	uint64_t session; // chosen by the writer, nonzero
+	uint64_t seq;     // the write's number in the session, nonzero
+};
+static_assert(sizeof(WireSequence) == kSequenceSize);
+
 // WRITE_VERSIONED request payload prefix (fixed size), followed by the pages.
 constexpr uint32_t kVersionedRepair = 1 << 0; // apply at an equal version too
 struct WireVersionedWrite {
@@ -388,17 +417,18 @@ static_assert(sizeof(WireRdmaHello) == 24);
 // Write-back over RDMA (two-sided, on the reader's RC queue pair). A pager
 // SENDs a whole wire message, exactly as it would send it over TCP: a
 // request Header (WRITE or WRITE_VERSIONED, header and payload crcs set)
-// followed by its payload (WRITE_VERSIONED: the WireVersionedWrite prefix,
-// then the pages), at most kRdmaWriteMessageMax bytes, into one of the
-// module's posted receive buffers. The module validates it
-// (codec.h: decode_rdma_write), applies it through the same path as a TCP
-// request and SENDs back the response message (Header, then the payload of
-// a TCP response: nothing for WRITE, u32 applied for WRITE_VERSIONED, the
-// error message of a failure), at most kRdmaAckMax bytes, once durable.
-// A pager keeps at most WireRdmaConnect::write_depth writes unanswered.
-constexpr uint32_t kRdmaWriteMessageMax =
-        uint32_t(kHeaderSize) + kVersionedWriteSize + kMaxPagesPerRequest * kPageSize;
+// followed by its payload (a sequenced one: the WireSequence first;
+// WRITE_VERSIONED: the WireVersionedWrite prefix, then the pages), at most
+// kRdmaWriteMessageMax bytes, into one of the module's posted receive
+// buffers. The module validates it (codec.h: decode_rdma_write), applies it
+// through the same path as a TCP request and SENDs back the response
+// message (Header, then the payload of a TCP response: nothing for WRITE,
+// u32 applied for WRITE_VERSIONED, the error message of a failure), at most
+// kRdmaAckMax bytes, once durable. A pager keeps at most
+// WireRdmaConnect::write_depth writes unanswered.
+constexpr uint32_t kRdmaWriteMessageMax = uint32_t(kHeaderSize) + kSequenceSize +
+                                          kVersionedWriteSize + kMaxPagesPerRequest * kPageSize;
 constexpr uint32_t kRdmaAckMax = uint32_t(kHeaderSize) + 1024; // + codec.h kMaxErrorMessage
-static_assert(kRdmaWriteMessageMax == 64 + 16 + 256 * 4096);
+static_assert(kRdmaWriteMessageMax == 64 + 16 + 16 + 256 * 4096);
 
 } // namespace memfed::wire

@@ -53,6 +53,23 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			Header copy = h;
 			encode_header(copy, payload, again);
 			check(std::memcmp(again, data, kHeaderSize) == 0);
+			// A sequenced request (wire version 5): the sequence splits off
+			// its payload, nonzero, and re-encodes to the same bytes.
+			WireSequence seq;
+			if (auto rest = split_sequence(h, payload, &seq); rest.is_ok()) {
+				bool sequenced = h.flags & kFlagSequenced;
+				check(!sequenced ||
+				      (seq.session != 0 && seq.seq != 0 &&
+				       rest->size() + kSequenceSize == payload.size() &&
+				       (h.type == uint8_t(MsgType::kWrite) ||
+				        h.type == uint8_t(MsgType::kWriteVersioned))));
+				check(sequenced || rest->size() == payload.size());
+				if (sequenced) {
+					uint8_t s[kSequenceSize];
+					encode_sequence(seq, s);
+					check(std::memcmp(s, payload.data(), kSequenceSize) == 0);
+				}
+			}
 		}
 	}
 	// A received RDMA write message: the whole input, as the SEND carried it.

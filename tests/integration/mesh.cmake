@@ -13,7 +13,10 @@ endforeach()
 # counts the DSCP marks of control, fault and bulk traffic at a relay, in the
 # priority qdisc memfedd puts on its mesh interfaces.
 # mesh_replica_cut: a relay's death cuts one copy of a replicated region off.
-foreach(t mesh_ring mesh_relay_kill mesh_partition mesh_dscp mesh_replica_cut)
+# mesh_write_relay_kill: a relay dies under a program's writes; no write is
+# applied twice or late (sequenced writes, wire version 5).
+foreach(t mesh_ring mesh_relay_kill mesh_partition mesh_dscp mesh_replica_cut
+    mesh_write_relay_kill)
   memfed_shell_test(${t} ${t}_test.sh)
   set_tests_properties(${t} PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 300
     ENVIRONMENT "${MEMFED_PROGRAM_ENV}")

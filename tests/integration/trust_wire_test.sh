@@ -53,8 +53,10 @@ setpriv --reuid=65534 --regid=65534 --clear-groups /usr/bin/python3 "$(dirname "
 cat "$T/hostile.out"
 grep -q "v2 hello: HELLO answered, status=11; message='.*version 2.*upgrade" "$T/hostile.out" ||
 	fail "an old (v2) client is not told that its wire version is refused: $(cat "$T/hostile.out")"
-grep -q "v3 hello: HELLO answered, status=11; message='.*version 3 is refused.*requires version 4.*upgrade" "$T/hostile.out" ||
+grep -q "v3 hello: HELLO answered, status=11; message='.*version 3 is refused.*requires version 5.*upgrade" "$T/hostile.out" ||
 	fail "a version 3 client is not told that its wire version is refused: $(cat "$T/hostile.out")"
+grep -q "v4 hello: HELLO answered, status=11; message='.*version 4 is refused.*requires version 5.*upgrade" "$T/hostile.out" ||
+	fail "a version 4 client (no sequenced writes) is not told that its wire version is refused: $(cat "$T/hostile.out")"
 if grep -q "TOPSECRET" "$T/nobody/hostile.bin"; then fail "a plaintext client read region bytes"; fi
 grep -q "REGION_LIST gave 0 regions" "$T/hostile.out" || fail "a plaintext client listed regions"
 ok "a plaintext client gets no region byte and no region list; an old one is told to upgrade"

@@ -4,8 +4,9 @@
   wire_raw.py hostile HOST PORT OUT
       Speaks memfed's wire protocol in plaintext, as an unauthenticated
       client would: a version-2 HELLO (before authentication existed), a
-      version-3 HELLO (before replicated regions), a version-4 (current)
-      HELLO followed by READs without TLS, and READs with no HELLO at all. Every byte the module sends back is appended to OUT; one line
+      version-3 HELLO (before replicated regions), a version-4 HELLO
+      (before sequenced writes), a version-5 (current) HELLO followed by
+      READs without TLS, and READs with no HELLO at all. Every byte the module sends back is appended to OUT; one line
       per attempt on stdout says how the module answered.
 
   wire_raw.py relay LISTEN_PORT UP_HOST UP_PORT [--flip-at N] [--listen HOST]
@@ -140,7 +141,8 @@ def hostile(host, port, out_path):
     with open(out_path, "ab") as out:
         attempt(host, port, 2, out, "v2 hello")
         attempt(host, port, 3, out, "v3 hello")
-        attempt(host, port, 4, out, "v4 hello, then plaintext")
+        attempt(host, port, 4, out, "v4 hello")
+        attempt(host, port, 5, out, "v5 hello, then plaintext")
         attempt(host, port, None, out, "no hello")
 
 
