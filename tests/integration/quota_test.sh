@@ -71,12 +71,13 @@ actl $A region create a2 4M >/dev/null
 actl $A region create a3 4M >/dev/null
 pattern 4194304 | actl $A region write a1
 pattern 4194304 | actl $A region write a2
-pattern 4096 | expect_exit 14 actl $A region write a3
+pattern 4096 >"$T/page"
+expect_exit 14 actl $A region write a3 <"$T/page" # (a pipe would run it in a subshell)
 for part in "cannot write 4K of new pages to region 'a3'" "uid $A has written 8M" \
 	"its quota is 8M" '"quota.uid_bytes"' "$T/m.json"; do
 	[[ $ERR == *"$part"* ]] || fail "the bytes refusal lacks '$part': $ERR"
 done
-out=$(pattern 4096 | actl $A -j region write a3 || true)
+out=$(actl $A -j region write a3 <"$T/page" || true)
 [[ $out == *'"code": "quota"'* ]] || fail "memfedctl -j does not give the code \"quota\": $out"
 pattern 4096 | actl $A region write a1 # pages already written take nothing more
 ok "uid $A is refused a write past its 8M (exit 14), naming the quota, its usage and the key"
