@@ -615,7 +615,9 @@ wire::WireStat ModuleService::stat() const
 	s.capacity_bytes = i.capacity_bytes;
 	s.used_bytes = i.used_bytes;
 	s.free_bytes = i.free_bytes;
-	s.largest_free_bytes = i.largest_free_bytes;
+	// STAT's sizes are of the capacity (a thin pool's address space is far
+	// larger): the largest free extent is told within what is free.
+	s.largest_free_bytes = std::min(i.largest_free_bytes, i.free_bytes);
 	s.regions = i.regions;
 	s.page_size = wire::kPageSize;
 	s.reads = i.pages_read;
