@@ -238,9 +238,11 @@ TEST_CASE("every failure class the daemon reports is its errno, with the daemon'
 		CHECK(rc == -EEXIST);
 		CHECK(contains(memfed_strerror(rc), "region 'taken' already exists"));
 	}
-	SECTION("-ENOSPC: more than the pool holds")
+	SECTION("-ENOSPC: more than the pool's address space holds")
 	{
-		int rc = memfed_region_create(m, "huge", uint64_t{1} << 30, 0, nullptr);
+		// The pool is thin: a region larger than its capacity is made,
+		// one past its 4 TiB address space is not.
+		int rc = memfed_region_create(m, "huge", uint64_t{8} << 40, 0, nullptr);
 		CHECK(rc == -ENOSPC);
 		CHECK(contains(memfed_strerror(rc), "huge"));
 	}

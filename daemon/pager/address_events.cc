@@ -16,6 +16,7 @@ namespace memfed::pager
 void PagerThread::set_gone(Mapping *m, uint32_t i)
 {
 	Page &pg = m->pages[i];
+	m->touch(i);
 	if (pg.state == PageState::kHeld) {
 		int s = m->streams.stream_of_tripwire(i);
 		if (s >= 0)
@@ -46,6 +47,7 @@ void PagerThread::handle_remove(Process *p, uint64_t start, uint64_t end)
 		for (uint32_t i = uint32_t((a - m->addr) / kPageSize);
 		     i < uint32_t((b - m->addr + kPageSize - 1) / kPageSize); i++) {
 			Page &pg = m->pages[i];
+			m->touch(i);
 			switch (pg.state) {
 			case PageState::kRemote:
 			case PageState::kZero:
@@ -90,9 +92,11 @@ void PagerThread::handle_unmap(Process *p, uint64_t start, uint64_t end)
 		for (uint32_t i = uint32_t((a - m->addr) / kPageSize);
 		     i < uint32_t((b - m->addr + kPageSize - 1) / kPageSize); i++)
 			set_gone(m, i);
-		bool all_gone = std::all_of(m->pages.begin(), m->pages.end(), [](const Page &pg) {
-			return pg.state == PageState::kGone;
-		});
+		// Pages past scan_end() are untouched, so not gone.
+		bool all_gone = m->scan_end() == m->npages &&
+		                std::all_of(m->pages.begin(), m->pages.end(), [](const Page &pg) {
+			                return pg.state == PageState::kGone;
+		                });
 		if (all_gone)
 			retire(m);
 	}
@@ -134,10 +138,14 @@ void PagerThread::handle_remap(Process *p, uint64_t from, uint64_t to, uint64_t 
 		n->budget_pages = m->budget_pages;
 		n->chan = m->chan;
 		n->held.assign(m->held.size(), 0);
-		n->pages.assign(m->pages.begin() + first, m->pages.begin() + first + count);
+		n->pages.resize(count);
+		n->touched = m->touched > first ? std::min(count, m->touched - first) : 0;
+		std::copy(m->pages.begin() + first, m->pages.begin() + first + n->touched,
+		          n->pages.begin());
 		if (m->window)
 			join_window(n.get(), m, m->window_first + first);
-		for (Page &pg : n->pages) {
+		for (uint32_t k = 0; k < n->touched; k++) {
+			Page &pg = n->pages[k];
 			// Work in flight belongs to the old object: let the
 			// new one start from what the module and process hold.
 			if (pg.state == PageState::kFetching || pg.state == PageState::kHeld) {
@@ -190,14 +198,18 @@ void PagerThread::handle_fork(Process *parent, int child_uffd)
 		n->prefetch = m->prefetch;
 		n->chan = m->chan;
 		n->held.assign(m->held.size(), 0);
-		n->pages = m->pages;
+		// Only what the parent touched: the rest is default pages.
+		n->pages.resize(m->npages);
+		n->touched = m->scan_end();
+		std::copy(m->pages.begin(), m->pages.begin() + n->touched, n->pages.begin());
 		if (m->window) {
 			// A shared mapping stays shared in the child.
 			join_window(n.get(), m, m->window_first);
 			c->mappings.push_back(std::move(n));
 			continue;
 		}
-		for (Page &pg : n->pages) {
+		for (uint32_t k = 0; k < n->touched; k++) {
+			Page &pg = n->pages[k];
 			// The child has its own copy of every page present at fork.
 			switch (pg.state) {
 			case PageState::kResident:

@@ -12,6 +12,7 @@
 #include <memory>
 
 #include "daemon/pager/pager_thread_ops.h"
+#include "daemon/pager/present_pages.h"
 
 namespace memfed::pager
 {
@@ -55,30 +56,13 @@ Status PagerThread::add_mapping(uint64_t uffd_id, std::unique_ptr<Mapping> m, Mo
 	// Pages the process has already (a restarted daemon; memory the client
 	// touched) are its data: resident, and dirty since nobody knows better.
 	if (p->pid > 0) {
-		char path[64];
-		std::snprintf(path, sizeof(path), "/proc/%d/pagemap", int(p->pid));
-		int fd = open(path, O_RDONLY | O_CLOEXEC);
-		if (fd >= 0) {
-			std::vector<uint64_t> ent(std::min<uint32_t>(m->npages, 4096));
-			for (uint32_t base = 0; base < m->npages; base += uint32_t(ent.size())) {
-				uint32_t n =
-				        std::min<uint32_t>(uint32_t(ent.size()), m->npages - base);
-				off_t off = off_t((m->addr / kPageSize + base) * 8);
-				ssize_t r = pread(fd, ent.data(), n * 8, off);
-				if (r != ssize_t(n) * 8)
-					break;
-				for (uint32_t k = 0; k < n; k++) {
-					bool present = ent[k] & (1ull << 63),
-					     swapped = ent[k] & (1ull << 62);
-					if (present || swapped) {
-						m->pages[base + k].state = PageState::kResident;
-						m->pages[base + k].flags = kDirty | kRef;
-						m->resident++;
-					}
-				}
-			}
-			close(fd);
-		}
+		Mapping *mp = m.get();
+		for_each_present_page(p->pid, mp->addr, mp->npages, [mp](uint64_t i) {
+			mp->touch(uint32_t(i));
+			mp->pages[i].state = PageState::kResident;
+			mp->pages[i].flags = kDirty | kRef;
+			mp->resident++;
+		});
 	}
 	p->resident += m->resident;
 	Mapping *raw = m.get();
@@ -87,13 +71,13 @@ Status PagerThread::add_mapping(uint64_t uffd_id, std::unique_ptr<Mapping> m, Mo
 	// Pages the client reported dropped while no daemon had the mapping
 	// ("removed") and that are still missing read as zero: the zeroes go to
 	// the module now, as handle_remove's do.
-	for (uint32_t i = 0; i < raw->npages;) {
+	for (uint32_t i = 0; i < raw->scan_end();) {
 		if (raw->pages[i].state != PageState::kZero || !(raw->pages[i].flags & kDirty)) {
 			i++;
 			continue;
 		}
 		uint32_t j = i + 1;
-		while (j < raw->npages && raw->pages[j].state == PageState::kZero &&
+		while (j < raw->scan_end() && raw->pages[j].state == PageState::kZero &&
 		       (raw->pages[j].flags & kDirty))
 			j++;
 		claim_writeback(raw, i, j - i);

@@ -35,7 +35,7 @@ void PagerThread::maybe_evict(Process *p)
 		Mapping *m = mp.get();
 		if (m->dead || !m->region_gone || m->window || m->resident == 0)
 			continue;
-		for (uint32_t i = 0; i < m->npages && victims.size() < cfg_.evict_batch; i++) {
+		for (uint32_t i = 0; i < m->scan_end() && victims.size() < cfg_.evict_batch; i++) {
 			Page &pg = m->pages[i];
 			if (pg.state != PageState::kResident)
 				continue;
@@ -60,8 +60,8 @@ void PagerThread::maybe_evict(Process *p)
 				continue;
 			want = std::min<uint64_t>(want, cfg_.evict_batch - victims.size());
 			clock_pick(
-			        std::span<Page>(m->pages.data(), m->npages), &m->clock_hand, want,
-			        [m](uint32_t i) { return m->streams.ahead_of_stream(i); },
+			        std::span<Page>(m->pages.data(), m->scan_end()), &m->clock_hand,
+			        want, [m](uint32_t i) { return m->streams.ahead_of_stream(i); },
 			        [m, &victims](uint32_t i) {
 				        Page &pg = m->pages[i];
 				        pg.state = PageState::kEvicting;

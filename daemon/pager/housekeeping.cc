@@ -89,7 +89,7 @@ void PagerThread::retire(Mapping *m)
 {
 	if (m->dead)
 		return;
-	for (uint32_t i = 0; i < m->npages; i++)
+	for (uint32_t i = 0; i < m->scan_end(); i++)
 		if (m->pages[i].state != PageState::kGone)
 			set_gone(m, i);
 	m->dead = true;

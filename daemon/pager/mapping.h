@@ -20,8 +20,12 @@
 #pragma once
 
 #include <cstdint>
+#include <sys/mman.h>
+
 #include <memory>
+#include <new>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "daemon/pager/prefetch.h"
@@ -46,6 +50,38 @@ struct Page {
 	PageState state = PageState::kRemote;
 	uint8_t flags = 0;
 };
+static_assert(uint8_t(PageState::kRemote) == 0, "a Page of zeros is the default");
+
+// Storage for a mapping's pages. A program's heap is mapped whole, at a size
+// no program reaches (memfedctl run --heap-size: tens of GiB, millions of
+// pages) of which it uses a part: the array comes from mmap, whose pages read
+// as zeros (kRemote, no flags: the default Page) and take memory only once
+// written, and default construction writes nothing. REQUIRES: a vector using
+// it is sized once (resize on a fresh vector), never shrunk and regrown.
+template <typename T> struct ZeroedAllocator {
+	using value_type = T;
+	ZeroedAllocator() = default;
+	template <typename U> ZeroedAllocator(const ZeroedAllocator<U> &) {}
+	T *allocate(size_t n)
+	{
+		void *p = mmap(nullptr, n * sizeof(T), PROT_READ | PROT_WRITE,
+		               MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+		if (p == MAP_FAILED)
+			throw std::bad_alloc();
+		return static_cast<T *>(p);
+	}
+	void deallocate(T *p, size_t n) { munmap(p, n * sizeof(T)); }
+	template <typename U> void construct(U *) noexcept
+	{
+		// Already zeros (see above).
+	}
+	template <typename U, typename... A> void construct(U *p, A &&...a)
+	{
+		::new (static_cast<void *>(p)) U(std::forward<A>(a)...);
+	}
+	template <typename U> bool operator==(const ZeroedAllocator<U> &) const { return true; }
+};
+using PageArray = std::vector<Page, ZeroedAllocator<Page>>;
 
 struct ChannelSlot; // pager_thread.h
 struct Process;     // process.h
@@ -70,7 +106,12 @@ struct Mapping {
 	std::shared_ptr<SharedWindow> window;
 	uint32_t window_first = 0;
 
-	std::vector<Page> pages;
+	PageArray pages;
+	// Private mappings: pages [touched, npages) were never faulted,
+	// prefetched, dropped or unmapped (all kRemote without flags), so walks
+	// over the pages stop there: a heap mapping costs what it uses, not its
+	// size. Every change of such a page calls touch().
+	uint32_t touched = 0;
 	uint64_t resident = 0; // pages in Fetching/Held/Resident/Evicting
 	uint32_t clock_hand = 0;
 	StreamDetector streams;
@@ -94,6 +135,14 @@ struct Mapping {
 		       s == PageState::kResident || s == PageState::kEvicting;
 	}
 	uint64_t count_dirty() const;
+	void touch(uint32_t i)
+	{
+		if (i >= touched)
+			touched = i + 1;
+	}
+	// Where walks over `pages` end: a shared mapping's pages only record
+	// which are Gone, and they are walked whole.
+	uint32_t scan_end() const { return window ? npages : touched; }
 };
 
 } // namespace memfed::pager

@@ -356,6 +356,7 @@ Message Pager::op_map(const control::Peer &peer, Message &req)
 			     i++) {
 				m->pages[i].state = PageState::kZero;
 				m->pages[i].flags = kDirty;
+				m->touch(uint32_t(i));
 			}
 		}
 	}

@@ -24,8 +24,8 @@ namespace memfed::pager
 uint64_t Mapping::count_dirty() const
 {
 	uint64_t n = 0;
-	for (const Page &pg : pages)
-		if (pg.flags & (kDirty | kWbInFlight))
+	for (uint32_t i = 0; i < scan_end(); i++)
+		if (pages[i].flags & (kDirty | kWbInFlight))
 			n++;
 	return n;
 }

@@ -139,6 +139,7 @@ bool PagerThread::issue_fetch(Mapping *m, uint32_t idx, bool write, uint64_t t0)
 	free_fault_count_--;
 	op->bulk = false;
 	Page &pg = m->pages[idx];
+	m->touch(idx);
 	pg.state = PageState::kFetching;
 	pg.flags = write ? kWriteFault : 0;
 	m->resident++;
@@ -209,6 +210,7 @@ void PagerThread::prefetch(Mapping *m, uint32_t idx)
 		}
 		for (uint32_t j = 0; j < r.count; j++) {
 			Page &pg = m->pages[r.first + j * plan.stride];
+			m->touch(r.first + j * plan.stride);
 			pg.state = PageState::kFetching;
 			pg.flags = 0;
 		}

@@ -48,7 +48,7 @@ void PagerThread::poison_mapping(Mapping *m)
 		window_gone(*m->window);
 		return;
 	}
-	for (uint32_t i = 0; i < m->npages; i++) {
+	for (uint32_t i = 0; i < m->scan_end(); i++) {
 		Page &pg = m->pages[i];
 		if (pg.flags & kDirty)
 			wb_dropped_++;

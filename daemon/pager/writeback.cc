@@ -18,7 +18,7 @@ namespace memfed::pager
 
 void PagerThread::claim_writeback(Mapping *m, uint32_t first, uint32_t count)
 {
-	uint32_t end = std::min(m->npages, first + count);
+	uint32_t end = std::min(m->scan_end(), first + count);
 	for (uint32_t i = first; i < end;) {
 		const Page &pg = m->pages[i];
 		bool dirty = (pg.flags & kDirty) && !(pg.flags & kWbInFlight) &&

@@ -69,7 +69,8 @@ Result<std::unique_ptr<RdmaServer>> RdmaServer::listen(const std::string &host_p
 	if (s->cq_ == nullptr)
 		return Status(Code::kUnavailable,
 		              std::string("rdma listen: ibv_create_cq: ") + strerror(errno));
-	auto w = RdmaWriteReceiver::create(s->listen_id_->verbs, s->pd_, store->module_id(), service);
+	auto w = RdmaWriteReceiver::create(s->listen_id_->verbs, s->pd_, store->module_id(),
+	                                   service);
 	if (!w)
 		return w.status();
 	s->writes_ = std::move(*w);
@@ -159,6 +160,16 @@ Result<RdmaServer::RegionKeys> RdmaServer::region_keys(uint32_t region_id, Regio
 				return *had;
 			continue; // revoked meanwhile: look again
 		}
+		// A pin populates the extent: a thin region larger than the pool
+		// could hold is read over TCP instead (rdma_server.h).
+		if (geo_.thin() && r->size_bytes > geo_.capacity_pages * wire::kPageSize)
+			return Status(
+			        Code::kUnavailable,
+			        "rdma: region '" + r->name + "' (" + std::to_string(r->size_bytes) +
+			                " bytes) is larger than the thin pool's capacity of " +
+			                std::to_string(geo_.capacity_pages * wire::kPageSize) +
+			                " bytes; registering it would pin pages never written: "
+			                "read it over TCP");
 		uint64_t pages = r->size_bytes / wire::kPageSize;
 		uint64_t first = geo_.page_index(r->fa_offset);
 		// Remote read only: never remote write, never atomics. (An int, not

@@ -15,6 +15,11 @@
 //     key is good for its region's bytes only: the device checks every READ
 //     against the bounds of the MR its key names, so a key of region A used
 //     at region B's address is refused by the device (remote access error).
+//     Registering pins the whole extent, which populates it: on a thin
+//     pool (daemon/store/layout.h) a region larger than the pool's capacity
+//     (a program's heap: 64 GiB by default) is never registered, since its
+//     pin would fill memory with pages never written; RDMA_REGION refuses
+//     it (kUnavailable, saying why) and its pages are read over TCP.
 //   - Hand-out: a one-time connect token and the rdma_cm endpoint go out
 //     only in answer to RDMA_CONNECT over TLS, and only to an authenticated
 //     peer (ConnInfo::authenticated); a region's extent, addresses and keys

@@ -134,7 +134,8 @@ Status check_access(const RegionLocation &r, uid_t uid, Access want)
 						 ", mode " + mode + ")");
 }
 
-// A region as the control socket describes it. A replicated one also has
+// A region as the control socket describes it ("used_bytes" only for a region
+// of this node's module). A replicated one also has
 // "replicas" (copies wanted), "in_sync", "degraded" and "copies": each copy's
 // module, state ("in sync", "catching up", "lost"), why, since (unix ms),
 // catch-up progress (pages checked of pages to check) and pages copied in,
@@ -152,6 +153,10 @@ json region_json(const RegionLocation &r, NodeFederation *fed)
 		  {"owner_uid", r.owner_uid},
 		  {"mode", r.mode},
 		  {"ctime_ns", r.ctime_ns}};
+	// The space it takes (its pages written), known for a region of this
+	// node's module; a region elsewhere shows none.
+	if (auto used = fed->local_used_bytes(r.module, r.region_id))
+		j["used_bytes"] = *used;
 	if (r.replica_group == 0 || r.replicas <= 1)
 		return j;
 	j["replicas"] = r.replicas;
@@ -296,9 +301,15 @@ Message ControlOps::status()
 	for (const auto &m : fed_->modules()) {
 		json e = module_json(m);
 		if (m.local) {
+			// Capacity and the pages written (a thin pool's regions
+			// take space only for those), and the address space.
+			auto pi = fed_->local_pool_info();
 			b["pool"] = {{"path", cfg_.pool_path},
 				     {"capacity_bytes", m.capacity_bytes},
-				     {"used_bytes", m.capacity_bytes - m.free_bytes}};
+				     {"used_bytes", pi ? pi->used_bytes : 0},
+				     {"thin", pi && pi->thin},
+				     {"address_bytes", pi ? pi->address_bytes : 0},
+				     {"address_free_bytes", pi ? pi->address_free_bytes : 0}};
 		}
 		mods.push_back(e);
 	}

@@ -30,9 +30,28 @@ wire::WireRegion to_wire(const RegionInfo &r)
 
 void ModuleService::set_quota(const QuotaConfig &q, const std::string &config_path)
 {
-	std::lock_guard lk(quota_mu_);
-	quota_ = q;
-	config_path_ = config_path;
+	{
+		std::lock_guard lk(quota_mu_);
+		quota_ = q;
+		config_path_ = config_path;
+	}
+	// A thin pool charges the byte quotas when a write first takes a page.
+	if (!store_->thin())
+		return;
+	PoolInfo info = store_->info();
+	ModuleSize size{info.capacity_bytes, info.table_slots};
+	store_->set_write_admit(
+	        [this, q, config_path, size, module = store_->module_id().to_string()](
+	                const RegionInfo &r, const OwnerUsage &uid_usage,
+	                const OwnerUsage &node_usage, uint64_t more) {
+		        bool local = is_zero_key(r.owner_key);
+		        Status st = admit_write(
+		                q, r, local ? "" : trust::TrustedPeers::describe(r.owner_key, ""),
+		                local ? uid_usage : node_usage, more, module, size, config_path);
+		        if (!st.is_ok())
+			        log_refusal(st, local ? Refusal::kUidQuota : Refusal::kNodeQuota);
+		        return st;
+	        });
 }
 
 Requester ModuleService::requester_of(const ConnInfo &conn) const
@@ -331,6 +350,7 @@ ModuleService::~ModuleService()
 	}
 	cv_.notify_all();
 	writer_.join();
+	store_->set_write_admit(nullptr); // it points at this service
 }
 
 size_t ModuleService::queued() const
@@ -643,7 +663,9 @@ wire::WireStat ModuleService::stat() const
 	s.capacity_bytes = i.capacity_bytes;
 	s.used_bytes = i.used_bytes;
 	s.free_bytes = i.free_bytes;
-	s.largest_free_bytes = i.largest_free_bytes;
+	// STAT's sizes are of the capacity (a thin pool's address space is far
+	// larger): the largest free extent is told within what is free.
+	s.largest_free_bytes = std::min(i.largest_free_bytes, i.free_bytes);
 	s.regions = i.regions;
 	s.page_size = wire::kPageSize;
 	s.reads = i.pages_read;

@@ -67,6 +67,21 @@ public:
 	// A region another node owns on the local module (not replicated): its
 	// location and owner key; kNotFound when there is no such region here.
 	Result<std::pair<RegionLocation, NodeKeyBytes>> local_region_owner(const std::string &name);
+	// The bytes written to region `region_id` of the local module (a thin
+	// pool's space used), nullopt when `module` is not the local one or it
+	// has no such region.
+	std::optional<uint64_t> local_used_bytes(ModuleId module, uint32_t region_id) const
+	{
+		if (store_ == nullptr || !(module == store_->module_id()))
+			return std::nullopt;
+		auto r = store_->region_by_id(region_id);
+		return r ? std::optional(r->used_bytes) : std::nullopt;
+	}
+	// The local module's pool (nullopt: no module role here).
+	std::optional<PoolInfo> local_pool_info() const
+	{
+		return store_ ? std::optional(store_->info()) : std::nullopt;
+	}
 	// What each node (by key; zeros: this one) holds on the local module.
 	std::map<NodeKeyBytes, OwnerUsage> local_node_usage() const
 	{

@@ -178,4 +178,29 @@ Status admit_node_region(const QuotaConfig &q, const std::string &node, const Ow
 	             config_path);
 }
 
+Status admit_write(const QuotaConfig &q, const RegionInfo &r, const std::string &node,
+                   const OwnerUsage &usage, uint64_t more_bytes, const std::string &module,
+                   const ModuleSize &size, const std::string &config_path)
+{
+	const bool local = is_zero_key(r.owner_key);
+	const uint64_t limit =
+	        local ? uid_limits(q, r.owner_uid, size).bytes : node_limits(q, size).bytes;
+	if (limit == kNoLimit || (more_bytes <= limit && usage.bytes <= limit - more_bytes))
+		return Status::ok();
+	const char *key = local ? "quota.uid_bytes" : "quota.node_bytes";
+	const std::string who = local ? "uid " + std::to_string(r.owner_uid) : "node " + node;
+	const std::string file = config_path.empty() ? "/etc/memfed/memfedd.json" : config_path;
+	return Status(
+	        Code::kQuota,
+	        "cannot write " + format_size(more_bytes) + " of new pages to region '" + r.name +
+	                "': " + who + " has written " + format_size(usage.bytes) + " on module " +
+	                module + ", and its quota is " + format_size(limit) + " (\"" + key +
+	                "\": " +
+	                setting(local ? q.uid_bytes : q.node_bytes, true,
+	                        "the module's " + format_size(size.capacity_bytes) + " pool") +
+	                "); delete regions it no longer needs (memfedctl quota shows "
+	                "usage and limits), or raise \"" +
+	                key + "\" in " + file);
+}
+
 } // namespace memfed

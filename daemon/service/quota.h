@@ -11,10 +11,16 @@
 // administrator's repairs must not be stopped by a quota.
 //
 // Usage is what the module's region table records for the uid (ModuleStore::
-// usage_of): every region it owns there, whoever created it. A region's whole
-// size is charged at create (its extent is reserved then; a truncate changes
-// only its length as a file, within that size), so create is the one place a
-// quota is checked, under the store's table lock (ModuleStore::AdmitFn).
+// usage_of): every region it owns there, whoever created it. On a pool of
+// layout 1 to 4 (thick) a region's whole size is charged at create (its
+// extent is reserved then; a truncate changes only its length as a file,
+// within that size), so create is the one place a quota is checked, under the
+// store's table lock (ModuleStore::AdmitFn). On a thin pool (layout 5,
+// daemon/store/layout.h) a region's size is only address space: a program's
+// heap is a region of a size no program reaches. There the byte quotas count
+// the pages written, and are checked when a write first takes a page
+// (ModuleStore::WriteAdmitFn, admit_write); the region quotas are checked at
+// create as before.
 // Regions another node creates on this module count against that node's
 // quota ("quota.node_bytes", "quota.node_regions"), keyed on the node key TLS
 // authenticated and recorded with each region (the pool's access area,
@@ -102,5 +108,13 @@ NodeLimits node_limits(const QuotaConfig &q, const ModuleSize &size);
 Status admit_node_region(const QuotaConfig &q, const std::string &node, const OwnerUsage &usage,
                          const std::string &name, uint64_t bytes, const std::string &module,
                          const ModuleSize &size, const std::string &config_path);
+
+// On a thin pool: whether a write that takes `more_bytes` of pages never
+// written before may go into region `r`, whose owner (uid `r.owner_uid` of
+// this node, or node `node` when r.owner_key is not zero) holds `usage`
+// written bytes: OK, or kQuota naming the quota, the usage and the fix.
+Status admit_write(const QuotaConfig &q, const RegionInfo &r, const std::string &node,
+                   const OwnerUsage &usage, uint64_t more_bytes, const std::string &module,
+                   const ModuleSize &size, const std::string &config_path);
 
 } // namespace memfed

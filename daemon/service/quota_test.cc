@@ -148,3 +148,33 @@ TEST_CASE("another node's creates are admitted within the node quota, root or no
 	st = admit_node_region(q, "KEY=", OwnerUsage{15 * kMiB, 1}, "big", 2 * kMiB, mod, m, "");
 	CHECK(contains(st.message(), "(\"quota.node_bytes\": \"25%\" of the module's 64M pool)"));
 }
+
+TEST_CASE("on a thin pool a write that takes new pages past the byte quota is refused", "[quota]")
+{
+	QuotaConfig q;
+	q.uid_bytes = QuotaLimit::amount(8 * kMiB);
+	q.node_bytes = QuotaLimit::percent(25);
+	const ModuleSize m{64 * kMiB, 4096};
+	const std::string mod = "02:00:00:00:00:01";
+	RegionInfo r;
+	r.name = "heap.1";
+	r.owner_uid = 1000;
+	CHECK(admit_write(q, r, "", OwnerUsage{6 * kMiB, 1}, 2 * kMiB, mod, m, ""));
+	Status st =
+	        admit_write(q, r, "", OwnerUsage{6 * kMiB, 1}, 2 * kMiB + 4096, mod, m, "/m.json");
+	CHECK(st.code() == Code::kQuota);
+	CHECK(contains(st.message(), "cannot write "));
+	CHECK(contains(st.message(), " of new pages to region 'heap.1'"));
+	CHECK(contains(st.message(), "uid 1000 has written 6M on module 02:00:00:00:00:01"));
+	CHECK(contains(st.message(), "its quota is 8M"));
+	CHECK(contains(st.message(), "raise \"quota.uid_bytes\" in /m.json"));
+	// Root is exempt; another node's region counts against the node quota.
+	r.owner_uid = 0;
+	CHECK(admit_write(q, r, "", OwnerUsage{60 * kMiB, 1}, kMiB, mod, m, ""));
+	r.owner_key[0] = 1;
+	st = admit_write(q, r, "KEY=", OwnerUsage{16 * kMiB, 1}, 4096, mod, m, "");
+	CHECK(st.code() == Code::kQuota);
+	CHECK(contains(st.message(), "node KEY= has written 16M"));
+	CHECK(contains(st.message(), "(\"quota.node_bytes\": \"25%\" of the module's 64M pool)"));
+	CHECK(admit_write(q, r, "KEY=", OwnerUsage{15 * kMiB, 1}, kMiB, mod, m, ""));
+}

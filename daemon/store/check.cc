@@ -67,8 +67,16 @@ Result<CheckReport> check_pool(const std::string &path)
 	// Region table: entry checks, then duplicates and overlaps among the rest.
 	std::vector<RegionSlot> slots = RegionTable::read_all(base, geo, &rep.problems);
 	std::set<std::string> names;
-	std::map<uint64_t, const RegionSlot *> by_start; // live or deleting extents
-	std::vector<uint8_t> owner(geo.data_pages, 0);   // 1 = page in a live region
+	// Live (mark 1) and deleting (mark 2) extents: start page -> (pages, mark).
+	// An interval map, not a byte per page: a thin pool has 2^30 data pages.
+	std::map<uint64_t, std::pair<uint64_t, uint8_t>> extents;
+	auto owner = [&](uint64_t i) -> uint8_t {
+		auto it = extents.upper_bound(i);
+		if (it == extents.begin())
+			return 0;
+		--it;
+		return i < it->first + it->second.first ? it->second.second : 0;
+	};
 	for (const RegionSlot &s : slots) {
 		if (s.state == kRegionFree)
 			continue;
@@ -82,16 +90,19 @@ Result<CheckReport> check_pool(const std::string &path)
 		uint64_t first = geo.page_index(s.info.fa_offset),
 		         pages = s.info.size_bytes / kPageSize;
 		bool overlap = false;
-		for (uint64_t i = first; i < first + pages; i++)
-			if (owner[i] != 0)
-				overlap = true;
+		auto next = extents.lower_bound(first);
+		if (next != extents.end() && next->first < first + pages)
+			overlap = true;
+		if (next != extents.begin() &&
+		    std::prev(next)->first + std::prev(next)->second.first > first)
+			overlap = true;
 		if (overlap)
 			rep.problems.push_back("region '" + s.info.name + "' (slot " +
 			                       std::to_string(s.slot) +
 			                       ") overlaps another region");
 		uint8_t mark = s.state == kRegionLive ? 1 : 2;
-		for (uint64_t i = first; i < first + pages; i++)
-			owner[i] = mark;
+		if (!overlap)
+			extents[first] = {pages, mark};
 	}
 
 	// Redo log: valid records are replayed at the next open; torn ones are
@@ -120,37 +131,69 @@ Result<CheckReport> check_pool(const std::string &path)
 	const uint64_t *wversions =
 	        geo.has_versions() ? reinterpret_cast<const uint64_t *>(base + geo.version_offset)
 	                           : nullptr;
-	for (uint64_t i = 0; i < geo.data_pages; i++) {
-		rep.pages_checked++;
-		const uint8_t *page = base + geo.page_fa(i);
-		PageMeta m = meta[i];
-		auto bad = [&](const std::string &why) {
-			rep.bad_pages++;
-			if (rep.bad_pages <= 100)
-				rep.problems.push_back("page " + hex(geo.page_fa(i)) + ": " + why);
-		};
-		if (wversions != nullptr && wversions[i] != 0 && owner[i] == 0) {
-			bad("has page version " + std::to_string(wversions[i]) +
-			    " but is in no region");
-			continue;
+	// Only pages whose meta, version entry or content is not a hole in the
+	// file: a hole reads as zeros, which is what a page never written is.
+	std::vector<std::pair<uint64_t, uint64_t>> runs;
+	auto add_runs = [&](uint64_t area, uint64_t bytes_per_page) -> Status {
+		auto ranges = f.data_ranges(area, geo.data_pages * bytes_per_page);
+		if (!ranges)
+			return ranges.status();
+		for (auto [off, len] : *ranges)
+			runs.emplace_back(
+			        (off - area) / bytes_per_page,
+			        std::min(geo.data_pages,
+			                 (off + len - area + bytes_per_page - 1) / bytes_per_page));
+		return Status::ok();
+	};
+	MF_RETURN_IF_ERROR(add_runs(geo.meta_offset, sizeof(PageMeta)));
+	if (geo.has_versions())
+		MF_RETURN_IF_ERROR(add_runs(geo.version_offset, sizeof(uint64_t)));
+	MF_RETURN_IF_ERROR(add_runs(geo.data_offset, kPageSize));
+	std::sort(runs.begin(), runs.end());
+	uint64_t live_written = 0;
+	uint64_t next_page = 0; // pages below it were checked
+	for (auto [b, e] : runs)
+		for (uint64_t i = std::max(b, next_page); i < e; i++, next_page = i) {
+			rep.pages_checked++;
+			const uint8_t *page = base + geo.page_fa(i);
+			PageMeta m = meta[i];
+			auto bad = [&](const std::string &why) {
+				rep.bad_pages++;
+				if (rep.bad_pages <= 100)
+					rep.problems.push_back("page " + hex(geo.page_fa(i)) +
+					                       ": " + why);
+			};
+			if (wversions != nullptr && wversions[i] != 0 && owner(i) == 0) {
+				bad("has page version " + std::to_string(wversions[i]) +
+				    " but is in no region");
+				continue;
+			}
+			if (m.version == 0) {
+				if (m.crc != 0 || !page_is_zero(page))
+					bad("never written but not zero");
+				continue;
+			}
+			rep.pages_written++;
+			if (owner(i) == 1)
+				live_written++;
+			if (owner(i) == 0) {
+				bad("written (version " + std::to_string(m.version) +
+				    ") but in no region");
+				continue;
+			}
+			auto p = pending.find(i);
+			if (p != pending.end() && p->second >= m.version)
+				continue; // the next open replays it
+			uint32_t crc = crc32c(page, kPageSize);
+			if (crc != m.crc && !(crc == zero_crc && owner(i) == 2))
+				bad("checksum mismatch (version " + std::to_string(m.version) +
+				    ")");
 		}
-		if (m.version == 0) {
-			if (m.crc != 0 || !page_is_zero(page))
-				bad("never written but not zero");
-			continue;
-		}
-		rep.pages_written++;
-		if (owner[i] == 0) {
-			bad("written (version " + std::to_string(m.version) + ") but in no region");
-			continue;
-		}
-		auto p = pending.find(i);
-		if (p != pending.end() && p->second >= m.version)
-			continue; // the next open replays it
-		uint32_t crc = crc32c(page, kPageSize);
-		if (crc != m.crc && !(crc == zero_crc && owner[i] == 2))
-			bad("checksum mismatch (version " + std::to_string(m.version) + ")");
-	}
+	// A thin pool (layout.h) holds at most capacity_pages written pages.
+	if (live_written > geo.capacity_pages)
+		rep.problems.push_back("regions hold " + std::to_string(live_written) +
+		                       " written pages, more than the pool's capacity of " +
+		                       std::to_string(geo.capacity_pages) + " pages");
 	if (rep.bad_pages > 100)
 		rep.problems.push_back(std::to_string(rep.bad_pages - 100) +
 		                       " more bad pages not listed");

@@ -2,7 +2,7 @@
 
 #include <catch2/catch.hpp>
 
-#include <fstream>
+#include <cstring>
 #include <vector>
 
 #include "daemon/store/pool.h"
@@ -17,12 +17,23 @@ namespace
 
 constexpr uint64_t kPoolSize = 4 << 20;
 
+// What the file at `path` holds: its length and the bytes of every part that
+// is not a hole (a thin pool's file is 4 TiB long and mostly holes).
 std::vector<char> file_bytes(const std::string &path)
 {
-	std::ifstream in(path, std::ios::binary | std::ios::ate);
-	std::vector<char> bytes(static_cast<size_t>(in.tellg()));
-	in.seekg(0);
-	in.read(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+	auto f = std::move(*store::PoolFile::open(path, false, false));
+	uint64_t len = *f->size();
+	std::vector<char> bytes(reinterpret_cast<const char *>(&len),
+	                        reinterpret_cast<const char *>(&len) + sizeof(len));
+	auto ranges = f->data_ranges(0, len);
+	REQUIRE(ranges.is_ok());
+	for (auto [off, n] : *ranges) {
+		size_t at = bytes.size();
+		bytes.resize(at + 2 * sizeof(uint64_t) + n);
+		memcpy(&bytes[at], &off, sizeof(off));
+		memcpy(&bytes[at + sizeof(off)], &n, sizeof(n));
+		REQUIRE(f->read_at(&bytes[at + 2 * sizeof(uint64_t)], n, off).is_ok());
+	}
 	return bytes;
 }
 
@@ -37,7 +48,7 @@ bool any_problem_contains(const CheckReport &rep, const std::string &part)
 struct Pool {
 	TestPoolDir dir;
 	std::string path = dir.path("pool");
-	store::Geometry geo = store::compute_geometry(kPoolSize);
+	store::Geometry geo = store::compute_thin_geometry(kPoolSize, 0, false);
 	RegionInfo a, b;
 
 	Pool()
@@ -66,7 +77,10 @@ TEST_CASE("check of a healthy pool is clean and counts what it saw", "[store][ch
 	INFO((rep->problems.empty() ? "" : rep->problems[0]));
 	REQUIRE(rep->clean);
 	REQUIRE(rep->regions_checked == 2);
-	REQUIRE(rep->pages_checked == p.geo.data_pages);
+	// Only what is not a hole: the pages whose metas share a file page
+	// with the written ones, not the 4 TiB address space.
+	REQUIRE(rep->pages_checked >= 8);
+	REQUIRE(rep->pages_checked <= 4096);
 	REQUIRE(rep->pages_written == 4);
 	REQUIRE(rep->bad_pages == 0);
 }

@@ -1,5 +1,6 @@
 #include "daemon/store/layout.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "daemon/common/crc32c.h"
@@ -31,29 +32,58 @@ uint32_t default_table_slots(uint64_t pool_bytes)
 	return slots;
 }
 
-Geometry compute_geometry(uint64_t pool_bytes, uint32_t table_slots, uint32_t layout_version)
+namespace
 {
-	const bool versions = layout_version >= kLayoutVersionVersions;
+
+// The areas of layout `layout_version` up to the meta area, for a table of
+// `table_slots`.
+Geometry place_fixed_areas(uint64_t pool_bytes, uint32_t table_slots, uint32_t layout_version)
+{
 	Geometry g;
 	g.pool_bytes = pool_bytes;
 	g.table_slots = table_slots != 0 ? table_slots : default_table_slots(pool_bytes);
 	g.table_offset = kPageSize;
 	g.log_desc_offset =
 	        g.table_offset + round_up(uint64_t{g.table_slots} * sizeof(RegionEntry), kPageSize);
-	if (layout_version >= 4) {
+	if (layout_version >= kLayoutVersionAccess) {
 		g.access_offset = g.log_desc_offset;
 		g.log_desc_offset = g.access_offset + access_area_bytes(g.table_slots);
 	}
 	g.log_data_offset = g.log_desc_offset +
 	                    round_up(uint64_t{kLogSlots} * sizeof(LogDescriptor), kPageSize);
 	g.meta_offset = g.log_data_offset + uint64_t{kLogSlots} * kPageSize;
-	if (pool_bytes <= g.meta_offset) {
-		g.data_offset = g.meta_offset;
+	g.data_offset = g.meta_offset;
+	return g;
+}
+
+uint64_t version_entry_bytes(uint32_t layout_version)
+{
+	return layout_version >= kLayoutVersionVersions ? sizeof(uint64_t) : 0;
+}
+
+// Places the meta, version and data areas of `pages` data pages after g's
+// fixed areas.
+void place_page_areas(Geometry *g, uint64_t pages, uint32_t layout_version)
+{
+	const uint64_t version_bytes = version_entry_bytes(layout_version);
+	g->data_pages = pages;
+	g->capacity_pages = pages;
+	uint64_t meta_end = g->meta_offset + round_up(pages * sizeof(PageMeta), kPageSize);
+	if (version_bytes != 0)
+		g->version_offset = meta_end;
+	g->data_offset = meta_end + round_up(pages * version_bytes, kPageSize);
+}
+
+} // namespace
+
+Geometry compute_geometry(uint64_t pool_bytes, uint32_t table_slots, uint32_t layout_version)
+{
+	Geometry g = place_fixed_areas(pool_bytes, table_slots, layout_version);
+	if (pool_bytes <= g.meta_offset)
 		return g;
-	}
 	// Each data page costs kPageSize plus sizeof(PageMeta) of (page-rounded)
 	// meta, plus 8 bytes of (page-rounded) version area from layout 3 on.
-	const uint64_t version_bytes = versions ? sizeof(uint64_t) : 0;
+	const uint64_t version_bytes = version_entry_bytes(layout_version);
 	auto overhead = [&](uint64_t pages) {
 		return round_up(pages * sizeof(PageMeta), kPageSize) +
 		       round_up(pages * version_bytes, kPageSize);
@@ -62,12 +92,21 @@ Geometry compute_geometry(uint64_t pool_bytes, uint32_t table_slots, uint32_t la
 	uint64_t pages = avail / (kPageSize + sizeof(PageMeta) + version_bytes);
 	while (pages > 0 && overhead(pages) + pages * kPageSize > avail)
 		pages--;
-	g.data_pages = pages;
-	uint64_t meta_end = g.meta_offset + round_up(pages * sizeof(PageMeta), kPageSize);
-	if (versions)
-		g.version_offset = meta_end;
-	g.data_offset = meta_end + round_up(pages * version_bytes, kPageSize);
+	place_page_areas(&g, pages, layout_version);
 	return g;
+}
+
+Geometry compute_thin_geometry(uint64_t size_bytes, uint32_t table_slots, bool thick)
+{
+	Geometry g = compute_geometry(size_bytes, table_slots, kLayoutVersion);
+	if (g.data_pages == 0 || thick)
+		return g;
+	const uint64_t capacity = g.data_pages;
+	Geometry t = place_fixed_areas(0, g.table_slots, kLayoutVersion);
+	place_page_areas(&t, std::max(capacity, kThinDataPages), kLayoutVersion);
+	t.capacity_pages = capacity;
+	t.pool_bytes = t.data_end();
+	return t;
 }
 
 Geometry geometry_of(const PoolHeader &h)
@@ -88,6 +127,7 @@ Geometry geometry_of(const PoolHeader &h)
 		        h.meta_offset + round_up(h.data_pages * sizeof(PageMeta), kPageSize);
 	g.data_offset = h.data_offset;
 	g.data_pages = h.data_pages;
+	g.capacity_pages = h.layout_version >= 5 ? h.capacity_pages : h.data_pages;
 	return g;
 }
 
@@ -101,7 +141,7 @@ uint32_t header_crc(const PoolHeader &h)
 {
 	PoolHeader c = h;
 	c.crc = 0;
-	return crc32c(&c, sizeof(c));
+	return crc32c(&c, h.layout_version >= 5 ? sizeof(c) : kPoolHeaderBytesV4);
 }
 
 Status validate_header(const PoolHeader &h, const std::string &path)
@@ -135,6 +175,21 @@ Status validate_header(const PoolHeader &h, const std::string &path)
 		                                      std::to_string(h.layout_version) +
 		                                      " does not allow" + fix);
 	Geometry want = compute_geometry(h.pool_bytes, h.table_slots, h.layout_version);
+	if (h.layout_version >= 5) {
+		// Thick (a device): as layout 4, capacity = data area. Thin: the
+		// data area is the larger of capacity and kThinDataPages, and the
+		// pool ends with it.
+		bool thick = h.capacity_pages == h.data_pages && h.data_pages == want.data_pages;
+		if (!thick && h.capacity_pages != 0 && h.capacity_pages < h.data_pages &&
+		    h.data_pages == std::max(h.capacity_pages, kThinDataPages)) {
+			want = place_fixed_areas(0, h.table_slots, h.layout_version);
+			place_page_areas(&want, h.data_pages, h.layout_version);
+			if (h.pool_bytes != want.data_end())
+				want.data_pages = 0; // inconsistent
+		} else if (!thick) {
+			want.data_pages = 0;
+		}
+	}
 	if (h.page_size != kPageSize || h.table_entry_size != sizeof(RegionEntry) ||
 	    h.log_slots != kLogSlots || h.log_desc_size != sizeof(LogDescriptor) ||
 	    h.table_offset != want.table_offset || h.log_desc_offset != want.log_desc_offset ||

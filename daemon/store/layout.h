@@ -42,6 +42,25 @@
 // that runs the module, and grants and creates from other nodes are refused
 // there, naming the fix (a pool formatted by this version).
 //
+// Version 5 makes regions thin: the data area (the pool's address space) is
+// larger than its capacity, the pages the pool can actually hold. A region
+// takes address space at create and capacity only for the pages written to it
+// (a page with PageMeta.version != 0); a write that would take a page beyond
+// capacity is refused (kNoSpace), a create never is for that reason. The
+// header grows to 128 bytes: capacity_pages follows the crc, and from layout
+// 5 on the crc covers all 128 bytes (older headers: the first 112, and the
+// bytes after them read as zeros). `pool format --size S` asks for capacity:
+// capacity_pages is the data area a layout-4 pool of S bytes would have, and
+// the data area is the larger of that and kThinDataPages (4 TiB). A file pool
+// stays sparse: pages, metas and version entries never written are holes
+// (delete and truncate punch them again), so the file costs what is written,
+// and code that walks the metas skips the holes (PoolFile::data_ranges). The
+// file is about 4 TiB long, within every Linux filesystem's file-size limit
+// (ext4: 16 TiB), and must support holes (tmpfs, ext4, xfs, btrfs). A DAX
+// device cannot be sparse: it is formatted thick (data area = capacity), as
+// every pool of layout 1 to 4 opens. Used space is not stored: open derives
+// it from the metas, so no counter can disagree with the pages after a crash.
+//
 // A region's pages never move: the federated address (FA) offset of a page is
 // its byte offset in the pool, so an RDMA transport can read the pool directly.
 // All integers are little-endian (the only byte order memfed runs on).
@@ -58,7 +77,8 @@ namespace memfed::store
 
 constexpr uint64_t kPageSize = 4096;
 constexpr char kPoolMagic[8] = {'M', 'F', 'P', 'O', 'O', 'L', '0', '1'};
-constexpr uint32_t kLayoutVersion = 4;
+constexpr uint32_t kLayoutVersion = 5;
+constexpr uint32_t kLayoutVersionAccess = 4;     // access area, data area = capacity
 constexpr uint32_t kLayoutVersionVersions = 3;   // version area, no access area
 constexpr uint32_t kLayoutVersionTableSize = 2;  // sized table, no version area
 constexpr uint32_t kLayoutVersionFixedTable = 1; // table of kMinTableSlots
@@ -67,8 +87,14 @@ constexpr uint32_t kMaxTableSlots = 1u << 20;
 constexpr uint64_t kPoolBytesPerSlot = 32 * 1024; // 0.4% of the pool for the table
 constexpr uint32_t kLogSlots = 256;
 constexpr size_t kMaxRegionName = 63;
+// Layout 5: the data area of a thin pool (its address space), unless its
+// capacity is larger.
+constexpr uint64_t kThinDataPages = (uint64_t{4} << 40) / kPageSize;
+// The header bytes layouts 1 to 4 wrote and checksummed.
+constexpr size_t kPoolHeaderBytesV4 = 112;
 
-// Page 0. Immutable after format; `crc` is crc32c of the struct with crc = 0.
+// Page 0. Immutable after format; `crc` is crc32c of the struct with crc = 0
+// (layouts 1 to 4: of its first kPoolHeaderBytesV4 bytes).
 struct PoolHeader {
 	char magic[8];
 	uint32_t layout_version;
@@ -88,8 +114,13 @@ struct PoolHeader {
 	uint64_t data_pages;
 	uint32_t reserved;
 	uint32_t crc;
+	// Layout 5: the data pages the pool can hold (<= data_pages); zeros
+	// before, where capacity is data_pages.
+	uint64_t capacity_pages;
+	uint64_t reserved2;
 };
-static_assert(sizeof(PoolHeader) == 112);
+static_assert(offsetof(PoolHeader, capacity_pages) == kPoolHeaderBytesV4);
+static_assert(sizeof(PoolHeader) == 128);
 
 // Region table slot states (low byte of RegionEntry::state_word).
 enum RegionState : uint8_t {
@@ -199,7 +230,9 @@ struct Geometry {
 	uint64_t version_offset = 0; // 0: no version area (layout 1 and 2)
 	uint64_t data_offset = 0;
 	uint64_t data_pages = 0;
+	uint64_t capacity_pages = 0; // pages the pool can hold: data_pages unless thin
 
+	bool thin() const { return capacity_pages < data_pages; }
 	bool has_versions() const { return version_offset != 0; }
 	bool has_access() const { return access_offset != 0; }
 	// Copy `copy` (0 or 1) of `slot`'s access record. REQUIRES: has_access().
@@ -230,6 +263,11 @@ uint32_t default_table_slots(uint64_t pool_bytes);
 // access area.
 Geometry compute_geometry(uint64_t pool_bytes, uint32_t table_slots = 0,
                           uint32_t layout_version = kLayoutVersion);
+// Layout 5: the geometry format gives a pool of capacity `size_bytes` (the
+// data area a layout-4 pool of that size would have), thin (data area the
+// larger of that and kThinDataPages) or thick (data area = capacity, for a
+// device). pool_bytes is the file it needs. data_pages is 0 if nothing fits.
+Geometry compute_thin_geometry(uint64_t size_bytes, uint32_t table_slots, bool thick);
 // Geometry recorded in a header (REQUIRES: header passed validate_header).
 Geometry geometry_of(const PoolHeader &h);
 // Smallest pool that holds one data page (with a kMinTableSlots table).
@@ -237,7 +275,7 @@ uint64_t min_pool_bytes();
 
 uint32_t header_crc(const PoolHeader &h);
 // kCorrupt (naming `path` and the fix) unless `h` has our magic, a layout
-// version we read (1 to 4), a matching crc, a table size we accept and the
+// version we read (1 to 5), a matching crc, a table size we accept and the
 // geometry compute_geometry gives for it.
 Status validate_header(const PoolHeader &h, const std::string &path);
 uint32_t entry_crc(const RegionEntry &e);

@@ -69,14 +69,16 @@ Status ModuleStore::format(const PoolOptions &opts)
 		                      std::to_string(store::kMinTableSlots) + " to " +
 		                      std::to_string(store::kMaxTableSlots) +
 		                      ", or 0 to size it from the pool");
-	store::Geometry geo = store::compute_geometry(bytes, slots);
+	// A file is thin (sparse, its address space larger than its capacity);
+	// a device cannot be (layout.h).
+	store::Geometry geo = store::compute_thin_geometry(bytes, slots, f.is_device());
 	if (geo.data_pages == 0)
 		return Status(Code::kInvalidArgument,
 		              "pool size " + std::to_string(bytes) + " bytes for " + opts.path +
 		                      " is too small; the minimum is " +
 		                      std::to_string(store::min_pool_bytes()) + " bytes");
 	if (!f.is_device())
-		MF_RETURN_IF_ERROR(f.reset_size(bytes));
+		MF_RETURN_IF_ERROR(f.reset_size(geo.pool_bytes));
 	MF_RETURN_IF_ERROR(f.map(true));
 	if (f.is_device()) {
 		// A file starts as zeros; a device must be cleared (free space and
@@ -89,7 +91,7 @@ Status ModuleStore::format(const PoolOptions &opts)
 	h.layout_version = store::kLayoutVersion;
 	h.page_size = kPageSize;
 	h.module_id = opts.module_id.value != 0 ? opts.module_id.value : ModuleId::random().value;
-	h.pool_bytes = bytes;
+	h.pool_bytes = geo.pool_bytes;
 	h.ctime_ns = realtime_ns();
 	h.table_offset = geo.table_offset;
 	h.table_slots = geo.table_slots;
@@ -101,14 +103,17 @@ Status ModuleStore::format(const PoolOptions &opts)
 	h.meta_offset = geo.meta_offset;
 	h.data_offset = geo.data_offset;
 	h.data_pages = geo.data_pages;
+	h.capacity_pages = geo.capacity_pages;
 	h.crc = store::header_crc(h);
 	memcpy(f.base(), &h, sizeof(h));
 	f.persist_fn()(f.base(), sizeof(h));
 	LOG_INFO(kComp,
-	         "formatted pool %s: module %s, %llu bytes, %llu data pages, %u region slots",
+	         "formatted pool %s: module %s, capacity %llu pages in %llu data pages (%s), %u "
+	         "region slots",
 	         opts.path.c_str(), ModuleId{h.module_id}.to_string().c_str(),
-	         static_cast<unsigned long long>(bytes),
-	         static_cast<unsigned long long>(geo.data_pages), geo.table_slots);
+	         static_cast<unsigned long long>(geo.capacity_pages),
+	         static_cast<unsigned long long>(geo.data_pages), geo.thin() ? "thin" : "thick",
+	         geo.table_slots);
 	return Status::ok();
 }
 
@@ -137,12 +142,24 @@ Result<std::unique_ptr<ModuleStore>> ModuleStore::open(const std::string &path,
 		              "pool " + path + " is " + std::to_string(*sz) +
 		                      " bytes but its header says " + std::to_string(h.pool_bytes) +
 		                      "; it was truncated or extended: restore it or reformat");
-	if (expected_size != 0 && expected_size != *sz)
+	// A thin pool's file is its address space: the size asked for at
+	// format is its capacity, which the header records.
+	const bool thin_header = h.layout_version >= 5 && h.capacity_pages < h.data_pages;
+	if (expected_size != 0 && !thin_header && expected_size != *sz)
 		return Status(Code::kInvalidArgument,
 		              "pool " + path + " is " + std::to_string(*sz) +
 		                      " bytes but the configuration asks for " +
 		                      std::to_string(expected_size) +
 		                      "; set pool_size to match or reformat the pool");
+	if (expected_size != 0 && thin_header &&
+	    store::compute_geometry(expected_size, h.table_slots).data_pages != h.capacity_pages)
+		return Status(Code::kInvalidArgument,
+		              "pool " + path + " holds " +
+		                      std::to_string(h.capacity_pages * kPageSize) +
+		                      " bytes of data but the configuration asks for a pool of " +
+		                      std::to_string(expected_size) +
+		                      " bytes; set pool_size to the size it was formatted with "
+		                      "or reformat the pool");
 	MF_RETURN_IF_ERROR(file->map(true));
 	std::unique_ptr<ModuleStore> s(new ModuleStore(std::move(file)));
 	s->geo_ = store::geometry_of(h);
@@ -190,7 +207,93 @@ Status ModuleStore::recover()
 		LOG_INFO(kComp, "pool %s: finished the interrupted delete of region '%s'",
 		         path.c_str(), s.info.name.c_str());
 	}
+
+	// The pages written, from the metas (no counter is stored that a crash
+	// could leave wrong).
+	std::lock_guard ulock(used_mu_);
+	for (const store::RegionSlot &s : live) {
+		auto n = count_written(geo_.page_index(s.info.fa_offset),
+		                       s.info.size_bytes / kPageSize);
+		if (!n)
+			return n.status();
+		count_used(s.info, static_cast<int64_t>(*n));
+	}
 	return Status::ok();
+}
+
+Result<std::vector<std::pair<uint64_t, uint64_t>>> ModuleStore::meta_runs(uint64_t first,
+                                                                          uint64_t count) const
+{
+	std::vector<std::pair<uint64_t, uint64_t>> runs;
+	auto ranges = file_->data_ranges(geo_.meta_fa(first), count * sizeof(store::PageMeta));
+	if (!ranges)
+		return ranges.status();
+	const uint64_t end = first + count;
+	for (auto [off, len] : *ranges) {
+		uint64_t b = (off - geo_.meta_offset) / sizeof(store::PageMeta);
+		uint64_t e = (off + len - geo_.meta_offset + sizeof(store::PageMeta) - 1) /
+		             sizeof(store::PageMeta);
+		b = std::max(b, first);
+		e = std::min(e, end);
+		if (b >= e)
+			continue;
+		if (!runs.empty() && runs.back().second >= b)
+			runs.back().second = std::max(runs.back().second, e);
+		else
+			runs.emplace_back(b, e);
+	}
+	return runs;
+}
+
+Result<uint64_t> ModuleStore::count_written(uint64_t first, uint64_t count) const
+{
+	auto runs = meta_runs(first, count);
+	if (!runs)
+		return runs.status();
+	uint64_t n = 0;
+	for (auto [b, e] : *runs)
+		for (uint64_t i = b; i < e; i++)
+			n += std::atomic_ref<uint64_t>(meta(i)->version)
+			             .load(std::memory_order_relaxed) != 0;
+	return n;
+}
+
+void ModuleStore::count_used(const RegionInfo &r, int64_t delta)
+{
+	if (delta == 0)
+		return;
+	auto add = [delta](uint64_t &v) {
+		v = static_cast<uint64_t>(static_cast<int64_t>(v) + delta);
+	};
+	add(used_pages_);
+	add(used_by_region_[r.id]);
+	add(used_by_uid_[r.owner_uid]);
+	add(used_by_node_[r.owner_key]);
+	if (used_by_uid_[r.owner_uid] == 0)
+		used_by_uid_.erase(r.owner_uid);
+	if (used_by_node_[r.owner_key] == 0)
+		used_by_node_.erase(r.owner_key);
+}
+
+RegionInfo ModuleStore::with_used(RegionInfo r) const
+{
+	std::lock_guard ulock(used_mu_);
+	auto it = used_by_region_.find(r.id);
+	r.used_bytes = it == used_by_region_.end() ? 0 : it->second * kPageSize;
+	return r;
+}
+
+OwnerUsage ModuleStore::charged(OwnerUsage usage, uint64_t used_pages) const
+{
+	if (geo_.thin())
+		usage.bytes = used_pages * kPageSize;
+	return usage;
+}
+
+void ModuleStore::set_write_admit(WriteAdmitFn fn)
+{
+	std::unique_lock lock(table_mu_);
+	write_admit_ = std::move(fn);
 }
 
 Status ModuleStore::replay_log(const std::vector<store::RegionSlot> &live)
@@ -230,8 +333,12 @@ Status ModuleStore::replay_log(const std::vector<store::RegionSlot> &live)
 		unpersisted_.push_back(idx);
 		log_replays_++;
 	}
-	for (uint64_t i = 0; i < geo_.data_pages; i++)
-		max_seq = std::max(max_seq, meta(i)->version);
+	auto runs = meta_runs(0, geo_.data_pages);
+	if (!runs)
+		return runs.status();
+	for (auto [b, e] : *runs)
+		for (uint64_t i = b; i < e; i++)
+			max_seq = std::max(max_seq, meta(i)->version);
 	next_seq_ = max_seq + 1;
 	checkpoint();
 	if (!scan.valid.empty() || scan.torn > 0 || !table_->deleting().empty())
@@ -306,10 +413,35 @@ Result<PoolInfo> ModuleStore::inspect(const std::string &path)
 	info.module = ModuleId{h.module_id};
 	info.layout_version = h.layout_version;
 	info.pool_bytes = h.pool_bytes;
-	info.capacity_bytes = geo.data_pages * kPageSize;
-	info.free_bytes = alloc.free_pages() * kPageSize;
-	info.used_bytes = info.capacity_bytes - info.free_bytes;
+	info.capacity_bytes = geo.capacity_pages * kPageSize;
+	info.address_bytes = geo.data_pages * kPageSize;
+	info.thin = geo.thin();
+	info.address_free_bytes = alloc.free_pages() * kPageSize;
+	info.reserved_bytes = info.address_bytes - info.address_free_bytes;
 	info.largest_free_bytes = alloc.largest_free_pages() * kPageSize;
+	// Pages written: the metas that are not holes, read in chunks.
+	auto ranges = f.data_ranges(geo.meta_offset, geo.data_pages * sizeof(store::PageMeta));
+	if (!ranges)
+		return ranges.status();
+	std::vector<store::PageMeta> metas(16384);
+	uint64_t written = 0;
+	for (auto [off, len] : *ranges) {
+		uint64_t b = (off - geo.meta_offset) / sizeof(store::PageMeta);
+		uint64_t e = std::min(geo.data_pages,
+		                      (off + len - geo.meta_offset + sizeof(store::PageMeta) - 1) /
+		                              sizeof(store::PageMeta));
+		for (uint64_t i = b; i < e; i += metas.size()) {
+			uint64_t n = std::min<uint64_t>(metas.size(), e - i);
+			MF_RETURN_IF_ERROR(f.read_at(metas.data(), n * sizeof(store::PageMeta),
+			                             geo.meta_fa(i)));
+			for (uint64_t k = 0; k < n; k++)
+				written += metas[k].version != 0;
+		}
+	}
+	info.used_bytes = written * kPageSize;
+	info.free_bytes =
+	        info.thin ? info.capacity_bytes - std::min(info.used_bytes, info.capacity_bytes)
+	                  : info.address_free_bytes;
 	info.is_pmem = f.is_device();
 	info.data_offset = geo.data_offset;
 	info.ctime_ns = h.ctime_ns;
@@ -364,15 +496,18 @@ Result<RegionInfo> ModuleStore::create_region(const std::string &name, uint64_t 
 		return Status(Code::kAlreadyExists, "region '" + name +
 		                                            "' already exists on module " +
 		                                            module_.to_string());
+	// A thin region costs nothing until written: the quotas count what is
+	// written (write_pages_batch asks write_admit_), a create only its region.
+	const uint64_t charge = geo_.thin() ? 0 : pages * kPageSize;
 	if (admit)
-		MF_RETURN_IF_ERROR(admit(table_->usage_of(owner_uid), pages * kPageSize));
+		MF_RETURN_IF_ERROR(admit(usage_of_locked(owner_uid), charge));
 	auto start = alloc_->allocate(pages);
 	if (!start)
 		return Status(Code::kNoSpace, what + ": " + start.status().message());
 	// A node's quota refuses only what would fit: a module without room says
 	// so (kNoSpace), so the node tries another.
 	if (admit_node) {
-		Status st = admit_node(table_->usage_of_node(owner_key), pages * kPageSize);
+		Status st = admit_node(usage_of_node_locked(owner_key), charge);
 		if (!st.is_ok()) {
 			alloc_->release(*start, pages);
 			return st;
@@ -423,6 +558,14 @@ Status ModuleStore::delete_region(const std::string &name)
 	MF_RETURN_IF_ERROR(zero_pages(first, pages));
 	table_->mark_free(r.slot);
 	alloc_->release(first, pages);
+	{
+		std::lock_guard ulock(used_mu_);
+		auto it = used_by_region_.find(r.info.id);
+		if (it != used_by_region_.end()) {
+			count_used(r.info, -static_cast<int64_t>(it->second));
+			used_by_region_.erase(r.info.id);
+		}
+	}
 	LOG_INFO(kComp, "deleted region '%s' (id %u)", name.c_str(), r.info.id);
 	return Status::ok();
 }
@@ -485,18 +628,30 @@ Status ModuleStore::clear_pages_from(const RegionInfo &r, uint64_t first)
 	checkpoint(); // logged writes reach their pages and meta first
 	log_->clear();
 	uint64_t base = geo_.page_index(r.fa_offset);
-	for (uint64_t i = first; i < pages;) {
-		if (meta(base + i)->version == 0) {
-			i++;
-			continue;
+	// Only where the metas are not holes (a thin region's may be mostly holes).
+	auto runs = meta_runs(base + first, pages - first);
+	if (!runs)
+		return runs.status();
+	uint64_t cleared = 0;
+	Status st = Status::ok();
+	for (auto [b, e] : *runs) {
+		for (uint64_t i = b; i < e && st.is_ok();) {
+			if (meta(i)->version == 0) {
+				i++;
+				continue;
+			}
+			uint64_t j = i + 1;
+			while (j < e && meta(j)->version != 0)
+				j++;
+			st = zero_pages(i, j - i);
+			if (st.is_ok())
+				cleared += j - i;
+			i = j;
 		}
-		uint64_t j = i + 1;
-		while (j < pages && meta(base + j)->version != 0)
-			j++;
-		MF_RETURN_IF_ERROR(zero_pages(base + i, j - i));
-		i = j;
 	}
-	return Status::ok();
+	std::lock_guard ulock(used_mu_);
+	count_used(r, -static_cast<int64_t>(cleared));
+	return st;
 }
 
 // Pool pages [first, first + count) become zeros of version 0, durably.
@@ -511,12 +666,29 @@ Status ModuleStore::zero_pages(uint64_t first, uint64_t count)
 void ModuleStore::clear_page_meta(uint64_t first, uint64_t count)
 {
 	store::PersistFn persist = file_->persist_fn();
-	memset(meta(first), 0, count * sizeof(store::PageMeta));
-	persist(meta(first), count * sizeof(store::PageMeta));
-	if (geo_.has_versions()) {
-		memset(wversion(first), 0, count * sizeof(uint64_t));
-		persist(wversion(first), count * sizeof(uint64_t));
-	}
+	uint8_t *base = file_->base();
+	// Whole pages of the area become holes again on a file (so deleting a
+	// thin region leaves its metas as sparse as they were), the rest zeros.
+	auto clear = [&](uint64_t fa, uint64_t len) {
+		uint64_t b = (fa + kPageSize - 1) / kPageSize * kPageSize;
+		uint64_t e = (fa + len) / kPageSize * kPageSize;
+		if (file_->is_device() || b >= e || !file_->zero(b, e - b).is_ok()) {
+			memset(base + fa, 0, len);
+			persist(base + fa, len);
+			return;
+		}
+		if (b > fa) {
+			memset(base + fa, 0, b - fa);
+			persist(base + fa, b - fa);
+		}
+		if (fa + len > e) {
+			memset(base + e, 0, fa + len - e);
+			persist(base + e, fa + len - e);
+		}
+	};
+	clear(geo_.meta_fa(first), count * sizeof(store::PageMeta));
+	if (geo_.has_versions())
+		clear(geo_.version_fa(first), count * sizeof(uint64_t));
 }
 
 Status ModuleStore::require_versions(const std::string &what) const
@@ -549,13 +721,26 @@ Status ModuleStore::require_access(const std::string &what) const
 OwnerUsage ModuleStore::usage_of_node(const NodeKeyBytes &key) const
 {
 	std::shared_lock lock(table_mu_);
-	return table_->usage_of_node(key);
+	return usage_of_node_locked(key);
+}
+
+OwnerUsage ModuleStore::usage_of_node_locked(const NodeKeyBytes &key) const
+{
+	std::lock_guard ulock(used_mu_);
+	auto it = used_by_node_.find(key);
+	return charged(table_->usage_of_node(key), it == used_by_node_.end() ? 0 : it->second);
 }
 
 std::map<NodeKeyBytes, OwnerUsage> ModuleStore::usage_by_node() const
 {
 	std::shared_lock lock(table_mu_);
-	return table_->usage_by_node();
+	std::map<NodeKeyBytes, OwnerUsage> out = table_->usage_by_node();
+	std::lock_guard ulock(used_mu_);
+	for (auto &[key, u] : out) {
+		auto it = used_by_node_.find(key);
+		u = charged(u, it == used_by_node_.end() ? 0 : it->second);
+	}
+	return out;
 }
 
 Result<RegionAccess> ModuleStore::region_access(const std::string &name) const
@@ -611,13 +796,26 @@ void ModuleStore::set_on_access_lost(AccessLostFn fn)
 OwnerUsage ModuleStore::usage_of(uint32_t owner_uid) const
 {
 	std::shared_lock lock(table_mu_);
-	return table_->usage_of(owner_uid);
+	return usage_of_locked(owner_uid);
+}
+
+OwnerUsage ModuleStore::usage_of_locked(uint32_t owner_uid) const
+{
+	std::lock_guard ulock(used_mu_);
+	auto it = used_by_uid_.find(owner_uid);
+	return charged(table_->usage_of(owner_uid), it == used_by_uid_.end() ? 0 : it->second);
 }
 
 std::map<uint32_t, OwnerUsage> ModuleStore::usage_by_owner() const
 {
 	std::shared_lock lock(table_mu_);
-	return table_->usage_by_owner();
+	std::map<uint32_t, OwnerUsage> out = table_->usage_by_owner();
+	std::lock_guard ulock(used_mu_);
+	for (auto &[uid, u] : out) {
+		auto it = used_by_uid_.find(uid);
+		u = charged(u, it == used_by_uid_.end() ? 0 : it->second);
+	}
+	return out;
 }
 
 Result<RegionInfo> ModuleStore::lookup_region(const std::string &name) const
@@ -627,7 +825,7 @@ Result<RegionInfo> ModuleStore::lookup_region(const std::string &name) const
 	if (s == nullptr)
 		return Status(Code::kNotFound,
 		              "region '" + name + "' not found on module " + module_.to_string());
-	return s->info;
+	return with_used(s->info);
 }
 
 Result<RegionInfo> ModuleStore::region_by_id(uint32_t id) const
@@ -638,13 +836,16 @@ Result<RegionInfo> ModuleStore::region_by_id(uint32_t id) const
 		return Status(Code::kNotFound, "region id " + std::to_string(id) +
 		                                       " not found on module " +
 		                                       module_.to_string());
-	return s->info;
+	return with_used(s->info);
 }
 
 std::vector<RegionInfo> ModuleStore::list_regions(const std::string &after, size_t limit) const
 {
 	std::shared_lock lock(table_mu_);
-	return table_->list(after, limit);
+	std::vector<RegionInfo> out = table_->list(after, limit);
+	for (RegionInfo &r : out)
+		r = with_used(std::move(r));
+	return out;
 }
 
 Status ModuleStore::check_range(uint32_t region_id, uint64_t fa_offset, uint32_t count) const
@@ -789,6 +990,7 @@ void ModuleStore::write_pages_batch(std::span<WriteOp> ops)
 			op.status = require_versions("cannot write versioned pages");
 	}
 	std::lock_guard wlock(write_mu_);
+	admit_new_pages(ops);
 	uint8_t *base = file_->base();
 	// A round: up to kLogSlots pages taken from consecutive ops (an op may
 	// span rounds), logged with one persist, then applied. A versioned op
@@ -892,21 +1094,80 @@ void ModuleStore::write_pages_batch(std::span<WriteOp> ops)
 			const uint8_t *in = static_cast<const uint8_t *>(k.op->src) +
 			                    uint64_t{k.first} * kPageSize;
 			uint64_t first = geo_.page_index(fa);
+			int64_t taken = 0; // pages this chunk writes for the first time
 			for (uint32_t i = 0; i < k.n; i++) {
 				std::unique_lock page_lock(stripe(first + i));
 				memcpy(base + fa + uint64_t{i} * kPageSize,
 				       in + uint64_t{i} * kPageSize, kPageSize);
+				taken += meta(first + i)->version == 0;
 				store_meta(meta(first + i), crcs[at + i], k.seq + i);
 				if (k.op->version != 0)
 					std::atomic_ref<uint64_t>(*wversion(first + i))
 					        .store(k.op->version, std::memory_order_relaxed);
 				unpersisted_.push_back(first + i);
 			}
+			if (taken > 0) {
+				std::lock_guard ulock(used_mu_);
+				count_used(table_->by_id(k.op->region_id)->info, taken);
+			}
 			at += k.n;
 			written += k.n;
 		}
 	}
 	pages_written_.fetch_add(written, std::memory_order_relaxed);
+}
+
+// Fails each op of `ops` whose pages never written before would take the
+// pool past its capacity, or which write_admit_ refuses, before anything is
+// logged. Pages a versioned op would skip, and a page two ops both write
+// first, are counted as new: the check errs on the side of refusing.
+// REQUIRES: table_mu_ shared and write_mu_ held.
+void ModuleStore::admit_new_pages(std::span<WriteOp> ops)
+{
+	uint64_t taken = 0; // by the ops admitted so far
+	std::map<uint32_t, uint64_t> by_uid;
+	std::map<NodeKeyBytes, uint64_t> by_node;
+	for (WriteOp &op : ops) {
+		if (!op.status.is_ok() || op.count == 0)
+			continue;
+		uint64_t first = geo_.page_index(op.fa_offset), fresh = 0;
+		for (uint64_t i = first; i < first + op.count; i++)
+			fresh += meta(i)->version == 0;
+		if (fresh == 0)
+			continue;
+		const RegionInfo &r = table_->by_id(op.region_id)->info;
+		uint64_t used;
+		{
+			std::lock_guard ulock(used_mu_);
+			used = used_pages_;
+		}
+		if (used + taken + fresh > geo_.capacity_pages) {
+			op.status = Status(
+			        Code::kNoSpace,
+			        "cannot write " + std::to_string(fresh) + " new pages to region '" +
+			                r.name + "' on module " + module_.to_string() + ": pool " +
+			                file_->path() + " is full (" +
+			                std::to_string((used + taken) * kPageSize) + " of " +
+			                std::to_string(geo_.capacity_pages * kPageSize) +
+			                " bytes written); delete regions that are no longer needed "
+			                "or format a larger pool (memfedctl pool format --size)");
+			continue;
+		}
+		if (write_admit_ && geo_.thin()) {
+			OwnerUsage u = usage_of_locked(r.owner_uid);
+			u.bytes += by_uid[r.owner_uid] * kPageSize;
+			OwnerUsage n = usage_of_node_locked(r.owner_key);
+			n.bytes += by_node[r.owner_key] * kPageSize;
+			Status st = write_admit_(r, u, n, fresh * kPageSize);
+			if (!st.is_ok()) {
+				op.status = st;
+				continue;
+			}
+		}
+		taken += fresh;
+		by_uid[r.owner_uid] += fresh;
+		by_node[r.owner_key] += fresh;
+	}
 }
 
 PoolInfo ModuleStore::info() const
@@ -918,10 +1179,19 @@ PoolInfo ModuleStore::info() const
 	info.layout_version = layout_version_;
 	info.table_slots = geo_.table_slots;
 	info.pool_bytes = geo_.pool_bytes;
-	info.capacity_bytes = geo_.data_pages * kPageSize;
-	info.free_bytes = alloc_->free_pages() * kPageSize;
-	info.used_bytes = info.capacity_bytes - info.free_bytes;
+	info.capacity_bytes = geo_.capacity_pages * kPageSize;
+	info.address_bytes = geo_.data_pages * kPageSize;
+	info.thin = geo_.thin();
+	info.address_free_bytes = alloc_->free_pages() * kPageSize;
+	info.reserved_bytes = info.address_bytes - info.address_free_bytes;
 	info.largest_free_bytes = alloc_->largest_free_pages() * kPageSize;
+	{
+		std::lock_guard ulock(used_mu_);
+		info.used_bytes = used_pages_ * kPageSize;
+	}
+	info.free_bytes =
+	        info.thin ? info.capacity_bytes - std::min(info.used_bytes, info.capacity_bytes)
+	                  : info.address_free_bytes;
 	info.regions = table_->live_count();
 	info.pages_read = pages_read_.load(std::memory_order_relaxed);
 	info.pages_written = pages_written_.load(std::memory_order_relaxed);

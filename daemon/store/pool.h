@@ -26,6 +26,16 @@
 // record, so they are atomic across a crash. Unversioned writes leave the
 // version area alone; delete and truncate zero it with the pages.
 //
+// Thin pools (layout 5, layout.h): a region takes address space at create
+// and capacity for each page when it is first written. The store counts the
+// pages written (PageMeta.version != 0) per region, per owner and in all: open
+// derives the counts from the metas, skipping their holes; a write that first
+// takes a page adds to them, a delete or truncate that zeroes pages takes them
+// off. A write batch whose new pages would take the pool past its capacity
+// fails with kNoSpace (the pages already written stay writable), and so does
+// one that a write admission (set_write_admit: the owner quotas) refuses.
+// Creates are limited only by address space and the table.
+//
 // Region sizes are rounded up to whole 4 KiB pages; size 0 is an error.
 // Region ids are stable across restarts and never reused for another region.
 //
@@ -45,6 +55,8 @@
 #include <shared_mutex>
 #include <span>
 #include <string>
+#include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "daemon/common/ids.h"
@@ -86,8 +98,16 @@ struct PoolInfo {
 	ModuleId module;
 	uint32_t layout_version = 0;
 	uint64_t pool_bytes = 0;
-	uint64_t capacity_bytes = 0; // data area
-	uint64_t used_bytes = 0, free_bytes = 0, largest_free_bytes = 0;
+	uint64_t capacity_bytes = 0; // pages the pool can hold (thin: less than its data area)
+	uint64_t used_bytes = 0;     // pages written
+	uint64_t address_bytes = 0;  // data area: the address space regions are made in
+	uint64_t reserved_bytes = 0; // address space regions hold (their sizes)
+	// Space left: capacity - used on a thin pool, address space free on a
+	// thick one (where a create takes the region's size).
+	uint64_t free_bytes = 0;
+	// Address space free for new regions, and its largest extent.
+	uint64_t address_free_bytes = 0, largest_free_bytes = 0;
+	bool thin = false; // capacity_bytes < address_bytes
 	uint32_t regions = 0;
 	uint32_t table_slots = 0; // most regions the pool can hold (layout.h)
 	uint64_t pages_read = 0, pages_written = 0, log_replays = 0;
@@ -141,7 +161,19 @@ public:
 	                                 const AdmitFn &admit = nullptr, ReplicaSpec replica = {},
 	                                 const NodeKeyBytes &owner_key = {},
 	                                 const AdmitFn &admit_node = nullptr);
-	// What `owner_uid` holds in the pool (regions live or being deleted).
+	// Asked before a write takes pages never written before (on a thin
+	// pool only): region `r`, whose owner holds `uid_usage` and whose owner
+	// node holds `node_usage` (as usage_of / usage_of_node), would take
+	// `more_bytes` more. OK, or the refusal the write returns. It runs with
+	// the store's write lock held, so it must not call into this store.
+	using WriteAdmitFn =
+	        std::function<Status(const RegionInfo &r, const OwnerUsage &uid_usage,
+	                             const OwnerUsage &node_usage, uint64_t more_bytes)>;
+	void set_write_admit(WriteAdmitFn fn);
+	// Whether regions take capacity only for pages written (layout 5 on a file).
+	bool thin() const { return geo_.thin(); }
+	// What `owner_uid` holds in the pool (regions live or being deleted):
+	// their sizes, or on a thin pool the bytes written to them.
 	OwnerUsage usage_of(uint32_t owner_uid) const;
 	// Every owner that holds a region, by uid.
 	std::map<uint32_t, OwnerUsage> usage_by_owner() const;
@@ -264,6 +296,23 @@ private:
 	Status zero_pages(uint64_t first, uint64_t count);
 	// Zeroes (durably) the metas and version entries of `count` pages.
 	void clear_page_meta(uint64_t first, uint64_t count);
+	// The index runs [begin, end) within [first, first+count) whose metas
+	// are not holes in the pool file: every written page lies in one.
+	Result<std::vector<std::pair<uint64_t, uint64_t>>> meta_runs(uint64_t first,
+	                                                             uint64_t count) const;
+	// Pages written (version != 0) of [first, first+count).
+	Result<uint64_t> count_written(uint64_t first, uint64_t count) const;
+	// Adds `delta` pages to region r's used counts (its owner's, its
+	// node's, the pool's). REQUIRES: used_mu_ held.
+	void count_used(const RegionInfo &r, int64_t delta);
+	// usage_of / usage_of_node. REQUIRES: table_mu_ held.
+	OwnerUsage usage_of_locked(uint32_t owner_uid) const;
+	OwnerUsage usage_of_node_locked(const NodeKeyBytes &key) const;
+	void admit_new_pages(std::span<WriteOp> ops);
+	// r with used_bytes filled in.
+	RegionInfo with_used(RegionInfo r) const;
+	// What the table says `usage` holds, with bytes written on a thin pool.
+	OwnerUsage charged(OwnerUsage usage, uint64_t used_pages) const;
 	// kInvalidArgument naming the pool and the fix unless it has a version area.
 	Status require_versions(const std::string &what) const;
 	// The same for the access area (layout 4).
@@ -302,6 +351,15 @@ private:
 	std::vector<uint64_t> unpersisted_; // data page indices applied since the last checkpoint
 	bool crash_after_log_for_test_ = false;
 	AccessLostFn on_access_lost_; // guarded by table_mu_ (set exclusively)
+
+	// Pages written, per region id, per owner uid and node, in all; changed
+	// only with write_mu_ held (writes, delete, truncate) or at open.
+	mutable std::mutex used_mu_;
+	uint64_t used_pages_ = 0;
+	std::unordered_map<uint32_t, uint64_t> used_by_region_;
+	std::map<uint32_t, uint64_t> used_by_uid_;
+	std::map<NodeKeyBytes, uint64_t> used_by_node_;
+	WriteAdmitFn write_admit_; // guarded by table_mu_ (set exclusively)
 
 	std::atomic<uint64_t> pages_read_{0};
 	std::atomic<uint64_t> pages_written_{0};

@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -161,6 +162,42 @@ Status PoolFile::zero(uint64_t offset, uint64_t len)
 	memset(base_ + offset, 0, len);
 	persist_(base_ + offset, len);
 	return Status::ok();
+}
+
+Result<std::vector<std::pair<uint64_t, uint64_t>>> PoolFile::data_ranges(uint64_t offset,
+                                                                         uint64_t len) const
+{
+	std::vector<std::pair<uint64_t, uint64_t>> out;
+	const uint64_t end = offset + len;
+	if (len == 0)
+		return out;
+	if (is_device_) {
+		out.emplace_back(offset, len);
+		return out;
+	}
+	uint64_t at = offset;
+	while (at < end) {
+		off_t data = lseek(fd_, static_cast<off_t>(at), SEEK_DATA);
+		if (data < 0) {
+			if (errno == ENXIO)
+				break; // no data from `at` to the end of the file
+			if (errno == EINVAL) {
+				// No SEEK_DATA here: every byte may hold data.
+				out.emplace_back(at, end - at);
+				break;
+			}
+			return Status::from_errno(errno, "seek data in pool " + path_);
+		}
+		if (static_cast<uint64_t>(data) >= end)
+			break;
+		off_t hole = lseek(fd_, data, SEEK_HOLE);
+		if (hole < 0)
+			return Status::from_errno(errno, "seek hole in pool " + path_);
+		uint64_t stop = std::min<uint64_t>(static_cast<uint64_t>(hole), end);
+		out.emplace_back(static_cast<uint64_t>(data), stop - static_cast<uint64_t>(data));
+		at = stop;
+	}
+	return out;
 }
 
 } // namespace memfed::store

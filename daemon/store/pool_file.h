@@ -12,6 +12,8 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "daemon/common/status.h"
 #include "daemon/store/redo_log.h"
@@ -50,6 +52,12 @@ public:
 	// Makes [offset, offset+len) read as zeros, durably: a punched hole on a
 	// file, memset + persist on a device. REQUIRES: mapped writable, page-aligned.
 	Status zero(uint64_t offset, uint64_t len);
+	// The parts of [offset, offset+len) that may hold data, in order, as
+	// (offset, len): a file's holes (never written, or punched by zero())
+	// are left out (lseek SEEK_DATA/SEEK_HOLE), so a walk over a sparse
+	// area costs what it holds; a device has no holes (one range).
+	Result<std::vector<std::pair<uint64_t, uint64_t>>> data_ranges(uint64_t offset,
+	                                                               uint64_t len) const;
 
 	const std::string &path() const { return path_; }
 

@@ -2,6 +2,8 @@
 
 #include <catch2/catch.hpp>
 
+#include <sys/stat.h>
+
 #include <atomic>
 #include <cstring>
 #include <thread>
@@ -41,6 +43,14 @@ bool contains(const std::string &s, const std::string &part)
 	return s.find(part) != std::string::npos;
 }
 
+// The capacity in bytes that the pool at `path` records.
+uint64_t recorded_capacity(const std::string &path)
+{
+	auto info = ModuleStore::inspect(path);
+	REQUIRE(info.is_ok());
+	return info->capacity_bytes;
+}
+
 } // namespace
 
 TEST_CASE("format, write, reopen: data and regions survive", "[store][pool]")
@@ -64,8 +74,10 @@ TEST_CASE("format, write, reopen: data and regions survive", "[store][pool]")
 		PoolInfo info = s->info();
 		REQUIRE(info.pages_written == 3);
 		REQUIRE(info.regions == 1);
-		REQUIRE(info.used_bytes == 5 * kPageSize);
-		REQUIRE(info.used_bytes + info.free_bytes == info.capacity_bytes);
+		REQUIRE(info.used_bytes == 3 * kPageSize); // the pages written
+		REQUIRE(info.reserved_bytes == 5 * kPageSize);
+		REQUIRE(info.reserved_bytes + info.address_free_bytes == info.address_bytes);
+		REQUIRE(info.free_bytes == info.capacity_bytes - info.used_bytes);
 		REQUIRE_FALSE(info.is_pmem);
 	}
 	auto r = ModuleStore::open(path, 0);
@@ -88,7 +100,7 @@ TEST_CASE("format, write, reopen: data and regions survive", "[store][pool]")
 	REQUIRE(s->info().pages_read == 5);
 	// The mapping exposes the same bytes at FA offset == pool offset.
 	REQUIRE(memcmp(s->base() + fa + kPageSize, data.data(), data.size()) == 0);
-	REQUIRE(s->mapped_bytes() == kPoolSize);
+	REQUIRE(s->mapped_bytes() == s->info().pool_bytes); // the whole (thin) file
 }
 
 TEST_CASE("a random module id is locally administered and persistent", "[store][pool]")
@@ -105,7 +117,8 @@ TEST_CASE("a random module id is locally administered and persistent", "[store][
 	auto info = ModuleStore::inspect(path);
 	REQUIRE(info.is_ok());
 	REQUIRE(info->module == first);
-	REQUIRE(info->pool_bytes == kPoolSize);
+	REQUIRE(info->thin);
+	REQUIRE(info->capacity_bytes < kPoolSize); // the pool's size, less its metadata
 }
 
 TEST_CASE("open_or_create formats an absent pool and checks the module id", "[store][pool]")
@@ -133,15 +146,22 @@ TEST_CASE("wrong pool size is refused naming both sizes", "[store][pool]")
 	TestPoolDir dir;
 	std::string path = dir.path("pool");
 	make_pool(path);
+	// A thin pool's file is its address space; the size asked for is its
+	// capacity, which the header records.
+	REQUIRE(ModuleStore::open(path, kPoolSize).is_ok());
 	auto r = ModuleStore::open(path, 8 << 20);
 	REQUIRE(r.status().code() == Code::kInvalidArgument);
-	REQUIRE(contains(r.status().message(), std::to_string(kPoolSize)));
+	REQUIRE(contains(r.status().message(), std::to_string(recorded_capacity(path))));
 	REQUIRE(contains(r.status().message(), std::to_string(8 << 20)));
 
-	REQUIRE(truncate(path.c_str(), kPoolSize - kPageSize) == 0);
+	struct stat st;
+	REQUIRE(stat(path.c_str(), &st) == 0);
+	const uint64_t file_bytes = uint64_t(st.st_size);
+	REQUIRE(truncate(path.c_str(), off_t(file_bytes - kPageSize)) == 0);
 	r = ModuleStore::open(path, 0);
 	REQUIRE(r.status().code() == Code::kInvalidArgument);
-	REQUIRE(contains(r.status().message(), std::to_string(kPoolSize - kPageSize)));
+	REQUIRE(contains(r.status().message(), std::to_string(file_bytes - kPageSize)));
+	REQUIRE(truncate(path.c_str(), off_t(file_bytes)) == 0);
 
 	REQUIRE(ModuleStore::format(PoolOptions{dir.path("tiny"), 64 << 10, {}}).code() ==
 	        Code::kInvalidArgument);
@@ -205,14 +225,14 @@ TEST_CASE("region names, sizes and bounds are validated", "[store][pool]")
 	REQUIRE(dup.status().code() == Code::kAlreadyExists);
 	REQUIRE(contains(dup.status().message(), "'r'"));
 
-	auto big = s->create_region("big", 1ull << 40, 0, 0600);
+	auto big = s->create_region("big", 8ull << 40, 0, 0600); // past the address space
 	REQUIRE(big.status().code() == Code::kNoSpace);
-	uint64_t free = s->info().free_bytes;
+	uint64_t free = s->info().address_free_bytes;
 	big = s->create_region("big", free + kPageSize, 0, 0600);
 	REQUIRE(big.status().code() == Code::kNoSpace);
 	REQUIRE(contains(big.status().message(), std::to_string(free) + " bytes free"));
 	REQUIRE(s->create_region("fill", free, 0, 0600).is_ok());
-	REQUIRE(s->info().free_bytes == 0);
+	REQUIRE(s->info().address_free_bytes == 0);
 
 	std::vector<uint8_t> buf(3 * kPageSize);
 	auto past = s->write_pages(r->id, r->fa_offset + kPageSize, 2, buf.data());
@@ -358,8 +378,9 @@ TEST_CASE("list_regions and ids are stable across restarts", "[store][pool]")
 		REQUIRE(after[i].fa_offset == before[i].fa_offset);
 	}
 	PoolInfo info = s->info();
-	REQUIRE(info.used_bytes == 4 * kPageSize);
-	REQUIRE(info.largest_free_bytes < info.free_bytes); // the hole of y and the tail
+	REQUIRE(info.reserved_bytes == 4 * kPageSize);
+	REQUIRE(info.used_bytes == 0);                              // nothing written
+	REQUIRE(info.largest_free_bytes < info.address_free_bytes); // the hole of y and the tail
 }
 
 TEST_CASE("a read racing writes of the same pages never sees a torn page", "[store][pool]")
@@ -417,7 +438,7 @@ TEST_CASE("a delete interrupted by a crash is finished at the next open", "[stor
 	auto s = std::move(*ModuleStore::open(path, 0));
 	REQUIRE(s->lookup_region("a").status().code() == Code::kNotFound);
 	REQUIRE(s->list_regions().size() == 1);
-	REQUIRE(s->info().used_bytes == 4 * kPageSize);
+	REQUIRE(s->info().reserved_bytes == 4 * kPageSize);
 	auto c = s->create_region("c", 4 * kPageSize, 0, 0600);
 	REQUIRE(c.is_ok());
 	REQUIRE(c->fa_offset == a.fa_offset);
@@ -640,7 +661,7 @@ TEST_CASE("a layout-version-1 pool opens as it is, with its 1024-region table", 
 	std::string path = dir.path("pool");
 	const uint64_t size = 64 << 20; // version 2 would give it 2048 slots
 	REQUIRE(ModuleStore::format(PoolOptions{path, size, {}, store::kMinTableSlots}).is_ok());
-	REQUIRE(store::make_old_layout(path, store::kLayoutVersionFixedTable));
+	REQUIRE(store::make_old_layout(path, store::kLayoutVersionFixedTable, size));
 	{
 		auto s = std::move(*ModuleStore::open(path, size));
 		REQUIRE(s->create_region("old", 2 * kPageSize, 0, 0600).is_ok());
@@ -689,13 +710,13 @@ TEST_CASE("a header with a table size its layout does not allow is refused", "[s
 	REQUIRE_FALSE(ModuleStore::check(path)->clean);
 	patch(1, 2048); // version 1 had 1024 slots
 	REQUIRE(ModuleStore::open(path, 0).status().code() == Code::kCorrupt);
-	patch(5, 1024); // a version from the future
+	patch(6, 1024); // a version from the future
 	r = ModuleStore::open(path, 0);
 	REQUIRE(r.status().code() == Code::kCorrupt);
-	REQUIRE(contains(r.status().message(), "layout version 5"));
+	REQUIRE(contains(r.status().message(), "layout version 6"));
 	patch(3, 1024); // version 3 has no access area: the geometry disagrees
 	REQUIRE(ModuleStore::open(path, 0).status().code() == Code::kCorrupt);
-	patch(4, 1024);
+	patch(5, 1024);
 	REQUIRE(ModuleStore::open(path, 0).is_ok());
 	REQUIRE(ModuleStore::format(PoolOptions{dir.path("p2"), kPoolSize, {}, 3000}).code() ==
 	        Code::kInvalidArgument);
@@ -704,9 +725,13 @@ TEST_CASE("a header with a table size its layout does not allow is refused", "[s
 TEST_CASE("each owner's usage is counted, admitted under the lock, and survives a restart",
           "[store][pool]")
 {
+	// A thick pool, where a create charges the region's size (a thin one
+	// charges the pages written: the [thin] tests).
 	TestPoolDir dir;
 	std::string path = dir.path("pool");
-	auto s = make_pool(path);
+	REQUIRE(ModuleStore::format(PoolOptions{path, kPoolSize, {}}).is_ok());
+	REQUIRE(store::make_old_layout(path, store::kLayoutVersionAccess, kPoolSize));
+	auto s = std::move(*ModuleStore::open(path, kPoolSize));
 	REQUIRE(s->create_region("a1", 3 * kPageSize, 1000, 0600).is_ok());
 	REQUIRE(s->create_region("a2", 100, 1000, 0600).is_ok()); // rounded up to a page
 	REQUIRE(s->create_region("b1", kPageSize, 2000, 0600).is_ok());
@@ -724,14 +749,14 @@ TEST_CASE("each owner's usage is counted, admitted under the lock, and survives 
 		asked = bytes;
 		return Status(Code::kQuota, "over quota");
 	};
-	uint64_t free_before = s->info().free_bytes;
+	uint64_t free_before = s->info().address_free_bytes;
 	auto r = s->create_region("a3", 5000, 1000, 0600, refuse);
 	REQUIRE(r.status().code() == Code::kQuota);
 	CHECK(r.status().message() == "over quota");
 	CHECK(seen.regions == 2);
 	CHECK(seen.bytes == 4 * kPageSize);
 	CHECK(asked == 2 * kPageSize);
-	CHECK(s->info().free_bytes == free_before);
+	CHECK(s->info().address_free_bytes == free_before);
 	CHECK(s->info().regions == 3);
 	CHECK(s->lookup_region("a3").status().code() == Code::kNotFound);
 	// An existing name is refused before the quota is asked.
@@ -944,7 +969,7 @@ TEST_CASE("a layout-version-2 pool opens as it is and refuses replicated regions
 	TestPoolDir dir;
 	std::string path = dir.path("pool");
 	REQUIRE(ModuleStore::format(PoolOptions{path, kPoolSize, {}}).is_ok());
-	REQUIRE(store::make_old_layout(path, store::kLayoutVersionTableSize));
+	REQUIRE(store::make_old_layout(path, store::kLayoutVersionTableSize, kPoolSize));
 	REQUIRE(ModuleStore::check(path)->clean);
 	auto s = std::move(*ModuleStore::open(path, 0));
 	REQUIRE(s->info().layout_version == 2);
@@ -994,5 +1019,192 @@ TEST_CASE("delete and truncate zero the page versions", "[store][pool][versioned
 	REQUIRE(n.replica_group == 2);
 	REQUIRE(versions_of(*s, n.id, n.fa_offset, 4) == std::vector<uint64_t>{0, 0, 0, 0});
 	s.reset();
+	REQUIRE(ModuleStore::check(path)->clean);
+}
+
+namespace
+{
+
+uint64_t allocated_bytes(const std::string &path)
+{
+	struct stat st;
+	REQUIRE(stat(path.c_str(), &st) == 0);
+	return uint64_t(st.st_blocks) * 512;
+}
+
+} // namespace
+
+TEST_CASE("a thin pool: regions larger than it, writes refused past its capacity, delete frees",
+          "[store][pool][thin]")
+{
+	TestPoolDir dir;
+	std::string path = dir.path("pool");
+	auto s = make_pool(path);
+	PoolInfo info = s->info();
+	REQUIRE(info.layout_version == 5);
+	REQUIRE(info.thin);
+	REQUIRE(info.address_bytes >= (uint64_t{4} << 40));
+	REQUIRE(info.capacity_bytes < kPoolSize);
+	const uint64_t cap_pages = info.capacity_bytes / kPageSize;
+	REQUIRE(cap_pages > 100);
+
+	// Creates need address space only: two regions of 64 GiB in a 4 MiB pool.
+	const uint64_t big = uint64_t{64} << 30;
+	auto a = s->create_region("a", big, 1000, 0600);
+	auto b = s->create_region("b", big, 1000, 0600);
+	REQUIRE(a.is_ok());
+	REQUIRE(b.is_ok());
+	REQUIRE(a->used_bytes == 0);
+	REQUIRE(s->info().used_bytes == 0);
+	REQUIRE(s->usage_of(1000).bytes == 0);
+	REQUIRE(s->usage_of(1000).regions == 2);
+
+	// Written pages spread over both regions, far apart, up to capacity.
+	std::vector<uint8_t> page = pattern(1, 3);
+	auto fa_of = [&](const RegionInfo &r, uint64_t i) {
+		return r.fa_offset + (i * 7919 % (big / kPageSize)) * kPageSize;
+	};
+	for (uint64_t i = 0; i < cap_pages; i++) {
+		const RegionInfo &r = i % 2 ? *b : *a;
+		Status st = s->write_pages(r.id, fa_of(r, i / 2), 1, page.data());
+		INFO(i << ": " << st.to_string());
+		REQUIRE(st.is_ok());
+	}
+	REQUIRE(s->info().used_bytes == cap_pages * kPageSize);
+	REQUIRE(s->lookup_region("a")->used_bytes == (cap_pages + 1) / 2 * kPageSize);
+	REQUIRE(s->list_regions()[1].used_bytes == cap_pages / 2 * kPageSize);
+	REQUIRE(s->usage_of(1000).bytes == cap_pages * kPageSize);
+	// Full: a page never written is refused, naming the pool and the fix;
+	// a page already written is still written.
+	Status full = s->write_pages(a->id, a->fa_offset + big - kPageSize, 1, page.data());
+	REQUIRE(full.code() == Code::kNoSpace);
+	REQUIRE(contains(full.message(), "pool " + path + " is full"));
+	REQUIRE(contains(full.message(), "memfedctl pool format --size"));
+	REQUIRE(s->write_pages(a->id, fa_of(*a, 0), 1, page.data()).is_ok());
+	std::vector<uint8_t> back(kPageSize);
+	REQUIRE(s->read_pages(a->id, fa_of(*a, 0), 1, back.data()).is_ok());
+	REQUIRE(back == page);
+	REQUIRE(s->info().used_bytes == cap_pages * kPageSize);
+	// The file holds what was written, not the regions' sizes.
+	REQUIRE(allocated_bytes(path) < 64 * kPoolSize);
+
+	// Reopened, the counts come back from the metas.
+	s.reset();
+	s = std::move(*ModuleStore::open(path, kPoolSize));
+	REQUIRE(s->info().used_bytes == cap_pages * kPageSize);
+	REQUIRE(s->lookup_region("b")->used_bytes == cap_pages / 2 * kPageSize);
+	REQUIRE(s->usage_of(1000).bytes == cap_pages * kPageSize);
+
+	// A truncate and a delete give the space back.
+	REQUIRE(s->set_length("b", 0, false).is_ok());
+	REQUIRE(s->lookup_region("b")->used_bytes == 0);
+	REQUIRE(s->info().used_bytes == (cap_pages + 1) / 2 * kPageSize);
+	REQUIRE(s->delete_region("a").is_ok());
+	REQUIRE(s->info().used_bytes == 0);
+	REQUIRE(s->usage_of(1000).bytes == 0);
+	REQUIRE(s->write_pages(b->id, b->fa_offset + big - kPageSize, 1, page.data()).is_ok());
+	REQUIRE(s->lookup_region("b")->used_bytes == kPageSize);
+	s.reset();
+	auto rep = ModuleStore::check(path);
+	REQUIRE(rep.is_ok());
+	INFO((rep->problems.empty() ? "" : rep->problems[0]));
+	REQUIRE(rep->clean);
+	REQUIRE(rep->pages_written == 1);
+	REQUIRE(allocated_bytes(path) < 64 * kPoolSize);
+	REQUIRE(ModuleStore::inspect(path)->used_bytes == kPageSize);
+}
+
+TEST_CASE("a thin pool counts the pages a crash left in the log once replayed",
+          "[store][pool][thin]")
+{
+	TestPoolDir dir;
+	std::string path = dir.path("pool");
+	auto s = make_pool(path);
+	auto r = s->create_region("r", uint64_t{1} << 30, 0, 0600);
+	REQUIRE(r.is_ok());
+	std::vector<uint8_t> data = pattern(4, 9);
+	REQUIRE(s->write_pages(r->id, r->fa_offset, 2, data.data()).is_ok());
+	s->set_crash_after_log_for_test(true);
+	// Two pages rewritten, two new: the crash leaves all four in the log.
+	REQUIRE_FALSE(s->write_pages(r->id, r->fa_offset, 4, data.data()).is_ok());
+	s.reset();
+	s = std::move(*ModuleStore::open(path, kPoolSize));
+	REQUIRE(s->info().log_replays >= 4); // and the first write's, still logged
+	REQUIRE(s->info().used_bytes == 4 * kPageSize);
+	REQUIRE(s->lookup_region("r")->used_bytes == 4 * kPageSize);
+	s.reset();
+	REQUIRE(ModuleStore::check(path)->clean);
+}
+
+TEST_CASE("a thin pool asks the write admission before a write takes new pages",
+          "[store][pool][thin]")
+{
+	TestPoolDir dir;
+	std::string path = dir.path("pool");
+	auto s = make_pool(path);
+	auto r = s->create_region("r", uint64_t{1} << 30, 1000, 0600);
+	REQUIRE(r.is_ok());
+	std::vector<uint8_t> data = pattern(4, 5);
+	REQUIRE(s->write_pages(r->id, r->fa_offset, 2, data.data()).is_ok());
+	OwnerUsage seen;
+	uint64_t asked = 0;
+	int calls = 0;
+	s->set_write_admit([&](const RegionInfo &reg, const OwnerUsage &u, const OwnerUsage &,
+	                       uint64_t more) {
+		calls++;
+		seen = u;
+		asked = more;
+		REQUIRE(reg.name == "r");
+		return more > 2 * kPageSize ? Status(Code::kQuota, "over quota") : Status::ok();
+	});
+	// Pages already written are not asked about.
+	REQUIRE(s->write_pages(r->id, r->fa_offset, 2, data.data()).is_ok());
+	REQUIRE(calls == 0);
+	// Four pages, three new: refused, nothing written.
+	Status st = s->write_pages(r->id, r->fa_offset + kPageSize, 4, data.data());
+	REQUIRE(st.code() == Code::kQuota);
+	REQUIRE(calls == 1);
+	REQUIRE(seen.bytes == 2 * kPageSize);
+	REQUIRE(asked == 3 * kPageSize);
+	REQUIRE(s->info().used_bytes == 2 * kPageSize);
+	// Two new: admitted.
+	REQUIRE(s->write_pages(r->id, r->fa_offset + kPageSize, 3, data.data()).is_ok());
+	REQUIRE(s->info().used_bytes == 4 * kPageSize);
+	// A create is charged no bytes on a thin pool.
+	uint64_t charged = 1;
+	REQUIRE(s->create_region("r2", uint64_t{8} << 30, 1000, 0600,
+	                         [&](const OwnerUsage &u, uint64_t bytes) {
+		                         charged = bytes;
+		                         REQUIRE(u.bytes == 4 * kPageSize);
+		                         return Status::ok();
+	                         })
+	                .is_ok());
+	REQUIRE(charged == 0);
+}
+
+TEST_CASE("a layout-version-4 pool opens thick: capacity is its data area", "[store][pool][thin]")
+{
+	TestPoolDir dir;
+	std::string path = dir.path("pool");
+	REQUIRE(ModuleStore::format(PoolOptions{path, kPoolSize, {}}).is_ok());
+	REQUIRE(store::make_old_layout(path, store::kLayoutVersionAccess, kPoolSize));
+	REQUIRE(ModuleStore::check(path)->clean);
+	auto s = std::move(*ModuleStore::open(path, kPoolSize));
+	PoolInfo info = s->info();
+	REQUIRE(info.layout_version == 4);
+	REQUIRE_FALSE(info.thin);
+	REQUIRE(info.capacity_bytes == info.address_bytes);
+	auto big = s->create_region("big", kPoolSize, 0, 0600);
+	REQUIRE(big.status().code() == Code::kNoSpace);
+	REQUIRE(contains(big.status().message(), "no free extent"));
+	auto r = s->create_region("r", 4 * kPageSize, 1000, 0600);
+	REQUIRE(r.is_ok());
+	std::vector<uint8_t> data = pattern(1, 1);
+	REQUIRE(s->write_pages(r->id, r->fa_offset, 1, data.data()).is_ok());
+	REQUIRE(s->lookup_region("r")->used_bytes == kPageSize);
+	// The quota of a thick pool charges the whole size at create.
+	REQUIRE(s->usage_of(1000).bytes == 4 * kPageSize);
+	s.reset();
+	REQUIRE(ModuleStore::inspect(path)->layout_version == 4);
 	REQUIRE(ModuleStore::check(path)->clean);
 }

@@ -172,7 +172,7 @@ TEST_CASE("a layout-version-3 pool opens as it is; its regions belong to its own
 	TestPoolDir dir;
 	std::string path = dir.path("pool");
 	REQUIRE(ModuleStore::format(PoolOptions{path, kPoolSize, {}}).is_ok());
-	REQUIRE(store::make_old_layout(path, store::kLayoutVersionVersions));
+	REQUIRE(store::make_old_layout(path, store::kLayoutVersionVersions, kPoolSize));
 	REQUIRE(ModuleStore::check(path)->clean);
 	{
 		auto s = std::move(*ModuleStore::open(path, 0));

@@ -54,10 +54,15 @@ struct RegionInfo {
 	// both 0 for an ordinary region (layout.h RegionEntry).
 	uint64_t replica_group = 0;
 	uint8_t replicas = 0;
+	// The pool space the region takes: its pages written, in bytes (set by
+	// ModuleStore from what it counts; not in the table entry).
+	uint64_t used_bytes = 0;
 };
 
 // What one owner (uid) holds in a pool: the regions it owns, live or being
-// deleted, and their sizes (a region's whole size is reserved at create).
+// deleted, and their bytes: the table counts sizes (a region's whole size is
+// reserved at create); ModuleStore::usage_of charges the pages written instead
+// on a thin pool (layout.h), where size costs only address space.
 struct OwnerUsage {
 	uint64_t bytes = 0;
 	uint32_t regions = 0;

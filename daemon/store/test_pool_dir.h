@@ -52,29 +52,40 @@ inline void flip_byte(const std::string &path, uint64_t offset)
 	close(fd);
 }
 
-// Rewrites the header of the freshly formatted, still empty pool at `path` as
-// layout `version` (1, 2 or 3) would have written it: that layout's geometry
-// (no access area; from 3 on a version area) for the same size and table. True on success. An empty
-// pool is zeros past its header, so the result is a valid older pool.
-// REQUIRES for version 1: formatted with table_slots kMinTableSlots.
-inline bool make_old_layout(const std::string &path, uint32_t version)
+// Rewrites the freshly formatted, still empty pool at `path`, formatted with
+// size `pool_bytes`, as layout `version` (1 to 4) would have written it: the
+// file cut to pool_bytes (thick) and that layout's geometry (no access area
+// before 4; from 3 on a version area) for the same size and table. True on
+// success. An empty pool is zeros past its header, so the result is a valid
+// older pool. REQUIRES for version 1: formatted with table_slots kMinTableSlots.
+inline bool make_old_layout(const std::string &path, uint32_t version, uint64_t pool_bytes)
 {
-	auto fr = PoolFile::open(path, true, false);
-	if (!fr || !(*fr)->map(true).is_ok())
+	PoolHeader h;
+	{
+		auto fr = PoolFile::open(path, false, false);
+		if (!fr || !(*fr)->read_at(&h, sizeof(h), 0).is_ok())
+			return false;
+	}
+	if (version == kLayoutVersionFixedTable && h.table_slots != kMinTableSlots)
 		return false;
-	auto *h = reinterpret_cast<PoolHeader *>((*fr)->base());
-	if (version == kLayoutVersionFixedTable && h->table_slots != kMinTableSlots)
+	if (truncate(path.c_str(), static_cast<off_t>(pool_bytes)) != 0)
 		return false;
-	Geometry g = compute_geometry(h->pool_bytes, h->table_slots, version);
-	h->layout_version = version;
-	h->log_desc_offset = g.log_desc_offset;
-	h->log_data_offset = g.log_data_offset;
-	h->meta_offset = g.meta_offset;
-	h->data_offset = g.data_offset;
-	h->data_pages = g.data_pages;
-	h->crc = header_crc(*h);
-	(*fr)->persist_fn()(h, sizeof(*h));
-	return true;
+	Geometry g = compute_geometry(pool_bytes, h.table_slots, version);
+	h.layout_version = version;
+	h.pool_bytes = pool_bytes;
+	h.log_desc_offset = g.log_desc_offset;
+	h.log_data_offset = g.log_data_offset;
+	h.meta_offset = g.meta_offset;
+	h.data_offset = g.data_offset;
+	h.data_pages = g.data_pages;
+	h.capacity_pages = 0;
+	h.reserved2 = 0;
+	h.crc = header_crc(h);
+	int fd = open(path.c_str(), O_WRONLY);
+	bool ok = fd >= 0 && pwrite(fd, &h, sizeof(h), 0) == ssize_t(sizeof(h));
+	if (fd >= 0)
+		close(fd);
+	return ok;
 }
 
 } // namespace memfed::store

@@ -16,7 +16,7 @@ set(MEMFED_PROGRAM_ENV ${MEMFED_TEST_ENV}
   MEMFEDD=${MEMFED_TOOLS_DIR}/bin/memfedd
   MEMFEDCTL=${MEMFED_TOOLS_DIR}/bin/memfedctl)
 foreach(t client_files client_fork client_fork_module_away client_restart client_grace restart_pressure
-          programs_stress_ng programs_sqlite programs_python)
+          programs_stress_ng programs_sqlite programs_python thin_heaps)
   memfed_shell_test(${t} ${t}_test.sh)
   set_tests_properties(${t} PROPERTIES TIMEOUT 180 ENVIRONMENT "${MEMFED_PROGRAM_ENV}")
 endforeach()

@@ -64,21 +64,30 @@ expect_exit 6 actl $B region rm mine
 actl $A region rm mine
 ok "uid $B may not read, write, truncate or delete uid $A's 0600 region"
 
-# --- Quotas: bytes.
+# --- Quotas: bytes. The pool is thin: a region's size is only address
+# space, its bytes are the pages written to it, charged as a write takes them.
 actl $A region create a1 4M >/dev/null
 actl $A region create a2 4M >/dev/null
-expect_exit 14 actl $A region create a3 4K
-for part in "cannot create region 'a3' of 4K" "uid $A holds 2 regions of 8M" \
+actl $A region create a3 4M >/dev/null
+pattern 4194304 | actl $A region write a1
+pattern 4194304 | actl $A region write a2
+pattern 4096 >"$T/page"
+expect_exit 14 actl $A region write a3 <"$T/page" # (a pipe would run it in a subshell)
+for part in "cannot write 4K of new pages to region 'a3'" "uid $A has written 8M" \
 	"its quota is 8M" '"quota.uid_bytes"' "$T/m.json"; do
 	[[ $ERR == *"$part"* ]] || fail "the bytes refusal lacks '$part': $ERR"
 done
-out=$(actl $A -j region create a3 4K || true)
+out=$(actl $A -j region write a3 <"$T/page" || true)
 [[ $out == *'"code": "quota"'* ]] || fail "memfedctl -j does not give the code \"quota\": $out"
-ok "uid $A is refused a region past its 8M (exit 14), naming the quota, its usage and the key"
+pattern 4096 | actl $A region write a1 # pages already written take nothing more
+ok "uid $A is refused a write past its 8M (exit 14), naming the quota, its usage and the key"
 
 # --- Quotas: regions.
 actl $A region rm a2
-for r in a2 a3 a4; do actl $A region create $r 4K >/dev/null; done
+for r in a2 a4; do actl $A region create $r 4K >/dev/null; done
+pattern 4096 | actl $A region write a2
+pattern 4096 | actl $A region write a3
+pattern 4096 | actl $A region write a4
 expect_exit 14 actl $A region create a5 4K
 for part in "uid $A holds 4 regions" "its quota is 4 regions" '"quota.uid_regions"'; do
 	[[ $ERR == *"$part"* ]] || fail "the regions refusal lacks '$part': $ERR"
@@ -86,16 +95,19 @@ done
 actl $B region create b1 4K >/dev/null # another user's quota is their own
 ok "uid $A is refused a fifth region (exit 14); uid $B still creates"
 
-# The three refusals above (a3 twice, a5), counted by reason.
+# The three refusals above (the write to a3 twice, a5), counted by reason.
 n=$(ctl m -j stats | python3 -c 'import json,sys; print(json.load(sys.stdin)["module"]["refusals"]["uid_quota"])')
 [ "$n" = 3 ] || fail "uid_quota refusals counted: $n, want 3 ($(ctl m stats | grep refusals))"
 ok "the module counts the 3 uid-quota refusals (module.refusals.uid_quota)"
 
 # --- Root is exempt.
 ctl m region create r-big 16M >/dev/null
+head -c $((16 << 20)) /dev/urandom | ctl m region write r-big
 ctl m region create r-private 4K >/dev/null
 ctl m region create r-public 4K --mode 0644 >/dev/null
-ok "root creates past the per-uid quota"
+echo hello | ctl m region write r-private
+echo hello | ctl m region write r-public
+ok "root writes past the per-uid quota"
 
 # --- memfedctl quota.
 actl $A -j quota | python3 -c '

@@ -100,7 +100,7 @@ std::vector<Command> build_table()
 	           {{"PROG", K::kProgram}},
 	           {{"--map", "NAME=PATH", K::kNone, "region NAME appears as the file PATH"},
 	            {"--heap-budget", "SIZE", K::kNone, "heaps in regions, at most SIZE resident"},
-	            {"--heap-size", "SIZE", K::kNone, "size of each heap region (default 1G)"},
+	            {"--heap-size", "SIZE", K::kNone, "size of each heap region (default 64G)"},
 	            {"--prefix", "DIR", K::kDir, "every region NAME appears as DIR/NAME"},
 	            {"--preload", "LIB", K::kFile, "the shim to preload"},
 	            {"--keep-heaps", "", K::kNone,

@@ -30,7 +30,11 @@ json info_json(const PoolInfo &i)
 		{"pool_bytes", i.pool_bytes},
 		{"capacity_bytes", i.capacity_bytes},
 		{"used_bytes", i.used_bytes},
+		{"thin", i.thin},
+		{"address_bytes", i.address_bytes},
+		{"reserved_bytes", i.reserved_bytes},
 		{"free_bytes", i.free_bytes},
+		{"address_free_bytes", i.address_free_bytes},
 		{"largest_free_bytes", i.largest_free_bytes},
 		{"regions", i.regions},
 		{"table_slots", i.table_slots},
@@ -103,8 +107,12 @@ int cmd_pool(const Globals &g, Args &a)
 			std::cout << "pool " << path << "\n  module " << info->module.to_string()
 				  << "\n  layout version " << info->layout_version << "\n  capacity "
 				  << format_size(info->capacity_bytes) << " (" << info->capacity_bytes
-				  << " bytes)\n  used " << info->used_bytes << " free " << info->free_bytes
-				  << " largest free " << info->largest_free_bytes << "\n  regions "
+				  << " bytes), " << (info->thin ? "thin" : "thick") << "\n  used "
+				  << info->used_bytes << " (pages written), free " << info->free_bytes
+				  << "\n  address space " << info->address_bytes << ": "
+				  << info->reserved_bytes << " in regions, free "
+				  << info->address_free_bytes << ", largest free "
+				  << info->largest_free_bytes << "\n  regions "
 				  << info->regions << " of at most " << info->table_slots << "\n";
 			return 0;
 		}

@@ -58,9 +58,13 @@ void print_region(const json &r)
 		copies = "  " + std::to_string(r["in_sync"].get<unsigned>()) + "/" +
 		         std::to_string(r["replicas"].get<unsigned>()) + " copies in sync" +
 		         (r["degraded"].get<bool>() ? " (degraded)" : "");
-	std::printf("%-24s %8s  file %8s  %s  owner %u mode %04o%s\n",
+	// The space it takes (pages written), known for regions of this node's
+	// module; "-" for the others.
+	std::string used = r.contains("used_bytes") ? human_size(r["used_bytes"].get<uint64_t>())
+	                                            : std::string("-");
+	std::printf("%-24s %8s  used %8s  file %8s  %s  owner %u mode %04o%s\n",
 		    r["name"].get<std::string>().c_str(), human_size(r["size"].get<uint64_t>()).c_str(),
-		    human_size(r["length"].get<uint64_t>()).c_str(),
+		    used.c_str(), human_size(r["length"].get<uint64_t>()).c_str(),
 		    r["fa"].get<std::string>().c_str(), r["owner_uid"].get<unsigned>(),
 		    r["mode"].get<unsigned>(), copies.c_str());
 }

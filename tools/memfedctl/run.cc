@@ -31,7 +31,7 @@ constexpr const char *kRunUsage =
 Runs PROG, unmodified, on federated memory:
   --heap-budget SIZE  put every process's heap (malloc, anonymous mmap) in a
                       region of its own, with at most SIZE resident
-  --heap-size SIZE    size of each heap region (default 1G)
+  --heap-size SIZE    size of each heap region (default 64G)
   --map NAME=PATH     region NAME appears as the file PATH
   --prefix DIR        every region NAME appears as DIR/NAME (default /memfed;
                       "" turns it off)

@@ -37,7 +37,14 @@ struct RunOptions {
 	std::vector<std::string> argv;
 };
 
-constexpr uint64_t kDefaultHeapSize = uint64_t{1} << 30;
+// A size no program reaches here, so the budget holds for all of its heap: a
+// heap region costs pool space only for the pages written (thin regions,
+// daemon/store/layout.h), the process's reservation of it only address space,
+// and the pager's state only for the pages used (daemon/pager/mapping.h). A
+// thin pool's 4 TiB address space holds 64 such heaps at once (a pipeline,
+// forked children); a thick pool (a device, or a layout older than 5) needs
+// --heap-size within its capacity.
+constexpr uint64_t kDefaultHeapSize = uint64_t{64} << 30;
 
 // Parses the words after "run" (flags, then "--", then the program).
 Result<RunOptions> parse_run_options(const std::vector<std::string> &args);
