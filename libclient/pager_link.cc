@@ -263,7 +263,8 @@ Status PagerLink::establish()
 	{
 		std::lock_guard<std::mutex> lk(removes_mu_);
 		removed = removes_unsent_;
-		removed.insert(removed.end(), removes_unsettled_.begin(), removes_unsettled_.end());
+		for (const Unsettled &u : removes_unsettled_)
+			removed.push_back({u.addr, u.length});
 	}
 	ctl_ = std::move(*c);
 	uffd_id_ = id;
@@ -283,7 +284,6 @@ Status PagerLink::establish()
 		std::lock_guard<std::mutex> lk(removes_mu_);
 		removes_unsent_.clear();
 		removes_unsettled_.clear();
-		unsettled_edits_++;
 	}
 	reopen();
 	// The evictor thread is made once, here at the first attach, and then
@@ -670,7 +670,7 @@ void PagerLink::remove_end(uint64_t addr, uint64_t length, uint64_t token)
 		// Past the reserve the vector grows here, not on the evictor.
 		if (removes_unsettled_.size() + 2 > removes_unsettled_.capacity())
 			removes_unsettled_.reserve(removes_unsettled_.capacity() * 2);
-		removes_unsettled_.push_back({addr, length});
+		removes_unsettled_.push_back({addr, length, ++unsettled_seq_});
 	}
 	removes_cv_.notify_all();
 }
@@ -731,19 +731,19 @@ void PagerLink::retire_evictor()
 
 bool PagerLink::settle_removes()
 {
-	std::vector<Span> todo;
-	uint64_t edits = 0;
+	std::vector<Span> ranges;
+	uint64_t upto = 0; // the drops numbered up to this are synced below
 	{
 		std::lock_guard<std::mutex> lk(removes_mu_);
 		if (remapping_)
 			return true;
-		todo = removes_unsettled_;
-		edits = unsettled_edits_;
+		for (const Unsettled &u : removes_unsettled_)
+			ranges.push_back({u.addr, u.length});
+		upto = unsettled_seq_;
 	}
-	if (todo.empty())
+	if (ranges.empty())
 		return false;
 	// Overlapping and adjacent drops are synced as one range.
-	std::vector<Span> ranges = todo;
 	std::sort(ranges.begin(), ranges.end());
 	size_t k = 0;
 	for (size_t i = 1; i < ranges.size(); i++) {
@@ -787,13 +787,13 @@ bool PagerLink::settle_removes()
 			}
 		}
 	}
-	// Durable: forget them. Drops made since the snapshot were appended
-	// after it and stay. If the evictor or a reattach changed the list
-	// meanwhile, it is synced again next time rather than guessed at.
+	// Durable: forget them, and the pieces the evictor split them into
+	// meanwhile (inside the synced ranges); drops made since stay.
 	std::lock_guard<std::mutex> lk(removes_mu_);
-	if (unsettled_edits_ == edits && removes_unsettled_.size() >= todo.size())
-		removes_unsettled_.erase(removes_unsettled_.begin(),
-		                         removes_unsettled_.begin() + ptrdiff_t(todo.size()));
+	removes_unsettled_.erase(
+	        std::remove_if(removes_unsettled_.begin(), removes_unsettled_.end(),
+	                       [upto](const Unsettled &u) { return u.seq <= upto; }),
+	        removes_unsettled_.end());
 	return !removes_unsettled_.empty();
 }
 
@@ -801,27 +801,26 @@ void PagerLink::forget_unsettled(uint64_t addr, uint64_t length)
 {
 	uint64_t end = addr + length;
 	for (size_t i = 0; i < removes_unsettled_.size();) {
-		auto [sa, sn] = removes_unsettled_[i];
+		auto [sa, sn, seq] = removes_unsettled_[i];
 		uint64_t se = sa + sn;
 		if (se <= addr || sa >= end) {
 			i++;
 			continue;
 		}
-		unsettled_edits_++;
 		bool left = sa<addr, right = se> end;
 		if (left && right) {
 			// Without room for the right piece the span stays whole:
 			// its zeroes may then cover newer content (reported only if
 			// memfedd dies before the next settle).
 			if (removes_unsettled_.size() < removes_unsettled_.capacity()) {
-				removes_unsettled_[i] = {sa, addr - sa};
-				removes_unsettled_.push_back({end, se - end});
+				removes_unsettled_[i] = {sa, addr - sa, seq};
+				removes_unsettled_.push_back({end, se - end, seq});
 			}
 			i++;
 		} else if (left) {
-			removes_unsettled_[i++] = {sa, addr - sa};
+			removes_unsettled_[i++] = {sa, addr - sa, seq};
 		} else if (right) {
-			removes_unsettled_[i++] = {end, se - end};
+			removes_unsettled_[i++] = {end, se - end, seq};
 		} else {
 			removes_unsettled_[i] = removes_unsettled_.back();
 			removes_unsettled_.pop_back();

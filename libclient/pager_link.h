@@ -257,8 +257,13 @@ private:
 	// evictor takes out the ranges it drops, whose newer content the pager
 	// wrote back durably before asking (forget_unsettled). Capacity for
 	// kUnsettledReserve spans is reserved, so the evictor does not allocate.
-	std::vector<Span> removes_unsettled_;
-	uint64_t unsettled_edits_ = 0; // changes other than appends
+	// `seq` numbers the drops in the order they completed; the pieces of a
+	// split drop keep its number.
+	struct Unsettled {
+		uint64_t addr, length, seq;
+	};
+	std::vector<Unsettled> removes_unsettled_;
+	uint64_t unsettled_seq_ = 0; // the last drop's number
 	uint64_t attaches_ = 0;
 	bool remapping_ = false;
 	std::atomic<uint64_t> reconnects_{0};
