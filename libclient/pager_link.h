@@ -122,7 +122,8 @@ public:
 	// token after. A drop whose REMOVE event a restarted memfedd may have
 	// read before the mapping was sent to it again (and so ignored) is
 	// reported in the next "map" ("removed"), so its pages read as zero,
-	// not as the module's old content. remove_begin waits while the link
+	// not as the module's old content; so is one whose zeroes the pager has
+	// not yet made durable (removes_unsettled_). remove_begin waits while the link
 	// re-sends the mappings. Any thread but the link's own.
 	uint64_t remove_begin(uint64_t addr, uint64_t length);
 	void remove_end(uint64_t addr, uint64_t length, uint64_t token);
