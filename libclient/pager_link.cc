@@ -33,6 +33,10 @@ constexpr uint64_t kPage = 4096;
 // A forked child's copy of its parent's memory goes in requests of up to
 // this much, so that no one request holds the daemon's control thread long.
 constexpr uint64_t kCopyChunk = uint64_t{64} << 20;
+// Unsettled program drops (PagerLink::removes_unsettled_) the evictor can
+// split without allocating; the monitor settles them every few ms.
+constexpr size_t kUnsettledReserve = 4096;
+constexpr int kSettleIntervalMs = 5;
 
 // Every PagerLink that wants pthread_atfork handling. Fork handlers run on
 // one thread, so the list only needs a lock against concurrent open/close.
@@ -259,6 +263,8 @@ Status PagerLink::establish()
 	{
 		std::lock_guard<std::mutex> lk(removes_mu_);
 		removed = removes_unsent_;
+		for (const Unsettled &u : removes_unsettled_)
+			removed.push_back({u.addr, u.length});
 	}
 	ctl_ = std::move(*c);
 	uffd_id_ = id;
@@ -273,8 +279,11 @@ Status PagerLink::establish()
 		}
 	}
 	{
+		// Reported: this pager writes their zeroes back before
+		// answering the maps. clear() keeps the reserved capacity.
 		std::lock_guard<std::mutex> lk(removes_mu_);
 		removes_unsent_.clear();
+		removes_unsettled_.clear();
 	}
 	reopen();
 	// The evictor thread is made once, here at the first attach, and then
@@ -653,8 +662,16 @@ void PagerLink::remove_end(uint64_t addr, uint64_t length, uint64_t token)
 	if (it != removes_inflight_.end())
 		removes_inflight_.erase(it);
 	// A pager attached meanwhile may have read the event before its map.
-	if (attaches_ != token || remapping_)
+	if (attaches_ != token || remapping_) {
 		removes_unsent_.push_back({addr, length});
+	} else {
+		if (removes_unsettled_.capacity() < kUnsettledReserve)
+			removes_unsettled_.reserve(kUnsettledReserve);
+		// Past the reserve the vector grows here, not on the evictor.
+		if (removes_unsettled_.size() + 2 > removes_unsettled_.capacity())
+			removes_unsettled_.reserve(removes_unsettled_.capacity() * 2);
+		removes_unsettled_.push_back({addr, length, ++unsettled_seq_});
+	}
 	removes_cv_.notify_all();
 }
 
@@ -712,10 +729,110 @@ void PagerLink::retire_evictor()
 	evict_sock_taken_ = false;
 }
 
+bool PagerLink::settle_removes()
+{
+	std::vector<Span> ranges;
+	uint64_t upto = 0; // the drops numbered up to this are synced below
+	{
+		std::lock_guard<std::mutex> lk(removes_mu_);
+		if (remapping_)
+			return true;
+		for (const Unsettled &u : removes_unsettled_)
+			ranges.push_back({u.addr, u.length});
+		upto = unsettled_seq_;
+	}
+	if (ranges.empty())
+		return false;
+	// Overlapping and adjacent drops are synced as one range.
+	std::sort(ranges.begin(), ranges.end());
+	size_t k = 0;
+	for (size_t i = 1; i < ranges.size(); i++) {
+		if (ranges[i].first <= ranges[k].first + ranges[k].second)
+			ranges[k].second = std::max(ranges[k].first + ranges[k].second,
+			                            ranges[i].first + ranges[i].second) -
+			                   ranges[k].first;
+		else
+			ranges[++k] = ranges[i];
+	}
+	ranges.resize(k + 1);
+	{
+		std::lock_guard<std::mutex> lk(mu_);
+		if (!connected_)
+			return true;
+		for (auto [addr, len] : ranges) {
+			// A drop may span several mappings (or lie outside the ones
+			// left): each part inside a private mapping is synced.
+			for (auto &m : mappings_) {
+				if (m->shared)
+					continue;
+				uint64_t lo = std::max(addr & ~(kPage - 1), m->addr);
+				uint64_t hi = std::min((addr + len + kPage - 1) & ~(kPage - 1),
+				                       m->addr + m->length);
+				if (lo >= hi)
+					continue;
+				auto r = call_locked(
+				        request(pager::kOpSync, {{"mapping_id", m->mapping_id},
+				                                 {"offset", lo - m->addr},
+				                                 {"length", hi - lo}}));
+				if (!r)
+					return true; // memfedd went away: the reattach reports them
+				close_fds(*r);
+				Status st = control::reply_status(*r);
+				// not_found: the region was deleted, nothing to make durable.
+				if (!st && st.code() != Code::kNotFound) {
+					LOG_DEBUG("libmemfed", "syncing dropped memory: %s",
+					          st.to_string().c_str());
+					return true;
+				}
+			}
+		}
+	}
+	// Durable: forget them, and the pieces the evictor split them into
+	// meanwhile (inside the synced ranges); drops made since stay.
+	std::lock_guard<std::mutex> lk(removes_mu_);
+	removes_unsettled_.erase(
+	        std::remove_if(removes_unsettled_.begin(), removes_unsettled_.end(),
+	                       [upto](const Unsettled &u) { return u.seq <= upto; }),
+	        removes_unsettled_.end());
+	return !removes_unsettled_.empty();
+}
+
+void PagerLink::forget_unsettled(uint64_t addr, uint64_t length)
+{
+	uint64_t end = addr + length;
+	for (size_t i = 0; i < removes_unsettled_.size();) {
+		auto [sa, sn, seq] = removes_unsettled_[i];
+		uint64_t se = sa + sn;
+		if (se <= addr || sa >= end) {
+			i++;
+			continue;
+		}
+		bool left = sa<addr, right = se> end;
+		if (left && right) {
+			// Without room for the right piece the span stays whole:
+			// its zeroes may then cover newer content (reported only if
+			// memfedd dies before the next settle).
+			if (removes_unsettled_.size() < removes_unsettled_.capacity()) {
+				removes_unsettled_[i] = {sa, addr - sa, seq};
+				removes_unsettled_.push_back({end, se - end, seq});
+			}
+			i++;
+		} else if (left) {
+			removes_unsettled_[i++] = {sa, addr - sa, seq};
+		} else if (right) {
+			removes_unsettled_[i++] = {end, se - end, seq};
+		} else {
+			removes_unsettled_[i] = removes_unsettled_.back();
+			removes_unsettled_.pop_back();
+		}
+	}
+}
+
 void PagerLink::monitor_loop()
 {
 	uint64_t backoff_ms = 10;
 	uint64_t away_since = 0, last_away_log = 0; // monotonic ms; 0: attached
+	bool unsettled = true;                      // unsettled program drops may be waiting
 	while (!stopping_) {
 		int fd;
 		bool up;
@@ -728,8 +845,12 @@ void PagerLink::monitor_loop()
 			// events = 0: report only hang-up and errors, so the
 			// replies other threads wait for are left alone.
 			pollfd p[2] = {{fd, 0, 0}, {stop_fd_, POLLIN, 0}};
-			int n = poll(p, 2, 1000);
-			if (n <= 0 || (p[1].revents & POLLIN))
+			int n = poll(p, 2, unsettled ? kSettleIntervalMs : 1000);
+			if (n == 0) {
+				unsettled = settle_removes();
+				continue;
+			}
+			if (n < 0 || (p[1].revents & POLLIN))
 				continue;
 			if (!(p[0].revents & (POLLHUP | POLLERR | POLLNVAL)))
 				continue;
@@ -911,6 +1032,14 @@ void PagerLink::evictor_loop(int sock)
 					         (unsigned long long)r.addr,
 					         (unsigned long long)r.length);
 			}
+		}
+		{
+			// The pager wrote these pages back durably before asking,
+			// after it had read the events of the program's earlier
+			// drops: those drops are settled here.
+			std::lock_guard<std::mutex> rk(removes_mu_);
+			for (uint32_t i = 0; i < keep; i++)
+				forget_unsettled(req.ranges[i].addr, req.ranges[i].length);
 		}
 		{
 			std::lock_guard<std::mutex> ek(evict_mu_);

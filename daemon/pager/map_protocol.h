@@ -151,7 +151,12 @@
 // (MADV_DONTNEED of its heap) in flight across the restart finish the same
 // way, before any "map", and the client reports them in "removed", so those
 // pages read as zero and not as the module's old content; new drops wait
-// until the maps are sent. The pager treats
+// until the maps are sent. So are the drops that completed before the
+// restart but whose zeroes the old pager may not have written back (it
+// sends them asynchronously after reading the REMOVE event): the client
+// keeps each drop until a "sync" of its range succeeds, or until the pager
+// asks the evictor to drop pages of it (their newer content was written
+// back first), and reports the ones it still keeps. The pager treats
 // present pages as resident and dirty. While no daemon serves the uffd,
 // faulting threads block in the kernel; no fault is ever resolved with a zero
 // page that should have held data. The non-cooperative events block too:

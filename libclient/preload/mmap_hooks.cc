@@ -48,6 +48,8 @@ int heap_discard(uint64_t addr, uint64_t len)
 {
 	Shim *s = shim();
 	memfed::client::PagerLink *link = s ? s->link.get() : nullptr;
+	// The link's bookkeeping stays off the remote heap (internal_alloc.h).
+	InternalScope in;
 	uint64_t token = link ? link->remove_begin(addr, len) : 0;
 	int rc = raw_madvise(reinterpret_cast<void *>(addr), len, MADV_DONTNEED);
 	int err = errno;

@@ -15,8 +15,12 @@ set_tests_properties(client_api PROPERTIES TIMEOUT 180)
 set(MEMFED_PROGRAM_ENV ${MEMFED_TEST_ENV}
   MEMFEDD=${MEMFED_TOOLS_DIR}/bin/memfedd
   MEMFEDCTL=${MEMFED_TOOLS_DIR}/bin/memfedctl)
-foreach(t client_files client_fork client_fork_module_away client_restart client_grace restart_pressure
-          programs_stress_ng programs_sqlite programs_python thin_heaps)
+# Built in every tree; the tests run the release tree's (uninstrumented) one.
+add_executable(memfed-test-drop-probe ${CMAKE_CURRENT_LIST_DIR}/drop_probe.c)
+list(APPEND MEMFED_PROGRAM_ENV MEMFED_DROP_PROBE=${MEMFED_TOOLS_DIR}/bin/memfed-test-drop-probe)
+foreach(t client_files client_fork client_fork_module_away client_restart client_drop_restart
+          client_grace restart_pressure programs_stress_ng programs_sqlite programs_python
+          thin_heaps)
   memfed_shell_test(${t} ${t}_test.sh)
   set_tests_properties(${t} PROPERTIES TIMEOUT 180 ENVIRONMENT "${MEMFED_PROGRAM_ENV}")
 endforeach()
