@@ -12,6 +12,11 @@
 # kernel routes (proto babel) and babeld's route entries (alternatives
 # included: `dump` on its local socket) per node, and the CPU every babeld
 # used over SCALE_SECONDS (utime + stime from /proc), per node and in all.
+# Then convergence after a link down in the grid: node 0's first link on its
+# route to the opposite corner goes down (SCALE_FLAPS times, up again in
+# between), and the time until node 0's kernel route to that corner leaves
+# the dead link is measured (polled every 10 ms), and after the link is up
+# again, until every node again has a route to all others.
 #
 # Usage: scripts/bench_meshscale.sh BUILD_DIR RESULTS_DIR   (as root)
 set -euo pipefail
@@ -21,6 +26,7 @@ RESULTS=$(cd "$RESULTS" && pwd)
 SIDE=${SCALE_SIDE:-8}
 HELLOS=${SCALE_HELLOS:-100 20}
 SECONDS_CPU=${SCALE_SECONDS:-20}
+FLAPS=${SCALE_FLAPS:-3}
 OUT=$RESULTS/mesh-scale.txt
 PY=/usr/bin/python3
 if [ "$(id -u)" -ne 0 ]; then
@@ -140,6 +146,35 @@ for hello in $HELLOS; do
 	kr=$(for i in $(seq 0 $((N - 1))); do kernel_routes "$i"; done | tr '\n' ' ')
 	br=$(for i in $(seq 0 $((N - 1))); do babeld_routes "$i"; done | tr '\n' ' ')
 	echo "$hello $conv $((c1 - c0)) $(getconf CLK_TCK) $SECONDS_CPU | $kr | $br" >>"$SAMPLES"
+	# A link on the path from corner 0 to the far corner goes down.
+	far=$(addr_of $((N - 1)))
+	for f in $(seq 1 "$FLAPS"); do
+		dev=$(in_ns 0 ip -6 route get "$far" | sed -n 's/.* dev \([^ ]*\).*/\1/p')
+		[ -n "$dev" ] || { echo "mesh-scale: node 0 has no route to $far" >&2; exit 1; }
+		t0=$(date +%s.%N)
+		in_ns 0 ip link set "$dev" down
+		moved=$($PY - "$P-0" "$far" "$dev" "$t0" <<'PY'
+import subprocess, sys, time
+ns, far, dead, t0 = sys.argv[1:]
+for _ in range(3000):
+    out = subprocess.run(["ip", "netns", "exec", ns, "ip", "-6", "route", "get", far],
+                         capture_output=True, text=True).stdout
+    if out and " dev %s " % dead not in out + " ":
+        print("%.0f" % ((time.time() - float(t0)) * 1000))
+        sys.exit(0)
+    time.sleep(0.01)
+sys.exit("route to %s still through %s after 3000 polls" % (far, dead))
+PY
+)
+		in_ns 0 ip link set "$dev" up
+		for _ in $(seq 1 600); do
+			[ "$(kernel_routes 0)" -ge $((N - 1)) ] && break
+			sleep 0.1
+		done
+		echo "hello $hello ms: $dev down, node 0's route to the far corner moved after $moved ms"
+		echo "flap $hello $moved" >>"$SAMPLES"
+		sleep 2
+	done
 	for i in $(seq 0 $((N - 1))); do kill "$(cat "$W/$i/pid")" 2>/dev/null || true; done
 	sleep 1
 done
@@ -155,7 +190,12 @@ print("(from babeld's start). At rest: kernel routes (proto babel) and babeld's 
 print("(alternatives included) per node, min/median/max; CPU of all babelds. Load average %s." % load)
 print("%5s %10s %17s %17s %14s %14s" % ("hello", "converged", "kernel routes", "babeld routes",
                                         "CPU per node", "CPU all nodes"))
+flaps = {}
 for line in open(path):
+    if line.startswith("flap "):
+        _, hello, ms = line.split()
+        flaps.setdefault(hello, []).append(float(ms))
+        continue
     head, kr, br = line.split("|")
     hello, conv, ticks, hz, secs = head.split()
     kr = [int(x) for x in kr.split()]
@@ -164,4 +204,8 @@ for line in open(path):
     print("%3s ms %8s s %5d %5d %5d %5d %5d %5d %11.2f %% %11.1f %%" % (
         hello, conv, min(kr), statistics.median(kr), max(kr), min(br), statistics.median(br),
         max(br), cpu / n, cpu))
+print("After a link down (node 0's first link towards the far corner): ms until node 0's")
+print("kernel route to the far corner leaves it; median (min, max, runs).")
+for hello, v in flaps.items():
+    print("%3s ms %8.0f ms (%.0f, %.0f, %d)" % (hello, statistics.median(v), min(v), max(v), len(v)))
 PY
