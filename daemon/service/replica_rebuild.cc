@@ -471,8 +471,17 @@ void NodeFederation::rebuild_copy(ReplicaSet &set, const ReplicaSet::Replica los
 		ModuleStore::AdmitFn admit;
 		if (!c.peer) {
 			std::lock_guard<std::mutex> lk(admit_mu_);
-			if (local_admit_)
-				admit = local_admit_(facts->owner_uid, name);
+			if (local_admit_) {
+				// The catch-up fills the copy: on a thin pool, whose
+				// creates are charged nothing, it is charged its size
+				// here, or a copy over the quota would be made and
+				// then lost again at its first write.
+				auto within = local_admit_(facts->owner_uid, name);
+				admit = [within, size = facts->size_bytes](const OwnerUsage &u,
+				                                           uint64_t bytes) {
+					return within(u, std::max(bytes, size));
+				};
+			}
 		}
 		Result<wire::WireRegion> made = create_copy(c, *spec, admit);
 		if (!made) {
