@@ -105,6 +105,27 @@ Result<CheckReport> check_pool(const std::string &path)
 			extents[first] = {pages, mark};
 	}
 
+	// Clones (layout 6): each reads through to a live region, inside it.
+	std::map<uint32_t, const RegionSlot *> by_id;
+	for (const RegionSlot &s : slots)
+		if (s.state == kRegionLive)
+			by_id[s.info.id] = &s;
+	for (const RegionSlot &s : slots) {
+		if (s.state != kRegionLive || !s.info.is_clone)
+			continue;
+		auto b = by_id.find(s.info.base_id);
+		if (b == by_id.end())
+			rep.problems.push_back("region '" + s.info.name +
+			                       "' is a clone of region id " +
+			                       std::to_string(s.info.base_id) +
+			                       ", which is not live (the next open detaches it)");
+		else if (s.info.base_page > kCloneMaxBasePage ||
+		         s.info.base_page * kPageSize + s.info.size_bytes > b->second->info.size_bytes)
+			rep.problems.push_back("region '" + s.info.name +
+			                       "' is a clone of a range past the end of region '" +
+			                       b->second->info.name + "'");
+	}
+
 	// Redo log: valid records are replayed at the next open; torn ones are
 	// the expected trace of a crash mid-write and are ignored.
 	RedoLog::ScanResult scan = RedoLog::scan(base, geo);

@@ -35,6 +35,11 @@ uint32_t default_table_slots(uint64_t pool_bytes)
 namespace
 {
 
+uint64_t clone_area_bytes(uint32_t table_slots)
+{
+	return round_up(uint64_t{table_slots} * sizeof(uint64_t), kPageSize);
+}
+
 // The areas of layout `layout_version` up to the meta area, for a table of
 // `table_slots`.
 Geometry place_fixed_areas(uint64_t pool_bytes, uint32_t table_slots, uint32_t layout_version)
@@ -48,6 +53,10 @@ Geometry place_fixed_areas(uint64_t pool_bytes, uint32_t table_slots, uint32_t l
 	if (layout_version >= kLayoutVersionAccess) {
 		g.access_offset = g.log_desc_offset;
 		g.log_desc_offset = g.access_offset + access_area_bytes(g.table_slots);
+	}
+	if (layout_version >= kLayoutVersionClones) {
+		g.clone_offset = g.log_desc_offset;
+		g.log_desc_offset = g.clone_offset + clone_area_bytes(g.table_slots);
 	}
 	g.log_data_offset = g.log_desc_offset +
 	                    round_up(uint64_t{kLogSlots} * sizeof(LogDescriptor), kPageSize);
@@ -119,6 +128,8 @@ Geometry geometry_of(const PoolHeader &h)
 		g.access_offset =
 		        h.table_offset +
 		        round_up(uint64_t{h.table_slots} * sizeof(RegionEntry), kPageSize);
+	if (h.layout_version >= kLayoutVersionClones)
+		g.clone_offset = g.access_offset + access_area_bytes(h.table_slots);
 	g.log_desc_offset = h.log_desc_offset;
 	g.log_data_offset = h.log_data_offset;
 	g.meta_offset = h.meta_offset;
@@ -127,7 +138,7 @@ Geometry geometry_of(const PoolHeader &h)
 		        h.meta_offset + round_up(h.data_pages * sizeof(PageMeta), kPageSize);
 	g.data_offset = h.data_offset;
 	g.data_pages = h.data_pages;
-	g.capacity_pages = h.layout_version >= 5 ? h.capacity_pages : h.data_pages;
+	g.capacity_pages = h.layout_version >= kLayoutVersionThin ? h.capacity_pages : h.data_pages;
 	return g;
 }
 
@@ -141,7 +152,7 @@ uint32_t header_crc(const PoolHeader &h)
 {
 	PoolHeader c = h;
 	c.crc = 0;
-	return crc32c(&c, h.layout_version >= 5 ? sizeof(c) : kPoolHeaderBytesV4);
+	return crc32c(&c, h.layout_version >= kLayoutVersionThin ? sizeof(c) : kPoolHeaderBytesV4);
 }
 
 Status validate_header(const PoolHeader &h, const std::string &path)
@@ -175,7 +186,7 @@ Status validate_header(const PoolHeader &h, const std::string &path)
 		                                      std::to_string(h.layout_version) +
 		                                      " does not allow" + fix);
 	Geometry want = compute_geometry(h.pool_bytes, h.table_slots, h.layout_version);
-	if (h.layout_version >= 5) {
+	if (h.layout_version >= kLayoutVersionThin) {
 		// Thick (a device): as layout 4, capacity = data area. Thin: the
 		// data area is the larger of capacity and kThinDataPages, and the
 		// pool ends with it.

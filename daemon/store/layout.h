@@ -61,6 +61,17 @@
 // every pool of layout 1 to 4 opens. Used space is not stored: open derives
 // it from the metas, so no counter can disagree with the pages after a crash.
 //
+// Version 6 adds the clone area right after the access area (so the log
+// areas and everything after them move by its size): one 8-byte base word
+// per table slot. A region whose base word is set is a copy-on-write clone of
+// part of another region of the pool, its base: a page the clone never wrote
+// (PageMeta.version 0) reads as the base's page (the base word, below), and a
+// write, truncate or delete of the base first copies the pages its clones
+// still share into them. The word changes only by single aligned 8-byte
+// stores (a create writes it while the slot is free; a clone whose base goes
+// away is detached by a store of 0), so it can never tear. Version 1 to 5
+// pools open as they are and refuse clones, naming the fix.
+//
 // A region's pages never move: the federated address (FA) offset of a page is
 // its byte offset in the pool, so an RDMA transport can read the pool directly.
 // All integers are little-endian (the only byte order memfed runs on).
@@ -77,7 +88,9 @@ namespace memfed::store
 
 constexpr uint64_t kPageSize = 4096;
 constexpr char kPoolMagic[8] = {'M', 'F', 'P', 'O', 'O', 'L', '0', '1'};
-constexpr uint32_t kLayoutVersion = 5;
+constexpr uint32_t kLayoutVersion = 6;
+constexpr uint32_t kLayoutVersionClones = 6;     // clone area
+constexpr uint32_t kLayoutVersionThin = 5;       // capacity in the header
 constexpr uint32_t kLayoutVersionAccess = 4;     // access area, data area = capacity
 constexpr uint32_t kLayoutVersionVersions = 3;   // version area, no access area
 constexpr uint32_t kLayoutVersionTableSize = 2;  // sized table, no version area
@@ -218,12 +231,23 @@ struct PageMeta {
 };
 static_assert(sizeof(PageMeta) == 16);
 
+// Layout 6, per table slot: the region's base word. 0: not a clone. Else
+// kCloneBaseSet | base_page << 32 | base_id: the clone's page i is the base
+// region's page base_page + i (base_page < 2^31) until the clone writes it.
+constexpr uint64_t kCloneBaseSet = uint64_t{1} << 63;
+constexpr uint64_t kCloneMaxBasePage = (uint64_t{1} << 31) - 1;
+inline uint64_t clone_base_word(uint32_t base_id, uint64_t base_page)
+{
+	return kCloneBaseSet | base_page << 32 | base_id;
+}
+
 // Where every area lies for a pool of `pool_bytes`.
 struct Geometry {
 	uint64_t pool_bytes = 0;
 	uint32_t table_slots = kMinTableSlots; // a power of two
 	uint64_t table_offset = 0;
 	uint64_t access_offset = 0; // 0: no access area (layout 1 to 3)
+	uint64_t clone_offset = 0;  // 0: no clone area (layout 1 to 5)
 	uint64_t log_desc_offset = 0;
 	uint64_t log_data_offset = 0;
 	uint64_t meta_offset = 0;
@@ -235,6 +259,9 @@ struct Geometry {
 	bool thin() const { return capacity_pages < data_pages; }
 	bool has_versions() const { return version_offset != 0; }
 	bool has_access() const { return access_offset != 0; }
+	bool has_clones() const { return clone_offset != 0; }
+	// The base word of `slot`. REQUIRES: has_clones().
+	uint64_t clone_fa(uint32_t slot) const { return clone_offset + uint64_t{slot} * 8; }
 	// Copy `copy` (0 or 1) of `slot`'s access record. REQUIRES: has_access().
 	uint64_t access_fa(uint32_t slot, int copy) const
 	{

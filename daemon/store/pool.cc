@@ -144,7 +144,7 @@ Result<std::unique_ptr<ModuleStore>> ModuleStore::open(const std::string &path,
 		                      "; it was truncated or extended: restore it or reformat");
 	// A thin pool's file is its address space: the size asked for at
 	// format is its capacity, which the header records.
-	const bool thin_header = h.layout_version >= 5 && h.capacity_pages < h.data_pages;
+	const bool thin_header = h.layout_version >= store::kLayoutVersionThin && h.capacity_pages < h.data_pages;
 	if (expected_size != 0 && !thin_header && expected_size != *sz)
 		return Status(Code::kInvalidArgument,
 		              "pool " + path + " is " + std::to_string(*sz) +
@@ -206,6 +206,23 @@ Status ModuleStore::recover()
 		alloc_->release(first, pages);
 		LOG_INFO(kComp, "pool %s: finished the interrupted delete of region '%s'",
 		         path.c_str(), s.info.name.c_str());
+	}
+
+	// Clones by base. A clone whose base is not live cannot be left by a
+	// delete (it detaches them first): detach it rather than read through
+	// to a slot that may be reused.
+	for (const store::RegionSlot &s : live) {
+		if (!s.info.is_clone)
+			continue;
+		const store::RegionSlot *b = table_->by_id(s.info.base_id);
+		if (b != nullptr && b->state == store::kRegionLive) {
+			clones_[s.info.base_id].push_back(s.info.id);
+			continue;
+		}
+		LOG_WARN(kComp, "pool %s: region '%s' is a clone of region id %u, which is gone; "
+		                "detached (its unwritten pages read as zeros)",
+		         path.c_str(), s.info.name.c_str(), s.info.base_id);
+		table_->detach(s.slot);
 	}
 
 	// The pages written, from the metas (no counter is stored that a crash
@@ -490,8 +507,21 @@ Result<RegionInfo> ModuleStore::create_region(const std::string &name, uint64_t 
 		        what + " with " + std::to_string(replica.replicas) + " replicas"));
 	if (!is_zero_key(owner_key))
 		MF_RETURN_IF_ERROR(require_access(what + " for another node"));
-	uint64_t pages = (size_bytes + kPageSize - 1) / kPageSize;
 	std::unique_lock lock(table_mu_);
+	return create_locked(name, size_bytes, owner_uid, mode, admit, replica, owner_key,
+	                     admit_node, nullptr);
+}
+
+Result<RegionInfo> ModuleStore::create_locked(const std::string &name, uint64_t size_bytes,
+                                              uint32_t owner_uid, uint32_t mode,
+                                              const AdmitFn &admit, ReplicaSpec replica,
+                                              const NodeKeyBytes &owner_key,
+                                              const AdmitFn &admit_node,
+                                              const RegionInfo *clone)
+{
+	const std::string what =
+	        "cannot create region '" + name + "' on module " + module_.to_string();
+	uint64_t pages = (size_bytes + kPageSize - 1) / kPageSize;
 	if (table_->find(name) != nullptr)
 		return Status(Code::kAlreadyExists, "region '" + name +
 		                                            "' already exists on module " +
@@ -524,14 +554,22 @@ Result<RegionInfo> ModuleStore::create_region(const std::string &name, uint64_t 
 	info.ctime_ns = realtime_ns();
 	info.replica_group = replica.group;
 	info.replicas = replica.replicas;
+	if (clone != nullptr) {
+		info.is_clone = true;
+		info.base_id = clone->base_id;
+		info.base_page = clone->base_page;
+	}
 	Status st = table_->create(&info);
 	if (!st.is_ok()) {
 		alloc_->release(*start, pages);
 		return Status(st.code(), what + ": " + st.message());
 	}
-	LOG_INFO(kComp, "created region '%s' (id %u) of %llu bytes at %s", name.c_str(), info.id,
+	if (info.is_clone)
+		clones_[info.base_id].push_back(info.id);
+	LOG_INFO(kComp, "created region '%s' (id %u) of %llu bytes at %s%s", name.c_str(), info.id,
 	         static_cast<unsigned long long>(info.size_bytes),
-	         FederatedAddress{module_, info.fa_offset}.to_string().c_str());
+	         FederatedAddress{module_, info.fa_offset}.to_string().c_str(),
+	         info.is_clone ? " (a clone)" : "");
 	return info;
 }
 
@@ -549,6 +587,8 @@ Status ModuleStore::delete_region(const std::string &name)
 	// is applied; once those pages are durable, clearing the log keeps a
 	// replay from refilling the extent.
 	std::lock_guard wlock(write_mu_);
+	// Its clones take the pages they share before those go.
+	MF_RETURN_IF_ERROR(release_clone_links(r.info));
 	// Keys handed out for the region die before its pages can be reused.
 	if (on_access_lost_)
 		on_access_lost_(r.info.id);
@@ -625,6 +665,13 @@ Status ModuleStore::clear_pages_from(const RegionInfo &r, uint64_t first)
 	if (first >= pages)
 		return Status::ok();
 	std::lock_guard wlock(write_mu_);
+	// Clones of r keep its pages; r, if a clone, stops reading through to
+	// its base (whose pages past the end would show again).
+	if (clones_.count(r.id) != 0)
+		for (uint32_t id : std::vector<uint32_t>(clones_.at(r.id)))
+			MF_RETURN_IF_ERROR(materialize(table_->by_id(id)->info));
+	if (r.is_clone)
+		MF_RETURN_IF_ERROR(materialize(r));
 	checkpoint(); // logged writes reach their pages and meta first
 	log_->clear();
 	uint64_t base = geo_.page_index(r.fa_offset);
@@ -871,6 +918,9 @@ Status ModuleStore::read_pages(uint32_t region_id, uint64_t fa_offset, uint32_t 
 {
 	std::shared_lock lock(table_mu_);
 	MF_RETURN_IF_ERROR(check_range(region_id, fa_offset, count));
+	if (const RegionInfo &r = table_->by_id(region_id)->info; r.is_clone)
+		return read_clone_pages(r, fa_offset, count, static_cast<uint8_t *>(dst), nullptr,
+		                        nullptr, true);
 	const uint8_t *base = file_->base();
 	uint8_t *out = static_cast<uint8_t *>(dst);
 	uint64_t first = geo_.page_index(fa_offset);
@@ -907,6 +957,9 @@ Status ModuleStore::copy_pages(uint32_t region_id, uint64_t fa_offset, uint32_t 
 	const uint32_t zero_crc = store::zero_page_crc();
 	std::shared_lock lock(table_mu_);
 	MF_RETURN_IF_ERROR(check_range(region_id, fa_offset, count));
+	if (const RegionInfo &r = table_->by_id(region_id)->info; r.is_clone)
+		return read_clone_pages(r, fa_offset, count, static_cast<uint8_t *>(dst), versions,
+		                        payload_crc, false);
 	const uint8_t *base = file_->base();
 	uint8_t *out = static_cast<uint8_t *>(dst);
 	uint64_t first = geo_.page_index(fa_offset);
@@ -990,6 +1043,20 @@ void ModuleStore::write_pages_batch(std::span<WriteOp> ops)
 			op.status = require_versions("cannot write versioned pages");
 	}
 	std::lock_guard wlock(write_mu_);
+	// Clones still sharing a page keep what it holds now (pool_clones.cc).
+	if (!clones_.empty())
+		for (WriteOp &op : ops) {
+			if (!op.status.is_ok() || op.count == 0)
+				continue;
+			const RegionInfo &r = table_->by_id(op.region_id)->info;
+			op.status = preserve_for_clones(r, (op.fa_offset - r.fa_offset) / kPageSize,
+			                                op.count);
+		}
+	write_batch_locked(ops);
+}
+
+void ModuleStore::write_batch_locked(std::span<WriteOp> ops)
+{
 	admit_new_pages(ops);
 	uint8_t *base = file_->base();
 	// A round: up to kLogSlots pages taken from consecutive ops (an op may

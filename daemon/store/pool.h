@@ -36,6 +36,18 @@
 // one that a write admission (set_write_admit: the owner quotas) refuses.
 // Creates are limited only by address space and the table.
 //
+// Copy-on-write clones (layout 6 pools, pool_clones.cc): clone_region makes a
+// region whose pages read as a part of another region of the pool, its base,
+// until the clone writes them, so a clone of any size costs a table entry.
+// Before a write, truncate or delete changes a page of a base, the store
+// copies that page into every clone that still reads through to it, in
+// earlier redo-log rounds than the change itself, so after a crash a clone
+// holds its page or still shares an unchanged one. A clone may be the base of
+// further clones (a chain, up to kMaxCloneDepth). A clone that is truncated,
+// or whose base is deleted, first takes a copy of every page it shares and is
+// detached. Clones are served over TCP only: an RDMA reader would read the
+// clone's own extent, so the service hands out no RDMA keys for them.
+//
 // Region sizes are rounded up to whole 4 KiB pages; size 0 is an error.
 // Region ids are stable across restarts and never reused for another region.
 //
@@ -192,6 +204,22 @@ public:
 	// access. kInvalidArgument on a pool without an access area, naming it,
 	// its layout and the fix.
 	Result<RegionAccess> set_grant(const std::string &name, const AccessGrant &g);
+	// Makes region `name` of `size_bytes` (whole pages) a copy-on-write
+	// clone of region `base`'s bytes [base_offset, base_offset + size_bytes)
+	// (see the top of this file); owner, mode and admission as
+	// create_region. kInvalidArgument on a pool without a clone area
+	// (naming its layout and the fix), for a replicated base, a range
+	// outside the base or not page-aligned, or a chain deeper than
+	// kMaxCloneDepth; kNotFound for an unknown base.
+	static constexpr int kMaxCloneDepth = 16;
+	Result<RegionInfo> clone_region(const std::string &name, const std::string &base,
+	                                uint64_t base_offset, uint64_t size_bytes,
+	                                uint32_t owner_uid, uint32_t mode,
+	                                const AdmitFn &admit = nullptr,
+	                                const NodeKeyBytes &owner_key = {},
+	                                const AdmitFn &admit_node = nullptr);
+	// Whether the pool can hold clones (layout 6).
+	bool has_clone_area() const { return geo_.has_clones(); }
 	Status delete_region(const std::string &name);
 	// Sets region `name`'s length as a file (<= its size, else kOutOfRange).
 	// Without `grow_only` it is a truncate: every byte past the new end is
@@ -289,6 +317,40 @@ private:
 	Status check_range(uint32_t region_id, uint64_t fa_offset, uint32_t count) const;
 	Status copy_pages(uint32_t region_id, uint64_t fa_offset, uint32_t count, void *dst,
 	                  uint64_t *versions, uint32_t *payload_crc);
+	// create_region and clone_region: `clone` (may be null) holds the base
+	// link to record. REQUIRES: table_mu_ held exclusively.
+	Result<RegionInfo> create_locked(const std::string &name, uint64_t size_bytes,
+	                                 uint32_t owner_uid, uint32_t mode, const AdmitFn &admit,
+	                                 ReplicaSpec replica, const NodeKeyBytes &owner_key,
+	                                 const AdmitFn &admit_node, const RegionInfo *clone);
+	// write_pages_batch once the ops are checked. REQUIRES: table_mu_ held
+	// (shared or exclusive) and write_mu_ held.
+	void write_batch_locked(std::span<WriteOp> ops);
+	// Clones (pool_clones.cc). The pool page that page `page` of region `r`
+	// reads as: its own, or for a clone page never written, its base's
+	// (recursively). REQUIRES: table_mu_ held, and write_mu_ or the stripes
+	// of every page of the chain (so no meta changes meanwhile).
+	uint64_t resolve(const RegionInfo *r, uint64_t page) const;
+	// read_pages / copy_pages of a clone: page by page, each under the
+	// stripes of its whole chain. REQUIRES: table_mu_ held.
+	Status read_clone_pages(const RegionInfo &r, uint64_t fa_offset, uint32_t count,
+	                        uint8_t *dst, uint64_t *versions, uint32_t *payload_crc,
+	                        bool check_crc);
+	// Copies pages [first, first + count) of `r` (page numbers within r)
+	// into every clone of r that still reads through to them, durably.
+	// REQUIRES: table_mu_ held, write_mu_ held.
+	Status preserve_for_clones(const RegionInfo &r, uint64_t first, uint64_t count);
+	// Copies every page clone `c` shares into it and detaches it from its
+	// base. REQUIRES: table_mu_ held exclusively, write_mu_ held.
+	Status materialize(const RegionInfo &c);
+	// Detaches (materialize) every clone of `r` and unlinks `r` from its own
+	// base: what a delete of `r` needs first. REQUIRES: as materialize.
+	Status release_clone_links(const RegionInfo &r);
+	// Writes `pages` (pool page index, content) into the pool through the
+	// log, as runs; the first failure is returned. REQUIRES: as
+	// write_batch_locked.
+	Status write_copies(uint32_t region_id, const std::vector<uint64_t> &pages,
+	                    const std::vector<uint8_t> &content);
 	// Persists every page (and its meta) applied since the last checkpoint.
 	// REQUIRES: write_mu_ held, or no concurrent writer (open, destructor).
 	void checkpoint();
@@ -351,6 +413,8 @@ private:
 	std::vector<uint64_t> unpersisted_; // data page indices applied since the last checkpoint
 	bool crash_after_log_for_test_ = false;
 	AccessLostFn on_access_lost_; // guarded by table_mu_ (set exclusively)
+	// Clone ids by base region id: changed with table_mu_ held exclusively.
+	std::unordered_map<uint32_t, std::vector<uint32_t>> clones_;
 
 	// Pages written, per region id, per owner uid and node, in all; changed
 	// only with write_mu_ held (writes, delete, truncate) or at open.

@@ -710,13 +710,15 @@ TEST_CASE("a header with a table size its layout does not allow is refused", "[s
 	REQUIRE_FALSE(ModuleStore::check(path)->clean);
 	patch(1, 2048); // version 1 had 1024 slots
 	REQUIRE(ModuleStore::open(path, 0).status().code() == Code::kCorrupt);
-	patch(6, 1024); // a version from the future
+	patch(7, 1024); // a version from the future
 	r = ModuleStore::open(path, 0);
 	REQUIRE(r.status().code() == Code::kCorrupt);
-	REQUIRE(contains(r.status().message(), "layout version 6"));
+	REQUIRE(contains(r.status().message(), "layout version 7"));
 	patch(3, 1024); // version 3 has no access area: the geometry disagrees
 	REQUIRE(ModuleStore::open(path, 0).status().code() == Code::kCorrupt);
-	patch(5, 1024);
+	patch(5, 1024); // version 5 has no clone area: the geometry disagrees
+	REQUIRE(ModuleStore::open(path, 0).status().code() == Code::kCorrupt);
+	patch(6, 1024);
 	REQUIRE(ModuleStore::open(path, 0).is_ok());
 	REQUIRE(ModuleStore::format(PoolOptions{dir.path("p2"), kPoolSize, {}, 3000}).code() ==
 	        Code::kInvalidArgument);
@@ -1041,7 +1043,7 @@ TEST_CASE("a thin pool: regions larger than it, writes refused past its capacity
 	std::string path = dir.path("pool");
 	auto s = make_pool(path);
 	PoolInfo info = s->info();
-	REQUIRE(info.layout_version == 5);
+	REQUIRE(info.layout_version == store::kLayoutVersion);
 	REQUIRE(info.thin);
 	REQUIRE(info.address_bytes >= (uint64_t{4} << 40));
 	REQUIRE(info.capacity_bytes < kPoolSize);

@@ -31,6 +31,16 @@ std::vector<RegionSlot> RegionTable::read_all(const uint8_t *base, const Geometr
 {
 	std::vector<RegionSlot> slots =
 	        read_entries(base + geo.table_offset, 0, geo.table_slots, geo, problems);
+	if (geo.has_clones())
+		for (RegionSlot &s : slots) {
+			uint64_t word;
+			memcpy(&word, base + geo.clone_fa(s.slot), sizeof(word));
+			if (word != 0) {
+				s.info.is_clone = true;
+				s.info.base_id = static_cast<uint32_t>(word);
+				s.info.base_page = (word & ~kCloneBaseSet) >> 32;
+			}
+		}
 	if (!geo.has_access())
 		return slots;
 	std::vector<RegionSlot> out;
@@ -259,6 +269,16 @@ Status RegionTable::create(RegionInfo *info)
 	} else {
 		info->owner_key = {};
 	}
+	if (geo_.has_clones()) {
+		// A clone's base, or 0 over what an earlier region in the slot left.
+		uint64_t *word = reinterpret_cast<uint64_t *>(base_ + geo_.clone_fa(slot));
+		std::atomic_ref<uint64_t>(*word).store(
+		        info->is_clone ? clone_base_word(info->base_id, info->base_page) : 0,
+		        std::memory_order_relaxed);
+		persist_(word, sizeof(*word));
+	} else {
+		info->is_clone = false;
+	}
 	info->id = id(slot, generation);
 	set_state(slot, kRegionLive, generation);
 	used_[slot].info = *info;
@@ -280,6 +300,17 @@ OwnerUsage RegionTable::usage_of_node(const NodeKeyBytes &key) const
 {
 	auto it = by_node_.find(key);
 	return it == by_node_.end() ? OwnerUsage{} : it->second;
+}
+
+void RegionTable::detach(uint32_t slot)
+{
+	uint64_t *word = reinterpret_cast<uint64_t *>(base_ + geo_.clone_fa(slot));
+	std::atomic_ref<uint64_t>(*word).store(0, std::memory_order_relaxed);
+	persist_(word, sizeof(*word));
+	RegionInfo &info = used_.at(slot).info;
+	info.is_clone = false;
+	info.base_id = 0;
+	info.base_page = 0;
 }
 
 void RegionTable::set_access(uint32_t slot, const RegionAccess &a)

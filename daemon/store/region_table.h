@@ -54,6 +54,11 @@ struct RegionInfo {
 	// both 0 for an ordinary region (layout.h RegionEntry).
 	uint64_t replica_group = 0;
 	uint8_t replicas = 0;
+	// A copy-on-write clone (layout 6): its page i reads as page base_page + i
+	// of region base_id until the clone writes it (layout.h).
+	bool is_clone = false;
+	uint32_t base_id = 0;
+	uint64_t base_page = 0;
 	// The pool space the region takes: its pages written, in bytes (set by
 	// ModuleStore from what it counts; not in the table entry).
 	uint64_t used_bytes = 0;
@@ -141,6 +146,10 @@ public:
 	void set_access(uint32_t slot, const RegionAccess &a);
 	// Persists a live region's file length (<= its size) with one atomic store.
 	void set_length(uint32_t slot, uint64_t length);
+	// Persists that a clone no longer reads through to its base (its base is
+	// going away and every page it shared has been copied into it).
+	// REQUIRES: the geometry has a clone area.
+	void detach(uint32_t slot);
 	// Persists the state changes of a delete.
 	void mark_deleting(uint32_t slot);
 	void mark_free(uint32_t slot);

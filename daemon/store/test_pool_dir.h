@@ -53,7 +53,7 @@ inline void flip_byte(const std::string &path, uint64_t offset)
 }
 
 // Rewrites the freshly formatted, still empty pool at `path`, formatted with
-// size `pool_bytes`, as layout `version` (1 to 4) would have written it: the
+// size `pool_bytes`, as layout `version` (1 to 5, thick) would have written it: the
 // file cut to pool_bytes (thick) and that layout's geometry (no access area
 // before 4; from 3 on a version area) for the same size and table. True on
 // success. An empty pool is zeros past its header, so the result is a valid
@@ -78,7 +78,8 @@ inline bool make_old_layout(const std::string &path, uint32_t version, uint64_t 
 	h.meta_offset = g.meta_offset;
 	h.data_offset = g.data_offset;
 	h.data_pages = g.data_pages;
-	h.capacity_pages = 0;
+	// Layout 5 formatted thick (a device) when not thin.
+	h.capacity_pages = version >= kLayoutVersionThin ? g.data_pages : 0;
 	h.reserved2 = 0;
 	h.crc = header_crc(h);
 	int fd = open(path.c_str(), O_WRONLY);
