@@ -1087,10 +1087,13 @@ Status PagerLink::collect_dead(const std::string &prefix)
 	return collect_dead_locked(prefix);
 }
 
-// In the child: makes the child's region of a private mapping and copies into
-// it every page the child does not hold (resident pages reached the child as
-// copy-on-write copies; the others live only in the parent's region, which
-// stays as it was at fork because the parent's evictions are held).
+// In the child: makes the child's region of a private mapping, holding every
+// page the child does not (resident pages reached the child as copy-on-write
+// copies; the others live only in the parent's region, which stays as it was
+// at fork because the parent's evictions are held). First as a copy-on-write
+// clone of the parent's part of its region at the module (region.clone),
+// which costs a table entry whatever the heap holds; where the module cannot
+// clone (an older pool, a region on another module), by copying the pages.
 // REQUIRES: ctl_ connected (a connection of the child's own).
 Status PagerLink::copy_for_child(Mapping &m)
 {
@@ -1098,6 +1101,31 @@ Status PagerLink::copy_for_child(Mapping &m)
 	                                              : m.region + "." + std::to_string(getpid());
 	if (!m.hooks.dead_prefix.empty())
 		(void)collect_dead_locked(m.hooks.dead_prefix);
+	auto clone = [&] {
+		return ctl_.call(request("region.clone", {{"name", m.region},
+		                                          {"offset", m.region_offset},
+		                                          {"length", m.length},
+		                                          {"to", child},
+		                                          {"mode", 0600}}));
+	};
+	auto cl = clone();
+	if (cl && control::reply_status(*cl).code() == Code::kAlreadyExists) {
+		// Left by a dead process that had this pid.
+		(void)ctl_.call(request("region.delete", {{"name", child}}));
+		cl = clone();
+	}
+	if (!cl)
+		return cl.status();
+	Status cloned = control::reply_status(*cl);
+	if (cloned.is_ok()) {
+		m.region = child;
+		m.region_offset = 0;
+		return Status::ok();
+	}
+	if (cloned.code() == Code::kUnavailable)
+		return cloned; // the module is away: the caller tries again
+	LOG_DEBUG("libmemfed", "forked child: no clone of region '%s' (%s); copying it",
+	          m.region.c_str(), cloned.to_string().c_str());
 	auto shown = ctl_.call_ok(request("region.show", {{"name", m.region}}));
 	if (!shown)
 		return shown.status();

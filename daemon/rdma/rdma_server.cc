@@ -160,6 +160,14 @@ Result<RdmaServer::RegionKeys> RdmaServer::region_keys(uint32_t region_id, Regio
 				return *had;
 			continue; // revoked meanwhile: look again
 		}
+		// A clone's pages it never wrote are its base's (store/pool.h): a
+		// one-sided read of its own extent would miss them.
+		if (r->is_clone)
+			return Status(Code::kUnavailable,
+			              "rdma: region '" + r->name +
+			                      "' is a copy-on-write clone, whose unwritten pages "
+			                      "are its base's, which a remote read of its own "
+			                      "pages cannot follow: read it over TCP");
 		// A pin populates the extent: a thin region larger than the pool
 		// could hold is read over TCP instead (rdma_server.h).
 		if (geo_.thin() && r->size_bytes > geo_.capacity_pages * wire::kPageSize)

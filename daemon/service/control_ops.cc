@@ -274,6 +274,7 @@ void ControlOps::register_ops(control::Server &server)
 	server.add_op("region.read", [this](const Peer &p, Message &m) { return region_read(p, m); });
 	server.add_op("region.write", [this](const Peer &p, Message &m) { return region_write(p, m); });
 	server.add_op("region.copy", [this](const Peer &p, Message &m) { return region_copy(p, m); });
+	server.add_op("region.clone", [this](const Peer &p, Message &m) { return region_clone(p, m); });
 	server.add_op("region.grant",
 		      [this](const Peer &p, Message &m) { return region_grant(p, m, true); });
 	server.add_op("region.revoke",
@@ -873,6 +874,41 @@ Message ControlOps::region_copy(const control::Peer &peer, Message &req)
 		done += n;
 	}
 	return ok_reply({{"copied", *length}, {"written", written}});
+}
+
+// A copy-on-write clone of a region's bytes [offset, offset + length) as
+// region "to", owned by the caller, on the module holding the region (this
+// node's own only: elsewhere the caller copies instead, region.copy). What
+// a forked process's copy of its parent's private memory takes first: it
+// costs a table entry, and the pages the parent later overwrites.
+Message ControlOps::region_clone(const control::Peer &peer, Message &req)
+{
+	auto offset = need_u64(req.body, "offset", 0);
+	auto length = need_u64(req.body, "length");
+	auto to = need_string(req.body, "to");
+	auto mode = need_u64(req.body, "mode", 0600);
+	for (const Status *s : {&offset.status(), &length.status(), &to.status(), &mode.status()})
+		if (!s->is_ok())
+			return error_reply(*s);
+	if (*mode > 0777)
+		return error_reply(Status(Code::kInvalidArgument, "mode must be permission bits (at most 0777)"));
+	auto src = find_region(peer, req, Access::kRead, "name");
+	if (!src)
+		return error_reply(src.status());
+	ModuleStore::AdmitFn admit;
+	if (fed_->has_local())
+		admit = [this, uid = peer.uid, q = quota(), size = fed_->local_size(),
+			 module = fed_->self().to_string(),
+			 name = *to](const OwnerUsage &usage, uint64_t bytes) {
+			return admit_region(q, uid, usage, name, bytes, module, size, cfg_.config_path);
+		};
+	auto r = fed_->clone_region(*src, *offset, *to, *length, peer.uid, uint32_t(*mode), admit);
+	if (!r)
+		return error_reply(r.status());
+	LOG_INFO("control", "uid %u cloned region '%s' as '%s' (%s) on %s", peer.uid,
+		 src->name.c_str(), to->c_str(), format_size(r->size_bytes).c_str(),
+		 r->module.to_string().c_str());
+	return ok_reply({{"region", region_json(*r, fed_)}});
 }
 
 } // namespace memfed

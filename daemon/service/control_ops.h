@@ -129,6 +129,7 @@ private:
 	control::Message region_read(const control::Peer &peer, control::Message &req);
 	control::Message region_write(const control::Peer &peer, control::Message &req);
 	control::Message region_copy(const control::Peer &peer, control::Message &req);
+	control::Message region_clone(const control::Peer &peer, control::Message &req);
 
 	const DaemonConfig &cfg_;
 	NodeFederation *fed_;

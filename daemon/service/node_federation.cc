@@ -581,6 +581,27 @@ Result<RegionLocation> NodeFederation::create_region(const std::string &name, ui
 	return last;
 }
 
+Result<RegionLocation> NodeFederation::clone_region(const RegionLocation &base, uint64_t offset,
+						     const std::string &name, uint64_t size,
+						     uint32_t uid, uint32_t mode,
+						     const ModuleStore::AdmitFn &admit)
+{
+	if (!store_ || !(base.module == store_->module_id()))
+		return Status(Code::kInvalidArgument,
+			      "region '" + base.name + "' is on module " + base.module.to_string() +
+				      ", and this node makes clones only on its own module; copy it "
+				      "instead (region.copy)");
+	if (auto held = locate_region(name))
+		return Status(Code::kAlreadyExists, "region '" + name + "' already exists on module " +
+							    held->module.to_string() +
+							    " (memfedctl region ls; names are unique across the "
+							    "federation)");
+	auto r = store_->clone_region(name, base.name, offset, size, uid, mode, admit);
+	if (!r)
+		return r.status();
+	return location(store_->module_id(), to_wire(*r));
+}
+
 Status NodeFederation::delete_region(const RegionLocation &loc)
 {
 	forget_where(loc.name);

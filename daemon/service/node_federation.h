@@ -126,6 +126,13 @@ public:
 					     uint32_t mode, std::optional<ModuleId> module,
 					     const ModuleStore::AdmitFn &admit = nullptr,
 					     const Placement &placement = {});
+	// Makes region `name` a copy-on-write clone of `base`'s bytes
+	// [offset, offset + size) on the module holding it (store/pool.h), owned
+	// by `uid`. Only a base on this node's own module: elsewhere
+	// kInvalidArgument, naming the fix (copy it: region.copy).
+	Result<RegionLocation> clone_region(const RegionLocation &base, uint64_t offset,
+					    const std::string &name, uint64_t size, uint32_t uid,
+					    uint32_t mode, const ModuleStore::AdmitFn &admit = nullptr);
 	// The copies of a replicated region and their states as this node sees
 	// them (null: no replicated region of that group was met).
 	std::shared_ptr<ReplicaSet> replica_set(uint64_t group);

@@ -40,6 +40,9 @@ constexpr const char *kUsage = R"(usage: memfedctl region COMMAND
                                     copy whole pages from SRC to DST inside the
                                     daemon (--sparse: leave all-zero pages unwritten,
                                     for a DST that is zeros there, e.g. a new region)
+  clone SRC DST [--offset N] [--length N] [--mode OCTAL]
+                                    make DST a copy-on-write clone of SRC on its
+                                    module: no space until either side writes
   (-j: JSON output)
 )";
 
@@ -219,6 +222,13 @@ int cmd_region(const Globals &g, Args &a)
 	bool has_replicas = a.take_flag("--replicas", &replicas_s);
 	bool has_replicas_min = a.take_flag("--replicas-min", &replicas_min_s);
 	bool has_on = a.take_flag("--on", &on_s);
+	unsigned long mode = 0600;
+	if (has_mode) {
+		char *end = nullptr;
+		mode = std::strtoul(mode_s.c_str(), &end, 8);
+		if (mode_s.empty() || *end || mode > 0777)
+			return fail(g, usage_error("mode '" + mode_s + "' is not octal permission bits like 0600"));
+	}
 	uint64_t to_offset = 0;
 	if (has_to_off) {
 		auto v = size_arg("to-offset", to_off_s);
@@ -247,6 +257,9 @@ int cmd_region(const Globals &g, Args &a)
 	else if (sub == "copy")
 		st = a.expect_positional(2, "memfedctl region copy SRC DST [--offset N] [--to-offset N] "
 					    "[--length N] [--sparse]");
+	else if (sub == "clone")
+		st = a.expect_positional(2, "memfedctl region clone SRC DST [--offset N] [--length N] "
+					    "[--mode OCTAL]");
 	else if (sub == "truncate")
 		st = a.expect_positional(2, "memfedctl region truncate NAME LENGTH");
 	else if (sub == "rm")
@@ -281,13 +294,8 @@ int cmd_region(const Globals &g, Args &a)
 		json req = {{"name", name}, {"size", *size}};
 		if (has_len)
 			req["length"] = length;
-		if (has_mode) {
-			char *end = nullptr;
-			unsigned long m = std::strtoul(mode_s.c_str(), &end, 8);
-			if (mode_s.empty() || *end || m > 0777)
-				return fail(g, usage_error("mode '" + mode_s + "' is not octal permission bits like 0600"));
-			req["mode"] = m;
-		}
+		if (has_mode)
+			req["mode"] = mode;
 		auto count = [&](const char *flag, const std::string &v) -> Result<unsigned> {
 			char *end = nullptr;
 			unsigned long n = std::strtoul(v.c_str(), &end, 10);
@@ -397,6 +405,18 @@ int cmd_region(const Globals &g, Args &a)
 			    human_size(r->body["copied"].get<uint64_t>()).c_str(), name.c_str(), to.c_str(),
 			    human_size(r->body["written"].get<uint64_t>()).c_str());
 		return 0;
+	}
+	if (sub == "clone") {
+		std::string to = a.next();
+		if (!has_len) {
+			auto rest = rest_of_region(*c, name, offset);
+			if (!rest)
+				return fail(g, rest.status());
+			length = *rest;
+		}
+		auto r = call(*c, "region.clone", {{"name", name}, {"offset", offset}, {"to", to},
+						   {"length", length}, {"mode", mode}});
+		return print_region_reply(g, r);
 	}
 	if (sub == "read") {
 		if (!has_len) {
