@@ -4,7 +4,8 @@
 # Usage: scripts/bench.sh [BUILD_DIR]; BENCH=swap runs scripts/bench_swap.sh alone,
 # BENCH=replication scripts/bench_replication.sh, BENCH=mesh scripts/bench_mesh.sh,
 # BENCH=qos scripts/bench_qos.sh, BENCH=car scripts/bench_car.sh,
-# BENCH=meshscale scripts/bench_meshscale.sh, BENCH=stream scripts/bench_stream.sh.
+# BENCH=meshscale scripts/bench_meshscale.sh, BENCH=stream scripts/bench_stream.sh,
+# BENCH=fork scripts/bench_fork.sh.
 # Each section's table is kept as RESULTS/<section>.txt and drawn as
 # RESULTS/<section>.png (scripts/bench_plot.py); RESULTS is build/bench
 # beside BUILD_DIR unless MEMFED_BENCH_RESULTS names another directory.
@@ -17,7 +18,7 @@ RESULTS=$(cd "$RESULTS" && pwd)
 # BENCH=swap (make bench BENCH=swap): that section alone, other tables kept.
 if [ "${BENCH:-}" = swap ] || [ "${BENCH:-}" = replication ] || [ "${BENCH:-}" = mesh ] ||
 	[ "${BENCH:-}" = qos ] || [ "${BENCH:-}" = car ] || [ "${BENCH:-}" = meshscale ] ||
-	[ "${BENCH:-}" = stream ]; then
+	[ "${BENCH:-}" = stream ] || [ "${BENCH:-}" = fork ]; then
 	bash "$(dirname "$0")/bench_$BENCH.sh" "$BUILD" "$RESULTS"
 	exec python3 "$(dirname "$0")/bench_plot.py" "$RESULTS"
 fi
@@ -94,6 +95,9 @@ fi
 
 say "swap: sort, stress-ng, redis at 1/3 and 1/6 of their footprint, memfed vs kernel swap on zram"
 bash "$(dirname "$0")/bench_swap.sh" "$BUILD" "$RESULTS"
+
+say "fork: three fork()s of a 200 MiB python heap, native vs memfed (copy-on-write clones)"
+bash "$(dirname "$0")/bench_fork.sh" "$BUILD" "$RESULTS"
 
 if [ -x "$BIN/memfed_rdma_test" ]; then
 	say "rdma: READ latency over soft-RoCE (one-sided) vs TCP (TLS), and a mapped region's fault p50, scan rate and module CPU per page through a pager node over each, in the QEMU guest (TCG: functional figures, not performance)"

@@ -68,6 +68,11 @@ PY
 got=$(run_on a --heap-budget 8M --heap-size 1G -- $PY "$T/fork.py" "$N") || fail "fork.py failed: $got"
 [ "$got" = "$want" ] || fail "fork.py printed '$got', expected '$want'"
 ok "parent and child each see their own heap after fork (heap budget 8M, threads running)"
+# The child's heap was a copy-on-write clone of its parent's at the module,
+# not a copy of its pages.
+grep -q "cloned region 'heap\..*' as 'heap\." "$T/a.log" ||
+	fail "the child's heap was not cloned from its parent's: $(grep -i 'clone\|copy' "$T/a.log" | tail -n 3)"
+ok "the forked child's heap is a copy-on-write clone of its parent's"
 
 # Nothing of the run is left behind.
 left=$(ctl a region ls | grep -c '^heap\.' || true)

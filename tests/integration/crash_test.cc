@@ -11,6 +11,14 @@
 // version must equal the version in its content (page and version are atomic
 // across a crash), and the first writer's pages must have none.
 //
+//
+// Copy-on-write clones ride along: before each storm the test clones the
+// region (snap.R), and clones a clone of it (mid.R, then sub.R of mid.R);
+// during the storm it deletes the oldest snapshot and mid.R (which gives
+// sub.R every page it shares), so kills land in the middle of copies into
+// clones and of those deletes. After every kill every clone still present
+// must read exactly the region as it was when the clone was made.
+//
 // usage: crash_test --memfedd PATH --memfedctl PATH [--rounds N] [--seed S]
 // Prints one "ok" line per round; exits 1 with a reason on the first failure.
 #include <fcntl.h>
@@ -184,7 +192,7 @@ Daemon start_daemon(const Env &env)
 	                                 "--listen",
 	                                 "127.0.0.1:0",
 	                                 "--pool-size",
-	                                 "16M",
+	                                 "32M",
 	                                 "--module-id",
 	                                 kModule.to_string(),
 	                                 "--trust",
@@ -370,6 +378,67 @@ Verify verify(const Daemon &d, uint32_t region_id, uint64_t fa, Model *m)
 	return v;
 }
 
+// --- clones -----------------------------------------------------------------
+
+// A clone the test made, and the version of every page when it was made.
+struct Snapshot {
+	std::string name;
+	std::vector<uint64_t> versions;
+};
+
+std::string ctl(const Env &env)
+{
+	return quote(env.memfedctl) + " --socket " + quote(env.sock());
+}
+
+// Lets this test's node read (or write) region `name` of the daemon's node.
+void grant(const Env &env, const std::string &name, const char *rights)
+{
+	Cmd c = run(ctl(env) + " region grant " + quote(name) + " " +
+	            trust::encode_key(client_key().pub) + ":0 " + rights);
+	if (c.exit_code != 0)
+		die("region grant " + name + ": " + c.out);
+}
+
+// Makes `name` a clone of `base` (both whole regions) that this test's node
+// may read; dies on failure.
+void clone_region(const Env &env, const std::string &base, const std::string &name)
+{
+	Cmd c = run(ctl(env) + " region clone " + quote(base) + " " + quote(name));
+	if (c.exit_code != 0)
+		die("region clone " + base + " " + name + " exited " +
+		    std::to_string(c.exit_code) + ": " + c.out);
+	grant(env, name, "read");
+}
+
+// Checks every page of clone `s` against the versions it was made with;
+// false if the clone is gone (its delete ran before the kill).
+bool verify_clone(const Daemon &d, const Snapshot &s)
+{
+	std::unique_ptr<SyncClient> c = connect(d);
+	auto r = c->region_lookup(s.name);
+	if (!r && r.status().code() == Code::kNotFound)
+		return false;
+	if (!r)
+		die("lookup of clone " + s.name + ": " + r.status().to_string());
+	std::vector<uint8_t> buf(64 * kPage);
+	for (uint32_t p0 = 0; p0 < kRegionPages; p0 += 64) {
+		Status st = c->read_pages(r->id, r->fa_offset + uint64_t{p0} * kPage, 64, buf.data());
+		if (!st)
+			die("read clone " + s.name + " at page " + std::to_string(p0) + ": " +
+			    st.to_string());
+		for (uint32_t i = 0; i < 64; i++) {
+			uint64_t got = page_version(p0 + i, buf.data() + i * kPage);
+			if (got != s.versions[p0 + i])
+				die("clone " + s.name + " page " + std::to_string(p0 + i) +
+				    " holds version " + std::to_string(got) +
+				    "; the region held version " + std::to_string(s.versions[p0 + i]) +
+				    " when the clone was made");
+		}
+	}
+	return true;
+}
+
 } // namespace
 
 int main(int argc, char **argv)
@@ -404,27 +473,55 @@ int main(int argc, char **argv)
 	uint32_t region_id;
 	uint64_t fa;
 	{
+		// Made through the control socket (so its clones can be), and
+		// granted to this test's node for the storm.
+		Cmd made = run(ctl(env) + " region create " + kRegion + " " +
+		               std::to_string(kRegionPages * kPage));
+		if (made.exit_code != 0)
+			die("region create: " + made.out);
+		grant(env, kRegion, "write");
 		std::unique_ptr<SyncClient> c = connect(d);
-		wire::WireRegionSpec spec{};
-		spec.name_len = static_cast<uint8_t>(strlen(kRegion));
-		memcpy(spec.name, kRegion, spec.name_len);
-		spec.size_bytes = uint64_t{kRegionPages} * kPage;
-		spec.mode = 0600;
-		auto r = c->region_create(spec);
+		auto r = c->region_lookup(kRegion);
 		if (!r)
-			die("region create: " + r.status().to_string());
+			die("region lookup: " + r.status().to_string());
 		region_id = r->id;
 		fa = r->fa_offset;
 	}
 
 	Model model;
 	uint64_t total_acked = 0, total_landed = 0, total_replays = 0, total_pending = 0;
+	uint64_t clones_checked = 0;
+	std::vector<Snapshot> snaps; // live clones the test checks after each kill
 	for (int round = 1; round <= rounds; round++) {
 		std::atomic<uint64_t> acks{0};
 		std::vector<StormResult> res(kWriters);
 		std::vector<std::unique_ptr<SyncClient>> clients;
 		std::vector<std::thread> threads;
 		g_killing = false;
+		// No write is in flight: the model's versions are the region's.
+		// The last round's mid and sub clones go, and snapshots beyond two
+		// (so the pool never fills), then this round's three are made.
+		auto is_snap = [](const Snapshot &x) { return x.name.rfind("snap.", 0) == 0; };
+		for (auto it = snaps.begin(); it != snaps.end();)
+			if (!is_snap(*it) || std::count_if(snaps.begin(), snaps.end(), is_snap) > 2) {
+				Cmd c = run(ctl(env) + " region rm " + quote(it->name));
+				if (c.exit_code != 0)
+					die("region rm " + it->name + ": " + c.out);
+				it = snaps.erase(it);
+			} else {
+				++it;
+			}
+		std::string r = std::to_string(round);
+		clone_region(env, kRegion, "snap." + r);
+		clone_region(env, kRegion, "mid." + r);
+		clone_region(env, "mid." + r, "sub." + r);
+		for (const char *n : {"snap.", "mid.", "sub."})
+			snaps.push_back({n + r, model.acked});
+		// Deleted during the storm (the kill may come first): mid.R, which
+		// copies into sub.R, and the oldest snapshot beyond two.
+		std::vector<std::string> doomed = {"mid." + r};
+		if (std::count_if(snaps.begin(), snaps.end(), is_snap) > 2)
+			doomed.push_back(snaps.front().name);
 		for (uint32_t w = 0; w < kWriters; w++)
 			clients.push_back(connect(d));
 		for (uint32_t w = 0; w < kWriters; w++) {
@@ -441,11 +538,16 @@ int main(int argc, char **argv)
 				    ": the storm made no progress");
 			std::this_thread::sleep_for(std::chrono::milliseconds(10));
 		}
+		std::thread deleter([&env, doomed] {
+			for (const std::string &n : doomed)
+				(void)run(ctl(env) + " region rm " + quote(n));
+		});
 		std::this_thread::sleep_for(std::chrono::microseconds(rng() % 150000));
 		g_killing = true;
 		stop_daemon(d, SIGKILL);
 		for (auto &t : threads)
 			t.join();
+		deleter.join();
 		uint64_t acked = 0;
 		for (const StormResult &r : res) {
 			if (r.before_kill)
@@ -461,18 +563,33 @@ int main(int argc, char **argv)
 		Verify v = verify(d, region_id, fa, &model);
 		total_landed += v.in_flight_landed;
 		total_replays += v.replays;
+		size_t live_clones = 0;
+		for (auto it = snaps.begin(); it != snaps.end();) {
+			if (verify_clone(d, *it)) {
+				live_clones++;
+				++it;
+			} else if (std::find(doomed.begin(), doomed.end(), it->name) != doomed.end()) {
+				it = snaps.erase(it); // its delete ran
+			} else {
+				die("clone " + it->name + " is gone, and nothing deleted it");
+			}
+		}
+		clones_checked += live_clones;
 		std::printf("ok %d - killed after %llu acked writes; check clean (%llu log records "
 		            "pending); "
-		            "restart replayed %llu, %llu unacked pages landed, every page whole\n",
+		            "restart replayed %llu, %llu unacked pages landed, every page whole; "
+		            "%zu clones hold the region as it was when each was made\n",
 		            round, static_cast<unsigned long long>(acked),
 		            static_cast<unsigned long long>(pending),
 		            static_cast<unsigned long long>(v.replays),
-		            static_cast<unsigned long long>(v.in_flight_landed));
+		            static_cast<unsigned long long>(v.in_flight_landed), live_clones);
 		std::fflush(stdout);
 	}
 	// Recovery must actually have run: a kill mid-storm always leaves records.
 	if (total_replays == 0)
 		die("no restart replayed any redo-log record");
+	if (clones_checked == 0)
+		die("no clone was checked after a kill");
 
 	stop_daemon(d, SIGTERM);
 	check_pool(env, "after the final clean stop");
