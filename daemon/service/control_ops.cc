@@ -157,6 +157,8 @@ json region_json(const RegionLocation &r, NodeFederation *fed)
 	// node's module; a region elsewhere shows none.
 	if (auto used = fed->local_used_bytes(r.module, r.region_id))
 		j["used_bytes"] = *used;
+	if (auto base = fed->local_clone_base(r.module, r.region_id))
+		j["clone_of"] = *base;
 	if (r.replica_group == 0 || r.replicas <= 1)
 		return j;
 	j["replicas"] = r.replicas;

@@ -77,6 +77,19 @@ public:
 		auto r = store_->region_by_id(region_id);
 		return r ? std::optional(r->used_bytes) : std::nullopt;
 	}
+	// The region that region `region_id` of the local module is a clone of
+	// (store/pool.h), by name; nullopt when `module` is not the local one,
+	// or the region is not a clone.
+	std::optional<std::string> local_clone_base(ModuleId module, uint32_t region_id) const
+	{
+		if (store_ == nullptr || !(module == store_->module_id()))
+			return std::nullopt;
+		auto r = store_->region_by_id(region_id);
+		if (!r || !r->is_clone)
+			return std::nullopt;
+		auto b = store_->region_by_id(r->base_id);
+		return b ? std::optional(b->name) : std::nullopt;
+	}
 	// The local module's pool (nullopt: no module role here).
 	std::optional<PoolInfo> local_pool_info() const
 	{

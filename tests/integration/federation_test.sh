@@ -51,6 +51,29 @@ expect_exit 2 ctl client region copy data data --offset 0 --to-offset 4096 --len
 ctl client region rm copied; ctl client region rm sparse-src; ctl client region rm sparse-dst
 ok "region copy: a range lands where asked, --sparse writes only non-zero pages, bad ranges refused"
 
+# region clone: copy-on-write, on the module's own node. It takes no space
+# until its base changes a page it shares, keeps that page, and keeps every
+# page when its base is deleted. The client node is told to copy instead.
+used_of() { ctl module -j region show "$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["used_bytes"])'; }
+ctl module region create base 4M >/dev/null
+head -c 4M /dev/urandom >"$T/base.bin"
+ctl module region write base <"$T/base.bin"
+want_snap() { tail -c +$((1048576 + 1)) "$T/base.bin" | head -c 2M; }
+ctl module region clone base snap --offset 1M --length 2M >/dev/null
+ctl module region ls | grep -q "^snap .*clone of base" || fail "region ls does not show snap as a clone: $(ctl module region ls)"
+[ "$(used_of snap)" -eq 0 ] || fail "a new clone uses $(used_of snap) bytes"
+printf 'changed' | ctl module region write base --offset 1M
+ctl module region read snap --length 2M | cmp - <(want_snap) || fail "the clone saw its base's write"
+[ "$(used_of snap)" -eq 4096 ] || fail "after one base write the clone uses $(used_of snap) bytes, not one page"
+ctl module region rm base
+ctl module region read snap --length 2M | cmp - <(want_snap) || fail "the clone lost pages when its base was deleted"
+! ctl module -j region show snap | grep -q clone_of || fail "a clone whose base is gone still names it"
+ctl module region rm snap
+ctl client region create remote-base 1M >/dev/null
+expect_exit 2 ctl client region clone remote-base snap
+ctl client region rm remote-base
+ok "region clone: free until its base writes, keeps its pages through a base write and delete; another node must copy"
+
 # A region's length as a file, set on the remote module (REGION_SET_LENGTH):
 # a shorter end zeroes what lies past it, and the length outlives a restart.
 length_of() { ctl client -j region show "$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["length"])'; }

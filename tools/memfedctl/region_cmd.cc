@@ -61,6 +61,8 @@ void print_region(const json &r)
 		copies = "  " + std::to_string(r["in_sync"].get<unsigned>()) + "/" +
 		         std::to_string(r["replicas"].get<unsigned>()) + " copies in sync" +
 		         (r["degraded"].get<bool>() ? " (degraded)" : "");
+	if (r.contains("clone_of"))
+		copies += "  clone of " + r["clone_of"].get<std::string>();
 	// The space it takes (pages written), known for regions of this node's
 	// module; "-" for the others.
 	std::string used = r.contains("used_bytes") ? human_size(r["used_bytes"].get<uint64_t>())
