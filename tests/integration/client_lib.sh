@@ -9,12 +9,14 @@ start_pager() {
 # run_on NAME ARGS...: memfedctl run against daemon NAME.
 run_on() { local name=$1; shift; "$MEMFEDCTL" --socket "$T/$name/sock" run "$@"; }
 
-# wait_evicting NAME N: waits (up to 30 s) until daemon NAME's pager has
-# evicted more than N pages of its programs: a program under memfedctl run
-# has attached and is under pressure.
+# wait_evicting NAME N [PID]: waits (up to 30 s) until daemon NAME's pager
+# has evicted more than N pages of its programs: a program under memfedctl
+# run has attached and is under pressure. With PID: returns 1 as soon as
+# that process has ended instead.
 wait_evicting() {
-	local name=$1 n=$2 got=0
+	local name=$1 n=$2 pid=${3:-} got=0
 	for _ in $(seq 1 300); do
+		[ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null && return 1
 		got=$(ctl "$name" -j stats 2>/dev/null | python3 -c 'import json,sys; print(sum(p["evictions"] for p in json.load(sys.stdin)["pager"]["processes"]))' 2>/dev/null || echo 0)
 		[ "$got" -gt "$n" ] && return 0
 		sleep 0.1

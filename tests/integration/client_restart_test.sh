@@ -68,9 +68,11 @@ prog=$!
 # Kills from the first eviction on: one before the program has attached
 # would test memfedctl run's start-up, not a reattach.
 wait_evicting a 0
+# Each kill comes after a random amount of the program's work (pages this
+# daemon evicted), not of time: however fast the machine is at the moment,
+# six kills take at most a fifth of the run's evictions (about 150 k).
 while kill -0 $prog 2>/dev/null && [ $kills -lt 6 ]; do
-	sleep "0.$((RANDOM % 6 + 2))"
-	kill -0 $prog 2>/dev/null || break
+	wait_evicting a $((500 + RANDOM % 5000)) $prog || break
 	stop_daemon a KILL
 	kills=$((kills + 1))
 	sleep 0.2
