@@ -30,6 +30,7 @@
 
 #include "daemon/pager/prefetch.h"
 #include "daemon/pager/stats.h"
+#include "daemon/pager/write_mix.h"
 
 namespace memfed::pager
 {
@@ -117,6 +118,7 @@ struct Mapping {
 	StreamDetector streams;
 	std::vector<uint8_t> held; // one page per stream: its tripwire's data
 	PageStats stats;
+	WriteMix write_mix; // private mappings with wp: how read faults install
 
 	// Operations in flight that point at this mapping; it is freed once it
 	// is dead and none remain.

@@ -54,6 +54,7 @@ void PagerThread::handle_fault(Process *p, uint64_t addr, uint32_t flags, uint32
 		}
 		if (pg.state == PageState::kResident) {
 			m->stats.wp_faults++;
+			m->write_mix.on_write_fault();
 			pg.flags = uint8_t((pg.flags | kDirty | kRef) & ~kPrefetched);
 			int r = uffd_writeprotect(p->uffd, addr, kPageSize, false, false);
 			if (r == -EAGAIN)
@@ -277,9 +278,11 @@ void PagerThread::install_held(Mapping *m, uint32_t idx, int stream, bool write)
 {
 	Process *p = m->proc;
 	Page &pg = m->pages[idx];
-	bool wp = m->wp && !write;
+	bool wp = m->wp && !write && m->write_mix.install_protected();
 	int r = uffd_copy(p->uffd, m->page_addr(idx), m->held.data() + size_t(stream) * kPageSize,
 	                  kPageSize, wp, nullptr);
+	if (wp && r == 0)
+		m->write_mix.on_protected_install(1);
 	if (r == -EAGAIN) {
 		(void)uffd_wake(p->uffd, m->page_addr(idx), kPageSize);
 		return;
@@ -406,6 +409,9 @@ bool PagerThread::install_run(FetchOp *op)
 	bool one_by_one = false;
 	if (m->region_gone && !p->dead && !m->dead)
 		abandon_fetch(op); // deleted while the copy waited
+	// Read pages go write-protected unless the mapping's writes say
+	// otherwise (write_mix.h); one decision for the whole fetch.
+	const bool protect = m->wp && m->write_mix.install_protected();
 	while (op->done < op->count && !p->dead && !m->dead) {
 		uint32_t i = op->first + op->done;
 		Page &pg = m->pages[i];
@@ -438,13 +444,13 @@ bool PagerThread::install_run(FetchOp *op)
 			op->done++;
 			continue;
 		}
-		bool wp = m->wp && !(pg.flags & kWriteFault);
+		bool wp = protect && !(pg.flags & kWriteFault);
 		uint32_t n = 1;
 		while (!one_by_one && op->done + n < op->count) {
 			const Page &q = m->pages[i + n];
 			if (q.state != PageState::kFetching || (q.flags & kRemoved) ||
 			    (i + n == op->tripwire && !(q.flags & kParked)) ||
-			    (m->wp && !(q.flags & kWriteFault)) != wp)
+			    (protect && !(q.flags & kWriteFault)) != wp)
 				break;
 			n++;
 		}
@@ -452,6 +458,8 @@ bool PagerThread::install_run(FetchOp *op)
 		int r = uffd_copy(p->uffd, m->page_addr(i), src, uint64_t(n) * kPageSize, wp,
 		                  &copied);
 		uint32_t ok = uint32_t(uint64_t(copied) / kPageSize);
+		if (wp && ok > 0)
+			m->write_mix.on_protected_install(ok);
 		uint8_t fl = uint8_t((op->bulk ? kPrefetched : kRef) | (wp ? 0 : kDirty));
 		for (uint32_t j = 0; j < ok; j++) {
 			m->pages[i + j].state = PageState::kResident;
