@@ -1,9 +1,11 @@
 // The parts of NodeFederation that both of its source files use: a peer
 // module as the federation knows it, and with_peer(), which runs a request
 // against one over its SyncClient. Private to node_federation.cc and
-// replicated_regions.cc; nothing else includes it.
+// replicated_regions.cc (and their test); nothing else includes it.
 #pragma once
 
+#include <algorithm>
+#include <atomic>
 #include <mutex>
 #include <optional>
 #include <thread>
@@ -21,6 +23,9 @@ namespace memfed
 constexpr int kPeerTimeoutMs = 3000;
 // How long a quiet peer (below) gets to answer a HELLO.
 constexpr int kQuietTryMs = 500;
+// How many peers one ask_peers (below) asks at once: a federation of 64
+// modules searched for a name starts 7 threads (the caller asks too), not 63.
+constexpr size_t kPeersAskedAtOnce = 8;
 
 struct NodeFederation::Peer {
 	std::string endpoint;
@@ -56,25 +61,31 @@ struct NodeFederation::Peer {
 	Status failed(uint64_t started_ms, Status st);
 };
 
-// Runs fn(*peer) for every peer at once, a thread each, and returns what each
-// gave, in the peers' order. A search of the federation then costs its
-// slowest peer's time (a silent one waits out kPeerTimeoutMs), not the sum
-// of every peer's. fn must be safe to run concurrently for distinct peers
-// (with_peer is: it holds only that peer's lock).
+// Runs fn(*peer) for every peer and returns what each gave, in the peers'
+// order. Up to kPeersAskedAtOnce peers are asked at once, the calling thread
+// one of the askers: each takes the next peer not yet asked (nearest first,
+// in peers_nearest_first's order) until none is left. A search of the
+// federation then costs about its slowest peer's time (a silent one waits
+// out kPeerTimeoutMs), not the sum of every peer's; past kPeersAskedAtOnce
+// silent peers, one such wait for each kPeersAskedAtOnce of them. fn must be
+// safe to run concurrently for distinct peers (with_peer is: it holds only
+// that peer's lock).
 template <typename Fn>
 auto NodeFederation::ask_peers(const std::vector<Peer *> &peers, Fn fn)
         -> std::vector<std::optional<decltype(fn(*(Peer *)nullptr))>>
 {
 	std::vector<std::optional<decltype(fn(*(Peer *)nullptr))>> out(peers.size());
-	if (peers.size() == 1) {
-		out[0].emplace(fn(*peers[0]));
-		return out;
-	}
-	std::vector<std::thread> threads;
-	threads.reserve(peers.size());
-	for (size_t i = 0; i < peers.size(); i++)
-		threads.emplace_back([&, i] { out[i].emplace(fn(*peers[i])); });
-	for (auto &t : threads)
+	std::atomic<size_t> next{0};
+	auto ask = [&] {
+		for (size_t i; (i = next.fetch_add(1)) < peers.size();)
+			out[i].emplace(fn(*peers[i]));
+	};
+	std::vector<std::thread> askers;
+	size_t at_once = std::min(peers.size(), kPeersAskedAtOnce);
+	for (size_t k = 1; k < at_once; k++)
+		askers.emplace_back(ask);
+	ask();
+	for (auto &t : askers)
 		t.join();
 	return out;
 }

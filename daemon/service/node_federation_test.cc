@@ -2,7 +2,8 @@
 // region list (what the kmod table mirror uses) comes page by page, so a
 // peer with more regions than one REGION_LIST response holds is listed
 // whole, merged with the local module's in name order; a plain-name lookup
-// asks every module at once and then remembers where the name lives.
+// asks every module, up to kPeersAskedAtOnce at once, and then remembers
+// where the name lives.
 #include "daemon/service/node_federation.h"
 
 #include <catch2/catch.hpp>
@@ -15,12 +16,15 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <set>
 #include <thread>
 #include <vector>
 
 #include "daemon/service/module_service.h"
+#include "daemon/service/node_federation_peer.h"
 #include "daemon/store/test_pool_dir.h"
 #include "daemon/transport/event_loop.h"
 #include "daemon/transport/tcp_server.h"
@@ -75,9 +79,17 @@ private:
 	std::thread thread_;
 };
 
+// The threads of this process now.
+int threads_alive()
+{
+	return int(std::distance(std::filesystem::directory_iterator("/proc/self/task"),
+	                         std::filesystem::directory_iterator()));
+}
+
 // A module that accepts connections and never answers (stopped, hung): it
 // counts the connections it accepted, and how many were open at once across
-// every SilentModule sharing `open` and `max_open`.
+// every SilentModule sharing `open` and `max_open`; at each, it samples how
+// many threads the process has (max_threads: the most seen).
 class SilentModule
 {
 public:
@@ -108,6 +120,7 @@ public:
 	}
 	std::string endpoint;
 	std::atomic<int> accepted{0};
+	std::atomic<int> max_threads{0};
 
 private:
 	void run()
@@ -126,6 +139,7 @@ private:
 				if (fd >= 0) {
 					held.push_back(fd);
 					accepted++;
+					max_threads = std::max(max_threads.load(), threads_alive());
 					int now = ++*open_;
 					int seen = max_open_->load();
 					while (now > seen &&
@@ -199,6 +213,53 @@ TEST_CASE("locate_region: a plain name is searched on every module at once, then
 	CHECK(gone.status().code() == Code::kUnavailable);
 	CHECK(silent1.accepted == 2);
 	CHECK(silent2.accepted == 2);
+}
+
+TEST_CASE("locate_region: a search asks at most kPeersAskedAtOnce modules at once; the rest are "
+          "asked as those answer, every one of them",
+          "[service]")
+{
+	store::TestPoolDir dir(store::TestPoolDir::kInMemory);
+	auto local = make_store(dir.path("local"), 4 << 20, kLocalModule);
+	constexpr size_t kSilent = 12;
+	static_assert(kSilent > kPeersAskedAtOnce && kSilent <= 2 * kPeersAskedAtOnce);
+	std::atomic<int> open{0}, max_open{0};
+	std::vector<std::unique_ptr<SilentModule>> silent;
+	std::vector<std::string> endpoints;
+	for (size_t i = 0; i < kSilent; i++) {
+		silent.push_back(std::make_unique<SilentModule>(&open, &max_open));
+		endpoints.push_back(silent.back()->endpoint);
+	}
+	NodeFederation fed(local.get(), nullptr, kLocalModule, endpoints);
+
+	int threads_before = threads_alive();
+	auto t0 = std::chrono::steady_clock::now();
+	auto r = fed.locate_region("nowhere");
+	auto took_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+	                       std::chrono::steady_clock::now() - t0)
+	                       .count();
+	REQUIRE(!r.is_ok());
+	CHECK(r.status().code() == Code::kUnavailable);
+	int max_threads = 0;
+	for (const auto &s : silent) {
+		CHECK(s->accepted == 1); // every module asked, once
+		max_threads = std::max(max_threads, s->max_threads.load());
+	}
+	// The first kPeersAskedAtOnce were asked at once. (Not "and never
+	// more": a module sees a connection given up on a moment after the
+	// next module is dialled, so its count may overlap by a few.)
+	CHECK(max_open >= int(kPeersAskedAtOnce));
+	// Never more than that: the askers are the caller and
+	// kPeersAskedAtOnce - 1 threads.
+	INFO("threads before the search " << threads_before << ", most during it " << max_threads);
+	CHECK(max_threads <= threads_before + int(kPeersAskedAtOnce) - 1);
+	// Two rounds of timeouts (kSilent / kPeersAskedAtOnce, rounded up), not
+	// kSilent of them one after the other: more than one, and well under
+	// half of their sum.
+	INFO("the search took " << took_ms << " ms; a peer's timeout is " << kPeerTimeoutMs
+	                        << " ms");
+	CHECK(took_ms > kPeerTimeoutMs * 3 / 2);
+	CHECK(took_ms < int64_t(kSilent) * kPeerTimeoutMs / 2);
 }
 
 TEST_CASE("list_regions: a peer with more regions than one REGION_LIST response, listed whole "

@@ -31,14 +31,21 @@ PY=/usr/bin/python3
 # each) and prints the sha256 of its values in key order.
 HASH_PY=$(realpath "$(dirname "${BASH_SOURCE[0]}")/../heap_hash.py")
 
-# rss_watch COMM OUT: samples VmRSS (kB) of every process named COMM (pgrep
-# -x, so "stress-ng.*" works too) until killed; keeps the largest in OUT.
-# Start it with &.
+# rss_watch [-f] PATTERN OUT: samples VmRSS (kB) of every process whose name
+# matches PATTERN (pgrep -x, so "stress-ng.*" works too), or with -f whose
+# command line contains it (pgrep -f: a script run by python3, not every
+# python3 on the machine), until killed; keeps the largest in OUT. Start it
+# with &.
 rss_watch() {
+	local match=-x
+	if [ "$1" = -f ]; then
+		match=-f
+		shift
+	fi
 	local re=$1 out=$2 max=0 p k v
 	echo 0 >"$out"
 	while :; do
-		for p in $(pgrep -x "$re"); do
+		for p in $(pgrep "$match" "$re"); do
 			while read -r k v _; do
 				if [ "$k" = "VmRSS:" ]; then
 					[ "$v" -gt "$max" ] && max=$v && echo $max >"$out"

@@ -11,6 +11,9 @@
 #   route_if NODE MODULE         the interface of NODE's route to MODULE as
 #                                `memfedctl route ls` shows it ("none")
 #   kernel_if NODE ADDR          the interface of NODE's kernel route to ADDR
+#   kernel_if_moved NODE ADDR IF that route is on an interface other than IF
+#   mesh_line_of_three, mesh_ring_of_four
+#                                the topologies most tests start from (below)
 #   mesh_reader NODE REGION      an unmodified program (sha256sum) reading
 #                                REGION's file on NODE, again and again, one
 #                                hash a line in $T/hashes, until $T/stop
@@ -107,6 +110,7 @@ wait_for() {
 #     n1 (module $M1) --- n2 (relay) --- n3 (pager, with these flags)
 # once n3 has found the module through n2. Call trust_all with n1 n2 n3 first.
 M1=02:00:00:00:00:01
+A1=fd6d:6564::ff:fe00:1 # $M1's mesh address, as the kernel routes it
 mesh_line_of_three() {
 	mesh_node n1; mesh_node n2; mesh_node n3
 	mesh_link n1 n2; mesh_link n2 n3
@@ -114,6 +118,36 @@ mesh_line_of_three() {
 	mesh_daemon n2 --roles relay
 	mesh_daemon n3 --roles pager "$@"
 	wait_for "n3 discovers $M1 through n2" 15 module_is n3 $M1 up
+}
+
+# mesh_ring_of_four [PAGER FLAGS...]: the ring the relay-death tests start
+# from, the pager two hops from the module either way round,
+#        n2 (relay)
+#       /          \
+#     n1 (module $M1)   n3 (pager, with these flags)
+#       \          /
+#        n4 (relay)
+# once n3 has found the module. Call trust_all with n1 n2 n3 n4 first.
+mesh_ring_of_four() {
+	local n
+	for n in n1 n2 n3 n4; do mesh_node $n; done
+	mesh_link n1 n2; mesh_link n2 n3; mesh_link n3 n4; mesh_link n4 n1
+	mesh_daemon n1 --roles module --module-id $M1 --pool-size 64M
+	mesh_daemon n2 --roles relay
+	mesh_daemon n4 --roles relay
+	mesh_daemon n3 --roles pager "$@"
+	wait_for "n3 discovers $M1" 15 module_is n3 $M1 up
+}
+
+# ring_relay: the relay (n2 or n4) that n3's route to $M1 crosses in the ring.
+ring_relay() {
+	local r
+	r=$(route_if n3 $M1)
+	case "$r" in
+	n3-n2) echo n2 ;;
+	n3-n4) echo n4 ;;
+	*) fail "no route from n3 to $M1 in the ring: $r" ;;
+	esac
 }
 
 # module_state NODE MODULE: "up", "down" or "absent" in NODE's module table.
@@ -133,6 +167,9 @@ print(r[0]["interface"] if r else "none")' "$2"
 }
 
 kernel_if() { in_ns "$1" ip -6 route show "$2/128" | sed -n 's/.* dev \([^ ]*\).*/\1/p'; }
+# kernel_if_moved NODE ADDR FROM: NODE's kernel route to ADDR is on an
+# interface, and not on FROM.
+kernel_if_moved() { local r; r=$(kernel_if "$1" "$2"); [ -n "$r" ] && [ "$r" != "$3" ]; }
 
 mesh_reader() {
 	local node=$1 region=$2 out

@@ -17,16 +17,8 @@
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/mesh_lib.sh"
 
-M1=02:00:00:00:00:01
 trust_all n1 n2 n3 n4
-for n in n1 n2 n3 n4; do mesh_node $n; done
-mesh_link n1 n2; mesh_link n2 n3; mesh_link n3 n4; mesh_link n4 n1
-
-mesh_daemon n1 --roles module --module-id $M1 --pool-size 64M
-mesh_daemon n2 --roles relay
-mesh_daemon n4 --roles relay
-mesh_daemon n3 --roles pager --pager-budget 1M
-wait_for "n3 discovers $M1" 15 module_is n3 $M1 up
+mesh_ring_of_four --pager-budget 1M
 
 head -c 8M /dev/urandom >"$T/data"
 want=$(sha256sum <"$T/data" | cut -d' ' -f1)
@@ -39,8 +31,8 @@ mesh_reader n3 ring &
 READER=$!
 wait_for "the reader's first pass" 30 test -s "$T/hashes"
 
-before=$(route_if n3 $M1)
-case "$before" in n3-n2) peer=n2 ;; n3-n4) peer=n4 ;; *) fail "no route from n3 to $M1: $before" ;; esac
+peer=$(ring_relay)
+before=n3-$peer
 t0=$(date +%s%N)
 case "${MESH_RING_BREAK:-link}" in
 link)
@@ -55,10 +47,8 @@ relay)
 *) fail "MESH_RING_BREAK=$MESH_RING_BREAK: link or relay" ;;
 esac
 # Convergence, read from the kernel's table (memfedctl route ls shows the same).
-A1=fd6d:6564::ff:fe00:1
-moved() { local r; r=$(kernel_if n3 $A1); [ -n "$r" ] && [ "$r" != "$before" ]; }
-for _ in $(seq 1 1500); do moved && break; sleep 0.01; done
-moved || fail "the route to $M1 did not move off $before within 15 s after $what"
+for _ in $(seq 1 1500); do kernel_if_moved n3 $A1 "$before" && break; sleep 0.01; done
+kernel_if_moved n3 $A1 "$before" || fail "the route to $M1 did not move off $before within 15 s after $what"
 t1=$(date +%s%N)
 after=$(kernel_if n3 $A1)
 route_ls_follows() { [ "$(route_if n3 $M1)" = "$after" ]; }

@@ -19,16 +19,8 @@
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/mesh_lib.sh"
 
-M1=02:00:00:00:00:01
 trust_all n1 n2 n3 n4
-for n in n1 n2 n3 n4; do mesh_node $n; done
-mesh_link n1 n2; mesh_link n2 n3; mesh_link n3 n4; mesh_link n4 n1
-
-mesh_daemon n1 --roles module --module-id $M1 --pool-size 64M
-mesh_daemon n2 --roles relay
-mesh_daemon n4 --roles relay
-mesh_daemon n3 --roles pager --pager-budget 1M
-wait_for "n3 discovers $M1" 15 module_is n3 $M1 up
+mesh_ring_of_four --pager-budget 1M
 ctl n3 region create wring 4M >/dev/null
 
 cat >"$T/writer.py" <<'PY'
@@ -63,13 +55,11 @@ more_passes() { [ "$(npasses)" -ge "$1" ]; }
 wait_for "the writer's first pass" 60 more_passes 1
 ok "a program on n3 writes the region on n1 across the ring"
 
-before=$(route_if n3 $M1)
-case "$before" in n3-n2) peer=n2 ;; n3-n4) peer=n4 ;; *) fail "no route from n3 to $M1: $before" ;; esac
+peer=$(ring_relay)
+before=n3-$peer
 # The relay dies while the writer is in the middle of a pass.
 mesh_kill_node $peer
-A1=fd6d:6564::ff:fe00:1
-moved() { local r; r=$(kernel_if n3 $A1); [ -n "$r" ] && [ "$r" != "$before" ]; }
-wait_for "the route to $M1 moves off $before" 15 moved
+wait_for "the route to $M1 moves off $before" 15 kernel_if_moved n3 $A1 "$before"
 n=$(npasses)
 wait_for "two more passes over the new path" 120 more_passes $((n + 2))
 touch "$T/stop"

@@ -12,7 +12,7 @@ want=$($PY "$HASH_PY" $N)
 native_kb=$(/usr/bin/time -f %M $PY "$HASH_PY" $N 2>&1 >/dev/null)
 
 start_pager a 8G
-rss_watch python3 "$T/rss" &
+rss_watch -f "$HASH_PY" "$T/rss" &
 watcher=$!
 got=$(run_on a --heap-budget ${BUDGET_MB}M --heap-size 1G -- $PY "$HASH_PY" $N) ||
 	fail "python3 under memfedctl run failed"

@@ -54,22 +54,7 @@ ok "a pipeline of 8 programs with 64 GiB heaps each runs on a 1 GiB pool"
 want=$($PY "$GROW_PY" 68 65536)
 # Sampled by command line, not by name: other python3 processes (tests run
 # side by side) are not this program.
-rss_watch_cmd() {
-	local out=$2 max=0 p k v
-	echo 0 >"$out"
-	while :; do
-		for p in $(pgrep -f "$1"); do
-			while read -r k v _; do
-				if [ "$k" = "VmRSS:" ]; then
-					[ "$v" -gt "$max" ] && max=$v && echo $max >"$out"
-					break
-				fi
-			done <"/proc/$p/status" 2>/dev/null || true
-		done
-		sleep 0.1
-	done
-}
-rss_watch_cmd "$GROW_PY" "$T/rss" &
+rss_watch -f "$GROW_PY" "$T/rss" &
 watcher=$!
 got=$(run_on a --heap-budget 64M -- $PY "$GROW_PY" 68 65536 2>"$T/grow.err") ||
 	fail "heap_grow.py under memfedctl run failed: $(tail -n 3 "$T/grow.err")"
