@@ -132,6 +132,11 @@ int tls_verify_callback(int, X509_STORE_CTX *store)
 void tls_msg_callback(int write_p, int, int content_type, const void *buf, size_t len, SSL *ssl,
                       void *)
 {
+	// Called for every record (its header and its inner content type):
+	// only handshake messages interest the session, so the others return
+	// before looking the session up.
+	if (content_type != SSL3_RT_HANDSHAKE)
+		return;
 	TlsSession *s = session_of(ssl);
 	if (s != nullptr)
 		s->on_message(write_p, content_type, buf, len);
