@@ -371,6 +371,13 @@ Status TlsSession::encrypt(const iovec *iov, size_t n)
 	for (size_t i = 0; i < n; i++) {
 		const auto *p = static_cast<const uint8_t *>(iov[i].iov_base);
 		size_t len = iov[i].iov_len;
+		if (stage_len_ == 0 && i + 1 == n) {
+			// A last piece with nothing staged before it (a module's
+			// replies, a lone request) is a record or more as it is:
+			// staging it would only copy it once more.
+			MF_RETURN_IF_ERROR(write_record(p, len));
+			break;
+		}
 		if (len >= kRecord) {
 			// Large pieces go as they are; small ones before them first.
 			if (stage_len_ > 0) {
