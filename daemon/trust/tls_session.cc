@@ -132,6 +132,11 @@ int tls_verify_callback(int, X509_STORE_CTX *store)
 void tls_msg_callback(int write_p, int, int content_type, const void *buf, size_t len, SSL *ssl,
                       void *)
 {
+	// Called for every record (its header and its inner content type):
+	// only handshake messages interest the session, so the others return
+	// before looking the session up.
+	if (content_type != SSL3_RT_HANDSHAKE)
+		return;
 	TlsSession *s = session_of(ssl);
 	if (s != nullptr)
 		s->on_message(write_p, content_type, buf, len);
@@ -366,6 +371,13 @@ Status TlsSession::encrypt(const iovec *iov, size_t n)
 	for (size_t i = 0; i < n; i++) {
 		const auto *p = static_cast<const uint8_t *>(iov[i].iov_base);
 		size_t len = iov[i].iov_len;
+		if (stage_len_ == 0 && i + 1 == n) {
+			// A last piece with nothing staged before it (a module's
+			// replies, a lone request) is a record or more as it is:
+			// staging it would only copy it once more.
+			MF_RETURN_IF_ERROR(write_record(p, len));
+			break;
+		}
 		if (len >= kRecord) {
 			// Large pieces go as they are; small ones before them first.
 			if (stage_len_ > 0) {
