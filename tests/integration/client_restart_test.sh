@@ -89,6 +89,10 @@ if kill -0 $prog 2>/dev/null; then
 		for t in /proc/$py/task/*; do
 			echo "# thread ${t##*/}: $(cat "$t/wchan" 2>/dev/null) $(head -c 300 "$t/stack" 2>/dev/null | tr '\n' ' ')"
 		done
+		# A thread that runs without faulting loops in user space (seen
+		# once in 180 runs): where, if gdb is here.
+		command -v gdb >/dev/null &&
+			timeout 30 gdb -p "$py" -batch -ex "thread apply all bt 16" 2>&1 | grep '^#\|^Thread' | sed 's/^/# gdb: /'
 	done
 	ctl a -j stats 2>&1 | head -c 3000
 	echo
