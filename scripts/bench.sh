@@ -24,14 +24,8 @@ if [ "${BENCH:-}" = swap ] || [ "${BENCH:-}" = replication ] || [ "${BENCH:-}" =
 fi
 rm -f "$RESULTS"/*.txt "$RESULTS"/*.png
 echo "bench: tables and plots go to $RESULTS"
-WORK=$(mktemp -d /tmp/memfed-bench.XXXXXX)
-PIDS=()
-cleanup() {
-	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-	wait 2>/dev/null || true
-	rm -rf "$WORK"
-}
-trap cleanup EXIT
+source "$(dirname "$0")/bench_lib.sh"
+bench_scratch /tmp/memfed-bench.XXXXXX
 say() { printf '\n== %s\n' "$*"; }
 
 # A module daemon on vCPU 0, where the benchmark clients also run: a request

@@ -22,14 +22,8 @@ mkdir -p "$RESULTS"
 ROUNDS=${MEMFED_BENCH_FORK_ROUNDS:-5}
 MB=${MEMFED_BENCH_FORK_MB:-200}
 BEFORE=${MEMFED_BENCH_FORK_BEFORE:-}
-WORK=$(mktemp -d /dev/shm/memfed-bench-fork.XXXXXX)
-PIDS=()
-cleanup() {
-	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-	wait 2>/dev/null || true
-	rm -rf "$WORK"
-}
-trap cleanup EXIT
+source "$(dirname "$0")/bench_lib.sh"
+bench_scratch /dev/shm/memfed-bench-fork.XXXXXX
 
 cat >"$WORK/fork3.py" <<'PY'
 import os, sys, time

@@ -50,14 +50,8 @@ CRIU=${MEMFED_CRIU:-/work/peers/criu/criu/criu}
 SCAN_MB=1024
 BUDGET_MB=64
 LAZY_MB=256
-WORK=$(mktemp -d /dev/shm/memfed-bench-stream.XXXXXX)
-PIDS=()
-cleanup() {
-	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-	wait 2>/dev/null || true
-	rm -rf "$WORK"
-}
-trap cleanup EXIT
+source "$(dirname "$0")/bench_lib.sh"
+bench_scratch /dev/shm/memfed-bench-stream.XXXXXX
 loud() { printf '\n!! %s\n\n' "$*" >&2; }
 now() { date +%s.%N; }
 load() { cut -d' ' -f1-3 /proc/loadavg; }

@@ -381,6 +381,16 @@ int cmd_region(const Globals &g, Args &a)
 		return 0;
 	}
 	std::string name = a.next();
+	// --length's default: from --offset to the end of the region.
+	auto default_length = [&]() -> Status {
+		if (has_len)
+			return Status::ok();
+		auto rest = rest_of_region(*c, name, offset);
+		if (!rest)
+			return rest.status();
+		length = *rest;
+		return Status::ok();
+	};
 	if (sub == "truncate") {
 		auto length = size_arg("length", a.next());
 		if (!length)
@@ -390,12 +400,8 @@ int cmd_region(const Globals &g, Args &a)
 	}
 	if (sub == "copy") {
 		std::string to = a.next();
-		if (!has_len) {
-			auto rest = rest_of_region(*c, name, offset);
-			if (!rest)
-				return fail(g, rest.status());
-			length = *rest;
-		}
+		if (Status st = default_length(); !st)
+			return fail(g, st);
 		auto r = call(*c, "region.copy", {{"name", name}, {"offset", offset}, {"to", to},
 						  {"to_offset", to_offset}, {"length", length},
 						  {"sparse", sparse}});
@@ -410,23 +416,15 @@ int cmd_region(const Globals &g, Args &a)
 	}
 	if (sub == "clone") {
 		std::string to = a.next();
-		if (!has_len) {
-			auto rest = rest_of_region(*c, name, offset);
-			if (!rest)
-				return fail(g, rest.status());
-			length = *rest;
-		}
+		if (Status st = default_length(); !st)
+			return fail(g, st);
 		auto r = call(*c, "region.clone", {{"name", name}, {"offset", offset}, {"to", to},
 						   {"length", length}, {"mode", mode}});
 		return print_region_reply(g, r);
 	}
 	if (sub == "read") {
-		if (!has_len) {
-			auto rest = rest_of_region(*c, name, offset);
-			if (!rest)
-				return fail(g, rest.status());
-			length = *rest;
-		}
+		if (Status st = default_length(); !st)
+			return fail(g, st);
 		return read_region(g, *c, name, offset, length);
 	}
 	return write_region(g, *c, name, offset);
