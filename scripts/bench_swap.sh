@@ -297,16 +297,26 @@ for rep in $(seq 1 "$REPEAT"); do
 		for div in 3 6; do
 			limit=$(mib $((FOOTPRINT[$prog] / div)))
 			before=$(pager_counters)
-			"run_$prog" memfed "$limit" >"$WORK/result"
+			"run_$prog" memfed "$limit" >"$WORK/result" &
+			runner=$!
+			# This run's pager counters: the sum over the regions (one heap
+			# per process) that were not there before it, as last sampled
+			# while it ran (memfedctl run deletes its heaps as it ends, and
+			# the pager forgets them).
+			last="$prog $limit $rep 0 0 0 0 0 0"
+			while kill -0 $runner 2>/dev/null; do
+				now=$(pager_counters | awk -v run="$prog $limit $rep" '
+					NR == FNR { seen[$1] = 1; next }
+					!seen[$1] { n++; for (i = 2; i <= NF; i++) sum[i] += $i }
+					END { if (n) { printf "%s", run; for (i = 2; i <= 7; i++) printf " %d", sum[i]; print "" } }' \
+					<(echo "$before") -) || true
+				[ -n "$now" ] && last=$now
+				sleep 1
+			done
+			wait $runner
+			echo "$last" >>"$COUNTERS"
 			read -r secs ok peak <"$WORK/result"
 			echo "$prog memfed $limit $rep $secs $ok 0" >>"$RAW"
-			# This run's pager counters: the sum over the regions (one heap
-			# per process) that were not there before it.
-			pager_counters | awk -v run="$prog $limit $rep" '
-				NR == FNR { seen[$1] = 1; next }
-				!seen[$1] { for (i = 2; i <= NF; i++) sum[i] += $i }
-				END { printf "%s", run; for (i = 2; i <= 7; i++) printf " %d", sum[i]; print "" }' \
-				<(echo "$before") - >>"$COUNTERS"
 			echo "  $prog memfed $limit: $secs s ($ok)"
 			if [ $KERNEL_SWAP = 1 ]; then
 				cg_new "$(($(numfmt --from=iec "$limit")))"
