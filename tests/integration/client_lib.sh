@@ -12,7 +12,8 @@ run_on() { local name=$1; shift; "$MEMFEDCTL" --socket "$T/$name/sock" run "$@";
 # wait_evicting NAME N [PID]: waits (up to 30 s) until daemon NAME's pager
 # has evicted more than N pages of its programs: a program under memfedctl
 # run has attached and is under pressure. With PID: returns 1 as soon as
-# that process has ended instead.
+# that process has ended instead, and 2 after the 30 s (the caller says
+# what hangs).
 wait_evicting() {
 	local name=$1 n=$2 pid=${3:-} got=0
 	for _ in $(seq 1 300); do
@@ -21,6 +22,7 @@ wait_evicting() {
 		[ "$got" -gt "$n" ] && return 0
 		sleep 0.1
 	done
+	[ -n "$pid" ] && return 2
 	fail "the pager of '$name' evicted $got pages in 30 s, expected more than $n"
 }
 

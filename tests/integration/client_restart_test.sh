@@ -72,6 +72,7 @@ wait_evicting a 0
 # daemon evicted), not of time: however fast the machine is at the moment,
 # six kills take at most a fifth of the run's evictions (about 150 k).
 while kill -0 $prog 2>/dev/null && [ $kills -lt 6 ]; do
+	# 1: it ended; 2: it stopped evicting for 30 s (a hang, told below).
 	wait_evicting a $((500 + RANDOM % 5000)) $prog || break
 	stop_daemon a KILL
 	kills=$((kills + 1))
@@ -94,7 +95,14 @@ if kill -0 $prog 2>/dev/null; then
 		command -v gdb >/dev/null &&
 			timeout 30 gdb -p "$py" -batch -ex "thread apply all bt 16" 2>&1 | grep '^#\|^Thread' | sed 's/^/# gdb: /'
 	done
-	ctl a -j stats 2>&1 | head -c 3000
+	# And memfedd's, in case it is the pager that waits.
+	d=${DAEMON_PID[a]}
+	for t in /proc/$d/task/*; do
+		echo "# memfedd thread ${t##*/} ($(cat "$t/comm" 2>/dev/null)): $(cat "$t/wchan" 2>/dev/null)"
+	done
+	command -v gdb >/dev/null &&
+		timeout 30 gdb -p "$d" -batch -ex "thread apply all bt 12" 2>&1 | grep '^#\|^Thread' | sed 's/^/# gdb memfedd: /'
+	timeout 10 ctl a -j stats 2>&1 | head -c 3000
 	echo
 	fail "the program hangs 90 s after the last of $kills restarts: $(cat "$T/err")"
 fi
