@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by the bench scripts (source it).
 
 # bench_scratch TEMPLATE: WORK, a scratch directory from mktemp -d TEMPLATE,
