@@ -56,6 +56,9 @@ wait_for() { # wait_for WHAT CMD...: polls CMD for up to 20 s
 	fail "$what (notifications: $(tr '\n' ' ' <"$T/notify.log" 2>/dev/null))"
 }
 count() { grep -cx "$1" "$T/notify.log" || true; }
+# count_is LINE N: the log holds LINE exactly N times (evaluated at each poll
+# of wait_for, which a "$(count ...)" argument would not be).
+count_is() { [ "$(count "$1")" -eq "$2" ]; }
 wait_for "listener did not start" grep -qsx LISTENING "$T/notify.log"
 
 conf=$T/memfedd.json
@@ -112,7 +115,7 @@ ok "under the unit's capabilities the pager serves faults and writes back ($wb)"
 grep -q ' debug control:' "$T/d.log" && fail "debug lines before the reload"
 write_conf debug 1
 kill -HUP "$pid"
-wait_for "no READY=1 after the first reload" test "$(count READY=1)" -eq 2
+wait_for "no READY=1 after the first reload" count_is READY=1 2
 [ "$(grep -x 'RELOADING=1\|READY=1\|STOPPING=1' "$T/notify.log" | tr '\n' ' ')" = "READY=1 RELOADING=1 READY=1 " ] ||
 	fail "notifications around a reload: $(tr '\n' ' ' <"$T/notify.log")"
 grep -q "reload from $conf: log_level info -> debug$" "$T/d.log" || fail "no reload line: $(tail -n 3 "$T/d.log")"
@@ -123,7 +126,7 @@ ok "SIGHUP: RELOADING=1, READY=1, log_level info -> debug applied"
 # A key that cannot change at run time is named, and waits for a restart.
 write_conf debug 2
 kill -HUP "$pid"
-wait_for "no READY=1 after the second reload" test "$(count READY=1)" -eq 3
+wait_for "no READY=1 after the second reload" count_is READY=1 3
 grep -q "reload from $conf: nothing to apply; changed but waiting for a restart: pager.threads$" "$T/d.log" ||
 	fail "pager.threads not reported as needing a restart: $(grep reload "$T/d.log")"
 ok "SIGHUP: a changed pager.threads is logged as waiting for a restart"
@@ -131,7 +134,7 @@ ok "SIGHUP: a changed pager.threads is logged as waiting for a restart"
 # A broken file: an error names it, the daemon keeps its config and serves.
 echo '{"log_level": ' >"$conf"
 kill -HUP "$pid"
-wait_for "no READY=1 after a broken config" test "$(count READY=1)" -eq 4
+wait_for "no READY=1 after a broken config" count_is READY=1 4
 grep -q "error memfedd: reload: $conf: not valid JSON; kept the running config" "$T/d.log" ||
 	fail "broken config not reported: $(grep reload "$T/d.log")"
 ctl d status >/dev/null || fail "memfedd stopped answering after a broken reload"
