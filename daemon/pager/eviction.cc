@@ -144,6 +144,19 @@ void PagerThread::send_drop(Process *p)
 	for (auto &[m, i] : ev.victims) {
 		if (m->dead || m->pages[i].state != PageState::kEvicting)
 			continue;
+		if (m->pages[i].flags & kRemoved) {
+			// The program dropped it since it was picked: the kernel has
+			// zapped it already, and it reads as zero. It stays out of
+			// the request, or the client would take this drop for proof
+			// that the page's content is on the module and forget its
+			// own drop of the page, which a restarted daemon must learn
+			// of until these zeroes are durable.
+			bool parked = m->pages[i].flags & kParked;
+			zero_dropped_page(m, i);
+			if (parked)
+				(void)uffd_wake(p->uffd, m->page_addr(i), kPageSize);
+			continue;
+		}
 		uint64_t a = m->page_addr(i);
 		if (req.count > 0 &&
 		    req.ranges[req.count - 1].addr + req.ranges[req.count - 1].length == a)
@@ -151,6 +164,7 @@ void PagerThread::send_drop(Process *p)
 		else if (req.count < kMaxDropRanges)
 			req.ranges[req.count++] = {a, kPageSize};
 	}
+	pump_writeback();
 	if (req.count == 0) {
 		finish_eviction(p, true);
 		return;
@@ -202,6 +216,18 @@ void PagerThread::on_drop_reply(Process *p, int res)
 	retry_copies(); // its madvise held copies off until now
 }
 
+// A victim the program dropped (MADV_DONTNEED) during its eviction reads as
+// zero from now on. Its zeroes go to the module at once, as handle_remove's
+// do: its write-back skipped it and the module may hold its old content.
+void PagerThread::zero_dropped_page(Mapping *m, uint32_t i)
+{
+	set_gone(m, i);
+	Page &pg = m->pages[i];
+	pg.state = PageState::kZero;
+	pg.flags = uint8_t(kDirty | (pg.flags & kWbInFlight));
+	claim_writeback(m, i, 1);
+}
+
 void PagerThread::finish_eviction(Process *p, bool dropped)
 {
 	Eviction &ev = p->evict;
@@ -220,17 +246,15 @@ void PagerThread::finish_eviction(Process *p, bool dropped)
 				pg.state = PageState::kResident;
 				pg.flags &= uint8_t(kDirty | kWbInFlight);
 			} else {
-				set_gone(m, i);
-				pg.state = PageState::kZero;
-				pg.flags = kDirty;
+				zero_dropped_page(m, i);
 			}
 		} else {
-			set_gone(m, i);
 			if (removes >= 2) {
-				// The program dropped it too: zero, not the old data.
-				pg.state = PageState::kZero;
-				pg.flags = kDirty;
+				// The program dropped it too, after the request went:
+				// zero, not the old data.
+				zero_dropped_page(m, i);
 			} else {
+				set_gone(m, i);
 				pg.state = PageState::kRemote;
 				pg.flags = 0;
 				m->stats.evictions++;
@@ -240,6 +264,7 @@ void PagerThread::finish_eviction(Process *p, bool dropped)
 			(void)uffd_wake(p->uffd, m->page_addr(i), kPageSize);
 	}
 	ev.victims.clear();
+	pump_writeback();
 	ev.active = false;
 	ev.drop_sent = false;
 	ev.failed = false;

@@ -7,7 +7,9 @@
 // evict channel) stay real; only the module is replaced. `set_down(true)`
 // makes every request fail with kUnavailable, like a lost connection;
 // `remove_region` makes a region's requests fail with kNotFound, like a
-// delete on the module by another node.
+// delete on the module by another node. `hold_writes` keeps WRITEs waiting,
+// unanswered, until `release_writes`: a slow write-back at an instant the
+// test chooses.
 //
 // Thread-safety: regions are guarded by a mutex; the channel runs on its
 // loop thread.
@@ -69,6 +71,27 @@ public:
 		return regions_.at(name).loc.region_id;
 	}
 	void set_down(bool down) { down_ = down; }
+	void hold_writes()
+	{
+		std::lock_guard<std::mutex> lk(mu_);
+		hold_writes_ = true;
+	}
+	void release_writes()
+	{
+		std::vector<std::pair<EventLoop *, std::function<void()>>> held;
+		{
+			std::lock_guard<std::mutex> lk(mu_);
+			hold_writes_ = false;
+			held.swap(held_writes_);
+		}
+		for (auto &[loop, write] : held)
+			loop->post(std::move(write));
+	}
+	size_t writes_waiting()
+	{
+		std::lock_guard<std::mutex> lk(mu_);
+		return held_writes_.size();
+	}
 	// Deletes region `name`: READs and WRITEs of it fail with kNotFound
 	// from now on, as a module answers for a region id it no longer has.
 	void remove_region(const std::string &name)
@@ -105,6 +128,15 @@ public:
 	}
 
 private:
+	// True if writes are held: `write` then waits for release_writes.
+	bool park_write(EventLoop *loop, const std::function<void()> &write)
+	{
+		std::lock_guard<std::mutex> lk(mu_);
+		if (hold_writes_)
+			held_writes_.emplace_back(loop, write);
+		return hold_writes_;
+	}
+
 	struct Region {
 		RegionLocation loc;
 		std::vector<uint8_t> bytes;
@@ -156,12 +188,16 @@ private:
 		void write_pages(wire::TrafficClass, uint32_t region_id, uint64_t fa,
 		                 uint32_t count, const void *src, Completion *done) override
 		{
-			run([this, region_id, fa, count, src, done] {
+			auto write = [this, region_id, fa, count, src, done] {
 				s_->writes_++;
 				finish(s_->down_ ? down()
 				                 : s_->transfer(region_id, fa, count,
 				                                const_cast<void *>(src), true),
 				       done);
+			};
+			run([this, write] {
+				if (!s_->park_write(loop_, write))
+					write();
 			});
 		}
 		void call(const wire::Header &, std::span<const uint8_t>, Completion *done) override
@@ -200,6 +236,8 @@ private:
 	ModuleId module_{0x020000000001};
 	std::mutex mu_;
 	std::map<std::string, Region> regions_;
+	bool hold_writes_ = false; // guarded by mu_, as held_writes_
+	std::vector<std::pair<EventLoop *, std::function<void()>>> held_writes_;
 	std::atomic<bool> down_{false};
 	std::atomic<uint64_t> damaged_{UINT64_MAX}; // fa of a page READs fail on
 	std::atomic<uint64_t> reads_{0}, writes_{0};

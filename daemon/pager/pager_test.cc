@@ -385,6 +385,50 @@ TEST_CASE("the budget holds under pressure and eviction loses no write", "[pager
 	CHECK(bad == 0);
 }
 
+TEST_CASE("a page the program drops while it is being evicted is zero on the module too", "[pager]")
+{
+	PagerFixture f;
+	if (!f.pager->caps().anon_wp) {
+		WARN("no userfaultfd write-protect here: budgets are not enforced");
+		return;
+	}
+	constexpr uint32_t kPages = 256, kBudget = 64;
+	f.store.add_region("r", kPages);
+	TestClient c;
+	REQUIRE(c.attach(f.path).is_ok());
+	auto m = c.map("r", 0, kPages * kPage, kBudget * kPage);
+	REQUIRE(m.is_ok());
+	// Pages written until the first eviction round's write-back waits at
+	// the module: its victims are among them, written but not yet dropped.
+	f.store.hold_writes();
+	uint32_t written = 0;
+	while (written < kBudget && f.store.writes_waiting() == 0) {
+		m->addr[written * kPage] = uint8_t(0x40 + written);
+		written++;
+		for (int i = 0; i < 20 && f.store.writes_waiting() == 0; i++)
+			usleep(500);
+	}
+	REQUIRE(f.store.writes_waiting() > 0);
+	// The program drops all of them now, victims included.
+	REQUIRE(madvise(m->addr, written * kPage, MADV_DONTNEED) == 0);
+	f.store.release_writes();
+	// Zeroes reach the module for every dropped page, without a sync: a
+	// victim's written-back bytes must not stay there (a daemon restarted
+	// now would serve them, where the program dropped the page).
+	auto nonzero = [&] {
+		int n = 0;
+		for (uint32_t p = 0; p < written; p++)
+			n += f.store.read("r", uint64_t(p) * kPage, 1)[0] != 0;
+		return n;
+	};
+	for (int i = 0; i < 400 && nonzero() > 0; i++)
+		usleep(5000);
+	CHECK(nonzero() == 0);
+	for (uint32_t p = 0; p < written; p++)
+		CHECK(page_is(m->addr + p * kPage, 0));
+	REQUIRE(c.unmap(*m).is_ok());
+}
+
 TEST_CASE("threads writing without pause while eviction runs lose no write (shadow copy)",
           "[pager]")
 {

@@ -277,6 +277,7 @@ private:
 	void send_drop(Process *p);
 	void on_drop_reply(Process *p, int res);
 	void finish_eviction(Process *p, bool dropped);
+	void zero_dropped_page(Mapping *m, uint32_t i);
 
 	// Claims the dirty pages of [first, first+count) and queues them.
 	void claim_writeback(Mapping *m, uint32_t first, uint32_t count);
