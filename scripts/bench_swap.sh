@@ -30,8 +30,10 @@ WORK=$(mktemp -d /tmp/memfed-bench-swap.XXXXXX)
 POOL_DIR=$(mktemp -d /dev/shm/memfed-bench-swap.XXXXXX)
 RAW=$RESULTS/swap-runs.txt
 COUNTERS=$RESULTS/swap-pager.txt
+KCOUNTERS=$RESULTS/swap-kernel.txt
 : >"$RAW"
 : >"$COUNTERS"
+: >"$KCOUNTERS"
 
 MEMFEDD_PID=""
 SERVER_PID=""
@@ -133,6 +135,9 @@ cg_oom_kills() {
 		awk '$1 == "oom_kill" { print $2 }' "$CG/memory.oom_control"
 	fi
 }
+# vmstat_swap: "pswpin pswpout" of the whole machine, in pages (this
+# section's swap device is the only one it fills, priority 32767).
+vmstat_swap() { awk '$1 == "pswpin" { i = $2 } $1 == "pswpout" { o = $2 } END { print i, o }' /proc/vmstat; }
 cg_done() {
 	rmdir "$CG"
 	CG=""
@@ -321,7 +326,10 @@ for rep in $(seq 1 "$REPEAT"); do
 			if [ $KERNEL_SWAP = 1 ]; then
 				cg_new "$(($(numfmt --from=iec "$limit")))"
 				export CG
+				read -r in0 out0 < <(vmstat_swap)
 				"run_$prog" swap "$limit" >"$WORK/result"
+				read -r in1 out1 < <(vmstat_swap)
+				echo "$prog $limit $rep $((in1 - in0)) $((out1 - out0))" >>"$KCOUNTERS"
 				read -r secs ok peak <"$WORK/result"
 				oom=$(cg_oom_kills)
 				cg_done
@@ -332,10 +340,11 @@ for rep in $(seq 1 "$REPEAT"); do
 	done
 done
 
-python3 - "$RAW" "$COUNTERS" "$SWAP_KIND" "$REPEAT" <<'PY' | tee "$RESULTS/swap.txt"
+python3 - "$RAW" "$COUNTERS" "$SWAP_KIND" "$REPEAT" "$KCOUNTERS" <<'PY' | tee "$RESULTS/swap.txt"
 import statistics, sys
 from collections import defaultdict
 raw, counters, kind, repeat = sys.argv[1], sys.argv[2], sys.argv[3] or "none (skipped)", sys.argv[4]
+kcounters = sys.argv[5]
 runs = defaultdict(list)  # (prog, mode, limit) -> [(secs, ok, oom)]
 order = []
 for line in open(raw):
@@ -385,4 +394,20 @@ if rows:
         if rs:
             cols = [int(statistics.median(c)) for c in zip(*rs)]
             print("%-7s %6s %10d %10d %10d %10d %10d %10d" % (prog, limit, *cols))
+
+# The kernel's side of the same runs: pages swapped in (each a major fault,
+# memfed's "faults" less its prefetched pages) and out (memfed's evictions).
+krows = defaultdict(list)
+for line in open(kcounters):
+    f = line.split()
+    if len(f) == 5:
+        krows[(f[0], f[1])].append([int(x) for x in f[3:]])
+if krows:
+    print("\nkernel swap per run (medians, /proc/vmstat): pages swapped in and out")
+    print("%-7s %6s %10s %10s" % ("program", "limit", "swap-ins", "swap-outs"))
+    for prog, limit in order:
+        rs = krows.get((prog, limit))
+        if rs:
+            cols = [int(statistics.median(c)) for c in zip(*rs)]
+            print("%-7s %6s %10d %10d" % (prog, limit, *cols))
 PY
