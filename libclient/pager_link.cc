@@ -33,9 +33,7 @@ constexpr uint64_t kPage = 4096;
 // A forked child's copy of its parent's memory goes in requests of up to
 // this much, so that no one request holds the daemon's control thread long.
 constexpr uint64_t kCopyChunk = uint64_t{64} << 20;
-// Unsettled program drops (PagerLink::removes_unsettled_) the evictor can
-// split without allocating; the monitor settles them every few ms.
-constexpr size_t kUnsettledReserve = 4096;
+// The monitor settles unsettled program drops this often (drop_ledger.h).
 constexpr int kSettleIntervalMs = 5;
 
 // Every PagerLink that wants pthread_atfork handling. Fork handlers run on
@@ -242,16 +240,8 @@ Status PagerLink::establish()
 	// The program's own drops in flight finish the same way, and are
 	// reported in the maps ("removed"), so those pages read as zero; new
 	// ones wait until the maps are sent (remove_begin).
-	{
-		std::lock_guard<std::mutex> lk(removes_mu_);
-		attaches_++;
-		remapping_ = true;
-	}
-	auto reopen = [this] {
-		std::lock_guard<std::mutex> lk(removes_mu_);
-		remapping_ = false;
-		removes_cv_.notify_all();
-	};
+	drops_.remap_begin();
+	auto reopen = [this] { drops_.remap_end(); };
 	retire_evictor();
 	if (!wait_for_drops(c->fd())) {
 		reopen();
@@ -259,13 +249,7 @@ Status PagerLink::establish()
 		return Status(Code::kUnavailable,
 		              "memfedd at " + opt_.socket_path + " went away while reattaching");
 	}
-	std::vector<Span> removed;
-	{
-		std::lock_guard<std::mutex> lk(removes_mu_);
-		removed = removes_unsent_;
-		for (const Unsettled &u : removes_unsettled_)
-			removed.push_back({u.addr, u.length});
-	}
+	std::vector<Span> removed = drops_.to_report();
 	ctl_ = std::move(*c);
 	uffd_id_ = id;
 	connected_ = true;
@@ -278,13 +262,9 @@ Status PagerLink::establish()
 			return st;
 		}
 	}
-	{
-		// Reported: this pager writes their zeroes back before
-		// answering the maps. clear() keeps the reserved capacity.
-		std::lock_guard<std::mutex> lk(removes_mu_);
-		removes_unsent_.clear();
-		removes_unsettled_.clear();
-	}
+	// Reported: this pager writes their zeroes back before answering the
+	// maps.
+	drops_.reported();
 	reopen();
 	// The evictor thread is made once, here at the first attach, and then
 	// serves every later channel. A thread's start reads the global locale
@@ -322,13 +302,24 @@ Status PagerLink::send_map(Mapping &m, bool adopt, const std::vector<Span> &remo
 		req.fds = {m.memfd};
 	if (!m.shared) {
 		json rm = json::array();
+		size_t untold = 0;
 		for (auto [a, n] : removed) {
 			uint64_t lo = std::max(a & ~(kPage - 1), m.addr);
 			uint64_t hi =
 			        std::min((a + n + kPage - 1) & ~(kPage - 1), m.addr + m.length);
-			if (lo < hi && rm.size() < pager::kMaxRemovedRanges)
+			if (lo >= hi)
+				continue;
+			if (rm.size() < pager::kMaxRemovedRanges)
 				rm.push_back({lo, hi - lo});
+			else
+				untold++;
 		}
+		// The monitor settles drops every few ms, so a handful is usual.
+		if (untold > 0)
+			LOG_ERROR("libmemfed",
+			          "%zu dropped ranges of the mapping at 0x%llx are past the %u "
+			          "a map can report: the new memfedd may serve their old content",
+			          untold, (unsigned long long)m.addr, pager::kMaxRemovedRanges);
 		if (!rm.empty())
 			req.body["removed"] = std::move(rm);
 	}
@@ -647,34 +638,6 @@ Status PagerLink::start_evictor(int sock)
 	return Status::ok();
 }
 
-uint64_t PagerLink::remove_begin(uint64_t addr, uint64_t length)
-{
-	std::unique_lock<std::mutex> lk(removes_mu_);
-	removes_cv_.wait(lk, [this] { return !remapping_; });
-	removes_inflight_.push_back({addr, length});
-	return attaches_;
-}
-
-void PagerLink::remove_end(uint64_t addr, uint64_t length, uint64_t token)
-{
-	std::lock_guard<std::mutex> lk(removes_mu_);
-	auto it = std::find(removes_inflight_.begin(), removes_inflight_.end(), Span{addr, length});
-	if (it != removes_inflight_.end())
-		removes_inflight_.erase(it);
-	// A pager attached meanwhile may have read the event before its map.
-	if (attaches_ != token || remapping_) {
-		removes_unsent_.push_back({addr, length});
-	} else {
-		if (removes_unsettled_.capacity() < kUnsettledReserve)
-			removes_unsettled_.reserve(kUnsettledReserve);
-		// Past the reserve the vector grows here, not on the evictor.
-		if (removes_unsettled_.size() + 2 > removes_unsettled_.capacity())
-			removes_unsettled_.reserve(removes_unsettled_.capacity() * 2);
-		removes_unsettled_.push_back({addr, length, ++unsettled_seq_});
-	}
-	removes_cv_.notify_all();
-}
-
 bool PagerLink::wait_for_drops(int fd)
 {
 	uint64_t start = monotonic_ms();
@@ -684,10 +647,7 @@ bool PagerLink::wait_for_drops(int fd)
 			std::unique_lock<std::mutex> lk(spans_mu_);
 			if (drops_inflight_ == 0) {
 				lk.unlock();
-				std::unique_lock<std::mutex> rk(removes_mu_);
-				if (removes_cv_.wait_for(
-				            rk, std::chrono::milliseconds(100),
-				            [this] { return removes_inflight_.empty(); }))
+				if (drops_.wait_inflight(std::chrono::milliseconds(100)))
 					return true;
 			} else {
 				evictors_cv_.wait_for(lk, std::chrono::milliseconds(100));
@@ -731,30 +691,12 @@ void PagerLink::retire_evictor()
 
 bool PagerLink::settle_removes()
 {
-	std::vector<Span> ranges;
-	uint64_t upto = 0; // the drops numbered up to this are synced below
-	{
-		std::lock_guard<std::mutex> lk(removes_mu_);
-		if (remapping_)
-			return true;
-		for (const Unsettled &u : removes_unsettled_)
-			ranges.push_back({u.addr, u.length});
-		upto = unsettled_seq_;
-	}
+	auto to_settle = drops_.settle_ranges();
+	if (!to_settle)
+		return true; // a pager is being attached: later
+	auto &[ranges, upto] = *to_settle;
 	if (ranges.empty())
 		return false;
-	// Overlapping and adjacent drops are synced as one range.
-	std::sort(ranges.begin(), ranges.end());
-	size_t k = 0;
-	for (size_t i = 1; i < ranges.size(); i++) {
-		if (ranges[i].first <= ranges[k].first + ranges[k].second)
-			ranges[k].second = std::max(ranges[k].first + ranges[k].second,
-			                            ranges[i].first + ranges[i].second) -
-			                   ranges[k].first;
-		else
-			ranges[++k] = ranges[i];
-	}
-	ranges.resize(k + 1);
 	{
 		std::lock_guard<std::mutex> lk(mu_);
 		if (!connected_)
@@ -789,43 +731,7 @@ bool PagerLink::settle_removes()
 	}
 	// Durable: forget them, and the pieces the evictor split them into
 	// meanwhile (inside the synced ranges); drops made since stay.
-	std::lock_guard<std::mutex> lk(removes_mu_);
-	removes_unsettled_.erase(
-	        std::remove_if(removes_unsettled_.begin(), removes_unsettled_.end(),
-	                       [upto](const Unsettled &u) { return u.seq <= upto; }),
-	        removes_unsettled_.end());
-	return !removes_unsettled_.empty();
-}
-
-void PagerLink::forget_unsettled(uint64_t addr, uint64_t length)
-{
-	uint64_t end = addr + length;
-	for (size_t i = 0; i < removes_unsettled_.size();) {
-		auto [sa, sn, seq] = removes_unsettled_[i];
-		uint64_t se = sa + sn;
-		if (se <= addr || sa >= end) {
-			i++;
-			continue;
-		}
-		bool left = sa<addr, right = se> end;
-		if (left && right) {
-			// Without room for the right piece the span stays whole:
-			// its zeroes may then cover newer content (reported only if
-			// memfedd dies before the next settle).
-			if (removes_unsettled_.size() < removes_unsettled_.capacity()) {
-				removes_unsettled_[i] = {sa, addr - sa, seq};
-				removes_unsettled_.push_back({end, se - end, seq});
-			}
-			i++;
-		} else if (left) {
-			removes_unsettled_[i++] = {sa, addr - sa, seq};
-		} else if (right) {
-			removes_unsettled_[i++] = {end, se - end, seq};
-		} else {
-			removes_unsettled_[i] = removes_unsettled_.back();
-			removes_unsettled_.pop_back();
-		}
-	}
+	return drops_.settled(upto);
 }
 
 void PagerLink::monitor_loop()
@@ -1033,14 +939,11 @@ void PagerLink::evictor_loop(int sock)
 					         (unsigned long long)r.length);
 			}
 		}
-		{
-			// The pager wrote these pages back durably before asking,
-			// after it had read the events of the program's earlier
-			// drops: those drops are settled here.
-			std::lock_guard<std::mutex> rk(removes_mu_);
-			for (uint32_t i = 0; i < keep; i++)
-				forget_unsettled(req.ranges[i].addr, req.ranges[i].length);
-		}
+		// The pager wrote these pages back durably before asking, after
+		// it had read the events of the program's earlier drops: those
+		// drops are settled here.
+		for (uint32_t i = 0; i < keep; i++)
+			drops_.forget(req.ranges[i].addr, req.ranges[i].length);
 		{
 			std::lock_guard<std::mutex> ek(evict_mu_);
 			for (uint32_t i = 0; i < keep; i++)
@@ -1196,7 +1099,7 @@ void PagerLink::fork_prepare()
 	// No page leaves memory from here until the child has its copy.
 	evict_mu_.lock();
 	spans_mu_.lock();
-	removes_mu_.lock();
+	drops_.lock();
 	fork_pipe_[0] = fork_pipe_[1] = -1;
 	bool has_private = std::any_of(mappings_.begin(), mappings_.end(),
 	                               [](const auto &m) { return !m->shared; });
@@ -1214,7 +1117,7 @@ void PagerLink::fork_parent()
 		}
 		close(fork_pipe_[0]);
 	}
-	removes_mu_.unlock();
+	drops_.unlock();
 	spans_mu_.unlock();
 	evict_mu_.unlock();
 	mu_.unlock();
@@ -1240,8 +1143,7 @@ void PagerLink::fork_child()
 	evict_sock_taken_ = false;
 	evictor_running_ = false; // it stayed in the parent, with its drops
 	drops_inflight_ = 0;
-	removes_inflight_.clear(); // so did the threads that were dropping
-	removes_mu_.unlock();
+	drops_.unlock_in_child(); // so did the threads that were dropping
 	monitor_running_ = false;
 	// This thread is the program's: for the link's work, the static C
 	// locale (see enter_link_thread); the program's is restored at the end.

@@ -45,12 +45,10 @@
 
 #include "daemon/common/status.h"
 #include "daemon/control/client.h"
+#include "libclient/drop_ledger.h"
 
 namespace memfed::client
 {
-
-// A byte range [first, first + second) of a mapping.
-using Span = std::pair<uint64_t, uint64_t>;
 
 struct PrivateForkHooks {
 	// Name of the region that backs the child's copy of a private mapping;
@@ -123,10 +121,13 @@ public:
 	// read before the mapping was sent to it again (and so ignored) is
 	// reported in the next "map" ("removed"), so its pages read as zero,
 	// not as the module's old content; so is one whose zeroes the pager has
-	// not yet made durable (removes_unsettled_). remove_begin waits while the link
-	// re-sends the mappings. Any thread but the link's own.
-	uint64_t remove_begin(uint64_t addr, uint64_t length);
-	void remove_end(uint64_t addr, uint64_t length, uint64_t token);
+	// not yet made durable (drop_ledger.h). remove_begin waits while the
+	// link re-sends the mappings. Any thread but the link's own.
+	uint64_t remove_begin(uint64_t addr, uint64_t length) { return drops_.begin(addr, length); }
+	void remove_end(uint64_t addr, uint64_t length, uint64_t token)
+	{
+		drops_.end(addr, length, token);
+	}
 
 	// Soft mode only: memfedd stayed away past the grace; the mappings are
 	// given up and every access to them raises SIGBUS.
@@ -185,9 +186,6 @@ private:
 	// Syncs the unsettled program drops and forgets those made durable;
 	// returns whether some are left. Monitor thread, connected.
 	bool settle_removes();
-	// Takes [addr, addr+length) out of the unsettled drops, splitting a
-	// span only within the reserved capacity. REQUIRES: removes_mu_ held.
-	void forget_unsettled(uint64_t addr, uint64_t length);
 	// Soft mode past the grace: reads the uffd until the link closes,
 	// raising SIGBUS in each thread that faults.
 	void serve_sigbus();
@@ -241,32 +239,8 @@ private:
 	pthread_t monitor_{};
 	bool monitor_running_ = false;
 	int fork_pipe_[2] = {-1, -1}; // the child reports "copied" to the parent
-	// Program drops (remove_begin/end): those in flight, and those to
-	// report in the next maps. attaches_ counts pagers attached;
-	// remapping_ is set from an attach until its last map.
-	std::mutex removes_mu_;
-	std::condition_variable removes_cv_;
-	std::vector<Span> removes_inflight_;
-	std::vector<Span> removes_unsent_;
-	// Program drops whose REMOVE event the pager has read (their madvise
-	// returned) but whose zeroes it may not have written back durably yet:
-	// it sends them to the module asynchronously, and a memfedd killed
-	// meanwhile forgets the drop, so that the next one would fetch the
-	// module's old content. The monitor syncs them and forgets them once
-	// the sync succeeds (settle_removes); establish() reports the rest in
-	// "removed" (and so does a forked child, which inherits them); the
-	// evictor takes out the ranges it drops, whose newer content the pager
-	// wrote back durably before asking (forget_unsettled). Capacity for
-	// kUnsettledReserve spans is reserved, so the evictor does not allocate.
-	// `seq` numbers the drops in the order they completed; the pieces of a
-	// split drop keep its number.
-	struct Unsettled {
-		uint64_t addr, length, seq;
-	};
-	std::vector<Unsettled> removes_unsettled_;
-	uint64_t unsettled_seq_ = 0; // the last drop's number
-	uint64_t attaches_ = 0;
-	bool remapping_ = false;
+	// The program's drops of private memory (remove_begin/end).
+	DropLedger drops_;
 	std::atomic<uint64_t> reconnects_{0};
 	std::atomic<bool> stopping_{false};
 	std::atomic<bool> given_up_{false};
