@@ -166,6 +166,8 @@ void PagerThread::reap_now()
 			close(p->evict_fd);
 		if (p->pidfd >= 0)
 			close(p->pidfd);
+		if (p->mem_fd >= 0)
+			close(p->mem_fd);
 		procs_.erase(procs_.begin() + long(i));
 	}
 }

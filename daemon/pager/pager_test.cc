@@ -13,6 +13,8 @@
 
 #include <atomic>
 #include <cstring>
+#include <functional>
+#include <future>
 #include <random>
 #include <thread>
 #include <vector>
@@ -427,6 +429,43 @@ TEST_CASE("a page the program drops while it is being evicted is zero on the mod
 	for (uint32_t p = 0; p < written; p++)
 		CHECK(page_is(m->addr + p * kPage, 0));
 	REQUIRE(c.unmap(*m).is_ok());
+}
+
+TEST_CASE("a page the pager counts resident but the process lost is zero, never a hang", "[pager]")
+{
+	// The kernel clears a REMOVE event's mmap_changing as the event is
+	// read, before it zaps the range: a page copied in between is resident
+	// for the pager and gone from the process. That window cannot be hit on
+	// demand; a client without REMOVE events makes the same state: its
+	// MADV_DONTNEED zaps pages the pager never hears of.
+	PagerFixture f;
+	f.store.add_region("r", 16);
+	TestClient c;
+	REQUIRE(c.attach(f.path, 0, true, UFFD_FEATURE_EVENT_REMOVE).is_ok());
+	auto m = c.map("r", 0, 16 * kPage);
+	REQUIRE(m.is_ok());
+	m->addr[3 * kPage] = 0x33;                              // resident, dirty
+	CHECK(m->addr[5 * kPage] == expected(f.store, "r", 5)); // resident, clean
+	REQUIRE(madvise(m->addr + 3 * kPage, 3 * kPage, MADV_DONTNEED) == 0);
+	// The pager runs on threads of this process: if it waited on one of
+	// these pages (its own fault), nothing here could end the test.
+	auto within = [](const char *what, std::function<void()> fn) {
+		auto done = std::async(std::launch::async, std::move(fn));
+		if (done.wait_for(std::chrono::seconds(20)) != std::future_status::ready) {
+			std::fprintf(stderr, "FAILED: %s did not finish in 20 s\n", what);
+			std::_Exit(1);
+		}
+	};
+	// Writing the dirty page back copies out a page that is not there:
+	// done, not a pager stuck in its own fault; what the process has there
+	// now is zero, and so is the module.
+	within("a sync of a lost dirty page", [&] { CHECK(c.sync(m->id, 0, 16 * kPage).is_ok()); });
+	// A fault on a lost page is served (zero), not woken without end.
+	within("a read of the lost clean page", [&] { CHECK(page_is(m->addr + 5 * kPage, 0)); });
+	within("a read of the lost dirty page", [&] { CHECK(page_is(m->addr + 3 * kPage, 0)); });
+	within("the unmap", [&] { REQUIRE(c.unmap(*m).is_ok()); });
+	CHECK(f.store.read("r", 3 * kPage, kPage) == std::vector<uint8_t>(kPage, 0));
+	CHECK(f.store.read("r", 6 * kPage, 1)[0] == expected(f.store, "r", 6));
 }
 
 TEST_CASE("threads writing without pause while eviction runs lose no write (shadow copy)",

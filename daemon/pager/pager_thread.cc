@@ -187,7 +187,9 @@ void PagerThread::stop()
 			close(p->evict_fd);
 		if (p->pidfd >= 0)
 			close(p->pidfd);
-		p->uffd = p->evict_fd = p->pidfd = -1;
+		if (p->mem_fd >= 0)
+			close(p->mem_fd);
+		p->uffd = p->evict_fd = p->pidfd = p->mem_fd = -1;
 	}
 	// The ring goes away with the loop, cancelling what is still queued;
 	// channels must go first (their destructors complete requests, and run

@@ -279,6 +279,7 @@ private:
 	void finish_eviction(Process *p, bool dropped);
 	void zero_dropped_page(Mapping *m, uint32_t i);
 
+	uint32_t read_pages(Process *p, uint64_t addr, uint8_t *buf, uint32_t n);
 	// Claims the dirty pages of [first, first+count) and queues them.
 	void claim_writeback(Mapping *m, uint32_t first, uint32_t count);
 	void claim_run(Mapping *m, uint32_t first, uint32_t count);

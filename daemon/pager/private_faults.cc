@@ -96,10 +96,19 @@ void PagerThread::handle_fault(Process *p, uint64_t addr, uint32_t flags, uint32
 		p->resident--;
 		break;
 	}
-	case PageState::kResident:
-		// A fault that raced with the copy that resolved it.
-		(void)uffd_wake(p->uffd, addr, kPageSize);
+	case PageState::kResident: {
+		// Usually a fault that raced with the copy that resolved it: the
+		// page is there (EEXIST) and the thread only needs waking. Else
+		// the page was zapped after its copy by a drop whose REMOVE
+		// event came first (writeback.cc, read_pages): zero, as that
+		// drop left it, and the module must hear so.
+		int r = uffd_copy(p->uffd, addr, zero_.data(), kPageSize, false, nullptr);
+		if (r == 0)
+			pg.flags = kDirty | kRef;
+		else
+			(void)uffd_wake(p->uffd, addr, kPageSize);
 		return;
+	}
 	default:
 		break;
 	}

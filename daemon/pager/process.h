@@ -59,6 +59,9 @@ struct Process {
 	uint64_t features = 0;
 	int evict_fd = -1;
 	int pidfd = -1;
+	// /proc/<pid>/mem, opened at the first write-back: the pager copies
+	// pages out through it, never with process_vm_readv (see read_pages).
+	int mem_fd = -1;
 	uint64_t budget_pages = 0;
 	uint64_t resident = 0;
 

@@ -46,7 +46,11 @@ public:
 	}
 
 	// Connects, asks pager.hello, creates the uffd and attaches it.
-	Status attach(const std::string &socket, uint64_t budget = 0, bool evict = true)
+	// `without`: uffd features to leave out of those the pager asks for (a
+	// client that breaks the protocol, to make states no kernel event
+	// tells the pager of).
+	Status attach(const std::string &socket, uint64_t budget = 0, bool evict = true,
+	              uint64_t without = 0)
 	{
 		auto c = control::Client::connect(socket);
 		if (!c)
@@ -57,7 +61,7 @@ public:
 		auto h = cli_.call_ok(hello);
 		if (!h)
 			return h.status();
-		features_ = h->body["uffd_features"].get<uint64_t>();
+		features_ = h->body["uffd_features"].get<uint64_t>() & ~without;
 		mode_ = h->body["private_register_mode"].get<uint64_t>();
 		shared_mode_ = h->body["shared_register_mode"].get<uint64_t>();
 		if (uffd_ < 0) {

@@ -6,7 +6,11 @@
 // Thread: the pager thread that owns the mappings.
 #include "daemon/pager/pager_thread.h"
 
-#include <sys/uio.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
 
 #include <algorithm>
 #include <cstring>
@@ -129,6 +133,7 @@ bool PagerThread::issue_write(const WbRun &run, uint32_t *first)
 		if (!zero) {
 			// Write-protect, then copy out: a write after this point
 			// faults and marks the page dirty again.
+			bool protected_ok = false;
 			if (m->wp) {
 				int r = uffd_writeprotect(p->uffd, m->page_addr(i),
 				                          uint64_t(n) * kPageSize, true, false);
@@ -152,15 +157,23 @@ bool PagerThread::issue_write(const WbRun &run, uint32_t *first)
 					LOG_WARN(kLog, "write-protecting 0x%lx+%u pages: %s",
 					         (unsigned long)m->page_addr(i), n,
 					         std::strerror(-r));
+				protected_ok = r == 0;
 			}
-			iovec local{op->buf, size_t(n) * kPageSize};
-			iovec remote{reinterpret_cast<void *>(m->page_addr(i)),
-			             size_t(n) * kPageSize};
-			ssize_t r = process_vm_readv(p->pid, &local, 1, &remote, 1, 0);
-			uint32_t got = r > 0 ? uint32_t(size_t(r) / kPageSize) : 0;
+			uint32_t got = read_pages(p, m->page_addr(i), op->buf, n);
 			if (got < n) {
-				// Unmapped under us, or the process is gone.
-				m->pages[i + got].flags &= uint8_t(~kWbInFlight);
+				Page &lost = m->pages[i + got];
+				lost.flags &= uint8_t(~kWbInFlight);
+				if (protected_ok && (lost.state == PageState::kResident ||
+				                     lost.state == PageState::kEvicting)) {
+					// Its vma is there but the page is not: the zap of
+					// a drop whose REMOVE event was read before the
+					// page was installed (see read_pages). It reads as
+					// zero, and so must the module.
+					set_gone(m, i + got);
+					lost.state = PageState::kZero;
+					lost.flags = kDirty;
+				}
+				// Otherwise unmapped under us, or the process is gone.
 				if (got == 0) {
 					(*first)++;
 					continue;
@@ -187,6 +200,40 @@ bool PagerThread::issue_write(const WbRun &run, uint32_t *first)
 		                              m->page_fa(i), n, src, op);
 	}
 	return true;
+}
+
+// Copies `n` pages at `addr` of the process into `buf` through its
+// /proc/<pid>/mem; returns how many pages it copied, from the first.
+//
+// Not process_vm_readv: its page walk faults a missing page in, and a
+// missing page of a userfaultfd range waits for its pager -- this thread.
+// A page the pager counts as resident can be missing: the kernel clears a
+// REMOVE event's mmap_changing as the event is read, before it zaps the
+// range, so a copy into the range in between succeeds and is then zapped.
+// Reads through /proc/<pid>/mem take no fault retries, so a missing page of
+// a userfaultfd range ends the read there (EIO) instead.
+uint32_t PagerThread::read_pages(Process *p, uint64_t addr, uint8_t *buf, uint32_t n)
+{
+	if (p->mem_fd < 0) {
+		char path[64];
+		std::snprintf(path, sizeof(path), "/proc/%d/mem", int(p->pid));
+		p->mem_fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (p->mem_fd < 0) {
+			LOG_WARN(kLog, "pid %d: opening %s: %s; its pages cannot be written back",
+			         int(p->pid), path, std::strerror(errno));
+			return 0;
+		}
+	}
+	uint64_t done = 0, len = uint64_t(n) * kPageSize;
+	while (done < len) {
+		ssize_t r = pread(p->mem_fd, buf + done, len - done, off_t(addr + done));
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			break;
+		done += uint64_t(r);
+	}
+	return uint32_t(done / kPageSize);
 }
 
 void PagerThread::on_write_done(WriteOp *op, const Status &st, bool sent)
