@@ -13,17 +13,35 @@ run_on() { local name=$1; shift; "$MEMFEDCTL" --socket "$T/$name/sock" run "$@";
 # has evicted more than N pages of its programs: a program under memfedctl
 # run has attached and is under pressure. With PID: returns 1 as soon as
 # that process has ended instead, and 2 after the 30 s (the caller says
-# what hangs).
+# what hangs). Each stats request may take 10 s: a pager that does not
+# answer is a hang too, not a test that waits forever.
 wait_evicting() {
 	local name=$1 n=$2 pid=${3:-} got=0
 	for _ in $(seq 1 300); do
 		[ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null && return 1
-		got=$(ctl "$name" -j stats 2>/dev/null | python3 -c 'import json,sys; print(sum(p["evictions"] for p in json.load(sys.stdin)["pager"]["processes"]))' 2>/dev/null || echo 0)
+		got=$(timeout 10 "$MEMFEDCTL" --socket "$T/$name/sock" -j stats 2>/dev/null | python3 -c 'import json,sys; print(sum(p["evictions"] for p in json.load(sys.stdin)["pager"]["processes"]))' 2>/dev/null || echo 0)
 		[ "$got" -gt "$n" ] && return 0
 		sleep 0.1
 	done
 	[ -n "$pid" ] && return 2
+	report_hang "$name"
 	fail "the pager of '$name' evicted $got pages in 30 s, expected more than $n"
+}
+
+# report_hang NAME [PATTERN]: where the threads of daemon NAME and of the
+# processes whose command line matches PATTERN wait (kernel wait channel and
+# stack; gdb backtraces if gdb is here) and what its pager holds, as
+# comments, each bounded in time.
+report_hang() {
+	local name=$1 pattern=${2:-} pid t
+	for pid in ${pattern:+$(pgrep -f "$pattern")} ${DAEMON_PID[$name]:-}; do
+		for t in "/proc/$pid/task/"*; do
+			echo "# pid $pid thread ${t##*/} ($(cat "$t/comm" 2>/dev/null)): $(cat "$t/wchan" 2>/dev/null) $(head -c 300 "$t/stack" 2>/dev/null | tr '\n' ' ')"
+		done
+		command -v gdb >/dev/null &&
+			timeout 15 gdb -p "$pid" -batch -ex "thread apply all bt 16" 2>&1 | grep '^#\|^Thread' | sed "s/^/# gdb $pid: /"
+	done
+	echo "# stats of '$name': $(timeout 10 "$MEMFEDCTL" --socket "$T/$name/sock" -j stats 2>&1 | head -c 3000)"
 }
 
 # The Debian interpreter itself (a PATH shim that forks would only add noise).

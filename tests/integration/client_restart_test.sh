@@ -89,24 +89,7 @@ for _ in $(seq 1 450); do
 	sleep 0.1
 done
 if kill -0 $prog 2>/dev/null; then
-	for py in $(pgrep -f "^$PY $HASH_PY"); do
-		for t in /proc/$py/task/*; do
-			echo "# thread ${t##*/}: $(cat "$t/wchan" 2>/dev/null) $(head -c 300 "$t/stack" 2>/dev/null | tr '\n' ' ')"
-		done
-		# A thread that runs without faulting loops in user space (seen
-		# once in 180 runs): where, if gdb is here.
-		command -v gdb >/dev/null &&
-			timeout 15 gdb -p "$py" -batch -ex "thread apply all bt 16" 2>&1 | grep '^#\|^Thread' | sed 's/^/# gdb: /'
-	done
-	# And memfedd's, in case it is the pager that waits.
-	d=${DAEMON_PID[a]}
-	for t in /proc/$d/task/*; do
-		echo "# memfedd thread ${t##*/} ($(cat "$t/comm" 2>/dev/null)): $(cat "$t/wchan" 2>/dev/null)"
-	done
-	command -v gdb >/dev/null &&
-		timeout 15 gdb -p "$d" -batch -ex "thread apply all bt 12" 2>&1 | grep '^#\|^Thread' | sed 's/^/# gdb memfedd: /'
-	timeout 10 ctl a -j stats 2>&1 | head -c 3000
-	echo
+	report_hang a "^$PY $HASH_PY"
 	fail "the program hangs 45 s after the last of $kills restarts: $(cat "$T/err")"
 fi
 wait $prog || fail "the program failed after $kills restarts (exit $?; 128+N: signal N): $(cat "$T/err")"
