@@ -169,9 +169,15 @@ bool PagerThread::issue_write(const WbRun &run, uint32_t *first)
 					// a drop whose REMOVE event was read before the
 					// page was installed (see read_pages). It reads as
 					// zero, and so must the module.
+					bool parked = lost.flags & kParked;
 					set_gone(m, i + got);
 					lost.state = PageState::kZero;
 					lost.flags = kDirty;
+					// A fault parked on a victim waits for this
+					// round, which no longer has the page.
+					if (parked)
+						(void)uffd_wake(p->uffd, m->page_addr(i + got),
+						                kPageSize);
 				}
 				// Otherwise unmapped under us, or the process is gone.
 				if (got == 0) {
