@@ -19,10 +19,12 @@
 #   the first (older builds' drivers have no --profile).
 # Environment: MEMFED_PROFILE_FAULTS (N, default 2000), MEMFED_PROFILE_OUT
 #   (where the callgrind files and tables stay; default a new /tmp directory),
+#   MEMFED_PROFILE_DRIVER (a memfed-bench-pager with --profile, instead of
+#   the first build's),
 #   MEMFED_PROFILE_STRACE=1 (the syscall counts too).
 set -euo pipefail
 [ $# -gt 0 ] || set -- build/release
-DRIVER=$(cd "$1/bin" && pwd)/memfed-bench-pager
+DRIVER=${MEMFED_PROFILE_DRIVER:-$(cd "$1/bin" && pwd)/memfed-bench-pager}
 N=${MEMFED_PROFILE_FAULTS:-2000}
 OUT=${MEMFED_PROFILE_OUT:-$(mktemp -d /tmp/memfed-pager-profile.XXXXXX)}
 mkdir -p "$OUT"
