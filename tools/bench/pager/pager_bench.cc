@@ -29,6 +29,18 @@
 //          [--peer-scan CMD --peer-name NAME]
 //                               (a peer's scan of the same pattern, run as CMD
 //                               after each memfed scan; CMD prints "GBPS <x>")
+//          [--no-keys]          (daemons from before node keys, which speak
+//                               plaintext: no keys, no trust, no grant)
+//          [--profile N [--phase-begin CMD] [--phase-end CMD]]
+//                               (no rows: three phases of N faults each, for a
+//                               profiler attached to the pager daemon: random
+//                               reads with no budget, random reads and random
+//                               writes at a budget of a tenth of the region;
+//                               CMD runs before/after each phase's faults with
+//                               %p the pager's pid and %n the phase's name,
+//                               e.g. 'callgrind_control -z %p'; each phase
+//                               prints the pager's counters it moved and its
+//                               start and end as CLOCK_REALTIME seconds)
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <liburing.h>
@@ -82,6 +94,9 @@ struct Options {
 	bool scan_only = false;   // --scan-only: scans with prefetch and limit (b), for profiling
 	uint64_t budget_mb = 0;   // --budget-mb: one row at this budget instead of percentages
 	std::string peer_scan, peer_name = "peer"; // --peer-scan CMD, --peer-name NAME
+	int profile = 0;                           // --profile N: phases of N faults, no rows
+	std::string phase_begin, phase_end;        // --phase-begin/--phase-end CMD
+	bool no_keys = false; // --no-keys: daemons from before node keys (plaintext)
 };
 
 // Word 0 of page p: what the region holds there.
@@ -443,6 +458,132 @@ double median(std::vector<double> v)
 	return v[v.size() / 2];
 }
 
+// The pager's counters summed over its regions (--profile).
+struct Counters {
+	uint64_t faults = 0, wp_faults = 0, fetches = 0, evictions = 0, writebacks = 0;
+};
+
+Counters counters_of(TestClient &client)
+{
+	auto stats = client.call({{"op", kOpStats}});
+	if (!stats)
+		die("pager.stats: " + stats.status().to_string());
+	Counters c;
+	for (auto &r : stats->body["regions"]) {
+		c.faults += r["faults"].get<uint64_t>();
+		c.wp_faults += r["wp_faults"].get<uint64_t>();
+		c.fetches += r["fetches"].get<uint64_t>();
+		c.evictions += r["evictions"].get<uint64_t>();
+		c.writebacks += r["writebacks"].get<uint64_t>();
+	}
+	return c;
+}
+
+// Counters once the pager has settled: evictions and write-backs a phase
+// started finish after its last fault (slowly under a profiler).
+Counters settled_counters(TestClient &client)
+{
+	Counters c = counters_of(client);
+	for (int i = 0; i < 100; i++) {
+		usleep(300 * 1000);
+		Counters d = counters_of(client);
+		if (d.evictions == c.evictions && d.writebacks == c.writebacks &&
+		    d.fetches == c.fetches)
+			return d;
+		c = d;
+	}
+	return c;
+}
+
+double realtime_s()
+{
+	timespec ts{};
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return double(ts.tv_sec) + double(ts.tv_nsec) / 1e9;
+}
+
+void phase_cmd(const std::string &tmpl, pid_t pager, const std::string &phase)
+{
+	if (tmpl.empty())
+		return;
+	std::string cmd;
+	for (size_t i = 0; i < tmpl.size(); i++) {
+		if (tmpl[i] == '%' && i + 1 < tmpl.size() && tmpl[i + 1] == 'p') {
+			cmd += std::to_string(pager);
+			i++;
+		} else if (tmpl[i] == '%' && i + 1 < tmpl.size() && tmpl[i + 1] == 'n') {
+			cmd += phase;
+			i++;
+		} else
+			cmd += tmpl[i];
+	}
+	(void)run(cmd + " >/dev/null 2>&1");
+}
+
+// --profile N: "fault" (N random reads, no budget: faults alone),
+// "evict-read" (N random reads at a tenth of the region: each fault past
+// the budget evicts a clean page) and "evict-write" (N random writes of
+// word 0 with the value it holds: a missing page is fetched, written,
+// and the dirty victims are written back). The budget is filled before the
+// phase's window opens, by a scan that reads (or, for "evict-write",
+// writes) every page.
+int profile_phases(const Options &o, TestClient &client, pid_t pager, uint64_t pages)
+{
+	std::printf("memfed pager profile: region %lu MiB (%lu pages), %d faults a phase\n",
+	            (unsigned long)o.region_mb, (unsigned long)pages, o.profile);
+	std::printf("%-12s %8s %8s %8s %9s %10s %8s %17s %17s\n", "phase", "faults", "wp",
+	            "fetches", "evictions", "writebacks", "wall s", "start", "end");
+	struct Phase {
+		const char *name;
+		int budget_pct;
+		bool write;
+	};
+	for (Phase ph : {Phase{"fault", 100, false}, Phase{"evict-read", 10, false},
+	                 Phase{"evict-write", 10, true}}) {
+		uint64_t budget = ph.budget_pct == 100 ? 0 : pages * kPage * ph.budget_pct / 100;
+		auto mp = client.map("bench", 0, pages * kPage, budget, false);
+		if (!mp)
+			die("map: " + mp.status().to_string());
+		if (budget > 0 && !ph.write)
+			(void)scan(mp->addr, pages);
+		else if (budget > 0) // every page written: every victim is dirty
+			for (uint64_t q = 0; q < pages; q++)
+				*reinterpret_cast<volatile uint64_t *>(mp->addr + q * kPage) =
+				        word_of(q);
+		std::vector<uint64_t> order(pages);
+		for (uint64_t i = 0; i < pages; i++)
+			order[i] = i;
+		std::shuffle(order.begin(), order.end(), std::mt19937_64(42));
+		Counters c0 = settled_counters(client);
+		phase_cmd(o.phase_begin, pager, ph.name);
+		double t0 = realtime_s();
+		int done = 0;
+		for (uint64_t i = 0; done < o.profile; i = (i + 1) % pages) {
+			uint8_t *pg = mp->addr + order[i] * kPage;
+			if (resident(pg))
+				continue;
+			auto *w = reinterpret_cast<volatile uint64_t *>(pg);
+			if (ph.write)
+				*w = word_of(order[i]);
+			else if (*w != word_of(order[i]))
+				die("wrong data at page " + std::to_string(order[i]));
+			done++;
+		}
+		Counters c1 = settled_counters(client);
+		double t1 = realtime_s();
+		phase_cmd(o.phase_end, pager, ph.name);
+		std::printf("%-12s %8lu %8lu %8lu %9lu %10lu %8.2f %17.6f %17.6f\n", ph.name,
+		            (unsigned long)(c1.faults - c0.faults),
+		            (unsigned long)(c1.wp_faults - c0.wp_faults),
+		            (unsigned long)(c1.fetches - c0.fetches),
+		            (unsigned long)(c1.evictions - c0.evictions),
+		            (unsigned long)(c1.writebacks - c0.writebacks), t1 - t0, t0, t1);
+		if (!client.unmap(*mp))
+			die("unmap failed");
+	}
+	return 0;
+}
+
 } // namespace
 
 int main(int argc, char **argv)
@@ -484,6 +625,14 @@ int main(int argc, char **argv)
 			o.peer_scan = next();
 		else if (a == "--peer-name")
 			o.peer_name = next();
+		else if (a == "--profile")
+			o.profile = std::max(1, std::stoi(next()));
+		else if (a == "--phase-begin")
+			o.phase_begin = next();
+		else if (a == "--phase-end")
+			o.phase_end = next();
+		else if (a == "--no-keys")
+			o.no_keys = true;
 		else
 			die("unknown option " + a +
 			    " (see the comment at the top of pager_bench.cc)");
@@ -525,26 +674,41 @@ int main(int argc, char **argv)
 	std::string m = o.work + "/pager-module", p = o.work + "/pager-pager";
 	run("rm -rf " + m + " " + p + " && mkdir -p " + m + " " + p);
 	// Nodes speak only to keys they trust: each gets a key and trusts the other's.
-	auto key_of = [&](const std::string &dir) {
+	auto key_of = [&](const std::string &dir) -> std::string {
+		if (o.no_keys)
+			return "";
 		std::string pub = run(o.memfedctl + " key generate " + dir + "/node.key");
 		while (!pub.empty() && (pub.back() == '\n' || pub.back() == ' '))
 			pub.pop_back();
 		return pub;
 	};
 	std::string m_pub = key_of(m), p_pub = key_of(p);
-	pid_t mod_pid =
-	        spawn({o.memfedd, "--roles", "module", "--state-dir", m, "--socket", m + "/sock",
-	               "--listen", "127.0.0.1:0", "--kmod", "off", "--log-level", "warn",
-	               "--pool-size", std::to_string(o.region_mb * 2 + 64) + "M", "--key-file",
-	               m + "/node.key", "--trust", p_pub},
-	              o.module_cpu, m + ".log");
+	std::vector<std::string> margs = {o.memfedd,
+	                                  "--roles",
+	                                  "module",
+	                                  "--state-dir",
+	                                  m,
+	                                  "--socket",
+	                                  m + "/sock",
+	                                  "--listen",
+	                                  "127.0.0.1:0",
+	                                  "--kmod",
+	                                  "off",
+	                                  "--log-level",
+	                                  "warn",
+	                                  "--pool-size",
+	                                  std::to_string(o.region_mb * 2 + 64) + "M"};
+	if (!o.no_keys)
+		margs.insert(margs.end(), {"--key-file", m + "/node.key", "--trust", p_pub});
+	pid_t mod_pid = spawn(margs, o.module_cpu, m + ".log");
 	wait_daemon(o, m + "/sock", m + ".log");
 	std::string ctl_m = o.memfedctl + " --socket " + m + "/sock";
 	auto status = nlohmann::json::parse(run(ctl_m + " -j status"));
 	std::string ep = status.at("listen").get<std::string>();
 	run(ctl_m + " region create bench " + std::to_string(o.region_mb) + "M >/dev/null");
 	// The region is the module node's; the pager node maps it by grant.
-	run(ctl_m + " region grant bench " + p_pub + " write >/dev/null");
+	if (!o.no_keys)
+		run(ctl_m + " region grant bench " + p_pub + " write >/dev/null");
 	{
 		FILE *f = popen((ctl_m + " region write bench >/dev/null").c_str(), "w");
 		std::vector<uint8_t> chunk(256 * kPage);
@@ -556,10 +720,12 @@ int main(int argc, char **argv)
 		if (pclose(f) != 0)
 			die("writing the region failed");
 	}
-	std::vector<std::string> pargs = {
-	        o.memfedd,   "--roles",    "pager",         "--state-dir", p,      "--socket",
-	        p + "/sock", "--kmod",     "off",           "--log-level", "warn", "--peer",
-	        ep,          "--key-file", p + "/node.key", "--trust",     m_pub};
+	std::vector<std::string> pargs = {o.memfedd, "--roles",     "pager",     "--state-dir",
+	                                  p,         "--socket",    p + "/sock", "--kmod",
+	                                  "off",     "--log-level", "warn",      "--peer",
+	                                  ep};
+	if (!o.no_keys)
+		pargs.insert(pargs.end(), {"--key-file", p + "/node.key", "--trust", m_pub});
 	if (o.cpu >= 0) {
 		pargs.push_back("--pager-cpus");
 		pargs.push_back(std::to_string(o.cpu));
@@ -576,6 +742,8 @@ int main(int argc, char **argv)
 	Status st = client.attach(p + "/sock");
 	if (!st)
 		die("attaching to the pager: " + st.to_string());
+	if (o.profile > 0)
+		return profile_phases(o, client, pager_pid, pages);
 
 	if (o.cpu < 0)
 		std::printf("memfed pager benchmark: region %lu MiB (%lu pages) over loopback TCP, "
