@@ -29,6 +29,12 @@
 //          [--peer-scan CMD --peer-name NAME]
 //                               (a peer's scan of the same pattern, run as CMD
 //                               after each memfed scan; CMD prints "GBPS <x>")
+//          [--local-row]        (with --scan-only: also a third memfedd with
+//                               roles module,pager holding its own copy of the
+//                               region, so its pager reaches the pool through
+//                               the local module channel: no TCP, no TLS. Its
+//                               scan runs right after each loopback scan, in
+//                               a row "local" of its own.)
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <liburing.h>
@@ -82,6 +88,7 @@ struct Options {
 	bool scan_only = false;   // --scan-only: scans with prefetch and limit (b), for profiling
 	uint64_t budget_mb = 0;   // --budget-mb: one row at this budget instead of percentages
 	std::string peer_scan, peer_name = "peer"; // --peer-scan CMD, --peer-name NAME
+	bool local_row = false; // --local-row: also scan through a module,pager memfedd
 };
 
 // Word 0 of page p: what the region holds there.
@@ -484,6 +491,8 @@ int main(int argc, char **argv)
 			o.peer_scan = next();
 		else if (a == "--peer-name")
 			o.peer_name = next();
+		else if (a == "--local-row")
+			o.local_row = true;
 		else
 			die("unknown option " + a +
 			    " (see the comment at the top of pager_bench.cc)");
@@ -491,7 +500,9 @@ int main(int argc, char **argv)
 	if (o.memfedd.empty() || o.memfedctl.empty() || o.work.empty())
 		die("usage: memfed-bench-pager --memfedd PATH --memfedctl PATH --work DIR "
 		    "[--region-mb 64] [--faults 3000] [--cpu 0] [--repeat 3] [--prefetch N] "
-		    "[--budget PCT ...] [--scan-only]");
+		    "[--budget PCT ...] [--scan-only] [--local-row]");
+	if (o.local_row && !o.scan_only)
+		die("--local-row needs --scan-only (the local row is a scan)");
 	if (o.module_cpu < 0)
 		o.module_cpu = o.cpu;
 	if (o.budget_mb > 0)
@@ -542,11 +553,10 @@ int main(int argc, char **argv)
 	std::string ctl_m = o.memfedctl + " --socket " + m + "/sock";
 	auto status = nlohmann::json::parse(run(ctl_m + " -j status"));
 	std::string ep = status.at("listen").get<std::string>();
-	run(ctl_m + " region create bench " + std::to_string(o.region_mb) + "M >/dev/null");
-	// The region is the module node's; the pager node maps it by grant.
-	run(ctl_m + " region grant bench " + p_pub + " write >/dev/null");
-	{
-		FILE *f = popen((ctl_m + " region write bench >/dev/null").c_str(), "w");
+	// Region "bench" of the pattern, on the node that `ctl` speaks to.
+	auto create_bench = [&](const std::string &ctl) {
+		run(ctl + " region create bench " + std::to_string(o.region_mb) + "M >/dev/null");
+		FILE *f = popen((ctl + " region write bench >/dev/null").c_str(), "w");
 		std::vector<uint8_t> chunk(256 * kPage);
 		for (uint64_t q = 0; q < pages; q += 256) {
 			uint64_t n = std::min<uint64_t>(256, pages - q);
@@ -555,7 +565,10 @@ int main(int argc, char **argv)
 		}
 		if (pclose(f) != 0)
 			die("writing the region failed");
-	}
+	};
+	create_bench(ctl_m);
+	// The region is the module node's; the pager node maps it by grant.
+	run(ctl_m + " region grant bench " + p_pub + " write >/dev/null");
 	std::vector<std::string> pargs = {
 	        o.memfedd,   "--roles",    "pager",         "--state-dir", p,      "--socket",
 	        p + "/sock", "--kmod",     "off",           "--log-level", "warn", "--peer",
@@ -571,11 +584,40 @@ int main(int argc, char **argv)
 	pid_t pager_pid = spawn(pargs, o.cpu, p + ".log");
 	wait_daemon(o, p + "/sock", p + ".log");
 
+	// --local-row: one memfedd that is both module and pager, holding its
+	// own copy of the region; its pager's Channel to the pool is the local
+	// module channel (no socket, no TLS).
+	std::string l = o.work + "/pager-local";
+	pid_t local_pid = -1;
+	if (o.local_row) {
+		run("rm -rf " + l + " && mkdir -p " + l);
+		std::string pool = std::to_string(o.region_mb * 2 + 64) + "M";
+		std::vector<std::string> largs = {o.memfedd,     "--roles", "module,pager",
+		                                  "--state-dir", l,         "--socket",
+		                                  l + "/sock",   "--kmod",  "off",
+		                                  "--log-level", "warn",    "--pool-size",
+		                                  pool};
+		if (o.cpu >= 0) {
+			largs.push_back("--pager-cpus");
+			largs.push_back(std::to_string(o.cpu));
+		}
+		if (o.prefetch > 0) {
+			largs.push_back("--pager-prefetch");
+			largs.push_back(std::to_string(o.prefetch));
+		}
+		local_pid = spawn(largs, o.cpu, l + ".log");
+		wait_daemon(o, l + "/sock", l + ".log");
+		create_bench(o.memfedctl + " --socket " + l + "/sock");
+	}
+
 	pin(o.cpu);
 	TestClient client;
 	Status st = client.attach(p + "/sock");
 	if (!st)
 		die("attaching to the pager: " + st.to_string());
+	TestClient local_client;
+	if (o.local_row && !(st = local_client.attach(l + "/sock")))
+		die("attaching to the local pager: " + st.to_string());
 
 	if (o.cpu < 0)
 		std::printf("memfed pager benchmark: region %lu MiB (%lu pages) over loopback TCP, "
@@ -618,6 +660,32 @@ int main(int argc, char **argv)
 		return std::stod(out.substr(at + 5));
 	};
 	std::vector<double> a50, a99, bgbs, peer_gbs, peer_ratio, cpu_gb;
+	// --local-row: the module,pager memfedd's scans, each right after a
+	// loopback scan.
+	std::vector<double> local_gbs, local_rb, local_peer_ratio, local_cpu_gb;
+	// Maps "bench" through `c`, scans it once; GB/s, and the CPU that the
+	// daemons in `pids` and this process spent per GB into *cpu_gb.
+	auto memfed_scan = [&](TestClient &c, std::initializer_list<pid_t> pids, uint64_t budget,
+	                       bool pf, std::vector<double> *cpu) {
+		auto mp = c.map("bench", 0, pages * kPage, budget, pf);
+		if (!mp)
+			die("map: " + mp.status().to_string());
+		// The CPU all of memfed spends on the scan (daemons, this
+		// process faulting): per GB it does not depend on what else the
+		// machine runs.
+		auto cpu_now = [&] {
+			double t = cpu_s_of(getpid());
+			for (pid_t d : pids)
+				t += cpu_s_of(d);
+			return t;
+		};
+		double c0 = cpu_now();
+		double g = scan(mp->addr, pages);
+		cpu->push_back((cpu_now() - c0) / (double(pages * kPage) / 1e9));
+		if (!c.unmap(*mp))
+			die("unmap failed");
+		return g;
+	};
 	std::printf("\n%-8s %-9s %12s %12s %12s %10s %10s\n", "budget", "prefetch", "rand p50 us",
 	            "rand p99 us", "scan GB/s", "p50/(a)", "scan/(b)");
 	double rand100 = -1, scan10 = -1;
@@ -648,29 +716,30 @@ int main(int argc, char **argv)
 				}
 				double lb = limit_b(r);
 				bgbs.push_back(lb);
-				auto mp = client.map("bench", 0, pages * kPage, budget, pf);
-				if (!mp)
-					die("map: " + mp.status().to_string());
-				// The CPU all of memfed spends on the scan (module,
-				// pager, this process faulting): per GB it does not
-				// depend on what else the machine runs.
-				double c0 = cpu_s_of(mod_pid) + cpu_s_of(pager_pid) +
-				            cpu_s_of(getpid());
-				double g = scan(mp->addr, pages);
-				double c1 = cpu_s_of(mod_pid) + cpu_s_of(pager_pid) +
-				            cpu_s_of(getpid());
-				cpu_gb.push_back((c1 - c0) / (double(pages * kPage) / 1e9));
+				double g = memfed_scan(client, {mod_pid, pager_pid}, budget, pf,
+				                       &cpu_gb);
 				sg.push_back(g);
 				rb.push_back(g / lb);
-				if (!client.unmap(*mp))
-					die("unmap failed");
+				double lg = 0;
+				if (o.local_row) {
+					lg = memfed_scan(local_client, {local_pid}, budget, pf,
+					                 &local_cpu_gb);
+					local_gbs.push_back(lg);
+					local_rb.push_back(lg / lb);
+				}
 				if (!o.peer_scan.empty()) {
 					double pg = peer_scan();
 					peer_gbs.push_back(pg);
 					peer_ratio.push_back(g / pg);
 					std::printf("  run %d: memfed %.3f GB/s, %s %.3f GB/s, "
-					            "ratio %.2f\n",
+					            "ratio %.2f",
 					            r + 1, g, o.peer_name.c_str(), pg, g / pg);
+					if (o.local_row) {
+						local_peer_ratio.push_back(lg / pg);
+						std::printf("; local module %.3f GB/s, ratio %.2f",
+						            lg, lg / pg);
+					}
+					std::printf("\n");
 				}
 			}
 			double p50 = median(r50), g = median(sg), qa = median(ra), qb = median(rb);
@@ -685,6 +754,10 @@ int main(int argc, char **argv)
 			else
 				std::printf("%6d %% %-9s %12.1f %12.1f %12.3f %10.2f %10.2f\n", pct,
 				            pf ? "on" : "off", p50, median(r99), g, qa, qb);
+			if (o.local_row)
+				std::printf("%-18s %12s %12s %12.3f %10s %10.2f\n",
+				            "  local module", "-", "-", median(local_gbs), "-",
+				            median(local_rb));
 		}
 	}
 	std::printf("\nlimit (a) raw uffd miss + one io_uring 4 KiB fetch:   p50 %7.1f us  p99 "
@@ -696,11 +769,23 @@ int main(int argc, char **argv)
 	std::printf("memfed CPU per GB scanned (module + pager + faulting process):  %.2f s "
 	            "(median of all %zu scans above, every row)\n",
 	            median(cpu_gb), cpu_gb.size());
+	if (o.local_row)
+		std::printf(
+		        "memfed CPU per GB scanned, local module (module,pager daemon + faulting "
+		        "process):  %.2f s (median of %zu scans)\n",
+		        median(local_cpu_gb), local_cpu_gb.size());
 	if (!peer_gbs.empty())
 		std::printf("%s scan, run after each memfed scan:    %7.3f GB/s     (median of %zu "
 		            "runs); memfed/%s %.2f (median of the pairs' ratios)\n",
 		            o.peer_name.c_str(), median(peer_gbs), peer_gbs.size(),
 		            o.peer_name.c_str(), median(peer_ratio));
+	if (!local_peer_ratio.empty()) {
+		auto [lo, hi] =
+		        std::minmax_element(local_peer_ratio.begin(), local_peer_ratio.end());
+		std::printf("memfed local module/%s %.2f (median of the runs' ratios, range "
+		            "%.2f-%.2f)\n",
+		            o.peer_name.c_str(), median(local_peer_ratio), *lo, *hi);
+	}
 	auto stats = client.call({{"op", kOpStats}});
 	if (stats) {
 		uint64_t faults = 0, prefetched = 0, hits = 0, evictions = 0;
