@@ -662,26 +662,35 @@ int main(int argc, char **argv)
 	std::vector<double> a50, a99, bgbs, peer_gbs, peer_ratio, cpu_gb;
 	// --local-row: the module,pager memfedd's scans, each right after a
 	// loopback scan.
-	std::vector<double> local_gbs, local_rb, local_peer_ratio, local_cpu_gb;
-	// Maps "bench" through `c`, scans it once; GB/s, and the CPU that the
-	// daemons in `pids` and this process spent per GB into *cpu_gb.
+	std::vector<double> local_gbs, local_rb, local_peer_ratio, local_cpu_gb, local_self_cpu_gb;
+	// Maps "bench" through `c`, scans it once; GB/s. The CPU per GB that the
+	// daemons in `pids` spent goes into *cpu, and that of this process
+	// (faulting, and its evictor thread) into *self_cpu if given, else
+	// into *cpu as well.
 	auto memfed_scan = [&](TestClient &c, std::initializer_list<pid_t> pids, uint64_t budget,
-	                       bool pf, std::vector<double> *cpu) {
+	                       bool pf, std::vector<double> *cpu, std::vector<double> *self_cpu) {
 		auto mp = c.map("bench", 0, pages * kPage, budget, pf);
 		if (!mp)
 			die("map: " + mp.status().to_string());
 		// The CPU all of memfed spends on the scan (daemons, this
 		// process faulting): per GB it does not depend on what else the
 		// machine runs.
-		auto cpu_now = [&] {
-			double t = cpu_s_of(getpid());
+		auto daemons_cpu = [&] {
+			double t = 0;
 			for (pid_t d : pids)
 				t += cpu_s_of(d);
 			return t;
 		};
-		double c0 = cpu_now();
+		const double gb = double(pages * kPage) / 1e9;
+		double d0 = daemons_cpu(), s0 = cpu_s_of(getpid());
 		double g = scan(mp->addr, pages);
-		cpu->push_back((cpu_now() - c0) / (double(pages * kPage) / 1e9));
+		double d = daemons_cpu() - d0, s = cpu_s_of(getpid()) - s0;
+		if (self_cpu != nullptr) {
+			cpu->push_back(d / gb);
+			self_cpu->push_back(s / gb);
+		} else {
+			cpu->push_back((d + s) / gb);
+		}
 		if (!c.unmap(*mp))
 			die("unmap failed");
 		return g;
@@ -717,13 +726,13 @@ int main(int argc, char **argv)
 				double lb = limit_b(r);
 				bgbs.push_back(lb);
 				double g = memfed_scan(client, {mod_pid, pager_pid}, budget, pf,
-				                       &cpu_gb);
+				                       &cpu_gb, nullptr);
 				sg.push_back(g);
 				rb.push_back(g / lb);
 				double lg = 0;
 				if (o.local_row) {
 					lg = memfed_scan(local_client, {local_pid}, budget, pf,
-					                 &local_cpu_gb);
+					                 &local_cpu_gb, &local_self_cpu_gb);
 					local_gbs.push_back(lg);
 					local_rb.push_back(lg / lb);
 				}
@@ -771,9 +780,9 @@ int main(int argc, char **argv)
 	            median(cpu_gb), cpu_gb.size());
 	if (o.local_row)
 		std::printf(
-		        "memfed CPU per GB scanned, local module (module,pager daemon + faulting "
-		        "process):  %.2f s (median of %zu scans)\n",
-		        median(local_cpu_gb), local_cpu_gb.size());
+		        "memfed CPU per GB scanned, local module: the module,pager daemon %.2f s + "
+		        "the faulting process %.2f s (medians of %zu scans)\n",
+		        median(local_cpu_gb), median(local_self_cpu_gb), local_cpu_gb.size());
 	if (!peer_gbs.empty())
 		std::printf("%s scan, run after each memfed scan:    %7.3f GB/s     (median of %zu "
 		            "runs); memfed/%s %.2f (median of the pairs' ratios)\n",
@@ -786,8 +795,11 @@ int main(int argc, char **argv)
 		            "%.2f-%.2f)\n",
 		            o.peer_name.c_str(), median(local_peer_ratio), *lo, *hi);
 	}
-	auto stats = client.call({{"op", kOpStats}});
-	if (stats) {
+	// Each pager's counters over every scan above.
+	auto print_stats = [](TestClient &c, const char *which) {
+		auto stats = c.call({{"op", kOpStats}});
+		if (!stats)
+			return;
 		uint64_t faults = 0, prefetched = 0, hits = 0, evictions = 0;
 		std::vector<uint64_t> hist;
 		for (auto &r : stats->body["regions"]) {
@@ -800,14 +812,17 @@ int main(int argc, char **argv)
 			for (size_t i = 0; i < h.size(); i++)
 				hist[i] += h[i].get<uint64_t>();
 		}
-		std::printf("\npager fetch latency (us, log2 buckets):");
+		std::printf("\n%spager fetch latency (us, log2 buckets):", which);
 		for (size_t i = 0; i < hist.size(); i++)
 			std::printf(" [%lu,%lu):%lu", 1ul << i, 2ul << i, (unsigned long)hist[i]);
-		std::printf("\npager.stats: %lu faults, %lu pages prefetched (%lu hits), %lu "
+		std::printf("\n%spager.stats: %lu faults, %lu pages prefetched (%lu hits), %lu "
 		            "evictions\n",
-		            (unsigned long)faults, (unsigned long)prefetched, (unsigned long)hits,
-		            (unsigned long)evictions);
-	}
+		            which, (unsigned long)faults, (unsigned long)prefetched,
+		            (unsigned long)hits, (unsigned long)evictions);
+	};
+	print_stats(client, "");
+	if (o.local_row)
+		print_stats(local_client, "local module: ");
 	auto verdict = [](double q, bool ok) {
 		char buf[64];
 		if (q < 0)
