@@ -573,14 +573,18 @@ int main(int argc, char **argv)
 	        o.memfedd,   "--roles",    "pager",         "--state-dir", p,      "--socket",
 	        p + "/sock", "--kmod",     "off",           "--log-level", "warn", "--peer",
 	        ep,          "--key-file", p + "/node.key", "--trust",     m_pub};
-	if (o.cpu >= 0) {
-		pargs.push_back("--pager-cpus");
-		pargs.push_back(std::to_string(o.cpu));
-	}
-	if (o.prefetch > 0) {
-		pargs.push_back("--pager-prefetch");
-		pargs.push_back(std::to_string(o.prefetch));
-	}
+	// The pager role's flags, the same for every pager started here.
+	auto add_pager_flags = [&o](std::vector<std::string> *args) {
+		if (o.cpu >= 0) {
+			args->push_back("--pager-cpus");
+			args->push_back(std::to_string(o.cpu));
+		}
+		if (o.prefetch > 0) {
+			args->push_back("--pager-prefetch");
+			args->push_back(std::to_string(o.prefetch));
+		}
+	};
+	add_pager_flags(&pargs);
 	pid_t pager_pid = spawn(pargs, o.cpu, p + ".log");
 	wait_daemon(o, p + "/sock", p + ".log");
 
@@ -597,14 +601,7 @@ int main(int argc, char **argv)
 		                                  l + "/sock",   "--kmod",  "off",
 		                                  "--log-level", "warn",    "--pool-size",
 		                                  pool};
-		if (o.cpu >= 0) {
-			largs.push_back("--pager-cpus");
-			largs.push_back(std::to_string(o.cpu));
-		}
-		if (o.prefetch > 0) {
-			largs.push_back("--pager-prefetch");
-			largs.push_back(std::to_string(o.prefetch));
-		}
+		add_pager_flags(&largs);
 		local_pid = spawn(largs, o.cpu, l + ".log");
 		wait_daemon(o, l + "/sock", l + ".log");
 		create_bench(o.memfedctl + " --socket " + l + "/sock");
