@@ -1,23 +1,30 @@
 #!/usr/bin/env bash
-# make bench, section "stream": bulk pages over loopback TCP, memfed against
-# two peers built on this machine (issue 17, item 7).
+# make bench, section "stream": bulk pages, memfed against two peers built on
+# this machine (issue 17, item 7). Each part has two memfed rows:
+#   loopback  a module memfedd and a pager memfedd federated over loopback TCP
+#             with TLS 1.3: what two nodes pay (the peers do not encrypt);
+#   local     one memfedd with roles module,pager, its pager reaching the pool
+#             through the local module channel (no socket, no TLS): the
+#             like-for-like row against umap's local tmpfs file, and against
+#             CRIU, whose page server speaks plaintext on loopback.
 #
 #   scan   a 1 GiB region holding memfed-bench-pager's pattern, read one word
 #          per 4 KiB page from start to end (each word checked), at a 64 MiB
-#          budget with prefetch: memfed-bench-pager --scan-only (a module
-#          memfedd and a pager memfedd over loopback TCP with TLS 1.3, no
-#          process pinned, as the peers are not: on a loaded machine a
+#          budget with prefetch: memfed-bench-pager --scan-only --local-row
+#          (no process pinned, as the peers are not: on a loaded machine a
 #          pinned pipeline waits for its vCPU while the other is free; it
 #          also prints the CPU all of memfed spent per GB, which the
 #          machine's load does not change) against LLNL umap with 64 KiB pages and a 64 MiB buffer
 #          (UMAP_PAGESIZE=65536 UMAP_BUFSIZE=1024) on a tmpfs file of the same
-#          content (tools/bench/stream/umap_scan.cc). The two alternate, run
-#          after run; GB/s medians and the median of the pairs' ratios.
+#          content (tools/bench/stream/umap_scan.cc). Loopback, local and umap
+#          run in turn, run after run; GB/s medians and the medians of the
+#          runs' ratios.
 #   lazy   a 256 MiB lazy load plus checksum (tools/bench/stream/lazy_load.c,
 #          the same program and checksum for both):
-#            memfed: a module memfedd holds region "lazy"; a pager memfedd
-#              federated with it over loopback TCP (TLS 1.3) runs
-#              `memfedctl run --map lazy=PATH -- lazy_load map PATH OUT`,
+#            memfed: a memfedd holding region "lazy" (the module node, or the
+#              module,pager node for the local row) and, for the loopback row,
+#              a pager memfedd federated with it over loopback TCP (TLS 1.3)
+#              runs `memfedctl run --map lazy=PATH -- lazy_load map PATH OUT`,
 #              which mmaps the region and sums every 64-bit word. Timed: from
 #              the start of `memfedctl run` to the checksum done (the
 #              program writes CLOCK_REALTIME when done).
@@ -27,7 +34,11 @@
 #              connects to that; then `criu restore --lazy-pages -d`, SIGUSR1
 #              to the restored program, which sums every word. Timed: from
 #              the start of `criu restore` to the checksum done, same clock.
-#          Both checksums must equal the pattern's. Alternating, medians.
+#          Both checksums must equal the pattern's. Loopback, local and CRIU
+#          run in turn, MEMFED_BENCH_STREAM_LAZY_REPEAT times (CRIU's time
+#          varies several-fold from run to run here): medians, each row's
+#          range and quartiles, the median of the runs' ratios and in how
+#          many runs memfed was the faster.
 #
 # The peers are found through MEMFED_UMAP_DIR (an install prefix with
 # include/umap/umap.h and lib/libumap.so; default /work/peers/umap/install)
@@ -35,7 +46,8 @@
 # A missing peer is skipped, loudly, and memfed's side is still measured.
 #
 # Usage: scripts/bench_stream.sh BUILD_DIR RESULTS_DIR
-# Environment: MEMFED_BENCH_STREAM_REPEAT (pairs per row, default 5),
+# Environment: MEMFED_BENCH_STREAM_REPEAT (scan runs, default 5),
+# MEMFED_BENCH_STREAM_LAZY_REPEAT (lazy-load runs, default 11),
 # MEMFED_BENCH_STREAM_PARTS (default "scan lazy").
 set -euo pipefail
 BIN=$(cd "$1/bin" && pwd)
@@ -44,6 +56,7 @@ mkdir -p "$RESULTS"
 RESULTS=$(cd "$RESULTS" && pwd)
 SRC=$(cd "$(dirname "$0")/../tools/bench/stream" && pwd)
 REPEAT=${MEMFED_BENCH_STREAM_REPEAT:-5}
+LAZY_REPEAT=${MEMFED_BENCH_STREAM_LAZY_REPEAT:-11}
 PARTS=${MEMFED_BENCH_STREAM_PARTS:-scan lazy}
 UMAP_DIR=${MEMFED_UMAP_DIR:-/work/peers/umap/install}
 CRIU=${MEMFED_CRIU:-/work/peers/criu/criu/criu}
@@ -73,11 +86,11 @@ scan() {
 	local l0 out
 	l0=$(load)
 	out=$("$BIN/memfed-bench-pager" --memfedd "$BIN/memfedd" --memfedctl "$BIN/memfedctl" --work "$WORK" \
-		--region-mb $SCAN_MB --budget-mb $BUDGET_MB --scan-only --repeat "$REPEAT" --cpu any \
+		--region-mb $SCAN_MB --budget-mb $BUDGET_MB --scan-only --local-row --repeat "$REPEAT" --cpu any \
 		"${peer[@]}")
 	rm -f "$WORK/umap.bin"
 	{
-		echo "scan: $SCAN_MB MiB region, one read per 4 KiB page, $BUDGET_MB MiB budget, prefetch on; memfed over loopback TCP (TLS 1.3, nothing pinned) vs umap (64 KiB pages, $BUDGET_MB MiB buffer) on a tmpfs file"
+		echo "scan: $SCAN_MB MiB region, one read per 4 KiB page, $BUDGET_MB MiB budget, prefetch on, nothing pinned; memfed over loopback TCP (TLS 1.3; the row with the budget) and with its module local (module,pager in one memfedd; the row \"local module\") vs umap (64 KiB pages, $BUDGET_MB MiB buffer) on a tmpfs file"
 		echo "$out"
 		echo "load average before: $l0; after: $(load)"
 	} | tee "$RESULTS/stream-scan.txt"
@@ -85,11 +98,12 @@ scan() {
 
 # --- lazy load -------------------------------------------------------------
 
-# The two memfedd of the lazy load: a module holding region "lazy", and a
-# pager federated with it, each trusting the other's key.
+# The memfedd of the lazy load: a module holding region "lazy", and a pager
+# federated with it, each trusting the other's key (the loopback row); and
+# one module,pager memfedd holding its own region "lazy" (the local row).
 start_memfed() {
-	local m=$WORK/module p=$WORK/pager
-	mkdir -p "$m" "$p"
+	local m=$WORK/module p=$WORK/pager l=$WORK/local
+	mkdir -p "$m" "$p" "$l"
 	local mk pk
 	mk=$("$BIN/memfedctl" key generate "$m/node.key")
 	pk=$("$BIN/memfedctl" key generate "$p/node.key")
@@ -104,6 +118,12 @@ start_memfed() {
 	"$BIN/memfedctl" --socket "$m/sock" region grant lazy "$pk" write >/dev/null
 	"$WORK/lazy_load" fill $LAZY_MB "$WORK/lazy.bin"
 	"$BIN/memfedctl" --socket "$m/sock" region write lazy <"$WORK/lazy.bin"
+	"$BIN/memfedd" --roles module,pager --state-dir "$l" --socket "$l/sock" --kmod off \
+		--log-level warn --pool-size $((LAZY_MB * 2))M >"$WORK/local.log" 2>&1 &
+	PIDS+=($!)
+	wait_sock "$l/sock" "$WORK/local.log"
+	"$BIN/memfedctl" --socket "$l/sock" region create lazy ${LAZY_MB}M >/dev/null
+	"$BIN/memfedctl" --socket "$l/sock" region write lazy <"$WORK/lazy.bin"
 	rm -f "$WORK/lazy.bin"
 	"$BIN/memfedd" --roles pager --state-dir "$p" --socket "$p/sock" --kmod off --log-level warn \
 		--peer "$ep" --key-file "$p/node.key" --trust "$mk" >"$WORK/pager.log" 2>&1 &
@@ -121,12 +141,13 @@ wait_sock() {
 
 # The checksum of the pattern, which every run must print.
 EXPECT=""
-# lazy_memfed: prints seconds from `memfedctl run` to the checksum done.
+# lazy_memfed NODE: prints seconds from `memfedctl run` (through the
+# memfedd in $WORK/NODE) to the checksum done.
 lazy_memfed() {
 	local out=$WORK/memfed.out t0
 	rm -f "$out"
 	t0=$(now)
-	"$BIN/memfedctl" --socket "$WORK/pager/sock" run --prefix "" --map lazy=/memfed-lazy/lazy.bin -- \
+	"$BIN/memfedctl" --socket "$WORK/$1/sock" run --prefix "" --map lazy=/memfed-lazy/lazy.bin -- \
 		"$WORK/lazy_load" map /memfed-lazy/lazy.bin "$out" >/dev/null
 	check_sum "$out" memfed "$t0"
 }
@@ -195,31 +216,44 @@ print('%016x' % (s % M))")
 		pmax=$(cat /proc/sys/fs/pipe-max-size)
 		[ "$pmax" -ge 4194304 ] || echo 4194304 >/proc/sys/fs/pipe-max-size
 	fi
-	local l0 mf=() cr=() ratios=() t c
+	local l0 mf=() ml=() cr=() t u c
 	l0=$(load)
-	for r in $(seq 1 "$REPEAT"); do
-		t=$(lazy_memfed)
+	for r in $(seq 1 "$LAZY_REPEAT"); do
+		t=$(lazy_memfed pager)
 		mf+=("$t")
+		u=$(lazy_memfed local)
+		ml+=("$u")
 		if [ $have_criu = 1 ]; then
 			c=$(lazy_criu)
 			cr+=("$c")
-			ratios+=("$(python3 -c "print('%.2f' % ($t / $c))")")
-			echo "  run $r: memfed $t s, criu $c s, ratio ${ratios[-1]}" >&2
+			echo "  run $r: memfed loopback $t s, local $u s, criu $c s" >&2
 		else
-			echo "  run $r: memfed $t s" >&2
+			echo "  run $r: memfed loopback $t s, local $u s" >&2
 		fi
 	done
-	python3 - "$LAZY_MB" "$(load)" "$l0" "${mf[*]}" "${cr[*]:-}" "${ratios[*]:-}" <<'PY' | tee "$RESULTS/stream-lazy.txt"
+	python3 - "$LAZY_MB" "$(load)" "$l0" "${mf[*]}" "${ml[*]}" "${cr[*]:-}" <<'PY' | tee "$RESULTS/stream-lazy.txt"
 import statistics as st, sys
-mb, la, l0, mf, cr, ra = sys.argv[1:]
-med = lambda s: st.median([float(x) for x in s.split()]) if s.strip() else None
-print("lazy load: %s MiB, mmap + checksum of every word; from start (memfedctl run / criu restore) to checksum done" % mb)
-print("%-8s %10s %10s %12s" % ("", "memfed s", "criu s", "memfed/criu"))
-m, c, r = med(mf), med(cr), med(ra)
-print("%-8s %10.3f %10s %12s" % ("median", m, "%.3f" % c if c else "skipped", "%.2f" % r if r else "-"))
-print("memfed runs: %s" % mf)
-print("criu runs:   %s" % (cr or "skipped"))
-print("memfed MB/s %.0f%s" % (int(mb) * 1.048576 / m, ", criu MB/s %.0f" % (int(mb) * 1.048576 / c) if c else ""))
+mb, la, l0, mf, ml, cr = sys.argv[1:]
+num = lambda s: [float(x) for x in s.split()]
+mf, ml, cr = num(mf), num(ml), num(cr)
+def quart(v):
+    q = st.quantiles(v, n=4) if len(v) >= 2 else [v[0]] * 3
+    return "%.3f [%.3f-%.3f] range %.3f-%.3f" % (q[1], q[0], q[2], min(v), max(v))
+print("lazy load: %s MiB, mmap + checksum of every word; from start (memfedctl run / criu restore) to checksum done; %d runs of each, in turn" % (mb, len(mf)))
+print("%-38s %s" % ("", "seconds: median [quartiles] range"))
+print("%-38s %s" % ("memfed, loopback TCP + TLS 1.3", quart(mf)))
+print("%-38s %s" % ("memfed, local module", quart(ml)))
+print("%-38s %s" % ("criu lazy-pages, loopback page server", quart(cr) if cr else "skipped"))
+print("memfed MB/s: loopback %.0f, local %.0f%s" % (int(mb) * 1.048576 / st.median(mf), int(mb) * 1.048576 / st.median(ml),
+      ", criu %.0f" % (int(mb) * 1.048576 / st.median(cr)) if cr else ""))
+if cr:
+    for name, v in (("loopback", mf), ("local", ml)):
+        ra = [a / c for a, c in zip(v, cr)]
+        faster = sum(r < 1 for r in ra)
+        med = st.median(ra)
+        print("memfed %s / criu: median of the runs' ratios %.2f (range %.2f-%.2f); ratio of medians %.2f; memfed faster in %d of %d runs -> %s"
+              % (name, med, min(ra), max(ra), st.median(v) / st.median(cr), faster, len(ra),
+                 "target met" if med <= 1.0 and faster > len(ra) // 2 else "target NOT met"))
 print("load average before: %s; after: %s. Target: memfed/criu <= 1.0" % (l0, la))
 PY
 }

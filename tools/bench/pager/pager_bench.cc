@@ -41,6 +41,12 @@
 //                               e.g. 'callgrind_control -z %p'; each phase
 //                               prints the pager's counters it moved and its
 //                               start and end as CLOCK_REALTIME seconds)
+//          [--local-row]        (with --scan-only: also a third memfedd with
+//                               roles module,pager holding its own copy of the
+//                               region, so its pager reaches the pool through
+//                               the local module channel: no TCP, no TLS. Its
+//                               scan runs right after each loopback scan, in
+//                               a row "local" of its own.)
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <liburing.h>
@@ -97,6 +103,7 @@ struct Options {
 	int profile = 0;                           // --profile N: phases of N faults, no rows
 	std::string phase_begin, phase_end;        // --phase-begin/--phase-end CMD
 	bool no_keys = false; // --no-keys: daemons from before node keys (plaintext)
+	bool local_row = false; // --local-row: also scan through a module,pager memfedd
 };
 
 // Word 0 of page p: what the region holds there.
@@ -633,6 +640,8 @@ int main(int argc, char **argv)
 			o.phase_end = next();
 		else if (a == "--no-keys")
 			o.no_keys = true;
+		else if (a == "--local-row")
+			o.local_row = true;
 		else
 			die("unknown option " + a +
 			    " (see the comment at the top of pager_bench.cc)");
@@ -640,7 +649,9 @@ int main(int argc, char **argv)
 	if (o.memfedd.empty() || o.memfedctl.empty() || o.work.empty())
 		die("usage: memfed-bench-pager --memfedd PATH --memfedctl PATH --work DIR "
 		    "[--region-mb 64] [--faults 3000] [--cpu 0] [--repeat 3] [--prefetch N] "
-		    "[--budget PCT ...] [--scan-only]");
+		    "[--budget PCT ...] [--scan-only] [--local-row]");
+	if (o.local_row && !o.scan_only)
+		die("--local-row needs --scan-only (the local row is a scan)");
 	if (o.module_cpu < 0)
 		o.module_cpu = o.cpu;
 	if (o.budget_mb > 0)
@@ -705,12 +716,10 @@ int main(int argc, char **argv)
 	std::string ctl_m = o.memfedctl + " --socket " + m + "/sock";
 	auto status = nlohmann::json::parse(run(ctl_m + " -j status"));
 	std::string ep = status.at("listen").get<std::string>();
-	run(ctl_m + " region create bench " + std::to_string(o.region_mb) + "M >/dev/null");
-	// The region is the module node's; the pager node maps it by grant.
-	if (!o.no_keys)
-		run(ctl_m + " region grant bench " + p_pub + " write >/dev/null");
-	{
-		FILE *f = popen((ctl_m + " region write bench >/dev/null").c_str(), "w");
+	// Region "bench" of the pattern, on the node that `ctl` speaks to.
+	auto create_bench = [&](const std::string &ctl) {
+		run(ctl + " region create bench " + std::to_string(o.region_mb) + "M >/dev/null");
+		FILE *f = popen((ctl + " region write bench >/dev/null").c_str(), "w");
 		std::vector<uint8_t> chunk(256 * kPage);
 		for (uint64_t q = 0; q < pages; q += 256) {
 			uint64_t n = std::min<uint64_t>(256, pages - q);
@@ -719,23 +728,50 @@ int main(int argc, char **argv)
 		}
 		if (pclose(f) != 0)
 			die("writing the region failed");
-	}
+	};
+	create_bench(ctl_m);
+	// The region is the module node's; the pager node maps it by grant.
+	if (!o.no_keys)
+		run(ctl_m + " region grant bench " + p_pub + " write >/dev/null");
 	std::vector<std::string> pargs = {o.memfedd, "--roles",     "pager",     "--state-dir",
 	                                  p,         "--socket",    p + "/sock", "--kmod",
 	                                  "off",     "--log-level", "warn",      "--peer",
 	                                  ep};
 	if (!o.no_keys)
 		pargs.insert(pargs.end(), {"--key-file", p + "/node.key", "--trust", m_pub});
-	if (o.cpu >= 0) {
-		pargs.push_back("--pager-cpus");
-		pargs.push_back(std::to_string(o.cpu));
-	}
-	if (o.prefetch > 0) {
-		pargs.push_back("--pager-prefetch");
-		pargs.push_back(std::to_string(o.prefetch));
-	}
+	// The pager role's flags, the same for every pager started here.
+	auto add_pager_flags = [&o](std::vector<std::string> *args) {
+		if (o.cpu >= 0) {
+			args->push_back("--pager-cpus");
+			args->push_back(std::to_string(o.cpu));
+		}
+		if (o.prefetch > 0) {
+			args->push_back("--pager-prefetch");
+			args->push_back(std::to_string(o.prefetch));
+		}
+	};
+	add_pager_flags(&pargs);
 	pid_t pager_pid = spawn(pargs, o.cpu, p + ".log");
 	wait_daemon(o, p + "/sock", p + ".log");
+
+	// --local-row: one memfedd that is both module and pager, holding its
+	// own copy of the region; its pager's Channel to the pool is the local
+	// module channel (no socket, no TLS).
+	std::string l = o.work + "/pager-local";
+	pid_t local_pid = -1;
+	if (o.local_row) {
+		run("rm -rf " + l + " && mkdir -p " + l);
+		std::string pool = std::to_string(o.region_mb * 2 + 64) + "M";
+		std::vector<std::string> largs = {o.memfedd,     "--roles", "module,pager",
+		                                  "--state-dir", l,         "--socket",
+		                                  l + "/sock",   "--kmod",  "off",
+		                                  "--log-level", "warn",    "--pool-size",
+		                                  pool};
+		add_pager_flags(&largs);
+		local_pid = spawn(largs, o.cpu, l + ".log");
+		wait_daemon(o, l + "/sock", l + ".log");
+		create_bench(o.memfedctl + " --socket " + l + "/sock");
+	}
 
 	pin(o.cpu);
 	TestClient client;
@@ -744,6 +780,9 @@ int main(int argc, char **argv)
 		die("attaching to the pager: " + st.to_string());
 	if (o.profile > 0)
 		return profile_phases(o, client, pager_pid, pages);
+	TestClient local_client;
+	if (o.local_row && !(st = local_client.attach(l + "/sock")))
+		die("attaching to the local pager: " + st.to_string());
 
 	if (o.cpu < 0)
 		std::printf("memfed pager benchmark: region %lu MiB (%lu pages) over loopback TCP, "
@@ -786,6 +825,41 @@ int main(int argc, char **argv)
 		return std::stod(out.substr(at + 5));
 	};
 	std::vector<double> a50, a99, bgbs, peer_gbs, peer_ratio, cpu_gb;
+	// --local-row: the module,pager memfedd's scans, each right after a
+	// loopback scan.
+	std::vector<double> local_gbs, local_rb, local_peer_ratio, local_cpu_gb, local_self_cpu_gb;
+	// Maps "bench" through `c`, scans it once; GB/s. The CPU per GB that the
+	// daemons in `pids` spent goes into *cpu, and that of this process
+	// (faulting, and its evictor thread) into *self_cpu if given, else
+	// into *cpu as well.
+	auto memfed_scan = [&](TestClient &c, std::initializer_list<pid_t> pids, uint64_t budget,
+	                       bool pf, std::vector<double> *cpu, std::vector<double> *self_cpu) {
+		auto mp = c.map("bench", 0, pages * kPage, budget, pf);
+		if (!mp)
+			die("map: " + mp.status().to_string());
+		// The CPU all of memfed spends on the scan (daemons, this
+		// process faulting): per GB it does not depend on what else the
+		// machine runs.
+		auto daemons_cpu = [&] {
+			double t = 0;
+			for (pid_t d : pids)
+				t += cpu_s_of(d);
+			return t;
+		};
+		const double gb = double(pages * kPage) / 1e9;
+		double d0 = daemons_cpu(), s0 = cpu_s_of(getpid());
+		double g = scan(mp->addr, pages);
+		double d = daemons_cpu() - d0, s = cpu_s_of(getpid()) - s0;
+		if (self_cpu != nullptr) {
+			cpu->push_back(d / gb);
+			self_cpu->push_back(s / gb);
+		} else {
+			cpu->push_back((d + s) / gb);
+		}
+		if (!c.unmap(*mp))
+			die("unmap failed");
+		return g;
+	};
 	std::printf("\n%-8s %-9s %12s %12s %12s %10s %10s\n", "budget", "prefetch", "rand p50 us",
 	            "rand p99 us", "scan GB/s", "p50/(a)", "scan/(b)");
 	double rand100 = -1, scan10 = -1;
@@ -816,29 +890,30 @@ int main(int argc, char **argv)
 				}
 				double lb = limit_b(r);
 				bgbs.push_back(lb);
-				auto mp = client.map("bench", 0, pages * kPage, budget, pf);
-				if (!mp)
-					die("map: " + mp.status().to_string());
-				// The CPU all of memfed spends on the scan (module,
-				// pager, this process faulting): per GB it does not
-				// depend on what else the machine runs.
-				double c0 = cpu_s_of(mod_pid) + cpu_s_of(pager_pid) +
-				            cpu_s_of(getpid());
-				double g = scan(mp->addr, pages);
-				double c1 = cpu_s_of(mod_pid) + cpu_s_of(pager_pid) +
-				            cpu_s_of(getpid());
-				cpu_gb.push_back((c1 - c0) / (double(pages * kPage) / 1e9));
+				double g = memfed_scan(client, {mod_pid, pager_pid}, budget, pf,
+				                       &cpu_gb, nullptr);
 				sg.push_back(g);
 				rb.push_back(g / lb);
-				if (!client.unmap(*mp))
-					die("unmap failed");
+				double lg = 0;
+				if (o.local_row) {
+					lg = memfed_scan(local_client, {local_pid}, budget, pf,
+					                 &local_cpu_gb, &local_self_cpu_gb);
+					local_gbs.push_back(lg);
+					local_rb.push_back(lg / lb);
+				}
 				if (!o.peer_scan.empty()) {
 					double pg = peer_scan();
 					peer_gbs.push_back(pg);
 					peer_ratio.push_back(g / pg);
 					std::printf("  run %d: memfed %.3f GB/s, %s %.3f GB/s, "
-					            "ratio %.2f\n",
+					            "ratio %.2f",
 					            r + 1, g, o.peer_name.c_str(), pg, g / pg);
+					if (o.local_row) {
+						local_peer_ratio.push_back(lg / pg);
+						std::printf("; local module %.3f GB/s, ratio %.2f",
+						            lg, lg / pg);
+					}
+					std::printf("\n");
 				}
 			}
 			double p50 = median(r50), g = median(sg), qa = median(ra), qb = median(rb);
@@ -853,6 +928,10 @@ int main(int argc, char **argv)
 			else
 				std::printf("%6d %% %-9s %12.1f %12.1f %12.3f %10.2f %10.2f\n", pct,
 				            pf ? "on" : "off", p50, median(r99), g, qa, qb);
+			if (o.local_row)
+				std::printf("%-18s %12s %12s %12.3f %10s %10.2f\n",
+				            "  local module", "-", "-", median(local_gbs), "-",
+				            median(local_rb));
 		}
 	}
 	std::printf("\nlimit (a) raw uffd miss + one io_uring 4 KiB fetch:   p50 %7.1f us  p99 "
@@ -864,13 +943,28 @@ int main(int argc, char **argv)
 	std::printf("memfed CPU per GB scanned (module + pager + faulting process):  %.2f s "
 	            "(median of all %zu scans above, every row)\n",
 	            median(cpu_gb), cpu_gb.size());
+	if (o.local_row)
+		std::printf(
+		        "memfed CPU per GB scanned, local module: the module,pager daemon %.2f s + "
+		        "the faulting process %.2f s (medians of %zu scans)\n",
+		        median(local_cpu_gb), median(local_self_cpu_gb), local_cpu_gb.size());
 	if (!peer_gbs.empty())
 		std::printf("%s scan, run after each memfed scan:    %7.3f GB/s     (median of %zu "
 		            "runs); memfed/%s %.2f (median of the pairs' ratios)\n",
 		            o.peer_name.c_str(), median(peer_gbs), peer_gbs.size(),
 		            o.peer_name.c_str(), median(peer_ratio));
-	auto stats = client.call({{"op", kOpStats}});
-	if (stats) {
+	if (!local_peer_ratio.empty()) {
+		auto [lo, hi] =
+		        std::minmax_element(local_peer_ratio.begin(), local_peer_ratio.end());
+		std::printf("memfed local module/%s %.2f (median of the runs' ratios, range "
+		            "%.2f-%.2f)\n",
+		            o.peer_name.c_str(), median(local_peer_ratio), *lo, *hi);
+	}
+	// Each pager's counters over every scan above.
+	auto print_stats = [](TestClient &c, const char *which) {
+		auto stats = c.call({{"op", kOpStats}});
+		if (!stats)
+			return;
 		uint64_t faults = 0, prefetched = 0, hits = 0, evictions = 0;
 		std::vector<uint64_t> hist;
 		for (auto &r : stats->body["regions"]) {
@@ -883,14 +977,17 @@ int main(int argc, char **argv)
 			for (size_t i = 0; i < h.size(); i++)
 				hist[i] += h[i].get<uint64_t>();
 		}
-		std::printf("\npager fetch latency (us, log2 buckets):");
+		std::printf("\n%spager fetch latency (us, log2 buckets):", which);
 		for (size_t i = 0; i < hist.size(); i++)
 			std::printf(" [%lu,%lu):%lu", 1ul << i, 2ul << i, (unsigned long)hist[i]);
-		std::printf("\npager.stats: %lu faults, %lu pages prefetched (%lu hits), %lu "
+		std::printf("\n%spager.stats: %lu faults, %lu pages prefetched (%lu hits), %lu "
 		            "evictions\n",
-		            (unsigned long)faults, (unsigned long)prefetched, (unsigned long)hits,
-		            (unsigned long)evictions);
-	}
+		            which, (unsigned long)faults, (unsigned long)prefetched,
+		            (unsigned long)hits, (unsigned long)evictions);
+	};
+	print_stats(client, "");
+	if (o.local_row)
+		print_stats(local_client, "local module: ");
 	auto verdict = [](double q, bool ok) {
 		char buf[64];
 		if (q < 0)
