@@ -13,11 +13,11 @@ run_on() { local name=$1; shift; "$MEMFEDCTL" --socket "$T/$name/sock" run "$@";
 # has evicted more than N pages of its programs: a program under memfedctl
 # run has attached and is under pressure. With PID: returns 1 as soon as
 # that process has ended instead, and 2 after the 30 s (the caller says
-# what hangs). Each stats request may take 10 s: a pager that does not
-# answer is a hang too, not a test that waits forever.
+# what hangs). The 30 s are counted in time, not requests: a pager that
+# does not answer is a hang too, not a test that waits forever.
 wait_evicting() {
-	local name=$1 n=$2 pid=${3:-} got=0
-	for _ in $(seq 1 300); do
+	local name=$1 n=$2 pid=${3:-} got=0 until=$((SECONDS + 30))
+	while [ $SECONDS -lt $until ]; do
 		[ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null && return 1
 		got=$(timeout 10 "$MEMFEDCTL" --socket "$T/$name/sock" -j stats 2>/dev/null | python3 -c 'import json,sys; print(sum(p["evictions"] for p in json.load(sys.stdin)["pager"]["processes"]))' 2>/dev/null || echo 0)
 		[ "$got" -gt "$n" ] && return 0
