@@ -28,7 +28,8 @@
 //
 // Thin pools (layout 5, layout.h): a region takes address space at create
 // and capacity for each page when it is first written. The store counts the
-// pages written (PageMeta.version != 0) per region, per owner and in all: open
+// pages written (PageMeta.version != 0) per region, per owner and in all
+// (its SpaceLedger and the admission, pool_space.h and pool_space.cc): open
 // derives the counts from the metas, skipping their holes; a write that first
 // takes a page adds to them, a delete or truncate that zeroes pages takes them
 // off. A write batch whose new pages would take the pool past its capacity
@@ -77,6 +78,7 @@
 #include "daemon/store/extent_allocator.h"
 #include "daemon/store/layout.h"
 #include "daemon/store/pool_file.h"
+#include "daemon/store/pool_space.h"
 #include "daemon/store/redo_log.h"
 #include "daemon/store/region_table.h"
 
@@ -362,14 +364,14 @@ private:
 	// are not holes in the pool file: every written page lies in one.
 	Result<std::vector<std::pair<uint64_t, uint64_t>>> meta_runs(uint64_t first,
 	                                                             uint64_t count) const;
-	// Pages written (version != 0) of [first, first+count).
+	// Space accounting (pool_space.cc). Pages written (version != 0) of
+	// [first, first+count).
 	Result<uint64_t> count_written(uint64_t first, uint64_t count) const;
-	// Adds `delta` pages to region r's used counts (its owner's, its
-	// node's, the pool's). REQUIRES: used_mu_ held.
-	void count_used(const RegionInfo &r, int64_t delta);
 	// usage_of / usage_of_node. REQUIRES: table_mu_ held.
 	OwnerUsage usage_of_locked(uint32_t owner_uid) const;
 	OwnerUsage usage_of_node_locked(const NodeKeyBytes &key) const;
+	// Fails the ops that would take the pool past its capacity or that
+	// write_admit_ refuses. REQUIRES: table_mu_ shared and write_mu_ held.
 	void admit_new_pages(std::span<WriteOp> ops);
 	// r with used_bytes filled in.
 	RegionInfo with_used(RegionInfo r) const;
@@ -418,11 +420,7 @@ private:
 
 	// Pages written, per region id, per owner uid and node, in all; changed
 	// only with write_mu_ held (writes, delete, truncate) or at open.
-	mutable std::mutex used_mu_;
-	uint64_t used_pages_ = 0;
-	std::unordered_map<uint32_t, uint64_t> used_by_region_;
-	std::map<uint32_t, uint64_t> used_by_uid_;
-	std::map<NodeKeyBytes, uint64_t> used_by_node_;
+	store::SpaceLedger space_;
 	WriteAdmitFn write_admit_; // guarded by table_mu_ (set exclusively)
 
 	std::atomic<uint64_t> pages_read_{0};
