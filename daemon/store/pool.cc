@@ -446,8 +446,7 @@ Result<RegionInfo> ModuleStore::create_region(const std::string &name, uint64_t 
                                               const AdmitFn &admit_node)
 {
 	MF_RETURN_IF_ERROR(check_region_name(name));
-	const std::string what =
-	        "cannot create region '" + name + "' on module " + module_.to_string();
+	const std::string what = create_what(name);
 	if (size_bytes == 0)
 		return Status(Code::kInvalidArgument, what + ": size is 0");
 	if (replica.replicas > 1)
@@ -457,18 +456,21 @@ Result<RegionInfo> ModuleStore::create_region(const std::string &name, uint64_t 
 		MF_RETURN_IF_ERROR(require_access(what + " for another node"));
 	std::unique_lock lock(table_mu_);
 	return create_locked(name, size_bytes, owner_uid, mode, admit, replica, owner_key,
-	                     admit_node, nullptr);
+	                     admit_node, nullptr, what);
+}
+
+std::string ModuleStore::create_what(const std::string &name) const
+{
+	return "cannot create region '" + name + "' on module " + module_.to_string();
 }
 
 Result<RegionInfo> ModuleStore::create_locked(const std::string &name, uint64_t size_bytes,
                                               uint32_t owner_uid, uint32_t mode,
                                               const AdmitFn &admit, ReplicaSpec replica,
                                               const NodeKeyBytes &owner_key,
-                                              const AdmitFn &admit_node,
-                                              const RegionInfo *clone)
+                                              const AdmitFn &admit_node, const RegionInfo *clone,
+                                              const std::string &what)
 {
-	const std::string what =
-	        "cannot create region '" + name + "' on module " + module_.to_string();
 	uint64_t pages = (size_bytes + kPageSize - 1) / kPageSize;
 	if (table_->find(name) != nullptr)
 		return Status(Code::kAlreadyExists, "region '" + name +

@@ -320,11 +320,15 @@ private:
 	Status copy_pages(uint32_t region_id, uint64_t fa_offset, uint32_t count, void *dst,
 	                  uint64_t *versions, uint32_t *payload_crc);
 	// create_region and clone_region: `clone` (may be null) holds the base
-	// link to record. REQUIRES: table_mu_ held exclusively.
+	// link to record; `what` (create_what(name)) starts its errors.
+	// REQUIRES: table_mu_ held exclusively.
 	Result<RegionInfo> create_locked(const std::string &name, uint64_t size_bytes,
 	                                 uint32_t owner_uid, uint32_t mode, const AdmitFn &admit,
 	                                 ReplicaSpec replica, const NodeKeyBytes &owner_key,
-	                                 const AdmitFn &admit_node, const RegionInfo *clone);
+	                                 const AdmitFn &admit_node, const RegionInfo *clone,
+	                                 const std::string &what);
+	// "cannot create region 'NAME' on module ID".
+	std::string create_what(const std::string &name) const;
 	// write_pages_batch once the ops are checked. REQUIRES: table_mu_ held
 	// (shared or exclusive) and write_mu_ held.
 	void write_batch_locked(std::span<WriteOp> ops);

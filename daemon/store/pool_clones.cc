@@ -72,7 +72,7 @@ Result<RegionInfo> ModuleStore::clone_region(const std::string &name, const std:
 	link.base_id = b->info.id;
 	link.base_page = base_offset / kPageSize;
 	return create_locked(name, size_bytes, owner_uid, mode, admit, {}, owner_key, admit_node,
-	                     &link);
+	                     &link, create_what(name));
 }
 
 uint64_t ModuleStore::resolve(const RegionInfo *r, uint64_t page) const
