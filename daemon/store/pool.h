@@ -352,11 +352,13 @@ private:
 	// Detaches (materialize) every clone of `r` and unlinks `r` from its own
 	// base: what a delete of `r` needs first. REQUIRES: as materialize.
 	Status release_clone_links(const RegionInfo &r);
-	// Writes `pages` (pool page index, content) into the pool through the
-	// log, as runs; the first failure is returned. REQUIRES: as
-	// write_batch_locked.
+	// Writes into pool page pages[i] of region `region_id` the pool page
+	// at srcs[i], through the log, as runs of consecutive pages; the first
+	// failure is returned. The source pages are read where they are mapped
+	// (pool_clones.cc says why they stand still). REQUIRES: as
+	// write_batch_locked, and no page of `pages` among the sources.
 	Status write_copies(uint32_t region_id, const std::vector<uint64_t> &pages,
-	                    const std::vector<uint8_t> &content);
+	                    const std::vector<const uint8_t *> &srcs);
 	// Persists every page (and its meta) applied since the last checkpoint.
 	// REQUIRES: write_mu_ held, or no concurrent writer (open, destructor).
 	void checkpoint();
