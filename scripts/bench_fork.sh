@@ -39,18 +39,8 @@ PY
 
 # start_memfedd NAME BIN_DIR: one node, module and pager, pool on tmpfs.
 start_memfedd() {
-	local dir=$WORK/$1
-	mkdir -p "$dir"
-	echo '{}' >"$dir/memfedd.json"
-	"$2/memfedd" --config "$dir/memfedd.json" --state-dir "$dir" --socket "$dir/sock" \
-		--pool-size 4G --listen 127.0.0.1:0 --kmod off --log-level warn >"$dir/log" 2>&1 &
-	PIDS+=($!)
-	for _ in $(seq 1 100); do
-		"$2/memfedctl" --socket "$dir/sock" status >/dev/null 2>&1 && return 0
-		sleep 0.05
-	done
-	echo "memfedd ($1) did not start: $(cat "$dir/log")" >&2
-	exit 1
+	bench_start_memfedd "$2" "$WORK/$1" "$WORK/$1/log"
+	PIDS+=("$MEMFEDD_PID")
 }
 start_memfedd now "$BIN"
 [ -n "$BEFORE" ] && start_memfedd before "$BEFORE"

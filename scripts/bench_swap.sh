@@ -26,6 +26,7 @@ RESULTS=$2
 mkdir -p "$RESULTS"
 REPEAT=${MEMFED_BENCH_SWAP_REPEAT:-2}
 RUN_TIMEOUT=${MEMFED_BENCH_SWAP_TIMEOUT:-600}
+source "$(dirname "$0")/bench_lib.sh"
 WORK=$(mktemp -d /tmp/memfed-bench-swap.XXXXXX)
 POOL_DIR=$(mktemp -d /dev/shm/memfed-bench-swap.XXXXXX)
 RAW=$RESULTS/swap-runs.txt
@@ -145,18 +146,6 @@ cg_done() {
 
 # --- memfed: one node, module and pager, pool on tmpfs ---
 
-start_memfedd() {
-	echo '{}' >"$POOL_DIR/memfedd.json"
-	"$BIN/memfedd" --config "$POOL_DIR/memfedd.json" --state-dir "$POOL_DIR" --socket "$POOL_DIR/sock" \
-		--pool-size 4G --listen 127.0.0.1:0 --kmod off --log-level warn >"$WORK/memfedd.log" 2>&1 &
-	MEMFEDD_PID=$!
-	for _ in $(seq 1 100); do
-		"$BIN/memfedctl" --socket "$POOL_DIR/sock" status >/dev/null 2>&1 && return 0
-		sleep 0.05
-	done
-	echo "memfedd did not start: $(cat "$WORK/memfedd.log")" >&2
-	exit 1
-}
 ctl() { "$BIN/memfedctl" --socket "$POOL_DIR/sock" "$@"; }
 
 # pager_counters: name faults wp_faults evictions writebacks fetches
@@ -285,7 +274,7 @@ if [[ " ${PROGRAMS[*]} " == *" redis "* ]] &&
 fi
 KERNEL_SWAP=1
 setup_swap && setup_cgroup_parent || KERNEL_SWAP=0
-start_memfedd
+bench_start_memfedd "$BIN" "$POOL_DIR" "$WORK/memfedd.log"
 echo "memfed: one node (module + pager, defaults), pool on tmpfs ($POOL_DIR)"
 prepare_sort
 [[ " ${PROGRAMS[*]} " == *" redis "* ]] && prepare_redis

@@ -227,13 +227,12 @@ Status ModuleStore::recover()
 
 	// The pages written, from the metas (no counter is stored that a crash
 	// could leave wrong).
-	std::lock_guard ulock(used_mu_);
 	for (const store::RegionSlot &s : live) {
 		auto n = count_written(geo_.page_index(s.info.fa_offset),
 		                       s.info.size_bytes / kPageSize);
 		if (!n)
 			return n.status();
-		count_used(s.info, static_cast<int64_t>(*n));
+		space_.add(s.info, static_cast<int64_t>(*n));
 	}
 	return Status::ok();
 }
@@ -260,57 +259,6 @@ Result<std::vector<std::pair<uint64_t, uint64_t>>> ModuleStore::meta_runs(uint64
 			runs.emplace_back(b, e);
 	}
 	return runs;
-}
-
-Result<uint64_t> ModuleStore::count_written(uint64_t first, uint64_t count) const
-{
-	auto runs = meta_runs(first, count);
-	if (!runs)
-		return runs.status();
-	uint64_t n = 0;
-	for (auto [b, e] : *runs)
-		for (uint64_t i = b; i < e; i++)
-			n += std::atomic_ref<uint64_t>(meta(i)->version)
-			             .load(std::memory_order_relaxed) != 0;
-	return n;
-}
-
-void ModuleStore::count_used(const RegionInfo &r, int64_t delta)
-{
-	if (delta == 0)
-		return;
-	auto add = [delta](uint64_t &v) {
-		v = static_cast<uint64_t>(static_cast<int64_t>(v) + delta);
-	};
-	add(used_pages_);
-	add(used_by_region_[r.id]);
-	add(used_by_uid_[r.owner_uid]);
-	add(used_by_node_[r.owner_key]);
-	if (used_by_uid_[r.owner_uid] == 0)
-		used_by_uid_.erase(r.owner_uid);
-	if (used_by_node_[r.owner_key] == 0)
-		used_by_node_.erase(r.owner_key);
-}
-
-RegionInfo ModuleStore::with_used(RegionInfo r) const
-{
-	std::lock_guard ulock(used_mu_);
-	auto it = used_by_region_.find(r.id);
-	r.used_bytes = it == used_by_region_.end() ? 0 : it->second * kPageSize;
-	return r;
-}
-
-OwnerUsage ModuleStore::charged(OwnerUsage usage, uint64_t used_pages) const
-{
-	if (geo_.thin())
-		usage.bytes = used_pages * kPageSize;
-	return usage;
-}
-
-void ModuleStore::set_write_admit(WriteAdmitFn fn)
-{
-	std::unique_lock lock(table_mu_);
-	write_admit_ = std::move(fn);
 }
 
 Status ModuleStore::replay_log(const std::vector<store::RegionSlot> &live)
@@ -498,8 +446,7 @@ Result<RegionInfo> ModuleStore::create_region(const std::string &name, uint64_t 
                                               const AdmitFn &admit_node)
 {
 	MF_RETURN_IF_ERROR(check_region_name(name));
-	const std::string what =
-	        "cannot create region '" + name + "' on module " + module_.to_string();
+	const std::string what = create_what(name);
 	if (size_bytes == 0)
 		return Status(Code::kInvalidArgument, what + ": size is 0");
 	if (replica.replicas > 1)
@@ -509,18 +456,21 @@ Result<RegionInfo> ModuleStore::create_region(const std::string &name, uint64_t 
 		MF_RETURN_IF_ERROR(require_access(what + " for another node"));
 	std::unique_lock lock(table_mu_);
 	return create_locked(name, size_bytes, owner_uid, mode, admit, replica, owner_key,
-	                     admit_node, nullptr);
+	                     admit_node, nullptr, what);
+}
+
+std::string ModuleStore::create_what(const std::string &name) const
+{
+	return "cannot create region '" + name + "' on module " + module_.to_string();
 }
 
 Result<RegionInfo> ModuleStore::create_locked(const std::string &name, uint64_t size_bytes,
                                               uint32_t owner_uid, uint32_t mode,
                                               const AdmitFn &admit, ReplicaSpec replica,
                                               const NodeKeyBytes &owner_key,
-                                              const AdmitFn &admit_node,
-                                              const RegionInfo *clone)
+                                              const AdmitFn &admit_node, const RegionInfo *clone,
+                                              const std::string &what)
 {
-	const std::string what =
-	        "cannot create region '" + name + "' on module " + module_.to_string();
 	uint64_t pages = (size_bytes + kPageSize - 1) / kPageSize;
 	if (table_->find(name) != nullptr)
 		return Status(Code::kAlreadyExists, "region '" + name +
@@ -598,14 +548,7 @@ Status ModuleStore::delete_region(const std::string &name)
 	MF_RETURN_IF_ERROR(zero_pages(first, pages));
 	table_->mark_free(r.slot);
 	alloc_->release(first, pages);
-	{
-		std::lock_guard ulock(used_mu_);
-		auto it = used_by_region_.find(r.info.id);
-		if (it != used_by_region_.end()) {
-			count_used(r.info, -static_cast<int64_t>(it->second));
-			used_by_region_.erase(r.info.id);
-		}
-	}
+	space_.drop_region(r.info);
 	LOG_INFO(kComp, "deleted region '%s' (id %u)", name.c_str(), r.info.id);
 	return Status::ok();
 }
@@ -696,8 +639,7 @@ Status ModuleStore::clear_pages_from(const RegionInfo &r, uint64_t first)
 			i = j;
 		}
 	}
-	std::lock_guard ulock(used_mu_);
-	count_used(r, -static_cast<int64_t>(cleared));
+	space_.add(r, -static_cast<int64_t>(cleared));
 	return st;
 }
 
@@ -765,31 +707,6 @@ Status ModuleStore::require_access(const std::string &what) const
 	                      "): copy the regions out and run `memfedctl pool format`");
 }
 
-OwnerUsage ModuleStore::usage_of_node(const NodeKeyBytes &key) const
-{
-	std::shared_lock lock(table_mu_);
-	return usage_of_node_locked(key);
-}
-
-OwnerUsage ModuleStore::usage_of_node_locked(const NodeKeyBytes &key) const
-{
-	std::lock_guard ulock(used_mu_);
-	auto it = used_by_node_.find(key);
-	return charged(table_->usage_of_node(key), it == used_by_node_.end() ? 0 : it->second);
-}
-
-std::map<NodeKeyBytes, OwnerUsage> ModuleStore::usage_by_node() const
-{
-	std::shared_lock lock(table_mu_);
-	std::map<NodeKeyBytes, OwnerUsage> out = table_->usage_by_node();
-	std::lock_guard ulock(used_mu_);
-	for (auto &[key, u] : out) {
-		auto it = used_by_node_.find(key);
-		u = charged(u, it == used_by_node_.end() ? 0 : it->second);
-	}
-	return out;
-}
-
 Result<RegionAccess> ModuleStore::region_access(const std::string &name) const
 {
 	std::shared_lock lock(table_mu_);
@@ -838,31 +755,6 @@ void ModuleStore::set_on_access_lost(AccessLostFn fn)
 {
 	std::unique_lock lock(table_mu_);
 	on_access_lost_ = std::move(fn);
-}
-
-OwnerUsage ModuleStore::usage_of(uint32_t owner_uid) const
-{
-	std::shared_lock lock(table_mu_);
-	return usage_of_locked(owner_uid);
-}
-
-OwnerUsage ModuleStore::usage_of_locked(uint32_t owner_uid) const
-{
-	std::lock_guard ulock(used_mu_);
-	auto it = used_by_uid_.find(owner_uid);
-	return charged(table_->usage_of(owner_uid), it == used_by_uid_.end() ? 0 : it->second);
-}
-
-std::map<uint32_t, OwnerUsage> ModuleStore::usage_by_owner() const
-{
-	std::shared_lock lock(table_mu_);
-	std::map<uint32_t, OwnerUsage> out = table_->usage_by_owner();
-	std::lock_guard ulock(used_mu_);
-	for (auto &[uid, u] : out) {
-		auto it = used_by_uid_.find(uid);
-		u = charged(u, it == used_by_uid_.end() ? 0 : it->second);
-	}
-	return out;
 }
 
 Result<RegionInfo> ModuleStore::lookup_region(const std::string &name) const
@@ -1173,68 +1065,13 @@ void ModuleStore::write_batch_locked(std::span<WriteOp> ops)
 					        .store(k.op->version, std::memory_order_relaxed);
 				unpersisted_.push_back(first + i);
 			}
-			if (taken > 0) {
-				std::lock_guard ulock(used_mu_);
-				count_used(table_->by_id(k.op->region_id)->info, taken);
-			}
+			if (taken > 0)
+				space_.add(table_->by_id(k.op->region_id)->info, taken);
 			at += k.n;
 			written += k.n;
 		}
 	}
 	pages_written_.fetch_add(written, std::memory_order_relaxed);
-}
-
-// Fails each op of `ops` whose pages never written before would take the
-// pool past its capacity, or which write_admit_ refuses, before anything is
-// logged. Pages a versioned op would skip, and a page two ops both write
-// first, are counted as new: the check errs on the side of refusing.
-// REQUIRES: table_mu_ shared and write_mu_ held.
-void ModuleStore::admit_new_pages(std::span<WriteOp> ops)
-{
-	uint64_t taken = 0; // by the ops admitted so far
-	std::map<uint32_t, uint64_t> by_uid;
-	std::map<NodeKeyBytes, uint64_t> by_node;
-	for (WriteOp &op : ops) {
-		if (!op.status.is_ok() || op.count == 0)
-			continue;
-		uint64_t first = geo_.page_index(op.fa_offset), fresh = 0;
-		for (uint64_t i = first; i < first + op.count; i++)
-			fresh += meta(i)->version == 0;
-		if (fresh == 0)
-			continue;
-		const RegionInfo &r = table_->by_id(op.region_id)->info;
-		uint64_t used;
-		{
-			std::lock_guard ulock(used_mu_);
-			used = used_pages_;
-		}
-		if (used + taken + fresh > geo_.capacity_pages) {
-			op.status = Status(
-			        Code::kNoSpace,
-			        "cannot write " + std::to_string(fresh) + " new pages to region '" +
-			                r.name + "' on module " + module_.to_string() + ": pool " +
-			                file_->path() + " is full (" +
-			                std::to_string((used + taken) * kPageSize) + " of " +
-			                std::to_string(geo_.capacity_pages * kPageSize) +
-			                " bytes written); delete regions that are no longer needed "
-			                "or format a larger pool (memfedctl pool format --size)");
-			continue;
-		}
-		if (write_admit_ && geo_.thin()) {
-			OwnerUsage u = usage_of_locked(r.owner_uid);
-			u.bytes += by_uid[r.owner_uid] * kPageSize;
-			OwnerUsage n = usage_of_node_locked(r.owner_key);
-			n.bytes += by_node[r.owner_key] * kPageSize;
-			Status st = write_admit_(r, u, n, fresh * kPageSize);
-			if (!st.is_ok()) {
-				op.status = st;
-				continue;
-			}
-		}
-		taken += fresh;
-		by_uid[r.owner_uid] += fresh;
-		by_node[r.owner_key] += fresh;
-	}
 }
 
 PoolInfo ModuleStore::info() const
@@ -1252,10 +1089,7 @@ PoolInfo ModuleStore::info() const
 	info.address_free_bytes = alloc_->free_pages() * kPageSize;
 	info.reserved_bytes = info.address_bytes - info.address_free_bytes;
 	info.largest_free_bytes = alloc_->largest_free_pages() * kPageSize;
-	{
-		std::lock_guard ulock(used_mu_);
-		info.used_bytes = used_pages_ * kPageSize;
-	}
+	info.used_bytes = space_.total() * kPageSize;
 	info.free_bytes =
 	        info.thin ? info.capacity_bytes - std::min(info.used_bytes, info.capacity_bytes)
 	                  : info.address_free_bytes;

@@ -28,7 +28,8 @@
 //
 // Thin pools (layout 5, layout.h): a region takes address space at create
 // and capacity for each page when it is first written. The store counts the
-// pages written (PageMeta.version != 0) per region, per owner and in all: open
+// pages written (PageMeta.version != 0) per region, per owner and in all
+// (its SpaceLedger and the admission, pool_space.h and pool_space.cc): open
 // derives the counts from the metas, skipping their holes; a write that first
 // takes a page adds to them, a delete or truncate that zeroes pages takes them
 // off. A write batch whose new pages would take the pool past its capacity
@@ -77,6 +78,7 @@
 #include "daemon/store/extent_allocator.h"
 #include "daemon/store/layout.h"
 #include "daemon/store/pool_file.h"
+#include "daemon/store/pool_space.h"
 #include "daemon/store/redo_log.h"
 #include "daemon/store/region_table.h"
 
@@ -318,11 +320,15 @@ private:
 	Status copy_pages(uint32_t region_id, uint64_t fa_offset, uint32_t count, void *dst,
 	                  uint64_t *versions, uint32_t *payload_crc);
 	// create_region and clone_region: `clone` (may be null) holds the base
-	// link to record. REQUIRES: table_mu_ held exclusively.
+	// link to record; `what` (create_what(name)) starts its errors.
+	// REQUIRES: table_mu_ held exclusively.
 	Result<RegionInfo> create_locked(const std::string &name, uint64_t size_bytes,
 	                                 uint32_t owner_uid, uint32_t mode, const AdmitFn &admit,
 	                                 ReplicaSpec replica, const NodeKeyBytes &owner_key,
-	                                 const AdmitFn &admit_node, const RegionInfo *clone);
+	                                 const AdmitFn &admit_node, const RegionInfo *clone,
+	                                 const std::string &what);
+	// "cannot create region 'NAME' on module ID".
+	std::string create_what(const std::string &name) const;
 	// write_pages_batch once the ops are checked. REQUIRES: table_mu_ held
 	// (shared or exclusive) and write_mu_ held.
 	void write_batch_locked(std::span<WriteOp> ops);
@@ -346,11 +352,13 @@ private:
 	// Detaches (materialize) every clone of `r` and unlinks `r` from its own
 	// base: what a delete of `r` needs first. REQUIRES: as materialize.
 	Status release_clone_links(const RegionInfo &r);
-	// Writes `pages` (pool page index, content) into the pool through the
-	// log, as runs; the first failure is returned. REQUIRES: as
-	// write_batch_locked.
+	// Writes into pool page pages[i] of region `region_id` the pool page
+	// at srcs[i], through the log, as runs of consecutive pages; the first
+	// failure is returned. The source pages are read where they are mapped
+	// (pool_clones.cc says why they stand still). REQUIRES: as
+	// write_batch_locked, and no page of `pages` among the sources.
 	Status write_copies(uint32_t region_id, const std::vector<uint64_t> &pages,
-	                    const std::vector<uint8_t> &content);
+	                    const std::vector<const uint8_t *> &srcs);
 	// Persists every page (and its meta) applied since the last checkpoint.
 	// REQUIRES: write_mu_ held, or no concurrent writer (open, destructor).
 	void checkpoint();
@@ -362,14 +370,14 @@ private:
 	// are not holes in the pool file: every written page lies in one.
 	Result<std::vector<std::pair<uint64_t, uint64_t>>> meta_runs(uint64_t first,
 	                                                             uint64_t count) const;
-	// Pages written (version != 0) of [first, first+count).
+	// Space accounting (pool_space.cc). Pages written (version != 0) of
+	// [first, first+count).
 	Result<uint64_t> count_written(uint64_t first, uint64_t count) const;
-	// Adds `delta` pages to region r's used counts (its owner's, its
-	// node's, the pool's). REQUIRES: used_mu_ held.
-	void count_used(const RegionInfo &r, int64_t delta);
 	// usage_of / usage_of_node. REQUIRES: table_mu_ held.
 	OwnerUsage usage_of_locked(uint32_t owner_uid) const;
 	OwnerUsage usage_of_node_locked(const NodeKeyBytes &key) const;
+	// Fails the ops that would take the pool past its capacity or that
+	// write_admit_ refuses. REQUIRES: table_mu_ shared and write_mu_ held.
 	void admit_new_pages(std::span<WriteOp> ops);
 	// r with used_bytes filled in.
 	RegionInfo with_used(RegionInfo r) const;
@@ -418,11 +426,7 @@ private:
 
 	// Pages written, per region id, per owner uid and node, in all; changed
 	// only with write_mu_ held (writes, delete, truncate) or at open.
-	mutable std::mutex used_mu_;
-	uint64_t used_pages_ = 0;
-	std::unordered_map<uint32_t, uint64_t> used_by_region_;
-	std::map<uint32_t, uint64_t> used_by_uid_;
-	std::map<NodeKeyBytes, uint64_t> used_by_node_;
+	store::SpaceLedger space_;
 	WriteAdmitFn write_admit_; // guarded by table_mu_ (set exclusively)
 
 	std::atomic<uint64_t> pages_read_{0};

@@ -72,7 +72,7 @@ Result<RegionInfo> ModuleStore::clone_region(const std::string &name, const std:
 	link.base_id = b->info.id;
 	link.base_page = base_offset / kPageSize;
 	return create_locked(name, size_bytes, owner_uid, mode, admit, {}, owner_key, admit_node,
-	                     &link);
+	                     &link, create_what(name));
 }
 
 uint64_t ModuleStore::resolve(const RegionInfo *r, uint64_t page) const
@@ -143,21 +143,57 @@ Status ModuleStore::read_clone_pages(const RegionInfo &r, uint64_t fa_offset, ui
 	return Status::ok();
 }
 
+// The copies a clone takes are written from the source pages where the
+// pool maps them, with no copy of their own: the redo log copies them once
+// (RedoLog::stage) and the apply once more. That is safe because the
+// sources stand still until write_batch_locked returns:
+//  - a pool page's content and meta change only with write_mu_ held (every
+//    write goes through write_batch_locked; delete and truncate zero pages
+//    in zero_pages under it) or at open, before any other thread can reach
+//    the store; readers, who hold only table_mu_ shared and the stripes
+//    shared, never change a page, and RDMA readers only read (the module
+//    grants no remote write). preserve_for_clones and materialize run with
+//    write_mu_ held from before they choose the sources until the copies
+//    are applied, and table_mu_ held, so no region goes away meanwhile.
+//  - the copies do not write their own sources: the pages written are
+//    clone pages not yet written (version 0), the pages read belong to the
+//    clone's base chain, and a region is never in its own chain.
+// The runs are the runs of consecutive pages written, as before; a run
+// whose sources are not consecutive in the pool (they lie at different
+// levels of a chain of clones) is copied into `scratch`, so the ops, and
+// what the admission of each decides, are the same either way.
 Status ModuleStore::write_copies(uint32_t region_id, const std::vector<uint64_t> &pages,
-                                 const std::vector<uint8_t> &content)
+                                 const std::vector<const uint8_t *> &srcs)
 {
 	std::vector<WriteOp> ops;
+	// (op, its first index in pages) of each run whose sources are scattered
+	std::vector<std::pair<size_t, size_t>> scattered;
+	size_t scratch_pages = 0;
 	for (size_t i = 0; i < pages.size();) {
 		size_t j = i + 1;
-		while (j < pages.size() && pages[j] == pages[j - 1] + 1)
+		bool together = true;
+		while (j < pages.size() && pages[j] == pages[j - 1] + 1) {
+			together = together && srcs[j] == srcs[j - 1] + kPageSize;
 			j++;
+		}
 		WriteOp op;
 		op.region_id = region_id;
 		op.fa_offset = geo_.page_fa(pages[i]);
 		op.count = static_cast<uint32_t>(j - i);
-		op.src = content.data() + i * kPageSize;
+		op.src = srcs[i];
+		if (!together) {
+			scattered.emplace_back(ops.size(), i);
+			scratch_pages += j - i;
+		}
 		ops.push_back(op);
 		i = j;
+	}
+	std::vector<uint8_t> scratch(scratch_pages * kPageSize);
+	uint8_t *at = scratch.data();
+	for (auto [o, i] : scattered) {
+		ops[o].src = at;
+		for (uint32_t k = 0; k < ops[o].count; k++, at += kPageSize)
+			memcpy(at, srcs[i + k], kPageSize);
 	}
 	write_batch_locked(ops);
 	for (const WriteOp &op : ops)
@@ -172,7 +208,7 @@ Status ModuleStore::preserve_for_clones(const RegionInfo &r, uint64_t first, uin
 		return Status::ok();
 	const uint8_t *base = file_->base();
 	std::vector<uint64_t> pages;
-	std::vector<uint8_t> content;
+	std::vector<const uint8_t *> srcs; // mapped: see write_copies
 	for (uint32_t id : it->second) {
 		const store::RegionSlot *cs = table_->by_id(id);
 		if (cs == nullptr)
@@ -182,18 +218,16 @@ Status ModuleStore::preserve_for_clones(const RegionInfo &r, uint64_t first, uin
 		uint64_t lo = std::max(first, c.base_page);
 		uint64_t hi = std::min(first + count, c.base_page + c.size_bytes / kPageSize);
 		pages.clear();
-		content.clear();
+		srcs.clear();
 		for (uint64_t q = lo; q < hi; q++) {
 			uint64_t cidx = geo_.page_index(c.fa_offset) + (q - c.base_page);
 			if (meta(cidx)->version != 0)
 				continue; // the clone has its own page
-			uint64_t src = resolve(&r, q);
 			pages.push_back(cidx);
-			content.insert(content.end(), base + geo_.page_fa(src),
-			               base + geo_.page_fa(src) + kPageSize);
+			srcs.push_back(base + geo_.page_fa(resolve(&r, q)));
 		}
 		if (!pages.empty()) {
-			Status st = write_copies(id, pages, content);
+			Status st = write_copies(id, pages, srcs);
 			if (!st.is_ok())
 				return Status(st.code(), "keeping the pages clone '" + c.name +
 				                                 "' shares with region '" + r.name +
@@ -231,13 +265,13 @@ Status ModuleStore::materialize(const RegionInfo &c)
 	std::sort(runs.begin(), runs.end());
 	const uint8_t *base = file_->base();
 	std::vector<uint64_t> todo;
-	std::vector<uint8_t> content;
+	std::vector<const uint8_t *> srcs; // mapped: see write_copies
 	auto flush = [&]() -> Status {
 		if (todo.empty())
 			return Status::ok();
-		Status st = write_copies(c.id, todo, content);
+		Status st = write_copies(c.id, todo, srcs);
 		todo.clear();
-		content.clear();
+		srcs.clear();
 		return st;
 	};
 	uint64_t next = 0; // runs may overlap: each page once
@@ -249,8 +283,7 @@ Status ModuleStore::materialize(const RegionInfo &c)
 			if (meta(src)->version == 0)
 				continue; // zeros: its own page reads the same
 			todo.push_back(cfirst + j);
-			content.insert(content.end(), base + geo_.page_fa(src),
-			               base + geo_.page_fa(src) + kPageSize);
+			srcs.push_back(base + geo_.page_fa(src));
 			if (todo.size() == store::kLogSlots)
 				MF_RETURN_IF_ERROR(flush());
 		}

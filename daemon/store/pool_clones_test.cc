@@ -150,6 +150,42 @@ TEST_CASE("a clone of part of a region, and a clone of a clone", "[store][clone]
 	      Code::kAlreadyExists);
 }
 
+TEST_CASE("a clone of a clone takes runs of pages that lie at different levels of its chain",
+          "[store][clone]")
+{
+	TestPoolDir dir;
+	std::string path = dir.path("pool");
+	auto s = make_pool(path);
+	make_base(*s);
+	// g reads pages 0, 2, 4, 5 from p and pages 1 and 3 from c: the pages a
+	// copy into g takes in one run come from both.
+	REQUIRE(s->clone_region("c", "p", 0, 8 * kPageSize, 1000, 0600).is_ok());
+	write_page(*s, "c", 1, 0xc1);
+	write_page(*s, "c", 3, 0xc3);
+	REQUIRE(s->clone_region("g", "c", 0, 8 * kPageSize, 1000, 0600).is_ok());
+	CHECK(bytes_of(*s, "g", 0, 8) == std::vector<int>{1, 0xc1, 3, 0xc3, 5, 6, 0, 0});
+
+	// One write over c's pages 0..4 first copies them into g (preserve).
+	auto c = s->lookup_region("c");
+	REQUIRE(c.is_ok());
+	std::vector<uint8_t> five(5 * kPageSize, 0x77);
+	REQUIRE(s->write_pages(c->id, c->fa_offset, 5, five.data()).is_ok());
+	CHECK(bytes_of(*s, "c", 0, 8) == std::vector<int>{0x77, 0x77, 0x77, 0x77, 0x77, 6, 0, 0});
+	CHECK(bytes_of(*s, "g", 0, 8) == std::vector<int>{1, 0xc1, 3, 0xc3, 5, 6, 0, 0});
+	CHECK(used(*s, "g") == 5);
+
+	// A second grandchild, detached by its base's delete (materialize).
+	REQUIRE(s->clone_region("d", "p", 0, 8 * kPageSize, 1000, 0600).is_ok());
+	write_page(*s, "d", 2, 0xd2);
+	REQUIRE(s->clone_region("h", "d", 0, 8 * kPageSize, 1000, 0600).is_ok());
+	REQUIRE(s->delete_region("d").is_ok());
+	CHECK_FALSE(s->lookup_region("h")->is_clone);
+	CHECK(bytes_of(*s, "h", 0, 8) == std::vector<int>{1, 2, 0xd2, 4, 5, 6, 0, 0});
+	CHECK(used(*s, "h") == 6);
+	s.reset();
+	REQUIRE(ModuleStore::check(path)->clean);
+}
+
 TEST_CASE("clones survive a reopen, their base's delete and truncates", "[store][clone]")
 {
 	TestPoolDir dir;
