@@ -13,8 +13,10 @@
 #          budget with prefetch: memfed-bench-pager --scan-only --local-row
 #          (no process pinned, as the peers are not: on a loaded machine a
 #          pinned pipeline waits for its vCPU while the other is free; it
-#          also prints the CPU all of memfed spent per GB, which the
-#          machine's load does not change) against LLNL umap with 64 KiB pages and a 64 MiB buffer
+#          also prints the CPU all of memfed spent per GB, which moves
+#          less with the machine's load than GB/s do, though it moves: 1.95
+#          and 3.13 CPU-s per GB over loopback in two runs at load 13 and
+#          16) against LLNL umap with 64 KiB pages and a 64 MiB buffer
 #          (UMAP_PAGESIZE=65536 UMAP_BUFSIZE=1024) on a tmpfs file of the same
 #          content (tools/bench/stream/umap_scan.cc). Loopback, local and umap
 #          run in turn, run after run; GB/s medians and the medians of the
