@@ -52,13 +52,16 @@ private:
 // being written back; if its reference bit is set it loses it and is passed
 // over; a page installed by prefetch that `ahead(i)` says a stream has not
 // reached yet is spared; any other candidate is a victim: take(i), in hand
-// order. Returns the number taken. Changes only reference bits and *hand;
-// take() applies the decision.
+// order. If sparing left no victim at all, the spared pages go after all,
+// in one more turn: four streams' windows can cover a small budget whole,
+// and a process at its budget with nothing to evict would wait for ever.
+// Returns the number taken. Changes only reference bits and *hand; take()
+// applies the decision.
 template <typename Ahead, typename Take>
 uint64_t clock_pick(std::span<Page> pages, uint32_t *hand, uint64_t want, Ahead ahead, Take take)
 {
 	const uint32_t n = uint32_t(pages.size());
-	uint64_t taken = 0;
+	uint64_t taken = 0, spared = 0;
 	if (n == 0)
 		return 0;
 	for (uint64_t step = 0; step < 2ull * n && taken < want; step++) {
@@ -71,7 +74,19 @@ uint64_t clock_pick(std::span<Page> pages, uint32_t *hand, uint64_t want, Ahead 
 			pg.flags &= uint8_t(~kRef);
 			continue;
 		}
-		if ((pg.flags & kPrefetched) && ahead(i))
+		if ((pg.flags & kPrefetched) && ahead(i)) {
+			spared++;
+			continue;
+		}
+		take(i);
+		taken++;
+	}
+	const bool all_spared = taken == 0 && spared > 0;
+	for (uint64_t step = 0; all_spared && step < n && taken < want; step++) {
+		uint32_t i = *hand % n;
+		*hand = (i + 1) % n;
+		Page &pg = pages[i];
+		if (pg.state != PageState::kResident || (pg.flags & kWbInFlight))
 			continue;
 		take(i);
 		taken++;

@@ -118,3 +118,17 @@ TEST_CASE("CLOCK: prefetched pages ahead of a stream are spared, others are not"
 	// Once the stream has passed them, they go too.
 	CHECK(pick(pages, &hand, 6, never) == std::vector<uint32_t>{3, 4, 5});
 }
+
+TEST_CASE("CLOCK: with nothing but spared pages, the spared go rather than none", "[pager][policy]")
+{
+	// Streams' windows that cover every resident page (a 4 MiB budget and
+	// four streams did): sparing them all would leave a process at its
+	// budget with nothing to evict and its faults waiting for ever.
+	auto pages = resident(6, kPrefetched);
+	pages[4].flags |= kWbInFlight; // being written back: never a victim
+	uint32_t hand = 1;
+	auto ahead = [](uint32_t) { return true; };
+	CHECK(pick(pages, &hand, 3, ahead) == std::vector<uint32_t>{1, 2, 3});
+	CHECK(pick(pages, &hand, 3, ahead) == std::vector<uint32_t>{5, 0});
+	CHECK(pick(pages, &hand, 3, ahead).empty()); // nothing left to take
+}
