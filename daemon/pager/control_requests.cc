@@ -200,8 +200,53 @@ void PagerThread::collect(StatsSnapshot *out)
 			ps.add(s);
 			out->regions[m->region].add(s);
 		}
-		out->processes.push_back({p->pid, p->uffd_id, p->fork_child, ps});
+		out->processes.push_back(
+		        {p->pid, p->uffd_id, p->fork_child, ps, process_state(*p)});
 	}
+}
+
+nlohmann::json PagerThread::process_state(const Process &p) const
+{
+	const Eviction &ev = p.evict;
+	uint64_t by_state[7] = {}, wb = 0, dirty = 0, parked = 0;
+	for (const auto &m : p.mappings) {
+		if (m->dead || m->window)
+			continue;
+		for (uint32_t i = 0; i < m->scan_end(); i++) {
+			const Page &pg = m->pages[i];
+			by_state[int(pg.state)]++;
+			wb += (pg.flags & kWbInFlight) != 0;
+			dirty += (pg.flags & kDirty) != 0;
+			parked += (pg.flags & kParked) != 0;
+		}
+	}
+	uint64_t free_writes = 0;
+	for (const WriteOp *op = free_write_; op != nullptr; op = op->next)
+		free_writes++;
+	return {{"budget_pages", p.budget_pages},
+	        {"resident_count", p.resident},
+	        {"can_evict", p.can_evict()},
+	        {"evict",
+	         {{"active", ev.active},
+	          {"drop_sent", ev.drop_sent},
+	          {"victims", ev.victims.size()},
+	          {"age_ms", ev.active ? (now_ns() - ev.started_ns) / 1000000 : 0}}},
+	        {"pages",
+	         {{"resident", by_state[int(PageState::kResident)]},
+	          {"fetching", by_state[int(PageState::kFetching)]},
+	          {"held", by_state[int(PageState::kHeld)]},
+	          {"evicting", by_state[int(PageState::kEvicting)]},
+	          {"zero", by_state[int(PageState::kZero)]},
+	          {"wb_in_flight", wb},
+	          {"dirty", dirty},
+	          {"parked", parked}}},
+	        {"thread",
+	         {{"waiting_faults", waiting_.size},
+	          {"retry_faults", retry_.size},
+	          {"orphan_faults", orphans_.size},
+	          {"copy_retries", copy_retry_.size()},
+	          {"writes_queued", wb_queue_.size() - wb_head_},
+	          {"free_write_ops", free_writes}}}};
 }
 
 } // namespace memfed::pager

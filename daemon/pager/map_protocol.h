@@ -111,7 +111,15 @@
 //         and gives a deleted region's zeroes), "resident_pages", "dirty_pages" (private
 //         mappings only), "fetch_us_log2": [count per bucket: bucket i holds
 //         demand-fetch latencies in [2^i, 2^(i+1)) us; trailing zeroes cut],
-//         "fetch_ns_sum" (the sum of those latencies, ns).
+//         "fetch_ns_sum" (the sum of those latencies, ns). A process also
+//         has "state", for finding out why it waits: "budget_pages",
+//         "resident_count", "can_evict", "evict" (its eviction round:
+//         "active", "drop_sent", "victims", "age_ms"), "pages" (its private
+//         pages by state -- "resident", "fetching", "held", "evicting",
+//         "zero" -- and by flag: "wb_in_flight", "dirty", "parked") and
+//         "thread" (its pager thread's queues: "waiting_faults",
+//         "retry_faults", "orphan_faults", "copy_retries", "writes_queued",
+//         "free_write_ops").
 //
 // Evict channel (kind "private")
 // ------------------------------

@@ -567,6 +567,7 @@ nlohmann::json Pager::stats(pid_t pid, const std::string &after, size_t max_byte
 			j["pid"] = p.pid;
 			j["uffd_id"] = p.uffd_id;
 			j["fork_child"] = p.fork_child;
+			j["state"] = std::move(p.state);
 			bytes += j.dump().size();
 			procs.push_back(std::move(j));
 		}

@@ -80,6 +80,9 @@ struct StatsSnapshot {
 		uint64_t uffd_id;
 		bool fork_child;
 		PageStats stats;
+		// Why it may wait: its eviction round, its pages by state, and
+		// its pager thread's queues ("state" in pager.stats).
+		nlohmann::json state;
 	};
 	std::vector<Proc> processes;
 	std::set<const SharedWindow *> windows; // counted already
@@ -127,6 +130,7 @@ public:
 	void detach(uint64_t uffd_id, std::function<void()> done);
 	// Loop thread: adds this thread's counters to `out`.
 	void collect(StatsSnapshot *out);
+	nlohmann::json process_state(const Process &p) const;
 	// Loop thread: how this thread's channels reach their modules.
 	void collect_transports(std::vector<TransportState> *out) const;
 	// Loop thread: region `name` was deleted: the counters of its ended

@@ -41,7 +41,7 @@ report_hang() {
 		command -v gdb >/dev/null &&
 			timeout 15 gdb -p "$pid" -batch -ex "thread apply all bt 16" 2>&1 | grep '^#\|^Thread' | sed "s/^/# gdb $pid: /"
 	done
-	echo "# stats of '$name': $(timeout 10 "$MEMFEDCTL" --socket "$T/$name/sock" -j stats 2>&1 | head -c 3000)"
+	echo "# stats of '$name': $(timeout 10 "$MEMFEDCTL" --socket "$T/$name/sock" -j stats 2>&1 | head -c 12000)"
 }
 
 # The Debian interpreter itself (a PATH shim that forks would only add noise).
