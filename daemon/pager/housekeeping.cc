@@ -72,6 +72,11 @@ void PagerThread::tick()
 			         int(p->pid));
 			p->evict.started_ns = now;
 		}
+		// A round whose last write-backs were all skipped (the program
+		// dropped those victims while their write-protect waited out
+		// its REMOVE event) had no completion to send its drop request.
+		if (p->evict.active && !p->evict.drop_sent)
+			check_eviction(p.get());
 		maybe_evict(p.get());
 		for (auto &m : p->mappings)
 			if (m->window && !m->dead)
