@@ -97,7 +97,8 @@ void PagerThread::maybe_evict(Process *p)
 			break;
 		}
 	}
-	// Dirty victims are written back first, in runs.
+	// Dirty victims are written back first, in runs. One whose earlier
+	// write is still in flight waits for it (check_eviction).
 	for (size_t i = 0; i < victims.size();) {
 		Mapping *m = victims[i].first;
 		uint32_t a = victims[i].second;
@@ -110,7 +111,7 @@ void PagerThread::maybe_evict(Process *p)
 		       victims[j].second == victims[j - 1].second + 1 &&
 		       (m->pages[victims[j].second].flags & kDirty))
 			j++;
-		claim_run(m, a, uint32_t(j - i));
+		claim_writeback(m, a, uint32_t(j - i));
 		i = j;
 	}
 	pump_writeback();
@@ -126,10 +127,24 @@ void PagerThread::check_eviction(Process *p)
 		finish_eviction(p, false);
 		return;
 	}
+	// The drop waits until the module holds every victim's newest content:
+	// no write of a victim in flight, none dirty. A victim that was dirty
+	// while an earlier write of it was in flight is written now.
+	bool writing = false;
 	for (auto &[m, i] : ev.victims) {
-		const Page &pg = m->pages[i];
-		if (!m->dead && pg.state == PageState::kEvicting && (pg.flags & kWbInFlight))
-			return; // still being written
+		Page &pg = m->pages[i];
+		if (m->dead || pg.state != PageState::kEvicting)
+			continue;
+		if ((pg.flags & kDirty) && !(pg.flags & (kWbInFlight | kRemoved)))
+			claim_writeback(m, i, 1);
+		// (A page that cannot be written back -- a fork child's, a
+		// read-only or deleted region's -- is never claimed: it does not
+		// hold the drop up.)
+		writing |= (pg.flags & kWbInFlight) != 0;
+	}
+	if (writing) {
+		pump_writeback();
+		return;
 	}
 	send_drop(p);
 }
@@ -256,7 +271,7 @@ void PagerThread::finish_eviction(Process *p, bool dropped)
 			} else {
 				set_gone(m, i);
 				pg.state = PageState::kRemote;
-				pg.flags = 0;
+				pg.set_flags(0);
 				m->stats.evictions++;
 			}
 		}

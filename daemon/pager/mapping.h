@@ -50,6 +50,16 @@ constexpr uint8_t kPrefetched = 1 << 7;   // installed by prefetch, no fault see
 struct Page {
 	PageState state = PageState::kRemote;
 	uint8_t flags = 0;
+
+	// Sets the flags that say what the page is now, keeping kWbInFlight:
+	// that one belongs to a write already on its way to the module, and
+	// only the write's completion clears it, whatever the page became
+	// meanwhile. A page has at most one write in flight (claim_writeback
+	// skips it until then): a second one could complete first, and the
+	// first one's completion would then call the page durable while its
+	// newest content is still on the way -- an eviction would drop it, and
+	// a daemon killed then would lose it.
+	void set_flags(uint8_t f) { flags = uint8_t(f | (flags & kWbInFlight)); }
 };
 static_assert(uint8_t(PageState::kRemote) == 0, "a Page of zeros is the default");
 

@@ -87,6 +87,20 @@ public:
 		for (auto &[loop, write] : held)
 			loop->post(std::move(write));
 	}
+	// Answers the oldest held WRITE only; the others stay held, and so do
+	// later ones.
+	void release_first_write()
+	{
+		std::pair<EventLoop *, std::function<void()>> first;
+		{
+			std::lock_guard<std::mutex> lk(mu_);
+			if (held_writes_.empty())
+				return;
+			first = std::move(held_writes_.front());
+			held_writes_.erase(held_writes_.begin());
+		}
+		first.first->post(std::move(first.second));
+	}
 	size_t writes_waiting()
 	{
 		std::lock_guard<std::mutex> lk(mu_);

@@ -431,6 +431,66 @@ TEST_CASE("a page the program drops while it is being evicted is zero on the mod
 	REQUIRE(c.unmap(*m).is_ok());
 }
 
+TEST_CASE("a victim is dropped only once its newest content is on the module", "[pager]")
+{
+	// A page the program drops while an earlier write of it is in flight
+	// and then writes again has two writes to make: the earlier one and the
+	// new content. The eviction that takes it must wait for the second.
+	// If it took the first one's completion for its own, it dropped the
+	// page with its content still on the way: a daemon killed then lost it,
+	// and the module served the zeroes (python crashed on such a page).
+	PagerFixture f;
+	if (!f.pager->caps().anon_wp) {
+		WARN("no userfaultfd write-protect here: budgets are not enforced");
+		return;
+	}
+	constexpr uint32_t kPages = 256, kBudget = 16;
+	f.store.add_region("r", kPages);
+	TestClient c;
+	REQUIRE(c.attach(f.path).is_ok());
+	auto m = c.map("r", 0, kPages * kPage, kBudget * kPage, /*prefetch=*/false);
+	REQUIRE(m.is_ok());
+	volatile uint8_t *p0 = m->addr;
+	p0[0] = 0x5a;
+	f.store.hold_writes();
+	// Dropped: its zeroes go to the module at once, and wait there.
+	REQUIRE(madvise(m->addr, kPage, MADV_DONTNEED) == 0);
+	for (int i = 0; i < 10000 && f.store.writes_waiting() == 0; i++)
+		usleep(1000);
+	REQUIRE(f.store.writes_waiting() == 1);
+	p0[0] = 0xa5; // a zero page again, written
+	// Every other page only read: clean victims, dropped without a write.
+	// The reader waits whenever the round that took page 0 waits.
+	std::atomic<bool> stop{false};
+	std::thread reader([&] {
+		for (uint32_t n = 0; !stop; n++) {
+			uint32_t pg = 1 + (n * 37) % (kPages - 1);
+			(void)*(volatile uint8_t *)(m->addr + uint64_t(pg) * kPage);
+		}
+	});
+	// Writes are answered one at a time. Whenever page 0 is not in the
+	// process, the module must hold its newest content.
+	int dropped = 0, early = 0;
+	for (int i = 0; i < 4000 && dropped == 0; i++) {
+		if (resident_pages(m->addr, kPage) == 0) {
+			dropped++;
+			early += f.store.read("r", 0, 1)[0] != 0xa5;
+			break;
+		}
+		if (f.store.writes_waiting() > 0 && i % 20 == 19)
+			f.store.release_first_write(); // every 20 ms: room to drop early
+		usleep(1000);
+	}
+	f.store.release_writes();
+	stop = true;
+	reader.join();
+	REQUIRE(dropped > 0); // else the test saw no eviction of page 0
+	CHECK(early == 0);
+	CHECK(p0[0] == 0xa5);
+	REQUIRE(c.unmap(*m).is_ok());
+	CHECK(f.store.read("r", 0, 1)[0] == 0xa5);
+}
+
 TEST_CASE("a page the pager counts resident but the process lost is zero, never a hang", "[pager]")
 {
 	// The kernel clears a REMOVE event's mmap_changing as the event is

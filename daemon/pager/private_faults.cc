@@ -104,7 +104,7 @@ void PagerThread::handle_fault(Process *p, uint64_t addr, uint32_t flags, uint32
 		// drop left it, and the module must hear so.
 		int r = uffd_copy(p->uffd, addr, zero_.data(), kPageSize, false, nullptr);
 		if (r == 0)
-			pg.flags = kDirty | kRef;
+			pg.set_flags(kDirty | kRef);
 		else
 			(void)uffd_wake(p->uffd, addr, kPageSize);
 		return;
@@ -151,7 +151,7 @@ bool PagerThread::issue_fetch(Mapping *m, uint32_t idx, bool write, uint64_t t0)
 	Page &pg = m->pages[idx];
 	m->touch(idx);
 	pg.state = PageState::kFetching;
-	pg.flags = write ? kWriteFault : 0;
+	pg.set_flags(write ? kWriteFault : 0);
 	m->resident++;
 	p->resident++;
 	m->inflight++;
@@ -222,7 +222,7 @@ void PagerThread::prefetch(Mapping *m, uint32_t idx)
 			Page &pg = m->pages[r.first + j * plan.stride];
 			m->touch(r.first + j * plan.stride);
 			pg.state = PageState::kFetching;
-			pg.flags = 0;
+			pg.set_flags(0);
 		}
 		op->bulk = true;
 		m->resident += r.count;
@@ -277,7 +277,7 @@ void PagerThread::install_zero(Mapping *m, uint32_t idx, bool write)
 	if (r == -EEXIST)
 		(void)uffd_wake(p->uffd, m->page_addr(idx), kPageSize);
 	pg.state = PageState::kResident;
-	pg.flags = kDirty | kRef; // the module still has the old content
+	pg.set_flags(kDirty | kRef); // the module still has the old content
 	m->resident++;
 	p->resident++;
 	after_install(m);
@@ -302,7 +302,7 @@ void PagerThread::install_held(Mapping *m, uint32_t idx, int stream, bool write)
 	// it: no reference bit, so that CLOCK evicts the stream's pages as one
 	// run instead of sparing one page in every window (each spared page
 	// would later cost a drop of its own).
-	pg.flags = uint8_t(wp ? 0 : kDirty);
+	pg.set_flags(uint8_t(wp ? 0 : kDirty));
 	if (r == -EEXIST)
 		(void)uffd_wake(p->uffd, m->page_addr(idx), kPageSize);
 	if (r < 0 && r != -EEXIST)
@@ -318,7 +318,7 @@ void PagerThread::drop_held(Mapping *m, uint32_t idx)
 	if (idx >= m->npages || m->pages[idx].state != PageState::kHeld)
 		return;
 	m->pages[idx].state = PageState::kRemote;
-	m->pages[idx].flags = 0;
+	m->pages[idx].set_flags(0);
 	m->resident--;
 	m->proc->resident--;
 }
@@ -364,7 +364,7 @@ void PagerThread::on_fetch_done(FetchOp *op, const Status &st)
 				continue;
 			bool write = pg.flags & kWriteFault;
 			pg.state = (pg.flags & kRemoved) ? PageState::kZero : PageState::kRemote;
-			pg.flags = (pg.flags & kRemoved) ? kDirty : 0;
+			pg.set_flags((pg.flags & kRemoved) ? kDirty : 0);
 			m->resident--;
 			p->resident--;
 			if (poison && pg.state == PageState::kRemote) {
@@ -449,7 +449,7 @@ bool PagerThread::install_run(FetchOp *op)
 			if (r == -EEXIST)
 				(void)uffd_wake(p->uffd, m->page_addr(i), kPageSize);
 			pg.state = PageState::kResident;
-			pg.flags = kDirty | kRef;
+			pg.set_flags(kDirty | kRef);
 			op->done++;
 			continue;
 		}
@@ -472,7 +472,7 @@ bool PagerThread::install_run(FetchOp *op)
 		uint8_t fl = uint8_t((op->bulk ? kPrefetched : kRef) | (wp ? 0 : kDirty));
 		for (uint32_t j = 0; j < ok; j++) {
 			m->pages[i + j].state = PageState::kResident;
-			m->pages[i + j].flags = fl;
+			m->pages[i + j].set_flags(fl);
 		}
 		op->done += ok;
 		if (r == 0 || ok == n)
@@ -485,7 +485,7 @@ bool PagerThread::install_run(FetchOp *op)
 			// since its content is unknown, treat it as written. A
 			// failed copy wakes nobody: wake the faulting threads.
 			bad.state = PageState::kResident;
-			bad.flags = kDirty | kRef;
+			bad.set_flags(kDirty | kRef);
 			(void)uffd_wake(p->uffd, m->page_addr(i + ok), kPageSize);
 		} else if (r == -ESRCH) {
 			kill_process(p, "address space gone");
@@ -499,7 +499,7 @@ bool PagerThread::install_run(FetchOp *op)
 			// UNMAP/REMAP event tells the rest. A thread may still
 			// wait on the page: it retries and learns the same.
 			bad.state = PageState::kRemote;
-			bad.flags = 0;
+			bad.set_flags(0);
 			m->resident--;
 			p->resident--;
 			(void)uffd_wake(p->uffd, m->page_addr(i + ok), kPageSize);

@@ -282,6 +282,13 @@ void PagerThread::on_write_done(WriteOp *op, const Status &st, bool sent)
 			m->chan->retry_at_ns = now_ns() + kChannelRetryNs;
 		}
 	}
+	// The program dropped a page while this write of it was in flight:
+	// its zeroes, held back until now (one write per page in flight), go
+	// at once, as handle_remove's do.
+	if (ok && !gone && !m->dead)
+		for (uint32_t i = op->first; i < op->first + op->count; i++)
+			if (m->pages[i].state == PageState::kZero && (m->pages[i].flags & kDirty))
+				claim_writeback(m, i, 1);
 	uint64_t id = op->run;
 	op->m = nullptr;
 	op->next = free_write_;
