@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "daemon/common/clock.h"
+
 namespace memfed::client
 {
 
@@ -15,6 +17,7 @@ uint64_t DropLedger::begin(uint64_t addr, uint64_t length)
 
 void DropLedger::end(uint64_t addr, uint64_t length, uint64_t token)
 {
+	uint64_t now = mono_ns();
 	std::lock_guard<std::mutex> lk(mu_);
 	auto it = std::find(inflight_.begin(), inflight_.end(), Span{addr, length});
 	if (it != inflight_.end())
@@ -26,7 +29,7 @@ void DropLedger::end(uint64_t addr, uint64_t length, uint64_t token)
 		// Past the reserve the vector grows here, not on the evictor.
 		if (unsettled_.size() + 2 > unsettled_.capacity())
 			unsettled_.reserve(std::max(reserve_, unsettled_.capacity() * 2));
-		unsettled_.push_back({addr, length, ++seq_});
+		unsettled_.push_back({addr, length, ++seq_, now});
 	}
 	cv_.notify_all();
 }
@@ -104,28 +107,28 @@ bool DropLedger::settled(uint64_t upto)
 	return !unsettled_.empty();
 }
 
-void DropLedger::forget(uint64_t addr, uint64_t length)
+void DropLedger::forget(uint64_t addr, uint64_t length, uint64_t before_ns)
 {
 	std::lock_guard<std::mutex> lk(mu_);
 	uint64_t end = addr + length;
 	for (size_t i = 0; i < unsettled_.size();) {
-		auto [sa, sn, seq] = unsettled_[i];
+		auto [sa, sn, seq, at] = unsettled_[i];
 		uint64_t se = sa + sn;
-		if (se <= addr || sa >= end) {
+		if (se <= addr || sa >= end || at >= before_ns) {
 			i++;
 			continue;
 		}
 		bool left = sa<addr, right = se> end;
 		if (left && right) {
 			if (unsettled_.size() < unsettled_.capacity()) {
-				unsettled_[i] = {sa, addr - sa, seq};
-				unsettled_.push_back({end, se - end, seq});
+				unsettled_[i] = {sa, addr - sa, seq, at};
+				unsettled_.push_back({end, se - end, seq, at});
 			}
 			i++;
 		} else if (left) {
-			unsettled_[i++] = {sa, addr - sa, seq};
+			unsettled_[i++] = {sa, addr - sa, seq, at};
 		} else if (right) {
-			unsettled_[i++] = {end, se - end, seq};
+			unsettled_[i++] = {end, se - end, seq, at};
 		} else {
 			unsettled_[i] = unsettled_.back();
 			unsettled_.pop_back();

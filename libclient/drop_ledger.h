@@ -13,9 +13,12 @@
 //   unsettled   the current pager read its event; not yet known durable.
 // The monitor syncs the unsettled drops every few ms and forgets them once
 // the sync succeeds (settle_ranges, settled). The evictor takes out of them
-// the pages it drops (forget): the pager wrote their newer content back
-// durably before asking, and left out any page the program dropped since it
-// picked it (daemon/pager/eviction.cc).
+// the pages it drops (forget), of the drops that ended before the pager sent
+// its request: the pager read those before it picked the pages, and wrote
+// their newer content back durably before asking. A drop that ended later
+// may have come after the write-back; it stays (the pager left the page out
+// of the request, or writes its zeroes at the round's end, and a sync of
+// its range waits for them: daemon/pager/eviction.cc, writeback.cc).
 //
 // Thread-safety: every member locks the ledger's mutex. forget() runs on the
 // evictor, which must not allocate (a thread that touches the remote heap
@@ -71,10 +74,11 @@ public:
 	// The drops numbered up to `upto` are durable: forgets them, with the
 	// pieces forget() split them into. Returns whether drops are left.
 	bool settled(uint64_t upto);
-	// Takes [addr, addr+length) out of the unsettled drops. A drop split in
-	// two without spare capacity stays whole (its zeroes would then cover
-	// newer content, if memfedd died before the next settle).
-	void forget(uint64_t addr, uint64_t length);
+	// Takes [addr, addr+length) out of the unsettled drops that ended
+	// before `before_ns` (CLOCK_MONOTONIC). A drop split in two without
+	// spare capacity stays whole (its zeroes would then cover newer
+	// content, if memfedd died before the next settle).
+	void forget(uint64_t addr, uint64_t length, uint64_t before_ns);
 
 	// fork(): held from prepare to the end of fork in either process.
 	void lock() { mu_.lock(); }
@@ -86,6 +90,7 @@ public:
 private:
 	struct Unsettled {
 		uint64_t addr, length, seq;
+		uint64_t end_ns; // CLOCK_MONOTONIC when its madvise returned
 	};
 
 	const size_t reserve_;

@@ -7,6 +7,8 @@
 #include <atomic>
 #include <thread>
 
+#include "daemon/common/clock.h"
+
 using namespace memfed::client;
 
 namespace
@@ -18,6 +20,15 @@ std::vector<Span> sorted(std::vector<Span> v)
 {
 	std::sort(v.begin(), v.end());
 	return v;
+}
+
+// The first reading of the monotonic clock past `t`.
+uint64_t after(uint64_t t)
+{
+	uint64_t now;
+	while ((now = memfed::mono_ns()) <= t) {
+	}
+	return now;
 }
 
 void drop(DropLedger &l, uint64_t addr, uint64_t length)
@@ -53,10 +64,10 @@ TEST_CASE("pages the evictor drops leave the drops that cover them", "[drop_ledg
 {
 	DropLedger l;
 	drop(l, 0, 8 * kPage);
-	l.forget(3 * kPage, kPage);  // splits the drop in two
-	l.forget(0, kPage);          // trims its start
-	l.forget(7 * kPage, kPage);  // and its end
-	l.forget(20 * kPage, kPage); // outside every drop: nothing
+	l.forget(3 * kPage, kPage, memfed::mono_ns() + 1);  // splits the drop in two
+	l.forget(0, kPage, memfed::mono_ns() + 1);          // trims its start
+	l.forget(7 * kPage, kPage, memfed::mono_ns() + 1);  // and its end
+	l.forget(20 * kPage, kPage, memfed::mono_ns() + 1); // outside every drop: nothing
 	CHECK(sorted(l.to_report()) ==
 	      std::vector<Span>{{kPage, 2 * kPage}, {4 * kPage, 3 * kPage}});
 	// The pieces keep their drop's number: one settle takes them all.
@@ -66,13 +77,30 @@ TEST_CASE("pages the evictor drops leave the drops that cover them", "[drop_ledg
 	CHECK(l.to_report().empty());
 }
 
+TEST_CASE("a drop that ended after the pager sent its request stays", "[drop_ledger]")
+{
+	// The pager sent a request for pages 0..3 at `sent`; the program
+	// dropped page 2 after that (maybe after the write-back: its zeroes
+	// are the newer content) and page 0 before (read before the pick).
+	DropLedger l;
+	drop(l, 0, kPage);
+	uint64_t sent = after(memfed::mono_ns());
+	after(sent);
+	drop(l, 2 * kPage, kPage);
+	l.forget(0, 4 * kPage, sent);
+	CHECK(l.to_report() == std::vector<Span>{{2 * kPage, kPage}});
+	// A later request covering page 2 forgets it.
+	l.forget(2 * kPage, kPage, memfed::mono_ns() + 1);
+	CHECK(l.to_report().empty());
+}
+
 TEST_CASE("without spare capacity the evictor keeps a drop whole", "[drop_ledger]")
 {
 	// Two slots: end() keeps room for one split, the second stays whole.
 	DropLedger l(2);
 	drop(l, 0, 8 * kPage);
-	l.forget(2 * kPage, kPage);
-	l.forget(5 * kPage, kPage);
+	l.forget(2 * kPage, kPage, memfed::mono_ns() + 1);
+	l.forget(5 * kPage, kPage, memfed::mono_ns() + 1);
 	auto r = sorted(l.to_report());
 	REQUIRE(r.size() == 2);
 	CHECK(r[0] == Span{0, 2 * kPage});

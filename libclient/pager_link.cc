@@ -910,7 +910,7 @@ void PagerLink::evictor_loop(int sock)
 		// it had read the events of the program's earlier drops: those
 		// drops are settled here.
 		for (uint32_t i = 0; i < keep; i++)
-			drops_.forget(req.ranges[i].addr, req.ranges[i].length);
+			drops_.forget(req.ranges[i].addr, req.ranges[i].length, req.sent_ns);
 		{
 			std::lock_guard<std::mutex> ek(evict_mu_);
 			for (uint32_t i = 0; i < keep; i++)

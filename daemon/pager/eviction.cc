@@ -155,6 +155,7 @@ void PagerThread::send_drop(Process *p)
 	DropRequest &req = ev.request;
 	req.magic = kDropRequestMagic;
 	req.seq = ev.seq;
+	req.sent_ns = 0; // set when sent
 	req.count = 0;
 	for (auto &[m, i] : ev.victims) {
 		if (m->dead || m->pages[i].state != PageState::kEvicting)
@@ -184,6 +185,7 @@ void PagerThread::send_drop(Process *p)
 		finish_eviction(p, true);
 		return;
 	}
+	req.sent_ns = now_ns();
 	ssize_t r =
 	        send(p->evict_fd, &req, drop_request_size(req.count), MSG_DONTWAIT | MSG_NOSIGNAL);
 	if (r < 0) {
@@ -283,6 +285,7 @@ void PagerThread::finish_eviction(Process *p, bool dropped)
 	ev.active = false;
 	ev.drop_sent = false;
 	ev.failed = false;
+	check_waiters(); // syncs that waited for this round's zeroes
 	reap(); // mappings that died during the round can go now
 	retry_waiting();
 	maybe_evict(p);

@@ -133,7 +133,10 @@
 //   client -> pager: DropReply {seq, error = 0 or the first -errno}
 // Before a drop the pager has write-protected and written back the pages and
 // parks every fault on them until the reply, so nothing a program writes is
-// lost. The client validates magic and count and ignores (with a log line)
+// lost. A victim the program itself drops meanwhile reads as zero: the
+// pager leaves it out of the request if it learns of that drop first, and
+// otherwise writes its zeroes at the round's end, and a "sync" of its range
+// waits for them. The client validates magic and count and ignores (with a log line)
 // ranges outside its mappings. The thread exits when recv returns 0.
 //
 // Fork
@@ -211,7 +214,7 @@ constexpr uint32_t kMaxRemovedRanges = 4096;
 
 // Evict channel records (little-endian, host layout; both ends are on one
 // machine).
-constexpr uint32_t kDropRequestMagic = 0x5244464d; // "MFDR"
+constexpr uint32_t kDropRequestMagic = 0x3244464d; // "MFD2"
 constexpr uint32_t kDropReplyMagic = 0x4144464d;   // "MFDA"
 constexpr uint32_t kMaxDropRanges = 256;
 
@@ -224,6 +227,13 @@ struct DropRequest {
 	uint32_t magic; // kDropRequestMagic
 	uint32_t count; // ranges that follow, 1..kMaxDropRanges
 	uint64_t seq;
+	// CLOCK_MONOTONIC (one clock for both ends) when the pager sent it. A
+	// program drop of one of these pages that ended before then was read
+	// before the page was picked, so the written-back content is newer and
+	// the client forgets that drop; one that ended later may have come
+	// after the write-back, and the pager makes its zeroes durable
+	// (libclient/drop_ledger.h).
+	uint64_t sent_ns;
 	DropRange ranges[kMaxDropRanges]; // only `count` are sent
 };
 
@@ -236,7 +246,7 @@ struct DropReply {
 // Size of a DropRequest carrying `count` ranges.
 constexpr uint64_t drop_request_size(uint32_t count)
 {
-	return 16 + uint64_t{count} * sizeof(DropRange);
+	return 24 + uint64_t{count} * sizeof(DropRange);
 }
 
 } // namespace memfed::pager

@@ -431,6 +431,55 @@ TEST_CASE("a page the program drops while it is being evicted is zero on the mod
 	REQUIRE(c.unmap(*m).is_ok());
 }
 
+TEST_CASE("a sync of pages the program dropped during their eviction waits for their zeroes",
+          "[pager]")
+{
+	// The client forgets a drop of its program once a sync of its range is
+	// done. A victim the program dropped during its eviction gets its
+	// zeroes at the round's end: a sync done before then let a daemon
+	// killed meanwhile serve the victim's written-back bytes.
+	PagerFixture f;
+	if (!f.pager->caps().anon_wp) {
+		WARN("no userfaultfd write-protect here: budgets are not enforced");
+		return;
+	}
+	constexpr uint32_t kPages = 256, kBudget = 64;
+	f.store.add_region("r", kPages);
+	TestClient c;
+	REQUIRE(c.attach(f.path).is_ok());
+	auto m = c.map("r", 0, kPages * kPage, kBudget * kPage);
+	REQUIRE(m.is_ok());
+	// Written until the first eviction round's write-back waits at the
+	// module (as in the test above).
+	f.store.hold_writes();
+	uint32_t written = 0;
+	while (written < kBudget && f.store.writes_waiting() == 0) {
+		m->addr[written * kPage] = uint8_t(0x40 + written);
+		written++;
+		for (int i = 0; i < 20 && f.store.writes_waiting() == 0; i++)
+			usleep(500);
+	}
+	REQUIRE(f.store.writes_waiting() > 0);
+	REQUIRE(madvise(m->addr, written * kPage, MADV_DONTNEED) == 0);
+	auto synced = std::async(std::launch::async,
+	                         [&] { return c.sync(m->id, 0, written * kPage).is_ok(); });
+	// Writes are answered one at a time until the sync is done; then the
+	// module must hold zeroes for every dropped page.
+	for (int i = 0; i < 2000; i++) {
+		if (synced.wait_for(std::chrono::milliseconds(10)) == std::future_status::ready)
+			break;
+		f.store.release_first_write();
+	}
+	REQUIRE(synced.wait_for(std::chrono::seconds(0)) == std::future_status::ready);
+	int nonzero = 0;
+	for (uint32_t p = 0; p < written; p++)
+		nonzero += f.store.read("r", uint64_t(p) * kPage, 1)[0] != 0;
+	f.store.release_writes();
+	CHECK(synced.get());
+	CHECK(nonzero == 0);
+	REQUIRE(c.unmap(*m).is_ok());
+}
+
 TEST_CASE("a victim is dropped only once its newest content is on the module", "[pager]")
 {
 	// A page the program drops while an earlier write of it is in flight

@@ -295,6 +295,11 @@ private:
 	void add_waiter(Mapping *m, uint32_t first, uint32_t count, bool second_pass,
 	                std::function<void(Status)> done);
 	void check_waiters();
+	// Whether pages of [first, first+count) of `m` the program dropped
+	// are not yet zero on the module: victims of the eviction round
+	// (their zeroes come at its end), or zeroes not yet written.
+	enum class ZeroesPending { kNone, kRound, kWrites };
+	ZeroesPending zeroes_pending(const Mapping *m, uint32_t first, uint32_t count) const;
 
 	void tick();
 	void retire(Mapping *m);

@@ -244,8 +244,8 @@ private:
 			ssize_t n = recv(fd, &req, sizeof(req), 0);
 			if (n <= 0)
 				return;
-			if (n < 16 || req.magic != kDropRequestMagic || req.count == 0 ||
-			    req.count > kMaxDropRanges ||
+			if (size_t(n) < drop_request_size(0) || req.magic != kDropRequestMagic ||
+			    req.count == 0 || req.count > kMaxDropRanges ||
 			    uint64_t(n) != drop_request_size(req.count))
 				continue;
 			DropReply rep{kDropReplyMagic, 0, req.seq};

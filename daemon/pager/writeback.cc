@@ -336,6 +336,27 @@ void PagerThread::add_waiter(Mapping *m, uint32_t first, uint32_t count, bool se
 	check_waiters();
 }
 
+PagerThread::ZeroesPending PagerThread::zeroes_pending(const Mapping *m, uint32_t first,
+                                                       uint32_t count) const
+{
+	const Process *p = m->proc;
+	if (p->fork_child || !m->writable || m->region_gone)
+		return ZeroesPending::kNone; // nothing of it goes to the module
+	const Eviction &ev = p->evict;
+	if (ev.active)
+		for (const auto &[vm, i] : ev.victims)
+			if (vm == m && i >= first && i - first < count &&
+			    m->pages[i].state == PageState::kEvicting &&
+			    (m->pages[i].flags & kRemoved))
+				return ZeroesPending::kRound;
+	uint32_t end = uint32_t(std::min<uint64_t>(m->scan_end(), uint64_t(first) + count));
+	for (uint32_t i = first; i < end; i++)
+		if (m->pages[i].state == PageState::kZero &&
+		    (m->pages[i].flags & (kDirty | kWbInFlight)))
+			return ZeroesPending::kWrites;
+	return ZeroesPending::kNone;
+}
+
 void PagerThread::check_waiters()
 {
 	uint64_t lowest = runs_.lowest();
@@ -356,6 +377,30 @@ void PagerThread::check_waiters()
 				lowest = runs_.lowest();
 				i = 0;
 				continue;
+			}
+		}
+		// The client forgets its program's drops once a sync of their
+		// range is done: every dropped page in it must be zero on the
+		// module by then, also one whose zeroes were claimed after this
+		// sync began (a victim the program dropped during its eviction
+		// gets them at the round's end, eviction.cc). Else a daemon
+		// killed meanwhile would serve the page's old content.
+		if (w.m != nullptr && !w.m->dead) {
+			ZeroesPending z = zeroes_pending(w.m, w.first, w.count);
+			if (z == ZeroesPending::kRound) {
+				i++; // finish_eviction checks again
+				continue;
+			}
+			if (z == ZeroesPending::kWrites) {
+				claim_writeback(w.m, w.first, w.count);
+				w.end_id = runs_.next_id();
+				if (w.end_id > lowest) {
+					pump_writeback();
+					// pump may have finished runs and re-entered: restart.
+					lowest = runs_.lowest();
+					i = 0;
+					continue;
+				}
 			}
 		}
 		WbWaiter done = std::move(w);
