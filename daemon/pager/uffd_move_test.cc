@@ -380,7 +380,7 @@ public:
 		std::vector<uint8_t> page(kPageSize);
 		std::vector<uint64_t> words = serve(addr);
 		std::memcpy(page.data(), words.data(), words.size() * sizeof(uint64_t));
-		int r = uffd_copy(uffd_, addr, page.data(), kPageSize, false, nullptr);
+		int r = uffd_copy(uffd_, addr, page.data(), kPageSize, serve_wp, nullptr);
 		REQUIRE((r == 0 || r == -EEXIST));
 	}
 
@@ -422,6 +422,8 @@ public:
 	};
 	std::vector<uint64_t> missing_faults;
 	std::vector<uint64_t> wp_faults;
+	// Serve missing pages write-protected (UFFDIO_COPY_MODE_WP).
+	bool serve_wp = false;
 	// Missing faults to hold back (a page mid-move), until serve_deferred().
 	std::function<bool(uint64_t)> defer = [](uint64_t) { return false; };
 	std::vector<uint64_t> deferred;
@@ -635,6 +637,19 @@ TEST_CASE("WP_ASYNC and PAGEMAP_SCAN find, across processes, the pages a client 
 	REQUIRE(c.call(kWrite, c.work(4), 1).result == 0);
 	CHECK(c.written(begin, end, true) ==
 	      std::vector<std::pair<uint64_t, uint64_t>>{{c.work(4), c.work(5)}});
+	// A page the pager installs with UFFDIO_COPY_MODE_WP starts clean; one
+	// installed without it reads as written at once.
+	REQUIRE(c.call(kMove, c.staging(0), c.work(10), 2 * kPageSize, 0).result == 0);
+	c.serve_wp = true;
+	REQUIRE(c.call(kRead, c.work(10)).value == Client::kServed);
+	c.serve_wp = false;
+	REQUIRE(c.call(kRead, c.work(11)).value == Client::kServed);
+	CHECK(c.written(begin, end, false) ==
+	      std::vector<std::pair<uint64_t, uint64_t>>{{c.work(11), c.work(12)}});
+	REQUIRE(c.call(kWrite, c.work(10), 1).result == 0);
+	CHECK(c.wp_faults.empty());
+	CHECK(c.written(begin, end, false) ==
+	      std::vector<std::pair<uint64_t, uint64_t>>{{c.work(10), c.work(12)}});
 	// A range not under async write-protection is an error, not "clean".
 	ClientOptions plain;
 	Client p(plain);
