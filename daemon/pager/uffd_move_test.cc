@@ -28,6 +28,7 @@
 #include <thread>
 #include <vector>
 
+#include "daemon/control/message.h"
 #include "daemon/pager/pagemap_scan.h"
 #include "daemon/pager/uffd.h"
 
@@ -154,20 +155,9 @@ void protect_all(int pagemap, uint64_t start, uint64_t end)
 	if (o.register_staging && uffd_register(uffd, uint64_t(staging), kArea, o.staging_mode) < 0)
 		_exit(13);
 
-	char byte = 0;
-	iovec iov{&byte, 1};
-	char ctl[CMSG_SPACE(sizeof(int))] = {};
-	msghdr mh{};
-	mh.msg_iov = &iov;
-	mh.msg_iovlen = 1;
-	mh.msg_control = ctl;
-	mh.msg_controllen = sizeof(ctl);
-	cmsghdr *cm = CMSG_FIRSTHDR(&mh);
-	cm->cmsg_level = SOL_SOCKET;
-	cm->cmsg_type = SCM_RIGHTS;
-	cm->cmsg_len = CMSG_LEN(sizeof(int));
-	std::memcpy(CMSG_DATA(cm), &uffd, sizeof(int));
-	if (sendmsg(sock, &mh, 0) != 1)
+	control::Message hello;
+	hello.fds.push_back(uffd);
+	if (!control::send_message(sock, hello).is_ok())
 		_exit(14);
 
 	pid_t grandchild = -1;
@@ -277,22 +267,14 @@ public:
 		}
 		close(sv[1]);
 		sock_ = sv[0];
-		char byte = 0;
-		iovec iov{&byte, 1};
-		char ctl[CMSG_SPACE(sizeof(int))] = {};
-		msghdr mh{};
-		mh.msg_iov = &iov;
-		mh.msg_iovlen = 1;
-		mh.msg_control = ctl;
-		mh.msg_controllen = sizeof(ctl);
-		ssize_t n = recvmsg(sock_, &mh, MSG_CMSG_CLOEXEC);
-		if (n != 1) {
+		auto hello = control::recv_message(sock_);
+		if (!hello || hello->fds.size() != 1) {
 			int status = 0;
 			waitpid(pid_, &status, 0);
 			pid_ = -1;
 			FAIL("the client exited during setup with status " << WEXITSTATUS(status));
 		}
-		std::memcpy(&uffd_, CMSG_DATA(CMSG_FIRSTHDR(&mh)), sizeof(int));
+		uffd_ = hello->fds[0];
 		mem_ = open(("/proc/" + std::to_string(pid_) + "/mem").c_str(), O_RDWR | O_CLOEXEC);
 		pagemap_ = open(("/proc/" + std::to_string(pid_) + "/pagemap").c_str(),
 		                O_RDONLY | O_CLOEXEC);

@@ -32,7 +32,6 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
-#include <sys/uio.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -45,6 +44,7 @@
 #include <string>
 #include <vector>
 
+#include "daemon/control/message.h"
 #include "daemon/pager/pagemap_scan.h"
 #include "daemon/pager/uffd.h"
 
@@ -90,42 +90,6 @@ uint8_t *map_area(uint64_t len)
 	return static_cast<uint8_t *>(p);
 }
 
-void send_fd(int sock, int fd)
-{
-	char byte = 0;
-	iovec iov{&byte, 1};
-	char ctl[CMSG_SPACE(sizeof(int))] = {};
-	msghdr mh{};
-	mh.msg_iov = &iov;
-	mh.msg_iovlen = 1;
-	mh.msg_control = ctl;
-	mh.msg_controllen = sizeof(ctl);
-	cmsghdr *cm = CMSG_FIRSTHDR(&mh);
-	cm->cmsg_level = SOL_SOCKET;
-	cm->cmsg_type = SCM_RIGHTS;
-	cm->cmsg_len = CMSG_LEN(sizeof(int));
-	std::memcpy(CMSG_DATA(cm), &fd, sizeof(int));
-	if (sendmsg(sock, &mh, 0) != 1)
-		die("sendmsg");
-}
-
-int recv_fd(int sock)
-{
-	char byte = 0;
-	iovec iov{&byte, 1};
-	char ctl[CMSG_SPACE(sizeof(int))] = {};
-	msghdr mh{};
-	mh.msg_iov = &iov;
-	mh.msg_iovlen = 1;
-	mh.msg_control = ctl;
-	mh.msg_controllen = sizeof(ctl);
-	if (recvmsg(sock, &mh, MSG_CMSG_CLOEXEC) != 1 || CMSG_FIRSTHDR(&mh) == nullptr)
-		die("recvmsg (the client failed to set up)");
-	int fd = -1;
-	std::memcpy(&fd, CMSG_DATA(CMSG_FIRSTHDR(&mh)), sizeof(int));
-	return fd;
-}
-
 // The client: registers `work` (MISSING|WP, `features`) and `staging`
 // (MISSING), hands over the uffd, runs commands; each reply is an int64
 // (0 or -errno).
@@ -140,7 +104,10 @@ int recv_fd(int sock)
 	                  UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_WP) < 0 ||
 	    uffd_register(uffd, uint64_t(staging), staging_len, UFFDIO_REGISTER_MODE_MISSING) < 0)
 		_exit(3);
-	send_fd(sock, uffd);
+	memfed::control::Message hello;
+	hello.fds.push_back(uffd);
+	if (!memfed::control::send_message(sock, hello).is_ok())
+		_exit(5);
 	std::vector<uint8_t> src(kMaxBatch * kPageSize, 0x5a);
 	uint64_t staged_at = 0, staged_len = 0;
 	int64_t ns[2] = {0, 0}; // in MADV_DONTNEED, in UFFDIO_MOVE
@@ -219,7 +186,10 @@ public:
 		}
 		close(sv[1]);
 		sock_ = sv[0];
-		uffd_ = recv_fd(sock_);
+		auto hello = memfed::control::recv_message(sock_);
+		if (!hello || hello->fds.size() != 1)
+			die("recvmsg (the client failed to set up)");
+		uffd_ = hello->fds[0];
 		std::string proc = "/proc/" + std::to_string(pid_);
 		mem_ = open((proc + "/mem").c_str(), O_RDONLY | O_CLOEXEC);
 		pagemap_ = open((proc + "/pagemap").c_str(), O_RDONLY | O_CLOEXEC);
@@ -452,6 +422,8 @@ int main(int argc, char **argv)
 	uint64_t found = 0;
 	scan_ms(c, len, true, &found); // protect everything: the clean state
 	for (uint64_t n : {0ull, 16ull, 1024ull, 65536ull}) {
+		if (n > len / kPageSize)
+			break;
 		std::vector<double> scan, read, ratio;
 		for (int k = 0; k < repeat; k++) {
 			if (n != 0)
