@@ -87,6 +87,11 @@ if [ -x "$BIN/memfed-bench-pager" ]; then
 		--repeat 5 | tee "$RESULTS/pager.txt"
 fi
 
+if [ -x "$BIN/memfed-bench-evict" ]; then
+	say "evict: write-protect + copy + client drop vs the client's UFFDIO_MOVE into staging + copy, per page; PAGEMAP_SCAN's write scan of 1 GiB"
+	"$BIN/memfed-bench-evict" --repeat 5 | tee "$RESULTS/evict.txt"
+fi
+
 say "swap: sort, stress-ng, redis at 1/3 and 1/6 of their footprint, memfed vs kernel swap on zram"
 bash "$(dirname "$0")/bench_swap.sh" "$BUILD" "$RESULTS"
 

@@ -125,9 +125,10 @@
 // ------------------------------
 // The pager is a different process and the kernel does not let it drop
 // another process's anonymous pages (process_madvise rejects MADV_DONTNEED
-// for other processes; UFFDIO_MOVE is missing on 6.1 and refuses pages shared
-// after fork). So the client runs one evictor thread on its end of a
-// socketpair(AF_UNIX, SOCK_SEQPACKET) whose other end it passes in "attach":
+// for other processes; UFFDIO_MOVE works only from the uffd's own process,
+// is missing on 6.1 and refuses pages shared after fork: uffd_move_test.cc,
+// doc/design/move-eviction.md). So the client runs one evictor thread on its
+// end of a socketpair(AF_UNIX, SOCK_SEQPACKET) whose other end it passes in "attach":
 //   pager -> client: DropRequest (below), one per packet
 //   client: madvise(addr, length, MADV_DONTNEED) for each range, in order
 //   client -> pager: DropReply {seq, error = 0 or the first -errno}

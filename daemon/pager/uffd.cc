@@ -188,6 +188,20 @@ int uffd_poison(int uffd, uint64_t addr, uint64_t len)
 	return ioctl(uffd, UFFDIO_POISON, &r) < 0 ? -errno : 0;
 }
 
+int uffd_move(int uffd, uint64_t dst, uint64_t src, uint64_t len, uint64_t mode, int64_t *moved)
+{
+	uffdio_move m{};
+	m.dst = dst;
+	m.src = src;
+	m.len = len;
+	m.mode = mode;
+	int r = ioctl(uffd, UFFDIO_MOVE, &m);
+	int err = r < 0 ? errno : 0;
+	if (moved != nullptr)
+		*moved = m.move > 0 ? m.move : 0;
+	return -err;
+}
+
 int uffd_register(int uffd, uint64_t addr, uint64_t len, uint64_t mode)
 {
 	uffdio_register r{};

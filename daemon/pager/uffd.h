@@ -39,6 +39,18 @@ struct uffdio_poison {
 #ifndef UFFD_FEATURE_MOVE
 #define UFFD_FEATURE_MOVE (1 << 16)
 #endif
+#ifndef UFFDIO_MOVE
+struct uffdio_move {
+	__u64 dst;
+	__u64 src;
+	__u64 len;
+	__u64 mode;
+	__s64 move;
+};
+#define UFFDIO_MOVE_MODE_DONTWAKE ((__u64)1 << 0)
+#define UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES ((__u64)1 << 1)
+#define UFFDIO_MOVE _IOWR(UFFDIO, 0x05, struct uffdio_move)
+#endif
 
 namespace memfed::pager
 {
@@ -55,8 +67,9 @@ struct UffdCaps {
 	bool wp_async = false; // detected, reported, not used (see pager.h)
 	// Detected and reported, not used: the kernel refuses UFFDIO_MOVE
 	// issued from any process but the uffd's own ("cross-mm", EINVAL;
-	// seen on 6.18), so the pager cannot move a client's page out. Only a
-	// thread of the client could (its evictor: still a round trip).
+	// fs/userfaultfd.c userfaultfd_move; uffd_move_test.cc), so the pager
+	// cannot move a client's page out. Only a thread of the client can
+	// (doc/design/move-eviction.md).
 	bool move = false;
 	bool poison = false;
 
@@ -88,6 +101,13 @@ int uffd_wake(int uffd, uint64_t addr, uint64_t len);
 // Resolves [addr, addr+len) with poisoned entries: an access there raises
 // SIGBUS, as a hardware memory error would (needs UFFD_FEATURE_POISON).
 int uffd_poison(int uffd, uint64_t addr, uint64_t len);
+// Moves the pages of [src, src+len) to [dst, dst+len) in the uffd's own
+// process; only a thread of that process may call it (-EINVAL otherwise).
+// `*moved` gets the bytes moved before any error. -EEXIST: a destination page
+// is not empty; -EBUSY: a source page is shared (after fork) or pinned;
+// -ENOENT: a source page is missing (unless ALLOW_SRC_HOLES); -EINVAL: a
+// range not anonymous private memory registered on this uffd.
+int uffd_move(int uffd, uint64_t dst, uint64_t src, uint64_t len, uint64_t mode, int64_t *moved);
 int uffd_register(int uffd, uint64_t addr, uint64_t len, uint64_t mode);
 int uffd_unregister(int uffd, uint64_t addr, uint64_t len);
 
