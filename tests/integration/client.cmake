@@ -18,6 +18,9 @@ set(MEMFED_PROGRAM_ENV ${MEMFED_TEST_ENV}
 # Built in every tree; the tests run the release tree's (uninstrumented) one.
 add_executable(memfed-test-drop-probe ${CMAKE_CURRENT_LIST_DIR}/drop_probe.c)
 list(APPEND MEMFED_PROGRAM_ENV MEMFED_DROP_PROBE=${MEMFED_TOOLS_DIR}/bin/memfed-test-drop-probe)
+add_executable(memfed-test-page-verify ${CMAKE_CURRENT_LIST_DIR}/page_verify.c)
+target_link_libraries(memfed-test-page-verify PRIVATE Threads::Threads)
+list(APPEND MEMFED_PROGRAM_ENV MEMFED_PAGE_VERIFY=${MEMFED_TOOLS_DIR}/bin/memfed-test-page-verify)
 foreach(t client_files client_fork client_fork_module_away client_restart client_drop_restart
           client_grace restart_pressure programs_stress_ng programs_sqlite programs_python
           thin_heaps)
