@@ -23,7 +23,7 @@ target_link_libraries(memfed-test-page-verify PRIVATE Threads::Threads)
 list(APPEND MEMFED_PROGRAM_ENV MEMFED_PAGE_VERIFY=${MEMFED_TOOLS_DIR}/bin/memfed-test-page-verify)
 foreach(t client_files client_fork client_fork_module_away client_restart client_drop_restart
           client_grace restart_pressure programs_stress_ng programs_sqlite programs_python
-          thin_heaps)
+          thin_heaps page_verify client_restart_verify)
   memfed_shell_test(${t} ${t}_test.sh)
   set_tests_properties(${t} PROPERTIES TIMEOUT 180 ENVIRONMENT "${MEMFED_PROGRAM_ENV}")
 endforeach()

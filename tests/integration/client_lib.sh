@@ -9,6 +9,16 @@ start_pager() {
 # run_on NAME ARGS...: memfedctl run against daemon NAME.
 run_on() { local name=$1; shift; "$MEMFEDCTL" --socket "$T/$name/sock" run "$@"; }
 
+# pager_sum NAME COUNTER...: each counter of daemon NAME's pager.stats
+# (map_protocol.h: evictions, fetches, prefetched, ...) summed over the
+# processes it pages now, on one line; nothing if the daemon does not answer.
+pager_sum() {
+	local name=$1
+	shift
+	timeout 10 "$MEMFEDCTL" --socket "$T/$name/sock" -j stats 2>/dev/null |
+		python3 -c 'import json,sys; ps=json.load(sys.stdin)["pager"]["processes"]; print(*(sum(p[c] for p in ps) for c in sys.argv[1:]))' "$@" 2>/dev/null || true
+}
+
 # wait_evicting NAME N [PID]: waits (up to 30 s) until daemon NAME's pager
 # has evicted more than N pages of its programs: a program under memfedctl
 # run has attached and is under pressure. With PID: returns 1 as soon as
@@ -19,7 +29,8 @@ wait_evicting() {
 	local name=$1 n=$2 pid=${3:-} got=0 until=$((SECONDS + 30))
 	while [ $SECONDS -lt $until ]; do
 		[ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null && return 1
-		got=$(timeout 10 "$MEMFEDCTL" --socket "$T/$name/sock" -j stats 2>/dev/null | python3 -c 'import json,sys; print(sum(p["evictions"] for p in json.load(sys.stdin)["pager"]["processes"]))' 2>/dev/null || echo 0)
+		got=$(pager_sum "$name" evictions)
+		got=${got:-0}
 		[ "$got" -gt "$n" ] && return 0
 		sleep 0.1
 	done

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Every page of a remote heap under hard eviction reads back as the program
+# last wrote it, or as zeroes where it dropped it. page_verify.c writes,
+# reads, drops (MADV_DONTNEED) and sweeps 64 MiB of heap from four threads
+# under a 4 MiB budget, checking each page it reads against the version it
+# expects; the pager must meanwhile have evicted and fetched the working set
+# many times over, or the run proved nothing.
+source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/client_lib.sh"
+VERIFY=${MEMFED_PAGE_VERIFY:?set MEMFED_PAGE_VERIFY to memfed-test-page-verify}
+
+MIB=64
+PAGES=$((MIB * 256))
+SECS=20
+SEED=${MEMFED_SEED:-$RANDOM}
+echo "# seed $SEED (MEMFED_SEED=$SEED repeats the program's choices)"
+
+start_pager a 8G
+run_on a --heap-budget 4M --heap-size 1G -- "$VERIFY" $MIB $SECS 4 "$SEED" 1 >"$T/out" 2>"$T/err" &
+prog=$!
+# The pager's counters of the program, sampled until it ends (its process
+# leaves pager.stats with it): the first sample and the last.
+first="" last=""
+for _ in $(seq 1 $(((SECS + 40) * 4))); do
+	kill -0 $prog 2>/dev/null || break
+	now=$(pager_sum a evictions fetches prefetched)
+	if [ -n "$now" ]; then
+		[ -n "$first" ] || first=$now
+		last=$now
+	fi
+	sleep 0.25
+done
+if kill -0 $prog 2>/dev/null; then
+	report_hang a "$VERIFY"
+	fail "the program still runs $((SECS + 40)) s after its start ($SECS s of work): $(cat "$T/err")"
+fi
+rc=0
+wait $prog || rc=$?
+[ $rc -ne 3 ] || fail "a page read back wrong: $(cat "$T/err")"
+[ $rc -eq 0 ] || fail "the program exited $rc (128+N: signal N): $(cat "$T/out" "$T/err")"
+grep -q "in the remote heap" "$T/out" ||
+	fail "the working set is not in the remote heap: $(cat "$T/out")"
+grep -q "^verified [1-9][0-9]* pages, [1-9][0-9]* writes, [1-9][0-9]* drops, 0 mismatches$" "$T/out" ||
+	fail "no clean summary from the program: $(cat "$T/out" "$T/err")"
+ok "$(tail -n 1 "$T/out") (seed $SEED)"
+
+# Evictions and fetches: each at least twice the working set in pages.
+[ -n "$last" ] || fail "pager.stats never listed the program"
+read -r ev0 fe0 _ <<<"$first"
+read -r ev fe pre <<<"$last"
+[ $((ev - ev0)) -gt $((2 * PAGES)) ] && [ $((fe - fe0)) -gt $((2 * PAGES)) ] ||
+	fail "the pager evicted $((ev - ev0)) and fetched $((fe - fe0)) pages during the run, expected more than $((2 * PAGES)) each (the working set is $PAGES pages)"
+ok "the pager evicted $ev pages and fetched $fe (and prefetched $pre) of the $PAGES-page working set"
+echo "$PASSED passed, 0 failed"
