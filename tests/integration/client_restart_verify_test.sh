@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Daemon restarts under a page-by-page check: memfedd is SIGKILLed six times
 # at random points of hard eviction (a 4 MiB budget) and started again while
-# page_verify.c writes, reads, drops and sweeps 64 MiB of heap, and every
-# page the program reads is the version it last wrote there, or zeroes where
-# it dropped it. A kill can land between a write-back and the client's drop
+# page_verify.c writes, reads, drops, remaps and sweeps 64 MiB of heap, and
+# every page the program reads is the version it last wrote there, or zeroes
+# where it dropped it. A kill can land between a write-back and the client's drop
 # of the page, between a program's own MADV_DONTNEED and the zeroes reaching
 # the module, or with faults in flight: a page fetched from the module's old
 # bytes, or served as zeroes where it had data, is a mismatch here, named

@@ -2,10 +2,16 @@
 // `memfedctl run` that checks every page of its remote heap against what it
 // last wrote there, in the manner of the kernel's userfaultfd stress test.
 //
-// Its working set (MIB MiB, one anonymous private mmap, which the preload
-// serves from the remote heap) is split into one contiguous block of pages
-// per thread; a thread alone writes, drops and reads its block, so no page
-// needs a lock. Every page holds the pattern of (page index, version):
+// Its working set (MIB MiB of anonymous private mmaps, which the preload
+// serves from the remote heap) is split between the threads; a thread alone
+// writes, drops and reads its pages, so no page needs a lock. Each thread has
+// a contiguous block of pages in one big mapping (three quarters of the set)
+// and "arenas": mappings of 64 pages of their own (the rest), which it now
+// and then unmaps and maps afresh, as python's allocator does with its
+// arenas (under the preload munmap drops the pages and hands the range back
+// to the heap's allocator, whose next mmap, maybe another thread's, reuses
+// it). Every page (numbered: the blocks' first, then the arenas') holds the
+// pattern of (page number, version):
 // version 0 is all zeroes (never written, or dropped since), version v > 0
 // has in each 8-byte word w the bijective mix of (page, v, w), so that any
 // word read back names the page and version it was written for. For SECONDS
@@ -13,7 +19,10 @@
 // them checked first, which makes the write a write-protect fault on a page
 // just fetched rather than a missing-page write fault), checking a random
 // page, with DROP=1 now and then an madvise(MADV_DONTNEED) of a random run of
-// 1 to 64 of its pages (version 0 after), and now and then a sequential sweep
+// 1 to 64 of its pages (version 0 after; half the time the first is written
+// again at once, as an allocator reuses memory it purged) or the remapping of
+// one of its arenas (its first page written at once), and now and then a
+// sequential sweep
 // that writes or checks up to 1024 pages in order (eviction of streams and
 // prefetch). At the end every thread checks its whole block, and the program
 // prints "verified N pages, M writes, D drops, 0 mismatches" and exits 0.
@@ -49,6 +58,8 @@
 #define MAX_THREADS 64u
 #define MAX_RUN 64u
 #define SWEEP_MAX 1024u
+#define ARENA_PAGES 64u
+#define MAX_ARENAS (MAX_PAGES / ARENA_PAGES)
 
 // The shadow: per page the version last written (0 after a drop), and when
 // (ms since the start) it was last written and dropped, for the report.
@@ -64,18 +75,25 @@ struct shadow {
 	uint32_t written_ms;
 	uint32_t dropped_ms;
 	uint32_t version_before_drop;
+	uint32_t how_dropped; // 0: never, else one of the DROP_ below
 };
+enum { DROP_MADVISE = 1, DROP_REMAP };
 
 struct worker {
 	pthread_t tid;
 	unsigned index;
-	uint32_t first, count; // its block of pages
+	uint32_t first, count;             // its block of pages
+	uint32_t arena_first, arena_count; // its arenas (numbers into g_arena)
 	uint64_t rng;
-	uint64_t verified, writes, drops, dropped_pages, sweeps;
+	uint64_t verified, writes, drops, dropped_pages, sweeps, remaps;
 };
 
+// Pages 0..g_block_pages-1 are the blocks at g_base, the others the arenas:
+// page g_block_pages + ARENA_PAGES * a + i is page i of arena a, currently
+// mapped at g_arena[a] (written by the arena's thread only).
 static unsigned char *g_base;
-static uint32_t g_pages;
+static uint32_t g_pages, g_block_pages;
+static unsigned char **g_arena;
 static struct shadow *g_shadow;
 static int g_drop;
 static struct timespec g_start;
@@ -152,7 +170,32 @@ static uint64_t word_of(uint32_t page, uint32_t version, uint32_t w)
 
 static uint64_t *page_at(uint32_t page)
 {
-	return (uint64_t *)(g_base + (size_t)page * PAGE);
+	if (page < g_block_pages)
+		return (uint64_t *)(g_base + (size_t)page * PAGE);
+	uint32_t i = page - g_block_pages;
+	return (uint64_t *)(g_arena[i / ARENA_PAGES] + (size_t)(i % ARENA_PAGES) * PAGE);
+}
+
+// The end (exclusive) of the run of pages contiguous in memory that holds
+// `page`: its thread's block, or its arena.
+static uint32_t run_end(const struct worker *me, uint32_t page)
+{
+	if (page < g_block_pages)
+		return me->first + me->count;
+	return page - (page - g_block_pages) % ARENA_PAGES + ARENA_PAGES;
+}
+
+// The thread's k-th page: its block's, then its arenas'.
+static uint32_t nth_page(const struct worker *me, uint32_t k)
+{
+	if (k < me->count)
+		return me->first + k;
+	return g_block_pages + me->arena_first * ARENA_PAGES + (k - me->count);
+}
+
+static uint32_t pages_of(const struct worker *me)
+{
+	return me->count + me->arena_count * ARENA_PAGES;
 }
 
 static void fill(uint32_t page, uint32_t version)
@@ -220,10 +263,12 @@ static struct finding judge(const uint64_t *copy, uint32_t page, uint32_t expect
 	return f;
 }
 
+// `before_drop`: the version the page had before it was dropped, if it is
+// expected to be zeroes now (a page found holding it kept it past its drop).
 static int describe(char *out, size_t n, const struct finding *f, const uint64_t *copy,
-                    uint32_t page, uint32_t expected)
+                    uint32_t page, uint32_t expected, uint32_t before_drop)
 {
-	uint32_t w = f->first_diff;
+	uint32_t w = f->first_diff, ref = expected ? expected : before_drop;
 	switch (f->kind) {
 	case K_MATCH:
 		return snprintf(out, n, "the expected version %u", expected);
@@ -235,14 +280,18 @@ static int describe(char *out, size_t n, const struct finding *f, const uint64_t
 		        "%s version %u of this page (%s; %u of %u words are of it, %u zero words), "
 		        "first differing word at +0x%x",
 		        f->words_of_it == WORDS ? "the whole" : "PARTLY", f->version,
-		        f->version < expected ? "OLDER" : "NEWER", f->words_of_it, WORDS,
-		        f->zero_words, w * 8);
+		        f->version < ref   ? (expected ? "OLDER" : "OLDER than the version dropped")
+		        : f->version > ref ? (expected ? "NEWER" : "NEWER than the version dropped")
+		                           : "the version DROPPED",
+		        f->words_of_it, WORDS, f->zero_words, w * 8);
 	case K_OTHER_PAGE:
 		return snprintf(out, n,
 		                "%s the pattern of ANOTHER page %u, version %u (%u of %u words are "
-		                "of it, %u zero words), first differing word at +0x%x",
+		                "of it, %u zero words; that page is at %p now), first differing "
+		                "word at +0x%x",
 		                f->words_of_it == WORDS ? "all of" : "partly", f->page, f->version,
-		                f->words_of_it, WORDS, f->zero_words, w * 8);
+		                f->words_of_it, WORDS, f->zero_words, (void *)page_at(f->page),
+		                w * 8);
 	default:
 		return snprintf(
 		        out, n,
@@ -278,7 +327,7 @@ static void mismatch(struct worker *me, uint32_t page, const char *what)
 	copy_page(copy, page);
 	struct finding f = judge(copy, page, s.version);
 	char found[400], line[1024];
-	describe(found, sizeof(found), &f, copy, page, s.version);
+	describe(found, sizeof(found), &f, copy, page, s.version, s.version_before_drop);
 	snprintf(line, sizeof(line),
 	         "page-verify: MISMATCH at %p, page %u, thread %u, %u.%03u s after the start "
 	         "(%02ld:%02ld:%02ld.%03ld UTC), %s: expected version %u, found %s\n",
@@ -286,15 +335,24 @@ static void mismatch(struct worker *me, uint32_t page, const char *what)
 	         day_s / 60 % 60, day_s % 60, wall.tv_nsec / 1000000, what, s.version, found);
 	say_fd(2, line);
 
+	char where[120] = "in the thread's block";
+	if (page >= g_block_pages)
+		snprintf(where, sizeof(where),
+		         "page %u of arena %u (%u remaps by this thread so far)",
+		         (page - g_block_pages) % ARENA_PAGES, (page - g_block_pages) / ARENA_PAGES,
+		         (unsigned)me->remaps);
 	snprintf(line, sizeof(line),
-	         "page-verify: detail: page %u last written (version %u) at %u.%03u s, last "
-	         "dropped at %s%u.%03u s (from version %u); its words +0..+0x18: "
+	         "page-verify: detail: page %u, %s, last written (version %u) at %u.%03u s, last "
+	         "dropped%s at %s%u.%03u s (from version %u); its words +0..+0x18: "
 	         "%016llx %016llx %016llx %016llx\n",
-	         page, s.version ? s.version : s.version_before_drop, s.written_ms / 1000,
-	         s.written_ms % 1000, s.dropped_ms ? "" : "(never) ", s.dropped_ms / 1000,
-	         s.dropped_ms % 1000, s.version_before_drop, (unsigned long long)copy[0],
-	         (unsigned long long)copy[1], (unsigned long long)copy[2],
-	         (unsigned long long)copy[3]);
+	         page, where, s.version ? s.version : s.version_before_drop, s.written_ms / 1000,
+	         s.written_ms % 1000,
+	         s.how_dropped == DROP_REMAP     ? " (munmap and mmap)"
+	         : s.how_dropped == DROP_MADVISE ? " (madvise)"
+	                                         : "",
+	         s.dropped_ms ? "" : "(never) ", s.dropped_ms / 1000, s.dropped_ms % 1000,
+	         s.version_before_drop, (unsigned long long)copy[0], (unsigned long long)copy[1],
+	         (unsigned long long)copy[2], (unsigned long long)copy[3]);
 	say_fd(2, line);
 
 	// Read again: a page that is right now was read wrong once (a fault
@@ -303,19 +361,20 @@ static void mismatch(struct worker *me, uint32_t page, const char *what)
 	uint64_t again[WORDS];
 	copy_page(again, page);
 	struct finding g = judge(again, page, s.version);
-	describe(found, sizeof(found), &g, again, page, s.version);
+	describe(found, sizeof(found), &g, again, page, s.version, s.version_before_drop);
 	snprintf(line, sizeof(line), "page-verify: detail: read again, page %u holds %s%s\n", page,
 	         found,
 	         memcmp(copy, again, sizeof(copy)) ? "" : " (the same bytes as the first read)");
 	say_fd(2, line);
 
 	// Is it one page, or a run (a drop, an eviction batch)? The others of
-	// this thread's block, which no other thread touches.
+	// this thread's pages, which no other thread touches.
 	uint32_t bad = 0, zero = 0, shown = 0;
 	char list[400];
 	size_t used = 0;
 	list[0] = 0;
-	for (uint32_t p = me->first; p < me->first + me->count; p++) {
+	for (uint32_t k = 0; k < pages_of(me); k++) {
+		uint32_t p = nth_page(me, k);
 		if (p == page || first_difference(p, g_shadow[p].version) == WORDS)
 			continue;
 		copy_page(again, p);
@@ -333,9 +392,10 @@ static void mismatch(struct worker *me, uint32_t page, const char *what)
 		}
 	}
 	snprintf(line, sizeof(line),
-	         "page-verify: detail: %u other pages of thread %u's %u (pages %u..%u) mismatch, "
-	         "%u of them all zero:%s\n",
-	         bad, me->index, me->count, me->first, me->first + me->count - 1, zero, list);
+	         "page-verify: detail: %u other pages of thread %u's %u (pages %u..%u and %u "
+	         "arenas) mismatch, %u of them all zero:%s\n",
+	         bad, me->index, pages_of(me), me->first, me->first + me->count - 1,
+	         me->arena_count, zero, list);
 	say_fd(2, line);
 	_exit(3);
 }
@@ -390,9 +450,38 @@ static void drop_run(struct worker *me, uint32_t page, uint32_t n)
 			s->version_before_drop = s->version;
 		s->version = 0;
 		s->dropped_ms = now ? now : 1;
+		s->how_dropped = DROP_MADVISE;
 	}
 	me->drops++;
 	me->dropped_pages += n;
+}
+
+// Unmaps arena `a` and maps a fresh one (wherever the heap puts it): its
+// pages read as zeroes.
+static void remap_arena(struct worker *me, uint32_t a)
+{
+	size_t len = (size_t)ARENA_PAGES * PAGE;
+	void *fresh = MAP_FAILED;
+	if (munmap(g_arena[a], len) == 0)
+		fresh = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (fresh == MAP_FAILED) {
+		char line[160];
+		snprintf(line, sizeof(line), "page-verify: remapping arena %u: %s\n", a,
+		         strerror(errno));
+		say_fd(2, line);
+		_exit(1);
+	}
+	g_arena[a] = fresh;
+	uint32_t now = ms_since_start(), first = g_block_pages + a * ARENA_PAGES;
+	for (uint32_t p = first; p < first + ARENA_PAGES; p++) {
+		struct shadow *s = &g_shadow[p];
+		if (s->version)
+			s->version_before_drop = s->version;
+		s->version = 0;
+		s->dropped_ms = now ? now : 1;
+		s->how_dropped = DROP_REMAP;
+	}
+	me->remaps++;
 }
 
 static void *work(void *arg)
@@ -400,7 +489,8 @@ static void *work(void *arg)
 	struct worker *me = arg;
 	while (!atomic_load_explicit(&g_stop, memory_order_relaxed)) {
 		uint64_t r = next_random(&me->rng);
-		uint32_t page = me->first + (uint32_t)((r >> 32) % me->count);
+		uint32_t k = (uint32_t)((r >> 32) % pages_of(me));
+		uint32_t page = nth_page(me, k), end = run_end(me, page);
 		uint32_t op = (uint32_t)(r % 1000);
 		if (op < 400) {
 			if (op < 200)
@@ -408,17 +498,23 @@ static void *work(void *arg)
 			write_next(me, page);
 		} else if (op < 980) {
 			check(me, page, "reading a random page");
-		} else if (op < 995) {
+		} else if (op < 993) {
 			if (!g_drop)
 				continue;
 			uint32_t n = 1 + (uint32_t)((r >> 16) % MAX_RUN);
-			if (n > me->first + me->count - page)
-				n = me->first + me->count - page;
-			drop_run(me, page, n);
+			drop_run(me, page, n < end - page ? n : end - page);
+			if ((r >> 12) & 1)
+				write_next(me, page);
+		} else if (op < 995) {
+			if (!g_drop || me->arena_count == 0)
+				continue;
+			uint32_t a = me->arena_first + (uint32_t)((r >> 16) % me->arena_count);
+			remap_arena(me, a);
+			write_next(me, g_block_pages + a * ARENA_PAGES);
 		} else if (op < 997) {
 			uint32_t n = 64 + (uint32_t)((r >> 16) % (SWEEP_MAX - 63));
-			if (n > me->first + me->count - page)
-				n = me->first + me->count - page;
+			if (n > end - page)
+				n = end - page;
 			int writing = (r >> 12) & 1;
 			for (uint32_t p = page; p < page + n; p++) {
 				if (writing)
@@ -428,15 +524,12 @@ static void *work(void *arg)
 			}
 			me->sweeps++;
 		} else {
-			// Right after a write elsewhere, the page written last
-			// but one stays likely resident; this reads a neighbour
-			// of a random page, where prefetch may have been.
-			uint32_t near = page + 1 < me->first + me->count ? page + 1 : me->first;
-			check(me, near, "reading a neighbour");
+			// The next page, where prefetch may have been.
+			check(me, nth_page(me, (k + 1) % pages_of(me)), "reading a neighbour");
 		}
 	}
-	for (uint32_t p = me->first; p < me->first + me->count; p++)
-		check(me, p, "the final read of every page");
+	for (uint32_t k = 0; k < pages_of(me); k++)
+		check(me, nth_page(me, k), "the final read of every page");
 	return NULL;
 }
 
@@ -494,7 +587,7 @@ int main(int argc, char **argv)
 		       "usage: memfed-test-page-verify MIB SECONDS THREADS SEED DROP\n"
 		       "  MIB: working set (1..65536), SECONDS: how long to loop, THREADS: 1..64,\n"
 		       "  SEED: of the random choices,\n"
-		       "  DROP: 1 to MADV_DONTNEED runs of pages, 0 not to\n");
+		       "  DROP: 1 to MADV_DONTNEED runs of pages and remap arenas, 0 not to\n");
 		return 2;
 	}
 	g_pages = (uint32_t)(mib << 20 >> 12);
@@ -507,21 +600,40 @@ int main(int argc, char **argv)
 	g_inv2 = mul_inverse(kMul2);
 	clock_gettime(CLOCK_MONOTONIC, &g_start);
 
-	// Private anonymous: the preload serves it from the remote heap.
-	g_base = mmap(NULL, (size_t)g_pages * PAGE, PROT_READ | PROT_WRITE,
+	// A quarter of each thread's pages in arenas (none if that is less
+	// than one), the rest in its block.
+	uint32_t arenas_each = g_pages / (uint32_t)threads / 4 / ARENA_PAGES;
+	uint32_t arenas = arenas_each * (uint32_t)threads;
+	g_block_pages = g_pages - arenas * ARENA_PAGES;
+
+	// Private anonymous: the preload serves these from the remote heap.
+	g_base = mmap(NULL, (size_t)g_block_pages * PAGE, PROT_READ | PROT_WRITE,
 	              MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	// Shared anonymous: the kernel's (see struct shadow).
 	g_shadow = mmap(NULL, (size_t)g_pages * sizeof(*g_shadow), PROT_READ | PROT_WRITE,
 	                MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-	if (g_base == MAP_FAILED || g_shadow == MAP_FAILED) {
+	g_arena = mmap(NULL, (arenas + 1) * sizeof(*g_arena), PROT_READ | PROT_WRITE,
+	               MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (g_base == MAP_FAILED || g_shadow == MAP_FAILED || g_arena == MAP_FAILED) {
 		say_fd(2, "page-verify: mmap failed\n");
 		return 1;
 	}
+	for (uint32_t a = 0; a < arenas; a++) {
+		g_arena[a] = mmap(NULL, (size_t)ARENA_PAGES * PAGE, PROT_READ | PROT_WRITE,
+		                  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (g_arena[a] == MAP_FAILED) {
+			say_fd(2, "page-verify: mmap of an arena failed\n");
+			return 1;
+		}
+	}
 	int remote = uffd_registered(g_base), shadow_remote = uffd_registered(g_shadow);
+	if (arenas > 0 && remote == 1)
+		remote = uffd_registered(g_arena[arenas - 1]);
 	char line[400];
 	snprintf(line, sizeof(line),
-	         "page-verify: %llu MiB at %p (%u pages) %s, shadow %s; %llu threads for %llu s, "
-	         "seed %llu, drops %s\n",
-	         mib, (void *)g_base, g_pages,
+	         "page-verify: %llu MiB (%u pages; %u in a block at %p, %u arenas of %u) %s, "
+	         "shadow %s; %llu threads for %llu s, seed %llu, drops %s\n",
+	         mib, g_pages, g_block_pages, (void *)g_base, arenas, ARENA_PAGES,
 	         remote == 1   ? "in the remote heap (userfaultfd-registered)"
 	         : remote == 0 ? "NOT in the remote heap (no userfaultfd)"
 	                       : "(userfaultfd registration unknown)",
@@ -539,8 +651,10 @@ int main(int argc, char **argv)
 	for (unsigned i = 0; i < threads; i++) {
 		struct worker *w = &workers[i];
 		w->index = i;
-		w->first = (uint32_t)((uint64_t)g_pages * i / threads);
-		w->count = (uint32_t)((uint64_t)g_pages * (i + 1) / threads) - w->first;
+		w->first = (uint32_t)((uint64_t)g_block_pages * i / threads);
+		w->count = (uint32_t)((uint64_t)g_block_pages * (i + 1) / threads) - w->first;
+		w->arena_first = arenas_each * i;
+		w->arena_count = arenas_each;
 		w->rng = mix(++s + 0x9e3779b97f4a7c15ull) | 1; // xorshift needs a nonzero state
 	}
 	for (unsigned i = 0; i < threads; i++) {
@@ -557,7 +671,7 @@ int main(int argc, char **argv)
 	while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &until, NULL) == EINTR) {
 	}
 	atomic_store(&g_stop, 1);
-	uint64_t verified = 0, writes = 0, drops = 0, dropped = 0, sweeps = 0;
+	uint64_t verified = 0, writes = 0, drops = 0, dropped = 0, sweeps = 0, remaps = 0;
 	for (unsigned i = 0; i < threads; i++) {
 		pthread_join(workers[i].tid, NULL);
 		verified += workers[i].verified;
@@ -565,14 +679,15 @@ int main(int argc, char **argv)
 		drops += workers[i].drops;
 		dropped += workers[i].dropped_pages;
 		sweeps += workers[i].sweeps;
+		remaps += workers[i].remaps;
 	}
 	uint32_t ms = ms_since_start();
 	snprintf(line, sizeof(line),
-	         "page-verify: %llu dropped pages, %llu sweeps in %u.%03u s\n"
+	         "page-verify: %llu dropped pages, %llu arena remaps, %llu sweeps in %u.%03u s\n"
 	         "verified %llu pages, %llu writes, %llu drops, 0 mismatches\n",
-	         (unsigned long long)dropped, (unsigned long long)sweeps, ms / 1000, ms % 1000,
-	         (unsigned long long)verified, (unsigned long long)writes,
-	         (unsigned long long)drops);
+	         (unsigned long long)dropped, (unsigned long long)remaps,
+	         (unsigned long long)sweeps, ms / 1000, ms % 1000, (unsigned long long)verified,
+	         (unsigned long long)writes, (unsigned long long)drops);
 	say_fd(1, line);
 	return 0;
 }

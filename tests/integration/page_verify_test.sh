@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Every page of a remote heap under hard eviction reads back as the program
 # last wrote it, or as zeroes where it dropped it. page_verify.c writes,
-# reads, drops (MADV_DONTNEED) and sweeps 64 MiB of heap from four threads
-# under a 4 MiB budget, checking each page it reads against the version it
-# expects; the pager must meanwhile have evicted and fetched the working set
-# many times over, or the run proved nothing.
+# reads, drops (MADV_DONTNEED), remaps (munmap and mmap) and sweeps 64 MiB of
+# heap from four threads under a 4 MiB budget, checking each page it reads
+# against the version it expects; the pager must meanwhile have evicted and
+# fetched the working set many times over, or the run proved nothing.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/client_lib.sh"
 VERIFY=${MEMFED_PAGE_VERIFY:?set MEMFED_PAGE_VERIFY to memfed-test-page-verify}
