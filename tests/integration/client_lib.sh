@@ -87,3 +87,27 @@ rss_watch() {
 		sleep 0.1
 	done
 }
+
+# page_verify_end PID DEADLINE NAME WHAT: waits for memfed-test-page-verify
+# (page_verify.c), started as PID on daemon NAME with its output in $T/out
+# and $T/err, until $SECONDS reaches DEADLINE at the latest (a hang is reported
+# and fails), and asserts that it ended cleanly: its working set in the
+# remote heap, every page it read as it expected, exit 0. WHAT (e.g. "after
+# 6 restarts") goes into the messages.
+page_verify_end() {
+	local pid=$1 deadline=$2 name=$3 what=$4 rc=0
+	while [ $SECONDS -lt "$deadline" ] && kill -0 "$pid" 2>/dev/null; do
+		sleep 0.1
+	done
+	if kill -0 "$pid" 2>/dev/null; then
+		report_hang "$name" memfed-test-page-verify
+		fail "the page verifier still runs $what, past its time: $(cat "$T/err")"
+	fi
+	wait "$pid" || rc=$?
+	[ $rc -ne 3 ] || fail "a page read back wrong $what: $(cat "$T/err")"
+	[ $rc -eq 0 ] || fail "the page verifier failed $what (exit $rc; 128+N: signal N): $(cat "$T/out" "$T/err")"
+	grep -q "in the remote heap" "$T/out" ||
+		fail "the page verifier's working set is not in the remote heap: $(cat "$T/out")"
+	grep -q "^verified [1-9][0-9]* pages, [1-9][0-9]* writes, [1-9][0-9]* drops, 0 mismatches$" "$T/out" ||
+		fail "no clean summary from the page verifier $what: $(cat "$T/out" "$T/err")"
+}

@@ -433,6 +433,20 @@ static void write_next(struct worker *me, uint32_t page)
 	me->writes++;
 }
 
+// Pages [first, first+n) were dropped `how`: they read as zeroes now.
+static void mark_dropped(uint32_t first, uint32_t n, uint32_t how)
+{
+	uint32_t now = ms_since_start();
+	for (uint32_t p = first; p < first + n; p++) {
+		struct shadow *s = &g_shadow[p];
+		if (s->version)
+			s->version_before_drop = s->version;
+		s->version = 0;
+		s->dropped_ms = now ? now : 1;
+		s->how_dropped = how;
+	}
+}
+
 static void drop_run(struct worker *me, uint32_t page, uint32_t n)
 {
 	if (madvise(page_at(page), (size_t)n * PAGE, MADV_DONTNEED) != 0) {
@@ -443,15 +457,7 @@ static void drop_run(struct worker *me, uint32_t page, uint32_t n)
 		say_fd(2, line);
 		_exit(1);
 	}
-	uint32_t now = ms_since_start();
-	for (uint32_t p = page; p < page + n; p++) {
-		struct shadow *s = &g_shadow[p];
-		if (s->version)
-			s->version_before_drop = s->version;
-		s->version = 0;
-		s->dropped_ms = now ? now : 1;
-		s->how_dropped = DROP_MADVISE;
-	}
+	mark_dropped(page, n, DROP_MADVISE);
 	me->drops++;
 	me->dropped_pages += n;
 }
@@ -472,15 +478,7 @@ static void remap_arena(struct worker *me, uint32_t a)
 		_exit(1);
 	}
 	g_arena[a] = fresh;
-	uint32_t now = ms_since_start(), first = g_block_pages + a * ARENA_PAGES;
-	for (uint32_t p = first; p < first + ARENA_PAGES; p++) {
-		struct shadow *s = &g_shadow[p];
-		if (s->version)
-			s->version_before_drop = s->version;
-		s->version = 0;
-		s->dropped_ms = now ? now : 1;
-		s->how_dropped = DROP_REMAP;
-	}
+	mark_dropped(g_block_pages + a * ARENA_PAGES, ARENA_PAGES, DROP_REMAP);
 	me->remaps++;
 }
 
