@@ -31,8 +31,9 @@ prog=$!
 # Its SECS of work and a final read of every page take well under 40 s more.
 deadline=$((SECONDS + SECS + 40))
 # Kills from the first eviction on: one before the program has attached
-# would test memfedctl run's start-up, not a reattach.
-wait_evicting a 0
+# would test memfedctl run's start-up, not a reattach. A program that ended
+# before is told below, with what it printed.
+wait_evicting a 0 $prog || true
 kills=0
 while kill -0 $prog 2>/dev/null && [ $kills -lt 6 ]; do
 	# After a random amount of the program's work (pages this daemon
