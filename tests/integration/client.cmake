@@ -21,9 +21,11 @@ list(APPEND MEMFED_PROGRAM_ENV MEMFED_DROP_PROBE=${MEMFED_TOOLS_DIR}/bin/memfed-
 add_executable(memfed-test-page-verify ${CMAKE_CURRENT_LIST_DIR}/page_verify.c)
 target_link_libraries(memfed-test-page-verify PRIVATE Threads::Threads)
 list(APPEND MEMFED_PROGRAM_ENV MEMFED_PAGE_VERIFY=${MEMFED_TOOLS_DIR}/bin/memfed-test-page-verify)
+add_executable(memfed-test-reuse-probe ${CMAKE_CURRENT_LIST_DIR}/reuse_probe.c)
+list(APPEND MEMFED_PROGRAM_ENV MEMFED_REUSE_PROBE=${MEMFED_TOOLS_DIR}/bin/memfed-test-reuse-probe)
 foreach(t client_files client_fork client_fork_module_away client_restart client_drop_restart
           client_grace restart_pressure programs_stress_ng programs_sqlite programs_python
-          thin_heaps page_verify client_restart_verify)
+          thin_heaps page_verify client_restart_verify client_drop_reuse)
   memfed_shell_test(${t} ${t}_test.sh)
   set_tests_properties(${t} PROPERTIES TIMEOUT 180 ENVIRONMENT "${MEMFED_PROGRAM_ENV}")
 endforeach()
