@@ -11,21 +11,20 @@
 // arenas (under the preload munmap drops the pages and hands the range back
 // to the heap's allocator, whose next mmap, maybe another thread's, reuses
 // it). Every page (numbered: the blocks' first, then the arenas') holds the
-// pattern of (page number, version):
-// version 0 is all zeroes (never written, or dropped since), version v > 0
-// has in each 8-byte word w the bijective mix of (page, v, w), so that any
-// word read back names the page and version it was written for. For SECONDS
-// each thread loops over: writing a random page (the next version; half of
-// them checked first, which makes the write a write-protect fault on a page
-// just fetched rather than a missing-page write fault), checking a random
-// page, with DROP=1 now and then an madvise(MADV_DONTNEED) of a random run of
-// 1 to 64 of its pages (version 0 after; half the time the first is written
-// again at once, as an allocator reuses memory it purged) or the remapping of
-// one of its arenas (its first page written at once), and now and then a
-// sequential sweep
-// that writes or checks up to 1024 pages in order (eviction of streams and
-// prefetch). At the end every thread checks its whole block, and the program
-// prints "verified N pages, M writes, D drops, 0 mismatches" and exits 0.
+// pattern of (page number, version): version 0 is all zeroes (never written,
+// or dropped since), version v > 0 has in each 8-byte word w the bijective
+// mix of (page, v, w), so that any word read back names the page and version
+// it was written for. For SECONDS each thread loops over: writing a random
+// page (the next version; half of them checked first, which makes the write
+// a write-protect fault on a page just fetched rather than a missing-page
+// write fault), checking a random page, with DROP=1 now and then an
+// madvise(MADV_DONTNEED) of a random run of 1 to 64 of its pages (version 0
+// after; half the time the first is written again at once, as an allocator
+// reuses memory it purged) or the remapping of one of its arenas (its first
+// page written at once), and now and then a sequential sweep that writes or
+// checks up to 1024 pages in order (eviction of streams and prefetch). At the
+// end every thread checks all its pages, and the program prints "verified N
+// pages, M writes, D drops, 0 mismatches" and exits 0.
 //
 // The first page found different from its expected version is reported on
 // stderr in one line -- address, page index, expected version, what was
@@ -59,7 +58,6 @@
 #define MAX_RUN 64u
 #define SWEEP_MAX 1024u
 #define ARENA_PAGES 64u
-#define MAX_ARENAS (MAX_PAGES / ARENA_PAGES)
 
 // The shadow: per page the version last written (0 after a drop), and when
 // (ms since the start) it was last written and dropped, for the report.
@@ -282,6 +280,7 @@ static int describe(char *out, size_t n, const struct finding *f, const uint64_t
 		        f->words_of_it == WORDS ? "the whole" : "PARTLY", f->version,
 		        f->version < ref   ? (expected ? "OLDER" : "OLDER than the version dropped")
 		        : f->version > ref ? (expected ? "NEWER" : "NEWER than the version dropped")
+		        : expected         ? "the expected version, but not all of the page"
 		                           : "the version DROPPED",
 		        f->words_of_it, WORDS, f->zero_words, w * 8);
 	case K_OTHER_PAGE:
