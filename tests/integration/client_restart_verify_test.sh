@@ -14,14 +14,16 @@
 #   MEMFED_PAGE_VERIFY=$B/memfed-test-page-verify \
 #   bash tests/integration/client_restart_verify_test.sh
 # (MEMFED_SEED repeats a run's choices, MEMFED_KEEP_LOGS=DIR keeps the
-# daemons' logs.)
+# daemons' logs.) `make soak` runs it longer: MEMFED_VERIFY_KILLS kills
+# (default 6) in MEMFED_VERIFY_SECONDS of the program (default 30).
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/client_lib.sh"
 VERIFY=${MEMFED_PAGE_VERIFY:?set MEMFED_PAGE_VERIFY to memfed-test-page-verify}
 
 # Long enough for six kills and restarts on a loaded machine (each takes
 # about a second here); the program then runs on, checking, until SECS.
-SECS=30
+KILLS=${MEMFED_VERIFY_KILLS:-6}
+SECS=${MEMFED_VERIFY_SECONDS:-30}
 SEED=${MEMFED_SEED:-$RANDOM}
 echo "# seed $SEED (MEMFED_SEED=$SEED repeats the program's choices, not the kills')"
 
@@ -35,7 +37,7 @@ deadline=$((SECONDS + SECS + 40))
 # before is told below, with what it printed.
 wait_evicting a 0 $prog || true
 kills=0
-while kill -0 $prog 2>/dev/null && [ $kills -lt 6 ]; do
+while kill -0 $prog 2>/dev/null && [ $kills -lt "$KILLS" ]; do
 	# After a random amount of the program's work (pages this daemon
 	# evicted), not of time. 1: it ended; 2: it stopped evicting for 30 s
 	# (a hang, told below).
