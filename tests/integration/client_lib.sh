@@ -104,7 +104,10 @@ page_verify_end() {
 		fail "the page verifier still runs $what, past its time: $(cat "$T/err")"
 	fi
 	wait "$pid" || rc=$?
-	[ $rc -ne 3 ] || fail "a page read back wrong $what: $(cat "$T/err")"
+	[ $rc -ne 3 ] || fail "a page read back wrong $what:
+$(grep "^page-verify" "$T/err")
+--- the program's stderr, with libmemfed's log:
+$(cat "$T/err")"
 	[ $rc -eq 0 ] || fail "the page verifier failed $what (exit $rc; 128+N: signal N): $(cat "$T/out" "$T/err")"
 	grep -q "in the remote heap" "$T/out" ||
 		fail "the page verifier's working set is not in the remote heap: $(cat "$T/out")"

@@ -340,18 +340,22 @@ static void mismatch(struct worker *me, uint32_t page, const char *what)
 		         "page %u of arena %u (%u remaps by this thread so far)",
 		         (page - g_block_pages) % ARENA_PAGES, (page - g_block_pages) / ARENA_PAGES,
 		         (unsigned)me->remaps);
+	char written[80] = "never written", dropped[120] = "never dropped";
+	uint32_t last_version = s.version ? s.version : s.version_before_drop;
+	if (last_version)
+		snprintf(written, sizeof(written), "last written (version %u) at %u.%03u s",
+		         last_version, s.written_ms / 1000, s.written_ms % 1000);
+	if (s.how_dropped)
+		snprintf(dropped, sizeof(dropped),
+		         "last dropped (%s) at %u.%03u s, from version %u",
+		         s.how_dropped == DROP_REMAP ? "munmap and mmap" : "madvise",
+		         s.dropped_ms / 1000, s.dropped_ms % 1000, s.version_before_drop);
 	snprintf(line, sizeof(line),
-	         "page-verify: detail: page %u, %s, last written (version %u) at %u.%03u s, last "
-	         "dropped%s at %s%u.%03u s (from version %u); its words +0..+0x18: "
+	         "page-verify: detail: page %u, %s, %s, %s; its words +0..+0x18: "
 	         "%016llx %016llx %016llx %016llx\n",
-	         page, where, s.version ? s.version : s.version_before_drop, s.written_ms / 1000,
-	         s.written_ms % 1000,
-	         s.how_dropped == DROP_REMAP     ? " (munmap and mmap)"
-	         : s.how_dropped == DROP_MADVISE ? " (madvise)"
-	                                         : "",
-	         s.dropped_ms ? "" : "(never) ", s.dropped_ms / 1000, s.dropped_ms % 1000,
-	         s.version_before_drop, (unsigned long long)copy[0], (unsigned long long)copy[1],
-	         (unsigned long long)copy[2], (unsigned long long)copy[3]);
+	         page, where, written, dropped, (unsigned long long)copy[0],
+	         (unsigned long long)copy[1], (unsigned long long)copy[2],
+	         (unsigned long long)copy[3]);
 	say_fd(2, line);
 
 	// Read again: a page that is right now was read wrong once (a fault
