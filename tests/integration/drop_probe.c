@@ -16,17 +16,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-static void say(const char *msg)
-{
-	size_t n = strlen(msg);
-	while (n > 0) {
-		ssize_t w = write(1, msg, n);
-		if (w <= 0)
-			exit(1);
-		msg += w;
-		n -= (size_t)w;
-	}
-}
+#include "probe_say.h"
 
 static void wait_for(const char *path)
 {

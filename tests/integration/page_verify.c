@@ -49,6 +49,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "probe_say.h"
+
 #define PAGE 4096u
 #define WORDS (PAGE / 8u)
 // The key of a word packs (page, version, word): 24 + 31 + 9 bits.
@@ -100,22 +102,6 @@ static atomic_int g_failed;
 static uint64_t g_inv1, g_inv2;
 
 static const uint64_t kMul1 = 0xbf58476d1ce4e5b9ull, kMul2 = 0x94d049bb133111ebull;
-
-// ---- output without stdio ----
-
-static void say_fd(int fd, const char *msg)
-{
-	size_t n = strlen(msg);
-	while (n > 0) {
-		ssize_t w = write(fd, msg, n);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			return;
-		msg += w;
-		n -= (size_t)w;
-	}
-}
 
 static uint32_t ms_since_start(void)
 {

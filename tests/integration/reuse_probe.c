@@ -20,23 +20,13 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "probe_say.h"
+
 #define PAGE 4096u
 #define PAGES 16384u // 64 MiB
 #define RUN 8u
 #define RUNS 2000u
 #define CHURN_PAGES 2048u
-
-static void say(const char *msg)
-{
-	size_t n = strlen(msg);
-	while (n > 0) {
-		ssize_t w = write(1, msg, n);
-		if (w <= 0)
-			exit(1);
-		msg += w;
-		n -= (size_t)w;
-	}
-}
 
 // What run r's first page holds once written: a word that names the run.
 static uint64_t mark(uint32_t r)
