@@ -87,6 +87,25 @@ int wrong_pages(PageStoreDouble &s, const std::string &region, const uint8_t *ad
 	return bad;
 }
 
+// Writes pages 0, 1, ... of `m` (page p's first byte 0x40 + p), with the
+// store holding writes, until the first eviction round's write-back waits
+// at the module: its victims are among these pages, written but not yet
+// dropped. Returns how many pages it wrote (at most `most`).
+uint32_t write_until_writeback_waits(PageStoreDouble &store, const TestClient::Mapped &m,
+                                     uint32_t most)
+{
+	store.hold_writes();
+	uint32_t written = 0;
+	while (written < most && store.writes_waiting() == 0) {
+		m.addr[written * kPage] = uint8_t(0x40 + written);
+		written++;
+		for (int i = 0; i < 20 && store.writes_waiting() == 0; i++)
+			usleep(500);
+	}
+	REQUIRE(store.writes_waiting() > 0);
+	return written;
+}
+
 size_t resident_pages(const void *addr, size_t len)
 {
 	std::vector<unsigned char> v(len / kPage);
@@ -400,17 +419,7 @@ TEST_CASE("a page the program drops while it is being evicted is zero on the mod
 	REQUIRE(c.attach(f.path).is_ok());
 	auto m = c.map("r", 0, kPages * kPage, kBudget * kPage);
 	REQUIRE(m.is_ok());
-	// Pages written until the first eviction round's write-back waits at
-	// the module: its victims are among them, written but not yet dropped.
-	f.store.hold_writes();
-	uint32_t written = 0;
-	while (written < kBudget && f.store.writes_waiting() == 0) {
-		m->addr[written * kPage] = uint8_t(0x40 + written);
-		written++;
-		for (int i = 0; i < 20 && f.store.writes_waiting() == 0; i++)
-			usleep(500);
-	}
-	REQUIRE(f.store.writes_waiting() > 0);
+	uint32_t written = write_until_writeback_waits(f.store, *m, kBudget);
 	// The program drops all of them now, victims included.
 	REQUIRE(madvise(m->addr, written * kPage, MADV_DONTNEED) == 0);
 	f.store.release_writes();
@@ -449,17 +458,7 @@ TEST_CASE("a sync of pages the program dropped during their eviction waits for t
 	REQUIRE(c.attach(f.path).is_ok());
 	auto m = c.map("r", 0, kPages * kPage, kBudget * kPage);
 	REQUIRE(m.is_ok());
-	// Written until the first eviction round's write-back waits at the
-	// module (as in the test above).
-	f.store.hold_writes();
-	uint32_t written = 0;
-	while (written < kBudget && f.store.writes_waiting() == 0) {
-		m->addr[written * kPage] = uint8_t(0x40 + written);
-		written++;
-		for (int i = 0; i < 20 && f.store.writes_waiting() == 0; i++)
-			usleep(500);
-	}
-	REQUIRE(f.store.writes_waiting() > 0);
+	uint32_t written = write_until_writeback_waits(f.store, *m, kBudget);
 	REQUIRE(madvise(m->addr, written * kPage, MADV_DONTNEED) == 0);
 	auto synced = std::async(std::launch::async,
 	                         [&] { return c.sync(m->id, 0, written * kPage).is_ok(); });
