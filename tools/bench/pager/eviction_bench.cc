@@ -28,7 +28,6 @@
 //
 // Usage: memfed-bench-evict [--rounds 200] [--repeat 5] [--cpu 0] [--scan-mb 1024]
 #include <fcntl.h>
-#include <sched.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -47,6 +46,7 @@
 #include "daemon/control/message.h"
 #include "daemon/pager/pagemap_scan.h"
 #include "daemon/pager/uffd.h"
+#include "tools/bench/pager/cpu_pin.h"
 
 using namespace memfed::pager;
 
@@ -70,15 +70,7 @@ struct Cmd {
 	std::exit(1);
 }
 
-void pin(int cpu)
-{
-	if (cpu < 0)
-		return;
-	cpu_set_t set;
-	CPU_ZERO(&set);
-	CPU_SET(cpu, &set);
-	sched_setaffinity(0, sizeof(set), &set);
-}
+using memfed::bench::pin;
 
 uint8_t *map_area(uint64_t len)
 {

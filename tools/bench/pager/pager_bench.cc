@@ -53,7 +53,6 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
-#include <sched.h>
 #include <signal.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
@@ -78,6 +77,7 @@
 
 #include "daemon/pager/test_client.h"
 #include "daemon/pager/uffd.h"
+#include "tools/bench/pager/cpu_pin.h"
 
 using namespace memfed;
 using namespace memfed::pager;
@@ -121,16 +121,7 @@ void fill_pattern(uint8_t *buf, uint64_t first_page, uint64_t pages)
 	}
 }
 
-// cpu < 0 (--cpu any): no pinning, the scheduler places every thread.
-void pin(int cpu)
-{
-	if (cpu < 0)
-		return;
-	cpu_set_t set;
-	CPU_ZERO(&set);
-	CPU_SET(cpu, &set);
-	sched_setaffinity(0, sizeof(set), &set);
-}
+using memfed::bench::pin;
 
 double now_s()
 {
