@@ -10,6 +10,7 @@
 #include "daemon/common/crc32c.h"
 #include "daemon/common/log.h"
 #include "daemon/common/thread_annotations.h"
+#include "daemon/rdma/cq_settle.h"
 #include "daemon/rdma/rdma_address.h"
 #include "daemon/store/layout.h"
 #include "daemon/wire/codec.h"
@@ -723,6 +724,7 @@ void RdmaChannel::teardown()
 	if (mr_ != nullptr)
 		ibv_dereg_mr(mr_);
 	mr_ = nullptr;
+	settle_cq_events(cq_, comp_, kCqSettleMs);
 	if (cq_ != nullptr)
 		ibv_destroy_cq(cq_);
 	cq_ = nullptr;

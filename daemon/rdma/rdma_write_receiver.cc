@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "daemon/common/log.h"
+#include "daemon/rdma/cq_settle.h"
 #include "daemon/transport/byte_buffer.h"
 #include "daemon/wire/codec.h"
 
@@ -100,6 +101,7 @@ RdmaWriteReceiver::~RdmaWriteReceiver()
 		thread_.join();
 	}
 	conns_.clear();
+	settle_cq_events(cq_, comp_, kCqSettleMs);
 	if (cq_ != nullptr)
 		ibv_destroy_cq(cq_);
 	if (comp_ != nullptr)
