@@ -16,7 +16,9 @@
 #          also prints the CPU all of memfed spent per GB, which moves
 #          less with the machine's load than GB/s do, though it moves: 1.95
 #          and 3.13 CPU-s per GB over loopback in two runs at load 13 and
-#          16) against LLNL umap with 64 KiB pages and a 64 MiB buffer
+#          16; for the loopback row, split by process, with the share of
+#          the scan's wall time the pager's fault thread spent on a CPU:
+#          near 100 % that thread sets the pace) against LLNL umap with 64 KiB pages and a 64 MiB buffer
 #          (UMAP_PAGESIZE=65536 UMAP_BUFSIZE=1024) on a tmpfs file of the same
 #          content (tools/bench/stream/umap_scan.cc). Loopback, local and umap
 #          run in turn, run after run; GB/s medians and the medians of the

@@ -19,6 +19,7 @@
 #include <thread>
 #include <vector>
 
+#include "daemon/common/crc32c.h"
 #include "daemon/transport/endpoint.h"
 #include "daemon/transport/sync_client.h"
 #include "daemon/transport/tcp_channel.h"
@@ -85,10 +86,13 @@ public:
 			if (req.offset + uint64_t{req.count} * kPageSize > pool.size())
 				return reply.fail(Status(Code::kOutOfRange, "past the end"));
 			size_t len = size_t{req.count} * kPageSize;
-			if (type == wire::MsgType::kRead)
-				std::memcpy(reply.payload_buffer(len).data(), &pool[req.offset],
-				            len);
-			else
+			if (type == wire::MsgType::kRead) {
+				auto buf = reply.payload_buffer(len);
+				std::memcpy(buf.data(), &pool[req.offset], len);
+				// A damaged copy: the pages do not match their crc.
+				if (req.offset == damaged_offset)
+					reply.set_payload_crc(crc32c(buf.data(), len) ^ 1);
+			} else
 				std::memcpy(&pool[req.offset], payload.data(), len);
 			return;
 		}
@@ -97,6 +101,7 @@ public:
 		reply.fail(Status(Code::kInvalidArgument, "unsupported"));
 	}
 	std::vector<uint8_t> pool;
+	std::atomic<uint64_t> damaged_offset{UINT64_MAX}; // READs at this offset are damaged
 	std::mutex mu;
 	uint64_t requests = 0;
 	trust::PublicKey last_key{};
@@ -714,6 +719,49 @@ TEST_CASE("TLS transport: a bit flipped in transit fails the request, never a wr
 	}
 	CHECK(failed >= 1);
 	CHECK_FALSE((*ch)->connected());
+}
+
+TEST_CASE("TLS transport: a READ whose pages do not match their crc fails alone with kCorrupt")
+{
+	// TLS authenticates the records, not the module's media: a damaged
+	// copy (sound records, pages that do not match the crcs stored with
+	// them) must still fail its READ, both for a response decrypted into
+	// the caller's buffer in pieces and for one parsed whole.
+	Pair keys;
+	ServerThread srv(keys.server_tls);
+	auto loop = EventLoop::create();
+	REQUIRE(loop);
+	TcpChannel::Options opts;
+	opts.tls = keys.client_tls;
+	auto ch = TcpChannel::connect(loop->get(), srv.endpoint(), kClientId, opts);
+	REQUIRE(ch);
+	for (uint32_t count : {64u, 1u}) {
+		INFO("READs of " << count << " pages");
+		uint32_t reads = std::min(8u, kPages / count);
+		uint64_t damaged = uint64_t{reads / 2} * count * kPageSize;
+		srv.handler.damaged_offset = damaged;
+		std::vector<Waiter> w(reads);
+		std::vector<std::vector<uint8_t>> d(reads, std::vector<uint8_t>(count * kPageSize));
+		for (uint32_t i = 0; i < reads; i++)
+			(*ch)->read_pages(wire::TrafficClass::kBulk, kRegion,
+			                  uint64_t{i} * count * kPageSize, count, d[i].data(),
+			                  &w[i]);
+		drive(loop->get(), [&] {
+			return std::all_of(w.begin(), w.end(),
+			                   [](const Waiter &x) { return x.done; });
+		});
+		for (uint32_t i = 0; i < reads; i++) {
+			uint64_t off = uint64_t{i} * count * kPageSize;
+			if (off == damaged) {
+				CHECK(w[i].status.code() == Code::kCorrupt);
+				CHECK(w[i].status.message().find("damaged") != std::string::npos);
+				continue;
+			}
+			REQUIRE(w[i].status.is_ok());
+			CHECK(std::memcmp(d[i].data(), &srv.handler.pool[off], d[i].size()) == 0);
+		}
+		CHECK((*ch)->connected());
+	}
 }
 
 TEST_CASE("TLS transport: a recorded client handshake replayed on a new connection is refused")

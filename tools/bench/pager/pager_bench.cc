@@ -70,6 +70,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <random>
 #include <string>
 #include <thread>
@@ -447,6 +449,34 @@ double cpu_s_of(pid_t pid)
 	return double(ut + st) / double(sysconf(_SC_CLK_TCK));
 }
 
+// The schedstat file of the thread of process `pid` named `comm`, or "".
+std::string thread_schedstat_of(pid_t pid, const std::string &comm)
+{
+	std::string dir = "/proc/" + std::to_string(pid) + "/task";
+	std::error_code ec;
+	for (const auto &e : std::filesystem::directory_iterator(dir, ec)) {
+		std::ifstream f(e.path() / "comm");
+		std::string name;
+		if (std::getline(f, name) && name == comm)
+			return (e.path() / "schedstat").string();
+	}
+	return "";
+}
+
+// A thread's seconds on a CPU and waiting for one (runnable, on a run
+// queue), from its schedstat file; zeros if it cannot be read.
+struct SchedTimes {
+	double run_s = 0, wait_s = 0;
+};
+SchedTimes sched_times(const std::string &path)
+{
+	std::ifstream f(path);
+	unsigned long long run = 0, wait = 0;
+	if (!(f >> run >> wait))
+		return {};
+	return {double(run) / 1e9, double(wait) / 1e9};
+}
+
 // NaN for no values (a row not measured).
 double median(std::vector<double> v)
 {
@@ -816,6 +846,14 @@ int main(int argc, char **argv)
 		return std::stod(out.substr(at + 5));
 	};
 	std::vector<double> a50, a99, bgbs, peer_gbs, peer_ratio, cpu_gb;
+	// The loopback scans' CPU per GB by process (module daemon, pager
+	// daemon, this process), and the shares of each scan's wall time that
+	// the pager's fault thread was on a CPU and waiting for one: together
+	// near 100 %, that thread sets the pace (the stream is CPU-bound
+	// there, not waiting on the module or the network); the waiting share
+	// is what the machine's other work costs it.
+	std::vector<double> split_gb[3], pager_run, pager_wait;
+	const std::string pager_thread = thread_schedstat_of(pager_pid, "mf-pager0");
 	// --local-row: the module,pager memfedd's scans, each right after a
 	// loopback scan.
 	std::vector<double> local_gbs, local_rb, local_peer_ratio, local_cpu_gb, local_self_cpu_gb;
@@ -824,7 +862,8 @@ int main(int argc, char **argv)
 	// (faulting, and its evictor thread) into *self_cpu if given, else
 	// into *cpu as well.
 	auto memfed_scan = [&](TestClient &c, std::initializer_list<pid_t> pids, uint64_t budget,
-	                       bool pf, std::vector<double> *cpu, std::vector<double> *self_cpu) {
+	                       bool pf, std::vector<double> *cpu, std::vector<double> *self_cpu,
+	                       bool split = false) {
 		auto mp = c.map("bench", 0, pages * kPage, budget, pf);
 		if (!mp)
 			die("map: " + mp.status().to_string());
@@ -838,9 +877,24 @@ int main(int argc, char **argv)
 			return t;
 		};
 		const double gb = double(pages * kPage) / 1e9;
+		std::vector<double> each0;
+		for (pid_t pid : pids)
+			each0.push_back(cpu_s_of(pid));
+		SchedTimes t0 = split ? sched_times(pager_thread) : SchedTimes{};
 		double d0 = daemons_cpu(), s0 = cpu_s_of(getpid());
 		double g = scan(mp->addr, pages);
 		double d = daemons_cpu() - d0, s = cpu_s_of(getpid()) - s0;
+		if (split) {
+			// pids: the module daemon, then the pager daemon.
+			for (size_t i = 0; i < 2 && i < each0.size(); i++)
+				split_gb[i].push_back((cpu_s_of(pids.begin()[i]) - each0[i]) / gb);
+			split_gb[2].push_back(s / gb);
+			if (!pager_thread.empty()) {
+				SchedTimes t1 = sched_times(pager_thread);
+				pager_run.push_back((t1.run_s - t0.run_s) / (gb / g));
+				pager_wait.push_back((t1.wait_s - t0.wait_s) / (gb / g));
+			}
+		}
 		if (self_cpu != nullptr) {
 			cpu->push_back(d / gb);
 			self_cpu->push_back(s / gb);
@@ -882,7 +936,7 @@ int main(int argc, char **argv)
 				double lb = limit_b(r);
 				bgbs.push_back(lb);
 				double g = memfed_scan(client, {mod_pid, pager_pid}, budget, pf,
-				                       &cpu_gb, nullptr);
+				                       &cpu_gb, nullptr, true);
 				sg.push_back(g);
 				rb.push_back(g / lb);
 				double lg = 0;
@@ -934,6 +988,12 @@ int main(int argc, char **argv)
 	std::printf("memfed CPU per GB scanned (module + pager + faulting process):  %.2f s "
 	            "(median of all %zu scans above, every row)\n",
 	            median(cpu_gb), cpu_gb.size());
+	std::printf("memfed CPU per GB scanned over loopback: the module daemon %.2f s + the "
+	            "pager daemon %.2f s + the faulting process %.2f s; the pager's fault thread "
+	            "on a CPU %.0f %% of the scan and waiting for one %.0f %% (medians of %zu "
+	            "scans)\n",
+	            median(split_gb[0]), median(split_gb[1]), median(split_gb[2]),
+	            100 * median(pager_run), 100 * median(pager_wait), split_gb[0].size());
 	if (o.local_row)
 		std::printf(
 		        "memfed CPU per GB scanned, local module: the module,pager daemon %.2f s + "
