@@ -75,6 +75,11 @@ result reload $?
 bad=$(dmesg | grep -E 'WARNING:|BUG[: ]|Oops|UBSAN|general protection|Call Trace|refcount_t|list_(add|del) corruption')
 if [ -n "$bad" ]; then
 	echo "$bad" | sed 's/^/MEMFED-DETAIL kernel log: /'
+	# The first report whole (object, allocation and free stacks, call
+	# trace): the lines above say only that something went wrong.
+	dmesg | sed -n '/WARNING:\|BUG[: ]\|Oops\|UBSAN\|general protection/,$p' |
+		grep -v ' Redzone \| Object \| Padding ' | head -n 80 |
+		sed 's/^/MEMFED-DETAIL first report: /'
 fi
 [ -z "$bad" ]
 result kernel-log-clean $?
