@@ -65,11 +65,11 @@ struct UffdCaps {
 	bool minor_shmem = false;
 	bool event_fork = false;
 	bool wp_async = false; // detected, reported, not used (see pager.h)
-	// Detected and reported, not used: the kernel refuses UFFDIO_MOVE
-	// issued from any process but the uffd's own ("cross-mm", EINVAL;
-	// fs/userfaultfd.c userfaultfd_move; uffd_move_test.cc), so the pager
-	// cannot move a client's page out. Only a thread of the client can
-	// (doc/design/move-eviction.md).
+	// The kernel refuses UFFDIO_MOVE issued from any process but the
+	// uffd's own ("cross-mm", EINVAL; fs/userfaultfd.c userfaultfd_move;
+	// uffd_move_test.cc), so the pager cannot move a client's page out.
+	// Only a thread of the client can (doc/design/move-eviction.md): with
+	// it, clients get the feature and map a staging area (map_protocol.h).
 	bool move = false;
 	bool poison = false;
 
