@@ -211,8 +211,8 @@ private:
 			if (msgs[i].event == UFFD_EVENT_PAGEFAULT)
 				faults.push_back(msgs[i].arg.pagefault.address & ~(kPage - 1));
 			else if (msgs[i].event == UFFD_EVENT_REMOVE)
-				removes.push_back(
-				        {msgs[i].arg.remove.start, msgs[i].arg.remove.end});
+				removes.push_back({uint64_t(msgs[i].arg.remove.start),
+				                   uint64_t(msgs[i].arg.remove.end)});
 		}
 		cv_.notify_all();
 	}
