@@ -1136,10 +1136,20 @@ bool PagerLink::serve_move(int sock, const pager::MoveRequest &req, size_t n)
 		}
 		for (uint32_t i = 0; i < req.n_runs; i++) {
 			pager::MoveRun run = req.run(i);
-			int64_t moved = 0;
-			int r = pager::uffd_move(uffd_, run.slot, run.src, run.len, 0, &moved);
+			uint64_t done = 0;
+			int r;
+			for (;;) {
+				int64_t moved = 0;
+				r = pager::uffd_move(uffd_, run.slot + done, run.src + done,
+				                     run.len - done, 0, &moved);
+				done += uint64_t(moved);
+				// A MOVE that stops part-way says EAGAIN: the rest
+				// is tried again, which tells why it stopped.
+				if (r != -EAGAIN || moved == 0 || done >= run.len)
+					break;
+			}
 			rep.result[i] = r == 0 ? int64_t(run.len) : r;
-			record_move(staging, run, r, moved);
+			record_move(staging, run, r, int64_t(done));
 		}
 	}
 	if (!refused) {

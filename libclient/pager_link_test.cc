@@ -461,17 +461,34 @@ TEST_CASE("the evictor moves runs into staging and replies per run", "[pager_lin
 	                         {5, f.page(10)},
 	                         {6, f.page(21)}});
 
+	// A run stops at the first full slot: the pages before it moved.
+	res = f.send(3, {{}, {{f.page(30), 3 * kPage, f.slot(4)}}});
+	CHECK(res == std::vector<int64_t>{-EEXIST});
+	CHECK(present(f.page(30), 3) == std::vector<bool>{false, true, true});
+	CHECK(holds(f.slot(4), word(30, 1)));
+	// A missing source page is ENOENT, and fills no slot.
+	res = f.send(4, {{}, {{f.page(30), kPage, f.slot(7)}}});
+	CHECK(res == std::vector<int64_t>{-ENOENT});
+	CHECK_FALSE(present(f.slot(7), 1)[0]);
+	CHECK(f.table() == Table{{0, f.page(2)},
+	                         {1, f.page(3)},
+	                         {2, f.page(4)},
+	                         {4, f.page(30)},
+	                         {5, f.page(10)},
+	                         {6, f.page(21)}});
+
 	// Slots listed to empty are emptied before the runs move.
 	size_t removes_before;
 	{
 		std::lock_guard<std::mutex> lk(f.fp.mu_);
 		removes_before = f.fp.removes.size();
 	}
-	res = f.send(3, {{{f.slot(0), 3 * kPage}}, {{f.page(20), kPage, f.slot(1)}}});
+	res = f.send(5, {{{f.slot(0), 3 * kPage}}, {{f.page(20), kPage, f.slot(1)}}});
 	CHECK(res == std::vector<int64_t>{int64_t(kPage)});
 	CHECK(present(f.slot(0), 3) == std::vector<bool>{false, true, false});
 	CHECK(holds(f.slot(1), word(20, 1)));
-	CHECK(f.table() == Table{{1, f.page(20)}, {5, f.page(10)}, {6, f.page(21)}});
+	CHECK(f.table() ==
+	      Table{{1, f.page(20)}, {4, f.page(30)}, {5, f.page(10)}, {6, f.page(21)}});
 	// Its REMOVE event reached the pager, inside the staging area.
 	std::lock_guard<std::mutex> lk(f.fp.mu_);
 	REQUIRE(f.fp.removes.size() == removes_before + 1);

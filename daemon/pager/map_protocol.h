@@ -168,7 +168,11 @@
 //   client -> pager: MoveReply {seq, per run: bytes moved (= len), or the
 //           -errno the MOVE stopped with (pages before the failing one may
 //           have moved: the pager tells by the pagemap of the source and
-//           the slots)}
+//           the slots). The kernel ends a MOVE that stops part-way with
+//           EAGAIN; the client then moves the rest again, so a run's error
+//           is the reason it stopped (EEXIST, EBUSY, ENOENT...); EAGAIN
+//           itself means an address-space event was pending (nothing of
+//           the rest moved).}
 // The evictor tells the two requests apart by their magic. It validates
 // the whole request before doing anything: size, counts (n_empty <=
 // kMaxMoveEmpty, n_runs <= kMaxMoveRuns, at least one of either, the packet

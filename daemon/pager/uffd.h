@@ -106,7 +106,9 @@ int uffd_poison(int uffd, uint64_t addr, uint64_t len);
 // `*moved` gets the bytes moved before any error. -EEXIST: a destination page
 // is not empty; -EBUSY: a source page is shared (after fork) or pinned;
 // -ENOENT: a source page is missing (unless ALLOW_SRC_HOLES); -EINVAL: a
-// range not anonymous private memory registered on this uffd.
+// range not anonymous private memory registered on this uffd; -EAGAIN: it
+// stopped part-way (`*moved` says where; call again for the rest, and its
+// reason) or an address-space event is pending.
 int uffd_move(int uffd, uint64_t dst, uint64_t src, uint64_t len, uint64_t mode, int64_t *moved);
 int uffd_register(int uffd, uint64_t addr, uint64_t len, uint64_t mode);
 int uffd_unregister(int uffd, uint64_t addr, uint64_t len);
