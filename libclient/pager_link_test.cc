@@ -12,10 +12,12 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -67,7 +69,7 @@ public:
 		uint64_t one = 1;
 		(void)!write(stop_, &one, sizeof(one));
 		thread_.join();
-		for (int fd : {listen_, conn_, evict_, uffd_, stop_})
+		for (int fd : {listen_, conn_, other_, evict_, uffd_, stop_})
 			if (fd >= 0)
 				close(fd);
 		unlink(path_.c_str());
@@ -106,6 +108,7 @@ public:
 
 	// Guarded by mu_ (read them inside wait() or with lock()).
 	std::vector<json> attaches;
+	std::vector<json> other_attaches;   // by another process (a forked child)
 	std::vector<size_t> removes_at_map; // removes.size() when each "map" came
 	std::vector<uint64_t> faults;       // page addresses
 	std::vector<std::pair<uint64_t, uint64_t>> removes;
@@ -115,16 +118,18 @@ private:
 	void loop()
 	{
 		for (;;) {
-			pollfd p[4] = {{stop_, POLLIN, 0},
+			pollfd p[5] = {{stop_, POLLIN, 0},
 			               {listen_, POLLIN, 0},
+			               {-1, POLLIN, 0},
 			               {-1, POLLIN, 0},
 			               {-1, POLLIN, 0}};
 			{
 				std::lock_guard<std::mutex> lk(mu_);
 				p[2].fd = conn_;
 				p[3].fd = uffd_;
+				p[4].fd = other_;
 			}
-			if (poll(p, 4, 1000) < 0)
+			if (poll(p, 5, 1000) < 0)
 				continue;
 			if (p[0].revents & POLLIN) {
 				uint64_t v;
@@ -142,13 +147,19 @@ private:
 			}
 			if (p[1].revents & POLLIN) {
 				int c = accept4(listen_, nullptr, nullptr, SOCK_CLOEXEC);
+				ucred cr{};
+				socklen_t len = sizeof(cr);
+				(void)getsockopt(c, SOL_SOCKET, SO_PEERCRED, &cr, &len);
 				std::lock_guard<std::mutex> lk(mu_);
-				if (conn_ >= 0)
-					close(conn_);
-				conn_ = c;
+				int &slot = cr.pid == getpid() ? conn_ : other_;
+				if (slot >= 0)
+					close(slot);
+				slot = c;
 			}
 			if (p[2].revents)
 				serve_request();
+			if (p[4].revents)
+				serve_other();
 			if (p[3].revents & POLLIN)
 				read_uffd();
 		}
@@ -166,18 +177,7 @@ private:
 		std::string op = m->body.value("op", "");
 		control::Message rep = control::ok_reply();
 		if (op == pg::kOpHello) {
-			auto caps = pg::probe_uffd();
-			REQUIRE(caps.is_ok());
-			rep = control::ok_reply(
-			        {{"uffd_features",
-			          caps->client_features() & ~uint64_t(UFFD_FEATURE_EVENT_FORK)},
-			         {"private_register_mode", uint64_t{UFFDIO_REGISTER_MODE_MISSING}},
-			         {"shared_register_mode", uint64_t{UFFDIO_REGISTER_MODE_MISSING}},
-			         {"wp", false},
-			         {"minor_shmem", false},
-			         {"move", caps->move},
-			         {"page_size", kPage},
-			         {"version", pg::kMapProtocolVersion}});
+			rep = hello();
 		} else if (op == pg::kOpAttach) {
 			REQUIRE(m->fds.size() == 2);
 			attaches.push_back(m->body);
@@ -200,6 +200,47 @@ private:
 		cv_.notify_all();
 	}
 
+	// Another process (a forked child): attach and map are recorded and
+	// answered, its fds closed.
+	void serve_other()
+	{
+		auto m = control::recv_message(other_);
+		std::lock_guard<std::mutex> lk(mu_);
+		if (!m) {
+			close(other_);
+			other_ = -1;
+			return;
+		}
+		std::string op = m->body.value("op", "");
+		control::Message rep = control::ok_reply();
+		if (op == pg::kOpHello)
+			rep = hello();
+		else if (op == pg::kOpAttach) {
+			other_attaches.push_back(m->body);
+			rep = control::ok_reply({{"uffd_id", uint64_t{2}}, {"evict", true}});
+		} else if (op == pg::kOpMap)
+			rep = control::ok_reply({{"mapping_id", uint64_t{100}}});
+		for (int fd : m->fds)
+			close(fd);
+		(void)control::send_message(other_, rep);
+		cv_.notify_all();
+	}
+
+	static control::Message hello()
+	{
+		auto caps = pg::probe_uffd();
+		uint64_t features = caps ? caps->client_features() : 0;
+		return control::ok_reply(
+		        {{"uffd_features", features & ~uint64_t(UFFD_FEATURE_EVENT_FORK)},
+		         {"private_register_mode", uint64_t{UFFDIO_REGISTER_MODE_MISSING}},
+		         {"shared_register_mode", uint64_t{UFFDIO_REGISTER_MODE_MISSING}},
+		         {"wp", false},
+		         {"minor_shmem", false},
+		         {"move", caps && caps->move},
+		         {"page_size", kPage},
+		         {"version", pg::kMapProtocolVersion}});
+	}
+
 	void read_uffd()
 	{
 		uffd_msg msgs[16];
@@ -218,7 +259,7 @@ private:
 	}
 
 	std::string path_;
-	int listen_ = -1, conn_ = -1, evict_ = -1, uffd_ = -1, stop_ = -1;
+	int listen_ = -1, conn_ = -1, other_ = -1, evict_ = -1, uffd_ = -1, stop_ = -1;
 	bool die_ = false;
 	std::condition_variable cv_;
 	std::thread thread_;
@@ -336,7 +377,7 @@ struct Fixture {
 	uint64_t work = 0, staging = 0;
 	bool move = false;
 
-	Fixture()
+	explicit Fixture(bool handle_fork = false)
 	{
 		auto caps = pg::probe_uffd();
 		REQUIRE(caps.is_ok());
@@ -347,7 +388,7 @@ struct Fixture {
 		}
 		PagerLink::Options o;
 		o.socket_path = fp.path();
-		o.handle_fork = false;
+		o.handle_fork = handle_fork;
 		auto l = PagerLink::open(o);
 		REQUIRE(l.is_ok());
 		link = std::move(*l);
@@ -584,4 +625,41 @@ TEST_CASE("a daemon restart moves staged pages back to their sources", "[pager_l
 	REQUIRE(f.fp.removes_at_map[1] == before + 1);
 	CHECK(f.fp.removes[before] ==
 	      std::pair<uint64_t, uint64_t>{f.staging, f.staging + kStagingBytes});
+}
+
+TEST_CASE("a forked child maps a staging area of its own", "[pager_link]")
+{
+	Fixture f(/*handle_fork=*/true);
+	if (!f.move)
+		return;
+	// The parent has a page staged when it forks.
+	REQUIRE(f.send(1, {{}, {{f.page(1), kPage, f.slot(0)}}}) ==
+	        std::vector<int64_t>{int64_t(kPage)});
+	pid_t child = fork();
+	REQUIRE(child >= 0);
+	if (child == 0) {
+		// The parent's staged page did not come along (MADV_DONTFORK);
+		// the child's area is its own, empty, and has a table.
+		uint64_t s = f.link->staging_addr();
+		std::vector<unsigned char> v(pg::kStagingPages);
+		bool ok = s != 0 &&
+		          mincore(reinterpret_cast<void *>(s), kStagingBytes, v.data()) == 0 &&
+		          std::none_of(v.begin(), v.end(), [](unsigned char c) { return c & 1; }) &&
+		          f.link->staged() == std::vector<uint64_t>(pg::kStagingPages, 0);
+		_exit(ok ? 0 : 1);
+	}
+	int status = 0;
+	REQUIRE(waitpid(child, &status, 0) == child);
+	CHECK(WIFEXITED(status));
+	CHECK(WEXITSTATUS(status) == 0);
+	{
+		std::lock_guard<std::mutex> lk(f.fp.mu_);
+		REQUIRE(f.fp.other_attaches.size() == 1);
+		const json &a = f.fp.other_attaches[0];
+		REQUIRE(a.contains("staging"));
+		CHECK(a["staging"]["len"].get<uint64_t>() == kStagingBytes);
+	}
+	// The parent's staging is as it was.
+	CHECK(holds(f.slot(0), word(1, 1)));
+	CHECK(f.table() == Table{{0, f.page(1)}});
 }
