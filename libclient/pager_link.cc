@@ -1017,25 +1017,27 @@ std::vector<uint64_t> PagerLink::staged() const
 
 Status PagerLink::map_staging()
 {
-	void *p = mmap(nullptr, kStagingBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-	               -1, 0);
-	if (p == MAP_FAILED)
+	// Raw system calls, as the evictor's drops: under the preload shim
+	// mmap() of private anonymous memory is carved out of the remote heap.
+	long r = syscall(SYS_mmap, nullptr, kStagingBytes, PROT_READ | PROT_WRITE,
+	                 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (r == -1)
 		return Status::from_errno(errno, "mapping the staging area");
-	auto addr = reinterpret_cast<uint64_t>(p);
+	auto addr = uint64_t(r);
 	// A huge page would make a slot full; a child must not inherit staged
 	// pages (it maps its own).
 	const char *what = nullptr;
 	int err = 0;
-	if (madvise(p, kStagingBytes, MADV_NOHUGEPAGE) < 0)
+	if (syscall(SYS_madvise, addr, kStagingBytes, MADV_NOHUGEPAGE) < 0)
 		what = "madvise(MADV_NOHUGEPAGE) of the staging area", err = errno;
-	else if (madvise(p, kStagingBytes, MADV_DONTFORK) < 0)
+	else if (syscall(SYS_madvise, addr, kStagingBytes, MADV_DONTFORK) < 0)
 		what = "madvise(MADV_DONTFORK) of the staging area", err = errno;
 	else if (int rc = pager::uffd_register(uffd_, addr, kStagingBytes,
 	                                       UFFDIO_REGISTER_MODE_MISSING);
 	         rc < 0)
 		what = "registering the staging area with userfaultfd", err = -rc;
 	if (what) {
-		munmap(p, kStagingBytes);
+		syscall(SYS_munmap, addr, kStagingBytes);
 		return Status::from_errno(err, what);
 	}
 	{
@@ -1226,8 +1228,7 @@ void PagerLink::post_empty_staging()
 void PagerLink::empty_staging()
 {
 	uint64_t staging = staging_addr();
-	if (staging != 0 &&
-	    madvise(reinterpret_cast<void *>(staging), kStagingBytes, MADV_DONTNEED) < 0)
+	if (staging != 0 && syscall(SYS_madvise, staging, kStagingBytes, MADV_DONTNEED) < 0)
 		LOG_WARN("libmemfed", "emptying the staging area: %s", strerror(errno));
 }
 
