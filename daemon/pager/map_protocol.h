@@ -185,9 +185,12 @@
 // packet shorter than the MoveRequest header, or with an unknown magic,
 // ends the channel as a malformed DropRequest does.
 // The client keeps a staging table (slot -> source page) of the slots its
-// moves filled, cleared when a slot is emptied; it counts a slot a failed
-// run filled by the slot's presence (mincore). A MoveRequest is never sent
-// to a client that sent no "staging".
+// moves filled, cleared when a slot is emptied; of a failed run it counts
+// the pages moved before the error, and any slot present while its source
+// is not (a MOVE has been seen to report an error for a page it moved). A
+// channel the client retired (daemon restart) gets no further request
+// served, as with drops. A MoveRequest is never sent to a client that sent
+// no "staging".
 //
 // Fork
 // ----
