@@ -157,27 +157,33 @@ private:
 				slot = c;
 			}
 			if (p[2].revents)
-				serve_request();
+				serve(conn_, true);
 			if (p[4].revents)
-				serve_other();
+				serve(other_, false);
 			if (p[3].revents & POLLIN)
 				read_uffd();
 		}
 	}
 
-	void serve_request()
+	// One request on `conn`: the test process's (`ours`), whose uffd and
+	// evict channel are kept, or another's (a forked child), whose attach
+	// and map are recorded and answered and whose fds are closed.
+	void serve(int &conn, bool ours)
 	{
-		auto m = control::recv_message(conn_);
+		auto m = control::recv_message(conn);
 		std::lock_guard<std::mutex> lk(mu_);
 		if (!m) {
-			close(conn_);
-			conn_ = -1;
+			close(conn);
+			conn = -1;
 			return;
 		}
 		std::string op = m->body.value("op", "");
 		control::Message rep = control::ok_reply();
 		if (op == pg::kOpHello) {
 			rep = hello();
+		} else if (op == pg::kOpAttach && !ours) {
+			other_attaches.push_back(m->body);
+			rep = control::ok_reply({{"uffd_id", uint64_t{2}}, {"evict", true}});
 		} else if (op == pg::kOpAttach) {
 			REQUIRE(m->fds.size() == 2);
 			attaches.push_back(m->body);
@@ -191,38 +197,13 @@ private:
 			m->fds.clear();
 			rep = control::ok_reply({{"uffd_id", uint64_t{1}}, {"evict", true}});
 		} else if (op == pg::kOpMap) {
-			removes_at_map.push_back(removes.size());
+			if (ours)
+				removes_at_map.push_back(removes.size());
 			rep = control::ok_reply({{"mapping_id", uint64_t(removes_at_map.size())}});
 		}
 		for (int fd : m->fds)
 			close(fd);
-		(void)control::send_message(conn_, rep);
-		cv_.notify_all();
-	}
-
-	// Another process (a forked child): attach and map are recorded and
-	// answered, its fds closed.
-	void serve_other()
-	{
-		auto m = control::recv_message(other_);
-		std::lock_guard<std::mutex> lk(mu_);
-		if (!m) {
-			close(other_);
-			other_ = -1;
-			return;
-		}
-		std::string op = m->body.value("op", "");
-		control::Message rep = control::ok_reply();
-		if (op == pg::kOpHello)
-			rep = hello();
-		else if (op == pg::kOpAttach) {
-			other_attaches.push_back(m->body);
-			rep = control::ok_reply({{"uffd_id", uint64_t{2}}, {"evict", true}});
-		} else if (op == pg::kOpMap)
-			rep = control::ok_reply({{"mapping_id", uint64_t{100}}});
-		for (int fd : m->fds)
-			close(fd);
-		(void)control::send_message(other_, rep);
+		(void)control::send_message(conn, rep);
 		cv_.notify_all();
 	}
 
