@@ -4,7 +4,10 @@
 // to memfedd's pager, the evict channel and the list of mappings. Three
 // duties beyond the ops themselves:
 //   - Eviction: an evictor thread drops the pages the pager asks it to drop
-//     (madvise MADV_DONTNEED on its own address space).
+//     (madvise MADV_DONTNEED on its own address space) or, on kernels with
+//     UFFDIO_MOVE, moves them into the process's staging area, whose full
+//     slots it remembers (map_protocol.h, "Staging"); after a daemon
+//     restart it moves them back before the mappings are sent again.
 //   - Daemon restart: a monitor thread notices the lost connection, reconnects
 //     with backoff, attaches the same uffd again and re-sends every mapping.
 //     Meanwhile faulting threads wait in the kernel; nothing is unregistered.
@@ -45,6 +48,7 @@
 
 #include "daemon/common/status.h"
 #include "daemon/control/client.h"
+#include "daemon/pager/map_protocol.h"
 #include "libclient/drop_ledger.h"
 
 namespace memfed::client
@@ -115,6 +119,11 @@ public:
 
 	// How many times the link reconnected after losing memfedd (tests).
 	uint64_t reconnects() const { return reconnects_.load(); }
+	// The staging area's address (0: none; its length is
+	// pager::kStagingPages pages) and the source page each slot holds (0:
+	// empty), for tests.
+	uint64_t staging_addr() const;
+	std::vector<uint64_t> staged() const;
 	// The program drops [addr, addr+length) of a private mapping with
 	// MADV_DONTNEED: remove_begin before the madvise, remove_end with its
 	// token after. A drop whose REMOVE event a restarted memfedd may have
@@ -197,6 +206,25 @@ private:
 	// Serves evict channels one after another until stop_evictor().
 	void evictor_serve();
 	void evictor_loop(int sock);
+	// Serves one MoveRequest of `n` bytes; false ends the channel.
+	bool serve_move(int sock, const pager::MoveRequest &req, size_t n);
+	// Why `req` (`n` bytes) must be refused, or nullptr. REQUIRES: spans_mu_.
+	const char *check_move(const pager::MoveRequest &req, size_t n) const;
+	// Records the slots of `run` (into the staging area at `staging`) that
+	// its MOVE filled (`r`: its result, `moved`: the bytes it reports).
+	// REQUIRES: evict_mu_.
+	void record_move(uint64_t staging, const pager::MoveRun &run, int r, int64_t moved);
+	// Maps and registers the staging area. REQUIRES: mu_ held, uffd_ open.
+	Status map_staging();
+	// Daemon restart: moves every staged page back to its source (unless
+	// the source was refilled since: the slot is stale) and forgets it.
+	// False if the connection `fd` went down meanwhile. REQUIRES: mu_
+	// held, no evictor in a request.
+	bool restore_staging(int fd);
+	// Has the evictor empty every slot (its madvise waits for the pager
+	// to read the REMOVE event, as a drop's does: wait_for_drops).
+	void post_empty_staging();
+	void empty_staging();
 	Mapping *find(uint64_t addr);
 	const Mapping *find(uint64_t addr) const;
 
@@ -210,6 +238,8 @@ private:
 	bool user_mode_only_ = false;
 	int uffd_ = -1;
 	uint64_t uffd_id_ = 0;
+	// The staging area (0: none), written under mu_ and spans_mu_.
+	uint64_t staging_addr_ = 0;
 
 	// mu_ serialises requests and guards mappings_, ctl_ and connected_.
 	mutable std::mutex mu_;
@@ -218,12 +248,17 @@ private:
 	bool connected_ = false;
 	std::vector<std::unique_ptr<Mapping>> mappings_;
 
-	// Held by the evictor while it drops pages; fork_prepare holds it from
-	// the region copy until fork returns, so no page leaves memory meanwhile.
-	std::mutex evict_mu_;
+	// Held by the evictor while it drops or moves pages; fork_prepare holds
+	// it from the region copy until fork returns, so no page leaves memory
+	// meanwhile.
+	mutable std::mutex evict_mu_;
+	// Staging table, guarded by evict_mu_: per slot, the source page it
+	// holds, 0 if empty. Sized when the area is mapped (the evictor does not
+	// allocate).
+	std::vector<uint64_t> staged_;
 	// The private mappings' address ranges, for the evictor's checks; also
 	// guards the evictor's state below.
-	std::mutex spans_mu_;
+	mutable std::mutex spans_mu_;
 	std::vector<Span> private_spans_;
 	// One evictor thread per process, detached, made at the first attach
 	// and kept: see establish() for why it is never made again. It closes
@@ -233,6 +268,7 @@ private:
 	bool evictor_running_ = false;
 	bool evictor_stop_ = false;
 	int drops_inflight_ = 0;              // drops between the retired check and madvise's end
+	bool empty_staging_job_ = false;      // post_empty_staging() for the evictor
 	std::condition_variable evictor_cv_;  // wakes the evictor: a channel, or stop
 	std::condition_variable evictors_cv_; // drops_inflight_ or evictor_running_ fell
 	int stop_fd_ = -1;                    // eventfd that stops the monitor

@@ -211,6 +211,11 @@ void PagerLink::fork_child()
 	evict_sock_taken_ = false;
 	evictor_running_ = false; // it stayed in the parent, with its drops
 	drops_inflight_ = 0;
+	empty_staging_job_ = false;
+	// The parent's staging area is not inherited (MADV_DONTFORK): the
+	// child's establish() maps its own.
+	staging_addr_ = 0;
+	staged_.clear();
 	drops_.unlock_in_child(); // so did the threads that were dropping
 	monitor_running_ = false;
 	// This thread is the program's: for the link's work, the static C

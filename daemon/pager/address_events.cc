@@ -35,6 +35,8 @@ void PagerThread::handle_remove(Process *p, uint64_t start, uint64_t end)
 	// The program dropped [start, end) (MADV_DONTNEED/REMOVE/FREE): from now
 	// on those pages read as zero, never as the module's old content. The
 	// kernel zaps them after this event is read.
+	if (p->in_staging(start) && end - p->staging_addr <= p->staging_len)
+		return; // the evictor emptied slots of its staging area
 	for (auto &mp : p->mappings) {
 		Mapping *m = mp.get();
 		// Shared windows learn of MADV_REMOVE from the hole it leaves.

@@ -21,6 +21,9 @@
 //         "shared_register_mode": u64   the same for kind "shared",
 //         "wp": bool             write-protect dirty tracking is in use,
 //         "minor_shmem": bool    kernel has MINOR faults on shmem (informative),
+//         "move": bool           the kernel offers UFFD_FEATURE_MOVE (then it
+//                                is in uffd_features): the client may map a
+//                                staging area (see "Staging" below),
 //         "page_size": 4096,
 //         "version": 1}
 //     A non-root client creates its userfaultfd with UFFD_USER_MODE_ONLY and
@@ -28,7 +31,12 @@
 //     CAP_SYS_PTRACE); see "Fork" below.
 //
 //   "attach"  {"features": u64 (the features UFFDIO_API enabled on this fd),
-//              "budget": bytes (per-process resident limit, 0 = default)}
+//              "budget": bytes (per-process resident limit, 0 = default),
+//              "staging": {"addr": u64, "len": bytes} (optional: the process's
+//                         staging area, see "Staging" below; only when
+//                         hello said "move" and "features" has
+//                         UFFD_FEATURE_MOVE; addr non-zero and page aligned,
+//                         len a page multiple, 1..kMaxStagingBytes)}
 //             + fds[0] = the process's userfaultfd
 //             + fds[1] = optional: the client's end of an evict channel (see
 //                        below); without it the pager cannot drop private
@@ -140,6 +148,50 @@
 // waits for them. The client validates magic and count and ignores (with a log line)
 // ranges outside its mappings. The thread exits when recv returns 0.
 //
+// Staging (kernels with UFFD_FEATURE_MOVE; doc/design/move-eviction.md)
+// ---------------------------------------------------------------------
+// When hello says "move" and its UFFDIO_API enabled UFFD_FEATURE_MOVE, the
+// client maps one staging area per process at attach: kStagingPages pages
+// mmap(PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_ANONYMOUS), MADV_NOHUGEPAGE,
+// MADV_DONTFORK (a forked child maps its own), registered
+// UFFDIO_REGISTER_MODE_MISSING only on the same uffd, and sends it in
+// "attach". Its pages ("slots") are empty except while they hold a page the
+// evictor moved there. The pager never treats the range as a mapping: a
+// REMOVE event inside it (the evictor emptying slots) is only noted, and a
+// fault inside it (nothing should read an empty slot) is logged and
+// zero-filled.
+// On the evict channel the pager may then send, instead of a DropRequest,
+//   pager -> client: MoveRequest (below), one per packet
+//   client: madvise(MADV_DONTNEED) of each `empty` range, in order (the
+//           slots are empty afterwards), then UFFDIO_MOVE of each run
+//           [src, src+len) -> [slot, slot+len), in order, no mode flags
+//   client -> pager: MoveReply {seq, per run: bytes moved (= len), or the
+//           -errno the MOVE stopped with (pages before the failing one may
+//           have moved: the pager tells by the pagemap of the source and
+//           the slots). The kernel ends a MOVE that stops part-way with
+//           EAGAIN; the client then moves the rest again, so a run's error
+//           is the reason it stopped (EEXIST, EBUSY, ENOENT...); EAGAIN
+//           itself means an address-space event was pending (nothing of
+//           the rest moved).}
+// The evictor tells the two requests apart by their magic. It validates
+// the whole request before doing anything: size, counts (n_empty <=
+// kMaxMoveEmpty, n_runs <= kMaxMoveRuns, at least one of either, the packet
+// exactly move_request_size(n_empty, n_runs) bytes), page alignment of
+// every address and length (non-zero lengths, no wrap), every empty range
+// and every run's [slot, slot+len) inside the staging area, and every run's
+// [src, src+len) inside one private mapping. A request that fails any
+// check is refused whole (nothing emptied, nothing moved), logged, and
+// answered with -EINVAL for each of its runs (min(n_runs, kMaxMoveRuns)). A
+// packet shorter than the MoveRequest header, or with an unknown magic,
+// ends the channel as a malformed DropRequest does.
+// The client keeps a staging table (slot -> source page) of the slots its
+// moves filled, cleared when a slot is emptied; of a failed run it counts
+// the pages moved before the error, and any slot present while its source
+// is not (a MOVE has been seen to report an error for a page it moved). A
+// channel the client retired (daemon restart) gets no further request
+// served, as with drops. A MoveRequest is never sent to a client that sent
+// no "staging".
+//
 // Fork
 // ----
 // With EVENT_FORK (root clients) the pager receives the child's uffd from the
@@ -177,6 +229,15 @@
 // the registrations). Faults on a registered range no "map" covers are held
 // until a map covers them, or zero-filled after 10 s without a new "map" or
 // "attach" (memory an mremap grew).
+// With a staging area the client keeps it across the restart. Once the old
+// evictor is out of its request (after "attach": its madvise may wait for
+// the new pager to read the REMOVE event) and before the first "map", it
+// moves each page its staging table holds back to its source: the source is
+// empty unless the old pager served a fault there from the staged bytes,
+// in which case the source holds newer content, the MOVE fails with EEXIST
+// and the slot is stale. Then it empties every slot (one MADV_DONTNEED of
+// the area; the new pager knows the range from "attach" and only notes the
+// REMOVE event). From the first "map" on, every slot is empty.
 //
 // Region deleted while mapped
 // ---------------------------
@@ -249,5 +310,73 @@ constexpr uint64_t drop_request_size(uint32_t count)
 {
 	return 24 + uint64_t{count} * sizeof(DropRange);
 }
+
+// Staging area and the records of eviction by UFFDIO_MOVE ("Staging").
+constexpr uint32_t kStagingPages = 2 * 512;               // what libmemfed maps
+constexpr uint64_t kMaxStagingBytes = uint64_t{64} << 20; // what "attach" accepts
+constexpr uint32_t kMoveRequestMagic = 0x524d464d;        // "MFMR"
+constexpr uint32_t kMoveReplyMagic = 0x414d464d;          // "MFMA"
+constexpr uint32_t kMaxMoveEmpty = 512;
+constexpr uint32_t kMaxMoveRuns = 512;
+
+struct MoveRun {
+	uint64_t src;  // page aligned, in a private mapping
+	uint64_t len;  // page multiple
+	uint64_t slot; // page aligned, [slot, slot+len) in the staging area
+};
+
+struct MoveRequest {
+	uint32_t magic;   // kMoveRequestMagic
+	uint32_t n_empty; // 0..kMaxMoveEmpty
+	uint32_t n_runs;  // 0..kMaxMoveRuns; n_empty + n_runs >= 1
+	uint32_t reserved;
+	uint64_t seq;
+	// CLOCK_MONOTONIC when sent (logs). Unlike a drop, a move does not
+	// settle the program's drops of its pages: their write-back comes after.
+	uint64_t sent_ns;
+	// Packed: n_empty DropRanges (staging to empty), then n_runs MoveRuns.
+	uint64_t words[2 * kMaxMoveEmpty + 3 * kMaxMoveRuns];
+
+	DropRange empty(uint32_t i) const { return {words[2 * i], words[2 * i + 1]}; }
+	MoveRun run(uint32_t i) const
+	{
+		const uint64_t *w = words + 2 * n_empty + 3 * i;
+		return {w[0], w[1], w[2]};
+	}
+	// Set n_empty before the runs.
+	void set_empty(uint32_t i, DropRange r)
+	{
+		words[2 * i] = r.addr;
+		words[2 * i + 1] = r.length;
+	}
+	void set_run(uint32_t i, MoveRun r)
+	{
+		uint64_t *w = words + 2 * n_empty + 3 * i;
+		w[0] = r.src;
+		w[1] = r.len;
+		w[2] = r.slot;
+	}
+};
+
+struct MoveReply {
+	uint32_t magic;  // kMoveReplyMagic
+	uint32_t n_runs; // the request's
+	uint64_t seq;
+	// Per run, in order: bytes moved (the run's len) or -errno.
+	int64_t result[kMaxMoveRuns]; // only n_runs are sent
+};
+
+// Size of a MoveRequest with `n_empty` ranges to empty and `n_runs` runs.
+constexpr uint64_t move_request_size(uint32_t n_empty, uint32_t n_runs)
+{
+	return 32 + uint64_t{n_empty} * 16 + uint64_t{n_runs} * 24;
+}
+// Size of a MoveReply for `n_runs` runs.
+constexpr uint64_t move_reply_size(uint32_t n_runs)
+{
+	return 16 + uint64_t{n_runs} * 8;
+}
+static_assert(sizeof(MoveRequest) == move_request_size(kMaxMoveEmpty, kMaxMoveRuns));
+static_assert(sizeof(MoveReply) == move_reply_size(kMaxMoveRuns));
 
 } // namespace memfed::pager

@@ -174,6 +174,7 @@ Message Pager::op_hello(const control::Peer &peer, Message &req)
 	                          {"shared_register_mode", caps_.shared_register_mode()},
 	                          {"wp", caps_.anon_wp},
 	                          {"minor_shmem", caps_.minor_shmem},
+	                          {"move", caps_.move},
 	                          {"page_size", kPageSize},
 	                          {"version", kMapProtocolVersion}});
 }
@@ -199,6 +200,27 @@ Message Pager::op_attach(const control::Peer &peer, Message &req)
 	auto budget = get_u64(req.body, kOpAttach, "budget", false, 0);
 	if (!budget)
 		return fail(budget.status());
+	uint64_t staging_addr = 0, staging_len = 0;
+	if (auto it = req.body.find("staging"); it != req.body.end()) {
+		if (!it->is_object())
+			return fail(bad(kOpAttach,
+			                "\"staging\" must be an object {\"addr\", \"len\"}"));
+		auto sa = get_u64(*it, "attach staging", "addr", true);
+		auto sl = get_u64(*it, "attach staging", "len", true);
+		if (!sa)
+			return fail(sa.status());
+		if (!sl)
+			return fail(sl.status());
+		if (*sa == 0 || *sa % kPageSize || *sl == 0 || *sl % kPageSize ||
+		    *sl > kMaxStagingBytes || *sa + *sl < *sa)
+			return fail(
+			        bad(kOpAttach,
+			            "\"staging\" must have addr non-zero and page aligned (4096) "
+			            "and len a page multiple of 4096.." +
+			                    std::to_string(kMaxStagingBytes) + " bytes"));
+		staging_addr = *sa;
+		staging_len = *sl;
+	}
 
 	auto p = std::make_unique<Process>();
 	p->uffd_id = ids_.fetch_add(1);
@@ -209,6 +231,8 @@ Message Pager::op_attach(const control::Peer &peer, Message &req)
 	p->uid = peer.uid;
 	p->conn_id = peer.conn_id;
 	p->features = *features;
+	p->staging_addr = staging_addr;
+	p->staging_len = staging_len;
 	uint64_t b = *budget ? *budget : cfg_.default_process_budget;
 	p->budget_pages = (b + kPageSize - 1) / kPageSize;
 	bool evict = p->evict_fd >= 0;

@@ -133,6 +133,48 @@ TEST_CASE("pager.hello reports the features the kernel has", "[pager]")
 	CHECK(h->body["wp"].get<bool>() == f.pager->caps().anon_wp);
 	uint64_t mode = h->body["private_register_mode"].get<uint64_t>();
 	CHECK((mode & UFFDIO_REGISTER_MODE_MISSING) != 0);
+	CHECK(h->body["move"].get<bool>() == f.pager->caps().move);
+	CHECK(((feats & UFFD_FEATURE_MOVE) != 0) == f.pager->caps().move);
+}
+
+TEST_CASE("attach takes a staging area, which is no mapping", "[pager]")
+{
+	PagerFixture f;
+	f.store.add_region("r", 4);
+	TestClient c;
+	const uint64_t at = uint64_t{1} << 30;
+	for (const nlohmann::json &bad :
+	     {nlohmann::json(5), nlohmann::json{{"addr", 0}, {"len", kPage}},
+	      nlohmann::json{{"addr", at + 8}, {"len", kPage}},
+	      nlohmann::json{{"addr", at}, {"len", 100}}, nlohmann::json{{"addr", at}},
+	      nlohmann::json{{"addr", at}, {"len", kMaxStagingBytes + kPage}},
+	      nlohmann::json{{"addr", UINT64_MAX - kPage + 1}, {"len", 2 * kPage}}}) {
+		INFO(bad.dump());
+		c.attach_extra = {{"staging", bad}};
+		Status st = c.attach(f.path);
+		CHECK(st.code() == Code::kInvalidArgument);
+		CHECK(st.to_string().find("staging") != std::string::npos);
+	}
+	void *s = mmap(nullptr, 4 * kPage, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1,
+	               0);
+	REQUIRE(s != MAP_FAILED);
+	auto saddr = reinterpret_cast<uint64_t>(s);
+	c.attach_extra = {{"staging", {{"addr", saddr}, {"len", 4 * kPage}}}};
+	REQUIRE(c.attach(f.path).is_ok());
+	REQUIRE(uffd_register(c.uffd(), saddr, 4 * kPage, UFFDIO_REGISTER_MODE_MISSING) == 0);
+	auto m = c.map("r", 0, 4 * kPage, 0, /*prefetch=*/false);
+	REQUIRE(m.is_ok());
+	CHECK(m->addr[kPage] == PageStoreDouble::pattern_byte(1, 1));
+	// A fault in staging is zero-filled at once, not held as one outside
+	// every mapping (those wait 10 s for a "map").
+	auto t0 = std::chrono::steady_clock::now();
+	CHECK(*reinterpret_cast<volatile uint8_t *>(saddr + kPage) == 0);
+	CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(5));
+	// Emptying slots raises a REMOVE event the pager reads and leaves be.
+	REQUIRE(madvise(s, 4 * kPage, MADV_DONTNEED) == 0);
+	CHECK(m->addr[2 * kPage] == PageStoreDouble::pattern_byte(1, 2));
+	CHECK(f.proc_stats()["resident_pages"].get<uint64_t>() == 2);
+	munmap(s, 4 * kPage);
 }
 
 TEST_CASE("a single fault is served from the module", "[pager]")

@@ -30,6 +30,15 @@ void PagerThread::handle_fault(Process *p, uint64_t addr, uint32_t flags, uint32
 		learn_pid(p, ptid);
 	Mapping *m = p->find(addr);
 	uint32_t idx = m ? uint32_t((addr - m->addr) / kPageSize) : 0;
+	if (m == nullptr && p->in_staging(addr)) {
+		// Nothing reads an empty slot of the staging area (the pager
+		// reads only slots it knows full): a bug somewhere. Zero-filled
+		// so the thread goes on; the slot is full until emptied.
+		LOG_WARN(kLog, "uffd %lu: fault at 0x%lx in the staging area; zero-filled",
+		         (unsigned long)p->uffd_id, (unsigned long)addr);
+		(void)uffd_copy(p->uffd, addr, zero_.data(), kPageSize, false, nullptr);
+		return;
+	}
 	if (m == nullptr || m->pages[idx].state == PageState::kGone) {
 		// Not (yet) ours: a mapping the client is still sending.
 		if (!orphans_.push({p, addr, flags, now_ns()}))

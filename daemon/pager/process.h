@@ -57,6 +57,9 @@ struct Process {
 	int conn_id = -1;        // control connection; -1 for fork children
 	bool fork_child = false; // never writes back or evicts: its memory is private
 	uint64_t features = 0;
+	// The client's staging area ("attach" "staging"; 0 = none): not a
+	// mapping, its REMOVE events are only noted (map_protocol.h, "Staging").
+	uint64_t staging_addr = 0, staging_len = 0;
 	int evict_fd = -1;
 	int pidfd = -1;
 	// /proc/<pid>/mem, opened at the first write-back: the pager copies
@@ -86,6 +89,10 @@ struct Process {
 			    m->pages[(addr - m->addr) / 4096].state != PageState::kGone)
 				return last_hit = m.get();
 		return nullptr;
+	}
+	bool in_staging(uint64_t addr) const
+	{
+		return addr >= staging_addr && addr - staging_addr < staging_len;
 	}
 	bool can_evict() const { return evict_fd >= 0 && !fork_child && pid > 0; }
 };

@@ -89,6 +89,7 @@ private:
 	{
 		control::Message m;
 		m.body = {{"op", kOpAttach}, {"features", features_}, {"budget", budget}};
+		m.body.update(attach_extra);
 		m.fds.push_back(uffd_);
 		int sv[2] = {-1, -1};
 		if (evict) {
@@ -229,6 +230,8 @@ public:
 	void disconnect() { cli_ = control::Client(); }
 
 	int uffd() const { return uffd_; }
+	// Fields added to every "attach" (e.g. "staging").
+	nlohmann::json attach_extra = nlohmann::json::object();
 	uint64_t uffd_id() const { return uffd_id_; }
 	uint64_t register_mode() const { return mode_; }
 	uint64_t drops() const { return drops_; }

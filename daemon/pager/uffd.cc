@@ -45,6 +45,10 @@ uint64_t UffdCaps::client_features() const
 		f |= UFFD_FEATURE_WP_HUGETLBFS_SHMEM;
 	if (poison)
 		f |= UFFD_FEATURE_POISON;
+	// Only enables the ioctl, which the client's evictor issues (the map
+	// protocol's "Staging").
+	if (move)
+		f |= UFFD_FEATURE_MOVE;
 	return f & kernel_features;
 }
 

@@ -65,11 +65,11 @@ struct UffdCaps {
 	bool minor_shmem = false;
 	bool event_fork = false;
 	bool wp_async = false; // detected, reported, not used (see pager.h)
-	// Detected and reported, not used: the kernel refuses UFFDIO_MOVE
-	// issued from any process but the uffd's own ("cross-mm", EINVAL;
-	// fs/userfaultfd.c userfaultfd_move; uffd_move_test.cc), so the pager
-	// cannot move a client's page out. Only a thread of the client can
-	// (doc/design/move-eviction.md).
+	// The kernel refuses UFFDIO_MOVE issued from any process but the
+	// uffd's own ("cross-mm", EINVAL; fs/userfaultfd.c userfaultfd_move;
+	// uffd_move_test.cc), so the pager cannot move a client's page out.
+	// Only a thread of the client can (doc/design/move-eviction.md): with
+	// it, clients get the feature and map a staging area (map_protocol.h).
 	bool move = false;
 	bool poison = false;
 
@@ -106,7 +106,9 @@ int uffd_poison(int uffd, uint64_t addr, uint64_t len);
 // `*moved` gets the bytes moved before any error. -EEXIST: a destination page
 // is not empty; -EBUSY: a source page is shared (after fork) or pinned;
 // -ENOENT: a source page is missing (unless ALLOW_SRC_HOLES); -EINVAL: a
-// range not anonymous private memory registered on this uffd.
+// range not anonymous private memory registered on this uffd; -EAGAIN: it
+// stopped part-way (`*moved` says where; call again for the rest, and its
+// reason) or an address-space event is pending.
 int uffd_move(int uffd, uint64_t dst, uint64_t src, uint64_t len, uint64_t mode, int64_t *moved);
 int uffd_register(int uffd, uint64_t addr, uint64_t len, uint64_t mode);
 int uffd_unregister(int uffd, uint64_t addr, uint64_t len);

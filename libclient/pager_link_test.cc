@@ -1,0 +1,646 @@
+// PagerLink's staging area (map_protocol.h, "Staging"): the evictor serving
+// MoveRequests, and the staged pages going back to their sources across a
+// daemon restart. The link is the real one, attached to a fake pager: a
+// thread of this test that answers the map protocol's ops, keeps the pager's
+// ends of the uffd and the evict channel, and reads the uffd (recording
+// faults and REMOVE events, serving nothing itself). The test sends the
+// MoveRequests and resolves the faults it wants resolved with UFFDIO_COPY.
+#include "libclient/pager_link.h"
+
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstring>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "daemon/control/message.h"
+#include "daemon/pager/map_protocol.h"
+#include "daemon/pager/uffd.h"
+
+using namespace memfed;
+using namespace memfed::client;
+namespace pg = memfed::pager;
+using nlohmann::json;
+
+namespace
+{
+
+constexpr uint64_t kPage = 4096;
+constexpr uint64_t kStagingBytes = uint64_t{pg::kStagingPages} * kPage;
+constexpr uint64_t kWorkPages = 64;
+
+// A fake memfedd pager: see the top of the file.
+class FakePager
+{
+public:
+	FakePager()
+	{
+		path_ = "/tmp/memfed-pager-link-test-" + std::to_string(getpid()) + ".sock";
+		unlink(path_.c_str());
+		listen_ = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+		sockaddr_un a{};
+		a.sun_family = AF_UNIX;
+		std::strncpy(a.sun_path, path_.c_str(), sizeof(a.sun_path) - 1);
+		REQUIRE(bind(listen_, reinterpret_cast<sockaddr *>(&a), sizeof(a)) == 0);
+		REQUIRE(listen(listen_, 4) == 0);
+		stop_ = eventfd(0, EFD_CLOEXEC);
+		thread_ = std::thread([this] { loop(); });
+	}
+
+	~FakePager() { stop(); }
+
+	void stop()
+	{
+		if (!thread_.joinable())
+			return;
+		uint64_t one = 1;
+		(void)!write(stop_, &one, sizeof(one));
+		thread_.join();
+		for (int fd : {listen_, conn_, other_, evict_, uffd_, stop_})
+			if (fd >= 0)
+				close(fd);
+		unlink(path_.c_str());
+	}
+
+	const std::string &path() const { return path_; }
+
+	// Waits up to 10 s for `pred` (called with the lock held).
+	template <class Pred> bool wait(Pred pred)
+	{
+		std::unique_lock<std::mutex> lk(mu_);
+		return cv_.wait_for(lk, std::chrono::seconds(10), pred);
+	}
+
+	// Closes the control connection and the evict channel, as a daemon that
+	// dies does; keeps reading the uffd (the next daemon's reads).
+	void die()
+	{
+		std::unique_lock<std::mutex> lk(mu_);
+		die_ = true;
+		uint64_t one = 1;
+		(void)!write(stop_, &one, sizeof(one));
+		cv_.wait(lk, [this] { return !die_; });
+	}
+
+	int evict_fd()
+	{
+		std::lock_guard<std::mutex> lk(mu_);
+		return evict_;
+	}
+	int uffd()
+	{
+		std::lock_guard<std::mutex> lk(mu_);
+		return uffd_;
+	}
+
+	// Guarded by mu_ (read them inside wait() or with lock()).
+	std::vector<json> attaches;
+	std::vector<json> other_attaches;   // by another process (a forked child)
+	std::vector<size_t> removes_at_map; // removes.size() when each "map" came
+	std::vector<uint64_t> faults;       // page addresses
+	std::vector<std::pair<uint64_t, uint64_t>> removes;
+	std::mutex mu_;
+
+private:
+	void loop()
+	{
+		for (;;) {
+			pollfd p[5] = {{stop_, POLLIN, 0},
+			               {listen_, POLLIN, 0},
+			               {-1, POLLIN, 0},
+			               {-1, POLLIN, 0},
+			               {-1, POLLIN, 0}};
+			{
+				std::lock_guard<std::mutex> lk(mu_);
+				p[2].fd = conn_;
+				p[3].fd = uffd_;
+				p[4].fd = other_;
+			}
+			if (poll(p, 5, 1000) < 0)
+				continue;
+			if (p[0].revents & POLLIN) {
+				uint64_t v;
+				(void)!read(stop_, &v, sizeof(v));
+				std::lock_guard<std::mutex> lk(mu_);
+				if (!die_)
+					return;
+				for (int *fd : {&conn_, &evict_})
+					if (*fd >= 0)
+						close(*fd);
+				conn_ = evict_ = -1;
+				die_ = false;
+				cv_.notify_all();
+				continue;
+			}
+			if (p[1].revents & POLLIN) {
+				int c = accept4(listen_, nullptr, nullptr, SOCK_CLOEXEC);
+				ucred cr{};
+				socklen_t len = sizeof(cr);
+				(void)getsockopt(c, SOL_SOCKET, SO_PEERCRED, &cr, &len);
+				std::lock_guard<std::mutex> lk(mu_);
+				int &slot = cr.pid == getpid() ? conn_ : other_;
+				if (slot >= 0)
+					close(slot);
+				slot = c;
+			}
+			if (p[2].revents)
+				serve(conn_, true);
+			if (p[4].revents)
+				serve(other_, false);
+			if (p[3].revents & POLLIN)
+				read_uffd();
+		}
+	}
+
+	// One request on `conn`: the test process's (`ours`), whose uffd and
+	// evict channel are kept, or another's (a forked child), whose attach
+	// and map are recorded and answered and whose fds are closed.
+	void serve(int &conn, bool ours)
+	{
+		auto m = control::recv_message(conn);
+		std::lock_guard<std::mutex> lk(mu_);
+		if (!m) {
+			close(conn);
+			conn = -1;
+			return;
+		}
+		std::string op = m->body.value("op", "");
+		control::Message rep = control::ok_reply();
+		if (op == pg::kOpHello) {
+			rep = hello();
+		} else if (op == pg::kOpAttach && !ours) {
+			other_attaches.push_back(m->body);
+			rep = control::ok_reply({{"uffd_id", uint64_t{2}}, {"evict", true}});
+		} else if (op == pg::kOpAttach) {
+			REQUIRE(m->fds.size() == 2);
+			attaches.push_back(m->body);
+			if (uffd_ < 0)
+				uffd_ = m->fds[0];
+			else
+				close(m->fds[0]); // the same uffd again
+			if (evict_ >= 0)
+				close(evict_);
+			evict_ = m->fds[1];
+			m->fds.clear();
+			rep = control::ok_reply({{"uffd_id", uint64_t{1}}, {"evict", true}});
+		} else if (op == pg::kOpMap) {
+			if (ours)
+				removes_at_map.push_back(removes.size());
+			rep = control::ok_reply({{"mapping_id", uint64_t(removes_at_map.size())}});
+		}
+		for (int fd : m->fds)
+			close(fd);
+		(void)control::send_message(conn, rep);
+		cv_.notify_all();
+	}
+
+	static control::Message hello()
+	{
+		auto caps = pg::probe_uffd();
+		uint64_t features = caps ? caps->client_features() : 0;
+		return control::ok_reply(
+		        {{"uffd_features", features & ~uint64_t(UFFD_FEATURE_EVENT_FORK)},
+		         {"private_register_mode", uint64_t{UFFDIO_REGISTER_MODE_MISSING}},
+		         {"shared_register_mode", uint64_t{UFFDIO_REGISTER_MODE_MISSING}},
+		         {"wp", false},
+		         {"minor_shmem", false},
+		         {"move", caps && caps->move},
+		         {"page_size", kPage},
+		         {"version", pg::kMapProtocolVersion}});
+	}
+
+	void read_uffd()
+	{
+		uffd_msg msgs[16];
+		ssize_t n = read(uffd_, msgs, sizeof(msgs));
+		if (n <= 0)
+			return;
+		std::lock_guard<std::mutex> lk(mu_);
+		for (size_t i = 0; i < size_t(n) / sizeof(uffd_msg); i++) {
+			if (msgs[i].event == UFFD_EVENT_PAGEFAULT)
+				faults.push_back(msgs[i].arg.pagefault.address & ~(kPage - 1));
+			else if (msgs[i].event == UFFD_EVENT_REMOVE)
+				removes.push_back({uint64_t(msgs[i].arg.remove.start),
+				                   uint64_t(msgs[i].arg.remove.end)});
+		}
+		cv_.notify_all();
+	}
+
+	std::string path_;
+	int listen_ = -1, conn_ = -1, other_ = -1, evict_ = -1, uffd_ = -1, stop_ = -1;
+	bool die_ = false;
+	std::condition_variable cv_;
+	std::thread thread_;
+};
+
+// The content the test gives page `i` in generation `gen`.
+uint64_t word(uint64_t i, uint64_t gen)
+{
+	return (i << 32) | (gen << 8) | 0x5a;
+}
+
+void fill(uint64_t addr, uint64_t value)
+{
+	auto *w = reinterpret_cast<uint64_t *>(addr);
+	for (size_t k = 0; k < kPage / 8; k++)
+		w[k] = value;
+}
+
+bool holds(uint64_t addr, uint64_t value)
+{
+	auto *w = reinterpret_cast<const uint64_t *>(addr);
+	for (size_t k = 0; k < kPage / 8; k++)
+		if (w[k] != value)
+			return false;
+	return true;
+}
+
+// Whether each page of [addr, addr+pages*kPage) is present.
+std::vector<bool> present(uint64_t addr, uint64_t pages)
+{
+	std::vector<unsigned char> v(pages);
+	REQUIRE(mincore(reinterpret_cast<void *>(addr), pages * kPage, v.data()) == 0);
+	std::vector<bool> out(pages);
+	for (uint64_t i = 0; i < pages; i++)
+		out[i] = v[i] & 1;
+	return out;
+}
+
+size_t count_present(uint64_t addr, uint64_t pages)
+{
+	auto v = present(addr, pages);
+	return size_t(std::count(v.begin(), v.end(), true));
+}
+
+struct Request {
+	std::vector<pg::DropRange> empty;
+	std::vector<pg::MoveRun> runs;
+	uint32_t n_runs_claimed = UINT32_MAX; // the header's n_runs if not runs.size()
+	int64_t extra_bytes = 0;              // added to the packet's size
+};
+
+// Sends `r` on the evict channel and returns the reply's results.
+std::vector<int64_t> send_move(int fd, uint64_t seq, const Request &r)
+{
+	auto req = std::make_unique<pg::MoveRequest>();
+	std::memset(req.get(), 0, sizeof(*req));
+	req->magic = pg::kMoveRequestMagic;
+	req->seq = seq;
+	req->n_empty = uint32_t(r.empty.size());
+	req->n_runs = uint32_t(r.runs.size());
+	for (uint32_t i = 0; i < req->n_empty; i++)
+		req->set_empty(i, r.empty[i]);
+	for (uint32_t i = 0; i < req->n_runs; i++)
+		req->set_run(i, r.runs[i]);
+	uint64_t size = pg::move_request_size(req->n_empty, req->n_runs) + uint64_t(r.extra_bytes);
+	if (r.n_runs_claimed != UINT32_MAX)
+		req->n_runs = r.n_runs_claimed;
+	REQUIRE(send(fd, req.get(), size, MSG_NOSIGNAL) == ssize_t(size));
+	pollfd p = {fd, POLLIN, 0};
+	REQUIRE(poll(&p, 1, 10000) == 1);
+	pg::MoveReply rep{};
+	ssize_t n = recv(fd, &rep, sizeof(rep), 0);
+	REQUIRE(n >= ssize_t(pg::move_reply_size(0)));
+	CHECK(rep.magic == pg::kMoveReplyMagic);
+	CHECK(rep.seq == seq);
+	REQUIRE(uint64_t(n) == pg::move_reply_size(rep.n_runs));
+	return std::vector<int64_t>(rep.result, rep.result + rep.n_runs);
+}
+
+// Reads the first word of `addr` on another thread (a fault there waits for
+// the pager).
+class Reader
+{
+public:
+	explicit Reader(uint64_t addr)
+	{
+		thread_ = std::thread([this, addr] {
+			value_ = *reinterpret_cast<volatile uint64_t *>(addr);
+			done_ = true;
+		});
+	}
+	~Reader()
+	{
+		if (thread_.joinable())
+			thread_.join();
+	}
+	// Waits up to 10 s for the read; false if it still waits.
+	bool done()
+	{
+		for (int i = 0; i < 1000 && !done_; i++)
+			std::this_thread::sleep_for(std::chrono::milliseconds(10));
+		return done_;
+	}
+	uint64_t value() const { return value_; }
+
+private:
+	std::thread thread_;
+	std::atomic<bool> done_{false};
+	uint64_t value_ = 0;
+};
+
+struct Fixture {
+	FakePager fp;
+	std::unique_ptr<PagerLink> link;
+	uint64_t work = 0, staging = 0;
+	bool move = false;
+
+	explicit Fixture(bool handle_fork = false)
+	{
+		auto caps = pg::probe_uffd();
+		REQUIRE(caps.is_ok());
+		move = caps->move;
+		if (!move) {
+			WARN("this kernel has no UFFDIO_MOVE: nothing to test");
+			return;
+		}
+		PagerLink::Options o;
+		o.socket_path = fp.path();
+		o.handle_fork = handle_fork;
+		auto l = PagerLink::open(o);
+		REQUIRE(l.is_ok());
+		link = std::move(*l);
+		void *p = mmap(nullptr, kWorkPages * kPage, PROT_READ | PROT_WRITE,
+		               MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		REQUIRE(p != MAP_FAILED);
+		work = reinterpret_cast<uint64_t>(p);
+		REQUIRE(madvise(p, kWorkPages * kPage, MADV_NOHUGEPAGE) == 0);
+		for (uint64_t i = 0; i < kWorkPages; i++)
+			fill(page(i), word(i, 1));
+		REQUIRE(link->map_private("work", work, kWorkPages * kPage, 0, {}).is_ok());
+		staging = link->staging_addr();
+		REQUIRE(staging != 0);
+	}
+
+	~Fixture()
+	{
+		// Both copies of the uffd closed first: munmap of a registered
+		// range would wait for a pager to read its event.
+		link.reset();
+		fp.stop();
+		if (work)
+			munmap(reinterpret_cast<void *>(work), kWorkPages * kPage);
+	}
+
+	uint64_t page(uint64_t i) const { return work + i * kPage; }
+	uint64_t slot(uint64_t i) const { return staging + i * kPage; }
+
+	std::vector<int64_t> send(uint64_t seq, const Request &r)
+	{
+		return send_move(fp.evict_fd(), seq, r);
+	}
+
+	// The staging table as (slot, source) pairs of its full slots.
+	std::vector<std::pair<uint64_t, uint64_t>> table() const
+	{
+		std::vector<std::pair<uint64_t, uint64_t>> out;
+		auto t = link->staged();
+		for (uint64_t i = 0; i < t.size(); i++)
+			if (t[i])
+				out.push_back({i, t[i]});
+		return out;
+	}
+
+	// Resolves the fault the fake pager read at `addr` with a page of
+	// `value`.
+	void serve(uint64_t addr, uint64_t value)
+	{
+		REQUIRE(fp.wait([&] {
+			return std::find(fp.faults.begin(), fp.faults.end(), addr) !=
+			       fp.faults.end();
+		}));
+		std::vector<uint64_t> buf(kPage / 8, value);
+		REQUIRE(pg::uffd_copy(fp.uffd(), addr, buf.data(), kPage, false, nullptr) == 0);
+	}
+};
+
+using Table = std::vector<std::pair<uint64_t, uint64_t>>;
+
+} // namespace
+
+TEST_CASE("attach carries the staging area", "[pager_link]")
+{
+	Fixture f;
+	if (!f.move)
+		return;
+	std::lock_guard<std::mutex> lk(f.fp.mu_);
+	REQUIRE(f.fp.attaches.size() == 1);
+	const json &a = f.fp.attaches[0];
+	REQUIRE(a.contains("staging"));
+	CHECK(a["staging"]["addr"].get<uint64_t>() == f.staging);
+	CHECK(a["staging"]["len"].get<uint64_t>() == kStagingBytes);
+	CHECK((a["features"].get<uint64_t>() & UFFD_FEATURE_MOVE) != 0);
+	CHECK(count_present(f.staging, pg::kStagingPages) == 0);
+}
+
+TEST_CASE("the evictor moves runs into staging and replies per run", "[pager_link]")
+{
+	Fixture f;
+	if (!f.move)
+		return;
+	// Two runs: pages 2..4 into slots 0..2, page 10 into slot 5.
+	auto res = f.send(
+	        1, {{}, {{f.page(2), 3 * kPage, f.slot(0)}, {f.page(10), kPage, f.slot(5)}}});
+	CHECK(res == std::vector<int64_t>{int64_t(3 * kPage), int64_t(kPage)});
+	CHECK(present(f.page(2), 3) == std::vector<bool>{false, false, false});
+	CHECK_FALSE(present(f.page(10), 1)[0]);
+	CHECK(present(f.slot(0), 6) == std::vector<bool>{true, true, true, false, false, true});
+	for (uint64_t k = 0; k < 3; k++)
+		CHECK(holds(f.slot(k), word(2 + k, 1)));
+	CHECK(holds(f.slot(5), word(10, 1)));
+	CHECK(f.table() == Table{{0, f.page(2)}, {1, f.page(3)}, {2, f.page(4)}, {5, f.page(10)}});
+
+	// A moved page is gone from its source: the next access faults MISSING.
+	{
+		Reader r(f.page(3));
+		f.serve(f.page(3), word(3, 2));
+		REQUIRE(r.done());
+		CHECK(r.value() == word(3, 2));
+	}
+
+	// A full slot refuses the move (EEXIST), and the source keeps its page.
+	res = f.send(2, {{}, {{f.page(20), kPage, f.slot(1)}, {f.page(21), kPage, f.slot(6)}}});
+	CHECK(res == std::vector<int64_t>{-EEXIST, int64_t(kPage)});
+	CHECK(present(f.page(20), 1)[0]);
+	CHECK(holds(f.page(20), word(20, 1)));
+	CHECK(holds(f.slot(1), word(3, 1)));
+	CHECK(f.table() == Table{{0, f.page(2)},
+	                         {1, f.page(3)},
+	                         {2, f.page(4)},
+	                         {5, f.page(10)},
+	                         {6, f.page(21)}});
+
+	// A run stops at the first full slot: the pages before it moved.
+	res = f.send(3, {{}, {{f.page(30), 3 * kPage, f.slot(4)}}});
+	CHECK(res == std::vector<int64_t>{-EEXIST});
+	CHECK(present(f.page(30), 3) == std::vector<bool>{false, true, true});
+	CHECK(holds(f.slot(4), word(30, 1)));
+	// A missing source page is ENOENT, and fills no slot.
+	res = f.send(4, {{}, {{f.page(30), kPage, f.slot(7)}}});
+	CHECK(res == std::vector<int64_t>{-ENOENT});
+	CHECK_FALSE(present(f.slot(7), 1)[0]);
+	CHECK(f.table() == Table{{0, f.page(2)},
+	                         {1, f.page(3)},
+	                         {2, f.page(4)},
+	                         {4, f.page(30)},
+	                         {5, f.page(10)},
+	                         {6, f.page(21)}});
+
+	// Slots listed to empty are emptied before the runs move.
+	size_t removes_before;
+	{
+		std::lock_guard<std::mutex> lk(f.fp.mu_);
+		removes_before = f.fp.removes.size();
+	}
+	res = f.send(5, {{{f.slot(0), 3 * kPage}}, {{f.page(20), kPage, f.slot(1)}}});
+	CHECK(res == std::vector<int64_t>{int64_t(kPage)});
+	CHECK(present(f.slot(0), 3) == std::vector<bool>{false, true, false});
+	CHECK(holds(f.slot(1), word(20, 1)));
+	CHECK(f.table() ==
+	      Table{{1, f.page(20)}, {4, f.page(30)}, {5, f.page(10)}, {6, f.page(21)}});
+	// Its REMOVE event reached the pager, inside the staging area.
+	std::lock_guard<std::mutex> lk(f.fp.mu_);
+	REQUIRE(f.fp.removes.size() == removes_before + 1);
+	CHECK(f.fp.removes.back() == std::pair<uint64_t, uint64_t>{f.slot(0), f.slot(3)});
+}
+
+TEST_CASE("an invalid move request is refused whole", "[pager_link]")
+{
+	Fixture f;
+	if (!f.move)
+		return;
+	pg::MoveRun good{f.page(1), kPage, f.slot(0)};
+	struct Case {
+		const char *what;
+		Request req;
+		size_t runs; // results expected
+	} cases[] = {
+	        {"a source outside every private mapping",
+	         {{}, {good, {f.page(kWorkPages), kPage, f.slot(1)}}},
+	         2},
+	        {"a source run past the mapping's end",
+	         {{}, {good, {f.page(kWorkPages - 1), 2 * kPage, f.slot(1)}}},
+	         2},
+	        {"a source in the staging area", {{}, {good, {f.slot(9), kPage, f.slot(1)}}}, 2},
+	        {"slots past the staging area",
+	         {{}, {good, {f.page(2), 2 * kPage, f.slot(pg::kStagingPages - 1)}}},
+	         2},
+	        {"a misaligned source", {{}, {good, {f.page(2) + 8, kPage, f.slot(1)}}}, 2},
+	        {"a zero length", {{}, {good, {f.page(2), 0, f.slot(1)}}}, 2},
+	        {"a range to empty in the work area", {{{f.page(5), kPage}}, {good}}, 1},
+	        {"a size that does not match the counts", {{}, {good}, UINT32_MAX, 8}, 1},
+	        {"more runs than the protocol allows",
+	         {{}, {good}, pg::kMaxMoveRuns + 1},
+	         pg::kMaxMoveRuns},
+	        {"nothing at all", {{}, {}}, 0},
+	};
+	uint64_t seq = 1;
+	for (const Case &c : cases) {
+		INFO(c.what);
+		auto res = f.send(seq++, c.req);
+		CHECK(res == std::vector<int64_t>(c.runs, -EINVAL));
+		// Nothing moved, nothing emptied.
+		CHECK(count_present(f.work, kWorkPages) == kWorkPages);
+		CHECK(count_present(f.staging, pg::kStagingPages) == 0);
+		CHECK(f.table().empty());
+	}
+	// The channel still serves valid requests.
+	CHECK(f.send(seq, {{}, {good}}) == std::vector<int64_t>{int64_t(kPage)});
+	CHECK(f.table() == Table{{0, f.page(1)}});
+}
+
+TEST_CASE("a daemon restart moves staged pages back to their sources", "[pager_link]")
+{
+	Fixture f;
+	if (!f.move)
+		return;
+	const uint64_t a = f.page(1), b = f.page(2);
+	auto res = f.send(1, {{}, {{a, kPage, f.slot(0)}, {b, kPage, f.slot(1)}}});
+	REQUIRE(res == std::vector<int64_t>{int64_t(kPage), int64_t(kPage)});
+	// The pager served a fault on b from the staged bytes, newer since:
+	// b's source holds content that must win over its slot.
+	{
+		Reader r(b);
+		f.serve(b, word(2, 2));
+		REQUIRE(r.done());
+	}
+	// A thread faults on a and is left waiting by the dying pager.
+	Reader ra(a);
+	REQUIRE(f.fp.wait([&] {
+		return std::find(f.fp.faults.begin(), f.fp.faults.end(), a) != f.fp.faults.end();
+	}));
+	f.fp.die();
+	REQUIRE(f.fp.wait([&] { return f.fp.removes_at_map.size() == 2; }));
+	for (int i = 0; i < 1000 && f.link->reconnects() == 0; i++)
+		std::this_thread::sleep_for(std::chrono::milliseconds(10));
+	REQUIRE(f.link->reconnects() == 1);
+
+	// The move back woke the waiting thread (the fake pager never wakes
+	// anyone), and it read the staged content.
+	REQUIRE(ra.done());
+	CHECK(ra.value() == word(1, 1));
+	CHECK(holds(a, word(1, 1)));
+	// The refilled source kept its newer content.
+	CHECK(holds(b, word(2, 2)));
+	// Every slot is empty, and was before the first "map" (its REMOVE
+	// event had been read when the map came).
+	CHECK(count_present(f.staging, pg::kStagingPages) == 0);
+	CHECK(f.table().empty());
+	std::lock_guard<std::mutex> lk(f.fp.mu_);
+	REQUIRE(f.fp.attaches.size() == 2);
+	CHECK(f.fp.attaches[1]["staging"]["addr"].get<uint64_t>() == f.staging);
+	size_t before = f.fp.removes_at_map[0];
+	REQUIRE(f.fp.removes_at_map[1] == before + 1);
+	CHECK(f.fp.removes[before] ==
+	      std::pair<uint64_t, uint64_t>{f.staging, f.staging + kStagingBytes});
+}
+
+TEST_CASE("a forked child maps a staging area of its own", "[pager_link]")
+{
+	Fixture f(/*handle_fork=*/true);
+	if (!f.move)
+		return;
+	// The parent has a page staged when it forks.
+	REQUIRE(f.send(1, {{}, {{f.page(1), kPage, f.slot(0)}}}) ==
+	        std::vector<int64_t>{int64_t(kPage)});
+	pid_t child = fork();
+	REQUIRE(child >= 0);
+	if (child == 0) {
+		// The parent's staged page did not come along (MADV_DONTFORK);
+		// the child's area is its own, empty, and has a table.
+		uint64_t s = f.link->staging_addr();
+		std::vector<unsigned char> v(pg::kStagingPages);
+		bool ok = s != 0 &&
+		          mincore(reinterpret_cast<void *>(s), kStagingBytes, v.data()) == 0 &&
+		          std::none_of(v.begin(), v.end(), [](unsigned char c) { return c & 1; }) &&
+		          f.link->staged() == std::vector<uint64_t>(pg::kStagingPages, 0);
+		_exit(ok ? 0 : 1);
+	}
+	int status = 0;
+	REQUIRE(waitpid(child, &status, 0) == child);
+	CHECK(WIFEXITED(status));
+	CHECK(WEXITSTATUS(status) == 0);
+	{
+		std::lock_guard<std::mutex> lk(f.fp.mu_);
+		REQUIRE(f.fp.other_attaches.size() == 1);
+		const json &a = f.fp.other_attaches[0];
+		REQUIRE(a.contains("staging"));
+		CHECK(a["staging"]["len"].get<uint64_t>() == kStagingBytes);
+	}
+	// The parent's staging is as it was.
+	CHECK(holds(f.slot(0), word(1, 1)));
+	CHECK(f.table() == Table{{0, f.page(1)}});
+}
