@@ -62,6 +62,12 @@ void PagerThread::handle_remove(Process *p, uint64_t start, uint64_t end)
 			case PageState::kEvicting:
 				pg.flags |= (pg.flags & kRemoved) ? kRemovedTwice : kRemoved;
 				break;
+			case PageState::kStaged:
+				// Its slot's bytes are obsolete: zero now. The slot is
+				// emptied with the round's others.
+				if (pg.flags & kParked)
+					(void)uffd_wake(p->uffd, m->page_addr(i), kPageSize);
+				[[fallthrough]];
 			case PageState::kHeld:
 			case PageState::kResident:
 				set_gone(m, i);
@@ -146,6 +152,13 @@ void PagerThread::handle_remap(Process *p, uint64_t from, uint64_t to, uint64_t 
 		          n->pages.begin());
 		if (m->window)
 			join_window(n.get(), m, m->window_first + first);
+		// Victims of a move round stay victims, of the new mapping: their
+		// bytes may be in a slot already (move_eviction.cc).
+		const bool moving = p->evict.active && p->evict.by_move;
+		if (moving)
+			for (auto &v : p->evict.victims)
+				if (v.first == m && v.second >= first && v.second - first < count)
+					v = {n.get(), v.second - first};
 		for (uint32_t k = 0; k < n->touched; k++) {
 			Page &pg = n->pages[k];
 			// Work in flight belongs to the old object: let the
@@ -154,7 +167,7 @@ void PagerThread::handle_remap(Process *p, uint64_t from, uint64_t to, uint64_t 
 				pg.state = (pg.flags & kRemoved) ? PageState::kZero
 				                                 : PageState::kRemote;
 				pg.flags = (pg.state == PageState::kZero) ? kDirty : 0;
-			} else if (pg.state == PageState::kEvicting) {
+			} else if (pg.state == PageState::kEvicting && !moving) {
 				pg.state = PageState::kResident;
 				pg.flags = uint8_t(kDirty | (pg.flags & kRef));
 			}
@@ -224,6 +237,12 @@ void PagerThread::handle_fork(Process *parent, int child_uffd)
 			case PageState::kHeld:
 				pg.state = (pg.flags & kRemoved) ? PageState::kZero
 				                                 : PageState::kRemote;
+				pg.flags = 0;
+				break;
+			case PageState::kStaged:
+				// Not reached: a uffd with EVENT_FORK never has its
+				// victims moved (moves_victims).
+				pg.state = PageState::kRemote;
 				pg.flags = 0;
 				break;
 			default:

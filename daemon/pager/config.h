@@ -32,6 +32,10 @@ struct PagerConfig {
 	// wait for eviction (it keeps a sixteenth of the budget if that is more).
 	uint32_t evict_batch = 512;
 	uint32_t evict_headroom = 32;
+	// Evict by UFFDIO_MOVE into the client's staging area where the client
+	// has one (map_protocol.h, "Staging"); false keeps the drop path for
+	// every client (tests run both).
+	bool evict_by_move = true;
 	// Preallocated demand-fetch slots per thread (faults beyond this wait).
 	uint32_t fault_slots = 256;
 	// Preallocated bulk buffers (prefetch_chunk pages each, 16 MiB in all)

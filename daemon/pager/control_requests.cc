@@ -208,7 +208,7 @@ void PagerThread::collect(StatsSnapshot *out)
 nlohmann::json PagerThread::process_state(const Process &p) const
 {
 	const Eviction &ev = p.evict;
-	uint64_t by_state[7] = {}, wb = 0, dirty = 0, parked = 0;
+	uint64_t by_state[8] = {}, wb = 0, dirty = 0, parked = 0;
 	for (const auto &m : p.mappings) {
 		if (m->dead || m->window)
 			continue;
@@ -229,6 +229,11 @@ nlohmann::json PagerThread::process_state(const Process &p) const
 	        {"evict",
 	         {{"active", ev.active},
 	          {"drop_sent", ev.drop_sent},
+	          {"by_move", ev.by_move},
+	          {"phase", !ev.by_move                                    ? "drop"
+	                    : ev.phase == Eviction::Phase::kMoving   ? "moving"
+	                    : ev.phase == Eviction::Phase::kWriting  ? "writing"
+	                                                             : "emptying"},
 	          {"victims", ev.victims.size()},
 	          {"age_ms", ev.active ? (now_ns() - ev.started_ns) / 1000000 : 0}}},
 	        {"pages",
@@ -236,6 +241,7 @@ nlohmann::json PagerThread::process_state(const Process &p) const
 	          {"fetching", by_state[int(PageState::kFetching)]},
 	          {"held", by_state[int(PageState::kHeld)]},
 	          {"evicting", by_state[int(PageState::kEvicting)]},
+	          {"staged", by_state[int(PageState::kStaged)]},
 	          {"zero", by_state[int(PageState::kZero)]},
 	          {"wb_in_flight", wb},
 	          {"dirty", dirty},

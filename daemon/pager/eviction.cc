@@ -1,8 +1,16 @@
 // Eviction of private memory: when a process or mapping is past its
-// budget, victims are chosen by CLOCK (eviction_policy.h), dirty ones are
-// written back (writeback.cc), and the client's evictor is asked to drop
-// them (map_protocol.h); faults on a victim are parked until the drop is
-// done, so no write is lost.
+// budget, victims are chosen by CLOCK (eviction_policy.h), and a round takes
+// them out of the process one of two ways (map_protocol.h):
+//  - the drop path: dirty victims are write-protected and written back
+//    (writeback.cc), then the client's evictor drops them; faults on a
+//    victim are parked until the drop is done, so no write is lost;
+//  - the move path (a client with a staging area, a kernel with
+//    UFFDIO_MOVE; doc/design/move-eviction.md): the evictor moves the
+//    victims into its staging area at once, victim k to slot k; the dirty
+//    ones are written back from their slots, and once every one is
+//    durable the evictor empties the slots. Nothing can write a page while
+//    it is in a slot, so no write-protect is needed, and a fault on it is
+//    served from the slot without a trip to the module (move_eviction.cc).
 //
 // Thread: the pager thread that owns the process.
 #include "daemon/pager/pager_thread.h"
@@ -23,6 +31,10 @@ void PagerThread::maybe_evict(Process *p)
 {
 	if (p->evict.active || !p->can_evict())
 		return;
+	const bool by_move = moves_victims(p);
+	const uint64_t batch = by_move ? std::min<uint64_t>(cfg_.evict_batch,
+	                                                    p->staging_len / kPageSize)
+	                               : cfg_.evict_batch;
 	bool pressure = p->evict_pressure;
 	p->evict_pressure = false;
 	uint64_t need_p = policy_.eviction_want(p->resident, p->budget_pages, pressure);
@@ -35,7 +47,7 @@ void PagerThread::maybe_evict(Process *p)
 		Mapping *m = mp.get();
 		if (m->dead || !m->region_gone || m->window || m->resident == 0)
 			continue;
-		for (uint32_t i = 0; i < m->scan_end() && victims.size() < cfg_.evict_batch; i++) {
+		for (uint32_t i = 0; i < m->scan_end() && victims.size() < batch; i++) {
 			Page &pg = m->pages[i];
 			if (pg.state != PageState::kResident)
 				continue;
@@ -45,7 +57,7 @@ void PagerThread::maybe_evict(Process *p)
 		}
 	}
 	// Mappings over their own budget first, then the largest for the process.
-	for (int pass = 0; pass < 2 && victims.size() < cfg_.evict_batch; pass++) {
+	for (int pass = 0; pass < 2 && victims.size() < batch; pass++) {
 		for (auto &mp : p->mappings) {
 			Mapping *m = mp.get();
 			if (m->dead || !m->wp || m->npages == 0 || m->region_gone)
@@ -58,7 +70,7 @@ void PagerThread::maybe_evict(Process *p)
 				want = need_p - victims.size();
 			if (want == 0)
 				continue;
-			want = std::min<uint64_t>(want, cfg_.evict_batch - victims.size());
+			want = std::min<uint64_t>(want, batch - victims.size());
 			clock_pick(
 			        std::span<Page>(m->pages.data(), m->scan_end()), &m->clock_hand,
 			        want, [m](uint32_t i) { return m->streams.ahead_of_stream(i); },
@@ -76,26 +88,32 @@ void PagerThread::maybe_evict(Process *p)
 	ev.active = true;
 	ev.drop_sent = false;
 	ev.failed = false;
+	ev.by_move = by_move;
+	ev.drop_next = false;
 	ev.seq++;
 	ev.started_ns = now_ns();
 	std::sort(victims.begin(), victims.end(), [](const auto &x, const auto &y) {
 		return x.first->page_addr(x.second) < y.first->page_addr(y.second);
 	});
-	// One drop request carries at most kMaxDropRanges ranges: victims past
-	// them stay resident for a later round.
+	// One request carries at most kMaxDropRanges ranges (kMaxMoveRuns
+	// runs, each inside one mapping): victims past them stay resident for
+	// a later round.
+	const uint32_t max_ranges = by_move ? kMaxMoveRuns : kMaxDropRanges;
 	uint32_t ranges = 0;
 	for (size_t k = 0; k < victims.size(); k++) {
 		auto [m, i] = victims[k];
-		bool joins = k > 0 &&
-		             victims[k - 1].first->page_addr(victims[k - 1].second) + kPageSize ==
-		                     m->page_addr(i);
-		if (!joins && ++ranges > kMaxDropRanges) {
+		bool joins = k > 0 && victims[k - 1].first == m && victims[k - 1].second + 1 == i;
+		if (!joins && ++ranges > max_ranges) {
 			for (size_t r = k; r < victims.size(); r++)
 				victims[r].first->pages[victims[r].second].state =
 				        PageState::kResident;
 			victims.resize(k);
 			break;
 		}
+	}
+	if (by_move) {
+		send_move(p);
+		return;
 	}
 	// Dirty victims are written back first, in runs. One whose earlier
 	// write is still in flight waits for it (check_eviction).
@@ -123,6 +141,10 @@ void PagerThread::check_eviction(Process *p)
 	Eviction &ev = p->evict;
 	if (!ev.active || ev.drop_sent)
 		return;
+	if (ev.by_move) {
+		check_move_round(p);
+		return;
+	}
 	if (ev.failed) {
 		finish_eviction(p, false);
 		return;
@@ -201,11 +223,14 @@ void PagerThread::send_drop(Process *p)
 	ev.drop_sent = true;
 }
 
-void PagerThread::on_drop_reply(Process *p, int res)
+void PagerThread::on_evict_reply(Process *p, int res)
 {
 	Eviction &ev = p->evict;
-	bool valid = res == int(sizeof(DropReply)) && ev.reply.magic == kDropReplyMagic;
-	if (res <= 0 || (res > 0 && !valid)) {
+	bool drop = res == int(sizeof(DropReply)) && ev.reply.drop.magic == kDropReplyMagic;
+	bool move = res >= int(move_reply_size(0)) && ev.reply.move.magic == kMoveReplyMagic &&
+	            ev.reply.move.n_runs <= kMaxMoveRuns &&
+	            uint64_t(res) == move_reply_size(ev.reply.move.n_runs);
+	if (res <= 0 || !(drop || move)) {
 		// A client closes its end when it exits or detaches: normal.
 		if (res == 0 || res == -ECANCELED)
 			LOG_DEBUG(kLog, "pid %d: evict channel closed", int(p->pid));
@@ -216,19 +241,26 @@ void PagerThread::on_drop_reply(Process *p, int res)
 		if (p->evict_fd >= 0)
 			close(p->evict_fd);
 		p->evict_fd = -1;
-		if (ev.active)
+		if (ev.active && ev.by_move)
+			move_channel_lost(p);
+		else if (ev.active)
 			finish_eviction(p, ev.drop_sent);
 		return;
 	}
 	arm(p, p->evict_op.get(), ProcessOp::kEvictRecv);
-	if (!ev.active || !ev.drop_sent || ev.reply.seq != ev.seq) {
-		LOG_WARN(kLog, "pid %d: unexpected drop reply seq %lu ignored", int(p->pid),
-		         (unsigned long)ev.reply.seq);
+	if (move) {
+		on_move_reply(p);
 		return;
 	}
-	if (ev.reply.error != 0)
+	const DropReply &reply = ev.reply.drop;
+	if (!ev.active || ev.by_move || !ev.drop_sent || reply.seq != ev.seq) {
+		LOG_WARN(kLog, "pid %d: unexpected drop reply seq %lu ignored", int(p->pid),
+		         (unsigned long)reply.seq);
+		return;
+	}
+	if (reply.error != 0)
 		LOG_WARN(kLog, "pid %d: the client's evictor reported %s", int(p->pid),
-		         std::strerror(-ev.reply.error));
+		         std::strerror(-reply.error));
 	finish_eviction(p, true);
 	retry_copies(); // its madvise held copies off until now
 }
@@ -280,11 +312,18 @@ void PagerThread::finish_eviction(Process *p, bool dropped)
 		if (parked)
 			(void)uffd_wake(p->uffd, m->page_addr(i), kPageSize);
 	}
+	end_round(p);
+}
+
+void PagerThread::end_round(Process *p)
+{
+	Eviction &ev = p->evict;
 	ev.victims.clear();
 	pump_writeback();
 	ev.active = false;
 	ev.drop_sent = false;
 	ev.failed = false;
+	ev.by_move = false;
 	check_waiters(); // syncs that waited for this round's zeroes
 	reap(); // mappings that died during the round can go now
 	retry_waiting();

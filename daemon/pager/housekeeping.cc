@@ -66,8 +66,9 @@ void PagerThread::tick()
 	for (auto &p : procs_) {
 		if (p->dead)
 			continue;
-		if (p->evict.active && p->evict.drop_sent &&
-		    now - p->evict.started_ns > 5'000'000'000ull) {
+		const Eviction &ev = p->evict;
+		bool asked = ev.by_move ? ev.phase != Eviction::Phase::kWriting : ev.drop_sent;
+		if (ev.active && asked && now - ev.started_ns > 5'000'000'000ull) {
 			LOG_WARN(kLog, "pid %d: the client's evictor has not answered for 5 s",
 			         int(p->pid));
 			p->evict.started_ns = now;
@@ -75,6 +76,10 @@ void PagerThread::tick()
 		// A round whose last write-backs were all skipped (the program
 		// dropped those victims while their write-protect waited out
 		// its REMOVE event) had no completion to send its drop request.
+		// A move round whose write-back failed tries again from here,
+		// not at once: the module may be away for a while.
+		if (p->evict.active && p->evict.by_move)
+			p->evict.failed = false;
 		if (p->evict.active && !p->evict.drop_sent)
 			check_eviction(p.get());
 		maybe_evict(p.get());

@@ -2,7 +2,7 @@
 // state for each of its pages.
 //
 // A page is in exactly one State. Budgets count the pages that hold (or are
-// about to hold) local memory: Fetching, Held, Resident and Evicting.
+// about to hold) local memory: Fetching, Held, Resident, Evicting and Staged.
 //
 //   Remote    content is on the module; a fault fetches it
 //   Zero      content is zero (the program dropped the page with
@@ -12,8 +12,13 @@
 //   Held      prefetched data waits in the pager (the stream's tripwire page,
 //             see prefetch.h); a fault installs it without a fetch
 //   Resident  installed in the process
-//   Evicting  write-protected and (if dirty) being written back, then dropped;
-//             faults on it are parked until the drop is done
+//   Evicting  picked by an eviction round: write-protected and (if dirty)
+//             being written back, then dropped; or, on a kernel with
+//             UFFDIO_MOVE, asked to move into the staging area. Faults on
+//             it are parked until the drop or the move is done
+//   Staged    moved out of the process into the staging area (its bytes are
+//             in the round's slot for it, eviction.cc) and, if dirty, being
+//             written back from there; a fault installs it from the slot
 //   Gone      the program unmapped it
 //
 // Thread-safety: owned by one pager thread.
@@ -35,7 +40,16 @@
 namespace memfed::pager
 {
 
-enum class PageState : uint8_t { kRemote, kZero, kFetching, kHeld, kResident, kEvicting, kGone };
+enum class PageState : uint8_t {
+	kRemote,
+	kZero,
+	kFetching,
+	kHeld,
+	kResident,
+	kEvicting,
+	kGone,
+	kStaged,
+};
 
 // Page flags.
 constexpr uint8_t kDirty = 1 << 0;        // written since its content was last durable
@@ -123,7 +137,7 @@ struct Mapping {
 	// over the pages stop there: a heap mapping costs what it uses, not its
 	// size. Every change of such a page calls touch().
 	uint32_t touched = 0;
-	uint64_t resident = 0; // pages in Fetching/Held/Resident/Evicting
+	uint64_t resident = 0; // pages in Fetching/Held/Resident/Evicting/Staged
 	uint32_t clock_hand = 0;
 	StreamDetector streams;
 	std::vector<uint8_t> held; // one page per stream: its tripwire's data
@@ -144,7 +158,8 @@ struct Mapping {
 	bool holds_memory(PageState s) const
 	{
 		return s == PageState::kFetching || s == PageState::kHeld ||
-		       s == PageState::kResident || s == PageState::kEvicting;
+		       s == PageState::kResident || s == PageState::kEvicting ||
+		       s == PageState::kStaged;
 	}
 	uint64_t count_dirty() const;
 	void touch(uint32_t i)

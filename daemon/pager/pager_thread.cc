@@ -116,6 +116,7 @@ Status PagerThread::start()
 	}
 	failed_shared_.reserve(kWriteSlots);
 	zero_.assign(std::max(kWritePages, chunk) * kPageSize, 0);
+	stage_buf_.assign(kPageSize, 0);
 	waiting_.slots.resize(kRingCapacity);
 	orphans_.slots.resize(kRingCapacity);
 	retry_.slots.resize(kRingCapacity);

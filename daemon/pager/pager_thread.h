@@ -279,9 +279,27 @@ private:
 	void maybe_evict(Process *p);
 	void check_eviction(Process *p);
 	void send_drop(Process *p);
-	void on_drop_reply(Process *p, int res);
+	// A reply on the evict channel (either kind), or its end.
+	void on_evict_reply(Process *p, int res);
 	void finish_eviction(Process *p, bool dropped);
+	// The round is over: the next may start.
+	void end_round(Process *p);
 	void zero_dropped_page(Mapping *m, uint32_t i);
+	// The move path (move_eviction.cc).
+	bool moves_victims(const Process *p) const;
+	// Index of page i of m among the round's victims (its slot), or -1.
+	int victim_index(const Process *p, const Mapping *m, uint32_t i) const;
+	uint64_t slot_addr(const Process *p, int k) const;
+	void send_move(Process *p);
+	void send_empty(Process *p);
+	void send_move_packet(Process *p, uint64_t size);
+	void on_move_reply(Process *p);
+	void settle_moved(Process *p, size_t k, uint32_t n, bool moved);
+	void check_move_round(Process *p);
+	void finish_move_round(Process *p);
+	void move_channel_lost(Process *p);
+	// A fault on a Staged page: installed from its slot.
+	void serve_staged(Mapping *m, uint32_t idx);
 
 	uint32_t read_pages(Process *p, uint64_t addr, uint8_t *buf, uint32_t n);
 	// Claims the dirty pages of [first, first+count) and queues them.
@@ -366,6 +384,7 @@ private:
 	std::unique_ptr<SoonOp> soon_op_;
 	__kernel_timespec soon_ts_{};
 	std::vector<uint8_t> zero_;
+	std::vector<uint8_t> stage_buf_; // one page read from a staging slot
 	uint64_t last_map_ns_ = 0;
 	// Region probes (region_deletion.cc): a pool, grown on the tick.
 	std::vector<std::unique_ptr<ProbeOp>> probes_;

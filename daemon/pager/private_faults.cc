@@ -94,6 +94,9 @@ void PagerThread::handle_fault(Process *p, uint64_t addr, uint32_t flags, uint32
 	case PageState::kEvicting:
 		pg.flags |= kParked;
 		return;
+	case PageState::kStaged:
+		serve_staged(m, idx);
+		return;
 	case PageState::kHeld: {
 		int s = m->streams.stream_of_tripwire(idx);
 		if (s >= 0) {

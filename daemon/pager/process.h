@@ -37,17 +37,39 @@ private:
 	Kind kind_;
 };
 
-// One round of eviction: victims chosen, written back, dropped by the client.
+// One round of eviction: victims chosen, then either written back and
+// dropped by the client (the drop path), or moved by the client into its
+// staging area, written back from there, and the slots emptied (the move
+// path, doc/design/move-eviction.md).
 struct Eviction {
+	// Where a move round is.
+	enum class Phase : uint8_t {
+		kMoving,   // the MoveRequest is out: victims are Evicting
+		kWriting,  // moved victims are Staged, dirty ones being written back
+		kEmptying, // every staged page is durable: the request to empty
+		           // their slots is out
+	};
 	bool active = false;
 	bool drop_sent = false;
 	bool failed = false; // a victim's write-back failed: keep them all
+	bool by_move = false;
+	// A victim could not move (EBUSY: shared with a forked child): the next
+	// round takes the drop path, which can drop such pages.
+	bool drop_next = false;
+	Phase phase = Phase::kMoving;
 	uint64_t seq = 0;
 	uint64_t started_ns = 0;
+	// Sorted by address; on the move path victim k goes to slot k (the
+	// staging area's page k), so contiguous victims fill contiguous slots.
 	std::vector<std::pair<Mapping *, uint32_t>> victims;
 	DropRequest request{};
-	DropReply reply{};
+	MoveRequest move{};
+	union Reply {
+		DropReply drop;
+		MoveReply move;
+	} reply{};
 };
+static_assert(sizeof(Eviction::Reply) == sizeof(MoveReply));
 
 struct Process {
 	uint64_t uffd_id = 0;

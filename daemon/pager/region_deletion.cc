@@ -109,7 +109,8 @@ void PagerThread::gone_fault(Mapping *m, uint32_t idx, uint32_t flags)
 	switch (pg.state) {
 	case PageState::kFetching:
 	case PageState::kEvicting:
-		// Woken when the fetch is abandoned or the drop is done.
+	case PageState::kStaged:
+		// Woken when the fetch is abandoned or the round is done.
 		pg.flags |= kParked;
 		return;
 	case PageState::kResident:

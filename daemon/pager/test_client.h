@@ -2,10 +2,12 @@
 // pager's tests and benchmark need it — what libmemfed does for a program,
 // done with the same real mechanisms: a userfaultfd, anonymous memory
 // registered on it, an evict channel served by an evictor thread, and the
-// control socket.
+// control socket; with `staging` set before attach, a staging area and an
+// evictor that serves MoveRequests (map_protocol.h, "Staging") as
+// libmemfed's does.
 //
 // Thread-safety: one thread drives a TestClient; its evictor thread only
-// touches the evict socket and madvise.
+// touches the evict socket, madvise and UFFDIO_MOVE.
 #pragma once
 
 #include <sys/mman.h>
@@ -43,6 +45,8 @@ public:
 			close(evict_sock_);
 		if (uffd_ >= 0)
 			close(uffd_);
+		if (staging_addr_ != 0)
+			munmap(reinterpret_cast<void *>(staging_addr_), staging_len_);
 	}
 
 	// Connects, asks pager.hello, creates the uffd and attaches it.
@@ -69,6 +73,22 @@ public:
 			if (!fd)
 				return fd.status();
 			uffd_ = *fd;
+		}
+		if (staging && staging_addr_ == 0) {
+			if (!(features_ & UFFD_FEATURE_MOVE))
+				return Status(Code::kInvalidArgument, "this kernel has no UFFDIO_MOVE");
+			staging_len_ = uint64_t{kStagingPages} * kPageSize;
+			void *s = mmap(nullptr, staging_len_, PROT_READ | PROT_WRITE,
+			               MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+			if (s == MAP_FAILED)
+				return Status::from_errno(errno, "mmap of the staging area");
+			madvise(s, staging_len_, MADV_NOHUGEPAGE);
+			staging_addr_ = reinterpret_cast<uint64_t>(s);
+			if (int r = uffd_register(uffd_, staging_addr_, staging_len_,
+			                          UFFDIO_REGISTER_MODE_MISSING);
+			    r < 0)
+				return Status::from_errno(-r, "UFFDIO_REGISTER of the staging area");
+			attach_extra["staging"] = {{"addr", staging_addr_}, {"len", staging_len_}};
 		}
 		return send_attach(budget, evict);
 	}
@@ -235,6 +255,11 @@ public:
 	uint64_t uffd_id() const { return uffd_id_; }
 	uint64_t register_mode() const { return mode_; }
 	uint64_t drops() const { return drops_; }
+	// Set before attach: map a staging area and serve MoveRequests.
+	bool staging = false;
+	// MoveRequests served, and the pages they moved.
+	uint64_t moves() const { return moves_; }
+	uint64_t moved_pages() const { return moved_pages_; }
 	// Ranges the evictor was asked to drop, and their pages.
 	uint64_t dropped_ranges() const { return dropped_ranges_; }
 	uint64_t dropped_pages() const { return dropped_pages_; }
@@ -242,11 +267,20 @@ public:
 private:
 	void evict_loop(int fd)
 	{
-		DropRequest req;
+		union {
+			DropRequest drop;
+			MoveRequest move;
+		} buf;
+		DropRequest &req = buf.drop;
 		while (true) {
-			ssize_t n = recv(fd, &req, sizeof(req), 0);
+			ssize_t n = recv(fd, &buf, sizeof(buf), 0);
 			if (n <= 0)
 				return;
+			if (size_t(n) >= move_request_size(0, 0) && buf.move.magic == kMoveRequestMagic) {
+				if (!serve_move(fd, buf.move, size_t(n)))
+					return;
+				continue;
+			}
 			if (size_t(n) < drop_request_size(0) || req.magic != kDropRequestMagic ||
 			    req.count == 0 || req.count > kMaxDropRanges ||
 			    uint64_t(n) != drop_request_size(req.count))
@@ -266,7 +300,41 @@ private:
 		}
 	}
 
+	// Empties, then moves, as libmemfed's evictor does (no validation
+	// beyond the sizes: the pager under test is what is checked).
+	bool serve_move(int fd, const MoveRequest &req, size_t n)
+	{
+		if (req.n_empty > kMaxMoveEmpty || req.n_runs > kMaxMoveRuns ||
+		    n != move_request_size(req.n_empty, req.n_runs))
+			return true;
+		MoveReply rep;
+		rep.magic = kMoveReplyMagic;
+		rep.n_runs = req.n_runs;
+		rep.seq = req.seq;
+		for (uint32_t i = 0; i < req.n_empty; i++)
+			madvise(reinterpret_cast<void *>(req.empty(i).addr), req.empty(i).length,
+			        MADV_DONTNEED);
+		for (uint32_t i = 0; i < req.n_runs; i++) {
+			MoveRun run = req.run(i);
+			uint64_t done = 0;
+			int r;
+			for (;;) {
+				int64_t moved = 0;
+				r = uffd_move(uffd_, run.slot + done, run.src + done, run.len - done, 0,
+				              &moved);
+				done += uint64_t(moved);
+				if (r != -EAGAIN || moved == 0 || done >= run.len)
+					break;
+			}
+			rep.result[i] = r == 0 ? int64_t(run.len) : r;
+			moved_pages_ += done / kPageSize;
+		}
+		moves_++;
+		return send(fd, &rep, move_reply_size(rep.n_runs), MSG_NOSIGNAL) >= 0;
+	}
+
 	control::Client cli_;
+	uint64_t staging_addr_ = 0, staging_len_ = 0;
 	int uffd_ = -1;
 	uint64_t uffd_id_ = 0;
 	uint64_t features_ = 0, mode_ = 0, shared_mode_ = 0;
@@ -275,6 +343,8 @@ private:
 	std::atomic<uint64_t> drops_{0};
 	std::atomic<uint64_t> dropped_ranges_{0};
 	std::atomic<uint64_t> dropped_pages_{0};
+	std::atomic<uint64_t> moves_{0};
+	std::atomic<uint64_t> moved_pages_{0};
 };
 
 } // namespace memfed::pager

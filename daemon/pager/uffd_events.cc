@@ -109,7 +109,7 @@ void PagerThread::on_op(Process *p, int kind, int res, uint32_t flags)
 			arm(p, op, kind);
 		break;
 	case ProcessOp::kEvictRecv:
-		on_drop_reply(p, res);
+		on_evict_reply(p, res);
 		break;
 	case ProcessOp::kPidPoll:
 		if (res >= 0)

@@ -23,19 +23,22 @@ namespace memfed::pager
 void PagerThread::claim_writeback(Mapping *m, uint32_t first, uint32_t count)
 {
 	uint32_t end = std::min(m->scan_end(), first + count);
-	for (uint32_t i = first; i < end;) {
+	// A victim of a move round is not read before the move is answered:
+	// its bytes may be on their way to a slot (move_eviction.cc).
+	const bool moving = m->proc->evict.active && m->proc->evict.by_move;
+	auto dirty = [m, moving](uint32_t i) {
 		const Page &pg = m->pages[i];
-		bool dirty = (pg.flags & kDirty) && !(pg.flags & kWbInFlight) &&
-		             pg.state != PageState::kGone && pg.state != PageState::kFetching;
-		if (!dirty) {
+		return (pg.flags & kDirty) && !(pg.flags & kWbInFlight) &&
+		       pg.state != PageState::kGone && pg.state != PageState::kFetching &&
+		       !(moving && pg.state == PageState::kEvicting);
+	};
+	for (uint32_t i = first; i < end;) {
+		if (!dirty(i)) {
 			i++;
 			continue;
 		}
 		uint32_t j = i + 1;
-		while (j < end && j - i < kWritePages && (m->pages[j].flags & kDirty) &&
-		       !(m->pages[j].flags & kWbInFlight) &&
-		       m->pages[j].state != PageState::kGone &&
-		       m->pages[j].state != PageState::kFetching)
+		while (j < end && j - i < kWritePages && dirty(j))
 			j++;
 		claim_run(m, i, j - i);
 		i = j;
@@ -105,9 +108,12 @@ bool PagerThread::issue_write(const WbRun &run, uint32_t *first)
 		bool zero = pg.state == PageState::kZero;
 		if (p->mm_gone && !zero)
 			live = false;
-		bool readable =
-		        pg.state == PageState::kResident || pg.state == PageState::kEvicting;
-		if (pg.state == PageState::kEvicting && (pg.flags & kRemoved))
+		// A staged page is read from its slot (move_eviction.cc).
+		bool staged = pg.state == PageState::kStaged;
+		int slot = staged ? victim_index(p, m, i) : -1;
+		bool readable = pg.state == PageState::kResident ||
+		                pg.state == PageState::kEvicting || (staged && slot >= 0);
+		if ((pg.state == PageState::kEvicting || staged) && (pg.flags & kRemoved))
 			readable = false; // the program dropped it: nothing to save
 		if (!live || !(pg.flags & kWbInFlight) || !(zero || readable)) {
 			if (m->region_gone && (pg.flags & kWbInFlight))
@@ -120,17 +126,42 @@ bool PagerThread::issue_write(const WbRun &run, uint32_t *first)
 		if (op == nullptr)
 			return false;
 		uint32_t n = 1;
+		const auto &victims = p->evict.victims;
 		while (i + n < end && n < kWritePages) {
 			const Page &q = m->pages[i + n];
 			bool qzero = q.state == PageState::kZero;
+			bool qstaged = q.state == PageState::kStaged;
 			bool qread = (q.state == PageState::kResident ||
-			              (q.state == PageState::kEvicting && !(q.flags & kRemoved)));
-			if (!(q.flags & kWbInFlight) || qzero != zero || (!qzero && !qread))
+			              ((q.state == PageState::kEvicting || qstaged) &&
+			               !(q.flags & kRemoved)));
+			// Staged pages go together while their slots are contiguous.
+			if (qstaged && (!staged || size_t(slot) + n >= victims.size() ||
+			                victims[size_t(slot) + n] != std::make_pair(m, i + n)))
+				break;
+			if (!(q.flags & kWbInFlight) || qzero != zero || (!qzero && !qread) ||
+			    qstaged != staged)
 				break;
 			n++;
 		}
 		const void *src = zero_.data();
-		if (!zero) {
+		if (staged) {
+			// Nothing writes a slot: no write-protect.
+			uint32_t got = read_pages(p, slot_addr(p, slot), op->buf, n);
+			if (got < n) {
+				// The process is gone, or the slot was emptied under us
+				// (a bug): kept dirty, never zero.
+				LOG_WARN(kLog, "pid %d: reading staged page 0x%lx from its slot failed",
+				         int(p->pid), (unsigned long)m->page_addr(i + got));
+				m->pages[i + got].flags = uint8_t(
+				        (m->pages[i + got].flags & ~kWbInFlight) | kDirty);
+				if (got == 0) {
+					(*first)++;
+					continue;
+				}
+				n = got;
+			}
+			src = op->buf;
+		} else if (!zero) {
 			// Write-protect, then copy out: a write after this point
 			// faults and marks the page dirty again.
 			bool protected_ok = false;
@@ -255,7 +286,8 @@ void PagerThread::on_write_done(WriteOp *op, const Status &st, bool sent)
 			continue;
 		if (!ok && pg.state != PageState::kGone) {
 			pg.flags |= kDirty;
-			if (pg.state == PageState::kEvicting && !m->proc->dead)
+			if ((pg.state == PageState::kEvicting || pg.state == PageState::kStaged) &&
+			    !m->proc->dead)
 				m->proc->evict.failed = true;
 		}
 		if (!m->wp && pg.state != PageState::kGone && pg.state != PageState::kZero)
@@ -343,12 +375,20 @@ PagerThread::ZeroesPending PagerThread::zeroes_pending(const Mapping *m, uint32_
 	if (p->fork_child || !m->writable || m->region_gone)
 		return ZeroesPending::kNone; // nothing of it goes to the module
 	const Eviction &ev = p->evict;
+	// A move round's victims are written once the move is answered, from
+	// their slots: a sync waits until they are durable, not for the round's
+	// end (libmemfed syncs its staged pages before a fork, while it serves
+	// no request: the emptying would never come).
 	if (ev.active)
-		for (const auto &[vm, i] : ev.victims)
-			if (vm == m && i >= first && i - first < count &&
-			    m->pages[i].state == PageState::kEvicting &&
-			    (m->pages[i].flags & kRemoved))
+		for (const auto &[vm, i] : ev.victims) {
+			if (vm != m || i < first || i - first >= count)
+				continue;
+			const Page &pg = m->pages[i];
+			if ((pg.state == PageState::kEvicting &&
+			     (ev.by_move || (pg.flags & kRemoved))) ||
+			    (pg.state == PageState::kStaged && (pg.flags & (kDirty | kWbInFlight))))
 				return ZeroesPending::kRound;
+		}
 	uint32_t end = uint32_t(std::min<uint64_t>(m->scan_end(), uint64_t(first) + count));
 	for (uint32_t i = first; i < end; i++)
 		if (m->pages[i].state == PageState::kZero &&
