@@ -293,15 +293,22 @@ void PagerThread::serve_staged(Mapping *m, uint32_t idx)
 	Process *p = m->proc;
 	Page &pg = m->pages[idx];
 	uint64_t addr = m->page_addr(idx);
+	if (p->evict.phase == Eviction::Phase::kEmptying) {
+		// Durable, and its slot may be empty already: the fault waits
+		// for the round's end and fetches the page.
+		pg.flags |= kParked;
+		return;
+	}
 	int k = victim_index(p, m, idx);
 	int r = -ENOENT;
 	if (k >= 0 && read_pages(p, slot_addr(p, k), stage_buf_.data(), 1) == 1)
 		r = uffd_copy(p->uffd, addr, stage_buf_.data(), kPageSize, false, nullptr);
 	if (r == 0 || r == -EEXIST) {
-		// Its write-back, if any, goes on from the slot's same bytes;
+		// Installed writable, so dirty: a write from now on raises no
+		// fault. A write-back in flight goes on from the slot's bytes;
 		// the slot is emptied with the round's others.
 		pg.state = PageState::kResident;
-		pg.set_flags(uint8_t((pg.flags & kDirty) | kRef));
+		pg.set_flags(kDirty | kRef);
 		if (r == -EEXIST)
 			(void)uffd_wake(p->uffd, addr, kPageSize);
 		return;

@@ -66,6 +66,9 @@ public:
 		if (!h)
 			return h.status();
 		features_ = h->body["uffd_features"].get<uint64_t>() & ~without;
+		// As libmemfed: a uffd with EVENT_FORK keeps the drop path.
+		if (staging)
+			features_ &= ~uint64_t(UFFD_FEATURE_EVENT_FORK);
 		mode_ = h->body["private_register_mode"].get<uint64_t>();
 		shared_mode_ = h->body["shared_register_mode"].get<uint64_t>();
 		if (uffd_ < 0) {
