@@ -122,9 +122,11 @@
 //         "fetch_ns_sum" (the sum of those latencies, ns). A process also
 //         has "state", for finding out why it waits: "budget_pages",
 //         "resident_count", "can_evict", "evict" (its eviction round:
-//         "active", "drop_sent", "victims", "age_ms"), "pages" (its private
-//         pages by state -- "resident", "fetching", "held", "evicting",
-//         "zero" -- and by flag: "wb_in_flight", "dirty", "parked") and
+//         "active", "drop_sent", "by_move", "phase" ("drop", or the move
+//         path's "moving", "writing", "emptying"), "victims", "age_ms"),
+//         "pages" (its private pages by state -- "resident", "fetching",
+//         "held", "evicting", "staged" (moved into the staging area, not yet
+//         let go), "zero" -- and by flag: "wb_in_flight", "dirty", "parked") and
 //         "thread" (its pager thread's queues: "waiting_faults",
 //         "retry_faults", "orphan_faults", "copy_retries", "writes_queued",
 //         "free_write_ops").
@@ -173,6 +175,16 @@
 //           is the reason it stopped (EEXIST, EBUSY, ENOENT...); EAGAIN
 //           itself means an address-space event was pending (nothing of
 //           the rest moved).}
+// The pager uses it so (daemon/pager/move_eviction.cc): a round sends one
+// MoveRequest with its victims, victim k of the round to slot k, and
+// nothing to empty; it writes the dirty moved pages back from their slots
+// (a fault on one meanwhile is served from its slot); once every moved
+// page is durable it sends a MoveRequest with only the round's slots to
+// empty, and the round ends at its reply. So between rounds every slot is
+// empty, and the slots the client's table lists always hold pages the
+// pager has not let go of. A uffd with UFFD_FEATURE_EVENT_FORK, and the
+// round after a run that failed with EBUSY (a page shared with a forked
+// child), use DropRequests.
 // The evictor tells the two requests apart by their magic. It validates
 // the whole request before doing anything: size, counts (n_empty <=
 // kMaxMoveEmpty, n_runs <= kMaxMoveRuns, at least one of either, the packet
