@@ -213,7 +213,8 @@ private:
 	// Records the slots of `run` (into the staging area at `staging`) that
 	// its MOVE filled (`r`: its result, `moved`: the bytes it reports).
 	// REQUIRES: evict_mu_.
-	void record_move(uint64_t staging, const pager::MoveRun &run, int r, int64_t moved);
+	void record_move(uint64_t staging, const pager::MoveRun &run, uint64_t sent_ns, int r,
+	                 int64_t moved);
 	// Maps and registers the staging area. REQUIRES: mu_ held, uffd_ open.
 	Status map_staging();
 	// Daemon restart: moves every staged page back to its source (unless
@@ -256,6 +257,11 @@ private:
 	// holds, 0 if empty. Sized when the area is mapped (the evictor does not
 	// allocate).
 	std::vector<uint64_t> staged_;
+	// Per slot, the sent_ns of the MoveRequest that filled it: emptying the
+	// slot settles the program's drops of its source that ended before then
+	// (the pager empties a round's slots once their pages are durable), as
+	// a DropRequest does.
+	std::vector<uint64_t> staged_ns_;
 	// The private mappings' address ranges, for the evictor's checks; also
 	// guards the evictor's state below.
 	mutable std::mutex spans_mu_;

@@ -84,6 +84,7 @@ Status PagerLink::map_staging()
 	{
 		std::lock_guard<std::mutex> ek(evict_mu_);
 		staged_.assign(pager::kStagingPages, 0);
+		staged_ns_.assign(pager::kStagingPages, 0);
 	}
 	std::lock_guard<std::mutex> sk(spans_mu_);
 	staging_addr_ = addr;
@@ -117,10 +118,12 @@ const char *PagerLink::check_move(const pager::MoveRequest &req, size_t n) const
 	return nullptr;
 }
 
-void PagerLink::record_move(uint64_t staging, const pager::MoveRun &run, int r, int64_t moved)
+void PagerLink::record_move(uint64_t staging, const pager::MoveRun &run, uint64_t sent_ns, int r,
+                            int64_t moved)
 {
 	uint64_t first = (run.slot - staging) / kPage, pages = run.len / kPage;
 	uint64_t done = r == 0 ? pages : uint64_t(moved) / kPage;
+	std::fill_n(staged_ns_.begin() + first, pages, sent_ns);
 	for (uint64_t k = 0; k < done; k++)
 		staged_[first + k] = run.src + k * kPage;
 	if (r == 0 || done >= pages)
@@ -174,8 +177,21 @@ bool PagerLink::serve_move(int sock, const pager::MoveRequest &req, size_t n)
 				         strerror(errno));
 				continue;
 			}
-			std::fill_n(staged_.begin() + (r.addr - staging) / kPage, r.length / kPage,
-			            0);
+			// The pager empties a round's slots once their pages are
+			// durable: the program's drops of their sources that
+			// ended before the move are settled (drop_ledger.h).
+			uint64_t first = (r.addr - staging) / kPage, n = r.length / kPage;
+			for (uint64_t k = first; k < first + n;) {
+				uint64_t e = k + 1;
+				while (staged_[k] != 0 && e < first + n &&
+				       staged_[e] == staged_[e - 1] + kPage &&
+				       staged_ns_[e] == staged_ns_[k])
+					e++;
+				if (staged_[k] != 0)
+					drops_.forget(staged_[k], (e - k) * kPage, staged_ns_[k]);
+				k = e;
+			}
+			std::fill_n(staged_.begin() + first, n, 0);
 		}
 		for (uint32_t i = 0; i < req.n_runs; i++) {
 			pager::MoveRun run = req.run(i);
@@ -192,7 +208,7 @@ bool PagerLink::serve_move(int sock, const pager::MoveRequest &req, size_t n)
 					break;
 			}
 			rep.result[i] = r == 0 ? int64_t(run.len) : r;
-			record_move(staging, run, r, int64_t(done));
+			record_move(staging, run, req.sent_ns, r, int64_t(done));
 		}
 	}
 	if (!refused) {
