@@ -623,7 +623,9 @@ TEST_CASE("a fault on a staged page is served from its slot, without a module re
 	REQUIRE(c.attach(f.path).is_ok());
 	auto m = c.map("r", 0, kPages * kPage, kBudget * kPage, /*prefetch=*/false);
 	REQUIRE(m.is_ok());
-	uint32_t written = write_until_writeback_waits(f.store, *m, kPages);
+	// No more than the budget: a write past it would wait for room that the
+	// held write-backs keep taken.
+	uint32_t written = write_until_writeback_waits(f.store, *m, kBudget);
 	// Staged victims: moved out, their writes held.
 	uint64_t staged = 0;
 	for (int i = 0; i < 400 && staged == 0; i++) {
