@@ -443,6 +443,7 @@ int main(int argc, char **argv)
 		pc.threads = cfg.pager_threads;
 		pc.cpus = cfg.pager_cpus;
 		pc.prefetch = cfg.pager_prefetch_pages > 0;
+		pc.evict_by_move = cfg.pager_evict_by_move;
 		if (pc.prefetch)
 			pc.prefetch_window = cfg.pager_prefetch_pages;
 		pager = std::make_unique<pager::Pager>(fed, pc);

@@ -369,6 +369,7 @@ json config_to_json(const DaemonConfig &cfg)
 	         {{"budget", cfg.pager_budget},
 	          {"process_budget", cfg.pager_process_budget},
 	          {"prefetch_pages", cfg.pager_prefetch_pages},
+	          {"evict_by_move", cfg.pager_evict_by_move},
 	          {"threads", cfg.pager_threads},
 	          {"cpus", cfg.pager_cpus}}},
 	        {"mesh",
@@ -593,6 +594,8 @@ Status apply_config_json(const std::string &text, const std::string &origin, Dae
 					st = set_size(origin, k, sv, &cfg->pager_process_budget);
 				else if (k == "pager.prefetch_pages")
 					st = set_u32(origin, k, sv, 0, 4096, &cfg->pager_prefetch_pages);
+				else if (k == "pager.evict_by_move" && sv.is_boolean())
+					cfg->pager_evict_by_move = sv.get<bool>();
 				else if (k == "pager.cpus") {
 					if (!sv.is_array())
 						return type_error(origin, k, "an array of CPU numbers");
