@@ -136,6 +136,7 @@ public:
 	void remove_end(uint64_t addr, uint64_t length, uint64_t token)
 	{
 		drops_.end(addr, length, token);
+		forget_staged(addr, length);
 	}
 
 	// Soft mode only: memfedd stayed away past the grace; the mappings are
@@ -213,6 +214,10 @@ private:
 	// Records the slots of `run` (into the staging area at `staging`) that
 	// its MOVE filled (`r`: its result, `moved`: the bytes it reports).
 	// REQUIRES: evict_mu_.
+	// The program dropped [addr, addr+length): a staged copy of a page in
+	// it is obsolete, and must not be moved back over the dropped page
+	// when a restarted daemon is reattached (restore_staging).
+	void forget_staged(uint64_t addr, uint64_t length);
 	void record_move(uint64_t staging, const pager::MoveRun &run, uint64_t sent_ns, int r,
 	                 int64_t moved);
 	// Maps and registers the staging area. REQUIRES: mu_ held, uffd_ open.

@@ -219,6 +219,14 @@ bool PagerLink::serve_move(int sock, const pager::MoveRequest &req, size_t n)
 	return send(sock, &rep, pager::move_reply_size(rep.n_runs), MSG_NOSIGNAL) >= 0;
 }
 
+void PagerLink::forget_staged(uint64_t addr, uint64_t length)
+{
+	std::lock_guard<std::mutex> ek(evict_mu_);
+	for (uint64_t &src : staged_)
+		if (src != 0 && src - addr < length)
+			src = 0;
+}
+
 bool PagerLink::restore_staging(int fd)
 {
 	std::lock_guard<std::mutex> ek(evict_mu_);

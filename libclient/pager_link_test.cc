@@ -608,6 +608,25 @@ TEST_CASE("a daemon restart moves staged pages back to their sources", "[pager_l
 	      std::pair<uint64_t, uint64_t>{f.staging, f.staging + kStagingBytes});
 }
 
+TEST_CASE("a program's drop of a staged page's source takes it out of the table", "[pager_link]")
+{
+	// Its staged bytes are obsolete: a restarted daemon's reattach must not
+	// move them back over the dropped page.
+	Fixture f;
+	if (!f.move)
+		return;
+	auto res = f.send(1, {{}, {{f.page(2), 3 * kPage, f.slot(0)}}});
+	REQUIRE(res == std::vector<int64_t>{int64_t(3 * kPage)});
+	REQUIRE(f.table() == Table{{0, f.page(2)}, {1, f.page(3)}, {2, f.page(4)}});
+	uint64_t token = f.link->remove_begin(f.page(3), kPage);
+	f.link->remove_end(f.page(3), kPage, token);
+	CHECK(f.table() == Table{{0, f.page(2)}, {2, f.page(4)}});
+	// A drop elsewhere leaves the table as it is.
+	token = f.link->remove_begin(f.page(20), 4 * kPage);
+	f.link->remove_end(f.page(20), 4 * kPage, token);
+	CHECK(f.table() == Table{{0, f.page(2)}, {2, f.page(4)}});
+}
+
 TEST_CASE("a forked child maps a staging area of its own", "[pager_link]")
 {
 	Fixture f(/*handle_fork=*/true);
