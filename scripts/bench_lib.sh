@@ -18,10 +18,12 @@ bench_cleanup() {
 # pager with the embedded defaults but a 4 GiB pool, its state (pool) in DIR
 # and its socket DIR/sock, logging to LOG; returns once it answers `status`
 # (exits the script if it does not within 5 s). MEMFEDD_PID is its pid.
+# MEMFED_BENCH_CONFIG, if set, is its config file's JSON (e.g.
+# '{"pager": {"evict_by_move": false}}' to measure the drop path).
 bench_start_memfedd() {
 	local bin=$1 dir=$2 log=$3
 	mkdir -p "$dir"
-	echo '{}' >"$dir/memfedd.json"
+	echo "${MEMFED_BENCH_CONFIG:-"{}"}" >"$dir/memfedd.json"
 	"$bin/memfedd" --config "$dir/memfedd.json" --state-dir "$dir" --socket "$dir/sock" \
 		--pool-size 4G --listen 127.0.0.1:0 --kmod off --log-level warn >"$log" 2>&1 &
 	# shellcheck disable=SC2034 # the caller's
