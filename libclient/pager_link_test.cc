@@ -9,6 +9,7 @@
 #include "libclient/pager_link.h"
 
 #include <poll.h>
+#include <pthread.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -44,6 +45,10 @@ constexpr uint64_t kPage = 4096;
 constexpr uint64_t kStagingBytes = uint64_t{pg::kStagingPages} * kPage;
 constexpr uint64_t kWorkPages = 64;
 
+class FakePager;
+// The one running (set while its thread runs).
+std::atomic<FakePager *> g_fake_pager{nullptr};
+
 // A fake memfedd pager: see the top of the file.
 class FakePager
 {
@@ -60,6 +65,7 @@ public:
 		REQUIRE(listen(listen_, 4) == 0);
 		stop_ = eventfd(0, EFD_CLOEXEC);
 		thread_ = std::thread([this] { loop(); });
+		g_fake_pager = this;
 	}
 
 	~FakePager() { stop(); }
@@ -68,6 +74,7 @@ public:
 	{
 		if (!thread_.joinable())
 			return;
+		g_fake_pager = nullptr;
 		uint64_t one = 1;
 		(void)!write(stop_, &one, sizeof(one));
 		thread_.join();
@@ -78,6 +85,10 @@ public:
 	}
 
 	const std::string &path() const { return path_; }
+
+	// Whether the thread waits in poll, with nothing of a request left to
+	// free.
+	bool idle() const { return idle_.load(); }
 
 	// Waits up to 10 s for `pred` (called with the lock held).
 	template <class Pred> bool wait(Pred pred)
@@ -126,6 +137,7 @@ private:
 	void loop()
 	{
 		for (;;) {
+			idle_ = true; // the last request's buffers are freed
 			pollfd p[5] = {{stop_, POLLIN, 0},
 			               {listen_, POLLIN, 0},
 			               {-1, POLLIN, 0},
@@ -137,8 +149,9 @@ private:
 				p[3].fd = uffd_;
 				p[4].fd = other_;
 			}
-			if (poll(p, 5, 1000) < 0)
+			if (poll(p, 5, 1000) <= 0)
 				continue;
+			idle_ = false;
 			if (p[0].revents & POLLIN) {
 				uint64_t v;
 				(void)!read(stop_, &v, sizeof(v));
@@ -262,9 +275,25 @@ private:
 	std::string path_;
 	int listen_ = -1, conn_ = -1, other_ = -1, evict_ = -1, uffd_ = -1, stop_ = -1;
 	bool die_ = false;
+	std::atomic<bool> idle_{true};
 	std::condition_variable cv_;
 	std::thread thread_;
 };
+
+// ASan as built here (clang 14) holds no lock of its allocator across
+// fork(): a child forked while another thread is inside the allocator waits
+// forever at its first allocation. The fake pager's thread frees a
+// request's buffers just after replying, when the link may go on from
+// fork_prepare to fork(); so a fork first waits (up to 10 s) until that
+// thread is back in poll. Registered at static initialisation, before any
+// link's handlers, this prepare handler runs after theirs.
+void wait_for_idle_fake_pager()
+{
+	FakePager *fp = g_fake_pager.load();
+	for (int i = 0; fp != nullptr && !fp->idle() && i < 10000; i++)
+		usleep(1000);
+}
+[[maybe_unused]] const int g_atfork = pthread_atfork(wait_for_idle_fake_pager, nullptr, nullptr);
 
 // The content the test gives page `i` in generation `gen`.
 uint64_t word(uint64_t i, uint64_t gen)
@@ -575,7 +604,10 @@ TEST_CASE("the evictor moves runs into staging and replies per run", "[pager_lin
 	CHECK(holds(f.slot(1), word(20, 1)));
 	CHECK(f.table() ==
 	      Table{{1, f.page(20)}, {4, f.page(30)}, {5, f.page(10)}, {6, f.page(21)}});
-	// Its REMOVE event reached the pager, inside the staging area.
+	// Its REMOVE event reached the pager, inside the staging area. (The
+	// madvise returns once the fake pager's read of the uffd has, which
+	// is before that thread records the event.)
+	REQUIRE(f.fp.wait([&] { return f.fp.removes.size() > removes_before; }));
 	std::lock_guard<std::mutex> lk(f.fp.mu_);
 	REQUIRE(f.fp.removes.size() == removes_before + 1);
 	CHECK(f.fp.removes.back() == std::pair<uint64_t, uint64_t>{f.slot(0), f.slot(3)});
