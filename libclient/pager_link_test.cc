@@ -10,6 +10,7 @@
 
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -24,6 +25,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstdio>
 #include <cstring>
 #include <mutex>
 #include <thread>
@@ -49,12 +51,32 @@ class FakePager;
 // The one running (set while its thread runs).
 std::atomic<FakePager *> g_fake_pager{nullptr};
 
+// How many threads this process has (/proc/self/status), 0 if unknown.
+int threads()
+{
+	FILE *f = fopen("/proc/self/status", "r");
+	if (f == nullptr)
+		return 0;
+	char line[256];
+	int n = 0;
+	while (fgets(line, sizeof(line), f) != nullptr)
+		if (sscanf(line, "Threads: %d", &n) == 1)
+			break;
+	fclose(f);
+	return n;
+}
+
 // A fake memfedd pager: see the top of the file.
 class FakePager
 {
 public:
 	FakePager()
 	{
+		// The previous case's link may leave its evictor (a detached
+		// thread) still exiting, inside ASan's allocator: this case's
+		// forks wait until it is gone (see wait_for_idle_fake_pager).
+		for (int i = 0; i < 10000 && threads() > 1; i++)
+			usleep(1000);
 		path_ = "/tmp/memfed-pager-link-test-" + std::to_string(getpid()) + ".sock";
 		unlink(path_.c_str());
 		listen_ = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
@@ -285,7 +307,8 @@ private:
 // forever at its first allocation. The fake pager's thread frees a
 // request's buffers just after replying, when the link may go on from
 // fork_prepare to fork(); so a fork first waits (up to 10 s) until that
-// thread is back in poll. Registered at static initialisation, before any
+// thread is back in poll (and FakePager() waits for the previous case's
+// threads to be gone). Registered at static initialisation, before any
 // link's handlers, this prepare handler runs after theirs.
 void wait_for_idle_fake_pager()
 {
@@ -481,7 +504,8 @@ using Table = std::vector<std::pair<uint64_t, uint64_t>>;
 // Forks; the child returns from fork() through the link's fork handlers,
 // runs `child` and exits with what it returns. `child` must not touch a
 // page the child lacks (nothing serves the child's faults). The child's
-// exit status, -1 if it did not exit.
+// exit status, -1 if it did not exit, -2 if it still ran after 30 s (it
+// is killed then).
 template <class F> int fork_and_wait(F child)
 {
 	pid_t pid = fork();
@@ -489,8 +513,16 @@ template <class F> int fork_and_wait(F child)
 	if (pid == 0)
 		_exit(child());
 	int status = 0;
-	REQUIRE(waitpid(pid, &status, 0) == pid);
-	return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+	for (int i = 0; i < 3000; i++) {
+		pid_t r = waitpid(pid, &status, WNOHANG);
+		REQUIRE(r >= 0);
+		if (r == pid)
+			return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+		usleep(10000);
+	}
+	kill(pid, SIGKILL);
+	(void)waitpid(pid, &status, 0);
+	return -2;
 }
 
 using Sync = std::array<uint64_t, 3>; // mapping_id, offset, length
