@@ -27,7 +27,8 @@
 //     fork() returns. For a private mapping (heap) the child makes a region of
 //     its own and copies into it the pages it does not hold, while the parent
 //     waits in fork() with its evictions held; parent and child then diverge
-//     like ordinary private memory.
+//     like ordinary private memory. The staging area is not inherited, so
+//     before the fork the parent syncs the ranges of its staged pages.
 //
 // Thread-safety: every public member may be called from any thread. Calls are
 // serialised on one connection; a call made while memfedd is away waits for
@@ -175,6 +176,22 @@ private:
 	Result<control::Message> pager_call(std::unique_lock<std::mutex> &lk,
 	                                    const control::Message &req);
 	Status copy_for_child(Mapping &m);
+	// A "sync" range: [offset, offset+length) of the mapping `mapping_id`.
+	struct SyncRange {
+		uint64_t mapping_id;
+		uint64_t offset;
+		uint64_t length;
+	};
+	// The sources the staging table holds, as ranges of contiguous pages
+	// inside one private mapping each, in address order. REQUIRES: mu_
+	// and evict_mu_ held.
+	std::vector<SyncRange> staged_sync_ranges() const;
+	// fork_prepare: syncs the ranges of the staged pages, so that the
+	// module holds their newest content before the child (which does not
+	// inherit the staging area) clones the region. Sets fork_unsynced_ if
+	// it cannot. REQUIRES: lk holds mu_, evict_mu_ held (both are on
+	// return; released meanwhile if memfedd goes away).
+	void sync_staged_for_fork(std::unique_lock<std::mutex> &lk);
 	Status collect_dead_locked(const std::string &prefix);
 	Status start_monitor();
 	// Hands the evict channel `sock` to the evictor thread, starting the
@@ -286,6 +303,9 @@ private:
 	pthread_t monitor_{};
 	bool monitor_running_ = false;
 	int fork_pipe_[2] = {-1, -1}; // the child reports "copied" to the parent
+	// Why fork_prepare could not make the staged pages durable ("": it
+	// did, or there were none); the child exits with it.
+	std::string fork_unsynced_;
 	// The program's drops of private memory (remove_begin/end).
 	DropLedger drops_;
 	std::atomic<uint64_t> reconnects_{0};

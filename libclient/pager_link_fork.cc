@@ -61,10 +61,12 @@ Status PagerLink::collect_dead(const std::string &prefix)
 // In the child: makes the child's region of a private mapping, holding every
 // page the child does not (resident pages reached the child as copy-on-write
 // copies; the others live only in the parent's region, which stays as it was
-// at fork because the parent's evictions are held). First as a copy-on-write
-// clone of the parent's part of its region at the module (region.clone),
-// which costs a table entry whatever the heap holds; where the module cannot
-// clone (an older pool, a region on another module), by copying the pages.
+// at fork because the parent's evictions are held, and which holds the
+// parent's staged pages because fork_prepare synced them). First as a
+// copy-on-write clone of the parent's part of its region at the module
+// (region.clone), which costs a table entry whatever the heap holds; where
+// the module cannot clone (an older pool, a region on another module), by
+// copying the pages.
 // REQUIRES: ctl_ connected (a connection of the child's own).
 Status PagerLink::copy_for_child(Mapping &m)
 {
@@ -155,17 +157,114 @@ Status PagerLink::copy_for_child(Mapping &m)
 	return Status::ok();
 }
 
+std::vector<PagerLink::SyncRange> PagerLink::staged_sync_ranges() const
+{
+	std::vector<uint64_t> sources;
+	for (uint64_t src : staged_)
+		if (src != 0)
+			sources.push_back(src);
+	// Sorted, so that contiguous sources make one range whatever slots
+	// they sit in.
+	std::sort(sources.begin(), sources.end());
+	std::vector<SyncRange> out;
+	const Mapping *m = nullptr;
+	uint64_t end = 0; // of the last range's sources
+	for (uint64_t src : sources) {
+		if (m != nullptr && src < end)
+			continue; // one source in two slots (record_move's F8 case)
+		if (m != nullptr && src == end && src < m->addr + m->length) {
+			out.back().length += kPage;
+			end += kPage;
+			continue;
+		}
+		m = find(src);
+		// A source no private mapping holds any more: nothing of it
+		// reaches the child.
+		if (m == nullptr || m->shared) {
+			m = nullptr;
+			continue;
+		}
+		out.push_back({m->mapping_id, src - m->addr, kPage});
+		end = src + kPage;
+	}
+	return out;
+}
+
+void PagerLink::sync_staged_for_fork(std::unique_lock<std::mutex> &lk)
+{
+	fork_unsynced_.clear();
+	for (;;) {
+		// At most one "sync" per range, and at most pager::kStagingPages
+		// ranges.
+		std::vector<SyncRange> ranges = staged_sync_ranges();
+		if (ranges.empty())
+			return;
+		if (!connected_) {
+			fork_unsynced_ = closed_reason();
+			break;
+		}
+		Status synced;
+		bool lost = false;
+		for (const SyncRange &r : ranges) {
+			auto rep = ctl_.call(request(pager::kOpSync, {{"mapping_id", r.mapping_id},
+			                                              {"offset", r.offset},
+			                                              {"length", r.length}}));
+			if (!rep) {
+				lost = true;
+				break;
+			}
+			close_fds(*rep);
+			Status st = control::reply_status(*rep);
+			// not_found: the region was deleted; the child cannot
+			// clone it either, and says so.
+			if (!st && st.code() != Code::kNotFound) {
+				synced = st;
+				break;
+			}
+		}
+		if (!lost) {
+			if (synced)
+				return;
+			fork_unsynced_ = synced.to_string();
+			break;
+		}
+		// memfedd went away mid-fork. Its successor's attach moves every
+		// staged page back to its source (restore_staging), where the
+		// child inherits it, so wait for the monitor's reattach (it takes
+		// evict_mu_ for that) and look at the table again: empty, or
+		// holding only what the new pager moved since.
+		LOG_WARN("libmemfed",
+		         "lost memfedd at %s while syncing staged pages for a fork; the fork "
+		         "waits for the reattach, which moves them back",
+		         opt_.socket_path.c_str());
+		connected_ = false;
+		evict_mu_.unlock();
+		wait_connected(lk);
+		evict_mu_.lock();
+	}
+	// The parent keeps its staged pages and goes on; the child must not
+	// read the region's older content for them, and no retry here would
+	// be bounded (a module that is away may stay away): the child exits
+	// with this reason (fork_child).
+	LOG_ERROR("libmemfed",
+	          "fork: staged pages could not be made durable (%s); the child will exit "
+	          "rather than read their older content",
+	          fork_unsynced_.c_str());
+}
+
 void PagerLink::fork_prepare()
 {
-	mu_.lock();
+	std::unique_lock<std::mutex> lk(mu_);
 	// Wait out a reconnection: the child's copy needs the daemon.
-	{
-		std::unique_lock<std::mutex> lk(mu_, std::adopt_lock);
-		wait_connected(lk);
-		lk.release();
-	}
+	wait_connected(lk);
 	// No page leaves memory from here until the child has its copy.
 	evict_mu_.lock();
+	// The child does not inherit the staging area (MADV_DONTFORK) and
+	// takes every page it lacks from the region at the module: the pages
+	// staged now must be durable there first. The pager answers a sync
+	// without the evictor, which now waits for the fork.
+	sync_staged_for_fork(lk);
+	lk.release();
 	spans_mu_.lock();
 	drops_.lock();
 	fork_pipe_[0] = fork_pipe_[1] = -1;
@@ -194,12 +293,16 @@ void PagerLink::fork_parent()
 void PagerLink::fork_child()
 {
 	// Only this thread exists; the monitor and evictor stayed in the parent.
-	auto die = [](const std::string &what) {
+	auto die = [](const std::string &what, const char *instead = "zeroes") {
 		std::string msg = "memfed: forked child " + std::to_string(getpid()) + ": " + what +
-		                  "; exiting rather than reading zeroes\n";
+		                  "; exiting rather than reading " + instead + "\n";
 		(void)!write(2, msg.data(), msg.size());
 		_exit(70);
 	};
+	if (!fork_unsynced_.empty())
+		die("its parent's staged pages are not durable on the module (" + fork_unsynced_ +
+		            ")",
+		    "their older content");
 	if (fork_pipe_[0] >= 0)
 		close(fork_pipe_[0]);
 	ctl_ = control::Client();

@@ -1,13 +1,16 @@
 // PagerLink's staging area (map_protocol.h, "Staging"): the evictor serving
-// MoveRequests, and the staged pages going back to their sources across a
-// daemon restart. The link is the real one, attached to a fake pager: a
-// thread of this test that answers the map protocol's ops, keeps the pager's
-// ends of the uffd and the evict channel, and reads the uffd (recording
-// faults and REMOVE events, serving nothing itself). The test sends the
-// MoveRequests and resolves the faults it wants resolved with UFFDIO_COPY.
+// MoveRequests, the staged pages going back to their sources across a
+// daemon restart, and the "sync" of their sources before a fork. The link
+// is the real one, attached to a fake pager: a thread of this test that
+// answers the map protocol's ops, keeps the pager's ends of the uffd and the
+// evict channel, and reads the uffd (recording faults and REMOVE events,
+// serving nothing itself). The test sends the MoveRequests and resolves the
+// faults it wants resolved with UFFDIO_COPY.
 #include "libclient/pager_link.h"
 
 #include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -18,9 +21,11 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstdio>
 #include <cstring>
 #include <mutex>
 #include <thread>
@@ -42,12 +47,36 @@ constexpr uint64_t kPage = 4096;
 constexpr uint64_t kStagingBytes = uint64_t{pg::kStagingPages} * kPage;
 constexpr uint64_t kWorkPages = 64;
 
+class FakePager;
+// The one running (set while its thread runs).
+std::atomic<FakePager *> g_fake_pager{nullptr};
+
+// How many threads this process has (/proc/self/status), 0 if unknown.
+int threads()
+{
+	FILE *f = fopen("/proc/self/status", "r");
+	if (f == nullptr)
+		return 0;
+	char line[256];
+	int n = 0;
+	while (fgets(line, sizeof(line), f) != nullptr)
+		if (sscanf(line, "Threads: %d", &n) == 1)
+			break;
+	fclose(f);
+	return n;
+}
+
 // A fake memfedd pager: see the top of the file.
 class FakePager
 {
 public:
 	FakePager()
 	{
+		// The previous case's link may leave its evictor (a detached
+		// thread) still exiting, inside ASan's allocator: this case's
+		// forks wait until it is gone (see wait_for_idle_fake_pager).
+		for (int i = 0; i < 10000 && threads() > 1; i++)
+			usleep(1000);
 		path_ = "/tmp/memfed-pager-link-test-" + std::to_string(getpid()) + ".sock";
 		unlink(path_.c_str());
 		listen_ = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
@@ -58,6 +87,7 @@ public:
 		REQUIRE(listen(listen_, 4) == 0);
 		stop_ = eventfd(0, EFD_CLOEXEC);
 		thread_ = std::thread([this] { loop(); });
+		g_fake_pager = this;
 	}
 
 	~FakePager() { stop(); }
@@ -66,6 +96,7 @@ public:
 	{
 		if (!thread_.joinable())
 			return;
+		g_fake_pager = nullptr;
 		uint64_t one = 1;
 		(void)!write(stop_, &one, sizeof(one));
 		thread_.join();
@@ -76,6 +107,10 @@ public:
 	}
 
 	const std::string &path() const { return path_; }
+
+	// Whether the thread waits in poll, with nothing of a request left to
+	// free.
+	bool idle() const { return idle_.load(); }
 
 	// Waits up to 10 s for `pred` (called with the lock held).
 	template <class Pred> bool wait(Pred pred)
@@ -112,12 +147,19 @@ public:
 	std::vector<size_t> removes_at_map; // removes.size() when each "map" came
 	std::vector<uint64_t> faults;       // page addresses
 	std::vector<std::pair<uint64_t, uint64_t>> removes;
+	// Every request, in the order served: (from the test process, body).
+	std::vector<std::pair<bool, json>> requests;
+	// The test process's next "sync": closes the connection instead of
+	// answering (die_on_sync), or is answered with this error.
+	bool die_on_sync = false;
+	Code sync_code = Code::kOk;
 	std::mutex mu_;
 
 private:
 	void loop()
 	{
 		for (;;) {
+			idle_ = true; // the last request's buffers are freed
 			pollfd p[5] = {{stop_, POLLIN, 0},
 			               {listen_, POLLIN, 0},
 			               {-1, POLLIN, 0},
@@ -129,8 +171,9 @@ private:
 				p[3].fd = uffd_;
 				p[4].fd = other_;
 			}
-			if (poll(p, 5, 1000) < 0)
+			if (poll(p, 5, 1000) <= 0)
 				continue;
+			idle_ = false;
 			if (p[0].revents & POLLIN) {
 				uint64_t v;
 				(void)!read(stop_, &v, sizeof(v));
@@ -178,8 +221,20 @@ private:
 			return;
 		}
 		std::string op = m->body.value("op", "");
+		requests.push_back({ours, m->body});
 		control::Message rep = control::ok_reply();
-		if (op == pg::kOpHello) {
+		if (op == pg::kOpSync && ours && die_on_sync) {
+			die_on_sync = false;
+			for (int *fd : {&conn_, &evict_})
+				if (*fd >= 0)
+					close(*fd);
+			conn_ = evict_ = -1;
+			cv_.notify_all();
+			return;
+		}
+		if (op == pg::kOpSync && ours && sync_code != Code::kOk) {
+			rep = control::error_reply(Status(sync_code, "the fake pager fails syncs"));
+		} else if (op == pg::kOpHello) {
 			rep = hello();
 		} else if (op == pg::kOpAttach && !ours) {
 			other_attaches.push_back(m->body);
@@ -242,9 +297,26 @@ private:
 	std::string path_;
 	int listen_ = -1, conn_ = -1, other_ = -1, evict_ = -1, uffd_ = -1, stop_ = -1;
 	bool die_ = false;
+	std::atomic<bool> idle_{true};
 	std::condition_variable cv_;
 	std::thread thread_;
 };
+
+// ASan as built here (clang 14) holds no lock of its allocator across
+// fork(): a child forked while another thread is inside the allocator waits
+// forever at its first allocation. The fake pager's thread frees a
+// request's buffers just after replying, when the link may go on from
+// fork_prepare to fork(); so a fork first waits (up to 10 s) until that
+// thread is back in poll (and FakePager() waits for the previous case's
+// threads to be gone). Registered at static initialisation, before any
+// link's handlers, this prepare handler runs after theirs.
+void wait_for_idle_fake_pager()
+{
+	FakePager *fp = g_fake_pager.load();
+	for (int i = 0; fp != nullptr && !fp->idle() && i < 10000; i++)
+		usleep(1000);
+}
+[[maybe_unused]] const int g_atfork = pthread_atfork(wait_for_idle_fake_pager, nullptr, nullptr);
 
 // The content the test gives page `i` in generation `gen`.
 uint64_t word(uint64_t i, uint64_t gen)
@@ -429,6 +501,59 @@ struct Fixture {
 
 using Table = std::vector<std::pair<uint64_t, uint64_t>>;
 
+// Forks; the child returns from fork() through the link's fork handlers,
+// runs `child` and exits with what it returns. `child` must not touch a
+// page the child lacks (nothing serves the child's faults). The child's
+// exit status, -1 if it did not exit, -2 if it still ran after 30 s (it
+// is killed then).
+template <class F> int fork_and_wait(F child)
+{
+	pid_t pid = fork();
+	REQUIRE(pid >= 0);
+	if (pid == 0)
+		_exit(child());
+	int status = 0;
+	for (int i = 0; i < 3000; i++) {
+		pid_t r = waitpid(pid, &status, WNOHANG);
+		REQUIRE(r >= 0);
+		if (r == pid)
+			return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+		usleep(10000);
+	}
+	kill(pid, SIGKILL);
+	(void)waitpid(pid, &status, 0);
+	return -2;
+}
+
+using Sync = std::array<uint64_t, 3>; // mapping_id, offset, length
+
+// The test process's "sync" requests from its `from`th request on: those
+// the fake pager served before the first request of another process (the
+// forked child), and those after.
+std::pair<std::vector<Sync>, std::vector<Sync>> syncs_around_child(FakePager &fp, size_t from)
+{
+	std::lock_guard<std::mutex> lk(fp.mu_);
+	std::pair<std::vector<Sync>, std::vector<Sync>> out;
+	bool child = false;
+	for (size_t i = from; i < fp.requests.size(); i++) {
+		const auto &[ours, body] = fp.requests[i];
+		child = child || !ours;
+		if (!ours || body.value("op", "") != pg::kOpSync)
+			continue;
+		(child ? out.second : out.first)
+		        .push_back({body["mapping_id"].get<uint64_t>(),
+		                    body["offset"].get<uint64_t>(),
+		                    body["length"].get<uint64_t>()});
+	}
+	return out;
+}
+
+size_t requests_so_far(FakePager &fp)
+{
+	std::lock_guard<std::mutex> lk(fp.mu_);
+	return fp.requests.size();
+}
+
 } // namespace
 
 TEST_CASE("attach carries the staging area", "[pager_link]")
@@ -511,7 +636,10 @@ TEST_CASE("the evictor moves runs into staging and replies per run", "[pager_lin
 	CHECK(holds(f.slot(1), word(20, 1)));
 	CHECK(f.table() ==
 	      Table{{1, f.page(20)}, {4, f.page(30)}, {5, f.page(10)}, {6, f.page(21)}});
-	// Its REMOVE event reached the pager, inside the staging area.
+	// Its REMOVE event reached the pager, inside the staging area. (The
+	// madvise returns once the fake pager's read of the uffd has, which
+	// is before that thread records the event.)
+	REQUIRE(f.fp.wait([&] { return f.fp.removes.size() > removes_before; }));
 	std::lock_guard<std::mutex> lk(f.fp.mu_);
 	REQUIRE(f.fp.removes.size() == removes_before + 1);
 	CHECK(f.fp.removes.back() == std::pair<uint64_t, uint64_t>{f.slot(0), f.slot(3)});
@@ -662,4 +790,142 @@ TEST_CASE("a forked child maps a staging area of its own", "[pager_link]")
 	// The parent's staging is as it was.
 	CHECK(holds(f.slot(0), word(1, 1)));
 	CHECK(f.table() == Table{{0, f.page(1)}});
+}
+
+TEST_CASE("a fork first syncs the staged pages' sources, one request per run", "[pager_link]")
+{
+	Fixture f(/*handle_fork=*/true);
+	if (!f.move)
+		return;
+	// Sources 2..4 in slots 0..2 and 5 in slot 3 (two requests, one run of
+	// sources); 10 in slot 5 and 11 in slot 7 (apart in staging, adjacent
+	// in the heap); 20 alone in slot 6.
+	REQUIRE(f.send(1, {{},
+	                   {{f.page(2), 3 * kPage, f.slot(0)},
+	                    {f.page(10), kPage, f.slot(5)},
+	                    {f.page(20), kPage, f.slot(6)}}}) ==
+	        std::vector<int64_t>{int64_t(3 * kPage), int64_t(kPage), int64_t(kPage)});
+	REQUIRE(f.send(2, {{}, {{f.page(5), kPage, f.slot(3)}, {f.page(11), kPage, f.slot(7)}}}) ==
+	        std::vector<int64_t>{int64_t(kPage), int64_t(kPage)});
+	const Table staged = f.table();
+	REQUIRE(staged.size() == 7);
+	size_t from = requests_so_far(f.fp);
+
+	CHECK(fork_and_wait([] { return 0; }) == 0);
+
+	// Mapping 1: the fake pager's id for the test process's only map.
+	auto [before_child, after_child] = syncs_around_child(f.fp, from);
+	CHECK(before_child == std::vector<Sync>{{1, 2 * kPage, 4 * kPage},
+	                                        {1, 10 * kPage, 2 * kPage},
+	                                        {1, 20 * kPage, kPage}});
+	CHECK(after_child.empty());
+	{
+		std::lock_guard<std::mutex> lk(f.fp.mu_);
+		CHECK(f.fp.other_attaches.size() == 1); // the child came, after them
+	}
+	// The parent's staging is as it was.
+	CHECK(f.table() == staged);
+	CHECK(holds(f.slot(7), word(11, 1)));
+}
+
+TEST_CASE("a fork with nothing staged sends no sync", "[pager_link]")
+{
+	Fixture f(/*handle_fork=*/true);
+	if (!f.move)
+		return;
+	// A page was staged, and its slot emptied again.
+	REQUIRE(f.send(1, {{}, {{f.page(1), kPage, f.slot(0)}}}) ==
+	        std::vector<int64_t>{int64_t(kPage)});
+	REQUIRE(f.send(2, {{{f.slot(0), kPage}}, {{f.page(2), kPage, f.slot(1)}}}) ==
+	        std::vector<int64_t>{int64_t(kPage)});
+	REQUIRE(f.send(3, {{{f.slot(1), kPage}}, {}}).empty());
+	REQUIRE(f.table().empty());
+	size_t from = requests_so_far(f.fp);
+
+	CHECK(fork_and_wait([] { return 0; }) == 0);
+
+	auto [before_child, after_child] = syncs_around_child(f.fp, from);
+	CHECK(before_child.empty());
+	CHECK(after_child.empty());
+	std::lock_guard<std::mutex> lk(f.fp.mu_);
+	CHECK(f.fp.other_attaches.size() == 1);
+}
+
+TEST_CASE("memfedd lost during a fork's sync: the reattach moves the staged pages back "
+          "and the child inherits them",
+          "[pager_link]")
+{
+	Fixture f(/*handle_fork=*/true);
+	if (!f.move)
+		return;
+	REQUIRE(f.send(1, {{}, {{f.page(1), 2 * kPage, f.slot(0)}}}) ==
+	        std::vector<int64_t>{int64_t(2 * kPage)});
+	{
+		std::lock_guard<std::mutex> lk(f.fp.mu_);
+		f.fp.die_on_sync = true;
+	}
+	size_t from = requests_so_far(f.fp);
+
+	// The child checks that its pages are there before reading them.
+	auto child_has_them = [&f] {
+		if (present(f.page(1), 2) != std::vector<bool>{true, true})
+			return 1;
+		return holds(f.page(1), word(1, 1)) && holds(f.page(2), word(2, 1)) ? 0 : 2;
+	};
+	CHECK(fork_and_wait(child_has_them) == 0);
+
+	CHECK(f.link->reconnects() == 1);
+	CHECK(f.table().empty());
+	// Checked first: reading a missing page would wait for the fake pager.
+	REQUIRE(present(f.page(1), 2) == std::vector<bool>{true, true});
+	CHECK(holds(f.page(1), word(1, 1)));
+	CHECK(holds(f.page(2), word(2, 1)));
+	// The one sync the lost daemon took; nothing was staged after the
+	// reattach, so none after it.
+	auto [before_child, after_child] = syncs_around_child(f.fp, from);
+	CHECK(before_child == std::vector<Sync>{{1, kPage, 2 * kPage}});
+	CHECK(after_child.empty());
+	std::lock_guard<std::mutex> lk(f.fp.mu_);
+	CHECK(f.fp.attaches.size() == 2);
+	CHECK(f.fp.other_attaches.size() == 1);
+}
+
+TEST_CASE("a fork whose sync fails makes the child exit, not read older content", "[pager_link]")
+{
+	Fixture f(/*handle_fork=*/true);
+	if (!f.move)
+		return;
+	REQUIRE(f.send(1, {{}, {{f.page(1), kPage, f.slot(0)}}}) ==
+	        std::vector<int64_t>{int64_t(kPage)});
+	{
+		std::lock_guard<std::mutex> lk(f.fp.mu_);
+		f.fp.sync_code = Code::kUnavailable;
+	}
+	size_t from = requests_so_far(f.fp);
+	// fork_child exits with 70 before the child's code runs.
+	CHECK(fork_and_wait([] { return 0; }) == 70);
+	{
+		std::lock_guard<std::mutex> lk(f.fp.mu_);
+		CHECK(f.fp.other_attaches.empty());
+		CHECK(f.fp.requests.size() == from + 1); // the sync only
+	}
+	// The parent keeps its staged page.
+	CHECK(f.table() == Table{{0, f.page(1)}});
+	CHECK(holds(f.slot(0), word(1, 1)));
+
+	// not_found (the region was deleted) leaves nothing to make durable:
+	// the child goes on (and would fail its clone, as any child would).
+	{
+		std::lock_guard<std::mutex> lk(f.fp.mu_);
+		f.fp.sync_code = Code::kNotFound;
+	}
+	CHECK(fork_and_wait([] { return 0; }) == 0);
+	// Once syncs succeed, so does the next fork.
+	{
+		std::lock_guard<std::mutex> lk(f.fp.mu_);
+		f.fp.sync_code = Code::kOk;
+	}
+	CHECK(fork_and_wait([] { return 0; }) == 0);
+	std::lock_guard<std::mutex> lk(f.fp.mu_);
+	CHECK(f.fp.other_attaches.size() == 2);
 }

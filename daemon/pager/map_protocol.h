@@ -202,7 +202,8 @@
 // is not (a MOVE has been seen to report an error for a page it moved). A
 // channel the client retired (daemon restart) gets no further request
 // served, as with drops. A MoveRequest is never sent to a client that sent
-// no "staging".
+// no "staging". Before a fork the client syncs the sources its staging
+// table holds (see "Fork").
 //
 // Fork
 // ----
@@ -212,6 +213,14 @@
 // region as it is when they fault. Without EVENT_FORK the kernel unregisters
 // the child's ranges: the client library must re-register them in the child
 // (pthread_atfork) with a new uffd and "attach"/"map" again.
+// A child does not inherit the staging area (MADV_DONTFORK) and takes the
+// pages it lacks from its parent's region, so before fork, with its moves
+// held, the client sends "sync" for the sources its staging table holds
+// (one per run of contiguous sources in one mapping); the pager answers it
+// without the evictor, which waits for the fork. If memfedd goes away
+// meanwhile, the reattach moves the staged pages back to their sources,
+// where the child inherits them; a sync that fails otherwise (not_found
+// aside) makes the child exit rather than read older content.
 //
 // Daemon restart
 // --------------
