@@ -149,13 +149,14 @@ cg_done() {
 ctl() { "$BIN/memfedctl" --socket "$POOL_DIR/sock" "$@"; }
 
 # pager_counters: name faults wp_faults evictions writebacks fetches
-# prefetched, one line per region the pager has served.
+# prefetched staged_hits, one line per region the pager has served.
 pager_counters() {
 	ctl -j stats | python3 -c '
 import json, sys
 for r in json.load(sys.stdin).get("pager", {}).get("regions", []):
     print(r["region"], *(r.get(k, 0) for k in
-          ("faults", "wp_faults", "evictions", "writebacks", "fetches", "prefetched")))'
+          ("faults", "wp_faults", "evictions", "writebacks", "fetches", "prefetched",
+           "staged_hits")))'
 }
 
 # --- running one program in one mode ---
@@ -297,12 +298,12 @@ for rep in $(seq 1 "$REPEAT"); do
 			# per process) that were not there before it, as last sampled
 			# while it ran (memfedctl run deletes its heaps as it ends, and
 			# the pager forgets them).
-			last="$prog $limit $rep 0 0 0 0 0 0"
+			last="$prog $limit $rep 0 0 0 0 0 0 0"
 			while kill -0 $runner 2>/dev/null; do
 				now=$(pager_counters | awk -v run="$prog $limit $rep" '
 					NR == FNR { seen[$1] = 1; next }
 					!seen[$1] { n++; for (i = 2; i <= NF; i++) sum[i] += $i }
-					END { if (n) { printf "%s", run; for (i = 2; i <= 7; i++) printf " %d", sum[i]; print "" } }' \
+					END { if (n) { printf "%s", run; for (i = 2; i <= 8; i++) printf " %d", sum[i]; print "" } }' \
 					<(echo "$before") -) || true
 				[ -n "$now" ] && last=$now
 				sleep 1
@@ -372,17 +373,18 @@ print("(ok: output equal to the native run's -- sort's md5, redis's key count an
 rows = defaultdict(list)
 for line in open(counters):
     f = line.split()
-    if len(f) == 9:
+    if len(f) == 10:
         rows[(f[0], f[1])].append([int(x) for x in f[3:]])
 if rows:
-    print("\npager counters per memfed run (medians): faults, write-protect faults, evictions, write-backs, fetches, prefetched")
-    print("%-7s %6s %10s %10s %10s %10s %10s %10s" % (
-        "program", "limit", "faults", "wp_faults", "evictions", "writebacks", "fetches", "prefetched"))
+    print("\npager counters per memfed run (medians): faults, write-protect faults, evictions, write-backs, fetches, prefetched, faults served from staging")
+    print("%-7s %6s %10s %10s %10s %10s %10s %10s %10s" % (
+        "program", "limit", "faults", "wp_faults", "evictions", "writebacks", "fetches", "prefetched",
+        "staged"))
     for prog, limit in order:
         rs = rows.get((prog, limit))
         if rs:
             cols = [int(statistics.median(c)) for c in zip(*rs)]
-            print("%-7s %6s %10d %10d %10d %10d %10d %10d" % (prog, limit, *cols))
+            print("%-7s %6s %10d %10d %10d %10d %10d %10d %10d" % (prog, limit, *cols))
 
 # The kernel's side of the same runs: pages swapped in (each a major fault,
 # memfed's "faults" less its prefetched pages) and out (memfed's evictions).

@@ -112,12 +112,12 @@
 //         "faults" (missing-page faults), "wp_faults" (first writes to clean
 //         pages), "fetches" (demand fetches), "prefetched", "prefetch_hits"
 //         (prefetched pages a stream moved past), "evictions", "writebacks"
-//         (pages written back), "poisoned" (pages a fault found damaged on
-//         the module, or of a region deleted while mapped, poisoned so that
-//         the program gets SIGBUS there as from a memory error; a kernel
-//         without UFFD_FEATURE_POISON leaves a damaged page's fault waiting
-//         and gives a deleted region's zeroes), "resident_pages", "dirty_pages" (private
-//         mappings only), "fetch_us_log2": [count per bucket: bucket i holds
+//         (pages written back), "staged_hits" (faults on pages being
+//         evicted by move, served from the staging area), "poisoned" (pages a fault found damaged
+//         on the module, or of a region deleted while mapped, poisoned so that the program gets
+//         SIGBUS there as from a memory error; a kernel without UFFD_FEATURE_POISON leaves a
+//         damaged page's fault waiting and gives a deleted region's zeroes), "resident_pages",
+//         "dirty_pages" (private mappings only), "fetch_us_log2": [count per bucket: bucket i holds
 //         demand-fetch latencies in [2^i, 2^(i+1)) us; trailing zeroes cut],
 //         "fetch_ns_sum" (the sum of those latencies, ns). A process also
 //         has "state", for finding out why it waits: "budget_pages",

@@ -309,6 +309,7 @@ void PagerThread::serve_staged(Mapping *m, uint32_t idx)
 		// the slot is emptied with the round's others.
 		pg.state = PageState::kResident;
 		pg.set_flags(kDirty | kRef);
+		m->stats.staged_hits++;
 		if (r == -EEXIST)
 			(void)uffd_wake(p->uffd, addr, kPageSize);
 		return;

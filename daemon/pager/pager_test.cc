@@ -648,6 +648,7 @@ TEST_CASE("a fault on a staged page is served from its slot, without a module re
 	CHECK(served > 0);
 	CHECK(wrong == 0);
 	CHECK(f.store.reads() == reads);
+	CHECK(f.proc_stats()["staged_hits"].get<uint64_t>() == uint64_t(served));
 	f.store.release_writes();
 	REQUIRE(c.unmap(*m).is_ok());
 	for (uint32_t p = 0; p < written; p++)

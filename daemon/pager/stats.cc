@@ -11,6 +11,7 @@ void PageStats::add(const PageStats &o)
 	prefetched += o.prefetched;
 	prefetch_hits += o.prefetch_hits;
 	evictions += o.evictions;
+	staged_hits += o.staged_hits;
 	writebacks += o.writebacks;
 	poisoned += o.poisoned;
 	resident += o.resident;
@@ -35,6 +36,7 @@ nlohmann::json PageStats::to_json() const
 	        {"prefetched", prefetched},
 	        {"prefetch_hits", prefetch_hits},
 	        {"evictions", evictions},
+	        {"staged_hits", staged_hits},
 	        {"writebacks", writebacks},
 	        {"poisoned", poisoned},
 	        {"resident_pages", resident},

@@ -129,6 +129,8 @@ constexpr Counter kPagerCounters[] = {
          "Prefetched pages that a stream went on to use.", 1},
         {"evictions", "memfed_pager_evictions_total", "counter",
          "Pages evicted to keep a mapping or process within its budget.", 1},
+        {"staged_hits", "memfed_pager_staged_hits_total", "counter",
+         "Faults on a page being evicted by move, served from the staging area.", 1},
         {"writebacks", "memfed_pager_writeback_pages_total", "counter",
          "Dirty pages written back to their module.", 1},
         {"poisoned", "memfed_pager_poisoned_pages_total", "counter",

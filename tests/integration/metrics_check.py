@@ -25,6 +25,7 @@ COUNTERS = {
     "prefetched": ("memfed_pager_prefetched_pages_total", 1),
     "prefetch_hits": ("memfed_pager_prefetch_hits_total", 1),
     "evictions": ("memfed_pager_evictions_total", 1),
+    "staged_hits": ("memfed_pager_staged_hits_total", 1),
     "writebacks": ("memfed_pager_writeback_pages_total", 1),
     "poisoned": ("memfed_pager_poisoned_pages_total", 1),
 }
