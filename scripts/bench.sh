@@ -85,6 +85,9 @@ if [ -x "$BIN/memfed-bench-pager" ]; then
 	# within seconds, and three pairs let one slow spell move a median.
 	"$BIN/memfed-bench-pager" --memfedd "$BIN/memfedd" --memfedctl "$BIN/memfedctl" --work "$WORK" \
 		--repeat 5 | tee "$RESULTS/pager.txt"
+	say "pager: the same rows with eviction (budgets 50 % and 10 %) by UFFDIO_MOVE into a staging area"
+	"$BIN/memfed-bench-pager" --memfedd "$BIN/memfedd" --memfedctl "$BIN/memfedctl" --work "$WORK" \
+		--repeat 5 --budget 50 --budget 10 --evict-by move | tee "$RESULTS/pager-move.txt"
 fi
 
 if [ -x "$BIN/memfed-bench-evict" ]; then

@@ -41,6 +41,11 @@
 //                               e.g. 'callgrind_control -z %p'; each phase
 //                               prints the pager's counters it moved and its
 //                               start and end as CLOCK_REALTIME seconds)
+//          [--evict-by drop|move]
+//                               (how the bench's client lets the pager evict:
+//                               the drop path (default), or UFFDIO_MOVE into
+//                               a staging area, as libmemfed does on a kernel
+//                               with MOVE; daemon/pager/move_eviction.cc)
 //          [--local-row]        (with --scan-only: also a third memfedd with
 //                               roles module,pager holding its own copy of the
 //                               region, so its pager reaches the pool through
@@ -106,6 +111,7 @@ struct Options {
 	std::string phase_begin, phase_end;        // --phase-begin/--phase-end CMD
 	bool no_keys = false; // --no-keys: daemons from before node keys (plaintext)
 	bool local_row = false; // --local-row: also scan through a module,pager memfedd
+	bool evict_by_move = false; // --evict-by move
 };
 
 // Word 0 of page p: what the region holds there.
@@ -663,7 +669,12 @@ int main(int argc, char **argv)
 			o.no_keys = true;
 		else if (a == "--local-row")
 			o.local_row = true;
-		else
+		else if (a == "--evict-by") {
+			std::string v = next();
+			if (v != "drop" && v != "move")
+				die("--evict-by takes drop or move, not " + v);
+			o.evict_by_move = v == "move";
+		} else
 			die("unknown option " + a +
 			    " (see the comment at the top of pager_bench.cc)");
 	}
@@ -796,12 +807,14 @@ int main(int argc, char **argv)
 
 	pin(o.cpu);
 	TestClient client;
+	client.staging = o.evict_by_move;
 	Status st = client.attach(p + "/sock");
 	if (!st)
 		die("attaching to the pager: " + st.to_string());
 	if (o.profile > 0)
 		return profile_phases(o, client, pager_pid, pages);
 	TestClient local_client;
+	local_client.staging = o.evict_by_move;
 	if (o.local_row && !(st = local_client.attach(l + "/sock")))
 		die("attaching to the local pager: " + st.to_string());
 
@@ -819,6 +832,10 @@ int main(int argc, char **argv)
 		            "runs\n",
 		            (unsigned long)o.region_mb, (unsigned long)pages, o.module_cpu, o.cpu,
 		            o.repeat);
+
+	std::printf("eviction: %s\n",
+	            o.evict_by_move ? "UFFDIO_MOVE into the client's staging area"
+	                            : "write-back, then the client's MADV_DONTNEED (drop path)");
 
 	// The machine is shared and its speed drifts within seconds: each memfed
 	// measurement is paired with a limit measured just before it, and a
