@@ -223,7 +223,10 @@ static_assert(sizeof(AccessRecord) == 256);
 
 // Per data page: crc32c of the page content and the seq of the log record that
 // last wrote it. version 0 = never written (the page is all zeros, crc 0).
-// Written crc first, then version (each an aligned store).
+// Written crc first, then version (each an aligned store), after the page: a
+// crash while a page's first write is applied leaves some or all of its new
+// bytes (and perhaps its crc) under version 0, with the write's redo-log
+// record durable, and the next open replays that record over the page.
 struct PageMeta {
 	uint64_t version;
 	uint32_t crc;

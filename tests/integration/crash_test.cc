@@ -16,8 +16,12 @@
 // region (snap.R), and clones a clone of it (mid.R, then sub.R of mid.R);
 // during the storm it deletes the oldest snapshot and mid.R (which gives
 // sub.R every page it shares), so kills land in the middle of copies into
-// clones and of those deletes. After every kill every clone still present
-// must read exactly the region as it was when the clone was made.
+// clones and of those deletes. A copy is a clone page's first write, and a
+// kill while it is applied leaves the page holding part of it with its meta
+// still saying "never written": `pool check` must accept that (the copy's
+// redo-log record is pending) and the restart must replay it. After every
+// kill every clone still present must read exactly the region as it was
+// when the clone was made.
 //
 // usage: crash_test --memfedd PATH --memfedctl PATH [--rounds N] [--seed S]
 // Prints one "ok" line per round; exits 1 with a reason on the first failure.
