@@ -444,6 +444,7 @@ int main(int argc, char **argv)
 		pc.cpus = cfg.pager_cpus;
 		pc.prefetch = cfg.pager_prefetch_pages > 0;
 		pc.evict_by_move = cfg.pager_evict_by_move;
+		pc.wp_async = cfg.pager_wp_async;
 		if (pc.prefetch)
 			pc.prefetch_window = cfg.pager_prefetch_pages;
 		pager = std::make_unique<pager::Pager>(fed, pc);

@@ -163,15 +163,24 @@ Status PagerLink::establish()
 	// Forks are handled here (see the header): the child's ranges must stay
 	// with a uffd the child itself holds.
 	features &= ~uint64_t(UFFD_FEATURE_EVENT_FORK);
+	auto mv = hello->body.find("move");
+	bool move = mv != hello->body.end() && mv->is_boolean() && mv->get<bool>() &&
+	            (features & UFFD_FEATURE_MOVE);
+	// WP_ASYNC: a first write costs no fault; the pager offers it only
+	// with eviction by move, so it goes with a staging area (below).
+	auto wa = hello->body.find("wp_async");
+	bool wp_async = move && wa != hello->body.end() && wa->is_boolean() && wa->get<bool>();
 	if (uffd_ < 0) {
-		auto fd = pager::open_uffd(features, user_mode_only_);
+		uint64_t want = features | (wp_async ? uint64_t(UFFD_FEATURE_WP_ASYNC) : 0);
+		auto fd = pager::open_uffd(want, user_mode_only_);
 		if (!fd)
 			return fd.status();
 		uffd_ = *fd;
-		features_ = features;
+		features_ = want;
 		private_mode_ = pmode;
 		shared_mode_ = smode;
-	} else if (features != features_ || pmode != private_mode_ || smode != shared_mode_) {
+	} else if (features != (features_ & ~uint64_t(UFFD_FEATURE_WP_ASYNC)) ||
+	           pmode != private_mode_ || smode != shared_mode_) {
 		LOG_WARN("libmemfed",
 		         "memfedd at %s asks for uffd features 0x%llx, this process's uffd has "
 		         "0x%llx; continuing with the existing uffd",
@@ -181,9 +190,7 @@ Status PagerLink::establish()
 	// A staging area from a previous attach may hold pages the old pager
 	// had moved out: they go back before any "map" (restore_staging).
 	bool restore = staging_addr_ != 0;
-	auto mv = hello->body.find("move");
-	bool move = mv != hello->body.end() && mv->is_boolean() && mv->get<bool>() &&
-	            (features_ & UFFD_FEATURE_MOVE);
+	move = move && (features_ & UFFD_FEATURE_MOVE);
 	if (move && staging_addr_ == 0) {
 		Status st = map_staging();
 		if (!st)
@@ -191,6 +198,18 @@ Status PagerLink::establish()
 			         "no staging area (%s): the pager evicts this process's pages by "
 			         "dropping them",
 			         st.to_string().c_str());
+	}
+	if ((features_ & UFFD_FEATURE_WP_ASYNC) && staging_addr_ == 0) {
+		// No staging area: the drop path, which WP_ASYNC would make
+		// lose writes. Only possible right after the uffd was opened,
+		// with nothing registered on it yet: open it again without.
+		auto fd = pager::open_uffd(features_ & ~uint64_t(UFFD_FEATURE_WP_ASYNC),
+		                           user_mode_only_);
+		if (!fd)
+			return fd.status();
+		close(uffd_);
+		uffd_ = *fd;
+		features_ &= ~uint64_t(UFFD_FEATURE_WP_ASYNC);
 	}
 
 	int sv[2];

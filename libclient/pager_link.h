@@ -226,6 +226,7 @@ private:
 	void evictor_loop(int sock);
 	// Serves one MoveRequest of `n` bytes; false ends the channel.
 	bool serve_move(int sock, const pager::MoveRequest &req, size_t n);
+	void unshare(const pager::DropRange *ranges, uint32_t n);
 	// Why `req` (`n` bytes) must be refused, or nullptr. REQUIRES: spans_mu_.
 	const char *check_move(const pager::MoveRequest &req, size_t n) const;
 	// Records the slots of `run` (into the staging area at `staging`) that

@@ -151,6 +151,9 @@ bool PagerLink::serve_move(int sock, const pager::MoveRequest &req, size_t n)
 	rep.seq = req.seq;
 	const char *refused;
 	uint64_t staging;
+	// Sources a MOVE refused because a forked child shares them (EBUSY).
+	pager::DropRange shared[pager::kMaxMoveRuns];
+	uint32_t n_shared = 0;
 	{
 		std::lock_guard<std::mutex> sk(spans_mu_);
 		// Retired: its pager is gone (see evictor_loop).
@@ -209,6 +212,8 @@ bool PagerLink::serve_move(int sock, const pager::MoveRequest &req, size_t n)
 			}
 			rep.result[i] = r == 0 ? int64_t(run.len) : r;
 			record_move(staging, run, req.sent_ns, r, int64_t(done));
+			if (r == -EBUSY)
+				shared[n_shared++] = {run.src + done, run.len - done};
 		}
 	}
 	if (!refused) {
@@ -216,7 +221,26 @@ bool PagerLink::serve_move(int sock, const pager::MoveRequest &req, size_t n)
 		drops_inflight_--;
 	}
 	evictors_cv_.notify_all();
-	return send(sock, &rep, pager::move_reply_size(rep.n_runs), MSG_NOSIGNAL) >= 0;
+	bool sent = send(sock, &rep, pager::move_reply_size(rep.n_runs), MSG_NOSIGNAL) >= 0;
+	unshare(shared, n_shared);
+	return sent;
+}
+
+// A page shared with a forked child (until either writes it) cannot move.
+// A write fault gives this process its own copy, and MADV_POPULATE_WRITE
+// takes one without writing a byte, so it cannot race with the program's
+// writes: the page moves in a later round. Only after the reply: a page
+// the program dropped meanwhile faults, and the pager serves that fault
+// once it has the reply, not while it waits for it.
+void PagerLink::unshare(const pager::DropRange *ranges, uint32_t n)
+{
+	for (uint32_t i = 0; i < n; i++)
+		if (syscall(SYS_madvise, ranges[i].addr, ranges[i].length, MADV_POPULATE_WRITE) <
+		            0 &&
+		    errno != ENOMEM && errno != EFAULT)
+			LOG_DEBUG("libmemfed", "unsharing 0x%llx+%llu for the pager's move: %s",
+			          (unsigned long long)ranges[i].addr,
+			          (unsigned long long)ranges[i].length, strerror(errno));
 }
 
 void PagerLink::forget_staged(uint64_t addr, uint64_t length)

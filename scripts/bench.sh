@@ -88,6 +88,9 @@ if [ -x "$BIN/memfed-bench-pager" ]; then
 	say "pager: the same rows with eviction (budgets 50 % and 10 %) by UFFDIO_MOVE into a staging area"
 	"$BIN/memfed-bench-pager" --memfedd "$BIN/memfedd" --memfedctl "$BIN/memfedctl" --work "$WORK" \
 		--repeat 5 --budget 50 --budget 10 --evict-by move | tee "$RESULTS/pager-move.txt"
+	say "pager: the same, with first writes found by WP_ASYNC + PAGEMAP_SCAN instead of a write-protect fault each"
+	"$BIN/memfed-bench-pager" --memfedd "$BIN/memfedd" --memfedctl "$BIN/memfedctl" --work "$WORK" \
+		--repeat 5 --budget 50 --budget 10 --evict-by move-async | tee "$RESULTS/pager-move-async.txt"
 fi
 
 if [ -x "$BIN/memfed-bench-evict" ]; then

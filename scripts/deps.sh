@@ -10,7 +10,7 @@ packages=(
 	# libraries
 	liburing-dev libpmem2-dev libpmem2 libnl-3-dev libnl-genl-3-dev libnl-route-3-dev
 	nlohmann-json3-dev catch2 libmimalloc-dev libisal-dev libibverbs-dev librdmacm-dev
-	libmicrohttpd-dev
+	libmicrohttpd-dev libxxhash-dev
 	libsystemd-dev
 	# node keys and TLS between nodes
 	libssl-dev

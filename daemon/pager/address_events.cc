@@ -150,6 +150,11 @@ void PagerThread::handle_remap(Process *p, uint64_t from, uint64_t to, uint64_t 
 		n->touched = m->touched > first ? std::min(count, m->touched - first) : 0;
 		std::copy(m->pages.begin() + first, m->pages.begin() + first + n->touched,
 		          n->pages.begin());
+		if (!m->content.empty()) {
+			n->content.resize(count);
+			std::copy(m->content.begin() + first,
+			          m->content.begin() + first + n->touched, n->content.begin());
+		}
 		if (m->window)
 			join_window(n.get(), m, m->window_first + first);
 		// Victims of a move round stay victims, of the new mapping: their

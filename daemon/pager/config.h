@@ -36,6 +36,10 @@ struct PagerConfig {
 	// has one (map_protocol.h, "Staging"); false keeps the drop path for
 	// every client (tests run both).
 	bool evict_by_move = true;
+	// With eviction by move, offer clients UFFD_FEATURE_WP_ASYNC: a first
+	// write to a clean page raises no fault, and written pages are found
+	// by PAGEMAP_SCAN and by their content (async_dirty.cc).
+	bool wp_async = true;
 	// Preallocated demand-fetch slots per thread (faults beyond this wait).
 	uint32_t fault_slots = 256;
 	// Preallocated bulk buffers (prefetch_chunk pages each, 16 MiB in all)

@@ -52,6 +52,8 @@ Status PagerThread::add_mapping(uint64_t uffd_id, std::unique_ptr<Mapping> m, Mo
 	}
 	if (!p->can_evict() || !m->wp)
 		m->budget_pages = 0;
+	if (p->wp_async)
+		m->content.resize(m->npages);
 
 	// Pages the process has already (a restarted daemon; memory the client
 	// touched) are its data: resident, and dirty since nobody knows better.
@@ -119,6 +121,7 @@ void PagerThread::flush(Mapping *m, uint32_t first, uint32_t count,
 {
 	if (m->window)
 		return shared_flush(m, first, count, std::move(done));
+	find_written(m, first, count);
 	claim_writeback(m, first, count);
 	add_waiter(m, first, count, true, std::move(done));
 }
@@ -165,6 +168,7 @@ void PagerThread::detach(uint64_t uffd_id, std::function<void()> done)
 			++*pending;
 			flush(m.get(), 0, m->npages, finish);
 		} else {
+			find_written(m.get(), 0, m->npages);
 			claim_writeback(m.get(), 0, m->npages);
 		}
 	}

@@ -170,14 +170,7 @@ void PagerThread::reap_now()
 				if (f.proc != p)
 					ring->push(f);
 		}
-		if (p->uffd >= 0)
-			close(p->uffd);
-		if (p->evict_fd >= 0)
-			close(p->evict_fd);
-		if (p->pidfd >= 0)
-			close(p->pidfd);
-		if (p->mem_fd >= 0)
-			close(p->mem_fd);
+		p->close_fds();
 		procs_.erase(procs_.begin() + long(i));
 	}
 }

@@ -107,6 +107,8 @@ template <typename T> struct ZeroedAllocator {
 	template <typename U> bool operator==(const ZeroedAllocator<U> &) const { return true; }
 };
 using PageArray = std::vector<Page, ZeroedAllocator<Page>>;
+// content_hash() of each page, sized like `pages` (async_dirty.cc).
+using ContentHashes = std::vector<uint64_t, ZeroedAllocator<uint64_t>>;
 
 struct ChannelSlot; // pager_thread.h
 struct Process;     // process.h
@@ -132,6 +134,11 @@ struct Mapping {
 	uint32_t window_first = 0;
 
 	PageArray pages;
+	// Private mappings of a process with WP_ASYNC: for each clean page, the
+	// hash of the content its module holds, kept from the install or the
+	// last write-back; a moved page whose bytes hash otherwise was written
+	// (async_dirty.cc). Empty for every other mapping.
+	ContentHashes content;
 	// Private mappings: pages [touched, npages) were never faulted,
 	// prefetched, dropped or unmapped (all kRemote without flags), so walks
 	// over the pages stop there: a heap mapping costs what it uses, not its

@@ -56,6 +56,7 @@ uint64_t PagerThread::slot_addr(const Process *p, int k) const
 void PagerThread::send_move(Process *p)
 {
 	Eviction &ev = p->evict;
+	mark_written_victims(p);
 	MoveRequest &req = ev.move;
 	req.magic = kMoveRequestMagic;
 	req.n_empty = 0;
@@ -140,12 +141,14 @@ void PagerThread::on_move_reply(Process *p)
 			LOG_DEBUG(kLog, "pid %d: moving %u pages at 0x%lx: %s", int(p->pid), pages,
 			          (unsigned long)ev.move.run(r).src, std::strerror(int(-res)));
 		// A page mapped by more than one process (a child shares it
-		// until either writes it) cannot move: the next round drops.
-		if (res == -EBUSY)
+		// until either writes it) cannot move: the next round drops;
+		// under WP_ASYNC the client unshares it and it moves later.
+		if (res == -EBUSY && !p->wp_async)
 			ev.drop_next = true;
 		settle_moved(p, k, pages, res >= 0);
 		k += pages;
 	}
+	check_staged_content(p);
 	ev.phase = Eviction::Phase::kWriting;
 	check_move_round(p);
 	retry_copies(); // the moves may have held copies off (EAGAIN)
@@ -277,6 +280,7 @@ void PagerThread::move_channel_lost(Process *p)
 			settle_moved(p, k, uint32_t(j - k), false);
 			k = j;
 		}
+		check_staged_content(p);
 		ev.phase = Eviction::Phase::kWriting;
 	}
 	if (ev.phase == Eviction::Phase::kEmptying) {

@@ -169,12 +169,17 @@ Message Pager::op_hello(const control::Peer &peer, Message &req)
 	// The kernel reserves EVENT_FORK for CAP_SYS_PTRACE.
 	if (!peer.privileged())
 		features &= ~uint64_t(UFFD_FEATURE_EVENT_FORK);
+	// WP_ASYNC only with eviction by move (async_dirty.cc); the client asks
+	// for it only if it also maps a staging area.
+	bool wp_async = caps_.wp_async && caps_.anon_wp && caps_.move && cfg_.evict_by_move &&
+	                cfg_.wp_async;
 	return control::ok_reply({{"uffd_features", features},
 	                          {"private_register_mode", caps_.private_register_mode()},
 	                          {"shared_register_mode", caps_.shared_register_mode()},
 	                          {"wp", caps_.anon_wp},
 	                          {"minor_shmem", caps_.minor_shmem},
 	                          {"move", caps_.move},
+	                          {"wp_async", wp_async},
 	                          {"page_size", kPageSize},
 	                          {"version", kMapProtocolVersion}});
 }
@@ -221,6 +226,18 @@ Message Pager::op_attach(const control::Peer &peer, Message &req)
 		staging_addr = *sa;
 		staging_len = *sl;
 	}
+	// Under WP_ASYNC no write-protect holds a write, so the drop path
+	// would lose writes that land between its copy and its drop: such a
+	// uffd is evicted by moving its pages, which needs a staging area and
+	// no EVENT_FORK (move_eviction.cc, moves_victims).
+	if ((*features & UFFD_FEATURE_WP_ASYNC) &&
+	    (staging_len == 0 || (*features & UFFD_FEATURE_EVENT_FORK) || !caps_.move ||
+	     !cfg_.evict_by_move))
+		return fail(bad(kOpAttach,
+		                "\"features\" has UFFD_FEATURE_WP_ASYNC, which this pager serves "
+		                "only with a \"staging\" area, without UFFD_FEATURE_EVENT_FORK, "
+		                "and with eviction by move (pager.evict_by_move); open the uffd "
+		                "without WP_ASYNC"));
 
 	auto p = std::make_unique<Process>();
 	p->uffd_id = ids_.fetch_add(1);
@@ -231,6 +248,7 @@ Message Pager::op_attach(const control::Peer &peer, Message &req)
 	p->uid = peer.uid;
 	p->conn_id = peer.conn_id;
 	p->features = *features;
+	p->wp_async = (*features & UFFD_FEATURE_WP_ASYNC) != 0;
 	p->staging_addr = staging_addr;
 	p->staging_len = staging_len;
 	uint64_t b = *budget ? *budget : cfg_.default_process_budget;

@@ -106,17 +106,40 @@ uint32_t write_until_writeback_waits(PageStoreDouble &store, const TestClient::M
 	return written;
 }
 
-// Sets `c` up for the eviction path a test runs on (eviction.cc): the drop
-// path, or the move path (UFFDIO_MOVE into a staging area). False, with a
-// loud warning, when the kernel has no UFFDIO_MOVE for the move path.
-bool evict_path(TestClient &c, const PagerFixture &f, bool by_move)
+// The eviction paths a test runs on: the drop path (eviction.cc), the move
+// path (UFFDIO_MOVE into a staging area, move_eviction.cc), and the move
+// path with a uffd under WP_ASYNC (async_dirty.cc).
+enum class EvictPath { kDrop, kMove, kAsync };
+
+const char *path_name(EvictPath p)
 {
-	if (by_move && !f.pager->caps().move) {
+	return p == EvictPath::kDrop ? "drop" : p == EvictPath::kMove ? "move" : "move + WP_ASYNC";
+}
+
+// Sets `c` up for `path`. False, with a loud warning, when the kernel lacks
+// what the path needs.
+bool evict_path(TestClient &c, const PagerFixture &f, EvictPath path)
+{
+	if (path != EvictPath::kDrop && !f.pager->caps().move) {
 		WARN("no UFFDIO_MOVE in this kernel: eviction by move is NOT tested");
 		return false;
 	}
-	c.staging = by_move;
+	if (path == EvictPath::kAsync && !f.pager->caps().wp_async) {
+		WARN("no UFFD_FEATURE_WP_ASYNC in this kernel: dirty tracking without write "
+		     "faults is NOT tested");
+		return false;
+	}
+	c.staging = path != EvictPath::kDrop;
+	c.wp_async = path == EvictPath::kAsync;
 	return true;
+}
+
+// Attaches `c`, checking that it got the uffd `path` needs.
+void attach_on(TestClient &c, const PagerFixture &f, EvictPath path, uint64_t budget = 0)
+{
+	INFO("eviction path: " << path_name(path));
+	REQUIRE(c.attach(f.path, budget).is_ok());
+	REQUIRE(c.has_wp_async() == (path == EvictPath::kAsync));
 }
 
 // Whether the client's evictor did the work of the path `c` is on.
@@ -428,11 +451,11 @@ TEST_CASE("the budget holds under pressure and eviction loses no write", "[pager
 	}
 	constexpr uint32_t kPages = 1024, kBudget = 64;
 	f.store.add_region("r", kPages);
-	const bool by_move = GENERATE(false, true);
+	const EvictPath path = GENERATE(EvictPath::kDrop, EvictPath::kMove, EvictPath::kAsync);
 	TestClient c;
-	if (!evict_path(c, f, by_move))
+	if (!evict_path(c, f, path))
 		return;
-	REQUIRE(c.attach(f.path).is_ok());
+	attach_on(c, f, path);
 	auto m = c.map("r", 0, kPages * kPage, kBudget * kPage);
 	REQUIRE(m.is_ok());
 	size_t max_resident = 0;
@@ -470,6 +493,61 @@ TEST_CASE("the budget holds under pressure and eviction loses no write", "[pager
 	CHECK(bad == 0);
 }
 
+TEST_CASE("under WP_ASYNC writes are found without a fault, and clean pages leave unwritten",
+          "[pager]")
+{
+	// The pager sees no first write: it finds written pages by PAGEMAP_SCAN
+	// (before a move, before a sync) and by content (a moved page whose bytes
+	// hash otherwise). A page only read must leave without a write-back, a
+	// page written must reach the module, by eviction or by sync.
+	PagerFixture f;
+	constexpr uint32_t kPages = 512, kBudget = 32;
+	f.store.add_region("r", kPages);
+	TestClient c;
+	if (!f.pager->caps().anon_wp || !evict_path(c, f, EvictPath::kAsync))
+		return;
+	attach_on(c, f, EvictPath::kAsync);
+	auto m = c.map("r", 0, kPages * kPage, kBudget * kPage, /*prefetch=*/false);
+	REQUIRE(m.is_ok());
+	CHECK(wrong_pages(f.store, "r", m->addr, kPages) == 0);
+	auto ps = f.proc_stats();
+	INFO(ps.dump());
+	CHECK(ps["evictions"].get<uint64_t>() > kPages / 2);
+	CHECK(ps["writebacks"].get<uint64_t>() == 0);
+
+	// Each page read (installed clean), then written: no fault.
+	auto mark = [](uint32_t p) { return uint8_t(p ^ 0x5a); };
+	for (uint32_t p = 0; p < kPages; p++) {
+		volatile uint8_t *pg = m->addr + p * kPage;
+		CHECK(pg[0] == expected(f.store, "r", p));
+		pg[7] = mark(p);
+	}
+	ps = f.proc_stats();
+	INFO(ps.dump());
+	CHECK(ps["wp_faults"].get<uint64_t>() == 0);
+	CHECK(ps["writebacks"].get<uint64_t>() >= kPages - 2 * kBudget);
+	// The pages still resident are found by the sync's scan.
+	REQUIRE(c.sync(m->id).is_ok());
+	int bad = 0;
+	for (uint32_t p = 0; p < kPages; p++) {
+		auto got = f.store.read("r", uint64_t(p) * kPage, kPage);
+		for (uint32_t i = 0; i < kPage; i++)
+			bad += got[i] != (i == 7 ? mark(p) : expected(f.store, "r", p));
+	}
+	CHECK(bad == 0);
+	// A write after the sync is found by the next one (the scan protected
+	// the page again), and one to a page the sync did not cover is not
+	// written by it.
+	const uint32_t last = kPages - 1, other = kPages - 2;
+	m->addr[last * kPage + 9] = 0x99;
+	m->addr[other * kPage + 9] = 0x98;
+	REQUIRE(c.sync(m->id, uint64_t(last) * kPage, kPage).is_ok());
+	CHECK(f.store.read("r", uint64_t(last) * kPage + 9, 1)[0] == 0x99);
+	CHECK(f.store.read("r", uint64_t(other) * kPage + 9, 1)[0] != 0x98);
+	REQUIRE(c.unmap(*m).is_ok());
+	CHECK(f.store.read("r", uint64_t(other) * kPage + 9, 1)[0] == 0x98);
+}
+
 TEST_CASE("a page the program drops while it is being evicted is zero on the module too", "[pager]")
 {
 	PagerFixture f;
@@ -479,11 +557,11 @@ TEST_CASE("a page the program drops while it is being evicted is zero on the mod
 	}
 	constexpr uint32_t kPages = 256, kBudget = 64;
 	f.store.add_region("r", kPages);
-	const bool by_move = GENERATE(false, true);
+	const EvictPath path = GENERATE(EvictPath::kDrop, EvictPath::kMove, EvictPath::kAsync);
 	TestClient c;
-	if (!evict_path(c, f, by_move))
+	if (!evict_path(c, f, path))
 		return;
-	REQUIRE(c.attach(f.path).is_ok());
+	attach_on(c, f, path);
 	auto m = c.map("r", 0, kPages * kPage, kBudget * kPage);
 	REQUIRE(m.is_ok());
 	uint32_t written = write_until_writeback_waits(f.store, *m, kBudget);
@@ -521,11 +599,11 @@ TEST_CASE("a sync of pages the program dropped during their eviction waits for t
 	}
 	constexpr uint32_t kPages = 256, kBudget = 64;
 	f.store.add_region("r", kPages);
-	const bool by_move = GENERATE(false, true);
+	const EvictPath path = GENERATE(EvictPath::kDrop, EvictPath::kMove, EvictPath::kAsync);
 	TestClient c;
-	if (!evict_path(c, f, by_move))
+	if (!evict_path(c, f, path))
 		return;
-	REQUIRE(c.attach(f.path).is_ok());
+	attach_on(c, f, path);
 	auto m = c.map("r", 0, kPages * kPage, kBudget * kPage);
 	REQUIRE(m.is_ok());
 	uint32_t written = write_until_writeback_waits(f.store, *m, kBudget);
@@ -618,7 +696,7 @@ TEST_CASE("a fault on a staged page is served from its slot, without a module re
 	constexpr uint32_t kPages = 256, kBudget = 32;
 	f.store.add_region("r", kPages);
 	TestClient c;
-	if (!f.pager->caps().anon_wp || !evict_path(c, f, true))
+	if (!f.pager->caps().anon_wp || !evict_path(c, f, EvictPath::kMove))
 		return;
 	REQUIRE(c.attach(f.path).is_ok());
 	auto m = c.map("r", 0, kPages * kPage, kBudget * kPage, /*prefetch=*/false);
@@ -668,19 +746,21 @@ TEST_CASE("a fault on a staged page is served from its slot, without a module re
 	CHECK(wrong == 0);
 }
 
-TEST_CASE("pages shared with a forked child leave by the drop path", "[pager]")
+TEST_CASE("pages shared with a forked child leave, by the drop path or once unshared", "[pager]")
 {
 	// UFFDIO_MOVE refuses a page mapped by two processes (EBUSY): after a
 	// fork the parent's pages are shared with the child until one writes
 	// them. The round after a refused move drops instead, so the budget
-	// still holds.
+	// still holds. Under WP_ASYNC the drop path would lose writes: the
+	// client unshares the pages (MADV_POPULATE_WRITE) and they move.
 	PagerFixture f;
 	constexpr uint32_t kPages = 512, kBudget = 64;
 	f.store.add_region("r", kPages);
 	TestClient c;
-	if (!f.pager->caps().anon_wp || !evict_path(c, f, true))
+	const EvictPath path = GENERATE(EvictPath::kMove, EvictPath::kAsync);
+	if (!f.pager->caps().anon_wp || !evict_path(c, f, path))
 		return;
-	REQUIRE(c.attach(f.path).is_ok());
+	attach_on(c, f, path);
 	auto m = c.map("r", 0, kPages * kPage, kBudget * kPage, /*prefetch=*/false);
 	REQUIRE(m.is_ok());
 	for (uint32_t p = 0; p < kBudget / 2; p++)
@@ -708,7 +788,10 @@ TEST_CASE("pages shared with a forked child leave by the drop path", "[pager]")
 	CHECK(bad == 0);
 	CHECK(present <= kBudget);
 	CHECK(c.moved_pages() > 0);
-	CHECK(c.drops() > 0);
+	if (path == EvictPath::kAsync)
+		CHECK(c.drops() == 0);
+	else
+		CHECK(c.drops() > 0);
 	REQUIRE(c.unmap(*m).is_ok());
 	for (uint32_t p = 0; p < kBudget / 2; p++)
 		bad += f.store.read("r", uint64_t(p) * kPage, 1)[0] != uint8_t(p + 1);
@@ -768,11 +851,11 @@ TEST_CASE("threads writing without pause while eviction runs lose no write (shad
 	}
 	constexpr uint32_t kPages = 512, kBudget = 48, kThreads = 3, kOps = 6000;
 	f.store.add_region("r", kPages);
-	const bool by_move = GENERATE(false, true);
+	const EvictPath path = GENERATE(EvictPath::kDrop, EvictPath::kMove, EvictPath::kAsync);
 	TestClient c;
-	if (!evict_path(c, f, by_move))
+	if (!evict_path(c, f, path))
 		return;
-	REQUIRE(c.attach(f.path).is_ok());
+	attach_on(c, f, path);
 	auto m = c.map("r", 0, kPages * kPage, kBudget * kPage, /*prefetch=*/false);
 	REQUIRE(m.is_ok());
 	std::vector<uint64_t> shadow(kPages, 0);
@@ -816,6 +899,9 @@ TEST_CASE("threads writing without pause while eviction runs lose no write (shad
 	INFO(ps.dump());
 	CHECK(ps["evictions"].get<uint64_t>() > kPages);
 	CHECK(evictor_worked(c));
+	// Under WP_ASYNC no first write went through the pager.
+	if (path == EvictPath::kAsync)
+		CHECK(ps["wp_faults"].get<uint64_t>() == 0);
 	// And on the module once written back.
 	REQUIRE(c.unmap(*m).is_ok());
 	for (uint32_t p = 0; p < kPages; p++) {
@@ -860,11 +946,11 @@ TEST_CASE("a process budget covers all its mappings", "[pager]")
 		return;
 	f.store.add_region("a", 256);
 	f.store.add_region("b", 256);
-	const bool by_move = GENERATE(false, true);
+	const EvictPath path = GENERATE(EvictPath::kDrop, EvictPath::kMove, EvictPath::kAsync);
 	TestClient c;
-	if (!evict_path(c, f, by_move))
+	if (!evict_path(c, f, path))
 		return;
-	REQUIRE(c.attach(f.path, 48 * kPage).is_ok());
+	attach_on(c, f, path, 48 * kPage);
 	auto ma = c.map("a", 0, 256 * kPage);
 	auto mb = c.map("b", 0, 256 * kPage);
 	REQUIRE(ma.is_ok());
@@ -893,11 +979,11 @@ TEST_CASE("an eviction round of scattered pages fits one request", "[pager]")
 		return;
 	constexpr uint32_t kPages = 32768, kBudget = 8192;
 	f.store.add_region("r", kPages);
-	const bool by_move = GENERATE(false, true);
+	const EvictPath path = GENERATE(EvictPath::kDrop, EvictPath::kMove, EvictPath::kAsync);
 	TestClient c;
-	if (!evict_path(c, f, by_move))
+	if (!evict_path(c, f, path))
 		return;
-	REQUIRE(c.attach(f.path).is_ok());
+	attach_on(c, f, path);
 	auto m = c.map("r", 0, kPages * kPage, kBudget * kPage, /*prefetch=*/false);
 	REQUIRE(m.is_ok());
 	int bad = 0;

@@ -16,6 +16,7 @@
 #include <cstring>
 #include <memory>
 
+#include "daemon/pager/content_hash.h"
 #include "daemon/pager/pager_thread_ops.h"
 
 namespace memfed::pager
@@ -51,7 +52,8 @@ bool PagerThread::FaultRing::pop(PendingFault *f)
 
 PagerThread::PagerThread(Federation &fed, const PagerConfig &cfg, const UffdCaps &caps, int index,
                          std::atomic<uint64_t> *ids)
-    : fed_(fed), cfg_(cfg), caps_(caps), index_(index), policy_(cfg), ids_(ids)
+    : fed_(fed), cfg_(cfg), caps_(caps), index_(index), policy_(cfg), ids_(ids),
+      hash_key_(content_hash_key())
 {
 }
 
@@ -116,7 +118,7 @@ Status PagerThread::start()
 	}
 	failed_shared_.reserve(kWriteSlots);
 	zero_.assign(std::max(kWritePages, chunk) * kPageSize, 0);
-	stage_buf_.assign(kPageSize, 0);
+	stage_buf_.assign(size_t(kWritePages) * kPageSize, 0);
 	waiting_.slots.resize(kRingCapacity);
 	orphans_.slots.resize(kRingCapacity);
 	retry_.slots.resize(kRingCapacity);
@@ -181,17 +183,8 @@ void PagerThread::stop()
 	running_ = false;
 	loop_->stop();
 	thread_.join();
-	for (auto &p : procs_) {
-		if (p->uffd >= 0)
-			close(p->uffd);
-		if (p->evict_fd >= 0)
-			close(p->evict_fd);
-		if (p->pidfd >= 0)
-			close(p->pidfd);
-		if (p->mem_fd >= 0)
-			close(p->mem_fd);
-		p->uffd = p->evict_fd = p->pidfd = p->mem_fd = -1;
-	}
+	for (auto &p : procs_)
+		p->close_fds();
 	// The ring goes away with the loop, cancelling what is still queued;
 	// channels must go first (their destructors complete requests, and run
 	// the loop to do so). They leave channels_ before they are destroyed,

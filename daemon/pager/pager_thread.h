@@ -13,13 +13,14 @@
 // anonymous pages itself; map_protocol.h): victims are chosen by CLOCK over
 // the pager's view of use (a page's reference bit is set when a fault
 // installs it and when it is first written; prefetched pages that no fault
-// touched go first); dirty victims are write-protected, copied out with
-// process_vm_readv and written back durably; then the client's evictor
-// drops them. Every fault on a victim is parked until the drop is done, so
-// no write is ever lost. WP_ASYNC is deliberately not used: its writes
-// complete without the pager, so one could land between the copy-out and the
-// drop and vanish. Nor is UFFDIO_MOVE, which would take a victim out in one
-// atomic step: the kernel lets only the uffd's own process issue it (uffd.h).
+// touched go first). Where the kernel has UFFDIO_MOVE, the client's evictor
+// moves them into its staging area in one atomic step, and the dirty ones
+// are written back from there (move_eviction.cc); elsewhere dirty victims
+// are write-protected, copied out of /proc/<pid>/mem and written back, and
+// the evictor drops them, every fault on a victim parked until the drop is
+// done (eviction.cc). With MOVE, a client's uffd may also have WP_ASYNC: a
+// first write then costs no fault, and written pages are found by
+// PAGEMAP_SCAN and by their content (async_dirty.cc).
 //
 // One class, one file per concept (each says what it owns at its top):
 //   pager_thread.cc       lifecycle, the thread, its pools and channels
@@ -28,6 +29,8 @@
 //   address_events.cc     REMOVE, UNMAP, REMAP and FORK events
 //   shared_faults.cc      everything about shared windows
 //   eviction.cc           eviction rounds of private memory
+//   move_eviction.cc      the move path of a round
+//   async_dirty.cc        finding written pages under WP_ASYNC
 //   writeback.cc          write-back runs and sync waiters
 //   control_requests.cc   map, sync, unmap, detach, stats
 //   housekeeping.cc       the tick, retiring and reaping
@@ -300,6 +303,12 @@ private:
 	void move_channel_lost(Process *p);
 	// A fault on a Staged page: installed from its slot.
 	void serve_staged(Mapping *m, uint32_t idx);
+	// Dirtiness under WP_ASYNC (async_dirty.cc).
+	void remember_content(Mapping *m, uint32_t first, uint32_t n, const uint8_t *bytes);
+	void find_written(Mapping *m, uint32_t first, uint32_t count);
+	void mark_written_victims(Process *p);
+	void check_staged_content(Process *p);
+	bool open_pagemap(Process *p);
 
 	uint32_t read_pages(Process *p, uint64_t addr, uint8_t *buf, uint32_t n);
 	// Claims the dirty pages of [first, first+count) and queues them.
@@ -384,7 +393,9 @@ private:
 	std::unique_ptr<SoonOp> soon_op_;
 	__kernel_timespec soon_ts_{};
 	std::vector<uint8_t> zero_;
-	std::vector<uint8_t> stage_buf_; // one page read from a staging slot
+	// Pages read from staging slots (serve_staged, check_staged_content).
+	std::vector<uint8_t> stage_buf_;
+	const uint64_t hash_key_; // content_hash() key
 	uint64_t last_map_ns_ = 0;
 	// Region probes (region_deletion.cc): a pool, grown on the tick.
 	std::vector<std::unique_ptr<ProbeOp>> probes_;

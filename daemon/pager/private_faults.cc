@@ -302,8 +302,10 @@ void PagerThread::install_held(Mapping *m, uint32_t idx, int stream, bool write)
 	bool wp = m->wp && !write && m->write_mix.install_protected();
 	int r = uffd_copy(p->uffd, m->page_addr(idx), m->held.data() + size_t(stream) * kPageSize,
 	                  kPageSize, wp, nullptr);
-	if (wp && r == 0)
+	if (wp && r == 0) {
 		m->write_mix.on_protected_install(1);
+		remember_content(m, idx, 1, m->held.data() + size_t(stream) * kPageSize);
+	}
 	if (r == -EAGAIN) {
 		(void)uffd_wake(p->uffd, m->page_addr(idx), kPageSize);
 		return;
@@ -479,8 +481,10 @@ bool PagerThread::install_run(FetchOp *op)
 		int r = uffd_copy(p->uffd, m->page_addr(i), src, uint64_t(n) * kPageSize, wp,
 		                  &copied);
 		uint32_t ok = uint32_t(uint64_t(copied) / kPageSize);
-		if (wp && ok > 0)
+		if (wp && ok > 0) {
 			m->write_mix.on_protected_install(ok);
+			remember_content(m, i, ok, src);
+		}
 		uint8_t fl = uint8_t((op->bulk ? kPrefetched : kRef) | (wp ? 0 : kDirty));
 		for (uint32_t j = 0; j < ok; j++) {
 			m->pages[i + j].state = PageState::kResident;

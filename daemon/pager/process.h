@@ -6,6 +6,7 @@
 #pragma once
 
 #include <sys/types.h>
+#include <unistd.h>
 
 #include <cstdint>
 #include <memory>
@@ -54,7 +55,9 @@ struct Eviction {
 	bool failed = false; // a victim's write-back failed: keep them all
 	bool by_move = false;
 	// A victim could not move (EBUSY: shared with a forked child): the next
-	// round takes the drop path, which can drop such pages.
+	// round takes the drop path, which can drop such pages. Never for a
+	// process with WP_ASYNC, whose writes no write-protect can hold: its
+	// client unshares such pages (MADV_POPULATE_WRITE) and they move later.
 	bool drop_next = false;
 	Phase phase = Phase::kMoving;
 	uint64_t seq = 0;
@@ -79,6 +82,9 @@ struct Process {
 	int conn_id = -1;        // control connection; -1 for fork children
 	bool fork_child = false; // never writes back or evicts: its memory is private
 	uint64_t features = 0;
+	// The uffd has UFFD_FEATURE_WP_ASYNC: writes raise no WP fault, so a
+	// page without kDirty may have been written (async_dirty.cc).
+	bool wp_async = false;
 	// The client's staging area ("attach" "staging"; 0 = none): not a
 	// mapping, its REMOVE events are only noted (map_protocol.h, "Staging").
 	uint64_t staging_addr = 0, staging_len = 0;
@@ -87,6 +93,9 @@ struct Process {
 	// /proc/<pid>/mem, opened at the first write-back: the pager copies
 	// pages out through it, never with process_vm_readv (see read_pages).
 	int mem_fd = -1;
+	// /proc/<pid>/pagemap, for PAGEMAP_SCAN (WP_ASYNC only), opened at the
+	// first scan.
+	int pagemap_fd = -1;
 	uint64_t budget_pages = 0;
 	uint64_t resident = 0;
 
@@ -117,6 +126,14 @@ struct Process {
 		return addr >= staging_addr && addr - staging_addr < staging_len;
 	}
 	bool can_evict() const { return evict_fd >= 0 && !fork_child && pid > 0; }
+	void close_fds()
+	{
+		for (int *fd : {&uffd, &evict_fd, &pidfd, &mem_fd, &pagemap_fd}) {
+			if (*fd >= 0)
+				close(*fd);
+			*fd = -1;
+		}
+	}
 };
 
 } // namespace memfed::pager

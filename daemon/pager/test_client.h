@@ -71,6 +71,11 @@ public:
 			features_ &= ~uint64_t(UFFD_FEATURE_EVENT_FORK);
 		mode_ = h->body["private_register_mode"].get<uint64_t>();
 		shared_mode_ = h->body["shared_register_mode"].get<uint64_t>();
+		// As libmemfed: WP_ASYNC when offered, and only with staging.
+		auto wa = h->body.find("wp_async");
+		if (staging && wp_async && wa != h->body.end() && wa->is_boolean() &&
+		    wa->get<bool>())
+			features_ |= UFFD_FEATURE_WP_ASYNC;
 		if (uffd_ < 0) {
 			auto fd = open_uffd(features_, false);
 			if (!fd)
@@ -260,6 +265,9 @@ public:
 	uint64_t drops() const { return drops_; }
 	// Set before attach: map a staging area and serve MoveRequests.
 	bool staging = false;
+	// With `staging`: open the uffd with WP_ASYNC if the pager offers it.
+	bool wp_async = false;
+	bool has_wp_async() const { return (features_ & UFFD_FEATURE_WP_ASYNC) != 0; }
 	// MoveRequests served, and the pages they moved.
 	uint64_t moves() const { return moves_; }
 	uint64_t moved_pages() const { return moved_pages_; }
@@ -314,6 +322,8 @@ private:
 		rep.magic = kMoveReplyMagic;
 		rep.n_runs = req.n_runs;
 		rep.seq = req.seq;
+		DropRange shared[kMaxMoveRuns];
+		uint32_t n_shared = 0;
 		for (uint32_t i = 0; i < req.n_empty; i++)
 			madvise(reinterpret_cast<void *>(req.empty(i).addr), req.empty(i).length,
 			        MADV_DONTNEED);
@@ -331,9 +341,17 @@ private:
 			}
 			rep.result[i] = r == 0 ? int64_t(run.len) : r;
 			moved_pages_ += done / kPageSize;
+			if (r == -EBUSY)
+				shared[n_shared++] = {run.src + done, run.len - done};
 		}
 		moves_++;
-		return send(fd, &rep, move_reply_size(rep.n_runs), MSG_NOSIGNAL) >= 0;
+		bool sent = send(fd, &rep, move_reply_size(rep.n_runs), MSG_NOSIGNAL) >= 0;
+		// As libmemfed: pages shared with a forked child are unshared after
+		// the reply, and move in a later round.
+		for (uint32_t i = 0; i < n_shared; i++)
+			madvise(reinterpret_cast<void *>(shared[i].addr), shared[i].length,
+			        MADV_POPULATE_WRITE);
+		return sent;
 	}
 
 	control::Client cli_;

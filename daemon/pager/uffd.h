@@ -64,7 +64,9 @@ struct UffdCaps {
 	bool shmem_wp = false;        // MODE_WP registers on a memfd mapping
 	bool minor_shmem = false;
 	bool event_fork = false;
-	bool wp_async = false; // detected, reported, not used (see pager.h)
+	// Writes to write-protected pages resolved by the kernel, found later
+	// by PAGEMAP_SCAN (same kernel, 6.7): offered with MOVE (async_dirty.cc).
+	bool wp_async = false;
 	// The kernel refuses UFFDIO_MOVE issued from any process but the
 	// uffd's own ("cross-mm", EINVAL; fs/userfaultfd.c userfaultfd_move;
 	// uffd_move_test.cc), so the pager cannot move a client's page out.

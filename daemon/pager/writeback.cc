@@ -217,6 +217,9 @@ bool PagerThread::issue_write(const WbRun &run, uint32_t *first)
 				}
 				n = got;
 			}
+			// What the module holds once this write is durable (a
+			// failed write makes the pages dirty again).
+			remember_content(m, i, n, op->buf);
 			src = op->buf;
 		}
 		free_write_ = op->next;

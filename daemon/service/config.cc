@@ -370,6 +370,7 @@ json config_to_json(const DaemonConfig &cfg)
 	          {"process_budget", cfg.pager_process_budget},
 	          {"prefetch_pages", cfg.pager_prefetch_pages},
 	          {"evict_by_move", cfg.pager_evict_by_move},
+	          {"wp_async", cfg.pager_wp_async},
 	          {"threads", cfg.pager_threads},
 	          {"cpus", cfg.pager_cpus}}},
 	        {"mesh",
@@ -596,6 +597,8 @@ Status apply_config_json(const std::string &text, const std::string &origin, Dae
 					st = set_u32(origin, k, sv, 0, 4096, &cfg->pager_prefetch_pages);
 				else if (k == "pager.evict_by_move" && sv.is_boolean())
 					cfg->pager_evict_by_move = sv.get<bool>();
+				else if (k == "pager.wp_async" && sv.is_boolean())
+					cfg->pager_wp_async = sv.get<bool>();
 				else if (k == "pager.cpus") {
 					if (!sv.is_array())
 						return type_error(origin, k, "an array of CPU numbers");

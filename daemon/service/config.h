@@ -51,6 +51,7 @@ struct DaemonConfig {
 	uint64_t pager_process_budget = 0;  // default resident budget per process, 0 = none
 	uint32_t pager_prefetch_pages = 256; // pages kept ahead of a stream, 0 = no prefetch
 	bool pager_evict_by_move = true;     // PagerConfig::evict_by_move
+	bool pager_wp_async = true;          // PagerConfig::wp_async
 	uint32_t pager_threads = 1;
 	std::vector<int> pager_cpus;	    // pin fault threads to these CPUs; empty = no pinning
 	bool print_config = false;          // --print-config: print config_to_json() and exit

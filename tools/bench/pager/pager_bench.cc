@@ -41,7 +41,7 @@
 //                               e.g. 'callgrind_control -z %p'; each phase
 //                               prints the pager's counters it moved and its
 //                               start and end as CLOCK_REALTIME seconds)
-//          [--evict-by drop|move]
+//          [--evict-by drop|move|move-async]
 //                               (how the bench's client lets the pager evict:
 //                               the drop path (default), or UFFDIO_MOVE into
 //                               a staging area, as libmemfed does on a kernel
@@ -111,7 +111,8 @@ struct Options {
 	std::string phase_begin, phase_end;        // --phase-begin/--phase-end CMD
 	bool no_keys = false; // --no-keys: daemons from before node keys (plaintext)
 	bool local_row = false; // --local-row: also scan through a module,pager memfedd
-	bool evict_by_move = false; // --evict-by move
+	bool evict_by_move = false; // --evict-by move (or move-async)
+	bool wp_async = false;      // --evict-by move-async: a uffd under WP_ASYNC
 };
 
 // Word 0 of page p: what the region holds there.
@@ -671,9 +672,10 @@ int main(int argc, char **argv)
 			o.local_row = true;
 		else if (a == "--evict-by") {
 			std::string v = next();
-			if (v != "drop" && v != "move")
-				die("--evict-by takes drop or move, not " + v);
-			o.evict_by_move = v == "move";
+			if (v != "drop" && v != "move" && v != "move-async")
+				die("--evict-by takes drop, move or move-async, not " + v);
+			o.evict_by_move = v != "drop";
+			o.wp_async = v == "move-async";
 		} else
 			die("unknown option " + a +
 			    " (see the comment at the top of pager_bench.cc)");
@@ -808,6 +810,7 @@ int main(int argc, char **argv)
 	pin(o.cpu);
 	TestClient client;
 	client.staging = o.evict_by_move;
+	client.wp_async = o.wp_async;
 	Status st = client.attach(p + "/sock");
 	if (!st)
 		die("attaching to the pager: " + st.to_string());
@@ -815,6 +818,7 @@ int main(int argc, char **argv)
 		return profile_phases(o, client, pager_pid, pages);
 	TestClient local_client;
 	local_client.staging = o.evict_by_move;
+	local_client.wp_async = o.wp_async;
 	if (o.local_row && !(st = local_client.attach(l + "/sock")))
 		die("attaching to the local pager: " + st.to_string());
 
@@ -833,9 +837,14 @@ int main(int argc, char **argv)
 		            (unsigned long)o.region_mb, (unsigned long)pages, o.module_cpu, o.cpu,
 		            o.repeat);
 
+	if (o.wp_async && !client.has_wp_async())
+		die("--evict-by move-async: the pager offered no WP_ASYNC (kernel older than "
+		    "6.7?)");
 	std::printf("eviction: %s\n",
-	            o.evict_by_move ? "UFFDIO_MOVE into the client's staging area"
-	                            : "write-back, then the client's MADV_DONTNEED (drop path)");
+	            o.wp_async        ? "UFFDIO_MOVE into the client's staging area; first writes "
+	                                "raise no fault (WP_ASYNC)"
+	            : o.evict_by_move ? "UFFDIO_MOVE into the client's staging area"
+	                              : "write-back, then the client's MADV_DONTNEED (drop path)");
 
 	// The machine is shared and its speed drifts within seconds: each memfed
 	// measurement is paired with a limit measured just before it, and a

@@ -1,0 +1,154 @@
+// Dirtiness of a process whose uffd has UFFD_FEATURE_WP_ASYNC (the plan:
+// doc/design/move-eviction.md, "Dirtiness"). Its first write to a clean
+// (write-protected) page raises no fault: the kernel lets it through and
+// marks the page written in its page table. So for such a process kDirty is
+// not the whole truth: a page without it may have been written since the
+// pager last saw it. Three things find the writes when they matter:
+//
+//   find_written          before a sync (or a detach) claims write-backs:
+//                         PAGEMAP_SCAN over the range, write-protecting
+//                         again what it reports, so the next scan reports
+//                         only later writes.
+//   mark_written_victims  before a MoveRequest: the same scan over the
+//                         round's victims, so that most written victims are
+//                         known without reading them.
+//   check_staged_content  after the move: a write that landed between that
+//                         scan and the move leaves no bit anywhere (the move
+//                         drops the page's uffd-wp bit, F4 and F7), only its
+//                         bytes tell. Every moved page the scan did not
+//                         report is read from its slot and its content_hash()
+//                         compared with that of the bytes its module holds,
+//                         kept by remember_content since the page was
+//                         installed clean or last copied out for write-back.
+//
+// The scan is an optimisation and the hash is what makes it sound: a victim
+// is let go without a write-back only if its staged bytes hash as the
+// module's do. A process with WP_ASYNC is always evicted by moving its pages
+// (Pager::op_attach refuses it otherwise): the drop path's write-protect
+// freeze cannot hold its writes.
+//
+// Thread: the pager thread that owns the process.
+#include "daemon/pager/pager_thread.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+
+#include "daemon/pager/content_hash.h"
+#include "daemon/pager/pagemap_scan.h"
+#include "daemon/pager/pager_thread_ops.h"
+
+namespace memfed::pager
+{
+
+void PagerThread::remember_content(Mapping *m, uint32_t first, uint32_t n, const uint8_t *bytes)
+{
+	if (m->content.empty())
+		return;
+	for (uint32_t j = 0; j < n; j++)
+		m->content[first + j] = content_hash(bytes + size_t(j) * kPageSize, hash_key_);
+}
+
+bool PagerThread::open_pagemap(Process *p)
+{
+	if (p->pagemap_fd >= 0)
+		return true;
+	char path[64];
+	std::snprintf(path, sizeof(path), "/proc/%d/pagemap", int(p->pid));
+	p->pagemap_fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (p->pagemap_fd >= 0)
+		return true;
+	LOG_WARN(kLog, "pid %d: opening %s: %s; every resident page counts as written", int(p->pid),
+	         path, std::strerror(errno));
+	return false;
+}
+
+void PagerThread::find_written(Mapping *m, uint32_t first, uint32_t count)
+{
+	Process *p = m->proc;
+	if (!p->wp_async || m->window || m->dead)
+		return;
+	uint32_t end = uint32_t(std::min<uint64_t>(m->scan_end(), uint64_t(first) + count));
+	if (first >= end)
+		return;
+	auto mark = [m](uint32_t a, uint32_t b) {
+		for (uint32_t i = a; i < b; i++)
+			if (m->pages[i].state == PageState::kResident)
+				m->pages[i].flags |= kDirty;
+	};
+	int r = -ESRCH;
+	if (open_pagemap(p))
+		r = for_each_written_run(p->pagemap_fd, m->page_addr(first), m->page_addr(end),
+		                         /*reprotect=*/true, [m, &mark](uint64_t a, uint64_t b) {
+			                         mark(uint32_t((a - m->addr) / kPageSize),
+			                              uint32_t((b - m->addr) / kPageSize));
+		                         });
+	if (r < 0) {
+		// Not knowing, every resident page is written.
+		if (r != -ESRCH)
+			LOG_WARN(kLog, "pid %d: PAGEMAP_SCAN of 0x%lx+%u pages: %s", int(p->pid),
+			         (unsigned long)m->page_addr(first), end - first,
+			         std::strerror(-r));
+		mark(first, end);
+	}
+}
+
+void PagerThread::mark_written_victims(Process *p)
+{
+	if (!p->wp_async || !open_pagemap(p))
+		return; // check_staged_content reads them all
+	const auto &v = p->evict.victims;
+	for (size_t k = 0; k < v.size();) {
+		Mapping *m = v[k].first;
+		uint32_t i = v[k].second;
+		size_t j = k + 1;
+		while (j < v.size() && v[j].first == m && v[j].second == v[j - 1].second + 1)
+			j++;
+		(void)for_each_written_run(
+		        p->pagemap_fd, m->page_addr(i), m->page_addr(i + uint32_t(j - k)),
+		        /*reprotect=*/false, [m](uint64_t a, uint64_t b) {
+			        for (uint64_t q = a; q < b; q += kPageSize)
+				        m->pages[(q - m->addr) / kPageSize].flags |= kDirty;
+		        });
+		k = j;
+	}
+}
+
+void PagerThread::check_staged_content(Process *p)
+{
+	if (!p->wp_async)
+		return;
+	auto &v = p->evict.victims;
+	// Staged, not known written: what only the content can tell.
+	auto unknown = [&v](size_t k) {
+		const Page &pg = v[k].first->pages[v[k].second];
+		return !v[k].first->dead && pg.state == PageState::kStaged &&
+		       !(pg.flags & (kDirty | kRemoved | kRemovedTwice));
+	};
+	for (size_t k = 0; k < v.size();) {
+		if (!unknown(k)) {
+			k++;
+			continue;
+		}
+		Mapping *m = v[k].first;
+		size_t j = k + 1;
+		while (j < v.size() && j - k < kWritePages && v[j].first == m &&
+		       v[j].second == v[j - 1].second + 1 && unknown(j))
+			j++;
+		uint32_t n = uint32_t(j - k);
+		uint32_t got = read_pages(p, slot_addr(p, int(k)), stage_buf_.data(), n);
+		for (uint32_t q = 0; q < n; q++) {
+			Page &pg = m->pages[v[k + q].second];
+			if (q >= got || m->content.empty() ||
+			    content_hash(stage_buf_.data() + size_t(q) * kPageSize, hash_key_) !=
+			            m->content[v[k + q].second])
+				pg.flags |= kDirty; // unread pages count as written
+		}
+		k = j;
+	}
+}
+
+} // namespace memfed::pager

@@ -1,0 +1,26 @@
+#include "daemon/pager/content_hash.h"
+
+#include <sys/random.h>
+#include <xxhash.h>
+
+#include <chrono>
+
+#include "daemon/pager/uffd.h"
+
+namespace memfed::pager
+{
+
+uint64_t content_hash_key()
+{
+	uint64_t key = 0;
+	if (getrandom(&key, sizeof(key), 0) != ssize_t(sizeof(key)))
+		key = uint64_t(std::chrono::steady_clock::now().time_since_epoch().count());
+	return key;
+}
+
+uint64_t content_hash(const void *page, uint64_t key)
+{
+	return XXH3_64bits_withSeed(page, kPageSize, key);
+}
+
+} // namespace memfed::pager
