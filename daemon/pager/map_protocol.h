@@ -24,6 +24,10 @@
 //         "move": bool           the kernel offers UFFD_FEATURE_MOVE (then it
 //                                is in uffd_features): the client may map a
 //                                staging area (see "Staging" below),
+//         "wp_async": bool       with "move": the client may add
+//                                UFFD_FEATURE_WP_ASYNC to uffd_features if it
+//                                maps a staging area; its first writes then
+//                                raise no fault (pager.wp_async),
 //         "page_size": 4096,
 //         "version": 1}
 //     A non-root client creates its userfaultfd with UFFD_USER_MODE_ONLY and
@@ -37,6 +41,10 @@
 //                         hello said "move" and "features" has
 //                         UFFD_FEATURE_MOVE; addr non-zero and page aligned,
 //                         len a page multiple, 1..kMaxStagingBytes)}
+//             "features" may have UFFD_FEATURE_WP_ASYNC only when hello said
+//             "wp_async", with "staging", and without EVENT_FORK: no
+//             write-protect holds such a uffd's writes, so its pages leave
+//             only by moves.
 //             + fds[0] = the process's userfaultfd
 //             + fds[1] = optional: the client's end of an evict channel (see
 //                        below); without it the pager cannot drop private
@@ -184,7 +192,8 @@
 // empty, and the slots the client's table lists always hold pages the
 // pager has not let go of. A uffd with UFFD_FEATURE_EVENT_FORK, and the
 // round after a run that failed with EBUSY (a page shared with a forked
-// child), use DropRequests.
+// child), use DropRequests; except under WP_ASYNC, whose evictor unshares
+// such pages (MADV_POPULATE_WRITE) after it replies, so they move later.
 // The evictor tells the two requests apart by their magic. It validates
 // the whole request before doing anything: size, counts (n_empty <=
 // kMaxMoveEmpty, n_runs <= kMaxMoveRuns, at least one of either, the packet
