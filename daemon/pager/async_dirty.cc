@@ -96,6 +96,29 @@ void PagerThread::find_written(Mapping *m, uint32_t first, uint32_t count)
 	}
 }
 
+// CLOCK's reference bit, from the page tables: a page written since the
+// last round is in use, and gets its second chance (eviction_policy.h).
+// Faults set the bit only at an install, so without this a page written
+// all the time looks as cold as one read once. The scan protects what it
+// reports again, so that the next round sees only later writes; the pages
+// it reports are dirty from now on, since the page table no longer says so.
+void PagerThread::note_recent_writes(Mapping *m)
+{
+	Process *p = m->proc;
+	if (!p->wp_async || m->window || m->resident == 0 ||
+	    m->writes_noted_round == p->evict.seq + 1 || !open_pagemap(p))
+		return;
+	m->writes_noted_round = p->evict.seq + 1;
+	(void)for_each_written_run(p->pagemap_fd, m->addr, m->page_addr(m->scan_end()),
+	                           /*reprotect=*/true, [m](uint64_t a, uint64_t b) {
+		                           for (uint64_t q = a; q < b; q += kPageSize) {
+			                           Page &pg = m->pages[(q - m->addr) / kPageSize];
+			                           if (pg.state == PageState::kResident)
+				                           pg.flags |= kDirty | kRef;
+		                           }
+	                           });
+}
+
 void PagerThread::mark_written_victims(Process *p)
 {
 	if (!p->wp_async || !open_pagemap(p))

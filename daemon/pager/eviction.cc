@@ -71,6 +71,7 @@ void PagerThread::maybe_evict(Process *p)
 			if (want == 0)
 				continue;
 			want = std::min<uint64_t>(want, batch - victims.size());
+			note_recent_writes(m);
 			clock_pick(
 			        std::span<Page>(m->pages.data(), m->scan_end()), &m->clock_hand,
 			        want, [m](uint32_t i) { return m->streams.ahead_of_stream(i); },

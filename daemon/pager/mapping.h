@@ -146,6 +146,7 @@ struct Mapping {
 	uint32_t touched = 0;
 	uint64_t resident = 0; // pages in Fetching/Held/Resident/Evicting/Staged
 	uint32_t clock_hand = 0;
+	uint64_t writes_noted_round = 0; // note_recent_writes: the last round it ran for
 	StreamDetector streams;
 	std::vector<uint8_t> held; // one page per stream: its tripwire's data
 	PageStats stats;

@@ -306,6 +306,7 @@ private:
 	// Dirtiness under WP_ASYNC (async_dirty.cc).
 	void remember_content(Mapping *m, uint32_t first, uint32_t n, const uint8_t *bytes);
 	void find_written(Mapping *m, uint32_t first, uint32_t count);
+	void note_recent_writes(Mapping *m);
 	void mark_written_victims(Process *p);
 	void check_staged_content(Process *p);
 	bool open_pagemap(Process *p);
