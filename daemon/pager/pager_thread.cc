@@ -184,13 +184,15 @@ void PagerThread::stop()
 	for (auto &p : procs_) {
 		if (p->uffd >= 0)
 			close(p->uffd);
+		if (p->window_uffd >= 0)
+			close(p->window_uffd);
 		if (p->evict_fd >= 0)
 			close(p->evict_fd);
 		if (p->pidfd >= 0)
 			close(p->pidfd);
 		if (p->mem_fd >= 0)
 			close(p->mem_fd);
-		p->uffd = p->evict_fd = p->pidfd = p->mem_fd = -1;
+		p->uffd = p->window_uffd = p->evict_fd = p->pidfd = p->mem_fd = -1;
 	}
 	// The ring goes away with the loop, cancelling what is still queued;
 	// channels must go first (their destructors complete requests, and run
