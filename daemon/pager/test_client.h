@@ -268,10 +268,12 @@ public:
 	}
 	// Drops the control connection (the pager detaches) but keeps the uffd.
 	void disconnect() { cli_ = control::Client(); }
-	// Closes the uffds: threads waiting in a fault on them run again (a
+	// Drops the connection and closes the uffds: once the pager has closed
+	// its copies too, threads waiting in a fault on them run again (a
 	// failing test's way out).
-	void close_uffds()
+	void abandon()
 	{
+		disconnect();
 		for (int *fd : {&uffd_, &window_uffd_})
 			if (*fd >= 0)
 				close(*fd);
