@@ -5,6 +5,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <fcntl.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <sys/mman.h>
@@ -281,6 +282,20 @@ TEST_CASE("map validates its request", "[pager]")
 	CHECK(other.status().code() == Code::kNotFound);
 	auto attach_nofd = c.call({{"op", kOpAttach}});
 	CHECK(attach_nofd.status().code() == Code::kInvalidArgument);
+	// fds[2], the window uffd, must be a userfaultfd too.
+	auto cl = control::Client::connect(f.path);
+	REQUIRE(cl.is_ok());
+	int sv[2], pfd[2];
+	REQUIRE(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) == 0);
+	REQUIRE(pipe2(pfd, O_CLOEXEC) == 0);
+	control::Message att;
+	att.body = {{"op", kOpAttach}};
+	att.fds = {c.uffd(), sv[1], pfd[0]};
+	auto not_uffd = cl->call_ok(att);
+	CHECK(not_uffd.status().code() == Code::kInvalidArgument);
+	CHECK(not_uffd.status().message().find("fds[2]") != std::string::npos);
+	for (int fd : {sv[0], sv[1], pfd[0], pfd[1]})
+		close(fd);
 }
 
 TEST_CASE("many threads fault on one mapping at once", "[pager]")
