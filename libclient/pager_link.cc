@@ -137,6 +137,8 @@ PagerLink::~PagerLink()
 	// event is dropped with the uffd).
 	if (uffd_ >= 0)
 		close(uffd_);
+	if (window_uffd_ >= 0)
+		close(window_uffd_);
 	(void)stop_evictor();
 	for (auto &m : mappings_)
 		if (m->memfd >= 0)
@@ -175,6 +177,18 @@ Status PagerLink::establish()
 		auto fd = pager::open_uffd(want, user_mode_only_);
 		if (!fd)
 			return fd.status();
+		auto wv = hello->body.find("window_uffd");
+		if (wv != hello->body.end() && wv->is_boolean() && wv->get<bool>()) {
+			// Shared windows on a uffd of their own, which never has
+			// WP_ASYNC (map_protocol.h, "attach").
+			auto wfd = pager::open_uffd(features & ~uint64_t(UFFD_FEATURE_WP_ASYNC),
+			                            user_mode_only_);
+			if (!wfd) {
+				close(*fd);
+				return wfd.status();
+			}
+			window_uffd_ = *wfd;
+		}
 		uffd_ = *fd;
 		features_ = want;
 		private_mode_ = pmode;
@@ -221,6 +235,9 @@ Status PagerLink::establish()
 		att.body["staging"] = {{"addr", staging_addr_},
 		                       {"len", uint64_t{pager::kStagingPages} * kPage}};
 	att.fds = {uffd_, sv[1]};
+	// Once opened, always sent: the shared windows are registered on it.
+	if (window_uffd_ >= 0)
+		att.fds.push_back(window_uffd_);
 	auto ar = c->call_ok(att);
 	close(sv[1]);
 	if (!ar) {
@@ -365,7 +382,7 @@ Status PagerLink::send_map(Mapping &m, bool adopt, const std::vector<Span> &remo
 		if (p == MAP_FAILED)
 			return Status::from_errno(errno,
 			                          "mapping the memfd of region '" + m.region + "'");
-		int rc = pager::uffd_register(uffd_, m.addr, m.length, shared_mode_);
+		int rc = pager::uffd_register(uffd_of(m), m.addr, m.length, shared_mode_);
 		if (rc < 0)
 			return Status::from_errno(-rc, "registering the mapping of region '" +
 			                                       m.region + "' with userfaultfd");
@@ -514,7 +531,7 @@ Status PagerLink::unmap(uint64_t addr)
 		MF_RETURN_IF_ERROR(st);
 		break;
 	}
-	pager::uffd_unregister(uffd_, m->addr, m->length);
+	pager::uffd_unregister(uffd_of(*m), m->addr, m->length);
 	if (m->shared) {
 		munmap(reinterpret_cast<void *>(m->addr), m->length);
 		close(m->memfd);
@@ -869,26 +886,32 @@ std::string PagerLink::closed_reason() const
 
 void PagerLink::serve_sigbus()
 {
-	// Threads the dead pager had read faults of wait on the uffd without a
+	// Threads the dead pager had read faults of wait on a uffd without a
 	// message queued: wake them, so they fault again and are seen here.
-	std::vector<Span> ranges;
+	struct Wake {
+		int uffd;
+		uint64_t addr, len;
+	};
+	std::vector<Wake> wakes;
 	{
 		std::lock_guard<std::mutex> lk(mu_);
 		for (auto &m : mappings_)
-			ranges.push_back({m->addr, m->length});
+			wakes.push_back({uffd_of(*m), m->addr, m->length});
 	}
-	for (auto [addr, len] : ranges)
-		(void)pager::uffd_wake(uffd_, addr, len);
+	for (auto [uffd, addr, len] : wakes)
+		(void)pager::uffd_wake(uffd, addr, len);
 	uint64_t raised = 0;
+	// Both uffds: the shared windows' faults come on the window uffd.
+	pollfd p[3] = {{stop_fd_, POLLIN, 0}, {uffd_, POLLIN, 0}, {window_uffd_, POLLIN, 0}};
 	while (!stopping_) {
-		pollfd p[2] = {{uffd_, POLLIN, 0}, {stop_fd_, POLLIN, 0}};
-		int n = poll(p, 2, 1000);
+		int n = poll(p, window_uffd_ >= 0 ? 3 : 2, 1000);
 		if (n < 0 && errno != EINTR)
 			return;
-		if (n <= 0 || (p[1].revents & POLLIN))
+		if (n <= 0 || (p[0].revents & POLLIN))
 			continue;
+		int fd = (p[1].revents & POLLIN) ? uffd_ : window_uffd_;
 		uffd_msg msgs[16];
-		ssize_t got = read(uffd_, msgs, sizeof(msgs));
+		ssize_t got = read(fd, msgs, sizeof(msgs));
 		if (got < 0)
 			continue;
 		for (size_t i = 0; i < size_t(got) / sizeof(uffd_msg); i++) {

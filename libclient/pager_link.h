@@ -1,6 +1,7 @@
 // PagerLink: this process's side of the map protocol (daemon/pager/map_protocol.h).
 //
-// It owns the process's userfaultfd, the control connection that attached it
+// It owns the process's userfaultfds (one for private memory, one for shared
+// windows when the pager takes it), the control connection that attached them
 // to memfedd's pager, the evict channel and the list of mappings. Three
 // duties beyond the ops themselves:
 //   - Eviction: an evictor thread drops the pages the pager asks it to drop
@@ -9,7 +10,7 @@
 //     slots it remembers (map_protocol.h, "Staging"); after a daemon
 //     restart it moves them back before the mappings are sent again.
 //   - Daemon restart: a monitor thread notices the lost connection, reconnects
-//     with backoff, attaches the same uffd again and re-sends every mapping.
+//     with backoff, attaches the same uffds again and re-sends every mapping.
 //     Meanwhile faulting threads wait in the kernel; nothing is unregistered.
 //     The link's own threads never touch the program's memory (they would
 //     wait for the daemon they are to reattach): their allocations go where
@@ -23,7 +24,7 @@
 //     attached again (the events it read are unknown to any daemon).
 //   - Fork (pthread_atfork): the link never asks for UFFD_FEATURE_EVENT_FORK,
 //     so the kernel unregisters the child's copy of each range. In the child
-//     the link registers every range on a fresh uffd and attaches again before
+//     the link registers every range on fresh uffds and attaches again before
 //     fork() returns. For a private mapping (heap) the child makes a region of
 //     its own and copies into it the pages it does not hold, while the parent
 //     waits in fork() with its evictions held; parent and child then diverge
@@ -251,6 +252,11 @@ private:
 	void empty_staging();
 	Mapping *find(uint64_t addr);
 	const Mapping *find(uint64_t addr) const;
+	// The uffd `m` is registered on.
+	int uffd_of(const Mapping &m) const
+	{
+		return m.shared && window_uffd_ >= 0 ? window_uffd_ : uffd_;
+	}
 
 	static void *monitor_main(void *self);
 	static void *evictor_main(void *self);
@@ -261,6 +267,11 @@ private:
 	uint64_t shared_mode_ = 0;
 	bool user_mode_only_ = false;
 	int uffd_ = -1;
+	// The uffd of the shared windows ("attach" fds[2]), opened at the first
+	// attach to a pager that takes one; -1: they are on uffd_. It never has
+	// UFFD_FEATURE_WP_ASYNC, which uffd_ may have: a window's eviction
+	// write-protects it synchronously in every mapper (map_protocol.h).
+	int window_uffd_ = -1;
 	uint64_t uffd_id_ = 0;
 	// The staging area (0: none), written under mu_ and spans_mu_.
 	uint64_t staging_addr_ = 0;

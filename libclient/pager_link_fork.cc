@@ -308,6 +308,11 @@ void PagerLink::fork_child()
 	ctl_ = control::Client();
 	connected_ = false;
 	close(uffd_);
+	// The parent's uffds stay the parent's: the child opens fresh ones.
+	bool window = window_uffd_ >= 0;
+	if (window)
+		close(window_uffd_);
+	window_uffd_ = -1;
 	if (evict_sock_ >= 0)
 		close(evict_sock_);
 	evict_sock_ = -1;
@@ -329,10 +334,17 @@ void PagerLink::fork_child()
 	if (!fd)
 		die(fd.status().to_string());
 	uffd_ = *fd;
+	if (window) {
+		auto wfd = pager::open_uffd(features_ & ~uint64_t(UFFD_FEATURE_WP_ASYNC),
+		                            user_mode_only_);
+		if (!wfd)
+			die(wfd.status().to_string());
+		window_uffd_ = *wfd;
+	}
 	// Register first: from here a missing page waits for the pager instead
 	// of reading as zeroes.
 	for (auto &m : mappings_) {
-		int rc = pager::uffd_register(uffd_, m->addr, m->length,
+		int rc = pager::uffd_register(uffd_of(*m), m->addr, m->length,
 		                              m->shared ? shared_mode_ : private_mode_);
 		if (rc < 0)
 			die(std::string("registering its memory with userfaultfd: ") +

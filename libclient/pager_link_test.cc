@@ -100,7 +100,7 @@ public:
 		uint64_t one = 1;
 		(void)!write(stop_, &one, sizeof(one));
 		thread_.join();
-		for (int fd : {listen_, conn_, other_, evict_, uffd_, stop_})
+		for (int fd : {listen_, conn_, other_, evict_, uffd_, window_uffd_, memfd_, stop_})
 			if (fd >= 0)
 				close(fd);
 		unlink(path_.c_str());
@@ -140,10 +140,27 @@ public:
 		std::lock_guard<std::mutex> lk(mu_);
 		return uffd_;
 	}
+	int window_uffd()
+	{
+		std::lock_guard<std::mutex> lk(mu_);
+		return window_uffd_;
+	}
+	// The memfd of the last shared "map" it answered.
+	int memfd()
+	{
+		std::lock_guard<std::mutex> lk(mu_);
+		return memfd_;
+	}
+
+	// Set before the link opens: hello offers "window_uffd", and attaches
+	// must bring fds[2].
+	std::atomic<bool> offer_window{false};
 
 	// Guarded by mu_ (read them inside wait() or with lock()).
 	std::vector<json> attaches;
 	std::vector<json> other_attaches;   // by another process (a forked child)
+	std::vector<size_t> other_attach_fds; // how many fds each of those brought
+	std::vector<uint64_t> window_faults;  // page addresses, read on the window uffd
 	std::vector<size_t> removes_at_map; // removes.size() when each "map" came
 	std::vector<uint64_t> faults;       // page addresses
 	std::vector<std::pair<uint64_t, uint64_t>> removes;
@@ -160,18 +177,16 @@ private:
 	{
 		for (;;) {
 			idle_ = true; // the last request's buffers are freed
-			pollfd p[5] = {{stop_, POLLIN, 0},
-			               {listen_, POLLIN, 0},
-			               {-1, POLLIN, 0},
-			               {-1, POLLIN, 0},
-			               {-1, POLLIN, 0}};
+			pollfd p[6] = {{stop_, POLLIN, 0}, {listen_, POLLIN, 0}, {-1, POLLIN, 0},
+			               {-1, POLLIN, 0},    {-1, POLLIN, 0},      {-1, POLLIN, 0}};
 			{
 				std::lock_guard<std::mutex> lk(mu_);
 				p[2].fd = conn_;
 				p[3].fd = uffd_;
 				p[4].fd = other_;
+				p[5].fd = window_uffd_;
 			}
-			if (poll(p, 5, 1000) <= 0)
+			if (poll(p, 6, 1000) <= 0)
 				continue;
 			idle_ = false;
 			if (p[0].revents & POLLIN) {
@@ -204,7 +219,9 @@ private:
 			if (p[4].revents)
 				serve(other_, false);
 			if (p[3].revents & POLLIN)
-				read_uffd();
+				read_uffd(uffd_, faults);
+			if (p[5].revents & POLLIN)
+				read_uffd(window_uffd_, window_faults);
 		}
 	}
 
@@ -238,14 +255,19 @@ private:
 			rep = hello();
 		} else if (op == pg::kOpAttach && !ours) {
 			other_attaches.push_back(m->body);
+			other_attach_fds.push_back(m->fds.size());
 			rep = control::ok_reply({{"uffd_id", uint64_t{2}}, {"evict", true}});
 		} else if (op == pg::kOpAttach) {
-			REQUIRE(m->fds.size() == 2);
+			REQUIRE(m->fds.size() == (offer_window ? 3u : 2u));
 			attaches.push_back(m->body);
 			if (uffd_ < 0)
 				uffd_ = m->fds[0];
 			else
 				close(m->fds[0]); // the same uffd again
+			if (m->fds.size() == 3 && window_uffd_ < 0)
+				window_uffd_ = m->fds[2];
+			else if (m->fds.size() == 3)
+				close(m->fds[2]);
 			if (evict_ >= 0)
 				close(evict_);
 			evict_ = m->fds[1];
@@ -255,6 +277,18 @@ private:
 			if (ours)
 				removes_at_map.push_back(removes.size());
 			rep = control::ok_reply({{"mapping_id", uint64_t(removes_at_map.size())}});
+			if (ours && m->body.value("kind", "") == pg::kKindShared &&
+			    m->fds.empty()) {
+				// A new window: the pager's memfd, kept to fill pages.
+				int fd = memfd_create("fake-window", MFD_CLOEXEC);
+				REQUIRE(fd >= 0);
+				REQUIRE(ftruncate(fd, off_t(m->body.value("length",
+				                                          uint64_t{0}))) == 0);
+				if (memfd_ >= 0)
+					close(memfd_);
+				memfd_ = fd;
+				rep.fds = {fd};
+			}
 		}
 		for (int fd : m->fds)
 			close(fd);
@@ -262,11 +296,11 @@ private:
 		cv_.notify_all();
 	}
 
-	static control::Message hello()
+	control::Message hello()
 	{
 		auto caps = pg::probe_uffd();
 		uint64_t features = caps ? caps->client_features() : 0;
-		return control::ok_reply(
+		control::Message rep = control::ok_reply(
 		        {{"uffd_features", features & ~uint64_t(UFFD_FEATURE_EVENT_FORK)},
 		         {"private_register_mode", uint64_t{UFFDIO_REGISTER_MODE_MISSING}},
 		         {"shared_register_mode", uint64_t{UFFDIO_REGISTER_MODE_MISSING}},
@@ -275,18 +309,23 @@ private:
 		         {"move", caps && caps->move},
 		         {"page_size", kPage},
 		         {"version", pg::kMapProtocolVersion}});
+		if (offer_window)
+			rep.body["window_uffd"] = true;
+		return rep;
 	}
 
-	void read_uffd()
+	// Reads `fd` (the uffd or the window uffd), recording its faults in
+	// `into`.
+	void read_uffd(int fd, std::vector<uint64_t> &into)
 	{
 		uffd_msg msgs[16];
-		ssize_t n = read(uffd_, msgs, sizeof(msgs));
+		ssize_t n = read(fd, msgs, sizeof(msgs));
 		if (n <= 0)
 			return;
 		std::lock_guard<std::mutex> lk(mu_);
 		for (size_t i = 0; i < size_t(n) / sizeof(uffd_msg); i++) {
 			if (msgs[i].event == UFFD_EVENT_PAGEFAULT)
-				faults.push_back(msgs[i].arg.pagefault.address & ~(kPage - 1));
+				into.push_back(msgs[i].arg.pagefault.address & ~(kPage - 1));
 			else if (msgs[i].event == UFFD_EVENT_REMOVE)
 				removes.push_back({uint64_t(msgs[i].arg.remove.start),
 				                   uint64_t(msgs[i].arg.remove.end)});
@@ -296,6 +335,7 @@ private:
 
 	std::string path_;
 	int listen_ = -1, conn_ = -1, other_ = -1, evict_ = -1, uffd_ = -1, stop_ = -1;
+	int window_uffd_ = -1, memfd_ = -1;
 	bool die_ = false;
 	std::atomic<bool> idle_{true};
 	std::condition_variable cv_;
@@ -928,4 +968,111 @@ TEST_CASE("a fork whose sync fails makes the child exit, not read older content"
 	CHECK(fork_and_wait([] { return 0; }) == 0);
 	std::lock_guard<std::mutex> lk(f.fp.mu_);
 	CHECK(f.fp.other_attaches.size() == 2);
+}
+
+namespace
+{
+
+// The UFFDIO_API features of the userfaultfd `fd` of this process, from
+// /proc/self/fdinfo ("API:\t<api>:<features>:<ioctls>").
+uint64_t uffd_features_of(int fd)
+{
+	FILE *f = fopen(("/proc/self/fdinfo/" + std::to_string(fd)).c_str(), "r");
+	REQUIRE(f != nullptr);
+	char line[256];
+	unsigned long long api = 0, features = 0;
+	bool found = false;
+	while (!found && fgets(line, sizeof(line), f) != nullptr)
+		found = sscanf(line, "API:\t%llx:%llx", &api, &features) == 2;
+	fclose(f);
+	REQUIRE(found);
+	return features;
+}
+
+} // namespace
+
+TEST_CASE("shared windows are on a uffd of their own, attached again after a restart",
+          "[pager_link]")
+{
+	FakePager fp;
+	fp.offer_window = true;
+	PagerLink::Options o;
+	o.socket_path = fp.path();
+	o.handle_fork = false;
+	auto l = PagerLink::open(o);
+	REQUIRE(l.is_ok());
+	std::unique_ptr<PagerLink> link = std::move(*l);
+	const int u = fp.uffd(), wu = fp.window_uffd();
+	REQUIRE(u >= 0);
+	REQUIRE(wu >= 0); // the attach brought fds[2]
+	// Opened like the private one, less the features a window must not have.
+	const uint64_t wf = uffd_features_of(wu);
+	CHECK((wf & (UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_EVENT_FORK)) == 0);
+	CHECK(wf == (uffd_features_of(u) & ~uint64_t(UFFD_FEATURE_WP_ASYNC)));
+
+	constexpr uint64_t kLen = 4 * kPage;
+	auto addr = link->map_shared("win", 0, kLen, true, 0, /*prefetch=*/false, 0);
+	REQUIRE(addr.is_ok());
+	// Registered on the window uffd: the private one cannot have the range
+	// (EBUSY: another uffd's), the window uffd has it already.
+	CHECK(pg::uffd_register(u, *addr, kLen, UFFDIO_REGISTER_MODE_MISSING) == -EBUSY);
+	CHECK(pg::uffd_register(wu, *addr, kLen, UFFDIO_REGISTER_MODE_MISSING) == 0);
+
+	// A fault in the window comes on the window uffd; filling the memfd and
+	// waking it there lets the reader go on.
+	{
+		Reader r(*addr + kPage);
+		REQUIRE(fp.wait([&] { return !fp.window_faults.empty(); }));
+		{
+			std::lock_guard<std::mutex> lk(fp.mu_);
+			CHECK(fp.window_faults[0] == *addr + kPage);
+			CHECK(fp.faults.empty());
+		}
+		std::vector<uint64_t> page(kPage / 8, word(1, 7));
+		REQUIRE(pwrite(fp.memfd(), page.data(), kPage, off_t(kPage)) == ssize_t(kPage));
+		REQUIRE(pg::uffd_wake(wu, *addr + kPage, kPage) == 0);
+		REQUIRE(r.done());
+		CHECK(r.value() == word(1, 7));
+	}
+
+	// A restarted daemon gets both uffds again (the fake pager checks that
+	// the attach brings three fds) and the window again.
+	size_t maps = 0;
+	{
+		std::lock_guard<std::mutex> lk(fp.mu_);
+		maps = fp.removes_at_map.size();
+	}
+	fp.die();
+	REQUIRE(fp.wait(
+	        [&] { return fp.attaches.size() == 2 && fp.removes_at_map.size() > maps; }));
+	CHECK(pg::uffd_register(u, *addr, kLen, UFFDIO_REGISTER_MODE_MISSING) == -EBUSY);
+
+	REQUIRE(link->unmap(*addr).is_ok());
+	link.reset();
+	fp.stop();
+}
+
+TEST_CASE("a forked child attaches a window uffd of its own", "[pager_link]")
+{
+	FakePager fp;
+	fp.offer_window = true;
+	PagerLink::Options o;
+	o.socket_path = fp.path();
+	o.handle_fork = true;
+	auto l = PagerLink::open(o);
+	REQUIRE(l.is_ok());
+	std::unique_ptr<PagerLink> link = std::move(*l);
+	auto addr = link->map_shared("win", 0, 2 * kPage, true, 0, /*prefetch=*/false, 0);
+	REQUIRE(addr.is_ok());
+	// The kernel unregistered the child's copy of the window (no
+	// EVENT_FORK); the child registers it on fresh uffds and attaches them.
+	CHECK(fork_and_wait([] { return 0; }) == 0);
+	{
+		std::lock_guard<std::mutex> lk(fp.mu_);
+		REQUIRE(fp.other_attach_fds.size() == 1);
+		CHECK(fp.other_attach_fds[0] == 3);
+	}
+	REQUIRE(link->unmap(*addr).is_ok());
+	link.reset();
+	fp.stop();
 }

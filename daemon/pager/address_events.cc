@@ -190,7 +190,7 @@ void PagerThread::handle_remap(Process *p, uint64_t from, uint64_t to, uint64_t 
 		p->mappings.push_back(std::move(n));
 	p->last_hit = nullptr;
 	// Threads still waiting at the old addresses retry (and find them moved).
-	(void)uffd_wake(p->uffd, from, len);
+	wake_either(p, from, len);
 }
 
 void PagerThread::handle_fork(Process *parent, int child_uffd)
@@ -203,7 +203,9 @@ void PagerThread::handle_fork(Process *parent, int child_uffd)
 	c->fork_child = true;
 	for (auto &mp : parent->mappings) {
 		Mapping *m = mp.get();
-		if (m->dead)
+		// A window on the window uffd, which has no EVENT_FORK: the
+		// kernel unregistered the child's copy of it.
+		if (m->dead || (m->window && parent->window_uffd >= 0))
 			continue;
 		auto n = std::make_unique<Mapping>();
 		n->id = ids_->fetch_add(1);

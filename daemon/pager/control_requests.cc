@@ -41,6 +41,11 @@ Status PagerThread::add_mapping(uint64_t uffd_id, std::unique_ptr<Mapping> m, Mo
 	m->chan = cs;
 	m->proc = p;
 	m->held.assign(size_t(StreamDetector::kStreams) * kPageSize, 0);
+	if (m->window && p->wp_async && p->window_uffd < 0)
+		return Status(Code::kInvalidArgument,
+		              "a shared window of a uffd with UFFD_FEATURE_WP_ASYNC needs the "
+		              "process's window uffd (\"attach\" fds[2], without WP_ASYNC): its "
+		              "eviction write-protects to hold writes, which WP_ASYNC does not");
 	if (m->window)
 		return add_shared_mapping(p, std::move(m));
 	if ((m->budget_pages || p->budget_pages) && (!p->can_evict() || !m->wp) &&

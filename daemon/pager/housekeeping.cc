@@ -58,6 +58,9 @@ void PagerThread::tick()
 			         (unsigned long)f.proc->uffd_id, (unsigned long)f.addr);
 			(void)uffd_copy(f.proc->uffd, f.addr, zero_.data(), kPageSize, false,
 			                nullptr);
+			// The copy wakes the threads of that uffd only; the fault
+			// may have come from the window uffd.
+			wake_either(f.proc, f.addr, kPageSize);
 		} else {
 			orphans_.push(f);
 		}
@@ -119,7 +122,8 @@ void PagerThread::kill_process(Process *p, const char *why)
 	for (auto &m : p->mappings)
 		retire(m.get());
 	p->dead = true;
-	for (ProcessOp *op : {p->uffd_op.get(), p->evict_op.get(), p->pid_op.get()}) {
+	for (ProcessOp *op :
+	     {p->uffd_op.get(), p->evict_op.get(), p->pid_op.get(), p->window_uffd_op.get()}) {
 		if (op->armed) {
 			io_uring_sqe *s = loop_->sqe(nullptr);
 			io_uring_prep_cancel(s, op, 0);
@@ -158,7 +162,7 @@ void PagerThread::reap_now()
 	for (size_t i = 0; i < procs_.size();) {
 		Process *p = procs_[i].get();
 		bool busy = !p->mappings.empty() || p->uffd_op->armed || p->evict_op->armed ||
-		            p->pid_op->armed;
+		            p->pid_op->armed || p->window_uffd_op->armed;
 		if (!p->dead || busy) {
 			i++;
 			continue;

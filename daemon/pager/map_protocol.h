@@ -28,6 +28,8 @@
 //                                UFFD_FEATURE_WP_ASYNC to uffd_features if it
 //                                maps a staging area; its first writes then
 //                                raise no fault (pager.wp_async),
+//         "window_uffd": bool    the pager takes a second uffd for shared
+//                                windows in "attach" (fds[2]),
 //         "page_size": 4096,
 //         "version": 1}
 //     A non-root client creates its userfaultfd with UFFD_USER_MODE_ONLY and
@@ -49,10 +51,21 @@
 //             + fds[1] = optional: the client's end of an evict channel (see
 //                        below); without it the pager cannot drop private
 //                        pages and does not enforce budgets on them.
+//             + fds[2] = optional (only with fds[1], and when hello said
+//                        "window_uffd"): the process's userfaultfd for
+//                        shared windows, opened like fds[0] but without
+//                        UFFD_FEATURE_WP_ASYNC and UFFD_FEATURE_EVENT_FORK.
 //     -> {"uffd_id": u64, "evict": bool (evict channel accepted)}
-//     One uffd per process. Its lifetime is the control connection: when the
-//     connection closes the pager writes back every dirty page it can still
-//     read and forgets the uffd (the client's registrations stay).
+//     One uffd per process, or two: with fds[2] the client registers its
+//     kind "shared" mappings on fds[2] and everything else (private
+//     mappings, the staging area) on fds[0]; without it, all on fds[0]. The
+//     split is because UFFD_FEATURE_WP_ASYNC is a property of a whole uffd
+//     and a window's eviction needs a synchronous write-protect in every
+//     mapper: fds[0] may have WP_ASYNC, fds[2] never does. The pager reads
+//     both; a fault or event is handled by its address either way. Their
+//     lifetime is the control connection: when the connection closes the
+//     pager writes back every dirty page it can still read and forgets the
+//     uffds (the client's registrations stay).
 //
 //   "map"  {"uffd_id", "region": name, "region_offset": bytes (page aligned),
 //           "addr": u64 (page aligned), "length": bytes (page multiple),
@@ -79,7 +92,8 @@
 //     kind "shared": file-like shared mapping. The reply carries fds[0] = a
 //       memfd (shmem) of the whole window [region_offset, +length) that the
 //       pager owns. The client mmaps it MAP_SHARED|MAP_FIXED at addr, offset
-//       0, registers shared_register_mode (MISSING, | WP when "wp"), then
+//       0, registers shared_register_mode (MISSING, | WP when "wp") on its
+//       window uffd (attach fds[2]; fds[0] if it sent none), then
 //       sends "map.ready" {"mapping_id"}. The pager resolves MISSING faults
 //       by writing the page into the memfd and waking the faulting threads
 //       of every mapper (they retry and map the page-cache page); it finds
@@ -221,7 +235,10 @@
 // resident at fork are its own copies; its missing pages are fetched from the
 // region as it is when they fault. Without EVENT_FORK the kernel unregisters
 // the child's ranges: the client library must re-register them in the child
-// (pthread_atfork) with a new uffd and "attach"/"map" again.
+// (pthread_atfork) with a new uffd (two, with a window uffd) and
+// "attach"/"map" again. The window uffd never has EVENT_FORK: a child's
+// shared windows are always the child's own client's to register again (the
+// pager does not carry them over to an EVENT_FORK child).
 // A child does not inherit the staging area (MADV_DONTFORK) and takes the
 // pages it lacks from its parent's region, so before fork, with its moves
 // held, the client sends "sync" for the sources its staging table holds
@@ -233,8 +250,8 @@
 //
 // Daemon restart
 // --------------
-// The client keeps its uffd (and memfds). On connection loss it reconnects
-// with backoff, re-sends "attach" with the same uffd (and a fresh evict
+// The client keeps its uffds (and memfds). On connection loss it reconnects
+// with backoff, re-sends "attach" with the same uffds (and a fresh evict
 // channel) and "map" for every mapping (for "shared", fds[0] = the client's
 // memfd, which the pager adopts instead of creating one). Between "attach"
 // and the first "map" the client lets its old evictor finish the drop it is

@@ -170,6 +170,9 @@ struct Mapping {
 		       s == PageState::kStaged;
 	}
 	uint64_t count_dirty() const;
+	// The uffd this mapping is registered on: a window's is its process's
+	// window uffd when it has one (process.h).
+	int uffd() const;
 	void touch(uint32_t i)
 	{
 		if (i >= touched)

@@ -180,6 +180,7 @@ Message Pager::op_hello(const control::Peer &peer, Message &req)
 	                          {"minor_shmem", caps_.minor_shmem},
 	                          {"move", caps_.move},
 	                          {"wp_async", wp_async},
+	                          {"window_uffd", true},
 	                          {"page_size", kPageSize},
 	                          {"version", kMapProtocolVersion}});
 }
@@ -190,15 +191,20 @@ Message Pager::op_attach(const control::Peer &peer, Message &req)
 		close_fds(req);
 		return control::error_reply(st);
 	};
-	if (req.fds.empty() || req.fds.size() > 2)
+	if (req.fds.empty() || req.fds.size() > 3)
 		return fail(bad(kOpAttach,
 		                "needs fds[0] = the process's userfaultfd (and optionally "
-		                "fds[1] = its evict channel)"));
+		                "fds[1] = its evict channel, fds[2] = its userfaultfd for shared "
+		                "windows)"));
 	if (!is_userfaultfd(req.fds[0]))
 		return fail(bad(kOpAttach, "fds[0] is not a userfaultfd"));
-	if (req.fds.size() == 2 && !is_seqpacket(req.fds[1]))
+	if (req.fds.size() >= 2 && !is_seqpacket(req.fds[1]))
 		return fail(bad(kOpAttach, "fds[1] (the evict channel) must be a SOCK_SEQPACKET "
 		                           "socket"));
+	if (req.fds.size() == 3 && !is_userfaultfd(req.fds[2]))
+		return fail(bad(kOpAttach, "fds[2] (the uffd for shared windows) is not a "
+		                           "userfaultfd; send one opened with \"features\" minus "
+		                           "UFFD_FEATURE_WP_ASYNC, or no fds[2]"));
 	auto features = get_u64(req.body, kOpAttach, "features", false, caps_.client_features());
 	if (!features)
 		return fail(features.status());
@@ -242,7 +248,8 @@ Message Pager::op_attach(const control::Peer &peer, Message &req)
 	auto p = std::make_unique<Process>();
 	p->uffd_id = ids_.fetch_add(1);
 	p->uffd = req.fds[0];
-	p->evict_fd = req.fds.size() == 2 ? req.fds[1] : -1;
+	p->evict_fd = req.fds.size() >= 2 ? req.fds[1] : -1;
+	p->window_uffd = req.fds.size() == 3 ? req.fds[2] : -1;
 	req.fds.clear();
 	p->pid = peer.pid;
 	p->uid = peer.uid;
@@ -254,6 +261,7 @@ Message Pager::op_attach(const control::Peer &peer, Message &req)
 	uint64_t b = *budget ? *budget : cfg_.default_process_budget;
 	p->budget_pages = (b + kPageSize - 1) / kPageSize;
 	bool evict = p->evict_fd >= 0;
+	bool window_uffd = p->window_uffd >= 0;
 	uint64_t id = p->uffd_id;
 	int t = int(next_thread_.fetch_add(1) % threads_.size());
 	{
@@ -263,8 +271,9 @@ Message Pager::op_attach(const control::Peer &peer, Message &req)
 	Process *raw = p.release();
 	threads_[size_t(t)]->loop()->post(
 	        [this, t, raw] { threads_[size_t(t)]->adopt(std::unique_ptr<Process>(raw)); });
-	LOG_DEBUG(kLog, "pid %d attached uffd %lu (thread %d, evict channel: %s)", int(peer.pid),
-	          (unsigned long)id, t, evict ? "yes" : "no");
+	LOG_DEBUG(kLog, "pid %d attached uffd %lu (thread %d, evict channel: %s, window uffd: %s)",
+	          int(peer.pid), (unsigned long)id, t, evict ? "yes" : "no",
+	          window_uffd ? "yes" : "no");
 	return control::ok_reply({{"uffd_id", id}, {"evict", evict}});
 }
 

@@ -5,6 +5,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <fcntl.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <sys/mman.h>
@@ -158,6 +159,39 @@ size_t resident_pages(const void *addr, size_t len)
 	return n;
 }
 
+// Whether thread `tid` of this process waits in a userfaultfd fault.
+bool waits_in_userfault(pid_t tid)
+{
+	char path[64];
+	std::snprintf(path, sizeof(path), "/proc/self/task/%d/wchan", int(tid));
+	FILE *f = std::fopen(path, "re");
+	if (f == nullptr)
+		return false;
+	char wchan[64] = {};
+	size_t n = std::fread(wchan, 1, sizeof(wchan) - 1, f);
+	std::fclose(f);
+	return std::string(wchan, n) == "handle_userfault";
+}
+
+// The pages of [addr, addr + pages * kPage) that are present and
+// write-protected by userfaultfd (pagemap bit 57).
+std::vector<uint32_t> uffd_wp_pages(const uint8_t *addr, uint32_t pages)
+{
+	std::vector<uint64_t> pm(pages);
+	FILE *f = std::fopen("/proc/self/pagemap", "re");
+	REQUIRE(f != nullptr);
+	bool ok =
+	        std::fseek(f, long(reinterpret_cast<uint64_t>(addr) / kPage * 8), SEEK_SET) == 0 &&
+	        std::fread(pm.data(), 8, pages, f) == pages;
+	std::fclose(f);
+	REQUIRE(ok);
+	std::vector<uint32_t> out;
+	for (uint32_t i = 0; i < pages; i++)
+		if ((pm[i] >> 63 & 1) && (pm[i] >> 57 & 1))
+			out.push_back(i);
+	return out;
+}
+
 } // namespace
 
 TEST_CASE("pager.hello reports the features the kernel has", "[pager]")
@@ -271,6 +305,20 @@ TEST_CASE("map validates its request", "[pager]")
 	CHECK(other.status().code() == Code::kNotFound);
 	auto attach_nofd = c.call({{"op", kOpAttach}});
 	CHECK(attach_nofd.status().code() == Code::kInvalidArgument);
+	// fds[2], the window uffd, must be a userfaultfd too.
+	auto cl = control::Client::connect(f.path);
+	REQUIRE(cl.is_ok());
+	int sv[2], pfd[2];
+	REQUIRE(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) == 0);
+	REQUIRE(pipe2(pfd, O_CLOEXEC) == 0);
+	control::Message att;
+	att.body = {{"op", kOpAttach}};
+	att.fds = {c.uffd(), sv[1], pfd[0]};
+	auto not_uffd = cl->call_ok(att);
+	CHECK(not_uffd.status().code() == Code::kInvalidArgument);
+	CHECK(not_uffd.status().message().find("fds[2]") != std::string::npos);
+	for (int fd : {sv[0], sv[1], pfd[0], pfd[1]})
+		close(fd);
 }
 
 TEST_CASE("many threads fault on one mapping at once", "[pager]")
@@ -1603,4 +1651,117 @@ TEST_CASE("sequential access to a shared window is prefetched", "[pager][shared]
 	for (uint32_t p = 0; p < kPages; p++)
 		bad += f.store.read("r", uint64_t(p) * kPage + 3, 1)[0] != uint8_t(p + 1);
 	CHECK(bad == 0);
+}
+
+TEST_CASE("a shared window on a uffd of its own is served and evicted there", "[pager][shared]")
+{
+	// libmemfed registers shared windows on a second uffd ("attach" fds[2]),
+	// which never has WP_ASYNC: their faults arrive there, and an
+	// eviction's write-protect parks a writer there until the pager wakes
+	// it on that uffd.
+	PagerFixture f;
+	constexpr uint32_t kPages = 128, kBudget = 16;
+	f.store.add_region("r", kPages);
+	f.store.add_region("p", 8);
+	TestClient c;
+	c.window_uffd = true;
+	REQUIRE(c.attach(f.path).is_ok());
+	REQUIRE(c.window_uffd_fd() >= 0);
+	auto priv = c.map("p", 0, 8 * kPage);
+	REQUIRE(priv.is_ok());
+	auto m = c.map_shared("r", 0, kPages * kPage, kBudget * kPage);
+	REQUIRE(m.is_ok());
+	auto a = reinterpret_cast<uint64_t>(m->addr);
+	// The window is the window uffd's: the private one cannot have it.
+	CHECK(uffd_register(c.uffd(), a, m->length, c.shared_register_mode()) == -EBUSY);
+	CHECK(uffd_register(c.window_uffd_fd(), a, m->length, c.shared_register_mode()) == 0);
+	// Faults on both uffds are served. The window is read on a thread: a
+	// fault left waiting fails the case rather than hangs it.
+	CHECK(wrong_pages(f.store, "p", priv->addr, 8) == 0);
+	std::atomic<int> wrong{-1};
+	std::thread reader([&] { wrong = wrong_pages(f.store, "r", m->addr, kBudget / 2); });
+	for (int i = 0; i < 2000 && wrong < 0; i++)
+		usleep(5000);
+	if (wrong < 0)
+		c.abandon(); // the reader runs again
+	reader.join();
+	REQUIRE(wrong == 0);
+	if (!f.pager->caps().shmem_wp) {
+		WARN("no write-protect on shmem here: window eviction is NOT tested");
+		return;
+	}
+	// A writer dirties page after page with the write-backs held, until it
+	// waits for room that the held write-back of an eviction round keeps
+	// taken; that round's victims are write-protected in this process.
+	f.store.hold_writes();
+	std::atomic<bool> a_done{false}, b_done{false};
+	std::thread writer_a([&] {
+		for (uint32_t p = 0; p < kPages; p++)
+			m->addr[p * kPage + 1] = uint8_t(0x40 + p);
+		a_done = true;
+	});
+	std::thread writer_b;
+	// Lets the writes go and waits (up to 10 s) for the writers; a writer
+	// left waiting runs again once the client abandons its uffds, and the
+	// case fails rather than hangs.
+	auto finish = [&] {
+		f.store.release_writes();
+		bool done = false;
+		for (int i = 0; i < 2000 && !done; i++) {
+			done = a_done && (b_done || !writer_b.joinable());
+			if (!done)
+				usleep(5000);
+		}
+		if (!done)
+			c.abandon();
+		writer_a.join();
+		if (writer_b.joinable())
+			writer_b.join();
+		return done;
+	};
+	std::vector<uint32_t> victims;
+	for (int i = 0; i < 2000 && victims.empty(); i++) {
+		auto st = f.proc_stats()["state"];
+		if (st["thread"]["waiting_faults"].get<uint64_t>() > 0 &&
+		    f.store.writes_waiting() > 0)
+			victims = uffd_wp_pages(m->addr, kPages);
+		if (victims.empty())
+			usleep(5000);
+	}
+	if (victims.empty()) {
+		(void)finish();
+		FAIL("no eviction round waited with write-protected victims");
+	}
+	// A write to a victim waits for the eviction: parked, not lost.
+	const uint32_t v = victims[0];
+	std::atomic<pid_t> b_tid{0};
+	writer_b = std::thread([&] {
+		b_tid = gettid();
+		m->addr[v * kPage + 2] = 0xb0;
+		b_done = true;
+	});
+	bool parked = false;
+	for (int i = 0; i < 2000 && !parked && !b_done; i++) {
+		parked = b_tid != 0 && waits_in_userfault(b_tid);
+		if (!parked)
+			usleep(5000);
+	}
+	CHECK(parked);
+	CHECK(!b_done);
+	// The round ends; the pager wakes the writers on the window uffd.
+	REQUIRE(finish());
+	uint64_t evictions = 0;
+	auto stats = f.pager->stats(0);
+	for (const auto &r : stats["regions"])
+		evictions += r["evictions"].get<uint64_t>();
+	CHECK(evictions > 0);
+	REQUIRE(c.sync(m->id).is_ok());
+	int bad = 0;
+	for (uint32_t p = 0; p < kPages; p++) {
+		auto page = f.store.read("r", uint64_t(p) * kPage, 3);
+		bad += page[1] != uint8_t(0x40 + p);
+		bad += page[2] != (p == v ? 0xb0 : expected(f.store, "r", p));
+	}
+	CHECK(bad == 0);
+	REQUIRE(c.unmap(*m).is_ok());
 }

@@ -24,7 +24,7 @@
 //
 // One class, one file per concept (each says what it owns at its top):
 //   pager_thread.cc       lifecycle, the thread, its pools and channels
-//   uffd_events.cc        reading each process's uffd and fds, dispatch
+//   uffd_events.cc        reading each process's uffds and fds, dispatch
 //   private_faults.cc     faults, fetch, prefetch and install (private)
 //   address_events.cc     REMOVE, UNMAP, REMAP and FORK events
 //   shared_faults.cc      everything about shared windows
@@ -111,7 +111,7 @@ public:
 	void stop();
 	EventLoop *loop() { return loop_.get(); }
 
-	// Loop thread: takes over a process (its uffd starts being read).
+	// Loop thread: takes over a process (its uffds start being read).
 	void adopt(std::unique_ptr<Process> p);
 	// Loop thread: adds a mapping to process `uffd_id`, marks pages the
 	// process already has as resident (a restarted daemon), wakes threads
@@ -129,7 +129,7 @@ public:
 	// cannot bring it there.
 	void mapping_ready(uint64_t mapping_id, std::function<void(Status)> done);
 	// Loop thread: writes back the process's dirty pages it can still read,
-	// then closes its uffd.
+	// then closes its uffds.
 	void detach(uint64_t uffd_id, std::function<void()> done);
 	// Loop thread: adds this thread's counters to `out`.
 	void collect(StatsSnapshot *out);
@@ -193,7 +193,11 @@ private:
 	void run();
 	void arm(Process *p, ProcessOp *op, int kind);
 	void on_op(Process *p, int kind, int res, uint32_t flags);
-	void drain_uffd(Process *p);
+	// Reads `uffd`, one of p's (its uffd or its window uffd), until empty.
+	void drain_uffd(Process *p, int uffd);
+	// Wakes the threads waiting at [addr, addr+len) on either of p's uffds:
+	// for a range no mapping (or more than one) accounts for.
+	void wake_either(Process *p, uint64_t addr, uint64_t len);
 	void handle_msg(Process *p, const uffd_msg &msg);
 	void handle_fault(Process *p, uint64_t addr, uint32_t flags, uint32_t ptid, bool retry);
 	void handle_remove(Process *p, uint64_t start, uint64_t end);
@@ -267,7 +271,7 @@ private:
 	void poison_fault(Mapping *m, uint64_t addr);
 	// Lets a fault on a page that is still present retry (a WP fault
 	// gets the protection lifted); never leaves the thread waiting.
-	void let_through(Process *p, uint64_t addr, uint32_t flags);
+	void let_through(int uffd, uint64_t addr, uint32_t flags);
 	// The pages of `op` not yet installed go back to Remote, uninstalled.
 	void abandon_fetch(FetchOp *op);
 	// A delete elsewhere (on a remote module, or on this node's module by

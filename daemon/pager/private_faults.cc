@@ -42,7 +42,7 @@ void PagerThread::handle_fault(Process *p, uint64_t addr, uint32_t flags, uint32
 	if (m == nullptr || m->pages[idx].state == PageState::kGone) {
 		// Not (yet) ours: a mapping the client is still sending.
 		if (!orphans_.push({p, addr, flags, now_ns()}))
-			(void)uffd_wake(p->uffd, addr, kPageSize);
+			wake_either(p, addr, kPageSize);
 		return;
 	}
 	if (m->window) {

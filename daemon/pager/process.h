@@ -1,6 +1,7 @@
 // Process: one userfaultfd handed to the pager (one client process, or a
-// child the kernel reported through UFFD_EVENT_FORK), with its mappings and
-// its eviction in progress.
+// child the kernel reported through UFFD_EVENT_FORK), with the client's
+// second one for its shared windows if it sent one, its mappings and its
+// eviction in progress.
 //
 // Thread-safety: owned by one pager thread.
 #pragma once
@@ -27,7 +28,7 @@ class PagerThread;
 class ProcessOp : public IoOp
 {
 public:
-	enum Kind { kUffdPoll, kEvictRecv, kPidPoll };
+	enum Kind { kUffdPoll, kEvictRecv, kPidPoll, kWindowUffdPoll };
 	ProcessOp(PagerThread *t, Process *p, Kind k) : thread_(t), proc_(p), kind_(k) {}
 	void complete(int res, uint32_t flags) override;
 	bool armed = false;
@@ -77,6 +78,11 @@ static_assert(sizeof(Eviction::Reply) == sizeof(MoveReply));
 struct Process {
 	uint64_t uffd_id = 0;
 	int uffd = -1;
+	// The uffd the client registers its shared windows on ("attach"
+	// fds[2]), or -1: then they are on `uffd`. A window's eviction needs a
+	// synchronous write-protect freeze in every mapper, which a uffd with
+	// UFFD_FEATURE_WP_ASYNC does not give; this one never has it.
+	int window_uffd = -1;
 	pid_t pid = 0; // 0 until known (fork children: learnt from a fault)
 	uid_t uid = 0;
 	int conn_id = -1;        // control connection; -1 for fork children
@@ -106,7 +112,7 @@ struct Process {
 	bool warned_no_evict = false;
 	bool evict_pressure = false; // prefetch waits for room
 
-	std::unique_ptr<ProcessOp> uffd_op, evict_op, pid_op;
+	std::unique_ptr<ProcessOp> uffd_op, evict_op, pid_op, window_uffd_op;
 	bool dead = false;
 	bool mm_gone = false; // the process exited: its memory cannot be read
 
@@ -128,12 +134,17 @@ struct Process {
 	bool can_evict() const { return evict_fd >= 0 && !fork_child && pid > 0; }
 	void close_fds()
 	{
-		for (int *fd : {&uffd, &evict_fd, &pidfd, &mem_fd, &pagemap_fd}) {
+		for (int *fd : {&uffd, &window_uffd, &evict_fd, &pidfd, &mem_fd, &pagemap_fd}) {
 			if (*fd >= 0)
 				close(*fd);
 			*fd = -1;
 		}
 	}
 };
+
+inline int Mapping::uffd() const
+{
+	return window && proc->window_uffd >= 0 ? proc->window_uffd : proc->uffd;
+}
 
 } // namespace memfed::pager

@@ -116,7 +116,7 @@ void PagerThread::gone_fault(Mapping *m, uint32_t idx, uint32_t flags)
 	case PageState::kResident:
 		// Still present (the drop has not happened, or cannot: no
 		// evict channel): let the access through.
-		let_through(m->proc, m->page_addr(idx), flags);
+		let_through(m->uffd(), m->page_addr(idx), flags);
 		return;
 	case PageState::kHeld:
 		drop_held(m, idx);
@@ -127,34 +127,35 @@ void PagerThread::gone_fault(Mapping *m, uint32_t idx, uint32_t flags)
 	poison_fault(m, m->page_addr(idx));
 }
 
-void PagerThread::let_through(Process *p, uint64_t addr, uint32_t flags)
+void PagerThread::let_through(int uffd, uint64_t addr, uint32_t flags)
 {
 	// A write to a write-protected page: lift the protection (which wakes
 	// the thread). If that fails (EAGAIN: an address-space event such as
 	// the evictor's drop is queued), wake it anyway, or it waits for good;
 	// it faults again if it must.
 	if (!(flags & UFFD_PAGEFAULT_FLAG_WP) ||
-	    uffd_writeprotect(p->uffd, addr, kPageSize, false, false) < 0)
-		(void)uffd_wake(p->uffd, addr, kPageSize);
+	    uffd_writeprotect(uffd, addr, kPageSize, false, false) < 0)
+		(void)uffd_wake(uffd, addr, kPageSize);
 }
 
 void PagerThread::poison_fault(Mapping *m, uint64_t addr)
 {
 	Process *p = m->proc;
+	const int uffd = m->uffd();
 	if (!(p->features & UFFD_FEATURE_POISON)) {
 		// No UFFDIO_POISON on this kernel: zeroes, never the deleted
 		// bytes and never a fault left waiting (the zeroes go nowhere).
-		int r = uffd_copy(p->uffd, addr, zero_.data(), kPageSize, false, nullptr);
+		int r = uffd_copy(uffd, addr, zero_.data(), kPageSize, false, nullptr);
 		if (r == -EEXIST || r == -EAGAIN)
-			(void)uffd_wake(p->uffd, addr, kPageSize);
+			(void)uffd_wake(uffd, addr, kPageSize);
 		return;
 	}
-	int r = uffd_poison(p->uffd, addr, kPageSize);
+	int r = uffd_poison(uffd, addr, kPageSize);
 	if (r == -EEXIST) {
 		// UFFDIO_POISON refuses any PTE, a write-protect marker too (an
 		// evicted page of a shared window keeps one): clear it first.
-		(void)uffd_writeprotect(p->uffd, addr, kPageSize, false, false);
-		r = uffd_poison(p->uffd, addr, kPageSize);
+		(void)uffd_writeprotect(uffd, addr, kPageSize, false, false);
+		r = uffd_poison(uffd, addr, kPageSize);
 	}
 	if (r == 0) {
 		m->stats.poisoned++;
@@ -167,7 +168,7 @@ void PagerThread::poison_fault(Mapping *m, uint64_t addr)
 		         (unsigned long)addr, m->region.c_str(), std::strerror(-r));
 	// Present after all, an address-space event is queued, or the memory
 	// was unmapped: the thread runs again and faults again if it must.
-	(void)uffd_wake(p->uffd, addr, kPageSize);
+	(void)uffd_wake(uffd, addr, kPageSize);
 }
 
 void PagerThread::abandon_fetch(FetchOp *op)

@@ -38,7 +38,7 @@ void PagerThread::shared_fault(Mapping *m, uint32_t idx, uint32_t flags, bool re
 		}
 		lk.unlock();
 		if (flags & UFFD_PAGEFAULT_FLAG_WP)
-			let_through(p, addr, flags);
+			let_through(m->uffd(), addr, flags);
 		else
 			poison_fault(m, addr);
 		return;
@@ -51,7 +51,7 @@ void PagerThread::shared_fault(Mapping *m, uint32_t idx, uint32_t flags, bool re
 		// Write-protection is only wanted while a page is evicted; a
 		// leftover marker (the page was punched and filled again) goes.
 		m->stats.wp_faults++;
-		(void)uffd_writeprotect(p->uffd, addr, kPageSize, false, false);
+		(void)uffd_writeprotect(m->uffd(), addr, kPageSize, false, false);
 		return;
 	}
 	if (!retry)
@@ -68,7 +68,7 @@ void PagerThread::shared_fault(Mapping *m, uint32_t idx, uint32_t flags, bool re
 		return;
 	case PageState::kResident:
 		if (w.in_memfd(wi)) {
-			(void)uffd_wake(p->uffd, addr, kPageSize); // raced with the fill
+			(void)uffd_wake(m->uffd(), addr, kPageSize); // raced with the fill
 			return;
 		}
 		// A hole where the pager put a page: the program punched it
@@ -82,7 +82,7 @@ void PagerThread::shared_fault(Mapping *m, uint32_t idx, uint32_t flags, bool re
 	if (w.budget_pages && w.resident >= w.budget_pages) {
 		lk.unlock();
 		if (!waiting_.push({p, addr, flags, now_ns()}))
-			(void)uffd_wake(p->uffd, addr, kPageSize);
+			(void)uffd_wake(m->uffd(), addr, kPageSize);
 		maybe_evict_window(m);
 		return;
 	}
@@ -104,7 +104,7 @@ void PagerThread::shared_fault(Mapping *m, uint32_t idx, uint32_t flags, bool re
 		lk.unlock();
 		FaultRing &ring = (cs->broken || !cs->channel) ? retry_ : waiting_;
 		if (!ring.push({p, addr, flags, now_ns()}))
-			(void)uffd_wake(p->uffd, addr, kPageSize);
+			(void)uffd_wake(m->uffd(), addr, kPageSize);
 		return;
 	}
 	free_fault_ = op->next;
@@ -168,7 +168,7 @@ void PagerThread::shared_fetch_done(FetchOp *op, const Status &st)
 				uint64_t a = m->page_addr(wi + j - m->window_first);
 				if (!m->dead && !m->proc->dead &&
 				    !retry_.push({m->proc, a, 0u, now_ns()}))
-					(void)uffd_wake(m->proc->uffd, a, kPageSize);
+					(void)uffd_wake(m->uffd(), a, kPageSize);
 			}
 			if (r != 0 && st.is_ok() && !gone)
 				LOG_WARN(kLog, "filling pages %u+%u of window %s: %s", wi, n,
@@ -610,7 +610,7 @@ Status PagerThread::add_shared_mapping(Process *p, std::unique_ptr<Mapping> m)
 	}
 	p->mappings.push_back(std::move(m));
 	last_map_ns_ = now_ns();
-	(void)uffd_wake(p->uffd, raw->addr, uint64_t(raw->npages) * kPageSize);
+	(void)uffd_wake(raw->uffd(), raw->addr, uint64_t(raw->npages) * kPageSize);
 	return Status::ok();
 }
 

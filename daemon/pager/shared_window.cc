@@ -75,7 +75,7 @@ void SharedWindow::wake_all(uint32_t first, uint32_t count)
 	uint64_t a, l;
 	for (const Mapper &mp : mappers)
 		if (mapper_range(mp, first, count, &a, &l))
-			(void)uffd_wake(mp.proc->uffd, a, l);
+			(void)uffd_wake(mp.mapping->uffd(), a, l);
 }
 
 bool SharedWindow::write_protect_all(uint32_t first, uint32_t count, bool wp)
@@ -85,7 +85,7 @@ bool SharedWindow::write_protect_all(uint32_t first, uint32_t count, bool wp)
 	for (const Mapper &mp : mappers) {
 		if (!mapper_range(mp, first, count, &a, &l))
 			continue;
-		int r = uffd_writeprotect(mp.proc->uffd, a, l, wp, false);
+		int r = uffd_writeprotect(mp.mapping->uffd(), a, l, wp, false);
 		if (r < 0 && !(r == -ENOENT && mp.proc->dead))
 			ok = false;
 	}

@@ -4,7 +4,7 @@
 // registered on it, an evict channel served by an evictor thread, and the
 // control socket; with `staging` set before attach, a staging area and an
 // evictor that serves MoveRequests (map_protocol.h, "Staging") as
-// libmemfed's does.
+// libmemfed's does; with `window_uffd`, a second uffd for shared windows.
 //
 // Thread-safety: one thread drives a TestClient; its evictor thread only
 // touches the evict socket, madvise and UFFDIO_MOVE.
@@ -45,6 +45,8 @@ public:
 			close(evict_sock_);
 		if (uffd_ >= 0)
 			close(uffd_);
+		if (window_uffd_ >= 0)
+			close(window_uffd_);
 		if (staging_addr_ != 0)
 			munmap(reinterpret_cast<void *>(staging_addr_), staging_len_);
 	}
@@ -81,6 +83,17 @@ public:
 			if (!fd)
 				return fd.status();
 			uffd_ = *fd;
+		}
+		if (window_uffd && window_uffd_ < 0) {
+			if (!h->body.value("window_uffd", false))
+				return Status(Code::kInvalidArgument,
+				              "the pager takes no window uffd");
+			auto fd = open_uffd(features_ & ~uint64_t(UFFD_FEATURE_WP_ASYNC |
+			                                          UFFD_FEATURE_EVENT_FORK),
+			                    false);
+			if (!fd)
+				return fd.status();
+			window_uffd_ = *fd;
 		}
 		if (staging && staging_addr_ == 0) {
 			if (!(features_ & UFFD_FEATURE_MOVE))
@@ -124,6 +137,8 @@ private:
 			if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
 				return Status::from_errno(errno, "socketpair");
 			m.fds.push_back(sv[1]);
+			if (window_uffd_ >= 0)
+				m.fds.push_back(window_uffd_);
 		}
 		auto r = cli_.call_ok(m);
 		if (sv[1] >= 0)
@@ -220,7 +235,9 @@ public:
 		close(fd);
 		if (q == MAP_FAILED)
 			return Status::from_errno(errno, "mmap of the memfd");
-		if (int e = uffd_register(uffd_, a, length, shared_mode_); e < 0)
+		if (int e = uffd_register(window_uffd_ >= 0 ? window_uffd_ : uffd_, a, length,
+		                          shared_mode_);
+		    e < 0)
 			return Status::from_errno(-e, "UFFDIO_REGISTER");
 		uint64_t id = r->body["mapping_id"].get<uint64_t>();
 		auto ready = call({{"op", kOpMapReady}, {"mapping_id", id}});
@@ -256,12 +273,28 @@ public:
 	}
 	// Drops the control connection (the pager detaches) but keeps the uffd.
 	void disconnect() { cli_ = control::Client(); }
+	// Drops the connection and closes the uffds: once the pager has closed
+	// its copies too, threads waiting in a fault on them run again (a
+	// failing test's way out).
+	void abandon()
+	{
+		disconnect();
+		for (int *fd : {&uffd_, &window_uffd_})
+			if (*fd >= 0)
+				close(*fd);
+		uffd_ = window_uffd_ = -1;
+	}
 
 	int uffd() const { return uffd_; }
+	// Set before attach: shared windows on a uffd of their own (attach
+	// fds[2], with the evict channel), as libmemfed does.
+	bool window_uffd = false;
+	int window_uffd_fd() const { return window_uffd_; }
 	// Fields added to every "attach" (e.g. "staging").
 	nlohmann::json attach_extra = nlohmann::json::object();
 	uint64_t uffd_id() const { return uffd_id_; }
 	uint64_t register_mode() const { return mode_; }
+	uint64_t shared_register_mode() const { return shared_mode_; }
 	uint64_t drops() const { return drops_; }
 	// Set before attach: map a staging area and serve MoveRequests.
 	bool staging = false;
@@ -356,7 +389,7 @@ private:
 
 	control::Client cli_;
 	uint64_t staging_addr_ = 0, staging_len_ = 0;
-	int uffd_ = -1;
+	int uffd_ = -1, window_uffd_ = -1;
 	uint64_t uffd_id_ = 0;
 	uint64_t features_ = 0, mode_ = 0, shared_mode_ = 0;
 	int evict_sock_ = -1;

@@ -56,6 +56,9 @@ void PagerThread::arm(Process *p, ProcessOp *op, int kind)
 	case ProcessOp::kUffdPoll:
 		io_uring_prep_poll_multishot(s, p->uffd, POLLIN);
 		break;
+	case ProcessOp::kWindowUffdPoll:
+		io_uring_prep_poll_multishot(s, p->window_uffd, POLLIN);
+		break;
 	case ProcessOp::kEvictRecv:
 		io_uring_prep_recv(s, p->evict_fd, &p->evict.reply, sizeof(p->evict.reply), 0);
 		break;
@@ -69,27 +72,35 @@ void PagerThread::arm(Process *p, ProcessOp *op, int kind)
 void PagerThread::adopt(std::unique_ptr<Process> p)
 {
 	Process *raw = p.get();
-	int fl = fcntl(raw->uffd, F_GETFL);
-	if (fl >= 0 && !(fl & O_NONBLOCK))
-		(void)fcntl(raw->uffd, F_SETFL, fl | O_NONBLOCK);
+	for (int fd : {raw->uffd, raw->window_uffd}) {
+		int fl = fd >= 0 ? fcntl(fd, F_GETFL) : -1;
+		if (fl >= 0 && !(fl & O_NONBLOCK))
+			(void)fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+	}
 	raw->uffd_op = std::make_unique<ProcessOp>(this, raw, ProcessOp::kUffdPoll);
 	raw->evict_op = std::make_unique<ProcessOp>(this, raw, ProcessOp::kEvictRecv);
 	raw->pid_op = std::make_unique<ProcessOp>(this, raw, ProcessOp::kPidPoll);
+	raw->window_uffd_op = std::make_unique<ProcessOp>(this, raw, ProcessOp::kWindowUffdPoll);
 	raw->evict.victims.reserve(cfg_.evict_batch);
 	procs_.push_back(std::move(p));
 	last_map_ns_ = now_ns();
 	arm(raw, raw->uffd_op.get(), ProcessOp::kUffdPoll);
+	if (raw->window_uffd >= 0)
+		arm(raw, raw->window_uffd_op.get(), ProcessOp::kWindowUffdPoll);
 	if (raw->evict_fd >= 0)
 		arm(raw, raw->evict_op.get(), ProcessOp::kEvictRecv);
 	// Messages may be queued already (a restarted daemon).
-	drain_uffd(raw);
+	drain_uffd(raw, raw->uffd);
+	if (raw->window_uffd >= 0)
+		drain_uffd(raw, raw->window_uffd);
 }
 
 void PagerThread::on_op(Process *p, int kind, int res, uint32_t flags)
 {
-	ProcessOp *op = kind == ProcessOp::kUffdPoll    ? p->uffd_op.get()
-	                : kind == ProcessOp::kEvictRecv ? p->evict_op.get()
-	                                                : p->pid_op.get();
+	ProcessOp *op = kind == ProcessOp::kUffdPoll         ? p->uffd_op.get()
+	                : kind == ProcessOp::kWindowUffdPoll ? p->window_uffd_op.get()
+	                : kind == ProcessOp::kEvictRecv      ? p->evict_op.get()
+	                                                     : p->pid_op.get();
 	if (!(flags & IORING_CQE_F_MORE))
 		op->armed = false;
 	if (p->dead) {
@@ -98,16 +109,21 @@ void PagerThread::on_op(Process *p, int kind, int res, uint32_t flags)
 	}
 	switch (kind) {
 	case ProcessOp::kUffdPoll:
+	case ProcessOp::kWindowUffdPoll: {
+		// Both uffds' messages go through one dispatch: a fault or an
+		// event finds its mapping by address.
+		bool window = kind == ProcessOp::kWindowUffdPoll;
 		if (res < 0 && res != -ECANCELED) {
-			LOG_WARN(kLog, "polling uffd %lu failed: %s", (unsigned long)p->uffd_id,
-			         std::strerror(-res));
+			LOG_WARN(kLog, "polling %suffd %lu failed: %s", window ? "the window " : "",
+			         (unsigned long)p->uffd_id, std::strerror(-res));
 			kill_process(p, "uffd poll failed");
 			return;
 		}
-		drain_uffd(p);
+		drain_uffd(p, window ? p->window_uffd : p->uffd);
 		if (!op->armed && !p->dead)
 			arm(p, op, kind);
 		break;
+	}
 	case ProcessOp::kEvictRecv:
 		on_evict_reply(p, res);
 		break;
@@ -118,11 +134,11 @@ void PagerThread::on_op(Process *p, int kind, int res, uint32_t flags)
 	}
 }
 
-void PagerThread::drain_uffd(Process *p)
+void PagerThread::drain_uffd(Process *p, int uffd)
 {
 	uffd_msg msgs[32];
 	while (!p->dead) {
-		ssize_t n = read(p->uffd, msgs, sizeof(msgs));
+		ssize_t n = read(uffd, msgs, sizeof(msgs));
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
@@ -140,6 +156,13 @@ void PagerThread::drain_uffd(Process *p)
 		if (count < std::size(msgs))
 			return;
 	}
+}
+
+void PagerThread::wake_either(Process *p, uint64_t addr, uint64_t len)
+{
+	(void)uffd_wake(p->uffd, addr, len);
+	if (p->window_uffd >= 0)
+		(void)uffd_wake(p->window_uffd, addr, len);
 }
 
 void PagerThread::handle_msg(Process *p, const uffd_msg &msg)
