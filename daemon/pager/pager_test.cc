@@ -596,6 +596,47 @@ TEST_CASE("under WP_ASYNC writes are found without a fault, and clean pages leav
 	CHECK(f.store.read("r", uint64_t(other) * kPage + 9, 1)[0] == 0x98);
 }
 
+TEST_CASE("under WP_ASYNC pages written between rounds keep their place (CLOCK's second chance)",
+          "[pager]")
+{
+	// A fault marks a page referenced only when it installs it: a page
+	// written all the time would look as cold as one read once. Under
+	// WP_ASYNC each round's PAGEMAP_SCAN tells which pages were written
+	// since the last, and those get their second chance. A few hot pages,
+	// written between every few reads of a stream through a budget they
+	// and a part of the stream fit in, are not taken out once the stream
+	// runs.
+	PagerFixture f;
+	constexpr uint32_t kPages = 1024, kBudget = 64, kHot = 8;
+	f.store.add_region("r", kPages);
+	TestClient c;
+	if (!f.pager->caps().anon_wp || !evict_path(c, f, EvictPath::kAsync))
+		return;
+	attach_on(c, f, EvictPath::kAsync);
+	auto m = c.map("r", 0, kPages * kPage, kBudget * kPage, /*prefetch=*/false);
+	REQUIRE(m.is_ok());
+	for (uint32_t h = 0; h < kHot; h++)
+		m->addr[h * kPage] = uint8_t(h + 1);
+	uint32_t gone = 0;
+	int bad = 0;
+	for (uint32_t p = kHot; p < kPages; p++) {
+		bad += m->addr[p * kPage] != expected(f.store, "r", p);
+		if (p % 4 != 0)
+			continue;
+		// Past the first rounds: in the first, every page is referenced
+		// (each was just installed), and CLOCK's second lap takes any.
+		if (p >= 4 * kBudget)
+			gone += kHot - uint32_t(resident_pages(m->addr, kHot * kPage));
+		for (uint32_t h = 0; h < kHot; h++)
+			m->addr[h * kPage + p / 4 % kPage] = uint8_t(p);
+	}
+	auto ps = f.proc_stats();
+	INFO(ps.dump());
+	CHECK(bad == 0);
+	CHECK(ps["evictions"].get<uint64_t>() > kPages / 2);
+	CHECK(gone == 0);
+}
+
 TEST_CASE("a page the program drops while it is being evicted is zero on the module too", "[pager]")
 {
 	PagerFixture f;
