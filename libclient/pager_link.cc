@@ -250,6 +250,10 @@ Status PagerLink::establish()
 		close(sv[0]);
 		return Status(Code::kProtocol, "attach reply lacks uffd_id");
 	}
+	// WP_ASYNC: the key of the content hashes the evictor sends back.
+	uint64_t key = 0;
+	(void)get_u64(ar->body, "content_key", &key);
+	content_key_.store(key, std::memory_order_relaxed);
 	// The old evictor may be in madvise for a drop the old pager asked for,
 	// blocked until the new pager reads its REMOVE event. That event must
 	// reach the new pager before any "map": with no mapping to apply it to,

@@ -228,6 +228,9 @@ private:
 	// Serves one MoveRequest of `n` bytes; false ends the channel.
 	bool serve_move(int sock, const pager::MoveRequest &req, size_t n);
 	void unshare(const pager::DropRange *ranges, uint32_t n);
+	uint32_t hash_moved(const pager::MoveRequest &req, pager::MoveReply *rep) const;
+	// The key of the content hashes MoveReplies carry ("attach"; 0: none).
+	std::atomic<uint64_t> content_key_{0};
 	// Why `req` (`n` bytes) must be refused, or nullptr. REQUIRES: spans_mu_.
 	const char *check_move(const pager::MoveRequest &req, size_t n) const;
 	// Records the slots of `run` (into the staging area at `staging`) that

@@ -32,6 +32,7 @@
 #include <vector>
 
 #include "daemon/control/message.h"
+#include "daemon/pager/content_hash.h"
 #include "daemon/pager/map_protocol.h"
 #include "daemon/pager/uffd.h"
 
@@ -169,6 +170,7 @@ public:
 	// The test process's next "sync": closes the connection instead of
 	// answering (die_on_sync), or is answered with this error.
 	bool die_on_sync = false;
+	uint64_t content_key = 0; // sent in the attach reply when non-zero
 	Code sync_code = Code::kOk;
 	std::mutex mu_;
 
@@ -273,6 +275,8 @@ private:
 			evict_ = m->fds[1];
 			m->fds.clear();
 			rep = control::ok_reply({{"uffd_id", uint64_t{1}}, {"evict", true}});
+			if (content_key != 0)
+				rep.body["content_key"] = content_key;
 		} else if (op == pg::kOpMap) {
 			if (ours)
 				removes_at_map.push_back(removes.size());
@@ -402,10 +406,13 @@ struct Request {
 	std::vector<pg::MoveRun> runs;
 	uint32_t n_runs_claimed = UINT32_MAX; // the header's n_runs if not runs.size()
 	int64_t extra_bytes = 0;              // added to the packet's size
+	uint32_t flags = 0;
 };
 
-// Sends `r` on the evict channel and returns the reply's results.
-std::vector<int64_t> send_move(int fd, uint64_t seq, const Request &r)
+// Sends `r` on the evict channel and returns the reply's results (and its
+// content hashes in *hashes, which may be null when none are expected).
+std::vector<int64_t> send_move(int fd, uint64_t seq, const Request &r,
+                               std::vector<uint64_t> *hashes = nullptr)
 {
 	auto req = std::make_unique<pg::MoveRequest>();
 	std::memset(req.get(), 0, sizeof(*req));
@@ -413,6 +420,7 @@ std::vector<int64_t> send_move(int fd, uint64_t seq, const Request &r)
 	req->seq = seq;
 	req->n_empty = uint32_t(r.empty.size());
 	req->n_runs = uint32_t(r.runs.size());
+	req->flags = r.flags;
 	for (uint32_t i = 0; i < req->n_empty; i++)
 		req->set_empty(i, r.empty[i]);
 	for (uint32_t i = 0; i < req->n_runs; i++)
@@ -428,7 +436,14 @@ std::vector<int64_t> send_move(int fd, uint64_t seq, const Request &r)
 	REQUIRE(n >= ssize_t(pg::move_reply_size(0)));
 	CHECK(rep.magic == pg::kMoveReplyMagic);
 	CHECK(rep.seq == seq);
-	REQUIRE(uint64_t(n) == pg::move_reply_size(rep.n_runs));
+	REQUIRE(uint64_t(n) >= pg::move_reply_size(rep.n_runs));
+	uint32_t n_hashes = uint32_t((uint64_t(n) - pg::move_reply_size(rep.n_runs)) / 8);
+	REQUIRE(uint64_t(n) == pg::move_reply_size(rep.n_runs, n_hashes));
+	if (hashes == nullptr)
+		REQUIRE(n_hashes == 0);
+	else
+		for (uint32_t k = 0; k < n_hashes; k++)
+			hashes->push_back(rep.hash(k));
 	return std::vector<int64_t>(rep.result, rep.result + rep.n_runs);
 }
 
@@ -470,8 +485,9 @@ struct Fixture {
 	uint64_t work = 0, staging = 0;
 	bool move = false;
 
-	explicit Fixture(bool handle_fork = false)
+	explicit Fixture(bool handle_fork = false, uint64_t content_key = 0)
 	{
+		fp.content_key = content_key;
 		auto caps = pg::probe_uffd();
 		REQUIRE(caps.is_ok());
 		move = caps->move;
@@ -609,6 +625,37 @@ TEST_CASE("attach carries the staging area", "[pager_link]")
 	CHECK(a["staging"]["len"].get<uint64_t>() == kStagingBytes);
 	CHECK((a["features"].get<uint64_t>() & UFFD_FEATURE_MOVE) != 0);
 	CHECK(count_present(f.staging, pg::kStagingPages) == 0);
+}
+
+TEST_CASE("the evictor hashes the pages of the runs it moved whole, when asked", "[pager_link]")
+{
+	// Under WP_ASYNC the pager tells a written page by its content: the
+	// evictor, which reads its own memory, hashes each page it moved with
+	// the key "attach" gave it, in run order, runs that did not move whole
+	// left out.
+	constexpr uint64_t kKey = 0x5eed5eed12345678;
+	Fixture f(false, kKey);
+	if (!f.move)
+		return;
+	Request r{{},
+	          {{f.page(2), 2 * kPage, f.slot(0)},
+	           {f.page(20), kPage, f.slot(1)}, // full by then: EEXIST
+	           {f.page(9), kPage, f.slot(3)}}};
+	r.flags = pg::kMoveWantHashes;
+	std::vector<uint64_t> hashes;
+	auto res = send_move(f.fp.evict_fd(), 1, r, &hashes);
+	CHECK(res == std::vector<int64_t>{int64_t(2 * kPage), -EEXIST, int64_t(kPage)});
+	REQUIRE(hashes.size() == 3);
+	for (uint32_t k = 0; k < 3; k++) {
+		uint64_t slot = f.slot(k < 2 ? k : 3);
+		CHECK(hashes[k] == pg::content_hash(reinterpret_cast<const void *>(slot), kKey));
+	}
+	CHECK(holds(f.slot(3), word(9, 1)));
+	CHECK(hashes[0] != hashes[1]);
+	CHECK(hashes[0] != pg::content_hash(reinterpret_cast<const void *>(f.slot(0)), kKey + 1));
+	// Not asked: none.
+	res = f.send(2, {{}, {{f.page(12), kPage, f.slot(4)}}});
+	CHECK(res == std::vector<int64_t>{int64_t(kPage)});
 }
 
 TEST_CASE("the evictor moves runs into staging and replies per run", "[pager_link]")

@@ -49,7 +49,8 @@ void PagerThread::remember_content(Mapping *m, uint32_t first, uint32_t n, const
 	if (m->content.empty())
 		return;
 	for (uint32_t j = 0; j < n; j++)
-		m->content[first + j] = content_hash(bytes + size_t(j) * kPageSize, hash_key_);
+		m->content[first + j] =
+		        content_hash(bytes + size_t(j) * kPageSize, m->proc->content_key);
 }
 
 bool PagerThread::open_pagemap(Process *p)
@@ -140,35 +141,76 @@ void PagerThread::mark_written_victims(Process *p)
 	}
 }
 
-void PagerThread::check_staged_content(Process *p)
+void PagerThread::check_staged_content(Process *p, uint32_t n_hashes)
 {
 	if (!p->wp_async)
 		return;
-	auto &v = p->evict.victims;
+	Eviction &ev = p->evict;
+	auto &v = ev.victims;
 	// Staged, not known written: what only the content can tell.
 	auto unknown = [&v](size_t k) {
 		const Page &pg = v[k].first->pages[v[k].second];
 		return !v[k].first->dead && pg.state == PageState::kStaged &&
 		       !(pg.flags & (kDirty | kRemoved | kRemovedTwice));
 	};
+	auto differs = [](Mapping *m, uint32_t i, uint64_t hash) {
+		return m->content.empty() || hash != m->content[i];
+	};
+	// The evictor's hashes of the runs that moved whole, when it sent one
+	// for each of their pages (MoveReply): victim k's is hash[k - skipped].
+	std::vector<uint8_t> &hashed = hashed_;
+	hashed.assign(v.size(), 0);
+	const MoveReply &reply = ev.reply.move;
+	if (n_hashes != 0 && (ev.move.flags & kMoveWantHashes)) {
+		uint32_t whole = 0;
+		for (uint32_t r = 0; r < ev.move.n_runs; r++)
+			if (reply.result[r] == int64_t(ev.move.run(r).len))
+				whole += uint32_t(ev.move.run(r).len / kPageSize);
+		if (whole == n_hashes) {
+			size_t k = 0;
+			uint32_t h = 0;
+			for (uint32_t r = 0; r < ev.move.n_runs; r++) {
+				uint32_t pages = uint32_t(ev.move.run(r).len / kPageSize);
+				bool moved = reply.result[r] == int64_t(ev.move.run(r).len);
+				for (uint32_t q = 0; q < pages; q++, k++) {
+					if (!moved)
+						continue;
+					uint64_t hash = reply.hash(h++);
+					if (!unknown(k))
+						continue;
+					hashed[k] = 1;
+					if (differs(v[k].first, v[k].second, hash))
+						v[k].first->pages[v[k].second].flags |= kDirty;
+				}
+			}
+		} else {
+			LOG_WARN(kLog,
+			         "pid %d: the evictor sent %u content hashes for %u moved pages; "
+			         "reading the pages instead",
+			         int(p->pid), n_hashes, whole);
+		}
+	}
+	// The rest are read from their slots and hashed here.
 	for (size_t k = 0; k < v.size();) {
-		if (!unknown(k)) {
+		if (hashed[k] || !unknown(k)) {
 			k++;
 			continue;
 		}
 		Mapping *m = v[k].first;
 		size_t j = k + 1;
 		while (j < v.size() && j - k < kWritePages && v[j].first == m &&
-		       v[j].second == v[j - 1].second + 1 && unknown(j))
+		       v[j].second == v[j - 1].second + 1 && !hashed[j] && unknown(j))
 			j++;
 		uint32_t n = uint32_t(j - k);
 		uint32_t got = read_pages(p, slot_addr(p, int(k)), stage_buf_.data(), n);
 		for (uint32_t q = 0; q < n; q++) {
 			Page &pg = m->pages[v[k + q].second];
-			if (q >= got || m->content.empty() ||
-			    content_hash(stage_buf_.data() + size_t(q) * kPageSize, hash_key_) !=
-			            m->content[v[k + q].second])
-				pg.flags |= kDirty; // unread pages count as written
+			// Unread pages count as written.
+			if (q >= got ||
+			    differs(m, v[k + q].second,
+			            content_hash(stage_buf_.data() + size_t(q) * kPageSize,
+			                         p->content_key)))
+				pg.flags |= kDirty;
 		}
 		k = j;
 	}

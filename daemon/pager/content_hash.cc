@@ -1,6 +1,8 @@
 #include "daemon/pager/content_hash.h"
 
 #include <sys/random.h>
+// Inlined: neither memfedd nor libmemfed needs libxxhash at run time.
+#define XXH_INLINE_ALL
 #include <xxhash.h>
 
 #include <chrono>

@@ -228,9 +228,11 @@ void PagerThread::on_evict_reply(Process *p, int res)
 {
 	Eviction &ev = p->evict;
 	bool drop = res == int(sizeof(DropReply)) && ev.reply.drop.magic == kDropReplyMagic;
-	bool move = res >= int(move_reply_size(0)) && ev.reply.move.magic == kMoveReplyMagic &&
-	            ev.reply.move.n_runs <= kMaxMoveRuns &&
-	            uint64_t(res) == move_reply_size(ev.reply.move.n_runs);
+	const MoveReply &mr = ev.reply.move;
+	bool move = res >= int(move_reply_size(0)) && mr.magic == kMoveReplyMagic &&
+	            mr.n_runs <= kMaxMoveRuns && uint64_t(res) >= move_reply_size(mr.n_runs) &&
+	            uint64_t(res) <= move_reply_size(mr.n_runs, kMaxMoveHashes) &&
+	            (uint64_t(res) - move_reply_size(mr.n_runs)) % 8 == 0;
 	if (res <= 0 || !(drop || move)) {
 		// A client closes its end when it exits or detaches: normal.
 		if (res == 0 || res == -ECANCELED)
@@ -250,7 +252,7 @@ void PagerThread::on_evict_reply(Process *p, int res)
 	}
 	arm(p, p->evict_op.get(), ProcessOp::kEvictRecv);
 	if (move) {
-		on_move_reply(p);
+		on_move_reply(p, uint32_t((uint64_t(res) - move_reply_size(mr.n_runs)) / 8));
 		return;
 	}
 	const DropReply &reply = ev.reply.drop;

@@ -55,7 +55,9 @@
 //                        "window_uffd"): the process's userfaultfd for
 //                        shared windows, opened like fds[0] but without
 //                        UFFD_FEATURE_WP_ASYNC and UFFD_FEATURE_EVENT_FORK.
-//     -> {"uffd_id": u64, "evict": bool (evict channel accepted)}
+//     -> {"uffd_id": u64, "evict": bool (evict channel accepted),
+//         "content_key": u64 (only for a uffd with WP_ASYNC: the key of the
+//                        content hashes its evictor sends in MoveReplies)}
 //     One uffd per process, or two: with fds[2] the client registers its
 //     kind "shared" mappings on fds[2] and everything else (private
 //     mappings, the staging area) on fds[0]; without it, all on fds[0]. The
@@ -376,7 +378,7 @@ struct MoveRequest {
 	uint32_t magic;   // kMoveRequestMagic
 	uint32_t n_empty; // 0..kMaxMoveEmpty
 	uint32_t n_runs;  // 0..kMaxMoveRuns; n_empty + n_runs >= 1
-	uint32_t reserved;
+	uint32_t flags;   // kMoveWantHashes
 	uint64_t seq;
 	// CLOCK_MONOTONIC when sent (logs). Unlike a drop, a move does not
 	// settle the program's drops of its pages: their write-back comes after.
@@ -405,12 +407,24 @@ struct MoveRequest {
 	}
 };
 
+// MoveRequest.flags: reply with the content hash of every page moved (a
+// uffd under WP_ASYNC; the pager's async_dirty.cc).
+constexpr uint32_t kMoveWantHashes = 1;
+constexpr uint32_t kMaxMoveHashes = kStagingPages;
+
 struct MoveReply {
 	uint32_t magic;  // kMoveReplyMagic
 	uint32_t n_runs; // the request's
 	uint64_t seq;
-	// Per run, in order: bytes moved (the run's len) or -errno.
-	int64_t result[kMaxMoveRuns]; // only n_runs are sent
+	// Per run, in order: bytes moved (the run's len) or -errno. Then, if
+	// the request had kMoveWantHashes and "attach" gave a "content_key":
+	// for each run moved whole, in order, the content_hash() of each of
+	// its pages as it sits in its slot, with that key (at most
+	// kMaxMoveHashes; a reply with fewer than the whole runs' pages has
+	// them for none).
+	int64_t result[kMaxMoveRuns + kMaxMoveHashes]; // only what is used is sent
+	uint64_t hash(uint32_t k) const { return uint64_t(result[n_runs + k]); }
+	void set_hash(uint32_t k, uint64_t h) { result[n_runs + k] = int64_t(h); }
 };
 
 // Size of a MoveRequest with `n_empty` ranges to empty and `n_runs` runs.
@@ -418,12 +432,12 @@ constexpr uint64_t move_request_size(uint32_t n_empty, uint32_t n_runs)
 {
 	return 32 + uint64_t{n_empty} * 16 + uint64_t{n_runs} * 24;
 }
-// Size of a MoveReply for `n_runs` runs.
-constexpr uint64_t move_reply_size(uint32_t n_runs)
+// Size of a MoveReply for `n_runs` runs and `n_hashes` page hashes.
+constexpr uint64_t move_reply_size(uint32_t n_runs, uint32_t n_hashes = 0)
 {
-	return 16 + uint64_t{n_runs} * 8;
+	return 16 + (uint64_t{n_runs} + n_hashes) * 8;
 }
 static_assert(sizeof(MoveRequest) == move_request_size(kMaxMoveEmpty, kMaxMoveRuns));
-static_assert(sizeof(MoveReply) == move_reply_size(kMaxMoveRuns));
+static_assert(sizeof(MoveReply) == move_reply_size(kMaxMoveRuns, kMaxMoveHashes));
 
 } // namespace memfed::pager

@@ -61,7 +61,8 @@ void PagerThread::send_move(Process *p)
 	req.magic = kMoveRequestMagic;
 	req.n_empty = 0;
 	req.n_runs = 0;
-	req.reserved = 0;
+	// The evictor hashes what it moved: cheaper than reading it out here.
+	req.flags = p->wp_async && ev.victims.size() <= kMaxMoveHashes ? kMoveWantHashes : 0;
 	req.seq = ev.seq;
 	// Victims are sorted and capped at kMaxMoveRuns runs (maybe_evict).
 	MoveRun run{};
@@ -93,7 +94,7 @@ void PagerThread::send_empty(Process *p)
 	req.magic = kMoveRequestMagic;
 	req.n_empty = 1;
 	req.n_runs = 0;
-	req.reserved = 0;
+	req.flags = 0;
 	req.seq = ++ev.seq;
 	req.set_empty(0, {p->staging_addr, uint64_t(ev.victims.size()) * kPageSize});
 	ev.phase = Eviction::Phase::kEmptying;
@@ -115,7 +116,7 @@ void PagerThread::send_move_packet(Process *p, uint64_t size)
 	move_channel_lost(p);
 }
 
-void PagerThread::on_move_reply(Process *p)
+void PagerThread::on_move_reply(Process *p, uint32_t n_hashes)
 {
 	Eviction &ev = p->evict;
 	const MoveReply &reply = ev.reply.move;
@@ -148,7 +149,7 @@ void PagerThread::on_move_reply(Process *p)
 		settle_moved(p, k, pages, res >= 0);
 		k += pages;
 	}
-	check_staged_content(p);
+	check_staged_content(p, n_hashes);
 	ev.phase = Eviction::Phase::kWriting;
 	check_move_round(p);
 	retry_copies(); // the moves may have held copies off (EAGAIN)
@@ -280,7 +281,7 @@ void PagerThread::move_channel_lost(Process *p)
 			settle_moved(p, k, uint32_t(j - k), false);
 			k = j;
 		}
-		check_staged_content(p);
+		check_staged_content(p, 0);
 		ev.phase = Eviction::Phase::kWriting;
 	}
 	if (ev.phase == Eviction::Phase::kEmptying) {

@@ -1,4 +1,5 @@
 #include "daemon/pager/pager.h"
+#include "daemon/pager/content_hash.h"
 
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -256,6 +257,9 @@ Message Pager::op_attach(const control::Peer &peer, Message &req)
 	p->conn_id = peer.conn_id;
 	p->features = *features;
 	p->wp_async = (*features & UFFD_FEATURE_WP_ASYNC) != 0;
+	if (p->wp_async)
+		p->content_key = content_hash_key();
+	const uint64_t content_key = p->content_key;
 	p->staging_addr = staging_addr;
 	p->staging_len = staging_len;
 	uint64_t b = *budget ? *budget : cfg_.default_process_budget;
@@ -274,7 +278,10 @@ Message Pager::op_attach(const control::Peer &peer, Message &req)
 	LOG_DEBUG(kLog, "pid %d attached uffd %lu (thread %d, evict channel: %s, window uffd: %s)",
 	          int(peer.pid), (unsigned long)id, t, evict ? "yes" : "no",
 	          window_uffd ? "yes" : "no");
-	return control::ok_reply({{"uffd_id", id}, {"evict", evict}});
+	Message reply = control::ok_reply({{"uffd_id", id}, {"evict", evict}});
+	if (content_key != 0)
+		reply.body["content_key"] = content_key;
+	return reply;
 }
 
 Message Pager::op_map(const control::Peer &peer, Message &req)

@@ -554,6 +554,9 @@ TEST_CASE("under WP_ASYNC writes are found without a fault, and clean pages leav
 	TestClient c;
 	if (!f.pager->caps().anon_wp || !evict_path(c, f, EvictPath::kAsync))
 		return;
+	// The evictor hashes the pages it moved, or the pager reads them.
+	c.hash_moves = GENERATE(true, false);
+	INFO("the evictor sends hashes: " << c.hash_moves);
 	attach_on(c, f, EvictPath::kAsync);
 	auto m = c.map("r", 0, kPages * kPage, kBudget * kPage, /*prefetch=*/false);
 	REQUIRE(m.is_ok());

@@ -16,7 +16,6 @@
 #include <cstring>
 #include <memory>
 
-#include "daemon/pager/content_hash.h"
 #include "daemon/pager/pager_thread_ops.h"
 
 namespace memfed::pager
@@ -52,8 +51,7 @@ bool PagerThread::FaultRing::pop(PendingFault *f)
 
 PagerThread::PagerThread(Federation &fed, const PagerConfig &cfg, const UffdCaps &caps, int index,
                          std::atomic<uint64_t> *ids)
-    : fed_(fed), cfg_(cfg), caps_(caps), index_(index), policy_(cfg), ids_(ids),
-      hash_key_(content_hash_key())
+    : fed_(fed), cfg_(cfg), caps_(caps), index_(index), policy_(cfg), ids_(ids)
 {
 }
 

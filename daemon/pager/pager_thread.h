@@ -300,7 +300,8 @@ private:
 	void send_move(Process *p);
 	void send_empty(Process *p);
 	void send_move_packet(Process *p, uint64_t size);
-	void on_move_reply(Process *p);
+	// `n_hashes`: content hashes at the reply's end (MoveReply).
+	void on_move_reply(Process *p, uint32_t n_hashes);
 	void settle_moved(Process *p, size_t k, uint32_t n, bool moved);
 	void check_move_round(Process *p);
 	void finish_move_round(Process *p);
@@ -312,7 +313,7 @@ private:
 	void find_written(Mapping *m, uint32_t first, uint32_t count);
 	void note_recent_writes(Mapping *m);
 	void mark_written_victims(Process *p);
-	void check_staged_content(Process *p);
+	void check_staged_content(Process *p, uint32_t n_hashes);
 	bool open_pagemap(Process *p);
 
 	uint32_t read_pages(Process *p, uint64_t addr, uint8_t *buf, uint32_t n);
@@ -400,7 +401,7 @@ private:
 	std::vector<uint8_t> zero_;
 	// Pages read from staging slots (serve_staged, check_staged_content).
 	std::vector<uint8_t> stage_buf_;
-	const uint64_t hash_key_; // content_hash() key
+	std::vector<uint8_t> hashed_; // check_staged_content's, kept for its capacity
 	uint64_t last_map_ns_ = 0;
 	// Region probes (region_deletion.cc): a pool, grown on the tick.
 	std::vector<std::unique_ptr<ProbeOp>> probes_;

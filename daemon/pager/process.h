@@ -91,6 +91,9 @@ struct Process {
 	// The uffd has UFFD_FEATURE_WP_ASYNC: writes raise no WP fault, so a
 	// page without kDirty may have been written (async_dirty.cc).
 	bool wp_async = false;
+	// The key of its pages' content_hash() (WP_ASYNC only; "attach" tells
+	// the client, whose evictor hashes the pages it moves).
+	uint64_t content_key = 0;
 	// The client's staging area ("attach" "staging"; 0 = none): not a
 	// mapping, its REMOVE events are only noted (map_protocol.h, "Staging").
 	uint64_t staging_addr = 0, staging_len = 0;

@@ -19,6 +19,7 @@
 #include <thread>
 
 #include "daemon/control/client.h"
+#include "daemon/pager/content_hash.h"
 #include "daemon/pager/map_protocol.h"
 #include "daemon/pager/uffd.h"
 
@@ -149,6 +150,7 @@ private:
 			return r.status();
 		}
 		uffd_id_ = r->body["uffd_id"].get<uint64_t>();
+		content_key_ = r->body.value("content_key", uint64_t{0});
 		if (evict) {
 			if (evictor_.joinable()) {
 				shutdown(evict_sock_, SHUT_RDWR);
@@ -301,6 +303,9 @@ public:
 	// With `staging`: open the uffd with WP_ASYNC if the pager offers it.
 	bool wp_async = false;
 	bool has_wp_async() const { return (features_ & UFFD_FEATURE_WP_ASYNC) != 0; }
+	// With wp_async: send the content hashes the pager asks for (false: the
+	// pager reads the moved pages itself).
+	bool hash_moves = true;
 	// MoveRequests served, and the pages they moved.
 	uint64_t moves() const { return moves_; }
 	uint64_t moved_pages() const { return moved_pages_; }
@@ -377,8 +382,22 @@ private:
 			if (r == -EBUSY)
 				shared[n_shared++] = {run.src + done, run.len - done};
 		}
+		// As libmemfed: the hash of each page of the runs moved whole.
+		uint32_t n_hashes = 0;
+		if ((req.flags & kMoveWantHashes) && content_key_ != 0 && hash_moves) {
+			for (uint32_t i = 0; i < req.n_runs; i++) {
+				MoveRun run = req.run(i);
+				if (rep.result[i] != int64_t(run.len))
+					continue;
+				for (uint64_t a = run.slot; a < run.slot + run.len; a += kPageSize)
+					rep.set_hash(n_hashes++,
+					             content_hash(reinterpret_cast<const void *>(a),
+					                          content_key_));
+			}
+		}
 		moves_++;
-		bool sent = send(fd, &rep, move_reply_size(rep.n_runs), MSG_NOSIGNAL) >= 0;
+		bool sent =
+		        send(fd, &rep, move_reply_size(rep.n_runs, n_hashes), MSG_NOSIGNAL) >= 0;
 		// As libmemfed: pages shared with a forked child are unshared after
 		// the reply, and move in a later round.
 		for (uint32_t i = 0; i < n_shared; i++)
@@ -392,6 +411,7 @@ private:
 	int uffd_ = -1, window_uffd_ = -1;
 	uint64_t uffd_id_ = 0;
 	uint64_t features_ = 0, mode_ = 0, shared_mode_ = 0;
+	uint64_t content_key_ = 0;
 	int evict_sock_ = -1;
 	std::thread evictor_;
 	std::atomic<uint64_t> drops_{0};
