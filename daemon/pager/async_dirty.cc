@@ -15,11 +15,17 @@
 //   check_staged_content  after the move: a write that landed between that
 //                         scan and the move leaves no bit anywhere (the move
 //                         drops the page's uffd-wp bit, F4 and F7), only its
-//                         bytes tell. Every moved page the scan did not
-//                         report is read from its slot and its content_hash()
-//                         compared with that of the bytes its module holds,
-//                         kept by remember_content since the page was
-//                         installed clean or last copied out for write-back.
+//                         bytes tell. The content_hash() of every moved page
+//                         the scan did not report is compared with that of
+//                         the bytes its module holds, kept by
+//                         remember_content since the page was installed
+//                         clean or last copied out for write-back. The
+//                         client's evictor sends the hashes of what it moved
+//                         (MoveReply); a page without one is read from its
+//                         slot and hashed here.
+//
+// And one use of the same scan for the eviction policy: note_recent_writes
+// gives CLOCK a reference bit for pages written since the last round.
 //
 // The scan is an optimisation and the hash is what makes it sound: a victim
 // is let go without a write-back only if its staged bytes hash as the
