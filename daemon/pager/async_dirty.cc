@@ -63,11 +63,18 @@ bool PagerThread::open_pagemap(Process *p)
 {
 	if (p->pagemap_fd >= 0)
 		return true;
+	if (p->mm_gone)
+		return false;
 	char path[64];
 	std::snprintf(path, sizeof(path), "/proc/%d/pagemap", int(p->pid));
 	p->pagemap_fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (p->pagemap_fd >= 0)
 		return true;
+	if (errno == ENOENT || errno == ESRCH) {
+		// Exited: what it had not synced is gone with it.
+		p->mm_gone = true;
+		return false;
+	}
 	LOG_WARN(kLog, "pid %d: opening %s: %s; every resident page counts as written", int(p->pid),
 	         path, std::strerror(errno));
 	return false;
