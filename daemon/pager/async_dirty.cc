@@ -80,7 +80,7 @@ bool PagerThread::open_pagemap(Process *p)
 	return false;
 }
 
-void PagerThread::find_written(Mapping *m, uint32_t first, uint32_t count)
+void PagerThread::find_written(Mapping *m, uint32_t first, uint32_t count, uint8_t flags)
 {
 	Process *p = m->proc;
 	if (!p->wp_async || m->window || m->dead)
@@ -88,10 +88,11 @@ void PagerThread::find_written(Mapping *m, uint32_t first, uint32_t count)
 	uint32_t end = uint32_t(std::min<uint64_t>(m->scan_end(), uint64_t(first) + count));
 	if (first >= end)
 		return;
-	auto mark = [m](uint32_t a, uint32_t b) {
+	flags |= kDirty;
+	auto mark = [m, flags](uint32_t a, uint32_t b) {
 		for (uint32_t i = a; i < b; i++)
 			if (m->pages[i].state == PageState::kResident)
-				m->pages[i].flags |= kDirty;
+				m->pages[i].flags |= flags;
 	};
 	int r = -ESRCH;
 	if (open_pagemap(p))
@@ -101,7 +102,8 @@ void PagerThread::find_written(Mapping *m, uint32_t first, uint32_t count)
 			                              uint32_t((b - m->addr) / kPageSize));
 		                         });
 	if (r < 0) {
-		// Not knowing, every resident page is written.
+		// Not knowing (a failed walk may have protected pages it did
+		// not report), every resident page is written.
 		if (r != -ESRCH)
 			LOG_WARN(kLog, "pid %d: PAGEMAP_SCAN of 0x%lx+%u pages: %s", int(p->pid),
 			         (unsigned long)m->page_addr(first), end - first,
@@ -113,24 +115,13 @@ void PagerThread::find_written(Mapping *m, uint32_t first, uint32_t count)
 // CLOCK's reference bit, from the page tables: a page written since the
 // last round is in use, and gets its second chance (eviction_policy.h).
 // Faults set the bit only at an install, so without this a page written
-// all the time looks as cold as one read once. The scan protects what it
-// reports again, so that the next round sees only later writes; the pages
-// it reports are dirty from now on, since the page table no longer says so.
+// all the time looks as cold as one read once. Once per round and mapping.
 void PagerThread::note_recent_writes(Mapping *m)
 {
-	Process *p = m->proc;
-	if (!p->wp_async || m->window || m->resident == 0 ||
-	    m->writes_noted_round == p->evict.seq + 1 || !open_pagemap(p))
+	if (m->resident == 0 || m->writes_noted_round == m->proc->evict.seq + 1)
 		return;
-	m->writes_noted_round = p->evict.seq + 1;
-	(void)for_each_written_run(p->pagemap_fd, m->addr, m->page_addr(m->scan_end()),
-	                           /*reprotect=*/true, [m](uint64_t a, uint64_t b) {
-		                           for (uint64_t q = a; q < b; q += kPageSize) {
-			                           Page &pg = m->pages[(q - m->addr) / kPageSize];
-			                           if (pg.state == PageState::kResident)
-				                           pg.flags |= kDirty | kRef;
-		                           }
-	                           });
+	m->writes_noted_round = m->proc->evict.seq + 1;
+	find_written(m, 0, m->npages, kRef);
 }
 
 void PagerThread::mark_written_victims(Process *p)

@@ -310,7 +310,9 @@ private:
 	void serve_staged(Mapping *m, uint32_t idx);
 	// Dirtiness under WP_ASYNC (async_dirty.cc).
 	void remember_content(Mapping *m, uint32_t first, uint32_t n, const uint8_t *bytes);
-	void find_written(Mapping *m, uint32_t first, uint32_t count);
+	// PAGEMAP_SCAN with re-protect over [first, first+count): the resident
+	// pages written since the last scan become dirty (and get `flags`).
+	void find_written(Mapping *m, uint32_t first, uint32_t count, uint8_t flags = 0);
 	void note_recent_writes(Mapping *m);
 	void mark_written_victims(Process *p);
 	void check_staged_content(Process *p, uint32_t n_hashes);
