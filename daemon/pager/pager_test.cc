@@ -1103,7 +1103,7 @@ TEST_CASE("an eviction round of scattered pages fits one request", "[pager]")
 	REQUIRE(c.unmap(*m).is_ok());
 }
 
-TEST_CASE("sequential access is prefetched", "[pager]")
+TEST_CASE("sequential access is prefetched, upward and downward", "[pager]")
 {
 	PagerFixture f;
 	constexpr uint32_t kPages = 2048;
@@ -1128,6 +1128,20 @@ TEST_CASE("sequential access is prefetched", "[pager]")
 	CHECK(s["processes"][0]["prefetched"].get<uint64_t>() > ps["prefetched"].get<uint64_t>());
 	REQUIRE(c.unmap(*m).is_ok());
 	REQUIRE(c.unmap(*m2).is_ok());
+
+	// Descending, from the last page to the first.
+	ps = f.proc_stats();
+	auto m3 = c.map("r", 0, kPages * kPage);
+	REQUIRE(m3.is_ok());
+	for (uint32_t p = kPages; p-- > 0;)
+		bad += !page_is(m3->addr + p * kPage, expected(f.store, "r", p));
+	CHECK(bad == 0);
+	auto ds = f.proc_stats();
+	CHECK(ds["prefetched"].get<uint64_t>() - ps["prefetched"].get<uint64_t>() > kPages / 2);
+	CHECK(ds["faults"].get<uint64_t>() - ps["faults"].get<uint64_t>() < kPages / 4);
+	CHECK(ds["prefetch_hits"].get<uint64_t>() - ps["prefetch_hits"].get<uint64_t>() >
+	      kPages / 2);
+	REQUIRE(c.unmap(*m3).is_ok());
 }
 
 TEST_CASE("a sequential scan under a small budget is evicted in long runs", "[pager]")

@@ -115,7 +115,7 @@ TEST_CASE("a plan is cut into runs of remote pages within the buffers and the bu
 	Cut c = cut(plan, remote, 1000, 8, 4);
 	CHECK(c.runs == std::vector<std::pair<uint32_t, uint32_t>>{{0, 4}, {6, 8}, {14, 2}});
 	CHECK(c.stop == FetchStop::kNone);
-	CHECK(c.next == 16);
+	CHECK(c.next == kNoPage);
 	// Out of buffers: the stream asks for the rest later, from page 14.
 	c = cut(plan, remote, 1000, 8, 2);
 	CHECK(c.runs.size() == 2);
@@ -143,5 +143,133 @@ TEST_CASE("a strided plan is fetched one page per run", "[pager][policy]")
 	plan.stride = 5;
 	Cut c = cut(plan, remote, 1000, 8, 8);
 	CHECK(c.runs == std::vector<std::pair<uint32_t, uint32_t>>{{0, 1}, {5, 1}, {15, 1}});
-	CHECK(c.next == 20);
+	CHECK(c.next == kNoPage);
+}
+
+TEST_CASE("a descending stream is found on its third fault and asks for a window below",
+          "[pager][policy]")
+{
+	StreamDetector d;
+	PrefetchPlan plan;
+	uint64_t hits = 0;
+	uint32_t released = kNoPage;
+	CHECK_FALSE(d.on_fault(5000, 100000, 64, 256, &plan, &hits, &released));
+	CHECK_FALSE(d.on_fault(4999, 100000, 64, 256, &plan, &hits, &released));
+	REQUIRE(d.on_fault(4998, 100000, 64, 256, &plan, &hits, &released));
+	CHECK(plan.down);
+	CHECK(plan.stride == 1);
+	CHECK(plan.first == 4997);
+	CHECK(plan.count == 63); // up to a window below the fault, as going up
+	CHECK(plan.page(plan.count - 1) == 4998 - 63);
+	CHECK(plan.tripwire < plan.first);
+	CHECK(plan.tripwire > plan.page(plan.count - 1));
+	CHECK(d.tripwire(plan.stream) == plan.tripwire);
+	CHECK(d.ahead_of_stream(4990));
+	CHECK_FALSE(d.ahead_of_stream(5001));
+	CHECK_FALSE(d.ahead_of_stream(100));
+	// Followed down, each request starts where the last one ended and
+	// reaches further: 128 pages below its fault, then 256, no further.
+	std::vector<uint32_t> reach;
+	for (uint32_t p = 4997; p > 3000; p--) {
+		PrefetchPlan next;
+		if (d.on_fault(p, 100000, 64, 256, &next, &hits, &released)) {
+			CHECK(next.down);
+			CHECK(next.first == plan.page(plan.count - 1) - 1); // no gap, no overlap
+			reach.push_back(p - next.page(next.count - 1) + 1);
+			plan = next;
+		}
+	}
+	REQUIRE(reach.size() >= 4);
+	CHECK(reach[0] == 128);
+	CHECK(reach[1] == 256);
+	CHECK(*std::max_element(reach.begin(), reach.end()) == 256);
+	CHECK(hits > 1500);
+}
+
+TEST_CASE("a descending stream stops at page 0", "[pager][policy]")
+{
+	StreamDetector d;
+	PrefetchPlan plan;
+	uint64_t hits = 0;
+	uint32_t released = kNoPage;
+	d.on_fault(40, 1000, 64, 64, &plan, &hits, &released);
+	d.on_fault(39, 1000, 64, 64, &plan, &hits, &released);
+	REQUIRE(d.on_fault(38, 1000, 64, 64, &plan, &hits, &released));
+	CHECK(plan.first == 37);
+	CHECK(plan.count == 38); // pages 37 down to 0, not one below
+	CHECK(plan.page(plan.count - 1) == 0);
+	// Nothing is left to ask for, all the way down.
+	for (uint32_t p = 37; p + 1 > 0; p--) {
+		PrefetchPlan next;
+		CHECK_FALSE(d.on_fault(p, 1000, 64, 64, &next, &hits, &released));
+	}
+}
+
+TEST_CASE("a descending strided stream asks for every stride-th page below", "[pager][policy]")
+{
+	StreamDetector d;
+	PrefetchPlan plan;
+	uint64_t hits = 0;
+	uint32_t released = kNoPage;
+	bool go = false;
+	for (uint32_t p = 900; p > 900 - 4 * 7 && !go; p -= 7)
+		go = d.on_fault(p, 1000, 32, 32, &plan, &hits, &released);
+	REQUIRE(go);
+	CHECK(plan.down);
+	CHECK(plan.stride == 7);
+	CHECK(plan.first == 900 - 3 * 7);
+	CHECK(plan.tripwire == kNoPage);
+}
+
+TEST_CASE("an ascending and a descending stream are followed side by side", "[pager][policy]")
+{
+	// A merge pass: one array read upward, another downward.
+	StreamDetector d;
+	PrefetchPlan plan;
+	uint64_t hits = 0;
+	uint32_t released = kNoPage;
+	int up = 0, down = 0;
+	for (uint32_t k = 0; k < 200; k++) {
+		if (d.on_fault(1000 + k, 100000, 16, 16, &plan, &hits, &released)) {
+			CHECK_FALSE(plan.down);
+			up++;
+		}
+		if (d.on_fault(90000 - k, 100000, 16, 16, &plan, &hits, &released)) {
+			CHECK(plan.down);
+			CHECK(plan.first < 90000 - k);
+			down++;
+		}
+	}
+	CHECK(up > 5);
+	CHECK(down > 5);
+}
+
+TEST_CASE("a descending plan is cut from its top, each run ascending", "[pager][policy]")
+{
+	std::vector<bool> remote(64, true);
+	remote[10] = remote[11] = false; // fetched already
+	PrefetchPlan plan;
+	plan.first = 15;
+	plan.count = 16;
+	plan.down = true;
+	Cut c = cut(plan, remote, 1000, 8, 4);
+	CHECK(c.runs == std::vector<std::pair<uint32_t, uint32_t>>{{12, 4}, {2, 8}, {0, 2}});
+	CHECK(c.stop == FetchStop::kNone);
+	// Out of buffers: the far end (the low pages) is left for later.
+	c = cut(plan, remote, 1000, 8, 2);
+	CHECK(c.runs == std::vector<std::pair<uint32_t, uint32_t>>{{12, 4}, {2, 8}});
+	CHECK(c.stop == FetchStop::kRuns);
+	CHECK(c.next == 1);
+	// Out of budget after 6 pages.
+	c = cut(plan, remote, 6, 8, 4);
+	CHECK(c.runs == std::vector<std::pair<uint32_t, uint32_t>>{{12, 4}, {8, 2}});
+	CHECK(c.stop == FetchStop::kBudget);
+	CHECK(c.next == 7);
+	// Strided, down to page 0.
+	plan.first = 20;
+	plan.count = 5;
+	plan.stride = 5;
+	c = cut(plan, remote, 1000, 8, 8);
+	CHECK(c.runs ==
+	      std::vector<std::pair<uint32_t, uint32_t>>{{20, 1}, {15, 1}, {5, 1}, {0, 1}});
 }
