@@ -148,15 +148,19 @@ cg_done() {
 
 ctl() { "$BIN/memfedctl" --socket "$POOL_DIR/sock" "$@"; }
 
-# pager_counters: name faults wp_faults evictions writebacks fetches
-# prefetched staged_hits, one line per region the pager has served.
+# pager_counters RUN: "RUN faults wp_faults evictions writebacks fetches
+# prefetched staged_hits", the pager's counters for the heaps of the last
+# memfed run (memfedctl run --stats), or zeros if it wrote none.
 pager_counters() {
-	ctl -j stats | python3 -c '
+	python3 - "$1" "$WORK/stats.json" <<'PY'
 import json, sys
-for r in json.load(sys.stdin).get("pager", {}).get("regions", []):
-    print(r["region"], *(r.get(k, 0) for k in
-          ("faults", "wp_faults", "evictions", "writebacks", "fetches", "prefetched",
-           "staged_hits")))'
+keys = ("faults", "wp_faults", "evictions", "writebacks", "fetches", "prefetched", "staged_hits")
+try:
+    total = json.load(open(sys.argv[2]))["total"]
+except (OSError, ValueError, KeyError):
+    total = {}
+print(sys.argv[1], *(total.get(k, 0) for k in keys))
+PY
 }
 
 # --- running one program in one mode ---
@@ -170,7 +174,7 @@ in_mode() {
 	case $mode in
 	native) timeout "$RUN_TIMEOUT" "$@" ;;
 	memfed) timeout "$RUN_TIMEOUT" "$BIN/memfedctl" --socket "$POOL_DIR/sock" run \
-		--heap-budget "$limit" -- "$@" ;;
+		--heap-budget "$limit" --stats "$WORK/stats.json" -- "$@" ;;
 	swap) timeout "$RUN_TIMEOUT" sh -c 'echo $$ >"$0/cgroup.procs" && exec "$@"' "$CG" "$@" ;;
 	esac
 }
@@ -263,7 +267,7 @@ run_redis() {
 	echo "$secs $ok $peak"
 }
 export -f in_mode
-export BIN POOL_DIR RUN_TIMEOUT CG
+export BIN POOL_DIR RUN_TIMEOUT CG WORK
 
 # --- the section ---
 
@@ -291,25 +295,9 @@ for rep in $(seq 1 "$REPEAT"); do
 		[ -n "${FOOTPRINT[$prog]:-}" ] || FOOTPRINT[$prog]=$((peak * 1024))
 		for div in 3 6; do
 			limit=$(mib $((FOOTPRINT[$prog] / div)))
-			before=$(pager_counters)
-			"run_$prog" memfed "$limit" >"$WORK/result" &
-			runner=$!
-			# This run's pager counters: the sum over the regions (one heap
-			# per process) that were not there before it, as last sampled
-			# while it ran (memfedctl run deletes its heaps as it ends, and
-			# the pager forgets them).
-			last="$prog $limit $rep 0 0 0 0 0 0 0"
-			while kill -0 $runner 2>/dev/null; do
-				now=$(pager_counters | awk -v run="$prog $limit $rep" '
-					NR == FNR { seen[$1] = 1; next }
-					!seen[$1] { n++; for (i = 2; i <= NF; i++) sum[i] += $i }
-					END { if (n) { printf "%s", run; for (i = 2; i <= 8; i++) printf " %d", sum[i]; print "" } }' \
-					<(echo "$before") -) || true
-				[ -n "$now" ] && last=$now
-				sleep 1
-			done
-			wait $runner
-			echo "$last" >>"$COUNTERS"
+			rm -f "$WORK/stats.json"
+			"run_$prog" memfed "$limit" >"$WORK/result"
+			pager_counters "$prog $limit $rep" >>"$COUNTERS"
 			read -r secs ok peak <"$WORK/result"
 			echo "$prog memfed $limit $rep $secs $ok 0" >>"$RAW"
 			echo "  $prog memfed $limit: $secs s ($ok)"

@@ -14,7 +14,7 @@ native_kb=$(/usr/bin/time -f %M $PY "$HASH_PY" $N 2>&1 >/dev/null)
 start_pager a 8G
 rss_watch -f "$HASH_PY" "$T/rss" &
 watcher=$!
-got=$(run_on a --heap-budget ${BUDGET_MB}M --heap-size 1G -- $PY "$HASH_PY" $N) ||
+got=$(run_on a --heap-budget ${BUDGET_MB}M --heap-size 1G --stats "$T/stats.json" -- $PY "$HASH_PY" $N) ||
 	fail "python3 under memfedctl run failed"
 kill $watcher; wait $watcher || true
 [ "$got" = "$want" ] || fail "hash '$got', native '$want'"
@@ -27,3 +27,21 @@ echo "# VmRSS max ${max_kb} kB (native ${native_kb} kB), budget ${BUDGET_MB} MiB
 	fail "VmRSS reached $max_kb kB, above ${BUDGET_MB}M + ${OVERHEAD_MB}M"
 [ "$max_kb" -lt "$native_kb" ] || fail "VmRSS $max_kb kB is not below the native $native_kb kB"
 ok "resident set stayed within the budget plus ${OVERHEAD_MB} MiB"
+
+# --stats: the pager's counters for the run's heaps, written before they
+# were deleted. A heap larger than its budget by far must have been evicted
+# by at least the difference, and faulted back in part.
+min_evictions=$(((native_kb - (BUDGET_MB + OVERHEAD_MB) * 1024) / 4))
+read -r heaps faults evictions <<<"$($PY -c '
+import json, sys
+d = json.load(open(sys.argv[1]))
+names = [h["region"] for h in d["heaps"]]
+assert names and all(n.startswith("heap.") for n in names), names
+t = d["total"]
+assert t["evictions"] == sum(h["evictions"] for h in d["heaps"])
+print(len(names), t["faults"], t["evictions"])' "$T/stats.json")" || fail "--stats wrote $(cat "$T/stats.json" 2>&1)"
+echo "# --stats: $heaps heap(s), $faults faults, $evictions evictions (at least $min_evictions expected)"
+[ "$evictions" -ge "$min_evictions" ] || fail "--stats counted $evictions evictions, fewer than $min_evictions"
+[ "$faults" -gt 0 ] || fail "--stats counted no fault"
+ctl a region ls | grep -q '^heap\.' && fail "the heaps outlived the run"
+ok "memfedctl run --stats wrote the heaps' paging counters, then the heaps were deleted"

@@ -50,6 +50,10 @@ Result<control::Message> call(control::Client &c, const std::string &op,
 Result<control::Message> request(const Globals &g, const std::string &op,
 				 nlohmann::json fields = nlohmann::json::object());
 
+// "stats", the pager's part gathered through as many pages as it takes:
+// one body with every region and process ("ok" left out).
+Result<nlohmann::json> stats_all(control::Client &c);
+
 // Prints `st` as "memfedctl: <message>" (or JSON with -j) and returns its exit code.
 int fail(const Globals &g, const Status &st);
 // Prints a JSON document (pretty) to stdout; returns 0.

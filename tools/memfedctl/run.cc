@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <iostream>
 #include <optional>
 #include <thread>
@@ -25,8 +26,8 @@ namespace
 
 constexpr const char *kRunUsage =
         R"(usage: memfedctl run [--map NAME=PATH ...] [--heap-budget SIZE] [--heap-size SIZE]
-                     [--prefix DIR] [--preload LIB] [--keep-heaps] [--hard | --soft GRACE]
-                     -- PROG [ARGS...]
+                     [--prefix DIR] [--preload LIB] [--keep-heaps] [--stats FILE]
+                     [--hard | --soft GRACE] -- PROG [ARGS...]
 
 Runs PROG, unmodified, on federated memory:
   --heap-budget SIZE  put every process's heap (malloc, anonymous mmap) in a
@@ -38,6 +39,8 @@ Runs PROG, unmodified, on federated memory:
   --preload LIB       the shim to preload (default: libmemfed-preload.so next
                       to memfedctl's lib dir)
   --keep-heaps        leave the heap regions after the program exits
+  --stats FILE        when the program exits, write the pager's counters for
+                      its heaps to FILE as JSON: each heap's and their sum
   --hard              if memfedd dies, the program waits for it to come back,
                       however long, as on an NFS hard mount; libmemfed logs
                       every 10 s while it waits (the default)
@@ -114,6 +117,39 @@ std::string random_run_id()
 // Deletes the run's heap regions. A process that just exited may still be
 // detaching (the pager writing its pages back): its region is busy until
 // then, so busy regions are retried for a while, and never forced.
+// Writes to `path` the pager's counters for the heap regions named
+// `prefix`*, as {"heaps": [each region's counters], "total": {their sums}}.
+// The pager keeps a region's counters after its processes exit, until the
+// region is deleted. A failure is reported and does not change the exit
+// code: that is the program's.
+void write_heap_stats(const Globals &g, const std::string &prefix, const std::string &path)
+{
+	auto fail_stats = [&](const std::string &why) {
+		std::cerr << "memfedctl: --stats " << path << ": " << why << "\n";
+	};
+	auto c = connect(g);
+	if (!c)
+		return fail_stats(c.status().message());
+	auto st = stats_all(*c);
+	if (!st)
+		return fail_stats(st.status().message());
+	nlohmann::json heaps = nlohmann::json::array(), total = nlohmann::json::object();
+	const nlohmann::json &regions = (*st)["pager"]["regions"];
+	for (const auto &r : regions.is_array() ? regions : nlohmann::json::array()) {
+		if (r.value("region", "").rfind(prefix, 0) != 0)
+			continue;
+		heaps.push_back(r);
+		for (const auto &[k, v] : r.items())
+			if (v.is_number_unsigned())
+				total[k] = total.value(k, uint64_t{0}) + v.get<uint64_t>();
+	}
+	std::ofstream out(path);
+	out << nlohmann::json{{"heaps", heaps}, {"total", total}}.dump(2) << "\n";
+	out.close();
+	if (!out)
+		fail_stats(std::strerror(errno));
+}
+
 void delete_heaps(const Globals &g, const std::string &prefix)
 {
 	constexpr int kAttempts = 200; // 10 s
@@ -206,6 +242,11 @@ Result<RunOptions> parse_run_options(const std::vector<std::string> &args)
 			o.preload = v;
 		} else if (a == "--keep-heaps") {
 			o.keep_heaps = true;
+		} else if (is("--stats")) {
+			MF_RETURN_IF_ERROR(value("--stats", &v));
+			if (v.empty())
+				return usage_error("--stats needs a file to write");
+			o.stats_path = v;
 		} else if (a == "--hard") {
 			o.soft_grace_ms = 0;
 		} else if (is("--soft")) {
@@ -229,6 +270,9 @@ Result<RunOptions> parse_run_options(const std::vector<std::string> &args)
 		return usage_error("run: no program given (memfedctl run [options] -- PROG ARGS)");
 	if (o.heap_size && !o.heap_budget)
 		return usage_error("--heap-size needs --heap-budget");
+	if (!o.stats_path.empty() && !o.heap_budget)
+		return usage_error(
+		        "--stats needs --heap-budget (it reports the paging of the heaps)");
 	if (o.heap_budget && !o.heap_size)
 		o.heap_size = std::max(kDefaultHeapSize, o.heap_budget);
 	if (o.heap_budget > o.heap_size)
@@ -298,6 +342,8 @@ int run_command(const RunOptions &opt, const Globals &g)
 	while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
 	}
 	g_child = -1;
+	if (cfg.heap_size && !opt.stats_path.empty())
+		write_heap_stats(g, cfg.heap_prefix(), opt.stats_path);
 	if (cfg.heap_size && !opt.keep_heaps)
 		delete_heaps(g, cfg.heap_prefix());
 	if (WIFEXITED(status))

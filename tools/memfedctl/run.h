@@ -2,13 +2,14 @@
 // libmemfed-preload.so.
 //
 //   memfedctl run [--map NAME=PATH ...] [--heap-budget SIZE] [--heap-size SIZE]
-//                 [--prefix DIR] [--preload LIB] [--keep-heaps] [--hard | --soft GRACE]
-//                 -- PROG ARGS...
+//                 [--prefix DIR] [--preload LIB] [--keep-heaps] [--stats FILE]
+//                 [--hard | --soft GRACE] -- PROG ARGS...
 //
 // The program (and every process it forks or execs) gets its heap in a region
 // of its own, paged by memfedd with at most --heap-budget resident, and sees
 // region NAME as the file PATH (and every region as <prefix>/NAME). When the
-// program exits, its heap regions are deleted and its exit status returned.
+// program exits, its heap regions are deleted (after --stats has written the
+// pager's counters for them) and its exit status returned.
 //
 // Thread-safety: run_command() forks and waits; call it from a single-threaded
 // memfedctl.
@@ -33,6 +34,7 @@ struct RunOptions {
 	std::string prefix = "/memfed";
 	std::string preload; // empty: found next to memfedctl or in the libdir
 	bool keep_heaps = false;
+	std::string stats_path;     // empty: no --stats
 	uint64_t soft_grace_ms = 0; // 0: hard mode (client::RunConfig)
 	std::vector<std::string> argv;
 };

@@ -16,40 +16,6 @@ using nlohmann::json;
 
 namespace {
 
-// "stats", the pager's part gathered through as many pages as it takes
-// (the daemon pages it by size, so that thousands of mapped regions fit):
-// one body with every region and process.
-Result<json> stats_all(control::Client &c)
-{
-	auto r = call(c, "stats");
-	if (!r)
-		return r.status();
-	json b = std::move(r->body);
-	b.erase("ok");
-	if (!b.contains("pager") || !b["pager"].is_object())
-		return b;
-	json &pager = b["pager"];
-	while (pager.value("more", false)) {
-		std::string next = pager.value("next", "");
-		auto page = call(c, "stats", {{"after", next}});
-		if (!page)
-			return page.status();
-		json &p = page->body["pager"];
-		for (const char *k : {"regions", "processes"})
-			if (p.contains(k) && p[k].is_array())
-				for (auto &e : p[k])
-					pager[k].push_back(std::move(e));
-		pager["more"] = p.value("more", false);
-		pager["next"] = p.value("next", "");
-		if (pager["more"].get<bool>() && pager["next"].get<std::string>() == next)
-			return Status(Code::kProtocol, "stats reply's \"next\" does not move on from '" +
-							       next + "'");
-	}
-	pager.erase("more");
-	pager.erase("next");
-	return b;
-}
-
 std::string str_or(const json &j, const char *key, const char *dflt = "-")
 {
 	auto it = j.find(key);
