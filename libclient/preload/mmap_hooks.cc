@@ -209,5 +209,17 @@ EXPORT int madvise(void *addr, size_t len, int advice)
 		advice = MADV_DONTNEED;
 	if (advice == MADV_DONTNEED && heap_ready() && in_heap(a, len))
 		return heap_discard(a, len);
+	// MADV_POPULATE_READ/WRITE fault in every page of the range now. A
+	// native populate-read of untouched memory maps the shared zero page
+	// and costs nothing; in the heap every page is fetched and counted in
+	// the budget, so a range larger than the budget pushes out its own
+	// first pages before the call returns (stress-ng --vm populates its
+	// whole buffer so). Such a populate is skipped: it changes no byte, and
+	// the pages come in when touched, as they would have. A range within
+	// the budget, or a misaligned one (the kernel's EINVAL), goes through.
+	if ((advice == MADV_POPULATE_READ || advice == MADV_POPULATE_WRITE) &&
+	    (a & (kPage - 1)) == 0 && heap_ready() && in_heap(a, len) &&
+	    len > shim()->cfg.heap_budget)
+		return 0;
 	return raw_madvise(addr, len, advice);
 }
