@@ -75,7 +75,7 @@ attached() {
 }
 
 # kill_while_running PID DAEMON KILLS START_FLAGS...: SIGKILLs memfedd NAME
-# at random instants while PID runs, KILLS times at most, restarting it
+# at random instants (0 to 0.9 s apart) while PID runs, KILLS times at most, restarting it
 # (after a random pause of up to 1 s) with the same flags each time. The
 # first kill waits until the program has attached (a program that cannot
 # reach memfedd as it starts fails to start, which is not what is tested).
@@ -90,7 +90,7 @@ kill_while_running() {
 		sleep 0.05
 	done
 	while [ $KILLED -lt "$kills" ]; do
-		sleep "$((RANDOM % 2)).$((RANDOM % 10))"
+		sleep "0.$((RANDOM % 10))"
 		kill -0 "$pid" 2>/dev/null || break
 		stop_daemon "$name" KILL
 		KILLED=$((KILLED + 1))
