@@ -120,7 +120,9 @@ wait_in_sync three 3
 ok "$SPARE restarted on a fresh pool: its lost copies detected and rebuilt, 'two' 2 of 2 with equal bytes, 'three' 3 of 3"
 
 # (c) python3's heap, two copies, one copy's module killed mid-run.
-N=300000
+# (N sized so the hash outlasts the 1 s wait below: at 300 k it sometimes
+# ended first, once prefetch followed streams going down.)
+N=600000
 want_hash=$($PY "$HASH_PY" $N)
 run_on client --heap-budget 16M --heap-size 384M -- $PY "$HASH_PY" $N >"$T/hash.out" &
 RUN=$!
