@@ -442,6 +442,7 @@ int main(int argc, char **argv)
 		pc.default_process_budget = cfg.pager_process_budget;
 		pc.threads = cfg.pager_threads;
 		pc.cpus = cfg.pager_cpus;
+		pc.colocate = cfg.pager_colocate;
 		pc.prefetch = cfg.pager_prefetch_pages > 0;
 		pc.evict_by_move = cfg.pager_evict_by_move;
 		pc.wp_async = cfg.pager_wp_async;

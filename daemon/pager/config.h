@@ -20,6 +20,9 @@ struct PagerConfig {
 	// no pinning. Faults are fastest when the faulting thread and its pager
 	// thread share a CPU (shared/notes/limits.md).
 	std::vector<int> cpus;
+	// Pin a thread that raises nearly all of its process's faults, often,
+	// to its pager thread's CPU while it does (colocation_policy.h).
+	bool colocate = true;
 	// Prefetch: pages kept ahead of a detected stream, and pages per bulk
 	// READ request. One request per window: fewer, larger requests cost
 	// the pager and the module less per page, and a larger window takes

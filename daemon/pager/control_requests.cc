@@ -235,14 +235,18 @@ nlohmann::json PagerThread::process_state(const Process &p) const
 	return {{"budget_pages", p.budget_pages},
 	        {"resident_count", p.resident},
 	        {"can_evict", p.can_evict()},
+	        {"colocations", p.colocations},
+	        {"colocated", colocated_.proc == &p ? nlohmann::json{{"tid", colocated_.tid},
+	                                                             {"cpu", colocated_.cpu}}
+	                                            : nlohmann::json(nullptr)},
 	        {"evict",
 	         {{"active", ev.active},
 	          {"drop_sent", ev.drop_sent},
 	          {"by_move", ev.by_move},
-	          {"phase", !ev.by_move                                    ? "drop"
-	                    : ev.phase == Eviction::Phase::kMoving   ? "moving"
-	                    : ev.phase == Eviction::Phase::kWriting  ? "writing"
-	                                                             : "emptying"},
+	          {"phase", !ev.by_move                             ? "drop"
+	                    : ev.phase == Eviction::Phase::kMoving  ? "moving"
+	                    : ev.phase == Eviction::Phase::kWriting ? "writing"
+	                                                            : "emptying"},
 	          {"victims", ev.victims.size()},
 	          {"age_ms", ev.active ? (now_ns() - ev.started_ns) / 1000000 : 0}}},
 	        {"pages",

@@ -92,6 +92,10 @@ void PagerThread::tick()
 	}
 	// Rounds of other pager threads end without telling this one.
 	check_trim_waiters(nullptr);
+	if (cfg_.colocate && now >= next_colocation_ns_) {
+		next_colocation_ns_ = now + kColocationWindowNs;
+		colocation_window();
+	}
 	if (now >= next_probe_ns_) {
 		next_probe_ns_ = now + kRegionProbeNs;
 		probe_regions();
@@ -119,6 +123,8 @@ void PagerThread::kill_process(Process *p, const char *why)
 	if (p->dead)
 		return;
 	LOG_DEBUG(kLog, "uffd %lu (pid %d): %s", (unsigned long)p->uffd_id, int(p->pid), why);
+	if (colocated_.proc == p)
+		stop_colocation();
 	for (auto &m : p->mappings)
 		retire(m.get());
 	p->dead = true;

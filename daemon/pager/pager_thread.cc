@@ -147,6 +147,8 @@ void PagerThread::run()
 			LOG_WARN(kLog, "pinning pager thread %d to cpu %d failed: %s", index_,
 			         cfg_.cpus[index_ % cfg_.cpus.size()], std::strerror(errno));
 	}
+	CPU_ZERO(&own_cpus_);
+	(void)sched_getaffinity(0, sizeof(own_cpus_), &own_cpus_);
 	tick_op_->arm();
 	loop_->run();
 }
@@ -181,6 +183,8 @@ void PagerThread::stop()
 	running_ = false;
 	loop_->stop();
 	thread_.join();
+	// A process whose detach did not finish may still have a thread pinned.
+	stop_colocation();
 	for (auto &p : procs_)
 		p->close_fds();
 	// The ring goes away with the loop, cancelling what is still queued;

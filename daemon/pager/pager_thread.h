@@ -35,8 +35,10 @@
 //   control_requests.cc   map, sync, unmap, detach, stats
 //   housekeeping.cc       the tick, retiring and reaping
 //   region_deletion.cc    poisoning the mappings of a deleted region
-// with the policies as pure functions beside them (eviction_policy.h, and
-// the stream detector and run planning in prefetch.h) and the in-flight
+//   colocation.cc         pinning a faulting thread beside this one
+// with the policies as pure functions beside them (eviction_policy.h,
+// colocation_policy.h, and the stream detector and run planning in
+// prefetch.h) and the in-flight
 // operations in pager_thread_ops.h.
 //
 // Thread-safety: the public methods marked "loop thread" must run on this
@@ -44,6 +46,7 @@
 // any thread.
 #pragma once
 
+#include <sched.h>
 #include <sys/types.h>
 
 #include <atomic>
@@ -337,6 +340,16 @@ private:
 	ZeroesPending zeroes_pending(const Mapping *m, uint32_t first, uint32_t count) const;
 
 	void tick();
+	// colocation.cc: once a window, pins the thread that raises nearly all
+	// of a process's faults to this thread's CPU, or lets it go.
+	void colocation_window();
+	void start_colocation(Process *p, pid_t tid, uint32_t faults);
+	// Gives the pinned thread (if its process is still there) and this
+	// thread their CPUs back.
+	void stop_colocation();
+	// Threads and child processes that inherited the pin: given the
+	// pinned thread's own CPUs back.
+	void release_inheritors();
 	void retire(Mapping *m);
 	void kill_process(Process *p, const char *why);
 	// Frees dead mappings and processes on the next tick (never while a
@@ -408,6 +421,20 @@ private:
 	// Region probes (region_deletion.cc): a pool, grown on the tick.
 	std::vector<std::unique_ptr<ProbeOp>> probes_;
 	uint64_t next_probe_ns_ = 0;
+	// Colocation (colocation.cc): at most one thread pinned beside this
+	// one at a time.
+	struct Colocated {
+		Process *proc = nullptr; // nullptr: none
+		pid_t tid = 0;
+		int cpu = -1;
+		cpu_set_t saved; // the thread's CPUs before the pin
+		// Threads of the process and children of the thread seen since
+		// the pin: each checked once for an inherited pin.
+		std::vector<pid_t> seen;
+	};
+	Colocated colocated_{};
+	cpu_set_t own_cpus_{}; // this thread's CPUs when it started
+	uint64_t next_colocation_ns_ = 0;
 };
 
 } // namespace memfed::pager

@@ -28,6 +28,8 @@ void PagerThread::handle_fault(Process *p, uint64_t addr, uint32_t flags, uint32
 	addr &= ~(kPageSize - 1);
 	if (p->pid == 0 && ptid != 0)
 		learn_pid(p, ptid);
+	if (cfg_.colocate && ptid != 0)
+		p->fault_votes.add(ptid);
 	Mapping *m = p->find(addr);
 	uint32_t idx = m ? uint32_t((addr - m->addr) / kPageSize) : 0;
 	if (m == nullptr && p->in_staging(addr)) {

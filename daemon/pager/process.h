@@ -14,6 +14,7 @@
 #include <utility>
 #include <vector>
 
+#include "daemon/pager/colocation_policy.h"
 #include "daemon/pager/map_protocol.h"
 #include "daemon/pager/mapping.h"
 #include "daemon/transport/event_loop.h"
@@ -22,6 +23,9 @@ namespace memfed::pager
 {
 
 class PagerThread;
+
+// The process (thread group) of thread `tid`, from /proc; 0 if it is gone.
+pid_t tgid_of(uint32_t tid);
 
 // Keeps one io_uring operation armed for a Process and routes its
 // completion back to the thread.
@@ -114,6 +118,12 @@ struct Process {
 	PageStats retired; // counters of mappings that are gone
 	bool warned_no_evict = false;
 	bool evict_pressure = false; // prefetch waits for room
+	// Colocation (colocation.cc): this window's faults by thread, times a
+	// thread of it was pinned beside the pager, and whether pinning is
+	// refused (EPERM: tried once, logged once).
+	FaultVotes fault_votes;
+	uint32_t colocations = 0;
+	bool colocation_refused = false;
 
 	std::unique_ptr<ProcessOp> uffd_op, evict_op, pid_op, window_uffd_op;
 	bool dead = false;

@@ -21,9 +21,6 @@
 namespace memfed::pager
 {
 
-namespace
-{
-
 // The Tgid line of /proc/<tid>/status.
 pid_t tgid_of(uint32_t tid)
 {
@@ -41,8 +38,6 @@ pid_t tgid_of(uint32_t tid)
 	std::fclose(f);
 	return tgid;
 }
-
-} // namespace
 
 void ProcessOp::complete(int res, uint32_t flags)
 {

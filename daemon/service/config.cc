@@ -25,6 +25,14 @@ Status type_error(const std::string &origin, const std::string &key, const char 
 		      origin + ": key \"" + key + "\" must be " + want);
 }
 
+Status set_bool(const std::string &origin, const std::string &key, const json &v, bool *out)
+{
+	if (!v.is_boolean())
+		return type_error(origin, key, "true or false");
+	*out = v.get<bool>();
+	return Status::ok();
+}
+
 Status set_size(const std::string &origin, const std::string &key, const json &v, uint64_t *out)
 {
 	if (v.is_number_unsigned()) {
@@ -202,6 +210,13 @@ Options (each has a config-file key; flags override the file):
   --pager-threads N    "pager.threads" fault-serving threads (1)
   --pager-cpus LIST    "pager.cpus"  CPUs to pin fault threads to, e.g. 0,1
                                      (default: not pinned)
+                       "pager.colocate" pin a thread that raises nearly all of
+                                     its process's faults beside its pager
+                                     thread while it does (true)
+                       "pager.evict_by_move" evict with UFFDIO_MOVE where the
+                                     kernel has it (true)
+                       "pager.wp_async" find written pages without a fault
+                                     each, where the kernel can (true)
   --mesh IFACES        "mesh.interfaces" join the mesh on these interfaces
                                      (comma list): babeld routes, modules are
                                      found by their routes
@@ -372,7 +387,8 @@ json config_to_json(const DaemonConfig &cfg)
 	          {"evict_by_move", cfg.pager_evict_by_move},
 	          {"wp_async", cfg.pager_wp_async},
 	          {"threads", cfg.pager_threads},
-	          {"cpus", cfg.pager_cpus}}},
+	          {"cpus", cfg.pager_cpus},
+	          {"colocate", cfg.pager_colocate}}},
 	        {"mesh",
 	         {{"interfaces", cfg.mesh.interfaces},
 	          {"prefix", cfg.mesh.prefix},
@@ -526,10 +542,8 @@ Status apply_config_json(const std::string &text, const std::string &origin, Dae
 					st = set_u32(origin, k, sv, 0, 3600000, &cfg->mesh.leave_grace_ms);
 				else if (k == "mesh.babeld")
 					st = set_string(origin, k, sv, &cfg->mesh.babeld);
-				else if (k == "mesh.qos" && sv.is_boolean())
-					cfg->mesh.qos = sv.get<bool>();
 				else if (k == "mesh.qos")
-					st = type_error(origin, k, "true or false");
+					st = set_bool(origin, k, sv, &cfg->mesh.qos);
 				else if (k == "mesh.qos_rate_mbit")
 					st = set_u32(origin, k, sv, 1, 1000000, &cfg->mesh.qos_rate_mbit);
 				else
@@ -549,11 +563,10 @@ Status apply_config_json(const std::string &text, const std::string &origin, Dae
 				else if (k == "quota.node_bytes")
 					st = parse_quota_limit(origin, k, sv, true, &cfg->quota.node_bytes);
 				else if (k == "quota.node_regions")
-					st = parse_quota_limit(origin, k, sv, false, &cfg->quota.node_regions);
-				else if (k == "quota.root_exempt" && sv.is_boolean())
-					cfg->quota.root_exempt = sv.get<bool>();
+					st = parse_quota_limit(origin, k, sv, false,
+					                       &cfg->quota.node_regions);
 				else if (k == "quota.root_exempt")
-					st = type_error(origin, k, "true or false");
+					st = set_bool(origin, k, sv, &cfg->quota.root_exempt);
 				else
 					return Status(Code::kInvalidArgument, origin + ": unknown key \"" + k +
 										      "\" (memfedd --help lists every key)");
@@ -595,10 +608,12 @@ Status apply_config_json(const std::string &text, const std::string &origin, Dae
 					st = set_size(origin, k, sv, &cfg->pager_process_budget);
 				else if (k == "pager.prefetch_pages")
 					st = set_u32(origin, k, sv, 0, 4096, &cfg->pager_prefetch_pages);
-				else if (k == "pager.evict_by_move" && sv.is_boolean())
-					cfg->pager_evict_by_move = sv.get<bool>();
-				else if (k == "pager.wp_async" && sv.is_boolean())
-					cfg->pager_wp_async = sv.get<bool>();
+				else if (k == "pager.evict_by_move")
+					st = set_bool(origin, k, sv, &cfg->pager_evict_by_move);
+				else if (k == "pager.wp_async")
+					st = set_bool(origin, k, sv, &cfg->pager_wp_async);
+				else if (k == "pager.colocate")
+					st = set_bool(origin, k, sv, &cfg->pager_colocate);
 				else if (k == "pager.cpus") {
 					if (!sv.is_array())
 						return type_error(origin, k, "an array of CPU numbers");

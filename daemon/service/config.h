@@ -53,6 +53,7 @@ struct DaemonConfig {
 	bool pager_evict_by_move = true;     // PagerConfig::evict_by_move
 	bool pager_wp_async = true;          // PagerConfig::wp_async
 	uint32_t pager_threads = 1;
+	bool pager_colocate = true;         // PagerConfig::colocate
 	std::vector<int> pager_cpus;	    // pin fault threads to these CPUs; empty = no pinning
 	bool print_config = false;          // --print-config: print config_to_json() and exit
 	struct Mesh {

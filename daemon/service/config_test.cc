@@ -134,6 +134,24 @@ TEST_CASE("a key the printed config does not have is unknown, nested or not")
 	REQUIRE(st.message().find("unknown key \"sockett\"") != std::string::npos);
 }
 
+TEST_CASE("the pager's switches take true or false, and say so when given anything else")
+{
+	DaemonConfig cfg;
+	REQUIRE(cfg.pager_colocate);
+	REQUIRE(apply_config_json(R"({"pager":{"colocate":false,"wp_async":false}})", "t.json",
+	                          &cfg)
+	                .is_ok());
+	CHECK_FALSE(cfg.pager_colocate);
+	CHECK_FALSE(cfg.pager_wp_async);
+	for (const char *key : {"colocate", "wp_async", "evict_by_move"}) {
+		INFO(key);
+		std::string doc = std::string(R"({"pager":{")") + key + R"(":"no"}})";
+		Status st = apply_config_json(doc, "t.json", &cfg);
+		CHECK(st.message() ==
+		      std::string("t.json: key \"pager.") + key + "\" must be true or false");
+	}
+}
+
 TEST_CASE("the metrics endpoint is off by default and set by flag or key")
 {
 	DaemonConfig cfg;

@@ -1,0 +1,245 @@
+// Colocation (colocation.cc) on real threads: a thread of the test process
+// faults at random over a mapping larger than its budget, and the pager pins
+// it, and the pager thread, to one CPU; what inherits the pin gets its CPUs
+// back; the pin ends when the faults stop, leaving alone CPUs the program set
+// itself.
+#include <sched.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <optional>
+#include <random>
+#include <thread>
+
+#include "daemon/pager/pager_fixture.h"
+
+using namespace memfed;
+using namespace memfed::pager;
+using namespace memfed::pager::testing;
+
+namespace
+{
+
+cpu_set_t cpus_of(pid_t tid)
+{
+	cpu_set_t s;
+	CPU_ZERO(&s);
+	REQUIRE(sched_getaffinity(tid, sizeof(s), &s) == 0);
+	return s;
+}
+
+int single_cpu(const cpu_set_t &s)
+{
+	if (CPU_COUNT(&s) != 1)
+		return -1;
+	for (int c = 0; c < CPU_SETSIZE; c++)
+		if (CPU_ISSET(c, &s))
+			return c;
+	return -1;
+}
+
+// The thread of this process named `name` (the pager's "mf-pager0").
+pid_t thread_named(const char *name)
+{
+	for (const auto &e : std::filesystem::directory_iterator("/proc/self/task")) {
+		FILE *f = std::fopen((e.path() / "comm").c_str(), "re");
+		if (f == nullptr)
+			continue;
+		char comm[32] = {};
+		bool hit = std::fgets(comm, sizeof(comm), f) != nullptr &&
+		           std::strncmp(comm, name, std::strlen(name)) == 0;
+		std::fclose(f);
+		if (hit)
+			return pid_t(std::stoi(e.path().filename().string()));
+	}
+	return 0;
+}
+
+// Polls `cond` every 10 ms for up to `seconds`.
+template <typename F> bool within(double seconds, F cond)
+{
+	auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+	while (!cond()) {
+		if (std::chrono::steady_clock::now() > end)
+			return false;
+		usleep(10000);
+	}
+	return true;
+}
+
+// A thread that reads random pages of `m` while `fault` is set; under a
+// budget a tenth of the mapping, nearly every read faults.
+struct Faulter {
+	explicit Faulter(const TestClient::Mapped &m) : m_(m)
+	{
+		thread_ = std::thread([this] { run(); });
+		while (tid.load() == 0)
+			usleep(1000);
+	}
+	~Faulter()
+	{
+		quit = true;
+		thread_.join();
+		if (spawned_.joinable())
+			spawned_.join();
+	}
+	void run()
+	{
+		tid = gettid();
+		std::mt19937 rng(17);
+		uint64_t pages = m_.length / kPage;
+		while (!quit.load()) {
+			if (!fault.load()) {
+				usleep(1000);
+				continue;
+			}
+			sum += m_.addr[(rng() % pages) * kPage];
+			if (spawn.exchange(false)) {
+				// Both inherit this thread's CPUs: a thread and a
+				// child process, each waiting to be looked at.
+				spawned_ = std::thread([this] {
+					spawned_tid = gettid();
+					while (!quit.load())
+						usleep(1000);
+				});
+				pid_t c = fork();
+				if (c == 0) {
+					pause();
+					_exit(0);
+				}
+				child = c;
+			}
+			if (set_cpus.load()) {
+				set_ok = sched_setaffinity(0, sizeof(wanted), &wanted) == 0;
+				set_cpus = false;
+			}
+		}
+	}
+
+	std::atomic<pid_t> tid{0}, spawned_tid{0}, child{0};
+	std::atomic<bool> fault{true}, quit{false}, spawn{false}, set_cpus{false}, set_ok{false};
+	cpu_set_t wanted{};
+	uint64_t sum = 0;
+
+private:
+	const TestClient::Mapped &m_;
+	std::thread thread_, spawned_;
+};
+
+} // namespace
+
+TEST_CASE("a thread that waits on its faults is pinned beside its pager thread while it does",
+          "[pager][colocation]")
+{
+	cpu_set_t all = cpus_of(0);
+	if (CPU_COUNT(&all) < 2) {
+		WARN("this process may run on one CPU only: colocation is NOT tested");
+		return;
+	}
+	PagerFixture f;
+	if (!f.pager->caps().anon_wp) {
+		WARN("no userfaultfd write-protect here: budgets are not enforced, colocation "
+		     "is NOT tested");
+		return;
+	}
+	constexpr uint32_t kPages = 4096, kBudget = 400;
+	f.store.add_region("r", kPages);
+	TestClient c;
+	REQUIRE(c.attach(f.path).is_ok());
+	auto m = c.map("r", 0, kPages * kPage, kBudget * kPage, false);
+	REQUIRE(m.is_ok());
+	pid_t pager_tid = thread_named("mf-pager0");
+	REQUIRE(pager_tid != 0);
+
+	// The faulting thread ends before the mapping goes (a thread that
+	// touches unmapped memory gets SIGSEGV, or waits for good).
+	std::optional<Faulter> faulter(std::in_place, *m);
+	Faulter &w = *faulter;
+	auto pinned_cpu = [&] { return single_cpu(cpus_of(w.tid)); };
+	INFO("the faulting thread is pinned once it has faulted often for a window");
+	REQUIRE(within(10, [&] { return pinned_cpu() >= 0; }));
+	int cpu = pinned_cpu();
+	CHECK(single_cpu(cpus_of(pager_tid)) == cpu);
+	auto state = f.proc_stats()["state"];
+	CHECK(state["colocations"].get<uint32_t>() >= 1);
+	CHECK(state["colocated"]["tid"].get<pid_t>() == w.tid.load());
+	CHECK(state["colocated"]["cpu"].get<int>() == cpu);
+
+	SECTION("what inherits the pin gets the faulting thread's CPUs back")
+	{
+		w.spawn = true;
+		REQUIRE(within(5,
+		               [&] { return w.spawned_tid.load() != 0 && w.child.load() != 0; }));
+		// Unless the pin ended meanwhile, in which case all three are
+		// free anyway; the pager gives them back within a window.
+		CHECK(within(2, [&] {
+			cpu_set_t t = cpus_of(w.spawned_tid), ch = cpus_of(w.child);
+			return CPU_EQUAL(&t, &all) && CPU_EQUAL(&ch, &all);
+		}));
+		kill(w.child, SIGKILL);
+		waitpid(w.child, nullptr, 0);
+		INFO("the faulting thread itself stays pinned");
+		CHECK(pinned_cpu() == cpu);
+	}
+	SECTION("when the faults stop, the thread and the pager thread get their CPUs back")
+	{
+		w.fault = false;
+		CHECK(within(3, [&] {
+			cpu_set_t t = cpus_of(w.tid), p = cpus_of(pager_tid);
+			return CPU_EQUAL(&t, &all) && CPU_EQUAL(&p, &all);
+		}));
+		CHECK(f.proc_stats()["state"]["colocated"].is_null());
+	}
+	SECTION("CPUs the program set itself while pinned are left as it set them")
+	{
+		CPU_ZERO(&w.wanted);
+		for (int c2 = 0; c2 < CPU_SETSIZE; c2++)
+			if (CPU_ISSET(c2, &all) && c2 != cpu)
+				CPU_SET(c2, &w.wanted);
+		w.set_cpus = true;
+		REQUIRE(within(5, [&] { return !w.set_cpus.load(); }));
+		REQUIRE(w.set_ok.load());
+		w.fault = false;
+		REQUIRE(within(3, [&] { return f.proc_stats()["state"]["colocated"].is_null(); }));
+		cpu_set_t now = cpus_of(w.tid);
+		CHECK(CPU_EQUAL(&now, &w.wanted));
+	}
+	faulter.reset();
+	REQUIRE(c.unmap(*m).is_ok());
+}
+
+TEST_CASE("with pager.colocate off nothing is pinned", "[pager][colocation]")
+{
+	PagerConfig cfg;
+	cfg.colocate = false;
+	PagerFixture f(cfg);
+	if (!f.pager->caps().anon_wp) {
+		WARN("no userfaultfd write-protect here: colocation is NOT tested");
+		return;
+	}
+	constexpr uint32_t kPages = 4096, kBudget = 400;
+	f.store.add_region("r", kPages);
+	TestClient c;
+	REQUIRE(c.attach(f.path).is_ok());
+	auto m = c.map("r", 0, kPages * kPage, kBudget * kPage, false);
+	REQUIRE(m.is_ok());
+	cpu_set_t before = cpus_of(0);
+	{
+		Faulter w(*m);
+		// Long enough for several windows of faults that would pin it.
+		REQUIRE(within(10, [&] {
+			return f.proc_stats()["faults"].get<uint64_t>() >=
+			       4 * kColocationStartFaults;
+		}));
+		usleep(300000);
+		cpu_set_t now = cpus_of(w.tid);
+		CHECK(CPU_EQUAL(&now, &before));
+	}
+	CHECK(f.proc_stats()["state"]["colocations"].get<uint32_t>() == 0);
+	REQUIRE(c.unmap(*m).is_ok());
+}
