@@ -44,6 +44,9 @@ SWAP_DEV=""
 CG_PARENT=""
 CG=""
 cleanup() {
+	# Every step runs, whatever the one before it returned: a kill of a
+	# process already gone must not leave the zram device swapped on.
+	set +e
 	# The server first, with SIGKILL: a program whose pager is gone waits
 	# in its page fault, where only SIGKILL reaches it.
 	[ -n "$REDIS_PID" ] && kill -9 "$REDIS_PID" 2>/dev/null
