@@ -443,6 +443,7 @@ int main(int argc, char **argv)
 		pc.threads = cfg.pager_threads;
 		pc.cpus = cfg.pager_cpus;
 		pc.colocate = cfg.pager_colocate;
+		pc.pin_dir = cfg.state_dir + "/pins";
 		pc.prefetch = cfg.pager_prefetch_pages > 0;
 		pc.evict_by_move = cfg.pager_evict_by_move;
 		pc.wp_async = cfg.pager_wp_async;

@@ -15,11 +15,19 @@
 // Pinning another user's thread needs CAP_SYS_NICE; without it (EPERM) the
 // process is left unpinned, and that is logged once.
 //
+// A pin outlives a pager that dies (kill -9, a crash): each pin is recorded
+// in PagerConfig::pin_dir while it lasts, one file per thread with its
+// process, its start time (thread ids are reused) and its saved CPUs, and
+// the next pager to start gives the threads their CPUs back.
+//
 // Thread: the pager thread (the tick).
 #include <dirent.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 #include "daemon/common/log.h"
@@ -76,6 +84,38 @@ void list_children(pid_t pid, pid_t tid, std::vector<pid_t> *out)
 		if (child > 0)
 			out->push_back(child);
 	std::fclose(f);
+}
+
+// The start time of thread `tid` of `pid` (field 22 of its stat, clock
+// ticks since boot), or 0 if it is gone.
+unsigned long long start_time(pid_t pid, pid_t tid)
+{
+	char path[96];
+	std::snprintf(path, sizeof(path), "/proc/%d/task/%d/stat", int(pid), int(tid));
+	FILE *f = std::fopen(path, "re");
+	if (f == nullptr)
+		return 0;
+	char buf[1024];
+	size_t n = std::fread(buf, 1, sizeof(buf) - 1, f);
+	std::fclose(f);
+	buf[n] = 0;
+	// The name (field 2) may hold spaces and parentheses: fields 3 on
+	// follow its last ')', one space apart.
+	const char *p = std::strrchr(buf, ')');
+	if (p == nullptr)
+		return 0;
+	for (int field = 2; field < 22; field++) {
+		p = std::strchr(p + 1, ' ');
+		if (p == nullptr)
+			return 0;
+	}
+	unsigned long long t = std::strtoull(p + 1, nullptr, 10);
+	return t;
+}
+
+std::string pin_path(const std::string &dir, pid_t tid)
+{
+	return dir + "/" + std::to_string(tid);
 }
 
 bool contains(const std::vector<pid_t> &v, pid_t x)
@@ -160,6 +200,7 @@ void PagerThread::start_colocation(Process *p, pid_t tid, uint32_t faults)
 	list_task_ids(p->pid, &colocated_.seen);
 	list_children(p->pid, tid, &colocated_.seen);
 	p->colocations++;
+	record_pin();
 	LOG_DEBUG(kLog,
 	          "pid %d: thread %d and pager thread %d share cpu %d (%u faults in a window)",
 	          int(p->pid), int(tid), index_, cpu, faults);
@@ -196,6 +237,7 @@ void PagerThread::stop_colocation()
 	// A process that exited took its thread id with it: another may have it.
 	if (!c.proc->mm_gone && tgid_of(uint32_t(c.tid)) == c.proc->pid && only_cpu(c.tid, c.cpu))
 		(void)sched_setaffinity(c.tid, sizeof(c.saved), &c.saved);
+	erase_pin();
 	if (sched_setaffinity(0, sizeof(own_cpus_), &own_cpus_) != 0)
 		LOG_WARN(kLog, "pager thread %d: restoring its CPUs: %s", index_,
 		         std::strerror(errno));
@@ -205,6 +247,74 @@ void PagerThread::stop_colocation()
 	c.tid = 0;
 	c.cpu = -1;
 	c.seen.clear();
+}
+
+void PagerThread::record_pin()
+{
+	const Colocated &c = colocated_;
+	if (cfg_.pin_dir.empty())
+		return;
+	if (mkdir(cfg_.pin_dir.c_str(), 0700) != 0 && errno != EEXIST)
+		return;
+	std::string path = pin_path(cfg_.pin_dir, c.tid);
+	FILE *f = std::fopen(path.c_str(), "we");
+	if (f == nullptr) {
+		LOG_WARN(kLog, "recording the pin of thread %d in %s: %s", int(c.tid), path.c_str(),
+		         std::strerror(errno));
+		return;
+	}
+	// "PID TID START CPU SAVED_CPU..."
+	std::fprintf(f, "%d %d %llu %d", int(c.proc->pid), int(c.tid),
+	             start_time(c.proc->pid, c.tid), c.cpu);
+	for (int cpu = 0; cpu < CPU_SETSIZE; cpu++)
+		if (CPU_ISSET(cpu, &c.saved))
+			std::fprintf(f, " %d", cpu);
+	std::fprintf(f, "\n");
+	std::fclose(f);
+}
+
+void PagerThread::erase_pin()
+{
+	if (!cfg_.pin_dir.empty())
+		(void)unlink(pin_path(cfg_.pin_dir, colocated_.tid).c_str());
+}
+
+void restore_recorded_pins(const std::string &dir)
+{
+	DIR *d = opendir(dir.c_str());
+	if (d == nullptr)
+		return;
+	while (dirent *e = readdir(d)) {
+		if (e->d_name[0] == '.')
+			continue;
+		std::string path = dir + "/" + e->d_name;
+		FILE *f = std::fopen(path.c_str(), "re");
+		int pid = 0, tid = 0, cpu = -1, c = 0;
+		unsigned long long start = 0;
+		cpu_set_t saved;
+		CPU_ZERO(&saved);
+		bool ok = f != nullptr &&
+		          std::fscanf(f, "%d %d %llu %d", &pid, &tid, &start, &cpu) == 4 &&
+		          pid > 0 && tid > 0 && cpu >= 0 && cpu < CPU_SETSIZE;
+		while (ok && std::fscanf(f, "%d", &c) == 1)
+			if (c >= 0 && c < CPU_SETSIZE)
+				CPU_SET(c, &saved);
+		if (f != nullptr)
+			std::fclose(f);
+		// Only the thread recorded (same process, same start), still on
+		// the pin's CPU alone: anything else changed it since.
+		if (ok && CPU_COUNT(&saved) > 0 && start != 0 && start_time(pid, tid) == start &&
+		    only_cpu(tid, cpu)) {
+			if (sched_setaffinity(tid, sizeof(saved), &saved) == 0)
+				LOG_INFO(kLog,
+				         "thread %d of pid %d: its CPUs given back (pinned to cpu "
+				         "%d by "
+				         "a pager that ended without unpinning it)",
+				         tid, pid, cpu);
+		}
+		(void)unlink(path.c_str());
+	}
+	closedir(d);
 }
 
 } // namespace memfed::pager

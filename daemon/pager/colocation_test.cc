@@ -12,8 +12,10 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <optional>
 #include <random>
+#include <sstream>
 #include <thread>
 
 #include "daemon/pager/pager_fixture.h"
@@ -242,4 +244,107 @@ TEST_CASE("with pager.colocate off nothing is pinned", "[pager][colocation]")
 	}
 	CHECK(f.proc_stats()["state"]["colocations"].get<uint32_t>() == 0);
 	REQUIRE(c.unmap(*m).is_ok());
+}
+
+TEST_CASE("a pin left by a pager that died is undone by the next one to start",
+          "[pager][colocation]")
+{
+	cpu_set_t all = cpus_of(0);
+	if (CPU_COUNT(&all) < 2) {
+		WARN("this process may run on one CPU only: colocation is NOT tested");
+		return;
+	}
+	char tmpl[] = "/tmp/memfed-pins-XXXXXX";
+	REQUIRE(mkdtemp(tmpl) != nullptr);
+	std::string dir = tmpl;
+	PagerConfig cfg;
+	cfg.pin_dir = dir + "/pins";
+	std::string record;
+	pid_t tid = 0;
+	int cpu = -1;
+	// A pager pins a faulting thread and records it; the record is read
+	// while the pin lasts, as a pager killed then would have left it.
+	std::optional<Faulter> faulter;
+	{
+		PagerFixture f(cfg);
+		if (!f.pager->caps().anon_wp) {
+			WARN("no userfaultfd write-protect here: colocation is NOT tested");
+			return;
+		}
+		f.store.add_region("r", 4096);
+		TestClient c;
+		REQUIRE(c.attach(f.path).is_ok());
+		auto m = c.map("r", 0, 4096 * kPage, 400 * kPage, false);
+		REQUIRE(m.is_ok());
+		faulter.emplace(*m);
+		tid = faulter->tid;
+		REQUIRE(within(10, [&] { return single_cpu(cpus_of(tid)) >= 0; }));
+		cpu = single_cpu(cpus_of(tid));
+		std::string path = cfg.pin_dir + "/" + std::to_string(tid);
+		REQUIRE(within(2, [&] { return std::filesystem::exists(path); }));
+		std::ifstream in(path);
+		std::getline(in, record);
+		INFO(record);
+		CHECK(record.rfind(std::to_string(getpid()) + " " + std::to_string(tid) + " ", 0) ==
+		      0);
+		faulter->fault = false;
+		// Unpinned, the record goes.
+		CHECK(within(3, [&] { return !std::filesystem::exists(path); }));
+		faulter.reset();
+		REQUIRE(c.unmap(*m).is_ok());
+	}
+	// The thread the record names must still be there: a new one, pinned
+	// by hand as the dead pager left its faulting thread.
+	std::atomic<bool> quit{false};
+	std::atomic<pid_t> other{0};
+	std::thread t([&] {
+		other = gettid();
+		while (!quit.load())
+			usleep(1000);
+	});
+	REQUIRE(within(2, [&] { return other.load() != 0; }));
+	cpu_set_t pin;
+	CPU_ZERO(&pin);
+	CPU_SET(cpu, &pin);
+	REQUIRE(sched_setaffinity(other, sizeof(pin), &pin) == 0);
+	auto put_record = [&](pid_t who, const std::string &rec) {
+		std::filesystem::create_directories(cfg.pin_dir);
+		std::ofstream(cfg.pin_dir + "/" + std::to_string(who)) << rec << "\n";
+	};
+	SECTION("the thread recorded gets its CPUs back")
+	{
+		// The same record, naming this thread and its start time.
+		std::istringstream in(record);
+		std::string pid_s, tid_s;
+		in >> pid_s >> tid_s;
+		std::string rest;
+		std::getline(in, rest);
+		std::ifstream st("/proc/self/task/" + std::to_string(other) + "/stat");
+		std::string stat((std::istreambuf_iterator<char>(st)), {});
+		std::istringstream fields(stat.substr(stat.rfind(')') + 2));
+		std::string field, start;
+		for (int i = 3; i <= 22 && fields >> field; i++)
+			start = field;
+		std::istringstream rest_in(rest);
+		std::string old_start, pin_cpu, saved_cpus;
+		rest_in >> old_start >> pin_cpu;
+		std::getline(rest_in, saved_cpus);
+		put_record(other, std::to_string(getpid()) + " " + std::to_string(other) + " " +
+		                          start + " " + pin_cpu + saved_cpus);
+		PagerFixture again(cfg);
+		cpu_set_t now = cpus_of(other);
+		CHECK(CPU_EQUAL(&now, &all));
+	}
+	SECTION("a record of another thread with that id changes nothing")
+	{
+		put_record(other, std::to_string(getpid()) + " " + std::to_string(other) + " 1 " +
+		                          std::to_string(cpu) + " 0 1");
+		PagerFixture again(cfg);
+		cpu_set_t now = cpus_of(other);
+		CHECK(CPU_EQUAL(&now, &pin));
+	}
+	CHECK(std::filesystem::is_empty(cfg.pin_dir));
+	quit = true;
+	t.join();
+	std::filesystem::remove_all(dir);
 }

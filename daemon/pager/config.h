@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 namespace memfed::pager
@@ -23,6 +24,10 @@ struct PagerConfig {
 	// Pin a thread that raises nearly all of its process's faults, often,
 	// to its pager thread's CPU while it does (colocation_policy.h).
 	bool colocate = true;
+	// A directory where each pin is recorded while it lasts (one file per
+	// pinned thread), so that a pager started after one that died gives
+	// those threads their CPUs back; empty = not recorded.
+	std::string pin_dir;
 	// Prefetch: pages kept ahead of a detected stream, and pages per bulk
 	// READ request. One request per window: fewer, larger requests cost
 	// the pager and the module less per page, and a larger window takes

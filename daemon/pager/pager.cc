@@ -124,6 +124,8 @@ Status Pager::start()
 	caps_ = *caps;
 	LOG_INFO(kLog, "userfaultfd features: %s; %u thread(s)", caps_.describe().c_str(),
 	         cfg_.threads);
+	if (!cfg_.pin_dir.empty())
+		restore_recorded_pins(cfg_.pin_dir);
 	for (unsigned i = 0; i < cfg_.threads; i++) {
 		auto t = std::make_unique<PagerThread>(fed_, cfg_, caps_, int(i), &ids_);
 		t->on_region_gone = [this](ModuleId module, uint32_t id, const std::string &name,

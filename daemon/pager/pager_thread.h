@@ -97,6 +97,11 @@ struct StatsSnapshot {
 	uint64_t writebacks_dropped = 0;
 };
 
+// colocation.cc: threads a pager that died had pinned (their records in
+// `dir`) get their saved CPUs back, if they are still the threads recorded
+// and still on the pin's CPU alone; every record is then removed.
+void restore_recorded_pins(const std::string &dir);
+
 class PagerThread
 {
 public:
@@ -350,6 +355,10 @@ private:
 	// Threads and child processes that inherited the pin: given the
 	// pinned thread's own CPUs back.
 	void release_inheritors();
+	// The pin's record in cfg_.pin_dir, written when it starts and
+	// removed when it ends.
+	void record_pin();
+	void erase_pin();
 	void retire(Mapping *m);
 	void kill_process(Process *p, const char *why);
 	// Frees dead mappings and processes on the next tick (never while a
