@@ -133,6 +133,17 @@ private:
 	std::thread thread_, spawned_;
 };
 
+// Attaches `c` to `f` and maps a 4096-page region under a budget of 400
+// pages, prefetch off: random reads of it nearly all fault.
+TestClient::Mapped map_for_faults(PagerFixture &f, TestClient &c)
+{
+	f.store.add_region("r", 4096);
+	REQUIRE(c.attach(f.path).is_ok());
+	auto m = c.map("r", 0, 4096 * kPage, 400 * kPage, false);
+	REQUIRE(m.is_ok());
+	return *m;
+}
+
 } // namespace
 
 TEST_CASE("a thread that waits on its faults is pinned beside its pager thread while it does",
@@ -149,18 +160,14 @@ TEST_CASE("a thread that waits on its faults is pinned beside its pager thread w
 		     "is NOT tested");
 		return;
 	}
-	constexpr uint32_t kPages = 4096, kBudget = 400;
-	f.store.add_region("r", kPages);
 	TestClient c;
-	REQUIRE(c.attach(f.path).is_ok());
-	auto m = c.map("r", 0, kPages * kPage, kBudget * kPage, false);
-	REQUIRE(m.is_ok());
+	TestClient::Mapped m = map_for_faults(f, c);
 	pid_t pager_tid = thread_named("mf-pager0");
 	REQUIRE(pager_tid != 0);
 
 	// The faulting thread ends before the mapping goes (a thread that
 	// touches unmapped memory gets SIGSEGV, or waits for good).
-	std::optional<Faulter> faulter(std::in_place, *m);
+	std::optional<Faulter> faulter(std::in_place, m);
 	Faulter &w = *faulter;
 	auto pinned_cpu = [&] { return single_cpu(cpus_of(w.tid)); };
 	INFO("the faulting thread is pinned once it has faulted often for a window");
@@ -212,7 +219,7 @@ TEST_CASE("a thread that waits on its faults is pinned beside its pager thread w
 		CHECK(CPU_EQUAL(&now, &w.wanted));
 	}
 	faulter.reset();
-	REQUIRE(c.unmap(*m).is_ok());
+	REQUIRE(c.unmap(m).is_ok());
 }
 
 TEST_CASE("with pager.colocate off nothing is pinned", "[pager][colocation]")
@@ -224,15 +231,11 @@ TEST_CASE("with pager.colocate off nothing is pinned", "[pager][colocation]")
 		WARN("no userfaultfd write-protect here: colocation is NOT tested");
 		return;
 	}
-	constexpr uint32_t kPages = 4096, kBudget = 400;
-	f.store.add_region("r", kPages);
 	TestClient c;
-	REQUIRE(c.attach(f.path).is_ok());
-	auto m = c.map("r", 0, kPages * kPage, kBudget * kPage, false);
-	REQUIRE(m.is_ok());
+	TestClient::Mapped m = map_for_faults(f, c);
 	cpu_set_t before = cpus_of(0);
 	{
-		Faulter w(*m);
+		Faulter w(m);
 		// Long enough for several windows of faults that would pin it.
 		REQUIRE(within(10, [&] {
 			return f.proc_stats()["faults"].get<uint64_t>() >=
@@ -243,7 +246,7 @@ TEST_CASE("with pager.colocate off nothing is pinned", "[pager][colocation]")
 		CHECK(CPU_EQUAL(&now, &before));
 	}
 	CHECK(f.proc_stats()["state"]["colocations"].get<uint32_t>() == 0);
-	REQUIRE(c.unmap(*m).is_ok());
+	REQUIRE(c.unmap(m).is_ok());
 }
 
 TEST_CASE("a pin left by a pager that died is undone by the next one to start",
@@ -271,12 +274,9 @@ TEST_CASE("a pin left by a pager that died is undone by the next one to start",
 			WARN("no userfaultfd write-protect here: colocation is NOT tested");
 			return;
 		}
-		f.store.add_region("r", 4096);
 		TestClient c;
-		REQUIRE(c.attach(f.path).is_ok());
-		auto m = c.map("r", 0, 4096 * kPage, 400 * kPage, false);
-		REQUIRE(m.is_ok());
-		faulter.emplace(*m);
+		TestClient::Mapped m = map_for_faults(f, c);
+		faulter.emplace(m);
 		tid = faulter->tid;
 		REQUIRE(within(10, [&] { return single_cpu(cpus_of(tid)) >= 0; }));
 		cpu = single_cpu(cpus_of(tid));
@@ -291,7 +291,7 @@ TEST_CASE("a pin left by a pager that died is undone by the next one to start",
 		// Unpinned, the record goes.
 		CHECK(within(3, [&] { return !std::filesystem::exists(path); }));
 		faulter.reset();
-		REQUIRE(c.unmap(*m).is_ok());
+		REQUIRE(c.unmap(m).is_ok());
 	}
 	// The thread the record names must still be there: a new one, pinned
 	// by hand as the dead pager left its faulting thread.
