@@ -62,18 +62,6 @@ pid_t thread_named(const char *name)
 	return 0;
 }
 
-// Polls `cond` every 10 ms for up to `seconds`.
-template <typename F> bool within(double seconds, F cond)
-{
-	auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
-	while (!cond()) {
-		if (std::chrono::steady_clock::now() > end)
-			return false;
-		usleep(10000);
-	}
-	return true;
-}
-
 // A thread that reads random pages of `m` while `fault` is set; under a
 // budget a tenth of the mapping, nearly every read faults.
 struct Faulter {
@@ -171,7 +159,7 @@ TEST_CASE("a thread that waits on its faults is pinned beside its pager thread w
 	Faulter &w = *faulter;
 	auto pinned_cpu = [&] { return single_cpu(cpus_of(w.tid)); };
 	INFO("the faulting thread is pinned once it has faulted often for a window");
-	REQUIRE(within(10, [&] { return pinned_cpu() >= 0; }));
+	REQUIRE(eventually(10, [&] { return pinned_cpu() >= 0; }));
 	int cpu = pinned_cpu();
 	CHECK(single_cpu(cpus_of(pager_tid)) == cpu);
 	auto state = f.proc_stats()["state"];
@@ -182,11 +170,11 @@ TEST_CASE("a thread that waits on its faults is pinned beside its pager thread w
 	SECTION("what inherits the pin gets the faulting thread's CPUs back")
 	{
 		w.spawn = true;
-		REQUIRE(within(5,
-		               [&] { return w.spawned_tid.load() != 0 && w.child.load() != 0; }));
+		REQUIRE(eventually(
+		        5, [&] { return w.spawned_tid.load() != 0 && w.child.load() != 0; }));
 		// Unless the pin ended meanwhile, in which case all three are
 		// free anyway; the pager gives them back within a window.
-		CHECK(within(2, [&] {
+		CHECK(eventually(2, [&] {
 			cpu_set_t t = cpus_of(w.spawned_tid), ch = cpus_of(w.child);
 			return CPU_EQUAL(&t, &all) && CPU_EQUAL(&ch, &all);
 		}));
@@ -198,7 +186,7 @@ TEST_CASE("a thread that waits on its faults is pinned beside its pager thread w
 	SECTION("when the faults stop, the thread and the pager thread get their CPUs back")
 	{
 		w.fault = false;
-		CHECK(within(3, [&] {
+		CHECK(eventually(3, [&] {
 			cpu_set_t t = cpus_of(w.tid), p = cpus_of(pager_tid);
 			return CPU_EQUAL(&t, &all) && CPU_EQUAL(&p, &all);
 		}));
@@ -211,10 +199,11 @@ TEST_CASE("a thread that waits on its faults is pinned beside its pager thread w
 			if (CPU_ISSET(c2, &all) && c2 != cpu)
 				CPU_SET(c2, &w.wanted);
 		w.set_cpus = true;
-		REQUIRE(within(5, [&] { return !w.set_cpus.load(); }));
+		REQUIRE(eventually(5, [&] { return !w.set_cpus.load(); }));
 		REQUIRE(w.set_ok.load());
 		w.fault = false;
-		REQUIRE(within(3, [&] { return f.proc_stats()["state"]["colocated"].is_null(); }));
+		REQUIRE(eventually(3,
+		                   [&] { return f.proc_stats()["state"]["colocated"].is_null(); }));
 		cpu_set_t now = cpus_of(w.tid);
 		CHECK(CPU_EQUAL(&now, &w.wanted));
 	}
@@ -237,7 +226,7 @@ TEST_CASE("with pager.colocate off nothing is pinned", "[pager][colocation]")
 	{
 		Faulter w(m);
 		// Long enough for several windows of faults that would pin it.
-		REQUIRE(within(10, [&] {
+		REQUIRE(eventually(10, [&] {
 			return f.proc_stats()["faults"].get<uint64_t>() >=
 			       4 * kColocationStartFaults;
 		}));
@@ -278,10 +267,10 @@ TEST_CASE("a pin left by a pager that died is undone by the next one to start",
 		TestClient::Mapped m = map_for_faults(f, c);
 		faulter.emplace(m);
 		tid = faulter->tid;
-		REQUIRE(within(10, [&] { return single_cpu(cpus_of(tid)) >= 0; }));
+		REQUIRE(eventually(10, [&] { return single_cpu(cpus_of(tid)) >= 0; }));
 		cpu = single_cpu(cpus_of(tid));
 		std::string path = cfg.pin_dir + "/" + std::to_string(tid);
-		REQUIRE(within(2, [&] { return std::filesystem::exists(path); }));
+		REQUIRE(eventually(2, [&] { return std::filesystem::exists(path); }));
 		std::ifstream in(path);
 		std::getline(in, record);
 		INFO(record);
@@ -289,7 +278,7 @@ TEST_CASE("a pin left by a pager that died is undone by the next one to start",
 		      0);
 		faulter->fault = false;
 		// Unpinned, the record goes.
-		CHECK(within(3, [&] { return !std::filesystem::exists(path); }));
+		CHECK(eventually(3, [&] { return !std::filesystem::exists(path); }));
 		faulter.reset();
 		REQUIRE(c.unmap(m).is_ok());
 	}
@@ -302,7 +291,7 @@ TEST_CASE("a pin left by a pager that died is undone by the next one to start",
 		while (!quit.load())
 			usleep(1000);
 	});
-	REQUIRE(within(2, [&] { return other.load() != 0; }));
+	REQUIRE(eventually(2, [&] { return other.load() != 0; }));
 	cpu_set_t pin;
 	CPU_ZERO(&pin);
 	CPU_SET(cpu, &pin);

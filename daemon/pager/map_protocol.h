@@ -118,7 +118,11 @@
 //     back first), or as far as eviction could get.
 //
 //   "unmap"  {"mapping_id"}: writes back every dirty page durably, then
-//     forgets the mapping; the client munmaps after the reply. A process's
+//     forgets the mapping; the client unregisters the range and munmaps it
+//     after the reply. A fault still waiting on the range then is not
+//     served (its fetch, if any, is dropped with the mapping): the
+//     unregister wakes it (UFFDIO_UNREGISTER wakes the range's waiters;
+//     munmap does not), and it runs again on unregistered memory. A process's
 //     private memory is gone before its connection closes when it exits, so
 //     the client library sends "unmap" (or "sync") for private mappings from
 //     an exit hook; shared windows are flushed from the memfd on disconnect.

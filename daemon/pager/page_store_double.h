@@ -9,7 +9,8 @@
 // `remove_region` makes a region's requests fail with kNotFound, like a
 // delete on the module by another node. `hold_writes` keeps WRITEs waiting,
 // unanswered, until `release_writes`: a slow write-back at an instant the
-// test chooses.
+// test chooses; `hold_reads` and `release_reads` do the same with READs (a
+// fetch in flight at that instant).
 //
 // Thread-safety: regions are guarded by a mutex; the channel runs on its
 // loop thread.
@@ -71,22 +72,10 @@ public:
 		return regions_.at(name).loc.region_id;
 	}
 	void set_down(bool down) { down_ = down; }
-	void hold_writes()
-	{
-		std::lock_guard<std::mutex> lk(mu_);
-		hold_writes_ = true;
-	}
-	void release_writes()
-	{
-		std::vector<std::pair<EventLoop *, std::function<void()>>> held;
-		{
-			std::lock_guard<std::mutex> lk(mu_);
-			hold_writes_ = false;
-			held.swap(held_writes_);
-		}
-		for (auto &[loop, write] : held)
-			loop->post(std::move(write));
-	}
+	void hold_writes() { hold(&writes_held_); }
+	void release_writes() { release(&writes_held_); }
+	void hold_reads() { hold(&reads_held_); }
+	void release_reads() { release(&reads_held_); }
 	// Answers the oldest held WRITE only; the others stay held, and so do
 	// later ones.
 	void release_first_write()
@@ -94,18 +83,15 @@ public:
 		std::pair<EventLoop *, std::function<void()>> first;
 		{
 			std::lock_guard<std::mutex> lk(mu_);
-			if (held_writes_.empty())
+			if (writes_held_.requests.empty())
 				return;
-			first = std::move(held_writes_.front());
-			held_writes_.erase(held_writes_.begin());
+			first = std::move(writes_held_.requests.front());
+			writes_held_.requests.erase(writes_held_.requests.begin());
 		}
 		first.first->post(std::move(first.second));
 	}
-	size_t writes_waiting()
-	{
-		std::lock_guard<std::mutex> lk(mu_);
-		return held_writes_.size();
-	}
+	size_t writes_waiting() { return waiting(&writes_held_); }
+	size_t reads_waiting() { return waiting(&reads_held_); }
 	// Deletes region `name`: READs and WRITEs of it fail with kNotFound
 	// from now on, as a module answers for a region id it no longer has.
 	void remove_region(const std::string &name)
@@ -142,13 +128,40 @@ public:
 	}
 
 private:
-	// True if writes are held: `write` then waits for release_writes.
-	bool park_write(EventLoop *loop, const std::function<void()> &write)
+	// Requests of one kind held unanswered while `on`.
+	struct Held {
+		bool on = false;
+		std::vector<std::pair<EventLoop *, std::function<void()>>> requests;
+	};
+	void hold(Held *h)
 	{
 		std::lock_guard<std::mutex> lk(mu_);
-		if (hold_writes_)
-			held_writes_.emplace_back(loop, write);
-		return hold_writes_;
+		h->on = true;
+	}
+	void release(Held *h)
+	{
+		std::vector<std::pair<EventLoop *, std::function<void()>>> held;
+		{
+			std::lock_guard<std::mutex> lk(mu_);
+			h->on = false;
+			held.swap(h->requests);
+		}
+		for (auto &[loop, request] : held)
+			loop->post(std::move(request));
+	}
+	size_t waiting(Held *h)
+	{
+		std::lock_guard<std::mutex> lk(mu_);
+		return h->requests.size();
+	}
+	// True if requests of `h`'s kind are held: `request` then waits for
+	// its release.
+	bool park(Held *h, EventLoop *loop, const std::function<void()> &request)
+	{
+		std::lock_guard<std::mutex> lk(mu_);
+		if (h->on)
+			h->requests.emplace_back(loop, request);
+		return h->on;
 	}
 
 	struct Region {
@@ -189,7 +202,7 @@ private:
 		void read_pages(wire::TrafficClass, uint32_t region_id, uint64_t fa, uint32_t count,
 		                void *dst, Completion *done) override
 		{
-			run([this, region_id, fa, count, dst, done] {
+			auto read = [this, region_id, fa, count, dst, done] {
 				s_->reads_++;
 				bool damaged = s_->damaged_ >= fa &&
 				               s_->damaged_ < fa + uint64_t{count} * 4096;
@@ -197,6 +210,10 @@ private:
 				       : damaged ? Status(Code::kCorrupt, "page fails its checksum")
 				                 : s_->transfer(region_id, fa, count, dst, false),
 				       done);
+			};
+			run([this, read] {
+				if (!s_->park(&s_->reads_held_, loop_, read))
+					read();
 			});
 		}
 		void write_pages(wire::TrafficClass, uint32_t region_id, uint64_t fa,
@@ -210,7 +227,7 @@ private:
 				       done);
 			};
 			run([this, write] {
-				if (!s_->park_write(loop_, write))
+				if (!s_->park(&s_->writes_held_, loop_, write))
 					write();
 			});
 		}
@@ -250,8 +267,7 @@ private:
 	ModuleId module_{0x020000000001};
 	std::mutex mu_;
 	std::map<std::string, Region> regions_;
-	bool hold_writes_ = false; // guarded by mu_, as held_writes_
-	std::vector<std::pair<EventLoop *, std::function<void()>>> held_writes_;
+	Held writes_held_, reads_held_; // guarded by mu_
 	std::atomic<bool> down_{false};
 	std::atomic<uint64_t> damaged_{UINT64_MAX}; // fa of a page READs fail on
 	std::atomic<uint64_t> reads_{0}, writes_{0};

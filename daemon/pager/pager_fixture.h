@@ -7,7 +7,10 @@
 
 #include <sys/mman.h>
 
+#include <unistd.h>
+
 #include <atomic>
+#include <chrono>
 #include <memory>
 #include <string>
 #include <vector>
@@ -117,6 +120,18 @@ inline size_t resident_pages(const void *addr, size_t len)
 	for (unsigned char c : v)
 		n += c & 1;
 	return n;
+}
+
+// Polls `cond` every 10 ms for up to `seconds`.
+template <typename F> bool eventually(double seconds, F cond)
+{
+	auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+	while (!cond()) {
+		if (std::chrono::steady_clock::now() > end)
+			return false;
+		usleep(10000);
+	}
+	return true;
 }
 
 } // namespace memfed::pager::testing

@@ -1123,6 +1123,43 @@ TEST_CASE("a fault waits for an unreachable module instead of getting zeroes", "
 	REQUIRE(c.unmap(*m).is_ok());
 }
 
+TEST_CASE("a fault whose mapping is unmapped while its page is fetched runs again, never waits "
+          "for good",
+          "[pager]")
+{
+	PagerFixture f;
+	f.store.add_region("r", 16);
+	TestClient c;
+	REQUIRE(c.attach(f.path).is_ok());
+	auto m = c.map("r", 0, 16 * kPage, 0, false);
+	REQUIRE(m.is_ok());
+	f.store.hold_reads();
+	std::atomic<int> got{-1};
+	std::atomic<pid_t> tid{0};
+	std::thread reader([&] {
+		tid = gettid();
+		got = m->addr[6 * kPage];
+	});
+	// The fault's fetch is at the module, unanswered.
+	REQUIRE(eventually(5, [&] { return tid.load() != 0 && f.store.reads_waiting() == 1; }));
+	// The program unmaps the mapping (the map protocol's "unmap") but
+	// neither unregisters nor munmaps the range: nothing of the client
+	// wakes the thread.
+	REQUIRE(c.call({{"op", kOpUnmap}, {"mapping_id", m->id}}).is_ok());
+	f.store.release_reads();
+	// The fetch lands on a retired mapping: the pager wakes the fault, the
+	// thread faults again on memory no mapping claims, which reads as
+	// zero (housekeeping.cc).
+	bool ran = eventually(10, [&] { return got.load() != -1; });
+	CHECK(ran);
+	if (!ran)
+		c.abandon(); // a failing test's way out: the thread runs again
+	reader.join();
+	if (ran)
+		CHECK(got == 0);
+	munmap(m->addr, m->length);
+}
+
 namespace
 {
 sigjmp_buf g_sigbus_jmp;

@@ -533,6 +533,14 @@ void PagerThread::release_fetch(FetchOp *op)
 {
 	Mapping *m = op->m;
 	op->m = nullptr;
+	// A mapping retired under its fetch (unmapped, or its process's
+	// address space changed) served none of the faults waiting on the
+	// fetch's pages: they run again on whatever is there now. Without the
+	// wake a thread whose program unmapped the range without unregistering
+	// it (munmap does not wake a fault) would wait for good.
+	if (m->dead && !m->proc->dead)
+		(void)uffd_wake(m->uffd(), m->page_addr(op->first),
+		                uint64_t(op->count) * kPageSize);
 	if (op->cap > 1) {
 		op->next = free_bulk_;
 		free_bulk_ = op;

@@ -263,6 +263,10 @@ public:
 		control::Message m;
 		m.body = {{"op", kOpUnmap}, {"mapping_id", mp.id}};
 		Status st = cli_.call_ok(m).status();
+		// As libmemfed does: the unregister wakes every thread still
+		// waiting in a fault on the range, which munmap alone would leave
+		// waiting for good.
+		(void)uffd_unregister(uffd_, reinterpret_cast<uint64_t>(mp.addr), mp.length);
 		munmap(mp.addr, mp.length);
 		return st;
 	}
