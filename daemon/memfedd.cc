@@ -443,6 +443,7 @@ int main(int argc, char **argv)
 		pc.threads = cfg.pager_threads;
 		pc.cpus = cfg.pager_cpus;
 		pc.colocate = cfg.pager_colocate;
+		pc.refault_turns = uint8_t(cfg.pager_refault_turns);
 		pc.pin_dir = cfg.state_dir + "/pins";
 		pc.prefetch = cfg.pager_prefetch_pages > 0;
 		pc.evict_by_move = cfg.pager_evict_by_move;

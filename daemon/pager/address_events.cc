@@ -150,6 +150,10 @@ void PagerThread::handle_remap(Process *p, uint64_t from, uint64_t to, uint64_t 
 		n->touched = m->touched > first ? std::min(count, m->touched - first) : 0;
 		std::copy(m->pages.begin() + first, m->pages.begin() + first + n->touched,
 		          n->pages.begin());
+		if (!m->history.evicted_at.empty()) {
+			n->history.resize(count);
+			n->history.copy(m->history, first, n->touched);
+		}
 		if (!m->content.empty()) {
 			n->content.resize(count);
 			std::copy(m->content.begin() + first,
@@ -222,6 +226,8 @@ void PagerThread::handle_fork(Process *parent, int child_uffd)
 		n->held.assign(m->held.size(), 0);
 		// Only what the parent touched: the rest is default pages.
 		n->pages.resize(m->npages);
+		if (!m->history.evicted_at.empty())
+			n->history.resize(m->npages);
 		n->touched = m->scan_end();
 		std::copy(m->pages.begin(), m->pages.begin() + n->touched, n->pages.begin());
 		if (m->window) {

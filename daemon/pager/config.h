@@ -40,6 +40,9 @@ struct PagerConfig {
 	// wait for eviction (it keeps a sixteenth of the budget if that is more).
 	uint32_t evict_batch = 512;
 	uint32_t evict_headroom = 32;
+	// Extra CLOCK turns a private page earns by faulting back within half
+	// its process's budget's worth of evictions (refault.h); 0 = none.
+	uint8_t refault_turns = 7;
 	// Evict by UFFDIO_MOVE into the client's staging area where the client
 	// has one (map_protocol.h, "Staging"); false keeps the drop path for
 	// every client (tests run both).

@@ -23,9 +23,27 @@
 
 #include "daemon/pager/eviction_policy.h"
 #include "daemon/pager/pager_thread_ops.h"
+#include "daemon/pager/refault.h"
 
 namespace memfed::pager
 {
+
+void PagerThread::note_refault(Mapping *m, uint32_t i)
+{
+	RefaultHistory &h = m->history;
+	if (h.evicted_at.empty() || h.evicted_at[i] == 0)
+		return;
+	const Process *p = m->proc;
+	const uint32_t distance = p->evictions - h.evicted_at[i];
+	h.evicted_at[i] = 0;
+	// The budget whose evictions took it: the smaller one that is set.
+	uint64_t budget = p->budget_pages;
+	if (m->budget_pages != 0 && (budget == 0 || m->budget_pages < budget))
+		budget = m->budget_pages;
+	h.turns[i] = refault_turns(distance, budget, cfg_.refault_turns);
+	if (h.turns[i] != 0)
+		m->stats.refaults++;
+}
 
 void PagerThread::maybe_evict(Process *p)
 {
@@ -73,12 +91,15 @@ void PagerThread::maybe_evict(Process *p)
 			want = std::min<uint64_t>(want, batch - victims.size());
 			note_recent_writes(m);
 			clock_pick(
-			        std::span<Page>(m->pages.data(), m->scan_end()), &m->clock_hand,
-			        want, [m](uint32_t i) { return m->streams.ahead_of_stream(i); },
-			        [m, &victims](uint32_t i) {
+			        std::span<Page>(m->pages.data(), m->scan_end()),
+			        m->history.turns_span(m->scan_end()), &m->clock_hand, want,
+			        [m](uint32_t i) { return m->streams.ahead_of_stream(i); },
+			        [m, p, &victims](uint32_t i) {
 				        Page &pg = m->pages[i];
 				        pg.state = PageState::kEvicting;
 				        pg.flags &= uint8_t(~(kParked | kRemoved | kRemovedTwice));
+				        if (!m->history.evicted_at.empty())
+					        m->history.evicted_at[i] = p->next_eviction_stamp();
 				        victims.emplace_back(m, i);
 			        });
 		}

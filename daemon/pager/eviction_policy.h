@@ -50,15 +50,18 @@ private:
 // CLOCK with second chance over `pages`, from *hand, at most two turns,
 // until `want` victims are found. A candidate is a Resident page that is not
 // being written back; if its reference bit is set it loses it and is passed
-// over; a page installed by prefetch that `ahead(i)` says a stream has not
-// reached yet is spared; any other candidate is a victim: take(i), in hand
-// order. If sparing left no victim at all, the spared pages go after all,
+// over; if it has extra turns left (`turns`, earned by refaulting soon,
+// refault.h; empty: none) it spends one and is passed over; a page
+// installed by prefetch that `ahead(i)` says a stream has not reached yet is
+// spared; any other candidate is a victim: take(i), in hand order. If
+// sparing and extra turns left no victim at all, those pages go after all,
 // in one more turn: four streams' windows can cover a small budget whole,
 // and a process at its budget with nothing to evict would wait for ever.
-// Returns the number taken. Changes only reference bits and *hand; take()
-// applies the decision.
+// Returns the number taken. Changes only reference bits, turns and *hand;
+// take() applies the decision.
 template <typename Ahead, typename Take>
-uint64_t clock_pick(std::span<Page> pages, uint32_t *hand, uint64_t want, Ahead ahead, Take take)
+uint64_t clock_pick(std::span<Page> pages, std::span<uint8_t> turns, uint32_t *hand, uint64_t want,
+                    Ahead ahead, Take take)
 {
 	const uint32_t n = uint32_t(pages.size());
 	uint64_t taken = 0, spared = 0;
@@ -72,6 +75,11 @@ uint64_t clock_pick(std::span<Page> pages, uint32_t *hand, uint64_t want, Ahead 
 			continue;
 		if (pg.flags & kRef) {
 			pg.flags &= uint8_t(~kRef);
+			continue;
+		}
+		if (!turns.empty() && turns[i] != 0) {
+			turns[i]--;
+			spared++;
 			continue;
 		}
 		if ((pg.flags & kPrefetched) && ahead(i)) {
@@ -88,6 +96,8 @@ uint64_t clock_pick(std::span<Page> pages, uint32_t *hand, uint64_t want, Ahead 
 		Page &pg = pages[i];
 		if (pg.state != PageState::kResident || (pg.flags & kWbInFlight))
 			continue;
+		if (!turns.empty())
+			turns[i] = 0;
 		take(i);
 		taken++;
 	}

@@ -1,6 +1,8 @@
-// Unit tests of the pager's eviction policy (eviction_policy.h): the budget
-// arithmetic and CLOCK's choice of victims, on page tables built here.
+// Unit tests of the pager's eviction policy (eviction_policy.h, refault.h):
+// the budget arithmetic, CLOCK's choice of victims and the turns a refault
+// earns, on page tables built here.
 #include "daemon/pager/eviction_policy.h"
+#include "daemon/pager/refault.h"
 
 #include <catch2/catch.hpp>
 
@@ -16,11 +18,12 @@ std::vector<Page> resident(uint32_t n, uint8_t flags = 0)
 	return std::vector<Page>(n, Page{PageState::kResident, flags});
 }
 
-std::vector<uint32_t> pick(std::vector<Page> &pages, uint32_t *hand, uint64_t want, auto ahead)
+std::vector<uint32_t> pick(std::vector<Page> &pages, uint32_t *hand, uint64_t want, auto ahead,
+                           std::span<uint8_t> turns = {})
 {
 	std::vector<uint32_t> out;
 	// As the pager applies the decision: a victim is being evicted.
-	clock_pick(std::span<Page>(pages), hand, want, ahead, [&](uint32_t i) {
+	clock_pick(std::span<Page>(pages), turns, hand, want, ahead, [&](uint32_t i) {
 		pages[i].state = PageState::kEvicting;
 		out.push_back(i);
 	});
@@ -131,4 +134,43 @@ TEST_CASE("CLOCK: with nothing but spared pages, the spared go rather than none"
 	CHECK(pick(pages, &hand, 3, ahead) == std::vector<uint32_t>{1, 2, 3});
 	CHECK(pick(pages, &hand, 3, ahead) == std::vector<uint32_t>{5, 0});
 	CHECK(pick(pages, &hand, 3, ahead).empty()); // nothing left to take
+}
+
+TEST_CASE("refault: a page back within half the budget's evictions earns the turns, later none",
+          "[pager][policy]")
+{
+	CHECK(refault_turns(0, 1000, 7) == 7);
+	CHECK(refault_turns(499, 1000, 7) == 7);
+	CHECK(refault_turns(500, 1000, 7) == 0); // half the budget: as far as uniform use
+	CHECK(refault_turns(100000, 1000, 7) == 0);
+	CHECK(refault_turns(0, 0, 7) == 0);     // no budget, no eviction to count
+	CHECK(refault_turns(10, 1000, 0) == 0); // turned off
+}
+
+TEST_CASE("CLOCK: a page with extra turns is passed over once per turn, then taken",
+          "[pager][policy]")
+{
+	auto pages = resident(4);
+	std::vector<uint8_t> turns{0, 2, 0, 0};
+	pages[2].flags = kRef; // a reference bit goes before the turns
+	uint32_t hand = 0;
+	CHECK(pick(pages, &hand, 2, never, turns) == std::vector<uint32_t>{0, 3});
+	CHECK(turns[1] == 1);
+	CHECK(pages[2].flags == 0);
+	// The next round takes page 2 and spends page 1's last turn.
+	CHECK(pick(pages, &hand, 1, never, turns) == std::vector<uint32_t>{2});
+	CHECK(turns[1] == 0);
+	CHECK(pick(pages, &hand, 1, never, turns) == std::vector<uint32_t>{1});
+}
+
+TEST_CASE("CLOCK: with every page holding turns, a round still takes some, and clears their turns",
+          "[pager][policy]")
+{
+	// Two turns of the hand spend two of each page's turns; a process at
+	// its budget must not wait for ever on pages that earned more.
+	auto pages = resident(3);
+	std::vector<uint8_t> turns{7, 7, 7};
+	uint32_t hand = 0;
+	CHECK(pick(pages, &hand, 2, never, turns) == std::vector<uint32_t>{0, 1});
+	CHECK(turns == std::vector<uint8_t>{0, 0, 5});
 }

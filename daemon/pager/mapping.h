@@ -25,17 +25,16 @@
 #pragma once
 
 #include <cstdint>
-#include <sys/mman.h>
 
 #include <memory>
-#include <new>
 #include <string>
-#include <utility>
 #include <vector>
 
 #include "daemon/pager/prefetch.h"
+#include "daemon/pager/refault.h"
 #include "daemon/pager/stats.h"
 #include "daemon/pager/write_mix.h"
+#include "daemon/pager/zeroed_allocator.h"
 
 namespace memfed::pager
 {
@@ -77,35 +76,6 @@ struct Page {
 };
 static_assert(uint8_t(PageState::kRemote) == 0, "a Page of zeros is the default");
 
-// Storage for a mapping's pages. A program's heap is mapped whole, at a size
-// no program reaches (memfedctl run --heap-size: tens of GiB, millions of
-// pages) of which it uses a part: the array comes from mmap, whose pages read
-// as zeros (kRemote, no flags: the default Page) and take memory only once
-// written, and default construction writes nothing. REQUIRES: a vector using
-// it is sized once (resize on a fresh vector), never shrunk and regrown.
-template <typename T> struct ZeroedAllocator {
-	using value_type = T;
-	ZeroedAllocator() = default;
-	template <typename U> ZeroedAllocator(const ZeroedAllocator<U> &) {}
-	T *allocate(size_t n)
-	{
-		void *p = mmap(nullptr, n * sizeof(T), PROT_READ | PROT_WRITE,
-		               MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-		if (p == MAP_FAILED)
-			throw std::bad_alloc();
-		return static_cast<T *>(p);
-	}
-	void deallocate(T *p, size_t n) { munmap(p, n * sizeof(T)); }
-	template <typename U> void construct(U *) noexcept
-	{
-		// Already zeros (see above).
-	}
-	template <typename U, typename... A> void construct(U *p, A &&...a)
-	{
-		::new (static_cast<void *>(p)) U(std::forward<A>(a)...);
-	}
-	template <typename U> bool operator==(const ZeroedAllocator<U> &) const { return true; }
-};
 using PageArray = std::vector<Page, ZeroedAllocator<Page>>;
 // content_hash() of each page, sized like `pages` (async_dirty.cc).
 using ContentHashes = std::vector<uint64_t, ZeroedAllocator<uint64_t>>;
@@ -139,6 +109,10 @@ struct Mapping {
 	// last write-back; a moved page whose bytes hash otherwise was written
 	// (async_dirty.cc). Empty for every other mapping.
 	ContentHashes content;
+	// Private mappings: when each page was last evicted and the extra CLOCK
+	// turns it earned by coming back soon after (refault.h). Empty for
+	// shared ones (their window's pages are the window's).
+	RefaultHistory history;
 	// Private mappings: pages [touched, npages) were never faulted,
 	// prefetched, dropped or unmapped (all kRemote without flags), so walks
 	// over the pages stop there: a heap mapping costs what it uses, not its

@@ -394,6 +394,8 @@ Message Pager::op_map(const control::Peer &peer, Message &req)
 	uint64_t bud = *budget ? *budget : cfg_.default_mapping_budget;
 	m->budget_pages = (bud + kPageSize - 1) / kPageSize;
 	m->pages.resize(m->npages);
+	if (kind == kKindPrivate)
+		m->history.resize(m->npages);
 	// "removed": ranges the program dropped (MADV_DONTNEED) while no daemon
 	// had this mapping; they read as zero unless present again (add_mapping).
 	if (auto rm = b.find("removed"); rm != b.end()) {

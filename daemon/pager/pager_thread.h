@@ -292,6 +292,9 @@ private:
 	void flush(Mapping *m, uint32_t first, uint32_t count, std::function<void(Status)> done);
 
 	void maybe_evict(Process *p);
+	// A demand fault on page i of private mapping m: if it was evicted
+	// soon before, it earns extra CLOCK turns (refault.h).
+	void note_refault(Mapping *m, uint32_t i);
 	void check_eviction(Process *p);
 	void send_drop(Process *p);
 	// A reply on the evict channel (either kind), or its end.

@@ -82,8 +82,10 @@ void PagerThread::handle_fault(Process *p, uint64_t addr, uint32_t flags, uint32
 		return;
 	}
 
-	if (!retry)
+	if (!retry) {
 		m->stats.faults++;
+		note_refault(m, idx);
+	}
 	switch (pg.state) {
 	case PageState::kFetching:
 		// The copy that completes the fetch wakes this thread; kParked

@@ -111,6 +111,9 @@ struct Process {
 	int pagemap_fd = -1;
 	uint64_t budget_pages = 0;
 	uint64_t resident = 0;
+	// Pages picked as eviction victims so far, the clock refault distances
+	// are measured by (refault.h); wraps past 0, which means "no stamp".
+	uint32_t evictions = 0;
 
 	std::vector<std::unique_ptr<Mapping>> mappings;
 	Mapping *last_hit = nullptr;
@@ -143,6 +146,12 @@ struct Process {
 	bool in_staging(uint64_t addr) const
 	{
 		return addr >= staging_addr && addr - staging_addr < staging_len;
+	}
+	uint32_t next_eviction_stamp()
+	{
+		if (++evictions == 0)
+			evictions = 1;
+		return evictions;
 	}
 	bool can_evict() const { return evict_fd >= 0 && !fork_child && pid > 0; }
 	void close_fds()

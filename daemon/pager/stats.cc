@@ -12,6 +12,7 @@ void PageStats::add(const PageStats &o)
 	prefetch_hits += o.prefetch_hits;
 	evictions += o.evictions;
 	staged_hits += o.staged_hits;
+	refaults += o.refaults;
 	writebacks += o.writebacks;
 	poisoned += o.poisoned;
 	resident += o.resident;
@@ -37,6 +38,7 @@ nlohmann::json PageStats::to_json() const
 	        {"prefetch_hits", prefetch_hits},
 	        {"evictions", evictions},
 	        {"staged_hits", staged_hits},
+	        {"refaults", refaults},
 	        {"writebacks", writebacks},
 	        {"poisoned", poisoned},
 	        {"resident_pages", resident},

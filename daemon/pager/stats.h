@@ -23,6 +23,7 @@ struct PageStats {
 	uint64_t prefetch_hits = 0;
 	uint64_t evictions = 0;
 	uint64_t staged_hits = 0; // faults served from a staging slot (move_eviction.cc)
+	uint64_t refaults = 0;    // faults on pages evicted soon before (refault.h)
 	uint64_t writebacks = 0; // pages written back
 	uint64_t poisoned = 0;   // damaged on the module: SIGBUS on access
 	uint64_t resident = 0;   // filled in when reporting

@@ -213,6 +213,9 @@ Options (each has a config-file key; flags override the file):
                        "pager.colocate" pin a thread that raises nearly all of
                                      its process's faults beside its pager
                                      thread while it does (true)
+                       "pager.refault_turns" extra turns of the eviction
+                                     clock for a page that comes back soon
+                                     after it was evicted (0 to 15; 7)
                        "pager.evict_by_move" evict with UFFDIO_MOVE where the
                                      kernel has it (true)
                        "pager.wp_async" find written pages without a fault
@@ -388,7 +391,8 @@ json config_to_json(const DaemonConfig &cfg)
 	          {"wp_async", cfg.pager_wp_async},
 	          {"threads", cfg.pager_threads},
 	          {"cpus", cfg.pager_cpus},
-	          {"colocate", cfg.pager_colocate}}},
+	          {"colocate", cfg.pager_colocate},
+	          {"refault_turns", cfg.pager_refault_turns}}},
 	        {"mesh",
 	         {{"interfaces", cfg.mesh.interfaces},
 	          {"prefix", cfg.mesh.prefix},
@@ -614,6 +618,9 @@ Status apply_config_json(const std::string &text, const std::string &origin, Dae
 					st = set_bool(origin, k, sv, &cfg->pager_wp_async);
 				else if (k == "pager.colocate")
 					st = set_bool(origin, k, sv, &cfg->pager_colocate);
+				else if (k == "pager.refault_turns")
+					st = set_u32(origin, k, sv, 0, 15,
+					             &cfg->pager_refault_turns);
 				else if (k == "pager.cpus") {
 					if (!sv.is_array())
 						return type_error(origin, k, "an array of CPU numbers");

@@ -54,6 +54,7 @@ struct DaemonConfig {
 	bool pager_wp_async = true;          // PagerConfig::wp_async
 	uint32_t pager_threads = 1;
 	bool pager_colocate = true;         // PagerConfig::colocate
+	uint32_t pager_refault_turns = 7;   // PagerConfig::refault_turns
 	std::vector<int> pager_cpus;	    // pin fault threads to these CPUs; empty = no pinning
 	bool print_config = false;          // --print-config: print config_to_json() and exit
 	struct Mesh {

@@ -152,6 +152,22 @@ TEST_CASE("the pager's switches take true or false, and say so when given anythi
 	}
 }
 
+TEST_CASE("pager.refault_turns defaults to 7 and takes 0 to 15, naming the key otherwise")
+{
+	DaemonConfig cfg;
+	REQUIRE(cfg.pager_refault_turns == 7);
+	REQUIRE(apply_config_json(R"({"pager":{"refault_turns":0}})", "t.json", &cfg).is_ok());
+	CHECK(cfg.pager_refault_turns == 0);
+	for (const char *bad : {"16", "-1", "\"7\""}) {
+		INFO(bad);
+		std::string doc = std::string(R"({"pager":{"refault_turns":)") + bad + "}}";
+		Status st = apply_config_json(doc, "t.json", &cfg);
+		CHECK(st.message().find("\"pager.refault_turns\"") != std::string::npos);
+		CHECK(st.message().find("0 to 15") != std::string::npos);
+	}
+	CHECK(cfg.pager_refault_turns == 0); // unchanged by the bad ones
+}
+
 TEST_CASE("the metrics endpoint is off by default and set by flag or key")
 {
 	DaemonConfig cfg;
