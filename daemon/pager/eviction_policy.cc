@@ -7,7 +7,8 @@ namespace memfed::pager
 
 uint64_t BudgetPolicy::headroom(uint64_t budget) const
 {
-	uint64_t h = std::max<uint64_t>(evict_headroom_, budget / 16);
+	uint64_t h =
+	        std::max<uint64_t>(evict_headroom_, std::min<uint64_t>(budget / 16, evict_batch_));
 	h = std::max<uint64_t>(h, prefetch_window_ / 2);
 	return std::max<uint64_t>(1, std::min<uint64_t>(h, budget / 4));
 }

@@ -26,8 +26,10 @@ public:
 	{
 	}
 	// Free pages kept under `budget` so faults and prefetch rarely wait for
-	// an eviction round: at least a sixteenth of the budget, at most a
-	// quarter, at least one.
+	// an eviction round: a sixteenth of the budget up to a round's batch
+	// (what one round frees), at most a quarter, at least one. Room the
+	// program cannot use costs it faults: a larger budget needs no more
+	// headroom, as a round takes no longer.
 	uint64_t headroom(uint64_t budget) const;
 	// Pages prefetch may add to `resident` under `budget` (0: unlimited):
 	// up to the high mark, budget - headroom; the headroom is for faults.

@@ -45,6 +45,7 @@ TEST_CASE("budget: no eviction below the high mark, a round's worth down to the 
 	CHECK(b.headroom(1024) == 64);                       // a sixteenth of the budget
 	CHECK(b.headroom(100) == 25);                        // at most a quarter
 	CHECK(b.headroom(2) == 1);                           // at least one
+	CHECK(b.headroom(1 << 20) == 512);                   // at most a round's batch
 	CHECK(b.eviction_want(500, 0, true) == 0);           // no budget: never
 	CHECK(b.eviction_want(1024 - 64, 1024, false) == 0); // at the high mark
 	// One past it: down to budget - headroom - round (a quarter, 256).
