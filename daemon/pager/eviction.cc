@@ -47,7 +47,7 @@ void PagerThread::note_refault(Mapping *m, uint32_t i)
 
 void PagerThread::maybe_evict(Process *p)
 {
-	if (p->evict.active || !p->can_evict())
+	if (p->dead || p->evict.active || !p->can_evict())
 		return;
 	const bool by_move = moves_victims(p);
 	const uint64_t batch = by_move ? std::min<uint64_t>(cfg_.evict_batch,

@@ -128,6 +128,18 @@ void PagerThread::kill_process(Process *p, const char *why)
 	for (auto &m : p->mappings)
 		retire(m.get());
 	p->dead = true;
+	// An eviction round in progress ends here. Nothing would end it later:
+	// its client is gone, and the completions of its write-backs, of
+	// mappings now retired, check no dead process's round. Left active, it
+	// kept the process, and the uffd, from being freed, and the program's
+	// next munmap of memory on that uffd waited for ever for the pager to
+	// read its UNMAP event.
+	if (p->evict.active) {
+		if (p->evict.by_move)
+			finish_move_round(p);
+		else
+			finish_eviction(p, false);
+	}
 	for (ProcessOp *op :
 	     {p->uffd_op.get(), p->evict_op.get(), p->pid_op.get(), p->window_uffd_op.get()}) {
 		if (op->armed) {

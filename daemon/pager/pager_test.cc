@@ -679,6 +679,46 @@ TEST_CASE("a victim is dropped only once its newest content is on the module", "
 	CHECK(f.store.read("r", 0, 1)[0] == 0xa5);
 }
 
+TEST_CASE("a client that detaches while its eviction round writes back is freed, uffd and all",
+          "[pager]")
+{
+	// Its program's next munmap of memory on the uffd waits until the pager
+	// reads the UNMAP event or closes the uffd: a process the pager kept
+	// but no longer read would hang it. Here the round's victims are
+	// every dirty page, their write-backs held, so the detach has nothing
+	// to flush and ends while the round still waits for them.
+	for (EvictPath path : {EvictPath::kDrop, EvictPath::kMove}) {
+		INFO("eviction path: " << path_name(path));
+		PagerFixture f;
+		constexpr uint32_t kPages = 64, kBudget = 16, kDirty = 5;
+		f.store.add_region("r", kPages);
+		TestClient c;
+		if (!f.pager->caps().anon_wp || !evict_path(c, f, path))
+			continue;
+		attach_on(c, f, path);
+		auto m = c.map("r", 0, kPages * kPage, kBudget * kPage, /*prefetch=*/false);
+		REQUIRE(m.is_ok());
+		f.store.hold_writes();
+		for (uint32_t p = 0; p < kDirty; p++)
+			m->addr[p * kPage] = uint8_t(p + 1);
+		// Clean pages up to the high mark and one past it: the round
+		// takes the oldest, the dirty ones.
+		for (uint32_t p = kDirty; p < 13; p++)
+			CHECK(m->addr[p * kPage] == expected(f.store, "r", p));
+		REQUIRE(eventually(10, [&] { return f.store.writes_waiting() > 0; }));
+		REQUIRE(f.proc_stats()["state"]["evict"]["active"].get<bool>());
+		c.disconnect();
+		// The detach flushes nothing and ends (the process then goes at
+		// once, or not at all); the round's writes are let go after.
+		(void)eventually(2, [&] { return f.pager->stats(0)["processes"].empty(); });
+		f.store.release_writes();
+		INFO(f.pager->stats(0).dump());
+		CHECK(eventually(10, [&] { return f.pager->stats(0)["processes"].empty(); }));
+		for (uint32_t p = 0; p < kDirty; p++)
+			CHECK(f.store.read("r", uint64_t(p) * kPage, 1)[0] == uint8_t(p + 1));
+	}
+}
+
 TEST_CASE("a fault on a staged page is served from its slot, without a module read", "[pager]")
 {
 	// Eviction by move: victims sit in the staging area while their
