@@ -595,6 +595,7 @@ void *PagerLink::monitor_main(void *self)
 {
 	auto *l = static_cast<PagerLink *>(self);
 	enter_link_thread(l->opt_.thread_init);
+	pthread_setname_np(pthread_self(), "memfed-monitor");
 	l->monitor_loop();
 	return nullptr;
 }
@@ -603,6 +604,8 @@ void *PagerLink::evictor_main(void *self)
 {
 	auto *l = static_cast<PagerLink *>(self);
 	enter_link_thread(l->opt_.thread_init);
+	// Named, so that it can be told from the program's threads (top -H).
+	pthread_setname_np(pthread_self(), "memfed-evictor");
 	l->evictor_serve();
 	return nullptr;
 }

@@ -52,6 +52,7 @@
 #include "daemon/control/client.h"
 #include "daemon/pager/map_protocol.h"
 #include "libclient/drop_ledger.h"
+#include "libclient/evictor_pin.h"
 
 namespace memfed::client
 {
@@ -299,6 +300,9 @@ private:
 	// (the pager empties a round's slots once their pages are durable), as
 	// a DropRequest does.
 	std::vector<uint64_t> staged_ns_;
+	// The evictor's CPU while its pager thread is pinned (evictor thread
+	// only).
+	EvictorPin evictor_pin_;
 	// The private mappings' address ranges, for the evictor's checks; also
 	// guards the evictor's state below.
 	mutable std::mutex spans_mu_;

@@ -155,6 +155,7 @@ bool PagerLink::serve_move(int sock, const pager::MoveRequest &req, size_t n)
 	// Sources a MOVE refused because a forked child shares them (EBUSY).
 	pager::DropRange shared[pager::kMaxMoveRuns];
 	uint32_t n_shared = 0, n_hashes = 0;
+	evictor_pin_.follow(req.flags);
 	{
 		std::lock_guard<std::mutex> sk(spans_mu_);
 		// Retired: its pager is gone (see evictor_loop).

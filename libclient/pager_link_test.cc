@@ -10,6 +10,7 @@
 
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
@@ -35,9 +36,12 @@
 #include "daemon/pager/content_hash.h"
 #include "daemon/pager/map_protocol.h"
 #include "daemon/pager/uffd.h"
+#include "tests/thread_util.h"
 
 using namespace memfed;
 using namespace memfed::client;
+using memfed::testing::cpus_of;
+using memfed::testing::thread_named;
 namespace pg = memfed::pager;
 using nlohmann::json;
 
@@ -1122,4 +1126,51 @@ TEST_CASE("a forked child attaches a window uffd of its own", "[pager_link]")
 	REQUIRE(link->unmap(*addr).is_ok());
 	link.reset();
 	fp.stop();
+}
+
+TEST_CASE("the evictor runs on the CPU its move requests name, and gets its CPUs back after",
+          "[pager_link]")
+{
+	// The pager names its own CPU while it is pinned beside the program's
+	// faulting thread (kMoveOnCpu): the evictor's page-table changes are
+	// then made on that CPU, with no TLB-flush interrupt to it.
+	Fixture f;
+	if (!f.move)
+		return;
+	pid_t evictor = thread_named("memfed-evictor");
+	REQUIRE(evictor > 0);
+	const cpu_set_t before = cpus_of(evictor);
+	if (CPU_COUNT(&before) < 2) {
+		WARN("this thread may run on one CPU only: the evictor's pin is NOT tested");
+		return;
+	}
+	int cpu = -1;
+	for (int c = 0; c < CPU_SETSIZE; c++)
+		if (CPU_ISSET(c, &before))
+			cpu = c; // the last: not where an unpinned thread would be alone
+	Request r{{{f.slot(0), kPage}}, {}};
+	r.flags = pg::kMoveOnCpu | uint32_t(cpu) << pg::kMoveCpuShift;
+	CHECK(f.send(1, r).empty());
+	cpu_set_t pinned = cpus_of(evictor);
+	CHECK(CPU_COUNT(&pinned) == 1);
+	CHECK(CPU_ISSET(cpu, &pinned));
+	// Still named: no change, as the pager names it in every request.
+	CHECK(f.send(2, r).empty());
+	pinned = cpus_of(evictor);
+	CHECK(CPU_COUNT(&pinned) == 1);
+	// Not named: the CPUs it had.
+	r.flags = 0;
+	CHECK(f.send(3, r).empty());
+	cpu_set_t after = cpus_of(evictor);
+	CHECK(CPU_EQUAL(&after, &before));
+	// A CPU the program may not run on is not followed.
+	int barred = -1;
+	for (int c = CPU_SETSIZE - 1; c >= 0 && barred < 0; c--)
+		if (!CPU_ISSET(c, &before))
+			barred = c;
+	REQUIRE(barred >= 0);
+	r.flags = pg::kMoveOnCpu | uint32_t(barred) << pg::kMoveCpuShift;
+	CHECK(f.send(4, r).empty());
+	after = cpus_of(evictor);
+	CHECK(CPU_EQUAL(&after, &before));
 }

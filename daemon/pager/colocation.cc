@@ -1,7 +1,9 @@
 // Colocation: a thread that raises nearly all of its process's faults, often,
 // is pinned to this pager thread's CPU, and this thread with it, for as long
 // as that lasts; colocation_policy.h says why and decides when. Then a fault
-// costs a context switch on one CPU instead of a wakeup of each CPU.
+// costs a context switch on one CPU instead of a wakeup of each CPU. The
+// process's evictor follows by itself: its move requests name the CPU
+// (evictor_cpu_flags; libclient/evictor_pin.h).
 //
 // What the pin changes for the program, and how that is undone:
 //   - the thread's CPUs: saved before the pin and given back when it ends,
@@ -229,7 +231,14 @@ void PagerThread::release_inheritors()
 	}
 }
 
-void PagerThread::stop_colocation()
+uint32_t PagerThread::evictor_cpu_flags(const Process *p) const
+{
+	if (colocated_.proc != p || colocated_.cpu < 0)
+		return 0;
+	return kMoveOnCpu | uint32_t(colocated_.cpu) << kMoveCpuShift;
+}
+
+void PagerThread::stop_colocation(bool restore_self)
 {
 	Colocated &c = colocated_;
 	if (c.proc == nullptr)
@@ -238,7 +247,7 @@ void PagerThread::stop_colocation()
 	if (!c.proc->mm_gone && tgid_of(uint32_t(c.tid)) == c.proc->pid && only_cpu(c.tid, c.cpu))
 		(void)sched_setaffinity(c.tid, sizeof(c.saved), &c.saved);
 	erase_pin();
-	if (sched_setaffinity(0, sizeof(own_cpus_), &own_cpus_) != 0)
+	if (restore_self && sched_setaffinity(0, sizeof(own_cpus_), &own_cpus_) != 0)
 		LOG_WARN(kLog, "pager thread %d: restoring its CPUs: %s", index_,
 		         std::strerror(errno));
 	LOG_DEBUG(kLog, "pid %d: thread %d unpinned from cpu %d", int(c.proc->pid), int(c.tid),

@@ -19,21 +19,16 @@
 #include <thread>
 
 #include "daemon/pager/pager_fixture.h"
+#include "tests/thread_util.h"
 
 using namespace memfed;
 using namespace memfed::pager;
 using namespace memfed::pager::testing;
+using memfed::testing::cpus_of;
+using memfed::testing::thread_named;
 
 namespace
 {
-
-cpu_set_t cpus_of(pid_t tid)
-{
-	cpu_set_t s;
-	CPU_ZERO(&s);
-	REQUIRE(sched_getaffinity(tid, sizeof(s), &s) == 0);
-	return s;
-}
 
 int single_cpu(const cpu_set_t &s)
 {
@@ -43,23 +38,6 @@ int single_cpu(const cpu_set_t &s)
 		if (CPU_ISSET(c, &s))
 			return c;
 	return -1;
-}
-
-// The thread of this process named `name` (the pager's "mf-pager0").
-pid_t thread_named(const char *name)
-{
-	for (const auto &e : std::filesystem::directory_iterator("/proc/self/task")) {
-		FILE *f = std::fopen((e.path() / "comm").c_str(), "re");
-		if (f == nullptr)
-			continue;
-		char comm[32] = {};
-		bool hit = std::fgets(comm, sizeof(comm), f) != nullptr &&
-		           std::strncmp(comm, name, std::strlen(name)) == 0;
-		std::fclose(f);
-		if (hit)
-			return pid_t(std::stoi(e.path().filename().string()));
-	}
-	return 0;
 }
 
 // A thread that reads random pages of `m` while `fault` is set; under a
@@ -336,4 +314,31 @@ TEST_CASE("a pin left by a pager that died is undone by the next one to start",
 	quit = true;
 	t.join();
 	std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("while a thread is pinned, its process's move requests name the pin's CPU",
+          "[pager][colocation]")
+{
+	// So that the evictor runs there too (libclient/evictor_pin.h): its
+	// MOVEs then need no TLB-flush interrupt to the pinned thread's CPU.
+	cpu_set_t all = cpus_of(0);
+	if (CPU_COUNT(&all) < 2) {
+		WARN("this process may run on one CPU only: colocation is NOT tested");
+		return;
+	}
+	PagerFixture f;
+	TestClient c;
+	if (!evict_path(c, f, EvictPath::kMove))
+		return;
+	TestClient::Mapped m = map_for_faults(f, c);
+	Faulter w(m);
+	REQUIRE(eventually(10, [&] { return single_cpu(cpus_of(w.tid)) >= 0; }));
+	const int cpu = single_cpu(cpus_of(w.tid));
+	auto names_cpu = [&] {
+		uint32_t fl = c.last_move_flags();
+		return (fl & kMoveOnCpu) && int(fl >> kMoveCpuShift) == cpu;
+	};
+	INFO("last move flags " << c.last_move_flags() << ", pinned to cpu " << cpu);
+	CHECK(eventually(5, names_cpu));
+	CHECK(c.moved_pages() > 0);
 }

@@ -414,6 +414,14 @@ struct MoveRequest {
 // MoveRequest.flags: reply with the content hash of every page moved (a
 // uffd under WP_ASYNC; the pager's async_dirty.cc).
 constexpr uint32_t kMoveWantHashes = 1;
+// MoveRequest.flags: the pager thread is pinned beside the program's
+// faulting thread (colocation.cc) on CPU `flags >> kMoveCpuShift`; the
+// evictor runs there while requests say so (libclient/evictor_pin.h), so
+// that its changes to the program's page tables need no TLB-flush
+// interrupt to the program's CPU. An evictor that does not know the bit
+// ignores it.
+constexpr uint32_t kMoveOnCpu = 2;
+constexpr uint32_t kMoveCpuShift = 16;
 constexpr uint32_t kMaxMoveHashes = kStagingPages;
 
 struct MoveReply {

@@ -63,6 +63,7 @@ void PagerThread::send_move(Process *p)
 	req.n_runs = 0;
 	// The evictor hashes what it moved: cheaper than reading it out here.
 	req.flags = p->wp_async && ev.victims.size() <= kMaxMoveHashes ? kMoveWantHashes : 0;
+	req.flags |= evictor_cpu_flags(p);
 	req.seq = ev.seq;
 	// Victims are sorted and capped at kMaxMoveRuns runs (maybe_evict).
 	MoveRun run{};
@@ -94,7 +95,8 @@ void PagerThread::send_empty(Process *p)
 	req.magic = kMoveRequestMagic;
 	req.n_empty = 1;
 	req.n_runs = 0;
-	req.flags = 0;
+	// Keeps the evictor where it is: a request without the bit unpins it.
+	req.flags = evictor_cpu_flags(p);
 	req.seq = ++ev.seq;
 	req.set_empty(0, {p->staging_addr, uint64_t(ev.victims.size()) * kPageSize});
 	ev.phase = Eviction::Phase::kEmptying;

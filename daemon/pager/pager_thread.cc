@@ -184,7 +184,8 @@ void PagerThread::stop()
 	loop_->stop();
 	thread_.join();
 	// A process whose detach did not finish may still have a thread pinned.
-	stop_colocation();
+	// This is not the pager thread, whose CPUs ended with it.
+	stop_colocation(/*restore_self=*/false);
 	for (auto &p : procs_)
 		p->close_fds();
 	// The ring goes away with the loop, cancelling what is still queued;

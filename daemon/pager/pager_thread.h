@@ -352,9 +352,13 @@ private:
 	// of a process's faults to this thread's CPU, or lets it go.
 	void colocation_window();
 	void start_colocation(Process *p, pid_t tid, uint32_t faults);
-	// Gives the pinned thread (if its process is still there) and this
-	// thread their CPUs back.
-	void stop_colocation();
+	// Gives the pinned thread (if its process is still there) and, with
+	// `restore_self`, the calling thread (this pager thread) their CPUs
+	// back.
+	void stop_colocation(bool restore_self = true);
+	// MoveRequest flags that tell p's evictor to run on the pin's CPU
+	// (kMoveOnCpu), or 0 when p is not the pinned process.
+	uint32_t evictor_cpu_flags(const Process *p) const;
 	// Threads and child processes that inherited the pin: given the
 	// pinned thread's own CPUs back.
 	void release_inheritors();

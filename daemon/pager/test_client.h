@@ -313,6 +313,8 @@ public:
 	// MoveRequests served, and the pages they moved.
 	uint64_t moves() const { return moves_; }
 	uint64_t moved_pages() const { return moved_pages_; }
+	// The flags of the last MoveRequest the evictor served.
+	uint32_t last_move_flags() const { return last_move_flags_; }
 	// Ranges the evictor was asked to drop, and their pages.
 	uint64_t dropped_ranges() const { return dropped_ranges_; }
 	uint64_t dropped_pages() const { return dropped_pages_; }
@@ -360,6 +362,7 @@ private:
 		if (req.n_empty > kMaxMoveEmpty || req.n_runs > kMaxMoveRuns ||
 		    n != move_request_size(req.n_empty, req.n_runs))
 			return true;
+		last_move_flags_ = req.flags;
 		MoveReply rep;
 		rep.magic = kMoveReplyMagic;
 		rep.n_runs = req.n_runs;
@@ -423,6 +426,7 @@ private:
 	std::atomic<uint64_t> dropped_pages_{0};
 	std::atomic<uint64_t> moves_{0};
 	std::atomic<uint64_t> moved_pages_{0};
+	std::atomic<uint32_t> last_move_flags_{0};
 };
 
 } // namespace memfed::pager
