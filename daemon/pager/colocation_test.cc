@@ -110,16 +110,25 @@ TestClient::Mapped map_for_faults(PagerFixture &f, TestClient &c)
 	return *m;
 }
 
+// Whether this process may run on more than one CPU (a pin is then told
+// from no pin); if not, says loudly that colocation is not tested.
+bool several_cpus()
+{
+	cpu_set_t all = cpus_of(0);
+	if (CPU_COUNT(&all) >= 2)
+		return true;
+	WARN("this process may run on one CPU only: colocation is NOT tested");
+	return false;
+}
+
 } // namespace
 
 TEST_CASE("a thread that waits on its faults is pinned beside its pager thread while it does",
           "[pager][colocation]")
 {
-	cpu_set_t all = cpus_of(0);
-	if (CPU_COUNT(&all) < 2) {
-		WARN("this process may run on one CPU only: colocation is NOT tested");
+	if (!several_cpus())
 		return;
-	}
+	const cpu_set_t all = cpus_of(0);
 	PagerFixture f;
 	if (!f.pager->caps().anon_wp) {
 		WARN("no userfaultfd write-protect here: budgets are not enforced, colocation "
@@ -219,11 +228,9 @@ TEST_CASE("with pager.colocate off nothing is pinned", "[pager][colocation]")
 TEST_CASE("a pin left by a pager that died is undone by the next one to start",
           "[pager][colocation]")
 {
-	cpu_set_t all = cpus_of(0);
-	if (CPU_COUNT(&all) < 2) {
-		WARN("this process may run on one CPU only: colocation is NOT tested");
+	if (!several_cpus())
 		return;
-	}
+	const cpu_set_t all = cpus_of(0);
 	char tmpl[] = "/tmp/memfed-pins-XXXXXX";
 	REQUIRE(mkdtemp(tmpl) != nullptr);
 	std::string dir = tmpl;
@@ -321,11 +328,8 @@ TEST_CASE("while a thread is pinned, its process's move requests name the pin's 
 {
 	// So that the evictor runs there too (libclient/evictor_pin.h): its
 	// MOVEs then need no TLB-flush interrupt to the pinned thread's CPU.
-	cpu_set_t all = cpus_of(0);
-	if (CPU_COUNT(&all) < 2) {
-		WARN("this process may run on one CPU only: colocation is NOT tested");
+	if (!several_cpus())
 		return;
-	}
 	PagerFixture f;
 	TestClient c;
 	if (!evict_path(c, f, EvictPath::kMove))
