@@ -2,8 +2,11 @@
 
 #include <cstring>
 
+#include <unistd.h>
+
 #include "daemon/common/crc32c.h"
 #include "daemon/common/ids.h"
+#include "daemon/common/proc_stat.h"
 #include "daemon/common/status.h"
 
 using namespace memfed;
@@ -116,4 +119,27 @@ TEST_CASE("sizes parse like people write them")
 	REQUIRE(human_size(1068367872) == "1018.9M");
 	REQUIRE(human_size(4096) == "4K");
 	REQUIRE(human_size(100) == "100");
+}
+
+TEST_CASE("proc_stat_fields reads fields after a name with spaces and parentheses", "[common]")
+{
+	char path[] = "/tmp/memfed-proc-stat-XXXXXX";
+	int fd = mkstemp(path);
+	REQUIRE(fd >= 0);
+	const char line[] = "4242 (a ) b (c) 99) S 1 4242 4242 0 -1 4194560 100 0 0 0 "
+	                    "17 23 0 0 20 0 1 0 123456 1000 10\n";
+	REQUIRE(write(fd, line, sizeof(line) - 1) == ssize_t(sizeof(line) - 1));
+	close(fd);
+	auto f = memfed::proc_stat_fields(path);
+	REQUIRE(f.size() == 22); // fields 3 to 24
+	CHECK(f[0] == "S");
+	CHECK(memfed::proc_stat_number(f, 14) == 17);     // utime
+	CHECK(memfed::proc_stat_number(f, 15) == 23);     // stime
+	CHECK(memfed::proc_stat_number(f, 22) == 123456); // starttime
+	CHECK(memfed::proc_stat_number(f, 99) == 0);
+	unlink(path);
+	CHECK(memfed::proc_stat_fields(path).empty());
+	// The real thing: this process started after boot.
+	auto self = memfed::proc_stat_fields("/proc/self/stat");
+	CHECK(memfed::proc_stat_number(self, 22) > 0);
 }

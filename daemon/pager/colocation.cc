@@ -33,6 +33,7 @@
 #include <cstring>
 
 #include "daemon/common/log.h"
+#include "daemon/common/proc_stat.h"
 #include "daemon/pager/pager_thread.h"
 
 namespace memfed::pager
@@ -88,31 +89,13 @@ void list_children(pid_t pid, pid_t tid, std::vector<pid_t> *out)
 	std::fclose(f);
 }
 
-// The start time of thread `tid` of `pid` (field 22 of its stat, clock
-// ticks since boot), or 0 if it is gone.
+// The start time of thread `tid` of `pid` (clock ticks since boot), or 0
+// if it is gone.
 unsigned long long start_time(pid_t pid, pid_t tid)
 {
-	char path[96];
-	std::snprintf(path, sizeof(path), "/proc/%d/task/%d/stat", int(pid), int(tid));
-	FILE *f = std::fopen(path, "re");
-	if (f == nullptr)
-		return 0;
-	char buf[1024];
-	size_t n = std::fread(buf, 1, sizeof(buf) - 1, f);
-	std::fclose(f);
-	buf[n] = 0;
-	// The name (field 2) may hold spaces and parentheses: fields 3 on
-	// follow its last ')', one space apart.
-	const char *p = std::strrchr(buf, ')');
-	if (p == nullptr)
-		return 0;
-	for (int field = 2; field < 22; field++) {
-		p = std::strchr(p + 1, ' ');
-		if (p == nullptr)
-			return 0;
-	}
-	unsigned long long t = std::strtoull(p + 1, nullptr, 10);
-	return t;
+	return proc_stat_number(proc_stat_fields("/proc/" + std::to_string(pid) + "/task/" +
+	                                         std::to_string(tid) + "/stat"),
+	                        22);
 }
 
 std::string pin_path(const std::string &dir, pid_t tid)

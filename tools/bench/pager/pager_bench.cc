@@ -82,6 +82,7 @@
 #include <thread>
 #include <vector>
 
+#include "daemon/common/proc_stat.h"
 #include "daemon/pager/test_client.h"
 #include "daemon/pager/uffd.h"
 #include "tools/bench/pager/cpu_pin.h"
@@ -437,23 +438,9 @@ double scan(const uint8_t *base, uint64_t pages)
 // CPU seconds (user + system) that process `pid` has used, from /proc.
 double cpu_s_of(pid_t pid)
 {
-	std::string path = "/proc/" + std::to_string(pid) + "/stat";
-	FILE *f = std::fopen(path.c_str(), "r");
-	if (f == nullptr)
-		return 0;
-	char buf[1024];
-	size_t n = std::fread(buf, 1, sizeof(buf) - 1, f);
-	std::fclose(f);
-	buf[n] = 0;
-	// Fields after the command (which may hold spaces): state is field 3,
-	// utime 14 and stime 15.
-	const char *p = std::strrchr(buf, ')');
-	unsigned long ut = 0, st = 0;
-	if (p == nullptr ||
-	    std::sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) !=
-	            2)
-		return 0;
-	return double(ut + st) / double(sysconf(_SC_CLK_TCK));
+	auto f = proc_stat_fields("/proc/" + std::to_string(pid) + "/stat");
+	return double(proc_stat_number(f, 14) + proc_stat_number(f, 15)) /
+	       double(sysconf(_SC_CLK_TCK));
 }
 
 // The schedstat file of the thread of process `pid` named `comm`, or "".
