@@ -19,7 +19,7 @@
 // that many more times before it can be a victim. redis-server's hash
 // table and its small objects are such pages: read on every request,
 // scattered among large values read once in a while
-// (doc/design/move-eviction.md, "Refault distance").
+// (doc/design/move-eviction.md, "What redis was waiting for next").
 //
 // Thread-safety: owned by the pager thread that owns the mapping.
 #pragma once
