@@ -281,20 +281,24 @@ plot $t using 2:xtic(1) title "CPU of all 64 babelds at rest (%% of one vCPU)" l
 
 
 def stream_scan(text, png, title):
-    # "  run 1: memfed 0.512 GB/s, umap-64K 0.910 GB/s, ratio 0.56"; without
-    # a peer only the row "  64 MiB on   ...   0.512   ..." is there.
-    rows = [["run %s" % m.group(1), float(m.group(2)), float(m.group(4))]
-            for m in re.finditer(r"^  run (\d+): memfed ([\d.]+) GB/s, (\S+) ([\d.]+) GB/s", text, re.M)]
+    # "  run 1: memfed 0.512 GB/s, umap-64K 0.910 GB/s, ratio 0.56; local
+    # module 1.914 GB/s, ratio 1.45"; without a peer only the row
+    # "  64 MiB on   ...   0.512   ..." is there.
+    rows = [["run %s" % m.group(1), float(m.group(2)), float(m.group(4)),
+             float(m.group(5) or 0)]
+            for m in re.finditer(r"^  run (\d+): memfed ([\d.]+) GB/s, (\S+) ([\d.]+) GB/s"
+                                 r"(?:, ratio [\d.]+; local module ([\d.]+) GB/s)?", text, re.M)]
     peer = re.search(r"^  run \d+: memfed [\d.]+ GB/s, (\S+)", text, re.M)
     if not rows:
-        m = re.search(r"^ *\d+ MiB on +[\d.na]+ +[\d.na]+ +([\d.]+)", text, re.M)
+        m = re.search(r"^ *\d+ MiB on +[\d.na-]+ +[\d.na-]+ +([\d.]+)", text, re.M)
         if not m:
             return False
-        rows = [["median", float(m.group(1)), 0]]
+        rows = [["median", float(m.group(1)), 0, 0]]
     script = TERMINAL.format(h=600) + "set output '%s'\n" % png + BARS + block("t", rows) + """
 set title "%s"
 set ylabel "scan GB/s (one read per 4 KiB page)"
 plot $t using 2:xtic(1) title "memfed (pager + module over loopback TCP, TLS 1.3)" lc rgb "#225588", \\
+     '' using 4 title "memfed, module local (one memfedd, module,pager)" lc rgb "#77aadd", \\
      '' using 3 title "%s" lc rgb "#bbbbbb"
 """ % (title, peer.group(1) + " on a tmpfs file" if peer else "umap: not built (skipped)")
     gnuplot(script, png)
@@ -302,20 +306,25 @@ plot $t using 2:xtic(1) title "memfed (pager + module over loopback TCP, TLS 1.3
 
 
 def stream_lazy(text, png, title):
-    # "memfed runs: 0.61 0.60" / "criu runs:   0.40 0.41" (or "skipped")
-    mf = re.search(r"^memfed runs: ([\d. ]+)$", text, re.M)
-    cr = re.search(r"^criu runs: +([\d. ]+|skipped)$", text, re.M)
-    if not mf or not cr:
+    # "  memfed loopback: 0.61 0.60", "  memfed local:    0.20 0.21" and
+    # "  criu:            0.40 0.41" (or "skipped"), one figure per run.
+    def runs(label):
+        m = re.search(r"^  %s: +([\d. ]+|skipped)$" % label, text, re.M)
+        if not m:
+            return None
+        return [] if m.group(1) == "skipped" else [float(x) for x in m.group(1).split()]
+    lo, lc, cr = runs("memfed loopback"), runs("memfed local"), runs("criu")
+    if not lo or lc is None or cr is None:
         return False
-    m = [float(x) for x in mf.group(1).split()]
-    c = [float(x) for x in cr.group(1).split()] if cr.group(1) != "skipped" else [0] * len(m)
-    rows = [["run %d" % (i + 1), m[i], c[i] if i < len(c) else 0] for i in range(len(m))]
+    at = lambda v, i: v[i] if i < len(v) else 0
+    rows = [["run %d" % (i + 1), lo[i], at(lc, i), at(cr, i)] for i in range(len(lo))]
     script = TERMINAL.format(h=600) + "set output '%s'\n" % png + BARS + block("t", rows) + """
 set title "%s"
 set ylabel "seconds from start to checksum done"
-plot $t using 2:xtic(1) title "memfed: memfedctl run --map, pager + module over loopback TCP" lc rgb "#225588", \\
-     '' using 3 title "CRIU 4.2: restore --lazy-pages from its page server%s" lc rgb "#bbbbbb"
-""" % (title, "" if cr.group(1) != "skipped" else " (not built: skipped)")
+plot $t using 2:xtic(1) title "memfed: memfedctl run --map, pager + module over loopback TCP (TLS 1.3)" lc rgb "#225588", \\
+     '' using 3 title "memfed: module local (one memfedd, module,pager)" lc rgb "#77aadd", \\
+     '' using 4 title "CRIU 4.2: restore --lazy-pages from its page server%s" lc rgb "#bbbbbb"
+""" % (title, "" if cr else " (not built: skipped)")
     gnuplot(script, png)
     return True
 

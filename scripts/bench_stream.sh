@@ -258,6 +258,10 @@ if cr:
         print("memfed %s / criu: median of the runs' ratios %.2f (range %.2f-%.2f); ratio of medians %.2f; memfed faster in %d of %d runs -> %s"
               % (name, med, min(ra), max(ra), st.median(v) / st.median(cr), faster, len(ra),
                  "target met" if med <= 1.0 and faster > len(ra) // 2 else "target NOT met"))
+print("runs, seconds, in the order run (scripts/bench_plot.py draws them):")
+print("  memfed loopback: " + " ".join("%.3f" % x for x in mf))
+print("  memfed local:    " + " ".join("%.3f" % x for x in ml))
+print("  criu:            " + (" ".join("%.3f" % x for x in cr) if cr else "skipped"))
 print("load average before: %s; after: %s. Target: memfed/criu <= 1.0" % (l0, la))
 PY
 }
