@@ -89,10 +89,10 @@ void PagerThread::maybe_evict(Process *p)
 			if (want == 0)
 				continue;
 			want = std::min<uint64_t>(want, batch - victims.size());
-			note_recent_writes(m);
 			clock_pick(
 			        std::span<Page>(m->pages.data(), m->scan_end()),
 			        m->history.turns_span(m->scan_end()), &m->clock_hand, want,
+			        [this, m](uint32_t i) { note_recent_writes(m, i); },
 			        [m](uint32_t i) { return m->streams.ahead_of_stream(i); },
 			        [m, p, &victims](uint32_t i) {
 				        Page &pg = m->pages[i];

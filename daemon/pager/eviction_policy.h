@@ -51,7 +51,9 @@ private:
 
 // CLOCK with second chance over `pages`, from *hand, at most two turns,
 // until `want` victims are found. A candidate is a Resident page that is not
-// being written back; if its reference bit is set it loses it and is passed
+// being written back; visit(i) runs first, and may set its reference bit
+// (the pager reads the page tables' written bits there, a chunk ahead of
+// the hand, async_dirty.cc); if its reference bit is set it loses it and is passed
 // over; if it has extra turns left (`turns`, earned by refaulting soon,
 // refault.h; empty: none) it spends one and is passed over; a page
 // installed by prefetch that `ahead(i)` says a stream has not reached yet is
@@ -61,9 +63,9 @@ private:
 // and a process at its budget with nothing to evict would wait for ever.
 // Returns the number taken. Changes only reference bits, turns and *hand;
 // take() applies the decision.
-template <typename Ahead, typename Take>
+template <typename Visit, typename Ahead, typename Take>
 uint64_t clock_pick(std::span<Page> pages, std::span<uint8_t> turns, uint32_t *hand, uint64_t want,
-                    Ahead ahead, Take take)
+                    Visit visit, Ahead ahead, Take take)
 {
 	const uint32_t n = uint32_t(pages.size());
 	uint64_t taken = 0, spared = 0;
@@ -75,6 +77,7 @@ uint64_t clock_pick(std::span<Page> pages, std::span<uint8_t> turns, uint32_t *h
 		Page &pg = pages[i];
 		if (pg.state != PageState::kResident || (pg.flags & kWbInFlight))
 			continue;
+		visit(i);
 		if (pg.flags & kRef) {
 			pg.flags &= uint8_t(~kRef);
 			continue;

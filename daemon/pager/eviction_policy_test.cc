@@ -23,10 +23,12 @@ std::vector<uint32_t> pick(std::vector<Page> &pages, uint32_t *hand, uint64_t wa
 {
 	std::vector<uint32_t> out;
 	// As the pager applies the decision: a victim is being evicted.
-	clock_pick(std::span<Page>(pages), turns, hand, want, ahead, [&](uint32_t i) {
-		pages[i].state = PageState::kEvicting;
-		out.push_back(i);
-	});
+	clock_pick(
+	        std::span<Page>(pages), turns, hand, want, [](uint32_t) {}, ahead,
+	        [&](uint32_t i) {
+		        pages[i].state = PageState::kEvicting;
+		        out.push_back(i);
+	        });
 	return out;
 }
 
@@ -97,6 +99,33 @@ TEST_CASE("CLOCK: referenced pages get a second chance, the hand moves on", "[pa
 	// From the hand on, wrapping round: 7, then 0 and 1 (no bit any more).
 	CHECK(pick(pages, &hand, 3, never) == std::vector<uint32_t>{7, 0, 1});
 	CHECK(hand == 2);
+}
+
+TEST_CASE("CLOCK: visit sees each candidate before it is judged, and a bit it sets spares it",
+          "[pager][policy]")
+{
+	// As the pager reads the page tables' written bits just ahead of the
+	// hand (async_dirty.cc): what visit() learns counts in the same round.
+	auto pages = resident(8);
+	pages[2].state = PageState::kFetching; // not a candidate: not visited
+	uint32_t hand = 6;
+	std::vector<uint32_t> visited, taken;
+	clock_pick(
+	        std::span<Page>(pages), {}, &hand, 4,
+	        [&](uint32_t i) {
+		        visited.push_back(i);
+		        if (i == 7 || i == 1)
+			        pages[i].flags |= kRef; // written since the hand last passed
+	        },
+	        never,
+	        [&](uint32_t i) {
+		        pages[i].state = PageState::kEvicting;
+		        taken.push_back(i);
+	        });
+	CHECK(taken == std::vector<uint32_t>{6, 0, 3, 4});
+	CHECK(visited == std::vector<uint32_t>{6, 7, 0, 1, 3, 4});
+	CHECK(pages[7].flags == 0); // its second chance is spent
+	CHECK(pages[1].flags == 0);
 }
 
 TEST_CASE("CLOCK: all referenced takes a second turn; nothing eligible takes nothing",

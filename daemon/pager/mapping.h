@@ -120,7 +120,10 @@ struct Mapping {
 	uint32_t touched = 0;
 	uint64_t resident = 0; // pages in Fetching/Held/Resident/Evicting/Staged
 	uint32_t clock_hand = 0;
-	uint64_t writes_noted_round = 0; // note_recent_writes: the last round it ran for
+	// note_recent_writes read the written bits of pages [noted_from,
+	// noted_to) in eviction round noted_round (async_dirty.cc).
+	uint64_t noted_round = 0;
+	uint32_t noted_from = 0, noted_to = 0;
 	StreamDetector streams;
 	std::vector<uint8_t> held; // one page per stream: its tripwire's data
 	PageStats stats;

@@ -324,7 +324,7 @@ private:
 	// PAGEMAP_SCAN with re-protect over [first, first+count): the resident
 	// pages written since the last scan become dirty (and get `flags`).
 	void find_written(Mapping *m, uint32_t first, uint32_t count, uint8_t flags = 0);
-	void note_recent_writes(Mapping *m);
+	void note_recent_writes(Mapping *m, uint32_t idx);
 	void mark_written_victims(Process *p);
 	void check_staged_content(Process *p, uint32_t n_hashes);
 	bool open_pagemap(Process *p);

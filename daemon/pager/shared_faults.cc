@@ -288,6 +288,7 @@ void PagerThread::maybe_evict_window(Mapping *m)
 		Page *pages = w.pages.data(); // for the lambdas: mu is held
 		clock_pick(
 		        std::span<Page>(w.pages.data(), w.npages), {}, &w.clock_hand, want,
+		        [](uint32_t) {}, // the window's dirtiness is its pages' CRCs
 		        [m](uint32_t i) {
 			        // Prefetched for this mapper's stream, not reached yet.
 			        return i >= m->window_first && i < m->window_first + m->npages &&
