@@ -20,9 +20,15 @@ uint64_t content_hash_key()
 	return key;
 }
 
-uint64_t content_hash(const void *page, uint64_t key)
+uint64_t content_hash_baseline(const void *page, uint64_t key)
 {
 	return XXH3_64bits_withSeed(page, kPageSize, key);
+}
+
+uint64_t content_hash(const void *page, uint64_t key)
+{
+	static const bool avx2 = __builtin_cpu_supports("avx2");
+	return avx2 ? content_hash_avx2(page, key) : content_hash_baseline(page, key);
 }
 
 } // namespace memfed::pager

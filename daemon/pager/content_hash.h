@@ -18,6 +18,10 @@ namespace memfed::pager
 
 // A fresh random key (getrandom), one per pager thread.
 uint64_t content_hash_key();
+// XXH3-64 of one page, seeded with `key`: AVX2 code where the CPU has it.
 uint64_t content_hash(const void *page, uint64_t key);
+// The two builds content_hash() chooses from (equal results; for tests).
+uint64_t content_hash_baseline(const void *page, uint64_t key);
+uint64_t content_hash_avx2(const void *page, uint64_t key); // only where AVX2 is
 
 } // namespace memfed::pager
