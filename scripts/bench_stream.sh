@@ -11,6 +11,9 @@
 #   scan   a 1 GiB region holding memfed-bench-pager's pattern, read one word
 #          per 4 KiB page from start to end (each word checked), at a 64 MiB
 #          budget with prefetch: memfed-bench-pager --scan-only --local-row
+#          --evict-by move-async (the eviction libmemfed uses on a kernel with
+#          UFFDIO_MOVE and WP_ASYNC, as a program under `memfedctl run` gets;
+#          the pager section of make bench has the other paths' rows)
 #          (no process pinned, as the peers are not: on a loaded machine a
 #          pinned pipeline waits for its vCPU while the other is free; it
 #          also prints the CPU all of memfed spent per GB, which moves
@@ -91,6 +94,7 @@ scan() {
 	l0=$(load)
 	out=$("$BIN/memfed-bench-pager" --memfedd "$BIN/memfedd" --memfedctl "$BIN/memfedctl" --work "$WORK" \
 		--region-mb $SCAN_MB --budget-mb $BUDGET_MB --scan-only --local-row --repeat "$REPEAT" --cpu any \
+		--evict-by move-async \
 		"${peer[@]}")
 	rm -f "$WORK/umap.bin"
 	{
