@@ -5,10 +5,9 @@
 // so the chance must be negligible over every eviction a pager ever does;
 // and not a linear code, whose collisions do not depend on the key. XXH3
 // hashes a page in 0.10 us here (AVX2; 0.21 us for its SSE2 code), against
-// 1.4 us to copy it out of another
-// process through /proc/<pid>/mem: so the client's evictor, which reads its
-// own memory, hashes the pages it moves (MoveReply), with the key the pager
-// gave it at attach. A program that learns the key can only make its own
+// 1.4 us to copy it out of another process through /proc/<pid>/mem: so the
+// client's evictor, which reads its own memory, hashes the pages it moves
+// (MoveReply), with the key the pager gave it at attach. A program that learns the key can only make its own
 // writes collide.
 #pragma once
 
