@@ -19,12 +19,15 @@
 # Environment: MEMFED_BENCH_SWAP_PROGRAMS (default "sort stress redis"),
 # MEMFED_BENCH_SWAP_REPEAT (runs of each cell, default 2; the
 # table shows medians), MEMFED_BENCH_SWAP_TIMEOUT (seconds one run may take,
-# default 600; a run past it counts as failed).
+# default 600; a run past it counts as failed), MEMFED_BENCH_SWAP_DIVISORS
+# (the limits as whole fractions of the footprint, default "3 6": 1/3 and
+# 1/6; "2" gives a limit at which the kernel's swap finishes sort).
 set -euo pipefail
 BIN=$(cd "$1/bin" && pwd)
 RESULTS=$2
 mkdir -p "$RESULTS"
 REPEAT=${MEMFED_BENCH_SWAP_REPEAT:-2}
+DIVISORS=${MEMFED_BENCH_SWAP_DIVISORS:-3 6}
 RUN_TIMEOUT=${MEMFED_BENCH_SWAP_TIMEOUT:-600}
 source "$(dirname "$0")/bench_lib.sh"
 WORK=$(mktemp -d /tmp/memfed-bench-swap.XXXXXX)
@@ -296,7 +299,7 @@ for rep in $(seq 1 "$REPEAT"); do
 		echo "$prog native - $rep $secs $ok 0" >>"$RAW"
 		echo "  $prog native: $secs s ($ok, peak ${peak} KiB)"
 		[ -n "${FOOTPRINT[$prog]:-}" ] || FOOTPRINT[$prog]=$((peak * 1024))
-		for div in 3 6; do
+		for div in $DIVISORS; do
 			limit=$(mib $((FOOTPRINT[$prog] / div)))
 			rm -f "$WORK/stats.json"
 			"run_$prog" memfed "$limit" >"$WORK/result"
