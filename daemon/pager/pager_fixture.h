@@ -1,6 +1,7 @@
-// What the pager's tests share (pager_test.cc, colocation_test.cc): a pager
-// on a PageStoreDouble behind a control socket, the eviction paths a test
-// runs on, and checks of a mapping's pages. The test process is the client.
+// What the pager's tests share (pager_*test.cc, colocation_test.cc,
+// refault_test.cc): a pager on a PageStoreDouble behind a control socket, the
+// eviction paths a test runs on, and checks of a mapping's pages. The test
+// process is the client.
 #pragma once
 
 #include <catch2/catch.hpp>
@@ -68,6 +69,17 @@ inline bool page_is(const uint8_t *p, uint8_t v)
 		if (p[i] != v)
 			return false;
 	return true;
+}
+
+// Pages 0, step, 2*step, ... below `pages` of a mapping of `region` at
+// `addr` that do not hold the region's content (reading faults them in).
+inline int wrong_pages(PageStoreDouble &s, const std::string &region, const uint8_t *addr,
+                       uint32_t pages, uint32_t step = 1)
+{
+	int bad = 0;
+	for (uint32_t p = 0; p < pages; p += step)
+		bad += !page_is(addr + p * kPage, expected(s, region, p));
+	return bad;
 }
 
 // The eviction paths a test runs on: the drop path (eviction.cc), the move
