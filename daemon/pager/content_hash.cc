@@ -27,7 +27,12 @@ uint64_t content_hash_baseline(const void *page, uint64_t key)
 
 uint64_t content_hash(const void *page, uint64_t key)
 {
-	static const bool avx2 = __builtin_cpu_supports("avx2");
+	// __builtin_cpu_init: libmemfed-preload.so may hash before the
+	// constructor that fills in the CPU's features has run.
+	static const bool avx2 = [] {
+		__builtin_cpu_init();
+		return __builtin_cpu_supports("avx2") != 0;
+	}();
 	return avx2 ? content_hash_avx2(page, key) : content_hash_baseline(page, key);
 }
 
