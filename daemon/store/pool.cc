@@ -806,6 +806,14 @@ Status ModuleStore::check_range(uint32_t region_id, uint64_t fa_offset, uint32_t
 	return Status::ok();
 }
 
+void ModuleStore::copy_page(uint64_t idx, const store::PageMeta *m, uint8_t *dst) const
+{
+	if (m->version == 0)
+		memset(dst, 0, kPageSize); // never written: zeros, also on the media
+	else
+		memcpy(dst, file_->base() + geo_.page_fa(idx), kPageSize);
+}
+
 Status ModuleStore::read_pages(uint32_t region_id, uint64_t fa_offset, uint32_t count, void *dst)
 {
 	std::shared_lock lock(table_mu_);
@@ -813,15 +821,13 @@ Status ModuleStore::read_pages(uint32_t region_id, uint64_t fa_offset, uint32_t 
 	if (const RegionInfo &r = table_->by_id(region_id)->info; r.is_clone)
 		return read_clone_pages(r, fa_offset, count, static_cast<uint8_t *>(dst), nullptr,
 		                        nullptr, true);
-	const uint8_t *base = file_->base();
 	uint8_t *out = static_cast<uint8_t *>(dst);
 	uint64_t first = geo_.page_index(fa_offset);
 	for (uint32_t i = 0; i < count; i++) {
 		uint64_t idx = first + i;
-		const uint8_t *src = base + geo_.page_fa(idx);
 		std::shared_lock page_lock(stripe(idx));
-		memcpy(out + uint64_t{i} * kPageSize, src, kPageSize);
 		const store::PageMeta *m = meta(idx);
+		copy_page(idx, m, out + uint64_t{i} * kPageSize);
 		if (m->version != 0 && crc32c(out + uint64_t{i} * kPageSize, kPageSize) != m->crc)
 			return Status(
 			        Code::kCorrupt,
@@ -852,15 +858,14 @@ Status ModuleStore::copy_pages(uint32_t region_id, uint64_t fa_offset, uint32_t 
 	if (const RegionInfo &r = table_->by_id(region_id)->info; r.is_clone)
 		return read_clone_pages(r, fa_offset, count, static_cast<uint8_t *>(dst), versions,
 		                        payload_crc, false);
-	const uint8_t *base = file_->base();
 	uint8_t *out = static_cast<uint8_t *>(dst);
 	uint64_t first = geo_.page_index(fa_offset);
 	uint32_t crc = 0;
 	for (uint32_t i = 0; i < count; i++) {
 		uint64_t idx = first + i;
 		std::shared_lock page_lock(stripe(idx));
-		memcpy(out + uint64_t{i} * kPageSize, base + geo_.page_fa(idx), kPageSize);
 		const store::PageMeta *m = meta(idx);
+		copy_page(idx, m, out + uint64_t{i} * kPageSize);
 		crc = crc32c_combine(crc, m->version != 0 ? m->crc : zero_crc, kPageSize);
 		if (versions != nullptr)
 			versions[i] = *wversion(idx);
@@ -1054,10 +1059,17 @@ void ModuleStore::write_batch_locked(std::span<WriteOp> ops)
 			                    uint64_t{k.first} * kPageSize;
 			uint64_t first = geo_.page_index(fa);
 			int64_t taken = 0; // pages this chunk writes for the first time
+			const RegionInfo &r = table_->by_id(k.op->region_id)->info;
 			for (uint32_t i = 0; i < k.n; i++) {
 				std::unique_lock page_lock(stripe(first + i));
-				memcpy(base + fa + uint64_t{i} * kPageSize,
-				       in + uint64_t{i} * kPageSize, kPageSize);
+				const uint8_t *src = in + uint64_t{i} * kPageSize;
+				// Its record is logged: a replay writes the zeros, which
+				// reads the same.
+				if (k.op->version == 0 && !k.op->store_zeros &&
+				    zero_write_noop(r, first + i - geo_.page_index(r.fa_offset),
+				                    src))
+					continue;
+				memcpy(base + fa + uint64_t{i} * kPageSize, src, kPageSize);
 				taken += meta(first + i)->version == 0;
 				store_meta(meta(first + i), crcs[at + i], k.seq + i);
 				if (k.op->version != 0)
@@ -1066,7 +1078,7 @@ void ModuleStore::write_batch_locked(std::span<WriteOp> ops)
 				unpersisted_.push_back(first + i);
 			}
 			if (taken > 0)
-				space_.add(table_->by_id(k.op->region_id)->info, taken);
+				space_.add(r, taken);
 			at += k.n;
 			written += k.n;
 		}

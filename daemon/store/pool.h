@@ -35,7 +35,10 @@
 // off. A write batch whose new pages would take the pool past its capacity
 // fails with kNoSpace (the pages already written stay writable), and so does
 // one that a write admission (set_write_admit: the owner quotas) refuses.
-// Creates are limited only by address space and the table.
+// Creates are limited only by address space and the table. A page never
+// written reads as zeros without the media being touched, and a write of
+// zeros to it takes nothing (zero_write_noop): a program's fresh heap reads
+// such pages, and its freed ones write them back.
 //
 // Copy-on-write clones (layout 6 pools, pool_clones.cc): clone_region makes a
 // region whose pages read as a part of another region of the pool, its base,
@@ -282,6 +285,10 @@ public:
 		uint64_t version = 0;
 		VersionedMode mode = VersionedMode::kNewer;
 		uint32_t applied = 0;
+		// Applies pages of zeros also where the page reads as zeros now
+		// (zero_write_noop): a clone's copy of a base page about to
+		// change must hold the zeros itself.
+		bool store_zeros = false;
 	};
 	// Group commit: the writes of `ops`, applied in order, with one redo-log
 	// persist per kLogSlots pages of the whole batch instead of at least one
@@ -319,6 +326,13 @@ private:
 	Status check_range(uint32_t region_id, uint64_t fa_offset, uint32_t count) const;
 	Status copy_pages(uint32_t region_id, uint64_t fa_offset, uint32_t count, void *dst,
 	                  uint64_t *versions, uint32_t *payload_crc);
+	// Copies pool page `idx`, whose meta is `m`, to `dst`. A page never
+	// written (version 0) is zeros on the media, so `dst` is cleared
+	// without reading it: a read of a hole of a file pool through its
+	// mapping would allocate the page (tmpfs), and a thin region's unwritten
+	// pages are most of what a program's fresh heap reads.
+	// REQUIRES: the page's stripe held.
+	void copy_page(uint64_t idx, const store::PageMeta *m, uint8_t *dst) const;
 	// create_region and clone_region: `clone` (may be null) holds the base
 	// link to record; `what` (create_what(name)) starts its errors.
 	// REQUIRES: table_mu_ held exclusively.
@@ -337,6 +351,13 @@ private:
 	// (recursively). REQUIRES: table_mu_ held, and write_mu_ or the stripes
 	// of every page of the chain (so no meta changes meanwhile).
 	uint64_t resolve(const RegionInfo *r, uint64_t page) const;
+	// Whether an unversioned write of `src` to page `page` of `r` changes
+	// nothing: `src` is zeros, and so is what the page reads as now (it was
+	// never written, nor was the page it reads through to). Such a page is
+	// not applied: on a thin pool it would take capacity, and on a file
+	// pool memory, to hold zeros, which is what a program's freed heap
+	// pages write back. REQUIRES: as resolve.
+	bool zero_write_noop(const RegionInfo &r, uint64_t page, const uint8_t *src) const;
 	// read_pages / copy_pages of a clone: page by page, each under the
 	// stripes of its whole chain. REQUIRES: table_mu_ held.
 	Status read_clone_pages(const RegionInfo &r, uint64_t fa_offset, uint32_t count,

@@ -90,12 +90,16 @@ uint64_t ModuleStore::resolve(const RegionInfo *r, uint64_t page) const
 	}
 }
 
+bool ModuleStore::zero_write_noop(const RegionInfo &r, uint64_t page, const uint8_t *src) const
+{
+	return meta(resolve(&r, page))->version == 0 && store::page_is_zero(src);
+}
+
 Status ModuleStore::read_clone_pages(const RegionInfo &r, uint64_t fa_offset, uint32_t count,
                                      uint8_t *out, uint64_t *versions, uint32_t *payload_crc,
                                      bool check_crc)
 {
 	const uint32_t zero_crc = store::zero_page_crc();
-	const uint8_t *base = file_->base();
 	const uint64_t first = (fa_offset - r.fa_offset) / kPageSize;
 	uint32_t crc = 0;
 	for (uint32_t i = 0; i < count; i++) {
@@ -121,8 +125,8 @@ Status ModuleStore::read_clone_pages(const RegionInfo &r, uint64_t fa_offset, ui
 			stripes_[held[k]].lock_shared();
 		uint64_t idx = resolve(&r, first + i);
 		uint8_t *dst = out + uint64_t{i} * kPageSize;
-		memcpy(dst, base + geo_.page_fa(idx), kPageSize);
 		const store::PageMeta *m = meta(idx);
+		copy_page(idx, m, dst);
 		bool bad = check_crc && m->version != 0 && crc32c(dst, kPageSize) != m->crc;
 		crc = crc32c_combine(crc, m->version != 0 ? m->crc : zero_crc, kPageSize);
 		if (versions != nullptr)
@@ -181,6 +185,7 @@ Status ModuleStore::write_copies(uint32_t region_id, const std::vector<uint64_t>
 		op.fa_offset = geo_.page_fa(pages[i]);
 		op.count = static_cast<uint32_t>(j - i);
 		op.src = srcs[i];
+		op.store_zeros = true;
 		if (!together) {
 			scattered.emplace_back(ops.size(), i);
 			scratch_pages += j - i;

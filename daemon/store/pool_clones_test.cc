@@ -121,6 +121,26 @@ TEST_CASE("a clone reads its base until it writes, and keeps what the base overw
 	CHECK(crc == crc32c(buf.data(), buf.size()));
 }
 
+TEST_CASE("zeros written to a clone are kept only where it read something else",
+          "[store][clone][thin]")
+{
+	TestPoolDir dir;
+	auto s = make_pool(dir.path("pool"));
+	make_base(*s);
+	auto c = s->clone_region("c", "p", 0, 8 * kPageSize, 1000, 0600);
+	REQUIRE(c.is_ok());
+	// Page 3 reads the base's 4; page 7 reads zeros (never written anywhere).
+	write_page(*s, "c", 3, 0);
+	write_page(*s, "c", 7, 0);
+	CHECK(bytes_of(*s, "c", 0, 8) == std::vector<int>{1, 2, 3, 0, 5, 6, 0, 0});
+	CHECK(bytes_of(*s, "p", 0, 8) == std::vector<int>{1, 2, 3, 4, 5, 6, 0, 0});
+	CHECK(used(*s, "c") == 1);
+	// The base writes page 7 afterwards: the clone still reads zeros there.
+	write_page(*s, "p", 7, 0x28);
+	CHECK(bytes_of(*s, "c", 7, 1) == std::vector<int>{0});
+	CHECK(used(*s, "c") == 2);
+}
+
 TEST_CASE("a clone of part of a region, and a clone of a clone", "[store][clone]")
 {
 	TestPoolDir dir;

@@ -182,12 +182,18 @@ void ModuleStore::admit_new_pages(std::span<WriteOp> ops)
 	for (WriteOp &op : ops) {
 		if (!op.status.is_ok() || op.count == 0)
 			continue;
-		uint64_t first = geo_.page_index(op.fa_offset), fresh = 0;
+		const RegionInfo &r = table_->by_id(op.region_id)->info;
+		const uint64_t first = geo_.page_index(op.fa_offset);
+		const uint64_t region_first = geo_.page_index(r.fa_offset);
+		const auto *src = static_cast<const uint8_t *>(op.src);
+		uint64_t fresh = 0;
 		for (uint64_t i = first; i < first + op.count; i++)
-			fresh += meta(i)->version == 0;
+			fresh += meta(i)->version == 0 &&
+			         !(op.version == 0 && !op.store_zeros &&
+			           zero_write_noop(r, i - region_first,
+			                           src + (i - first) * kPageSize));
 		if (fresh == 0)
 			continue;
-		const RegionInfo &r = table_->by_id(op.region_id)->info;
 		const uint64_t used = space_.total();
 		if (used + taken + fresh > geo_.capacity_pages) {
 			op.status = Status(

@@ -6,8 +6,11 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
+
 #include <vector>
 
+#include "daemon/common/crc32c.h"
 #include "daemon/store/pool.h"
 #include "daemon/store/test_pool.h"
 
@@ -272,6 +275,80 @@ TEST_CASE("a thin pool asks the write admission before a write takes new pages",
 	                         })
 	                .is_ok());
 	REQUIRE(charged == 0);
+}
+
+TEST_CASE("a thin pool: reading unwritten pages, or writing zeros over them, takes no space",
+          "[store][pool][thin]")
+{
+	// In memory, as the daemon's default pool: a tmpfs file allocates a page
+	// for a read of a hole through a shared mapping, where a disk
+	// filesystem would not.
+	TestPoolDir dir(TestPoolDir::kInMemory);
+	std::string path = dir.path("pool");
+	auto s = make_pool(path);
+	const PoolInfo info = s->info();
+	REQUIRE(info.thin);
+	auto r = s->create_region("r", uint64_t{1} << 30, 1000, 0600);
+	REQUIRE(r.is_ok());
+	constexpr uint32_t kPages = 256;
+	const std::vector<uint8_t> zeros(kPages * kPageSize, 0);
+	const uint64_t allocated = allocated_bytes(path);
+
+	// Reads of pages never written are zeros, vouched for by their crc, and
+	// leave the file as it was.
+	std::vector<uint8_t> buf(kPages * kPageSize, 0xee);
+	REQUIRE(s->read_pages(r->id, r->fa_offset, kPages, buf.data()).is_ok());
+	REQUIRE(buf == zeros);
+	std::fill(buf.begin(), buf.end(), 0xee);
+	uint32_t crc = 0;
+	REQUIRE(s->read_pages_with_crc(r->id, r->fa_offset, kPages, buf.data(), &crc).is_ok());
+	REQUIRE(buf == zeros);
+	REQUIRE(crc == crc32c(zeros.data(), zeros.size()));
+	CHECK(allocated_bytes(path) - allocated < kPages * kPageSize / 8);
+
+	// Zeros written over them change nothing: no space, no file pages --
+	// also on a full pool, which refuses pages that are not zeros.
+	std::vector<uint8_t> fill = pattern(1, 7);
+	const uint64_t cap_pages = info.capacity_bytes / kPageSize;
+	for (uint64_t i = 0; i < cap_pages; i++)
+		REQUIRE(s->write_pages(r->id, r->fa_offset + (kPages + i) * kPageSize, 1,
+		                       fill.data())
+		                .is_ok());
+	REQUIRE(s->info().used_bytes == info.capacity_bytes);
+	const uint64_t full_allocated = allocated_bytes(path);
+	REQUIRE(s->write_pages(r->id, r->fa_offset, kPages, zeros.data()).is_ok());
+	CHECK(s->info().used_bytes == info.capacity_bytes);
+	CHECK(allocated_bytes(path) - full_allocated < kPages * kPageSize / 8);
+	REQUIRE(s->write_pages(r->id, r->fa_offset, 1, fill.data()).code() == Code::kNoSpace);
+
+	// Zeros written over a written page are written: it reads zeros, and a
+	// batch that writes a page and then zeros it leaves zeros (the other
+	// order leaves the page).
+	const uint64_t written = r->fa_offset + kPages * kPageSize;
+	REQUIRE(s->write_pages(r->id, written, 1, zeros.data()).is_ok());
+	REQUIRE(s->read_pages(r->id, written, 1, buf.data()).is_ok());
+	CHECK(std::all_of(buf.begin(), buf.begin() + kPageSize, [](uint8_t b) { return b == 0; }));
+	REQUIRE(s->delete_region("r").is_ok());
+	r = s->create_region("r", uint64_t{1} << 30, 1000, 0600);
+	REQUIRE(r.is_ok());
+	ModuleStore::WriteOp ops[4] = {
+	        {r->id, r->fa_offset, 1, fill.data()},
+	        {r->id, r->fa_offset, 1, zeros.data()},
+	        {r->id, r->fa_offset + kPageSize, 1, zeros.data()},
+	        {r->id, r->fa_offset + kPageSize, 1, fill.data()},
+	};
+	s->write_pages_batch(ops);
+	for (const auto &op : ops)
+		REQUIRE(op.status.is_ok());
+	REQUIRE(s->read_pages(r->id, r->fa_offset, 2, buf.data()).is_ok());
+	CHECK(std::equal(buf.begin(), buf.begin() + kPageSize, zeros.begin()));
+	CHECK(std::equal(buf.begin() + kPageSize, buf.begin() + 2 * kPageSize, fill.begin()));
+	CHECK(s->lookup_region("r")->used_bytes == 2 * kPageSize);
+	s.reset();
+	auto rep = ModuleStore::check(path);
+	REQUIRE(rep.is_ok());
+	INFO((rep->problems.empty() ? "" : rep->problems[0]));
+	REQUIRE(rep->clean);
 }
 
 TEST_CASE("a layout-version-4 pool opens thick: capacity is its data area", "[store][pool][thin]")
