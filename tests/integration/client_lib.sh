@@ -65,8 +65,26 @@ HASH_PY=$(realpath "$(dirname "${BASH_SOURCE[0]}")/../heap_hash.py")
 # rss_watch [-f] PATTERN OUT: samples VmRSS (kB) of every process whose name
 # matches PATTERN (pgrep -x, so "stress-ng.*" works too), or with -f whose
 # command line contains it (pgrep -f: a script run by python3, not every
-# python3 on the machine), until killed; keeps the largest in OUT. Start it
-# with &.
+# python3 on the machine), and that runs on one of this test's daemons
+# (of_this_test: tests run in parallel, and another's native run of the
+# same program is no sample of this one's), until killed; keeps the
+# largest in OUT. Start it with &.
+# of_this_test PID: whether PID or an ancestor has a path under $T in its
+# command line (memfedctl --socket $T/NAME/sock ...). Not the environment:
+# stress-ng writes its process titles over it.
+of_this_test() {
+	local q=$1 k v
+	while [ "${q:-0}" -gt 1 ]; do
+		grep -qzF "$T/" "/proc/$q/cmdline" 2>/dev/null && return 0
+		v=
+		while read -r k v; do
+			[ "$k" = "PPid:" ] && break
+		done <"/proc/$q/status" 2>/dev/null || return 1
+		q=$v
+	done
+	return 1
+}
+
 rss_watch() {
 	local match=-x
 	if [ "$1" = -f ]; then
@@ -77,6 +95,7 @@ rss_watch() {
 	echo 0 >"$out"
 	while :; do
 		for p in $(pgrep "$match" "$re"); do
+			of_this_test "$p" || continue
 			while read -r k v _; do
 				if [ "$k" = "VmRSS:" ]; then
 					[ "$v" -gt "$max" ] && max=$v && echo $max >"$out"
