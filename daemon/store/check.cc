@@ -170,7 +170,20 @@ Result<CheckReport> check_pool(const std::string &path)
 	MF_RETURN_IF_ERROR(add_runs(geo.meta_offset, sizeof(PageMeta)));
 	if (geo.has_versions())
 		MF_RETURN_IF_ERROR(add_runs(geo.version_offset, sizeof(uint64_t)));
+	const size_t meta_runs = runs.size();
 	MF_RETURN_IF_ERROR(add_runs(geo.data_offset, kPageSize));
+	// The pages whose content is not a hole, in order. A page never written
+	// is read only if it is among them: reading a hole of a tmpfs pool
+	// through the mapping would allocate it, and a hole is zeros anyway.
+	std::vector<std::pair<uint64_t, uint64_t>> data_runs(runs.begin() + long(meta_runs),
+	                                                     runs.end());
+	std::sort(data_runs.begin(), data_runs.end());
+	size_t data_run = 0;
+	auto has_data = [&](uint64_t i) {
+		while (data_run < data_runs.size() && data_runs[data_run].second <= i)
+			data_run++;
+		return data_run < data_runs.size() && data_runs[data_run].first <= i;
+	};
 	std::sort(runs.begin(), runs.end());
 	uint64_t live_written = 0;
 	uint64_t next_page = 0; // pages below it were checked
@@ -203,7 +216,7 @@ Result<CheckReport> check_pool(const std::string &path)
 				// first writes at once (copies of its base's pages).
 				if (p != pending.end() && owner(i) == 1)
 					continue;
-				if (m.crc != 0 || !page_is_zero(page))
+				if (m.crc != 0 || (has_data(i) && !page_is_zero(page)))
 					bad("never written but not zero");
 				continue;
 			}

@@ -2,6 +2,8 @@
 
 #include <catch2/catch.hpp>
 
+#include <sys/stat.h>
+
 #include <cstring>
 #include <vector>
 
@@ -117,6 +119,40 @@ TEST_CASE("check finds garbage in never-written and free pages", "[store][check]
 	REQUIRE(rep.is_ok());
 	REQUIRE(rep->bad_pages == 2);
 	REQUIRE(any_problem_contains(*rep, "never written but not zero"));
+}
+
+TEST_CASE("check reads no hole of a pool in memory", "[store][check][thin]")
+{
+	// On tmpfs a read of a hole through the mapping allocates the page: a
+	// check that read every never-written page near a written one would
+	// grow the pool's memory by up to 255 pages per page written.
+	TestPoolDir dir(TestPoolDir::kInMemory);
+	std::string path = dir.path("pool");
+	REQUIRE(ModuleStore::format(PoolOptions{path, kPoolSize, {}}).is_ok());
+	constexpr uint64_t kWritten = 32, kApart = 256;
+	{
+		auto s = std::move(*ModuleStore::open(path, 0));
+		auto r = s->create_region("sparse", kWritten * kApart * kPageSize, 0, 0600);
+		REQUIRE(r.is_ok());
+		std::vector<uint8_t> page(kPageSize, 0x6b);
+		for (uint64_t i = 0; i < kWritten; i++)
+			REQUIRE(s->write_pages(r->id, r->fa_offset + i * kApart * kPageSize, 1,
+			                       page.data())
+			                .is_ok());
+	}
+	auto allocated = [&] {
+		struct stat st;
+		REQUIRE(stat(path.c_str(), &st) == 0);
+		return uint64_t(st.st_blocks) * 512;
+	};
+	const uint64_t before = allocated();
+	auto rep = ModuleStore::check(path);
+	REQUIRE(rep.is_ok());
+	INFO((rep->problems.empty() ? "" : rep->problems[0]));
+	REQUIRE(rep->clean);
+	REQUIRE(rep->pages_written == kWritten);
+	REQUIRE(rep->pages_checked >= kWritten * kApart / 2); // the metas' neighbours too
+	CHECK(allocated() - before < kWritten * kPageSize);
 }
 
 TEST_CASE("check finds a corrupted region table entry; open refuses it", "[store][check]")
