@@ -172,12 +172,12 @@ Result<CheckReport> check_pool(const std::string &path)
 		MF_RETURN_IF_ERROR(add_runs(geo.version_offset, sizeof(uint64_t)));
 	const size_t meta_runs = runs.size();
 	MF_RETURN_IF_ERROR(add_runs(geo.data_offset, kPageSize));
-	// The pages whose content is not a hole, in order. A page never written
-	// is read only if it is among them: reading a hole of a tmpfs pool
-	// through the mapping would allocate it, and a hole is zeros anyway.
-	std::vector<std::pair<uint64_t, uint64_t>> data_runs(runs.begin() + long(meta_runs),
-	                                                     runs.end());
-	std::sort(data_runs.begin(), data_runs.end());
+	// The pages whose content is not a hole, in order (data_ranges gives
+	// them so). A page never written is read only if it is among them:
+	// reading a hole of a tmpfs pool through the mapping would allocate it,
+	// and a hole is zeros anyway.
+	const std::vector<std::pair<uint64_t, uint64_t>> data_runs(runs.begin() + long(meta_runs),
+	                                                           runs.end());
 	size_t data_run = 0;
 	auto has_data = [&](uint64_t i) {
 		while (data_run < data_runs.size() && data_runs[data_run].second <= i)

@@ -7,7 +7,6 @@
 #include <sys/stat.h>
 
 #include <algorithm>
-
 #include <vector>
 
 #include "daemon/common/crc32c.h"

@@ -62,13 +62,6 @@ PY=/usr/bin/python3
 # each) and prints the sha256 of its values in key order.
 HASH_PY=$(realpath "$(dirname "${BASH_SOURCE[0]}")/../heap_hash.py")
 
-# rss_watch [-f] PATTERN OUT: samples VmRSS (kB) of every process whose name
-# matches PATTERN (pgrep -x, so "stress-ng.*" works too), or with -f whose
-# command line contains it (pgrep -f: a script run by python3, not every
-# python3 on the machine), and that runs on one of this test's daemons
-# (of_this_test: tests run in parallel, and another's native run of the
-# same program is no sample of this one's), until killed; keeps the
-# largest in OUT. Start it with &.
 # of_this_test PID: whether PID or an ancestor has a path under $T in its
 # command line (memfedctl --socket $T/NAME/sock ...). Not the environment:
 # stress-ng writes its process titles over it.
@@ -85,6 +78,13 @@ of_this_test() {
 	return 1
 }
 
+# rss_watch [-f] PATTERN OUT: samples VmRSS (kB) of every process whose name
+# matches PATTERN (pgrep -x, so "stress-ng.*" works too), or with -f whose
+# command line contains it (pgrep -f: a script run by python3, not every
+# python3 on the machine), and that runs on one of this test's daemons
+# (of_this_test: tests run in parallel, and another's native run of the
+# same program is no sample of this one's), until killed; keeps the
+# largest in OUT. Start it with &.
 rss_watch() {
 	local match=-x
 	if [ "$1" = -f ]; then
