@@ -504,10 +504,10 @@ void TcpChannel::on_recv(int res)
 // responses they finish. Headers (and non-READ payloads) are decrypted into
 // rx_, no further than the response they belong to; once a READ response's
 // header is parsed, its pages are decrypted straight into the caller's dst
-// (OpenSSL verifies a record's tag before SSL_read gives any of its bytes,
-// so only authenticated bytes reach dst). A record that fails (tampered, an
-// alert) breaks the channel before anything more is parsed, and completes
-// the READ whose pages it carried with kUnavailable. False if it broke.
+// (a record is opened in place there; dst's bytes count only once the READ
+// completes with success). A record that fails (tampered, an alert) breaks
+// the channel before anything more is parsed, and completes the READ whose
+// pages it carried with kUnavailable. False if it broke.
 bool TcpChannel::tls_receive(size_t n)
 {
 	tls_->input().commit(n);

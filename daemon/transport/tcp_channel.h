@@ -28,12 +28,13 @@
 // a whole (small pieces gathered into full records) into one send buffer.
 // Received records are decrypted a response at a time: headers (and
 // control payloads) into the receive buffer, and once a READ response's
-// header is parsed, its pages straight into dst (OpenSSL verifies a
-// record's tag before it gives out any of its bytes). Landing is off under
+// header is parsed, its pages straight into dst (a record is opened in
+// place there, one pass from the receive buffer into the page; its tag is
+// checked before the request can complete). Landing is off under
 // TLS (ciphertext cannot be scattered by the kernel). A record that
 // fails its authentication tag (bytes altered in transit) breaks the
-// connection: every pending request completes with kUnavailable, and no
-// page of a damaged record ever reaches a caller. The session rekeys on its
+// connection: every pending request completes with kUnavailable, so no
+// page of a damaged record is ever handed to a caller as data. The session rekeys on its
 // byte and time limits (tls_context.h).
 //
 // A module that stops answering without closing the connection (stopped,

@@ -13,8 +13,7 @@ namespace memfed::trust
 
 // Defined in tls_session.cc: they find the TlsSession of an SSL.
 int tls_verify_callback(int ok, X509_STORE_CTX *store);
-void tls_msg_callback(int write_p, int version, int content_type, const void *buf, size_t len,
-                      SSL *ssl, void *arg);
+void tls_keylog_callback(const SSL *ssl, const char *line);
 
 namespace
 {
@@ -106,14 +105,16 @@ TlsContext::create(const NodeKey &key, std::shared_ptr<TrustedPeers> peers, TlsL
 	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
 	SSL_CTX_set_max_early_data(ctx, 0);
 	SSL_CTX_set_recv_max_early_data(ctx, 0);
-	// Records are read from memory: take whatever is there at once.
-	SSL_CTX_set_read_ahead(ctx, 1);
+	// No read-ahead: OpenSSL reads the handshake's records one at a time,
+	// so the records after it stay in the session's input for its own
+	// record layer (tls_session.h).
+	SSL_CTX_set_read_ahead(ctx, 0);
 	if (SSL_CTX_use_certificate(ctx, cert->get()) != 1 ||
 	    SSL_CTX_use_PrivateKey(ctx, pk.get()) != 1 || SSL_CTX_check_private_key(ctx) != 1)
 		return ossl_error("installing the node certificate");
 	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT,
 	                   tls_verify_callback);
-	SSL_CTX_set_msg_callback(ctx, tls_msg_callback);
+	SSL_CTX_set_keylog_callback(ctx, tls_keylog_callback);
 	return c;
 }
 

@@ -72,6 +72,10 @@ public:
 	uint64_t key_updates_sent() const { return key_updates_sent_.load(); }
 	uint64_t key_updates_received() const { return key_updates_received_.load(); }
 
+	// The OpenSSL SSL_CTX itself, for tests that talk to a TlsSession
+	// through OpenSSL's own record layer.
+	ssl_ctx_st *ssl_ctx() const { return ctx_; }
+
 private:
 	friend class TlsSession;
 	TlsContext() = default;

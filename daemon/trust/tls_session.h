@@ -13,6 +13,13 @@
 //     KeyUpdates travel there too.
 // A session never blocks and never touches a socket.
 //
+// OpenSSL runs the handshake; once it is done, records are sealed and
+// opened by the session's own record layer (tls_records.h) with the traffic
+// secrets OpenSSL derived, so a page is decrypted from input() straight into
+// the caller's buffer and encrypted from the caller's pieces straight into
+// output(). KeyUpdate (both ways), alerts and the record limits are handled
+// there too; tls_test.cc checks it against OpenSSL's own record layer.
+//
 // After the handshake, peer_key() is the peer's authenticated public key
 // (see tls_context.h for who is accepted) and peer_name() its name in
 // TrustedPeers ("" for none, or for this node's own key).
@@ -34,6 +41,7 @@
 
 #include <sys/uio.h>
 
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -43,6 +51,7 @@
 #include "daemon/common/status.h"
 #include "daemon/transport/byte_buffer.h" // header-only byte queue
 #include "daemon/trust/tls_context.h"
+#include "daemon/trust/tls_records.h"
 
 struct ssl_st;
 struct bio_st;
@@ -90,7 +99,9 @@ public:
 	Status encrypt(const iovec *iov, size_t n);
 	// Up to `cap` bytes of plaintext into `dst`: how many, 0 when more
 	// input is needed. REQUIRES: established(). May queue output (a
-	// KeyUpdate answer): send it.
+	// KeyUpdate answer): send it. A record whose content fits is opened in
+	// place in `dst`, before its tag is checked: after an error, dst's
+	// first `cap` bytes hold nothing usable.
 	Result<size_t> decrypt(uint8_t *dst, size_t cap);
 	// Whether decrypted plaintext is waiting inside the session.
 	bool plaintext_pending() const;
@@ -100,21 +111,35 @@ public:
 
 	// Internal (OpenSSL callbacks).
 	bool check_peer_certificate(void *x509);
-	void on_message(int write_p, int content_type, const void *buf, size_t len);
+	void on_keylog_line(const char *line);
 
 private:
 	Status fail(Status st);
 	Status error_status(int ret, const char *what);
-	Status write_record(const uint8_t *p, size_t n);
-	void maybe_rekey();
+	Status alert_status(int alert, const char *what);
+	Status start_records();
+	Status seal(uint8_t type, const iovec *iov, size_t n, size_t len);
+	Status send_key_update(bool request);
+	Status on_handshake_message(const uint8_t *p, size_t n);
+	Status maybe_rekey();
 
 	std::shared_ptr<TlsContext> ctx_;
 	TlsRole role_;
 	std::string peer_;
-	ssl_st *ssl_ = nullptr;
+	ssl_st *ssl_ = nullptr; // the handshake's; freed once established
 	ByteBuffer in_;
 	ByteBuffer out_;
-	std::unique_ptr<uint8_t[]> stage_; // gathers small pieces into one record
+	// The traffic secrets, from OpenSSL's key log, until the records start.
+	std::array<uint8_t, 48> client_secret_{};
+	std::array<uint8_t, 48> server_secret_{};
+	size_t client_secret_len_ = 0;
+	size_t server_secret_len_ = 0;
+	RecordProtection rx_; // the peer's records
+	RecordProtection tx_; // ours
+	// A record that did not fit the caller's buffer, opened here and handed
+	// out from stage_[stage_off_, stage_off_ + stage_len_).
+	std::unique_ptr<uint8_t[]> stage_;
+	size_t stage_off_ = 0;
 	size_t stage_len_ = 0;
 	bool established_ = false;
 	bool refused_peer_ = false;

@@ -14,6 +14,8 @@
 #include <sstream>
 #include <vector>
 
+#include <openssl/ssl.h>
+
 #include "daemon/trust/tls_context.h"
 #include "daemon/trust/tls_session.h"
 
@@ -363,4 +365,228 @@ TEST_CASE("TLS: rekey limits set on a running context (a reload) apply to its se
 	exchange(10);
 	CHECK(client.key_updates_sent() >= 8);
 	CHECK(server.key_updates_received() == client.key_updates_sent());
+}
+
+namespace
+{
+
+// One end of a connection driven by OpenSSL's own record layer (SSL_read,
+// SSL_write), over memory BIOs: the reference the session's record layer
+// must interoperate with.
+class OpensslPeer
+{
+public:
+	OpensslPeer(const std::shared_ptr<TlsContext> &ctx, TlsRole role)
+	{
+		ssl_ = SSL_new(ctx->ssl_ctx());
+		REQUIRE(ssl_ != nullptr);
+		// The context's verify callback looks for a TlsSession; this end
+		// takes any certificate (the session under test checks ours).
+		SSL_set_verify(ssl_, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT,
+		               [](int, X509_STORE_CTX *) { return 1; });
+		rbio_ = BIO_new(BIO_s_mem());
+		wbio_ = BIO_new(BIO_s_mem());
+		SSL_set_bio(ssl_, rbio_, wbio_);
+		if (role == TlsRole::kClient)
+			SSL_set_connect_state(ssl_);
+		else
+			SSL_set_accept_state(ssl_);
+	}
+	~OpensslPeer() { SSL_free(ssl_); }
+	SSL *ssl() { return ssl_; }
+
+	// Session output into this end, and this end's output into the session.
+	void from(TlsSession &s)
+	{
+		ByteBuffer &out = s.output();
+		if (out.readable() > 0)
+			REQUIRE(BIO_write(rbio_, out.read_ptr(),
+			                  static_cast<int>(out.readable())) ==
+			        static_cast<int>(out.readable()));
+		out.clear();
+	}
+	void to(TlsSession &s)
+	{
+		char buf[65536];
+		int n;
+		while ((n = BIO_read(wbio_, buf, sizeof(buf))) > 0)
+			std::memcpy(s.input().append(n), buf, n);
+	}
+	bool handshake(TlsSession &s)
+	{
+		for (int i = 0; i < 20; i++) {
+			TlsStep a = s.handshake();
+			from(s);
+			int r = SSL_do_handshake(ssl_);
+			to(s);
+			if (a == TlsStep::kFailed)
+				return false;
+			if (a == TlsStep::kDone && r == 1)
+				return true;
+		}
+		return false;
+	}
+	// Everything this end can read now.
+	std::string read_all()
+	{
+		std::string got;
+		char buf[7000];
+		size_t n = 0;
+		while (SSL_read_ex(ssl_, buf, sizeof(buf), &n) == 1)
+			got.append(buf, n);
+		int e = SSL_get_error(ssl_, 0);
+		CHECK((e == SSL_ERROR_WANT_READ || e == SSL_ERROR_SSL ||
+		       e == SSL_ERROR_ZERO_RETURN));
+		return got;
+	}
+	void write(const std::string &m)
+	{
+		size_t n = 0;
+		REQUIRE(SSL_write_ex(ssl_, m.data(), m.size(), &n) == 1);
+		REQUIRE(n == m.size());
+	}
+
+private:
+	SSL *ssl_ = nullptr;
+	BIO *rbio_ = nullptr;
+	BIO *wbio_ = nullptr;
+};
+
+// Everything `s` can decrypt, asking `cap` bytes at a time.
+Result<std::string> drain(TlsSession &s, size_t cap)
+{
+	std::string got;
+	std::vector<uint8_t> buf(cap);
+	for (;;) {
+		auto n = s.decrypt(buf.data(), cap);
+		if (!n)
+			return n.status();
+		if (*n == 0)
+			return got;
+		got.append(reinterpret_cast<char *>(buf.data()), *n);
+	}
+}
+
+std::string pattern(size_t n, int seed)
+{
+	std::string m(n, '\0');
+	for (size_t i = 0; i < n; i++)
+		m[i] = static_cast<char>((i * 131 + seed) >> 3);
+	return m;
+}
+
+} // namespace
+
+TEST_CASE("TLS: the session's record layer interoperates with OpenSSL's, both ways, "
+          "across KeyUpdates from either side")
+{
+	auto role = GENERATE(TlsRole::kClient, TlsRole::kServer);
+	auto suite =
+	        GENERATE(as<std::string>{}, "TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384");
+	auto cap = GENERATE(size_t{1000}, size_t{16384}, size_t{70000});
+	CAPTURE(role == TlsRole::kClient ? "session is the client" : "session is the server", suite,
+	        cap);
+	NodeKey a = key(), b = key();
+	auto ca = context(a, {b.pub});
+	auto cb = context(b, {a.pub});
+	REQUIRE(SSL_CTX_set_ciphersuites(cb->ssl_ctx(), suite.c_str()) == 1);
+	TlsSession s(ca, role, "openssl");
+	OpensslPeer o(cb, role == TlsRole::kClient ? TlsRole::kServer : TlsRole::kClient);
+	REQUIRE(o.handshake(s));
+	REQUIRE(s.established());
+	CHECK(s.peer_key() == b.pub);
+	CHECK(SSL_CIPHER_get_name(SSL_get_current_cipher(o.ssl())) == suite);
+
+	// Session to OpenSSL: many records, gathered from pieces of all sizes.
+	std::string m1 = pattern(200000, 1);
+	std::vector<iovec> v;
+	for (size_t at = 0, k = 0; at < m1.size(); k++) {
+		size_t len = std::min(m1.size() - at, size_t{1} << (k % 16));
+		v.push_back({m1.data() + at, len});
+		at += len;
+	}
+	REQUIRE(s.encrypt(v.data(), v.size()).is_ok());
+	o.from(s);
+	CHECK(o.read_all() == m1);
+
+	// OpenSSL to the session, padded records (to 512 bytes) and plain ones.
+	std::string m2 = pattern(150000, 2);
+	REQUIRE(SSL_set_block_padding(o.ssl(), 512) == 1);
+	o.write(m2);
+	REQUIRE(SSL_set_block_padding(o.ssl(), 1) == 1);
+	o.write(m2);
+	o.to(s);
+	auto got = drain(s, cap);
+	REQUIRE(got);
+	CHECK(*got == m2 + m2);
+
+	// OpenSSL asks for a key update: the session follows it and answers
+	// with its own, which OpenSSL must accept to read what comes next.
+	REQUIRE(SSL_key_update(o.ssl(), SSL_KEY_UPDATE_REQUESTED) == 1);
+	std::string m3 = pattern(40000, 3);
+	o.write(m3);
+	o.to(s);
+	got = drain(s, cap);
+	REQUIRE(got);
+	CHECK(*got == m3);
+	CHECK(s.key_updates_received() == 1);
+	CHECK(s.key_updates_sent() == 1);
+	REQUIRE(s.encrypt({reinterpret_cast<const uint8_t *>(m3.data()), m3.size()}).is_ok());
+	o.from(s);
+	CHECK(o.read_all() == m3);
+
+	// The session rekeys (a reload lowered the limit): OpenSSL follows and
+	// answers; the session reads OpenSSL's records under the answer's key.
+	ca->set_limits({1000, 120});
+	std::string m4 = pattern(30000, 4);
+	for (int round = 0; round < 3; round++) {
+		REQUIRE(s.encrypt({reinterpret_cast<const uint8_t *>(m4.data()), m4.size()})
+		                .is_ok());
+		o.from(s);
+		CHECK(o.read_all() == m4);
+		o.write(m4);
+		o.to(s);
+		got = drain(s, cap);
+		REQUIRE(got);
+		CHECK(*got == m4);
+	}
+	CHECK(s.key_updates_sent() == 4);
+	CHECK(s.key_updates_received() == 4);
+
+	// OpenSSL closes: the session says so.
+	REQUIRE(SSL_shutdown(o.ssl()) == 0);
+	o.to(s);
+	got = drain(s, cap);
+	REQUIRE_FALSE(got);
+	CHECK(got.status().code() == Code::kUnavailable);
+	CHECK_THAT(got.status().message(), Catch::Contains("closed the TLS session"));
+}
+
+TEST_CASE("TLS: records outside TLS 1.3's rules are refused, naming what was wrong")
+{
+	NodeKey a = key(), b = key();
+	auto ca = context(a, {b.pub});
+	auto cb = context(b, {a.pub});
+	struct Case {
+		std::vector<uint8_t> bytes;
+		const char *says;
+	};
+	std::vector<Case> cases = {
+	        {{22, 3, 3, 0, 20}, "a record of type 22 after the handshake"},
+	        {{23, 3, 1, 0, 20}, "does not speak TLS 1.3"},
+	        {{23, 3, 3, 0x41, 0x02}, "bytes, outside TLS 1.3's limits"},
+	        {{23, 3, 3, 0, 16}, "bytes, outside TLS 1.3's limits"},
+	};
+	for (const Case &c : cases) {
+		TlsSession client(ca, TlsRole::kClient, "s");
+		TlsSession server(cb, TlsRole::kServer, "c");
+		REQUIRE(handshake(client, server));
+		std::memcpy(client.input().append(c.bytes.size()), c.bytes.data(), c.bytes.size());
+		uint8_t buf[100];
+		auto r = client.decrypt(buf, sizeof(buf));
+		REQUIRE_FALSE(r);
+		CHECK(r.status().code() == Code::kProtocol);
+		CHECK_THAT(r.status().message(), Catch::Contains(c.says));
+		CHECK(client.failed());
+	}
 }
