@@ -41,6 +41,11 @@
 #              connects to that; then `criu restore --lazy-pages -d`, SIGUSR1
 #              to the restored program, which sums every word. Timed: from
 #              the start of `criu restore` to the checksum done, same clock.
+#              Then the same again with `criu --tls` on the page server and
+#              the lazy-pages daemon (GnuTLS; a CA and a certificate for
+#              127.0.0.1 made with openssl): CRIU's pages encrypted as
+#              memfed's always are. The target is the plaintext row; the
+#              TLS row tells how much of the gap is the encryption.
 #          Both checksums must equal the pattern's. Loopback, local and CRIU
 #          run in turn, MEMFED_BENCH_STREAM_LAZY_REPEAT times (CRIU's time
 #          varies several-fold from run to run here): medians, each row's
@@ -166,10 +171,31 @@ check_sum() {
 	python3 -c "print('%.3f' % ($t1 - $3))"
 }
 
-# lazy_criu: dump, lazy-pages daemon, restore; prints seconds from
-# `criu restore` to the checksum done.
+# criu_tls_files: a CA and a certificate for 127.0.0.1 signed by it, for
+# CRIU's page server and lazy-pages daemon over TLS (GnuTLS, X.509).
+criu_tls_files() {
+	local t=$WORK/criu-tls
+	[ -f "$t/cert.pem" ] && return
+	mkdir -p "$t"
+	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+		-subj /CN=memfed-bench-ca -keyout "$t/ca-key.pem" -out "$t/ca.pem" 2>/dev/null
+	openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+		-subj /CN=127.0.0.1 -keyout "$t/key.pem" -out "$t/req.pem" 2>/dev/null
+	openssl x509 -req -in "$t/req.pem" -CA "$t/ca.pem" -CAkey "$t/ca-key.pem" -CAcreateserial \
+		-days 2 -extfile <(printf 'subjectAltName=IP:127.0.0.1\n') -out "$t/cert.pem" 2>/dev/null
+}
+
+# lazy_criu [tls]: dump, lazy-pages daemon, restore; prints seconds from
+# `criu restore` to the checksum done. With "tls", the page server and the
+# lazy-pages daemon speak TLS (criu --tls: GnuTLS, certificates checked
+# against a CA), as memfed's nodes always do.
 lazy_criu() {
-	local d=$WORK/criu out=$WORK/criu/hold.out
+	local d=$WORK/criu out=$WORK/criu/hold.out tls=()
+	if [ "${1:-}" = tls ]; then
+		criu_tls_files
+		tls=(--tls --tls-cacert "$WORK/criu-tls/ca.pem" --tls-cert "$WORK/criu-tls/cert.pem"
+			--tls-key "$WORK/criu-tls/key.pem")
+	fi
 	rm -rf "$d" && mkdir -p "$d/img"
 	# Its own PID namespace: the frozen original keeps its PID until the
 	# last page is served, and the restored copy needs the same one.
@@ -181,12 +207,12 @@ lazy_criu() {
 	[ -n "$pid" ] || { echo "stream: the CRIU lazy-load program did not start" >&2; exit 1; }
 	mkfifo "$d/dump.st" "$d/lazy.st"
 	"$CRIU" dump -t "$pid" -D "$d/img" -o dump.log -v2 --lazy-pages --address 127.0.0.1 --port 27270 \
-		--status-fd 3 3>"$d/dump.st" &
+		"${tls[@]}" --status-fd 3 3>"$d/dump.st" &
 	local dump=$!
 	[ "$(head -c 1 "$d/dump.st" | od -An -tx1 | tr -d ' ')" = 00 ] ||
 		{ echo "stream: criu dump failed: $(tail -5 "$d/img/dump.log")" >&2; exit 1; }
 	"$CRIU" lazy-pages -D "$d/img" -o lazy-pages.log -v2 --page-server --address 127.0.0.1 --port 27270 \
-		--status-fd 3 3>"$d/lazy.st" &
+		"${tls[@]}" --status-fd 3 3>"$d/lazy.st" &
 	local lazy=$!
 	[ "$(head -c 1 "$d/lazy.st" | od -An -tx1 | tr -d ' ')" = 00 ] ||
 		{ echo "stream: criu lazy-pages failed: $(tail -5 "$d/img/lazy-pages.log")" >&2; exit 1; }
@@ -224,7 +250,7 @@ print('%016x' % (s % M))")
 		pmax=$(cat /proc/sys/fs/pipe-max-size)
 		[ "$pmax" -ge 4194304 ] || echo 4194304 >/proc/sys/fs/pipe-max-size
 	fi
-	local l0 mf=() ml=() cr=() t u c
+	local l0 mf=() ml=() cr=() ctls=() t u c ct
 	l0=$(load)
 	for r in $(seq 1 "$LAZY_REPEAT"); do
 		t=$(lazy_memfed pager)
@@ -234,16 +260,18 @@ print('%016x' % (s % M))")
 		if [ $have_criu = 1 ]; then
 			c=$(lazy_criu)
 			cr+=("$c")
-			echo "  run $r: memfed loopback $t s, local $u s, criu $c s" >&2
+			ct=$(lazy_criu tls)
+			ctls+=("$ct")
+			echo "  run $r: memfed loopback $t s, local $u s, criu $c s, criu over TLS $ct s" >&2
 		else
 			echo "  run $r: memfed loopback $t s, local $u s" >&2
 		fi
 	done
-	python3 - "$LAZY_MB" "$(load)" "$l0" "${mf[*]}" "${ml[*]}" "${cr[*]:-}" <<'PY' | tee "$RESULTS/stream-lazy.txt"
+	python3 - "$LAZY_MB" "$(load)" "$l0" "${mf[*]}" "${ml[*]}" "${cr[*]:-}" "${ctls[*]:-}" <<'PY' | tee "$RESULTS/stream-lazy.txt"
 import statistics as st, sys
-mb, la, l0, mf, ml, cr = sys.argv[1:]
+mb, la, l0, mf, ml, cr, ctls = sys.argv[1:]
 num = lambda s: [float(x) for x in s.split()]
-mf, ml, cr = num(mf), num(ml), num(cr)
+mf, ml, cr, ctls = num(mf), num(ml), num(cr), num(ctls)
 def quart(v):
     q = st.quantiles(v, n=4) if len(v) >= 2 else [v[0]] * 3
     return "%.3f [%.3f-%.3f] range %.3f-%.3f" % (q[1], q[0], q[2], min(v), max(v))
@@ -252,6 +280,7 @@ print("%-38s %s" % ("", "seconds: median [quartiles] range"))
 print("%-38s %s" % ("memfed, loopback TCP + TLS 1.3", quart(mf)))
 print("%-38s %s" % ("memfed, local module", quart(ml)))
 print("%-38s %s" % ("criu lazy-pages, loopback page server", quart(cr) if cr else "skipped"))
+print("%-38s %s" % ("criu lazy-pages, the same over TLS", quart(ctls) if ctls else "skipped"))
 print("memfed MB/s: loopback %.0f, local %.0f%s" % (int(mb) * 1.048576 / st.median(mf), int(mb) * 1.048576 / st.median(ml),
       ", criu %.0f" % (int(mb) * 1.048576 / st.median(cr)) if cr else ""))
 if cr:
@@ -262,10 +291,17 @@ if cr:
         print("memfed %s / criu: median of the runs' ratios %.2f (range %.2f-%.2f); ratio of medians %.2f; memfed faster in %d of %d runs -> %s"
               % (name, med, min(ra), max(ra), st.median(v) / st.median(cr), faster, len(ra),
                  "target met" if med <= 1.0 and faster > len(ra) // 2 else "target NOT met"))
+if ctls:
+    # Both encrypted: what the same transfer costs when CRIU secures it as
+    # memfed always does (not the target, which is plaintext CRIU).
+    ra = [a / c for a, c in zip(mf, ctls)]
+    print("memfed loopback / criu over TLS: median of the runs' ratios %.2f (range %.2f-%.2f); memfed faster in %d of %d runs"
+          % (st.median(ra), min(ra), max(ra), sum(r < 1 for r in ra), len(ra)))
 print("runs, seconds, in the order run (scripts/bench_plot.py draws them):")
 print("  memfed loopback: " + " ".join("%.3f" % x for x in mf))
 print("  memfed local:    " + " ".join("%.3f" % x for x in ml))
 print("  criu:            " + (" ".join("%.3f" % x for x in cr) if cr else "skipped"))
+print("  criu over TLS:   " + (" ".join("%.3f" % x for x in ctls) if ctls else "skipped"))
 print("load average before: %s; after: %s. Target: memfed/criu <= 1.0" % (l0, la))
 PY
 }
