@@ -397,16 +397,12 @@ Status TlsSession::send_key_update(bool request)
 Status TlsSession::on_handshake_message(const uint8_t *p, size_t n)
 {
 	while (n > 0) {
-		if (n < 4)
+		size_t len = n < 4 ? 0 : size_t{p[1]} << 16 | size_t{p[2]} << 8 | p[3];
+		if (n < 4 || len > n - 4)
 			return fail(Status(Code::kProtocol,
 			                   peer_ + " sent a TLS handshake message split across "
 			                           "records after the handshake"));
 		uint8_t type = p[0];
-		size_t len = size_t{p[1]} << 16 | size_t{p[2]} << 8 | p[3];
-		if (len > n - 4)
-			return fail(Status(Code::kProtocol,
-			                   peer_ + " sent a TLS handshake message split across "
-			                           "records after the handshake"));
 		if (type == kKeyUpdate) {
 			if (len != 1 || p[4] > 1)
 				return fail(Status(Code::kProtocol,

@@ -69,20 +69,26 @@ bool handshake(TlsSession &c, TlsSession &s)
 	return false;
 }
 
-// Everything `to` can decrypt from what `from` sent.
-Result<std::string> transfer(TlsSession &from, TlsSession &to)
+// Everything `s` can decrypt, asking `cap` bytes at a time.
+Result<std::string> drain(TlsSession &s, size_t cap)
 {
-	carry(from, to);
 	std::string got;
-	uint8_t buf[5000];
+	std::vector<uint8_t> buf(cap);
 	for (;;) {
-		auto n = to.decrypt(buf, sizeof(buf));
+		auto n = s.decrypt(buf.data(), cap);
 		if (!n)
 			return n.status();
 		if (*n == 0)
 			return got;
-		got.append(reinterpret_cast<char *>(buf), *n);
+		got.append(reinterpret_cast<char *>(buf.data()), *n);
 	}
+}
+
+// Everything `to` can decrypt from what `from` sent.
+Result<std::string> transfer(TlsSession &from, TlsSession &to)
+{
+	carry(from, to);
+	return drain(to, 5000);
 }
 
 // Captures what is written to stderr (the log) while it lives.
@@ -451,21 +457,6 @@ private:
 	BIO *rbio_ = nullptr;
 	BIO *wbio_ = nullptr;
 };
-
-// Everything `s` can decrypt, asking `cap` bytes at a time.
-Result<std::string> drain(TlsSession &s, size_t cap)
-{
-	std::string got;
-	std::vector<uint8_t> buf(cap);
-	for (;;) {
-		auto n = s.decrypt(buf.data(), cap);
-		if (!n)
-			return n.status();
-		if (*n == 0)
-			return got;
-		got.append(reinterpret_cast<char *>(buf.data()), *n);
-	}
-}
 
 std::string pattern(size_t n, int seed)
 {
